@@ -1,0 +1,255 @@
+// Command pgferry is a PostgreSQL connection pooler: it reads a TOML config
+// (or a PgBouncer ini file), listens for clients and pools their
+// transactions onto a small set of server connections.
+//
+// Usage:
+//
+//	pgferry -config configs/pgferry.toml   run
+//	pgferry -config pgbouncer.ini          run from a PgBouncer config
+//	pgferry -check-config -config FILE     validate and exit
+//	pgferry -convert pgbouncer.ini         print the equivalent TOML
+//	pgferry                                demo: start a throwaway PostgreSQL
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	_ "net/http/pprof" // served only on debug_listen
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/pgferry/pgferry/auth/entra"
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/router"
+)
+
+// Exit codes: 0 after a clean shutdown, 1 on errors, 2 on bad usage or an
+// invalid config, 130/143 when a second SIGINT/SIGTERM forces an exit.
+const (
+	exitError  = 1
+	exitConfig = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("pgferry", flag.ContinueOnError)
+	configPath := fs.String("config", os.Getenv("PGFERRY_CONFIG"), "config file: TOML, or a PgBouncer .ini")
+	check := fs.Bool("check-config", false, "validate the config and exit")
+	convert := fs.String("convert", "", "print the TOML equivalent of a PgBouncer ini file and exit")
+	demoPort := fs.Int("demo-port", 6432, "listen port in demo mode (no -config)")
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	if *convert != "" {
+		cfg, warnings, err := configs.Load(*convert)
+		for _, w := range warnings {
+			fmt.Fprintln(os.Stderr, "warning:", w)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "pgferry:", err)
+			return exitConfig
+		}
+		out, err := cfg.ToTOML()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "pgferry:", err)
+			return exitError
+		}
+		os.Stdout.Write(out)
+		return 0
+	}
+	if *configPath == "" {
+		if *check {
+			fmt.Fprintln(os.Stderr, "pgferry: -check-config needs -config")
+			return exitConfig
+		}
+		return runDemo(*demoPort)
+	}
+	cfg, warnings, err := configs.Load(*configPath)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgferry: invalid config %s:\n%v\n", *configPath, err)
+		return exitConfig
+	}
+	if *check {
+		for _, w := range warnings {
+			fmt.Fprintln(os.Stderr, "warning:", w)
+		}
+		fmt.Printf("%s: OK\n", *configPath)
+		return 0
+	}
+	log, level, err := newLogger(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pgferry:", err)
+		return exitConfig
+	}
+	defer log.Sync()
+	for _, w := range warnings {
+		log.Warn("config warning", zap.String("warning", w))
+	}
+	return serve(cfg, *configPath, log, level)
+}
+
+func newLogger(cfg *configs.Config) (*zap.Logger, zap.AtomicLevel, error) {
+	level, err := zap.ParseAtomicLevel(cfg.LogLevel)
+	if err != nil {
+		return nil, level, fmt.Errorf("log_level: %w", err)
+	}
+	var zc zap.Config
+	if cfg.LogFormat == "console" {
+		zc = zap.NewDevelopmentConfig()
+		zc.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
+	} else {
+		zc = zap.NewProductionConfig()
+		zc.EncoderConfig.TimeKey = "ts"
+		zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	}
+	zc.Level = level
+	zc.DisableStacktrace = true
+	zc.Sampling = nil
+	l, err := zc.Build()
+	return l, level, err
+}
+
+// serve runs pgferry until SIGINT/SIGTERM. SIGHUP reloads the config.
+func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLevel) int {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	sources := newTokenSources(ctx, log)
+	defer sources.close()
+
+	srv, err := router.New(cfg, router.Options{Logger: log, PasswordSource: sources.get})
+	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return exitConfig
+	}
+	if err := srv.Listen(); err != nil {
+		log.Error("cannot listen", zap.Error(err))
+		return exitError
+	}
+	if err := srv.Serve(); err != nil {
+		log.Error("cannot serve", zap.Error(err))
+		return exitError
+	}
+	if cfg.DebugListen != "" {
+		go func() {
+			log.Info("pprof listening", zap.String("addr", cfg.DebugListen))
+			if err := http.ListenAndServe(cfg.DebugListen, nil); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Warn("pprof listener failed", zap.Error(err))
+			}
+		}()
+	}
+	log.Info("pgferry ready", zap.String("config", path))
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			reload(srv, path, log, level)
+			continue
+		}
+		log.Info("shutting down", zap.String("signal", sig.String()),
+			zap.Duration("shutdown_timeout", srv.Config().ShutdownTimeout.Std()))
+		done := make(chan struct{})
+		go func() {
+			sctx, cancel := context.WithTimeout(context.Background(), srv.Config().ShutdownTimeout.Std())
+			defer cancel()
+			srv.Shutdown(sctx)
+			close(done)
+		}()
+		for {
+			select {
+			case <-done:
+				return 0
+			case s2 := <-sigs:
+				if s2 == syscall.SIGHUP {
+					continue
+				}
+				log.Warn("second signal: exiting now", zap.String("signal", s2.String()))
+				if s2 == syscall.SIGINT {
+					return 130
+				}
+				return 143
+			}
+		}
+	}
+	return 0
+}
+
+func reload(srv *router.Server, path string, log *zap.Logger, level zap.AtomicLevel) {
+	cfg, warnings, err := configs.Load(path)
+	if err != nil {
+		log.Error("reload rejected: invalid config; the old one stays in force", zap.Error(err))
+		return
+	}
+	for _, w := range warnings {
+		log.Warn("config warning", zap.String("warning", w))
+	}
+	if err := srv.Reload(cfg); err != nil {
+		log.Error("reload rejected; the old config stays in force", zap.Error(err))
+		return
+	}
+	if l, err := zap.ParseAtomicLevel(cfg.LogLevel); err == nil {
+		level.SetLevel(l.Level())
+	}
+}
+
+// tokenSources builds one Entra ID token source per identity and keeps
+// them refreshing in the background until close.
+type tokenSources struct {
+	ctx  context.Context
+	log  *zap.Logger
+	byID map[string]*entra.TokenSource
+}
+
+func newTokenSources(ctx context.Context, log *zap.Logger) *tokenSources {
+	return &tokenSources{ctx: ctx, log: log, byID: make(map[string]*entra.TokenSource)}
+}
+
+// get is router.Options.PasswordSource. It is called under no lock by the
+// router, once per new pool; pools share a source per identity.
+func (t *tokenSources) get(dbName string, db configs.Database) (pool.PasswordSource, error) {
+	ec := entra.Config{
+		Credential:       db.EntraCredential,
+		ClientID:         db.EntraClientID,
+		TenantID:         db.EntraTenantID,
+		ClientSecretFile: db.EntraClientSecretFile,
+		ClientSecretEnv:  db.EntraClientSecretEnv,
+		TokenFile:        db.EntraTokenFile,
+		AuthorityHost:    db.EntraAuthorityHost,
+		Scope:            db.EntraScope,
+		Database:         dbName,
+	}
+	id := fmt.Sprintf("%s|%s|%s|%s|%s", ec.Credential, ec.ClientID, ec.TenantID, ec.AuthorityHost, ec.Scope)
+	if s, ok := t.byID[id]; ok {
+		return s, nil
+	}
+	cred, err := entra.NewCredential(ec)
+	if err != nil {
+		return nil, fmt.Errorf("databases.%s: %w", dbName, err)
+	}
+	s := entra.NewTokenSource(cred, ec)
+	s.Start(t.ctx)
+	t.byID[id] = s
+	return s, nil
+}
+
+func (t *tokenSources) close() {
+	for _, s := range t.byID {
+		s.Close()
+	}
+}
+
+// shutdownGrace is how long the demo waits for its PostgreSQL to stop.
+const shutdownGrace = 10 * time.Second

@@ -1,0 +1,336 @@
+package configs
+
+import "time"
+
+// Enumerated values accepted by the configuration.
+const (
+	poolModeTransaction = "transaction"
+	poolModeSession     = "session"
+
+	authPassword = "password"
+	authEntra    = "entra"
+
+	entraDefault          = "default"
+	entraManagedIdentity  = "managed_identity"
+	entraWorkloadIdentity = "workload_identity"
+	entraClientSecret     = "client_secret"
+	entraAzureCLI         = "azure_cli"
+
+	// defaultEntraScope is the token audience of Azure Database for
+	// PostgreSQL (see docs/entra-id.md).
+	defaultEntraScope = "https://ossrdbms-aad.database.windows.net/.default"
+
+	replicaFallbackPrimary = "primary"
+	replicaFallbackError   = "error"
+
+	// wildcardDatabase is PgBouncer's fallback [databases] entry name.
+	wildcardDatabase = "*"
+)
+
+// Config is the complete pgferry configuration. Key names and defaults follow
+// PgBouncer where the setting exists there (docs/pgbouncer-reference.md); the
+// TOML key of each field is its toml tag.
+//
+// A Config returned by [Load], [LoadWithEnv] or [Parse] has every derived
+// default filled in and has passed [Config.Validate]. Treat it as immutable
+// once published: it is safe for concurrent reads, and a reload builds a new
+// value rather than mutating the current one.
+type Config struct {
+	// ListenAddr is the TCP address to listen on; "*" means all interfaces,
+	// as in PgBouncer.
+	ListenAddr string `toml:"listen_addr"`
+	// ListenPort is the TCP port; 0 picks an ephemeral port (tests).
+	ListenPort int `toml:"listen_port"`
+	// UnixSocketDir is the directory for the .s.PGSQL.<port> socket; empty
+	// disables the unix socket. Unlike PgBouncer there is no /tmp default.
+	UnixSocketDir string `toml:"unix_socket_dir"`
+	// SoReuseport sets SO_REUSEPORT on the listening socket so several
+	// pgferry processes can share the port.
+	SoReuseport bool `toml:"so_reuseport"`
+
+	// AuthType is the client authentication method: "scram-sha-256", "md5"
+	// (accepts SCRAM secrets too, like PgBouncer), "plain" or "trust".
+	AuthType string `toml:"auth_type"`
+	// AuthFile is a PgBouncer userlist.txt with client secrets.
+	AuthFile string `toml:"auth_file"`
+	// AdminUsers may run every admin console command.
+	AdminUsers []string `toml:"admin_users"`
+	// StatsUsers may run the read-only SHOW commands of the admin console.
+	StatsUsers []string `toml:"stats_users"`
+	// AllowCIDRs restricts client source addresses; empty allows all.
+	AllowCIDRs []string `toml:"allow_cidrs"`
+
+	// PoolMode is "transaction" or "session".
+	PoolMode string `toml:"pool_mode"`
+	// DefaultPoolSize is the number of server connections per (database,
+	// user) pool unless a database or user overrides it.
+	DefaultPoolSize int `toml:"default_pool_size"`
+	// MinPoolSize keeps at least this many server connections open per pool.
+	MinPoolSize int `toml:"min_pool_size"`
+	// ReservePoolSize is how many extra connections a pool may open once a
+	// client has waited ReservePoolTimeout.
+	ReservePoolSize int `toml:"reserve_pool_size"`
+	// ReservePoolTimeout is the wait after which the reserve pool is used.
+	ReservePoolTimeout Duration `toml:"reserve_pool_timeout"`
+	// MaxClientConn caps accepted client connections. The default, 10000, is
+	// deliberately far above PgBouncer's 100: serverless and autoscaled
+	// clients open connections in bursts, and a client socket costs little
+	// compared with a server connection, which the pool sizes still bound.
+	MaxClientConn int `toml:"max_client_conn"`
+	// MaxDBConnections caps server connections per database across users;
+	// 0 is unlimited.
+	MaxDBConnections int `toml:"max_db_connections"`
+	// MaxUserConnections caps server connections per user across databases;
+	// 0 is unlimited.
+	MaxUserConnections int `toml:"max_user_connections"`
+
+	// ServerLifetime closes unlinked server connections older than this
+	// (0: use each connection once).
+	ServerLifetime Duration `toml:"server_lifetime"`
+	// ServerIdleTimeout closes server connections idle longer than this.
+	ServerIdleTimeout Duration `toml:"server_idle_timeout"`
+	// ServerConnectTimeout bounds connect plus login to a server.
+	ServerConnectTimeout Duration `toml:"server_connect_timeout"`
+	// ServerLoginRetry is the pause after a failed server login during which
+	// new clients fail fast.
+	ServerLoginRetry Duration `toml:"server_login_retry"`
+	// ServerResetQuery runs when a session-mode client releases its server.
+	ServerResetQuery string `toml:"server_reset_query"`
+	// ServerResetQueryAlways runs ServerResetQuery in transaction mode too.
+	ServerResetQueryAlways bool `toml:"server_reset_query_always"`
+	// ServerCheckDelay is the idle age after which a server connection is
+	// health-checked before reuse.
+	ServerCheckDelay Duration `toml:"server_check_delay"`
+	// ServerCheckQuery is the health-check query; empty sends an empty Query
+	// message, as PgBouncer does.
+	ServerCheckQuery string `toml:"server_check_query"`
+
+	// QueryTimeout cancels queries running longer; 0 disables.
+	QueryTimeout Duration `toml:"query_timeout"`
+	// QueryWaitTimeout disconnects clients queued for a server longer; 0
+	// disables.
+	QueryWaitTimeout Duration `toml:"query_wait_timeout"`
+	// ClientIdleTimeout closes idle clients; 0 disables.
+	ClientIdleTimeout Duration `toml:"client_idle_timeout"`
+	// ClientLoginTimeout bounds client startup and authentication.
+	ClientLoginTimeout Duration `toml:"client_login_timeout"`
+	// IdleTransactionTimeout disconnects clients idle inside a transaction;
+	// 0 disables.
+	IdleTransactionTimeout Duration `toml:"idle_transaction_timeout"`
+	// TransactionTimeout disconnects clients whose transaction stays open
+	// longer; 0 disables.
+	TransactionTimeout Duration `toml:"transaction_timeout"`
+	// CancelWaitTimeout bounds forwarding a cancel request.
+	CancelWaitTimeout Duration `toml:"cancel_wait_timeout"`
+	// ShutdownTimeout is how long a graceful shutdown waits for clients to
+	// finish before closing them (pgferry only).
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+
+	// MaxPreparedStatements is the number of protocol-level prepared
+	// statements tracked per client in transaction mode; 0 disables tracking.
+	MaxPreparedStatements int `toml:"max_prepared_statements"`
+	// TrackExtraParameters lists startup parameters tracked in addition to
+	// client_encoding, DateStyle, TimeZone, standard_conforming_strings and
+	// application_name.
+	TrackExtraParameters []string `toml:"track_extra_parameters"`
+	// IgnoreStartupParameters lists startup parameters silently dropped.
+	IgnoreStartupParameters []string `toml:"ignore_startup_parameters"`
+	// PinOnSessionState keeps a client on its server connection in
+	// transaction mode once it creates session state (SET, LISTEN,
+	// temporary tables, advisory locks) instead of leaking that state.
+	PinOnSessionState bool `toml:"pin_on_session_state"`
+	// MaxPacketSize is the largest protocol message accepted, in bytes.
+	MaxPacketSize int `toml:"max_packet_size"`
+
+	// ClientTLSSSLMode is the TLS mode towards clients: "disable", "allow",
+	// "prefer", "require", "verify-ca" or "verify-full".
+	ClientTLSSSLMode string `toml:"client_tls_sslmode"`
+	// ClientTLSKeyFile is the private key presented to clients.
+	ClientTLSKeyFile string `toml:"client_tls_key_file"`
+	// ClientTLSCertFile is the certificate presented to clients.
+	ClientTLSCertFile string `toml:"client_tls_cert_file"`
+	// ClientTLSCAFile verifies client certificates (verify-ca, verify-full).
+	ClientTLSCAFile string `toml:"client_tls_ca_file"`
+	// ServerTLSSSLMode is the default TLS mode towards servers: "disable",
+	// "allow", "prefer", "require", "verify-ca" or "verify-full".
+	ServerTLSSSLMode string `toml:"server_tls_sslmode"`
+	// ServerTLSCAFile verifies server certificates; empty uses system roots.
+	ServerTLSCAFile string `toml:"server_tls_ca_file"`
+	// ServerTLSKeyFile is the client key presented to servers.
+	ServerTLSKeyFile string `toml:"server_tls_key_file"`
+	// ServerTLSCertFile is the client certificate presented to servers.
+	ServerTLSCertFile string `toml:"server_tls_cert_file"`
+
+	// LogLevel is "debug", "info", "warn" or "error".
+	LogLevel string `toml:"log_level"`
+	// LogFormat is "json" or "console".
+	LogFormat string `toml:"log_format"`
+	// MetricsListen is the host:port of the Prometheus /metrics endpoint;
+	// empty disables it.
+	MetricsListen string `toml:"metrics_listen"`
+	// DebugListen is the host:port of the pprof endpoint; empty disables it.
+	DebugListen string `toml:"debug_listen"`
+	// AuthFailureDelay is the base delay before answering a failed client
+	// authentication, grown per failure to slow brute force; 0 disables.
+	AuthFailureDelay Duration `toml:"auth_failure_delay"`
+
+	// Users holds per-user settings keyed by user name.
+	Users map[string]User `toml:"users"`
+	// Databases holds the routable databases keyed by the name clients
+	// connect to; "*" is the fallback for names not listed.
+	Databases map[string]Database `toml:"databases"`
+}
+
+// User holds per-user settings; zero values inherit the global ones.
+type User struct {
+	// Password is the client-facing secret: plain text, "md5..." or
+	// "SCRAM-SHA-256$...". It is an alternative to an auth_file entry.
+	Password Secret `toml:"password"`
+	// PoolMode overrides Config.PoolMode for this user.
+	PoolMode string `toml:"pool_mode"`
+	// MaxUserConnections overrides Config.MaxUserConnections; 0 inherits.
+	MaxUserConnections int `toml:"max_user_connections"`
+}
+
+// Replica is a read replica of a database.
+type Replica struct {
+	// Host is the replica's host name or address.
+	Host string `toml:"host"`
+	// Port defaults to the database's port.
+	Port int `toml:"port"`
+	// Weight is the relative share of reads; defaults to 1.
+	Weight int `toml:"weight"`
+}
+
+// Database describes one routable database. After loading, every field with
+// a global counterpart holds the effective value, so consumers never need to
+// consult the globals.
+type Database struct {
+	// Host is the server host, or a comma-separated list tried in order for
+	// failover (the first writable one wins). Required, also for "*".
+	Host string `toml:"host"`
+	// Port is the server port; default 5432.
+	Port int `toml:"port"`
+	// DBName is the server database; defaults to the entry's name. For the
+	// "*" entry empty means the client's database name.
+	DBName string `toml:"dbname"`
+	// User is the server login user; empty means the client's user name.
+	User string `toml:"user"`
+	// Password is the server login password.
+	Password Secret `toml:"password"`
+	// PasswordFile is read at load time (trailing newline trimmed) into
+	// Password; it and Password are mutually exclusive.
+	PasswordFile string `toml:"password_file"`
+	// PoolSize defaults to Config.DefaultPoolSize.
+	PoolSize int `toml:"pool_size"`
+	// MinPoolSize defaults to Config.MinPoolSize.
+	MinPoolSize int `toml:"min_pool_size"`
+	// ReservePool defaults to Config.ReservePoolSize.
+	ReservePool int `toml:"reserve_pool"`
+	// MaxDBConnections defaults to Config.MaxDBConnections (0: unlimited).
+	MaxDBConnections int `toml:"max_db_connections"`
+	// PoolMode defaults to Config.PoolMode.
+	PoolMode string `toml:"pool_mode"`
+	// SSLMode defaults to Config.ServerTLSSSLMode.
+	SSLMode string `toml:"sslmode"`
+	// SSLRootCert defaults to Config.ServerTLSCAFile.
+	SSLRootCert string `toml:"sslrootcert"`
+	// AllowCleartextPassword permits answering a server's cleartext password
+	// request on a connection without TLS.
+	AllowCleartextPassword bool `toml:"allow_cleartext_password"`
+	// Auth is "password" (default) or "entra" (Microsoft Entra ID token as
+	// the password; needs sslmode require or stricter).
+	Auth string `toml:"auth"`
+	// EntraCredential is "default", "managed_identity", "workload_identity",
+	// "client_secret" or "azure_cli"; "default" when Auth is "entra".
+	EntraCredential string `toml:"entra_credential"`
+	// EntraClientID is a user-assigned identity's client id, or the app id
+	// for workload_identity and client_secret.
+	EntraClientID string `toml:"entra_client_id"`
+	// EntraTenantID is the directory (tenant) id.
+	EntraTenantID string `toml:"entra_tenant_id"`
+	// EntraClientSecretFile holds the client secret (client_secret only).
+	// The Entra code reads it; loading only checks that it exists.
+	EntraClientSecretFile string `toml:"entra_client_secret_file"`
+	// EntraClientSecretEnv names an environment variable holding the client
+	// secret (client_secret only).
+	EntraClientSecretEnv string `toml:"entra_client_secret_env"`
+	// EntraTokenFile is the federated token file for workload_identity.
+	EntraTokenFile string `toml:"entra_token_file"`
+	// EntraAuthorityHost overrides the authority (sovereign clouds, tests);
+	// must be an https URL.
+	EntraAuthorityHost string `toml:"entra_authority_host"`
+	// EntraScope is the token scope; defaults to the Azure Database for
+	// PostgreSQL scope when Auth is "entra".
+	EntraScope string `toml:"entra_scope"`
+	// Replicas are read replicas of this database.
+	Replicas []Replica `toml:"replicas"`
+	// MaxReplicaLagBytes is the WAL byte lag above which a replica is not
+	// used; default 16 MiB.
+	MaxReplicaLagBytes int64 `toml:"max_replica_lag_bytes"`
+	// MaxReplicaLag is the replay time lag above which a replica is not
+	// used; default 10s.
+	MaxReplicaLag Duration `toml:"max_replica_lag"`
+	// LagCheckInterval is how often replica lag is measured; default 1s.
+	LagCheckInterval Duration `toml:"lag_check_interval"`
+	// ReplicaFallback is "primary" (read from the primary when no replica
+	// qualifies) or "error".
+	ReplicaFallback string `toml:"replica_fallback"`
+	// ReadYourWrites routes a client's reads to the primary for this long
+	// after it writes; default 2s, an explicit 0 disables.
+	ReadYourWrites Duration `toml:"read_your_writes"`
+	// RouteReadStatements sends read-only statements outside transactions to
+	// replicas.
+	RouteReadStatements bool `toml:"route_read_statements"`
+	// ReadOnlyAlias is another database name (e.g. "app_ro") whose sessions
+	// read from this database's replicas.
+	ReadOnlyAlias string `toml:"readonly_alias"`
+}
+
+// Per-database defaults that have no global counterpart.
+const (
+	defaultDBPort             = 5432
+	defaultMaxReplicaLagBytes = 16 << 20
+	defaultMaxReplicaLag      = Duration(10 * time.Second)
+	defaultLagCheckInterval   = Duration(time.Second)
+	defaultReadYourWrites     = Duration(2 * time.Second)
+	minMaxPacketSize          = 1024
+)
+
+// Default returns a Config holding every global default and no users or
+// databases. The caller owns the result.
+func Default() *Config {
+	return &Config{
+		ListenAddr:              "127.0.0.1",
+		ListenPort:              6432,
+		AuthType:                "scram-sha-256",
+		AdminUsers:              []string{},
+		StatsUsers:              []string{},
+		AllowCIDRs:              []string{},
+		PoolMode:                poolModeTransaction,
+		DefaultPoolSize:         20,
+		ReservePoolTimeout:      Duration(5 * time.Second),
+		MaxClientConn:           10000,
+		ServerLifetime:          Duration(3600 * time.Second),
+		ServerIdleTimeout:       Duration(600 * time.Second),
+		ServerConnectTimeout:    Duration(15 * time.Second),
+		ServerLoginRetry:        Duration(15 * time.Second),
+		ServerResetQuery:        "DISCARD ALL",
+		ServerCheckDelay:        Duration(30 * time.Second),
+		QueryWaitTimeout:        Duration(120 * time.Second),
+		ClientLoginTimeout:      Duration(60 * time.Second),
+		CancelWaitTimeout:       Duration(10 * time.Second),
+		ShutdownTimeout:         Duration(30 * time.Second),
+		MaxPreparedStatements:   200,
+		TrackExtraParameters:    []string{"IntervalStyle", "search_path"},
+		IgnoreStartupParameters: []string{},
+		PinOnSessionState:       true,
+		MaxPacketSize:           2147483647,
+		ClientTLSSSLMode:        "disable",
+		ServerTLSSSLMode:        "prefer",
+		LogLevel:                "info",
+		LogFormat:               "json",
+		Users:                   map[string]User{},
+		Databases:               map[string]Database{},
+	}
+}

@@ -1,0 +1,292 @@
+package configs
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+)
+
+// Sections of pgbouncer.ini (PgBouncer doc/config.md).
+const (
+	iniSectionPgBouncer = "pgbouncer"
+	iniSectionDatabases = "databases"
+	iniSectionUsers     = "users"
+)
+
+// iniUnsupportedAuthTypes are PgBouncer auth_type values pgferry does not
+// implement.
+var iniUnsupportedAuthTypes = map[string]bool{
+	"any": true, "hba": true, "cert": true, "pam": true, "ldap": true, "peer": true,
+}
+
+// decodeINI reads a PgBouncer config file into c, which holds the defaults.
+//
+// Keys of [pgbouncer] map onto the top-level settings of the same name;
+// [databases] lines ("name = host=... port=...", libpq-style with single
+// quotes) onto Databases and [users] lines onto Users. Keys pgferry does not
+// know are reported as warnings, not errors, so an existing pgbouncer.ini
+// loads as is. Two PgBouncer defaults are kept where pgferry's differ in a way
+// that would change behaviour: auth_type defaults to "md5" when the file does
+// not set it, so existing md5 userlists keep working, and an empty listen_addr
+// (PgBouncer: unix socket only) keeps pgferry's 127.0.0.1 with a warning.
+// PgBouncer's unix_socket_dir default (/tmp) is not assumed.
+func decodeINI(data []byte, c *Config) ([]string, error) {
+	var (
+		warnings    []string
+		errs        []error
+		section     string
+		authTypeSet bool
+		skipSection bool
+	)
+	warnf := func(format string, args ...any) { warnings = append(warnings, fmt.Sprintf(format, args...)) }
+	errf := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	for i, line := range strings.Split(string(data), "\n") {
+		lineNo := i + 1
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == ';' || line[0] == '#' {
+			continue
+		}
+		if strings.HasPrefix(line, "%include") {
+			// Ignoring an include could silently drop databases.
+			errf("line %d: %%include is not supported by pgferry; inline the included file", lineNo)
+			continue
+		}
+		if line[0] == '[' {
+			if !strings.HasSuffix(line, "]") {
+				errf("line %d: malformed section header", lineNo)
+				continue
+			}
+			section = strings.ToLower(strings.TrimSpace(line[1 : len(line)-1]))
+			skipSection = false
+			switch section {
+			case iniSectionPgBouncer, iniSectionDatabases, iniSectionUsers:
+			default:
+				warnf("section [%s] is not supported by pgferry and is ignored", section)
+				skipSection = true
+			}
+			continue
+		}
+		rawKey, value, ok := strings.Cut(line, "=")
+		if !ok {
+			// The line is not echoed: it may hold a password.
+			errf("line %d: expected \"key = value\"", lineNo)
+			continue
+		}
+		key := unquoteININame(strings.TrimSpace(rawKey))
+		value = strings.TrimSpace(value)
+		if skipSection {
+			continue
+		}
+		switch section {
+		case "":
+			errf("line %d: key %q outside of a section", lineNo, key)
+		case iniSectionPgBouncer:
+			key = strings.ToLower(key)
+			if key == "auth_type" {
+				authTypeSet = true
+			}
+			w, err := setINIGlobal(c, key, value)
+			if w != "" {
+				warnings = append(warnings, w)
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
+		case iniSectionDatabases:
+			db := Database{}
+			w, err := setINIPairs(reflect.ValueOf(&db).Elem(), "databases."+quoteKey(key), value, map[string]string{
+				// PgBouncer 1.24 renamed the per-database reserve_pool.
+				"reserve_pool_size": "reserve_pool",
+			})
+			warnings = append(warnings, w...)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			c.Databases[key] = db
+		case iniSectionUsers:
+			u := User{}
+			w, err := setINIPairs(reflect.ValueOf(&u).Elem(), "users."+quoteKey(key), value, nil)
+			warnings = append(warnings, w...)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			c.Users[key] = u
+		}
+	}
+	if !authTypeSet {
+		c.AuthType = "md5"
+	}
+	return warnings, errors.Join(errs...)
+}
+
+// unquoteININame strips the double quotes PgBouncer allows around database
+// and user names.
+func unquoteININame(s string) string {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		return strings.ReplaceAll(s[1:len(s)-1], `""`, `"`)
+	}
+	return s
+}
+
+// setINIGlobal applies one [pgbouncer] key to c. It returns a warning for
+// keys pgferry ignores and an error naming the key for bad values.
+func setINIGlobal(c *Config, key, value string) (string, error) {
+	switch key {
+	case "auth_type":
+		if iniUnsupportedAuthTypes[strings.ToLower(value)] {
+			return "", fmt.Errorf("pgbouncer.auth_type: %q is not supported by pgferry; use md5, scram-sha-256, plain or trust", value)
+		}
+		value = strings.ToLower(value)
+	case "listen_addr":
+		addr, warn, err := iniListenAddr(value)
+		if err != nil {
+			return "", err
+		}
+		if warn != "" {
+			return warn, nil
+		}
+		value = addr
+	}
+	f, ok := fieldByKey(reflect.ValueOf(c).Elem(), key)
+	if !ok {
+		return fmt.Sprintf("pgbouncer.%s is not supported by pgferry and is ignored", key), nil
+	}
+	if err := setFromString(f, value); err != nil {
+		return "", fmt.Errorf("pgbouncer.%s: %w", key, err)
+	}
+	return "", nil
+}
+
+// iniListenAddr maps PgBouncer's listen_addr, a comma-separated list where
+// "*" means all interfaces and empty means no TCP, onto pgferry's single
+// address.
+func iniListenAddr(v string) (addr, warning string, err error) {
+	items := splitList(v)
+	switch {
+	case len(items) == 0:
+		return "", `pgbouncer.listen_addr is empty (PgBouncer: unix socket only); pgferry always listens on TCP and keeps the default "127.0.0.1"`, nil
+	case len(items) == 1:
+		return items[0], "", nil
+	}
+	for _, it := range items {
+		if it == "*" {
+			return "*", "", nil
+		}
+	}
+	return "", "", fmt.Errorf(`pgbouncer.listen_addr: pgferry listens on a single address or "*", got %q`, v)
+}
+
+// setINIPairs parses a libpq-style "k=v k='v w'" string into the struct v
+// (a Database or User). prefix names the entry in messages; aliases maps
+// alternative key names onto field keys. Unknown keys become warnings.
+func setINIPairs(v reflect.Value, prefix, s string, aliases map[string]string) ([]string, error) {
+	pairs, err := parseConnString(s)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", prefix, err)
+	}
+	var (
+		warnings []string
+		errs     []error
+	)
+	for _, kv := range pairs {
+		key := strings.ToLower(kv[0])
+		if a, ok := aliases[key]; ok {
+			key = a
+		}
+		f, ok := fieldByKey(v, key)
+		if !ok {
+			warnings = append(warnings, fmt.Sprintf("%s.%s is not supported by pgferry and is ignored", prefix, key))
+			continue
+		}
+		if err := setFromString(f, kv[1]); err != nil {
+			errs = append(errs, fmt.Errorf("%s.%s: %w", prefix, key, err))
+		}
+	}
+	return warnings, errors.Join(errs...)
+}
+
+// fieldByKey returns the field of struct v whose toml key is key, if it can
+// be set from a string.
+func fieldByKey(v reflect.Value, key string) (reflect.Value, bool) {
+	for _, f := range reflect.VisibleFields(v.Type()) {
+		if tomlKey(f) == key && settableFromString(f.Type) {
+			return v.FieldByIndex(f.Index), true
+		}
+	}
+	return reflect.Value{}, false
+}
+
+// parseConnString splits a libpq keyword/value connection string
+// (PostgreSQL docs, libpq "Connection Strings"): pairs separated by
+// whitespace, optional whitespace around "=", values optionally in single
+// quotes where \' and \\ escape (libpq) and ” stands for a quote
+// (PgBouncer's loader.c). Errors never quote values, which may be passwords.
+func parseConnString(s string) ([][2]string, error) {
+	var pairs [][2]string
+	i := 0
+	skipSpace := func() {
+		for i < len(s) && isSpace(s[i]) {
+			i++
+		}
+	}
+	for {
+		skipSpace()
+		if i >= len(s) {
+			return pairs, nil
+		}
+		start := i
+		for i < len(s) && s[i] != '=' && !isSpace(s[i]) {
+			i++
+		}
+		key := s[start:i]
+		skipSpace()
+		if i >= len(s) || s[i] != '=' || key == "" {
+			return nil, fmt.Errorf("malformed connection string: expected key=value near key %q", key)
+		}
+		i++ // '='
+		skipSpace()
+		var val strings.Builder
+		if i < len(s) && s[i] == '\'' {
+			i++
+			closed := false
+			for i < len(s) {
+				ch := s[i]
+				if ch == '\\' && i+1 < len(s) {
+					val.WriteByte(s[i+1])
+					i += 2
+					continue
+				}
+				if ch == '\'' {
+					if i+1 < len(s) && s[i+1] == '\'' {
+						val.WriteByte('\'')
+						i += 2
+						continue
+					}
+					i++
+					closed = true
+					break
+				}
+				val.WriteByte(ch)
+				i++
+			}
+			if !closed {
+				return nil, fmt.Errorf("malformed connection string: unterminated quoted value for key %q", key)
+			}
+		} else {
+			for i < len(s) && !isSpace(s[i]) {
+				if s[i] == '\\' && i+1 < len(s) {
+					i++
+				}
+				val.WriteByte(s[i])
+				i++
+			}
+		}
+		pairs = append(pairs, [2]string{key, val.String()})
+	}
+}
+
+func isSpace(b byte) bool { return b == ' ' || b == '\t' || b == '\r' || b == '\n' }

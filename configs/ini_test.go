@@ -1,0 +1,267 @@
+package configs
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// iniDB is a minimal valid [databases] section.
+const iniDB = "[databases]\napp = host=127.0.0.1\n"
+
+func TestINIAcceptsPgBouncerBooleans(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"1", true}, {"yes", true}, {"true", true}, {"on", true}, {"ON", true},
+		{"0", false}, {"no", false}, {"false", false}, {"off", false}, {"Off", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			doc := "[pgbouncer]\nauth_type = trust\nso_reuseport = " + tc.in + "\n" + iniDB
+			c, _, err := Parse([]byte(doc), "ini", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.SoReuseport != tc.want {
+				t.Errorf("so_reuseport = %s decoded as %v", tc.in, c.SoReuseport)
+			}
+		})
+	}
+}
+
+func TestINIReadsSettings(t *testing.T) {
+	tests := []struct {
+		name    string
+		doc     string
+		check   func(*Config) bool
+		warning string
+	}{
+		{
+			name:  "auth_type defaults to PgBouncer's md5",
+			doc:   "[pgbouncer]\nauth_file = testdata/userlist.txt\n" + iniDB,
+			check: func(c *Config) bool { return c.AuthType == "md5" },
+		},
+		{
+			name:  "auth_type is case-insensitive",
+			doc:   "[pgbouncer]\nAUTH_TYPE = Trust\n" + iniDB,
+			check: func(c *Config) bool { return c.AuthType == "trust" },
+		},
+		{
+			name:  "listen_addr list containing * means all interfaces",
+			doc:   "[pgbouncer]\nauth_type = trust\nlisten_addr = 127.0.0.1, *\n" + iniDB,
+			check: func(c *Config) bool { return c.ListenAddr == "*" },
+		},
+		{
+			name:    "empty listen_addr keeps the default with a warning",
+			doc:     "[pgbouncer]\nauth_type = trust\nlisten_addr =\n" + iniDB,
+			check:   func(c *Config) bool { return c.ListenAddr == "127.0.0.1" },
+			warning: "pgbouncer.listen_addr is empty",
+		},
+		{
+			name:  "unix_socket_dir is not assumed",
+			doc:   "[pgbouncer]\nauth_type = trust\n" + iniDB,
+			check: func(c *Config) bool { return c.UnixSocketDir == "" },
+		},
+		{
+			name:    "unknown sections are ignored with a warning",
+			doc:     "[pgbouncer]\nauth_type = trust\n[peers]\n1 = host=x\n" + iniDB,
+			check:   func(c *Config) bool { return len(c.Databases) == 1 },
+			warning: "section [peers] is not supported",
+		},
+		{
+			name: "quoted names and connection string escapes",
+			doc:  "[pgbouncer]\nauth_type = trust\n[databases]\n\"my db\" = host = h dbname='my '' db' password='a\\'b c'\n",
+			check: func(c *Config) bool {
+				db := c.Databases["my db"]
+				return db.Host == "h" && db.DBName == "my ' db" && db.Password.Reveal() == "a'b c"
+			},
+		},
+		{
+			name:  "PgBouncer's reserve_pool_size alias in a database line",
+			doc:   "[pgbouncer]\nauth_type = trust\n[databases]\napp = host=h reserve_pool_size=4\n",
+			check: func(c *Config) bool { return c.Databases["app"].ReservePool == 4 },
+		},
+		{
+			name:    "unsupported database key warns",
+			doc:     "[pgbouncer]\nauth_type = trust\n[databases]\napp = host=h connect_query='select 1'\n",
+			check:   func(c *Config) bool { return c.Databases["app"].Host == "h" },
+			warning: "databases.app.connect_query is not supported by pgferry and is ignored",
+		},
+		{
+			name:  "comments with ; and #",
+			doc:   "; c1\n# c2\n[pgbouncer]\n  ; indented\nauth_type = trust\n" + iniDB,
+			check: func(c *Config) bool { return c.AuthType == "trust" },
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, warnings, err := Parse([]byte(tc.doc), "ini", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(c) {
+				t.Errorf("unexpected config %+v", c)
+			}
+			found := tc.warning == ""
+			for _, w := range warnings {
+				found = found || strings.Contains(w, tc.warning)
+			}
+			if !found {
+				t.Errorf("warnings %q lack %q", warnings, tc.warning)
+			}
+		})
+	}
+}
+
+func TestINIErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		want string
+	}{
+		{name: "hba auth", doc: "[pgbouncer]\nauth_type = hba\n" + iniDB, want: `pgbouncer.auth_type: "hba" is not supported`},
+		{name: "pam auth", doc: "[pgbouncer]\nauth_type = pam\n" + iniDB, want: "pgbouncer.auth_type"},
+		{name: "any auth", doc: "[pgbouncer]\nauth_type = any\n" + iniDB, want: "pgbouncer.auth_type"},
+		{name: "cert auth", doc: "[pgbouncer]\nauth_type = cert\n" + iniDB, want: "pgbouncer.auth_type"},
+		{name: "bad integer", doc: "[pgbouncer]\nauth_type = trust\nlisten_port = x\n" + iniDB, want: `pgbouncer.listen_port: invalid integer "x"`},
+		{name: "bad boolean", doc: "[pgbouncer]\nauth_type = trust\nso_reuseport = perhaps\n" + iniDB, want: "pgbouncer.so_reuseport: invalid boolean"},
+		{name: "bad duration", doc: "[pgbouncer]\nauth_type = trust\nserver_lifetime = long\n" + iniDB, want: "pgbouncer.server_lifetime: invalid duration"},
+		{name: "several listen addresses", doc: "[pgbouncer]\nauth_type = trust\nlisten_addr = 10.0.0.1,10.0.0.2\n" + iniDB, want: "pgbouncer.listen_addr: pgferry listens on a single address"},
+		{name: "bad database port", doc: "[pgbouncer]\nauth_type = trust\n[databases]\napp = host=h port=x\n", want: "databases.app.port: invalid integer"},
+		{name: "unterminated quote", doc: "[pgbouncer]\nauth_type = trust\n[databases]\napp = host=h password='abc\n", want: `databases.app: malformed connection string: unterminated quoted value for key "password"`},
+		{name: "bad user limit", doc: "[pgbouncer]\nauth_type = trust\n[users]\nbob = max_user_connections=many\n" + iniDB, want: "users.bob.max_user_connections: invalid integer"},
+		{name: "key outside a section", doc: "auth_type = trust\n" + iniDB, want: `line 1: key "auth_type" outside of a section`},
+		{name: "line without equals", doc: "[pgbouncer]\nauth_type\n" + iniDB, want: `line 2: expected "key = value"`},
+		{name: "include", doc: "%include /etc/pgbouncer/extra.ini\n" + iniDB, want: "line 1: %include is not supported"},
+		{name: "statement pooling", doc: "[pgbouncer]\nauth_type = trust\npool_mode = statement\n" + iniDB, want: "pool_mode: must be one of"},
+		{name: "database without host", doc: "[pgbouncer]\nauth_type = trust\n[databases]\napp = dbname=x\n", want: "databases.app.host: required"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := Parse([]byte(tc.doc), "ini", nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestINIErrorsDoNotEchoPasswords(t *testing.T) {
+	const pw = "topsecret-ini-pw"
+	docs := []string{
+		"[pgbouncer]\nauth_type = trust\n[databases]\napp = host=h password='" + pw + "\n",
+		"[pgbouncer]\nauth_type = trust\n[databases]\napp = host=h password=" + pw + " port=bad\n",
+		"[pgbouncer]\nauth_type = trust\n[databases]\n" + pw + "\n",
+	}
+	for _, doc := range docs {
+		_, _, err := Parse([]byte(doc), "ini", nil)
+		if err == nil {
+			t.Fatalf("Parse(%q) succeeded", doc)
+		}
+		if strings.Contains(err.Error(), pw) {
+			t.Errorf("error echoes the password: %v", err)
+		}
+	}
+}
+
+func TestParseConnString(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    [][2]string
+		wantErr bool
+	}{
+		{name: "empty", in: "", want: nil},
+		{name: "simple pairs", in: "host=h port=1", want: [][2]string{{"host", "h"}, {"port", "1"}}},
+		{name: "spaces around equals", in: "host = h  port= 1", want: [][2]string{{"host", "h"}, {"port", "1"}}},
+		{name: "quoted value with blanks", in: "password='a b'", want: [][2]string{{"password", "a b"}}},
+		{name: "doubled quote", in: "password='it''s'", want: [][2]string{{"password", "it's"}}},
+		{name: "backslash escapes", in: `password='a\'b\\c' user=x\ y`, want: [][2]string{{"password", `a'b\c`}, {"user", "x y"}}},
+		{name: "empty quoted value", in: "password=''", want: [][2]string{{"password", ""}}},
+		{name: "missing equals", in: "host", wantErr: true},
+		{name: "missing key", in: "=h", wantErr: true},
+		{name: "unterminated quote", in: "password='abc", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseConnString(tc.in)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("parseConnString(%q) error = %v, wantErr %v", tc.in, err, tc.wantErr)
+			}
+			if !tc.wantErr && !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("parseConnString(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestFormatDetection(t *testing.T) {
+	tests := []struct {
+		name, path, data, want string
+	}{
+		{name: "ini extension", path: "x.ini", data: "listen_port = 1", want: "ini"},
+		{name: "toml extension wins over content", path: "x.toml", data: "[pgbouncer]", want: "toml"},
+		{name: "pgbouncer section", path: "x.conf", data: "; comment\n\n[pgbouncer]\nlisten_port = 1\n", want: "ini"},
+		{name: "ini databases section", path: "x.conf", data: "# c\n[databases]\napp = host=h port=1\n", want: "ini"},
+		{name: "toml databases section", path: "x.conf", data: "[databases]\napp = { host = \"h\" }\n", want: "toml"},
+		{name: "toml dotted table", path: "", data: "[databases.app]\nhost = \"h\"\n", want: "toml"},
+		{name: "toml key first", path: "", data: "listen_port = 1\n[pgbouncer]\n", want: "toml"},
+		{name: "empty", path: "", data: "", want: "toml"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := detectFormat(tc.path, []byte(tc.data)); got != tc.want {
+				t.Errorf("detectFormat(%q, %q) = %s, want %s", tc.path, tc.data, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadDetectsINIByContentAndResolvesPathsAgainstTheFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "users.txt"), []byte(`"a" "b"`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "pgbouncer.conf")
+	doc := "[pgbouncer]\nauth_file = users.txt\n" + iniDB
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "users.txt"); c.AuthFile != want {
+		t.Errorf("auth_file = %q, want %q", c.AuthFile, want)
+	}
+}
+
+func TestParseRejectsUnknownFormat(t *testing.T) {
+	if _, _, err := Parse([]byte(""), "yaml", nil); err == nil || !strings.Contains(err.Error(), `unknown config format "yaml"`) {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+func TestLoadReportsMissingFile(t *testing.T) {
+	_, _, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("error = %v, want a not-exist error", err)
+	}
+}
+
+func TestPlainAuthWarns(t *testing.T) {
+	_, warnings, err := Parse([]byte("[pgbouncer]\nauth_type = plain\nauth_file = testdata/userlist.txt\n"+iniDB), "ini", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(warnings, func(w string) bool { return strings.HasPrefix(w, "auth_type:") }) {
+		t.Errorf("warnings %q lack an auth_type warning", warnings)
+	}
+}

@@ -1,0 +1,405 @@
+package pool
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgferry/pgferry/auth"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// PasswordSource yields the password for one server login. It is called for
+// every new server connection so that rotating secrets (Entra ID tokens)
+// reach new logins while existing connections keep working.
+type PasswordSource interface {
+	Password(ctx context.Context) (string, error)
+}
+
+// StaticPassword is a PasswordSource for a fixed password.
+type StaticPassword string
+
+// Password implements PasswordSource.
+func (s StaticPassword) Password(context.Context) (string, error) { return string(s), nil }
+
+// String hides the password from logs and %v.
+func (s StaticPassword) String() string { return "[redacted]" }
+
+// SSL modes for server connections, as in libpq.
+const (
+	SSLDisable    = "disable"
+	SSLAllow      = "allow"
+	SSLPrefer     = "prefer"
+	SSLRequire    = "require"
+	SSLVerifyCA   = "verify-ca"
+	SSLVerifyFull = "verify-full"
+)
+
+// DialConfig says how to open and log in one server connection.
+type DialConfig struct {
+	// Hosts are tried in order. With RequireWritable, a host whose server is
+	// in recovery is skipped (libpq's target_session_attrs=read-write).
+	Hosts []string
+	Port  int
+	// Database and User are sent in the StartupMessage.
+	Database, User string
+	// Password is asked for each login; nil means no password is known.
+	Password PasswordSource
+	// SSLMode is one of the SSL* constants. TLS holds the root CAs and
+	// client certificate; ServerName is set per host (SNI and verify-full).
+	SSLMode string
+	TLS     *tls.Config
+	// AllowCleartext permits answering a cleartext password request on a
+	// connection without TLS.
+	AllowCleartext bool
+	// ConnectTimeout bounds dial plus login.
+	ConnectTimeout time.Duration
+	// Params are extra startup parameters (application_name, ...).
+	Params []protocol.Param
+	// RequireWritable skips servers that report in_hot_standby=on.
+	RequireWritable bool
+	// Resolver looks up host names afresh on every dial so DNS-based
+	// failover is followed; nil uses net.DefaultResolver.
+	Resolver *net.Resolver
+}
+
+// ServerError is an ErrorResponse the server sent during login. Frame holds
+// the message as received, so it can be relayed to clients untouched.
+type ServerError struct {
+	Frame   []byte
+	Code    string
+	Message string
+}
+
+func (e *ServerError) Error() string {
+	return fmt.Sprintf("server error %s: %s", e.Code, e.Message)
+}
+
+// ErrReadOnlyServer is returned when RequireWritable is set and no host is
+// writable.
+var ErrReadOnlyServer = errors.New("server is read-only (in recovery)")
+
+// Dial opens a server connection and logs in. It honours ctx and
+// ConnectTimeout; the returned connection is ready for queries.
+func Dial(ctx context.Context, cfg *DialConfig) (*ServerConn, error) {
+	if cfg.ConnectTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.ConnectTimeout)
+		defer cancel()
+	}
+	var firstErr error
+	for _, host := range cfg.Hosts {
+		sc, err := dialHost(ctx, cfg, host)
+		if err == nil {
+			return sc, nil
+		}
+		if firstErr == nil || errors.Is(firstErr, ErrReadOnlyServer) {
+			firstErr = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if firstErr == nil {
+		firstErr = errors.New("no host configured")
+	}
+	return nil, firstErr
+}
+
+func dialHost(ctx context.Context, cfg *DialConfig, host string) (*ServerConn, error) {
+	addr := net.JoinHostPort(host, strconv.Itoa(cfg.Port))
+	d := net.Dialer{Resolver: cfg.Resolver, KeepAlive: 30 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial server %s: %w", addr, err)
+	}
+	sc, err := login(ctx, cfg, host, addr, raw)
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return sc, nil
+}
+
+func login(ctx context.Context, cfg *DialConfig, host, addr string, raw net.Conn) (*ServerConn, error) {
+	// Blocked socket I/O ignores contexts; turn the deadline into a conn one.
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		raw.SetDeadline(dl)
+	}
+
+	conn := raw
+	tlsOn := false
+	if cfg.SSLMode != SSLDisable && cfg.SSLMode != "" && cfg.SSLMode != SSLAllow {
+		if _, err := raw.Write(protocol.AppendSSLRequest(nil)); err != nil {
+			return nil, ctxErr(ctx, fmt.Errorf("send SSLRequest to %s: %w", addr, err))
+		}
+		var b [1]byte
+		if _, err := raw.Read(b[:]); err != nil {
+			return nil, ctxErr(ctx, fmt.Errorf("read SSLRequest answer from %s: %w", addr, err))
+		}
+		switch b[0] {
+		case 'S':
+			tc := tls.Client(raw, tlsConfigFor(cfg, host))
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return nil, ctxErr(ctx, fmt.Errorf("TLS handshake with %s: %w", addr, err))
+			}
+			conn, tlsOn = tc, true
+		case 'N':
+			if cfg.SSLMode != SSLPrefer {
+				return nil, fmt.Errorf("server %s does not support TLS but sslmode is %s", addr, cfg.SSLMode)
+			}
+		default:
+			return nil, fmt.Errorf("server %s answered SSLRequest with %q", addr, b[0])
+		}
+	}
+
+	params := make([]protocol.Param, 0, 3+len(cfg.Params))
+	params = append(params, protocol.Param{Key: "user", Value: cfg.User}, protocol.Param{Key: "database", Value: cfg.Database})
+	params = append(params, cfg.Params...)
+	if _, err := conn.Write(protocol.AppendStartupMessage(nil, params)); err != nil {
+		return nil, ctxErr(ctx, fmt.Errorf("send startup to %s: %w", addr, err))
+	}
+
+	sc := &ServerConn{Conn: conn, raw: raw, Addr: addr, Host: host, TLS: tlsOn, Params: make(map[string]string, 16)}
+	sc.Rd = protocol.NewReader(conn)
+	if err := sc.authenticate(ctx, cfg); err != nil {
+		sc.Rd.Release()
+		return nil, ctxErr(ctx, err)
+	}
+	raw.SetDeadline(time.Time{})
+	if cfg.RequireWritable && sc.Params["in_hot_standby"] == "on" {
+		sc.Rd.Release()
+		conn.Write(protocol.AppendTerminate(nil))
+		return nil, fmt.Errorf("server %s: %w", addr, ErrReadOnlyServer)
+	}
+	sc.Wr = protocol.NewWriter(conn)
+	now := time.Now()
+	sc.created, sc.lastUsed = now, now
+	return sc, nil
+}
+
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
+	return err
+}
+
+func tlsConfigFor(cfg *DialConfig, host string) *tls.Config {
+	var c *tls.Config
+	if cfg.TLS != nil {
+		c = cfg.TLS.Clone()
+	} else {
+		c = &tls.Config{}
+	}
+	c.MinVersion = tls.VersionTLS12
+	c.ServerName = host
+	switch cfg.SSLMode {
+	case SSLVerifyFull:
+		// Standard verification: chain and host name.
+	case SSLVerifyCA:
+		// Chain only, as libpq: verify against the roots without the name.
+		roots := c.RootCAs
+		c.InsecureSkipVerify = true
+		c.VerifyPeerCertificate = func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+			return verifyChain(rawCerts, roots)
+		}
+	default:
+		c.InsecureSkipVerify = true
+	}
+	return c
+}
+
+// authenticate runs the login exchange up to ReadyForQuery.
+func (sc *ServerConn) authenticate(ctx context.Context, cfg *DialConfig) error {
+	var scram *auth.SCRAMClient
+	password := func() (string, error) {
+		if cfg.Password == nil {
+			return "", fmt.Errorf("server %s asked for a password but none is configured for user %q", sc.Addr, cfg.User)
+		}
+		return cfg.Password.Password(ctx)
+	}
+	var out []byte
+	for {
+		frame, err := sc.Rd.Next()
+		if err != nil {
+			return fmt.Errorf("read login reply from %s: %w", sc.Addr, err)
+		}
+		typ, body := frame[0], protocol.Body(frame)
+		switch typ {
+		case protocol.MsgAuthentication:
+			if len(body) < 4 {
+				return fmt.Errorf("server %s sent a malformed authentication request", sc.Addr)
+			}
+			code := binary.BigEndian.Uint32(body)
+			out = out[:0]
+			switch code {
+			case 0: // AuthenticationOk
+				continue
+			case 3: // CleartextPassword
+				if !sc.TLS && !cfg.AllowCleartext {
+					return fmt.Errorf("server %s asked for a cleartext password over a connection without TLS; set sslmode to require or allow_cleartext_password", sc.Addr)
+				}
+				pw, err := password()
+				if err != nil {
+					return err
+				}
+				out = encode(out, &pgproto3.PasswordMessage{Password: pw})
+			case 5: // MD5Password
+				if len(body) != 8 {
+					return fmt.Errorf("server %s sent a malformed MD5 request", sc.Addr)
+				}
+				pw, err := password()
+				if err != nil {
+					return err
+				}
+				var salt [4]byte
+				copy(salt[:], body[4:])
+				out = encode(out, &pgproto3.PasswordMessage{Password: auth.MD5Response(cfg.User, pw, salt)})
+			case 10: // SASL
+				pw, err := password()
+				if err != nil {
+					return err
+				}
+				if !hasMechanism(body[4:], "SCRAM-SHA-256") {
+					return fmt.Errorf("server %s offers no SASL mechanism pgferry supports (SCRAM-SHA-256)", sc.Addr)
+				}
+				scram = auth.NewSCRAMClient(pw)
+				out = encode(out, &pgproto3.SASLInitialResponse{AuthMechanism: scram.Mechanism(), Data: scram.ClientFirst()})
+			case 11: // SASLContinue
+				if scram == nil {
+					return fmt.Errorf("server %s sent SASLContinue out of order", sc.Addr)
+				}
+				final, err := scram.ClientFinal(body[4:])
+				if err != nil {
+					return fmt.Errorf("SCRAM with %s: %w", sc.Addr, err)
+				}
+				out = encode(out, &pgproto3.SASLResponse{Data: final})
+			case 12: // SASLFinal
+				if scram == nil {
+					return fmt.Errorf("server %s sent SASLFinal out of order", sc.Addr)
+				}
+				if err := scram.VerifyServerFinal(body[4:]); err != nil {
+					return fmt.Errorf("SCRAM with %s: %w", sc.Addr, err)
+				}
+				continue
+			default:
+				return fmt.Errorf("server %s requested authentication method %d, which pgferry does not support", sc.Addr, code)
+			}
+			if _, err := sc.Conn.Write(out); err != nil {
+				return fmt.Errorf("send authentication to %s: %w", sc.Addr, err)
+			}
+		case protocol.MsgParameterStatus:
+			k, rest, ok := protocol.CString(body)
+			v, _, ok2 := protocol.CString(rest)
+			if ok && ok2 {
+				sc.Params[string(k)] = string(v)
+			}
+		case protocol.MsgBackendKeyData:
+			if len(body) >= 8 {
+				sc.PID = binary.BigEndian.Uint32(body)
+				sc.Key = binary.BigEndian.Uint32(body[4:])
+			}
+		case protocol.MsgNoticeResponse, 'v': // notices, NegotiateProtocolVersion
+		case protocol.MsgErrorResponse:
+			_, code, msg := protocol.ParseErrorFields(frame)
+			return &ServerError{Frame: append([]byte(nil), frame...), Code: string(code), Message: string(msg)}
+		case protocol.MsgReadyForQuery:
+			return nil
+		default:
+			return fmt.Errorf("server %s sent unexpected message %q during login", sc.Addr, typ)
+		}
+	}
+}
+
+func encode(dst []byte, m pgproto3.FrontendMessage) []byte {
+	out, err := m.Encode(dst)
+	if err != nil {
+		return dst
+	}
+	return out
+}
+
+func hasMechanism(list []byte, name string) bool {
+	for len(list) > 0 && list[0] != 0 {
+		m, rest, ok := protocol.CString(list)
+		if !ok {
+			return false
+		}
+		if string(m) == name {
+			return true
+		}
+		list = rest
+	}
+	return false
+}
+
+// verifyChain checks the server's chain against roots without checking the
+// host name (sslmode=verify-ca).
+func verifyChain(rawCerts [][]byte, roots *x509.CertPool) error {
+	if len(rawCerts) == 0 {
+		return errors.New("server sent no certificate")
+	}
+	certs := make([]*x509.Certificate, len(rawCerts))
+	for i, der := range rawCerts {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("parse server certificate: %w", err)
+		}
+		certs[i] = c
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
+	return err
+}
+
+// SendCancel opens a new connection to the server at addr and sends a
+// CancelRequest with the server's own key, negotiating TLS as cfg says.
+func SendCancel(ctx context.Context, cfg *DialConfig, host, addr string, pid, key uint32) error {
+	d := net.Dialer{Resolver: cfg.Resolver}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dial server %s for cancel: %w", addr, err)
+	}
+	defer raw.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		raw.SetDeadline(dl)
+	}
+	conn := raw
+	if cfg.SSLMode != SSLDisable && cfg.SSLMode != "" && cfg.SSLMode != SSLAllow {
+		if _, err := raw.Write(protocol.AppendSSLRequest(nil)); err != nil {
+			return err
+		}
+		var b [1]byte
+		if _, err := raw.Read(b[:]); err != nil {
+			return err
+		}
+		if b[0] == 'S' {
+			tc := tls.Client(raw, tlsConfigFor(cfg, host))
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return fmt.Errorf("TLS handshake with %s for cancel: %w", addr, err)
+			}
+			conn = tc
+		}
+	}
+	if _, err := conn.Write(protocol.AppendCancelRequest(nil, pid, key)); err != nil {
+		return fmt.Errorf("send cancel to %s: %w", addr, err)
+	}
+	// The server closes the connection when done; wait for that so the
+	// cancel is delivered before we return.
+	var b [1]byte
+	conn.Read(b[:])
+	return nil
+}

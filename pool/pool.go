@@ -1,0 +1,619 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrPoolClosed is returned by Acquire on a closed pool.
+var ErrPoolClosed = errors.New("pool is closed")
+
+// WaitTimeoutError is returned by Acquire when a client waited longer than
+// the query wait timeout.
+var ErrWaitTimeout = errors.New("query_wait_timeout")
+
+// LoginFailingError is returned while server logins are failing, within
+// server_login_retry of the last failure, so clients fail fast instead of
+// queueing behind a broken server.
+type LoginFailingError struct{ Err error }
+
+func (e *LoginFailingError) Error() string {
+	return "server login has been failing: " + e.Err.Error()
+}
+func (e *LoginFailingError) Unwrap() error { return e.Err }
+
+// Config sizes and times one pool.
+type Config struct {
+	// Database and User name the pool (the client-facing database name and
+	// the server login user); Dial says how to reach the server.
+	Database, User string
+	Dial           DialConfig
+	// Size is the number of server connections the pool may hold;
+	// ReserveSize more are allowed once a waiter has waited ReserveTimeout.
+	Size, MinSize, ReserveSize int
+	ReserveTimeout             time.Duration
+	// Lifetime closes released connections older than this (0: never);
+	// IdleTimeout closes connections idle longer than this (0: never).
+	Lifetime, IdleTimeout time.Duration
+	// LoginRetry is how long after a failed login new clients fail fast.
+	LoginRetry time.Duration
+	// MaxPrepared is the per-connection prepared statement LRU size.
+	MaxPrepared int
+	// DBLimit and UserLimit are shared caps across pools (nil: none).
+	DBLimit, UserLimit *Limit
+	// Hooks receive distributions; nil is fine.
+	Hooks Hooks
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// DialFunc replaces Dial (tests); nil means Dial.
+	DialFunc func(ctx context.Context, cfg *DialConfig) (*ServerConn, error)
+}
+
+// Hooks observe a pool's distributions. Implementations must be cheap and
+// safe for concurrent use.
+type Hooks interface {
+	// WaitObserved reports how long an Acquire waited for a connection.
+	WaitObserved(d time.Duration)
+	// LoginObserved reports a server login attempt and its outcome.
+	LoginObserved(d time.Duration, err error)
+}
+
+// Stat is a snapshot of a pool. Counters are cumulative.
+type Stat struct {
+	Active, Idle, Dialing, Total, Waiting int
+	MaxWait                               time.Duration
+	AcquireCount, WaitCount               uint64
+	WaitTime                              time.Duration
+	DialCount, DialFailures               uint64
+	Destroyed                             uint64
+	Paused                                bool
+}
+
+var connIDs atomic.Uint64
+
+// Pool lends server connections for one (database, user).
+type Pool struct {
+	cfg  Config
+	now  func() time.Time
+	dial func(ctx context.Context, cfg *DialConfig) (*ServerConn, error)
+
+	ctx    context.Context // canceled by Close; bounds dials
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // dials and the janitor
+
+	// mu guards everything below. Nothing slow (I/O, dialing) runs under it.
+	mu           sync.Mutex
+	idle         []*ServerConn // LIFO: most recently released last
+	waiters      waitQueue
+	active       int
+	dialing      int
+	total        int // active + idle + dialing
+	gen          uint64
+	closed       bool
+	paused       bool
+	resumed      chan struct{} // closed on Resume
+	loginErr     error
+	loginAt      time.Time
+	reserve      bool // reserve connections currently allowed
+	reserveArmed bool // a reserve check timer is pending
+	stat         Stat // cumulative counters
+}
+
+// New creates a pool and starts its janitor, which keeps MinSize
+// connections open and retires idle or old ones. Close stops it.
+func New(cfg Config) *Pool {
+	if cfg.Size <= 0 {
+		cfg.Size = 1
+	}
+	p := &Pool{cfg: cfg, now: cfg.Now, dial: cfg.DialFunc}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.dial == nil {
+		p.dial = Dial
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	for _, l := range []*Limit{cfg.DBLimit, cfg.UserLimit} {
+		if l != nil {
+			l.register(p)
+		}
+	}
+	p.wg.Add(1)
+	go p.janitor()
+	return p
+}
+
+// Database returns the pool's database name.
+func (p *Pool) Database() string { return p.cfg.Database }
+
+// User returns the pool's user name.
+func (p *Pool) User() string { return p.cfg.User }
+
+// Config returns the pool's configuration.
+func (p *Pool) Config() Config { return p.cfg }
+
+type waiter struct {
+	ch       chan acquireResult // buffered 1; receives exactly once
+	enqueued time.Time
+	next     *waiter
+	prev     *waiter
+	queued   bool
+}
+
+type acquireResult struct {
+	sc  *ServerConn
+	err error
+}
+
+// waitQueue is an intrusive FIFO of waiters.
+type waitQueue struct {
+	head, tail *waiter
+	n          int
+}
+
+func (q *waitQueue) push(w *waiter) {
+	w.prev, w.next, w.queued = q.tail, nil, true
+	if q.tail != nil {
+		q.tail.next = w
+	} else {
+		q.head = w
+	}
+	q.tail = w
+	q.n++
+}
+
+func (q *waitQueue) remove(w *waiter) {
+	if !w.queued {
+		return
+	}
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		q.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		q.tail = w.prev
+	}
+	w.prev, w.next, w.queued = nil, nil, false
+	q.n--
+}
+
+func (q *waitQueue) pop() *waiter {
+	w := q.head
+	if w != nil {
+		q.remove(w)
+	}
+	return w
+}
+
+// Acquire lends a server connection, waiting in FIFO order when none is
+// free. It returns ctx's error when ctx ends first (callers use a context
+// with the query wait timeout), a *ServerError or *LoginFailingError when
+// server logins fail, or ErrPoolClosed.
+func (p *Pool) Acquire(ctx context.Context) (*ServerConn, error) {
+	for {
+		sc, err := p.acquireOnce(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if sc.alive() {
+			sc.lastUsed = p.now()
+			return sc, nil
+		}
+		// Died while idle (server restart, idle-session timeout): discard it
+		// and try again; it never reaches a client.
+		p.Destroy(sc)
+	}
+}
+
+func (p *Pool) acquireOnce(ctx context.Context) (*ServerConn, error) {
+	p.mu.Lock()
+	for p.paused && !p.closed {
+		ch := p.resumed
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		p.mu.Lock()
+	}
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrPoolClosed
+	}
+	p.stat.AcquireCount++
+	if n := len(p.idle); n > 0 && p.waiters.n == 0 {
+		sc := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.active++
+		p.mu.Unlock()
+		return sc, nil
+	}
+	if p.loginErr != nil && p.total == 0 && p.now().Sub(p.loginAt) < p.cfg.LoginRetry {
+		err := p.loginErr
+		p.mu.Unlock()
+		return nil, &LoginFailingError{Err: err}
+	}
+	w := &waiter{ch: make(chan acquireResult, 1), enqueued: p.now()}
+	p.waiters.push(w)
+	p.stat.WaitCount++
+	p.growLocked()
+	p.mu.Unlock()
+
+	var res acquireResult
+	select {
+	case res = <-w.ch:
+	case <-ctx.Done():
+		p.mu.Lock()
+		if w.queued {
+			p.waiters.remove(w)
+			p.mu.Unlock()
+			p.observeWait(w)
+			return nil, ctx.Err()
+		}
+		p.mu.Unlock()
+		// Handed a result concurrently: give a connection back.
+		res = <-w.ch
+		if res.sc != nil {
+			p.Release(res.sc)
+		}
+		p.observeWait(w)
+		return nil, ctx.Err()
+	}
+	p.observeWait(w)
+	return res.sc, res.err
+}
+
+func (p *Pool) observeWait(w *waiter) {
+	d := p.now().Sub(w.enqueued)
+	p.mu.Lock()
+	p.stat.WaitTime += d
+	p.mu.Unlock()
+	if p.cfg.Hooks != nil {
+		p.cfg.Hooks.WaitObserved(d)
+	}
+}
+
+// growLocked starts dials while waiters outnumber connections being dialed
+// and the limits allow.
+func (p *Pool) growLocked() {
+	for p.waiters.n > p.dialing && !p.closed && !p.paused {
+		limit := p.cfg.Size
+		if p.reserve {
+			limit += p.cfg.ReserveSize
+		}
+		if p.total >= limit {
+			if p.cfg.ReserveSize > 0 && !p.reserve {
+				p.scheduleReserveLocked()
+			}
+			return
+		}
+		if !p.cfg.DBLimit.tryTake() {
+			p.cfg.DBLimit.evictIdleElsewhere(p)
+			return
+		}
+		if !p.cfg.UserLimit.tryTake() {
+			p.cfg.DBLimit.untake()
+			p.cfg.UserLimit.evictIdleElsewhere(p)
+			return
+		}
+		p.total++
+		p.dialing++
+		p.wg.Add(1)
+		go p.dialOne()
+	}
+}
+
+// scheduleReserveLocked arms a check that enables the reserve pool once the
+// oldest waiter has waited ReserveTimeout.
+func (p *Pool) scheduleReserveLocked() {
+	w := p.waiters.head
+	if w == nil || p.reserveArmed {
+		return
+	}
+	wait := p.cfg.ReserveTimeout - p.now().Sub(w.enqueued)
+	if wait <= 0 {
+		p.reserve = true
+		p.growLocked()
+		return
+	}
+	// The janitor re-checks every tick; a timer gives finer resolution.
+	p.reserveArmed = true
+	p.wg.Add(1)
+	time.AfterFunc(wait, func() {
+		defer p.wg.Done()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.reserveArmed = false
+		if h := p.waiters.head; h != nil && p.now().Sub(h.enqueued) >= p.cfg.ReserveTimeout && !p.reserve {
+			p.reserve = true
+			p.growLocked()
+		}
+	})
+}
+
+func (p *Pool) dialOne() {
+	defer p.wg.Done()
+	start := p.now()
+	sc, err := p.dial(p.ctx, &p.cfg.Dial)
+	if p.cfg.Hooks != nil {
+		p.cfg.Hooks.LoginObserved(p.now().Sub(start), err)
+	}
+	if err == nil {
+		sc.pool = p
+		sc.id = connIDs.Add(1)
+		sc.Stmts.SetMax(p.cfg.MaxPrepared)
+	}
+	p.mu.Lock()
+	p.dialing--
+	p.stat.DialCount++
+	if err != nil {
+		p.total--
+		p.stat.DialFailures++
+		p.loginErr, p.loginAt = err, p.now()
+		// Every client queued now gets the error (PgBouncer relays the
+		// server's login error to all waiting clients).
+		var failed []*waiter
+		for w := p.waiters.pop(); w != nil; w = p.waiters.pop() {
+			failed = append(failed, w)
+		}
+		p.mu.Unlock()
+		p.cfg.DBLimit.give()
+		p.cfg.UserLimit.give()
+		for _, w := range failed {
+			w.ch <- acquireResult{err: err}
+		}
+		return
+	}
+	p.loginErr = nil
+	sc.gen = p.gen
+	if p.closed {
+		p.total--
+		p.mu.Unlock()
+		p.retire(sc)
+		return
+	}
+	p.putLocked(sc)
+	p.mu.Unlock()
+}
+
+// putLocked hands sc to the oldest waiter or parks it idle. sc is not
+// counted as active on entry.
+func (p *Pool) putLocked(sc *ServerConn) {
+	if w := p.waiters.pop(); w != nil {
+		p.active++
+		w.ch <- acquireResult{sc: sc}
+		return
+	}
+	if p.waiters.n == 0 {
+		p.reserve = false
+	}
+	sc.lastUsed = p.now()
+	p.idle = append(p.idle, sc)
+}
+
+// Release returns a clean, idle connection. Connections that are too old,
+// from before a Reconnect, or returned to a closed pool are closed instead.
+func (p *Pool) Release(sc *ServerConn) {
+	p.mu.Lock()
+	expired := p.closed || sc.gen != p.gen ||
+		(p.cfg.Lifetime > 0 && p.now().Sub(sc.created) >= p.cfg.Lifetime) ||
+		(p.paused && p.waiters.n == 0)
+	if expired {
+		p.mu.Unlock()
+		p.Destroy(sc)
+		return
+	}
+	p.active--
+	sc.Rd.Release()
+	p.putLocked(sc)
+	p.mu.Unlock()
+}
+
+// Destroy closes a lent connection whose state is unknown and lets the pool
+// open a replacement for waiting clients.
+func (p *Pool) Destroy(sc *ServerConn) {
+	p.mu.Lock()
+	p.active--
+	p.total--
+	p.stat.Destroyed++
+	p.growLocked()
+	p.mu.Unlock()
+	p.retire(sc)
+}
+
+// retire closes a connection that is no longer counted and returns its
+// share of the shared limits.
+func (p *Pool) retire(sc *ServerConn) {
+	sc.close()
+	p.cfg.DBLimit.give()
+	p.cfg.UserLimit.give()
+}
+
+// closeIdle closes up to n idle connections (n < 0: all) and reports how
+// many it closed.
+func (p *Pool) closeIdle(n int) int {
+	p.mu.Lock()
+	var victims []*ServerConn
+	for len(p.idle) > 0 && n != 0 {
+		victims = append(victims, p.idle[0])
+		p.idle = p.idle[1:]
+		p.total--
+		n--
+	}
+	p.mu.Unlock()
+	for _, sc := range victims {
+		p.retire(sc)
+	}
+	return len(victims)
+}
+
+// kick lets the pool dial again after a shared limit freed up.
+func (p *Pool) kick() {
+	p.mu.Lock()
+	p.growLocked()
+	p.mu.Unlock()
+}
+
+// janitor retires idle connections past IdleTimeout or Lifetime and keeps
+// MinSize connections open.
+func (p *Pool) janitor() {
+	defer p.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+			p.maintain()
+		}
+	}
+}
+
+func (p *Pool) maintain() {
+	now := p.now()
+	p.mu.Lock()
+	var victims []*ServerConn
+	keep := p.idle[:0]
+	for _, sc := range p.idle {
+		if (p.cfg.IdleTimeout > 0 && now.Sub(sc.lastUsed) >= p.cfg.IdleTimeout && p.total-len(victims) > p.cfg.MinSize) ||
+			(p.cfg.Lifetime > 0 && now.Sub(sc.created) >= p.cfg.Lifetime) || sc.gen != p.gen {
+			victims = append(victims, sc)
+			p.total--
+			continue
+		}
+		keep = append(keep, sc)
+	}
+	clear(p.idle[len(keep):])
+	p.idle = keep
+	// Keep MinSize open, unless logins are failing right now.
+	for p.total < p.cfg.MinSize && !p.closed && !p.paused &&
+		(p.loginErr == nil || now.Sub(p.loginAt) >= p.cfg.LoginRetry) {
+		if !p.cfg.DBLimit.tryTake() {
+			break
+		}
+		if !p.cfg.UserLimit.tryTake() {
+			p.cfg.DBLimit.untake()
+			break
+		}
+		p.total++
+		p.dialing++
+		p.wg.Add(1)
+		go p.dialOne()
+	}
+	if h := p.waiters.head; h != nil && p.cfg.ReserveSize > 0 && !p.reserve && now.Sub(h.enqueued) >= p.cfg.ReserveTimeout {
+		p.reserve = true
+	}
+	p.growLocked()
+	p.mu.Unlock()
+	for _, sc := range victims {
+		p.retire(sc)
+	}
+}
+
+// Reconnect makes every current connection close when next released (and
+// idle ones now), so new logins pick up changed settings or credentials.
+func (p *Pool) Reconnect() {
+	p.mu.Lock()
+	p.gen++
+	p.mu.Unlock()
+	p.closeIdle(-1)
+}
+
+// Pause stops lending connections: new Acquire calls wait until Resume, and
+// connections are closed as they are released. It returns once no
+// connection is lent out or ctx ends.
+func (p *Pool) Pause(ctx context.Context) error {
+	p.mu.Lock()
+	if !p.paused {
+		p.paused = true
+		p.resumed = make(chan struct{})
+	}
+	p.mu.Unlock()
+	p.closeIdle(-1)
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		done := p.active == 0 && p.dialing == 0
+		p.mu.Unlock()
+		if done {
+			p.closeIdle(-1)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Resume ends a Pause.
+func (p *Pool) Resume() {
+	p.mu.Lock()
+	if p.paused {
+		p.paused = false
+		close(p.resumed)
+	}
+	p.growLocked()
+	p.mu.Unlock()
+}
+
+// Close fails waiting clients with ErrPoolClosed, closes idle connections
+// and waits for dials in flight. Lent connections are closed as they come
+// back. Close is idempotent.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.wg.Wait()
+		return
+	}
+	p.closed = true
+	var failed []*waiter
+	for w := p.waiters.pop(); w != nil; w = p.waiters.pop() {
+		failed = append(failed, w)
+	}
+	if p.paused {
+		p.paused = false
+		close(p.resumed)
+	}
+	p.mu.Unlock()
+	for _, w := range failed {
+		w.ch <- acquireResult{err: ErrPoolClosed}
+	}
+	p.cancel()
+	p.closeIdle(-1)
+	p.wg.Wait()
+	for _, l := range []*Limit{p.cfg.DBLimit, p.cfg.UserLimit} {
+		if l != nil {
+			l.unregister(p)
+		}
+	}
+}
+
+// Stat returns a snapshot.
+func (p *Pool) Stat() Stat {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.stat
+	s.Active, s.Idle, s.Dialing, s.Total, s.Waiting = p.active, len(p.idle), p.dialing, p.total, p.waiters.n
+	s.Paused = p.paused
+	if h := p.waiters.head; h != nil {
+		s.MaxWait = p.now().Sub(h.enqueued)
+	}
+	return s
+}
+
+// String names the pool for logs.
+func (p *Pool) String() string { return fmt.Sprintf("%s/%s", p.cfg.Database, p.cfg.User) }

@@ -1,0 +1,163 @@
+package pool
+
+import (
+	"net"
+	"time"
+
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// ServerConn is one logged-in server connection. The Pool owns it; a session
+// that borrowed it may use Conn, Rd, Wr, Params and Stmts until it ends the
+// loan with Pool.Release or Pool.Destroy. It is not safe for concurrent use
+// by more than the borrower's goroutines (which the borrower coordinates).
+type ServerConn struct {
+	// Conn is the connection in use (TLS-wrapped when TLS is on).
+	Conn net.Conn
+	raw  net.Conn
+	// Addr is host:port as dialed; Host the configured host name.
+	Addr, Host string
+	// TLS reports whether the connection is encrypted.
+	TLS bool
+	// PID and Key are the server's BackendKeyData, used for cancels.
+	PID, Key uint32
+	// Params holds the server's ParameterStatus values. The borrower
+	// updates it as it relays ParameterStatus messages.
+	Params map[string]string
+	// Rd and Wr frame the connection; their buffers are released while the
+	// connection sits idle in the pool.
+	Rd *protocol.Reader
+	Wr *protocol.Writer
+	// Stmts tracks the prepared statements pgferry created on this server.
+	Stmts StmtCache
+
+	pool              *Pool
+	created, lastUsed time.Time
+	gen               uint64
+	id                uint64
+}
+
+// Pool returns the pool that owns sc.
+func (sc *ServerConn) Pool() *Pool { return sc.pool }
+
+// ID is a process-unique number for logs and the admin console.
+func (sc *ServerConn) ID() uint64 { return sc.id }
+
+// Created returns when the connection was opened.
+func (sc *ServerConn) Created() time.Time { return sc.created }
+
+// LocalAddr returns the local address of the connection.
+func (sc *ServerConn) LocalAddr() net.Addr { return sc.raw.LocalAddr() }
+
+// alive reports whether an idle connection can be handed out.
+func (sc *ServerConn) alive() bool {
+	return sc.Rd.Buffered() == 0 && protocol.Alive(sc.raw)
+}
+
+// close says goodbye and closes the socket. The Terminate is best effort.
+func (sc *ServerConn) close() {
+	sc.raw.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	sc.Conn.Write(protocol.AppendTerminate(nil))
+	sc.Conn.Close()
+	sc.Rd.Release()
+	sc.Wr.Release()
+}
+
+// StmtCache is the set of prepared statements pgferry created on one server
+// connection, keyed by the statement's hash, with LRU order. Lookups of known
+// statements do not allocate.
+type StmtCache struct {
+	max        int
+	m          map[uint64]*stmtEntry
+	head, tail *stmtEntry // head is most recently used
+}
+
+type stmtEntry struct {
+	key        uint64
+	prev, next *stmtEntry
+}
+
+// Len reports the number of cached statements.
+func (c *StmtCache) Len() int { return len(c.m) }
+
+// Has reports whether key is prepared and marks it most recently used.
+func (c *StmtCache) Has(key uint64) bool {
+	e, ok := c.m[key]
+	if ok {
+		c.moveFront(e)
+	}
+	return ok
+}
+
+// Add records key as prepared. When the cache is full it evicts the least
+// recently used statement and returns its key so the caller can Close it on
+// the server.
+func (c *StmtCache) Add(key uint64) (evicted uint64, didEvict bool) {
+	if c.m == nil {
+		c.m = make(map[uint64]*stmtEntry)
+	}
+	if e, ok := c.m[key]; ok {
+		c.moveFront(e)
+		return 0, false
+	}
+	if c.max > 0 && len(c.m) >= c.max && c.tail != nil {
+		old := c.tail
+		c.unlink(old)
+		delete(c.m, old.key)
+		evicted, didEvict = old.key, true
+	}
+	e := &stmtEntry{key: key}
+	c.m[key] = e
+	c.pushFront(e)
+	return evicted, didEvict
+}
+
+// Remove forgets key.
+func (c *StmtCache) Remove(key uint64) {
+	if e, ok := c.m[key]; ok {
+		c.unlink(e)
+		delete(c.m, key)
+	}
+}
+
+// Clear forgets everything (after DISCARD ALL or DEALLOCATE ALL).
+func (c *StmtCache) Clear() {
+	clear(c.m)
+	c.head, c.tail = nil, nil
+}
+
+// SetMax sets the LRU capacity; 0 means unbounded.
+func (c *StmtCache) SetMax(n int) { c.max = n }
+
+func (c *StmtCache) moveFront(e *stmtEntry) {
+	if c.head == e {
+		return
+	}
+	c.unlink(e)
+	c.pushFront(e)
+}
+
+func (c *StmtCache) pushFront(e *stmtEntry) {
+	e.prev, e.next = nil, c.head
+	if c.head != nil {
+		c.head.prev = e
+	}
+	c.head = e
+	if c.tail == nil {
+		c.tail = e
+	}
+}
+
+func (c *StmtCache) unlink(e *stmtEntry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		c.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		c.tail = e.prev
+	}
+	e.prev, e.next = nil, nil
+}

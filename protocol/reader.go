@@ -1,0 +1,308 @@
+package protocol
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// BufferSize is the size of each connection's read buffer. It matches
+// PostgreSQL's own PQ_RECV_BUFFER_SIZE (src/backend/libpq/pqcomm.c), so a
+// frame PostgreSQL could send in one recv fits in one of ours.
+const BufferSize = 8192
+
+// headerSize is the type byte plus the int32 length of a regular message.
+const headerSize = 5
+
+// ErrBadLength means a frame's length field was below 4, which cannot be a
+// valid PostgreSQL message: the stream is out of sync.
+var ErrBadLength = errors.New("invalid message length")
+
+// TooLargeError reports a frame longer than the reader's limit. The frame was
+// not buffered.
+type TooLargeError struct {
+	Type  byte
+	Size  int
+	Limit int
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("message of type %q is %d bytes, over the limit of %d", e.Type, e.Size, e.Limit)
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, BufferSize); return &b }}
+
+// GetBuffer takes an 8 KiB buffer from the shared pool.
+func GetBuffer() *[]byte { return bufPool.Get().(*[]byte) }
+
+// PutBuffer returns a buffer taken with GetBuffer.
+func PutBuffer(b *[]byte) {
+	if b != nil && cap(*b) == BufferSize {
+		*b = (*b)[:BufferSize]
+		bufPool.Put(b)
+	}
+}
+
+// Reader reads PostgreSQL frames from a connection into an 8 KiB buffer. It
+// is not safe for concurrent use.
+//
+// Frames are handed out as slices of the buffer, valid until the next call
+// on the Reader. A Reader holds its buffer only while it has unread bytes or
+// is mid-call: when it is drained and a Wait function is set, it returns the
+// buffer to the shared pool before blocking, so idle connections cost no
+// buffer memory.
+type Reader struct {
+	src  io.Reader
+	bufp *[]byte
+	buf  []byte
+	r, w int
+	big  []byte // holds a whole frame larger than buf; dropped after use
+
+	// Wait, when set, blocks until src is readable (or fails). The Reader
+	// calls it with its buffer released whenever it has nothing buffered.
+	Wait func() error
+	// MaxMessage bounds a frame's total size; 0 means 1 GiB (PostgreSQL's
+	// own MaxAllocSize for a message).
+	MaxMessage int
+}
+
+// NewReader returns a Reader over src. Call Release when done with it.
+func NewReader(src io.Reader) *Reader { return &Reader{src: src} }
+
+// Reset points the Reader at a new source and drops buffered data.
+func (rd *Reader) Reset(src io.Reader) {
+	rd.src = src
+	rd.r, rd.w = 0, 0
+	rd.big = nil
+}
+
+// Release returns the buffer to the shared pool; buffered bytes are lost.
+func (rd *Reader) Release() {
+	if rd.bufp != nil {
+		PutBuffer(rd.bufp)
+		rd.bufp, rd.buf = nil, nil
+	}
+	rd.r, rd.w = 0, 0
+	rd.big = nil
+}
+
+// Buffered reports how many unread bytes are buffered.
+func (rd *Reader) Buffered() int { return rd.w - rd.r }
+
+func (rd *Reader) limit() int {
+	if rd.MaxMessage > 0 {
+		return rd.MaxMessage
+	}
+	return 1 << 30
+}
+
+// fill makes at least n bytes available, n <= BufferSize.
+func (rd *Reader) fill(n int) error {
+	for rd.w-rd.r < n {
+		if rd.r == rd.w {
+			rd.r, rd.w = 0, 0
+			if rd.Wait != nil {
+				if rd.bufp != nil {
+					PutBuffer(rd.bufp)
+					rd.bufp, rd.buf = nil, nil
+				}
+				if err := rd.Wait(); err != nil {
+					return err
+				}
+			}
+		}
+		if rd.bufp == nil {
+			rd.bufp = GetBuffer()
+			rd.buf = *rd.bufp
+		}
+		if rd.r > 0 && len(rd.buf)-rd.r < n {
+			rd.w = copy(rd.buf, rd.buf[rd.r:rd.w])
+			rd.r = 0
+		}
+		m, err := rd.src.Read(rd.buf[rd.w:])
+		rd.w += m
+		if err != nil {
+			if rd.w-rd.r >= n {
+				return nil
+			}
+			if err == io.EOF && rd.w-rd.r > 0 {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// Peek waits for the next frame's header and returns its type and total size
+// (type byte and length included). It consumes nothing.
+func (rd *Reader) Peek() (typ byte, size int, err error) {
+	if err := rd.fill(headerSize); err != nil {
+		return 0, 0, err
+	}
+	typ = rd.buf[rd.r]
+	l := int(int32(binary.BigEndian.Uint32(rd.buf[rd.r+1:])))
+	if l < 4 {
+		return typ, 0, ErrBadLength
+	}
+	size = l + 1
+	if size > rd.limit() {
+		return typ, size, &TooLargeError{Type: typ, Size: size, Limit: rd.limit()}
+	}
+	return typ, size, nil
+}
+
+// Next reads the whole next frame, header included. The slice is valid until
+// the next call on the Reader. A frame larger than the buffer is read into a
+// temporary buffer that is dropped on the following call.
+func (rd *Reader) Next() ([]byte, error) {
+	rd.big = nil
+	_, size, err := rd.Peek()
+	if err != nil {
+		return nil, err
+	}
+	if size <= BufferSize {
+		if err := rd.fill(size); err != nil {
+			return nil, err
+		}
+		f := rd.buf[rd.r : rd.r+size]
+		rd.r += size
+		return f, nil
+	}
+	rd.big = make([]byte, size)
+	n := copy(rd.big, rd.buf[rd.r:rd.w])
+	rd.r += n
+	if _, err := io.ReadFull(rd.src, rd.big[n:]); err != nil {
+		return nil, noEOF(err)
+	}
+	return rd.big, nil
+}
+
+// Forward copies the next frame to w without decoding it. A frame that fits
+// in the buffer is appended to w's buffer; a larger one is streamed: w is
+// flushed and the frame is copied through the read buffer chunk by chunk, so
+// memory stays bounded whatever its size.
+func (rd *Reader) Forward(w *Writer) error {
+	rd.big = nil
+	_, size, err := rd.Peek()
+	if err != nil {
+		return err
+	}
+	if size <= BufferSize {
+		if err := rd.fill(size); err != nil {
+			return err
+		}
+		w.buf = append(w.buf, rd.buf[rd.r:rd.r+size]...)
+		rd.r += size
+		return nil
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return rd.stream(size, w.dst)
+}
+
+// Discard skips the next frame.
+func (rd *Reader) Discard() error {
+	rd.big = nil
+	_, size, err := rd.Peek()
+	if err != nil {
+		return err
+	}
+	return rd.stream(size, io.Discard)
+}
+
+// stream copies size bytes of the current frame to dst through the buffer.
+func (rd *Reader) stream(size int, dst io.Writer) error {
+	for size > 0 {
+		if rd.r == rd.w {
+			rd.r, rd.w = 0, 0
+			m, err := rd.src.Read(rd.buf)
+			rd.w = m
+			if m == 0 && err != nil {
+				return noEOF(err)
+			}
+		}
+		n := min(size, rd.w-rd.r)
+		if _, err := dst.Write(rd.buf[rd.r : rd.r+n]); err != nil {
+			return &WriteError{Err: err}
+		}
+		rd.r += n
+		size -= n
+	}
+	return nil
+}
+
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// WriteError marks an error from the destination of a Forward, so callers can
+// tell which side of a relay failed.
+type WriteError struct{ Err error }
+
+func (e *WriteError) Error() string { return "write: " + e.Err.Error() }
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// Writer batches outgoing frames and writes them with one Write per Flush.
+// It is not safe for concurrent use.
+type Writer struct {
+	dst io.Writer
+	buf []byte
+}
+
+// NewWriter returns a Writer to dst.
+func NewWriter(dst io.Writer) *Writer { return &Writer{dst: dst} }
+
+// Reset points the Writer at a new destination and drops pending bytes.
+func (w *Writer) Reset(dst io.Writer) { w.dst = dst; w.buf = w.buf[:0] }
+
+// Append queues raw frame bytes.
+func (w *Writer) Append(b []byte) { w.buf = append(w.buf, b...) }
+
+// Buffer exposes the pending bytes for encoders that append in place:
+// w.SetBuffer(msg.Encode(w.Buffer())).
+func (w *Writer) Buffer() []byte { return w.buf }
+
+// SetBuffer replaces the pending bytes (see Buffer).
+func (w *Writer) SetBuffer(b []byte) { w.buf = b }
+
+// Len reports how many bytes are pending.
+func (w *Writer) Len() int { return len(w.buf) }
+
+// Flush writes pending bytes. A buffer that a large message grew past 64 KiB
+// is dropped afterwards so steady-state memory stays small.
+func (w *Writer) Flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	_, err := w.dst.Write(w.buf)
+	if cap(w.buf) > 64<<10 {
+		w.buf = nil
+	} else {
+		w.buf = w.buf[:0]
+	}
+	if err != nil {
+		return &WriteError{Err: err}
+	}
+	return nil
+}
+
+// Release drops the Writer's buffer (for idle connections).
+func (w *Writer) Release() { w.buf = nil }
+
+// HasFrame reports whether a whole frame is buffered, so reading it will not
+// block. Callers flush their writes before a read that may block.
+func (rd *Reader) HasFrame() bool {
+	n := rd.w - rd.r
+	if n < headerSize {
+		return false
+	}
+	l := int(int32(binary.BigEndian.Uint32(rd.buf[rd.r+1:])))
+	return n >= l+1
+}

@@ -1,0 +1,331 @@
+package router
+
+import (
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// trackedBase are the parameters PgBouncer always carries from client to
+// server; track_extra_parameters adds more.
+var trackedBase = []string{"client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name"}
+
+// startupNotParams are startup keys that are not run-time parameters.
+var startupNotParams = map[string]bool{"user": true, "database": true, "options": true, "replication": true}
+
+// initParams records the parameters this client wants on every server it
+// uses: the tracked set, plus whatever it sent in its startup packet.
+func (ss *session) initParams(cfg *configs.Config, st *protocol.Startup) error {
+	ss.params = make(map[string]string)
+	keys := make(map[string]string) // lower-case -> canonical
+	add := func(k string) string {
+		lk := strings.ToLower(k)
+		if c, ok := keys[lk]; ok {
+			return c
+		}
+		keys[lk] = k
+		ss.paramKeys = append(ss.paramKeys, k)
+		return k
+	}
+	for _, k := range trackedBase {
+		add(k)
+	}
+	for _, k := range cfg.TrackExtraParameters {
+		add(k)
+	}
+	ignored := make(map[string]bool)
+	for _, k := range cfg.IgnoreStartupParameters {
+		ignored[strings.ToLower(k)] = true
+	}
+	for _, p := range st.Params {
+		if startupNotParams[p.Key] || ignored[strings.ToLower(p.Key)] {
+			continue
+		}
+		ss.params[add(p.Key)] = p.Value
+	}
+	if opts := st.Get("options"); opts != "" && !ignored["options"] {
+		kv, err := parseOptions(opts)
+		if err != nil {
+			return err
+		}
+		for _, p := range kv {
+			ss.params[add(p.Key)] = p.Value
+		}
+	}
+	ss.appName = ss.params["application_name"]
+	return nil
+}
+
+// parseOptions reads the `options` startup parameter: -c name=value and
+// --name=value, separated by spaces (backslash escapes a space).
+func parseOptions(s string) ([]protocol.Param, error) {
+	var args []string
+	var cur strings.Builder
+	esc := false
+	for _, r := range s {
+		switch {
+		case esc:
+			cur.WriteRune(r)
+			esc = false
+		case r == '\\':
+			esc = true
+		case r == ' ' || r == '\t':
+			if cur.Len() > 0 {
+				args = append(args, cur.String())
+				cur.Reset()
+			}
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	if cur.Len() > 0 {
+		args = append(args, cur.String())
+	}
+	var out []protocol.Param
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "-c" && i+1 < len(args):
+			i++
+			a = args[i]
+		case strings.HasPrefix(a, "-c"):
+			a = a[2:]
+		case strings.HasPrefix(a, "--"):
+			a = a[2:]
+		default:
+			return nil, protocol.Fatal(protocol.SQLStateProtocolViolation, "unsupported startup parameter in options: "+safeOption(a))
+		}
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return nil, protocol.Fatal(protocol.SQLStateProtocolViolation, "unsupported startup parameter in options: "+safeOption(a))
+		}
+		out = append(out, protocol.Param{Key: strings.ReplaceAll(k, "-", "_"), Value: v})
+	}
+	return out, nil
+}
+
+func safeOption(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return s
+}
+
+// syncParams makes sc's session parameters match what this client wants,
+// with one injected Query whose responses are swallowed. mu and wmu are
+// held. It allocates only when something differs.
+func (ss *session) syncParams(sc *pool.ServerConn) {
+	var sql []byte
+	defaults := ss.entry.welcome
+	for _, k := range ss.paramKeys {
+		want, ok := ss.params[k]
+		have, has := sc.Params[k]
+		if !ok {
+			def, known := defaults[k]
+			switch {
+			case known && has && have != def:
+				sql = appendSet(sql, k, def)
+				sc.Params[k] = def
+			case !known && has:
+				sql = append(sql, "RESET "...)
+				sql = appendIdent(sql, k)
+				sql = append(sql, ';')
+				delete(sc.Params, k)
+			}
+			continue
+		}
+		if !has || have != want {
+			sql = appendSet(sql, k, want)
+			sc.Params[k] = want
+		}
+	}
+	// Parameters another client set that this one never mentions.
+	for k := range sc.Params {
+		if _, reported := defaults[k]; reported || ss.tracks(k) {
+			continue
+		}
+		sql = append(sql, "RESET "...)
+		sql = appendIdent(sql, k)
+		sql = append(sql, ';')
+		delete(sc.Params, k)
+	}
+	if sql == nil {
+		return
+	}
+	ss.q.push(expect{kind: kQuerySwallow})
+	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), string(sql)))
+}
+
+func (ss *session) tracks(k string) bool {
+	for _, t := range ss.paramKeys {
+		if t == k {
+			return true
+		}
+	}
+	return false
+}
+
+func appendSet(sql []byte, k, v string) []byte {
+	sql = append(sql, "SET "...)
+	sql = appendIdent(sql, k)
+	sql = append(sql, " TO "...)
+	// Values recorded from a SET statement are raw SQL (e.g. "public, x");
+	// values from ParameterStatus or startup are literals.
+	if strings.HasPrefix(v, rawValuePrefix) {
+		sql = append(sql, v[len(rawValuePrefix):]...)
+	} else {
+		sql = append(sql, '\'')
+		sql = append(sql, strings.ReplaceAll(v, "'", "''")...)
+		sql = append(sql, '\'')
+	}
+	return append(sql, ';')
+}
+
+// rawValuePrefix marks a value recorded as SQL text from a client's SET
+// statement rather than as a literal. It cannot occur in a GUC value.
+const rawValuePrefix = "\x00raw:"
+
+func appendIdent(sql []byte, k string) []byte {
+	sql = append(sql, '"')
+	sql = append(sql, strings.ReplaceAll(k, `"`, `""`)...)
+	return append(sql, '"')
+}
+
+// onParameterStatus updates the server's and (unless pgferry itself caused
+// it) the client's view of a reported parameter. mu is held.
+func (ss *session) onParameterStatus(sc *pool.ServerConn, frame []byte) {
+	k, rest, ok := protocol.CString(protocol.Body(frame))
+	v, _, ok2 := protocol.CString(rest)
+	if !ok || !ok2 {
+		return
+	}
+	sc.Params[string(k)] = string(v)
+	head, _ := ss.q.peek()
+	if head.kind == kQuerySwallow {
+		return
+	}
+	if ss.tracks(string(k)) {
+		ss.params[string(k)] = string(v)
+	}
+	ss.wr.Append(frame)
+}
+
+// onCommandComplete notices statements that drop every prepared statement
+// on the server. mu is held.
+func (ss *session) onCommandComplete(sc *pool.ServerConn, frame []byte) {
+	b := protocol.Body(frame)
+	if len(b) > 0 && b[0] == 'D' {
+		if tag := string(b); tag == "DISCARD ALL\x00" || tag == "DEALLOCATE ALL\x00" {
+			sc.Stmts.Clear()
+		}
+	}
+}
+
+// interceptQuery looks at a simple Query before it is relayed. It records
+// parameters the client sets, forgets statements on DISCARD/DEALLOCATE ALL
+// and pins the session (or refuses the query) when it creates state that
+// cannot move between server connections. done reports that the query was
+// answered without the server.
+func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
+	body := protocol.Body(frame)
+	if len(body) == 0 {
+		return false, nil
+	}
+	sql := body[:len(body)-1]
+	if !needsClassify(sql) {
+		return false, nil
+	}
+	c := classifySQL(sql)
+	if c.discard {
+		clear(ss.stmts)
+	}
+	if c.setName != "" || c.resetAll {
+		ss.mu.Lock()
+		inTx := ss.server != nil && ss.status != protocol.TxIdle
+		tracked := c.setName != "" && ss.tracks(canonicalParam(ss, c.setName))
+		switch {
+		case c.resetAll:
+			clear(ss.params)
+		case tracked && c.reset:
+			delete(ss.params, canonicalParam(ss, c.setName))
+		case tracked:
+			// Reported parameters come back in ParameterStatus; the rest are
+			// recorded as written. A SET inside a transaction that is rolled
+			// back is the client's to undo (as on PostgreSQL, SET is not
+			// transactional only for reported values we re-read).
+			if !inTx {
+				k := canonicalParam(ss, c.setName)
+				ss.params[k] = rawValuePrefix + c.setValue
+				// The server that runs the SET is linked next, in handle.
+				ss.pendingSet = k
+			}
+		case !c.reset:
+			c.pin = "SET " + c.setName
+		}
+		ss.mu.Unlock()
+	}
+	if c.pin != "" && ss.txnMode {
+		return ss.pinFor(c.pin)
+	}
+	return false, nil
+}
+
+// canonicalParam maps a parameter name to the spelling this session tracks
+// it under (GUC names are case-insensitive).
+func canonicalParam(ss *session, name string) string {
+	for _, k := range ss.paramKeys {
+		if strings.EqualFold(k, name) {
+			return k
+		}
+	}
+	return name
+}
+
+// pinFor ties the client to its server connection for the rest of the
+// session, or, with pin_on_session_state = false, refuses the statement.
+func (ss *session) pinFor(reason string) (bool, error) {
+	if !ss.pinOnState {
+		return ss.refuse(protocol.NewError(protocol.SQLStateFeatureNotSupported,
+			reason+" is not supported in transaction pooling mode: it would outlive the transaction on a shared server connection"))
+	}
+	ss.mu.Lock()
+	already := ss.pinned
+	ss.pinned = true
+	ss.mu.Unlock()
+	if !already {
+		ss.srv.pinned.Add(1)
+		ss.log.Info("client pinned to its server connection", zap.String("reason", reason))
+	}
+	return false, nil
+}
+
+// refuse answers a Query with an error and ReadyForQuery without running
+// it. With a server linked, the error must follow what the server still
+// owes, so it is raised by the server itself.
+func (ss *session) refuse(e *protocol.Error) (bool, error) {
+	ss.mu.Lock()
+	linked := ss.server != nil
+	ss.mu.Unlock()
+	if !linked {
+		ss.joinPump()
+		b := e.AppendFrame(ss.wr.Buffer())
+		ss.wr.SetBuffer(protocol.AppendReadyForQuery(b, protocol.TxIdle))
+		return true, ss.flushClientIfIdle()
+	}
+	sc, err := ss.link()
+	if err != nil {
+		return true, err
+	}
+	sql := "DO $pgferry$BEGIN RAISE EXCEPTION USING ERRCODE = '" + e.Code + "', MESSAGE = '" +
+		strings.ReplaceAll(e.Message, "'", "''") + "'; END$pgferry$"
+	ss.q.push(expect{kind: kQuery})
+	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), sql))
+	ss.mu.Unlock()
+	ss.flushServerIfIdle(sc)
+	ss.wmu.Unlock()
+	return true, nil
+}

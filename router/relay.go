@@ -1,0 +1,801 @@
+package router
+
+import (
+	"encoding/binary"
+	"errors"
+	"hash/fnv"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// Kinds of requests whose responses the pump expects, in order.
+const (
+	kQuery        uint8 = iota // Query or FunctionCall: done at ReadyForQuery
+	kSync                      // done at ReadyForQuery
+	kParse                     // ParseComplete
+	kBind                      // BindComplete
+	kDescribe                  // RowDescription or NoData
+	kExecute                   // CommandComplete, EmptyQueryResponse or PortalSuspended
+	kClose                     // CloseComplete
+	kParseSwallow              // injected Parse: its ParseComplete is dropped
+	kCloseSwallow              // injected Close: its CloseComplete is dropped
+	kQuerySwallow              // injected Query (SET ...): everything dropped
+)
+
+type expect struct {
+	kind uint8
+	key  uint64 // statement hash for kParse/kParseSwallow
+}
+
+// ring is a FIFO of expectations that grows as needed and then reuses its
+// storage, so steady-state relaying does not allocate.
+type ring struct {
+	buf  []expect
+	head int
+	n    int
+}
+
+func (r *ring) push(e expect) {
+	if r.n == len(r.buf) {
+		nb := make([]expect, max(16, 2*len(r.buf)))
+		for i := 0; i < r.n; i++ {
+			nb[i] = r.buf[(r.head+i)%len(r.buf)]
+		}
+		r.buf, r.head = nb, 0
+	}
+	r.buf[(r.head+r.n)%len(r.buf)] = e
+	r.n++
+}
+
+func (r *ring) peek() (expect, bool) {
+	if r.n == 0 {
+		return expect{}, false
+	}
+	return r.buf[r.head], true
+}
+
+func (r *ring) pop() {
+	if r.n == 0 {
+		return
+	}
+	r.head = (r.head + 1) % len(r.buf)
+	r.n--
+}
+
+func (r *ring) clear() { r.head, r.n = 0, 0 }
+
+// clientStmt is a named prepared statement of one client.
+type clientStmt struct {
+	key        uint64
+	serverName string // pgferry's name on servers, derived from key
+	query      []byte // Parse body after the name: query, NUL, parameter types
+}
+
+// serve relays the client's messages until it leaves or fails.
+func (ss *session) serve() error {
+	cfg := ss.srv.cfg.Load()
+	ss.rd = protocol.NewReader(ss.conn)
+	ss.rd.MaxMessage = cfg.MaxPacketSize
+	if !ss.tls {
+		ss.rd.Wait = protocol.ReadinessWait(ss.raw)
+	}
+	ss.wr = protocol.NewWriter(ss.conn)
+	defer ss.rd.Release()
+	for {
+		if err := ss.setReadDeadline(); err != nil {
+			return err
+		}
+		typ, size, err := ss.rd.Peek()
+		if err != nil {
+			if isTimeout(err) && !ss.killed.Load() {
+				if err := ss.onWake(); err != nil {
+					return err
+				}
+				continue
+			}
+			var tl *protocol.TooLargeError
+			if errors.As(err, &tl) {
+				return protocol.Fatal(protocol.SQLStateProtocolViolation,
+					"message of "+strconv.Itoa(size)+" bytes exceeds max_packet_size ("+strconv.Itoa(tl.Limit)+")")
+			}
+			if errors.Is(err, protocol.ErrBadLength) {
+				return protocol.Fatal(protocol.SQLStateProtocolViolation, "invalid message length")
+			}
+			return err
+		}
+		if err := ss.handle(typ, size); err != nil {
+			return err
+		}
+	}
+}
+
+// setReadDeadline arms the idle timeouts for the next client read.
+func (ss *session) setReadDeadline() error {
+	if ss.wakeReq.Load() {
+		return nil // a wake is pending; let the read fail at once
+	}
+	cfg := ss.srv.cfg.Load()
+	ss.mu.Lock()
+	linked, status := ss.server != nil, ss.status
+	ss.mu.Unlock()
+	var d time.Duration
+	switch {
+	case !linked || status == protocol.TxIdle:
+		d = cfg.ClientIdleTimeout.Std()
+	default:
+		d = cfg.IdleTransactionTimeout.Std()
+	}
+	if d > 0 {
+		return ss.raw.SetReadDeadline(time.Now().Add(d))
+	}
+	return ss.raw.SetReadDeadline(time.Time{})
+}
+
+// onWake handles an interrupted client read: shutdown, a lost server, or
+// an idle timeout.
+func (ss *session) onWake() error {
+	woken := ss.wakeReq.Swap(false)
+	ss.raw.SetReadDeadline(time.Time{})
+	ss.mu.Lock()
+	dead, linked, status := ss.dead, ss.server != nil, ss.status
+	ss.mu.Unlock()
+	if dead != nil {
+		return errServerGone
+	}
+	if !woken {
+		if linked && status != protocol.TxIdle {
+			return protocol.Fatal(protocol.SQLStateIdleInTransactionTimeout, "idle_transaction_timeout")
+		}
+		return protocol.Fatal(protocol.SQLStateProtocolViolation, "client_idle_timeout")
+	}
+	if ss.srv.isDraining() && !linked && ss.rd.Buffered() == 0 && !pendingInput(ss) {
+		return protocol.Fatal(protocol.SQLStateAdminShutdown, "pgferry is shutting down")
+	}
+	return nil
+}
+
+// pendingInput reports whether the client has sent bytes not read yet.
+func pendingInput(ss *session) bool {
+	if ss.tls {
+		return true // cannot peek under TLS; serve it
+	}
+	return !protocol.Alive(ss.raw)
+}
+
+var errServerGone = errors.New("server connection lost")
+
+// handle processes one client frame.
+func (ss *session) handle(typ byte, size int) error {
+	switch typ {
+	case protocol.MsgTerminate:
+		return errClientTerminated
+	case protocol.MsgCopyData, protocol.MsgCopyDone, protocol.MsgCopyFail, protocol.MsgFlush:
+		return ss.forwardPlain(typ)
+	case protocol.MsgSync:
+		ss.mu.Lock()
+		linked := ss.server != nil
+		ss.mu.Unlock()
+		if !linked {
+			// Nothing outstanding: answer locally rather than borrow a
+			// server for an empty round trip.
+			if err := ss.rd.Discard(); err != nil {
+				return err
+			}
+			ss.joinPump()
+			ss.wr.SetBuffer(protocol.AppendReadyForQuery(ss.wr.Buffer(), protocol.TxIdle))
+			return ss.flushClientIfIdle()
+		}
+	case protocol.MsgQuery, protocol.MsgParse, protocol.MsgBind, protocol.MsgDescribe,
+		protocol.MsgExecute, protocol.MsgClose, protocol.MsgFunctionCall:
+	default:
+		ss.rd.Discard()
+		return protocol.Fatal(protocol.SQLStateProtocolViolation, "invalid frontend message type "+strconv.Quote(string(typ)))
+	}
+	frame, err := ss.rd.Next()
+	if err != nil {
+		return err
+	}
+	if typ == protocol.MsgQuery {
+		if done, err := ss.interceptQuery(frame); done || err != nil {
+			return err
+		}
+	}
+	if typ == protocol.MsgClose && ss.closeLocally(frame) {
+		return nil
+	}
+	sc, err := ss.link()
+	if err != nil {
+		return err
+	}
+	if ss.pendingSet != "" {
+		sc.Params[ss.pendingSet] = ss.params[ss.pendingSet]
+		ss.pendingSet = ""
+	}
+	ss.process(sc, typ, frame)
+	ss.mu.Unlock()
+	err = ss.flushServerIfIdle(sc)
+	ss.wmu.Unlock()
+	return err
+}
+
+var errClientTerminated = errors.New("client terminated")
+
+// forwardPlain relays a frame that expects no response of its own (CopyData,
+// CopyDone, CopyFail, Flush) when a server is linked, and drops it when none
+// is: PostgreSQL ignores copy messages outside COPY, and a Flush with
+// nothing outstanding has nothing to flush.
+func (ss *session) forwardPlain(typ byte) error {
+	ss.mu.Lock()
+	sc := ss.server
+	if sc == nil || (ss.q.n == 0 && typ != protocol.MsgFlush && ss.status == protocol.TxIdle) {
+		ss.mu.Unlock()
+		return ss.rd.Discard()
+	}
+	ss.wmu.Lock()
+	ss.mu.Unlock()
+	err := ss.rd.Forward(sc.Wr)
+	if err == nil {
+		err = ss.flushServerIfIdle(sc)
+	}
+	ss.wmu.Unlock()
+	return err
+}
+
+func (ss *session) flushServerIfIdle(sc *pool.ServerConn) error {
+	if ss.rd.HasFrame() && sc.Wr.Len() < 32<<10 {
+		return nil
+	}
+	if err := sc.Wr.Flush(); err != nil {
+		// The pump sees the broken server and reports it.
+		return nil
+	}
+	return nil
+}
+
+func (ss *session) flushClientIfIdle() error {
+	if ss.rd.HasFrame() && ss.wr.Len() < 32<<10 {
+		return nil
+	}
+	return ss.wr.Flush()
+}
+
+// link returns the linked server, borrowing one if needed, with mu and wmu
+// held. On error neither is held.
+func (ss *session) link() (*pool.ServerConn, error) {
+	ss.mu.Lock()
+	if ss.server != nil {
+		ss.wmu.Lock()
+		return ss.server, nil
+	}
+	if ss.dead != nil {
+		ss.mu.Unlock()
+		return nil, errServerGone
+	}
+	ss.mu.Unlock()
+	ss.joinPump()
+	if ss.srv.isDraining() && ss.txnMode && !ss.pinned {
+		// Let in-flight work finish, but start nothing new on a draining
+		// pgferry: the client reconnects to the new process.
+	}
+	cfg := ss.srv.cfg.Load()
+	ctx, cancel := ss.waitContext(cfg)
+	ss.waiting.Store(true)
+	sc, err := ss.entry.pool.Acquire(ctx)
+	ss.waiting.Store(false)
+	cancel()
+	if err != nil {
+		return nil, ss.acquireError(err)
+	}
+	if sc.Wr == nil {
+		sc.Wr = protocol.NewWriter(sc.Conn)
+	}
+	done := make(chan struct{})
+	ss.mu.Lock()
+	ss.server = sc
+	ss.status = protocol.TxIdle
+	ss.q.clear()
+	ss.pumpDone = done
+	ss.wmu.Lock()
+	ss.syncParams(sc)
+	go ss.pump(sc, done)
+	return sc, nil
+}
+
+// joinPump waits for the previous pump to exit so that only one goroutine
+// writes to the client at a time.
+func (ss *session) joinPump() {
+	ss.mu.Lock()
+	done := ss.pumpDone
+	ss.pumpDone = nil
+	ss.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// process appends the frame (rewritten where statements are renamed) to
+// the server's buffer and records the responses it expects. mu and wmu are
+// held.
+func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
+	switch typ {
+	case protocol.MsgQuery, protocol.MsgFunctionCall:
+		ss.q.push(expect{kind: kQuery})
+		sc.Wr.Append(frame)
+	case protocol.MsgSync:
+		ss.q.push(expect{kind: kSync})
+		sc.Wr.Append(frame)
+	case protocol.MsgParse:
+		ss.processParse(sc, frame)
+	case protocol.MsgBind:
+		ss.processBind(sc, frame)
+	case protocol.MsgDescribe:
+		ss.processDescribe(sc, frame)
+	case protocol.MsgExecute:
+		ss.q.push(expect{kind: kExecute})
+		sc.Wr.Append(frame)
+	case protocol.MsgClose:
+		ss.q.push(expect{kind: kClose})
+		sc.Wr.Append(frame)
+	}
+}
+
+// statementKey hashes a Parse body after the name (query text and
+// parameter types): clients preparing the same statement share it on
+// servers.
+func statementKey(body []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(body)
+	return h.Sum64()
+}
+
+func serverStmtName(key uint64) string {
+	return "pgferry_" + strconv.FormatUint(key, 36)
+}
+
+// processParse handles Parse. Unnamed statements pass through. A named one
+// is recorded for the client and prepared on the server under pgferry's
+// name; if the server already has it, a no-op Parse/Close pair stands in
+// so the client still gets its ParseComplete in order.
+func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
+	body := protocol.Body(frame)
+	name, rest, ok := protocol.CString(body)
+	if !ok || len(name) == 0 || ss.srv.cfg.Load().MaxPreparedStatements == 0 {
+		ss.q.push(expect{kind: kParse})
+		sc.Wr.Append(frame)
+		return
+	}
+	st := ss.stmts[string(name)]
+	if st == nil || string(st.query) != string(rest) {
+		key := statementKey(rest)
+		st = &clientStmt{key: key, serverName: serverStmtName(key), query: append([]byte(nil), rest...)}
+		ss.stmts[string(name)] = st
+	}
+	if sc.Stmts.Has(st.key) {
+		ss.q.push(expect{kind: kParse})
+		sc.Wr.SetBuffer(appendParseRaw(sc.Wr.Buffer(), noopStmt, []byte("\x00\x00\x00")))
+		ss.q.push(expect{kind: kCloseSwallow})
+		sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', noopStmt))
+		return
+	}
+	ss.addServerStmt(sc, st.key)
+	ss.q.push(expect{kind: kParse, key: st.key})
+	sc.Wr.SetBuffer(appendParseRaw(sc.Wr.Buffer(), st.serverName, st.query))
+}
+
+// noopStmt names the throwaway statement behind a Parse the server does not
+// need; it is closed right away.
+const noopStmt = "pgferry_noop"
+
+// appendParseRaw appends Parse with a name and the raw body after the name.
+func appendParseRaw(dst []byte, name string, rest []byte) []byte {
+	dst = append(dst, protocol.MsgParse)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(4+len(name)+1+len(rest)))
+	dst = append(dst, name...)
+	dst = append(dst, 0)
+	return append(dst, rest...)
+}
+
+// addServerStmt records key on sc, closing the least recently used
+// statement on the server when the cache is full.
+func (ss *session) addServerStmt(sc *pool.ServerConn, key uint64) {
+	if old, evicted := sc.Stmts.Add(key); evicted {
+		ss.q.push(expect{kind: kCloseSwallow})
+		var name [32]byte
+		n := append(name[:0], "pgferry_"...)
+		n = strconv.AppendUint(n, old, 36)
+		sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', string(n)))
+	}
+}
+
+// ensureStmt makes sure the server has the client's statement, injecting a
+// Parse whose ParseComplete is swallowed.
+func (ss *session) ensureStmt(sc *pool.ServerConn, st *clientStmt) {
+	if sc.Stmts.Has(st.key) {
+		return
+	}
+	ss.addServerStmt(sc, st.key)
+	ss.q.push(expect{kind: kParseSwallow, key: st.key})
+	sc.Wr.SetBuffer(appendParseRaw(sc.Wr.Buffer(), st.serverName, st.query))
+}
+
+// processBind renames the statement a Bind refers to.
+func (ss *session) processBind(sc *pool.ServerConn, frame []byte) {
+	body := protocol.Body(frame)
+	portal, rest, ok := protocol.CString(body)
+	var name, tail []byte
+	if ok {
+		name, tail, ok = protocol.CString(rest)
+	}
+	var st *clientStmt
+	if ok && len(name) > 0 {
+		st = ss.stmts[string(name)]
+	}
+	if st == nil {
+		ss.q.push(expect{kind: kBind})
+		sc.Wr.Append(frame)
+		return
+	}
+	ss.ensureStmt(sc, st)
+	ss.q.push(expect{kind: kBind})
+	dst := sc.Wr.Buffer()
+	dst = append(dst, protocol.MsgBind)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(4+len(portal)+1+len(st.serverName)+1+len(tail)))
+	dst = append(dst, portal...)
+	dst = append(dst, 0)
+	dst = append(dst, st.serverName...)
+	dst = append(dst, 0)
+	dst = append(dst, tail...)
+	sc.Wr.SetBuffer(dst)
+}
+
+// processDescribe renames the statement of a Describe('S').
+func (ss *session) processDescribe(sc *pool.ServerConn, frame []byte) {
+	body := protocol.Body(frame)
+	ss.q.push(expect{kind: kDescribe})
+	if len(body) < 2 || body[0] != 'S' {
+		sc.Wr.Append(frame)
+		return
+	}
+	name, _, ok := protocol.CString(body[1:])
+	st := ss.stmts[string(name)]
+	if !ok || len(name) == 0 || st == nil {
+		sc.Wr.Append(frame)
+		return
+	}
+	// The Describe expectation must follow the injected Parse.
+	ss.q.n--
+	ss.ensureStmt(sc, st)
+	ss.q.push(expect{kind: kDescribe})
+	dst := sc.Wr.Buffer()
+	dst = append(dst, protocol.MsgDescribe)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(4+1+len(st.serverName)+1))
+	dst = append(dst, 'S')
+	dst = append(dst, st.serverName...)
+	dst = append(dst, 0)
+	sc.Wr.SetBuffer(dst)
+}
+
+// closeLocally handles Close of a named statement: the client forgets it,
+// the server keeps its copy in its LRU. The CloseComplete must arrive in
+// order, so with a server linked a Close of a name that never exists goes
+// to the server instead. It reports whether the frame was fully handled.
+func (ss *session) closeLocally(frame []byte) bool {
+	body := protocol.Body(frame)
+	if len(body) < 2 || body[0] != 'S' || ss.srv.cfg.Load().MaxPreparedStatements == 0 {
+		return false
+	}
+	name, _, ok := protocol.CString(body[1:])
+	if !ok || len(name) == 0 {
+		return false
+	}
+	delete(ss.stmts, string(name))
+	ss.mu.Lock()
+	sc := ss.server
+	if sc == nil {
+		ss.mu.Unlock()
+		ss.joinPump()
+		ss.wr.SetBuffer(protocol.AppendEmpty(ss.wr.Buffer(), protocol.MsgCloseComplete))
+		ss.flushClientIfIdle()
+		return true
+	}
+	ss.wmu.Lock()
+	ss.q.push(expect{kind: kClose})
+	sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', noopStmt))
+	ss.mu.Unlock()
+	ss.flushServerIfIdle(sc)
+	ss.wmu.Unlock()
+	return true
+}
+
+// completes reports whether a server message of type typ is the last
+// response to a request of kind k.
+func completes(k uint8, typ byte) bool {
+	switch k {
+	case kParse, kParseSwallow:
+		return typ == protocol.MsgParseComplete
+	case kBind:
+		return typ == protocol.MsgBindComplete
+	case kDescribe:
+		return typ == protocol.MsgRowDescription || typ == protocol.MsgNoData
+	case kExecute:
+		return typ == protocol.MsgCommandComplete || typ == protocol.MsgEmptyQuery || typ == protocol.MsgPortalSuspended
+	case kClose, kCloseSwallow:
+		return typ == protocol.MsgCloseComplete
+	}
+	return typ == protocol.MsgReadyForQuery
+}
+
+// pump relays server frames to the client until the transaction ends (then
+// it returns the server to the pool) or something fails.
+func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
+	defer close(done)
+	defer func() {
+		if r := recover(); r != nil {
+			ss.log.Error("relay panicked", zap.Any("panic", r))
+			ss.serverFailed(sc, errors.New("internal error"))
+		}
+	}()
+	rd, wr := sc.Rd, ss.wr
+	for {
+		if !rd.HasFrame() {
+			if err := wr.Flush(); err != nil {
+				ss.clientFailed(sc, err)
+				return
+			}
+		}
+		typ, _, err := rd.Peek()
+		if err != nil {
+			ss.serverFailed(sc, err)
+			return
+		}
+		switch typ {
+		case protocol.MsgDataRow, protocol.MsgCopyData, protocol.MsgNoticeResponse, protocol.MsgNotification:
+			if err := rd.Forward(wr); err != nil {
+				ss.relayFailed(sc, err)
+				return
+			}
+			continue
+		}
+		frame, err := rd.Next()
+		if err != nil {
+			ss.serverFailed(sc, err)
+			return
+		}
+		ss.mu.Lock()
+		if typ == protocol.MsgParameterStatus {
+			ss.onParameterStatus(sc, frame)
+			ss.mu.Unlock()
+			continue
+		}
+		head, _ := ss.q.peek()
+		swallow := head.kind == kQuerySwallow
+		switch {
+		case typ == protocol.MsgErrorResponse:
+			if head.kind != kQuery && head.kind != kQuerySwallow {
+				ss.skipToSync(sc)
+			}
+			if swallow {
+				_, code, msg := protocol.ParseErrorFields(frame)
+				ss.log.Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
+			}
+		case typ == protocol.MsgReadyForQuery:
+			ss.q.pop()
+			ss.status = protocol.RFQStatus(frame)
+			if ss.q.n == 0 && ss.status == protocol.TxIdle && ss.txnMode && !ss.pinned && !ss.stopping {
+				ss.server = nil
+				ss.mu.Unlock()
+				if !swallow {
+					wr.Append(frame)
+				}
+				ss.releaseServer(sc)
+				return
+			}
+		case typ == protocol.MsgCommandComplete:
+			ss.onCommandComplete(sc, frame)
+			if completes(head.kind, typ) {
+				ss.q.pop()
+			}
+		default:
+			if completes(head.kind, typ) {
+				ss.q.pop()
+				swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow
+			}
+		}
+		ss.mu.Unlock()
+		if !swallow {
+			wr.Append(frame)
+		}
+	}
+}
+
+// skipToSync drops expectations the server will not answer after an error
+// in the extended protocol: it discards messages up to the next Sync.
+// Statements whose Parse was skipped are forgotten. mu is held.
+func (ss *session) skipToSync(sc *pool.ServerConn) {
+	for {
+		e, ok := ss.q.peek()
+		if !ok || e.kind == kSync {
+			return
+		}
+		if (e.kind == kParse || e.kind == kParseSwallow) && e.key != 0 {
+			sc.Stmts.Remove(e.key)
+		}
+		ss.q.pop()
+	}
+}
+
+// releaseServer ends the transaction's loan: it waits for any write in
+// progress, flushes the client and returns the server to the pool.
+func (ss *session) releaseServer(sc *pool.ServerConn) {
+	ss.wmu.Lock()
+	ss.wmu.Unlock()
+	err := ss.wr.Flush()
+	if sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 {
+		sc.Pool().Destroy(sc)
+	} else {
+		sc.Pool().Release(sc)
+	}
+	if err != nil {
+		ss.markDead(err)
+	}
+	ss.wakeIfPending()
+}
+
+// wakeIfPending wakes the session goroutine when it has work waiting for the
+// end of the transaction (shutdown).
+func (ss *session) wakeIfPending() {
+	if ss.srv.isDraining() {
+		ss.wake()
+	}
+}
+
+func (ss *session) markDead(err error) {
+	ss.mu.Lock()
+	if ss.dead == nil {
+		ss.dead = err
+	}
+	ss.mu.Unlock()
+	ss.wake()
+}
+
+// relayFailed sorts a Forward error into client or server failure.
+func (ss *session) relayFailed(sc *pool.ServerConn, err error) {
+	var we *protocol.WriteError
+	if errors.As(err, &we) {
+		ss.clientFailed(sc, err)
+		return
+	}
+	ss.serverFailed(sc, err)
+}
+
+// serverFailed handles a broken server connection: unless run took the
+// server back on purpose, the client is told and the server destroyed.
+func (ss *session) serverFailed(sc *pool.ServerConn, err error) {
+	ss.mu.Lock()
+	if ss.stopping {
+		ss.mu.Unlock()
+		return
+	}
+	ss.server = nil
+	ss.mu.Unlock()
+	ss.wmu.Lock()
+	ss.wmu.Unlock()
+	sc.Pool().Destroy(sc)
+	ss.log.Warn("server connection lost", zap.String("server", sc.Addr), zap.Error(err))
+	e := protocol.Fatal(protocol.SQLStateConnectionFailure, "server connection lost: the server closed the connection or the network failed")
+	ss.wr.SetBuffer(e.AppendFrame(ss.wr.Buffer()))
+	ss.wr.Flush()
+	ss.markDead(errServerGone)
+}
+
+// clientFailed handles a client that cannot be written to: the server's
+// state is unknown, so it is destroyed.
+func (ss *session) clientFailed(sc *pool.ServerConn, err error) {
+	ss.mu.Lock()
+	if ss.stopping {
+		ss.mu.Unlock()
+		return
+	}
+	ss.server = nil
+	ss.mu.Unlock()
+	ss.wmu.Lock()
+	ss.wmu.Unlock()
+	sc.Pool().Destroy(sc)
+	ss.markDead(err)
+}
+
+// finish ends the session: it takes back a linked server, cleans it or
+// destroys it, and says goodbye to the client.
+func (ss *session) finish(err error) {
+	var pe *protocol.Error
+	var re *relayedError
+	switch {
+	case errors.As(err, &pe):
+		ss.log.Info("client disconnected", zap.String("reason", pe.Message))
+	case errors.As(err, &re):
+	case err == nil || errors.Is(err, errClientTerminated) || isEOF(err) || errors.Is(err, errServerGone):
+		ss.log.Debug("client disconnected")
+	default:
+		ss.log.Info("client disconnected", zap.Error(err))
+	}
+	ss.mu.Lock()
+	sc := ss.server
+	ss.stopping = true
+	ss.server = nil
+	clean := ss.q.n == 0 && ss.status == protocol.TxIdle
+	pinned := ss.pinned
+	ss.mu.Unlock()
+	if sc != nil {
+		sc.Conn.SetReadDeadline(time.Unix(1, 0))
+	}
+	ss.joinPump()
+	if sc != nil {
+		sc.Conn.SetReadDeadline(time.Time{})
+		ss.returnServer(sc, clean, pinned)
+	}
+	if pe != nil && !errors.Is(err, errServerGone) {
+		ss.sendFatal(pe)
+	} else if re != nil {
+		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		ss.conn.Write(re.frame)
+	}
+}
+
+// returnServer gives back a server taken from a departing client: reset
+// and released when its state is known to be clean, destroyed otherwise
+// (PgBouncer closes a server whose client left mid-transaction too).
+func (ss *session) returnServer(sc *pool.ServerConn, clean, pinned bool) {
+	cfg := ss.srv.cfg.Load()
+	if !clean || sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 {
+		sc.Pool().Destroy(sc)
+		return
+	}
+	needReset := (!ss.txnMode || pinned || cfg.ServerResetQueryAlways) && cfg.ServerResetQuery != ""
+	if needReset {
+		if err := resetServer(sc, cfg.ServerResetQuery); err != nil {
+			ss.log.Debug("server reset failed", zap.Error(err))
+			sc.Pool().Destroy(sc)
+			return
+		}
+	}
+	sc.Pool().Release(sc)
+}
+
+// resetServer runs the reset query and waits for ReadyForQuery 'I'.
+func resetServer(sc *pool.ServerConn, query string) error {
+	sc.Conn.SetDeadline(time.Now().Add(5 * time.Second))
+	defer sc.Conn.SetDeadline(time.Time{})
+	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), query))
+	if err := sc.Wr.Flush(); err != nil {
+		return err
+	}
+	for {
+		frame, err := sc.Rd.Next()
+		if err != nil {
+			return err
+		}
+		switch frame[0] {
+		case protocol.MsgErrorResponse:
+			_, _, msg := protocol.ParseErrorFields(frame)
+			return errors.New("reset query failed: " + string(msg))
+		case protocol.MsgParameterStatus:
+			k, rest, _ := protocol.CString(protocol.Body(frame))
+			v, _, _ := protocol.CString(rest)
+			sc.Params[string(k)] = string(v)
+		case protocol.MsgCommandComplete:
+			if tag := string(protocol.Body(frame)); tag == "DISCARD ALL\x00" || tag == "DEALLOCATE ALL\x00" {
+				sc.Stmts.Clear()
+			}
+		case protocol.MsgReadyForQuery:
+			if protocol.RFQStatus(frame) != protocol.TxIdle {
+				return errors.New("server not idle after reset")
+			}
+			return nil
+		}
+	}
+}

@@ -1,0 +1,528 @@
+package router
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/auth"
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// Options carries what the Server needs besides its configuration.
+type Options struct {
+	// Logger receives lifecycle and per-session events; nil means no logs.
+	Logger *zap.Logger
+	// Hooks observe the router (metrics); nil means none.
+	Hooks Hooks
+	// PasswordSource returns the server login password source for a
+	// database entry; nil uses the entry's static password. cmd wires Entra
+	// ID token sources through it.
+	PasswordSource func(dbName string, db configs.Database) (pool.PasswordSource, error)
+}
+
+// Hooks observe the router. Implementations must be cheap and safe for
+// concurrent use; pool.Hooks are taken from PoolHooks for each new pool.
+type Hooks interface {
+	// ClientRejected counts a refused client connection by reason
+	// ("max_client_conn", "auth", "tls", "allow_cidrs", "protocol").
+	ClientRejected(reason string)
+	// PoolHooks returns the pool.Hooks for a new pool.
+	PoolHooks(database, user string) pool.Hooks
+}
+
+// Server is pgferry's client-facing proxy. Create it with New, bind with
+// Listen, run Serve, and stop with Shutdown. Safe for concurrent use.
+type Server struct {
+	log      *zap.Logger
+	opts     Options
+	cfg      atomic.Pointer[configs.Config]
+	store    atomic.Pointer[auth.Store]
+	ctls     atomic.Pointer[tls.Config] // client-facing TLS; nil: refuse SSL
+	certHash atomic.Pointer[[]byte]     // tls-server-end-point for SCRAM-PLUS
+	cidrs    atomic.Pointer[[]*net.IPNet]
+
+	ids     atomic.Uint64
+	clients atomic.Int64 // connected client sockets (admin included)
+	pinned  atomic.Int64 // sessions pinned to a server by session state
+
+	// mu guards the maps and listeners below. No I/O runs under it.
+	mu         sync.Mutex
+	pools      map[poolKey]*poolEntry
+	dbLimits   map[string]*pool.Limit
+	userLimits map[string]*pool.Limit
+	sessions   map[uint64]*session
+	cancelKeys map[uint64]*session
+	listeners  []net.Listener
+	draining   bool
+
+	wg       sync.WaitGroup // accept loops and sessions
+	throttle *authThrottle
+	started  time.Time
+}
+
+type poolKey struct{ db, user string }
+
+// poolEntry is one (database, user) pool and what sessions need with it.
+type poolEntry struct {
+	pool   *pool.Pool
+	dbName string
+	db     configs.Database
+	mode   string
+
+	// welcome holds the ParameterStatus set of the first server login,
+	// replayed to new clients (as PgBouncer does). Guarded by welcomeMu.
+	welcomeMu sync.Mutex
+	welcome   map[string]string
+}
+
+// New validates what the configuration references (auth file, TLS files)
+// and returns a Server that is not yet listening.
+func New(cfg *configs.Config, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	s := &Server{
+		log:        opts.Logger,
+		opts:       opts,
+		pools:      make(map[poolKey]*poolEntry),
+		dbLimits:   make(map[string]*pool.Limit),
+		userLimits: make(map[string]*pool.Limit),
+		sessions:   make(map[uint64]*session),
+		cancelKeys: make(map[uint64]*session),
+		throttle:   newAuthThrottle(cfg.AuthFailureDelay.Std()),
+		started:    time.Now(),
+	}
+	if err := s.apply(cfg); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Config returns the configuration in force.
+func (s *Server) Config() *configs.Config { return s.cfg.Load() }
+
+// apply loads what cfg references and publishes it. On error nothing
+// changes.
+func (s *Server) apply(cfg *configs.Config) error {
+	creds := make(map[string]auth.Credential)
+	if cfg.AuthFile != "" {
+		m, err := auth.LoadUserlist(cfg.AuthFile)
+		if err != nil {
+			return fmt.Errorf("auth_file: %w", err)
+		}
+		creds = m
+	}
+	for name, u := range cfg.Users {
+		if u.Password.Reveal() == "" {
+			continue
+		}
+		c, err := auth.ParseCredential(name, u.Password.Reveal())
+		if err != nil {
+			return fmt.Errorf("users.%s.password: %w", name, err)
+		}
+		creds[name] = c
+	}
+	var ctls *tls.Config
+	var hash []byte
+	if cfg.ClientTLSSSLMode != "disable" && cfg.ClientTLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.ClientTLSCertFile, cfg.ClientTLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("client_tls_cert_file: %w", err)
+		}
+		ctls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil {
+			hash = auth.ChannelBindingHash(leaf)
+		}
+		switch cfg.ClientTLSSSLMode {
+		case "verify-ca", "verify-full":
+			pem, err := os.ReadFile(cfg.ClientTLSCAFile)
+			if err != nil {
+				return fmt.Errorf("client_tls_ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("client_tls_ca_file: no certificates in %s", cfg.ClientTLSCAFile)
+			}
+			ctls.ClientCAs = pool
+			ctls.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+	var cidrs []*net.IPNet
+	for _, c := range cfg.AllowCIDRs {
+		_, n, err := net.ParseCIDR(c)
+		if err != nil {
+			return fmt.Errorf("allow_cidrs: %w", err)
+		}
+		cidrs = append(cidrs, n)
+	}
+	s.store.Store(auth.NewStore(creds))
+	s.ctls.Store(ctls)
+	s.certHash.Store(&hash)
+	s.cidrs.Store(&cidrs)
+	s.cfg.Store(cfg)
+	return nil
+}
+
+// Reload swaps in a new configuration. Pools whose database entry changed
+// are rebuilt (sessions keep the server they hold; new transactions use the
+// new pool); connected clients are not dropped. Settings that need a restart
+// are rejected, and on any error the old configuration stays in force.
+func (s *Server) Reload(cfg *configs.Config) error {
+	if keys := configs.RestartOnlyChanges(s.cfg.Load(), cfg); len(keys) > 0 {
+		return fmt.Errorf("reload cannot change %s; restart pgferry instead", strings.Join(keys, ", "))
+	}
+	if err := s.apply(cfg); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	var stale []*pool.Pool
+	for k, e := range s.pools {
+		db, _, ok := cfg.LookupDatabase(k.db)
+		if !ok || !sameDatabase(db, e.db) || e.mode != poolModeFor(cfg, db, k.user) {
+			stale = append(stale, e.pool)
+			delete(s.pools, k)
+		}
+	}
+	s.mu.Unlock()
+	for _, p := range stale {
+		// Sessions still holding a connection of p return it to a closed
+		// pool, which closes it.
+		go p.Close()
+	}
+	s.log.Info("configuration reloaded", zap.Int("pools_rebuilt", len(stale)))
+	return nil
+}
+
+func sameDatabase(a, b configs.Database) bool {
+	return fmt.Sprintf("%#v", a) == fmt.Sprintf("%#v", b) && a.Password.Reveal() == b.Password.Reveal()
+}
+
+func poolModeFor(cfg *configs.Config, db configs.Database, user string) string {
+	if u, ok := cfg.Users[user]; ok && u.PoolMode != "" {
+		return u.PoolMode
+	}
+	if db.PoolMode != "" {
+		return db.PoolMode
+	}
+	return cfg.PoolMode
+}
+
+// Listen binds the configured TCP address and unix socket.
+func (s *Server) Listen() error {
+	cfg := s.cfg.Load()
+	lc := net.ListenConfig{}
+	if cfg.SoReuseport {
+		lc.Control = func(network, address string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	host := cfg.ListenAddr
+	if host == "*" {
+		host = ""
+	}
+	var ls []net.Listener
+	for _, h := range strings.Split(host, ",") {
+		l, err := lc.Listen(context.Background(), "tcp", net.JoinHostPort(strings.TrimSpace(h), strconv.Itoa(cfg.ListenPort)))
+		if err != nil {
+			closeAll(ls)
+			return fmt.Errorf("listen on %s:%d: %w", h, cfg.ListenPort, err)
+		}
+		ls = append(ls, l)
+	}
+	if cfg.UnixSocketDir != "" {
+		port := cfg.ListenPort
+		if port == 0 {
+			port = ls[0].Addr().(*net.TCPAddr).Port
+		}
+		path := filepath.Join(cfg.UnixSocketDir, ".s.PGSQL."+strconv.Itoa(port))
+		if !cfg.SoReuseport {
+			os.Remove(path)
+		}
+		l, err := lc.Listen(context.Background(), "unix", path)
+		if err != nil {
+			closeAll(ls)
+			return fmt.Errorf("listen on unix socket %s: %w", path, err)
+		}
+		os.Chmod(path, 0o777)
+		ls = append(ls, l)
+	}
+	s.mu.Lock()
+	s.listeners = ls
+	s.mu.Unlock()
+	return nil
+}
+
+func closeAll(ls []net.Listener) {
+	for _, l := range ls {
+		l.Close()
+	}
+}
+
+// Addr returns the TCP address pgferry listens on (after Listen).
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.listeners) == 0 {
+		return nil
+	}
+	return s.listeners[0].Addr()
+}
+
+// Serve accepts clients until Shutdown. It returns nil after Shutdown.
+func (s *Server) Serve() error {
+	s.mu.Lock()
+	ls := s.listeners
+	s.mu.Unlock()
+	if len(ls) == 0 {
+		return errors.New("serve: Listen was not called")
+	}
+	for _, l := range ls {
+		s.wg.Add(1)
+		go s.acceptLoop(l)
+	}
+	s.log.Info("listening", zap.Stringer("addr", ls[0].Addr()))
+	return nil
+}
+
+func (s *Server) acceptLoop(l net.Listener) {
+	defer s.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.isDraining() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", zap.Error(err), zap.Duration("retry_in", delay))
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		s.wg.Add(1)
+		go s.serveClient(c)
+	}
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+// Shutdown stops accepting clients, lets sessions finish the transaction
+// they are in, closes sessions as they become idle, and after ctx ends cuts
+// the rest. It then closes every pool and returns the number of sessions
+// that were cut.
+func (s *Server) Shutdown(ctx context.Context) int {
+	s.mu.Lock()
+	s.draining = true
+	ls := s.listeners
+	s.listeners = nil
+	sessions := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
+	closeAll(ls)
+	for _, ss := range sessions {
+		ss.wake()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	cut := 0
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.mu.Lock()
+		for _, ss := range s.sessions {
+			ss.kill()
+			cut++
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	s.mu.Lock()
+	pools := make([]*pool.Pool, 0, len(s.pools))
+	for _, e := range s.pools {
+		pools = append(pools, e.pool)
+	}
+	s.pools = map[poolKey]*poolEntry{}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range pools {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Close() }()
+	}
+	wg.Wait()
+	s.log.Info("shut down", zap.Int("sessions_cut", cut))
+	return cut
+}
+
+// poolFor returns the pool for (database entry, server user), creating it.
+func (s *Server) poolFor(dbName string, db configs.Database, user string, clientPassword string) (*poolEntry, error) {
+	cfg := s.cfg.Load()
+	key := poolKey{dbName, user}
+	s.mu.Lock()
+	if e, ok := s.pools[key]; ok {
+		s.mu.Unlock()
+		return e, nil
+	}
+	s.mu.Unlock()
+
+	dial, err := s.dialConfig(cfg, dbName, db, user, clientPassword)
+	if err != nil {
+		return nil, err
+	}
+	size := db.PoolSize
+	if size == 0 {
+		size = cfg.DefaultPoolSize
+	}
+	pc := pool.Config{
+		Database:       dbName,
+		User:           user,
+		Dial:           *dial,
+		Size:           size,
+		MinSize:        db.MinPoolSize,
+		ReserveSize:    db.ReservePool,
+		ReserveTimeout: cfg.ReservePoolTimeout.Std(),
+		Lifetime:       cfg.ServerLifetime.Std(),
+		IdleTimeout:    cfg.ServerIdleTimeout.Std(),
+		LoginRetry:     cfg.ServerLoginRetry.Std(),
+		MaxPrepared:    cfg.MaxPreparedStatements,
+	}
+	if s.opts.Hooks != nil {
+		pc.Hooks = s.opts.Hooks.PoolHooks(dbName, user)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.pools[key]; ok {
+		return e, nil
+	}
+	if s.draining {
+		return nil, errDraining
+	}
+	if db.MaxDBConnections > 0 {
+		if s.dbLimits[dbName] == nil {
+			s.dbLimits[dbName] = pool.NewLimit(db.MaxDBConnections)
+		}
+		pc.DBLimit = s.dbLimits[dbName]
+	}
+	maxUser := cfg.MaxUserConnections
+	if u, ok := cfg.Users[user]; ok && u.MaxUserConnections > 0 {
+		maxUser = u.MaxUserConnections
+	}
+	if maxUser > 0 {
+		if s.userLimits[user] == nil {
+			s.userLimits[user] = pool.NewLimit(maxUser)
+		}
+		pc.UserLimit = s.userLimits[user]
+	}
+	e := &poolEntry{pool: pool.New(pc), dbName: dbName, db: db, mode: poolModeFor(cfg, db, user)}
+	s.pools[key] = e
+	return e, nil
+}
+
+var errDraining = protocol.Fatal(protocol.SQLStateAdminShutdown, "pgferry is shutting down")
+
+func (s *Server) dialConfig(cfg *configs.Config, dbName string, db configs.Database, user, clientPassword string) (*pool.DialConfig, error) {
+	var pw pool.PasswordSource
+	switch {
+	case s.opts.PasswordSource != nil && db.Auth == "entra":
+		src, err := s.opts.PasswordSource(dbName, db)
+		if err != nil {
+			return nil, err
+		}
+		pw = src
+	case db.Password.Reveal() != "":
+		pw = pool.StaticPassword(db.Password.Reveal())
+	case clientPassword != "":
+		pw = pool.StaticPassword(clientPassword)
+	}
+	dc := &pool.DialConfig{
+		Port:           db.Port,
+		Database:       db.DBName,
+		User:           user,
+		Password:       pw,
+		SSLMode:        db.SSLMode,
+		AllowCleartext: db.AllowCleartextPassword,
+		ConnectTimeout: cfg.ServerConnectTimeout.Std(),
+		Resolver:       &net.Resolver{},
+	}
+	if dc.Database == "" {
+		dc.Database = dbName
+	}
+	for _, h := range strings.Split(db.Host, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			dc.Hosts = append(dc.Hosts, h)
+		}
+	}
+	dc.RequireWritable = len(dc.Hosts) > 1
+	if db.SSLMode != "disable" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if db.SSLRootCert != "" {
+			pem, err := os.ReadFile(db.SSLRootCert)
+			if err != nil {
+				return nil, fmt.Errorf("databases.%s.sslrootcert: %w", dbName, err)
+			}
+			roots := x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("databases.%s.sslrootcert: no certificates in %s", dbName, db.SSLRootCert)
+			}
+			tc.RootCAs = roots
+		}
+		if cfg.ServerTLSCertFile != "" {
+			cert, err := tls.LoadX509KeyPair(cfg.ServerTLSCertFile, cfg.ServerTLSKeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("server_tls_cert_file: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		dc.TLS = tc
+	}
+	return dc, nil
+}
+
+func (s *Server) register(ss *session) {
+	s.mu.Lock()
+	s.sessions[ss.id] = ss
+	s.cancelKeys[uint64(ss.pid)<<32|uint64(ss.key)] = ss
+	s.mu.Unlock()
+}
+
+func (s *Server) unregister(ss *session) {
+	s.mu.Lock()
+	delete(s.sessions, ss.id)
+	delete(s.cancelKeys, uint64(ss.pid)<<32|uint64(ss.key))
+	s.mu.Unlock()
+}
+
+func (s *Server) sessionByKey(pid, key uint32) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cancelKeys[uint64(pid)<<32|uint64(key)]
+}

@@ -1,0 +1,552 @@
+package router
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/auth"
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+const (
+	poolModeTransaction = "transaction"
+	poolModeSession     = "session"
+)
+
+// adminDatabases are the virtual databases of the admin console.
+var adminDatabases = map[string]bool{"pgbouncer": true, "pgferry": true}
+
+// session is one client connection. Its goroutine (run) owns the client
+// conn and is the only writer to the linked server; while a server is
+// linked, a pump goroutine reads the server and is the only writer to the
+// client. The two meet under mu.
+type session struct {
+	srv  *Server
+	log  *zap.Logger
+	id   uint64
+	raw  net.Conn // the accepted socket; closed by run
+	conn net.Conn // raw or TLS over raw
+	tls  bool
+	rd   *protocol.Reader // client frames
+	wr   *protocol.Writer // to the client: run's while unlinked, the pump's while linked
+
+	user, database string
+	admin          bool
+	entry          *poolEntry
+	txnMode        bool
+	pid, key       uint32
+	connectedAt    time.Time
+	clientAddr     string
+	appName        string
+	pinOnState     bool
+	startupParams  []protocol.Param
+
+	// stmts maps the client's statement names to statements. Only run
+	// touches it.
+	stmts map[string]*clientStmt
+
+	// mu guards the link state. Held only for bookkeeping, never for I/O.
+	mu        sync.Mutex
+	server    *pool.ServerConn // linked server, nil between transactions
+	q         ring             // what the server still owes, in order
+	status    byte             // last ReadyForQuery status from the server
+	pinned    bool             // session state ties the client to server
+	stopping  bool             // run is taking the server back from the pump
+	dead      error            // the pump lost the server or the client
+	pumpDone  chan struct{}    // closed when the current pump exits
+	params    map[string]string
+	paramKeys []string
+	// pendingSet names a parameter whose new value (in params) the next
+	// linked server is about to receive from the client's own SET.
+	pendingSet string
+
+	// wmu is held by run while it writes to the linked server, so the pump
+	// never releases a server in the middle of a write.
+	wmu sync.Mutex
+
+	waiting atomic.Bool // queued for a server connection
+	killed  atomic.Bool
+	wakeReq atomic.Bool
+}
+
+func (s *Server) serveClient(raw net.Conn) {
+	defer s.wg.Done()
+	n := s.clients.Add(1)
+	defer s.clients.Add(-1)
+	ss := &session{
+		srv:         s,
+		id:          s.ids.Add(1),
+		raw:         raw,
+		conn:        raw,
+		connectedAt: time.Now(),
+		clientAddr:  raw.RemoteAddr().String(),
+		status:      protocol.TxIdle,
+	}
+	ss.log = s.log.With(zap.Uint64("conn_id", ss.id), zap.String("client_addr", ss.clientAddr))
+	defer raw.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			ss.log.Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	cfg := s.cfg.Load()
+	if !s.allowed(raw.RemoteAddr()) {
+		s.reject("allow_cidrs")
+		ss.log.Info("client refused by allow_cidrs")
+		return
+	}
+	if cfg.MaxClientConn > 0 && n > int64(cfg.MaxClientConn) {
+		s.reject("max_client_conn")
+		ss.sendFatal(protocol.Fatal(protocol.SQLStateTooManyConnections, "no more connections allowed (max_client_conn)"))
+		return
+	}
+	ss.run(cfg)
+}
+
+func (s *Server) reject(reason string) {
+	if s.opts.Hooks != nil {
+		s.opts.Hooks.ClientRejected(reason)
+	}
+}
+
+func (s *Server) allowed(addr net.Addr) bool {
+	cidrs := *s.cidrs.Load()
+	if len(cidrs) == 0 {
+		return true
+	}
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return true // unix socket: local
+	}
+	for _, n := range cidrs {
+		if n.Contains(ta.IP) {
+			return true
+		}
+	}
+	return false
+}
+
+// sendFatal writes a FATAL error straight to the client (no server linked).
+func (ss *session) sendFatal(e *protocol.Error) {
+	ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	ss.conn.Write(e.AppendFrame(nil))
+}
+
+func (ss *session) run(cfg *configs.Config) {
+	if d := cfg.ClientLoginTimeout.Std(); d > 0 {
+		ss.raw.SetDeadline(time.Now().Add(d))
+	}
+	if err := ss.startup(cfg); err != nil {
+		var pe *protocol.Error
+		if errors.As(err, &pe) {
+			ss.sendFatal(pe)
+		} else if isTimeout(err) {
+			ss.sendFatal(protocol.Fatal(protocol.SQLStateProtocolViolation, "client_login_timeout"))
+		}
+		if !errors.Is(err, errCancelDone) && !isEOF(err) {
+			ss.log.Info("client login failed", zap.Error(err))
+		}
+		return
+	}
+	ss.raw.SetDeadline(time.Time{})
+	ss.srv.register(ss)
+	defer ss.srv.unregister(ss)
+	ss.log.Debug("client connected")
+	err := ss.serve()
+	ss.finish(err)
+}
+
+var errCancelDone = errors.New("cancel request handled")
+
+// startup runs SSL negotiation, the startup message and authentication,
+// then greets the client.
+func (ss *session) startup(cfg *configs.Config) error {
+	var st *protocol.Startup
+	for {
+		var err error
+		st, err = protocol.ReadStartup(ss.conn)
+		if err != nil {
+			ss.srv.reject("protocol")
+			return err
+		}
+		switch st.Code {
+		case protocol.SSLRequestCode:
+			if ss.tls {
+				return protocol.Fatal(protocol.SQLStateProtocolViolation, "SSLRequest received on an encrypted connection")
+			}
+			tc := ss.srv.ctls.Load()
+			if tc == nil {
+				if _, err := ss.conn.Write([]byte{'N'}); err != nil {
+					return err
+				}
+				continue
+			}
+			if _, err := ss.conn.Write([]byte{'S'}); err != nil {
+				return err
+			}
+			t := tls.Server(ss.raw, tc)
+			if err := t.Handshake(); err != nil {
+				ss.srv.reject("tls")
+				return fmt.Errorf("client TLS handshake: %w", err)
+			}
+			ss.conn, ss.tls = t, true
+			continue
+		case protocol.GSSENCRequestCode:
+			if _, err := ss.conn.Write([]byte{'N'}); err != nil {
+				return err
+			}
+			continue
+		case protocol.CancelRequestCode:
+			ss.srv.forwardCancel(st.CancelPID, st.CancelKey)
+			return errCancelDone
+		}
+		break
+	}
+	if st.Minor() > 0 || len(st.ProtocolOptions) > 0 {
+		if _, err := ss.conn.Write(protocol.AppendNegotiateProtocolVersion(nil, st.ProtocolOptions)); err != nil {
+			return err
+		}
+	}
+	if !ss.tls {
+		switch cfg.ClientTLSSSLMode {
+		case "require", "verify-ca", "verify-full":
+			ss.srv.reject("tls")
+			e := protocol.Fatal(protocol.SQLStateInvalidAuthorization, "SSL required")
+			e.Detail = "pgferry is configured with client_tls_sslmode = " + cfg.ClientTLSSSLMode + "; connect with sslmode=require or stronger"
+			return e
+		}
+	}
+	ss.user = st.Get("user")
+	ss.database = st.Get("database")
+	if ss.database == "" {
+		ss.database = ss.user
+	}
+	ss.log = ss.log.With(zap.String("user", ss.user), zap.String("database", ss.database))
+	ss.startupParams = st.Params
+
+	password, err := ss.authenticate(cfg)
+	if err != nil {
+		return err
+	}
+	if adminDatabases[ss.database] {
+		return ss.startAdmin(cfg)
+	}
+	db, _, ok := cfg.LookupDatabase(ss.database)
+	if !ok {
+		return protocol.Fatal(protocol.SQLStateInvalidCatalogName, fmt.Sprintf("no such database: %s", ss.database))
+	}
+	serverUser := db.User
+	if serverUser == "" {
+		serverUser = ss.user
+	}
+	entry, err := ss.srv.poolFor(ss.database, db, serverUser, password)
+	if err != nil {
+		return err
+	}
+	ss.entry = entry
+	ss.txnMode = entry.mode == poolModeTransaction
+	ss.pinOnState = cfg.PinOnSessionState
+	ss.stmts = make(map[string]*clientStmt)
+
+	if err := ss.initParams(cfg, st); err != nil {
+		return err
+	}
+	ss.pid, ss.key = randomKey()
+	return ss.greet()
+}
+
+func randomKey() (uint32, uint32) {
+	var b [8]byte
+	rand.Read(b[:])
+	// Keep the pid positive: some clients print it as a signed integer.
+	return binary.BigEndian.Uint32(b[:4]) & 0x7fffffff, binary.BigEndian.Uint32(b[4:])
+}
+
+// authenticate checks the client's password per auth_type. It returns the
+// cleartext password when the exchange revealed it (plain auth), which may
+// serve as the server password when the database entry has none.
+func (ss *session) authenticate(cfg *configs.Config) (string, error) {
+	fail := func() error {
+		ss.srv.reject("auth")
+		ss.srv.throttle.failed(ss.raw.RemoteAddr())
+		return protocol.Fatal(protocol.SQLStateInvalidPassword, fmt.Sprintf("password authentication failed for user %q", ss.user))
+	}
+	if d := ss.srv.throttle.delay(ss.raw.RemoteAddr()); d > 0 {
+		time.Sleep(d)
+	}
+	if cfg.AuthType == "trust" {
+		return "", nil
+	}
+	cred, known := ss.srv.store.Load().Lookup(ss.user)
+	be := pgproto3.NewBackend(ss.conn, ss.conn)
+	switch {
+	case cfg.AuthType == "plain" || (cfg.AuthType == "md5" && known && cred.Kind() == auth.KindMD5):
+		if cfg.AuthType == "plain" {
+			be.Send(&pgproto3.AuthenticationCleartextPassword{})
+		} else {
+			var salt [4]byte
+			rand.Read(salt[:])
+			be.Send(&pgproto3.AuthenticationMD5Password{Salt: salt})
+			if err := be.Flush(); err != nil {
+				return "", err
+			}
+			pw, err := readPassword(be)
+			if err != nil {
+				return "", err
+			}
+			if !known || !auth.VerifyMD5(ss.user, cred, salt, pw) {
+				return "", fail()
+			}
+			ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
+			return "", ss.sendAuthOK(be)
+		}
+		if err := be.Flush(); err != nil {
+			return "", err
+		}
+		pw, err := readPassword(be)
+		if err != nil {
+			return "", err
+		}
+		if !known || !auth.VerifyPlain(cred, pw) {
+			return "", fail()
+		}
+		ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
+		return pw, ss.sendAuthOK(be)
+	}
+	// SCRAM-SHA-256 (also for md5 with a SCRAM or plain secret, as PgBouncer).
+	var binding []byte
+	if ss.tls {
+		binding = *ss.srv.certHash.Load()
+	}
+	var sc *auth.SCRAMServer
+	if known && cred.CanSCRAM() {
+		var err error
+		if sc, err = auth.NewSCRAMServer(ss.user, cred, binding); err != nil {
+			return "", fail()
+		}
+	} else {
+		sc = auth.NewSCRAMServerForUnknownUser(ss.user, binding)
+	}
+	be.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: sc.Mechanisms()})
+	if err := be.Flush(); err != nil {
+		return "", err
+	}
+	be.SetAuthType(pgproto3.AuthTypeSASL)
+	msg, err := be.Receive()
+	if err != nil {
+		return "", protocolErr(err)
+	}
+	init, ok := msg.(*pgproto3.SASLInitialResponse)
+	if !ok {
+		return "", protocol.Fatal(protocol.SQLStateProtocolViolation, "expected SASL initial response")
+	}
+	first, err := sc.Start(init.AuthMechanism, init.Data)
+	if err != nil {
+		return "", scramErr(err, fail)
+	}
+	be.Send(&pgproto3.AuthenticationSASLContinue{Data: first})
+	if err := be.Flush(); err != nil {
+		return "", err
+	}
+	be.SetAuthType(pgproto3.AuthTypeSASLContinue)
+	msg, err = be.Receive()
+	if err != nil {
+		return "", protocolErr(err)
+	}
+	resp, ok := msg.(*pgproto3.SASLResponse)
+	if !ok {
+		return "", protocol.Fatal(protocol.SQLStateProtocolViolation, "expected SASL response")
+	}
+	final, err := sc.Finish(resp.Data)
+	if err != nil {
+		return "", scramErr(err, fail)
+	}
+	ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
+	be.Send(&pgproto3.AuthenticationSASLFinal{Data: final})
+	return "", ss.sendAuthOK(be)
+}
+
+func (ss *session) sendAuthOK(be *pgproto3.Backend) error {
+	be.Send(&pgproto3.AuthenticationOk{})
+	return be.Flush()
+}
+
+func scramErr(err error, fail func() error) error {
+	var pe *auth.ProtocolError
+	if errors.As(err, &pe) {
+		return protocol.Fatal(protocol.SQLStateProtocolViolation, pe.Msg)
+	}
+	return fail()
+}
+
+func protocolErr(err error) error {
+	if isEOF(err) || isTimeout(err) {
+		return err
+	}
+	return protocol.Fatal(protocol.SQLStateProtocolViolation, "invalid authentication message")
+}
+
+func readPassword(be *pgproto3.Backend) (string, error) {
+	be.SetAuthType(pgproto3.AuthTypeCleartextPassword)
+	msg, err := be.Receive()
+	if err != nil {
+		return "", protocolErr(err)
+	}
+	pm, ok := msg.(*pgproto3.PasswordMessage)
+	if !ok {
+		return "", protocol.Fatal(protocol.SQLStateProtocolViolation, "expected password message")
+	}
+	return pm.Password, nil
+}
+
+// greet sends the server's parameters (with the client's own values for
+// those it set), the proxy-issued BackendKeyData and ReadyForQuery.
+func (ss *session) greet() error {
+	var out []byte
+	welcome, err := ss.welcome()
+	if err != nil {
+		return err
+	}
+	for k, v := range welcome {
+		if cv, ok := ss.params[k]; ok {
+			v = cv
+		}
+		out = protocol.AppendParameterStatus(out, k, v)
+	}
+	out = protocol.AppendBackendKeyData(out, ss.pid, ss.key)
+	out = protocol.AppendReadyForQuery(out, protocol.TxIdle)
+	_, err = ss.conn.Write(out)
+	return err
+}
+
+// welcome returns the ParameterStatus set of the pool's servers, logging in
+// once if no server connection has been seen yet.
+func (ss *session) welcome() (map[string]string, error) {
+	e := ss.entry
+	e.welcomeMu.Lock()
+	w := e.welcome
+	e.welcomeMu.Unlock()
+	if w != nil {
+		return w, nil
+	}
+	cfg := ss.srv.cfg.Load()
+	ctx, cancel := ss.waitContext(cfg)
+	defer cancel()
+	sc, err := e.pool.Acquire(ctx)
+	if err != nil {
+		return nil, ss.acquireError(err)
+	}
+	w = make(map[string]string, len(sc.Params))
+	for k, v := range sc.Params {
+		w[k] = v
+	}
+	e.pool.Release(sc)
+	e.welcomeMu.Lock()
+	if e.welcome == nil {
+		e.welcome = w
+	}
+	e.welcomeMu.Unlock()
+	return w, nil
+}
+
+func (ss *session) waitContext(cfg *configs.Config) (context.Context, context.CancelFunc) {
+	if d := cfg.QueryWaitTimeout.Std(); d > 0 {
+		return context.WithTimeout(context.Background(), d)
+	}
+	return context.WithCancel(context.Background())
+}
+
+// acquireError turns a pool error into what the client is told.
+func (ss *session) acquireError(err error) error {
+	var se *pool.ServerError
+	var lf *pool.LoginFailingError
+	switch {
+	case errors.As(err, &lf):
+		msg := lf.Err.Error()
+		if errors.As(lf.Err, &se) {
+			msg = se.Message
+		}
+		return protocol.Fatal(protocol.SQLStateConnectionFailure, "server login has been failing, cached error: "+msg+" (server_login_retry)")
+	case errors.As(err, &se):
+		return &relayedError{frame: se.Frame, err: err}
+	case errors.Is(err, context.DeadlineExceeded) && !strings.Contains(err.Error(), "dial") && !strings.Contains(err.Error(), "login"):
+		return protocol.Fatal(protocol.SQLStateProtocolViolation, "query_wait_timeout")
+	case errors.Is(err, pool.ErrPoolClosed):
+		return protocol.Fatal(protocol.SQLStateAdminShutdown, "database configuration changed or pgferry is shutting down; reconnect")
+	}
+	var te interface{ ClientMessage() string }
+	if errors.As(err, &te) {
+		return protocol.Fatal(protocol.SQLStateUnableToConnect, te.ClientMessage())
+	}
+	ss.log.Warn("server connection failed", zap.Error(err))
+	return protocol.Fatal(protocol.SQLStateConnectionFailure, "pgferry could not connect to the server for database "+ss.database+": "+sanitize(err))
+}
+
+// sanitize bounds an internal error's text before a client sees it. Errors
+// from dialing never contain secrets (DialConfig holds them in
+// PasswordSource, which is not printed).
+func sanitize(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 300 {
+		s = s[:300]
+	}
+	return s
+}
+
+// relayedError carries a server's ErrorResponse to the client verbatim.
+type relayedError struct {
+	frame []byte
+	err   error
+}
+
+func (e *relayedError) Error() string { return e.err.Error() }
+func (e *relayedError) Unwrap() error { return e.err }
+
+func isEOF(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, os.ErrClosed) || strings.Contains(err.Error(), "connection reset")
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// wake interrupts a session blocked reading its client so it can notice
+// shutdown, a dead server or pending notifications.
+func (ss *session) wake() {
+	ss.wakeReq.Store(true)
+	ss.raw.SetReadDeadline(time.Unix(1, 0))
+}
+
+// kill makes the session end as soon as possible.
+func (ss *session) kill() {
+	ss.killed.Store(true)
+	ss.raw.SetDeadline(time.Unix(1, 0))
+	ss.mu.Lock()
+	sc := ss.server
+	ss.mu.Unlock()
+	if sc != nil {
+		sc.Conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}

@@ -1,0 +1,88 @@
+package router
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// authThrottle slows down repeated authentication failures from one client
+// address: each failure doubles the delay before that address's next
+// attempt, from base up to 5 s; a success or a quiet minute resets it.
+// Other addresses are not affected. Safe for concurrent use.
+type authThrottle struct {
+	base time.Duration
+	// mu guards fails.
+	mu    sync.Mutex
+	fails map[string]failRecord
+}
+
+type failRecord struct {
+	n    int
+	last time.Time
+}
+
+const maxAuthDelay = 5 * time.Second
+
+func newAuthThrottle(base time.Duration) *authThrottle {
+	return &authThrottle{base: base, fails: make(map[string]failRecord)}
+}
+
+func hostOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	return ""
+}
+
+// delay returns how long to wait before authenticating a client from a.
+func (t *authThrottle) delay(a net.Addr) time.Duration {
+	if t.base <= 0 {
+		return 0
+	}
+	h := hostOf(a)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, ok := t.fails[h]
+	if !ok {
+		return 0
+	}
+	if time.Since(r.last) > time.Minute {
+		delete(t.fails, h)
+		return 0
+	}
+	d := t.base << min(r.n-1, 16)
+	return min(d, maxAuthDelay)
+}
+
+func (t *authThrottle) failed(a net.Addr) {
+	if t.base <= 0 {
+		return
+	}
+	h := hostOf(a)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.fails) > 100000 {
+		// Bound memory under a distributed attack: forget the oldest half.
+		now := time.Now()
+		for k, r := range t.fails {
+			if now.Sub(r.last) > 10*time.Second {
+				delete(t.fails, k)
+			}
+		}
+	}
+	r := t.fails[h]
+	r.n++
+	r.last = time.Now()
+	t.fails[h] = r
+}
+
+func (t *authThrottle) succeeded(a net.Addr) {
+	if t.base <= 0 {
+		return
+	}
+	h := hostOf(a)
+	t.mu.Lock()
+	delete(t.fails, h)
+	t.mu.Unlock()
+}
