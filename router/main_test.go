@@ -1,0 +1,38 @@
+package router_test
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
+
+	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/internal/pgtest"
+)
+
+var cluster *pgtest.Cluster
+
+func TestMain(m *testing.M) {
+	c, err := pgtest.Start(pgtest.Options{TLS: true})
+	if err != nil {
+		println("start postgres:", err.Error())
+		os.Exit(1)
+	}
+	cluster = c
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) { c.Stop(); os.Exit(code) }))
+}
+
+func TestSmokeSimpleQueryThroughPgferry(t *testing.T) {
+	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
+	conn, err := pgx.Connect(context.Background(), f.AppDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), "select 40+2").Scan(&n); err != nil || n != 42 {
+		t.Fatalf("got %d, %v", n, err)
+	}
+}
