@@ -297,6 +297,7 @@ func (ss *session) link() (*pool.ServerConn, error) {
 	done := make(chan struct{})
 	ss.mu.Lock()
 	ss.server = sc
+	ss.linkedAt = time.Now()
 	ss.status = protocol.TxIdle
 	ss.q.clear()
 	ss.pumpDone = done
@@ -369,6 +370,7 @@ func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 		sc.Wr.Append(frame)
 		return
 	}
+	ss.entry.stats.clientParses.Add(1)
 	st := ss.stmts[string(name)]
 	if st == nil || string(st.query) != string(rest) {
 		key := statementKey(rest)
@@ -383,6 +385,7 @@ func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 		return
 	}
 	ss.addServerStmt(sc, st.key)
+	ss.entry.stats.serverParses.Add(1)
 	ss.q.push(expect{kind: kParse, key: st.key})
 	sc.Wr.SetBuffer(appendParseRaw(sc.Wr.Buffer(), st.serverName, st.query))
 }
@@ -419,12 +422,14 @@ func (ss *session) ensureStmt(sc *pool.ServerConn, st *clientStmt) {
 		return
 	}
 	ss.addServerStmt(sc, st.key)
+	ss.entry.stats.serverParses.Add(1)
 	ss.q.push(expect{kind: kParseSwallow, key: st.key})
 	sc.Wr.SetBuffer(appendParseRaw(sc.Wr.Buffer(), st.serverName, st.query))
 }
 
 // processBind renames the statement a Bind refers to.
 func (ss *session) processBind(sc *pool.ServerConn, frame []byte) {
+	ss.entry.stats.binds.Add(1)
 	body := protocol.Body(frame)
 	portal, rest, ok := protocol.CString(body)
 	var name, tail []byte
@@ -584,6 +589,7 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 				ss.log.Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
 			}
 		case typ == protocol.MsgReadyForQuery:
+			ss.entry.stats.queries.Add(1)
 			ss.q.pop()
 			ss.status = protocol.RFQStatus(frame)
 			if ss.q.n == 0 && ss.status == protocol.TxIdle && ss.txnMode && !ss.pinned && !ss.stopping {
@@ -632,6 +638,8 @@ func (ss *session) skipToSync(sc *pool.ServerConn) {
 // releaseServer ends the transaction's loan: it waits for any write in
 // progress, flushes the client and returns the server to the pool.
 func (ss *session) releaseServer(sc *pool.ServerConn) {
+	ss.entry.stats.xacts.Add(1)
+	ss.entry.stats.xactTimeUS.Add(uint64(time.Since(ss.linkedAt) / time.Microsecond))
 	ss.wmu.Lock()
 	ss.wmu.Unlock()
 	err := ss.wr.Flush()
@@ -730,6 +738,9 @@ func (ss *session) finish(err error) {
 	clean := ss.q.n == 0 && ss.status == protocol.TxIdle
 	pinned := ss.pinned
 	ss.mu.Unlock()
+	if pinned {
+		ss.entry.stats.pinnedClients.Add(-1)
+	}
 	if sc != nil {
 		sc.Conn.SetReadDeadline(time.Unix(1, 0))
 	}

@@ -59,7 +59,7 @@ type Server struct {
 
 	ids     atomic.Uint64
 	clients atomic.Int64 // connected client sockets (admin included)
-	pinned  atomic.Int64 // sessions pinned to a server by session state
+	pinned  atomic.Int64 // sessions ever pinned to a server by session state (cumulative)
 
 	// mu guards the maps and listeners below. No I/O runs under it.
 	mu         sync.Mutex
@@ -78,12 +78,28 @@ type Server struct {
 
 type poolKey struct{ db, user string }
 
+// poolStats are cumulative per-pool counters, updated once per transaction
+// or query (never per message).
+type poolStats struct {
+	xacts         atomic.Uint64 // transactions completed (server released)
+	queries       atomic.Uint64 // ReadyForQuery seen: queries and Syncs
+	xactTimeUS    atomic.Uint64 // time servers were linked, microseconds
+	clientParses  atomic.Uint64 // named Parse messages from clients
+	serverParses  atomic.Uint64 // Parse messages sent to servers for named statements
+	binds         atomic.Uint64 // Bind messages
+	clientLogins  atomic.Uint64 // successful client logins
+	pinnedClients atomic.Int64  // sessions currently pinned
+}
+
 // poolEntry is one (database, user) pool and what sessions need with it.
 type poolEntry struct {
 	pool   *pool.Pool
 	dbName string
 	db     configs.Database
 	mode   string
+
+	// stats are cumulative counters for SHOW STATS and metrics.
+	stats poolStats
 
 	// welcome holds the ParameterStatus set of the first server login,
 	// replayed to new clients (as PgBouncer does). Guarded by welcomeMu.

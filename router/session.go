@@ -81,6 +81,8 @@ type session struct {
 	// never releases a server in the middle of a write.
 	wmu sync.Mutex
 
+	linkedAt time.Time // when the current server was linked (run writes, pump reads after link)
+
 	waiting atomic.Bool // queued for a server connection
 	killed  atomic.Bool
 	wakeReq atomic.Bool
@@ -269,7 +271,11 @@ func (ss *session) startup(cfg *configs.Config) error {
 		return err
 	}
 	ss.pid, ss.key = randomKey()
-	return ss.greet()
+	if err := ss.greet(); err != nil {
+		return err
+	}
+	entry.stats.clientLogins.Add(1)
+	return nil
 }
 
 func randomKey() (uint32, uint32) {

@@ -37,6 +37,17 @@ func TestMain(m *testing.M) {
 	}))
 }
 
+// unique returns prefix with a random suffix, so tests also pass with
+// -count=N against the shared cluster.
+func unique(t *testing.T, prefix string) string {
+	t.Helper()
+	suffix, err := randomHex(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return prefix + "_" + suffix
+}
+
 func connect(t *testing.T, dsn string) *pgx.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -81,13 +92,14 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 func TestStartCreatesAppRoleAndDatabase(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	if err := primary.Exec(ctx, "CREATE TABLE start_check (id int)"); err != nil {
+	table := unique(t, "start_check")
+	if err := primary.Exec(ctx, "CREATE TABLE "+table+" (id int)"); err != nil {
 		t.Fatal(err)
 	}
-	if err := primary.Exec(ctx, "INSERT INTO start_check SELECT generate_series(1, $1::int)", 3); err != nil {
+	if err := primary.Exec(ctx, "INSERT INTO "+table+" SELECT generate_series(1, $1::int)", 3); err != nil {
 		t.Fatal(err)
 	}
-	n, err := primary.QueryInt(ctx, "SELECT count(*) FROM start_check")
+	n, err := primary.QueryInt(ctx, "SELECT count(*) FROM "+table)
 	if err != nil || n != 3 {
 		t.Fatalf("QueryInt = %d, %v; want 3", n, err)
 	}
@@ -104,7 +116,7 @@ func TestStartCreatesAppRoleAndDatabase(t *testing.T) {
 	if user != AppUser || db != AppDatabase {
 		t.Fatalf("connected as %s to %s; want %s to %s", user, db, AppUser, AppDatabase)
 	}
-	if _, err := conn.Exec(ctx, "CREATE TABLE app_owned (id int)"); err != nil {
+	if _, err := conn.Exec(ctx, "CREATE TABLE "+unique(t, "app_owned")+" (id int)"); err != nil {
 		t.Fatalf("app cannot create a table in its own database: %v", err)
 	}
 
@@ -150,7 +162,8 @@ func TestTLSClusterAcceptsVerifyFull(t *testing.T) {
 func TestCreateRoleQuotesNameAndPassword(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	const name, password = "app@contoso.onmicrosoft.com", `it's a "secret" \ `
+	name := unique(t, "app@contoso.onmicrosoft.com")
+	const password = `it's a "secret" \ `
 	if err := primary.CreateRole(ctx, name, password); err != nil {
 		t.Fatal(err)
 	}
@@ -192,16 +205,17 @@ func TestCreateDatabaseIsDroppedAtCleanup(t *testing.T) {
 func TestAddHBAAppliesBeforeDefaults(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	if err := primary.CreateRole(ctx, "hba_blocked", "pw"); err != nil {
+	blocked := unique(t, "hba_blocked")
+	if err := primary.CreateRole(ctx, blocked, "pw"); err != nil {
 		t.Fatal(err)
 	}
-	if err := primary.AddHBA("host all hba_blocked 127.0.0.1/32 reject"); err != nil {
+	if err := primary.AddHBA("host all " + blocked + " 127.0.0.1/32 reject"); err != nil {
 		t.Fatal(err)
 	}
-	c, err := pgx.Connect(ctx, primary.DSN("postgres", "hba_blocked", "pw"))
+	c, err := pgx.Connect(ctx, primary.DSN("postgres", blocked, "pw"))
 	if err == nil {
 		_ = c.Close(ctx)
-		t.Fatal("hba_blocked connected; want rejected by pg_hba.conf")
+		t.Fatal("blocked role connected; want rejected by pg_hba.conf")
 	}
 	if !strings.Contains(err.Error(), "pg_hba.conf rejects connection") {
 		t.Fatalf("error = %v; want a pg_hba.conf rejection", err)
@@ -230,14 +244,15 @@ func TestReplicaStreamsAndPromotes(t *testing.T) {
 	if n := queryInt(t, conn, "SELECT pg_is_in_recovery()::int"); n != 1 {
 		t.Fatalf("replica pg_is_in_recovery = %d; want 1", n)
 	}
-	if err := primary.Exec(ctx, "CREATE TABLE replicated AS SELECT generate_series(1, 10) AS id"); err != nil {
+	table := unique(t, "replicated")
+	if err := primary.Exec(ctx, "CREATE TABLE "+table+" AS SELECT generate_series(1, 10) AS id"); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "table on replica", func() (bool, error) {
-		n, err := replica.QueryInt(ctx, "SELECT count(*) FROM pg_class WHERE relname = 'replicated'")
+		n, err := replica.QueryInt(ctx, "SELECT count(*) FROM pg_class WHERE relname = $1", table)
 		return n == 1, err
 	})
-	if n, err := replica.QueryInt(ctx, "SELECT count(*) FROM replicated"); err != nil || n != 10 {
+	if n, err := replica.QueryInt(ctx, "SELECT count(*) FROM "+table); err != nil || n != 10 {
 		t.Fatalf("replica rows = %d, %v; want 10", n, err)
 	}
 	if err := replica.Exec(ctx, "CREATE TABLE on_replica (id int)"); err == nil {
