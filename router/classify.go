@@ -17,6 +17,10 @@ type stmtClass struct {
 	reset, resetAll   bool
 	// discard marks DISCARD ALL or DEALLOCATE ALL.
 	discard bool
+	// listen/unlisten name the channel of a LISTEN or UNLISTEN ("*" for
+	// UNLISTEN *); unlistenAll marks UNLISTEN *.
+	listen, unlisten string
+	unlistenAll      bool
 }
 
 // classifySQL inspects the statements of a query. The rules are documented
@@ -35,6 +39,11 @@ func classifySQL(sql []byte) stmtClass {
 		}
 		if c.discard {
 			out.discard = true
+		}
+		if n == 1 {
+			out.listen, out.unlisten, out.unlistenAll = c.listen, c.unlisten, c.unlistenAll
+		} else if c.listen != "" && out.pin == "" {
+			out.pin = "LISTEN"
 		}
 		if c.setName != "" || c.reset || c.resetAll {
 			out.setName, out.setValue, out.reset, out.resetAll = c.setName, c.setValue, c.reset, c.resetAll
@@ -94,6 +103,32 @@ func splitStatement(sql []byte) (stmt, rest []byte) {
 	return sql, nil
 }
 
+// channelName reads a LISTEN/UNLISTEN channel: an identifier, folded to
+// lower case unless double-quoted, as PostgreSQL does.
+func channelName(rest []byte) string {
+	r := skipSpace(rest)
+	if len(r) > 0 && r[0] == '"' {
+		var b []byte
+		for i := 1; i < len(r); i++ {
+			if r[i] == '"' {
+				if i+1 < len(r) && r[i+1] == '"' {
+					b = append(b, '"')
+					i++
+					continue
+				}
+				return string(b)
+			}
+			b = append(b, r[i])
+		}
+		return ""
+	}
+	w, tail := nextWord(r)
+	if len(skipSpace(tail)) > 0 {
+		return "" // something after the name: not a plain LISTEN
+	}
+	return w
+}
+
 func isIdent(b []byte) bool {
 	for _, c := range b {
 		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
@@ -146,7 +181,7 @@ func skipSpace(b []byte) []byte {
 // classifySQL acts on (SELECT is checked for advisory locks separately).
 func firstByteInteresting(c byte) bool {
 	switch c | 0x20 {
-	case 's', 'r', 'd', 'c', 'p', 'l', 'w':
+	case 's', 'r', 'd', 'c', 'p', 'l', 'w', 'u':
 		return true
 	}
 	return false
@@ -220,7 +255,17 @@ func classifyOne(stmt []byte) stmtClass {
 	case "prepare":
 		c.pin = "SQL PREPARE"
 	case "listen":
-		c.pin = "LISTEN"
+		c.listen = channelName(rest)
+		if c.listen == "" {
+			c.pin = "LISTEN"
+		}
+	case "unlisten":
+		r := skipSpace(rest)
+		if len(r) > 0 && r[0] == '*' {
+			c.unlistenAll = true
+		} else {
+			c.unlisten = channelName(rest)
+		}
 	case "load":
 		c.pin = "LOAD"
 	}

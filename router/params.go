@@ -243,6 +243,14 @@ func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
 	if c.discard {
 		clear(ss.stmts)
 	}
+	if ss.txnMode && (c.listen != "" || c.unlisten != "" || c.unlistenAll) {
+		if done, err := ss.handleListen(c); done || err != nil {
+			return done, err
+		}
+		if c.listen != "" {
+			c.pin = "LISTEN inside a transaction"
+		}
+	}
 	if c.setName != "" || c.resetAll {
 		ss.mu.Lock()
 		inTx := ss.server != nil && ss.status != protocol.TxIdle

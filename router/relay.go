@@ -153,6 +153,9 @@ func (ss *session) onWake() error {
 		}
 		return protocol.Fatal(protocol.SQLStateProtocolViolation, "client_idle_timeout")
 	}
+	if err := ss.deliverNotifications(); err != nil {
+		return err
+	}
 	if ss.srv.isDraining() && !linked && ss.rd.Buffered() == 0 && !pendingInput(ss) {
 		return protocol.Fatal(protocol.SQLStateAdminShutdown, "pgferry is shutting down")
 	}
@@ -657,7 +660,10 @@ func (ss *session) releaseServer(sc *pool.ServerConn) {
 // wakeIfPending wakes the session goroutine when it has work waiting for the
 // end of the transaction (shutdown).
 func (ss *session) wakeIfPending() {
-	if ss.srv.isDraining() {
+	ss.mu.Lock()
+	mail := len(ss.mailbox) > 0
+	ss.mu.Unlock()
+	if mail || ss.srv.isDraining() {
 		ss.wake()
 	}
 }
@@ -740,6 +746,9 @@ func (ss *session) finish(err error) {
 	ss.mu.Unlock()
 	if pinned {
 		ss.entry.stats.pinnedClients.Add(-1)
+	}
+	if ss.listening {
+		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, "")
 	}
 	if sc != nil {
 		sc.Conn.SetReadDeadline(time.Unix(1, 0))

@@ -101,6 +101,11 @@ type poolEntry struct {
 	// stats are cumulative counters for SHOW STATS and metrics.
 	stats poolStats
 
+	// listen serves LISTEN/NOTIFY for the pool's clients; created on first
+	// use. Guarded by listenMu.
+	listenMu sync.Mutex
+	listen   *listener
+
 	// welcome holds the ParameterStatus set of the first server login,
 	// replayed to new clients (as PgBouncer does). Guarded by welcomeMu.
 	welcomeMu sync.Mutex
@@ -384,11 +389,20 @@ func (s *Server) Shutdown(ctx context.Context) int {
 	}
 	s.mu.Lock()
 	pools := make([]*pool.Pool, 0, len(s.pools))
+	var listeners []*listener
 	for _, e := range s.pools {
 		pools = append(pools, e.pool)
+		e.listenMu.Lock()
+		if e.listen != nil {
+			listeners = append(listeners, e.listen)
+		}
+		e.listenMu.Unlock()
 	}
 	s.pools = map[poolKey]*poolEntry{}
 	s.mu.Unlock()
+	for _, l := range listeners {
+		l.close()
+	}
 	var wg sync.WaitGroup
 	for _, p := range pools {
 		wg.Add(1)

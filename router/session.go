@@ -76,12 +76,17 @@ type session struct {
 	// pendingSet names a parameter whose new value (in params) the next
 	// linked server is about to receive from the client's own SET.
 	pendingSet string
+	// mailbox holds notifications (raw frames) waiting for the end of the
+	// client's transaction.
+	mailbox []byte
 
 	// wmu is held by run while it writes to the linked server, so the pump
 	// never releases a server in the middle of a write.
 	wmu sync.Mutex
 
 	linkedAt time.Time // when the current server was linked (run writes, pump reads after link)
+
+	listening bool // subscribed through the pool's listener; run only
 
 	waiting atomic.Bool // queued for a server connection
 	killed  atomic.Bool

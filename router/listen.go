@@ -1,0 +1,261 @@
+package router
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// listener serves LISTEN/UNLISTEN for every client of one pool over a single
+// dedicated server connection, so notifications reach clients in transaction
+// pooling mode. Each NotificationResponse is fanned out to the sessions
+// subscribed to its channel and delivered between their transactions, as
+// PostgreSQL delivers notifications between a session's transactions.
+//
+// The listener connection is outside the pool's size limits: it is one
+// extra server connection per (database, user) that has listening clients.
+type listener struct {
+	entry *poolEntry
+	log   *zap.Logger
+
+	// mu guards the fields below; no I/O runs under it except the small
+	// LISTEN/UNLISTEN writes, which go to a socket only this type writes.
+	mu     sync.Mutex
+	sc     *pool.ServerConn
+	subs   map[string]map[*session]struct{}
+	closed bool
+	done   chan struct{} // closed when the reader goroutine exits
+}
+
+// listenerFor returns the pool's listener, creating it.
+func (e *poolEntry) listenerFor(log *zap.Logger) *listener {
+	e.listenMu.Lock()
+	defer e.listenMu.Unlock()
+	if e.listen == nil {
+		e.listen = &listener{entry: e, log: log.With(zap.String("component", "listener"), zap.String("database", e.dbName)),
+			subs: make(map[string]map[*session]struct{})}
+	}
+	return e.listen
+}
+
+// subscribe adds ss to channel, opening the listener connection and
+// issuing LISTEN on the server when ss is the channel's first subscriber.
+func (l *listener) subscribe(ss *session, channel string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errDraining
+	}
+	if l.sc == nil {
+		cfg := l.entry.pool.Config().Dial
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		sc, err := pool.Dial(ctx, &cfg)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if sc.Wr == nil {
+			sc.Wr = protocol.NewWriter(sc.Conn)
+		}
+		l.sc = sc
+		l.done = make(chan struct{})
+		go l.read(sc, l.done)
+	}
+	set := l.subs[channel]
+	if set == nil {
+		set = make(map[*session]struct{})
+		l.subs[channel] = set
+		if err := l.send("LISTEN " + quoteIdent(channel)); err != nil {
+			return err
+		}
+	}
+	set[ss] = struct{}{}
+	return nil
+}
+
+// unsubscribe removes ss from channel ("" = every channel).
+func (l *listener) unsubscribe(ss *session, channel string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for ch, set := range l.subs {
+		if channel != "" && ch != channel {
+			continue
+		}
+		if _, ok := set[ss]; !ok {
+			continue
+		}
+		delete(set, ss)
+		if len(set) == 0 {
+			delete(l.subs, ch)
+			if l.sc != nil {
+				l.send("UNLISTEN " + quoteIdent(ch))
+			}
+		}
+	}
+}
+
+// send writes a simple query to the listener connection; its responses
+// are consumed by read. mu is held.
+func (l *listener) send(sql string) error {
+	l.sc.Wr.SetBuffer(protocol.AppendQuery(l.sc.Wr.Buffer(), sql))
+	return l.sc.Wr.Flush()
+}
+
+// read consumes the listener connection: notifications are fanned out,
+// everything else (LISTEN's CommandComplete, ReadyForQuery) is dropped.
+func (l *listener) read(sc *pool.ServerConn, done chan struct{}) {
+	defer close(done)
+	for {
+		frame, err := sc.Rd.Next()
+		if err != nil {
+			l.lost(sc, err)
+			return
+		}
+		if frame[0] != protocol.MsgNotification {
+			continue
+		}
+		body := protocol.Body(frame)
+		if len(body) < 5 {
+			continue
+		}
+		ch, _, ok := protocol.CString(body[4:])
+		if !ok {
+			continue
+		}
+		l.mu.Lock()
+		set := l.subs[string(ch)]
+		targets := make([]*session, 0, len(set))
+		for ss := range set {
+			targets = append(targets, ss)
+		}
+		l.mu.Unlock()
+		for _, ss := range targets {
+			ss.notify(frame)
+		}
+	}
+}
+
+// lost handles a broken listener connection: subscriptions are kept and
+// re-issued on a new connection when the next client subscribes;
+// notifications sent meanwhile are lost, as they are for a PostgreSQL
+// session whose connection breaks.
+func (l *listener) lost(sc *pool.ServerConn, err error) {
+	l.mu.Lock()
+	closed := l.closed
+	if l.sc == sc {
+		l.sc = nil
+	}
+	channels := make([]string, 0, len(l.subs))
+	for ch := range l.subs {
+		channels = append(channels, ch)
+	}
+	l.mu.Unlock()
+	sc.Conn.Close()
+	if closed {
+		return
+	}
+	l.log.Warn("listener connection lost; resubscribing", zap.Error(err))
+	// Re-establish in the background with the same subscriptions.
+	go func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.closed || l.sc != nil || len(l.subs) == 0 {
+			return
+		}
+		cfg := l.entry.pool.Config().Dial
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		nsc, err := pool.Dial(ctx, &cfg)
+		if err != nil {
+			l.log.Warn("listener reconnect failed", zap.Error(err))
+			return
+		}
+		if nsc.Wr == nil {
+			nsc.Wr = protocol.NewWriter(nsc.Conn)
+		}
+		l.sc = nsc
+		l.done = make(chan struct{})
+		go l.read(nsc, l.done)
+		for _, ch := range channels {
+			if _, ok := l.subs[ch]; ok {
+				l.send("LISTEN " + quoteIdent(ch))
+			}
+		}
+	}()
+}
+
+// close stops the listener and waits for its reader.
+func (l *listener) close() {
+	l.mu.Lock()
+	l.closed = true
+	sc, done := l.sc, l.done
+	l.sc = nil
+	l.mu.Unlock()
+	if sc != nil {
+		sc.Conn.Close()
+		<-done
+	}
+}
+
+func quoteIdent(s string) string {
+	b := appendIdent(nil, s)
+	return string(b)
+}
+
+// notify queues a notification for the client and wakes it if it is
+// between transactions.
+func (ss *session) notify(frame []byte) {
+	ss.mu.Lock()
+	ss.mailbox = append(ss.mailbox, append([]byte(nil), frame...)...)
+	linked := ss.server != nil
+	ss.mu.Unlock()
+	if !linked {
+		ss.wake()
+	}
+}
+
+// deliverNotifications writes queued notifications to the client. It runs
+// on the session goroutine with no server linked.
+func (ss *session) deliverNotifications() error {
+	ss.mu.Lock()
+	if ss.server != nil || len(ss.mailbox) == 0 {
+		ss.mu.Unlock()
+		return nil
+	}
+	box := ss.mailbox
+	ss.mailbox = nil
+	ss.mu.Unlock()
+	ss.joinPump()
+	ss.wr.Append(box)
+	return ss.wr.Flush()
+}
+
+// handleListen serves LISTEN and UNLISTEN outside a transaction through the
+// pool's listener. It reports whether it answered the query.
+func (ss *session) handleListen(c stmtClass) (bool, error) {
+	ss.mu.Lock()
+	linked := ss.server != nil
+	ss.mu.Unlock()
+	if linked {
+		return false, nil // inside a transaction: pin instead (see interceptQuery)
+	}
+	tag := "UNLISTEN"
+	if c.listen != "" {
+		tag = "LISTEN"
+		if err := ss.entry.listenerFor(ss.srv.log).subscribe(ss, c.listen); err != nil {
+			return false, ss.acquireError(err)
+		}
+		ss.listening = true
+	} else if ss.listening {
+		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, c.unlisten)
+	}
+	ss.joinPump()
+	b := protocol.AppendCommandComplete(ss.wr.Buffer(), tag)
+	ss.wr.SetBuffer(protocol.AppendReadyForQuery(b, protocol.TxIdle))
+	return true, ss.flushClientIfIdle()
+}

@@ -1,0 +1,90 @@
+package router_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgferry/pgferry/internal/ferrytest"
+)
+
+func TestListeningClientsReceiveEveryNotificationOnTheirChannelsInTransactionMode(t *testing.T) {
+	cfg := ferrytest.Config(t, cluster)
+	f := ferrytest.Start(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	const clients, channels, perChannel = 200, 4, 5
+	conns := make([]*pgx.Conn, clients)
+	for i := range conns {
+		c, err := pgx.Connect(ctx, f.AppDSN())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		// Every client listens on its own channel and on a channel it then
+		// leaves, whose notifications it must not see.
+		if _, err := c.Exec(ctx, fmt.Sprintf("LISTEN ch%d", i%channels)); err != nil {
+			t.Fatalf("listen: %v", err)
+		}
+		if _, err := c.Exec(ctx, "LISTEN left"); err != nil {
+			t.Fatalf("listen: %v", err)
+		}
+		if _, err := c.Exec(ctx, "UNLISTEN left"); err != nil {
+			t.Fatalf("unlisten: %v", err)
+		}
+		// The session keeps working for ordinary transactions.
+		var one int
+		if err := c.QueryRow(ctx, "select 1").Scan(&one); err != nil || one != 1 {
+			t.Fatalf("query after listen: %v", err)
+		}
+		conns[i] = c
+	}
+
+	sender, err := pgx.Connect(ctx, f.AppDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close(context.Background())
+	if _, err := sender.Exec(ctx, "select pg_notify('left', 'nobody')"); err != nil {
+		t.Fatal(err)
+	}
+	for ch := 0; ch < channels; ch++ {
+		for k := 0; k < perChannel; k++ {
+			if _, err := sender.Exec(ctx, "NOTIFY ch"+fmt.Sprint(ch)+", 'payload "+fmt.Sprint(ch, "-", k)+" ✓'"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ch := i % channels
+			for k := 0; k < perChannel; k++ {
+				n, err := c.WaitForNotification(ctx)
+				if err != nil {
+					errs <- fmt.Errorf("client %d: %w", i, err)
+					return
+				}
+				want := fmt.Sprint("payload ", ch, "-", k, " ✓")
+				if n.Channel != fmt.Sprint("ch", ch) || n.Payload != want {
+					errs <- fmt.Errorf("client %d got %s/%q, want ch%d/%q", i, n.Channel, n.Payload, ch, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
