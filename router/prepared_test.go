@@ -1,0 +1,280 @@
+package router_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgferry/pgferry/internal/ferrytest"
+)
+
+// rawClient speaks the extended protocol by hand through pgferry.
+type rawClient struct {
+	t  *testing.T
+	pc *pgconn.PgConn
+	fe *pgproto3.Frontend
+}
+
+func newRawClient(t *testing.T, dsn string) *rawClient {
+	t.Helper()
+	pc, err := pgconn.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close(context.Background()) })
+	return &rawClient{t: t, pc: pc, fe: pc.Frontend()}
+}
+
+func (c *rawClient) send(msgs ...pgproto3.FrontendMessage) {
+	c.t.Helper()
+	for _, m := range msgs {
+		c.fe.Send(m)
+	}
+	if err := c.fe.Flush(); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// until reads responses up to and including the n-th ReadyForQuery and
+// returns a compact transcript: message names, errors as "E:<code>", data
+// rows as "D:<first column>".
+func (c *rawClient) until(n int) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out []string
+	for n > 0 {
+		msg, err := c.pc.ReceiveMessage(ctx)
+		if err != nil {
+			c.t.Fatalf("receive after %v: %v", out, err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.ParseComplete:
+			out = append(out, "1")
+		case *pgproto3.BindComplete:
+			out = append(out, "2")
+		case *pgproto3.CloseComplete:
+			out = append(out, "3")
+		case *pgproto3.ParameterDescription:
+			out = append(out, "t")
+		case *pgproto3.RowDescription:
+			out = append(out, "T")
+		case *pgproto3.NoData:
+			out = append(out, "n")
+		case *pgproto3.DataRow:
+			out = append(out, "D:"+string(m.Values[0]))
+		case *pgproto3.CommandComplete:
+			out = append(out, "C")
+		case *pgproto3.ErrorResponse:
+			out = append(out, "E:"+m.Code)
+		case *pgproto3.ReadyForQuery:
+			out = append(out, "Z")
+			n--
+		case *pgproto3.ParameterStatus, *pgproto3.NoticeResponse:
+		default:
+			out = append(out, fmt.Sprintf("%T", m))
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+func parse(name, sql string) *pgproto3.Parse { return &pgproto3.Parse{Name: name, Query: sql} }
+func bind(name string, args ...string) *pgproto3.Bind {
+	b := &pgproto3.Bind{PreparedStatement: name}
+	for _, a := range args {
+		b.Parameters = append(b.Parameters, []byte(a))
+	}
+	return b
+}
+func exec() *pgproto3.Execute { return &pgproto3.Execute{} }
+func syncMsg() *pgproto3.Sync  { return &pgproto3.Sync{} }
+
+// keepServersBusy runs short transactions from other clients so the raw
+// client's consecutive transactions land on different server connections.
+func keepServersBusy(t *testing.T, dsn string) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				return
+			}
+			defer c.Close(context.Background())
+			for ctx.Err() == nil {
+				c.Exec(ctx, "select 1", pgx.QueryExecModeSimpleProtocol)
+			}
+		}()
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+func TestNamedStatementsSurviveChangingServerConnections(t *testing.T) {
+	cfg := ferrytest.Config(t, cluster)
+	db := cfg.Databases["app"]
+	db.PoolSize = 3
+	cfg.Databases["app"] = db
+	cfg.MaxPreparedStatements = 3
+	f := ferrytest.Start(t, cfg)
+	stop := keepServersBusy(t, f.AppDSN())
+	defer stop()
+	c := newRawClient(t, f.AppDSN())
+
+	tests := []struct {
+		name string
+		msgs []pgproto3.FrontendMessage
+		syncs int
+		want string
+	}{
+		{"prepare and run", []pgproto3.FrontendMessage{parse("s1", "select 1"), syncMsg(), bind("s1"), exec(), syncMsg()}, 2,
+			"1 Z 2 D:1 C Z"},
+		{"reusing a name for another query replaces it", []pgproto3.FrontendMessage{parse("s1", "select 2"), bind("s1"), exec(), syncMsg()}, 1,
+			"1 2 D:2 C Z"},
+		{"close then parse again", []pgproto3.FrontendMessage{&pgproto3.Close{ObjectType: 'S', Name: "s1"}, syncMsg(), parse("s1", "select 3"), bind("s1"), exec(), syncMsg()}, 2,
+			"3 Z 1 2 D:3 C Z"},
+		{"describe before bind", []pgproto3.FrontendMessage{parse("s2", "select $1::int + 1"), syncMsg(),
+			&pgproto3.Describe{ObjectType: 'S', Name: "s2"}, syncMsg(), bind("s2", "41"), exec(), syncMsg()}, 3,
+			"1 Z t T Z 2 D:42 C Z"},
+		{"pipelined statements with several syncs", []pgproto3.FrontendMessage{parse("p1", "select 'a'"), bind("p1"), exec(), syncMsg(),
+			parse("p2", "select 'b'"), bind("p2"), exec(), syncMsg(), bind("p1"), exec(), bind("p2"), exec(), syncMsg()}, 3,
+			"1 2 D:a C Z 1 2 D:b C Z 2 D:a C 2 D:b C Z"},
+		{"eviction at the limit keeps every statement usable", []pgproto3.FrontendMessage{
+			parse("e1", "select 'e1'"), parse("e2", "select 'e2'"), parse("e3", "select 'e3'"), parse("e4", "select 'e4'"), parse("e5", "select 'e5'"), syncMsg(),
+			bind("e1"), exec(), bind("e5"), exec(), bind("e2"), exec(), bind("e4"), exec(), bind("e3"), exec(), syncMsg()}, 2,
+			"1 1 1 1 1 Z 2 D:e1 C 2 D:e5 C 2 D:e2 C 2 D:e4 C 2 D:e3 C Z"},
+		{"an unknown statement gets the server's own error", []pgproto3.FrontendMessage{bind("nope"), exec(), syncMsg()}, 1,
+			"E:26000 Z"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c.t = t
+			// Several rounds: each lands on whichever server is free.
+			for round := 0; round < 5; round++ {
+				c.send(tc.msgs...)
+				if got := c.until(tc.syncs); got != tc.want {
+					t.Fatalf("round %d: got %q, want %q", round, got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func TestErrorInAnInjectedParseReachesTheClientAsItsOwnMessagesError(t *testing.T) {
+	cfg := ferrytest.Config(t, cluster)
+	db := cfg.Databases["app"]
+	db.PoolSize = 2
+	cfg.Databases["app"] = db
+	f := ferrytest.Start(t, cfg)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, f.AppDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "create table if not exists inj (x int); truncate inj; insert into inj values (7)"); err != nil {
+		t.Fatal(err)
+	}
+	c := newRawClient(t, f.AppDSN())
+	c.send(parse("q", "select x from inj"), bind("q"), exec(), syncMsg())
+	if got := c.until(1); got != "1 2 D:7 C Z" {
+		t.Fatalf("got %q", got)
+	}
+	// Drop the table: servers that lack the statement now fail to prepare
+	// it, and the error must arrive where the client's Bind was.
+	if _, err := admin.Exec(ctx, "drop table inj"); err != nil {
+		t.Fatal(err)
+	}
+	stop := keepServersBusy(t, f.AppDSN())
+	sawInjectedError := false
+	for i := 0; i < 20; i++ {
+		c.send(bind("q"), exec(), syncMsg())
+		got := c.until(1)
+		switch got {
+		case "E:42P01 Z": // injected Parse failed: relation does not exist
+			sawInjectedError = true
+		case "E:0A000 Z", "E:42P01 Z 2": // plan invalid on a server that had it
+		default:
+			if !strings.HasPrefix(got, "E:") {
+				t.Fatalf("round %d: got %q after the table was dropped", i, got)
+			}
+		}
+	}
+	stop()
+	// Recreate the table; the statement works again everywhere.
+	if _, err := admin.Exec(ctx, "create table inj (x int); insert into inj values (8)"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		c.send(parse("q", "select x from inj"), bind("q"), exec(), syncMsg())
+		if got := c.until(1); got != "1 2 D:8 C Z" && got != "E:0A000 Z" {
+			t.Fatalf("after recreate: %q", got)
+		}
+	}
+	if !sawInjectedError {
+		t.Log("every round landed on the server that already had the statement")
+	}
+}
+
+func TestPgxStatementCacheRunsThousandsOfQueriesOverASmallPool(t *testing.T) {
+	cfg := ferrytest.Config(t, cluster)
+	db := cfg.Databases["app"]
+	db.PoolSize = 5
+	cfg.Databases["app"] = db
+	f := ferrytest.Start(t, cfg)
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe} {
+		t.Run(mode.String(), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			var wg sync.WaitGroup
+			errs := make(chan error, 50)
+			for g := 0; g < 50; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					cc, err := pgx.ParseConfig(f.AppDSN())
+					if err != nil {
+						errs <- err
+						return
+					}
+					cc.DefaultQueryExecMode = mode
+					conn, err := pgx.ConnectConfig(ctx, cc)
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer conn.Close(context.Background())
+					for i := 0; i < 60; i++ {
+						var a, b int
+						if err := conn.QueryRow(ctx, "select $1::int * 2, $2::int", i, g).Scan(&a, &b); err != nil {
+							errs <- fmt.Errorf("goroutine %d query %d: %w", g, i, err)
+							return
+						}
+						if a != 2*i || b != g {
+							errs <- fmt.Errorf("goroutine %d: wrong result %d,%d", g, a, b)
+							return
+						}
+						var s string
+						if err := conn.QueryRow(ctx, "select 'x' || $1::text", fmt.Sprint(g)).Scan(&s); err != nil || s != fmt.Sprint("x", g) {
+							errs <- fmt.Errorf("goroutine %d: %q %v", g, s, err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+		})
+	}
+}
