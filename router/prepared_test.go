@@ -94,7 +94,7 @@ func bind(name string, args ...string) *pgproto3.Bind {
 	return b
 }
 func exec() *pgproto3.Execute { return &pgproto3.Execute{} }
-func syncMsg() *pgproto3.Sync  { return &pgproto3.Sync{} }
+func syncMsg() *pgproto3.Sync { return &pgproto3.Sync{} }
 
 // keepServersBusy runs short transactions from other clients so the raw
 // client's consecutive transactions land on different server connections.
@@ -130,10 +130,10 @@ func TestNamedStatementsSurviveChangingServerConnections(t *testing.T) {
 	c := newRawClient(t, f.AppDSN())
 
 	tests := []struct {
-		name string
-		msgs []pgproto3.FrontendMessage
+		name  string
+		msgs  []pgproto3.FrontendMessage
 		syncs int
-		want string
+		want  string
 	}{
 		{"prepare and run", []pgproto3.FrontendMessage{parse("s1", "select 1"), syncMsg(), bind("s1"), exec(), syncMsg()}, 2,
 			"1 Z 2 D:1 C Z"},
