@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"testing"
 	"time"
 
@@ -40,6 +41,8 @@ func startFakeServer(t *testing.T, cfg fakeServerConfig) (addr string, result <-
 	go func() {
 		defer close(ch)
 		defer ln.Close()
+		// Bound the wait in case the client fails before connecting.
+		ln.(*net.TCPListener).SetDeadline(time.Now().Add(30 * time.Second))
 		conn, err := ln.Accept()
 		if err != nil {
 			ch <- err
@@ -261,8 +264,8 @@ func TestPgxLogsInThroughSCRAMServerAndMD5(t *testing.T) {
 			addr, result := startFakeServer(t, cfg)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			url := fmt.Sprintf("postgres://%s:%s@%s/db?%s", tc.user, tc.password, addr, tc.params)
-			conn, err := pgx.Connect(ctx, url)
+			u := url.URL{Scheme: "postgres", User: url.UserPassword(tc.user, tc.password), Host: addr, Path: "/db", RawQuery: tc.params}
+			conn, err := pgx.Connect(ctx, u.String())
 			if err == nil {
 				if err := conn.Close(ctx); err != nil {
 					t.Errorf("close: %v", err)
