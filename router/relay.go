@@ -281,10 +281,6 @@ func (ss *session) link() (*pool.ServerConn, error) {
 	}
 	ss.mu.Unlock()
 	ss.joinPump()
-	if ss.srv.isDraining() && ss.txnMode && !ss.pinned {
-		// Let in-flight work finish, but start nothing new on a draining
-		// pgferry: the client reconnects to the new process.
-	}
 	cfg := ss.srv.cfg.Load()
 	ctx, cancel := ss.waitContext(cfg)
 	ss.waiting.Store(true)
@@ -643,8 +639,7 @@ func (ss *session) skipToSync(sc *pool.ServerConn) {
 func (ss *session) releaseServer(sc *pool.ServerConn) {
 	ss.entry.stats.xacts.Add(1)
 	ss.entry.stats.xactTimeUS.Add(uint64(time.Since(ss.linkedAt) / time.Microsecond))
-	ss.wmu.Lock()
-	ss.wmu.Unlock()
+	ss.waitForWriter()
 	err := ss.wr.Flush()
 	if sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 {
 		sc.Pool().Destroy(sc)
@@ -697,8 +692,7 @@ func (ss *session) serverFailed(sc *pool.ServerConn, err error) {
 	}
 	ss.server = nil
 	ss.mu.Unlock()
-	ss.wmu.Lock()
-	ss.wmu.Unlock()
+	ss.waitForWriter()
 	sc.Pool().Destroy(sc)
 	ss.log.Warn("server connection lost", zap.String("server", sc.Addr), zap.Error(err))
 	e := protocol.Fatal(protocol.SQLStateConnectionFailure, "server connection lost: the server closed the connection or the network failed")
@@ -717,8 +711,7 @@ func (ss *session) clientFailed(sc *pool.ServerConn, err error) {
 	}
 	ss.server = nil
 	ss.mu.Unlock()
-	ss.wmu.Lock()
-	ss.wmu.Unlock()
+	ss.waitForWriter()
 	sc.Pool().Destroy(sc)
 	ss.markDead(err)
 }
@@ -818,4 +811,11 @@ func resetServer(sc *pool.ServerConn, query string) error {
 			return nil
 		}
 	}
+}
+
+// waitForWriter blocks until run has finished a write to the server that
+// was in progress, so a server is never released mid-write.
+func (ss *session) waitForWriter() {
+	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
 }

@@ -48,7 +48,6 @@ type session struct {
 	wr   *protocol.Writer // to the client: run's while unlinked, the pump's while linked
 
 	user, database string
-	admin          bool
 	entry          *poolEntry
 	txnMode        bool
 	pid, key       uint32

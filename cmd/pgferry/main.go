@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -250,6 +249,3 @@ func (t *tokenSources) close() {
 		s.Close()
 	}
 }
-
-// shutdownGrace is how long the demo waits for its PostgreSQL to stop.
-const shutdownGrace = 10 * time.Second
