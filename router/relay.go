@@ -142,12 +142,15 @@ func (ss *session) onWake() error {
 	woken := ss.wakeReq.Swap(false)
 	ss.raw.SetReadDeadline(time.Time{})
 	ss.mu.Lock()
-	dead, linked, status := ss.dead, ss.server != nil, ss.status
+	dead, linked, status, busy := ss.dead, ss.server != nil, ss.status, ss.q.n > 0
 	ss.mu.Unlock()
 	if dead != nil {
 		return errServerGone
 	}
 	if !woken {
+		if busy {
+			return nil // a query is running: not idle
+		}
 		if linked && status != protocol.TxIdle {
 			return protocol.Fatal(protocol.SQLStateIdleInTransactionTimeout, "idle_transaction_timeout")
 		}
@@ -326,9 +329,11 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	case protocol.MsgQuery, protocol.MsgFunctionCall:
 		ss.q.push(expect{kind: kQuery})
 		sc.Wr.Append(frame)
+		ss.armQueryTimeout()
 	case protocol.MsgSync:
 		ss.q.push(expect{kind: kSync})
 		sc.Wr.Append(frame)
+		ss.armQueryTimeout()
 	case protocol.MsgParse:
 		ss.processParse(sc, frame)
 	case protocol.MsgBind:
@@ -590,7 +595,17 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 		case typ == protocol.MsgReadyForQuery:
 			ss.entry.stats.queries.Add(1)
 			ss.q.pop()
+			if ss.q.n == 0 && ss.queryTimer != nil {
+				ss.queryTimer.Stop()
+			}
 			ss.status = protocol.RFQStatus(frame)
+			if ss.q.n == 0 && ss.status != protocol.TxIdle {
+				// Idle inside a transaction: the client's read deadline now
+				// measures idle_transaction_timeout.
+				if d := ss.srv.cfg.Load().IdleTransactionTimeout.Std(); d > 0 {
+					ss.raw.SetReadDeadline(time.Now().Add(d))
+				}
+			}
 			if ss.q.n == 0 && ss.status == protocol.TxIdle && ss.txnMode && !ss.pinned && !ss.stopping {
 				ss.server = nil
 				ss.mu.Unlock()
@@ -733,6 +748,9 @@ func (ss *session) finish(err error) {
 	ss.mu.Lock()
 	sc := ss.server
 	ss.stopping = true
+	if ss.queryTimer != nil {
+		ss.queryTimer.Stop()
+	}
 	ss.server = nil
 	clean := ss.q.n == 0 && ss.status == protocol.TxIdle
 	pinned := ss.pinned
@@ -818,4 +836,31 @@ func resetServer(sc *pool.ServerConn, query string) error {
 func (ss *session) waitForWriter() {
 	ss.wmu.Lock()
 	defer ss.wmu.Unlock()
+}
+
+// armQueryTimeout starts the query_timeout clock when a query is sent and
+// none is running. The timer is made once per session and reused. mu is
+// held.
+func (ss *session) armQueryTimeout() {
+	d := ss.srv.cfg.Load().QueryTimeout.Std()
+	if d <= 0 || ss.q.n > 1 {
+		return
+	}
+	if ss.queryTimer == nil {
+		ss.queryTimer = time.AfterFunc(d, ss.onQueryTimeout)
+		return
+	}
+	ss.queryTimer.Reset(d)
+}
+
+// onQueryTimeout cancels the running query on the server, as a client's
+// own CancelRequest would; the client gets 57014 from the server.
+func (ss *session) onQueryTimeout() {
+	ss.mu.Lock()
+	busy := ss.server != nil && ss.q.n > 0
+	ss.mu.Unlock()
+	if busy {
+		ss.log.Info("query_timeout: cancelling the running query")
+		ss.srv.forwardCancel(ss.pid, ss.key)
+	}
 }

@@ -87,6 +87,8 @@ type session struct {
 
 	listening bool // subscribed through the pool's listener; run only
 
+	queryTimer *time.Timer // query_timeout; guarded by mu
+
 	waiting atomic.Bool // queued for a server connection
 	killed  atomic.Bool
 	wakeReq atomic.Bool
