@@ -463,17 +463,12 @@ func TestChannelBindingHashFollowsRFC5929(t *testing.T) {
 	if ChannelBindingHash(&c) != nil {
 		t.Error("unknown algorithm must yield nil")
 	}
-	c.SignatureAlgorithm = x509SHA1WithRSA
+	c.SignatureAlgorithm = x509.SHA1WithRSA
 	if h := ChannelBindingHash(&c); len(h) != sha256.Size {
 		t.Errorf("SHA-1 certificate: %d-byte hash, want SHA-256", len(h))
 	}
-	c.SignatureAlgorithm = x509ECDSAWithSHA384
+	c.SignatureAlgorithm = x509.ECDSAWithSHA384
 	if h := ChannelBindingHash(&c); len(h) != 48 {
 		t.Errorf("SHA-384 certificate: %d-byte hash", len(h))
 	}
 }
-
-const (
-	x509SHA1WithRSA     = x509.SHA1WithRSA
-	x509ECDSAWithSHA384 = x509.ECDSAWithSHA384
-)
