@@ -242,10 +242,10 @@ func VerifyPlain(cred Credential, password string) bool {
 }
 
 // SCRAMVerifier builds the SCRAM-SHA-256 verifier PostgreSQL would store for
-// password with the given salt and iteration count:
+// password with the given salt and iteration count (after the same password
+// normalization SCRAMClient and SCRAMServer apply, see saslPrep):
 // "SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>"
-// (src/common/scram-common.c scram_build_secret). The password is normalized
-// as described for SASLprep in the package's SCRAM code. It is meant for
+// (src/common/scram-common.c scram_build_secret). It is meant for
 // tests and tools; it panics if salt is empty or iterations is outside
 // 1..10,000,000, which are programming errors.
 func SCRAMVerifier(password string, salt []byte, iterations int) string {

@@ -70,17 +70,17 @@ func loginToPostgres(t *testing.T, user, password string) (method string, err er
 }
 
 func TestSCRAMClientAndMD5ResponseLogInToRealPostgreSQL(t *testing.T) {
-	testCluster.exec(t, "SET password_encryption = 'scram-sha-256'; CREATE ROLE login_scram LOGIN PASSWORD 'scr@m pass'")
-	testCluster.exec(t, "SET password_encryption = 'md5'; CREATE ROLE login_md5 LOGIN PASSWORD 'md5 pass'")
+	testCluster.exec(t, "SET password_encryption = 'scram-sha-256'; DROP ROLE IF EXISTS login_scram; CREATE ROLE login_scram LOGIN PASSWORD 'scr@m pass'")
+	testCluster.exec(t, "SET password_encryption = 'md5'; DROP ROLE IF EXISTS login_md5; CREATE ROLE login_md5 LOGIN PASSWORD 'md5 pass'")
 	// A verifier built by SCRAMVerifier and installed verbatim: PostgreSQL
 	// stores pre-hashed secrets as given, so logging in proves the format.
 	verifier := SCRAMVerifier("built by pgferry", []byte("0123456789abcdef"), 4096)
-	testCluster.exec(t, fmt.Sprintf("CREATE ROLE login_verifier LOGIN PASSWORD '%s'", verifier))
+	testCluster.exec(t, fmt.Sprintf("DROP ROLE IF EXISTS login_verifier; CREATE ROLE login_verifier LOGIN PASSWORD '%s'", verifier))
 	if got := testCluster.queryString(t, "SELECT rolpassword FROM pg_authid WHERE rolname = 'login_verifier'"); got != verifier {
 		t.Fatalf("PostgreSQL rewrote the verifier: got %q, want %q", got, verifier)
 	}
 	// A low iteration count, allowed by PostgreSQL's scram_iterations.
-	testCluster.exec(t, fmt.Sprintf("CREATE ROLE login_lowiter LOGIN PASSWORD '%s'",
+	testCluster.exec(t, fmt.Sprintf("DROP ROLE IF EXISTS login_lowiter; CREATE ROLE login_lowiter LOGIN PASSWORD '%s'",
 		SCRAMVerifier("few iterations", []byte("salt"), 1)))
 
 	tests := []struct {
@@ -109,8 +109,8 @@ func TestSCRAMClientAndMD5ResponseLogInToRealPostgreSQL(t *testing.T) {
 }
 
 func TestCredentialsReadFromPgAuthidVerifyLikePostgreSQL(t *testing.T) {
-	testCluster.exec(t, "SET password_encryption = 'scram-sha-256'; CREATE ROLE authid_scram PASSWORD 'p1'")
-	testCluster.exec(t, "SET password_encryption = 'md5'; CREATE ROLE authid_md5 PASSWORD 'p2'")
+	testCluster.exec(t, "SET password_encryption = 'scram-sha-256'; DROP ROLE IF EXISTS authid_scram; CREATE ROLE authid_scram PASSWORD 'p1'")
+	testCluster.exec(t, "SET password_encryption = 'md5'; DROP ROLE IF EXISTS authid_md5; CREATE ROLE authid_md5 PASSWORD 'p2'")
 	for _, tc := range []struct {
 		user, password string
 		kind           CredentialKind

@@ -77,7 +77,7 @@ func TestSCRAMServerForUnknownUserFailsLikeAWrongPassword(t *testing.T) {
 		_, after, _ := strings.Cut(string(sf), ",s=")
 		return after
 	}
-	if first("ghost") != first("ghost") || first("ghost") == first("spirit") {
+	if a, b := first("ghost"), first("ghost"); a != b || a == first("spirit") {
 		t.Fatal("mock salt must be deterministic per user and differ between users")
 	}
 	if !strings.HasSuffix(first("ghost"), ",i=4096") {
@@ -94,22 +94,6 @@ func TestNewSCRAMServerRejectsCredentialsWithoutSCRAMSecret(t *testing.T) {
 	if _, err := NewSCRAMServer("u", Credential{}, nil); err == nil {
 		t.Error("NewSCRAMServer accepted the zero Credential")
 	}
-}
-
-// startedServer returns a server that has answered clientFirst, and the
-// combined nonce it chose.
-func startedServer(t *testing.T, cb []byte, mechanism, clientFirst string) (*SCRAMServer, string) {
-	t.Helper()
-	srv, err := NewSCRAMServer("u", mustCred(t, "u", "pw"), cb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sf, err := srv.Start(mechanism, []byte(clientFirst))
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	nonce, _, _ := strings.Cut(strings.TrimPrefix(string(sf), "r="), ",")
-	return srv, nonce
 }
 
 func TestSCRAMServerStartRejectsMalformedClientFirst(t *testing.T) {

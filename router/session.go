@@ -48,6 +48,7 @@ type session struct {
 	wr   *protocol.Writer // to the client: run's while unlinked, the pump's while linked
 
 	user, database string
+	admin          bool // an admin console session (set by startAdmin)
 	entry          *poolEntry
 	txnMode        bool
 	pid, key       uint32

@@ -1,0 +1,165 @@
+package router
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/pgferry/pgferry/pool"
+)
+
+// Snapshot is a read-only, point-in-time view of the router for the admin
+// console and for metrics collected at scrape time. It holds plain values
+// only; the caller owns it.
+type Snapshot struct {
+	// Clients is the number of connected client sockets, including admin
+	// console clients and clients still logging in.
+	Clients int64
+	// PinnedTotal counts sessions ever pinned to a server connection by
+	// session state (cumulative).
+	PinnedTotal int64
+	// AdminClients is the number of logged-in admin console clients.
+	AdminClients int
+	// Draining is true once Shutdown has begun.
+	Draining bool
+	// Pools lists every pool, sorted by database then user.
+	Pools []PoolSnapshot
+}
+
+// PoolSnapshot describes one (database, user) pool.
+type PoolSnapshot struct {
+	// Database is the client-facing database name; User the server login
+	// user; Mode the pool mode ("transaction" or "session").
+	Database, User, Mode string
+	// Stat is the pool's own snapshot (server connections, waiters).
+	Stat pool.Stat
+	// Counters are the cumulative per-pool counters kept by sessions.
+	Counters PoolCounters
+	// ClientsActive counts logged-in clients linked to a server connection,
+	// ClientsWaiting those queued for one, ClientsIdle the rest.
+	ClientsActive, ClientsWaiting, ClientsIdle int
+}
+
+// PoolCounters are a pool's cumulative counters (PinnedClients excepted,
+// which is a current count).
+type PoolCounters struct {
+	// Transactions counts completed transactions (server released).
+	Transactions uint64
+	// Queries counts ReadyForQuery messages seen: queries and Syncs.
+	Queries uint64
+	// TransactionTime is the total time server connections were linked.
+	TransactionTime time.Duration
+	// ClientParses counts named Parse messages from clients; ServerParses
+	// the Parse messages sent to servers for named statements.
+	ClientParses, ServerParses uint64
+	// Binds counts Bind messages.
+	Binds uint64
+	// ClientLogins counts successful client logins.
+	ClientLogins uint64
+	// PinnedClients is the number of sessions pinned right now.
+	PinnedClients int64
+}
+
+// Snapshot returns the current state of every pool and of the client
+// sessions. It is safe for concurrent use, does no I/O and holds the
+// server's lock only to copy the pool and session lists.
+func (s *Server) Snapshot() Snapshot {
+	entries, sessions := s.lists()
+	snap := Snapshot{
+		Clients:     s.clients.Load(),
+		PinnedTotal: s.pinned.Load(),
+		Draining:    s.isDraining(),
+	}
+	byKey := make(map[poolKey]int, len(entries))
+	for _, e := range entries {
+		byKey[e.key()] = len(snap.Pools)
+		snap.Pools = append(snap.Pools, PoolSnapshot{
+			Database: e.dbName,
+			User:     e.pool.User(),
+			Mode:     e.mode,
+			Stat:     e.pool.Stat(),
+			Counters: e.counters(),
+		})
+	}
+	for _, ss := range sessions {
+		if ss.admin {
+			snap.AdminClients++
+			continue
+		}
+		if ss.entry == nil {
+			continue
+		}
+		i, ok := byKey[ss.entry.key()]
+		if !ok {
+			continue // its pool was replaced by a reload
+		}
+		p := &snap.Pools[i]
+		switch ss.clientState() {
+		case clientWaiting:
+			p.ClientsWaiting++
+		case clientActive:
+			p.ClientsActive++
+		default:
+			p.ClientsIdle++
+		}
+	}
+	return snap
+}
+
+// lists copies the pool entries (sorted by database, user) and the
+// registered sessions (sorted by id).
+func (s *Server) lists() ([]*poolEntry, []*session) {
+	s.mu.Lock()
+	entries := make([]*poolEntry, 0, len(s.pools))
+	for _, e := range s.pools {
+		entries = append(entries, e)
+	}
+	sessions := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(entries, func(a, b *poolEntry) int {
+		return cmp.Or(cmp.Compare(a.dbName, b.dbName), cmp.Compare(a.pool.User(), b.pool.User()))
+	})
+	slices.SortFunc(sessions, func(a, b *session) int { return cmp.Compare(a.id, b.id) })
+	return entries, sessions
+}
+
+func (e *poolEntry) key() poolKey { return poolKey{e.dbName, e.pool.User()} }
+
+func (e *poolEntry) counters() PoolCounters {
+	return PoolCounters{
+		Transactions:    e.stats.xacts.Load(),
+		Queries:         e.stats.queries.Load(),
+		TransactionTime: time.Duration(e.stats.xactTimeUS.Load()) * time.Microsecond,
+		ClientParses:    e.stats.clientParses.Load(),
+		ServerParses:    e.stats.serverParses.Load(),
+		Binds:           e.stats.binds.Load(),
+		ClientLogins:    e.stats.clientLogins.Load(),
+		PinnedClients:   e.stats.pinnedClients.Load(),
+	}
+}
+
+type clientState uint8
+
+const (
+	clientIdle clientState = iota
+	clientActive
+	clientWaiting
+)
+
+// clientState classifies a registered session for SHOW POOLS and metrics.
+// Safe to call from any goroutine.
+func (ss *session) clientState() clientState {
+	if ss.waiting.Load() {
+		return clientWaiting
+	}
+	ss.mu.Lock()
+	linked := ss.server != nil
+	ss.mu.Unlock()
+	if linked {
+		return clientActive
+	}
+	return clientIdle
+}
