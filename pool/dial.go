@@ -44,8 +44,9 @@ const (
 
 // DialConfig says how to open and log in one server connection.
 type DialConfig struct {
-	// Hosts are tried in order. With RequireWritable, a host whose server is
-	// in recovery is skipped (libpq's target_session_attrs=read-write).
+	// Hosts are tried in order; an entry may be "host:port" to override
+	// Port. With RequireWritable, a host whose server is in recovery is
+	// skipped (libpq's target_session_attrs=read-write).
 	Hosts []string
 	Port  int
 	// Database and User are sent in the StartupMessage.
@@ -115,6 +116,11 @@ func Dial(ctx context.Context, cfg *DialConfig) (*ServerConn, error) {
 
 func dialHost(ctx context.Context, cfg *DialConfig, host string) (*ServerConn, error) {
 	addr := net.JoinHostPort(host, strconv.Itoa(cfg.Port))
+	// A host entry may carry its own port ("db2:5433"), as libpq's
+	// host/port lists allow.
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		addr, host = host, h
+	}
 	d := net.Dialer{Resolver: cfg.Resolver, KeepAlive: 30 * time.Second}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {

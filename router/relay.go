@@ -585,6 +585,13 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 		swallow := head.kind == kQuerySwallow
 		switch {
 		case typ == protocol.MsgErrorResponse:
+			if sev, _, msg := protocol.ParseErrorFields(frame); ss.txnMode && !ss.pinned && (string(sev) == "FATAL" || string(sev) == "PANIC") {
+				// The server is going away; serverFailed tells the client
+				// with an ERROR it can survive.
+				ss.serverFatal = append([]byte(nil), msg...)
+				ss.mu.Unlock()
+				continue
+			}
 			if head.kind != kQuery && head.kind != kQuerySwallow {
 				ss.skipToSync(sc)
 			}
@@ -706,11 +713,45 @@ func (ss *session) serverFailed(sc *pool.ServerConn, err error) {
 		return
 	}
 	ss.server = nil
+	// In transaction mode the client's session lives in pgferry, so it can
+	// outlive the server: every request still waiting for ReadyForQuery gets
+	// an ERROR and an idle ReadyForQuery, and the next transaction runs on
+	// another server (after a failover, on the new primary). A client idle
+	// inside a transaction, or pinned to this server, loses its session.
+	answers := 0
+	for e, ok := ss.q.peek(); ok; e, ok = ss.q.peek() {
+		if e.kind == kSync || e.kind == kQuery {
+			answers++
+		}
+		ss.q.pop()
+	}
+	survive := ss.txnMode && !ss.pinned && answers > 0
+	fatalMsg := ss.serverFatal
+	ss.serverFatal = nil
+	ss.status = protocol.TxIdle
 	ss.mu.Unlock()
 	ss.waitForWriter()
 	sc.Pool().Destroy(sc)
-	ss.log.Warn("server connection lost", zap.String("server", sc.Addr), zap.Error(err))
-	e := protocol.Fatal(protocol.SQLStateConnectionFailure, "server connection lost: the server closed the connection or the network failed")
+	ss.log.Warn("server connection lost", zap.String("server", sc.Addr), zap.Error(err), zap.Bool("session_kept", survive))
+	msg := "server connection lost: the server closed the connection or the network failed"
+	if fatalMsg != nil {
+		msg = "server connection lost: " + string(fatalMsg)
+	}
+	if survive {
+		e := protocol.NewError(protocol.SQLStateConnectionFailure, msg)
+		e.Hint = "The transaction was not committed. Retry it: pgferry runs it on another server connection."
+		b := ss.wr.Buffer()
+		for i := 0; i < answers; i++ {
+			b = e.AppendFrame(b)
+			b = protocol.AppendReadyForQuery(b, protocol.TxIdle)
+		}
+		ss.wr.SetBuffer(b)
+		if err := ss.wr.Flush(); err != nil {
+			ss.markDead(err)
+		}
+		return
+	}
+	e := protocol.Fatal(protocol.SQLStateConnectionFailure, msg)
 	ss.wr.SetBuffer(e.AppendFrame(ss.wr.Buffer()))
 	ss.wr.Flush()
 	ss.markDead(errServerGone)

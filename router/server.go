@@ -511,7 +511,9 @@ func (s *Server) dialConfig(cfg *configs.Config, dbName string, db configs.Datab
 			dc.Hosts = append(dc.Hosts, h)
 		}
 	}
-	dc.RequireWritable = len(dc.Hosts) > 1
+	// A primary that reports in_hot_standby=on receives no writes; with
+	// several hosts this finds the writable one (target_session_attrs).
+	dc.RequireWritable = true
 	if db.SSLMode != "disable" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if db.SSLRootCert != "" {

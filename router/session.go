@@ -89,6 +89,9 @@ type session struct {
 	listening bool // subscribed through the pool's listener; run only
 
 	queryTimer *time.Timer // query_timeout; guarded by mu
+	// serverFatal keeps the message of a FATAL error the server sent before
+	// closing, for the error the client gets instead. Guarded by mu.
+	serverFatal []byte
 
 	waiting atomic.Bool // queued for a server connection
 	killed  atomic.Bool
