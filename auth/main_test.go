@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
+
+	"github.com/pgferry/pgferry/internal/pgtest"
 )
 
 // testCluster is the throwaway PostgreSQL cluster shared by this package's
@@ -25,6 +28,11 @@ import (
 var testCluster *pgCluster
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if pgtest.FuzzWorker() {
+		// Fuzz workers run only the fuzz function: no cluster needed.
+		os.Exit(m.Run())
+	}
 	c, err := startPGCluster()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start PostgreSQL:", err)
