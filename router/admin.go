@@ -7,12 +7,12 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 )
 
@@ -39,25 +39,15 @@ type AdminHooks struct {
 	Shutdown func()
 }
 
-// adminHooksByServer maps *Server to AdminHooks until Server has a field
-// for them.
-var adminHooksByServer sync.Map
-
 // SetAdminHooks installs the RELOAD and SHUTDOWN actions of the admin
-// console. Call it before Serve; a zero AdminHooks removes them. Safe for
-// concurrent use.
-func (s *Server) SetAdminHooks(h AdminHooks) {
-	if h.Reload == nil && h.Shutdown == nil {
-		adminHooksByServer.Delete(s)
-		return
-	}
-	adminHooksByServer.Store(s, h)
-}
+// console. Safe for concurrent use.
+func (s *Server) SetAdminHooks(h AdminHooks) { s.hooks.Store(&h) }
 
 func (s *Server) adminHooks() AdminHooks {
-	h, _ := adminHooksByServer.Load(s)
-	ah, _ := h.(AdminHooks)
-	return ah
+	if h := s.hooks.Load(); h != nil {
+		return *h
+	}
+	return AdminHooks{}
 }
 
 // errAdminDone ends an admin session quietly: the client said Terminate or
@@ -131,7 +121,7 @@ func (c *adminConsole) serve() error {
 	out = protocol.AppendReadyForQuery(out, protocol.TxIdle)
 	c.wr.SetBuffer(out)
 	if err := c.wr.Flush(); err != nil {
-		return err
+		return c.ioErr(err)
 	}
 	// skipping is set after an extended-protocol message was refused: the
 	// rest of that batch is dropped up to its Sync, as PostgreSQL does after
@@ -150,10 +140,7 @@ func (c *adminConsole) serve() error {
 			if errors.As(err, &tl) || errors.Is(err, protocol.ErrBadLength) {
 				return protocol.Fatal(protocol.SQLStateProtocolViolation, "invalid admin console message")
 			}
-			if isEOF(err) {
-				return errAdminDone
-			}
-			return err
+			return c.ioErr(err)
 		}
 		switch frame[0] {
 		case protocol.MsgTerminate:
@@ -181,9 +168,19 @@ func (c *adminConsole) serve() error {
 			return protocol.Fatal(protocol.SQLStateProtocolViolation, fmt.Sprintf("invalid frontend message type %q", frame[0]))
 		}
 		if err := c.wr.Flush(); err != nil {
-			return err
+			return c.ioErr(err)
 		}
 	}
+}
+
+// ioErr maps a failed client read or write to what ends the session: a
+// deadline only ever fires here because of kill or wake, and session.run
+// must not mistake it for client_login_timeout.
+func (c *adminConsole) ioErr(err error) error {
+	if c.ss.killed.Load() || isTimeout(err) || isEOF(err) {
+		return errAdminDone
+	}
+	return err
 }
 
 // onWake handles an interrupted read: a KILL, or Shutdown waking
@@ -357,13 +354,17 @@ func (c *adminConsole) pause(db string) error {
 	// at once), then wait for each to drain.
 	done, cancel := context.WithCancel(context.Background())
 	cancel()
+	var pools []*pool.Pool
 	for _, e := range entries {
-		e.pool.Pause(done)
+		pools = append(pools, e.allPools()...)
 	}
-	for _, e := range entries {
+	for _, p := range pools {
+		p.Pause(done)
+	}
+	for _, p := range pools {
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-			err := e.pool.Pause(ctx)
+			err := p.Pause(ctx)
 			cancel()
 			if err == nil {
 				break
@@ -377,6 +378,11 @@ func (c *adminConsole) pause(db string) error {
 		}
 	}
 	return nil
+}
+
+// allPools returns the entry's primary pool and its replica pools.
+func (e *poolEntry) allPools() []*pool.Pool {
+	return append([]*pool.Pool{e.pool}, e.replicaPools()...)
 }
 
 func allPaused(entries []*poolEntry) bool {
@@ -404,7 +410,9 @@ func (c *adminConsole) resume(db string) error {
 		return adminError("database %s is not paused", db)
 	}
 	for _, e := range entries {
-		e.pool.Resume()
+		for _, p := range e.allPools() {
+			p.Resume()
+		}
 	}
 	return nil
 }
@@ -415,7 +423,9 @@ func (c *adminConsole) reconnect(db string) error {
 		return err
 	}
 	for _, e := range entries {
-		e.pool.Reconnect()
+		for _, p := range e.allPools() {
+			p.Reconnect()
+		}
 	}
 	return nil
 }
@@ -433,8 +443,10 @@ func (c *adminConsole) kill(db string) error {
 	done, cancel := context.WithCancel(context.Background())
 	cancel()
 	for _, e := range entries {
-		e.pool.Pause(done)
-		e.pool.Reconnect()
+		for _, p := range e.allPools() {
+			p.Pause(done)
+			p.Reconnect()
+		}
 	}
 	_, sessions := c.srv.lists()
 	n := 0

@@ -292,7 +292,15 @@ func classifySet(rest []byte) stmtClass {
 	case "session":
 		w2, r2 := nextWord(r)
 		if w2 == "characteristics" {
-			c.pin = "SET SESSION CHARACTERISTICS"
+			low := bytes.ToLower(r2)
+			switch {
+			case bytes.Contains(low, []byte("read only")):
+				c.setName, c.setValue = "default_transaction_read_only", "on"
+			case bytes.Contains(low, []byte("read write")):
+				c.setName, c.setValue = "default_transaction_read_only", "off"
+			default:
+				c.pin = "SET SESSION CHARACTERISTICS"
+			}
 			return c
 		}
 		if w2 == "authorization" {

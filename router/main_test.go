@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"context"
+	"flag"
 	"os"
 	"testing"
 
@@ -15,6 +16,11 @@ import (
 var cluster *pgtest.Cluster
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if pgtest.FuzzWorker() {
+		// Fuzz workers run only the fuzz function: no cluster needed.
+		os.Exit(m.Run())
+	}
 	c, err := pgtest.Start(pgtest.Options{TLS: true})
 	if err != nil {
 		println("start postgres:", err.Error())

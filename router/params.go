@@ -12,7 +12,9 @@ import (
 
 // trackedBase are the parameters PgBouncer always carries from client to
 // server; track_extra_parameters adds more.
-var trackedBase = []string{"client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name"}
+var trackedBase = []string{"client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name",
+	// Reported since PostgreSQL 14; read routing follows it.
+	"default_transaction_read_only"}
 
 // startupNotParams are startup keys that are not run-time parameters.
 var startupNotParams = map[string]bool{"user": true, "database": true, "options": true, "replication": true}
@@ -325,7 +327,7 @@ func (ss *session) refuse(e *protocol.Error) (bool, error) {
 		ss.wr.SetBuffer(protocol.AppendReadyForQuery(b, protocol.TxIdle))
 		return true, ss.flushClientIfIdle()
 	}
-	sc, err := ss.link()
+	sc, err := ss.link(false)
 	if err != nil {
 		return true, err
 	}

@@ -125,6 +125,11 @@ func (ss *session) setReadDeadline() error {
 	ss.mu.Unlock()
 	var d time.Duration
 	switch {
+	case !linked && ss.srv.isDraining():
+		// Shutting down: a client idle between transactions is let go
+		// after a short grace, so one that just connected or just finished
+		// a transaction still gets to send its next query.
+		d = drainIdleGrace
 	case !linked || status == protocol.TxIdle:
 		d = cfg.ClientIdleTimeout.Std()
 	default:
@@ -136,8 +141,12 @@ func (ss *session) setReadDeadline() error {
 	return ss.raw.SetReadDeadline(time.Time{})
 }
 
-// onWake handles an interrupted client read: shutdown, a lost server, or
-// an idle timeout.
+// drainIdleGrace is how long a draining pgferry waits for an idle client's
+// next query before closing its session.
+const drainIdleGrace = time.Second
+
+// onWake handles an interrupted client read: a wake (shutdown, a lost
+// server, notifications) or an idle timeout.
 func (ss *session) onWake() error {
 	woken := ss.wakeReq.Swap(false)
 	ss.raw.SetReadDeadline(time.Time{})
@@ -147,30 +156,19 @@ func (ss *session) onWake() error {
 	if dead != nil {
 		return errServerGone
 	}
-	if !woken {
-		if busy {
-			return nil // a query is running: not idle
-		}
-		if linked && status != protocol.TxIdle {
-			return protocol.Fatal(protocol.SQLStateIdleInTransactionTimeout, "idle_transaction_timeout")
-		}
-		return protocol.Fatal(protocol.SQLStateProtocolViolation, "client_idle_timeout")
-	}
 	if err := ss.deliverNotifications(); err != nil {
 		return err
 	}
-	if ss.srv.isDraining() && !linked && ss.rd.Buffered() == 0 && !pendingInput(ss) {
+	if woken || busy {
+		return nil // the loop re-arms the right deadline
+	}
+	switch {
+	case !linked && ss.srv.isDraining():
 		return protocol.Fatal(protocol.SQLStateAdminShutdown, "pgferry is shutting down")
+	case linked && status != protocol.TxIdle:
+		return protocol.Fatal(protocol.SQLStateIdleInTransactionTimeout, "idle_transaction_timeout")
 	}
-	return nil
-}
-
-// pendingInput reports whether the client has sent bytes not read yet.
-func pendingInput(ss *session) bool {
-	if ss.tls {
-		return true // cannot peek under TLS; serve it
-	}
-	return !protocol.Alive(ss.raw)
+	return protocol.Fatal(protocol.SQLStateProtocolViolation, "client_idle_timeout")
 }
 
 var errServerGone = errors.New("server connection lost")
@@ -214,8 +212,16 @@ func (ss *session) handle(typ byte, size int) error {
 	if typ == protocol.MsgClose && ss.closeLocally(frame) {
 		return nil
 	}
-	sc, err := ss.link()
+	readOnly := false
+	if ss.entry.monitor != nil && !ss.isLinked() {
+		readOnly = ss.wantsReplica(typ, frame)
+	}
+	sc, err := ss.link(readOnly)
 	if err != nil {
+		var pe *protocol.Error
+		if typ == protocol.MsgQuery && errors.As(err, &pe) && !pe.IsFatal() {
+			_, err = ss.refuse(pe)
+		}
 		return err
 	}
 	if ss.pendingSet != "" {
@@ -272,7 +278,16 @@ func (ss *session) flushClientIfIdle() error {
 
 // link returns the linked server, borrowing one if needed, with mu and wmu
 // held. On error neither is held.
-func (ss *session) link() (*pool.ServerConn, error) {
+func (ss *session) isLinked() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.server != nil
+}
+
+// link returns the linked server, borrowing one if needed (from a replica
+// when readOnly and one is in rotation), with mu and wmu held. On error
+// neither is held.
+func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	ss.mu.Lock()
 	if ss.server != nil {
 		ss.wmu.Lock()
@@ -284,10 +299,14 @@ func (ss *session) link() (*pool.ServerConn, error) {
 	}
 	ss.mu.Unlock()
 	ss.joinPump()
+	p, onReplica, err := ss.pickPool(readOnly)
+	if err != nil {
+		return nil, err
+	}
 	cfg := ss.srv.cfg.Load()
 	ctx, cancel := ss.waitContext(cfg)
 	ss.waiting.Store(true)
-	sc, err := ss.entry.pool.Acquire(ctx)
+	sc, err := p.Acquire(ctx)
 	ss.waiting.Store(false)
 	cancel()
 	if err != nil {
@@ -299,6 +318,7 @@ func (ss *session) link() (*pool.ServerConn, error) {
 	done := make(chan struct{})
 	ss.mu.Lock()
 	ss.server = sc
+	ss.onReplica, ss.txReadOnly = onReplica, readOnly
 	ss.linkedAt = time.Now()
 	ss.status = protocol.TxIdle
 	ss.q.clear()
@@ -615,6 +635,9 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 			}
 			if ss.q.n == 0 && ss.status == protocol.TxIdle && ss.txnMode && !ss.pinned && !ss.stopping {
 				ss.server = nil
+				if ss.entry.monitor != nil && !ss.onReplica && !ss.txReadOnly {
+					ss.lastWrite = time.Now() // read_your_writes
+				}
 				ss.mu.Unlock()
 				if !swallow {
 					wr.Append(frame)

@@ -22,6 +22,7 @@ import (
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/lag"
 )
 
 // Options carries what the Server needs besides its configuration.
@@ -56,6 +57,7 @@ type Server struct {
 	ctls     atomic.Pointer[tls.Config] // client-facing TLS; nil: refuse SSL
 	certHash atomic.Pointer[[]byte]     // tls-server-end-point for SCRAM-PLUS
 	cidrs    atomic.Pointer[[]*net.IPNet]
+	hooks    atomic.Pointer[AdminHooks] // RELOAD and SHUTDOWN of the admin console
 
 	ids     atomic.Uint64
 	clients atomic.Int64 // connected client sockets (admin included)
@@ -97,6 +99,10 @@ type poolEntry struct {
 	dbName string
 	db     configs.Database
 	mode   string
+
+	// replicas and monitor exist when the database lists read replicas.
+	replicas []replicaPool
+	monitor  *lag.Monitor
 
 	// stats are cumulative counters for SHOW STATS and metrics.
 	stats poolStats
@@ -212,19 +218,20 @@ func (s *Server) Reload(cfg *configs.Config) error {
 		return err
 	}
 	s.mu.Lock()
-	var stale []*pool.Pool
+	var stale []*poolEntry
 	for k, e := range s.pools {
 		db, _, ok := cfg.LookupDatabase(k.db)
 		if !ok || !sameDatabase(db, e.db) || e.mode != poolModeFor(cfg, db, k.user) {
-			stale = append(stale, e.pool)
+			stale = append(stale, e)
 			delete(s.pools, k)
 		}
 	}
 	s.mu.Unlock()
-	for _, p := range stale {
-		// Sessions still holding a connection of p return it to a closed
-		// pool, which closes it.
-		go p.Close()
+	for _, e := range stale {
+		// Sessions still holding a connection of e's pools return it to a
+		// closed pool, which closes it.
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); e.close() }()
 	}
 	s.log.Info("configuration reloaded", zap.Int("pools_rebuilt", len(stale)))
 	return nil
@@ -388,25 +395,16 @@ func (s *Server) Shutdown(ctx context.Context) int {
 		<-done
 	}
 	s.mu.Lock()
-	pools := make([]*pool.Pool, 0, len(s.pools))
-	var listeners []*listener
+	entries := make([]*poolEntry, 0, len(s.pools))
 	for _, e := range s.pools {
-		pools = append(pools, e.pool)
-		e.listenMu.Lock()
-		if e.listen != nil {
-			listeners = append(listeners, e.listen)
-		}
-		e.listenMu.Unlock()
+		entries = append(entries, e)
 	}
 	s.pools = map[poolKey]*poolEntry{}
 	s.mu.Unlock()
-	for _, l := range listeners {
-		l.close()
-	}
 	var wg sync.WaitGroup
-	for _, p := range pools {
+	for _, e := range entries {
 		wg.Add(1)
-		go func() { defer wg.Done(); p.Close() }()
+		go func() { defer wg.Done(); e.close() }()
 	}
 	wg.Wait()
 	s.log.Info("shut down", zap.Int("sessions_cut", cut))
@@ -473,8 +471,85 @@ func (s *Server) poolFor(dbName string, db configs.Database, user string, client
 		pc.UserLimit = s.userLimits[user]
 	}
 	e := &poolEntry{pool: pool.New(pc), dbName: dbName, db: db, mode: poolModeFor(cfg, db, user)}
+	if len(db.Replicas) > 0 {
+		s.addReplicas(e, pc)
+	}
 	s.pools[key] = e
 	return e, nil
+}
+
+// aliasTarget returns the database entry whose readonly_alias is name.
+func aliasTarget(cfg *configs.Config, name string) string {
+	for n, db := range cfg.Databases {
+		if db.ReadOnlyAlias == name {
+			return n
+		}
+	}
+	return name
+}
+
+// replicaPool is one read replica's pool.
+type replicaPool struct {
+	name   string // host:port, for logs, metrics and the admin console
+	pool   *pool.Pool
+	weight int
+}
+
+// addReplicas creates a pool per replica and the lag monitor that decides
+// which are in rotation. pc is the primary's pool config.
+func (s *Server) addReplicas(e *poolEntry, pc pool.Config) {
+	var targets []lag.Replica
+	for _, r := range e.db.Replicas {
+		rc := pc
+		rc.Dial.Hosts = []string{r.Host}
+		rc.Dial.Port = r.Port
+		rc.Dial.RequireWritable = false
+		rc.DBLimit, rc.UserLimit = nil, nil
+		rc.MinSize = 0
+		name := net.JoinHostPort(r.Host, strconv.Itoa(r.Port))
+		if s.opts.Hooks != nil {
+			rc.Hooks = s.opts.Hooks.PoolHooks(e.dbName, pc.User)
+		}
+		e.replicas = append(e.replicas, replicaPool{name: name, pool: pool.New(rc), weight: r.Weight})
+		targets = append(targets, lag.Replica{Name: name, Dial: rc.Dial, Weight: r.Weight})
+	}
+	e.monitor = lag.New(lag.Config{
+		Primary:     pc.Dial,
+		Replicas:    targets,
+		MaxLagBytes: e.db.MaxReplicaLagBytes,
+		MaxLag:      e.db.MaxReplicaLag.Std(),
+		Interval:    e.db.LagCheckInterval.Std(),
+		Logger:      s.log.With(zap.String("component", "lag"), zap.String("database", e.dbName)),
+	})
+	e.monitor.Start()
+}
+
+// close stops everything the entry owns: the lag monitor, the listener and
+// every pool. Connections still lent out close when they are returned.
+func (e *poolEntry) close() {
+	if e.monitor != nil {
+		e.monitor.Close()
+	}
+	e.listenMu.Lock()
+	l := e.listen
+	e.listenMu.Unlock()
+	if l != nil {
+		l.close()
+	}
+	var wg sync.WaitGroup
+	for _, p := range append([]*pool.Pool{e.pool}, e.replicaPools()...) {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Close() }()
+	}
+	wg.Wait()
+}
+
+func (e *poolEntry) replicaPools() []*pool.Pool {
+	out := make([]*pool.Pool, len(e.replicas))
+	for i, r := range e.replicas {
+		out[i] = r.pool
+	}
+	return out
 }
 
 var errDraining = protocol.Fatal(protocol.SQLStateAdminShutdown, "pgferry is shutting down")

@@ -92,6 +92,12 @@ type session struct {
 	// serverFatal keeps the message of a FATAL error the server sent before
 	// closing, for the error the client gets instead. Guarded by mu.
 	serverFatal []byte
+	// Read routing, guarded by mu: where the linked server is, whether the
+	// transaction was routed as a read, and when the client last finished
+	// a transaction on the primary (read_your_writes).
+	onReplica, txReadOnly bool
+	lastWrite             time.Time
+	readOnlyAlias         bool // connected through readonly_alias; set at startup
 
 	waiting atomic.Bool // queued for a server connection
 	killed  atomic.Bool
@@ -166,6 +172,9 @@ func (ss *session) run(cfg *configs.Config) {
 		ss.raw.SetDeadline(time.Now().Add(d))
 	}
 	if err := ss.startup(cfg); err != nil {
+		if errors.Is(err, errAdminDone) {
+			return
+		}
 		var pe *protocol.Error
 		if errors.As(err, &pe) {
 			ss.sendFatal(pe)
@@ -260,15 +269,21 @@ func (ss *session) startup(cfg *configs.Config) error {
 	if adminDatabases[ss.database] {
 		return ss.startAdmin(cfg)
 	}
-	db, _, ok := cfg.LookupDatabase(ss.database)
+	db, readOnly, ok := cfg.LookupDatabase(ss.database)
 	if !ok {
 		return protocol.Fatal(protocol.SQLStateInvalidCatalogName, fmt.Sprintf("no such database: %s", ss.database))
+	}
+	poolName := ss.database
+	if readOnly {
+		// The alias shares the database's pools; every transaction of the
+		// session is a read.
+		poolName, ss.readOnlyAlias = aliasTarget(cfg, ss.database), true
 	}
 	serverUser := db.User
 	if serverUser == "" {
 		serverUser = ss.user
 	}
-	entry, err := ss.srv.poolFor(ss.database, db, serverUser, password)
+	entry, err := ss.srv.poolFor(poolName, db, serverUser, password)
 	if err != nil {
 		return err
 	}

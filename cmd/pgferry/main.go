@@ -16,17 +16,22 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	_ "net/http/pprof" // served only on debug_listen
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/pgferry/pgferry/auth/entra"
 	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/metrics"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/router"
 )
@@ -127,10 +132,25 @@ func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLe
 	sources := newTokenSources(ctx, log)
 	defer sources.close()
 
-	srv, err := router.New(cfg, router.Options{Logger: log, PasswordSource: sources.get})
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, nil, router.Version())
+	srv, err := router.New(cfg, router.Options{Logger: log, PasswordSource: sources.get, Hooks: m.Hooks()})
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return exitConfig
+	}
+	m.SetServer(srv)
+	var ready atomic.Bool
+	if cfg.MetricsListen != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			log.Error("cannot listen for metrics", zap.String("metrics_listen", cfg.MetricsListen), zap.Error(err))
+			return exitError
+		}
+		hs := &http.Server{Handler: metrics.Handler(reg, ready.Load), ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(ln)
+		defer hs.Close()
+		log.Info("metrics listening", zap.String("addr", ln.Addr().String()))
 	}
 	if err := srv.Listen(); err != nil {
 		log.Error("cannot listen", zap.Error(err))
@@ -148,9 +168,19 @@ func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLe
 			}
 		}()
 	}
+	sigs := make(chan os.Signal, 2)
+	srv.SetAdminHooks(router.AdminHooks{
+		Reload: func() error { return reload(srv, path, log, level) },
+		Shutdown: func() {
+			select {
+			case sigs <- syscall.SIGTERM:
+			default:
+			}
+		},
+	})
+	ready.Store(true)
 	log.Info("pgferry ready", zap.String("config", path))
 
-	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	for sig := range sigs {
@@ -158,6 +188,7 @@ func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLe
 			reload(srv, path, log, level)
 			continue
 		}
+		ready.Store(false)
 		log.Info("shutting down", zap.String("signal", sig.String()),
 			zap.Duration("shutdown_timeout", srv.Config().ShutdownTimeout.Std()))
 		done := make(chan struct{})
@@ -186,22 +217,25 @@ func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLe
 	return 0
 }
 
-func reload(srv *router.Server, path string, log *zap.Logger, level zap.AtomicLevel) {
+// reload re-reads the config file (SIGHUP, admin RELOAD). An invalid file
+// is rejected with the reason and the old config stays in force.
+func reload(srv *router.Server, path string, log *zap.Logger, level zap.AtomicLevel) error {
 	cfg, warnings, err := configs.Load(path)
 	if err != nil {
 		log.Error("reload rejected: invalid config; the old one stays in force", zap.Error(err))
-		return
+		return err
 	}
 	for _, w := range warnings {
 		log.Warn("config warning", zap.String("warning", w))
 	}
 	if err := srv.Reload(cfg); err != nil {
 		log.Error("reload rejected; the old config stays in force", zap.Error(err))
-		return
+		return err
 	}
 	if l, err := zap.ParseAtomicLevel(cfg.LogLevel); err == nil {
 		level.SetLevel(l.Level())
 	}
+	return nil
 }
 
 // tokenSources builds one Entra ID token source per identity and keeps

@@ -1,0 +1,494 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgferry/pgferry/internal/pgtest"
+)
+
+const (
+	pgbouncerPath = "/usr/sbin/pgbouncer"
+	poolerUser    = "postgres" // pgbouncer refuses to run as root
+	readyTimeout  = 30 * time.Second
+	stopTimeout   = 10 * time.Second
+)
+
+// target is one place pgbench connects to.
+type target struct {
+	name   string // "direct", "pgferry", "pgbouncer"
+	port   int
+	direct bool
+	proc   *proc // the pooler process; nil for direct
+}
+
+// env is everything a run has started; close stops all of it.
+type env struct {
+	opts      options
+	tmp       string
+	pg        *pgtest.Cluster
+	pgVersion string
+	iniPath   string
+	ferryBin  string
+	// ferrySource says what pgferry was built from.
+	ferrySource string
+	ferryPort   int
+	bouncPort   int
+	cred        *syscall.Credential // the postgres OS user
+	ferry       *proc
+	bouncer     *proc
+	secret      string // SCRAM secret of app, as in userlist.txt
+	notes       []string
+	scram       *scramCache
+}
+
+func (e *env) targets() []*target {
+	ts := []*target{{name: "direct", port: e.pg.Port, direct: true}}
+	return append(ts, e.poolers()...)
+}
+
+func (e *env) poolers() []*target {
+	return []*target{
+		{name: "pgferry", port: e.ferryPort, proc: e.ferry},
+		{name: "pgbouncer", port: e.bouncPort, proc: e.bouncer},
+	}
+}
+
+// close stops the poolers, then PostgreSQL, and removes the temp dir.
+func (e *env) close() {
+	if e == nil {
+		return
+	}
+	e.ferry.stop()
+	e.bouncer.stop()
+	if e.pg != nil {
+		logf("stopping PostgreSQL")
+		e.pg.Stop()
+	}
+	if e.tmp != "" {
+		if e.opts.keepTemp {
+			logf("kept %s", e.tmp)
+		} else {
+			_ = os.RemoveAll(e.tmp)
+		}
+	}
+}
+
+// setup starts PostgreSQL, loads pgbench data, writes the shared ini and
+// starts both poolers. The returned env is never nil and must be closed.
+func setup(ctx context.Context, o options, root string) (*env, error) {
+	e := &env{opts: o, scram: newSCRAMCache()}
+	for _, bin := range []string{pgtest.Binary("pgbench"), pgbouncerPath} {
+		if _, err := os.Stat(bin); err != nil {
+			return e, fmt.Errorf("%s not found: %w", bin, err)
+		}
+	}
+	u, err := user.Lookup(poolerUser)
+	if err != nil {
+		return e, fmt.Errorf("pgbouncer must run as %q: %w", poolerUser, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if os.Getuid() == 0 {
+		e.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+
+	tmp, err := os.MkdirTemp("", "ferrybench-*")
+	if err != nil {
+		return e, err
+	}
+	e.tmp = tmp
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return e, err
+	}
+
+	// Build pgferry first: a compile error should not cost a cluster start.
+	if err := e.buildFerry(ctx, root); err != nil {
+		return e, err
+	}
+
+	logf("starting PostgreSQL 15")
+	e.pg, err = pgtest.Start(pgtest.Options{Conf: map[string]string{
+		"max_connections":    "300",
+		"shared_buffers":     "128MB",
+		"fsync":              "off",
+		"synchronous_commit": "off",
+	}})
+	if err != nil {
+		return e, err
+	}
+	if err := ctx.Err(); err != nil {
+		return e, err
+	}
+	if v, err := queryString(ctx, e.pg.SuperDSN("postgres"), "select current_setting('server_version')"); err == nil {
+		e.pgVersion = v
+	}
+
+	logf("pgbench -i -s %d", o.scale)
+	if out, err := pgbenchCmd(ctx, e.pg.Port, "-i", "-q", "-s", strconv.Itoa(o.scale)).CombinedOutput(); err != nil {
+		return e, fmt.Errorf("pgbench -i: %v\n%s", err, out)
+	}
+
+	e.secret, err = queryString(ctx, e.pg.SuperDSN("postgres"), "select rolpassword from pg_authid where rolname = 'app'")
+	if err != nil {
+		return e, fmt.Errorf("read SCRAM secret of app: %w", err)
+	}
+	if !strings.HasPrefix(e.secret, "SCRAM-SHA-256$") {
+		return e, fmt.Errorf("app's password is not a SCRAM secret: %.14q", e.secret)
+	}
+	userlist := filepath.Join(tmp, "userlist.txt")
+	if err := os.WriteFile(userlist, fmt.Appendf(nil, "%q %q\n", pgtest.AppUser, e.secret), 0o600); err != nil {
+		return e, err
+	}
+
+	if e.ferryPort, err = pgtest.FreePort(); err != nil {
+		return e, err
+	}
+	if e.bouncPort, err = pgtest.FreePort(); err != nil {
+		return e, err
+	}
+	for e.bouncPort == e.ferryPort {
+		if e.bouncPort, err = pgtest.FreePort(); err != nil {
+			return e, err
+		}
+	}
+	e.iniPath = filepath.Join(tmp, "pgbouncer.ini")
+	if err := os.WriteFile(e.iniPath, []byte(sharedINI(e.pg.Port, e.bouncPort, userlist)), 0o644); err != nil {
+		return e, err
+	}
+	if e.cred != nil {
+		for _, p := range []string{tmp, userlist, e.iniPath} {
+			if err := os.Chown(p, uid, gid); err != nil {
+				return e, err
+			}
+		}
+	}
+	e.notes = append(e.notes,
+		"pgbouncer 1.18 rejects `max_prepared_statements` (\"unknown parameter\", FATAL), so the shared ini leaves it out; pgferry uses its default of 200.",
+		"Both poolers read the same ini file; only pgferry's listen port is overridden (PGFERRY_LISTEN_PORT), plus PGFERRY_LOG_LEVEL=warn.",
+		"pgbouncer is single-threaded; pgferry uses both cores (GOMAXPROCS=2).",
+	)
+
+	if err := e.startPoolers(ctx); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+// buildFerry builds ./cmd/pgferry into the temp dir, from the working tree
+// or, with -rev, from a git archive of that revision.
+func (e *env) buildFerry(ctx context.Context, root string) error {
+	src := root
+	e.ferrySource = "working tree"
+	if e.opts.rev != "" {
+		src = filepath.Join(e.tmp, "src")
+		if err := os.Mkdir(src, 0o755); err != nil {
+			return err
+		}
+		out, err := exec.CommandContext(ctx, "sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`,
+			"sh", root, e.opts.rev, src).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("git archive %s: %v\n%s", e.opts.rev, err, out)
+		}
+		rev, err := exec.CommandContext(ctx, "git", "-C", root, "rev-parse", "--short", e.opts.rev).Output()
+		if err != nil {
+			return fmt.Errorf("git rev-parse %s: %w", e.opts.rev, err)
+		}
+		e.ferrySource = "git " + strings.TrimSpace(string(rev))
+	}
+	logf("building pgferry (%s)", e.ferrySource)
+	e.ferryBin = filepath.Join(e.tmp, "pgferry")
+	build := exec.CommandContext(ctx, "go", "build", "-o", e.ferryBin, "./cmd/pgferry")
+	build.Dir = src
+	if out, err := build.CombinedOutput(); err != nil {
+		hint := ""
+		if e.opts.rev == "" {
+			hint = " (to measure the last commit instead, add -rev HEAD)"
+		}
+		return fmt.Errorf("go build ./cmd/pgferry in the %s%s: %v\n%s", e.ferrySource, hint, err, out)
+	}
+	if src != root {
+		_ = os.RemoveAll(src)
+	}
+	return nil
+}
+
+// sharedINI is the one config file both poolers run from.
+func sharedINI(pgPort, listenPort int, userlist string) string {
+	return fmt.Sprintf(`;; written by ferrybench; read by both pgbouncer and pgferry
+[databases]
+app = host=127.0.0.1 port=%d dbname=app user=app password=app-secret
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = %s
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 12000
+ignore_startup_parameters = extra_float_digits
+log_connections = 0
+log_disconnections = 0
+`, pgPort, listenPort, userlist)
+}
+
+// startPoolers starts pgferry and pgbouncer and waits until each accepts a
+// SCRAM login.
+func (e *env) startPoolers(ctx context.Context) error {
+	var err error
+	e.ferry, err = e.startFerry(ctx, nil)
+	if err != nil {
+		return err
+	}
+	e.bouncer, err = e.startBouncer(ctx, nil)
+	return err
+}
+
+func (e *env) restartPoolers(ctx context.Context) error {
+	logf("restarting both poolers")
+	e.ferry.stop()
+	e.bouncer.stop()
+	e.ferry, e.bouncer = nil, nil
+	return e.startPoolers(ctx)
+}
+
+// startFerry starts pgferry on e.ferryPort, optionally under a wrapper
+// command (valgrind), and waits until it accepts a login.
+func (e *env) startFerry(ctx context.Context, wrapper []string) (*proc, error) {
+	argv := append(append([]string{}, wrapper...), e.ferryBin, "-config", e.iniPath)
+	p, err := startProc("pgferry", argv, []string{
+		"PGFERRY_LISTEN_PORT=" + strconv.Itoa(e.ferryPort),
+		"PGFERRY_LOG_LEVEL=warn",
+	}, nil, filepath.Join(e.tmp, "pgferry.log"))
+	if err != nil {
+		return nil, err
+	}
+	return p, e.waitReady(ctx, p, e.ferryPort, len(wrapper) > 0)
+}
+
+// startBouncer starts pgbouncer as the postgres OS user on e.bouncPort.
+func (e *env) startBouncer(ctx context.Context, wrapper []string) (*proc, error) {
+	argv := append(append([]string{}, wrapper...), pgbouncerPath, e.iniPath)
+	p, err := startProc("pgbouncer", argv, nil, e.cred, filepath.Join(e.tmp, "pgbouncer.log"))
+	if err != nil {
+		return nil, err
+	}
+	return p, e.waitReady(ctx, p, e.bouncPort, len(wrapper) > 0)
+}
+
+func (e *env) waitReady(ctx context.Context, p *proc, port int, slow bool) error {
+	timeout := readyTimeout
+	if slow {
+		timeout = 4 * readyTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if err := ctx.Err(); err != nil {
+			p.stop()
+			return err
+		}
+		if p.exited() {
+			p.stop()
+			return fmt.Errorf("%s exited during start-up:\n%s", p.name, p.logTail(20))
+		}
+		c, err := e.login(ctx, port, 5*time.Second)
+		if err == nil {
+			_ = c.Close()
+			logf("%s ready on port %d (pid %d)", p.name, port, p.pid())
+			return nil
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.stop()
+	return fmt.Errorf("%s not ready after %s: %v\n%s", p.name, timeout, last, p.logTail(20))
+}
+
+// login opens a client connection as app with a full SCRAM login and waits
+// for ReadyForQuery.
+func (e *env) login(ctx context.Context, port int, timeout time.Duration) (net.Conn, error) {
+	return scramLogin(ctx, e.scram, fmt.Sprintf("127.0.0.1:%d", port), pgtest.AppUser, pgtest.AppPassword, pgtest.AppDatabase, timeout)
+}
+
+// dsn is a pgx/libpq connection string for app at port.
+func dsn(port int) string {
+	return fmt.Sprintf("host=127.0.0.1 port=%d dbname=%s user=%s password=%s sslmode=disable",
+		port, pgtest.AppDatabase, pgtest.AppUser, pgtest.AppPassword)
+}
+
+func queryString(ctx context.Context, connStr, sql string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, connStr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close(context.Background())
+	var s string
+	err = c.QueryRow(ctx, sql).Scan(&s)
+	return s, err
+}
+
+// pgbenchCmd is pgbench connecting as app to 127.0.0.1:port.
+func pgbenchCmd(ctx context.Context, port int, args ...string) *exec.Cmd {
+	all := append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", pgtest.AppUser}, args...)
+	all = append(all, pgtest.AppDatabase)
+	cmd := exec.CommandContext(ctx, pgtest.Binary("pgbench"), all...)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+pgtest.AppPassword, "PGSSLMODE=disable")
+	// Own process group: a terminal Ctrl-C reaches ferrybench, which then
+	// kills pgbench through ctx.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// proc is a long-running child (a pooler).
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	logFile *os.File
+	done    chan struct{}
+	err     error
+}
+
+func startProc(name string, argv, extraEnv []string, cred *syscall.Credential, logPath string) (*proc, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	if cred != nil {
+		_ = f.Chown(int(cred.Uid), int(cred.Gid))
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), extraEnv...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Dir = filepath.Dir(logPath)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, logPath: logPath, logFile: f, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM (pgferry: graceful shutdown; pgbouncer: immediate
+// shutdown), then SIGKILL after stopTimeout. Safe on nil and repeatable.
+func (p *proc) stop() {
+	p.stopWithin(stopTimeout)
+}
+
+func (p *proc) stopWithin(timeout time.Duration) {
+	if p == nil {
+		return
+	}
+	if !p.exited() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(timeout):
+			logf("%s did not stop within %s; killing it", p.name, timeout)
+			_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
+			<-p.done
+		}
+	}
+	p.logFile.Close()
+}
+
+func (p *proc) logTail(n int) string {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// cpuTicks is utime+stime of pid from /proc/<pid>/stat, in clock ticks.
+func cpuTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; fields after ")" are fixed.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(s[i+1:])
+	// f[0] is field 3 (state); utime is field 14, stime field 15.
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return ut + st, nil
+}
+
+// rssBytes is VmRSS of pid.
+func rssBytes(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) < 1 {
+				break
+			}
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+// clkTck is the kernel's USER_HZ (getconf CLK_TCK); 100 on Linux.
+var clkTck = func() float64 {
+	out, err := exec.Command("getconf", "CLK_TCK").Output()
+	if err == nil {
+		if v, err := strconv.Atoi(strings.TrimSpace(string(out))); err == nil && v > 0 {
+			return float64(v)
+		}
+	}
+	return 100
+}()

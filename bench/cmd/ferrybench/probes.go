@@ -1,0 +1,275 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// idleResult is the RSS of one pooler holding idle logged-in clients.
+type idleResult struct {
+	target    string
+	rssBefore int64
+	steps     []idleStep
+	err       string
+}
+
+type idleStep struct {
+	clients int   // connections held
+	failed  int   // logins that failed on the way to clients
+	rss     int64 // VmRSS with them held
+	took    time.Duration
+}
+
+// bytesPerClient is (RSS - RSS before) / clients.
+func (r idleResult) bytesPerClient(s idleStep) float64 {
+	if s.clients == 0 {
+		return math.NaN()
+	}
+	return float64(s.rss-r.rssBefore) / float64(s.clients)
+}
+
+const idleConcurrency = 200
+
+// idleMemory logs in clients to t up to each count in steps (cumulatively),
+// holding them idle, and reads the pooler's VmRSS after each step.
+func idleMemory(ctx context.Context, e *env, t *target, steps []int) idleResult {
+	r := idleResult{target: t.name}
+	pid := t.proc.pid()
+	settle := func() (int64, error) {
+		time.Sleep(time.Second)
+		return rssBytes(pid)
+	}
+	var err error
+	if r.rssBefore, err = settle(); err != nil {
+		r.err = err.Error()
+		return r
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		// Give the pooler a moment to notice the disconnects.
+		time.Sleep(time.Second)
+	}()
+	for _, want := range steps {
+		start := time.Now()
+		need := want - len(conns)
+		failed := 0
+		var lastErr error
+		sem := make(chan struct{}, idleConcurrency)
+		var wg sync.WaitGroup
+		for i := 0; i < need; i++ {
+			if ctx.Err() != nil {
+				break
+			}
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				c, err := e.login(ctx, t.port, 30*time.Second)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					failed++
+					lastErr = err
+					return
+				}
+				conns = append(conns, c)
+			}()
+		}
+		wg.Wait()
+		rss, err := settle()
+		if err != nil {
+			r.err = err.Error()
+			return r
+		}
+		st := idleStep{clients: len(conns), failed: failed, rss: rss, took: time.Since(start)}
+		r.steps = append(r.steps, st)
+		logf("  idle      %-9s %5d clients: RSS %s (%.0f B/client)%s", t.name, st.clients, mib(rss), r.bytesPerClient(st),
+			map[bool]string{true: fmt.Sprintf(", %d logins failed: %v", failed, lastErr), false: ""}[failed > 0])
+		if ctx.Err() != nil {
+			return r
+		}
+	}
+	return r
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// latencyResult is the single-client round-trip time of "select 1".
+type latencyResult struct {
+	target   string
+	p50, p99 float64 // microseconds
+	n        int
+	err      string
+}
+
+// addedLatency runs "select 1" n times over one pgx connection using the
+// simple protocol and records each round trip.
+func addedLatency(ctx context.Context, e *env, t *target, n int) latencyResult {
+	r := latencyResult{target: t.name}
+	cfg, err := pgx.ParseConfig(dsn(t.port))
+	if err != nil {
+		r.err = err.Error()
+		return r
+	}
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	c, err := pgx.ConnectConfig(cctx, cfg)
+	if err != nil {
+		r.err = err.Error()
+		return r
+	}
+	defer c.Close(context.Background())
+	for range 200 { // warm-up: the pooler's server connection, caches
+		if _, err := c.Exec(cctx, "select 1"); err != nil {
+			r.err = err.Error()
+			return r
+		}
+	}
+	lat := make([]float64, 0, n)
+	for range n {
+		s := time.Now()
+		if _, err := c.Exec(cctx, "select 1"); err != nil {
+			r.err = err.Error()
+			return r
+		}
+		lat = append(lat, float64(time.Since(s).Nanoseconds())/1000)
+	}
+	slices.Sort(lat)
+	r.p50, r.p99, r.n = percentile(lat, 0.50), percentile(lat, 0.99), n
+	logf("  latency   %-9s p50=%.0fµs p99=%.0fµs", t.name, r.p50, r.p99)
+	return r
+}
+
+// instrResult is the instruction count per transaction under callgrind.
+type instrResult struct {
+	target  string
+	perTx   float64
+	base    int64 // instructions of the short run
+	full    int64 // instructions of the long run
+	tx      int64 // transactions the difference covers
+	took    time.Duration
+	skipped string
+	clients int
+	shortTx int
+	longTx  int
+}
+
+// instructionCount runs the pooler under valgrind --tool=callgrind twice:
+// once serving pgbench -c 4 -t shortTx -S, once -t longTx. Both runs pay the
+// same start-up, client logins and server connections, so the difference
+// divided by the extra transactions is the per-transaction cost.
+func instructionCount(ctx context.Context, e *env, t *target) instrResult {
+	const clients, shortTx, longTx = 4, 200, 2000
+	r := instrResult{target: t.name, clients: clients, shortTx: shortTx, longTx: longTx}
+	if _, err := exec.LookPath("valgrind"); err != nil {
+		r.skipped = "valgrind not installed"
+		return r
+	}
+	start := time.Now()
+	// The normal pooler has to give up its port for the valgrind'ed one.
+	var restart func(context.Context, []string) (*proc, error)
+	switch t.name {
+	case "pgferry":
+		e.ferry.stop()
+		restart = e.startFerry
+	default:
+		e.bouncer.stop()
+		restart = e.startBouncer
+	}
+	defer func() {
+		p, err := restart(ctx, nil)
+		if err != nil {
+			logf("restart %s after callgrind: %v", t.name, err)
+		}
+		if t.name == "pgferry" {
+			e.ferry = p
+		} else {
+			e.bouncer = p
+		}
+	}()
+	var counts [2]int64
+	for i, txs := range []int{shortTx, longTx} {
+		out := filepath.Join(e.tmp, fmt.Sprintf("callgrind.%s.%d.out", t.name, txs))
+		wrapper := []string{"valgrind", "--tool=callgrind", "--callgrind-out-file=" + out}
+		p, err := restart(ctx, wrapper)
+		if err != nil {
+			r.skipped = "start under valgrind: " + truncate(err.Error(), 200)
+			return r
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		cmd := pgbenchCmd(cctx, t.port, "-n", "-S", "-c", strconv.Itoa(clients), "-j", "1", "-t", strconv.Itoa(txs))
+		b, err := cmd.CombinedOutput()
+		cancel()
+		p.stopWithin(2 * time.Minute)
+		if err != nil {
+			r.skipped = fmt.Sprintf("pgbench under callgrind: %v: %s", err, firstError(string(b)))
+			return r
+		}
+		if counts[i], err = callgrindTotal(out); err != nil {
+			r.skipped = err.Error()
+			return r
+		}
+		if ctx.Err() != nil {
+			r.skipped = "interrupted"
+			return r
+		}
+	}
+	r.base, r.full = counts[0], counts[1]
+	r.tx = int64(clients * (longTx - shortTx))
+	r.perTx = float64(r.full-r.base) / float64(r.tx)
+	r.took = time.Since(start)
+	logf("  callgrind %-9s %.0f instructions/tx (%s)", t.name, r.perTx, r.took.Round(time.Second))
+	return r
+}
+
+// callgrindTotal reads the "summary:" (or "totals:") Ir count of a callgrind
+// output file.
+func callgrindTotal(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		// Go programs that re-exec or fork would write out.<pid>; not ours.
+		return 0, fmt.Errorf("callgrind output: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var total int64 = -1
+	for sc.Scan() {
+		line := sc.Text()
+		for _, p := range []string{"summary:", "totals:"} {
+			if rest, ok := strings.CutPrefix(line, p); ok {
+				f := strings.Fields(rest)
+				if len(f) > 0 {
+					if v, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+						total = v
+					}
+				}
+			}
+		}
+	}
+	if total < 0 {
+		return 0, fmt.Errorf("no summary line in %s", path)
+	}
+	return total, sc.Err()
+}

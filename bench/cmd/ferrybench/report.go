@@ -1,0 +1,270 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+)
+
+type meta struct {
+	date, goVersion, cpu, kernel, commit, pgVersion, bouncerVersion string
+	cores                                                           int
+	load                                                            string
+}
+
+type report struct {
+	opts    options
+	meta    meta
+	runs    []runResult
+	idle    []idleResult
+	latency []latencyResult
+	instr   []instrResult
+	notes   []string
+	elapsed time.Duration
+}
+
+func collectMeta(root string, e *env) meta {
+	m := meta{
+		date:      time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		goVersion: runtime.Version(),
+		cores:     runtime.NumCPU(),
+		pgVersion: e.pgVersion,
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			m.load = strings.Join(f[:3], " ")
+		}
+	}
+	if e.opts.rev != "" {
+		m.commit = e.ferrySource
+	} else if out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output(); err == nil {
+		m.commit = strings.TrimSpace(string(out))
+		if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+			m.commit += " + uncommitted changes (working tree)"
+		}
+	}
+	if out, err := exec.Command(pgbouncerPath, "--version").Output(); err == nil {
+		m.bouncerVersion = strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0]
+	}
+	return m
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	o := r.opts
+	mode := "full"
+	if o.quick {
+		mode = "quick"
+	}
+	p("# pgferry vs PgBouncer: ferrybench\n\n")
+	p("- Date: %s; mode: %s (%s per pgbench run, pgbench scale %d); total %s\n", r.meta.date, mode, o.duration, o.scale, r.elapsed.Round(time.Second))
+	p("- Machine: %s, %d cores, Linux %s; load average at start %s\n", r.meta.cpu, r.meta.cores, r.meta.kernel, r.meta.load)
+	p("- %s; pgferry built from %s; %s; PostgreSQL %s; RLIMIT_NOFILE %d\n", r.meta.goVersion, r.meta.commit, r.meta.bouncerVersion, r.meta.pgVersion, nofile)
+	p("- Shared ini: auth_type = scram-sha-256, pool_mode = transaction, default_pool_size = 20, max_client_conn = 12000\n\n")
+
+	if len(r.runs) > 0 {
+		p("## Throughput (pgbench, -j 2)\n\n")
+		p("| scenario | clients | target | TPS | mean ms | p99 ms | failed tx | aborted clients | pooler CPU s / 1k tx |\n")
+		p("|---|---:|---|---:|---:|---:|---:|---:|---:|\n")
+		for _, x := range r.runs {
+			sc := x.scenario
+			switch {
+			case x.skipped != "":
+				p("| %s | %d | %s | n/a | | | | | |\n", sc.title, sc.clients, x.target)
+			case x.err != "":
+				p("| %s | %d | %s | n/a (error) | | | | | |\n", sc.title, sc.clients, x.target)
+			default:
+				p("| %s | %d | %s | %.0f | %.2f | %.2f | %d | %d | %s |\n", sc.title, sc.clients, x.target,
+					x.tps, x.meanMs, x.p99Ms, x.failed, x.aborted, fnum(x.cpuPer1k(), 3))
+			}
+		}
+		p("\n")
+		p("### Ratios\n\n")
+		p("| scenario | TPS pgferry / pgbouncer | CPU per 1k tx pgferry / pgbouncer | TPS pgferry / direct |\n")
+		p("|---|---:|---:|---:|\n")
+		for _, sc := range scenarioList(o) {
+			f, fok := r.find(sc.name, "pgferry")
+			bo, bok := r.find(sc.name, "pgbouncer")
+			d, dok := r.find(sc.name, "direct")
+			tpsFB, cpuFB, tpsFD := "n/a", "n/a", "n/a"
+			if fok && bok && bo.tps > 0 {
+				tpsFB = fmt.Sprintf("%.2f", f.tps/bo.tps)
+				if c := f.cpuPer1k() / bo.cpuPer1k(); !math.IsNaN(c) && !math.IsInf(c, 0) {
+					cpuFB = fmt.Sprintf("%.2f", c)
+				}
+			}
+			if fok && dok && d.tps > 0 {
+				tpsFD = fmt.Sprintf("%.2f", f.tps/d.tps)
+			}
+			if bok && bo.aborted > 0 {
+				tpsFB += " (pgbouncer clients aborted)"
+			}
+			p("| %s | %s | %s | %s |\n", sc.title, tpsFB, cpuFB, tpsFD)
+		}
+		p("\n")
+	}
+
+	if len(r.idle) > 0 {
+		p("## Idle clients: pooler memory (VmRSS)\n\n")
+		p("Each client does a full SCRAM login and then stays idle; logins run 200 at a time.\n\n")
+		p("| pooler | RSS before |")
+		for _, n := range o.idleSteps {
+			p(" RSS @ %d | bytes / client @ %d |", n, n)
+		}
+		p("\n|---|---:|")
+		for range o.idleSteps {
+			p("---:|---:|")
+		}
+		p("\n")
+		for _, x := range r.idle {
+			p("| %s | %s |", x.target, mib(x.rssBefore))
+			for i := range o.idleSteps {
+				if i < len(x.steps) {
+					s := x.steps[i]
+					cell := mib(s.rss)
+					if s.failed > 0 {
+						cell += fmt.Sprintf(" (%d clients, %d failed)", s.clients, s.failed)
+					}
+					p(" %s | %.0f |", cell, x.bytesPerClient(s))
+				} else {
+					p(" n/a | n/a |")
+				}
+			}
+			p("\n")
+		}
+		p("\n")
+	}
+
+	if len(r.latency) > 0 {
+		p("## Added latency: one client, `select 1`, pgx simple protocol, 2,000 iterations\n\n")
+		p("| target | p50 µs | p99 µs | p50 added vs direct µs |\n|---|---:|---:|---:|\n")
+		var direct *latencyResult
+		for i := range r.latency {
+			if r.latency[i].target == "direct" && r.latency[i].err == "" {
+				direct = &r.latency[i]
+			}
+		}
+		for _, x := range r.latency {
+			if x.err != "" {
+				p("| %s | n/a | n/a | n/a |\n", x.target)
+				continue
+			}
+			add := "—"
+			if direct != nil && x.target != "direct" {
+				add = fmt.Sprintf("%+.0f", x.p50-direct.p50)
+			}
+			p("| %s | %.0f | %.0f | %s |\n", x.target, x.p50, x.p99, add)
+		}
+		p("\n")
+	}
+
+	if len(r.instr) > 0 {
+		p("## Instructions per transaction (valgrind --tool=callgrind)\n\n")
+		p("`pgbench -n -S -c 4 -j 1 -t N` against the pooler running under callgrind, once with N = 200 and once with N = 2000; ")
+		p("instructions/tx = (Ir(2000) - Ir(200)) / (4 × 1800), so start-up, logins and server connections cancel out.\n\n")
+		p("| pooler | instructions / tx | Ir @ 200 tx/client | Ir @ 2000 tx/client |\n|---|---:|---:|---:|\n")
+		var ferry, bouncer float64
+		for _, x := range r.instr {
+			if x.skipped != "" {
+				p("| %s | n/a | | |\n", x.target)
+				continue
+			}
+			p("| %s | %.0f | %d | %d |\n", x.target, x.perTx, x.base, x.full)
+			switch x.target {
+			case "pgferry":
+				ferry = x.perTx
+			case "pgbouncer":
+				bouncer = x.perTx
+			}
+		}
+		if ferry > 0 && bouncer > 0 {
+			p("\npgferry / pgbouncer instructions per transaction: %.2f\n", ferry/bouncer)
+		}
+		p("\n")
+	}
+
+	notes := append([]string{}, r.notes...)
+	notes = append(notes,
+		"Latencies are client-side (pgbench); p99 is computed from pgbench's per-transaction log (-l).",
+		"Pooler CPU is utime+stime from /proc/<pid>/stat over the whole pgbench run, client logins included; direct has no pooler.",
+		"The machine is shared with other work: absolute figures are noisy; compare ratios from the same run.",
+	)
+	for _, x := range r.runs {
+		switch {
+		case x.skipped != "":
+			notes = append(notes, fmt.Sprintf("%s, %s: skipped (%s).", x.scenario.title, x.target, x.skipped))
+		case x.err != "":
+			notes = append(notes, fmt.Sprintf("%s, %s: n/a, %s.", x.scenario.title, x.target, x.err))
+		case x.note != "":
+			notes = append(notes, fmt.Sprintf("%s, %s: %s (reported as failed).", x.scenario.title, x.target, x.note))
+		}
+	}
+	for _, x := range r.idle {
+		if x.err != "" {
+			notes = append(notes, fmt.Sprintf("idle memory, %s: %s.", x.target, x.err))
+		}
+	}
+	for _, x := range r.latency {
+		if x.err != "" {
+			notes = append(notes, fmt.Sprintf("latency, %s: %s.", x.target, x.err))
+		}
+	}
+	for _, x := range r.instr {
+		if x.skipped != "" {
+			notes = append(notes, fmt.Sprintf("instructions, %s: skipped (%s).", x.target, x.skipped))
+		}
+	}
+	if !o.want("instructions") {
+		notes = append(notes, "Instruction counts (callgrind) not run in this mode; run without -quick or with -scenarios instructions.")
+	}
+	p("## Notes\n\n")
+	for _, n := range notes {
+		p("- %s\n", n)
+	}
+	return b.String()
+}
+
+func (r *report) find(scenario, target string) (runResult, bool) {
+	for _, x := range r.runs {
+		if x.scenario.name == scenario && x.target == target {
+			return x, x.ok()
+		}
+	}
+	return runResult{}, false
+}
+
+func fnum(v float64, prec int) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "—"
+	}
+	return fmt.Sprintf("%.*f", prec, v)
+}
+
+// moduleRoot is the directory of the pgferry go.mod.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		return "", fmt.Errorf("go list -m (run from inside the pgferry module): %w", err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if _, err := os.Stat(dir + "/cmd/pgferry"); err != nil {
+		return "", fmt.Errorf("%s has no cmd/pgferry: run from the pgferry repository", dir)
+	}
+	return dir, nil
+}

@@ -1,0 +1,232 @@
+package metrics
+
+import (
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/router"
+)
+
+const namespace = "pgferry"
+
+// Label names. Only bounded, configured names are used as labels: never a
+// client address, connection id, query or error text.
+const (
+	labelDatabase = "database"
+	labelUser     = "user"
+	labelState    = "state"
+	labelSource   = "source"
+	labelResult   = "result"
+	labelReason   = "reason"
+)
+
+// rejectReasons are the reasons router passes to Hooks.ClientRejected;
+// their counters exist (at 0) from the start so rates work at once.
+var rejectReasons = []string{"max_client_conn", "auth", "tls", "allow_cidrs", "protocol", "admin"}
+
+// poolWaitBuckets span a free connection (well under a millisecond) to
+// query_wait_timeout's default (120 s), in seconds.
+var poolWaitBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
+
+// Metrics holds pgferry's collectors and implements router.Hooks. Create it
+// with New; it is safe for concurrent use.
+type Metrics struct {
+	srv atomic.Pointer[router.Server]
+
+	poolWait     *prometheus.HistogramVec
+	serverLogins *prometheus.CounterVec
+	rejected     *prometheus.CounterVec
+	rejectedBy   map[string]prometheus.Counter // pre-bound children of rejected
+}
+
+// New creates pgferry's metrics and registers them on reg, which should be
+// the program's private registry: the snapshot collector reading srv at
+// scrape time, the hook-fed histograms and counters, pgferry_build_info
+// with version, and the Go runtime and process collectors. srv may be nil
+// and set later with SetServer, because the Server needs Hooks before it
+// exists. New panics if the metrics are already registered on reg, as
+// prometheus.MustRegister does.
+func New(reg prometheus.Registerer, srv *router.Server, version string) *Metrics {
+	m := &Metrics{
+		poolWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: "pool", Name: "wait_seconds",
+			Help:    "Time clients waited in a pool's queue for a server connection, in seconds.",
+			Buckets: poolWaitBuckets,
+		}, []string{labelDatabase, labelUser}),
+		serverLogins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "server", Name: "logins_total",
+			Help: "Server login attempts (connect, TLS and authentication), a count, by result (success or failure).",
+		}, []string{labelDatabase, labelUser, labelResult}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "client", Name: "rejected_total",
+			Help: "Client connections refused before a session started, a count, by reason.",
+		}, []string{labelReason}),
+		rejectedBy: make(map[string]prometheus.Counter, len(rejectReasons)),
+	}
+	for _, r := range rejectReasons {
+		m.rejectedBy[r] = m.rejected.WithLabelValues(r)
+	}
+	if srv != nil {
+		m.srv.Store(srv)
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help:        "Always 1 (a unitless marker); the labels carry pgferry's version and the Go version it was built with.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	reg.MustRegister(
+		m.poolWait, m.serverLogins, m.rejected, buildInfo,
+		&snapshotCollector{m: m},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// SetServer points the snapshot collector at srv. Until it is called (when
+// New got a nil srv) scrapes carry no per-pool metrics.
+func (m *Metrics) SetServer(srv *router.Server) { m.srv.Store(srv) }
+
+// Hooks returns the router.Hooks to pass in router.Options.Hooks.
+func (m *Metrics) Hooks() router.Hooks { return routerHooks{m} }
+
+type routerHooks struct{ m *Metrics }
+
+// ClientRejected counts a refused client by reason.
+func (h routerHooks) ClientRejected(reason string) {
+	if c, ok := h.m.rejectedBy[reason]; ok {
+		c.Inc()
+		return
+	}
+	// Reasons are constants in router; an unlisted one is still bounded.
+	h.m.rejected.WithLabelValues(reason).Inc()
+}
+
+// PoolHooks binds the pool's histogram and counter children once, so the
+// per-acquire path does no label lookup.
+func (h routerHooks) PoolHooks(database, user string) pool.Hooks {
+	return &poolHooks{
+		wait:      h.m.poolWait.WithLabelValues(database, user),
+		loginOK:   h.m.serverLogins.WithLabelValues(database, user, "success"),
+		loginFail: h.m.serverLogins.WithLabelValues(database, user, "failure"),
+	}
+}
+
+type poolHooks struct {
+	wait               prometheus.Observer
+	loginOK, loginFail prometheus.Counter
+}
+
+func (p *poolHooks) WaitObserved(d time.Duration) { p.wait.Observe(d.Seconds()) }
+
+func (p *poolHooks) LoginObserved(_ time.Duration, err error) {
+	if err != nil {
+		p.loginFail.Inc()
+		return
+	}
+	p.loginOK.Inc()
+}
+
+// Descriptions of the metrics read from router.Snapshot at scrape time.
+var (
+	poolLabels = []string{labelDatabase, labelUser}
+
+	descClientConns = desc("client", "connections",
+		"Logged-in client connections by pool and state (active: linked to a server connection; waiting: queued for one; idle), a count.",
+		labelDatabase, labelUser, labelState)
+	descServerConns = desc("server", "connections",
+		"Server connections by pool and state (active: lent to a client; idle; login: being opened), a count.",
+		labelDatabase, labelUser, labelState)
+	descWaiting = desc("pool", "waiting_clients",
+		"Clients queued for a server connection right now, a count.", poolLabels...)
+	descMaxWait = desc("pool", "max_wait_seconds",
+		"How long the oldest queued client has been waiting, in seconds (0 when none waits).", poolLabels...)
+	descPaused = desc("pool", "paused",
+		"1 while the pool is paused by the admin console (PAUSE or KILL), else 0; unitless.", poolLabels...)
+	descAcquires = desc("pool", "acquires_total",
+		"Server connections requested from the pool (PgBouncer's server assignments), a count.", poolLabels...)
+	descXacts = desc("", "transactions_total",
+		"Transactions completed through the pool (server connection released), a count.", poolLabels...)
+	descQueries = desc("", "queries_total",
+		"Queries completed through the pool (ReadyForQuery for a Query or Sync), a count.", poolLabels...)
+	descXactTime = desc("", "transaction_seconds_total",
+		"Time server connections were linked to clients, in seconds.", poolLabels...)
+	descParses = desc("", "prepared_parses_total",
+		"Parse messages for named prepared statements, a count, by source (client: sent by clients; server: sent by pgferry to servers).",
+		labelDatabase, labelUser, labelSource)
+	descBinds = desc("", "binds_total",
+		"Bind messages from clients, a count.", poolLabels...)
+	descLogins = desc("", "client_logins_total",
+		"Successful client logins, a count.", poolLabels...)
+	descPinned = desc("", "pinned_clients",
+		"Client sessions pinned to their server connection by session state right now, a count.", poolLabels...)
+	descSockets = desc("client", "sockets",
+		"Open client sockets, including admin console clients and clients still logging in, a count.")
+	descPins = desc("client", "pins_total",
+		"Client sessions that became pinned to a server connection by session state, a count.")
+)
+
+func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(namespace, subsystem, name), help, labels, nil)
+}
+
+// snapshotCollector turns router.Snapshot into const metrics at scrape
+// time; pgferry's own gauges and counters live in router and pool.
+type snapshotCollector struct{ m *Metrics }
+
+func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		descClientConns, descServerConns, descWaiting, descMaxWait, descPaused, descAcquires,
+		descXacts, descQueries, descXactTime, descParses, descBinds, descLogins, descPinned,
+		descSockets, descPins,
+	} {
+		ch <- d
+	}
+}
+
+func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
+	srv := c.m.srv.Load()
+	if srv == nil {
+		return
+	}
+	snap := srv.Snapshot()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge(descSockets, float64(snap.Clients))
+	counter(descPins, float64(snap.PinnedTotal))
+	for _, p := range snap.Pools {
+		db, user := p.Database, p.User
+		gauge(descClientConns, float64(p.ClientsActive), db, user, "active")
+		gauge(descClientConns, float64(p.ClientsWaiting), db, user, "waiting")
+		gauge(descClientConns, float64(p.ClientsIdle), db, user, "idle")
+		gauge(descServerConns, float64(p.Stat.Active), db, user, "active")
+		gauge(descServerConns, float64(p.Stat.Idle), db, user, "idle")
+		gauge(descServerConns, float64(p.Stat.Dialing), db, user, "login")
+		gauge(descWaiting, float64(p.Stat.Waiting), db, user)
+		gauge(descMaxWait, p.Stat.MaxWait.Seconds(), db, user)
+		paused := 0.0
+		if p.Stat.Paused {
+			paused = 1
+		}
+		gauge(descPaused, paused, db, user)
+		counter(descAcquires, float64(p.Stat.AcquireCount), db, user)
+		counter(descXacts, float64(p.Counters.Transactions), db, user)
+		counter(descQueries, float64(p.Counters.Queries), db, user)
+		counter(descXactTime, p.Counters.TransactionTime.Seconds(), db, user)
+		counter(descParses, float64(p.Counters.ClientParses), db, user, "client")
+		counter(descParses, float64(p.Counters.ServerParses), db, user, "server")
+		counter(descBinds, float64(p.Counters.Binds), db, user)
+		counter(descLogins, float64(p.Counters.ClientLogins), db, user)
+		gauge(descPinned, float64(p.Counters.PinnedClients), db, user)
+	}
+}

@@ -1,0 +1,576 @@
+package router_test
+
+// End-to-end tests of transaction and session semantics through pgferry:
+// departing clients, waiting for a server, cancellation, session mode,
+// pinning, session parameters and graceful shutdown.
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/ferrytest"
+)
+
+// coreBackendsInDatabase counts server backends of db that are not idle
+// (inside a transaction or running a query).
+func coreBackendsInDatabase(ctx context.Context, db string) (int64, error) {
+	return coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and backend_type = 'client backend' and state <> 'idle'", db)
+}
+
+func TestClientKilledMidTransactionLeavesNoOpenTransaction(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		// kill runs the client's last statement; it must return once the
+		// server is busy with it or idle in the transaction.
+		kill func(t *testing.T, ctx context.Context, tx pgx.Tx, db string)
+	}{
+		{"idle in the transaction", func(t *testing.T, ctx context.Context, tx pgx.Tx, db string) {}},
+		{"while a query runs", func(t *testing.T, ctx context.Context, tx pgx.Tx, db string) {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				// Fails once the connection is closed under it.
+				_, _ = tx.Exec(ctx, "select pg_sleep(1)")
+			}()
+			t.Cleanup(func() { <-done })
+			coreEventually(t, 10*time.Second, "the query to run on the server", func() (bool, error) {
+				n, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and state = 'active' and query = 'select pg_sleep(1)'", db)
+				return n == 1, err
+			})
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := coreContext(t)
+			cfg := ferrytest.Config(t, cluster)
+			db := coreDatabase(t, cfg)
+			// One server: if pgferry returned the dead client's server to
+			// the pool mid-transaction, the next client would get it and
+			// see the uncommitted row.
+			corePoolSize(cfg, db, 1)
+			f := ferrytest.Start(t, cfg)
+			dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
+			other := coreConnect(t, ctx, dsn)
+			if _, err := other.Exec(ctx, "create table killed (x int)"); err != nil {
+				t.Fatal(err)
+			}
+
+			conn, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			tx, err := conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, "insert into killed values ($1)", 1); err != nil {
+				t.Fatal(err)
+			}
+			n, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and state = 'idle in transaction'", db)
+			if err != nil || n != 1 {
+				t.Fatalf("sessions idle in transaction before the kill: %d %v", n, err)
+			}
+			tc.kill(t, ctx, tx, db)
+			// Abruptly: no Terminate, just the socket closing.
+			if err := conn.PgConn().Conn().Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			coreEventually(t, 15*time.Second, "no transaction left open on the server", func() (bool, error) {
+				n, err := coreBackendsInDatabase(ctx, db)
+				return n == 0, err
+			})
+			for range 3 {
+				var rows int
+				if err := other.QueryRow(ctx, "select count(*) from killed").Scan(&rows); err != nil {
+					t.Fatal(err)
+				}
+				if rows != 0 {
+					t.Fatalf("the killed client's uncommitted insert is visible (%d rows)", rows)
+				}
+			}
+		})
+	}
+}
+
+func TestQueryWaitTimeoutDisconnectsAClientThatWaitedTooLongForAServer(t *testing.T) {
+	t.Parallel()
+	ctx := coreContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	corePoolSize(cfg, "app", 1)
+	cfg.QueryWaitTimeout = configs.Duration(300 * time.Millisecond)
+	f := ferrytest.Start(t, cfg)
+
+	holder := coreConnect(t, ctx, f.AppDSN())
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one int
+	if err := tx.QueryRow(ctx, "select 1").Scan(&one); err != nil {
+		t.Fatal(err)
+	}
+
+	waiter := coreConnect(t, ctx, f.AppDSN())
+	_, err = waiter.Exec(ctx, "select 2")
+	pe := corePgError(t, err, "08P01")
+	if pe.Severity != "FATAL" || pe.Message != "query_wait_timeout" {
+		t.Fatalf("got %s %q, want FATAL query_wait_timeout", pe.Severity, pe.Message)
+	}
+	coreEventually(t, 5*time.Second, "the waiting client to be disconnected", func() (bool, error) {
+		return waiter.IsClosed(), nil
+	})
+
+	// The holder is unaffected and, once it commits, others get the server.
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next := coreConnect(t, ctx, f.AppDSN())
+	if err := next.QueryRow(ctx, "select 3").Scan(&one); err != nil || one != 3 {
+		t.Fatalf("after the holder committed: %d %v", one, err)
+	}
+}
+
+func TestCancelRequestStopsTheRunningQueryAndTheSessionGoesOn(t *testing.T) {
+	t.Parallel()
+	ctx := coreContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	db := coreDatabase(t, cfg)
+	corePoolSize(cfg, db, 2)
+	f := ferrytest.Start(t, cfg)
+
+	tests := []struct {
+		name string
+		run  func(ctx context.Context, conn *pgx.Conn) error
+		text string // the query as pg_stat_activity shows it
+	}{
+		{"simple protocol", func(ctx context.Context, conn *pgx.Conn) error {
+			_, err := conn.Exec(ctx, "select pg_sleep(30)")
+			return err
+		}, "select pg_sleep(30)"},
+		{"extended protocol", func(ctx context.Context, conn *pgx.Conn) error {
+			_, err := conn.Exec(ctx, "select pg_sleep($1::int)", 31)
+			return err
+		}, "select pg_sleep($1::int)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cc, err := pgx.ParseConfig(f.DSN(db, ferrytest.User, ferrytest.Password))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Make pgx send a CancelRequest when the context ends (its
+			// default only closes the connection). The deadline bounds the
+			// test if the cancel is lost.
+			cc.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+				return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: 20 * time.Second}
+			}
+			conn := coreConnectConfig(t, ctx, cc)
+
+			qctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			errc := make(chan error, 1)
+			go func() { errc <- tc.run(qctx, conn) }()
+			coreEventually(t, 10*time.Second, "the query to run on the server", func() (bool, error) {
+				n, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and state = 'active' and query = $2", db, tc.text)
+				return n == 1, err
+			})
+			cancel()
+			err = <-errc
+			corePgError(t, err, "57014")
+
+			coreEventually(t, 10*time.Second, "the server to finish the canceled query", func() (bool, error) {
+				n, err := coreBackendsInDatabase(ctx, db)
+				return n == 0, err
+			})
+			for i := range 5 {
+				var n int
+				if err := conn.QueryRow(ctx, "select $1::int", i).Scan(&n); err != nil || n != i {
+					t.Fatalf("query %d after the cancel: %d %v", i, n, err)
+				}
+			}
+		})
+	}
+}
+
+func TestSessionModeKeepsSessionStateAndResetsTheServerForTheNextClient(t *testing.T) {
+	t.Parallel()
+	ctx := coreContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	cfg.PoolMode = "session"
+	db := coreDatabase(t, cfg)
+	e := cfg.Databases[db]
+	e.PoolMode = "session"
+	e.PoolSize = 1
+	cfg.Databases[db] = e
+	f := ferrytest.Start(t, cfg)
+	dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
+
+	first, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close(ctx)
+	for _, sql := range []string{
+		"create temp table session_tmp (x int)",
+		"set work_mem = '7MB'",
+		"begin; insert into session_tmp values (1); commit",
+		"insert into session_tmp values (2)",
+	} {
+		if _, err := first.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	var rows int
+	var workMem string
+	var firstPID uint32
+	if err := first.QueryRow(ctx, "select (select count(*) from session_tmp), current_setting('work_mem'), pg_backend_pid()").Scan(&rows, &workMem, &firstPID); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 2 || workMem != "7MB" {
+		t.Fatalf("session state across transactions: %d rows, work_mem %s", rows, workMem)
+	}
+	if err := first.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// The only server connection goes to the next client, reset.
+	next := coreConnect(t, ctx, dsn)
+	var pid uint32
+	var tmpGone bool
+	if err := next.QueryRow(ctx, "select pg_backend_pid(), to_regclass('pg_temp.session_tmp') is null, current_setting('work_mem')").Scan(&pid, &tmpGone, &workMem); err != nil {
+		t.Fatal(err)
+	}
+	if pid != firstPID {
+		t.Fatalf("next client got server pid %d, want the first client's %d reset and reused", pid, firstPID)
+	}
+	if !tmpGone || workMem != "4MB" {
+		t.Fatalf("next client sees the first client's session: temp table gone %v, work_mem %s", tmpGone, workMem)
+	}
+}
+
+func TestSessionStatePinsTheClientToItsServerInTransactionMode(t *testing.T) {
+	t.Parallel()
+	ctx := coreContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	db := coreDatabase(t, cfg)
+	corePoolSize(cfg, db, 2)
+	dsn := func(f *ferrytest.Ferry) string { return f.DSN(db, ferrytest.User, ferrytest.Password) }
+
+	simple := func(sql string) func(context.Context, *pgx.Conn) error {
+		return func(ctx context.Context, c *pgx.Conn) error { _, err := c.Exec(ctx, sql); return err }
+	}
+	extended := func(sql string, args ...any) func(context.Context, *pgx.Conn) error {
+		return func(ctx context.Context, c *pgx.Conn) error {
+			if len(args) > 0 {
+				_, err := c.Exec(ctx, sql, args...)
+				return err
+			}
+			// pgx.Conn.Exec uses the simple protocol without arguments.
+			return c.PgConn().ExecParams(ctx, sql, nil, nil, nil, nil).Read().Err
+		}
+	}
+	unlocks := func(ctx context.Context, c *pgx.Conn) error {
+		var ok bool
+		if err := c.QueryRow(ctx, "select pg_advisory_unlock(1)").Scan(&ok); err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("pg_advisory_unlock(1) returned false: the lock is held by another server connection")
+		}
+		return nil
+	}
+	usesTemp := func(ctx context.Context, c *pgx.Conn) error {
+		if _, err := c.Exec(ctx, "insert into pin_tmp values ($1)", 1); err != nil {
+			return err
+		}
+		var n int
+		return c.QueryRow(ctx, "select count(*) from pin_tmp").Scan(&n)
+	}
+	tests := []struct {
+		name  string
+		state func(context.Context, *pgx.Conn) error
+		check func(context.Context, *pgx.Conn) error
+	}{
+		{"session advisory lock, simple protocol", simple("select pg_advisory_lock(1)"), unlocks},
+		{"session advisory lock, extended protocol", extended("select pg_advisory_lock($1)", 1), unlocks},
+		{"temporary table, simple protocol", simple("create temp table pin_tmp (x int)"), usesTemp},
+		{"temporary table, extended protocol", extended("create temp table pin_tmp (x int)"), usesTemp},
+		{"SQL PREPARE", simple("prepare pin_stmt as select 1"), simple("execute pin_stmt")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := ferrytest.Start(t, cfg)
+			a := coreConnect(t, ctx, dsn(f))
+			b := coreConnect(t, ctx, dsn(f))
+			if err := tc.state(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+			var aPID, bPID, aPIDLater uint32
+			if err := a.QueryRow(ctx, "select pg_backend_pid()").Scan(&aPID); err != nil {
+				t.Fatal(err)
+			}
+			// b takes the most recently released server, which is a's
+			// unless a is pinned to it.
+			tx, err := b.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			if err := tx.QueryRow(ctx, "select pg_backend_pid()").Scan(&bPID); err != nil {
+				t.Fatal(err)
+			}
+			checkErr := tc.check(ctx, a)
+			if err := a.QueryRow(ctx, "select pg_backend_pid()").Scan(&aPIDLater); err != nil {
+				t.Fatal(err)
+			}
+			if bPID == aPID || aPIDLater != aPID {
+				t.Errorf("client not pinned: its server pid went %d -> %d while another client got %d", aPID, aPIDLater, bPID)
+			}
+			if checkErr != nil {
+				t.Errorf("session state lost between transactions: %v", checkErr)
+			}
+		})
+	}
+}
+
+func TestSessionStateIsRefusedWhenPinningIsOff(t *testing.T) {
+	t.Parallel()
+	ctx := coreContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	cfg.PinOnSessionState = false
+	f := ferrytest.Start(t, cfg)
+	tests := []struct {
+		name string
+		sql  string
+		inTx bool
+	}{
+		{"temporary table", "create temp table refused_tmp (x int)", false},
+		{"session advisory lock", "select pg_advisory_lock(1)", false},
+		{"temporary table inside a transaction", "create temp table refused_tmp (x int)", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := coreConnect(t, ctx, f.AppDSN())
+			var tx pgx.Tx
+			if tc.inTx {
+				var err error
+				if tx, err = conn.Begin(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := conn.Exec(ctx, tc.sql)
+			pe := corePgError(t, err, "0A000")
+			if pe.Severity != "ERROR" {
+				t.Fatalf("severity %s, want ERROR: the session should continue", pe.Severity)
+			}
+			if tx != nil {
+				if err := tx.Rollback(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var n int
+			if err := conn.QueryRow(ctx, "select count(*) from pg_class where relname = 'refused_tmp'").Scan(&n); err != nil || n != 0 {
+				t.Fatalf("after the refusal: %d tables named refused_tmp, %v", n, err)
+			}
+		})
+	}
+}
+
+func TestSessionParametersFollowEachClientAcrossServerConnections(t *testing.T) {
+	t.Parallel()
+	ctx := coreContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	db := coreDatabase(t, cfg)
+	corePoolSize(cfg, db, 2)
+	f := ferrytest.Start(t, cfg)
+	dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
+
+	a := coreConnect(t, ctx, dsn+" application_name=core-a")
+	b := coreConnect(t, ctx, dsn+" application_name=core-b")
+	type seen struct {
+		searchPath, timeZone, appName string
+		pid                           uint32
+	}
+	const query = "select current_setting('search_path'), current_setting('TimeZone'), current_setting('application_name'), pg_backend_pid()"
+	look := func(q interface {
+		QueryRow(context.Context, string, ...any) pgx.Row
+	}) seen {
+		t.Helper()
+		var s seen
+		if err := q.QueryRow(ctx, query).Scan(&s.searchPath, &s.timeZone, &s.appName, &s.pid); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	defaults := look(b)
+	if defaults.searchPath != `"$user", public` || defaults.appName != "core-b" {
+		t.Fatalf("defaults: %+v", defaults)
+	}
+	for _, sql := range []string{
+		"create schema a_schema",
+		"set search_path to a_schema",
+		"SET TimeZone TO 'America/New_York'",
+	} {
+		if _, err := a.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	wantA := seen{searchPath: "a_schema", timeZone: "America/New_York", appName: "core-a"}
+	wantB := seen{searchPath: defaults.searchPath, timeZone: defaults.timeZone, appName: "core-b"}
+	if wantB.timeZone == wantA.timeZone {
+		t.Fatalf("the server default time zone is already %s", wantA.timeZone)
+	}
+	check := func(who string, got, want seen) {
+		t.Helper()
+		got.pid = 0
+		if got != want {
+			t.Fatalf("%s sees %+v, want %+v", who, got, want)
+		}
+	}
+
+	// Interleave so that each client runs on both server connections: while
+	// one holds a server in a transaction, the other must use the second.
+	aPIDs := map[uint32]bool{}
+	bPIDs := map[uint32]bool{}
+	for range 10 {
+		txA, err := a.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := look(txA)
+		aPIDs[s.pid] = true
+		check("a in its transaction", s, wantA)
+		s = look(b)
+		bPIDs[s.pid] = true
+		check("b while a holds a server", s, wantB)
+		if err := txA.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		txB, err := b.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s = look(txB)
+		bPIDs[s.pid] = true
+		check("b in its transaction", s, wantB)
+		s = look(a)
+		aPIDs[s.pid] = true
+		check("a while b holds a server", s, wantA)
+		if err := txB.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(aPIDs) < 2 || len(bPIDs) < 2 {
+		t.Fatalf("clients did not move between server connections (a used %d, b used %d)", len(aPIDs), len(bPIDs))
+	}
+
+	// And concurrently, in short transactions.
+	errc := make(chan error, 2)
+	for _, c := range []struct {
+		conn *pgx.Conn
+		want seen
+	}{{a, wantA}, {b, wantB}} {
+		go func() {
+			for range 100 {
+				var s seen
+				err := pgx.BeginFunc(ctx, c.conn, func(tx pgx.Tx) error {
+					return tx.QueryRow(ctx, query).Scan(&s.searchPath, &s.timeZone, &s.appName, &s.pid)
+				})
+				if err != nil {
+					errc <- err
+					return
+				}
+				s.pid = 0
+				if s != c.want {
+					errc <- errors.New("got " + s.searchPath + " / " + s.timeZone + " / " + s.appName + ", want " + c.want.searchPath + " / " + c.want.timeZone + " / " + c.want.appName)
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestGracefulShutdownLetsTheOpenTransactionCommitThenClosesTheClient(t *testing.T) {
+	t.Parallel()
+	ctx := coreContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	db := coreDatabase(t, cfg)
+	f := ferrytest.Start(t, cfg)
+	dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
+	conn := coreConnect(t, ctx, dsn)
+	if _, err := conn.Exec(ctx, "create table drained (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "insert into drained values ($1)", 1); err != nil {
+		t.Fatal(err)
+	}
+
+	cut := make(chan int, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cut <- f.Server.Shutdown(sctx)
+	}()
+	coreEventually(t, 10*time.Second, "pgferry to stop accepting clients", func() (bool, error) {
+		c, err := net.DialTimeout("tcp", f.Addr.String(), time.Second)
+		if err != nil {
+			return true, nil
+		}
+		return false, c.Close()
+	})
+	// The transaction in progress may still finish.
+	if _, err := tx.Exec(ctx, "insert into drained values ($1)", 2); err != nil {
+		t.Fatalf("statement inside the open transaction during shutdown: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("commit during shutdown: %v", err)
+	}
+	// Then the session ends by itself (Shutdown returns without cutting
+	// it) and the client's next query fails.
+	select {
+	case n := <-cut:
+		if n != 0 {
+			t.Fatalf("Shutdown cut %d sessions, want 0: the client was not let go after its transaction", n)
+		}
+	case <-ctx.Done():
+		t.Fatal("Shutdown did not return")
+	}
+	if _, err := conn.Exec(ctx, "select 1"); err == nil {
+		t.Fatal("the client can still run queries after Shutdown returned")
+	}
+	coreEventually(t, 10*time.Second, "the server connections to close", func() (bool, error) {
+		n, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1", db)
+		return n == 0, err
+	})
+	rows, err := pgx.Connect(ctx, cluster.SuperDSN(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close(ctx)
+	var committed int
+	if err := rows.QueryRow(ctx, "select count(*) from drained").Scan(&committed); err != nil || committed != 2 {
+		t.Fatalf("committed rows: %d %v, want 2", committed, err)
+	}
+}

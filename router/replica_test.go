@@ -1,0 +1,232 @@
+package router_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/internal/pgtest"
+)
+
+// startReplicated starts a primary with one streaming replica for one test.
+func startReplicated(t *testing.T) (primary, replica *pgtest.Cluster) {
+	t.Helper()
+	p, err := pgtest.Start(pgtest.Options{Replication: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	r, err := p.StartReplica(pgtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	return p, r
+}
+
+func replicaConfig(t *testing.T, primary, replica *pgtest.Cluster, tweak func(*configs.Database)) *configs.Config {
+	cfg := ferrytest.Config(t, primary)
+	db := cfg.Databases["app"]
+	db.Replicas = []configs.Replica{{Host: replica.Host, Port: replica.Port, Weight: 1}}
+	db.LagCheckInterval = configs.Duration(100 * time.Millisecond)
+	db.MaxReplicaLagBytes = 1 << 20
+	db.MaxReplicaLag = configs.Duration(5 * time.Second)
+	db.ReadYourWrites = 0
+	db.ReadOnlyAlias = "app_ro"
+	if tweak != nil {
+		tweak(&db)
+	}
+	cfg.Databases["app"] = db
+	return cfg
+}
+
+// whereReadOnlyRuns reports the port of the server a READ ONLY transaction
+// ran on.
+func whereReadOnlyRuns(ctx context.Context, t *testing.T, conn *pgx.Conn) int {
+	t.Helper()
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var port int
+	if err := tx.QueryRow(ctx, "select inet_server_port()", pgx.QueryExecModeSimpleProtocol).Scan(&port); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestReadOnlyTransactionsGoToAFreshReplicaAndWritesToThePrimary(t *testing.T) {
+	primary, replica := startReplicated(t)
+	f := ferrytest.Start(t, replicaConfig(t, primary, replica, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, f.AppDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+
+	eventually(t, "a read-only transaction runs on the replica", func() bool {
+		return whereReadOnlyRuns(ctx, t, conn) == replica.Port
+	})
+	var port int
+	if err := conn.QueryRow(ctx, "select inet_server_port()").Scan(&port); err != nil || port != primary.Port {
+		t.Fatalf("an ordinary transaction ran on port %d (%v), want the primary %d", port, err, primary.Port)
+	}
+	// A write inside a READ ONLY transaction gets the server's own error.
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Exec(ctx, "create table nope (x int)")
+	if err == nil || !containsCode(err, "25006") {
+		t.Fatalf("write in a read-only transaction: %v, want SQLSTATE 25006", err)
+	}
+	tx.Rollback(ctx)
+
+	// The read-only alias sends every transaction of the session to replicas.
+	ro, err := pgx.Connect(ctx, f.DSN("app_ro", ferrytest.User, ferrytest.Password))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close(context.Background())
+	var inRecovery bool
+	if err := ro.QueryRow(ctx, "select pg_is_in_recovery()").Scan(&inRecovery); err != nil || !inRecovery {
+		t.Fatalf("app_ro session ran on a primary (%v)", err)
+	}
+
+	// Lag: pause replay and write on the primary; reads go to the primary.
+	if err := replica.Exec(ctx, "select pg_wal_replay_pause()"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "create table lagging as select g from generate_series(1, 200000) g"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "reads leave the lagging replica", func() bool {
+		return whereReadOnlyRuns(ctx, t, conn) == primary.Port
+	})
+	if err := replica.Exec(ctx, "select pg_wal_replay_resume()"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the caught-up replica rejoins", func() bool {
+		return whereReadOnlyRuns(ctx, t, conn) == replica.Port
+	})
+
+	// Replica down: reads keep working on the primary; back up: it rejoins.
+	if err := replica.StopImmediate(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		whereReadOnlyRuns(ctx, t, conn) // must not fail
+	}
+	if err := replica.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the restarted replica rejoins", func() bool {
+		return whereReadOnlyRuns(ctx, t, conn) == replica.Port
+	})
+}
+
+func TestReadYourWritesSendsReadsAfterACommitToThePrimary(t *testing.T) {
+	primary, replica := startReplicated(t)
+	f := ferrytest.Start(t, replicaConfig(t, primary, replica, func(db *configs.Database) {
+		db.ReadYourWrites = configs.Duration(30 * time.Second)
+		db.MaxReplicaLagBytes = 1 << 30
+		db.MaxReplicaLag = configs.Duration(time.Hour)
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, f.AppDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	reader, err := pgx.Connect(ctx, f.AppDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close(context.Background())
+	eventually(t, "a fresh client's reads use the replica", func() bool {
+		return whereReadOnlyRuns(ctx, t, reader) == replica.Port
+	})
+	if err := replica.Exec(ctx, "select pg_wal_replay_pause()"); err != nil {
+		t.Fatal(err)
+	}
+	defer replica.Exec(context.Background(), "select pg_wal_replay_resume()")
+	if _, err := conn.Exec(ctx, "create table ryw (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if _, err := conn.Exec(ctx, fmt.Sprintf("insert into ryw values (%d)", i)); err != nil {
+			t.Fatal(err)
+		}
+		tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := tx.QueryRow(ctx, "select count(*) from ryw").Scan(&n); err != nil || n != i+1 {
+			t.Fatalf("read after write saw %d rows (%v), want %d", n, err, i+1)
+		}
+		tx.Rollback(ctx)
+	}
+}
+
+func TestWritesFollowThePrimaryAfterAPromotion(t *testing.T) {
+	primary, replica := startReplicated(t)
+	cfg := ferrytest.Config(t, primary)
+	db := cfg.Databases["app"]
+	db.Host = fmt.Sprintf("%s:%d,%s:%d", primary.Host, primary.Port, replica.Host, replica.Port)
+	cfg.Databases["app"] = db
+	f := ferrytest.Start(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, f.AppDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "create table failover (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := primary.StopImmediate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.Promote(); err != nil {
+		t.Fatal(err)
+	}
+	// The first statement may fail with the lost connection; the same
+	// client then writes on the new primary.
+	eventually(t, "writes resume on the promoted replica", func() bool {
+		var port int
+		err := conn.QueryRow(ctx, "insert into failover values (1) returning inet_server_port()").Scan(&port)
+		return err == nil && port == replica.Port
+	})
+}
+
+func containsCode(err error, code string) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == code
+}
