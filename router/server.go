@@ -519,7 +519,7 @@ func (s *Server) addReplicas(e *poolEntry, pc pool.Config) {
 		MaxLagBytes: e.db.MaxReplicaLagBytes,
 		MaxLag:      e.db.MaxReplicaLag.Std(),
 		Interval:    e.db.LagCheckInterval.Std(),
-		Logger:      s.log.With(zap.String("component", "lag"), zap.String("database", e.dbName)),
+		Logger:      s.log.With(zap.String("database", e.dbName)),
 	})
 	e.monitor.Start()
 }
@@ -632,4 +632,23 @@ func (s *Server) sessionByKey(pid, key uint32) *session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cancelKeys[uint64(pid)<<32|uint64(key)]
+}
+
+// Reconnect makes every server connection of database db ("" = all) close
+// when next released, so new logins pick up rotated credentials or moved
+// hosts, as the admin console's RECONNECT does.
+func (s *Server) Reconnect(db string) {
+	s.mu.Lock()
+	var entries []*poolEntry
+	for k, e := range s.pools {
+		if db == "" || k.db == db {
+			entries = append(entries, e)
+		}
+	}
+	s.mu.Unlock()
+	for _, e := range entries {
+		for _, p := range e.allPools() {
+			p.Reconnect()
+		}
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgferry/pgferry/auth"
+	"github.com/pgferry/pgferry/auth/entra"
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
@@ -522,9 +523,10 @@ func (ss *session) acquireError(err error) error {
 	case errors.Is(err, pool.ErrPoolClosed):
 		return protocol.Fatal(protocol.SQLStateAdminShutdown, "database configuration changed or pgferry is shutting down; reconnect")
 	}
-	var te interface{ ClientMessage() string }
+	var te *entra.TokenError
 	if errors.As(err, &te) {
-		return protocol.Fatal(protocol.SQLStateUnableToConnect, te.ClientMessage())
+		// The message names the database and the reason, never a secret.
+		return protocol.Fatal(protocol.SQLStateUnableToConnect, "pgferry "+te.Error())
 	}
 	ss.log.Warn("server connection failed", zap.Error(err))
 	return protocol.Fatal(protocol.SQLStateConnectionFailure, "pgferry could not connect to the server for database "+ss.database+": "+sanitize(err))

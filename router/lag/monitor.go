@@ -232,10 +232,11 @@ func (m *Monitor) Close() {
 }
 
 // ProbeNow runs one probe round and updates the snapshots before returning.
-// It waits for a round already in progress to finish first. It blocks for at
-// most about two ProbeTimeouts (primary hosts are tried in order, so up to one
-// per host, then all replicas at once); it returns early when ctx ends or the
-// Monitor is closed, and then applies nothing from the interrupted round.
+// It waits for a round already in progress to finish first. A round blocks
+// for at most about (number of primary hosts + 1) ProbeTimeouts: primary
+// hosts are tried one after another, then all replicas at once. ProbeNow
+// returns early when ctx ends or the Monitor is closed, and then applies
+// nothing from the interrupted round.
 func (m *Monitor) ProbeNow(ctx context.Context) {
 	if m.ctx.Err() != nil {
 		return

@@ -89,7 +89,7 @@ func (e *env) close() {
 // setup starts PostgreSQL, loads pgbench data, writes the shared ini and
 // starts both poolers. The returned env is never nil and must be closed.
 func setup(ctx context.Context, o options, root string) (*env, error) {
-	e := &env{opts: o, scram: newSCRAMCache()}
+	e := &env{opts: o, scram: newSCRAMCache(), logins: map[string]time.Duration{}}
 	for _, bin := range []string{pgtest.Binary("pgbench"), pgbouncerPath} {
 		if _, err := os.Stat(bin); err != nil {
 			return e, fmt.Errorf("%s not found: %w", bin, err)

@@ -1,0 +1,226 @@
+package router_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgferry/pgferry/auth/entra"
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/router"
+)
+
+// fakeIdentity is an App Service managed-identity endpoint on loopback that
+// the real azidentity ManagedIdentityCredential talks to.
+type fakeIdentity struct {
+	srv      *httptest.Server
+	requests atomic.Int64
+	mu       sync.Mutex
+	token    string
+	failing  bool
+}
+
+func newFakeIdentity(t *testing.T, token string) *fakeIdentity {
+	f := &fakeIdentity{token: token}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.requests.Add(1)
+		if r.Header.Get("X-IDENTITY-HEADER") != "test-header" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		f.mu.Lock()
+		tok, failing := f.token, f.failing
+		f.mu.Unlock()
+		if failing {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		// Short-lived tokens: azidentity serves from its cache only tokens
+		// with more than 5 minutes left, so every fetch reaches the fake.
+		fmt.Fprintf(w, `{"access_token":%q,"expires_on":"%d","resource":%q,"token_type":"Bearer"}`,
+			tok, time.Now().Add(2*time.Minute).Unix(), r.URL.Query().Get("resource"))
+	}))
+	t.Cleanup(f.srv.Close)
+	t.Setenv("IDENTITY_ENDPOINT", f.srv.URL+"/msi/token")
+	t.Setenv("IDENTITY_HEADER", "test-header")
+	return f
+}
+
+func (f *fakeIdentity) set(token string, failing bool) {
+	f.mu.Lock()
+	f.token, f.failing = token, failing
+	f.mu.Unlock()
+}
+
+const entraRole = "app@contoso.onmicrosoft.com"
+
+// entraFerry starts pgferry whose "app" database logs in as entraRole with
+// tokens from the fake endpoint, over TLS, to a server that accepts only
+// the token (cleartext password over hostssl, as Azure's server asks).
+func entraFerry(t *testing.T, fake *fakeIdentity, poolSize int, clock func() time.Time) (*ferrytest.Ferry, *entra.TokenSource) {
+	t.Helper()
+	ctx := context.Background()
+	if err := cluster.AddHBA(fmt.Sprintf(`hostssl all %q 127.0.0.1/32 password`, entraRole), fmt.Sprintf(`host all %q 127.0.0.1/32 reject`, entraRole)); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.CreateRole(ctx, entraRole, fake.token); err != nil {
+		if err := cluster.Exec(ctx, fmt.Sprintf(`alter role %q password '%s'`, entraRole, fake.token)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cluster.Exec(ctx, fmt.Sprintf(`grant all on database app to %q`, entraRole)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := ferrytest.Config(t, cluster)
+	db := cfg.Databases["app"]
+	db.User = entraRole
+	db.Password = ""
+	db.Auth = "entra"
+	db.SSLMode = "verify-full"
+	db.SSLRootCert = cluster.CAFile
+	db.Host = "localhost"
+	db.PoolSize = poolSize
+	cfg.Databases["app"] = db
+	ec := entra.Config{
+		Credential:     "managed_identity",
+		ClientID:       fmt.Sprintf("test-%d", time.Now().UnixNano()), // the MI cache is process-wide
+		Database:       "app",
+		Retry:          &policy.RetryOptions{MaxRetries: -1},
+		RefreshTimeout: 20 * time.Second,
+		Now:            clock,
+	}
+	cred, err := entra.NewCredential(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := entra.NewTokenSource(cred, ec)
+	t.Cleanup(ts.Close)
+	f := ferrytest.Start(t, cfg, func(o *router.Options) {
+		o.PasswordSource = func(string, configs.Database) (pool.PasswordSource, error) { return ts, nil }
+	})
+	return f, ts
+}
+
+func TestEntraTokensLogServersInAcrossRotationAndABurstCostsOneTokenRequest(t *testing.T) {
+	fake := newFakeIdentity(t, "token-1-"+strings.Repeat("a", 2000))
+	var skew atomic.Int64 // the token source's clock runs ahead by this much
+	f, _ := entraFerry(t, fake, 5, func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	// A cold burst: 500 clients at once, one token request.
+	var wg sync.WaitGroup
+	errs := make(chan error, 500)
+	for i := 0; i < 500; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := pgx.Connect(ctx, f.AppDSN())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close(context.Background())
+			var user string
+			if err := c.QueryRow(ctx, "select current_user").Scan(&user); err != nil || user != entraRole {
+				errs <- fmt.Errorf("current_user %q: %v", user, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := fake.requests.Load(); n != 1 {
+		t.Fatalf("the burst made %d token requests, want 1", n)
+	}
+
+	// An old server connection stays in use inside a transaction while the
+	// token rotates; new logins use the new token.
+	old, err := pgx.Connect(ctx, f.AppDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close(context.Background())
+	tx, err := old.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.set("token-2-"+strings.Repeat("b", 2000), false)
+	if err := cluster.Exec(ctx, fmt.Sprintf(`alter role %q password '%s'`, entraRole, "token-2-"+strings.Repeat("b", 2000))); err != nil {
+		t.Fatal(err)
+	}
+	// Time passes: the cached token is due for refresh (2-minute tokens are
+	// refreshed at two thirds of their life).
+	skew.Store(int64(90 * time.Second))
+	f.Server.Reconnect("")
+	// The old token is refused by the server now; pgferry fetches the new one.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := pgx.Connect(ctx, f.AppDSN())
+		if err == nil {
+			var one int
+			err = c.QueryRow(ctx, "select 1").Scan(&one)
+			c.Close(context.Background())
+			if err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no login with the rotated token: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var n int
+	if err := tx.QueryRow(ctx, "select 41 + 1").Scan(&n); err != nil || n != 42 {
+		t.Fatalf("the old server connection stopped serving: %v", err)
+	}
+	tx.Commit(ctx)
+	if fake.requests.Load() < 2 {
+		t.Fatalf("no new token was requested after rotation")
+	}
+}
+
+func TestClientsGetAClearErrorWhenNoEntraTokenCanBeObtained(t *testing.T) {
+	fake := newFakeIdentity(t, "token-x")
+	fake.set("token-x", true)
+	f, _ := entraFerry(t, fake, 2, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_, err := pgx.Connect(ctx, f.AppDSN())
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "08001" || !strings.Contains(pe.Message, `could not obtain an Entra ID token for database "app"`) {
+		t.Fatalf("got %v, want FATAL 08001 naming the database", err)
+	}
+	if strings.Contains(f.Logs(), "token-x") || strings.Contains(pe.Message, "token-x") {
+		t.Fatal("the token leaked into an error or a log line")
+	}
+	// Recovery when the identity endpoint comes back.
+	fake.set("token-x", false)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := pgx.Connect(ctx, f.AppDSN())
+		if err == nil {
+			c.Close(context.Background())
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
