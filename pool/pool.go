@@ -414,6 +414,7 @@ func (p *Pool) Release(sc *ServerConn) {
 	}
 	p.active--
 	sc.Rd.Release()
+	sc.Wr.Release()
 	p.putLocked(sc)
 	p.mu.Unlock()
 }

@@ -250,11 +250,19 @@ func (e *WriteError) Error() string { return "write: " + e.Err.Error() }
 func (e *WriteError) Unwrap() error { return e.Err }
 
 // Writer batches outgoing frames and writes them with one Write per Flush.
-// It is not safe for concurrent use.
+// Its buffer comes from a shared pool on first use and goes back on
+// Release, so idle connections hold none. It is not safe for concurrent use.
 type Writer struct {
-	dst io.Writer
-	buf []byte
+	dst  io.Writer
+	buf  []byte
+	bufp *[]byte // pool handle of buf's backing array, nil when released
 }
+
+var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// maxPooledWrite bounds the buffers returned to the pool: a buffer a large
+// message grew beyond it is dropped.
+const maxPooledWrite = 64 << 10
 
 // NewWriter returns a Writer to dst.
 func NewWriter(dst io.Writer) *Writer { return &Writer{dst: dst} }
@@ -262,12 +270,25 @@ func NewWriter(dst io.Writer) *Writer { return &Writer{dst: dst} }
 // Reset points the Writer at a new destination and drops pending bytes.
 func (w *Writer) Reset(dst io.Writer) { w.dst = dst; w.buf = w.buf[:0] }
 
+func (w *Writer) take() {
+	if w.bufp == nil {
+		w.bufp = writeBufPool.Get().(*[]byte)
+		w.buf = (*w.bufp)[:0]
+	}
+}
+
 // Append queues raw frame bytes.
-func (w *Writer) Append(b []byte) { w.buf = append(w.buf, b...) }
+func (w *Writer) Append(b []byte) {
+	w.take()
+	w.buf = append(w.buf, b...)
+}
 
 // Buffer exposes the pending bytes for encoders that append in place:
 // w.SetBuffer(msg.Encode(w.Buffer())).
-func (w *Writer) Buffer() []byte { return w.buf }
+func (w *Writer) Buffer() []byte {
+	w.take()
+	return w.buf
+}
 
 // SetBuffer replaces the pending bytes (see Buffer).
 func (w *Writer) SetBuffer(b []byte) { w.buf = b }
@@ -275,17 +296,16 @@ func (w *Writer) SetBuffer(b []byte) { w.buf = b }
 // Len reports how many bytes are pending.
 func (w *Writer) Len() int { return len(w.buf) }
 
-// Flush writes pending bytes. A buffer that a large message grew past 64 KiB
-// is dropped afterwards so steady-state memory stays small.
+// Flush writes pending bytes.
 func (w *Writer) Flush() error {
 	if len(w.buf) == 0 {
 		return nil
 	}
 	_, err := w.dst.Write(w.buf)
-	if cap(w.buf) > 64<<10 {
-		w.buf = nil
-	} else {
-		w.buf = w.buf[:0]
+	w.buf = w.buf[:0]
+	if cap(w.buf) > maxPooledWrite {
+		// A large message grew the buffer: do not keep it.
+		w.buf, w.bufp = nil, nil
 	}
 	if err != nil {
 		return &WriteError{Err: err}
@@ -293,8 +313,15 @@ func (w *Writer) Flush() error {
 	return nil
 }
 
-// Release drops the Writer's buffer (for idle connections).
-func (w *Writer) Release() { w.buf = nil }
+// Release returns the buffer to the pool; pending bytes are dropped. Call
+// it when the connection goes idle.
+func (w *Writer) Release() {
+	if w.bufp != nil && cap(w.buf) <= maxPooledWrite {
+		*w.bufp = w.buf[:0]
+		writeBufPool.Put(w.bufp)
+	}
+	w.buf, w.bufp = nil, nil
+}
 
 // HasFrame reports whether a whole frame is buffered, so reading it will not
 // block. Callers flush their writes before a read that may block.

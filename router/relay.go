@@ -686,6 +686,7 @@ func (ss *session) releaseServer(sc *pool.ServerConn) {
 	ss.entry.stats.xactTimeUS.Add(uint64(time.Since(ss.linkedAt) / time.Microsecond))
 	ss.waitForWriter()
 	err := ss.wr.Flush()
+	ss.wr.Release() // idle clients hold no write buffer
 	if sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 {
 		sc.Pool().Destroy(sc)
 	} else {
