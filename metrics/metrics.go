@@ -2,12 +2,14 @@ package metrics
 
 import (
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/pgferry/pgferry/auth/entra"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/router"
 )
@@ -42,6 +44,10 @@ type Metrics struct {
 	serverLogins *prometheus.CounterVec
 	rejected     *prometheus.CounterVec
 	rejectedBy   map[string]prometheus.Counter // pre-bound children of rejected
+
+	// tokenMu guards tokens, the Entra ID token sources to export.
+	tokenMu sync.Mutex
+	tokens  []tokenSource
 }
 
 // New creates pgferry's metrics and registers them on reg, which should be
@@ -170,6 +176,29 @@ var (
 		"Open client sockets, including admin console clients and clients still logging in, a count.")
 	descPins = desc("client", "pins_total",
 		"Client sessions that became pinned to a server connection by session state, a count.")
+
+	descLagBytes = desc("router", "replica_lag_bytes",
+		"WAL a replica has not replayed yet, in bytes (-1 when unknown).", labelDatabase, labelBackend)
+	descLagSeconds = desc("router", "replica_lag_seconds",
+		"How far a replica's replay is behind, in seconds (0 when fully replayed; -1 when unknown).", labelDatabase, labelBackend)
+	descInRotation = desc("router", "replica_in_rotation",
+		"1 when the replica serves reads, 0 when it is out of rotation (down, lagging or promoted); unitless.", labelDatabase, labelBackend)
+	descBackendUp = desc("router", "backend_up",
+		"1 when the last probe of the backend succeeded, else 0; unitless. role is primary or replica.", labelDatabase, labelBackend, labelRole)
+	descReplicaConns = desc("server", "replica_connections",
+		"Server connections to a read replica by state (active, idle, login), a count.", labelDatabase, labelBackend, labelState)
+	descTokenExpiry = desc("auth", "entra_token_expiry_timestamp_seconds",
+		"When the cached Entra ID token expires, as a Unix time in seconds (0 before the first token).", labelDatabase)
+	descTokenRefreshes = desc("auth", "entra_token_refreshes_total",
+		"Entra ID tokens obtained, a count.", labelDatabase)
+	descTokenFailures = desc("auth", "entra_token_failures_total",
+		"Failed Entra ID token requests, a count, by reason (timeout, http_error, credential_unavailable, other).", labelDatabase, labelReason)
+)
+
+// Label names for replicas.
+const (
+	labelBackend = "backend"
+	labelRole    = "role"
 )
 
 func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
@@ -184,7 +213,8 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descClientConns, descServerConns, descWaiting, descMaxWait, descPaused, descAcquires,
 		descXacts, descQueries, descXactTime, descParses, descBinds, descLogins, descPinned,
-		descSockets, descPins,
+		descSockets, descPins, descLagBytes, descLagSeconds, descInRotation, descBackendUp, descReplicaConns,
+		descTokenExpiry, descTokenRefreshes, descTokenFailures,
 	} {
 		ch <- d
 	}
@@ -196,6 +226,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	snap := srv.Snapshot()
+	seenDB := make(map[string]bool)
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
@@ -228,5 +259,57 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descBinds, float64(p.Counters.Binds), db, user)
 		counter(descLogins, float64(p.Counters.ClientLogins), db, user)
 		gauge(descPinned, float64(p.Counters.PinnedClients), db, user)
+		if len(p.Replicas) > 0 && !seenDB[db] {
+			// Lag is a property of the database's replicas, not of a user's
+			// pool: report it once per database.
+			seenDB[db] = true
+			gauge(descBackendUp, b2f(p.Primary.Up && !p.Primary.InRecovery), db, "primary", "primary")
+			for _, r := range p.Replicas {
+				gauge(descLagBytes, float64(r.Status.LagBytes), db, r.Name)
+				gauge(descLagSeconds, r.Status.LagSeconds, db, r.Name)
+				gauge(descInRotation, b2f(r.Status.InRotation), db, r.Name)
+				gauge(descBackendUp, b2f(r.Status.Up), db, r.Name, "replica")
+			}
+		}
+		for _, r := range p.Replicas {
+			gauge(descReplicaConns, float64(r.Stat.Active), db, r.Name, "active")
+			gauge(descReplicaConns, float64(r.Stat.Idle), db, r.Name, "idle")
+			gauge(descReplicaConns, float64(r.Stat.Dialing), db, r.Name, "login")
+		}
 	}
+	c.m.tokenMu.Lock()
+	sources := append([]tokenSource(nil), c.m.tokens...)
+	c.m.tokenMu.Unlock()
+	for _, ts := range sources {
+		st := ts.src.Stats()
+		exp := 0.0
+		if !st.ExpiresOn.IsZero() {
+			exp = float64(st.ExpiresOn.Unix())
+		}
+		gauge(descTokenExpiry, exp, ts.database)
+		counter(descTokenRefreshes, float64(st.Refreshes), ts.database)
+		for i := entra.Reason(0); i < entra.NumReasons; i++ {
+			counter(descTokenFailures, float64(st.FailuresByReason[i]), ts.database, entra.ReasonName(i))
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+type tokenSource struct {
+	database string
+	src      interface{ Stats() entra.Stats }
+}
+
+// AddTokenSource exports an Entra ID token source's expiry, refreshes and
+// failures for database. Safe for concurrent use.
+func (m *Metrics) AddTokenSource(database string, src interface{ Stats() entra.Stats }) {
+	m.tokenMu.Lock()
+	m.tokens = append(m.tokens, tokenSource{database: database, src: src})
+	m.tokenMu.Unlock()
 }

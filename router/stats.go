@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/router/lag"
 )
 
 // Snapshot is a read-only, point-in-time view of the router for the admin
@@ -38,6 +39,19 @@ type PoolSnapshot struct {
 	// ClientsActive counts logged-in clients linked to a server connection,
 	// ClientsWaiting those queued for one, ClientsIdle the rest.
 	ClientsActive, ClientsWaiting, ClientsIdle int
+	// Replicas describes the database's read replicas, if any.
+	Replicas []ReplicaSnapshot
+	// Primary is the lag monitor's view of the primary (zero without
+	// replicas).
+	Primary lag.PrimaryStatus
+}
+
+// ReplicaSnapshot is one read replica: its pool and the lag monitor's view.
+type ReplicaSnapshot struct {
+	// Name is host:port.
+	Name   string
+	Stat   pool.Stat
+	Status lag.ReplicaStatus
 }
 
 // PoolCounters are a pool's cumulative counters (PinnedClients excepted,
@@ -73,13 +87,25 @@ func (s *Server) Snapshot() Snapshot {
 	byKey := make(map[poolKey]int, len(entries))
 	for _, e := range entries {
 		byKey[e.key()] = len(snap.Pools)
-		snap.Pools = append(snap.Pools, PoolSnapshot{
+		ps := PoolSnapshot{
 			Database: e.dbName,
 			User:     e.pool.User(),
 			Mode:     e.mode,
 			Stat:     e.pool.Stat(),
 			Counters: e.counters(),
-		})
+		}
+		if e.monitor != nil {
+			status := e.monitor.Status()
+			ps.Primary = e.monitor.PrimaryStatus()
+			for i, r := range e.replicas {
+				rs := ReplicaSnapshot{Name: r.name, Stat: r.pool.Stat()}
+				if i < len(status) {
+					rs.Status = status[i]
+				}
+				ps.Replicas = append(ps.Replicas, rs)
+			}
+		}
+		snap.Pools = append(snap.Pools, ps)
 	}
 	for _, ss := range sessions {
 		if ss.admin {

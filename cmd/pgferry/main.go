@@ -21,6 +21,7 @@ import (
 	_ "net/http/pprof" // served only on debug_listen
 	"os"
 	"os/signal"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -134,6 +135,7 @@ func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLe
 
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, nil, router.Version())
+	sources.metrics = m
 	srv, err := router.New(cfg, router.Options{Logger: log, PasswordSource: sources.get, Hooks: m.Hooks()})
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
@@ -241,8 +243,11 @@ func reload(srv *router.Server, path string, log *zap.Logger, level zap.AtomicLe
 // tokenSources builds one Entra ID token source per identity and keeps
 // them refreshing in the background until close.
 type tokenSources struct {
-	ctx  context.Context
-	log  *zap.Logger
+	ctx     context.Context
+	log     *zap.Logger
+	metrics *metrics.Metrics
+	// mu guards byID: pools are created concurrently by sessions.
+	mu   sync.Mutex
 	byID map[string]*entra.TokenSource
 }
 
@@ -250,9 +255,11 @@ func newTokenSources(ctx context.Context, log *zap.Logger) *tokenSources {
 	return &tokenSources{ctx: ctx, log: log, byID: make(map[string]*entra.TokenSource)}
 }
 
-// get is router.Options.PasswordSource. It is called under no lock by the
-// router, once per new pool; pools share a source per identity.
+// get is router.Options.PasswordSource, called once per new pool,
+// concurrently; pools share a source per identity.
 func (t *tokenSources) get(dbName string, db configs.Database) (pool.PasswordSource, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	ec := entra.Config{
 		Credential:       db.EntraCredential,
 		ClientID:         db.EntraClientID,
@@ -275,10 +282,15 @@ func (t *tokenSources) get(dbName string, db configs.Database) (pool.PasswordSou
 	s := entra.NewTokenSource(cred, ec)
 	s.Start(t.ctx)
 	t.byID[id] = s
+	if t.metrics != nil {
+		t.metrics.AddTokenSource(dbName, s)
+	}
 	return s, nil
 }
 
 func (t *tokenSources) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	for _, s := range t.byID {
 		s.Close()
 	}
