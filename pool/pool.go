@@ -100,6 +100,7 @@ type Pool struct {
 	loginAt      time.Time
 	reserve      bool // reserve connections currently allowed
 	reserveArmed bool // a reserve check timer is pending
+	reserveTimer *time.Timer
 	stat         Stat // cumulative counters
 }
 
@@ -328,7 +329,7 @@ func (p *Pool) scheduleReserveLocked() {
 	// The janitor re-checks every tick; a timer gives finer resolution.
 	p.reserveArmed = true
 	p.wg.Add(1)
-	time.AfterFunc(wait, func() {
+	p.reserveTimer = time.AfterFunc(wait, func() {
 		defer p.wg.Done()
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -588,6 +589,10 @@ func (p *Pool) Close() {
 	if p.paused {
 		p.paused = false
 		close(p.resumed)
+	}
+	if p.reserveArmed && p.reserveTimer.Stop() {
+		p.reserveArmed = false
+		p.wg.Done() // the timer's function will not run
 	}
 	p.mu.Unlock()
 	for _, w := range failed {

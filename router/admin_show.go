@@ -436,7 +436,8 @@ func (c *adminConsole) showServers(rs *resultSet) {
 	}
 	var active []lent
 	for _, ss := range sessions {
-		if ss.admin || ss.entry == nil {
+		e := ss.poolEntry()
+		if ss.admin || e == nil {
 			continue
 		}
 		ss.mu.Lock()
@@ -445,7 +446,7 @@ func (c *adminConsole) showServers(rs *resultSet) {
 		if sc == nil {
 			continue
 		}
-		active = append(active, lent{sc.Pool().LentConnInfo(sc), ss.entry.dbName, sc.Pool().User(), ss.id})
+		active = append(active, lent{sc.Pool().LentConnInfo(sc), e.dbName, sc.Pool().User(), ss.id})
 	}
 	row := func(state, db, user string, ci pool.ConnInfo, link string, requested time.Time) {
 		addr, port := splitAddr(ci.Addr)

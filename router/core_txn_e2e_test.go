@@ -7,7 +7,11 @@ package router_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -572,5 +576,275 @@ func TestGracefulShutdownLetsTheOpenTransactionCommitThenClosesTheClient(t *test
 	var committed int
 	if err := rows.QueryRow(ctx, "select count(*) from drained").Scan(&committed); err != nil || committed != 2 {
 		t.Fatalf("committed rows: %d %v, want 2", committed, err)
+	}
+}
+
+func TestSearchPathSetByOneClientNeverLeaksToAnother(t *testing.T) {
+	t.Parallel()
+	ctx := coreContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	db := coreDatabase(t, cfg)
+	corePoolSize(cfg, db, 2)
+	dsn := func(f *ferrytest.Ferry) string { return f.DSN(db, ferrytest.User, ferrytest.Password) }
+	setup := coreConnect(t, ctx, cluster.DSN(db, ferrytest.User, ferrytest.Password))
+	if _, err := setup.Exec(ctx, "create schema a_schema"); err != nil {
+		t.Fatal(err)
+	}
+	const def = `"$user", public`
+	tests := []struct {
+		name  string
+		sql   []string // simple queries, one message each
+		wantA string   // what the client that ran sql sees afterwards
+	}{
+		{"SET outside a transaction", []string{"set search_path to a_schema"}, "a_schema"},
+		{"SET in a committed transaction", []string{"begin", "set search_path to a_schema", "commit"}, "a_schema"},
+		{"SET in a rolled back transaction", []string{"begin", "set search_path to a_schema", "rollback"}, def},
+		{"SET in a committed transaction, one query string", []string{"begin; set search_path to a_schema; commit"}, "a_schema"},
+		{"SET in a rolled back transaction, one query string", []string{"begin; set search_path to a_schema; rollback"}, def},
+		{"SET LOCAL", []string{"begin", "set local search_path to a_schema", "commit"}, def},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := ferrytest.Start(t, cfg)
+			a := coreConnect(t, ctx, dsn(f))
+			b := coreConnect(t, ctx, dsn(f))
+			for _, sql := range tc.sql {
+				if _, err := a.Exec(ctx, sql); err != nil {
+					t.Fatalf("%s: %v", sql, err)
+				}
+			}
+			// b takes the server a just used (the most recently released)
+			// and holds it, so a moves to the other one.
+			tx, err := b.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			var gotB, gotA string
+			if err := tx.QueryRow(ctx, "show search_path").Scan(&gotB); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.QueryRow(ctx, "show search_path").Scan(&gotA); err != nil {
+				t.Fatal(err)
+			}
+			if gotB != def {
+				t.Errorf("another client sees search_path %q, want the default %q: session state leaked", gotB, def)
+			}
+			if gotA != tc.wantA {
+				t.Errorf("the client that ran %q sees search_path %q, want %q", strings.Join(tc.sql, "; "), gotA, tc.wantA)
+			}
+		})
+	}
+}
+
+// gateProxy forwards TCP connections to a server. While held, new
+// connections wait at the gate (each announced on pending) until open is
+// called; connections already through keep flowing. It lets a test delay
+// the one connection pgferry opens to deliver a CancelRequest without
+// slowing the pool's server connection.
+type gateProxy struct {
+	ln      net.Listener
+	target  string
+	pending chan struct{}
+
+	// mu guards the fields below.
+	mu    sync.Mutex
+	gate  chan struct{} // nil: open; otherwise closed by open
+	conns []net.Conn
+	done  bool
+
+	wg sync.WaitGroup
+}
+
+func startGateProxy(t *testing.T, target string) *gateProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &gateProxy{ln: ln, target: target, pending: make(chan struct{}, 16)}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *gateProxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
+
+func (p *gateProxy) hold() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gate = make(chan struct{})
+}
+
+func (p *gateProxy) open() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gate != nil {
+		close(p.gate)
+		p.gate = nil
+	}
+}
+
+// track registers c to be closed by close; it reports false (and closes c)
+// if the proxy is already closed.
+func (p *gateProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done {
+		c.Close()
+		return false
+	}
+	p.conns = append(p.conns, c)
+	return true
+}
+
+func (p *gateProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !p.track(c) {
+			return
+		}
+		p.wg.Add(1)
+		go p.serve(c)
+	}
+}
+
+func (p *gateProxy) serve(c net.Conn) {
+	defer p.wg.Done()
+	p.mu.Lock()
+	gate := p.gate
+	p.mu.Unlock()
+	if gate != nil {
+		select {
+		case p.pending <- struct{}{}:
+		default:
+		}
+		// close opens the gate too; the connection then fails to track.
+		<-gate
+	}
+	s, err := net.Dial("tcp", p.target)
+	if err != nil || !p.track(s) {
+		c.Close()
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		io.Copy(s, c)
+		s.Close()
+	}()
+	io.Copy(c, s)
+	c.Close()
+}
+
+func (p *gateProxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	p.done = true
+	conns := p.conns
+	p.conns = nil
+	if p.gate != nil {
+		close(p.gate)
+		p.gate = nil
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	p.wg.Wait()
+}
+
+func TestLateCancelRequestNeverCancelsAnotherClientsQuery(t *testing.T) {
+	t.Parallel()
+	ctx := coreContext(t)
+	proxy := startGateProxy(t, net.JoinHostPort(cluster.Host, strconv.Itoa(cluster.Port)))
+	cfg := ferrytest.Config(t, cluster)
+	db := coreDatabase(t, cfg)
+	e := cfg.Databases[db]
+	e.Port = proxy.port()
+	e.PoolSize = 1
+	cfg.Databases[db] = e
+	f := ferrytest.Start(t, cfg)
+	dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
+	a := coreConnect(t, ctx, dsn)
+	b := coreConnect(t, ctx, dsn)
+	ctrl := coreConnect(t, ctx, cluster.SuperDSN(db)) // directly, to hold locks
+
+	// The pool's only server connection goes through the proxy now; later
+	// connections (the cancel's) wait at the gate.
+	if _, err := a.Exec(ctx, "select 1"); err != nil {
+		t.Fatal(err)
+	}
+	proxy.hold()
+	if _, err := ctrl.Exec(ctx, "select pg_advisory_lock(5), pg_advisory_lock(6)"); err != nil {
+		t.Fatal(err)
+	}
+	waitingOnLock := func(query string) func() (bool, error) {
+		return func() (bool, error) {
+			n, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and wait_event_type = 'Lock' and query = $2", db, query)
+			return n == 1, err
+		}
+	}
+
+	// a's query waits on lock 5; a asks pgferry to cancel it.
+	aErr := make(chan error, 1)
+	go func() { _, err := a.Exec(ctx, "select pg_advisory_xact_lock(5)"); aErr <- err }()
+	coreEventually(t, 10*time.Second, "a's query to wait on its lock", waitingOnLock("select pg_advisory_xact_lock(5)"))
+	cancelDone := make(chan error, 1)
+	go func() { cancelDone <- a.PgConn().CancelRequest(ctx) }()
+	select {
+	case <-proxy.pending:
+	case <-ctx.Done():
+		t.Fatal("pgferry did not connect to the server to deliver the cancel")
+	}
+	// Before the cancel gets through, a's query finishes by itself.
+	if _, err := ctrl.Exec(ctx, "select pg_advisory_unlock(5)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-aErr; err != nil {
+		t.Fatalf("a's query: %v", err)
+	}
+
+	// b, which never asked for a cancel, queries next. pgferry must not
+	// give it the server a cancel is still on its way to (PgBouncer holds
+	// such a server back until the cancel is done).
+	bErr := make(chan error, 1)
+	go func() { _, err := b.Exec(ctx, "select pg_advisory_xact_lock(6)"); bErr <- err }()
+	// With the bug, b's query reaches the server at once; without it, b
+	// waits for the server and this poll gives up quietly.
+	giveUp := time.After(2 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+poll:
+	for {
+		if ok, err := waitingOnLock("select pg_advisory_xact_lock(6)")(); err != nil {
+			t.Fatal(err)
+		} else if ok {
+			break
+		}
+		select {
+		case <-giveUp:
+			break poll
+		case <-tick.C:
+		}
+	}
+	proxy.open()
+	if err := <-cancelDone; err != nil {
+		t.Fatalf("cancel request: %v", err)
+	}
+	if _, err := ctrl.Exec(ctx, "select pg_advisory_unlock(6)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-bErr; err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "57014" {
+			t.Fatalf("a's cancel request canceled b's query: %v", err)
+		}
+		t.Fatalf("b's query: %v", err)
 	}
 }

@@ -307,6 +307,13 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	ctx, cancel := ss.waitContext(cfg)
 	ss.waiting.Store(true)
 	sc, err := p.Acquire(ctx)
+	if errors.Is(err, pool.ErrPoolClosed) && ss.refreshEntry() {
+		// A reload replaced the database's pools: carry on with the new
+		// ones, the client keeps its session.
+		if p, onReplica, err = ss.pickPool(readOnly); err == nil {
+			sc, err = p.Acquire(ctx)
+		}
+	}
 	ss.waiting.Store(false)
 	cancel()
 	if err != nil {
@@ -928,4 +935,38 @@ func (ss *session) onQueryTimeout() {
 		ss.log.Info("query_timeout: cancelling the running query")
 		ss.srv.forwardCancel(ss.pid, ss.key)
 	}
+}
+
+// refreshEntry points the session at the current pools of its database
+// after a reload replaced them. It reports whether it found them.
+func (ss *session) refreshEntry() bool {
+	if ss.srv.isDraining() || ss.pinned {
+		return false
+	}
+	cfg := ss.srv.cfg.Load()
+	db, _, ok := cfg.LookupDatabase(ss.database)
+	if !ok {
+		return false
+	}
+	user := db.User
+	if user == "" {
+		user = ss.user
+	}
+	e, err := ss.srv.poolFor(ss.poolName, db, user, ss.clientPassword)
+	if err != nil || e == ss.entry {
+		return false
+	}
+	ss.mu.Lock()
+	ss.entry = e
+	ss.txnMode = e.mode == poolModeTransaction
+	ss.mu.Unlock()
+	return true
+}
+
+// poolEntry returns the session's pools for other goroutines (admin
+// console, metrics); the session's own goroutines use ss.entry directly.
+func (ss *session) poolEntry() *poolEntry {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.entry
 }

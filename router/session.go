@@ -100,6 +100,11 @@ type session struct {
 	lastWrite             time.Time
 	readOnlyAlias         bool // connected through readonly_alias; set at startup
 
+	// poolName is the database entry the session's pools belong to and
+	// clientPassword the password the client revealed (plain auth only),
+	// kept to find the new pools after a reload replaced them.
+	poolName, clientPassword string
+
 	waiting atomic.Bool // queued for a server connection
 	killed  atomic.Bool
 	wakeReq atomic.Bool
@@ -284,6 +289,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 	if serverUser == "" {
 		serverUser = ss.user
 	}
+	ss.poolName, ss.clientPassword = poolName, password
 	entry, err := ss.srv.poolFor(poolName, db, serverUser, password)
 	if err != nil {
 		return err

@@ -112,10 +112,11 @@ func (s *Server) Snapshot() Snapshot {
 			snap.AdminClients++
 			continue
 		}
-		if ss.entry == nil {
+		e := ss.poolEntry()
+		if e == nil {
 			continue
 		}
-		i, ok := byKey[ss.entry.key()]
+		i, ok := byKey[e.key()]
 		if !ok {
 			continue // its pool was replaced by a reload
 		}
