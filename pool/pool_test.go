@@ -1,0 +1,244 @@
+package pool_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/pgferry/pgferry/internal/pgtest"
+	"github.com/pgferry/pgferry/pool"
+)
+
+var cluster *pgtest.Cluster
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	c, err := pgtest.Start(pgtest.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start PostgreSQL:", err)
+		os.Exit(1)
+	}
+	cluster = c
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) { c.Stop(); os.Exit(code) }))
+}
+
+func config(size int) pool.Config {
+	return pool.Config{
+		Database: "app", User: pgtest.AppUser, Size: size,
+		LoginRetry: 100 * time.Millisecond,
+		Dial: pool.DialConfig{
+			Hosts: []string{cluster.Host}, Port: cluster.Port,
+			Database: pgtest.AppDatabase, User: pgtest.AppUser,
+			Password: pool.StaticPassword(pgtest.AppPassword),
+			SSLMode:  pool.SSLDisable, ConnectTimeout: 5 * time.Second,
+		},
+	}
+}
+
+func newPool(t *testing.T, cfg pool.Config) *pool.Pool {
+	p := pool.New(cfg)
+	t.Cleanup(p.Close)
+	return p
+}
+
+func acquire(t *testing.T, p *pool.Pool) *pool.ServerConn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sc, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc
+}
+
+func TestPoolLendsAtMostSizeConnectionsAndServesWaitersInOrder(t *testing.T) {
+	p := newPool(t, config(2))
+	a, b := acquire(t, p), acquire(t, p)
+	if st := p.Stat(); st.Active != 2 || st.Total != 2 {
+		t.Fatalf("stat %+v, want 2 active", st)
+	}
+	got := make(chan int, 2)
+	for i := 1; i <= 2; i++ {
+		go func() {
+			sc := acquire(t, p)
+			got <- i
+			time.Sleep(10 * time.Millisecond)
+			p.Release(sc)
+		}()
+		// Make sure waiter i is queued before waiter i+1.
+		deadline := time.Now().Add(5 * time.Second)
+		for p.Stat().Waiting != i {
+			if time.Now().After(deadline) {
+				t.Fatal("waiter did not queue")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	p.Release(a)
+	if first := <-got; first != 1 {
+		t.Fatalf("waiter %d was served first, want 1 (FIFO)", first)
+	}
+	p.Release(b)
+	<-got
+	if st := p.Stat(); st.Total > 2 {
+		t.Fatalf("pool grew to %d connections, size is 2", st.Total)
+	}
+}
+
+func TestAWaiterGivesUpWhenItsContextEnds(t *testing.T) {
+	p := newPool(t, config(1))
+	sc := acquire(t, p)
+	defer p.Release(sc)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := p.Acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want the context's deadline error", err)
+	}
+	if st := p.Stat(); st.Waiting != 0 {
+		t.Fatalf("%d waiters left behind", st.Waiting)
+	}
+}
+
+func TestAConnectionThatDiedWhileIdleIsNeverHandedOut(t *testing.T) {
+	p := newPool(t, config(1))
+	sc := acquire(t, p)
+	pid := sc.PID
+	p.Release(sc)
+	ctx := context.Background()
+	if err := cluster.Exec(ctx, fmt.Sprintf("select pg_terminate_backend(%d)", pid)); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the server has really closed it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := cluster.QueryInt(ctx, fmt.Sprintf("select count(*) from pg_stat_activity where pid = %d", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("backend did not exit")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // let the FIN reach our socket
+	sc = acquire(t, p)
+	defer p.Release(sc)
+	if sc.PID == pid {
+		t.Fatal("the pool handed out a connection whose server had exited")
+	}
+}
+
+func TestTheReservePoolOpensOnceAWaiterHasWaitedLongEnough(t *testing.T) {
+	cfg := config(1)
+	cfg.ReserveSize = 1
+	cfg.ReserveTimeout = 100 * time.Millisecond
+	p := newPool(t, cfg)
+	a := acquire(t, p)
+	defer p.Release(a)
+	b := acquire(t, p) // served by the reserve connection
+	defer p.Release(b)
+	if st := p.Stat(); st.Total != 2 {
+		t.Fatalf("total %d, want 2 with the reserve", st.Total)
+	}
+}
+
+func TestASharedDatabaseLimitCapsConnectionsAcrossPools(t *testing.T) {
+	limit := pool.NewLimit(1)
+	c1, c2 := config(2), config(2)
+	c1.DBLimit, c2.DBLimit = limit, limit
+	p1, p2 := newPool(t, c1), newPool(t, c2)
+	sc := acquire(t, p1)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	_, err := p2.Acquire(ctx)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second pool got a connection over the limit: %v", err)
+	}
+	p1.Release(sc)
+	// The idle connection of p1 is closed to make room for p2.
+	sc2 := acquire(t, p2)
+	p2.Release(sc2)
+}
+
+func TestLoginFailuresReachWaitersAndFailFastDuringServerLoginRetry(t *testing.T) {
+	cfg := config(1)
+	cfg.Dial.Password = pool.StaticPassword("wrong")
+	cfg.LoginRetry = time.Minute
+	p := newPool(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := p.Acquire(ctx)
+	var se *pool.ServerError
+	if !errors.As(err, &se) || se.Code != "28P01" {
+		t.Fatalf("got %v, want the server's 28P01", err)
+	}
+	_, err = p.Acquire(ctx)
+	var lf *pool.LoginFailingError
+	if !errors.As(err, &lf) {
+		t.Fatalf("got %v, want a fast LoginFailingError", err)
+	}
+}
+
+func TestMinPoolSizeKeepsConnectionsWarm(t *testing.T) {
+	cfg := config(3)
+	cfg.MinSize = 2
+	p := newPool(t, cfg)
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Stat().Idle < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stat %+v: min_pool_size not kept", p.Stat())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestReconnectRetiresConnectionsWhenTheyComeBack(t *testing.T) {
+	p := newPool(t, config(1))
+	sc := acquire(t, p)
+	pid := sc.PID
+	p.Reconnect()
+	p.Release(sc)
+	sc = acquire(t, p)
+	defer p.Release(sc)
+	if sc.PID == pid {
+		t.Fatal("a connection from before Reconnect was lent again")
+	}
+}
+
+func TestServerLifetimeRetiresOldConnections(t *testing.T) {
+	cfg := config(1)
+	cfg.Lifetime = time.Nanosecond
+	p := newPool(t, cfg)
+	sc := acquire(t, p)
+	pid := sc.PID
+	p.Release(sc)
+	sc = acquire(t, p)
+	defer p.Release(sc)
+	if sc.PID == pid {
+		t.Fatal("a connection past server_lifetime was lent again")
+	}
+}
+
+func TestDialFollowsTheWritableHostInAList(t *testing.T) {
+	cfg := config(1).Dial
+	cfg.Hosts = []string{"127.0.0.1:1", fmt.Sprintf("%s:%d", cluster.Host, cluster.Port)}
+	cfg.RequireWritable = true
+	sc, err := pool.Dial(context.Background(), &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Addr != fmt.Sprintf("%s:%d", cluster.Host, cluster.Port) {
+		t.Fatalf("dialed %s", sc.Addr)
+	}
+	sc.Conn.Close()
+}
