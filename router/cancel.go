@@ -20,15 +20,18 @@ func (s *Server) forwardCancel(pid, key uint32) {
 	}
 	ss.mu.Lock()
 	sc := ss.server
-	var host, addr string
-	var spid, skey uint32
-	if sc != nil {
-		host, addr, spid, skey = sc.Host, sc.Addr, sc.PID, sc.Key
-	}
-	ss.mu.Unlock()
-	if sc == nil {
+	if sc == nil || ss.q.n == 0 {
+		// Nothing is running for this client: nothing to cancel.
+		ss.mu.Unlock()
 		return
 	}
+	host, addr, spid, skey := sc.Host, sc.Addr, sc.PID, sc.Key
+	// Hold the server: it must not serve another client until this cancel
+	// has been delivered, or a late cancel could hit someone else's query
+	// (PgBouncer's sv_being_canceled).
+	ss.cancels++
+	ss.mu.Unlock()
+	defer ss.cancelDone(sc)
 	timeout := s.cfg.Load().CancelWaitTimeout.Std()
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -38,5 +41,21 @@ func (s *Server) forwardCancel(pid, key uint32) {
 	dc := sc.Pool().Config().Dial
 	if err := pool.SendCancel(ctx, &dc, host, addr, spid, skey); err != nil {
 		s.log.Warn("cancel request failed", zap.Uint64("conn_id", ss.id), zap.Error(err))
+	}
+}
+
+// cancelDone ends a cancel's hold on sc and, if the transaction finished
+// meanwhile, lets the pump release the server now.
+func (ss *session) cancelDone(sc *pool.ServerConn) {
+	ss.mu.Lock()
+	ss.cancels--
+	kick := ss.cancels == 0 && ss.releaseDeferred && ss.server == sc
+	if kick {
+		ss.releaseDeferred = false
+		ss.pumpKick = true
+	}
+	ss.mu.Unlock()
+	if kick {
+		sc.Conn.SetReadDeadline(time.Unix(1, 0))
 	}
 }

@@ -31,14 +31,17 @@ func coreBackendsInDatabase(ctx context.Context, db string) (int64, error) {
 
 func TestClientKilledMidTransactionLeavesNoOpenTransaction(t *testing.T) {
 	t.Parallel()
+	idle := func(t *testing.T, ctx context.Context, tx pgx.Tx, db string) {}
 	tests := []struct {
-		name string
+		name        string
+		sessionMode bool
 		// kill runs the client's last statement; it must return once the
 		// server is busy with it or idle in the transaction.
 		kill func(t *testing.T, ctx context.Context, tx pgx.Tx, db string)
 	}{
-		{"idle in the transaction", func(t *testing.T, ctx context.Context, tx pgx.Tx, db string) {}},
-		{"while a query runs", func(t *testing.T, ctx context.Context, tx pgx.Tx, db string) {
+		{"idle in the transaction", false, idle},
+		{"idle in the transaction, session mode", true, idle},
+		{"while a query runs", false, func(t *testing.T, ctx context.Context, tx pgx.Tx, db string) {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
@@ -48,6 +51,27 @@ func TestClientKilledMidTransactionLeavesNoOpenTransaction(t *testing.T) {
 			t.Cleanup(func() { <-done })
 			coreEventually(t, 10*time.Second, "the query to run on the server", func() (bool, error) {
 				n, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and state = 'active' and query = 'select pg_sleep(1)'", db)
+				return n == 1, err
+			})
+		}},
+		{"during COPY FROM", false, func(t *testing.T, ctx context.Context, tx pgx.Tx, db string) {
+			release := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				rows := 0
+				src := pgx.CopyFromFunc(func() ([]any, error) {
+					if rows++; rows > 100 {
+						<-release // the client stalls mid-COPY
+						return nil, errors.New("stalled client gave up")
+					}
+					return []any{rows}, nil
+				})
+				_, _ = tx.CopyFrom(ctx, pgx.Identifier{"killed"}, []string{"x"}, src)
+			}()
+			t.Cleanup(func() { close(release); <-done })
+			coreEventually(t, 10*time.Second, "the server to be in COPY", func() (bool, error) {
+				n, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and state = 'active' and query like 'copy %'", db)
 				return n == 1, err
 			})
 		}},
@@ -62,10 +86,36 @@ func TestClientKilledMidTransactionLeavesNoOpenTransaction(t *testing.T) {
 			// the pool mid-transaction, the next client would get it and
 			// see the uncommitted row.
 			corePoolSize(cfg, db, 1)
+			if tc.sessionMode {
+				e := cfg.Databases[db]
+				e.PoolMode = "session"
+				cfg.Databases[db] = e
+			}
 			f := ferrytest.Start(t, cfg)
 			dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
-			other := coreConnect(t, ctx, dsn)
-			if _, err := other.Exec(ctx, "create table killed (x int)"); err != nil {
+			// Clients come and go: in session mode each holds the only
+			// server for as long as it is connected.
+			countRows := func() int {
+				t.Helper()
+				c, err := pgx.Connect(ctx, dsn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close(ctx)
+				var n int
+				if err := c.QueryRow(ctx, "select count(*) from killed").Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			setup, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := setup.Exec(ctx, "create table killed (x int)"); err != nil {
+				t.Fatal(err)
+			}
+			if err := setup.Close(ctx); err != nil {
 				t.Fatal(err)
 			}
 
@@ -96,11 +146,7 @@ func TestClientKilledMidTransactionLeavesNoOpenTransaction(t *testing.T) {
 				return n == 0, err
 			})
 			for range 3 {
-				var rows int
-				if err := other.QueryRow(ctx, "select count(*) from killed").Scan(&rows); err != nil {
-					t.Fatal(err)
-				}
-				if rows != 0 {
+				if rows := countRows(); rows != 0 {
 					t.Fatalf("the killed client's uncommitted insert is visible (%d rows)", rows)
 				}
 			}
@@ -354,19 +400,22 @@ func TestSessionStateIsRefusedWhenPinningIsOff(t *testing.T) {
 	ctx := coreContext(t)
 	cfg := ferrytest.Config(t, cluster)
 	cfg.PinOnSessionState = false
+	db := coreDatabase(t, cfg)
 	f := ferrytest.Start(t, cfg)
 	tests := []struct {
-		name string
-		sql  string
-		inTx bool
+		name     string
+		sql      string
+		inTx     bool
+		extended bool
 	}{
-		{"temporary table", "create temp table refused_tmp (x int)", false},
-		{"session advisory lock", "select pg_advisory_lock(1)", false},
-		{"temporary table inside a transaction", "create temp table refused_tmp (x int)", true},
+		{"temporary table", "create temp table refused_tmp (x int)", false, false},
+		{"session advisory lock", "select pg_advisory_lock(1)", false, false},
+		{"temporary table inside a transaction", "create temp table refused_tmp (x int)", true, false},
+		{"temporary table, extended protocol", "create temp table refused_tmp (x int)", false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			conn := coreConnect(t, ctx, f.AppDSN())
+			conn := coreConnect(t, ctx, f.DSN(db, ferrytest.User, ferrytest.Password))
 			var tx pgx.Tx
 			if tc.inTx {
 				var err error
@@ -374,7 +423,12 @@ func TestSessionStateIsRefusedWhenPinningIsOff(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			_, err := conn.Exec(ctx, tc.sql)
+			var err error
+			if tc.extended {
+				err = conn.PgConn().ExecParams(ctx, tc.sql, nil, nil, nil, nil).Read().Err
+			} else {
+				_, err = conn.Exec(ctx, tc.sql)
+			}
 			pe := corePgError(t, err, "0A000")
 			if pe.Severity != "ERROR" {
 				t.Fatalf("severity %s, want ERROR: the session should continue", pe.Severity)
@@ -846,5 +900,43 @@ poll:
 			t.Fatalf("a's cancel request canceled b's query: %v", err)
 		}
 		t.Fatalf("b's query: %v", err)
+	}
+}
+
+func TestAFailedSetLeavesTheClientsParameterAsItWas(t *testing.T) {
+	t.Parallel()
+	ctx := coreContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	db := coreDatabase(t, cfg)
+	// One server, so both clients take turns on it.
+	corePoolSize(cfg, db, 1)
+	f := ferrytest.Start(t, cfg)
+	dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
+	a := coreConnect(t, ctx, dsn)
+	b := coreConnect(t, ctx, dsn)
+	var def string
+	if err := a.QueryRow(ctx, "show timezone").Scan(&def); err != nil {
+		t.Fatal(err)
+	}
+	if def == "America/New_York" {
+		t.Fatalf("the server default time zone is already %s", def)
+	}
+
+	_, err := a.Exec(ctx, "set timezone to 'No/Such_Zone'")
+	corePgError(t, err, "22023")
+	if _, err := b.Exec(ctx, "set timezone to 'America/New_York'"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		var gotA, gotB string
+		if err := a.QueryRow(ctx, "show timezone").Scan(&gotA); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.QueryRow(ctx, "show timezone").Scan(&gotB); err != nil {
+			t.Fatal(err)
+		}
+		if gotA != def || gotB != "America/New_York" {
+			t.Fatalf("a (whose SET failed) sees %q, want %q; b sees %q, want America/New_York", gotA, def, gotB)
+		}
 	}
 }

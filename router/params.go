@@ -220,6 +220,9 @@ func (ss *session) onParameterStatus(sc *pool.ServerConn, frame []byte) {
 // on the server. mu is held.
 func (ss *session) onCommandComplete(sc *pool.ServerConn, frame []byte) {
 	b := protocol.Body(frame)
+	if len(ss.tentative) > 0 && string(b) == "ROLLBACK\x00" {
+		ss.tentativeAborted = true
+	}
 	if len(b) > 0 && b[0] == 'D' {
 		if tag := string(b); tag == "DISCARD ALL\x00" || tag == "DEALLOCATE ALL\x00" {
 			sc.Stmts.Clear()
@@ -255,24 +258,29 @@ func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
 	}
 	if c.setName != "" || c.resetAll {
 		ss.mu.Lock()
-		inTx := ss.server != nil && ss.status != protocol.TxIdle
-		tracked := c.setName != "" && ss.tracks(canonicalParam(ss, c.setName))
+		k := canonicalParam(ss, c.setName)
+		_, reported := ss.entry.welcome[k]
+		tracked := c.setName != "" && ss.tracks(k)
 		switch {
 		case c.resetAll:
-			clear(ss.params)
-		case tracked && c.reset:
-			delete(ss.params, canonicalParam(ss, c.setName))
-		case tracked:
-			// Reported parameters come back in ParameterStatus; the rest are
-			// recorded as written. A SET inside a transaction that is rolled
-			// back is the client's to undo (as on PostgreSQL, SET is not
-			// transactional only for reported values we re-read).
-			if !inTx {
-				k := canonicalParam(ss, c.setName)
-				ss.params[k] = rawValuePrefix + c.setValue
-				// The server that runs the SET is linked next, in handle.
-				ss.pendingSet = k
+			// Reported parameters come back in ParameterStatus; forget the
+			// rest once the transaction is over.
+			for _, pk := range ss.paramKeys {
+				if _, rep := ss.entry.welcome[pk]; !rep {
+					ss.tentative = append(ss.tentative, paramChange{key: pk})
+				}
 			}
+		case tracked && reported:
+			// The server reports the new value (and the old one again on
+			// rollback) in ParameterStatus: nothing to record here.
+		case tracked:
+			// Recorded as written and applied when the transaction ends
+			// without error or rollback (see settleParams).
+			v := ""
+			if !c.reset {
+				v = rawValuePrefix + c.setValue
+			}
+			ss.tentative = append(ss.tentative, paramChange{key: k, value: v})
 		case !c.reset:
 			c.pin = "SET " + c.setName
 		}
@@ -331,12 +339,74 @@ func (ss *session) refuse(e *protocol.Error) (bool, error) {
 	if err != nil {
 		return true, err
 	}
-	sql := "DO $pgferry$BEGIN RAISE EXCEPTION USING ERRCODE = '" + e.Code + "', MESSAGE = '" +
-		strings.ReplaceAll(e.Message, "'", "''") + "'; END$pgferry$"
+	sql := raiseSQL(e)
 	ss.q.push(expect{kind: kQuery})
 	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), sql))
 	ss.mu.Unlock()
 	ss.flushServerIfIdle(sc)
 	ss.wmu.Unlock()
 	return true, nil
+}
+
+// paramChange is a client's SET (value) or RESET (empty value) of a
+// parameter the server does not report, waiting for its transaction's
+// outcome.
+type paramChange struct{ key, value string }
+
+// settleParams applies or drops the client's pending parameter changes when
+// a transaction ends: applied unless the transaction rolled back or hit an
+// error, as PostgreSQL itself keeps or undoes a SET. mu is held.
+func (ss *session) settleParams(sc *pool.ServerConn) {
+	if !ss.tentativeAborted {
+		for _, ch := range ss.tentative {
+			if ch.value == "" {
+				delete(ss.params, ch.key)
+				delete(sc.Params, ch.key)
+				continue
+			}
+			ss.params[ch.key] = ch.value
+			sc.Params[ch.key] = ch.value
+		}
+	}
+	ss.tentative = ss.tentative[:0]
+	ss.tentativeAborted = false
+}
+
+// interceptParse pins the session when a statement prepared through the
+// extended protocol creates session state, or, with pin_on_session_state
+// = false, swaps its text for one that raises ERROR 0A000 when executed
+// (the error then arrives in order, from the server). It returns the frame
+// to relay.
+func (ss *session) interceptParse(frame []byte) []byte {
+	if !ss.txnMode {
+		return frame
+	}
+	name, rest, ok := protocol.CString(protocol.Body(frame))
+	if !ok {
+		return frame
+	}
+	sql, _, ok := protocol.CString(rest)
+	if !ok || !needsClassify(sql) {
+		return frame
+	}
+	c := classifySQL(sql)
+	if c.pin == "" && c.setName != "" && !ss.tracks(canonicalParam(ss, c.setName)) && !c.reset {
+		c.pin = "SET " + c.setName
+	}
+	if c.pin == "" {
+		return frame
+	}
+	if ss.pinOnState {
+		ss.pinFor(c.pin)
+		return frame
+	}
+	e := protocol.NewError(protocol.SQLStateFeatureNotSupported,
+		c.pin+" is not supported in transaction pooling mode: it would outlive the transaction on a shared server connection")
+	return appendParseRaw(nil, string(name), []byte(raiseSQL(e)+"\x00\x00\x00"))
+}
+
+// raiseSQL is a statement that fails with e's SQLSTATE and message.
+func raiseSQL(e *protocol.Error) string {
+	return "DO $pgferry$BEGIN RAISE EXCEPTION USING ERRCODE = '" + e.Code + "', MESSAGE = '" +
+		strings.ReplaceAll(e.Message, "'", "''") + "'; END$pgferry$"
 }

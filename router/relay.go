@@ -204,10 +204,13 @@ func (ss *session) handle(typ byte, size int) error {
 	if err != nil {
 		return err
 	}
-	if typ == protocol.MsgQuery {
+	switch typ {
+	case protocol.MsgQuery:
 		if done, err := ss.interceptQuery(frame); done || err != nil {
 			return err
 		}
+	case protocol.MsgParse:
+		frame = ss.interceptParse(frame)
 	}
 	if typ == protocol.MsgClose && ss.closeLocally(frame) {
 		return nil
@@ -223,10 +226,6 @@ func (ss *session) handle(typ byte, size int) error {
 			_, err = ss.refuse(pe)
 		}
 		return err
-	}
-	if ss.pendingSet != "" {
-		sc.Params[ss.pendingSet] = ss.params[ss.pendingSet]
-		ss.pendingSet = ""
 	}
 	ss.process(sc, typ, frame)
 	ss.mu.Unlock()
@@ -586,6 +585,12 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 		}
 		typ, _, err := rd.Peek()
 		if err != nil {
+			if isTimeout(err) && ss.takeKick(sc) {
+				continue
+			}
+			if ss.kickRelease(sc) {
+				return
+			}
 			ss.serverFailed(sc, err)
 			return
 		}
@@ -619,6 +624,9 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 				ss.mu.Unlock()
 				continue
 			}
+			if !swallow {
+				ss.tentativeAborted = true
+			}
 			if head.kind != kQuery && head.kind != kQuerySwallow {
 				ss.skipToSync(sc)
 			}
@@ -629,6 +637,9 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 		case typ == protocol.MsgReadyForQuery:
 			ss.entry.stats.queries.Add(1)
 			ss.q.pop()
+			if len(ss.tentative) > 0 && protocol.RFQStatus(frame) == protocol.TxIdle {
+				ss.settleParams(sc)
+			}
 			if ss.q.n == 0 && ss.queryTimer != nil {
 				ss.queryTimer.Stop()
 			}
@@ -640,8 +651,12 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 					ss.raw.SetReadDeadline(time.Now().Add(d))
 				}
 			}
-			if ss.q.n == 0 && ss.status == protocol.TxIdle && ss.txnMode && !ss.pinned && !ss.stopping {
+			ss.releaseDeferred = false
+			if ss.releasable() && ss.cancels > 0 {
+				ss.releaseDeferred = true // after the cancel is delivered
+			} else if ss.releasable() {
 				ss.server = nil
+				ss.pumpKick = false
 				if ss.entry.monitor != nil && !ss.onReplica && !ss.txReadOnly {
 					ss.lastWrite = time.Now() // read_your_writes
 				}
@@ -694,6 +709,8 @@ func (ss *session) releaseServer(sc *pool.ServerConn) {
 	ss.waitForWriter()
 	err := ss.wr.Flush()
 	ss.wr.Release() // idle clients hold no write buffer
+	// A cancel's wake-up may have set a deadline: never lend it on.
+	sc.Conn.SetReadDeadline(time.Time{})
 	if sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 {
 		sc.Pool().Destroy(sc)
 	} else {
@@ -969,4 +986,44 @@ func (ss *session) poolEntry() *poolEntry {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	return ss.entry
+}
+
+// releasable reports whether the transaction is over and the server can go
+// back to the pool. mu is held.
+func (ss *session) releasable() bool {
+	return ss.q.n == 0 && ss.status == protocol.TxIdle && ss.txnMode && !ss.pinned && !ss.stopping
+}
+
+// takeKick consumes a wake-up of the pump sent by cancelDone when the
+// server was held for a cancel. It reports whether the read timeout was
+// that wake-up; then the deadline is cleared. The release itself happens in
+// kickRelease.
+func (ss *session) takeKick(sc *pool.ServerConn) bool {
+	ss.mu.Lock()
+	kicked := ss.pumpKick
+	release := kicked && ss.server == sc && ss.releasable() && ss.cancels == 0
+	if kicked && !release {
+		ss.pumpKick = false
+	}
+	ss.mu.Unlock()
+	if kicked && !release {
+		sc.Conn.SetReadDeadline(time.Time{})
+	}
+	return kicked && !release
+}
+
+// kickRelease releases a server held for a cancel once the cancel is
+// delivered and the transaction is over. It reports whether it did.
+func (ss *session) kickRelease(sc *pool.ServerConn) bool {
+	ss.mu.Lock()
+	if !ss.pumpKick || ss.server != sc || !ss.releasable() || ss.cancels > 0 {
+		ss.mu.Unlock()
+		return false
+	}
+	ss.pumpKick = false
+	ss.server = nil
+	ss.mu.Unlock()
+	sc.Conn.SetReadDeadline(time.Time{})
+	ss.releaseServer(sc)
+	return true
 }

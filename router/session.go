@@ -74,9 +74,18 @@ type session struct {
 	pumpDone  chan struct{}    // closed when the current pump exits
 	params    map[string]string
 	paramKeys []string
-	// pendingSet names a parameter whose new value (in params) the next
-	// linked server is about to receive from the client's own SET.
-	pendingSet string
+	// tentative holds the client's SET/RESET of unreported parameters until
+	// their transaction ends; tentativeAborted marks a rollback or error
+	// since. Guarded by mu.
+	// cancels counts cancel requests being delivered to the linked server;
+	// releaseDeferred marks a finished transaction whose server waits for
+	// them; pumpKick tells the pump that the wait is over.
+	cancels         int
+	releaseDeferred bool
+	pumpKick        bool
+
+	tentative        []paramChange
+	tentativeAborted bool
 	// mailbox holds notifications (raw frames) waiting for the end of the
 	// client's transaction.
 	mailbox []byte
