@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	"github.com/pgferry/pgferry/configs"
@@ -13,6 +14,10 @@ import (
 // psql command that connects through pgferry. Everything is removed on exit.
 func runDemo(port int) int {
 	fmt.Fprintln(os.Stderr, "pgferry: no -config given: starting a throwaway PostgreSQL for a demo...")
+	if err := ensurePostgres(); err != nil {
+		fmt.Fprintln(os.Stderr, "pgferry:", err)
+		return exitError
+	}
 	cluster, err := pgtest.Start(pgtest.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pgferry: cannot start PostgreSQL:", err)
@@ -60,4 +65,30 @@ password = "%[3]s"
 	fmt.Fprintf(os.Stderr, "\nPostgreSQL %s:%d is up. Connect through pgferry with:\n\n    psql \"host=127.0.0.1 port=%d dbname=%s user=%s password=%s\"\n\nPress Ctrl-C to stop (the throwaway cluster is removed).\n\n",
 		cluster.Host, cluster.Port, port, pgtest.AppDatabase, pgtest.AppUser, pgtest.AppPassword)
 	return serve(cfg, path, log, level)
+}
+
+// ensurePostgres installs Debian's PostgreSQL 15 when its programs are
+// missing and pgferry runs as root on a machine with apt-get (a fresh
+// container or VM), so the demo works there in one command. The package's
+// own cluster is stopped again: the demo starts its own.
+func ensurePostgres() error {
+	if _, err := os.Stat(pgtest.Binary("initdb")); err == nil {
+		return nil
+	}
+	apt, err := exec.LookPath("apt-get")
+	if err != nil || os.Geteuid() != 0 {
+		return fmt.Errorf("PostgreSQL 15 is not installed (%s missing); install Debian's postgresql-15 package or run bash .ci/run once", pgtest.Binary("initdb"))
+	}
+	fmt.Fprintln(os.Stderr, "pgferry: PostgreSQL 15 is not installed; installing Debian's postgresql-15 with apt-get...")
+	for _, args := range [][]string{{"update", "-q"}, {"install", "-y", "-q", "--no-install-recommends", "postgresql-15"}} {
+		cmd := exec.Command(apt, args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("apt-get %s: %w", args[0], err)
+		}
+	}
+	// Debian starts a "main" cluster on port 5432; the demo does not use it.
+	exec.Command("pg_ctlcluster", "15", "main", "stop").Run()
+	return nil
 }
