@@ -6,6 +6,8 @@ import "reflect"
 // listening sockets, which are created once at startup.
 var restartOnlyKeys = []string{
 	"listen_addr", "listen_port", "unix_socket_dir", "so_reuseport", "metrics_listen", "debug_listen",
+	// The logger is built once at start; log_level changes live.
+	"log_format",
 }
 
 // Database returns the entry clients reach by connecting to database name,

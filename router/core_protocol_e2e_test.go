@@ -32,9 +32,9 @@ func TestMessagesLargerThanTheRelayBuffersStreamThroughBothWays(t *testing.T) {
 		{"simple protocol", pgx.QueryExecModeSimpleProtocol},
 		{"extended protocol", pgx.QueryExecModeExec},
 	}
-	// 6 MiB of varied bytes: far over the 8 KiB read buffer and the 64 KiB
+	// 2 MiB of varied bytes: far over the 8 KiB read buffer and the 64 KiB
 	// write buffer, in one Bind (or Query) and one DataRow.
-	payload := make([]byte, 6<<20)
+	payload := make([]byte, 2<<20)
 	for i := range payload {
 		payload[i] = byte(i*7 + i>>11)
 	}
@@ -52,7 +52,7 @@ func TestMessagesLargerThanTheRelayBuffersStreamThroughBothWays(t *testing.T) {
 			}
 			// A large result made by the server, then an ordinary query.
 			var s string
-			if err := conn.QueryRow(ctx, "select repeat('ab', 3000000)", tc.mode).Scan(&s); err != nil || len(s) != 6000000 {
+			if err := conn.QueryRow(ctx, "select repeat('ab', 1500000)", tc.mode).Scan(&s); err != nil || len(s) != 3000000 {
 				t.Fatalf("large result: %d bytes, %v", len(s), err)
 			}
 			if err := conn.QueryRow(ctx, "select 1", tc.mode).Scan(&n); err != nil || n != 1 {
@@ -301,4 +301,30 @@ func pick(first bool, a, b *string) *string {
 		return a
 	}
 	return b
+}
+
+func TestAMessageOverMaxPacketSizeEndsTheSessionWithAProtocolViolation(t *testing.T) {
+	t.Parallel()
+	ctx := coreContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	cfg.MaxPacketSize = 64 << 10
+	f := ferrytest.Start(t, cfg)
+	conn := coreConnect(t, ctx, f.AppDSN())
+	var n int
+	if err := conn.QueryRow(ctx, "select length($1::text)", strings.Repeat("x", 60<<10)).Scan(&n); err != nil || n != 60<<10 {
+		t.Fatalf("message under the limit: %d %v", n, err)
+	}
+	_, err := conn.Exec(ctx, "select length($1::text)", strings.Repeat("x", 100<<10))
+	pe := corePgError(t, err, "08P01")
+	if pe.Severity != "FATAL" || !strings.Contains(pe.Message, "max_packet_size") {
+		t.Fatalf("got %s %q, want FATAL mentioning max_packet_size", pe.Severity, pe.Message)
+	}
+	coreEventually(t, 5*time.Second, "the client to be disconnected", func() (bool, error) {
+		return conn.IsClosed(), nil
+	})
+	// Other clients are unaffected.
+	other := coreConnect(t, ctx, f.AppDSN())
+	if err := other.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -772,3 +772,103 @@ func TestMaxClientConnRefusesTheClientOverTheLimit(t *testing.T) {
 		return true, c.Close(ctx)
 	})
 }
+
+func TestNegotiationRequestsAreAnsweredAndUnknownCancelKeysDropped(t *testing.T) {
+	t.Parallel()
+	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
+	startup := func() []byte {
+		b, err := (&pgproto3.StartupMessage{
+			ProtocolVersion: pgproto3.ProtocolVersionNumber,
+			Parameters:      map[string]string{"user": ferrytest.User, "database": "app"},
+		}).Encode(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tests := []struct {
+		name   string
+		first  []byte // a negotiation packet
+		answer byte   // the single byte pgferry answers it with
+	}{
+		{"GSSENCRequest is declined", startupPacket(1234<<16|5680, nil), 'N'},
+		{"SSLRequest is declined when client TLS is off", startupPacket(1234<<16|5679, nil), 'N'},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", f.Addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := conn.Write(tc.first); err != nil {
+				t.Fatal(err)
+			}
+			var b [1]byte
+			if _, err := io.ReadFull(conn, b[:]); err != nil || b[0] != tc.answer {
+				t.Fatalf("answer %q %v, want %q", b[0], err, tc.answer)
+			}
+			// The client goes on in plain text on the same connection.
+			if _, err := conn.Write(startup()); err != nil {
+				t.Fatal(err)
+			}
+			m, err := pgproto3.NewFrontend(conn, conn).Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := m.(*pgproto3.AuthenticationSASL); !ok {
+				t.Fatalf("after the negotiation got %T, want AuthenticationSASL", m)
+			}
+		})
+	}
+	t.Run("CancelRequest with an unknown key closes without a reply", func(t *testing.T) {
+		p := binary.BigEndian.AppendUint32(nil, 16)
+		p = binary.BigEndian.AppendUint32(p, 1234<<16|5678)
+		p = binary.BigEndian.AppendUint32(p, 12345)
+		p = binary.BigEndian.AppendUint32(p, 67890)
+		r := coreRawExchange(t, f, p)
+		if !r.closed || len(r.msgs) != 0 {
+			t.Fatalf("closed %v (%v), messages %#v; want a silent close", r.closed, r.err, r.msgs)
+		}
+	})
+}
+
+func TestPlaintextSentRightAfterSSLRequestNeverReachesAuthentication(t *testing.T) {
+	t.Parallel()
+	cfg := ferrytest.Config(t, cluster)
+	cfg.ClientTLSSSLMode = "require"
+	cfg.ClientTLSCertFile = cluster.CertFile
+	cfg.ClientTLSKeyFile = cluster.KeyFile
+	f := ferrytest.Start(t, cfg)
+	// SSLRequest and a plaintext StartupMessage in one write: the startup
+	// must not be taken as if it had come over TLS (CVE-2021-23214 is the
+	// same mistake in PostgreSQL).
+	payload := startupPacket(1234<<16|5679, nil)
+	payload = append(payload, startupPacket(3<<16, []byte("user\x00app\x00database\x00app\x00\x00"))...)
+	conn, err := net.Dial("tcp", f.Addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	data, err := io.ReadAll(conn)
+	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("pgferry did not close the connection: %v", err)
+	}
+	// Either an ErrorResponse straight away, or 'S' followed by nothing but
+	// TLS records (a handshake failure alert): never a plaintext
+	// authentication request.
+	switch {
+	case len(data) > 0 && data[0] == 'E':
+	case len(data) > 0 && data[0] == 'S':
+		if len(data) > 1 && data[1] == 'R' {
+			t.Fatalf("pgferry answered the plaintext startup with an authentication request: %q", data)
+		}
+	default:
+		t.Fatalf("unexpected reply %q", data)
+	}
+}

@@ -584,6 +584,11 @@ func TestGracefulShutdownLetsTheOpenTransactionCommitThenClosesTheClient(t *test
 	if _, err := tx.Exec(ctx, "insert into drained values ($1)", 1); err != nil {
 		t.Fatal(err)
 	}
+	// A second client sits idle between transactions.
+	idle := coreConnect(t, ctx, dsn)
+	if err := idle.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	cut := make(chan int, 1)
 	go func() {
@@ -615,8 +620,16 @@ func TestGracefulShutdownLetsTheOpenTransactionCommitThenClosesTheClient(t *test
 	case <-ctx.Done():
 		t.Fatal("Shutdown did not return")
 	}
-	if _, err := conn.Exec(ctx, "select 1"); err == nil {
-		t.Fatal("the client can still run queries after Shutdown returned")
+	for _, c := range []*pgx.Conn{conn, idle} {
+		_, err := c.Exec(ctx, "select 1")
+		if err == nil {
+			t.Fatal("a client can still run queries after Shutdown returned")
+		}
+		// The goodbye, if the client read it, says why.
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code != "57P01" {
+			t.Fatalf("got %v, want admin_shutdown (57P01) or a closed connection", err)
+		}
 	}
 	coreEventually(t, 10*time.Second, "the server connections to close", func() (bool, error) {
 		n, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1", db)

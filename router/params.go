@@ -145,8 +145,12 @@ func (ss *session) syncParams(sc *pool.ServerConn) {
 			sc.Params[k] = want
 		}
 	}
-	// Parameters another client set that this one never mentions.
+	// Parameters another client set that this one never mentions. Without
+	// the server's own parameter set there is no telling: leave them.
 	for k := range sc.Params {
+		if defaults == nil {
+			break
+		}
 		if _, reported := defaults[k]; reported || ss.tracks(k) {
 			continue
 		}

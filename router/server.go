@@ -211,17 +211,25 @@ func (s *Server) apply(cfg *configs.Config) error {
 // new pool); connected clients are not dropped. Settings that need a restart
 // are rejected, and on any error the old configuration stays in force.
 func (s *Server) Reload(cfg *configs.Config) error {
-	if keys := configs.RestartOnlyChanges(s.cfg.Load(), cfg); len(keys) > 0 {
+	old := s.cfg.Load()
+	if keys := configs.RestartOnlyChanges(old, cfg); len(keys) > 0 {
 		return fmt.Errorf("reload cannot change %s; restart pgferry instead", strings.Join(keys, ", "))
 	}
 	if err := s.apply(cfg); err != nil {
 		return err
 	}
+	globalsChanged := poolSettings(old) != poolSettings(cfg)
+	s.throttle.setBase(cfg.AuthFailureDelay.Std())
 	s.mu.Lock()
+	if globalsChanged {
+		// Shared caps are rebuilt with the pools that use them.
+		s.dbLimits = make(map[string]*pool.Limit)
+		s.userLimits = make(map[string]*pool.Limit)
+	}
 	var stale []*poolEntry
 	for k, e := range s.pools {
 		db, _, ok := cfg.LookupDatabase(k.db)
-		if !ok || !sameDatabase(db, e.db) || e.mode != poolModeFor(cfg, db, k.user) {
+		if globalsChanged || !ok || !sameDatabase(db, e.db) || e.mode != poolModeFor(cfg, db, k.user) {
 			stale = append(stale, e)
 			delete(s.pools, k)
 		}
@@ -235,6 +243,14 @@ func (s *Server) Reload(cfg *configs.Config) error {
 	}
 	s.log.Info("configuration reloaded", zap.Int("pools_rebuilt", len(stale)))
 	return nil
+}
+
+// poolSettings fingerprints the global settings that existing pools were
+// built with; when they change on reload, pools are rebuilt.
+func poolSettings(c *configs.Config) string {
+	return fmt.Sprint(c.ServerLifetime, c.ServerIdleTimeout, c.ServerConnectTimeout, c.ServerLoginRetry,
+		c.ReservePoolTimeout, c.MaxPreparedStatements, c.MaxUserConnections, c.ServerTLSCertFile,
+		c.ServerTLSKeyFile, c.ServerTLSCAFile, c.ServerTLSSSLMode, c.PoolMode, c.DefaultPoolSize)
 }
 
 func sameDatabase(a, b configs.Database) bool {
@@ -286,10 +302,11 @@ func (s *Server) Listen() error {
 			port = ls[0].Addr().(*net.TCPAddr).Port
 		}
 		path := filepath.Join(cfg.UnixSocketDir, ".s.PGSQL."+strconv.Itoa(port))
-		if !cfg.SoReuseport {
-			os.Remove(path)
-		}
-		l, err := lc.Listen(context.Background(), "unix", path)
+		os.Remove(path)
+		// SO_REUSEPORT does not apply to unix sockets: a replacement
+		// process takes the path over (the old one's socket file is
+		// removed when it exits).
+		l, err := (&net.ListenConfig{}).Listen(context.Background(), "unix", path)
 		if err != nil {
 			closeAll(ls)
 			return fmt.Errorf("listen on unix socket %s: %w", path, err)

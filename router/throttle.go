@@ -11,10 +11,17 @@ import (
 // attempt, from base up to 5 s; a success or a quiet minute resets it.
 // Other addresses are not affected. Safe for concurrent use.
 type authThrottle struct {
-	base time.Duration
-	// mu guards fails.
+	// mu guards base and fails.
 	mu    sync.Mutex
+	base  time.Duration
 	fails map[string]failRecord
+}
+
+// setBase changes the base delay (reload).
+func (t *authThrottle) setBase(d time.Duration) {
+	t.mu.Lock()
+	t.base = d
+	t.mu.Unlock()
 }
 
 type failRecord struct {
@@ -37,12 +44,12 @@ func hostOf(a net.Addr) string {
 
 // delay returns how long to wait before authenticating a client from a.
 func (t *authThrottle) delay(a net.Addr) time.Duration {
-	if t.base <= 0 {
-		return 0
-	}
 	h := hostOf(a)
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.base <= 0 {
+		return 0
+	}
 	r, ok := t.fails[h]
 	if !ok {
 		return 0
@@ -56,12 +63,12 @@ func (t *authThrottle) delay(a net.Addr) time.Duration {
 }
 
 func (t *authThrottle) failed(a net.Addr) {
-	if t.base <= 0 {
-		return
-	}
 	h := hostOf(a)
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.base <= 0 {
+		return
+	}
 	if len(t.fails) > 100000 {
 		// Bound memory under a distributed attack: forget the oldest half.
 		now := time.Now()
@@ -78,9 +85,6 @@ func (t *authThrottle) failed(a net.Addr) {
 }
 
 func (t *authThrottle) succeeded(a net.Addr) {
-	if t.base <= 0 {
-		return
-	}
 	h := hostOf(a)
 	t.mu.Lock()
 	delete(t.fails, h)

@@ -144,7 +144,8 @@ func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLe
 	m.SetServer(srv)
 	var ready atomic.Bool
 	if cfg.MetricsListen != "" {
-		ln, err := net.Listen("tcp", cfg.MetricsListen)
+		// With so_reuseport, a replacement process shares this port too.
+		ln, err := reusePortListener(cfg.SoReuseport).Listen(context.Background(), "tcp", cfg.MetricsListen)
 		if err != nil {
 			log.Error("cannot listen for metrics", zap.String("metrics_listen", cfg.MetricsListen), zap.Error(err))
 			return exitError
@@ -163,12 +164,19 @@ func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLe
 		return exitError
 	}
 	if cfg.DebugListen != "" {
+		ln, err := reusePortListener(cfg.SoReuseport).Listen(context.Background(), "tcp", cfg.DebugListen)
+		if err != nil {
+			log.Error("cannot listen for pprof", zap.String("debug_listen", cfg.DebugListen), zap.Error(err))
+			return exitError
+		}
+		ds := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
-			log.Info("pprof listening", zap.String("addr", cfg.DebugListen))
-			if err := http.ListenAndServe(cfg.DebugListen, nil); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := ds.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Warn("pprof listener failed", zap.Error(err))
 			}
 		}()
+		defer ds.Close()
+		log.Info("pprof listening", zap.String("addr", ln.Addr().String()))
 	}
 	sigs := make(chan os.Signal, 2)
 	srv.SetAdminHooks(router.AdminHooks{
@@ -294,4 +302,21 @@ func (t *tokenSources) close() {
 	for _, s := range t.byID {
 		s.Close()
 	}
+}
+
+// reusePortListener returns a ListenConfig that sets SO_REUSEPORT when on.
+func reusePortListener(on bool) *net.ListenConfig {
+	lc := &net.ListenConfig{}
+	if on {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	return lc
 }
