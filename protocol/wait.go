@@ -53,3 +53,26 @@ func Alive(conn net.Conn) bool {
 	})
 	return alive && err == nil
 }
+
+// PeerClosed reports whether the peer has closed conn: a non-blocking peek
+// finds EOF or a reset and no data before it. Bytes still to be read mean
+// the peer is not (known to be) gone. Connections without a file
+// descriptor report false.
+func PeerClosed(conn net.Conn) bool {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	closed := false
+	var probe [1]byte
+	rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), probe[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		closed = (err == nil && n == 0) || errors.Is(err, syscall.ECONNRESET)
+		return true
+	})
+	return closed
+}

@@ -872,3 +872,60 @@ func TestPlaintextSentRightAfterSSLRequestNeverReachesAuthentication(t *testing.
 		t.Fatalf("unexpected reply %q", data)
 	}
 }
+
+func TestServerLoginFailuresReachTheClientWithoutSecrets(t *testing.T) {
+	t.Parallel()
+	ctx := coreContext(t)
+	closedPort, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const secret = "wrong-server-secret-4711"
+	tests := []struct {
+		name   string
+		change func(*configs.Database)
+		code   string // SQLSTATE of the first client's error
+		text   string // in its message
+	}{
+		{"wrong server password", func(d *configs.Database) { d.Password = configs.Secret(secret) },
+			"28P01", `password authentication failed for user "app"`},
+		{"missing server database", func(d *configs.Database) { d.DBName = "no_such_db_here" },
+			"3D000", `database "no_such_db_here" does not exist`},
+		{"server not listening", func(d *configs.Database) { d.Port = closedPort; d.Password = configs.Secret(secret) },
+			"08006", "could not connect"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := ferrytest.Config(t, cluster)
+			db := cfg.Databases["app"]
+			tc.change(&db)
+			cfg.Databases["app"] = db
+			f := ferrytest.Start(t, cfg)
+			_, err := pgx.Connect(ctx, f.AppDSN())
+			pe := corePgError(t, err, tc.code)
+			if pe.Severity != "FATAL" || !strings.Contains(pe.Message, tc.text) {
+				t.Fatalf("got %s %q, want FATAL containing %q", pe.Severity, pe.Message, tc.text)
+			}
+			// Clients right after it fail fast with the cached error
+			// (server_login_retry) or the same one, never with the secret.
+			for range 3 {
+				_, err := pgx.Connect(ctx, f.AppDSN())
+				var pe *pgconn.PgError
+				if !errors.As(err, &pe) {
+					t.Fatalf("got %v, want a PostgreSQL error", err)
+				}
+				if pe.Code != tc.code && pe.Code != "08006" {
+					t.Fatalf("got %s %q", pe.Code, pe.Message)
+				}
+			}
+			if strings.Contains(f.Logs(), secret) {
+				t.Fatal("pgferry logged the server password")
+			}
+			for _, s := range []string{pe.Message, pe.Detail, pe.Hint} {
+				if strings.Contains(s, secret) {
+					t.Fatalf("the client was told the server password: %q", s)
+				}
+			}
+		})
+	}
+}

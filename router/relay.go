@@ -173,6 +173,9 @@ func (ss *session) onWake() error {
 
 var errServerGone = errors.New("server connection lost")
 
+// errClientGone ends a session whose client disconnected while queued.
+var errClientGone = errors.New("client disconnected while waiting for a server connection")
+
 // handle processes one client frame.
 func (ss *session) handle(typ byte, size int) error {
 	switch typ {
@@ -305,6 +308,7 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	cfg := ss.srv.cfg.Load()
 	ctx, cancel := ss.waitContext(cfg)
 	ss.waiting.Store(true)
+	start := time.Now()
 	sc, err := p.Acquire(ctx)
 	if errors.Is(err, pool.ErrPoolClosed) && ss.refreshEntry() {
 		// A reload replaced the database's pools: carry on with the new
@@ -317,6 +321,11 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	cancel()
 	if err != nil {
 		return nil, ss.acquireError(err)
+	}
+	if time.Since(start) > time.Millisecond && !ss.tls && protocol.PeerClosed(ss.raw) {
+		// The client left while it waited: do not run its query.
+		p.Release(sc)
+		return nil, errClientGone
 	}
 	if sc.Wr == nil {
 		sc.Wr = protocol.NewWriter(sc.Conn)
@@ -787,7 +796,7 @@ func (ss *session) serverFailed(sc *pool.ServerConn, err error) {
 	}
 	if survive {
 		e := protocol.NewError(protocol.SQLStateConnectionFailure, msg)
-		e.Hint = "The transaction was not committed. Retry it: pgferry runs it on another server connection."
+		e.Hint = "The transaction was rolled back unless the connection was lost during COMMIT. The next transaction runs on another server connection."
 		b := ss.wr.Buffer()
 		for i := 0; i < answers; i++ {
 			b = e.AppendFrame(b)
@@ -829,7 +838,7 @@ func (ss *session) finish(err error) {
 	case errors.As(err, &pe):
 		ss.log.Info("client disconnected", zap.String("reason", pe.Message))
 	case errors.As(err, &re):
-	case err == nil || errors.Is(err, errClientTerminated) || isEOF(err) || errors.Is(err, errServerGone):
+	case err == nil || errors.Is(err, errClientTerminated) || isEOF(err) || errors.Is(err, errServerGone) || errors.Is(err, errClientGone):
 		ss.log.Debug("client disconnected")
 	default:
 		ss.log.Info("client disconnected", zap.Error(err))

@@ -191,8 +191,14 @@ func (ss *session) run(cfg *configs.Config) {
 			return
 		}
 		var pe *protocol.Error
+		var re *relayedError
 		if errors.As(err, &pe) {
 			ss.sendFatal(pe)
+		} else if errors.As(err, &re) {
+			// The server refused pgferry's login: the client sees the
+			// server's own error, as PgBouncer relays it.
+			ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			ss.conn.Write(re.frame)
 		} else if isTimeout(err) {
 			ss.sendFatal(protocol.Fatal(protocol.SQLStateProtocolViolation, "client_login_timeout"))
 		}
