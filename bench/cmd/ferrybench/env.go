@@ -52,6 +52,7 @@ type env struct {
 	secret      string // SCRAM secret of app, as in userlist.txt
 	notes       []string
 	scram       *scramCache
+	logins      map[string]time.Duration // loginTime cache
 }
 
 func (e *env) targets() []*target {
@@ -270,10 +271,15 @@ func (e *env) restartPoolers(ctx context.Context) error {
 // command (valgrind), and waits until it accepts a login.
 func (e *env) startFerry(ctx context.Context, wrapper []string) (*proc, error) {
 	argv := append(append([]string{}, wrapper...), e.ferryBin, "-config", e.iniPath)
-	p, err := startProc("pgferry", argv, []string{
+	env := []string{
 		"PGFERRY_LISTEN_PORT=" + strconv.Itoa(e.ferryPort),
 		"PGFERRY_LOG_LEVEL=warn",
-	}, nil, filepath.Join(e.tmp, "pgferry.log"))
+	}
+	if len(wrapper) > 0 {
+		// Callgrind cannot take the SIGURG preemption signals.
+		env = append(env, "GODEBUG=asyncpreemptoff=1")
+	}
+	p, err := startProc("pgferry", argv, env, nil, filepath.Join(e.tmp, "pgferry.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -283,7 +289,9 @@ func (e *env) startFerry(ctx context.Context, wrapper []string) (*proc, error) {
 // startBouncer starts pgbouncer as the postgres OS user on e.bouncPort.
 func (e *env) startBouncer(ctx context.Context, wrapper []string) (*proc, error) {
 	argv := append(append([]string{}, wrapper...), pgbouncerPath, e.iniPath)
-	p, err := startProc("pgbouncer", argv, nil, e.cred, filepath.Join(e.tmp, "pgbouncer.log"))
+	// valgrind names its vgdb FIFOs after $USER: make it the real user.
+	env := []string{"USER=" + poolerUser, "LOGNAME=" + poolerUser}
+	p, err := startProc("pgbouncer", argv, env, e.cred, filepath.Join(e.tmp, "pgbouncer.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -368,7 +376,7 @@ type proc struct {
 }
 
 func startProc(name string, argv, extraEnv []string, cred *syscall.Credential, logPath string) (*proc, error) {
-	f, err := os.Create(logPath)
+	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -422,6 +430,18 @@ func (p *proc) stopWithin(timeout time.Duration) {
 			_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
 			<-p.done
 		}
+	}
+	p.logFile.Close()
+}
+
+// kill ends the process group with SIGKILL and waits. Safe on nil.
+func (p *proc) kill() {
+	if p == nil {
+		return
+	}
+	if !p.exited() {
+		_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
+		<-p.done
 	}
 	p.logFile.Close()
 }

@@ -113,7 +113,7 @@ func runPgbench(ctx context.Context, e *env, sc scenario, t *target) runResult {
 	secs := int(e.opts.duration.Seconds())
 	if sc.clients >= 500 {
 		perLogin := e.loginTime(ctx, t)
-		extra := time.Duration(float64(sc.clients)/2*1.5) * perLogin
+		extra := time.Duration(sc.clients/2) * perLogin
 		secs += int(extra.Seconds()) + 2
 		logf("  %-9s %-9s one login ≈ %s: -T %d", sc.name, t.name, perLogin.Round(10*time.Microsecond), secs)
 	}

@@ -175,19 +175,27 @@ type instrResult struct {
 	longTx  int
 }
 
-// instructionCount runs the pooler under valgrind --tool=callgrind twice:
-// once serving pgbench -c 4 -t shortTx -S, once -t longTx. Both runs pay the
-// same start-up, client logins and server connections, so the difference
-// divided by the extra transactions is the per-transaction cost.
+// instructionCount runs the pooler under valgrind --tool=callgrind. After a
+// warm-up run (server connections opened) the counters are zeroed; then
+// pgbench -S -c 4 runs with -t shortTx and with -t longTx, each followed by
+// callgrind_control --dump (which also zeroes). Both dumps hold the same
+// client logins, so their difference divided by the extra transactions is
+// the per-transaction cost.
+//
+// A Go program under callgrind must not receive signals (callgrind asserts
+// in vgCallgrind_post_signal), so pgferry runs with
+// GODEBUG=asyncpreemptoff=1 and both poolers are ended with SIGKILL.
 func instructionCount(ctx context.Context, e *env, t *target) instrResult {
 	const clients, shortTx, longTx = 4, 200, 2000
 	r := instrResult{target: t.name, clients: clients, shortTx: shortTx, longTx: longTx}
-	if _, err := exec.LookPath("valgrind"); err != nil {
-		r.skipped = "valgrind not installed"
-		return r
+	for _, bin := range []string{"valgrind", "callgrind_control"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			r.skipped = bin + " not installed"
+			return r
+		}
 	}
 	start := time.Now()
-	// The normal pooler has to give up its port for the valgrind'ed one.
+	// The normal pooler gives up its port to the one under valgrind.
 	var restart func(context.Context, []string) (*proc, error)
 	switch t.name {
 	case "pgferry":
@@ -198,6 +206,9 @@ func instructionCount(ctx context.Context, e *env, t *target) instrResult {
 		restart = e.startBouncer
 	}
 	defer func() {
+		if ctx.Err() != nil {
+			return
+		}
 		p, err := restart(ctx, nil)
 		if err != nil {
 			logf("restart %s after callgrind: %v", t.name, err)
@@ -208,30 +219,59 @@ func instructionCount(ctx context.Context, e *env, t *target) instrResult {
 			e.bouncer = p
 		}
 	}()
+	out := filepath.Join(e.tmp, "callgrind."+t.name)
+	p, err := restart(ctx, []string{"valgrind", "--tool=callgrind", "--callgrind-out-file=" + out})
+	if err != nil {
+		r.skipped = "start under valgrind: " + truncate(err.Error(), 300)
+		return r
+	}
+	defer p.kill()
+
+	pgbench := func(txs int) error {
+		cctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+		defer cancel()
+		b, err := pgbenchCmd(cctx, t.port, "-n", "-S", "-c", strconv.Itoa(clients), "-j", "1", "-t", strconv.Itoa(txs)).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("pgbench -t %d under callgrind: %v: %s", txs, err, firstError(string(b)))
+		}
+		return nil
+	}
+	control := func(flag string) error {
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		argv := []string{"callgrind_control", flag, strconv.Itoa(p.pid())}
+		if t.name == "pgbouncer" && e.cred != nil {
+			// vgdb only finds the FIFOs of a valgrind'ed process of the
+			// same user, with that user's login environment.
+			argv = append([]string{"runuser", "-u", poolerUser, "--"}, argv...)
+		}
+		cmd := exec.CommandContext(cctx, argv[0], argv[1:]...)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("callgrind_control %s: %v: %s", flag, err, truncate(strings.TrimSpace(string(b)), 200))
+		}
+		return nil
+	}
+	if err := pgbench(20); err != nil { // warm-up: server connections
+		r.skipped = err.Error()
+		return r
+	}
+	if err := control("--zero"); err != nil {
+		r.skipped = err.Error()
+		return r
+	}
 	var counts [2]int64
 	for i, txs := range []int{shortTx, longTx} {
-		out := filepath.Join(e.tmp, fmt.Sprintf("callgrind.%s.%d.out", t.name, txs))
-		wrapper := []string{"valgrind", "--tool=callgrind", "--callgrind-out-file=" + out}
-		p, err := restart(ctx, wrapper)
-		if err != nil {
-			r.skipped = "start under valgrind: " + truncate(err.Error(), 200)
-			return r
-		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		cmd := pgbenchCmd(cctx, t.port, "-n", "-S", "-c", strconv.Itoa(clients), "-j", "1", "-t", strconv.Itoa(txs))
-		b, err := cmd.CombinedOutput()
-		cancel()
-		p.stopWithin(2 * time.Minute)
-		if err != nil {
-			r.skipped = fmt.Sprintf("pgbench under callgrind: %v: %s", err, firstError(string(b)))
-			return r
-		}
-		if counts[i], err = callgrindTotal(out); err != nil {
+		if err := pgbench(txs); err != nil {
 			r.skipped = err.Error()
 			return r
 		}
-		if ctx.Err() != nil {
-			r.skipped = "interrupted"
+		if err := control("--dump"); err != nil {
+			r.skipped = err.Error()
+			return r
+		}
+		if counts[i], err = waitCallgrindDump(ctx, fmt.Sprintf("%s.%d", out, i+1)); err != nil {
+			r.skipped = err.Error()
 			return r
 		}
 	}
@@ -241,6 +281,23 @@ func instructionCount(ctx context.Context, e *env, t *target) instrResult {
 	r.took = time.Since(start)
 	logf("  callgrind %-9s %.0f instructions/tx (%s)", t.name, r.perTx, r.took.Round(time.Second))
 	return r
+}
+
+// waitCallgrindDump waits for a dump file to be complete and returns its
+// instruction total.
+func waitCallgrindDump(ctx context.Context, path string) (int64, error) {
+	var err error
+	for range 100 {
+		var v int64
+		if v, err = callgrindTotal(path); err == nil {
+			return v, nil
+		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return 0, err
 }
 
 // callgrindTotal reads the "summary:" (or "totals:") Ir count of a callgrind

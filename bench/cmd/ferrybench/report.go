@@ -113,7 +113,9 @@ func (r *report) markdown() string {
 				tpsFD = fmt.Sprintf("%.2f", f.tps/d.tps)
 			}
 			if bok && bo.aborted > 0 {
-				tpsFB += " (pgbouncer clients aborted)"
+				// The survivors' throughput is not comparable.
+				tpsFB = fmt.Sprintf("n/a (pgbouncer: %d of %d clients aborted)", bo.aborted, sc.clients)
+				cpuFB = "n/a"
 			}
 			p("| %s | %s | %s | %s |\n", sc.title, tpsFB, cpuFB, tpsFD)
 		}
@@ -176,9 +178,10 @@ func (r *report) markdown() string {
 
 	if len(r.instr) > 0 {
 		p("## Instructions per transaction (valgrind --tool=callgrind)\n\n")
-		p("`pgbench -n -S -c 4 -j 1 -t N` against the pooler running under callgrind, once with N = 200 and once with N = 2000; ")
-		p("instructions/tx = (Ir(2000) - Ir(200)) / (4 × 1800), so start-up, logins and server connections cancel out.\n\n")
-		p("| pooler | instructions / tx | Ir @ 200 tx/client | Ir @ 2000 tx/client |\n|---|---:|---:|---:|\n")
+		p("One pooler process under callgrind: a warm-up run, counters zeroed, then `pgbench -n -S -c 4 -j 1 -t 200` and `-t 2000`, ")
+		p("each followed by `callgrind_control --dump`; instructions/tx = (Ir(2000) - Ir(200)) / (4 × 1800), so logins cancel out. ")
+		p("pgferry runs with GODEBUG=asyncpreemptoff=1 (callgrind cannot take Go's preemption signals).\n\n")
+		p("| pooler | instructions / tx | Ir, -t 200 run | Ir, -t 2000 run |\n|---|---:|---:|---:|\n")
 		var ferry, bouncer float64
 		for _, x := range r.instr {
 			if x.skipped != "" {
@@ -202,7 +205,7 @@ func (r *report) markdown() string {
 	notes := append([]string{}, r.notes...)
 	notes = append(notes,
 		"Latencies are client-side (pgbench); p99 is computed from pgbench's per-transaction log (-l).",
-		"Pooler CPU is utime+stime from /proc/<pid>/stat over the whole pgbench run, client logins included; direct has no pooler.",
+		"Pooler CPU is utime+stime from /proc/<pid>/stat, sampled every 100 ms and taken over the steady state (from 0.5 s after the first transaction, when all clients are logged in, to the last one) divided by the transactions pgbench logged in that window; with -C every transaction includes its login. Direct has no pooler.",
 		"The machine is shared with other work: absolute figures are noisy; compare ratios from the same run.",
 	)
 	for _, x := range r.runs {
@@ -213,6 +216,10 @@ func (r *report) markdown() string {
 			notes = append(notes, fmt.Sprintf("%s, %s: n/a, %s.", x.scenario.title, x.target, x.err))
 		case x.note != "":
 			notes = append(notes, fmt.Sprintf("%s, %s: %s (reported as failed).", x.scenario.title, x.target, x.note))
+		}
+		if x.ok() && x.scenario.clients >= 500 {
+			notes = append(notes, fmt.Sprintf("%s, %s: pgbench's initial connection time %s (libpq SCRAM logins, -T extended to cover them); CPU window %s with %d tx.",
+				x.scenario.title, x.target, x.connTime.Round(100*time.Millisecond), x.window.Round(100*time.Millisecond), x.windowTx))
 		}
 	}
 	for _, x := range r.idle {
