@@ -89,7 +89,7 @@ func (ss *session) startAdmin(cfg *configs.Config) error {
 	ss.raw.SetDeadline(time.Time{}) // client_login_timeout no longer applies
 	ss.srv.register(ss)
 	defer ss.srv.unregister(ss)
-	ss.log.Info("admin console client connected", zap.Bool("admin", full))
+	ss.logger().Info("admin console client connected", zap.Bool("admin", full))
 
 	c := &adminConsole{ss: ss, srv: ss.srv, full: full, rd: protocol.NewReader(ss.conn), wr: protocol.NewWriter(ss.conn)}
 	c.rd.MaxMessage = adminMaxMessage
@@ -249,7 +249,9 @@ func (c *adminConsole) query(sql string) error {
 			c.appendError(invalid)
 			return nil
 		}
-		c.ss.log.Debug("admin command", zap.String("command", "SHOW "+strings.ToUpper(args[0])))
+		if c.ss.debugEnabled() {
+			c.ss.logger().Debug("admin command", zap.String("command", "SHOW "+strings.ToUpper(args[0])))
+		}
 		if !c.show(strings.ToUpper(args[0])) {
 			c.appendError(invalid)
 		}
@@ -282,7 +284,7 @@ func (c *adminConsole) query(sql string) error {
 	if len(args) == 1 {
 		db = args[0]
 	}
-	c.ss.log.Info("admin command", zap.String("command", verb), zap.String("target_database", db))
+	c.ss.logger().Info("admin command", zap.String("command", verb), zap.String("target_database", db))
 	switch verb {
 	case "PAUSE":
 		err = c.pause(db)
@@ -456,18 +458,18 @@ func (c *adminConsole) kill(db string) error {
 			n++
 		}
 	}
-	c.ss.log.Info("admin KILL", zap.String("target_database", db), zap.Int("clients_killed", n))
+	c.ss.logger().Info("admin KILL", zap.String("target_database", db), zap.Int("clients_killed", n))
 	return nil
 }
 
 func (c *adminConsole) reload() error {
 	h := c.srv.adminHooks()
 	if h.Reload == nil {
-		c.ss.log.Error("admin RELOAD: no reload action is configured")
+		c.ss.logger().Error("admin RELOAD: no reload action is configured")
 		return protocol.NewError(protocol.SQLStateConfigFileError, "RELOAD failed, see logs for additional details")
 	}
 	if err := h.Reload(); err != nil {
-		c.ss.log.Error("admin RELOAD failed", zap.Error(err))
+		c.ss.logger().Error("admin RELOAD failed", zap.Error(err))
 		return protocol.NewError(protocol.SQLStateConfigFileError, "RELOAD failed, see logs for additional details")
 	}
 	return nil

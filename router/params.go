@@ -321,7 +321,7 @@ func (ss *session) pinFor(reason string) (bool, error) {
 	if !already {
 		ss.srv.pinned.Add(1)
 		ss.entry.stats.pinnedClients.Add(1)
-		ss.log.Info("client pinned to its server connection", zap.String("reason", reason))
+		ss.logger().Info("client pinned to its server connection", zap.String("reason", reason))
 	}
 	return false, nil
 }

@@ -580,7 +580,7 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 	defer close(done)
 	defer func() {
 		if r := recover(); r != nil {
-			ss.log.Error("relay panicked", zap.Any("panic", r))
+			ss.logger().Error("relay panicked", zap.Any("panic", r))
 			ss.serverFailed(sc, errors.New("internal error"))
 		}
 	}()
@@ -641,7 +641,7 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 			}
 			if swallow {
 				_, code, msg := protocol.ParseErrorFields(frame)
-				ss.log.Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
+				ss.logger().Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
 			}
 		case typ == protocol.MsgReadyForQuery:
 			ss.entry.stats.queries.Add(1)
@@ -789,7 +789,7 @@ func (ss *session) serverFailed(sc *pool.ServerConn, err error) {
 	ss.mu.Unlock()
 	ss.waitForWriter()
 	sc.Pool().Destroy(sc)
-	ss.log.Warn("server connection lost", zap.String("server", sc.Addr), zap.Error(err), zap.Bool("session_kept", survive))
+	ss.logger().Warn("server connection lost", zap.String("server", sc.Addr), zap.Error(err), zap.Bool("session_kept", survive))
 	msg := "server connection lost: the server closed the connection or the network failed"
 	if fatalMsg != nil {
 		msg = "server connection lost: " + string(fatalMsg)
@@ -836,12 +836,14 @@ func (ss *session) finish(err error) {
 	var re *relayedError
 	switch {
 	case errors.As(err, &pe):
-		ss.log.Info("client disconnected", zap.String("reason", pe.Message))
+		ss.logger().Info("client disconnected", zap.String("reason", pe.Message))
 	case errors.As(err, &re):
 	case err == nil || errors.Is(err, errClientTerminated) || isEOF(err) || errors.Is(err, errServerGone) || errors.Is(err, errClientGone):
-		ss.log.Debug("client disconnected")
+		if ss.debugEnabled() {
+			ss.logger().Debug("client disconnected")
+		}
 	default:
-		ss.log.Info("client disconnected", zap.Error(err))
+		ss.logger().Info("client disconnected", zap.Error(err))
 	}
 	ss.mu.Lock()
 	sc := ss.server
@@ -887,7 +889,9 @@ func (ss *session) returnServer(sc *pool.ServerConn, clean, pinned bool) {
 	needReset := (!ss.txnMode || pinned || cfg.ServerResetQueryAlways) && cfg.ServerResetQuery != ""
 	if needReset {
 		if err := resetServer(sc, cfg.ServerResetQuery); err != nil {
-			ss.log.Debug("server reset failed", zap.Error(err))
+			if ss.debugEnabled() {
+				ss.logger().Debug("server reset failed", zap.Error(err))
+			}
 			sc.Pool().Destroy(sc)
 			return
 		}
@@ -958,7 +962,7 @@ func (ss *session) onQueryTimeout() {
 	busy := ss.server != nil && ss.q.n > 0
 	ss.mu.Unlock()
 	if busy {
-		ss.log.Info("query_timeout: cancelling the running query")
+		ss.logger().Info("query_timeout: cancelling the running query")
 		ss.srv.forwardCancel(ss.pid, ss.key)
 	}
 }

@@ -40,7 +40,7 @@ var adminDatabases = map[string]bool{"pgbouncer": true, "pgferry": true}
 // client. The two meet under mu.
 type session struct {
 	srv  *Server
-	log  *zap.Logger
+	lg   atomic.Pointer[zap.Logger] // built on first use by logger()
 	id   uint64
 	raw  net.Conn // the accepted socket; closed by run
 	conn net.Conn // raw or TLS over raw
@@ -119,10 +119,21 @@ type session struct {
 	wakeReq atomic.Bool
 }
 
+// serveClient runs a new client's login on the accepting goroutine, then
+// hands the connection to a fresh goroutine for the session: the login's
+// deep stack (TLS, SCRAM) is not kept by thousands of idle sessions.
+// Whichever goroutine holds the connection last closes it and releases its
+// client count and WaitGroup slot.
 func (s *Server) serveClient(raw net.Conn) {
-	defer s.wg.Done()
+	handedOff := false
 	n := s.clients.Add(1)
-	defer s.clients.Add(-1)
+	defer func() {
+		if !handedOff {
+			raw.Close()
+			s.clients.Add(-1)
+			s.wg.Done()
+		}
+	}()
 	ss := &session{
 		srv:         s,
 		id:          s.ids.Add(1),
@@ -132,17 +143,11 @@ func (s *Server) serveClient(raw net.Conn) {
 		clientAddr:  raw.RemoteAddr().String(),
 		status:      protocol.TxIdle,
 	}
-	ss.log = s.log.With(zap.Uint64("conn_id", ss.id), zap.String("client_addr", ss.clientAddr))
-	defer raw.Close()
-	defer func() {
-		if r := recover(); r != nil {
-			ss.log.Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-		}
-	}()
+	defer ss.recoverPanic()
 	cfg := s.cfg.Load()
 	if !s.allowed(raw.RemoteAddr()) {
 		s.reject("allow_cidrs")
-		ss.log.Info("client refused by allow_cidrs")
+		ss.logger().Info("client refused by allow_cidrs")
 		return
 	}
 	if cfg.MaxClientConn > 0 && n > int64(cfg.MaxClientConn) {
@@ -150,7 +155,33 @@ func (s *Server) serveClient(raw net.Conn) {
 		ss.sendFatal(protocol.Fatal(protocol.SQLStateTooManyConnections, "no more connections allowed (max_client_conn)"))
 		return
 	}
-	ss.run(cfg)
+	if !ss.login(cfg) {
+		return
+	}
+	handedOff = true
+	go ss.serveLoggedIn()
+}
+
+// serveLoggedIn relays for a logged-in client until it leaves. It owns the
+// connection, the client count and the WaitGroup slot taken at accept.
+func (ss *session) serveLoggedIn() {
+	defer ss.srv.wg.Done()
+	defer ss.srv.clients.Add(-1)
+	defer ss.raw.Close()
+	defer ss.recoverPanic()
+	ss.srv.register(ss)
+	defer ss.srv.unregister(ss)
+	if ss.debugEnabled() {
+		ss.logger().Debug("client connected")
+	}
+	ss.finish(ss.serve())
+}
+
+// recoverPanic keeps a panic in one session from killing the process.
+func (ss *session) recoverPanic() {
+	if r := recover(); r != nil {
+		ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+	}
 }
 
 func (s *Server) reject(reason string) {
@@ -182,37 +213,36 @@ func (ss *session) sendFatal(e *protocol.Error) {
 	ss.conn.Write(e.AppendFrame(nil))
 }
 
-func (ss *session) run(cfg *configs.Config) {
+// login runs the startup and authentication exchange. It reports whether
+// the client is logged in; on failure the client has been told why.
+func (ss *session) login(cfg *configs.Config) bool {
 	if d := cfg.ClientLoginTimeout.Std(); d > 0 {
 		ss.raw.SetDeadline(time.Now().Add(d))
 	}
-	if err := ss.startup(cfg); err != nil {
-		if errors.Is(err, errAdminDone) {
-			return
-		}
-		var pe *protocol.Error
-		var re *relayedError
-		if errors.As(err, &pe) {
-			ss.sendFatal(pe)
-		} else if errors.As(err, &re) {
-			// The server refused pgferry's login: the client sees the
-			// server's own error, as PgBouncer relays it.
-			ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
-			ss.conn.Write(re.frame)
-		} else if isTimeout(err) {
-			ss.sendFatal(protocol.Fatal(protocol.SQLStateProtocolViolation, "client_login_timeout"))
-		}
-		if !errors.Is(err, errCancelDone) && !isEOF(err) {
-			ss.log.Info("client login failed", zap.Error(err))
-		}
-		return
+	err := ss.startup(cfg)
+	if err == nil {
+		ss.raw.SetDeadline(time.Time{})
+		return true
 	}
-	ss.raw.SetDeadline(time.Time{})
-	ss.srv.register(ss)
-	defer ss.srv.unregister(ss)
-	ss.log.Debug("client connected")
-	err := ss.serve()
-	ss.finish(err)
+	if errors.Is(err, errAdminDone) {
+		return false
+	}
+	var pe *protocol.Error
+	var re *relayedError
+	if errors.As(err, &pe) {
+		ss.sendFatal(pe)
+	} else if errors.As(err, &re) {
+		// The server refused pgferry's login: the client sees the
+		// server's own error, as PgBouncer relays it.
+		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		ss.conn.Write(re.frame)
+	} else if isTimeout(err) {
+		ss.sendFatal(protocol.Fatal(protocol.SQLStateProtocolViolation, "client_login_timeout"))
+	}
+	if !errors.Is(err, errCancelDone) && !isEOF(err) {
+		ss.logger().Info("client login failed", zap.Error(err))
+	}
+	return false
 }
 
 var errCancelDone = errors.New("cancel request handled")
@@ -280,7 +310,6 @@ func (ss *session) startup(cfg *configs.Config) error {
 	if ss.database == "" {
 		ss.database = ss.user
 	}
-	ss.log = ss.log.With(zap.String("user", ss.user), zap.String("database", ss.database))
 	ss.startupParams = st.Params
 
 	password, err := ss.authenticate(cfg)
@@ -549,7 +578,7 @@ func (ss *session) acquireError(err error) error {
 		// The message names the database and the reason, never a secret.
 		return protocol.Fatal(protocol.SQLStateUnableToConnect, "pgferry "+te.Error())
 	}
-	ss.log.Warn("server connection failed", zap.Error(err))
+	ss.logger().Warn("server connection failed", zap.Error(err))
 	return protocol.Fatal(protocol.SQLStateConnectionFailure, "pgferry could not connect to the server for database "+ss.database+": "+sanitize(err))
 }
 
@@ -604,3 +633,25 @@ func (ss *session) kill() {
 		sc.Conn.SetReadDeadline(time.Unix(1, 0))
 	}
 }
+
+// logger returns the session's logger with conn_id, client_addr, user and
+// database. It is built on first use: most sessions never log at the
+// configured level, and a zap child logger costs memory per client.
+func (ss *session) logger() *zap.Logger {
+	if l := ss.lg.Load(); l != nil {
+		return l
+	}
+	fields := []zap.Field{zap.Uint64("conn_id", ss.id), zap.String("client_addr", ss.clientAddr)}
+	if ss.user != "" {
+		fields = append(fields, zap.String("user", ss.user), zap.String("database", ss.database))
+	}
+	l := ss.srv.log.With(fields...)
+	if ss.user != "" {
+		ss.lg.Store(l) // complete: keep it
+	}
+	return l
+}
+
+// debugEnabled reports whether debug logs would be written, so per-session
+// debug lines cost nothing when they are off.
+func (ss *session) debugEnabled() bool { return ss.srv.log.Core().Enabled(zap.DebugLevel) }
