@@ -213,6 +213,30 @@ func (p *Pool) Acquire(ctx context.Context) (*ServerConn, error) {
 	}
 }
 
+// TryAcquire lends an idle connection if one is free right now and nobody
+// is queued; it never waits or dials.
+func (p *Pool) TryAcquire() *ServerConn {
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 || p.waiters.n > 0 || p.closed || p.paused {
+			p.mu.Unlock()
+			return nil
+		}
+		sc := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.active++
+		p.stat.AcquireCount++
+		p.mu.Unlock()
+		if sc.alive() {
+			sc.lastUsed = p.now()
+			return sc
+		}
+		p.Destroy(sc)
+	}
+}
+
 func (p *Pool) acquireOnce(ctx context.Context) (*ServerConn, error) {
 	p.mu.Lock()
 	for p.paused && !p.closed {

@@ -149,8 +149,42 @@ func nextWord(b []byte) (word string, rest []byte) {
 	if i == 0 {
 		return "", b
 	}
+	if i <= len(lowerBuf{}) {
+		// Known keywords come back without allocating.
+		var lb lowerBuf
+		for j := 0; j < i; j++ {
+			lb[j] = b[j] | 0x20
+			if b[j] >= '0' && b[j] <= '9' || b[j] == '_' {
+				lb[j] = b[j]
+			}
+		}
+		if kw, ok := keywords[string(lb[:i])]; ok {
+			return kw, b[i:]
+		}
+	}
 	return strings.ToLower(string(b[:i])), b[i:]
 }
+
+type lowerBuf [16]byte
+
+// keywords are the words classification and routing compare against;
+// nextWord returns these interned, so the hot path does not allocate.
+var keywords = func() map[string]string {
+	m := make(map[string]string)
+	for _, w := range []string{
+		"select", "with", "values", "call", "do", "set", "reset", "discard", "deallocate", "create",
+		"declare", "prepare", "listen", "unlisten", "load", "begin", "start", "transaction", "local",
+		"session", "characteristics", "authorization", "role", "time", "zone", "to", "all", "temp",
+		"temporary", "global", "insert", "update", "delete", "merge", "into", "for", "lock", "copy",
+		"read", "only", "write", "from", "where", "and", "or", "not", "as", "on", "table", "commit",
+		"rollback", "end", "abort", "savepoint", "release", "show", "explain", "analyze", "true", "false",
+		"search_path", "timezone", "application_name", "datestyle", "intervalstyle", "client_encoding",
+		"statement_timeout", "work_mem", "default_transaction_read_only",
+	} {
+		m[w] = w
+	}
+	return m
+}()
 
 func skipSpace(b []byte) []byte {
 	for len(b) > 0 {
@@ -189,7 +223,6 @@ func firstByteInteresting(c byte) bool {
 
 var (
 	advisoryLower = []byte("advisory_lock")
-	advisoryUpper = []byte("ADVISORY_LOCK")
 )
 
 // needsClassify reports cheaply whether classifySQL could find anything.
@@ -274,12 +307,28 @@ func classifyOne(stmt []byte) stmtClass {
 
 // hasSessionAdvisoryLock spots pg_advisory_lock, pg_try_advisory_lock and
 // their _shared forms; pg_advisory_xact_lock ("advisory_xact") and
-// pg_advisory_unlock do not match.
+// pg_advisory_unlock do not match. The search ignores ASCII case and does
+// not allocate.
 func hasSessionAdvisoryLock(stmt []byte) bool {
-	if bytes.Contains(stmt, advisoryLower) || bytes.Contains(stmt, advisoryUpper) {
-		return true
+	return indexFold(stmt, advisoryLower) >= 0
+}
+
+// indexFold finds lowerPat (lower case ASCII) in s ignoring ASCII case.
+func indexFold(s, lowerPat []byte) int {
+	n := len(lowerPat)
+	for i := 0; i+n <= len(s); i++ {
+		if s[i]|0x20 != lowerPat[0] {
+			continue
+		}
+		j := 1
+		for j < n && (s[i+j]|0x20 == lowerPat[j] || s[i+j] == lowerPat[j]) {
+			j++
+		}
+		if j == n {
+			return i
+		}
 	}
-	return bytes.Contains(bytes.ToLower(stmt), advisoryLower)
+	return -1
 }
 
 // classifySet handles SET [SESSION|LOCAL] name {TO|=} value.

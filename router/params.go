@@ -1,6 +1,7 @@
 package router
 
 import (
+	"hash/fnv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -59,6 +60,7 @@ func (ss *session) initParams(cfg *configs.Config, st *protocol.Startup) error {
 		}
 	}
 	ss.appName = ss.params["application_name"]
+	ss.paramsDirty = true
 	return nil
 }
 
@@ -121,6 +123,16 @@ func safeOption(s string) string {
 // with one injected Query whose responses are swallowed. mu and wmu are
 // held. It allocates only when something differs.
 func (ss *session) syncParams(sc *pool.ServerConn) {
+	if ss.paramsDirty {
+		ss.paramsFP = ss.fingerprint()
+		ss.paramsDirty = false
+	}
+	if sc.ParamsFP == ss.paramsFP {
+		// Last synced for an identical parameter set and unchanged since:
+		// the common case of clients that never SET anything.
+		return
+	}
+	defer func() { sc.ParamsFP = ss.paramsFP }()
 	var sql []byte
 	defaults := ss.entry.welcome
 	for _, k := range ss.paramKeys {
@@ -164,6 +176,21 @@ func (ss *session) syncParams(sc *pool.ServerConn) {
 	}
 	ss.q.push(expect{kind: kQuerySwallow})
 	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), string(sql)))
+}
+
+// fingerprint hashes what the client wants for every tracked parameter
+// (never 0). mu is held.
+func (ss *session) fingerprint() uint64 {
+	h := fnv.New64a()
+	for _, k := range ss.paramKeys {
+		h.Write([]byte(k))
+		if v, ok := ss.params[k]; ok {
+			h.Write([]byte{0})
+			h.Write([]byte(v))
+		}
+		h.Write([]byte{1})
+	}
+	return h.Sum64() | 1
 }
 
 func (ss *session) tracks(k string) bool {
@@ -210,12 +237,14 @@ func (ss *session) onParameterStatus(sc *pool.ServerConn, frame []byte) {
 		return
 	}
 	sc.Params[string(k)] = string(v)
+	sc.ParamsFP = 0
 	head, _ := ss.q.peek()
 	if head.kind == kQuerySwallow {
 		return
 	}
 	if ss.tracks(string(k)) {
 		ss.params[string(k)] = string(v)
+		ss.paramsDirty = true
 	}
 	ss.wr.Append(frame)
 }
@@ -362,6 +391,8 @@ type paramChange struct{ key, value string }
 // error, as PostgreSQL itself keeps or undoes a SET. mu is held.
 func (ss *session) settleParams(sc *pool.ServerConn) {
 	if !ss.tentativeAborted {
+		ss.paramsDirty = true
+		sc.ParamsFP = 0
 		for _, ch := range ss.tentative {
 			if ch.value == "" {
 				delete(ss.params, ch.key)

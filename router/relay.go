@@ -5,6 +5,7 @@ import (
 	"errors"
 	"hash/fnv"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -305,27 +306,11 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := ss.srv.cfg.Load()
-	ctx, cancel := ss.waitContext(cfg)
-	ss.waiting.Store(true)
-	start := time.Now()
-	sc, err := p.Acquire(ctx)
-	if errors.Is(err, pool.ErrPoolClosed) && ss.refreshEntry() {
-		// A reload replaced the database's pools: carry on with the new
-		// ones, the client keeps its session.
-		if p, onReplica, err = ss.pickPool(readOnly); err == nil {
-			sc, err = p.Acquire(ctx)
+	sc := p.TryAcquire()
+	if sc == nil {
+		if sc, err = ss.waitForServer(p, readOnly); err != nil {
+			return nil, err
 		}
-	}
-	ss.waiting.Store(false)
-	cancel()
-	if err != nil {
-		return nil, ss.acquireError(err)
-	}
-	if time.Since(start) > time.Millisecond && !ss.tls && protocol.PeerClosed(ss.raw) {
-		// The client left while it waited: do not run its query.
-		p.Release(sc)
-		return nil, errClientGone
 	}
 	if sc.Wr == nil {
 		sc.Wr = protocol.NewWriter(sc.Conn)
@@ -888,7 +873,7 @@ func (ss *session) returnServer(sc *pool.ServerConn, clean, pinned bool) {
 	}
 	needReset := (!ss.txnMode || pinned || cfg.ServerResetQueryAlways) && cfg.ServerResetQuery != ""
 	if needReset {
-		if err := resetServer(sc, cfg.ServerResetQuery); err != nil {
+		if err := resetServer(sc, cfg.ServerResetQuery, ss.entry.welcome); err != nil {
 			if ss.debugEnabled() {
 				ss.logger().Debug("server reset failed", zap.Error(err))
 			}
@@ -899,8 +884,18 @@ func (ss *session) returnServer(sc *pool.ServerConn, clean, pinned bool) {
 	sc.Pool().Release(sc)
 }
 
-// resetServer runs the reset query and waits for ReadyForQuery 'I'.
-func resetServer(sc *pool.ServerConn, query string) error {
+// resetServer runs the reset query and waits for ReadyForQuery 'I'. The
+// reset (DISCARD ALL) also resets parameters the server does not report,
+// so those are forgotten; reported ones come back in ParameterStatus.
+func resetServer(sc *pool.ServerConn, query string, reported map[string]string) error {
+	sc.ParamsFP = 0
+	if reported != nil {
+		for k := range sc.Params {
+			if _, ok := reported[k]; !ok {
+				delete(sc.Params, k)
+			}
+		}
+	}
 	sc.Conn.SetDeadline(time.Now().Add(5 * time.Second))
 	defer sc.Conn.SetDeadline(time.Time{})
 	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), query))
@@ -1050,4 +1045,52 @@ func (ss *session) kickRelease(sc *pool.ServerConn) bool {
 	sc.Conn.SetReadDeadline(time.Time{})
 	ss.releaseServer(sc)
 	return true
+}
+
+// waitForServer queues for a server connection of p, up to
+// query_wait_timeout, while watching the client: a client that disconnects
+// while queued leaves the queue at once instead of holding its place.
+func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn, error) {
+	cfg := ss.srv.cfg.Load()
+	ctx, cancel := ss.waitContext(cfg)
+	defer cancel()
+	ss.waiting.Store(true)
+	defer ss.waiting.Store(false)
+	var gone atomic.Bool
+	watchDone := make(chan struct{})
+	if wait := protocol.ReadinessWait(ss.raw); wait != nil && ss.rd.Buffered() == 0 {
+		go func() {
+			defer close(watchDone)
+			// Readable means EOF or more input; only EOF ends the wait.
+			if wait() == nil && protocol.PeerClosed(ss.raw) {
+				gone.Store(true)
+				cancel()
+			}
+		}()
+	} else {
+		close(watchDone)
+	}
+	sc, err := p.Acquire(ctx)
+	if errors.Is(err, pool.ErrPoolClosed) && ss.refreshEntry() {
+		// A reload replaced the database's pools: carry on with the new
+		// ones, the client keeps its session.
+		var perr error
+		if p, _, perr = ss.pickPool(readOnly); perr == nil {
+			sc, err = p.Acquire(ctx)
+		}
+	}
+	// Stop the watcher and wait for it before anyone reads the client.
+	ss.raw.SetReadDeadline(time.Unix(1, 0))
+	<-watchDone
+	ss.raw.SetReadDeadline(time.Time{})
+	if gone.Load() {
+		if sc != nil {
+			p.Release(sc)
+		}
+		return nil, errClientGone
+	}
+	if err != nil {
+		return nil, ss.acquireError(err)
+	}
+	return sc, nil
 }

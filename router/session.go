@@ -84,6 +84,11 @@ type session struct {
 	releaseDeferred bool
 	pumpKick        bool
 
+	// paramsFP fingerprints params (recomputed when paramsDirty) so a
+	// server already synced to the same set needs no work. Guarded by mu.
+	paramsFP    uint64
+	paramsDirty bool
+
 	tentative        []paramChange
 	tentativeAborted bool
 	// mailbox holds notifications (raw frames) waiting for the end of the
