@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 )
 
@@ -171,14 +172,29 @@ func (rd *Reader) Next() ([]byte, error) {
 		rd.r += size
 		return f, nil
 	}
-	rd.big = make([]byte, size)
-	n := copy(rd.big, rd.buf[rd.r:rd.w])
-	rd.r += n
-	if _, err := io.ReadFull(rd.src, rd.big[n:]); err != nil {
-		return nil, noEOF(err)
+	// The length comes from the peer: grow the frame's buffer as its bytes
+	// arrive instead of allocating the claimed size up front, so a header
+	// announcing a huge message costs memory only for what is really sent.
+	big := make([]byte, 0, min(size, bigChunk))
+	big = append(big, rd.buf[rd.r:rd.w]...)
+	rd.r = rd.w
+	for len(big) < size {
+		if len(big) == cap(big) {
+			big = slices.Grow(big, min(size, 2*cap(big))-len(big))
+		}
+		m, err := rd.src.Read(big[len(big):min(size, cap(big))])
+		big = big[:len(big)+m]
+		if err != nil && len(big) < size {
+			return nil, noEOF(err)
+		}
 	}
+	rd.big = big
 	return rd.big, nil
 }
+
+// bigChunk is the first allocation for a frame larger than the buffer; the
+// allocation doubles from there as the frame's bytes arrive.
+const bigChunk = 64 << 10
 
 // Forward copies the next frame to w without decoding it. A frame that fits
 // in the buffer is appended to w's buffer; a larger one is streamed: w is

@@ -137,8 +137,10 @@ func (ss *session) setReadDeadline() error {
 		d = cfg.IdleTransactionTimeout.Std()
 	}
 	if d > 0 {
-		return ss.raw.SetReadDeadline(time.Now().Add(d))
+		ss.idleDeadline = time.Now().Add(d)
+		return ss.raw.SetReadDeadline(ss.idleDeadline)
 	}
+	ss.idleDeadline = time.Time{}
 	return ss.raw.SetReadDeadline(time.Time{})
 }
 
@@ -160,8 +162,11 @@ func (ss *session) onWake() error {
 	if err := ss.deliverNotifications(); err != nil {
 		return err
 	}
-	if woken || busy {
-		return nil // the loop re-arms the right deadline
+	if woken || busy || ss.idleDeadline.IsZero() || time.Now().Before(ss.idleDeadline) {
+		// A wake whose flag was consumed before its deadline landed, or a
+		// running query: not an idle timeout. The loop re-arms the right
+		// deadline.
+		return nil
 	}
 	switch {
 	case !linked && ss.srv.isDraining():
@@ -201,7 +206,8 @@ func (ss *session) handle(typ byte, size int) error {
 	case protocol.MsgQuery, protocol.MsgParse, protocol.MsgBind, protocol.MsgDescribe,
 		protocol.MsgExecute, protocol.MsgClose, protocol.MsgFunctionCall:
 	default:
-		ss.rd.Discard()
+		// Do not read on: the length of an unknown message cannot be
+		// trusted (PostgreSQL's SocketBackend stops here too).
 		return protocol.Fatal(protocol.SQLStateProtocolViolation, "invalid frontend message type "+strconv.Quote(string(typ)))
 	}
 	frame, err := ss.rd.Next()
@@ -943,6 +949,7 @@ func (ss *session) armQueryTimeout() {
 	if d <= 0 || ss.q.n > 1 {
 		return
 	}
+	ss.querySeq++
 	if ss.queryTimer == nil {
 		ss.queryTimer = time.AfterFunc(d, ss.onQueryTimeout)
 		return
@@ -951,15 +958,29 @@ func (ss *session) armQueryTimeout() {
 }
 
 // onQueryTimeout cancels the running query on the server, as a client's
-// own CancelRequest would; the client gets 57014 from the server.
+// own CancelRequest would; the client gets 57014 from the server. If the
+// query is still running a second after the cancel was delivered (or could
+// not be), the server connection is dropped: the client gets an ERROR
+// 08006 instead of waiting on a server that does not answer.
 func (ss *session) onQueryTimeout() {
 	ss.mu.Lock()
-	busy := ss.server != nil && ss.q.n > 0
+	sc, seq := ss.server, ss.querySeq
+	busy := sc != nil && ss.q.n > 0
 	ss.mu.Unlock()
-	if busy {
-		ss.logger().Info("query_timeout: cancelling the running query")
-		ss.srv.forwardCancel(ss.pid, ss.key)
+	if !busy {
+		return
 	}
+	ss.logger().Info("query_timeout: cancelling the running query")
+	ss.srv.forwardCancel(ss.pid, ss.key)
+	time.AfterFunc(time.Second, func() {
+		ss.mu.Lock()
+		stuck := ss.server == sc && ss.querySeq == seq && ss.q.n > 0 && !ss.stopping
+		ss.mu.Unlock()
+		if stuck {
+			ss.logger().Warn("query_timeout: the server did not stop the query; dropping the server connection")
+			sc.Conn.SetReadDeadline(time.Unix(1, 0))
+		}
+	})
 }
 
 // refreshEntry points the session at the current pools of its database

@@ -104,6 +104,11 @@ type session struct {
 	listening bool // subscribed through the pool's listener; run only
 
 	queryTimer *time.Timer // query_timeout; guarded by mu
+	querySeq   uint64      // counts armed query timeouts; guarded by mu
+
+	// idleDeadline is the client read deadline setReadDeadline armed (zero:
+	// none); run only.
+	idleDeadline time.Time
 	// serverFatal keeps the message of a FATAL error the server sent before
 	// closing, for the error the client gets instead. Guarded by mu.
 	serverFatal []byte
@@ -379,7 +384,7 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 		time.Sleep(d)
 	}
 	if cfg.AuthType == "trust" {
-		return "", nil
+		return "", ss.sendAuthOK(pgproto3.NewBackend(ss.conn, ss.conn))
 	}
 	cred, known := ss.srv.store.Load().Lookup(ss.user)
 	be := pgproto3.NewBackend(ss.conn, ss.conn)

@@ -1,0 +1,351 @@
+package router_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/ferrytest"
+)
+
+// hRelay is a TCP relay in front of the cluster that can stall: while
+// stalled it accepts connections but forwards nothing in either direction
+// and closes nothing, like a network that silently drops packets.
+type hRelay struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup // the accept loop and every copy goroutine
+
+	// mu guards the fields below; cond (on mu) is broadcast when stalled
+	// or closed changes.
+	mu      sync.Mutex
+	cond    *sync.Cond
+	stalled bool
+	closed  bool
+	conns   []net.Conn
+}
+
+func hStartRelay(t *testing.T, target string) *hRelay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &hRelay{ln: ln, target: target}
+	r.cond = sync.NewCond(&r.mu)
+	r.wg.Add(1)
+	go r.accept()
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *hRelay) Port() int { return r.ln.Addr().(*net.TCPAddr).Port }
+
+func (r *hRelay) Stall(on bool) {
+	r.mu.Lock()
+	r.stalled = on
+	r.cond.Broadcast()
+	r.mu.Unlock()
+}
+
+// Close stops the relay, closes every connection and waits for its
+// goroutines.
+func (r *hRelay) Close() {
+	r.mu.Lock()
+	r.closed = true
+	conns := r.conns
+	r.conns = nil
+	r.cond.Broadcast()
+	r.mu.Unlock()
+	r.ln.Close()
+	for _, c := range conns {
+		c.Close()
+	}
+	r.wg.Wait()
+}
+
+// track registers c for Close; it reports false (and closes c) once the
+// relay is closed.
+func (r *hRelay) track(c net.Conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		c.Close()
+		return false
+	}
+	r.conns = append(r.conns, c)
+	return true
+}
+
+// flowing blocks while the relay is stalled; it reports false once closed.
+func (r *hRelay) flowing() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.stalled && !r.closed {
+		r.cond.Wait()
+	}
+	return !r.closed
+}
+
+func (r *hRelay) accept() {
+	defer r.wg.Done()
+	for {
+		c, err := r.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !r.track(c) {
+			return
+		}
+		r.wg.Add(1)
+		go r.serve(c)
+	}
+}
+
+func (r *hRelay) serve(c net.Conn) {
+	defer r.wg.Done()
+	if !r.flowing() {
+		return
+	}
+	s, err := net.Dial("tcp", r.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	if !r.track(s) {
+		c.Close()
+		return
+	}
+	r.wg.Add(2)
+	go r.copy(s, c)
+	go r.copy(c, s)
+}
+
+func (r *hRelay) copy(dst, src net.Conn) {
+	defer r.wg.Done()
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if !r.flowing() {
+				return
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func TestStalledServerNetworkMakesClientsFailInsteadOfHanging(t *testing.T) {
+	t.Parallel()
+	cfg, db := hConfig(t)
+	relay := hStartRelay(t, net.JoinHostPort(cluster.Host, strconv.Itoa(cluster.Port)))
+	cfg.ServerConnectTimeout = configs.Duration(500 * time.Millisecond)
+	cfg.QueryWaitTimeout = configs.Duration(2 * time.Second)
+	cfg.QueryTimeout = configs.Duration(500 * time.Millisecond)
+	cfg.CancelWaitTimeout = configs.Duration(time.Second)
+	entry := cfg.Databases["app"]
+	entry.Host, entry.Port, entry.DBName = "127.0.0.1", relay.Port(), db
+	cfg.Databases["stalled"] = entry
+	f := ferrytest.Start(t, cfg)
+	dsn := f.DSN("stalled", ferrytest.User, ferrytest.Password)
+
+	t.Run("a new client on a fresh pool gets an error while the network is stalled", func(t *testing.T) {
+		relay.Stall(true)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err == nil {
+			conn.Close(ctx)
+			t.Fatal("connected through a stalled network")
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the client hung until its own deadline: %v", err)
+		}
+		t.Logf("client error: %v", err)
+	})
+
+	t.Run("a running query ends with an error when the network stalls under query_timeout", func(t *testing.T) {
+		relay.Stall(false)
+		setupCtx := hContext(t)
+		var conn *pgx.Conn
+		// Right after the failed login, server_login_retry makes clients
+		// fail fast for a moment: retry until the pool logs in again.
+		hEventually(t, 20*time.Second, "a client to connect through the relay again", func() (bool, error) {
+			c, err := pgx.Connect(setupCtx, dsn)
+			if err != nil {
+				return false, err
+			}
+			if _, err := c.Exec(setupCtx, "select 1"); err != nil {
+				c.Close(setupCtx)
+				return false, err
+			}
+			conn = c
+			return true, nil
+		})
+		defer conn.Close(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() {
+			_, err := conn.Exec(ctx, "select pg_sleep(30)")
+			errc <- err
+		}()
+		hWaitForBackend(t, setupCtx, db, "state = 'active' and query = 'select pg_sleep(30)'")
+		relay.Stall(true)
+		err := <-errc
+		if err == nil {
+			t.Fatal("the query succeeded through a stalled network")
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("query_timeout did not end the query while the server network was stalled: the client waited for its own 20s deadline (%v)", err)
+		}
+		t.Logf("client error: %v", err)
+	})
+	relay.Stall(false)
+	hAssertNoPanic(t, f)
+}
+
+func TestBurstOf2000ClientsAgainstAPoolOfFiveLeavesNoLeakedGoroutinesOrServers(t *testing.T) {
+	// Not parallel: it counts the process's goroutines.
+	const clients = 2000
+	ctx := hContext(t)
+	cfg, _ := hConfig(t)
+	hPoolSize(cfg, "app", 5)
+	cfg.QueryWaitTimeout = configs.Duration(30 * time.Second)
+	// The burst is about queuing and cleanup, not authentication: 4,000
+	// SCRAM computations (client and pgferry, PBKDF2 with 4096 rounds each)
+	// would dominate the run under -race on a small CI machine, so clients
+	// send their password in the clear (loopback only).
+	cfg.AuthType = "plain"
+	f := ferrytest.Start(t, cfg)
+	hAssertServes(t, ctx, f)
+	baseline := runtime.NumGoroutine()
+
+	var ok, refused atomic.Int64
+	var mu sync.Mutex
+	var unexpected []error
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			err := func() error {
+				conn, err := pgx.Connect(ctx, f.AppDSN())
+				if err != nil {
+					return err
+				}
+				defer conn.Close(context.Background())
+				_, err = conn.Exec(ctx, "select 1")
+				return err
+			}()
+			switch code, _, isPg := hPgCode(err); {
+			case err == nil:
+				ok.Add(1)
+			case isPg && code == "08P01" && (strings.Contains(err.Error(), "query_wait_timeout") || strings.Contains(err.Error(), "max_client_conn")):
+				refused.Add(1)
+			default:
+				mu.Lock()
+				unexpected = append(unexpected, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	t.Logf("%d clients succeeded, %d got a documented error, %d other errors", ok.Load(), refused.Load(), len(unexpected))
+	if len(unexpected) > 0 {
+		t.Errorf("%d clients failed with an undocumented error; first: %v", len(unexpected), errors.Join(unexpected[:min(3, len(unexpected))]...))
+	}
+	if ok.Load() == 0 {
+		t.Error("no client succeeded")
+	}
+
+	hEventually(t, 30*time.Second, "every session to end and no server to stay lent", func() (bool, error) {
+		snap := f.Server.Snapshot()
+		if snap.Clients != 0 {
+			return false, errors.New(strconv.FormatInt(snap.Clients, 10) + " clients still connected")
+		}
+		for _, p := range snap.Pools {
+			if p.Stat.Active != 0 || p.Stat.Waiting != 0 || p.Stat.Total > 5 {
+				return false, errors.New("pool " + p.Database + ": active " + strconv.Itoa(p.Stat.Active) +
+					", waiting " + strconv.Itoa(p.Stat.Waiting) + ", total " + strconv.Itoa(p.Stat.Total))
+			}
+		}
+		return true, nil
+	})
+	hEventually(t, 30*time.Second, "the goroutine count to return to its baseline", func() (bool, error) {
+		n := runtime.NumGoroutine()
+		if n > baseline+20 {
+			return false, errors.New(strconv.Itoa(n) + " goroutines, baseline " + strconv.Itoa(baseline))
+		}
+		return true, nil
+	})
+	hAssertServes(t, ctx, f)
+	hAssertNoPanic(t, f)
+}
+
+func TestClientTLSVerifyFullAcceptsOnlyClientsWithATrustedCertificate(t *testing.T) {
+	t.Parallel()
+	ctx := hContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	cfg.ClientTLSSSLMode = "verify-full"
+	cfg.ClientTLSCAFile = cluster.CAFile
+	cfg.ClientTLSCertFile = cluster.CertFile
+	cfg.ClientTLSKeyFile = cluster.KeyFile
+	f := ferrytest.Start(t, cfg)
+	verify := " sslmode=verify-full sslrootcert=" + cluster.CAFile
+
+	conn := hConnect(t, ctx, f.AppDSN()+verify+" sslcert="+cluster.CertFile+" sslkey="+cluster.KeyFile)
+	var n int
+	if err := conn.QueryRow(ctx, "select 3").Scan(&n); err != nil || n != 3 {
+		t.Fatalf("client with a certificate: %d, %v", n, err)
+	}
+
+	if c, err := pgx.Connect(ctx, f.AppDSN()+verify); err == nil {
+		c.Close(ctx)
+		t.Fatal("a client without a certificate connected to verify-full")
+	}
+	_, err := pgx.Connect(ctx, f.AppDSN())
+	if code, _, ok := hPgCode(err); !ok || code != "28000" || !strings.Contains(err.Error(), "SSL required") {
+		t.Fatalf("a plaintext client: got %v, want 28000 SSL required", err)
+	}
+}
+
+func TestChannelBindingRequireConnectsWithSCRAMSHA256PlusOverClientTLS(t *testing.T) {
+	t.Parallel()
+	ctx := hContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	cfg.ClientTLSSSLMode = "require"
+	cfg.ClientTLSCertFile = cluster.CertFile
+	cfg.ClientTLSKeyFile = cluster.KeyFile
+	f := ferrytest.Start(t, cfg)
+	// pgx refuses to finish SCRAM without -PLUS when channel_binding is
+	// require, so a successful login proves the binding was checked.
+	conn := hConnect(t, ctx, f.AppDSN()+" sslmode=verify-full sslrootcert="+cluster.CAFile+" channel_binding=require")
+	var n int
+	if err := conn.QueryRow(ctx, "select 4").Scan(&n); err != nil || n != 4 {
+		t.Fatalf("%d, %v", n, err)
+	}
+	if _, err := pgx.Connect(ctx, f.DSN("app", ferrytest.User, "wrong")+" sslmode=verify-full sslrootcert="+cluster.CAFile+" channel_binding=require"); err == nil {
+		t.Fatal("a wrong password passed SCRAM-SHA-256-PLUS")
+	}
+}
