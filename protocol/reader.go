@@ -64,6 +64,13 @@ type Reader struct {
 	// Wait, when set, blocks until src is readable (or fails). The Reader
 	// calls it with its buffer released whenever it has nothing buffered.
 	Wait func() error
+	// Small, when set, is a small buffer the Reader owns for good: reads
+	// land in it while frames are small, and the pooled 8 KiB buffer is
+	// taken only for larger frames and given back as soon as the Reader is
+	// drained. An idle connection then holds only Small, and a request-
+	// response client costs one read per message instead of a readiness
+	// wait plus a read.
+	Small []byte
 	// MaxMessage bounds a frame's total size; 0 means 1 GiB (PostgreSQL's
 	// own MaxAllocSize for a message).
 	MaxMessage int
@@ -104,21 +111,27 @@ func (rd *Reader) fill(n int) error {
 	for rd.w-rd.r < n {
 		if rd.r == rd.w {
 			rd.r, rd.w = 0, 0
+			if rd.bufp != nil && (rd.Wait != nil || rd.Small != nil) {
+				PutBuffer(rd.bufp)
+				rd.bufp, rd.buf = nil, nil
+			}
 			if rd.Wait != nil {
-				if rd.bufp != nil {
-					PutBuffer(rd.bufp)
-					rd.bufp, rd.buf = nil, nil
-				}
 				if err := rd.Wait(); err != nil {
 					return err
 				}
 			}
 		}
-		if rd.bufp == nil {
-			rd.bufp = GetBuffer()
-			rd.buf = *rd.bufp
+		if rd.buf == nil {
+			if rd.Small != nil {
+				rd.buf = rd.Small
+			} else {
+				rd.bufp = GetBuffer()
+				rd.buf = *rd.bufp
+			}
 		}
-		if rd.r > 0 && len(rd.buf)-rd.r < n {
+		if len(rd.buf) < n {
+			rd.grow()
+		} else if rd.r > 0 && len(rd.buf)-rd.r < n {
 			rd.w = copy(rd.buf, rd.buf[rd.r:rd.w])
 			rd.r = 0
 		}
@@ -135,6 +148,14 @@ func (rd *Reader) fill(n int) error {
 		}
 	}
 	return nil
+}
+
+// grow moves buffered bytes from Small into a pooled 8 KiB buffer.
+func (rd *Reader) grow() {
+	bp := GetBuffer()
+	nb := *bp
+	m := copy(nb, rd.buf[rd.r:rd.w])
+	rd.bufp, rd.buf, rd.r, rd.w = bp, nb, 0, m
 }
 
 // Peek waits for the next frame's header and returns its type and total size
@@ -232,6 +253,9 @@ func (rd *Reader) Discard() error {
 
 // stream copies size bytes of the current frame to dst through the buffer.
 func (rd *Reader) stream(size int, dst io.Writer) error {
+	if rd.bufp == nil {
+		rd.grow() // stream through 8 KiB, not through Small
+	}
 	for size > 0 {
 		if rd.r == rd.w {
 			rd.r, rd.w = 0, 0

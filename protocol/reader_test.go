@@ -220,3 +220,39 @@ func FuzzReaderFraming(f *testing.F) {
 		wr.Flush()
 	})
 }
+
+func TestAReaderWithASmallBufferTakesThePooledOneOnlyForLargeFramesAndGivesItBack(t *testing.T) {
+	var in bytes.Buffer
+	sizes := []int{3, 200, 3, 3*BufferSize + 5, 1}
+	for _, n := range sizes {
+		in.Write(frame('Q', string(bytes.Repeat([]byte("q"), n))))
+	}
+	rd := NewReader(&in)
+	rd.Small = make([]byte, 16)
+	var out bytes.Buffer
+	wr := NewWriter(&out)
+	for i, n := range sizes {
+		if i%2 == 0 {
+			f, err := rd.Next()
+			if err != nil || len(f) != n+5 {
+				t.Fatalf("frame %d: %d bytes, %v", i, len(f), err)
+			}
+		} else if err := rd.Forward(wr); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if rd.Buffered() == 0 {
+			// Drained: the next fill must give the pooled buffer back.
+			rd.fill(0)
+		}
+	}
+	wr.Flush()
+	if out.Len() != 200+5+3*BufferSize+5+5 {
+		t.Fatalf("forwarded %d bytes", out.Len())
+	}
+	if _, _, err := rd.Peek(); err != io.EOF {
+		t.Fatalf("got %v at the end, want EOF", err)
+	}
+	if rd.bufp != nil {
+		t.Fatal("the pooled buffer is still held by a drained reader")
+	}
+}

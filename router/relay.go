@@ -82,9 +82,7 @@ func (ss *session) serve() error {
 	cfg := ss.srv.cfg.Load()
 	ss.rd = protocol.NewReader(ss.conn)
 	ss.rd.MaxMessage = cfg.MaxPacketSize
-	if !ss.tls {
-		ss.rd.Wait = protocol.ReadinessWait(ss.raw)
-	}
+	ss.rd.Small = make([]byte, 512)
 	ss.wr = protocol.NewWriter(ss.conn)
 	defer ss.rd.Release()
 	for {
@@ -331,7 +329,7 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	ss.pumpDone = done
 	ss.wmu.Lock()
 	ss.syncParams(sc)
-	go ss.pump(sc, done)
+	ss.srv.pumps.run(pumpJob{ss: ss, sc: sc, done: done})
 	return sc, nil
 }
 

@@ -74,6 +74,7 @@ type Server struct {
 	draining   bool
 
 	wg       sync.WaitGroup // accept loops and sessions
+	pumps    pumpWorkers    // relay goroutines kept between transactions
 	throttle *authThrottle
 	started  time.Time
 }
@@ -133,6 +134,7 @@ func New(cfg *configs.Config, opts Options) (*Server, error) {
 		sessions:   make(map[uint64]*session),
 		cancelKeys: make(map[uint64]*session),
 		throttle:   newAuthThrottle(cfg.AuthFailureDelay.Std()),
+		pumps:      pumpWorkers{maxIdle: 1024},
 		started:    time.Now(),
 	}
 	if err := s.apply(cfg); err != nil {
@@ -424,6 +426,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 		go func() { defer wg.Done(); e.close() }()
 	}
 	wg.Wait()
+	s.pumps.close()
 	s.log.Info("shut down", zap.Int("sessions_cut", cut))
 	return cut
 }
