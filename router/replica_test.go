@@ -16,7 +16,7 @@ import (
 )
 
 // startReplicated starts a primary with one streaming replica for one test.
-func startReplicated(t *testing.T) (primary, replica *pgtest.Cluster) {
+func startReplicated(t testing.TB) (primary, replica *pgtest.Cluster) {
 	t.Helper()
 	p, err := pgtest.Start(pgtest.Options{Replication: true})
 	if err != nil {
@@ -31,7 +31,7 @@ func startReplicated(t *testing.T) (primary, replica *pgtest.Cluster) {
 	return p, r
 }
 
-func replicaConfig(t *testing.T, primary, replica *pgtest.Cluster, tweak func(*configs.Database)) *configs.Config {
+func replicaConfig(t testing.TB, primary, replica *pgtest.Cluster, tweak func(*configs.Database)) *configs.Config {
 	cfg := ferrytest.Config(t, primary)
 	db := cfg.Databases["app"]
 	db.Replicas = []configs.Replica{{Host: replica.Host, Port: replica.Port, Weight: 1}}
