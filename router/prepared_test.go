@@ -93,7 +93,7 @@ func bind(name string, args ...string) *pgproto3.Bind {
 	}
 	return b
 }
-func exec() *pgproto3.Execute { return &pgproto3.Execute{} }
+func execMsg() *pgproto3.Execute { return &pgproto3.Execute{} }
 func syncMsg() *pgproto3.Sync { return &pgproto3.Sync{} }
 
 // keepServersBusy runs short transactions from other clients so the raw
@@ -135,23 +135,23 @@ func TestNamedStatementsSurviveChangingServerConnections(t *testing.T) {
 		syncs int
 		want  string
 	}{
-		{"prepare and run", []pgproto3.FrontendMessage{parse("s1", "select 1"), syncMsg(), bind("s1"), exec(), syncMsg()}, 2,
+		{"prepare and run", []pgproto3.FrontendMessage{parse("s1", "select 1"), syncMsg(), bind("s1"), execMsg(), syncMsg()}, 2,
 			"1 Z 2 D:1 C Z"},
-		{"reusing a name for another query replaces it", []pgproto3.FrontendMessage{parse("s1", "select 2"), bind("s1"), exec(), syncMsg()}, 1,
+		{"reusing a name for another query replaces it", []pgproto3.FrontendMessage{parse("s1", "select 2"), bind("s1"), execMsg(), syncMsg()}, 1,
 			"1 2 D:2 C Z"},
-		{"close then parse again", []pgproto3.FrontendMessage{&pgproto3.Close{ObjectType: 'S', Name: "s1"}, syncMsg(), parse("s1", "select 3"), bind("s1"), exec(), syncMsg()}, 2,
+		{"close then parse again", []pgproto3.FrontendMessage{&pgproto3.Close{ObjectType: 'S', Name: "s1"}, syncMsg(), parse("s1", "select 3"), bind("s1"), execMsg(), syncMsg()}, 2,
 			"3 Z 1 2 D:3 C Z"},
 		{"describe before bind", []pgproto3.FrontendMessage{parse("s2", "select $1::int + 1"), syncMsg(),
-			&pgproto3.Describe{ObjectType: 'S', Name: "s2"}, syncMsg(), bind("s2", "41"), exec(), syncMsg()}, 3,
+			&pgproto3.Describe{ObjectType: 'S', Name: "s2"}, syncMsg(), bind("s2", "41"), execMsg(), syncMsg()}, 3,
 			"1 Z t T Z 2 D:42 C Z"},
-		{"pipelined statements with several syncs", []pgproto3.FrontendMessage{parse("p1", "select 'a'"), bind("p1"), exec(), syncMsg(),
-			parse("p2", "select 'b'"), bind("p2"), exec(), syncMsg(), bind("p1"), exec(), bind("p2"), exec(), syncMsg()}, 3,
+		{"pipelined statements with several syncs", []pgproto3.FrontendMessage{parse("p1", "select 'a'"), bind("p1"), execMsg(), syncMsg(),
+			parse("p2", "select 'b'"), bind("p2"), execMsg(), syncMsg(), bind("p1"), execMsg(), bind("p2"), execMsg(), syncMsg()}, 3,
 			"1 2 D:a C Z 1 2 D:b C Z 2 D:a C 2 D:b C Z"},
 		{"eviction at the limit keeps every statement usable", []pgproto3.FrontendMessage{
 			parse("e1", "select 'e1'"), parse("e2", "select 'e2'"), parse("e3", "select 'e3'"), parse("e4", "select 'e4'"), parse("e5", "select 'e5'"), syncMsg(),
-			bind("e1"), exec(), bind("e5"), exec(), bind("e2"), exec(), bind("e4"), exec(), bind("e3"), exec(), syncMsg()}, 2,
+			bind("e1"), execMsg(), bind("e5"), execMsg(), bind("e2"), execMsg(), bind("e4"), execMsg(), bind("e3"), execMsg(), syncMsg()}, 2,
 			"1 1 1 1 1 Z 2 D:e1 C 2 D:e5 C 2 D:e2 C 2 D:e4 C 2 D:e3 C Z"},
-		{"an unknown statement gets the server's own error", []pgproto3.FrontendMessage{bind("nope"), exec(), syncMsg()}, 1,
+		{"an unknown statement gets the server's own error", []pgproto3.FrontendMessage{bind("nope"), execMsg(), syncMsg()}, 1,
 			"E:26000 Z"},
 	}
 	for _, tc := range tests {
@@ -184,7 +184,7 @@ func TestErrorInAnInjectedParseReachesTheClientAsItsOwnMessagesError(t *testing.
 		t.Fatal(err)
 	}
 	c := newRawClient(t, f.AppDSN())
-	c.send(parse("q", "select x from inj"), bind("q"), exec(), syncMsg())
+	c.send(parse("q", "select x from inj"), bind("q"), execMsg(), syncMsg())
 	if got := c.until(1); got != "1 2 D:7 C Z" {
 		t.Fatalf("got %q", got)
 	}
@@ -196,7 +196,7 @@ func TestErrorInAnInjectedParseReachesTheClientAsItsOwnMessagesError(t *testing.
 	stop := keepServersBusy(t, f.AppDSN())
 	sawInjectedError := false
 	for i := 0; i < 20; i++ {
-		c.send(bind("q"), exec(), syncMsg())
+		c.send(bind("q"), execMsg(), syncMsg())
 		got := c.until(1)
 		switch got {
 		case "E:42P01 Z": // injected Parse failed: relation does not exist
@@ -214,7 +214,7 @@ func TestErrorInAnInjectedParseReachesTheClientAsItsOwnMessagesError(t *testing.
 		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {
-		c.send(parse("q", "select x from inj"), bind("q"), exec(), syncMsg())
+		c.send(parse("q", "select x from inj"), bind("q"), execMsg(), syncMsg())
 		if got := c.until(1); got != "1 2 D:8 C Z" && got != "E:0A000 Z" {
 			t.Fatalf("after recreate: %q", got)
 		}
