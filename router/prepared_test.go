@@ -94,7 +94,7 @@ func bind(name string, args ...string) *pgproto3.Bind {
 	return b
 }
 func execMsg() *pgproto3.Execute { return &pgproto3.Execute{} }
-func syncMsg() *pgproto3.Sync { return &pgproto3.Sync{} }
+func syncMsg() *pgproto3.Sync    { return &pgproto3.Sync{} }
 
 // keepServersBusy runs short transactions from other clients so the raw
 // client's consecutive transactions land on different server connections.
