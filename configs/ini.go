@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"unicode/utf8"
 )
 
 // Sections of pgbouncer.ini (PgBouncer doc/config.md).
@@ -43,6 +44,12 @@ func decodeINI(data []byte, c *Config) ([]string, error) {
 	errf := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	for i, line := range strings.Split(string(data), "\n") {
+		if !utf8.ValidString(line) {
+			// TOML, and PostgreSQL's own settings, are UTF-8: refuse
+			// rather than carry bytes that cannot be written back.
+			errf("line %d: not valid UTF-8", i+1)
+			continue
+		}
 		lineNo := i + 1
 		line = strings.TrimSpace(line)
 		if line == "" || line[0] == ';' || line[0] == '#' {
