@@ -272,19 +272,7 @@ func poolModeFor(cfg *configs.Config, db configs.Database, user string) string {
 // Listen binds the configured TCP address and unix socket.
 func (s *Server) Listen() error {
 	cfg := s.cfg.Load()
-	lc := net.ListenConfig{}
-	if cfg.SoReuseport {
-		lc.Control = func(network, address string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
-			})
-			if err != nil {
-				return err
-			}
-			return serr
-		}
-	}
+	lc := ListenConfig(cfg.SoReuseport)
 	host := cfg.ListenAddr
 	if host == "*" {
 		host = ""
@@ -320,6 +308,25 @@ func (s *Server) Listen() error {
 	s.listeners = ls
 	s.mu.Unlock()
 	return nil
+}
+
+// ListenConfig returns a net.ListenConfig that sets SO_REUSEPORT when
+// reusePort is on, so a replacement pgferry can bind the same address while
+// the old one drains.
+func ListenConfig(reusePort bool) *net.ListenConfig {
+	lc := &net.ListenConfig{}
+	if reusePort {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	return lc
 }
 
 func closeAll(ls []net.Listener) {

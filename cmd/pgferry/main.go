@@ -16,7 +16,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	_ "net/http/pprof" // served only on debug_listen
 	"os"
@@ -145,7 +144,7 @@ func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLe
 	var ready atomic.Bool
 	if cfg.MetricsListen != "" {
 		// With so_reuseport, a replacement process shares this port too.
-		ln, err := reusePortListener(cfg.SoReuseport).Listen(context.Background(), "tcp", cfg.MetricsListen)
+		ln, err := router.ListenConfig(cfg.SoReuseport).Listen(context.Background(), "tcp", cfg.MetricsListen)
 		if err != nil {
 			log.Error("cannot listen for metrics", zap.String("metrics_listen", cfg.MetricsListen), zap.Error(err))
 			return exitError
@@ -164,7 +163,7 @@ func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLe
 		return exitError
 	}
 	if cfg.DebugListen != "" {
-		ln, err := reusePortListener(cfg.SoReuseport).Listen(context.Background(), "tcp", cfg.DebugListen)
+		ln, err := router.ListenConfig(cfg.SoReuseport).Listen(context.Background(), "tcp", cfg.DebugListen)
 		if err != nil {
 			log.Error("cannot listen for pprof", zap.String("debug_listen", cfg.DebugListen), zap.Error(err))
 			return exitError
@@ -302,21 +301,4 @@ func (t *tokenSources) close() {
 	for _, s := range t.byID {
 		s.Close()
 	}
-}
-
-// reusePortListener returns a ListenConfig that sets SO_REUSEPORT when on.
-func reusePortListener(on bool) *net.ListenConfig {
-	lc := &net.ListenConfig{}
-	if on {
-		lc.Control = func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			if err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
-			}); err != nil {
-				return err
-			}
-			return serr
-		}
-	}
-	return lc
 }
