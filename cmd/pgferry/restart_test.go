@@ -87,7 +87,7 @@ listen_addr = "127.0.0.1"
 listen_port = %d
 so_reuseport = true
 shutdown_timeout = "10s"
-log_level = "warn"
+log_level = "info"
 default_pool_size = 5
 [users.app]
 password = %q
@@ -106,7 +106,11 @@ password = %q
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond) // let traffic flow through the first process
-	second := startFerry(t, bin, config, dsn)
+	// A client could reach the first process through the shared port, so
+	// readiness of the second is its own "pgferry ready" line: it logs it
+	// once its listener is bound.
+	second, logs := startFerryWatched(t, bin, config, dsn)
+	logs.waitFor(t, "pgferry ready", 0)
 	if err := first.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
