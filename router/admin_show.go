@@ -71,6 +71,12 @@ var (
 	usersCols    = cols(oidText, "name", "pool_mode")
 	keyValueCols = cols(oidText, "key", "value")
 	totalsCols   = cols(oidText, "name").add(oidNumeric, "value")
+
+	// replicasCols are pgferry's own SHOW REPLICAS (PgBouncer has none).
+	replicasCols = cols(oidText, "database", "user", "replica", "state").
+			add(oidNumeric, "lag_bytes", "lag_seconds").
+			add(oidInt4, "sv_active", "sv_idle", "sv_login", "cl_waiting").
+			add(oidText, "last_probe", "error")
 )
 
 type column struct {
@@ -184,6 +190,8 @@ func (c *adminConsole) show(what string) bool {
 		c.showUsers(rs)
 	case "STATE":
 		c.showState(rs)
+	case "REPLICAS":
+		c.showReplicas(rs)
 	default:
 		return false
 	}
@@ -192,7 +200,7 @@ func (c *adminConsole) show(what string) bool {
 }
 
 const adminHelp = `
-	SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|STATE
+	SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|STATE|REPLICAS
 	SHOW LISTS
 	SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS
 	RELOAD
@@ -654,4 +662,29 @@ func (c *adminConsole) showState(rs *resultSet) {
 	rs.add("active", yes(!paused && !c.srv.isDraining()))
 	rs.add("paused", yes(paused))
 	rs.add("suspended", "no")
+}
+
+// showReplicas lists each read replica with the lag monitor's view:
+// state is "in rotation", "lagging" (up, over a bound) or "down".
+func (c *adminConsole) showReplicas(rs *resultSet) {
+	rs.cols = replicasCols
+	for _, p := range c.srv.Snapshot().Pools {
+		for _, r := range p.Replicas {
+			state := "down"
+			switch {
+			case r.Status.InRotation:
+				state = "in rotation"
+			case r.Status.Up && !r.Status.InRecovery:
+				state = "promoted"
+			case r.Status.Up:
+				state = "lagging"
+			}
+			probe := ""
+			if !r.Status.LastProbe.IsZero() {
+				probe = r.Status.LastProbe.UTC().Format("2006-01-02 15:04:05.000 MST")
+			}
+			rs.add(p.Database, p.User, r.Name, state, r.Status.LagBytes, r.Status.LagSeconds,
+				r.Stat.Active, r.Stat.Idle, r.Stat.Dialing, r.Stat.Waiting, probe, r.Status.Err)
+		}
+	}
 }

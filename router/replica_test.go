@@ -91,6 +91,23 @@ func TestReadOnlyTransactionsGoToAFreshReplicaAndWritesToThePrimary(t *testing.T
 	eventually(t, "a read-only transaction runs on the replica", func() bool {
 		return whereReadOnlyRuns(ctx, t, conn) == replica.Port
 	})
+	admin, err := pgx.Connect(ctx, f.DSN("pgbouncer", "admin", "admin-secret")+" default_query_exec_mode=simple_protocol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	replicaState := func() string {
+		var state string
+		var lag float64
+		if err := admin.QueryRow(ctx, "SHOW REPLICAS").Scan(new(string), new(string), new(string), &state, &lag,
+			new(float64), new(int), new(int), new(int), new(int), new(string), new(string)); err != nil {
+			t.Fatal(err)
+		}
+		return state
+	}
+	if s := replicaState(); s != "in rotation" {
+		t.Fatalf("SHOW REPLICAS says %q, want in rotation", s)
+	}
 	var port int
 	if err := conn.QueryRow(ctx, "select inet_server_port()").Scan(&port); err != nil || port != primary.Port {
 		t.Fatalf("an ordinary transaction ran on port %d (%v), want the primary %d", port, err, primary.Port)
@@ -127,6 +144,9 @@ func TestReadOnlyTransactionsGoToAFreshReplicaAndWritesToThePrimary(t *testing.T
 	eventually(t, "reads leave the lagging replica", func() bool {
 		return whereReadOnlyRuns(ctx, t, conn) == primary.Port
 	})
+	if s := replicaState(); s != "lagging" {
+		t.Fatalf("SHOW REPLICAS says %q for a paused replica, want lagging", s)
+	}
 	if err := replica.Exec(ctx, "select pg_wal_replay_resume()"); err != nil {
 		t.Fatal(err)
 	}
