@@ -30,6 +30,10 @@ type listener struct {
 	subs   map[string]map[*session]struct{}
 	closed bool
 	done   chan struct{} // closed when the reader goroutine exits
+
+	wg     sync.WaitGroup  // a reconnect in progress
+	ctx    context.Context // canceled by close
+	cancel context.CancelFunc
 }
 
 // listenerFor returns the pool's listener, creating it.
@@ -37,8 +41,9 @@ func (e *poolEntry) listenerFor(log *zap.Logger) *listener {
 	e.listenMu.Lock()
 	defer e.listenMu.Unlock()
 	if e.listen == nil {
+		ctx, cancel := context.WithCancel(context.Background())
 		e.listen = &listener{entry: e, log: log.With(zap.String("component", "listener"), zap.String("database", e.dbName)),
-			subs: make(map[string]map[*session]struct{})}
+			subs: make(map[string]map[*session]struct{}), ctx: ctx, cancel: cancel}
 	}
 	return e.listen
 }
@@ -147,6 +152,9 @@ func (l *listener) read(sc *pool.ServerConn, done chan struct{}) {
 func (l *listener) lost(sc *pool.ServerConn, err error) {
 	l.mu.Lock()
 	closed := l.closed
+	if !closed {
+		l.wg.Add(1) // under mu, so close cannot be waiting yet
+	}
 	if l.sc == sc {
 		l.sc = nil
 	}
@@ -160,15 +168,12 @@ func (l *listener) lost(sc *pool.ServerConn, err error) {
 		return
 	}
 	l.log.Warn("listener connection lost; resubscribing", zap.Error(err))
-	// Re-establish in the background with the same subscriptions.
+	// Re-establish in the background with the same subscriptions; close
+	// cancels and waits for it. The dial runs without the lock.
 	go func() {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if l.closed || l.sc != nil || len(l.subs) == 0 {
-			return
-		}
+		defer l.wg.Done()
 		cfg := l.entry.pool.Config().Dial
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		ctx, cancel := context.WithTimeout(l.ctx, 15*time.Second)
 		defer cancel()
 		nsc, err := pool.Dial(ctx, &cfg)
 		if err != nil {
@@ -177,6 +182,12 @@ func (l *listener) lost(sc *pool.ServerConn, err error) {
 		}
 		if nsc.Wr == nil {
 			nsc.Wr = protocol.NewWriter(nsc.Conn)
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.closed || l.sc != nil || len(l.subs) == 0 {
+			nsc.Conn.Close()
+			return
 		}
 		l.sc = nsc
 		l.done = make(chan struct{})
@@ -191,6 +202,7 @@ func (l *listener) lost(sc *pool.ServerConn, err error) {
 
 // close stops the listener and waits for its reader.
 func (l *listener) close() {
+	l.cancel()
 	l.mu.Lock()
 	l.closed = true
 	sc, done := l.sc, l.done
@@ -200,6 +212,7 @@ func (l *listener) close() {
 		sc.Conn.Close()
 		<-done
 	}
+	l.wg.Wait()
 }
 
 func quoteIdent(s string) string {

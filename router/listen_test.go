@@ -88,3 +88,46 @@ func TestListeningClientsReceiveEveryNotificationOnTheirChannelsInTransactionMod
 		t.Error(err)
 	}
 }
+
+func TestListenersResubscribeAfterTheListenerConnectionIsLost(t *testing.T) {
+	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, f.AppDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if _, err := c.Exec(ctx, "LISTEN resub"); err != nil {
+		t.Fatal(err)
+	}
+	// Kill pgferry's listener connection on the server.
+	n, err := cluster.QueryInt(ctx, `select count(pg_terminate_backend(pid)) from pg_stat_activity where query like 'LISTEN "resub"%'`)
+	if err != nil || n != 1 {
+		t.Fatalf("terminated %d listener backends (%v), want 1", n, err)
+	}
+	sender, err := pgx.Connect(ctx, f.AppDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close(context.Background())
+	// Notifications sent while it reconnects are lost (as for a session
+	// whose connection breaks); keep sending until one arrives.
+	for {
+		if _, err := sender.Exec(ctx, "NOTIFY resub, 'again'"); err != nil {
+			t.Fatal(err)
+		}
+		wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		note, err := c.WaitForNotification(wctx)
+		wcancel()
+		if err == nil {
+			if note.Payload != "again" {
+				t.Fatalf("payload %q", note.Payload)
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatal("no notification after the listener connection was lost")
+		}
+	}
+}
