@@ -175,7 +175,7 @@ func login(ctx context.Context, cfg *DialConfig, host, addr string, raw net.Conn
 		return nil, ctxErr(ctx, fmt.Errorf("send startup to %s: %w", addr, err))
 	}
 
-	sc := &ServerConn{Conn: conn, raw: raw, Addr: addr, Host: host, TLS: tlsOn, Params: make(map[string]string, 16)}
+	sc := &ServerConn{Conn: conn, raw: raw, Addr: addr, Host: host, TLS: tlsOn, Params: make(map[string]string, 16), peeker: protocol.NewPeeker(raw)}
 	sc.Rd = protocol.NewReader(conn)
 	if err := sc.authenticate(ctx, cfg); err != nil {
 		sc.Rd.Release()

@@ -35,6 +35,7 @@ type ServerConn struct {
 	// otherwise resets it.
 	ParamsFP uint64
 
+	peeker            *protocol.Peeker // liveness check of the raw socket
 	pool              *Pool
 	created, lastUsed time.Time
 	gen               uint64
@@ -55,7 +56,7 @@ func (sc *ServerConn) LocalAddr() net.Addr { return sc.raw.LocalAddr() }
 
 // alive reports whether an idle connection can be handed out.
 func (sc *ServerConn) alive() bool {
-	return sc.Rd.Buffered() == 0 && protocol.Alive(sc.raw)
+	return sc.Rd.Buffered() == 0 && sc.peeker.Idle()
 }
 
 // close says goodbye and closes the socket. The Terminate is best effort.

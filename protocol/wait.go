@@ -6,73 +6,70 @@ import (
 	"syscall"
 )
 
-// ReadinessWait returns a function that blocks until conn has data to read
-// (or EOF, or an error) without reading it, or nil when conn does not expose
-// its file descriptor (TLS). It honours conn's read deadline. Reader.Wait
-// uses it so an idle client costs no read buffer.
-func ReadinessWait(conn net.Conn) func() error {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	var probe [1]byte
-	return func() error {
-		return rc.Read(func(fd uintptr) bool {
-			_, _, err := syscall.Recvfrom(int(fd), probe[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			// EAGAIN: nothing yet, let the poller wait. Anything else (data,
-			// EOF, a socket error) means the next Read will not block.
-			return !errors.Is(err, syscall.EAGAIN)
-		})
-	}
+// Peeker looks at a socket's receive queue without consuming it, with a
+// non-blocking recv(MSG_PEEK): the liveness check of an idle server
+// connection and the did-the-client-leave check of a queued client, once
+// per loan. It is built once per connection so a check allocates nothing.
+// A Peeker is not safe for concurrent use.
+type Peeker struct {
+	rc    syscall.RawConn // nil: the connection has no file descriptor
+	probe [1]byte
+	n     int
+	err   error
+	peek  func(fd uintptr) bool
 }
 
-// Alive reports whether an idle connection looks usable: nothing to read and
-// no EOF pending. Any byte a server sends on an idle connection (a FATAL
-// before it exits, EOF) makes the connection unusable for a new client, so
-// the check is a non-blocking peek. Connections without a file descriptor
-// are assumed alive.
-func Alive(conn net.Conn) bool {
+// NewPeeker returns a Peeker for conn's socket. For a connection without a
+// file descriptor (a TLS-wrapped or in-memory conn) the checks report a
+// live, open peer.
+func NewPeeker(conn net.Conn) *Peeker {
+	pk := &Peeker{}
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
-		return true
+		return pk
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return false
+		return pk
 	}
-	alive := true
-	var probe [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), probe[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		alive = errors.Is(err, syscall.EAGAIN)
+	pk.rc = rc
+	pk.peek = func(fd uintptr) bool {
+		pk.n, _, pk.err = syscall.Recvfrom(int(fd), pk.probe[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		return true
-	})
-	return alive && err == nil
+	}
+	return pk
 }
 
-// PeerClosed reports whether the peer has closed conn: a non-blocking peek
-// finds EOF or a reset and no data before it. Bytes still to be read mean
-// the peer is not (known to be) gone. Connections without a file
-// descriptor report false.
-func PeerClosed(conn net.Conn) bool {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
+// do runs one peek; it reports false when the socket could not be used.
+func (pk *Peeker) do() bool {
+	if pk.rc == nil {
 		return false
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	closed := false
-	var probe [1]byte
-	rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), probe[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		closed = (err == nil && n == 0) || errors.Is(err, syscall.ECONNRESET)
-		return true
-	})
-	return closed
+	return pk.rc.Read(pk.peek) == nil
 }
+
+// Idle reports whether the socket looks usable for a new request: nothing
+// to read and no EOF pending. Any byte a server sends on an idle
+// connection (a FATAL before it exits, EOF) makes it unusable for a new
+// client.
+func (pk *Peeker) Idle() bool {
+	if pk.rc == nil {
+		return true
+	}
+	return pk.do() && errors.Is(pk.err, syscall.EAGAIN)
+}
+
+// PeerClosed reports whether the peer has closed the connection: EOF or a
+// reset and no data before it. Bytes still to be read mean the peer is not
+// (known to be) gone.
+func (pk *Peeker) PeerClosed() bool {
+	if !pk.do() {
+		return false
+	}
+	return (pk.err == nil && pk.n == 0) || errors.Is(pk.err, syscall.ECONNRESET)
+}
+
+// Alive reports whether an idle connection looks usable (see Peeker.Idle).
+// It builds a Peeker for one check; connections checked on every loan keep
+// their own.
+func Alive(conn net.Conn) bool { return NewPeeker(conn).Idle() }

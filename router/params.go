@@ -378,6 +378,7 @@ func (ss *session) refuse(e *protocol.Error) (bool, error) {
 	ss.mu.Unlock()
 	ss.flushServerIfIdle(sc)
 	ss.wmu.Unlock()
+	ss.relayInline(sc, protocol.MsgQuery)
 	return true, nil
 }
 

@@ -4,8 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/fnv"
+	"runtime/debug"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -136,9 +136,17 @@ func (ss *session) setReadDeadline() error {
 	}
 	if d > 0 {
 		ss.idleDeadline = time.Now().Add(d)
+		ss.noDeadline = false
 		return ss.raw.SetReadDeadline(ss.idleDeadline)
 	}
 	ss.idleDeadline = time.Time{}
+	if ss.noDeadline {
+		// Still cleared: only a wake or a kill (which must stay armed) or a
+		// pump's idle_transaction_timeout (cleared by onWake when it fires)
+		// set one since.
+		return nil
+	}
+	ss.noDeadline = true
 	return ss.raw.SetReadDeadline(time.Time{})
 }
 
@@ -149,8 +157,11 @@ const drainIdleGrace = time.Second
 // onWake handles an interrupted client read: a wake (shutdown, a lost
 // server, notifications) or an idle timeout.
 func (ss *session) onWake() error {
-	woken := ss.wakeReq.Swap(false)
+	// Clear the deadline before consuming the request: a wake that lands in
+	// between sets the deadline again and is seen on the next read.
 	ss.raw.SetReadDeadline(time.Time{})
+	ss.noDeadline = true
+	woken := ss.wakeReq.Swap(false)
 	ss.mu.Lock()
 	dead, linked, status, busy := ss.dead, ss.server != nil, ss.status, ss.q.n > 0
 	ss.mu.Unlock()
@@ -239,6 +250,9 @@ func (ss *session) handle(typ byte, size int) error {
 	ss.mu.Unlock()
 	err = ss.flushServerIfIdle(sc)
 	ss.wmu.Unlock()
+	if err == nil {
+		ss.relayInline(sc, typ)
+	}
 	return err
 }
 
@@ -262,6 +276,9 @@ func (ss *session) forwardPlain(typ byte) error {
 		err = ss.flushServerIfIdle(sc)
 	}
 	ss.wmu.Unlock()
+	if err == nil {
+		ss.relayInline(sc, typ)
+	}
 	return err
 }
 
@@ -319,17 +336,28 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	if sc.Wr == nil {
 		sc.Wr = protocol.NewWriter(sc.Conn)
 	}
-	done := make(chan struct{})
+	now := time.Now()
 	ss.mu.Lock()
 	ss.server = sc
 	ss.onReplica, ss.txReadOnly = onReplica, readOnly
-	ss.linkedAt = time.Now()
+	ss.linkedAt = now
 	ss.status = protocol.TxIdle
+	ss.serverStuck = false
 	ss.q.clear()
-	ss.pumpDone = done
 	ss.wmu.Lock()
 	ss.syncParams(sc)
-	ss.srv.pumps.run(pumpJob{ss: ss, sc: sc, done: done})
+	// In transaction mode the session goroutine relays the responses itself
+	// (relayInline); a session tied to its server gets a pump that watches
+	// the server between requests too.
+	ss.inline = ss.txnMode && !ss.pinned
+	if ss.inline {
+		ss.pumpDone = nil
+		sc.Conn.SetReadDeadline(now.Add(inlineBudget))
+	} else {
+		done := make(chan struct{})
+		ss.pumpDone = done
+		ss.srv.pumps.run(pumpJob{ss: ss, sc: sc, done: done})
+	}
 	return sc, nil
 }
 
@@ -542,6 +570,7 @@ func (ss *session) closeLocally(frame []byte) bool {
 	ss.mu.Unlock()
 	ss.flushServerIfIdle(sc)
 	ss.wmu.Unlock()
+	ss.relayInline(sc, protocol.MsgClose)
 	return true
 }
 
@@ -563,47 +592,159 @@ func completes(k uint8, typ byte) bool {
 	return typ == protocol.MsgReadyForQuery
 }
 
-// pump relays server frames to the client until the transaction ends (then
-// it returns the server to the pool) or something fails.
+// relayEnd says why relayServer stopped.
+type relayEnd uint8
+
+const (
+	// relayUnlinked: the transaction ended and the server went back to the
+	// pool, or the server or the client failed; the server is unlinked.
+	relayUnlinked relayEnd = iota
+	// relayIdle (inline only): everything the server owed was relayed; the
+	// server stays linked, inside the client's transaction.
+	relayIdle
+	// relayHandoff (inline only): the rest of the loan needs a pump running
+	// beside the session goroutine (see handOff).
+	relayHandoff
+)
+
+// inlineBudget bounds how long the session goroutine waits for the server
+// in an inline relay before a pump takes over and the session goes back to
+// watching its client (a disconnect, a CopyData). Round trips of ordinary
+// transactions finish well inside it.
+const inlineBudget = 50 * time.Millisecond
+
+// pump relays server frames to the client on a worker goroutine until the
+// transaction ends (then it returns the server to the pool) or something
+// fails. Sessions in session mode or pinned to their server, and loans an
+// inline relay handed off, are served this way.
 func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 	defer close(done)
 	defer func() {
 		if r := recover(); r != nil {
-			ss.logger().Error("relay panicked", zap.Any("panic", r))
+			ss.logger().Error("relay panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 			ss.serverFailed(sc, errors.New("internal error"))
 		}
 	}()
+	ss.relayServer(sc, false)
+}
+
+// relayInline relays the server's responses on the session goroutine
+// itself when a request that asks for them has just been sent: no second
+// goroutine, no handoff between the two, and so none of the wake-ups that
+// cost more CPU than the relaying itself. It stops when the server owes
+// nothing more (the server released, or linked and idle inside the
+// transaction), and hands the loan to a pump when the server waits for the
+// client (COPY FROM STDIN), answers slower than inlineBudget, or the session
+// now needs its server watched between requests (pinned, session mode, a
+// cancel in flight).
+func (ss *session) relayInline(sc *pool.ServerConn, typ byte) {
+	if !ss.inline || ss.rd.HasFrame() {
+		return // more client frames first: the server gets them in one write
+	}
+	switch typ {
+	case protocol.MsgQuery, protocol.MsgSync, protocol.MsgFlush, protocol.MsgFunctionCall,
+		protocol.MsgCopyDone, protocol.MsgCopyFail:
+	default:
+		return // the server answers nothing before a Sync or Flush
+	}
+	ss.mu.Lock()
+	owed := ss.q.n > 0 && ss.server == sc
+	ss.mu.Unlock()
+	if owed && ss.relayServer(sc, true) == relayHandoff {
+		ss.handOff(sc)
+	}
+}
+
+// handOff starts a pump for the rest of the loan. The inline budget's read
+// deadline is cleared unless a kill, a kick or query_timeout set one that
+// the pump must see.
+func (ss *session) handOff(sc *pool.ServerConn) {
+	done := make(chan struct{})
+	ss.endBudget(sc)
+	ss.mu.Lock()
+	ss.inline = false
+	ss.pumpDone = done
+	ss.mu.Unlock()
+	ss.srv.pumps.run(pumpJob{ss: ss, sc: sc, done: done})
+}
+
+// interrupted reports whether someone set the linked server's read
+// deadline to stop its relay: a kill, a cancel's kick or query_timeout
+// giving up on the server. mu is held.
+func (ss *session) interrupted() bool {
+	return ss.killed.Load() || ss.pumpKick || ss.serverStuck
+}
+
+// endBudget clears the inline budget's read deadline unless an
+// interruption set it.
+func (ss *session) endBudget(sc *pool.ServerConn) {
+	ss.mu.Lock()
+	if !ss.interrupted() {
+		sc.Conn.SetReadDeadline(time.Time{})
+	}
+	ss.mu.Unlock()
+}
+
+// budgetSpent reports whether a read timeout of an inline relay was its
+// budget running out rather than an interruption.
+func (ss *session) budgetSpent(sc *pool.ServerConn) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.server == sc && !ss.interrupted()
+}
+
+// relayServer relays server frames to the client until the transaction
+// ends (then it returns the server to the pool) or something fails; inline,
+// it also stops as relayInline describes.
+func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 	rd, wr := sc.Rd, ss.wr
 	for {
 		if !rd.HasFrame() {
 			if err := wr.Flush(); err != nil {
 				ss.clientFailed(sc, err)
-				return
+				return relayUnlinked
 			}
 		}
-		typ, _, err := rd.Peek()
+		typ, size, err := rd.Peek()
 		if err != nil {
-			if isTimeout(err) && ss.takeKick(sc) {
-				continue
+			if isTimeout(err) {
+				if ss.takeKick(sc) {
+					continue
+				}
+				if inline && ss.budgetSpent(sc) {
+					return relayHandoff
+				}
 			}
 			if ss.kickRelease(sc) {
-				return
+				return relayUnlinked
 			}
 			ss.serverFailed(sc, err)
-			return
+			return relayUnlinked
+		}
+		if size > protocol.BufferSize && inline {
+			// A frame larger than the buffer is read in pieces that cannot
+			// resume after a timeout: the server is busy sending, so the
+			// budget stops here.
+			ss.endBudget(sc)
 		}
 		switch typ {
 		case protocol.MsgDataRow, protocol.MsgCopyData, protocol.MsgNoticeResponse, protocol.MsgNotification:
 			if err := rd.Forward(wr); err != nil {
-				ss.relayFailed(sc, err)
-				return
+				if inline && size <= protocol.BufferSize && isTimeout(err) && ss.budgetSpent(sc) {
+					return relayHandoff // the part read stays buffered for the pump
+				}
+				ss.relayFailed(sc, err, size)
+				return relayUnlinked
 			}
 			continue
 		}
 		frame, err := rd.Next()
 		if err != nil {
+			if inline && size <= protocol.BufferSize && isTimeout(err) && ss.budgetSpent(sc) {
+				return relayHandoff
+			}
 			ss.serverFailed(sc, err)
-			return
+			return relayUnlinked
 		}
 		ss.mu.Lock()
 		if typ == protocol.MsgParameterStatus {
@@ -642,9 +783,10 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 				ss.queryTimer.Stop()
 			}
 			ss.status = protocol.RFQStatus(frame)
-			if ss.q.n == 0 && ss.status != protocol.TxIdle {
+			if !inline && ss.q.n == 0 && ss.status != protocol.TxIdle {
 				// Idle inside a transaction: the client's read deadline now
-				// measures idle_transaction_timeout.
+				// measures idle_transaction_timeout. (Inline, the session
+				// goroutine arms it before its next read.)
 				if d := ss.srv.cfg.Load().IdleTransactionTimeout.Std(); d > 0 {
 					ss.raw.SetReadDeadline(time.Now().Add(d))
 				}
@@ -663,7 +805,7 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 					wr.Append(frame)
 				}
 				ss.releaseServer(sc)
-				return
+				return relayUnlinked
 			}
 		case typ == protocol.MsgCommandComplete:
 			ss.onCommandComplete(sc, frame)
@@ -676,9 +818,28 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 				swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow
 			}
 		}
+		owed := ss.q.n
+		needPump := ss.releaseDeferred || ss.pinned || !ss.txnMode
 		ss.mu.Unlock()
 		if !swallow {
 			wr.Append(frame)
+		}
+		if !inline {
+			continue
+		}
+		if typ == protocol.MsgCopyInResponse || typ == protocol.MsgCopyBothResponse || (owed == 0 && needPump) {
+			if err := wr.Flush(); err != nil {
+				ss.clientFailed(sc, err)
+				return relayUnlinked
+			}
+			return relayHandoff
+		}
+		if owed == 0 {
+			if err := wr.Flush(); err != nil {
+				ss.clientFailed(sc, err)
+				return relayUnlinked
+			}
+			return relayIdle
 		}
 	}
 }
@@ -740,19 +901,27 @@ func (ss *session) markDead(err error) {
 	ss.wake()
 }
 
-// relayFailed sorts a Forward error into client or server failure.
-func (ss *session) relayFailed(sc *pool.ServerConn, err error) {
+// relayFailed sorts a Forward error into client or server failure. A
+// server failing in the middle of a streamed frame (size over the buffer)
+// has left the client half a message: that client cannot go on.
+func (ss *session) relayFailed(sc *pool.ServerConn, err error, size int) {
 	var we *protocol.WriteError
 	if errors.As(err, &we) {
 		ss.clientFailed(sc, err)
 		return
 	}
-	ss.serverFailed(sc, err)
+	ss.lostServer(sc, err, size <= protocol.BufferSize)
 }
 
 // serverFailed handles a broken server connection: unless run took the
 // server back on purpose, the client is told and the server destroyed.
 func (ss *session) serverFailed(sc *pool.ServerConn, err error) {
+	ss.lostServer(sc, err, true)
+}
+
+// lostServer is serverFailed; survivable is false when the client's
+// protocol stream is broken too.
+func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 	ss.mu.Lock()
 	if ss.stopping {
 		ss.mu.Unlock()
@@ -771,7 +940,7 @@ func (ss *session) serverFailed(sc *pool.ServerConn, err error) {
 		}
 		ss.q.pop()
 	}
-	survive := ss.txnMode && !ss.pinned && answers > 0
+	survive := survivable && ss.txnMode && !ss.pinned && answers > 0
 	fatalMsg := ss.serverFatal
 	ss.serverFatal = nil
 	ss.status = protocol.TxIdle
@@ -797,9 +966,13 @@ func (ss *session) serverFailed(sc *pool.ServerConn, err error) {
 		}
 		return
 	}
-	e := protocol.Fatal(protocol.SQLStateConnectionFailure, msg)
-	ss.wr.SetBuffer(e.AppendFrame(ss.wr.Buffer()))
-	ss.wr.Flush()
+	if survivable {
+		// (Otherwise the client already has part of a message: nothing more
+		// can be said on its stream; the session just ends.)
+		e := protocol.Fatal(protocol.SQLStateConnectionFailure, msg)
+		ss.wr.SetBuffer(e.AppendFrame(ss.wr.Buffer()))
+		ss.wr.Flush()
+	}
 	ss.markDead(errServerGone)
 }
 
@@ -973,10 +1146,13 @@ func (ss *session) onQueryTimeout() {
 	time.AfterFunc(time.Second, func() {
 		ss.mu.Lock()
 		stuck := ss.server == sc && ss.querySeq == seq && ss.q.n > 0 && !ss.stopping
+		if stuck {
+			ss.serverStuck = true
+			sc.Conn.SetReadDeadline(time.Unix(1, 0))
+		}
 		ss.mu.Unlock()
 		if stuck {
 			ss.logger().Warn("query_timeout: the server did not stop the query; dropping the server connection")
-			sc.Conn.SetReadDeadline(time.Unix(1, 0))
 		}
 	})
 }
@@ -1067,28 +1243,17 @@ func (ss *session) kickRelease(sc *pool.ServerConn) bool {
 }
 
 // waitForServer queues for a server connection of p, up to
-// query_wait_timeout, while watching the client: a client that disconnects
-// while queued leaves the queue at once instead of holding its place.
+// query_wait_timeout. A client that disconnected while queued is noticed
+// when its turn comes: one non-blocking peek at its socket, and the server
+// goes straight back to the pool, its query never sent. (Watching every
+// queued client while it waits cost a goroutine, two deadline changes and
+// a wake-up per queued transaction.)
 func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn, error) {
 	cfg := ss.srv.cfg.Load()
 	ctx, cancel := ss.waitContext(cfg)
 	defer cancel()
 	ss.waiting.Store(true)
 	defer ss.waiting.Store(false)
-	var gone atomic.Bool
-	watchDone := make(chan struct{})
-	if wait := protocol.ReadinessWait(ss.raw); wait != nil && ss.rd.Buffered() == 0 {
-		go func() {
-			defer close(watchDone)
-			// Readable means EOF or more input; only EOF ends the wait.
-			if wait() == nil && protocol.PeerClosed(ss.raw) {
-				gone.Store(true)
-				cancel()
-			}
-		}()
-	} else {
-		close(watchDone)
-	}
 	sc, err := p.Acquire(ctx)
 	if errors.Is(err, pool.ErrPoolClosed) && ss.refreshEntry() {
 		// A reload replaced the database's pools: carry on with the new
@@ -1098,18 +1263,17 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 			sc, err = p.Acquire(ctx)
 		}
 	}
-	// Stop the watcher and wait for it before anyone reads the client.
-	ss.raw.SetReadDeadline(time.Unix(1, 0))
-	<-watchDone
-	ss.raw.SetReadDeadline(time.Time{})
-	if gone.Load() {
-		if sc != nil {
-			p.Release(sc)
-		}
-		return nil, errClientGone
-	}
 	if err != nil {
 		return nil, ss.acquireError(err)
+	}
+	if ss.rd.Buffered() == 0 {
+		if ss.peeker == nil {
+			ss.peeker = protocol.NewPeeker(ss.raw)
+		}
+		if ss.peeker.PeerClosed() {
+			p.Release(sc)
+			return nil, errClientGone
+		}
 	}
 	return sc, nil
 }

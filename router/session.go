@@ -35,9 +35,11 @@ const (
 var adminDatabases = map[string]bool{"pgbouncer": true, "pgferry": true}
 
 // session is one client connection. Its goroutine (run) owns the client
-// conn and is the only writer to the linked server; while a server is
-// linked, a pump goroutine reads the server and is the only writer to the
-// client. The two meet under mu.
+// conn and is the only writer to the linked server. In transaction mode it
+// also reads the server's responses itself (relayInline); a session in
+// session mode or pinned to its server, or a loan an inline relay handed
+// off, has a pump goroutine that reads the server and is the only writer to
+// the client while the server is linked. The two meet under mu.
 type session struct {
 	srv  *Server
 	lg   atomic.Pointer[zap.Logger] // built on first use by logger()
@@ -64,14 +66,23 @@ type session struct {
 	stmts map[string]*clientStmt
 
 	// mu guards the link state. Held only for bookkeeping, never for I/O.
-	mu        sync.Mutex
-	server    *pool.ServerConn // linked server, nil between transactions
-	q         ring             // what the server still owes, in order
-	status    byte             // last ReadyForQuery status from the server
-	pinned    bool             // session state ties the client to server
-	stopping  bool             // run is taking the server back from the pump
-	dead      error            // the pump lost the server or the client
-	pumpDone  chan struct{}    // closed when the current pump exits
+	mu       sync.Mutex
+	server   *pool.ServerConn // linked server, nil between transactions
+	q        ring             // what the server still owes, in order
+	status   byte             // last ReadyForQuery status from the server
+	pinned   bool             // session state ties the client to server
+	stopping bool             // run is taking the server back from the pump
+	dead     error            // the pump lost the server or the client
+	pumpDone chan struct{}    // closed when the current pump exits
+	// serverStuck marks a server query_timeout gave up on: its read
+	// deadline is set to stop the relay. Guarded by mu.
+	serverStuck bool
+	// inline marks a loan whose responses the session goroutine relays
+	// itself; no pump is running. run only.
+	inline bool
+	// peeker checks whether a queued client is still there; built on the
+	// first wait. run only.
+	peeker    *protocol.Peeker
 	params    map[string]string
 	paramKeys []string
 	// tentative holds the client's SET/RESET of unreported parameters until
@@ -107,8 +118,10 @@ type session struct {
 	querySeq   uint64      // counts armed query timeouts; guarded by mu
 
 	// idleDeadline is the client read deadline setReadDeadline armed (zero:
-	// none); run only.
+	// none); noDeadline records that run cleared the deadline and armed none
+	// since, so the next clear can be skipped. run only.
 	idleDeadline time.Time
+	noDeadline   bool
 	// serverFatal keeps the message of a FATAL error the server sent before
 	// closing, for the error the client gets instead. Guarded by mu.
 	serverFatal []byte
@@ -184,8 +197,26 @@ func (ss *session) serveLoggedIn() {
 	if ss.debugEnabled() {
 		ss.logger().Debug("client connected")
 	}
-	ss.finish(ss.serve())
+	ss.finish(ss.serveRecovering())
 }
+
+// serveRecovering runs serve, turning a panic into an error so that finish
+// still takes back a linked server; its state is unknown, so finish
+// destroys it.
+func (ss *session) serveRecovering() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			ss.mu.Lock()
+			ss.status = protocol.TxFailed
+			ss.mu.Unlock()
+			err = errInternal
+		}
+	}()
+	return ss.serve()
+}
+
+var errInternal = protocol.Fatal(protocol.SQLStateInternalError, "internal error in pgferry")
 
 // recoverPanic keeps a panic in one session from killing the process.
 func (ss *session) recoverPanic() {
