@@ -166,6 +166,9 @@ var (
 	descParses = desc("", "prepared_parses_total",
 		"Parse messages for named prepared statements, a count, by source (client: sent by clients; server: sent by pgferry to servers).",
 		labelDatabase, labelUser, labelSource)
+	descPumped = desc("", "relay_handoffs_total",
+		"Server loans whose responses a second relay goroutine carried, a count: all in session mode or for pinned clients; in transaction mode only COPY FROM STDIN, responses slower than 50 ms and cancels in flight (the rest are relayed by the client's own goroutine).",
+		poolLabels...)
 	descBinds = desc("", "binds_total",
 		"Bind messages from clients, a count.", poolLabels...)
 	descLogins = desc("", "client_logins_total",
@@ -212,7 +215,7 @@ type snapshotCollector struct{ m *Metrics }
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descClientConns, descServerConns, descWaiting, descMaxWait, descPaused, descAcquires,
-		descXacts, descQueries, descXactTime, descParses, descBinds, descLogins, descPinned,
+		descXacts, descQueries, descXactTime, descParses, descBinds, descLogins, descPinned, descPumped,
 		descSockets, descPins, descLagBytes, descLagSeconds, descInRotation, descBackendUp, descReplicaConns,
 		descTokenExpiry, descTokenRefreshes, descTokenFailures,
 	} {
@@ -259,6 +262,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descBinds, float64(p.Counters.Binds), db, user)
 		counter(descLogins, float64(p.Counters.ClientLogins), db, user)
 		gauge(descPinned, float64(p.Counters.PinnedClients), db, user)
+		counter(descPumped, float64(p.Counters.PumpedLoans), db, user)
 		if len(p.Replicas) > 0 && !seenDB[db] {
 			// Lag is a property of the database's replicas, not of a user's
 			// pool: report it once per database.

@@ -356,6 +356,7 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	} else {
 		done := make(chan struct{})
 		ss.pumpDone = done
+		ss.entry.stats.pumpedLoans.Add(1)
 		ss.srv.pumps.run(pumpJob{ss: ss, sc: sc, done: done})
 	}
 	return sc, nil
@@ -665,6 +666,7 @@ func (ss *session) handOff(sc *pool.ServerConn) {
 	ss.inline = false
 	ss.pumpDone = done
 	ss.mu.Unlock()
+	ss.entry.stats.pumpedLoans.Add(1)
 	ss.srv.pumps.run(pumpJob{ss: ss, sc: sc, done: done})
 }
 

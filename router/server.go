@@ -92,6 +92,7 @@ type poolStats struct {
 	binds         atomic.Uint64 // Bind messages
 	clientLogins  atomic.Uint64 // successful client logins
 	pinnedClients atomic.Int64  // sessions currently pinned
+	pumpedLoans   atomic.Uint64 // loans relayed by a pump goroutine
 }
 
 // poolEntry is one (database, user) pool and what sessions need with it.

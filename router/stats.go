@@ -72,6 +72,12 @@ type PoolCounters struct {
 	ClientLogins uint64
 	// PinnedClients is the number of sessions pinned right now.
 	PinnedClients int64
+	// PumpedLoans counts server loans whose responses a second goroutine
+	// relayed: every loan in session mode or of a pinned client, and the
+	// transaction-mode loans the session goroutine handed off (COPY FROM
+	// STDIN, a response slower than 50 ms, a cancel in flight). The rest
+	// were relayed inline.
+	PumpedLoans uint64
 }
 
 // Snapshot returns the current state of every pool and of the client
@@ -165,6 +171,7 @@ func (e *poolEntry) counters() PoolCounters {
 		Binds:           e.stats.binds.Load(),
 		ClientLogins:    e.stats.clientLogins.Load(),
 		PinnedClients:   e.stats.pinnedClients.Load(),
+		PumpedLoans:     e.stats.pumpedLoans.Load(),
 	}
 }
 
