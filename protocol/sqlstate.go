@@ -23,6 +23,7 @@ const (
 	SQLStateInvalidSQLStatementName  = "26000"
 	SQLStateDuplicatePreparedStmt    = "42P05"
 	SQLStateIdleInTransactionTimeout = "25P03"
+	SQLStateTransactionTimeout       = "25P04"
 	SQLStateIdleSessionTimeout       = "57P05"
 	SQLStateObjectNotInPrerequisite  = "55000"
 )

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"hash/fnv"
@@ -167,6 +168,12 @@ func (ss *session) onWake() error {
 	ss.mu.Unlock()
 	if dead != nil {
 		return errServerGone
+	}
+	ss.mu.Lock()
+	timedOut := ss.txnTimedOut
+	ss.mu.Unlock()
+	if timedOut {
+		return errTransactionTimeout
 	}
 	if err := ss.deliverNotifications(); err != nil {
 		return err
@@ -350,6 +357,7 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	// (relayInline); a session tied to its server gets a pump that watches
 	// the server between requests too.
 	ss.inline = ss.txnMode && !ss.pinned
+	ss.armTransactionTimeout()
 	if ss.inline {
 		ss.pumpDone = nil
 		sc.Conn.SetReadDeadline(now.Add(inlineBudget))
@@ -671,10 +679,10 @@ func (ss *session) handOff(sc *pool.ServerConn) {
 }
 
 // interrupted reports whether someone set the linked server's read
-// deadline to stop its relay: a kill, a cancel's kick or query_timeout
-// giving up on the server. mu is held.
+// deadline to stop its relay: a kill, a cancel's kick, query_timeout
+// giving up on the server or transaction_timeout. mu is held.
 func (ss *session) interrupted() bool {
-	return ss.killed.Load() || ss.pumpKick || ss.serverStuck
+	return ss.killed.Load() || ss.pumpKick || ss.serverStuck || ss.txnTimedOut
 }
 
 // endBudget clears the inline budget's read deadline unless an
@@ -942,7 +950,8 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 		}
 		ss.q.pop()
 	}
-	survive := survivable && ss.txnMode && !ss.pinned && answers > 0
+	timedOut := ss.txnTimedOut
+	survive := survivable && !timedOut && ss.txnMode && !ss.pinned && answers > 0
 	fatalMsg := ss.serverFatal
 	ss.serverFatal = nil
 	ss.status = protocol.TxIdle
@@ -968,7 +977,10 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 		}
 		return
 	}
-	if survivable {
+	if timedOut {
+		ss.wr.SetBuffer(errTransactionTimeout.AppendFrame(ss.wr.Buffer()))
+		ss.wr.Flush()
+	} else if survivable {
 		// (Otherwise the client already has part of a message: nothing more
 		// can be said on its stream; the session just ends.)
 		e := protocol.Fatal(protocol.SQLStateConnectionFailure, msg)
@@ -1014,6 +1026,9 @@ func (ss *session) finish(err error) {
 	ss.stopping = true
 	if ss.queryTimer != nil {
 		ss.queryTimer.Stop()
+	}
+	if ss.txnTimer != nil {
+		ss.txnTimer.Stop()
 	}
 	ss.server = nil
 	clean := ss.q.n == 0 && ss.status == protocol.TxIdle
@@ -1128,6 +1143,63 @@ func (ss *session) armQueryTimeout() {
 		return
 	}
 	ss.queryTimer.Reset(d)
+}
+
+// armTransactionTimeout starts the transaction_timeout clock for a new
+// loan. Only a loan that is one transaction (transaction mode, not pinned)
+// is timed: a session-mode or pinned client holds its server for the whole
+// session. The timer is made once per session and reused. mu is held.
+func (ss *session) armTransactionTimeout() {
+	d := ss.srv.cfg.Load().TransactionTimeout.Std()
+	if d <= 0 || !ss.txnMode || ss.pinned {
+		return
+	}
+	if ss.txnTimer == nil {
+		ss.txnTimer = time.AfterFunc(d, ss.onTransactionTimeout)
+		return
+	}
+	ss.txnTimer.Reset(d)
+}
+
+// errTransactionTimeout is what a client whose transaction outlived
+// transaction_timeout is told before it is disconnected (PostgreSQL 17's
+// own transaction_timeout uses the same SQLSTATE).
+var errTransactionTimeout = protocol.Fatal(protocol.SQLStateTransactionTimeout, "transaction_timeout: the transaction was open longer than allowed; it was rolled back")
+
+// onTransactionTimeout ends a session whose transaction has been open
+// longer than transaction_timeout: the relay reading the server (if any)
+// is interrupted and reports the FATAL; a client idle in its transaction is
+// woken and gets it from onWake. The server connection is closed, which
+// rolls the transaction back; a query still running is cancelled first, as
+// PostgreSQL would not notice the closed connection until the query ends.
+func (ss *session) onTransactionTimeout() {
+	d := ss.srv.cfg.Load().TransactionTimeout.Std()
+	ss.mu.Lock()
+	sc := ss.server
+	expired := sc != nil && d > 0 && ss.txnMode && !ss.pinned && !ss.stopping && time.Since(ss.linkedAt) >= d
+	running := expired && ss.q.n > 0
+	if expired {
+		ss.txnTimedOut = true
+		sc.Conn.SetReadDeadline(time.Unix(1, 0))
+	}
+	ss.mu.Unlock()
+	if !expired {
+		return
+	}
+	ss.logger().Info("transaction_timeout: disconnecting the client")
+	ss.wake()
+	if running {
+		timeout := ss.srv.cfg.Load().CancelWaitTimeout.Std()
+		if timeout <= 0 {
+			timeout = 10 * time.Second
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		dc := sc.Pool().Config().Dial
+		if err := pool.SendCancel(ctx, &dc, sc.Host, sc.Addr, sc.PID, sc.Key); err != nil {
+			ss.logger().Warn("transaction_timeout: cancelling the running query failed", zap.Error(err))
+		}
+	}
 }
 
 // onQueryTimeout cancels the running query on the server, as a client's

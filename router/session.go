@@ -115,7 +115,11 @@ type session struct {
 	listening bool // subscribed through the pool's listener; run only
 
 	queryTimer *time.Timer // query_timeout; guarded by mu
-	querySeq   uint64      // counts armed query timeouts; guarded by mu
+	txnTimer   *time.Timer // transaction_timeout; guarded by mu
+	// txnTimedOut marks a session whose transaction outlived
+	// transaction_timeout; it is being disconnected. Guarded by mu.
+	txnTimedOut bool
+	querySeq    uint64 // counts armed query timeouts; guarded by mu
 
 	// idleDeadline is the client read deadline setReadDeadline armed (zero:
 	// none); noDeadline records that run cleared the deadline and armed none

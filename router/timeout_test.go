@@ -82,3 +82,69 @@ func TestIdleInTransactionTimeoutDisconnectsAndRollsBack(t *testing.T) {
 		t.Fatalf("uncommitted row visible or error: %d %v", n, err)
 	}
 }
+
+func TestTransactionTimeoutDisconnectsAClientWhoseTransactionStaysOpenTooLong(t *testing.T) {
+	t.Parallel()
+	ctx := hContext(t)
+	cfg, db := hConfig(t)
+	cfg.TransactionTimeout = configs.Duration(time.Second)
+	f := ferrytest.Start(t, cfg)
+	setup := hConnect(t, ctx, f.AppDSN())
+	if _, err := setup.Exec(ctx, "create table tt (x int)"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Short transactions, back to back for longer than the timeout, are
+	// not touched: the clock is per transaction.
+	quick := hConnect(t, ctx, f.AppDSN())
+	for start := time.Now(); time.Since(start) < 1500*time.Millisecond; {
+		if _, err := quick.Exec(ctx, "begin; insert into tt values (1); commit"); err != nil {
+			t.Fatalf("a short transaction was cut: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	cases := []struct {
+		name string
+		run  func(conn *pgx.Conn) error
+	}{
+		{"while its query runs", func(conn *pgx.Conn) error {
+			_, err := conn.Exec(ctx, "begin; insert into tt values (2); select pg_sleep(30)")
+			return err
+		}},
+		{"while it sits idle inside the transaction", func(conn *pgx.Conn) error {
+			if _, err := conn.Exec(ctx, "begin; insert into tt values (3)"); err != nil {
+				return err
+			}
+			time.Sleep(2 * time.Second)
+			_, err := conn.Exec(ctx, "commit")
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := pgx.Connect(ctx, f.AppDSN())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(context.Background())
+			err = tc.run(conn)
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != "25P04" || pe.Severity != "FATAL" {
+				t.Fatalf("got %v, want FATAL 25P04 transaction_timeout", err)
+			}
+			if !conn.IsClosed() {
+				if err := conn.Ping(ctx); err == nil {
+					t.Fatal("the client is still connected after transaction_timeout")
+				}
+			}
+			// The server connection was dropped, so its transaction rolled back.
+			hWaitNoBusyBackends(t, ctx, db)
+		})
+	}
+	var n int
+	if err := setup.QueryRow(ctx, "select count(*) from tt where x > 1").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("rows of timed-out transactions: %d, %v (want 0: rolled back)", n, err)
+	}
+	hAssertServes(t, ctx, f)
+}
