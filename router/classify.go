@@ -2,6 +2,8 @@ package router
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/bits"
 	"strings"
 )
 
@@ -27,26 +29,30 @@ type stmtClass struct {
 // in docs/transaction-mode.md; anything it does not recognise is relayed
 // unchanged. Multi-statement strings are split on semicolons outside quotes.
 func classifySQL(sql []byte) stmtClass {
-	var out stmtClass
-	n := 0
+	one, sql := splitStatement(sql)
+	if len(skipSpace(sql)) == 0 {
+		// One statement, perhaps followed by ';' and blanks or comments:
+		// the usual case, whose class the merge below would leave as is.
+		return classifyOne(one)
+	}
+	out := classifyOne(one) // the first statement's, LISTEN included
 	for len(sql) > 0 {
-		var one []byte
 		one, sql = splitStatement(sql)
 		c := classifyOne(one)
-		n++
 		if c.pin != "" && out.pin == "" {
 			out.pin = c.pin
 		}
 		if c.discard {
 			out.discard = true
 		}
-		if n == 1 {
-			out.listen, out.unlisten, out.unlistenAll = c.listen, c.unlisten, c.unlistenAll
-		} else if c.listen != "" && out.pin == "" {
-			out.pin = "LISTEN"
+		if c.listen != "" && out.pin == "" {
+			out.pin = "LISTEN" // only the first statement may LISTEN unpinned
 		}
 		if c.setName != "" || c.reset || c.resetAll {
 			out.setName, out.setValue, out.reset, out.resetAll = c.setName, c.setValue, c.reset, c.resetAll
+		}
+		if len(skipSpace(sql)) == 0 {
+			break // nothing but blanks and comments left
 		}
 	}
 	return out
@@ -54,12 +60,29 @@ func classifySQL(sql []byte) stmtClass {
 
 // splitStatement returns the first statement and the rest, splitting at a
 // semicolon outside quotes, dollar quotes and comments.
+//
+// It runs for every Query, so rather than walk the text byte by byte it
+// finds the next ';' with bytes.IndexByte (vectorised) and the next byte
+// that may open a quote or comment with indexQuoteStart, and parses only
+// from there. Most queries have neither before their first ';'.
 func splitStatement(sql []byte) (stmt, rest []byte) {
-	i := 0
-	for i < len(sql) {
+	i := 0     // sql[:i] is parsed; i is outside quotes and comments
+	semi := -1 // the first ';' at or after i, once known
+	for {
+		if semi < i {
+			j := bytes.IndexByte(sql[i:], ';')
+			if j < 0 {
+				// Nothing left can end the statement, whatever the quoting.
+				return sql, nil
+			}
+			semi = i + j
+		}
+		j := indexQuoteStart(sql[i:semi])
+		if j < 0 {
+			return sql[:semi], sql[semi+1:]
+		}
+		i += j
 		switch c := sql[i]; c {
-		case ';':
-			return sql[:i], sql[i+1:]
 		case '\'', '"':
 			j := bytes.IndexByte(sql[i+1:], c)
 			if j < 0 {
@@ -98,10 +121,44 @@ func splitStatement(sql []byte) (stmt, rest []byte) {
 				continue
 			}
 		}
-		i++
+		i++ // a '-', '/' or '$' that opens nothing
 	}
-	return sql, nil
 }
+
+// indexQuoteStart returns the index of the first byte of b that may open a
+// quote, comment or dollar quote (' " - / $), or -1.
+//
+// All five are bytes 0x2X, as few other bytes of SQL text are (the space
+// is 0x20, letters and digits are above), so it tests 8 bytes at a time
+// for 0x21-0x2F with bit arithmetic and looks only at those few bytes.
+func indexQuoteStart(b []byte) int {
+	i := 0
+	for ; len(b)-i >= 8; i += 8 {
+		for m := bytes2x(binary.LittleEndian.Uint64(b[i:])); m != 0; m &= m - 1 {
+			if j := i + bits.TrailingZeros64(m)/8; quoteStart[b[j]] {
+				return j
+			}
+		}
+	}
+	for j, c := range b[i:] {
+		if quoteStart[c] {
+			return i + j
+		}
+	}
+	return -1
+}
+
+// bytes2x sets the high bit of each byte of x that is 0x21-0x2F and clears
+// all other bits ("hasbetween" from Bit Twiddling Hacks: working on the
+// low 7 bits of each byte, no carry or borrow crosses bytes).
+func bytes2x(x uint64) uint64 {
+	const ones = 0x0101010101010101
+	low := x & (ones * 0x7f)
+	return (ones*(127+0x30) - low) & ^x & (low + ones*(127-0x20)) & (ones * 0x80)
+}
+
+// quoteStart marks the bytes that may open a quote, comment or dollar quote.
+var quoteStart = [256]bool{'\'': true, '"': true, '-': true, '/': true, '$': true}
 
 // channelName reads a LISTEN/UNLISTEN channel: an identifier, folded to
 // lower case unless double-quoted, as PostgreSQL does.
@@ -142,52 +199,94 @@ func isIdent(b []byte) bool {
 // case (ASCII only; SQL keywords are ASCII) and the rest.
 func nextWord(b []byte) (word string, rest []byte) {
 	b = skipSpace(b)
+	var lb lowerBuf
 	i := 0
-	for i < len(b) && (b[i] == '_' || b[i] >= 'a' && b[i] <= 'z' || b[i] >= 'A' && b[i] <= 'Z' || b[i] >= '0' && b[i] <= '9') {
-		i++
+	for ; i < len(b); i++ {
+		l := identLower[b[i]]
+		if l == 0 {
+			break
+		}
+		if i < len(lb) {
+			lb[i] = l
+		}
 	}
 	if i == 0 {
 		return "", b
 	}
-	if i <= len(lowerBuf{}) {
+	if i <= len(lb) {
 		// Known keywords come back without allocating.
-		var lb lowerBuf
-		for j := 0; j < i; j++ {
-			lb[j] = b[j] | 0x20
-			if b[j] >= '0' && b[j] <= '9' || b[j] == '_' {
-				lb[j] = b[j]
-			}
-		}
-		if kw, ok := keywords[string(lb[:i])]; ok {
+		if kw := lookupKeyword(lb[:i]); kw != "" {
 			return kw, b[i:]
 		}
+		return string(lb[:i]), b[i:]
 	}
 	return strings.ToLower(string(b[:i])), b[i:]
 }
 
 type lowerBuf [16]byte
 
+// identLower maps the bytes of an identifier ([A-Za-z0-9_]) to lower case,
+// and every other byte to 0.
+var identLower = func() (t [256]byte) {
+	for c := 0; c < 256; c++ {
+		switch {
+		case c >= 'A' && c <= 'Z':
+			t[c] = byte(c) | 0x20
+		case c == '_' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9':
+			t[c] = byte(c)
+		}
+	}
+	return t
+}()
+
 // keywords are the words classification and routing compare against;
 // nextWord returns these interned, so the hot path does not allocate.
-var keywords = func() map[string]string {
-	m := make(map[string]string)
-	for _, w := range []string{
-		"select", "with", "values", "call", "do", "set", "reset", "discard", "deallocate", "create",
-		"declare", "prepare", "listen", "unlisten", "load", "begin", "start", "transaction", "local",
-		"session", "characteristics", "authorization", "role", "time", "zone", "to", "all", "temp",
-		"temporary", "global", "insert", "update", "delete", "merge", "into", "for", "lock", "copy",
-		"read", "only", "write", "from", "where", "and", "or", "not", "as", "on", "table", "commit",
-		"rollback", "end", "abort", "savepoint", "release", "show", "explain", "analyze", "true", "false",
-		"search_path", "timezone", "application_name", "datestyle", "intervalstyle", "client_encoding",
-		"statement_timeout", "work_mem", "default_transaction_read_only",
-	} {
-		m[w] = w
+var keywords = []string{
+	"select", "with", "values", "call", "do", "set", "reset", "discard", "deallocate", "create",
+	"declare", "prepare", "listen", "unlisten", "load", "begin", "start", "transaction", "local",
+	"session", "characteristics", "authorization", "role", "time", "zone", "to", "all", "temp",
+	"temporary", "global", "insert", "update", "delete", "merge", "into", "for", "lock", "copy",
+	"read", "only", "write", "from", "where", "and", "or", "not", "as", "on", "table", "commit",
+	"rollback", "end", "abort", "savepoint", "release", "show", "explain", "analyze", "true", "false",
+	"search_path", "timezone", "application_name", "datestyle", "intervalstyle", "client_encoding",
+	"statement_timeout", "work_mem", "default_transaction_read_only",
+}
+
+// keywordTable holds the keywords in an open-addressing hash table (linear
+// probing, well under half full). nextWord looks up every first word of
+// every query: this costs a fraction of a map lookup (no hashing of the
+// whole word, no runtime call).
+var keywordTable = func() (t [256]string) {
+	for _, w := range keywords {
+		h := keywordHash([]byte(w))
+		for t[h] != "" {
+			h++
+		}
+		t[h] = w
 	}
-	return m
+	return t
 }()
+
+func keywordHash(w []byte) uint8 {
+	return uint8(uint(w[0])*31 + uint(w[len(w)-1])*7 + uint(len(w)))
+}
+
+// lookupKeyword returns the interned keyword equal to w (non-empty, lower
+// case), or "".
+func lookupKeyword(w []byte) string {
+	for h := keywordHash(w); ; h++ {
+		kw := keywordTable[h]
+		if kw == "" || kw == string(w) {
+			return kw
+		}
+	}
+}
 
 func skipSpace(b []byte) []byte {
 	for len(b) > 0 {
+		if b[0] > '/' {
+			return b // not a blank nor a comment start: the usual case
+		}
 		switch {
 		case b[0] == ' ' || b[0] == '\t' || b[0] == '\n' || b[0] == '\r' || b[0] == '\f':
 			b = b[1:]
@@ -220,10 +319,6 @@ func firstByteInteresting(c byte) bool {
 	}
 	return false
 }
-
-var (
-	advisoryLower = []byte("advisory_lock")
-)
 
 // needsClassify reports cheaply whether classifySQL could find anything.
 func needsClassify(sql []byte) bool {
@@ -307,29 +402,32 @@ func classifyOne(stmt []byte) stmtClass {
 
 // hasSessionAdvisoryLock spots pg_advisory_lock, pg_try_advisory_lock and
 // their _shared forms; pg_advisory_xact_lock ("advisory_xact") and
-// pg_advisory_unlock do not match. The search ignores ASCII case and does
-// not allocate.
+// pg_advisory_unlock do not match. The search for "advisory_lock" ignores
+// ASCII case and does not allocate.
+//
+// It runs on every SELECT, so it jumps from one '_' to the next with
+// bytes.IndexByte (vectorised) and compares the 8 bytes before and the 4
+// after each one whole, folded to lower case by setting bit 0x20 of every
+// byte: all of them must be letters, for which that is exact.
 func hasSessionAdvisoryLock(stmt []byte) bool {
-	return indexFold(stmt, advisoryLower) >= 0
-}
-
-// indexFold finds lowerPat (lower case ASCII) in s ignoring ASCII case.
-func indexFold(s, lowerPat []byte) int {
-	n := len(lowerPat)
-	for i := 0; i+n <= len(s); i++ {
-		if s[i]|0x20 != lowerPat[0] {
-			continue
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(stmt[i:], '_')
+		if j < 0 {
+			return false
 		}
-		j := 1
-		for j < n && (s[i+j]|0x20 == lowerPat[j] || s[i+j] == lowerPat[j]) {
-			j++
-		}
-		if j == n {
-			return i
+		i += j
+		if i >= 8 && i+5 <= len(stmt) &&
+			binary.LittleEndian.Uint64(stmt[i-8:])|0x2020202020202020 == advisoryWord &&
+			binary.LittleEndian.Uint32(stmt[i+1:])|0x20202020 == lockWord {
+			return true
 		}
 	}
-	return -1
 }
+
+var (
+	advisoryWord = binary.LittleEndian.Uint64([]byte("advisory"))
+	lockWord     = binary.LittleEndian.Uint32([]byte("lock"))
+)
 
 // classifySet handles SET [SESSION|LOCAL] name {TO|=} value.
 func classifySet(rest []byte) stmtClass {

@@ -1,0 +1,316 @@
+package router
+
+import (
+	"bytes"
+	"encoding/binary"
+	"strings"
+	"testing"
+)
+
+// Benchmarks of the per-query classification hot path: interceptQuery calls
+// needsClassify and then classifySQL for every simple-protocol Query.
+
+var (
+	benchPgbenchSelect = []byte("SELECT abalance FROM pgbench_accounts WHERE aid = 48857;")
+	benchTPCB          = [][]byte{
+		[]byte("BEGIN;"),
+		[]byte("UPDATE pgbench_accounts SET abalance = abalance + -3121 WHERE aid = 39822;"),
+		[]byte("SELECT abalance FROM pgbench_accounts WHERE aid = 39822;"),
+		[]byte("UPDATE pgbench_tellers SET tbalance = tbalance + -3121 WHERE tid = 7;"),
+		[]byte("UPDATE pgbench_branches SET bbalance = bbalance + -3121 WHERE bid = 1;"),
+		[]byte("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (7, 1, 39822, -3121, CURRENT_TIMESTAMP);"),
+		[]byte("END;"),
+	}
+	benchMulti = []byte("SET search_path TO app, public; SELECT 'a;b' AS x, $t$;$t$ AS y; " +
+		"/* c; */ UPDATE t SET v = v + 1 WHERE id = 42; -- done;\nSELECT pg_advisory_lock(7); RESET ALL;  ")
+	benchLongSelect = func() []byte {
+		var b strings.Builder
+		b.WriteString("SELECT o.order_id, o.customer_id, o.created_at, c.display_name\nFROM orders o JOIN customers c ON c.id = o.customer_id\nWHERE o.status IN (")
+		for i := 0; b.Len() < 1900; i++ {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("'status_value_")
+			b.WriteByte(byte('a' + i%26))
+			b.WriteString("', 'it''s quoted'")
+		}
+		b.WriteString(")\n  AND c.note <> 'no -- comment here' ORDER BY o.created_at DESC LIMIT 50;")
+		return []byte(b.String())
+	}()
+)
+
+var benchSink stmtClass
+
+// classifyHot is what interceptQuery does with the text of a Query. It is
+// not inlined so that a profile (callgrind) shows its cost per call.
+//
+//go:noinline
+func classifyHot(sql []byte) {
+	if needsClassify(sql) {
+		benchSink = classifySQL(sql)
+	}
+}
+
+func benchClassify(b *testing.B, sqls ...[]byte) {
+	b.ReportAllocs()
+	n := 0
+	for _, s := range sqls {
+		n += len(s)
+	}
+	b.SetBytes(int64(n))
+	for b.Loop() {
+		for _, s := range sqls {
+			classifyHot(s)
+		}
+	}
+}
+
+func BenchmarkClassifyPgbenchSelect(b *testing.B) { benchClassify(b, benchPgbenchSelect) }
+
+// BenchmarkClassifyTPCB classifies the seven queries of one pgbench
+// tpcb-like transaction per op.
+func BenchmarkClassifyTPCB(b *testing.B) { benchClassify(b, benchTPCB...) }
+
+func BenchmarkClassifyTPCBUpdate(b *testing.B) { benchClassify(b, benchTPCB[1]) }
+func BenchmarkClassifyTPCBInsert(b *testing.B) { benchClassify(b, benchTPCB[5]) }
+func BenchmarkClassifyBegin(b *testing.B)      { benchClassify(b, []byte("BEGIN")) }
+func BenchmarkClassifyBeginSemi(b *testing.B)  { benchClassify(b, []byte("BEGIN;")) }
+func BenchmarkClassifyLongSelect(b *testing.B) { benchClassify(b, benchLongSelect) }
+func BenchmarkClassifyMulti(b *testing.B)      { benchClassify(b, benchMulti) }
+
+// BenchmarkClassifyIsPlainRead covers route.go's use of splitStatement
+// (route_read_statements).
+func BenchmarkClassifyIsPlainRead(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		benchBool = isPlainRead(benchPgbenchSelect)
+	}
+}
+
+var benchBool bool
+
+func TestClassifyBenchInputsDoNotAllocate(t *testing.T) {
+	all := append([][]byte{benchPgbenchSelect, benchLongSelect, benchMulti, []byte("BEGIN")}, benchTPCB...)
+	for _, s := range all {
+		if n := testing.AllocsPerRun(100, func() { classifyHot(s) }); n != 0 {
+			// SET/RESET in benchMulti copy the name and value out of the
+			// frame; everything else must not allocate.
+			if !bytes.Equal(s, benchMulti) {
+				t.Errorf("%q: %.1f allocs, want 0", s, n)
+			}
+		}
+	}
+}
+
+func TestBytes2x(t *testing.T) {
+	// Every byte value in every position, next to assorted neighbours.
+	for _, fill := range []byte{0x00, 0x20, 0x21, 0x2f, 0x30, 0x7f, 0x80, 0xa1, 0xff} {
+		for pos := 0; pos < 8; pos++ {
+			for v := 0; v < 256; v++ {
+				var w [8]byte
+				for k := range w {
+					w[k] = fill
+				}
+				w[pos] = byte(v)
+				m := bytes2x(binary.LittleEndian.Uint64(w[:]))
+				for k := range w {
+					want := w[k] >= 0x21 && w[k] <= 0x2f
+					if got := m>>(8*k)&0xff == 0x80; got != want || m>>(8*k)&0x7f != 0 {
+						t.Fatalf("bytes2x(% x): byte %d mask %#x, want in range = %v", w, k, m>>(8*k)&0xff, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestKeywordsAreInterned(t *testing.T) {
+	for _, kw := range keywords {
+		if len(kw) > len(lowerBuf{}) {
+			continue // longer words are not looked up
+		}
+		in := []byte(strings.ToUpper(kw) + " x")
+		var w string
+		if n := testing.AllocsPerRun(10, func() { w, _ = nextWord(in) }); n != 0 || w != kw {
+			t.Errorf("nextWord(%q) = %q with %.0f allocs, want %q and none", in, w, n, kw)
+		}
+	}
+	if kw := lookupKeyword([]byte("abalance")); kw != "" {
+		t.Errorf("lookupKeyword(abalance) = %q", kw)
+	}
+}
+
+// The reference implementations below are the straightforward byte-by-byte
+// versions the optimised code in classify.go replaced. The test and the
+// fuzz target check that both agree on every input.
+
+func refSplitStatement(sql []byte) (stmt, rest []byte) {
+	i := 0
+	for i < len(sql) {
+		switch c := sql[i]; c {
+		case ';':
+			return sql[:i], sql[i+1:]
+		case '\'', '"':
+			j := bytes.IndexByte(sql[i+1:], c)
+			if j < 0 {
+				return sql, nil
+			}
+			i += j + 2
+			continue
+		case '-':
+			if i+1 < len(sql) && sql[i+1] == '-' {
+				j := bytes.IndexByte(sql[i:], '\n')
+				if j < 0 {
+					return sql, nil
+				}
+				i += j + 1
+				continue
+			}
+		case '/':
+			if i+1 < len(sql) && sql[i+1] == '*' {
+				j := bytes.Index(sql[i+2:], []byte("*/"))
+				if j < 0 {
+					return sql, nil
+				}
+				i += j + 4
+				continue
+			}
+		case '$':
+			j := bytes.IndexByte(sql[i+1:], '$')
+			if j >= 0 && isIdent(sql[i+1:i+1+j]) {
+				tag := sql[i : i+j+2]
+				k := bytes.Index(sql[i+len(tag):], tag)
+				if k < 0 {
+					return sql, nil
+				}
+				i += len(tag) + k + len(tag)
+				continue
+			}
+		}
+		i++
+	}
+	return sql, nil
+}
+
+func refHasSessionAdvisoryLock(stmt []byte) bool {
+	lowerPat := []byte("advisory_lock")
+	n := len(lowerPat)
+	for i := 0; i+n <= len(stmt); i++ {
+		j := 0
+		for j < n && (stmt[i+j]|0x20 == lowerPat[j] || stmt[i+j] == lowerPat[j]) {
+			j++
+		}
+		if j == n {
+			return true
+		}
+	}
+	return false
+}
+
+func refNextWord(b []byte) (word string, rest []byte) {
+	b = skipSpace(b)
+	i := 0
+	for i < len(b) && (b[i] == '_' || b[i] >= 'a' && b[i] <= 'z' || b[i] >= 'A' && b[i] <= 'Z' || b[i] >= '0' && b[i] <= '9') {
+		i++
+	}
+	if i == 0 {
+		return "", b
+	}
+	return strings.ToLower(string(b[:i])), b[i:]
+}
+
+func refNeedsClassify(sql []byte) bool {
+	b := skipSpace(sql)
+	if len(b) == 0 {
+		return false
+	}
+	return firstByteInteresting(b[0]) || bytes.IndexByte(b, ';') >= 0
+}
+
+// refClassifySQL is the original statement loop over refSplitStatement;
+// classifyOne's own building blocks are compared one by one.
+func refClassifySQL(sql []byte) stmtClass {
+	var out stmtClass
+	n := 0
+	for len(sql) > 0 {
+		var one []byte
+		one, sql = refSplitStatement(sql)
+		c := classifyOne(one)
+		n++
+		if c.pin != "" && out.pin == "" {
+			out.pin = c.pin
+		}
+		if c.discard {
+			out.discard = true
+		}
+		if n == 1 {
+			out.listen, out.unlisten, out.unlistenAll = c.listen, c.unlisten, c.unlistenAll
+		} else if c.listen != "" && out.pin == "" {
+			out.pin = "LISTEN"
+		}
+		if c.setName != "" || c.reset || c.resetAll {
+			out.setName, out.setValue, out.reset, out.resetAll = c.setName, c.setValue, c.reset, c.resetAll
+		}
+	}
+	return out
+}
+
+func checkClassifyMatchesReference(t *testing.T, sql []byte) {
+	t.Helper()
+	s1, r1 := splitStatement(sql)
+	s2, r2 := refSplitStatement(sql)
+	if !bytes.Equal(s1, s2) || !bytes.Equal(r1, r2) || (r1 == nil) != (r2 == nil) {
+		t.Fatalf("splitStatement(%q) = %q, %q; reference %q, %q", sql, s1, r1, s2, r2)
+	}
+	if a, b := hasSessionAdvisoryLock(sql), refHasSessionAdvisoryLock(sql); a != b {
+		t.Fatalf("hasSessionAdvisoryLock(%q) = %v; reference %v", sql, a, b)
+	}
+	w1, rest1 := nextWord(sql)
+	w2, rest2 := refNextWord(sql)
+	if w1 != w2 || !bytes.Equal(rest1, rest2) {
+		t.Fatalf("nextWord(%q) = %q, %q; reference %q, %q", sql, w1, rest1, w2, rest2)
+	}
+	if a, b := needsClassify(sql), refNeedsClassify(sql); a != b {
+		t.Fatalf("needsClassify(%q) = %v; reference %v", sql, a, b)
+	}
+	if a, b := classifySQL(sql), refClassifySQL(sql); a != b {
+		t.Fatalf("classifySQL(%q) = %+v; reference %+v", sql, a, b)
+	}
+}
+
+var classifyEquivalenceSeeds = []string{
+	"", ";", ";;", " ; ", "select 1", "select 1;", "select 1; ", "select 1;\n\t", "select 1; -- x", "select 1; /* x */",
+	"select 1; /* x", "select 1; --", "select 1;;", "select 1; ; create temp table t()",
+	"SELECT abalance FROM pgbench_accounts WHERE aid = 48857;",
+	"UPDATE pgbench_accounts SET abalance = abalance + -3121 WHERE aid = 39822;",
+	"select ';'; create temp table x()", "select \"a;b\"; prepare p as select 1", "select 'abc", "select \"abc",
+	"select 1 -- ; \n; listen x", "select 1 - -1; x", "select 1 -", "select 1 /", "select 1 /* ; */ ; y",
+	"select 1 /* ; *", "select 1/*/; x", "select 1 --; x", "select $$;$$; x", "select $a$;$a$; x", "select $a$;$b$; x",
+	"select $1; x", "select $; x", "select $ab; x", "select $a b$; x", "$", "$$", "$a$", "$a$$a$;", "select $a$",
+	"select pg_advisory_lock(1)", "SELECT PG_ADVISORY_LOCK(1)", "select pg_try_advisory_lock(1)",
+	"select pg_advisory_lock_shared(1)", "select pg_advisory_xact_lock(1)", "select pg_advisory_unlock(1)",
+	"select advisory_lock", "advisory_lock", "_lock", "advisory_", "xadvisory_lockx", "ADVISORY_LOCK", "AdViSoRy_LoCk",
+	"advisory\x7flock", "advisory_loc", "dvisory_lock", "advisory__lock", "advisory_advisory_lock", "a_dvisory_lock",
+	"ádvisory_lock", "advisorY_lOck", "advisory_lock\x00", "\x41DVISORY\x5fLOCK", "advisory\xdflock",
+	"set search_path to a, b; select 1;  ", "reset all;", "discard all; select 1", "listen a; listen b", "unlisten *;",
+	"BEGIN", "BEGIN;", "begin; select 1; commit;", "/* hi */ set statement_timeout = 5",
+	string(benchPgbenchSelect), string(benchLongSelect), string(benchMulti),
+}
+
+func TestClassifyMatchesReference(t *testing.T) {
+	for _, s := range classifyEquivalenceSeeds {
+		checkClassifyMatchesReference(t, []byte(s))
+	}
+	for _, s := range benchTPCB {
+		checkClassifyMatchesReference(t, s)
+	}
+}
+
+func FuzzClassifyMatchesReference(f *testing.F) {
+	for _, s := range classifyEquivalenceSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, sql string) {
+		checkClassifyMatchesReference(t, []byte(sql))
+	})
+}
