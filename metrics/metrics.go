@@ -177,6 +177,8 @@ var (
 		"Client sessions pinned to their server connection by session state right now, a count.", poolLabels...)
 	descSockets = desc("client", "sockets",
 		"Open client sockets, including admin console clients and clients still logging in, a count.")
+	descParked = desc("client", "parked",
+		"Idle client sessions held without a goroutine (Linux), a count: they cost about 3 KiB each instead of 9.")
 	descPins = desc("client", "pins_total",
 		"Client sessions that became pinned to a server connection by session state, a count.")
 
@@ -216,7 +218,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descClientConns, descServerConns, descWaiting, descMaxWait, descPaused, descAcquires,
 		descXacts, descQueries, descXactTime, descParses, descBinds, descLogins, descPinned, descPumped,
-		descSockets, descPins, descLagBytes, descLagSeconds, descInRotation, descBackendUp, descReplicaConns,
+		descSockets, descParked, descPins, descLagBytes, descLagSeconds, descInRotation, descBackendUp, descReplicaConns,
 		descTokenExpiry, descTokenRefreshes, descTokenFailures,
 	} {
 		ch <- d
@@ -237,6 +239,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
 	gauge(descSockets, float64(snap.Clients))
+	gauge(descParked, float64(snap.ParkedClients))
 	counter(descPins, float64(snap.PinnedTotal))
 	for _, p := range snap.Pools {
 		db, user := p.Database, p.User

@@ -96,6 +96,16 @@ func (rd *Reader) Release() {
 	rd.big = nil
 }
 
+// DetachSmall releases the Reader's buffers and hands back Small (nil if
+// none), for a caller that keeps it elsewhere while the connection is idle;
+// set Small again before the next read. Buffered bytes are lost.
+func (rd *Reader) DetachSmall() []byte {
+	rd.Release()
+	s := rd.Small
+	rd.Small, rd.buf = nil, nil
+	return s
+}
+
 // Buffered reports how many unread bytes are buffered.
 func (rd *Reader) Buffered() int { return rd.w - rd.r }
 

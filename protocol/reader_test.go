@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"testing/iotest"
 )
 
 func frame(typ byte, body string) []byte {
@@ -254,5 +255,31 @@ func TestAReaderWithASmallBufferTakesThePooledOneOnlyForLargeFramesAndGivesItBac
 	}
 	if rd.bufp != nil {
 		t.Fatal("the pooled buffer is still held by a drained reader")
+	}
+}
+
+func TestADetachedSmallBufferIsNoLongerReadInto(t *testing.T) {
+	// One byte per read: nothing beyond the first frame is buffered when it
+	// is detached (a session parks only when drained).
+	src := iotest.OneByteReader(bytes.NewReader(append(frame('Q', "select 1\x00"), frame('Q', "select 2\x00")...)))
+	rd := NewReader(src)
+	rd.Small = make([]byte, 512)
+	if _, err := rd.Next(); err != nil {
+		t.Fatal(err)
+	}
+	small := rd.DetachSmall()
+	if len(small) != 512 || rd.Small != nil {
+		t.Fatalf("DetachSmall returned %d bytes and left Small = %v", len(small), rd.Small != nil)
+	}
+	for i := range small {
+		small[i] = 0xff // now someone else's
+	}
+	rd.Small = make([]byte, 512)
+	f, err := rd.Next()
+	if err != nil || string(f[5:]) != "select 2\x00" {
+		t.Fatalf("after detaching: %q, %v", f, err)
+	}
+	if bytes.Contains(small, []byte("select 2")) {
+		t.Fatal("the Reader read into the detached buffer")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -80,15 +81,21 @@ type clientStmt struct {
 
 // serve relays the client's messages until it leaves or fails.
 func (ss *session) serve() error {
-	cfg := ss.srv.cfg.Load()
-	ss.rd = protocol.NewReader(ss.conn)
-	ss.rd.MaxMessage = cfg.MaxPacketSize
-	ss.rd.Small = make([]byte, 512)
-	ss.wr = protocol.NewWriter(ss.conn)
-	defer ss.rd.Release()
+	if ss.rd == nil {
+		ss.rd = protocol.NewReader(ss.conn)
+		ss.rd.MaxMessage = ss.srv.cfg.Load().MaxPacketSize
+		ss.wr = protocol.NewWriter(ss.conn)
+	}
+	if ss.rd.Small == nil {
+		ss.rd.Small = getSmall()
+	}
 	for {
 		if err := ss.setReadDeadline(); err != nil {
 			return err
+		}
+		ss.activeTick.Store(ss.srv.parker.tick.Load())
+		if ss.parkReq.Load() && ss.tryPark() {
+			return errParked
 		}
 		typ, size, err := ss.rd.Peek()
 		if err != nil {
@@ -112,6 +119,41 @@ func (ss *session) serve() error {
 			return err
 		}
 	}
+}
+
+// smallBufs holds the 512-byte resident read buffers of parked sessions.
+var smallBufs = sync.Pool{New: func() any { return new([512]byte) }}
+
+func getSmall() []byte { return smallBufs.Get().(*[512]byte)[:] }
+
+func putSmall(b []byte) {
+	if cap(b) == 512 {
+		smallBufs.Put((*[512]byte)(b[:512]))
+	}
+}
+
+// tryPark hands an idle session to the parker when a sweep asked for it
+// and the session really is idle: nothing buffered from the client, no
+// server, no pump, nothing to deliver, no wake pending. It reports whether
+// the parker took it; the session's goroutine must then end at once.
+func (ss *session) tryPark() bool {
+	ss.parkReq.Store(false)
+	if ss.fd < 0 || ss.rd.Buffered() != 0 || ss.wakeReq.Load() || ss.killed.Load() || ss.srv.isDraining() {
+		return false
+	}
+	ss.mu.Lock()
+	idle := ss.server == nil && ss.pumpDone == nil && len(ss.mailbox) == 0 && ss.dead == nil
+	ss.mu.Unlock()
+	if !idle || !ss.noDeadline {
+		return false
+	}
+	small := ss.rd.DetachSmall()
+	if !ss.srv.parker.park(ss) {
+		ss.rd.Small = small
+		return false
+	}
+	putSmall(small)
+	return true
 }
 
 // setReadDeadline arms the idle timeouts for the next client read.

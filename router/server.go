@@ -75,6 +75,7 @@ type Server struct {
 
 	wg       sync.WaitGroup // accept loops and sessions
 	pumps    pumpWorkers    // relay goroutines kept between transactions
+	parker   parker         // idle sessions held without a goroutine
 	throttle *authThrottle
 	started  time.Time
 }
@@ -138,6 +139,7 @@ func New(cfg *configs.Config, opts Options) (*Server, error) {
 		pumps:      pumpWorkers{maxIdle: 1024},
 		started:    time.Now(),
 	}
+	s.parker.srv = s
 	if err := s.apply(cfg); err != nil {
 		return nil, err
 	}
@@ -434,6 +436,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 		go func() { defer wg.Done(); e.close() }()
 	}
 	wg.Wait()
+	s.parker.close()
 	s.pumps.close()
 	s.log.Info("shut down", zap.Int("sessions_cut", cut))
 	return cut
@@ -654,6 +657,16 @@ func (s *Server) unregister(ss *session) {
 	delete(s.sessions, ss.id)
 	delete(s.cancelKeys, uint64(ss.pid)<<32|uint64(ss.key))
 	s.mu.Unlock()
+}
+
+// eachSession calls f for every registered session, holding the server's
+// lock: f must be quick and must not take it.
+func (s *Server) eachSession(f func(*session)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ss := range s.sessions {
+		f(ss)
+	}
 }
 
 func (s *Server) sessionByKey(pid, key uint32) *session {

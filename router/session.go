@@ -144,6 +144,15 @@ type session struct {
 	waiting atomic.Bool // queued for a server connection
 	killed  atomic.Bool
 	wakeReq atomic.Bool
+
+	// Parking (park_linux.go): fd is the plain TCP socket's descriptor (-1:
+	// never parked, e.g. TLS); activeTick the parker's sweep count when the
+	// session last read a request; parkReq a sweep's request to park;
+	// parked that the session is in the parker's set, without a goroutine.
+	fd         int
+	activeTick atomic.Uint32
+	parkReq    atomic.Bool
+	parked     atomic.Bool
 }
 
 // serveClient runs a new client's login on the accepting goroutine, then
@@ -192,17 +201,49 @@ func (s *Server) serveClient(raw net.Conn) {
 // serveLoggedIn relays for a logged-in client until it leaves. It owns the
 // connection, the client count and the WaitGroup slot taken at accept.
 func (ss *session) serveLoggedIn() {
-	defer ss.srv.wg.Done()
-	defer ss.srv.clients.Add(-1)
-	defer ss.raw.Close()
-	defer ss.recoverPanic()
+	ss.fd = -1
+	if !ss.tls && !ss.admin {
+		ss.fd = socketFD(ss.raw)
+		if ss.fd >= 0 && !ss.srv.parker.start() {
+			ss.fd = -1
+		}
+	}
+	ss.activeTick.Store(ss.srv.parker.tick.Load())
 	ss.srv.register(ss)
-	defer ss.srv.unregister(ss)
 	if ss.debugEnabled() {
 		ss.logger().Debug("client connected")
 	}
-	ss.finish(ss.serveRecovering())
+	ss.run()
 }
+
+// run serves the client until it leaves, or until the session parks
+// (errParked): then this goroutine ends and the parker starts a new run
+// when the client sends something or the session is woken.
+func (ss *session) run() {
+	parked := false
+	defer func() {
+		if parked {
+			return
+		}
+		ss.srv.unregister(ss)
+		if ss.rd != nil {
+			ss.rd.Release()
+		}
+		ss.raw.Close()
+		ss.srv.clients.Add(-1)
+		ss.srv.wg.Done()
+	}()
+	defer ss.recoverPanic() // a panic in finish
+	err := ss.serveRecovering()
+	if err == errParked {
+		parked = true
+		return
+	}
+	ss.finish(err)
+}
+
+// errParked ends a run whose session the parker now holds.
+var errParked = errors.New("session parked")
 
 // serveRecovering runs serve, turning a panic into an error so that finish
 // still takes back a linked server; its state is unknown, so finish
@@ -660,17 +701,19 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// wake interrupts a session blocked reading its client so it can notice
-// shutdown, a dead server or pending notifications.
+// wake interrupts a session blocked reading its client (or parked) so it
+// can notice shutdown, a dead server or pending notifications.
 func (ss *session) wake() {
 	ss.wakeReq.Store(true)
 	ss.raw.SetReadDeadline(time.Unix(1, 0))
+	ss.srv.parker.unpark(ss)
 }
 
 // kill makes the session end as soon as possible.
 func (ss *session) kill() {
 	ss.killed.Store(true)
 	ss.raw.SetDeadline(time.Unix(1, 0))
+	ss.srv.parker.unpark(ss)
 	ss.mu.Lock()
 	sc := ss.server
 	ss.mu.Unlock()

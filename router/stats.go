@@ -16,6 +16,9 @@ type Snapshot struct {
 	// Clients is the number of connected client sockets, including admin
 	// console clients and clients still logging in.
 	Clients int64
+	// ParkedClients is the number of idle sessions the parker holds
+	// without a goroutine.
+	ParkedClients int
 	// PinnedTotal counts sessions ever pinned to a server connection by
 	// session state (cumulative).
 	PinnedTotal int64
@@ -86,9 +89,10 @@ type PoolCounters struct {
 func (s *Server) Snapshot() Snapshot {
 	entries, sessions := s.lists()
 	snap := Snapshot{
-		Clients:     s.clients.Load(),
-		PinnedTotal: s.pinned.Load(),
-		Draining:    s.isDraining(),
+		Clients:       s.clients.Load(),
+		ParkedClients: s.parker.count(),
+		PinnedTotal:   s.pinned.Load(),
+		Draining:      s.isDraining(),
 	}
 	byKey := make(map[poolKey]int, len(entries))
 	for _, e := range entries {

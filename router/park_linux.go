@@ -1,0 +1,266 @@
+package router
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// parker holds idle client sessions without a goroutine. A goroutine
+// parked in a read keeps a 4 KiB stack (the idle call path is too deep for
+// 2 KiB, and a grown stack does not shrink back), which was half of what an
+// idle client cost. A session that has been idle for a full sweep interval
+// instead registers its socket in a private epoll set (one-shot) and its
+// goroutine exits; the first byte (or EOF) from the client, a wake (a
+// notification, shutdown) or a kill starts a fresh goroutine that carries
+// on where the old one left off. Busy clients never park: the sweep only
+// picks sessions that sent nothing for a second or more.
+//
+// The parker's goroutine (loop) waits on the epoll set and sweeps once a
+// second; Server.Shutdown stops it through a pipe in the same set.
+type parker struct {
+	srv  *Server
+	once sync.Once
+	epfd int
+	pipe [2]int // loop's stop signal: close writes to pipe[1]
+	done chan struct{}
+	tick atomic.Uint32 // sweeps so far; sessions record it when active
+
+	mu      sync.Mutex
+	parked  map[uint64]*session // keyed by session id, the epoll event's data
+	closed  bool                // Shutdown is done with sessions: no more parking
+	failed  bool                // epoll could not be set up or failed: never park
+	running bool                // loop was started
+}
+
+// sweepEvery is how often idle sessions are asked to park; a session must
+// have been idle through a whole interval first.
+const sweepEveryMS = 1000
+
+// stopKey is the epoll data of the stop pipe; session ids start at 1.
+const stopKey = 0
+
+// start sets up the epoll set and the loop on first use (the first plain
+// TCP session) and reports whether parking is available.
+func (p *parker) start() bool {
+	p.once.Do(func() {
+		p.done = make(chan struct{})
+		p.parked = make(map[uint64]*session)
+		p.mu.Lock()
+		closed := p.closed
+		p.mu.Unlock()
+		if closed {
+			p.failed = true
+			close(p.done)
+			return
+		}
+		epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+		if err != nil {
+			p.failed = true
+			close(p.done)
+			return
+		}
+		if err := syscall.Pipe2(p.pipe[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+			syscall.Close(epfd)
+			p.failed = true
+			close(p.done)
+			return
+		}
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN}
+		setEventKey(&ev, stopKey)
+		if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p.pipe[0], &ev); err != nil {
+			syscall.Close(epfd)
+			syscall.Close(p.pipe[0])
+			syscall.Close(p.pipe[1])
+			p.failed = true
+			close(p.done)
+			return
+		}
+		p.epfd = epfd
+		p.mu.Lock()
+		p.running = true
+		p.mu.Unlock()
+		go p.loop()
+	})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.failed
+}
+
+func setEventKey(ev *syscall.EpollEvent, key uint64) {
+	ev.Fd, ev.Pad = int32(uint32(key)), int32(uint32(key>>32))
+}
+
+func eventKey(ev *syscall.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+// loop resumes sessions whose client became readable and sweeps idle ones
+// until close.
+func (p *parker) loop() {
+	defer close(p.done)
+	defer syscall.Close(p.epfd)
+	defer syscall.Close(p.pipe[0])
+	events := make([]syscall.EpollEvent, 128)
+	lastSweep := time.Now()
+	for {
+		n, err := syscall.EpollWait(p.epfd, events, sweepEveryMS)
+		if err != nil && !errors.Is(err, syscall.EINTR) {
+			p.srv.log.Error("idle-session poller failed; idle clients keep a goroutine from now on", zap.Error(err))
+			p.fail()
+			return
+		}
+		for i := 0; i < n; i++ {
+			key := eventKey(&events[i])
+			if key == stopKey {
+				return
+			}
+			p.mu.Lock()
+			ss := p.parked[key]
+			delete(p.parked, key)
+			p.mu.Unlock()
+			if ss != nil {
+				p.resume(ss)
+			}
+		}
+		if time.Since(lastSweep) >= sweepEveryMS*time.Millisecond {
+			lastSweep = time.Now()
+			p.sweep()
+		}
+	}
+}
+
+// fail stops parking and resumes every parked session.
+func (p *parker) fail() {
+	p.mu.Lock()
+	p.failed = true
+	rest := make([]*session, 0, len(p.parked))
+	for id, ss := range p.parked {
+		rest = append(rest, ss)
+		delete(p.parked, id)
+	}
+	p.mu.Unlock()
+	for _, ss := range rest {
+		p.resume(ss)
+	}
+}
+
+// resume starts a goroutine for a session taken out of the parked set.
+func (p *parker) resume(ss *session) {
+	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, ss.fd, nil)
+	ss.parked.Store(false)
+	go ss.run()
+}
+
+// sweep asks sessions idle since before the previous sweep to park.
+func (p *parker) sweep() {
+	now := p.tick.Add(1)
+	if p.srv.isDraining() || p.srv.cfg.Load().ClientIdleTimeout > 0 {
+		// (Parked sessions have no read deadline: with client_idle_timeout
+		// they keep their goroutine.)
+		return
+	}
+	p.srv.eachSession(func(ss *session) {
+		if ss.admin || ss.tls || ss.parked.Load() || ss.waiting.Load() || now-ss.activeTick.Load() < 2 {
+			return
+		}
+		ss.mu.Lock()
+		idle := ss.server == nil && ss.pumpDone == nil
+		ss.mu.Unlock()
+		if idle {
+			ss.parkReq.Store(true)
+			ss.wake()
+		}
+	})
+}
+
+// park registers the idle session's socket and reports whether it did; the
+// caller's goroutine must then return without touching the session.
+func (p *parker) park(ss *session) bool {
+	if !p.start() {
+		return false
+	}
+	if ss.fd < 0 {
+		return false
+	}
+	p.mu.Lock()
+	if p.closed || p.failed {
+		p.mu.Unlock()
+		return false
+	}
+	p.parked[ss.id] = ss
+	ss.parked.Store(true)
+	p.mu.Unlock()
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
+	setEventKey(&ev, ss.id)
+	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, ss.fd, &ev); err != nil {
+		p.mu.Lock()
+		delete(p.parked, ss.id)
+		ss.parked.Store(false)
+		p.mu.Unlock()
+		return false
+	}
+	// A wake or kill that came before the session was in the set found
+	// nothing to unpark: look again now that it is.
+	if ss.wakeReq.Load() || ss.killed.Load() {
+		p.unpark(ss)
+	}
+	return true
+}
+
+// unpark resumes a parked session for a wake or a kill; it does nothing for
+// a session that is not parked.
+func (p *parker) unpark(ss *session) {
+	if !ss.parked.Load() {
+		return
+	}
+	p.mu.Lock()
+	_, ok := p.parked[ss.id]
+	delete(p.parked, ss.id)
+	p.mu.Unlock()
+	if ok {
+		p.resume(ss)
+	}
+}
+
+// count reports how many sessions are parked.
+func (p *parker) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.parked)
+}
+
+// close stops the loop; sessions still parked are resumed so that they can
+// end (Shutdown has woken them all already).
+func (p *parker) close() {
+	p.mu.Lock()
+	p.closed = true
+	running := p.running
+	p.mu.Unlock()
+	if !running {
+		return
+	}
+	p.fail()
+	syscall.Write(p.pipe[1], []byte{0})
+	<-p.done
+	syscall.Close(p.pipe[1])
+}
+
+// socketFD returns the file descriptor of a plain TCP client socket, or -1.
+func socketFD(c any) int {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}

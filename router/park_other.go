@@ -1,0 +1,20 @@
+//go:build !linux
+
+package router
+
+import "sync/atomic"
+
+// parker keeps idle sessions without a goroutine on Linux only (it needs
+// epoll); elsewhere idle sessions keep their goroutine.
+type parker struct {
+	srv  *Server
+	tick atomic.Uint32
+}
+
+func (p *parker) start() bool        { return false }
+func (p *parker) park(*session) bool { return false }
+func (p *parker) unpark(*session)    {}
+func (p *parker) close()             {}
+func (p *parker) count() int         { return 0 }
+
+func socketFD(any) int { return -1 }

@@ -1,0 +1,101 @@
+package router_test
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgferry/pgferry/internal/ferrytest"
+)
+
+func TestIdleClientsAreParkedWithoutAGoroutineAndResumeWhenTheyTalk(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("idle sessions are parked on Linux only")
+	}
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 2)
+	f := ferrytest.Start(t, cfg)
+	parked := func() int { return f.Server.Snapshot().ParkedClients }
+
+	conns := make([]*pgx.Conn, 20)
+	for i := range conns {
+		conns[i] = ferrytest.Connect(t, ctx, f.AppDSN())
+		if _, err := conns[i].Exec(ctx, "select 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ferrytest.Eventually(t, 10*time.Second, "all 20 idle clients to be parked", func() (bool, error) {
+		return parked() == 20, nil
+	})
+
+	// Every parked client is served as soon as it sends a query, with its
+	// own answer (its prepared statements kept across the parking).
+	for i, c := range conns {
+		var n int
+		if err := c.QueryRow(ctx, "select $1::int + 1", i).Scan(&n); err != nil || n != i+1 {
+			t.Fatalf("client %d after parking: %d, %v", i, n, err)
+		}
+	}
+	ferrytest.Eventually(t, 10*time.Second, "the clients to be parked again", func() (bool, error) {
+		return parked() == 20, nil
+	})
+
+	// A parked client that disconnects is noticed at once.
+	conns[0].Close(ctx)
+	ferrytest.Eventually(t, 10*time.Second, "the departed client's session to end", func() (bool, error) {
+		return f.Server.Snapshot().Clients == 19 && parked() == 19, nil
+	})
+
+	// A parked listener is woken for its notification.
+	listener := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := listener.Exec(ctx, "listen parked_channel"); err != nil {
+		t.Fatal(err)
+	}
+	ferrytest.Eventually(t, 10*time.Second, "the listener to be parked", func() (bool, error) {
+		return parked() == 20, nil
+	})
+	if _, err := conns[1].Exec(ctx, "notify parked_channel, 'hello'"); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n, err := listener.WaitForNotification(wctx)
+	if err != nil || n.Payload != "hello" {
+		t.Fatalf("parked listener: %v, %v", n, err)
+	}
+}
+
+func TestShutdownEndsParkedSessions(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("idle sessions are parked on Linux only")
+	}
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	f := ferrytest.Start(t, cfg)
+	conns := make([]*pgx.Conn, 5)
+	for i := range conns {
+		conns[i] = ferrytest.Connect(t, ctx, f.AppDSN())
+	}
+	ferrytest.Eventually(t, 10*time.Second, "the idle clients to be parked", func() (bool, error) {
+		return f.Server.Snapshot().ParkedClients == 5, nil
+	})
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if cut := f.Server.Shutdown(sctx); cut != 0 {
+		t.Fatalf("shutdown had to cut %d sessions; parked ones should end on their own", cut)
+	}
+	if n := f.Server.Snapshot().Clients; n != 0 {
+		t.Fatalf("%d client sockets still open after shutdown", n)
+	}
+	for i, c := range conns {
+		if err := c.Ping(ctx); err == nil {
+			t.Fatalf("client %d still served after shutdown", i)
+		}
+	}
+}
