@@ -42,18 +42,6 @@ type adminResult struct {
 	tag  string
 }
 
-func adminConnect(t *testing.T, dsn string) *pgconn.PgConn {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	pc, err := pgconn.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect %s: %v", dsn, err)
-	}
-	t.Cleanup(func() { pc.Close(context.Background()) })
-	return pc
-}
-
 // adminExec runs sql with the simple query protocol.
 func adminExec(pc *pgconn.PgConn, sql string) (adminResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -109,41 +97,19 @@ func (r adminResult) row(col, val string) map[string]string {
 	return nil
 }
 
+// wantPgError asserts that err is a PostgreSQL error with SQLSTATE code and
+// message msg.
 func wantPgError(t *testing.T, err error, code, msg string) {
 	t.Helper()
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
-		t.Fatalf("got %v, want ERROR %s %q", err, code, msg)
-	}
-	if pe.Code != code || pe.Message != msg {
+	if pe := expectPgError(t, err, code); pe.Message != msg {
 		t.Fatalf("got %s %q, want %s %q", pe.Code, pe.Message, code, msg)
-	}
-}
-
-func appConn(t *testing.T, f *ferrytest.Ferry) *pgx.Conn {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), f.AppDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
 func TestAdminConsoleAnswersEveryShowCommandThroughPsql(t *testing.T) {
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
-	app := appConn(t, f)
+	ctx := testContext(t)
+	app := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := app.Exec(context.Background(), "select 1"); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +136,7 @@ func TestAdminConsoleAnswersEveryShowCommandThroughPsql(t *testing.T) {
 		})
 	}
 
-	pc := adminConnect(t, adminDSN(f))
+	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
 	if got := pc.ParameterStatus("server_version"); got != "15.0 (pgferry)" {
 		t.Errorf("server_version = %q", got)
 	}
@@ -218,11 +184,12 @@ func TestAdminConsoleAnswersEveryShowCommandThroughPsql(t *testing.T) {
 
 func TestAdminConsolePauseHoldsClientsUntilResume(t *testing.T) {
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
-	app := appConn(t, f)
+	ctx := testContext(t)
+	app := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := app.Exec(context.Background(), "select 1"); err != nil {
 		t.Fatal(err)
 	}
-	pc := adminConnect(t, adminDSN(f))
+	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
 	if _, err := adminExec(pc, "RESUME app"); err != nil {
 		wantPgError(t, err, "08P01", "database app is not paused")
 	} else {
@@ -242,8 +209,8 @@ func TestAdminConsolePauseHoldsClientsUntilResume(t *testing.T) {
 		_, err := app.Exec(context.Background(), "select 2")
 		done <- err
 	}()
-	waitFor(t, "a waiting client", func() bool {
-		return mustAdmin(t, pc, "SHOW POOLS").row("database", "app")["cl_waiting"] == "1"
+	ferrytest.Eventually(t, 10*time.Second, "a waiting client", func() (bool, error) {
+		return mustAdmin(t, pc, "SHOW POOLS").row("database", "app")["cl_waiting"] == "1", nil
 	})
 	select {
 	case err := <-done:
@@ -265,12 +232,13 @@ func TestAdminConsolePauseHoldsClientsUntilResume(t *testing.T) {
 
 func TestAdminConsoleReconnectReplacesServerConnections(t *testing.T) {
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
-	app := appConn(t, f)
+	ctx := testContext(t)
+	app := ferrytest.Connect(t, ctx, f.AppDSN())
 	var before, after int
 	if err := app.QueryRow(context.Background(), "select pg_backend_pid()").Scan(&before); err != nil {
 		t.Fatal(err)
 	}
-	pc := adminConnect(t, adminDSN(f))
+	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
 	if r := mustAdmin(t, pc, "RECONNECT app"); r.tag != "RECONNECT" {
 		t.Fatalf("tag %q", r.tag)
 	}
@@ -284,16 +252,17 @@ func TestAdminConsoleReconnectReplacesServerConnections(t *testing.T) {
 
 func TestAdminConsoleKillDropsClientsAndPausesUntilResume(t *testing.T) {
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
-	app := appConn(t, f)
+	ctx := testContext(t)
+	app := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := app.Exec(context.Background(), "select 1"); err != nil {
 		t.Fatal(err)
 	}
-	pc := adminConnect(t, adminDSN(f))
+	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
 	_, err := adminExec(pc, "KILL")
 	wantPgError(t, err, "08P01", "a database is required")
 	mustAdmin(t, pc, "KILL app")
-	waitFor(t, "the killed client to go", func() bool {
-		return mustAdmin(t, pc, "SHOW CLIENTS").row("user", "app") == nil
+	ferrytest.Eventually(t, 10*time.Second, "the killed client to go", func() (bool, error) {
+		return mustAdmin(t, pc, "SHOW CLIENTS").row("user", "app") == nil, nil
 	})
 	if _, err := app.Exec(context.Background(), "select 1"); err == nil {
 		t.Fatal("killed client still works")
@@ -302,7 +271,7 @@ func TestAdminConsoleKillDropsClientsAndPausesUntilResume(t *testing.T) {
 		t.Fatalf("pool after KILL = %v", p)
 	}
 	mustAdmin(t, pc, "RESUME app")
-	app2 := appConn(t, f)
+	app2 := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := app2.Exec(context.Background(), "select 1"); err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +292,8 @@ func TestAdminConsoleRefusesUsersOutsideAdminAndStatsUsers(t *testing.T) {
 
 func TestAdminConsoleStatsUserMayOnlyShow(t *testing.T) {
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
-	pc := adminConnect(t, statsDSN(f))
+	ctx := testContext(t)
+	pc := ferrytest.ConnectPgConn(t, ctx, statsDSN(f))
 	mustAdmin(t, pc, "SHOW POOLS")
 	mustAdmin(t, pc, "SHOW CONFIG")
 	for _, cmd := range []string{"PAUSE", "RESUME app", "RECONNECT", "KILL app", "RELOAD", "SHUTDOWN", "SUSPEND"} {
@@ -336,7 +306,8 @@ func TestAdminConsoleStatsUserMayOnlyShow(t *testing.T) {
 
 func TestAdminConsoleRejectsInvalidCommandsAndTheExtendedProtocol(t *testing.T) {
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
-	pc := adminConnect(t, adminDSN(f))
+	ctx := testContext(t)
+	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
 	for _, sql := range []string{"SELECT 1", "show foo", ";"} {
 		_, err := adminExec(pc, sql)
 		wantPgError(t, err, "08P01", "invalid command '"+sql+"', use SHOW HELP;")
@@ -369,7 +340,8 @@ func TestAdminConsoleRejectsInvalidCommandsAndTheExtendedProtocol(t *testing.T) 
 
 func TestAdminConsoleReloadAndShutdownUseTheAdminHooks(t *testing.T) {
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
-	pc := adminConnect(t, adminDSN(f))
+	ctx := testContext(t)
+	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
 	_, err := adminExec(pc, "RELOAD")
 	wantPgError(t, err, "F0000", "RELOAD failed, see logs for additional details")
 	_, err = adminExec(pc, "SHUTDOWN")
@@ -418,17 +390,18 @@ func TestAdminConsoleReloadAndShutdownUseTheAdminHooks(t *testing.T) {
 // with PgBouncer's columns, with the same names, order and types.
 func TestAdminColumnsMatchPgBouncer(t *testing.T) {
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
+	ctx := testContext(t)
 	bouncer := startPgBouncer(t)
 
 	// Traffic through both, so the app pools exist.
 	for _, dsn := range []string{f.AppDSN(), bouncer.dsn("app", ferrytest.User, ferrytest.Password)} {
-		pc := adminConnect(t, dsn)
+		pc := ferrytest.ConnectPgConn(t, ctx, dsn)
 		if _, err := pc.Exec(context.Background(), "select 1").ReadAll(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	ours := adminConnect(t, adminDSN(f))
-	theirs := adminConnect(t, bouncer.dsn("pgbouncer", "admin", "admin-secret"))
+	ours := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
+	theirs := ferrytest.ConnectPgConn(t, ctx, bouncer.dsn("pgbouncer", "admin", "admin-secret"))
 	for _, cmd := range adminShowCommands {
 		t.Run(cmd, func(t *testing.T) {
 			want, err := adminExec(theirs, "SHOW "+cmd)
@@ -452,7 +425,7 @@ func TestAdminColumnsMatchPgBouncer(t *testing.T) {
 		})
 	}
 	// The same refusals, word for word.
-	stats := adminConnect(t, bouncer.dsn("pgbouncer", "stats", "stats-secret"))
+	stats := ferrytest.ConnectPgConn(t, ctx, bouncer.dsn("pgbouncer", "stats", "stats-secret"))
 	_, err := adminExec(stats, "PAUSE")
 	wantPgError(t, err, "08P01", "admin access needed")
 	_, err = pgconn.Connect(context.Background(), bouncer.dsn("pgbouncer", ferrytest.User, ferrytest.Password))

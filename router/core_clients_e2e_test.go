@@ -1,25 +1,57 @@
 package router_test
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/internal/pgtest"
 )
+
+// runClient runs a PostgreSQL client program (psql, pgbench) against pgferry
+// and returns its standard output. libpq settings come only from the
+// arguments and the PG* variables set here, never from the environment of
+// the test run.
+func runClient(t *testing.T, ctx context.Context, f *ferrytest.Ferry, prog string, args ...string) string {
+	t.Helper()
+	cmd := osexec.CommandContext(ctx, pgtest.Binary(prog), args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PG") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env,
+		"PGHOST=127.0.0.1",
+		"PGPORT="+strconv.Itoa(f.Addr.Port),
+		"PGUSER="+ferrytest.User,
+		"PGPASSWORD="+ferrytest.Password,
+		"PGSSLMODE=disable",
+		"PGCONNECT_TIMEOUT=10",
+	)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", prog, strings.Join(args, " "), err, lastLines(stdout.String(), 20), stderr.String())
+	}
+	return stdout.String()
+}
 
 func TestPsqlCommandsAndCopyToRunThroughPgferry(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
-	db := coreDatabase(t, cfg)
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
 	f := ferrytest.Start(t, cfg)
 
 	t.Run("psql -c", func(t *testing.T) {
-		out := coreRun(t, ctx, f, "psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", db,
+		out := runClient(t, ctx, f, "psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", "app",
 			"-c", "create table words (id int, word text)",
 			"-c", "insert into words select g, 'w' || g from generate_series(1, 1000) g",
 			"-c", "select count(*), max(word) from words where id > 10",
@@ -32,7 +64,7 @@ func TestPsqlCommandsAndCopyToRunThroughPgferry(t *testing.T) {
 
 	t.Run(`\copy to a file and to stdout`, func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "words.csv")
-		coreRun(t, ctx, f, "psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", db,
+		runClient(t, ctx, f, "psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", "app",
 			"-c", `\copy (select id, word from words order by id) to '`+path+`' with csv`)
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -43,7 +75,7 @@ func TestPsqlCommandsAndCopyToRunThroughPgferry(t *testing.T) {
 			t.Fatalf("copied %d lines, first %q, last %q", len(lines), lines[0], lines[len(lines)-1])
 		}
 
-		out := coreRun(t, ctx, f, "psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", db,
+		out := runClient(t, ctx, f, "psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", "app",
 			"-c", `\copy (select g, repeat('x', 500) from generate_series(1, 20000) g) to stdout`)
 		rows := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 		if len(rows) != 20000 || rows[19999] != "20000\t"+strings.Repeat("x", 500) {
@@ -60,9 +92,9 @@ func TestPsqlCommandsAndCopyToRunThroughPgferry(t *testing.T) {
 		if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		coreRun(t, ctx, f, "psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", db,
+		runClient(t, ctx, f, "psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", "app",
 			"-c", `\copy words from '`+path+`' with csv`)
-		out := coreRun(t, ctx, f, "psql", "-X", "-At", "-d", db, "-c", "select count(*) from words")
+		out := runClient(t, ctx, f, "psql", "-X", "-At", "-d", "app", "-c", "select count(*) from words")
 		if out != "6000\n" {
 			t.Fatalf("count after COPY FROM: %q, want 6000", out)
 		}
@@ -76,18 +108,17 @@ var (
 
 func TestPgbenchHundredClientsOverPoolOfTenCompleteEveryTransaction(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
-	db := coreDatabase(t, cfg)
-	corePoolSize(cfg, db, 10)
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 10)
 	// Plain server connections: TLS to the server has its own test, and
 	// under the race detector it triples this test's run time.
-	e := cfg.Databases[db]
+	e := cfg.Databases["app"]
 	e.SSLMode = "disable"
-	cfg.Databases[db] = e
+	cfg.Databases["app"] = e
 	f := ferrytest.Start(t, cfg)
 	// Initialise through pgferry too: DDL, client-side COPY, VACUUM.
-	coreRun(t, ctx, f, "pgbench", "-i", "-s", "1", "-q", db)
+	runClient(t, ctx, f, "pgbench", "-i", "-s", "1", "-q", "app")
 
 	const clients, perClient = 100, 50
 	for _, mode := range []string{"simple", "extended", "prepared"} {
@@ -106,8 +137,8 @@ func TestPgbenchHundredClientsOverPoolOfTenCompleteEveryTransaction(t *testing.T
 			// pgbench_branches row at scale 1 that every transaction would
 			// queue on: that measures row locks, not the pooler, and
 			// doubles the run time.
-			out := coreRun(t, ctx, f, "pgbench", "-n", "-N", "-M", mode,
-				"-c", fmt.Sprint(clients), "-j", fmt.Sprint(clients), "-t", fmt.Sprint(perClient), db)
+			out := runClient(t, ctx, f, "pgbench", "-n", "-N", "-M", mode,
+				"-c", fmt.Sprint(clients), "-j", fmt.Sprint(clients), "-t", fmt.Sprint(perClient), "app")
 			m := pgbenchProcessed.FindStringSubmatch(out)
 			if m == nil {
 				t.Fatalf("no processed count in pgbench output:\n%s", out)
@@ -120,10 +151,10 @@ func TestPgbenchHundredClientsOverPoolOfTenCompleteEveryTransaction(t *testing.T
 			}
 		})
 	}
-	if n := f.Server.Config().Databases[db].PoolSize; n != 10 {
+	if n := f.Server.Config().Databases["app"].PoolSize; n != 10 {
 		t.Fatalf("pool size %d, want 10", n)
 	}
-	servers, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and usename = 'app'", db)
+	servers, err := queryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and usename = 'app'", db)
 	if err != nil {
 		t.Fatal(err)
 	}

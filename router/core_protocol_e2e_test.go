@@ -23,7 +23,7 @@ import (
 
 func TestMessagesLargerThanTheRelayBuffersStreamThroughBothWays(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
+	ctx := testContext(t)
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
 	tests := []struct {
 		name string
@@ -41,7 +41,7 @@ func TestMessagesLargerThanTheRelayBuffersStreamThroughBothWays(t *testing.T) {
 	sum := sha256.Sum256(payload)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			conn := coreConnect(t, ctx, f.AppDSN())
+			conn := ferrytest.Connect(t, ctx, f.AppDSN())
 			var echoed []byte
 			var n int
 			if err := conn.QueryRow(ctx, "select $1::bytea, length($1::bytea)", tc.mode, payload).Scan(&echoed, &n); err != nil {
@@ -64,9 +64,9 @@ func TestMessagesLargerThanTheRelayBuffersStreamThroughBothWays(t *testing.T) {
 
 func TestAFailedTransactionBlockKeepsItsServerUntilRollback(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
+	ctx := testContext(t)
 	cfg := ferrytest.Config(t, cluster)
-	corePoolSize(cfg, "app", 1)
+	setPoolSize(cfg, "app", 1)
 	f := ferrytest.Start(t, cfg)
 	tests := []struct {
 		name  string
@@ -86,9 +86,9 @@ func TestAFailedTransactionBlockKeepsItsServerUntilRollback(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a := coreConnect(t, ctx, f.AppDSN())
-			b := coreConnect(t, ctx, f.AppDSN())
-			corePgError(t, tc.begin(ctx, a), "22012")
+			a := ferrytest.Connect(t, ctx, f.AppDSN())
+			b := ferrytest.Connect(t, ctx, f.AppDSN())
+			expectPgError(t, tc.begin(ctx, a), "22012")
 			if st := a.PgConn().TxStatus(); st != 'E' {
 				t.Fatalf("client transaction status %q, want E", st)
 			}
@@ -100,7 +100,7 @@ func TestAFailedTransactionBlockKeepsItsServerUntilRollback(t *testing.T) {
 				bDone <- err
 			}()
 			_, err := a.Exec(ctx, "select 3")
-			corePgError(t, err, "25P02")
+			expectPgError(t, err, "25P02")
 			if _, err := a.Exec(ctx, "rollback"); err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +117,7 @@ func TestAFailedTransactionBlockKeepsItsServerUntilRollback(t *testing.T) {
 
 func TestNoticesEmptyQueriesAndMultiStatementErrorsReachTheClientInOrder(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
+	ctx := testContext(t)
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
 	cc, err := pgx.ParseConfig(f.AppDSN())
 	if err != nil {
@@ -130,7 +130,7 @@ func TestNoticesEmptyQueriesAndMultiStatementErrorsReachTheClientInOrder(t *test
 		notices = append(notices, n.Message)
 		mu.Unlock()
 	}
-	conn := coreConnectConfig(t, ctx, cc)
+	conn := ferrytest.ConnectConfig(t, ctx, cc)
 
 	if _, err := conn.Exec(ctx, "do $$ begin raise notice 'first'; raise notice 'second'; end $$"); err != nil {
 		t.Fatal(err)
@@ -149,7 +149,7 @@ func TestNoticesEmptyQueriesAndMultiStatementErrorsReachTheClientInOrder(t *test
 	}
 
 	results, err := conn.PgConn().Exec(ctx, "select 1; select 1/0; select 3").ReadAll()
-	corePgError(t, err, "22012")
+	expectPgError(t, err, "22012")
 	// "select 1/0" fails while planning, before a RowDescription: only the
 	// first statement has a result.
 	if len(results) != 1 || len(results[0].Rows) != 1 || string(results[0].Rows[0][0]) != "1" {
@@ -166,17 +166,15 @@ func TestNoticesEmptyQueriesAndMultiStatementErrorsReachTheClientInOrder(t *test
 
 func TestTerminateInsideATransactionRollsItBack(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
-	db := coreDatabase(t, cfg)
-	corePoolSize(cfg, db, 1)
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 1)
 	f := ferrytest.Start(t, cfg)
-	dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
-	other := coreConnect(t, ctx, dsn)
+	other := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := other.Exec(ctx, "create table terminated (x int)"); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, dsn)
+	conn, err := pgx.Connect(ctx, f.AppDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,8 +189,8 @@ func TestTerminateInsideATransactionRollsItBack(t *testing.T) {
 	if err := conn.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	coreEventually(t, 15*time.Second, "no transaction left open on the server", func() (bool, error) {
-		n, err := coreBackendsInDatabase(ctx, db)
+	ferrytest.Eventually(t, 15*time.Second, "no transaction left open on the server", func() (bool, error) {
+		n, err := busyBackends(ctx, db)
 		return n == 0, err
 	})
 	var n int
@@ -203,11 +201,10 @@ func TestTerminateInsideATransactionRollsItBack(t *testing.T) {
 
 func TestCopyFailFromTheClientEndsCopyAndTheSessionGoesOn(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
-	db := coreDatabase(t, cfg)
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
 	f := ferrytest.Start(t, cfg)
-	conn := coreConnect(t, ctx, f.DSN(db, ferrytest.User, ferrytest.Password))
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := conn.Exec(ctx, "create table copy_fail (x int)"); err != nil {
 		t.Fatal(err)
 	}
@@ -245,25 +242,23 @@ func TestCopyFailFromTheClientEndsCopyAndTheSessionGoesOn(t *testing.T) {
 
 func TestStartupPacketParametersFollowTheClient(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
-	db := coreDatabase(t, cfg)
-	corePoolSize(cfg, db, 2)
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 2)
 	f := ferrytest.Start(t, cfg)
-	dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
-	setup := coreConnect(t, ctx, dsn)
+	setup := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := setup.Exec(ctx, "create schema opt_schema"); err != nil {
 		t.Fatal(err)
 	}
 
-	cc, err := pgx.ParseConfig(dsn + " application_name=startup-params")
+	cc, err := pgx.ParseConfig(f.AppDSN() + " application_name=startup-params")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cc.RuntimeParams["options"] = "-c search_path=opt_schema -c statement_timeout=12345"
 	cc.RuntimeParams["TimeZone"] = "Asia/Tokyo"
-	conn := coreConnectConfig(t, ctx, cc)
-	plain := coreConnect(t, ctx, dsn)
+	conn := ferrytest.ConnectConfig(t, ctx, cc)
+	plain := ferrytest.Connect(t, ctx, f.AppDSN())
 	const q = "select current_setting('search_path') || '|' || current_setting('statement_timeout') || '|' || current_setting('TimeZone') || '|' || current_setting('application_name')"
 	var def string
 	if err := plain.QueryRow(ctx, q).Scan(&def); err != nil {
@@ -305,25 +300,25 @@ func pick(first bool, a, b *string) *string {
 
 func TestAMessageOverMaxPacketSizeEndsTheSessionWithAProtocolViolation(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
+	ctx := testContext(t)
 	cfg := ferrytest.Config(t, cluster)
 	cfg.MaxPacketSize = 64 << 10
 	f := ferrytest.Start(t, cfg)
-	conn := coreConnect(t, ctx, f.AppDSN())
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 	var n int
 	if err := conn.QueryRow(ctx, "select length($1::text)", strings.Repeat("x", 60<<10)).Scan(&n); err != nil || n != 60<<10 {
 		t.Fatalf("message under the limit: %d %v", n, err)
 	}
 	_, err := conn.Exec(ctx, "select length($1::text)", strings.Repeat("x", 100<<10))
-	pe := corePgError(t, err, "08P01")
+	pe := expectPgError(t, err, "08P01")
 	if pe.Severity != "FATAL" || !strings.Contains(pe.Message, "max_packet_size") {
 		t.Fatalf("got %s %q, want FATAL mentioning max_packet_size", pe.Severity, pe.Message)
 	}
-	coreEventually(t, 5*time.Second, "the client to be disconnected", func() (bool, error) {
+	ferrytest.Eventually(t, 5*time.Second, "the client to be disconnected", func() (bool, error) {
 		return conn.IsClosed(), nil
 	})
 	// Other clients are unaffected.
-	other := coreConnect(t, ctx, f.AppDSN())
+	other := ferrytest.Connect(t, ctx, f.AppDSN())
 	if err := other.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}

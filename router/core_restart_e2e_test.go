@@ -18,7 +18,7 @@ import (
 // test has finished) and it leaves the cluster accepting connections again,
 // even when it fails half-way.
 func TestServerRestartUnderLoadIsSurvivedByPgferry(t *testing.T) {
-	ctx := coreContext(t)
+	ctx := testContext(t)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -97,7 +97,7 @@ func TestServerRestartUnderLoadIsSurvivedByPgferry(t *testing.T) {
 		wg.Wait()
 	}()
 
-	coreEventually(t, 20*time.Second, "the workers to get going", func() (bool, error) {
+	ferrytest.Eventually(t, 20*time.Second, "the workers to get going", func() (bool, error) {
 		return ok.Load() >= 50, nil
 	})
 	if n := failed.Load(); n != 0 {
@@ -106,7 +106,7 @@ func TestServerRestartUnderLoadIsSurvivedByPgferry(t *testing.T) {
 	if err := cluster.StopImmediate(); err != nil {
 		t.Fatal(err)
 	}
-	coreEventually(t, 20*time.Second, "clients to notice the outage", func() (bool, error) {
+	ferrytest.Eventually(t, 20*time.Second, "clients to notice the outage", func() (bool, error) {
 		return failed.Load() > 0, nil
 	})
 	if err := cluster.Restart(); err != nil {
@@ -114,7 +114,7 @@ func TestServerRestartUnderLoadIsSurvivedByPgferry(t *testing.T) {
 	}
 	restarted.Store(true)
 
-	coreEventually(t, 30*time.Second, "a new client to get through pgferry", func() (bool, error) {
+	ferrytest.Eventually(t, 30*time.Second, "a new client to get through pgferry", func() (bool, error) {
 		conn, err := pgx.Connect(ctx, f.AppDSN())
 		if err != nil {
 			return false, err
@@ -124,7 +124,7 @@ func TestServerRestartUnderLoadIsSurvivedByPgferry(t *testing.T) {
 		err = conn.QueryRow(ctx, "select 42").Scan(&n)
 		return err == nil && n == 42, err
 	})
-	coreEventually(t, 30*time.Second, "every worker to succeed again", func() (bool, error) {
+	ferrytest.Eventually(t, 30*time.Second, "every worker to succeed again", func() (bool, error) {
 		for w := range workers {
 			if okAfter[w].Load() < 5 {
 				return false, nil

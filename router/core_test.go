@@ -2,35 +2,27 @@ package router_test
 
 // End-to-end tests of the core proxy (issue "Core"): real clients (pgx,
 // psql, pgbench) through an in-process pgferry to the package's PostgreSQL
-// 15 cluster. This file holds the helpers the core_*_e2e_test.go files
-// share, and the login, startup-packet, TLS and connection-limit tests.
+// 15 cluster. This file holds the login, startup-packet, TLS and
+// connection-limit tests; the core_*_e2e_test.go files hold the rest. Their
+// helpers are in helpers_test.go.
 //
 // Most tests call t.Parallel and use a database of their own
-// (coreDatabase), so they cannot see each other's tables, locks or
+// (configWithOwnDatabase), so they cannot see each other's tables, locks or
 // sessions. The test that restarts the cluster does not run in parallel
 // (see core_restart_e2e_test.go).
 
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	mrand "math/rand/v2"
-	"net"
-	"os"
-	osexec "os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -45,190 +37,21 @@ import (
 	"github.com/pgferry/pgferry/internal/pgtest"
 )
 
-// coreTimeout bounds every core test; the tests finish far sooner on a
-// healthy build, the bound only turns a hang into a failure.
-const coreTimeout = 90 * time.Second
-
-// coreContext returns a context that ends after coreTimeout or when the test
-// ends.
-func coreContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), coreTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// coreDatabase creates a database owned by the app role for this test only
-// and adds a [databases] entry of the same name to cfg (a copy of the "app"
-// entry pointing at it). Clients connect to the returned name.
-func coreDatabase(t *testing.T, cfg *configs.Config) string {
-	t.Helper()
-	name := cluster.CreateDatabase(t, pgtest.AppUser)
-	db := cfg.Databases["app"]
-	db.DBName = name
-	cfg.Databases[name] = db
-	return name
-}
-
-// corePoolSize sets the pool size of database entry name. Loading fills
-// PoolSize from default_pool_size, so the entry itself must change.
-func corePoolSize(cfg *configs.Config, name string, size int) {
-	db := cfg.Databases[name]
-	db.PoolSize = size
-	cfg.Databases[name] = db
-}
-
-// coreConnect connects with pgx and closes the connection at the end of the
-// test.
-func coreConnect(t *testing.T, ctx context.Context, dsn string) *pgx.Conn {
+// connectInMode is ferrytest.Connect with pgx's default query exec mode
+// set to mode.
+func connectInMode(t *testing.T, ctx context.Context, dsn string, mode pgx.QueryExecMode) *pgx.Conn {
 	t.Helper()
 	cc, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return coreConnectConfig(t, ctx, cc)
-}
-
-func coreConnectConfig(t *testing.T, ctx context.Context, cc *pgx.ConnConfig) *pgx.Conn {
-	t.Helper()
-	conn, err := pgx.ConnectConfig(ctx, cc)
-	if err != nil {
-		t.Fatalf("connect through pgferry: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = conn.Close(ctx)
-	})
-	return conn
-}
-
-// coreEventually polls cond every 20ms until it returns true, failing the
-// test if that does not happen within timeout. The last error from cond is
-// reported.
-func coreEventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	var lastErr error
-	for {
-		ok, err := cond()
-		if ok && err == nil {
-			return
-		}
-		if err != nil {
-			lastErr = err
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s (last error: %v)", timeout, what, lastErr)
-		}
-		<-tick.C
-	}
-}
-
-// coreQueryInt runs sql as the superuser directly on the cluster, bounded by
-// a short timeout so that polling loops stay responsive.
-func coreQueryInt(ctx context.Context, sql string, args ...any) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	return cluster.QueryInt(ctx, sql, args...)
-}
-
-// corePgError asserts that err carries a PostgreSQL error with SQLSTATE code
-// and returns it.
-func corePgError(t *testing.T, err error, code string) *pgconn.PgError {
-	t.Helper()
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
-		t.Fatalf("got error %v (%T), want a PostgreSQL error with SQLSTATE %s", err, err, code)
-	}
-	if pe.Code != code {
-		t.Fatalf("got SQLSTATE %s (%s %q), want %s", pe.Code, pe.Severity, pe.Message, code)
-	}
-	return pe
-}
-
-// coreRun runs a PostgreSQL client program (psql, pgbench) against pgferry
-// and returns its standard output. libpq settings come only from the
-// arguments and the PG* variables set here, never from the environment of
-// the test run.
-func coreRun(t *testing.T, ctx context.Context, f *ferrytest.Ferry, prog string, args ...string) string {
-	t.Helper()
-	cmd := osexec.CommandContext(ctx, pgtest.Binary(prog), args...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PG") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env,
-		"PGHOST=127.0.0.1",
-		"PGPORT="+strconv.Itoa(f.Addr.Port),
-		"PGUSER="+ferrytest.User,
-		"PGPASSWORD="+ferrytest.Password,
-		"PGSSLMODE=disable",
-		"PGCONNECT_TIMEOUT=10",
-	)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", prog, strings.Join(args, " "), err, lastLines(stdout.String(), 20), stderr.String())
-	}
-	return stdout.String()
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// rawReply is what pgferry sent on a raw connection before closing it (or
-// before the read deadline).
-type rawReply struct {
-	msgs   []pgproto3.BackendMessage
-	closed bool // the server closed the connection
-	err    error
-}
-
-// coreRawExchange dials pgferry, writes payload and reads every message
-// until pgferry closes the connection or 10s pass.
-func coreRawExchange(t *testing.T, f *ferrytest.Ferry, payload []byte) rawReply {
-	t.Helper()
-	conn, err := net.Dial("tcp", f.Addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.Write(payload); err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	data, err := io.ReadAll(conn)
-	r := rawReply{closed: err == nil || errors.Is(err, syscall.ECONNRESET), err: err}
-	fe := pgproto3.NewFrontend(bytes.NewReader(data), io.Discard)
-	for {
-		m, err := fe.Receive()
-		if err != nil {
-			break
-		}
-		// Receive reuses its message values; keep copies of errors only.
-		if e, ok := m.(*pgproto3.ErrorResponse); ok {
-			c := *e
-			m = &c
-		}
-		r.msgs = append(r.msgs, m)
-	}
-	return r
+	cc.DefaultQueryExecMode = mode
+	return ferrytest.ConnectConfig(t, ctx, cc)
 }
 
 func TestPgxQueryExecModesRoundTripValuesThroughPgferry(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
+	ctx := testContext(t)
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
 	tests := []struct {
 		name string
@@ -242,12 +65,7 @@ func TestPgxQueryExecModesRoundTripValuesThroughPgferry(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cc, err := pgx.ParseConfig(f.AppDSN())
-			if err != nil {
-				t.Fatal(err)
-			}
-			cc.DefaultQueryExecMode = tc.mode
-			conn := coreConnectConfig(t, ctx, cc)
+			conn := connectInMode(t, ctx, f.AppDSN(), tc.mode)
 			// Several rounds, so cached statements are reused on whatever
 			// server connection each transaction gets.
 			for i := range 20 {
@@ -277,7 +95,7 @@ func TestPgxQueryExecModesRoundTripValuesThroughPgferry(t *testing.T) {
 			}
 			// An error leaves the session usable.
 			_, err = conn.Exec(ctx, "select 1/$1::int", 0)
-			corePgError(t, err, "22012")
+			expectPgError(t, err, "22012")
 			var n int
 			if err := conn.QueryRow(ctx, "select $1::int", 7).Scan(&n); err != nil || n != 7 {
 				t.Fatalf("after an error: %d %v", n, err)
@@ -288,12 +106,11 @@ func TestPgxQueryExecModesRoundTripValuesThroughPgferry(t *testing.T) {
 
 func TestPgxBatchAndPipelineWithSeveralSyncsReturnEveryResultInOrder(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
-	db := coreDatabase(t, cfg)
-	corePoolSize(cfg, db, 2)
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 2)
 	f := ferrytest.Start(t, cfg)
-	setup := coreConnect(t, ctx, f.DSN(db, ferrytest.User, ferrytest.Password))
+	setup := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := setup.Exec(ctx, "create table batch_items (id int primary key, name text)"); err != nil {
 		t.Fatal(err)
 	}
@@ -309,12 +126,7 @@ func TestPgxBatchAndPipelineWithSeveralSyncsReturnEveryResultInOrder(t *testing.
 	}
 	for i, tc := range modes {
 		t.Run("batch "+tc.name, func(t *testing.T) {
-			cc, err := pgx.ParseConfig(f.DSN(db, ferrytest.User, ferrytest.Password))
-			if err != nil {
-				t.Fatal(err)
-			}
-			cc.DefaultQueryExecMode = tc.mode
-			conn := coreConnectConfig(t, ctx, cc)
+			conn := connectInMode(t, ctx, f.AppDSN(), tc.mode)
 			base := (i + 1) * 100
 			for round := range 3 {
 				b := &pgx.Batch{}
@@ -344,7 +156,7 @@ func TestPgxBatchAndPipelineWithSeveralSyncsReturnEveryResultInOrder(t *testing.
 	}
 
 	t.Run("pipeline with an error in the middle segment", func(t *testing.T) {
-		conn := coreConnect(t, ctx, f.DSN(db, ferrytest.User, ferrytest.Password))
+		conn := ferrytest.Connect(t, ctx, f.AppDSN())
 		p := conn.PgConn().StartPipeline(ctx)
 		p.SendQueryParams("select $1::int", [][]byte{[]byte("1")}, nil, nil, nil)
 		if err := p.Sync(); err != nil {
@@ -414,11 +226,10 @@ func TestPgxBatchAndPipelineWithSeveralSyncsReturnEveryResultInOrder(t *testing.
 
 func TestCopyFromTenThousandRowsArrivesComplete(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
-	db := coreDatabase(t, cfg)
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
 	f := ferrytest.Start(t, cfg)
-	conn := coreConnect(t, ctx, f.DSN(db, ferrytest.User, ferrytest.Password))
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := conn.Exec(ctx, "create table copy_in (id int, label text, payload bytea)"); err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +261,7 @@ func TestCopyFromTenThousandRowsArrivesComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = conn.CopyFrom(ctx, pgx.Identifier{"copy_in"}, []string{"id", "label", "payload"}, pgx.CopyFromRows(rows[:10]))
-	corePgError(t, err, "23505")
+	expectPgError(t, err, "23505")
 	if err := conn.QueryRow(ctx, "select count(*) from copy_in").Scan(&count); err != nil || count != n {
 		t.Fatalf("after the failed COPY: %d %v", count, err)
 	}
@@ -458,7 +269,7 @@ func TestCopyFromTenThousandRowsArrivesComplete(t *testing.T) {
 
 func TestLoginFailuresAreReportedWithTheirSQLSTATE(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
+	ctx := testContext(t)
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
 	tests := []struct {
 		name     string
@@ -478,25 +289,17 @@ func TestLoginFailuresAreReportedWithTheirSQLSTATE(t *testing.T) {
 				conn.Close(ctx)
 				t.Fatal("connected, want an error")
 			}
-			pe := corePgError(t, err, tc.code)
+			pe := expectPgError(t, err, tc.code)
 			if pe.Message != tc.message || pe.Severity != tc.severity {
 				t.Fatalf("got %s %q, want %s %q", pe.Severity, pe.Message, tc.severity, tc.message)
 			}
 		})
 	}
 	// pgferry still serves good clients.
-	conn := coreConnect(t, ctx, f.AppDSN())
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 	if err := conn.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// startupPacket builds a startup-phase packet: int32 length, int32 code,
-// then the given body.
-func startupPacket(code uint32, body []byte) []byte {
-	b := binary.BigEndian.AppendUint32(nil, uint32(8+len(body)))
-	b = binary.BigEndian.AppendUint32(b, code)
-	return append(b, body...)
 }
 
 func TestMalformedStartupPacketsGetAProtocolViolationAndAreClosed(t *testing.T) {
@@ -533,24 +336,19 @@ func TestMalformedStartupPacketsGetAProtocolViolationAndAreClosed(t *testing.T) 
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := coreRawExchange(t, f, tc.payload)
-			if !r.closed {
-				t.Fatalf("pgferry did not close the connection: %v", r.err)
+			c := dialFerry(t, f)
+			sendRaw(t, c, tc.payload)
+			frames := readUntilClosed(t, c)
+			if len(frames) != 1 || frames[0].typ != 'E' {
+				t.Fatalf("got %s, want exactly one ErrorResponse", describe(frames))
 			}
-			if len(r.msgs) != 1 {
-				t.Fatalf("got %d messages %#v, want exactly one ErrorResponse", len(r.msgs), r.msgs)
-			}
-			e, ok := r.msgs[0].(*pgproto3.ErrorResponse)
-			if !ok {
-				t.Fatalf("got %T, want ErrorResponse", r.msgs[0])
-			}
-			if e.Code != tc.code || e.Severity != tc.severity {
-				t.Fatalf("got %s %s %q, want %s %s", e.Severity, e.Code, e.Message, tc.severity, tc.code)
+			if e := errorFields(frames[0].body); e['C'] != tc.code || e['S'] != tc.severity {
+				t.Fatalf("got %s %s %q, want %s %s", e['S'], e['C'], e['M'], tc.severity, tc.code)
 			}
 		})
 	}
 	// None of that disturbed pgferry.
-	conn := coreConnect(t, coreContext(t), f.AppDSN())
+	conn := ferrytest.Connect(t, testContext(t), f.AppDSN())
 	if err := conn.Ping(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -558,15 +356,11 @@ func TestMalformedStartupPacketsGetAProtocolViolationAndAreClosed(t *testing.T) 
 
 func TestProtocol32StartupWithProtocolOptionsIsNegotiatedDownTo30(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
+	ctx := testContext(t)
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
 
 	t.Run("raw startup", func(t *testing.T) {
-		conn, err := net.Dial("tcp", f.Addr.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
+		conn := dialFerry(t, f)
 		conn.SetDeadline(time.Now().Add(10 * time.Second))
 		fe := pgproto3.NewFrontend(conn, conn)
 		fe.Send(&pgproto3.StartupMessage{
@@ -603,7 +397,7 @@ func TestProtocol32StartupWithProtocolOptionsIsNegotiatedDownTo30(t *testing.T) 
 			t.Fatal(err)
 		}
 		cc.RuntimeParams["_pq_.x"] = "1"
-		conn := coreConnectConfig(t, ctx, cc)
+		conn := ferrytest.ConnectConfig(t, ctx, cc)
 		var n int
 		if err := conn.QueryRow(ctx, "select $1::int", 32).Scan(&n); err != nil || n != 32 {
 			t.Fatalf("query over negotiated protocol: %d %v", n, err)
@@ -613,11 +407,9 @@ func TestProtocol32StartupWithProtocolOptionsIsNegotiatedDownTo30(t *testing.T) 
 
 func TestClientTLSRequiredRefusesPlainClientsAndServesVerifiedOnes(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
+	ctx := testContext(t)
 	cfg := ferrytest.Config(t, cluster)
-	cfg.ClientTLSSSLMode = "require"
-	cfg.ClientTLSCertFile = cluster.CertFile
-	cfg.ClientTLSKeyFile = cluster.KeyFile
+	offerClientTLS(cfg, "require")
 	f := ferrytest.Start(t, cfg)
 	base := f.AppDSN() + " host=localhost sslrootcert=" + cluster.CAFile
 
@@ -627,7 +419,7 @@ func TestClientTLSRequiredRefusesPlainClientsAndServesVerifiedOnes(t *testing.T)
 			conn.Close(ctx)
 			t.Fatal("a client without TLS connected")
 		}
-		pe := corePgError(t, err, "28000")
+		pe := expectPgError(t, err, "28000")
 		if pe.Severity != "FATAL" || pe.Message != "SSL required" {
 			t.Fatalf("got %s %q, want FATAL %q", pe.Severity, pe.Message, "SSL required")
 		}
@@ -642,7 +434,7 @@ func TestClientTLSRequiredRefusesPlainClientsAndServesVerifiedOnes(t *testing.T)
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			conn := coreConnect(t, ctx, tc.dsn)
+			conn := ferrytest.Connect(t, ctx, tc.dsn)
 			if _, ok := conn.PgConn().Conn().(*tls.Conn); !ok {
 				t.Fatalf("connection is %T, want *tls.Conn", conn.PgConn().Conn())
 			}
@@ -658,33 +450,19 @@ func TestClientTLSRequiredRefusesPlainClientsAndServesVerifiedOnes(t *testing.T)
 // cluster's and returns its path.
 func writeOtherCA(t *testing.T) string {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
+	certFile, _ := writeSelfSigned(t, &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "pgferry test other CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "other-ca.pem")
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	})
+	return certFile
 }
 
 func TestServerTLSModesReachPostgreSQLAsConfigured(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
+	ctx := testContext(t)
 	otherCA := writeOtherCA(t)
 	tests := []struct {
 		name     string
@@ -739,19 +517,15 @@ func TestServerTLSModesReachPostgreSQLAsConfigured(t *testing.T) {
 
 func TestMaxClientConnRefusesTheClientOverTheLimit(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
+	ctx := testContext(t)
 	cfg := ferrytest.Config(t, cluster)
 	cfg.MaxClientConn = 2
 	f := ferrytest.Start(t, cfg)
-	first := coreConnect(t, ctx, f.AppDSN())
-	second, err := pgx.Connect(ctx, f.AppDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer second.Close(ctx)
+	first := ferrytest.Connect(t, ctx, f.AppDSN())
+	second := ferrytest.Connect(t, ctx, f.AppDSN())
 
-	_, err = pgx.Connect(ctx, f.AppDSN())
-	pe := corePgError(t, err, "53300")
+	_, err := pgx.Connect(ctx, f.AppDSN())
+	pe := expectPgError(t, err, "53300")
 	if pe.Severity != "FATAL" || pe.Message != "no more connections allowed (max_client_conn)" {
 		t.Fatalf("got %s %q", pe.Severity, pe.Message)
 	}
@@ -764,7 +538,7 @@ func TestMaxClientConnRefusesTheClientOverTheLimit(t *testing.T) {
 	if err := second.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	coreEventually(t, 10*time.Second, "a free client slot", func() (bool, error) {
+	ferrytest.Eventually(t, 10*time.Second, "a free client slot", func() (bool, error) {
 		c, err := pgx.Connect(ctx, f.AppDSN())
 		if err != nil {
 			return false, err
@@ -776,43 +550,25 @@ func TestMaxClientConnRefusesTheClientOverTheLimit(t *testing.T) {
 func TestNegotiationRequestsAreAnsweredAndUnknownCancelKeysDropped(t *testing.T) {
 	t.Parallel()
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
-	startup := func() []byte {
-		b, err := (&pgproto3.StartupMessage{
-			ProtocolVersion: pgproto3.ProtocolVersionNumber,
-			Parameters:      map[string]string{"user": ferrytest.User, "database": "app"},
-		}).Encode(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
 	tests := []struct {
 		name   string
 		first  []byte // a negotiation packet
 		answer byte   // the single byte pgferry answers it with
 	}{
-		{"GSSENCRequest is declined", startupPacket(1234<<16|5680, nil), 'N'},
-		{"SSLRequest is declined when client TLS is off", startupPacket(1234<<16|5679, nil), 'N'},
+		{"GSSENCRequest is declined", startupPacket(gssEncRequestCode, nil), 'N'},
+		{"SSLRequest is declined when client TLS is off", startupPacket(sslRequestCode, nil), 'N'},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := net.Dial("tcp", f.Addr.String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			conn := dialFerry(t, f)
 			conn.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := conn.Write(tc.first); err != nil {
-				t.Fatal(err)
-			}
+			sendRaw(t, conn, tc.first)
 			var b [1]byte
 			if _, err := io.ReadFull(conn, b[:]); err != nil || b[0] != tc.answer {
 				t.Fatalf("answer %q %v, want %q", b[0], err, tc.answer)
 			}
 			// The client goes on in plain text on the same connection.
-			if _, err := conn.Write(startup()); err != nil {
-				t.Fatal(err)
-			}
+			sendRaw(t, conn, startupMessage(t, ferrytest.User, "app"))
 			m, err := pgproto3.NewFrontend(conn, conn).Receive()
 			if err != nil {
 				t.Fatal(err)
@@ -823,13 +579,12 @@ func TestNegotiationRequestsAreAnsweredAndUnknownCancelKeysDropped(t *testing.T)
 		})
 	}
 	t.Run("CancelRequest with an unknown key closes without a reply", func(t *testing.T) {
-		p := binary.BigEndian.AppendUint32(nil, 16)
-		p = binary.BigEndian.AppendUint32(p, 1234<<16|5678)
-		p = binary.BigEndian.AppendUint32(p, 12345)
-		p = binary.BigEndian.AppendUint32(p, 67890)
-		r := coreRawExchange(t, f, p)
-		if !r.closed || len(r.msgs) != 0 {
-			t.Fatalf("closed %v (%v), messages %#v; want a silent close", r.closed, r.err, r.msgs)
+		key := binary.BigEndian.AppendUint32(nil, 12345)
+		key = binary.BigEndian.AppendUint32(key, 67890)
+		c := dialFerry(t, f)
+		sendRaw(t, c, startupPacket(cancelRequestCode, key))
+		if frames := readUntilClosed(t, c); len(frames) != 0 {
+			t.Fatalf("got %s; want a silent close", describe(frames))
 		}
 	})
 }
@@ -837,23 +592,15 @@ func TestNegotiationRequestsAreAnsweredAndUnknownCancelKeysDropped(t *testing.T)
 func TestPlaintextSentRightAfterSSLRequestNeverReachesAuthentication(t *testing.T) {
 	t.Parallel()
 	cfg := ferrytest.Config(t, cluster)
-	cfg.ClientTLSSSLMode = "require"
-	cfg.ClientTLSCertFile = cluster.CertFile
-	cfg.ClientTLSKeyFile = cluster.KeyFile
+	offerClientTLS(cfg, "require")
 	f := ferrytest.Start(t, cfg)
 	// SSLRequest and a plaintext StartupMessage in one write: the startup
 	// must not be taken as if it had come over TLS (CVE-2021-23214 is the
 	// same mistake in PostgreSQL).
-	payload := startupPacket(1234<<16|5679, nil)
+	payload := startupPacket(sslRequestCode, nil)
 	payload = append(payload, startupPacket(3<<16, []byte("user\x00app\x00database\x00app\x00\x00"))...)
-	conn, err := net.Dial("tcp", f.Addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.Write(payload); err != nil {
-		t.Fatal(err)
-	}
+	conn := dialFerry(t, f)
+	sendRaw(t, conn, payload)
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	data, err := io.ReadAll(conn)
 	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
@@ -875,7 +622,7 @@ func TestPlaintextSentRightAfterSSLRequestNeverReachesAuthentication(t *testing.
 
 func TestServerLoginFailuresReachTheClientWithoutSecrets(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
+	ctx := testContext(t)
 	closedPort, err := pgtest.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -902,7 +649,7 @@ func TestServerLoginFailuresReachTheClientWithoutSecrets(t *testing.T) {
 			cfg.Databases["app"] = db
 			f := ferrytest.Start(t, cfg)
 			_, err := pgx.Connect(ctx, f.AppDSN())
-			pe := corePgError(t, err, tc.code)
+			pe := expectPgError(t, err, tc.code)
 			if pe.Severity != "FATAL" || !strings.Contains(pe.Message, tc.text) {
 				t.Fatalf("got %s %q, want FATAL containing %q", pe.Severity, pe.Message, tc.text)
 			}

@@ -7,11 +7,9 @@ package router_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,12 +20,6 @@ import (
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
 )
-
-// coreBackendsInDatabase counts server backends of db that are not idle
-// (inside a transaction or running a query).
-func coreBackendsInDatabase(ctx context.Context, db string) (int64, error) {
-	return coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and backend_type = 'client backend' and state <> 'idle'", db)
-}
 
 func TestClientKilledMidTransactionLeavesNoOpenTransaction(t *testing.T) {
 	t.Parallel()
@@ -49,8 +41,8 @@ func TestClientKilledMidTransactionLeavesNoOpenTransaction(t *testing.T) {
 				_, _ = tx.Exec(ctx, "select pg_sleep(1)")
 			}()
 			t.Cleanup(func() { <-done })
-			coreEventually(t, 10*time.Second, "the query to run on the server", func() (bool, error) {
-				n, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and state = 'active' and query = 'select pg_sleep(1)'", db)
+			ferrytest.Eventually(t, 10*time.Second, "the query to run on the server", func() (bool, error) {
+				n, err := queryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and state = 'active' and query = 'select pg_sleep(1)'", db)
 				return n == 1, err
 			})
 		}},
@@ -70,8 +62,8 @@ func TestClientKilledMidTransactionLeavesNoOpenTransaction(t *testing.T) {
 				_, _ = tx.CopyFrom(ctx, pgx.Identifier{"killed"}, []string{"x"}, src)
 			}()
 			t.Cleanup(func() { close(release); <-done })
-			coreEventually(t, 10*time.Second, "the server to be in COPY", func() (bool, error) {
-				n, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and state = 'active' and query like 'copy %'", db)
+			ferrytest.Eventually(t, 10*time.Second, "the server to be in COPY", func() (bool, error) {
+				n, err := queryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and state = 'active' and query like 'copy %'", db)
 				return n == 1, err
 			})
 		}},
@@ -79,25 +71,23 @@ func TestClientKilledMidTransactionLeavesNoOpenTransaction(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ctx := coreContext(t)
-			cfg := ferrytest.Config(t, cluster)
-			db := coreDatabase(t, cfg)
+			ctx := testContext(t)
+			cfg, db := configWithOwnDatabase(t)
 			// One server: if pgferry returned the dead client's server to
 			// the pool mid-transaction, the next client would get it and
 			// see the uncommitted row.
-			corePoolSize(cfg, db, 1)
+			setPoolSize(cfg, "app", 1)
 			if tc.sessionMode {
-				e := cfg.Databases[db]
+				e := cfg.Databases["app"]
 				e.PoolMode = "session"
-				cfg.Databases[db] = e
+				cfg.Databases["app"] = e
 			}
 			f := ferrytest.Start(t, cfg)
-			dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
 			// Clients come and go: in session mode each holds the only
 			// server for as long as it is connected.
 			countRows := func() int {
 				t.Helper()
-				c, err := pgx.Connect(ctx, dsn)
+				c, err := pgx.Connect(ctx, f.AppDSN())
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -108,7 +98,7 @@ func TestClientKilledMidTransactionLeavesNoOpenTransaction(t *testing.T) {
 				}
 				return n
 			}
-			setup, err := pgx.Connect(ctx, dsn)
+			setup, err := pgx.Connect(ctx, f.AppDSN())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,7 +109,7 @@ func TestClientKilledMidTransactionLeavesNoOpenTransaction(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			conn, err := pgx.Connect(ctx, dsn)
+			conn, err := pgx.Connect(ctx, f.AppDSN())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -131,7 +121,7 @@ func TestClientKilledMidTransactionLeavesNoOpenTransaction(t *testing.T) {
 			if _, err := tx.Exec(ctx, "insert into killed values ($1)", 1); err != nil {
 				t.Fatal(err)
 			}
-			n, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and state = 'idle in transaction'", db)
+			n, err := queryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and state = 'idle in transaction'", db)
 			if err != nil || n != 1 {
 				t.Fatalf("sessions idle in transaction before the kill: %d %v", n, err)
 			}
@@ -141,8 +131,8 @@ func TestClientKilledMidTransactionLeavesNoOpenTransaction(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			coreEventually(t, 15*time.Second, "no transaction left open on the server", func() (bool, error) {
-				n, err := coreBackendsInDatabase(ctx, db)
+			ferrytest.Eventually(t, 15*time.Second, "no transaction left open on the server", func() (bool, error) {
+				n, err := busyBackends(ctx, db)
 				return n == 0, err
 			})
 			for range 3 {
@@ -156,13 +146,13 @@ func TestClientKilledMidTransactionLeavesNoOpenTransaction(t *testing.T) {
 
 func TestQueryWaitTimeoutDisconnectsAClientThatWaitedTooLongForAServer(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
+	ctx := testContext(t)
 	cfg := ferrytest.Config(t, cluster)
-	corePoolSize(cfg, "app", 1)
+	setPoolSize(cfg, "app", 1)
 	cfg.QueryWaitTimeout = configs.Duration(300 * time.Millisecond)
 	f := ferrytest.Start(t, cfg)
 
-	holder := coreConnect(t, ctx, f.AppDSN())
+	holder := ferrytest.Connect(t, ctx, f.AppDSN())
 	tx, err := holder.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -172,13 +162,13 @@ func TestQueryWaitTimeoutDisconnectsAClientThatWaitedTooLongForAServer(t *testin
 		t.Fatal(err)
 	}
 
-	waiter := coreConnect(t, ctx, f.AppDSN())
+	waiter := ferrytest.Connect(t, ctx, f.AppDSN())
 	_, err = waiter.Exec(ctx, "select 2")
-	pe := corePgError(t, err, "08P01")
+	pe := expectPgError(t, err, "08P01")
 	if pe.Severity != "FATAL" || pe.Message != "query_wait_timeout" {
 		t.Fatalf("got %s %q, want FATAL query_wait_timeout", pe.Severity, pe.Message)
 	}
-	coreEventually(t, 5*time.Second, "the waiting client to be disconnected", func() (bool, error) {
+	ferrytest.Eventually(t, 5*time.Second, "the waiting client to be disconnected", func() (bool, error) {
 		return waiter.IsClosed(), nil
 	})
 
@@ -186,7 +176,7 @@ func TestQueryWaitTimeoutDisconnectsAClientThatWaitedTooLongForAServer(t *testin
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	next := coreConnect(t, ctx, f.AppDSN())
+	next := ferrytest.Connect(t, ctx, f.AppDSN())
 	if err := next.QueryRow(ctx, "select 3").Scan(&one); err != nil || one != 3 {
 		t.Fatalf("after the holder committed: %d %v", one, err)
 	}
@@ -194,10 +184,9 @@ func TestQueryWaitTimeoutDisconnectsAClientThatWaitedTooLongForAServer(t *testin
 
 func TestCancelRequestStopsTheRunningQueryAndTheSessionGoesOn(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
-	db := coreDatabase(t, cfg)
-	corePoolSize(cfg, db, 2)
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 2)
 	f := ferrytest.Start(t, cfg)
 
 	tests := []struct {
@@ -216,7 +205,7 @@ func TestCancelRequestStopsTheRunningQueryAndTheSessionGoesOn(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cc, err := pgx.ParseConfig(f.DSN(db, ferrytest.User, ferrytest.Password))
+			cc, err := pgx.ParseConfig(f.AppDSN())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -226,22 +215,22 @@ func TestCancelRequestStopsTheRunningQueryAndTheSessionGoesOn(t *testing.T) {
 			cc.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
 				return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: 20 * time.Second}
 			}
-			conn := coreConnectConfig(t, ctx, cc)
+			conn := ferrytest.ConnectConfig(t, ctx, cc)
 
 			qctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			errc := make(chan error, 1)
 			go func() { errc <- tc.run(qctx, conn) }()
-			coreEventually(t, 10*time.Second, "the query to run on the server", func() (bool, error) {
-				n, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and state = 'active' and query = $2", db, tc.text)
+			ferrytest.Eventually(t, 10*time.Second, "the query to run on the server", func() (bool, error) {
+				n, err := queryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and state = 'active' and query = $2", db, tc.text)
 				return n == 1, err
 			})
 			cancel()
 			err = <-errc
-			corePgError(t, err, "57014")
+			expectPgError(t, err, "57014")
 
-			coreEventually(t, 10*time.Second, "the server to finish the canceled query", func() (bool, error) {
-				n, err := coreBackendsInDatabase(ctx, db)
+			ferrytest.Eventually(t, 10*time.Second, "the server to finish the canceled query", func() (bool, error) {
+				n, err := busyBackends(ctx, db)
 				return n == 0, err
 			})
 			for i := range 5 {
@@ -256,18 +245,16 @@ func TestCancelRequestStopsTheRunningQueryAndTheSessionGoesOn(t *testing.T) {
 
 func TestSessionModeKeepsSessionStateAndResetsTheServerForTheNextClient(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
 	cfg.PoolMode = "session"
-	db := coreDatabase(t, cfg)
-	e := cfg.Databases[db]
+	e := cfg.Databases["app"]
 	e.PoolMode = "session"
 	e.PoolSize = 1
-	cfg.Databases[db] = e
+	cfg.Databases["app"] = e
 	f := ferrytest.Start(t, cfg)
-	dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
 
-	first, err := pgx.Connect(ctx, dsn)
+	first, err := pgx.Connect(ctx, f.AppDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +283,7 @@ func TestSessionModeKeepsSessionStateAndResetsTheServerForTheNextClient(t *testi
 	}
 
 	// The only server connection goes to the next client, reset.
-	next := coreConnect(t, ctx, dsn)
+	next := ferrytest.Connect(t, ctx, f.AppDSN())
 	var pid uint32
 	var tmpGone bool
 	if err := next.QueryRow(ctx, "select pg_backend_pid(), to_regclass('pg_temp.session_tmp') is null, current_setting('work_mem')").Scan(&pid, &tmpGone, &workMem); err != nil {
@@ -312,11 +299,9 @@ func TestSessionModeKeepsSessionStateAndResetsTheServerForTheNextClient(t *testi
 
 func TestSessionStatePinsTheClientToItsServerInTransactionMode(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
-	db := coreDatabase(t, cfg)
-	corePoolSize(cfg, db, 2)
-	dsn := func(f *ferrytest.Ferry) string { return f.DSN(db, ferrytest.User, ferrytest.Password) }
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 2)
 
 	simple := func(sql string) func(context.Context, *pgx.Conn) error {
 		return func(ctx context.Context, c *pgx.Conn) error { _, err := c.Exec(ctx, sql); return err }
@@ -362,8 +347,8 @@ func TestSessionStatePinsTheClientToItsServerInTransactionMode(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := ferrytest.Start(t, cfg)
-			a := coreConnect(t, ctx, dsn(f))
-			b := coreConnect(t, ctx, dsn(f))
+			a := ferrytest.Connect(t, ctx, f.AppDSN())
+			b := ferrytest.Connect(t, ctx, f.AppDSN())
 			if err := tc.state(ctx, a); err != nil {
 				t.Fatal(err)
 			}
@@ -397,10 +382,9 @@ func TestSessionStatePinsTheClientToItsServerInTransactionMode(t *testing.T) {
 
 func TestSessionStateIsRefusedWhenPinningIsOff(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
 	cfg.PinOnSessionState = false
-	db := coreDatabase(t, cfg)
 	f := ferrytest.Start(t, cfg)
 	tests := []struct {
 		name     string
@@ -415,7 +399,7 @@ func TestSessionStateIsRefusedWhenPinningIsOff(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			conn := coreConnect(t, ctx, f.DSN(db, ferrytest.User, ferrytest.Password))
+			conn := ferrytest.Connect(t, ctx, f.AppDSN())
 			var tx pgx.Tx
 			if tc.inTx {
 				var err error
@@ -429,7 +413,7 @@ func TestSessionStateIsRefusedWhenPinningIsOff(t *testing.T) {
 			} else {
 				_, err = conn.Exec(ctx, tc.sql)
 			}
-			pe := corePgError(t, err, "0A000")
+			pe := expectPgError(t, err, "0A000")
 			if pe.Severity != "ERROR" {
 				t.Fatalf("severity %s, want ERROR: the session should continue", pe.Severity)
 			}
@@ -448,15 +432,13 @@ func TestSessionStateIsRefusedWhenPinningIsOff(t *testing.T) {
 
 func TestSessionParametersFollowEachClientAcrossServerConnections(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
-	db := coreDatabase(t, cfg)
-	corePoolSize(cfg, db, 2)
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 2)
 	f := ferrytest.Start(t, cfg)
-	dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
 
-	a := coreConnect(t, ctx, dsn+" application_name=core-a")
-	b := coreConnect(t, ctx, dsn+" application_name=core-b")
+	a := ferrytest.Connect(t, ctx, f.AppDSN()+" application_name=core-a")
+	b := ferrytest.Connect(t, ctx, f.AppDSN()+" application_name=core-b")
 	type seen struct {
 		searchPath, timeZone, appName string
 		pid                           uint32
@@ -568,12 +550,10 @@ func TestSessionParametersFollowEachClientAcrossServerConnections(t *testing.T) 
 
 func TestGracefulShutdownLetsTheOpenTransactionCommitThenClosesTheClient(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
-	db := coreDatabase(t, cfg)
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
 	f := ferrytest.Start(t, cfg)
-	dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
-	conn := coreConnect(t, ctx, dsn)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := conn.Exec(ctx, "create table drained (x int)"); err != nil {
 		t.Fatal(err)
 	}
@@ -585,7 +565,7 @@ func TestGracefulShutdownLetsTheOpenTransactionCommitThenClosesTheClient(t *test
 		t.Fatal(err)
 	}
 	// A second client sits idle between transactions.
-	idle := coreConnect(t, ctx, dsn)
+	idle := ferrytest.Connect(t, ctx, f.AppDSN())
 	if err := idle.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -596,7 +576,7 @@ func TestGracefulShutdownLetsTheOpenTransactionCommitThenClosesTheClient(t *test
 		defer cancel()
 		cut <- f.Server.Shutdown(sctx)
 	}()
-	coreEventually(t, 10*time.Second, "pgferry to stop accepting clients", func() (bool, error) {
+	ferrytest.Eventually(t, 10*time.Second, "pgferry to stop accepting clients", func() (bool, error) {
 		c, err := net.DialTimeout("tcp", f.Addr.String(), time.Second)
 		if err != nil {
 			return true, nil
@@ -631,15 +611,11 @@ func TestGracefulShutdownLetsTheOpenTransactionCommitThenClosesTheClient(t *test
 			t.Fatalf("got %v, want admin_shutdown (57P01) or a closed connection", err)
 		}
 	}
-	coreEventually(t, 10*time.Second, "the server connections to close", func() (bool, error) {
-		n, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1", db)
+	ferrytest.Eventually(t, 10*time.Second, "the server connections to close", func() (bool, error) {
+		n, err := queryInt(ctx, "select count(*) from pg_stat_activity where datname = $1", db)
 		return n == 0, err
 	})
-	rows, err := pgx.Connect(ctx, cluster.SuperDSN(db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close(ctx)
+	rows := ferrytest.Connect(t, ctx, cluster.SuperDSN(db))
 	var committed int
 	if err := rows.QueryRow(ctx, "select count(*) from drained").Scan(&committed); err != nil || committed != 2 {
 		t.Fatalf("committed rows: %d %v, want 2", committed, err)
@@ -648,12 +624,10 @@ func TestGracefulShutdownLetsTheOpenTransactionCommitThenClosesTheClient(t *test
 
 func TestSearchPathSetByOneClientNeverLeaksToAnother(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
-	db := coreDatabase(t, cfg)
-	corePoolSize(cfg, db, 2)
-	dsn := func(f *ferrytest.Ferry) string { return f.DSN(db, ferrytest.User, ferrytest.Password) }
-	setup := coreConnect(t, ctx, cluster.DSN(db, ferrytest.User, ferrytest.Password))
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 2)
+	setup := ferrytest.Connect(t, ctx, cluster.DSN(db, ferrytest.User, ferrytest.Password))
 	if _, err := setup.Exec(ctx, "create schema a_schema"); err != nil {
 		t.Fatal(err)
 	}
@@ -673,8 +647,8 @@ func TestSearchPathSetByOneClientNeverLeaksToAnother(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := ferrytest.Start(t, cfg)
-			a := coreConnect(t, ctx, dsn(f))
-			b := coreConnect(t, ctx, dsn(f))
+			a := ferrytest.Connect(t, ctx, f.AppDSN())
+			b := ferrytest.Connect(t, ctx, f.AppDSN())
 			for _, sql := range tc.sql {
 				if _, err := a.Exec(ctx, sql); err != nil {
 					t.Fatalf("%s: %v", sql, err)
@@ -704,143 +678,19 @@ func TestSearchPathSetByOneClientNeverLeaksToAnother(t *testing.T) {
 	}
 }
 
-// gateProxy forwards TCP connections to a server. While held, new
-// connections wait at the gate (each announced on pending) until open is
-// called; connections already through keep flowing. It lets a test delay
-// the one connection pgferry opens to deliver a CancelRequest without
-// slowing the pool's server connection.
-type gateProxy struct {
-	ln      net.Listener
-	target  string
-	pending chan struct{}
-
-	// mu guards the fields below.
-	mu    sync.Mutex
-	gate  chan struct{} // nil: open; otherwise closed by open
-	conns []net.Conn
-	done  bool
-
-	wg sync.WaitGroup
-}
-
-func startGateProxy(t *testing.T, target string) *gateProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &gateProxy{ln: ln, target: target, pending: make(chan struct{}, 16)}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *gateProxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
-
-func (p *gateProxy) hold() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.gate = make(chan struct{})
-}
-
-func (p *gateProxy) open() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.gate != nil {
-		close(p.gate)
-		p.gate = nil
-	}
-}
-
-// track registers c to be closed by close; it reports false (and closes c)
-// if the proxy is already closed.
-func (p *gateProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.done {
-		c.Close()
-		return false
-	}
-	p.conns = append(p.conns, c)
-	return true
-}
-
-func (p *gateProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !p.track(c) {
-			return
-		}
-		p.wg.Add(1)
-		go p.serve(c)
-	}
-}
-
-func (p *gateProxy) serve(c net.Conn) {
-	defer p.wg.Done()
-	p.mu.Lock()
-	gate := p.gate
-	p.mu.Unlock()
-	if gate != nil {
-		select {
-		case p.pending <- struct{}{}:
-		default:
-		}
-		// close opens the gate too; the connection then fails to track.
-		<-gate
-	}
-	s, err := net.Dial("tcp", p.target)
-	if err != nil || !p.track(s) {
-		c.Close()
-		return
-	}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		io.Copy(s, c)
-		s.Close()
-	}()
-	io.Copy(c, s)
-	c.Close()
-}
-
-func (p *gateProxy) close() {
-	p.ln.Close()
-	p.mu.Lock()
-	p.done = true
-	conns := p.conns
-	p.conns = nil
-	if p.gate != nil {
-		close(p.gate)
-		p.gate = nil
-	}
-	p.mu.Unlock()
-	for _, c := range conns {
-		c.Close()
-	}
-	p.wg.Wait()
-}
-
 func TestLateCancelRequestNeverCancelsAnotherClientsQuery(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	proxy := startGateProxy(t, net.JoinHostPort(cluster.Host, strconv.Itoa(cluster.Port)))
-	cfg := ferrytest.Config(t, cluster)
-	db := coreDatabase(t, cfg)
-	e := cfg.Databases[db]
+	ctx := testContext(t)
+	proxy := startProxy(t, net.JoinHostPort(cluster.Host, strconv.Itoa(cluster.Port)))
+	cfg, db := configWithOwnDatabase(t)
+	e := cfg.Databases["app"]
 	e.Port = proxy.port()
 	e.PoolSize = 1
-	cfg.Databases[db] = e
+	cfg.Databases["app"] = e
 	f := ferrytest.Start(t, cfg)
-	dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
-	a := coreConnect(t, ctx, dsn)
-	b := coreConnect(t, ctx, dsn)
-	ctrl := coreConnect(t, ctx, cluster.SuperDSN(db)) // directly, to hold locks
+	a := ferrytest.Connect(t, ctx, f.AppDSN())
+	b := ferrytest.Connect(t, ctx, f.AppDSN())
+	ctrl := ferrytest.Connect(t, ctx, cluster.SuperDSN(db)) // directly, to hold locks
 
 	// The pool's only server connection goes through the proxy now; later
 	// connections (the cancel's) wait at the gate.
@@ -853,7 +703,7 @@ func TestLateCancelRequestNeverCancelsAnotherClientsQuery(t *testing.T) {
 	}
 	waitingOnLock := func(query string) func() (bool, error) {
 		return func() (bool, error) {
-			n, err := coreQueryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and wait_event_type = 'Lock' and query = $2", db, query)
+			n, err := queryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and wait_event_type = 'Lock' and query = $2", db, query)
 			return n == 1, err
 		}
 	}
@@ -861,7 +711,7 @@ func TestLateCancelRequestNeverCancelsAnotherClientsQuery(t *testing.T) {
 	// a's query waits on lock 5; a asks pgferry to cancel it.
 	aErr := make(chan error, 1)
 	go func() { _, err := a.Exec(ctx, "select pg_advisory_xact_lock(5)"); aErr <- err }()
-	coreEventually(t, 10*time.Second, "a's query to wait on its lock", waitingOnLock("select pg_advisory_xact_lock(5)"))
+	ferrytest.Eventually(t, 10*time.Second, "a's query to wait on its lock", waitingOnLock("select pg_advisory_xact_lock(5)"))
 	cancelDone := make(chan error, 1)
 	go func() { cancelDone <- a.PgConn().CancelRequest(ctx) }()
 	select {
@@ -918,15 +768,13 @@ poll:
 
 func TestAFailedSetLeavesTheClientsParameterAsItWas(t *testing.T) {
 	t.Parallel()
-	ctx := coreContext(t)
-	cfg := ferrytest.Config(t, cluster)
-	db := coreDatabase(t, cfg)
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
 	// One server, so both clients take turns on it.
-	corePoolSize(cfg, db, 1)
+	setPoolSize(cfg, "app", 1)
 	f := ferrytest.Start(t, cfg)
-	dsn := f.DSN(db, ferrytest.User, ferrytest.Password)
-	a := coreConnect(t, ctx, dsn)
-	b := coreConnect(t, ctx, dsn)
+	a := ferrytest.Connect(t, ctx, f.AppDSN())
+	b := ferrytest.Connect(t, ctx, f.AppDSN())
 	var def string
 	if err := a.QueryRow(ctx, "show timezone").Scan(&def); err != nil {
 		t.Fatal(err)
@@ -936,7 +784,7 @@ func TestAFailedSetLeavesTheClientsParameterAsItWas(t *testing.T) {
 	}
 
 	_, err := a.Exec(ctx, "set timezone to 'No/Such_Zone'")
-	corePgError(t, err, "22023")
+	expectPgError(t, err, "22023")
 	if _, err := b.Exec(ctx, "set timezone to 'America/New_York'"); err != nil {
 		t.Fatal(err)
 	}

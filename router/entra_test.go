@@ -2,7 +2,6 @@ package router_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgferry/pgferry/auth/entra"
 	"github.com/pgferry/pgferry/configs"
@@ -118,8 +116,7 @@ func TestEntraTokensLogServersInAcrossRotationAndABurstCostsOneTokenRequest(t *t
 	fake := newFakeIdentity(t, "token-1-"+strings.Repeat("a", 2000))
 	var skew atomic.Int64 // the token source's clock runs ahead by this much
 	f, _ := entraFerry(t, fake, 5, func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
+	ctx := testContext(t)
 
 	// A cold burst: 500 clients at once, one token request.
 	var wg sync.WaitGroup
@@ -151,11 +148,7 @@ func TestEntraTokensLogServersInAcrossRotationAndABurstCostsOneTokenRequest(t *t
 
 	// An old server connection stays in use inside a transaction while the
 	// token rotates; new logins use the new token.
-	old, err := pgx.Connect(ctx, f.AppDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer old.Close(context.Background())
+	old := ferrytest.Connect(t, ctx, f.AppDSN())
 	tx, err := old.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -169,22 +162,16 @@ func TestEntraTokensLogServersInAcrossRotationAndABurstCostsOneTokenRequest(t *t
 	skew.Store(int64(90 * time.Second))
 	f.Server.Reconnect("")
 	// The old token is refused by the server now; pgferry fetches the new one.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	ferrytest.Eventually(t, 30*time.Second, "a login with the rotated token", func() (bool, error) {
 		c, err := pgx.Connect(ctx, f.AppDSN())
-		if err == nil {
-			var one int
-			err = c.QueryRow(ctx, "select 1").Scan(&one)
-			c.Close(context.Background())
-			if err == nil {
-				break
-			}
+		if err != nil {
+			return false, err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no login with the rotated token: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		defer c.Close(context.Background())
+		var one int
+		err = c.QueryRow(ctx, "select 1").Scan(&one)
+		return err == nil, err
+	})
 	var n int
 	if err := tx.QueryRow(ctx, "select 41 + 1").Scan(&n); err != nil || n != 42 {
 		t.Fatalf("the old server connection stopped serving: %v", err)
@@ -199,11 +186,10 @@ func TestClientsGetAClearErrorWhenNoEntraTokenCanBeObtained(t *testing.T) {
 	fake := newFakeIdentity(t, "token-x")
 	fake.set("token-x", true)
 	f, _ := entraFerry(t, fake, 2, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := testContext(t)
 	_, err := pgx.Connect(ctx, f.AppDSN())
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || pe.Code != "08001" || !strings.Contains(pe.Message, `could not obtain an Entra ID token for database "app"`) {
+	pe := expectPgError(t, err, "08001")
+	if !strings.Contains(pe.Message, `could not obtain an Entra ID token for database "app"`) {
 		t.Fatalf("got %v, want FATAL 08001 naming the database", err)
 	}
 	if strings.Contains(f.Logs(), "token-x") || strings.Contains(pe.Message, "token-x") {
@@ -211,16 +197,12 @@ func TestClientsGetAClearErrorWhenNoEntraTokenCanBeObtained(t *testing.T) {
 	}
 	// Recovery when the identity endpoint comes back.
 	fake.set("token-x", false)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	ferrytest.Eventually(t, 30*time.Second, "a login once the identity endpoint is back", func() (bool, error) {
 		c, err := pgx.Connect(ctx, f.AppDSN())
-		if err == nil {
-			c.Close(context.Background())
-			break
+		if err != nil {
+			return false, err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no recovery: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		c.Close(context.Background())
+		return true, nil
+	})
 }

@@ -24,156 +24,22 @@ import (
 	"github.com/pgferry/pgferry/internal/pgtest"
 )
 
-// hRelay is a TCP relay in front of the cluster that can stall: while
-// stalled it accepts connections but forwards nothing in either direction
-// and closes nothing, like a network that silently drops packets.
-type hRelay struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup // the accept loop and every copy goroutine
-
-	// mu guards the fields below; cond (on mu) is broadcast when stalled
-	// or closed changes.
-	mu      sync.Mutex
-	cond    *sync.Cond
-	stalled bool
-	closed  bool
-	conns   []net.Conn
-}
-
-func hStartRelay(t *testing.T, target string) *hRelay {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &hRelay{ln: ln, target: target}
-	r.cond = sync.NewCond(&r.mu)
-	r.wg.Add(1)
-	go r.accept()
-	t.Cleanup(r.Close)
-	return r
-}
-
-func (r *hRelay) Port() int { return r.ln.Addr().(*net.TCPAddr).Port }
-
-func (r *hRelay) Stall(on bool) {
-	r.mu.Lock()
-	r.stalled = on
-	r.cond.Broadcast()
-	r.mu.Unlock()
-}
-
-// Close stops the relay, closes every connection and waits for its
-// goroutines.
-func (r *hRelay) Close() {
-	r.mu.Lock()
-	r.closed = true
-	conns := r.conns
-	r.conns = nil
-	r.cond.Broadcast()
-	r.mu.Unlock()
-	r.ln.Close()
-	for _, c := range conns {
-		c.Close()
-	}
-	r.wg.Wait()
-}
-
-// track registers c for Close; it reports false (and closes c) once the
-// relay is closed.
-func (r *hRelay) track(c net.Conn) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		c.Close()
-		return false
-	}
-	r.conns = append(r.conns, c)
-	return true
-}
-
-// flowing blocks while the relay is stalled; it reports false once closed.
-func (r *hRelay) flowing() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for r.stalled && !r.closed {
-		r.cond.Wait()
-	}
-	return !r.closed
-}
-
-func (r *hRelay) accept() {
-	defer r.wg.Done()
-	for {
-		c, err := r.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !r.track(c) {
-			return
-		}
-		r.wg.Add(1)
-		go r.serve(c)
-	}
-}
-
-func (r *hRelay) serve(c net.Conn) {
-	defer r.wg.Done()
-	if !r.flowing() {
-		return
-	}
-	s, err := net.Dial("tcp", r.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	if !r.track(s) {
-		c.Close()
-		return
-	}
-	r.wg.Add(2)
-	go r.copy(s, c)
-	go r.copy(c, s)
-}
-
-func (r *hRelay) copy(dst, src net.Conn) {
-	defer r.wg.Done()
-	defer dst.Close()
-	defer src.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if !r.flowing() {
-				return
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
 func TestStalledServerNetworkMakesClientsFailInsteadOfHanging(t *testing.T) {
 	t.Parallel()
-	cfg, db := hConfig(t)
-	relay := hStartRelay(t, net.JoinHostPort(cluster.Host, strconv.Itoa(cluster.Port)))
+	cfg, db := configWithOwnDatabase(t)
+	relay := startProxy(t, net.JoinHostPort(cluster.Host, strconv.Itoa(cluster.Port)))
 	cfg.ServerConnectTimeout = configs.Duration(500 * time.Millisecond)
 	cfg.QueryWaitTimeout = configs.Duration(2 * time.Second)
 	cfg.QueryTimeout = configs.Duration(500 * time.Millisecond)
 	cfg.CancelWaitTimeout = configs.Duration(time.Second)
 	entry := cfg.Databases["app"]
-	entry.Host, entry.Port, entry.DBName = "127.0.0.1", relay.Port(), db
+	entry.Host, entry.Port, entry.DBName = "127.0.0.1", relay.port(), db
 	cfg.Databases["stalled"] = entry
 	f := ferrytest.Start(t, cfg)
 	dsn := f.DSN("stalled", ferrytest.User, ferrytest.Password)
 
 	t.Run("a new client on a fresh pool gets an error while the network is stalled", func(t *testing.T) {
-		relay.Stall(true)
+		relay.stall(true)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		conn, err := pgx.Connect(ctx, dsn)
@@ -188,12 +54,12 @@ func TestStalledServerNetworkMakesClientsFailInsteadOfHanging(t *testing.T) {
 	})
 
 	t.Run("a running query ends with an error when the network stalls under query_timeout", func(t *testing.T) {
-		relay.Stall(false)
-		setupCtx := hContext(t)
+		relay.stall(false)
+		setupCtx := testContext(t)
 		var conn *pgx.Conn
 		// Right after the failed login, server_login_retry makes clients
 		// fail fast for a moment: retry until the pool logs in again.
-		hEventually(t, 20*time.Second, "a client to connect through the relay again", func() (bool, error) {
+		ferrytest.Eventually(t, 20*time.Second, "a client to connect through the relay again", func() (bool, error) {
 			c, err := pgx.Connect(setupCtx, dsn)
 			if err != nil {
 				return false, err
@@ -213,8 +79,8 @@ func TestStalledServerNetworkMakesClientsFailInsteadOfHanging(t *testing.T) {
 			_, err := conn.Exec(ctx, "select pg_sleep(30)")
 			errc <- err
 		}()
-		hWaitForBackend(t, setupCtx, db, "state = 'active' and query = 'select pg_sleep(30)'")
-		relay.Stall(true)
+		waitForBackend(t, setupCtx, db, "state = 'active' and query = 'select pg_sleep(30)'")
+		relay.stall(true)
 		err := <-errc
 		if err == nil {
 			t.Fatal("the query succeeded through a stalled network")
@@ -224,16 +90,16 @@ func TestStalledServerNetworkMakesClientsFailInsteadOfHanging(t *testing.T) {
 		}
 		t.Logf("client error: %v", err)
 	})
-	relay.Stall(false)
-	hAssertNoPanic(t, f)
+	relay.stall(false)
+	assertNoPanic(t, f)
 }
 
 func TestBurstOf2000ClientsAgainstAPoolOfFiveLeavesNoLeakedGoroutinesOrServers(t *testing.T) {
 	// Not parallel: it counts the process's goroutines.
 	const clients = 2000
-	ctx := hContext(t)
-	cfg, _ := hConfig(t)
-	hPoolSize(cfg, "app", 5)
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 5)
 	cfg.QueryWaitTimeout = configs.Duration(30 * time.Second)
 	// The burst is about queuing and cleanup, not authentication: 4,000
 	// SCRAM computations (client and pgferry, PBKDF2 with 4096 rounds each)
@@ -241,7 +107,7 @@ func TestBurstOf2000ClientsAgainstAPoolOfFiveLeavesNoLeakedGoroutinesOrServers(t
 	// send their password in the clear (loopback only).
 	cfg.AuthType = "plain"
 	f := ferrytest.Start(t, cfg)
-	hAssertServes(t, ctx, f)
+	assertServes(t, ctx, f)
 	baseline := runtime.NumGoroutine()
 
 	var ok, refused atomic.Int64
@@ -263,7 +129,7 @@ func TestBurstOf2000ClientsAgainstAPoolOfFiveLeavesNoLeakedGoroutinesOrServers(t
 				_, err = conn.Exec(ctx, "select 1")
 				return err
 			}()
-			switch code, _, isPg := hPgCode(err); {
+			switch code, _, isPg := pgCode(err); {
 			case err == nil:
 				ok.Add(1)
 			case isPg && ((code == "08P01" && strings.Contains(err.Error(), "query_wait_timeout")) || code == "53300"):
@@ -285,7 +151,7 @@ func TestBurstOf2000ClientsAgainstAPoolOfFiveLeavesNoLeakedGoroutinesOrServers(t
 		t.Error("no client succeeded")
 	}
 
-	hEventually(t, 30*time.Second, "every session to end and no server to stay lent", func() (bool, error) {
+	ferrytest.Eventually(t, 30*time.Second, "every session to end and no server to stay lent", func() (bool, error) {
 		snap := f.Server.Snapshot()
 		if snap.Clients != 0 {
 			return false, errors.New(strconv.FormatInt(snap.Clients, 10) + " clients still connected")
@@ -298,29 +164,27 @@ func TestBurstOf2000ClientsAgainstAPoolOfFiveLeavesNoLeakedGoroutinesOrServers(t
 		}
 		return true, nil
 	})
-	hEventually(t, 30*time.Second, "the goroutine count to return to its baseline", func() (bool, error) {
+	ferrytest.Eventually(t, 30*time.Second, "the goroutine count to return to its baseline", func() (bool, error) {
 		n := runtime.NumGoroutine()
 		if n > baseline+20 {
 			return false, errors.New(strconv.Itoa(n) + " goroutines, baseline " + strconv.Itoa(baseline))
 		}
 		return true, nil
 	})
-	hAssertServes(t, ctx, f)
-	hAssertNoPanic(t, f)
+	assertServes(t, ctx, f)
+	assertNoPanic(t, f)
 }
 
 func TestClientTLSVerifyFullAcceptsOnlyClientsWithATrustedCertificate(t *testing.T) {
 	t.Parallel()
-	ctx := hContext(t)
+	ctx := testContext(t)
 	cfg := ferrytest.Config(t, cluster)
-	cfg.ClientTLSSSLMode = "verify-full"
+	offerClientTLS(cfg, "verify-full")
 	cfg.ClientTLSCAFile = cluster.CAFile
-	cfg.ClientTLSCertFile = cluster.CertFile
-	cfg.ClientTLSKeyFile = cluster.KeyFile
 	f := ferrytest.Start(t, cfg)
 	verify := " sslmode=verify-full sslrootcert=" + cluster.CAFile
 
-	conn := hConnect(t, ctx, f.AppDSN()+verify+" sslcert="+cluster.CertFile+" sslkey="+cluster.KeyFile)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN()+verify+" sslcert="+cluster.CertFile+" sslkey="+cluster.KeyFile)
 	var n int
 	if err := conn.QueryRow(ctx, "select 3").Scan(&n); err != nil || n != 3 {
 		t.Fatalf("client with a certificate: %d, %v", n, err)
@@ -331,22 +195,20 @@ func TestClientTLSVerifyFullAcceptsOnlyClientsWithATrustedCertificate(t *testing
 		t.Fatal("a client without a certificate connected to verify-full")
 	}
 	_, err := pgx.Connect(ctx, f.AppDSN())
-	if code, _, ok := hPgCode(err); !ok || code != "28000" || !strings.Contains(err.Error(), "SSL required") {
+	if code, _, ok := pgCode(err); !ok || code != "28000" || !strings.Contains(err.Error(), "SSL required") {
 		t.Fatalf("a plaintext client: got %v, want 28000 SSL required", err)
 	}
 }
 
 func TestChannelBindingRequireConnectsWithSCRAMSHA256PlusOverClientTLS(t *testing.T) {
 	t.Parallel()
-	ctx := hContext(t)
+	ctx := testContext(t)
 	cfg := ferrytest.Config(t, cluster)
-	cfg.ClientTLSSSLMode = "require"
-	cfg.ClientTLSCertFile = cluster.CertFile
-	cfg.ClientTLSKeyFile = cluster.KeyFile
+	offerClientTLS(cfg, "require")
 	f := ferrytest.Start(t, cfg)
 	// pgx refuses to finish SCRAM without -PLUS when channel_binding is
 	// require, so a successful login proves the binding was checked.
-	conn := hConnect(t, ctx, f.AppDSN()+" sslmode=verify-full sslrootcert="+cluster.CAFile+" channel_binding=require")
+	conn := ferrytest.Connect(t, ctx, f.AppDSN()+" sslmode=verify-full sslrootcert="+cluster.CAFile+" channel_binding=require")
 	var n int
 	if err := conn.QueryRow(ctx, "select 4").Scan(&n); err != nil || n != 4 {
 		t.Fatalf("%d, %v", n, err)
@@ -371,13 +233,13 @@ func TestBurstOf10000PgbenchClientsIsServedAndLeavesNothingBehind(t *testing.T) 
 	if lim.Cur < clients+1000 {
 		t.Fatalf("need %d file descriptors, can have %d", clients+1000, lim.Cur)
 	}
-	ctx := hContext(t)
-	cfg, _ := hConfig(t)
-	hPoolSize(cfg, "app", 20)
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 20)
 	cfg.QueryWaitTimeout = configs.Duration(120 * time.Second)
 	cfg.AuthType = "plain" // the burst is about queuing, not PBKDF2
 	f := ferrytest.Start(t, cfg)
-	hAssertServes(t, ctx, f)
+	assertServes(t, ctx, f)
 	baseline := runtime.NumGoroutine()
 
 	script := filepath.Join(t.TempDir(), "select.sql")
@@ -386,13 +248,13 @@ func TestBurstOf10000PgbenchClientsIsServedAndLeavesNothingBehind(t *testing.T) 
 	cmd.SysProcAttr = &syscall.SysProcAttr{}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("pgbench: %v\n%s", err, hTail(string(out), 20))
+		t.Fatalf("pgbench: %v\n%s", err, lastLines(string(out), 20))
 	}
 	if !strings.Contains(string(out), "number of transactions actually processed: 10000/10000") ||
 		!strings.Contains(string(out), "number of failed transactions: 0 (0.000%)") {
-		t.Fatalf("not every client completed its transaction:\n%s", hTail(string(out), 20))
+		t.Fatalf("not every client completed its transaction:\n%s", lastLines(string(out), 20))
 	}
-	hEventually(t, 60*time.Second, "every session to end and the goroutines to return to the baseline", func() (bool, error) {
+	ferrytest.Eventually(t, 60*time.Second, "every session to end and the goroutines to return to the baseline", func() (bool, error) {
 		snap := f.Server.Snapshot()
 		lent := 0
 		for _, p := range snap.Pools {
@@ -406,12 +268,4 @@ func TestBurstOf10000PgbenchClientsIsServedAndLeavesNothingBehind(t *testing.T) 
 		}
 		return false, fmt.Errorf("%d clients, %d servers lent, %d goroutines (baseline %d)", snap.Clients, lent, g, baseline)
 	})
-}
-
-func hTail(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgferry/pgferry/auth"
@@ -16,8 +15,8 @@ import (
 
 func TestMalformedMessagesAfterLoginEndTheSessionWithoutLeakingItsTransaction(t *testing.T) {
 	t.Parallel()
-	ctx := hContext(t)
-	cfg, db := hConfig(t)
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
 	f := ferrytest.Start(t, cfg)
 
 	tests := []struct {
@@ -37,71 +36,77 @@ func TestMalformedMessagesAfterLoginEndTheSessionWithoutLeakingItsTransaction(t 
 		// wait for a body that a desynchronised client never sends. A
 		// StartupMessage sent after login reads exactly like this: type
 		// 0x00 and a length made of its own length and version bytes.
-		{name: "a startup packet after login", garbage: hStartupFrame(t, "app", "app"), wantMsg: "invalid frontend message type"},
+		{name: "a startup packet after login", garbage: startupMessage(t, "app", "app"), wantMsg: "invalid frontend message type"},
 		{name: "a truncated frame and a close", garbage: []byte{'Q', 0, 0, 0, 100, 's', 'e', 'l'}, closeAfter: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			pc, err := pgconn.Connect(ctx, f.AppDSN())
-			if err != nil {
-				t.Fatal(err)
-			}
+			pc := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
 			if _, err := pc.Exec(ctx, "begin; create temp table t (x int); insert into t values (1)").ReadAll(); err != nil {
 				t.Fatal(err)
 			}
-			hj, err := pc.Hijack()
-			if err != nil {
-				t.Fatal(err)
-			}
-			c := hj.Conn
-			defer c.Close()
-			hWrite(t, c, tc.garbage)
+			c := hijack(t, pc)
+			sendRaw(t, c, tc.garbage)
 			if tc.closeAfter {
 				c.Close()
 			} else {
-				frames := hReadUntilClosed(t, c)
-				errs := hErrors(frames)
+				frames := readUntilClosed(t, c)
+				errs := errorsIn(frames)
 				if len(errs) != 1 || errs[0]['S'] != "FATAL" || errs[0]['C'] != "08P01" || !strings.Contains(errs[0]['M'], tc.wantMsg) {
-					t.Fatalf("got %s, want one FATAL 08P01 %q", hDescribe(frames), tc.wantMsg)
+					t.Fatalf("got %s, want one FATAL 08P01 %q", describe(frames), tc.wantMsg)
 				}
 			}
-			hWaitNoBusyBackends(t, ctx, db)
-			hEventually(t, 10*time.Second, "the session to end", func() (bool, error) {
+			waitNoBusyBackends(t, ctx, db)
+			ferrytest.Eventually(t, 10*time.Second, "the session to end", func() (bool, error) {
 				return f.Server.Snapshot().Clients == 0, nil
 			})
-			hAssertServes(t, ctx, f)
+			assertServes(t, ctx, f)
 		})
 	}
-	hAssertNoPanic(t, f)
+	assertNoPanic(t, f)
 }
 
-// hSASLStart connects raw, sends a startup packet and reads the
+// saslStart connects raw, sends a startup packet and reads the
 // AuthenticationSASL request.
-func hSASLStart(t *testing.T, f *ferrytest.Ferry) net.Conn {
+func saslStart(t *testing.T, f *ferrytest.Ferry) net.Conn {
 	t.Helper()
-	c := hDial(t, f)
-	hWrite(t, c, hStartupFrame(t, ferrytest.User, "app"))
-	frames, _, err := hReadFrames(c, 10*time.Second, func(fr hFrame) bool { return fr.typ == 'R' })
+	c := dialFerry(t, f)
+	sendRaw(t, c, startupMessage(t, ferrytest.User, "app"))
+	frames, _, err := readFrames(c, 10*time.Second, func(fr frame) bool { return fr.typ == 'R' })
 	if err != nil || len(frames) != 1 || frames[0].typ != 'R' || len(frames[0].body) < 4 || frames[0].body[3] != 10 {
-		t.Fatalf("expected AuthenticationSASL, got %s (%v)", hDescribe(frames), err)
+		t.Fatalf("expected AuthenticationSASL, got %s (%v)", describe(frames), err)
 	}
 	return c
 }
 
-// hAssertAuthRefused expects one FATAL 08P01 or 28P01 and a closed
+// assertAuthRefused expects one FATAL 08P01 or 28P01 and a closed
 // connection.
-func hAssertAuthRefused(t *testing.T, c net.Conn) {
+func assertAuthRefused(t *testing.T, c net.Conn) {
 	t.Helper()
-	frames := hReadUntilClosed(t, c)
-	errs := hErrors(frames)
+	frames := readUntilClosed(t, c)
+	errs := errorsIn(frames)
 	if len(errs) != 1 || errs[0]['S'] != "FATAL" || (errs[0]['C'] != "08P01" && errs[0]['C'] != "28P01") {
-		t.Fatalf("got %s, want FATAL 08P01 or 28P01 and a close", hDescribe(frames))
+		t.Fatalf("got %s, want FATAL 08P01 or 28P01 and a close", describe(frames))
 	}
 	for _, fr := range frames {
 		if fr.typ == 'R' && len(fr.body) >= 4 && fr.body[3] == 0 {
-			t.Fatalf("garbage SCRAM was accepted: %s", hDescribe(frames))
+			t.Fatalf("garbage SCRAM was accepted: %s", describe(frames))
 		}
 	}
+}
+
+// scramClientFirst sends a genuine SCRAM-SHA-256 client-first message on c
+// (after saslStart) and returns the server-first message of the
+// AuthenticationSASLContinue that answers it.
+func scramClientFirst(t *testing.T, c net.Conn) string {
+	t.Helper()
+	sc := auth.NewSCRAMClient(ferrytest.Password)
+	sendRaw(t, c, encode(t, &pgproto3.SASLInitialResponse{AuthMechanism: sc.Mechanism(), Data: sc.ClientFirst()}))
+	frames, _, err := readFrames(c, 10*time.Second, func(fr frame) bool { return fr.typ == 'R' || fr.typ == 'E' })
+	if err != nil || len(frames) != 1 || frames[0].typ != 'R' || frames[0].body[3] != 11 {
+		t.Fatalf("expected AuthenticationSASLContinue, got %s (%v)", describe(frames), err)
+	}
+	return string(frames[0].body[4:])
 }
 
 func TestGarbageInTheSCRAMExchangeIsRefusedAndTheConnectionClosed(t *testing.T) {
@@ -109,55 +114,43 @@ func TestGarbageInTheSCRAMExchangeIsRefusedAndTheConnectionClosed(t *testing.T) 
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
 
 	t.Run("an unknown mechanism name", func(t *testing.T) {
-		c := hSASLStart(t, f)
-		hWrite(t, c, hEncode(t, &pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-1", Data: []byte("n,,n=,r=abcdefgh")}))
-		hAssertAuthRefused(t, c)
+		c := saslStart(t, f)
+		sendRaw(t, c, encode(t, &pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-1", Data: []byte("n,,n=,r=abcdefgh")}))
+		assertAuthRefused(t, c)
 	})
 
 	t.Run("a client-first message that is not SCRAM", func(t *testing.T) {
-		c := hSASLStart(t, f)
-		hWrite(t, c, hEncode(t, &pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("\x00\xff garbage")}))
-		hAssertAuthRefused(t, c)
+		c := saslStart(t, f)
+		sendRaw(t, c, encode(t, &pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("\x00\xff garbage")}))
+		assertAuthRefused(t, c)
 	})
 
 	t.Run("a client-final message with a wrong nonce", func(t *testing.T) {
-		c := hSASLStart(t, f)
-		sc := auth.NewSCRAMClient(ferrytest.Password)
-		hWrite(t, c, hEncode(t, &pgproto3.SASLInitialResponse{AuthMechanism: sc.Mechanism(), Data: sc.ClientFirst()}))
-		frames, _, err := hReadFrames(c, 10*time.Second, func(fr hFrame) bool { return fr.typ == 'R' || fr.typ == 'E' })
-		if err != nil || len(frames) != 1 || frames[0].typ != 'R' || frames[0].body[3] != 11 {
-			t.Fatalf("expected AuthenticationSASLContinue, got %s (%v)", hDescribe(frames), err)
-		}
-		serverFirst := string(frames[0].body[4:])
+		c := saslStart(t, f)
+		serverFirst := scramClientFirst(t, c)
 		if !strings.HasPrefix(serverFirst, "r=") {
 			t.Fatalf("server-first message %q", serverFirst)
 		}
 		proof := base64.StdEncoding.EncodeToString(make([]byte, 32))
 		final := "c=biws,r=not-the-nonce-the-server-sent,p=" + proof
-		hWrite(t, c, hEncode(t, &pgproto3.SASLResponse{Data: []byte(final)}))
-		hAssertAuthRefused(t, c)
+		sendRaw(t, c, encode(t, &pgproto3.SASLResponse{Data: []byte(final)}))
+		assertAuthRefused(t, c)
 	})
 
 	t.Run("a client-final message with a forged proof", func(t *testing.T) {
-		c := hSASLStart(t, f)
-		sc := auth.NewSCRAMClient(ferrytest.Password)
-		hWrite(t, c, hEncode(t, &pgproto3.SASLInitialResponse{AuthMechanism: sc.Mechanism(), Data: sc.ClientFirst()}))
-		frames, _, err := hReadFrames(c, 10*time.Second, func(fr hFrame) bool { return fr.typ == 'R' || fr.typ == 'E' })
-		if err != nil || len(frames) != 1 || frames[0].typ != 'R' || frames[0].body[3] != 11 {
-			t.Fatalf("expected AuthenticationSASLContinue, got %s (%v)", hDescribe(frames), err)
-		}
-		nonce, _, _ := strings.Cut(strings.TrimPrefix(string(frames[0].body[4:]), "r="), ",")
+		c := saslStart(t, f)
+		nonce, _, _ := strings.Cut(strings.TrimPrefix(scramClientFirst(t, c), "r="), ",")
 		final := "c=biws,r=" + nonce + ",p=" + base64.StdEncoding.EncodeToString(make([]byte, 32))
-		hWrite(t, c, hEncode(t, &pgproto3.SASLResponse{Data: []byte(final)}))
-		hAssertAuthRefused(t, c)
+		sendRaw(t, c, encode(t, &pgproto3.SASLResponse{Data: []byte(final)}))
+		assertAuthRefused(t, c)
 	})
 
 	t.Run("a password message instead of SASL", func(t *testing.T) {
-		c := hSASLStart(t, f)
-		hWrite(t, c, hEncode(t, &pgproto3.PasswordMessage{Password: ferrytest.Password}))
-		hAssertAuthRefused(t, c)
+		c := saslStart(t, f)
+		sendRaw(t, c, encode(t, &pgproto3.PasswordMessage{Password: ferrytest.Password}))
+		assertAuthRefused(t, c)
 	})
 
-	hAssertServes(t, hContext(t), f)
-	hAssertNoPanic(t, f)
+	assertServes(t, testContext(t), f)
+	assertNoPanic(t, f)
 }

@@ -13,22 +13,16 @@ import (
 // goroutine carried.
 func pumpedLoans(t *testing.T, f *ferrytest.Ferry) uint64 {
 	t.Helper()
-	for _, p := range f.Server.Snapshot().Pools {
-		if p.Database == "app" {
-			return p.Counters.PumpedLoans
-		}
-	}
-	t.Fatal("no pool for database app")
-	return 0
+	return f.Pool(t, "app").Counters.PumpedLoans
 }
 
 func TestTransactionModeRelaysResponsesOnTheClientsOwnGoroutine(t *testing.T) {
 	t.Parallel()
-	ctx := hContext(t)
-	cfg, _ := hConfig(t)
-	hPoolSize(cfg, "app", 2)
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 2)
 	f := ferrytest.Start(t, cfg)
-	conn := hConnect(t, ctx, f.AppDSN())
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := conn.Exec(ctx, "create table items (id int primary key, v text)"); err != nil {
 		t.Fatal(err)
 	}
@@ -98,8 +92,8 @@ func TestTransactionModeRelaysResponsesOnTheClientsOwnGoroutine(t *testing.T) {
 
 func TestSessionModeRelaysEveryLoanWithAPump(t *testing.T) {
 	t.Parallel()
-	ctx := hContext(t)
-	cfg, _ := hConfig(t)
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
 	cfg.PoolMode = "session"
 	db := cfg.Databases["app"]
 	db.PoolMode = "session"

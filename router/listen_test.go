@@ -15,17 +15,12 @@ import (
 func TestListeningClientsReceiveEveryNotificationOnTheirChannelsInTransactionMode(t *testing.T) {
 	cfg := ferrytest.Config(t, cluster)
 	f := ferrytest.Start(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := testContext(t)
 
 	const clients, channels, perChannel = 200, 4, 5
 	conns := make([]*pgx.Conn, clients)
 	for i := range conns {
-		c, err := pgx.Connect(ctx, f.AppDSN())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close(context.Background())
+		c := ferrytest.Connect(t, ctx, f.AppDSN())
 		// Every client listens on its own channel and on a channel it then
 		// leaves, whose notifications it must not see.
 		if _, err := c.Exec(ctx, fmt.Sprintf("LISTEN ch%d", i%channels)); err != nil {
@@ -45,11 +40,7 @@ func TestListeningClientsReceiveEveryNotificationOnTheirChannelsInTransactionMod
 		conns[i] = c
 	}
 
-	sender, err := pgx.Connect(ctx, f.AppDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sender.Close(context.Background())
+	sender := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := sender.Exec(ctx, "select pg_notify('left', 'nobody')"); err != nil {
 		t.Fatal(err)
 	}
@@ -91,13 +82,8 @@ func TestListeningClientsReceiveEveryNotificationOnTheirChannelsInTransactionMod
 
 func TestListenersResubscribeAfterTheListenerConnectionIsLost(t *testing.T) {
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, f.AppDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
+	ctx := testContext(t)
+	c := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := c.Exec(ctx, "LISTEN resub"); err != nil {
 		t.Fatal(err)
 	}
@@ -106,11 +92,7 @@ func TestListenersResubscribeAfterTheListenerConnectionIsLost(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("terminated %d listener backends (%v), want 1", n, err)
 	}
-	sender, err := pgx.Connect(ctx, f.AppDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sender.Close(context.Background())
+	sender := ferrytest.Connect(t, ctx, f.AppDSN())
 	// Notifications sent while it reconnects are lost (as for a session
 	// whose connection breaks); keep sending until one arrives.
 	for {

@@ -24,11 +24,7 @@ type rawClient struct {
 
 func newRawClient(t *testing.T, dsn string) *rawClient {
 	t.Helper()
-	pc, err := pgconn.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close(context.Background()) })
+	pc := ferrytest.ConnectPgConn(t, context.Background(), dsn)
 	return &rawClient{t: t, pc: pc, fe: pc.Frontend()}
 }
 
@@ -120,9 +116,7 @@ func keepServersBusy(t *testing.T, dsn string) func() {
 
 func TestNamedStatementsSurviveChangingServerConnections(t *testing.T) {
 	cfg := ferrytest.Config(t, cluster)
-	db := cfg.Databases["app"]
-	db.PoolSize = 3
-	cfg.Databases["app"] = db
+	setPoolSize(cfg, "app", 3)
 	cfg.MaxPreparedStatements = 3
 	f := ferrytest.Start(t, cfg)
 	stop := keepServersBusy(t, f.AppDSN())
@@ -170,16 +164,10 @@ func TestNamedStatementsSurviveChangingServerConnections(t *testing.T) {
 
 func TestErrorInAnInjectedParseReachesTheClientAsItsOwnMessagesError(t *testing.T) {
 	cfg := ferrytest.Config(t, cluster)
-	db := cfg.Databases["app"]
-	db.PoolSize = 2
-	cfg.Databases["app"] = db
+	setPoolSize(cfg, "app", 2)
 	f := ferrytest.Start(t, cfg)
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, f.AppDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
+	ctx := testContext(t)
+	admin := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := admin.Exec(ctx, "create table if not exists inj (x int); truncate inj; insert into inj values (7)"); err != nil {
 		t.Fatal(err)
 	}
@@ -226,9 +214,7 @@ func TestErrorInAnInjectedParseReachesTheClientAsItsOwnMessagesError(t *testing.
 
 func TestPgxStatementCacheRunsThousandsOfQueriesOverASmallPool(t *testing.T) {
 	cfg := ferrytest.Config(t, cluster)
-	db := cfg.Databases["app"]
-	db.PoolSize = 5
-	cfg.Databases["app"] = db
+	setPoolSize(cfg, "app", 5)
 	f := ferrytest.Start(t, cfg)
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe} {
 		t.Run(mode.String(), func(t *testing.T) {

@@ -30,11 +30,7 @@ func BenchmarkReadOnlyTransactions(b *testing.B) {
 			}
 			f := ferrytest.Start(b, cfg)
 			ctx := context.Background()
-			conn, err := pgx.Connect(ctx, f.AppDSN())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer conn.Close(ctx)
+			conn := ferrytest.Connect(b, ctx, f.AppDSN())
 			// Let the lag monitor put the replica in rotation first.
 			for i := 0; tc.replicas && i < 200; i++ {
 				var rec bool

@@ -2,13 +2,11 @@ package router_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
@@ -66,36 +64,16 @@ func whereReadOnlyRuns(ctx context.Context, t *testing.T, conn *pgx.Conn) int {
 	return port
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func TestReadOnlyTransactionsGoToAFreshReplicaAndWritesToThePrimary(t *testing.T) {
 	primary, replica := startReplicated(t)
 	f := ferrytest.Start(t, replicaConfig(t, primary, replica, nil))
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, f.AppDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	ctx := testContext(t)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 
-	eventually(t, "a read-only transaction runs on the replica", func() bool {
-		return whereReadOnlyRuns(ctx, t, conn) == replica.Port
+	ferrytest.Eventually(t, 20*time.Second, "a read-only transaction runs on the replica", func() (bool, error) {
+		return whereReadOnlyRuns(ctx, t, conn) == replica.Port, nil
 	})
-	admin, err := pgx.Connect(ctx, f.DSN("pgbouncer", "admin", "admin-secret")+" default_query_exec_mode=simple_protocol")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(context.Background())
+	admin := ferrytest.Connect(t, ctx, f.DSN("pgbouncer", "admin", "admin-secret")+" default_query_exec_mode=simple_protocol")
 	replicaState := func() string {
 		var state string
 		var lag float64
@@ -118,17 +96,13 @@ func TestReadOnlyTransactionsGoToAFreshReplicaAndWritesToThePrimary(t *testing.T
 		t.Fatal(err)
 	}
 	_, err = tx.Exec(ctx, "create table nope (x int)")
-	if err == nil || !containsCode(err, "25006") {
+	if code, _, _ := pgCode(err); code != "25006" {
 		t.Fatalf("write in a read-only transaction: %v, want SQLSTATE 25006", err)
 	}
 	tx.Rollback(ctx)
 
 	// The read-only alias sends every transaction of the session to replicas.
-	ro, err := pgx.Connect(ctx, f.DSN("app_ro", ferrytest.User, ferrytest.Password))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ro.Close(context.Background())
+	ro := ferrytest.Connect(t, ctx, f.DSN("app_ro", ferrytest.User, ferrytest.Password))
 	var inRecovery bool
 	if err := ro.QueryRow(ctx, "select pg_is_in_recovery()").Scan(&inRecovery); err != nil || !inRecovery {
 		t.Fatalf("app_ro session ran on a primary (%v)", err)
@@ -141,8 +115,8 @@ func TestReadOnlyTransactionsGoToAFreshReplicaAndWritesToThePrimary(t *testing.T
 	if _, err := conn.Exec(ctx, "create table lagging as select g from generate_series(1, 200000) g"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "reads leave the lagging replica", func() bool {
-		return whereReadOnlyRuns(ctx, t, conn) == primary.Port
+	ferrytest.Eventually(t, 20*time.Second, "reads leave the lagging replica", func() (bool, error) {
+		return whereReadOnlyRuns(ctx, t, conn) == primary.Port, nil
 	})
 	if s := replicaState(); s != "lagging" {
 		t.Fatalf("SHOW REPLICAS says %q for a paused replica, want lagging", s)
@@ -150,8 +124,8 @@ func TestReadOnlyTransactionsGoToAFreshReplicaAndWritesToThePrimary(t *testing.T
 	if err := replica.Exec(ctx, "select pg_wal_replay_resume()"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the caught-up replica rejoins", func() bool {
-		return whereReadOnlyRuns(ctx, t, conn) == replica.Port
+	ferrytest.Eventually(t, 20*time.Second, "the caught-up replica rejoins", func() (bool, error) {
+		return whereReadOnlyRuns(ctx, t, conn) == replica.Port, nil
 	})
 
 	// Replica down: reads keep working on the primary; back up: it rejoins.
@@ -164,8 +138,8 @@ func TestReadOnlyTransactionsGoToAFreshReplicaAndWritesToThePrimary(t *testing.T
 	if err := replica.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the restarted replica rejoins", func() bool {
-		return whereReadOnlyRuns(ctx, t, conn) == replica.Port
+	ferrytest.Eventually(t, 20*time.Second, "the restarted replica rejoins", func() (bool, error) {
+		return whereReadOnlyRuns(ctx, t, conn) == replica.Port, nil
 	})
 }
 
@@ -176,20 +150,11 @@ func TestReadYourWritesSendsReadsAfterACommitToThePrimary(t *testing.T) {
 		db.MaxReplicaLagBytes = 1 << 30
 		db.MaxReplicaLag = configs.Duration(time.Hour)
 	}))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, f.AppDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	reader, err := pgx.Connect(ctx, f.AppDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close(context.Background())
-	eventually(t, "a fresh client's reads use the replica", func() bool {
-		return whereReadOnlyRuns(ctx, t, reader) == replica.Port
+	ctx := testContext(t)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	reader := ferrytest.Connect(t, ctx, f.AppDSN())
+	ferrytest.Eventually(t, 20*time.Second, "a fresh client's reads use the replica", func() (bool, error) {
+		return whereReadOnlyRuns(ctx, t, reader) == replica.Port, nil
 	})
 	if err := replica.Exec(ctx, "select pg_wal_replay_pause()"); err != nil {
 		t.Fatal(err)
@@ -221,13 +186,8 @@ func TestWritesFollowThePrimaryAfterAPromotion(t *testing.T) {
 	db.Host = fmt.Sprintf("%s:%d,%s:%d", primary.Host, primary.Port, replica.Host, replica.Port)
 	cfg.Databases["app"] = db
 	f := ferrytest.Start(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, f.AppDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	ctx := testContext(t)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := conn.Exec(ctx, "create table failover (x int)"); err != nil {
 		t.Fatal(err)
 	}
@@ -239,14 +199,9 @@ func TestWritesFollowThePrimaryAfterAPromotion(t *testing.T) {
 	}
 	// The first statement may fail with the lost connection; the same
 	// client then writes on the new primary.
-	eventually(t, "writes resume on the promoted replica", func() bool {
+	ferrytest.Eventually(t, 20*time.Second, "writes resume on the promoted replica", func() (bool, error) {
 		var port int
 		err := conn.QueryRow(ctx, "insert into failover values (1) returning inet_server_port()").Scan(&port)
-		return err == nil && port == replica.Port
+		return err == nil && port == replica.Port, nil
 	})
-}
-
-func containsCode(err error, code string) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Code == code
 }

@@ -1,13 +1,10 @@
 package router_test
 
 import (
-	"context"
-	"errors"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
@@ -17,16 +14,10 @@ func TestQueryTimeoutCancelsTheQueryOnTheServer(t *testing.T) {
 	cfg := ferrytest.Config(t, cluster)
 	cfg.QueryTimeout = configs.Duration(300 * time.Millisecond)
 	f := ferrytest.Start(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, f.AppDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	_, err = conn.Exec(ctx, "select pg_sleep(20)")
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || pe.Code != "57014" {
+	ctx := testContext(t)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	_, err := conn.Exec(ctx, "select pg_sleep(20)")
+	if code, _, _ := pgCode(err); code != "57014" {
 		t.Fatalf("got %v, want SQLSTATE 57014 query_canceled", err)
 	}
 	// The session and its pool keep working.
@@ -40,40 +31,24 @@ func TestIdleInTransactionTimeoutDisconnectsAndRollsBack(t *testing.T) {
 	cfg := ferrytest.Config(t, cluster)
 	cfg.IdleTransactionTimeout = configs.Duration(300 * time.Millisecond)
 	f := ferrytest.Start(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	setup, err := pgx.Connect(ctx, f.AppDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer setup.Close(context.Background())
+	ctx := testContext(t)
+	setup := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := setup.Exec(ctx, "create table if not exists idle_tx (x int); truncate idle_tx"); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, f.AppDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := conn.Exec(ctx, "begin; insert into idle_tx values (1)"); err != nil {
 		t.Fatal(err)
 	}
 	// Without touching the idle client, wait until its server transaction
 	// is gone: pgferry closed the server connection, which rolls back.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	ferrytest.Eventually(t, 10*time.Second, "the session idle in transaction to be disconnected", func() (bool, error) {
 		var open int
 		if err := setup.QueryRow(ctx, "select count(*) from pg_stat_activity where state = 'idle in transaction' and datname = 'app'").Scan(&open); err != nil {
 			t.Fatal(err)
 		}
-		if open == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("session idle in transaction was not disconnected")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return open == 0, nil
+	})
 	if _, err := conn.Exec(ctx, "select 1"); err == nil {
 		t.Fatal("the client idle in a transaction can still run queries")
 	}
@@ -85,18 +60,18 @@ func TestIdleInTransactionTimeoutDisconnectsAndRollsBack(t *testing.T) {
 
 func TestTransactionTimeoutDisconnectsAClientWhoseTransactionStaysOpenTooLong(t *testing.T) {
 	t.Parallel()
-	ctx := hContext(t)
-	cfg, db := hConfig(t)
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
 	cfg.TransactionTimeout = configs.Duration(time.Second)
 	f := ferrytest.Start(t, cfg)
-	setup := hConnect(t, ctx, f.AppDSN())
+	setup := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := setup.Exec(ctx, "create table tt (x int)"); err != nil {
 		t.Fatal(err)
 	}
 
 	// Short transactions, back to back for longer than the timeout, are
 	// not touched: the clock is per transaction.
-	quick := hConnect(t, ctx, f.AppDSN())
+	quick := ferrytest.Connect(t, ctx, f.AppDSN())
 	for start := time.Now(); time.Since(start) < 1500*time.Millisecond; {
 		if _, err := quick.Exec(ctx, "begin; insert into tt values (1); commit"); err != nil {
 			t.Fatalf("a short transaction was cut: %v", err)
@@ -123,14 +98,9 @@ func TestTransactionTimeoutDisconnectsAClientWhoseTransactionStaysOpenTooLong(t 
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := pgx.Connect(ctx, f.AppDSN())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close(context.Background())
-			err = tc.run(conn)
-			var pe *pgconn.PgError
-			if !errors.As(err, &pe) || pe.Code != "25P04" || pe.Severity != "FATAL" {
+			conn := ferrytest.Connect(t, ctx, f.AppDSN())
+			err := tc.run(conn)
+			if code, severity, _ := pgCode(err); code != "25P04" || severity != "FATAL" {
 				t.Fatalf("got %v, want FATAL 25P04 transaction_timeout", err)
 			}
 			if !conn.IsClosed() {
@@ -139,12 +109,12 @@ func TestTransactionTimeoutDisconnectsAClientWhoseTransactionStaysOpenTooLong(t 
 				}
 			}
 			// The server connection was dropped, so its transaction rolled back.
-			hWaitNoBusyBackends(t, ctx, db)
+			waitNoBusyBackends(t, ctx, db)
 		})
 	}
 	var n int
 	if err := setup.QueryRow(ctx, "select count(*) from tt where x > 1").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("rows of timed-out transactions: %d, %v (want 0: rolled back)", n, err)
 	}
-	hAssertServes(t, ctx, f)
+	assertServes(t, ctx, f)
 }

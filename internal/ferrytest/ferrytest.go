@@ -1,6 +1,7 @@
 // Package ferrytest starts pgferry in-process for tests: a router.Server on
 // a free loopback port in front of a pgtest cluster, with helpers to build
-// the configuration and to connect real clients through it.
+// the configuration, to connect real clients through it, to read its pools
+// and to wait for what the test set in motion.
 package ferrytest
 
 import (
