@@ -20,25 +20,64 @@ var trackedBase = []string{"client_encoding", "DateStyle", "TimeZone", "standard
 // startupNotParams are startup keys that are not run-time parameters.
 var startupNotParams = map[string]bool{"user": true, "database": true, "options": true, "replication": true}
 
+// trackedKeys is the tracked parameter set of one configuration: the keys
+// in order and by lower-case name. Sessions share it (their paramKeys start
+// as keys, whose capacity ends at its length, so a session adding a key
+// copies it first).
+type trackedKeys struct {
+	cfg   *configs.Config
+	keys  []string
+	lower map[string]string // lower-case -> canonical
+}
+
+// trackedFor returns the tracked parameter set of cfg, built once per
+// configuration.
+func (s *Server) trackedFor(cfg *configs.Config) *trackedKeys {
+	if tk := s.tracked.Load(); tk != nil && tk.cfg == cfg {
+		return tk
+	}
+	tk := &trackedKeys{cfg: cfg, lower: make(map[string]string)}
+	for _, k := range append(append([]string(nil), trackedBase...), cfg.TrackExtraParameters...) {
+		lk := strings.ToLower(k)
+		if _, ok := tk.lower[lk]; !ok {
+			tk.lower[lk] = k
+			tk.keys = append(tk.keys, k)
+		}
+	}
+	tk.keys = tk.keys[:len(tk.keys):len(tk.keys)]
+	s.tracked.Store(tk)
+	return tk
+}
+
+// setParam records the value the client wants for k. mu is held (or the
+// session is not yet shared).
+func (ss *session) setParam(k, v string) {
+	if ss.params == nil {
+		ss.params = make(map[string]string)
+	}
+	ss.params[k] = v
+}
+
 // initParams records the parameters this client wants on every server it
 // uses: the tracked set, plus whatever it sent in its startup packet.
 func (ss *session) initParams(cfg *configs.Config, st *protocol.Startup) error {
-	ss.params = make(map[string]string)
-	keys := make(map[string]string) // lower-case -> canonical
+	tk := ss.srv.trackedFor(cfg)
+	ss.paramKeys = tk.keys
+	var extra map[string]string // lower-case -> canonical, beyond tk
 	add := func(k string) string {
 		lk := strings.ToLower(k)
-		if c, ok := keys[lk]; ok {
+		if c, ok := tk.lower[lk]; ok {
 			return c
 		}
-		keys[lk] = k
+		if c, ok := extra[lk]; ok {
+			return c
+		}
+		if extra == nil {
+			extra = make(map[string]string)
+		}
+		extra[lk] = k
 		ss.paramKeys = append(ss.paramKeys, k)
 		return k
-	}
-	for _, k := range trackedBase {
-		add(k)
-	}
-	for _, k := range cfg.TrackExtraParameters {
-		add(k)
 	}
 	ignored := make(map[string]bool)
 	for _, k := range cfg.IgnoreStartupParameters {
@@ -48,7 +87,7 @@ func (ss *session) initParams(cfg *configs.Config, st *protocol.Startup) error {
 		if startupNotParams[p.Key] || ignored[strings.ToLower(p.Key)] {
 			continue
 		}
-		ss.params[add(p.Key)] = p.Value
+		ss.setParam(add(p.Key), p.Value)
 	}
 	if opts := st.Get("options"); opts != "" && !ignored["options"] {
 		kv, err := parseOptions(opts)
@@ -56,7 +95,7 @@ func (ss *session) initParams(cfg *configs.Config, st *protocol.Startup) error {
 			return err
 		}
 		for _, p := range kv {
-			ss.params[add(p.Key)] = p.Value
+			ss.setParam(add(p.Key), p.Value)
 		}
 	}
 	ss.appName = ss.params["application_name"]
@@ -243,7 +282,7 @@ func (ss *session) onParameterStatus(sc *pool.ServerConn, frame []byte) {
 		return
 	}
 	if ss.tracks(string(k)) {
-		ss.params[string(k)] = string(v)
+		ss.setParam(string(k), string(v))
 		ss.paramsDirty = true
 	}
 	ss.wr.Append(frame)
@@ -400,7 +439,7 @@ func (ss *session) settleParams(sc *pool.ServerConn) {
 				delete(sc.Params, ch.key)
 				continue
 			}
-			ss.params[ch.key] = ch.value
+			ss.setParam(ch.key, ch.value)
 			sc.Params[ch.key] = ch.value
 		}
 	}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"errors"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,6 +30,10 @@ type parker struct {
 	pipe [2]int // loop's stop signal: close writes to pipe[1]
 	done chan struct{}
 	tick atomic.Uint32 // sweeps so far; sessions record it when active
+
+	// parkedAtRelease is the parked count when memory was last returned to
+	// the OS (see sweep); loop only.
+	parkedAtRelease int
 
 	mu      sync.Mutex
 	parked  map[uint64]*session // keyed by session id, the epoll event's data
@@ -157,6 +162,12 @@ func (p *parker) resume(ss *session) {
 }
 
 // sweep asks sessions idle since before the previous sweep to park.
+//
+// Once a wave of parking is over (a sweep finds nobody new to park) and it
+// parked many sessions (a burst of clients has gone idle), the memory their
+// goroutines held goes back to the OS at once: the runtime's background
+// scavenger would keep most of it, as it only returns memory above the heap
+// goal, and slowly.
 func (p *parker) sweep() {
 	now := p.tick.Add(1)
 	if p.srv.isDraining() || p.srv.cfg.Load().ClientIdleTimeout > 0 {
@@ -164,6 +175,15 @@ func (p *parker) sweep() {
 		// they keep their goroutine.)
 		return
 	}
+	asked := 0
+	defer func() {
+		parked := p.count()
+		p.parkedAtRelease = min(p.parkedAtRelease, parked)
+		if asked == 0 && parked-p.parkedAtRelease >= releaseAfterParking {
+			p.parkedAtRelease = parked
+			debug.FreeOSMemory()
+		}
+	}()
 	p.srv.eachSession(func(ss *session) {
 		if ss.admin || ss.tls || ss.parked.Load() || ss.waiting.Load() || now-ss.activeTick.Load() < 2 {
 			return
@@ -174,9 +194,14 @@ func (p *parker) sweep() {
 		if idle {
 			ss.parkReq.Store(true)
 			ss.wake()
+			asked++
 		}
 	})
 }
+
+// releaseAfterParking is how many more sessions must be parked than at the
+// last release of memory to the OS for the next one.
+const releaseAfterParking = 256
 
 // park registers the idle session's socket and reports whether it did; the
 // caller's goroutine must then return without touching the session.

@@ -147,6 +147,7 @@ func (ss *session) tryPark() bool {
 	if !idle || !ss.noDeadline {
 		return false
 	}
+	ss.q = ring{} // owes nothing; a parked session keeps no expectation buffer
 	small := ss.rd.DetachSmall()
 	if !ss.srv.parker.park(ss) {
 		ss.rd.Small = small
@@ -482,6 +483,9 @@ func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 	if st == nil || string(st.query) != string(rest) {
 		key := statementKey(rest)
 		st = &clientStmt{key: key, serverName: serverStmtName(key), query: append([]byte(nil), rest...)}
+		if ss.stmts == nil {
+			ss.stmts = make(map[string]*clientStmt)
+		}
 		ss.stmts[string(name)] = st
 	}
 	if sc.Stmts.Has(st.key) {

@@ -76,6 +76,7 @@ type Server struct {
 	wg       sync.WaitGroup // accept loops and sessions
 	pumps    pumpWorkers    // relay goroutines kept between transactions
 	parker   parker         // idle sessions held without a goroutine
+	tracked  atomic.Pointer[trackedKeys]
 	throttle *authThrottle
 	started  time.Time
 }

@@ -396,13 +396,12 @@ func (ss *session) startup(cfg *configs.Config) error {
 	if ss.database == "" {
 		ss.database = ss.user
 	}
-	ss.startupParams = st.Params
-
 	password, err := ss.authenticate(cfg)
 	if err != nil {
 		return err
 	}
 	if adminDatabases[ss.database] {
+		ss.startupParams = st.Params // SHOW CLIENTS of the console reads them
 		return ss.startAdmin(cfg)
 	}
 	db, readOnly, ok := cfg.LookupDatabase(ss.database)
@@ -427,7 +426,6 @@ func (ss *session) startup(cfg *configs.Config) error {
 	ss.entry = entry
 	ss.txnMode = entry.mode == poolModeTransaction
 	ss.pinOnState = cfg.PinOnSessionState
-	ss.stmts = make(map[string]*clientStmt)
 
 	if err := ss.initParams(cfg, st); err != nil {
 		return err

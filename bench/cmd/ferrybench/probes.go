@@ -43,13 +43,19 @@ func (r idleResult) bytesPerClient(s idleStep) float64 {
 
 const idleConcurrency = 200
 
+// idleSettle is how long clients stay idle before RSS is read.
+const idleSettle = 10 * time.Second
+
 // idleMemory logs in clients to t up to each count in steps (cumulatively),
 // holding them idle, and reads the pooler's VmRSS after each step.
 func idleMemory(ctx context.Context, e *env, t *target, steps []int) idleResult {
 	r := idleResult{target: t.name}
 	pid := t.proc.pid()
+	// RSS is read after the clients have been idle for idleSettle: pgferry
+	// parks sessions idle through a whole one-second sweep, PgBouncer has
+	// nothing to wait for.
 	settle := func() (int64, error) {
-		time.Sleep(time.Second)
+		time.Sleep(idleSettle)
 		return rssBytes(pid)
 	}
 	var err error
