@@ -108,12 +108,14 @@ func runPgbench(ctx context.Context, e *env, sc scenario, t *target) runResult {
 
 	// pgbench's -T clock includes connecting the clients, one SCRAM login
 	// after another per thread; with 1,000+ clients that can outlast the
-	// run. Extend -T by the expected connect phase so that every target
-	// gets about the same steady-state time.
+	// run. Extend -T by the expected connect phase, with half again as
+	// much for logins slowed by the burst itself (a run whose connect phase
+	// outlasted -T has no transactions), so that every target gets a
+	// steady state; TPS excludes the connect phase either way.
 	secs := int(e.opts.duration.Seconds())
 	if sc.clients >= 500 {
 		perLogin := e.loginTime(ctx, t)
-		extra := time.Duration(sc.clients/2) * perLogin
+		extra := time.Duration(sc.clients/2) * perLogin * 3 / 2
 		secs += int(extra.Seconds()) + 2
 		logf("  %-9s %-9s one login ≈ %s: -T %d", sc.name, t.name, perLogin.Round(10*time.Microsecond), secs)
 	}
