@@ -19,7 +19,8 @@ import (
 // goroutine exits; the first byte (or EOF) from the client, a wake (a
 // notification, shutdown) or a kill starts a fresh goroutine that carries
 // on where the old one left off. Busy clients never park: the sweep only
-// picks sessions that sent nothing for a second or more.
+// picks sessions that sent nothing for a second or more. A session parked
+// with client_idle_timeout armed gets a timer that resumes it when due.
 //
 // The parker's goroutine (loop) waits on the epoll set and sweeps once a
 // second; Server.Shutdown stops it through a pipe in the same set.
@@ -158,6 +159,10 @@ func (p *parker) fail() {
 func (p *parker) resume(ss *session) {
 	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, ss.fd, nil)
 	ss.parked.Store(false)
+	if ss.idleTimer != nil {
+		ss.idleTimer.Stop()
+	}
+	ss.resumed = true
 	go ss.run()
 }
 
@@ -170,9 +175,7 @@ func (p *parker) resume(ss *session) {
 // goal, and slowly.
 func (p *parker) sweep() {
 	now := p.tick.Add(1)
-	if p.srv.isDraining() || p.srv.cfg.Load().ClientIdleTimeout > 0 {
-		// (Parked sessions have no read deadline: with client_idle_timeout
-		// they keep their goroutine.)
+	if p.srv.isDraining() {
 		return
 	}
 	asked := 0
@@ -212,23 +215,36 @@ func (p *parker) park(ss *session) bool {
 	if ss.fd < 0 {
 		return false
 	}
+	// The registration is done under mu: an event (or an unpark) that
+	// comes at once waits for it and then finds the session in the set.
 	p.mu.Lock()
 	if p.closed || p.failed {
+		p.mu.Unlock()
+		return false
+	}
+	if !ss.idleDeadline.IsZero() {
+		// client_idle_timeout: the socket keeps its read deadline, but
+		// nothing reads while parked; a timer resumes the session when it
+		// is due, and the resumed read times out at once.
+		d := time.Until(ss.idleDeadline)
+		if ss.idleTimer == nil {
+			ss.idleTimer = time.AfterFunc(d, func() { p.take(ss) })
+		} else {
+			ss.idleTimer.Reset(d)
+		}
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
+	setEventKey(&ev, ss.id)
+	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, ss.fd, &ev); err != nil {
+		if ss.idleTimer != nil {
+			ss.idleTimer.Stop()
+		}
 		p.mu.Unlock()
 		return false
 	}
 	p.parked[ss.id] = ss
 	ss.parked.Store(true)
 	p.mu.Unlock()
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
-	setEventKey(&ev, ss.id)
-	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, ss.fd, &ev); err != nil {
-		p.mu.Lock()
-		delete(p.parked, ss.id)
-		ss.parked.Store(false)
-		p.mu.Unlock()
-		return false
-	}
 	// A wake or kill that came before the session was in the set found
 	// nothing to unpark: look again now that it is.
 	if ss.wakeReq.Load() || ss.killed.Load() {
@@ -240,9 +256,14 @@ func (p *parker) park(ss *session) bool {
 // unpark resumes a parked session for a wake or a kill; it does nothing for
 // a session that is not parked.
 func (p *parker) unpark(ss *session) {
-	if !ss.parked.Load() {
-		return
+	if ss.parked.Load() {
+		p.take(ss)
 	}
+}
+
+// take resumes ss if it is in the parked set. Unlike unpark it always
+// looks, so a timer that fires while park still holds mu is not lost.
+func (p *parker) take(ss *session) {
 	p.mu.Lock()
 	_, ok := p.parked[ss.id]
 	delete(p.parked, ss.id)

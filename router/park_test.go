@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
 )
 
@@ -97,5 +98,40 @@ func TestShutdownEndsParkedSessions(t *testing.T) {
 		if err := c.Ping(ctx); err == nil {
 			t.Fatalf("client %d still served after shutdown", i)
 		}
+	}
+}
+
+func TestAParkedClientIsStillDisconnectedByClientIdleTimeout(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("idle sessions are parked on Linux only")
+	}
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.ClientIdleTimeout = configs.Duration(4 * time.Second)
+	f := ferrytest.Start(t, cfg)
+	idle := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := idle.Exec(ctx, "select 1"); err != nil {
+		t.Fatal(err)
+	}
+	ferrytest.Eventually(t, 10*time.Second, "the idle client to be parked", func() (bool, error) {
+		return f.Server.Snapshot().ParkedClients == 1, nil
+	})
+	ferrytest.Eventually(t, 20*time.Second, "the parked client to be disconnected by client_idle_timeout", func() (bool, error) {
+		return f.Server.Snapshot().Clients == 0, nil
+	})
+	if _, err := idle.Exec(ctx, "select 1"); err == nil {
+		t.Fatal("the idle client can still run queries after client_idle_timeout")
+	}
+
+	// A parked client that talks before its timeout is served, and its
+	// idle clock starts again.
+	talker := ferrytest.Connect(t, ctx, f.AppDSN())
+	ferrytest.Eventually(t, 10*time.Second, "the second client to be parked", func() (bool, error) {
+		return f.Server.Snapshot().ParkedClients == 1, nil
+	})
+	var n int
+	if err := talker.QueryRow(ctx, "select 3").Scan(&n); err != nil || n != 3 {
+		t.Fatalf("parked client before its timeout: %d, %v", n, err)
 	}
 }

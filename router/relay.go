@@ -90,7 +90,11 @@ func (ss *session) serve() error {
 		ss.rd.Small = getSmall()
 	}
 	for {
-		if err := ss.setReadDeadline(); err != nil {
+		if ss.resumed {
+			// Back from parking: the read deadline armed before (an idle
+			// timeout) still stands.
+			ss.resumed = false
+		} else if err := ss.setReadDeadline(); err != nil {
 			return err
 		}
 		ss.activeTick.Store(ss.srv.parker.tick.Load())
@@ -144,8 +148,8 @@ func (ss *session) tryPark() bool {
 	ss.mu.Lock()
 	idle := ss.server == nil && ss.pumpDone == nil && len(ss.mailbox) == 0 && ss.dead == nil
 	ss.mu.Unlock()
-	if !idle || !ss.noDeadline {
-		return false
+	if !idle || (!ss.noDeadline && ss.idleDeadline.IsZero()) {
+		return false // a deadline other than client_idle_timeout is armed
 	}
 	ss.q = ring{} // owes nothing; a parked session keeps no expectation buffer
 	small := ss.rd.DetachSmall()

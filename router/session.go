@@ -153,6 +153,11 @@ type session struct {
 	activeTick atomic.Uint32
 	parkReq    atomic.Bool
 	parked     atomic.Bool
+	// idleTimer resumes a session parked with client_idle_timeout armed
+	// when it is due; resumed tells the new run to keep the deadline the
+	// old one armed. Set by the parker, read by the run it starts.
+	idleTimer *time.Timer
+	resumed   bool
 }
 
 // serveClient runs a new client's login on the accepting goroutine, then
