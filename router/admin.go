@@ -110,7 +110,7 @@ type adminConsole struct {
 
 func (c *adminConsole) serve() error {
 	ss := c.ss
-	var out []byte
+	out := ss.takeAuthOK()
 	for _, p := range adminParams {
 		out = protocol.AppendParameterStatus(out, p[0], p[1])
 	}

@@ -60,6 +60,9 @@ type session struct {
 	appName        string
 	pinOnState     bool
 	startupParams  []protocol.Param
+	// authOK holds the end of a successful authentication exchange until
+	// it can go out with the next write (see sendAuthOK).
+	authOK []byte
 
 	// stmts maps the client's statement names to statements. Only run
 	// touches it.
@@ -301,7 +304,7 @@ func (s *Server) allowed(addr net.Addr) bool {
 // sendFatal writes a FATAL error straight to the client (no server linked).
 func (ss *session) sendFatal(e *protocol.Error) {
 	ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	ss.conn.Write(e.AppendFrame(nil))
+	ss.conn.Write(e.AppendFrame(ss.takeAuthOK()))
 }
 
 // login runs the startup and authentication exchange. It reports whether
@@ -326,7 +329,7 @@ func (ss *session) login(cfg *configs.Config) bool {
 		// The server refused pgferry's login: the client sees the
 		// server's own error, as PgBouncer relays it.
 		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		ss.conn.Write(re.frame)
+		ss.conn.Write(append(ss.takeAuthOK(), re.frame...))
 	} else if isTimeout(err) {
 		ss.sendFatal(protocol.Fatal(protocol.SQLStateProtocolViolation, "client_login_timeout"))
 	}
@@ -550,13 +553,24 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 		return "", scramErr(err, fail)
 	}
 	ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
-	be.Send(&pgproto3.AuthenticationSASLFinal{Data: final})
+	ss.authOK = protocol.AppendAuthentication(ss.authOK, 12, final) // AuthenticationSASLFinal
 	return "", ss.sendAuthOK(be)
 }
 
-func (ss *session) sendAuthOK(be *pgproto3.Backend) error {
-	be.Send(&pgproto3.AuthenticationOk{})
-	return be.Flush()
+// sendAuthOK queues AuthenticationOk; it goes out in one write with the
+// welcome (greet), or before whatever else the client is told next
+// (takeAuthOK), instead of in a packet of its own. be has nothing buffered.
+func (ss *session) sendAuthOK(*pgproto3.Backend) error {
+	ss.authOK = protocol.AppendAuthentication(ss.authOK, 0, nil)
+	return nil
+}
+
+// takeAuthOK returns the queued authentication messages (SASLFinal and
+// AuthenticationOk) for the caller to send first, and forgets them.
+func (ss *session) takeAuthOK() []byte {
+	b := ss.authOK
+	ss.authOK = nil
+	return b
 }
 
 func scramErr(err error, fail func() error) error {
@@ -590,7 +604,7 @@ func readPassword(be *pgproto3.Backend) (string, error) {
 // greet sends the server's parameters (with the client's own values for
 // those it set), the proxy-issued BackendKeyData and ReadyForQuery.
 func (ss *session) greet() error {
-	var out []byte
+	out := ss.takeAuthOK()
 	welcome, err := ss.welcome()
 	if err != nil {
 		return err
