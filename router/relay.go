@@ -629,7 +629,6 @@ func (ss *session) closeLocally(frame []byte) bool {
 	ss.mu.Unlock()
 	ss.flushServerIfIdle(sc)
 	ss.wmu.Unlock()
-	ss.relayInline(sc, protocol.MsgClose)
 	return true
 }
 
