@@ -88,6 +88,7 @@ type Pool struct {
 	// mu guards everything below. Nothing slow (I/O, dialing) runs under it.
 	mu           sync.Mutex
 	idle         []*ServerConn // LIFO: most recently released last
+	conns        []*ServerConn // every open connection, lent or idle (see ServerConn.slot)
 	waiters      waitQueue
 	active       int
 	dialing      int
@@ -204,7 +205,6 @@ func (p *Pool) Acquire(ctx context.Context) (*ServerConn, error) {
 			return nil, err
 		}
 		if sc.alive() {
-			sc.lastUsed = p.now()
 			return sc, nil
 		}
 		// Died while idle (server restart, idle-session timeout): discard it
@@ -230,7 +230,6 @@ func (p *Pool) TryAcquire() *ServerConn {
 		p.stat.AcquireCount++
 		p.mu.Unlock()
 		if sc.alive() {
-			sc.lastUsed = p.now()
 			return sc
 		}
 		p.Destroy(sc)
@@ -400,6 +399,8 @@ func (p *Pool) dialOne() {
 	}
 	p.loginErr = nil
 	sc.gen = p.gen
+	sc.slot = len(p.conns)
+	p.conns = append(p.conns, sc)
 	if p.closed {
 		p.total--
 		p.mu.Unlock()
@@ -428,6 +429,7 @@ func (p *Pool) putLocked(sc *ServerConn) {
 // Release returns a clean, idle connection. Connections that are too old,
 // from before a Reconnect, or returned to a closed pool are closed instead.
 func (p *Pool) Release(sc *ServerConn) {
+	sc.endLoan()
 	p.mu.Lock()
 	expired := p.closed || sc.gen != p.gen ||
 		(p.cfg.Lifetime > 0 && p.now().Sub(sc.created) >= p.cfg.Lifetime) ||
@@ -459,9 +461,31 @@ func (p *Pool) Destroy(sc *ServerConn) {
 // retire closes a connection that is no longer counted and returns its
 // share of the shared limits.
 func (p *Pool) retire(sc *ServerConn) {
+	p.mu.Lock()
+	if i := sc.slot; i < len(p.conns) && p.conns[i] == sc {
+		last := p.conns[len(p.conns)-1]
+		p.conns[i], last.slot = last, i
+		p.conns[len(p.conns)-1] = nil
+		p.conns = p.conns[:len(p.conns)-1]
+	}
+	p.mu.Unlock()
 	sc.close()
 	p.cfg.DBLimit.give()
 	p.cfg.UserLimit.give()
+}
+
+// InterruptOverdue fires the watch (see ServerConn.Watch) of every lent
+// connection whose borrower started it at or before tick before, and
+// reports how many connections have a watch running.
+func (p *Pool) InterruptOverdue(before int64) (watched int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, sc := range p.conns {
+		if sc.fireIfOverdue(before) {
+			watched++
+		}
+	}
+	return watched
 }
 
 // closeIdle closes up to n idle connections (n < 0: all) and reports how

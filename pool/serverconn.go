@@ -2,6 +2,8 @@ package pool
 
 import (
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgferry/pgferry/protocol"
@@ -40,6 +42,74 @@ type ServerConn struct {
 	created, lastUsed time.Time
 	gen               uint64
 	id                uint64
+	slot              int // index in pool.conns
+
+	// watch is the tick at which the borrower started a watch (see Watch),
+	// watchFired once InterruptOverdue interrupted it, 0 when none runs.
+	watch atomic.Int64
+	// intMu orders Interrupt, ClearInterrupt and a watch firing, so that a
+	// past read deadline is never left behind unrecorded.
+	intMu       sync.Mutex
+	interrupted bool // a past read deadline is set on Conn
+}
+
+// watchFired is the watch value of a watch that InterruptOverdue fired.
+const watchFired = -1
+
+// Interrupt sets a past read deadline on Conn: the borrower's read fails
+// at once with a timeout, now or at its next call. It stays set until
+// ClearInterrupt or the end of the loan (Release clears it).
+func (sc *ServerConn) Interrupt() {
+	sc.intMu.Lock()
+	sc.Conn.SetReadDeadline(time.Unix(1, 0))
+	sc.interrupted = true
+	sc.intMu.Unlock()
+}
+
+// ClearInterrupt removes the read deadline Interrupt or a fired watch set,
+// if any. Without one it makes no system call.
+func (sc *ServerConn) ClearInterrupt() {
+	sc.intMu.Lock()
+	if sc.interrupted {
+		sc.Conn.SetReadDeadline(time.Time{})
+		sc.interrupted = false
+	}
+	sc.intMu.Unlock()
+}
+
+// Watch starts a watch: once the caller's clock (the tick values passed to
+// Pool.InterruptOverdue) passes tick plus the caller's bound, the watch
+// fires and interrupts the borrower as Interrupt does. tick must be > 0.
+// A watch costs no timer and no system call; it ends with StopWatch or
+// the loan.
+func (sc *ServerConn) Watch(tick int64) { sc.watch.Store(tick) }
+
+// StopWatch ends the watch. A fired watch's interrupt stays set.
+func (sc *ServerConn) StopWatch() { sc.watch.Store(0) }
+
+// fireIfOverdue interrupts the borrower when its watch started at or
+// before tick before, and reports whether a watch is running.
+func (sc *ServerConn) fireIfOverdue(before int64) bool {
+	t := sc.watch.Load()
+	if t == 0 {
+		return false
+	}
+	if t > 0 && t <= before {
+		sc.intMu.Lock()
+		if sc.watch.CompareAndSwap(t, watchFired) {
+			sc.Conn.SetReadDeadline(time.Unix(1, 0))
+			sc.interrupted = true
+		}
+		sc.intMu.Unlock()
+	}
+	return true
+}
+
+// endLoan leaves the connection as an idle one must be: no watch, no
+// deadline.
+func (sc *ServerConn) endLoan() {
+	sc.watch.Store(0)
+	sc.ClearInterrupt()
 }
 
 // Pool returns the pool that owns sc.

@@ -53,9 +53,7 @@ func (ss *session) cancelDone(sc *pool.ServerConn) {
 	if kick {
 		ss.releaseDeferred = false
 		ss.pumpKick = true
+		sc.Interrupt() // under mu: the server is still this session's
 	}
 	ss.mu.Unlock()
-	if kick {
-		sc.Conn.SetReadDeadline(time.Unix(1, 0))
-	}
 }

@@ -3,6 +3,7 @@ package router_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -112,5 +113,27 @@ func TestSessionModeRelaysEveryLoanWithAPump(t *testing.T) {
 	}
 	if got := pumpedLoans(t, f); got < 3 {
 		t.Fatalf("session mode: %d pumped loans for 3 sessions, want every loan pumped", got)
+	}
+}
+
+func TestASlowQueryAfterAQuietSpellIsStillHandedOff(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	f := ferrytest.Start(t, cfg)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := conn.Exec(ctx, "select 1"); err != nil {
+		t.Fatal(err)
+	}
+	// The budget's goroutine sleeps after a second without loans; the next
+	// loan must wake it, or a slow answer would never be handed off.
+	time.Sleep(1500 * time.Millisecond)
+	before := pumpedLoans(t, f)
+	var slept int
+	if err := conn.QueryRow(ctx, "select 7 from pg_sleep(0.3)").Scan(&slept); err != nil || slept != 7 {
+		t.Fatalf("slow query: %d, %v", slept, err)
+	}
+	if got := pumpedLoans(t, f) - before; got != 1 {
+		t.Fatalf("a slow query after a quiet spell was handed off %d times, want 1", got)
 	}
 }

@@ -407,7 +407,7 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	ss.armTransactionTimeout()
 	if ss.inline {
 		ss.pumpDone = nil
-		sc.Conn.SetReadDeadline(now.Add(inlineBudget))
+		ss.srv.budget.watch(sc)
 	} else {
 		done := make(chan struct{})
 		ss.pumpDone = done
@@ -734,12 +734,13 @@ func (ss *session) interrupted() bool {
 	return ss.killed.Load() || ss.pumpKick || ss.serverStuck || ss.txnTimedOut
 }
 
-// endBudget clears the inline budget's read deadline unless an
-// interruption set it.
+// endBudget stops the inline budget's watch and clears the deadline it set
+// unless an interruption set one too.
 func (ss *session) endBudget(sc *pool.ServerConn) {
+	sc.StopWatch()
 	ss.mu.Lock()
 	if !ss.interrupted() {
-		sc.Conn.SetReadDeadline(time.Time{})
+		sc.ClearInterrupt()
 	}
 	ss.mu.Unlock()
 }
@@ -927,8 +928,7 @@ func (ss *session) releaseServer(sc *pool.ServerConn) {
 	ss.waitForWriter()
 	err := ss.wr.Flush()
 	ss.wr.Release() // idle clients hold no write buffer
-	// A cancel's wake-up may have set a deadline: never lend it on.
-	sc.Conn.SetReadDeadline(time.Time{})
+	// Release clears a deadline a cancel's wake-up or the budget set.
 	if sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 {
 		sc.Pool().Destroy(sc)
 	} else {
@@ -1090,11 +1090,11 @@ func (ss *session) finish(err error) {
 		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, "")
 	}
 	if sc != nil {
-		sc.Conn.SetReadDeadline(time.Unix(1, 0))
+		sc.Interrupt()
 	}
 	ss.joinPump()
 	if sc != nil {
-		sc.Conn.SetReadDeadline(time.Time{})
+		sc.ClearInterrupt()
 		ss.returnServer(sc, clean, pinned)
 	}
 	if pe != nil && !errors.Is(err, errServerGone) {
@@ -1229,7 +1229,7 @@ func (ss *session) onTransactionTimeout() {
 	running := expired && ss.q.n > 0
 	if expired {
 		ss.txnTimedOut = true
-		sc.Conn.SetReadDeadline(time.Unix(1, 0))
+		sc.Interrupt()
 	}
 	ss.mu.Unlock()
 	if !expired {
@@ -1271,7 +1271,7 @@ func (ss *session) onQueryTimeout() {
 		stuck := ss.server == sc && ss.querySeq == seq && ss.q.n > 0 && !ss.stopping
 		if stuck {
 			ss.serverStuck = true
-			sc.Conn.SetReadDeadline(time.Unix(1, 0))
+			sc.Interrupt()
 		}
 		ss.mu.Unlock()
 		if stuck {
@@ -1344,7 +1344,7 @@ func (ss *session) takeKick(sc *pool.ServerConn) bool {
 	}
 	ss.mu.Unlock()
 	if kicked && !release {
-		sc.Conn.SetReadDeadline(time.Time{})
+		sc.ClearInterrupt()
 	}
 	return kicked && !release
 }
@@ -1360,7 +1360,7 @@ func (ss *session) kickRelease(sc *pool.ServerConn) bool {
 	ss.pumpKick = false
 	ss.server = nil
 	ss.mu.Unlock()
-	sc.Conn.SetReadDeadline(time.Time{})
+	sc.ClearInterrupt()
 	ss.releaseServer(sc)
 	return true
 }

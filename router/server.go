@@ -76,6 +76,7 @@ type Server struct {
 	wg       sync.WaitGroup // accept loops and sessions
 	pumps    pumpWorkers    // relay goroutines kept between transactions
 	parker   parker         // idle sessions held without a goroutine
+	budget   budgetWatch    // interrupts inline relays past inlineBudget
 	tracked  atomic.Pointer[trackedKeys]
 	throttle *authThrottle
 	started  time.Time
@@ -141,6 +142,7 @@ func New(cfg *configs.Config, opts Options) (*Server, error) {
 		started:    time.Now(),
 	}
 	s.parker.srv = s
+	s.budget.srv = s
 	if err := s.apply(cfg); err != nil {
 		return nil, err
 	}
@@ -438,6 +440,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 	}
 	wg.Wait()
 	s.parker.close()
+	s.budget.close()
 	s.pumps.close()
 	s.log.Info("shut down", zap.Int("sessions_cut", cut))
 	return cut

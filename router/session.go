@@ -731,12 +731,12 @@ func (ss *session) kill() {
 	ss.killed.Store(true)
 	ss.raw.SetDeadline(time.Unix(1, 0))
 	ss.srv.parker.unpark(ss)
+	// Under mu: a server released meanwhile may be another client's now.
 	ss.mu.Lock()
-	sc := ss.server
-	ss.mu.Unlock()
-	if sc != nil {
-		sc.Conn.SetReadDeadline(time.Unix(1, 0))
+	if ss.server != nil {
+		ss.server.Interrupt()
 	}
+	ss.mu.Unlock()
 }
 
 // logger returns the session's logger with conn_id, client_addr, user and

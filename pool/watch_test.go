@@ -1,0 +1,76 @@
+package pool_test
+
+import (
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/pgferry/pgferry/protocol"
+)
+
+func TestAnOverdueWatchInterruptsTheBorrowersReadAndReleaseClearsIt(t *testing.T) {
+	p := newPool(t, config(1))
+	sc := acquire(t, p)
+
+	sc.Watch(5)
+	if n := p.InterruptOverdue(4); n != 1 {
+		t.Fatalf("InterruptOverdue(4) reports %d watched loans, want 1", n)
+	}
+	// Not due yet: a query still gets its answer.
+	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), "select 1"))
+	if err := sc.Wr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	readUntilReady(t, sc.Rd)
+
+	// Due: the next read fails at once with a timeout.
+	p.InterruptOverdue(5)
+	if _, err := sc.Rd.Next(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read after the watch fired: err = %v, want a deadline error", err)
+	}
+	if n := p.InterruptOverdue(100); n != 1 {
+		t.Fatalf("a fired watch still counts until the loan ends: got %d, want 1", n)
+	}
+
+	p.Release(sc)
+	if n := p.InterruptOverdue(100); n != 0 {
+		t.Fatalf("after Release %d loans are watched, want 0", n)
+	}
+	// The next borrower gets the same connection without the deadline.
+	sc = acquire(t, p)
+	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), "select 2"))
+	if err := sc.Wr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	readUntilReady(t, sc.Rd)
+	p.Release(sc)
+}
+
+func TestAStoppedWatchNeverFires(t *testing.T) {
+	p := newPool(t, config(1))
+	sc := acquire(t, p)
+	sc.Watch(1)
+	sc.StopWatch()
+	if n := p.InterruptOverdue(100); n != 0 {
+		t.Fatalf("InterruptOverdue reports %d watched loans after StopWatch, want 0", n)
+	}
+	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), "select 1"))
+	if err := sc.Wr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	readUntilReady(t, sc.Rd)
+	p.Release(sc)
+}
+
+func readUntilReady(t *testing.T, rd *protocol.Reader) {
+	t.Helper()
+	for {
+		f, err := rd.Next()
+		if err != nil {
+			t.Fatalf("reading the answer: %v", err)
+		}
+		if f[0] == protocol.MsgReadyForQuery {
+			return
+		}
+	}
+}
