@@ -440,9 +440,7 @@ func (p *Pool) Release(sc *ServerConn) {
 		return
 	}
 	p.active--
-	sc.Rd.Release()
-	sc.Wr.Release()
-	p.putLocked(sc)
+	p.putLocked(sc) // keeps its buffers until maintain finds it idle a while
 	p.mu.Unlock()
 }
 
@@ -535,6 +533,13 @@ func (p *Pool) maintain() {
 	var victims []*ServerConn
 	keep := p.idle[:0]
 	for _, sc := range p.idle {
+		if now.Sub(sc.lastUsed) >= time.Second {
+			// Buffers stay with a connection in use, so a busy pool does
+			// not take and return them on every loan; one idle for a
+			// second gives them back.
+			sc.Rd.Release()
+			sc.Wr.Release()
+		}
 		if (p.cfg.IdleTimeout > 0 && now.Sub(sc.lastUsed) >= p.cfg.IdleTimeout && p.total-len(victims) > p.cfg.MinSize) ||
 			(p.cfg.Lifetime > 0 && now.Sub(sc.created) >= p.cfg.Lifetime) || sc.gen != p.gen {
 			victims = append(victims, sc)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/pgferry/pgferry/protocol"
 )
@@ -72,5 +73,28 @@ func readUntilReady(t *testing.T, rd *protocol.Reader) {
 		if f[0] == protocol.MsgReadyForQuery {
 			return
 		}
+	}
+}
+
+func TestAConnectionKeepsItsBuffersBetweenLoansAndReturnsThemOnceIdle(t *testing.T) {
+	p := newPool(t, config(1))
+	sc := acquire(t, p)
+	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), "select 1"))
+	if err := sc.Wr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	readUntilReady(t, sc.Rd)
+	p.Release(sc)
+	sc = acquire(t, p)
+	if !sc.Rd.HoldsBuffer() || !sc.Wr.HoldsBuffer() {
+		t.Fatal("a connection lent again at once had given its buffers back; every loan would take them anew")
+	}
+	p.Release(sc)
+	// The janitor runs once a second and frees buffers idle a second.
+	time.Sleep(2500 * time.Millisecond)
+	sc = acquire(t, p)
+	defer p.Release(sc)
+	if sc.Rd.HoldsBuffer() || sc.Wr.HoldsBuffer() {
+		t.Fatal("a connection idle for seconds still held its read or write buffer")
 	}
 }

@@ -106,6 +106,9 @@ func (rd *Reader) DetachSmall() []byte {
 	return s
 }
 
+// HoldsBuffer reports whether the Reader holds a pooled buffer.
+func (rd *Reader) HoldsBuffer() bool { return rd.bufp != nil }
+
 // Buffered reports how many unread bytes are buffered.
 func (rd *Reader) Buffered() int { return rd.w - rd.r }
 
@@ -113,8 +116,11 @@ func (rd *Reader) limit() int {
 	if rd.MaxMessage > 0 {
 		return rd.MaxMessage
 	}
-	return 1 << 30
+	return maxFrame
 }
+
+// maxFrame is the largest frame without MaxMessage: 1 GiB.
+const maxFrame = 1 << 30
 
 // fill makes at least n bytes available, n <= BufferSize.
 func (rd *Reader) fill(n int) error {
@@ -171,16 +177,19 @@ func (rd *Reader) grow() {
 // Peek waits for the next frame's header and returns its type and total size
 // (type byte and length included). It consumes nothing.
 func (rd *Reader) Peek() (typ byte, size int, err error) {
-	if err := rd.fill(headerSize); err != nil {
-		return 0, 0, err
+	if rd.w-rd.r < headerSize {
+		if err := rd.fill(headerSize); err != nil {
+			return 0, 0, err
+		}
 	}
-	typ = rd.buf[rd.r]
-	l := int(int32(binary.BigEndian.Uint32(rd.buf[rd.r+1:])))
+	h := rd.buf[rd.r : rd.r+headerSize]
+	typ = h[0]
+	l := int(int32(binary.BigEndian.Uint32(h[1:])))
 	if l < 4 {
 		return typ, 0, ErrBadLength
 	}
 	size = l + 1
-	if size > rd.limit() {
+	if size > maxFrame || (rd.MaxMessage > 0 && size > rd.MaxMessage) {
 		return typ, size, &TooLargeError{Type: typ, Size: size, Limit: rd.limit()}
 	}
 	return typ, size, nil
@@ -196,8 +205,10 @@ func (rd *Reader) Next() ([]byte, error) {
 		return nil, err
 	}
 	if size <= BufferSize {
-		if err := rd.fill(size); err != nil {
-			return nil, err
+		if rd.w-rd.r < size {
+			if err := rd.fill(size); err != nil {
+				return nil, err
+			}
 		}
 		f := rd.buf[rd.r : rd.r+size]
 		rd.r += size
@@ -238,9 +249,12 @@ func (rd *Reader) Forward(w *Writer) error {
 		return err
 	}
 	if size <= BufferSize {
-		if err := rd.fill(size); err != nil {
-			return err
+		if rd.w-rd.r < size {
+			if err := rd.fill(size); err != nil {
+				return err
+			}
 		}
+		w.take()
 		w.buf = append(w.buf, rd.buf[rd.r:rd.r+size]...)
 		rd.r += size
 		return nil
@@ -342,6 +356,9 @@ func (w *Writer) Buffer() []byte {
 
 // SetBuffer replaces the pending bytes (see Buffer).
 func (w *Writer) SetBuffer(b []byte) { w.buf = b }
+
+// HoldsBuffer reports whether the Writer holds a pooled buffer.
+func (w *Writer) HoldsBuffer() bool { return w.bufp != nil }
 
 // Len reports how many bytes are pending.
 func (w *Writer) Len() int { return len(w.buf) }

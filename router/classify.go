@@ -29,6 +29,15 @@ type stmtClass struct {
 // in docs/transaction-mode.md; anything it does not recognise is relayed
 // unchanged. Multi-statement strings are split on semicolons outside quotes.
 func classifySQL(sql []byte) stmtClass {
+	// Drivers and pgbench send one statement ended by ';'. When nothing but
+	// blanks follows the first ';' and the class does not depend on where
+	// the statement ends, the split's scan for quotes can be skipped.
+	if semi := bytes.IndexByte(sql, ';'); semi >= 0 && onlyBlanks(sql[semi+1:]) {
+		w, rest := nextWord(sql[:semi])
+		if endIrrelevant(w) {
+			return classifyWord(sql[:semi], w, rest)
+		}
+	}
 	one, sql := splitStatement(sql)
 	if len(skipSpace(sql)) == 0 {
 		// One statement, perhaps followed by ';' and blanks or comments:
@@ -332,9 +341,39 @@ func needsClassify(sql []byte) bool {
 	return false
 }
 
+// onlyBlanks reports whether b holds nothing but white space.
+func onlyBlanks(b []byte) bool {
+	for _, c := range b {
+		if c != ' ' && c != '\t' && c != '\n' && c != '\r' && c != '\f' {
+			return false
+		}
+	}
+	return true
+}
+
+// endIrrelevant reports whether classifyOne gives the same class for a
+// statement starting with keyword w whether or not it is cut short at a
+// ';' that only blanks follow (a ';' that may be inside an unterminated
+// quote). That holds for every keyword whose class depends on the first
+// word alone, and for the SELECT family, whose advisory-lock search cannot
+// match across "; ". The others read the text after the keyword.
+func endIrrelevant(w string) bool {
+	switch w {
+	case "set", "reset", "discard", "deallocate", "create", "declare", "listen", "unlisten":
+		return false
+	}
+	return true
+}
+
 func classifyOne(stmt []byte) stmtClass {
-	var c stmtClass
 	w, rest := nextWord(stmt)
+	return classifyWord(stmt, w, rest)
+}
+
+// classifyWord classifies stmt, whose first word w (lower case) nextWord
+// returned with rest.
+func classifyWord(stmt []byte, w string, rest []byte) stmtClass {
+	var c stmtClass
 	switch w {
 	case "select", "with", "values", "call", "do":
 		if hasSessionAdvisoryLock(stmt) {

@@ -282,6 +282,8 @@ var classifyEquivalenceSeeds = []string{
 	"", ";", ";;", " ; ", "select 1", "select 1;", "select 1; ", "select 1;\n\t", "select 1; -- x", "select 1; /* x */",
 	"select 1; /* x", "select 1; --", "select 1;;", "select 1; ; create temp table t()",
 	"SELECT abalance FROM pgbench_accounts WHERE aid = 48857;",
+	"select 'x; ", "select pg_advisory_lock(1);\n", "select 'pg_advisory_lock(1);  ", "select pg_advisory_;lock ",
+	"load 'x; ", "set x = 'a; ", "listen \"c; ", "create temp table t(); ", "declare c cursor with hold for select 1;",
 	"UPDATE pgbench_accounts SET abalance = abalance + -3121 WHERE aid = 39822;",
 	"select ';'; create temp table x()", "select \"a;b\"; prepare p as select 1", "select 'abc", "select \"abc",
 	"select 1 -- ; \n; listen x", "select 1 - -1; x", "select 1 -", "select 1 /", "select 1 /* ; */ ; y",

@@ -152,6 +152,7 @@ func (ss *session) tryPark() bool {
 		return false // a deadline other than client_idle_timeout is armed
 	}
 	ss.q = ring{} // owes nothing; a parked session keeps no expectation buffer
+	ss.wr.Release()
 	small := ss.rd.DetachSmall()
 	if !ss.srv.parker.park(ss) {
 		ss.rd.Small = small
@@ -927,7 +928,12 @@ func (ss *session) releaseServer(sc *pool.ServerConn) {
 	ss.entry.stats.xactTimeUS.Add(uint64(time.Since(ss.linkedAt) / time.Microsecond))
 	ss.waitForWriter()
 	err := ss.wr.Flush()
-	ss.wr.Release() // idle clients hold no write buffer
+	if ss.fd < 0 {
+		// Idle clients hold no write buffer. One that can park keeps it
+		// until it parks, rather than take and return it every
+		// transaction.
+		ss.wr.Release()
+	}
 	// Release clears a deadline a cancel's wake-up or the budget set.
 	if sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 {
 		sc.Pool().Destroy(sc)

@@ -236,6 +236,7 @@ func (ss *session) run() {
 		ss.srv.unregister(ss)
 		if ss.rd != nil {
 			ss.rd.Release()
+			ss.wr.Release()
 		}
 		ss.raw.Close()
 		ss.srv.clients.Add(-1)
