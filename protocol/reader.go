@@ -204,6 +204,13 @@ func (rd *Reader) Next() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return rd.NextPeeked(size)
+}
+
+// NextPeeked is Next for a caller that has just called Peek, which returned
+// size without error: it does not decode the header again.
+func (rd *Reader) NextPeeked(size int) ([]byte, error) {
+	rd.big = nil
 	if size <= BufferSize {
 		if rd.w-rd.r < size {
 			if err := rd.fill(size); err != nil {
@@ -248,6 +255,13 @@ func (rd *Reader) Forward(w *Writer) error {
 	if err != nil {
 		return err
 	}
+	return rd.ForwardPeeked(w, size)
+}
+
+// ForwardPeeked is Forward for a caller that has just called Peek, which
+// returned size without error.
+func (rd *Reader) ForwardPeeked(w *Writer, size int) error {
+	rd.big = nil
 	if size <= BufferSize {
 		if rd.w-rd.r < size {
 			if err := rd.fill(size); err != nil {

@@ -274,7 +274,7 @@ func (ss *session) handle(typ byte, size int) error {
 		// trusted (PostgreSQL's SocketBackend stops here too).
 		return protocol.Fatal(protocol.SQLStateProtocolViolation, "invalid frontend message type "+strconv.Quote(string(typ)))
 	}
-	frame, err := ss.rd.Next()
+	frame, err := ss.rd.NextPeeked(size) // serve peeked it
 	if err != nil {
 		return err
 	}
@@ -790,7 +790,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		}
 		switch typ {
 		case protocol.MsgDataRow, protocol.MsgCopyData, protocol.MsgNoticeResponse, protocol.MsgNotification:
-			if err := rd.Forward(wr); err != nil {
+			if err := rd.ForwardPeeked(wr, size); err != nil {
 				if inline && size <= protocol.BufferSize && isTimeout(err) && ss.budgetSpent(sc) {
 					return relayHandoff // the part read stays buffered for the pump
 				}
@@ -799,7 +799,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			}
 			continue
 		}
-		frame, err := rd.Next()
+		frame, err := rd.NextPeeked(size)
 		if err != nil {
 			if inline && size <= protocol.BufferSize && isTimeout(err) && ss.budgetSpent(sc) {
 				return relayHandoff

@@ -71,7 +71,7 @@ type Server struct {
 	sessions   map[uint64]*session
 	cancelKeys map[uint64]*session
 	listeners  []net.Listener
-	draining   bool
+	draining   atomic.Bool // set under mu; read without it on every client read
 
 	wg       sync.WaitGroup // accept loops and sessions
 	pumps    pumpWorkers    // relay goroutines kept between transactions
@@ -388,11 +388,7 @@ func (s *Server) acceptLoop(l net.Listener) {
 	}
 }
 
-func (s *Server) isDraining() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.draining
-}
+func (s *Server) isDraining() bool { return s.draining.Load() }
 
 // Shutdown stops accepting clients, lets sessions finish the transaction
 // they are in, closes sessions as they become idle, and after ctx ends cuts
@@ -400,7 +396,7 @@ func (s *Server) isDraining() bool {
 // that were cut.
 func (s *Server) Shutdown(ctx context.Context) int {
 	s.mu.Lock()
-	s.draining = true
+	s.draining.Store(true)
 	ls := s.listeners
 	s.listeners = nil
 	sessions := make([]*session, 0, len(s.sessions))
@@ -486,7 +482,7 @@ func (s *Server) poolFor(dbName string, db configs.Database, user string, client
 	if e, ok := s.pools[key]; ok {
 		return e, nil
 	}
-	if s.draining {
+	if s.draining.Load() {
 		return nil, errDraining
 	}
 	if db.MaxDBConnections > 0 {
