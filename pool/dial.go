@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgferry/pgferry/auth"
+	"github.com/pgferry/pgferry/internal/sockio"
 	"github.com/pgferry/pgferry/protocol"
 )
 
@@ -126,6 +127,7 @@ func dialHost(ctx context.Context, cfg *DialConfig, host string) (*ServerConn, e
 	if err != nil {
 		return nil, fmt.Errorf("dial server %s: %w", addr, err)
 	}
+	raw = sockio.Wrap(raw)
 	sc, err := login(ctx, cfg, host, addr, raw)
 	if err != nil {
 		raw.Close()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/pgferry/pgferry/auth"
 	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/sockio"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/lag"
@@ -384,7 +385,7 @@ func (s *Server) acceptLoop(l net.Listener) {
 		}
 		delay = 0
 		s.wg.Add(1)
-		go s.serveClient(c)
+		go s.serveClient(sockio.Wrap(c))
 	}
 }
 

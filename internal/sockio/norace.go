@@ -1,0 +1,6 @@
+//go:build !race
+
+package sockio
+
+func releaseIO() {}
+func acquireIO() {}

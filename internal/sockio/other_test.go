@@ -1,0 +1,5 @@
+//go:build !linux
+
+package sockio_test
+
+const isLinux = false

@@ -1,0 +1,132 @@
+package sockio
+
+import (
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// Conn is a *net.TCPConn whose Read and Write skip the scheduler's system
+// call bookkeeping (see the package comment).
+type Conn struct {
+	*net.TCPConn
+	rc syscall.RawConn
+
+	// The buffer and result of the Read or Write in progress, for the
+	// callbacks rc runs (method values made once: no allocation per call).
+	rmu     sync.Mutex
+	rbuf    []byte
+	rn      int
+	rerr    error
+	readFn  func(uintptr) bool
+	wmu     sync.Mutex
+	wbuf    []byte
+	wn      int
+	werr    error
+	writeFn func(uintptr) bool
+}
+
+func wrap(tc *net.TCPConn) net.Conn {
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return tc
+	}
+	c := &Conn{TCPConn: tc, rc: rc}
+	c.readFn, c.writeFn = c.readFD, c.writeFD
+	return c
+}
+
+// Read reads like net.Conn's Read.
+func (c *Conn) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	c.rbuf, c.rn, c.rerr = b, 0, nil
+	err := c.rc.Read(c.readFn)
+	n, rerr := c.rn, c.rerr
+	c.rbuf = nil
+	c.rmu.Unlock()
+	if err == nil {
+		err = rerr
+	}
+	if err != nil {
+		if err == io.EOF {
+			return n, err
+		}
+		return n, c.opError("read", err)
+	}
+	acquireIO()
+	return n, nil
+}
+
+func (c *Conn) readFD(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
+		switch e {
+		case 0:
+			if n == 0 {
+				c.rerr = io.EOF
+			}
+			c.rn = int(n)
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false // wait until readable, then call again
+		default:
+			c.rerr = os.NewSyscallError("read", e)
+			return true
+		}
+	}
+}
+
+// Write writes all of b like net.Conn's Write. MSG_NOSIGNAL keeps a closed
+// peer from raising SIGPIPE; the write fails with EPIPE instead.
+func (c *Conn) Write(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	releaseIO()
+	c.wmu.Lock()
+	c.wbuf, c.wn, c.werr = b, 0, nil
+	err := c.rc.Write(c.writeFn)
+	n, werr := c.wn, c.werr
+	c.wbuf = nil
+	c.wmu.Unlock()
+	if err == nil {
+		err = werr
+	}
+	if err != nil {
+		return n, c.opError("write", err)
+	}
+	return n, nil
+}
+
+func (c *Conn) writeFD(fd uintptr) bool {
+	for c.wn < len(c.wbuf) {
+		rest := c.wbuf[c.wn:]
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)), syscall.MSG_NOSIGNAL, 0, 0)
+		switch e {
+		case 0:
+			c.wn += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false // wait until writable, then carry on
+		default:
+			c.werr = os.NewSyscallError("write", e)
+			return true
+		}
+	}
+	return true
+}
+
+func (c *Conn) opError(op string, err error) error {
+	if oe, ok := err.(*net.OpError); ok {
+		err = oe.Err // RawConn's own "raw-read" wrapping
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
