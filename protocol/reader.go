@@ -60,6 +60,15 @@ type Reader struct {
 	buf  []byte
 	r, w int
 	big  []byte // holds a whole frame larger than buf; dropped after use
+	// part holds the start of a frame larger than buf whose reading or
+	// streaming a read error interrupted (a deadline set to wake the
+	// caller, typically): its header and the bytes read so far, which were
+	// consumed from buf. The next call on the frame resumes from there.
+	part []byte
+	// streamed counts the bytes of a frame larger than buf that Forward or
+	// Discard passed on before a read error; hdr is that frame's header.
+	streamed int
+	hdr      [headerSize]byte
 
 	// Wait, when set, blocks until src is readable (or fails). The Reader
 	// calls it with its buffer released whenever it has nothing buffered.
@@ -83,7 +92,7 @@ func NewReader(src io.Reader) *Reader { return &Reader{src: src} }
 func (rd *Reader) Reset(src io.Reader) {
 	rd.src = src
 	rd.r, rd.w = 0, 0
-	rd.big = nil
+	rd.big, rd.part, rd.streamed = nil, nil, 0
 }
 
 // Release returns the buffer to the shared pool; buffered bytes are lost.
@@ -93,7 +102,7 @@ func (rd *Reader) Release() {
 		rd.bufp, rd.buf = nil, nil
 	}
 	rd.r, rd.w = 0, 0
-	rd.big = nil
+	rd.big, rd.part, rd.streamed = nil, nil, 0
 }
 
 // DetachSmall releases the Reader's buffers and hands back Small (nil if
@@ -109,8 +118,9 @@ func (rd *Reader) DetachSmall() []byte {
 // HoldsBuffer reports whether the Reader holds a pooled buffer.
 func (rd *Reader) HoldsBuffer() bool { return rd.bufp != nil }
 
-// Buffered reports how many unread bytes are buffered.
-func (rd *Reader) Buffered() int { return rd.w - rd.r }
+// Buffered reports how many unread bytes are buffered, including those of
+// an interrupted large frame.
+func (rd *Reader) Buffered() int { return rd.w - rd.r + len(rd.part) + rd.streamed }
 
 func (rd *Reader) limit() int {
 	if rd.MaxMessage > 0 {
@@ -177,6 +187,12 @@ func (rd *Reader) grow() {
 // Peek waits for the next frame's header and returns its type and total size
 // (type byte and length included). It consumes nothing.
 func (rd *Reader) Peek() (typ byte, size int, err error) {
+	if rd.part != nil {
+		return rd.part[0], partSize(rd.part), nil
+	}
+	if rd.streamed > 0 {
+		return rd.hdr[0], partSize(rd.hdr[:]), nil
+	}
 	if rd.w-rd.r < headerSize {
 		if err := rd.fill(headerSize); err != nil {
 			return 0, 0, err
@@ -211,7 +227,10 @@ func (rd *Reader) Next() ([]byte, error) {
 // size without error: it does not decode the header again.
 func (rd *Reader) NextPeeked(size int) ([]byte, error) {
 	rd.big = nil
-	if size <= BufferSize {
+	if rd.streamed > 0 {
+		return nil, errPartlyStreamed
+	}
+	if size <= BufferSize { // (part and streamed are only ever larger frames)
 		if rd.w-rd.r < size {
 			if err := rd.fill(size); err != nil {
 				return nil, err
@@ -224,9 +243,13 @@ func (rd *Reader) NextPeeked(size int) ([]byte, error) {
 	// The length comes from the peer: grow the frame's buffer as its bytes
 	// arrive instead of allocating the claimed size up front, so a header
 	// announcing a huge message costs memory only for what is really sent.
-	big := make([]byte, 0, min(size, bigChunk))
-	big = append(big, rd.buf[rd.r:rd.w]...)
-	rd.r = rd.w
+	big := rd.part
+	rd.part = nil
+	if big == nil {
+		big = make([]byte, 0, min(size, bigChunk))
+		big = append(big, rd.buf[rd.r:rd.w]...)
+		rd.r = rd.w
+	}
 	for len(big) < size {
 		if len(big) == cap(big) {
 			big = slices.Grow(big, min(size, 2*cap(big))-len(big))
@@ -234,11 +257,21 @@ func (rd *Reader) NextPeeked(size int) ([]byte, error) {
 		m, err := rd.src.Read(big[len(big):min(size, cap(big))])
 		big = big[:len(big)+m]
 		if err != nil && len(big) < size {
+			rd.part = big // a retry resumes here
 			return nil, noEOF(err)
 		}
 	}
 	rd.big = big
 	return rd.big, nil
+}
+
+// errPartlyStreamed: a frame that Forward began to stream cannot be read
+// whole any more.
+var errPartlyStreamed = errors.New("protocol: frame already partly forwarded")
+
+// partSize is the total size of the frame whose start part holds.
+func partSize(part []byte) int {
+	return int(int32(binary.BigEndian.Uint32(part[1:headerSize]))) + 1
 }
 
 // bigChunk is the first allocation for a frame larger than the buffer; the
@@ -262,7 +295,7 @@ func (rd *Reader) Forward(w *Writer) error {
 // returned size without error.
 func (rd *Reader) ForwardPeeked(w *Writer, size int) error {
 	rd.big = nil
-	if size <= BufferSize {
+	if size <= BufferSize { // (part and streamed are only ever larger frames)
 		if rd.w-rd.r < size {
 			if err := rd.fill(size); err != nil {
 				return err
@@ -290,25 +323,42 @@ func (rd *Reader) Discard() error {
 }
 
 // stream copies size bytes of the current frame to dst through the buffer.
+// When a read fails part of the way, the count streamed is kept (with the
+// header, for Peek) so that the next call streams the rest.
 func (rd *Reader) stream(size int, dst io.Writer) error {
+	done := rd.streamed
+	rd.streamed = 0
+	if rd.part != nil {
+		// NextPeeked read the frame's start before an error: pass it on.
+		part := rd.part
+		rd.part = nil
+		copy(rd.hdr[:], part)
+		if _, err := dst.Write(part); err != nil {
+			return &WriteError{Err: err}
+		}
+		done = len(part)
+	} else if done == 0 {
+		copy(rd.hdr[:], rd.buf[rd.r:rd.w]) // Peek made sure it is there
+	}
 	if rd.bufp == nil {
 		rd.grow() // stream through 8 KiB, not through Small
 	}
-	for size > 0 {
+	for done < size {
 		if rd.r == rd.w {
 			rd.r, rd.w = 0, 0
 			m, err := rd.src.Read(rd.buf)
 			rd.w = m
 			if m == 0 && err != nil {
+				rd.streamed = done // a retry resumes here
 				return noEOF(err)
 			}
 		}
-		n := min(size, rd.w-rd.r)
+		n := min(size-done, rd.w-rd.r)
 		if _, err := dst.Write(rd.buf[rd.r : rd.r+n]); err != nil {
 			return &WriteError{Err: err}
 		}
 		rd.r += n
-		size -= n
+		done += n
 	}
 	return nil
 }
@@ -407,6 +457,9 @@ func (w *Writer) Release() {
 // HasFrame reports whether a whole frame is buffered, so reading it will not
 // block. Callers flush their writes before a read that may block.
 func (rd *Reader) HasFrame() bool {
+	if rd.part != nil || rd.streamed > 0 {
+		return false
+	}
 	n := rd.w - rd.r
 	if n < headerSize {
 		return false

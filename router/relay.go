@@ -275,6 +275,12 @@ func (ss *session) handle(typ byte, size int) error {
 		return protocol.Fatal(protocol.SQLStateProtocolViolation, "invalid frontend message type "+strconv.Quote(string(typ)))
 	}
 	frame, err := ss.rd.NextPeeked(size) // serve peeked it
+	for ss.wokenMidFrame(err) {
+		if err := ss.onWake(); err != nil {
+			return err
+		}
+		frame, err = ss.rd.NextPeeked(size) // the Reader resumes the frame
+	}
 	if err != nil {
 		return err
 	}
@@ -313,6 +319,15 @@ func (ss *session) handle(typ byte, size int) error {
 
 var errClientTerminated = errors.New("client terminated")
 
+// wokenMidFrame reports whether a client read failed because a wake (a
+// parking request, notifications, shutdown: see wake) set the read deadline
+// while a frame was still arriving. The frame is not lost: after onWake the
+// read is retried and the Reader resumes it. A kill is not retried.
+func (ss *session) wokenMidFrame(err error) bool {
+	var we *protocol.WriteError
+	return err != nil && isTimeout(err) && !errors.As(err, &we) && !ss.killed.Load()
+}
+
 // forwardPlain relays a frame that expects no response of its own (CopyData,
 // CopyDone, CopyFail, Flush) when a server is linked, and drops it when none
 // is: PostgreSQL ignores copy messages outside COPY, and a Flush with
@@ -327,6 +342,11 @@ func (ss *session) forwardPlain(typ byte) error {
 	ss.wmu.Lock()
 	ss.mu.Unlock()
 	err := ss.rd.Forward(sc.Wr)
+	for ss.wokenMidFrame(err) {
+		if err = ss.onWake(); err == nil {
+			err = ss.rd.Forward(sc.Wr) // the Reader resumes the frame
+		}
+	}
 	if err == nil {
 		err = ss.flushServerIfIdle(sc)
 	}

@@ -101,6 +101,13 @@ func Start(t testing.TB, cfg *configs.Config, opts ...func(*router.Options)) *Fe
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
+		if t.Failed() {
+			l := logs.String()
+			if len(l) > 16<<10 {
+				l = "...\n" + l[len(l)-16<<10:]
+			}
+			t.Logf("pgferry's log:\n%s", l)
+		}
 	})
 	return f
 }
