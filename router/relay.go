@@ -7,7 +7,6 @@ import (
 	"hash/fnv"
 	"runtime/debug"
 	"strconv"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -87,7 +86,7 @@ func (ss *session) serve() error {
 		ss.wr = protocol.NewWriter(ss.conn)
 	}
 	if ss.rd.Small == nil {
-		ss.rd.Small = getSmall()
+		ss.rd.Small = make([]byte, smallBufSize)
 	}
 	for {
 		if ss.resumed {
@@ -125,16 +124,11 @@ func (ss *session) serve() error {
 	}
 }
 
-// smallBufs holds the 512-byte resident read buffers of parked sessions.
-var smallBufs = sync.Pool{New: func() any { return new([512]byte) }}
-
-func getSmall() []byte { return smallBufs.Get().(*[512]byte)[:] }
-
-func putSmall(b []byte) {
-	if cap(b) == 512 {
-		smallBufs.Put((*[512]byte)(b[:512]))
-	}
-}
+// smallBufSize is the size of a session's resident read buffer
+// (protocol.Reader.Small). A parked session drops it: a sync.Pool would keep
+// a wave of parked sessions' buffers alive through the next garbage
+// collection, and a resumed session allocating 512 bytes costs little.
+const smallBufSize = 512
 
 // tryPark hands an idle session to the parker when a sweep asked for it
 // and the session really is idle: nothing buffered from the client, no
@@ -152,13 +146,18 @@ func (ss *session) tryPark() bool {
 		return false // a deadline other than client_idle_timeout is armed
 	}
 	ss.q = ring{} // owes nothing; a parked session keeps no expectation buffer
-	ss.wr.Release()
-	small := ss.rd.DetachSmall()
+	// A parked session keeps no Reader or Writer either: serve makes new
+	// ones when it resumes. They are let go before park, after which another
+	// goroutine may resume the session at once.
+	rd, wr := ss.rd, ss.wr
+	ss.rd, ss.wr = nil, nil
+	wr.Release()
+	small := rd.DetachSmall() // dropped once parked
 	if !ss.srv.parker.park(ss) {
-		ss.rd.Small = small
+		rd.Small = small
+		ss.rd, ss.wr = rd, wr
 		return false
 	}
-	putSmall(small)
 	return true
 }
 

@@ -25,7 +25,7 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 	}
 	ss.mu.Lock()
 	lastWrite := ss.lastWrite
-	roSession := ss.readOnlyAlias || ss.params["default_transaction_read_only"] == "on"
+	roSession := ss.readOnlyAlias || ss.params.get("default_transaction_read_only") == "on"
 	ss.mu.Unlock()
 	if ryw := e.db.ReadYourWrites.Std(); ryw > 0 && !lastWrite.IsZero() && time.Since(lastWrite) < ryw {
 		return false

@@ -86,7 +86,7 @@ type session struct {
 	// peeker checks whether a queued client is still there; built on the
 	// first wait. run only.
 	peeker    *protocol.Peeker
-	params    map[string]string
+	params    paramList
 	paramKeys []string
 	// tentative holds the client's SET/RESET of unreported parameters until
 	// their transaction ends; tentativeAborted marks a rollback or error
@@ -611,7 +611,7 @@ func (ss *session) greet() error {
 		return err
 	}
 	for k, v := range welcome {
-		if cv, ok := ss.params[k]; ok {
+		if cv, ok := ss.params.lookup(k); ok {
 			v = cv
 		}
 		out = protocol.AppendParameterStatus(out, k, v)

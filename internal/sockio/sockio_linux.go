@@ -19,13 +19,13 @@ type Conn struct {
 	// callbacks rc runs (method values made once: no allocation per call).
 	rmu     sync.Mutex
 	rbuf    []byte
-	rn      int
-	rerr    error
+	rn      int           // 0 with rerrno 0: end of file
+	rerrno  syscall.Errno // of the read in progress
 	readFn  func(uintptr) bool
 	wmu     sync.Mutex
 	wbuf    []byte
 	wn      int
-	werr    error
+	werrno  syscall.Errno // of the write in progress
 	writeFn func(uintptr) bool
 }
 
@@ -45,19 +45,18 @@ func (c *Conn) Read(b []byte) (int, error) {
 		return 0, nil
 	}
 	c.rmu.Lock()
-	c.rbuf, c.rn, c.rerr = b, 0, nil
+	c.rbuf, c.rn, c.rerrno = b, 0, 0
 	err := c.rc.Read(c.readFn)
-	n, rerr := c.rn, c.rerr
+	n, errno := c.rn, c.rerrno
 	c.rbuf = nil
 	c.rmu.Unlock()
-	if err == nil {
-		err = rerr
-	}
-	if err != nil {
-		if err == io.EOF {
-			return n, err
-		}
-		return n, c.opError("read", err)
+	switch {
+	case err != nil:
+		return 0, c.opError("read", err)
+	case errno != 0:
+		return 0, c.opError("read", os.NewSyscallError("read", errno))
+	case n == 0:
+		return 0, io.EOF
 	}
 	acquireIO()
 	return n, nil
@@ -68,9 +67,6 @@ func (c *Conn) readFD(fd uintptr) bool {
 		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
 		switch e {
 		case 0:
-			if n == 0 {
-				c.rerr = io.EOF
-			}
 			c.rn = int(n)
 			return true
 		case syscall.EINTR:
@@ -78,7 +74,7 @@ func (c *Conn) readFD(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return false // wait until readable, then call again
 		default:
-			c.rerr = os.NewSyscallError("read", e)
+			c.rerrno = e
 			return true
 		}
 	}
@@ -92,13 +88,13 @@ func (c *Conn) Write(b []byte) (int, error) {
 	}
 	releaseIO()
 	c.wmu.Lock()
-	c.wbuf, c.wn, c.werr = b, 0, nil
+	c.wbuf, c.wn, c.werrno = b, 0, 0
 	err := c.rc.Write(c.writeFn)
-	n, werr := c.wn, c.werr
+	n, errno := c.wn, c.werrno
 	c.wbuf = nil
 	c.wmu.Unlock()
-	if err == nil {
-		err = werr
+	if err == nil && errno != 0 {
+		err = os.NewSyscallError("write", errno)
 	}
 	if err != nil {
 		return n, c.opError("write", err)
@@ -117,7 +113,7 @@ func (c *Conn) writeFD(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return false // wait until writable, then carry on
 		default:
-			c.werr = os.NewSyscallError("write", e)
+			c.werrno = e
 			return true
 		}
 	}
