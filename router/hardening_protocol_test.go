@@ -151,6 +151,26 @@ func TestGarbageInTheSCRAMExchangeIsRefusedAndTheConnectionClosed(t *testing.T) 
 		assertAuthRefused(t, c)
 	})
 
+	t.Run("a query instead of SASL", func(t *testing.T) {
+		c := saslStart(t, f)
+		sendRaw(t, c, encode(t, &pgproto3.Query{String: "select 1"}))
+		assertAuthRefused(t, c)
+	})
+
+	t.Run("an initial response whose data length does not match", func(t *testing.T) {
+		c := saslStart(t, f)
+		body := append([]byte("SCRAM-SHA-256\x00"), 0, 0, 0, 99)
+		body = append(body, "n,,n=,r=abc"...)
+		sendRaw(t, c, append([]byte{'p', 0, 0, 0, byte(4 + len(body))}, body...))
+		assertAuthRefused(t, c)
+	})
+
+	t.Run("a SASL message longer than any token", func(t *testing.T) {
+		c := saslStart(t, f)
+		sendRaw(t, c, []byte{'p', 0, 0x10, 0, 0}) // 1 MiB announced, nothing sent
+		assertAuthRefused(t, c)
+	})
+
 	assertServes(t, testContext(t), f)
 	assertNoPanic(t, f)
 }

@@ -11,12 +11,12 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
 
 	"github.com/pgferry/pgferry/auth"
@@ -467,43 +467,42 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 		time.Sleep(d)
 	}
 	if cfg.AuthType == "trust" {
-		return "", ss.sendAuthOK(pgproto3.NewBackend(ss.conn, ss.conn))
+		ss.queueAuthOK()
+		return "", nil
 	}
 	cred, known := ss.srv.store.Load().Lookup(ss.user)
-	be := pgproto3.NewBackend(ss.conn, ss.conn)
 	switch {
 	case cfg.AuthType == "plain" || (cfg.AuthType == "md5" && known && cred.Kind() == auth.KindMD5):
 		if cfg.AuthType == "plain" {
-			be.Send(&pgproto3.AuthenticationCleartextPassword{})
-		} else {
-			var salt [4]byte
-			rand.Read(salt[:])
-			be.Send(&pgproto3.AuthenticationMD5Password{Salt: salt})
-			if err := be.Flush(); err != nil {
+			if err := ss.sendAuth(authCleartextPassword, nil); err != nil {
 				return "", err
 			}
-			pw, err := readPassword(be)
+			pw, err := ss.readPassword()
 			if err != nil {
 				return "", err
 			}
-			if !known || !auth.VerifyMD5(ss.user, cred, salt, pw) {
+			if !known || !auth.VerifyPlain(cred, pw) {
 				return "", fail()
 			}
 			ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
-			return "", ss.sendAuthOK(be)
+			ss.queueAuthOK()
+			return pw, nil
 		}
-		if err := be.Flush(); err != nil {
+		var salt [4]byte
+		rand.Read(salt[:])
+		if err := ss.sendAuth(authMD5Password, salt[:]); err != nil {
 			return "", err
 		}
-		pw, err := readPassword(be)
+		pw, err := ss.readPassword()
 		if err != nil {
 			return "", err
 		}
-		if !known || !auth.VerifyPlain(cred, pw) {
+		if !known || !auth.VerifyMD5(ss.user, cred, salt, pw) {
 			return "", fail()
 		}
 		ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
-		return pw, ss.sendAuthOK(be)
+		ss.queueAuthOK()
+		return "", nil
 	}
 	// SCRAM-SHA-256 (also for md5 with a SCRAM or plain secret, as PgBouncer).
 	var binding []byte
@@ -519,51 +518,115 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	} else {
 		sc = auth.NewSCRAMServerForUnknownUser(ss.user, binding)
 	}
-	be.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: sc.Mechanisms()})
-	if err := be.Flush(); err != nil {
+	var mechs []byte
+	for _, m := range sc.Mechanisms() {
+		mechs = append(append(mechs, m...), 0)
+	}
+	if err := ss.sendAuth(authSASL, append(mechs, 0)); err != nil {
 		return "", err
 	}
-	be.SetAuthType(pgproto3.AuthTypeSASL)
-	msg, err := be.Receive()
+	body, err := ss.readAuthMessage("SASL initial response")
 	if err != nil {
-		return "", protocolErr(err)
+		return "", err
 	}
-	init, ok := msg.(*pgproto3.SASLInitialResponse)
-	if !ok {
-		return "", protocol.Fatal(protocol.SQLStateProtocolViolation, "expected SASL initial response")
+	// SASLInitialResponse: mechanism, then the length of the data (-1: none)
+	// and the data.
+	mech, rest, ok := protocol.CString(body)
+	if !ok || len(rest) < 4 {
+		return "", errBadAuthMessage()
 	}
-	first, err := sc.Start(init.AuthMechanism, init.Data)
+	n, data := int32(binary.BigEndian.Uint32(rest)), rest[4:]
+	switch {
+	case n == -1 && len(data) == 0:
+		data = nil
+	case n < 0 || int(n) != len(data):
+		return "", errBadAuthMessage()
+	}
+	first, err := sc.Start(string(mech), data)
 	if err != nil {
 		return "", scramErr(err, fail)
 	}
-	be.Send(&pgproto3.AuthenticationSASLContinue{Data: first})
-	if err := be.Flush(); err != nil {
+	if err := ss.sendAuth(authSASLContinue, first); err != nil {
 		return "", err
 	}
-	be.SetAuthType(pgproto3.AuthTypeSASLContinue)
-	msg, err = be.Receive()
+	resp, err := ss.readAuthMessage("SASL response") // the data alone
 	if err != nil {
-		return "", protocolErr(err)
+		return "", err
 	}
-	resp, ok := msg.(*pgproto3.SASLResponse)
-	if !ok {
-		return "", protocol.Fatal(protocol.SQLStateProtocolViolation, "expected SASL response")
-	}
-	final, err := sc.Finish(resp.Data)
+	final, err := sc.Finish(resp)
 	if err != nil {
 		return "", scramErr(err, fail)
 	}
 	ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
-	ss.authOK = protocol.AppendAuthentication(ss.authOK, 12, final) // AuthenticationSASLFinal
-	return "", ss.sendAuthOK(be)
+	ss.authOK = protocol.AppendAuthentication(ss.authOK, authSASLFinal, final)
+	ss.queueAuthOK()
+	return "", nil
 }
 
-// sendAuthOK queues AuthenticationOk; it goes out in one write with the
+// Authentication request codes (the int32 after 'R').
+const (
+	authOK                = 0
+	authCleartextPassword = 3
+	authMD5Password       = 5
+	authSASL              = 10
+	authSASLContinue      = 11
+	authSASLFinal         = 12
+)
+
+// maxAuthMessage bounds a password or SASL message, as PostgreSQL's
+// PG_MAX_AUTH_TOKEN_LENGTH does.
+const maxAuthMessage = 65535
+
+func errBadAuthMessage() error {
+	return protocol.Fatal(protocol.SQLStateProtocolViolation, "invalid authentication message")
+}
+
+// sendAuth writes an authentication request.
+func (ss *session) sendAuth(code uint32, payload []byte) error {
+	_, err := ss.conn.Write(protocol.AppendAuthentication(nil, code, payload))
+	return err
+}
+
+// readAuthMessage reads the client's next message, which must be a
+// password or SASL message ('p', want names it for the error), and returns
+// its body. It reads exactly the message, nothing after it.
+func (ss *session) readAuthMessage(want string) ([]byte, error) {
+	var h [5]byte
+	if _, err := io.ReadFull(ss.conn, h[:]); err != nil {
+		return nil, protocolErr(err)
+	}
+	n := int(int32(binary.BigEndian.Uint32(h[1:]))) - 4
+	if h[0] != protocol.MsgPassword {
+		return nil, protocol.Fatal(protocol.SQLStateProtocolViolation, "expected "+want+", got message type "+strconv.Quote(string(h[0])))
+	}
+	if n < 0 || n > maxAuthMessage {
+		return nil, errBadAuthMessage()
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(ss.conn, body); err != nil {
+		return nil, protocolErr(err)
+	}
+	return body, nil
+}
+
+// readPassword reads a PasswordMessage: the password, NUL-terminated.
+func (ss *session) readPassword() (string, error) {
+	body, err := ss.readAuthMessage("password message")
+	if err != nil {
+		return "", err
+	}
+	pw, _, ok := protocol.CString(body)
+	if !ok {
+		return "", errBadAuthMessage()
+	}
+	return string(pw), nil
+}
+
+// queueAuthOK queues AuthenticationOk; it goes out in one write with the
 // welcome (greet), or before whatever else the client is told next
-// (takeAuthOK), instead of in a packet of its own. be has nothing buffered.
-func (ss *session) sendAuthOK(*pgproto3.Backend) error {
-	ss.authOK = protocol.AppendAuthentication(ss.authOK, 0, nil)
-	return nil
+// (takeAuthOK), instead of in a packet of its own.
+func (ss *session) queueAuthOK() {
+	ss.authOK = protocol.AppendAuthentication(ss.authOK, authOK, nil)
 }
 
 // takeAuthOK returns the queued authentication messages (SASLFinal and
@@ -586,20 +649,7 @@ func protocolErr(err error) error {
 	if isEOF(err) || isTimeout(err) {
 		return err
 	}
-	return protocol.Fatal(protocol.SQLStateProtocolViolation, "invalid authentication message")
-}
-
-func readPassword(be *pgproto3.Backend) (string, error) {
-	be.SetAuthType(pgproto3.AuthTypeCleartextPassword)
-	msg, err := be.Receive()
-	if err != nil {
-		return "", protocolErr(err)
-	}
-	pm, ok := msg.(*pgproto3.PasswordMessage)
-	if !ok {
-		return "", protocol.Fatal(protocol.SQLStateProtocolViolation, "expected password message")
-	}
-	return pm.Password, nil
+	return errBadAuthMessage()
 }
 
 // greet sends the server's parameters (with the client's own values for
