@@ -12,8 +12,8 @@ import (
 // ErrPoolClosed is returned by Acquire on a closed pool.
 var ErrPoolClosed = errors.New("pool is closed")
 
-// WaitTimeoutError is returned by Acquire when a client waited longer than
-// the query wait timeout.
+// ErrWaitTimeout is returned by AcquireUntil when its time limit passed
+// before a connection was free.
 var ErrWaitTimeout = errors.New("query_wait_timeout")
 
 // LoginFailingError is returned while server logins are failing, within
@@ -199,8 +199,22 @@ func (q *waitQueue) pop() *waiter {
 // with the query wait timeout), a *ServerError or *LoginFailingError when
 // server logins fail, or ErrPoolClosed.
 func (p *Pool) Acquire(ctx context.Context) (*ServerConn, error) {
+	return p.acquire(ctx, nil)
+}
+
+// AcquireUntil is Acquire with a time limit instead of a context: it fails
+// with ErrWaitTimeout once a value arrives on expired (a timer's channel
+// the caller reuses; nil: no limit). A queued client then costs no context
+// and no timer of its own per wait.
+func (p *Pool) AcquireUntil(expired <-chan time.Time) (*ServerConn, error) {
+	return p.acquire(context.Background(), expired)
+}
+
+// acquire waits until ctx ends or expired delivers.
+func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerConn, error) {
+	done := ctx.Done() // nil for Background: no select case
 	for {
-		sc, err := p.acquireOnce(ctx)
+		sc, err := p.acquireOnce(ctx, done, expired)
 		if err != nil {
 			return nil, err
 		}
@@ -236,15 +250,17 @@ func (p *Pool) TryAcquire() *ServerConn {
 	}
 }
 
-func (p *Pool) acquireOnce(ctx context.Context) (*ServerConn, error) {
+func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-chan time.Time) (*ServerConn, error) {
 	p.mu.Lock()
 	for p.paused && !p.closed {
 		ch := p.resumed
 		p.mu.Unlock()
 		select {
 		case <-ch:
-		case <-ctx.Done():
+		case <-done:
 			return nil, ctx.Err()
+		case <-expired:
+			return nil, ErrWaitTimeout
 		}
 		p.mu.Lock()
 	}
@@ -275,25 +291,32 @@ func (p *Pool) acquireOnce(ctx context.Context) (*ServerConn, error) {
 	var res acquireResult
 	select {
 	case res = <-w.ch:
-	case <-ctx.Done():
-		p.mu.Lock()
-		if w.queued {
-			p.waiters.remove(w)
-			p.mu.Unlock()
-			p.observeWait(w)
-			return nil, ctx.Err()
-		}
-		p.mu.Unlock()
-		// Handed a result concurrently: give a connection back.
-		res = <-w.ch
-		if res.sc != nil {
-			p.Release(res.sc)
-		}
-		p.observeWait(w)
+	case <-done:
+		p.abandon(w)
 		return nil, ctx.Err()
+	case <-expired:
+		p.abandon(w)
+		return nil, ErrWaitTimeout
 	}
 	p.observeWait(w)
 	return res.sc, res.err
+}
+
+// abandon takes w out of the queue after its wait ended unserved, or gives
+// back the connection it was handed at the same moment.
+func (p *Pool) abandon(w *waiter) {
+	p.mu.Lock()
+	if w.queued {
+		p.waiters.remove(w)
+		p.mu.Unlock()
+		p.observeWait(w)
+		return
+	}
+	p.mu.Unlock()
+	if res := <-w.ch; res.sc != nil {
+		p.Release(res.sc)
+	}
+	p.observeWait(w)
 }
 
 func (p *Pool) observeWait(w *waiter) {

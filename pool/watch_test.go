@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 )
 
@@ -97,4 +98,32 @@ func TestAConnectionKeepsItsBuffersBetweenLoansAndReturnsThemOnceIdle(t *testing
 	if sc.Rd.HoldsBuffer() || sc.Wr.HoldsBuffer() {
 		t.Fatal("a connection idle for seconds still held its read or write buffer")
 	}
+}
+
+func TestAcquireUntilGivesUpWhenItsTimerFiresAndLeavesTheQueue(t *testing.T) {
+	p := newPool(t, config(1))
+	held := acquire(t, p)
+	timer := time.NewTimer(50 * time.Millisecond)
+	if _, err := p.AcquireUntil(timer.C); !errors.Is(err, pool.ErrWaitTimeout) {
+		t.Fatalf("AcquireUntil with the only connection lent: %v, want ErrWaitTimeout", err)
+	}
+	if st := p.Stat(); st.Waiting != 0 {
+		t.Fatalf("%d waiters still queued after the wait expired", st.Waiting)
+	}
+	p.Release(held)
+	// The same timer, reset, serves the next wait; a free connection comes
+	// back at once.
+	timer.Reset(time.Minute)
+	sc, err := p.AcquireUntil(timer.C)
+	timer.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Release(sc)
+	// No limit at all.
+	sc, err = p.AcquireUntil(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Release(sc)
 }

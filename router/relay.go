@@ -146,6 +146,7 @@ func (ss *session) tryPark() bool {
 		return false // a deadline other than client_idle_timeout is armed
 	}
 	ss.q = ring{} // owes nothing; a parked session keeps no expectation buffer
+	ss.waitTimer = nil
 	// A parked session keeps no Reader or Writer either: serve makes new
 	// ones when it resumes. They are let go before park, after which another
 	// goroutine may resume the session at once.
@@ -1397,18 +1398,26 @@ func (ss *session) kickRelease(sc *pool.ServerConn) bool {
 // queued client while it waits cost a goroutine, two deadline changes and
 // a wake-up per queued transaction.)
 func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn, error) {
-	cfg := ss.srv.cfg.Load()
-	ctx, cancel := ss.waitContext(cfg)
-	defer cancel()
+	var expired <-chan time.Time
+	if d := ss.srv.cfg.Load().QueryWaitTimeout.Std(); d > 0 {
+		// query_wait_timeout, on a timer the session keeps for its waits.
+		if ss.waitTimer == nil {
+			ss.waitTimer = time.NewTimer(d)
+		} else {
+			ss.waitTimer.Reset(d)
+		}
+		defer ss.waitTimer.Stop()
+		expired = ss.waitTimer.C
+	}
 	ss.waiting.Store(true)
 	defer ss.waiting.Store(false)
-	sc, err := p.Acquire(ctx)
+	sc, err := p.AcquireUntil(expired)
 	if errors.Is(err, pool.ErrPoolClosed) && ss.refreshEntry() {
 		// A reload replaced the database's pools: carry on with the new
 		// ones, the client keeps its session.
 		var perr error
 		if p, _, perr = ss.pickPool(readOnly); perr == nil {
-			sc, err = p.Acquire(ctx)
+			sc, err = p.AcquireUntil(expired)
 		}
 	}
 	if err != nil {

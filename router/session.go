@@ -85,7 +85,10 @@ type session struct {
 	inline bool
 	// peeker checks whether a queued client is still there; built on the
 	// first wait. run only.
-	peeker    *protocol.Peeker
+	peeker *protocol.Peeker
+	// waitTimer times query_wait_timeout; made on the first wait, dropped
+	// when the session parks. run only.
+	waitTimer *time.Timer
 	params    paramList
 	paramKeys []string
 	// tentative holds the client's SET/RESET of unreported parameters until
@@ -722,7 +725,8 @@ func (ss *session) acquireError(err error) error {
 		return protocol.Fatal(protocol.SQLStateConnectionFailure, "server login has been failing, cached error: "+msg+" (server_login_retry)")
 	case errors.As(err, &se):
 		return &relayedError{frame: se.Frame, err: err}
-	case errors.Is(err, context.DeadlineExceeded) && !strings.Contains(err.Error(), "dial") && !strings.Contains(err.Error(), "login"):
+	case errors.Is(err, pool.ErrWaitTimeout),
+		errors.Is(err, context.DeadlineExceeded) && !strings.Contains(err.Error(), "dial") && !strings.Contains(err.Error(), "login"):
 		return protocol.Fatal(protocol.SQLStateProtocolViolation, "query_wait_timeout")
 	case errors.Is(err, pool.ErrPoolClosed):
 		return protocol.Fatal(protocol.SQLStateAdminShutdown, "database configuration changed or pgferry is shutting down; reconnect")
