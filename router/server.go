@@ -317,24 +317,42 @@ func (s *Server) Listen() error {
 	return nil
 }
 
-// ListenConfig returns a net.ListenConfig that sets SO_REUSEPORT when
-// reusePort is on, so a replacement pgferry can bind the same address while
-// the old one drains.
+// ListenConfig returns a net.ListenConfig for pgferry's TCP listeners.
+// Client sockets get TCP keepalive with Go's defaults (15 s idle, 15 s
+// between probes, 9 probes). On Linux these are set once on the listening
+// socket, which accepted sockets inherit: Go would otherwise make four
+// setsockopt calls per accepted connection, a cost a burst of short-lived
+// clients pays in full. With reusePort it also sets SO_REUSEPORT, so a
+// replacement pgferry can bind the same address while the old one drains.
 func ListenConfig(reusePort bool) *net.ListenConfig {
+	opts := listenerKeepalive
 	lc := &net.ListenConfig{}
+	if opts != nil {
+		lc.KeepAlive = -1 // inherited from the listener instead
+	}
 	if reusePort {
-		lc.Control = func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			if err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
-			}); err != nil {
-				return err
+		opts = append(opts[:len(opts):len(opts)], sockopt{syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1})
+	}
+	if len(opts) == 0 {
+		return lc
+	}
+	lc.Control = func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			for _, o := range opts {
+				if err := syscall.SetsockoptInt(int(fd), o.level, o.opt, o.value); err != nil && serr == nil {
+					serr = err
+				}
 			}
-			return serr
+		}); err != nil {
+			return err
 		}
+		return serr
 	}
 	return lc
 }
+
+type sockopt struct{ level, opt, value int }
 
 func closeAll(ls []net.Listener) {
 	for _, l := range ls {
