@@ -319,6 +319,14 @@ func (ss *session) handle(typ byte, size int) error {
 
 var errClientTerminated = errors.New("client terminated")
 
+// replicaUnreachable reports whether a replica pool failed to lend a
+// connection because the replica could not be reached or logged in to,
+// rather than because the client waited too long, left or pgferry is
+// closing the pool.
+func replicaUnreachable(err error) bool {
+	return !errors.Is(err, pool.ErrWaitTimeout) && !errors.Is(err, errClientGone) && !errors.Is(err, pool.ErrPoolClosed)
+}
+
 // wokenMidFrame reports whether a client read failed because a wake (a
 // parking request, notifications, shutdown: see wake) set the read deadline
 // while a frame was still arriving. The frame is not lost: after onWake the
@@ -404,8 +412,23 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	}
 	sc := p.TryAcquire()
 	if sc == nil {
-		if sc, err = ss.waitForServer(p, readOnly); err != nil {
-			return nil, err
+		sc, err = ss.waitForServer(p, readOnly)
+		if err != nil && onReplica && ss.entry.db.ReplicaFallback != "error" && replicaUnreachable(err) {
+			// The lag monitor has not noticed yet that the replica is down:
+			// the read runs on the primary rather than fail.
+			ss.logger().Warn("replica unreachable; running the read-only transaction on the primary", zap.Error(err))
+			p, onReplica = ss.entry.pool, false
+			if sc = p.TryAcquire(); sc != nil {
+				err = nil
+			} else {
+				sc, err = ss.waitForServer(p, false)
+			}
+		}
+		if err != nil {
+			if err == errClientGone {
+				return nil, err
+			}
+			return nil, ss.acquireError(err)
 		}
 	}
 	if sc.Wr == nil {
@@ -1396,7 +1419,8 @@ func (ss *session) kickRelease(sc *pool.ServerConn) bool {
 // when its turn comes: one non-blocking peek at its socket, and the server
 // goes straight back to the pool, its query never sent. (Watching every
 // queued client while it waits cost a goroutine, two deadline changes and
-// a wake-up per queued transaction.)
+// a wake-up per queued transaction.) Errors are the pool's own (or
+// errClientGone); link decides what the client is told.
 func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn, error) {
 	var expired <-chan time.Time
 	if d := ss.srv.cfg.Load().QueryWaitTimeout.Std(); d > 0 {
@@ -1421,7 +1445,7 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 		}
 	}
 	if err != nil {
-		return nil, ss.acquireError(err)
+		return nil, err // link turns it into what the client is told
 	}
 	if ss.rd.Buffered() == 0 {
 		if ss.peeker == nil {

@@ -205,3 +205,27 @@ func TestWritesFollowThePrimaryAfterAPromotion(t *testing.T) {
 		return err == nil && port == replica.Port, nil
 	})
 }
+
+func TestAReadRoutedToAReplicaThatJustWentDownRunsOnThePrimary(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	primary, replica := startReplicated(t)
+	cfg := replicaConfig(t, primary, replica, func(db *configs.Database) {
+		// The lag monitor looks once a minute: it cannot notice the
+		// replica going down before the reads below are routed.
+		db.LagCheckInterval = configs.Duration(time.Minute)
+	})
+	f := ferrytest.Start(t, cfg)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	ferrytest.Eventually(t, 20*time.Second, "the replica in rotation", func() (bool, error) {
+		return whereReadOnlyRuns(ctx, t, conn) == replica.Port, nil
+	})
+	if err := replica.StopImmediate(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if port := whereReadOnlyRuns(ctx, t, conn); port != primary.Port {
+			t.Fatalf("read %d ran on port %d with the replica down, want the primary %d", i, port, primary.Port)
+		}
+	}
+}
