@@ -312,7 +312,9 @@ func (rd *Reader) ForwardPeeked(w *Writer, size int) error {
 	return rd.stream(size, w.dst)
 }
 
-// Discard skips the next frame.
+// Discard skips the next frame. It streams even a small frame, so after
+// an error the Reader's resume state may describe a small frame: callers
+// end the connection on a Discard error rather than retry.
 func (rd *Reader) Discard() error {
 	rd.big = nil
 	_, size, err := rd.Peek()

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"syscall"
-	"unsafe"
 )
 
 // Peeker looks at a socket's receive queue without consuming it, with a
@@ -35,14 +34,7 @@ func NewPeeker(conn net.Conn) *Peeker {
 	}
 	pk.rc = rc
 	pk.peek = func(fd uintptr) bool {
-		// A raw system call: it never blocks, so the scheduler need not
-		// know of it (see internal/sockio).
-		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&pk.probe[0])), uintptr(len(pk.probe)),
-			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		pk.n, pk.err = int(n), nil
-		if e != 0 {
-			pk.n, pk.err = 0, e
-		}
+		pk.n, pk.err = peekSocket(fd, pk.probe[:])
 		return true
 	}
 	return pk

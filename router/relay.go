@@ -232,6 +232,11 @@ func (ss *session) onWake() error {
 		// deadline.
 		return nil
 	}
+	return ss.idleTimeout(linked, status)
+}
+
+// idleTimeout is what ends a session whose idle read deadline passed.
+func (ss *session) idleTimeout(linked bool, status byte) error {
 	switch {
 	case !linked && ss.srv.isDraining():
 		return protocol.Fatal(protocol.SQLStateAdminShutdown, "pgferry is shutting down")
@@ -239,6 +244,40 @@ func (ss *session) onWake() error {
 		return protocol.Fatal(protocol.SQLStateIdleInTransactionTimeout, "idle_transaction_timeout")
 	}
 	return protocol.Fatal(protocol.SQLStateProtocolViolation, "client_idle_timeout")
+}
+
+// onMidFrameWake handles a read deadline that interrupted a client frame
+// still arriving (see wokenMidFrame). Only what must end the session acts
+// now: a transaction_timeout, or the idle deadline armed before the frame
+// began, which is put back for the rest of the frame. A wake's own work
+// (notifications, parking, shutdown) waits for the frame's end: the wake
+// flag stays set and frameDone turns it back into a past deadline. Unlike
+// onWake it never joins a pump, so it is safe with wmu held.
+func (ss *session) onMidFrameWake() error {
+	ss.raw.SetReadDeadline(time.Time{})
+	ss.mu.Lock()
+	timedOut, linked, status := ss.txnTimedOut, ss.server != nil, ss.status
+	ss.mu.Unlock()
+	if timedOut {
+		return errTransactionTimeout
+	}
+	if !ss.idleDeadline.IsZero() {
+		if !time.Now().Before(ss.idleDeadline) {
+			return ss.idleTimeout(linked, status)
+		}
+		ss.raw.SetReadDeadline(ss.idleDeadline)
+	}
+	ss.noDeadline = ss.idleDeadline.IsZero()
+	return nil
+}
+
+// frameDone ends a frame read across wakes: a wake still pending gets its
+// past deadline back, so the next read at a frame boundary sees it.
+func (ss *session) frameDone() {
+	if ss.wakeReq.Load() {
+		ss.raw.SetReadDeadline(time.Unix(1, 0))
+		ss.noDeadline = false
+	}
 }
 
 var errServerGone = errors.New("server connection lost")
@@ -275,11 +314,14 @@ func (ss *session) handle(typ byte, size int) error {
 		return protocol.Fatal(protocol.SQLStateProtocolViolation, "invalid frontend message type "+strconv.Quote(string(typ)))
 	}
 	frame, err := ss.rd.NextPeeked(size) // serve peeked it
-	for ss.wokenMidFrame(err) {
-		if err := ss.onWake(); err != nil {
-			return err
+	if ss.wokenMidFrame(err) {
+		for ss.wokenMidFrame(err) {
+			if err := ss.onMidFrameWake(); err != nil {
+				return err
+			}
+			frame, err = ss.rd.NextPeeked(size) // the Reader resumes the frame
 		}
-		frame, err = ss.rd.NextPeeked(size) // the Reader resumes the frame
+		ss.frameDone()
 	}
 	if err != nil {
 		return err
@@ -327,10 +369,11 @@ func replicaUnreachable(err error) bool {
 	return !errors.Is(err, pool.ErrWaitTimeout) && !errors.Is(err, errClientGone) && !errors.Is(err, pool.ErrPoolClosed)
 }
 
-// wokenMidFrame reports whether a client read failed because a wake (a
-// parking request, notifications, shutdown: see wake) set the read deadline
-// while a frame was still arriving. The frame is not lost: after onWake the
-// read is retried and the Reader resumes it. A kill is not retried.
+// wokenMidFrame reports whether a client read failed on its deadline (a
+// wake: a parking request, notifications, shutdown; or an idle timeout)
+// while a frame was still arriving. The frame is not lost: after
+// onMidFrameWake the read is retried and the Reader resumes it. A kill is
+// not retried.
 func (ss *session) wokenMidFrame(err error) bool {
 	var we *protocol.WriteError
 	return err != nil && isTimeout(err) && !errors.As(err, &we) && !ss.killed.Load()
@@ -350,10 +393,13 @@ func (ss *session) forwardPlain(typ byte) error {
 	ss.wmu.Lock()
 	ss.mu.Unlock()
 	err := ss.rd.Forward(sc.Wr)
-	for ss.wokenMidFrame(err) {
-		if err = ss.onWake(); err == nil {
-			err = ss.rd.Forward(sc.Wr) // the Reader resumes the frame
+	if ss.wokenMidFrame(err) {
+		for ss.wokenMidFrame(err) {
+			if err = ss.onMidFrameWake(); err == nil {
+				err = ss.rd.Forward(sc.Wr) // the Reader resumes the frame
+			}
 		}
+		ss.frameDone()
 	}
 	if err == nil {
 		err = ss.flushServerIfIdle(sc)

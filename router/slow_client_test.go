@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
 )
 
@@ -53,5 +54,25 @@ func TestALargeQueryThatTakesSecondsToArriveIsServed(t *testing.T) {
 	}
 	if err := conn.QueryRow(ctx, "select 1").Scan(&n); err != nil || n != 1 {
 		t.Fatalf("next query: %d, %v", n, err)
+	}
+}
+
+func TestClientIdleTimeoutStillEndsAClientThatStalledInTheMiddleOfAMessage(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	cfg.ClientIdleTimeout = configs.Duration(3 * time.Second)
+	f := ferrytest.Start(t, cfg)
+	c := hijack(t, ferrytest.ConnectPgConn(t, ctx, f.AppDSN()))
+	// A Query announcing 200 bytes, of which 10 arrive; then nothing. The
+	// idle-session sweep wakes the session (about once a second) while the
+	// frame is incomplete; client_idle_timeout must still end it.
+	sendRaw(t, c, append([]byte{'Q', 0, 0, 0, 200}, "select 1; "...))
+	frames, closed, err := readFrames(c, 20*time.Second, nil)
+	if !closed {
+		t.Fatalf("the stalled client was not disconnected within 20 s (read: %v; frames: %s)", err, describe(frames))
+	}
+	if len(frames) != 1 || frames[0].typ != 'E' || !strings.Contains(errorFields(frames[0].body)['M'], "client_idle_timeout") {
+		t.Fatalf("got %s, want one FATAL client_idle_timeout", describe(frames))
 	}
 }
