@@ -509,6 +509,14 @@ func (p *Pool) InterruptOverdue(before int64) (watched int) {
 	return watched
 }
 
+// Drained reports whether the pool is closed and every connection it
+// opened, lent ones included, is closed too.
+func (p *Pool) Drained() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed && len(p.conns) == 0
+}
+
 // closeIdle closes up to n idle connections (n < 0: all) and reports how
 // many it closed.
 func (p *Pool) closeIdle(n int) int {

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -112,7 +113,9 @@ func (b *budgetWatch) loop() {
 }
 
 // scan fires the watches that started at or before tick before and
-// reports how many loans are watched.
+// reports how many loans are watched. Entries a reload retired are scanned
+// until their pools have closed every connection: a transaction that began
+// before the reload keeps its server, and its inline relay its budget.
 func (b *budgetWatch) scan(before int64) int {
 	s := b.srv
 	s.mu.Lock()
@@ -120,6 +123,8 @@ func (b *budgetWatch) scan(before int64) int {
 	for _, e := range s.pools {
 		b.entries = append(b.entries, e)
 	}
+	s.retired = slices.DeleteFunc(s.retired, (*poolEntry).drained)
+	b.entries = append(b.entries, s.retired...)
 	s.mu.Unlock()
 	watched := 0
 	for _, e := range b.entries {

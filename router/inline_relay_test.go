@@ -2,10 +2,12 @@ package router_test
 
 import (
 	"context"
+	"maps"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgferry/pgferry/internal/ferrytest"
 )
@@ -136,4 +138,38 @@ func TestASlowQueryAfterAQuietSpellIsStillHandedOff(t *testing.T) {
 	if got := pumpedLoans(t, f) - before; got != 1 {
 		t.Fatalf("a slow query after a quiet spell was handed off %d times, want 1", got)
 	}
+}
+
+func TestAClientLeavingASlowQueryIsNoticedWhenAReloadReplacedItsPoolMidTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	// PostgreSQL ends a backend whose client (pgferry) closed the
+	// connection only when it checks the socket during the query.
+	if err := cluster.Exec(ctx, "alter database "+db+" set client_connection_check_interval = '100ms'"); err != nil {
+		t.Fatal(err)
+	}
+	f := ferrytest.Start(t, cfg)
+	c := hijack(t, ferrytest.ConnectPgConn(t, ctx, f.AppDSN()))
+	sendRaw(t, c, encode(t, &pgproto3.Query{String: "begin"}))
+	if _, _, err := readFrames(c, 10*time.Second, func(fr frame) bool { return fr.typ == 'Z' }); err != nil {
+		t.Fatal(err)
+	}
+
+	// The reload replaces the pool; the open transaction keeps its server.
+	next := *cfg
+	next.Databases = maps.Clone(cfg.Databases)
+	setPoolSize(&next, "app", cfg.Databases["app"].PoolSize+1)
+	if err := f.Server.Reload(&next); err != nil {
+		t.Fatal(err)
+	}
+
+	// The slow answer must still be handed to a pump after the inline
+	// budget, so that the session sees its client leave and closes the
+	// server instead of waiting out the query.
+	sendRaw(t, c, encode(t, &pgproto3.Query{String: "select pg_sleep(60)"}))
+	waitForBackend(t, ctx, db, "state = 'active' and query = 'select pg_sleep(60)'")
+	c.Close()
+	waitNoBusyBackends(t, ctx, db)
+	assertNoPanic(t, f)
 }

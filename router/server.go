@@ -69,6 +69,7 @@ type Server struct {
 	pools      map[poolKey]*poolEntry
 	dbLimits   map[string]*pool.Limit
 	userLimits map[string]*pool.Limit
+	retired    []*poolEntry // entries a reload replaced, until their loans end (budgetWatch.scan)
 	sessions   map[uint64]*session
 	cancelKeys map[uint64]*session
 	listeners  []net.Listener
@@ -243,6 +244,8 @@ func (s *Server) Reload(cfg *configs.Config) error {
 			delete(s.pools, k)
 		}
 	}
+	// Loans of stale entries run on: the inline budget keeps watching them.
+	s.retired = append(s.retired, stale...)
 	s.mu.Unlock()
 	for _, e := range stale {
 		// Sessions still holding a connection of e's pools return it to a
@@ -447,6 +450,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 		entries = append(entries, e)
 	}
 	s.pools = map[poolKey]*poolEntry{}
+	s.retired = nil
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, e := range entries {
@@ -592,6 +596,20 @@ func (e *poolEntry) close() {
 		go func() { defer wg.Done(); p.Close() }()
 	}
 	wg.Wait()
+}
+
+// drained reports whether every pool of a closed entry has closed all its
+// connections, lent ones included.
+func (e *poolEntry) drained() bool {
+	if !e.pool.Drained() {
+		return false
+	}
+	for _, r := range e.replicas {
+		if !r.pool.Drained() {
+			return false
+		}
+	}
+	return true
 }
 
 func (e *poolEntry) replicaPools() []*pool.Pool {
