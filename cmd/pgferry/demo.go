@@ -63,7 +63,7 @@ password = "%[3]s"
 		return exitError
 	}
 	fmt.Fprintf(os.Stderr, "\nPostgreSQL %s:%d is up. Connect through pgferry with:\n\n    psql \"host=127.0.0.1 port=%d dbname=%s user=%s password=%s\"\n\nPress Ctrl-C to stop (the throwaway cluster is removed).\n\n",
-		cluster.Host, cluster.Port, port, pgtest.AppDatabase, pgtest.AppUser, pgtest.AppPassword)
+		cluster.Host, cluster.Port, cfg.ListenPort, pgtest.AppDatabase, pgtest.AppUser, pgtest.AppPassword)
 	return serve(cfg, path, log, level)
 }
 
