@@ -282,7 +282,8 @@ func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-
 		p.mu.Unlock()
 		return nil, &LoginFailingError{Err: err}
 	}
-	w := &waiter{ch: make(chan acquireResult, 1), enqueued: p.now()}
+	w := waiters.Get().(*waiter)
+	w.enqueued = p.now()
 	p.waiters.push(w)
 	p.stat.WaitCount++
 	p.growLocked()
@@ -293,14 +294,22 @@ func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-
 	case res = <-w.ch:
 	case <-done:
 		p.abandon(w)
+		waiters.Put(w)
 		return nil, ctx.Err()
 	case <-expired:
 		p.abandon(w)
+		waiters.Put(w)
 		return nil, ErrWaitTimeout
 	}
 	p.observeWait(w)
+	waiters.Put(w)
 	return res.sc, res.err
 }
+
+// waiters recycles waiter records. A waiter goes back once its channel
+// has been drained or it left the queue unserved: whoever served it sent
+// exactly once and kept no use of it after the send.
+var waiters = sync.Pool{New: func() any { return &waiter{ch: make(chan acquireResult, 1)} }}
 
 // abandon takes w out of the queue after its wait ended unserved, or gives
 // back the connection it was handed at the same moment.

@@ -375,8 +375,15 @@ func replicaUnreachable(err error) bool {
 // onMidFrameWake the read is retried and the Reader resumes it. A kill is
 // not retried.
 func (ss *session) wokenMidFrame(err error) bool {
+	return err != nil && isTimeout(err) && !isWriteError(err) && !ss.killed.Load()
+}
+
+// isWriteError reports whether err is a protocol.WriteError. It is apart
+// from wokenMidFrame because the target errors.As needs escapes to the
+// heap: inline, it cost an allocation on every call, errors or not.
+func isWriteError(err error) bool {
 	var we *protocol.WriteError
-	return err != nil && isTimeout(err) && !errors.As(err, &we) && !ss.killed.Load()
+	return errors.As(err, &we)
 }
 
 // forwardPlain relays a frame that expects no response of its own (CopyData,
