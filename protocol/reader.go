@@ -115,6 +115,35 @@ func (rd *Reader) DetachSmall() []byte {
 	return s
 }
 
+// Prefill adds b to the Reader's buffered bytes, after any already there,
+// as if read from the source: bytes an earlier reader of the same
+// connection took in and did not consume. b is copied. It fails when the
+// Reader is mid-frame or the bytes would not fit in BufferSize.
+func (rd *Reader) Prefill(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if rd.part != nil || rd.streamed > 0 || rd.w-rd.r+len(b) > BufferSize {
+		return fmt.Errorf("protocol: cannot prefill %d bytes", len(b))
+	}
+	if rd.buf == nil {
+		if rd.Small != nil {
+			rd.buf = rd.Small
+		} else {
+			rd.bufp = GetBuffer()
+			rd.buf = *rd.bufp
+		}
+	}
+	if len(rd.buf)-(rd.w-rd.r) < len(b) {
+		rd.grow()
+	} else if len(rd.buf)-rd.w < len(b) {
+		rd.w = copy(rd.buf, rd.buf[rd.r:rd.w])
+		rd.r = 0
+	}
+	rd.w += copy(rd.buf[rd.w:], b)
+	return nil
+}
+
 // HoldsBuffer reports whether the Reader holds a pooled buffer.
 func (rd *Reader) HoldsBuffer() bool { return rd.bufp != nil }
 

@@ -283,3 +283,33 @@ func TestADetachedSmallBufferIsNoLongerReadInto(t *testing.T) {
 		t.Fatal("the Reader read into the detached buffer")
 	}
 }
+
+func TestPrefilledBytesAreReadBeforeTheSourceWhateverTheBuffer(t *testing.T) {
+	first := append(frame('Q', "select 1\x00"), frame('X', "")[:3]...) // a frame and a half
+	rest := frame('X', "")[3:]
+	for _, small := range []int{0, 8, 512} {
+		rd := NewReader(iotest.OneByteReader(bytes.NewReader(rest)))
+		if small > 0 {
+			rd.Small = make([]byte, small)
+		}
+		if err := rd.Prefill(first); err != nil {
+			t.Fatalf("small buffer %d: %v", small, err)
+		}
+		var got []byte
+		for range 2 {
+			f, err := rd.Next()
+			if err != nil {
+				t.Fatalf("small buffer %d: %v", small, err)
+			}
+			got = append(got, f[0])
+		}
+		if string(got) != "QX" {
+			t.Fatalf("small buffer %d: read %q, want the prefilled Query, then Terminate completed from the source", small, got)
+		}
+		rd.Release()
+	}
+	rd := NewReader(bytes.NewReader(nil))
+	if err := rd.Prefill(make([]byte, BufferSize+1)); err == nil {
+		t.Fatal("prefilling more than BufferSize was accepted")
+	}
+}

@@ -95,6 +95,10 @@ func (ss *session) startAdmin(cfg *configs.Config) error {
 	c.rd.MaxMessage = adminMaxMessage
 	defer c.rd.Release()
 	defer c.wr.Release()
+	ss.endLogin()
+	if err := ss.takePending(c.rd); err != nil {
+		return err
+	}
 	return c.serve()
 }
 

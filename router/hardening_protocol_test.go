@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgferry/pgferry/auth"
 	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/protocol"
 )
 
 func TestMalformedMessagesAfterLoginEndTheSessionWithoutLeakingItsTransaction(t *testing.T) {
@@ -173,4 +174,50 @@ func TestGarbageInTheSCRAMExchangeIsRefusedAndTheConnectionClosed(t *testing.T) 
 
 	assertServes(t, testContext(t), f)
 	assertNoPanic(t, f)
+}
+
+func TestAClientSendingItsPasswordAndFirstQueryWithTheStartupPacketIsServed(t *testing.T) {
+	t.Parallel()
+	cfg := ferrytest.Config(t, cluster)
+	cfg.AuthType = "plain"
+	f := ferrytest.Start(t, cfg)
+	// PostgreSQL reads whatever arrived with the login; so must pgferry,
+	// from the buffer it read the login into.
+	c := dialFerry(t, f)
+	var burst []byte
+	burst = append(burst, startupMessage(t, ferrytest.User, "app")...)
+	burst = append(burst, encode(t, &pgproto3.PasswordMessage{Password: ferrytest.Password})...)
+	burst = append(burst, encode(t, &pgproto3.Query{String: "select 'pipelined'"})...)
+	sendRaw(t, c, burst)
+	frames, _, err := readFrames(c, 10*time.Second, func(fr frame) bool { return fr.typ == 'C' || fr.typ == 'E' })
+	if err != nil {
+		t.Fatalf("got %s (%v)", describe(frames), err)
+	}
+	var row string
+	for _, fr := range frames {
+		if fr.typ == 'D' {
+			row = string(fr.body)
+		}
+	}
+	if !strings.Contains(row, "pipelined") || frames[len(frames)-1].typ != 'C' {
+		t.Fatalf("the query sent with the login was not answered: %s", describe(frames))
+	}
+}
+
+func TestBytesSentAfterAnSSLRequestBeforeTheHandshakeAreRefused(t *testing.T) {
+	t.Parallel()
+	cfg := ferrytest.Config(t, cluster)
+	offerClientTLS(cfg, "prefer")
+	f := ferrytest.Start(t, cfg)
+	// A man in the middle could append plaintext to the SSLRequest that
+	// would then pass as sent over TLS (CVE-2021-23214 in PostgreSQL).
+	c := dialFerry(t, f)
+	sendRaw(t, c, append(protocol.AppendSSLRequest(nil), startupMessage(t, ferrytest.User, "app")...))
+	frames, closed, err := readFrames(c, 10*time.Second, nil)
+	if !closed || len(frames) != 1 || frames[0].typ != 'E' {
+		t.Fatalf("got %s (closed %v, %v), want one ErrorResponse and the connection closed", describe(frames), closed, err)
+	}
+	if e := errorFields(frames[0].body); e['C'] != "08P01" || e['S'] != "FATAL" || !strings.Contains(e['M'], "unencrypted data after SSL request") {
+		t.Fatalf("got %s, want FATAL 08P01 about unencrypted data after the SSL request", describe(frames))
+	}
 }

@@ -88,6 +88,9 @@ func (ss *session) serve() error {
 	if ss.rd.Small == nil {
 		ss.rd.Small = make([]byte, smallBufSize)
 	}
+	if err := ss.takePending(ss.rd); err != nil {
+		return err
+	}
 	for {
 		if ss.resumed {
 			// Back from parking: the read deadline armed before (an idle

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -49,6 +50,10 @@ type session struct {
 	tls  bool
 	rd   *protocol.Reader // client frames
 	wr   *protocol.Writer // to the client: run's while unlinked, the pump's while linked
+	// in reads the client during login (see beginLogin); pending holds
+	// what it read past the login, for rd.
+	in      *bufio.Reader
+	pending []byte
 
 	user, database string
 	admin          bool // an admin console session (set by startAdmin)
@@ -317,7 +322,9 @@ func (ss *session) login(cfg *configs.Config) bool {
 	if d := cfg.ClientLoginTimeout.Std(); d > 0 {
 		ss.raw.SetDeadline(time.Now().Add(d))
 	}
+	ss.beginLogin()
 	err := ss.startup(cfg)
+	ss.endLogin()
 	if err == nil {
 		ss.raw.SetDeadline(time.Time{})
 		return true
@@ -351,7 +358,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 	var st *protocol.Startup
 	for {
 		var err error
-		st, err = protocol.ReadStartup(ss.conn)
+		st, err = protocol.ReadStartup(ss.in)
 		if err != nil {
 			ss.srv.reject("protocol")
 			return err
@@ -368,6 +375,11 @@ func (ss *session) startup(cfg *configs.Config) error {
 				}
 				continue
 			}
+			if ss.in.Buffered() > 0 {
+				// Bytes sent before the TLS handshake would otherwise be
+				// taken as sent over TLS (CVE-2021-23214 in PostgreSQL).
+				return protocol.Fatal(protocol.SQLStateProtocolViolation, "received unencrypted data after SSL request")
+			}
 			if _, err := ss.conn.Write([]byte{'S'}); err != nil {
 				return err
 			}
@@ -377,6 +389,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 				return fmt.Errorf("client TLS handshake: %w", err)
 			}
 			ss.conn, ss.tls = t, true
+			ss.in.Reset(t)
 			continue
 		case protocol.GSSENCRequestCode:
 			if _, err := ss.conn.Write([]byte{'N'}); err != nil {
@@ -595,7 +608,7 @@ func (ss *session) sendAuth(code uint32, payload []byte) error {
 // its body. It reads exactly the message, nothing after it.
 func (ss *session) readAuthMessage(want string) ([]byte, error) {
 	var h [5]byte
-	if _, err := io.ReadFull(ss.conn, h[:]); err != nil {
+	if _, err := io.ReadFull(ss.in, h[:]); err != nil {
 		return nil, protocolErr(err)
 	}
 	n := int(int32(binary.BigEndian.Uint32(h[1:]))) - 4
@@ -606,10 +619,47 @@ func (ss *session) readAuthMessage(want string) ([]byte, error) {
 		return nil, errBadAuthMessage()
 	}
 	body := make([]byte, n)
-	if _, err := io.ReadFull(ss.conn, body); err != nil {
+	if _, err := io.ReadFull(ss.in, body); err != nil {
 		return nil, protocolErr(err)
 	}
 	return body, nil
+}
+
+// loginReaders recycles the buffered readers of logins.
+var loginReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, loginBufSize) }}
+
+// loginBufSize bounds one read during login: a startup packet, a SASL
+// message or a password usually fits, so that its length and body cost one
+// read system call instead of two.
+const loginBufSize = 512
+
+// beginLogin gives the session its login reader.
+func (ss *session) beginLogin() {
+	ss.in = loginReaders.Get().(*bufio.Reader)
+	ss.in.Reset(ss.conn)
+}
+
+// endLogin keeps what the login reader read past the login (a client may
+// send its first query without waiting for ReadyForQuery) for the relay's
+// Reader, and gives the login reader back. It is safe to call twice.
+func (ss *session) endLogin() {
+	if ss.in == nil {
+		return
+	}
+	if n := ss.in.Buffered(); n > 0 {
+		b, _ := ss.in.Peek(n)
+		ss.pending = append([]byte(nil), b...)
+	}
+	ss.in.Reset(nil)
+	loginReaders.Put(ss.in)
+	ss.in = nil
+}
+
+// takePending moves the bytes endLogin kept into rd.
+func (ss *session) takePending(rd *protocol.Reader) error {
+	err := rd.Prefill(ss.pending)
+	ss.pending = nil
+	return err
 }
 
 // readPassword reads a PasswordMessage: the password, NUL-terminated.
