@@ -26,4 +26,5 @@ const (
 	SQLStateTransactionTimeout       = "25P04"
 	SQLStateIdleSessionTimeout       = "57P05"
 	SQLStateObjectNotInPrerequisite  = "55000"
+	SQLStateProgramLimitExceeded     = "54000"
 )

@@ -220,10 +220,38 @@ func quoteIdent(s string) string {
 	return string(b)
 }
 
+// maxMailbox bounds the notifications queued for one client, in bytes.
+// They wait while the client's transaction runs, or while it does not read
+// its socket; without a bound, one such client listening on a busy channel
+// would make pgferry hold every notification sent meanwhile.
+const maxMailbox = 8 << 20
+
+// errNotificationBacklog disconnects a client whose queued notifications
+// passed maxMailbox. PostgreSQL uses 54000 when its own notification queue
+// is full.
+var errNotificationBacklog = func() *protocol.Error {
+	e := protocol.Fatal(protocol.SQLStateProgramLimitExceeded, "more than 8 MiB of notifications are waiting for this client; it was disconnected")
+	e.Hint = "Notifications wait while the client's transaction is open or while it does not read them; keep transactions of listening clients short."
+	return e
+}()
+
 // notify queues a notification for the client and wakes it if it is
-// between transactions.
+// between transactions. A client whose backlog passes maxMailbox is
+// disconnected rather than notifications being dropped unseen; the
+// listener's goroutine then sends the cancel of a running query itself,
+// which delays the next notification by one cancel round trip (rare:
+// once per such client).
 func (ss *session) notify(frame []byte) {
 	ss.mu.Lock()
+	if ss.doomed != nil {
+		ss.mu.Unlock()
+		return
+	}
+	if len(ss.mailbox)+len(frame) > maxMailbox {
+		ss.mailbox = nil
+		ss.doomLocked(errNotificationBacklog, "notification backlog over 8 MiB: disconnecting the client")
+		return
+	}
 	ss.mailbox = append(ss.mailbox, append([]byte(nil), frame...)...)
 	linked := ss.server != nil
 	ss.mu.Unlock()

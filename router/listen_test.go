@@ -113,3 +113,54 @@ func TestListenersResubscribeAfterTheListenerConnectionIsLost(t *testing.T) {
 		}
 	}
 }
+
+func TestAListenerWhoseNotificationsPileUpInALongTransactionIsDisconnectedAndItsServerFreed(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 2)
+	f := ferrytest.Start(t, cfg)
+
+	listener := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := listener.Exec(ctx, "LISTEN busy"); err != nil {
+		t.Fatal(err)
+	}
+	// Inside a transaction the notifications wait in pgferry.
+	if _, err := listener.Exec(ctx, "begin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listener.Exec(ctx, "create temp table kept (x int) on commit drop"); err != nil {
+		t.Fatal(err)
+	}
+
+	// 9 MiB of distinct notifications (PostgreSQL folds duplicates).
+	sender := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := sender.Exec(ctx, "select pg_notify('busy', lpad(i::text, 7900, 'x')) from generate_series(1, 1200) i"); err != nil {
+		t.Fatal(err)
+	}
+
+	var code, severity string
+	ferrytest.Eventually(t, 20*time.Second, "the listener to be disconnected", func() (bool, error) {
+		_, err := listener.Exec(ctx, "select 1")
+		if err == nil {
+			return false, nil
+		}
+		code, severity, _ = pgCode(err)
+		return true, nil
+	})
+	if code != "54000" || severity != "FATAL" {
+		t.Fatalf("got %s %s, want FATAL 54000 for the notification backlog", severity, code)
+	}
+	// The server it held was closed, which rolled its transaction back,
+	// and the pool serves the next client.
+	waitNoBusyBackends(t, ctx, db)
+	ferrytest.Eventually(t, 10*time.Second, "the pool to have nothing lent", func() (bool, error) {
+		return f.Pool(t, "app").Stat.Active == 0, nil
+	})
+	var n int
+	if err := sender.QueryRow(ctx, "select count(*) from pg_class where relname = 'kept'").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("the disconnected client's transaction left %d tables (%v)", n, err)
+	}
+	assertServes(t, ctx, f)
+	assertNoPanic(t, f)
+}

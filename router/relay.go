@@ -221,10 +221,10 @@ func (ss *session) onWake() error {
 		return errServerGone
 	}
 	ss.mu.Lock()
-	timedOut := ss.txnTimedOut
+	doomed := ss.doomed
 	ss.mu.Unlock()
-	if timedOut {
-		return errTransactionTimeout
+	if doomed != nil {
+		return doomed
 	}
 	if err := ss.deliverNotifications(); err != nil {
 		return err
@@ -259,10 +259,10 @@ func (ss *session) idleTimeout(linked bool, status byte) error {
 func (ss *session) onMidFrameWake() error {
 	ss.raw.SetReadDeadline(time.Time{})
 	ss.mu.Lock()
-	timedOut, linked, status := ss.txnTimedOut, ss.server != nil, ss.status
+	doomed, linked, status := ss.doomed, ss.server != nil, ss.status
 	ss.mu.Unlock()
-	if timedOut {
-		return errTransactionTimeout
+	if doomed != nil {
+		return doomed
 	}
 	if !ss.idleDeadline.IsZero() {
 		if !time.Now().Before(ss.idleDeadline) {
@@ -829,9 +829,9 @@ func (ss *session) handOff(sc *pool.ServerConn) {
 
 // interrupted reports whether someone set the linked server's read
 // deadline to stop its relay: a kill, a cancel's kick, query_timeout
-// giving up on the server or transaction_timeout. mu is held.
+// giving up on the server, or the session being doomed. mu is held.
 func (ss *session) interrupted() bool {
-	return ss.killed.Load() || ss.pumpKick || ss.serverStuck || ss.txnTimedOut
+	return ss.killed.Load() || ss.pumpKick || ss.serverStuck || ss.doomed != nil
 }
 
 // endBudget stops the inline budget's watch and clears the deadline it set
@@ -1104,8 +1104,8 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 		}
 		ss.q.pop()
 	}
-	timedOut := ss.txnTimedOut
-	survive := survivable && !timedOut && ss.txnMode && !ss.pinned && answers > 0
+	doomed := ss.doomed
+	survive := survivable && doomed == nil && ss.txnMode && !ss.pinned && answers > 0
 	fatalMsg := ss.serverFatal
 	ss.serverFatal = nil
 	ss.status = protocol.TxIdle
@@ -1131,8 +1131,8 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 		}
 		return
 	}
-	if timedOut {
-		ss.wr.SetBuffer(errTransactionTimeout.AppendFrame(ss.wr.Buffer()))
+	if doomed != nil {
+		ss.wr.SetBuffer(doomed.AppendFrame(ss.wr.Buffer()))
 		ss.wr.Flush()
 	} else if survivable {
 		// (Otherwise the client already has part of a message: nothing more
@@ -1321,26 +1321,39 @@ func (ss *session) armTransactionTimeout() {
 var errTransactionTimeout = protocol.Fatal(protocol.SQLStateTransactionTimeout, "transaction_timeout: the transaction was open longer than allowed; it was rolled back")
 
 // onTransactionTimeout ends a session whose transaction has been open
-// longer than transaction_timeout: the relay reading the server (if any)
-// is interrupted and reports the FATAL; a client idle in its transaction is
-// woken and gets it from onWake. The server connection is closed, which
-// rolls the transaction back; a query still running is cancelled first, as
-// PostgreSQL would not notice the closed connection until the query ends.
+// longer than transaction_timeout (see doom).
 func (ss *session) onTransactionTimeout() {
 	d := ss.srv.cfg.Load().TransactionTimeout.Std()
 	ss.mu.Lock()
 	sc := ss.server
 	expired := sc != nil && d > 0 && ss.txnMode && !ss.pinned && !ss.stopping && time.Since(ss.linkedAt) >= d
-	running := expired && ss.q.n > 0
-	if expired {
-		ss.txnTimedOut = true
+	if !expired {
+		ss.mu.Unlock()
+		return
+	}
+	ss.doomLocked(errTransactionTimeout, "transaction_timeout: disconnecting the client")
+}
+
+// doomLocked ends the session with the FATAL e: the relay reading the
+// server (if any) is interrupted and reports it; a client idle between
+// messages is woken and gets it from onWake. The server connection is
+// closed, which rolls a transaction back; a query still running is
+// cancelled first, as PostgreSQL would not notice the closed connection
+// until the query ends. mu is held on entry and released. A session
+// already doomed keeps its first reason.
+func (ss *session) doomLocked(e *protocol.Error, logMsg string) {
+	if ss.doomed != nil {
+		ss.mu.Unlock()
+		return
+	}
+	ss.doomed = e
+	sc := ss.server
+	running := sc != nil && ss.q.n > 0
+	if sc != nil {
 		sc.Interrupt()
 	}
 	ss.mu.Unlock()
-	if !expired {
-		return
-	}
-	ss.logger().Info("transaction_timeout: disconnecting the client")
+	ss.logger().Info(logMsg)
 	ss.wake()
 	if running {
 		timeout := ss.srv.cfg.Load().CancelWaitTimeout.Std()
@@ -1351,7 +1364,7 @@ func (ss *session) onTransactionTimeout() {
 		defer cancel()
 		dc := sc.Pool().Config().Dial
 		if err := pool.SendCancel(ctx, &dc, sc.Host, sc.Addr, sc.PID, sc.Key); err != nil {
-			ss.logger().Warn("transaction_timeout: cancelling the running query failed", zap.Error(err))
+			ss.logger().Warn("cancelling the running query of a disconnected client failed", zap.Error(err))
 		}
 	}
 }

@@ -127,10 +127,11 @@ type session struct {
 
 	queryTimer *time.Timer // query_timeout; guarded by mu
 	txnTimer   *time.Timer // transaction_timeout; guarded by mu
-	// txnTimedOut marks a session whose transaction outlived
-	// transaction_timeout; it is being disconnected. Guarded by mu.
-	txnTimedOut bool
-	querySeq    uint64 // counts armed query timeouts; guarded by mu
+	// doomed is the FATAL a session being disconnected ends with: its
+	// transaction outlived transaction_timeout, or its notifications
+	// piled up unread (see notify). Guarded by mu.
+	doomed   *protocol.Error
+	querySeq uint64 // counts armed query timeouts; guarded by mu
 
 	// idleDeadline is the client read deadline setReadDeadline armed (zero:
 	// none); noDeadline records that run cleared the deadline and armed none
