@@ -46,6 +46,7 @@ type options struct {
 	idleSteps []int
 	keepTemp  bool
 	rev       string
+	rounds    int // throughput runs per scenario and target
 }
 
 func (o options) want(name string) bool { return o.scenarios[name] }
@@ -62,11 +63,16 @@ func run() int {
 		duration  = flag.Duration("duration", 0, "duration of each pgbench run (default 10s, 3s with -quick)")
 		keepTemp  = flag.Bool("keep", false, "keep the temporary directory (pooler logs, ini) for inspection")
 		rev       = flag.String("rev", "", "build pgferry from this git revision (git archive) instead of the working tree")
+		rounds    = flag.Int("rounds", 1, "run each throughput scenario this many times, the targets taking turns; the tables show medians")
 	)
 	flag.Parse()
 
+	if *rounds < 1 {
+		fmt.Fprintln(os.Stderr, "ferrybench: -rounds must be at least 1")
+		return 2
+	}
 	o := options{quick: *quick, out: *out, duration: *duration, keepTemp: *keepTemp, rev: *rev, scale: 10,
-		idleSteps: []int{1000, 10000}}
+		idleSteps: []int{1000, 10000}, rounds: *rounds}
 	if o.duration == 0 {
 		o.duration = 10 * time.Second
 		if o.quick {
@@ -160,20 +166,27 @@ func bench(ctx context.Context, o options) (err error) {
 		}
 	}
 	for _, sc := range scenarioList(o) {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		for _, t := range env.targets() {
-			if t.direct && !sc.direct {
-				rep.runs = append(rep.runs, runResult{scenario: sc, target: t.name, skipped: sc.noDirectWhy})
-				continue
+		// Rounds interleave the targets, so that a slow spell of the shared
+		// machine does not land on one target only.
+		for round := range o.rounds {
+			for _, t := range env.targets() {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				if t.direct && !sc.direct {
+					if round == 0 {
+						rep.runs = append(rep.runs, runResult{scenario: sc, target: t.name, skipped: sc.noDirectWhy})
+					}
+					continue
+				}
+				r := runPgbench(ctx, env, sc, t)
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				r.round = round
+				rep.runs = append(rep.runs, r)
+				logf("  %-9s %-9s %s", sc.name, t.name, r.summary())
 			}
-			r := runPgbench(ctx, env, sc, t)
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			rep.runs = append(rep.runs, r)
-			logf("  %-9s %-9s %s", sc.name, t.name, r.summary())
 		}
 	}
 	if o.want("instructions") {

@@ -47,6 +47,7 @@ func scenarioList(o options) []scenario {
 type runResult struct {
 	scenario  scenario
 	target    string
+	round     int    // 0-based, with -rounds
 	skipped   string // reason the run did not happen
 	err       string // the run happened but produced no result
 	processed int64

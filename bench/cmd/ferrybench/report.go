@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -80,34 +82,62 @@ func (r *report) markdown() string {
 
 	if len(r.runs) > 0 {
 		p("## Throughput (pgbench, -j 2)\n\n")
+		if o.rounds > 1 {
+			p("Each scenario ran %d rounds, the targets taking turns; each row is the round with the median TPS (TPS range over the rounds in brackets), and the CPU column is the median over the rounds.\n\n", o.rounds)
+		}
 		p("| scenario | clients | target | TPS | mean ms | p99 ms | failed tx | aborted clients | pooler CPU s / 1k tx |\n")
 		p("|---|---:|---|---:|---:|---:|---:|---:|---:|\n")
-		for _, x := range r.runs {
-			sc := x.scenario
-			switch {
-			case x.skipped != "":
-				p("| %s | %d | %s | n/a | | | | | |\n", sc.title, sc.clients, x.target)
-			case x.err != "":
-				p("| %s | %d | %s | n/a (error) | | | | | |\n", sc.title, sc.clients, x.target)
-			default:
-				p("| %s | %d | %s | %.0f | %.2f | %.2f | %d | %d | %s |\n", sc.title, sc.clients, x.target,
-					x.tps, x.meanMs, x.p99Ms, x.failed, x.aborted, fnum(x.cpuPer1k(), 3))
+		for _, sc := range scenarioList(o) {
+			for _, target := range []string{"direct", "pgferry", "pgbouncer"} {
+				runs := r.all(sc.name, target)
+				if len(runs) == 0 {
+					continue
+				}
+				x, ok := median(runs)
+				switch {
+				case runs[0].skipped != "":
+					p("| %s | %d | %s | n/a | | | | | |\n", sc.title, sc.clients, target)
+				case !ok:
+					p("| %s | %d | %s | n/a (error) | | | | | |\n", sc.title, sc.clients, target)
+				default:
+					tps := fmt.Sprintf("%.0f", x.tps)
+					if lo, hi := tpsRange(runs); len(runs) > 1 {
+						tps += fmt.Sprintf(" [%.0f–%.0f]", lo, hi)
+					}
+					p("| %s | %d | %s | %s | %.2f | %.2f | %d | %d | %s |\n", sc.title, sc.clients, target,
+						tps, x.meanMs, x.p99Ms, x.failed, x.aborted, fnum(medianCPU(runs), 3))
+				}
 			}
 		}
 		p("\n")
 		p("### Ratios\n\n")
-		p("| scenario | TPS pgferry / pgbouncer | CPU per 1k tx pgferry / pgbouncer | TPS pgferry / direct |\n")
-		p("|---|---:|---:|---:|\n")
+		p("| scenario | TPS pgferry / pgbouncer | CPU per 1k tx pgferry / pgbouncer | TPS pgferry / direct |")
+		if o.rounds > 1 {
+			p(" TPS pgferry / pgbouncer, each round |")
+		}
+		p("\n|---|---:|---:|---:|")
+		if o.rounds > 1 {
+			p("---|")
+		}
+		p("\n")
 		for _, sc := range scenarioList(o) {
-			f, fok := r.find(sc.name, "pgferry")
-			bo, bok := r.find(sc.name, "pgbouncer")
-			d, dok := r.find(sc.name, "direct")
-			tpsFB, cpuFB, tpsFD := "n/a", "n/a", "n/a"
+			fr, br, dr := r.all(sc.name, "pgferry"), r.all(sc.name, "pgbouncer"), r.all(sc.name, "direct")
+			f, fok := median(fr)
+			bo, bok := median(br)
+			d, dok := median(dr)
+			tpsFB, cpuFB, tpsFD, each := "n/a", "n/a", "n/a", "n/a"
 			if fok && bok && bo.tps > 0 {
 				tpsFB = fmt.Sprintf("%.2f", f.tps/bo.tps)
-				if c := f.cpuPer1k() / bo.cpuPer1k(); !math.IsNaN(c) && !math.IsInf(c, 0) {
+				if c := medianCPU(fr) / medianCPU(br); !math.IsNaN(c) && !math.IsInf(c, 0) {
 					cpuFB = fmt.Sprintf("%.2f", c)
 				}
+				var per []string
+				for i := range min(len(fr), len(br)) {
+					if fr[i].ok() && br[i].ok() && br[i].tps > 0 {
+						per = append(per, fmt.Sprintf("%.2f", fr[i].tps/br[i].tps))
+					}
+				}
+				each = strings.Join(per, ", ")
 			}
 			if fok && dok && d.tps > 0 {
 				tpsFD = fmt.Sprintf("%.2f", f.tps/d.tps)
@@ -115,9 +145,13 @@ func (r *report) markdown() string {
 			if bok && bo.aborted > 0 {
 				// The survivors' throughput is not comparable.
 				tpsFB = fmt.Sprintf("n/a (pgbouncer: %d of %d clients aborted)", bo.aborted, sc.clients)
-				cpuFB = "n/a"
+				cpuFB, each = "n/a", "n/a"
 			}
-			p("| %s | %s | %s | %s |\n", sc.title, tpsFB, cpuFB, tpsFD)
+			p("| %s | %s | %s | %s |", sc.title, tpsFB, cpuFB, tpsFD)
+			if o.rounds > 1 {
+				p(" %s |", each)
+			}
+			p("\n")
 		}
 		p("\n")
 	}
@@ -209,17 +243,21 @@ func (r *report) markdown() string {
 		"The machine is shared with other work: absolute figures are noisy; compare ratios from the same run.",
 	)
 	for _, x := range r.runs {
+		name := x.target
+		if o.rounds > 1 {
+			name = fmt.Sprintf("%s (round %d)", x.target, x.round+1)
+		}
 		switch {
 		case x.skipped != "":
 			notes = append(notes, fmt.Sprintf("%s, %s: skipped (%s).", x.scenario.title, x.target, x.skipped))
 		case x.err != "":
-			notes = append(notes, fmt.Sprintf("%s, %s: n/a, %s.", x.scenario.title, x.target, x.err))
+			notes = append(notes, fmt.Sprintf("%s, %s: n/a, %s.", x.scenario.title, name, x.err))
 		case x.note != "":
-			notes = append(notes, fmt.Sprintf("%s, %s: %s (reported as failed).", x.scenario.title, x.target, x.note))
+			notes = append(notes, fmt.Sprintf("%s, %s: %s (reported as failed).", x.scenario.title, name, x.note))
 		}
 		if x.ok() && x.scenario.clients >= 500 {
 			notes = append(notes, fmt.Sprintf("%s, %s: pgbench's initial connection time %s (libpq SCRAM logins, -T extended to cover them); CPU window %s with %d tx.",
-				x.scenario.title, x.target, x.connTime.Round(100*time.Millisecond), x.window.Round(100*time.Millisecond), x.windowTx))
+				x.scenario.title, name, x.connTime.Round(100*time.Millisecond), x.window.Round(100*time.Millisecond), x.windowTx))
 		}
 	}
 	for _, x := range r.idle {
@@ -247,13 +285,58 @@ func (r *report) markdown() string {
 	return b.String()
 }
 
-func (r *report) find(scenario, target string) (runResult, bool) {
+// all returns the runs of one scenario and target, in round order.
+func (r *report) all(scenario, target string) []runResult {
+	var out []runResult
 	for _, x := range r.runs {
 		if x.scenario.name == scenario && x.target == target {
-			return x, x.ok()
+			out = append(out, x)
 		}
 	}
-	return runResult{}, false
+	return out
+}
+
+// median returns the successful run with the median TPS (the lower of the
+// two middle ones for an even count).
+func median(runs []runResult) (runResult, bool) {
+	var good []runResult
+	for _, x := range runs {
+		if x.ok() {
+			good = append(good, x)
+		}
+	}
+	if len(good) == 0 {
+		return runResult{}, false
+	}
+	slices.SortFunc(good, func(a, b runResult) int { return cmp.Compare(a.tps, b.tps) })
+	return good[(len(good)-1)/2], true
+}
+
+// medianCPU is the median pooler CPU per 1k transactions of the
+// successful runs; NaN when none has a figure.
+func medianCPU(runs []runResult) float64 {
+	var v []float64
+	for _, x := range runs {
+		if c := x.cpuPer1k(); x.ok() && !math.IsNaN(c) {
+			v = append(v, c)
+		}
+	}
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	slices.Sort(v)
+	return v[(len(v)-1)/2]
+}
+
+// tpsRange is the lowest and highest TPS of the successful runs.
+func tpsRange(runs []runResult) (lo, hi float64) {
+	lo = math.Inf(1)
+	for _, x := range runs {
+		if x.ok() {
+			lo, hi = min(lo, x.tps), max(hi, x.tps)
+		}
+	}
+	return lo, hi
 }
 
 func fnum(v float64, prec int) string {
