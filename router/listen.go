@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -140,7 +141,17 @@ func (l *listener) read(sc *pool.ServerConn, done chan struct{}) {
 		}
 		l.mu.Unlock()
 		for _, ss := range targets {
-			ss.notify(frame)
+			if running := ss.notify(frame); running != nil {
+				// The client was disconnected for its backlog while its
+				// server ran a query: cancel it without holding up the
+				// other subscribers. close waits for it through wg
+				// (added here, before read returns and close can wait).
+				l.wg.Add(1)
+				go func() {
+					defer l.wg.Done()
+					ss.cancelRunning(l.ctx, running)
+				}()
+			}
 		}
 	}
 }
@@ -230,27 +241,26 @@ const maxMailbox = 8 << 20
 // passed maxMailbox. PostgreSQL uses 54000 when its own notification queue
 // is full.
 var errNotificationBacklog = func() *protocol.Error {
-	e := protocol.Fatal(protocol.SQLStateProgramLimitExceeded, "more than 8 MiB of notifications are waiting for this client; it was disconnected")
+	e := protocol.Fatal(protocol.SQLStateProgramLimitExceeded,
+		fmt.Sprintf("more than %d MiB of notifications are waiting for this client; it was disconnected", maxMailbox>>20))
 	e.Hint = "Notifications wait while the client's transaction is open or while it does not read them; keep transactions of listening clients short."
 	return e
 }()
 
 // notify queues a notification for the client and wakes it if it is
 // between transactions. A client whose backlog passes maxMailbox is
-// disconnected rather than notifications being dropped unseen; the
-// listener's goroutine then sends the cancel of a running query itself,
-// which delays the next notification by one cancel round trip (rare:
-// once per such client).
-func (ss *session) notify(frame []byte) {
+// disconnected rather than notifications being dropped unseen; if its
+// server is running a query, notify returns that server, held, for the
+// caller to cancel the query (cancelRunning).
+func (ss *session) notify(frame []byte) (running *pool.ServerConn) {
 	ss.mu.Lock()
 	if ss.doomed != nil {
 		ss.mu.Unlock()
-		return
+		return nil
 	}
 	if len(ss.mailbox)+len(frame) > maxMailbox {
 		ss.mailbox = nil
-		ss.doomLocked(errNotificationBacklog, "notification backlog over 8 MiB: disconnecting the client")
-		return
+		return ss.doomLocked(errNotificationBacklog, "notification backlog over the per-client limit: disconnecting the client")
 	}
 	ss.mailbox = append(ss.mailbox, append([]byte(nil), frame...)...)
 	linked := ss.server != nil
@@ -258,6 +268,7 @@ func (ss *session) notify(frame []byte) {
 	if !linked {
 		ss.wake()
 	}
+	return nil
 }
 
 // deliverNotifications writes queued notifications to the client. It runs

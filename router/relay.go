@@ -1321,7 +1321,7 @@ func (ss *session) armTransactionTimeout() {
 var errTransactionTimeout = protocol.Fatal(protocol.SQLStateTransactionTimeout, "transaction_timeout: the transaction was open longer than allowed; it was rolled back")
 
 // onTransactionTimeout ends a session whose transaction has been open
-// longer than transaction_timeout (see doom).
+// longer than transaction_timeout (see doomLocked).
 func (ss *session) onTransactionTimeout() {
 	d := ss.srv.cfg.Load().TransactionTimeout.Std()
 	ss.mu.Lock()
@@ -1331,41 +1331,63 @@ func (ss *session) onTransactionTimeout() {
 		ss.mu.Unlock()
 		return
 	}
-	ss.doomLocked(errTransactionTimeout, "transaction_timeout: disconnecting the client")
+	if running := ss.doomLocked(errTransactionTimeout, "transaction_timeout: disconnecting the client"); running != nil {
+		ss.cancelRunning(context.Background(), running)
+	}
 }
+
+// doomGrace is how long a doomed session's client writes may still take:
+// enough to deliver the FATAL, and a bound on a client that stopped reading.
+const doomGrace = time.Second
 
 // doomLocked ends the session with the FATAL e: the relay reading the
 // server (if any) is interrupted and reports it; a client idle between
-// messages is woken and gets it from onWake. The server connection is
-// closed, which rolls a transaction back; a query still running is
-// cancelled first, as PostgreSQL would not notice the closed connection
-// until the query ends. mu is held on entry and released. A session
-// already doomed keeps its first reason.
-func (ss *session) doomLocked(e *protocol.Error, logMsg string) {
+// messages is woken and gets it from onWake; writes to a client that does
+// not read fail after doomGrace. The server connection is closed, which
+// rolls a transaction back. mu is held on entry and released.
+//
+// A query still running must be cancelled, as PostgreSQL would not notice
+// the closed connection until the query ends: doomLocked then returns its
+// server, held for the cancel (see forwardCancel), and the caller must
+// call cancelRunning with it. A session already doomed keeps its first
+// reason.
+func (ss *session) doomLocked(e *protocol.Error, logMsg string) (running *pool.ServerConn) {
+	sc := ss.server
 	if ss.doomed != nil {
+		if sc != nil {
+			sc.Interrupt() // linked since the first doom
+		}
 		ss.mu.Unlock()
-		return
+		return nil
 	}
 	ss.doomed = e
-	sc := ss.server
-	running := sc != nil && ss.q.n > 0
 	if sc != nil {
 		sc.Interrupt()
+		if ss.q.n > 0 {
+			ss.cancels++
+			running = sc
+		}
 	}
 	ss.mu.Unlock()
 	ss.logger().Info(logMsg)
+	ss.raw.SetWriteDeadline(time.Now().Add(doomGrace))
 	ss.wake()
-	if running {
-		timeout := ss.srv.cfg.Load().CancelWaitTimeout.Std()
-		if timeout <= 0 {
-			timeout = 10 * time.Second
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		dc := sc.Pool().Config().Dial
-		if err := pool.SendCancel(ctx, &dc, sc.Host, sc.Addr, sc.PID, sc.Key); err != nil {
-			ss.logger().Warn("cancelling the running query of a disconnected client failed", zap.Error(err))
-		}
+	return running
+}
+
+// cancelRunning cancels the query a doomed session's server is running
+// and ends the hold doomLocked took on the server.
+func (ss *session) cancelRunning(ctx context.Context, sc *pool.ServerConn) {
+	defer ss.cancelDone(sc)
+	timeout := ss.srv.cfg.Load().CancelWaitTimeout.Std()
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	dc := sc.Pool().Config().Dial
+	if err := pool.SendCancel(ctx, &dc, sc.Host, sc.Addr, sc.PID, sc.Key); err != nil {
+		ss.logger().Warn("cancelling the running query of a disconnected client failed", zap.Error(err))
 	}
 }
 

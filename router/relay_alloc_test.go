@@ -15,11 +15,12 @@ import (
 // TestRelayingTransactionsAllocatesNothingPerTransaction counts the heap
 // allocations of the whole process (pgferry runs in it; the two clients
 // here reuse their buffers) while two clients share one server connection,
-// so that most transactions queue for it: one sends simple queries, the
+// so that many transactions queue for it: one sends simple queries, the
 // other Bind/Execute/Sync of a prepared statement.
 //
-// .ci/run runs the allocation tests once more without -race. Not parallel: runtime.MemStats counts every goroutine of the test binary,
-// and parallel tests start only after the sequential ones.
+// Not parallel: runtime.MemStats counts every goroutine of the test
+// binary, and parallel tests start only after the sequential ones. It skips
+// itself under -race; .ci/run runs it without.
 func TestRelayingTransactionsAllocatesNothingPerTransaction(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are meaningless under -race; .ci/run runs this test without it")
@@ -62,6 +63,7 @@ func TestRelayingTransactionsAllocatesNothingPerTransaction(t *testing.T) {
 		round()
 	}
 	const rounds = 3000
+	waitsBefore := f.Pool(t, "app").Stat.WaitCount
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -69,8 +71,14 @@ func TestRelayingTransactionsAllocatesNothingPerTransaction(t *testing.T) {
 		round()
 	}
 	runtime.ReadMemStats(&after)
+	// The queued path must have been taken, or this measured only half of
+	// the relay.
+	waits := f.Pool(t, "app").Stat.WaitCount - waitsBefore
+	if waits < rounds/10 {
+		t.Fatalf("only %d of %d transactions queued for the server connection", waits, 2*rounds)
+	}
 	perTx := float64(after.Mallocs-before.Mallocs) / (2 * rounds)
-	t.Logf("%d transactions, %d allocations in the process (%.3f per transaction)", 2*rounds, after.Mallocs-before.Mallocs, perTx)
+	t.Logf("%d transactions (%d queued), %d allocations in the process (%.3f per transaction)", 2*rounds, waits, after.Mallocs-before.Mallocs, perTx)
 	// Background work (the pool's janitor, the budget's ticker, the GC)
 	// allocates a little over a few seconds; per message or per
 	// transaction work would show as 1 or more.

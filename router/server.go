@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -244,8 +245,9 @@ func (s *Server) Reload(cfg *configs.Config) error {
 			delete(s.pools, k)
 		}
 	}
-	// Loans of stale entries run on: the inline budget keeps watching them.
-	s.retired = append(s.retired, stale...)
+	// Loans of stale entries run on: the inline budget keeps watching them
+	// (budgetWatch.scan also prunes the list, but only while it runs).
+	s.retired = append(slices.DeleteFunc(s.retired, (*poolEntry).drained), stale...)
 	s.mu.Unlock()
 	for _, e := range stale {
 		// Sessions still holding a connection of e's pools return it to a

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/pgtest"
@@ -62,9 +63,20 @@ password = "%[3]s"
 		fmt.Fprintln(os.Stderr, "pgferry:", err)
 		return exitError
 	}
-	fmt.Fprintf(os.Stderr, "\nPostgreSQL %s:%d is up. Connect through pgferry with:\n\n    psql \"host=127.0.0.1 port=%d dbname=%s user=%s password=%s\"\n\nPress Ctrl-C to stop (the throwaway cluster is removed).\n\n",
-		cluster.Host, cluster.Port, cfg.ListenPort, pgtest.AppDatabase, pgtest.AppUser, pgtest.AppPassword)
+	fmt.Fprintf(os.Stderr, "\nPostgreSQL %s:%d is up. Connect through pgferry with:\n\n    psql \"host=%s port=%d dbname=%s user=%s password=%s\"\n\nPress Ctrl-C to stop (the throwaway cluster is removed).\n\n",
+		cluster.Host, cluster.Port, connectHost(cfg.ListenAddr), cfg.ListenPort, pgtest.AppDatabase, pgtest.AppUser, pgtest.AppPassword)
 	return serve(cfg, path, log, level)
+}
+
+// connectHost is the host a local client reaches listen_addr at: its first
+// address, or loopback for the wildcard ones.
+func connectHost(listenAddr string) string {
+	first, _, _ := strings.Cut(listenAddr, ",")
+	switch first = strings.TrimSpace(first); first {
+	case "", "*", "0.0.0.0", "::":
+		return "127.0.0.1"
+	}
+	return first
 }
 
 // ensurePostgres installs Debian's PostgreSQL 15 when its programs are
