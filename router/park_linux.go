@@ -188,7 +188,7 @@ func (p *parker) sweep() {
 		}
 	}()
 	p.srv.eachSession(func(ss *session) {
-		if ss.admin || ss.tls || ss.parked.Load() || ss.waiting.Load() || now-ss.activeTick.Load() < 2 {
+		if ss.admin || ss.parked.Load() || ss.waiting.Load() || now-ss.activeTick.Load() < 2 {
 			return
 		}
 		ss.mu.Lock()

@@ -3,6 +3,7 @@ package router_test
 import (
 	"context"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,15 +18,27 @@ func TestIdleClientsAreParkedWithoutAGoroutineAndResumeWhenTheyTalk(t *testing.T
 		t.Skip("idle sessions are parked on Linux only")
 	}
 	t.Parallel()
+	t.Run("over plain TCP", func(t *testing.T) { t.Parallel(); idleClientsPark(t, false) })
+	t.Run("over TLS", func(t *testing.T) { t.Parallel(); idleClientsPark(t, true) })
+}
+
+func idleClientsPark(t *testing.T, overTLS bool) {
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)
 	setPoolSize(cfg, "app", 2)
+	if overTLS {
+		offerClientTLS(cfg, "require")
+	}
 	f := ferrytest.Start(t, cfg)
 	parked := func() int { return f.Server.Snapshot().ParkedClients }
+	dsn := f.AppDSN()
+	if overTLS {
+		dsn = strings.Replace(dsn, "sslmode=disable", "sslmode=require", 1)
+	}
 
 	conns := make([]*pgx.Conn, 20)
 	for i := range conns {
-		conns[i] = ferrytest.Connect(t, ctx, f.AppDSN())
+		conns[i] = ferrytest.Connect(t, ctx, dsn)
 		if _, err := conns[i].Exec(ctx, "select 1"); err != nil {
 			t.Fatal(err)
 		}
@@ -53,7 +66,7 @@ func TestIdleClientsAreParkedWithoutAGoroutineAndResumeWhenTheyTalk(t *testing.T
 	})
 
 	// A parked listener is woken for its notification.
-	listener := ferrytest.Connect(t, ctx, f.AppDSN())
+	listener := ferrytest.Connect(t, ctx, dsn)
 	if _, err := listener.Exec(ctx, "listen parked_channel"); err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +81,17 @@ func TestIdleClientsAreParkedWithoutAGoroutineAndResumeWhenTheyTalk(t *testing.T
 	n, err := listener.WaitForNotification(wctx)
 	if err != nil || n.Payload != "hello" {
 		t.Fatalf("parked listener: %v, %v", n, err)
+	}
+
+	// A parked client's next query may arrive in several TLS records or
+	// TCP segments; a large one is read in full.
+	ferrytest.Eventually(t, 10*time.Second, "the clients to be parked once more", func() (bool, error) {
+		return parked() == 20, nil
+	})
+	long := strings.Repeat("x", 100_000)
+	var got int
+	if err := conns[2].QueryRow(ctx, "select length($1::text)", long).Scan(&got); err != nil || got != len(long) {
+		t.Fatalf("a 100 kB query after parking: %d, %v", got, err)
 	}
 }
 

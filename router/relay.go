@@ -148,6 +148,9 @@ func (ss *session) tryPark() bool {
 	if !idle || (!ss.noDeadline && ss.idleDeadline.IsZero()) {
 		return false // a deadline other than client_idle_timeout is armed
 	}
+	if ss.tls && ss.tlsHoldsInput() {
+		return false
+	}
 	ss.q = ring{} // owes nothing; a parked session keeps no expectation buffer
 	ss.waitTimer = nil
 	// A parked session keeps no Reader or Writer either: serve makes new
@@ -163,6 +166,33 @@ func (ss *session) tryPark() bool {
 		return false
 	}
 	return true
+}
+
+// tlsHoldsInput reports whether the TLS layer holds client bytes that the
+// Reader has not taken (a record larger than the Reader's last read, or a
+// complete one read along with the previous), moving them into the Reader:
+// readiness of the socket, which is all a parked session waits for, would
+// not announce them. It reads once with a past deadline, which returns
+// what TLS holds or times out without touching its state (a timeout is not
+// sticky in crypto/tls, and a partial record stays buffered); any other
+// error is sticky and the next read reports it. The read deadline is put
+// back, or left past if a wake or kill came meanwhile.
+func (ss *session) tlsHoldsInput() bool {
+	ss.raw.SetReadDeadline(time.Unix(1, 0))
+	var b [512]byte
+	n, err := ss.conn.Read(b[:])
+	ss.raw.SetReadDeadline(ss.idleDeadline)
+	if ss.wakeReq.Load() || ss.killed.Load() {
+		ss.raw.SetReadDeadline(time.Unix(1, 0))
+		return true
+	}
+	if n > 0 {
+		if perr := ss.rd.Prefill(b[:n]); perr != nil {
+			ss.markDead(perr)
+		}
+		return true
+	}
+	return !isTimeout(err)
 }
 
 // setReadDeadline arms the idle timeouts for the next client read.

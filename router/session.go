@@ -219,8 +219,8 @@ func (s *Server) serveClient(raw net.Conn) {
 // connection, the client count and the WaitGroup slot taken at accept.
 func (ss *session) serveLoggedIn() {
 	ss.fd = -1
-	if !ss.tls && !ss.admin {
-		ss.fd = socketFD(ss.raw)
+	if !ss.admin {
+		ss.fd = socketFD(ss.raw) // under TLS too: the parker waits on the TCP socket
 		if ss.fd >= 0 && !ss.srv.parker.start() {
 			ss.fd = -1
 		}

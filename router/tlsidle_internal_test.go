@@ -1,0 +1,107 @@
+package router
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// tlsPair returns the server and client ends of a TLS connection over
+// loopback TCP, handshake done.
+func tlsPair(t *testing.T) (raw net.Conn, server, client *tls.Conn) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	cc, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw = <-accepted
+	server = tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	client = tls.Client(cc, &tls.Config{InsecureSkipVerify: true})
+	errs := make(chan error, 1)
+	go func() { errs <- client.Handshake() }()
+	if err := server.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close(); client.Close() })
+	return raw, server, client
+}
+
+func TestBytesTheTLSLayerHoldsKeepASessionFromParkingAndMoveToTheReader(t *testing.T) {
+	raw, server, client := tlsPair(t)
+	ss := &session{raw: raw, conn: server, tls: true, rd: protocol.NewReader(server)}
+	ss.rd.Small = make([]byte, smallBufSize)
+
+	// Nothing sent: nothing held, and the read deadline is back to none.
+	if ss.tlsHoldsInput() {
+		t.Fatal("an idle TLS connection was reported to hold input")
+	}
+	// One record of 700 bytes of which the session read 100: TLS holds the
+	// rest, which socket readiness would never announce.
+	msg := make([]byte, 700)
+	for i := range msg {
+		msg[i] = byte(i)
+	}
+	if _, err := client.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 100)
+	if _, err := server.Read(head); err != nil {
+		t.Fatal(err)
+	}
+	if !ss.tlsHoldsInput() {
+		t.Fatal("600 bytes held by TLS were not noticed")
+	}
+	if got := ss.rd.Buffered(); got == 0 {
+		t.Fatal("the bytes TLS held were not moved into the Reader")
+	}
+	// Once what TLS held is read, a read waits for the client again: the
+	// probe put the read deadline back.
+	rest := make([]byte, 1024)
+	for total := ss.rd.Buffered(); total < 600; {
+		n, err := server.Read(rest)
+		if err != nil {
+			t.Fatalf("read of what TLS held: %v", err)
+		}
+		total += n
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		client.Write([]byte("more"))
+	}()
+	n, err := server.Read(rest)
+	if err != nil || string(rest[:n]) != "more" {
+		t.Fatalf("read after the probe: %q, %v; want to wait for the client's next bytes", rest[:n], err)
+	}
+}
