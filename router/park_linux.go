@@ -20,7 +20,9 @@ import (
 // notification, shutdown) or a kill starts a fresh goroutine that carries
 // on where the old one left off. Busy clients never park: the sweep only
 // picks sessions that sent nothing for a second or more. A session parked
-// with client_idle_timeout armed gets a timer that resumes it when due.
+// with client_idle_timeout armed gets a timer that resumes it when due. A
+// TLS session parks on the socket TLS runs over, once tlsHoldsInput found
+// nothing left in the TLS layer.
 //
 // The parker's goroutine (loop) waits on the epoll set and sweeps once a
 // second; Server.Shutdown stops it through a pipe in the same set.
@@ -296,7 +298,8 @@ func (p *parker) close() {
 	syscall.Close(p.pipe[1])
 }
 
-// socketFD returns the file descriptor of a plain TCP client socket, or -1.
+// socketFD returns the file descriptor of a TCP client socket (under TLS, the
+// socket TLS runs over), or -1.
 func socketFD(c any) int {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
