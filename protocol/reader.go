@@ -126,6 +126,15 @@ func (rd *Reader) Prefill(b []byte) error {
 	if rd.part != nil || rd.streamed > 0 || rd.w-rd.r+len(b) > BufferSize {
 		return fmt.Errorf("protocol: cannot prefill %d bytes", len(b))
 	}
+	rd.makeRoom(rd.w - rd.r + len(b))
+	rd.w += copy(rd.buf[rd.w:], b)
+	return nil
+}
+
+// makeRoom gives the Reader a buffer (Small, or a pooled one) in which n
+// bytes fit from rd.r on, growing or compacting it as needed; n <=
+// BufferSize.
+func (rd *Reader) makeRoom(n int) {
 	if rd.buf == nil {
 		if rd.Small != nil {
 			rd.buf = rd.Small
@@ -134,14 +143,12 @@ func (rd *Reader) Prefill(b []byte) error {
 			rd.buf = *rd.bufp
 		}
 	}
-	if len(rd.buf)-(rd.w-rd.r) < len(b) {
+	if len(rd.buf) < n {
 		rd.grow()
-	} else if len(rd.buf)-rd.w < len(b) {
+	} else if rd.r > 0 && len(rd.buf)-rd.r < n {
 		rd.w = copy(rd.buf, rd.buf[rd.r:rd.w])
 		rd.r = 0
 	}
-	rd.w += copy(rd.buf[rd.w:], b)
-	return nil
 }
 
 // HoldsBuffer reports whether the Reader holds a pooled buffer.
@@ -176,20 +183,7 @@ func (rd *Reader) fill(n int) error {
 				}
 			}
 		}
-		if rd.buf == nil {
-			if rd.Small != nil {
-				rd.buf = rd.Small
-			} else {
-				rd.bufp = GetBuffer()
-				rd.buf = *rd.bufp
-			}
-		}
-		if len(rd.buf) < n {
-			rd.grow()
-		} else if rd.r > 0 && len(rd.buf)-rd.r < n {
-			rd.w = copy(rd.buf, rd.buf[rd.r:rd.w])
-			rd.r = 0
-		}
+		rd.makeRoom(n)
 		m, err := rd.src.Read(rd.buf[rd.w:])
 		rd.w += m
 		if err != nil {

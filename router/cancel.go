@@ -25,23 +25,29 @@ func (s *Server) forwardCancel(pid, key uint32) {
 		ss.mu.Unlock()
 		return
 	}
-	host, addr, spid, skey := sc.Host, sc.Addr, sc.PID, sc.Key
 	// Hold the server: it must not serve another client until this cancel
 	// has been delivered, or a late cancel could hit someone else's query
 	// (PgBouncer's sv_being_canceled).
 	ss.cancels++
 	ss.mu.Unlock()
 	defer ss.cancelDone(sc)
+	if err := s.sendServerCancel(context.Background(), sc); err != nil {
+		s.log.Warn("cancel request failed", zap.Uint64("conn_id", ss.id), zap.Error(err))
+	}
+}
+
+// sendServerCancel delivers a CancelRequest for the query sc is running,
+// with sc's own key, waiting at most cancel_wait_timeout (10 s if unset).
+// The caller holds sc for the cancel (ss.cancels).
+func (s *Server) sendServerCancel(ctx context.Context, sc *pool.ServerConn) error {
 	timeout := s.cfg.Load().CancelWaitTimeout.Std()
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	dc := sc.Pool().Config().Dial
-	if err := pool.SendCancel(ctx, &dc, host, addr, spid, skey); err != nil {
-		s.log.Warn("cancel request failed", zap.Uint64("conn_id", ss.id), zap.Error(err))
-	}
+	return pool.SendCancel(ctx, &dc, sc.Host, sc.Addr, sc.PID, sc.Key)
 }
 
 // cancelDone ends a cancel's hold on sc and, if the transaction finished

@@ -1409,14 +1409,7 @@ func (ss *session) doomLocked(e *protocol.Error, logMsg string) (running *pool.S
 // and ends the hold doomLocked took on the server.
 func (ss *session) cancelRunning(ctx context.Context, sc *pool.ServerConn) {
 	defer ss.cancelDone(sc)
-	timeout := ss.srv.cfg.Load().CancelWaitTimeout.Std()
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	dc := sc.Pool().Config().Dial
-	if err := pool.SendCancel(ctx, &dc, sc.Host, sc.Addr, sc.PID, sc.Key); err != nil {
+	if err := ss.srv.sendServerCancel(ctx, sc); err != nil {
 		ss.logger().Warn("cancelling the running query of a disconnected client failed", zap.Error(err))
 	}
 }
