@@ -42,7 +42,7 @@ type parker struct {
 	parked  map[uint64]*session // keyed by session id, the epoll event's data
 	closed  bool                // Shutdown is done with sessions: no more parking
 	failed  bool                // epoll could not be set up or failed: never park
-	running bool                // loop was started
+	running bool                // loop was started and close has not stopped it
 }
 
 // sweepEvery is how often idle sessions are asked to park; a session must
@@ -283,11 +283,15 @@ func (p *parker) count() int {
 }
 
 // close stops the loop; sessions still parked are resumed so that they can
-// end (Shutdown has woken them all already).
+// end (Shutdown has woken them all already). Only the first call does
+// anything: the pipe's descriptors are closed once, and a second write or
+// close on their numbers would hit whatever file reused them (Shutdown may
+// be called twice).
 func (p *parker) close() {
 	p.mu.Lock()
 	p.closed = true
 	running := p.running
+	p.running = false
 	p.mu.Unlock()
 	if !running {
 		return
