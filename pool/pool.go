@@ -439,13 +439,13 @@ func (p *Pool) dialOne() {
 		p.retire(sc)
 		return
 	}
-	p.putLocked(sc)
+	p.putLocked(sc, p.now())
 	p.mu.Unlock()
 }
 
-// putLocked hands sc to the oldest waiter or parks it idle. sc is not
-// counted as active on entry.
-func (p *Pool) putLocked(sc *ServerConn) {
+// putLocked hands sc to the oldest waiter or parks it idle, as of now. sc
+// is not counted as active on entry.
+func (p *Pool) putLocked(sc *ServerConn, now time.Time) {
 	if w := p.waiters.pop(); w != nil {
 		p.active++
 		w.ch <- acquireResult{sc: sc}
@@ -454,7 +454,7 @@ func (p *Pool) putLocked(sc *ServerConn) {
 	if p.waiters.n == 0 {
 		p.reserve = false
 	}
-	sc.lastUsed = p.now()
+	sc.lastUsed = now
 	p.idle = append(p.idle, sc)
 }
 
@@ -462,9 +462,10 @@ func (p *Pool) putLocked(sc *ServerConn) {
 // from before a Reconnect, or returned to a closed pool are closed instead.
 func (p *Pool) Release(sc *ServerConn) {
 	sc.endLoan()
+	now := p.now() // one clock read per release, outside the lock
 	p.mu.Lock()
 	expired := p.closed || sc.gen != p.gen ||
-		(p.cfg.Lifetime > 0 && p.now().Sub(sc.created) >= p.cfg.Lifetime) ||
+		(p.cfg.Lifetime > 0 && now.Sub(sc.created) >= p.cfg.Lifetime) ||
 		(p.paused && p.waiters.n == 0)
 	if expired {
 		p.mu.Unlock()
@@ -472,7 +473,7 @@ func (p *Pool) Release(sc *ServerConn) {
 		return
 	}
 	p.active--
-	p.putLocked(sc) // keeps its buffers until maintain finds it idle a while
+	p.putLocked(sc, now) // keeps its buffers until maintain finds it idle a while
 	p.mu.Unlock()
 }
 

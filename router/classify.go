@@ -318,28 +318,68 @@ func skipSpace(b []byte) []byte {
 	return b
 }
 
-// firstByteInteresting lets the hot path skip statements that cannot
-// matter without allocating: only these first letters start a statement
-// classifySQL acts on (SELECT is checked for advisory locks separately).
-func firstByteInteresting(c byte) bool {
-	switch c | 0x20 {
-	case 's', 'r', 'd', 'c', 'p', 'l', 'w', 'u':
+// needsClassify reports cheaply whether classifySQL could find anything:
+// when it returns false, classifySQL would return the zero class. It runs
+// for every Query and Parse, so it decides on the first word alone when
+// the text is one statement (no ';', or one that only blanks follow):
+// classifyWord acts on a few first words, and of those the SELECT family
+// only for an advisory lock. Anything else (several statements, a ';' in
+// a quote or comment, a first word longer than 8 bytes) is classified.
+func needsClassify(sql []byte) bool {
+	if len(skipSpace(sql)) == 0 {
+		return false
+	}
+	stmt := sql
+	if semi := bytes.IndexByte(sql, ';'); semi >= 0 {
+		if !onlyBlanks(sql[semi+1:]) {
+			return true
+		}
+		stmt = sql[:semi]
+	}
+	switch wordKey(skipSpace(stmt)) {
+	case 0, keySet, keyReset, keyDiscard, keyCreate, keyDeclare, keyPrepare, keyListen, keyUnlisten, keyLoad:
 		return true
+	case keySelect, keyWith, keyValues, keyCall, keyDo:
+		return hasSessionAdvisoryLock(stmt)
 	}
 	return false
 }
 
-// needsClassify reports cheaply whether classifySQL could find anything.
-func needsClassify(sql []byte) bool {
-	b := skipSpace(sql)
-	if len(b) == 0 {
-		return false
+// wordKey packs the word b starts with, in lower case, into a uint64 (its
+// first byte lowest); 0 when b does not start with a word or the word is
+// longer than 8 bytes. Words are those of nextWord.
+func wordKey(b []byte) uint64 {
+	var k uint64
+	for i, c := range b {
+		l := identLower[c]
+		if l == 0 {
+			break
+		}
+		if i == 8 {
+			return 0
+		}
+		k |= uint64(l) << (8 * i)
 	}
-	if firstByteInteresting(b[0]) || bytes.IndexByte(b, ';') >= 0 {
-		return true
-	}
-	return false
+	return k
 }
+
+// First words needsClassify tells apart.
+var (
+	keySet      = wordKey([]byte("set"))
+	keyReset    = wordKey([]byte("reset"))
+	keyDiscard  = wordKey([]byte("discard"))
+	keyCreate   = wordKey([]byte("create"))
+	keyDeclare  = wordKey([]byte("declare"))
+	keyPrepare  = wordKey([]byte("prepare"))
+	keyListen   = wordKey([]byte("listen"))
+	keyUnlisten = wordKey([]byte("unlisten"))
+	keyLoad     = wordKey([]byte("load"))
+	keySelect   = wordKey([]byte("select"))
+	keyWith     = wordKey([]byte("with"))
+	keyValues   = wordKey([]byte("values"))
+	keyCall     = wordKey([]byte("call"))
+	keyDo       = wordKey([]byte("do"))
+)
 
 // onlyBlanks reports whether b holds nothing but white space.
 func onlyBlanks(b []byte) bool {

@@ -219,14 +219,6 @@ func refNextWord(b []byte) (word string, rest []byte) {
 	return strings.ToLower(string(b[:i])), b[i:]
 }
 
-func refNeedsClassify(sql []byte) bool {
-	b := skipSpace(sql)
-	if len(b) == 0 {
-		return false
-	}
-	return firstByteInteresting(b[0]) || bytes.IndexByte(b, ';') >= 0
-}
-
 // refClassifySQL is the original statement loop over refSplitStatement;
 // classifyOne's own building blocks are compared one by one.
 func refClassifySQL(sql []byte) stmtClass {
@@ -270,11 +262,12 @@ func checkClassifyMatchesReference(t *testing.T, sql []byte) {
 	if w1 != w2 || !bytes.Equal(rest1, rest2) {
 		t.Fatalf("nextWord(%q) = %q, %q; reference %q, %q", sql, w1, rest1, w2, rest2)
 	}
-	if a, b := needsClassify(sql), refNeedsClassify(sql); a != b {
-		t.Fatalf("needsClassify(%q) = %v; reference %v", sql, a, b)
+	want := refClassifySQL(sql)
+	if a := classifySQL(sql); a != want {
+		t.Fatalf("classifySQL(%q) = %+v; reference %+v", sql, a, want)
 	}
-	if a, b := classifySQL(sql), refClassifySQL(sql); a != b {
-		t.Fatalf("classifySQL(%q) = %+v; reference %+v", sql, a, b)
+	if !needsClassify(sql) && want != (stmtClass{}) {
+		t.Fatalf("needsClassify(%q) = false, but the statement classifies as %+v", sql, want)
 	}
 }
 
@@ -297,6 +290,27 @@ var classifyEquivalenceSeeds = []string{
 	"set search_path to a, b; select 1;  ", "reset all;", "discard all; select 1", "listen a; listen b", "unlisten *;",
 	"BEGIN", "BEGIN;", "begin; select 1; commit;", "/* hi */ set statement_timeout = 5",
 	string(benchPgbenchSelect), string(benchLongSelect), string(benchMulti),
+}
+
+// The hot path skips classification for pgbench's statements and other
+// plain reads and writes, and still classifies what it must.
+func TestNeedsClassifySkipsOnlyWhatCannotMatter(t *testing.T) {
+	skipped := append([][]byte{benchPgbenchSelect, []byte("select 1"), []byte("  Select * from t ;  "),
+		[]byte("delete from t"), []byte("WITH x AS (select 1) SELECT * FROM x")}, benchTPCB...)
+	for _, sql := range skipped {
+		if needsClassify(sql) {
+			t.Errorf("needsClassify(%q) = true; want the statement skipped", sql)
+		}
+	}
+	classified := []string{"set x = 1", "SET search_path TO a;", "reset all", "discard all", "deallocate all",
+		"create temp table t()", "declare c cursor with hold for select 1", "prepare p as select 1",
+		"listen c", "unlisten *", "load 'x'", "select pg_advisory_lock(1)", "select 1; set x = 1",
+		"update t set a = 1; listen c", "-- c;\nlisten c", "/* x */ set x = 1", "(select 1)"}
+	for _, sql := range classified {
+		if !needsClassify([]byte(sql)) {
+			t.Errorf("needsClassify(%q) = false; want it classified", sql)
+		}
+	}
 }
 
 func TestClassifyMatchesReference(t *testing.T) {
