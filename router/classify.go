@@ -346,7 +346,7 @@ func needsClassify(sql []byte) bool {
 }
 
 // wordKey packs the word b starts with, in lower case, into a uint64 (its
-// first byte lowest); 0 when b does not start with a word or the word is
+// last byte lowest); 0 when b does not start with a word or the word is
 // longer than 8 bytes. Words are those of nextWord.
 func wordKey(b []byte) uint64 {
 	var k uint64
@@ -358,7 +358,7 @@ func wordKey(b []byte) uint64 {
 		if i == 8 {
 			return 0
 		}
-		k |= uint64(l) << (8 * i)
+		k = k<<8 | uint64(l)
 	}
 	return k
 }

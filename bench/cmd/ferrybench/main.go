@@ -34,7 +34,7 @@ import (
 var allScenarios = []string{
 	"idle", "latency",
 	"simple", "extended", "prepared", "tpcb", "connect", "c1000", "c10000",
-	"instructions",
+	"kernel", "instructions",
 }
 
 type options struct {
@@ -187,6 +187,14 @@ func bench(ctx context.Context, o options) (err error) {
 				rep.runs = append(rep.runs, r)
 				logf("  %-9s %-9s %s", sc.name, t.name, r.summary())
 			}
+		}
+	}
+	if o.want("kernel") {
+		for _, t := range env.poolers() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			rep.kernel = append(rep.kernel, kernelProbe(ctx, env, t, o.duration))
 		}
 	}
 	if o.want("instructions") {

@@ -179,6 +179,7 @@ type instrResult struct {
 	clients int
 	shortTx int
 	longTx  int
+	parts   []costShare // where the instructions per transaction go
 }
 
 // instructionCount runs the pooler under valgrind --tool=callgrind. After a
@@ -285,6 +286,9 @@ func instructionCount(ctx context.Context, e *env, t *target) instrResult {
 	r.tx = int64(clients * (longTx - shortTx))
 	r.perTx = float64(r.full-r.base) / float64(r.tx)
 	r.took = time.Since(start)
+	if r.parts, err = instrBreakdown(out+".1", out+".2", r.tx, t.name == "pgferry"); err != nil {
+		logf("  callgrind %s breakdown: %v", t.name, err)
+	}
 	logf("  callgrind %-9s %.0f instructions/tx (%s)", t.name, r.perTx, r.took.Round(time.Second))
 	return r
 }

@@ -25,6 +25,7 @@ type report struct {
 	idle    []idleResult
 	latency []latencyResult
 	instr   []instrResult
+	kernel  []kernelResult
 	notes   []string
 	elapsed time.Duration
 }
@@ -210,6 +211,52 @@ func (r *report) markdown() string {
 		p("\n")
 	}
 
+	if len(r.kernel) > 0 {
+		p("## System calls and context switches per transaction\n\n")
+		p("`pgbench -n -S -c %d -j 2` for %s against each pooler; system calls counted by `perf stat` on the syscall tracepoints, ", kernelClients, o.duration)
+		p("context switches summed over the pooler's threads from /proc (voluntary: the pooler waited; involuntary: the kernel preempted it), ")
+		p("CPU from /proc over the whole run (logins included).\n\n")
+		var names []string
+		for _, x := range r.kernel {
+			for _, c := range x.syscalls {
+				if !slices.Contains(names, c.part) {
+					names = append(names, c.part)
+				}
+			}
+		}
+		p("| pooler | CPU µs / tx | voluntary switches / tx | involuntary switches / tx |")
+		for _, n := range names {
+			if n == "all" {
+				p(" system calls / tx |")
+			} else {
+				p(" %s |", n)
+			}
+		}
+		p("\n|---|---:|---:|---:|%s\n", strings.Repeat("---:|", len(names)))
+		for _, x := range r.kernel {
+			if x.err != "" {
+				p("| %s | n/a | n/a | n/a |%s\n", x.target, strings.Repeat(" |", len(names)))
+				continue
+			}
+			p("| %s | %.1f | %.3f | %.3f |", x.target, x.cpuUS, x.voluntary, x.involuntary)
+			for _, n := range names {
+				v := 0.0
+				for _, c := range x.syscalls {
+					if c.part == n {
+						v = c.perTx
+					}
+				}
+				if len(x.syscalls) == 0 {
+					p(" n/a |")
+				} else {
+					p(" %.2f |", v)
+				}
+			}
+			p("\n")
+		}
+		p("\n")
+	}
+
 	if len(r.instr) > 0 {
 		p("## Instructions per transaction (valgrind --tool=callgrind)\n\n")
 		p("One pooler process under callgrind: a warm-up run, counters zeroed, then `pgbench -n -S -c 4 -j 1 -t 200` and `-t 2000`, ")
@@ -234,6 +281,21 @@ func (r *report) markdown() string {
 			p("\npgferry / pgbouncer instructions per transaction: %.2f\n", ferry/bouncer)
 		}
 		p("\n")
+		for _, x := range r.instr {
+			if x.skipped != "" || len(x.parts) == 0 {
+				continue
+			}
+			by := "shared object"
+			if x.target == "pgferry" {
+				by = "Go package"
+			}
+			p("Where %s's instructions per transaction go (self cost by %s, same difference of the two runs):\n\n", x.target, by)
+			p("| part | instructions / tx | share |\n|---|---:|---:|\n")
+			for _, c := range x.parts {
+				p("| %s | %.0f | %.0f%% |\n", c.part, c.perTx, 100*c.perTx/x.perTx)
+			}
+			p("\n")
+		}
 	}
 
 	notes := append([]string{}, r.notes...)
@@ -273,6 +335,14 @@ func (r *report) markdown() string {
 	for _, x := range r.instr {
 		if x.skipped != "" {
 			notes = append(notes, fmt.Sprintf("instructions, %s: skipped (%s).", x.target, x.skipped))
+		}
+	}
+	for _, x := range r.kernel {
+		switch {
+		case x.err != "":
+			notes = append(notes, fmt.Sprintf("system calls, %s: n/a, %s.", x.target, x.err))
+		case x.note != "":
+			notes = append(notes, fmt.Sprintf("system calls, %s: not counted (%s).", x.target, x.note))
 		}
 	}
 	if !o.want("instructions") {
