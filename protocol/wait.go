@@ -16,7 +16,7 @@ type Peeker struct {
 	probe [1]byte
 	n     int
 	err   error
-	peek  func(fd uintptr) bool
+	peek  func(fd uintptr)
 }
 
 // NewPeeker returns a Peeker for conn's socket. For a connection without a
@@ -33,19 +33,22 @@ func NewPeeker(conn net.Conn) *Peeker {
 		return pk
 	}
 	pk.rc = rc
-	pk.peek = func(fd uintptr) bool {
+	pk.peek = func(fd uintptr) {
 		pk.n, pk.err = peekSocket(fd, pk.probe[:])
-		return true
 	}
 	return pk
 }
 
-// do runs one peek; it reports false when the socket could not be used.
+// do runs one peek; it reports false when the socket could not be used
+// (closed). The peek never blocks, so it runs under RawConn.Control: that
+// only keeps the descriptor from being closed meanwhile, where Read would
+// also take the read lock, reset the poller's readiness and check the
+// read deadline, none of which a peek needs.
 func (pk *Peeker) do() bool {
 	if pk.rc == nil {
 		return false
 	}
-	return pk.rc.Read(pk.peek) == nil
+	return pk.rc.Control(pk.peek) == nil
 }
 
 // Idle reports whether the socket looks usable for a new request: nothing
