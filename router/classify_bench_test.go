@@ -289,6 +289,9 @@ var classifyEquivalenceSeeds = []string{
 	"ádvisory_lock", "advisorY_lOck", "advisory_lock\x00", "\x41DVISORY\x5fLOCK", "advisory\xdflock",
 	"set search_path to a, b; select 1;  ", "reset all;", "discard all; select 1", "listen a; listen b", "unlisten *;",
 	"BEGIN", "BEGIN;", "begin; select 1; commit;", "/* hi */ set statement_timeout = 5",
+	"with x as (select pg_advisory_lock(1)) select 1", "values (pg_advisory_lock(1));", "call p(pg_advisory_lock(1))",
+	"do $$begin perform pg_advisory_lock(1); end$$;", "selectxyz pg_advisory_lock(1)", "unlisten c;", "deallocate p",
+	"/* advisory_lock */ select 1;", "-- x;\n", "/* x;", "Select\tpg_advisory_lock(1) ;  ",
 	string(benchPgbenchSelect), string(benchLongSelect), string(benchMulti),
 }
 
@@ -305,7 +308,9 @@ func TestNeedsClassifySkipsOnlyWhatCannotMatter(t *testing.T) {
 	classified := []string{"set x = 1", "SET search_path TO a;", "reset all", "discard all", "deallocate all",
 		"create temp table t()", "declare c cursor with hold for select 1", "prepare p as select 1",
 		"listen c", "unlisten *", "load 'x'", "select pg_advisory_lock(1)", "select 1; set x = 1",
-		"update t set a = 1; listen c", "-- c;\nlisten c", "/* x */ set x = 1", "(select 1)"}
+		"update t set a = 1; listen c", "-- c;\nlisten c", "/* x */ set x = 1", "(select 1)",
+		"with x as (select pg_advisory_lock(1)) select 1", "values (pg_advisory_lock(1))",
+		"call p(pg_advisory_lock(1))", "do $$begin perform pg_advisory_lock(1); end$$;", "selectxyz 1"}
 	for _, sql := range classified {
 		if !needsClassify([]byte(sql)) {
 			t.Errorf("needsClassify(%q) = false; want it classified", sql)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgferry/pgferry/internal/pgtest"
 	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
 )
 
 const (
@@ -371,5 +372,45 @@ func TestInRotationAndReplayedPastDoNotAllocate(t *testing.T) {
 		_ = m.ReplayedPast(1, 42)
 	}); n != 0 {
 		t.Fatalf("%v allocations per call", n)
+	}
+}
+
+// A probe connection outlives its round even when its read deadline (the
+// probe timeout) has passed by the next one: the liveness check before
+// reuse ignores deadlines, so each server sees one login, not one a round.
+func TestProbeKeepsItsConnectionAcrossRoundsLongerThanTheProbeTimeout(t *testing.T) {
+	const timeout = time.Second
+	const name = "lag probe reuse test"
+	dial := dialTo(hostPort(replica))
+	dial.Params = []protocol.Param{{Key: "application_name", Value: name}}
+	m := New(Config{
+		Primary:      dialTo(hostPort(primary)),
+		Replicas:     []Replica{{Name: "r1", Dial: dial}},
+		MaxLagBytes:  mib,
+		Interval:     time.Hour, // rounds only by ProbeNow
+		ProbeTimeout: timeout,
+	})
+	t.Cleanup(m.Close)
+	ctx := context.Background()
+	probePID := func() int64 {
+		t.Helper()
+		pid, err := replica.QueryInt(ctx, "select coalesce(max(pid), 0) from pg_stat_activity where application_name = $1", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	probeUntil(t, m, "replica in rotation", func() bool { return inRotation(m, 0) })
+	first := probePID()
+	if first == 0 {
+		t.Fatal("no probe connection on the replica after a round")
+	}
+	time.Sleep(timeout + 200*time.Millisecond) // the deadline the round set has passed
+	m.ProbeNow(ctx)
+	if s := m.Status()[0]; !s.Up || s.Err != "" {
+		t.Fatalf("replica after the second round: %+v", s)
+	}
+	if again := probePID(); again != first {
+		t.Fatalf("the probe logged in again (backend pid %d, was %d): its connection was not reused", again, first)
 	}
 }
