@@ -31,6 +31,10 @@ func callgrindSelf(path string, part func(object, fn string) string) (map[string
 	var ob, fn string
 	skipNext := false
 	out := map[string]int64{}
+	// A cost line is the position columns ("positions:", default "line")
+	// then the events' counts ("events:"), of which Ir is the one summed.
+	npos, ir := 1, 0
+	var sum, summary int64 = 0, -1
 	// name resolves callgrind's name compression: "(id) name" defines id,
 	// "(id)" refers back to it.
 	name := func(table map[string]string, v string) string {
@@ -51,6 +55,20 @@ func callgrindSelf(path string, part func(object, fn string) string) (map[string
 		line := sc.Text()
 		switch {
 		case line == "":
+			continue
+		case strings.HasPrefix(line, "positions:"):
+			npos = len(strings.Fields(line[len("positions:"):]))
+			continue
+		case strings.HasPrefix(line, "events:"):
+			ir = slices.Index(strings.Fields(line[len("events:"):]), "Ir")
+			if ir < 0 {
+				return nil, fmt.Errorf("%s: no Ir event", path)
+			}
+			continue
+		case strings.HasPrefix(line, "summary:"):
+			if f := strings.Fields(line[len("summary:"):]); len(f) > ir {
+				summary, _ = strconv.ParseInt(f[ir], 10, 64)
+			}
 			continue
 		case strings.HasPrefix(line, "ob="):
 			ob = name(objects, line[3:])
@@ -77,16 +95,23 @@ func callgrindSelf(path string, part func(object, fn string) string) (map[string
 			continue
 		}
 		fields := strings.Fields(line)
-		if len(fields) < 2 {
-			continue
+		if len(fields) <= npos+ir {
+			continue // no Ir count on this line: zero
 		}
-		v, err := strconv.ParseInt(fields[1], 10, 64)
+		v, err := strconv.ParseInt(fields[npos+ir], 10, 64)
 		if err != nil {
 			continue
 		}
 		out[part(ob, fn)] += v
+		sum += v
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if summary >= 0 && sum != summary {
+		return nil, fmt.Errorf("%s: self costs add up to %d, the summary says %d", path, sum, summary)
+	}
+	return out, nil
 }
 
 // goPart names the part of a Go program a function belongs to.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -29,36 +30,46 @@ type kernelResult struct {
 // Syscalls counted by name; the total counts every one.
 var kernelSyscalls = []string{"read", "recvfrom", "sendto", "write", "epoll_wait", "epoll_pwait", "epoll_ctl", "futex", "nanosleep"}
 
-// kernelLoad is the load of the kernel probe: the select-only scenario's.
+// kernelClients is the kernel probe's client count, as in the connection
+// storm and tpcb scenarios.
 const kernelClients = 50
 
 // kernelProbe runs pgbench -S against t for d while perf stat counts the
 // pooler's system calls.
 func kernelProbe(ctx context.Context, e *env, t *target, d time.Duration) kernelResult {
 	r := kernelResult{target: t.name}
+	if t.proc == nil || t.proc.exited() {
+		r.err = "the pooler is not running"
+		return r
+	}
 	pid := t.proc.pid()
 	var perf *exec.Cmd
+	var perfErr bytes.Buffer
 	perfOut := filepath.Join(e.tmp, "perf-stat."+t.name)
-	if _, err := exec.LookPath("perf"); err != nil {
+	events := tracepoints()
+	switch _, err := exec.LookPath("perf"); {
+	case err != nil:
 		r.note = "perf not installed"
-	} else {
-		events := []string{"raw_syscalls:sys_enter"}
-		for _, s := range kernelSyscalls {
-			events = append(events, "syscalls:sys_enter_"+s)
-		}
+	case len(events) == 0:
+		r.note = "no syscall tracepoints under /sys/kernel/tracing"
+	default:
 		perf = exec.CommandContext(ctx, "perf", "stat", "-x", ",", "-e", strings.Join(events, ","),
 			"-p", strconv.Itoa(pid), "-o", perfOut)
+		perf.Stderr = &perfErr
+		perf.WaitDelay = 5 * time.Second
 		if err := perf.Start(); err != nil {
 			r.note = "perf stat: " + err.Error()
 			perf = nil
-		} else {
-			time.Sleep(300 * time.Millisecond) // attached before the load starts
+			break
 		}
+		time.Sleep(300 * time.Millisecond) // attached before the load starts
 	}
 	stopPerf := func() {
 		if perf != nil {
 			_ = perf.Process.Signal(os.Interrupt)
-			_ = perf.Wait()
+			if err := perf.Wait(); err != nil && r.note == "" && perfErr.Len() > 0 {
+				r.note = "perf stat: " + truncate(strings.TrimSpace(perfErr.String()), 200)
+			}
 			perf = nil
 		}
 	}
@@ -101,7 +112,10 @@ func kernelProbe(ctx context.Context, e *env, t *target, d time.Duration) kernel
 		case err != nil:
 			r.note = err.Error()
 		case counts["raw_syscalls:sys_enter"] == 0:
-			r.note = "perf counted no system calls (tracepoints not permitted here?)"
+			r.note = "perf counted no system calls"
+			if perfErr.Len() > 0 {
+				r.note += ": " + truncate(strings.TrimSpace(perfErr.String()), 200)
+			}
 		default:
 			r.syscalls = append(r.syscalls, costShare{part: "all", perTx: counts["raw_syscalls:sys_enter"] / tx})
 			for _, s := range kernelSyscalls {
@@ -114,6 +128,28 @@ func kernelProbe(ctx context.Context, e *env, t *target, d time.Duration) kernel
 	logf("  kernel    %-9s %d tx, %.2f syscalls/tx, %.2f+%.2f context switches/tx", t.name, r.tx,
 		firstShare(r.syscalls), r.voluntary, r.involuntary)
 	return r
+}
+
+// tracepoints lists the perf events of the probe that this kernel has:
+// one missing event would make perf stat refuse them all.
+func tracepoints() []string {
+	var dir string
+	for _, d := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
+		if _, err := os.Stat(filepath.Join(d, "raw_syscalls", "sys_enter")); err == nil {
+			dir = d
+			break
+		}
+	}
+	if dir == "" {
+		return nil
+	}
+	events := []string{"raw_syscalls:sys_enter"}
+	for _, s := range kernelSyscalls {
+		if _, err := os.Stat(filepath.Join(dir, "syscalls", "sys_enter_"+s)); err == nil {
+			events = append(events, "syscalls:sys_enter_"+s)
+		}
+	}
+	return events
 }
 
 func firstNonNil(errs ...error) error {

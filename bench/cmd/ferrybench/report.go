@@ -215,7 +215,7 @@ func (r *report) markdown() string {
 		p("## System calls and context switches per transaction\n\n")
 		p("`pgbench -n -S -c %d -j 2` for %s against each pooler; system calls counted by `perf stat` on the syscall tracepoints, ", kernelClients, o.duration)
 		p("context switches summed over the pooler's threads from /proc (voluntary: the pooler waited; involuntary: the kernel preempted it), ")
-		p("CPU from /proc over the whole run (logins included).\n\n")
+		p("CPU from /proc. Every column covers the whole run, the %d logins included, divided by its transactions.\n\n", kernelClients)
 		var names []string
 		for _, x := range r.kernel {
 			for _, c := range x.syscalls {
