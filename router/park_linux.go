@@ -165,7 +165,10 @@ func (p *parker) resume(ss *session) {
 		ss.idleTimer.Stop()
 	}
 	ss.resumed = true
-	go ss.run()
+	go func() {
+		growStack()
+		ss.run()
+	}()
 }
 
 // sweep asks sessions idle since before the previous sweep to park.

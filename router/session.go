@@ -173,11 +173,15 @@ type session struct {
 }
 
 // serveClient runs a new client's login on the accepting goroutine, then
-// hands the connection to a fresh goroutine for the session: the login's
-// deep stack (TLS, SCRAM) is not kept by thousands of idle sessions.
-// Whichever goroutine holds the connection last closes it and releases its
-// client count and WaitGroup slot.
+// the session. A TLS session continues on a fresh goroutine instead: the
+// handshake leaves a stack several times deeper than the relay needs,
+// which thousands of idle sessions would otherwise keep until they park.
+// (A plain login fits in the stack growStack gives every session, so
+// another goroutine would only cost a spawn, a wake-up and a second
+// growth.) Whichever goroutine holds the connection last closes it and
+// releases its client count and WaitGroup slot.
 func (s *Server) serveClient(raw net.Conn) {
+	growStack()
 	handedOff := false
 	n := s.clients.Add(1)
 	defer func() {
@@ -212,7 +216,14 @@ func (s *Server) serveClient(raw net.Conn) {
 		return
 	}
 	handedOff = true
-	go ss.serveLoggedIn()
+	if ss.tls {
+		go func() {
+			growStack()
+			ss.serveLoggedIn()
+		}()
+		return
+	}
+	ss.serveLoggedIn()
 }
 
 // serveLoggedIn relays for a logged-in client until it leaves. It owns the
