@@ -134,6 +134,11 @@ func goPart(_, fn string) string {
 		return "Go time"
 	case strings.HasSuffix(fn, "body"), strings.HasPrefix(fn, "internal/bytealg"), strings.HasPrefix(fn, "bytes."):
 		return "Go bytes"
+	case strings.HasPrefix(fn, "crypto/"), strings.HasPrefix(fn, "hash/"):
+		return "Go crypto, hash"
+	case strings.HasPrefix(fn, "strings."), strings.HasPrefix(fn, "strconv."), strings.HasPrefix(fn, "unicode/"),
+		strings.HasPrefix(fn, "encoding/"):
+		return "Go strings, strconv, encoding"
 	}
 	return "other"
 }

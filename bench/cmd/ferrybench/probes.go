@@ -180,6 +180,16 @@ type instrResult struct {
 	shortTx int
 	longTx  int
 	parts   []costShare // where the instructions per transaction go
+
+	// The same for logins: pgbench -C, a login per transaction.
+	perLogin   float64
+	loginBase  int64 // instructions of the short -C run
+	loginFull  int64 // instructions of the long -C run
+	logins     int64 // logins the difference covers
+	loginParts []costShare
+	loginErr   string // why perLogin is missing
+	shortLogin int
+	longLogin  int
 }
 
 // instructionCount runs the pooler under valgrind --tool=callgrind. After a
@@ -187,14 +197,16 @@ type instrResult struct {
 // pgbench -S -c 4 runs with -t shortTx and with -t longTx, each followed by
 // callgrind_control --dump (which also zeroes). Both dumps hold the same
 // client logins, so their difference divided by the extra transactions is
-// the per-transaction cost.
+// the per-transaction cost. Two more runs with -C (a login per
+// transaction), -t shortLogin and -t longLogin, give the cost per login in
+// the same way.
 //
 // A Go program under callgrind must not receive signals (callgrind asserts
 // in vgCallgrind_post_signal), so pgferry runs with
 // GODEBUG=asyncpreemptoff=1 and both poolers are ended with SIGKILL.
 func instructionCount(ctx context.Context, e *env, t *target) instrResult {
-	const clients, shortTx, longTx = 4, 200, 2000
-	r := instrResult{target: t.name, clients: clients, shortTx: shortTx, longTx: longTx}
+	const clients, shortTx, longTx, shortLogin, longLogin = 4, 200, 2000, 50, 250
+	r := instrResult{target: t.name, clients: clients, shortTx: shortTx, longTx: longTx, shortLogin: shortLogin, longLogin: longLogin}
 	for _, bin := range []string{"valgrind", "callgrind_control"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			r.skipped = bin + " not installed"
@@ -234,12 +246,13 @@ func instructionCount(ctx context.Context, e *env, t *target) instrResult {
 	}
 	defer p.kill()
 
-	pgbench := func(txs int) error {
+	pgbench := func(txs int, extra ...string) error {
 		cctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 		defer cancel()
-		b, err := pgbenchCmd(cctx, t.port, "-n", "-S", "-c", strconv.Itoa(clients), "-j", "1", "-t", strconv.Itoa(txs)).CombinedOutput()
+		args := append([]string{"-n", "-S", "-c", strconv.Itoa(clients), "-j", "1", "-t", strconv.Itoa(txs)}, extra...)
+		b, err := pgbenchCmd(cctx, t.port, args...).CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("pgbench -t %d under callgrind: %v: %s", txs, err, firstError(string(b)))
+			return fmt.Errorf("pgbench -t %d %s under callgrind: %v: %s", txs, strings.Join(extra, " "), err, firstError(string(b)))
 		}
 		return nil
 	}
@@ -290,6 +303,29 @@ func instructionCount(ctx context.Context, e *env, t *target) instrResult {
 		logf("  callgrind %s breakdown: %v", t.name, err)
 	}
 	logf("  callgrind %-9s %.0f instructions/tx (%s)", t.name, r.perTx, r.took.Round(time.Second))
+
+	var logins [2]int64
+	for i, txs := range []int{shortLogin, longLogin} {
+		if err := pgbench(txs, "-C"); err != nil {
+			r.loginErr = err.Error()
+			return r
+		}
+		if err := control("--dump"); err != nil {
+			r.loginErr = err.Error()
+			return r
+		}
+		if logins[i], err = waitCallgrindDump(ctx, fmt.Sprintf("%s.%d", out, i+3)); err != nil {
+			r.loginErr = err.Error()
+			return r
+		}
+	}
+	r.loginBase, r.loginFull = logins[0], logins[1]
+	r.logins = int64(clients * (longLogin - shortLogin))
+	r.perLogin = float64(r.loginFull-r.loginBase) / float64(r.logins)
+	if r.loginParts, err = instrBreakdown(out+".3", out+".4", r.logins, t.name == "pgferry"); err != nil {
+		logf("  callgrind %s login breakdown: %v", t.name, err)
+	}
+	logf("  callgrind %-9s %.0f instructions/login", t.name, r.perLogin)
 	return r
 }
 

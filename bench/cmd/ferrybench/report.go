@@ -296,6 +296,41 @@ func (r *report) markdown() string {
 			}
 			p("\n")
 		}
+
+		p("### Instructions per login\n\n")
+		p("The same pooler processes, after the runs above: `pgbench -n -S -C -c 4 -j 1 -t 50` and `-t 250` (a SCRAM login per transaction), ")
+		p("each followed by `callgrind_control --dump`; instructions/login = (Ir(250) - Ir(50)) / (4 × 200). User space only: ")
+		p("the kernel's share of a login (accept, socket calls, wake-ups) is in the connection storm's CPU column.\n\n")
+		p("| pooler | instructions / login | Ir, -t 50 -C run | Ir, -t 250 -C run |\n|---|---:|---:|---:|\n")
+		ferry, bouncer = 0, 0
+		for _, x := range r.instr {
+			if x.skipped != "" || x.loginErr != "" {
+				p("| %s | n/a | | |\n", x.target)
+				continue
+			}
+			p("| %s | %.0f | %d | %d |\n", x.target, x.perLogin, x.loginBase, x.loginFull)
+			switch x.target {
+			case "pgferry":
+				ferry = x.perLogin
+			case "pgbouncer":
+				bouncer = x.perLogin
+			}
+		}
+		if ferry > 0 && bouncer > 0 {
+			p("\npgferry / pgbouncer instructions per login: %.2f\n", ferry/bouncer)
+		}
+		p("\n")
+		for _, x := range r.instr {
+			if x.skipped != "" || x.loginErr != "" || len(x.loginParts) == 0 {
+				continue
+			}
+			p("Where %s's instructions per login go:\n\n", x.target)
+			p("| part | instructions / login | share |\n|---|---:|---:|\n")
+			for _, c := range x.loginParts {
+				p("| %s | %.0f | %.0f%% |\n", c.part, c.perTx, 100*c.perTx/x.perLogin)
+			}
+			p("\n")
+		}
 	}
 
 	notes := append([]string{}, r.notes...)
@@ -335,6 +370,8 @@ func (r *report) markdown() string {
 	for _, x := range r.instr {
 		if x.skipped != "" {
 			notes = append(notes, fmt.Sprintf("instructions, %s: skipped (%s).", x.target, x.skipped))
+		} else if x.loginErr != "" {
+			notes = append(notes, fmt.Sprintf("instructions per login, %s: n/a (%s).", x.target, x.loginErr))
 		}
 	}
 	for _, x := range r.kernel {
