@@ -191,6 +191,16 @@ func TestWritesFollowThePrimaryAfterAPromotion(t *testing.T) {
 	if _, err := conn.Exec(ctx, "create table failover (x int)"); err != nil {
 		t.Fatal(err)
 	}
+	// An immediate stop loses the WAL the replica has not received yet: on
+	// a loaded machine that was the table, and every insert below failed.
+	written, err := primary.QueryInt(ctx, "select (pg_current_wal_lsn() - '0/0')::bigint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ferrytest.Eventually(t, 20*time.Second, "the replica replays the create table", func() (bool, error) {
+		replayed, err := replica.QueryInt(ctx, "select coalesce((pg_last_wal_replay_lsn() - '0/0')::bigint, 0)")
+		return replayed >= written, err
+	})
 	if err := primary.StopImmediate(); err != nil {
 		t.Fatal(err)
 	}
@@ -201,8 +211,10 @@ func TestWritesFollowThePrimaryAfterAPromotion(t *testing.T) {
 	// client then writes on the new primary.
 	ferrytest.Eventually(t, 20*time.Second, "writes resume on the promoted replica", func() (bool, error) {
 		var port int
-		err := conn.QueryRow(ctx, "insert into failover values (1) returning inet_server_port()").Scan(&port)
-		return err == nil && port == replica.Port, nil
+		if err := conn.QueryRow(ctx, "insert into failover values (1) returning inet_server_port()").Scan(&port); err != nil {
+			return false, err
+		}
+		return port == replica.Port, nil
 	})
 }
 
