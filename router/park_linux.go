@@ -12,9 +12,9 @@ import (
 )
 
 // parker holds idle client sessions without a goroutine. A goroutine
-// parked in a read keeps a 4 KiB stack (the idle call path is too deep for
-// 2 KiB, and a grown stack does not shrink back), which was half of what an
-// idle client cost. A session that has been idle for a full sweep interval
+// parked in a read keeps its stack (8 KiB once growStack has run; the
+// garbage collector halves a stack only while a quarter of it is unused),
+// which was half of what an idle client cost. A session that has been idle for a full sweep interval
 // instead registers its socket in a private epoll set (one-shot) and its
 // goroutine exits; the first byte (or EOF) from the client, a wake (a
 // notification, shutdown) or a kill starts a fresh goroutine that carries

@@ -181,11 +181,31 @@ type session struct {
 // growth.) Whichever goroutine holds the connection last closes it and
 // releases its client count and WaitGroup slot.
 func (s *Server) serveClient(raw net.Conn) {
-	growStack()
-	handedOff := false
+	ss := s.admit(raw)
+	if ss == nil {
+		return
+	}
+	if ss.tls {
+		go func() {
+			growStack()
+			ss.serveLoggedIn()
+		}()
+		return
+	}
+	// Outside admit's frame: a panic from here on is the session's, as on
+	// the TLS path and after a resume, not one admit would swallow after
+	// handing the connection over.
+	ss.serveLoggedIn()
+}
+
+// admit checks a new client against allow_cidrs and max_client_conn and
+// runs its login. It returns the logged-in session, which then owns the
+// connection, the client count and the WaitGroup slot taken at accept; on
+// nil it has released them.
+func (s *Server) admit(raw net.Conn) (logged *session) {
 	n := s.clients.Add(1)
 	defer func() {
-		if !handedOff {
+		if logged == nil {
 			raw.Close()
 			s.clients.Add(-1)
 			s.wg.Done()
@@ -200,30 +220,23 @@ func (s *Server) serveClient(raw net.Conn) {
 		clientAddr:  raw.RemoteAddr().String(),
 		status:      protocol.TxIdle,
 	}
-	defer ss.recoverPanic()
+	defer ss.recoverPanic() // logged stays nil: the connection is released
 	cfg := s.cfg.Load()
 	if !s.allowed(raw.RemoteAddr()) {
 		s.reject("allow_cidrs")
 		ss.logger().Info("client refused by allow_cidrs")
-		return
+		return nil
 	}
 	if cfg.MaxClientConn > 0 && n > int64(cfg.MaxClientConn) {
 		s.reject("max_client_conn")
 		ss.sendFatal(protocol.Fatal(protocol.SQLStateTooManyConnections, "no more connections allowed (max_client_conn)"))
-		return
+		return nil
 	}
+	growStack() // refused clients above do not pay for it
 	if !ss.login(cfg) {
-		return
+		return nil
 	}
-	handedOff = true
-	if ss.tls {
-		go func() {
-			growStack()
-			ss.serveLoggedIn()
-		}()
-		return
-	}
-	ss.serveLoggedIn()
+	return ss
 }
 
 // serveLoggedIn relays for a logged-in client until it leaves. It owns the
