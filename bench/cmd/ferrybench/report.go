@@ -262,75 +262,26 @@ func (r *report) markdown() string {
 		p("One pooler process under callgrind: a warm-up run, counters zeroed, then `pgbench -n -S -c 4 -j 1 -t 200` and `-t 2000`, ")
 		p("each followed by `callgrind_control --dump`; instructions/tx = (Ir(2000) - Ir(200)) / (4 × 1800), so logins cancel out. ")
 		p("pgferry runs with GODEBUG=asyncpreemptoff=1 (callgrind cannot take Go's preemption signals).\n\n")
-		p("| pooler | instructions / tx | Ir, -t 200 run | Ir, -t 2000 run |\n|---|---:|---:|---:|\n")
-		var ferry, bouncer float64
+		var tx, login []instrRow
 		for _, x := range r.instr {
-			if x.skipped != "" {
-				p("| %s | n/a | | |\n", x.target)
-				continue
-			}
-			p("| %s | %.0f | %d | %d |\n", x.target, x.perTx, x.base, x.full)
-			switch x.target {
-			case "pgferry":
-				ferry = x.perTx
-			case "pgbouncer":
-				bouncer = x.perTx
-			}
+			tx = append(tx, instrRow{x.target, x.skipped == "", x.perTx, x.base, x.full, x.parts})
+			login = append(login, instrRow{x.target, x.skipped == "" && x.loginErr == "", x.perLogin, x.loginBase, x.loginFull, x.loginParts})
 		}
-		if ferry > 0 && bouncer > 0 {
-			p("\npgferry / pgbouncer instructions per transaction: %.2f\n", ferry/bouncer)
-		}
-		p("\n")
-		for _, x := range r.instr {
-			if x.skipped != "" || len(x.parts) == 0 {
-				continue
-			}
+		instrTable(p, "tx", "transaction", "-t 200", "-t 2000", tx, func(target string) string {
 			by := "shared object"
-			if x.target == "pgferry" {
+			if target == "pgferry" {
 				by = "Go package"
 			}
-			p("Where %s's instructions per transaction go (self cost by %s, same difference of the two runs):\n\n", x.target, by)
-			p("| part | instructions / tx | share |\n|---|---:|---:|\n")
-			for _, c := range x.parts {
-				p("| %s | %.0f | %.0f%% |\n", c.part, c.perTx, 100*c.perTx/x.perTx)
-			}
-			p("\n")
-		}
+			return fmt.Sprintf("Where %s's instructions per transaction go (self cost by %s, same difference of the two runs)", target, by)
+		})
 
 		p("### Instructions per login\n\n")
 		p("The same pooler processes, after the runs above: `pgbench -n -S -C -c 4 -j 1 -t 50` and `-t 250` (a SCRAM login per transaction), ")
-		p("each followed by `callgrind_control --dump`; instructions/login = (Ir(250) - Ir(50)) / (4 × 200). User space only: ")
+		p("each followed by `callgrind_control --dump`; instructions/login = (Ir(250) - Ir(50)) / (4 × 200), the median of three such pairs. User space only: ")
 		p("the kernel's share of a login (accept, socket calls, wake-ups) is in the connection storm's CPU column.\n\n")
-		p("| pooler | instructions / login | Ir, -t 50 -C run | Ir, -t 250 -C run |\n|---|---:|---:|---:|\n")
-		ferry, bouncer = 0, 0
-		for _, x := range r.instr {
-			if x.skipped != "" || x.loginErr != "" {
-				p("| %s | n/a | | |\n", x.target)
-				continue
-			}
-			p("| %s | %.0f | %d | %d |\n", x.target, x.perLogin, x.loginBase, x.loginFull)
-			switch x.target {
-			case "pgferry":
-				ferry = x.perLogin
-			case "pgbouncer":
-				bouncer = x.perLogin
-			}
-		}
-		if ferry > 0 && bouncer > 0 {
-			p("\npgferry / pgbouncer instructions per login: %.2f\n", ferry/bouncer)
-		}
-		p("\n")
-		for _, x := range r.instr {
-			if x.skipped != "" || x.loginErr != "" || len(x.loginParts) == 0 {
-				continue
-			}
-			p("Where %s's instructions per login go:\n\n", x.target)
-			p("| part | instructions / login | share |\n|---|---:|---:|\n")
-			for _, c := range x.loginParts {
-				p("| %s | %.0f | %.0f%% |\n", c.part, c.perTx, 100*c.perTx/x.perLogin)
-			}
-			p("\n")
-		}
+		instrTable(p, "login", "login", "-t 50 -C", "-t 250 -C", login, func(target string) string {
+			return fmt.Sprintf("Where %s's instructions per login go", target)
+		})
 	}
 
 	notes := append([]string{}, r.notes...)
@@ -464,4 +415,49 @@ func moduleRoot() (string, error) {
 		return "", fmt.Errorf("%s has no cmd/pgferry: run from the pgferry repository", dir)
 	}
 	return dir, nil
+}
+
+// instrRow is one pooler's instructions per unit (transaction or login)
+// from two callgrind dumps.
+type instrRow struct {
+	target     string
+	ok         bool
+	per        float64
+	base, full int64
+	parts      []costShare
+}
+
+// instrTable prints the instructions per unit of each pooler, the
+// pgferry/pgbouncer ratio and each pooler's breakdown under where(target).
+func instrTable(p func(string, ...any), unit, unitWord, shortRun, longRun string, rows []instrRow, where func(target string) string) {
+	p("| pooler | instructions / %s | Ir, %s run | Ir, %s run |\n|---|---:|---:|---:|\n", unit, shortRun, longRun)
+	var ferry, bouncer float64
+	for _, x := range rows {
+		if !x.ok {
+			p("| %s | n/a | | |\n", x.target)
+			continue
+		}
+		p("| %s | %.0f | %d | %d |\n", x.target, x.per, x.base, x.full)
+		switch x.target {
+		case "pgferry":
+			ferry = x.per
+		case "pgbouncer":
+			bouncer = x.per
+		}
+	}
+	if ferry > 0 && bouncer > 0 {
+		p("\npgferry / pgbouncer instructions per %s: %.2f\n", unitWord, ferry/bouncer)
+	}
+	p("\n")
+	for _, x := range rows {
+		if !x.ok || len(x.parts) == 0 {
+			continue
+		}
+		p("%s:\n\n", where(x.target))
+		p("| part | instructions / %s | share |\n|---|---:|---:|\n", unit)
+		for _, c := range x.parts {
+			p("| %s | %.0f | %.0f%% |\n", c.part, c.perTx, 100*c.perTx/x.per)
+		}
+		p("\n")
+	}
 }
