@@ -139,8 +139,10 @@ func (sc *ServerConn) close() {
 }
 
 // StmtCache is the set of prepared statements pgferry created on one server
-// connection, keyed by the statement's hash, with LRU order. Lookups of known
-// statements do not allocate.
+// connection, keyed by the statement's ID, with LRU order. An ID names one
+// statement's content for the life of the process and is never reused (the
+// router's prepared.Registry hands them out), so a cached ID cannot stand
+// for another statement. Lookups of known statements do not allocate.
 type StmtCache struct {
 	max        int
 	m          map[uint64]*stmtEntry

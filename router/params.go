@@ -356,7 +356,7 @@ func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
 	}
 	c := classifySQL(sql)
 	if c.discard {
-		clear(ss.stmts)
+		ss.forgetStmts()
 	}
 	if ss.txnMode && (c.listen != "" || c.unlisten != "" || c.unlistenAll) {
 		if done, err := ss.handleListen(c); done || err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/router"
 )
 
 // rawClient speaks the extended protocol by hand through pgferry.
@@ -262,5 +263,43 @@ func TestPgxStatementCacheRunsThousandsOfQueriesOverASmallPool(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// TestClientsWhoseStatementsHashAlikeEachRunTheirOwnSQL forces every
+// statement onto one hash value and has two clients prepare different SQL
+// under the same name on a pool of one server connection: each must get
+// its own result, never the other's.
+func TestClientsWhoseStatementsHashAlikeEachRunTheirOwnSQL(t *testing.T) {
+	cfg := ferrytest.Config(t, cluster)
+	setPoolSize(cfg, "app", 1)
+	f := ferrytest.Start(t, cfg, func(o *router.Options) {
+		o.StatementHash = func([]byte) uint64 { return 7 }
+	})
+	a, b := newRawClient(t, f.AppDSN()), newRawClient(t, f.AppDSN())
+	for round := 0; round < 5; round++ {
+		a.send(parse("s", "select 'a'"), bind("s"), execMsg(), syncMsg())
+		if got := a.until(1); got != "1 2 D:a C Z" {
+			t.Fatalf("round %d: client a got %q", round, got)
+		}
+		b.send(parse("s", "select 'b'"), bind("s"), execMsg(), syncMsg())
+		if got := b.until(1); got != "1 2 D:b C Z" {
+			t.Fatalf("round %d: client b got %q", round, got)
+		}
+		// Bind alone: the server connection already has both statements.
+		a.send(bind("s"), execMsg(), syncMsg())
+		if got := a.until(1); got != "2 D:a C Z" {
+			t.Fatalf("round %d: client a's Bind got %q", round, got)
+		}
+		b.send(bind("s"), execMsg(), syncMsg())
+		if got := b.until(1); got != "2 D:b C Z" {
+			t.Fatalf("round %d: client b's Bind got %q", round, got)
+		}
+	}
+	// Both statements live side by side on the one server connection, each
+	// under its own name.
+	a.send(&pgproto3.Query{String: "select count(distinct statement) from pg_prepared_statements where name like 'pgferry_%'"})
+	if got := a.until(1); got != "T D:2 C Z" {
+		t.Fatalf("statements on the server connection: got %q, want two", got)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"hash/fnv"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/prepared"
 )
 
 // Kinds of requests whose responses the pump expects, in order.
@@ -31,7 +31,7 @@ const (
 
 type expect struct {
 	kind uint8
-	key  uint64 // statement hash for kParse/kParseSwallow
+	key  uint64 // statement ID (prepared.Statement.ID) for kParse/kParseSwallow
 }
 
 // ring is a FIFO of expectations that grows as needed and then reuses its
@@ -71,11 +71,11 @@ func (r *ring) pop() {
 
 func (r *ring) clear() { r.head, r.n = 0, 0 }
 
-// clientStmt is a named prepared statement of one client.
+// clientStmt is a named prepared statement of one client: the registered
+// statement it stands for (held until the client closes or replaces it,
+// or leaves).
 type clientStmt struct {
-	key        uint64
-	serverName string // pgferry's name on servers, derived from key
-	query      []byte // Parse body after the name: query, NUL, parameter types
+	*prepared.Statement
 }
 
 // serve relays the client's messages until it leaves or fails.
@@ -587,19 +587,6 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	}
 }
 
-// statementKey hashes a Parse body after the name (query text and
-// parameter types): clients preparing the same statement share it on
-// servers.
-func statementKey(body []byte) uint64 {
-	h := fnv.New64a()
-	h.Write(body)
-	return h.Sum64()
-}
-
-func serverStmtName(key uint64) string {
-	return "pgferry_" + strconv.FormatUint(key, 36)
-}
-
 // processParse handles Parse. Unnamed statements pass through. A named one
 // is recorded for the client and prepared on the server under pgferry's
 // name; if the server already has it, a no-op Parse/Close pair stands in
@@ -614,25 +601,51 @@ func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 	}
 	ss.entry.stats.clientParses.Add(1)
 	st := ss.stmts[string(name)]
-	if st == nil || string(st.query) != string(rest) {
-		key := statementKey(rest)
-		st = &clientStmt{key: key, serverName: serverStmtName(key), query: append([]byte(nil), rest...)}
-		if ss.stmts == nil {
-			ss.stmts = make(map[string]*clientStmt)
-		}
-		ss.stmts[string(name)] = st
+	if st == nil || string(st.Body) != string(rest) {
+		st = ss.holdStmt(string(name), rest)
 	}
-	if sc.Stmts.Has(st.key) {
+	if sc.Stmts.Has(st.ID) {
 		ss.q.push(expect{kind: kParse})
 		sc.Wr.SetBuffer(appendParseRaw(sc.Wr.Buffer(), noopStmt, []byte("\x00\x00\x00")))
 		ss.q.push(expect{kind: kCloseSwallow})
 		sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', noopStmt))
 		return
 	}
-	ss.addServerStmt(sc, st.key)
+	ss.addServerStmt(sc, st.ID)
 	ss.entry.stats.serverParses.Add(1)
-	ss.q.push(expect{kind: kParse, key: st.key})
-	sc.Wr.SetBuffer(appendParseRaw(sc.Wr.Buffer(), st.serverName, st.query))
+	ss.q.push(expect{kind: kParse, key: st.ID})
+	sc.Wr.SetBuffer(appendParseRaw(sc.Wr.Buffer(), st.Name, st.Body))
+}
+
+// holdStmt records the client's statement name for the statement with
+// content body, releasing what the name stood for before.
+func (ss *session) holdStmt(name string, body []byte) *clientStmt {
+	st := &clientStmt{ss.srv.stmts.Acquire(body)}
+	if ss.stmts == nil {
+		ss.stmts = make(map[string]*clientStmt)
+	}
+	if old := ss.stmts[name]; old != nil {
+		ss.srv.stmts.Release(old.Statement)
+	}
+	ss.stmts[name] = st
+	return st
+}
+
+// forgetStmt drops the client's statement name.
+func (ss *session) forgetStmt(name []byte) {
+	if st := ss.stmts[string(name)]; st != nil {
+		delete(ss.stmts, string(name))
+		ss.srv.stmts.Release(st.Statement)
+	}
+}
+
+// forgetStmts drops every statement name of the client (DISCARD ALL,
+// DEALLOCATE ALL, the end of the session).
+func (ss *session) forgetStmts() {
+	for _, st := range ss.stmts {
+		ss.srv.stmts.Release(st.Statement)
+	}
+	clear(ss.stmts)
 }
 
 // noopStmt names the throwaway statement behind a Parse the server does not
@@ -648,10 +661,10 @@ func appendParseRaw(dst []byte, name string, rest []byte) []byte {
 	return append(dst, rest...)
 }
 
-// addServerStmt records key on sc, closing the least recently used
-// statement on the server when the cache is full.
-func (ss *session) addServerStmt(sc *pool.ServerConn, key uint64) {
-	if old, evicted := sc.Stmts.Add(key); evicted {
+// addServerStmt records the statement with ID id on sc, closing the least
+// recently used statement on the server when the cache is full.
+func (ss *session) addServerStmt(sc *pool.ServerConn, id uint64) {
+	if old, evicted := sc.Stmts.Add(id); evicted {
 		ss.q.push(expect{kind: kCloseSwallow})
 		var name [32]byte
 		n := append(name[:0], "pgferry_"...)
@@ -663,13 +676,13 @@ func (ss *session) addServerStmt(sc *pool.ServerConn, key uint64) {
 // ensureStmt makes sure the server has the client's statement, injecting a
 // Parse whose ParseComplete is swallowed.
 func (ss *session) ensureStmt(sc *pool.ServerConn, st *clientStmt) {
-	if sc.Stmts.Has(st.key) {
+	if sc.Stmts.Has(st.ID) {
 		return
 	}
-	ss.addServerStmt(sc, st.key)
+	ss.addServerStmt(sc, st.ID)
 	ss.entry.stats.serverParses.Add(1)
-	ss.q.push(expect{kind: kParseSwallow, key: st.key})
-	sc.Wr.SetBuffer(appendParseRaw(sc.Wr.Buffer(), st.serverName, st.query))
+	ss.q.push(expect{kind: kParseSwallow, key: st.ID})
+	sc.Wr.SetBuffer(appendParseRaw(sc.Wr.Buffer(), st.Name, st.Body))
 }
 
 // processBind renames the statement a Bind refers to.
@@ -694,10 +707,10 @@ func (ss *session) processBind(sc *pool.ServerConn, frame []byte) {
 	ss.q.push(expect{kind: kBind})
 	dst := sc.Wr.Buffer()
 	dst = append(dst, protocol.MsgBind)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(4+len(portal)+1+len(st.serverName)+1+len(tail)))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(4+len(portal)+1+len(st.Name)+1+len(tail)))
 	dst = append(dst, portal...)
 	dst = append(dst, 0)
-	dst = append(dst, st.serverName...)
+	dst = append(dst, st.Name...)
 	dst = append(dst, 0)
 	dst = append(dst, tail...)
 	sc.Wr.SetBuffer(dst)
@@ -723,9 +736,9 @@ func (ss *session) processDescribe(sc *pool.ServerConn, frame []byte) {
 	ss.q.push(expect{kind: kDescribe})
 	dst := sc.Wr.Buffer()
 	dst = append(dst, protocol.MsgDescribe)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(4+1+len(st.serverName)+1))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(4+1+len(st.Name)+1))
 	dst = append(dst, 'S')
-	dst = append(dst, st.serverName...)
+	dst = append(dst, st.Name...)
 	dst = append(dst, 0)
 	sc.Wr.SetBuffer(dst)
 }
@@ -743,7 +756,7 @@ func (ss *session) closeLocally(frame []byte) bool {
 	if !ok || len(name) == 0 {
 		return false
 	}
-	delete(ss.stmts, string(name))
+	ss.forgetStmt(name)
 	ss.mu.Lock()
 	sc := ss.server
 	if sc == nil {
@@ -1224,6 +1237,7 @@ func (ss *session) finish(err error) {
 	if ss.listening {
 		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, "")
 	}
+	ss.forgetStmts()
 	if sc != nil {
 		sc.Interrupt()
 	}

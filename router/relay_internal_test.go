@@ -7,17 +7,16 @@ import (
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/prepared"
 )
 
 func TestBindOfAKnownStatementDoesNotAllocate(t *testing.T) {
-	srv := &Server{}
+	srv := &Server{stmts: prepared.NewRegistry(nil)}
 	srv.cfg.Store(configs.Default())
-	ss := &session{srv: srv, entry: &poolEntry{}, stmts: make(map[string]*clientStmt)}
-	rest := []byte("select $1::int\x00\x00\x00")
-	key := statementKey(rest)
-	ss.stmts["s1"] = &clientStmt{key: key, serverName: serverStmtName(key), query: rest}
+	ss := &session{srv: srv, entry: &poolEntry{}}
+	st := ss.holdStmt("s1", []byte("select $1::int\x00\x00\x00"))
 	sc := &pool.ServerConn{Wr: protocol.NewWriter(io.Discard)}
-	sc.Stmts.Add(key)
+	sc.Stmts.Add(st.ID)
 	frame := []byte{'B', 0, 0, 0, 0}
 	frame = append(frame, "\x00s1\x00\x00\x00\x00\x01\x00\x00\x00\x0142\x00\x00"...)
 	frame[4] = byte(len(frame) - 1)

@@ -50,7 +50,7 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 		if ok {
 			if name, _, ok := protocol.CString(rest); ok && len(name) > 0 {
 				if st := ss.stmts[string(name)]; st != nil {
-					sql, _, _ = protocol.CString(st.query)
+					sql = st.Query()
 				}
 			}
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/lag"
+	"github.com/pgferry/pgferry/router/prepared"
 )
 
 // Options carries what the Server needs besides its configuration.
@@ -37,6 +38,9 @@ type Options struct {
 	// database entry; nil uses the entry's static password. cmd wires Entra
 	// ID token sources through it.
 	PasswordSource func(dbName string, db configs.Database) (pool.PasswordSource, error)
+	// StatementHash, for tests, replaces the hash that finds candidate
+	// prepared statements (prepared.NewRegistry); nil is the default.
+	StatementHash func([]byte) uint64
 }
 
 // Hooks observe the router. Implementations must be cheap and safe for
@@ -81,6 +85,7 @@ type Server struct {
 	parker   parker         // idle sessions held without a goroutine
 	budget   budgetWatch    // interrupts inline relays past inlineBudget
 	tracked  atomic.Pointer[trackedKeys]
+	stmts    *prepared.Registry // clients' named statements by content
 	throttle *authThrottle
 	started  time.Time
 }
@@ -142,6 +147,7 @@ func New(cfg *configs.Config, opts Options) (*Server, error) {
 		cancelKeys: make(map[uint64]*session),
 		throttle:   newAuthThrottle(cfg.AuthFailureDelay.Std()),
 		pumps:      pumpWorkers{maxIdle: 1024},
+		stmts:      prepared.NewRegistry(opts.StatementHash),
 		started:    time.Now(),
 	}
 	s.parker.srv = s
