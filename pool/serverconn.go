@@ -32,10 +32,10 @@ type ServerConn struct {
 	Wr *protocol.Writer
 	// Stmts tracks the prepared statements pgferry created on this server.
 	Stmts StmtCache
-	// ParamsFP is the fingerprint of the client parameter set the router
-	// last made Params match; 0 means unknown. Whoever changes Params
-	// otherwise resets it.
-	ParamsFP uint64
+	// ParamsKey encodes the client parameter set the router last made
+	// Params match; "" means unknown. Whoever changes Params otherwise
+	// resets it.
+	ParamsKey string
 
 	peeker            *protocol.Peeker // liveness check of the raw socket
 	pool              *Pool

@@ -1,7 +1,7 @@
 package router
 
 import (
-	"hash/fnv"
+	"encoding/binary"
 	"strings"
 
 	"go.uber.org/zap"
@@ -201,15 +201,17 @@ func safeOption(s string) string {
 // held. It allocates only when something differs.
 func (ss *session) syncParams(sc *pool.ServerConn) {
 	if ss.paramsDirty {
-		ss.paramsFP = ss.fingerprint()
+		ss.paramsKey = ss.paramSetKey()
 		ss.paramsDirty = false
 	}
-	if sc.ParamsFP == ss.paramsFP {
+	if sc.ParamsKey == ss.paramsKey {
 		// Last synced for an identical parameter set and unchanged since:
-		// the common case of clients that never SET anything.
+		// the common case of clients that never SET anything. The sets are
+		// compared whole (a string comparison, which stops at once when
+		// the server was last synced for this very session).
 		return
 	}
-	defer func() { sc.ParamsFP = ss.paramsFP }()
+	defer func() { sc.ParamsKey = ss.paramsKey }()
 	var sql []byte
 	defaults := ss.entry.welcome
 	for _, k := range ss.paramKeys {
@@ -255,19 +257,22 @@ func (ss *session) syncParams(sc *pool.ServerConn) {
 	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), string(sql)))
 }
 
-// fingerprint hashes what the client wants for every tracked parameter
-// (never 0). mu is held.
-func (ss *session) fingerprint() uint64 {
-	h := fnv.New64a()
+// paramSetKey encodes what the client wants for every tracked parameter
+// (never ""), each name and value length-prefixed so that equal keys mean
+// equal parameter sets. mu is held.
+func (ss *session) paramSetKey() string {
+	b := []byte{'p'}
 	for _, k := range ss.paramKeys {
-		h.Write([]byte(k))
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
 		if v, ok := ss.params.lookup(k); ok {
-			h.Write([]byte{0})
-			h.Write([]byte(v))
+			b = binary.AppendUvarint(b, uint64(len(v))+1)
+			b = append(b, v...)
+		} else {
+			b = append(b, 0)
 		}
-		h.Write([]byte{1})
 	}
-	return h.Sum64() | 1
+	return string(b)
 }
 
 func (ss *session) tracks(k string) bool {
@@ -314,7 +319,7 @@ func (ss *session) onParameterStatus(sc *pool.ServerConn, frame []byte) {
 		return
 	}
 	sc.Params[string(k)] = string(v)
-	sc.ParamsFP = 0
+	sc.ParamsKey = ""
 	head, _ := ss.q.peek()
 	if head.kind == kQuerySwallow {
 		return
@@ -470,7 +475,7 @@ type paramChange struct{ key, value string }
 func (ss *session) settleParams(sc *pool.ServerConn) {
 	if !ss.tentativeAborted {
 		ss.paramsDirty = true
-		sc.ParamsFP = 0
+		sc.ParamsKey = ""
 		for _, ch := range ss.tentative {
 			if ch.value == "" {
 				ss.params.del(ch.key)

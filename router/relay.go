@@ -1280,7 +1280,7 @@ func (ss *session) returnServer(sc *pool.ServerConn, clean, pinned bool) {
 // reset (DISCARD ALL) also resets parameters the server does not report,
 // so those are forgotten; reported ones come back in ParameterStatus.
 func resetServer(sc *pool.ServerConn, query string, reported map[string]string) error {
-	sc.ParamsFP = 0
+	sc.ParamsKey = ""
 	if reported != nil {
 		for k := range sc.Params {
 			if _, ok := reported[k]; !ok {

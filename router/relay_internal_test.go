@@ -84,3 +84,28 @@ func FuzzClassifySQL(f *testing.F) {
 		needsClassify([]byte(sql))
 	})
 }
+
+func TestParameterSetKeysDifferWheneverTheSetsDiffer(t *testing.T) {
+	keys := []string{"search_path", "statement_timeout"}
+	sets := []paramList{
+		nil,
+		{{"search_path", ""}},
+		{{"search_path", "a"}},
+		{{"search_path", "a\x01statement_timeout"}},
+		{{"search_path", "a"}, {"statement_timeout", ""}},
+		{{"search_path", "a"}, {"statement_timeout", "1"}},
+		{{"statement_timeout", "1"}},
+	}
+	seen := map[string]int{}
+	for i, p := range sets {
+		ss := &session{paramKeys: keys, params: p}
+		k := ss.paramSetKey()
+		if j, dup := seen[k]; dup {
+			t.Fatalf("sets %v and %v share the key %q", sets[j], p, k)
+		}
+		seen[k] = i
+		if again := (&session{paramKeys: keys, params: append(paramList(nil), p...)}).paramSetKey(); again != k {
+			t.Fatalf("equal sets %v got different keys", p)
+		}
+	}
+}

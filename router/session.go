@@ -106,9 +106,9 @@ type session struct {
 	releaseDeferred bool
 	pumpKick        bool
 
-	// paramsFP fingerprints params (recomputed when paramsDirty) so a
-	// server already synced to the same set needs no work. Guarded by mu.
-	paramsFP    uint64
+	// paramsKey encodes params (recomputed when paramsDirty) so a server
+	// already synced to the same set needs no work. Guarded by mu.
+	paramsKey   string
 	paramsDirty bool
 
 	tentative        []paramChange
