@@ -17,8 +17,9 @@ type stmtClass struct {
 	// marks `RESET name`, resetAll `RESET ALL`.
 	setName, setValue string
 	reset, resetAll   bool
-	// discard marks DISCARD ALL or DEALLOCATE ALL.
-	discard bool
+	// discard marks DISCARD ALL or DEALLOCATE ALL; discardAll DISCARD ALL,
+	// which also resets every parameter and ends every LISTEN.
+	discard, discardAll bool
 	// listen/unlisten name the channel of a LISTEN or UNLISTEN ("*" for
 	// UNLISTEN *); unlistenAll marks UNLISTEN *.
 	listen, unlisten string
@@ -51,9 +52,8 @@ func classifySQL(sql []byte) stmtClass {
 		if c.pin != "" && out.pin == "" {
 			out.pin = c.pin
 		}
-		if c.discard {
-			out.discard = true
-		}
+		out.discard = out.discard || c.discard
+		out.discardAll = out.discardAll || c.discardAll
 		if c.listen != "" && out.pin == "" {
 			out.pin = "LISTEN" // only the first statement may LISTEN unpinned
 		}
@@ -432,7 +432,7 @@ func classifyWord(stmt []byte, w string, rest []byte) stmtClass {
 		what, _ := nextWord(rest)
 		switch what {
 		case "all":
-			c.discard = true
+			c.discard, c.discardAll, c.resetAll = true, true, true
 		case "temp", "temporary":
 		}
 	case "deallocate":

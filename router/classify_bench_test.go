@@ -232,9 +232,8 @@ func refClassifySQL(sql []byte) stmtClass {
 		if c.pin != "" && out.pin == "" {
 			out.pin = c.pin
 		}
-		if c.discard {
-			out.discard = true
-		}
+		out.discard = out.discard || c.discard
+		out.discardAll = out.discardAll || c.discardAll
 		if n == 1 {
 			out.listen, out.unlisten, out.unlistenAll = c.listen, c.unlisten, c.unlistenAll
 		} else if c.listen != "" && out.pin == "" {

@@ -31,6 +31,13 @@ type listener struct {
 	subs   map[string]map[*session]struct{}
 	closed bool
 	done   chan struct{} // closed when the reader goroutine exits
+	// live holds, per channel, a channel closed once the server has
+	// acknowledged the channel's LISTEN: from then on its notifications
+	// reach the listener. pending lists, in the order they were sent on
+	// sc, one entry per query awaiting its ReadyForQuery (nil for
+	// UNLISTEN).
+	live    map[string]chan struct{}
+	pending []chan struct{}
 
 	wg     sync.WaitGroup  // a reconnect in progress
 	ctx    context.Context // canceled by close
@@ -51,11 +58,35 @@ func (e *poolEntry) listenerFor(log *zap.Logger) *listener {
 
 // subscribe adds ss to channel, opening the listener connection and
 // issuing LISTEN on the server when ss is the channel's first subscriber.
+// It returns once the server has acknowledged the channel's LISTEN, so that
+// every notification committed after the client's LISTEN completes reaches
+// it, as PostgreSQL promises.
 func (l *listener) subscribe(ss *session, channel string) error {
+	live, err := l.add(ss, channel)
+	if err != nil {
+		return err
+	}
+	t := time.NewTimer(listenAckTimeout)
+	defer t.Stop()
+	select {
+	case <-live:
+		return nil
+	case <-t.C:
+		l.unsubscribe(ss, channel)
+		return fmt.Errorf("LISTEN %s: no answer from the server within %v", channel, listenAckTimeout)
+	}
+}
+
+// listenAckTimeout bounds the wait for the server to acknowledge a LISTEN.
+const listenAckTimeout = 15 * time.Second
+
+// add registers ss on channel and returns the channel that is closed once
+// its LISTEN is live on the server.
+func (l *listener) add(ss *session, channel string) (<-chan struct{}, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return errDraining
+		return nil, errDraining
 	}
 	if l.sc == nil {
 		cfg := l.entry.pool.Config().Dial
@@ -63,25 +94,51 @@ func (l *listener) subscribe(ss *session, channel string) error {
 		sc, err := pool.Dial(ctx, &cfg)
 		cancel()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if sc.Wr == nil {
-			sc.Wr = protocol.NewWriter(sc.Conn)
+		l.attach(sc)
+		// Channels kept from a connection that broke and could not be
+		// re-established are listened to again.
+		for ch := range l.subs {
+			if err := l.listen(ch); err != nil {
+				return nil, err
+			}
 		}
-		l.sc = sc
-		l.done = make(chan struct{})
-		go l.read(sc, l.done)
 	}
 	set := l.subs[channel]
 	if set == nil {
 		set = make(map[*session]struct{})
 		l.subs[channel] = set
-		if err := l.send("LISTEN " + quoteIdent(channel)); err != nil {
-			return err
+		if err := l.listen(channel); err != nil {
+			return nil, err
 		}
 	}
 	set[ss] = struct{}{}
-	return nil
+	return l.live[channel], nil
+}
+
+// attach makes sc the listener connection and starts its reader. mu is
+// held.
+func (l *listener) attach(sc *pool.ServerConn) {
+	if sc.Wr == nil {
+		sc.Wr = protocol.NewWriter(sc.Conn)
+	}
+	l.sc = sc
+	l.done = make(chan struct{})
+	l.pending = l.pending[:0]
+	go l.read(sc, l.done)
+}
+
+// listen sends LISTEN for channel; l.live[channel] is closed when the
+// server acknowledges it. mu is held.
+func (l *listener) listen(channel string) error {
+	if l.live == nil {
+		l.live = make(map[string]chan struct{})
+	}
+	ack := make(chan struct{})
+	l.live[channel] = ack
+	l.pending = append(l.pending, ack)
+	return l.send("LISTEN " + quoteIdent(channel))
 }
 
 // unsubscribe removes ss from channel ("" = every channel).
@@ -98,7 +155,9 @@ func (l *listener) unsubscribe(ss *session, channel string) {
 		delete(set, ss)
 		if len(set) == 0 {
 			delete(l.subs, ch)
+			delete(l.live, ch)
 			if l.sc != nil {
+				l.pending = append(l.pending, nil)
 				l.send("UNLISTEN " + quoteIdent(ch))
 			}
 		}
@@ -112,8 +171,9 @@ func (l *listener) send(sql string) error {
 	return l.sc.Wr.Flush()
 }
 
-// read consumes the listener connection: notifications are fanned out,
-// everything else (LISTEN's CommandComplete, ReadyForQuery) is dropped.
+// read consumes the listener connection: notifications are fanned out, a
+// ReadyForQuery acknowledges the oldest query sent, everything else
+// (CommandComplete, errors) is dropped.
 func (l *listener) read(sc *pool.ServerConn, done chan struct{}) {
 	defer close(done)
 	for {
@@ -121,6 +181,10 @@ func (l *listener) read(sc *pool.ServerConn, done chan struct{}) {
 		if err != nil {
 			l.lost(sc, err)
 			return
+		}
+		if frame[0] == protocol.MsgReadyForQuery {
+			l.acknowledge(sc)
+			continue
 		}
 		if frame[0] != protocol.MsgNotification {
 			continue
@@ -156,6 +220,19 @@ func (l *listener) read(sc *pool.ServerConn, done chan struct{}) {
 	}
 }
 
+// acknowledge marks the oldest query sent on sc as answered.
+func (l *listener) acknowledge(sc *pool.ServerConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sc != sc || len(l.pending) == 0 {
+		return
+	}
+	if ack := l.pending[0]; ack != nil {
+		close(ack)
+	}
+	l.pending = append(l.pending[:0], l.pending[1:]...)
+}
+
 // lost handles a broken listener connection: subscriptions are kept and
 // re-issued on a new connection when the next client subscribes;
 // notifications sent meanwhile are lost, as they are for a PostgreSQL
@@ -168,6 +245,14 @@ func (l *listener) lost(sc *pool.ServerConn, err error) {
 	}
 	if l.sc == sc {
 		l.sc = nil
+		// Waiters are let go: the subscription stands and is re-issued
+		// on the next connection.
+		for _, ack := range l.pending {
+			if ack != nil {
+				close(ack)
+			}
+		}
+		l.pending = l.pending[:0]
 	}
 	channels := make([]string, 0, len(l.subs))
 	for ch := range l.subs {
@@ -191,21 +276,16 @@ func (l *listener) lost(sc *pool.ServerConn, err error) {
 			l.log.Warn("listener reconnect failed", zap.Error(err))
 			return
 		}
-		if nsc.Wr == nil {
-			nsc.Wr = protocol.NewWriter(nsc.Conn)
-		}
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if l.closed || l.sc != nil || len(l.subs) == 0 {
 			nsc.Conn.Close()
 			return
 		}
-		l.sc = nsc
-		l.done = make(chan struct{})
-		go l.read(nsc, l.done)
+		l.attach(nsc)
 		for _, ch := range channels {
 			if _, ok := l.subs[ch]; ok {
-				l.send("LISTEN " + quoteIdent(ch))
+				l.listen(ch)
 			}
 		}
 	}()
@@ -218,6 +298,12 @@ func (l *listener) close() {
 	l.closed = true
 	sc, done := l.sc, l.done
 	l.sc = nil
+	for _, ack := range l.pending {
+		if ack != nil {
+			close(ack)
+		}
+	}
+	l.pending = nil
 	l.mu.Unlock()
 	if sc != nil {
 		sc.Conn.Close()

@@ -360,9 +360,6 @@ func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
 		return false, nil
 	}
 	c := classifySQL(sql)
-	if c.discard {
-		ss.forgetStmts()
-	}
 	if ss.txnMode && (c.listen != "" || c.unlisten != "" || c.unlistenAll) {
 		if done, err := ss.handleListen(c); done || err != nil {
 			return done, err
@@ -371,35 +368,8 @@ func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
 			c.pin = "LISTEN inside a transaction"
 		}
 	}
-	if c.setName != "" || c.resetAll {
-		ss.mu.Lock()
-		k := canonicalParam(ss, c.setName)
-		_, reported := ss.entry.welcome[k]
-		tracked := c.setName != "" && ss.tracks(k)
-		switch {
-		case c.resetAll:
-			// Reported parameters come back in ParameterStatus; forget the
-			// rest once the transaction is over.
-			for _, pk := range ss.paramKeys {
-				if _, rep := ss.entry.welcome[pk]; !rep {
-					ss.tentative = append(ss.tentative, paramChange{key: pk})
-				}
-			}
-		case tracked && reported:
-			// The server reports the new value (and the old one again on
-			// rollback) in ParameterStatus: nothing to record here.
-		case tracked:
-			// Recorded as written and applied when the transaction ends
-			// without error or rollback (see settleParams).
-			v := ""
-			if !c.reset {
-				v = rawValuePrefix + c.setValue
-			}
-			ss.tentative = append(ss.tentative, paramChange{key: k, value: v})
-		case !c.reset:
-			c.pin = "SET " + c.setName
-		}
-		ss.mu.Unlock()
+	if pin := ss.applyState(&c); pin != "" && c.pin == "" {
+		c.pin = pin
 	}
 	if c.pin != "" && ss.txnMode {
 		return ss.pinFor(c.pin)
@@ -493,8 +463,10 @@ func (ss *session) settleParams(sc *pool.ServerConn) {
 // interceptParse pins the session when a statement prepared through the
 // extended protocol creates session state, or, with pin_on_session_state
 // = false, swaps its text for one that raises ERROR 0A000 when executed
-// (the error then arrives in order, from the server). It returns the frame
-// to relay.
+// (the error then arrives in order, from the server). Statements whose
+// state pgferry carries (see noteStatement) are recorded for their
+// execution; LISTEN and UNLISTEN become an empty query, since pgferry
+// serves them through the pool's listener. It returns the frame to relay.
 func (ss *session) interceptParse(frame []byte) []byte {
 	if !ss.txnMode {
 		return frame
@@ -503,24 +475,37 @@ func (ss *session) interceptParse(frame []byte) []byte {
 	if !ok {
 		return frame
 	}
-	sql, _, ok := protocol.CString(rest)
+	sql, types, ok := protocol.CString(rest)
 	if !ok || !needsClassify(sql) {
+		ss.noteStatement(name, nil)
 		return frame
 	}
 	c := classifySQL(sql)
 	if c.pin == "" && c.setName != "" && !ss.tracks(canonicalParam(ss, c.setName)) && !c.reset {
 		c.pin = "SET " + c.setName
 	}
-	if c.pin == "" {
+	if c.pin != "" {
+		ss.noteStatement(name, nil)
+		if ss.pinOnState {
+			ss.pinFor(c.pin)
+			return frame
+		}
+		e := protocol.NewError(protocol.SQLStateFeatureNotSupported,
+			c.pin+" is not supported in transaction pooling mode: it would outlive the transaction on a shared server connection")
+		return appendParseRaw(nil, string(name), []byte(raiseSQL(e)+"\x00\x00\x00"))
+	}
+	listens := c.listen != "" || c.unlisten != "" || c.unlistenAll
+	if listens && ss.pinned {
+		// The pinned server runs LISTEN itself; its relay delivers
+		// the notifications.
+		ss.noteStatement(name, nil)
 		return frame
 	}
-	if ss.pinOnState {
-		ss.pinFor(c.pin)
-		return frame
+	ss.noteStatement(name, &c)
+	if listens {
+		return appendParseRaw(nil, string(name), append([]byte{0}, types...))
 	}
-	e := protocol.NewError(protocol.SQLStateFeatureNotSupported,
-		c.pin+" is not supported in transaction pooling mode: it would outlive the transaction on a shared server connection")
-	return appendParseRaw(nil, string(name), []byte(raiseSQL(e)+"\x00\x00\x00"))
+	return frame
 }
 
 // raiseSQL is a statement that fails with e's SQLSTATE and message.

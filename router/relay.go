@@ -31,6 +31,7 @@ const (
 
 type expect struct {
 	kind uint8
+	tag  uint8  // kExecute: an answer replacing EmptyQueryResponse (execTag)
 	key  uint64 // statement ID (prepared.Statement.ID) for kParse/kParseSwallow
 }
 
@@ -366,9 +367,17 @@ func (ss *session) handle(typ byte, size int) error {
 		}
 	case protocol.MsgParse:
 		frame = ss.interceptParse(frame)
-	}
-	if typ == protocol.MsgClose && ss.closeLocally(frame) {
-		return nil
+	case protocol.MsgBind:
+		ss.noteBind(frame)
+	case protocol.MsgExecute:
+		if err := ss.interceptExecute(frame); err != nil {
+			return err
+		}
+	case protocol.MsgClose:
+		ss.noteClose(frame)
+		if ss.closeLocally(frame) {
+			return nil
+		}
 	}
 	readOnly := false
 	if ss.entry.monitor != nil && !ss.isLinked() {
@@ -579,7 +588,8 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	case protocol.MsgDescribe:
 		ss.processDescribe(sc, frame)
 	case protocol.MsgExecute:
-		ss.q.push(expect{kind: kExecute})
+		ss.q.push(expect{kind: kExecute, tag: ss.execTag})
+		ss.execTag = tagNone
 		sc.Wr.Append(frame)
 	case protocol.MsgClose:
 		ss.q.push(expect{kind: kClose})
@@ -1019,6 +1029,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			if completes(head.kind, typ) {
 				ss.q.pop()
 				swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow
+				if head.tag != tagNone && typ == protocol.MsgEmptyQuery {
+					frame = execTagFrames[head.tag]
+				}
 			}
 		}
 		owed := ss.q.n

@@ -72,6 +72,16 @@ type session struct {
 	// stmts maps the client's statement names to statements. Only run
 	// touches it.
 	stmts map[string]*clientStmt
+	// stateStmts and statePortals map the client's statements and portals
+	// that change session state (SET of a tracked parameter, RESET,
+	// DISCARD, LISTEN, UNLISTEN) to what they do, so that executing one
+	// through the extended protocol is tracked as the same text in a
+	// simple Query is. Both stay nil for clients that never prepare such a
+	// statement. Only run touches them.
+	stateStmts, statePortals map[string]*stmtClass
+	// execTag, when not 0, replaces the answer to the next Execute the
+	// session relays (see execTagFrames). Only run touches it.
+	execTag uint8
 
 	// mu guards the link state. Held only for bookkeeping, never for I/O.
 	mu       sync.Mutex

@@ -1,0 +1,183 @@
+package router
+
+import (
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// Session state by meaning, whichever protocol carries it.
+//
+// A simple Query is classified when it arrives and acts at once
+// (interceptQuery). In the extended protocol a statement is classified at
+// its Parse, but changes nothing until a portal bound to it is executed,
+// perhaps many times, perhaps never: so Parse records the class under the
+// statement's name (noteStatement), Bind carries it to the portal
+// (noteBind), and Execute applies it (interceptExecute) with the same code
+// the simple protocol uses (applyState). Drivers that name every statement
+// (postgres.js) and those that use the unnamed one are served alike.
+
+// changesState reports whether pgferry must act when a statement of class c
+// runs: a parameter it tracks, a reset, a discard, LISTEN or UNLISTEN.
+func (c *stmtClass) changesState() bool {
+	return c.setName != "" || c.reset || c.resetAll || c.discard || c.listen != "" || c.unlisten != "" || c.unlistenAll
+}
+
+// noteStatement records what executing the client's statement name does to
+// session state (nil or a class that changes nothing: nothing).
+func (ss *session) noteStatement(name []byte, c *stmtClass) {
+	if c == nil || !c.changesState() {
+		if ss.stateStmts != nil {
+			delete(ss.stateStmts, string(name))
+		}
+		return
+	}
+	if ss.stateStmts == nil {
+		ss.stateStmts = make(map[string]*stmtClass)
+	}
+	cc := *c
+	ss.stateStmts[string(name)] = &cc
+}
+
+// noteBind carries the class of a Bind's statement to its portal.
+func (ss *session) noteBind(frame []byte) {
+	if ss.stateStmts == nil && ss.statePortals == nil {
+		return
+	}
+	portal, rest, ok := protocol.CString(protocol.Body(frame))
+	if !ok {
+		return
+	}
+	name, _, ok := protocol.CString(rest)
+	if !ok {
+		return
+	}
+	c := ss.stateStmts[string(name)]
+	if c == nil {
+		if ss.statePortals != nil {
+			delete(ss.statePortals, string(portal))
+		}
+		return
+	}
+	if ss.statePortals == nil {
+		ss.statePortals = make(map[string]*stmtClass)
+	}
+	ss.statePortals[string(portal)] = c
+}
+
+// noteClose forgets a closed statement's or portal's class.
+func (ss *session) noteClose(frame []byte) {
+	body := protocol.Body(frame)
+	if len(body) < 2 {
+		return
+	}
+	name, _, ok := protocol.CString(body[1:])
+	if !ok {
+		return
+	}
+	switch body[0] {
+	case 'S':
+		if ss.stateStmts != nil {
+			delete(ss.stateStmts, string(name))
+		}
+	case 'P':
+		if ss.statePortals != nil {
+			delete(ss.statePortals, string(name))
+		}
+	}
+}
+
+// interceptExecute applies the session state an Execute's portal changes.
+// LISTEN and UNLISTEN are served by the pool's listener (their statement
+// became an empty query at Parse): the subscription is live before the
+// Execute goes on, and the server's EmptyQueryResponse is answered to the
+// client as the command's CommandComplete (execTag).
+func (ss *session) interceptExecute(frame []byte) error {
+	if ss.statePortals == nil {
+		return nil
+	}
+	portal, _, ok := protocol.CString(protocol.Body(frame))
+	if !ok {
+		return nil
+	}
+	c := ss.statePortals[string(portal)]
+	if c == nil {
+		return nil
+	}
+	switch {
+	case c.listen != "":
+		if err := ss.entry.listenerFor(ss.srv.log).subscribe(ss, c.listen); err != nil {
+			return ss.acquireError(err)
+		}
+		ss.listening = true
+		ss.execTag = tagListen
+	case c.unlisten != "" || c.unlistenAll:
+		if ss.listening {
+			ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, c.unlisten)
+		}
+		ss.execTag = tagUnlisten
+	}
+	cc := *c
+	ss.applyState(&cc)
+	return nil
+}
+
+// applyState records what a statement of class c, about to run, does to
+// the session's state: DISCARD ALL and DEALLOCATE ALL drop the client's
+// statements (DISCARD ALL also its subscriptions), and SET/RESET of a
+// tracked parameter is recorded to take effect when the transaction ends
+// well. It returns the reason to pin for a SET of an untracked parameter
+// ("" if none). Both protocols use it.
+func (ss *session) applyState(c *stmtClass) (pin string) {
+	if c.discard {
+		ss.forgetStmts()
+		clear(ss.stateStmts)
+		clear(ss.statePortals)
+	}
+	if c.discardAll && ss.listening {
+		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, "")
+		ss.listening = false
+	}
+	if c.setName == "" && !c.resetAll {
+		return ""
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	k := canonicalParam(ss, c.setName)
+	_, reported := ss.entry.welcome[k]
+	tracked := c.setName != "" && ss.tracks(k)
+	switch {
+	case c.resetAll:
+		// Reported parameters come back in ParameterStatus; forget the
+		// rest once the transaction is over.
+		for _, pk := range ss.paramKeys {
+			if _, rep := ss.entry.welcome[pk]; !rep {
+				ss.tentative = append(ss.tentative, paramChange{key: pk})
+			}
+		}
+	case tracked && reported:
+		// The server reports the new value (and the old one again on
+		// rollback) in ParameterStatus: nothing to record here.
+	case tracked:
+		// Recorded as written and applied when the transaction ends
+		// without error or rollback (see settleParams).
+		v := ""
+		if !c.reset {
+			v = rawValuePrefix + c.setValue
+		}
+		ss.tentative = append(ss.tentative, paramChange{key: k, value: v})
+	case !c.reset:
+		return "SET " + c.setName
+	}
+	return ""
+}
+
+// Answers that replace an Execute's EmptyQueryResponse (execTag).
+const (
+	tagNone uint8 = iota
+	tagListen
+	tagUnlisten
+)
+
+var execTagFrames = [...][]byte{
+	tagListen:   protocol.AppendCommandComplete(nil, "LISTEN"),
+	tagUnlisten: protocol.AppendCommandComplete(nil, "UNLISTEN"),
+}
