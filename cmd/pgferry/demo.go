@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/pgferry/pgferry/configs"
-	"github.com/pgferry/pgferry/internal/pgtest"
+	"github.com/pgferry/pgferry/internal/localpg"
 )
 
 // runDemo starts a throwaway PostgreSQL, points pgferry at it and prints a
@@ -19,7 +19,7 @@ func runDemo(port int) int {
 		fmt.Fprintln(os.Stderr, "pgferry:", err)
 		return exitError
 	}
-	cluster, err := pgtest.Start(pgtest.Options{})
+	cluster, err := localpg.Start(localpg.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pgferry: cannot start PostgreSQL:", err)
 		return exitError
@@ -47,7 +47,7 @@ password = "%[3]s"
 host = "%[5]s"
 port = %[6]d
 password = "%[3]s"
-`, port, pgtest.AppUser, pgtest.AppPassword, pgtest.AppDatabase, cluster.Host, cluster.Port)
+`, port, localpg.AppUser, localpg.AppPassword, localpg.AppDatabase, cluster.Host, cluster.Port)
 	path := filepath.Join(dir, "pgferry.toml")
 	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
 		fmt.Fprintln(os.Stderr, "pgferry:", err)
@@ -64,7 +64,7 @@ password = "%[3]s"
 		return exitError
 	}
 	fmt.Fprintf(os.Stderr, "\nPostgreSQL %s:%d is up. Connect through pgferry with:\n\n    psql \"host=%s port=%d dbname=%s user=%s password=%s\"\n\nPress Ctrl-C to stop (the throwaway cluster is removed).\n\n",
-		cluster.Host, cluster.Port, connectHost(cfg.ListenAddr), cfg.ListenPort, pgtest.AppDatabase, pgtest.AppUser, pgtest.AppPassword)
+		cluster.Host, cluster.Port, connectHost(cfg.ListenAddr), cfg.ListenPort, localpg.AppDatabase, localpg.AppUser, localpg.AppPassword)
 	return serve(cfg, path, log, level)
 }
 
@@ -84,12 +84,12 @@ func connectHost(listenAddr string) string {
 // container or VM), so the demo works there in one command. The package's
 // own cluster is stopped again: the demo starts its own.
 func ensurePostgres() error {
-	if _, err := os.Stat(pgtest.Binary("initdb")); err == nil {
+	if _, err := os.Stat(localpg.Binary("initdb")); err == nil {
 		return nil
 	}
 	apt, err := exec.LookPath("apt-get")
 	if err != nil || os.Geteuid() != 0 {
-		return fmt.Errorf("PostgreSQL 15 is not installed (%s missing); install Debian's postgresql-15 package or run bash .ci/run once", pgtest.Binary("initdb"))
+		return fmt.Errorf("PostgreSQL 15 is not installed (%s missing); install Debian's postgresql-15 package or run bash .ci/run once", localpg.Binary("initdb"))
 	}
 	fmt.Fprintln(os.Stderr, "pgferry: PostgreSQL 15 is not installed; installing Debian's postgresql-15 with apt-get...")
 	for _, args := range [][]string{{"update", "-q"}, {"install", "-y", "-q", "--no-install-recommends", "postgresql-15"}} {

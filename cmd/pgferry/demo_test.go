@@ -118,3 +118,16 @@ func TestTheDemoPrintsAWorkingPsqlLineAndRemovesItsClusterOnCtrlC(t *testing.T) 
 		t.Fatalf("the demo left %v behind after Ctrl-C", names)
 	}
 }
+
+func TestPgferryBinaryDoesNotLinkTheTestHarness(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/pgferry/pgferry/cmd/pgferry").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		switch dep {
+		case "testing", "github.com/pgferry/pgferry/internal/pgtest", "github.com/pgferry/pgferry/internal/ferrytest":
+			t.Errorf("the pgferry binary links %s", dep)
+		}
+	}
+}

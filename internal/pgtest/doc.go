@@ -37,6 +37,7 @@
 // connections are trusted.
 //
 // This package is test support only: nothing outside _test.go files and other
-// test harness packages may import it. It imports no pgferry package, so every
+// test harness packages may import it (the demo uses internal/localpg, which
+// this package re-exports). It imports no other pgferry package, so every
 // package can use it in its tests.
 package pgtest

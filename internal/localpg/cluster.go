@@ -1,4 +1,4 @@
-package pgtest
+package localpg
 
 import (
 	"context"
@@ -143,22 +143,22 @@ func Start(opts Options) (*Cluster, error) {
 		"-E", "UTF8", "--locale", "C",
 		"--no-sync", "--no-instructions",
 	); err != nil {
-		return nil, fmt.Errorf("pgtest: %w", err)
+		return nil, fmt.Errorf("localpg: %w", err)
 	}
 	if err := os.Remove(pwfile); err != nil {
-		return nil, fmt.Errorf("pgtest: remove pwfile: %w", err)
+		return nil, fmt.Errorf("localpg: remove pwfile: %w", err)
 	}
 	if err := c.configure(nil); err != nil {
-		return nil, fmt.Errorf("pgtest: %w", err)
+		return nil, fmt.Errorf("localpg: %w", err)
 	}
 	if err := c.startOnFreePort(ctx); err != nil {
-		return nil, fmt.Errorf("pgtest: %w", err)
+		return nil, fmt.Errorf("localpg: %w", err)
 	}
 	if err := c.CreateRole(ctx, AppUser, AppPassword); err != nil {
-		return nil, fmt.Errorf("pgtest: %w", err)
+		return nil, fmt.Errorf("localpg: %w", err)
 	}
 	if err := c.Exec(ctx, "CREATE DATABASE "+quoteIdent(AppDatabase)+" OWNER "+quoteIdent(AppUser)); err != nil {
-		return nil, fmt.Errorf("pgtest: %w", err)
+		return nil, fmt.Errorf("localpg: %w", err)
 	}
 	ok = true
 	return c, nil
@@ -169,11 +169,11 @@ func Start(opts Options) (*Cluster, error) {
 func newCluster(opts Options, superPassword string) (*Cluster, error) {
 	owner, err := serverUser()
 	if err != nil {
-		return nil, fmt.Errorf("pgtest: %w", err)
+		return nil, fmt.Errorf("localpg: %w", err)
 	}
 	base, err := mkdirTemp("pgtest-*", owner)
 	if err != nil {
-		return nil, fmt.Errorf("pgtest: %w", err)
+		return nil, fmt.Errorf("localpg: %w", err)
 	}
 	c := &Cluster{
 		Host:          "127.0.0.1",
@@ -194,17 +194,17 @@ func newCluster(opts Options, superPassword string) (*Cluster, error) {
 		sock, err := os.MkdirTemp("/tmp", "pgsock-*")
 		if err != nil {
 			_ = os.RemoveAll(base)
-			return nil, fmt.Errorf("pgtest: make socket dir: %w", err)
+			return nil, fmt.Errorf("localpg: make socket dir: %w", err)
 		}
 		c.SocketDir = sock
 		c.dirs = append(c.dirs, sock)
 	} else if err := os.Mkdir(c.SocketDir, 0o700); err != nil {
 		_ = os.RemoveAll(base)
-		return nil, fmt.Errorf("pgtest: make socket dir: %w", err)
+		return nil, fmt.Errorf("localpg: make socket dir: %w", err)
 	}
 	if err := owner.chown(c.SocketDir); err != nil {
 		c.removeDirs()
-		return nil, fmt.Errorf("pgtest: %w", err)
+		return nil, fmt.Errorf("localpg: %w", err)
 	}
 	return c, nil
 }
@@ -258,7 +258,7 @@ func (c *Cluster) hbaPath() string { return filepath.Join(c.DataDir, "pg_hba.con
 // (Exec and friends), whatever host lines a test adds.
 func hbaFile(opts Options) string {
 	var b strings.Builder
-	b.WriteString("# Written by pgferry internal/pgtest.\n")
+	b.WriteString("# Written by pgferry internal/localpg.\n")
 	if len(opts.HBA) > 0 {
 		b.WriteString("# Options.HBA\n")
 		for _, l := range opts.HBA {
@@ -316,7 +316,7 @@ func (c *Cluster) writeConf() error {
 		settings = append(settings, kv{k, c.opts.Conf[k]})
 	}
 	var b strings.Builder
-	b.WriteString("# Written by pgferry internal/pgtest; later lines win.\n")
+	b.WriteString("# Written by pgferry internal/localpg; later lines win.\n")
 	for _, s := range settings {
 		fmt.Fprintf(&b, "%s = '%s'\n", s.k, strings.ReplaceAll(s.v, "'", "''"))
 	}
@@ -448,7 +448,7 @@ func (c *Cluster) Stop() {
 		r.Stop()
 	}
 	if err := c.stopServer("fast"); err != nil {
-		fmt.Fprintf(os.Stderr, "pgtest: stop cluster on port %d: %v\n", c.Port, err)
+		fmt.Fprintf(os.Stderr, "localpg: stop cluster on port %d: %v\n", c.Port, err)
 	}
 	c.removeDirs()
 }
@@ -456,7 +456,7 @@ func (c *Cluster) Stop() {
 func (c *Cluster) removeDirs() {
 	for _, d := range c.dirs {
 		if err := os.RemoveAll(d); err != nil {
-			fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
+			fmt.Fprintf(os.Stderr, "localpg: %v\n", err)
 		}
 	}
 }
@@ -470,7 +470,7 @@ func (c *Cluster) StopImmediate() error {
 		return err
 	}
 	if err := c.stopServer("immediate"); err != nil {
-		return fmt.Errorf("pgtest: %w", err)
+		return fmt.Errorf("localpg: %w", err)
 	}
 	return nil
 }
@@ -483,15 +483,15 @@ func (c *Cluster) Restart() error {
 		return err
 	}
 	if err := c.stopServer("fast"); err != nil {
-		return fmt.Errorf("pgtest: %w", err)
+		return fmt.Errorf("localpg: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	if err := c.pgCtlStart(ctx); err != nil {
-		return fmt.Errorf("pgtest: restart: %w", err)
+		return fmt.Errorf("localpg: restart: %w", err)
 	}
 	if err := c.waitReady(ctx); err != nil {
-		return fmt.Errorf("pgtest: restart: %w", err)
+		return fmt.Errorf("localpg: restart: %w", err)
 	}
 	return nil
 }
@@ -505,7 +505,7 @@ func (c *Cluster) Promote() error {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	if _, err := c.run.run(ctx, nil, "pg_ctl", "promote", "-w", "-t", pgCtlWait, "-D", c.DataDir); err != nil {
-		return fmt.Errorf("pgtest: %w", err)
+		return fmt.Errorf("localpg: %w", err)
 	}
 	return c.poll(ctx, "promotion", func(ctx context.Context) (bool, error) {
 		n, err := c.QueryInt(ctx, "SELECT pg_is_in_recovery()::int")
@@ -528,7 +528,7 @@ func (c *Cluster) StartReplica(opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	if !c.opts.Replication {
-		return nil, errors.New("pgtest: StartReplica needs a primary started with Options.Replication")
+		return nil, errors.New("localpg: StartReplica needs a primary started with Options.Replication")
 	}
 	if err := requireBinaries("pg_basebackup", "pg_ctl", "postgres"); err != nil {
 		return nil, err
@@ -554,13 +554,13 @@ func (c *Cluster) StartReplica(opts Options) (*Cluster, error) {
 		"-R", "-X", "stream", "-c", "fast", "--no-sync", "-w",
 		"-h", c.Host, "-p", strconv.Itoa(c.Port), "-U", c.SuperUser,
 	); err != nil {
-		return nil, fmt.Errorf("pgtest: %w", err)
+		return nil, fmt.Errorf("localpg: %w", err)
 	}
 	if err := r.configure(c.opts.Conf); err != nil {
-		return nil, fmt.Errorf("pgtest: %w", err)
+		return nil, fmt.Errorf("localpg: %w", err)
 	}
 	if err := r.startOnFreePort(ctx); err != nil {
-		return nil, fmt.Errorf("pgtest: replica: %w", err)
+		return nil, fmt.Errorf("localpg: replica: %w", err)
 	}
 	err = r.poll(ctx, "replica streaming", func(ctx context.Context) (bool, error) {
 		n, err := r.QueryInt(ctx, "SELECT (pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'))::int")
@@ -577,7 +577,7 @@ func (c *Cluster) StartReplica(opts Options) (*Cluster, error) {
 	}
 	c.mu.Unlock()
 	if removed {
-		return nil, errors.New("pgtest: primary stopped while the replica started")
+		return nil, errors.New("localpg: primary stopped while the replica started")
 	}
 	ok = true
 	return r, nil
@@ -596,7 +596,7 @@ func (c *Cluster) poll(ctx context.Context, what string, cond func(context.Conte
 			lastErr = err
 		}
 		if err := waitOrDone(ctx, 50*time.Millisecond); err != nil {
-			return fmt.Errorf("pgtest: waiting for %s on port %d: %w (last error: %v)\nserver log:\n%s",
+			return fmt.Errorf("localpg: waiting for %s on port %d: %w (last error: %v)\nserver log:\n%s",
 				what, c.Port, err, lastErr, c.LogTail(30))
 		}
 	}
@@ -606,7 +606,7 @@ func (c *Cluster) checkNotRemoved() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.removed {
-		return errors.New("pgtest: cluster already stopped and removed")
+		return errors.New("localpg: cluster already stopped and removed")
 	}
 	return nil
 }
@@ -653,7 +653,7 @@ func lastLines(s string, n int) string {
 func randomHex(n int) (string, error) {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("pgtest: random: %w", err)
+		return "", fmt.Errorf("localpg: random: %w", err)
 	}
 	return hex.EncodeToString(b), nil
 }

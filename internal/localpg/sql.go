@@ -1,4 +1,4 @@
-package pgtest
+package localpg
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 	"unicode"
 
@@ -123,11 +122,22 @@ func (c *Cluster) CreateRole(ctx context.Context, name, password string) error {
 	})
 }
 
+// TB is the part of testing.TB that CreateDatabase uses, so that this
+// package, which the pgferry binary's demo links, does not import testing.
+type TB interface {
+	Helper()
+	Name() string
+	Cleanup(func())
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+}
+
 // CreateDatabase creates a database with a name unique to this test, owned by
 // owner (the superuser if owner is ""), and drops it WITH (FORCE) in
 // t.Cleanup unless the cluster has been removed by then. It fails the test on
 // error. Safe for concurrent use by parallel tests.
-func (c *Cluster) CreateDatabase(t testing.TB, owner string) string {
+func (c *Cluster) CreateDatabase(t TB, owner string) string {
 	t.Helper()
 	if owner == "" {
 		owner = c.SuperUser
@@ -140,7 +150,7 @@ func (c *Cluster) CreateDatabase(t testing.TB, owner string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := c.Exec(ctx, "CREATE DATABASE "+quoteIdent(name)+" OWNER "+quoteIdent(owner)); err != nil {
-		t.Fatalf("pgtest: %v", err)
+		t.Fatalf("localpg: %v", err)
 	}
 	t.Cleanup(func() {
 		if c.checkNotRemoved() != nil {
@@ -154,7 +164,7 @@ func (c *Cluster) CreateDatabase(t testing.TB, owner string) string {
 				// database goes with the data directory at Stop.
 				return
 			}
-			t.Errorf("pgtest: %v", err)
+			t.Errorf("localpg: %v", err)
 		}
 	})
 	return name
@@ -195,7 +205,7 @@ func (c *Cluster) AddHBA(lines ...string) error {
 
 	old, err := os.ReadFile(c.hbaPath())
 	if err != nil {
-		return fmt.Errorf("pgtest: read pg_hba.conf: %w", err)
+		return fmt.Errorf("localpg: read pg_hba.conf: %w", err)
 	}
 	var b strings.Builder
 	for _, l := range lines {
@@ -203,7 +213,7 @@ func (c *Cluster) AddHBA(lines ...string) error {
 	}
 	b.Write(old)
 	if err := writeFile(c.hbaPath(), []byte(b.String()), 0o600, c.owner); err != nil {
-		return fmt.Errorf("pgtest: %w", err)
+		return fmt.Errorf("localpg: %w", err)
 	}
 
 	// pg_hba_file_rules parses the file on disk without loading it.
@@ -221,13 +231,13 @@ func (c *Cluster) AddHBA(lines ...string) error {
 	}
 	if err != nil {
 		if werr := writeFile(c.hbaPath(), old, 0o600, c.owner); werr != nil {
-			return fmt.Errorf("pgtest: add hba: %w (restore: %v)", err, werr)
+			return fmt.Errorf("localpg: add hba: %w (restore: %v)", err, werr)
 		}
-		return fmt.Errorf("pgtest: add hba: %w", err)
+		return fmt.Errorf("localpg: add hba: %w", err)
 	}
 
 	if err := c.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
-		return fmt.Errorf("pgtest: %w", err)
+		return fmt.Errorf("localpg: %w", err)
 	}
 	// pg_reload_conf only signals the postmaster. A new backend reports the
 	// time its postmaster last loaded the configuration, so wait for that to

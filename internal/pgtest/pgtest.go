@@ -1,0 +1,31 @@
+package pgtest
+
+import "github.com/pgferry/pgferry/internal/localpg"
+
+// Cluster is a running (or stopped) throwaway PostgreSQL cluster; see
+// localpg.Cluster.
+type Cluster = localpg.Cluster
+
+// Options configures a cluster made by Start or Cluster.StartReplica.
+type Options = localpg.Options
+
+// The role and database Start creates.
+const (
+	AppUser     = localpg.AppUser
+	AppPassword = localpg.AppPassword
+	AppDatabase = localpg.AppDatabase
+)
+
+// Start initialises and starts a new cluster; the caller (TestMain) owns it
+// and must call Stop. See localpg.Start.
+func Start(opts Options) (*Cluster, error) { return localpg.Start(opts) }
+
+// Binary returns the full path of the PostgreSQL 15 program name.
+func Binary(name string) string { return localpg.Binary(name) }
+
+// FreePort returns a TCP port free on 127.0.0.1 at the time of the call.
+func FreePort() (int, error) { return localpg.FreePort() }
+
+// FuzzWorker reports whether this test binary runs as a fuzzing worker, so
+// a TestMain can skip starting a cluster. Call it after flag.Parse.
+func FuzzWorker() bool { return localpg.FuzzWorker() }
