@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/classify"
 )
 
 // listener serves LISTEN/UNLISTEN for every client of one pool over a single
@@ -375,7 +376,7 @@ func (ss *session) deliverNotifications() error {
 
 // handleListen serves LISTEN and UNLISTEN outside a transaction through the
 // pool's listener. It reports whether it answered the query.
-func (ss *session) handleListen(c stmtClass) (bool, error) {
+func (ss *session) handleListen(c classify.Class) (bool, error) {
 	ss.mu.Lock()
 	linked := ss.server != nil
 	ss.mu.Unlock()
@@ -383,14 +384,14 @@ func (ss *session) handleListen(c stmtClass) (bool, error) {
 		return false, nil // inside a transaction: pin instead (see interceptQuery)
 	}
 	tag := "UNLISTEN"
-	if c.listen != "" {
+	if c.Listen != "" {
 		tag = "LISTEN"
-		if err := ss.entry.listenerFor(ss.srv.log).subscribe(ss, c.listen); err != nil {
+		if err := ss.entry.listenerFor(ss.srv.log).subscribe(ss, c.Listen); err != nil {
 			return false, ss.acquireError(err)
 		}
 		ss.listening = true
 	} else if ss.listening {
-		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, c.unlisten)
+		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, c.Unlisten)
 	}
 	ss.joinPump()
 	b := protocol.AppendCommandComplete(ss.wr.Buffer(), tag)

@@ -9,6 +9,7 @@ import (
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/classify"
 )
 
 // trackedBase are the parameters PgBouncer always carries from client to
@@ -356,23 +357,23 @@ func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
 		return false, nil
 	}
 	sql := body[:len(body)-1]
-	if !needsClassify(sql) {
+	if !classify.Needed(sql) {
 		return false, nil
 	}
-	c := classifySQL(sql)
-	if ss.txnMode && (c.listen != "" || c.unlisten != "" || c.unlistenAll) {
+	c := classify.SQL(sql)
+	if ss.txnMode && (c.Listen != "" || c.Unlisten != "" || c.UnlistenAll) {
 		if done, err := ss.handleListen(c); done || err != nil {
 			return done, err
 		}
-		if c.listen != "" {
-			c.pin = "LISTEN inside a transaction"
+		if c.Listen != "" {
+			c.Pin = "LISTEN inside a transaction"
 		}
 	}
-	if pin := ss.applyState(&c); pin != "" && c.pin == "" {
-		c.pin = pin
+	if pin := ss.applyState(&c); pin != "" && c.Pin == "" {
+		c.Pin = pin
 	}
-	if c.pin != "" && ss.txnMode {
-		return ss.pinFor(c.pin)
+	if c.Pin != "" && ss.txnMode {
+		return ss.pinFor(c.Pin)
 	}
 	return false, nil
 }
@@ -476,25 +477,25 @@ func (ss *session) interceptParse(frame []byte) []byte {
 		return frame
 	}
 	sql, types, ok := protocol.CString(rest)
-	if !ok || !needsClassify(sql) {
+	if !ok || !classify.Needed(sql) {
 		ss.noteStatement(name, nil)
 		return frame
 	}
-	c := classifySQL(sql)
-	if c.pin == "" && c.setName != "" && !ss.tracks(canonicalParam(ss, c.setName)) && !c.reset {
-		c.pin = "SET " + c.setName
+	c := classify.SQL(sql)
+	if c.Pin == "" && c.SetName != "" && !ss.tracks(canonicalParam(ss, c.SetName)) && !c.Reset {
+		c.Pin = "SET " + c.SetName
 	}
-	if c.pin != "" {
+	if c.Pin != "" {
 		ss.noteStatement(name, nil)
 		if ss.pinOnState {
-			ss.pinFor(c.pin)
+			ss.pinFor(c.Pin)
 			return frame
 		}
 		e := protocol.NewError(protocol.SQLStateFeatureNotSupported,
-			c.pin+" is not supported in transaction pooling mode: it would outlive the transaction on a shared server connection")
+			c.Pin+" is not supported in transaction pooling mode: it would outlive the transaction on a shared server connection")
 		return appendParseRaw(nil, string(name), []byte(raiseSQL(e)+"\x00\x00\x00"))
 	}
-	listens := c.listen != "" || c.unlisten != "" || c.unlistenAll
+	listens := c.Listen != "" || c.Unlisten != "" || c.UnlistenAll
 	if listens && ss.pinned {
 		// The pinned server runs LISTEN itself; its relay delivers
 		// the notifications.

@@ -42,49 +42,6 @@ func TestBindOfAKnownStatementDoesNotAllocate(t *testing.T) {
 	}
 }
 
-func TestClassifySQL(t *testing.T) {
-	tests := []struct {
-		sql  string
-		pin  bool
-		set  string
-		disc bool
-	}{
-		{"select 1", false, "", false},
-		{"SELECT pg_advisory_lock(1)", true, "", false},
-		{"select pg_advisory_xact_lock(1)", false, "", false},
-		{"select pg_advisory_unlock(1)", false, "", false},
-		{"create temp table t (x int)", true, "", false},
-		{"CREATE TEMPORARY TABLE t (x int) ON COMMIT DROP", false, "", false},
-		{"declare c cursor with hold for select 1", true, "", false},
-		{"prepare p as select 1", true, "", false},
-		{"set search_path to a, b", false, "search_path", false},
-		{"SET LOCAL statement_timeout = 5", false, "", false},
-		{"/* hi */ set statement_timeout = 5", false, "statement_timeout", false},
-		{"discard all", false, "", true},
-		{"deallocate all", false, "", true},
-		{"select ';'; create temp table x()", true, "", false},
-		{"set time zone 'UTC'", false, "timezone", false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.sql, func(t *testing.T) {
-			c := classifySQL([]byte(tc.sql))
-			if (c.pin != "") != tc.pin || c.setName != tc.set || c.discard != tc.disc {
-				t.Fatalf("got %+v", c)
-			}
-		})
-	}
-}
-
-func FuzzClassifySQL(f *testing.F) {
-	for _, s := range []string{"select 1", "set a.b = 'x'", "create temp table t()", "listen \"a\"\"b\"", "$a$;$a$; prepare", "--x\nreset all", "/*"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, sql string) {
-		classifySQL([]byte(sql))
-		needsClassify([]byte(sql))
-	})
-}
-
 func TestParameterSetKeysDifferWheneverTheSetsDiffer(t *testing.T) {
 	keys := []string{"search_path", "statement_timeout"}
 	sets := []paramList{

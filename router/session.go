@@ -25,6 +25,7 @@ import (
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/classify"
 )
 
 const (
@@ -78,7 +79,7 @@ type session struct {
 	// through the extended protocol is tracked as the same text in a
 	// simple Query is. Both stay nil for clients that never prepare such a
 	// statement. Only run touches them.
-	stateStmts, statePortals map[string]*stmtClass
+	stateStmts, statePortals map[string]*classify.Class
 	// execTag, when not 0, replaces the answer to the next Execute the
 	// session relays (see execTagFrames). Only run touches it.
 	execTag uint8

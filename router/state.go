@@ -2,6 +2,7 @@ package router
 
 import (
 	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/classify"
 )
 
 // Session state by meaning, whichever protocol carries it.
@@ -15,23 +16,17 @@ import (
 // the simple protocol uses (applyState). Drivers that name every statement
 // (postgres.js) and those that use the unnamed one are served alike.
 
-// changesState reports whether pgferry must act when a statement of class c
-// runs: a parameter it tracks, a reset, a discard, LISTEN or UNLISTEN.
-func (c *stmtClass) changesState() bool {
-	return c.setName != "" || c.reset || c.resetAll || c.discard || c.listen != "" || c.unlisten != "" || c.unlistenAll
-}
-
 // noteStatement records what executing the client's statement name does to
 // session state (nil or a class that changes nothing: nothing).
-func (ss *session) noteStatement(name []byte, c *stmtClass) {
-	if c == nil || !c.changesState() {
+func (ss *session) noteStatement(name []byte, c *classify.Class) {
+	if c == nil || !c.ChangesState() {
 		if ss.stateStmts != nil {
 			delete(ss.stateStmts, string(name))
 		}
 		return
 	}
 	if ss.stateStmts == nil {
-		ss.stateStmts = make(map[string]*stmtClass)
+		ss.stateStmts = make(map[string]*classify.Class)
 	}
 	cc := *c
 	ss.stateStmts[string(name)] = &cc
@@ -58,7 +53,7 @@ func (ss *session) noteBind(frame []byte) {
 		return
 	}
 	if ss.statePortals == nil {
-		ss.statePortals = make(map[string]*stmtClass)
+		ss.statePortals = make(map[string]*classify.Class)
 	}
 	ss.statePortals[string(portal)] = c
 }
@@ -103,15 +98,15 @@ func (ss *session) interceptExecute(frame []byte) error {
 		return nil
 	}
 	switch {
-	case c.listen != "":
-		if err := ss.entry.listenerFor(ss.srv.log).subscribe(ss, c.listen); err != nil {
+	case c.Listen != "":
+		if err := ss.entry.listenerFor(ss.srv.log).subscribe(ss, c.Listen); err != nil {
 			return ss.acquireError(err)
 		}
 		ss.listening = true
 		ss.execTag = tagListen
-	case c.unlisten != "" || c.unlistenAll:
+	case c.Unlisten != "" || c.UnlistenAll:
 		if ss.listening {
-			ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, c.unlisten)
+			ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, c.Unlisten)
 		}
 		ss.execTag = tagUnlisten
 	}
@@ -126,26 +121,26 @@ func (ss *session) interceptExecute(frame []byte) error {
 // tracked parameter is recorded to take effect when the transaction ends
 // well. It returns the reason to pin for a SET of an untracked parameter
 // ("" if none). Both protocols use it.
-func (ss *session) applyState(c *stmtClass) (pin string) {
-	if c.discard {
+func (ss *session) applyState(c *classify.Class) (pin string) {
+	if c.Discard {
 		ss.forgetStmts()
 		clear(ss.stateStmts)
 		clear(ss.statePortals)
 	}
-	if c.discardAll && ss.listening {
+	if c.DiscardAll && ss.listening {
 		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, "")
 		ss.listening = false
 	}
-	if c.setName == "" && !c.resetAll {
+	if c.SetName == "" && !c.ResetAll {
 		return ""
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	k := canonicalParam(ss, c.setName)
+	k := canonicalParam(ss, c.SetName)
 	_, reported := ss.entry.welcome[k]
-	tracked := c.setName != "" && ss.tracks(k)
+	tracked := c.SetName != "" && ss.tracks(k)
 	switch {
-	case c.resetAll:
+	case c.ResetAll:
 		// Reported parameters come back in ParameterStatus; forget the
 		// rest once the transaction is over.
 		for _, pk := range ss.paramKeys {
@@ -160,12 +155,12 @@ func (ss *session) applyState(c *stmtClass) (pin string) {
 		// Recorded as written and applied when the transaction ends
 		// without error or rollback (see settleParams).
 		v := ""
-		if !c.reset {
-			v = rawValuePrefix + c.setValue
+		if !c.Reset {
+			v = rawValuePrefix + c.SetValue
 		}
 		ss.tentative = append(ss.tentative, paramChange{key: k, value: v})
-	case !c.reset:
-		return "SET " + c.setName
+	case !c.Reset:
+		return "SET " + c.SetName
 	}
 	return ""
 }

@@ -1,4 +1,11 @@
-package router
+// Package classify reads the first words of SQL text to find what pgferry
+// must act on in transaction pooling mode: session state a statement
+// creates (SET, RESET, DISCARD, LISTEN, UNLISTEN, and what pins a client),
+// and whether a transaction is a plain read that may run on a replica. It
+// never parses SQL fully: the rules are in docs/transaction-mode.md, and
+// anything it does not recognise is relayed unchanged. It imports nothing
+// of pgferry's.
+package classify
 
 import (
 	"bytes"
@@ -7,29 +14,36 @@ import (
 	"strings"
 )
 
-// stmtClass is what pgferry must do about one SQL statement before relaying
+// Class is what pgferry must do about one SQL statement before relaying
 // it in transaction pooling mode.
-type stmtClass struct {
+type Class struct {
 	// pin names session state the statement creates that cannot follow the
 	// client to another server connection ("" if none).
-	pin string
+	Pin string
 	// setName/setValue record `SET name TO value` (session level); reset
 	// marks `RESET name`, resetAll `RESET ALL`.
-	setName, setValue string
-	reset, resetAll   bool
+	SetName, SetValue string
+	Reset, ResetAll   bool
 	// discard marks DISCARD ALL or DEALLOCATE ALL; discardAll DISCARD ALL,
 	// which also resets every parameter and ends every LISTEN.
-	discard, discardAll bool
+	Discard, DiscardAll bool
 	// listen/unlisten name the channel of a LISTEN or UNLISTEN ("*" for
 	// UNLISTEN *); unlistenAll marks UNLISTEN *.
-	listen, unlisten string
-	unlistenAll      bool
+	Listen, Unlisten string
+	UnlistenAll      bool
 }
 
-// classifySQL inspects the statements of a query. The rules are documented
+// ChangesState reports whether pgferry must act when a statement of class c
+// runs: a SET or RESET (tracked or not, the caller decides), a discard,
+// LISTEN or UNLISTEN.
+func (c *Class) ChangesState() bool {
+	return c.SetName != "" || c.Reset || c.ResetAll || c.Discard || c.Listen != "" || c.Unlisten != "" || c.UnlistenAll
+}
+
+// SQL inspects the statements of a query. The rules are documented
 // in docs/transaction-mode.md; anything it does not recognise is relayed
 // unchanged. Multi-statement strings are split on semicolons outside quotes.
-func classifySQL(sql []byte) stmtClass {
+func SQL(sql []byte) Class {
 	// Drivers and pgbench send one statement ended by ';'. When nothing but
 	// blanks follows the first ';' and the class does not depend on where
 	// the statement ends, the split's scan for quotes can be skipped.
@@ -49,16 +63,16 @@ func classifySQL(sql []byte) stmtClass {
 	for len(sql) > 0 {
 		one, sql = splitStatement(sql)
 		c := classifyOne(one)
-		if c.pin != "" && out.pin == "" {
-			out.pin = c.pin
+		if c.Pin != "" && out.Pin == "" {
+			out.Pin = c.Pin
 		}
-		out.discard = out.discard || c.discard
-		out.discardAll = out.discardAll || c.discardAll
-		if c.listen != "" && out.pin == "" {
-			out.pin = "LISTEN" // only the first statement may LISTEN unpinned
+		out.Discard = out.Discard || c.Discard
+		out.DiscardAll = out.DiscardAll || c.DiscardAll
+		if c.Listen != "" && out.Pin == "" {
+			out.Pin = "LISTEN" // only the first statement may LISTEN unpinned
 		}
-		if c.setName != "" || c.reset || c.resetAll {
-			out.setName, out.setValue, out.reset, out.resetAll = c.setName, c.setValue, c.reset, c.resetAll
+		if c.SetName != "" || c.Reset || c.ResetAll {
+			out.SetName, out.SetValue, out.Reset, out.ResetAll = c.SetName, c.SetValue, c.Reset, c.ResetAll
 		}
 		if len(skipSpace(sql)) == 0 {
 			break // nothing but blanks and comments left
@@ -318,14 +332,14 @@ func skipSpace(b []byte) []byte {
 	return b
 }
 
-// needsClassify reports cheaply whether classifySQL could find anything:
-// when it returns false, classifySQL would return the zero class. It runs
+// Needed reports cheaply whether SQL could find anything:
+// when it returns false, SQL would return the zero class. It runs
 // for every Query and Parse, so it decides on the first word alone when
 // the text is one statement (no ';', or one that only blanks follow):
 // classifyWord acts on a few first words, and of those the SELECT family
 // only for an advisory lock. Anything else (several statements, a ';' in
 // a quote or comment, a first word longer than 8 bytes) is classified.
-func needsClassify(sql []byte) bool {
+func Needed(sql []byte) bool {
 	if len(skipSpace(sql)) == 0 {
 		return false
 	}
@@ -363,7 +377,7 @@ func wordKey(b []byte) uint64 {
 	return k
 }
 
-// First words needsClassify tells apart.
+// First words Needed tells apart.
 var (
 	keySet      = wordKey([]byte("set"))
 	keyReset    = wordKey([]byte("reset"))
@@ -405,34 +419,34 @@ func endIrrelevant(w string) bool {
 	return true
 }
 
-func classifyOne(stmt []byte) stmtClass {
+func classifyOne(stmt []byte) Class {
 	w, rest := nextWord(stmt)
 	return classifyWord(stmt, w, rest)
 }
 
 // classifyWord classifies stmt, whose first word w (lower case) nextWord
 // returned with rest.
-func classifyWord(stmt []byte, w string, rest []byte) stmtClass {
-	var c stmtClass
+func classifyWord(stmt []byte, w string, rest []byte) Class {
+	var c Class
 	switch w {
 	case "select", "with", "values", "call", "do":
 		if hasSessionAdvisoryLock(stmt) {
-			c.pin = "session advisory lock"
+			c.Pin = "session advisory lock"
 		}
 	case "set":
 		c = classifySet(rest)
 	case "reset":
 		name, _ := nextWord(rest)
 		if name == "all" {
-			c.resetAll = true
+			c.ResetAll = true
 		} else if name != "" {
-			c.reset, c.setName = true, name
+			c.Reset, c.SetName = true, name
 		}
 	case "discard":
 		what, _ := nextWord(rest)
 		switch what {
 		case "all":
-			c.discard, c.discardAll, c.resetAll = true, true, true
+			c.Discard, c.DiscardAll, c.ResetAll = true, true, true
 		case "temp", "temporary":
 		}
 	case "deallocate":
@@ -441,7 +455,7 @@ func classifyWord(stmt []byte, w string, rest []byte) stmtClass {
 			what, _ = nextWord(r)
 		}
 		if what == "all" {
-			c.discard = true
+			c.Discard = true
 		}
 	case "create":
 		w2, r := nextWord(rest)
@@ -451,30 +465,30 @@ func classifyWord(stmt []byte, w string, rest []byte) stmtClass {
 		if w2 == "temp" || w2 == "temporary" {
 			low := bytes.ToLower(r)
 			if !bytes.Contains(low, []byte("on commit drop")) {
-				c.pin = "temporary table"
+				c.Pin = "temporary table"
 			}
 		}
 	case "declare":
 		low := bytes.ToLower(rest)
 		if bytes.Contains(low, []byte("with hold")) {
-			c.pin = "WITH HOLD cursor"
+			c.Pin = "WITH HOLD cursor"
 		}
 	case "prepare":
-		c.pin = "SQL PREPARE"
+		c.Pin = "SQL PREPARE"
 	case "listen":
-		c.listen = channelName(rest)
-		if c.listen == "" {
-			c.pin = "LISTEN"
+		c.Listen = channelName(rest)
+		if c.Listen == "" {
+			c.Pin = "LISTEN"
 		}
 	case "unlisten":
 		r := skipSpace(rest)
 		if len(r) > 0 && r[0] == '*' {
-			c.unlistenAll = true
+			c.UnlistenAll = true
 		} else {
-			c.unlisten = channelName(rest)
+			c.Unlisten = channelName(rest)
 		}
 	case "load":
-		c.pin = "LOAD"
+		c.Pin = "LOAD"
 	}
 	return c
 }
@@ -509,8 +523,8 @@ var (
 )
 
 // classifySet handles SET [SESSION|LOCAL] name {TO|=} value.
-func classifySet(rest []byte) stmtClass {
-	var c stmtClass
+func classifySet(rest []byte) Class {
+	var c Class
 	w, r := nextWord(rest)
 	switch w {
 	case "local", "transaction":
@@ -521,28 +535,28 @@ func classifySet(rest []byte) stmtClass {
 			low := bytes.ToLower(r2)
 			switch {
 			case bytes.Contains(low, []byte("read only")):
-				c.setName, c.setValue = "default_transaction_read_only", "on"
+				c.SetName, c.SetValue = "default_transaction_read_only", "on"
 			case bytes.Contains(low, []byte("read write")):
-				c.setName, c.setValue = "default_transaction_read_only", "off"
+				c.SetName, c.SetValue = "default_transaction_read_only", "off"
 			default:
-				c.pin = "SET SESSION CHARACTERISTICS"
+				c.Pin = "SET SESSION CHARACTERISTICS"
 			}
 			return c
 		}
 		if w2 == "authorization" {
-			c.pin = "SET SESSION AUTHORIZATION"
+			c.Pin = "SET SESSION AUTHORIZATION"
 			return c
 		}
 		w, r = w2, r2
 	case "role":
-		c.pin = "SET ROLE"
+		c.Pin = "SET ROLE"
 		return c
 	case "time":
 		w2, r2 := nextWord(r)
 		if w2 == "zone" {
 			w, r = "timezone", r2
 			v := strings.TrimSpace(string(skipSpace(r)))
-			c.setName, c.setValue = w, v
+			c.SetName, c.SetValue = w, v
 			return c
 		}
 	}
@@ -561,7 +575,93 @@ func classifySet(rest []byte) stmtClass {
 	} else if to, r2 := nextWord(r); to == "to" {
 		r = r2
 	}
-	c.setName = w
-	c.setValue = strings.TrimSpace(string(skipSpace(r)))
+	c.SetName = w
+	c.SetValue = strings.TrimSpace(string(skipSpace(r)))
 	return c
+}
+
+// BeginsReadOnly reports BEGIN or START TRANSACTION with READ ONLY among
+// its modes (any isolation level).
+func BeginsReadOnly(sql []byte) bool {
+	w, rest := nextWord(sql)
+	switch w {
+	case "begin":
+	case "start":
+		w2, r2 := nextWord(rest)
+		if w2 != "transaction" {
+			return false
+		}
+		rest = r2
+	default:
+		return false
+	}
+	stmt, _ := splitStatement(rest)
+	low := bytes.ToLower(stmt)
+	return bytes.Contains(low, []byte("read only")) && !bytes.Contains(low, []byte("read write"))
+}
+
+// writingFunctions may write or depend on session state; a statement
+// calling one is never routed to a replica.
+var writingFunctions = [][]byte{
+	[]byte("nextval"), []byte("setval"), []byte("currval"), []byte("lastval"),
+	[]byte("advisory"), []byte("lo_"), []byte("txid_current"), []byte("pg_current_xact_id"),
+	[]byte("pg_notify"), []byte("set_config"), []byte("dblink"), []byte("pg_terminate_backend"),
+	[]byte("pg_cancel_backend"), []byte("pg_reload_conf"), []byte("pg_switch_wal"),
+	[]byte("replication_slot"), []byte("pg_create"), []byte("pg_drop"),
+}
+
+// writingKeywords in any position make a statement uncertain.
+var writingKeywords = []string{"insert", "update", "delete", "merge", "into", "for", "lock", "call", "do", "copy"}
+
+// IsPlainRead is the route_read_statements rule: exactly one statement,
+// starting with SELECT, or WITH ... SELECT; no INSERT/UPDATE/DELETE/MERGE,
+// SELECT INTO, FOR UPDATE/SHARE (any locking clause), LOCK, CALL, DO or
+// COPY keyword anywhere; and no call of a function known to write or to
+// read session state (writingFunctions). Anything else goes to the
+// primary. Function calls not on the list are assumed to be reads: mark
+// writing transactions explicitly or keep route_read_statements off.
+func IsPlainRead(sql []byte) bool {
+	stmt, rest := splitStatement(sql)
+	if len(skipSpace(rest)) > 0 {
+		return false
+	}
+	w, _ := nextWord(stmt)
+	if w != "select" && w != "with" {
+		return false
+	}
+	low := bytes.ToLower(stmt)
+	for _, f := range writingFunctions {
+		if bytes.Contains(low, f) {
+			return false
+		}
+	}
+	// Scan the words outside quotes for writing keywords.
+	b := low
+	for len(b) > 0 {
+		b = skipSpace(b)
+		if len(b) == 0 {
+			break
+		}
+		switch b[0] {
+		case '\'', '"':
+			j := bytes.IndexByte(b[1:], b[0])
+			if j < 0 {
+				return false
+			}
+			b = b[j+2:]
+			continue
+		}
+		word, r := nextWord(b)
+		if word == "" {
+			b = b[1:]
+			continue
+		}
+		for _, k := range writingKeywords {
+			if word == k {
+				return false
+			}
+		}
+		b = r
+	}
+	return true
 }

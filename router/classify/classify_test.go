@@ -1,4 +1,4 @@
-package router
+package classify
 
 import (
 	"bytes"
@@ -8,7 +8,7 @@ import (
 )
 
 // Benchmarks of the per-query classification hot path: interceptQuery calls
-// needsClassify and then classifySQL for every simple-protocol Query.
+// Needed and then SQL for every simple-protocol Query.
 
 var (
 	benchPgbenchSelect = []byte("SELECT abalance FROM pgbench_accounts WHERE aid = 48857;")
@@ -39,15 +39,15 @@ var (
 	}()
 )
 
-var benchSink stmtClass
+var benchSink Class
 
 // classifyHot is what interceptQuery does with the text of a Query. It is
 // not inlined so that a profile (callgrind) shows its cost per call.
 //
 //go:noinline
 func classifyHot(sql []byte) {
-	if needsClassify(sql) {
-		benchSink = classifySQL(sql)
+	if Needed(sql) {
+		benchSink = SQL(sql)
 	}
 }
 
@@ -83,7 +83,7 @@ func BenchmarkClassifyMulti(b *testing.B)      { benchClassify(b, benchMulti) }
 func BenchmarkClassifyIsPlainRead(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
-		benchBool = isPlainRead(benchPgbenchSelect)
+		benchBool = IsPlainRead(benchPgbenchSelect)
 	}
 }
 
@@ -221,26 +221,26 @@ func refNextWord(b []byte) (word string, rest []byte) {
 
 // refClassifySQL is the original statement loop over refSplitStatement;
 // classifyOne's own building blocks are compared one by one.
-func refClassifySQL(sql []byte) stmtClass {
-	var out stmtClass
+func refClassifySQL(sql []byte) Class {
+	var out Class
 	n := 0
 	for len(sql) > 0 {
 		var one []byte
 		one, sql = refSplitStatement(sql)
 		c := classifyOne(one)
 		n++
-		if c.pin != "" && out.pin == "" {
-			out.pin = c.pin
+		if c.Pin != "" && out.Pin == "" {
+			out.Pin = c.Pin
 		}
-		out.discard = out.discard || c.discard
-		out.discardAll = out.discardAll || c.discardAll
+		out.Discard = out.Discard || c.Discard
+		out.DiscardAll = out.DiscardAll || c.DiscardAll
 		if n == 1 {
-			out.listen, out.unlisten, out.unlistenAll = c.listen, c.unlisten, c.unlistenAll
-		} else if c.listen != "" && out.pin == "" {
-			out.pin = "LISTEN"
+			out.Listen, out.Unlisten, out.UnlistenAll = c.Listen, c.Unlisten, c.UnlistenAll
+		} else if c.Listen != "" && out.Pin == "" {
+			out.Pin = "LISTEN"
 		}
-		if c.setName != "" || c.reset || c.resetAll {
-			out.setName, out.setValue, out.reset, out.resetAll = c.setName, c.setValue, c.reset, c.resetAll
+		if c.SetName != "" || c.Reset || c.ResetAll {
+			out.SetName, out.SetValue, out.Reset, out.ResetAll = c.SetName, c.SetValue, c.Reset, c.ResetAll
 		}
 	}
 	return out
@@ -262,11 +262,11 @@ func checkClassifyMatchesReference(t *testing.T, sql []byte) {
 		t.Fatalf("nextWord(%q) = %q, %q; reference %q, %q", sql, w1, rest1, w2, rest2)
 	}
 	want := refClassifySQL(sql)
-	if a := classifySQL(sql); a != want {
-		t.Fatalf("classifySQL(%q) = %+v; reference %+v", sql, a, want)
+	if a := SQL(sql); a != want {
+		t.Fatalf("SQL(%q) = %+v; reference %+v", sql, a, want)
 	}
-	if !needsClassify(sql) && want != (stmtClass{}) {
-		t.Fatalf("needsClassify(%q) = false, but the statement classifies as %+v", sql, want)
+	if !Needed(sql) && want != (Class{}) {
+		t.Fatalf("Needed(%q) = false, but the statement classifies as %+v", sql, want)
 	}
 }
 
@@ -300,8 +300,8 @@ func TestNeedsClassifySkipsOnlyWhatCannotMatter(t *testing.T) {
 	skipped := append([][]byte{benchPgbenchSelect, []byte("select 1"), []byte("  Select * from t ;  "),
 		[]byte("delete from t"), []byte("WITH x AS (select 1) SELECT * FROM x")}, benchTPCB...)
 	for _, sql := range skipped {
-		if needsClassify(sql) {
-			t.Errorf("needsClassify(%q) = true; want the statement skipped", sql)
+		if Needed(sql) {
+			t.Errorf("Needed(%q) = true; want the statement skipped", sql)
 		}
 	}
 	classified := []string{"set x = 1", "SET search_path TO a;", "reset all", "discard all", "deallocate all",
@@ -311,8 +311,8 @@ func TestNeedsClassifySkipsOnlyWhatCannotMatter(t *testing.T) {
 		"with x as (select pg_advisory_lock(1)) select 1", "values (pg_advisory_lock(1))",
 		"call p(pg_advisory_lock(1))", "do $$begin perform pg_advisory_lock(1); end$$;", "selectxyz 1"}
 	for _, sql := range classified {
-		if !needsClassify([]byte(sql)) {
-			t.Errorf("needsClassify(%q) = false; want it classified", sql)
+		if !Needed([]byte(sql)) {
+			t.Errorf("Needed(%q) = false; want it classified", sql)
 		}
 	}
 }
@@ -332,5 +332,48 @@ func FuzzClassifyMatchesReference(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, sql string) {
 		checkClassifyMatchesReference(t, []byte(sql))
+	})
+}
+
+func TestClassifySQL(t *testing.T) {
+	tests := []struct {
+		sql  string
+		pin  bool
+		set  string
+		disc bool
+	}{
+		{"select 1", false, "", false},
+		{"SELECT pg_advisory_lock(1)", true, "", false},
+		{"select pg_advisory_xact_lock(1)", false, "", false},
+		{"select pg_advisory_unlock(1)", false, "", false},
+		{"create temp table t (x int)", true, "", false},
+		{"CREATE TEMPORARY TABLE t (x int) ON COMMIT DROP", false, "", false},
+		{"declare c cursor with hold for select 1", true, "", false},
+		{"prepare p as select 1", true, "", false},
+		{"set search_path to a, b", false, "search_path", false},
+		{"SET LOCAL statement_timeout = 5", false, "", false},
+		{"/* hi */ set statement_timeout = 5", false, "statement_timeout", false},
+		{"discard all", false, "", true},
+		{"deallocate all", false, "", true},
+		{"select ';'; create temp table x()", true, "", false},
+		{"set time zone 'UTC'", false, "timezone", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.sql, func(t *testing.T) {
+			c := SQL([]byte(tc.sql))
+			if (c.Pin != "") != tc.pin || c.SetName != tc.set || c.Discard != tc.disc {
+				t.Fatalf("got %+v", c)
+			}
+		})
+	}
+}
+
+func FuzzClassifySQL(f *testing.F) {
+	for _, s := range []string{"select 1", "set a.b = 'x'", "create temp table t()", "listen \"a\"\"b\"", "$a$;$a$; prepare", "--x\nreset all", "/*"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, sql string) {
+		SQL([]byte(sql))
+		Needed([]byte(sql))
 	})
 }
