@@ -72,17 +72,10 @@ type DialConfig struct {
 	Resolver *net.Resolver
 }
 
-// ServerError is an ErrorResponse the server sent during login. Frame holds
-// the message as received, so it can be relayed to clients untouched.
-type ServerError struct {
-	Frame   []byte
-	Code    string
-	Message string
-}
-
-func (e *ServerError) Error() string {
-	return fmt.Sprintf("server error %s: %s", e.Code, e.Message)
-}
+// ServerError is an ErrorResponse the server sent; from a login, Frame
+// holds the message as received, so it can be relayed to clients
+// untouched.
+type ServerError = protocol.ServerError
 
 // ErrReadOnlyServer is returned when RequireWritable is set and no host is
 // writable.

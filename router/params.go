@@ -493,7 +493,7 @@ func (ss *session) interceptParse(frame []byte) []byte {
 		}
 		e := protocol.NewError(protocol.SQLStateFeatureNotSupported,
 			c.Pin+" is not supported in transaction pooling mode: it would outlive the transaction on a shared server connection")
-		return appendParseRaw(nil, string(name), []byte(raiseSQL(e)+"\x00\x00\x00"))
+		return protocol.AppendParseRaw(nil, string(name), []byte(raiseSQL(e)+"\x00\x00\x00"))
 	}
 	listens := c.Listen != "" || c.Unlisten != "" || c.UnlistenAll
 	if listens && ss.pinned {
@@ -504,7 +504,7 @@ func (ss *session) interceptParse(frame []byte) []byte {
 	}
 	ss.noteStatement(name, &c)
 	if listens {
-		return appendParseRaw(nil, string(name), append([]byte{0}, types...))
+		return protocol.AppendParseRaw(nil, string(name), append([]byte{0}, types...))
 	}
 	return frame
 }

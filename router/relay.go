@@ -2,8 +2,8 @@ package router
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
+	"fmt"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -616,7 +616,7 @@ func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 	}
 	if sc.Stmts.Has(st.ID) {
 		ss.q.push(expect{kind: kParse})
-		sc.Wr.SetBuffer(appendParseRaw(sc.Wr.Buffer(), noopStmt, []byte("\x00\x00\x00")))
+		sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), noopStmt, []byte("\x00\x00\x00")))
 		ss.q.push(expect{kind: kCloseSwallow})
 		sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', noopStmt))
 		return
@@ -624,7 +624,7 @@ func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 	ss.addServerStmt(sc, st.ID)
 	ss.entry.stats.serverParses.Add(1)
 	ss.q.push(expect{kind: kParse, key: st.ID})
-	sc.Wr.SetBuffer(appendParseRaw(sc.Wr.Buffer(), st.Name, st.Body))
+	sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), st.Name, st.Body))
 }
 
 // holdStmt records the client's statement name for the statement with
@@ -662,15 +662,6 @@ func (ss *session) forgetStmts() {
 // need; it is closed right away.
 const noopStmt = "pgferry_noop"
 
-// appendParseRaw appends Parse with a name and the raw body after the name.
-func appendParseRaw(dst []byte, name string, rest []byte) []byte {
-	dst = append(dst, protocol.MsgParse)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(4+len(name)+1+len(rest)))
-	dst = append(dst, name...)
-	dst = append(dst, 0)
-	return append(dst, rest...)
-}
-
 // addServerStmt records the statement with ID id on sc, closing the least
 // recently used statement on the server when the cache is full.
 func (ss *session) addServerStmt(sc *pool.ServerConn, id uint64) {
@@ -692,7 +683,7 @@ func (ss *session) ensureStmt(sc *pool.ServerConn, st *clientStmt) {
 	ss.addServerStmt(sc, st.ID)
 	ss.entry.stats.serverParses.Add(1)
 	ss.q.push(expect{kind: kParseSwallow, key: st.ID})
-	sc.Wr.SetBuffer(appendParseRaw(sc.Wr.Buffer(), st.Name, st.Body))
+	sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), st.Name, st.Body))
 }
 
 // processBind renames the statement a Bind refers to.
@@ -715,15 +706,7 @@ func (ss *session) processBind(sc *pool.ServerConn, frame []byte) {
 	}
 	ss.ensureStmt(sc, st)
 	ss.q.push(expect{kind: kBind})
-	dst := sc.Wr.Buffer()
-	dst = append(dst, protocol.MsgBind)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(4+len(portal)+1+len(st.Name)+1+len(tail)))
-	dst = append(dst, portal...)
-	dst = append(dst, 0)
-	dst = append(dst, st.Name...)
-	dst = append(dst, 0)
-	dst = append(dst, tail...)
-	sc.Wr.SetBuffer(dst)
+	sc.Wr.SetBuffer(protocol.AppendBindRenamed(sc.Wr.Buffer(), portal, st.Name, tail))
 }
 
 // processDescribe renames the statement of a Describe('S').
@@ -744,13 +727,7 @@ func (ss *session) processDescribe(sc *pool.ServerConn, frame []byte) {
 	ss.q.n--
 	ss.ensureStmt(sc, st)
 	ss.q.push(expect{kind: kDescribe})
-	dst := sc.Wr.Buffer()
-	dst = append(dst, protocol.MsgDescribe)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(4+1+len(st.Name)+1))
-	dst = append(dst, 'S')
-	dst = append(dst, st.Name...)
-	dst = append(dst, 0)
-	sc.Wr.SetBuffer(dst)
+	sc.Wr.SetBuffer(protocol.AppendDescribe(sc.Wr.Buffer(), 'S', st.Name))
 }
 
 // closeLocally handles Close of a named statement: the client forgets it,
@@ -1303,19 +1280,8 @@ func resetServer(sc *pool.ServerConn, query string, reported map[string]string) 
 	}
 	sc.Conn.SetDeadline(time.Now().Add(5 * time.Second))
 	defer sc.Conn.SetDeadline(time.Time{})
-	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), query))
-	if err := sc.Wr.Flush(); err != nil {
-		return err
-	}
-	for {
-		frame, err := sc.Rd.Next()
-		if err != nil {
-			return err
-		}
-		switch frame[0] {
-		case protocol.MsgErrorResponse:
-			_, _, msg := protocol.ParseErrorFields(frame)
-			return errors.New("reset query failed: " + string(msg))
+	status, err := protocol.Exec(sc.Rd, sc.Wr, query, func(typ byte, frame []byte) error {
+		switch typ {
 		case protocol.MsgParameterStatus:
 			k, rest, _ := protocol.CString(protocol.Body(frame))
 			v, _, _ := protocol.CString(rest)
@@ -1324,13 +1290,16 @@ func resetServer(sc *pool.ServerConn, query string, reported map[string]string) 
 			if tag := string(protocol.Body(frame)); tag == "DISCARD ALL\x00" || tag == "DEALLOCATE ALL\x00" {
 				sc.Stmts.Clear()
 			}
-		case protocol.MsgReadyForQuery:
-			if protocol.RFQStatus(frame) != protocol.TxIdle {
-				return errors.New("server not idle after reset")
-			}
-			return nil
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reset query: %w", err)
 	}
+	if status != protocol.TxIdle {
+		return errors.New("server not idle after reset")
+	}
+	return nil
 }
 
 // waitForWriter blocks until run has finished a write to the server that

@@ -2,7 +2,6 @@ package lag
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -113,51 +112,40 @@ func (p *prober) try(ctx context.Context, timeout time.Duration, sql string, nco
 	return row, nil
 }
 
-// roundTrip sends one simple Query and reads the reply up to ReadyForQuery
-// (PostgreSQL docs, "Message Flow", "Simple Query").
+// roundTrip runs one simple Query and returns its single row.
 func (p *prober) roundTrip(sql string, ncols int) ([]field, error) {
 	sc := p.sc
-	p.buf = protocol.AppendQuery(p.buf[:0], sql)
-	if _, err := sc.Conn.Write(p.buf); err != nil {
-		return nil, fmt.Errorf("send query: %w", err)
+	if sc.Wr == nil {
+		sc.Wr = protocol.NewWriter(sc.Conn)
 	}
 	var (
-		row    []field
-		rows   int
-		srvErr error
+		row  []field
+		rows int
 	)
-	for {
-		frame, err := sc.Rd.Next()
-		if err != nil {
-			return nil, fmt.Errorf("read reply: %w", err)
+	_, err := protocol.Exec(sc.Rd, sc.Wr, sql, func(typ byte, frame []byte) error {
+		if typ != protocol.MsgDataRow {
+			return nil
 		}
-		switch frame[0] {
-		case protocol.MsgDataRow:
-			rows++
-			if rows == 1 {
-				if row, err = parseDataRow(protocol.Body(frame)); err != nil {
-					return nil, err
-				}
-			}
-		case protocol.MsgErrorResponse:
-			if srvErr == nil {
-				_, code, msg := protocol.ParseErrorFields(frame)
-				srvErr = &pool.ServerError{Code: string(code), Message: string(msg)}
-			}
-		case protocol.MsgReadyForQuery:
-			switch {
-			case srvErr != nil:
-				return nil, srvErr
-			case rows != 1 || len(row) != ncols:
-				return nil, fmt.Errorf("%w: %d rows of %d columns, want 1 row of %d", errMalformed, rows, len(row), ncols)
-			}
-			return row, nil
-		case protocol.MsgRowDescription, protocol.MsgCommandComplete, protocol.MsgNoticeResponse,
-			protocol.MsgParameterStatus, protocol.MsgNotification:
-		default:
-			return nil, fmt.Errorf("%w: unexpected message %q", errMalformed, frame[0])
+		rows++
+		if rows > 1 {
+			return nil
 		}
+		var err error
+		row, err = parseDataRow(protocol.Body(frame))
+		return err
+	})
+	var srvErr *pool.ServerError
+	switch {
+	case errors.As(err, &srvErr):
+		return nil, err
+	case errors.Is(err, protocol.ErrUnexpectedMessage):
+		return nil, fmt.Errorf("%w: %w", errMalformed, err)
+	case err != nil:
+		return nil, fmt.Errorf("read reply: %w", err)
+	case rows != 1 || len(row) != ncols:
+		return nil, fmt.Errorf("%w: %d rows of %d columns, want 1 row of %d", errMalformed, rows, len(row), ncols)
 	}
+	return row, nil
 }
 
 // close says goodbye (best effort) and closes the connection.
@@ -176,37 +164,17 @@ func (p *prober) close() {
 	}
 }
 
-// parseDataRow decodes a DataRow body: Int16 column count, then per column an
-// Int32 length (-1 for NULL) and that many bytes (PostgreSQL docs, "Message
-// Formats", DataRow). The strings are copies: the frame is reused.
+// parseDataRow decodes a DataRow body into fields; the strings are
+// copies, since the frame is reused.
 func parseDataRow(body []byte) ([]field, error) {
-	if len(body) < 2 {
-		return nil, fmt.Errorf("%w: short DataRow", errMalformed)
+	var buf [8]protocol.Column
+	cols, err := protocol.ParseDataRow(body, buf[:0])
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errMalformed, err)
 	}
-	n := int(binary.BigEndian.Uint16(body))
-	body = body[2:]
-	if n > len(body)/4 {
-		return nil, fmt.Errorf("%w: DataRow claims %d columns", errMalformed, n)
-	}
-	row := make([]field, n)
-	for i := range row {
-		if len(body) < 4 {
-			return nil, fmt.Errorf("%w: short DataRow", errMalformed)
-		}
-		l := int32(binary.BigEndian.Uint32(body))
-		body = body[4:]
-		switch {
-		case l == -1:
-			row[i].null = true
-		case l < 0 || int(l) > len(body):
-			return nil, fmt.Errorf("%w: DataRow column length %d", errMalformed, l)
-		default:
-			row[i].text = string(body[:l])
-			body = body[l:]
-		}
-	}
-	if len(body) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes in DataRow", errMalformed, len(body))
+	row := make([]field, len(cols))
+	for i, c := range cols {
+		row[i] = field{text: string(c.Value), null: c.Null}
 	}
 	return row, nil
 }
