@@ -49,6 +49,17 @@ func TestINIReadsSettings(t *testing.T) {
 			check: func(c *Config) bool { return c.AuthType == "md5" },
 		},
 		{
+			name:  "auth_type hba with auth_hba_file",
+			doc:   "[pgbouncer]\nauth_type = hba\nauth_hba_file = testdata/hba.conf\nauth_file = testdata/userlist.txt\n" + iniDB,
+			check: func(c *Config) bool { return c.AuthType == "hba" && c.AuthHBAFile == "testdata/hba.conf" },
+		},
+		{
+			name:    "auth_hba_file without auth_type hba warns that it is not used",
+			doc:     "[pgbouncer]\nauth_type = trust\nauth_hba_file = testdata/hba.conf\n" + iniDB,
+			check:   func(c *Config) bool { return c.AuthType == "trust" },
+			warning: `auth_hba_file: not used because auth_type is "trust"`,
+		},
+		{
 			name:  "auth_type is case-insensitive",
 			doc:   "[pgbouncer]\nAUTH_TYPE = Trust\n" + iniDB,
 			check: func(c *Config) bool { return c.AuthType == "trust" },
@@ -126,10 +137,11 @@ func TestINIErrorsNameTheKey(t *testing.T) {
 		doc  string
 		want string
 	}{
-		{name: "hba auth", doc: "[pgbouncer]\nauth_type = hba\n" + iniDB, want: `pgbouncer.auth_type: "hba" is not supported`},
+		{name: "hba auth without a file", doc: "[pgbouncer]\nauth_type = hba\n" + iniDB, want: `auth_hba_file: required when auth_type is "hba"`},
+		{name: "ident map file", doc: "[pgbouncer]\nauth_type = hba\nauth_hba_file = /x\nauth_ident_file = /y\n" + iniDB, want: "pgbouncer.auth_ident_file: user name maps are not supported"},
 		{name: "pam auth", doc: "[pgbouncer]\nauth_type = pam\n" + iniDB, want: "pgbouncer.auth_type"},
 		{name: "any auth", doc: "[pgbouncer]\nauth_type = any\n" + iniDB, want: "pgbouncer.auth_type"},
-		{name: "cert auth", doc: "[pgbouncer]\nauth_type = cert\n" + iniDB, want: "pgbouncer.auth_type"},
+		{name: "cert auth without verified client tls", doc: "[pgbouncer]\nauth_type = cert\n" + iniDB, want: `client_tls_sslmode: auth_type = "cert" needs "verify-ca" or "verify-full"`},
 		{name: "bad integer", doc: "[pgbouncer]\nauth_type = trust\nlisten_port = x\n" + iniDB, want: `pgbouncer.listen_port: invalid integer "x"`},
 		{name: "bad boolean", doc: "[pgbouncer]\nauth_type = trust\nso_reuseport = perhaps\n" + iniDB, want: "pgbouncer.so_reuseport: invalid boolean"},
 		{name: "bad duration", doc: "[pgbouncer]\nauth_type = trust\nserver_lifetime = long\n" + iniDB, want: "pgbouncer.server_lifetime: invalid duration"},
