@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/pgferry/pgferry/auth"
 	"github.com/pgferry/pgferry/auth/entra"
+	"github.com/pgferry/pgferry/auth/hba"
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
@@ -499,6 +501,10 @@ func randomKey() (uint32, uint32) {
 // cleartext password when the exchange revealed it (plain auth), which may
 // serve as the server password when the database entry has none.
 func (ss *session) authenticate(cfg *configs.Config) (string, error) {
+	method, err := ss.authMethod(cfg)
+	if err != nil {
+		return "", err
+	}
 	fail := func() error {
 		ss.srv.reject("auth")
 		ss.srv.throttle.failed(ss.raw.RemoteAddr())
@@ -507,14 +513,17 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	if d := ss.srv.throttle.delay(ss.raw.RemoteAddr()); d > 0 {
 		time.Sleep(d)
 	}
-	if cfg.AuthType == "trust" {
+	switch method {
+	case "trust":
 		ss.queueAuthOK()
 		return "", nil
+	case "cert":
+		return "", ss.certLogin()
 	}
 	cred, known := ss.srv.store.Load().Lookup(ss.user)
 	switch {
-	case cfg.AuthType == "plain" || (cfg.AuthType == "md5" && known && cred.Kind() == auth.KindMD5):
-		if cfg.AuthType == "plain" {
+	case method == "plain" || (method == "md5" && known && cred.Kind() == auth.KindMD5):
+		if method == "plain" {
 			if err := ss.sendAuth(authCleartextPassword, nil); err != nil {
 				return "", err
 			}
@@ -602,6 +611,70 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	ss.authOK = protocol.AppendAuthentication(ss.authOK, authSASLFinal, final)
 	ss.queueAuthOK()
 	return "", nil
+}
+
+// authMethod returns the authentication method for the client: auth_type,
+// or with auth_type "hba" the method of the first auth_hba_file line that
+// applies. A client no line admits, or a reject line, is refused here with
+// PostgreSQL's SQLSTATE (28000) and a message shaped like its own.
+func (ss *session) authMethod(cfg *configs.Config) (string, error) {
+	if cfg.AuthType != "hba" {
+		return cfg.AuthType, nil
+	}
+	rules := ss.srv.hba.Load()
+	c := hba.Conn{TLS: ss.tls, Database: ss.database, User: ss.user, Local: true}
+	host := "[local]"
+	if ta, ok := ss.raw.RemoteAddr().(*net.TCPAddr); ok {
+		c.Local, c.Addr = false, ta.AddrPort().Addr()
+		host = c.Addr.Unmap().String()
+	}
+	var rule hba.Rule
+	ok := false
+	if rules != nil {
+		rule, ok = rules.Match(c)
+	}
+	if ok && rule.Method != hba.MethodReject {
+		if ss.debugEnabled() {
+			ss.logger().Debug("auth_hba_file line matched", zap.String("hba_file", rule.File), zap.Int("hba_line", rule.Line), zap.String("method", string(rule.Method)))
+		}
+		if rule.Method == hba.MethodPassword {
+			return "plain", nil
+		}
+		return string(rule.Method), nil
+	}
+	ss.srv.reject("hba")
+	enc := "no encryption"
+	if ss.tls {
+		enc = "SSL encryption"
+	}
+	msg := fmt.Sprintf("no auth_hba_file entry for host %q, user %q, database %q, %s", host, ss.user, ss.database, enc)
+	if ok {
+		msg = fmt.Sprintf("auth_hba_file rejects connection for host %q, user %q, database %q, %s", host, ss.user, ss.database, enc)
+		ss.logger().Info("client refused by auth_hba_file", zap.String("hba_file", rule.File), zap.Int("hba_line", rule.Line))
+	}
+	return "", protocol.Fatal(protocol.SQLStateInvalidAuthorization, msg)
+}
+
+// certLogin admits a client whose verified TLS client certificate names it:
+// the certificate's common name must equal the user name, as PostgreSQL's
+// cert method requires without a user name map. The TLS handshake already
+// verified the certificate against client_tls_ca_file.
+func (ss *session) certLogin() error {
+	var certs []*x509.Certificate
+	if t, ok := ss.conn.(*tls.Conn); ok {
+		certs = t.ConnectionState().PeerCertificates
+	}
+	if len(certs) == 0 {
+		ss.srv.reject("auth")
+		return protocol.Fatal(protocol.SQLStateInvalidAuthorization, "connection requires a valid client certificate")
+	}
+	if cn := certs[0].Subject.CommonName; cn != ss.user {
+		ss.srv.reject("auth")
+		ss.logger().Info("client certificate names another user", zap.String("cert_common_name", cn))
+		return protocol.Fatal(protocol.SQLStateInvalidAuthorization, fmt.Sprintf("certificate authentication failed for user %q", ss.user))
+	}
+	ss.queueAuthOK()
+	return nil
 }
 
 // Authentication request codes (the int32 after 'R').
