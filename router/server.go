@@ -67,6 +67,11 @@ type Server struct {
 	clients atomic.Int64 // connected client sockets (admin included)
 	pinned  atomic.Int64 // sessions ever pinned to a server by session state (cumulative)
 
+	// refusing counts clients being turned away that are still in their
+	// short negotiation (see refusal); above maxRefusing the rest are told
+	// at once without reading anything.
+	refusing atomic.Int64
+
 	// mu guards the maps and listeners below. No I/O runs under it.
 	mu         sync.Mutex
 	pools      map[poolKey]*poolEntry

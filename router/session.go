@@ -70,6 +70,9 @@ type session struct {
 	// authOK holds the end of a successful authentication exchange until
 	// it can go out with the next write (see sendAuthOK).
 	authOK []byte
+	// refusal, when set at accept, turns the client away once its startup
+	// packet is read (see refusal). Login only.
+	refusal *refusal
 
 	// stmts maps the client's statement names to statements. Only run
 	// touches it.
@@ -224,22 +227,62 @@ func (s *Server) admit(raw net.Conn) (logged *session) {
 	}
 	defer ss.recoverPanic() // logged stays nil: the connection is released
 	cfg := s.cfg.Load()
-	if !s.allowed(raw.RemoteAddr()) {
+	switch {
+	case !s.allowed(raw.RemoteAddr()):
 		s.reject("allow_cidrs")
 		ss.logger().Info("client refused by allow_cidrs")
-		return nil
-	}
-	if cfg.MaxClientConn > 0 && n > int64(cfg.MaxClientConn) {
+		ss.refusal = &refusal{err: errNotInAllowCIDRs, plainOnly: true}
+	case cfg.MaxClientConn > 0 && n > int64(cfg.MaxClientConn):
 		s.reject("max_client_conn")
-		ss.sendFatal(protocol.Fatal(protocol.SQLStateTooManyConnections, "no more connections allowed (max_client_conn)"))
-		return nil
+		ss.refusal = &refusal{err: errMaxClientConn, exemptAdmin: true, forwardCancel: true}
+	default:
+		growStack() // refused clients do not pay for it
 	}
-	growStack() // refused clients above do not pay for it
+	if ss.refusal != nil {
+		defer s.refusing.Add(-1)
+		if s.refusing.Add(1) > maxRefusing {
+			// A flood: no time or bytes for this one.
+			ss.sendFatal(ss.refusal.err)
+			return nil
+		}
+	}
 	if !ss.login(cfg) {
 		return nil
 	}
 	return ss
 }
+
+// A refusal is the decision, taken at accept, to turn a client away. It
+// is told only after the client's SSLRequest (if any) was answered and its
+// startup packet read, as PgBouncer does for max_client_conn: libpq sends
+// an SSLRequest first (sslmode=prefer) and reports an error in its place as
+// "server sent an error response during SSL exchange" instead of the
+// message. The whole exchange is bounded by refuseTimeout, and by
+// MaxStartupPacket bytes per packet.
+type refusal struct {
+	err *protocol.Error
+	// plainOnly answers an SSLRequest with 'N' rather than a handshake: a
+	// client from a network it may not connect from is not worth one.
+	plainOnly bool
+	// exemptAdmin lets a client of the admin console in anyway, as
+	// PgBouncer exempts it from max_client_conn.
+	exemptAdmin bool
+	// forwardCancel still forwards a cancel request on the connection.
+	forwardCancel bool
+}
+
+var (
+	errMaxClientConn   = protocol.Fatal(protocol.SQLStateTooManyConnections, "no more connections allowed (max_client_conn)")
+	errNotInAllowCIDRs = protocol.Fatal(protocol.SQLStateInvalidAuthorization, "client address is not in allow_cidrs")
+)
+
+const (
+	// refuseTimeout bounds the negotiation with a refused client.
+	refuseTimeout = 2 * time.Second
+	// maxRefusing bounds the refused clients negotiating at once; the
+	// others get the FATAL straight away, unread.
+	maxRefusing = 256
+)
 
 // serveLoggedIn relays for a logged-in client until it leaves. It owns the
 // connection, the client count and the WaitGroup slot taken at accept.
@@ -346,7 +389,12 @@ func (ss *session) sendFatal(e *protocol.Error) {
 // login runs the startup and authentication exchange. It reports whether
 // the client is logged in; on failure the client has been told why.
 func (ss *session) login(cfg *configs.Config) bool {
-	if d := cfg.ClientLoginTimeout.Std(); d > 0 {
+	if d := cfg.ClientLoginTimeout.Std(); ss.refusal != nil {
+		if d <= 0 || d > refuseTimeout {
+			d = refuseTimeout
+		}
+		ss.raw.SetDeadline(time.Now().Add(d))
+	} else if d > 0 {
 		ss.raw.SetDeadline(time.Now().Add(d))
 	}
 	ss.beginLogin()
@@ -361,6 +409,16 @@ func (ss *session) login(cfg *configs.Config) bool {
 	}
 	var pe *protocol.Error
 	var re *relayedError
+	if ss.refusal != nil {
+		// Refused clients are counted by reason, not logged one by one: a
+		// flood would flood the log.
+		if errors.Is(err, ss.refusal.err) || isTimeout(err) {
+			ss.sendFatal(ss.refusal.err)
+		} else if errors.As(err, &pe) {
+			ss.sendFatal(pe)
+		}
+		return false
+	}
 	if errors.As(err, &pe) {
 		ss.sendFatal(pe)
 	} else if errors.As(err, &re) {
@@ -396,7 +454,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 				return protocol.Fatal(protocol.SQLStateProtocolViolation, "SSLRequest received on an encrypted connection")
 			}
 			tc := ss.srv.ctls.Load()
-			if tc == nil {
+			if tc == nil || (ss.refusal != nil && ss.refusal.plainOnly) {
 				if _, err := ss.conn.Write([]byte{'N'}); err != nil {
 					return err
 				}
@@ -424,10 +482,25 @@ func (ss *session) startup(cfg *configs.Config) error {
 			}
 			continue
 		case protocol.CancelRequestCode:
-			ss.srv.forwardCancel(st.CancelPID, st.CancelKey)
+			if ss.refusal == nil || ss.refusal.forwardCancel {
+				ss.srv.forwardCancel(st.CancelPID, st.CancelKey)
+			}
 			return errCancelDone
 		}
 		break
+	}
+	if r := ss.refusal; r != nil {
+		if !r.exemptAdmin || !adminDatabases[startupDatabase(st)] {
+			return r.err
+		}
+		// The admin console may still log in, with the usual time.
+		ss.refusal = nil
+		if d := cfg.ClientLoginTimeout.Std(); d > 0 {
+			ss.raw.SetDeadline(time.Now().Add(d))
+		} else {
+			ss.raw.SetDeadline(time.Time{})
+		}
+		growStack()
 	}
 	if st.Minor() > 0 || len(st.ProtocolOptions) > 0 {
 		if _, err := ss.conn.Write(protocol.AppendNegotiateProtocolVersion(nil, st.ProtocolOptions)); err != nil {
@@ -444,10 +517,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 		}
 	}
 	ss.user = st.Get("user")
-	ss.database = st.Get("database")
-	if ss.database == "" {
-		ss.database = ss.user
-	}
+	ss.database = startupDatabase(st)
 	password, err := ss.authenticate(cfg)
 	if err != nil {
 		return err
@@ -488,6 +558,15 @@ func (ss *session) startup(cfg *configs.Config) error {
 	}
 	entry.stats.clientLogins.Add(1)
 	return nil
+}
+
+// startupDatabase returns the database a startup packet asks for, which
+// defaults to the user name.
+func startupDatabase(st *protocol.Startup) string {
+	if db := st.Get("database"); db != "" {
+		return db
+	}
+	return st.Get("user")
 }
 
 func randomKey() (uint32, uint32) {
