@@ -29,6 +29,7 @@ import (
 // hbaMatrix is the auth_hba_file of TestHBAMatrix. Every client user logs
 // in to PostgreSQL as app (the database entry forces it).
 const hbaMatrix = `# TestHBAMatrix
+local     app   app                             trust
 hostssl   all   certuser  127.0.0.1/32          cert
 host      all   blocked   all                   reject
 host      app   md5user   127.0.0.2 255.255.255.255 md5
@@ -72,9 +73,21 @@ func dialFrom(source string) func(ctx context.Context, network, addr string) (ne
 	return d.DialContext
 }
 
+// unixSocketDir returns a short temporary directory for pgferry's unix
+// socket (a socket path is limited to 107 bytes), removed when the test ends.
+func unixSocketDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "hba")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 // hbaClient describes how a test client connects.
 type hbaClient struct {
-	source   string // client address: 127.0.0.1 or 127.0.0.2
+	source   string // client address: 127.0.0.1 or 127.0.0.2, or a unix socket directory
 	tls      bool
 	certCN   string // present a client certificate with this common name; "" none
 	user     string
@@ -96,11 +109,16 @@ func (c hbaClient) pgxConfig(t *testing.T, f *ferrytest.Ferry, ca *pgtest.Client
 			dsn += " sslcert=" + certFile + " sslkey=" + keyFile
 		}
 	}
+	if strings.HasPrefix(c.source, "/") {
+		dsn = strings.Replace(dsn, "host=127.0.0.1", "host="+c.source, 1)
+	}
 	cc, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc.DialFunc = dialFrom(c.source)
+	if !strings.HasPrefix(c.source, "/") {
+		cc.DialFunc = dialFrom(c.source)
+	}
 	return cc
 }
 
@@ -111,7 +129,13 @@ func (c hbaClient) pgxConfig(t *testing.T, f *ferrytest.Ferry, ca *pgtest.Client
 func firstAuthAnswer(t *testing.T, f *ferrytest.Ferry, c hbaClient) (code int, fields map[byte]string) {
 	t.Helper()
 	ctx := testContext(t)
-	raw, err := dialFrom(c.source)(ctx, "tcp", f.Addr.String())
+	var raw net.Conn
+	var err error
+	if strings.HasPrefix(c.source, "/") {
+		raw, err = net.Dial("unix", filepath.Join(c.source, fmt.Sprintf(".s.PGSQL.%d", f.Addr.Port)))
+	} else {
+		raw, err = dialFrom(c.source)(ctx, "tcp", f.Addr.String())
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,6 +177,8 @@ func TestHBAMatrixDecidesByAddressDatabaseUserAndEncryption(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg, _ := hbaConfig(t, hbaMatrix, ca)
+	sock := unixSocketDir(t)
+	cfg.UnixSocketDir = sock
 	f := ferrytest.Start(t, cfg)
 
 	const (
@@ -168,6 +194,11 @@ func TestHBAMatrixDecidesByAddressDatabaseUserAndEncryption(t *testing.T) {
 		wantCode string // "": pgx logs in and runs a query; else the SQLSTATE pgx gets
 		wantMsg  string
 	}{
+		{"app over the unix socket is trusted (local line)",
+			hbaClient{source: sock, user: "app", database: "app"}, authOK, "", ""},
+		{"md5user over the unix socket has no line",
+			hbaClient{source: sock, user: "md5user", database: "app", password: "md5-secret"}, -1, "28000",
+			`no auth_hba_file entry for host "[local]", user "md5user", database "app", no encryption`},
 		{"scram for app over plain TCP from 127.0.0.1",
 			hbaClient{source: "127.0.0.1", user: "app", database: "app", password: ferrytest.Password}, authSASL, "", ""},
 		{"cleartext password for app over TLS (hostssl line)",
