@@ -42,6 +42,7 @@ const (
 	maxLineBytes     = 64 << 10 // one line
 	maxIncludeBytes  = 1 << 20  // one @file
 	maxIncludeDepth  = 10       // @file nesting (a file including itself)
+	maxIncludes      = 1000     // @file reads per Parse (several includes nested deep)
 	maxRuleNameCount = 1 << 16  // names per field, includes counted
 )
 
@@ -212,6 +213,7 @@ func readLine(br *bufio.Reader) (string, error) {
 
 type parser struct {
 	readFile func(string) ([]byte, error)
+	includes int // @file reads so far
 }
 
 // token kinds, as in PgBouncer's TokParser.
@@ -443,6 +445,9 @@ func (lp *lineParser) include(n *names, name string, isDB bool, depth int) error
 	}
 	if depth >= maxIncludeDepth {
 		return lp.errorf("@%s: @file includes nested deeper than %d", clip(name), maxIncludeDepth)
+	}
+	if lp.includes++; lp.includes > maxIncludes {
+		return lp.errorf("@%s: more than %d @file reads in all", clip(name), maxIncludes)
 	}
 	path := name
 	if !filepath.IsAbs(path) {

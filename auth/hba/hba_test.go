@@ -154,6 +154,13 @@ func TestIncludeFilesAreReadRelativeToTheIncludingFile(t *testing.T) {
 	if _, err := Load(filepath.Join(dir, "loop.conf")); err == nil || !strings.Contains(err.Error(), "nested deeper") {
 		t.Fatalf("a self-including file: got %v, want a nesting error", err)
 	}
+	write("fan.txt", strings.Repeat("@fan2.txt ", 40)+"\n")
+	write("fan2.txt", strings.Repeat("@leaf.txt ", 40)+"\n")
+	write("leaf.txt", "x\n")
+	write("fan.conf", "host all @fan.txt all md5\n")
+	if _, err := Load(filepath.Join(dir, "fan.conf")); err == nil || !strings.Contains(err.Error(), "@file reads in all") {
+		t.Fatalf("an include fanning out: got %v, want the read budget to stop it", err)
+	}
 	write("bad.txt", "ok\n+group\n")
 	write("bad.conf", "host all @bad.txt all md5\n")
 	if _, err := Load(filepath.Join(dir, "bad.conf")); err == nil || !strings.Contains(err.Error(), "bad.txt:2:") {
