@@ -277,3 +277,46 @@ func TestPlainAuthWarns(t *testing.T) {
 		t.Errorf("warnings %q lack an auth_type warning", warnings)
 	}
 }
+
+func TestINIAuthHBAFileIsResolvedAgainstTheConfigDirectory(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "hba.conf"), []byte("host all all 127.0.0.1/32 trust\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "pgbouncer.ini")
+	doc := "[pgbouncer]\nauth_type = hba\nauth_hba_file = hba.conf\n" + iniDB
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := LoadWithEnv(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "hba.conf"); c.AuthHBAFile != want {
+		t.Fatalf("auth_hba_file = %q, want %q", c.AuthHBAFile, want)
+	}
+}
+
+func TestCertAuthLoadsWithVerifiedClientTLS(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"cert.pem", "key.pem", "ca.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, mode := range []string{"verify-ca", "verify-full"} {
+		doc := "[pgbouncer]\nauth_type = cert\nclient_tls_sslmode = " + mode +
+			"\nclient_tls_cert_file = cert.pem\nclient_tls_key_file = key.pem\nclient_tls_ca_file = ca.pem\n" + iniDB
+		path := filepath.Join(dir, "pgbouncer.ini")
+		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, _, err := LoadWithEnv(path, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if c.AuthType != "cert" {
+			t.Fatalf("%s: auth_type = %q", mode, c.AuthType)
+		}
+	}
+}
