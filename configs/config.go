@@ -10,6 +10,9 @@ const (
 	authPassword = "password"
 	authEntra    = "entra"
 
+	authCert = "cert"
+	authHBA  = "hba"
+
 	entraDefault          = "default"
 	entraManagedIdentity  = "managed_identity"
 	entraWorkloadIdentity = "workload_identity"
@@ -49,10 +52,17 @@ type Config struct {
 	SoReuseport bool `toml:"so_reuseport"`
 
 	// AuthType is the client authentication method: "scram-sha-256", "md5"
-	// (accepts SCRAM secrets too, like PgBouncer), "plain" or "trust".
+	// (accepts SCRAM secrets too, like PgBouncer), "plain", "trust", "cert"
+	// (the client certificate's common name must equal the user name) or
+	// "hba" (the method comes from the first matching line of AuthHBAFile).
 	AuthType string `toml:"auth_type"`
 	// AuthFile is a PgBouncer userlist.txt with client secrets.
 	AuthFile string `toml:"auth_file"`
+	// AuthHBAFile is a pg_hba.conf-style file (PgBouncer's subset) that
+	// picks the method per connection when AuthType is "hba". It is read
+	// at start and on every reload; a line pgferry cannot honour stops the
+	// start or the reload.
+	AuthHBAFile string `toml:"auth_hba_file"`
 	// AdminUsers may run every admin console command.
 	AdminUsers []string `toml:"admin_users"`
 	// StatsUsers may run the read-only SHOW commands of the admin console.

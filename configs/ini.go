@@ -18,7 +18,7 @@ const (
 // iniUnsupportedAuthTypes are PgBouncer auth_type values pgferry does not
 // implement.
 var iniUnsupportedAuthTypes = map[string]bool{
-	"any": true, "hba": true, "cert": true, "pam": true, "ldap": true, "peer": true,
+	"any": true, "pam": true, "ldap": true, "peer": true,
 }
 
 // decodeINI reads a PgBouncer config file into c, which holds the defaults.
@@ -145,9 +145,16 @@ func setINIGlobal(c *Config, key, value string) (string, error) {
 	switch key {
 	case "auth_type":
 		if iniUnsupportedAuthTypes[strings.ToLower(value)] {
-			return "", fmt.Errorf("pgbouncer.auth_type: %q is not supported by pgferry; use md5, scram-sha-256, plain or trust", value)
+			return "", fmt.Errorf("pgbouncer.auth_type: %q is not supported by pgferry; use md5, scram-sha-256, plain, trust, cert or hba", value)
 		}
 		value = strings.ToLower(value)
+	case "auth_ident_file":
+		// It decides who may log in (hba map= options), so it cannot be
+		// ignored with a warning like other unknown keys.
+		if value != "" {
+			return "", fmt.Errorf("pgbouncer.auth_ident_file: user name maps are not supported by pgferry; remove map= options from auth_hba_file and this key")
+		}
+		return "", nil
 	case "listen_addr":
 		addr, warn, err := iniListenAddr(value)
 		if err != nil {

@@ -49,6 +49,17 @@ func TestINIReadsSettings(t *testing.T) {
 			check: func(c *Config) bool { return c.AuthType == "md5" },
 		},
 		{
+			name:  "auth_type hba with auth_hba_file",
+			doc:   "[pgbouncer]\nauth_type = hba\nauth_hba_file = testdata/hba.conf\nauth_file = testdata/userlist.txt\n" + iniDB,
+			check: func(c *Config) bool { return c.AuthType == "hba" && c.AuthHBAFile == "testdata/hba.conf" },
+		},
+		{
+			name:    "auth_hba_file without auth_type hba warns that it is not used",
+			doc:     "[pgbouncer]\nauth_type = trust\nauth_hba_file = testdata/hba.conf\n" + iniDB,
+			check:   func(c *Config) bool { return c.AuthType == "trust" },
+			warning: `auth_hba_file: not used because auth_type is "trust"`,
+		},
+		{
 			name:  "auth_type is case-insensitive",
 			doc:   "[pgbouncer]\nAUTH_TYPE = Trust\n" + iniDB,
 			check: func(c *Config) bool { return c.AuthType == "trust" },
@@ -126,10 +137,11 @@ func TestINIErrorsNameTheKey(t *testing.T) {
 		doc  string
 		want string
 	}{
-		{name: "hba auth", doc: "[pgbouncer]\nauth_type = hba\n" + iniDB, want: `pgbouncer.auth_type: "hba" is not supported`},
+		{name: "hba auth without a file", doc: "[pgbouncer]\nauth_type = hba\n" + iniDB, want: `auth_hba_file: required when auth_type is "hba"`},
+		{name: "ident map file", doc: "[pgbouncer]\nauth_type = hba\nauth_hba_file = /x\nauth_ident_file = /y\n" + iniDB, want: "pgbouncer.auth_ident_file: user name maps are not supported"},
 		{name: "pam auth", doc: "[pgbouncer]\nauth_type = pam\n" + iniDB, want: "pgbouncer.auth_type"},
 		{name: "any auth", doc: "[pgbouncer]\nauth_type = any\n" + iniDB, want: "pgbouncer.auth_type"},
-		{name: "cert auth", doc: "[pgbouncer]\nauth_type = cert\n" + iniDB, want: "pgbouncer.auth_type"},
+		{name: "cert auth without verified client tls", doc: "[pgbouncer]\nauth_type = cert\n" + iniDB, want: `client_tls_sslmode: auth_type = "cert" needs "verify-ca" or "verify-full"`},
 		{name: "bad integer", doc: "[pgbouncer]\nauth_type = trust\nlisten_port = x\n" + iniDB, want: `pgbouncer.listen_port: invalid integer "x"`},
 		{name: "bad boolean", doc: "[pgbouncer]\nauth_type = trust\nso_reuseport = perhaps\n" + iniDB, want: "pgbouncer.so_reuseport: invalid boolean"},
 		{name: "bad duration", doc: "[pgbouncer]\nauth_type = trust\nserver_lifetime = long\n" + iniDB, want: "pgbouncer.server_lifetime: invalid duration"},
@@ -263,5 +275,48 @@ func TestPlainAuthWarns(t *testing.T) {
 	}
 	if !slices.ContainsFunc(warnings, func(w string) bool { return strings.HasPrefix(w, "auth_type:") }) {
 		t.Errorf("warnings %q lack an auth_type warning", warnings)
+	}
+}
+
+func TestINIAuthHBAFileIsResolvedAgainstTheConfigDirectory(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "hba.conf"), []byte("host all all 127.0.0.1/32 trust\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "pgbouncer.ini")
+	doc := "[pgbouncer]\nauth_type = hba\nauth_hba_file = hba.conf\n" + iniDB
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := LoadWithEnv(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "hba.conf"); c.AuthHBAFile != want {
+		t.Fatalf("auth_hba_file = %q, want %q", c.AuthHBAFile, want)
+	}
+}
+
+func TestCertAuthLoadsWithVerifiedClientTLS(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"cert.pem", "key.pem", "ca.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, mode := range []string{"verify-ca", "verify-full"} {
+		doc := "[pgbouncer]\nauth_type = cert\nclient_tls_sslmode = " + mode +
+			"\nclient_tls_cert_file = cert.pem\nclient_tls_key_file = key.pem\nclient_tls_ca_file = ca.pem\n" + iniDB
+		path := filepath.Join(dir, "pgbouncer.ini")
+		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, _, err := LoadWithEnv(path, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if c.AuthType != "cert" {
+			t.Fatalf("%s: auth_type = %q", mode, c.AuthType)
+		}
 	}
 }

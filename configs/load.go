@@ -38,7 +38,7 @@ func Load(path string) (*Config, []string, error) {
 //
 // The format is PgBouncer ini when path ends in ".ini" or when the first
 // section header is [pgbouncer], or [databases]/[users] and the file is not
-// valid TOML; otherwise TOML. Relative file paths in the file (auth_file, TLS
+// valid TOML; otherwise TOML. Relative file paths in the file (auth_file, auth_hba_file, TLS
 // files, password_file, sslrootcert, Entra files) are resolved against the
 // directory holding path; paths set through the environment are used as given.
 //
@@ -171,7 +171,7 @@ func (c *Config) resolvePaths(dir string) {
 		return
 	}
 	for _, p := range []*string{
-		&c.AuthFile,
+		&c.AuthFile, &c.AuthHBAFile,
 		&c.ClientTLSKeyFile, &c.ClientTLSCertFile, &c.ClientTLSCAFile,
 		&c.ServerTLSCAFile, &c.ServerTLSKeyFile, &c.ServerTLSCertFile,
 	} {

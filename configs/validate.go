@@ -13,7 +13,7 @@ import (
 
 // Accepted values of the enumerated settings.
 var (
-	authTypes        = []string{"scram-sha-256", "md5", "plain", "trust"}
+	authTypes        = []string{"scram-sha-256", "md5", "plain", "trust", authCert, authHBA}
 	poolModes        = []string{poolModeTransaction, poolModeSession}
 	sslModes         = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 	logLevels        = []string{"debug", "info", "warn", "error"}
@@ -178,8 +178,26 @@ func (c *Config) validateAuth(p *problems) {
 	if c.AuthFile != "" {
 		p.file("auth_file", c.AuthFile)
 	}
-	if c.AuthType != "trust" && c.AuthFile == "" && !c.anyUserPassword() {
-		p.add("auth_type", "%q needs auth_file or users with a password", c.AuthType)
+	switch c.AuthType {
+	case "trust", authCert:
+	case authHBA:
+		// Whether passwords are needed depends on the file's methods:
+		// the router checks that when it loads the file.
+		if c.AuthHBAFile == "" {
+			p.add("auth_hba_file", `required when auth_type is "hba"`)
+		}
+	default:
+		if c.AuthFile == "" && !c.anyUserPassword() {
+			p.add("auth_type", "%q needs auth_file or users with a password", c.AuthType)
+		}
+	}
+	if c.AuthHBAFile != "" {
+		p.file("auth_hba_file", c.AuthHBAFile)
+	}
+	if c.AuthType == authCert && c.ClientTLSSSLMode != "verify-ca" && c.ClientTLSSSLMode != "verify-full" {
+		// Without a verified client certificate there is no identity to
+		// check: refuse rather than let clients in unverified.
+		p.add("client_tls_sslmode", `auth_type = "cert" needs "verify-ca" or "verify-full" (client certificates verified against client_tls_ca_file), got %q`, c.ClientTLSSSLMode)
 	}
 	for i, u := range c.AdminUsers {
 		if u == "" {
@@ -394,6 +412,9 @@ func (c *Config) warnings() []string {
 	var w []string
 	if c.AuthType == "plain" {
 		w = append(w, `auth_type: "plain" sends client passwords in cleartext and is deprecated in PgBouncer; prefer "scram-sha-256"`)
+	}
+	if c.AuthHBAFile != "" && c.AuthType != authHBA {
+		w = append(w, fmt.Sprintf(`auth_hba_file: not used because auth_type is %q, not "hba"`, c.AuthType))
 	}
 	for _, name := range sortedKeys(c.Databases) {
 		db := c.Databases[name]

@@ -29,7 +29,7 @@ const (
 
 // rejectReasons are the reasons router passes to Hooks.ClientRejected;
 // their counters exist (at 0) from the start so rates work at once.
-var rejectReasons = []string{"max_client_conn", "auth", "tls", "allow_cidrs", "protocol", "admin"}
+var rejectReasons = []string{"max_client_conn", "auth", "tls", "allow_cidrs", "hba", "protocol", "admin"}
 
 // poolWaitBuckets span a free connection (well under a millisecond) to
 // query_wait_timeout's default (120 s), in seconds.

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgferry/pgferry/auth"
+	"github.com/pgferry/pgferry/auth/hba"
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/sockio"
 	"github.com/pgferry/pgferry/pool"
@@ -47,7 +48,7 @@ type Options struct {
 // concurrent use; pool.Hooks are taken from PoolHooks for each new pool.
 type Hooks interface {
 	// ClientRejected counts a refused client connection by reason
-	// ("max_client_conn", "auth", "tls", "allow_cidrs", "protocol").
+	// ("max_client_conn", "auth", "tls", "allow_cidrs", "hba", "protocol").
 	ClientRejected(reason string)
 	// PoolHooks returns the pool.Hooks for a new pool.
 	PoolHooks(database, user string) pool.Hooks
@@ -60,6 +61,7 @@ type Server struct {
 	opts     Options
 	cfg      atomic.Pointer[configs.Config]
 	store    atomic.Pointer[auth.Store]
+	hba      atomic.Pointer[hba.Rules]  // auth_hba_file's rules; nil unless auth_type is "hba"
 	ctls     atomic.Pointer[tls.Config] // client-facing TLS; nil: refuse SSL
 	certHash atomic.Pointer[[]byte]     // tls-server-end-point for SCRAM-PLUS
 	cidrs    atomic.Pointer[[]*net.IPNet]
@@ -68,6 +70,11 @@ type Server struct {
 	ids     atomic.Uint64
 	clients atomic.Int64 // connected client sockets (admin included)
 	pinned  atomic.Int64 // sessions ever pinned to a server by session state (cumulative)
+
+	// refusing counts clients being turned away that are still in their
+	// short negotiation (see refusal); above maxRefusing the rest are told
+	// at once without reading anything.
+	refusing atomic.Int64
 
 	// mu guards the maps and listeners below. No I/O runs under it.
 	mu         sync.Mutex
@@ -193,8 +200,7 @@ func (s *Server) apply(cfg *configs.Config) error {
 		if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil {
 			hash = auth.ChannelBindingHash(leaf)
 		}
-		switch cfg.ClientTLSSSLMode {
-		case "verify-ca", "verify-full":
+		if cfg.ClientTLSCAFile != "" {
 			pem, err := os.ReadFile(cfg.ClientTLSCAFile)
 			if err != nil {
 				return fmt.Errorf("client_tls_ca_file: %w", err)
@@ -204,7 +210,27 @@ func (s *Server) apply(cfg *configs.Config) error {
 				return fmt.Errorf("client_tls_ca_file: no certificates in %s", cfg.ClientTLSCAFile)
 			}
 			ctls.ClientCAs = pool
-			ctls.ClientAuth = tls.RequireAndVerifyClientCert
+			// Below verify-ca a certificate is optional but, when given,
+			// verified, as in PgBouncer (sbuf.c setup_tls): hba cert lines
+			// can then apply to some TLS clients and not others.
+			ctls.ClientAuth = tls.VerifyClientCertIfGiven
+			switch cfg.ClientTLSSSLMode {
+			case "verify-ca", "verify-full":
+				ctls.ClientAuth = tls.RequireAndVerifyClientCert
+			}
+		}
+	}
+	var rules *hba.Rules
+	if cfg.AuthType == "hba" {
+		// Read on every apply, so a reload re-reads the file like auth_file.
+		var err error
+		if rules, err = hba.Load(cfg.AuthHBAFile); err != nil {
+			return fmt.Errorf("auth_hba_file: %w", err)
+		}
+		for _, ru := range rules.All() {
+			if ru.Method == hba.MethodCert && (ctls == nil || ctls.ClientCAs == nil) {
+				return fmt.Errorf("auth_hba_file: %s:%d: method cert needs client TLS (client_tls_sslmode not \"disable\") and client_tls_ca_file to verify client certificates", ru.File, ru.Line)
+			}
 		}
 	}
 	var cidrs []*net.IPNet
@@ -216,6 +242,7 @@ func (s *Server) apply(cfg *configs.Config) error {
 		cidrs = append(cidrs, n)
 	}
 	s.store.Store(auth.NewStore(creds))
+	s.hba.Store(rules)
 	s.ctls.Store(ctls)
 	s.certHash.Store(&hash)
 	s.cidrs.Store(&cidrs)

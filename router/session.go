@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/pgferry/pgferry/auth"
 	"github.com/pgferry/pgferry/auth/entra"
+	"github.com/pgferry/pgferry/auth/hba"
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
@@ -69,6 +71,9 @@ type session struct {
 	// authOK holds the end of a successful authentication exchange until
 	// it can go out with the next write (see sendAuthOK).
 	authOK []byte
+	// refusal, when set at accept, turns the client away once its startup
+	// packet is read (see refusal). Login only.
+	refusal *refusal
 
 	// stmts maps the client's statement names to statements. Only run
 	// touches it.
@@ -233,22 +238,62 @@ func (s *Server) admit(raw net.Conn) (logged *session) {
 	}
 	defer ss.recoverPanic() // logged stays nil: the connection is released
 	cfg := s.cfg.Load()
-	if !s.allowed(raw.RemoteAddr()) {
+	switch {
+	case !s.allowed(raw.RemoteAddr()):
 		s.reject("allow_cidrs")
 		ss.logger().Info("client refused by allow_cidrs")
-		return nil
-	}
-	if cfg.MaxClientConn > 0 && n > int64(cfg.MaxClientConn) {
+		ss.refusal = &refusal{err: errNotInAllowCIDRs, plainOnly: true}
+	case cfg.MaxClientConn > 0 && n > int64(cfg.MaxClientConn):
 		s.reject("max_client_conn")
-		ss.sendFatal(protocol.Fatal(protocol.SQLStateTooManyConnections, "no more connections allowed (max_client_conn)"))
-		return nil
+		ss.refusal = &refusal{err: errMaxClientConn, exemptAdmin: true, forwardCancel: true}
+	default:
+		growStack() // refused clients do not pay for it
 	}
-	growStack() // refused clients above do not pay for it
+	if ss.refusal != nil {
+		defer s.refusing.Add(-1)
+		if s.refusing.Add(1) > maxRefusing {
+			// A flood: no time or bytes for this one.
+			ss.sendFatal(ss.refusal.err)
+			return nil
+		}
+	}
 	if !ss.login(cfg) {
 		return nil
 	}
 	return ss
 }
+
+// A refusal is the decision, taken at accept, to turn a client away. It
+// is told only after the client's SSLRequest (if any) was answered and its
+// startup packet read, as PgBouncer does for max_client_conn: libpq sends
+// an SSLRequest first (sslmode=prefer) and reports an error in its place as
+// "server sent an error response during SSL exchange" instead of the
+// message. The whole exchange is bounded by refuseTimeout, and by
+// MaxStartupPacket bytes per packet.
+type refusal struct {
+	err *protocol.Error
+	// plainOnly answers an SSLRequest with 'N' rather than a handshake: a
+	// client from a network it may not connect from is not worth one.
+	plainOnly bool
+	// exemptAdmin lets a client of the admin console in anyway, as
+	// PgBouncer exempts it from max_client_conn.
+	exemptAdmin bool
+	// forwardCancel still forwards a cancel request on the connection.
+	forwardCancel bool
+}
+
+var (
+	errMaxClientConn   = protocol.Fatal(protocol.SQLStateTooManyConnections, "no more connections allowed (max_client_conn)")
+	errNotInAllowCIDRs = protocol.Fatal(protocol.SQLStateInvalidAuthorization, "client address is not in allow_cidrs")
+)
+
+const (
+	// refuseTimeout bounds the negotiation with a refused client.
+	refuseTimeout = 2 * time.Second
+	// maxRefusing bounds the refused clients negotiating at once; the
+	// others get the FATAL straight away, unread.
+	maxRefusing = 256
+)
 
 // serveLoggedIn relays for a logged-in client until it leaves. It owns the
 // connection, the client count and the WaitGroup slot taken at accept.
@@ -355,7 +400,12 @@ func (ss *session) sendFatal(e *protocol.Error) {
 // login runs the startup and authentication exchange. It reports whether
 // the client is logged in; on failure the client has been told why.
 func (ss *session) login(cfg *configs.Config) bool {
-	if d := cfg.ClientLoginTimeout.Std(); d > 0 {
+	if d := cfg.ClientLoginTimeout.Std(); ss.refusal != nil {
+		if d <= 0 || d > refuseTimeout {
+			d = refuseTimeout
+		}
+		ss.raw.SetDeadline(time.Now().Add(d))
+	} else if d > 0 {
 		ss.raw.SetDeadline(time.Now().Add(d))
 	}
 	ss.beginLogin()
@@ -370,6 +420,16 @@ func (ss *session) login(cfg *configs.Config) bool {
 	}
 	var pe *protocol.Error
 	var re *relayedError
+	if ss.refusal != nil {
+		// Refused clients are counted by reason, not logged one by one: a
+		// flood would flood the log.
+		if errors.Is(err, ss.refusal.err) || isTimeout(err) {
+			ss.sendFatal(ss.refusal.err)
+		} else if errors.As(err, &pe) {
+			ss.sendFatal(pe)
+		}
+		return false
+	}
 	if errors.As(err, &pe) {
 		ss.sendFatal(pe)
 	} else if errors.As(err, &re) {
@@ -405,7 +465,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 				return protocol.Fatal(protocol.SQLStateProtocolViolation, "SSLRequest received on an encrypted connection")
 			}
 			tc := ss.srv.ctls.Load()
-			if tc == nil {
+			if tc == nil || (ss.refusal != nil && ss.refusal.plainOnly) {
 				if _, err := ss.conn.Write([]byte{'N'}); err != nil {
 					return err
 				}
@@ -433,10 +493,25 @@ func (ss *session) startup(cfg *configs.Config) error {
 			}
 			continue
 		case protocol.CancelRequestCode:
-			ss.srv.forwardCancel(st.CancelPID, st.CancelKey)
+			if ss.refusal == nil || ss.refusal.forwardCancel {
+				ss.srv.forwardCancel(st.CancelPID, st.CancelKey)
+			}
 			return errCancelDone
 		}
 		break
+	}
+	if r := ss.refusal; r != nil {
+		if !r.exemptAdmin || !adminDatabases[startupDatabase(st)] {
+			return r.err
+		}
+		// The admin console may still log in, with the usual time.
+		ss.refusal = nil
+		if d := cfg.ClientLoginTimeout.Std(); d > 0 {
+			ss.raw.SetDeadline(time.Now().Add(d))
+		} else {
+			ss.raw.SetDeadline(time.Time{})
+		}
+		growStack()
 	}
 	if st.Minor() > 0 || len(st.ProtocolOptions) > 0 {
 		if _, err := ss.conn.Write(protocol.AppendNegotiateProtocolVersion(nil, st.ProtocolOptions)); err != nil {
@@ -453,10 +528,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 		}
 	}
 	ss.user = st.Get("user")
-	ss.database = st.Get("database")
-	if ss.database == "" {
-		ss.database = ss.user
-	}
+	ss.database = startupDatabase(st)
 	password, err := ss.authenticate(cfg)
 	if err != nil {
 		return err
@@ -499,6 +571,15 @@ func (ss *session) startup(cfg *configs.Config) error {
 	return nil
 }
 
+// startupDatabase returns the database a startup packet asks for, which
+// defaults to the user name.
+func startupDatabase(st *protocol.Startup) string {
+	if db := st.Get("database"); db != "" {
+		return db
+	}
+	return st.Get("user")
+}
+
 func randomKey() (uint32, uint32) {
 	var b [8]byte
 	rand.Read(b[:])
@@ -510,6 +591,10 @@ func randomKey() (uint32, uint32) {
 // cleartext password when the exchange revealed it (plain auth), which may
 // serve as the server password when the database entry has none.
 func (ss *session) authenticate(cfg *configs.Config) (string, error) {
+	method, err := ss.authMethod(cfg)
+	if err != nil {
+		return "", err
+	}
 	fail := func() error {
 		ss.srv.reject("auth")
 		ss.srv.throttle.failed(ss.raw.RemoteAddr())
@@ -518,14 +603,17 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	if d := ss.srv.throttle.delay(ss.raw.RemoteAddr()); d > 0 {
 		time.Sleep(d)
 	}
-	if cfg.AuthType == "trust" {
+	switch method {
+	case "trust":
 		ss.queueAuthOK()
 		return "", nil
+	case "cert":
+		return "", ss.certLogin()
 	}
 	cred, known := ss.srv.store.Load().Lookup(ss.user)
 	switch {
-	case cfg.AuthType == "plain" || (cfg.AuthType == "md5" && known && cred.Kind() == auth.KindMD5):
-		if cfg.AuthType == "plain" {
+	case method == "plain" || (method == "md5" && known && cred.Kind() == auth.KindMD5):
+		if method == "plain" {
 			if err := ss.sendAuth(authCleartextPassword, nil); err != nil {
 				return "", err
 			}
@@ -613,6 +701,70 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	ss.authOK = protocol.AppendAuthentication(ss.authOK, authSASLFinal, final)
 	ss.queueAuthOK()
 	return "", nil
+}
+
+// authMethod returns the authentication method for the client: auth_type,
+// or with auth_type "hba" the method of the first auth_hba_file line that
+// applies. A client no line admits, or a reject line, is refused here with
+// PostgreSQL's SQLSTATE (28000) and a message shaped like its own.
+func (ss *session) authMethod(cfg *configs.Config) (string, error) {
+	if cfg.AuthType != "hba" {
+		return cfg.AuthType, nil
+	}
+	rules := ss.srv.hba.Load()
+	c := hba.Conn{TLS: ss.tls, Database: ss.database, User: ss.user, Local: true}
+	host := "[local]"
+	if ta, ok := ss.raw.RemoteAddr().(*net.TCPAddr); ok {
+		c.Local, c.Addr = false, ta.AddrPort().Addr()
+		host = c.Addr.Unmap().String()
+	}
+	var rule hba.Rule
+	ok := false
+	if rules != nil {
+		rule, ok = rules.Match(c)
+	}
+	if ok && rule.Method != hba.MethodReject {
+		if ss.debugEnabled() {
+			ss.logger().Debug("auth_hba_file line matched", zap.String("hba_file", rule.File), zap.Int("hba_line", rule.Line), zap.String("method", string(rule.Method)))
+		}
+		if rule.Method == hba.MethodPassword {
+			return "plain", nil
+		}
+		return string(rule.Method), nil
+	}
+	ss.srv.reject("hba")
+	enc := "no encryption"
+	if ss.tls {
+		enc = "SSL encryption"
+	}
+	msg := fmt.Sprintf("no auth_hba_file entry for host %q, user %q, database %q, %s", host, ss.user, ss.database, enc)
+	if ok {
+		msg = fmt.Sprintf("auth_hba_file rejects connection for host %q, user %q, database %q, %s", host, ss.user, ss.database, enc)
+		ss.logger().Info("client refused by auth_hba_file", zap.String("hba_file", rule.File), zap.Int("hba_line", rule.Line))
+	}
+	return "", protocol.Fatal(protocol.SQLStateInvalidAuthorization, msg)
+}
+
+// certLogin admits a client whose verified TLS client certificate names it:
+// the certificate's common name must equal the user name, as PostgreSQL's
+// cert method requires without a user name map. The TLS handshake already
+// verified the certificate against client_tls_ca_file.
+func (ss *session) certLogin() error {
+	var certs []*x509.Certificate
+	if t, ok := ss.conn.(*tls.Conn); ok {
+		certs = t.ConnectionState().PeerCertificates
+	}
+	if len(certs) == 0 {
+		ss.srv.reject("auth")
+		return protocol.Fatal(protocol.SQLStateInvalidAuthorization, "connection requires a valid client certificate")
+	}
+	if cn := certs[0].Subject.CommonName; cn != ss.user {
+		ss.srv.reject("auth")
+		ss.logger().Info("client certificate names another user", zap.String("cert_common_name", cn))
+		return protocol.Fatal(protocol.SQLStateInvalidAuthorization, fmt.Sprintf("certificate authentication failed for user %q", ss.user))
+	}
+	ss.queueAuthOK()
+	return nil
 }
 
 // Authentication request codes (the int32 after 'R').
