@@ -29,3 +29,10 @@ func FreePort() (int, error) { return localpg.FreePort() }
 // FuzzWorker reports whether this test binary runs as a fuzzing worker, so
 // a TestMain can skip starting a cluster. Call it after flag.Parse.
 func FuzzWorker() bool { return localpg.FuzzWorker() }
+
+// ClientCA is a certificate authority for tests of client certificate
+// authentication; see localpg.ClientCA.
+type ClientCA = localpg.ClientCA
+
+// NewClientCA creates a CA whose files live in dir.
+func NewClientCA(dir string) (*ClientCA, error) { return localpg.NewClientCA(dir) }
