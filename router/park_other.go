@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux || pgferry_nopark
 
 package router
 

@@ -14,7 +14,7 @@ import (
 )
 
 func TestIdleClientsAreParkedWithoutAGoroutineAndResumeWhenTheyTalk(t *testing.T) {
-	if runtime.GOOS != "linux" {
+	if runtime.GOOS != "linux" || !parkingBuilt {
 		t.Skip("idle sessions are parked on Linux only")
 	}
 	t.Parallel()
@@ -96,7 +96,7 @@ func idleClientsPark(t *testing.T, overTLS bool) {
 }
 
 func TestShutdownEndsParkedSessions(t *testing.T) {
-	if runtime.GOOS != "linux" {
+	if runtime.GOOS != "linux" || !parkingBuilt {
 		t.Skip("idle sessions are parked on Linux only")
 	}
 	t.Parallel()
@@ -126,7 +126,7 @@ func TestShutdownEndsParkedSessions(t *testing.T) {
 }
 
 func TestAParkedClientIsStillDisconnectedByClientIdleTimeout(t *testing.T) {
-	if runtime.GOOS != "linux" {
+	if runtime.GOOS != "linux" || !parkingBuilt {
 		t.Skip("idle sessions are parked on Linux only")
 	}
 	t.Parallel()
