@@ -1,0 +1,264 @@
+// The client side of a session: reading its frames, the read deadline that
+// carries idle timeouts and wakes, and handing an idle session to the parker.
+
+package router
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// serve relays the client's messages until it leaves or fails.
+func (ss *session) serve() error {
+	if ss.rd == nil {
+		ss.rd = protocol.NewReader(ss.conn)
+		ss.rd.MaxMessage = ss.srv.cfg.Load().MaxPacketSize
+		ss.wr = protocol.NewWriter(ss.conn)
+	}
+	if ss.rd.Small == nil {
+		ss.rd.Small = make([]byte, smallBufSize)
+	}
+	if err := ss.takePending(ss.rd); err != nil {
+		return err
+	}
+	for {
+		if ss.resumed {
+			// Back from parking: the read deadline armed before (an idle
+			// timeout) still stands.
+			ss.resumed = false
+		} else if err := ss.setReadDeadline(); err != nil {
+			return err
+		}
+		ss.activeTick.Store(ss.srv.parker.tick.Load())
+		if ss.parkReq.Load() && ss.tryPark() {
+			return errParked
+		}
+		typ, size, err := ss.rd.Peek()
+		if err != nil {
+			if isTimeout(err) && !ss.killed.Load() {
+				if err := ss.onWake(); err != nil {
+					return err
+				}
+				continue
+			}
+			var tl *protocol.TooLargeError
+			if errors.As(err, &tl) {
+				return protocol.Fatal(protocol.SQLStateProtocolViolation,
+					"message of "+strconv.Itoa(size)+" bytes exceeds max_packet_size ("+strconv.Itoa(tl.Limit)+")")
+			}
+			if errors.Is(err, protocol.ErrBadLength) {
+				return protocol.Fatal(protocol.SQLStateProtocolViolation, "invalid message length")
+			}
+			return err
+		}
+		if err := ss.handle(typ, size); err != nil {
+			return err
+		}
+	}
+}
+
+// smallBufSize is the size of a session's resident read buffer
+// (protocol.Reader.Small). A parked session drops it: a sync.Pool would keep
+// a wave of parked sessions' buffers alive through the next garbage
+// collection, and a resumed session allocating 512 bytes costs little.
+const smallBufSize = 512
+
+// tryPark hands an idle session to the parker when a sweep asked for it
+// and the session really is idle: nothing buffered from the client, no
+// server, no pump, nothing to deliver, no wake pending. It reports whether
+// the parker took it; the session's goroutine must then end at once.
+func (ss *session) tryPark() bool {
+	ss.parkReq.Store(false)
+	if ss.fd < 0 || ss.rd.Buffered() != 0 || ss.wakeReq.Load() || ss.killed.Load() || ss.srv.isDraining() {
+		return false
+	}
+	ss.mu.Lock()
+	idle := ss.server == nil && ss.pumpDone == nil && len(ss.mailbox) == 0 && ss.dead == nil
+	ss.mu.Unlock()
+	if !idle || (!ss.noDeadline && ss.idleDeadline.IsZero()) {
+		return false // a deadline other than client_idle_timeout is armed
+	}
+	if ss.tls && ss.tlsHoldsInput() {
+		return false
+	}
+	ss.q = ring{} // owes nothing; a parked session keeps no expectation buffer
+	ss.waitTimer = nil
+	// A parked session keeps no Reader or Writer either: serve makes new
+	// ones when it resumes. They are let go before park, after which another
+	// goroutine may resume the session at once.
+	rd, wr := ss.rd, ss.wr
+	ss.rd, ss.wr = nil, nil
+	wr.Release()
+	small := rd.DetachSmall() // dropped once parked
+	if !ss.srv.parker.park(ss) {
+		rd.Small = small
+		ss.rd, ss.wr = rd, wr
+		return false
+	}
+	return true
+}
+
+// tlsHoldsInput reports whether the TLS layer holds client bytes that the
+// Reader has not taken (a record larger than the Reader's last read, or a
+// complete one read along with the previous), moving them into the Reader:
+// readiness of the socket, which is all a parked session waits for, would
+// not announce them. It reads once with a past deadline, which returns
+// what TLS holds or times out without touching its state (a timeout is not
+// sticky in crypto/tls, and a partial record stays buffered); any other
+// error is sticky and the next read reports it. The read deadline is put
+// back, or left past if a wake or kill came meanwhile.
+func (ss *session) tlsHoldsInput() bool {
+	ss.raw.SetReadDeadline(time.Unix(1, 0))
+	var b [512]byte
+	n, err := ss.conn.Read(b[:])
+	ss.raw.SetReadDeadline(ss.idleDeadline)
+	if ss.wakeReq.Load() || ss.killed.Load() {
+		ss.raw.SetReadDeadline(time.Unix(1, 0))
+		return true
+	}
+	if n > 0 {
+		if perr := ss.rd.Prefill(b[:n]); perr != nil {
+			ss.markDead(perr)
+		}
+		return true
+	}
+	return !isTimeout(err)
+}
+
+// setReadDeadline arms the idle timeouts for the next client read.
+func (ss *session) setReadDeadline() error {
+	if ss.wakeReq.Load() {
+		return nil // a wake is pending; let the read fail at once
+	}
+	cfg := ss.srv.cfg.Load()
+	ss.mu.Lock()
+	linked, status := ss.server != nil, ss.status
+	ss.mu.Unlock()
+	var d time.Duration
+	switch {
+	case !linked && ss.srv.isDraining():
+		// Shutting down: a client idle between transactions is let go
+		// after a short grace, so one that just connected or just finished
+		// a transaction still gets to send its next query.
+		d = drainIdleGrace
+	case !linked || status == protocol.TxIdle:
+		d = cfg.ClientIdleTimeout.Std()
+	default:
+		d = cfg.IdleTransactionTimeout.Std()
+	}
+	if d > 0 {
+		ss.idleDeadline = time.Now().Add(d)
+		ss.noDeadline = false
+		return ss.raw.SetReadDeadline(ss.idleDeadline)
+	}
+	ss.idleDeadline = time.Time{}
+	if ss.noDeadline {
+		// Still cleared: only a wake or a kill (which must stay armed) or a
+		// pump's idle_transaction_timeout (cleared by onWake when it fires)
+		// set one since.
+		return nil
+	}
+	ss.noDeadline = true
+	return ss.raw.SetReadDeadline(time.Time{})
+}
+
+// drainIdleGrace is how long a draining pgferry waits for an idle client's
+// next query before closing its session.
+const drainIdleGrace = time.Second
+
+// onWake handles an interrupted client read: a wake (shutdown, a lost
+// server, notifications) or an idle timeout.
+func (ss *session) onWake() error {
+	// Clear the deadline before consuming the request: a wake that lands in
+	// between sets the deadline again and is seen on the next read.
+	ss.raw.SetReadDeadline(time.Time{})
+	ss.noDeadline = true
+	woken := ss.wakeReq.Swap(false)
+	ss.mu.Lock()
+	dead, linked, status, busy := ss.dead, ss.server != nil, ss.status, ss.q.n > 0
+	ss.mu.Unlock()
+	if dead != nil {
+		return errServerGone
+	}
+	ss.mu.Lock()
+	doomed := ss.doomed
+	ss.mu.Unlock()
+	if doomed != nil {
+		return doomed
+	}
+	if err := ss.deliverNotifications(); err != nil {
+		return err
+	}
+	if woken || busy || ss.idleDeadline.IsZero() || time.Now().Before(ss.idleDeadline) {
+		// A wake whose flag was consumed before its deadline landed, or a
+		// running query: not an idle timeout. The loop re-arms the right
+		// deadline.
+		return nil
+	}
+	return ss.idleTimeout(linked, status)
+}
+
+// idleTimeout is what ends a session whose idle read deadline passed.
+func (ss *session) idleTimeout(linked bool, status byte) error {
+	switch {
+	case !linked && ss.srv.isDraining():
+		return protocol.Fatal(protocol.SQLStateAdminShutdown, "pgferry is shutting down")
+	case linked && status != protocol.TxIdle:
+		return protocol.Fatal(protocol.SQLStateIdleInTransactionTimeout, "idle_transaction_timeout")
+	}
+	return protocol.Fatal(protocol.SQLStateProtocolViolation, "client_idle_timeout")
+}
+
+// onMidFrameWake handles a read deadline that interrupted a client frame
+// still arriving (see wokenMidFrame). Only what must end the session acts
+// now: a transaction_timeout, or the idle deadline armed before the frame
+// began, which is put back for the rest of the frame. A wake's own work
+// (notifications, parking, shutdown) waits for the frame's end: the wake
+// flag stays set and frameDone turns it back into a past deadline. Unlike
+// onWake it never joins a pump, so it is safe with wmu held.
+func (ss *session) onMidFrameWake() error {
+	ss.raw.SetReadDeadline(time.Time{})
+	ss.mu.Lock()
+	doomed, linked, status := ss.doomed, ss.server != nil, ss.status
+	ss.mu.Unlock()
+	if doomed != nil {
+		return doomed
+	}
+	if !ss.idleDeadline.IsZero() {
+		if !time.Now().Before(ss.idleDeadline) {
+			return ss.idleTimeout(linked, status)
+		}
+		ss.raw.SetReadDeadline(ss.idleDeadline)
+	}
+	ss.noDeadline = ss.idleDeadline.IsZero()
+	return nil
+}
+
+// frameDone ends a frame read across wakes: a wake still pending gets its
+// past deadline back, so the next read at a frame boundary sees it.
+func (ss *session) frameDone() {
+	if ss.wakeReq.Load() {
+		ss.raw.SetReadDeadline(time.Unix(1, 0))
+		ss.noDeadline = false
+	}
+}
+
+// wokenMidFrame reports whether a client read failed on its deadline (a
+// wake: a parking request, notifications, shutdown; or an idle timeout)
+// while a frame was still arriving. The frame is not lost: after
+// onMidFrameWake the read is retried and the Reader resumes it. A kill is
+// not retried.
+func (ss *session) wokenMidFrame(err error) bool {
+	return err != nil && isTimeout(err) && !isWriteError(err) && !ss.killed.Load()
+}
+
+// isWriteError reports whether err is a protocol.WriteError. It is apart
+// from wokenMidFrame because the target errors.As needs escapes to the
+// heap: inline, it cost an allocation on every call, errors or not.
+func isWriteError(err error) bool {
+	var we *protocol.WriteError
+	return errors.As(err, &we)
+}

@@ -1,0 +1,402 @@
+// The end of a loan: returning a clean server to the pool, destroying one
+// in an unknown state, and ending the session when the server or the client
+// fails.
+
+package router
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// releaseServer ends the transaction's loan: it waits for any write in
+// progress, flushes the client and returns the server to the pool.
+func (ss *session) releaseServer(sc *pool.ServerConn) {
+	ss.entry.stats.xacts.Add(1)
+	ss.entry.stats.xactTimeUS.Add(uint64(time.Since(ss.linkedAt) / time.Microsecond))
+	ss.waitForWriter()
+	err := ss.wr.Flush()
+	if ss.fd < 0 {
+		// Idle clients hold no write buffer. One that can park keeps it
+		// until it parks, rather than take and return it every
+		// transaction.
+		ss.wr.Release()
+	}
+	// Release clears a deadline a cancel's wake-up or the budget set.
+	if sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 {
+		sc.Pool().Destroy(sc)
+	} else {
+		sc.Pool().Release(sc)
+	}
+	if err != nil {
+		ss.markDead(err)
+	}
+	ss.wakeIfPending()
+}
+
+// wakeIfPending wakes the session goroutine when it has work waiting for the
+// end of the transaction (shutdown).
+func (ss *session) wakeIfPending() {
+	ss.mu.Lock()
+	mail := len(ss.mailbox) > 0
+	ss.mu.Unlock()
+	if mail || ss.srv.isDraining() {
+		ss.wake()
+	}
+}
+
+func (ss *session) markDead(err error) {
+	ss.mu.Lock()
+	if ss.dead == nil {
+		ss.dead = err
+	}
+	ss.mu.Unlock()
+	ss.wake()
+}
+
+// relayFailed sorts a Forward error into client or server failure. A
+// server failing in the middle of a streamed frame (size over the buffer)
+// has left the client half a message: that client cannot go on.
+func (ss *session) relayFailed(sc *pool.ServerConn, err error, size int) {
+	var we *protocol.WriteError
+	if errors.As(err, &we) {
+		ss.clientFailed(sc, err)
+		return
+	}
+	ss.lostServer(sc, err, size <= protocol.BufferSize)
+}
+
+// serverFailed handles a broken server connection: unless run took the
+// server back on purpose, the client is told and the server destroyed.
+func (ss *session) serverFailed(sc *pool.ServerConn, err error) {
+	ss.lostServer(sc, err, true)
+}
+
+// lostServer is serverFailed; survivable is false when the client's
+// protocol stream is broken too.
+func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
+	ss.mu.Lock()
+	if ss.stopping {
+		ss.mu.Unlock()
+		return
+	}
+	ss.server = nil
+	// In transaction mode the client's session lives in pgferry, so it can
+	// outlive the server: every request still waiting for ReadyForQuery gets
+	// an ERROR and an idle ReadyForQuery, and the next transaction runs on
+	// another server (after a failover, on the new primary). A client idle
+	// inside a transaction, or pinned to this server, loses its session.
+	answers := 0
+	for e, ok := ss.q.peek(); ok; e, ok = ss.q.peek() {
+		if e.kind == kSync || e.kind == kQuery {
+			answers++
+		}
+		ss.q.pop()
+	}
+	doomed := ss.doomed
+	survive := survivable && doomed == nil && ss.txnMode && !ss.pinned && answers > 0
+	fatalMsg := ss.serverFatal
+	ss.serverFatal = nil
+	ss.status = protocol.TxIdle
+	ss.mu.Unlock()
+	ss.waitForWriter()
+	sc.Pool().Destroy(sc)
+	ss.logger().Warn("server connection lost", zap.String("server", sc.Addr), zap.Error(err), zap.Bool("session_kept", survive))
+	msg := "server connection lost: the server closed the connection or the network failed"
+	if fatalMsg != nil {
+		msg = "server connection lost: " + string(fatalMsg)
+	}
+	if survive {
+		e := protocol.NewError(protocol.SQLStateConnectionFailure, msg)
+		e.Hint = "The transaction was rolled back unless the connection was lost during COMMIT. The next transaction runs on another server connection."
+		b := ss.wr.Buffer()
+		for i := 0; i < answers; i++ {
+			b = e.AppendFrame(b)
+			b = protocol.AppendReadyForQuery(b, protocol.TxIdle)
+		}
+		ss.wr.SetBuffer(b)
+		if err := ss.wr.Flush(); err != nil {
+			ss.markDead(err)
+		}
+		return
+	}
+	if doomed != nil {
+		ss.wr.SetBuffer(doomed.AppendFrame(ss.wr.Buffer()))
+		ss.wr.Flush()
+	} else if survivable {
+		// (Otherwise the client already has part of a message: nothing more
+		// can be said on its stream; the session just ends.)
+		e := protocol.Fatal(protocol.SQLStateConnectionFailure, msg)
+		ss.wr.SetBuffer(e.AppendFrame(ss.wr.Buffer()))
+		ss.wr.Flush()
+	}
+	ss.markDead(errServerGone)
+}
+
+// clientFailed handles a client that cannot be written to: the server's
+// state is unknown, so it is destroyed.
+func (ss *session) clientFailed(sc *pool.ServerConn, err error) {
+	ss.mu.Lock()
+	if ss.stopping {
+		ss.mu.Unlock()
+		return
+	}
+	ss.server = nil
+	ss.mu.Unlock()
+	ss.waitForWriter()
+	sc.Pool().Destroy(sc)
+	ss.markDead(err)
+}
+
+// finish ends the session: it takes back a linked server, cleans it or
+// destroys it, and says goodbye to the client.
+func (ss *session) finish(err error) {
+	var pe *protocol.Error
+	var re *relayedError
+	switch {
+	case errors.As(err, &pe):
+		ss.logger().Info("client disconnected", zap.String("reason", pe.Message))
+	case errors.As(err, &re):
+	case err == nil || errors.Is(err, errClientTerminated) || isEOF(err) || errors.Is(err, errServerGone) || errors.Is(err, errClientGone):
+		if ss.debugEnabled() {
+			ss.logger().Debug("client disconnected")
+		}
+	default:
+		ss.logger().Info("client disconnected", zap.Error(err))
+	}
+	ss.mu.Lock()
+	sc := ss.server
+	ss.stopping = true
+	if ss.queryTimer != nil {
+		ss.queryTimer.Stop()
+	}
+	if ss.txnTimer != nil {
+		ss.txnTimer.Stop()
+	}
+	ss.server = nil
+	clean := ss.q.n == 0 && ss.status == protocol.TxIdle
+	pinned := ss.pinned
+	ss.mu.Unlock()
+	if pinned {
+		ss.entry.stats.pinnedClients.Add(-1)
+	}
+	if ss.listening {
+		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, "")
+	}
+	ss.forgetStmts()
+	if sc != nil {
+		sc.Interrupt()
+	}
+	ss.joinPump()
+	if sc != nil {
+		sc.ClearInterrupt()
+		ss.returnServer(sc, clean, pinned)
+	}
+	if pe != nil && !errors.Is(err, errServerGone) {
+		ss.sendFatal(pe)
+	} else if re != nil {
+		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		ss.conn.Write(re.frame)
+	}
+}
+
+// returnServer gives back a server taken from a departing client: reset
+// and released when its state is known to be clean, destroyed otherwise
+// (PgBouncer closes a server whose client left mid-transaction too).
+func (ss *session) returnServer(sc *pool.ServerConn, clean, pinned bool) {
+	cfg := ss.srv.cfg.Load()
+	if !clean || sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 {
+		sc.Pool().Destroy(sc)
+		return
+	}
+	needReset := (!ss.txnMode || pinned || cfg.ServerResetQueryAlways) && cfg.ServerResetQuery != ""
+	if needReset {
+		if err := resetServer(sc, cfg.ServerResetQuery, ss.entry.welcome); err != nil {
+			if ss.debugEnabled() {
+				ss.logger().Debug("server reset failed", zap.Error(err))
+			}
+			sc.Pool().Destroy(sc)
+			return
+		}
+	}
+	sc.Pool().Release(sc)
+}
+
+// resetServer runs the reset query and waits for ReadyForQuery 'I'. The
+// reset (DISCARD ALL) also resets parameters the server does not report,
+// so those are forgotten; reported ones come back in ParameterStatus.
+func resetServer(sc *pool.ServerConn, query string, reported map[string]string) error {
+	sc.ParamsKey = ""
+	if reported != nil {
+		for k := range sc.Params {
+			if _, ok := reported[k]; !ok {
+				delete(sc.Params, k)
+			}
+		}
+	}
+	sc.Conn.SetDeadline(time.Now().Add(5 * time.Second))
+	defer sc.Conn.SetDeadline(time.Time{})
+	status, err := protocol.Exec(sc.Rd, sc.Wr, query, func(typ byte, frame []byte) error {
+		switch typ {
+		case protocol.MsgParameterStatus:
+			k, rest, _ := protocol.CString(protocol.Body(frame))
+			v, _, _ := protocol.CString(rest)
+			sc.Params[string(k)] = string(v)
+		case protocol.MsgCommandComplete:
+			if tag := string(protocol.Body(frame)); tag == "DISCARD ALL\x00" || tag == "DEALLOCATE ALL\x00" {
+				sc.Stmts.Clear()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reset query: %w", err)
+	}
+	if status != protocol.TxIdle {
+		return errors.New("server not idle after reset")
+	}
+	return nil
+}
+
+// waitForWriter blocks until run has finished a write to the server that
+// was in progress, so a server is never released mid-write.
+func (ss *session) waitForWriter() {
+	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
+}
+
+// refreshEntry points the session at the current pools of its database
+// after a reload replaced them. It reports whether it found them.
+func (ss *session) refreshEntry() bool {
+	if ss.srv.isDraining() || ss.pinned {
+		return false
+	}
+	cfg := ss.srv.cfg.Load()
+	db, _, ok := cfg.LookupDatabase(ss.database)
+	if !ok {
+		return false
+	}
+	user := db.User
+	if user == "" {
+		user = ss.user
+	}
+	e, err := ss.srv.poolFor(ss.poolName, db, user, ss.clientPassword)
+	if err != nil || e == ss.entry {
+		return false
+	}
+	// The new pools reach the same servers: carry the server parameter
+	// set over so syncParams knows which values are server defaults.
+	old := ss.entry
+	old.welcomeMu.Lock()
+	w := old.welcome
+	old.welcomeMu.Unlock()
+	e.welcomeMu.Lock()
+	if e.welcome == nil {
+		e.welcome = w
+	}
+	e.welcomeMu.Unlock()
+	ss.mu.Lock()
+	ss.entry = e
+	ss.txnMode = e.mode == poolModeTransaction
+	ss.mu.Unlock()
+	return true
+}
+
+// poolEntry returns the session's pools for other goroutines (admin
+// console, metrics); the session's own goroutines use ss.entry directly.
+func (ss *session) poolEntry() *poolEntry {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.entry
+}
+
+// releasable reports whether the transaction is over and the server can go
+// back to the pool. mu is held.
+func (ss *session) releasable() bool {
+	return ss.q.n == 0 && ss.status == protocol.TxIdle && ss.txnMode && !ss.pinned && !ss.stopping
+}
+
+// takeKick consumes a wake-up of the pump sent by cancelDone when the
+// server was held for a cancel. It reports whether the read timeout was
+// that wake-up; then the deadline is cleared. The release itself happens in
+// kickRelease.
+func (ss *session) takeKick(sc *pool.ServerConn) bool {
+	ss.mu.Lock()
+	kicked := ss.pumpKick
+	release := kicked && ss.server == sc && ss.releasable() && ss.cancels == 0
+	if kicked && !release {
+		ss.pumpKick = false
+	}
+	ss.mu.Unlock()
+	if kicked && !release {
+		sc.ClearInterrupt()
+	}
+	return kicked && !release
+}
+
+// kickRelease releases a server held for a cancel once the cancel is
+// delivered and the transaction is over. It reports whether it did.
+func (ss *session) kickRelease(sc *pool.ServerConn) bool {
+	ss.mu.Lock()
+	if !ss.pumpKick || ss.server != sc || !ss.releasable() || ss.cancels > 0 {
+		ss.mu.Unlock()
+		return false
+	}
+	ss.pumpKick = false
+	ss.server = nil
+	ss.mu.Unlock()
+	sc.ClearInterrupt()
+	ss.releaseServer(sc)
+	return true
+}
+
+// waitForServer queues for a server connection of p, up to
+// query_wait_timeout. A client that disconnected while queued is noticed
+// when its turn comes: one non-blocking peek at its socket, and the server
+// goes straight back to the pool, its query never sent. (Watching every
+// queued client while it waits cost a goroutine, two deadline changes and
+// a wake-up per queued transaction.) Errors are the pool's own (or
+// errClientGone); link decides what the client is told.
+func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn, error) {
+	var expired <-chan time.Time
+	if d := ss.srv.cfg.Load().QueryWaitTimeout.Std(); d > 0 {
+		// query_wait_timeout, on a timer the session keeps for its waits.
+		if ss.waitTimer == nil {
+			ss.waitTimer = time.NewTimer(d)
+		} else {
+			ss.waitTimer.Reset(d)
+		}
+		defer ss.waitTimer.Stop()
+		expired = ss.waitTimer.C
+	}
+	ss.waiting.Store(true)
+	defer ss.waiting.Store(false)
+	sc, err := p.AcquireUntil(expired)
+	if errors.Is(err, pool.ErrPoolClosed) && ss.refreshEntry() {
+		// A reload replaced the database's pools: carry on with the new
+		// ones, the client keeps its session.
+		var perr error
+		if p, _, perr = ss.pickPool(readOnly); perr == nil {
+			sc, err = p.AcquireUntil(expired)
+		}
+	}
+	if err != nil {
+		return nil, err // link turns it into what the client is told
+	}
+	if ss.rd.Buffered() == 0 {
+		if ss.peeker == nil {
+			ss.peeker = protocol.NewPeeker(ss.raw)
+		}
+		if ss.peeker.PeerClosed() {
+			p.Release(sc)
+			return nil, errClientGone
+		}
+	}
+	return sc, nil
+}

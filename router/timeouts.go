@@ -1,0 +1,145 @@
+// Timers on a session: query_timeout and transaction_timeout, and dooming a
+// session that must end (its client gets a FATAL, its running query is
+// cancelled).
+
+package router
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// armQueryTimeout starts the query_timeout clock when a query is sent and
+// none is running. The timer is made once per session and reused. mu is
+// held.
+func (ss *session) armQueryTimeout() {
+	d := ss.srv.cfg.Load().QueryTimeout.Std()
+	if d <= 0 || ss.q.n > 1 {
+		return
+	}
+	ss.querySeq++
+	if ss.queryTimer == nil {
+		ss.queryTimer = time.AfterFunc(d, ss.onQueryTimeout)
+		return
+	}
+	ss.queryTimer.Reset(d)
+}
+
+// armTransactionTimeout starts the transaction_timeout clock for a new
+// loan. Only a loan that is one transaction (transaction mode, not pinned)
+// is timed: a session-mode or pinned client holds its server for the whole
+// session. The timer is made once per session and reused. mu is held.
+func (ss *session) armTransactionTimeout() {
+	d := ss.srv.cfg.Load().TransactionTimeout.Std()
+	if d <= 0 || !ss.txnMode || ss.pinned {
+		return
+	}
+	if ss.txnTimer == nil {
+		ss.txnTimer = time.AfterFunc(d, ss.onTransactionTimeout)
+		return
+	}
+	ss.txnTimer.Reset(d)
+}
+
+// errTransactionTimeout is what a client whose transaction outlived
+// transaction_timeout is told before it is disconnected (PostgreSQL 17's
+// own transaction_timeout uses the same SQLSTATE).
+var errTransactionTimeout = protocol.Fatal(protocol.SQLStateTransactionTimeout, "transaction_timeout: the transaction was open longer than allowed; it was rolled back")
+
+// onTransactionTimeout ends a session whose transaction has been open
+// longer than transaction_timeout (see doomLocked).
+func (ss *session) onTransactionTimeout() {
+	d := ss.srv.cfg.Load().TransactionTimeout.Std()
+	ss.mu.Lock()
+	sc := ss.server
+	expired := sc != nil && d > 0 && ss.txnMode && !ss.pinned && !ss.stopping && time.Since(ss.linkedAt) >= d
+	if !expired {
+		ss.mu.Unlock()
+		return
+	}
+	if running := ss.doomLocked(errTransactionTimeout, "transaction_timeout: disconnecting the client"); running != nil {
+		ss.cancelRunning(context.Background(), running)
+	}
+}
+
+// doomGrace is how long a doomed session's client writes may still take:
+// enough to deliver the FATAL, and a bound on a client that stopped reading.
+const doomGrace = time.Second
+
+// doomLocked ends the session with the FATAL e: the relay reading the
+// server (if any) is interrupted and reports it; a client idle between
+// messages is woken and gets it from onWake; writes to a client that does
+// not read fail after doomGrace. The server connection is closed, which
+// rolls a transaction back. mu is held on entry and released.
+//
+// A query still running must be cancelled, as PostgreSQL would not notice
+// the closed connection until the query ends: doomLocked then returns its
+// server, held for the cancel (see forwardCancel), and the caller must
+// call cancelRunning with it. A session already doomed keeps its first
+// reason.
+func (ss *session) doomLocked(e *protocol.Error, logMsg string) (running *pool.ServerConn) {
+	sc := ss.server
+	if ss.doomed != nil {
+		if sc != nil {
+			sc.Interrupt() // linked since the first doom
+		}
+		ss.mu.Unlock()
+		return nil
+	}
+	ss.doomed = e
+	if sc != nil {
+		sc.Interrupt()
+		if ss.q.n > 0 {
+			ss.cancels++
+			running = sc
+		}
+	}
+	ss.mu.Unlock()
+	ss.logger().Info(logMsg)
+	ss.raw.SetWriteDeadline(time.Now().Add(doomGrace))
+	ss.wake()
+	return running
+}
+
+// cancelRunning cancels the query a doomed session's server is running
+// and ends the hold doomLocked took on the server.
+func (ss *session) cancelRunning(ctx context.Context, sc *pool.ServerConn) {
+	defer ss.cancelDone(sc)
+	if err := ss.srv.sendServerCancel(ctx, sc); err != nil {
+		ss.logger().Warn("cancelling the running query of a disconnected client failed", zap.Error(err))
+	}
+}
+
+// onQueryTimeout cancels the running query on the server, as a client's
+// own CancelRequest would; the client gets 57014 from the server. If the
+// query is still running a second after the cancel was delivered (or could
+// not be), the server connection is dropped: the client gets an ERROR
+// 08006 instead of waiting on a server that does not answer.
+func (ss *session) onQueryTimeout() {
+	ss.mu.Lock()
+	sc, seq := ss.server, ss.querySeq
+	busy := sc != nil && ss.q.n > 0
+	ss.mu.Unlock()
+	if !busy {
+		return
+	}
+	ss.logger().Info("query_timeout: cancelling the running query")
+	ss.srv.forwardCancel(ss.pid, ss.key)
+	time.AfterFunc(time.Second, func() {
+		ss.mu.Lock()
+		stuck := ss.server == sc && ss.querySeq == seq && ss.q.n > 0 && !ss.stopping
+		if stuck {
+			ss.serverStuck = true
+			sc.Interrupt()
+		}
+		ss.mu.Unlock()
+		if stuck {
+			ss.logger().Warn("query_timeout: the server did not stop the query; dropping the server connection")
+		}
+	})
+}
