@@ -188,3 +188,48 @@ func TestServerTerminatedMidCopyGivesTheClientAnErrorAndThePoolRefills(t *testin
 	assertServes(t, ctx, f)
 	assertNoPanic(t, f)
 }
+
+// TestTheQueryOfAClientThatVanishesIsCancelledAtOnce has clients run a long
+// query and vanish, in transaction and session mode, through the simple
+// and the extended protocol, with PostgreSQL's own check of vanished
+// clients off (client_connection_check_interval = 0, the default): pgferry
+// must cancel the query rather than leave it running for its 30 s.
+func TestTheQueryOfAClientThatVanishesIsCancelledAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	for _, mode := range []string{"transaction", "session"} {
+		t.Run(mode, func(t *testing.T) {
+			cfg, db := configWithOwnDatabase(t)
+			cfg.PoolMode = mode
+			setPoolSize(cfg, "app", 2)
+			f := ferrytest.Start(t, cfg)
+			for _, via := range []struct {
+				name string
+				msgs []pgproto3.FrontendMessage
+			}{
+				{"simple", []pgproto3.FrontendMessage{&pgproto3.Query{String: "select pg_sleep(30)"}}},
+				{"extended", []pgproto3.FrontendMessage{parse("", "select pg_sleep(30)"), bind(""), execMsg(), syncMsg()}},
+			} {
+				c := hijack(t, ferrytest.ConnectPgConn(t, ctx, f.AppDSN()))
+				var b []byte
+				for _, m := range via.msgs {
+					b = append(b, encode(t, m)...)
+				}
+				sendRaw(t, c, b)
+				waitForBackend(t, ctx, db, "state = 'active' and query = 'select pg_sleep(30)'")
+				left := time.Now()
+				c.Close()
+				ferrytest.Eventually(t, 10*time.Second, "the vanished client's pg_sleep(30) to stop", func() (bool, error) {
+					n, err := busyBackends(ctx, db)
+					return n == 0, err
+				})
+				t.Logf("%s mode, %s protocol: the query stopped %v after its client vanished", mode, via.name, time.Since(left).Round(time.Millisecond))
+				ferrytest.Eventually(t, 10*time.Second, "the session to end and nothing to stay lent", func() (bool, error) {
+					p := f.Pool(t, "app")
+					return f.Server.Snapshot().Clients == 0 && p.Stat.Active == 0, nil
+				})
+				assertServes(t, ctx, f)
+			}
+		})
+	}
+}

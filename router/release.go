@@ -5,6 +5,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -181,6 +182,7 @@ func (ss *session) finish(err error) {
 	}
 	ss.server = nil
 	clean := ss.q.n == 0 && ss.status == protocol.TxIdle
+	running := ss.q.n > 0
 	pinned := ss.pinned
 	ss.mu.Unlock()
 	if pinned {
@@ -196,6 +198,11 @@ func (ss *session) finish(err error) {
 	ss.joinPump()
 	if sc != nil {
 		sc.ClearInterrupt()
+		// A client that sent Terminate after its query wants it run to the
+		// end, as PostgreSQL would; one that vanished gets it cancelled.
+		if running && err != nil && !errors.Is(err, errServerGone) && !errors.Is(err, errClientTerminated) {
+			ss.cancelAbandoned(sc)
+		}
 		ss.returnServer(sc, clean, pinned)
 	}
 	if pe != nil && !errors.Is(err, errServerGone) {
@@ -204,6 +211,20 @@ func (ss *session) finish(err error) {
 		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		ss.conn.Write(re.frame)
 	}
+}
+
+// cancelAbandoned cancels the query a departing client left running on sc,
+// which is about to be closed: PostgreSQL notices a closed connection only
+// when it next writes to it (or with client_connection_check_interval), so
+// without a cancel a long query would run on, holding its locks and a
+// backend, long after its client left.
+func (ss *session) cancelAbandoned(sc *pool.ServerConn) {
+	ss.entry.stats.abandonedCancels.Add(1)
+	if err := ss.srv.sendServerCancel(context.Background(), sc); err != nil {
+		ss.logger().Warn("cancelling the query of a client that disconnected failed", zap.Error(err))
+		return
+	}
+	ss.logger().Info("cancelled the running query of a client that disconnected")
 }
 
 // returnServer gives back a server taken from a departing client: reset

@@ -111,6 +111,9 @@ type poolStats struct {
 	clientLogins  atomic.Uint64 // successful client logins
 	pinnedClients atomic.Int64  // sessions currently pinned
 	pumpedLoans   atomic.Uint64 // loans relayed by a pump goroutine
+	// abandonedCancels counts queries cancelled because their client
+	// disconnected while they ran.
+	abandonedCancels atomic.Uint64
 }
 
 // poolEntry is one (database, user) pool and what sessions need with it.
