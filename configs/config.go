@@ -104,6 +104,12 @@ type Config struct {
 	// ServerLoginRetry is the pause after a failed server login during which
 	// new clients fail fast.
 	ServerLoginRetry Duration `toml:"server_login_retry"`
+	// OutageHoldTimeout is how long, from the start of an outage (server
+	// connections refused or reset, PostgreSQL starting up or shutting
+	// down, no writable host during a failover), clients' transactions
+	// wait for a server instead of failing; 0 fails them at once, as
+	// PgBouncer does. Bounded by query_wait_timeout.
+	OutageHoldTimeout Duration `toml:"outage_hold_timeout"`
 	// ServerResetQuery runs when a session-mode client releases its server.
 	ServerResetQuery string `toml:"server_reset_query"`
 	// ServerResetQueryAlways runs ServerResetQuery in transaction mode too.
@@ -325,6 +331,7 @@ func Default() *Config {
 		ServerIdleTimeout:       Duration(600 * time.Second),
 		ServerConnectTimeout:    Duration(15 * time.Second),
 		ServerLoginRetry:        Duration(15 * time.Second),
+		OutageHoldTimeout:       Duration(60 * time.Second),
 		ServerResetQuery:        "DISCARD ALL",
 		ServerCheckDelay:        Duration(30 * time.Second),
 		QueryWaitTimeout:        Duration(120 * time.Second),

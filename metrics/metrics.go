@@ -175,6 +175,10 @@ var (
 		"Successful client logins, a count.", poolLabels...)
 	descPinned = desc("", "pinned_clients",
 		"Client sessions pinned to their server connection by session state right now, a count.", poolLabels...)
+	descDialRetries = desc("pool", "dial_retries_total",
+		"Server dials retried after a transient failure (refused, reset, starting up, no writable host) while clients were held, a count.", poolLabels...)
+	descAbandoned = desc("", "abandoned_query_cancels_total",
+		"Queries cancelled because their client disconnected while they ran, a count.", poolLabels...)
 	descSockets = desc("client", "sockets",
 		"Open client sockets, including admin console clients and clients still logging in, a count.")
 	descParked = desc("client", "parked",
@@ -218,7 +222,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descClientConns, descServerConns, descWaiting, descMaxWait, descPaused, descAcquires,
 		descXacts, descQueries, descXactTime, descParses, descBinds, descLogins, descPinned, descPumped,
-		descSockets, descParked, descPins, descLagBytes, descLagSeconds, descInRotation, descBackendUp, descReplicaConns,
+		descDialRetries, descAbandoned, descSockets, descParked, descPins, descLagBytes, descLagSeconds, descInRotation, descBackendUp, descReplicaConns,
 		descTokenExpiry, descTokenRefreshes, descTokenFailures,
 	} {
 		ch <- d
@@ -266,6 +270,8 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descLogins, float64(p.Counters.ClientLogins), db, user)
 		gauge(descPinned, float64(p.Counters.PinnedClients), db, user)
 		counter(descPumped, float64(p.Counters.PumpedLoans), db, user)
+		counter(descDialRetries, float64(p.Stat.Retries), db, user)
+		counter(descAbandoned, float64(p.Counters.AbandonedCancels), db, user)
 		if len(p.Replicas) > 0 && !seenDB[db] {
 			// Lag is a property of the database's replicas, not of a user's
 			// pool: report it once per database.

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -39,8 +42,19 @@ type Config struct {
 	// Lifetime closes released connections older than this (0: never);
 	// IdleTimeout closes connections idle longer than this (0: never).
 	Lifetime, IdleTimeout time.Duration
-	// LoginRetry is how long after a failed login new clients fail fast.
-	LoginRetry time.Duration
+	// LoginRetry is how long after a failed login new clients fail fast,
+	// when the failure is one that waiting would not cure (authentication,
+	// configuration). Transient failures (see Transient) are retried with a
+	// backoff from RetryMin, doubling up to RetryMax (defaults 50 ms and
+	// 500 ms), while clients wait in the queue.
+	LoginRetry         time.Duration
+	RetryMin, RetryMax time.Duration
+	// HoldTimeout is how long from the start of an outage (the first
+	// transient failure since the last successful dial) queued clients
+	// keep waiting while dials are retried; 0 fails them at once, like any
+	// other failure (replica pools: a read falls back to the primary
+	// rather than wait for a replica).
+	HoldTimeout time.Duration
 	// MaxPrepared is the per-connection prepared statement LRU size.
 	MaxPrepared int
 	// DBLimit and UserLimit are shared caps across pools (nil: none).
@@ -70,7 +84,9 @@ type Stat struct {
 	WaitTime                              time.Duration
 	DialCount, DialFailures               uint64
 	Destroyed                             uint64
-	Paused                                bool
+	// Retries counts dials retried after a transient failure.
+	Retries uint64
+	Paused  bool
 }
 
 var connIDs atomic.Uint64
@@ -102,7 +118,15 @@ type Pool struct {
 	reserve      bool // reserve connections currently allowed
 	reserveArmed bool // a reserve check timer is pending
 	reserveTimer *time.Timer
-	stat         Stat // cumulative counters
+	// retryArmed is set while a transient dial failure's backoff runs:
+	// no dial starts until retryTimer fires. retryDelay is the next backoff.
+	retryArmed bool
+	retryTimer *time.Timer
+	retryDelay time.Duration
+	// outageSince is when the current run of transient dial failures
+	// began; zero while the last dial succeeded.
+	outageSince time.Time
+	stat        Stat // cumulative counters
 }
 
 // New creates a pool and starts its janitor, which keeps MinSize
@@ -117,6 +141,12 @@ func New(cfg Config) *Pool {
 	}
 	if p.dial == nil {
 		p.dial = Dial
+	}
+	if p.cfg.RetryMin <= 0 {
+		p.cfg.RetryMin = 50 * time.Millisecond
+	}
+	if p.cfg.RetryMax < p.cfg.RetryMin {
+		p.cfg.RetryMax = max(p.cfg.RetryMin, 500*time.Millisecond)
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	for _, l := range []*Limit{cfg.DBLimit, cfg.UserLimit} {
@@ -277,7 +307,7 @@ func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-
 		p.mu.Unlock()
 		return sc, nil
 	}
-	if p.loginErr != nil && p.total == 0 && p.now().Sub(p.loginAt) < p.cfg.LoginRetry {
+	if p.loginErr != nil && p.total == 0 && !p.holds(p.loginErr) && p.now().Sub(p.loginAt) < p.cfg.LoginRetry {
 		err := p.loginErr
 		p.mu.Unlock()
 		return nil, &LoginFailingError{Err: err}
@@ -341,7 +371,7 @@ func (p *Pool) observeWait(w *waiter) {
 // growLocked starts dials while waiters outnumber connections being dialed
 // and the limits allow.
 func (p *Pool) growLocked() {
-	for p.waiters.n > p.dialing && !p.closed && !p.paused {
+	for p.waiters.n > p.dialing && !p.closed && !p.paused && !p.retryArmed {
 		limit := p.cfg.Size
 		if p.reserve {
 			limit += p.cfg.ReserveSize
@@ -415,6 +445,19 @@ func (p *Pool) dialOne() {
 		p.total--
 		p.stat.DialFailures++
 		p.loginErr, p.loginAt = err, p.now()
+		if Transient(err) && p.outageSince.IsZero() {
+			p.outageSince = p.loginAt
+		}
+		if p.holds(err) && !p.closed {
+			// The server is restarting, failing over or briefly
+			// unreachable: queued clients keep waiting (up to their
+			// query_wait_timeout) while the dial is retried.
+			p.armRetryLocked()
+			p.mu.Unlock()
+			p.cfg.DBLimit.give()
+			p.cfg.UserLimit.give()
+			return
+		}
 		// Every client queued now gets the error (PgBouncer relays the
 		// server's login error to all waiting clients).
 		var failed []*waiter
@@ -430,6 +473,8 @@ func (p *Pool) dialOne() {
 		return
 	}
 	p.loginErr = nil
+	p.retryDelay = 0
+	p.outageSince = time.Time{}
 	sc.gen = p.gen
 	sc.slot = len(p.conns)
 	p.conns = append(p.conns, sc)
@@ -441,6 +486,60 @@ func (p *Pool) dialOne() {
 	}
 	p.putLocked(sc, p.now())
 	p.mu.Unlock()
+}
+
+// armRetryLocked schedules the next dial after a transient failure, with a
+// backoff that doubles from RetryMin to RetryMax. The timer's goroutine
+// belongs to wg; Close stops it.
+func (p *Pool) armRetryLocked() {
+	if p.retryArmed {
+		return
+	}
+	p.retryDelay = min(max(2*p.retryDelay, p.cfg.RetryMin), p.cfg.RetryMax)
+	p.retryArmed = true
+	p.stat.Retries++
+	p.wg.Add(1)
+	p.retryTimer = time.AfterFunc(p.retryDelay, func() {
+		defer p.wg.Done()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.retryArmed = false
+		p.growLocked()
+	})
+}
+
+// holds reports whether clients keep waiting after a dial failed with err:
+// a transient failure within HoldTimeout of the outage's start. mu is held.
+func (p *Pool) holds(err error) bool {
+	return p.cfg.HoldTimeout > 0 && Transient(err) &&
+		(p.outageSince.IsZero() || p.now().Sub(p.outageSince) < p.cfg.HoldTimeout)
+}
+
+// Transient reports whether a failed server login is one that waiting may
+// cure: the connection refused, reset or timed out (a server restarting or
+// failing over), PostgreSQL starting up or shutting down (57P03, 57P01),
+// or no writable host yet (a standby not yet promoted). Authentication and
+// configuration errors are not: clients fail fast on them for
+// server_login_retry, as with PgBouncer.
+func Transient(err error) bool {
+	var se *ServerError
+	if errors.As(err, &se) {
+		switch se.Code {
+		case "57P03", "57P01", "57P02": // cannot_connect_now, admin_shutdown, crash_shutdown
+			return true
+		}
+		return false
+	}
+	if errors.Is(err, ErrReadOnlyServer) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // putLocked hands sc to the oldest waiter or parks it idle, as of now. sc
@@ -592,7 +691,7 @@ func (p *Pool) maintain() {
 	clear(p.idle[len(keep):])
 	p.idle = keep
 	// Keep MinSize open, unless logins are failing right now.
-	for p.total < p.cfg.MinSize && !p.closed && !p.paused &&
+	for p.total < p.cfg.MinSize && !p.closed && !p.paused && !p.retryArmed &&
 		(p.loginErr == nil || now.Sub(p.loginAt) >= p.cfg.LoginRetry) {
 		if !p.cfg.DBLimit.tryTake() {
 			break
@@ -687,6 +786,10 @@ func (p *Pool) Close() {
 	if p.reserveArmed && p.reserveTimer.Stop() {
 		p.reserveArmed = false
 		p.wg.Done() // the timer's function will not run
+	}
+	if p.retryArmed && p.retryTimer.Stop() {
+		p.retryArmed = false
+		p.wg.Done()
 	}
 	p.mu.Unlock()
 	for _, w := range failed {

@@ -5,7 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"strconv"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -241,4 +246,100 @@ func TestDialFollowsTheWritableHostInAList(t *testing.T) {
 		t.Fatalf("dialed %s", sc.Addr)
 	}
 	sc.Conn.Close()
+}
+
+// forwardLater listens on port after delay and forwards every connection to
+// the test cluster, like a server that comes back after a restart. It
+// stops at the end of the test.
+func forwardLater(t *testing.T, port int, delay time.Duration) {
+	t.Helper()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	t.Cleanup(func() { close(done); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-time.After(delay):
+		case <-done:
+			return
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(cluster.Host, strconv.Itoa(port)))
+		if err != nil {
+			t.Errorf("listen: %v", err)
+			return
+		}
+		go func() { <-done; ln.Close() }()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", net.JoinHostPort(cluster.Host, strconv.Itoa(cluster.Port)))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(s, c); s.Close() }()
+			go func() { defer wg.Done(); io.Copy(c, s); c.Close() }()
+			go func() { <-done; c.Close(); s.Close() }()
+		}
+	}()
+}
+
+func TestWaitersAreServedOnceARefusingServerAcceptsAgain(t *testing.T) {
+	port, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config(1)
+	cfg.Dial.Port = port
+	cfg.HoldTimeout = 30 * time.Second
+	cfg.LoginRetry = time.Minute // would fail every client for a minute if it applied
+	p := newPool(t, cfg)
+	forwardLater(t, port, 600*time.Millisecond)
+	sc := acquire(t, p) // refused at first; served once the server is back
+	p.Release(sc)
+	if st := p.Stat(); st.Retries == 0 || st.DialFailures == 0 {
+		t.Fatalf("served without a refused dial (retries %d, failures %d): the test proves nothing", st.Retries, st.DialFailures)
+	}
+	sc = acquire(t, p)
+	p.Release(sc)
+}
+
+func TestAPoolWithoutAHoldFailsItsWaitersWhenTheServerRefuses(t *testing.T) {
+	port, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config(1)
+	cfg.Dial.Port = port
+	p := newPool(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := p.Acquire(ctx); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("got %v, want connection refused at once", err)
+	}
+}
+
+func TestTransientFailuresAreThoseWaitingMayCure(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{&pool.ServerError{Code: "57P03", Message: "the database system is starting up"}, true},
+		{&pool.ServerError{Code: "57P01"}, true},
+		{&pool.ServerError{Code: "28P01"}, false},
+		{&pool.ServerError{Code: "3D000"}, false},
+		{fmt.Errorf("dial: %w", syscall.ECONNREFUSED), true},
+		{fmt.Errorf("login: %w", io.ErrUnexpectedEOF), true},
+		{pool.ErrReadOnlyServer, true},
+		{errors.New("server asked for a password but none is configured"), false},
+	}
+	for _, tc := range tests {
+		if got := pool.Transient(tc.err); got != tc.want {
+			t.Errorf("Transient(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
 }

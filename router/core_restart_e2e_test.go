@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -132,4 +133,76 @@ func TestServerRestartUnderLoadIsSurvivedByPgferry(t *testing.T) {
 		}
 		return true, nil
 	})
+}
+
+// TestClientsBetweenTransactionsRideOutACrashAndRestart crashes the shared
+// cluster (so it does not run in parallel, as above) while clients sit
+// between transactions, starts their next transactions while PostgreSQL is
+// down, and restarts it: each transaction must wait for a server and then
+// succeed, with no error and no lost session, and a fresh client must be
+// served as soon as PostgreSQL accepts connections again.
+func TestClientsBetweenTransactionsRideOutACrashAndRestart(t *testing.T) {
+	ctx := testContext(t)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := cluster.QueryInt(ctx, "select 1"); err == nil {
+			return
+		}
+		if err := cluster.Restart(); err != nil {
+			t.Errorf("restore the cluster for the other tests: %v", err)
+		}
+	})
+	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
+	const clients = 8
+	conns := make([]*pgx.Conn, clients)
+	for i := range conns {
+		conns[i] = ferrytest.Connect(t, ctx, f.AppDSN())
+		var n int
+		if err := conns[i].QueryRow(ctx, "select 1").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cluster.StopImmediate(); err != nil {
+		t.Fatal(err)
+	}
+	// Every client starts its next transaction while the server is down.
+	errs := make(chan error, clients)
+	for i, c := range conns {
+		go func() {
+			qctx, cancel := context.WithTimeout(ctx, 25*time.Second)
+			defer cancel()
+			errs <- pgx.BeginFunc(qctx, c, func(tx pgx.Tx) error {
+				var n int
+				if err := tx.QueryRow(qctx, "select $1::int", i).Scan(&n); err != nil {
+					return err
+				}
+				if n != i {
+					return fmt.Errorf("got %d, want %d", n, i)
+				}
+				return nil
+			})
+		}()
+	}
+	ferrytest.Eventually(t, 10*time.Second, "the clients to queue for a server", func() (bool, error) {
+		return f.Pool(t, "app").ClientsWaiting == clients, nil
+	})
+	ferrytest.Eventually(t, 10*time.Second, "dials to be refused and retried", func() (bool, error) {
+		return f.Pool(t, "app").Stat.Retries >= 2, nil
+	})
+	if err := cluster.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	fresh := ferrytest.Connect(t, ctx, f.AppDSN())
+	var n int
+	if err := fresh.QueryRow(ctx, "select 42").Scan(&n); err != nil {
+		t.Fatalf("a fresh client after the restart: %v", err)
+	}
+	t.Logf("a fresh client was served %v after PostgreSQL accepted connections again", time.Since(back).Round(time.Millisecond))
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Errorf("a client between transactions got an error across the restart: %v", err)
+		}
+	}
 }

@@ -644,6 +644,7 @@ func TestServerLoginFailuresReachTheClientWithoutSecrets(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := ferrytest.Config(t, cluster)
+			cfg.OutageHoldTimeout = 0 // fail at once rather than wait for a server that never listens
 			db := cfg.Databases["app"]
 			tc.change(&db)
 			cfg.Databases["app"] = db

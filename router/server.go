@@ -298,7 +298,7 @@ func (s *Server) Reload(cfg *configs.Config) error {
 // poolSettings fingerprints the global settings that existing pools were
 // built with; when they change on reload, pools are rebuilt.
 func poolSettings(c *configs.Config) string {
-	return fmt.Sprint(c.ServerLifetime, c.ServerIdleTimeout, c.ServerConnectTimeout, c.ServerLoginRetry,
+	return fmt.Sprint(c.ServerLifetime, c.ServerIdleTimeout, c.ServerConnectTimeout, c.ServerLoginRetry, c.OutageHoldTimeout,
 		c.ReservePoolTimeout, c.MaxPreparedStatements, c.MaxUserConnections, c.ServerTLSCertFile,
 		c.ServerTLSKeyFile, c.ServerTLSCAFile, c.ServerTLSSSLMode, c.PoolMode, c.DefaultPoolSize)
 }
@@ -533,6 +533,7 @@ func (s *Server) poolFor(dbName string, db configs.Database, user string, client
 		Lifetime:       cfg.ServerLifetime.Std(),
 		IdleTimeout:    cfg.ServerIdleTimeout.Std(),
 		LoginRetry:     cfg.ServerLoginRetry.Std(),
+		HoldTimeout:    holdTimeout(cfg),
 		MaxPrepared:    cfg.MaxPreparedStatements,
 	}
 	if s.opts.Hooks != nil {
@@ -589,6 +590,15 @@ type replicaPool struct {
 
 // addReplicas creates a pool per replica and the lag monitor that decides
 // which are in rotation. pc is the primary's pool config.
+// holdTimeout is outage_hold_timeout, bounded by query_wait_timeout.
+func holdTimeout(cfg *configs.Config) time.Duration {
+	d, qw := cfg.OutageHoldTimeout.Std(), cfg.QueryWaitTimeout.Std()
+	if qw > 0 && qw < d {
+		d = qw
+	}
+	return d
+}
+
 func (s *Server) addReplicas(e *poolEntry, pc pool.Config) {
 	var targets []lag.Replica
 	for _, r := range e.db.Replicas {
@@ -598,6 +608,7 @@ func (s *Server) addReplicas(e *poolEntry, pc pool.Config) {
 		rc.Dial.RequireWritable = false
 		rc.DBLimit, rc.UserLimit = nil, nil
 		rc.MinSize = 0
+		rc.HoldTimeout = 0 // a read falls back to the primary instead of waiting
 		name := net.JoinHostPort(r.Host, strconv.Itoa(r.Port))
 		if s.opts.Hooks != nil {
 			rc.Hooks = s.opts.Hooks.PoolHooks(e.dbName, pc.User)

@@ -81,6 +81,9 @@ type PoolCounters struct {
 	// STDIN, a response slower than 50 ms, a cancel in flight). The rest
 	// were relayed inline.
 	PumpedLoans uint64
+	// AbandonedCancels counts queries cancelled because their client
+	// disconnected while they ran.
+	AbandonedCancels uint64
 }
 
 // Snapshot returns the current state of every pool and of the client
@@ -167,15 +170,16 @@ func (e *poolEntry) key() poolKey { return poolKey{e.dbName, e.pool.User()} }
 
 func (e *poolEntry) counters() PoolCounters {
 	return PoolCounters{
-		Transactions:    e.stats.xacts.Load(),
-		Queries:         e.stats.queries.Load(),
-		TransactionTime: time.Duration(e.stats.xactTimeUS.Load()) * time.Microsecond,
-		ClientParses:    e.stats.clientParses.Load(),
-		ServerParses:    e.stats.serverParses.Load(),
-		Binds:           e.stats.binds.Load(),
-		ClientLogins:    e.stats.clientLogins.Load(),
-		PinnedClients:   e.stats.pinnedClients.Load(),
-		PumpedLoans:     e.stats.pumpedLoans.Load(),
+		Transactions:     e.stats.xacts.Load(),
+		Queries:          e.stats.queries.Load(),
+		TransactionTime:  time.Duration(e.stats.xactTimeUS.Load()) * time.Microsecond,
+		ClientParses:     e.stats.clientParses.Load(),
+		ServerParses:     e.stats.serverParses.Load(),
+		Binds:            e.stats.binds.Load(),
+		ClientLogins:     e.stats.clientLogins.Load(),
+		PinnedClients:    e.stats.pinnedClients.Load(),
+		PumpedLoans:      e.stats.pumpedLoans.Load(),
+		AbandonedCancels: e.stats.abandonedCancels.Load(),
 	}
 }
 
