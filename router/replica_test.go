@@ -241,3 +241,80 @@ func TestAReadRoutedToAReplicaThatJustWentDownRunsOnThePrimary(t *testing.T) {
 		}
 	}
 }
+
+// TestClientsBetweenTransactionsSeeNoErrorAcrossAFailover stops the primary
+// immediately and promotes its standby a moment later, as Azure's HA does,
+// while clients sit between transactions: a writer, one with a named
+// prepared statement and one with a tracked search_path. Their next
+// transactions, started while no host is writable, wait and then run on the
+// new primary with their session state, with no error.
+func TestClientsBetweenTransactionsSeeNoErrorAcrossAFailover(t *testing.T) {
+	primary, replica := startReplicated(t)
+	cfg := ferrytest.Config(t, primary)
+	db := cfg.Databases["app"]
+	db.Host = fmt.Sprintf("%s:%d,%s:%d", primary.Host, primary.Port, replica.Host, replica.Port)
+	cfg.Databases["app"] = db
+	f := ferrytest.Start(t, cfg)
+	ctx := testContext(t)
+	writer := ferrytest.Connect(t, ctx, f.AppDSN())
+	prepared := ferrytest.Connect(t, ctx, f.AppDSN())
+	pathed := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := writer.Exec(ctx, "create schema fo; create table fo.t (x int); create table fo_acked (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pathed.Exec(ctx, "set search_path = fo"); err != nil {
+		t.Fatal(err)
+	}
+	var port int
+	if err := prepared.QueryRow(ctx, "select inet_server_port() + $1::int", 0).Scan(&port); err != nil || port != primary.Port {
+		t.Fatalf("prepared statement before the failover: %d, %v", port, err)
+	}
+	written, err := primary.QueryInt(ctx, "select (pg_current_wal_lsn() - '0/0')::bigint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ferrytest.Eventually(t, 20*time.Second, "the replica replays the tables", func() (bool, error) {
+		replayed, err := replica.QueryInt(ctx, "select coalesce((pg_last_wal_replay_lsn() - '0/0')::bigint, 0)")
+		return replayed >= written, err
+	})
+	if err := primary.StopImmediate(); err != nil {
+		t.Fatal(err)
+	}
+	// Each client starts its next transaction with no writable host.
+	type result struct {
+		who  string
+		port int
+		err  error
+	}
+	results := make(chan result, 3)
+	go func() {
+		var p int
+		err := writer.QueryRow(ctx, "insert into fo_acked values (1) returning inet_server_port()").Scan(&p)
+		results <- result{"writer", p, err}
+	}()
+	go func() {
+		var p int
+		err := prepared.QueryRow(ctx, "select inet_server_port() + $1::int", 0).Scan(&p)
+		results <- result{"prepared statement", p, err}
+	}()
+	go func() {
+		var p int
+		err := pathed.QueryRow(ctx, "insert into t values (1) returning inet_server_port()").Scan(&p)
+		results <- result{"search_path", p, err}
+	}()
+	ferrytest.Eventually(t, 10*time.Second, "the clients to be held for a server", func() (bool, error) {
+		return f.Pool(t, "app").ClientsWaiting == 3, nil
+	})
+	promoting := time.Now()
+	if err := replica.Promote(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pg_ctl promote took %v", time.Since(promoting).Round(time.Millisecond))
+	for range 3 {
+		r := <-results
+		if r.err != nil || r.port != replica.Port {
+			t.Errorf("%s across the failover: port %d, %v; want the new primary %d and no error", r.who, r.port, r.err, replica.Port)
+		}
+	}
+	t.Logf("held transactions ran %v after the promotion began", time.Since(promoting).Round(time.Millisecond))
+}
