@@ -295,6 +295,12 @@ type Database struct {
 	// ReadYourWrites routes a client's reads to the primary for this long
 	// after it writes; default 2s, an explicit 0 disables.
 	ReadYourWrites Duration `toml:"read_your_writes"`
+	// ReadYourWritesLSN routes a client's reads after a write transaction
+	// to a replica only once that replica has replayed past the
+	// transaction's commit (pg_current_wal_insert_lsn() read on the
+	// primary right after it: one extra round trip per write transaction),
+	// instead of by the read_your_writes time window.
+	ReadYourWritesLSN bool `toml:"read_your_writes_lsn"`
 	// RouteReadStatements sends read-only statements outside transactions to
 	// replicas.
 	RouteReadStatements bool `toml:"route_read_statements"`

@@ -560,14 +560,15 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			} else if ss.releasable() {
 				ss.server = nil
 				ss.pumpKick = false
-				if ss.entry.monitor != nil && !ss.onReplica && !ss.txReadOnly {
+				wrote := ss.entry.monitor != nil && !ss.onReplica && !ss.txReadOnly
+				if wrote {
 					ss.lastWrite = time.Now() // read_your_writes
 				}
 				ss.mu.Unlock()
 				if !swallow {
 					wr.Append(frame)
 				}
-				ss.releaseServer(sc)
+				ss.releaseServer(sc, wrote && ss.entry.db.ReadYourWritesLSN)
 				return relayUnlinked
 			}
 		case typ == protocol.MsgCommandComplete:

@@ -14,11 +14,14 @@ import (
 
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/lag"
 )
 
 // releaseServer ends the transaction's loan: it waits for any write in
-// progress, flushes the client and returns the server to the pool.
-func (ss *session) releaseServer(sc *pool.ServerConn) {
+// progress, flushes the client and returns the server to the pool. With
+// takeLSN (a write transaction under read_your_writes_lsn) it first reads
+// the primary's WAL position, after the client has its answer.
+func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool) {
 	ss.entry.stats.xacts.Add(1)
 	ss.entry.stats.xactTimeUS.Add(uint64(time.Since(ss.linkedAt) / time.Microsecond))
 	ss.waitForWriter()
@@ -29,8 +32,12 @@ func (ss *session) releaseServer(sc *pool.ServerConn) {
 		// transaction.
 		ss.wr.Release()
 	}
+	dirty := sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0
+	if takeLSN && !dirty {
+		dirty = !ss.takeWriteLSN(sc)
+	}
 	// Release clears a deadline a cancel's wake-up or the budget set.
-	if sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 {
+	if dirty {
 		sc.Pool().Destroy(sc)
 	} else {
 		sc.Pool().Release(sc)
@@ -39,6 +46,39 @@ func (ss *session) releaseServer(sc *pool.ServerConn) {
 		ss.markDead(err)
 	}
 	ss.wakeIfPending()
+}
+
+// takeWriteLSN records the primary's WAL insert position after the client's
+// write transaction: every commit of the client lies before it, so a
+// replica that replayed past it shows the client its writes. If it cannot
+// be read, the client's reads stay on the primary until its next write, and
+// it reports false: the connection's state is unknown.
+func (ss *session) takeWriteLSN(sc *pool.ServerConn) bool {
+	lsn := ^uint64(0)
+	sc.Conn.SetDeadline(time.Now().Add(time.Second))
+	_, err := protocol.Exec(sc.Rd, sc.Wr, "select pg_current_wal_insert_lsn()", func(typ byte, frame []byte) error {
+		if typ != protocol.MsgDataRow {
+			return nil
+		}
+		var buf [1]protocol.Column
+		cols, err := protocol.ParseDataRow(protocol.Body(frame), buf[:0])
+		if err != nil || len(cols) != 1 || cols[0].Null {
+			return fmt.Errorf("pg_current_wal_insert_lsn: unexpected row")
+		}
+		v, err := lag.ParseLSN(string(cols[0].Value))
+		if err == nil {
+			lsn = v
+		}
+		return err
+	})
+	sc.Conn.SetDeadline(time.Time{})
+	if err != nil {
+		ss.logger().Warn("reading the commit position for read_your_writes_lsn failed; reads stay on the primary", zap.Error(err))
+	}
+	ss.mu.Lock()
+	ss.lastWriteLSN = lsn
+	ss.mu.Unlock()
+	return err == nil
 }
 
 // wakeIfPending wakes the session goroutine when it has work waiting for the
@@ -373,7 +413,7 @@ func (ss *session) kickRelease(sc *pool.ServerConn) bool {
 	ss.server = nil
 	ss.mu.Unlock()
 	sc.ClearInterrupt()
-	ss.releaseServer(sc)
+	ss.releaseServer(sc, false)
 	return true
 }
 

@@ -318,3 +318,49 @@ func TestClientsBetweenTransactionsSeeNoErrorAcrossAFailover(t *testing.T) {
 	}
 	t.Logf("held transactions ran %v after the promotion began", time.Since(promoting).Round(time.Millisecond))
 }
+
+func TestReadYourWritesByLSNWaitsForAReplicaThatReplayedTheCommit(t *testing.T) {
+	primary, replica := startReplicated(t)
+	f := ferrytest.Start(t, replicaConfig(t, primary, replica, func(db *configs.Database) {
+		db.ReadYourWritesLSN = true
+		db.MaxReplicaLagBytes = 1 << 30
+		db.MaxReplicaLag = configs.Duration(time.Hour)
+	}))
+	ctx := testContext(t)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	other := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := conn.Exec(ctx, "create table ryw_lsn (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	ferrytest.Eventually(t, 20*time.Second, "the writer's reads to use the replica once it replayed the table", func() (bool, error) {
+		return whereReadOnlyRuns(ctx, t, conn) == replica.Port, nil
+	})
+	if err := replica.Exec(ctx, "select pg_wal_replay_pause()"); err != nil {
+		t.Fatal(err)
+	}
+	defer replica.Exec(context.Background(), "select pg_wal_replay_resume()")
+	for i := 0; i < 5; i++ {
+		if _, err := conn.Exec(ctx, fmt.Sprintf("insert into ryw_lsn values (%d)", i)); err != nil {
+			t.Fatal(err)
+		}
+		tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n, port int
+		if err := tx.QueryRow(ctx, "select count(*), inet_server_port() from ryw_lsn").Scan(&n, &port); err != nil || n != i+1 {
+			t.Fatalf("read after write saw %d rows on port %d (%v), want %d", n, port, err, i+1)
+		}
+		tx.Rollback(ctx)
+	}
+	// Another client, which wrote nothing, still reads from the replica.
+	if port := whereReadOnlyRuns(ctx, t, other); port != replica.Port {
+		t.Fatalf("a client that never wrote read on port %d, want the replica %d", port, replica.Port)
+	}
+	if err := replica.Exec(ctx, "select pg_wal_replay_resume()"); err != nil {
+		t.Fatal(err)
+	}
+	ferrytest.Eventually(t, 20*time.Second, "the writer's reads to return to the replica once it replayed the writes", func() (bool, error) {
+		return whereReadOnlyRuns(ctx, t, conn) == replica.Port, nil
+	})
+}

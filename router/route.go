@@ -27,7 +27,7 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 	lastWrite := ss.lastWrite
 	roSession := ss.readOnlyAlias || ss.params.get("default_transaction_read_only") == "on"
 	ss.mu.Unlock()
-	if ryw := e.db.ReadYourWrites.Std(); ryw > 0 && !lastWrite.IsZero() && time.Since(lastWrite) < ryw {
+	if ryw := e.db.ReadYourWrites.Std(); !e.db.ReadYourWritesLSN && ryw > 0 && !lastWrite.IsZero() && time.Since(lastWrite) < ryw {
 		return false
 	}
 	if roSession {
@@ -73,8 +73,17 @@ func (ss *session) pickPool(readOnly bool) (*pool.Pool, bool, error) {
 	if !readOnly || e.monitor == nil {
 		return e.pool, false, nil
 	}
+	var mustReplay uint64 // read_your_writes_lsn: the client's last commit
+	if e.db.ReadYourWritesLSN {
+		ss.mu.Lock()
+		mustReplay = ss.lastWriteLSN
+		ss.mu.Unlock()
+	}
 	best, bestLoad := -1, 0.0
 	for _, i := range e.monitor.InRotation() {
+		if mustReplay != 0 && !e.monitor.ReplayedPast(i, mustReplay) {
+			continue
+		}
 		r := e.replicas[i]
 		st := r.pool.Stat()
 		w := float64(max(r.weight, 1))
@@ -85,6 +94,10 @@ func (ss *session) pickPool(readOnly bool) (*pool.Pool, bool, error) {
 	}
 	if best >= 0 {
 		return e.replicas[best].pool, true, nil
+	}
+	if mustReplay != 0 {
+		// No replica has the client's writes yet: the primary has.
+		return e.pool, false, nil
 	}
 	if e.db.ReplicaFallback == "error" {
 		return nil, false, protocol.NewError(protocol.SQLStateConnectionFailure,

@@ -162,7 +162,10 @@ type session struct {
 	// a transaction on the primary (read_your_writes).
 	onReplica, txReadOnly bool
 	lastWrite             time.Time
-	readOnlyAlias         bool // connected through readonly_alias; set at startup
+	// lastWriteLSN is the primary's WAL insert position right after the
+	// client's last write transaction (read_your_writes_lsn); 0 if none.
+	lastWriteLSN  uint64
+	readOnlyAlias bool // connected through readonly_alias; set at startup
 
 	// poolName is the database entry the session's pools belong to and
 	// clientPassword the password the client revealed (plain auth only),
