@@ -20,18 +20,97 @@ import (
 )
 
 const (
-	pgbouncerPath = "/usr/sbin/pgbouncer"
-	poolerUser    = "postgres" // pgbouncer refuses to run as root
-	readyTimeout  = 30 * time.Second
-	stopTimeout   = 10 * time.Second
+	pgbouncerPath = "/usr/sbin/pgbouncer" // Debian 12's PgBouncer 1.18
+	// anchorPgbouncer is the newest PgBouncer, built beside the checkout
+	// (relative to the module root); the default -pgbouncer adds it when
+	// it exists.
+	anchorPgbouncer = "../shared/anchors/pgbouncer/pgbouncer"
+	poolerUser      = "postgres" // pgbouncer refuses to run as root
+	readyTimeout    = 30 * time.Second
+	stopTimeout     = 10 * time.Second
+	// preparedStatements is max_prepared_statements in the ini of every
+	// PgBouncer that knows the setting: pgferry's default, so the two sides
+	// keep the same number of statements per server connection.
+	preparedStatements = 200
 )
 
 // target is one place pgbench connects to.
 type target struct {
-	name   string // "direct", "pgferry", "pgbouncer"
-	port   int
-	direct bool
-	proc   *proc // the pooler process; nil for direct
+	name    string // "direct", "pgferry", "pgbouncer 1.18", ...
+	port    int
+	direct  bool
+	proc    *proc    // the pooler process; nil for direct
+	bouncer *bouncer // nil unless the target is a PgBouncer
+}
+
+// fileName is a target's name as part of a file name: "pgbouncer-1.18".
+func fileName(target string) string { return strings.ReplaceAll(target, " ", "-") }
+
+// bouncer is one PgBouncer binary under test, with its own port, ini, log
+// and process.
+type bouncer struct {
+	name     string // target name: "pgbouncer " and the version without a ".0" patch level
+	version  string // as --version prints it: "1.18.0"
+	path     string // absolute
+	prepared bool   // the version knows max_prepared_statements (1.21 and later)
+	port     int
+	ini      string
+	proc     *proc
+}
+
+// newBouncer asks the PgBouncer at path for its version.
+func newBouncer(ctx context.Context, path string) (*bouncer, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("pgbouncer binary: %w", err)
+	}
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s --version: %w", path, err)
+	}
+	// The first line is "PgBouncer 1.18.0"; library versions follow.
+	line, _, _ := strings.Cut(string(out), "\n")
+	f := strings.Fields(line)
+	var major, minor int
+	if len(f) != 2 || f[0] != "PgBouncer" {
+		return nil, fmt.Errorf("%s --version: unexpected first line %q", path, line)
+	}
+	if _, err := fmt.Sscanf(f[1], "%d.%d", &major, &minor); err != nil {
+		return nil, fmt.Errorf("%s --version: version %q: %w", path, f[1], err)
+	}
+	short := f[1]
+	if strings.Count(short, ".") == 2 {
+		short = strings.TrimSuffix(short, ".0")
+	}
+	return &bouncer{
+		name:     "pgbouncer " + short,
+		version:  f[1],
+		path:     path,
+		prepared: major > 1 || major == 1 && minor >= 21,
+	}, nil
+}
+
+// pgbouncerBinaries resolves -pgbouncer: the paths given, relative ones
+// taken from the module root, each of which must exist; or, without any,
+// Debian's PgBouncer and the anchor's when that one exists.
+func pgbouncerBinaries(root string, given []string) []string {
+	abs := func(p string) string {
+		if filepath.IsAbs(p) {
+			return filepath.Clean(p)
+		}
+		return filepath.Join(root, p)
+	}
+	if len(given) > 0 {
+		out := make([]string, len(given))
+		for i, p := range given {
+			out[i] = abs(p)
+		}
+		return out
+	}
+	out := []string{pgbouncerPath}
+	if _, err := os.Stat(abs(anchorPgbouncer)); err == nil {
+		out = append(out, abs(anchorPgbouncer))
+	}
+	return out
 }
 
 // env is everything a run has started; close stops all of it.
@@ -40,16 +119,15 @@ type env struct {
 	tmp       string
 	pg        *pgtest.Cluster
 	pgVersion string
-	iniPath   string
+	iniPath   string // the ini pgferry reads: the first PgBouncer's
 	ferryBin  string
 	// ferrySource says what pgferry was built from.
 	ferrySource string
 	ferryPort   int
-	bouncPort   int
 	cred        *syscall.Credential // the postgres OS user
 	ferry       *proc
-	bouncer     *proc
-	secret      string // SCRAM secret of app, as in userlist.txt
+	bouncers    []*bouncer // in -pgbouncer order
+	secret      string     // SCRAM secret of app, as in userlist.txt
 	notes       []string
 	scram       *scramCache
 	logins      map[string]time.Duration // loginTime cache
@@ -61,10 +139,20 @@ func (e *env) targets() []*target {
 }
 
 func (e *env) poolers() []*target {
-	return []*target{
-		{name: "pgferry", port: e.ferryPort, proc: e.ferry},
-		{name: "pgbouncer", port: e.bouncPort, proc: e.bouncer},
+	ts := []*target{{name: "pgferry", port: e.ferryPort, proc: e.ferry}}
+	for _, b := range e.bouncers {
+		ts = append(ts, &target{name: b.name, port: b.port, proc: b.proc, bouncer: b})
 	}
+	return ts
+}
+
+// bouncerNames are the PgBouncer targets' names, in -pgbouncer order.
+func (e *env) bouncerNames() []string {
+	var names []string
+	for _, b := range e.bouncers {
+		names = append(names, b.name)
+	}
+	return names
 }
 
 // close stops the poolers, then PostgreSQL, and removes the temp dir.
@@ -73,7 +161,9 @@ func (e *env) close() {
 		return
 	}
 	e.ferry.stop()
-	e.bouncer.stop()
+	for _, b := range e.bouncers {
+		b.proc.stop()
+	}
 	if e.pg != nil {
 		logf("stopping PostgreSQL")
 		e.pg.Stop()
@@ -88,13 +178,23 @@ func (e *env) close() {
 }
 
 // setup starts PostgreSQL, loads pgbench data, writes the shared ini and
-// starts both poolers. The returned env is never nil and must be closed.
+// starts the poolers. The returned env is never nil and must be closed.
 func setup(ctx context.Context, o options, root string) (*env, error) {
 	e := &env{opts: o, scram: newSCRAMCache(), logins: map[string]time.Duration{}}
-	for _, bin := range []string{pgtest.Binary("pgbench"), pgbouncerPath} {
-		if _, err := os.Stat(bin); err != nil {
-			return e, fmt.Errorf("%s not found: %w", bin, err)
+	if _, err := os.Stat(pgtest.Binary("pgbench")); err != nil {
+		return e, fmt.Errorf("pgbench not found: %w", err)
+	}
+	for _, path := range pgbouncerBinaries(root, o.bouncerBins) {
+		b, err := newBouncer(ctx, path)
+		if err != nil {
+			return e, err
 		}
+		for _, other := range e.bouncers {
+			if other.name == b.name {
+				return e, fmt.Errorf("-pgbouncer: %s and %s are both PgBouncer %s", other.path, b.path, b.version)
+			}
+		}
+		e.bouncers = append(e.bouncers, b)
 	}
 	u, err := user.Lookup(poolerUser)
 	if err != nil {
@@ -154,32 +254,47 @@ func setup(ctx context.Context, o options, root string) (*env, error) {
 		return e, err
 	}
 
-	if e.ferryPort, err = pgtest.FreePort(); err != nil {
-		return e, err
-	}
-	if e.bouncPort, err = pgtest.FreePort(); err != nil {
-		return e, err
-	}
-	for e.bouncPort == e.ferryPort {
-		if e.bouncPort, err = pgtest.FreePort(); err != nil {
-			return e, err
+	// One port per pooler, all different.
+	ports := map[int]bool{e.pg.Port: true}
+	freePort := func() (int, error) {
+		for {
+			p, err := pgtest.FreePort()
+			if err != nil || !ports[p] {
+				ports[p] = true
+				return p, err
+			}
 		}
 	}
-	e.iniPath = filepath.Join(tmp, "pgbouncer.ini")
-	if err := os.WriteFile(e.iniPath, []byte(sharedINI(e.pg.Port, e.bouncPort, userlist)), 0o644); err != nil {
+	if e.ferryPort, err = freePort(); err != nil {
 		return e, err
 	}
+	owned := []string{tmp, userlist}
+	for _, b := range e.bouncers {
+		if b.port, err = freePort(); err != nil {
+			return e, err
+		}
+		b.ini = filepath.Join(tmp, fileName(b.name)+".ini")
+		if err := os.WriteFile(b.ini, []byte(sharedINI(e.pg.Port, b.port, userlist, b.prepared)), 0o644); err != nil {
+			return e, err
+		}
+		owned = append(owned, b.ini)
+		if b.prepared {
+			e.notes = append(e.notes, fmt.Sprintf("%s is PgBouncer %s (%s); its ini adds `max_prepared_statements = %d`.", b.name, b.version, b.path, preparedStatements))
+		} else {
+			e.notes = append(e.notes, fmt.Sprintf("%s is PgBouncer %s (%s); it predates `max_prepared_statements` (\"unknown parameter\", FATAL), so its ini leaves it out and it cannot serve `-M prepared` in transaction mode.", b.name, b.version, b.path))
+		}
+	}
+	e.iniPath = e.bouncers[0].ini
 	if e.cred != nil {
-		for _, p := range []string{tmp, userlist, e.iniPath} {
+		for _, p := range owned {
 			if err := os.Chown(p, uid, gid); err != nil {
 				return e, err
 			}
 		}
 	}
 	e.notes = append(e.notes,
-		"pgbouncer 1.18 rejects `max_prepared_statements` (\"unknown parameter\", FATAL), so the shared ini leaves it out; pgferry uses its default of 200.",
-		"Both poolers read the same ini file; only pgferry's listen port is overridden (PGFERRY_LISTEN_PORT), plus PGFERRY_LOG_LEVEL=warn.",
-		"pgbouncer is single-threaded; pgferry uses both cores (GOMAXPROCS=2).",
+		fmt.Sprintf("Every pooler reads the same ini but for `listen_port` and `max_prepared_statements`: each PgBouncer its own copy, pgferry the copy of %s with its listen port overridden (PGFERRY_LISTEN_PORT), plus PGFERRY_LOG_LEVEL=warn; pgferry's max_prepared_statements is %d either way (its default).", e.bouncers[0].name, preparedStatements),
+		"PgBouncer is single-threaded; pgferry uses both cores (GOMAXPROCS=2).",
 	)
 
 	if err := e.startPoolers(ctx); err != nil {
@@ -226,9 +341,10 @@ func (e *env) buildFerry(ctx context.Context, root string) error {
 	return nil
 }
 
-// sharedINI is the one config file both poolers run from.
-func sharedINI(pgPort, listenPort int, userlist string) string {
-	return fmt.Sprintf(`;; written by ferrybench; read by both pgbouncer and pgferry
+// sharedINI is the config file every pooler runs from; only the listen
+// port and, for PgBouncer 1.21 and later, max_prepared_statements differ.
+func sharedINI(pgPort, listenPort int, userlist string, prepared bool) string {
+	ini := fmt.Sprintf(`;; written by ferrybench; read by pgbouncer and pgferry
 [databases]
 app = host=127.0.0.1 port=%d dbname=app user=app password=app-secret
 
@@ -245,25 +361,36 @@ ignore_startup_parameters = extra_float_digits
 log_connections = 0
 log_disconnections = 0
 `, pgPort, listenPort, userlist)
+	if prepared {
+		ini += fmt.Sprintf("max_prepared_statements = %d\n", preparedStatements)
+	}
+	return ini
 }
 
-// startPoolers starts pgferry and pgbouncer and waits until each accepts a
-// SCRAM login.
+// startPoolers starts pgferry and every PgBouncer and waits until each
+// accepts a SCRAM login.
 func (e *env) startPoolers(ctx context.Context) error {
 	var err error
 	e.ferry, err = e.startFerry(ctx, nil)
 	if err != nil {
 		return err
 	}
-	e.bouncer, err = e.startBouncer(ctx, nil)
-	return err
+	for _, b := range e.bouncers {
+		if b.proc, err = e.startBouncer(ctx, b, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (e *env) restartPoolers(ctx context.Context) error {
-	logf("restarting both poolers")
+	logf("restarting the poolers")
 	e.ferry.stop()
-	e.bouncer.stop()
-	e.ferry, e.bouncer = nil, nil
+	e.ferry = nil
+	for _, b := range e.bouncers {
+		b.proc.stop()
+		b.proc = nil
+	}
 	return e.startPoolers(ctx)
 }
 
@@ -286,16 +413,18 @@ func (e *env) startFerry(ctx context.Context, wrapper []string) (*proc, error) {
 	return p, e.waitReady(ctx, p, e.ferryPort, len(wrapper) > 0)
 }
 
-// startBouncer starts pgbouncer as the postgres OS user on e.bouncPort.
-func (e *env) startBouncer(ctx context.Context, wrapper []string) (*proc, error) {
-	argv := append(append([]string{}, wrapper...), pgbouncerPath, e.iniPath)
+// startBouncer starts b as the postgres OS user on its port, optionally
+// under a wrapper command (valgrind), and waits until it accepts a login.
+func (e *env) startBouncer(ctx context.Context, b *bouncer, wrapper []string) (*proc, error) {
+	argv := append(append([]string{}, wrapper...), b.path, b.ini)
 	// valgrind names its vgdb FIFOs after $USER: make it the real user.
 	env := []string{"USER=" + poolerUser, "LOGNAME=" + poolerUser}
-	p, err := startProc("pgbouncer", argv, env, e.cred, filepath.Join(e.tmp, "pgbouncer.log"))
+	log := filepath.Join(e.tmp, fileName(b.name)+".log")
+	p, err := startProc(b.name, argv, env, e.cred, log)
 	if err != nil {
 		return nil, err
 	}
-	return p, e.waitReady(ctx, p, e.bouncPort, len(wrapper) > 0)
+	return p, e.waitReady(ctx, p, b.port, len(wrapper) > 0)
 }
 
 func (e *env) waitReady(ctx context.Context, p *proc, port int, slow bool) error {

@@ -45,7 +45,7 @@ func kernelProbe(ctx context.Context, e *env, t *target, d time.Duration) kernel
 	pid := t.proc.pid()
 	var perf *exec.Cmd
 	var perfErr bytes.Buffer
-	perfOut := filepath.Join(e.tmp, "perf-stat."+t.name)
+	perfOut := filepath.Join(e.tmp, "perf-stat."+fileName(t.name))
 	events := tracepoints()
 	switch _, err := exec.LookPath("perf"); {
 	case err != nil:
@@ -125,7 +125,7 @@ func kernelProbe(ctx context.Context, e *env, t *target, d time.Duration) kernel
 			}
 		}
 	}
-	logf("  kernel    %-9s %d tx, %.2f syscalls/tx, %.2f+%.2f context switches/tx", t.name, r.tx,
+	logf("  kernel    %-16s %d tx, %.2f syscalls/tx, %.2f+%.2f context switches/tx", t.name, r.tx,
 		firstShare(r.syscalls), r.voluntary, r.involuntary)
 	return r
 }

@@ -1,16 +1,19 @@
-// Command ferrybench compares pgferry with PgBouncer (and with PostgreSQL
-// reached directly) on one machine, in one run, from one shared pgbouncer.ini.
+// Command ferrybench compares pgferry with one or more PgBouncer versions
+// (and with PostgreSQL reached directly) on one machine, in one run, from one
+// shared pgbouncer.ini.
 //
 // It starts a throwaway PostgreSQL 15 cluster (internal/pgtest), loads it with
 // pgbench -i, writes a userlist.txt holding the SCRAM secret of the "app" role
-// and one ini file, starts pgferry and /usr/sbin/pgbouncer from that file on
-// two ports, then runs pgbench scenarios, an idle-connection memory test, a
-// single-client latency test and (optionally) a callgrind instruction count.
-// Everything it starts is stopped on exit, on errors and on Ctrl-C.
+// and the ini, starts pgferry and each PgBouncer binary (by default Debian's
+// /usr/sbin/pgbouncer and, when present, ../shared/anchors/pgbouncer/pgbouncer)
+// on its own port, each PgBouncer from its own copy of the ini, then runs
+// pgbench scenarios, an idle-connection memory test, a single-client latency
+// test and (optionally) a callgrind instruction count. Everything it starts is
+// stopped on exit, on errors and on Ctrl-C.
 //
 // Usage (from the repository root):
 //
-//	go run ./bench/cmd/ferrybench [-quick] [-scenarios a,b] [-out bench/results/latest.md]
+//	go run ./bench/cmd/ferrybench [-quick] [-scenarios a,b] [-pgbouncer path,path] [-out bench/results/latest.md]
 //
 // See bench/README.md for the scenarios and how to read the table.
 package main
@@ -47,6 +50,8 @@ type options struct {
 	keepTemp  bool
 	rev       string
 	rounds    int // throughput runs per scenario and target
+	// bouncerBins are the -pgbouncer paths; none means the default.
+	bouncerBins []string
 }
 
 func (o options) want(name string) bool { return o.scenarios[name] }
@@ -64,6 +69,7 @@ func run() int {
 		keepTemp  = flag.Bool("keep", false, "keep the temporary directory (pooler logs, ini) for inspection")
 		rev       = flag.String("rev", "", "build pgferry from this git revision (git archive) instead of the working tree")
 		rounds    = flag.Int("rounds", 1, "run each throughput scenario this many times, the targets taking turns; the tables show medians")
+		bouncers  = flag.String("pgbouncer", "", "comma-separated PgBouncer binaries to compare with, each a target named by its version (relative paths are taken from the module root; default "+pgbouncerPath+", plus "+anchorPgbouncer+" if it exists)")
 	)
 	flag.Parse()
 
@@ -73,6 +79,11 @@ func run() int {
 	}
 	o := options{quick: *quick, out: *out, duration: *duration, keepTemp: *keepTemp, rev: *rev, scale: 10,
 		idleSteps: []int{1000, 10000}, rounds: *rounds}
+	for _, b := range strings.Split(*bouncers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			o.bouncerBins = append(o.bouncerBins, b)
+		}
+	}
 	if o.duration == 0 {
 		o.duration = 10 * time.Second
 		if o.quick {
@@ -141,7 +152,7 @@ func bench(ctx context.Context, o options) (err error) {
 		return err
 	}
 
-	rep := &report{opts: o, meta: collectMeta(root, env)}
+	rep := &report{opts: o, meta: collectMeta(root, env), bouncers: env.bouncerNames()}
 	rep.notes = append(rep.notes, env.notes...)
 
 	if o.want("idle") {
@@ -185,7 +196,7 @@ func bench(ctx context.Context, o options) (err error) {
 				}
 				r.round = round
 				rep.runs = append(rep.runs, r)
-				logf("  %-9s %-9s %s", sc.name, t.name, r.summary())
+				logf("  %-9s %-16s %s", sc.name, t.name, r.summary())
 			}
 		}
 	}

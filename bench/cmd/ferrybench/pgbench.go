@@ -118,7 +118,7 @@ func runPgbench(ctx context.Context, e *env, sc scenario, t *target) runResult {
 		perLogin := e.loginTime(ctx, t)
 		extra := time.Duration(sc.clients/2) * perLogin * 3 / 2
 		secs += int(extra.Seconds()) + 2
-		logf("  %-9s %-9s one login ≈ %s: -T %d", sc.name, t.name, perLogin.Round(10*time.Microsecond), secs)
+		logf("  %-9s %-16s one login ≈ %s: -T %d", sc.name, t.name, perLogin.Round(10*time.Microsecond), secs)
 	}
 	args := []string{"-n", "-c", strconv.Itoa(sc.clients), "-j", "2",
 		"-T", strconv.Itoa(secs),

@@ -110,7 +110,7 @@ func idleMemory(ctx context.Context, e *env, t *target, steps []int) idleResult 
 		}
 		st := idleStep{clients: len(conns), failed: failed, rss: rss, took: time.Since(start)}
 		r.steps = append(r.steps, st)
-		logf("  idle      %-9s %5d clients: RSS %s (%.0f B/client)%s", t.name, st.clients, mib(rss), r.bytesPerClient(st),
+		logf("  idle      %-16s %5d clients: RSS %s (%.0f B/client)%s", t.name, st.clients, mib(rss), r.bytesPerClient(st),
 			map[bool]string{true: fmt.Sprintf(", %d logins failed: %v", failed, lastErr), false: ""}[failed > 0])
 		if ctx.Err() != nil {
 			return r
@@ -164,7 +164,7 @@ func addedLatency(ctx context.Context, e *env, t *target, n int) latencyResult {
 	}
 	slices.Sort(lat)
 	r.p50, r.p99, r.n = percentile(lat, 0.50), percentile(lat, 0.99), n
-	logf("  latency   %-9s p50=%.0fµs p99=%.0fµs", t.name, r.p50, r.p99)
+	logf("  latency   %-16s p50=%.0fµs p99=%.0fµs", t.name, r.p50, r.p99)
 	return r
 }
 
@@ -216,14 +216,13 @@ func instructionCount(ctx context.Context, e *env, t *target) instrResult {
 	}
 	start := time.Now()
 	// The normal pooler gives up its port to the one under valgrind.
-	var restart func(context.Context, []string) (*proc, error)
-	switch t.name {
-	case "pgferry":
+	b := t.bouncer
+	restart := e.startFerry
+	if b == nil {
 		e.ferry.stop()
-		restart = e.startFerry
-	default:
-		e.bouncer.stop()
-		restart = e.startBouncer
+	} else {
+		b.proc.stop()
+		restart = func(ctx context.Context, wrapper []string) (*proc, error) { return e.startBouncer(ctx, b, wrapper) }
 	}
 	defer func() {
 		if ctx.Err() != nil {
@@ -233,13 +232,13 @@ func instructionCount(ctx context.Context, e *env, t *target) instrResult {
 		if err != nil {
 			logf("restart %s after callgrind: %v", t.name, err)
 		}
-		if t.name == "pgferry" {
+		if b == nil {
 			e.ferry = p
 		} else {
-			e.bouncer = p
+			b.proc = p
 		}
 	}()
-	out := filepath.Join(e.tmp, "callgrind."+t.name)
+	out := filepath.Join(e.tmp, "callgrind."+fileName(t.name))
 	p, err := restart(ctx, []string{"valgrind", "--tool=callgrind", "--callgrind-out-file=" + out})
 	if err != nil {
 		r.skipped = "start under valgrind: " + truncate(err.Error(), 300)
@@ -261,7 +260,7 @@ func instructionCount(ctx context.Context, e *env, t *target) instrResult {
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		argv := []string{"callgrind_control", flag, strconv.Itoa(p.pid())}
-		if t.name == "pgbouncer" && e.cred != nil {
+		if b != nil && e.cred != nil {
 			// vgdb only finds the FIFOs of a valgrind'ed process of the
 			// same user, with that user's login environment.
 			argv = append([]string{"runuser", "-u", poolerUser, "--"}, argv...)
@@ -309,7 +308,7 @@ func instructionCount(ctx context.Context, e *env, t *target) instrResult {
 	if r.parts, err = instrBreakdown(out+".1", out+".2", r.tx, t.name == "pgferry"); err != nil {
 		logf("  callgrind %s breakdown: %v", t.name, err)
 	}
-	logf("  callgrind %-9s %.0f instructions/tx (%s)", t.name, r.perTx, r.took.Round(time.Second))
+	logf("  callgrind %-16s %.0f instructions/tx (%s)", t.name, r.perTx, r.took.Round(time.Second))
 
 	// Logins are measured three times and the median pair kept: now and
 	// then (two runs in about ten) a Go runtime thread spins for millions
@@ -337,7 +336,7 @@ func instructionCount(ctx context.Context, e *env, t *target) instrResult {
 	if r.loginParts, err = instrBreakdown(fmt.Sprintf("%s.%d", out, med.first), fmt.Sprintf("%s.%d", out, med.first+1), r.logins, t.name == "pgferry"); err != nil {
 		logf("  callgrind %s login breakdown: %v", t.name, err)
 	}
-	logf("  callgrind %-9s %.0f instructions/login (median of %.0f, %.0f, %.0f)", t.name, r.perLogin, pairs[0].perUnit, pairs[1].perUnit, pairs[2].perUnit)
+	logf("  callgrind %-16s %.0f instructions/login (median of %.0f, %.0f, %.0f)", t.name, r.perLogin, pairs[0].perUnit, pairs[1].perUnit, pairs[2].perUnit)
 	return r
 }
 

@@ -13,21 +13,22 @@ import (
 )
 
 type meta struct {
-	date, goVersion, cpu, kernel, commit, pgVersion, bouncerVersion string
-	cores                                                           int
-	load                                                            string
+	date, goVersion, cpu, kernel, commit, pgVersion, bouncerVersions string
+	cores                                                            int
+	load                                                             string
 }
 
 type report struct {
-	opts    options
-	meta    meta
-	runs    []runResult
-	idle    []idleResult
-	latency []latencyResult
-	instr   []instrResult
-	kernel  []kernelResult
-	notes   []string
-	elapsed time.Duration
+	opts     options
+	meta     meta
+	bouncers []string // the PgBouncer targets' names, in -pgbouncer order
+	runs     []runResult
+	idle     []idleResult
+	latency  []latencyResult
+	instr    []instrResult
+	kernel   []kernelResult
+	notes    []string
+	elapsed  time.Duration
 }
 
 func collectMeta(root string, e *env) meta {
@@ -61,9 +62,11 @@ func collectMeta(root string, e *env) meta {
 			m.commit += " + uncommitted changes (working tree)"
 		}
 	}
-	if out, err := exec.Command(pgbouncerPath, "--version").Output(); err == nil {
-		m.bouncerVersion = strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0]
+	var versions []string
+	for _, b := range e.bouncers {
+		versions = append(versions, fmt.Sprintf("PgBouncer %s (%s)", b.version, b.path))
 	}
+	m.bouncerVersions = strings.Join(versions, ", ")
 	return m
 }
 
@@ -78,7 +81,7 @@ func (r *report) markdown() string {
 	p("# pgferry vs PgBouncer: ferrybench\n\n")
 	p("- Date: %s; mode: %s (%s per pgbench run, pgbench scale %d); total %s\n", r.meta.date, mode, o.duration, o.scale, r.elapsed.Round(time.Second))
 	p("- Machine: %s, %d cores, Linux %s; load average at start %s\n", r.meta.cpu, r.meta.cores, r.meta.kernel, r.meta.load)
-	p("- %s; pgferry built from %s; %s; PostgreSQL %s; RLIMIT_NOFILE %d\n", r.meta.goVersion, r.meta.commit, r.meta.bouncerVersion, r.meta.pgVersion, nofile)
+	p("- %s; pgferry built from %s; %s; PostgreSQL %s; RLIMIT_NOFILE %d\n", r.meta.goVersion, r.meta.commit, r.meta.bouncerVersions, r.meta.pgVersion, nofile)
 	p("- Shared ini: auth_type = scram-sha-256, pool_mode = transaction, default_pool_size = 20, max_client_conn = 12000\n\n")
 
 	if len(r.runs) > 0 {
@@ -89,7 +92,7 @@ func (r *report) markdown() string {
 		p("| scenario | clients | target | TPS | mean ms | p99 ms | failed tx | aborted clients | pooler CPU s / 1k tx |\n")
 		p("|---|---:|---|---:|---:|---:|---:|---:|---:|\n")
 		for _, sc := range scenarioList(o) {
-			for _, target := range []string{"direct", "pgferry", "pgbouncer"} {
+			for _, target := range append([]string{"direct", "pgferry"}, r.bouncers...) {
 				runs := r.all(sc.name, target)
 				if len(runs) == 0 {
 					continue
@@ -112,45 +115,41 @@ func (r *report) markdown() string {
 		}
 		p("\n")
 		p("### Ratios\n\n")
-		p("| scenario | TPS pgferry / pgbouncer | CPU per 1k tx pgferry / pgbouncer | TPS pgferry / direct |")
-		if o.rounds > 1 {
-			p(" TPS pgferry / pgbouncer, each round |")
+		p("| scenario |")
+		for _, b := range r.bouncers {
+			p(" TPS pgferry / %s |", b)
 		}
-		p("\n|---|---:|---:|---:|")
+		for _, b := range r.bouncers {
+			p(" CPU per 1k tx pgferry / %s |", b)
+		}
+		p(" TPS pgferry / direct |")
+		cols := 2*len(r.bouncers) + 1
 		if o.rounds > 1 {
-			p("---|")
+			for _, b := range r.bouncers {
+				p(" TPS pgferry / %s, each round |", b)
+			}
+		}
+		p("\n|---|%s", strings.Repeat("---:|", cols))
+		if o.rounds > 1 {
+			p("%s", strings.Repeat("---|", len(r.bouncers)))
 		}
 		p("\n")
 		for _, sc := range scenarioList(o) {
-			fr, br, dr := r.all(sc.name, "pgferry"), r.all(sc.name, "pgbouncer"), r.all(sc.name, "direct")
+			fr := r.all(sc.name, "pgferry")
+			var tps, cpu, each []string
+			for _, b := range r.bouncers {
+				t, c, e := vsBouncer(fr, r.all(sc.name, b), sc.clients)
+				tps, cpu, each = append(tps, t), append(cpu, c), append(each, e)
+			}
 			f, fok := median(fr)
-			bo, bok := median(br)
-			d, dok := median(dr)
-			tpsFB, cpuFB, tpsFD, each := "n/a", "n/a", "n/a", "n/a"
-			if fok && bok && bo.tps > 0 {
-				tpsFB = fmt.Sprintf("%.2f", f.tps/bo.tps)
-				if c := medianCPU(fr) / medianCPU(br); !math.IsNaN(c) && !math.IsInf(c, 0) {
-					cpuFB = fmt.Sprintf("%.2f", c)
-				}
-				var per []string
-				for i := range min(len(fr), len(br)) {
-					if fr[i].ok() && br[i].ok() && br[i].tps > 0 {
-						per = append(per, fmt.Sprintf("%.2f", fr[i].tps/br[i].tps))
-					}
-				}
-				each = strings.Join(per, ", ")
+			d, dok := median(r.all(sc.name, "direct"))
+			tpsFD := "n/a"
+			if fok && dok {
+				tpsFD = ratio(f.tps, d.tps)
 			}
-			if fok && dok && d.tps > 0 {
-				tpsFD = fmt.Sprintf("%.2f", f.tps/d.tps)
-			}
-			if bok && bo.aborted > 0 {
-				// The survivors' throughput is not comparable.
-				tpsFB = fmt.Sprintf("n/a (pgbouncer: %d of %d clients aborted)", bo.aborted, sc.clients)
-				cpuFB, each = "n/a", "n/a"
-			}
-			p("| %s | %s | %s | %s |", sc.title, tpsFB, cpuFB, tpsFD)
+			p("| %s | %s | %s | %s |", sc.title, strings.Join(tps, " | "), strings.Join(cpu, " | "), tpsFD)
 			if o.rounds > 1 {
-				p(" %s |", each)
+				p(" %s |", strings.Join(each, " | "))
 			}
 			p("\n")
 		}
@@ -186,6 +185,22 @@ func (r *report) markdown() string {
 			p("\n")
 		}
 		p("\n")
+		var measures []string
+		for _, n := range o.idleSteps {
+			measures = append(measures, fmt.Sprintf("RSS @ %d", n), fmt.Sprintf("bytes / client @ %d", n))
+		}
+		r.ratioTable(p, measures, func(i int, target string) float64 {
+			for _, x := range r.idle {
+				if x.target == target && x.err == "" && i/2 < len(x.steps) {
+					s := x.steps[i/2]
+					if i%2 == 0 {
+						return float64(s.rss)
+					}
+					return x.bytesPerClient(s)
+				}
+			}
+			return math.NaN()
+		})
 	}
 
 	if len(r.latency) > 0 {
@@ -209,6 +224,21 @@ func (r *report) markdown() string {
 			p("| %s | %.0f | %.0f | %s |\n", x.target, x.p50, x.p99, add)
 		}
 		p("\n")
+		r.ratioTable(p, []string{"p50", "p99", "p50 added vs direct"}, func(i int, target string) float64 {
+			for _, x := range r.latency {
+				if x.target == target && x.err == "" {
+					switch {
+					case i == 0:
+						return x.p50
+					case i == 1:
+						return x.p99
+					case direct != nil:
+						return x.p50 - direct.p50
+					}
+				}
+			}
+			return math.NaN()
+		})
 	}
 
 	if len(r.kernel) > 0 {
@@ -255,6 +285,19 @@ func (r *report) markdown() string {
 			p("\n")
 		}
 		p("\n")
+		r.ratioTable(p, []string{"CPU µs / tx", "system calls / tx"}, func(i int, target string) float64 {
+			for _, x := range r.kernel {
+				if x.target == target && x.err == "" {
+					if i == 0 {
+						return x.cpuUS
+					}
+					if len(x.syscalls) > 0 {
+						return x.syscalls[0].perTx // "all"
+					}
+				}
+			}
+			return math.NaN()
+		})
 	}
 
 	if len(r.instr) > 0 {
@@ -267,7 +310,7 @@ func (r *report) markdown() string {
 			tx = append(tx, instrRow{x.target, x.skipped == "", x.perTx, x.base, x.full, x.parts})
 			login = append(login, instrRow{x.target, x.skipped == "" && x.loginErr == "", x.perLogin, x.loginBase, x.loginFull, x.loginParts})
 		}
-		instrTable(p, "tx", "transaction", "-t 200", "-t 2000", tx, func(target string) string {
+		instrTable(p, "tx", "-t 200", "-t 2000", tx, func(target string) string {
 			by := "shared object"
 			if target == "pgferry" {
 				by = "Go package"
@@ -279,8 +322,19 @@ func (r *report) markdown() string {
 		p("The same pooler processes, after the runs above: `pgbench -n -S -C -c 4 -j 1 -t 50` and `-t 250` (a SCRAM login per transaction), ")
 		p("each followed by `callgrind_control --dump`; instructions/login = (Ir(250) - Ir(50)) / (4 × 200), the median of three such pairs. User space only: ")
 		p("the kernel's share of a login (accept, socket calls, wake-ups) is in the connection storm's CPU column.\n\n")
-		instrTable(p, "login", "login", "-t 50 -C", "-t 250 -C", login, func(target string) string {
+		instrTable(p, "login", "-t 50 -C", "-t 250 -C", login, func(target string) string {
 			return fmt.Sprintf("Where %s's instructions per login go", target)
+		})
+
+		p("### Instructions: pgferry against each PgBouncer\n\n")
+		r.ratioTable(p, []string{"instructions / transaction", "instructions / login"}, func(i int, target string) float64 {
+			rows := [][]instrRow{tx, login}[i]
+			for _, x := range rows {
+				if x.target == target && x.ok {
+					return x.per
+				}
+			}
+			return math.NaN()
 		})
 	}
 
@@ -397,6 +451,55 @@ func tpsRange(runs []runResult) (lo, hi float64) {
 	return lo, hi
 }
 
+// vsBouncer compares pgferry's runs of a scenario with one PgBouncer's:
+// TPS and CPU per 1k tx as ratios of the medians, and the TPS ratio of each
+// round. Where that PgBouncer's clients aborted, the survivors' throughput is
+// not comparable.
+func vsBouncer(fr, br []runResult, clients int) (tps, cpu, each string) {
+	f, fok := median(fr)
+	b, bok := median(br)
+	switch {
+	case bok && b.aborted > 0:
+		return fmt.Sprintf("n/a (%d of %d clients aborted)", b.aborted, clients), "n/a", "n/a"
+	case !fok || !bok:
+		return "n/a", "n/a", "n/a"
+	}
+	var per []string
+	for i := range min(len(fr), len(br)) {
+		if fr[i].ok() && br[i].ok() {
+			per = append(per, ratio(fr[i].tps, br[i].tps))
+		}
+	}
+	return ratio(f.tps, b.tps), ratio(medianCPU(fr), medianCPU(br)), strings.Join(per, ", ")
+}
+
+// ratioTable prints one row per measure and one column per PgBouncer:
+// pgferry's value divided by that PgBouncer's. value(i, target) is the
+// value of measures[i]; NaN where there is none.
+func (r *report) ratioTable(p func(string, ...any), measures []string, value func(i int, target string) float64) {
+	p("| measure |")
+	for _, b := range r.bouncers {
+		p(" pgferry / %s |", b)
+	}
+	p("\n|---|%s\n", strings.Repeat("---:|", len(r.bouncers)))
+	for i, m := range measures {
+		p("| %s |", m)
+		for _, b := range r.bouncers {
+			p(" %s |", ratio(value(i, "pgferry"), value(i, b)))
+		}
+		p("\n")
+	}
+	p("\n")
+}
+
+// ratio is a/b to two decimals, or n/a unless both are positive.
+func ratio(a, b float64) string {
+	if !(a > 0 && b > 0) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
 func fnum(v float64, prec int) string {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return "—"
@@ -427,26 +530,16 @@ type instrRow struct {
 	parts      []costShare
 }
 
-// instrTable prints the instructions per unit of each pooler, the
-// pgferry/pgbouncer ratio and each pooler's breakdown under where(target).
-func instrTable(p func(string, ...any), unit, unitWord, shortRun, longRun string, rows []instrRow, where func(target string) string) {
+// instrTable prints the instructions per unit of each pooler and each
+// pooler's breakdown under where(target).
+func instrTable(p func(string, ...any), unit, shortRun, longRun string, rows []instrRow, where func(target string) string) {
 	p("| pooler | instructions / %s | Ir, %s run | Ir, %s run |\n|---|---:|---:|---:|\n", unit, shortRun, longRun)
-	var ferry, bouncer float64
 	for _, x := range rows {
 		if !x.ok {
 			p("| %s | n/a | | |\n", x.target)
 			continue
 		}
 		p("| %s | %.0f | %d | %d |\n", x.target, x.per, x.base, x.full)
-		switch x.target {
-		case "pgferry":
-			ferry = x.per
-		case "pgbouncer":
-			bouncer = x.per
-		}
-	}
-	if ferry > 0 && bouncer > 0 {
-		p("\npgferry / pgbouncer instructions per %s: %.2f\n", unitWord, ferry/bouncer)
 	}
 	p("\n")
 	for _, x := range rows {
