@@ -195,6 +195,23 @@ type Config struct {
 	// Databases holds the routable databases keyed by the name clients
 	// connect to; "*" is the fallback for names not listed.
 	Databases map[string]Database `toml:"databases"`
+
+	// PeerID identifies this instance among peered pgferry (or PgBouncer)
+	// instances behind one load balancer: it is written into the cancel
+	// keys handed to clients, so a cancel that lands on another instance is
+	// forwarded here (PgBouncer 1.19+ peering). 0 disables peering; at most
+	// 16383.
+	PeerID int `toml:"peer_id"`
+	// Peers lists the other instances by peer id ("2" = { host, port }),
+	// PgBouncer's [peers] section.
+	Peers map[string]Peer `toml:"peers"`
+	// PeersDNS names the instances through DNS instead (a Kubernetes
+	// headless Service): every address it resolves to, on PeersPort
+	// (default listen_port), is a peer. A cancel for another instance is
+	// sent to each of them, re-resolved at most every PeersDNSInterval.
+	PeersDNS         string   `toml:"peers_dns"`
+	PeersPort        int      `toml:"peers_port"`
+	PeersDNSInterval Duration `toml:"peers_dns_interval"`
 }
 
 // User holds per-user settings; zero values inherit the global ones.
@@ -206,6 +223,14 @@ type User struct {
 	PoolMode string `toml:"pool_mode"`
 	// MaxUserConnections overrides Config.MaxUserConnections; 0 inherits.
 	MaxUserConnections int `toml:"max_user_connections"`
+}
+
+// Peer is another pgferry (or PgBouncer) instance that cancel requests for
+// its clients are forwarded to.
+type Peer struct {
+	Host string `toml:"host"`
+	// Port defaults to 6432.
+	Port int `toml:"port"`
 }
 
 // Replica is a read replica of a database.
@@ -343,6 +368,7 @@ func Default() *Config {
 		QueryWaitTimeout:        Duration(120 * time.Second),
 		ClientLoginTimeout:      Duration(60 * time.Second),
 		CancelWaitTimeout:       Duration(10 * time.Second),
+		PeersDNSInterval:        Duration(10 * time.Second),
 		ShutdownTimeout:         Duration(30 * time.Second),
 		MaxPreparedStatements:   200,
 		TrackExtraParameters:    []string{"IntervalStyle", "search_path"},

@@ -13,6 +13,7 @@ const (
 	iniSectionPgBouncer = "pgbouncer"
 	iniSectionDatabases = "databases"
 	iniSectionUsers     = "users"
+	iniSectionPeers     = "peers"
 )
 
 // iniUnsupportedAuthTypes are PgBouncer auth_type values pgferry does not
@@ -68,7 +69,7 @@ func decodeINI(data []byte, c *Config) ([]string, error) {
 			section = strings.ToLower(strings.TrimSpace(line[1 : len(line)-1]))
 			skipSection = false
 			switch section {
-			case iniSectionPgBouncer, iniSectionDatabases, iniSectionUsers:
+			case iniSectionPgBouncer, iniSectionDatabases, iniSectionUsers, iniSectionPeers:
 			default:
 				warnf("section [%s] is not supported by pgferry and is ignored", section)
 				skipSection = true
@@ -122,6 +123,18 @@ func decodeINI(data []byte, c *Config) ([]string, error) {
 				continue
 			}
 			c.Users[key] = u
+		case iniSectionPeers:
+			peer := Peer{}
+			w, err := setINIPairs(reflect.ValueOf(&peer).Elem(), "peers."+quoteKey(key), value, nil)
+			warnings = append(warnings, w...)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if c.Peers == nil {
+				c.Peers = map[string]Peer{}
+			}
+			c.Peers[key] = peer
 		}
 	}
 	if !authTypeSet {

@@ -82,9 +82,9 @@ func TestINIReadsSettings(t *testing.T) {
 		},
 		{
 			name:    "unknown sections are ignored with a warning",
-			doc:     "[pgbouncer]\nauth_type = trust\n[peers]\n1 = host=x\n" + iniDB,
+			doc:     "[pgbouncer]\nauth_type = trust\n[other]\n1 = host=x\n" + iniDB,
 			check:   func(c *Config) bool { return len(c.Databases) == 1 },
-			warning: "section [peers] is not supported",
+			warning: "section [other] is not supported",
 		},
 		{
 			name: "quoted names and connection string escapes",
@@ -317,6 +317,37 @@ func TestCertAuthLoadsWithVerifiedClientTLS(t *testing.T) {
 		}
 		if c.AuthType != "cert" {
 			t.Fatalf("%s: auth_type = %q", mode, c.AuthType)
+		}
+	}
+}
+
+func TestPgBouncerPeeringReadsPeerIDAndThePeersSection(t *testing.T) {
+	doc := "[pgbouncer]\nauth_type = trust\npeer_id = 2\n[peers]\n1 = host=10.0.0.1 port=6433\n3 = host=pgferry-3.example\n" + iniDB
+	c, warnings, err := Parse([]byte(doc), "ini", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range warnings {
+		if strings.Contains(w, "peer") {
+			t.Errorf("peering reported as unsupported: %s", w)
+		}
+	}
+	if c.PeerID != 2 || c.Peers["1"] != (Peer{Host: "10.0.0.1", Port: 6433}) || c.Peers["3"].Host != "pgferry-3.example" {
+		t.Fatalf("peer_id %d, peers %+v", c.PeerID, c.Peers)
+	}
+}
+
+func TestPeeringConfigIsValidatedAtLoad(t *testing.T) {
+	tests := []struct{ doc, want string }{
+		{"[pgbouncer]\nauth_type = trust\npeer_id = 16384\n", "peer_id"},
+		{"[pgbouncer]\nauth_type = trust\n[peers]\n1 = host=a\n", "peer_id: must be set"},
+		{"[pgbouncer]\nauth_type = trust\npeer_id = 1\n[peers]\nx = host=a\n", "a peer is named by its peer_id"},
+		{"[pgbouncer]\nauth_type = trust\npeer_id = 1\n[peers]\n2 = port=5\n", "peers.2.host: must be set"},
+	}
+	for _, tc := range tests {
+		_, _, err := Parse([]byte(tc.doc+iniDB), "ini", nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want an error naming %q", tc.doc, err, tc.want)
 		}
 	}
 }

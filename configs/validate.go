@@ -118,6 +118,7 @@ func (c *Config) Validate() error {
 	c.validateAuth(&p)
 	c.validatePooling(&p)
 	c.validateTLS(&p)
+	c.validatePeers(&p)
 	p.oneOf("log_level", c.LogLevel, logLevels)
 	p.oneOf("log_format", c.LogFormat, logFormats)
 	p.nonNegativeDurations("", *c)
@@ -142,6 +143,29 @@ func (c *Config) Validate() error {
 		c.validateDatabase(&p, name, c.Databases[name], aliases)
 	}
 	return errors.Join(p...)
+}
+
+// maxPeerID is PgBouncer's: the id travels in 14 bits of the cancel key.
+const maxPeerID = 16383
+
+func (c *Config) validatePeers(p *problems) {
+	p.between("peer_id", int64(c.PeerID), 0, maxPeerID)
+	for _, name := range sortedKeys(c.Peers) {
+		key := "peers." + quoteKey(name)
+		id, err := strconv.Atoi(name)
+		if err != nil || id < 1 || id > maxPeerID {
+			p.add(key, "a peer is named by its peer_id, a number from 1 to %d", maxPeerID)
+		}
+		peer := c.Peers[name]
+		if peer.Host == "" {
+			p.add(key+".host", "must be set")
+		}
+		p.between(key+".port", int64(peer.Port), 0, 65535)
+	}
+	if (len(c.Peers) > 0 || c.PeersDNS != "") && c.PeerID == 0 {
+		p.add("peer_id", "must be set (1 to %d, unique among the peers) when peers or peers_dns is set", maxPeerID)
+	}
+	p.between("peers_port", int64(c.PeersPort), 0, 65535)
 }
 
 // quoteKey quotes a key segment the way TOML needs it.

@@ -85,7 +85,7 @@ func (ss *session) startAdmin(cfg *configs.Config) error {
 		return errDraining
 	}
 	ss.admin = true
-	ss.pid, ss.key = randomKey()
+	ss.pid, ss.key = ss.srv.newCancelKey()
 	ss.raw.SetDeadline(time.Time{}) // client_login_timeout no longer applies
 	ss.srv.register(ss)
 	defer ss.srv.unregister(ss)

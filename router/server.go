@@ -39,6 +39,9 @@ type Options struct {
 	// database entry; nil uses the entry's static password. cmd wires Entra
 	// ID token sources through it.
 	PasswordSource func(dbName string, db configs.Database) (pool.PasswordSource, error)
+	// PeerResolver resolves peers_dns and peer host names; nil is the
+	// system's resolver. Tests point it at a DNS server they control.
+	PeerResolver *net.Resolver
 	// StatementHash, for tests, replaces the hash that finds candidate
 	// prepared statements (prepared.NewRegistry); nil is the default.
 	StatementHash func([]byte) uint64
@@ -93,6 +96,7 @@ type Server struct {
 	budget   budgetWatch    // interrupts inline relays past inlineBudget
 	tracked  atomic.Pointer[trackedKeys]
 	stmts    *prepared.Registry // clients' named statements by content
+	peers    peerSet            // peers_dns answers
 	throttle *authThrottle
 	started  time.Time
 }

@@ -497,7 +497,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 			continue
 		case protocol.CancelRequestCode:
 			if ss.refusal == nil || ss.refusal.forwardCancel {
-				ss.srv.forwardCancel(st.CancelPID, st.CancelKey)
+				ss.srv.routeCancel(st.CancelPID, st.CancelKey)
 			}
 			return errCancelDone
 		}
@@ -566,7 +566,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 	if err := ss.initParams(cfg, st); err != nil {
 		return err
 	}
-	ss.pid, ss.key = randomKey()
+	ss.pid, ss.key = ss.srv.newCancelKey()
 	if err := ss.greet(); err != nil {
 		return err
 	}
