@@ -41,6 +41,7 @@ type Metrics struct {
 	srv atomic.Pointer[router.Server]
 
 	poolWait     *prometheus.HistogramVec
+	outages      *prometheus.HistogramVec
 	serverLogins *prometheus.CounterVec
 	rejected     *prometheus.CounterVec
 	rejectedBy   map[string]prometheus.Counter // pre-bound children of rejected
@@ -63,6 +64,11 @@ func New(reg prometheus.Registerer, srv *router.Server, version string) *Metrics
 			Namespace: namespace, Subsystem: "pool", Name: "wait_seconds",
 			Help:    "Time clients waited in a pool's queue for a server connection, in seconds.",
 			Buckets: poolWaitBuckets,
+		}, []string{labelDatabase, labelUser}),
+		outages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: "pool", Name: "outage_seconds",
+			Help:    "How long server connections could not be opened (refused, reset, starting up, no writable host) before a dial succeeded again, in seconds: the time a restart, crash or failover took to recover, as pgferry saw it.",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300},
 		}, []string{labelDatabase, labelUser}),
 		serverLogins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "server", Name: "logins_total",
@@ -87,7 +93,7 @@ func New(reg prometheus.Registerer, srv *router.Server, version string) *Metrics
 	})
 	buildInfo.Set(1)
 	reg.MustRegister(
-		m.poolWait, m.serverLogins, m.rejected, buildInfo,
+		m.poolWait, m.outages, m.serverLogins, m.rejected, buildInfo,
 		&snapshotCollector{m: m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -119,17 +125,20 @@ func (h routerHooks) ClientRejected(reason string) {
 func (h routerHooks) PoolHooks(database, user string) pool.Hooks {
 	return &poolHooks{
 		wait:      h.m.poolWait.WithLabelValues(database, user),
+		outage:    h.m.outages.WithLabelValues(database, user),
 		loginOK:   h.m.serverLogins.WithLabelValues(database, user, "success"),
 		loginFail: h.m.serverLogins.WithLabelValues(database, user, "failure"),
 	}
 }
 
 type poolHooks struct {
-	wait               prometheus.Observer
+	wait, outage       prometheus.Observer
 	loginOK, loginFail prometheus.Counter
 }
 
 func (p *poolHooks) WaitObserved(d time.Duration) { p.wait.Observe(d.Seconds()) }
+
+func (p *poolHooks) OutageEnded(d time.Duration) { p.outage.Observe(d.Seconds()) }
 
 func (p *poolHooks) LoginObserved(_ time.Duration, err error) {
 	if err != nil {

@@ -74,6 +74,9 @@ type Hooks interface {
 	WaitObserved(d time.Duration)
 	// LoginObserved reports a server login attempt and its outcome.
 	LoginObserved(d time.Duration, err error)
+	// OutageEnded reports that a dial succeeded after transient failures
+	// (a restart, crash or failover) that began d earlier.
+	OutageEnded(d time.Duration)
 }
 
 // Stat is a snapshot of a pool. Counters are cumulative.
@@ -474,6 +477,9 @@ func (p *Pool) dialOne() {
 	}
 	p.loginErr = nil
 	p.retryDelay = 0
+	if !p.outageSince.IsZero() && p.cfg.Hooks != nil {
+		p.cfg.Hooks.OutageEnded(p.now().Sub(p.outageSince))
+	}
 	p.outageSince = time.Time{}
 	sc.gen = p.gen
 	sc.slot = len(p.conns)

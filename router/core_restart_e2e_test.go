@@ -3,6 +3,7 @@ package router_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -204,5 +205,8 @@ func TestClientsBetweenTransactionsRideOutACrashAndRestart(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Errorf("a client between transactions got an error across the restart: %v", err)
 		}
+	}
+	if !strings.Contains(f.Logs(), "server reachable again") {
+		t.Errorf("the end of the outage was not logged")
 	}
 }

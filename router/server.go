@@ -540,8 +540,9 @@ func (s *Server) poolFor(dbName string, db configs.Database, user string, client
 		HoldTimeout:    holdTimeout(cfg),
 		MaxPrepared:    cfg.MaxPreparedStatements,
 	}
+	pc.Hooks = outageLog{log: s.log, database: dbName}
 	if s.opts.Hooks != nil {
-		pc.Hooks = s.opts.Hooks.PoolHooks(dbName, user)
+		pc.Hooks = outageLog{Hooks: s.opts.Hooks.PoolHooks(dbName, user), log: s.log, database: dbName}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -594,6 +595,35 @@ type replicaPool struct {
 
 // addReplicas creates a pool per replica and the lag monitor that decides
 // which are in rotation. pc is the primary's pool config.
+// outageLog logs the end of a server outage (and passes every observation
+// on to Hooks, when set): when the server was back, and how long it had been
+// away as pgferry saw it.
+type outageLog struct {
+	pool.Hooks
+	log      *zap.Logger
+	database string
+}
+
+func (o outageLog) WaitObserved(d time.Duration) {
+	if o.Hooks != nil {
+		o.Hooks.WaitObserved(d)
+	}
+}
+
+func (o outageLog) LoginObserved(d time.Duration, err error) {
+	if o.Hooks != nil {
+		o.Hooks.LoginObserved(d, err)
+	}
+}
+
+func (o outageLog) OutageEnded(d time.Duration) {
+	o.log.Info("server reachable again; held clients are being served",
+		zap.String("database", o.database), zap.Duration("outage", d))
+	if o.Hooks != nil {
+		o.Hooks.OutageEnded(d)
+	}
+}
+
 // holdTimeout is outage_hold_timeout, bounded by query_wait_timeout.
 func holdTimeout(cfg *configs.Config) time.Duration {
 	d, qw := cfg.OutageHoldTimeout.Std(), cfg.QueryWaitTimeout.Std()
