@@ -347,7 +347,12 @@ func (ss *session) notify(frame []byte) (running *pool.ServerConn) {
 	}
 	if len(ss.mailbox)+len(frame) > maxMailbox {
 		ss.mailbox = nil
-		return ss.doomLocked(errNotificationBacklog, "notification backlog over the per-client limit: disconnecting the client")
+		running, first := ss.markDoomed(errNotificationBacklog)
+		ss.mu.Unlock()
+		if first {
+			ss.announceDoom("notification backlog over the per-client limit: disconnecting the client")
+		}
+		return running
 	}
 	ss.mailbox = append(ss.mailbox, append([]byte(nil), frame...)...)
 	linked := ss.server != nil

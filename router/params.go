@@ -421,10 +421,19 @@ func (ss *session) refuse(e *protocol.Error) (bool, error) {
 		ss.wr.SetBuffer(protocol.AppendReadyForQuery(b, protocol.TxIdle))
 		return true, ss.flushClientIfIdle()
 	}
-	sc, err := ss.link(false)
-	if err != nil {
-		return true, err
+	var sc *pool.ServerConn
+	for {
+		var err error
+		if sc, err = ss.link(false); err != nil {
+			return true, err
+		}
+		ss.mu.Lock()
+		if ss.stillLinked(sc) {
+			break
+		}
+		ss.mu.Unlock()
 	}
+	ss.wmu.Lock()
 	sql := raiseSQL(e)
 	ss.q.push(expect{kind: kQuery})
 	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), sql))

@@ -138,14 +138,24 @@ func (ss *session) handle(typ byte, size int) error {
 	if ss.entry.monitor != nil && !ss.isLinked() {
 		readOnly = ss.wantsReplica(typ, frame)
 	}
-	sc, err := ss.link(readOnly)
-	if err != nil {
-		var pe *protocol.Error
-		if typ == protocol.MsgQuery && errors.As(err, &pe) && !pe.IsFatal() {
-			_, err = ss.refuse(pe)
+	ss.mu.Lock()
+	sc := ss.server // inside a transaction: linked already, one lock
+	for sc == nil {
+		ss.mu.Unlock()
+		var err error
+		if sc, err = ss.link(readOnly); err != nil {
+			var pe *protocol.Error
+			if typ == protocol.MsgQuery && errors.As(err, &pe) && !pe.IsFatal() {
+				_, err = ss.refuse(pe)
+			}
+			return err
 		}
-		return err
+		ss.mu.Lock()
+		if !ss.stillLinked(sc) {
+			sc = nil
+		}
 	}
+	ss.wmu.Lock()
 	ss.process(sc, typ, frame)
 	ss.mu.Unlock()
 	err = ss.flushServerIfIdle(sc)
@@ -216,8 +226,7 @@ func (ss *session) flushClientIfIdle() error {
 	return ss.wr.Flush()
 }
 
-// link returns the linked server, borrowing one if needed, with mu and wmu
-// held. On error neither is held.
+// isLinked reports whether a server is linked.
 func (ss *session) isLinked() bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -225,13 +234,14 @@ func (ss *session) isLinked() bool {
 }
 
 // link returns the linked server, borrowing one if needed (from a replica
-// when readOnly and one is in rotation), with mu and wmu held. On error
-// neither is held.
+// when readOnly and one is in rotation). It returns with no lock held: the
+// caller takes mu, then wmu, to write, and checks the server is still
+// linked (writeLocked).
 func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	ss.mu.Lock()
-	if ss.server != nil {
-		ss.wmu.Lock()
-		return ss.server, nil
+	if sc := ss.server; sc != nil {
+		ss.mu.Unlock()
+		return sc, nil
 	}
 	if ss.dead != nil {
 		ss.mu.Unlock()
@@ -291,8 +301,16 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 		ss.entry.stats.pumpedLoans.Add(1)
 		ss.srv.pumps.run(pumpJob{ss: ss, sc: sc, done: done})
 	}
+	ss.wmu.Unlock()
+	ss.mu.Unlock()
 	return sc, nil
 }
+
+// stillLinked reports whether sc, which link returned, is still the linked
+// server; the caller holds mu and is about to take wmu and write to it. In
+// between, a pump may have returned it to the pool (the transaction before
+// ended) or lost it: the caller then links again.
+func (ss *session) stillLinked(sc *pool.ServerConn) bool { return ss.server == sc }
 
 // joinPump waits for the previous pump to exit so that only one goroutine
 // writes to the client at a time.

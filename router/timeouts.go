@@ -52,7 +52,7 @@ func (ss *session) armTransactionTimeout() {
 var errTransactionTimeout = protocol.Fatal(protocol.SQLStateTransactionTimeout, "transaction_timeout: the transaction was open longer than allowed; it was rolled back")
 
 // onTransactionTimeout ends a session whose transaction has been open
-// longer than transaction_timeout (see doomLocked).
+// longer than transaction_timeout (see markDoomed).
 func (ss *session) onTransactionTimeout() {
 	d := ss.srv.cfg.Load().TransactionTimeout.Std()
 	ss.mu.Lock()
@@ -62,7 +62,12 @@ func (ss *session) onTransactionTimeout() {
 		ss.mu.Unlock()
 		return
 	}
-	if running := ss.doomLocked(errTransactionTimeout, "transaction_timeout: disconnecting the client"); running != nil {
+	running, first := ss.markDoomed(errTransactionTimeout)
+	ss.mu.Unlock()
+	if first {
+		ss.announceDoom("transaction_timeout: disconnecting the client")
+	}
+	if running != nil {
 		ss.cancelRunning(context.Background(), running)
 	}
 }
@@ -71,25 +76,20 @@ func (ss *session) onTransactionTimeout() {
 // enough to deliver the FATAL, and a bound on a client that stopped reading.
 const doomGrace = time.Second
 
-// doomLocked ends the session with the FATAL e: the relay reading the
-// server (if any) is interrupted and reports it; a client idle between
-// messages is woken and gets it from onWake; writes to a client that does
-// not read fail after doomGrace. The server connection is closed, which
-// rolls a transaction back. mu is held on entry and released.
-//
-// A query still running must be cancelled, as PostgreSQL would not notice
-// the closed connection until the query ends: doomLocked then returns its
-// server, held for the cancel (see forwardCancel), and the caller must
-// call cancelRunning with it. A session already doomed keeps its first
-// reason.
-func (ss *session) doomLocked(e *protocol.Error, logMsg string) (running *pool.ServerConn) {
+// markDoomed ends the session with the FATAL e: the relay reading the
+// server and the session goroutine reading the client stop, and the client
+// is told e. A server running a query is held for a cancel (the caller
+// delivers it with cancelRunning once mu is released): the server would
+// otherwise keep running it. mu is held, and stays held; first reports
+// whether this doom was the first, which the caller then announces
+// (announceDoom) after releasing mu.
+func (ss *session) markDoomed(e *protocol.Error) (running *pool.ServerConn, first bool) {
 	sc := ss.server
 	if ss.doomed != nil {
 		if sc != nil {
 			sc.Interrupt() // linked since the first doom
 		}
-		ss.mu.Unlock()
-		return nil
+		return nil, false
 	}
 	ss.doomed = e
 	if sc != nil {
@@ -99,15 +99,19 @@ func (ss *session) doomLocked(e *protocol.Error, logMsg string) (running *pool.S
 			running = sc
 		}
 	}
-	ss.mu.Unlock()
+	return running, true
+}
+
+// announceDoom logs a first doom and wakes the session goroutine; writes
+// to a client that does not read give up after doomGrace. mu is not held.
+func (ss *session) announceDoom(logMsg string) {
 	ss.logger().Info(logMsg)
 	ss.raw.SetWriteDeadline(time.Now().Add(doomGrace))
 	ss.wake()
-	return running
 }
 
 // cancelRunning cancels the query a doomed session's server is running
-// and ends the hold doomLocked took on the server.
+// and ends the hold markDoomed took on the server.
 func (ss *session) cancelRunning(ctx context.Context, sc *pool.ServerConn) {
 	defer ss.cancelDone(sc)
 	if err := ss.srv.sendServerCancel(ctx, sc); err != nil {
