@@ -404,7 +404,10 @@ func (e *env) startFerry(ctx context.Context, wrapper []string) (*proc, error) {
 	}
 	if len(wrapper) > 0 {
 		// Callgrind cannot take the SIGURG preemption signals.
-		env = append(env, "GODEBUG=asyncpreemptoff=1")
+		// valgrind 3.19 does not decode RDTSCP, which the Go runtime uses
+		// (cputicks, on a contended runtime lock) when CPUID reports it, as
+		// valgrind does on AMD hosts: the pooler died with SIGILL.
+		env = append(env, "GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off")
 	}
 	p, err := startProc("pgferry", argv, env, nil, filepath.Join(e.tmp, "pgferry.log"))
 	if err != nil {
