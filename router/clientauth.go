@@ -1,0 +1,293 @@
+// Client authentication by auth_type (and auth_hba_file): trust, plain,
+// md5, SCRAM-SHA-256 and client certificates.
+
+package router
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/auth"
+	"github.com/pgferry/pgferry/auth/hba"
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// authenticate checks the client's password per auth_type. It returns the
+// cleartext password when the exchange revealed it (plain auth), which may
+// serve as the server password when the database entry has none.
+func (ss *session) authenticate(cfg *configs.Config) (string, error) {
+	method, err := ss.authMethod(cfg)
+	if err != nil {
+		return "", err
+	}
+	fail := func() error {
+		ss.srv.reject("auth")
+		ss.srv.throttle.failed(ss.raw.RemoteAddr())
+		return protocol.Fatal(protocol.SQLStateInvalidPassword, fmt.Sprintf("password authentication failed for user %q", ss.user))
+	}
+	if d := ss.srv.throttle.delay(ss.raw.RemoteAddr()); d > 0 {
+		time.Sleep(d)
+	}
+	switch method {
+	case "trust":
+		ss.queueAuthOK()
+		return "", nil
+	case "cert":
+		return "", ss.certLogin()
+	}
+	cred, known := ss.srv.store.Load().Lookup(ss.user)
+	switch {
+	case method == "plain" || (method == "md5" && known && cred.Kind() == auth.KindMD5):
+		if method == "plain" {
+			if err := ss.sendAuth(authCleartextPassword, nil); err != nil {
+				return "", err
+			}
+			pw, err := ss.readPassword()
+			if err != nil {
+				return "", err
+			}
+			if !known || !auth.VerifyPlain(cred, pw) {
+				return "", fail()
+			}
+			ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
+			ss.queueAuthOK()
+			return pw, nil
+		}
+		var salt [4]byte
+		rand.Read(salt[:])
+		if err := ss.sendAuth(authMD5Password, salt[:]); err != nil {
+			return "", err
+		}
+		pw, err := ss.readPassword()
+		if err != nil {
+			return "", err
+		}
+		if !known || !auth.VerifyMD5(ss.user, cred, salt, pw) {
+			return "", fail()
+		}
+		ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
+		ss.queueAuthOK()
+		return "", nil
+	}
+	// SCRAM-SHA-256 (also for md5 with a SCRAM or plain secret, as PgBouncer).
+	var binding []byte
+	if ss.tls {
+		binding = *ss.srv.certHash.Load()
+	}
+	var sc *auth.SCRAMServer
+	if known && cred.CanSCRAM() {
+		var err error
+		if sc, err = auth.NewSCRAMServer(ss.user, cred, binding); err != nil {
+			return "", fail()
+		}
+	} else {
+		sc = auth.NewSCRAMServerForUnknownUser(ss.user, binding)
+	}
+	var mechs []byte
+	for _, m := range sc.Mechanisms() {
+		mechs = append(append(mechs, m...), 0)
+	}
+	if err := ss.sendAuth(authSASL, append(mechs, 0)); err != nil {
+		return "", err
+	}
+	body, err := ss.readAuthMessage("SASL initial response")
+	if err != nil {
+		return "", err
+	}
+	// SASLInitialResponse: mechanism, then the length of the data (-1: none)
+	// and the data.
+	mech, rest, ok := protocol.CString(body)
+	if !ok || len(rest) < 4 {
+		return "", errBadAuthMessage()
+	}
+	n, data := int32(binary.BigEndian.Uint32(rest)), rest[4:]
+	switch {
+	case n == -1 && len(data) == 0:
+		data = nil
+	case n < 0 || int(n) != len(data):
+		return "", errBadAuthMessage()
+	}
+	first, err := sc.Start(string(mech), data)
+	if err != nil {
+		return "", scramErr(err, fail)
+	}
+	if err := ss.sendAuth(authSASLContinue, first); err != nil {
+		return "", err
+	}
+	resp, err := ss.readAuthMessage("SASL response") // the data alone
+	if err != nil {
+		return "", err
+	}
+	final, err := sc.Finish(resp)
+	if err != nil {
+		return "", scramErr(err, fail)
+	}
+	ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
+	ss.authOK = protocol.AppendAuthentication(ss.authOK, authSASLFinal, final)
+	ss.queueAuthOK()
+	return "", nil
+}
+
+// authMethod returns the authentication method for the client: auth_type,
+// or with auth_type "hba" the method of the first auth_hba_file line that
+// applies. A client no line admits, or a reject line, is refused here with
+// PostgreSQL's SQLSTATE (28000) and a message shaped like its own.
+func (ss *session) authMethod(cfg *configs.Config) (string, error) {
+	if cfg.AuthType != "hba" {
+		return cfg.AuthType, nil
+	}
+	rules := ss.srv.hba.Load()
+	c := hba.Conn{TLS: ss.tls, Database: ss.database, User: ss.user, Local: true}
+	host := "[local]"
+	if ta, ok := ss.raw.RemoteAddr().(*net.TCPAddr); ok {
+		c.Local, c.Addr = false, ta.AddrPort().Addr()
+		host = c.Addr.Unmap().String()
+	}
+	var rule hba.Rule
+	ok := false
+	if rules != nil {
+		rule, ok = rules.Match(c)
+	}
+	if ok && rule.Method != hba.MethodReject {
+		if ss.debugEnabled() {
+			ss.logger().Debug("auth_hba_file line matched", zap.String("hba_file", rule.File), zap.Int("hba_line", rule.Line), zap.String("method", string(rule.Method)))
+		}
+		if rule.Method == hba.MethodPassword {
+			return "plain", nil
+		}
+		return string(rule.Method), nil
+	}
+	ss.srv.reject("hba")
+	enc := "no encryption"
+	if ss.tls {
+		enc = "SSL encryption"
+	}
+	msg := fmt.Sprintf("no auth_hba_file entry for host %q, user %q, database %q, %s", host, ss.user, ss.database, enc)
+	if ok {
+		msg = fmt.Sprintf("auth_hba_file rejects connection for host %q, user %q, database %q, %s", host, ss.user, ss.database, enc)
+		ss.logger().Info("client refused by auth_hba_file", zap.String("hba_file", rule.File), zap.Int("hba_line", rule.Line))
+	}
+	return "", protocol.Fatal(protocol.SQLStateInvalidAuthorization, msg)
+}
+
+// certLogin admits a client whose verified TLS client certificate names it:
+// the certificate's common name must equal the user name, as PostgreSQL's
+// cert method requires without a user name map. The TLS handshake already
+// verified the certificate against client_tls_ca_file.
+func (ss *session) certLogin() error {
+	var certs []*x509.Certificate
+	if t, ok := ss.conn.(*tls.Conn); ok {
+		certs = t.ConnectionState().PeerCertificates
+	}
+	if len(certs) == 0 {
+		ss.srv.reject("auth")
+		return protocol.Fatal(protocol.SQLStateInvalidAuthorization, "connection requires a valid client certificate")
+	}
+	if cn := certs[0].Subject.CommonName; cn != ss.user {
+		ss.srv.reject("auth")
+		ss.logger().Info("client certificate names another user", zap.String("cert_common_name", cn))
+		return protocol.Fatal(protocol.SQLStateInvalidAuthorization, fmt.Sprintf("certificate authentication failed for user %q", ss.user))
+	}
+	ss.queueAuthOK()
+	return nil
+}
+
+// Authentication request codes (the int32 after 'R').
+const (
+	authOK                = 0
+	authCleartextPassword = 3
+	authMD5Password       = 5
+	authSASL              = 10
+	authSASLContinue      = 11
+	authSASLFinal         = 12
+)
+
+// maxAuthMessage bounds a password or SASL message, as PostgreSQL's
+// PG_MAX_AUTH_TOKEN_LENGTH does.
+const maxAuthMessage = 65535
+
+func errBadAuthMessage() error {
+	return protocol.Fatal(protocol.SQLStateProtocolViolation, "invalid authentication message")
+}
+
+// sendAuth writes an authentication request.
+func (ss *session) sendAuth(code uint32, payload []byte) error {
+	_, err := ss.conn.Write(protocol.AppendAuthentication(nil, code, payload))
+	return err
+}
+
+// readAuthMessage reads the client's next message, which must be a
+// password or SASL message ('p', want names it for the error), and returns
+// its body. It reads exactly the message, nothing after it.
+func (ss *session) readAuthMessage(want string) ([]byte, error) {
+	var h [5]byte
+	if _, err := io.ReadFull(ss.in, h[:]); err != nil {
+		return nil, protocolErr(err)
+	}
+	n := int(int32(binary.BigEndian.Uint32(h[1:]))) - 4
+	if h[0] != protocol.MsgPassword {
+		return nil, protocol.Fatal(protocol.SQLStateProtocolViolation, "expected "+want+", got message type "+strconv.Quote(string(h[0])))
+	}
+	if n < 0 || n > maxAuthMessage {
+		return nil, errBadAuthMessage()
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(ss.in, body); err != nil {
+		return nil, protocolErr(err)
+	}
+	return body, nil
+}
+
+// readPassword reads a PasswordMessage: the password, NUL-terminated.
+func (ss *session) readPassword() (string, error) {
+	body, err := ss.readAuthMessage("password message")
+	if err != nil {
+		return "", err
+	}
+	pw, _, ok := protocol.CString(body)
+	if !ok {
+		return "", errBadAuthMessage()
+	}
+	return string(pw), nil
+}
+
+// queueAuthOK queues AuthenticationOk; it goes out in one write with the
+// welcome (greet), or before whatever else the client is told next
+// (takeAuthOK), instead of in a packet of its own.
+func (ss *session) queueAuthOK() {
+	ss.authOK = protocol.AppendAuthentication(ss.authOK, authOK, nil)
+}
+
+// takeAuthOK returns the queued authentication messages (SASLFinal and
+// AuthenticationOk) for the caller to send first, and forgets them.
+func (ss *session) takeAuthOK() []byte {
+	b := ss.authOK
+	ss.authOK = nil
+	return b
+}
+
+func scramErr(err error, fail func() error) error {
+	var pe *auth.ProtocolError
+	if errors.As(err, &pe) {
+		return protocol.Fatal(protocol.SQLStateProtocolViolation, pe.Msg)
+	}
+	return fail()
+}
+
+func protocolErr(err error) error {
+	if isEOF(err) || isTimeout(err) {
+		return err
+	}
+	return errBadAuthMessage()
+}

@@ -1,0 +1,104 @@
+// Who relays a loan's responses: the session goroutine itself (inline, in
+// transaction mode) or a pump worker beside it, and the hand-off between the
+// two when an answer is slow or the server waits for the client.
+
+package router
+
+import (
+	"errors"
+	"runtime/debug"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// inlineBudget bounds how long the session goroutine waits for the server
+// in an inline relay before a pump takes over and the session goes back to
+// watching its client (a disconnect, a CopyData). Round trips of ordinary
+// transactions finish well inside it.
+const inlineBudget = 50 * time.Millisecond
+
+// pump relays server frames to the client on a worker goroutine until the
+// transaction ends (then it returns the server to the pool) or something
+// fails. Sessions in session mode or pinned to their server, and loans an
+// inline relay handed off, are served this way.
+func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
+	defer close(done)
+	defer func() {
+		if r := recover(); r != nil {
+			ss.logger().Error("relay panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			ss.serverFailed(sc, errors.New("internal error"))
+		}
+	}()
+	ss.relayServer(sc, false)
+}
+
+// relayInline relays the server's responses on the session goroutine
+// itself when a request that asks for them has just been sent: no second
+// goroutine, no handoff between the two, and so none of the wake-ups that
+// cost more CPU than the relaying itself. It stops when the server owes
+// nothing more (the server released, or linked and idle inside the
+// transaction), and hands the loan to a pump when the server waits for the
+// client (COPY FROM STDIN), answers slower than inlineBudget, or the session
+// now needs its server watched between requests (pinned, session mode, a
+// cancel in flight).
+func (ss *session) relayInline(sc *pool.ServerConn, typ byte) {
+	if !ss.inline || ss.rd.HasFrame() {
+		return // more client frames first: the server gets them in one write
+	}
+	switch typ {
+	case protocol.MsgQuery, protocol.MsgSync, protocol.MsgFlush, protocol.MsgFunctionCall,
+		protocol.MsgCopyDone, protocol.MsgCopyFail:
+	default:
+		return // the server answers nothing before a Sync or Flush
+	}
+	ss.mu.Lock()
+	owed := ss.q.n > 0 && ss.server == sc
+	ss.mu.Unlock()
+	if owed && ss.relayServer(sc, true) == relayHandoff {
+		ss.handOff(sc)
+	}
+}
+
+// handOff starts a pump for the rest of the loan. The inline budget's read
+// deadline is cleared unless a kill, a kick or query_timeout set one that
+// the pump must see.
+func (ss *session) handOff(sc *pool.ServerConn) {
+	done := make(chan struct{})
+	ss.endBudget(sc)
+	ss.mu.Lock()
+	ss.inline = false
+	ss.pumpDone = done
+	ss.mu.Unlock()
+	ss.entry.stats.pumpedLoans.Add(1)
+	ss.srv.pumps.run(pumpJob{ss: ss, sc: sc, done: done})
+}
+
+// interrupted reports whether someone set the linked server's read
+// deadline to stop its relay: a kill, a cancel's kick, query_timeout
+// giving up on the server, or the session being doomed. mu is held.
+func (ss *session) interrupted() bool {
+	return ss.killed.Load() || ss.pumpKick || ss.serverStuck || ss.doomed != nil
+}
+
+// endBudget stops the inline budget's watch and clears the deadline it set
+// unless an interruption set one too.
+func (ss *session) endBudget(sc *pool.ServerConn) {
+	sc.StopWatch()
+	ss.mu.Lock()
+	if !ss.interrupted() {
+		sc.ClearInterrupt()
+	}
+	ss.mu.Unlock()
+}
+
+// budgetSpent reports whether a read timeout of an inline relay was its
+// budget running out rather than an interruption.
+func (ss *session) budgetSpent(sc *pool.ServerConn) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.server == sc && !ss.interrupted()
+}

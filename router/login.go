@@ -1,0 +1,288 @@
+// A client's login: SSL negotiation, the startup packet, authentication
+// (clientauth.go), the pool it will use, and the greeting.
+
+package router
+
+import (
+	"bufio"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// login runs the startup and authentication exchange. It reports whether
+// the client is logged in; on failure the client has been told why.
+func (ss *session) login(cfg *configs.Config) bool {
+	if d := cfg.ClientLoginTimeout.Std(); ss.refusal != nil {
+		if d <= 0 || d > refuseTimeout {
+			d = refuseTimeout
+		}
+		ss.raw.SetDeadline(time.Now().Add(d))
+	} else if d > 0 {
+		ss.raw.SetDeadline(time.Now().Add(d))
+	}
+	ss.beginLogin()
+	err := ss.startup(cfg)
+	ss.endLogin()
+	if err == nil {
+		ss.raw.SetDeadline(time.Time{})
+		return true
+	}
+	if errors.Is(err, errAdminDone) {
+		return false
+	}
+	var pe *protocol.Error
+	var re *relayedError
+	if ss.refusal != nil {
+		// Refused clients are counted by reason, not logged one by one: a
+		// flood would flood the log.
+		if errors.Is(err, ss.refusal.err) || isTimeout(err) {
+			ss.sendFatal(ss.refusal.err)
+		} else if errors.As(err, &pe) {
+			ss.sendFatal(pe)
+		}
+		return false
+	}
+	if errors.As(err, &pe) {
+		ss.sendFatal(pe)
+	} else if errors.As(err, &re) {
+		// The server refused pgferry's login: the client sees the
+		// server's own error, as PgBouncer relays it.
+		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		ss.conn.Write(append(ss.takeAuthOK(), re.frame...))
+	} else if isTimeout(err) {
+		ss.sendFatal(protocol.Fatal(protocol.SQLStateProtocolViolation, "client_login_timeout"))
+	}
+	if !errors.Is(err, errCancelDone) && !isEOF(err) {
+		ss.logger().Info("client login failed", zap.Error(err))
+	}
+	return false
+}
+
+var errCancelDone = errors.New("cancel request handled")
+
+// startup runs SSL negotiation, the startup message and authentication,
+// then greets the client.
+func (ss *session) startup(cfg *configs.Config) error {
+	var st *protocol.Startup
+	for {
+		var err error
+		st, err = protocol.ReadStartup(ss.in)
+		if err != nil {
+			ss.srv.reject("protocol")
+			return err
+		}
+		switch st.Code {
+		case protocol.SSLRequestCode:
+			if ss.tls {
+				return protocol.Fatal(protocol.SQLStateProtocolViolation, "SSLRequest received on an encrypted connection")
+			}
+			tc := ss.srv.ctls.Load()
+			if tc == nil || (ss.refusal != nil && ss.refusal.plainOnly) {
+				if _, err := ss.conn.Write([]byte{'N'}); err != nil {
+					return err
+				}
+				continue
+			}
+			if ss.in.Buffered() > 0 {
+				// Bytes sent before the TLS handshake would otherwise be
+				// taken as sent over TLS (CVE-2021-23214 in PostgreSQL).
+				return protocol.Fatal(protocol.SQLStateProtocolViolation, "received unencrypted data after SSL request")
+			}
+			if _, err := ss.conn.Write([]byte{'S'}); err != nil {
+				return err
+			}
+			t := tls.Server(ss.raw, tc)
+			if err := t.Handshake(); err != nil {
+				ss.srv.reject("tls")
+				return fmt.Errorf("client TLS handshake: %w", err)
+			}
+			ss.conn, ss.tls = t, true
+			ss.in.Reset(t)
+			continue
+		case protocol.GSSENCRequestCode:
+			if _, err := ss.conn.Write([]byte{'N'}); err != nil {
+				return err
+			}
+			continue
+		case protocol.CancelRequestCode:
+			if ss.refusal == nil || ss.refusal.forwardCancel {
+				ss.srv.routeCancel(st.CancelPID, st.CancelKey)
+			}
+			return errCancelDone
+		}
+		break
+	}
+	if r := ss.refusal; r != nil {
+		if !r.exemptAdmin || !adminDatabases[startupDatabase(st)] {
+			return r.err
+		}
+		// The admin console may still log in, with the usual time.
+		ss.refusal = nil
+		if d := cfg.ClientLoginTimeout.Std(); d > 0 {
+			ss.raw.SetDeadline(time.Now().Add(d))
+		} else {
+			ss.raw.SetDeadline(time.Time{})
+		}
+		growStack()
+	}
+	if st.Minor() > 0 || len(st.ProtocolOptions) > 0 {
+		if _, err := ss.conn.Write(protocol.AppendNegotiateProtocolVersion(nil, st.ProtocolOptions)); err != nil {
+			return err
+		}
+	}
+	if !ss.tls {
+		switch cfg.ClientTLSSSLMode {
+		case "require", "verify-ca", "verify-full":
+			ss.srv.reject("tls")
+			e := protocol.Fatal(protocol.SQLStateInvalidAuthorization, "SSL required")
+			e.Detail = "pgferry is configured with client_tls_sslmode = " + cfg.ClientTLSSSLMode + "; connect with sslmode=require or stronger"
+			return e
+		}
+	}
+	ss.user = st.Get("user")
+	ss.database = startupDatabase(st)
+	password, err := ss.authenticate(cfg)
+	if err != nil {
+		return err
+	}
+	if adminDatabases[ss.database] {
+		ss.startupParams = st.Params // SHOW CLIENTS of the console reads them
+		return ss.startAdmin(cfg)
+	}
+	db, readOnly, ok := cfg.LookupDatabase(ss.database)
+	if !ok {
+		return protocol.Fatal(protocol.SQLStateInvalidCatalogName, fmt.Sprintf("no such database: %s", ss.database))
+	}
+	poolName := ss.database
+	if readOnly {
+		// The alias shares the database's pools; every transaction of the
+		// session is a read.
+		poolName, ss.readOnlyAlias = aliasTarget(cfg, ss.database), true
+	}
+	serverUser := db.User
+	if serverUser == "" {
+		serverUser = ss.user
+	}
+	ss.poolName, ss.clientPassword = poolName, password
+	entry, err := ss.srv.poolFor(poolName, db, serverUser, password)
+	if err != nil {
+		return err
+	}
+	ss.entry = entry
+	ss.txnMode = entry.mode == poolModeTransaction
+	ss.pinOnState = cfg.PinOnSessionState
+
+	if err := ss.initParams(cfg, st); err != nil {
+		return err
+	}
+	ss.pid, ss.key = ss.srv.newCancelKey()
+	if err := ss.greet(); err != nil {
+		return err
+	}
+	entry.stats.clientLogins.Add(1)
+	return nil
+}
+
+// startupDatabase returns the database a startup packet asks for, which
+// defaults to the user name.
+func startupDatabase(st *protocol.Startup) string {
+	if db := st.Get("database"); db != "" {
+		return db
+	}
+	return st.Get("user")
+}
+
+func randomKey() (uint32, uint32) {
+	var b [8]byte
+	rand.Read(b[:])
+	// Keep the pid positive: some clients print it as a signed integer.
+	return binary.BigEndian.Uint32(b[:4]) & 0x7fffffff, binary.BigEndian.Uint32(b[4:])
+}
+
+// beginLogin gives the session its login reader.
+func (ss *session) beginLogin() {
+	ss.in = loginReaders.Get().(*bufio.Reader)
+	ss.in.Reset(ss.conn)
+}
+
+// endLogin keeps what the login reader read past the login (a client may
+// send its first query without waiting for ReadyForQuery) for the relay's
+// Reader, and gives the login reader back. It is safe to call twice.
+func (ss *session) endLogin() {
+	if ss.in == nil {
+		return
+	}
+	if n := ss.in.Buffered(); n > 0 {
+		b, _ := ss.in.Peek(n)
+		ss.pending = append([]byte(nil), b...)
+	}
+	ss.in.Reset(nil)
+	loginReaders.Put(ss.in)
+	ss.in = nil
+}
+
+// takePending moves the bytes endLogin kept into rd.
+func (ss *session) takePending(rd *protocol.Reader) error {
+	err := rd.Prefill(ss.pending)
+	ss.pending = nil
+	return err
+}
+
+// greet sends the server's parameters (with the client's own values for
+// those it set), the proxy-issued BackendKeyData and ReadyForQuery.
+func (ss *session) greet() error {
+	out := ss.takeAuthOK()
+	welcome, err := ss.welcome()
+	if err != nil {
+		return err
+	}
+	for k, v := range welcome {
+		if cv, ok := ss.params.lookup(k); ok {
+			v = cv
+		}
+		out = protocol.AppendParameterStatus(out, k, v)
+	}
+	out = protocol.AppendBackendKeyData(out, ss.pid, ss.key)
+	out = protocol.AppendReadyForQuery(out, protocol.TxIdle)
+	_, err = ss.conn.Write(out)
+	return err
+}
+
+// welcome returns the ParameterStatus set of the pool's servers, logging in
+// once if no server connection has been seen yet.
+func (ss *session) welcome() (map[string]string, error) {
+	e := ss.entry
+	e.welcomeMu.Lock()
+	w := e.welcome
+	e.welcomeMu.Unlock()
+	if w != nil {
+		return w, nil
+	}
+	cfg := ss.srv.cfg.Load()
+	ctx, cancel := ss.waitContext(cfg)
+	defer cancel()
+	sc, err := e.pool.Acquire(ctx)
+	if err != nil {
+		return nil, ss.acquireError(err)
+	}
+	w = make(map[string]string, len(sc.Params))
+	for k, v := range sc.Params {
+		w[k] = v
+	}
+	e.pool.Release(sc)
+	e.welcomeMu.Lock()
+	if e.welcome == nil {
+		e.welcome = w
+	}
+	e.welcomeMu.Unlock()
+	return w, nil
+}

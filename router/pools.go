@@ -1,0 +1,364 @@
+// The pools a Server keeps per (database, user): how they are made from
+// the configuration (server login, replicas, limits) and retired.
+
+package router
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/router/lag"
+)
+
+type poolKey struct{ db, user string }
+
+// poolStats are cumulative per-pool counters, updated once per transaction
+// or query (never per message).
+type poolStats struct {
+	xacts         atomic.Uint64 // transactions completed (server released)
+	queries       atomic.Uint64 // ReadyForQuery seen: queries and Syncs
+	xactTimeUS    atomic.Uint64 // time servers were linked, microseconds
+	clientParses  atomic.Uint64 // named Parse messages from clients
+	serverParses  atomic.Uint64 // Parse messages sent to servers for named statements
+	binds         atomic.Uint64 // Bind messages
+	clientLogins  atomic.Uint64 // successful client logins
+	pinnedClients atomic.Int64  // sessions currently pinned
+	pumpedLoans   atomic.Uint64 // loans relayed by a pump goroutine
+	// abandonedCancels counts queries cancelled because their client
+	// disconnected while they ran.
+	abandonedCancels atomic.Uint64
+}
+
+// poolEntry is one (database, user) pool and what sessions need with it.
+type poolEntry struct {
+	pool   *pool.Pool
+	dbName string
+	db     configs.Database
+	mode   string
+
+	// replicas and monitor exist when the database lists read replicas.
+	replicas []replicaPool
+	monitor  *lag.Monitor
+
+	// stats are cumulative counters for SHOW STATS and metrics.
+	stats poolStats
+
+	// listen serves LISTEN/NOTIFY for the pool's clients; created on first
+	// use. Guarded by listenMu.
+	listenMu sync.Mutex
+	listen   *listener
+
+	// welcome holds the ParameterStatus set of the first server login,
+	// replayed to new clients (as PgBouncer does). Guarded by welcomeMu.
+	welcomeMu sync.Mutex
+	welcome   map[string]string
+}
+
+// poolSettings fingerprints the global settings that existing pools were
+// built with; when they change on reload, pools are rebuilt.
+func poolSettings(c *configs.Config) string {
+	return fmt.Sprint(c.ServerLifetime, c.ServerIdleTimeout, c.ServerConnectTimeout, c.ServerLoginRetry, c.OutageHoldTimeout,
+		c.ReservePoolTimeout, c.MaxPreparedStatements, c.MaxUserConnections, c.ServerTLSCertFile,
+		c.ServerTLSKeyFile, c.ServerTLSCAFile, c.ServerTLSSSLMode, c.PoolMode, c.DefaultPoolSize)
+}
+
+func sameDatabase(a, b configs.Database) bool {
+	return fmt.Sprintf("%#v", a) == fmt.Sprintf("%#v", b) && a.Password.Reveal() == b.Password.Reveal()
+}
+
+func poolModeFor(cfg *configs.Config, db configs.Database, user string) string {
+	if u, ok := cfg.Users[user]; ok && u.PoolMode != "" {
+		return u.PoolMode
+	}
+	if db.PoolMode != "" {
+		return db.PoolMode
+	}
+	return cfg.PoolMode
+}
+
+// poolFor returns the pool for (database entry, server user), creating it.
+func (s *Server) poolFor(dbName string, db configs.Database, user string, clientPassword string) (*poolEntry, error) {
+	cfg := s.cfg.Load()
+	key := poolKey{dbName, user}
+	s.mu.Lock()
+	if e, ok := s.pools[key]; ok {
+		s.mu.Unlock()
+		return e, nil
+	}
+	s.mu.Unlock()
+
+	dial, err := s.dialConfig(cfg, dbName, db, user, clientPassword)
+	if err != nil {
+		return nil, err
+	}
+	size := db.PoolSize
+	if size == 0 {
+		size = cfg.DefaultPoolSize
+	}
+	pc := pool.Config{
+		Database:       dbName,
+		User:           user,
+		Dial:           *dial,
+		Size:           size,
+		MinSize:        db.MinPoolSize,
+		ReserveSize:    db.ReservePool,
+		ReserveTimeout: cfg.ReservePoolTimeout.Std(),
+		Lifetime:       cfg.ServerLifetime.Std(),
+		IdleTimeout:    cfg.ServerIdleTimeout.Std(),
+		LoginRetry:     cfg.ServerLoginRetry.Std(),
+		HoldTimeout:    holdTimeout(cfg),
+		MaxPrepared:    cfg.MaxPreparedStatements,
+	}
+	pc.Hooks = outageLog{log: s.log, database: dbName}
+	if s.opts.Hooks != nil {
+		pc.Hooks = outageLog{Hooks: s.opts.Hooks.PoolHooks(dbName, user), log: s.log, database: dbName}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.pools[key]; ok {
+		return e, nil
+	}
+	if s.draining.Load() {
+		return nil, errDraining
+	}
+	if db.MaxDBConnections > 0 {
+		if s.dbLimits[dbName] == nil {
+			s.dbLimits[dbName] = pool.NewLimit(db.MaxDBConnections)
+		}
+		pc.DBLimit = s.dbLimits[dbName]
+	}
+	maxUser := cfg.MaxUserConnections
+	if u, ok := cfg.Users[user]; ok && u.MaxUserConnections > 0 {
+		maxUser = u.MaxUserConnections
+	}
+	if maxUser > 0 {
+		if s.userLimits[user] == nil {
+			s.userLimits[user] = pool.NewLimit(maxUser)
+		}
+		pc.UserLimit = s.userLimits[user]
+	}
+	e := &poolEntry{pool: pool.New(pc), dbName: dbName, db: db, mode: poolModeFor(cfg, db, user)}
+	if len(db.Replicas) > 0 {
+		s.addReplicas(e, pc)
+	}
+	s.pools[key] = e
+	return e, nil
+}
+
+// aliasTarget returns the database entry whose readonly_alias is name.
+func aliasTarget(cfg *configs.Config, name string) string {
+	for n, db := range cfg.Databases {
+		if db.ReadOnlyAlias == name {
+			return n
+		}
+	}
+	return name
+}
+
+// replicaPool is one read replica's pool.
+type replicaPool struct {
+	name   string // host:port, for logs, metrics and the admin console
+	pool   *pool.Pool
+	weight int
+}
+
+// addReplicas creates a pool per replica and the lag monitor that decides
+// which are in rotation. pc is the primary's pool config.
+// outageLog logs the end of a server outage (and passes every observation
+// on to Hooks, when set): when the server was back, and how long it had been
+// away as pgferry saw it.
+type outageLog struct {
+	pool.Hooks
+	log      *zap.Logger
+	database string
+}
+
+func (o outageLog) WaitObserved(d time.Duration) {
+	if o.Hooks != nil {
+		o.Hooks.WaitObserved(d)
+	}
+}
+
+func (o outageLog) LoginObserved(d time.Duration, err error) {
+	if o.Hooks != nil {
+		o.Hooks.LoginObserved(d, err)
+	}
+}
+
+func (o outageLog) OutageEnded(d time.Duration) {
+	o.log.Info("server reachable again; held clients are being served",
+		zap.String("database", o.database), zap.Duration("outage", d))
+	if o.Hooks != nil {
+		o.Hooks.OutageEnded(d)
+	}
+}
+
+// holdTimeout is outage_hold_timeout, bounded by query_wait_timeout.
+func holdTimeout(cfg *configs.Config) time.Duration {
+	d, qw := cfg.OutageHoldTimeout.Std(), cfg.QueryWaitTimeout.Std()
+	if qw > 0 && qw < d {
+		d = qw
+	}
+	return d
+}
+
+func (s *Server) addReplicas(e *poolEntry, pc pool.Config) {
+	var targets []lag.Replica
+	for _, r := range e.db.Replicas {
+		rc := pc
+		rc.Dial.Hosts = []string{r.Host}
+		rc.Dial.Port = r.Port
+		rc.Dial.RequireWritable = false
+		rc.DBLimit, rc.UserLimit = nil, nil
+		rc.MinSize = 0
+		rc.HoldTimeout = 0 // a read falls back to the primary instead of waiting
+		name := net.JoinHostPort(r.Host, strconv.Itoa(r.Port))
+		if s.opts.Hooks != nil {
+			rc.Hooks = s.opts.Hooks.PoolHooks(e.dbName, pc.User)
+		}
+		e.replicas = append(e.replicas, replicaPool{name: name, pool: pool.New(rc), weight: r.Weight})
+		targets = append(targets, lag.Replica{Name: name, Dial: rc.Dial, Weight: r.Weight})
+	}
+	e.monitor = lag.New(lag.Config{
+		Primary:     pc.Dial,
+		Replicas:    targets,
+		MaxLagBytes: e.db.MaxReplicaLagBytes,
+		MaxLag:      e.db.MaxReplicaLag.Std(),
+		Interval:    e.db.LagCheckInterval.Std(),
+		Logger:      s.log.With(zap.String("database", e.dbName)),
+	})
+	e.monitor.Start()
+}
+
+// close stops everything the entry owns: the lag monitor, the listener and
+// every pool. Connections still lent out close when they are returned.
+func (e *poolEntry) close() {
+	if e.monitor != nil {
+		e.monitor.Close()
+	}
+	e.listenMu.Lock()
+	l := e.listen
+	e.listenMu.Unlock()
+	if l != nil {
+		l.close()
+	}
+	var wg sync.WaitGroup
+	for _, p := range append([]*pool.Pool{e.pool}, e.replicaPools()...) {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Close() }()
+	}
+	wg.Wait()
+}
+
+// drained reports whether every pool of a closed entry has closed all its
+// connections, lent ones included.
+func (e *poolEntry) drained() bool {
+	if !e.pool.Drained() {
+		return false
+	}
+	for _, r := range e.replicas {
+		if !r.pool.Drained() {
+			return false
+		}
+	}
+	return true
+}
+
+func (e *poolEntry) replicaPools() []*pool.Pool {
+	out := make([]*pool.Pool, len(e.replicas))
+	for i, r := range e.replicas {
+		out[i] = r.pool
+	}
+	return out
+}
+
+func (s *Server) dialConfig(cfg *configs.Config, dbName string, db configs.Database, user, clientPassword string) (*pool.DialConfig, error) {
+	var pw pool.PasswordSource
+	switch {
+	case s.opts.PasswordSource != nil && db.Auth == "entra":
+		src, err := s.opts.PasswordSource(dbName, db)
+		if err != nil {
+			return nil, err
+		}
+		pw = src
+	case db.Password.Reveal() != "":
+		pw = pool.StaticPassword(db.Password.Reveal())
+	case clientPassword != "":
+		pw = pool.StaticPassword(clientPassword)
+	}
+	dc := &pool.DialConfig{
+		Port:           db.Port,
+		Database:       db.DBName,
+		User:           user,
+		Password:       pw,
+		SSLMode:        db.SSLMode,
+		AllowCleartext: db.AllowCleartextPassword,
+		ConnectTimeout: cfg.ServerConnectTimeout.Std(),
+		Resolver:       &net.Resolver{},
+	}
+	if dc.Database == "" {
+		dc.Database = dbName
+	}
+	for _, h := range strings.Split(db.Host, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			dc.Hosts = append(dc.Hosts, h)
+		}
+	}
+	// A primary that reports in_hot_standby=on receives no writes; with
+	// several hosts this finds the writable one (target_session_attrs).
+	dc.RequireWritable = true
+	if db.SSLMode != "disable" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if db.SSLRootCert != "" {
+			pem, err := os.ReadFile(db.SSLRootCert)
+			if err != nil {
+				return nil, fmt.Errorf("databases.%s.sslrootcert: %w", dbName, err)
+			}
+			roots := x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("databases.%s.sslrootcert: no certificates in %s", dbName, db.SSLRootCert)
+			}
+			tc.RootCAs = roots
+		}
+		if cfg.ServerTLSCertFile != "" {
+			cert, err := tls.LoadX509KeyPair(cfg.ServerTLSCertFile, cfg.ServerTLSKeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("server_tls_cert_file: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		dc.TLS = tc
+	}
+	return dc, nil
+}
+
+// Reconnect makes every server connection of database db ("" = all) close
+// when next released, so new logins pick up rotated credentials or moved
+// hosts, as the admin console's RECONNECT does.
+func (s *Server) Reconnect(db string) {
+	s.mu.Lock()
+	var entries []*poolEntry
+	for k, e := range s.pools {
+		if db == "" || k.db == db {
+			entries = append(entries, e)
+		}
+	}
+	s.mu.Unlock()
+	for _, e := range entries {
+		for _, p := range e.allPools() {
+			p.Reconnect()
+		}
+	}
+}

@@ -1,0 +1,131 @@
+// What a session tells its client when something fails, and the events
+// other goroutines post to it (wake, kill).
+
+package router
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/auth/entra"
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// waitContext bounds a wait for a server (the first login's) by
+// query_wait_timeout.
+func (ss *session) waitContext(cfg *configs.Config) (context.Context, context.CancelFunc) {
+	if d := cfg.QueryWaitTimeout.Std(); d > 0 {
+		return context.WithTimeout(context.Background(), d)
+	}
+	return context.WithCancel(context.Background())
+}
+
+// acquireError turns a pool error into what the client is told.
+func (ss *session) acquireError(err error) error {
+	var se *pool.ServerError
+	var lf *pool.LoginFailingError
+	switch {
+	case errors.As(err, &lf):
+		msg := lf.Err.Error()
+		if errors.As(lf.Err, &se) {
+			msg = se.Message
+		}
+		return protocol.Fatal(protocol.SQLStateConnectionFailure, "server login has been failing, cached error: "+msg+" (server_login_retry)")
+	case errors.As(err, &se):
+		return &relayedError{frame: se.Frame, err: err}
+	case errors.Is(err, pool.ErrWaitTimeout),
+		errors.Is(err, context.DeadlineExceeded) && !strings.Contains(err.Error(), "dial") && !strings.Contains(err.Error(), "login"):
+		return protocol.Fatal(protocol.SQLStateProtocolViolation, "query_wait_timeout")
+	case errors.Is(err, pool.ErrPoolClosed):
+		return protocol.Fatal(protocol.SQLStateAdminShutdown, "database configuration changed or pgferry is shutting down; reconnect")
+	}
+	var te *entra.TokenError
+	if errors.As(err, &te) {
+		// The message names the database and the reason, never a secret.
+		return protocol.Fatal(protocol.SQLStateUnableToConnect, "pgferry "+te.Error())
+	}
+	ss.logger().Warn("server connection failed", zap.Error(err))
+	return protocol.Fatal(protocol.SQLStateConnectionFailure, "pgferry could not connect to the server for database "+ss.database+": "+sanitize(err))
+}
+
+// sanitize bounds an internal error's text before a client sees it. Errors
+// from dialing never contain secrets (DialConfig holds them in
+// PasswordSource, which is not printed).
+func sanitize(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 300 {
+		s = s[:300]
+	}
+	return s
+}
+
+// relayedError carries a server's ErrorResponse to the client verbatim.
+type relayedError struct {
+	frame []byte
+	err   error
+}
+
+func isEOF(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, os.ErrClosed) || strings.Contains(err.Error(), "connection reset")
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// wake interrupts a session blocked reading its client (or parked) so it
+// can notice shutdown, a dead server or pending notifications.
+func (ss *session) wake() {
+	ss.wakeReq.Store(true)
+	ss.raw.SetReadDeadline(time.Unix(1, 0))
+	ss.srv.parker.unpark(ss)
+}
+
+// kill makes the session end as soon as possible.
+func (ss *session) kill() {
+	ss.killed.Store(true)
+	ss.raw.SetDeadline(time.Unix(1, 0))
+	ss.srv.parker.unpark(ss)
+	// Under mu: a server released meanwhile may be another client's now.
+	ss.mu.Lock()
+	if ss.server != nil {
+		ss.server.Interrupt()
+	}
+	ss.mu.Unlock()
+}
+
+// logger returns the session's logger with conn_id, client_addr, user and
+// database. It is built on first use: most sessions never log at the
+// configured level, and a zap child logger costs memory per client.
+func (ss *session) logger() *zap.Logger {
+	if l := ss.lg.Load(); l != nil {
+		return l
+	}
+	fields := []zap.Field{zap.Uint64("conn_id", ss.id), zap.String("client_addr", ss.clientAddr)}
+	if ss.user != "" {
+		fields = append(fields, zap.String("user", ss.user), zap.String("database", ss.database))
+	}
+	l := ss.srv.log.With(fields...)
+	if ss.user != "" {
+		ss.lg.Store(l) // complete: keep it
+	}
+	return l
+}
+
+// debugEnabled reports whether debug logs would be written, so per-session
+// debug lines cost nothing when they are off.
+func (ss *session) debugEnabled() bool { return ss.srv.log.Core().Enabled(zap.DebugLevel) }
