@@ -38,7 +38,6 @@ type prober struct {
 	name string          // replica name or primary host, for errors
 	cfg  pool.DialConfig // a private copy; RequireWritable off
 	sc   *pool.ServerConn
-	buf  []byte // encoded Query, reused
 }
 
 func newProber(name string, cfg pool.DialConfig) *prober {
