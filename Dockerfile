@@ -23,10 +23,13 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-# VERSION lands in pgferry_build_info{version} and SHOW VERSION only when
-# the module is built as a released version; -ldflags cannot set it because
-# pgferry reads it from the binary's build information.
-RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w" -o /out/pgferry ./cmd/pgferry && \
+# VERSION (docker build --build-arg VERSION=v1.4.0) is what pgferry -version,
+# SHOW VERSION and pgferry_build_info{version} report; without it, the git
+# "(devel)" (.dockerignore keeps .git out of the build context).
+ARG VERSION=""
+RUN CGO_ENABLED=0 GOOS=linux go build -trimpath \
+      -ldflags "-s -w -X github.com/pgferry/pgferry/internal/version.Version=${VERSION}" \
+      -o /out/pgferry ./cmd/pgferry && \
     CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w" -o /out/pgferry-healthcheck ./cmd/pgferry-healthcheck
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"reflect"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/version"
 	"github.com/pgferry/pgferry/pool"
 )
 
@@ -217,22 +217,8 @@ func (c *adminConsole) showHelp() {
 	c.appendComplete("SHOW")
 }
 
-// Version returns pgferry's version as recorded in the binary's build
-// information ("(devel)" for a build outside a released module).
-func Version() string {
-	versionOnce.Do(func() {
-		version = "(devel)"
-		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-			version = bi.Main.Version
-		}
-	})
-	return version
-}
-
-var (
-	versionOnce sync.Once
-	version     string
-)
+// Version returns pgferry's version (see internal/version).
+func Version() string { return version.String() }
 
 func (c *adminConsole) showPools(rs *resultSet) {
 	rs.cols = poolsCols

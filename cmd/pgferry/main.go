@@ -20,6 +20,7 @@ import (
 	_ "net/http/pprof" // served only on debug_listen
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -53,8 +54,14 @@ func run(args []string) int {
 	check := fs.Bool("check-config", false, "validate the config and exit")
 	convert := fs.String("convert", "", "print the TOML equivalent of a PgBouncer ini file and exit")
 	demoPort := fs.Int("demo-port", 6432, "listen port in demo mode (no -config)")
+	strict := fs.Bool("strict", false, "with -check-config: fail, listing them, when the config has keys pgferry would ignore")
+	showVersion := fs.Bool("version", false, "print pgferry's version and exit")
 	if err := fs.Parse(args); err != nil {
 		return exitConfig
+	}
+	if *showVersion {
+		fmt.Printf("pgferry %s (%s)\n", router.Version(), runtime.Version())
+		return 0
 	}
 	if *convert != "" {
 		cfg, warnings, err := configs.Load(*convert)
@@ -88,6 +95,10 @@ func run(args []string) int {
 	if *check {
 		for _, w := range warnings {
 			fmt.Fprintln(os.Stderr, "warning:", w)
+		}
+		if *strict && len(warnings) > 0 {
+			fmt.Fprintf(os.Stderr, "pgferry: %s: %d setting(s) would be ignored (-strict)\n", *configPath, len(warnings))
+			return exitConfig
 		}
 		fmt.Printf("%s: OK\n", *configPath)
 		return 0
