@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // BufferSize is the size of each connection's read buffer. It matches
@@ -83,6 +84,9 @@ type Reader struct {
 	// MaxMessage bounds a frame's total size; 0 means 1 GiB (PostgreSQL's
 	// own MaxAllocSize for a message).
 	MaxMessage int
+	// Count, when set, adds up the bytes read from src (SHOW STATS'
+	// total_received); its owner may read it from any goroutine.
+	Count *atomic.Uint64
 }
 
 // NewReader returns a Reader over src. Call Release when done with it.
@@ -186,6 +190,9 @@ func (rd *Reader) fill(n int) error {
 		rd.makeRoom(n)
 		m, err := rd.src.Read(rd.buf[rd.w:])
 		rd.w += m
+		if rd.Count != nil && m > 0 {
+			rd.Count.Add(uint64(m))
+		}
 		if err != nil {
 			if rd.w-rd.r >= n {
 				return nil
@@ -332,7 +339,11 @@ func (rd *Reader) ForwardPeeked(w *Writer, size int) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	return rd.stream(size, w.dst)
+	err := rd.stream(size, w.dst)
+	if w.Count != nil && err == nil {
+		w.Count.Add(uint64(size))
+	}
+	return err
 }
 
 // Discard skips the next frame. It streams even a small frame, so after
@@ -373,6 +384,9 @@ func (rd *Reader) stream(size int, dst io.Writer) error {
 			rd.r, rd.w = 0, 0
 			m, err := rd.src.Read(rd.buf)
 			rd.w = m
+			if rd.Count != nil && m > 0 {
+				rd.Count.Add(uint64(m))
+			}
 			if m == 0 && err != nil {
 				rd.streamed = done // a retry resumes here
 				return noEOF(err)
@@ -409,6 +423,9 @@ type Writer struct {
 	dst  io.Writer
 	buf  []byte
 	bufp *[]byte // pool handle of buf's backing array, nil when released
+	// Count, when set, adds up the bytes written to dst (SHOW STATS'
+	// total_sent); its owner may read it from any goroutine.
+	Count *atomic.Uint64
 }
 
 var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -457,7 +474,10 @@ func (w *Writer) Flush() error {
 	if len(w.buf) == 0 {
 		return nil
 	}
-	_, err := w.dst.Write(w.buf)
+	n, err := w.dst.Write(w.buf)
+	if w.Count != nil && n > 0 {
+		w.Count.Add(uint64(n))
+	}
 	w.buf = w.buf[:0]
 	if cap(w.buf) > maxPooledWrite {
 		// A large message grew the buffer: do not keep it.

@@ -237,6 +237,7 @@ func (c *adminConsole) showPools(rs *resultSet) {
 type dbStats struct {
 	name                                 string
 	xacts, queries, xactUS, waitUS       uint64
+	recv, sent, queryUS                  uint64
 	assignments, cParses, sParses, binds uint64
 	logins                               uint64
 	waits                                uint64
@@ -260,6 +261,9 @@ func (c *adminConsole) dbStats() []dbStats {
 		d.sParses += p.Counters.ServerParses
 		d.binds += p.Counters.Binds
 		d.logins += p.Counters.ClientLogins
+		d.recv += p.Counters.BytesReceived
+		d.sent += p.Counters.BytesSent
+		d.queryUS += uint64(p.Counters.QueryTime / time.Microsecond)
 	}
 	return out
 }
@@ -269,6 +273,7 @@ func (c *adminConsole) dbStats() []dbStats {
 // counts are per second, times are per transaction, query or wait.
 type averages struct {
 	xacts, queries, xactUS, queryUS, waitUS   uint64
+	recv, sent                                uint64
 	assignments, cParses, sParses, binds, log uint64
 }
 
@@ -288,19 +293,21 @@ func (c *adminConsole) averages(d dbStats) averages {
 	}
 	return averages{
 		xacts: rate(d.xacts), queries: rate(d.queries),
-		xactUS: per(d.xactUS, d.xacts), queryUS: 0, waitUS: per(d.waitUS, d.waits),
+		xactUS: per(d.xactUS, d.xacts), queryUS: per(d.queryUS, d.queries), waitUS: per(d.waitUS, d.waits),
+		recv: rate(d.recv), sent: rate(d.sent),
 		assignments: rate(d.assignments), cParses: rate(d.cParses), sParses: rate(d.sParses),
 		binds: rate(d.binds), log: rate(d.logins),
 	}
 }
 
-// showStats: bytes and query time are not tracked by pgferry and read 0.
+// showStats: bytes are client traffic; query time runs from a request to
+// the server's ReadyForQuery.
 func (c *adminConsole) showStats(rs *resultSet) {
 	rs.cols = statsCols
 	for _, d := range c.dbStats() {
 		a := c.averages(d)
-		rs.add(d.name, d.xacts, d.queries, 0, 0, d.xactUS, 0, d.waitUS,
-			a.xacts, a.queries, 0, 0, a.xactUS, a.queryUS, a.waitUS,
+		rs.add(d.name, d.xacts, d.queries, d.recv, d.sent, d.xactUS, d.queryUS, d.waitUS,
+			a.xacts, a.queries, a.recv, a.sent, a.xactUS, a.queryUS, a.waitUS,
 			d.assignments, d.cParses, d.sParses, d.binds, d.logins,
 			a.assignments, a.cParses, a.sParses, a.binds, a.log)
 	}
@@ -311,11 +318,11 @@ func (c *adminConsole) showStatsSet(rs *resultSet, avg bool) {
 	for _, d := range c.dbStats() {
 		if avg {
 			a := c.averages(d)
-			rs.add(d.name, a.xacts, a.queries, 0, 0, a.xactUS, a.queryUS, a.waitUS,
+			rs.add(d.name, a.xacts, a.queries, a.recv, a.sent, a.xactUS, a.queryUS, a.waitUS,
 				a.assignments, a.cParses, a.sParses, a.binds, a.log)
 			continue
 		}
-		rs.add(d.name, d.xacts, d.queries, 0, 0, d.xactUS, 0, d.waitUS,
+		rs.add(d.name, d.xacts, d.queries, d.recv, d.sent, d.xactUS, d.queryUS, d.waitUS,
 			d.assignments, d.cParses, d.sParses, d.binds, d.logins)
 	}
 }
@@ -334,6 +341,9 @@ func (c *adminConsole) showTotals(rs *resultSet) {
 		t.sParses += d.sParses
 		t.binds += d.binds
 		t.logins += d.logins
+		t.recv += d.recv
+		t.sent += d.sent
+		t.queryUS += d.queryUS
 	}
 	a := c.averages(t)
 	for _, kv := range []struct {
@@ -341,13 +351,13 @@ func (c *adminConsole) showTotals(rs *resultSet) {
 		v uint64
 	}{
 		{"total_xact_count", t.xacts}, {"total_query_count", t.queries},
-		{"total_received", 0}, {"total_sent", 0},
-		{"total_xact_time", t.xactUS}, {"total_query_time", 0}, {"total_wait_time", t.waitUS},
+		{"total_received", t.recv}, {"total_sent", t.sent},
+		{"total_xact_time", t.xactUS}, {"total_query_time", t.queryUS}, {"total_wait_time", t.waitUS},
 		{"total_server_assignment_count", t.assignments},
 		{"total_client_parse_count", t.cParses}, {"total_server_parse_count", t.sParses},
 		{"total_bind_count", t.binds}, {"total_client_login_count", t.logins},
 		{"avg_xact_count", a.xacts}, {"avg_query_count", a.queries},
-		{"avg_recv", 0}, {"avg_sent", 0},
+		{"avg_recv", a.recv}, {"avg_sent", a.sent},
 		{"avg_xact_time", a.xactUS}, {"avg_query_time", a.queryUS}, {"avg_wait_time", a.waitUS},
 	} {
 		rs.add(kv.k, kv.v)

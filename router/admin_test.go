@@ -558,3 +558,44 @@ logfile = %s
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestShowStatsCountsClientBytesAndQueryTime(t *testing.T) {
+	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
+	ctx := testContext(t)
+	app := ferrytest.Connect(t, ctx, f.AppDSN())
+	for i := 0; i < 5; i++ {
+		if _, err := app.Exec(ctx, "select pg_sleep(0.02), repeat('x', 1000)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
+	num := func(row map[string]string, col string) int64 {
+		n, err := strconv.ParseInt(row[col], 10, 64)
+		if err != nil {
+			t.Fatalf("%s = %q: %v", col, row[col], err)
+		}
+		return n
+	}
+	s := mustAdmin(t, pc, "SHOW STATS").row("database", "app")
+	if s == nil {
+		t.Fatal("no SHOW STATS row for app")
+	}
+	// Five answers of over 1,000 bytes each went to the client; five
+	// queries of 20 ms ran.
+	if got := num(s, "total_sent"); got < 5000 {
+		t.Errorf("total_sent = %d, want at least 5000", got)
+	}
+	if got := num(s, "total_received"); got < int64(5*len("select pg_sleep(0.02), repeat('x', 1000)")) {
+		t.Errorf("total_received = %d", got)
+	}
+	if got := num(s, "total_query_time"); got < 5*20000 || got > num(s, "total_xact_time") {
+		t.Errorf("total_query_time = %d us, want at least 100000 and at most total_xact_time (%s)", got, s["total_xact_time"])
+	}
+	if num(s, "avg_query_time") < 20000 {
+		t.Errorf("avg_query_time = %s us, want at least 20000", s["avg_query_time"])
+	}
+	totals := mustAdmin(t, pc, "SHOW TOTALS")
+	if r := totals.row("name", "total_sent"); r == nil || r["value"] == "0" {
+		t.Errorf("SHOW TOTALS total_sent = %v", r)
+	}
+}

@@ -17,6 +17,7 @@ func (ss *session) serve() error {
 		ss.rd = protocol.NewReader(ss.conn)
 		ss.rd.MaxMessage = ss.srv.cfg.Load().MaxPacketSize
 		ss.wr = protocol.NewWriter(ss.conn)
+		ss.countTraffic()
 	}
 	if ss.rd.Small == nil {
 		ss.rd.Small = make([]byte, smallBufSize)

@@ -39,6 +39,11 @@ type poolStats struct {
 	// abandonedCancels counts queries cancelled because their client
 	// disconnected while they ran.
 	abandonedCancels atomic.Uint64
+	// recvBytes and sentBytes count client traffic (the clients' Readers
+	// and Writers add to them); queryTimeUS the time queries ran, from the
+	// first request after the server was idle to its ReadyForQuery.
+	recvBytes, sentBytes atomic.Uint64
+	queryTimeUS          atomic.Uint64
 }
 
 // poolEntry is one (database, user) pool and what sessions need with it.

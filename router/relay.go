@@ -281,6 +281,7 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	ss.server = sc
 	ss.onReplica, ss.txReadOnly = onReplica, readOnly
 	ss.linkedAt = now
+	ss.queryStart = now
 	ss.status = protocol.TxIdle
 	ss.serverStuck = false
 	ss.q.clear()
@@ -327,6 +328,9 @@ func (ss *session) joinPump() {
 // the server's buffer and records the responses it expects. mu and wmu are
 // held.
 func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
+	if ss.q.n == 0 && ss.queryStart.IsZero() {
+		ss.queryStart = time.Now() // the server was idle: a query starts
+	}
 	switch typ {
 	case protocol.MsgQuery, protocol.MsgFunctionCall:
 		ss.q.push(expect{kind: kQuery})
@@ -468,6 +472,12 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		case typ == protocol.MsgReadyForQuery:
 			ss.entry.stats.queries.Add(1)
 			ss.q.pop()
+			var now time.Time
+			if ss.q.n == 0 {
+				now = time.Now()
+				ss.entry.stats.queryTimeUS.Add(uint64(now.Sub(ss.queryStart) / time.Microsecond))
+				ss.queryStart = time.Time{}
+			}
 			if len(ss.tentative) > 0 && protocol.RFQStatus(frame) == protocol.TxIdle {
 				ss.settleParams(sc)
 			}
@@ -497,7 +507,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				if !swallow {
 					wr.Append(frame)
 				}
-				ss.releaseServer(sc, wrote && ss.entry.db.ReadYourWritesLSN)
+				ss.releaseServer(sc, wrote && ss.entry.db.ReadYourWritesLSN, now)
 				return relayUnlinked
 			}
 		case typ == protocol.MsgCommandComplete:

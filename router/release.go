@@ -18,12 +18,13 @@ import (
 )
 
 // releaseServer ends the transaction's loan: it waits for any write in
-// progress, flushes the client and returns the server to the pool. With
+// progress, flushes the client and returns the server to the pool; end is
+// when the transaction ended. With
 // takeLSN (a write transaction under read_your_writes_lsn) it first reads
 // the primary's WAL position, after the client has its answer.
-func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool) {
+func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool, end time.Time) {
 	ss.entry.stats.xacts.Add(1)
-	ss.entry.stats.xactTimeUS.Add(uint64(time.Since(ss.linkedAt) / time.Microsecond))
+	ss.entry.stats.xactTimeUS.Add(uint64(end.Sub(ss.linkedAt) / time.Microsecond))
 	ss.waitForWriter()
 	err := ss.wr.Flush()
 	if ss.fd < 0 {
@@ -366,7 +367,18 @@ func (ss *session) refreshEntry() bool {
 	ss.entry = e
 	ss.txnMode = e.mode == poolModeTransaction
 	ss.mu.Unlock()
+	ss.countTraffic() // no pump runs: link joined it
 	return true
+}
+
+// countTraffic points the client's Reader and Writer at its pool's byte
+// counters. It runs on the session goroutine while no pump writes to the
+// client.
+func (ss *session) countTraffic() {
+	if ss.entry == nil || ss.rd == nil {
+		return
+	}
+	ss.rd.Count, ss.wr.Count = &ss.entry.stats.recvBytes, &ss.entry.stats.sentBytes
 }
 
 // poolEntry returns the session's pools for other goroutines (admin
@@ -413,7 +425,7 @@ func (ss *session) kickRelease(sc *pool.ServerConn) bool {
 	ss.server = nil
 	ss.mu.Unlock()
 	sc.ClearInterrupt()
-	ss.releaseServer(sc, false)
+	ss.releaseServer(sc, false, time.Now())
 	return true
 }
 

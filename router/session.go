@@ -124,6 +124,9 @@ type session struct {
 	wmu sync.Mutex
 
 	linkedAt time.Time // when the current server was linked (run writes, pump reads after link)
+	// queryStart is when the running query began (zero while the server
+	// is idle); guarded by mu.
+	queryStart time.Time
 
 	listening bool // subscribed through the pool's listener; run only
 

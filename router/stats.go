@@ -84,6 +84,10 @@ type PoolCounters struct {
 	// AbandonedCancels counts queries cancelled because their client
 	// disconnected while they ran.
 	AbandonedCancels uint64
+	// BytesReceived and BytesSent count client traffic in bytes;
+	// QueryTime adds up how long queries ran on servers.
+	BytesReceived, BytesSent uint64
+	QueryTime                time.Duration
 }
 
 // Snapshot returns the current state of every pool and of the client
@@ -180,6 +184,9 @@ func (e *poolEntry) counters() PoolCounters {
 		PinnedClients:    e.stats.pinnedClients.Load(),
 		PumpedLoans:      e.stats.pumpedLoans.Load(),
 		AbandonedCancels: e.stats.abandonedCancels.Load(),
+		BytesReceived:    e.stats.recvBytes.Load(),
+		BytesSent:        e.stats.sentBytes.Load(),
+		QueryTime:        time.Duration(e.stats.queryTimeUS.Load()) * time.Microsecond,
 	}
 }
 
