@@ -39,7 +39,9 @@ type Config struct {
 	// Lifetime closes released connections older than this (0: never);
 	// IdleTimeout closes connections idle longer than this (0: never).
 	Lifetime, IdleTimeout time.Duration
-	// LoginRetry is how long after a failed login new clients fail fast.
+	// LoginRetry is how long after a failed login new clients fail fast. A
+	// *PasswordError (no password could be had) is not cached: the
+	// PasswordSource fails fast on its own and recovers sooner.
 	LoginRetry time.Duration
 	// MaxPrepared is the per-connection prepared statement LRU size.
 	MaxPrepared int
@@ -414,7 +416,10 @@ func (p *Pool) dialOne() {
 	if err != nil {
 		p.total--
 		p.stat.DialFailures++
-		p.loginErr, p.loginAt = err, p.now()
+		var pe *PasswordError
+		if !errors.As(err, &pe) {
+			p.loginErr, p.loginAt = err, p.now()
+		}
 		// Every client queued now gets the error (PgBouncer relays the
 		// server's login error to all waiting clients).
 		var failed []*waiter

@@ -62,8 +62,9 @@ type TokenSource struct {
 	closeOnce sync.Once
 
 	// Cumulative counters for Stats.
-	refreshes atomic.Uint64
-	requests  atomic.Uint64
+	refreshes  atomic.Uint64
+	requests   atomic.Uint64
+	rejections atomic.Uint64
 	failures  [NumReasons]atomic.Uint64
 
 	// mu guards the fields inside it. Nothing blocks while it is held: token
@@ -80,6 +81,10 @@ type TokenSource struct {
 		// backoff after the last failure ends.
 		failures int
 		retryAt  time.Time
+		// lastErr is the error of the last failed request, cleared by a
+		// success; while no token is usable it is returned at once until
+		// retryAt, so a flood of logins does not hammer a failing endpoint.
+		lastErr error
 		// running is true while the refresher goroutine is alive.
 		running bool
 		// closed is set by Close; no goroutine is started afterwards.
@@ -138,7 +143,9 @@ func NewTokenSource(cred azcore.TokenCredential, cfg Config) *TokenSource {
 // token has not expired yet, it returns the cached token: a transient outage of
 // the identity endpoint must not break logins. When the background refresher
 // is running, or a request failed moments ago, a stale but unexpired token is
-// returned at once without waiting on Entra.
+// returned at once without waiting on Entra. With no usable token, a call
+// within the backoff after a failed request returns that request's error at
+// once instead of asking again.
 //
 // Errors are *TokenError. A request outlives a caller that gives up: it is
 // bounded by Config.RefreshTimeout and by Close.
@@ -154,6 +161,11 @@ func (s *TokenSource) Password(ctx context.Context) (string, error) {
 	if usable && (s.mu.running || s.mu.closed || now.Before(s.mu.retryAt)) {
 		s.mu.Unlock()
 		return tok.token, nil
+	}
+	if !usable && s.mu.lastErr != nil && s.mu.inflight == nil && now.Before(s.mu.retryAt) {
+		err := s.mu.lastErr
+		s.mu.Unlock()
+		return "", err
 	}
 	c := s.startLocked()
 	s.mu.Unlock()
@@ -231,6 +243,7 @@ func (s *TokenSource) request(c *call) {
 			s.failures[reason].Add(1)
 			s.mu.failures++
 			s.mu.retryAt = now.Add(backoff(s.mu.failures))
+			s.mu.lastErr = c.err
 		}
 	} else {
 		prev := s.mu.tok
@@ -249,11 +262,32 @@ func (s *TokenSource) request(c *call) {
 		s.mu.tok = next
 		s.mu.failures = 0
 		s.mu.retryAt = time.Time{}
+		s.mu.lastErr = nil
 		c.token = tok.Token
 	}
 	s.mu.inflight = nil
 	s.mu.Unlock()
 	close(c.done)
+}
+
+// Rejected reports that a server refused a login made with token (SQLSTATE
+// 28P01 or 28000): the token may have been revoked, or the role's expected
+// token changed, before its expiry. If token is the cached one it is
+// dropped, and the backoff after earlier failures is forgotten, so the next
+// Password call waits for a fresh token. Callers reporting the same token
+// at once drop it once and then share one request, so a burst of refused
+// logins costs one token request. A token other than the cached one (the
+// cache has moved on already) is ignored. It satisfies the pool's
+// PasswordRejecter interface.
+func (s *TokenSource) Rejected(token string) {
+	s.mu.Lock()
+	if t := s.mu.tok; t != nil && t.token == token {
+		s.mu.tok = nil
+		s.mu.retryAt = time.Time{}
+		s.mu.lastErr = nil
+		s.rejections.Add(1)
+	}
+	s.mu.Unlock()
 }
 
 // refreshTime is when a token received at now should be replaced: at
@@ -377,6 +411,9 @@ type Stats struct {
 	Refreshes uint64
 	// Requests counts GetToken calls made.
 	Requests uint64
+	// Rejections counts cached tokens dropped because a server refused them
+	// (see Rejected).
+	Rejections uint64
 	// FailuresByReason counts failed GetToken calls, indexed by Reason
 	// (pgferry_auth_entra_token_failures_total{reason}).
 	FailuresByReason [NumReasons]uint64
@@ -387,7 +424,7 @@ type Stats struct {
 
 // Stats returns a snapshot of the counters and the cached token's times.
 func (s *TokenSource) Stats() Stats {
-	st := Stats{Refreshes: s.refreshes.Load(), Requests: s.requests.Load()}
+	st := Stats{Refreshes: s.refreshes.Load(), Requests: s.requests.Load(), Rejections: s.rejections.Load()}
 	for i := range st.FailuresByReason {
 		st.FailuresByReason[i] = s.failures[i].Load()
 	}
