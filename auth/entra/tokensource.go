@@ -65,7 +65,7 @@ type TokenSource struct {
 	refreshes  atomic.Uint64
 	requests   atomic.Uint64
 	rejections atomic.Uint64
-	failures  [NumReasons]atomic.Uint64
+	failures   [NumReasons]atomic.Uint64
 
 	// mu guards the fields inside it. Nothing blocks while it is held: token
 	// requests run in their own goroutine and report back under the lock.
