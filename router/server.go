@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,6 +40,10 @@ type Options struct {
 	// database entry; nil uses the entry's static password. cmd wires Entra
 	// ID token sources through it.
 	PasswordSource func(dbName string, db configs.Database) (pool.PasswordSource, error)
+	// EntraHTTPClient fetches the discovery documents and signing keys
+	// that client Entra token checks need; nil uses a default TLS client.
+	// Tests point it at a fake issuer.
+	EntraHTTPClient *http.Client
 	// StatementHash, for tests, replaces the hash that finds candidate
 	// prepared statements (prepared.NewRegistry); nil is the default.
 	StatementHash func([]byte) uint64
@@ -61,9 +66,10 @@ type Server struct {
 	opts     Options
 	cfg      atomic.Pointer[configs.Config]
 	store    atomic.Pointer[auth.Store]
-	hba      atomic.Pointer[hba.Rules]  // auth_hba_file's rules; nil unless auth_type is "hba"
-	ctls     atomic.Pointer[tls.Config] // client-facing TLS; nil: refuse SSL
-	certHash atomic.Pointer[[]byte]     // tls-server-end-point for SCRAM-PLUS
+	hba      atomic.Pointer[hba.Rules]    // auth_hba_file's rules; nil unless auth_type is "hba"
+	entra    atomic.Pointer[entraClients] // client Entra token logins; nil unless client_auth = "entra" is used
+	ctls     atomic.Pointer[tls.Config]   // client-facing TLS; nil: refuse SSL
+	certHash atomic.Pointer[[]byte]       // tls-server-end-point for SCRAM-PLUS
 	cidrs    atomic.Pointer[[]*net.IPNet]
 	hooks    atomic.Pointer[AdminHooks] // RELOAD and SHUTDOWN of the admin console
 
@@ -233,6 +239,10 @@ func (s *Server) apply(cfg *configs.Config) error {
 			}
 		}
 	}
+	ec, err := newEntraClients(cfg, s.entra.Load(), s.opts.EntraHTTPClient)
+	if err != nil {
+		return err
+	}
 	var cidrs []*net.IPNet
 	for _, c := range cfg.AllowCIDRs {
 		_, n, err := net.ParseCIDR(c)
@@ -243,6 +253,7 @@ func (s *Server) apply(cfg *configs.Config) error {
 	}
 	s.store.Store(auth.NewStore(creds))
 	s.hba.Store(rules)
+	s.entra.Store(ec)
 	s.ctls.Store(ctls)
 	s.certHash.Store(&hash)
 	s.cidrs.Store(&cidrs)

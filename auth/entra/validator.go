@@ -136,6 +136,9 @@ type ValidatorStats struct {
 	SignatureChecks uint64
 	// CacheHits counts tokens accepted from the cache.
 	CacheHits uint64
+	// SharedChecks counts validations that waited for the same token's
+	// check under way instead of making their own.
+	SharedChecks uint64
 	// Rejected counts tokens refused.
 	Rejected uint64
 	// DiscoveryFetches and KeyFetches count HTTP requests made for the
@@ -161,7 +164,7 @@ type Validator struct {
 	keySets  map[string]*keySet
 	audience jwt.Audience
 
-	sigChecks, hits, refused, discoveries, keyFetches atomic.Uint64
+	sigChecks, hits, shared, refused, discoveries, keyFetches atomic.Uint64
 
 	// mu guards the cache and the checks under way. Nothing blocks while it
 	// is held.
@@ -268,6 +271,7 @@ func (v *Validator) Validate(ctx context.Context, token string) (*Identity, erro
 	v.mu.Unlock()
 
 	if running {
+		v.shared.Add(1)
 		select {
 		case <-c.done:
 			if c.err != nil {
@@ -404,6 +408,7 @@ func (v *Validator) Stats() ValidatorStats {
 	return ValidatorStats{
 		SignatureChecks:  v.sigChecks.Load(),
 		CacheHits:        v.hits.Load(),
+		SharedChecks:     v.shared.Load(),
 		Rejected:         v.refused.Load(),
 		DiscoveryFetches: v.discoveries.Load(),
 		KeyFetches:       v.keyFetches.Load(),

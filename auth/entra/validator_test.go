@@ -168,7 +168,7 @@ func TestABurstWithOneTokenCostsOneSignatureCheckAndOneKeyFetch(t *testing.T) {
 	}
 	wg.Wait()
 	st := v.Stats()
-	if failed.Load() != 0 || st.SignatureChecks != 1 || st.KeyFetches != 1 || st.DiscoveryFetches != 1 || is.KeyRequests.Load() != 1 {
+	if failed.Load() != 0 || st.SignatureChecks != 1 || st.CacheHits+st.SharedChecks != 499 || st.KeyFetches != 1 || st.DiscoveryFetches != 1 || is.KeyRequests.Load() != 1 {
 		t.Fatalf("failed=%d stats=%+v key requests=%d; want 0 failures, 1 signature check, 1 key fetch",
 			failed.Load(), st, is.KeyRequests.Load())
 	}
