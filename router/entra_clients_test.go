@@ -262,3 +262,25 @@ func TestEntraKeyRotationIsPickedUpAndForgedKeyIDsAreRateLimited(t *testing.T) {
 		return err == nil && u == "entra_rw", err
 	})
 }
+
+func TestReloadingEntraRolesTakesEffectAndKeepsTheFetchedKeys(t *testing.T) {
+	is := entratest.NewIssuer(t)
+	f := entraClientFerry(t, is, time.Hour)
+	ctx := testContext(t)
+	bob := is.Sign(t, is.UserClaims(bobUPN, bobOID, time.Hour))
+	if _, err := currentUser(ctx, tokenDSN(f, "entra_rw", bob, "require")); err == nil {
+		t.Fatal("bob logged in as entra_rw before being listed")
+	}
+	next := *f.Server.Config()
+	next.ClientEntra.Roles = maps.Clone(next.ClientEntra.Roles)
+	next.ClientEntra.Roles["entra_rw"] = []string{"app:" + miAppID, "object:" + bobOID}
+	if err := f.Server.Reload(&next); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := currentUser(ctx, tokenDSN(f, "entra_rw", bob, "require")); err != nil || u != "entra_rw" {
+		t.Fatalf("after reload: %q, %v", u, err)
+	}
+	if n := is.KeyRequests.Load(); n != 1 {
+		t.Fatalf("%d key fetches; a reload that leaves [client_entra]'s issuer settings alone must keep the keys", n)
+	}
+}
