@@ -37,7 +37,7 @@ const (
 // from clients (TLS required) issued by is: entra_rw is the managed
 // identity, entra_ro is alice or any member of the readers group. The
 // server login uses the database entry's password for the mapped role.
-func entraClientFerry(t *testing.T, is *entratest.Issuer, keyRefresh time.Duration) *ferrytest.Ferry {
+func entraClientFerry(t *testing.T, is *entratest.Issuer, keyRefresh time.Duration, mods ...func(*configs.Config)) *ferrytest.Ferry {
 	t.Helper()
 	ctx := testContext(t)
 	for _, role := range []string{"entra_rw", "entra_ro"} {
@@ -67,6 +67,9 @@ func entraClientFerry(t *testing.T, is *entratest.Issuer, keyRefresh time.Durati
 			"entra_rw": {"app:" + miAppID},
 			"entra_ro": {"user:" + aliceUPN, "group:" + readersID},
 		},
+	}
+	for _, mod := range mods {
+		mod(cfg)
 	}
 	return ferrytest.Start(t, cfg, func(o *router.Options) { o.EntraHTTPClient = is.Client() })
 }
@@ -283,4 +286,27 @@ func TestReloadingEntraRolesTakesEffectAndKeepsTheFetchedKeys(t *testing.T) {
 	if n := is.KeyRequests.Load(); n != 1 {
 		t.Fatalf("%d key fetches; a reload that leaves [client_entra]'s issuer settings alone must keep the keys", n)
 	}
+}
+
+func TestAUserWithClientAuthEntraLogsInWithATokenWhileOthersGoThroughAuthType(t *testing.T) {
+	is := entratest.NewIssuer(t)
+	f := entraClientFerry(t, is, time.Hour, func(c *configs.Config) {
+		db := c.Databases["app"]
+		db.ClientAuth = ""
+		c.Databases["app"] = db
+		c.Users = maps.Clone(c.Users)
+		c.Users["entra_ro"] = configs.User{ClientAuth: "entra"}
+	})
+	ctx := testContext(t)
+	alice := is.Sign(t, is.UserClaims(aliceUPN, aliceOID, time.Hour))
+	if u, err := currentUser(ctx, tokenDSN(f, "entra_ro", alice, "require")); err != nil || u != "entra_ro" {
+		t.Fatalf("entra_ro with a token: %q, %v", u, err)
+	}
+	// Other users go through auth_type (SCRAM): a token is no password
+	// for them.
+	_, err := currentUser(ctx, tokenDSN(f, "app", alice, "require"))
+	expectPgError(t, err, "28P01")
+	// entra_rw has no client_auth of its own and no password: refused.
+	_, err = currentUser(ctx, tokenDSN(f, "entra_rw", is.Sign(t, is.AppClaims(miAppID, miObject, time.Hour)), "require"))
+	expectPgError(t, err, "28P01")
 }

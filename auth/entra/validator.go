@@ -543,6 +543,10 @@ func (v *Validator) getJSON(ctx context.Context, rawURL string, out any) error {
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.Request != nil && resp.Request.URL.Scheme != "https" {
+		// A redirect left TLS: keys read in clear text could be anyone's.
+		return fmt.Errorf("GET %s: redirected to %s", rawURL, resp.Request.URL.Redacted())
+	}
 	if resp.StatusCode != http.StatusOK {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, maxDocument))
 		return fmt.Errorf("GET %s: HTTP %d", rawURL, resp.StatusCode)
