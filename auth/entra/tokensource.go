@@ -48,6 +48,9 @@ const (
 type TokenSource struct {
 	cred           azcore.TokenCredential
 	scope          string
+	// bypassOnReject: after a rejection, ask the credential past the SDK's
+	// own cache (managed identity only, see Rejected).
+	bypassOnReject bool
 	database       string
 	refreshTimeout time.Duration
 	now            func() time.Time
@@ -89,6 +92,9 @@ type TokenSource struct {
 		running bool
 		// closed is set by Close; no goroutine is started afterwards.
 		closed bool
+		// bypass makes the next request skip the SDK's cache; set by
+		// Rejected when bypassOnReject.
+		bypass bool
 	}
 }
 
@@ -115,6 +121,7 @@ func NewTokenSource(cred azcore.TokenCredential, cfg Config) *TokenSource {
 		scope:          cfg.Scope,
 		database:       cfg.Database,
 		refreshTimeout: cfg.RefreshTimeout,
+		bypassOnReject: cfg.Credential == CredentialManagedIdentity,
 		now:            cfg.Now,
 		after: func(d time.Duration) (<-chan time.Time, func() bool) {
 			t := time.NewTimer(d)
@@ -205,18 +212,29 @@ func (s *TokenSource) startLocked() *call {
 	}
 	s.mu.inflight = c
 	s.wg.Add(1) // under mu with closed false, so never concurrent with Close's Wait
-	go s.request(c)
+	go s.request(c, s.mu.bypass)
+	s.mu.bypass = false
 	return c
 }
 
-// request makes one GetToken call, updates the cache and completes c.
-func (s *TokenSource) request(c *call) {
+// bypassClaims is the claims request passed to skip the SDK's token cache.
+// For managed identity MSAL only checks that it is not empty ("ignore cached
+// access tokens when given claims") and does not send it to the endpoint.
+const bypassClaims = `{"access_token":{}}`
+
+// request makes one GetToken call, updates the cache and completes c. With
+// bypass it asks past the SDK's cache.
+func (s *TokenSource) request(c *call, bypass bool) {
 	defer s.wg.Done()
 	ctx, cancel := context.WithTimeout(s.base, s.refreshTimeout)
 	defer cancel()
 
 	s.requests.Add(1)
-	tok, err := s.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{s.scope}})
+	opts := policy.TokenRequestOptions{Scopes: []string{s.scope}}
+	if bypass {
+		opts.Claims = bypassClaims
+	}
+	tok, err := s.cred.GetToken(ctx, opts)
 	now := s.now()
 	if err == nil {
 		switch {
@@ -279,10 +297,17 @@ func (s *TokenSource) request(c *call) {
 // logins costs one token request. A token other than the cached one (the
 // cache has moved on already) is ignored. It satisfies the pool's
 // PasswordRejecter interface.
+//
+// The Azure SDK keeps its own cache and would hand the refused token back
+// while it has more than 5 minutes left. For managed identity the next
+// request skips that cache (MSAL does so when claims are requested, without
+// sending them to the endpoint); other credential types would send the
+// claims to Entra, so they get whatever the SDK returns.
 func (s *TokenSource) Rejected(token string) {
 	s.mu.Lock()
 	if t := s.mu.tok; t != nil && t.token == token {
 		s.mu.tok = nil
+		s.mu.bypass = s.bypassOnReject
 		s.mu.retryAt = time.Time{}
 		s.mu.lastErr = nil
 		s.rejections.Add(1)

@@ -520,3 +520,35 @@ func TestWithNoTokenAFailedRequestFailsCallersFastUntilItsBackoffEnds(t *testing
 		t.Fatalf("after the backoff: %v", err)
 	}
 }
+
+func TestARejectedManagedIdentityTokenIsReplacedPastTheSDKCache(t *testing.T) {
+	iss := newIssuer(nil, time.Hour) // long-lived: the SDK would serve it from its cache
+	newFakeMI(t, iss)
+	cfg := Config{Credential: CredentialManagedIdentity, ClientID: uniqueMIClientID(t), Retry: noRetry, Database: "app"}
+	cred, err := NewCredential(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewTokenSource(cred, cfg)
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	old, err := s.Password(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Rejected(old)
+	tok, err := s.Password(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok == old || iss.requests.Load() != 2 {
+		t.Fatalf("after the rejection: same token %v, %d requests; want a new token from a second request", tok == old, iss.requests.Load())
+	}
+	// Without a rejection the SDK's cache still serves: no third request.
+	s2 := NewTokenSource(cred, cfg)
+	defer s2.Close()
+	if _, err := s2.Password(ctx); err != nil || iss.requests.Load() != 2 {
+		t.Fatalf("a fresh source bypassed the SDK cache: %v, %d requests", err, iss.requests.Load())
+	}
+}
