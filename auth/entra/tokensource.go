@@ -46,8 +46,8 @@ const (
 // A TokenSource is safe for concurrent use. It never prints the token: String,
 // GoString, errors and Stats leave it out. Call Close to stop its goroutines.
 type TokenSource struct {
-	cred           azcore.TokenCredential
-	scope          string
+	cred  azcore.TokenCredential
+	scope string
 	// bypassOnReject: after a rejection, ask the credential past the SDK's
 	// own cache (managed identity only, see Rejected).
 	bypassOnReject bool
