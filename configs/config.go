@@ -190,6 +190,10 @@ type Config struct {
 	// authentication, grown per failure to slow brute force; 0 disables.
 	AuthFailureDelay Duration `toml:"auth_failure_delay"`
 
+	// ClientEntra configures client logins with Microsoft Entra ID access
+	// tokens, for databases and users with client_auth = "entra"
+	// (docs/entra-id.md).
+	ClientEntra ClientEntra `toml:"client_entra"`
 	// Users holds per-user settings keyed by user name.
 	Users map[string]User `toml:"users"`
 	// Databases holds the routable databases keyed by the name clients
@@ -223,6 +227,42 @@ type User struct {
 	PoolMode string `toml:"pool_mode"`
 	// MaxUserConnections overrides Config.MaxUserConnections; 0 inherits.
 	MaxUserConnections int `toml:"max_user_connections"`
+	// ClientAuth "entra" makes this user log in with an Entra ID access
+	// token as its password whatever auth_type says; "" follows auth_type.
+	ClientAuth string `toml:"client_auth"`
+}
+
+// ClientEntra says which Entra ID access tokens clients may log in with
+// and which PostgreSQL user each identity may log in as. A client sends
+// the token as its password (over TLS: client_tls_sslmode must require
+// it); the user name it asks for must list the token's identity in Roles.
+type ClientEntra struct {
+	// Tenants are the directory (tenant) ids, GUIDs, whose tokens are
+	// accepted. Required when any client logs in with Entra.
+	Tenants []string `toml:"tenants"`
+	// Audiences are the accepted aud claims; default
+	// ["https://ossrdbms-aad.database.windows.net"], the audience of tokens
+	// for Azure Database for PostgreSQL.
+	Audiences []string `toml:"audiences"`
+	// AuthorityHost serves the tenants' OpenID discovery documents (and
+	// names the v2 issuers); default https://login.microsoftonline.com.
+	// Azure Government: https://login.microsoftonline.us; Azure China:
+	// https://login.chinacloudapi.cn.
+	AuthorityHost string `toml:"authority_host"`
+	// V1IssuerHost names the v1 issuers ({host}/{tenant}/); default
+	// https://sts.windows.net. Azure Government:
+	// https://sts.usgovcloudapi.net; Azure China: https://sts.chinacloudapi.cn.
+	V1IssuerHost string `toml:"v1_issuer_host"`
+	// ClockSkew is the leeway on exp and nbf; default 1m.
+	ClockSkew Duration `toml:"clock_skew"`
+	// KeyRefreshInterval is the least time between fetches of a tenant's
+	// signing keys prompted by an unknown key id; default 5m.
+	KeyRefreshInterval Duration `toml:"key_refresh_interval"`
+	// Roles maps a PostgreSQL user name to the identities that may log in
+	// as it: "user:<UPN>", "app:<application (client) id>" (service
+	// principals and managed identities), "object:<object id>" or
+	// "group:<group object id>".
+	Roles map[string][]string `toml:"roles"`
 }
 
 // Peer is another pgferry (or PgBouncer) instance that cancel requests for
@@ -282,6 +322,10 @@ type Database struct {
 	// Auth is "password" (default) or "entra" (Microsoft Entra ID token as
 	// the password; needs sslmode require or stricter).
 	Auth string `toml:"auth"`
+	// ClientAuth "entra" makes clients of this database log in with an
+	// Entra ID access token as their password (see ClientEntra) whatever
+	// auth_type says; "" follows auth_type.
+	ClientAuth string `toml:"client_auth"`
 	// EntraCredential is "default", "managed_identity", "workload_identity",
 	// "client_secret" or "azure_cli"; "default" when Auth is "entra".
 	EntraCredential string `toml:"entra_credential"`

@@ -294,6 +294,20 @@ func TestValidateNamesTheKeyOfEachProblem(t *testing.T) {
 		{name: "password and password file", db: "password = \"x\"\npassword_file = \"" + certFile + "\"", want: "databases.app.password_file: password and password_file are mutually exclusive"},
 		{name: "missing password file", db: "password_file = \"" + missing + "\"", want: "databases.app.password_file: open " + missing},
 		{name: "unknown user pool mode", more: "[users.bob]\npool_mode = \"x\"", want: "users.bob.pool_mode: must be one of"},
+		{name: "unknown client auth", db: `client_auth = "token"`, want: `databases.app.client_auth: must be one of "entra", got "token"`},
+		{name: "unknown user client auth", more: "[users.bob]\nclient_auth = \"x\"", want: "users.bob.client_auth: must be one of"},
+		{name: "entra clients without client tls", db: `client_auth = "entra"`, more: "[client_entra]\ntenants = [\"72f988bf-86f1-41af-91ab-2d7cd011db47\"]\n[client_entra.roles]\napp = [\"app:abc\"]", want: `client_tls_sslmode: client_auth = "entra" receives tokens as passwords and needs "require", "verify-ca" or "verify-full", got "disable"`},
+		{name: "entra clients with optional client tls", top: "client_tls_sslmode = \"prefer\"\nclient_tls_cert_file = \"" + certFile + "\"\nclient_tls_key_file = \"" + certFile + "\"", db: `client_auth = "entra"`, more: "[client_entra]\ntenants = [\"72f988bf-86f1-41af-91ab-2d7cd011db47\"]\n[client_entra.roles]\napp = [\"app:abc\"]", want: `client_tls_sslmode: client_auth = "entra" receives tokens as passwords`},
+		{name: "entra clients without tenants", top: "client_tls_sslmode = \"require\"\nclient_tls_cert_file = \"" + certFile + "\"\nclient_tls_key_file = \"" + certFile + "\"", db: `client_auth = "entra"`, want: "client_entra.tenants: required"},
+		{name: "entra clients without roles", top: "client_tls_sslmode = \"require\"\nclient_tls_cert_file = \"" + certFile + "\"\nclient_tls_key_file = \"" + certFile + "\"", db: `client_auth = "entra"`, want: "client_entra.roles: required"},
+		{name: "entra tenant by domain name", top: "client_tls_sslmode = \"require\"\nclient_tls_cert_file = \"" + certFile + "\"\nclient_tls_key_file = \"" + certFile + "\"", db: `client_auth = "entra"`, more: "[client_entra]\ntenants = [\"contoso.com\"]", want: `client_entra.tenants[0]: must be a tenant id (a GUID`},
+		{name: "entra authority over http", top: "client_tls_sslmode = \"require\"\nclient_tls_cert_file = \"" + certFile + "\"\nclient_tls_key_file = \"" + certFile + "\"", more: "[client_entra]\nauthority_host = \"http://login.example\"", db: `client_auth = "entra"`, want: `client_entra.authority_host: must be an https:// URL`},
+		{name: "entra v1 issuer over http", top: "client_tls_sslmode = \"require\"\nclient_tls_cert_file = \"" + certFile + "\"\nclient_tls_key_file = \"" + certFile + "\"", more: "[client_entra]\nv1_issuer_host = \"http://sts.example\"", db: `client_auth = "entra"`, want: `client_entra.v1_issuer_host: must be an https:// URL`},
+		{name: "entra principal without kind", top: "client_tls_sslmode = \"require\"\nclient_tls_cert_file = \"" + certFile + "\"\nclient_tls_key_file = \"" + certFile + "\"", db: `client_auth = "entra"`, more: "[client_entra.roles]\napp = [\"alice@contoso.com\"]", want: `client_entra.roles.app[0]: must be kind:value`},
+		{name: "entra principal of unknown kind", top: "client_tls_sslmode = \"require\"\nclient_tls_cert_file = \"" + certFile + "\"\nclient_tls_key_file = \"" + certFile + "\"", db: `client_auth = "entra"`, more: "[client_entra.roles]\napp = [\"role:x\"]", want: `client_entra.roles.app[0]: unknown kind "role"`},
+		{name: "entra role without identities", top: "client_tls_sslmode = \"require\"\nclient_tls_cert_file = \"" + certFile + "\"\nclient_tls_key_file = \"" + certFile + "\"", db: `client_auth = "entra"`, more: "[client_entra.roles]\napp = []", want: `client_entra.roles.app: lists no identity`},
+		{name: "negative entra skew", top: "client_tls_sslmode = \"require\"\nclient_tls_cert_file = \"" + certFile + "\"\nclient_tls_key_file = \"" + certFile + "\"", db: `client_auth = "entra"`, more: "[client_entra]\nclock_skew = \"-1s\"", want: `client_entra.clock_skew: must not be negative`},
+		{name: "client entra unused", more: "[client_entra]\ntenants = [\"72f988bf-86f1-41af-91ab-2d7cd011db47\"]\n[client_entra.roles]\napp = [\"app:abc\"]", want: `client_entra: set, but no database or user has client_auth = "entra"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -686,5 +700,35 @@ func TestRestartOnlyChanges(t *testing.T) {
 	}
 	if RestartOnlyChanges(nil, old) != nil {
 		t.Error("RestartOnlyChanges(nil, c) != nil")
+	}
+}
+
+func TestEntraClientLoginsLoadWithRequiredClientTLSAndRoles(t *testing.T) {
+	dir := t.TempDir()
+	certFile := filepath.Join(dir, "cert.pem")
+	if err := os.WriteFile(certFile, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Only Entra clients: auth_type needs no auth_file.
+	doc := `auth_type = "scram-sha-256"
+client_tls_sslmode = "require"
+client_tls_cert_file = "` + certFile + `"
+client_tls_key_file = "` + certFile + `"
+[client_entra]
+tenants = ["72f988bf-86f1-41af-91ab-2d7cd011db47"]
+authority_host = "https://login.microsoftonline.us"
+v1_issuer_host = "https://sts.usgovcloudapi.net"
+clock_skew = "30s"
+[client_entra.roles]
+app_rw = ["app:22222222-0000-0000-0000-000000000002", "group:44444444-0000-0000-0000-000000000004"]
+[databases.app]
+host = "127.0.0.1"
+client_auth = "entra"
+[users.alice]
+client_auth = "entra"
+`
+	c := mustParse(t, doc)
+	if !c.EntraClients() || c.ClientEntra.ClockSkew.Std() != 30*time.Second || len(c.ClientEntra.Roles["app_rw"]) != 2 {
+		t.Fatalf("client_entra not loaded: %+v", c.ClientEntra)
 	}
 }

@@ -19,6 +19,7 @@ var (
 	logLevels        = []string{"debug", "info", "warn", "error"}
 	logFormats       = []string{"json", "console"}
 	dbAuths          = []string{authPassword, authEntra}
+	clientAuths      = []string{authEntra}
 	entraCredentials = []string{entraDefault, entraManagedIdentity, entraWorkloadIdentity, entraClientSecret, entraAzureCLI}
 	replicaFallbacks = []string{replicaFallbackPrimary, replicaFallbackError}
 )
@@ -116,6 +117,7 @@ func (c *Config) Validate() error {
 	var p problems
 	c.validateListeners(&p)
 	c.validateAuth(&p)
+	c.validateClientEntra(&p)
 	c.validatePooling(&p)
 	c.validateTLS(&p)
 	c.validatePeers(&p)
@@ -133,6 +135,9 @@ func (c *Config) Validate() error {
 			p.oneOf(key("pool_mode"), u.PoolMode, poolModes)
 		}
 		p.atLeast(key("max_user_connections"), int64(u.MaxUserConnections), 0)
+		if u.ClientAuth != "" {
+			p.oneOf(key("client_auth"), u.ClientAuth, clientAuths)
+		}
 	}
 
 	if len(c.Databases) == 0 {
@@ -211,7 +216,7 @@ func (c *Config) validateAuth(p *problems) {
 			p.add("auth_hba_file", `required when auth_type is "hba"`)
 		}
 	default:
-		if c.AuthFile == "" && !c.anyUserPassword() {
+		if c.AuthFile == "" && !c.anyUserPassword() && !c.onlyEntraClients() {
 			p.add("auth_type", "%q needs auth_file or users with a password", c.AuthType)
 		}
 	}
@@ -233,6 +238,113 @@ func (c *Config) validateAuth(p *problems) {
 			p.add(fmt.Sprintf("stats_users[%d]", i), "must not be empty")
 		}
 	}
+}
+
+// EntraClients reports whether any database or user has client_auth =
+// "entra".
+func (c *Config) EntraClients() bool {
+	for _, db := range c.Databases {
+		if db.ClientAuth == authEntra {
+			return true
+		}
+	}
+	for _, u := range c.Users {
+		if u.ClientAuth == authEntra {
+			return true
+		}
+	}
+	return false
+}
+
+// onlyEntraClients reports whether every database has client_auth =
+// "entra", so that auth_type's passwords are never asked for (the admin
+// console aside).
+func (c *Config) onlyEntraClients() bool {
+	for _, db := range c.Databases {
+		if db.ClientAuth != authEntra {
+			return false
+		}
+	}
+	return len(c.Databases) > 0
+}
+
+// validateClientEntra checks [client_entra] when some client logs in with
+// Entra: tenants, https hosts, principals, and client TLS that is required.
+func (c *Config) validateClientEntra(p *problems) {
+	ce := c.ClientEntra
+	p.nonNegativeDurations("client_entra.", ce)
+	if !c.EntraClients() {
+		if len(ce.Tenants) > 0 || len(ce.Roles) > 0 {
+			p.add("client_entra", `set, but no database or user has client_auth = "entra"`)
+		}
+		return
+	}
+	switch c.ClientTLSSSLMode {
+	case "require", "verify-ca", "verify-full":
+	default:
+		// The token is a bearer credential: it must never cross the
+		// network in clear text, so pgferry refuses to ask for it there.
+		p.add("client_tls_sslmode", `client_auth = "entra" receives tokens as passwords and needs "require", "verify-ca" or "verify-full", got %q`, c.ClientTLSSSLMode)
+	}
+	if len(ce.Tenants) == 0 {
+		p.add("client_entra.tenants", `required when client_auth = "entra" is used`)
+	}
+	for i, t := range ce.Tenants {
+		if !isGUID(t) {
+			p.add(fmt.Sprintf("client_entra.tenants[%d]", i), "must be a tenant id (a GUID; token issuers name the tenant by id), got %q", t)
+		}
+	}
+	for _, f := range []struct{ key, v string }{
+		{"client_entra.authority_host", ce.AuthorityHost},
+		{"client_entra.v1_issuer_host", ce.V1IssuerHost},
+	} {
+		if u, err := url.Parse(f.v); f.v != "" && (err != nil || u.Scheme != "https" || u.Host == "") {
+			p.add(f.key, "must be an https:// URL, got %q", f.v)
+		}
+	}
+	for i, a := range ce.Audiences {
+		if strings.TrimSpace(a) == "" {
+			p.add(fmt.Sprintf("client_entra.audiences[%d]", i), "must not be empty")
+		}
+	}
+	if len(ce.Roles) == 0 {
+		p.add("client_entra.roles", `required when client_auth = "entra" is used: map user names to identities`)
+	}
+	for _, role := range sortedKeys(ce.Roles) {
+		key := "client_entra.roles." + quoteKey(role)
+		if len(ce.Roles[role]) == 0 {
+			p.add(key, "lists no identity")
+		}
+		for i, pr := range ce.Roles[role] {
+			kind, value, ok := strings.Cut(pr, ":")
+			switch {
+			case !ok || strings.TrimSpace(value) == "":
+				p.add(fmt.Sprintf("%s[%d]", key, i), "must be kind:value (user:, app:, object: or group:), got %q", pr)
+			case kind != "user" && kind != "app" && kind != "object" && kind != "group":
+				p.add(fmt.Sprintf("%s[%d]", key, i), "unknown kind %q (user, app, object or group)", kind)
+			}
+		}
+	}
+}
+
+// isGUID reports whether s is 8-4-4-4-12 hex digits.
+func isGUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, r := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if r != '-' {
+				return false
+			}
+		default:
+			if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (c *Config) anyUserPassword() bool {
@@ -326,6 +438,9 @@ func (c *Config) validateDatabase(p *problems, name string, db Database, aliases
 		p.file(key("sslrootcert"), db.SSLRootCert)
 	}
 	p.oneOf(key("auth"), db.Auth, dbAuths)
+	if db.ClientAuth != "" {
+		p.oneOf(key("client_auth"), db.ClientAuth, clientAuths)
+	}
 	if db.Auth == authEntra {
 		validateEntra(p, name, db)
 	} else {

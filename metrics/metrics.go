@@ -211,6 +211,14 @@ var (
 		"Entra ID tokens obtained, a count.", labelDatabase)
 	descTokenFailures = desc("auth", "entra_token_failures_total",
 		"Failed Entra ID token requests, a count, by reason (timeout, http_error, credential_unavailable, other).", labelDatabase, labelReason)
+	descTokenRejections = desc("auth", "entra_token_rejections_total",
+		"Cached Entra ID tokens dropped because a server refused a login made with them, a count.", labelDatabase)
+	descClientChecks = desc("auth", "entra_client_signature_checks_total",
+		"Client Entra ID tokens whose signature was checked (the rest came from the cache or a check under way), a count.")
+	descClientRefused = desc("auth", "entra_client_tokens_refused_total",
+		"Client Entra ID tokens refused, a count.")
+	descClientKeyFetches = desc("auth", "entra_client_key_fetches_total",
+		"Fetches of the tenants' signing key sets for client Entra ID tokens, failed ones included, a count.")
 )
 
 // Label names for replicas.
@@ -232,7 +240,8 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 		descClientConns, descServerConns, descWaiting, descMaxWait, descPaused, descAcquires,
 		descXacts, descQueries, descXactTime, descParses, descBinds, descLogins, descPinned, descPumped,
 		descDialRetries, descAbandoned, descSockets, descParked, descPins, descLagBytes, descLagSeconds, descInRotation, descBackendUp, descReplicaConns,
-		descTokenExpiry, descTokenRefreshes, descTokenFailures,
+		descTokenExpiry, descTokenRefreshes, descTokenFailures, descTokenRejections,
+		descClientChecks, descClientRefused, descClientKeyFetches,
 	} {
 		ch <- d
 	}
@@ -252,6 +261,11 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
 	gauge(descSockets, float64(snap.Clients))
+	if st, ok := srv.EntraStats(); ok {
+		counter(descClientChecks, float64(st.SignatureChecks))
+		counter(descClientRefused, float64(st.Rejected))
+		counter(descClientKeyFetches, float64(st.KeyFetches))
+	}
 	gauge(descParked, float64(snap.ParkedClients))
 	counter(descPins, float64(snap.PinnedTotal))
 	for _, p := range snap.Pools {
@@ -310,6 +324,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descTokenExpiry, exp, ts.database)
 		counter(descTokenRefreshes, float64(st.Refreshes), ts.database)
+		counter(descTokenRejections, float64(st.Rejections), ts.database)
 		for i := entra.Reason(0); i < entra.NumReasons; i++ {
 			counter(descTokenFailures, float64(st.FailuresByReason[i]), ts.database, entra.ReasonName(i))
 		}

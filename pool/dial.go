@@ -24,6 +24,26 @@ type PasswordSource interface {
 	Password(ctx context.Context) (string, error)
 }
 
+// PasswordRejecter is implemented by a PasswordSource whose passwords can
+// stop working before the source knows, as an Entra ID token the server no
+// longer accepts does. When a server refuses a login made with one of its
+// passwords (SQLSTATE 28P01 or 28000), Dial calls Rejected with that
+// password and retries the login once with whatever Password returns next.
+// Rejected must be cheap and safe for concurrent use.
+type PasswordRejecter interface {
+	Rejected(password string)
+}
+
+// PasswordError is a login that failed because its PasswordSource returned
+// an error. The pool does not cache it for LoginRetry: the source keeps its
+// own backoff and knows as soon as it has recovered.
+type PasswordError struct{ Err error }
+
+func (e *PasswordError) Error() string { return e.Err.Error() }
+
+// Unwrap returns Err.
+func (e *PasswordError) Unwrap() error { return e.Err }
+
 // StaticPassword is a PasswordSource for a fixed password.
 type StaticPassword string
 
@@ -82,13 +102,42 @@ type ServerError = protocol.ServerError
 var ErrReadOnlyServer = errors.New("server is read-only (in recovery)")
 
 // Dial opens a server connection and logs in. It honours ctx and
-// ConnectTimeout; the returned connection is ready for queries.
+// ConnectTimeout; the returned connection is ready for queries. A login
+// refused with a password from a PasswordRejecter is retried once (see
+// PasswordRejecter).
 func Dial(ctx context.Context, cfg *DialConfig) (*ServerConn, error) {
 	if cfg.ConnectTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.ConnectTimeout)
 		defer cancel()
 	}
+	sc, err := dialHosts(ctx, cfg)
+	var rej *rejectedPasswordError
+	if !errors.As(err, &rej) {
+		return sc, err
+	}
+	r, ok := cfg.Password.(PasswordRejecter)
+	if !ok || ctx.Err() != nil {
+		return nil, rej.ServerError
+	}
+	r.Rejected(rej.password)
+	sc, err = dialHosts(ctx, cfg)
+	if errors.As(err, &rej) {
+		return nil, rej.ServerError // the error must not keep the password
+	}
+	return sc, err
+}
+
+// rejectedPasswordError is a login the server refused as unauthorised
+// after pgferry sent password; it never leaves Dial.
+type rejectedPasswordError struct {
+	*ServerError
+	password string
+}
+
+func (e *rejectedPasswordError) Unwrap() error { return e.ServerError }
+
+func dialHosts(ctx context.Context, cfg *DialConfig) (*ServerConn, error) {
 	var firstErr error
 	for _, host := range cfg.Hosts {
 		sc, err := dialHost(ctx, cfg, host)
@@ -223,11 +272,17 @@ func tlsConfigFor(cfg *DialConfig, host string) *tls.Config {
 // authenticate runs the login exchange up to ReadyForQuery.
 func (sc *ServerConn) authenticate(ctx context.Context, cfg *DialConfig) error {
 	var scram *auth.SCRAMClient
+	var sent string // the password given to the server, if any
 	password := func() (string, error) {
 		if cfg.Password == nil {
 			return "", fmt.Errorf("server %s asked for a password but none is configured for user %q", sc.Addr, cfg.User)
 		}
-		return cfg.Password.Password(ctx)
+		pw, err := cfg.Password.Password(ctx)
+		if err != nil {
+			return "", &PasswordError{Err: err}
+		}
+		sent = pw
+		return pw, nil
 	}
 	var out []byte
 	for {
@@ -313,7 +368,11 @@ func (sc *ServerConn) authenticate(ctx context.Context, cfg *DialConfig) error {
 		case protocol.MsgNoticeResponse, 'v': // notices, NegotiateProtocolVersion
 		case protocol.MsgErrorResponse:
 			_, code, msg := protocol.ParseErrorFields(frame)
-			return &ServerError{Frame: append([]byte(nil), frame...), Code: string(code), Message: string(msg)}
+			se := &ServerError{Frame: append([]byte(nil), frame...), Code: string(code), Message: string(msg)}
+			if sent != "" && (se.Code == protocol.SQLStateInvalidPassword || se.Code == protocol.SQLStateInvalidAuthorization) {
+				return &rejectedPasswordError{ServerError: se, password: sent}
+			}
+			return se
 		case protocol.MsgReadyForQuery:
 			return nil
 		default:

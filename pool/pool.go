@@ -46,7 +46,9 @@ type Config struct {
 	// when the failure is one that waiting would not cure (authentication,
 	// configuration). Transient failures (see Transient) are retried with a
 	// backoff from RetryMin, doubling up to RetryMax (defaults 50 ms and
-	// 500 ms), while clients wait in the queue.
+	// 500 ms), while clients wait in the queue. A *PasswordError (no
+	// password could be had) is not cached: the PasswordSource fails fast
+	// on its own and recovers sooner.
 	LoginRetry         time.Duration
 	RetryMin, RetryMax time.Duration
 	// HoldTimeout is how long from the start of an outage (the first
@@ -447,9 +449,12 @@ func (p *Pool) dialOne() {
 	if err != nil {
 		p.total--
 		p.stat.DialFailures++
-		p.loginErr, p.loginAt = err, p.now()
+		var pe *PasswordError
+		if !errors.As(err, &pe) {
+			p.loginErr, p.loginAt = err, p.now()
+		}
 		if Transient(err) && p.outageSince.IsZero() {
-			p.outageSince = p.loginAt
+			p.outageSince = p.now()
 		}
 		if p.holds(err) && !p.closed {
 			// The server is restarting, failing over or briefly

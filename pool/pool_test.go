@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -341,5 +342,82 @@ func TestTransientFailuresAreThoseWaitingMayCure(t *testing.T) {
 		if got := pool.Transient(tc.err); got != tc.want {
 			t.Errorf("Transient(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+// rotatingPassword is a PasswordSource and PasswordRejecter that hands out
+// a stale password until told it was refused.
+type rotatingPassword struct {
+	mu               sync.Mutex
+	current, next    string
+	rejected, served int
+	fail             error // returned instead of next, if set
+}
+
+func (r *rotatingPassword) Password(context.Context) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.served++
+	if r.current == "" && r.fail != nil {
+		return "", r.fail
+	}
+	return r.current, nil
+}
+
+func (r *rotatingPassword) Rejected(pw string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if pw == r.current {
+		r.rejected++
+		r.current = r.next
+	}
+}
+
+func TestDialRetriesOnceWithANewPasswordAfterTheServerRefusesOne(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tests := []struct {
+		name         string
+		src          *rotatingPassword
+		wantErr      func(error) bool
+		wantRejected int
+	}{
+		{"stale then good", &rotatingPassword{current: "stale-secret", next: pgtest.AppPassword}, nil, 1},
+		{"good at once", &rotatingPassword{current: pgtest.AppPassword}, nil, 0},
+		{"stale then stale", &rotatingPassword{current: "stale-secret", next: "still-stale-secret"}, func(err error) bool {
+			var se *pool.ServerError
+			return errors.As(err, &se) && se.Code == "28P01"
+		}, 1},
+		{"stale then none", &rotatingPassword{current: "stale-secret", fail: errors.New("no token")}, func(err error) bool {
+			var pe *pool.PasswordError
+			return errors.As(err, &pe)
+		}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := config(1).Dial
+			cfg.Password = tc.src
+			sc, err := pool.Dial(ctx, &cfg)
+			if tc.wantErr == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				sc.Conn.Close()
+			} else {
+				if err == nil {
+					sc.Conn.Close()
+					t.Fatal("Dial succeeded")
+				}
+				if !tc.wantErr(err) {
+					t.Fatalf("unexpected error %T: %v", err, err)
+				}
+				if strings.Contains(fmt.Sprintf("%v %+v %#v", err, err, err), "stale-secret") {
+					t.Fatal("the error holds the refused password")
+				}
+			}
+			if tc.src.rejected != tc.wantRejected || tc.src.served > 2 {
+				t.Fatalf("rejected %d, served %d; want %d rejections and at most 2 passwords", tc.src.rejected, tc.src.served, tc.wantRejected)
+			}
+		})
 	}
 }

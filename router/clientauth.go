@@ -45,6 +45,8 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 		return "", nil
 	case "cert":
 		return "", ss.certLogin()
+	case "entra":
+		return "", ss.entraLogin(cfg)
 	}
 	cred, known := ss.srv.store.Load().Lookup(ss.user)
 	switch {
@@ -139,11 +141,15 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	return "", nil
 }
 
-// authMethod returns the authentication method for the client: auth_type,
+// authMethod returns the authentication method for the client: "entra"
+// when its database or user says client_auth = "entra", else auth_type,
 // or with auth_type "hba" the method of the first auth_hba_file line that
 // applies. A client no line admits, or a reject line, is refused here with
 // PostgreSQL's SQLSTATE (28000) and a message shaped like its own.
 func (ss *session) authMethod(cfg *configs.Config) (string, error) {
+	if ss.clientAuthEntra(cfg) {
+		return "entra", nil
+	}
 	if cfg.AuthType != "hba" {
 		return cfg.AuthType, nil
 	}

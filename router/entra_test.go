@@ -68,7 +68,7 @@ const entraRole = "app@contoso.onmicrosoft.com"
 // entraFerry starts pgferry whose "app" database logs in as entraRole with
 // tokens from the fake endpoint, over TLS, to a server that accepts only
 // the token (cleartext password over hostssl, as Azure's server asks).
-func entraFerry(t *testing.T, fake *fakeIdentity, poolSize int, clock func() time.Time) (*ferrytest.Ferry, *entra.TokenSource) {
+func entraFerry(t *testing.T, fake *fakeIdentity, poolSize int, clock func() time.Time, mods ...func(*configs.Config)) (*ferrytest.Ferry, *entra.TokenSource) {
 	t.Helper()
 	ctx := context.Background()
 	if err := cluster.AddHBA(fmt.Sprintf(`hostssl all %q 127.0.0.1/32 password`, entraRole), fmt.Sprintf(`host all %q 127.0.0.1/32 reject`, entraRole)); err != nil {
@@ -92,6 +92,9 @@ func entraFerry(t *testing.T, fake *fakeIdentity, poolSize int, clock func() tim
 	db.Host = "localhost"
 	db.PoolSize = poolSize
 	cfg.Databases["app"] = db
+	for _, mod := range mods {
+		mod(cfg)
+	}
 	ec := entra.Config{
 		Credential:     "managed_identity",
 		ClientID:       fmt.Sprintf("test-%d", time.Now().UnixNano()), // the MI cache is process-wide
@@ -204,5 +207,115 @@ func TestClientsGetAClearErrorWhenNoEntraTokenCanBeObtained(t *testing.T) {
 		}
 		c.Close(context.Background())
 		return true, nil
+	})
+}
+
+func TestAServerRefusingTheCachedTokenMakesPgferryFetchANewOneOnceForABurst(t *testing.T) {
+	fake := newFakeIdentity(t, "token-r1-"+strings.Repeat("a", 1500))
+	const size = 8
+	// A long server_login_retry: token failures must not be pinned by it.
+	f, ts := entraFerry(t, fake, size, nil, func(c *configs.Config) { c.ServerLoginRetry = configs.Duration(time.Minute) })
+	ctx := testContext(t)
+	assertServes(t, ctx, f)
+	if n := fake.requests.Load(); n != 1 {
+		t.Fatalf("%d token requests for the first login, want 1", n)
+	}
+
+	// The role's token changes before pgferry's cached one expires (or is
+	// due for refresh): the server refuses the cached token.
+	token2 := "token-r2-" + strings.Repeat("b", 1500)
+	fake.set(token2, false)
+	if err := cluster.Exec(ctx, fmt.Sprintf(`alter role %q password '%s'`, entraRole, token2)); err != nil {
+		t.Fatal(err)
+	}
+	f.Server.Reconnect("")
+	waitNoBusyBackendsOf(t, ctx, entraRole)
+
+	// A burst of clients each holding a server in a transaction forces
+	// size concurrent server logins, all refused with the old token.
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*size)
+	release := make(chan struct{})
+	for i := 0; i < 4*size; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := pgx.Connect(ctx, f.AppDSN())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close(context.Background())
+			tx, err := c.Begin(ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			var user string
+			if err := tx.QueryRow(ctx, "select current_user").Scan(&user); err != nil || user != entraRole {
+				errs <- fmt.Errorf("current_user %q: %v", user, err)
+			}
+			<-release
+			tx.Commit(ctx)
+		}()
+	}
+	ferrytest.Eventually(t, 30*time.Second, "all servers logged in with the new token", func() (bool, error) {
+		n, err := queryInt(ctx, fmt.Sprintf(`select count(*) from pg_stat_activity where usename = '%s'`, entraRole))
+		return n == size || len(errs) > 0, err
+	})
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := fake.requests.Load(); n != 2 {
+		t.Fatalf("%d token requests in all, want 2: one more for the whole burst of refused logins", n)
+	}
+	if st := ts.Stats(); st.Rejections != 1 {
+		t.Fatalf("Rejections = %d, want 1", st.Rejections)
+	}
+
+	// Now the token changes again and the identity endpoint fails: the
+	// refused token is dropped, no new one can be had, and clients are told
+	// so (08001 naming Entra), not the server's stale-password error.
+	fake.set("token-r3", true)
+	if err := cluster.Exec(ctx, fmt.Sprintf(`alter role %q password 'token-r3'`, entraRole)); err != nil {
+		t.Fatal(err)
+	}
+	f.Server.Reconnect("")
+	waitNoBusyBackendsOf(t, ctx, entraRole)
+	// The session logs in on the pool's cached welcome; its first query
+	// needs a server login.
+	c := ferrytest.Connect(t, ctx, f.AppDSN())
+	_, err := c.Exec(ctx, "select 1")
+	pe := expectPgError(t, err, "08001")
+	if !strings.Contains(pe.Message, `could not obtain an Entra ID token for database "app"`) {
+		t.Fatalf("got %q, want the Entra token error", pe.Message)
+	}
+	// The failure is not pinned by server_login_retry: once the endpoint
+	// serves the new token, logins work again.
+	fake.set("token-r3", false)
+	// (The token source's own backoff after one failure is at most 1 s.)
+	ferrytest.Eventually(t, 10*time.Second, "a query once the endpoint is back", func() (bool, error) {
+		c, err := pgx.Connect(ctx, f.AppDSN())
+		if err != nil {
+			return false, err
+		}
+		defer c.Close(context.Background())
+		_, err = c.Exec(ctx, "select 1")
+		return err == nil, err
+	})
+	if strings.Contains(f.Logs(), "token-r") {
+		t.Fatal("a token leaked into the log")
+	}
+}
+
+// waitNoBusyBackendsOf waits until role has no server connection left.
+func waitNoBusyBackendsOf(t *testing.T, ctx context.Context, role string) {
+	t.Helper()
+	ferrytest.Eventually(t, 30*time.Second, "old server connections closed", func() (bool, error) {
+		n, err := queryInt(ctx, fmt.Sprintf(`select count(*) from pg_stat_activity where usename = '%s'`, role))
+		return n == 0, err
 	})
 }

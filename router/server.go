@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,6 +39,10 @@ type Options struct {
 	// database entry; nil uses the entry's static password. cmd wires Entra
 	// ID token sources through it.
 	PasswordSource func(dbName string, db configs.Database) (pool.PasswordSource, error)
+	// EntraHTTPClient fetches the discovery documents and signing keys
+	// that client Entra token checks need; nil uses a default TLS client.
+	// Tests point it at a fake issuer.
+	EntraHTTPClient *http.Client
 	// PeerResolver resolves peers_dns and peer host names; nil is the
 	// system's resolver. Tests point it at a DNS server they control.
 	PeerResolver *net.Resolver
@@ -63,9 +68,10 @@ type Server struct {
 	opts     Options
 	cfg      atomic.Pointer[configs.Config]
 	store    atomic.Pointer[auth.Store]
-	hba      atomic.Pointer[hba.Rules]  // auth_hba_file's rules; nil unless auth_type is "hba"
-	ctls     atomic.Pointer[tls.Config] // client-facing TLS; nil: refuse SSL
-	certHash atomic.Pointer[[]byte]     // tls-server-end-point for SCRAM-PLUS
+	hba      atomic.Pointer[hba.Rules]    // auth_hba_file's rules; nil unless auth_type is "hba"
+	entra    atomic.Pointer[entraClients] // client Entra token logins; nil unless client_auth = "entra" is used
+	ctls     atomic.Pointer[tls.Config]   // client-facing TLS; nil: refuse SSL
+	certHash atomic.Pointer[[]byte]       // tls-server-end-point for SCRAM-PLUS
 	cidrs    atomic.Pointer[[]*net.IPNet]
 	hooks    atomic.Pointer[AdminHooks] // RELOAD and SHUTDOWN of the admin console
 
@@ -195,6 +201,10 @@ func (s *Server) apply(cfg *configs.Config) error {
 			}
 		}
 	}
+	ec, err := newEntraClients(cfg, s.entra.Load(), s.opts.EntraHTTPClient)
+	if err != nil {
+		return err
+	}
 	var cidrs []*net.IPNet
 	for _, c := range cfg.AllowCIDRs {
 		_, n, err := net.ParseCIDR(c)
@@ -205,6 +215,7 @@ func (s *Server) apply(cfg *configs.Config) error {
 	}
 	s.store.Store(auth.NewStore(creds))
 	s.hba.Store(rules)
+	s.entra.Store(ec)
 	s.ctls.Store(ctls)
 	s.certHash.Store(&hash)
 	s.cidrs.Store(&cidrs)

@@ -33,7 +33,13 @@ func (ss *session) waitContext(cfg *configs.Config) (context.Context, context.Ca
 func (ss *session) acquireError(err error) error {
 	var se *pool.ServerError
 	var lf *pool.LoginFailingError
+	var te *entra.TokenError
 	switch {
+	case errors.As(err, &te):
+		// The message names the database and the reason, never a secret;
+		// checked first, as a token request cut short by the wait timeout
+		// wraps context.DeadlineExceeded.
+		return protocol.Fatal(protocol.SQLStateUnableToConnect, "pgferry "+te.Error())
 	case errors.As(err, &lf):
 		msg := lf.Err.Error()
 		if errors.As(lf.Err, &se) {
@@ -47,11 +53,6 @@ func (ss *session) acquireError(err error) error {
 		return protocol.Fatal(protocol.SQLStateProtocolViolation, "query_wait_timeout")
 	case errors.Is(err, pool.ErrPoolClosed):
 		return protocol.Fatal(protocol.SQLStateAdminShutdown, "database configuration changed or pgferry is shutting down; reconnect")
-	}
-	var te *entra.TokenError
-	if errors.As(err, &te) {
-		// The message names the database and the reason, never a secret.
-		return protocol.Fatal(protocol.SQLStateUnableToConnect, "pgferry "+te.Error())
 	}
 	ss.logger().Warn("server connection failed", zap.Error(err))
 	return protocol.Fatal(protocol.SQLStateConnectionFailure, "pgferry could not connect to the server for database "+ss.database+": "+sanitize(err))

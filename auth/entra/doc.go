@@ -1,5 +1,6 @@
 // Package entra supplies Microsoft Entra ID access tokens as the passwords of
-// server logins to Azure Database for PostgreSQL.
+// server logins to Azure Database for PostgreSQL, and checks the tokens
+// clients log in with.
 //
 // The server checks the token once, during the login (its PGAadAuth extension
 // matches the token's object ID to the role), so pgferry needs a valid token
@@ -21,6 +22,15 @@
 //     managed identity endpoint is failing;
 //   - reports failures as *TokenError with a short message free of secrets,
 //     and counters through Stats for the metrics package.
+//
+// In the other direction, Validator checks the access tokens clients send
+// as passwords (client_auth = "entra"): RS256 signatures against the keys
+// the tenant publishes (discovery document and key set fetched over TLS,
+// refetched for unknown key ids at most once per interval), issuer,
+// audience and lifetime, with accepted tokens cached by their SHA-256.
+// Principal and Identity.Matches map a token's identity to the PostgreSQL
+// users configured for it. The JOSE work is go-jose's; this package only
+// picks keys and reads claims.
 //
 // Tokens and client secrets are secrets: they never appear in errors, in
 // String/GoString output or in Stats.

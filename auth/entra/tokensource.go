@@ -46,8 +46,11 @@ const (
 // A TokenSource is safe for concurrent use. It never prints the token: String,
 // GoString, errors and Stats leave it out. Call Close to stop its goroutines.
 type TokenSource struct {
-	cred           azcore.TokenCredential
-	scope          string
+	cred  azcore.TokenCredential
+	scope string
+	// bypassOnReject: after a rejection, ask the credential past the SDK's
+	// own cache (managed identity only, see Rejected).
+	bypassOnReject bool
 	database       string
 	refreshTimeout time.Duration
 	now            func() time.Time
@@ -62,9 +65,10 @@ type TokenSource struct {
 	closeOnce sync.Once
 
 	// Cumulative counters for Stats.
-	refreshes atomic.Uint64
-	requests  atomic.Uint64
-	failures  [NumReasons]atomic.Uint64
+	refreshes  atomic.Uint64
+	requests   atomic.Uint64
+	rejections atomic.Uint64
+	failures   [NumReasons]atomic.Uint64
 
 	// mu guards the fields inside it. Nothing blocks while it is held: token
 	// requests run in their own goroutine and report back under the lock.
@@ -80,10 +84,17 @@ type TokenSource struct {
 		// backoff after the last failure ends.
 		failures int
 		retryAt  time.Time
+		// lastErr is the error of the last failed request, cleared by a
+		// success; while no token is usable it is returned at once until
+		// retryAt, so a flood of logins does not hammer a failing endpoint.
+		lastErr error
 		// running is true while the refresher goroutine is alive.
 		running bool
 		// closed is set by Close; no goroutine is started afterwards.
 		closed bool
+		// bypass makes the next request skip the SDK's cache; set by
+		// Rejected when bypassOnReject.
+		bypass bool
 	}
 }
 
@@ -110,6 +121,7 @@ func NewTokenSource(cred azcore.TokenCredential, cfg Config) *TokenSource {
 		scope:          cfg.Scope,
 		database:       cfg.Database,
 		refreshTimeout: cfg.RefreshTimeout,
+		bypassOnReject: cfg.Credential == CredentialManagedIdentity,
 		now:            cfg.Now,
 		after: func(d time.Duration) (<-chan time.Time, func() bool) {
 			t := time.NewTimer(d)
@@ -138,7 +150,9 @@ func NewTokenSource(cred azcore.TokenCredential, cfg Config) *TokenSource {
 // token has not expired yet, it returns the cached token: a transient outage of
 // the identity endpoint must not break logins. When the background refresher
 // is running, or a request failed moments ago, a stale but unexpired token is
-// returned at once without waiting on Entra.
+// returned at once without waiting on Entra. With no usable token, a call
+// within the backoff after a failed request returns that request's error at
+// once instead of asking again.
 //
 // Errors are *TokenError. A request outlives a caller that gives up: it is
 // bounded by Config.RefreshTimeout and by Close.
@@ -154,6 +168,11 @@ func (s *TokenSource) Password(ctx context.Context) (string, error) {
 	if usable && (s.mu.running || s.mu.closed || now.Before(s.mu.retryAt)) {
 		s.mu.Unlock()
 		return tok.token, nil
+	}
+	if !usable && s.mu.lastErr != nil && s.mu.inflight == nil && now.Before(s.mu.retryAt) {
+		err := s.mu.lastErr
+		s.mu.Unlock()
+		return "", err
 	}
 	c := s.startLocked()
 	s.mu.Unlock()
@@ -193,18 +212,29 @@ func (s *TokenSource) startLocked() *call {
 	}
 	s.mu.inflight = c
 	s.wg.Add(1) // under mu with closed false, so never concurrent with Close's Wait
-	go s.request(c)
+	go s.request(c, s.mu.bypass)
+	s.mu.bypass = false
 	return c
 }
 
-// request makes one GetToken call, updates the cache and completes c.
-func (s *TokenSource) request(c *call) {
+// bypassClaims is the claims request passed to skip the SDK's token cache.
+// For managed identity MSAL only checks that it is not empty ("ignore cached
+// access tokens when given claims") and does not send it to the endpoint.
+const bypassClaims = `{"access_token":{}}`
+
+// request makes one GetToken call, updates the cache and completes c. With
+// bypass it asks past the SDK's cache.
+func (s *TokenSource) request(c *call, bypass bool) {
 	defer s.wg.Done()
 	ctx, cancel := context.WithTimeout(s.base, s.refreshTimeout)
 	defer cancel()
 
 	s.requests.Add(1)
-	tok, err := s.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{s.scope}})
+	opts := policy.TokenRequestOptions{Scopes: []string{s.scope}}
+	if bypass {
+		opts.Claims = bypassClaims
+	}
+	tok, err := s.cred.GetToken(ctx, opts)
 	now := s.now()
 	if err == nil {
 		switch {
@@ -231,6 +261,7 @@ func (s *TokenSource) request(c *call) {
 			s.failures[reason].Add(1)
 			s.mu.failures++
 			s.mu.retryAt = now.Add(backoff(s.mu.failures))
+			s.mu.lastErr = c.err
 		}
 	} else {
 		prev := s.mu.tok
@@ -249,11 +280,39 @@ func (s *TokenSource) request(c *call) {
 		s.mu.tok = next
 		s.mu.failures = 0
 		s.mu.retryAt = time.Time{}
+		s.mu.lastErr = nil
 		c.token = tok.Token
 	}
 	s.mu.inflight = nil
 	s.mu.Unlock()
 	close(c.done)
+}
+
+// Rejected reports that a server refused a login made with token (SQLSTATE
+// 28P01 or 28000): the token may have been revoked, or the role's expected
+// token changed, before its expiry. If token is the cached one it is
+// dropped, and the backoff after earlier failures is forgotten, so the next
+// Password call waits for a fresh token. Callers reporting the same token
+// at once drop it once and then share one request, so a burst of refused
+// logins costs one token request. A token other than the cached one (the
+// cache has moved on already) is ignored. It satisfies the pool's
+// PasswordRejecter interface.
+//
+// The Azure SDK keeps its own cache and would hand the refused token back
+// while it has more than 5 minutes left. For managed identity the next
+// request skips that cache (MSAL does so when claims are requested, without
+// sending them to the endpoint); other credential types would send the
+// claims to Entra, so they get whatever the SDK returns.
+func (s *TokenSource) Rejected(token string) {
+	s.mu.Lock()
+	if t := s.mu.tok; t != nil && t.token == token {
+		s.mu.tok = nil
+		s.mu.bypass = s.bypassOnReject
+		s.mu.retryAt = time.Time{}
+		s.mu.lastErr = nil
+		s.rejections.Add(1)
+	}
+	s.mu.Unlock()
 }
 
 // refreshTime is when a token received at now should be replaced: at
@@ -377,6 +436,9 @@ type Stats struct {
 	Refreshes uint64
 	// Requests counts GetToken calls made.
 	Requests uint64
+	// Rejections counts cached tokens dropped because a server refused them
+	// (see Rejected).
+	Rejections uint64
 	// FailuresByReason counts failed GetToken calls, indexed by Reason
 	// (pgferry_auth_entra_token_failures_total{reason}).
 	FailuresByReason [NumReasons]uint64
@@ -387,7 +449,7 @@ type Stats struct {
 
 // Stats returns a snapshot of the counters and the cached token's times.
 func (s *TokenSource) Stats() Stats {
-	st := Stats{Refreshes: s.refreshes.Load(), Requests: s.requests.Load()}
+	st := Stats{Refreshes: s.refreshes.Load(), Requests: s.requests.Load(), Rejections: s.rejections.Load()}
 	for i := range st.FailuresByReason {
 		st.FailuresByReason[i] = s.failures[i].Load()
 	}

@@ -228,11 +228,14 @@ func TestPasswordOnAColdSourceFailsWithTokenErrorUntilTheEndpointRecovers(t *tes
 		t.Errorf("failures = %v, want one http_error", st.FailuresByReason)
 	}
 
+	// Within the backoff after the failure (0.5-1 s) callers fail fast;
+	// after it the next call asks again.
 	iss.status.Store(http.StatusOK)
-	tok, err := s.Password(ctx)
-	if err != nil {
-		t.Fatalf("Password after recovery: %v", err)
-	}
+	var tok string
+	eventually(t, "a token once the endpoint recovered", func() bool {
+		tok, err = s.Password(ctx)
+		return err == nil
+	})
 	if tokenName(tok) != "token-1" {
 		t.Errorf("Password = %q, want token-1", tokenName(tok))
 	}
@@ -442,5 +445,110 @@ func TestASlowEndpointCountsAsATimeoutFailure(t *testing.T) {
 	}
 	if got := s.Stats().FailuresByReason; got[ReasonTimeout] != 1 {
 		t.Errorf("failures = %v, want one timeout", got)
+	}
+}
+
+func TestRejectedDropsTheCachedTokenAndABurstOfRejectionsCostsOneRequest(t *testing.T) {
+	s, iss := newSecretSource(t, nil, 2*time.Minute) // short-lived: the SDK does not cache it
+	first := password(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	old, err := s.Password(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const callers = 100
+	var wg sync.WaitGroup
+	got := make(chan string, callers)
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Rejected(old)
+			tok, err := s.Password(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got <- tokenName(tok)
+		}()
+	}
+	wg.Wait()
+	close(got)
+	for name := range got {
+		if name == first {
+			t.Fatalf("a caller got the rejected token %s back", name)
+		}
+	}
+	if n := iss.requests.Load(); n != 2 {
+		t.Fatalf("%d token requests, want 2 (the first and one replacement)", n)
+	}
+	if st := s.Stats(); st.Rejections != 1 {
+		t.Fatalf("Rejections = %d, want 1", st.Rejections)
+	}
+	// A stale report about a token no longer cached changes nothing.
+	s.Rejected(old)
+	password(t, s)
+	if n := iss.requests.Load(); n != 2 {
+		t.Fatalf("a stale rejection caused a request (%d in all)", n)
+	}
+}
+
+func TestWithNoTokenAFailedRequestFailsCallersFastUntilItsBackoffEnds(t *testing.T) {
+	clk := newFakeClock()
+	s, iss := newSecretSource(t, clk, 2*time.Minute)
+	iss.status.Store(http.StatusInternalServerError)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.Password(ctx); err == nil {
+		t.Fatal("Password succeeded against a failing endpoint")
+	}
+	n := iss.requests.Load()
+	for range 20 {
+		var te *TokenError
+		if _, err := s.Password(ctx); !errors.As(err, &te) {
+			t.Fatalf("got %v, want a *TokenError", err)
+		}
+	}
+	if got := iss.requests.Load(); got != n {
+		t.Fatalf("callers within the backoff made %d more requests", got-n)
+	}
+	iss.status.Store(0)
+	clk.Advance(2 * maxBackoff)
+	if _, err := s.Password(ctx); err != nil {
+		t.Fatalf("after the backoff: %v", err)
+	}
+}
+
+func TestARejectedManagedIdentityTokenIsReplacedPastTheSDKCache(t *testing.T) {
+	iss := newIssuer(nil, time.Hour) // long-lived: the SDK would serve it from its cache
+	newFakeMI(t, iss)
+	cfg := Config{Credential: CredentialManagedIdentity, ClientID: uniqueMIClientID(t), Retry: noRetry, Database: "app"}
+	cred, err := NewCredential(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewTokenSource(cred, cfg)
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	old, err := s.Password(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Rejected(old)
+	tok, err := s.Password(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok == old || iss.requests.Load() != 2 {
+		t.Fatalf("after the rejection: same token %v, %d requests; want a new token from a second request", tok == old, iss.requests.Load())
+	}
+	// Without a rejection the SDK's cache still serves: no third request.
+	s2 := NewTokenSource(cred, cfg)
+	defer s2.Close()
+	if _, err := s2.Password(ctx); err != nil || iss.requests.Load() != 2 {
+		t.Fatalf("a fresh source bypassed the SDK cache: %v, %d requests", err, iss.requests.Load())
 	}
 }
