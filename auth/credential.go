@@ -142,6 +142,16 @@ func (c Credential) CanMD5() bool {
 	return c.usable() && (c.st.kind == KindMD5 || c.st.kind == KindPlain)
 }
 
+// Plaintext returns the clear-text password of a KindPlain credential, which
+// can also log in to a server (PgBouncer uses auth_file entries so when a
+// database entry has no password).
+func (c Credential) Plaintext() (string, bool) {
+	if c.st == nil || c.st.kind != KindPlain || c.st.secret == "" {
+		return "", false
+	}
+	return c.st.secret, true
+}
+
 // String returns "[redacted]" so that a Credential never prints its secret.
 func (c Credential) String() string { return "[redacted]" }
 

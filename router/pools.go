@@ -4,6 +4,7 @@
 package router
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -210,6 +211,26 @@ func (o outageLog) OutageEnded(d time.Duration) {
 	}
 }
 
+// authFilePassword logs in to the server with the server user's auth_file
+// (or [users]) password, when the database entry has none.
+type authFilePassword struct {
+	srv  *Server
+	user string
+}
+
+func (a authFilePassword) Password(context.Context) (string, error) {
+	cred, ok := a.srv.store.Load().Lookup(a.user)
+	if !ok {
+		return "", fmt.Errorf("the server asked for a password but none is configured for user %q (not in the database entry, auth_file or [users])", a.user)
+	}
+	if pw, ok := cred.Plaintext(); ok {
+		return pw, nil
+	}
+	return "", fmt.Errorf("the auth_file entry of user %q is a hash, which cannot log in to the server; give the database entry a password, or auth_file a plain-text one", a.user)
+}
+
+func (a authFilePassword) String() string { return "[redacted]" }
+
 // holdTimeout is outage_hold_timeout, bounded by query_wait_timeout.
 func holdTimeout(cfg *configs.Config) time.Duration {
 	d, qw := cfg.OutageHoldTimeout.Std(), cfg.QueryWaitTimeout.Std()
@@ -302,6 +323,10 @@ func (s *Server) dialConfig(cfg *configs.Config, dbName string, db configs.Datab
 		pw = pool.StaticPassword(db.Password.Reveal())
 	case clientPassword != "":
 		pw = pool.StaticPassword(clientPassword)
+	default:
+		// As PgBouncer does: the server login uses the user's own entry in
+		// auth_file (or [users]), read at each login so a reload applies.
+		pw = authFilePassword{srv: s, user: user}
 	}
 	dc := &pool.DialConfig{
 		Port:           db.Port,

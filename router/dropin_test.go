@@ -1,0 +1,86 @@
+package router_test
+
+import (
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/ferrytest"
+)
+
+// stockINI writes PgBouncer's documented setup for the test cluster: a
+// database line without a password, SCRAM for clients, and an auth_file
+// with the user's password, which PgBouncer also uses to log in to the
+// server.
+func stockINI(t *testing.T, userlist string) *configs.Config {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "userlist.txt"), []byte(userlist), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ini := fmt.Sprintf(`[databases]
+app = host=%s port=%d dbname=app
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = 0
+auth_type = scram-sha-256
+auth_file = userlist.txt
+pool_mode = transaction
+`, cluster.Host, cluster.Port)
+	path := filepath.Join(dir, "pgbouncer.ini")
+	if err := os.WriteFile(path, []byte(ini), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := configs.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestAStockPgBouncerIniServesClientsWithTheAuthFilePasswordForTheServerLogin(t *testing.T) {
+	f := ferrytest.Start(t, stockINI(t, fmt.Sprintf("%q %q\n", ferrytest.User, ferrytest.Password)))
+	ctx := testContext(t)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	var n int
+	if err := conn.QueryRow(ctx, "select 40 + 2").Scan(&n); err != nil || n != 42 {
+		t.Fatalf("pgx through the stock ini: %d, %v", n, err)
+	}
+	out, err := exec.Command("psql", "-X", "-At", "-c", "select current_user", f.AppDSN()).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != ferrytest.User {
+		t.Fatalf("psql through the stock ini: %v\n%s", err, out)
+	}
+	// A connection storm: every transaction logs in again.
+	script := filepath.Join(t.TempDir(), "select.sql")
+	if err := os.WriteFile(script, []byte("select 1;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bench := exec.Command("pgbench", "-n", "-C", "-c", "4", "-t", "10", "-f", script, f.AppDSN())
+	if out, err := bench.CombinedOutput(); err != nil || !strings.Contains(string(out), "number of transactions actually processed: 40/40") {
+		t.Fatalf("pgbench -C through the stock ini: %v\n%s", err, out)
+	}
+}
+
+func TestAHashedAuthFileEntryWithoutADatabasePasswordGetsAClearServerLoginError(t *testing.T) {
+	sum := md5.Sum([]byte(ferrytest.Password + ferrytest.User))
+	cfg := stockINI(t, fmt.Sprintf("%q %q\n", ferrytest.User, "md5"+hex.EncodeToString(sum[:])))
+	cfg.AuthType = "md5"
+	f := ferrytest.Start(t, cfg)
+	ctx := testContext(t)
+	// The client logs in against the md5 entry; the server login cannot
+	// use a hash as a password, and the client is told so.
+	_, err := pgx.Connect(ctx, f.AppDSN())
+	pe := expectPgError(t, err, "08006")
+	if !strings.Contains(pe.Message, `auth_file entry of user "app" is a hash`) {
+		t.Fatalf("got %q", pe.Message)
+	}
+}
