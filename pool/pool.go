@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/pgferry/pgferry/protocol"
 )
 
 // ErrPoolClosed is returned by Acquire on a closed pool.
@@ -59,6 +61,14 @@ type Config struct {
 	HoldTimeout time.Duration
 	// MaxPrepared is the per-connection prepared statement LRU size.
 	MaxPrepared int
+	// CheckDelay and CheckQuery are server_check_delay and
+	// server_check_query: a connection idle at least CheckDelay runs
+	// CheckQuery ("" sends an empty query, as PgBouncer does) before it is
+	// lent, and is replaced if that fails or takes longer than
+	// CheckTimeout (default 5 s). CheckDelay 0 turns the check off;
+	// CheckAlways checks before every loan (server_check_delay = 0).
+	CheckDelay, CheckTimeout time.Duration
+	CheckQuery               string
 	// DBLimit and UserLimit are shared caps across pools (nil: none).
 	DBLimit, UserLimit *Limit
 	// Hooks receive distributions; nil is fine.
@@ -89,9 +99,10 @@ type Stat struct {
 	WaitTime                              time.Duration
 	DialCount, DialFailures               uint64
 	Destroyed                             uint64
-	// Retries counts dials retried after a transient failure.
-	Retries uint64
-	Paused  bool
+	// Retries counts dials retried after a transient failure; Checks the
+	// server_check_query runs.
+	Retries, Checks uint64
+	Paused          bool
 }
 
 var connIDs atomic.Uint64
@@ -132,6 +143,11 @@ type Pool struct {
 	// began; zero while the last dial succeeded.
 	outageSince time.Time
 	stat        Stat // cumulative counters
+
+	// coarse is the janitor's clock (Unix nanoseconds, updated every
+	// second), so lending a connection reads no clock to decide whether it
+	// needs a check.
+	coarse atomic.Int64
 }
 
 // New creates a pool and starts its janitor, which keeps MinSize
@@ -153,6 +169,10 @@ func New(cfg Config) *Pool {
 	if p.cfg.RetryMax < p.cfg.RetryMin {
 		p.cfg.RetryMax = max(p.cfg.RetryMin, 500*time.Millisecond)
 	}
+	if p.cfg.CheckTimeout <= 0 {
+		p.cfg.CheckTimeout = 5 * time.Second
+	}
+	p.coarse.Store(p.now().UnixNano())
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	for _, l := range []*Limit{cfg.DBLimit, cfg.UserLimit} {
 		if l != nil {
@@ -253,13 +273,38 @@ func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerCo
 		if err != nil {
 			return nil, err
 		}
-		if sc.alive() {
+		if p.usable(sc) {
 			return sc, nil
 		}
 		// Died while idle (server restart, idle-session timeout): discard it
 		// and try again; it never reaches a client.
 		p.Destroy(sc)
 	}
+}
+
+// CheckAlways as Config.CheckDelay checks a connection before every loan.
+const CheckAlways time.Duration = -1
+
+// usable reports whether an idle connection about to be lent works: its
+// socket is open with nothing unread, and, when it has been idle for
+// CheckDelay, CheckQuery ran on it (server_check_query).
+func (p *Pool) usable(sc *ServerConn) bool {
+	if !sc.alive() {
+		return false
+	}
+	if d := p.cfg.CheckDelay; d == 0 || (d > 0 && time.Duration(p.coarse.Load()-sc.lastUsed.UnixNano()) < d) {
+		return true
+	}
+	if sc.Wr == nil {
+		sc.Wr = protocol.NewWriter(sc.Conn)
+	}
+	sc.Conn.SetDeadline(p.now().Add(p.cfg.CheckTimeout))
+	status, err := protocol.Exec(sc.Rd, sc.Wr, p.cfg.CheckQuery, nil)
+	sc.Conn.SetDeadline(time.Time{})
+	p.mu.Lock()
+	p.stat.Checks++
+	p.mu.Unlock()
+	return err == nil && status == protocol.TxIdle
 }
 
 // TryAcquire lends an idle connection if one is free right now and nobody
@@ -278,7 +323,7 @@ func (p *Pool) TryAcquire() *ServerConn {
 		p.active++
 		p.stat.AcquireCount++
 		p.mu.Unlock()
-		if sc.alive() {
+		if p.usable(sc) {
 			return sc
 		}
 		p.Destroy(sc)
@@ -680,6 +725,7 @@ func (p *Pool) janitor() {
 
 func (p *Pool) maintain() {
 	now := p.now()
+	p.coarse.Store(now.UnixNano())
 	p.mu.Lock()
 	var victims []*ServerConn
 	keep := p.idle[:0]

@@ -421,3 +421,32 @@ func TestDialRetriesOnceWithANewPasswordAfterTheServerRefusesOne(t *testing.T) {
 		})
 	}
 }
+
+// TestAnIdleConnectionWhoseServerStopsAnsweringIsCheckedAndReplaced stops
+// an idle connection's backend with SIGSTOP: its socket stays open, so
+// only server_check_query can tell it no longer answers.
+func TestAnIdleConnectionWhoseServerStopsAnsweringIsCheckedAndReplaced(t *testing.T) {
+	cfg := config(1)
+	cfg.CheckDelay = pool.CheckAlways
+	cfg.CheckQuery = "select 1"
+	cfg.CheckTimeout = 500 * time.Millisecond
+	p := newPool(t, cfg)
+	sc := acquire(t, p)
+	stopped := int(sc.PID)
+	p.Release(sc)
+	if err := syscall.Kill(stopped, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(stopped, syscall.SIGCONT)
+		syscall.Kill(stopped, syscall.SIGTERM)
+	})
+	sc = acquire(t, p)
+	defer p.Release(sc)
+	if int(sc.PID) == stopped {
+		t.Fatal("the connection to the stopped backend was lent")
+	}
+	if st := p.Stat(); st.Checks < 2 || st.Destroyed == 0 {
+		t.Fatalf("checks %d, destroyed %d: the stopped connection was not checked and replaced", st.Checks, st.Destroyed)
+	}
+}

@@ -75,7 +75,7 @@ type poolEntry struct {
 // poolSettings fingerprints the global settings that existing pools were
 // built with; when they change on reload, pools are rebuilt.
 func poolSettings(c *configs.Config) string {
-	return fmt.Sprint(c.ServerLifetime, c.ServerIdleTimeout, c.ServerConnectTimeout, c.ServerLoginRetry, c.OutageHoldTimeout,
+	return fmt.Sprint(c.ServerLifetime, c.ServerIdleTimeout, c.ServerConnectTimeout, c.ServerLoginRetry, c.OutageHoldTimeout, c.ServerCheckDelay, c.ServerCheckQuery,
 		c.ReservePoolTimeout, c.MaxPreparedStatements, c.MaxUserConnections, c.ServerTLSCertFile,
 		c.ServerTLSKeyFile, c.ServerTLSCAFile, c.ServerTLSSSLMode, c.PoolMode, c.DefaultPoolSize)
 }
@@ -126,6 +126,8 @@ func (s *Server) poolFor(dbName string, db configs.Database, user string, client
 		LoginRetry:     cfg.ServerLoginRetry.Std(),
 		HoldTimeout:    holdTimeout(cfg),
 		MaxPrepared:    cfg.MaxPreparedStatements,
+		CheckDelay:     checkDelay(cfg),
+		CheckQuery:     cfg.ServerCheckQuery,
 	}
 	pc.Hooks = outageLog{log: s.log, database: dbName}
 	if s.opts.Hooks != nil {
@@ -230,6 +232,15 @@ func (a authFilePassword) Password(context.Context) (string, error) {
 }
 
 func (a authFilePassword) String() string { return "[redacted]" }
+
+// checkDelay maps server_check_delay to the pool's: PgBouncer's 0 checks
+// before every loan.
+func checkDelay(cfg *configs.Config) time.Duration {
+	if d := cfg.ServerCheckDelay.Std(); d > 0 {
+		return d
+	}
+	return pool.CheckAlways
+}
 
 // holdTimeout is outage_hold_timeout, bounded by query_wait_timeout.
 func holdTimeout(cfg *configs.Config) time.Duration {
