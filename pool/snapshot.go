@@ -65,3 +65,18 @@ func connInfo(sc *ServerConn) ConnInfo {
 		Created:   sc.created,
 	}
 }
+
+// CloseNeeded counts the open connections, lent or idle, that predate the
+// last Reconnect: they are closed when they come back (PgBouncer's
+// close_needed). Safe for concurrent use.
+func (p *Pool) CloseNeeded() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, sc := range p.conns {
+		if sc.gen != p.gen {
+			n++
+		}
+	}
+	return n
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -260,8 +261,8 @@ func (c *adminConsole) query(sql string) error {
 			c.appendError(invalid)
 		}
 		return nil
-	case "PAUSE", "RESUME", "RECONNECT", "KILL", "RELOAD", "SHUTDOWN":
-	case "SUSPEND", "DISABLE", "ENABLE", "KILL_CLIENT", "WAIT_CLOSE", "SET":
+	case "PAUSE", "RESUME", "RECONNECT", "KILL", "RELOAD", "SHUTDOWN", "WAIT_CLOSE", "KILL_CLIENT":
+	case "SUSPEND", "DISABLE", "ENABLE", "SET":
 		if !c.full {
 			c.appendError(adminError("admin access needed"))
 			return nil
@@ -302,6 +303,10 @@ func (c *adminConsole) query(sql string) error {
 		err = c.reload()
 	case "SHUTDOWN":
 		err = c.shutdown()
+	case "WAIT_CLOSE":
+		err = c.waitClose(db)
+	case "KILL_CLIENT":
+		err = c.killClient(db)
 	}
 	var pe *protocol.Error
 	switch {
@@ -434,6 +439,54 @@ func (c *adminConsole) reconnect(db string) error {
 		}
 	}
 	return nil
+}
+
+// waitClose blocks until no server connection of db (or of any database)
+// predates a RECONNECT, so an operator can switch the server over and know
+// when every connection to the old one is gone. It gives up if pgferry
+// shuts down.
+func (c *adminConsole) waitClose(db string) error {
+	entries, err := c.targets(db)
+	if err != nil {
+		return err
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		left := 0
+		for _, e := range entries {
+			for _, p := range e.allPools() {
+				left += p.CloseNeeded()
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+		if c.srv.isDraining() {
+			return adminError("pgferry is shutting down")
+		}
+		<-t.C
+	}
+}
+
+// killClient ends the client whose ptr (as SHOW CLIENTS lists it) is arg.
+func (c *adminConsole) killClient(arg string) error {
+	if arg == "" {
+		return adminError("a client (its ptr from SHOW CLIENTS) is required")
+	}
+	id, err := strconv.ParseUint(strings.TrimPrefix(arg, "0x"), 16, 64)
+	if err != nil {
+		return adminError("invalid client pointer %s", arg)
+	}
+	_, sessions := c.srv.lists()
+	for _, ss := range sessions {
+		if ss.id == id && !ss.admin {
+			ss.kill()
+			c.ss.logger().Info("admin KILL_CLIENT", zap.Uint64("killed_conn_id", id))
+			return nil
+		}
+	}
+	return adminError("client %s not found", arg)
 }
 
 // kill drops every client of db and its server connections now. As in

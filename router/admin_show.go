@@ -3,6 +3,7 @@ package router
 import (
 	"crypto/tls"
 	"fmt"
+	"maps"
 	"net"
 	"reflect"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/version"
 	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
 )
 
 // Column type OIDs as PgBouncer's console reports them (pg_type.dat).
@@ -71,6 +73,7 @@ var (
 	usersCols    = cols(oidText, "name", "pool_mode")
 	keyValueCols = cols(oidText, "key", "value")
 	totalsCols   = cols(oidText, "name").add(oidNumeric, "value")
+	peersCols    = cols(oidInt4, "peer_id").add(oidText, "host").add(oidInt4, "port", "pool_size")
 
 	// replicasCols are pgferry's own SHOW REPLICAS (PgBouncer has none).
 	replicasCols = cols(oidText, "database", "user", "replica", "state").
@@ -156,6 +159,22 @@ func (c *adminConsole) appendResult(rs *resultSet) {
 	c.appendComplete("SHOW")
 }
 
+// showPeers lists the [peers] entries (PgBouncer's SHOW PEERS); peers found
+// through peers_dns are not listed, having no ids.
+func (c *adminConsole) showPeers(rs *resultSet) {
+	rs.cols = peersCols
+	cfg := c.srv.cfg.Load()
+	for _, name := range slices.Sorted(maps.Keys(cfg.Peers)) {
+		p := cfg.Peers[name]
+		id, _ := strconv.Atoi(name)
+		port := p.Port
+		if port == 0 {
+			port = 6432
+		}
+		rs.add(id, p.Host, port, 0)
+	}
+}
+
 // show runs SHOW what and reports whether what is known.
 func (c *adminConsole) show(what string) bool {
 	rs := &resultSet{}
@@ -192,6 +211,14 @@ func (c *adminConsole) show(what string) bool {
 		c.showState(rs)
 	case "REPLICAS":
 		c.showReplicas(rs)
+	case "PEERS":
+		c.showPeers(rs)
+	case "FDS", "SOCKETS", "ACTIVE_SOCKETS", "MEM", "DNS_HOSTS", "DNS_ZONES", "PEER_POOLS", "PREPARED_STATEMENTS":
+		// PgBouncer's, about its own internals (file descriptors for
+		// online restart, its memory caches, its DNS cache): pgferry has no
+		// equivalent to report.
+		c.appendError(protocol.NewError(protocol.SQLStateFeatureNotSupported, "SHOW "+what+" is not supported by pgferry"))
+		return true
 	default:
 		return false
 	}
@@ -200,14 +227,16 @@ func (c *adminConsole) show(what string) bool {
 }
 
 const adminHelp = `
-	SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|STATE|REPLICAS
+	SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|STATE|REPLICAS|PEERS
 	SHOW LISTS
 	SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS
 	RELOAD
 	PAUSE [<db>]
 	RESUME [<db>]
 	RECONNECT [<db>]
+	WAIT_CLOSE [<db>]
 	KILL <db>
+	KILL_CLIENT <ptr>
 	SHUTDOWN`
 
 func (c *adminConsole) showHelp() {

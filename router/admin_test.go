@@ -599,3 +599,63 @@ func TestShowStatsCountsClientBytesAndQueryTime(t *testing.T) {
 		t.Errorf("SHOW TOTALS total_sent = %v", r)
 	}
 }
+
+func TestWaitCloseReturnsOnceEveryConnectionFromBeforeReconnectIsGone(t *testing.T) {
+	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
+	ctx := testContext(t)
+	app := ferrytest.Connect(t, ctx, f.AppDSN())
+	tx, err := app.Begin(ctx) // holds a server connection across RECONNECT
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "select 1"); err != nil {
+		t.Fatal(err)
+	}
+	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
+	mustAdmin(t, pc, "RECONNECT app")
+	done := make(chan error, 1)
+	go func() {
+		_, err := adminExec(pc, "WAIT_CLOSE app")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("WAIT_CLOSE returned (%v) while a connection from before RECONNECT was still lent", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("WAIT_CLOSE: %v", err)
+	}
+}
+
+func TestKillClientEndsOneClientAndUnsupportedShowCommandsSaySo(t *testing.T) {
+	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
+	ctx := testContext(t)
+	victim := ferrytest.Connect(t, ctx, f.AppDSN())
+	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
+	clients := mustAdmin(t, pc, "SHOW CLIENTS")
+	row := clients.row("user", "app")
+	if row == nil {
+		t.Fatal("no app client in SHOW CLIENTS")
+	}
+	bystander := ferrytest.Connect(t, ctx, f.AppDSN())
+	mustAdmin(t, pc, "KILL_CLIENT "+row["ptr"])
+	if err := victim.QueryRow(ctx, "select 1").Scan(new(int)); err == nil {
+		t.Fatalf("the client KILL_CLIENT %s named still runs queries", row["ptr"])
+	}
+	if err := bystander.QueryRow(ctx, "select 1").Scan(new(int)); err != nil {
+		t.Fatalf("another client was hit by KILL_CLIENT: %v", err)
+	}
+	if _, err := adminExec(pc, "KILL_CLIENT 0xdeadbeef"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("KILL_CLIENT of an unknown client: %v", err)
+	}
+	if _, err := adminExec(pc, "SHOW FDS"); err == nil || !strings.Contains(err.Error(), "SHOW FDS is not supported by pgferry") {
+		t.Fatalf("SHOW FDS: %v", err)
+	}
+	if _, err := adminExec(pc, "SHOW PEERS"); err != nil {
+		t.Fatalf("SHOW PEERS: %v", err)
+	}
+}
