@@ -1,10 +1,8 @@
 package router
 
 import (
-	"crypto/tls"
 	"fmt"
 	"maps"
-	"net"
 	"reflect"
 	"slices"
 	"strconv"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/version"
-	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 )
 
@@ -249,29 +246,6 @@ func (c *adminConsole) showHelp() {
 // Version returns pgferry's version (see internal/version).
 func Version() string { return version.String() }
 
-func (c *adminConsole) showPools(rs *resultSet) {
-	rs.cols = poolsCols
-	snap := c.srv.Snapshot()
-	for _, p := range snap.Pools {
-		st := p.Stat
-		rs.add(p.Database, p.User,
-			p.ClientsActive+p.ClientsIdle, p.ClientsWaiting, 0, 0,
-			st.Active, 0, 0, st.Idle, 0, 0, st.Dialing,
-			int64(st.MaxWait/time.Second), int64(st.MaxWait%time.Second/time.Microsecond),
-			p.Mode, nil, p.Counters.PinnedClients, st.Paused)
-	}
-}
-
-// dbStats sums a database's pools for SHOW STATS and friends.
-type dbStats struct {
-	name                                 string
-	xacts, queries, xactUS, waitUS       uint64
-	recv, sent, queryUS                  uint64
-	assignments, cParses, sParses, binds uint64
-	logins                               uint64
-	waits                                uint64
-}
-
 func (c *adminConsole) dbStats() []dbStats {
 	snap := c.srv.Snapshot()
 	var out []dbStats
@@ -297,15 +271,6 @@ func (c *adminConsole) dbStats() []dbStats {
 	return out
 }
 
-// averages are PgBouncer's avg_* columns. PgBouncer averages over the last
-// stats_period; pgferry keeps no periods and averages over its uptime:
-// counts are per second, times are per transaction, query or wait.
-type averages struct {
-	xacts, queries, xactUS, queryUS, waitUS   uint64
-	recv, sent                                uint64
-	assignments, cParses, sParses, binds, log uint64
-}
-
 func (c *adminConsole) averages(d dbStats) averages {
 	secs := uint64(time.Since(c.srv.started) / time.Second)
 	rate := func(n uint64) uint64 {
@@ -326,181 +291,6 @@ func (c *adminConsole) averages(d dbStats) averages {
 		recv: rate(d.recv), sent: rate(d.sent),
 		assignments: rate(d.assignments), cParses: rate(d.cParses), sParses: rate(d.sParses),
 		binds: rate(d.binds), log: rate(d.logins),
-	}
-}
-
-// showStats: bytes are client traffic; query time runs from a request to
-// the server's ReadyForQuery.
-func (c *adminConsole) showStats(rs *resultSet) {
-	rs.cols = statsCols
-	for _, d := range c.dbStats() {
-		a := c.averages(d)
-		rs.add(d.name, d.xacts, d.queries, d.recv, d.sent, d.xactUS, d.queryUS, d.waitUS,
-			a.xacts, a.queries, a.recv, a.sent, a.xactUS, a.queryUS, a.waitUS,
-			d.assignments, d.cParses, d.sParses, d.binds, d.logins,
-			a.assignments, a.cParses, a.sParses, a.binds, a.log)
-	}
-}
-
-func (c *adminConsole) showStatsSet(rs *resultSet, avg bool) {
-	rs.cols = statsSetCols
-	for _, d := range c.dbStats() {
-		if avg {
-			a := c.averages(d)
-			rs.add(d.name, a.xacts, a.queries, a.recv, a.sent, a.xactUS, a.queryUS, a.waitUS,
-				a.assignments, a.cParses, a.sParses, a.binds, a.log)
-			continue
-		}
-		rs.add(d.name, d.xacts, d.queries, d.recv, d.sent, d.xactUS, d.queryUS, d.waitUS,
-			d.assignments, d.cParses, d.sParses, d.binds, d.logins)
-	}
-}
-
-func (c *adminConsole) showTotals(rs *resultSet) {
-	rs.cols = totalsCols
-	var t dbStats
-	for _, d := range c.dbStats() {
-		t.xacts += d.xacts
-		t.queries += d.queries
-		t.xactUS += d.xactUS
-		t.waitUS += d.waitUS
-		t.waits += d.waits
-		t.assignments += d.assignments
-		t.cParses += d.cParses
-		t.sParses += d.sParses
-		t.binds += d.binds
-		t.logins += d.logins
-		t.recv += d.recv
-		t.sent += d.sent
-		t.queryUS += d.queryUS
-	}
-	a := c.averages(t)
-	for _, kv := range []struct {
-		k string
-		v uint64
-	}{
-		{"total_xact_count", t.xacts}, {"total_query_count", t.queries},
-		{"total_received", t.recv}, {"total_sent", t.sent},
-		{"total_xact_time", t.xactUS}, {"total_query_time", t.queryUS}, {"total_wait_time", t.waitUS},
-		{"total_server_assignment_count", t.assignments},
-		{"total_client_parse_count", t.cParses}, {"total_server_parse_count", t.sParses},
-		{"total_bind_count", t.binds}, {"total_client_login_count", t.logins},
-		{"avg_xact_count", a.xacts}, {"avg_query_count", a.queries},
-		{"avg_recv", a.recv}, {"avg_sent", a.sent},
-		{"avg_xact_time", a.xactUS}, {"avg_query_time", a.queryUS}, {"avg_wait_time", a.waitUS},
-	} {
-		rs.add(kv.k, kv.v)
-	}
-}
-
-// pgTime formats a time as PgBouncer's console does.
-func pgTime(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format("2006-01-02 15:04:05 MST")
-}
-
-func splitAddr(a string) (string, int) {
-	host, port, err := net.SplitHostPort(a)
-	if err != nil {
-		return "unix", 0
-	}
-	n, _ := strconv.Atoi(port)
-	return host, n
-}
-
-func addrOf(a net.Addr) (string, int) {
-	if a == nil {
-		return "", 0
-	}
-	return splitAddr(a.String())
-}
-
-// Pointers in SHOW CLIENTS/SERVERS (ptr, link) are identifiers that join
-// the two lists, like PgBouncer's object addresses.
-func clientPtr(id uint64) string { return fmt.Sprintf("0x%x", id) }
-func serverPtr(id uint64) string { return fmt.Sprintf("0x%x", 1<<40|id) }
-
-func tlsDesc(conn net.Conn) string {
-	tc, ok := conn.(*tls.Conn)
-	if !ok {
-		return ""
-	}
-	cs := tc.ConnectionState()
-	return tls.VersionName(cs.Version) + "/" + tls.CipherSuiteName(cs.CipherSuite)
-}
-
-func (c *adminConsole) showClients(rs *resultSet) {
-	rs.cols = socketCols
-	_, sessions := c.srv.lists()
-	for _, ss := range sessions {
-		state, link := "active", ""
-		if !ss.admin {
-			if ss.clientState() == clientWaiting {
-				state = "waiting"
-			}
-			ss.mu.Lock()
-			if ss.server != nil {
-				link = serverPtr(ss.server.ID())
-			}
-			ss.mu.Unlock()
-		}
-		addr, port := splitAddr(ss.clientAddr)
-		laddr, lport := addrOf(ss.raw.LocalAddr())
-		rs.add("C", ss.user, ss.database, state, addr, port, laddr, lport,
-			pgTime(ss.connectedAt), pgTime(ss.connectedAt), 0, 0, 0,
-			clientPtr(ss.id), link, 0, tlsDesc(ss.conn), ss.appName, ss.id)
-	}
-}
-
-// showServers lists server connections lent to clients and those idle in
-// the pools. Connections pgferry holds for itself (a pool's LISTEN
-// connection, the first login that learns server parameters) are not
-// listed.
-func (c *adminConsole) showServers(rs *resultSet) {
-	rs.cols = socketCols
-	entries, sessions := c.srv.lists()
-	type lent struct {
-		info   pool.ConnInfo
-		db     string
-		user   string
-		client uint64
-	}
-	var active []lent
-	for _, ss := range sessions {
-		e := ss.poolEntry()
-		if ss.admin || e == nil {
-			continue
-		}
-		ss.mu.Lock()
-		sc := ss.server
-		ss.mu.Unlock()
-		if sc == nil {
-			continue
-		}
-		active = append(active, lent{sc.Pool().LentConnInfo(sc), e.dbName, sc.Pool().User(), ss.id})
-	}
-	row := func(state, db, user string, ci pool.ConnInfo, link string, requested time.Time) {
-		addr, port := splitAddr(ci.Addr)
-		laddr, lport := addrOf(ci.LocalAddr)
-		tlsName := ""
-		if ci.TLS {
-			tlsName = "TLS"
-		}
-		rs.add("S", user, db, state, addr, port, laddr, lport,
-			pgTime(ci.Created), pgTime(requested), 0, 0, ci.CloseNeeded,
-			serverPtr(ci.ID), link, ci.PID, tlsName, "", ci.ID)
-	}
-	for _, a := range active {
-		row("active", a.db, a.user, a.info, clientPtr(a.client), a.info.Created)
-	}
-	for _, e := range entries {
-		for _, p := range e.allPools() {
-			for _, ci := range p.IdleConns() {
-				row("idle", e.dbName, p.User(), ci, "", ci.LastUsed)
-			}
-		}
 	}
 }
 
