@@ -200,6 +200,11 @@ type Config struct {
 	// connect to; "*" is the fallback for names not listed.
 	Databases map[string]Database `toml:"databases"`
 
+	// WatchConfig reloads the config file, auth_file and auth_hba_file
+	// when their contents change (a ConfigMap update included), as SIGHUP
+	// does; default on.
+	WatchConfig bool `toml:"watch_config"`
+
 	// PeerID identifies this instance among peered pgferry (or PgBouncer)
 	// instances behind one load balancer: it is written into the cancel
 	// keys handed to clients, so a cancel that lands on another instance is
@@ -413,6 +418,7 @@ func Default() *Config {
 		ClientLoginTimeout:      Duration(60 * time.Second),
 		CancelWaitTimeout:       Duration(10 * time.Second),
 		PeersDNSInterval:        Duration(10 * time.Second),
+		WatchConfig:             true,
 		ShutdownTimeout:         Duration(30 * time.Second),
 		MaxPreparedStatements:   200,
 		TrackExtraParameters:    []string{"IntervalStyle", "search_path"},

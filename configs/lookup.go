@@ -8,6 +8,8 @@ var restartOnlyKeys = []string{
 	"listen_addr", "listen_port", "unix_socket_dir", "so_reuseport", "metrics_listen", "debug_listen",
 	// The logger is built once at start; log_level changes live.
 	"log_format",
+	// The file watcher is set up once at start.
+	"watch_config",
 }
 
 // Database returns the entry clients reach by connecting to database name,

@@ -32,6 +32,7 @@ import (
 
 	"github.com/pgferry/pgferry/auth/entra"
 	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/watch"
 	"github.com/pgferry/pgferry/metrics"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/router"
@@ -203,7 +204,38 @@ func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLe
 
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	for sig := range sigs {
+	var changes <-chan []string // nil without a watcher: never ready
+	var watcher *watch.Watcher
+	if cfg.WatchConfig {
+		w, err := watch.New(watchedFiles(path, cfg), 500*time.Millisecond)
+		if err != nil {
+			log.Warn("cannot watch the config files; reload with SIGHUP or RELOAD", zap.Error(err))
+		} else {
+			defer w.Close()
+			changes = w.Changes()
+			go func() {
+				for err := range w.Errors() {
+					log.Warn("config file watcher", zap.Error(err))
+				}
+			}()
+			watcher = w
+		}
+	}
+	for {
+		var sig os.Signal
+		select {
+		case sig = <-sigs:
+		case changed, ok := <-changes:
+			if !ok {
+				changes = nil
+				continue
+			}
+			log.Info("config files changed; reloading", zap.Strings("files", changed))
+			if reload(srv, path, log, level) == nil && watcher != nil {
+				watcher.SetPaths(watchedFiles(path, srv.Config()))
+			}
+			continue
+		}
 		if sig == syscall.SIGHUP {
 			reload(srv, path, log, level)
 			continue
@@ -234,7 +266,11 @@ func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLe
 			}
 		}
 	}
-	return 0
+}
+
+// watchedFiles lists the files whose change reloads the config.
+func watchedFiles(path string, cfg *configs.Config) []string {
+	return []string{path, cfg.AuthFile, cfg.AuthHBAFile}
 }
 
 // reload re-reads the config file (SIGHUP, admin RELOAD). An invalid file

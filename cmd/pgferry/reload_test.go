@@ -267,7 +267,8 @@ func TestSIGHUPReloadAppliesValidConfigsAndKeepsServing(t *testing.T) {
 	adminDSN := dsn(port, "pgbouncer", "admin", reloadAdminPassword)
 
 	config := filepath.Join(dir, "pgferry.toml")
-	cfg := reloadConfig{port: port, poolSize: 2}
+	// SIGHUP alone: the file watcher would reload these changes too.
+	cfg := reloadConfig{port: port, poolSize: 2, extraTopKeys: "watch_config = false"}
 	writeConfig(t, config, cfg.render(cluster))
 	ferry, logs := startFerryWatched(t, bin, config, appDSN)
 
@@ -367,5 +368,77 @@ func TestSIGHUPReloadAppliesValidConfigsAndKeepsServing(t *testing.T) {
 	}
 	if err := ferry.Wait(); err != nil {
 		t.Errorf("pgferry did not exit cleanly: %v", err)
+	}
+}
+
+// TestAConfigMapUpdateIsReloadedWithoutASignal mounts the config as the
+// kubelet mounts a ConfigMap (a symlink through "..data") and updates it
+// the kubelet's way, with no SIGHUP: pgferry reloads by itself, and a
+// rejected file leaves the old config in force.
+func TestAConfigMapUpdateIsReloadedWithoutASignal(t *testing.T) {
+	cluster, err := pgtest.Start(pgtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "pgferry")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	port, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mount := filepath.Join(dir, "config")
+	if err := os.Mkdir(mount, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	version := 0
+	update := func(text string) {
+		t.Helper()
+		version++
+		data := filepath.Join(mount, fmt.Sprintf("..2026_12_05_%d", version))
+		if err := os.Mkdir(data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(data, "pgferry.toml"), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(mount, "..data_tmp")
+		if err := os.Symlink(filepath.Base(data), tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(mount, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := reloadConfig{port: port, poolSize: 2}
+	update(cfg.render(cluster))
+	config := filepath.Join(mount, "pgferry.toml")
+	if err := os.Symlink(filepath.Join("..data", "pgferry.toml"), config); err != nil {
+		t.Fatal(err)
+	}
+	appDSN := fmt.Sprintf("host=127.0.0.1 port=%d dbname=app user=%s password=%s sslmode=disable connect_timeout=2", port, pgtest.AppUser, pgtest.AppPassword)
+	adminDSN := fmt.Sprintf("host=127.0.0.1 port=%d dbname=pgbouncer user=admin password=%s sslmode=disable connect_timeout=2", port, reloadAdminPassword)
+	_, logs := startFerryWatched(t, bin, config, appDSN)
+
+	seen := logs.count("configuration reloaded")
+	cfg.poolSize = 4
+	update(cfg.render(cluster))
+	logs.waitFor(t, "configuration reloaded", seen)
+	if got := showConfigValue(t, adminDSN, "default_pool_size"); got != "4" {
+		t.Fatalf("default_pool_size after the ConfigMap update = %s, want 4", got)
+	}
+
+	seen = logs.count("reload rejected")
+	bad := cfg
+	bad.poolSize, bad.extraTopKeys = 9, "no_such_key = 1"
+	update(bad.render(cluster))
+	if line := logs.waitFor(t, "reload rejected", seen); !strings.Contains(line, "no_such_key") {
+		t.Errorf("the rejection does not say why: %s", line)
+	}
+	if got := showConfigValue(t, adminDSN, "default_pool_size"); got != "4" {
+		t.Fatalf("default_pool_size after a rejected update = %s, want 4 (the old value)", got)
 	}
 }
