@@ -3,6 +3,8 @@ package router_test
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -363,4 +365,104 @@ func TestReadYourWritesByLSNWaitsForAReplicaThatReplayedTheCommit(t *testing.T) 
 	ferrytest.Eventually(t, 20*time.Second, "the writer's reads to return to the replica once it replayed the writes", func() (bool, error) {
 		return whereReadOnlyRuns(ctx, t, conn) == replica.Port, nil
 	})
+}
+
+// TestAPlannedSwitchoverWithPauseAndResumeCostsClientsNoError is the
+// operator's sequence: PAUSE (transactions finish, new ones wait), stop the
+// primary and promote the standby, RESUME. Writers running transactions
+// throughout see no error, and every acknowledged insert is on the new
+// primary.
+func TestAPlannedSwitchoverWithPauseAndResumeCostsClientsNoError(t *testing.T) {
+	primary, replica := startReplicated(t)
+	cfg := ferrytest.Config(t, primary)
+	db := cfg.Databases["app"]
+	db.Host = fmt.Sprintf("%s:%d,%s:%d", primary.Host, primary.Port, replica.Host, replica.Port)
+	cfg.Databases["app"] = db
+	f := ferrytest.Start(t, cfg)
+	ctx := testContext(t)
+	setup := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := setup.Exec(ctx, "create table switchover (writer int, n int)"); err != nil {
+		t.Fatal(err)
+	}
+	const writers = 4
+	var (
+		wg       sync.WaitGroup
+		stop     = make(chan struct{})
+		acked    [writers]atomic.Int64
+		firstErr = make(chan error, writers)
+	)
+	for w := range writers {
+		conn := ferrytest.Connect(t, ctx, f.AppDSN())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 1; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := conn.Exec(ctx, "insert into switchover values ($1, $2)", w, n); err != nil {
+					firstErr <- fmt.Errorf("writer %d, insert %d: %w", w, n, err)
+					return
+				}
+				acked[w].Store(int64(n))
+			}
+		}()
+	}
+	ferrytest.Eventually(t, 20*time.Second, "the writers to get going", func() (bool, error) {
+		return acked[0].Load() > 10 && acked[writers-1].Load() > 10, nil
+	})
+	admin := ferrytest.ConnectPgConn(t, ctx, f.DSN("pgbouncer", "admin", "admin-secret"))
+	if err := admin.Exec(ctx, "PAUSE").Close(); err != nil {
+		t.Fatalf("PAUSE: %v", err)
+	}
+	// Paused: nothing is in flight, so the standby has every commit once
+	// it has replayed the primary's last position.
+	written, err := primary.QueryInt(ctx, "select (pg_current_wal_lsn() - '0/0')::bigint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ferrytest.Eventually(t, 20*time.Second, "the standby to replay everything", func() (bool, error) {
+		replayed, err := replica.QueryInt(ctx, "select coalesce((pg_last_wal_replay_lsn() - '0/0')::bigint, 0)")
+		return replayed >= written, err
+	})
+	if err := primary.StopImmediate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.Promote(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Exec(ctx, "RESUME").Close(); err != nil {
+		t.Fatalf("RESUME: %v", err)
+	}
+	var before [writers]int64
+	for w := range writers {
+		before[w] = acked[w].Load()
+	}
+	ferrytest.Eventually(t, 20*time.Second, "every writer to write on the new primary", func() (bool, error) {
+		for w := range writers {
+			if acked[w].Load() < before[w]+5 {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-firstErr:
+		t.Fatalf("a client saw an error across the switchover: %v", err)
+	default:
+	}
+	check := ferrytest.Connect(t, ctx, replica.SuperDSN("app"))
+	for w := range writers {
+		var n int64
+		if err := check.QueryRow(ctx, "select count(*) from switchover where writer = $1", w).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n < acked[w].Load() {
+			t.Errorf("writer %d: %d acknowledged inserts, %d on the new primary", w, acked[w].Load(), n)
+		}
+	}
 }
