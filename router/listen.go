@@ -265,31 +265,56 @@ func (l *listener) lost(sc *pool.ServerConn, err error) {
 		return
 	}
 	l.log.Warn("listener connection lost; resubscribing", zap.Error(err))
-	// Re-establish in the background with the same subscriptions; close
-	// cancels and waits for it. The dial runs without the lock.
+	// Re-establish in the background with the same subscriptions, retrying
+	// with a capped backoff through a restart or failover (no writable
+	// host yet); close cancels and waits for it. Dials run without the
+	// lock.
 	go func() {
 		defer l.wg.Done()
-		cfg := l.entry.pool.Config().Dial
-		ctx, cancel := context.WithTimeout(l.ctx, 15*time.Second)
-		defer cancel()
-		nsc, err := pool.Dial(ctx, &cfg)
-		if err != nil {
-			l.log.Warn("listener reconnect failed", zap.Error(err))
-			return
-		}
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if l.closed || l.sc != nil || len(l.subs) == 0 {
-			nsc.Conn.Close()
-			return
-		}
-		l.attach(nsc)
-		for _, ch := range channels {
-			if _, ok := l.subs[ch]; ok {
-				l.listen(ch)
+		delay := 50 * time.Millisecond
+		for {
+			cfg := l.entry.pool.Config().Dial
+			ctx, cancel := context.WithTimeout(l.ctx, 15*time.Second)
+			nsc, err := pool.Dial(ctx, &cfg)
+			cancel()
+			if err == nil {
+				l.resubscribe(nsc, channels)
+				return
 			}
+			l.mu.Lock()
+			idle := l.closed || l.sc != nil || len(l.subs) == 0
+			l.mu.Unlock()
+			if idle {
+				return
+			}
+			l.log.Warn("listener reconnect failed; retrying", zap.Duration("in", delay), zap.Error(err))
+			select {
+			case <-l.ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, 2*time.Second)
 		}
 	}()
+}
+
+// resubscribe makes nsc the listener connection and listens again on the
+// channels that still have subscribers, unless the listener closed or a
+// subscriber connected one meanwhile.
+func (l *listener) resubscribe(nsc *pool.ServerConn, channels []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.sc != nil || len(l.subs) == 0 {
+		nsc.Conn.Close()
+		return
+	}
+	l.attach(nsc)
+	for _, ch := range channels {
+		if _, ok := l.subs[ch]; ok {
+			l.listen(ch)
+		}
+	}
+	l.log.Info("listener connection re-established", zap.Int("channels", len(l.subs)))
 }
 
 // close stops the listener and waits for its reader.

@@ -261,6 +261,10 @@ func TestClientsBetweenTransactionsSeeNoErrorAcrossAFailover(t *testing.T) {
 	writer := ferrytest.Connect(t, ctx, f.AppDSN())
 	prepared := ferrytest.Connect(t, ctx, f.AppDSN())
 	pathed := ferrytest.Connect(t, ctx, f.AppDSN())
+	listener := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := listener.Exec(ctx, "listen fo_chan"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := writer.Exec(ctx, "create schema fo; create table fo.t (x int); create table fo_acked (x int)"); err != nil {
 		t.Fatal(err)
 	}
@@ -319,6 +323,32 @@ func TestClientsBetweenTransactionsSeeNoErrorAcrossAFailover(t *testing.T) {
 		}
 	}
 	t.Logf("held transactions ran %v after the promotion began", time.Since(promoting).Round(time.Millisecond))
+
+	// The listening client's subscription follows it to the new primary
+	// (pgferry's listener connection reconnects and listens again).
+	notifier := ferrytest.Connect(t, ctx, replica.SuperDSN("app"))
+	got := make(chan error, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		_, err := listener.WaitForNotification(wctx)
+		got <- err
+	}()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := notifier.Exec(ctx, "notify fo_chan, 'after failover'"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatalf("the listening client got no notification from the new primary: %v", err)
+			}
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 func TestReadYourWritesByLSNWaitsForAReplicaThatReplayedTheCommit(t *testing.T) {
