@@ -21,16 +21,7 @@ import (
 // even when it fails half-way.
 func TestServerRestartUnderLoadIsSurvivedByPgferry(t *testing.T) {
 	ctx := testContext(t)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if _, err := cluster.QueryInt(ctx, "select 1"); err == nil {
-			return
-		}
-		if err := cluster.Restart(); err != nil {
-			t.Errorf("restore the cluster for the other tests: %v", err)
-		}
-	})
+	restoreClusterAtEnd(t)
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
 
 	// Workers run short queries in a loop, reconnecting after errors.
@@ -144,16 +135,7 @@ func TestServerRestartUnderLoadIsSurvivedByPgferry(t *testing.T) {
 // served as soon as PostgreSQL accepts connections again.
 func TestClientsBetweenTransactionsRideOutACrashAndRestart(t *testing.T) {
 	ctx := testContext(t)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if _, err := cluster.QueryInt(ctx, "select 1"); err == nil {
-			return
-		}
-		if err := cluster.Restart(); err != nil {
-			t.Errorf("restore the cluster for the other tests: %v", err)
-		}
-	})
+	restoreClusterAtEnd(t)
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
 	const clients = 8
 	conns := make([]*pgx.Conn, clients)
@@ -209,4 +191,19 @@ func TestClientsBetweenTransactionsRideOutACrashAndRestart(t *testing.T) {
 	if !strings.Contains(f.Logs(), "server reachable again") {
 		t.Errorf("the end of the outage was not logged")
 	}
+}
+
+// restoreClusterAtEnd leaves the shared cluster accepting connections at
+// the end of a test that stops it, even one that fails half-way.
+func restoreClusterAtEnd(t *testing.T) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := cluster.QueryInt(ctx, "select 1"); err == nil {
+			return
+		}
+		if err := cluster.Restart(); err != nil {
+			t.Errorf("restore the cluster for the other tests: %v", err)
+		}
+	})
 }

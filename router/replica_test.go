@@ -47,6 +47,44 @@ func replicaConfig(t testing.TB, primary, replica *pgtest.Cluster, tweak func(*c
 	return cfg
 }
 
+// hostListConfig is pgferry in front of primary with replica listed as a
+// second host, the way a client names an HA pair.
+func hostListConfig(t testing.TB, primary, replica *pgtest.Cluster) *configs.Config {
+	cfg := ferrytest.Config(t, primary)
+	db := cfg.Databases["app"]
+	db.Host = fmt.Sprintf("%s:%d,%s:%d", primary.Host, primary.Port, replica.Host, replica.Port)
+	cfg.Databases["app"] = db
+	return cfg
+}
+
+// failOver stops primary once replica has everything (crashPrimary) and
+// promotes replica.
+func failOver(t *testing.T, ctx context.Context, primary, replica *pgtest.Cluster) {
+	t.Helper()
+	crashPrimary(t, ctx, primary, replica)
+	if err := replica.Promote(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// crashPrimary waits until replica has replayed everything primary wrote
+// (an immediate stop loses WAL not yet sent: on a loaded machine that was
+// a test's table), then stops primary immediately.
+func crashPrimary(t *testing.T, ctx context.Context, primary, replica *pgtest.Cluster) {
+	t.Helper()
+	written, err := primary.QueryInt(ctx, "select (pg_current_wal_lsn() - '0/0')::bigint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ferrytest.Eventually(t, 20*time.Second, "the replica to replay everything", func() (bool, error) {
+		replayed, err := replica.QueryInt(ctx, "select coalesce((pg_last_wal_replay_lsn() - '0/0')::bigint, 0)")
+		return replayed >= written, err
+	})
+	if err := primary.StopImmediate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // whereReadOnlyRuns reports the port of the server a READ ONLY transaction
 // ran on.
 func whereReadOnlyRuns(ctx context.Context, t *testing.T, conn *pgx.Conn) int {
@@ -183,32 +221,13 @@ func TestReadYourWritesSendsReadsAfterACommitToThePrimary(t *testing.T) {
 
 func TestWritesFollowThePrimaryAfterAPromotion(t *testing.T) {
 	primary, replica := startReplicated(t)
-	cfg := ferrytest.Config(t, primary)
-	db := cfg.Databases["app"]
-	db.Host = fmt.Sprintf("%s:%d,%s:%d", primary.Host, primary.Port, replica.Host, replica.Port)
-	cfg.Databases["app"] = db
-	f := ferrytest.Start(t, cfg)
+	f := ferrytest.Start(t, hostListConfig(t, primary, replica))
 	ctx := testContext(t)
 	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := conn.Exec(ctx, "create table failover (x int)"); err != nil {
 		t.Fatal(err)
 	}
-	// An immediate stop loses the WAL the replica has not received yet: on
-	// a loaded machine that was the table, and every insert below failed.
-	written, err := primary.QueryInt(ctx, "select (pg_current_wal_lsn() - '0/0')::bigint")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ferrytest.Eventually(t, 20*time.Second, "the replica replays the create table", func() (bool, error) {
-		replayed, err := replica.QueryInt(ctx, "select coalesce((pg_last_wal_replay_lsn() - '0/0')::bigint, 0)")
-		return replayed >= written, err
-	})
-	if err := primary.StopImmediate(); err != nil {
-		t.Fatal(err)
-	}
-	if err := replica.Promote(); err != nil {
-		t.Fatal(err)
-	}
+	failOver(t, ctx, primary, replica)
 	// The first statement may fail with the lost connection; the same
 	// client then writes on the new primary.
 	ferrytest.Eventually(t, 20*time.Second, "writes resume on the promoted replica", func() (bool, error) {
@@ -252,11 +271,7 @@ func TestAReadRoutedToAReplicaThatJustWentDownRunsOnThePrimary(t *testing.T) {
 // new primary with their session state, with no error.
 func TestClientsBetweenTransactionsSeeNoErrorAcrossAFailover(t *testing.T) {
 	primary, replica := startReplicated(t)
-	cfg := ferrytest.Config(t, primary)
-	db := cfg.Databases["app"]
-	db.Host = fmt.Sprintf("%s:%d,%s:%d", primary.Host, primary.Port, replica.Host, replica.Port)
-	cfg.Databases["app"] = db
-	f := ferrytest.Start(t, cfg)
+	f := ferrytest.Start(t, hostListConfig(t, primary, replica))
 	ctx := testContext(t)
 	writer := ferrytest.Connect(t, ctx, f.AppDSN())
 	prepared := ferrytest.Connect(t, ctx, f.AppDSN())
@@ -275,17 +290,7 @@ func TestClientsBetweenTransactionsSeeNoErrorAcrossAFailover(t *testing.T) {
 	if err := prepared.QueryRow(ctx, "select inet_server_port() + $1::int", 0).Scan(&port); err != nil || port != primary.Port {
 		t.Fatalf("prepared statement before the failover: %d, %v", port, err)
 	}
-	written, err := primary.QueryInt(ctx, "select (pg_current_wal_lsn() - '0/0')::bigint")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ferrytest.Eventually(t, 20*time.Second, "the replica replays the tables", func() (bool, error) {
-		replayed, err := replica.QueryInt(ctx, "select coalesce((pg_last_wal_replay_lsn() - '0/0')::bigint, 0)")
-		return replayed >= written, err
-	})
-	if err := primary.StopImmediate(); err != nil {
-		t.Fatal(err)
-	}
+	crashPrimary(t, ctx, primary, replica)
 	// Each client starts its next transaction with no writable host.
 	type result struct {
 		who  string
@@ -404,11 +409,7 @@ func TestReadYourWritesByLSNWaitsForAReplicaThatReplayedTheCommit(t *testing.T) 
 // primary.
 func TestAPlannedSwitchoverWithPauseAndResumeCostsClientsNoError(t *testing.T) {
 	primary, replica := startReplicated(t)
-	cfg := ferrytest.Config(t, primary)
-	db := cfg.Databases["app"]
-	db.Host = fmt.Sprintf("%s:%d,%s:%d", primary.Host, primary.Port, replica.Host, replica.Port)
-	cfg.Databases["app"] = db
-	f := ferrytest.Start(t, cfg)
+	f := ferrytest.Start(t, hostListConfig(t, primary, replica))
 	ctx := testContext(t)
 	setup := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := setup.Exec(ctx, "create table switchover (writer int, n int)"); err != nil {
@@ -449,20 +450,7 @@ func TestAPlannedSwitchoverWithPauseAndResumeCostsClientsNoError(t *testing.T) {
 	}
 	// Paused: nothing is in flight, so the standby has every commit once
 	// it has replayed the primary's last position.
-	written, err := primary.QueryInt(ctx, "select (pg_current_wal_lsn() - '0/0')::bigint")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ferrytest.Eventually(t, 20*time.Second, "the standby to replay everything", func() (bool, error) {
-		replayed, err := replica.QueryInt(ctx, "select coalesce((pg_last_wal_replay_lsn() - '0/0')::bigint, 0)")
-		return replayed >= written, err
-	})
-	if err := primary.StopImmediate(); err != nil {
-		t.Fatal(err)
-	}
-	if err := replica.Promote(); err != nil {
-		t.Fatal(err)
-	}
+	failOver(t, ctx, primary, replica)
 	if err := admin.Exec(ctx, "RESUME").Close(); err != nil {
 		t.Fatalf("RESUME: %v", err)
 	}
