@@ -52,8 +52,7 @@ func (s *Server) adminHooks() AdminHooks {
 }
 
 // errAdminDone ends an admin session quietly: the client said Terminate or
-// was killed. It wraps net.ErrClosed so that session.run, which treats a
-// non-nil startup error as the end of the connection, does not log it.
+// was killed (finish does not log it).
 var errAdminDone = fmt.Errorf("admin console session ended: %w", net.ErrClosed)
 
 // adminMaxMessage bounds a console message; commands are one short line.
@@ -71,12 +70,10 @@ var adminParams = [][2]string{
 	{"is_superuser", "off"},
 }
 
-// startAdmin serves an authenticated client of the admin console until it
-// leaves. It never returns nil: errAdminDone when the client terminates or
-// is killed, a *protocol.Error (FATAL) when it is refused or pgferry shuts
-// down, or the I/O error that ended the session. The caller owns and closes
-// the connection.
-func (ss *session) startAdmin(cfg *configs.Config) error {
+// admitAdmin checks that an authenticated client of the admin console may
+// use it and makes the session a console session; the session goroutine
+// then serves it (serveAdmin) as it serves any database's client.
+func (ss *session) admitAdmin(cfg *configs.Config) error {
 	full := slices.Contains(cfg.AdminUsers, ss.user)
 	if !full && !slices.Contains(cfg.StatsUsers, ss.user) {
 		ss.srv.reject("admin")
@@ -85,18 +82,20 @@ func (ss *session) startAdmin(cfg *configs.Config) error {
 	if ss.srv.isDraining() {
 		return errDraining
 	}
-	ss.admin = true
+	ss.admin, ss.adminFull = true, full
 	ss.pid, ss.key = ss.srv.newCancelKey()
-	ss.raw.SetDeadline(time.Time{}) // client_login_timeout no longer applies
-	ss.srv.register(ss)
-	defer ss.srv.unregister(ss)
-	ss.logger().Info("admin console client connected", zap.Bool("admin", full))
+	return nil
+}
 
-	c := &adminConsole{ss: ss, srv: ss.srv, full: full, rd: protocol.NewReader(ss.conn), wr: protocol.NewWriter(ss.conn)}
+// serveAdmin serves a client of the admin console until it leaves. It
+// returns errAdminDone when the client terminates or is killed, another
+// error when the connection fails.
+func (ss *session) serveAdmin() error {
+	ss.logger().Info("admin console client connected", zap.Bool("admin", ss.adminFull))
+	c := &adminConsole{ss: ss, srv: ss.srv, full: ss.adminFull, rd: protocol.NewReader(ss.conn), wr: protocol.NewWriter(ss.conn)}
 	c.rd.MaxMessage = adminMaxMessage
 	defer c.rd.Release()
 	defer c.wr.Release()
-	ss.endLogin()
 	if err := ss.takePending(c.rd); err != nil {
 		return err
 	}

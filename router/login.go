@@ -36,9 +36,6 @@ func (ss *session) login(cfg *configs.Config) bool {
 		ss.raw.SetDeadline(time.Time{})
 		return true
 	}
-	if errors.Is(err, errAdminDone) {
-		return false
-	}
 	var pe *protocol.Error
 	var re *relayedError
 	if ss.refusal != nil {
@@ -156,7 +153,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 	}
 	if adminDatabases[ss.database] {
 		ss.startupParams = st.Params // SHOW CLIENTS of the console reads them
-		return ss.startAdmin(cfg)
+		return ss.admitAdmin(cfg)
 	}
 	db, readOnly, ok := cfg.LookupDatabase(ss.database)
 	if !ok {

@@ -205,7 +205,8 @@ func (ss *session) finish(err error) {
 	case errors.As(err, &pe):
 		ss.logger().Info("client disconnected", zap.String("reason", pe.Message))
 	case errors.As(err, &re):
-	case err == nil || errors.Is(err, errClientTerminated) || isEOF(err) || errors.Is(err, errServerGone) || errors.Is(err, errClientGone):
+	case err == nil || errors.Is(err, errClientTerminated) || isEOF(err) || errors.Is(err, errServerGone) ||
+		errors.Is(err, errClientGone) || errors.Is(err, errAdminDone):
 		if ss.debugEnabled() {
 			ss.logger().Debug("client disconnected")
 		}

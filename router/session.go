@@ -45,7 +45,8 @@ type session struct {
 	pending []byte
 
 	user, database string
-	admin          bool // an admin console session (set by startAdmin)
+	admin          bool // an admin console session (set by admitAdmin)
+	adminFull      bool // an admin_users console session (else stats_users)
 	entry          *poolEntry
 	txnMode        bool
 	pid, key       uint32
@@ -348,6 +349,9 @@ func (ss *session) serveRecovering() (err error) {
 			err = errInternal
 		}
 	}()
+	if ss.admin {
+		return ss.serveAdmin()
+	}
 	return ss.serve()
 }
 
