@@ -290,7 +290,7 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	// In transaction mode the session goroutine relays the responses itself
 	// (relayInline); a session tied to its server gets a pump that watches
 	// the server between requests too.
-	ss.inline = ss.txnMode && !ss.pinned
+	ss.inline = inlineRelay && ss.txnMode && !ss.pinned
 	ss.armTransactionTimeout()
 	if ss.inline {
 		ss.pumpDone = nil

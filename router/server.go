@@ -121,7 +121,7 @@ func New(cfg *configs.Config, opts Options) (*Server, error) {
 		sessions:   make(map[uint64]*session),
 		cancelKeys: make(map[uint64]*session),
 		throttle:   newAuthThrottle(cfg.AuthFailureDelay.Std()),
-		pumps:      pumpWorkers{maxIdle: 1024},
+		pumps:      pumpWorkers{maxIdle: pumpIdleWorkers},
 		stmts:      prepared.NewRegistry(opts.StatementHash),
 		started:    time.Now(),
 	}

@@ -1,3 +1,5 @@
+//go:build !pgferry_nostackgrow
+
 package router
 
 // stackReserve is the frame growStack asks for: from a new goroutine's
