@@ -108,11 +108,12 @@ func (l *listener) add(ss *session, channel string) (<-chan struct{}, error) {
 	}
 	set := l.subs[channel]
 	if set == nil {
-		set = make(map[*session]struct{})
-		l.subs[channel] = set
 		if err := l.listen(channel); err != nil {
+			delete(l.live, channel)
 			return nil, err
 		}
+		set = make(map[*session]struct{})
+		l.subs[channel] = set
 	}
 	set[ss] = struct{}{}
 	return l.live[channel], nil
