@@ -192,6 +192,22 @@ var (
 		"Open client sockets, including admin console clients and clients still logging in, a count.")
 	descParked = desc("client", "parked",
 		"Idle client sessions held without a goroutine (Linux), a count: they cost about 3 KiB each instead of 9.")
+	descMaxClients = desc("client", "max_connections",
+		"The max_client_conn in force: client sockets accepted before new ones are refused with 53300, a count (0: no cap).")
+	descPoolSize = desc("pool", "size",
+		"Server connections the pool may hold (pool_size, or default_pool_size), a count.", poolLabels...)
+	descPoolMinSize = desc("pool", "min_size",
+		"Server connections the pool keeps open (min_pool_size), a count.", poolLabels...)
+	descPoolReserve = desc("pool", "reserve_size",
+		"Extra server connections the pool may open once a client waited reserve_pool_timeout (reserve_pool), a count.", poolLabels...)
+	descMaxDBConns = desc("server", "max_db_connections",
+		"The max_db_connections cap of a database across its users' pools, a count (only for capped databases).", labelDatabase)
+	descDBConns = desc("server", "db_connections",
+		"Server connections counted against a database's max_db_connections (open or being opened), a count.", labelDatabase)
+	descMaxUserConns = desc("server", "max_user_connections",
+		"The max_user_connections cap of a server login user across databases, a count (only for capped users).", labelUser)
+	descUserConns = desc("server", "user_connections",
+		"Server connections counted against a user's max_user_connections (open or being opened), a count.", labelUser)
 	descPins = desc("client", "pins_total",
 		"Client sessions that became pinned to a server connection by session state, a count.")
 
@@ -239,7 +255,9 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descClientConns, descServerConns, descWaiting, descMaxWait, descPaused, descAcquires,
 		descXacts, descQueries, descXactTime, descParses, descBinds, descLogins, descPinned, descPumped,
-		descDialRetries, descAbandoned, descSockets, descParked, descPins, descLagBytes, descLagSeconds, descInRotation, descBackendUp, descReplicaConns,
+		descDialRetries, descAbandoned, descSockets, descParked, descPins,
+		descMaxClients, descPoolSize, descPoolMinSize, descPoolReserve,
+		descMaxDBConns, descDBConns, descMaxUserConns, descUserConns, descLagBytes, descLagSeconds, descInRotation, descBackendUp, descReplicaConns,
 		descTokenExpiry, descTokenRefreshes, descTokenFailures, descTokenRejections,
 		descClientChecks, descClientRefused, descClientKeyFetches,
 	} {
@@ -268,6 +286,15 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descParked, float64(snap.ParkedClients))
 	counter(descPins, float64(snap.PinnedTotal))
+	gauge(descMaxClients, float64(snap.MaxClientConn))
+	for db, l := range snap.DBLimits {
+		gauge(descMaxDBConns, float64(l.Max), db)
+		gauge(descDBConns, float64(l.InUse), db)
+	}
+	for user, l := range snap.UserLimits {
+		gauge(descMaxUserConns, float64(l.Max), user)
+		gauge(descUserConns, float64(l.InUse), user)
+	}
 	for _, p := range snap.Pools {
 		db, user := p.Database, p.User
 		gauge(descClientConns, float64(p.ClientsActive), db, user, "active")
@@ -277,6 +304,9 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descServerConns, float64(p.Stat.Idle), db, user, "idle")
 		gauge(descServerConns, float64(p.Stat.Dialing), db, user, "login")
 		gauge(descWaiting, float64(p.Stat.Waiting), db, user)
+		gauge(descPoolSize, float64(p.Size), db, user)
+		gauge(descPoolMinSize, float64(p.MinSize), db, user)
+		gauge(descPoolReserve, float64(p.ReserveSize), db, user)
 		gauge(descMaxWait, p.Stat.MaxWait.Seconds(), db, user)
 		paused := 0.0
 		if p.Stat.Paused {

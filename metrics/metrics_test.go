@@ -71,7 +71,14 @@ next:
 func TestScrapeReflectsTrafficThroughPgferry(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, nil, "v9.9.9-test")
-	f := ferrytest.Start(t, ferrytest.Config(t, cluster), func(o *router.Options) { o.Hooks = m.Hooks() })
+	cfg := ferrytest.Config(t, cluster)
+	cfg.MaxClientConn = 500
+	cfg.MaxUserConnections = 7
+	db := cfg.Databases["app"]
+	db.MaxDBConnections = 6
+	db.ReservePool = 2
+	cfg.Databases["app"] = db
+	f := ferrytest.Start(t, cfg, func(o *router.Options) { o.Hooks = m.Hooks() })
 	m.SetServer(f.Server)
 
 	var ready atomic.Bool
@@ -139,6 +146,14 @@ func TestScrapeReflectsTrafficThroughPgferry(t *testing.T) {
 		{"pgferry_client_rejected_total", map[string]string{"reason": "auth"}, 1, 1},
 		{"pgferry_client_rejected_total", map[string]string{"reason": "max_client_conn"}, 0, 0},
 		{"pgferry_client_sockets", nil, 1, 0},
+		{"pgferry_client_max_connections", nil, 500, 500},
+		{"pgferry_pool_size", pool, 5, 5},
+		{"pgferry_pool_min_size", pool, 0, 0},
+		{"pgferry_pool_reserve_size", pool, 2, 2},
+		{"pgferry_server_max_db_connections", map[string]string{"database": "app"}, 6, 6},
+		{"pgferry_server_db_connections", map[string]string{"database": "app"}, 1, 6},
+		{"pgferry_server_max_user_connections", map[string]string{"user": "app"}, 7, 7},
+		{"pgferry_server_user_connections", map[string]string{"user": "app"}, 1, 7},
 		{"pgferry_build_info", map[string]string{"version": "v9.9.9-test"}, 1, 1},
 		{"go_goroutines", nil, 1, 0},
 		{"process_start_time_seconds", nil, 1, 0},

@@ -102,3 +102,20 @@ func (l *Limit) evictIdleElsewhere(self *Pool) {
 		}
 	}()
 }
+
+// LimitStat is a snapshot of a Limit: its cap and the connections counted
+// against it right now (open or being opened, in every pool under it).
+type LimitStat struct {
+	Max, InUse int
+}
+
+// Stat returns the cap and its current use. A nil Limit (no cap) returns
+// the zero LimitStat. Safe for concurrent use.
+func (l *Limit) Stat() LimitStat {
+	if l == nil {
+		return LimitStat{}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return LimitStat{Max: l.max, InUse: l.cur}
+}

@@ -26,6 +26,12 @@ type Snapshot struct {
 	AdminClients int
 	// Draining is true once Shutdown has begun.
 	Draining bool
+	// MaxClientConn is the max_client_conn in force (0: no cap).
+	MaxClientConn int
+	// DBLimits and UserLimits are the max_db_connections and
+	// max_user_connections caps that have pools, keyed by client-facing
+	// database name and by server login user, with their use.
+	DBLimits, UserLimits map[string]pool.LimitStat
 	// Pools lists every pool, sorted by database then user.
 	Pools []PoolSnapshot
 }
@@ -37,6 +43,9 @@ type PoolSnapshot struct {
 	Database, User, Mode string
 	// Stat is the pool's own snapshot (server connections, waiters).
 	Stat pool.Stat
+	// Size, MinSize and ReserveSize are the pool's configured pool_size,
+	// min_pool_size and reserve_pool (globals already applied).
+	Size, MinSize, ReserveSize int
 	// Counters are the cumulative per-pool counters kept by sessions.
 	Counters PoolCounters
 	// ClientsActive counts logged-in clients linked to a server connection,
@@ -100,16 +109,27 @@ func (s *Server) Snapshot() Snapshot {
 		ParkedClients: s.parker.count(),
 		PinnedTotal:   s.pinned.Load(),
 		Draining:      s.isDraining(),
+		MaxClientConn: s.Config().MaxClientConn,
 	}
 	byKey := make(map[poolKey]int, len(entries))
 	for _, e := range entries {
 		byKey[e.key()] = len(snap.Pools)
+		pc := e.pool.Config()
 		ps := PoolSnapshot{
-			Database: e.dbName,
-			User:     e.pool.User(),
-			Mode:     e.mode,
-			Stat:     e.pool.Stat(),
-			Counters: e.counters(),
+			Database:    e.dbName,
+			User:        e.pool.User(),
+			Mode:        e.mode,
+			Stat:        e.pool.Stat(),
+			Size:        pc.Size,
+			MinSize:     pc.MinSize,
+			ReserveSize: pc.ReserveSize,
+			Counters:    e.counters(),
+		}
+		if pc.DBLimit != nil {
+			snap.DBLimits = addLimit(snap.DBLimits, e.dbName, pc.DBLimit)
+		}
+		if pc.UserLimit != nil {
+			snap.UserLimits = addLimit(snap.UserLimits, ps.User, pc.UserLimit)
 		}
 		if e.monitor != nil {
 			status := e.monitor.Status()
@@ -148,6 +168,17 @@ func (s *Server) Snapshot() Snapshot {
 		}
 	}
 	return snap
+}
+
+// addLimit records l under name once; pools sharing a cap share the Limit.
+func addLimit(m map[string]pool.LimitStat, name string, l *pool.Limit) map[string]pool.LimitStat {
+	if m == nil {
+		m = make(map[string]pool.LimitStat)
+	}
+	if _, ok := m[name]; !ok {
+		m[name] = l.Stat()
+	}
+	return m
 }
 
 // lists copies the pool entries (sorted by database, user) and the
