@@ -170,10 +170,16 @@ func TestASharedDatabaseLimitCapsConnectionsAcrossPools(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("second pool got a connection over the limit: %v", err)
 	}
+	if st := limit.Stat(); st != (pool.LimitStat{Max: 1, InUse: 1}) {
+		t.Errorf("limit stat with one connection open = %+v, want {Max:1 InUse:1}", st)
+	}
 	p1.Release(sc)
 	// The idle connection of p1 is closed to make room for p2.
 	sc2 := acquire(t, p2)
 	p2.Release(sc2)
+	if st := (*pool.Limit)(nil).Stat(); st != (pool.LimitStat{}) {
+		t.Errorf("a nil (uncapped) limit reports %+v", st)
+	}
 }
 
 func TestLoginFailuresReachWaitersAndFailFastDuringServerLoginRetry(t *testing.T) {
