@@ -196,6 +196,22 @@ func MD5Response(user, password string, salt [4]byte) string {
 	return md5SaltedResponse(md5Hex(password, user), salt)
 }
 
+// MD5ResponseFromHash is MD5Response from a stored hash, "md5" +
+// hex(md5(password + user)) as pg_authid and auth_file hold it: an md5
+// challenge can be answered without the password.
+func MD5ResponseFromHash(stored string, salt [4]byte) string {
+	return md5SaltedResponse(strings.TrimPrefix(stored, "md5"), salt)
+}
+
+// MD5Hash returns the stored hash ("md5" + 32 hex digits) of a KindMD5
+// credential, which answers a server's md5 challenge (MD5ResponseFromHash).
+func (c Credential) MD5Hash() (string, bool) {
+	if c.st == nil || c.st.kind != KindMD5 {
+		return "", false
+	}
+	return "md5" + c.st.secret, true
+}
+
 func md5SaltedResponse(innerHex string, salt [4]byte) string {
 	return "md5" + md5Hex(innerHex, string(salt[:]))
 }

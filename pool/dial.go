@@ -24,6 +24,14 @@ type PasswordSource interface {
 	Password(ctx context.Context) (string, error)
 }
 
+// MD5HashSource is implemented by a PasswordSource that may hold only a
+// stored md5 hash ("md5" + hex(md5(password + user))), as an auth_file
+// entry copied from pg_authid does: a server's md5 challenge is answered
+// from the hash. When MD5Hash reports false, Password is used.
+type MD5HashSource interface {
+	MD5Hash() (string, bool)
+}
+
 // PasswordRejecter is implemented by a PasswordSource whose passwords can
 // stop working before the source knows, as an Entra ID token the server no
 // longer accepts does. When a server refuses a login made with one of its
@@ -313,6 +321,14 @@ func (sc *ServerConn) authenticate(ctx context.Context, cfg *DialConfig) error {
 			case 5: // MD5Password
 				if len(body) != 8 {
 					return fmt.Errorf("server %s sent a malformed MD5 request", sc.Addr)
+				}
+				if hs, ok := cfg.Password.(MD5HashSource); ok {
+					if h, ok := hs.MD5Hash(); ok {
+						var salt [4]byte
+						copy(salt[:], body[4:])
+						out = encode(out, &pgproto3.PasswordMessage{Password: auth.MD5ResponseFromHash(h, salt)})
+						break
+					}
 				}
 				pw, err := password()
 				if err != nil {

@@ -84,3 +84,34 @@ func TestAHashedAuthFileEntryWithoutADatabasePasswordGetsAClearServerLoginError(
 		t.Fatalf("got %q", pe.Message)
 	}
 }
+
+func TestAnMd5AuthFileEntryAnswersTheServersMd5ChallengeWithoutThePassword(t *testing.T) {
+	ctx := testContext(t)
+	const user, password = "md5_dropin", "md5-dropin-secret"
+	if err := cluster.Exec(ctx, "set password_encryption = 'md5'; drop role if exists "+user+"; create role "+user+" login password '"+password+"'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.AddHBA("host all " + user + " 127.0.0.1/32 md5"); err != nil {
+		t.Fatal(err)
+	}
+	super := ferrytest.Connect(t, ctx, cluster.SuperDSN("postgres"))
+	var stored string
+	if err := super.QueryRow(ctx, "select rolpassword from pg_authid where rolname = $1", user).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(stored, "md5") {
+		t.Fatalf("the role's password is stored as %.6q..., want md5", stored)
+	}
+	cfg := stockINI(t, fmt.Sprintf("%q %q\n", user, stored))
+	cfg.AuthType = "md5"
+	f := ferrytest.Start(t, cfg)
+	conn, err := pgx.Connect(ctx, f.DSN("app", user, password))
+	if err != nil {
+		t.Fatalf("an md5 client through an md5 auth_file entry to an md5 server: %v", err)
+	}
+	defer conn.Close(ctx)
+	var who string
+	if err := conn.QueryRow(ctx, "select current_user").Scan(&who); err != nil || who != user {
+		t.Fatalf("current_user = %q, %v", who, err)
+	}
+}

@@ -228,7 +228,17 @@ func (a authFilePassword) Password(context.Context) (string, error) {
 	if pw, ok := cred.Plaintext(); ok {
 		return pw, nil
 	}
-	return "", fmt.Errorf("the auth_file entry of user %q is a hash, which cannot log in to the server; give the database entry a password, or auth_file a plain-text one", a.user)
+	return "", fmt.Errorf("the auth_file entry of user %q is a hash, which can answer a server's md5 challenge but not a cleartext or SCRAM one; give the database entry a password, or auth_file a plain-text one", a.user)
+}
+
+// MD5Hash answers a server's md5 challenge from an md5 auth_file entry
+// (pool.MD5HashSource), as PgBouncer does.
+func (a authFilePassword) MD5Hash() (string, bool) {
+	cred, ok := a.srv.store.Load().Lookup(a.user)
+	if !ok {
+		return "", false
+	}
+	return cred.MD5Hash()
 }
 
 func (a authFilePassword) String() string { return "[redacted]" }
