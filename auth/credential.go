@@ -152,6 +152,26 @@ func (c Credential) Plaintext() (string, bool) {
 	return c.st.secret, true
 }
 
+// Same reports whether c and o are the same stored secret (one parsed
+// auth_file entry; a reload that keeps an entry's text keeps the answer
+// only if the entry is parsed anew to an equal secret).
+func (c Credential) Same(o Credential) bool {
+	if c.st == nil || o.st == nil {
+		return c.st == o.st
+	}
+	if c.st == o.st {
+		return true
+	}
+	if c.st.kind != o.st.kind {
+		return false
+	}
+	if c.st.kind == KindSCRAM {
+		a, b := c.st.scram, o.st.scram
+		return a.iterations == b.iterations && string(a.salt) == string(b.salt) && a.storedKey == b.storedKey && a.serverKey == b.serverKey
+	}
+	return c.st.secret == o.st.secret
+}
+
 // String returns "[redacted]" so that a Credential never prints its secret.
 func (c Credential) String() string { return "[redacted]" }
 

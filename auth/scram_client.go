@@ -25,7 +25,8 @@ import (
 // has returned an error, the exchange is over. Its String and GoString never
 // print the password or keys.
 type SCRAMClient struct {
-	password        string // dropped once ClientFinal has derived the keys
+	password        string     // dropped once ClientFinal has derived the keys
+	passKeys        *SCRAMKeys // pass-through: keys instead of a password
 	clientNonce     string
 	clientFirstBare string
 
@@ -44,6 +45,36 @@ func NewSCRAMClient(password string) *SCRAMClient {
 	// libpq sends an empty user name: the server uses the one from the
 	// startup message (fe-auth-scram.c build_client_first_message).
 	return &SCRAMClient{password: password, clientNonce: nonce, clientFirstBare: "n=,r=" + nonce}
+}
+
+// SCRAMKeys are what a SCRAM-SHA-256 exchange with a server needs in place
+// of the password, for the secret's salt and iteration count: the
+// ClientKey, recovered from a client's proof when it logged in against the
+// same secret (SCRAM pass-through, as PgBouncer does), and the ServerKey.
+// String never prints them.
+type SCRAMKeys struct {
+	keys       scramKeys
+	salt       []byte
+	iterations int
+}
+
+// String returns "[redacted]".
+func (SCRAMKeys) String() string { return "[redacted]" }
+
+// GoString returns "[redacted]".
+func (SCRAMKeys) GoString() string { return "[redacted]" }
+
+// ErrSCRAMSecretDiffers is returned when a server's SCRAM salt or
+// iteration count differ from those of the secret whose keys pass-through
+// uses: the server holds another secret for the role.
+var ErrSCRAMSecretDiffers = errors.New("the server's SCRAM secret for the role differs from the auth_file's (salt or iteration count), so SCRAM pass-through is impossible; copy the role's current secret from pg_authid into auth_file")
+
+// NewSCRAMClientWithKeys prepares an exchange that proves knowledge of the
+// secret keys came from, without its password (SCRAM pass-through).
+func NewSCRAMClientWithKeys(keys SCRAMKeys) *SCRAMClient {
+	c := NewSCRAMClient("")
+	c.passKeys = &keys
+	return c
 }
 
 // Mechanism returns the SASL mechanism this client uses, "SCRAM-SHA-256".
@@ -109,11 +140,18 @@ func (c *SCRAMClient) ClientFinal(serverFirst []byte) ([]byte, error) {
 		}
 	}
 
-	keys, err := clientKeys.get(c.password, salt, iterations)
-	if err != nil {
-		return nil, err
+	var keys scramKeys
+	if pk := c.passKeys; pk != nil {
+		if pk.iterations != iterations || !hmac.Equal(pk.salt, salt) {
+			return nil, ErrSCRAMSecretDiffers
+		}
+		keys = pk.keys
+	} else {
+		if keys, err = clientKeys.get(c.password, salt, iterations); err != nil {
+			return nil, err
+		}
 	}
-	c.password = ""
+	c.password, c.passKeys = "", nil
 
 	withoutProof := "c=" + base64.StdEncoding.EncodeToString([]byte(gs2NoBinding)) + ",r=" + nonce
 	authMessage := c.clientFirstBare + "," + string(serverFirst) + "," + withoutProof

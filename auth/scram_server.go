@@ -45,7 +45,8 @@ type SCRAMServer struct {
 	gs2Header       string // e.g. "n,,", as sent by the client
 	clientFirstBare string
 	serverFirst     string
-	nonce           string // client nonce + server nonce
+	nonce           string     // client nonce + server nonce
+	passKeys        *SCRAMKeys // set by a successful Finish
 }
 
 // NewSCRAMServer prepares a SCRAM exchange for user, whose credential is
@@ -272,8 +273,22 @@ func (s *SCRAMServer) Finish(clientFinal []byte) ([]byte, error) {
 	if !match || s.doomed {
 		return nil, fmt.Errorf("SCRAM authentication for user %q: %w", s.user, ErrPasswordMismatch)
 	}
+	s.passKeys = &SCRAMKeys{salt: s.secret.salt, iterations: s.secret.iterations}
+	copy(s.passKeys.keys.clientKey[:], clientKey)
+	s.passKeys.keys.serverKey = s.secret.serverKey
 	sig := hmacSHA256(s.secret.serverKey[:], authMessage)
 	return []byte("v=" + base64.StdEncoding.EncodeToString(sig)), nil
+}
+
+// PassThroughKeys returns, after a successful Finish, the keys the client
+// proved it holds (its ClientKey, recovered from its proof, and the
+// secret's ServerKey): with them pgferry can log in to a server that holds
+// the same secret, without the password (SCRAM pass-through).
+func (s *SCRAMServer) PassThroughKeys() (SCRAMKeys, bool) {
+	if s.passKeys == nil {
+		return SCRAMKeys{}, false
+	}
+	return *s.passKeys, true
 }
 
 // String describes the exchange without secrets.

@@ -32,6 +32,14 @@ type MD5HashSource interface {
 	MD5Hash() (string, bool)
 }
 
+// SCRAMKeySource is implemented by a PasswordSource that may hold SCRAM
+// keys instead of a password (pass-through: recovered from a client's SCRAM
+// login against the same secret); a server's SCRAM request is answered with
+// them. When SCRAMKeys reports false, Password is used.
+type SCRAMKeySource interface {
+	SCRAMKeys() (auth.SCRAMKeys, bool)
+}
+
 // PasswordRejecter is implemented by a PasswordSource whose passwords can
 // stop working before the source knows, as an Entra ID token the server no
 // longer accepts does. When a server refuses a login made with one of its
@@ -338,14 +346,21 @@ func (sc *ServerConn) authenticate(ctx context.Context, cfg *DialConfig) error {
 				copy(salt[:], body[4:])
 				out = encode(out, &pgproto3.PasswordMessage{Password: auth.MD5Response(cfg.User, pw, salt)})
 			case 10: // SASL
-				pw, err := password()
-				if err != nil {
-					return err
-				}
 				if !hasMechanism(body[4:], "SCRAM-SHA-256") {
 					return fmt.Errorf("server %s offers no SASL mechanism pgferry supports (SCRAM-SHA-256)", sc.Addr)
 				}
-				scram = auth.NewSCRAMClient(pw)
+				if ks, ok := cfg.Password.(SCRAMKeySource); ok {
+					if keys, ok := ks.SCRAMKeys(); ok {
+						scram = auth.NewSCRAMClientWithKeys(keys)
+					}
+				}
+				if scram == nil {
+					pw, err := password()
+					if err != nil {
+						return err
+					}
+					scram = auth.NewSCRAMClient(pw)
+				}
 				out = encode(out, &pgproto3.SASLInitialResponse{AuthMechanism: scram.Mechanism(), Data: scram.ClientFirst()})
 			case 11: // SASLContinue
 				if scram == nil {

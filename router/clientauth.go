@@ -135,6 +135,11 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	if err != nil {
 		return "", scramErr(err, fail)
 	}
+	if keys, ok := sc.PassThroughKeys(); ok && known && cred.Kind() == auth.KindSCRAM {
+		// The client proved it holds the auth_file's SCRAM secret: its keys
+		// can log in to a server holding the same secret (pass-through).
+		ss.srv.passKeys.Store(ss.user, &passKeys{cred: cred, keys: keys})
+	}
 	ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
 	ss.authOK = protocol.AppendAuthentication(ss.authOK, authSASLFinal, final)
 	ss.queueAuthOK()

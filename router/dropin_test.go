@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
@@ -113,5 +114,63 @@ func TestAnMd5AuthFileEntryAnswersTheServersMd5ChallengeWithoutThePassword(t *te
 	var who string
 	if err := conn.QueryRow(ctx, "select current_user").Scan(&who); err != nil || who != user {
 		t.Fatalf("current_user = %q, %v", who, err)
+	}
+}
+
+// scramRole creates a role with a SCRAM password and returns its secret as
+// pg_authid holds it.
+func scramRole(t *testing.T, ctx context.Context, user, password string) string {
+	t.Helper()
+	if err := cluster.Exec(ctx, "set password_encryption = 'scram-sha-256'; drop role if exists "+user+"; create role "+user+" login password '"+password+"'"); err != nil {
+		t.Fatal(err)
+	}
+	super := ferrytest.Connect(t, ctx, cluster.SuperDSN("postgres"))
+	var stored string
+	if err := super.QueryRow(ctx, "select rolpassword from pg_authid where rolname = $1", user).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(stored, "SCRAM-SHA-256$") {
+		t.Fatalf("the role's password is stored as %.14q..., want SCRAM", stored)
+	}
+	return stored
+}
+
+func TestScramPassThroughLogsInToTheServerWithTheClientsProofOfTheAuthFileSecret(t *testing.T) {
+	ctx := testContext(t)
+	const user, password = "scram_dropin", "scram-dropin-secret"
+	stored := scramRole(t, ctx, user, password)
+	f := ferrytest.Start(t, stockINI(t, fmt.Sprintf("%q %q\n", user, stored)))
+	dsn := f.DSN("app", user, password)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("pgx with SCRAM pass-through: %v", err)
+	}
+	defer conn.Close(ctx)
+	var who string
+	if err := conn.QueryRow(ctx, "select current_user").Scan(&who); err != nil || who != user {
+		t.Fatalf("current_user = %q, %v", who, err)
+	}
+	out, err := exec.Command("psql", "-X", "-At", "-c", "select current_user", dsn).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != user {
+		t.Fatalf("psql with SCRAM pass-through: %v\n%s", err, out)
+	}
+	script := filepath.Join(t.TempDir(), "select.sql")
+	if err := os.WriteFile(script, []byte("select 1;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bench := exec.Command("pgbench", "-n", "-C", "-c", "4", "-t", "20", "-f", script, dsn)
+	if out, err := bench.CombinedOutput(); err != nil || !strings.Contains(string(out), "number of transactions actually processed: 80/80") {
+		t.Fatalf("pgbench -C with SCRAM pass-through: %v\n%s", err, out)
+	}
+	// The server's secret changes: pass-through cannot work, and the next
+	// server login says so.
+	if err := cluster.Exec(ctx, "set password_encryption = 'scram-sha-256'; alter role "+user+" password 'another-secret'"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := stockINI(t, fmt.Sprintf("%q %q\n", user, stored))
+	f2 := ferrytest.Start(t, cfg)
+	_, err = pgx.Connect(ctx, f2.DSN("app", user, password))
+	if pe := expectPgError(t, err, "08006"); !strings.Contains(pe.Message, "SCRAM pass-through is impossible") {
+		t.Fatalf("got %q", pe.Message)
 	}
 }

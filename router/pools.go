@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgferry/pgferry/auth"
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/router/lag"
@@ -228,7 +229,33 @@ func (a authFilePassword) Password(context.Context) (string, error) {
 	if pw, ok := cred.Plaintext(); ok {
 		return pw, nil
 	}
+	if cred.Kind() == auth.KindSCRAM {
+		return "", fmt.Errorf("the auth_file entry of user %q is a SCRAM secret: pgferry logs in to the server with it only by SCRAM pass-through, once a client has logged in with SCRAM against it, and only to a server asking for SCRAM with the same secret; give the database entry a password, or auth_file a plain-text one", a.user)
+	}
 	return "", fmt.Errorf("the auth_file entry of user %q is a hash, which can answer a server's md5 challenge but not a cleartext or SCRAM one; give the database entry a password, or auth_file a plain-text one", a.user)
+}
+
+// SCRAMKeys are the keys the user's last SCRAM login against its auth_file
+// SCRAM secret proved (pool.SCRAMKeySource): SCRAM pass-through, as
+// PgBouncer does. They are used only while the auth_file still holds that
+// secret.
+func (a authFilePassword) SCRAMKeys() (auth.SCRAMKeys, bool) {
+	v, ok := a.srv.passKeys.Load(a.user)
+	if !ok {
+		return auth.SCRAMKeys{}, false
+	}
+	pk := v.(*passKeys)
+	cred, ok := a.srv.store.Load().Lookup(a.user)
+	if !ok || !cred.Same(pk.cred) {
+		return auth.SCRAMKeys{}, false
+	}
+	return pk.keys, true
+}
+
+// passKeys are SCRAM pass-through keys and the credential they came from.
+type passKeys struct {
+	cred auth.Credential
+	keys auth.SCRAMKeys
 }
 
 // MD5Hash answers a server's md5 challenge from an md5 auth_file entry

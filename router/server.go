@@ -102,6 +102,7 @@ type Server struct {
 	tracked  atomic.Pointer[trackedKeys]
 	stmts    *prepared.Registry // clients' named statements by content
 	peers    peerSet            // peers_dns answers
+	passKeys sync.Map           // user -> *passKeys: SCRAM pass-through
 	throttle *authThrottle
 	started  time.Time
 }
