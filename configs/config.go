@@ -58,6 +58,14 @@ type Config struct {
 	AuthType string `toml:"auth_type"`
 	// AuthFile is a PgBouncer userlist.txt with client secrets.
 	AuthFile string `toml:"auth_file"`
+	// AuthUser, when set, looks up users missing from auth_file on the
+	// server with AuthQuery, logged in as AuthUser (whose own password
+	// comes from auth_file, [users] or the database entry), in AuthDBName
+	// (default: the database the client asked for). A database entry's
+	// auth_user overrides it.
+	AuthUser   string `toml:"auth_user"`
+	AuthQuery  string `toml:"auth_query"`
+	AuthDBName string `toml:"auth_dbname"`
 	// AuthHBAFile is a pg_hba.conf-style file (PgBouncer's subset) that
 	// picks the method per connection when AuthType is "hba". It is read
 	// at start and on every reload; a line pgferry cannot honour stops the
@@ -270,6 +278,11 @@ type ClientEntra struct {
 	Roles map[string][]string `toml:"roles"`
 }
 
+// DefaultAuthQuery is PgBouncer's default auth_query for PostgreSQL 14+:
+// a role's secret, NULL once it expired, and no row for a role that may
+// not log in.
+const DefaultAuthQuery = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin"
+
 // Peer is another pgferry (or PgBouncer) instance that cancel requests for
 // its clients are forwarded to.
 type Peer struct {
@@ -302,6 +315,8 @@ type Database struct {
 	DBName string `toml:"dbname"`
 	// User is the server login user; empty means the client's user name.
 	User string `toml:"user"`
+	// AuthUser overrides the global auth_user for this database.
+	AuthUser string `toml:"auth_user"`
 	// Password is the server login password.
 	Password Secret `toml:"password"`
 	// PasswordFile is read at load time (trailing newline trimmed) into
@@ -419,6 +434,7 @@ func Default() *Config {
 		CancelWaitTimeout:       Duration(10 * time.Second),
 		PeersDNSInterval:        Duration(10 * time.Second),
 		WatchConfig:             true,
+		AuthQuery:               DefaultAuthQuery,
 		ShutdownTimeout:         Duration(30 * time.Second),
 		MaxPreparedStatements:   200,
 		TrackExtraParameters:    []string{"IntervalStyle", "search_path"},

@@ -422,7 +422,6 @@ func TestPgBouncerINIConvertsAndRoundTripsThroughTOML(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantWarnings := []string{
-		"databases.reports.auth_user is not supported by pgferry and is ignored",
 		"pgbouncer.logfile is not supported by pgferry and is ignored",
 		"pgbouncer.pidfile is not supported by pgferry and is ignored",
 		"pgbouncer.unix_socket_mode is not supported by pgferry and is ignored",

@@ -216,12 +216,15 @@ func (c *Config) validateAuth(p *problems) {
 			p.add("auth_hba_file", `required when auth_type is "hba"`)
 		}
 	default:
-		if c.AuthFile == "" && !c.anyUserPassword() && !c.onlyEntraClients() {
+		if c.AuthFile == "" && !c.anyUserPassword() && !c.onlyEntraClients() && !c.anyAuthUser() {
 			p.add("auth_type", "%q needs auth_file or users with a password", c.AuthType)
 		}
 	}
 	if c.AuthHBAFile != "" {
 		p.file("auth_hba_file", c.AuthHBAFile)
+	}
+	if c.anyAuthUser() && !strings.Contains(c.AuthQuery, "$1") {
+		p.add("auth_query", "must take the user name as $1, as PgBouncer's does")
 	}
 	if c.AuthType == authCert && c.ClientTLSSSLMode != "verify-ca" && c.ClientTLSSSLMode != "verify-full" {
 		// Without a verified client certificate there is no identity to
@@ -238,6 +241,19 @@ func (c *Config) validateAuth(p *problems) {
 			p.add(fmt.Sprintf("stats_users[%d]", i), "must not be empty")
 		}
 	}
+}
+
+// anyAuthUser reports whether auth_user is set globally or for a database.
+func (c *Config) anyAuthUser() bool {
+	if c.AuthUser != "" {
+		return true
+	}
+	for _, db := range c.Databases {
+		if db.AuthUser != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // EntraClients reports whether any database or user has client_auth =

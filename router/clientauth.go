@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -49,6 +50,14 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 		return "", ss.entraLogin(cfg)
 	}
 	cred, known := ss.srv.store.Load().Lookup(ss.user)
+	if !known && !adminDatabases[ss.database] {
+		var err error
+		if cred, known, err = ss.srv.lookupUser(cfg, ss.database, ss.user); err != nil {
+			ss.logger().Warn("auth_query lookup failed", zap.Error(err))
+			return "", protocol.Fatal(protocol.SQLStateConnectionFailure,
+				"pgferry could not look up user "+strconv.Quote(ss.user)+" with auth_query: "+strings.TrimPrefix(sanitize(err), errAuthQuery.Error()+": "))
+		}
+	}
 	switch {
 	case method == "plain" || (method == "md5" && known && cred.Kind() == auth.KindMD5):
 		if method == "plain" {

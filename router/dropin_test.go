@@ -174,3 +174,64 @@ func TestScramPassThroughLogsInToTheServerWithTheClientsProofOfTheAuthFileSecret
 		t.Fatalf("got %q", pe.Message)
 	}
 }
+
+// authQueryINI is the stock ini with auth_user: "app" (in auth_file) looks
+// up every other user with PgBouncer's default auth_query.
+func authQueryINI(t *testing.T) *configs.Config {
+	t.Helper()
+	cfg := stockINI(t, fmt.Sprintf("%q %q\n", ferrytest.User, ferrytest.Password))
+	cfg.AuthUser = ferrytest.User
+	return cfg
+}
+
+func TestAuthQueryLooksUpUsersMissingFromAuthFileAndRefusesTheOnesThatMayNotLogIn(t *testing.T) {
+	ctx := testContext(t)
+	super := ferrytest.Connect(t, ctx, cluster.SuperDSN("postgres"))
+	// auth_user reads pg_authid, as PgBouncer's setup requires.
+	if _, err := super.Exec(ctx, "grant pg_read_all_data to app; grant select on pg_authid to app"); err != nil {
+		t.Fatal(err)
+	}
+	scramRole(t, ctx, "aq_ok", "aq-ok-secret")
+	scramRole(t, ctx, "aq_expired", "aq-expired-secret")
+	scramRole(t, ctx, "aq_nologin", "aq-nologin-secret")
+	if _, err := super.Exec(ctx, "alter role aq_expired valid until '2000-01-01'; alter role aq_nologin nologin"); err != nil {
+		t.Fatal(err)
+	}
+	f := ferrytest.Start(t, authQueryINI(t))
+
+	conn, err := pgx.Connect(ctx, f.DSN("app", "aq_ok", "aq-ok-secret"))
+	if err != nil {
+		t.Fatalf("a user found with auth_query: %v", err)
+	}
+	var who string
+	if err := conn.QueryRow(ctx, "select current_user").Scan(&who); err != nil || who != "aq_ok" {
+		t.Fatalf("current_user = %q, %v (SCRAM pass-through with the looked-up secret)", who, err)
+	}
+	conn.Close(ctx)
+
+	wrong := "password authentication failed for user"
+	for _, tc := range []struct{ user, password, why string }{
+		{"aq_ok", "not-the-password", "a wrong password"},
+		{"aq_missing", "whatever", "a role that does not exist"},
+		{"aq_expired", "aq-expired-secret", "an expired role"},
+		{"aq_nologin", "aq-nologin-secret", "a NOLOGIN role"},
+	} {
+		_, err := pgx.Connect(ctx, f.DSN("app", tc.user, tc.password))
+		pe := expectPgError(t, err, "28P01")
+		if !strings.Contains(pe.Message, wrong) {
+			t.Errorf("%s: %q, want the wrong-password message", tc.why, pe.Message)
+		}
+	}
+}
+
+func TestAFailingAuthQueryGetsAClearErrorWithoutAHang(t *testing.T) {
+	ctx := testContext(t)
+	cfg := authQueryINI(t)
+	cfg.AuthQuery = "SELECT rolname, rolpassword FROM no_such_table WHERE rolname=$1"
+	f := ferrytest.Start(t, cfg)
+	_, err := pgx.Connect(ctx, f.DSN("app", "aq_someone", "whatever"))
+	pe := expectPgError(t, err, "08006")
+	if !strings.Contains(pe.Message, "could not look up user \"aq_someone\" with auth_query") || !strings.Contains(pe.Message, "no_such_table") {
+		t.Fatalf("got %q", pe.Message)
+	}
+}

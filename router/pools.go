@@ -246,9 +246,11 @@ func (a authFilePassword) SCRAMKeys() (auth.SCRAMKeys, bool) {
 	}
 	pk := v.(*passKeys)
 	cred, ok := a.srv.store.Load().Lookup(a.user)
-	if !ok || !cred.Same(pk.cred) {
-		return auth.SCRAMKeys{}, false
+	if ok && !cred.Same(pk.cred) {
+		return auth.SCRAMKeys{}, false // auth_file holds another secret now
 	}
+	// From auth_file, or looked up with auth_query: a server holding
+	// another secret refuses the keys before any proof is sent.
 	return pk.keys, true
 }
 
@@ -263,7 +265,11 @@ type passKeys struct {
 func (a authFilePassword) MD5Hash() (string, bool) {
 	cred, ok := a.srv.store.Load().Lookup(a.user)
 	if !ok {
-		return "", false
+		r, found := a.srv.authQueries.get(a.user, time.Now())
+		if !found || !r.known {
+			return "", false
+		}
+		cred = r.cred
 	}
 	return cred.MD5Hash()
 }

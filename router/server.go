@@ -95,16 +95,17 @@ type Server struct {
 	listeners  []net.Listener
 	draining   atomic.Bool // set under mu; read without it on every client read
 
-	wg       sync.WaitGroup // accept loops and sessions
-	pumps    pumpWorkers    // relay goroutines kept between transactions
-	parker   parker         // idle sessions held without a goroutine
-	budget   budgetWatch    // interrupts inline relays past inlineBudget
-	tracked  atomic.Pointer[trackedKeys]
-	stmts    *prepared.Registry // clients' named statements by content
-	peers    peerSet            // peers_dns answers
-	passKeys sync.Map           // user -> *passKeys: SCRAM pass-through
-	throttle *authThrottle
-	started  time.Time
+	wg          sync.WaitGroup // accept loops and sessions
+	pumps       pumpWorkers    // relay goroutines kept between transactions
+	parker      parker         // idle sessions held without a goroutine
+	budget      budgetWatch    // interrupts inline relays past inlineBudget
+	tracked     atomic.Pointer[trackedKeys]
+	stmts       *prepared.Registry // clients' named statements by content
+	peers       peerSet            // peers_dns answers
+	passKeys    sync.Map           // user -> *passKeys: SCRAM pass-through
+	authQueries authQueryCache     // auth_query results
+	throttle    *authThrottle
+	started     time.Time
 }
 
 // New validates what the configuration references (auth file, TLS files)
