@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -20,10 +19,7 @@ import (
 
 func TestTheDemoPrintsAWorkingPsqlLineAndRemovesItsClusterOnCtrlC(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "pgferry")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildPgferry(t, dir)
 	// The demo's cluster lives under TMPDIR; the postgres user must reach
 	// it, and t.TempDir's parent is private to root.
 	tmp, err := os.MkdirTemp("", "pgferry-demo-test-")

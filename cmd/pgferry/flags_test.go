@@ -9,12 +9,20 @@ import (
 	"testing"
 )
 
-func TestVersionFlagPrintsTheVersionSetAtBuildTime(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "pgferry")
-	build := exec.Command("go", "build", "-ldflags", "-X github.com/pgferry/pgferry/internal/version.Version=v9.8.7-test", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
+// buildPgferry builds the pgferry binary into dir (with extra go build
+// flags, if any) and returns its path.
+func buildPgferry(t *testing.T, dir string, flags ...string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "pgferry")
+	args := append(append([]string{"build"}, flags...), "-o", bin, ".")
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	return bin
+}
+
+func TestVersionFlagPrintsTheVersionSetAtBuildTime(t *testing.T) {
+	bin := buildPgferry(t, t.TempDir(), "-ldflags", "-X github.com/pgferry/pgferry/internal/version.Version=v9.8.7-test")
 	out, err := exec.Command(bin, "-version").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "pgferry v9.8.7-test (go") {
 		t.Fatalf("pgferry -version: %v, %q", err, out)

@@ -246,10 +246,7 @@ func TestSIGHUPReloadAppliesValidConfigsAndKeepsServing(t *testing.T) {
 	defer cluster.Stop()
 
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "pgferry")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildPgferry(t, dir)
 	port, err := pgtest.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -382,10 +379,7 @@ func TestAConfigMapUpdateIsReloadedWithoutASignal(t *testing.T) {
 	}
 	defer cluster.Stop()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "pgferry")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildPgferry(t, dir)
 	port, err := pgtest.FreePort()
 	if err != nil {
 		t.Fatal(err)

@@ -73,10 +73,7 @@ func TestReplacingPgferryWithSOReusePortLosesNoTransaction(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "pgferry")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildPgferry(t, dir)
 	port, err := pgtest.FreePort()
 	if err != nil {
 		t.Fatal(err)
