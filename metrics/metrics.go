@@ -172,6 +172,12 @@ var (
 		"Queries completed through the pool (ReadyForQuery for a Query or Sync), a count.", poolLabels...)
 	descXactTime = desc("", "transaction_seconds_total",
 		"Time server connections were linked to clients, in seconds.", poolLabels...)
+	descQueryTime = desc("", "query_seconds_total",
+		"Time requests were outstanding on server connections (first request sent to the ReadyForQuery answering the last), in seconds.", poolLabels...)
+	descClientRecv = desc("client", "received_bytes_total",
+		"Bytes read from the pool's client connections, in bytes.", poolLabels...)
+	descClientSent = desc("client", "sent_bytes_total",
+		"Bytes written to the pool's client connections, in bytes.", poolLabels...)
 	descParses = desc("", "prepared_parses_total",
 		"Parse messages for named prepared statements, a count, by source (client: sent by clients; server: sent by pgferry to servers).",
 		labelDatabase, labelUser, labelSource)
@@ -254,7 +260,7 @@ type snapshotCollector struct{ m *Metrics }
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descClientConns, descServerConns, descWaiting, descMaxWait, descPaused, descAcquires,
-		descXacts, descQueries, descXactTime, descParses, descBinds, descLogins, descPinned, descPumped,
+		descXacts, descQueries, descXactTime, descQueryTime, descClientRecv, descClientSent, descParses, descBinds, descLogins, descPinned, descPumped,
 		descDialRetries, descAbandoned, descSockets, descParked, descPins,
 		descMaxClients, descPoolSize, descPoolMinSize, descPoolReserve,
 		descMaxDBConns, descDBConns, descMaxUserConns, descUserConns, descLagBytes, descLagSeconds, descInRotation, descBackendUp, descReplicaConns,
@@ -317,6 +323,9 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descXacts, float64(p.Counters.Transactions), db, user)
 		counter(descQueries, float64(p.Counters.Queries), db, user)
 		counter(descXactTime, p.Counters.TransactionTime.Seconds(), db, user)
+		counter(descQueryTime, p.Counters.QueryTime.Seconds(), db, user)
+		counter(descClientRecv, float64(p.Counters.BytesReceived), db, user)
+		counter(descClientSent, float64(p.Counters.BytesSent), db, user)
 		counter(descParses, float64(p.Counters.ClientParses), db, user, "client")
 		counter(descParses, float64(p.Counters.ServerParses), db, user, "server")
 		counter(descBinds, float64(p.Counters.Binds), db, user)

@@ -1,0 +1,91 @@
+// Read routing: whether a transaction is a read that may run on a replica.
+
+package classify
+
+import "bytes"
+
+// BeginsReadOnly reports BEGIN or START TRANSACTION with READ ONLY among
+// its modes (any isolation level).
+func BeginsReadOnly(sql []byte) bool {
+	w, rest := nextWord(sql)
+	switch w {
+	case "begin":
+	case "start":
+		w2, r2 := nextWord(rest)
+		if w2 != "transaction" {
+			return false
+		}
+		rest = r2
+	default:
+		return false
+	}
+	stmt, _ := splitStatement(rest)
+	low := bytes.ToLower(stmt)
+	return bytes.Contains(low, []byte("read only")) && !bytes.Contains(low, []byte("read write"))
+}
+
+// writingFunctions may write or depend on session state; a statement
+// calling one is never routed to a replica.
+var writingFunctions = [][]byte{
+	[]byte("nextval"), []byte("setval"), []byte("currval"), []byte("lastval"),
+	[]byte("advisory"), []byte("lo_"), []byte("txid_current"), []byte("pg_current_xact_id"),
+	[]byte("pg_notify"), []byte("set_config"), []byte("dblink"), []byte("pg_terminate_backend"),
+	[]byte("pg_cancel_backend"), []byte("pg_reload_conf"), []byte("pg_switch_wal"),
+	[]byte("replication_slot"), []byte("pg_create"), []byte("pg_drop"),
+}
+
+// writingKeywords in any position make a statement uncertain.
+var writingKeywords = []string{"insert", "update", "delete", "merge", "into", "for", "lock", "call", "do", "copy"}
+
+// IsPlainRead is the route_read_statements rule: exactly one statement,
+// starting with SELECT, or WITH ... SELECT; no INSERT/UPDATE/DELETE/MERGE,
+// SELECT INTO, FOR UPDATE/SHARE (any locking clause), LOCK, CALL, DO or
+// COPY keyword anywhere; and no call of a function known to write or to
+// read session state (writingFunctions). Anything else goes to the
+// primary. Function calls not on the list are assumed to be reads: mark
+// writing transactions explicitly or keep route_read_statements off.
+func IsPlainRead(sql []byte) bool {
+	stmt, rest := splitStatement(sql)
+	if len(skipSpace(rest)) > 0 {
+		return false
+	}
+	w, _ := nextWord(stmt)
+	if w != "select" && w != "with" {
+		return false
+	}
+	low := bytes.ToLower(stmt)
+	for _, f := range writingFunctions {
+		if bytes.Contains(low, f) {
+			return false
+		}
+	}
+	// Scan the words outside quotes for writing keywords.
+	b := low
+	for len(b) > 0 {
+		b = skipSpace(b)
+		if len(b) == 0 {
+			break
+		}
+		switch b[0] {
+		case '\'', '"':
+			j := bytes.IndexByte(b[1:], b[0])
+			if j < 0 {
+				return false
+			}
+			b = b[j+2:]
+			continue
+		}
+		word, r := nextWord(b)
+		if word == "" {
+			b = b[1:]
+			continue
+		}
+		for _, k := range writingKeywords {
+			if word == k {
+				return false
+			}
+		}
+		b = r
+	}
+	return true
+}
