@@ -235,3 +235,33 @@ func TestAFailingAuthQueryGetsAClearErrorWithoutAHang(t *testing.T) {
 		t.Fatalf("got %q", pe.Message)
 	}
 }
+
+func TestAuthQueryServesARoleStoredAsMd5ByAnsweringTheServerFromTheHash(t *testing.T) {
+	ctx := testContext(t)
+	const user, password = "aq_md5", "aq-md5-secret"
+	super := ferrytest.Connect(t, ctx, cluster.SuperDSN("postgres"))
+	if _, err := super.Exec(ctx, "grant select on pg_authid to app"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Exec(ctx, "set password_encryption = 'md5'; drop role if exists "+user+"; create role "+user+" login password '"+password+"'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.AddHBA("host all " + user + " 127.0.0.1/32 md5"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := authQueryINI(t)
+	cfg.AuthType = "md5"
+	f := ferrytest.Start(t, cfg)
+	conn, err := pgx.Connect(ctx, f.DSN("app", user, password))
+	if err != nil {
+		t.Fatalf("an md5 role found with auth_query: %v", err)
+	}
+	defer conn.Close(ctx)
+	var who string
+	if err := conn.QueryRow(ctx, "select current_user").Scan(&who); err != nil || who != user {
+		t.Fatalf("current_user = %q, %v", who, err)
+	}
+	if _, err := pgx.Connect(ctx, f.DSN("app", user, "wrong")); err == nil {
+		t.Fatal("a wrong password logged in")
+	}
+}
