@@ -1,15 +1,26 @@
 package pool
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Limit caps server connections across pools (max_db_connections,
-// max_user_connections). A nil *Limit means no cap. Safe for concurrent use.
+// max_user_connections, a fleet share). A nil *Limit means no cap. Safe for
+// concurrent use.
 type Limit struct {
 	// mu guards the fields below; pools are called outside it.
 	mu    sync.Mutex
 	max   int
 	cur   int
 	pools map[*Pool]struct{}
+	// closing counts connections of cur being closed: they still count
+	// against the cap (their backends have not exited yet) but no longer
+	// against exceeded.
+	closing int
+	// over is cur - closing > max, kept under mu and read without it on every
+	// Release: a connection returned while the cap is exceeded is closed.
+	over atomic.Bool
 }
 
 // NewLimit returns a cap of max connections; max <= 0 returns nil (no cap).
@@ -17,7 +28,54 @@ func NewLimit(max int) *Limit {
 	if max <= 0 {
 		return nil
 	}
+	return NewSettableLimit(max)
+}
+
+// NewSettableLimit returns a cap of max connections that SetMax may change
+// later; unlike NewLimit, a max of 0 means no connection at all.
+func NewSettableLimit(max int) *Limit {
 	return &Limit{max: max, pools: make(map[*Pool]struct{})}
+}
+
+// SetMax changes the cap. Raising it lets waiting pools grow. Lowering it
+// below the connections open now closes idle ones across the pools under
+// it (in the background: a close waits for the backend to exit), and lent
+// ones as they are returned, until the count is back under the cap. It must
+// not be called with any pool's lock held.
+func (l *Limit) SetMax(max int) {
+	l.mu.Lock()
+	grew := max > l.max
+	l.max = max
+	excess := l.cur - l.closing - l.max
+	l.over.Store(excess > 0)
+	pools := l.poolsLocked(nil)
+	l.mu.Unlock()
+	if grew {
+		for _, p := range pools {
+			p.kick()
+		}
+		return
+	}
+	for _, p := range pools {
+		if excess <= 0 {
+			return
+		}
+		excess -= p.closeIdleAsync(excess)
+	}
+}
+
+// exceeded reports whether more connections are open than the cap allows
+// now (after SetMax lowered it).
+func (l *Limit) exceeded() bool { return l != nil && l.over.Load() }
+
+func (l *Limit) poolsLocked(except *Pool) []*Pool {
+	pools := make([]*Pool, 0, len(l.pools))
+	for p := range l.pools {
+		if p != except {
+			pools = append(pools, p)
+		}
+	}
+	return pools
 }
 
 func (l *Limit) register(p *Pool) {
@@ -53,20 +111,41 @@ func (l *Limit) untake() {
 	}
 	l.mu.Lock()
 	l.cur--
+	l.over.Store(l.cur-l.closing > l.max)
 	l.mu.Unlock()
 }
 
-// give returns one connection's share and lets waiting pools grow. It must
-// not be called with any pool's lock held.
-func (l *Limit) give() {
+// startClose marks one connection as being closed; give ends it.
+func (l *Limit) startClose() {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.closing++
+	l.over.Store(l.cur-l.closing > l.max)
+	l.mu.Unlock()
+}
+
+// give returns a share whose dial failed and lets waiting pools grow. It
+// must not be called with any pool's lock held.
+func (l *Limit) give() { l.release(0) }
+
+// closed returns the share of a connection that startClose marked, now
+// closed, and lets waiting pools grow. It must not be called with any
+// pool's lock held.
+func (l *Limit) closed() { l.release(1) }
+
+func (l *Limit) release(closing int) {
 	if l == nil {
 		return
 	}
 	l.mu.Lock()
 	l.cur--
-	pools := make([]*Pool, 0, len(l.pools))
-	for p := range l.pools {
-		pools = append(pools, p)
+	l.closing -= closing
+	l.over.Store(l.cur-l.closing > l.max)
+	var pools []*Pool
+	if l.cur < l.max {
+		pools = l.poolsLocked(nil)
 	}
 	l.mu.Unlock()
 	for _, p := range pools {
@@ -82,12 +161,7 @@ func (l *Limit) evictIdleElsewhere(self *Pool) {
 		return
 	}
 	l.mu.Lock()
-	pools := make([]*Pool, 0, len(l.pools))
-	for p := range l.pools {
-		if p != self {
-			pools = append(pools, p)
-		}
-	}
+	pools := l.poolsLocked(self)
 	l.mu.Unlock()
 	if len(pools) == 0 {
 		return

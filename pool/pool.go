@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -621,7 +622,8 @@ func (p *Pool) Release(sc *ServerConn) {
 	p.mu.Lock()
 	expired := p.closed || sc.gen != p.gen ||
 		(p.cfg.Lifetime > 0 && now.Sub(sc.created) >= p.cfg.Lifetime) ||
-		(p.paused && p.waiters.n == 0)
+		(p.paused && p.waiters.n == 0) ||
+		p.cfg.DBLimit.exceeded() || p.cfg.UserLimit.exceeded()
 	if expired {
 		p.mu.Unlock()
 		p.Destroy(sc)
@@ -645,8 +647,15 @@ func (p *Pool) Destroy(sc *ServerConn) {
 }
 
 // retire closes a connection that is no longer counted and returns its
-// share of the shared limits.
+// share of the shared limits once its backend has exited.
 func (p *Pool) retire(sc *ServerConn) {
+	p.cfg.DBLimit.startClose()
+	p.cfg.UserLimit.startClose()
+	p.retireMarked(sc)
+}
+
+// retireMarked is retire for a connection already marked with startClose.
+func (p *Pool) retireMarked(sc *ServerConn) {
 	p.mu.Lock()
 	if i := sc.slot; i < len(p.conns) && p.conns[i] == sc {
 		last := p.conns[len(p.conns)-1]
@@ -656,8 +665,8 @@ func (p *Pool) retire(sc *ServerConn) {
 	}
 	p.mu.Unlock()
 	sc.close()
-	p.cfg.DBLimit.give()
-	p.cfg.UserLimit.give()
+	p.cfg.DBLimit.closed()
+	p.cfg.UserLimit.closed()
 }
 
 // InterruptOverdue fires the watch (see ServerConn.Watch) of every lent
@@ -698,6 +707,39 @@ func (p *Pool) closeIdle(n int) int {
 		p.retire(sc)
 	}
 	return len(victims)
+}
+
+// closeIdleAsync takes up to n idle connections out of the pool and closes
+// them in a goroutine of the pool's; it returns how many it took.
+func (p *Pool) closeIdleAsync(n int) int {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return 0
+	}
+	k := min(n, len(p.idle))
+	victims := slices.Clone(p.idle[:k])
+	clear(p.idle[:k])
+	p.idle = p.idle[k:]
+	p.total -= k
+	if k > 0 {
+		p.wg.Add(1) // under mu with the pool open: before Close's Wait
+	}
+	p.mu.Unlock()
+	if k == 0 {
+		return 0
+	}
+	for range victims {
+		p.cfg.DBLimit.startClose()
+		p.cfg.UserLimit.startClose()
+	}
+	go func() {
+		defer p.wg.Done()
+		for _, sc := range victims {
+			p.retireMarked(sc)
+		}
+	}()
+	return k
 }
 
 // kick lets the pool dial again after a shared limit freed up.

@@ -182,6 +182,66 @@ func TestASharedDatabaseLimitCapsConnectionsAcrossPools(t *testing.T) {
 	}
 }
 
+func TestALoweredLimitClosesIdleAndReturnedConnectionsAndARaisedOneAdmitsWaiters(t *testing.T) {
+	limit := pool.NewSettableLimit(3)
+	cfg := config(3)
+	cfg.DBLimit = limit
+	p := newPool(t, cfg)
+	a, b, c := acquire(t, p), acquire(t, p), acquire(t, p)
+	p.Release(c)
+	if st := limit.Stat(); st != (pool.LimitStat{Max: 3, InUse: 3}) {
+		t.Fatalf("with two lent and one idle, the limit says %+v", st)
+	}
+
+	limit.SetMax(1)
+	if st := p.Stat(); st.Idle != 0 || st.Total != 2 {
+		t.Fatalf("after lowering the cap to 1: %d idle, %d open; want the idle one closed (0, 2)", st.Idle, st.Total)
+	}
+	p.Release(a)
+	if st := p.Stat(); st.Idle != 0 || st.Total != 1 {
+		t.Fatalf("a connection returned over the cap was kept: %d idle, %d open; want 0, 1", st.Idle, st.Total)
+	}
+	p.Release(b)
+	if st := p.Stat(); st.Idle != 1 || st.Total != 1 {
+		t.Fatalf("the connection within the cap was not kept: %d idle, %d open; want 1, 1", st.Idle, st.Total)
+	}
+
+	limit.SetMax(0)
+	// The idle connection is closed in the background, and counts until
+	// its backend has exited.
+	for deadline := time.Now().Add(10 * time.Second); limit.Stat() != (pool.LimitStat{Max: 0, InUse: 0}); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a cap of 0 left %+v", limit.Stat())
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	_, err := p.Acquire(ctx)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a pool under a cap of 0 lent a connection: %v", err)
+	}
+
+	got := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		sc, err := p.Acquire(ctx)
+		if err == nil {
+			p.Release(sc)
+		}
+		got <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); p.Stat().Waiting != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the acquire never queued")
+		}
+	}
+	limit.SetMax(2)
+	if err := <-got; err != nil {
+		t.Fatalf("a waiter was not admitted when the cap was raised: %v", err)
+	}
+}
+
 func TestLoginFailuresReachWaitersAndFailFastDuringServerLoginRetry(t *testing.T) {
 	cfg := config(1)
 	cfg.Dial.Password = pool.StaticPassword("wrong")

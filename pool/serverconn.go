@@ -129,10 +129,27 @@ func (sc *ServerConn) alive() bool {
 	return sc.Rd.Buffered() == 0 && sc.peeker.Idle()
 }
 
+// closeWait bounds the wait for a closed server connection's backend to
+// exit.
+const closeWait = 500 * time.Millisecond
+
 // close says goodbye and closes the socket. The Terminate is best effort.
 func (sc *ServerConn) close() {
 	sc.raw.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	sc.Conn.Write(protocol.AppendTerminate(nil))
+	if _, err := sc.Conn.Write(protocol.AppendTerminate(nil)); err == nil {
+		// Wait for the server to close its end: the backend has then
+		// exited and freed its slot, so a cap counting this connection
+		// (max_db_connections, a fleet share) lets another one open only
+		// once the server would accept it. A backend busy with a query
+		// reads the Terminate only after it; that wait is cut short.
+		sc.raw.SetReadDeadline(time.Now().Add(closeWait))
+		var b [256]byte
+		for {
+			if _, err := sc.raw.Read(b[:]); err != nil {
+				break
+			}
+		}
+	}
 	sc.Conn.Close()
 	sc.Rd.Release()
 	sc.Wr.Release()
