@@ -101,6 +101,15 @@ type Config struct {
 	// MaxUserConnections caps server connections per user across databases;
 	// 0 is unlimited.
 	MaxUserConnections int `toml:"max_user_connections"`
+	// FleetMaxDBConnections caps server connections per database across
+	// the whole fleet of peered instances (router/fleet): each instance
+	// takes its share. 0 is no fleet cap. Needs peer_id.
+	FleetMaxDBConnections int `toml:"fleet_max_db_connections"`
+	// FleetMaxUserConnections is the same per user across databases.
+	FleetMaxUserConnections int `toml:"fleet_max_user_connections"`
+	// FleetInterval is the heartbeat between peers sharing a fleet budget;
+	// a peer silent for three intervals no longer counts.
+	FleetInterval Duration `toml:"fleet_interval"`
 
 	// ServerLifetime closes unlinked server connections older than this
 	// (0: use each connection once).
@@ -240,6 +249,9 @@ type User struct {
 	PoolMode string `toml:"pool_mode"`
 	// MaxUserConnections overrides Config.MaxUserConnections; 0 inherits.
 	MaxUserConnections int `toml:"max_user_connections"`
+	// FleetMaxUserConnections overrides Config.FleetMaxUserConnections;
+	// 0 inherits.
+	FleetMaxUserConnections int `toml:"fleet_max_user_connections"`
 	// ClientAuth "entra" makes this user log in with an Entra ID access
 	// token as its password whatever auth_type says; "" follows auth_type.
 	ClientAuth string `toml:"client_auth"`
@@ -330,6 +342,9 @@ type Database struct {
 	ReservePool int `toml:"reserve_pool"`
 	// MaxDBConnections defaults to Config.MaxDBConnections (0: unlimited).
 	MaxDBConnections int `toml:"max_db_connections"`
+	// FleetMaxDBConnections defaults to Config.FleetMaxDBConnections (0:
+	// no fleet cap).
+	FleetMaxDBConnections int `toml:"fleet_max_db_connections"`
 	// PoolMode defaults to Config.PoolMode.
 	PoolMode string `toml:"pool_mode"`
 	// SSLMode defaults to Config.ServerTLSSSLMode.
@@ -433,6 +448,7 @@ func Default() *Config {
 		ClientLoginTimeout:      Duration(60 * time.Second),
 		CancelWaitTimeout:       Duration(10 * time.Second),
 		PeersDNSInterval:        Duration(10 * time.Second),
+		FleetInterval:           Duration(time.Second),
 		WatchConfig:             true,
 		AuthQuery:               DefaultAuthQuery,
 		ShutdownTimeout:         Duration(30 * time.Second),

@@ -209,6 +209,7 @@ func (c *Config) fillDerived(explicit func(db, key string) bool) []error {
 		setDefault(&db.MinPoolSize, c.MinPoolSize)
 		setDefault(&db.ReservePool, c.ReservePoolSize)
 		setDefault(&db.MaxDBConnections, c.MaxDBConnections)
+		setDefault(&db.FleetMaxDBConnections, c.FleetMaxDBConnections)
 		setDefault(&db.PoolMode, c.PoolMode)
 		setDefault(&db.SSLMode, c.ServerTLSSSLMode)
 		setDefault(&db.SSLRootCert, c.ServerTLSCAFile)

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Accepted values of the enumerated settings.
@@ -135,6 +136,7 @@ func (c *Config) Validate() error {
 			p.oneOf(key("pool_mode"), u.PoolMode, poolModes)
 		}
 		p.atLeast(key("max_user_connections"), int64(u.MaxUserConnections), 0)
+		p.atLeast(key("fleet_max_user_connections"), int64(u.FleetMaxUserConnections), 0)
 		if u.ClientAuth != "" {
 			p.oneOf(key("client_auth"), u.ClientAuth, clientAuths)
 		}
@@ -171,6 +173,30 @@ func (c *Config) validatePeers(p *problems) {
 		p.add("peer_id", "must be set (1 to %d, unique among the peers) when peers or peers_dns is set", maxPeerID)
 	}
 	p.between("peers_port", int64(c.PeersPort), 0, 65535)
+	if c.FleetBudgets() && c.PeerID == 0 {
+		p.add("peer_id", "must be set (1 to %d, unique among the peers) when fleet_max_db_connections or fleet_max_user_connections is set", maxPeerID)
+	}
+	if d := c.FleetInterval.Std(); d < 50*time.Millisecond || d > time.Minute {
+		p.add("fleet_interval", "must be between 50ms and 1m, got %s", d)
+	}
+}
+
+// FleetBudgets reports whether any fleet-wide connection budget is set.
+func (c *Config) FleetBudgets() bool {
+	if c.FleetMaxDBConnections > 0 || c.FleetMaxUserConnections > 0 {
+		return true
+	}
+	for _, db := range c.Databases {
+		if db.FleetMaxDBConnections > 0 {
+			return true
+		}
+	}
+	for _, u := range c.Users {
+		if u.FleetMaxUserConnections > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // quoteKey quotes a key segment the way TOML needs it.
@@ -380,6 +406,8 @@ func (c *Config) validatePooling(p *problems) {
 	p.atLeast("max_client_conn", int64(c.MaxClientConn), 1)
 	p.atLeast("max_db_connections", int64(c.MaxDBConnections), 0)
 	p.atLeast("max_user_connections", int64(c.MaxUserConnections), 0)
+	p.atLeast("fleet_max_db_connections", int64(c.FleetMaxDBConnections), 0)
+	p.atLeast("fleet_max_user_connections", int64(c.FleetMaxUserConnections), 0)
 	p.atLeast("max_prepared_statements", int64(c.MaxPreparedStatements), 0)
 	p.atLeast("max_packet_size", int64(c.MaxPacketSize), minMaxPacketSize)
 	for i, s := range c.TrackExtraParameters {
@@ -448,6 +476,7 @@ func (c *Config) validateDatabase(p *problems, name string, db Database, aliases
 	p.between(key("min_pool_size"), int64(db.MinPoolSize), 0, int64(max(db.PoolSize, 0)))
 	p.atLeast(key("reserve_pool"), int64(db.ReservePool), 0)
 	p.atLeast(key("max_db_connections"), int64(db.MaxDBConnections), 0)
+	p.atLeast(key("fleet_max_db_connections"), int64(db.FleetMaxDBConnections), 0)
 	p.oneOf(key("pool_mode"), db.PoolMode, poolModes)
 	p.oneOf(key("sslmode"), db.SSLMode, sslModes)
 	if db.SSLRootCert != "" && db.SSLRootCert != c.ServerTLSCAFile {

@@ -210,6 +210,14 @@ var (
 		"The max_db_connections cap of a database across its users' pools, a count (only for capped databases).", labelDatabase)
 	descDBConns = desc("server", "db_connections",
 		"Server connections counted against a database's max_db_connections (open or being opened), a count.", labelDatabase)
+	descFleetPeers = desc("fleet", "peers",
+		"Peers sharing the fleet budgets heard from within three fleet_interval, a count (this instance not included).")
+	descFleetMembers = desc("fleet", "members",
+		"Instances the fleet budgets are divided among, this one included unless it is shutting down, a count.")
+	descFleetBudget = desc("fleet", "budget_connections",
+		"A fleet-wide budget (fleet_max_db_connections as db/<name>, fleet_max_user_connections as user/<name>), a count.", "budget")
+	descFleetShare = desc("fleet", "share_connections",
+		"This instance's share of a fleet budget: the cap it holds itself to now, a count.", "budget")
 	descMaxUserConns = desc("server", "max_user_connections",
 		"The max_user_connections cap of a server login user across databases, a count (only for capped users).", labelUser)
 	descUserConns = desc("server", "user_connections",
@@ -263,7 +271,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 		descXacts, descQueries, descXactTime, descQueryTime, descClientRecv, descClientSent, descParses, descBinds, descLogins, descPinned, descPumped,
 		descDialRetries, descAbandoned, descSockets, descParked, descPins,
 		descMaxClients, descPoolSize, descPoolMinSize, descPoolReserve,
-		descMaxDBConns, descDBConns, descMaxUserConns, descUserConns, descLagBytes, descLagSeconds, descInRotation, descBackendUp, descReplicaConns,
+		descMaxDBConns, descDBConns, descMaxUserConns, descUserConns, descFleetPeers, descFleetMembers, descFleetBudget, descFleetShare, descLagBytes, descLagSeconds, descInRotation, descBackendUp, descReplicaConns,
 		descTokenExpiry, descTokenRefreshes, descTokenFailures, descTokenRejections,
 		descClientChecks, descClientRefused, descClientKeyFetches,
 	} {
@@ -296,6 +304,14 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	for db, l := range snap.DBLimits {
 		gauge(descMaxDBConns, float64(l.Max), db)
 		gauge(descDBConns, float64(l.InUse), db)
+	}
+	if f := snap.Fleet; f != nil {
+		gauge(descFleetPeers, float64(f.Peers))
+		gauge(descFleetMembers, float64(f.Members))
+		for key, b := range f.Budgets {
+			gauge(descFleetBudget, float64(b.Max), key)
+			gauge(descFleetShare, float64(b.Cap), key)
+		}
 	}
 	for user, l := range snap.UserLimits {
 		gauge(descMaxUserConns, float64(l.Max), user)

@@ -16,6 +16,10 @@ const (
 	CancelRequestCode uint32 = 1234<<16 | 5678
 	SSLRequestCode    uint32 = 1234<<16 | 5679
 	GSSENCRequestCode uint32 = 1234<<16 | 5680
+	// PeerLinkCode opens a link between peered pgferry instances (see
+	// router/fleet): "pgfr" in ASCII, a major version PostgreSQL never
+	// uses, so a server that is not pgferry refuses it.
+	PeerLinkCode uint32 = 0x70676672
 )
 
 // MaxStartupPacket is PostgreSQL's MAX_STARTUP_PACKET_LENGTH: longer startup
@@ -81,7 +85,7 @@ func ParseStartup(body []byte) (*Startup, error) {
 	s := &Startup{Code: binary.BigEndian.Uint32(body)}
 	rest := body[4:]
 	switch s.Code {
-	case SSLRequestCode, GSSENCRequestCode:
+	case SSLRequestCode, GSSENCRequestCode, PeerLinkCode:
 		if len(rest) != 0 {
 			return nil, Fatal(SQLStateProtocolViolation, "invalid SSL/GSS negotiation packet")
 		}

@@ -5,6 +5,7 @@ package router
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/binary"
@@ -114,6 +115,16 @@ func (ss *session) startup(cfg *configs.Config) error {
 			if ss.refusal == nil || ss.refusal.forwardCancel {
 				ss.srv.routeCancel(st.CancelPID, st.CancelKey)
 			}
+			return errCancelDone
+		case protocol.PeerLinkCode:
+			f := ss.srv.fleet
+			if f == nil || ss.tls || (ss.refusal != nil && !ss.refusal.forwardCancel) {
+				return protocol.Fatal(protocol.SQLStateFeatureNotSupported, "this pgferry shares no fleet budget (fleet_max_db_connections, fleet_max_user_connections)")
+			}
+			buffered, _ := ss.in.Peek(ss.in.Buffered())
+			ss.raw.SetDeadline(time.Time{})
+			f.Accept(ss.raw, bytes.Clone(buffered))
+			ss.handedOff = true
 			return errCancelDone
 		}
 		break

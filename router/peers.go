@@ -2,7 +2,9 @@ package router
 
 import (
 	"context"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/router/fleet"
 )
 
 // Peering, compatible with PgBouncer 1.19+: instances behind one TCP load
@@ -151,4 +154,50 @@ func (ps *peerSet) addrs(cfg *configs.Config, r *net.Resolver, log *zap.Logger) 
 	}
 	ps.name, ps.list, ps.until = cfg.PeersDNS, list, now.Add(cfg.PeersDNSInterval.Std())
 	return list
+}
+
+// newFleet sets up the fleet-wide connection budgets (router/fleet) over
+// the same peers that cancels are forwarded to.
+func (s *Server) newFleet(cfg *configs.Config) *fleet.Fleet {
+	return fleet.New(fleet.Config{
+		ID:       cfg.PeerID,
+		Interval: cfg.FleetInterval.Std(),
+		Log:      s.log.Named("fleet").With(zap.Int("self", cfg.PeerID)),
+		Peers:    s.peerAddrs,
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			d := net.Dialer{Resolver: s.opts.PeerResolver}
+			return d.DialContext(ctx, "tcp", addr)
+		},
+	})
+}
+
+// peerAddrs lists every peer's address: the [peers] entries, then what
+// peers_dns resolves to (which may include this instance).
+func (s *Server) peerAddrs() []string {
+	cfg := s.cfg.Load()
+	var addrs []string
+	for _, id := range slices.Sorted(maps.Keys(cfg.Peers)) {
+		p := cfg.Peers[id]
+		port := p.Port
+		if port == 0 {
+			port = 6432
+		}
+		addrs = append(addrs, net.JoinHostPort(p.Host, strconv.Itoa(port)))
+	}
+	if cfg.PeersDNS != "" {
+		addrs = append(addrs, s.peers.addrs(cfg, s.opts.PeerResolver, s.log)...)
+	}
+	return addrs
+}
+
+// fleetLimit returns the limit for a database ("db/") or user ("user/")
+// key: the local cap alone, or, under a fleet budget, a limit the fleet
+// sets to this instance's share (at most local). s.mu is held.
+func (s *Server) fleetLimit(key string, local, budget int) *pool.Limit {
+	if s.fleet == nil || budget <= 0 {
+		return pool.NewLimit(local)
+	}
+	l := pool.NewSettableLimit(0) // nothing before the first exchange
+	s.fleet.Track(key, budget, local, l)
+	return l
 }

@@ -142,19 +142,24 @@ func (s *Server) poolFor(dbName string, db configs.Database, user string, client
 	if s.draining.Load() {
 		return nil, errDraining
 	}
-	if db.MaxDBConnections > 0 {
+	if db.MaxDBConnections > 0 || db.FleetMaxDBConnections > 0 {
 		if s.dbLimits[dbName] == nil {
-			s.dbLimits[dbName] = pool.NewLimit(db.MaxDBConnections)
+			s.dbLimits[dbName] = s.fleetLimit("db/"+dbName, db.MaxDBConnections, db.FleetMaxDBConnections)
 		}
 		pc.DBLimit = s.dbLimits[dbName]
 	}
-	maxUser := cfg.MaxUserConnections
-	if u, ok := cfg.Users[user]; ok && u.MaxUserConnections > 0 {
-		maxUser = u.MaxUserConnections
+	maxUser, fleetUser := cfg.MaxUserConnections, cfg.FleetMaxUserConnections
+	if u, ok := cfg.Users[user]; ok {
+		if u.MaxUserConnections > 0 {
+			maxUser = u.MaxUserConnections
+		}
+		if u.FleetMaxUserConnections > 0 {
+			fleetUser = u.FleetMaxUserConnections
+		}
 	}
-	if maxUser > 0 {
+	if maxUser > 0 || fleetUser > 0 {
 		if s.userLimits[user] == nil {
-			s.userLimits[user] = pool.NewLimit(maxUser)
+			s.userLimits[user] = s.fleetLimit("user/"+user, maxUser, fleetUser)
 		}
 		pc.UserLimit = s.userLimits[user]
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/pgferry/pgferry/internal/sockio"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/fleet"
 	"github.com/pgferry/pgferry/router/prepared"
 )
 
@@ -102,6 +103,7 @@ type Server struct {
 	tracked     atomic.Pointer[trackedKeys]
 	stmts       *prepared.Registry // clients' named statements by content
 	peers       peerSet            // peers_dns answers
+	fleet       *fleet.Fleet       // fleet-wide connection budgets; nil without one
 	passKeys    sync.Map           // user -> *passKeys: SCRAM pass-through
 	authQueries authQueryCache     // auth_query results
 	throttle    *authThrottle
@@ -128,6 +130,9 @@ func New(cfg *configs.Config, opts Options) (*Server, error) {
 		started:    time.Now(),
 	}
 	s.parker.srv = s
+	if cfg.FleetBudgets() {
+		s.fleet = s.newFleet(cfg)
+	}
 	s.budget.srv = s
 	if err := s.apply(cfg); err != nil {
 		return nil, err
@@ -369,6 +374,9 @@ func (s *Server) Serve() error {
 	if len(ls) == 0 {
 		return errors.New("serve: Listen was not called")
 	}
+	if s.fleet != nil {
+		s.fleet.Start()
+	}
 	for _, l := range ls {
 		s.wg.Add(1)
 		go s.acceptLoop(l)
@@ -414,6 +422,10 @@ func (s *Server) Shutdown(ctx context.Context) int {
 		sessions = append(sessions, ss)
 	}
 	s.mu.Unlock()
+	if s.fleet != nil {
+		// Peers count what this instance still holds until it is closed.
+		s.fleet.Leave()
+	}
 	closeAll(ls)
 	for _, ss := range sessions {
 		ss.wake()
@@ -446,6 +458,9 @@ func (s *Server) Shutdown(ctx context.Context) int {
 		go func() { defer wg.Done(); e.close() }()
 	}
 	wg.Wait()
+	if s.fleet != nil {
+		s.fleet.Stop() // after the pools: its last report says nothing is open
+	}
 	s.parker.close()
 	s.budget.close()
 	s.pumps.close()

@@ -43,6 +43,8 @@ type session struct {
 	// what it read past the login, for rd.
 	in      *bufio.Reader
 	pending []byte
+	// handedOff: the connection was a peer link, now the fleet's.
+	handedOff bool
 
 	user, database string
 	admin          bool // an admin console session (set by admitAdmin)
@@ -213,13 +215,6 @@ func (s *Server) serveClient(raw net.Conn) {
 // nil it has released them.
 func (s *Server) admit(raw net.Conn) (logged *session) {
 	n := s.clients.Add(1)
-	defer func() {
-		if logged == nil {
-			raw.Close()
-			s.clients.Add(-1)
-			s.wg.Done()
-		}
-	}()
 	ss := &session{
 		srv:         s,
 		id:          s.ids.Add(1),
@@ -229,6 +224,15 @@ func (s *Server) admit(raw net.Conn) (logged *session) {
 		clientAddr:  raw.RemoteAddr().String(),
 		status:      protocol.TxIdle,
 	}
+	defer func() {
+		if logged == nil {
+			if !ss.handedOff {
+				raw.Close()
+			}
+			s.clients.Add(-1)
+			s.wg.Done()
+		}
+	}()
 	defer ss.recoverPanic() // logged stays nil: the connection is released
 	cfg := s.cfg.Load()
 	switch {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/router/fleet"
 	"github.com/pgferry/pgferry/router/lag"
 )
 
@@ -32,6 +33,9 @@ type Snapshot struct {
 	// max_user_connections caps that have pools, keyed by client-facing
 	// database name and by server login user, with their use.
 	DBLimits, UserLimits map[string]pool.LimitStat
+	// Fleet is the fleet budgets' state (router/fleet); nil without a
+	// fleet budget. The caps in DBLimits and UserLimits are the shares.
+	Fleet *fleet.Status
 	// Pools lists every pool, sorted by database then user.
 	Pools []PoolSnapshot
 }
@@ -110,6 +114,10 @@ func (s *Server) Snapshot() Snapshot {
 		PinnedTotal:   s.pinned.Load(),
 		Draining:      s.isDraining(),
 		MaxClientConn: s.Config().MaxClientConn,
+	}
+	if s.fleet != nil {
+		st := s.fleet.Status()
+		snap.Fleet = &st
 	}
 	byKey := make(map[poolKey]int, len(entries))
 	for _, e := range entries {

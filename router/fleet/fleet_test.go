@@ -1,0 +1,253 @@
+package fleet
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestFairSharesOfInstancesThatSeeEveryLiveOneNeverSumPastTheBudget(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := 0; round < 20000; round++ {
+		budget := rng.IntN(40)
+		// The live instances, and for each a member set that holds them
+		// all plus some that are gone (not yet dropped by that instance).
+		live := map[int]bool{}
+		for len(live) == 0 {
+			for id := 1; id <= 8; id++ {
+				if rng.IntN(2) == 0 {
+					live[id] = true
+				}
+			}
+		}
+		sum := 0
+		for id := range live {
+			members := map[int]bool{}
+			for l := range live {
+				members[l] = true
+			}
+			for gone := 1; gone <= 10; gone++ {
+				if !live[gone] && rng.IntN(3) == 0 {
+					members[gone] = true
+				}
+			}
+			sum += fairShare(budget, members, id)
+		}
+		if sum > budget {
+			t.Fatalf("round %d: shares sum to %d, over the budget of %d (live %v)", round, sum, budget, live)
+		}
+	}
+	all := map[int]bool{1: true, 2: true, 3: true}
+	if got := []int{fairShare(10, all, 1), fairShare(10, all, 2), fairShare(10, all, 3)}; got[0] != 4 || got[1] != 3 || got[2] != 3 {
+		t.Errorf("10 among 3 gives %v, want [4 3 3]: the remainder to the lowest ids, the whole budget used", got)
+	}
+}
+
+// instance is one Fleet with its own listener, standing in for pgferry's
+// accept loop: a peer link's 8-byte header, then Accept.
+type instance struct {
+	f     *Fleet
+	ln    net.Listener
+	limit *pool.Limit
+	wg    sync.WaitGroup
+}
+
+func startInstance(t *testing.T, id int, ln net.Listener, peers func() []string) *instance {
+	t.Helper()
+	in := &instance{ln: ln, limit: pool.NewSettableLimit(0)}
+	in.f = New(Config{
+		ID: id, Interval: 100 * time.Millisecond, Peers: peers,
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		},
+	})
+	in.f.Track("db/app", 10, 0, in.limit)
+	in.f.Start()
+	in.wg.Add(1)
+	go func() {
+		defer in.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			var hdr [8]byte
+			if _, err := io.ReadFull(c, hdr[:]); err != nil || binary.BigEndian.Uint32(hdr[4:]) != protocol.PeerLinkCode {
+				c.Close()
+				continue
+			}
+			in.f.Accept(c, nil)
+		}
+	}()
+	t.Cleanup(in.stop)
+	return in
+}
+
+func (in *instance) stop() {
+	in.ln.Close()
+	in.wg.Wait()
+	in.f.Stop()
+}
+
+func (in *instance) share() int { return in.f.Status().Budgets["db/app"].Cap }
+
+func waitForShares(t *testing.T, what string, want map[*instance]int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok := true
+		for in, n := range want {
+			ok = ok && in.share() == n && in.limit.Stat().Max == n
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			for in, n := range want {
+				t.Errorf("%s: peer %d has a share of %d (limit %d), want %d", what, in.f.cfg.ID, in.share(), in.limit.Stat().Max, n)
+			}
+			t.FailNow()
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestInstancesShareABudgetAsTheyJoinAndLeave(t *testing.T) {
+	lns := make([]net.Listener, 3)
+	addrs := make([]string, 3)
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i], addrs[i] = ln, ln.Addr().String()
+	}
+	// Every instance lists every address, itself included, as a headless
+	// Service's DNS name does.
+	peers := func() []string { return addrs }
+
+	a := startInstance(t, 1, lns[0], peers)
+	waitForShares(t, "alone (the others refuse)", map[*instance]int{a: 10})
+	b := startInstance(t, 2, lns[1], peers)
+	waitForShares(t, "two", map[*instance]int{a: 5, b: 5})
+	c := startInstance(t, 3, lns[2], peers)
+	waitForShares(t, "three", map[*instance]int{a: 4, b: 3, c: 3})
+	if st := a.f.Status(); st.Members != 3 || st.Peers != 2 || !st.Ready {
+		t.Errorf("with three instances, one reports %+v; want 3 members, 2 peers, ready", st)
+	}
+
+	// A clean stop says it left: the others take its share at once.
+	c.stop()
+	waitForShares(t, "after one stopped", map[*instance]int{a: 5, b: 5})
+}
+
+func TestANewInstanceOpensNothingUntilTheOthersHaveMadeRoom(t *testing.T) {
+	lns := make([]net.Listener, 2)
+	addrs := make([]string, 2)
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i], addrs[i] = ln, ln.Addr().String()
+	}
+	peers := func() []string { return addrs }
+	a := startInstance(t, 1, lns[0], peers)
+	waitForShares(t, "alone", map[*instance]int{a: 10})
+	// Peer 2 reports that it holds the whole budget (its pools full and
+	// slow to shrink): the others may take nothing.
+	held := startFakePeer(t, 2, use{Cap: 10, Used: 10})
+	held.link(t, addrs[0])
+	waitForShares(t, "a peer holds it all", map[*instance]int{a: 0})
+	b := startInstance(t, 3, lns[1], peers)
+	held.link(t, addrs[1])
+	time.Sleep(500 * time.Millisecond) // five intervals: time enough to grow, if it would
+	if n := b.share(); n != 0 {
+		t.Fatalf("a newcomer took %d connections while its peers held the whole budget", n)
+	}
+	held.set(use{Cap: 3, Used: 3})
+	waitForShares(t, "once the peer shrank", map[*instance]int{a: 4, b: 3})
+}
+
+// fakePeer speaks the link protocol with a report the test sets.
+type fakePeer struct {
+	id    int
+	mu    sync.Mutex
+	u     use
+	conns []net.Conn
+	done  chan struct{}
+	wg    sync.WaitGroup
+}
+
+func startFakePeer(t *testing.T, id int, u use) *fakePeer {
+	p := &fakePeer{id: id, u: u, done: make(chan struct{})}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-p.done:
+				return
+			case <-tick.C:
+				p.send()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(p.done)
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// link opens a link to addr; what comes back is read and dropped.
+func (p *fakePeer) link(t *testing.T, addr string) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write(linkHeader())
+	p.mu.Lock()
+	p.conns = append(p.conns, conn)
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); io.Copy(io.Discard, conn) }()
+	p.send()
+}
+
+func (p *fakePeer) set(u use) {
+	p.mu.Lock()
+	p.u = u
+	p.mu.Unlock()
+	p.send()
+}
+
+func (p *fakePeer) send() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	msg := encodeReport(&report{ID: p.id, Nonce: 7, Ready: true, View: []int{1, p.id, 3},
+		Budgets: map[string]use{"db/app": p.u}})
+	for _, c := range p.conns {
+		c.Write(msg)
+	}
+}

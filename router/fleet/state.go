@@ -1,0 +1,346 @@
+package fleet
+
+import (
+	"bytes"
+	"net"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/pool"
+)
+
+// state is the owner goroutine's: nothing else touches it.
+type state struct {
+	f       *Fleet
+	start   time.Time
+	peers   map[int]*peer
+	links   map[*link]struct{}
+	out     map[string]*link     // dialed links by address
+	dialing map[string]bool      // dials under way
+	retry   map[string]time.Time // no dial to a refusing address before
+	self    map[string]bool      // addresses that turned out to be this instance
+	list    []string             // the peer list last resolved
+	// pending holds the listed addresses not yet heard from (or refused)
+	// since start; ready is false until it empties once.
+	pending   map[string]bool
+	listed    bool
+	resolving bool
+	resolveAt time.Time
+	ready     bool
+	leaving   bool
+	budgets   map[string]*budget
+	lastSent  []byte
+	lastBeat  time.Time
+	warned    map[int]time.Time // duplicate peer ids, rate-limited
+}
+
+// peer is the last report of a peer and when it came.
+type peer struct {
+	rep  *report
+	seen time.Time
+}
+
+// budget is one fleet budget and the limit that enforces this instance's
+// share of it.
+type budget struct {
+	max, local int
+	limit      *pool.Limit
+	cap        int // the share last computed (before local)
+	applied    int // the cap last given to limit, -1 before the first
+}
+
+func (f *Fleet) run() {
+	defer f.wg.Done()
+	st := &state{
+		f: f, start: time.Now(),
+		peers: map[int]*peer{}, links: map[*link]struct{}{}, out: map[string]*link{},
+		dialing: map[string]bool{}, retry: map[string]time.Time{}, self: map[string]bool{},
+		pending: map[string]bool{}, budgets: map[string]*budget{}, warned: map[int]time.Time{},
+	}
+	tick := time.NewTicker(f.cfg.Interval / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case ev := <-f.events:
+			ev(st)
+		case <-tick.C:
+		case <-f.done:
+			st.stop()
+			return
+		}
+		st.maintain(time.Now())
+	}
+}
+
+// timeout is how long a silent peer still counts.
+func (st *state) timeout() time.Duration { return 3 * st.f.cfg.Interval }
+
+// maintain resolves and dials the peers, drops the silent ones, computes
+// the caps and sends the report when it changed or a heartbeat is due.
+func (st *state) maintain(now time.Time) {
+	f := st.f
+	if !st.resolving && !st.leaving && now.After(st.resolveAt) {
+		st.resolving, st.resolveAt = true, now.Add(f.cfg.Interval)
+		f.wg.Add(1)
+		go f.resolve()
+	}
+	if st.listed && !st.leaving {
+		for _, addr := range st.list {
+			if st.self[addr] || st.dialing[addr] || st.out[addr] != nil || now.Before(st.retry[addr]) {
+				continue
+			}
+			st.dialing[addr] = true
+			f.wg.Add(1)
+			go f.dial(addr)
+		}
+	}
+	for id, p := range st.peers {
+		if now.Sub(p.seen) > st.timeout() {
+			f.cfg.Log.Info("fleet peer gone", zap.Int("peer_id", id))
+			delete(st.peers, id)
+		}
+	}
+	if !st.ready && ((st.listed && len(st.pending) == 0) || now.Sub(st.start) >= st.timeout()) {
+		st.ready = true
+	}
+	msg := st.compute()
+	if !bytes.Equal(msg, st.lastSent) || now.Sub(st.lastBeat) >= f.cfg.Interval {
+		st.lastSent, st.lastBeat = msg, now
+		for l := range st.links {
+			l.send(msg)
+		}
+	}
+}
+
+// compute sets every budget's cap and returns the report that says so.
+func (st *state) compute() []byte {
+	f := st.f
+	rep := &report{ID: f.cfg.ID, Nonce: f.nonce, Ready: st.ready, Leaving: st.leaving, View: []int{f.cfg.ID}}
+	members := map[int]bool{}
+	if !st.leaving {
+		members[f.cfg.ID] = true
+	}
+	acked := st.ready
+	for id, p := range st.peers {
+		rep.View = append(rep.View, id)
+		if p.rep.Leaving {
+			continue
+		}
+		members[id] = true
+		for _, v := range p.rep.View {
+			members[v] = true
+		}
+		if !p.rep.lists(f.cfg.ID) {
+			acked = false
+		}
+	}
+	for id, p := range st.peers {
+		if p.rep.Leaving {
+			delete(members, id)
+		}
+	}
+	for id := range members {
+		if _, heard := st.peers[id]; !heard && id != f.cfg.ID {
+			// A member known only from another's view: what it holds
+			// is unknown until it reports here.
+			acked = false
+		}
+	}
+	slices.Sort(rep.View)
+	status := &Status{Peers: len(st.peers), Members: len(members), Ready: st.ready, Budgets: map[string]BudgetStatus{}}
+	if len(st.budgets) > 0 {
+		rep.Budgets = map[string]use{}
+	}
+	for key, b := range st.budgets {
+		used := b.limit.Stat().InUse
+		leavers, others := 0, 0
+		for _, p := range st.peers {
+			u := p.rep.Budgets[key]
+			if p.rep.Leaving {
+				leavers += u.held()
+			} else {
+				others += u.held()
+			}
+		}
+		var c int
+		switch {
+		case st.leaving:
+			// Shutting down: keep what is open, open nothing more.
+			c = min(max(b.cap, 0), used)
+		default:
+			fair := fairShare(b.max-leavers, members, f.cfg.ID)
+			c = max(min(fair, b.max-leavers-others), 0)
+			if !acked {
+				// Not every peer knows this instance yet: do not grow.
+				c = min(c, max(used, b.cap, 0))
+				if b.applied < 0 {
+					c = min(c, used)
+				}
+			}
+		}
+		b.cap = c
+		if b.local > 0 {
+			c = min(c, b.local)
+		}
+		if c != b.applied {
+			if b.applied >= 0 {
+				f.cfg.Log.Info("fleet share changed", zap.String("budget", key), zap.Int("cap", c),
+					zap.Int("was", b.applied), zap.Int("members", len(members)))
+			}
+			b.limit.SetMax(c)
+			b.applied = c
+		}
+		rep.Budgets[key] = use{Cap: c, Used: used}
+		status.Budgets[key] = BudgetStatus{Max: b.max, Cap: c, Used: used}
+	}
+	f.status.Store(status)
+	return encodeReport(rep)
+}
+
+// takeList takes a resolved peer list.
+func (st *state) takeList(list []string) {
+	st.resolving = false
+	if !st.listed {
+		for _, a := range list {
+			st.pending[a] = true
+		}
+	}
+	st.list, st.listed = list, true
+	// Links to addresses no longer listed are closed.
+	for addr, l := range st.out {
+		if !slices.Contains(list, addr) {
+			st.drop(l)
+		}
+	}
+}
+
+// dialed takes the outcome of a dial.
+func (st *state) dialed(addr string, conn net.Conn, err error) {
+	delete(st.dialing, addr)
+	if err != nil || st.leaving {
+		if conn != nil {
+			conn.Close()
+		}
+		delete(st.pending, addr)
+		st.retry[addr] = time.Now().Add(st.f.cfg.Interval)
+		return
+	}
+	l := newLink(conn, addr, nil)
+	st.out[addr] = l
+	st.open(l)
+}
+
+// open starts a link's reader and writer and sends it the latest report.
+func (st *state) open(l *link) {
+	st.links[l] = struct{}{}
+	st.f.wg.Add(2)
+	go st.f.read(l)
+	go st.f.write(l)
+	if st.lastSent != nil {
+		l.send(st.lastSent)
+	}
+}
+
+// heard takes a report that came on l.
+func (st *state) heard(l *link, rep *report) {
+	if l.closed {
+		return
+	}
+	f := st.f
+	now := time.Now()
+	if rep.ID == f.cfg.ID {
+		if rep.Nonce == f.nonce {
+			// A link to this instance: the peer list names it too.
+			if l.addr != "" {
+				st.self[l.addr] = true
+				delete(st.pending, l.addr)
+			}
+		} else if now.Sub(st.warned[rep.ID]) > time.Minute {
+			st.warned[rep.ID] = now
+			f.cfg.Log.Error("another instance uses this instance's peer_id; peer ids must be unique in a fleet",
+				zap.Int("peer_id", rep.ID), zap.String("peer", l.conn.RemoteAddr().String()))
+		}
+		st.drop(l)
+		return
+	}
+	l.peer = rep.ID
+	if l.addr != "" {
+		delete(st.pending, l.addr)
+	}
+	if rep.Leaving && rep.holds() == 0 {
+		// Shut down with nothing open: gone now rather than when silent.
+		if _, ok := st.peers[rep.ID]; ok {
+			f.cfg.Log.Info("fleet peer left", zap.Int("peer_id", rep.ID))
+		}
+		delete(st.peers, rep.ID)
+		return
+	}
+	if _, ok := st.peers[rep.ID]; !ok {
+		f.cfg.Log.Info("fleet peer joined", zap.Int("peer_id", rep.ID), zap.String("peer", l.conn.RemoteAddr().String()))
+	}
+	st.peers[rep.ID] = &peer{rep: rep, seen: now}
+}
+
+// holds sums what a report holds across its budgets.
+func (r *report) holds() int {
+	n := 0
+	for _, u := range r.Budgets {
+		n += u.held()
+	}
+	return n
+}
+
+// down forgets a link whose reader ended. The peer keeps counting until it
+// is silent for the timeout, or says it left.
+func (st *state) down(l *link, err error) {
+	if !l.closed {
+		st.f.cfg.Log.Debug("fleet link closed", zap.Int("peer_id", l.peer), zap.String("peer", l.conn.RemoteAddr().String()), zap.Error(err))
+	}
+	st.drop(l)
+	if l.addr != "" {
+		st.retry[l.addr] = time.Now().Add(st.f.cfg.Interval / 4)
+	}
+}
+
+func (st *state) drop(l *link) {
+	l.close()
+	delete(st.links, l)
+	if l.addr != "" && st.out[l.addr] == l {
+		delete(st.out, l.addr)
+	}
+}
+
+// stop sends the last report and closes every link.
+func (st *state) stop() {
+	st.leaving = true
+	msg := st.compute()
+	for l := range st.links {
+		l.send(msg)
+		st.drop(l)
+	}
+}
+
+// fairShare divides budget among members: budget/len(members) each, and
+// one more for as many members as the remainder, lowest peer ids first.
+// Instances whose member sets contain every live instance never sum past
+// budget, even when the sets differ: a larger set or a higher rank in it
+// only lowers a share.
+func fairShare(budget int, members map[int]bool, self int) int {
+	if budget <= 0 || len(members) == 0 {
+		return 0
+	}
+	rank := 0
+	for id := range members {
+		if id < self {
+			rank++
+		}
+	}
+	n := len(members)
+	share := budget / n
+	if rank < budget%n {
+		share++
+	}
+	return share
+}
