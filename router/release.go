@@ -226,6 +226,11 @@ func (ss *session) finish(err error) {
 	clean := ss.q.n == 0 && ss.status == protocol.TxIdle
 	running := ss.q.n > 0
 	pinned := ss.pinned
+	if sc != nil {
+		// Under mu: a pump's takeKick, which clears interrupts under mu,
+		// then sees stopping and ends instead of swallowing this one.
+		sc.Interrupt()
+	}
 	ss.mu.Unlock()
 	if pinned {
 		ss.entry.stats.pinnedClients.Add(-1)
@@ -234,9 +239,6 @@ func (ss *session) finish(err error) {
 		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, "")
 	}
 	ss.forgetStmts()
-	if sc != nil {
-		sc.Interrupt()
-	}
 	ss.joinPump()
 	if sc != nil {
 		sc.ClearInterrupt()
@@ -402,13 +404,18 @@ func (ss *session) releasable() bool {
 // kickRelease.
 func (ss *session) takeKick(sc *pool.ServerConn) bool {
 	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.stopping || ss.server != sc {
+		// finish (or a failure) took the server back and interrupted the
+		// read: the timeout is theirs, not a kick to swallow.
+		return false
+	}
 	kicked := ss.pumpKick
-	release := kicked && ss.server == sc && ss.releasable() && ss.cancels == 0
+	release := kicked && ss.releasable() && ss.cancels == 0
 	if kicked && !release {
 		ss.pumpKick = false
-	}
-	ss.mu.Unlock()
-	if kicked && !release {
+		// Under mu, so it cannot clear an Interrupt that finish makes
+		// after this (finish interrupts under mu too).
 		sc.ClearInterrupt()
 	}
 	return kicked && !release
