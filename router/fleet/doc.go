@@ -8,12 +8,14 @@
 // client port, and answers on the links others open to it. A link starts
 // with an 8-byte packet in the place of a startup packet, with the request
 // code PeerLinkCode ("pgfr"), then carries length-prefixed JSON reports in
-// both directions: the sender's peer id, its view (itself and the peers it
-// heard from within three intervals), and for each budget the cap it holds
-// itself to and the connections it has open or is opening. A report is sent
-// at once when it changes and at least every interval as a heartbeat. A link
-// to oneself (a headless Service lists every pod, this one too) is noticed
-// by the instance's random nonce and closed.
+// both directions: the sender's peer id and nonce (random per process: the
+// nonce, not the peer id, tells instances apart, so a duplicate peer_id or
+// a restart with the same id is counted right), its view (the nonces of
+// itself and of the peers it heard from within three intervals), and for
+// each budget the cap it holds itself to and the connections it has open or
+// is opening. A report is sent at once when it changes and at least every
+// interval as a heartbeat. A link to oneself (a headless Service lists
+// every pod, this one too) is noticed by the nonce and closed.
 //
 // # Shares
 //
@@ -27,7 +29,7 @@
 //   - cap = min(fair share of (B − held by leavers) among the members,
 //     B − held by everyone else).
 //
-// The fair share is (B − held)/members, one more for the lowest ids while
+// The fair share is (B − held)/members, one more for the lowest nonces while
 // the remainder lasts. It only falls as the member set grows or an
 // instance's rank in it rises, so instances whose member sets each contain
 // every live instance never sum past B, even when the sets differ (a peer

@@ -24,9 +24,9 @@ func TestFairSharesOfInstancesThatSeeEveryLiveOneNeverSumPastTheBudget(t *testin
 		budget := rng.IntN(40)
 		// The live instances, and for each a member set that holds them
 		// all plus some that are gone (not yet dropped by that instance).
-		live := map[int]bool{}
+		live := map[uint64]bool{}
 		for len(live) == 0 {
-			for id := 1; id <= 8; id++ {
+			for id := uint64(1); id <= 8; id++ {
 				if rng.IntN(2) == 0 {
 					live[id] = true
 				}
@@ -34,11 +34,11 @@ func TestFairSharesOfInstancesThatSeeEveryLiveOneNeverSumPastTheBudget(t *testin
 		}
 		sum := 0
 		for id := range live {
-			members := map[int]bool{}
+			members := map[uint64]bool{}
 			for l := range live {
 				members[l] = true
 			}
-			for gone := 1; gone <= 10; gone++ {
+			for gone := uint64(1); gone <= 10; gone++ {
 				if !live[gone] && rng.IntN(3) == 0 {
 					members[gone] = true
 				}
@@ -49,7 +49,7 @@ func TestFairSharesOfInstancesThatSeeEveryLiveOneNeverSumPastTheBudget(t *testin
 			t.Fatalf("round %d: shares sum to %d, over the budget of %d (live %v)", round, sum, budget, live)
 		}
 	}
-	all := map[int]bool{1: true, 2: true, 3: true}
+	all := map[uint64]bool{1: true, 2: true, 3: true}
 	if got := []int{fairShare(10, all, 1), fairShare(10, all, 2), fairShare(10, all, 3)}; got[0] != 4 || got[1] != 3 || got[2] != 3 {
 		t.Errorf("10 among 3 gives %v, want [4 3 3]: the remainder to the lowest ids, the whole budget used", got)
 	}
@@ -144,7 +144,7 @@ func TestInstancesShareABudgetAsTheyJoinAndLeave(t *testing.T) {
 	b := startInstance(t, 2, lns[1], peers)
 	waitForShares(t, "two", map[*instance]int{a: 5, b: 5})
 	c := startInstance(t, 3, lns[2], peers)
-	waitForShares(t, "three", map[*instance]int{a: 4, b: 3, c: 3})
+	waitForShares(t, "three", threeShares(a, b, c))
 	if st := a.f.Status(); st.Members != 3 || st.Peers != 2 || !st.Ready {
 		t.Errorf("with three instances, one reports %+v; want 3 members, 2 peers, ready", st)
 	}
@@ -170,16 +170,23 @@ func TestANewInstanceOpensNothingUntilTheOthersHaveMadeRoom(t *testing.T) {
 	// Peer 2 reports that it holds the whole budget (its pools full and
 	// slow to shrink): the others may take nothing.
 	held := startFakePeer(t, 2, use{Cap: 10, Used: 10})
-	held.link(t, addrs[0])
+	held.link(t, addrs[0], a)
 	waitForShares(t, "a peer holds it all", map[*instance]int{a: 0})
 	b := startInstance(t, 3, lns[1], peers)
-	held.link(t, addrs[1])
+	held.link(t, addrs[1], b)
 	time.Sleep(500 * time.Millisecond) // five intervals: time enough to grow, if it would
 	if n := b.share(); n != 0 {
 		t.Fatalf("a newcomer took %d connections while its peers held the whole budget", n)
 	}
 	held.set(use{Cap: 3, Used: 3})
-	waitForShares(t, "once the peer shrank", map[*instance]int{a: 4, b: 3})
+	// The remainder goes to the lowest nonces: one of the two gets 4.
+	deadline := time.Now().Add(10 * time.Second)
+	for a.share()+b.share() != 7 || min(a.share(), b.share()) != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("once the peer shrank to 3 of 10, the others hold %d and %d; want 3 and 4", a.share(), b.share())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // fakePeer speaks the link protocol with a report the test sets.
@@ -188,12 +195,13 @@ type fakePeer struct {
 	mu    sync.Mutex
 	u     use
 	conns []net.Conn
+	view  []uint64
 	done  chan struct{}
 	wg    sync.WaitGroup
 }
 
 func startFakePeer(t *testing.T, id int, u use) *fakePeer {
-	p := &fakePeer{id: id, u: u, done: make(chan struct{})}
+	p := &fakePeer{id: id, u: u, done: make(chan struct{}), view: []uint64{fakeNonce}}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -220,8 +228,9 @@ func startFakePeer(t *testing.T, id int, u use) *fakePeer {
 	return p
 }
 
-// link opens a link to addr; what comes back is read and dropped.
-func (p *fakePeer) link(t *testing.T, addr string) {
+// link opens a link to in at addr and lists it in the fake's view; what
+// comes back is read and dropped.
+func (p *fakePeer) link(t *testing.T, addr string, in *instance) {
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -229,6 +238,7 @@ func (p *fakePeer) link(t *testing.T, addr string) {
 	conn.Write(linkHeader())
 	p.mu.Lock()
 	p.conns = append(p.conns, conn)
+	p.view = append(p.view, in.f.nonce)
 	p.mu.Unlock()
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); io.Copy(io.Discard, conn) }()
@@ -245,9 +255,43 @@ func (p *fakePeer) set(u use) {
 func (p *fakePeer) send() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	msg := encodeReport(&report{ID: p.id, Nonce: 7, Ready: true, View: []int{1, p.id, 3},
+	msg := encodeReport(&report{ID: p.id, Nonce: fakeNonce, Ready: true, View: p.view,
 		Budgets: map[string]use{"db/app": p.u}})
 	for _, c := range p.conns {
 		c.Write(msg)
 	}
+}
+
+// threeShares is what 10 among a, b and c gives each: 3, and 4 for the
+// lowest nonce.
+func threeShares(a, b, c *instance) map[*instance]int {
+	want := map[*instance]int{a: 3, b: 3, c: 3}
+	lowest := a
+	for _, in := range []*instance{b, c} {
+		if in.f.nonce < lowest.f.nonce {
+			lowest = in
+		}
+	}
+	want[lowest] = 4
+	return want
+}
+
+// fakeNonce ranks the fake peer last, so the remainder of a budget goes
+// to the real instances.
+const fakeNonce = ^uint64(0)
+
+func TestTwoInstancesThatShareAPeerIDStillShareTheBudget(t *testing.T) {
+	lns := make([]net.Listener, 2)
+	addrs := make([]string, 2)
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i], addrs[i] = ln, ln.Addr().String()
+	}
+	peers := func() []string { return addrs }
+	a := startInstance(t, 5, lns[0], peers)
+	b := startInstance(t, 5, lns[1], peers)
+	waitForShares(t, "two instances with peer_id 5", map[*instance]int{a: 5, b: 5})
 }

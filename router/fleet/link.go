@@ -14,14 +14,16 @@ import (
 
 // report is what an instance tells its peers.
 type report struct {
-	ID    int    `json:"id"`
+	ID int `json:"id"`
+	// Nonce is random per process: what tells instances apart.
 	Nonce uint64 `json:"nonce"`
 	// Ready is false until the first exchange with every listed peer.
 	Ready bool `json:"ready"`
 	// Leaving: shutting down, opening nothing more.
 	Leaving bool `json:"leaving,omitempty"`
-	// View lists this instance and the peers it heard from lately.
-	View    []int          `json:"view"`
+	// View lists this instance and the peers it heard from lately, by
+	// nonce.
+	View    []uint64       `json:"view"`
 	Budgets map[string]use `json:"budgets,omitempty"`
 }
 
@@ -35,7 +37,7 @@ type use struct {
 // closing connections down to a lowered cap.
 func (u use) held() int { return max(u.Cap, u.Used) }
 
-func (r *report) lists(id int) bool {
+func (r *report) lists(id uint64) bool {
 	for _, v := range r.View {
 		if v == id {
 			return true

@@ -15,7 +15,7 @@ import (
 type state struct {
 	f       *Fleet
 	start   time.Time
-	peers   map[int]*peer
+	peers   map[uint64]*peer // by nonce: an instance is its process, whatever its peer_id
 	links   map[*link]struct{}
 	out     map[string]*link     // dialed links by address
 	dialing map[string]bool      // dials under way
@@ -55,7 +55,7 @@ func (f *Fleet) run() {
 	defer f.wg.Done()
 	st := &state{
 		f: f, start: time.Now(),
-		peers: map[int]*peer{}, links: map[*link]struct{}{}, out: map[string]*link{},
+		peers: map[uint64]*peer{}, links: map[*link]struct{}{}, out: map[string]*link{},
 		dialing: map[string]bool{}, retry: map[string]time.Time{}, self: map[string]bool{},
 		pending: map[string]bool{}, budgets: map[string]*budget{}, warned: map[int]time.Time{},
 	}
@@ -96,10 +96,10 @@ func (st *state) maintain(now time.Time) {
 			go f.dial(addr)
 		}
 	}
-	for id, p := range st.peers {
+	for nonce, p := range st.peers {
 		if now.Sub(p.seen) > st.timeout() {
-			f.cfg.Log.Info("fleet peer gone", zap.Int("peer_id", id))
-			delete(st.peers, id)
+			f.cfg.Log.Info("fleet peer gone", zap.Int("peer_id", p.rep.ID))
+			delete(st.peers, nonce)
 		}
 	}
 	if !st.ready && ((st.listed && len(st.pending) == 0) || now.Sub(st.start) >= st.timeout()) {
@@ -117,10 +117,10 @@ func (st *state) maintain(now time.Time) {
 // compute sets every budget's cap and returns the report that says so.
 func (st *state) compute() []byte {
 	f := st.f
-	rep := &report{ID: f.cfg.ID, Nonce: f.nonce, Ready: st.ready, Leaving: st.leaving, View: []int{f.cfg.ID}}
-	members := map[int]bool{}
+	rep := &report{ID: f.cfg.ID, Nonce: f.nonce, Ready: st.ready, Leaving: st.leaving, View: []uint64{f.nonce}}
+	members := map[uint64]bool{}
 	if !st.leaving {
-		members[f.cfg.ID] = true
+		members[f.nonce] = true
 	}
 	acked := st.ready
 	for id, p := range st.peers {
@@ -132,7 +132,7 @@ func (st *state) compute() []byte {
 		for _, v := range p.rep.View {
 			members[v] = true
 		}
-		if !p.rep.lists(f.cfg.ID) {
+		if !p.rep.lists(f.nonce) {
 			acked = false
 		}
 	}
@@ -142,7 +142,7 @@ func (st *state) compute() []byte {
 		}
 	}
 	for id := range members {
-		if _, heard := st.peers[id]; !heard && id != f.cfg.ID {
+		if _, heard := st.peers[id]; !heard && id != f.nonce {
 			// A member known only from another's view: what it holds
 			// is unknown until it reports here.
 			acked = false
@@ -170,7 +170,7 @@ func (st *state) compute() []byte {
 			// Shutting down: keep what is open, open nothing more.
 			c = min(max(b.cap, 0), used)
 		default:
-			fair := fairShare(b.max-leavers, members, f.cfg.ID)
+			fair := fairShare(b.max-leavers, members, f.nonce)
 			c = max(min(fair, b.max-leavers-others), 0)
 			if !acked {
 				// Not every peer knows this instance yet: do not grow.
@@ -250,20 +250,21 @@ func (st *state) heard(l *link, rep *report) {
 	}
 	f := st.f
 	now := time.Now()
-	if rep.ID == f.cfg.ID {
-		if rep.Nonce == f.nonce {
-			// A link to this instance: the peer list names it too.
-			if l.addr != "" {
-				st.self[l.addr] = true
-				delete(st.pending, l.addr)
-			}
-		} else if now.Sub(st.warned[rep.ID]) > time.Minute {
-			st.warned[rep.ID] = now
-			f.cfg.Log.Error("another instance uses this instance's peer_id; peer ids must be unique in a fleet",
-				zap.Int("peer_id", rep.ID), zap.String("peer", l.conn.RemoteAddr().String()))
+	if rep.Nonce == f.nonce {
+		// A link to this instance: the peer list names it too.
+		if l.addr != "" {
+			st.self[l.addr] = true
+			delete(st.pending, l.addr)
 		}
 		st.drop(l)
 		return
+	}
+	if rep.ID == f.cfg.ID && now.Sub(st.warned[rep.ID]) > time.Minute {
+		// The budgets still count it (instances are told apart by their
+		// nonce), but cancels for its clients may be lost.
+		st.warned[rep.ID] = now
+		f.cfg.Log.Error("another instance uses this instance's peer_id; peer ids must be unique in a fleet",
+			zap.Int("peer_id", rep.ID), zap.String("peer", l.conn.RemoteAddr().String()))
 	}
 	l.peer = rep.ID
 	if l.addr != "" {
@@ -271,16 +272,16 @@ func (st *state) heard(l *link, rep *report) {
 	}
 	if rep.Leaving && rep.holds() == 0 {
 		// Shut down with nothing open: gone now rather than when silent.
-		if _, ok := st.peers[rep.ID]; ok {
+		if _, ok := st.peers[rep.Nonce]; ok {
 			f.cfg.Log.Info("fleet peer left", zap.Int("peer_id", rep.ID))
 		}
-		delete(st.peers, rep.ID)
+		delete(st.peers, rep.Nonce)
 		return
 	}
-	if _, ok := st.peers[rep.ID]; !ok {
+	if _, ok := st.peers[rep.Nonce]; !ok {
 		f.cfg.Log.Info("fleet peer joined", zap.Int("peer_id", rep.ID), zap.String("peer", l.conn.RemoteAddr().String()))
 	}
-	st.peers[rep.ID] = &peer{rep: rep, seen: now}
+	st.peers[rep.Nonce] = &peer{rep: rep, seen: now}
 }
 
 // holds sums what a report holds across its budgets.
@@ -323,11 +324,11 @@ func (st *state) stop() {
 }
 
 // fairShare divides budget among members: budget/len(members) each, and
-// one more for as many members as the remainder, lowest peer ids first.
+// one more for as many members as the remainder, lowest nonces first.
 // Instances whose member sets contain every live instance never sum past
 // budget, even when the sets differ: a larger set or a higher rank in it
 // only lowers a share.
-func fairShare(budget int, members map[int]bool, self int) int {
+func fairShare(budget int, members map[uint64]bool, self uint64) int {
 	if budget <= 0 || len(members) == 0 {
 		return 0
 	}
