@@ -52,7 +52,15 @@ func (s *Server) newCancelKey() (pid, key uint32) {
 func (s *Server) routeCancel(pid, key uint32) {
 	cfg := s.cfg.Load()
 	if cfg.PeerID > 0 {
-		if id := peerIDOf(pid); id != cfg.PeerID {
+		id := peerIDOf(pid)
+		if id != cfg.PeerID {
+			s.forwardToPeer(cfg, id, pid, key)
+			return
+		}
+		if key&cancelTTLMask == cancelTTLMask && cfg.PeersDNS != "" && s.sessionByKey(pid, key) == nil {
+			// This instance's id but not its client: another instance
+			// has the same id (a Deployment's pods share one config).
+			// Ask every peer, as for an id not listed.
 			s.forwardToPeer(cfg, id, pid, key)
 			return
 		}

@@ -223,3 +223,18 @@ func TestACancelReachesTheInstanceHoldingTheSessionThroughPeersFoundInDNS(t *tes
 		func(o *router.Options) { o.PeerResolver = resolver })
 	assertCancelsLandAnywhere(t, startRoundRobin(t, addrs))
 }
+
+func TestACancelReachesItsInstanceWhenEveryInstanceHasTheSamePeerID(t *testing.T) {
+	// A Kubernetes Deployment's pods share one ConfigMap, so one peer_id.
+	port, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
+	resolver := fakeDNS(t, "pgferry-peers.test", ips)
+	addrs := startFleet(t, 3,
+		func(i int) (string, int) { return ips[i-1], port },
+		func(cfg *configs.Config, i int) { cfg.PeerID, cfg.PeersDNS = 1, "pgferry-peers.test" },
+		func(o *router.Options) { o.PeerResolver = resolver })
+	assertCancelsLandAnywhere(t, startRoundRobin(t, addrs))
+}
