@@ -218,6 +218,13 @@ func TestChartDefaultsRenderAStandaloneFleet(t *testing.T) {
 	if !cfg.WatchConfig {
 		t.Error("watch_config is off in the chart's config")
 	}
+	// The replicas peer through the headless Service.
+	if cfg.PeerID != 1 || cfg.PeersDNS != "rel-pgferry-peers.db.svc" || cfg.PeersPort != 6432 {
+		t.Errorf("peering: peer_id %d, peers_dns %q, peers_port %d; want 1, rel-pgferry-peers.db.svc, 6432", cfg.PeerID, cfg.PeersDNS, cfg.PeersPort)
+	}
+	if cfg.FleetBudgets() {
+		t.Error("a fleet budget is set by default")
+	}
 
 	dep := ms.one(t, "Deployment", "")
 	pod := object(dep.get("spec", "template", "spec").(map[string]any))
@@ -451,5 +458,18 @@ spec:
 	}
 	if !strings.Contains(cm.get("data", "pgferry.toml").(string), `listen_addr = "127.0.0.1"`) {
 		t.Error("sidecar config does not listen on loopback")
+	}
+}
+
+func TestChartSharesAFleetBudgetAmongItsReplicas(t *testing.T) {
+	ms := render(t, chart, "--set", "fleet.maxDBConnections=120", "--set", "fleet.interval=2s")
+	cfg := parseConfig(t, ms.one(t, "ConfigMap", ""), nil)
+	if cfg.FleetMaxDBConnections != 120 || cfg.FleetInterval.Std() != 2*time.Second || cfg.PeersDNS == "" {
+		t.Errorf("fleet_max_db_connections %d, fleet_interval %s, peers_dns %q; want 120, 2s, the peers Service",
+			cfg.FleetMaxDBConnections, cfg.FleetInterval, cfg.PeersDNS)
+	}
+	out, err := runHelm(t, "template", "rel", chart, "--set", "fleet.maxDBConnections=120", "--set", "peering.enabled=false")
+	if err == nil || !strings.Contains(string(out), "need mode standalone") {
+		t.Errorf("a fleet budget without peering rendered (%v):\n%s", err, out)
 	}
 }

@@ -100,6 +100,20 @@ lists of strings. toJson's string escapes (\", \\, \uXXXX) are valid TOML.
 {{- if include "pgferry.hasAuthFile" . }}
 {{- $_ := set $fixed "auth_file" (printf "/etc/pgferry-secrets/%s" .Values.authFile.key) }}
 {{- end }}
+{{- if and (eq .Values.mode "standalone") .Values.headlessService.enabled .Values.peering.enabled }}
+{{- $_ := set $fixed "peer_id" .Values.peering.peerId }}
+{{- $_ := set $fixed "peers_dns" (printf "%s-peers.%s.svc" (include "pgferry.fullname" .) .Release.Namespace) }}
+{{- $_ := set $fixed "peers_port" .Values.ports.client }}
+{{- if gt (int .Values.fleet.maxDBConnections) 0 }}
+{{- $_ := set $fixed "fleet_max_db_connections" .Values.fleet.maxDBConnections }}
+{{- end }}
+{{- if gt (int .Values.fleet.maxUserConnections) 0 }}
+{{- $_ := set $fixed "fleet_max_user_connections" .Values.fleet.maxUserConnections }}
+{{- end }}
+{{- $_ := set $fixed "fleet_interval" .Values.fleet.interval }}
+{{- else if or (gt (int .Values.fleet.maxDBConnections) 0) (gt (int .Values.fleet.maxUserConnections) 0) }}
+{{- fail "fleet.maxDBConnections and fleet.maxUserConnections need mode standalone with headlessService.enabled and peering.enabled (a sidecar fleet: see deploy/README.md)" }}
+{{- end }}
 {{- $settings := merge (deepCopy (.Values.config.settings | default dict)) $fixed }}
 {{- range $k := keys $settings | sortAlpha }}
 {{ $k }} = {{ include "pgferry.tomlValue" (get $settings $k) }}
