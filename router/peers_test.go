@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -237,4 +238,50 @@ func TestACancelReachesItsInstanceWhenEveryInstanceHasTheSamePeerID(t *testing.T
 		func(cfg *configs.Config, i int) { cfg.PeerID, cfg.PeersDNS = 1, "pgferry-peers.test" },
 		func(o *router.Options) { o.PeerResolver = resolver })
 	assertCancelsLandAnywhere(t, startRoundRobin(t, addrs))
+}
+
+func TestInstancesFoundInDNSShareAFleetBudget(t *testing.T) {
+	port, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
+	resolver := fakeDNS(t, "pgferry-peers.test", ips)
+	var fleet []*ferrytest.Ferry
+	for i, ip := range ips {
+		cfg := ferrytest.Config(t, cluster)
+		cfg.ListenAddr, cfg.ListenPort = ip, port
+		cfg.PeerID, cfg.PeersDNS = i+1, "pgferry-peers.test"
+		db := cfg.Databases["app"]
+		db.FleetMaxDBConnections = 7
+		cfg.Databases["app"] = db
+		cfg.FleetInterval = configs.Duration(100 * time.Millisecond)
+		fleet = append(fleet, ferrytest.Start(t, cfg, func(o *router.Options) { o.PeerResolver = resolver }))
+	}
+	shares := func() (sum int, members []int) {
+		for _, f := range fleet {
+			st := f.Server.Snapshot().Fleet
+			if st == nil {
+				t.Fatal("an instance with fleet_max_db_connections reports no fleet")
+			}
+			sum += st.Budgets["db/app"].Cap
+			members = append(members, st.Members)
+		}
+		return sum, members
+	}
+	// The budget appears once a pool of the database exists.
+	ctx := testContext(t)
+	for _, f := range fleet {
+		conn := ferrytest.Connect(t, ctx, f.AppDSN())
+		if _, err := conn.Exec(ctx, "select 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ferrytest.Eventually(t, 10*time.Second, "three instances found in DNS share 7 connections", func() (bool, error) {
+		sum, members := shares()
+		if sum != 7 || !slices.Equal(members, []int{3, 3, 3}) {
+			return false, fmt.Errorf("shares add up to %d, members %v", sum, members)
+		}
+		return true, nil
+	})
 }

@@ -115,7 +115,7 @@ func Start(t testing.TB, cfg *configs.Config, opts ...func(*router.Options)) *Fe
 // DSN returns a libpq keyword/value connection string to database db
 // through pgferry as user/password, without TLS.
 func (f *Ferry) DSN(db, user, password string) string {
-	return fmt.Sprintf("host=127.0.0.1 port=%d dbname=%s user=%s password=%s sslmode=disable", f.Addr.Port, db, user, password)
+	return fmt.Sprintf("host=%s port=%d dbname=%s user=%s password=%s sslmode=disable", f.Addr.IP, f.Addr.Port, db, user, password)
 }
 
 // AppDSN is DSN("app", User, Password).
