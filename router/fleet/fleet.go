@@ -115,7 +115,7 @@ func (f *Fleet) Status() Status { return *f.status.Load() }
 // bytes already read past the code.
 func (f *Fleet) Accept(conn net.Conn, buffered []byte) {
 	l := newLink(conn, "", buffered)
-	if !f.post(func(st *state) { st.open(l) }) {
+	if !f.post(func(st *state) { _ = st.open(l) }) {
 		conn.Close()
 	}
 }

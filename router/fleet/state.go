@@ -228,12 +228,26 @@ func (st *state) dialed(addr string, conn net.Conn, err error) {
 		return
 	}
 	l := newLink(conn, addr, nil)
-	st.out[addr] = l
-	st.open(l)
+	if st.open(l) {
+		st.out[addr] = l
+	} else {
+		st.retry[addr] = time.Now().Add(st.f.cfg.Interval)
+	}
 }
 
-// open starts a link's reader and writer and sends it the latest report.
-func (st *state) open(l *link) {
+// maxLinks bounds the links open at once: a fleet needs two per peer, and
+// anyone who reaches the port can open one.
+const maxLinks = 1024
+
+// open starts a link's reader and writer and sends it the latest report;
+// it reports false (and closes the link) when too many are open.
+func (st *state) open(l *link) bool {
+	if len(st.links) >= maxLinks {
+		st.f.cfg.Log.Warn("peer link refused: too many links open", zap.Int("links", len(st.links)),
+			zap.String("peer", l.conn.RemoteAddr().String()))
+		l.conn.Close()
+		return false
+	}
 	st.links[l] = struct{}{}
 	st.f.wg.Add(2)
 	go st.f.read(l)
@@ -241,6 +255,7 @@ func (st *state) open(l *link) {
 	if st.lastSent != nil {
 		l.send(st.lastSent)
 	}
+	return true
 }
 
 // heard takes a report that came on l.
