@@ -642,8 +642,22 @@ func (p *Pool) Destroy(sc *ServerConn) {
 	p.total--
 	p.stat.Destroyed++
 	p.growLocked()
+	background := !p.closed
+	if background {
+		p.wg.Add(1) // under mu with the pool open: before Close's Wait
+	}
 	p.mu.Unlock()
-	p.retire(sc)
+	if !background {
+		p.retire(sc)
+		return
+	}
+	// The close waits for the backend to exit; the borrower need not.
+	p.cfg.DBLimit.startClose()
+	p.cfg.UserLimit.startClose()
+	go func() {
+		defer p.wg.Done()
+		p.retireMarked(sc)
+	}()
 }
 
 // retire closes a connection that is no longer counted and returns its
@@ -652,6 +666,32 @@ func (p *Pool) retire(sc *ServerConn) {
 	p.cfg.DBLimit.startClose()
 	p.cfg.UserLimit.startClose()
 	p.retireMarked(sc)
+}
+
+// retireAll retires victims at once: each close may wait for its backend.
+func (p *Pool) retireAll(victims []*ServerConn) {
+	for range victims {
+		p.cfg.DBLimit.startClose()
+		p.cfg.UserLimit.startClose()
+	}
+	p.retireAllMarked(victims)
+}
+
+// retireAllMarked is retireAll for connections marked with startClose.
+func (p *Pool) retireAllMarked(victims []*ServerConn) {
+	if len(victims) == 1 {
+		p.retireMarked(victims[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for _, sc := range victims {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.retireMarked(sc)
+		}()
+	}
+	wg.Wait()
 }
 
 // retireMarked is retire for a connection already marked with startClose.
@@ -703,9 +743,7 @@ func (p *Pool) closeIdle(n int) int {
 		n--
 	}
 	p.mu.Unlock()
-	for _, sc := range victims {
-		p.retire(sc)
-	}
+	p.retireAll(victims)
 	return len(victims)
 }
 
@@ -735,9 +773,7 @@ func (p *Pool) closeIdleAsync(n int) int {
 	}
 	go func() {
 		defer p.wg.Done()
-		for _, sc := range victims {
-			p.retireMarked(sc)
-		}
+		p.retireAllMarked(victims)
 	}()
 	return k
 }
@@ -809,9 +845,7 @@ func (p *Pool) maintain() {
 	}
 	p.growLocked()
 	p.mu.Unlock()
-	for _, sc := range victims {
-		p.retire(sc)
-	}
+	p.retireAll(victims)
 }
 
 // Reconnect makes every current connection close when next released (and
