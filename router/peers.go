@@ -129,9 +129,14 @@ type peerSet struct {
 // once the last answer is older than peers_dns_interval. On a failed lookup
 // the last answer is kept.
 func (ps *peerSet) addrs(cfg *configs.Config, r *net.Resolver, log *zap.Logger) []string {
+	return ps.lookup(cfg, r, log, false)
+}
+
+// lookup is addrs; fresh resolves again whatever the cache's age.
+func (ps *peerSet) lookup(cfg *configs.Config, r *net.Resolver, log *zap.Logger, fresh bool) []string {
 	now := time.Now()
 	ps.mu.Lock()
-	if ps.name == cfg.PeersDNS && now.Before(ps.until) {
+	if ps.name == cfg.PeersDNS && now.Before(ps.until) && !fresh {
 		list := ps.list
 		ps.mu.Unlock()
 		return list
@@ -180,8 +185,9 @@ func (s *Server) newFleet(cfg *configs.Config) *fleet.Fleet {
 }
 
 // peerAddrs lists every peer's address: the [peers] entries, then what
-// peers_dns resolves to (which may include this instance).
-func (s *Server) peerAddrs() []string {
+// peers_dns resolves to (which may include this instance); fresh bypasses
+// the DNS cache.
+func (s *Server) peerAddrs(fresh bool) []string {
 	cfg := s.cfg.Load()
 	var addrs []string
 	for _, id := range slices.Sorted(maps.Keys(cfg.Peers)) {
@@ -193,7 +199,7 @@ func (s *Server) peerAddrs() []string {
 		addrs = append(addrs, net.JoinHostPort(p.Host, strconv.Itoa(port)))
 	}
 	if cfg.PeersDNS != "" {
-		addrs = append(addrs, s.peers.addrs(cfg, s.opts.PeerResolver, s.log)...)
+		addrs = append(addrs, s.peers.lookup(cfg, s.opts.PeerResolver, s.log, fresh)...)
 	}
 	return addrs
 }

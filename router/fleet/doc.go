@@ -5,7 +5,13 @@
 //
 // Every instance opens one TCP link to every address in its peer list (the
 // [peers] entries, or every address peers_dns resolves to) on the peers'
-// client port, and answers on the links others open to it. A link starts
+// client port, and answers on the links others open to it. Only reports on
+// links it dialed count: an accepted link could come from anyone, so its
+// reports only earn it this instance's reports in return and, from an
+// address not in the list, a fresh DNS lookup (at most one per interval),
+// so a new peer is dialed within a round trip of its first link rather than
+// at the next peers_dns_interval. Every instance must therefore list every
+// other, as a headless Service does. A link starts
 // with an 8-byte packet in the place of a startup packet, with the request
 // code PeerLinkCode ("pgfr"), then carries length-prefixed JSON reports in
 // both directions: the sender's peer id and nonce (random per process: the
@@ -59,7 +65,10 @@
 // that (availability over consistency, as documented in operations.md). A
 // crashed instance's server backends end when the server notices the
 // closed socket: idle ones at once, busy ones when their query ends.
-// Links carry no credentials: anyone who can reach the port can pose as a
-// peer and shrink the shares (never grow them), so keep the port inside
-// the fleet's network, as for cancel forwarding.
+// Links carry no credentials, so the trust is in the peer list: whoever
+// answers at a listed address (or controls the DNS name) is a peer. Reports
+// with negative counts are refused and claims are capped at the budget.
+// Accepted links are bounded (1,024, 4 per address); flooding them can
+// keep real peers from linking in, so keep the port inside the fleet's
+// network, as for cancel forwarding.
 package fleet

@@ -22,9 +22,10 @@ type Config struct {
 	// Interval is the heartbeat; a peer silent for three intervals is
 	// gone. Default 1s.
 	Interval time.Duration
-	// Peers returns the addresses (host:port) to link to. It may block on
-	// DNS; it runs outside the owner goroutine.
-	Peers func() []string
+	// Peers returns the addresses (host:port) to link to; fresh asks for
+	// a DNS answer not from its cache. It may block on DNS; it runs outside
+	// the owner goroutine.
+	Peers func(fresh bool) []string
 	// Dial opens a TCP connection to a peer.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	Log  *zap.Logger
@@ -37,10 +38,23 @@ type Fleet struct {
 	nonce  uint64
 	events chan func(*state)
 	done   chan struct{} // closed by Stop
-	left   chan struct{} // closed by the owner once its final report is queued
-	wg     sync.WaitGroup
-	once   sync.Once
-	status atomic.Pointer[Status]
+	// mu orders posts before Stop: once stopped is set no event is sent,
+	// so the owner, draining the channel after done, sees every one.
+	mu      sync.RWMutex
+	stopped bool
+	// tracks holds budgets Track added, for the owner to pick up: Track
+	// runs under the router's lock and must not block on the channel.
+	trackMu sync.Mutex
+	tracks  []track
+	kick    chan struct{}
+	wg      sync.WaitGroup
+	status  atomic.Pointer[Status]
+}
+
+type track struct {
+	key        string
+	max, local int
+	limit      *pool.Limit
 }
 
 // Status is a snapshot for the admin console and metrics.
@@ -72,7 +86,7 @@ func New(cfg Config) *Fleet {
 		nonce:  binary.LittleEndian.Uint64(b[:]) | 1,
 		events: make(chan func(*state), 256),
 		done:   make(chan struct{}),
-		left:   make(chan struct{}),
+		kick:   make(chan struct{}, 1),
 	}
 	f.status.Store(&Status{})
 	return f
@@ -87,11 +101,24 @@ func (f *Fleet) Start() {
 // Track puts limit under the fleet budget max named key ("db/app",
 // "user/alice"): its cap becomes this instance's share, and no more than
 // local when local > 0. The limit should start at 0, so nothing is opened
-// before the first exchange with the peers.
+// before the first exchange with the peers. Track never blocks.
 func (f *Fleet) Track(key string, max, local int, limit *pool.Limit) {
-	f.post(func(st *state) {
-		st.budgets[key] = &budget{max: max, local: local, limit: limit, applied: -1}
-	})
+	f.trackMu.Lock()
+	f.tracks = append(f.tracks, track{key: key, max: max, local: local, limit: limit})
+	f.trackMu.Unlock()
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// takeTracks hands the owner the budgets added since it last looked.
+func (f *Fleet) takeTracks() []track {
+	f.trackMu.Lock()
+	defer f.trackMu.Unlock()
+	t := f.tracks
+	f.tracks = nil
+	return t
 }
 
 // Leave announces that this instance is shutting down: it opens no more
@@ -104,7 +131,12 @@ func (f *Fleet) Leave() {
 // are none once the pools are closed), closes every link and waits for the
 // fleet's goroutines.
 func (f *Fleet) Stop() {
-	f.once.Do(func() { close(f.done) })
+	f.mu.Lock()
+	if !f.stopped {
+		f.stopped = true
+		close(f.done)
+	}
+	f.mu.Unlock()
 	f.wg.Wait()
 }
 
@@ -121,13 +153,16 @@ func (f *Fleet) Accept(conn net.Conn, buffered []byte) {
 }
 
 // post hands ev to the owner; it reports false once the fleet is stopped.
+// The owner keeps taking events until done, then drains what was sent, so
+// an event posted is always run.
 func (f *Fleet) post(ev func(*state)) bool {
-	select {
-	case f.events <- ev:
-		return true
-	case <-f.done:
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.stopped {
 		return false
 	}
+	f.events <- ev
+	return true
 }
 
 // linkHeader opens a link: a startup-sized packet with PeerLinkCode.
@@ -156,8 +191,8 @@ func (f *Fleet) dial(addr string) {
 }
 
 // resolve lists the peers and posts the list.
-func (f *Fleet) resolve() {
+func (f *Fleet) resolve(fresh bool) {
 	defer f.wg.Done()
-	list := f.cfg.Peers()
+	list := f.cfg.Peers(fresh)
 	f.post(func(st *state) { st.takeList(list) })
 }

@@ -1,6 +1,8 @@
 package fleet
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"io"
@@ -64,7 +66,7 @@ type instance struct {
 	wg    sync.WaitGroup
 }
 
-func startInstance(t *testing.T, id int, ln net.Listener, peers func() []string) *instance {
+func startInstance(t *testing.T, id int, ln net.Listener, peers func(bool) []string) *instance {
 	t.Helper()
 	in := &instance{ln: ln, limit: pool.NewSettableLimit(0)}
 	in.f = New(Config{
@@ -137,7 +139,7 @@ func TestInstancesShareABudgetAsTheyJoinAndLeave(t *testing.T) {
 	}
 	// Every instance lists every address, itself included, as a headless
 	// Service's DNS name does.
-	peers := func() []string { return addrs }
+	peers := func(bool) []string { return addrs }
 
 	a := startInstance(t, 1, lns[0], peers)
 	waitForShares(t, "alone (the others refuse)", map[*instance]int{a: 10})
@@ -155,25 +157,25 @@ func TestInstancesShareABudgetAsTheyJoinAndLeave(t *testing.T) {
 }
 
 func TestANewInstanceOpensNothingUntilTheOthersHaveMadeRoom(t *testing.T) {
+	// Peer 2 reports that it holds the whole budget (its pools full and
+	// slow to shrink): the others may take nothing.
+	held := startFakePeer(t, 2, use{Cap: 10, Used: 10})
 	lns := make([]net.Listener, 2)
-	addrs := make([]string, 2)
+	addrs := []string{held.ln.Addr().String()}
 	for i := range lns {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		lns[i], addrs[i] = ln, ln.Addr().String()
+		lns[i] = ln
+		addrs = append(addrs, ln.Addr().String())
 	}
-	peers := func() []string { return addrs }
+	peers := func(bool) []string { return addrs }
 	a := startInstance(t, 1, lns[0], peers)
-	waitForShares(t, "alone", map[*instance]int{a: 10})
-	// Peer 2 reports that it holds the whole budget (its pools full and
-	// slow to shrink): the others may take nothing.
-	held := startFakePeer(t, 2, use{Cap: 10, Used: 10})
-	held.link(t, addrs[0], a)
+	held.lists(a)
 	waitForShares(t, "a peer holds it all", map[*instance]int{a: 0})
 	b := startInstance(t, 3, lns[1], peers)
-	held.link(t, addrs[1], b)
+	held.lists(b)
 	time.Sleep(500 * time.Millisecond) // five intervals: time enough to grow, if it would
 	if n := b.share(); n != 0 {
 		t.Fatalf("a newcomer took %d connections while its peers held the whole budget", n)
@@ -189,9 +191,44 @@ func TestANewInstanceOpensNothingUntilTheOthersHaveMadeRoom(t *testing.T) {
 	}
 }
 
-// fakePeer speaks the link protocol with a report the test sets.
+func TestClaimsOnALinkSomeoneElseOpenedAreNotCounted(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	a := startInstance(t, 1, ln, func(bool) []string { return []string{addr} })
+	waitForShares(t, "alone", map[*instance]int{a: 10})
+	// Anyone can open a link to the port and claim to hold the budget, or
+	// negative connections: neither changes the share.
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write(linkHeader())
+	conn.Write(encodeReport(&report{ID: 2, Nonce: 99, Ready: true, View: []uint64{99, a.f.nonce},
+		Budgets: map[string]use{"db/app": {Cap: 10, Used: 10}}}))
+	var n [4]byte
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(conn, n[:]); err != nil {
+		t.Fatalf("no report back on a link that reported itself: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond) // three intervals
+	if got := a.share(); got != 10 {
+		t.Fatalf("a claim on an accepted link changed the share to %d", got)
+	}
+	if _, err := readReport(bufio.NewReader(bytes.NewReader(encodeReport(&report{ID: 2, Nonce: 5,
+		Budgets: map[string]use{"db/app": {Cap: -1000}}})))); err == nil {
+		t.Error("a report with negative connections was accepted")
+	}
+}
+
+// fakePeer is a listed peer that speaks the link protocol with a report
+// the test sets.
 type fakePeer struct {
 	id    int
+	ln    net.Listener
 	mu    sync.Mutex
 	u     use
 	conns []net.Conn
@@ -201,8 +238,27 @@ type fakePeer struct {
 }
 
 func startFakePeer(t *testing.T, id int, u use) *fakePeer {
-	p := &fakePeer{id: id, u: u, done: make(chan struct{}), view: []uint64{fakeNonce}}
-	p.wg.Add(1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &fakePeer{id: id, ln: ln, u: u, done: make(chan struct{}), view: []uint64{fakeNonce}}
+	p.wg.Add(2)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c)
+			p.mu.Unlock()
+			p.wg.Add(1)
+			go func() { defer p.wg.Done(); io.Copy(io.Discard, c) }()
+			p.send()
+		}
+	}()
 	go func() {
 		defer p.wg.Done()
 		tick := time.NewTicker(20 * time.Millisecond)
@@ -218,6 +274,7 @@ func startFakePeer(t *testing.T, id int, u use) *fakePeer {
 	}()
 	t.Cleanup(func() {
 		close(p.done)
+		ln.Close()
 		p.mu.Lock()
 		for _, c := range p.conns {
 			c.Close()
@@ -228,20 +285,11 @@ func startFakePeer(t *testing.T, id int, u use) *fakePeer {
 	return p
 }
 
-// link opens a link to in at addr and lists it in the fake's view; what
-// comes back is read and dropped.
-func (p *fakePeer) link(t *testing.T, addr string, in *instance) {
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn.Write(linkHeader())
+// lists puts in into the fake's view, as if it had heard from it.
+func (p *fakePeer) lists(in *instance) {
 	p.mu.Lock()
-	p.conns = append(p.conns, conn)
 	p.view = append(p.view, in.f.nonce)
 	p.mu.Unlock()
-	p.wg.Add(1)
-	go func() { defer p.wg.Done(); io.Copy(io.Discard, conn) }()
 	p.send()
 }
 
@@ -290,7 +338,7 @@ func TestTwoInstancesThatShareAPeerIDStillShareTheBudget(t *testing.T) {
 		}
 		lns[i], addrs[i] = ln, ln.Addr().String()
 	}
-	peers := func() []string { return addrs }
+	peers := func(bool) []string { return addrs }
 	a := startInstance(t, 5, lns[0], peers)
 	b := startInstance(t, 5, lns[1], peers)
 	waitForShares(t, "two instances with peer_id 5", map[*instance]int{a: 5, b: 5})

@@ -46,8 +46,12 @@ func (r *report) lists(id uint64) bool {
 	return false
 }
 
-// maxReport bounds one report on the wire.
-const maxReport = 64 << 10
+// maxReport bounds one report on the wire (about 20,000 budgets), and
+// maxView the instances it lists.
+const (
+	maxReport = 1 << 20
+	maxView   = 4096
+)
 
 // encodeReport frames r: a 4-byte big-endian length that counts itself,
 // then JSON.
@@ -75,8 +79,16 @@ func readReport(r *bufio.Reader) (*report, error) {
 	if err := json.Unmarshal(body, rep); err != nil {
 		return nil, fmt.Errorf("peer link: bad report: %w", err)
 	}
-	if rep.ID < 1 {
-		return nil, errors.New("peer link: report without a peer id")
+	if rep.ID < 1 || rep.Nonce == 0 {
+		return nil, errors.New("peer link: report without a peer id or nonce")
+	}
+	if len(rep.View) > maxView {
+		return nil, fmt.Errorf("peer link: a view of %d instances", len(rep.View))
+	}
+	for key, u := range rep.Budgets {
+		if u.Cap < 0 || u.Used < 0 {
+			return nil, fmt.Errorf("peer link: negative connections for %q", key)
+		}
 	}
 	return rep, nil
 }
@@ -93,7 +105,8 @@ type link struct {
 	out  chan []byte
 	quit chan struct{}
 	// Owner's fields.
-	peer   int // the peer id it reported, 0 before its first report
+	peer   int    // the peer id it reported, 0 before its first report
+	nonce  uint64 // the nonce of its first report: a link is one instance
 	closed bool
 }
 

@@ -28,12 +28,17 @@ type state struct {
 	listed    bool
 	resolving bool
 	resolveAt time.Time
-	ready     bool
-	leaving   bool
-	budgets   map[string]*budget
-	lastSent  []byte
-	lastBeat  time.Time
-	warned    map[int]time.Time // duplicate peer ids, rate-limited
+	// resolveSoon: an unlisted address opened a link; resolve the list
+	// again (DNS bypassing its cache) at most once per interval.
+	resolveSoon bool
+	forcedAt    time.Time
+	ready       bool
+	leaving     bool
+	stopped     bool // after stop: links and dials that arrive are closed
+	budgets     map[string]*budget
+	lastSent    []byte
+	lastBeat    time.Time
+	warned      map[int]time.Time // duplicate peer ids, rate-limited
 }
 
 // peer is the last report of a peer and when it came.
@@ -65,10 +70,21 @@ func (f *Fleet) run() {
 		select {
 		case ev := <-f.events:
 			ev(st)
+		case <-f.kick:
+			st.addTracks()
 		case <-tick.C:
 		case <-f.done:
 			st.stop()
-			return
+			// Events posted before Stop: dials and accepted links are
+			// closed (st.stopped), the rest is moot.
+			for {
+				select {
+				case ev := <-f.events:
+					ev(st)
+				default:
+					return
+				}
+			}
 		}
 		st.maintain(time.Now())
 	}
@@ -81,10 +97,16 @@ func (st *state) timeout() time.Duration { return 3 * st.f.cfg.Interval }
 // the caps and sends the report when it changed or a heartbeat is due.
 func (st *state) maintain(now time.Time) {
 	f := st.f
-	if !st.resolving && !st.leaving && now.After(st.resolveAt) {
-		st.resolving, st.resolveAt = true, now.Add(f.cfg.Interval)
-		f.wg.Add(1)
-		go f.resolve()
+	if !st.resolving && !st.leaving {
+		fresh := st.resolveSoon && now.Sub(st.forcedAt) >= f.cfg.Interval
+		if fresh || now.After(st.resolveAt) {
+			if fresh {
+				st.resolveSoon, st.forcedAt = false, now
+			}
+			st.resolving, st.resolveAt = true, now.Add(f.cfg.Interval)
+			f.wg.Add(1)
+			go f.resolve(fresh)
+		}
 	}
 	if st.listed && !st.leaving {
 		for _, addr := range st.list {
@@ -109,7 +131,9 @@ func (st *state) maintain(now time.Time) {
 	if !bytes.Equal(msg, st.lastSent) || now.Sub(st.lastBeat) >= f.cfg.Interval {
 		st.lastSent, st.lastBeat = msg, now
 		for l := range st.links {
-			l.send(msg)
+			if l.addr != "" || l.nonce != 0 {
+				l.send(msg)
+			}
 		}
 	}
 }
@@ -157,11 +181,11 @@ func (st *state) compute() []byte {
 		used := b.limit.Stat().InUse
 		leavers, others := 0, 0
 		for _, p := range st.peers {
-			u := p.rep.Budgets[key]
+			u := min(p.rep.Budgets[key].held(), b.max)
 			if p.rep.Leaving {
-				leavers += u.held()
+				leavers += u
 			} else {
-				others += u.held()
+				others += u
 			}
 		}
 		var c int
@@ -235,42 +259,84 @@ func (st *state) dialed(addr string, conn net.Conn, err error) {
 	}
 }
 
-// maxLinks bounds the links open at once: a fleet needs two per peer, and
-// anyone who reaches the port can open one.
-const maxLinks = 1024
+// maxLinks bounds the accepted links open at once, and maxLinksPerHost
+// those from one address: a peer opens one, and anyone who reaches the
+// port can open some. (Dialed links are bounded by the peer list.)
+const (
+	maxLinks        = 1024
+	maxLinksPerHost = 4
+)
 
 // open starts a link's reader and writer and sends it the latest report;
 // it reports false (and closes the link) when too many are open.
 func (st *state) open(l *link) bool {
-	if len(st.links) >= maxLinks {
-		st.f.cfg.Log.Warn("peer link refused: too many links open", zap.Int("links", len(st.links)),
-			zap.String("peer", l.conn.RemoteAddr().String()))
+	if st.stopped {
 		l.conn.Close()
 		return false
+	}
+	if l.addr == "" {
+		host, _, _ := net.SplitHostPort(l.conn.RemoteAddr().String())
+		total, fromHost := 0, 0
+		for o := range st.links {
+			if o.addr == "" {
+				total++
+				if h, _, _ := net.SplitHostPort(o.conn.RemoteAddr().String()); h == host {
+					fromHost++
+				}
+			}
+		}
+		if total >= maxLinks || fromHost >= maxLinksPerHost {
+			st.f.cfg.Log.Warn("peer link refused: too many links open", zap.Int("links", total),
+				zap.Int("from_host", fromHost), zap.String("peer", l.conn.RemoteAddr().String()))
+			l.conn.Close()
+			return false
+		}
 	}
 	st.links[l] = struct{}{}
 	st.f.wg.Add(2)
 	go st.f.read(l)
 	go st.f.write(l)
-	if st.lastSent != nil {
+	if st.lastSent != nil && l.addr != "" {
+		// An accepted link hears nothing until it has reported itself.
 		l.send(st.lastSent)
 	}
 	return true
 }
 
-// heard takes a report that came on l.
+// heard takes a report that came on l. Only reports on links this
+// instance dialed, to an address of its peer list, are counted: a link
+// anyone opened to the port can carry any claim. An accepted link's first
+// report only says that someone wants this instance's reports (sent from
+// then on) and may be a peer the list does not show yet (the list is
+// resolved again).
 func (st *state) heard(l *link, rep *report) {
 	if l.closed {
 		return
 	}
 	f := st.f
 	now := time.Now()
+	if l.nonce != 0 && rep.Nonce != l.nonce {
+		f.cfg.Log.Warn("peer link closed: its reports changed identity", zap.String("peer", l.conn.RemoteAddr().String()))
+		st.drop(l)
+		return
+	}
+	first := l.nonce == 0
+	l.nonce, l.peer = rep.Nonce, rep.ID
+	if l.addr == "" {
+		if first {
+			if st.lastSent != nil {
+				l.send(st.lastSent)
+			}
+			if !st.listsHost(l.conn.RemoteAddr()) {
+				st.resolveSoon = true
+			}
+		}
+		return
+	}
 	if rep.Nonce == f.nonce {
 		// A link to this instance: the peer list names it too.
-		if l.addr != "" {
-			st.self[l.addr] = true
-			delete(st.pending, l.addr)
-		}
+		st.self[l.addr] = true
+		delete(st.pending, l.addr)
 		st.drop(l)
 		return
 	}
@@ -281,10 +347,7 @@ func (st *state) heard(l *link, rep *report) {
 		f.cfg.Log.Error("another instance uses this instance's peer_id; peer ids must be unique in a fleet",
 			zap.Int("peer_id", rep.ID), zap.String("peer", l.conn.RemoteAddr().String()))
 	}
-	l.peer = rep.ID
-	if l.addr != "" {
-		delete(st.pending, l.addr)
-	}
+	delete(st.pending, l.addr)
 	if rep.Leaving && rep.holds() == 0 {
 		// Shut down with nothing open: gone now rather than when silent.
 		if _, ok := st.peers[rep.Nonce]; ok {
@@ -297,6 +360,17 @@ func (st *state) heard(l *link, rep *report) {
 		f.cfg.Log.Info("fleet peer joined", zap.Int("peer_id", rep.ID), zap.String("peer", l.conn.RemoteAddr().String()))
 	}
 	st.peers[rep.Nonce] = &peer{rep: rep, seen: now}
+}
+
+// listsHost reports whether addr's host is in the peer list.
+func (st *state) listsHost(addr net.Addr) bool {
+	host, _, _ := net.SplitHostPort(addr.String())
+	for _, a := range st.list {
+		if h, _, _ := net.SplitHostPort(a); h == host {
+			return true
+		}
+	}
+	return false
 }
 
 // holds sums what a report holds across its budgets.
@@ -328,8 +402,17 @@ func (st *state) drop(l *link) {
 	}
 }
 
+// addTracks takes the budgets Track added.
+func (st *state) addTracks() {
+	for _, t := range st.f.takeTracks() {
+		st.budgets[t.key] = &budget{max: t.max, local: t.local, limit: t.limit, applied: -1}
+	}
+}
+
 // stop sends the last report and closes every link.
 func (st *state) stop() {
+	st.addTracks()
+	st.stopped = true
 	st.leaving = true
 	msg := st.compute()
 	for l := range st.links {
