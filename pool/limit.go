@@ -64,9 +64,22 @@ func (l *Limit) SetMax(max int) {
 	}
 }
 
-// exceeded reports whether more connections are open than the cap allows
-// now (after SetMax lowered it).
-func (l *Limit) exceeded() bool { return l != nil && l.over.Load() }
+// claimExcess reports whether more connections are open than the cap
+// allows now (after SetMax lowered it) and, if so, counts one of them as
+// closing: the caller closes it. Without excess it costs one atomic load.
+func (l *Limit) claimExcess() bool {
+	if l == nil || !l.over.Load() {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cur-l.closing <= l.max {
+		return false
+	}
+	l.closing++
+	l.over.Store(l.cur-l.closing > l.max)
+	return true
+}
 
 func (l *Limit) poolsLocked(except *Pool) []*Pool {
 	pools := make([]*Pool, 0, len(l.pools))

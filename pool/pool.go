@@ -622,11 +622,17 @@ func (p *Pool) Release(sc *ServerConn) {
 	p.mu.Lock()
 	expired := p.closed || sc.gen != p.gen ||
 		(p.cfg.Lifetime > 0 && now.Sub(sc.created) >= p.cfg.Lifetime) ||
-		(p.paused && p.waiters.n == 0) ||
-		p.cfg.DBLimit.exceeded() || p.cfg.UserLimit.exceeded()
+		(p.paused && p.waiters.n == 0)
 	if expired {
 		p.mu.Unlock()
 		p.Destroy(sc)
+		return
+	}
+	// Over a lowered cap: this connection closes, claimed under the
+	// limit's lock so that concurrent releases close only the excess.
+	if db, user := p.cfg.DBLimit.claimExcess(), p.cfg.UserLimit.claimExcess(); db || user {
+		p.mu.Unlock()
+		p.destroy(sc, db, user)
 		return
 	}
 	p.active--
@@ -636,7 +642,17 @@ func (p *Pool) Release(sc *ServerConn) {
 
 // Destroy closes a lent connection whose state is unknown and lets the pool
 // open a replacement for waiting clients.
-func (p *Pool) Destroy(sc *ServerConn) {
+func (p *Pool) Destroy(sc *ServerConn) { p.destroy(sc, false, false) }
+
+// destroy is Destroy for a connection whose close is already counted
+// (startClose) in the DB limit (dbMarked) or the user limit (userMarked).
+func (p *Pool) destroy(sc *ServerConn, dbMarked, userMarked bool) {
+	if !dbMarked {
+		p.cfg.DBLimit.startClose()
+	}
+	if !userMarked {
+		p.cfg.UserLimit.startClose()
+	}
 	p.mu.Lock()
 	p.active--
 	p.total--
@@ -648,12 +664,10 @@ func (p *Pool) Destroy(sc *ServerConn) {
 	}
 	p.mu.Unlock()
 	if !background {
-		p.retire(sc)
+		p.retireMarked(sc)
 		return
 	}
 	// The close waits for the backend to exit; the borrower need not.
-	p.cfg.DBLimit.startClose()
-	p.cfg.UserLimit.startClose()
 	go func() {
 		defer p.wg.Done()
 		p.retireMarked(sc)

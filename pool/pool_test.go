@@ -242,6 +242,26 @@ func TestALoweredLimitClosesIdleAndReturnedConnectionsAndARaisedOneAdmitsWaiters
 	}
 }
 
+func TestConnectionsReturnedTogetherOverALoweredCapCloseOnlyTheExcess(t *testing.T) {
+	for round := 0; round < 5; round++ {
+		limit := pool.NewSettableLimit(4)
+		cfg := config(4)
+		cfg.DBLimit = limit
+		p := newPool(t, cfg)
+		lent := []*pool.ServerConn{acquire(t, p), acquire(t, p), acquire(t, p), acquire(t, p)}
+		limit.SetMax(2)
+		var wg sync.WaitGroup
+		for _, sc := range lent {
+			wg.Add(1)
+			go func() { defer wg.Done(); p.Release(sc) }()
+		}
+		wg.Wait()
+		if st := p.Stat(); st.Idle != 2 || st.Total != 2 {
+			t.Fatalf("round %d: four returned at once over a cap of 2 left %d idle of %d open; want 2 of 2", round, st.Idle, st.Total)
+		}
+	}
+}
+
 func TestLoginFailuresReachWaitersAndFailFastDuringServerLoginRetry(t *testing.T) {
 	cfg := config(1)
 	cfg.Dial.Password = pool.StaticPassword("wrong")
