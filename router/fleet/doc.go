@@ -52,8 +52,10 @@
 // # Ownership
 //
 // One goroutine, started by Start, owns all state: reports from links,
-// dial results, resolved peer lists, new budgets and the leave and stop
-// requests reach it as events on one channel. Each link has a reader and a
+// dial results, resolved peer lists and the leave request reach it as
+// events on one channel; new budgets wait in a list that Track fills (it
+// runs under the router's lock and must not block) and a wake-up channel;
+// Stop closes done, after which the owner drains what was posted. Each link has a reader and a
 // writer goroutine; the writer sends the latest report (a newer one
 // replaces an unsent one). Stop ends them all and waits.
 //
@@ -68,7 +70,10 @@
 // Links carry no credentials, so the trust is in the peer list: whoever
 // answers at a listed address (or controls the DNS name) is a peer. Reports
 // with negative counts are refused and claims are capped at the budget.
-// Accepted links are bounded (1,024, 4 per address); flooding them can
-// keep real peers from linking in, so keep the port inside the fleet's
-// network, as for cancel forwarding.
+// Accepted links from addresses not in the list are bounded (1,024, 4 per
+// address); listed peers are always let in. An instance that cannot link
+// to its listed peers at all becomes ready alone after three intervals and
+// takes the whole budget: keep the port inside the fleet's network, as for
+// cancel forwarding. A dialed link to a peer that left the list (a pod
+// shutting down leaves DNS) stays while the peer still reports.
 package fleet

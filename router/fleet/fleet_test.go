@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -180,7 +181,7 @@ func TestANewInstanceOpensNothingUntilTheOthersHaveMadeRoom(t *testing.T) {
 	if n := b.share(); n != 0 {
 		t.Fatalf("a newcomer took %d connections while its peers held the whole budget", n)
 	}
-	held.set(use{Cap: 3, Used: 3})
+	held.set(use{Cap: 3, Used: 3}, false)
 	// The remainder goes to the lowest nonces: one of the two gets 4.
 	deadline := time.Now().Add(10 * time.Second)
 	for a.share()+b.share() != 7 || min(a.share(), b.share()) != 3 {
@@ -227,14 +228,15 @@ func TestClaimsOnALinkSomeoneElseOpenedAreNotCounted(t *testing.T) {
 // fakePeer is a listed peer that speaks the link protocol with a report
 // the test sets.
 type fakePeer struct {
-	id    int
-	ln    net.Listener
-	mu    sync.Mutex
-	u     use
-	conns []net.Conn
-	view  []uint64
-	done  chan struct{}
-	wg    sync.WaitGroup
+	id      int
+	ln      net.Listener
+	mu      sync.Mutex
+	u       use
+	conns   []net.Conn
+	view    []uint64
+	leaving bool
+	done    chan struct{}
+	wg      sync.WaitGroup
 }
 
 func startFakePeer(t *testing.T, id int, u use) *fakePeer {
@@ -293,9 +295,9 @@ func (p *fakePeer) lists(in *instance) {
 	p.send()
 }
 
-func (p *fakePeer) set(u use) {
+func (p *fakePeer) set(u use, leaving bool) {
 	p.mu.Lock()
-	p.u = u
+	p.u, p.leaving = u, leaving
 	p.mu.Unlock()
 	p.send()
 }
@@ -303,7 +305,7 @@ func (p *fakePeer) set(u use) {
 func (p *fakePeer) send() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	msg := encodeReport(&report{ID: p.id, Nonce: fakeNonce, Ready: true, View: p.view,
+	msg := encodeReport(&report{ID: p.id, Nonce: fakeNonce, Ready: true, Leaving: p.leaving, View: p.view,
 		Budgets: map[string]use{"db/app": p.u}})
 	for _, c := range p.conns {
 		c.Write(msg)
@@ -342,4 +344,63 @@ func TestTwoInstancesThatShareAPeerIDStillShareTheBudget(t *testing.T) {
 	a := startInstance(t, 5, lns[0], peers)
 	b := startInstance(t, 5, lns[1], peers)
 	waitForShares(t, "two instances with peer_id 5", map[*instance]int{a: 5, b: 5})
+}
+
+func TestManyInstancesOnOneAddressAllLinkAndShare(t *testing.T) {
+	const n = 8
+	lns := make([]net.Listener, n)
+	addrs := make([]string, n)
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i], addrs[i] = ln, ln.Addr().String()
+	}
+	peers := func(bool) []string { return addrs }
+	var all []*instance
+	for i := range lns {
+		all = append(all, startInstance(t, i+1, lns[i], peers))
+	}
+	// Eight instances behind one address: more links from it than the
+	// limit for unlisted addresses allows, all of them listed peers.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sum, agree := 0, true
+		for _, in := range all {
+			sum += in.share()
+			agree = agree && in.f.Status().Members == n
+		}
+		if sum == 10 && agree {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("eight instances on one address: shares add up to %d, members agree: %v; want 10, true", sum, agree)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestAPeerThatLeftTheListStillCountsUntilItHasClosedItsConnections(t *testing.T) {
+	leaving := startFakePeer(t, 2, use{Cap: 5, Used: 5})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	addrs := []string{ln.Addr().String(), leaving.ln.Addr().String()}
+	a := startInstance(t, 1, ln, func(bool) []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(addrs) })
+	leaving.lists(a)
+	waitForShares(t, "with a peer holding 5", map[*instance]int{a: 5})
+	// It shuts down and leaves DNS, still holding 5 while it drains.
+	leaving.set(use{Cap: 5, Used: 5}, true)
+	mu.Lock()
+	addrs = addrs[:1]
+	mu.Unlock()
+	time.Sleep(600 * time.Millisecond) // six intervals: long past its silence timeout, were it dropped
+	if got := a.share(); got > 5 {
+		t.Fatalf("a peer leaving the list while holding 5 was forgotten: the share grew to %d", got)
+	}
+	leaving.set(use{}, true)
+	waitForShares(t, "once it has closed everything", map[*instance]int{a: 10})
 }

@@ -232,9 +232,12 @@ func (st *state) takeList(list []string) {
 		}
 	}
 	st.list, st.listed = list, true
-	// Links to addresses no longer listed are closed.
+	// Links to addresses no longer listed are closed, unless a peer still
+	// reports on them: an instance shutting down leaves DNS (or [peers])
+	// while it still holds connections, and counts until it says it left
+	// holding nothing or falls silent.
 	for addr, l := range st.out {
-		if !slices.Contains(list, addr) {
+		if !slices.Contains(list, addr) && (l.nonce == 0 || st.peers[l.nonce] == nil) {
 			st.drop(l)
 		}
 	}
@@ -274,11 +277,13 @@ func (st *state) open(l *link) bool {
 		l.conn.Close()
 		return false
 	}
-	if l.addr == "" {
+	if l.addr == "" && !st.listsHost(l.conn.RemoteAddr()) {
+		// Links from listed peers are bounded by the list; the limits
+		// are for everyone else.
 		host, _, _ := net.SplitHostPort(l.conn.RemoteAddr().String())
 		total, fromHost := 0, 0
 		for o := range st.links {
-			if o.addr == "" {
+			if o.addr == "" && !st.listsHost(o.conn.RemoteAddr()) {
 				total++
 				if h, _, _ := net.SplitHostPort(o.conn.RemoteAddr().String()); h == host {
 					fromHost++
@@ -354,6 +359,9 @@ func (st *state) heard(l *link, rep *report) {
 			f.cfg.Log.Info("fleet peer left", zap.Int("peer_id", rep.ID))
 		}
 		delete(st.peers, rep.Nonce)
+		if !slices.Contains(st.list, l.addr) {
+			st.drop(l)
+		}
 		return
 	}
 	if _, ok := st.peers[rep.Nonce]; !ok {
