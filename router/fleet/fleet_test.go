@@ -129,15 +129,7 @@ func waitForShares(t *testing.T, what string, want map[*instance]int) {
 }
 
 func TestInstancesShareABudgetAsTheyJoinAndLeave(t *testing.T) {
-	lns := make([]net.Listener, 3)
-	addrs := make([]string, 3)
-	for i := range lns {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns[i], addrs[i] = ln, ln.Addr().String()
-	}
+	lns, addrs := listen(t, 3)
 	// Every instance lists every address, itself included, as a headless
 	// Service's DNS name does.
 	peers := func(bool) []string { return addrs }
@@ -161,16 +153,8 @@ func TestANewInstanceOpensNothingUntilTheOthersHaveMadeRoom(t *testing.T) {
 	// Peer 2 reports that it holds the whole budget (its pools full and
 	// slow to shrink): the others may take nothing.
 	held := startFakePeer(t, 2, use{Cap: 10, Used: 10})
-	lns := make([]net.Listener, 2)
-	addrs := []string{held.ln.Addr().String()}
-	for i := range lns {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns[i] = ln
-		addrs = append(addrs, ln.Addr().String())
-	}
+	lns, addrs := listen(t, 2)
+	addrs = append(addrs, held.ln.Addr().String())
 	peers := func(bool) []string { return addrs }
 	a := startInstance(t, 1, lns[0], peers)
 	held.lists(a)
@@ -193,11 +177,8 @@ func TestANewInstanceOpensNothingUntilTheOthersHaveMadeRoom(t *testing.T) {
 }
 
 func TestClaimsOnALinkSomeoneElseOpenedAreNotCounted(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
+	lns, addrs := listen(t, 1)
+	ln, addr := lns[0], addrs[0]
 	a := startInstance(t, 1, ln, func(bool) []string { return []string{addr} })
 	waitForShares(t, "alone", map[*instance]int{a: 10})
 	// Anyone can open a link to the port and claim to hold the budget, or
@@ -240,10 +221,8 @@ type fakePeer struct {
 }
 
 func startFakePeer(t *testing.T, id int, u use) *fakePeer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lns, _ := listen(t, 1)
+	ln := lns[0]
 	p := &fakePeer{id: id, ln: ln, u: u, done: make(chan struct{}), view: []uint64{fakeNonce}}
 	p.wg.Add(2)
 	go func() {
@@ -331,15 +310,7 @@ func threeShares(a, b, c *instance) map[*instance]int {
 const fakeNonce = ^uint64(0)
 
 func TestTwoInstancesThatShareAPeerIDStillShareTheBudget(t *testing.T) {
-	lns := make([]net.Listener, 2)
-	addrs := make([]string, 2)
-	for i := range lns {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns[i], addrs[i] = ln, ln.Addr().String()
-	}
+	lns, addrs := listen(t, 2)
 	peers := func(bool) []string { return addrs }
 	a := startInstance(t, 5, lns[0], peers)
 	b := startInstance(t, 5, lns[1], peers)
@@ -348,15 +319,7 @@ func TestTwoInstancesThatShareAPeerIDStillShareTheBudget(t *testing.T) {
 
 func TestManyInstancesOnOneAddressAllLinkAndShare(t *testing.T) {
 	const n = 8
-	lns := make([]net.Listener, n)
-	addrs := make([]string, n)
-	for i := range lns {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns[i], addrs[i] = ln, ln.Addr().String()
-	}
+	lns, addrs := listen(t, n)
 	peers := func(bool) []string { return addrs }
 	var all []*instance
 	for i := range lns {
@@ -383,13 +346,10 @@ func TestManyInstancesOnOneAddressAllLinkAndShare(t *testing.T) {
 
 func TestAPeerThatLeftTheListStillCountsUntilItHasClosedItsConnections(t *testing.T) {
 	leaving := startFakePeer(t, 2, use{Cap: 5, Used: 5})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lns, addrs := listen(t, 1)
 	var mu sync.Mutex
-	addrs := []string{ln.Addr().String(), leaving.ln.Addr().String()}
-	a := startInstance(t, 1, ln, func(bool) []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(addrs) })
+	addrs = append(addrs, leaving.ln.Addr().String())
+	a := startInstance(t, 1, lns[0], func(bool) []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(addrs) })
 	leaving.lists(a)
 	waitForShares(t, "with a peer holding 5", map[*instance]int{a: 5})
 	// It shuts down and leaves DNS, still holding 5 while it drains.
@@ -403,4 +363,20 @@ func TestAPeerThatLeftTheListStillCountsUntilItHasClosedItsConnections(t *testin
 	}
 	leaving.set(use{}, true)
 	waitForShares(t, "once it has closed everything", map[*instance]int{a: 10})
+}
+
+// listen opens n loopback listeners (closed by the instances or fakes that
+// take them) and returns them with their addresses.
+func listen(t *testing.T, n int) ([]net.Listener, []string) {
+	t.Helper()
+	lns := make([]net.Listener, n)
+	addrs := make([]string, n)
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i], addrs[i] = ln, ln.Addr().String()
+	}
+	return lns, addrs
 }
