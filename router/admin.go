@@ -96,10 +96,11 @@ func (ss *session) serveAdmin() error {
 	c.rd.MaxMessage = adminMaxMessage
 	defer c.rd.Release()
 	defer c.wr.Release()
+	authOK := ss.takeAuthOK() // before takePending ends the handshake
 	if err := ss.takePending(c.rd); err != nil {
 		return err
 	}
-	return c.serve()
+	return c.serve(authOK)
 }
 
 // adminConsole is one admin client session. Only the session's goroutine
@@ -112,13 +113,14 @@ type adminConsole struct {
 	wr   *protocol.Writer
 }
 
-func (c *adminConsole) serve() error {
+// serve greets the client (after out, what its authentication still has
+// to say) and answers its commands.
+func (c *adminConsole) serve(out []byte) error {
 	ss := c.ss
-	out := ss.takeAuthOK()
 	for _, p := range adminParams {
 		out = protocol.AppendParameterStatus(out, p[0], p[1])
 	}
-	if name := startupParam(ss, "application_name"); name != "" {
+	if name := ss.appName; name != "" {
 		out = protocol.AppendParameterStatus(out, "application_name", name)
 	}
 	out = protocol.AppendBackendKeyData(out, ss.pid, ss.key)
@@ -203,15 +205,6 @@ func (c *adminConsole) onWake() error {
 		return protocol.Fatal(protocol.SQLStateAdminShutdown, "pgferry is shutting down")
 	}
 	return nil
-}
-
-func startupParam(ss *session, key string) string {
-	for _, p := range ss.startupParams {
-		if p.Key == key {
-			return p.Value
-		}
-	}
-	return ""
 }
 
 func (c *adminConsole) appendRFQ() {

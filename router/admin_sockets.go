@@ -65,10 +65,10 @@ func (c *adminConsole) showClients(rs *resultSet) {
 			}
 			ss.mu.Unlock()
 		}
-		addr, port := splitAddr(ss.clientAddr)
+		addr, port := splitAddr(ss.clientAddr())
 		laddr, lport := addrOf(ss.raw.LocalAddr())
 		rs.add("C", ss.user, ss.database, state, addr, port, laddr, lport,
-			pgTime(ss.connectedAt), pgTime(ss.connectedAt), 0, 0, 0,
+			pgTime(ss.connectedAt.Time()), pgTime(ss.connectedAt.Time()), 0, 0, 0,
 			clientPtr(ss.id), link, 0, tlsDesc(ss.conn), ss.appName, ss.id)
 	}
 }

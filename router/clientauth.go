@@ -150,7 +150,7 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 		ss.srv.passKeys.Store(ss.user, &passKeys{cred: cred, keys: keys})
 	}
 	ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
-	ss.authOK = protocol.AppendAuthentication(ss.authOK, authSASLFinal, final)
+	ss.handshake.authOK = protocol.AppendAuthentication(ss.handshake.authOK, authSASLFinal, final)
 	ss.queueAuthOK()
 	return "", nil
 }
@@ -252,7 +252,7 @@ func (ss *session) sendAuth(code uint32, payload []byte) error {
 // its body. It reads exactly the message, nothing after it.
 func (ss *session) readAuthMessage(want string) ([]byte, error) {
 	var h [5]byte
-	if _, err := io.ReadFull(ss.in, h[:]); err != nil {
+	if _, err := io.ReadFull(ss.handshake.in, h[:]); err != nil {
 		return nil, protocolErr(err)
 	}
 	n := int(int32(binary.BigEndian.Uint32(h[1:]))) - 4
@@ -263,7 +263,7 @@ func (ss *session) readAuthMessage(want string) ([]byte, error) {
 		return nil, errBadAuthMessage()
 	}
 	body := make([]byte, n)
-	if _, err := io.ReadFull(ss.in, body); err != nil {
+	if _, err := io.ReadFull(ss.handshake.in, body); err != nil {
 		return nil, protocolErr(err)
 	}
 	return body, nil
@@ -286,14 +286,17 @@ func (ss *session) readPassword() (string, error) {
 // welcome (greet), or before whatever else the client is told next
 // (takeAuthOK), instead of in a packet of its own.
 func (ss *session) queueAuthOK() {
-	ss.authOK = protocol.AppendAuthentication(ss.authOK, authOK, nil)
+	ss.handshake.authOK = protocol.AppendAuthentication(ss.handshake.authOK, authOK, nil)
 }
 
 // takeAuthOK returns the queued authentication messages (SASLFinal and
 // AuthenticationOk) for the caller to send first, and forgets them.
 func (ss *session) takeAuthOK() []byte {
-	b := ss.authOK
-	ss.authOK = nil
+	if ss.handshake == nil {
+		return nil
+	}
+	b := ss.handshake.authOK
+	ss.handshake.authOK = nil
 	return b
 }
 

@@ -86,7 +86,9 @@ func (ss *session) tryPark() bool {
 		return false
 	}
 	ss.q = ring{} // owes nothing; a parked session keeps no expectation buffer
-	ss.waitTimer = nil
+	if ss.rare != nil {
+		ss.rare.waitTimer = nil
+	}
 	// A parked session keeps no Reader or Writer either: serve makes new
 	// ones when it resumes. They are let go before park, after which another
 	// goroutine may resume the session at once.
@@ -115,7 +117,7 @@ func (ss *session) tlsHoldsInput() bool {
 	ss.raw.SetReadDeadline(time.Unix(1, 0))
 	var b [512]byte
 	n, err := ss.conn.Read(b[:])
-	ss.raw.SetReadDeadline(ss.idleDeadline)
+	ss.raw.SetReadDeadline(ss.idleDeadline.Time())
 	if ss.wakeReq.Load() || ss.killed.Load() {
 		ss.raw.SetReadDeadline(time.Unix(1, 0))
 		return true
@@ -151,11 +153,12 @@ func (ss *session) setReadDeadline() error {
 		d = cfg.IdleTransactionTimeout.Std()
 	}
 	if d > 0 {
-		ss.idleDeadline = time.Now().Add(d)
+		deadline := time.Now().Add(d)
+		ss.idleDeadline = toMono(deadline)
 		ss.noDeadline = false
-		return ss.raw.SetReadDeadline(ss.idleDeadline)
+		return ss.raw.SetReadDeadline(deadline)
 	}
-	ss.idleDeadline = time.Time{}
+	ss.idleDeadline = 0
 	if ss.noDeadline {
 		// Still cleared: only a wake or a kill (which must stay armed) or a
 		// pump's idle_transaction_timeout (cleared by onWake when it fires)
@@ -193,7 +196,7 @@ func (ss *session) onWake() error {
 	if err := ss.deliverNotifications(); err != nil {
 		return err
 	}
-	if woken || busy || ss.idleDeadline.IsZero() || time.Now().Before(ss.idleDeadline) {
+	if woken || busy || ss.idleDeadline.IsZero() || monoNow() < ss.idleDeadline {
 		// A wake whose flag was consumed before its deadline landed, or a
 		// running query: not an idle timeout. The loop re-arms the right
 		// deadline.
@@ -229,10 +232,10 @@ func (ss *session) onMidFrameWake() error {
 		return doomed
 	}
 	if !ss.idleDeadline.IsZero() {
-		if !time.Now().Before(ss.idleDeadline) {
+		if monoNow() >= ss.idleDeadline {
 			return ss.idleTimeout(linked, status)
 		}
-		ss.raw.SetReadDeadline(ss.idleDeadline)
+		ss.raw.SetReadDeadline(ss.idleDeadline.Time())
 	}
 	ss.noDeadline = ss.idleDeadline.IsZero()
 	return nil

@@ -4,7 +4,6 @@
 package router
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"crypto/tls"
@@ -22,7 +21,7 @@ import (
 // login runs the startup and authentication exchange. It reports whether
 // the client is logged in; on failure the client has been told why.
 func (ss *session) login(cfg *configs.Config) bool {
-	if d := cfg.ClientLoginTimeout.Std(); ss.refusal != nil {
+	if d := cfg.ClientLoginTimeout.Std(); ss.handshake.refusal != nil {
 		if d <= 0 || d > refuseTimeout {
 			d = refuseTimeout
 		}
@@ -39,11 +38,11 @@ func (ss *session) login(cfg *configs.Config) bool {
 	}
 	var pe *protocol.Error
 	var re *relayedError
-	if ss.refusal != nil {
+	if ss.handshake.refusal != nil {
 		// Refused clients are counted by reason, not logged one by one: a
 		// flood would flood the log.
-		if errors.Is(err, ss.refusal.err) || isTimeout(err) {
-			ss.sendFatal(ss.refusal.err)
+		if errors.Is(err, ss.handshake.refusal.err) || isTimeout(err) {
+			ss.sendFatal(ss.handshake.refusal.err)
 		} else if errors.As(err, &pe) {
 			ss.sendFatal(pe)
 		}
@@ -73,7 +72,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 	var st *protocol.Startup
 	for {
 		var err error
-		st, err = protocol.ReadStartup(ss.in)
+		st, err = protocol.ReadStartup(ss.handshake.in)
 		if err != nil {
 			ss.srv.reject("protocol")
 			return err
@@ -84,13 +83,13 @@ func (ss *session) startup(cfg *configs.Config) error {
 				return protocol.Fatal(protocol.SQLStateProtocolViolation, "SSLRequest received on an encrypted connection")
 			}
 			tc := ss.srv.ctls.Load()
-			if tc == nil || (ss.refusal != nil && ss.refusal.plainOnly) {
+			if tc == nil || (ss.handshake.refusal != nil && ss.handshake.refusal.plainOnly) {
 				if _, err := ss.conn.Write([]byte{'N'}); err != nil {
 					return err
 				}
 				continue
 			}
-			if ss.in.Buffered() > 0 {
+			if ss.handshake.in.Buffered() > 0 {
 				// Bytes sent before the TLS handshake would otherwise be
 				// taken as sent over TLS (CVE-2021-23214 in PostgreSQL).
 				return protocol.Fatal(protocol.SQLStateProtocolViolation, "received unencrypted data after SSL request")
@@ -104,7 +103,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 				return fmt.Errorf("client TLS handshake: %w", err)
 			}
 			ss.conn, ss.tls = t, true
-			ss.in.Reset(t)
+			ss.handshake.in.Reset(t)
 			continue
 		case protocol.GSSENCRequestCode:
 			if _, err := ss.conn.Write([]byte{'N'}); err != nil {
@@ -112,16 +111,16 @@ func (ss *session) startup(cfg *configs.Config) error {
 			}
 			continue
 		case protocol.CancelRequestCode:
-			if ss.refusal == nil || ss.refusal.forwardCancel {
+			if ss.handshake.refusal == nil || ss.handshake.refusal.forwardCancel {
 				ss.srv.routeCancel(st.CancelPID, st.CancelKey)
 			}
 			return errCancelDone
 		case protocol.PeerLinkCode:
 			f := ss.srv.fleet
-			if f == nil || ss.tls || (ss.refusal != nil && !ss.refusal.forwardCancel) {
+			if f == nil || ss.tls || (ss.handshake.refusal != nil && !ss.handshake.refusal.forwardCancel) {
 				return protocol.Fatal(protocol.SQLStateFeatureNotSupported, "this pgferry shares no fleet budget (fleet_max_db_connections, fleet_max_user_connections)")
 			}
-			buffered, _ := ss.in.Peek(ss.in.Buffered())
+			buffered, _ := ss.handshake.in.Peek(ss.handshake.in.Buffered())
 			ss.raw.SetDeadline(time.Time{})
 			f.Accept(ss.raw, bytes.Clone(buffered))
 			ss.handedOff = true
@@ -129,12 +128,12 @@ func (ss *session) startup(cfg *configs.Config) error {
 		}
 		break
 	}
-	if r := ss.refusal; r != nil {
+	if r := ss.handshake.refusal; r != nil {
 		if !r.exemptAdmin || !adminDatabases[startupDatabase(st)] {
 			return r.err
 		}
 		// The admin console may still log in, with the usual time.
-		ss.refusal = nil
+		ss.handshake.refusal = nil
 		if d := cfg.ClientLoginTimeout.Std(); d > 0 {
 			ss.raw.SetDeadline(time.Now().Add(d))
 		} else {
@@ -163,7 +162,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 		return err
 	}
 	if adminDatabases[ss.database] {
-		ss.startupParams = st.Params // SHOW CLIENTS of the console reads them
+		ss.appName = st.Get("application_name") // SHOW CLIENTS of the console reads it
 		return ss.admitAdmin(cfg)
 	}
 	db, readOnly, ok := cfg.LookupDatabase(ss.database)
@@ -180,7 +179,13 @@ func (ss *session) startup(cfg *configs.Config) error {
 	if serverUser == "" {
 		serverUser = ss.user
 	}
-	ss.poolName, ss.clientPassword = poolName, password
+	if poolName != ss.database || password != "" {
+		r := ss.ensureRare()
+		if poolName != ss.database {
+			r.poolName = poolName
+		}
+		r.clientPassword = password
+	}
 	entry, err := ss.srv.poolFor(poolName, db, serverUser, password)
 	if err != nil {
 		return err
@@ -216,32 +221,36 @@ func randomKey() (uint32, uint32) {
 	return binary.BigEndian.Uint32(b[:4]) & 0x7fffffff, binary.BigEndian.Uint32(b[4:])
 }
 
-// beginLogin gives the session its login reader.
+// beginLogin points the login reader at the client.
 func (ss *session) beginLogin() {
-	ss.in = loginReaders.Get().(*bufio.Reader)
-	ss.in.Reset(ss.conn)
+	ss.handshake.in.Reset(ss.conn)
 }
 
 // endLogin keeps what the login reader read past the login (a client may
 // send its first query without waiting for ReadyForQuery) for the relay's
-// Reader, and gives the login reader back. It is safe to call twice.
+// Reader. It is safe to call twice.
 func (ss *session) endLogin() {
-	if ss.in == nil {
+	h := ss.handshake
+	if h == nil {
 		return
 	}
-	if n := ss.in.Buffered(); n > 0 {
-		b, _ := ss.in.Peek(n)
-		ss.pending = append([]byte(nil), b...)
+	if n := h.in.Buffered(); n > 0 && h.pending == nil {
+		b, _ := h.in.Peek(n)
+		h.pending = append([]byte(nil), b...)
 	}
-	ss.in.Reset(nil)
-	loginReaders.Put(ss.in)
-	ss.in = nil
+	h.in.Reset(nil)
 }
 
-// takePending moves the bytes endLogin kept into rd.
+// takePending moves the bytes endLogin kept into rd, which ends the
+// handshake: its state goes back for the next login. Any queued
+// authentication messages must have been taken before.
 func (ss *session) takePending(rd *protocol.Reader) error {
-	err := rd.Prefill(ss.pending)
-	ss.pending = nil
+	h := ss.handshake
+	if h == nil {
+		return nil
+	}
+	err := rd.Prefill(h.pending)
+	ss.dropHandshake()
 	return err
 }
 

@@ -161,10 +161,10 @@ func (p *parker) fail() {
 
 // resume starts a goroutine for a session taken out of the parked set.
 func (p *parker) resume(ss *session) {
-	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, ss.fd, nil)
+	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(ss.fd), nil)
 	ss.parked.Store(false)
-	if ss.idleTimer != nil {
-		ss.idleTimer.Stop()
+	if ss.rare != nil && ss.rare.idleTimer != nil {
+		ss.rare.idleTimer.Stop()
 	}
 	ss.resumed = true
 	go func() {
@@ -222,6 +222,9 @@ func (p *parker) park(ss *session) bool {
 	if ss.fd < 0 {
 		return false
 	}
+	if !ss.idleDeadline.IsZero() {
+		ss.ensureRare() // for idleTimer, before p.mu: ss.mu is never taken under it
+	}
 	// The registration is done under mu: an event (or an unpark) that
 	// comes at once waits for it and then finds the session in the set.
 	p.mu.Lock()
@@ -233,18 +236,18 @@ func (p *parker) park(ss *session) bool {
 		// client_idle_timeout: the socket keeps its read deadline, but
 		// nothing reads while parked; a timer resumes the session when it
 		// is due, and the resumed read times out at once.
-		d := time.Until(ss.idleDeadline)
-		if ss.idleTimer == nil {
-			ss.idleTimer = time.AfterFunc(d, func() { p.take(ss) })
+		d := ss.idleDeadline.Sub(monoNow())
+		if r := ss.rare; r.idleTimer == nil {
+			r.idleTimer = time.AfterFunc(d, func() { p.take(ss) })
 		} else {
-			ss.idleTimer.Reset(d)
+			r.idleTimer.Reset(d)
 		}
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
 	setEventKey(&ev, ss.id)
-	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, ss.fd, &ev); err != nil {
-		if ss.idleTimer != nil {
-			ss.idleTimer.Stop()
+	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(ss.fd), &ev); err != nil {
+		if ss.rare != nil && ss.rare.idleTimer != nil {
+			ss.rare.idleTimer.Stop()
 		}
 		p.mu.Unlock()
 		return false

@@ -280,8 +280,8 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	ss.mu.Lock()
 	ss.server = sc
 	ss.onReplica, ss.txReadOnly = onReplica, readOnly
-	ss.linkedAt = now
-	ss.queryStart = now
+	ss.linkedAt = toMono(now)
+	ss.queryStart = ss.linkedAt
 	ss.status = protocol.TxIdle
 	ss.serverStuck = false
 	ss.q.clear()
@@ -329,7 +329,7 @@ func (ss *session) joinPump() {
 // held.
 func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	if ss.q.n == 0 && ss.queryStart.IsZero() {
-		ss.queryStart = time.Now() // the server was idle: a query starts
+		ss.queryStart = monoNow() // the server was idle: a query starts
 	}
 	switch typ {
 	case protocol.MsgQuery, protocol.MsgFunctionCall:
@@ -455,7 +455,8 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			if sev, _, msg := protocol.ParseErrorFields(frame); ss.txnMode && !ss.pinned && (string(sev) == "FATAL" || string(sev) == "PANIC") {
 				// The server is going away; serverFailed tells the client
 				// with an ERROR it can survive.
-				ss.serverFatal = append([]byte(nil), msg...)
+				fatal := string(msg)
+				ss.serverFatal = &fatal
 				ss.mu.Unlock()
 				continue
 			}
@@ -475,14 +476,14 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			var now time.Time
 			if ss.q.n == 0 {
 				now = time.Now()
-				ss.entry.stats.queryTimeUS.Add(uint64(now.Sub(ss.queryStart) / time.Microsecond))
-				ss.queryStart = time.Time{}
+				ss.entry.stats.queryTimeUS.Add(uint64(toMono(now).Sub(ss.queryStart) / time.Microsecond))
+				ss.queryStart = 0
 			}
 			if len(ss.tentative) > 0 && protocol.RFQStatus(frame) == protocol.TxIdle {
 				ss.settleParams(sc)
 			}
-			if ss.q.n == 0 && ss.queryTimer != nil {
-				ss.queryTimer.Stop()
+			if ss.q.n == 0 && ss.rare != nil && ss.rare.queryTimer != nil {
+				ss.rare.queryTimer.Stop()
 			}
 			ss.status = protocol.RFQStatus(frame)
 			if !inline && ss.q.n == 0 && ss.status != protocol.TxIdle {
@@ -501,7 +502,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				ss.pumpKick = false
 				wrote := ss.entry.monitor != nil && !ss.onReplica && !ss.txReadOnly
 				if wrote {
-					ss.lastWrite = time.Now() // read_your_writes
+					ss.lastWrite = monoNow() // read_your_writes
 				}
 				ss.mu.Unlock()
 				if !swallow {

@@ -24,7 +24,7 @@ import (
 // the primary's WAL position, after the client has its answer.
 func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool, end time.Time) {
 	ss.entry.stats.xacts.Add(1)
-	ss.entry.stats.xactTimeUS.Add(uint64(end.Sub(ss.linkedAt) / time.Microsecond))
+	ss.entry.stats.xactTimeUS.Add(uint64(toMono(end).Sub(ss.linkedAt) / time.Microsecond))
 	ss.waitForWriter()
 	err := ss.wr.Flush()
 	if ss.fd < 0 {
@@ -152,7 +152,7 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 	ss.logger().Warn("server connection lost", zap.String("server", sc.Addr), zap.Error(err), zap.Bool("session_kept", survive))
 	msg := "server connection lost: the server closed the connection or the network failed"
 	if fatalMsg != nil {
-		msg = "server connection lost: " + string(fatalMsg)
+		msg = "server connection lost: " + *fatalMsg
 	}
 	if survive {
 		e := protocol.NewError(protocol.SQLStateConnectionFailure, msg)
@@ -216,11 +216,11 @@ func (ss *session) finish(err error) {
 	ss.mu.Lock()
 	sc := ss.server
 	ss.stopping = true
-	if ss.queryTimer != nil {
-		ss.queryTimer.Stop()
+	if r := ss.rare; r != nil && r.queryTimer != nil {
+		r.queryTimer.Stop()
 	}
-	if ss.txnTimer != nil {
-		ss.txnTimer.Stop()
+	if r := ss.rare; r != nil && r.txnTimer != nil {
+		r.txnTimer.Stop()
 	}
 	ss.server = nil
 	clean := ss.q.n == 0 && ss.status == protocol.TxIdle
@@ -351,7 +351,7 @@ func (ss *session) refreshEntry() bool {
 	if user == "" {
 		user = ss.user
 	}
-	e, err := ss.srv.poolFor(ss.poolName, db, user, ss.clientPassword)
+	e, err := ss.srv.poolFor(ss.poolName(), db, user, ss.clientPassword())
 	if err != nil || e == ss.entry {
 		return false
 	}
@@ -448,13 +448,13 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 	var expired <-chan time.Time
 	if d := ss.srv.cfg.Load().QueryWaitTimeout.Std(); d > 0 {
 		// query_wait_timeout, on a timer the session keeps for its waits.
-		if ss.waitTimer == nil {
-			ss.waitTimer = time.NewTimer(d)
+		if r := ss.ensureRare(); r.waitTimer == nil {
+			r.waitTimer = time.NewTimer(d)
 		} else {
-			ss.waitTimer.Reset(d)
+			r.waitTimer.Reset(d)
 		}
-		defer ss.waitTimer.Stop()
-		expired = ss.waitTimer.C
+		defer ss.rare.waitTimer.Stop()
+		expired = ss.rare.waitTimer.C
 	}
 	ss.waiting.Store(true)
 	defer ss.waiting.Store(false)
@@ -471,10 +471,11 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 		return nil, err // link turns it into what the client is told
 	}
 	if ss.rd.Buffered() == 0 {
-		if ss.peeker == nil {
-			ss.peeker = protocol.NewPeeker(ss.raw)
+		r := ss.ensureRare()
+		if r.peeker == nil {
+			r.peeker = protocol.NewPeeker(ss.raw)
 		}
-		if ss.peeker.PeerClosed() {
+		if r.peeker.PeerClosed() {
 			p.Release(sc)
 			return nil, errClientGone
 		}

@@ -1,8 +1,6 @@
 package router
 
 import (
-	"time"
-
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/classify"
@@ -27,7 +25,7 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 	lastWrite := ss.lastWrite
 	roSession := ss.readOnlyAlias || ss.params.get("default_transaction_read_only") == "on"
 	ss.mu.Unlock()
-	if ryw := e.db.ReadYourWrites.Std(); !e.db.ReadYourWritesLSN && ryw > 0 && !lastWrite.IsZero() && time.Since(lastWrite) < ryw {
+	if ryw := e.db.ReadYourWrites.Std(); !e.db.ReadYourWritesLSN && ryw > 0 && !lastWrite.IsZero() && since(lastWrite) < ryw {
 		return false
 	}
 	if roSession {

@@ -30,94 +30,51 @@ var adminDatabases = map[string]bool{"pgbouncer": true, "pgferry": true}
 // session mode or pinned to its server, or a loan an inline relay handed
 // off, has a pump goroutine that reads the server and is the only writer to
 // the client while the server is linked. The two meet under mu.
+//
+// Thousands of idle sessions are what pgferry's memory is made of, so the
+// struct is kept small (TestSessionStaysSmall): what only the login needs
+// lives in handshake, what few sessions use in rare, timestamps are mono (8
+// bytes, no pointer), and the small fields are packed at the end.
 type session struct {
 	srv  *Server
 	lg   atomic.Pointer[zap.Logger] // built on first use by logger()
-	id   uint64
-	raw  net.Conn // the accepted socket; closed by run
-	conn net.Conn // raw or TLS over raw
-	tls  bool
-	rd   *protocol.Reader // client frames
-	wr   *protocol.Writer // to the client: run's while unlinked, the pump's while linked
-	// in reads the client during login (see beginLogin); pending holds
-	// what it read past the login, for rd.
-	in      *bufio.Reader
-	pending []byte
-	// handedOff: the connection was a peer link, now the fleet's.
-	handedOff bool
-
-	user, database string
-	admin          bool // an admin console session (set by admitAdmin)
-	adminFull      bool // an admin_users console session (else stats_users)
-	entry          *poolEntry
-	txnMode        bool
-	pid, key       uint32
-	connectedAt    time.Time
-	clientAddr     string
-	appName        string
-	pinOnState     bool
-	startupParams  []protocol.Param
-	// authOK holds the end of a successful authentication exchange until
-	// it can go out with the next write (see sendAuthOK).
-	authOK []byte
-	// refusal, when set at accept, turns the client away once its startup
-	// packet is read (see refusal). Login only.
-	refusal *refusal
+	raw  net.Conn                   // the accepted socket; closed by run
+	conn net.Conn                   // raw or TLS over raw
+	rd   *protocol.Reader           // client frames
+	wr   *protocol.Writer           // to the client: run's while unlinked, the pump's while linked
+	// handshake holds what only the login needs, until the relay takes the
+	// bytes read past it (see takePending).
+	handshake *loginState
+	// rare holds what few sessions use (see rareState).
+	rare  *rareState
+	entry *poolEntry
 
 	// stmts maps the client's statement names to statements. Only run
 	// touches it.
 	stmts map[string]*clientStmt
-	// stateStmts and statePortals map the client's statements and portals
-	// that change session state (SET of a tracked parameter, RESET,
-	// DISCARD, LISTEN, UNLISTEN) to what they do, so that executing one
-	// through the extended protocol is tracked as the same text in a
-	// simple Query is. Both stay nil for clients that never prepare such a
-	// statement. Only run touches them.
-	stateStmts, statePortals map[string]*classify.Class
-	// execTag, when not 0, replaces the answer to the next Execute the
-	// session relays (see execTagFrames). Only run touches it.
-	execTag uint8
 
 	// mu guards the link state. Held only for bookkeeping, never for I/O.
 	mu       sync.Mutex
 	server   *pool.ServerConn // linked server, nil between transactions
 	q        ring             // what the server still owes, in order
-	status   byte             // last ReadyForQuery status from the server
-	pinned   bool             // session state ties the client to server
-	stopping bool             // run is taking the server back from the pump
 	dead     error            // the pump lost the server or the client
 	pumpDone chan struct{}    // closed when the current pump exits
-	// serverStuck marks a server query_timeout gave up on: its read
-	// deadline is set to stop the relay. Guarded by mu.
-	serverStuck bool
-	// inline marks a loan whose responses the session goroutine relays
-	// itself; no pump is running. run only.
-	inline bool
-	// peeker checks whether a queued client is still there; built on the
-	// first wait. run only.
-	peeker *protocol.Peeker
-	// waitTimer times query_wait_timeout; made on the first wait, dropped
-	// when the session parks. run only.
-	waitTimer *time.Timer
-	params    paramList
-	paramKeys []string
+	// doomed is the FATAL a session being disconnected ends with: its
+	// transaction outlived transaction_timeout, or its notifications
+	// piled up unread (see notify). Guarded by mu.
+	doomed *protocol.Error
+	// serverFatal keeps the message of a FATAL error the server sent before
+	// closing, for the error the client gets instead. Guarded by mu.
+	serverFatal *string
+	params      paramList
+	paramKeys   []string
+	// paramsKey encodes params (recomputed when paramsDirty) so a server
+	// already synced to the same set needs no work. Guarded by mu.
+	paramsKey string
 	// tentative holds the client's SET/RESET of unreported parameters until
 	// their transaction ends; tentativeAborted marks a rollback or error
 	// since. Guarded by mu.
-	// cancels counts cancel requests being delivered to the linked server;
-	// releaseDeferred marks a finished transaction whose server waits for
-	// them; pumpKick tells the pump that the wait is over.
-	cancels         int
-	releaseDeferred bool
-	pumpKick        bool
-
-	// paramsKey encodes params (recomputed when paramsDirty) so a server
-	// already synced to the same set needs no work. Guarded by mu.
-	paramsKey   string
-	paramsDirty bool
-
-	tentative        []paramChange
-	tentativeAborted bool
+	tentative []paramChange
 	// mailbox holds notifications (raw frames) waiting for the end of the
 	// client's transaction.
 	mailbox []byte
@@ -126,61 +83,158 @@ type session struct {
 	// never releases a server in the middle of a write.
 	wmu sync.Mutex
 
-	linkedAt time.Time // when the current server was linked (run writes, pump reads after link)
+	user, database string
+	appName        string // application_name of the startup packet (SHOW CLIENTS)
+
+	id          uint64
+	connectedAt mono
+	linkedAt    mono // when the current server was linked (run writes, pump reads after link)
 	// queryStart is when the running query began (zero while the server
 	// is idle); guarded by mu.
-	queryStart time.Time
-
-	listening bool // subscribed through the pool's listener; run only
-
-	queryTimer *time.Timer // query_timeout; guarded by mu
-	txnTimer   *time.Timer // transaction_timeout; guarded by mu
-	// doomed is the FATAL a session being disconnected ends with: its
-	// transaction outlived transaction_timeout, or its notifications
-	// piled up unread (see notify). Guarded by mu.
-	doomed   *protocol.Error
-	querySeq uint64 // counts armed query timeouts; guarded by mu
-
+	queryStart mono
 	// idleDeadline is the client read deadline setReadDeadline armed (zero:
-	// none); noDeadline records that run cleared the deadline and armed none
-	// since, so the next clear can be skipped. run only.
-	idleDeadline time.Time
-	noDeadline   bool
-	// serverFatal keeps the message of a FATAL error the server sent before
-	// closing, for the error the client gets instead. Guarded by mu.
-	serverFatal []byte
-	// Read routing, guarded by mu: where the linked server is, whether the
-	// transaction was routed as a read, and when the client last finished
-	// a transaction on the primary (read_your_writes).
-	onReplica, txReadOnly bool
-	lastWrite             time.Time
-	// lastWriteLSN is the primary's WAL insert position right after the
-	// client's last write transaction (read_your_writes_lsn); 0 if none.
-	lastWriteLSN  uint64
-	readOnlyAlias bool // connected through readonly_alias; set at startup
+	// none). run only.
+	idleDeadline mono
+	// Read routing, guarded by mu: when the client last finished a
+	// transaction on the primary (read_your_writes), and the primary's WAL
+	// insert position right after it (read_your_writes_lsn; 0 if none).
+	lastWrite    mono
+	lastWriteLSN uint64
 
-	// poolName is the database entry the session's pools belong to and
-	// clientPassword the password the client revealed (plain auth only),
-	// kept to find the new pools after a reload replaced them.
-	poolName, clientPassword string
-
-	waiting atomic.Bool // queued for a server connection
-	killed  atomic.Bool
-	wakeReq atomic.Bool
-
+	pid, key uint32
 	// Parking (park_linux.go): fd is the plain TCP socket's descriptor (-1:
 	// never parked, e.g. TLS); activeTick the parker's sweep count when the
 	// session last read a request; parkReq a sweep's request to park;
 	// parked that the session is in the parker's set, without a goroutine.
-	fd         int
+	fd         int32
 	activeTick atomic.Uint32
-	parkReq    atomic.Bool
-	parked     atomic.Bool
+	// cancels counts cancel requests being delivered to the linked server;
+	// releaseDeferred marks a finished transaction whose server waits for
+	// them; pumpKick tells the pump that the wait is over. Guarded by mu.
+	cancels int32
+	waiting atomic.Bool // queued for a server connection
+	killed  atomic.Bool
+	wakeReq atomic.Bool
+	parkReq atomic.Bool
+	parked  atomic.Bool
+
+	// Small fields, packed.
+	tls        bool
+	handedOff  bool // the connection was a peer link, now the fleet's
+	admin      bool // an admin console session (set by admitAdmin)
+	adminFull  bool // an admin_users console session (else stats_users)
+	txnMode    bool
+	pinOnState bool
+	// execTag, when not 0, replaces the answer to the next Execute the
+	// session relays (see execTagFrames). Only run touches it.
+	execTag uint8
+	// Guarded by mu: the last ReadyForQuery status from the server; session
+	// state tying the client to its server; run taking the server back from
+	// the pump; a server query_timeout gave up on (its read deadline is set
+	// to stop the relay); see cancels; see paramsKey; see tentative.
+	status           byte
+	pinned           bool
+	stopping         bool
+	serverStuck      bool
+	releaseDeferred  bool
+	pumpKick         bool
+	paramsDirty      bool
+	tentativeAborted bool
+	// Where the linked server is and whether the transaction was routed as
+	// a read; guarded by mu. readOnlyAlias: connected through
+	// readonly_alias, set at startup.
+	onReplica, txReadOnly bool
+	readOnlyAlias         bool
+	// inline marks a loan whose responses the session goroutine relays
+	// itself; no pump is running. run only.
+	inline    bool
+	listening bool // subscribed through the pool's listener; run only
+	// noDeadline records that run cleared the client read deadline and
+	// armed none since, so the next clear can be skipped. run only.
+	noDeadline bool
+	// resumed tells a run the parker started to keep the deadline the old
+	// one armed.
+	resumed bool
+}
+
+// loginState is what a session needs only while it logs in.
+type loginState struct {
+	// in reads the client during login (see beginLogin); pending holds
+	// what it read past the login, for rd.
+	in      *bufio.Reader
+	pending []byte
+	// authOK holds the end of a successful authentication exchange until
+	// it can go out with the next write (see sendAuthOK).
+	authOK []byte
+	// refusal, when set at accept, turns the client away once its startup
+	// packet is read (see refusal).
+	refusal *refusal
+}
+
+// rareState is what few sessions use: timers of the timeouts that are
+// configured, prepared statements that change session state, a password
+// kept for reloads. It is allocated on first use by the session's own
+// goroutine, under mu (see ensureRare), so any goroutine holding mu may
+// read it, and run may without.
+type rareState struct {
+	// query_timeout and transaction_timeout; querySeq counts armed query
+	// timeouts. Guarded by mu.
+	queryTimer, txnTimer *time.Timer
+	querySeq             uint64
+	// waitTimer times query_wait_timeout, made on the first wait; peeker
+	// checks whether a queued client is still there. run only.
+	waitTimer *time.Timer
+	peeker    *protocol.Peeker
 	// idleTimer resumes a session parked with client_idle_timeout armed
-	// when it is due; resumed tells the new run to keep the deadline the
-	// old one armed. Set by the parker, read by the run it starts.
+	// when it is due. Set by the session before it parks, read by the
+	// parker.
 	idleTimer *time.Timer
-	resumed   bool
+	// stateStmts and statePortals map the client's statements and portals
+	// that change session state (SET of a tracked parameter, RESET,
+	// DISCARD, LISTEN, UNLISTEN) to what they do, so that executing one
+	// through the extended protocol is tracked as the same text in a
+	// simple Query is. run only.
+	stateStmts, statePortals map[string]*classify.Class
+	// poolName is the database entry the session's pools belong to when it
+	// is not the client's database (readonly_alias), and clientPassword the
+	// password the client revealed (plain auth only), kept to find the new
+	// pools after a reload replaced them. Set at login.
+	poolName, clientPassword string
+}
+
+// ensureRare returns the session's rareState, making it if needed. Only
+// the session's goroutine calls it; mu must not be held.
+func (ss *session) ensureRare() *rareState {
+	if ss.rare == nil {
+		ss.mu.Lock()
+		ss.rare = &rareState{}
+		ss.mu.Unlock()
+	}
+	return ss.rare
+}
+
+// ensureRareLocked is ensureRare with mu held.
+func (ss *session) ensureRareLocked() *rareState {
+	if ss.rare == nil {
+		ss.rare = &rareState{}
+	}
+	return ss.rare
+}
+
+// clientPassword is the password the client revealed (plain auth only).
+func (ss *session) clientPassword() string {
+	if ss.rare != nil {
+		return ss.rare.clientPassword
+	}
+	return ""
+}
+
+// poolName is the database entry the session's pools belong to.
+func (ss *session) poolName() string {
+	if ss.rare != nil && ss.rare.poolName != "" {
+		return ss.rare.poolName
+	}
+	return ss.database
 }
 
 // serveClient runs a new client's login on the accepting goroutine, then
@@ -220,12 +274,13 @@ func (s *Server) admit(raw net.Conn) (logged *session) {
 		id:          s.ids.Add(1),
 		raw:         raw,
 		conn:        raw,
-		connectedAt: time.Now(),
-		clientAddr:  raw.RemoteAddr().String(),
+		connectedAt: monoNow(),
 		status:      protocol.TxIdle,
+		handshake:   handshakes.Get().(*loginState),
 	}
 	defer func() {
 		if logged == nil {
+			ss.dropHandshake()
 			if !ss.handedOff {
 				raw.Close()
 			}
@@ -239,18 +294,18 @@ func (s *Server) admit(raw net.Conn) (logged *session) {
 	case !s.allowed(raw.RemoteAddr()):
 		s.reject("allow_cidrs")
 		ss.logger().Info("client refused by allow_cidrs")
-		ss.refusal = &refusal{err: errNotInAllowCIDRs, plainOnly: true}
+		ss.handshake.refusal = &refusal{err: errNotInAllowCIDRs, plainOnly: true}
 	case cfg.MaxClientConn > 0 && n > int64(cfg.MaxClientConn):
 		s.reject("max_client_conn")
-		ss.refusal = &refusal{err: errMaxClientConn, exemptAdmin: true, forwardCancel: true}
+		ss.handshake.refusal = &refusal{err: errMaxClientConn, exemptAdmin: true, forwardCancel: true}
 	default:
 		growStack() // refused clients do not pay for it
 	}
-	if ss.refusal != nil {
+	if ss.handshake.refusal != nil {
 		defer s.refusing.Add(-1)
 		if s.refusing.Add(1) > maxRefusing {
 			// A flood: no time or bytes for this one.
-			ss.sendFatal(ss.refusal.err)
+			ss.sendFatal(ss.handshake.refusal.err)
 			return nil
 		}
 	}
@@ -297,7 +352,7 @@ const (
 func (ss *session) serveLoggedIn() {
 	ss.fd = -1
 	if !ss.admin {
-		ss.fd = socketFD(ss.raw) // under TLS too: the parker waits on the TCP socket
+		ss.fd = int32(socketFD(ss.raw)) // under TLS too: the parker waits on the TCP socket
 		if ss.fd >= 0 && !ss.srv.parker.start() {
 			ss.fd = -1
 		}
@@ -397,8 +452,22 @@ func (ss *session) sendFatal(e *protocol.Error) {
 	ss.conn.Write(e.AppendFrame(ss.takeAuthOK()))
 }
 
-// loginReaders recycles the buffered readers of logins.
-var loginReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, loginBufSize) }}
+// handshakes recycles the login state of sessions, with its reader's
+// buffer, from one login to the next.
+var handshakes = sync.Pool{New: func() any { return &loginState{in: bufio.NewReaderSize(nil, loginBufSize)} }}
+
+// dropHandshake ends the session's login state, giving it back for the
+// next login.
+func (ss *session) dropHandshake() {
+	h := ss.handshake
+	if h == nil {
+		return
+	}
+	ss.handshake = nil
+	h.in.Reset(nil)
+	*h = loginState{in: h.in}
+	handshakes.Put(h)
+}
 
 // loginBufSize bounds one read during login: a startup packet, a SASL
 // message or a password usually fits, so that its length and body cost one

@@ -109,6 +109,9 @@ func (ss *session) kill() {
 	ss.mu.Unlock()
 }
 
+// clientAddr is the client's address and port.
+func (ss *session) clientAddr() string { return ss.raw.RemoteAddr().String() }
+
 // logger returns the session's logger with conn_id, client_addr, user and
 // database. It is built on first use: most sessions never log at the
 // configured level, and a zap child logger costs memory per client.
@@ -116,7 +119,7 @@ func (ss *session) logger() *zap.Logger {
 	if l := ss.lg.Load(); l != nil {
 		return l
 	}
-	fields := []zap.Field{zap.Uint64("conn_id", ss.id), zap.String("client_addr", ss.clientAddr)}
+	fields := []zap.Field{zap.Uint64("conn_id", ss.id), zap.String("client_addr", ss.clientAddr())}
 	if ss.user != "" {
 		fields = append(fields, zap.String("user", ss.user), zap.String("database", ss.database))
 	}

@@ -20,21 +20,23 @@ import (
 // session state (nil or a class that changes nothing: nothing).
 func (ss *session) noteStatement(name []byte, c *classify.Class) {
 	if c == nil || !c.ChangesState() {
-		if ss.stateStmts != nil {
-			delete(ss.stateStmts, string(name))
+		if ss.rare != nil {
+			delete(ss.rare.stateStmts, string(name))
 		}
 		return
 	}
-	if ss.stateStmts == nil {
-		ss.stateStmts = make(map[string]*classify.Class)
+	r := ss.ensureRare()
+	if r.stateStmts == nil {
+		r.stateStmts = make(map[string]*classify.Class)
 	}
 	cc := *c
-	ss.stateStmts[string(name)] = &cc
+	r.stateStmts[string(name)] = &cc
 }
 
 // noteBind carries the class of a Bind's statement to its portal.
 func (ss *session) noteBind(frame []byte) {
-	if ss.stateStmts == nil && ss.statePortals == nil {
+	r := ss.rare
+	if r == nil || (r.stateStmts == nil && r.statePortals == nil) {
 		return
 	}
 	portal, rest, ok := protocol.CString(protocol.Body(frame))
@@ -45,17 +47,15 @@ func (ss *session) noteBind(frame []byte) {
 	if !ok {
 		return
 	}
-	c := ss.stateStmts[string(name)]
+	c := r.stateStmts[string(name)]
 	if c == nil {
-		if ss.statePortals != nil {
-			delete(ss.statePortals, string(portal))
-		}
+		delete(r.statePortals, string(portal))
 		return
 	}
-	if ss.statePortals == nil {
-		ss.statePortals = make(map[string]*classify.Class)
+	if r.statePortals == nil {
+		r.statePortals = make(map[string]*classify.Class)
 	}
-	ss.statePortals[string(portal)] = c
+	r.statePortals[string(portal)] = c
 }
 
 // noteClose forgets a closed statement's or portal's class.
@@ -65,18 +65,14 @@ func (ss *session) noteClose(frame []byte) {
 		return
 	}
 	name, _, ok := protocol.CString(body[1:])
-	if !ok {
+	if !ok || ss.rare == nil {
 		return
 	}
 	switch body[0] {
 	case 'S':
-		if ss.stateStmts != nil {
-			delete(ss.stateStmts, string(name))
-		}
+		delete(ss.rare.stateStmts, string(name))
 	case 'P':
-		if ss.statePortals != nil {
-			delete(ss.statePortals, string(name))
-		}
+		delete(ss.rare.statePortals, string(name))
 	}
 }
 
@@ -86,14 +82,14 @@ func (ss *session) noteClose(frame []byte) {
 // Execute goes on, and the server's EmptyQueryResponse is answered to the
 // client as the command's CommandComplete (execTag).
 func (ss *session) interceptExecute(frame []byte) error {
-	if ss.statePortals == nil {
+	if ss.rare == nil || ss.rare.statePortals == nil {
 		return nil
 	}
 	portal, _, ok := protocol.CString(protocol.Body(frame))
 	if !ok {
 		return nil
 	}
-	c := ss.statePortals[string(portal)]
+	c := ss.rare.statePortals[string(portal)]
 	if c == nil {
 		return nil
 	}
@@ -124,8 +120,10 @@ func (ss *session) interceptExecute(frame []byte) error {
 func (ss *session) applyState(c *classify.Class) (pin string) {
 	if c.Discard {
 		ss.forgetStmts()
-		clear(ss.stateStmts)
-		clear(ss.statePortals)
+		if ss.rare != nil {
+			clear(ss.rare.stateStmts)
+			clear(ss.rare.statePortals)
+		}
 	}
 	if c.DiscardAll && ss.listening {
 		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, "")

@@ -22,12 +22,13 @@ func (ss *session) armQueryTimeout() {
 	if d <= 0 || ss.q.n > 1 {
 		return
 	}
-	ss.querySeq++
-	if ss.queryTimer == nil {
-		ss.queryTimer = time.AfterFunc(d, ss.onQueryTimeout)
+	r := ss.ensureRareLocked()
+	r.querySeq++
+	if r.queryTimer == nil {
+		r.queryTimer = time.AfterFunc(d, ss.onQueryTimeout)
 		return
 	}
-	ss.queryTimer.Reset(d)
+	r.queryTimer.Reset(d)
 }
 
 // armTransactionTimeout starts the transaction_timeout clock for a new
@@ -39,11 +40,12 @@ func (ss *session) armTransactionTimeout() {
 	if d <= 0 || !ss.txnMode || ss.pinned {
 		return
 	}
-	if ss.txnTimer == nil {
-		ss.txnTimer = time.AfterFunc(d, ss.onTransactionTimeout)
+	r := ss.ensureRareLocked()
+	if r.txnTimer == nil {
+		r.txnTimer = time.AfterFunc(d, ss.onTransactionTimeout)
 		return
 	}
-	ss.txnTimer.Reset(d)
+	r.txnTimer.Reset(d)
 }
 
 // errTransactionTimeout is what a client whose transaction outlived
@@ -57,7 +59,7 @@ func (ss *session) onTransactionTimeout() {
 	d := ss.srv.cfg.Load().TransactionTimeout.Std()
 	ss.mu.Lock()
 	sc := ss.server
-	expired := sc != nil && d > 0 && ss.txnMode && !ss.pinned && !ss.stopping && time.Since(ss.linkedAt) >= d
+	expired := sc != nil && d > 0 && ss.txnMode && !ss.pinned && !ss.stopping && since(ss.linkedAt) >= d
 	if !expired {
 		ss.mu.Unlock()
 		return
@@ -126,7 +128,7 @@ func (ss *session) cancelRunning(ctx context.Context, sc *pool.ServerConn) {
 // 08006 instead of waiting on a server that does not answer.
 func (ss *session) onQueryTimeout() {
 	ss.mu.Lock()
-	sc, seq := ss.server, ss.querySeq
+	sc, seq := ss.server, ss.rare.querySeq
 	busy := sc != nil && ss.q.n > 0
 	ss.mu.Unlock()
 	if !busy {
@@ -136,7 +138,7 @@ func (ss *session) onQueryTimeout() {
 	ss.srv.forwardCancel(ss.pid, ss.key)
 	time.AfterFunc(time.Second, func() {
 		ss.mu.Lock()
-		stuck := ss.server == sc && ss.querySeq == seq && ss.q.n > 0 && !ss.stopping
+		stuck := ss.server == sc && ss.rare.querySeq == seq && ss.q.n > 0 && !ss.stopping
 		if stuck {
 			ss.serverStuck = true
 			sc.Interrupt()
