@@ -4,9 +4,11 @@ import (
 	"crypto/hmac"
 	"crypto/pbkdf2"
 	"crypto/sha256"
+	"encoding"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -76,6 +78,81 @@ type scramSecret struct {
 	salt       []byte
 	storedKey  [scramKeyLen]byte
 	serverKey  [scramKeyLen]byte
+	// macs are the MACs keyed by storedKey and serverKey that every login
+	// computes, made once per verifier (see withMACs); nil for a mock.
+	macs *scramMACs
+}
+
+// scramMACs are HMAC-SHA-256 keyed by a verifier's StoredKey and by its
+// ServerKey, with the keys' pads already hashed. A login checks the
+// client's proof with one and signs with the other: made once per verifier,
+// each costs only its message's blocks and one more, not the two pad
+// blocks and the allocations of hmac.New besides.
+type scramMACs struct{ stored, server keyedMAC }
+
+// withMACs returns sec with its MACs made.
+func (sec scramSecret) withMACs() scramSecret {
+	sec.macs = &scramMACs{stored: newKeyedMAC(sec.storedKey[:]), server: newKeyedMAC(sec.serverKey[:])}
+	return sec
+}
+
+// keyedMAC is HMAC-SHA-256 (RFC 2104: H(K^opad, H(K^ipad, m))) for one key
+// of at most a block: the SHA-256 states after the inner and the outer pad,
+// marshaled.
+type keyedMAC struct{ inner, outer []byte }
+
+func newKeyedMAC(key []byte) keyedMAC {
+	var pad [sha256.BlockSize]byte
+	copy(pad[:], key)
+	state := func(x byte) []byte {
+		var p [sha256.BlockSize]byte
+		for i := range p {
+			p[i] = pad[i] ^ x
+		}
+		h := sha256.New()
+		h.Write(p[:])
+		b, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+		if err != nil {
+			panic("crypto/sha256 cannot marshal its state: " + err.Error())
+		}
+		return b
+	}
+	return keyedMAC{inner: state(0x36), outer: state(0x5c)}
+}
+
+// sum returns the MAC of the concatenation of msg.
+func (k *keyedMAC) sum(msg ...string) []byte {
+	h := sha256.New()
+	u := h.(encoding.BinaryUnmarshaler)
+	if err := u.UnmarshalBinary(k.inner); err != nil {
+		panic("crypto/sha256 cannot unmarshal its own state: " + err.Error())
+	}
+	for _, m := range msg {
+		io.WriteString(h, m)
+	}
+	var inner [sha256.Size]byte
+	h.Sum(inner[:0])
+	if err := u.UnmarshalBinary(k.outer); err != nil {
+		panic("crypto/sha256 cannot unmarshal its own state: " + err.Error())
+	}
+	h.Write(inner[:])
+	return h.Sum(nil)
+}
+
+// proofMAC is HMAC(StoredKey, msg...).
+func (sec *scramSecret) proofMAC(msg ...string) []byte {
+	if sec.macs == nil {
+		return hmacSHA256(sec.storedKey[:], msg...)
+	}
+	return sec.macs.stored.sum(msg...)
+}
+
+// signatureMAC is HMAC(ServerKey, msg...).
+func (sec *scramSecret) signatureMAC(msg ...string) []byte {
+	if sec.macs == nil {
+		return hmacSHA256(sec.serverKey[:], msg...)
+	}
+	return sec.macs.server.sum(msg...)
 }
 
 // parseSCRAMSecret parses a verifier. Its errors never include the input.
@@ -113,7 +190,7 @@ func parseSCRAMSecret(s string) (scramSecret, error) {
 	}
 	sec.iterations = iter
 	sec.salt = salt
-	return sec, nil
+	return sec.withMACs(), nil
 }
 
 func decodeKey(dst []byte, s string) error {
@@ -163,7 +240,7 @@ func (k *scramKeys) secret(salt []byte, iterations int) scramSecret {
 		salt:       salt,
 		storedKey:  sha256.Sum256(k.clientKey[:]),
 		serverKey:  k.serverKey,
-	}
+	}.withMACs()
 }
 
 func hmacSHA256(key []byte, msg ...string) []byte {

@@ -263,7 +263,7 @@ func (s *SCRAMServer) Finish(clientFinal []byte) ([]byte, error) {
 
 	// ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage); the proof is
 	// right iff H(ClientKey) == StoredKey (RFC 5802 section 3).
-	clientKey := hmacSHA256(s.secret.storedKey[:], authMessage)
+	clientKey := s.secret.proofMAC(authMessage)
 	for i := range clientKey {
 		clientKey[i] ^= proof[i]
 	}
@@ -276,7 +276,7 @@ func (s *SCRAMServer) Finish(clientFinal []byte) ([]byte, error) {
 	s.passKeys = &SCRAMKeys{salt: s.secret.salt, iterations: s.secret.iterations}
 	copy(s.passKeys.keys.clientKey[:], clientKey)
 	s.passKeys.keys.serverKey = s.secret.serverKey
-	sig := hmacSHA256(s.secret.serverKey[:], authMessage)
+	sig := s.secret.signatureMAC(authMessage)
 	return []byte("v=" + base64.StdEncoding.EncodeToString(sig)), nil
 }
 

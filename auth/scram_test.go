@@ -1,11 +1,14 @@
 package auth
 
 import (
+	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -454,5 +457,58 @@ func TestChannelBindingHashFollowsRFC5929(t *testing.T) {
 	c.SignatureAlgorithm = x509.ECDSAWithSHA384
 	if h := ChannelBindingHash(&c); len(h) != 48 {
 		t.Errorf("SHA-384 certificate: %d-byte hash", len(h))
+	}
+}
+
+// TestKeyedMACEqualsHMACForEveryKeyAndMessage checks the MACs a verifier
+// makes once (pads hashed ahead) against crypto/hmac: keys of the verifier
+// length and shorter, messages of every length across block boundaries, in
+// one piece or several.
+func TestKeyedMACEqualsHMACForEveryKeyAndMessage(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, keyLen := range []int{0, 1, 31, 32, 63, 64} {
+		key := make([]byte, keyLen)
+		for i := range key {
+			key[i] = byte(rng.Uint32())
+		}
+		k := newKeyedMAC(key)
+		for msgLen := 0; msgLen <= 300; msgLen += 7 {
+			msg := make([]byte, msgLen)
+			for i := range msg {
+				msg[i] = byte(rng.Uint32())
+			}
+			want := hmac.New(sha256.New, key)
+			want.Write(msg)
+			cut := msgLen / 3
+			got := k.sum(string(msg[:cut]), string(msg[cut:]))
+			if !bytes.Equal(got, want.Sum(nil)) {
+				t.Fatalf("key of %d bytes, message of %d: keyed MAC %x, crypto/hmac %x", keyLen, msgLen, got, want.Sum(nil))
+			}
+		}
+	}
+}
+
+// TestVerifiersCarryTheirMACs checks that both ways a verifier is made, from
+// a stored secret and from a password, key its MACs with its own keys.
+func TestVerifiersCarryTheirMACs(t *testing.T) {
+	parsed, err := parseSCRAMSecret(SCRAMVerifier("pencil", []byte("0123456789abcdef"), 4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := deriveSCRAMKeys("pencil", []byte("0123456789abcdef"), 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	derived := keys.secret([]byte("0123456789abcdef"), 4096)
+	for name, sec := range map[string]scramSecret{"parsed": parsed, "derived": derived} {
+		if sec.macs == nil {
+			t.Fatalf("%s verifier has no MACs", name)
+		}
+		if got, want := sec.proofMAC("m"), hmacSHA256(sec.storedKey[:], "m"); !bytes.Equal(got, want) {
+			t.Errorf("%s verifier: proof MAC %x, want %x", name, got, want)
+		}
+		if got, want := sec.signatureMAC("m"), hmacSHA256(sec.serverKey[:], "m"); !bytes.Equal(got, want) {
+			t.Errorf("%s verifier: signature MAC %x, want %x", name, got, want)
+		}
 	}
 }
