@@ -102,6 +102,9 @@ func ParseStartup(body []byte) (*Startup, error) {
 		return nil, Fatal(SQLStateFeatureNotSupported,
 			fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0", s.Major(), s.Minor()))
 	}
+	// Each parameter is two NUL-terminated strings: one allocation for
+	// them all.
+	s.Params = make([]Param, 0, bytes.Count(rest, []byte{0})/2)
 	for {
 		if len(rest) == 0 {
 			return nil, Fatal(SQLStateProtocolViolation, "invalid startup packet layout: expected terminator as last byte")

@@ -243,7 +243,7 @@ func errBadAuthMessage() error {
 
 // sendAuth writes an authentication request.
 func (ss *session) sendAuth(code uint32, payload []byte) error {
-	_, err := ss.conn.Write(protocol.AppendAuthentication(nil, code, payload))
+	_, err := ss.conn.Write(protocol.AppendAuthentication(make([]byte, 0, 9+len(payload)), code, payload))
 	return err
 }
 

@@ -257,16 +257,19 @@ func (ss *session) takePending(rd *protocol.Reader) error {
 // greet sends the server's parameters (with the client's own values for
 // those it set), the proxy-issued BackendKeyData and ReadyForQuery.
 func (ss *session) greet() error {
-	out := ss.takeAuthOK()
-	welcome, err := ss.welcome()
+	auth := ss.takeAuthOK()
+	welcome, size, err := ss.welcome()
 	if err != nil {
 		return err
 	}
-	for k, v := range welcome {
-		if cv, ok := ss.params.lookup(k); ok {
+	out := make([]byte, 0, len(auth)+size+64+len(ss.params)*32)
+	out = append(out, auth...)
+	for _, p := range welcome {
+		v := p.Value
+		if cv, ok := ss.params.lookup(p.Key); ok {
 			v = cv
 		}
-		out = protocol.AppendParameterStatus(out, k, v)
+		out = protocol.AppendParameterStatus(out, p.Key, v)
 	}
 	out = protocol.AppendBackendKeyData(out, ss.pid, ss.key)
 	out = protocol.AppendReadyForQuery(out, protocol.TxIdle)
@@ -274,32 +277,26 @@ func (ss *session) greet() error {
 	return err
 }
 
-// welcome returns the ParameterStatus set of the pool's servers, logging in
-// once if no server connection has been seen yet.
-func (ss *session) welcome() (map[string]string, error) {
+// welcome returns the ParameterStatus set of the pool's servers in name
+// order, and the bytes of its frames, logging in once if no server
+// connection has been seen yet.
+func (ss *session) welcome() ([]protocol.Param, int, error) {
 	e := ss.entry
-	e.welcomeMu.Lock()
-	w := e.welcome
-	e.welcomeMu.Unlock()
-	if w != nil {
-		return w, nil
+	if w, sorted, size := e.setWelcome(nil); w != nil {
+		return sorted, size, nil
 	}
 	cfg := ss.srv.cfg.Load()
 	ctx, cancel := ss.waitContext(cfg)
 	defer cancel()
 	sc, err := e.pool.Acquire(ctx)
 	if err != nil {
-		return nil, ss.acquireError(err)
+		return nil, 0, ss.acquireError(err)
 	}
-	w = make(map[string]string, len(sc.Params))
+	w := make(map[string]string, len(sc.Params))
 	for k, v := range sc.Params {
 		w[k] = v
 	}
 	e.pool.Release(sc)
-	e.welcomeMu.Lock()
-	if e.welcome == nil {
-		e.welcome = w
-	}
-	e.welcomeMu.Unlock()
-	return w, nil
+	_, sorted, size := e.setWelcome(w)
+	return sorted, size, nil
 }

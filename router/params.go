@@ -262,7 +262,16 @@ func (ss *session) syncParams(sc *pool.ServerConn) {
 // (never ""), each name and value length-prefixed so that equal keys mean
 // equal parameter sets. mu is held.
 func (ss *session) paramSetKey() string {
-	b := []byte{'p'}
+	n := 1
+	for _, k := range ss.paramKeys {
+		n += 2 + len(k) + 2 + len(ss.params.get(k))
+	}
+	var stack [256]byte // the usual set fits: no allocation but the string
+	b := stack[:0]
+	if n > len(stack) {
+		b = make([]byte, 0, n)
+	}
+	b = append(b, 'p')
 	for _, k := range ss.paramKeys {
 		b = binary.AppendUvarint(b, uint64(len(k)))
 		b = append(b, k...)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/pgferry/pgferry/auth"
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/lag"
 )
 
@@ -68,9 +70,32 @@ type poolEntry struct {
 	listen   *listener
 
 	// welcome holds the ParameterStatus set of the first server login,
-	// replayed to new clients (as PgBouncer does). Guarded by welcomeMu.
-	welcomeMu sync.Mutex
-	welcome   map[string]string
+	// replayed to new clients (as PgBouncer does); welcomeSorted is the same
+	// in name order and welcomeSize the bytes of its frames, so a greeting
+	// is one pass and one allocation. Set once (setWelcome), guarded by
+	// welcomeMu.
+	welcomeMu     sync.Mutex
+	welcome       map[string]string
+	welcomeSorted []protocol.Param
+	welcomeSize   int
+}
+
+// setWelcome records w as the entry's server parameter set unless one is
+// recorded already, and returns the entry's set.
+func (e *poolEntry) setWelcome(w map[string]string) (map[string]string, []protocol.Param, int) {
+	e.welcomeMu.Lock()
+	defer e.welcomeMu.Unlock()
+	if e.welcome == nil && w != nil {
+		sorted := make([]protocol.Param, 0, len(w))
+		size := 0
+		for k, v := range w {
+			sorted = append(sorted, protocol.Param{Key: k, Value: v})
+			size += 1 + 4 + len(k) + 1 + len(v) + 1
+		}
+		slices.SortFunc(sorted, func(a, b protocol.Param) int { return strings.Compare(a.Key, b.Key) })
+		e.welcome, e.welcomeSorted, e.welcomeSize = w, sorted, size
+	}
+	return e.welcome, e.welcomeSorted, e.welcomeSize
 }
 
 // poolSettings fingerprints the global settings that existing pools were

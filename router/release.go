@@ -358,14 +358,8 @@ func (ss *session) refreshEntry() bool {
 	// The new pools reach the same servers: carry the server parameter
 	// set over so syncParams knows which values are server defaults.
 	old := ss.entry
-	old.welcomeMu.Lock()
-	w := old.welcome
-	old.welcomeMu.Unlock()
-	e.welcomeMu.Lock()
-	if e.welcome == nil {
-		e.welcome = w
-	}
-	e.welcomeMu.Unlock()
+	w, _, _ := old.setWelcome(nil)
+	e.setWelcome(w)
 	ss.mu.Lock()
 	ss.entry = e
 	ss.txnMode = e.mode == poolModeTransaction

@@ -2,6 +2,7 @@ package router
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -14,7 +15,7 @@ type authThrottle struct {
 	// mu guards base and fails.
 	mu    sync.Mutex
 	base  time.Duration
-	fails map[string]failRecord
+	fails map[netip.Addr]failRecord
 }
 
 // setBase changes the base delay (reload).
@@ -32,14 +33,18 @@ type failRecord struct {
 const maxAuthDelay = 5 * time.Second
 
 func newAuthThrottle(base time.Duration) *authThrottle {
-	return &authThrottle{base: base, fails: make(map[string]failRecord)}
+	return &authThrottle{base: base, fails: make(map[netip.Addr]failRecord)}
 }
 
-func hostOf(a net.Addr) string {
+// hostOf is the client's IP address (the zero Addr for other networks),
+// IPv4-mapped IPv6 addresses unmapped. A netip.Addr keys the map without
+// the allocation of a string.
+func hostOf(a net.Addr) netip.Addr {
 	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
 	}
-	return ""
+	return netip.Addr{}
 }
 
 // delay returns how long to wait before authenticating a client from a.
@@ -87,6 +92,8 @@ func (t *authThrottle) failed(a net.Addr) {
 func (t *authThrottle) succeeded(a net.Addr) {
 	h := hostOf(a)
 	t.mu.Lock()
-	delete(t.fails, h)
+	if len(t.fails) > 0 {
+		delete(t.fails, h)
+	}
 	t.mu.Unlock()
 }
