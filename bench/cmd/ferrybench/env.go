@@ -293,7 +293,7 @@ func setup(ctx context.Context, o options, root string) (*env, error) {
 		}
 	}
 	e.notes = append(e.notes,
-		fmt.Sprintf("Every pooler reads the same ini but for `listen_port` and `max_prepared_statements`: each PgBouncer its own copy, pgferry the copy of %s with its listen port overridden (PGFERRY_LISTEN_PORT), plus PGFERRY_LOG_LEVEL=warn; pgferry's max_prepared_statements is %d either way (its default).", e.bouncers[0].name, preparedStatements),
+		fmt.Sprintf("Every pooler reads the same ini but for `listen_port` and `max_prepared_statements`: each PgBouncer its own copy, pgferry the copy of %s with its listen port overridden (PGFERRY_LISTEN_PORT), plus PGFERRY_LOG_LEVEL=warn and GODEBUG=%s as its container image sets (the stacks of ended goroutines are not kept: see docs/operations.md, \"Idle clients and the relay\"); pgferry's max_prepared_statements is %d either way (its default).", e.bouncers[0].name, ferryGODEBUG, preparedStatements),
 		"PgBouncer is single-threaded; pgferry uses both cores (GOMAXPROCS=2).",
 	)
 
@@ -394,6 +394,10 @@ func (e *env) restartPoolers(ctx context.Context) error {
 	return e.startPoolers(ctx)
 }
 
+// ferryGODEBUG is the GODEBUG pgferry's container image sets (see the
+// Dockerfile): pgferry is measured as it is shipped.
+const ferryGODEBUG = "adaptivestackstart=0"
+
 // startFerry starts pgferry on e.ferryPort, optionally under a wrapper
 // command (valgrind), and waits until it accepts a login.
 func (e *env) startFerry(ctx context.Context, wrapper []string) (*proc, error) {
@@ -402,13 +406,15 @@ func (e *env) startFerry(ctx context.Context, wrapper []string) (*proc, error) {
 		"PGFERRY_LISTEN_PORT=" + strconv.Itoa(e.ferryPort),
 		"PGFERRY_LOG_LEVEL=warn",
 	}
+	godebug := ferryGODEBUG
 	if len(wrapper) > 0 {
 		// Callgrind cannot take the SIGURG preemption signals.
 		// valgrind 3.19 does not decode RDTSCP, which the Go runtime uses
 		// (cputicks, on a contended runtime lock) when CPUID reports it, as
 		// valgrind does on AMD hosts: the pooler died with SIGILL.
-		env = append(env, "GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off")
+		godebug += ",asyncpreemptoff=1,cpu.rdtscp=off"
 	}
+	env = append(env, "GODEBUG="+godebug)
 	p, err := startProc("pgferry", argv, env, nil, filepath.Join(e.tmp, "pgferry.log"))
 	if err != nil {
 		return nil, err
