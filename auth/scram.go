@@ -102,6 +102,9 @@ func (sec scramSecret) withMACs() scramSecret {
 type keyedMAC struct{ inner, outer []byte }
 
 func newKeyedMAC(key []byte) keyedMAC {
+	if len(key) > sha256.BlockSize {
+		panic("auth: keyedMAC keys are SCRAM keys of 32 bytes, at most a block")
+	}
 	var pad [sha256.BlockSize]byte
 	copy(pad[:], key)
 	state := func(x byte) []byte {

@@ -76,6 +76,16 @@ var mockNonce = sync.OnceValue(func() []byte {
 	return b
 })
 
+// mockMACs key the MACs of unknown users' exchanges, made once like a real
+// verifier's, so that checking a proof costs the same whether the user
+// exists or not.
+var mockMACs = sync.OnceValue(func() *scramMACs {
+	var stored, server [scramKeyLen]byte
+	rand.Read(stored[:]) // never returns an error (crypto/rand docs)
+	rand.Read(server[:])
+	return &scramMACs{stored: newKeyedMAC(stored[:]), server: newKeyedMAC(server[:])}
+})
+
 // NewSCRAMServerForUnknownUser prepares a SCRAM exchange for a user that has
 // no credential. It behaves exactly like NewSCRAMServer for a real user, with
 // a salt derived from user and a per-process random key (stable for the life
@@ -86,7 +96,7 @@ var mockNonce = sync.OnceValue(func() []byte {
 // channelBinding.
 func NewSCRAMServerForUnknownUser(user string, channelBinding []byte) *SCRAMServer {
 	mac := hmacSHA256(mockNonce(), "pgferry scram mock salt", user)
-	sec := scramSecret{iterations: scramDefaultIterations, salt: mac[:scramDefaultSaltLen]}
+	sec := scramSecret{iterations: scramDefaultIterations, salt: mac[:scramDefaultSaltLen], macs: mockMACs()}
 	return &SCRAMServer{user: user, secret: sec, doomed: true, channelBinding: channelBinding}
 }
 

@@ -512,3 +512,53 @@ func TestVerifiersCarryTheirMACs(t *testing.T) {
 		}
 	}
 }
+
+// TestWrongProofsAllocateAlikeForRealAndUnknownUsers checks that a client
+// cannot tell an existing user from an unknown one by the work a wrong proof
+// costs: both exchanges check it with MACs keyed ahead, with the same
+// allocations (a timing test would assert a wall time; allocations are what
+// set the two paths apart when one keyed its MACs per login). It skips
+// itself under -race; .ci/run runs it without.
+func TestWrongProofsAllocateAlikeForRealAndUnknownUsers(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race; .ci/run runs this test without it")
+	}
+	cred, err := ParseCredential("alice", SCRAMVerifier("pencil", []byte("0123456789abcdef"), 4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const runs = 20
+	finishAllocs := func(newServer func() *SCRAMServer) float64 {
+		servers := make([]*SCRAMServer, runs+1)
+		finals := make([][]byte, runs+1)
+		for i := range servers {
+			servers[i] = newServer()
+			cl := NewSCRAMClient("not the password")
+			sf, err := servers[i].Start(cl.Mechanism(), cl.ClientFirst())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if finals[i], err = cl.ClientFinal(sf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		i := 0
+		return testing.AllocsPerRun(runs, func() {
+			if _, err := servers[i].Finish(finals[i]); !errors.Is(err, ErrPasswordMismatch) {
+				t.Fatalf("Finish with a wrong proof: %v, want ErrPasswordMismatch", err)
+			}
+			i++
+		})
+	}
+	real := finishAllocs(func() *SCRAMServer {
+		s, err := NewSCRAMServer("alice", cred, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+	unknown := finishAllocs(func() *SCRAMServer { return NewSCRAMServerForUnknownUser("mallory", nil) })
+	if real != unknown {
+		t.Errorf("a wrong proof costs %v allocations for a real user and %v for an unknown one", real, unknown)
+	}
+}

@@ -14,8 +14,14 @@ var epoch = time.Now()
 // monoNow is the current time as a mono (never 0).
 func monoNow() mono { return toMono(time.Now()) }
 
-// toMono converts t, which must carry a monotonic reading (time.Now's do).
-func toMono(t time.Time) mono { return mono(t.Sub(epoch)) | 1 }
+// toMono converts t, which should carry a monotonic reading (time.Now's
+// do); the zero Time is none.
+func toMono(t time.Time) mono {
+	if t.IsZero() {
+		return 0
+	}
+	return mono(t.Sub(epoch)) | 1
+}
 
 // IsZero reports whether m is none.
 func (m mono) IsZero() bool { return m == 0 }
