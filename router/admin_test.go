@@ -600,6 +600,43 @@ func TestShowStatsCountsClientBytesAndQueryTime(t *testing.T) {
 	}
 }
 
+// TestAStatementRefusedInsideATransactionCountsNoQueryTimeItDidNotTake
+// checks SHOW STATS after pgferry refused a pinning statement inside a
+// transaction (pin_on_session_state = false): the server raises the error,
+// and the time of that round trip, not the time since pgferry started, is
+// what total_query_time gains.
+func TestAStatementRefusedInsideATransactionCountsNoQueryTimeItDidNotTake(t *testing.T) {
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.PinOnSessionState = false
+	f := ferrytest.Start(t, cfg)
+	time.Sleep(time.Second) // pgferry's age, which a wrong start would count
+	app := ferrytest.Connect(t, ctx, f.AppDSN())
+	tx, err := app.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "create temp table refused_tmp (x int)"); err == nil {
+		t.Fatal("a temporary table was created with pin_on_session_state = false")
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
+	s := mustAdmin(t, pc, "SHOW STATS").row("database", "app")
+	if s == nil {
+		t.Fatal("no SHOW STATS row for app")
+	}
+	query, err1 := strconv.ParseInt(s["total_query_time"], 10, 64)
+	xact, err2 := strconv.ParseInt(s["total_xact_time"], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("total_query_time %q, total_xact_time %q", s["total_query_time"], s["total_xact_time"])
+	}
+	if query > xact {
+		t.Errorf("total_query_time = %d us, more than total_xact_time = %d us: the refused statement counted time it did not take", query, xact)
+	}
+}
+
 func TestWaitCloseReturnsOnceEveryConnectionFromBeforeReconnectIsGone(t *testing.T) {
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
 	ctx := testContext(t)

@@ -444,6 +444,9 @@ func (ss *session) refuse(e *protocol.Error) (bool, error) {
 	}
 	ss.wmu.Lock()
 	sql := raiseSQL(e)
+	if ss.q.n == 0 && ss.queryStart.IsZero() {
+		ss.queryStart = monoNow() // as process does: a query starts
+	}
 	ss.q.push(expect{kind: kQuery})
 	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), sql))
 	ss.mu.Unlock()

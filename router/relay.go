@@ -476,7 +476,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			var now time.Time
 			if ss.q.n == 0 {
 				now = time.Now()
-				ss.entry.stats.queryTimeUS.Add(uint64(toMono(now).Sub(ss.queryStart) / time.Microsecond))
+				if !ss.queryStart.IsZero() {
+					ss.entry.stats.queryTimeUS.Add(uint64(toMono(now).Sub(ss.queryStart) / time.Microsecond))
+				}
 				ss.queryStart = 0
 			}
 			if len(ss.tentative) > 0 && protocol.RFQStatus(frame) == protocol.TxIdle {
