@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -128,6 +129,8 @@ type env struct {
 	ferry       *proc
 	bouncers    []*bouncer // in -pgbouncer order
 	secret      string     // SCRAM secret of app, as in userlist.txt
+	serverTLS   serverTLS  // the certificate every pooler offers TLS clients
+	clientTLS   *tls.Config
 	notes       []string
 	scram       *scramCache
 	logins      map[string]time.Duration // loginTime cache
@@ -180,7 +183,7 @@ func (e *env) close() {
 // setup starts PostgreSQL, loads pgbench data, writes the shared ini and
 // starts the poolers. The returned env is never nil and must be closed.
 func setup(ctx context.Context, o options, root string) (*env, error) {
-	e := &env{opts: o, scram: newSCRAMCache(), logins: map[string]time.Duration{}}
+	e := &env{opts: o, scram: newSCRAMCache(), logins: map[string]time.Duration{}, clientTLS: clientTLS()}
 	if _, err := os.Stat(pgtest.Binary("pgbench")); err != nil {
 		return e, fmt.Errorf("pgbench not found: %w", err)
 	}
@@ -254,6 +257,12 @@ func setup(ctx context.Context, o options, root string) (*env, error) {
 		return e, err
 	}
 
+	// Every pooler offers TLS, for idle-tls; PgBouncer runs as postgres
+	// and must read the key, which is chowned below with the rest.
+	if e.serverTLS, err = writeServerCert(tmp); err != nil {
+		return e, err
+	}
+
 	// One port per pooler, all different.
 	ports := map[int]bool{e.pg.Port: true}
 	freePort := func() (int, error) {
@@ -268,13 +277,13 @@ func setup(ctx context.Context, o options, root string) (*env, error) {
 	if e.ferryPort, err = freePort(); err != nil {
 		return e, err
 	}
-	owned := []string{tmp, userlist}
+	owned := []string{tmp, userlist, e.serverTLS.certFile, e.serverTLS.keyFile}
 	for _, b := range e.bouncers {
 		if b.port, err = freePort(); err != nil {
 			return e, err
 		}
 		b.ini = filepath.Join(tmp, fileName(b.name)+".ini")
-		if err := os.WriteFile(b.ini, []byte(sharedINI(e.pg.Port, b.port, userlist, b.prepared)), 0o644); err != nil {
+		if err := os.WriteFile(b.ini, []byte(sharedINI(e.pg.Port, b.port, userlist, b.prepared, e.serverTLS)), 0o644); err != nil {
 			return e, err
 		}
 		owned = append(owned, b.ini)
@@ -295,6 +304,7 @@ func setup(ctx context.Context, o options, root string) (*env, error) {
 	e.notes = append(e.notes,
 		fmt.Sprintf("Every pooler reads the same ini but for `listen_port` and `max_prepared_statements`: each PgBouncer its own copy, pgferry the copy of %s with its listen port overridden (PGFERRY_LISTEN_PORT), plus PGFERRY_LOG_LEVEL=warn and GODEBUG=%s as its container image sets (the stacks of ended goroutines are not kept: see docs/operations.md, \"Idle clients and the relay\"); pgferry's max_prepared_statements is %d either way (its default).", e.bouncers[0].name, ferryGODEBUG, preparedStatements),
 		"PgBouncer is single-threaded; pgferry uses both cores (GOMAXPROCS=2).",
+		"Every ini sets `client_tls_sslmode = allow` with `client_tls_cert_file` and `client_tls_key_file` naming a throwaway self-signed ECDSA P-256 certificate (CN 127.0.0.1, SANs 127.0.0.1 and localhost) generated at start-up, its key file mode 0600 and owned by the user PgBouncer runs as (postgres): a client that sends SSLRequest gets TLS, every other client stays plain, so only idle-tls uses TLS.",
 	)
 
 	if err := e.startPoolers(ctx); err != nil {
@@ -343,7 +353,10 @@ func (e *env) buildFerry(ctx context.Context, root string) error {
 
 // sharedINI is the config file every pooler runs from; only the listen
 // port and, for PgBouncer 1.21 and later, max_prepared_statements differ.
-func sharedINI(pgPort, listenPort int, userlist string, prepared bool) string {
+// Client TLS is "allow": clients that ask for TLS (idle-tls) get it with
+// the certificate in st, all others stay plain, so the other scenarios
+// measure what they did before TLS was configured.
+func sharedINI(pgPort, listenPort int, userlist string, prepared bool, st serverTLS) string {
 	ini := fmt.Sprintf(`;; written by ferrybench; read by pgbouncer and pgferry
 [databases]
 app = host=127.0.0.1 port=%d dbname=app user=app password=app-secret
@@ -360,7 +373,10 @@ max_client_conn = 12000
 ignore_startup_parameters = extra_float_digits
 log_connections = 0
 log_disconnections = 0
-`, pgPort, listenPort, userlist)
+client_tls_sslmode = allow
+client_tls_key_file = %s
+client_tls_cert_file = %s
+`, pgPort, listenPort, userlist, st.keyFile, st.certFile)
 	if prepared {
 		ini += fmt.Sprintf("max_prepared_statements = %d\n", preparedStatements)
 	}
@@ -465,10 +481,16 @@ func (e *env) waitReady(ctx context.Context, p *proc, port int, slow bool) error
 	return fmt.Errorf("%s not ready after %s: %v\n%s", p.name, timeout, last, p.logTail(20))
 }
 
-// login opens a client connection as app with a full SCRAM login and waits
-// for ReadyForQuery.
+// login opens a plain client connection as app with a full SCRAM login and
+// waits for ReadyForQuery.
 func (e *env) login(ctx context.Context, port int, timeout time.Duration) (net.Conn, error) {
-	return scramLogin(ctx, e.scram, fmt.Sprintf("127.0.0.1:%d", port), pgtest.AppUser, pgtest.AppPassword, pgtest.AppDatabase, timeout)
+	return scramLogin(ctx, e.scram, fmt.Sprintf("127.0.0.1:%d", port), pgtest.AppUser, pgtest.AppPassword, pgtest.AppDatabase, timeout, nil)
+}
+
+// loginTLS is login over TLS: SSLRequest and a TLS 1.3 handshake first,
+// then the same SCRAM login; the connection returned is the *tls.Conn.
+func (e *env) loginTLS(ctx context.Context, port int, timeout time.Duration) (net.Conn, error) {
+	return scramLogin(ctx, e.scram, fmt.Sprintf("127.0.0.1:%d", port), pgtest.AppUser, pgtest.AppPassword, pgtest.AppDatabase, timeout, e.clientTLS)
 }
 
 // dsn is a pgx/libpq connection string for app at port.

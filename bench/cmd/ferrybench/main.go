@@ -7,9 +7,9 @@
 // and the ini, starts pgferry and each PgBouncer binary (by default Debian's
 // /usr/sbin/pgbouncer and, when present, ../shared/anchors/pgbouncer/pgbouncer)
 // on its own port, each PgBouncer from its own copy of the ini, then runs
-// pgbench scenarios, an idle-connection memory test, a single-client latency
-// test and (optionally) a callgrind instruction count. Everything it starts is
-// stopped on exit, on errors and on Ctrl-C.
+// pgbench scenarios, idle-connection memory tests (plain and TLS clients), a
+// single-client latency test and (optionally) a callgrind instruction count.
+// Everything it starts is stopped on exit, on errors and on Ctrl-C.
 //
 // Usage (from the repository root):
 //
@@ -35,7 +35,7 @@ import (
 // allScenarios lists every -scenarios name in run order. Throughput
 // scenarios run against each target one after another.
 var allScenarios = []string{
-	"idle", "latency",
+	"idle", "idle-tls", "latency",
 	"simple", "extended", "prepared", "tpcb", "connect", "c1000", "c10000",
 	"kernel", "instructions",
 }
@@ -155,15 +155,19 @@ func bench(ctx context.Context, o options) (err error) {
 	rep := &report{opts: o, meta: collectMeta(root, env), bouncers: env.bouncerNames()}
 	rep.notes = append(rep.notes, env.notes...)
 
-	if o.want("idle") {
+	for _, kind := range []idleKind{idlePlain, idleTLS} {
+		if !o.want(kind.scenario) {
+			continue
+		}
 		for _, t := range env.poolers() {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			rep.idle = append(rep.idle, idleMemory(ctx, env, t, o.idleSteps))
+			rep.idle = append(rep.idle, idleMemory(ctx, env, t, kind, o.idleSteps))
 		}
-		// Start the rest from fresh poolers: the Go heap of a pooler that
-		// just held 10,000 clients is not representative.
+		// Start what follows (idle-tls, the throughput runs) from fresh
+		// poolers: the Go heap of a pooler that just held 10,000 clients
+		// is not representative.
 		if err := env.restartPoolers(ctx); err != nil {
 			return err
 		}

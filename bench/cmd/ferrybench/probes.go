@@ -22,10 +22,26 @@ import (
 // idleResult is the RSS of one pooler holding idle logged-in clients.
 type idleResult struct {
 	target    string
+	scenario  string // idleKind.scenario: "idle" or "idle-tls"
+	tls       string // version and cipher suite negotiated; empty for plain clients
 	rssBefore int64
 	steps     []idleStep
 	err       string
 }
+
+// idleKind is how the clients of an idle-memory run log in. The runs are
+// otherwise the same (steps, settle time, concurrency), so the plain and
+// the TLS figures differ only by what TLS costs the pooler.
+type idleKind struct {
+	scenario string // the -scenarios name, also the label in the log
+	login    func(e *env, ctx context.Context, port int, timeout time.Duration) (net.Conn, error)
+}
+
+// idlePlain and idleTLS are the idle and idle-tls scenarios.
+var (
+	idlePlain = idleKind{scenario: "idle", login: (*env).login}
+	idleTLS   = idleKind{scenario: "idle-tls", login: (*env).loginTLS}
+)
 
 type idleStep struct {
 	clients int   // connections held
@@ -48,9 +64,10 @@ const idleConcurrency = 200
 const idleSettle = 10 * time.Second
 
 // idleMemory logs in clients to t up to each count in steps (cumulatively),
-// holding them idle, and reads the pooler's VmRSS after each step.
-func idleMemory(ctx context.Context, e *env, t *target, steps []int) idleResult {
-	r := idleResult{target: t.name}
+// each the way kind says, holding them idle, and reads the pooler's VmRSS
+// after each step.
+func idleMemory(ctx context.Context, e *env, t *target, kind idleKind, steps []int) idleResult {
+	r := idleResult{target: t.name, scenario: kind.scenario}
 	pid := t.proc.pid()
 	// RSS is read after the clients have been idle for idleSettle: pgferry
 	// parks sessions idle through a whole one-second sweep, PgBouncer has
@@ -91,13 +108,16 @@ func idleMemory(ctx context.Context, e *env, t *target, steps []int) idleResult 
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				c, err := e.login(ctx, t.port, 30*time.Second)
+				c, err := kind.login(e, ctx, t.port, 30*time.Second)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
 					failed++
 					lastErr = err
 					return
+				}
+				if r.tls == "" {
+					r.tls = tlsSummary(c)
 				}
 				conns = append(conns, c)
 			}()
@@ -110,7 +130,7 @@ func idleMemory(ctx context.Context, e *env, t *target, steps []int) idleResult 
 		}
 		st := idleStep{clients: len(conns), failed: failed, rss: rss, took: time.Since(start)}
 		r.steps = append(r.steps, st)
-		logf("  idle      %-16s %5d clients: RSS %s (%.0f B/client)%s", t.name, st.clients, mib(rss), r.bytesPerClient(st),
+		logf("  %-9s %-16s %5d clients: RSS %s (%.0f B/client)%s", kind.scenario, t.name, st.clients, mib(rss), r.bytesPerClient(st),
 			map[bool]string{true: fmt.Sprintf(", %d logins failed: %v", failed, lastErr), false: ""}[failed > 0])
 		if ctx.Err() != nil {
 			return r

@@ -158,49 +158,17 @@ func (r *report) markdown() string {
 
 	if len(r.idle) > 0 {
 		p("## Idle clients: pooler memory (VmRSS)\n\n")
-		p("Each client does a full SCRAM login and then stays idle; logins run 200 at a time.\n\n")
-		p("| pooler | RSS before |")
-		for _, n := range o.idleSteps {
-			p(" RSS @ %d | bytes / client @ %d |", n, n)
-		}
-		p("\n|---|---:|")
-		for range o.idleSteps {
-			p("---:|---:|")
-		}
-		p("\n")
-		for _, x := range r.idle {
-			p("| %s | %s |", x.target, mib(x.rssBefore))
-			for i := range o.idleSteps {
-				if i < len(x.steps) {
-					s := x.steps[i]
-					cell := mib(s.rss)
-					if s.failed > 0 {
-						cell += fmt.Sprintf(" (%d clients, %d failed)", s.clients, s.failed)
-					}
-					p(" %s | %.0f |", cell, x.bytesPerClient(s))
-				} else {
-					p(" n/a | n/a |")
-				}
+		p("Each client does a full SCRAM login and then stays idle; logins run %d at a time, and RSS is read once the clients have been idle for %s. ", idleConcurrency, idleSettle)
+		p("Plain and TLS clients are measured the same way, each on freshly started poolers.\n\n")
+		for _, kind := range []struct{ scenario, title string }{
+			{idlePlain.scenario, "Plain clients"},
+			{idleTLS.scenario, "TLS clients (" + tlsLabel + ")"},
+		} {
+			if xs := r.idleOf(kind.scenario); len(xs) > 0 {
+				p("### %s (`%s`)\n\n", kind.title, kind.scenario)
+				r.idleTable(p, xs)
 			}
-			p("\n")
 		}
-		p("\n")
-		var measures []string
-		for _, n := range o.idleSteps {
-			measures = append(measures, fmt.Sprintf("RSS @ %d", n), fmt.Sprintf("bytes / client @ %d", n))
-		}
-		r.ratioTable(p, measures, func(i int, target string) float64 {
-			for _, x := range r.idle {
-				if x.target == target && x.err == "" && i/2 < len(x.steps) {
-					s := x.steps[i/2]
-					if i%2 == 0 {
-						return float64(s.rss)
-					}
-					return x.bytesPerClient(s)
-				}
-			}
-			return math.NaN()
-		})
 	}
 
 	if len(r.latency) > 0 {
@@ -362,9 +330,18 @@ func (r *report) markdown() string {
 				x.scenario.title, name, x.connTime.Round(100*time.Millisecond), x.window.Round(100*time.Millisecond), x.windowTx))
 		}
 	}
+	if tls := r.idleOf(idleTLS.scenario); len(tls) > 0 {
+		var got []string
+		for _, x := range tls {
+			if x.tls != "" {
+				got = append(got, fmt.Sprintf("%s %s", x.target, x.tls))
+			}
+		}
+		notes = append(notes, fmt.Sprintf("idle-tls: each client sends SSLRequest, gets 'S', completes a TLS handshake (Go crypto/tls, TLS 1.3 required, the throwaway ECDSA P-256 certificate not verified) and then makes the same SCRAM login as in idle (SCRAM-SHA-256, no channel binding) over the TLS connection, which it holds idle. Negotiated: %s.", strings.Join(got, "; ")))
+	}
 	for _, x := range r.idle {
 		if x.err != "" {
-			notes = append(notes, fmt.Sprintf("idle memory, %s: %s.", x.target, x.err))
+			notes = append(notes, fmt.Sprintf("%s memory, %s: %s.", x.scenario, x.target, x.err))
 		}
 	}
 	for _, x := range r.latency {
@@ -553,4 +530,64 @@ func instrTable(p func(string, ...any), unit, shortRun, longRun string, rows []i
 		}
 		p("\n")
 	}
+}
+
+// idleOf returns the idle-memory results of one scenario ("idle" or
+// "idle-tls"), in the order they ran.
+func (r *report) idleOf(scenario string) []idleResult {
+	var out []idleResult
+	for _, x := range r.idle {
+		if x.scenario == scenario {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// idleTable prints the RSS of each pooler before and at each step of
+// o.idleSteps, bytes per client, and pgferry's ratios to each PgBouncer.
+func (r *report) idleTable(p func(string, ...any), xs []idleResult) {
+	steps := r.opts.idleSteps
+	p("| pooler | RSS before |")
+	for _, n := range steps {
+		p(" RSS @ %d | bytes / client @ %d |", n, n)
+	}
+	p("\n|---|---:|")
+	for range steps {
+		p("---:|---:|")
+	}
+	p("\n")
+	for _, x := range xs {
+		p("| %s | %s |", x.target, mib(x.rssBefore))
+		for i := range steps {
+			if i < len(x.steps) {
+				s := x.steps[i]
+				cell := mib(s.rss)
+				if s.failed > 0 {
+					cell += fmt.Sprintf(" (%d clients, %d failed)", s.clients, s.failed)
+				}
+				p(" %s | %.0f |", cell, x.bytesPerClient(s))
+			} else {
+				p(" n/a | n/a |")
+			}
+		}
+		p("\n")
+	}
+	p("\n")
+	var measures []string
+	for _, n := range steps {
+		measures = append(measures, fmt.Sprintf("RSS @ %d", n), fmt.Sprintf("bytes / client @ %d", n))
+	}
+	r.ratioTable(p, measures, func(i int, target string) float64 {
+		for _, x := range xs {
+			if x.target == target && x.err == "" && i/2 < len(x.steps) {
+				s := x.steps[i/2]
+				if i%2 == 0 {
+					return float64(s.rss)
+				}
+				return x.bytesPerClient(s)
+			}
+		}
+		return math.NaN()
+	})
 }

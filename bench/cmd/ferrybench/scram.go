@@ -6,6 +6,7 @@ import (
 	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -46,9 +47,11 @@ func (c *scramCache) salted(password string, salt []byte, iter int) ([]byte, err
 }
 
 // scramLogin dials addr, sends a StartupMessage, performs SCRAM-SHA-256
-// (RFC 5802/7677, no channel binding) and waits for ReadyForQuery. The
-// returned connection is idle and logged in.
-func scramLogin(ctx context.Context, cache *scramCache, addr, user, password, database string, timeout time.Duration) (net.Conn, error) {
+// (RFC 5802/7677, no channel binding) and waits for ReadyForQuery. With a
+// non-nil tlsConf it first negotiates TLS (SSLRequest, handshake) and runs
+// the same login over the TLS connection. The returned connection (a
+// *tls.Conn with TLS) is idle and logged in.
+func scramLogin(ctx context.Context, cache *scramCache, addr, user, password, database string, timeout time.Duration, tlsConf *tls.Config) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -57,6 +60,15 @@ func scramLogin(ctx context.Context, cache *scramCache, addr, user, password, da
 	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
 		conn.Close()
 		return nil, err
+	}
+	if tlsConf != nil {
+		tc, err := startTLS(ctx, conn, tlsConf)
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		// The deadline set on conn holds for tc too: it reads and writes conn.
+		conn = tc
 	}
 	if err := scramHandshake(conn, cache, user, password, database); err != nil {
 		conn.Close()
