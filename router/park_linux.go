@@ -4,12 +4,14 @@ package router
 
 import (
 	"errors"
+	"net"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/pgferry/pgferry/internal/sockio"
 	"go.uber.org/zap"
 )
 
@@ -312,7 +314,10 @@ func (p *parker) close() {
 
 // socketFD returns the file descriptor of a TCP client socket (under TLS, the
 // socket TLS runs over), or -1.
-func socketFD(c any) int {
+func socketFD(c net.Conn) int {
+	if fd, ok := sockio.FD(c); ok {
+		return fd
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return -1

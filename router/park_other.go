@@ -2,7 +2,10 @@
 
 package router
 
-import "sync/atomic"
+import (
+	"net"
+	"sync/atomic"
+)
 
 // parker keeps idle sessions without a goroutine on Linux only (it needs
 // epoll); elsewhere idle sessions keep their goroutine.
@@ -17,4 +20,4 @@ func (p *parker) unpark(*session)    {}
 func (p *parker) close()             {}
 func (p *parker) count() int         { return 0 }
 
-func socketFD(any) int { return -1 }
+func socketFD(net.Conn) int { return -1 }

@@ -28,3 +28,8 @@ func Wrap(c net.Conn) net.Conn {
 	}
 	return wrap(tc)
 }
+
+// FD returns the socket descriptor of a connection Wrap returned, as its
+// last read saw it, and whether it knows one (not before the first read,
+// nor for a connection Wrap left as it was).
+func FD(c net.Conn) (int, bool) { return fd(c) }

@@ -21,13 +21,16 @@ type Conn struct {
 	// callbacks rc runs (method values made once: no allocation per call).
 	rmu     sync.Mutex
 	rbuf    []byte
-	rn      int           // 0 with rerrno 0: end of file
-	rerrno  syscall.Errno // of the read in progress
+	rn      int32  // 0 with rerrno 0: end of file
+	rerrno  uint16 // of the read in progress (errno values fit)
 	readFn  func(uintptr) bool
 	wmu     sync.Mutex
 	wbuf    []byte
 	wn      int
-	werrno  syscall.Errno // of the write in progress
+	werrno  uint16 // of the write in progress
+	// fd is the descriptor the last read was made on (-1 before any),
+	// for FD: asking RawConn for it again costs two allocations.
+	fd      int32
 	writeFn func(uintptr) bool
 }
 
@@ -36,7 +39,7 @@ func wrap(tc *net.TCPConn) net.Conn {
 	if err != nil {
 		return tc
 	}
-	c := &Conn{TCPConn: tc, rc: rc}
+	c := &Conn{TCPConn: tc, rc: rc, fd: -1}
 	c.readFn, c.writeFn = c.readFD, c.writeFD
 	return c
 }
@@ -49,7 +52,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 	c.rmu.Lock()
 	c.rbuf, c.rn, c.rerrno = b, 0, 0
 	err := c.rc.Read(c.readFn)
-	n, errno := c.rn, c.rerrno
+	n, errno := int(c.rn), syscall.Errno(c.rerrno)
 	c.rbuf = nil
 	c.rmu.Unlock()
 	switch {
@@ -65,18 +68,19 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 func (c *Conn) readFD(fd uintptr) bool {
+	c.fd = int32(fd)
 	for {
 		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
 		switch e {
 		case 0:
-			c.rn = int(n)
+			c.rn = int32(n)
 			return true
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
 			return false // wait until readable, then call again
 		default:
-			c.rerrno = e
+			c.rerrno = uint16(e)
 			return true
 		}
 	}
@@ -92,7 +96,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	c.wmu.Lock()
 	c.wbuf, c.wn, c.werrno = b, 0, 0
 	err := c.rc.Write(c.writeFn)
-	n, errno := c.wn, c.werrno
+	n, errno := c.wn, syscall.Errno(c.werrno)
 	c.wbuf = nil
 	c.wmu.Unlock()
 	if err == nil && errno != 0 {
@@ -115,7 +119,7 @@ func (c *Conn) writeFD(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return false // wait until writable, then carry on
 		default:
-			c.werrno = e
+			c.werrno = uint16(e)
 			return true
 		}
 	}
@@ -127,4 +131,15 @@ func (c *Conn) opError(op string, err error) error {
 		err = oe.Err // RawConn's own "raw-read" wrapping
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+func fd(c net.Conn) (int, bool) {
+	sc, ok := c.(*Conn)
+	if !ok {
+		return -1, false
+	}
+	sc.rmu.Lock()
+	fd := sc.fd
+	sc.rmu.Unlock()
+	return int(fd), fd >= 0
 }

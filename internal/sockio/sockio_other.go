@@ -5,3 +5,5 @@ package sockio
 import "net"
 
 func wrap(tc *net.TCPConn) net.Conn { return tc }
+
+func fd(net.Conn) (int, bool) { return -1, false }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -153,5 +154,32 @@ func TestReadAndWriteAllocateNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("a write and a read on the wrapped connection allocate %.1f times, want 0", allocs)
+	}
+}
+
+func TestFDIsTheSocketsDescriptorOnceItWasRead(t *testing.T) {
+	w, p := pair(t)
+	if fd, ok := sockio.FD(w); ok {
+		t.Fatalf("FD = %d before any read, want none", fd)
+	}
+	if !isLinux {
+		return
+	}
+	p.Write([]byte("x"))
+	if _, err := w.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := sockio.FD(w)
+	if !ok {
+		t.Fatal("FD knows no descriptor after a read")
+	}
+	rc, err := w.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := -1
+	rc.Control(func(fd uintptr) { want = int(fd) })
+	if got != want {
+		t.Errorf("FD = %d, the socket's descriptor is %d", got, want)
 	}
 }
