@@ -259,10 +259,10 @@ func (ss *session) wokenMidFrame(err error) bool {
 	return err != nil && isTimeout(err) && !isWriteError(err) && !ss.killed.Load()
 }
 
-// isWriteError reports whether err is a protocol.WriteError. It is apart
-// from wokenMidFrame because the target errors.As needs escapes to the
-// heap: inline, it cost an allocation on every call, errors or not.
+// isWriteError reports whether err is a protocol.WriteError (errors.AsType:
+// the target errors.As needs escapes to the heap, an allocation on every
+// call, errors or not).
 func isWriteError(err error) bool {
-	var we *protocol.WriteError
-	return errors.As(err, &we)
+	_, ok := errors.AsType[*protocol.WriteError](err)
+	return ok
 }

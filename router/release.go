@@ -199,12 +199,17 @@ func (ss *session) clientFailed(sc *pool.ServerConn, err error) {
 // finish ends the session: it takes back a linked server, cleans it or
 // destroys it, and says goodbye to the client.
 func (ss *session) finish(err error) {
-	var pe *protocol.Error
+	// errors.AsType, not errors.As: its targets would escape, two
+	// allocations per session.
+	pe, _ := errors.AsType[*protocol.Error](err)
 	var re *relayedError
+	if pe == nil {
+		re, _ = errors.AsType[*relayedError](err)
+	}
 	switch {
-	case errors.As(err, &pe):
+	case pe != nil:
 		ss.logger().Info("client disconnected", zap.String("reason", pe.Message))
-	case errors.As(err, &re):
+	case re != nil:
 	case err == nil || errors.Is(err, errClientTerminated) || isEOF(err) || errors.Is(err, errServerGone) ||
 		errors.Is(err, errClientGone) || errors.Is(err, errAdminDone):
 		if ss.debugEnabled() {

@@ -84,8 +84,8 @@ func isEOF(err error) bool {
 }
 
 func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	ne, ok := errors.AsType[net.Error](err)
+	return ok && ne.Timeout()
 }
 
 // wake interrupts a session blocked reading its client (or parked) so it
