@@ -11,8 +11,10 @@ type mono int64
 // epoch is mono's origin.
 var epoch = time.Now()
 
-// monoNow is the current time as a mono (never 0).
-func monoNow() mono { return toMono(time.Now()) }
+// monoNow is the current time as a mono (never 0). It reads only the
+// monotonic clock (time.Since does), half the cost of time.Now, which
+// reads the wall clock too.
+func monoNow() mono { return mono(time.Since(epoch)) | 1 }
 
 // toMono converts t, which should carry a monotonic reading (time.Now's
 // do); the zero Time is none.

@@ -276,12 +276,12 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	if sc.Wr == nil {
 		sc.Wr = protocol.NewWriter(sc.Conn)
 	}
-	now := time.Now()
+	now := monoNow()
 	ss.mu.Lock()
 	ss.server = sc
 	ss.onReplica, ss.txReadOnly = onReplica, readOnly
-	ss.linkedAt = toMono(now)
-	ss.queryStart = ss.linkedAt
+	ss.linkedAt = now
+	ss.queryStart = now
 	ss.status = protocol.TxIdle
 	ss.serverStuck = false
 	ss.q.clear()
@@ -473,11 +473,11 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		case typ == protocol.MsgReadyForQuery:
 			ss.entry.stats.queries.Add(1)
 			ss.q.pop()
-			var now time.Time
+			var now mono
 			if ss.q.n == 0 {
-				now = time.Now()
+				now = monoNow()
 				if !ss.queryStart.IsZero() {
-					ss.entry.stats.queryTimeUS.Add(uint64(toMono(now).Sub(ss.queryStart) / time.Microsecond))
+					ss.entry.stats.queryTimeUS.Add(uint64(now.Sub(ss.queryStart) / time.Microsecond))
 				}
 				ss.queryStart = 0
 			}

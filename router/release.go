@@ -22,9 +22,9 @@ import (
 // when the transaction ended. With
 // takeLSN (a write transaction under read_your_writes_lsn) it first reads
 // the primary's WAL position, after the client has its answer.
-func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool, end time.Time) {
+func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool, end mono) {
 	ss.entry.stats.xacts.Add(1)
-	ss.entry.stats.xactTimeUS.Add(uint64(toMono(end).Sub(ss.linkedAt) / time.Microsecond))
+	ss.entry.stats.xactTimeUS.Add(uint64(end.Sub(ss.linkedAt) / time.Microsecond))
 	ss.waitForWriter()
 	err := ss.wr.Flush()
 	if ss.fd < 0 {
@@ -432,7 +432,7 @@ func (ss *session) kickRelease(sc *pool.ServerConn) bool {
 	ss.server = nil
 	ss.mu.Unlock()
 	sc.ClearInterrupt()
-	ss.releaseServer(sc, false, time.Now())
+	ss.releaseServer(sc, false, monoNow())
 	return true
 }
 
