@@ -52,10 +52,4 @@ HEALTHCHECK --interval=10s --timeout=4s --start-period=10s --retries=3 \
 # SIGTERM drains: transactions in flight finish for up to shutdown_timeout
 # (default 30s). Give "docker stop" at least that long: docker stop -t 35.
 STOPSIGNAL SIGTERM
-# Goroutines start with Go's smallest stack, not one sized to the average of
-# the last garbage collection: after a burst of logins, the ended goroutines
-# Go keeps for reuse then keep no stacks (docs/operations.md, "Idle clients
-# and the relay"). Measured with bench/: 1,000 idle clients 4.0 KiB RSS each
-# instead of 5.3 KiB, 10,000 2.4 KiB instead of 2.7 KiB.
-ENV GODEBUG=adaptivestackstart=0
 ENTRYPOINT ["/pgferry", "-config", "/etc/pgferry/pgferry.toml"]

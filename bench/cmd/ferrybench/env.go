@@ -302,7 +302,7 @@ func setup(ctx context.Context, o options, root string) (*env, error) {
 		}
 	}
 	e.notes = append(e.notes,
-		fmt.Sprintf("Every pooler reads the same ini but for `listen_port` and `max_prepared_statements`: each PgBouncer its own copy, pgferry the copy of %s with its listen port overridden (PGFERRY_LISTEN_PORT), plus PGFERRY_LOG_LEVEL=warn and GODEBUG=%s as its container image sets (the stacks of ended goroutines are not kept: see docs/operations.md, \"Idle clients and the relay\"); pgferry's max_prepared_statements is %d either way (its default).", e.bouncers[0].name, ferryGODEBUG, preparedStatements),
+		fmt.Sprintf("Every pooler reads the same ini but for `listen_port` and `max_prepared_statements`: each PgBouncer its own copy, pgferry the copy of %s with its listen port overridden (PGFERRY_LISTEN_PORT), plus PGFERRY_LOG_LEVEL=warn%s; pgferry's max_prepared_statements is %d either way (its default).", e.bouncers[0].name, godebugNote(e.opts.godebug), preparedStatements),
 		"PgBouncer is single-threaded; pgferry uses both cores (GOMAXPROCS=2).",
 		"Every ini sets `client_tls_sslmode = allow` with `client_tls_cert_file` and `client_tls_key_file` naming a throwaway self-signed ECDSA P-256 certificate (CN 127.0.0.1, SANs 127.0.0.1 and localhost) generated at start-up, its key file mode 0600 and owned by the user PgBouncer runs as (postgres): a client that sends SSLRequest gets TLS, every other client stays plain, so only idle-tls uses TLS.",
 	)
@@ -410,9 +410,24 @@ func (e *env) restartPoolers(ctx context.Context) error {
 	return e.startPoolers(ctx)
 }
 
-// ferryGODEBUG is the GODEBUG pgferry's container image sets (see the
-// Dockerfile): pgferry is measured as it is shipped.
-const ferryGODEBUG = "adaptivestackstart=0"
+// godebugNote says which GODEBUG pgferry ran with, if -godebug set one.
+func godebugNote(godebug string) string {
+	if godebug == "" {
+		return ""
+	}
+	return " and GODEBUG=" + godebug + " (-godebug)"
+}
+
+// ferryGODEBUG joins -godebug and the settings a wrapper needs.
+func ferryGODEBUG(set, extra string) string {
+	switch {
+	case set == "":
+		return extra
+	case extra == "":
+		return set
+	}
+	return set + "," + extra
+}
 
 // startFerry starts pgferry on e.ferryPort, optionally under a wrapper
 // command (valgrind), and waits until it accepts a login.
@@ -422,15 +437,17 @@ func (e *env) startFerry(ctx context.Context, wrapper []string) (*proc, error) {
 		"PGFERRY_LISTEN_PORT=" + strconv.Itoa(e.ferryPort),
 		"PGFERRY_LOG_LEVEL=warn",
 	}
-	godebug := ferryGODEBUG
+	extra := ""
 	if len(wrapper) > 0 {
 		// Callgrind cannot take the SIGURG preemption signals.
 		// valgrind 3.19 does not decode RDTSCP, which the Go runtime uses
 		// (cputicks, on a contended runtime lock) when CPUID reports it, as
 		// valgrind does on AMD hosts: the pooler died with SIGILL.
-		godebug += ",asyncpreemptoff=1,cpu.rdtscp=off"
+		extra = "asyncpreemptoff=1,cpu.rdtscp=off"
 	}
-	env = append(env, "GODEBUG="+godebug)
+	if godebug := ferryGODEBUG(e.opts.godebug, extra); godebug != "" {
+		env = append(env, "GODEBUG="+godebug)
+	}
 	p, err := startProc("pgferry", argv, env, nil, filepath.Join(e.tmp, "pgferry.log"))
 	if err != nil {
 		return nil, err

@@ -50,6 +50,8 @@ type options struct {
 	keepTemp  bool
 	rev       string
 	rounds    int // throughput runs per scenario and target
+	// godebug is GODEBUG for pgferry (-godebug); empty: Go's defaults.
+	godebug string
 	// bouncerBins are the -pgbouncer paths; none means the default.
 	bouncerBins []string
 }
@@ -69,6 +71,7 @@ func run() int {
 		keepTemp  = flag.Bool("keep", false, "keep the temporary directory (pooler logs, ini) for inspection")
 		rev       = flag.String("rev", "", "build pgferry from this git revision (git archive) instead of the working tree")
 		rounds    = flag.Int("rounds", 1, "run each throughput scenario this many times, the targets taking turns; the tables show medians")
+		godebug   = flag.String("godebug", "", "GODEBUG for pgferry, to measure a runtime setting (e.g. adaptivestackstart=0); default: none, as shipped")
 		bouncers  = flag.String("pgbouncer", "", "comma-separated PgBouncer binaries to compare with, each a target named by its version (relative paths are taken from the module root; default "+pgbouncerPath+", plus "+anchorPgbouncer+" if it exists)")
 	)
 	flag.Parse()
@@ -78,7 +81,7 @@ func run() int {
 		return 2
 	}
 	o := options{quick: *quick, out: *out, duration: *duration, keepTemp: *keepTemp, rev: *rev, scale: 10,
-		idleSteps: []int{1000, 10000}, rounds: *rounds}
+		idleSteps: []int{1000, 10000}, rounds: *rounds, godebug: *godebug}
 	for _, b := range strings.Split(*bouncers, ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			o.bouncerBins = append(o.bouncerBins, b)

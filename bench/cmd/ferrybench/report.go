@@ -272,7 +272,7 @@ func (r *report) markdown() string {
 		p("## Instructions per transaction (valgrind --tool=callgrind)\n\n")
 		p("One pooler process under callgrind: a warm-up run, counters zeroed, then `pgbench -n -S -c 4 -j 1 -t 200` and `-t 2000`, ")
 		p("each followed by `callgrind_control --dump`; instructions/tx = (Ir(2000) - Ir(200)) / (4 × 1800), so logins cancel out. ")
-		p("pgferry runs with GODEBUG=" + ferryGODEBUG + ",asyncpreemptoff=1,cpu.rdtscp=off (callgrind cannot take Go's preemption signals, nor decode RDTSCP).\n\n")
+		p("pgferry runs with GODEBUG=%s (callgrind cannot take Go's preemption signals, nor decode RDTSCP).\n\n", ferryGODEBUG(o.godebug, "asyncpreemptoff=1,cpu.rdtscp=off"))
 		var tx, login []instrRow
 		for _, x := range r.instr {
 			tx = append(tx, instrRow{x.target, x.skipped == "", x.perTx, x.base, x.full, x.parts})
