@@ -79,7 +79,8 @@ type scramSecret struct {
 	storedKey  [scramKeyLen]byte
 	serverKey  [scramKeyLen]byte
 	// macs are the MACs keyed by storedKey and serverKey that every login
-	// computes, made once per verifier (see withMACs); nil for a mock.
+	// computes, made once per verifier (see withMACs; unknown users' mock
+	// verifiers share mockMACs).
 	macs *scramMACs
 }
 

@@ -103,8 +103,9 @@ func ParseStartup(body []byte) (*Startup, error) {
 			fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0", s.Major(), s.Minor()))
 	}
 	// Each parameter is two NUL-terminated strings: one allocation for
-	// them all.
-	s.Params = make([]Param, 0, bytes.Count(rest, []byte{0})/2)
+	// the usual few, sized before the packet is checked, so bounded (a
+	// packet of NULs must not cost more than its own size to refuse).
+	s.Params = make([]Param, 0, min(bytes.Count(rest, []byte{0})/2, 16))
 	for {
 		if len(rest) == 0 {
 			return nil, Fatal(SQLStateProtocolViolation, "invalid startup packet layout: expected terminator as last byte")

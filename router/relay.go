@@ -476,9 +476,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			var now mono
 			if ss.q.n == 0 {
 				now = monoNow()
-				if !ss.queryStart.IsZero() {
-					ss.entry.stats.queryTimeUS.Add(uint64(now.Sub(ss.queryStart) / time.Microsecond))
-				}
+				// Every path that sends a query starts its clock (process,
+				// refuse): a missing start would show here as pgferry's age.
+				ss.entry.stats.queryTimeUS.Add(uint64(now.Sub(ss.queryStart) / time.Microsecond))
 				ss.queryStart = 0
 			}
 			if len(ss.tentative) > 0 && protocol.RFQStatus(frame) == protocol.TxIdle {
