@@ -19,15 +19,15 @@ type Conn struct {
 
 	// The buffer and result of the Read or Write in progress, for the
 	// callbacks rc runs (method values made once: no allocation per call).
-	rmu     sync.Mutex
-	rbuf    []byte
-	rn      int32  // 0 with rerrno 0: end of file
-	rerrno  uint16 // of the read in progress (errno values fit)
-	readFn  func(uintptr) bool
-	wmu     sync.Mutex
-	wbuf    []byte
-	wn      int
-	werrno  uint16 // of the write in progress
+	rmu    sync.Mutex
+	rbuf   []byte
+	rn     int32  // 0 with rerrno 0: end of file
+	rerrno uint16 // of the read in progress (errno values fit)
+	readFn func(uintptr) bool
+	wmu    sync.Mutex
+	wbuf   []byte
+	wn     int
+	werrno uint16 // of the write in progress
 	// fd is the descriptor the last read was made on (-1 before any),
 	// for FD: asking RawConn for it again costs two allocations.
 	fd      int32
