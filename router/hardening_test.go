@@ -20,10 +20,17 @@ import (
 	"github.com/pgferry/pgferry/internal/ferrytest"
 )
 
+// loginTimeoutForStallTests is the client_login_timeout of the tests that
+// stall a login and then check that pgferry still serves: the check's own
+// login must fit in it too, and the first login through a fresh pgferry
+// dials and logs in to PostgreSQL (SCRAM) on the way. 300 ms was too short
+// for that once under -race on a loaded CI machine.
+const loginTimeoutForStallTests = 2 * time.Second
+
 func TestClientLoginTimeoutClosesAClientStalledInItsStartupPacket(t *testing.T) {
 	t.Parallel()
 	cfg := ferrytest.Config(t, cluster)
-	cfg.ClientLoginTimeout = configs.Duration(300 * time.Millisecond)
+	cfg.ClientLoginTimeout = configs.Duration(loginTimeoutForStallTests)
 	f := ferrytest.Start(t, cfg)
 	c := dialFerry(t, f)
 	startup := startupMessage(t, ferrytest.User, "app")
@@ -40,7 +47,7 @@ func TestClientLoginTimeoutClosesAClientStalledInItsStartupPacket(t *testing.T) 
 func TestClientLoginTimeoutClosesAClientStalledInTheSCRAMExchange(t *testing.T) {
 	t.Parallel()
 	cfg := ferrytest.Config(t, cluster)
-	cfg.ClientLoginTimeout = configs.Duration(300 * time.Millisecond)
+	cfg.ClientLoginTimeout = configs.Duration(loginTimeoutForStallTests)
 	f := ferrytest.Start(t, cfg)
 	c := dialFerry(t, f)
 	sendRaw(t, c, startupMessage(t, ferrytest.User, "app"))
