@@ -183,7 +183,7 @@ func (c *adminConsole) serve(out []byte) error {
 // deadline only ever fires here because of kill or wake, and session.run
 // must not mistake it for client_login_timeout.
 func (c *adminConsole) ioErr(err error) error {
-	if c.ss.killed.Load() || isTimeout(err) || isEOF(err) {
+	if c.ss.has(evKill) || isTimeout(err) || isEOF(err) {
 		return errAdminDone
 	}
 	return err
@@ -194,13 +194,13 @@ func (c *adminConsole) ioErr(err error) error {
 // those (or a stale wake, which is harmless).
 func (c *adminConsole) onWake() error {
 	ss := c.ss
-	if ss.killed.Load() {
+	if ss.has(evKill) {
 		return errAdminDone
 	}
 	// Clear the deadline before consuming the request: a wake that lands in
 	// between sets the deadline again and is seen on the next read.
 	ss.raw.SetReadDeadline(time.Time{})
-	ss.wakeReq.Store(false)
+	ss.flags.And(^evWake)
 	if c.srv.isDraining() {
 		return protocol.Fatal(protocol.SQLStateAdminShutdown, "pgferry is shutting down")
 	}
@@ -372,7 +372,7 @@ func (c *adminConsole) pause(db string) error {
 			if err == nil {
 				break
 			}
-			if c.ss.killed.Load() {
+			if c.ss.has(evKill) {
 				return errAdminDone
 			}
 			if c.srv.isDraining() {

@@ -66,10 +66,11 @@ func (c *adminConsole) showClients(rs *resultSet) {
 			ss.mu.Unlock()
 		}
 		addr, port := splitAddr(ss.clientAddr())
-		laddr, lport := addrOf(ss.raw.LocalAddr())
+		local, tlsName := ss.sockInfo()
+		laddr, lport := addrOf(local)
 		rs.add("C", ss.user, ss.database, state, addr, port, laddr, lport,
 			pgTime(ss.connectedAt.Time()), pgTime(ss.connectedAt.Time()), 0, 0, 0,
-			clientPtr(ss.id), link, 0, tlsDesc(ss.conn), ss.appName, ss.id)
+			clientPtr(ss.id), link, 0, tlsName, ss.appName, ss.id)
 	}
 }
 
@@ -121,4 +122,16 @@ func (c *adminConsole) showServers(rs *resultSet) {
 			}
 		}
 	}
+}
+
+// sockInfo returns the client socket's local address and its TLS version
+// and cipher ("" for plain) for SHOW CLIENTS; a parked plain session's
+// address comes from its bare descriptor.
+func (ss *session) sockInfo() (local net.Addr, tlsName string) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.raw == nil {
+		return fdLocalAddr(int(ss.fd)), ""
+	}
+	return ss.raw.LocalAddr(), tlsDesc(ss.conn)
 }

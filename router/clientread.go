@@ -4,7 +4,9 @@
 package router
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -13,11 +15,14 @@ import (
 
 // serve relays the client's messages until it leaves or fails.
 func (ss *session) serve() error {
+	if ss.raw == nil {
+		// Back from parking with a bare descriptor (see detach).
+		if err := ss.reattach(); err != nil {
+			return fmt.Errorf("resuming a parked client: %w", err)
+		}
+	}
 	if ss.rd == nil {
-		ss.rd = protocol.NewReader(ss.conn)
-		ss.rd.MaxMessage = ss.srv.cfg.Load().MaxPacketSize
-		ss.wr = protocol.NewWriter(ss.conn)
-		ss.countTraffic()
+		ss.openClientIO()
 	}
 	if ss.rd.Small == nil {
 		ss.rd.Small = make([]byte, smallBufSize)
@@ -34,12 +39,15 @@ func (ss *session) serve() error {
 			return err
 		}
 		ss.activeTick.Store(ss.srv.parker.tick.Load())
-		if ss.parkReq.Load() && ss.tryPark() {
-			return errParked
+		if ss.has(evPark) {
+			parked, err := ss.tryPark()
+			if parked || err != nil {
+				return cmp.Or(err, errParked)
+			}
 		}
 		typ, size, err := ss.rd.Peek()
 		if err != nil {
-			if isTimeout(err) && !ss.killed.Load() {
+			if isTimeout(err) && !ss.has(evKill) {
 				if err := ss.onWake(); err != nil {
 					return err
 				}
@@ -61,6 +69,14 @@ func (ss *session) serve() error {
 	}
 }
 
+// openClientIO makes the client's Reader and Writer.
+func (ss *session) openClientIO() {
+	ss.rd = protocol.NewReader(ss.conn)
+	ss.rd.MaxMessage = ss.srv.cfg.Load().MaxPacketSize
+	ss.wr = protocol.NewWriter(ss.conn)
+	ss.countTraffic()
+}
+
 // smallBufSize is the size of a session's resident read buffer
 // (protocol.Reader.Small). A parked session drops it: a sync.Pool would keep
 // a wave of parked sessions' buffers alive through the next garbage
@@ -70,20 +86,21 @@ const smallBufSize = 512
 // tryPark hands an idle session to the parker when a sweep asked for it
 // and the session really is idle: nothing buffered from the client, no
 // server, no pump, nothing to deliver, no wake pending. It reports whether
-// the parker took it; the session's goroutine must then end at once.
-func (ss *session) tryPark() bool {
-	ss.parkReq.Store(false)
-	if ss.fd < 0 || ss.rd.Buffered() != 0 || ss.wakeReq.Load() || ss.killed.Load() || ss.srv.isDraining() {
-		return false
+// the parker took it; the session's goroutine must then end at once. An
+// error means the session let go of its socket and could not take it back.
+func (ss *session) tryPark() (bool, error) {
+	ss.flags.And(^evPark)
+	if ss.fd < 0 || ss.rd.Buffered() != 0 || ss.has(evWake|evKill) || ss.srv.isDraining() {
+		return false, nil
 	}
 	ss.mu.Lock()
 	idle := ss.server == nil && ss.pumpDone == nil && len(ss.mailbox) == 0 && ss.dead == nil
 	ss.mu.Unlock()
 	if !idle || (!ss.noDeadline && ss.idleDeadline.IsZero()) {
-		return false // a deadline other than client_idle_timeout is armed
+		return false, nil // a deadline other than client_idle_timeout is armed
 	}
 	if ss.tls && ss.tlsHoldsInput() {
-		return false
+		return false, nil
 	}
 	ss.q = ring{} // owes nothing; a parked session keeps no expectation buffer
 	if ss.rare != nil {
@@ -96,12 +113,20 @@ func (ss *session) tryPark() bool {
 	ss.rd, ss.wr = nil, nil
 	wr.Release()
 	small := rd.DetachSmall() // dropped once parked
-	if !ss.srv.parker.park(ss) {
-		rd.Small = small
-		ss.rd, ss.wr = rd, wr
-		return false
+	if ss.srv.parker.park(ss) {
+		return true, nil
 	}
-	return true
+	if ss.raw == nil {
+		// park let go of the socket and then could not park: take it back.
+		if err := ss.reattach(); err != nil {
+			return false, fmt.Errorf("parking failed, and so did taking the client socket back: %w", err)
+		}
+		rd.Reset(ss.conn)
+		wr.Reset(ss.conn)
+	}
+	rd.Small = small
+	ss.rd, ss.wr = rd, wr
+	return false, nil
 }
 
 // tlsHoldsInput reports whether the TLS layer holds client bytes that the
@@ -114,12 +139,12 @@ func (ss *session) tryPark() bool {
 // error is sticky and the next read reports it. The read deadline is put
 // back, or left past if a wake or kill came meanwhile.
 func (ss *session) tlsHoldsInput() bool {
-	ss.raw.SetReadDeadline(time.Unix(1, 0))
+	ss.raw.SetReadDeadline(pastDeadline)
 	var b [512]byte
 	n, err := ss.conn.Read(b[:])
 	ss.raw.SetReadDeadline(ss.idleDeadline.Time())
-	if ss.wakeReq.Load() || ss.killed.Load() {
-		ss.raw.SetReadDeadline(time.Unix(1, 0))
+	if ss.has(evWake | evKill) {
+		ss.raw.SetReadDeadline(pastDeadline)
 		return true
 	}
 	if n > 0 {
@@ -133,7 +158,7 @@ func (ss *session) tlsHoldsInput() bool {
 
 // setReadDeadline arms the idle timeouts for the next client read.
 func (ss *session) setReadDeadline() error {
-	if ss.wakeReq.Load() {
+	if ss.has(evWake) {
 		return nil // a wake is pending; let the read fail at once
 	}
 	cfg := ss.srv.cfg.Load()
@@ -156,7 +181,13 @@ func (ss *session) setReadDeadline() error {
 		deadline := time.Now().Add(d)
 		ss.idleDeadline = toMono(deadline)
 		ss.noDeadline = false
-		return ss.raw.SetReadDeadline(deadline)
+		err := ss.raw.SetReadDeadline(deadline)
+		if ss.has(evWake) {
+			// A wake posted since the check above may have set its past
+			// deadline before this one replaced it.
+			ss.raw.SetReadDeadline(pastDeadline)
+		}
+		return err
 	}
 	ss.idleDeadline = 0
 	if ss.noDeadline {
@@ -166,7 +197,11 @@ func (ss *session) setReadDeadline() error {
 		return nil
 	}
 	ss.noDeadline = true
-	return ss.raw.SetReadDeadline(time.Time{})
+	err := ss.raw.SetReadDeadline(time.Time{})
+	if ss.has(evWake) {
+		ss.raw.SetReadDeadline(pastDeadline) // as above
+	}
+	return err
 }
 
 // drainIdleGrace is how long a draining pgferry waits for an idle client's
@@ -180,17 +215,14 @@ func (ss *session) onWake() error {
 	// between sets the deadline again and is seen on the next read.
 	ss.raw.SetReadDeadline(time.Time{})
 	ss.noDeadline = true
-	woken := ss.wakeReq.Swap(false)
+	woken := ss.flags.And(^evWake)&evWake != 0
 	ss.mu.Lock()
 	dead, linked, status, busy := ss.dead, ss.server != nil, ss.status, ss.q.n > 0
 	ss.mu.Unlock()
 	if dead != nil {
 		return errServerGone
 	}
-	ss.mu.Lock()
-	doomed := ss.doomed
-	ss.mu.Unlock()
-	if doomed != nil {
+	if doomed := ss.doomed(); doomed != nil {
 		return doomed
 	}
 	if err := ss.deliverNotifications(); err != nil {
@@ -226,9 +258,9 @@ func (ss *session) idleTimeout(linked bool, status byte) error {
 func (ss *session) onMidFrameWake() error {
 	ss.raw.SetReadDeadline(time.Time{})
 	ss.mu.Lock()
-	doomed, linked, status := ss.doomed, ss.server != nil, ss.status
+	linked, status := ss.server != nil, ss.status
 	ss.mu.Unlock()
-	if doomed != nil {
+	if doomed := ss.doomed(); doomed != nil {
 		return doomed
 	}
 	if !ss.idleDeadline.IsZero() {
@@ -244,8 +276,8 @@ func (ss *session) onMidFrameWake() error {
 // frameDone ends a frame read across wakes: a wake still pending gets its
 // past deadline back, so the next read at a frame boundary sees it.
 func (ss *session) frameDone() {
-	if ss.wakeReq.Load() {
-		ss.raw.SetReadDeadline(time.Unix(1, 0))
+	if ss.has(evWake) {
+		ss.raw.SetReadDeadline(pastDeadline)
 		ss.noDeadline = false
 	}
 }
@@ -256,7 +288,7 @@ func (ss *session) frameDone() {
 // onMidFrameWake the read is retried and the Reader resumes it. A kill is
 // not retried.
 func (ss *session) wokenMidFrame(err error) bool {
-	return err != nil && isTimeout(err) && !isWriteError(err) && !ss.killed.Load()
+	return err != nil && isTimeout(err) && !isWriteError(err) && !ss.has(evKill)
 }
 
 // isWriteError reports whether err is a protocol.WriteError (errors.AsType:

@@ -81,7 +81,7 @@ func (ss *session) handOff(sc *pool.ServerConn) {
 // deadline to stop its relay: a kill, a cancel's kick, query_timeout
 // giving up on the server, or the session being doomed. mu is held.
 func (ss *session) interrupted() bool {
-	return ss.killed.Load() || ss.pumpKick || ss.serverStuck || ss.doomed != nil
+	return ss.has(evKill|evDoomed) || ss.pumpKick || ss.serverStuck
 }
 
 // endBudget stops the inline budget's watch and clears the deadline it set

@@ -367,13 +367,13 @@ var errNotificationBacklog = func() *protocol.Error {
 // caller to cancel the query (cancelRunning).
 func (ss *session) notify(frame []byte) (running *pool.ServerConn) {
 	ss.mu.Lock()
-	if ss.doomed != nil {
+	if ss.has(evDoomed) {
 		ss.mu.Unlock()
 		return nil
 	}
 	if len(ss.mailbox)+len(frame) > maxMailbox {
 		ss.mailbox = nil
-		running, first := ss.markDoomed(errNotificationBacklog)
+		running, first := ss.markDoomed(evDoomBacklog)
 		ss.mu.Unlock()
 		if first {
 			ss.announceDoom("notification backlog over the per-client limit: disconnecting the client")

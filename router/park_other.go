@@ -21,3 +21,7 @@ func (p *parker) close()             {}
 func (p *parker) count() int         { return 0 }
 
 func socketFD(net.Conn) int { return -1 }
+
+// reattach and fdLocalAddr are never needed: sessions do not park here.
+func (ss *session) reattach() error { return nil }
+func fdLocalAddr(int) net.Addr      { return nil }

@@ -2,7 +2,9 @@ package router_test
 
 import (
 	"context"
+	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/router"
 )
 
 func TestIdleClientsAreParkedWithoutAGoroutineAndResumeWhenTheyTalk(t *testing.T) {
@@ -46,6 +49,11 @@ func idleClientsPark(t *testing.T, overTLS bool) {
 	ferrytest.Eventually(t, 10*time.Second, "all 20 idle clients to be parked", func() (bool, error) {
 		return parked() == 20, nil
 	})
+	// A plain client waits as a bare descriptor; crypto/tls keeps a TLS
+	// client's conn.
+	if n, want := router.ParkedWithoutConn(f.Server), map[bool]int{false: 20, true: 0}[overTLS]; n != want {
+		t.Fatalf("%d parked clients let go of their conn; want %d", n, want)
+	}
 
 	// Every parked client is served as soon as it sends a query, with its
 	// own answer (its prepared statements kept across the parking).
@@ -93,6 +101,47 @@ func idleClientsPark(t *testing.T, overTLS bool) {
 	if err := conns[2].QueryRow(ctx, "select length($1::text)", long).Scan(&got); err != nil || got != len(long) {
 		t.Fatalf("a 100 kB query after parking: %d, %v", got, err)
 	}
+}
+
+func TestAParkedClientWithoutItsConnIsListedKilledAndResumedLikeAnyOther(t *testing.T) {
+	if runtime.GOOS != "linux" || !parkingBuilt {
+		t.Skip("idle sessions are parked on Linux only")
+	}
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	f := ferrytest.Start(t, cfg)
+	victim := ferrytest.Connect(t, ctx, f.AppDSN())
+	bystander := ferrytest.Connect(t, ctx, f.AppDSN())
+	ferrytest.Eventually(t, 10*time.Second, "both clients to be parked without their conn", func() (bool, error) {
+		return router.ParkedWithoutConn(f.Server) == 2, nil
+	})
+
+	// SHOW CLIENTS reads both addresses of a parked client from its
+	// descriptor: the client's own port, and the port it connected to.
+	client := victim.PgConn().Conn().LocalAddr().(*net.TCPAddr)
+	ferryAddr := victim.PgConn().Conn().RemoteAddr().(*net.TCPAddr)
+	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
+	row := mustAdmin(t, pc, "SHOW CLIENTS").row("port", strconv.Itoa(client.Port))
+	if row == nil || row["addr"] != "127.0.0.1" || row["local_addr"] != "127.0.0.1" || row["local_port"] != strconv.Itoa(ferryAddr.Port) {
+		t.Fatalf("SHOW CLIENTS row of the parked client = %v; want addr 127.0.0.1, local_addr 127.0.0.1, local_port %d", row, ferryAddr.Port)
+	}
+	if n := router.ParkedWithoutConn(f.Server); n != 2 {
+		t.Fatalf("listing the clients resumed them: %d still parked without their conn", n)
+	}
+
+	// KILL_CLIENT reaches a parked client, and only that one.
+	mustAdmin(t, pc, "KILL_CLIENT "+row["ptr"])
+	if err := victim.QueryRow(ctx, "select 1").Scan(new(int)); err == nil {
+		t.Fatal("the parked client KILL_CLIENT named still runs queries")
+	}
+	var n int
+	if err := bystander.QueryRow(ctx, "select 2").Scan(&n); err != nil || n != 2 {
+		t.Fatalf("the other parked client after KILL_CLIENT: %d, %v", n, err)
+	}
+	ferrytest.Eventually(t, 10*time.Second, "the other client to park again without its conn", func() (bool, error) {
+		return router.ParkedWithoutConn(f.Server) == 1 && f.Server.Snapshot().Clients == 2, nil // it and the console
+	})
 }
 
 func TestShutdownEndsParkedSessions(t *testing.T) {

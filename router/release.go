@@ -141,7 +141,7 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 		}
 		ss.q.pop()
 	}
-	doomed := ss.doomed
+	doomed := ss.doomed()
 	survive := survivable && doomed == nil && ss.txnMode && !ss.pinned && answers > 0
 	fatalMsg := ss.serverFatal
 	ss.serverFatal = nil
@@ -455,8 +455,8 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 		defer ss.rare.waitTimer.Stop()
 		expired = ss.rare.waitTimer.C
 	}
-	ss.waiting.Store(true)
-	defer ss.waiting.Store(false)
+	ss.flags.Or(stWaiting)
+	defer ss.flags.And(^stWaiting)
 	sc, err := p.AcquireUntil(expired)
 	if errors.Is(err, pool.ErrPoolClosed) && ss.refreshEntry() {
 		// A reload replaced the database's pools: carry on with the new

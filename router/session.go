@@ -36,12 +36,19 @@ var adminDatabases = map[string]bool{"pgbouncer": true, "pgferry": true}
 // lives in handshake, what few sessions use in rare, timestamps are mono (8
 // bytes, no pointer), and the small fields are packed at the end.
 type session struct {
-	srv  *Server
-	lg   atomic.Pointer[zap.Logger] // built on first use by logger()
-	raw  net.Conn                   // the accepted socket; closed by run
-	conn net.Conn                   // raw or TLS over raw
-	rd   *protocol.Reader           // client frames
-	wr   *protocol.Writer           // to the client: run's while unlinked, the pump's while linked
+	srv *Server
+	lg  atomic.Pointer[zap.Logger] // built on first use by logger()
+	// raw is the accepted socket, closed by run, and conn is raw or TLS
+	// over raw. A plain session lets go of both while parked (see detach):
+	// they change only then, under mu, and other goroutines read them only
+	// under mu (rawConn, sockInfo).
+	raw  net.Conn
+	conn net.Conn
+	// peer is the client's address, kept for logs and SHOW CLIENTS while
+	// raw is let go.
+	peer net.Addr
+	rd   *protocol.Reader // client frames
+	wr   *protocol.Writer // to the client: run's while unlinked, the pump's while linked
 	// handshake holds what only the login needs, until the relay takes the
 	// bytes read past it (see takePending).
 	handshake *loginState
@@ -59,10 +66,6 @@ type session struct {
 	q        ring             // what the server still owes, in order
 	dead     error            // the pump lost the server or the client
 	pumpDone chan struct{}    // closed when the current pump exits
-	// doomed is the FATAL a session being disconnected ends with: its
-	// transaction outlived transaction_timeout, or its notifications
-	// piled up unread (see notify). Guarded by mu.
-	doomed *protocol.Error
 	// serverFatal keeps the message of a FATAL error the server sent before
 	// closing, for the error the client gets instead. Guarded by mu.
 	serverFatal *string
@@ -102,21 +105,18 @@ type session struct {
 	lastWriteLSN uint64
 
 	pid, key uint32
-	// Parking (park_linux.go): fd is the plain TCP socket's descriptor (-1:
-	// never parked, e.g. TLS); activeTick the parker's sweep count when the
-	// session last read a request; parkReq a sweep's request to park;
-	// parked that the session is in the parker's set, without a goroutine.
+	// Parking (park_linux.go): fd is the TCP socket's descriptor (-1: never
+	// parked, e.g. the admin console; changes only with raw); activeTick the
+	// parker's sweep count when the session last read a request.
 	fd         int32
 	activeTick atomic.Uint32
+	// flags holds the events other goroutines post to the session and the
+	// state its owner publishes (see events.go).
+	flags atomic.Uint32
 	// cancels counts cancel requests being delivered to the linked server;
 	// releaseDeferred marks a finished transaction whose server waits for
 	// them; pumpKick tells the pump that the wait is over. Guarded by mu.
 	cancels int32
-	waiting atomic.Bool // queued for a server connection
-	killed  atomic.Bool
-	wakeReq atomic.Bool
-	parkReq atomic.Bool
-	parked  atomic.Bool
 
 	// Small fields, packed.
 	tls        bool
@@ -274,6 +274,7 @@ func (s *Server) admit(raw net.Conn) (logged *session) {
 		id:          s.ids.Add(1),
 		raw:         raw,
 		conn:        raw,
+		peer:        raw.RemoteAddr(),
 		connectedAt: monoNow(),
 		status:      protocol.TxIdle,
 		handshake:   handshakes.Get().(*loginState),

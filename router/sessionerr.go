@@ -1,5 +1,4 @@
-// What a session tells its client when something fails, and the events
-// other goroutines post to it (wake, kill).
+// What a session tells its client when something fails.
 
 package router
 
@@ -10,7 +9,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -88,29 +86,13 @@ func isTimeout(err error) bool {
 	return ok && ne.Timeout()
 }
 
-// wake interrupts a session blocked reading its client (or parked) so it
-// can notice shutdown, a dead server or pending notifications.
-func (ss *session) wake() {
-	ss.wakeReq.Store(true)
-	ss.raw.SetReadDeadline(time.Unix(1, 0))
-	ss.srv.parker.unpark(ss)
-}
-
-// kill makes the session end as soon as possible.
-func (ss *session) kill() {
-	ss.killed.Store(true)
-	ss.raw.SetDeadline(time.Unix(1, 0))
-	ss.srv.parker.unpark(ss)
-	// Under mu: a server released meanwhile may be another client's now.
-	ss.mu.Lock()
-	if ss.server != nil {
-		ss.server.Interrupt()
-	}
-	ss.mu.Unlock()
-}
-
 // clientAddr is the client's address and port.
-func (ss *session) clientAddr() string { return ss.raw.RemoteAddr().String() }
+func (ss *session) clientAddr() string {
+	if ss.peer == nil {
+		return ""
+	}
+	return ss.peer.String()
+}
 
 // logger returns the session's logger with conn_id, client_addr, user and
 // database. It is built on first use: most sessions never log at the

@@ -240,7 +240,7 @@ const (
 // clientState classifies a registered session for SHOW POOLS and metrics.
 // Safe to call from any goroutine.
 func (ss *session) clientState() clientState {
-	if ss.waiting.Load() {
+	if ss.has(stWaiting) {
 		return clientWaiting
 	}
 	ss.mu.Lock()

@@ -64,7 +64,7 @@ func (ss *session) onTransactionTimeout() {
 		ss.mu.Unlock()
 		return
 	}
-	running, first := ss.markDoomed(errTransactionTimeout)
+	running, first := ss.markDoomed(evDoomTxn)
 	ss.mu.Unlock()
 	if first {
 		ss.announceDoom("transaction_timeout: disconnecting the client")
@@ -78,22 +78,23 @@ func (ss *session) onTransactionTimeout() {
 // enough to deliver the FATAL, and a bound on a client that stopped reading.
 const doomGrace = time.Second
 
-// markDoomed ends the session with the FATAL e: the relay reading the
-// server and the session goroutine reading the client stop, and the client
-// is told e. A server running a query is held for a cancel (the caller
+// markDoomed ends the session with the FATAL its doom event stands for
+// (evDoomTxn or evDoomBacklog; see doomed): the relay reading the server
+// and the session goroutine reading the client stop, and the client is told
+// why. A server running a query is held for a cancel (the caller
 // delivers it with cancelRunning once mu is released): the server would
 // otherwise keep running it. mu is held, and stays held; first reports
 // whether this doom was the first, which the caller then announces
 // (announceDoom) after releasing mu.
-func (ss *session) markDoomed(e *protocol.Error) (running *pool.ServerConn, first bool) {
+func (ss *session) markDoomed(ev uint32) (running *pool.ServerConn, first bool) {
 	sc := ss.server
-	if ss.doomed != nil {
+	if ss.has(evDoomed) {
 		if sc != nil {
 			sc.Interrupt() // linked since the first doom
 		}
 		return nil, false
 	}
-	ss.doomed = e
+	ss.flags.Or(ev) // only under mu: the first doom is the one kept
 	if sc != nil {
 		sc.Interrupt()
 		if ss.q.n > 0 {
@@ -108,7 +109,9 @@ func (ss *session) markDoomed(e *protocol.Error) (running *pool.ServerConn, firs
 // to a client that does not read give up after doomGrace. mu is not held.
 func (ss *session) announceDoom(logMsg string) {
 	ss.logger().Info(logMsg)
-	ss.raw.SetWriteDeadline(time.Now().Add(doomGrace))
+	if c := ss.rawConn(); c != nil {
+		c.SetWriteDeadline(time.Now().Add(doomGrace))
+	}
 	ss.wake()
 }
 

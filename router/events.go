@@ -1,0 +1,104 @@
+// The events other goroutines post to a session, and the state bits its
+// owner publishes for them, in one atomic word.
+
+package router
+
+import (
+	"net"
+	"time"
+
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// A session's flags word (session.flags). Other goroutines never write a
+// session's fields: they post an event bit with one atomic OR and, if the
+// owner may be blocked, interrupt its read; the owner acts on the bit at a
+// frame boundary. The st bits go the other way: the owner (or, for
+// stParked, the parker, which owns a parked session) publishes its state
+// for the sweep and the admin console.
+const (
+	// evWake asks the owner to look around: notifications to deliver,
+	// shutdown, a lost server, a doom.
+	evWake uint32 = 1 << iota
+	// evKill ends the session as soon as possible (KILL, KILL_CLIENT,
+	// shutdown's deadline).
+	evKill
+	// evPark is a sweep's request that an idle session park (see tryPark).
+	evPark
+	// evDoomTxn and evDoomBacklog doom the session (see markDoomed): its
+	// transaction outlived transaction_timeout, or its notifications
+	// piled up unread. The first one posted is what the client is told.
+	evDoomTxn
+	evDoomBacklog
+	// stWaiting: queued for a server connection (the sweep leaves it be).
+	stWaiting
+	// stParked: in the parker's set, without a goroutine.
+	stParked
+)
+
+const evDoomed = evDoomTxn | evDoomBacklog
+
+// has reports whether any of the bits is set.
+func (ss *session) has(bits uint32) bool { return ss.flags.Load()&bits != 0 }
+
+// doomed returns the FATAL a doomed session ends with, or nil.
+func (ss *session) doomed() *protocol.Error {
+	switch f := ss.flags.Load(); {
+	case f&evDoomTxn != 0:
+		return errTransactionTimeout
+	case f&evDoomBacklog != 0:
+		return errNotificationBacklog
+	}
+	return nil
+}
+
+// pastDeadline makes a blocked read or write fail at once.
+var pastDeadline = time.Unix(1, 0)
+
+// wake interrupts a session blocked reading its client (or parked) so it
+// can notice shutdown, a dead server or pending notifications.
+func (ss *session) wake() {
+	ss.flags.Or(evWake)
+	if c := ss.rawConn(); c != nil {
+		c.SetReadDeadline(pastDeadline)
+	}
+	ss.srv.parker.unpark(ss)
+}
+
+// kill makes the session end as soon as possible.
+func (ss *session) kill() {
+	ss.flags.Or(evKill)
+	if c := ss.rawConn(); c != nil {
+		c.SetDeadline(pastDeadline)
+	}
+	ss.srv.parker.unpark(ss)
+	// Under mu: a server released meanwhile may be another client's now.
+	ss.mu.Lock()
+	if ss.server != nil {
+		ss.server.Interrupt()
+	}
+	ss.mu.Unlock()
+}
+
+// rawConn returns the client socket for another goroutine's interrupt, or
+// nil while a parked session has let go of it (a resume arms what the
+// flags ask for; see reattach).
+func (ss *session) rawConn() net.Conn {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.raw
+}
+
+// closedConn stands in for the socket of a session that lost it while
+// parked (see reattach): every call fails, so the session ends as it would
+// on a closed connection.
+type closedConn struct{}
+
+func (closedConn) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (closedConn) Write([]byte) (int, error)        { return 0, net.ErrClosed }
+func (closedConn) Close() error                     { return nil }
+func (closedConn) LocalAddr() net.Addr              { return nil }
+func (closedConn) RemoteAddr() net.Addr             { return nil }
+func (closedConn) SetDeadline(time.Time) error      { return net.ErrClosed }
+func (closedConn) SetReadDeadline(time.Time) error  { return net.ErrClosed }
+func (closedConn) SetWriteDeadline(time.Time) error { return net.ErrClosed }

@@ -1,0 +1,13 @@
+package router
+
+// ParkedWithoutConn counts parked sessions that let go of their net.Conn
+// and wait as a bare descriptor (see detach).
+func ParkedWithoutConn(s *Server) int {
+	n := 0
+	s.eachSession(func(ss *session) {
+		if ss.has(stParked) && ss.rawConn() == nil {
+			n++
+		}
+	})
+	return n
+}
