@@ -11,6 +11,7 @@ const (
 	SQLStateInvalidAuthorization     = "28000"
 	SQLStateInvalidCatalogName       = "3D000"
 	SQLStateTooManyConnections       = "53300"
+	SQLStateInsufficientResources    = "53000"
 	SQLStateAdminShutdown            = "57P01"
 	SQLStateCannotConnectNow         = "57P03"
 	SQLStateQueryCanceled            = "57014"

@@ -10,10 +10,11 @@ import (
 	"github.com/pgferry/pgferry/protocol"
 )
 
-// A session's flags word (session.flags). Other goroutines never write a
-// session's fields: they post an event bit with one atomic OR and, if the
-// owner may be blocked, interrupt its read; the owner acts on the bit at a
-// frame boundary. The st bits go the other way: the owner (or, for
+// A session's flags word (session.flags). Other goroutines post an event
+// to a session as a bit set with one atomic OR and then, if the owner may
+// be blocked, interrupt its read; the owner acts on the bit at a frame
+// boundary. (What still crosses under mu instead is listed in
+// docs/architecture.md: the pump's link state, the mailbox, cancels.) The st bits go the other way: the owner (or, for
 // stParked, the parker, which owns a parked session) publishes its state
 // for the sweep and the admin console.
 const (

@@ -3,8 +3,12 @@
 package router
 
 import (
+	"bytes"
+	"io"
 	"os"
+	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -39,4 +43,38 @@ func TestClosingTheParkerTwiceLeavesFilesOpenedMeanwhileAlone(t *testing.T) {
 			t.Fatalf("pipe %d opened after the first close read %q, %v; want only its own byte", i, b[:n], err)
 		}
 	}
+}
+
+func TestAParkedClientThatCannotBeResumedIsToldWhyAndItsDescriptorClosed(t *testing.T) {
+	// A pipe is no socket: net.FileConn fails on it as it does when the
+	// process is out of descriptors.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	dup, err := syscall.Dup(int(w.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	ss := &session{srv: &Server{log: zap.NewNop()}, fd: int32(dup)}
+
+	if err := ss.reattach(); err == nil {
+		t.Fatal("reattach made a conn of a pipe")
+	}
+	if _, ok := ss.raw.(closedConn); !ok || ss.fd != -1 {
+		t.Fatalf("after a failed reattach raw is %T and fd %d; want closedConn and -1", ss.raw, ss.fd)
+	}
+	// The client reads a FATAL naming the failure, then end of file: the
+	// session's descriptor was the last writer, and it is closed.
+	r.SetReadDeadline(time.Now().Add(10 * time.Second)) // a leaked descriptor would keep the pipe open
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) == 0 || got[0] != 'E' || !bytes.Contains(got, []byte("53000")) || !bytes.Contains(got, []byte("could not resume this idle connection")) {
+		t.Fatalf("the client read %q; want one FATAL 53000 saying the connection could not be resumed", got)
+	}
+	ss.closeSocket() // the session's end must not close the number again
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pgferry/pgferry/internal/sockio"
+	"github.com/pgferry/pgferry/protocol"
 	"go.uber.org/zap"
 )
 
@@ -228,8 +229,8 @@ func (p *parker) park(ss *session) bool {
 	if !ss.idleDeadline.IsZero() {
 		ss.ensureRare() // for idleTimer, before p.mu: ss.mu is never taken under it
 	}
-	if !ss.tls && !ss.detach() {
-		return false
+	if !ss.tls {
+		ss.detach() // or, out of descriptors, park with the conn
 	}
 	// The registration is done under mu: an event (or an unpark) that
 	// comes at once waits for it and then finds the session in the set.
@@ -316,14 +317,14 @@ func (p *parker) close() {
 	syscall.Close(p.pipe[1])
 }
 
-// detach lets go of a plain session's net.Conn as it parks: Go's netFD, its
-// two addresses and the raw-I/O wrapper are about a third of an idle
-// client's heap, and a parked session needs only the descriptor. The
-// socket lives on in a duplicate of it (ss.fd), which the parker waits on;
-// reattach makes a net.Conn of it again when the session resumes. Closing
-// the original descriptor does not touch the connection: no FIN, no
-// shutdown. A TLS session keeps its conn, which crypto/tls holds. It
-// reports whether it let go.
+// detach lets go of a plain (TCP or Unix socket) session's net.Conn as it
+// parks: Go's netFD, its two addresses and the raw-I/O wrapper are about a
+// third of an idle client's heap, and a parked session needs only the
+// descriptor. The socket lives on in a duplicate of it (ss.fd), which the
+// parker waits on; reattach makes a net.Conn of it again when the session
+// resumes. Closing the original descriptor does not touch the connection:
+// no FIN, no shutdown. A TLS session keeps its conn, which crypto/tls
+// holds. It reports whether it let go.
 func (ss *session) detach() bool {
 	dfd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(ss.fd), syscall.F_DUPFD_CLOEXEC, 0)
 	if errno != 0 {
@@ -343,16 +344,27 @@ func (ss *session) detach() bool {
 
 // reattach makes a net.Conn of the descriptor detach kept, as the session
 // resumes (or its parking failed), and arms the deadlines the old conn had
-// or the session's flags ask for. On failure the session has no socket
-// left: raw and conn fail every call, and it ends.
+// or the session's flags ask for. net.FileConn needs one more descriptor
+// for a moment: at the process's limit (a connection storm) it is retried
+// for about a second. On failure the client is told so, its socket is
+// closed, and raw and conn fail every call: the session ends.
 func (ss *session) reattach() error {
-	f := os.NewFile(uintptr(ss.fd), "client")
-	c, err := net.FileConn(f) // a duplicate again; f's is closed below
-	f.Close()
+	f := os.NewFile(uintptr(ss.fd), "client") // owns the duplicate from here
+	c, err := net.FileConn(f)
+	for wait := 10 * time.Millisecond; err != nil && wait <= time.Second && outOfFDs(err); wait *= 2 {
+		time.Sleep(wait)
+		c, err = net.FileConn(f)
+	}
 	if err != nil {
+		ss.logger().Warn("a parked client could not be resumed; disconnecting it", zap.Error(err))
+		e := protocol.Fatal(protocol.SQLStateInsufficientResources, "pgferry could not resume this idle connection: "+sanitize(err))
+		e.Hint = "Reconnect. pgferry may be out of file descriptors (ulimit -n)."
+		f.SetWriteDeadline(time.Now().Add(time.Second))
+		f.Write(e.AppendFrame(nil))
 		ss.mu.Lock()
 		ss.raw, ss.conn, ss.fd = closedConn{}, closedConn{}, -1
 		ss.mu.Unlock()
+		f.Close()
 		return err
 	}
 	raw := sockio.Wrap(c)
@@ -367,14 +379,34 @@ func (ss *session) reattach() error {
 	ss.raw, ss.conn, ss.fd = raw, raw, int32(fd)
 	flags := ss.flags.Load()
 	ss.mu.Unlock()
-	if flags&(evWake|evKill) != 0 {
+	f.Close() // after fd moved on: sockInfo never sees a closed number
+	switch {
+	case flags&evKill != 0:
+		raw.SetDeadline(pastDeadline)
+		ss.noDeadline = false
+	case flags&evWake != 0:
 		raw.SetReadDeadline(pastDeadline)
 		ss.noDeadline = false
 	}
-	if flags&evDoomed != 0 {
+	if flags&(evDoomed|evKill) == evDoomed {
 		raw.SetWriteDeadline(time.Now().Add(doomGrace))
 	}
 	return nil
+}
+
+// closeSocket closes the client socket at the end of the session: its conn,
+// or the bare descriptor of one that ended (a panic) between detach and
+// reattach.
+func (ss *session) closeSocket() {
+	if ss.raw != nil {
+		ss.raw.Close()
+	} else if ss.fd >= 0 {
+		syscall.Close(int(ss.fd))
+	}
+}
+
+func outOfFDs(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // fdLocalAddr is the local address of a socket descriptor, for SHOW CLIENTS

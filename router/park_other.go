@@ -22,6 +22,9 @@ func (p *parker) count() int         { return 0 }
 
 func socketFD(net.Conn) int { return -1 }
 
+// closeSocket closes the client socket at the end of the session.
+func (ss *session) closeSocket() { ss.raw.Close() }
+
 // reattach and fdLocalAddr are never needed: sessions do not park here.
 func (ss *session) reattach() error { return nil }
 func fdLocalAddr(int) net.Addr      { return nil }

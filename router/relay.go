@@ -494,6 +494,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				// goroutine arms it before its next read.)
 				if d := ss.srv.cfg.Load().IdleTransactionTimeout.Std(); d > 0 {
 					ss.raw.SetReadDeadline(time.Now().Add(d))
+					if ss.has(evWake) {
+						ss.raw.SetReadDeadline(pastDeadline) // a wake it may have replaced
+					}
 				}
 			}
 			ss.releaseDeferred = false

@@ -380,7 +380,7 @@ func (ss *session) run() {
 			ss.rd.Release()
 			ss.wr.Release()
 		}
-		ss.raw.Close()
+		ss.closeSocket()
 		ss.srv.clients.Add(-1)
 		ss.srv.wg.Done()
 	}()
