@@ -205,6 +205,9 @@ type waiter struct {
 type acquireResult struct {
 	sc  *ServerConn
 	err error
+	// waited is how long the waiter queued, when sc is set: putLocked
+	// measured and counted it already.
+	waited time.Duration
 }
 
 // waitQueue is an intrusive FIFO of waiters.
@@ -270,11 +273,16 @@ func (p *Pool) AcquireUntil(expired <-chan time.Time) (*ServerConn, error) {
 func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerConn, error) {
 	done := ctx.Done() // nil for Background: no select case
 	for {
-		sc, err := p.acquireOnce(ctx, done, expired)
+		sc, handed, err := p.acquireOnce(ctx, done, expired)
 		if err != nil {
 			return nil, err
 		}
-		if p.usable(sc) {
+		// A connection handed over by putLocked was never idle: it has just
+		// logged in, or its last loan has just ended on ReadyForQuery. A
+		// peek at its socket (a system call per loan) would learn nothing
+		// its last message did not say microseconds ago, and no check
+		// delay has passed.
+		if (handed && p.cfg.CheckDelay != CheckAlways && sc.Rd.Buffered() == 0) || p.usable(sc) {
 			return sc, nil
 		}
 		// Died while idle (server restart, idle-session timeout): discard it
@@ -331,7 +339,9 @@ func (p *Pool) TryAcquire() *ServerConn {
 	}
 }
 
-func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-chan time.Time) (*ServerConn, error) {
+// acquireOnce lends an idle connection or queues for one; handed reports a
+// connection putLocked handed over to the queued caller.
+func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-chan time.Time) (sc *ServerConn, handed bool, err error) {
 	p.mu.Lock()
 	for p.paused && !p.closed {
 		ch := p.resumed
@@ -339,15 +349,15 @@ func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-
 		select {
 		case <-ch:
 		case <-done:
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		case <-expired:
-			return nil, ErrWaitTimeout
+			return nil, false, ErrWaitTimeout
 		}
 		p.mu.Lock()
 	}
 	if p.closed {
 		p.mu.Unlock()
-		return nil, ErrPoolClosed
+		return nil, false, ErrPoolClosed
 	}
 	p.stat.AcquireCount++
 	if n := len(p.idle); n > 0 && p.waiters.n == 0 {
@@ -356,12 +366,12 @@ func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-
 		p.idle = p.idle[:n-1]
 		p.active++
 		p.mu.Unlock()
-		return sc, nil
+		return sc, false, nil
 	}
 	if p.loginErr != nil && p.total == 0 && !p.holds(p.loginErr) && p.now().Sub(p.loginAt) < p.cfg.LoginRetry {
 		err := p.loginErr
 		p.mu.Unlock()
-		return nil, &LoginFailingError{Err: err}
+		return nil, false, &LoginFailingError{Err: err}
 	}
 	w := waiters.Get().(*waiter)
 	w.enqueued = p.now()
@@ -376,15 +386,19 @@ func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-
 	case <-done:
 		p.abandon(w)
 		waiters.Put(w)
-		return nil, ctx.Err()
+		return nil, false, ctx.Err()
 	case <-expired:
 		p.abandon(w)
 		waiters.Put(w)
-		return nil, ErrWaitTimeout
+		return nil, false, ErrWaitTimeout
 	}
-	p.observeWait(w)
+	if res.sc != nil {
+		p.hookWait(res.waited)
+	} else {
+		p.observeWait(w)
+	}
 	waiters.Put(w)
-	return res.sc, res.err
+	return res.sc, res.sc != nil, res.err
 }
 
 // waiters recycles waiter records. A waiter goes back once its channel
@@ -405,15 +419,22 @@ func (p *Pool) abandon(w *waiter) {
 	p.mu.Unlock()
 	if res := <-w.ch; res.sc != nil {
 		p.Release(res.sc)
+		p.hookWait(res.waited)
+		return
 	}
 	p.observeWait(w)
 }
 
+// observeWait counts the wait of a waiter that got no connection.
 func (p *Pool) observeWait(w *waiter) {
 	d := p.now().Sub(w.enqueued)
 	p.mu.Lock()
 	p.stat.WaitTime += d
 	p.mu.Unlock()
+	p.hookWait(d)
+}
+
+func (p *Pool) hookWait(d time.Duration) {
 	if p.cfg.Hooks != nil {
 		p.cfg.Hooks.WaitObserved(d)
 	}
@@ -602,15 +623,17 @@ func Transient(err error) bool {
 // putLocked hands sc to the oldest waiter or parks it idle, as of now. sc
 // is not counted as active on entry.
 func (p *Pool) putLocked(sc *ServerConn, now time.Time) {
+	sc.lastUsed = now
 	if w := p.waiters.pop(); w != nil {
 		p.active++
-		w.ch <- acquireResult{sc: sc}
+		d := now.Sub(w.enqueued)
+		p.stat.WaitTime += d
+		w.ch <- acquireResult{sc: sc, waited: d}
 		return
 	}
 	if p.waiters.n == 0 {
 		p.reserve = false
 	}
-	sc.lastUsed = now
 	p.idle = append(p.idle, sc)
 }
 
