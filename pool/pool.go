@@ -83,7 +83,9 @@ type Config struct {
 // Hooks observe a pool's distributions. Implementations must be cheap and
 // safe for concurrent use.
 type Hooks interface {
-	// WaitObserved reports how long an Acquire waited for a connection.
+	// WaitObserved reports how long an Acquire waited for a connection:
+	// until one was handed to it (not until its goroutine ran), or until
+	// it gave up.
 	WaitObserved(d time.Duration)
 	// LoginObserved reports a server login attempt and its outcome.
 	LoginObserved(d time.Duration, err error)
@@ -208,6 +210,9 @@ type acquireResult struct {
 	// waited is how long the waiter queued, when sc is set: putLocked
 	// measured and counted it already.
 	waited time.Duration
+	// ready marks a connection known to be idle this instant (see
+	// ReleaseReady): it is lent without a liveness peek.
+	ready bool
 }
 
 // waitQueue is an intrusive FIFO of waiters.
@@ -273,16 +278,16 @@ func (p *Pool) AcquireUntil(expired <-chan time.Time) (*ServerConn, error) {
 func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerConn, error) {
 	done := ctx.Done() // nil for Background: no select case
 	for {
-		sc, handed, err := p.acquireOnce(ctx, done, expired)
+		sc, ready, err := p.acquireOnce(ctx, done, expired)
 		if err != nil {
 			return nil, err
 		}
-		// A connection handed over by putLocked was never idle: it has just
-		// logged in, or its last loan has just ended on ReadyForQuery. A
-		// peek at its socket (a system call per loan) would learn nothing
-		// its last message did not say microseconds ago, and no check
-		// delay has passed.
-		if (handed && p.cfg.CheckDelay != CheckAlways && sc.Rd.Buffered() == 0) || p.usable(sc) {
+		// A connection handed over as ready was never idle: it has just
+		// logged in, or its last loan has just ended on ReadyForQuery
+		// (ReleaseReady). A peek at its socket (a system call per loan)
+		// would learn nothing its last message did not say microseconds
+		// ago, and no check delay has passed.
+		if (ready && p.cfg.CheckDelay != CheckAlways && sc.Rd.Buffered() == 0) || p.usable(sc) {
 			return sc, nil
 		}
 		// Died while idle (server restart, idle-session timeout): discard it
@@ -339,9 +344,9 @@ func (p *Pool) TryAcquire() *ServerConn {
 	}
 }
 
-// acquireOnce lends an idle connection or queues for one; handed reports a
-// connection putLocked handed over to the queued caller.
-func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-chan time.Time) (sc *ServerConn, handed bool, err error) {
+// acquireOnce lends an idle connection or queues for one; ready reports a
+// connection handed over to the queued caller as ready (see ReleaseReady).
+func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-chan time.Time) (sc *ServerConn, ready bool, err error) {
 	p.mu.Lock()
 	for p.paused && !p.closed {
 		ch := p.resumed
@@ -398,7 +403,7 @@ func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-
 		p.observeWait(w)
 	}
 	waiters.Put(w)
-	return res.sc, res.sc != nil, res.err
+	return res.sc, res.ready, res.err
 }
 
 // waiters recycles waiter records. A waiter goes back once its channel
@@ -562,7 +567,7 @@ func (p *Pool) dialOne() {
 		p.retire(sc)
 		return
 	}
-	p.putLocked(sc, p.now())
+	p.putLocked(sc, p.now(), true) // logged in just now
 	p.mu.Unlock()
 }
 
@@ -620,15 +625,18 @@ func Transient(err error) bool {
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// putLocked hands sc to the oldest waiter or parks it idle, as of now. sc
+// putLocked hands sc to the oldest waiter or parks it idle, as of now;
+// ready says sc is known to be idle this instant (see ReleaseReady). sc
 // is not counted as active on entry.
-func (p *Pool) putLocked(sc *ServerConn, now time.Time) {
+func (p *Pool) putLocked(sc *ServerConn, now time.Time, ready bool) {
 	sc.lastUsed = now
 	if w := p.waiters.pop(); w != nil {
 		p.active++
-		d := now.Sub(w.enqueued)
+		// now was read before the lock: a waiter queued since is served at
+		// once, not in the past.
+		d := max(now.Sub(w.enqueued), 0)
 		p.stat.WaitTime += d
-		w.ch <- acquireResult{sc: sc, waited: d}
+		w.ch <- acquireResult{sc: sc, waited: d, ready: ready}
 		return
 	}
 	if p.waiters.n == 0 {
@@ -639,7 +647,17 @@ func (p *Pool) putLocked(sc *ServerConn, now time.Time) {
 
 // Release returns a clean, idle connection. Connections that are too old,
 // from before a Reconnect, or returned to a closed pool are closed instead.
-func (p *Pool) Release(sc *ServerConn) {
+// The next borrower's loan first checks that the connection is still alive
+// (nothing unread, not closed).
+func (p *Pool) Release(sc *ServerConn) { p.release(sc, false) }
+
+// ReleaseReady is Release for a connection whose ReadyForQuery 'I' was
+// read just now with nothing after it (the end of a transaction): a client
+// queued for a connection gets it without the liveness check, a system call
+// that could learn nothing more.
+func (p *Pool) ReleaseReady(sc *ServerConn) { p.release(sc, true) }
+
+func (p *Pool) release(sc *ServerConn, ready bool) {
 	sc.endLoan()
 	now := p.now() // one clock read per release, outside the lock
 	p.mu.Lock()
@@ -659,7 +677,7 @@ func (p *Pool) Release(sc *ServerConn) {
 		return
 	}
 	p.active--
-	p.putLocked(sc, now) // keeps its buffers until maintain finds it idle a while
+	p.putLocked(sc, now, ready) // keeps its buffers until maintain finds it idle a while
 	p.mu.Unlock()
 }
 

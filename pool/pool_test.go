@@ -19,6 +19,7 @@ import (
 
 	"github.com/pgferry/pgferry/internal/pgtest"
 	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
 )
 
 var cluster *pgtest.Cluster
@@ -141,6 +142,63 @@ func TestAConnectionThatDiedWhileIdleIsNeverHandedOut(t *testing.T) {
 	defer p.Release(sc)
 	if sc.PID == pid {
 		t.Fatal("the pool handed out a connection whose server had exited")
+	}
+}
+
+func TestAConnectionThatDiedWhileLentIsNotHandedToAQueuedClient(t *testing.T) {
+	// Release, unlike ReleaseReady, does not vouch for the connection: a
+	// client queued for it is handed a live one even if it died while lent
+	// (a session ending in the middle of its server's shutdown).
+	p := newPool(t, config(1))
+	sc := acquire(t, p)
+	pid := sc.PID
+	got := make(chan *pool.ServerConn, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		w, err := p.Acquire(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- w
+	}()
+	for deadline := time.Now().Add(5 * time.Second); p.Stat().Waiting != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second borrower did not queue")
+		}
+	}
+	ctx := context.Background()
+	if err := cluster.Exec(ctx, fmt.Sprintf("select pg_terminate_backend(%d)", pid)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n, err := cluster.QueryInt(ctx, fmt.Sprintf("select count(*) from pg_stat_activity where pid = %d", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the terminated backend did not exit")
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // let the FIN reach our socket
+	p.Release(sc)
+
+	w := <-got
+	if w == nil {
+		t.Fatal("the queued borrower got no connection")
+	}
+	defer p.Release(w)
+	if w.PID == pid {
+		t.Fatal("the queued borrower was handed the connection whose server had exited")
+	}
+	if w.Wr == nil {
+		w.Wr = protocol.NewWriter(w.Conn)
+	}
+	if _, err := protocol.Exec(w.Rd, w.Wr, "select 1", nil); err != nil {
+		t.Fatalf("the connection the queued borrower got does not work: %v", err)
 	}
 }
 

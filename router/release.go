@@ -41,7 +41,7 @@ func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool, end mono) {
 	if dirty {
 		sc.Pool().Destroy(sc)
 	} else {
-		sc.Pool().Release(sc)
+		sc.Pool().ReleaseReady(sc) // its ReadyForQuery 'I' was the last byte read
 	}
 	if err != nil {
 		ss.markDead(err)
