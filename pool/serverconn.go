@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/pgferry/pgferry/protocol"
 )
@@ -32,10 +33,11 @@ type ServerConn struct {
 	Wr *protocol.Writer
 	// Stmts tracks the prepared statements pgferry created on this server.
 	Stmts StmtCache
-	// ParamsKey encodes the client parameter set the router last made
-	// Params match; "" means unknown. Whoever changes Params otherwise
-	// resets it.
-	ParamsKey string
+	// ParamsKey is the client parameter set the router last made Params
+	// match, interned (one copy however many connections and clients
+	// share it); the zero Handle means unknown. Whoever changes Params
+	// otherwise resets it.
+	ParamsKey unique.Handle[string]
 
 	peeker            *protocol.Peeker // liveness check of the raw socket
 	pool              *Pool

@@ -14,9 +14,10 @@ import (
 // to a session as a bit set with one atomic OR and then, if the owner may
 // be blocked, interrupt its read; the owner acts on the bit at a frame
 // boundary. (What still crosses under mu instead is listed in
-// docs/architecture.md: the pump's link state, the mailbox, cancels.) The st bits go the other way: the owner (or, for
-// stParked, the parker, which owns a parked session) publishes its state
-// for the sweep and the admin console.
+// docs/architecture.md: the pump's link state, the mailbox, cancels.) The
+// st bits go the other way: the owner (or, for stParked, the parker, which
+// owns a parked session) publishes its state for the sweep and the admin
+// console.
 const (
 	// evWake asks the owner to look around: notifications to deliver,
 	// shutdown, a lost server, a doom.

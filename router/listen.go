@@ -63,6 +63,7 @@ func (e *poolEntry) listenerFor(log *zap.Logger) *listener {
 // every notification committed after the client's LISTEN completes reaches
 // it, as PostgreSQL promises.
 func (l *listener) subscribe(ss *session, channel string) error {
+	ss.ensureRare() // for the mailbox, before notify can reach ss
 	live, err := l.add(ss, channel)
 	if err != nil {
 		return err
@@ -371,8 +372,9 @@ func (ss *session) notify(frame []byte) (running *pool.ServerConn) {
 		ss.mu.Unlock()
 		return nil
 	}
-	if len(ss.mailbox)+len(frame) > maxMailbox {
-		ss.mailbox = nil
+	r := ss.rare // made before ss subscribed
+	if len(r.mailbox)+len(frame) > maxMailbox {
+		r.mailbox = nil
 		running, first := ss.markDoomed(evDoomBacklog)
 		ss.mu.Unlock()
 		if first {
@@ -380,7 +382,7 @@ func (ss *session) notify(frame []byte) (running *pool.ServerConn) {
 		}
 		return running
 	}
-	ss.mailbox = append(ss.mailbox, append([]byte(nil), frame...)...)
+	r.mailbox = append(r.mailbox, frame...)
 	linked := ss.server != nil
 	ss.mu.Unlock()
 	if !linked {
@@ -393,12 +395,12 @@ func (ss *session) notify(frame []byte) (running *pool.ServerConn) {
 // on the session goroutine with no server linked.
 func (ss *session) deliverNotifications() error {
 	ss.mu.Lock()
-	if ss.server != nil || len(ss.mailbox) == 0 {
+	if ss.server != nil || ss.mailLen() == 0 {
 		ss.mu.Unlock()
 		return nil
 	}
-	box := ss.mailbox
-	ss.mailbox = nil
+	box := ss.rare.mailbox
+	ss.rare.mailbox = nil
 	ss.mu.Unlock()
 	ss.joinPump()
 	ss.wr.Append(box)
@@ -428,4 +430,13 @@ func (ss *session) handleListen(c classify.Class) (bool, error) {
 	b := protocol.AppendCommandComplete(ss.wr.Buffer(), tag)
 	ss.wr.SetBuffer(protocol.AppendReadyForQuery(b, protocol.TxIdle))
 	return true, ss.flushClientIfIdle()
+}
+
+// mailLen is how many bytes of notifications wait for the client. mu is
+// held.
+func (ss *session) mailLen() int {
+	if ss.rare == nil {
+		return 0
+	}
+	return len(ss.rare.mailbox)
 }

@@ -3,6 +3,7 @@ package router
 import (
 	"encoding/binary"
 	"strings"
+	"unique"
 
 	"go.uber.org/zap"
 
@@ -208,8 +209,7 @@ func (ss *session) syncParams(sc *pool.ServerConn) {
 	if sc.ParamsKey == ss.paramsKey {
 		// Last synced for an identical parameter set and unchanged since:
 		// the common case of clients that never SET anything. The sets are
-		// compared whole (a string comparison, which stops at once when
-		// the server was last synced for this very session).
+		// interned: comparing them is comparing two pointers.
 		return
 	}
 	defer func() { sc.ParamsKey = ss.paramsKey }()
@@ -258,10 +258,12 @@ func (ss *session) syncParams(sc *pool.ServerConn) {
 	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), string(sql)))
 }
 
-// paramSetKey encodes what the client wants for every tracked parameter
-// (never ""), each name and value length-prefixed so that equal keys mean
-// equal parameter sets. mu is held.
-func (ss *session) paramSetKey() string {
+// paramSetKey encodes what the client wants for every tracked parameter,
+// each name and value length-prefixed so that equal keys mean equal
+// parameter sets, and interns it: clients with the same set, most of them,
+// share one copy (a key is 100-200 bytes per idle client otherwise). mu is
+// held.
+func (ss *session) paramSetKey() unique.Handle[string] {
 	n := 1
 	for _, k := range ss.paramKeys {
 		n += 2 + len(k) + 2 + len(ss.params.get(k))
@@ -282,7 +284,7 @@ func (ss *session) paramSetKey() string {
 			b = append(b, 0)
 		}
 	}
-	return string(b)
+	return unique.Make(string(b))
 }
 
 func (ss *session) tracks(k string) bool {
@@ -329,7 +331,7 @@ func (ss *session) onParameterStatus(sc *pool.ServerConn, frame []byte) {
 		return
 	}
 	sc.Params[string(k)] = string(v)
-	sc.ParamsKey = ""
+	sc.ParamsKey = unique.Handle[string]{}
 	head, _ := ss.q.peek()
 	if head.kind == kQuerySwallow {
 		return
@@ -467,7 +469,7 @@ type paramChange struct{ key, value string }
 func (ss *session) settleParams(sc *pool.ServerConn) {
 	if !ss.tentativeAborted {
 		ss.paramsDirty = true
-		sc.ParamsKey = ""
+		sc.ParamsKey = unique.Handle[string]{}
 		for _, ch := range ss.tentative {
 			if ch.value == "" {
 				ss.params.del(ch.key)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"io"
 	"testing"
+	"unique"
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/pool"
@@ -54,14 +55,16 @@ func TestParameterSetKeysDifferWheneverTheSetsDiffer(t *testing.T) {
 		{{"search_path", "a"}, {"statement_timeout", "1"}},
 		{{"statement_timeout", "1"}},
 	}
-	seen := map[string]int{}
+	seen := map[unique.Handle[string]]int{}
 	for i, p := range sets {
 		ss := &session{paramKeys: keys, params: p}
 		k := ss.paramSetKey()
 		if j, dup := seen[k]; dup {
-			t.Fatalf("sets %v and %v share the key %q", sets[j], p, k)
+			t.Fatalf("sets %v and %v share the key %q", sets[j], p, k.Value())
 		}
 		seen[k] = i
+		// Equal sets share one interned key: comparing keys is comparing
+		// pointers.
 		if again := (&session{paramKeys: keys, params: append(paramList(nil), p...)}).paramSetKey(); again != k {
 			t.Fatalf("equal sets %v got different keys", p)
 		}

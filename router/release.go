@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unique"
 
 	"go.uber.org/zap"
 
@@ -86,7 +87,7 @@ func (ss *session) takeWriteLSN(sc *pool.ServerConn) bool {
 // end of the transaction (shutdown).
 func (ss *session) wakeIfPending() {
 	ss.mu.Lock()
-	mail := len(ss.mailbox) > 0
+	mail := ss.mailLen() > 0
 	ss.mu.Unlock()
 	if mail || ss.srv.isDraining() {
 		ss.wake()
@@ -302,7 +303,7 @@ func (ss *session) returnServer(sc *pool.ServerConn, clean, pinned bool) {
 // reset (DISCARD ALL) also resets parameters the server does not report,
 // so those are forgotten; reported ones come back in ParameterStatus.
 func resetServer(sc *pool.ServerConn, query string, reported map[string]string) error {
-	sc.ParamsKey = ""
+	sc.ParamsKey = unique.Handle[string]{}
 	if reported != nil {
 		for k := range sc.Params {
 			if _, ok := reported[k]; !ok {

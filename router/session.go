@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"go.uber.org/zap"
 
@@ -73,14 +74,11 @@ type session struct {
 	paramKeys   []string
 	// paramsKey encodes params (recomputed when paramsDirty) so a server
 	// already synced to the same set needs no work. Guarded by mu.
-	paramsKey string
+	paramsKey unique.Handle[string]
 	// tentative holds the client's SET/RESET of unreported parameters until
 	// their transaction ends; tentativeAborted marks a rollback or error
 	// since. Guarded by mu.
 	tentative []paramChange
-	// mailbox holds notifications (raw frames) waiting for the end of the
-	// client's transaction.
-	mailbox []byte
 
 	// wmu is held by run while it writes to the linked server, so the pump
 	// never releases a server in the middle of a write.
@@ -200,6 +198,10 @@ type rareState struct {
 	// password the client revealed (plain auth only), kept to find the new
 	// pools after a reload replaced them. Set at login.
 	poolName, clientPassword string
+	// mailbox holds notifications (raw frames) waiting for the end of the
+	// client's transaction. Guarded by mu; a session makes its rareState
+	// before it subscribes (listener.subscribe), so notify finds it.
+	mailbox []byte
 }
 
 // ensureRare returns the session's rareState, making it if needed. Only
