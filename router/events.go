@@ -27,18 +27,21 @@ const (
 	evKill
 	// evPark is a sweep's request that an idle session park (see tryPark).
 	evPark
-	// evDoomTxn and evDoomBacklog doom the session (see markDoomed): its
-	// transaction outlived transaction_timeout, or its notifications
-	// piled up unread. The first one posted is what the client is told.
+	// evDoomTxn, evDoomBacklog and evDoomListen doom the session (see
+	// markDoomed): its transaction outlived transaction_timeout, its
+	// notifications piled up unread, or the listener its LISTENs live on
+	// closed (a reload replaced the database's pools). The first one
+	// posted is what the client is told.
 	evDoomTxn
 	evDoomBacklog
+	evDoomListen
 	// stWaiting: queued for a server connection (the sweep leaves it be).
 	stWaiting
 	// stParked: in the parker's set, without a goroutine.
 	stParked
 )
 
-const evDoomed = evDoomTxn | evDoomBacklog
+const evDoomed = evDoomTxn | evDoomBacklog | evDoomListen
 
 // has reports whether any of the bits is set.
 func (ss *session) has(bits uint32) bool { return ss.flags.Load()&bits != 0 }
@@ -50,6 +53,8 @@ func (ss *session) doomed() *protocol.Error {
 		return errTransactionTimeout
 	case f&evDoomBacklog != 0:
 		return errNotificationBacklog
+	case f&evDoomListen != 0:
+		return errListenEnded
 	}
 	return nil
 }

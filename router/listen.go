@@ -319,13 +319,25 @@ func (l *listener) resubscribe(nsc *pool.ServerConn, channels []string) {
 	l.log.Info("listener connection re-established", zap.Int("channels", len(l.subs)))
 }
 
-// close stops the listener and waits for its reader.
+// close stops the listener and waits for its reader. Its subscribers are
+// doomed: their LISTENs end with it, and a client must not wait in silence
+// for notifications that can no longer come.
 func (l *listener) close() {
 	l.cancel()
 	l.mu.Lock()
 	l.closed = true
 	sc, done := l.sc, l.done
 	l.sc = nil
+	var subscribers []*session
+	seen := make(map[*session]bool)
+	for _, subs := range l.subs {
+		for ss := range subs {
+			if !seen[ss] {
+				seen[ss] = true
+				subscribers = append(subscribers, ss)
+			}
+		}
+	}
 	for _, ack := range l.pending {
 		if ack != nil {
 			close(ack)
@@ -338,7 +350,23 @@ func (l *listener) close() {
 		<-done
 	}
 	l.wg.Wait()
+	for _, ss := range subscribers {
+		ss.mu.Lock()
+		running, first := ss.markDoomed(evDoomListen)
+		ss.mu.Unlock()
+		if first {
+			ss.announceDoom("the database's LISTEN connection closed (reload or shutdown): disconnecting the listening client")
+		}
+		if running != nil {
+			ss.cancelRunning(context.Background(), running)
+		}
+	}
 }
+
+// errListenEnded is what a listening client is told when the listener its
+// LISTENs live on closes.
+var errListenEnded = protocol.Fatal(protocol.SQLStateAdminShutdown,
+	"the database's configuration changed or pgferry is shutting down: this connection's LISTEN ended; reconnect and LISTEN again")
 
 func quoteIdent(s string) string {
 	b := appendIdent(nil, s)
@@ -372,7 +400,7 @@ func (ss *session) notify(frame []byte) (running *pool.ServerConn) {
 		ss.mu.Unlock()
 		return nil
 	}
-	r := ss.rare // made before ss subscribed
+	r := ss.rare // made before ss subscribed (never here: the owner reads rare without mu)
 	if len(r.mailbox)+len(frame) > maxMailbox {
 		r.mailbox = nil
 		running, first := ss.markDoomed(evDoomBacklog)

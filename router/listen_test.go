@@ -3,6 +3,8 @@ package router_test
 import (
 	"context"
 	"fmt"
+	"maps"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -191,4 +193,50 @@ func TestAListenerThatStopsReadingIsDisconnectedOnceItsBacklogPassesTheLimit(t *
 	})
 	assertServes(t, ctx, f)
 	assertNoPanic(t, f)
+}
+
+func TestAListeningClientIsToldWhenAReloadEndsItsListen(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	f := ferrytest.Start(t, cfg)
+	listener := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := listener.Exec(ctx, "listen reload_channel"); err != nil {
+		t.Fatal(err)
+	}
+	bystander := ferrytest.Connect(t, ctx, f.AppDSN())
+
+	// A pool setting changes: the database's pools, and their listener, are
+	// replaced. The listening client cannot keep its LISTEN; it is told so
+	// instead of waiting in silence.
+	next := *cfg
+	next.Databases = maps.Clone(cfg.Databases)
+	setPoolSize(&next, "app", cfg.Databases["app"].PoolSize+1)
+	if err := f.Server.Reload(&next); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := listener.WaitForNotification(wctx)
+	pe := expectPgError(t, err, "57P01")
+	if pe.Severity != "FATAL" || !strings.Contains(pe.Message, "LISTEN ended") {
+		t.Fatalf("the listening client got %s %q; want FATAL saying its LISTEN ended", pe.Severity, pe.Message)
+	}
+
+	// Other clients carry on with the new pools, and a new listener works.
+	var n int
+	if err := bystander.QueryRow(ctx, "select 1").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("a client that was not listening, after the reload: %d, %v", n, err)
+	}
+	again := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := again.Exec(ctx, "listen reload_channel"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bystander.Exec(ctx, "notify reload_channel, 'after'"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := again.WaitForNotification(wctx)
+	if err != nil || got.Payload != "after" {
+		t.Fatalf("a client listening after the reload: %v, %v", got, err)
+	}
 }

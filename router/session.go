@@ -171,9 +171,9 @@ type loginState struct {
 
 // rareState is what few sessions use: timers of the timeouts that are
 // configured, prepared statements that change session state, a password
-// kept for reloads. It is allocated on first use by the session's own
-// goroutine, under mu (see ensureRare), so any goroutine holding mu may
-// read it, and run may without.
+// kept for reloads, a listening client's mailbox. It is allocated on first
+// use by the session's own goroutine, under mu (see ensureRare), so any
+// goroutine holding mu may read it, and run may without.
 type rareState struct {
 	// query_timeout and transaction_timeout; querySeq counts armed query
 	// timeouts. Guarded by mu.
