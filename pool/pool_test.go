@@ -113,6 +113,26 @@ func TestAWaiterGivesUpWhenItsContextEnds(t *testing.T) {
 	}
 }
 
+// waitBackendGone waits until the backend pid has exited and its FIN has
+// had time to reach pgferry's socket.
+func waitBackendGone(t *testing.T, pid uint32) {
+	t.Helper()
+	ctx := context.Background()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n, err := cluster.QueryInt(ctx, fmt.Sprintf("select count(*) from pg_stat_activity where pid = %d", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backend %d did not exit", pid)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+}
+
 func TestAConnectionThatDiedWhileIdleIsNeverHandedOut(t *testing.T) {
 	p := newPool(t, config(1))
 	sc := acquire(t, p)
@@ -122,22 +142,7 @@ func TestAConnectionThatDiedWhileIdleIsNeverHandedOut(t *testing.T) {
 	if err := cluster.Exec(ctx, fmt.Sprintf("select pg_terminate_backend(%d)", pid)); err != nil {
 		t.Fatal(err)
 	}
-	// Wait until the server has really closed it.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n, err := cluster.QueryInt(ctx, fmt.Sprintf("select count(*) from pg_stat_activity where pid = %d", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("backend did not exit")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(20 * time.Millisecond) // let the FIN reach our socket
+	waitBackendGone(t, pid)
 	sc = acquire(t, p)
 	defer p.Release(sc)
 	if sc.PID == pid {
@@ -171,19 +176,7 @@ func TestAConnectionThatDiedWhileLentIsNotHandedToAQueuedClient(t *testing.T) {
 	if err := cluster.Exec(ctx, fmt.Sprintf("select pg_terminate_backend(%d)", pid)); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		n, err := cluster.QueryInt(ctx, fmt.Sprintf("select count(*) from pg_stat_activity where pid = %d", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the terminated backend did not exit")
-		}
-	}
-	time.Sleep(20 * time.Millisecond) // let the FIN reach our socket
+	waitBackendGone(t, pid)
 	p.Release(sc)
 
 	w := <-got

@@ -328,14 +328,10 @@ func (l *listener) close() {
 	l.closed = true
 	sc, done := l.sc, l.done
 	l.sc = nil
-	var subscribers []*session
-	seen := make(map[*session]bool)
+	subscribers := make(map[*session]struct{})
 	for _, subs := range l.subs {
 		for ss := range subs {
-			if !seen[ss] {
-				seen[ss] = true
-				subscribers = append(subscribers, ss)
-			}
+			subscribers[ss] = struct{}{}
 		}
 	}
 	for _, ack := range l.pending {
@@ -350,23 +346,23 @@ func (l *listener) close() {
 		<-done
 	}
 	l.wg.Wait()
-	for _, ss := range subscribers {
-		ss.mu.Lock()
-		running, first := ss.markDoomed(evDoomListen)
-		ss.mu.Unlock()
-		if first {
-			ss.announceDoom("the database's LISTEN connection closed (reload or shutdown): disconnecting the listening client")
-		}
-		if running != nil {
-			ss.cancelRunning(context.Background(), running)
-		}
+	// In parallel: a running query's cancel may wait cancel_wait_timeout.
+	var wg sync.WaitGroup
+	for ss := range subscribers {
+		wg.Go(func() {
+			ss.mu.Lock()
+			running, first := ss.markDoomed(evDoomListen)
+			ss.mu.Unlock()
+			ss.settleDoom(running, first, "the database's LISTEN connection closed (a reload replaced its pools): disconnecting the listening client")
+		})
 	}
+	wg.Wait()
 }
 
 // errListenEnded is what a listening client is told when the listener its
 // LISTENs live on closes.
 var errListenEnded = protocol.Fatal(protocol.SQLStateAdminShutdown,
-	"the database's configuration changed or pgferry is shutting down: this connection's LISTEN ended; reconnect and LISTEN again")
+	"the database's configuration changed: this connection's LISTEN ended; reconnect and LISTEN again")
 
 func quoteIdent(s string) string {
 	b := appendIdent(nil, s)
@@ -400,7 +396,9 @@ func (ss *session) notify(frame []byte) (running *pool.ServerConn) {
 		ss.mu.Unlock()
 		return nil
 	}
-	r := ss.rare // made before ss subscribed (never here: the owner reads rare without mu)
+	// subscribe made rare before ss could be reached here; it must not be
+	// made here, by another goroutine: the owner reads rare without mu.
+	r := ss.rare
 	if len(r.mailbox)+len(frame) > maxMailbox {
 		r.mailbox = nil
 		running, first := ss.markDoomed(evDoomBacklog)

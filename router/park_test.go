@@ -16,10 +16,17 @@ import (
 	"github.com/pgferry/pgferry/router"
 )
 
-func TestIdleClientsAreParkedWithoutAGoroutineAndResumeWhenTheyTalk(t *testing.T) {
+// skipWithoutParking skips a test where idle sessions do not park: off
+// Linux, or built with pgferry_nopark.
+func skipWithoutParking(t *testing.T) {
+	t.Helper()
 	if runtime.GOOS != "linux" || !parkingBuilt {
 		t.Skip("idle sessions are parked on Linux only")
 	}
+}
+
+func TestIdleClientsAreParkedWithoutAGoroutineAndResumeWhenTheyTalk(t *testing.T) {
+	skipWithoutParking(t)
 	t.Parallel()
 	t.Run("over plain TCP", func(t *testing.T) { t.Parallel(); idleClientsPark(t, false) })
 	t.Run("over TLS", func(t *testing.T) { t.Parallel(); idleClientsPark(t, true) })
@@ -104,9 +111,7 @@ func idleClientsPark(t *testing.T, overTLS bool) {
 }
 
 func TestAParkedClientWithoutItsConnIsListedKilledAndResumedLikeAnyOther(t *testing.T) {
-	if runtime.GOOS != "linux" || !parkingBuilt {
-		t.Skip("idle sessions are parked on Linux only")
-	}
+	skipWithoutParking(t)
 	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)
@@ -145,9 +150,7 @@ func TestAParkedClientWithoutItsConnIsListedKilledAndResumedLikeAnyOther(t *test
 }
 
 func TestShutdownEndsParkedSessions(t *testing.T) {
-	if runtime.GOOS != "linux" || !parkingBuilt {
-		t.Skip("idle sessions are parked on Linux only")
-	}
+	skipWithoutParking(t)
 	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)
@@ -175,9 +178,7 @@ func TestShutdownEndsParkedSessions(t *testing.T) {
 }
 
 func TestAParkedClientIsStillDisconnectedByClientIdleTimeout(t *testing.T) {
-	if runtime.GOOS != "linux" || !parkingBuilt {
-		t.Skip("idle sessions are parked on Linux only")
-	}
+	skipWithoutParking(t)
 	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)

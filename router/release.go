@@ -345,9 +345,9 @@ func (ss *session) waitForWriter() {
 // refreshEntry points the session at the current pools of its database
 // after a reload replaced them. It reports whether it found them.
 func (ss *session) refreshEntry() bool {
-	if ss.srv.isDraining() || ss.pinned || ss.listening {
-		// A listening client's LISTENs live on the old pools' listener,
-		// which dooms it as it closes.
+	if ss.srv.isDraining() || ss.pinned || ss.has(evDoomed) {
+		// (A listening client's LISTENs live on the old pools' listener,
+		// which doomed it before those pools closed.)
 		return false
 	}
 	cfg := ss.srv.cfg.Load()

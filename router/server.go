@@ -232,7 +232,8 @@ func (s *Server) apply(cfg *configs.Config) error {
 
 // Reload swaps in a new configuration. Pools whose database entry changed
 // are rebuilt (sessions keep the server they hold; new transactions use the
-// new pool); connected clients are not dropped. Settings that need a restart
+// new pool); connected clients are not dropped, except listening clients of
+// a rebuilt database, whose LISTENs end with the old pools' listener. Settings that need a restart
 // are rejected, and on any error the old configuration stays in force.
 func (s *Server) Reload(cfg *configs.Config) error {
 	old := s.cfg.Load()

@@ -66,8 +66,15 @@ func (ss *session) onTransactionTimeout() {
 	}
 	running, first := ss.markDoomed(evDoomTxn)
 	ss.mu.Unlock()
+	ss.settleDoom(running, first, "transaction_timeout: disconnecting the client")
+}
+
+// settleDoom does what markDoomed left to its caller once mu is released:
+// a first doom is announced (logMsg), and a query the server is running is
+// cancelled.
+func (ss *session) settleDoom(running *pool.ServerConn, first bool, logMsg string) {
 	if first {
-		ss.announceDoom("transaction_timeout: disconnecting the client")
+		ss.announceDoom(logMsg)
 	}
 	if running != nil {
 		ss.cancelRunning(context.Background(), running)
@@ -79,7 +86,7 @@ func (ss *session) onTransactionTimeout() {
 const doomGrace = time.Second
 
 // markDoomed ends the session with the FATAL its doom event stands for
-// (evDoomTxn or evDoomBacklog; see doomed): the relay reading the server
+// (evDoomTxn, evDoomBacklog or evDoomListen; see doomed): the relay reading the server
 // and the session goroutine reading the client stop, and the client is told
 // why. A server running a query is held for a cancel (the caller
 // delivers it with cancelRunning once mu is released): the server would
