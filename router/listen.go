@@ -45,7 +45,8 @@ type listener struct {
 	cancel context.CancelFunc
 }
 
-// listenerFor returns the pool's listener, creating it.
+// listenerFor returns the pool's listener, creating it. Once the entry is
+// closed, a listener made now starts closed: nothing would close it later.
 func (e *poolEntry) listenerFor(log *zap.Logger) *listener {
 	e.listenMu.Lock()
 	defer e.listenMu.Unlock()
@@ -53,8 +54,33 @@ func (e *poolEntry) listenerFor(log *zap.Logger) *listener {
 		ctx, cancel := context.WithCancel(context.Background())
 		e.listen = &listener{entry: e, log: log.With(zap.String("component", "listener"), zap.String("database", e.dbName)),
 			subs: make(map[string]map[*session]struct{}), ctx: ctx, cancel: cancel}
+		if e.listenClosed {
+			e.listen.closed = true
+			cancel()
+		}
 	}
 	return e.listen
+}
+
+// listenerClosed reports whether the entry's listener is closed or will be
+// made closed: a reload replaced its pools.
+func (e *poolEntry) listenerClosed() bool {
+	e.listenMu.Lock()
+	defer e.listenMu.Unlock()
+	return e.listenClosed
+}
+
+// listener returns the listener a session subscribes through. A session
+// still on pools a reload replaced (it has needed no server since) moves to
+// the new pools first: its LISTEN then lives on their listener, like every
+// other client's of its database.
+// (Linked inside a transaction, it stays: the old listener refuses.)
+func (ss *session) listener() *listener {
+	if ss.entry.listenerClosed() && !ss.isLinked() {
+		ss.joinPump() // refreshEntry repoints the client's byte counters
+		ss.refreshEntry()
+	}
+	return ss.entry.listenerFor(ss.srv.log)
 }
 
 // subscribe adds ss to channel, opening the listener connection and
@@ -445,7 +471,7 @@ func (ss *session) handleListen(c classify.Class) (bool, error) {
 	tag := "UNLISTEN"
 	if c.Listen != "" {
 		tag = "LISTEN"
-		if err := ss.entry.listenerFor(ss.srv.log).subscribe(ss, c.Listen); err != nil {
+		if err := ss.listener().subscribe(ss, c.Listen); err != nil {
 			return false, ss.acquireError(err)
 		}
 		ss.listening = true

@@ -198,13 +198,14 @@ func TestAListenerThatStopsReadingIsDisconnectedOnceItsBacklogPassesTheLimit(t *
 func TestAListeningClientIsToldWhenAReloadEndsItsListen(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
+	cfg, db := configWithOwnDatabase(t)
 	f := ferrytest.Start(t, cfg)
 	listener := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := listener.Exec(ctx, "listen reload_channel"); err != nil {
 		t.Fatal(err)
 	}
 	bystander := ferrytest.Connect(t, ctx, f.AppDSN())
+	stale := ferrytest.Connect(t, ctx, f.AppDSN()) // idle until after the reload
 
 	// A pool setting changes: the database's pools, and their listener, are
 	// replaced. The listening client cannot keep its LISTEN; it is told so
@@ -238,5 +239,24 @@ func TestAListeningClientIsToldWhenAReloadEndsItsListen(t *testing.T) {
 	got, err := again.WaitForNotification(wctx)
 	if err != nil || got.Payload != "after" {
 		t.Fatalf("a client listening after the reload: %v, %v", got, err)
+	}
+
+	// A client still on the replaced pools (it needed no server since)
+	// that LISTENs now moves to the new ones: it shares their listener,
+	// rather than open one on closed pools that nothing would close.
+	if _, err := stale.Exec(ctx, "listen reload_channel"); err != nil {
+		t.Fatalf("LISTEN from a client idle since before the reload: %v", err)
+	}
+	if _, err := bystander.Exec(ctx, "notify reload_channel, 'both'"); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*pgx.Conn{"the client listening after the reload": again, "the client idle since before the reload": stale} {
+		if got, err := c.WaitForNotification(wctx); err != nil || got.Payload != "both" {
+			t.Fatalf("%s: %v, %v", name, got, err)
+		}
+	}
+	listeners, err := cluster.QueryInt(ctx, "select count(*) from pg_stat_activity where datname = '"+db+"' and query ilike 'listen %'")
+	if err != nil || listeners != 1 {
+		t.Fatalf("%d listener connections on the server (%v); want the new pools' one only", listeners, err)
 	}
 }

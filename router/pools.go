@@ -65,9 +65,11 @@ type poolEntry struct {
 	stats poolStats
 
 	// listen serves LISTEN/NOTIFY for the pool's clients; created on first
-	// use. Guarded by listenMu.
-	listenMu sync.Mutex
-	listen   *listener
+	// use. listenClosed: close ran, and a listener made after it starts
+	// closed (see listenerFor). Guarded by listenMu.
+	listenMu     sync.Mutex
+	listen       *listener
+	listenClosed bool
 
 	// welcome holds the ParameterStatus set of the first server login,
 	// replayed to new clients (as PgBouncer does); welcomeSorted is the same
@@ -360,6 +362,7 @@ func (e *poolEntry) close() {
 	}
 	e.listenMu.Lock()
 	l := e.listen
+	e.listenClosed = true
 	e.listenMu.Unlock()
 	if l != nil {
 		l.close()

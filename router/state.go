@@ -95,7 +95,7 @@ func (ss *session) interceptExecute(frame []byte) error {
 	}
 	switch {
 	case c.Listen != "":
-		if err := ss.entry.listenerFor(ss.srv.log).subscribe(ss, c.Listen); err != nil {
+		if err := ss.listener().subscribe(ss, c.Listen); err != nil {
 			return ss.acquireError(err)
 		}
 		ss.listening = true
