@@ -1,0 +1,408 @@
+package tls13
+
+import (
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Limits of RFC 8446 5.1 and 5.2.
+const (
+	maxPlaintext  = 1 << 14
+	maxCiphertext = maxPlaintext + 256
+	tagLen        = 16
+)
+
+// Record content types.
+const (
+	typeAlert     = 21
+	typeHandshake = 22
+	typeAppData   = 23
+)
+
+// Alert descriptions this package sends or treats specially.
+const (
+	alertCloseNotify       = 0
+	alertUnexpectedMessage = 10
+	alertBadRecordMAC      = 20
+	alertRecordOverflow    = 22
+	alertDecodeError       = 50
+	alertIllegalParameter  = 47
+	alertUserCanceled      = 90
+)
+
+const handshakeKeyUpdate = 24
+
+// Conn is a TLS 1.3 connection after its handshake (see the package
+// comment). As with a net.Conn, one goroutine may read while another
+// writes; Park and Resume are for its owner, with neither in flight.
+type Conn struct {
+	raw   net.Conn
+	suite *suite
+	in    half // records from the client; Read only
+	out   half // records to the client; under wmu
+	wmu   sync.Mutex
+
+	// Read's buffer: rbuf[rpos:rend] is what was read and not yet opened;
+	// plain is an opened record's data not yet returned. The buffer goes
+	// back to its pool as soon as all three are empty.
+	rbuf       *[]byte
+	rpos, rend int
+	plain      []byte
+	rerr       error // sticky: the connection cannot be read on
+	werr       error // sticky: a record may have been cut short
+}
+
+// Read returns application data from the client. A timeout leaves the
+// connection as it was (a record half read stays buffered); any other
+// failure is final.
+func (c *Conn) Read(p []byte) (int, error) {
+	for {
+		if len(c.plain) > 0 {
+			n := copy(p, c.plain)
+			c.plain = c.plain[n:]
+			c.releaseRead()
+			return n, nil
+		}
+		if c.rerr != nil {
+			return 0, c.rerr
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		opened, err := c.openRecord()
+		if err != nil {
+			c.rerr = err
+			c.dropRead()
+			continue
+		}
+		if opened {
+			continue
+		}
+		if err := c.fill(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// Pending reports whether the connection holds client bytes: data not yet
+// returned, or part of a record. Socket readiness would not announce the
+// first, and Park would drop both.
+func (c *Conn) Pending() bool { return len(c.plain) > 0 || c.rend > c.rpos }
+
+// Buffer sizes: most records a client sends are small; a larger record
+// moves to a buffer that holds the largest.
+const (
+	smallBuf = 2 << 10
+	largeBuf = recordHeader + maxCiphertext
+)
+
+var (
+	smallBufs = sync.Pool{New: func() any { b := make([]byte, smallBuf); return &b }}
+	largeBufs = sync.Pool{New: func() any { b := make([]byte, largeBuf); return &b }}
+)
+
+func putBuf(b *[]byte) {
+	if cap(*b) == largeBuf {
+		largeBufs.Put(b)
+	} else {
+		smallBufs.Put(b)
+	}
+}
+
+// releaseRead hands Read's buffer back once it holds nothing.
+func (c *Conn) releaseRead() {
+	if c.rbuf != nil && len(c.plain) == 0 && c.rpos == c.rend {
+		putBuf(c.rbuf)
+		c.rbuf, c.rpos, c.rend = nil, 0, 0
+	}
+}
+
+// dropRead hands Read's buffer back after a final failure.
+func (c *Conn) dropRead() {
+	if c.rbuf != nil {
+		putBuf(c.rbuf)
+		c.rbuf, c.rpos, c.rend, c.plain = nil, 0, 0, nil
+	}
+}
+
+// fill reads from the socket into Read's buffer, making room first.
+func (c *Conn) fill() error {
+	if c.raw == nil {
+		return net.ErrClosed
+	}
+	if c.rbuf == nil {
+		c.rbuf = smallBufs.Get().(*[]byte)
+	} else if c.rpos > 0 {
+		c.rend = copy(*c.rbuf, (*c.rbuf)[c.rpos:c.rend])
+		c.rpos = 0
+	}
+	buf := *c.rbuf
+	if c.rend >= recordHeader {
+		// The record does not fit: move to a large buffer.
+		if need := recordHeader + int(binary.BigEndian.Uint16(buf[3:])); need > len(buf) {
+			large := largeBufs.Get().(*[]byte)
+			c.rend = copy(*large, buf[:c.rend])
+			putBuf(c.rbuf)
+			c.rbuf, buf = large, *large
+		}
+	}
+	n, err := c.raw.Read(buf[c.rend:])
+	c.rend += n
+	if n > 0 {
+		return nil // an error comes again on the next read
+	}
+	if err == nil {
+		return nil
+	}
+	c.releaseRead()
+	if isTimeout(err) {
+		return err
+	}
+	if errors.Is(err, io.EOF) && c.rend > c.rpos {
+		err = io.ErrUnexpectedEOF
+	}
+	c.rerr = err
+	c.dropRead()
+	return err
+}
+
+func isTimeout(err error) bool {
+	ne, ok := errors.AsType[net.Error](err)
+	return ok && ne.Timeout()
+}
+
+// alertError is a failure this side detected; the client is sent the
+// alert before the connection is given up.
+type alertError struct {
+	alert uint8
+	msg   string
+}
+
+func (e *alertError) Error() string { return "tls: " + e.msg }
+
+// openRecord opens the record at the front of Read's buffer, if it is all
+// there, and acts on it; it reports whether it opened one.
+func (c *Conn) openRecord() (bool, error) {
+	if c.rend-c.rpos < recordHeader {
+		return false, nil
+	}
+	buf := (*c.rbuf)[c.rpos:c.rend]
+	n := int(binary.BigEndian.Uint16(buf[3:]))
+	if buf[0] != typeAppData {
+		return false, c.fail(&alertError{alertUnexpectedMessage, "client sent a record of type " + strconv.Itoa(int(buf[0])) + " after the handshake"})
+	}
+	if n > maxCiphertext {
+		return false, c.fail(&alertError{alertRecordOverflow, "client sent an oversized record"})
+	}
+	if len(buf) < recordHeader+n {
+		return false, nil
+	}
+	aead, err := c.in.cipher(c.suite)
+	if err != nil {
+		return false, err
+	}
+	pt, err := aead.Open(buf[recordHeader:recordHeader], c.in.nonce(), buf[recordHeader:recordHeader+n], buf[:recordHeader])
+	if err != nil {
+		return false, c.fail(&alertError{alertBadRecordMAC, "client record failed authentication"})
+	}
+	c.in.seq++
+	c.rpos += recordHeader + n
+	i := len(pt) - 1
+	for i >= 0 && pt[i] == 0 {
+		i--
+	}
+	if i < 0 {
+		return false, c.fail(&alertError{alertUnexpectedMessage, "client sent a record without a content type"})
+	}
+	typ, pt := pt[i], pt[:i]
+	if len(pt) > maxPlaintext {
+		return false, c.fail(&alertError{alertRecordOverflow, "client sent an oversized record"})
+	}
+	switch typ {
+	case typeAppData:
+		c.plain = pt
+	case typeAlert:
+		if len(pt) != 2 {
+			return false, c.fail(&alertError{alertDecodeError, "client sent a malformed alert"})
+		}
+		switch pt[1] {
+		case alertCloseNotify:
+			return false, io.EOF
+		case alertUserCanceled:
+			// A warning; the close_notify that follows ends the connection.
+		default:
+			return false, tls.AlertError(pt[1])
+		}
+	case typeHandshake:
+		if err := c.handshakeMessage(pt); err != nil {
+			return false, err
+		}
+	default:
+		return false, c.fail(&alertError{alertUnexpectedMessage, "client sent a record of content type " + strconv.Itoa(int(typ))})
+	}
+	c.releaseRead()
+	return true, nil
+}
+
+// handshakeMessage handles a post-handshake message: only KeyUpdate is
+// one a client may send to this server. It must be the whole record (RFC
+// 8446 5.1: a KeyUpdate ends its record, as the next one uses new keys).
+func (c *Conn) handshakeMessage(m []byte) error {
+	if len(m) < 4 || m[0] != handshakeKeyUpdate {
+		return c.fail(&alertError{alertUnexpectedMessage, "client sent an unexpected handshake message after the handshake"})
+	}
+	if len(m) != 5 || m[1] != 0 || m[2] != 0 || m[3] != 1 {
+		return c.fail(&alertError{alertDecodeError, "client sent a malformed KeyUpdate"})
+	}
+	requested := m[4]
+	if requested > 1 {
+		return c.fail(&alertError{alertIllegalParameter, "client sent a KeyUpdate with an invalid request"})
+	}
+	c.in.update(c.suite)
+	if requested == 1 {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		if c.werr != nil {
+			return c.werr
+		}
+		if err := c.writeRecord(typeHandshake, []byte{handshakeKeyUpdate, 0, 0, 1, 0}); err != nil {
+			return err
+		}
+		c.out.update(c.suite)
+	}
+	return nil
+}
+
+// fail sends the client the alert of e, if it can, and returns e: the
+// connection is over.
+func (c *Conn) fail(e *alertError) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr == nil {
+		c.writeRecord(typeAlert, []byte{2, e.alert})
+		c.werr = e
+	}
+	return e
+}
+
+// Write sends p as application data, in records of at most 16 KiB. A
+// failure of any kind is final: a record may have gone out in part.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	n := 0
+	for len(p) > 0 {
+		m := min(len(p), maxPlaintext)
+		if err := c.writeRecord(typeAppData, p[:m]); err != nil {
+			return n, err
+		}
+		n += m
+		p = p[m:]
+	}
+	return n, nil
+}
+
+// writeRecord seals one record and writes it. wmu is held.
+func (c *Conn) writeRecord(typ byte, data []byte) error {
+	if c.raw == nil {
+		return net.ErrClosed
+	}
+	aead, err := c.out.cipher(c.suite)
+	if err != nil {
+		c.werr = err
+		return err
+	}
+	size := recordHeader + len(data) + 1 + tagLen
+	bp := smallBufs.Get().(*[]byte)
+	if size > len(*bp) {
+		smallBufs.Put(bp)
+		bp = largeBufs.Get().(*[]byte)
+	}
+	defer putBuf(bp)
+	b := (*bp)[:size]
+	b[0], b[1], b[2] = typeAppData, 3, 3 // every record is application_data outside
+	binary.BigEndian.PutUint16(b[3:], uint16(len(data)+1+tagLen))
+	copy(b[recordHeader:], data)
+	b[recordHeader+len(data)] = typ
+	aead.Seal(b[recordHeader:recordHeader], c.out.nonce(), b[recordHeader:recordHeader+len(data)+1], b[:recordHeader])
+	c.out.seq++
+	if _, err := c.raw.Write(b); err != nil {
+		c.werr = err
+		return err
+	}
+	return nil
+}
+
+// Close sends close_notify, if nothing failed, and closes the socket.
+func (c *Conn) Close() error {
+	c.wmu.Lock()
+	if c.werr == nil && c.raw != nil {
+		c.raw.SetWriteDeadline(time.Now().Add(time.Second))
+		c.writeRecord(typeAlert, []byte{1, alertCloseNotify})
+		c.werr = net.ErrClosed
+	}
+	c.wmu.Unlock()
+	if c.raw == nil {
+		return net.ErrClosed
+	}
+	return c.raw.Close()
+}
+
+// Park lets go of the socket and of everything the connection can make
+// again: its AEADs (its buffers went back to their pools when emptied).
+// It keeps the secrets, keys and sequence numbers. Nothing may be Pending.
+func (c *Conn) Park() {
+	c.raw = nil
+	c.in.aead, c.out.aead = nil, nil
+}
+
+// Resume gives a parked connection its socket again.
+func (c *Conn) Resume(raw net.Conn) { c.raw = raw }
+
+// Wipe overwrites the keys of a connection that is done.
+func (c *Conn) Wipe() {
+	c.wmu.Lock()
+	c.in.wipe()
+	c.out.wipe()
+	c.wmu.Unlock()
+}
+
+// Describe names the protocol version and cipher suite, as SHOW CLIENTS
+// shows them.
+func (c *Conn) Describe() string {
+	return tls.VersionName(tls.VersionTLS13) + "/" + tls.CipherSuiteName(c.suite.id)
+}
+
+func (c *Conn) LocalAddr() net.Addr {
+	if c.raw == nil {
+		return nil
+	}
+	return c.raw.LocalAddr()
+}
+
+func (c *Conn) RemoteAddr() net.Addr {
+	if c.raw == nil {
+		return nil
+	}
+	return c.raw.RemoteAddr()
+}
+
+func (c *Conn) SetDeadline(t time.Time) error      { return c.deadline(net.Conn.SetDeadline, t) }
+func (c *Conn) SetReadDeadline(t time.Time) error  { return c.deadline(net.Conn.SetReadDeadline, t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.deadline(net.Conn.SetWriteDeadline, t) }
+
+func (c *Conn) deadline(set func(net.Conn, time.Time) error, t time.Time) error {
+	if c.raw == nil {
+		return net.ErrClosed
+	}
+	return set(c.raw, t)
+}

@@ -1,0 +1,7 @@
+//go:build !pgferry_notls13
+
+package tls13
+
+// enabled: Takeover takes TLS 1.3 connections over (build tag
+// pgferry_notls13 turns it off).
+const enabled = true

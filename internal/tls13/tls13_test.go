@@ -1,0 +1,494 @@
+package tls13
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testCert is a throwaway self-signed certificate for 127.0.0.1.
+func testCert(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// loopback returns both ends of a loopback TCP connection.
+func loopback(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	t.Cleanup(func() { server.Close(); client.Close() })
+	return server, client
+}
+
+// takenOver runs a handshake between a crypto/tls client (clientCfg) and a
+// crypto/tls server over a Tap, then takes the server side over. afterHandshake,
+// if set, runs on the client right after its handshake, before the server
+// takes over (a client that sends at once).
+func takenOver(t *testing.T, base *tls.Config, clientCfg *tls.Config, afterHandshake func(*tls.Conn)) (*Conn, *tls.Conn, *Tap) {
+	t.Helper()
+	raw, cc := loopback(t)
+	if afterHandshake != nil {
+		// The server reads the client's Finished late, when what the
+		// client sent after it has arrived too.
+		raw = &lateConn{Conn: raw}
+	}
+	tap := NewTap(raw)
+	cfg := tap.Config(base)
+	srv := tls.Server(tap, cfg)
+	client := tls.Client(&cutConn{Conn: cc}, clientCfg)
+	errs := make(chan error, 1)
+	go func() {
+		err := client.Handshake()
+		if err == nil && afterHandshake != nil {
+			afterHandshake(client)
+		}
+		errs <- err
+	}()
+	if err := srv.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	return tap.Takeover(srv, cfg), client, tap
+}
+
+func serverConfig(t *testing.T) *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{testCert(t)}, MinVersion: tls.VersionTLS12, SessionTicketsDisabled: true}
+}
+
+func clientConfig() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }
+
+// pattern is n bytes that differ from one offset to the next.
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7) + seed
+	}
+	return b
+}
+
+func TestATakenOverConnectionCarriesDataBothWaysInMessagesOfEverySize(t *testing.T) {
+	conn, client, _ := takenOver(t, serverConfig(t), clientConfig(), nil)
+	if conn == nil {
+		t.Fatal("a TLS 1.3 connection was not taken over")
+	}
+	for _, n := range []int{1, 5, 100, 2000, maxPlaintext - 1, maxPlaintext, maxPlaintext + 1, 100_000} {
+		up, down := pattern(n, 1), pattern(n, 2)
+		go client.Write(up)
+		got := make([]byte, n)
+		if _, err := io.ReadFull(conn, got); err != nil {
+			t.Fatalf("%d bytes from the client: %v", n, err)
+		}
+		if !bytes.Equal(got, up) {
+			t.Fatalf("%d bytes from the client arrived changed", n)
+		}
+		go conn.Write(down)
+		if _, err := io.ReadFull(client, got); err != nil {
+			t.Fatalf("%d bytes to the client: %v", n, err)
+		}
+		if !bytes.Equal(got, down) {
+			t.Fatalf("%d bytes to the client arrived changed", n)
+		}
+	}
+	if conn.Pending() {
+		t.Fatal("a drained connection reports pending bytes")
+	}
+	if conn.rbuf != nil {
+		t.Fatal("a drained connection kept its read buffer")
+	}
+}
+
+func TestWhatTheClientSendsRightAfterItsHandshakeIsLeftForTheTakenOverConnection(t *testing.T) {
+	early := []byte("sent with the client's Finished")
+	conn, _, _ := takenOver(t, serverConfig(t), clientConfig(), func(c *tls.Conn) {
+		c.Write(early)
+	})
+	if conn == nil {
+		t.Fatal("not taken over")
+	}
+	got := make([]byte, len(early))
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, early) {
+		t.Fatalf("the early bytes: %q, %v", got, err)
+	}
+}
+
+func TestTLS12AndSessionTicketsStayWithCryptoTLS(t *testing.T) {
+	c12 := clientConfig()
+	c12.MaxVersion = tls.VersionTLS12
+	if conn, client, _ := takenOver(t, serverConfig(t), c12, nil); conn != nil {
+		t.Fatal("a TLS 1.2 connection was taken over")
+	} else if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	tickets := serverConfig(t)
+	tickets.SessionTicketsDisabled = false
+	if conn, _, _ := takenOver(t, tickets, clientConfig(), nil); conn != nil {
+		t.Fatal("a connection whose server may have sent session tickets was taken over")
+	}
+}
+
+func TestATakeoverLeavesNoSecretInTheTap(t *testing.T) {
+	conn, _, tap := takenOver(t, serverConfig(t), clientConfig(), nil)
+	if conn == nil {
+		t.Fatal("not taken over")
+	}
+	if tap.keys != (keyLog{}) {
+		t.Fatal("the tap still holds the traffic secrets")
+	}
+}
+
+// lateConn is a server socket whose reads after its first write wait a
+// little first.
+type lateConn struct {
+	net.Conn
+	wrote bool
+}
+
+func (c *lateConn) Write(p []byte) (int, error) {
+	c.wrote = true
+	return c.Conn.Write(p)
+}
+
+func (c *lateConn) Read(p []byte) (int, error) {
+	if c.wrote {
+		time.Sleep(100 * time.Millisecond)
+	}
+	return c.Conn.Read(p)
+}
+
+// cutConn is a client socket that can send the next write in two parts,
+// the second when the test says so.
+type cutConn struct {
+	net.Conn
+	cut  int           // the next write stops after this many bytes
+	rest chan struct{} // closed to send the rest
+}
+
+func (c *cutConn) Write(p []byte) (int, error) {
+	if c.cut <= 0 || c.cut >= len(p) {
+		return c.Conn.Write(p)
+	}
+	n, err := c.Conn.Write(p[:c.cut])
+	c.cut = 0
+	if err != nil {
+		return n, err
+	}
+	<-c.rest
+	m, err := c.Conn.Write(p[n:])
+	return n + m, err
+}
+
+func TestAReadTimeoutInsideARecordLosesNothing(t *testing.T) {
+	conn, client, _ := takenOver(t, serverConfig(t), clientConfig(), nil)
+	if conn == nil {
+		t.Fatal("not taken over")
+	}
+	cut := client.NetConn().(*cutConn)
+	cut.cut, cut.rest = 100, make(chan struct{})
+	want := pattern(300, 3)
+	go client.Write(want)
+
+	conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	buf := make([]byte, 300)
+	if n, err := conn.Read(buf); !isTimeout(err) {
+		t.Fatalf("reading half a record: %d bytes, %v; want a timeout", n, err)
+	}
+	if !conn.Pending() {
+		t.Fatal("half a record read is not reported as pending")
+	}
+	close(cut.rest)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(conn, buf); err != nil || !bytes.Equal(buf, want) {
+		t.Fatalf("after the timeout: %v (equal: %v)", err, bytes.Equal(buf, want))
+	}
+}
+
+func TestATamperedRecordEndsTheConnectionWithBadRecordMAC(t *testing.T) {
+	conn, client, _ := takenOver(t, serverConfig(t), clientConfig(), nil)
+	if conn == nil {
+		t.Fatal("not taken over")
+	}
+	forged := append([]byte{typeAppData, 3, 3, 0, 30}, pattern(30, 9)...)
+	if _, err := client.NetConn().Write(forged); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Read(make([]byte, 10)); err == nil || !bytes.Contains([]byte(err.Error()), []byte("authentication")) {
+		t.Fatalf("a forged record read as %v", err)
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := client.Read(make([]byte, 10))
+	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("bad record MAC")) {
+		t.Fatalf("the client was told %v, want a bad_record_mac alert", err)
+	}
+	if _, err := conn.Write([]byte("more")); err == nil {
+		t.Fatal("a failed connection still writes")
+	}
+}
+
+func TestCloseNotifyFromTheClientIsTheEndOfTheStream(t *testing.T) {
+	conn, client, _ := takenOver(t, serverConfig(t), clientConfig(), nil)
+	if conn == nil {
+		t.Fatal("not taken over")
+	}
+	client.Write([]byte("last"))
+	client.Close()
+	got, err := io.ReadAll(conn)
+	if err != nil || string(got) != "last" {
+		t.Fatalf("read %q, %v; want \"last\" then io.EOF", got, err)
+	}
+	if conn.rbuf != nil {
+		t.Fatal("an ended connection kept its read buffer")
+	}
+}
+
+// mirrored returns two Conns over loopback whose secrets match, so that
+// each is the other's peer: a client side this package does not ship, to
+// test what crypto/tls cannot be made to send (KeyUpdate) and every suite.
+func mirrored(t *testing.T, id uint16) (server, client *Conn) {
+	t.Helper()
+	s := suiteByID(id)
+	n := s.hash().Size()
+	cs, ss := pattern(n, 4), pattern(n, 5)
+	a, b := loopback(t)
+	server, client = &Conn{raw: a, suite: s}, &Conn{raw: b, suite: s}
+	server.in.set(s, cs)
+	server.out.set(s, ss)
+	client.in.set(s, ss)
+	client.out.set(s, cs)
+	return server, client
+}
+
+// sendKeyUpdate sends a KeyUpdate as a client would, and moves to its next
+// sending key.
+func (c *Conn) sendKeyUpdate(request bool) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	r := byte(0)
+	if request {
+		r = 1
+	}
+	if err := c.writeRecord(typeHandshake, []byte{handshakeKeyUpdate, 0, 0, 1, r}); err != nil {
+		return err
+	}
+	c.out.update(c.suite)
+	return nil
+}
+
+func TestKeyUpdatesInEachSuiteMoveBothSidesToNewKeys(t *testing.T) {
+	for _, s := range suites {
+		t.Run(tls.CipherSuiteName(s.id), func(t *testing.T) {
+			server, client := mirrored(t, s.id)
+			exchange := func(what string) {
+				t.Helper()
+				up, down := []byte("up:"+what), []byte("down:"+what)
+				go client.Write(up)
+				got := make([]byte, len(up))
+				if _, err := io.ReadFull(server, got); err != nil || !bytes.Equal(got, up) {
+					t.Fatalf("%s, client to server: %q, %v", what, got, err)
+				}
+				go server.Write(down)
+				got = make([]byte, len(down))
+				if _, err := io.ReadFull(client, got); err != nil || !bytes.Equal(got, down) {
+					t.Fatalf("%s, server to client: %q, %v", what, got, err)
+				}
+			}
+			exchange("before")
+			before := server.out.key
+			if err := client.sendKeyUpdate(false); err != nil {
+				t.Fatal(err)
+			}
+			exchange("after an update not requested")
+			if server.out.key != before {
+				t.Fatal("the server changed its sending key unasked")
+			}
+			if err := client.sendKeyUpdate(true); err != nil {
+				t.Fatal(err)
+			}
+			exchange("after an update requested")
+			if server.out.key == before || server.out.seq == 0 {
+				t.Fatal("the server did not move to a new sending key when asked")
+			}
+		})
+	}
+}
+
+func TestAParkedConnectionDropsItsCiphersAndCarriesOnWhenResumed(t *testing.T) {
+	server, client := mirrored(t, tls.TLS_AES_128_GCM_SHA256)
+	go client.Write([]byte("one"))
+	buf := make([]byte, 3)
+	if _, err := io.ReadFull(server, buf); err != nil {
+		t.Fatal(err)
+	}
+	raw := server.raw
+	server.Park()
+	if server.in.aead != nil || server.out.aead != nil || server.raw != nil || server.rbuf != nil {
+		t.Fatal("a parked connection kept its ciphers, socket or buffer")
+	}
+	if _, err := server.Read(buf); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("a parked connection read: %v", err)
+	}
+	server.Resume(raw)
+	go client.Write([]byte("two"))
+	if _, err := io.ReadFull(server, buf); err != nil || string(buf) != "two" {
+		t.Fatalf("after resuming: %q, %v", buf, err)
+	}
+}
+
+// TestOpenSSLTalksToATakenOverConnectionAndUpdatesItsKeys runs OpenSSL's
+// s_client, another TLS implementation, against a taken-over connection in
+// each suite, and has it ask for a key update halfway (its K command),
+// which the connection must answer with its own.
+func TestOpenSSLTalksToATakenOverConnectionAndUpdatesItsKeys(t *testing.T) {
+	bin, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("openssl is not installed")
+	}
+	for _, name := range []string{"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"} {
+		t.Run(name, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			served := make(chan error, 1)
+			base := serverConfig(t)
+			go func() {
+				raw, err := l.Accept()
+				if err != nil {
+					served <- err
+					return
+				}
+				defer raw.Close()
+				tap := NewTap(raw)
+				cfg := tap.Config(base)
+				srv := tls.Server(tap, cfg)
+				if err := srv.Handshake(); err != nil {
+					served <- err
+					return
+				}
+				conn := tap.Takeover(srv, cfg)
+				if conn == nil {
+					served <- errors.New("not taken over")
+					return
+				}
+				if got := conn.Describe(); got != "TLS 1.3/"+name {
+					served <- fmt.Errorf("described as %q", got)
+					return
+				}
+				// Echo lines in upper case until "bye".
+				r := bufio.NewReader(conn)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						served <- fmt.Errorf("reading: %w", err)
+						return
+					}
+					if _, err := conn.Write(bytes.ToUpper([]byte(line))); err != nil {
+						served <- err
+						return
+					}
+					if line == "bye\n" {
+						served <- nil
+						return
+					}
+				}
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "s_client", "-connect", l.Addr().String(), "-tls1_3",
+				"-ciphersuites", name)
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			say := func(s string) {
+				stdin.Write([]byte(s))
+				time.Sleep(200 * time.Millisecond) // one line per read on the other side
+			}
+			say("before\n")
+			say("K\n") // KeyUpdate, update_requested
+			say("after\n")
+			say("bye\n")
+			if err := <-served; err != nil {
+				t.Fatalf("server: %v\nopenssl said:\n%s", err, out.String())
+			}
+			stdin.Close()
+			cmd.Wait()
+			for _, want := range []string{"BEFORE", "KEYUPDATE", "AFTER", "BYE"} {
+				if !strings.Contains(out.String(), want) {
+					t.Fatalf("openssl's output lacks %s:\n%s", want, out.String())
+				}
+			}
+		})
+	}
+}
+
+func TestRelayingAMessageAllocatesNothing(t *testing.T) {
+	server, client := mirrored(t, tls.TLS_AES_128_GCM_SHA256)
+	msg, got := pattern(200, 6), make([]byte, 200)
+	roundTrip := func() {
+		if _, err := client.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(server, got); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := server.Write(got); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(client, got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roundTrip() // the ciphers are made on first use
+	if n := testing.AllocsPerRun(200, roundTrip); n > 0.05 {
+		t.Fatalf("%.2f allocations per message both ways; want none", n)
+	}
+}
