@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/pgferry/pgferry/internal/tls13"
 	"github.com/pgferry/pgferry/pool"
 )
 
@@ -42,12 +43,14 @@ func clientPtr(id uint64) string { return fmt.Sprintf("0x%x", id) }
 func serverPtr(id uint64) string { return fmt.Sprintf("0x%x", 1<<40|id) }
 
 func tlsDesc(conn net.Conn) string {
-	tc, ok := conn.(*tls.Conn)
-	if !ok {
-		return ""
+	switch c := conn.(type) {
+	case *tls13.Conn:
+		return c.Describe()
+	case *tls.Conn:
+		cs := c.ConnectionState()
+		return tls.VersionName(cs.Version) + "/" + tls.CipherSuiteName(cs.CipherSuite)
 	}
-	cs := tc.ConnectionState()
-	return tls.VersionName(cs.Version) + "/" + tls.CipherSuiteName(cs.CipherSuite)
+	return ""
 }
 
 func (c *adminConsole) showClients(rs *resultSet) {
@@ -131,7 +134,7 @@ func (ss *session) sockInfo() (local net.Addr, tlsName string) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.raw == nil {
-		return fdLocalAddr(int(ss.fd)), ""
+		return fdLocalAddr(int(ss.fd)), tlsDesc(ss.conn)
 	}
 	return ss.raw.LocalAddr(), tlsDesc(ss.conn)
 }

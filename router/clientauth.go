@@ -5,8 +5,6 @@ package router
 
 import (
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -206,10 +204,7 @@ func (ss *session) authMethod(cfg *configs.Config) (string, error) {
 // cert method requires without a user name map. The TLS handshake already
 // verified the certificate against client_tls_ca_file.
 func (ss *session) certLogin() error {
-	var certs []*x509.Certificate
-	if t, ok := ss.conn.(*tls.Conn); ok {
-		certs = t.ConnectionState().PeerCertificates
-	}
+	certs := ss.handshake.peerCerts
 	if len(certs) == 0 {
 		ss.srv.reject("auth")
 		return protocol.Fatal(protocol.SQLStateInvalidAuthorization, "connection requires a valid client certificate")

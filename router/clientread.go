@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/pgferry/pgferry/internal/tls13"
 	"github.com/pgferry/pgferry/protocol"
 )
 
@@ -139,6 +140,9 @@ func (ss *session) tryPark() (bool, error) {
 // error is sticky and the next read reports it. The read deadline is put
 // back, or left past if a wake or kill came meanwhile.
 func (ss *session) tlsHoldsInput() bool {
+	if c, ok := ss.conn.(*tls13.Conn); ok {
+		return c.Pending() // it keeps what it holds until the next read
+	}
 	ss.raw.SetReadDeadline(pastDeadline)
 	var b [512]byte
 	n, err := ss.conn.Read(b[:])

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/tls13"
 	"github.com/pgferry/pgferry/protocol"
 )
 
@@ -97,13 +98,23 @@ func (ss *session) startup(cfg *configs.Config) error {
 			if _, err := ss.conn.Write([]byte{'S'}); err != nil {
 				return err
 			}
-			t := tls.Server(ss.raw, tc)
+			tap := tls13.NewTap(ss.raw)
+			tc = tap.Config(tc)
+			t := tls.Server(tap, tc)
 			if err := t.Handshake(); err != nil {
 				ss.srv.reject("tls")
 				return fmt.Errorf("client TLS handshake: %w", err)
 			}
-			ss.conn, ss.tls = t, true
-			ss.handshake.in.Reset(t)
+			ss.handshake.peerCerts = t.ConnectionState().PeerCertificates
+			// A TLS 1.3 session carries on without crypto/tls's connection
+			// and its buffers (internal/tls13); TLS 1.2 keeps it.
+			if c := tap.Takeover(t, tc); c != nil {
+				ss.conn = c
+			} else {
+				ss.conn = t
+			}
+			ss.tls = true
+			ss.handshake.in.Reset(ss.conn)
 			continue
 		case protocol.GSSENCRequestCode:
 			if _, err := ss.conn.Write([]byte{'N'}); err != nil {

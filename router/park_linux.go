@@ -4,6 +4,7 @@ package router
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"runtime/debug"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pgferry/pgferry/internal/sockio"
+	"github.com/pgferry/pgferry/internal/tls13"
 	"github.com/pgferry/pgferry/protocol"
 	"go.uber.org/zap"
 )
@@ -229,7 +231,7 @@ func (p *parker) park(ss *session) bool {
 	if !ss.idleDeadline.IsZero() {
 		ss.ensureRare() // for idleTimer, before p.mu: ss.mu is never taken under it
 	}
-	if !ss.tls {
+	if ss.detachable() {
 		ss.detach() // or, out of descriptors, park with the conn
 	}
 	// The registration is done under mu: an event (or an unpark) that
@@ -317,14 +319,25 @@ func (p *parker) close() {
 	syscall.Close(p.pipe[1])
 }
 
-// detach lets go of a plain (TCP or Unix socket) session's net.Conn as it
-// parks: Go's netFD, its two addresses and the raw-I/O wrapper are about a
-// third of an idle client's heap, and a parked session needs only the
-// descriptor. The socket lives on in a duplicate of it (ss.fd), which the
-// parker waits on; reattach makes a net.Conn of it again when the session
-// resumes. Closing the original descriptor does not touch the connection:
-// no FIN, no shutdown. A TLS session keeps its conn, which crypto/tls
-// holds. It reports whether it let go.
+// detachable reports whether the session can let go of its socket's
+// net.Conn as it parks: a plain session, or a TLS 1.3 one whose records
+// internal/tls13 carries (crypto/tls's connection holds its net.Conn).
+func (ss *session) detachable() bool {
+	if !ss.tls {
+		return true
+	}
+	_, ok := ss.conn.(*tls13.Conn)
+	return ok
+}
+
+// detach lets go of a session's net.Conn as it parks (see detachable): Go's
+// netFD, its two addresses and the raw-I/O wrapper are about a third of an
+// idle client's heap, and a parked session needs only the descriptor (and,
+// under TLS, its keys: tls13.Conn.Park drops the rest). The socket lives on
+// in a duplicate of it (ss.fd), which the parker waits on; reattach makes a
+// net.Conn of it again when the session resumes. Closing the original
+// descriptor does not touch the connection: no FIN, no shutdown, no TLS
+// alert. It reports whether it let go.
 func (ss *session) detach() bool {
 	dfd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(ss.fd), syscall.F_DUPFD_CLOEXEC, 0)
 	if errno != 0 {
@@ -332,7 +345,12 @@ func (ss *session) detach() bool {
 	}
 	ss.mu.Lock()
 	old := ss.raw
-	ss.raw, ss.conn = nil, nil
+	ss.raw = nil
+	if c, ok := ss.conn.(*tls13.Conn); ok {
+		c.Park() // the records' keys stay; the socket goes
+	} else {
+		ss.conn = nil
+	}
 	ss.fd = int32(dfd)
 	ss.mu.Unlock()
 	if ss.rare != nil {
@@ -360,7 +378,12 @@ func (ss *session) reattach() error {
 		e := protocol.Fatal(protocol.SQLStateInsufficientResources, "pgferry could not resume this idle connection: "+sanitize(err))
 		e.Hint = "Reconnect. pgferry may be out of file descriptors (ulimit -n)."
 		f.SetWriteDeadline(time.Now().Add(time.Second))
-		f.Write(e.AppendFrame(nil))
+		var w io.Writer = f
+		if c, ok := ss.conn.(*tls13.Conn); ok {
+			c.Resume(fileConn{f})
+			w = c
+		}
+		w.Write(e.AppendFrame(nil))
 		ss.mu.Lock()
 		ss.raw, ss.conn, ss.fd = closedConn{}, closedConn{}, -1
 		ss.mu.Unlock()
@@ -375,8 +398,13 @@ func (ss *session) reattach() error {
 		raw.SetReadDeadline(ss.idleDeadline.Time())
 	}
 	ss.noDeadline = ss.idleDeadline.IsZero()
+	conn := raw
+	if c, ok := ss.conn.(*tls13.Conn); ok {
+		c.Resume(raw)
+		conn = c
+	}
 	ss.mu.Lock()
-	ss.raw, ss.conn, ss.fd = raw, raw, int32(fd)
+	ss.raw, ss.conn, ss.fd = raw, conn, int32(fd)
 	flags := ss.flags.Load()
 	ss.mu.Unlock()
 	f.Close() // after fd moved on: sockInfo never sees a closed number
@@ -404,6 +432,13 @@ func (ss *session) closeSocket() {
 		syscall.Close(int(ss.fd))
 	}
 }
+
+// fileConn is a bare descriptor as a net.Conn, for the one message a TLS
+// client gets when its session cannot resume.
+type fileConn struct{ *os.File }
+
+func (fileConn) LocalAddr() net.Addr  { return nil }
+func (fileConn) RemoteAddr() net.Addr { return nil }
 
 func outOfFDs(err error) bool {
 	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)

@@ -2,8 +2,10 @@ package router_test
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,38 +30,76 @@ func skipWithoutParking(t *testing.T) {
 func TestIdleClientsAreParkedWithoutAGoroutineAndResumeWhenTheyTalk(t *testing.T) {
 	skipWithoutParking(t)
 	t.Parallel()
-	t.Run("over plain TCP", func(t *testing.T) { t.Parallel(); idleClientsPark(t, false) })
-	t.Run("over TLS", func(t *testing.T) { t.Parallel(); idleClientsPark(t, true) })
+	t.Run("over plain TCP", func(t *testing.T) { t.Parallel(); idleClientsPark(t, 0) })
+	t.Run("over TLS 1.3", func(t *testing.T) { t.Parallel(); idleClientsPark(t, tls.VersionTLS13) })
+	t.Run("over TLS 1.2", func(t *testing.T) { t.Parallel(); idleClientsPark(t, tls.VersionTLS12) })
 }
 
-func idleClientsPark(t *testing.T, overTLS bool) {
+// parkWait bounds the waits for sweeps to park clients: two or three
+// one-second sweeps, stretched by a loaded machine (three variants of
+// this test run in parallel with the rest of the suite).
+const parkWait = 30 * time.Second
+
+// idleClientsPark runs the parking test with plain clients (tlsVersion 0)
+// or clients of one TLS version.
+func idleClientsPark(t *testing.T, tlsVersion uint16) {
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)
 	setPoolSize(cfg, "app", 2)
-	if overTLS {
+	if tlsVersion != 0 {
 		offerClientTLS(cfg, "require")
 	}
 	f := ferrytest.Start(t, cfg)
 	parked := func() int { return f.Server.Snapshot().ParkedClients }
 	dsn := f.AppDSN()
-	if overTLS {
+	if tlsVersion != 0 {
 		dsn = strings.Replace(dsn, "sslmode=disable", "sslmode=require", 1)
+	}
+	connect := func() *pgx.Conn {
+		cc, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cc.TLSConfig != nil {
+			cc.TLSConfig.MinVersion, cc.TLSConfig.MaxVersion = tlsVersion, tlsVersion
+		}
+		return ferrytest.ConnectConfig(t, ctx, cc)
 	}
 
 	conns := make([]*pgx.Conn, 20)
 	for i := range conns {
-		conns[i] = ferrytest.Connect(t, ctx, dsn)
+		conns[i] = connect()
 		if _, err := conns[i].Exec(ctx, "select 1"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	ferrytest.Eventually(t, 10*time.Second, "all 20 idle clients to be parked", func() (bool, error) {
+	ferrytest.Eventually(t, parkWait, "all 20 idle clients to be parked", func() (bool, error) {
 		return parked() == 20, nil
 	})
-	// A plain client waits as a bare descriptor; crypto/tls keeps a TLS
-	// client's conn.
-	if n, want := router.ParkedWithoutConn(f.Server), map[bool]int{false: 20, true: 0}[overTLS]; n != want {
+	// A plain or TLS 1.3 client waits as a bare descriptor (internal/tls13
+	// keeps the latter's keys); crypto/tls keeps a TLS 1.2 client's conn.
+	if n, want := router.ParkedWithoutConn(f.Server), map[uint16]int{0: 20, tls.VersionTLS13: 20, tls.VersionTLS12: 0}[tlsVersion]; n != want {
 		t.Fatalf("%d parked clients let go of their conn; want %d", n, want)
+	}
+	if tlsVersion != 0 {
+		// SHOW CLIENTS names the TLS of a parked client all the same.
+		want := map[uint16]string{tls.VersionTLS13: "TLS 1.3/", tls.VersionTLS12: "TLS 1.2/"}[tlsVersion]
+		pc := ferrytest.ConnectPgConn(t, ctx, strings.Replace(adminDSN(f), "sslmode=disable", "sslmode=require", 1))
+		r := mustAdmin(t, pc, "SHOW CLIENTS")
+		db, tlsCol, seen := slices.Index(r.cols, "database"), slices.Index(r.cols, "tls"), 0
+		for _, row := range r.rows {
+			if row[db] != "app" {
+				continue
+			}
+			seen++
+			if !strings.HasPrefix(row[tlsCol], want) {
+				t.Fatalf("SHOW CLIENTS shows a parked client's TLS as %q; want %s...", row[tlsCol], want)
+			}
+		}
+		if seen != 20 {
+			t.Fatalf("SHOW CLIENTS lists %d clients of app; want 20", seen)
+		}
+		pc.Close(ctx)
 	}
 
 	// Every parked client is served as soon as it sends a query, with its
@@ -70,22 +110,22 @@ func idleClientsPark(t *testing.T, overTLS bool) {
 			t.Fatalf("client %d after parking: %d, %v", i, n, err)
 		}
 	}
-	ferrytest.Eventually(t, 10*time.Second, "the clients to be parked again", func() (bool, error) {
+	ferrytest.Eventually(t, parkWait, "the clients to be parked again", func() (bool, error) {
 		return parked() == 20, nil
 	})
 
 	// A parked client that disconnects is noticed at once.
 	conns[0].Close(ctx)
-	ferrytest.Eventually(t, 10*time.Second, "the departed client's session to end", func() (bool, error) {
+	ferrytest.Eventually(t, parkWait, "the departed client's session to end", func() (bool, error) {
 		return f.Server.Snapshot().Clients == 19 && parked() == 19, nil
 	})
 
 	// A parked listener is woken for its notification.
-	listener := ferrytest.Connect(t, ctx, dsn)
+	listener := connect()
 	if _, err := listener.Exec(ctx, "listen parked_channel"); err != nil {
 		t.Fatal(err)
 	}
-	ferrytest.Eventually(t, 10*time.Second, "the listener to be parked", func() (bool, error) {
+	ferrytest.Eventually(t, parkWait, "the listener to be parked", func() (bool, error) {
 		return parked() == 20, nil
 	})
 	if _, err := conns[1].Exec(ctx, "notify parked_channel, 'hello'"); err != nil {
@@ -100,7 +140,7 @@ func idleClientsPark(t *testing.T, overTLS bool) {
 
 	// A parked client's next query may arrive in several TLS records or
 	// TCP segments; a large one is read in full.
-	ferrytest.Eventually(t, 10*time.Second, "the clients to be parked once more", func() (bool, error) {
+	ferrytest.Eventually(t, parkWait, "the clients to be parked once more", func() (bool, error) {
 		return parked() == 20, nil
 	})
 	long := strings.Repeat("x", 100_000)

@@ -171,7 +171,11 @@ func (s *Server) apply(cfg *configs.Config) error {
 		if err != nil {
 			return fmt.Errorf("client_tls_cert_file: %w", err)
 		}
-		ctls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		// No session tickets: PostgreSQL clients do not resume TLS
+		// sessions, and crypto/tls would send them under the application
+		// keys inside the handshake, which internal/tls13 takes over
+		// from sequence number 0.
+		ctls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, SessionTicketsDisabled: true}
 		if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil {
 			hash = auth.ChannelBindingHash(leaf)
 		}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"crypto/x509"
 	"errors"
 	"net"
 	"runtime/debug"
@@ -12,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgferry/pgferry/internal/tls13"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/classify"
@@ -167,6 +169,8 @@ type loginState struct {
 	// refusal, when set at accept, turns the client away once its startup
 	// packet is read (see refusal).
 	refusal *refusal
+	// peerCerts are the client's TLS certificates, for the cert method.
+	peerCerts []*x509.Certificate
 }
 
 // rareState is what few sessions use: timers of the timeouts that are
@@ -383,6 +387,9 @@ func (ss *session) run() {
 			ss.wr.Release()
 		}
 		ss.closeSocket()
+		if c, ok := ss.conn.(*tls13.Conn); ok {
+			c.Wipe()
+		}
 		ss.srv.clients.Add(-1)
 		ss.srv.wg.Done()
 	}()
