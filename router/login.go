@@ -99,9 +99,9 @@ func (ss *session) startup(cfg *configs.Config) error {
 				return err
 			}
 			tap := tls13.NewTap(ss.raw)
-			tc = tap.Config(tc)
 			t := tls.Server(tap, tc)
 			if err := t.Handshake(); err != nil {
+				tap.Wipe()
 				ss.srv.reject("tls")
 				return fmt.Errorf("client TLS handshake: %w", err)
 			}

@@ -384,6 +384,9 @@ func (ss *session) reattach() error {
 			w = c
 		}
 		w.Write(e.AppendFrame(nil))
+		if c, ok := ss.conn.(*tls13.Conn); ok {
+			c.Wipe()
+		}
 		ss.mu.Lock()
 		ss.raw, ss.conn, ss.fd = closedConn{}, closedConn{}, -1
 		ss.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/internal/tls13"
 	"github.com/pgferry/pgferry/router"
 )
 
@@ -78,7 +79,7 @@ func idleClientsPark(t *testing.T, tlsVersion uint16) {
 	})
 	// A plain or TLS 1.3 client waits as a bare descriptor (internal/tls13
 	// keeps the latter's keys); crypto/tls keeps a TLS 1.2 client's conn.
-	if n, want := router.ParkedWithoutConn(f.Server), map[uint16]int{0: 20, tls.VersionTLS13: 20, tls.VersionTLS12: 0}[tlsVersion]; n != want {
+	if n, want := router.ParkedWithoutConn(f.Server), map[uint16]int{0: 20, tls.VersionTLS13: map[bool]int{true: 20}[tls13.Enabled], tls.VersionTLS12: 0}[tlsVersion]; n != want {
 		t.Fatalf("%d parked clients let go of their conn; want %d", n, want)
 	}
 	if tlsVersion != 0 {

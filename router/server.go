@@ -24,6 +24,7 @@ import (
 	"github.com/pgferry/pgferry/auth/hba"
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/sockio"
+	"github.com/pgferry/pgferry/internal/tls13"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/fleet"
@@ -198,6 +199,9 @@ func (s *Server) apply(cfg *configs.Config) error {
 				ctls.ClientAuth = tls.RequireAndVerifyClientCert
 			}
 		}
+	}
+	if ctls != nil {
+		ctls = tls13.ServerConfig(ctls) // TLS 1.3 handshakes run over a tls13.Tap
 	}
 	var rules *hba.Rules
 	if cfg.AuthType == "hba" {

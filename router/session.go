@@ -269,6 +269,13 @@ func (s *Server) serveClient(raw net.Conn) {
 	ss.serveLoggedIn()
 }
 
+// wipeTLS overwrites the keys of a TLS 1.3 session that ended.
+func (ss *session) wipeTLS() {
+	if c, ok := ss.conn.(*tls13.Conn); ok {
+		c.Wipe()
+	}
+}
+
 // admit checks a new client against allow_cidrs and max_client_conn and
 // runs its login. It returns the logged-in session, which then owns the
 // connection, the client count and the WaitGroup slot taken at accept; on
@@ -291,6 +298,7 @@ func (s *Server) admit(raw net.Conn) (logged *session) {
 			if !ss.handedOff {
 				raw.Close()
 			}
+			ss.wipeTLS()
 			s.clients.Add(-1)
 			s.wg.Done()
 		}
@@ -387,9 +395,7 @@ func (ss *session) run() {
 			ss.wr.Release()
 		}
 		ss.closeSocket()
-		if c, ok := ss.conn.(*tls13.Conn); ok {
-			c.Wipe()
-		}
+		ss.wipeTLS()
 		ss.srv.clients.Add(-1)
 		ss.srv.wg.Done()
 	}()

@@ -7,11 +7,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"io"
 	"math/big"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/pgferry/pgferry/internal/tls13"
 	"github.com/pgferry/pgferry/protocol"
 )
 
@@ -103,5 +105,73 @@ func TestBytesTheTLSLayerHoldsKeepASessionFromParkingAndMoveToTheReader(t *testi
 	n, err := server.Read(rest)
 	if err != nil || string(rest[:n]) != "more" {
 		t.Fatalf("read after the probe: %q, %v; want to wait for the client's next bytes", rest[:n], err)
+	}
+}
+
+func TestATLS13SessionHoldingClientBytesDoesNotPark(t *testing.T) {
+	if !tls13.Enabled {
+		t.Skip("built with pgferry_notls13")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	cc, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := <-accepted
+	defer raw.Close()
+	cfg := tls13.ServerConfig(&tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, SessionTicketsDisabled: true})
+	tap := tls13.NewTap(raw)
+	server := tls.Server(tap, cfg)
+	client := tls.Client(cc, &tls.Config{InsecureSkipVerify: true})
+	defer client.Close()
+	errs := make(chan error, 1)
+	go func() { errs <- client.Handshake() }()
+	if err := server.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	conn := tap.Takeover(server, cfg)
+	if conn == nil {
+		t.Fatal("not taken over")
+	}
+	ss := &session{raw: raw, conn: conn, tls: true}
+	if ss.tlsHoldsInput() {
+		t.Fatal("an idle TLS 1.3 connection was reported to hold input")
+	}
+	// One record of 700 bytes of which the session read 100: the rest is
+	// the Conn's, which socket readiness would never announce.
+	client.Write(make([]byte, 700))
+	if _, err := io.ReadFull(conn, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if !ss.tlsHoldsInput() {
+		t.Fatal("600 bytes held by the TLS 1.3 connection were not noticed")
+	}
+	if _, err := io.ReadFull(conn, make([]byte, 600)); err != nil {
+		t.Fatal(err)
+	}
+	if ss.tlsHoldsInput() {
+		t.Fatal("a drained TLS 1.3 connection was reported to hold input")
 	}
 }

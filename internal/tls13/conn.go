@@ -34,7 +34,12 @@ const (
 	alertDecodeError       = 50
 	alertIllegalParameter  = 47
 	alertUserCanceled      = 90
+	alertInternalError     = 80
 )
+
+// maxEmptyRecords is how many empty records in a row a client may send
+// (crypto/tls's limit): each costs a decryption and carries nothing.
+const maxEmptyRecords = 16
 
 const handshakeKeyUpdate = 24
 
@@ -56,6 +61,7 @@ type Conn struct {
 	plain      []byte
 	rerr       error // sticky: the connection cannot be read on
 	werr       error // sticky: a record may have been cut short
+	empty      int   // empty records received in a row
 }
 
 // Read returns application data from the client. A timeout leaves the
@@ -119,7 +125,8 @@ func putBuf(b *[]byte) {
 func (c *Conn) releaseRead() {
 	if c.rbuf != nil && len(c.plain) == 0 && c.rpos == c.rend {
 		putBuf(c.rbuf)
-		c.rbuf, c.rpos, c.rend = nil, 0, 0
+		// plain too: an empty slice into the buffer would keep it alive.
+		c.rbuf, c.rpos, c.rend, c.plain = nil, 0, 0, nil
 	}
 }
 
@@ -211,8 +218,13 @@ func (c *Conn) openRecord() (bool, error) {
 	if err != nil {
 		return false, c.fail(&alertError{alertBadRecordMAC, "client record failed authentication"})
 	}
-	c.in.seq++
+	if c.in.seq++; c.in.seq == 0 {
+		return false, c.fail(&alertError{alertInternalError, "client records exhausted the sequence numbers"})
+	}
 	c.rpos += recordHeader + n
+	if len(pt) > maxPlaintext+1 {
+		return false, c.fail(&alertError{alertRecordOverflow, "client sent an oversized record"})
+	}
 	i := len(pt) - 1
 	for i >= 0 && pt[i] == 0 {
 		i--
@@ -221,15 +233,17 @@ func (c *Conn) openRecord() (bool, error) {
 		return false, c.fail(&alertError{alertUnexpectedMessage, "client sent a record without a content type"})
 	}
 	typ, pt := pt[i], pt[:i]
-	if len(pt) > maxPlaintext {
-		return false, c.fail(&alertError{alertRecordOverflow, "client sent an oversized record"})
+	if typ != typeAppData || len(pt) > 0 {
+		c.empty = 0
+	} else if c.empty++; c.empty > maxEmptyRecords {
+		return false, c.fail(&alertError{alertUnexpectedMessage, "client sent too many empty records"})
 	}
 	switch typ {
 	case typeAppData:
 		c.plain = pt
 	case typeAlert:
 		if len(pt) != 2 {
-			return false, c.fail(&alertError{alertDecodeError, "client sent a malformed alert"})
+			return false, c.fail(&alertError{alertUnexpectedMessage, "client sent a malformed alert"})
 		}
 		switch pt[1] {
 		case alertCloseNotify:
@@ -237,6 +251,10 @@ func (c *Conn) openRecord() (bool, error) {
 		case alertUserCanceled:
 			// A warning; the close_notify that follows ends the connection.
 		default:
+			// A fatal alert: nothing more goes to the client either.
+			c.wmu.Lock()
+			c.werr = tls.AlertError(pt[1])
+			c.wmu.Unlock()
 			return false, tls.AlertError(pt[1])
 		}
 	case typeHandshake:
@@ -334,7 +352,12 @@ func (c *Conn) writeRecord(typ byte, data []byte) error {
 	copy(b[recordHeader:], data)
 	b[recordHeader+len(data)] = typ
 	aead.Seal(b[recordHeader:recordHeader], c.out.nonce(), b[recordHeader:recordHeader+len(data)+1], b[:recordHeader])
-	c.out.seq++
+	// The sequence number moves on before the write: a record that failed
+	// to go out may have gone out in part, and its nonce is spent.
+	if c.out.seq++; c.out.seq == 0 {
+		c.werr = errors.New("tls13: sequence numbers exhausted")
+		return c.werr
+	}
 	if _, err := c.raw.Write(b); err != nil {
 		c.werr = err
 		return err
@@ -361,19 +384,29 @@ func (c *Conn) Close() error {
 // again: its AEADs (its buffers went back to their pools when emptied).
 // It keeps the secrets, keys and sequence numbers. Nothing may be Pending.
 func (c *Conn) Park() {
+	c.wmu.Lock()
 	c.raw = nil
 	c.in.aead, c.out.aead = nil, nil
+	c.wmu.Unlock()
+	c.plain = nil
 }
 
 // Resume gives a parked connection its socket again.
 func (c *Conn) Resume(raw net.Conn) { c.raw = raw }
 
-// Wipe overwrites the keys of a connection that is done.
+// Wipe overwrites the keys of a connection that is done, and closes it for
+// reading and writing (not its socket). Best effort: copies crypto/tls
+// made on the way (its key log lines, the expanded AES keys inside the
+// AEADs) are garbage the runtime does not clear.
 func (c *Conn) Wipe() {
 	c.wmu.Lock()
 	c.in.wipe()
 	c.out.wipe()
+	c.raw = nil
+	c.werr = net.ErrClosed
 	c.wmu.Unlock()
+	c.rerr = net.ErrClosed
+	c.dropRead()
 }
 
 // Describe names the protocol version and cipher suite, as SHOW CLIENTS

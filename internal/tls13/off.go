@@ -2,4 +2,6 @@
 
 package tls13
 
-const enabled = false
+// Enabled reports whether Takeover takes TLS 1.3 connections over (build
+// tag pgferry_notls13 turns it off).
+const Enabled = false

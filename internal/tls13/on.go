@@ -2,6 +2,6 @@
 
 package tls13
 
-// enabled: Takeover takes TLS 1.3 connections over (build tag
-// pgferry_notls13 turns it off).
-const enabled = true
+// Enabled reports whether Takeover takes TLS 1.3 connections over (build
+// tag pgferry_notls13 turns it off).
+const Enabled = true

@@ -1,9 +1,11 @@
 package tls13
 
 import (
+	"crypto/fips140"
 	"crypto/tls"
 	"encoding/binary"
 	"net"
+	"slices"
 )
 
 // recordHeader is the length of a TLS record header: type, legacy
@@ -12,7 +14,7 @@ const recordHeader = 5
 
 // Tap sits between crypto/tls and a client's socket for the handshake (see
 // the package comment). Make one with NewTap, run tls.Server over it with
-// the configuration Config returns, and after Handshake call Takeover.
+// a configuration from ServerConfig, and after Handshake call Takeover.
 type Tap struct {
 	net.Conn
 	keys keyLog
@@ -25,13 +27,27 @@ type Tap struct {
 // NewTap wraps a client socket for its TLS handshake.
 func NewTap(c net.Conn) *Tap { return &Tap{Conn: c} }
 
-// Config is base for this connection: its key log goes to the tap. base
-// must have SessionTicketsDisabled set, or Takeover declines.
-func (t *Tap) Config(base *tls.Config) *tls.Config {
+// ServerConfig returns base for servers whose connections run over Taps:
+// for a client that offers TLS 1.3 it sends the key log to the tap (in a
+// copy of base made for that handshake, which Takeover lets go); any other
+// client keeps base itself. base must have SessionTicketsDisabled set, or
+// Takeover declines.
+func ServerConfig(base *tls.Config) *tls.Config {
 	c := base.Clone()
-	c.KeyLogWriter = &t.keys
+	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		t, ok := hello.Conn.(*Tap)
+		if !ok || !Enabled || !slices.Contains(hello.SupportedVersions, tls.VersionTLS13) {
+			return nil, nil
+		}
+		own := base.Clone()
+		own.KeyLogWriter = &t.keys
+		return own, nil
+	}
 	return c
 }
+
+// Wipe overwrites the secrets of a tap whose handshake failed.
+func (t *Tap) Wipe() { t.keys.wipe() }
 
 // Read reads no further than the end of the current record until
 // Takeover, so that crypto/tls never holds bytes past the handshake.
@@ -70,7 +86,9 @@ func (t *Tap) Read(p []byte) (int, error) {
 func (t *Tap) Takeover(tc *tls.Conn, cfg *tls.Config) *Conn {
 	defer t.keys.wipe()
 	t.done = true
-	if !enabled || cfg == nil || !cfg.SessionTicketsDisabled || t.hn != 0 || t.left != 0 {
+	// Under GODEBUG=fips140=only the AEADs here cannot be made with
+	// arbitrary nonces (crypto/tls uses its own); crypto/tls carries on.
+	if !Enabled || fips140.Enforced() || cfg == nil || !cfg.SessionTicketsDisabled || t.hn != 0 || t.left != 0 {
 		return nil
 	}
 	st := tc.ConnectionState()
