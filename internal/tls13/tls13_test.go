@@ -23,7 +23,7 @@ import (
 )
 
 // testCert is a throwaway self-signed certificate for 127.0.0.1.
-func testCert(t *testing.T) tls.Certificate {
+func testCert(t testing.TB) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -40,7 +40,7 @@ func testCert(t *testing.T) tls.Certificate {
 }
 
 // loopback returns both ends of a loopback TCP connection.
-func loopback(t *testing.T) (server, client net.Conn) {
+func loopback(t testing.TB) (server, client net.Conn) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -67,6 +67,13 @@ func loopback(t *testing.T) (server, client net.Conn) {
 // takes over (a client that sends at once).
 func takenOver(t *testing.T, base *tls.Config, clientCfg *tls.Config, afterHandshake func(*tls.Conn)) (*Conn, *tls.Conn, *Tap) {
 	t.Helper()
+	srv, cfg, client, tap := handshake(t, base, clientCfg, afterHandshake)
+	return tap.Takeover(srv, cfg), client, tap
+}
+
+// handshake is takenOver up to the takeover.
+func handshake(t testing.TB, base *tls.Config, clientCfg *tls.Config, afterHandshake func(*tls.Conn)) (*tls.Conn, *tls.Config, *tls.Conn, *Tap) {
+	t.Helper()
 	raw, cc := loopback(t)
 	if afterHandshake != nil {
 		// The server reads the client's Finished late, when what the
@@ -91,10 +98,10 @@ func takenOver(t *testing.T, base *tls.Config, clientCfg *tls.Config, afterHands
 	if err := <-errs; err != nil {
 		t.Fatal(err)
 	}
-	return tap.Takeover(srv, cfg), client, tap
+	return srv, cfg, client, tap
 }
 
-func serverConfig(t *testing.T) *tls.Config {
+func serverConfig(t testing.TB) *tls.Config {
 	if !Enabled {
 		t.Skip("built with pgferry_notls13")
 	}
