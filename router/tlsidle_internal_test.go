@@ -21,6 +21,17 @@ import (
 // loopback TCP, handshake done.
 func tlsPair(t *testing.T) (raw net.Conn, server, client *tls.Conn) {
 	t.Helper()
+	raw, cc := tcpPair(t)
+	server = tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
+	client = tls.Client(cc, &tls.Config{InsecureSkipVerify: true})
+	handshakeBoth(t, server, client)
+	t.Cleanup(func() { server.Close(); client.Close() })
+	return raw, server, client
+}
+
+// selfSigned is a throwaway certificate for localhost.
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -31,23 +42,35 @@ func tlsPair(t *testing.T) (raw net.Conn, server, client *tls.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// tcpPair returns the accepted and the dialled end of a loopback TCP
+// connection.
+func tcpPair(t *testing.T) (accepted, dialled net.Conn) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	accepted := make(chan net.Conn, 1)
+	ch := make(chan net.Conn, 1)
 	go func() {
 		c, _ := l.Accept()
-		accepted <- c
+		ch <- c
 	}()
-	cc, err := net.Dial("tcp", l.Addr().String())
+	dialled, err = net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw = <-accepted
-	server = tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
-	client = tls.Client(cc, &tls.Config{InsecureSkipVerify: true})
+	accepted = <-ch
+	t.Cleanup(func() { accepted.Close(); dialled.Close() })
+	return accepted, dialled
+}
+
+// handshakeBoth runs the two ends' handshakes.
+func handshakeBoth(t *testing.T, server, client *tls.Conn) {
+	t.Helper()
 	errs := make(chan error, 1)
 	go func() { errs <- client.Handshake() }()
 	if err := server.Handshake(); err != nil {
@@ -56,8 +79,6 @@ func tlsPair(t *testing.T) (raw net.Conn, server, client *tls.Conn) {
 	if err := <-errs; err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { server.Close(); client.Close() })
-	return raw, server, client
 }
 
 func TestBytesTheTLSLayerHoldsKeepASessionFromParkingAndMoveToTheReader(t *testing.T) {
@@ -112,45 +133,12 @@ func TestATLS13SessionHoldingClientBytesDoesNotPark(t *testing.T) {
 	if !tls13.Enabled {
 		t.Skip("built with pgferry_notls13")
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		accepted <- c
-	}()
-	cc, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw := <-accepted
-	defer raw.Close()
-	cfg := tls13.ServerConfig(&tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, SessionTicketsDisabled: true})
+	raw, cc := tcpPair(t)
+	cfg := tls13.ServerConfig(&tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, SessionTicketsDisabled: true})
 	tap := tls13.NewTap(raw)
 	server := tls.Server(tap, cfg)
 	client := tls.Client(cc, &tls.Config{InsecureSkipVerify: true})
-	defer client.Close()
-	errs := make(chan error, 1)
-	go func() { errs <- client.Handshake() }()
-	if err := server.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errs; err != nil {
-		t.Fatal(err)
-	}
+	handshakeBoth(t, server, client)
 	conn := tap.Takeover(server, cfg)
 	if conn == nil {
 		t.Fatal("not taken over")

@@ -37,8 +37,10 @@ const (
 	alertInternalError     = 80
 )
 
-// maxEmptyRecords is how many empty records in a row a client may send
-// (crypto/tls's limit): each costs a decryption and carries nothing.
+// maxEmptyRecords is how many records without application data in a row a
+// client may send (crypto/tls's limit): each costs a decryption, a
+// KeyUpdate two key derivations and perhaps a write, and none gives Read
+// anything to return.
 const maxEmptyRecords = 16
 
 const handshakeKeyUpdate = 24
@@ -61,7 +63,7 @@ type Conn struct {
 	plain      []byte
 	rerr       error // sticky: the connection cannot be read on
 	werr       error // sticky: a record may have been cut short
-	empty      int   // empty records received in a row
+	empty      int   // records without data received in a row
 }
 
 // Read returns application data from the client. A timeout leaves the
@@ -233,10 +235,13 @@ func (c *Conn) openRecord() (bool, error) {
 		return false, c.fail(&alertError{alertUnexpectedMessage, "client sent a record without a content type"})
 	}
 	typ, pt := pt[i], pt[:i]
-	if typ != typeAppData || len(pt) > 0 {
+	// Records that carry no data (empty ones, warnings, KeyUpdates) cost
+	// work and return nothing to Read: a run of them is bounded, as in
+	// crypto/tls.
+	if typ == typeAppData && len(pt) > 0 {
 		c.empty = 0
 	} else if c.empty++; c.empty > maxEmptyRecords {
-		return false, c.fail(&alertError{alertUnexpectedMessage, "client sent too many empty records"})
+		return false, c.fail(&alertError{alertUnexpectedMessage, "client sent too many records without data"})
 	}
 	switch typ {
 	case typeAppData:

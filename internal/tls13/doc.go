@@ -7,7 +7,7 @@
 // buffers at their high-water mark, its handshake buffer and the AEAD
 // state of both directions: about 6 KiB, most of what an idle TLS client
 // cost pgferry. A Conn keeps the two traffic secrets, the keys and
-// sequence numbers derived from them (about 300 bytes); it borrows buffers
+// sequence numbers derived from them (under 400 bytes); it borrows buffers
 // from a pool only while bytes are in flight, and while its session is
 // parked it drops its AEADs too (Park) and makes them again on the next
 // use.

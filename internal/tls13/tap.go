@@ -27,16 +27,17 @@ type Tap struct {
 // NewTap wraps a client socket for its TLS handshake.
 func NewTap(c net.Conn) *Tap { return &Tap{Conn: c} }
 
-// ServerConfig returns base for servers whose connections run over Taps:
-// for a client that offers TLS 1.3 it sends the key log to the tap (in a
-// copy of base made for that handshake, which Takeover lets go); any other
-// client keeps base itself. base must have SessionTicketsDisabled set, or
-// Takeover declines.
+// ServerConfig returns a copy of base for servers whose connections run
+// over Taps: for a client that offers TLS 1.3 it sends the key log to the
+// tap, in a copy made for that handshake (dropped with crypto/tls's
+// connection after Takeover); any other client keeps the shared copy.
+// base must have SessionTicketsDisabled set, or Takeover declines. It
+// replaces base's GetConfigForClient, which pgferry does not set.
 func ServerConfig(base *tls.Config) *tls.Config {
 	c := base.Clone()
 	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		t, ok := hello.Conn.(*Tap)
-		if !ok || !Enabled || !slices.Contains(hello.SupportedVersions, tls.VersionTLS13) {
+		if !ok || !available(base) || !slices.Contains(hello.SupportedVersions, tls.VersionTLS13) {
 			return nil, nil
 		}
 		own := base.Clone()
@@ -44,6 +45,16 @@ func ServerConfig(base *tls.Config) *tls.Config {
 		return own, nil
 	}
 	return c
+}
+
+// available reports whether connections of servers configured with cfg can
+// be taken over. Not in FIPS 140 mode: the AEADs here take nonces of
+// their own making, which the FIPS module does not count as approved (and
+// under fips140=only refuses); crypto/tls, whose TLS 1.3 AEAD the module
+// checks, carries those connections. Not with session tickets: see the
+// package comment.
+func available(cfg *tls.Config) bool {
+	return Enabled && !fips140.Enabled() && cfg.SessionTicketsDisabled
 }
 
 // Wipe overwrites the secrets of a tap whose handshake failed.
@@ -86,9 +97,7 @@ func (t *Tap) Read(p []byte) (int, error) {
 func (t *Tap) Takeover(tc *tls.Conn, cfg *tls.Config) *Conn {
 	defer t.keys.wipe()
 	t.done = true
-	// Under GODEBUG=fips140=only the AEADs here cannot be made with
-	// arbitrary nonces (crypto/tls uses its own); crypto/tls carries on.
-	if !Enabled || fips140.Enforced() || cfg == nil || !cfg.SessionTicketsDisabled || t.hn != 0 || t.left != 0 {
+	if cfg == nil || !available(cfg) || t.hn != 0 || t.left != 0 {
 		return nil
 	}
 	st := tc.ConnectionState()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/fips140"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -102,8 +103,8 @@ func handshake(t testing.TB, base *tls.Config, clientCfg *tls.Config, afterHands
 }
 
 func serverConfig(t testing.TB) *tls.Config {
-	if !Enabled {
-		t.Skip("built with pgferry_notls13")
+	if !Enabled || fips140.Enabled() {
+		t.Skip("takeover off: built with pgferry_notls13, or FIPS 140 mode")
 	}
 	return &tls.Config{Certificates: []tls.Certificate{testCert(t)}, MinVersion: tls.VersionTLS12, SessionTicketsDisabled: true}
 }
@@ -303,6 +304,9 @@ func TestCloseNotifyFromTheClientIsTheEndOfTheStream(t *testing.T) {
 // test what crypto/tls cannot be made to send (KeyUpdate) and every suite.
 func mirrored(t *testing.T, id uint16) (server, client *Conn) {
 	t.Helper()
+	if fips140.Enabled() {
+		t.Skip("FIPS 140 mode: this package's AEADs are not used")
+	}
 	s := suiteByID(id)
 	n := s.hash().Size()
 	cs, ss := pattern(n, 4), pattern(n, 5)
@@ -588,5 +592,53 @@ func TestAWipedConnectionHoldsNoKeysAndRefusesToWrite(t *testing.T) {
 	}
 	if _, err := server.Write([]byte("x")); err == nil {
 		t.Fatal("a wiped connection wrote")
+	}
+}
+
+func TestARunOfRecordsWithoutDataIsBounded(t *testing.T) {
+	server, client := mirrored(t, tls.TLS_AES_128_GCM_SHA256)
+	go func() {
+		for i := 0; i <= maxEmptyRecords; i++ {
+			if i%2 == 0 {
+				client.sendKeyUpdate(false)
+			} else {
+				client.wmu.Lock()
+				client.writeRecord(typeAppData, nil)
+				client.wmu.Unlock()
+			}
+		}
+	}()
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := server.Read(make([]byte, 10)); err == nil || !strings.Contains(err.Error(), "without data") {
+		t.Fatalf("%d records without data read as %v", maxEmptyRecords+1, err)
+	}
+}
+
+func TestAClientsFatalAlertStopsWrites(t *testing.T) {
+	server, client := mirrored(t, tls.TLS_AES_128_GCM_SHA256)
+	go func() {
+		client.wmu.Lock()
+		client.writeRecord(typeAlert, []byte{2, alertBadRecordMAC})
+		client.wmu.Unlock()
+	}()
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := server.Read(make([]byte, 10)); err == nil {
+		t.Fatal("a fatal alert read as data")
+	}
+	if _, err := server.Write([]byte("x")); err == nil {
+		t.Fatal("the connection wrote after the client's fatal alert")
+	}
+}
+
+func TestOnlyClientsOfferingTLS13GetAConfigOfTheirOwn(t *testing.T) {
+	cfg := ServerConfig(serverConfig(t))
+	tap := NewTap(nil)
+	own, err := cfg.GetConfigForClient(&tls.ClientHelloInfo{Conn: tap, SupportedVersions: []uint16{tls.VersionTLS12}})
+	if err != nil || own != nil {
+		t.Fatalf("a TLS 1.2 client got %v, %v; want the shared config", own, err)
+	}
+	own, err = cfg.GetConfigForClient(&tls.ClientHelloInfo{Conn: tap, SupportedVersions: []uint16{tls.VersionTLS13, tls.VersionTLS12}})
+	if err != nil || own == nil || own.KeyLogWriter != &tap.keys {
+		t.Fatalf("a TLS 1.3 client got %v, %v; want a config logging keys to its tap", own, err)
 	}
 }
