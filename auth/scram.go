@@ -8,7 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
+	"hash"
 	"strconv"
 	"strings"
 
@@ -124,39 +124,40 @@ func newKeyedMAC(key []byte) keyedMAC {
 	return keyedMAC{inner: state(0x36), outer: state(0x5c)}
 }
 
-// sum returns the MAC of the concatenation of msg.
-func (k *keyedMAC) sum(msg ...string) []byte {
-	h := sha256.New()
+// sum writes the MAC of msg to out, hashing with h (a SHA-256 state the
+// caller reuses across MACs: hash.Hash's methods take their arguments
+// through an interface, so a fresh state and its outputs would each cost
+// an allocation).
+func (k *keyedMAC) sum(h hash.Hash, out *[sha256.Size]byte, msg []byte) {
 	u := h.(encoding.BinaryUnmarshaler)
 	if err := u.UnmarshalBinary(k.inner); err != nil {
 		panic("crypto/sha256 cannot unmarshal its own state: " + err.Error())
 	}
-	for _, m := range msg {
-		io.WriteString(h, m)
-	}
-	var inner [sha256.Size]byte
-	h.Sum(inner[:0])
+	h.Write(msg)
+	h.Sum(out[:0])
 	if err := u.UnmarshalBinary(k.outer); err != nil {
 		panic("crypto/sha256 cannot unmarshal its own state: " + err.Error())
 	}
-	h.Write(inner[:])
-	return h.Sum(nil)
+	h.Write(out[:])
+	h.Sum(out[:0])
 }
 
-// proofMAC is HMAC(StoredKey, msg...).
-func (sec *scramSecret) proofMAC(msg ...string) []byte {
+// proofMAC writes HMAC(StoredKey, msg) to out (see keyedMAC.sum for h).
+func (sec *scramSecret) proofMAC(h hash.Hash, out *[sha256.Size]byte, msg []byte) {
 	if sec.macs == nil {
-		return hmacSHA256(sec.storedKey[:], msg...)
+		copy(out[:], hmacSHA256(sec.storedKey[:], string(msg)))
+		return
 	}
-	return sec.macs.stored.sum(msg...)
+	sec.macs.stored.sum(h, out, msg)
 }
 
-// signatureMAC is HMAC(ServerKey, msg...).
-func (sec *scramSecret) signatureMAC(msg ...string) []byte {
+// signatureMAC writes HMAC(ServerKey, msg) to out (see keyedMAC.sum for h).
+func (sec *scramSecret) signatureMAC(h hash.Hash, out *[sha256.Size]byte, msg []byte) {
 	if sec.macs == nil {
-		return hmacSHA256(sec.serverKey[:], msg...)
+		copy(out[:], hmacSHA256(sec.serverKey[:], string(msg)))
+		return
 	}
-	return sec.macs.server.sum(msg...)
+	sec.macs.server.sum(h, out, msg)
 }
 
 // parseSCRAMSecret parses a verifier. Its errors never include the input.

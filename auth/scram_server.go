@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -40,13 +41,24 @@ type SCRAMServer struct {
 	doomed         bool   // unknown user or unusable credential: Finish must fail
 	channelBinding []byte // tls-server-end-point hash; nil disables -PLUS
 
-	state           exchangeState
-	cbInUse         bool   // client selected SCRAM-SHA-256-PLUS
-	gs2Header       string // e.g. "n,,", as sent by the client
-	clientFirstBare string
-	serverFirst     string
-	nonce           string     // client nonce + server nonce
-	passKeys        *SCRAMKeys // set by a successful Finish
+	state    exchangeState
+	cbInUse  bool // client selected SCRAM-SHA-256-PLUS
+	passOK   bool // passKeys holds the keys of a successful Finish
+	gs2Len   int  // length of the gs2 header (e.g. "n,,") that starts clientFirst
+	nonceEnd int  // serverFirst[2:nonceEnd] is the nonce (client's + server's)
+	// clientFirst is the client-first-message as sent (its gs2 header, then
+	// the bare message).
+	clientFirst string
+	// auth is the AuthMessage's start: client-first-message-bare "," then
+	// server-first-message "," (which Start returns as a subslice). Finish
+	// appends the client-final-message-without-proof, then writes the
+	// server-final-message after it: one buffer for the whole exchange.
+	auth     []byte
+	firstOff int // auth[firstOff:firstEnd] is the server-first-message
+	firstEnd int
+	rawNonce [scramRawNonceLen]byte
+	mac      [2][scramKeyLen]byte // ClientKey, then ServerSignature
+	passKeys SCRAMKeys
 }
 
 // NewSCRAMServer prepares a SCRAM exchange for user, whose credential is
@@ -111,10 +123,20 @@ func (s *SCRAMServer) Mechanisms() []string {
 	return []string{MechanismSCRAMSHA256}
 }
 
+// AppendMechanisms appends the mechanisms of Mechanisms as
+// AuthenticationSASL lists them: each NUL-terminated, then an empty name.
+func (s *SCRAMServer) AppendMechanisms(b []byte) []byte {
+	if s.channelBinding != nil {
+		b = append(append(b, MechanismSCRAMSHA256Plus...), 0)
+	}
+	return append(append(b, MechanismSCRAMSHA256...), 0, 0)
+}
+
 // Start consumes the client's mechanism choice and client-first-message
 // (SASLInitialResponse) and returns the server-first-message to send in
-// AuthenticationSASLContinue. Inputs are copied; the caller owns the
-// returned slice. Malformed input yields a *ProtocolError.
+// AuthenticationSASLContinue. Inputs are copied; the returned slice is the
+// exchange's own and must not be modified. Malformed input yields a
+// *ProtocolError.
 //
 // The checks follow auth-scram.c (scram_init, read_client_first_message):
 // SCRAM-SHA-256-PLUS is accepted only when it was offered and then requires
@@ -136,7 +158,7 @@ func (s *SCRAMServer) Start(mechanism string, clientFirst []byte) ([]byte, error
 	default:
 		return nil, protoErr("client selected an invalid SASL authentication mechanism")
 	}
-	msg := string(clientFirst)
+	msg := string(clientFirst) // the exchange's only copy of it
 	if strings.IndexByte(msg, 0) >= 0 {
 		return nil, protoErr("malformed SCRAM message: unexpected NUL byte")
 	}
@@ -169,44 +191,63 @@ func (s *SCRAMServer) Start(mechanism string, clientFirst []byte) ([]byte, error
 	if authzid != "" {
 		return nil, protoErr("client uses authorization identity, but it is not supported")
 	}
-	gs2 := flag + ",,"
-	attrs := strings.Split(bare, ",")
-	if attrs[0] != "" && attrs[0][0] == 'm' {
+	// The attributes: n=, r=, then optional extensions.
+	first, rest, more := strings.Cut(bare, ",")
+	if first != "" && first[0] == 'm' {
 		return nil, protoErr("client requires an unsupported SCRAM extension")
 	}
-	if len(attrs) < 2 {
+	if !more {
 		return nil, protoErr("malformed SCRAM message: expected attributes \"n\" and \"r\"")
 	}
-	if _, ok := attrValue(attrs[0], 'n'); !ok {
+	if _, ok := attrValue(first, 'n'); !ok {
 		return nil, protoErr("malformed SCRAM message: expected attribute \"n\"")
 	}
-	clientNonce, ok := attrValue(attrs[1], 'r')
+	second, rest, more := strings.Cut(rest, ",")
+	clientNonce, ok := attrValue(second, 'r')
 	if !ok {
 		return nil, protoErr("malformed SCRAM message: expected attribute \"r\"")
 	}
 	if !validNonce(clientNonce) {
 		return nil, protoErr("malformed SCRAM message: invalid client nonce")
 	}
-	for _, a := range attrs[2:] {
+	for more {
+		var a string
+		a, rest, more = strings.Cut(rest, ",")
 		if !isExtensionAttr(a) {
 			return nil, protoErr("malformed SCRAM message: invalid attribute")
 		}
 	}
 
-	raw := make([]byte, scramRawNonceLen)
-	rand.Read(raw) // never returns an error (crypto/rand docs)
-	s.gs2Header = gs2
-	s.clientFirstBare = bare
-	s.nonce = clientNonce + base64.StdEncoding.EncodeToString(raw)
-	s.serverFirst = "r=" + s.nonce + ",s=" + base64.StdEncoding.EncodeToString(s.secret.salt) +
-		",i=" + strconv.Itoa(s.secret.iterations)
+	rand.Read(s.rawNonce[:]) // never returns an error (crypto/rand docs)
+	enc := base64.StdEncoding
+	firstLen := len("r=") + len(clientNonce) + enc.EncodedLen(scramRawNonceLen) +
+		len(",s=") + enc.EncodedLen(len(s.secret.salt)) + len(",i=") + 20
+	// Room for the client-final-message-without-proof and the
+	// server-final-message too, so Finish usually appends in place.
+	b := make([]byte, 0, len(bare)+1+firstLen+1+len(msg)+128)
+	b = append(append(b, bare...), ',')
+	s.firstOff = len(b)
+	b = append(b, "r="...)
+	b = append(b, clientNonce...)
+	b = enc.AppendEncode(b, s.rawNonce[:])
+	s.nonceEnd = len(b) - s.firstOff
+	b = append(b, ",s="...)
+	b = enc.AppendEncode(b, s.secret.salt)
+	b = append(b, ",i="...)
+	b = strconv.AppendInt(b, int64(s.secret.iterations), 10)
+	s.firstEnd = len(b)
+	b = append(b, ',')
+	s.auth = b
+	s.clientFirst = msg
+	s.gs2Len = len(flag) + 2
 	s.state = stateStarted
-	return []byte(s.serverFirst), nil
+	return s.auth[s.firstOff:s.firstEnd:s.firstEnd], nil
 }
 
 // Finish consumes the client-final-message (SASLResponse) and returns the
-// server-final-message to send in AuthenticationSASLFinal. The caller owns
-// the returned slice.
+// server-final-message to send in AuthenticationSASLFinal. The returned
+// slice is the exchange's own and must not be modified; clientFinal is not
+// kept.
 //
 // A wrong proof, and any exchange started with NewSCRAMServerForUnknownUser,
 // returns an error wrapping ErrPasswordMismatch (SQLSTATE 28P01). Malformed
@@ -221,73 +262,112 @@ func (s *SCRAMServer) Finish(clientFinal []byte) ([]byte, error) {
 		return nil, errExchangeState
 	}
 	s.state = stateFailed
-	msg := string(clientFinal)
-	if strings.IndexByte(msg, 0) >= 0 {
+	if bytes.IndexByte(clientFinal, 0) >= 0 {
 		return nil, protoErr("malformed SCRAM message: unexpected NUL byte")
 	}
-	attrs := strings.Split(msg, ",")
-	if len(attrs) < 3 {
+	// Attributes c=, r=, optional extensions, and p= last. The message is
+	// read in place: nothing of it is kept.
+	cAttr, rest, ok1 := bytes.Cut(clientFinal, comma)
+	rAttr, _, ok2 := bytes.Cut(rest, comma)
+	if !ok1 || !ok2 {
 		return nil, protoErr("malformed SCRAM message: expected attributes \"c\", \"r\" and \"p\"")
 	}
-	cbB64, ok := attrValue(attrs[0], 'c')
+	cbB64, ok := attrValueBytes(cAttr, 'c')
 	if !ok {
 		return nil, protoErr("malformed SCRAM message: expected attribute \"c\"")
 	}
-	cb, err := base64.StdEncoding.DecodeString(cbB64)
+	// The channel binding attribute must be the gs2 header, then (with
+	// -PLUS) the binding data: at most the header and a SHA-512 hash.
+	var cbBuf [96]byte
+	cb, err := base64.StdEncoding.AppendDecode(cbBuf[:0], cbB64)
 	if err != nil {
 		return nil, protoErr("malformed SCRAM message: invalid channel binding encoding")
 	}
-	wantCB := s.gs2Header
+	gs2 := s.clientFirst[:s.gs2Len]
+	var binding []byte
 	if s.cbInUse {
-		wantCB += string(s.channelBinding)
+		binding = s.channelBinding
 	}
-	if subtle.ConstantTimeCompare(cb, []byte(wantCB)) != 1 {
+	cbOK := len(cb) == len(gs2)+len(binding) && string(cb[:len(gs2)]) == gs2 &&
+		subtle.ConstantTimeCompare(cb[len(gs2):], binding) == 1
+	if !cbOK {
 		if s.cbInUse {
 			return nil, protoErr("SCRAM channel binding check failed")
 		}
 		return nil, protoErr("unexpected SCRAM channel-binding attribute in client-final-message")
 	}
-	nonce, ok := attrValue(attrs[1], 'r')
+	nonce, ok := attrValueBytes(rAttr, 'r')
 	if !ok {
 		return nil, protoErr("malformed SCRAM message: expected attribute \"r\"")
 	}
-	if nonce != s.nonce {
+	if string(nonce) != string(s.auth[s.firstOff+2:s.firstOff+s.nonceEnd]) {
 		return nil, protoErr("invalid SCRAM response: nonce mismatch")
 	}
-	last := attrs[len(attrs)-1]
-	for _, a := range attrs[2 : len(attrs)-1] {
-		if !isExtensionAttr(a) || a[0] == 'p' {
-			return nil, protoErr("malformed SCRAM message: invalid attribute")
+	cut := bytes.LastIndexByte(clientFinal, ',')
+	last := clientFinal[cut+1:]
+	// Between r= and p=: nothing, or ",ext1,ext2...".
+	if mid := clientFinal[len(cAttr)+1+len(rAttr) : cut]; len(mid) > 0 {
+		mid = mid[1:]
+		for {
+			a, rest, more := bytes.Cut(mid, comma)
+			if !isExtensionAttr(string(a)) || a[0] == 'p' {
+				return nil, protoErr("malformed SCRAM message: invalid attribute")
+			}
+			if !more {
+				break
+			}
+			mid = rest
 		}
 	}
-	proofB64, ok := attrValue(last, 'p')
+	proofB64, ok := attrValueBytes(last, 'p')
 	if !ok {
 		return nil, protoErr("malformed SCRAM message: expected attribute \"p\"")
 	}
-	proof, err := base64.StdEncoding.DecodeString(proofB64)
-	if err != nil || len(proof) != scramKeyLen {
+	var proof [48]byte // room for any encoding of a 32-byte proof
+	n := 0
+	if base64.StdEncoding.DecodedLen(len(proofB64)) <= len(proof) {
+		n, err = base64.StdEncoding.Decode(proof[:], proofB64)
+	}
+	if err != nil || n != scramKeyLen {
 		return nil, protoErr("malformed SCRAM message: malformed proof in client-final-message")
 	}
-	withoutProof := msg[:len(msg)-len(last)-1]
-	authMessage := s.clientFirstBare + "," + s.serverFirst + "," + withoutProof
+	s.auth = append(s.auth, clientFinal[:cut]...) // AuthMessage
 
 	// ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage); the proof is
 	// right iff H(ClientKey) == StoredKey (RFC 5802 section 3).
-	clientKey := s.secret.proofMAC(authMessage)
+	h := sha256.New()
+	clientKey := &s.mac[0]
+	s.secret.proofMAC(h, clientKey, s.auth)
 	for i := range clientKey {
 		clientKey[i] ^= proof[i]
 	}
-	got := sha256.Sum256(clientKey)
+	got := sha256.Sum256(clientKey[:])
 	match := subtle.ConstantTimeCompare(got[:], s.secret.storedKey[:]) == 1
 	s.state = stateDone
 	if !match || s.doomed {
 		return nil, fmt.Errorf("SCRAM authentication for user %q: %w", s.user, ErrPasswordMismatch)
 	}
-	s.passKeys = &SCRAMKeys{salt: s.secret.salt, iterations: s.secret.iterations}
-	copy(s.passKeys.keys.clientKey[:], clientKey)
+	s.passKeys = SCRAMKeys{salt: s.secret.salt, iterations: s.secret.iterations}
+	s.passKeys.keys.clientKey = *clientKey
 	s.passKeys.keys.serverKey = s.secret.serverKey
-	sig := s.secret.signatureMAC(authMessage)
-	return []byte("v=" + base64.StdEncoding.EncodeToString(sig)), nil
+	s.passOK = true
+	sig := &s.mac[1]
+	s.secret.signatureMAC(h, sig, s.auth)
+	end := len(s.auth)
+	out := append(s.auth, "v="...)
+	out = base64.StdEncoding.AppendEncode(out, sig[:])
+	return out[end:len(out):len(out)], nil
+}
+
+// comma separates SCRAM attributes.
+var comma = []byte{','}
+
+// attrValueBytes is attrValue over bytes.
+func attrValueBytes(attr []byte, name byte) ([]byte, bool) {
+	if len(attr) < 2 || attr[0] != name || attr[1] != '=' {
+		return nil, false
+	}
+	return attr[2:], true
 }
 
 // PassThroughKeys returns, after a successful Finish, the keys the client
@@ -295,10 +375,10 @@ func (s *SCRAMServer) Finish(clientFinal []byte) ([]byte, error) {
 // secret's ServerKey): with them pgferry can log in to a server that holds
 // the same secret, without the password (SCRAM pass-through).
 func (s *SCRAMServer) PassThroughKeys() (SCRAMKeys, bool) {
-	if s.passKeys == nil {
+	if !s.passOK {
 		return SCRAMKeys{}, false
 	}
-	return *s.passKeys, true
+	return s.passKeys, true
 }
 
 // String describes the exchange without secrets.

@@ -328,8 +328,7 @@ func TestSCRAMMatchesRFC7677TestVector(t *testing.T) {
 	if _, err := srv.Start(MechanismSCRAMSHA256, []byte("n,,n=user,r="+rfcClientNonce)); err != nil {
 		t.Fatal(err)
 	}
-	srv.nonce, _, _ = strings.Cut(strings.TrimPrefix(rfcServerFirst, "r="), ",")
-	srv.serverFirst = rfcServerFirst // pin the random server nonce to the vector's
+	pinServerFirst(srv, rfcServerFirst) // the random server nonce, pinned to the vector's
 	final, err := srv.Finish([]byte(rfcClientFinal))
 	if err != nil {
 		t.Fatal(err)
@@ -462,10 +461,11 @@ func TestChannelBindingHashFollowsRFC5929(t *testing.T) {
 
 // TestKeyedMACEqualsHMACForEveryKeyAndMessage checks the MACs a verifier
 // makes once (pads hashed ahead) against crypto/hmac: keys of the verifier
-// length and shorter, messages of every length across block boundaries, in
-// one piece or several.
+// length and shorter, messages of every length across block boundaries,
+// one hash state reused for all of them, as an exchange reuses its own.
 func TestKeyedMACEqualsHMACForEveryKeyAndMessage(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
+	h := sha256.New() // one state for every MAC, as an exchange reuses it
 	for _, keyLen := range []int{0, 1, 31, 32, 63, 64} {
 		key := make([]byte, keyLen)
 		for i := range key {
@@ -479,9 +479,9 @@ func TestKeyedMACEqualsHMACForEveryKeyAndMessage(t *testing.T) {
 			}
 			want := hmac.New(sha256.New, key)
 			want.Write(msg)
-			cut := msgLen / 3
-			got := k.sum(string(msg[:cut]), string(msg[cut:]))
-			if !bytes.Equal(got, want.Sum(nil)) {
+			var got [sha256.Size]byte
+			k.sum(h, &got, msg)
+			if !bytes.Equal(got[:], want.Sum(nil)) {
 				t.Fatalf("key of %d bytes, message of %d: keyed MAC %x, crypto/hmac %x", keyLen, msgLen, got, want.Sum(nil))
 			}
 		}
@@ -504,10 +504,13 @@ func TestVerifiersCarryTheirMACs(t *testing.T) {
 		if sec.macs == nil {
 			t.Fatalf("%s verifier has no MACs", name)
 		}
-		if got, want := sec.proofMAC("m"), hmacSHA256(sec.storedKey[:], "m"); !bytes.Equal(got, want) {
+		var got [sha256.Size]byte
+		sec.proofMAC(sha256.New(), &got, []byte("m"))
+		if want := hmacSHA256(sec.storedKey[:], "m"); !bytes.Equal(got[:], want) {
 			t.Errorf("%s verifier: proof MAC %x, want %x", name, got, want)
 		}
-		if got, want := sec.signatureMAC("m"), hmacSHA256(sec.serverKey[:], "m"); !bytes.Equal(got, want) {
+		sec.signatureMAC(sha256.New(), &got, []byte("m"))
+		if want := hmacSHA256(sec.serverKey[:], "m"); !bytes.Equal(got[:], want) {
 			t.Errorf("%s verifier: signature MAC %x, want %x", name, got, want)
 		}
 	}
@@ -560,5 +563,72 @@ func TestWrongProofsAllocateAlikeForRealAndUnknownUsers(t *testing.T) {
 	unknown := finishAllocs(func() *SCRAMServer { return NewSCRAMServerForUnknownUser("mallory", nil) })
 	if real != unknown {
 		t.Errorf("a wrong proof costs %v allocations for a real user and %v for an unknown one", real, unknown)
+	}
+}
+
+// pinServerFirst replaces the server-first-message a started exchange sent
+// (and so its random nonce) with first.
+func pinServerFirst(srv *SCRAMServer, first string) {
+	bare := srv.auth[:srv.firstOff]
+	srv.auth = append(append(append(make([]byte, 0, len(bare)+len(first)+256), bare...), first...), ',')
+	srv.firstEnd = len(srv.auth) - 1
+	srv.nonceEnd = strings.Index(first, ",s=")
+}
+
+func TestAnExchangeAllocatesOnlyItsOwnCopyAndBuffer(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race; .ci/run runs this test without it")
+	}
+	salt, _ := base64.StdEncoding.DecodeString("W22ZaJ0SNY7soEsUEjb6gQ==")
+	cred := mustCred(t, "user", SCRAMVerifier("pencil", salt, 4096))
+	const runs = 20
+	servers := make([]*SCRAMServer, runs+1) // AllocsPerRun runs once more to warm up
+	for i := range servers {
+		var err error
+		if servers[i], err = NewSCRAMServer("user", cred, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := []byte("n,,n=user,r=" + rfcClientNonce)
+	i := 0
+	start := testing.AllocsPerRun(runs, func() {
+		if _, err := servers[i].Start(MechanismSCRAMSHA256, first); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	})
+	for _, srv := range servers {
+		pinServerFirst(srv, rfcServerFirst)
+	}
+	final := []byte(rfcClientFinal)
+	i = 0
+	finish := testing.AllocsPerRun(runs, func() {
+		if _, err := servers[i].Finish(final); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	})
+	// Start: its copy of the client-first-message and the exchange's
+	// buffer. Finish: one SHA-256 state for both MACs.
+	if start > 2 || finish > 1 {
+		t.Errorf("a successful exchange allocated %v times in Start and %v in Finish, want at most 2 and 1", start, finish)
+	}
+}
+
+func TestMechanismsAreListedAsAuthenticationSASLWantsThem(t *testing.T) {
+	cred := mustCred(t, "u", SCRAMVerifier("pw", []byte("saltsaltsaltsalt"), 4096))
+	for _, binding := range [][]byte{nil, []byte("cb")} {
+		srv, err := NewSCRAMServer("u", cred, binding)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []byte
+		for _, m := range srv.Mechanisms() {
+			want = append(append(want, m...), 0)
+		}
+		want = append(want, 0)
+		if got := srv.AppendMechanisms([]byte("x")); string(got) != "x"+string(want) {
+			t.Errorf("binding %q: mechanisms %q, want %q", binding, got, "x"+string(want))
+		}
 	}
 }

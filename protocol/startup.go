@@ -104,8 +104,10 @@ func ParseStartup(body []byte) (*Startup, error) {
 	}
 	// Each parameter is two NUL-terminated strings: one allocation for
 	// the usual few, sized before the packet is checked, so bounded (a
-	// packet of NULs must not cost more than its own size to refuse).
+	// packet of NULs must not cost more than its own size to refuse). The
+	// names and values are substrings of one copy of the packet.
 	s.Params = make([]Param, 0, min(bytes.Count(rest, []byte{0})/2, 16))
+	all := string(rest)
 	for {
 		if len(rest) == 0 {
 			return nil, Fatal(SQLStateProtocolViolation, "invalid startup packet layout: expected terminator as last byte")
@@ -120,13 +122,13 @@ func ParseStartup(body []byte) (*Startup, error) {
 		if k < 0 {
 			return nil, Fatal(SQLStateProtocolViolation, "invalid startup packet layout: unterminated parameter name")
 		}
-		key := string(rest[:k])
+		key := all[len(all)-len(rest):][:k]
 		rest = rest[k+1:]
 		v := bytes.IndexByte(rest, 0)
 		if v < 0 {
 			return nil, Fatal(SQLStateProtocolViolation, "invalid startup packet layout: unterminated value for "+safeName(key))
 		}
-		val := string(rest[:v])
+		val := all[len(all)-len(rest):][:v]
 		rest = rest[v+1:]
 		if !utf8.ValidString(key) || !utf8.ValidString(val) {
 			return nil, Fatal(SQLStateProtocolViolation, "invalid UTF-8 in startup packet")

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -103,11 +104,8 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	} else {
 		sc = auth.NewSCRAMServerForUnknownUser(ss.user, binding)
 	}
-	var mechs []byte
-	for _, m := range sc.Mechanisms() {
-		mechs = append(append(mechs, m...), 0)
-	}
-	if err := ss.sendAuth(authSASL, append(mechs, 0)); err != nil {
+	var mechs [64]byte
+	if err := ss.sendAuth(authSASL, sc.AppendMechanisms(mechs[:0])); err != nil {
 		return "", err
 	}
 	body, err := ss.readAuthMessage("SASL initial response")
@@ -238,30 +236,35 @@ func errBadAuthMessage() error {
 
 // sendAuth writes an authentication request.
 func (ss *session) sendAuth(code uint32, payload []byte) error {
-	_, err := ss.conn.Write(protocol.AppendAuthentication(make([]byte, 0, 9+len(payload)), code, payload))
+	h := ss.handshake
+	h.scratch = protocol.AppendAuthentication(h.scratch[:0], code, payload)
+	_, err := ss.conn.Write(h.scratch)
 	return err
 }
 
 // readAuthMessage reads the client's next message, which must be a
 // password or SASL message ('p', want names it for the error), and returns
-// its body. It reads exactly the message, nothing after it.
+// its body. It reads exactly the message, nothing after it. The body is
+// the login's scratch buffer: valid until the next sendAuth or
+// readAuthMessage.
 func (ss *session) readAuthMessage(want string) ([]byte, error) {
-	var h [5]byte
-	if _, err := io.ReadFull(ss.handshake.in, h[:]); err != nil {
+	var hdr [5]byte
+	if _, err := io.ReadFull(ss.handshake.in, hdr[:]); err != nil {
 		return nil, protocolErr(err)
 	}
-	n := int(int32(binary.BigEndian.Uint32(h[1:]))) - 4
-	if h[0] != protocol.MsgPassword {
-		return nil, protocol.Fatal(protocol.SQLStateProtocolViolation, "expected "+want+", got message type "+strconv.Quote(string(h[0])))
+	n := int(int32(binary.BigEndian.Uint32(hdr[1:]))) - 4
+	if hdr[0] != protocol.MsgPassword {
+		return nil, protocol.Fatal(protocol.SQLStateProtocolViolation, "expected "+want+", got message type "+strconv.Quote(string(hdr[0])))
 	}
 	if n < 0 || n > maxAuthMessage {
 		return nil, errBadAuthMessage()
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(ss.handshake.in, body); err != nil {
+	h := ss.handshake
+	h.scratch = slices.Grow(h.scratch[:0], n)[:n]
+	if _, err := io.ReadFull(h.in, h.scratch); err != nil {
 		return nil, protocolErr(err)
 	}
-	return body, nil
+	return h.scratch, nil
 }
 
 // readPassword reads a PasswordMessage: the password, NUL-terminated.

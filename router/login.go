@@ -269,45 +269,38 @@ func (ss *session) takePending(rd *protocol.Reader) error {
 // those it set), the proxy-issued BackendKeyData and ReadyForQuery.
 func (ss *session) greet() error {
 	auth := ss.takeAuthOK()
-	welcome, size, err := ss.welcome()
+	g, err := ss.welcome()
 	if err != nil {
 		return err
 	}
-	out := make([]byte, 0, len(auth)+size+64+len(ss.params)*32)
+	out := make([]byte, 0, len(auth)+len(g.frames)+64+len(ss.params)*32)
 	out = append(out, auth...)
-	for _, p := range welcome {
-		v := p.Value
-		if cv, ok := ss.params.lookup(p.Key); ok {
-			v = cv
-		}
-		out = protocol.AppendParameterStatus(out, p.Key, v)
-	}
+	out = g.appendTo(out, ss.params.lookup)
 	out = protocol.AppendBackendKeyData(out, ss.pid, ss.key)
 	out = protocol.AppendReadyForQuery(out, protocol.TxIdle)
 	_, err = ss.conn.Write(out)
 	return err
 }
 
-// welcome returns the ParameterStatus set of the pool's servers in name
-// order, and the bytes of its frames, logging in once if no server
-// connection has been seen yet.
-func (ss *session) welcome() ([]protocol.Param, int, error) {
+// welcome returns the greeting of the pool's servers, logging in once if
+// no server connection has been seen yet.
+func (ss *session) welcome() (*greeting, error) {
 	e := ss.entry
-	if w, sorted, size := e.setWelcome(nil); w != nil {
-		return sorted, size, nil
+	if w, g := e.setWelcome(nil); w != nil {
+		return g, nil
 	}
 	cfg := ss.srv.cfg.Load()
 	ctx, cancel := ss.waitContext(cfg)
 	defer cancel()
 	sc, err := e.pool.Acquire(ctx)
 	if err != nil {
-		return nil, 0, ss.acquireError(err)
+		return nil, ss.acquireError(err)
 	}
 	w := make(map[string]string, len(sc.Params))
 	for k, v := range sc.Params {
 		w[k] = v
 	}
 	e.pool.Release(sc)
-	_, sorted, size := e.setWelcome(w)
-	return sorted, size, nil
+	_, g := e.setWelcome(w)
+	return g, nil
 }

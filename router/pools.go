@@ -72,32 +72,59 @@ type poolEntry struct {
 	listenClosed bool
 
 	// welcome holds the ParameterStatus set of the first server login,
-	// replayed to new clients (as PgBouncer does); welcomeSorted is the same
-	// in name order and welcomeSize the bytes of its frames, so a greeting
-	// is one pass and one allocation. Set once (setWelcome), guarded by
+	// replayed to new clients (as PgBouncer does); greeting is the same,
+	// encoded, for the greeting to copy. Set once (setWelcome), guarded by
 	// welcomeMu.
-	welcomeMu     sync.Mutex
-	welcome       map[string]string
-	welcomeSorted []protocol.Param
-	welcomeSize   int
+	welcomeMu sync.Mutex
+	welcome   map[string]string
+	greeting  *greeting
+}
+
+// greeting is a welcome set in name order and its ParameterStatus frames,
+// encoded once: frames[offs[i]:offs[i+1]] is params[i]'s frame.
+type greeting struct {
+	params []protocol.Param
+	frames []byte
+	offs   []int
+}
+
+func newGreeting(w map[string]string) *greeting {
+	g := &greeting{params: make([]protocol.Param, 0, len(w)), offs: make([]int, 0, len(w)+1)}
+	for k, v := range w {
+		g.params = append(g.params, protocol.Param{Key: k, Value: v})
+	}
+	slices.SortFunc(g.params, func(a, b protocol.Param) int { return strings.Compare(a.Key, b.Key) })
+	for _, p := range g.params {
+		g.offs = append(g.offs, len(g.frames))
+		g.frames = protocol.AppendParameterStatus(g.frames, p.Key, p.Value)
+	}
+	g.offs = append(g.offs, len(g.frames))
+	return g
+}
+
+// appendTo appends the greeting's frames, with the client's own value of
+// each parameter it set (lookup) in place of the servers'.
+func (g *greeting) appendTo(out []byte, lookup func(string) (string, bool)) []byte {
+	from := 0 // the first frame not appended yet
+	for i, p := range g.params {
+		if v, ok := lookup(p.Key); ok && v != p.Value {
+			out = append(out, g.frames[g.offs[from]:g.offs[i]]...)
+			out = protocol.AppendParameterStatus(out, p.Key, v)
+			from = i + 1
+		}
+	}
+	return append(out, g.frames[g.offs[from]:]...)
 }
 
 // setWelcome records w as the entry's server parameter set unless one is
-// recorded already, and returns the entry's set.
-func (e *poolEntry) setWelcome(w map[string]string) (map[string]string, []protocol.Param, int) {
+// recorded already, and returns the entry's set and its greeting.
+func (e *poolEntry) setWelcome(w map[string]string) (map[string]string, *greeting) {
 	e.welcomeMu.Lock()
 	defer e.welcomeMu.Unlock()
 	if e.welcome == nil && w != nil {
-		sorted := make([]protocol.Param, 0, len(w))
-		size := 0
-		for k, v := range w {
-			sorted = append(sorted, protocol.Param{Key: k, Value: v})
-			size += 1 + 4 + len(k) + 1 + len(v) + 1
-		}
-		slices.SortFunc(sorted, func(a, b protocol.Param) int { return strings.Compare(a.Key, b.Key) })
-		e.welcome, e.welcomeSorted, e.welcomeSize = w, sorted, size
+		e.welcome, e.greeting = w, newGreeting(w)
 	}
-	return e.welcome, e.welcomeSorted, e.welcomeSize
+	return e.welcome, e.greeting
 }
 
 // poolSettings fingerprints the global settings that existing pools were

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"encoding/binary"
 	"io"
 	"testing"
@@ -87,6 +88,33 @@ func TestCancelKeysCarryThePeerIDWherePgBouncerPutsIt(t *testing.T) {
 		}
 		if b[0] != 0x7f || b[3] != 0xff || b[4] != 0x12 {
 			t.Errorf("peer id %d: random bits outside the id and TTL changed: % x", id, b)
+		}
+	}
+}
+
+func TestTheGreetingSendsTheServersParametersWithTheClientsOwnValues(t *testing.T) {
+	g := newGreeting(map[string]string{"TimeZone": "UTC", "DateStyle": "ISO, MDY", "application_name": "", "client_encoding": "UTF8"})
+	naive := func(client paramList) []byte {
+		var out []byte
+		for _, p := range g.params {
+			v := p.Value
+			if cv, ok := client.lookup(p.Key); ok {
+				v = cv
+			}
+			out = protocol.AppendParameterStatus(out, p.Key, v)
+		}
+		return out
+	}
+	for _, client := range []paramList{
+		nil,
+		{{"application_name", "pgbench"}},
+		{{"DateStyle", "ISO, MDY"}, {"TimeZone", "Europe/Paris"}},
+		{{"DateStyle", "German"}, {"TimeZone", "Europe/Paris"}, {"application_name", "a"}, {"client_encoding", "LATIN1"}},
+		{{"search_path", "app"}}, // not a reported parameter: not in the greeting
+	} {
+		got := g.appendTo([]byte("prefix"), client.lookup)
+		if want := append([]byte("prefix"), naive(client)...); !bytes.Equal(got, want) {
+			t.Errorf("client parameters %v: greeting\n%q, want\n%q", client, got, want)
 		}
 	}
 }

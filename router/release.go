@@ -366,7 +366,7 @@ func (ss *session) refreshEntry() bool {
 	// The new pools reach the same servers: carry the server parameter
 	// set over so syncParams knows which values are server defaults.
 	old := ss.entry
-	w, _, _ := old.setWelcome(nil)
+	w, _ := old.setWelcome(nil)
 	e.setWelcome(w)
 	ss.mu.Lock()
 	ss.entry = e

@@ -171,6 +171,10 @@ type loginState struct {
 	refusal *refusal
 	// peerCerts are the client's TLS certificates, for the cert method.
 	peerCerts []*x509.Certificate
+	// scratch holds one authentication message at a time, the one being
+	// sent or the one just read (see sendAuth, readAuthMessage); kept from
+	// one login to the next while small.
+	scratch []byte
 }
 
 // rareState is what few sessions use: timers of the timeouts that are
@@ -481,9 +485,18 @@ func (ss *session) dropHandshake() {
 	}
 	ss.handshake = nil
 	h.in.Reset(nil)
-	*h = loginState{in: h.in}
+	scratch := h.scratch[:0]
+	if cap(scratch) > maxKeptScratch {
+		scratch = nil // an Entra token, say: not kept for every login
+	}
+	clear(scratch[:cap(scratch)]) // it held a password, maybe
+	*h = loginState{in: h.in, scratch: scratch}
 	handshakes.Put(h)
 }
+
+// maxKeptScratch bounds the authentication buffer a login state keeps for
+// the next login: SCRAM's messages fit, long passwords and tokens do not.
+const maxKeptScratch = 512
 
 // loginBufSize bounds one read during login: a startup packet, a SASL
 // message or a password usually fits, so that its length and body cost one
