@@ -4,6 +4,8 @@ package router
 
 import (
 	"bytes"
+	"crypto/tls"
+	"encoding/binary"
 	"io"
 	"os"
 	"syscall"
@@ -11,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/internal/tls13"
 )
 
 func TestClosingTheParkerTwiceLeavesFilesOpenedMeanwhileAlone(t *testing.T) {
@@ -77,4 +81,67 @@ func TestAParkedClientThatCannotBeResumedIsToldWhyAndItsDescriptorClosed(t *test
 		t.Fatalf("the client read %q; want one FATAL 53000 saying the connection could not be resumed", got)
 	}
 	ss.closeSocket() // the session's end must not close the number again
+}
+
+func TestATLS13ClientThatCannotBeResumedIsToldWhyOverTLSAndItsKeysAreWiped(t *testing.T) {
+	skipWithoutTakeover(t)
+	raw, cc := tcpPair(t)
+	cfg := tls13ServerConfig(t)
+	tap := tls13.NewTap(raw)
+	server := tls.Server(tap, cfg)
+	client := tls13Client(cc)
+	handshakeBoth(t, server, client)
+	conn := tap.Takeover(server, cfg)
+	if conn == nil {
+		t.Fatal("not taken over")
+	}
+	conn.Park() // as detach does
+
+	// The session's descriptor is a pipe's, on which net.FileConn fails as
+	// it does when the process is out of descriptors. What reattach writes
+	// to it is carried to the client's socket by hand.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	dup, err := syscall.Dup(int(w.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	ss := &session{srv: &Server{log: zap.NewNop()}, fd: int32(dup), conn: conn, tls: true}
+
+	if err := ss.reattach(); err == nil {
+		t.Fatal("reattach made a conn of a pipe")
+	}
+	if _, ok := ss.conn.(closedConn); !ok || ss.fd != -1 {
+		t.Fatalf("after a failed reattach conn is %T and fd %d; want closedConn and -1", ss.conn, ss.fd)
+	}
+	if !tlsKeysWiped(t, conn) {
+		t.Fatal("the keys of a session that could not be resumed were not wiped")
+	}
+	r.SetReadDeadline(time.Now().Add(10 * time.Second))
+	sent, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sent, []byte("53000")) {
+		t.Fatal("the FATAL went out in the clear")
+	}
+	if _, err := raw.Write(sent); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+
+	// The client decrypts one FATAL 53000 under the keys it had before the
+	// session parked, then the connection ends.
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(client)
+	if len(got) == 0 || got[0] != 'E' || !bytes.Contains(got, []byte("C53000\x00")) || !bytes.Contains(got, []byte("could not resume this idle connection")) {
+		t.Fatalf("the client read %q, %v; want one FATAL 53000 saying the connection could not be resumed", got, err)
+	}
+	if n := int(binary.BigEndian.Uint32(got[1:])) + 1; n != len(got) {
+		t.Fatalf("the client read %d bytes; want the FATAL's %d and nothing more", len(got), n)
+	}
 }

@@ -284,9 +284,14 @@ func (ss *session) wipeTLS() {
 // runs its login. It returns the logged-in session, which then owns the
 // connection, the client count and the WaitGroup slot taken at accept; on
 // nil it has released them.
-func (s *Server) admit(raw net.Conn) (logged *session) {
-	n := s.clients.Add(1)
-	ss := &session{
+func (s *Server) admit(raw net.Conn) *session {
+	return s.admitSession(s.newSession(raw))
+}
+
+// newSession is the session of a client just accepted on raw, before its
+// login.
+func (s *Server) newSession(raw net.Conn) *session {
+	return &session{
 		srv:         s,
 		id:          s.ids.Add(1),
 		raw:         raw,
@@ -296,6 +301,14 @@ func (s *Server) admit(raw net.Conn) (logged *session) {
 		status:      protocol.TxIdle,
 		handshake:   handshakes.Get().(*loginState),
 	}
+}
+
+// admitSession is admit for a session newSession made; it returns ss when
+// the login succeeded, and nil otherwise. (Split from admit so that a test
+// can look at a session whose login failed: its TLS keys must be wiped.)
+func (s *Server) admitSession(ss *session) (logged *session) {
+	n := s.clients.Add(1)
+	raw := ss.raw
 	defer func() {
 		if logged == nil {
 			ss.dropHandshake()
