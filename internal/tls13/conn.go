@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"strconv"
 	"sync"
@@ -216,13 +217,16 @@ func (c *Conn) openRecord() (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if c.in.seq == spentSeq {
+		// The number is never used, so the counter never wraps (as in
+		// crypto/tls and OpenSSL); a client must update its keys first.
+		return false, c.fail(&alertError{alertInternalError, "client records exhausted the sequence numbers"})
+	}
 	pt, err := aead.Open(buf[recordHeader:recordHeader], c.in.nonce(), buf[recordHeader:recordHeader+n], buf[:recordHeader])
 	if err != nil {
 		return false, c.fail(&alertError{alertBadRecordMAC, "client record failed authentication"})
 	}
-	if c.in.seq++; c.in.seq == 0 {
-		return false, c.fail(&alertError{alertInternalError, "client records exhausted the sequence numbers"})
-	}
+	c.in.seq++
 	c.rpos += recordHeader + n
 	if len(pt) > maxPlaintext+1 {
 		return false, c.fail(&alertError{alertRecordOverflow, "client sent an oversized record"})
@@ -344,6 +348,12 @@ func (c *Conn) writeRecord(typ byte, data []byte) error {
 		c.werr = err
 		return err
 	}
+	if c.out.seq == spentSeq {
+		// pgferry does not update its keys on its own: the connection ends
+		// before a nonce could repeat.
+		c.werr = errors.New("tls13: sequence numbers exhausted")
+		return c.werr
+	}
 	size := recordHeader + len(data) + 1 + tagLen
 	bp := smallBufs.Get().(*[]byte)
 	if size > len(*bp) {
@@ -359,16 +369,17 @@ func (c *Conn) writeRecord(typ byte, data []byte) error {
 	aead.Seal(b[recordHeader:recordHeader], c.out.nonce(), b[recordHeader:recordHeader+len(data)+1], b[:recordHeader])
 	// The sequence number moves on before the write: a record that failed
 	// to go out may have gone out in part, and its nonce is spent.
-	if c.out.seq++; c.out.seq == 0 {
-		c.werr = errors.New("tls13: sequence numbers exhausted")
-		return c.werr
-	}
+	c.out.seq++
 	if _, err := c.raw.Write(b); err != nil {
 		c.werr = err
 		return err
 	}
 	return nil
 }
+
+// spentSeq is the one sequence number never used: a half reaching it is
+// spent.
+const spentSeq = math.MaxUint64
 
 // Close sends close_notify, if nothing failed, and closes the socket.
 func (c *Conn) Close() error {

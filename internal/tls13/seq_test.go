@@ -77,6 +77,9 @@ func TestTheLastSequenceNumberCarriesARecordBothWaysAndTheNextWriteIsRefusedWith
 			t.Fatalf("writing %q past the last sequence number: %v; want the sequence numbers exhausted", what, err)
 		}
 	}
+	if server.out.seq != spentSeq {
+		t.Fatalf("the write counter holds %d after running out; want it left at 2^64-1, never wrapped", server.out.seq)
+	}
 	server.Close()
 	if n := wire.written(); n != 0 {
 		t.Fatalf("%d bytes went out after the sequence numbers ran out; want none", n)
