@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -43,8 +44,10 @@ type parker struct {
 	tick atomic.Uint32 // sweeps so far; sessions record it when active
 
 	// parkedAtRelease is the parked count when memory was last returned to
-	// the OS (see sweep); loop only.
+	// the OS, and sessions the number of sessions the last sweep saw (see
+	// sweep); loop only.
 	parkedAtRelease int
+	sessions        int
 
 	mu      sync.Mutex
 	parked  map[uint64]*session // keyed by session id, the epoll event's data
@@ -181,26 +184,36 @@ func (p *parker) resume(ss *session) {
 
 // sweep asks sessions idle since before the previous sweep to park.
 //
-// Once a wave of parking is over (a sweep finds nobody new to park) and it
+// Once a wave of parking is over (a sweep finds nobody new to park, and no
+// more sessions than the sweep before: the logins have stopped) and it
 // parked many sessions (a burst of clients has gone idle), the memory their
-// goroutines held goes back to the OS at once: the runtime's background
-// scavenger would keep most of it, as it only returns memory above the heap
-// goal, and slowly.
+// logins, goroutines and buffers held goes back to the OS at once: the runtime's
+// background scavenger would keep most of it, as it only returns memory
+// above the heap goal, and slowly; and the garbage of the burst's last
+// logins would wait for a collection that an idle pooler never needs.
 func (p *parker) sweep() {
 	now := p.tick.Add(1)
 	if p.srv.isDraining() {
 		return
 	}
-	asked := 0
+	asked, sessions := 0, 0
 	defer func() {
 		parked := p.count()
 		p.parkedAtRelease = min(p.parkedAtRelease, parked)
-		if asked == 0 && parked-p.parkedAtRelease >= releaseAfterParking {
+		grew := sessions > p.sessions
+		p.sessions = sessions
+		if asked == 0 && !grew && parked-p.parkedAtRelease >= releaseAfterParking {
 			p.parkedAtRelease = parked
+			// Two collections: the first moves what sync.Pools hold (the
+			// burst's login states, record and frame buffers) to their
+			// victim caches, where it is still live; the second, which
+			// FreeOSMemory runs before returning memory, drops it.
+			runtime.GC()
 			debug.FreeOSMemory()
 		}
 	}()
 	p.srv.eachSession(func(ss *session) {
+		sessions++
 		if ss.admin || ss.has(stParked|stWaiting) || now-ss.activeTick.Load() < 2 {
 			return
 		}
