@@ -1,21 +1,8 @@
-// SHOW POOLS, STATS, STATS_TOTALS, STATS_AVERAGES and TOTALS.
+// SHOW STATS, STATS_TOTALS, STATS_AVERAGES and TOTALS.
 
-package router
+package admin
 
 import "time"
-
-func (c *adminConsole) showPools(rs *resultSet) {
-	rs.cols = poolsCols
-	snap := c.srv.Snapshot()
-	for _, p := range snap.Pools {
-		st := p.Stat
-		rs.add(p.Database, p.User,
-			p.ClientsActive+p.ClientsIdle, p.ClientsWaiting, 0, 0,
-			st.Active, 0, 0, st.Idle, 0, 0, st.Dialing,
-			int64(st.MaxWait/time.Second), int64(st.MaxWait%time.Second/time.Microsecond),
-			p.Mode, nil, p.Counters.PinnedClients, st.Paused)
-	}
-}
 
 // dbStats sums a database's pools for SHOW STATS and friends.
 type dbStats struct {
@@ -36,9 +23,56 @@ type averages struct {
 	assignments, cParses, sParses, binds, log uint64
 }
 
+func (c *Console) dbStats() []dbStats {
+	var out []dbStats
+	for _, p := range c.b.Snapshot().Pools { // sorted by database
+		if len(out) == 0 || out[len(out)-1].name != p.Database {
+			out = append(out, dbStats{name: p.Database})
+		}
+		d := &out[len(out)-1]
+		d.xacts += p.Counters.Transactions
+		d.queries += p.Counters.Queries
+		d.xactUS += uint64(p.Counters.TransactionTime / time.Microsecond)
+		d.waitUS += uint64(p.Stat.WaitTime / time.Microsecond)
+		d.waits += p.Stat.WaitCount
+		d.assignments += p.Stat.AcquireCount
+		d.cParses += p.Counters.ClientParses
+		d.sParses += p.Counters.ServerParses
+		d.binds += p.Counters.Binds
+		d.logins += p.Counters.ClientLogins
+		d.recv += p.Counters.BytesReceived
+		d.sent += p.Counters.BytesSent
+		d.queryUS += uint64(p.Counters.QueryTime / time.Microsecond)
+	}
+	return out
+}
+
+func (c *Console) averages(d dbStats) averages {
+	secs := uint64(time.Since(c.b.Started()) / time.Second)
+	rate := func(n uint64) uint64 {
+		if secs == 0 {
+			return n
+		}
+		return n / secs
+	}
+	per := func(total, n uint64) uint64 {
+		if n == 0 {
+			return 0
+		}
+		return total / n
+	}
+	return averages{
+		xacts: rate(d.xacts), queries: rate(d.queries),
+		xactUS: per(d.xactUS, d.xacts), queryUS: per(d.queryUS, d.queries), waitUS: per(d.waitUS, d.waits),
+		recv: rate(d.recv), sent: rate(d.sent),
+		assignments: rate(d.assignments), cParses: rate(d.cParses), sParses: rate(d.sParses),
+		binds: rate(d.binds), log: rate(d.logins),
+	}
+}
+
 // showStats: bytes are client traffic; query time runs from a request to
 // the server's ReadyForQuery.
-func (c *adminConsole) showStats(rs *resultSet) {
+func (c *Console) showStats(rs *resultSet) {
 	rs.cols = statsCols
 	for _, d := range c.dbStats() {
 		a := c.averages(d)
@@ -49,7 +83,7 @@ func (c *adminConsole) showStats(rs *resultSet) {
 	}
 }
 
-func (c *adminConsole) showStatsSet(rs *resultSet, avg bool) {
+func (c *Console) showStatsSet(rs *resultSet, avg bool) {
 	rs.cols = statsSetCols
 	for _, d := range c.dbStats() {
 		if avg {
@@ -63,7 +97,7 @@ func (c *adminConsole) showStatsSet(rs *resultSet, avg bool) {
 	}
 }
 
-func (c *adminConsole) showTotals(rs *resultSet) {
+func (c *Console) showTotals(rs *resultSet) {
 	rs.cols = totalsCols
 	var t dbStats
 	for _, d := range c.dbStats() {

@@ -1,0 +1,416 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// fakeBackend is a Backend of canned data that records the control
+// actions asked of it.
+type fakeBackend struct {
+	cfg      *configs.Config
+	draining bool
+	snap     Snapshot
+	clients  []ClientInfo
+	servers  []ServerInfo
+	pools    *fakePools
+	calls    []string
+}
+
+func newFakeBackend() *fakeBackend {
+	return &fakeBackend{cfg: configs.Default(), pools: &fakePools{n: 1}}
+}
+
+func (b *fakeBackend) Config() *configs.Config { return b.cfg }
+func (b *fakeBackend) Started() time.Time      { return time.Now().Add(-time.Hour) }
+func (b *fakeBackend) Draining() bool          { return b.draining }
+func (b *fakeBackend) Snapshot() Snapshot      { return b.snap }
+func (b *fakeBackend) Clients() []ClientInfo   { return b.clients }
+func (b *fakeBackend) Servers() []ServerInfo   { return b.servers }
+
+func (b *fakeBackend) Pools(db string) PoolSet {
+	b.calls = append(b.calls, "Pools "+db)
+	return b.pools
+}
+
+func (b *fakeBackend) KillClients(db string) int {
+	b.calls = append(b.calls, "KillClients "+db)
+	return 0
+}
+
+func (b *fakeBackend) KillClient(id uint64) bool {
+	b.calls = append(b.calls, fmt.Sprintf("KillClient %d", id))
+	return false
+}
+
+func (b *fakeBackend) Reload() error   { b.calls = append(b.calls, "Reload"); return ErrNoAction }
+func (b *fakeBackend) Shutdown() error { b.calls = append(b.calls, "Shutdown"); return ErrNoAction }
+
+// fakePools is a PoolSet of n pools that never drain: Pause waits for its
+// context. After three Pauses it kills the console's session, so that a
+// console that should not have paused at all does not wait forever.
+type fakePools struct {
+	n, paused int
+	pauses    int
+	session   *fakeSession
+}
+
+func (p *fakePools) Len() int    { return p.n }
+func (p *fakePools) Paused() int { return p.paused }
+func (p *fakePools) Pause(ctx context.Context) error {
+	p.pauses++
+	p.paused = p.n
+	if p.pauses >= 3 && p.session != nil {
+		p.session.killed = true
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+func (p *fakePools) Resume()          { p.paused = 0 }
+func (p *fakePools) Reconnect()       {}
+func (p *fakePools) CloseNeeded() int { return 0 }
+
+type fakeSession struct {
+	killed bool
+	wakes  int
+}
+
+func (s *fakeSession) Killed() bool { return s.killed }
+func (s *fakeSession) ClearWake()   { s.wakes++ }
+
+// timeoutError is what a read interrupted by a past deadline returns.
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "i/o timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+
+var _ net.Error = timeoutError{}
+
+// script is a client: each Read returns the next chunk of bytes, or fails
+// with the next error; then io.EOF.
+type script struct{ steps []any }
+
+func (s *script) Read(p []byte) (int, error) {
+	if len(s.steps) == 0 {
+		return 0, io.EOF
+	}
+	switch st := s.steps[0].(type) {
+	case error:
+		s.steps = s.steps[1:]
+		return 0, st
+	case []byte:
+		n := copy(p, st)
+		if n == len(st) {
+			s.steps = s.steps[1:]
+		} else {
+			s.steps[0] = st[n:]
+		}
+		return n, nil
+	}
+	panic("bad script step")
+}
+
+// frames encodes client messages as one chunk.
+func frames(t *testing.T, msgs ...pgproto3.FrontendMessage) []byte {
+	t.Helper()
+	var b []byte
+	for _, m := range msgs {
+		var err error
+		if b, err = m.Encode(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
+}
+
+// run serves a console over the scripted client and returns what it
+// answered after its greeting, one line per message, and Serve's error.
+func run(t *testing.T, b *fakeBackend, s *fakeSession, full bool, steps ...any) ([]string, error) {
+	t.Helper()
+	b.pools.session = s
+	var out bytes.Buffer
+	rd, wr := protocol.NewReader(&script{steps: steps}), protocol.NewWriter(&out)
+	defer rd.Release()
+	defer wr.Release()
+	err := New(Config{Backend: b, Session: s, Full: full, Reader: rd, Writer: wr, PID: 7, Key: 9}).Serve(nil)
+	got := describe(t, out.Bytes())
+	i := slices.Index(got, "Z I") // the greeting ends with the first ReadyForQuery
+	if i < 0 || !slices.Contains(got[:i], "K 7 00000009") {
+		t.Fatalf("no greeting with the cancel key: %q", got)
+	}
+	return got[i+1:], err
+}
+
+// describe decodes server messages into one line each.
+func describe(t *testing.T, b []byte) []string {
+	t.Helper()
+	fe := pgproto3.NewFrontend(bytes.NewReader(b), io.Discard)
+	var out []string
+	for {
+		m, err := fe.Receive()
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("decode console output: %v", err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.ParameterStatus:
+			out = append(out, "S "+m.Name+"="+m.Value)
+		case *pgproto3.BackendKeyData:
+			out = append(out, fmt.Sprintf("K %d %x", m.ProcessID, m.SecretKey))
+		case *pgproto3.ReadyForQuery:
+			out = append(out, "Z "+string(m.TxStatus))
+		case *pgproto3.ErrorResponse:
+			out = append(out, "E "+m.Severity+" "+m.Code+" "+m.Message)
+		case *pgproto3.NoticeResponse:
+			out = append(out, "N "+m.Message)
+		case *pgproto3.RowDescription:
+			var names []string
+			for _, f := range m.Fields {
+				names = append(names, string(f.Name))
+			}
+			out = append(out, "T "+strings.Join(names, ","))
+		case *pgproto3.DataRow:
+			var vals []string
+			for _, v := range m.Values {
+				vals = append(vals, string(v))
+			}
+			out = append(out, "D "+strings.Join(vals, "|"))
+		case *pgproto3.CommandComplete:
+			out = append(out, "C "+string(m.CommandTag))
+		default:
+			out = append(out, fmt.Sprintf("%T", m))
+		}
+	}
+}
+
+func TestConsoleAnswersCommandsAsPgBouncerDoes(t *testing.T) {
+	tests := []struct {
+		name  string
+		full  bool
+		sql   string
+		want  []string
+		calls []string
+	}{
+		{
+			name: "unknown command",
+			full: true,
+			sql:  "FROB now;",
+			want: []string{"E ERROR 08P01 invalid command 'FROB now;', use SHOW HELP;", "Z I"},
+		},
+		{
+			name: "empty query",
+			full: true,
+			sql:  " ; ",
+			want: []string{"E ERROR 08P01 invalid command ' ; ', use SHOW HELP;", "Z I"},
+		},
+		{
+			name: "unknown SHOW",
+			full: false,
+			sql:  "show frobs",
+			want: []string{"E ERROR 08P01 invalid command 'show frobs', use SHOW HELP;", "Z I"},
+		},
+		{
+			name: "stats user PAUSE",
+			full: false,
+			sql:  "PAUSE app",
+			want: []string{"E ERROR 08P01 admin access needed", "Z I"},
+		},
+		{
+			name: "stats user SUSPEND",
+			full: false,
+			sql:  "SUSPEND",
+			want: []string{"E ERROR 08P01 admin access needed", "Z I"},
+		},
+		{
+			name: "stats user may SHOW",
+			full: false,
+			sql:  "SHOW USERS",
+			want: []string{"T name,pool_mode", "C SHOW", "Z I"},
+		},
+		{
+			name: "RELOAD takes no database",
+			full: true,
+			sql:  "RELOAD app",
+			want: []string{"E ERROR 08P01 invalid command 'RELOAD app', use SHOW HELP;", "Z I"},
+		},
+		{
+			name:  "RELOAD without a reload action",
+			full:  true,
+			sql:   "RELOAD",
+			want:  []string{"E ERROR F0000 RELOAD failed, see logs for additional details", "Z I"},
+			calls: []string{"Reload"},
+		},
+		{
+			name:  "RESUME of a running pooler",
+			full:  true,
+			sql:   "resume",
+			want:  []string{"E ERROR 08P01 pooler is not paused/suspended", "Z I"},
+			calls: []string{"Pools "},
+		},
+		{
+			name:  "KILL_CLIENT of an unknown client",
+			full:  true,
+			sql:   "KILL_CLIENT 0x1f",
+			want:  []string{"E ERROR 08P01 client 0x1f not found", "Z I"},
+			calls: []string{"KillClient 31"},
+		},
+		{
+			name: "SET is not supported",
+			full: true,
+			sql:  "SET default_pool_size = 3",
+			want: []string{"E ERROR 0A000 SET is not supported by pgferry", "Z I"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newFakeBackend()
+			got, err := run(t, b, &fakeSession{}, tc.full, frames(t, &pgproto3.Query{String: tc.sql}, &pgproto3.Terminate{}))
+			if !errors.Is(err, ErrDone) {
+				t.Fatalf("Serve = %v, want ErrDone", err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("answer\n got %q\nwant %q", got, tc.want)
+			}
+			if !slices.Equal(b.calls, tc.calls) {
+				t.Errorf("backend calls %q, want %q", b.calls, tc.calls)
+			}
+		})
+	}
+}
+
+func TestConsoleRefusesAnExtendedProtocolBatchOnceAndSkipsItToSync(t *testing.T) {
+	b := newFakeBackend()
+	in := frames(t,
+		&pgproto3.Parse{Query: "SHOW POOLS"},
+		&pgproto3.Bind{},
+		&pgproto3.Describe{ObjectType: 'P'},
+		&pgproto3.Execute{},
+		&pgproto3.Sync{},
+		&pgproto3.Query{String: "SHOW USERS"},
+		&pgproto3.Parse{Query: "SHOW POOLS"},
+		&pgproto3.Sync{},
+	)
+	got, err := run(t, b, &fakeSession{}, true, in)
+	if !errors.Is(err, ErrDone) {
+		t.Fatalf("Serve = %v, want ErrDone at EOF", err)
+	}
+	refused := "E ERROR 08P01 the admin console supports only simple queries"
+	want := []string{refused, "Z I", "T name,pool_mode", "C SHOW", "Z I", refused, "Z I"}
+	if !slices.Equal(got, want) {
+		t.Errorf("answer\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestConsolePauseEndsWhenItsSessionIsKilled(t *testing.T) {
+	b := newFakeBackend()
+	s := &fakeSession{killed: true}
+	got, err := run(t, b, s, true, frames(t, &pgproto3.Query{String: "PAUSE"}))
+	if !errors.Is(err, ErrDone) {
+		t.Fatalf("Serve = %v, want ErrDone", err)
+	}
+	if len(got) != 0 {
+		t.Errorf("a killed PAUSE answered %q", got)
+	}
+	if b.pools.pauses != 1 {
+		t.Errorf("Pause called %d times, want 1", b.pools.pauses)
+	}
+}
+
+func TestConsolePauseEndsWhenPgferryDrains(t *testing.T) {
+	b := newFakeBackend()
+	b.draining = true
+	_, err := run(t, b, &fakeSession{}, true, frames(t, &pgproto3.Query{String: "PAUSE app"}))
+	var pe *protocol.Error
+	if !errors.As(err, &pe) || !pe.IsFatal() || pe.Code != protocol.SQLStateAdminShutdown {
+		t.Fatalf("Serve = %v, want FATAL 57P01", err)
+	}
+}
+
+func TestConsoleWokenWhileDrainingEndsWithAdminShutdown(t *testing.T) {
+	tests := []struct {
+		name      string
+		killed    bool
+		draining  bool
+		wantWakes int
+		wantCode  string // "" : ErrDone
+	}{
+		{name: "stale wake", wantWakes: 1},
+		{name: "draining", draining: true, wantWakes: 1, wantCode: protocol.SQLStateAdminShutdown},
+		{name: "killed", killed: true, draining: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newFakeBackend()
+			b.draining = tc.draining
+			s := &fakeSession{killed: tc.killed}
+			_, err := run(t, b, s, true, timeoutError{}, frames(t, &pgproto3.Terminate{}))
+			if s.wakes != tc.wantWakes {
+				t.Errorf("ClearWake called %d times, want %d", s.wakes, tc.wantWakes)
+			}
+			if tc.wantCode == "" {
+				if !errors.Is(err, ErrDone) {
+					t.Fatalf("Serve = %v, want ErrDone", err)
+				}
+				return
+			}
+			var pe *protocol.Error
+			if !errors.As(err, &pe) || pe.Code != tc.wantCode {
+				t.Fatalf("Serve = %v, want %s", err, tc.wantCode)
+			}
+		})
+	}
+}
+
+type addr string
+
+func (a addr) Network() string { return "tcp" }
+func (a addr) String() string  { return string(a) }
+
+func TestShowClientsAndServersJoinClientsToTheirServers(t *testing.T) {
+	at := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	b := newFakeBackend()
+	b.clients = []ClientInfo{
+		{ID: 3, User: "app", Database: "app", Linked: true, Server: 5, Addr: "10.0.0.2:5500",
+			LocalAddr: addr("10.0.0.1:6432"), TLS: "TLSv1.3/TLS_AES_128_GCM_SHA256", ConnectedAt: at, AppName: "psql"},
+		{ID: 4, User: "app", Database: "app", Waiting: true, ConnectedAt: at},
+	}
+	b.servers = []ServerInfo{
+		{Database: "app", User: "app", Conn: pool.ConnInfo{ID: 6, Addr: "db:5432", PID: 101, Created: at, LastUsed: at.Add(time.Second), CloseNeeded: true}},
+		{Database: "app", User: "app", Lent: true, Client: 3, Conn: pool.ConnInfo{ID: 5, Addr: "db:5432", PID: 100, TLS: true, Created: at}},
+	}
+	got, err := run(t, b, &fakeSession{}, false, frames(t, &pgproto3.Query{String: "SHOW CLIENTS"}, &pgproto3.Query{String: "SHOW SERVERS"}))
+	if !errors.Is(err, ErrDone) {
+		t.Fatalf("Serve = %v", err)
+	}
+	head := "T type,user,database,state,addr,port,local_addr,local_port,connect_time,request_time,wait,wait_us,close_needed,ptr,link,remote_pid,tls,application_name,id"
+	want := []string{
+		head,
+		"D C|app|app|active|10.0.0.2|5500|10.0.0.1|6432|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x3|0x10000000005|0|TLSv1.3/TLS_AES_128_GCM_SHA256|psql|3",
+		"D C|app|app|waiting|unix|0||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x4||0|||4",
+		"C SHOW", "Z I",
+		head,
+		"D S|app|app|active|db|5432||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x10000000005|0x3|100|TLS||5",
+		"D S|app|app|idle|db|5432||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:10 UTC|0|0|1|0x10000000006||101|||6",
+		"C SHOW", "Z I",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("answer\n got %q\nwant %q", got, want)
+	}
+}

@@ -1,0 +1,165 @@
+// PAUSE, RESUME, RECONNECT, WAIT_CLOSE, KILL, KILL_CLIENT, RELOAD and
+// SHUTDOWN.
+
+package admin
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// targets returns the pools of database db, or every pool when db is
+// empty. db must be configured or have a pool (a "*" entry creates pools
+// under the names clients ask for).
+func (c *Console) targets(db string) (PoolSet, error) {
+	ps := c.b.Pools(db)
+	if db == "" {
+		return ps, nil
+	}
+	if _, ok := c.b.Config().Databases[db]; !ok && ps.Len() == 0 {
+		return nil, adminError("no such database: %s", db)
+	}
+	return ps, nil
+}
+
+// pause stops lending server connections for db (or all) and waits until
+// every lent connection came back and was closed, as PgBouncer's PAUSE
+// does. The wait ends early if the admin client is killed or pgferry
+// shuts down.
+func (c *Console) pause(db string) error {
+	ps, err := c.targets(db)
+	if err != nil {
+		return err
+	}
+	if db == "" && ps.Len() > 0 && ps.Paused() == ps.Len() {
+		return adminError("already suspended/paused")
+	}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		err := ps.Pause(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if c.ss.Killed() {
+			return ErrDone
+		}
+		if c.b.Draining() {
+			return errShuttingDown
+		}
+	}
+}
+
+func (c *Console) resume(db string) error {
+	ps, err := c.targets(db)
+	if err != nil {
+		return err
+	}
+	if ps.Paused() == 0 {
+		if db == "" {
+			return adminError("pooler is not paused/suspended")
+		}
+		return adminError("database %s is not paused", db)
+	}
+	ps.Resume()
+	return nil
+}
+
+func (c *Console) reconnect(db string) error {
+	ps, err := c.targets(db)
+	if err != nil {
+		return err
+	}
+	ps.Reconnect()
+	return nil
+}
+
+// waitClose blocks until no server connection of db (or of any database)
+// predates a RECONNECT, so an operator can switch the server over and know
+// when every connection to the old one is gone. It gives up if pgferry
+// shuts down.
+func (c *Console) waitClose(db string) error {
+	ps, err := c.targets(db)
+	if err != nil {
+		return err
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if ps.CloseNeeded() == 0 {
+			return nil
+		}
+		if c.b.Draining() {
+			return adminError("pgferry is shutting down")
+		}
+		<-t.C
+	}
+}
+
+// killClient ends the client whose ptr (as SHOW CLIENTS lists it) is arg.
+func (c *Console) killClient(arg string) error {
+	if arg == "" {
+		return adminError("a client (its ptr from SHOW CLIENTS) is required")
+	}
+	id, err := strconv.ParseUint(strings.TrimPrefix(arg, "0x"), 16, 64)
+	if err != nil {
+		return adminError("invalid client pointer %s", arg)
+	}
+	if !c.b.KillClient(id) {
+		return adminError("client %s not found", arg)
+	}
+	c.log.Info("admin KILL_CLIENT", zap.Uint64("killed_conn_id", id))
+	return nil
+}
+
+// kill drops every client of db and its server connections now. As in
+// PgBouncer, db's pools stay paused until RESUME.
+func (c *Console) kill(db string) error {
+	if db == "" {
+		return adminError("a database is required")
+	}
+	ps, err := c.targets(db)
+	if err != nil {
+		return err
+	}
+	// Mark the pools paused without waiting for them to drain: the
+	// clients holding their connections are about to go.
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	ps.Pause(done)
+	ps.Reconnect()
+	n := c.b.KillClients(db)
+	c.log.Info("admin KILL", zap.String("target_database", db), zap.Int("clients_killed", n))
+	return nil
+}
+
+// errReloadFailed is RELOAD's answer to any failure; the reason goes to
+// the log, as in PgBouncer.
+var errReloadFailed = protocol.NewError(protocol.SQLStateConfigFileError, "RELOAD failed, see logs for additional details")
+
+func (c *Console) reload() error {
+	err := c.b.Reload()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNoAction):
+		c.log.Error("admin RELOAD: no reload action is configured")
+	default:
+		c.log.Error("admin RELOAD failed", zap.Error(err))
+	}
+	return errReloadFailed
+}
+
+func (c *Console) shutdown() error {
+	if err := c.b.Shutdown(); err != nil {
+		return protocol.NewError(protocol.SQLStateFeatureNotSupported, "SHUTDOWN is not available: no shutdown action is configured")
+	}
+	return nil
+}

@@ -1,0 +1,175 @@
+// SHOW CONFIG, DATABASES, USERS and PEERS: the configuration in force.
+
+package admin
+
+import (
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/pgferry/pgferry/configs"
+)
+
+func (c *Console) showDatabases(rs *resultSet) {
+	rs.cols = databasesCols
+	cfg := c.b.Config()
+	type agg struct {
+		conns  int
+		paused bool
+	}
+	byDB := make(map[string]*agg)
+	for _, p := range c.b.Snapshot().Pools {
+		a := byDB[p.Database]
+		if a == nil {
+			a = &agg{}
+			byDB[p.Database] = a
+		}
+		a.conns += p.Stat.Total
+		a.paused = a.paused || p.Stat.Paused
+	}
+	names := make([]string, 0, len(cfg.Databases)+len(byDB))
+	for n := range cfg.Databases {
+		names = append(names, n)
+	}
+	for n := range byDB {
+		if _, ok := cfg.Databases[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		db, _, ok := cfg.LookupDatabase(n)
+		if !ok {
+			continue // pool of a database removed by a reload
+		}
+		dbname := db.DBName
+		if dbname == "" && n != "*" {
+			dbname = n
+		}
+		size := db.PoolSize
+		if size == 0 {
+			size = cfg.DefaultPoolSize
+		}
+		a := byDB[n]
+		if a == nil {
+			a = &agg{}
+		}
+		auth := db.Auth
+		if auth == "" {
+			auth = "password"
+		}
+		rs.add(n, db.Host, db.Port, dbname, db.User, size, db.MinPoolSize, db.ReservePool, db.PoolMode,
+			db.MaxDBConnections, a.conns, a.paused, false, auth)
+	}
+}
+
+func (c *Console) showConfig(rs *resultSet) {
+	rs.cols = configCols
+	cur := reflect.ValueOf(c.b.Config()).Elem()
+	def := reflect.ValueOf(configs.Default()).Elem()
+	fixed := restartOnlyKeys()
+	var keys []string
+	idx := map[string]int{}
+	t := cur.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key := strings.Split(f.Tag.Get("toml"), ",")[0]
+		if key == "" || key == "-" || f.Type.Kind() == reflect.Map {
+			continue
+		}
+		keys = append(keys, key)
+		idx[key] = i
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		i := idx[k]
+		changeable := "yes"
+		if fixed[k] {
+			changeable = "no"
+		}
+		rs.add(k, configValue(cur.Field(i)), configValue(def.Field(i)), changeable)
+	}
+}
+
+// configValue formats a setting as in pgferry's TOML (durations as "30s",
+// lists comma-separated). Stringers (Duration, Secret) print themselves,
+// so secrets print redacted.
+func configValue(v reflect.Value) string {
+	if s, ok := v.Interface().(fmt.Stringer); ok {
+		return s.String()
+	}
+	if v.Kind() == reflect.Slice {
+		parts := make([]string, v.Len())
+		for i := range v.Len() {
+			parts[i] = configValue(v.Index(i))
+		}
+		return strings.Join(parts, ",")
+	}
+	return fmt.Sprint(v.Interface())
+}
+
+// restartOnlyKeys asks configs which top-level settings a reload cannot
+// change, by changing each one in turn.
+var restartOnlyKeys = sync.OnceValue(func() map[string]bool {
+	out := make(map[string]bool)
+	base := configs.Default()
+	t := reflect.TypeOf(*base)
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key := strings.Split(f.Tag.Get("toml"), ",")[0]
+		if key == "" || key == "-" {
+			continue
+		}
+		changed := *base
+		v := reflect.ValueOf(&changed).Elem().Field(i)
+		switch v.Kind() {
+		case reflect.String:
+			v.SetString(v.String() + "x")
+		case reflect.Int, reflect.Int64:
+			v.SetInt(v.Int() + 1)
+		case reflect.Bool:
+			v.SetBool(!v.Bool())
+		case reflect.Slice:
+			v.Set(reflect.Append(v, reflect.Zero(v.Type().Elem())))
+		default:
+			continue
+		}
+		if len(configs.RestartOnlyChanges(base, &changed)) > 0 {
+			out[key] = true
+		}
+	}
+	return out
+})
+
+func (c *Console) showUsers(rs *resultSet) {
+	rs.cols = usersCols
+	cfg := c.b.Config()
+	names := make([]string, 0, len(cfg.Users))
+	for n := range cfg.Users {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		rs.add(n, cfg.Users[n].PoolMode)
+	}
+}
+
+// showPeers lists the [peers] entries (PgBouncer's SHOW PEERS); peers found
+// through peers_dns are not listed, having no ids.
+func (c *Console) showPeers(rs *resultSet) {
+	rs.cols = peersCols
+	cfg := c.b.Config()
+	for _, name := range slices.Sorted(maps.Keys(cfg.Peers)) {
+		p := cfg.Peers[name]
+		id, _ := strconv.Atoi(name)
+		port := p.Port
+		if port == 0 {
+			port = 6432
+		}
+		rs.add(id, p.Host, port, 0)
+	}
+}

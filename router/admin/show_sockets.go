@@ -1,0 +1,90 @@
+// SHOW CLIENTS and SHOW SERVERS: PgBouncer's socket lists.
+
+package admin
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+)
+
+// pgTime formats a time as PgBouncer's console does.
+func pgTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02 15:04:05 MST")
+}
+
+func splitAddr(a string) (string, int) {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return "unix", 0
+	}
+	n, _ := strconv.Atoi(port)
+	return host, n
+}
+
+func addrOf(a net.Addr) (string, int) {
+	if a == nil {
+		return "", 0
+	}
+	return splitAddr(a.String())
+}
+
+// Pointers in SHOW CLIENTS/SERVERS (ptr, link) are identifiers that join
+// the two lists, like PgBouncer's object addresses.
+func clientPtr(id uint64) string { return fmt.Sprintf("0x%x", id) }
+func serverPtr(id uint64) string { return fmt.Sprintf("0x%x", 1<<40|id) }
+
+func (c *Console) showClients(rs *resultSet) {
+	rs.cols = socketCols
+	for _, cl := range c.b.Clients() {
+		state, link := "active", ""
+		if cl.Waiting {
+			state = "waiting"
+		}
+		if cl.Linked {
+			link = serverPtr(cl.Server)
+		}
+		addr, port := splitAddr(cl.Addr)
+		laddr, lport := addrOf(cl.LocalAddr)
+		rs.add("C", cl.User, cl.Database, state, addr, port, laddr, lport,
+			pgTime(cl.ConnectedAt), pgTime(cl.ConnectedAt), 0, 0, 0,
+			clientPtr(cl.ID), link, 0, cl.TLS, cl.AppName, cl.ID)
+	}
+}
+
+// showServers lists server connections lent to clients, then those idle
+// in the pools.
+func (c *Console) showServers(rs *resultSet) {
+	rs.cols = socketCols
+	servers := c.b.Servers()
+	row := func(sv ServerInfo) {
+		ci := sv.Conn
+		state, link, requested := "idle", "", ci.LastUsed
+		if sv.Lent {
+			state, link, requested = "active", clientPtr(sv.Client), ci.Created
+		}
+		addr, port := splitAddr(ci.Addr)
+		laddr, lport := addrOf(ci.LocalAddr)
+		tlsName := ""
+		if ci.TLS {
+			tlsName = "TLS"
+		}
+		rs.add("S", sv.User, sv.Database, state, addr, port, laddr, lport,
+			pgTime(ci.Created), pgTime(requested), 0, 0, ci.CloseNeeded,
+			serverPtr(ci.ID), link, ci.PID, tlsName, "", ci.ID)
+	}
+	for _, sv := range servers {
+		if sv.Lent {
+			row(sv)
+		}
+	}
+	for _, sv := range servers {
+		if !sv.Lent {
+			row(sv)
+		}
+	}
+}
