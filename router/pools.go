@@ -416,6 +416,11 @@ func (e *poolEntry) drained() bool {
 	return true
 }
 
+// allPools returns the entry's primary pool and its replica pools.
+func (e *poolEntry) allPools() []*pool.Pool {
+	return append([]*pool.Pool{e.pool}, e.replicaPools()...)
+}
+
 func (e *poolEntry) replicaPools() []*pool.Pool {
 	out := make([]*pool.Pool, len(e.replicas))
 	for i, r := range e.replicas {
