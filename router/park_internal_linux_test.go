@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgferry/pgferry/internal/tls13"
+	"github.com/pgferry/pgferry/pool"
 )
 
 func TestClosingTheParkerTwiceLeavesFilesOpenedMeanwhileAlone(t *testing.T) {
@@ -143,5 +144,33 @@ func TestATLS13ClientThatCannotBeResumedIsToldWhyOverTLSAndItsKeysAreWiped(t *te
 	}
 	if n := int(binary.BigEndian.Uint32(got[1:])) + 1; n != len(got) {
 		t.Fatalf("the client read %d bytes; want the FATAL's %d and nothing more", len(got), n)
+	}
+}
+
+func TestSessionsThatLoggedInAndWaitAreAskedToParkOnceWithoutWaitingForASweep(t *testing.T) {
+	srv := &Server{log: zap.NewNop()}
+	p := &srv.parker
+	p.srv = srv
+	waiting, fresh, busy := &session{srv: srv}, &session{srv: srv}, &session{srv: srv, server: &pool.ServerConn{}}
+	now := monoNow()
+	p.young = []youngSession{{waiting, now - mono(youngIdle)}, {fresh, now + mono(time.Hour)}, {busy, now - mono(youngIdle)}}
+	p.sweepYoung()
+	if !waiting.has(evPark) || !waiting.has(evWake) {
+		t.Fatalf("a session idle since it logged in %v ago was not asked to park (flags %b)", youngIdle, waiting.flags.Load())
+	}
+	if fresh.has(evPark) || busy.has(evPark) {
+		t.Fatalf("a session that just logged in (flags %b) or is in a transaction (flags %b) was asked to park", fresh.flags.Load(), busy.flags.Load())
+	}
+	if len(p.young) != 1 || p.young[0].ss != fresh {
+		t.Fatalf("after a look, %d sessions wait to be looked at again; want only the one too young", len(p.young))
+	}
+	waiting.flags.Store(0)
+	p.young[0].at = now - mono(youngIdle) // the young one comes of age
+	p.sweepYoung()
+	if waiting.has(evPark) {
+		t.Fatal("a session was asked to park twice; the regular sweep takes over after the first time")
+	}
+	if !fresh.has(evPark) || len(p.young) != 0 {
+		t.Fatalf("the session that came of age was not asked (flags %b), or %d sessions are still kept", fresh.flags.Load(), len(p.young))
 	}
 }

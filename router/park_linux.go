@@ -23,12 +23,14 @@ import (
 // parker holds idle client sessions without a goroutine. A goroutine
 // parked in a read keeps its stack (8 KiB once growStack has run; the
 // garbage collector halves a stack only while a quarter of it is unused),
-// which was half of what an idle client cost. A session that has been idle for a full sweep interval
-// instead registers its socket in a private epoll set (one-shot) and its
-// goroutine exits; the first byte (or EOF) from the client, a wake (a
-// notification, shutdown) or a kill starts a fresh goroutine that carries
-// on where the old one left off. Busy clients never park: the sweep only
-// picks sessions that sent nothing for a second or more. A session parked
+// which was half of what an idle client cost. A session that has been idle
+// for a full sweep interval instead registers its socket in a private
+// epoll set (one-shot) and its goroutine exits; the first byte (or EOF)
+// from the client, a wake (a notification, shutdown) or a kill starts a
+// fresh goroutine that carries on where the old one left off. Busy clients
+// do not park: the sweep only picks sessions that sent nothing for a second
+// or more, and a session that has just logged in is asked once, after
+// youngIdle, only if it is idle then (sweepYoung). A session parked
 // with client_idle_timeout armed gets a timer that resumes it when due. A
 // TLS session parks on the socket TLS runs over, once tlsHoldsInput found
 // nothing left in the TLS layer.
@@ -48,17 +50,32 @@ type parker struct {
 	// sweep); loop only.
 	parkedAtRelease int
 	sessions        int
+	// spare is the loop's other slice for young sessions (see sweepYoung).
+	spare []youngSession
 
-	mu      sync.Mutex
-	parked  map[uint64]*session // keyed by session id, the epoll event's data
-	closed  bool                // Shutdown is done with sessions: no more parking
-	failed  bool                // epoll could not be set up or failed: never park
-	running bool                // loop was started and close has not stopped it
+	mu     sync.Mutex
+	parked map[uint64]*session // keyed by session id, the epoll event's data
+	// young are sessions logged in since the loop last looked at them, and
+	// when (see sweepYoung).
+	young   []youngSession
+	closed  bool // Shutdown is done with sessions: no more parking
+	failed  bool // epoll could not be set up or failed: never park
+	running bool // loop was started and close has not stopped it
 }
 
 // sweepEvery is how often idle sessions are asked to park; a session must
 // have been idle through a whole interval first.
 const sweepEveryMS = 1000
+
+// youngIdle is how long a session that has just logged in may sit idle
+// before it is asked to park (see sweepYoung), and how often the loop looks.
+const youngIdle = 100 * time.Millisecond
+
+// youngSession is a session that logged in at a time.
+type youngSession struct {
+	ss *session
+	at mono
+}
 
 // stopKey is the epoll data of the stop pipe; session ids start at 1.
 const stopKey = 0
@@ -127,7 +144,13 @@ func (p *parker) loop() {
 	events := make([]syscall.EpollEvent, 128)
 	lastSweep := time.Now()
 	for {
-		n, err := syscall.EpollWait(p.epfd, events, sweepEveryMS)
+		wait := sweepEveryMS
+		p.mu.Lock()
+		if len(p.young) > 0 {
+			wait = int(youngIdle / time.Millisecond)
+		}
+		p.mu.Unlock()
+		n, err := syscall.EpollWait(p.epfd, events, wait)
 		if err != nil && !errors.Is(err, syscall.EINTR) {
 			p.srv.log.Error("idle-session poller failed; idle clients keep a goroutine from now on", zap.Error(err))
 			p.fail()
@@ -146,6 +169,7 @@ func (p *parker) loop() {
 				p.resume(ss)
 			}
 		}
+		p.sweepYoung()
 		if time.Since(lastSweep) >= sweepEveryMS*time.Millisecond {
 			lastSweep = time.Now()
 			p.sweep()
@@ -226,6 +250,57 @@ func (p *parker) sweep() {
 			asked++
 		}
 	})
+}
+
+// admitted notes a session that has just logged in, for sweepYoung.
+func (p *parker) admitted(ss *session) {
+	p.mu.Lock()
+	if p.running {
+		p.young = append(p.young, youngSession{ss, monoNow()})
+	}
+	p.mu.Unlock()
+}
+
+// sweepYoung asks sessions that logged in youngIdle ago or more to park if
+// they are idle, once each, without waiting for a whole sweep interval. A
+// burst of clients that connect and then wait (a connection pool filling
+// up, a fleet of functions starting) would otherwise keep a goroutine each
+// for a second or two, and Go keeps a goroutine's descriptor for good
+// once that many have run at once. A session that is busy is woken once
+// for nothing; one that ended is not touched.
+func (p *parker) sweepYoung() {
+	p.mu.Lock()
+	list := p.young
+	if len(list) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	p.young, p.spare = p.spare, nil
+	p.mu.Unlock()
+	now := monoNow()
+	keep := list[:0]
+	for _, y := range list {
+		if now.Sub(y.at) < youngIdle {
+			keep = append(keep, y)
+			continue
+		}
+		ss := y.ss
+		if ss.has(stParked | stWaiting) {
+			continue // (one that ended meanwhile is woken for nothing)
+		}
+		ss.mu.Lock()
+		idle := ss.server == nil && ss.pumpDone == nil
+		ss.mu.Unlock()
+		if idle {
+			ss.flags.Or(evPark)
+			ss.wake()
+		}
+	}
+	p.mu.Lock()
+	p.young = append(p.young, keep...)
+	p.mu.Unlock()
+	clear(list[:cap(list)]) // no session kept alive by the spare
+	p.spare = list[:0]
 }
 
 // releaseAfterParking is how many more sessions must be parked than at the

@@ -19,6 +19,7 @@ func (p *parker) park(*session) bool { return false }
 func (p *parker) unpark(*session)    {}
 func (p *parker) close()             {}
 func (p *parker) count() int         { return 0 }
+func (p *parker) admitted(*session)  {}
 
 func socketFD(net.Conn) int { return -1 }
 

@@ -391,6 +391,9 @@ func (ss *session) serveLoggedIn() {
 	}
 	ss.activeTick.Store(ss.srv.parker.tick.Load())
 	ss.srv.register(ss)
+	if ss.fd >= 0 {
+		ss.srv.parker.admitted(ss)
+	}
 	if ss.debugEnabled() {
 		ss.logger().Debug("client connected")
 	}
