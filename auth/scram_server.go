@@ -351,6 +351,7 @@ func (s *SCRAMServer) Finish(clientFinal []byte) ([]byte, error) {
 	s.passKeys.keys.clientKey = *clientKey
 	s.passKeys.keys.serverKey = s.secret.serverKey
 	s.passOK = true
+	clear(clientKey[:]) // the copy in passKeys is the one that is needed
 	sig := &s.mac[1]
 	s.secret.signatureMAC(h, sig, s.auth)
 	end := len(s.auth)

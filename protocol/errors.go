@@ -1,6 +1,12 @@
 package protocol
 
 import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
@@ -63,4 +69,12 @@ func NoticeFrame(dst []byte, code, msg string) []byte {
 		return dst
 	}
 	return out
+}
+
+// IsDisconnect reports whether err says the peer went away or the
+// connection was closed: end of stream, possibly mid-message, a reset, a
+// broken pipe, or a closed socket. Such errors end a session quietly.
+func IsDisconnect(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

@@ -307,7 +307,7 @@ func scramErr(err error, fail func() error) error {
 }
 
 func protocolErr(err error) error {
-	if isEOF(err) || isTimeout(err) {
+	if protocol.IsDisconnect(err) || isTimeout(err) {
 		return err
 	}
 	return errBadAuthMessage()

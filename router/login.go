@@ -59,7 +59,7 @@ func (ss *session) login(cfg *configs.Config) bool {
 	} else if isTimeout(err) {
 		ss.sendFatal(protocol.Fatal(protocol.SQLStateProtocolViolation, "client_login_timeout"))
 	}
-	if !errors.Is(err, errCancelDone) && !isEOF(err) {
+	if !errors.Is(err, errCancelDone) && !protocol.IsDisconnect(err) {
 		ss.logger().Info("client login failed", zap.Error(err))
 	}
 	return false

@@ -174,3 +174,52 @@ func TestSessionsThatLoggedInAndWaitAreAskedToParkOnceWithoutWaitingForASweep(t 
 		t.Fatalf("the session that came of age was not asked (flags %b), or %d sessions are still kept", fresh.flags.Load(), len(p.young))
 	}
 }
+
+func TestMemoryGoesBackOnceAWaveOfParkingIsOverAndNotTooOften(t *testing.T) {
+	type sweep struct {
+		asked, parked int
+		logins        uint64
+		at            time.Duration // since the first sweep
+		release       bool
+	}
+	for _, tc := range []struct {
+		name   string
+		sweeps []sweep
+	}{
+		{"a burst parks, then logins stop", []sweep{
+			{asked: 300, parked: 0, logins: 300},
+			{asked: 0, parked: 300, logins: 600, at: time.Second},       // logins still arriving
+			{asked: 200, parked: 300, logins: 600, at: 2 * time.Second}, // the last of them idle
+			{asked: 0, parked: 500, logins: 600, at: 3 * time.Second, release: true},
+			{asked: 0, parked: 500, logins: 600, at: 4 * time.Second}, // nothing new since
+		}},
+		{"fewer than the threshold parked", []sweep{
+			{asked: 0, parked: releaseAfterParking - 1, logins: 300, release: false},
+			{asked: 0, parked: releaseAfterParking - 1, logins: 300, at: time.Second},
+		}},
+		{"logins keep trickling in", []sweep{
+			{asked: 0, parked: 400, logins: 1, release: false},
+			{asked: 0, parked: 400, logins: 2, at: 1 * time.Second},
+			{asked: 0, parked: 400, logins: 3, at: 2 * time.Second},
+			{asked: 0, parked: 400, logins: 4, at: 3 * time.Second},
+			{asked: 0, parked: 400, logins: 5, at: 4 * time.Second, release: true}, // waited long enough
+		}},
+		{"waves that follow each other closely", []sweep{
+			{asked: 0, parked: 300, logins: 0, release: true},
+			{asked: 0, parked: 0, logins: 0, at: time.Second}, // they all woke up
+			{asked: 0, parked: 300, logins: 0, at: 2 * time.Second},
+			{asked: 0, parked: 300, logins: 0, at: 3 * time.Second},
+			{asked: 0, parked: 300, logins: 0, at: releaseEvery, release: true},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var r releaseState
+			base := monoNow()
+			for i, s := range tc.sweeps {
+				if got := r.next(s.asked, s.parked, s.logins, base+mono(s.at)); got != s.release {
+					t.Fatalf("sweep %d (%+v): release %v, want %v", i, s, got, s.release)
+				}
+			}
+		})
+	}
+}

@@ -45,11 +45,14 @@ type parker struct {
 	done chan struct{}
 	tick atomic.Uint32 // sweeps so far; sessions record it when active
 
-	// parkedAtRelease is the parked count when memory was last returned to
-	// the OS, and sessions the number of sessions the last sweep saw (see
-	// sweep); loop only.
-	parkedAtRelease int
-	sessions        int
+	// release decides when memory goes back to the OS (see sweep); loop
+	// only. releases asks the releaser goroutine to return it, and
+	// releaserDone is closed when that goroutine ends; logins counts the
+	// sessions admitted.
+	release      releaseState
+	releases     chan struct{}
+	releaserDone chan struct{}
+	logins       atomic.Uint64
 	// spare is the loop's other slice for young sessions (see sweepYoung).
 	spare []youngSession
 
@@ -120,6 +123,9 @@ func (p *parker) start() bool {
 		p.mu.Lock()
 		p.running = true
 		p.mu.Unlock()
+		p.releases = make(chan struct{}, 1)
+		p.releaserDone = make(chan struct{})
+		go p.releaser()
 		go p.loop()
 	})
 	p.mu.Lock()
@@ -206,38 +212,15 @@ func (p *parker) resume(ss *session) {
 	}()
 }
 
-// sweep asks sessions idle since before the previous sweep to park.
-//
-// Once a wave of parking is over (a sweep finds nobody new to park, and no
-// more sessions than the sweep before: the logins have stopped) and it
-// parked many sessions (a burst of clients has gone idle), the memory their
-// logins, goroutines and buffers held goes back to the OS at once: the runtime's
-// background scavenger would keep most of it, as it only returns memory
-// above the heap goal, and slowly; and the garbage of the burst's last
-// logins would wait for a collection that an idle pooler never needs.
+// sweep asks sessions idle since before the previous sweep to park, and
+// sees whether a wave of parking is over (see releaseState).
 func (p *parker) sweep() {
 	now := p.tick.Add(1)
 	if p.srv.isDraining() {
 		return
 	}
-	asked, sessions := 0, 0
-	defer func() {
-		parked := p.count()
-		p.parkedAtRelease = min(p.parkedAtRelease, parked)
-		grew := sessions > p.sessions
-		p.sessions = sessions
-		if asked == 0 && !grew && parked-p.parkedAtRelease >= releaseAfterParking {
-			p.parkedAtRelease = parked
-			// Two collections: the first moves what sync.Pools hold (the
-			// burst's login states, record and frame buffers) to their
-			// victim caches, where it is still live; the second, which
-			// FreeOSMemory runs before returning memory, drops it.
-			runtime.GC()
-			debug.FreeOSMemory()
-		}
-	}()
+	asked := 0
 	p.srv.eachSession(func(ss *session) {
-		sessions++
 		if ss.admin || ss.has(stParked|stWaiting) || now-ss.activeTick.Load() < 2 {
 			return
 		}
@@ -250,10 +233,78 @@ func (p *parker) sweep() {
 			asked++
 		}
 	})
+	if p.release.next(asked, p.count(), p.logins.Load(), monoNow()) {
+		select {
+		case p.releases <- struct{}{}:
+		default: // one is under way
+		}
+	}
+}
+
+// releaser returns memory to the OS when the loop asks, until close. It is
+// a goroutine of its own: a collection takes a while, and the loop must
+// go on resuming sessions meanwhile.
+func (p *parker) releaser() {
+	defer close(p.releaserDone)
+	for range p.releases {
+		// Two collections: the first moves what sync.Pools hold (the
+		// burst's login states, record and frame buffers) to their victim
+		// caches, where it is still live; the second, which FreeOSMemory
+		// runs before returning memory, drops it.
+		runtime.GC()
+		debug.FreeOSMemory()
+	}
+}
+
+// releaseState decides when a wave of parking is over, so that the memory
+// the wave's sessions held (their logins' garbage, goroutines, pooled
+// buffers) goes back to the OS at once: the runtime's background scavenger
+// would keep most of it, as it only returns memory above the heap goal,
+// and slowly; and an idle pooler never needs the collection that would
+// free the garbage of the wave's last logins.
+//
+// A wave is over when a sweep asks nobody to park and at least
+// releaseAfterParking more sessions are parked than at the last release.
+// Memory goes back then, if no login arrived since the previous sweep (the
+// burst is over), or after releaseQuietSweeps such sweeps if logins keep
+// trickling in; and not more often than every releaseEvery.
+type releaseState struct {
+	parkedAtRelease int    // parked at the last release, or fewer since
+	logins          uint64 // logins counted at the previous sweep
+	quiet           int    // sweeps in a row past the threshold that asked nobody
+	last            mono   // the last release (0: none yet)
+}
+
+const (
+	releaseAfterParking = 256
+	releaseQuietSweeps  = 5
+	releaseEvery        = 10 * time.Second
+)
+
+// next takes one sweep's figures (sessions it asked to park, sessions
+// parked, logins so far) and reports whether to release memory now.
+func (r *releaseState) next(asked, parked int, logins uint64, now mono) bool {
+	r.parkedAtRelease = min(r.parkedAtRelease, parked)
+	arrived := logins != r.logins
+	r.logins = logins
+	if asked > 0 || parked-r.parkedAtRelease < releaseAfterParking {
+		r.quiet = 0
+		return false
+	}
+	r.quiet++
+	if arrived && r.quiet < releaseQuietSweeps {
+		return false
+	}
+	if r.last != 0 && now.Sub(r.last) < releaseEvery {
+		return false
+	}
+	r.parkedAtRelease, r.quiet, r.last = parked, 0, now
+	return true
 }
 
 // admitted notes a session that has just logged in, for sweepYoung.
 func (p *parker) admitted(ss *session) {
+	p.logins.Add(1)
 	p.mu.Lock()
 	if p.running {
 		p.young = append(p.young, youngSession{ss, monoNow()})
@@ -302,10 +353,6 @@ func (p *parker) sweepYoung() {
 	clear(list[:cap(list)]) // no session kept alive by the spare
 	p.spare = list[:0]
 }
-
-// releaseAfterParking is how many more sessions must be parked than at the
-// last release of memory to the OS for the next one.
-const releaseAfterParking = 256
 
 // park registers the idle session's socket and reports whether it did; the
 // caller's goroutine must then return without touching the session.
@@ -405,6 +452,8 @@ func (p *parker) close() {
 	syscall.Write(p.pipe[1], []byte{0})
 	<-p.done
 	syscall.Close(p.pipe[1])
+	close(p.releases) // the loop, its only sender, has ended
+	<-p.releaserDone
 }
 
 // detachable reports whether the session can let go of its socket's

@@ -159,6 +159,10 @@ func (s *Server) poolFor(dbName string, db configs.Database, user string, client
 		return e, nil
 	}
 	s.mu.Unlock()
+	// The names may be substrings of a client's startup packet
+	// (protocol.ParseStartup): a pool lives on, the packet need not.
+	dbName, user = strings.Clone(dbName), strings.Clone(user)
+	key = poolKey{dbName, user}
 
 	dial, err := s.dialConfig(cfg, dbName, db, user, clientPassword)
 	if err != nil {

@@ -211,7 +211,7 @@ func (ss *session) finish(err error) {
 	case pe != nil:
 		ss.logger().Info("client disconnected", zap.String("reason", pe.Message))
 	case re != nil:
-	case err == nil || errors.Is(err, errClientTerminated) || isEOF(err) || errors.Is(err, errServerGone) ||
+	case err == nil || errors.Is(err, errClientTerminated) || protocol.IsDisconnect(err) || errors.Is(err, errServerGone) ||
 		errors.Is(err, errClientGone) || errors.Is(err, errAdminDone):
 		if ss.debugEnabled() {
 			ss.logger().Debug("client disconnected")

@@ -500,14 +500,26 @@ func (ss *session) dropHandshake() {
 		return
 	}
 	ss.handshake = nil
+	// Both buffers may have held a password or a token: wiped, whether
+	// they are kept for the next login or not.
+	h.in.Reset(zeros{})
+	h.in.Peek(loginBufSize) // overwrites the reader's buffer
 	h.in.Reset(nil)
 	scratch := h.scratch[:0]
+	clear(scratch[:cap(scratch)])
 	if cap(scratch) > maxKeptScratch {
 		scratch = nil // an Entra token, say: not kept for every login
 	}
-	clear(scratch[:cap(scratch)]) // it held a password, maybe
 	*h = loginState{in: h.in, scratch: scratch}
 	handshakes.Put(h)
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(b []byte) (int, error) {
+	clear(b)
+	return len(b), nil
 }
 
 // maxKeptScratch bounds the authentication buffer a login state keeps for

@@ -5,9 +5,7 @@ package router
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
-	"os"
 	"strings"
 
 	"go.uber.org/zap"
@@ -74,11 +72,6 @@ func sanitize(err error) string {
 type relayedError struct {
 	frame []byte
 	err   error
-}
-
-func isEOF(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, os.ErrClosed) || strings.Contains(err.Error(), "connection reset")
 }
 
 func isTimeout(err error) bool {

@@ -51,7 +51,7 @@ func TestAParkedTLS13ClientsKeyUpdateResumesItsSessionWhichAnswersUnderNewKeys(t
 	skipWithoutParking(t)
 	bin, err := exec.LookPath("openssl")
 	if err != nil {
-		t.Skip("openssl is not installed")
+		t.Fatal("openssl is not installed (.ci/install installs it)")
 	}
 	t.Parallel()
 	ctx := testContext(t)

@@ -3,9 +3,7 @@ package admin
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"strings"
 
 	"go.uber.org/zap"
@@ -150,7 +148,7 @@ func (c *Console) Serve(out []byte) error {
 // deadline only ever fires here because of kill or wake, and the session
 // must not mistake it for client_login_timeout.
 func (c *Console) ioErr(err error) error {
-	if c.ss.Killed() || isTimeout(err) || isEOF(err) {
+	if c.ss.Killed() || isTimeout(err) || protocol.IsDisconnect(err) {
 		return ErrDone
 	}
 	return err
@@ -172,11 +170,6 @@ func (c *Console) onWake() error {
 
 // errShuttingDown ends a console session when pgferry shuts down.
 var errShuttingDown = protocol.Fatal(protocol.SQLStateAdminShutdown, "pgferry is shutting down")
-
-func isEOF(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, os.ErrClosed) || strings.Contains(err.Error(), "connection reset")
-}
 
 func isTimeout(err error) bool {
 	ne, ok := errors.AsType[net.Error](err)
