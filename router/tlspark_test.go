@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -89,7 +88,7 @@ func TestAParkedTLS13ClientsKeyUpdateResumesItsSessionWhichAnswersUnderNewKeys(t
 	// waitFor waits for the n-th occurrence of s in what s_client printed.
 	waitFor := func(what, s string, n int) {
 		t.Helper()
-		ferrytest.Eventually(t, 20*time.Second, what, func() (bool, error) {
+		ferrytest.Eventually(t, parkWait, what, func() (bool, error) {
 			return strings.Count(out.String(), s) >= n, nil
 		})
 	}
