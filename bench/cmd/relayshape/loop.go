@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,19 +11,43 @@ import (
 
 // end is one socket of a session as an event loop sees it.
 type end struct {
-	fd      int
+	fd int
+	// conn, if set, still owns fd: the socket stays registered in Go's
+	// netpoller while the loop reads and writes it, and closing conn
+	// closes fd.
+	conn    net.Conn
 	peer    *end
 	pending []byte // read from peer, not yet written to fd
 	events  uint32 // interest registered with epoll
+}
+
+// handover is a new session on its way from the acceptor to a loop.
+type handover struct {
+	client, server end
+}
+
+// sockets says how the acceptor makes a session's descriptors, which
+// decides whether Go's netpoller still has them registered while a loop
+// owns them.
+type sockets struct {
+	// keepServer and keepClient keep the net.Conn open and hand the loop
+	// its descriptor (SyscallConn().Control): Go's netpoller (edge-
+	// triggered epoll) stays registered for the socket, and every event
+	// on it also wakes the netpoller if a thread is blocked in it. Unset,
+	// the loop gets a duplicate and the net.Conn is closed (detach).
+	keepServer, keepClient bool
+	// rawDial makes the server socket with socket(2) and connect(2): it is
+	// never in Go's netpoller.
+	rawDial bool
 }
 
 // eventLoop owns an epoll set and the sessions registered in it. All its
 // fields but inbox and wakeW belong to the loop goroutine.
 type eventLoop struct {
 	epfd int
-	// inbox carries new sessions (client fd, server fd) from the acceptor;
-	// a byte written to wakeW makes the loop look at it.
-	inbox        chan [2]int
+	// inbox carries new sessions from the acceptor; a byte written to
+	// wakeW makes the loop look at it.
+	inbox        chan handover
 	wakeR, wakeW int
 	ends         []*end // indexed by fd
 	buf          []byte
@@ -67,7 +90,7 @@ func newEventLoop(raw, netpoll bool) (*eventLoop, error) {
 	if err := syscall.Pipe2(p[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("pipe2: %w", err)
 	}
-	l := &eventLoop{epfd: epfd, inbox: make(chan [2]int, 4096), wakeR: p[0], wakeW: p[1], buf: make([]byte, 16<<10), raw: raw,
+	l := &eventLoop{epfd: epfd, inbox: make(chan handover, 4096), wakeR: p[0], wakeW: p[1], buf: make([]byte, 16<<10), raw: raw,
 		events: make([]syscall.EpollEvent, 256)}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.wakeR)}
 	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, l.wakeR, &ev); err != nil {
@@ -91,32 +114,69 @@ func newEventLoop(raw, netpoll bool) (*eventLoop, error) {
 }
 
 // acceptToLoops accepts clients, dials their server connections and hands
-// both descriptors, taken away from Go's netpoller, to the loops in turn.
-func acceptToLoops(ln net.Listener, serverAddr string, ls []*eventLoop) error {
+// both descriptors to the loops in turn, taken away from Go's netpoller
+// unless how keeps them there.
+func acceptToLoops(ln net.Listener, serverAddr string, ls []*eventLoop, how sockets) error {
+	var raddr *net.TCPAddr
+	if how.rawDial {
+		var err error
+		if raddr, err = net.ResolveTCPAddr("tcp4", serverAddr); err != nil {
+			return err
+		}
+	}
 	for i := 0; ; i++ {
 		c, err := ln.Accept()
 		if err != nil {
 			return fmt.Errorf("accept: %w", err)
 		}
-		s, err := net.Dial("tcp", serverAddr)
-		if err != nil {
+		var h handover
+		var err1, err2 error
+		if how.rawDial {
+			h.server.fd, err2 = dialRaw(raddr)
+		} else if s, err := net.Dial("tcp", serverAddr); err == nil {
+			h.server, err2 = takeOver(s, how.keepServer)
+		} else {
+			err2 = err
+		}
+		if err2 != nil {
 			c.Close()
 			continue
 		}
-		cfd, err1 := detach(c)
-		sfd, err2 := detach(s)
-		if err := errors.Join(err1, err2); err != nil {
-			return err
+		if h.client, err1 = takeOver(c, how.keepClient); err1 != nil {
+			return err1
 		}
 		l := ls[i%len(ls)]
-		l.inbox <- [2]int{cfd, sfd}
+		l.inbox <- h
 		// A full pipe already holds a wake-up: EAGAIN is fine.
 		_, _ = syscall.Write(l.wakeW, []byte{0})
 	}
 }
 
+// takeOver gives the loop c's socket: with keep, c's own descriptor, c
+// staying open (and in Go's netpoller) to be closed by the loop; without,
+// a detached duplicate.
+func takeOver(c net.Conn, keep bool) (end, error) {
+	if !keep {
+		fd, err := detach(c)
+		return end{fd: fd}, err
+	}
+	sc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		c.Close()
+		return end{}, err
+	}
+	fd := -1
+	if err := sc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		c.Close()
+		return end{}, err
+	}
+	return end{fd: fd, conn: c}, nil // net sockets are non-blocking already
+}
+
 // detach returns a non-blocking duplicate of c's descriptor and closes c,
-// which takes the original out of Go's netpoller.
+// as pgferry's parker detaches a parked client (router/park_linux.go):
+// closing c removes the original from Go's netpoller (epoll_ctl DEL before
+// close) but leaves the connection open in the duplicate.
 func detach(c net.Conn) (int, error) {
 	defer c.Close()
 	sc, err := c.(syscall.Conn).SyscallConn()
@@ -124,15 +184,42 @@ func detach(c net.Conn) (int, error) {
 		return -1, err
 	}
 	fd := -1
-	var derr error
-	if err := sc.Control(func(f uintptr) { fd, derr = syscall.Dup(int(f)) }); err != nil {
+	var errno syscall.Errno
+	if err := sc.Control(func(f uintptr) {
+		var r uintptr
+		r, _, errno = syscall.Syscall(syscall.SYS_FCNTL, f, syscall.F_DUPFD_CLOEXEC, 0)
+		fd = int(r)
+	}); err != nil {
 		return -1, err
 	}
-	if derr != nil {
-		return -1, fmt.Errorf("dup: %w", derr)
+	if errno != 0 {
+		return -1, fmt.Errorf("dup: %w", errno)
 	}
-	syscall.CloseOnExec(fd)
 	return fd, syscall.SetNonblock(fd, true)
+}
+
+// dialRaw connects a TCP socket to addr without the net package, so it is
+// never registered in Go's netpoller. The connect blocks the acceptor;
+// the socket is then made non-blocking, with TCP_NODELAY as net.Dial sets.
+func dialRaw(addr *net.TCPAddr) (int, error) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	sa := &syscall.SockaddrInet4{Port: addr.Port}
+	copy(sa.Addr[:], addr.IP.To4())
+	err = syscall.Connect(fd, sa)
+	if err == nil {
+		err = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+	}
+	if err == nil {
+		err = syscall.SetNonblock(fd, true)
+	}
+	if err != nil {
+		syscall.Close(fd)
+		return -1, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	return fd, nil
 }
 
 func (l *eventLoop) run() {
@@ -197,8 +284,9 @@ func (l *eventLoop) register() {
 	}
 	for {
 		select {
-		case s := <-l.inbox:
-			c, srv := &end{fd: s[0], events: syscall.EPOLLIN}, &end{fd: s[1], events: syscall.EPOLLIN}
+		case h := <-l.inbox:
+			c, srv := &h.client, &h.server
+			c.events, srv.events = syscall.EPOLLIN, syscall.EPOLLIN
 			c.peer, srv.peer = srv, c
 			for max(c.fd, srv.fd) >= len(l.ends) {
 				l.ends = append(l.ends, nil)
@@ -289,7 +377,11 @@ func (l *eventLoop) closeSession(e *end) {
 	for _, x := range []*end{e, e.peer} {
 		if x.fd >= 0 && l.ends[x.fd] == x {
 			l.ends[x.fd] = nil
-			syscall.Close(x.fd)
+			if x.conn != nil {
+				x.conn.Close()
+			} else {
+				syscall.Close(x.fd)
+			}
 			x.fd = -1
 		}
 	}

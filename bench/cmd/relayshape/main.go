@@ -4,7 +4,7 @@
 //
 // It has two subcommands:
 //
-//	relayshape serve -shape copy|inline|loop|loop-raw|loop-netpoll -server 127.0.0.1:5432
+//	relayshape serve -shape copy|inline|loop|loop-raw[-gonet|-gonet-all|-rawdial]|loop-netpoll -server 127.0.0.1:5432
 //	relayshape run [-rounds 3] [-shapes copy,inline,loop,...]
 //
 // serve runs one minimal 1:1 relay (every client gets its own new server

@@ -9,11 +9,12 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 )
 
 func serveMain(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
-	shape := fs.String("shape", "inline", "relay shape: copy, inline, loop, loop-raw, loop-netpoll")
+	shape := fs.String("shape", "inline", "relay shape: copy, inline, loop, loop-raw, loop-raw-gonet, loop-raw-gonet-all, loop-raw-rawdial, loop-netpoll")
 	listen := fs.String("listen", "127.0.0.1:0", "address to accept clients on")
 	server := fs.String("server", "", "PostgreSQL address (host:port)")
 	loops := fs.Int("loops", runtime.GOMAXPROCS(0), "event loops, for the loop shapes")
@@ -33,13 +34,22 @@ func serveMain(args []string) error {
 		session = copySession
 	case "inline":
 		session = inlineSession
-	case "loop", "loop-raw", "loop-netpoll":
-		ls, err := startLoops(*loops, *shape == "loop-raw", *shape == "loop-netpoll")
+	case "loop", "loop-raw", "loop-raw-gonet", "loop-raw-gonet-all", "loop-raw-rawdial", "loop-netpoll":
+		// The loop-raw-* shapes are loop-raw with the server sockets (and,
+		// for -all, the client sockets) left in Go's netpoller, or dialed
+		// without the net package.
+		how := sockets{
+			keepServer: *shape == "loop-raw-gonet" || *shape == "loop-raw-gonet-all",
+			keepClient: *shape == "loop-raw-gonet-all",
+			rawDial:    *shape == "loop-raw-rawdial",
+		}
+		raw := strings.HasPrefix(*shape, "loop-raw")
+		ls, err := startLoops(*loops, raw, *shape == "loop-netpoll")
 		if err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
 		fmt.Printf("listening %s\n", ln.Addr())
-		return acceptToLoops(ln, *server, ls)
+		return acceptToLoops(ln, *server, ls, how)
 	default:
 		return fmt.Errorf("serve: unknown shape %q", *shape)
 	}
