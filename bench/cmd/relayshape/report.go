@@ -35,7 +35,7 @@ func col(rs []result, f func(result) float64) float64 {
 func printTables(targets []string, results map[string][]result, rounds int) {
 	p := func(format string, args ...any) { fmt.Printf(format, args...) }
 	cell := func(v, base float64, format string) string {
-		if math.Abs(v) < 0.5 {
+		if math.Abs(v) < 0.5 && format == "%.0f" {
 			v = 0 // no "-0" from a difference of two dumps
 		}
 		switch {
@@ -83,6 +83,15 @@ func printTables(targets []string, results map[string][]result, rounds int) {
 	}
 	p("\nThe user-space part of the relay's CPU, its context switches (all threads, /proc/PID/task/*/status) per transaction, and its threads at the end of the run.\n\n")
 	table(more)
+
+	var waits []metric
+	for i, c := range clientCounts {
+		for k, title := range []string{"netpoll blocking waits/tx", "netpoll epoll_pwait/tx", "loop epoll_wait/tx"} {
+			waits = append(waits, metric{fmt.Sprintf("%s c%d", title, c), "%.2f", func(r result) float64 { return r.waits[i][k] }})
+		}
+	}
+	p("\nThe relay's epoll waits per transaction (perf stat): Go's netpoller blocking a thread in epoll_pwait (each ends in a wake-up), all of its epoll_pwait calls, and the event loops' epoll_wait.\n\n")
+	table(waits)
 
 	var split []metric
 	for _, part := range parts {

@@ -37,6 +37,9 @@ type result struct {
 	userMs  []float64          // the user-space part of cpuMs
 	csPerTx []float64          // relay context switches per transaction
 	threads []float64          // relay threads at the end of the run
+	// waits are epoll waits per transaction by waitEvents, per clientCounts
+	// (perf stat; NaN without perf).
+	waits [][len(waitEvents)]float64
 }
 
 type driver struct {
@@ -46,6 +49,7 @@ type driver struct {
 	tmp     string
 	loops   int
 	secs    int
+	perf    bool               // count epoll waits with perf stat
 	live    map[int]*relayProc // started and not yet killed, by pid
 	// connect is the last 100-client run's connect phase, to size the
 	// -T of bigger runs.
@@ -61,6 +65,7 @@ func runMain(args []string) error {
 	loops := fs.Int("loops", 0, "event loops of the loop shapes (default: the relay's GOMAXPROCS)")
 	noC1000 := fs.Bool("no-c1000", false, "skip the 1,000-client runs")
 	c1000Rounds := fs.Int("c1000-rounds", 1, "rounds that include the 1,000-client runs (each takes some 30 s per target, most of it logins)")
+	usePerf := fs.Bool("perf", true, "count the relay's epoll waits per transaction with perf stat (if perf runs)")
 	keep := fs.Bool("keep", false, "keep the temporary directory (callgrind outputs, relay logs)")
 	_ = fs.Parse(args)
 	targets := append([]string{direct}, strings.Split(*shapeList, ",")...)
@@ -97,7 +102,7 @@ func runMain(args []string) error {
 		return err
 	}
 	defer cluster.Stop()
-	d := &driver{ctx: ctx, cluster: cluster, self: self, tmp: tmp, loops: *loops, secs: *secs, live: map[int]*relayProc{}}
+	d := &driver{ctx: ctx, cluster: cluster, self: self, tmp: tmp, loops: *loops, secs: *secs, perf: *usePerf && perfRuns(), live: map[int]*relayProc{}}
 	defer d.killAll()
 	if out, err := d.pgbench(cluster.Port, "-i", "-s", "1", "-q"); err != nil {
 		return fmt.Errorf("pgbench -i: %v: %s", err, lastLine(out))
@@ -128,7 +133,7 @@ func runMain(args []string) error {
 func (d *driver) measure(target string, big bool) (result, error) {
 	r := result{instr: math.NaN()}
 	for _, c := range clientCounts {
-		t := throughput{math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN()}
+		t := noThroughput()
 		if c <= 100 || big {
 			var err error
 			if t, err = d.throughput(target, c); err != nil {
@@ -137,6 +142,7 @@ func (d *driver) measure(target string, big bool) (result, error) {
 		}
 		r.tps, r.cpuMs, r.userMs = append(r.tps, t.tps), append(r.cpuMs, t.cpuMs), append(r.userMs, t.userMs)
 		r.csPerTx, r.threads = append(r.csPerTx, t.csPerTx), append(r.threads, t.threads)
+		r.waits = append(r.waits, t.waits)
 	}
 	if target == direct {
 		return r, nil
@@ -160,14 +166,14 @@ type throughput struct {
 	userMs  float64 // user CPU ms per 1,000 transactions
 	csPerTx float64 // context switches per transaction
 	threads float64 // at the end of the run
+	waits   [len(waitEvents)]float64
 }
 
 // throughput runs pgbench -S -M simple with clients clients for d.secs of
 // steady state against target. The relay's figures cover the steady state
 // only, not the clients' logins.
 func (d *driver) throughput(target string, clients int) (throughput, error) {
-	nan := math.NaN()
-	t := throughput{nan, nan, nan, nan, nan}
+	t := noThroughput()
 	if err := d.waitBackendsGone(); err != nil {
 		return t, err
 	}
@@ -190,9 +196,14 @@ func (d *driver) throughput(target string, clients int) (throughput, error) {
 		secs += int((d.connect * time.Duration(clients) / 100 * 5 / 4).Seconds())
 	}
 	stopSampling := sample(p)
+	stopPerf := func() []waitCounts { return nil }
+	if p != nil && d.perf {
+		stopPerf = perfWaits(p.cmd.Process.Pid, filepath.Join(d.tmp, fmt.Sprintf("perf-%s-c%d", strings.ReplaceAll(target, "/", "-"), clients)))
+	}
 	start := time.Now()
 	out, err := d.pgbench(port, "-n", "-S", "-M", "simple", "-c", strconv.Itoa(clients), "-j", "2", "-T", strconv.Itoa(secs))
 	samples := stopSampling()
+	waits := stopPerf()
 	m := reTPS.FindStringSubmatch(out)
 	if err != nil || m == nil || reProcessed.FindStringSubmatch(out) == nil {
 		return t, fmt.Errorf("pgbench -c %d: %v: %s", clients, err, lastLine(out))
@@ -222,10 +233,32 @@ func (d *driver) throughput(target string, clients int) (throughput, error) {
 		t.userMs = float64(b.utime-a.utime) / clkTck * 1000 / (tx / 1000)
 		t.csPerTx = float64(b.switches-a.switches) / tx
 		t.threads = float64(procThreads(p))
+		// perf's intervals over the same window (perf started with
+		// pgbench, give or take a few ms).
+		var sum [len(waitEvents)]int64
+		intervals := 0
+		for _, w := range waits {
+			if at := start.Add(w.at); at.After(a.at) && !at.After(b.at) {
+				intervals++
+				for k, n := range w.counts {
+					sum[k] += n
+				}
+			}
+		}
+		if intervals > 0 {
+			for k := range sum {
+				t.waits[k] = float64(sum[k]) / (t.tps * 0.1 * float64(intervals))
+			}
+		}
 	}
-	logf("  c%-4d %-12s tps=%.0f cpu=%.1f ms/1k tx (user %.1f), %.2f ctx switches/tx, %.0f threads (-T %d, connecting %s)",
-		clients, target, t.tps, t.cpuMs, t.userMs, t.csPerTx, t.threads, secs, conn.Round(time.Millisecond))
+	logf("  c%-4d %-12s tps=%.0f cpu=%.1f ms/1k tx (user %.1f), %.2f ctx switches/tx, %.0f threads, netpoll blocking waits %.2f/tx (-T %d, connecting %s)",
+		clients, target, t.tps, t.cpuMs, t.userMs, t.csPerTx, t.threads, t.waits[0], secs, conn.Round(time.Millisecond))
 	return t, nil
+}
+
+func noThroughput() throughput {
+	nan := math.NaN()
+	return throughput{nan, nan, nan, nan, nan, [len(waitEvents)]float64{nan, nan, nan}}
 }
 
 type cpuSample struct {
