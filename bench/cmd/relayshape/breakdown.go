@@ -49,14 +49,15 @@ func goPart(fn string) string {
 
 // callgrindSelf sums a callgrind output file's self cost (Ir) by goPart.
 // Costs on "calls=" lines are the callee's inclusive cost and are skipped.
-func callgrindSelf(path string) (map[string]int64, error) {
+// It also counts the calls to runtime.netpoll, by any caller.
+func callgrindSelf(path string) (_ map[string]int64, netpollCalls int64, _ error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("callgrind output: %w", err)
+		return nil, 0, fmt.Errorf("callgrind output: %w", err)
 	}
 	defer f.Close()
 	fns := map[string]string{}
-	var fn string
+	var fn, cfn string
 	skipNext := false
 	out := map[string]int64{}
 	npos, ir := 1, 0
@@ -85,17 +86,21 @@ func callgrindSelf(path string) (map[string]int64, error) {
 			continue
 		case strings.HasPrefix(line, "events:"):
 			if ir = slices.Index(strings.Fields(line[len("events:"):]), "Ir"); ir < 0 {
-				return nil, fmt.Errorf("%s: no Ir event", path)
+				return nil, 0, fmt.Errorf("%s: no Ir event", path)
 			}
 			continue
 		case strings.HasPrefix(line, "fn="):
 			fn = name(line[3:])
 			continue
 		case strings.HasPrefix(line, "cfn="):
-			name(line[4:])
+			cfn = name(line[4:])
 			continue
 		case strings.HasPrefix(line, "calls="):
 			skipNext = true
+			if cfn == "runtime.netpoll" {
+				n, _ := strconv.ParseInt(strings.Fields(line[len("calls="):])[0], 10, 64)
+				netpollCalls += n
+			}
 			continue
 		}
 		if c := line[0]; !(c >= '0' && c <= '9' || c == '+' || c == '-' || c == '*') {
@@ -113,7 +118,7 @@ func callgrindSelf(path string) (map[string]int64, error) {
 			out[goPart(fn)] += v
 		}
 	}
-	return out, sc.Err()
+	return out, netpollCalls, sc.Err()
 }
 
 // callgrindTotal reads the "summary:" (or "totals:") Ir count of a callgrind

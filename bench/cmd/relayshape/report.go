@@ -84,13 +84,13 @@ func printTables(targets []string, results map[string][]result, rounds int) {
 	p("\nThe user-space part of the relay's CPU, its context switches (all threads, /proc/PID/task/*/status) per transaction, and its threads at the end of the run.\n\n")
 	table(more)
 
-	var waits []metric
+	waits := []metric{{"runtime.netpoll calls/tx c4 (callgrind)", "%.2f", func(r result) float64 { return r.netpoll }}}
 	for i, c := range clientCounts {
 		for k, title := range []string{"netpoll blocking waits/tx", "netpoll epoll_pwait/tx", "loop epoll_wait/tx"} {
 			waits = append(waits, metric{fmt.Sprintf("%s c%d", title, c), "%.2f", func(r result) float64 { return r.waits[i][k] }})
 		}
 	}
-	p("\nThe relay's epoll waits per transaction (perf stat): Go's netpoller blocking a thread in epoll_pwait (each ends in a wake-up), all of its epoll_pwait calls, and the event loops' epoll_wait.\n\n")
+	p("\nGo's netpoller per transaction: calls to runtime.netpoll under callgrind (pgbench -c 4), and the relay's epoll waits (perf stat): the netpoller blocking a thread in epoll_pwait (each ends in a wake-up), all of its epoll_pwait calls, and the event loops' epoll_wait.\n\n")
 	table(waits)
 
 	var split []metric

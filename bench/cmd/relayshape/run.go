@@ -32,6 +32,7 @@ var clientCounts = []int{100, 1000}
 type result struct {
 	instr   float64            // relay instructions per transaction (callgrind)
 	parts   map[string]float64 // instr split by goPart
+	netpoll float64            // calls to runtime.netpoll per transaction (callgrind)
 	tps     []float64          // per clientCounts
 	cpuMs   []float64          // relay CPU ms per 1,000 transactions
 	userMs  []float64          // the user-space part of cpuMs
@@ -131,7 +132,7 @@ func runMain(args []string) error {
 }
 
 func (d *driver) measure(target string, big bool) (result, error) {
-	r := result{instr: math.NaN()}
+	r := result{instr: math.NaN(), netpoll: math.NaN()}
 	for _, c := range clientCounts {
 		t := noThroughput()
 		if c <= 100 || big {
@@ -148,7 +149,7 @@ func (d *driver) measure(target string, big bool) (result, error) {
 		return r, nil
 	}
 	var err error
-	r.instr, r.parts, err = d.instructions(target)
+	r.instr, r.parts, r.netpoll, err = d.instructions(target)
 	return r, err
 }
 
@@ -327,15 +328,15 @@ func (d *driver) waitBackendsGone() error {
 // GODEBUG=asyncpreemptoff=1 (callgrind asserts on Go's preemption
 // signals) and cpu.rdtscp=off (valgrind 3.19 cannot decode RDTSCP), and is
 // ended with SIGKILL.
-func (d *driver) instructions(shape string) (float64, map[string]float64, error) {
+func (d *driver) instructions(shape string) (perTx float64, split map[string]float64, netpollPerTx float64, err error) {
 	const clients, shortTx, longTx = 4, 200, 2000
 	if err := d.waitBackendsGone(); err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	out := filepath.Join(d.tmp, "callgrind."+strings.ReplaceAll(shape, "/", "-"))
 	p, err := d.startRelay(shape, out)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	defer d.kill(p)
 	run := func(txs int) error {
@@ -353,36 +354,37 @@ func (d *driver) instructions(shape string) (float64, map[string]float64, error)
 		return nil
 	}
 	if err := run(20); err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	if err := control("--zero"); err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	var totals [2]int64
 	for i, txs := range []int{shortTx, longTx} {
 		if err := run(txs); err != nil {
-			return 0, nil, err
+			return 0, nil, 0, err
 		}
 		if err := control("--dump"); err != nil {
-			return 0, nil, err
+			return 0, nil, 0, err
 		}
 		if totals[i], err = d.waitDump(fmt.Sprintf("%s.%d", out, i+1)); err != nil {
-			return 0, nil, err
+			return 0, nil, 0, err
 		}
 	}
 	tx := float64(clients * (longTx - shortTx))
-	perTx := float64(totals[1]-totals[0]) / tx
-	a, err1 := callgrindSelf(out + ".1")
-	b, err2 := callgrindSelf(out + ".2")
+	perTx = float64(totals[1]-totals[0]) / tx
+	a, npA, err1 := callgrindSelf(out + ".1")
+	b, npB, err2 := callgrindSelf(out + ".2")
 	if err := errors.Join(err1, err2); err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
-	split := map[string]float64{}
+	split = map[string]float64{}
 	for k, v := range b {
 		split[k] = float64(v-a[k]) / tx
 	}
-	logf("  callgrind %-12s %.0f instructions/tx", shape, perTx)
-	return perTx, split, nil
+	netpollPerTx = float64(npB-npA) / tx
+	logf("  callgrind %-12s %.0f instructions/tx, %.2f runtime.netpoll calls/tx", shape, perTx, netpollPerTx)
+	return perTx, split, netpollPerTx, nil
 }
 
 // waitDump waits for a dump file to be complete and returns its total.
