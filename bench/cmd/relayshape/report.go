@@ -41,7 +41,7 @@ func printTables(targets []string, results map[string][]result, rounds int) {
 		switch {
 		case math.IsNaN(v):
 			return "–"
-		case math.IsNaN(base) || math.Abs(base) < 10 && format == "%.0f":
+		case math.IsNaN(base) || math.Abs(base) < 10 && format == "%.0f" || math.Abs(base) < 0.05:
 			return fmt.Sprintf(format, v) // a ratio to next to nothing means nothing
 		}
 		return fmt.Sprintf(format+" (%.2f×)", v, v/base)

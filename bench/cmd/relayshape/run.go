@@ -25,8 +25,8 @@ import (
 // direct is the target that is PostgreSQL itself, no relay.
 const direct = "direct"
 
-// clientCounts are the pgbench -c of the throughput runs.
-var clientCounts = []int{100, 1000}
+// clientCounts are the pgbench -c of the throughput runs (-clients).
+var clientCounts []int
 
 // result is one target's measurements in one round; NaN where not measured.
 type result struct {
@@ -64,14 +64,21 @@ func runMain(args []string) error {
 		"relay shapes to measure, besides PostgreSQL direct; shape/N runs a loop shape with N event loops")
 	secs := fs.Int("T", 8, "pgbench -T (seconds) of each throughput run")
 	loops := fs.Int("loops", 0, "event loops of the loop shapes (default: the relay's GOMAXPROCS)")
-	noC1000 := fs.Bool("no-c1000", false, "skip the 1,000-client runs")
+	clients := fs.String("clients", "100,1000", "pgbench -c of the throughput runs; runs above 100 clients happen in the first -c1000-rounds rounds only")
+	noC1000 := fs.Bool("no-c1000", false, "skip the runs with more than 100 clients")
 	c1000Rounds := fs.Int("c1000-rounds", 1, "rounds that include the 1,000-client runs (each takes some 30 s per target, most of it logins)")
 	usePerf := fs.Bool("perf", true, "count the relay's epoll waits per transaction with perf stat (if perf runs)")
 	keep := fs.Bool("keep", false, "keep the temporary directory (callgrind outputs, relay logs)")
 	_ = fs.Parse(args)
 	targets := append([]string{direct}, strings.Split(*shapeList, ",")...)
-	if *noC1000 {
-		clientCounts = clientCounts[:1]
+	for _, c := range strings.Split(*clients, ",") {
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 1 {
+			return fmt.Errorf("-clients: %q is not a client count", c)
+		}
+		if n <= 100 || !*noC1000 {
+			clientCounts = append(clientCounts, n)
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
