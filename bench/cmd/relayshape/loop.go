@@ -130,20 +130,19 @@ func acceptToLoops(ln net.Listener, serverAddr string, ls []*eventLoop, how sock
 			return fmt.Errorf("accept: %w", err)
 		}
 		var h handover
-		var err1, err2 error
 		if how.rawDial {
-			h.server.fd, err2 = dialRaw(raddr)
-		} else if s, err := net.Dial("tcp", serverAddr); err == nil {
-			h.server, err2 = takeOver(s, how.keepServer)
+			h.server.fd, err = dialRaw(raddr)
+		} else if s, derr := net.Dial("tcp", serverAddr); derr != nil {
+			err = derr
 		} else {
-			err2 = err
+			h.server, err = takeOver(s, how.keepServer)
 		}
-		if err2 != nil {
+		if err != nil {
 			c.Close()
 			continue
 		}
-		if h.client, err1 = takeOver(c, how.keepClient); err1 != nil {
-			return err1
+		if h.client, err = takeOver(c, how.keepClient); err != nil {
+			return err // the process ends: no need to close the server socket
 		}
 		l := ls[i%len(ls)]
 		l.inbox <- h
