@@ -39,6 +39,8 @@ const (
 	stWaiting
 	// stParked: in the parker's set, without a goroutine.
 	stParked
+	// stEnded: the session is over (others may still hold it for a while).
+	stEnded
 )
 
 const evDoomed = evDoomTxn | evDoomBacklog | evDoomListen

@@ -151,15 +151,16 @@ func TestSessionsThatLoggedInAndWaitAreAskedToParkOnceWithoutWaitingForASweep(t 
 	srv := &Server{log: zap.NewNop()}
 	p := &srv.parker
 	p.srv = srv
-	waiting, fresh, busy := &session{srv: srv}, &session{srv: srv}, &session{srv: srv, server: &pool.ServerConn{}}
+	waiting, fresh, busy, ended := &session{srv: srv}, &session{srv: srv}, &session{srv: srv, server: &pool.ServerConn{}}, &session{srv: srv}
+	ended.flags.Store(stEnded)
 	now := monoNow()
-	p.young = []youngSession{{waiting, now - mono(youngIdle)}, {fresh, now + mono(time.Hour)}, {busy, now - mono(youngIdle)}}
+	p.young = []youngSession{{waiting, now - mono(youngIdle)}, {fresh, now + mono(time.Hour)}, {busy, now - mono(youngIdle)}, {ended, now - mono(youngIdle)}}
 	p.sweepYoung()
 	if !waiting.has(evPark) || !waiting.has(evWake) {
 		t.Fatalf("a session idle since it logged in %v ago was not asked to park (flags %b)", youngIdle, waiting.flags.Load())
 	}
-	if fresh.has(evPark) || busy.has(evPark) {
-		t.Fatalf("a session that just logged in (flags %b) or is in a transaction (flags %b) was asked to park", fresh.flags.Load(), busy.flags.Load())
+	if fresh.has(evPark) || busy.has(evPark) || ended.has(evPark|evWake) {
+		t.Fatalf("a session that just logged in (flags %b), is in a transaction (flags %b) or ended (flags %b) was asked to park", fresh.flags.Load(), busy.flags.Load(), ended.flags.Load())
 	}
 	if len(p.young) != 1 || p.young[0].ss != fresh {
 		t.Fatalf("after a look, %d sessions wait to be looked at again; want only the one too young", len(p.young))

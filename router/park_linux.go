@@ -312,7 +312,8 @@ func (p *parker) admitted(ss *session) {
 // up, a fleet of functions starting) would otherwise keep a goroutine each
 // for a second or two, and Go keeps a goroutine's descriptor for good
 // once that many have run at once. A session that is busy is woken once
-// for nothing; one that ended is not touched.
+// for nothing; one that ended (most, for clients that connect per query)
+// is not touched.
 func (p *parker) sweepYoung() {
 	p.mu.Lock()
 	list := p.young
@@ -330,8 +331,8 @@ func (p *parker) sweepYoung() {
 			continue
 		}
 		ss := y.ss
-		if ss.has(stParked | stWaiting) {
-			continue // (one that ended meanwhile is woken for nothing)
+		if ss.has(stParked | stWaiting | stEnded) {
+			continue
 		}
 		ss.mu.Lock()
 		idle := ss.server == nil && ss.pumpDone == nil

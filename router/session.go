@@ -410,6 +410,7 @@ func (ss *session) run() {
 			return
 		}
 		ss.srv.unregister(ss)
+		ss.flags.Or(stEnded)
 		if ss.rd != nil {
 			ss.rd.Release()
 			ss.wr.Release()
