@@ -137,7 +137,7 @@ func (s *Server) lookupUser(cfg *configs.Config, database, user string) (auth.Cr
 			r.cred, r.known = cred, true
 		}
 	}
-	s.authQueries.put(user, r)
+	s.authQueries.put(strings.Clone(user), r) // the name may be a substring of a startup packet
 	return r.cred, r.known, nil
 }
 

@@ -64,6 +64,9 @@ func (ss *session) serve() error {
 			}
 			return err
 		}
+		if ss.has(stYoung) {
+			ss.flags.And(^stYoung) // a request: the regular sweep's from now on
+		}
 		if err := ss.handle(typ, size); err != nil {
 			return err
 		}

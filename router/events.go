@@ -41,6 +41,8 @@ const (
 	stParked
 	// stEnded: the session is over (others may still hold it for a while).
 	stEnded
+	// stYoung: logged in and not a request read since (see sweepYoung).
+	stYoung
 )
 
 const evDoomed = evDoomTxn | evDoomBacklog | evDoomListen

@@ -36,8 +36,11 @@ type parker struct {
 	once sync.Once
 	epfd int
 	pipe [2]int // loop's stop signal: close writes to pipe[1]
-	done chan struct{}
-	tick atomic.Uint32 // sweeps so far; sessions record it when active
+	// nudge wakes the loop when a session is admitted to an empty young
+	// list (admitted writes to nudge[1]), so its wait is recomputed.
+	nudge [2]int
+	done  chan struct{}
+	tick  atomic.Uint32 // sweeps so far; sessions record it when active
 
 	// release decides when memory goes back to the OS (see sweep); loop
 	// only. releases asks the releaser goroutine to return it, and
@@ -47,8 +50,11 @@ type parker struct {
 	releases     chan struct{}
 	releaserDone chan struct{}
 	logins       atomic.Uint64
-	// spare is the loop's other slice for young sessions (see sweepYoung).
-	spare []youngSession
+	// due is the loop's slice of young sessions being looked at (see
+	// sweepYoung), and youngAsked how many it asked to park since the last
+	// sweep.
+	due        []youngSession
+	youngAsked int
 
 	mu     sync.Mutex
 	parked map[uint64]*session // keyed by session id, the epoll event's data
@@ -74,8 +80,12 @@ type youngSession struct {
 	at mono
 }
 
-// stopKey is the epoll data of the stop pipe; session ids start at 1.
-const stopKey = 0
+// stopKey and nudgeKey are the epoll data of the stop and nudge pipes;
+// session ids start at 1 and never reach nudgeKey.
+const (
+	stopKey  = 0
+	nudgeKey = ^uint64(0)
+)
 
 // start sets up the epoll set and the loop on first use (the first plain
 // TCP session) and reports whether parking is available.
@@ -103,12 +113,23 @@ func (p *parker) start() bool {
 			close(p.done)
 			return
 		}
-		ev := syscall.EpollEvent{Events: syscall.EPOLLIN}
-		setEventKey(&ev, stopKey)
-		if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p.pipe[0], &ev); err != nil {
+		if err := syscall.Pipe2(p.nudge[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
 			syscall.Close(epfd)
 			syscall.Close(p.pipe[0])
 			syscall.Close(p.pipe[1])
+			p.failed = true
+			close(p.done)
+			return
+		}
+		stop := syscall.EpollEvent{Events: syscall.EPOLLIN}
+		setEventKey(&stop, stopKey)
+		nudge := syscall.EpollEvent{Events: syscall.EPOLLIN}
+		setEventKey(&nudge, nudgeKey)
+		if syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p.pipe[0], &stop) != nil ||
+			syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p.nudge[0], &nudge) != nil {
+			for _, fd := range []int{epfd, p.pipe[0], p.pipe[1], p.nudge[0], p.nudge[1]} {
+				syscall.Close(fd)
+			}
 			p.failed = true
 			close(p.done)
 			return
@@ -141,16 +162,20 @@ func (p *parker) loop() {
 	defer close(p.done)
 	defer syscall.Close(p.epfd)
 	defer syscall.Close(p.pipe[0])
+	defer syscall.Close(p.nudge[0])
 	events := make([]syscall.EpollEvent, 128)
 	lastSweep := time.Now()
+	var drain [64]byte
 	for {
-		wait := sweepEveryMS
+		wait := sweepEveryMS - int(time.Since(lastSweep)/time.Millisecond)
 		p.mu.Lock()
 		if len(p.young) > 0 {
-			wait = int(youngIdle / time.Millisecond)
+			// Until the oldest young session is due (the list is in
+			// admission order).
+			wait = min(wait, int((youngIdle-monoNow().Sub(p.young[0].at))/time.Millisecond)+1)
 		}
 		p.mu.Unlock()
-		n, err := syscall.EpollWait(p.epfd, events, wait)
+		n, err := syscall.EpollWait(p.epfd, events, max(wait, 0))
 		if err != nil && !errors.Is(err, syscall.EINTR) {
 			p.srv.log.Error("idle-session poller failed; idle clients keep a goroutine from now on", zap.Error(err))
 			p.fail()
@@ -158,8 +183,16 @@ func (p *parker) loop() {
 		}
 		for i := 0; i < n; i++ {
 			key := eventKey(&events[i])
-			if key == stopKey {
+			switch key {
+			case stopKey:
 				return
+			case nudgeKey:
+				for {
+					if n, _ := syscall.Read(p.nudge[0], drain[:]); n <= 0 {
+						break
+					}
+				}
+				continue
 			}
 			p.mu.Lock()
 			ss := p.parked[key]
@@ -181,6 +214,7 @@ func (p *parker) loop() {
 func (p *parker) fail() {
 	p.mu.Lock()
 	p.failed = true
+	p.young = nil // nobody will look at them
 	rest := make([]*session, 0, len(p.parked))
 	for id, ss := range p.parked {
 		rest = append(rest, ss)
@@ -227,6 +261,8 @@ func (p *parker) sweep() {
 			asked++
 		}
 	})
+	asked += p.youngAsked // a wave is not over while its last sessions are asked
+	p.youngAsked = 0
 	if p.release.next(asked, p.count(), p.logins.Load(), monoNow()) {
 		select {
 		case p.releases <- struct{}{}:
@@ -296,57 +332,68 @@ func (r *releaseState) next(asked, parked int, logins uint64, now mono) bool {
 	return true
 }
 
-// admitted notes a session that has just logged in, for sweepYoung.
+// admitted notes a session that has just logged in, for sweepYoung, and
+// marks it young until it reads its first request (see serve).
 func (p *parker) admitted(ss *session) {
 	p.logins.Add(1)
+	ss.flags.Or(stYoung)
 	p.mu.Lock()
-	if p.running {
+	if p.running && !p.failed {
 		p.young = append(p.young, youngSession{ss, monoNow()})
+		if len(p.young) == 1 {
+			// The loop may be waiting for its next sweep: it must look
+			// at this one sooner.
+			syscall.Write(p.nudge[1], []byte{0})
+		}
 	}
 	p.mu.Unlock()
 }
 
-// sweepYoung asks sessions that logged in youngIdle ago or more to park if
-// they are idle, once each, without waiting for a whole sweep interval. A
-// burst of clients that connect and then wait (a connection pool filling
-// up, a fleet of functions starting) would otherwise keep a goroutine each
-// for a second or two, and Go keeps a goroutine's descriptor for good
-// once that many have run at once. A session that is busy is woken once
-// for nothing; one that ended (most, for clients that connect per query)
-// is not touched.
+// sweepYoung asks sessions that logged in youngIdle ago or more and have
+// sent nothing since (stYoung) to park if they are idle, once each,
+// without waiting for a whole sweep interval. A burst of clients that
+// connect and then wait (a connection pool filling up, a fleet of
+// functions starting) would otherwise keep a goroutine each for a second
+// or two, and Go keeps a goroutine's descriptor for good once that many
+// have run at once. A session that has sent a request is left to the
+// regular sweep, and one that ended (most, for clients that connect per
+// query) is not touched. The young list is in admission order: only its
+// due head is looked at.
 func (p *parker) sweepYoung() {
+	now := monoNow()
 	p.mu.Lock()
-	list := p.young
-	if len(list) == 0 {
+	n := 0
+	for n < len(p.young) && now.Sub(p.young[n].at) >= youngIdle {
+		n++
+	}
+	if n == 0 {
 		p.mu.Unlock()
 		return
 	}
-	p.young, p.spare = p.spare, nil
+	p.due = append(p.due[:0], p.young[:n]...)
+	rest := copy(p.young, p.young[n:])
+	clear(p.young[rest:]) // no session kept alive past the list's end
+	p.young = p.young[:rest]
 	p.mu.Unlock()
-	now := monoNow()
-	keep := list[:0]
-	for _, y := range list {
-		if now.Sub(y.at) < youngIdle {
-			keep = append(keep, y)
-			continue
-		}
+	if p.srv.isDraining() {
+		clear(p.due)
+		return
+	}
+	for _, y := range p.due {
 		ss := y.ss
-		if ss.has(stParked | stWaiting | stEnded) {
+		if !ss.has(stYoung) || ss.has(stParked|stWaiting|stEnded) {
 			continue
 		}
 		ss.mu.Lock()
-		idle := ss.server == nil && ss.pumpDone == nil
+		idle := !ss.stopping && ss.server == nil && ss.pumpDone == nil
 		ss.mu.Unlock()
 		if idle {
 			ss.flags.Or(evPark)
 			ss.wake()
+			p.youngAsked++
 		}
 	}
-	p.mu.Lock()
-	p.young = append(p.young, keep...)
-	p.mu.Unlock()
-	clear(list[:cap(list)]) // no session kept alive by the spare
-	p.spare = list[:0]
+	clear(p.due)
 }
 
 // park registers the idle session's socket and reports whether it did; the
@@ -449,4 +496,7 @@ func (p *parker) close() {
 	syscall.Close(p.pipe[1])
 	close(p.releases) // the loop, its only sender, has ended
 	<-p.releaserDone
+	p.mu.Lock()
+	syscall.Close(p.nudge[1]) // under mu: admitted writes to it under mu
+	p.mu.Unlock()
 }
