@@ -131,13 +131,14 @@ func (s *Server) lookupUser(cfg *configs.Config, database, user string) (auth.Cr
 	if err != nil {
 		return auth.Credential{}, false, fmt.Errorf("%w: %w", errAuthQuery, err)
 	}
+	user = strings.Clone(user) // it may be a substring of a startup packet: the cache keeps it
 	r := authQueryResult{until: now.Add(authQueryTTL)}
 	if found && stored != "" {
 		if cred, err := auth.ParseCredential(user, stored); err == nil {
 			r.cred, r.known = cred, true
 		}
 	}
-	s.authQueries.put(strings.Clone(user), r) // the name may be a substring of a startup packet
+	s.authQueries.put(user, r)
 	return r.cred, r.known, nil
 }
 

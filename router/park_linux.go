@@ -23,14 +23,17 @@ import (
 // from the client, a wake (a notification, shutdown) or a kill starts a
 // fresh goroutine that carries on where the old one left off. Busy clients
 // do not park: the sweep only picks sessions that sent nothing for a second
-// or more, and a session that has just logged in is asked once, after
-// youngIdle, only if it is idle then (sweepYoung). A session parked
+// or more, and a session that has logged in and sent no request yet is
+// asked once, youngIdle after its login, if it is idle then (sweepYoung).
+// A session parked
 // with client_idle_timeout armed gets a timer that resumes it when due. A
 // TLS session parks on the socket TLS runs over, once tlsHoldsInput found
 // nothing left in the TLS layer.
 //
-// The parker's goroutine (loop) waits on the epoll set and sweeps once a
-// second; Server.Shutdown stops it through a pipe in the same set.
+// The parker's goroutine (loop) waits on the epoll set, sweeps once a
+// second and looks at young sessions as they come due; a login nudges it
+// through a pipe in the set when the young list was empty, and
+// Server.Shutdown stops it through another.
 type parker struct {
 	srv  *Server
 	once sync.Once
@@ -58,8 +61,8 @@ type parker struct {
 
 	mu     sync.Mutex
 	parked map[uint64]*session // keyed by session id, the epoll event's data
-	// young are sessions logged in since the loop last looked at them, and
-	// when (see sweepYoung).
+	// young are the sessions admitted and not yet looked at by sweepYoung,
+	// with when, in admission order.
 	young   []youngSession
 	closed  bool // Shutdown is done with sessions: no more parking
 	failed  bool // epoll could not be set up or failed: never park
@@ -71,8 +74,12 @@ type parker struct {
 const sweepEveryMS = 1000
 
 // youngIdle is how long a session that has just logged in may sit idle
-// before it is asked to park (see sweepYoung), and how often the loop looks.
-const youngIdle = 100 * time.Millisecond
+// before it is asked to park (see sweepYoung); youngSlack how much later
+// the loop may look, to look at many at once.
+const (
+	youngIdle  = 100 * time.Millisecond
+	youngSlack = 50 * time.Millisecond
+)
 
 // youngSession is a session that logged in at a time.
 type youngSession struct {
@@ -171,8 +178,10 @@ func (p *parker) loop() {
 		p.mu.Lock()
 		if len(p.young) > 0 {
 			// Until the oldest young session is due (the list is in
-			// admission order).
-			wait = min(wait, int((youngIdle-monoNow().Sub(p.young[0].at))/time.Millisecond)+1)
+			// admission order), and youngSlack more, so that under a
+			// stream of logins one look takes many and the loop wakes a
+			// few times a second, not once per login.
+			wait = min(wait, int((youngIdle+youngSlack-monoNow().Sub(p.young[0].at))/time.Millisecond)+1)
 		}
 		p.mu.Unlock()
 		n, err := syscall.EpollWait(p.epfd, events, max(wait, 0))
@@ -374,6 +383,9 @@ func (p *parker) sweepYoung() {
 	rest := copy(p.young, p.young[n:])
 	clear(p.young[rest:]) // no session kept alive past the list's end
 	p.young = p.young[:rest]
+	if rest == 0 && cap(p.young) > maxKeptYoung {
+		p.young = nil // a burst's worth, not kept for good
+	}
 	p.mu.Unlock()
 	if p.srv.isDraining() {
 		clear(p.due)
@@ -394,7 +406,13 @@ func (p *parker) sweepYoung() {
 		}
 	}
 	clear(p.due)
+	if cap(p.due) > maxKeptYoung {
+		p.due = nil
+	}
 }
+
+// maxKeptYoung bounds the young lists' capacity kept after a burst.
+const maxKeptYoung = 1024
 
 // park registers the idle session's socket and reports whether it did; the
 // caller's goroutine must then return without touching the session.
