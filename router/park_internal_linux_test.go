@@ -53,16 +53,7 @@ func TestClosingTheParkerTwiceLeavesFilesOpenedMeanwhileAlone(t *testing.T) {
 func TestAParkedClientThatCannotBeResumedIsToldWhyAndItsDescriptorClosed(t *testing.T) {
 	// A pipe is no socket: net.FileConn fails on it as it does when the
 	// process is out of descriptors.
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	dup, err := syscall.Dup(int(w.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
+	r, dup := pipeToRead(t)
 	ss := &session{srv: &Server{log: zap.NewNop()}, fd: int32(dup)}
 
 	if err := ss.reattach(); err == nil {
@@ -101,16 +92,7 @@ func TestATLS13ClientThatCannotBeResumedIsToldWhyOverTLSAndItsKeysAreWiped(t *te
 	// The session's descriptor is a pipe's, on which net.FileConn fails as
 	// it does when the process is out of descriptors. What reattach writes
 	// to it is carried to the client's socket by hand.
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	dup, err := syscall.Dup(int(w.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
+	r, dup := pipeToRead(t)
 	ss := &session{srv: &Server{log: zap.NewNop()}, fd: int32(dup), conn: conn, tls: true}
 
 	if err := ss.reattach(); err == nil {
@@ -231,4 +213,21 @@ func TestMemoryGoesBackOnceAWaveOfParkingIsOverAndNotTooOften(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pipeToRead returns the read end of a pipe, closed when the test ends, and
+// a bare descriptor of its write end, for a session to own.
+func pipeToRead(t *testing.T) (*os.File, int) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	dup, err := syscall.Dup(int(w.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	return r, dup
 }

@@ -1,11 +1,9 @@
 package router_test
 
 import (
-	"bytes"
 	"context"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -14,25 +12,6 @@ import (
 	"github.com/pgferry/pgferry/internal/tls13"
 	"github.com/pgferry/pgferry/router"
 )
-
-// lockedBuffer is a bytes.Buffer a process writes to while the test
-// reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestAParkedTLS13ClientsKeyUpdateResumesItsSessionWhichAnswersUnderNewKeys
 // parks a TLS 1.3 session (its tls13.Conn Parked, its socket in the
@@ -67,7 +46,7 @@ func TestAParkedTLS13ClientsKeyUpdateResumesItsSessionWhichAnswersUnderNewKeys(t
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &lockedBuffer{}
+	out := &ferrytest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

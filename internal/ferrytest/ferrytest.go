@@ -71,7 +71,7 @@ password = %[1]q
 type Ferry struct {
 	Server *router.Server
 	Addr   *net.TCPAddr
-	logs   *syncBuffer
+	logs   *Buffer
 }
 
 // Start runs pgferry with cfg until the test ends (then it is shut down and
@@ -79,7 +79,7 @@ type Ferry struct {
 // level.
 func Start(t testing.TB, cfg *configs.Config, opts ...func(*router.Options)) *Ferry {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &Buffer{}
 	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
 	log := zap.New(zapcore.NewCore(enc, zapcore.AddSync(logs), zapcore.DebugLevel))
 	o := router.Options{Logger: log}
@@ -134,21 +134,23 @@ func WriteConfig(t testing.TB, toml string) string {
 	return p
 }
 
-type syncBuffer struct {
+// Buffer is a bytes.Buffer that one goroutine (a logger, a process) may
+// write to while another reads it.
+type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *Buffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *Buffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
 }
 
-func (s *syncBuffer) Sync() error { return nil }
+func (s *Buffer) Sync() error { return nil }
