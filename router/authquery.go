@@ -49,14 +49,36 @@ func (c *authQueryCache) get(user string, now time.Time) (authQueryResult, bool)
 	return r, true
 }
 
+// put records r for user. The cache holds at most maxAuthQueryCache users:
+// clients choose the names they look up, unknown ones included, so a
+// client trying made-up names must not grow it without bound. When full,
+// expired results go first, then any, down to nine tenths of the bound so
+// the next puts need no clean-up (a dropped result costs one more query).
 func (c *authQueryCache) put(user string, r authQueryResult) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
 		c.m = make(map[string]authQueryResult)
 	}
+	if _, ok := c.m[user]; !ok && len(c.m) >= maxAuthQueryCache {
+		now := time.Now()
+		for u, old := range c.m {
+			if now.After(old.until) {
+				delete(c.m, u)
+			}
+		}
+		for u := range c.m {
+			if len(c.m) < maxAuthQueryCache*9/10 {
+				break
+			}
+			delete(c.m, u)
+		}
+	}
 	c.m[user] = r
 }
+
+// maxAuthQueryCache bounds the users whose auth_query results are kept.
+const maxAuthQueryCache = 10_000
 
 // errAuthQuery marks a lookup that failed (the server, auth_user's login,
 // the query), as opposed to a user found missing.

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"strconv"
 	"testing"
+	"time"
 	"unique"
 
 	"github.com/pgferry/pgferry/configs"
@@ -116,5 +118,31 @@ func TestTheGreetingSendsTheServersParametersWithTheClientsOwnValues(t *testing.
 		if want := append([]byte("prefix"), naive(client)...); !bytes.Equal(got, want) {
 			t.Errorf("client parameters %v: greeting\n%q, want\n%q", client, got, want)
 		}
+	}
+}
+
+func TestTheAuthQueryCacheStaysBoundedWhateverNamesClientsTry(t *testing.T) {
+	var c authQueryCache
+	now := time.Now()
+	expired := authQueryResult{until: now.Add(-time.Second)}
+	fresh := authQueryResult{until: now.Add(time.Hour)}
+	for i := range maxAuthQueryCache / 2 {
+		c.put("expired"+strconv.Itoa(i), expired)
+	}
+	for i := range maxAuthQueryCache / 2 {
+		c.put("kept"+strconv.Itoa(i), fresh)
+	}
+	c.put("newcomer", fresh) // full: the expired half goes
+	if n := len(c.m); n != maxAuthQueryCache/2+1 {
+		t.Fatalf("after the cache filled up, %d users are kept; want the %d unexpired and the newcomer", n, maxAuthQueryCache/2)
+	}
+	for i := range 2 * maxAuthQueryCache {
+		c.put("made-up"+strconv.Itoa(i), fresh)
+	}
+	if n := len(c.m); n > maxAuthQueryCache {
+		t.Fatalf("%d users cached after a client tried %d made-up names; want at most %d", n, 2*maxAuthQueryCache, maxAuthQueryCache)
+	}
+	if _, ok := c.get("made-up"+strconv.Itoa(2*maxAuthQueryCache-1), now); !ok {
+		t.Fatal("the latest result was not kept")
 	}
 }
