@@ -31,6 +31,7 @@ func (ss *session) serve() error {
 	if err := ss.takePending(ss.rd); err != nil {
 		return err
 	}
+	young := ss.has(stYoung) // read once, not once per request
 	for {
 		if ss.resumed {
 			// Back from parking: the read deadline armed before (an idle
@@ -64,8 +65,9 @@ func (ss *session) serve() error {
 			}
 			return err
 		}
-		if ss.has(stYoung) {
+		if young {
 			ss.flags.And(^stYoung) // a request: the regular sweep's from now on
+			young = false
 		}
 		if err := ss.handle(typ, size); err != nil {
 			return err
