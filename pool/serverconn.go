@@ -7,6 +7,7 @@ import (
 	"time"
 	"unique"
 
+	"github.com/pgferry/pgferry/internal/sockio"
 	"github.com/pgferry/pgferry/protocol"
 )
 
@@ -53,6 +54,10 @@ type ServerConn struct {
 	// past read deadline is never left behind unrecorded.
 	intMu       sync.Mutex
 	interrupted bool // a past read deadline is set on Conn
+	// noWait marks reads that do not wait (see NoWait); rawRd is the
+	// descriptor a plain connection's Rd then reads.
+	noWait bool
+	rawRd  *sockio.Raw
 }
 
 // watchFired is the watch value of a watch that InterruptOverdue fired.
@@ -108,10 +113,60 @@ func (sc *ServerConn) fireIfOverdue(before int64) bool {
 }
 
 // endLoan leaves the connection as an idle one must be: no watch, no
-// deadline.
+// deadline, reads that wait.
 func (sc *ServerConn) endLoan() {
 	sc.watch.Store(0)
 	sc.ClearInterrupt()
+	sc.Wait()
+}
+
+// NoWait makes Rd's reads return protocol.ErrWouldBlock when the socket
+// has nothing to read, instead of waiting, for a borrower that waits for
+// readiness itself (an event loop, with FD). A plain connection's Rd then
+// reads the descriptor with raw system calls, past Go's descriptor lock
+// and deadlines (the borrower owns the loan: nothing else reads or closes
+// the socket meanwhile); under TLS the socket's reads stop waiting. It
+// reports false, changing nothing, for a connection that can do neither.
+// The loan's end, or Wait, makes reads wait again.
+func (sc *ServerConn) NoWait() bool {
+	if !sc.TLS {
+		fd := sc.FD()
+		if fd < 0 || !sockio.Available {
+			return false
+		}
+		if sc.rawRd == nil || sc.rawRd.FD != fd {
+			sc.rawRd = &sockio.Raw{FD: fd}
+		}
+		sc.Rd.SetSource(sc.rawRd)
+	} else if !sockio.SetNoWait(sc.raw, true) {
+		return false
+	}
+	sc.noWait = true
+	return true
+}
+
+// Wait undoes NoWait.
+func (sc *ServerConn) Wait() {
+	if !sc.noWait {
+		return
+	}
+	if sc.TLS {
+		sockio.SetNoWait(sc.raw, false)
+	} else {
+		sc.Rd.SetSource(sc.Conn)
+	}
+	sc.noWait = false
+}
+
+// FD returns the socket's descriptor, for a borrower's readiness waits
+// (see NoWait), or -1. The descriptor stays the connection's: the
+// borrower must not close it, and must stop waiting on it before the loan
+// ends.
+func (sc *ServerConn) FD() int {
+	if fd, ok := sockio.FD(sc.raw); ok {
+		return fd
+	}
+	return -1
 }
 
 // Pool returns the pool that owns sc.

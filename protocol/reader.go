@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/pgferry/pgferry/internal/sockio"
 )
 
 // BufferSize is the size of each connection's read buffer. It matches
@@ -21,6 +23,12 @@ const headerSize = 5
 // ErrBadLength means a frame's length field was below 4, which cannot be a
 // valid PostgreSQL message: the stream is out of sync.
 var ErrBadLength = errors.New("invalid message length")
+
+// ErrWouldBlock is what a non-blocking source or destination returns when
+// it has no bytes to give or no room to take them (EAGAIN). A Reader keeps
+// what it read before it, and a Writer the bytes not yet written, so the
+// caller retries the same call once the socket is ready.
+var ErrWouldBlock = sockio.ErrWouldBlock
 
 // TooLargeError reports a frame longer than the reader's limit. The frame was
 // not buffered.
@@ -134,6 +142,27 @@ func (rd *Reader) Prefill(b []byte) error {
 	rd.w += copy(rd.buf[rd.w:], b)
 	return nil
 }
+
+// FillFrame reads until the frame Peek sized (size bytes, at most
+// BufferSize) is buffered whole, and returns it without consuming it: the
+// next NextPeeked or ForwardPeeked takes it without reading. The slice is
+// valid until then. On an error the bytes read so far stay buffered.
+func (rd *Reader) FillFrame(size int) ([]byte, error) {
+	if rd.part != nil || rd.streamed > 0 || size > BufferSize {
+		return nil, fmt.Errorf("protocol: cannot buffer a frame of %d bytes whole", size)
+	}
+	if rd.w-rd.r < size {
+		if err := rd.fill(size); err != nil {
+			return nil, err
+		}
+	}
+	return rd.buf[rd.r : rd.r+size], nil
+}
+
+// SetSource points the Reader at a new source of the same stream, keeping
+// what it has buffered (a socket moving between blocking and non-blocking
+// readers).
+func (rd *Reader) SetSource(src io.Reader) { rd.src = src }
 
 // makeRoom gives the Reader a buffer (Small, or a pooled one) in which n
 // bytes fit from rd.r on, growing or compacting it as needed; n <=
@@ -437,6 +466,10 @@ const maxPooledWrite = 64 << 10
 // NewWriter returns a Writer to dst.
 func NewWriter(dst io.Writer) *Writer { return &Writer{dst: dst} }
 
+// SetDest points the Writer at a new destination of the same stream,
+// keeping pending bytes.
+func (w *Writer) SetDest(dst io.Writer) { w.dst = dst }
+
 // Reset points the Writer at a new destination and drops pending bytes.
 func (w *Writer) Reset(dst io.Writer) { w.dst = dst; w.buf = w.buf[:0] }
 
@@ -469,7 +502,9 @@ func (w *Writer) HoldsBuffer() bool { return w.bufp != nil }
 // Len reports how many bytes are pending.
 func (w *Writer) Len() int { return len(w.buf) }
 
-// Flush writes pending bytes.
+// Flush writes pending bytes. When the destination returns ErrWouldBlock,
+// the bytes it did not take stay pending and Flush returns ErrWouldBlock
+// itself (not wrapped): the next Flush goes on from there.
 func (w *Writer) Flush() error {
 	if len(w.buf) == 0 {
 		return nil
@@ -477,6 +512,10 @@ func (w *Writer) Flush() error {
 	n, err := w.dst.Write(w.buf)
 	if w.Count != nil && n > 0 {
 		w.Count.Add(uint64(n))
+	}
+	if err == ErrWouldBlock {
+		w.buf = w.buf[:copy(w.buf, w.buf[n:])] // the rest, for the next Flush
+		return err
 	}
 	w.buf = w.buf[:0]
 	if cap(w.buf) > maxPooledWrite {

@@ -17,7 +17,25 @@
 // *net.TCPConn's.
 package sockio
 
-import "net"
+import (
+	"io"
+	"net"
+)
+
+// ErrWouldBlock is what the non-waiting reads and writes below return when
+// the socket has nothing to read or no room to write (EAGAIN). It is a
+// net.Error whose Temporary is true, so crypto/tls passes it up from under
+// a TLS connection without failing the connection for good: the partial
+// record stays buffered and the next read goes on.
+var ErrWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "socket not ready (would block)" }
+func (wouldBlock) Timeout() bool   { return false }
+func (wouldBlock) Temporary() bool { return true }
+
+var _ net.Error = wouldBlock{}
 
 // Wrap returns c with the faster Read and Write when c is a TCP connection
 // on a platform that supports them, and c itself otherwise.
@@ -33,3 +51,31 @@ func Wrap(c net.Conn) net.Conn {
 // last read saw it, and whether it knows one (not before the first read,
 // nor for a connection Wrap left as it was).
 func FD(c net.Conn) (int, bool) { return fd(c) }
+
+// Available reports whether this build makes raw socket calls: without
+// them, Raw fails every call and NoWait has no reader to give.
+const Available = available
+
+// SetNoWait makes the reads of c, a connection Wrap returned, return
+// ErrWouldBlock when the socket has nothing to read, instead of waiting
+// (on), or wait again (off), for a reader that waits for readiness itself.
+// Deadlines and close still apply. Over a TLS connection on c, reads of
+// the TLS connection return it too. It reports false, changing nothing,
+// for a connection Wrap left as it was or where the platform has none.
+func SetNoWait(c net.Conn, on bool) bool { return setNoWait(c, on) }
+
+// Raw is a socket descriptor read and written with raw non-blocking
+// system calls, for a caller that waits for readiness itself (an epoll
+// loop) and owns the descriptor: nothing else may close it while Raw is in
+// use. Reads and writes that would block return ErrWouldBlock (a write,
+// with the count of bytes it wrote before); a read of 0 bytes is io.EOF.
+// Writes pass MSG_NOSIGNAL: a closed peer fails them with EPIPE.
+type Raw struct{ FD int }
+
+// Read reads what the socket holds, without waiting.
+func (r *Raw) Read(b []byte) (int, error) { return rawRead(r.FD, b) }
+
+// Write writes as much of b as the socket takes, without waiting.
+func (r *Raw) Write(b []byte) (int, error) { return rawWrite(r.FD, b) }
+
+var _ io.ReadWriter = (*Raw)(nil)

@@ -32,6 +32,63 @@ type Conn struct {
 	// for FD: asking RawConn for it again costs two allocations.
 	fd      int32
 	writeFn func(uintptr) bool
+	// nowait makes a read that would wait return ErrWouldBlock instead
+	// (see SetNoWait); guarded by rmu.
+	nowait bool
+}
+
+const available = true
+
+func setNoWait(c net.Conn, on bool) bool {
+	sc, ok := c.(*Conn)
+	if !ok {
+		return false
+	}
+	sc.rmu.Lock()
+	sc.nowait = on
+	sc.rmu.Unlock()
+	return true
+}
+
+func rawRead(fd int, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch e {
+		case 0:
+			if n == 0 {
+				return 0, io.EOF
+			}
+			acquireIO()
+			return int(n), nil
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return 0, ErrWouldBlock
+		}
+		return 0, os.NewSyscallError("read", e)
+	}
+}
+
+func rawWrite(fd int, b []byte) (int, error) {
+	releaseIO()
+	done := 0
+	for done < len(b) {
+		rest := b[done:]
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)), syscall.MSG_NOSIGNAL, 0, 0)
+		switch e {
+		case 0:
+			done += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return done, ErrWouldBlock
+		default:
+			return done, os.NewSyscallError("write", e)
+		}
+	}
+	return done, nil
 }
 
 func wrap(tc *net.TCPConn) net.Conn {
@@ -58,6 +115,8 @@ func (c *Conn) Read(b []byte) (int, error) {
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
+	case errno == syscall.EAGAIN:
+		return 0, ErrWouldBlock
 	case errno != 0:
 		return 0, c.opError("read", os.NewSyscallError("read", errno))
 	case n == 0:
@@ -78,6 +137,10 @@ func (c *Conn) readFD(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			if c.nowait {
+				c.rerrno = uint16(e)
+				return true
+			}
 			return false // wait until readable, then call again
 		default:
 			c.rerrno = uint16(e)

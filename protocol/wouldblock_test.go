@@ -1,0 +1,127 @@
+package protocol
+
+import (
+	"bytes"
+	"testing"
+)
+
+// tricklingReader gives out its data a few bytes per read, and
+// ErrWouldBlock whenever a read comes before more has "arrived" (after
+// every second read), as a non-blocking socket does.
+type tricklingReader struct {
+	data  []byte
+	off   int
+	reads int
+}
+
+func (r *tricklingReader) Read(p []byte) (int, error) {
+	r.reads++
+	if r.reads%2 == 0 || r.off == len(r.data) {
+		return 0, ErrWouldBlock
+	}
+	n := copy(p, r.data[r.off:min(len(r.data), r.off+3)])
+	r.off += n
+	return n, nil
+}
+
+func TestAFrameArrivingInPiecesOnANonBlockingSourceIsBufferedWhole(t *testing.T) {
+	want := frame('Q', "select 1\x00")
+	src := &tricklingReader{data: append(append([]byte(nil), want...), frame('S', "")...)}
+	rd := NewReader(src)
+	var got []byte
+	for tries := 0; got == nil; tries++ {
+		if tries > 100 {
+			t.Fatal("the frame never became whole")
+		}
+		typ, size, err := rd.Peek()
+		if err == ErrWouldBlock {
+			continue
+		}
+		if err != nil || typ != 'Q' || size != len(want) {
+			t.Fatalf("Peek: %q, %d, %v", typ, size, err)
+		}
+		f, err := rd.FillFrame(size)
+		if err == ErrWouldBlock {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append([]byte(nil), f...)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("FillFrame gave %q, want %q", got, want)
+	}
+	// FillFrame consumed nothing: NextPeeked hands out the same frame.
+	f, err := rd.NextPeeked(len(want))
+	if err != nil || !bytes.Equal(f, want) {
+		t.Fatalf("NextPeeked after FillFrame: %q, %v", f, err)
+	}
+}
+
+func TestFillFrameRefusesAFrameLargerThanTheBuffer(t *testing.T) {
+	rd := NewReader(bytes.NewReader(nil))
+	if _, err := rd.FillFrame(BufferSize + 1); err == nil {
+		t.Fatal("FillFrame accepted a frame larger than the buffer")
+	}
+}
+
+func TestSetSourceKeepsWhatTheReaderHasBuffered(t *testing.T) {
+	a, b := frame('Q', "a\x00"), frame('Q', "b\x00")
+	rd := NewReader(&tricklingReader{data: append(append([]byte(nil), a...), b[:2]...)})
+	for {
+		if _, err := rd.FillFrame(len(a)); err == nil {
+			break
+		} else if err != ErrWouldBlock {
+			t.Fatal(err)
+		}
+	}
+	rd.SetSource(bytes.NewReader(b[2:])) // the same stream, read another way
+	for i, want := range [][]byte{a, b} {
+		got, err := rd.Next()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("frame %d: %q, %v; want %q", i, got, err, want)
+		}
+	}
+}
+
+// choosyWriter takes at most room bytes, then ErrWouldBlock until room is
+// raised.
+type choosyWriter struct {
+	got  []byte
+	room int
+}
+
+func (w *choosyWriter) Write(p []byte) (int, error) {
+	n := min(len(p), w.room)
+	w.got = append(w.got, p[:n]...)
+	w.room -= n
+	if n < len(p) {
+		return n, ErrWouldBlock
+	}
+	return n, nil
+}
+
+func TestAFlushThatWouldBlockKeepsTheRestForTheNextFlush(t *testing.T) {
+	dst := &choosyWriter{room: 5}
+	w := NewWriter(dst)
+	want := append(frame('D', "0123456789"), frame('Z', "I")...)
+	w.Append(want)
+	if err := w.Flush(); err != ErrWouldBlock {
+		t.Fatalf("Flush into a full destination: %v, want ErrWouldBlock", err)
+	}
+	if w.Len() != len(want)-5 {
+		t.Fatalf("%d bytes pending, want %d", w.Len(), len(want)-5)
+	}
+	w.Append(frame('C', "x\x00")) // more answers queue behind the rest
+	dst.room = 1 << 20
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if want = append(want, frame('C', "x\x00")...); !bytes.Equal(dst.got, want) {
+		t.Fatalf("the destination got %q, want %q", dst.got, want)
+	}
+	if w.Len() != 0 {
+		t.Fatalf("%d bytes still pending", w.Len())
+	}
+}
