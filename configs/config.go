@@ -172,6 +172,11 @@ type Config struct {
 	// transaction mode once it creates session state (SET, LISTEN,
 	// temporary tables, advisory locks) instead of leaking that state.
 	PinOnSessionState bool `toml:"pin_on_session_state"`
+	// RelayLoop (experimental, off by default) serves clients in
+	// transaction mode between requests from an epoll loop, without a
+	// goroutine each, where it can (Linux; see docs/architecture.md). It
+	// costs more than it saves until server sockets leave Go's netpoller.
+	RelayLoop bool `toml:"relay_loop"`
 	// MaxPacketSize is the largest protocol message accepted, in bytes.
 	MaxPacketSize int `toml:"max_packet_size"`
 

@@ -184,6 +184,12 @@ var (
 	descPumped = desc("", "relay_handoffs_total",
 		"Server loans whose responses a second relay goroutine carried, a count: all in session mode or for pinned clients; in transaction mode only COPY FROM STDIN, responses slower than 50 ms and cancels in flight (the rest are relayed by the client's own goroutine).",
 		poolLabels...)
+	descLoopEntries = desc("", "relay_loop_entries_total",
+		"Client sessions that went over to the relay loop, which serves them without a goroutine between requests, a count.",
+		poolLabels...)
+	descLoopHandbacks = desc("", "relay_loop_handbacks_total",
+		"Client sessions the relay loop handed back to a goroutine for what it does not serve (a statement that changes session state, COPY, no server connection free, a wake or kill), a count.",
+		poolLabels...)
 	descBinds = desc("", "binds_total",
 		"Bind messages from clients, a count.", poolLabels...)
 	descLogins = desc("", "client_logins_total",
@@ -268,7 +274,7 @@ type snapshotCollector struct{ m *Metrics }
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descClientConns, descServerConns, descWaiting, descMaxWait, descPaused, descAcquires,
-		descXacts, descQueries, descXactTime, descQueryTime, descClientRecv, descClientSent, descParses, descBinds, descLogins, descPinned, descPumped,
+		descXacts, descQueries, descXactTime, descQueryTime, descClientRecv, descClientSent, descParses, descBinds, descLogins, descPinned, descPumped, descLoopEntries, descLoopHandbacks,
 		descDialRetries, descAbandoned, descSockets, descParked, descPins,
 		descMaxClients, descPoolSize, descPoolMinSize, descPoolReserve,
 		descMaxDBConns, descDBConns, descMaxUserConns, descUserConns, descFleetPeers, descFleetMembers, descFleetBudget, descFleetShare, descLagBytes, descLagSeconds, descInRotation, descBackendUp, descReplicaConns,
@@ -348,6 +354,8 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descLogins, float64(p.Counters.ClientLogins), db, user)
 		gauge(descPinned, float64(p.Counters.PinnedClients), db, user)
 		counter(descPumped, float64(p.Counters.PumpedLoans), db, user)
+		counter(descLoopEntries, float64(p.Counters.LoopEntries), db, user)
+		counter(descLoopHandbacks, float64(p.Counters.LoopHandbacks), db, user)
 		counter(descDialRetries, float64(p.Stat.Retries), db, user)
 		counter(descAbandoned, float64(p.Counters.AbandonedCancels), db, user)
 		if len(p.Replicas) > 0 && !seenDB[db] {

@@ -31,6 +31,9 @@ func (ss *session) serve() error {
 	if err := ss.takePending(ss.rd); err != nil {
 		return err
 	}
+	if err := ss.flushLeftover(); err != nil {
+		return err
+	}
 	young := ss.has(stYoung) // read once, not once per request
 	for {
 		if ss.resumed {
@@ -46,6 +49,9 @@ func (ss *session) serve() error {
 			if parked || err != nil {
 				return cmp.Or(err, errParked)
 			}
+		}
+		if ss.loopCredit == 0 && ss.rd.Buffered() == 0 && ss.srv.parker.enter(ss) {
+			return errParked // the relay loop serves it from here
 		}
 		typ, size, err := ss.rd.Peek()
 		if err != nil {
@@ -69,10 +75,26 @@ func (ss *session) serve() error {
 			ss.flags.And(^stYoung) // a request: the regular sweep's from now on
 			young = false
 		}
+		if ss.loopCredit != 0 && ss.loopCredit != loopNever {
+			ss.loopCredit--
+		}
 		if err := ss.handle(typ, size); err != nil {
 			return err
 		}
 	}
+}
+
+// flushLeftover writes what the relay loop left for the client when it
+// handed the session back with the client's socket full, unless a pump
+// took the loan (it writes to the client from here).
+func (ss *session) flushLeftover() error {
+	ss.mu.Lock()
+	pumping := ss.pumpDone != nil
+	ss.mu.Unlock()
+	if pumping || ss.wr.Len() == 0 {
+		return nil
+	}
+	return ss.wr.Flush()
 }
 
 // openClientIO makes the client's Reader and Writer.

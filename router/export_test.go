@@ -1,5 +1,11 @@
 package router
 
+import "github.com/pgferry/pgferry/internal/sockio"
+
+// RelayLoopBuilt reports whether this build can serve sessions in the
+// relay loop (relay_loop turns it on).
+const RelayLoopBuilt = loopBuilt && inlineRelay && sockio.Available
+
 // ParkedWithoutConn counts parked sessions that let go of their net.Conn
 // and wait as a bare descriptor (see detach).
 func ParkedWithoutConn(s *Server) int {

@@ -46,14 +46,8 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 // now needs its server watched between requests (pinned, session mode, a
 // cancel in flight).
 func (ss *session) relayInline(sc *pool.ServerConn, typ byte) {
-	if !ss.inline || ss.rd.HasFrame() {
-		return // more client frames first: the server gets them in one write
-	}
-	switch typ {
-	case protocol.MsgQuery, protocol.MsgSync, protocol.MsgFlush, protocol.MsgFunctionCall,
-		protocol.MsgCopyDone, protocol.MsgCopyFail:
-	default:
-		return // the server answers nothing before a Sync or Flush
+	if !ss.inline || ss.loop != 0 || !ss.answersNow(typ) {
+		return // (the relay loop relays answers itself: turn)
 	}
 	ss.mu.Lock()
 	owed := ss.q.n > 0 && ss.server == sc
@@ -61,6 +55,22 @@ func (ss *session) relayInline(sc *pool.ServerConn, typ byte) {
 	if owed && ss.relayServer(sc, true) == relayHandoff {
 		ss.handOff(sc)
 	}
+}
+
+// answersNow reports whether the server owes answers to relay now, after
+// the client frame of type typ went to it: the frame asks for them, and no
+// more client frames are buffered (the server gets those first, in one
+// write).
+func (ss *session) answersNow(typ byte) bool {
+	if ss.rd.HasFrame() {
+		return false
+	}
+	switch typ {
+	case protocol.MsgQuery, protocol.MsgSync, protocol.MsgFlush, protocol.MsgFunctionCall,
+		protocol.MsgCopyDone, protocol.MsgCopyFail:
+		return true
+	}
+	return false // the server answers nothing before a Sync or Flush
 }
 
 // handOff starts a pump for the rest of the loan. The inline budget's read

@@ -23,6 +23,7 @@ func TestTransactionModeRelaysResponsesOnTheClientsOwnGoroutine(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = false // the goroutine's relay, whatever PGFERRY_TEST_RELAY_LOOP says
 	setPoolSize(cfg, "app", 2)
 	f := ferrytest.Start(t, cfg)
 	conn := ferrytest.Connect(t, ctx, f.AppDSN())
@@ -122,6 +123,7 @@ func TestASlowQueryAfterAQuietSpellIsStillHandedOff(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = false // as above
 	f := ferrytest.Start(t, cfg)
 	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := conn.Exec(ctx, "select 1"); err != nil {

@@ -484,6 +484,17 @@ func (ss *session) settleParams(sc *pool.ServerConn) {
 	ss.tentativeAborted = false
 }
 
+// noteStatelessParse is interceptParse for a Parse whose SQL changes no
+// session state (see handleFrame).
+func (ss *session) noteStatelessParse(frame []byte) {
+	if !ss.txnMode {
+		return
+	}
+	if name, _, ok := protocol.CString(protocol.Body(frame)); ok {
+		ss.noteStatement(name, nil)
+	}
+}
+
 // interceptParse pins the session when a statement prepared through the
 // extended protocol creates session state, or, with pin_on_session_state
 // = false, swaps its text for one that raises ERROR 0A000 when executed

@@ -173,6 +173,8 @@ func (p *parker) loop() {
 	events := make([]syscall.EpollEvent, 128)
 	lastSweep := time.Now()
 	var drain [64]byte
+	rawOK := runtime.GOMAXPROCS(0) > 1 // and relay_loop is on: see epollWait
+	var lastBusy mono
 	for {
 		wait := sweepEveryMS - int(time.Since(lastSweep)/time.Millisecond)
 		p.mu.Lock()
@@ -184,7 +186,14 @@ func (p *parker) loop() {
 			wait = min(wait, int((youngIdle+youngSlack-monoNow().Sub(p.young[0].at))/time.Millisecond)+1)
 		}
 		p.mu.Unlock()
-		n, err := syscall.EpollWait(p.epfd, events, max(wait, 0))
+		raw := rawOK && p.loopOn() && monoNow().Sub(lastBusy) < loopBusyHold
+		if raw {
+			wait = min(wait, int(loopBusyHold/time.Millisecond))
+		}
+		n, err := epollWait(p.epfd, events, max(wait, 0), raw)
+		if n > 0 && rawOK {
+			lastBusy = monoNow()
+		}
 		if err != nil && !errors.Is(err, syscall.EINTR) {
 			p.srv.log.Error("idle-session poller failed; idle clients keep a goroutine from now on", zap.Error(err))
 			p.fail()
@@ -203,11 +212,17 @@ func (p *parker) loop() {
 				}
 				continue
 			}
+			client := key&serverKeyBit == 0
+			key &^= serverKeyBit // the session's, for either of its sockets
 			p.mu.Lock()
 			ss := p.parked[key]
 			delete(p.parked, key)
 			p.mu.Unlock()
-			if ss != nil {
+			switch {
+			case ss == nil:
+			case ss.loop != 0:
+				p.turn(ss, client)
+			default:
 				p.resume(ss)
 			}
 		}
@@ -235,8 +250,13 @@ func (p *parker) fail() {
 	}
 }
 
-// resume starts a goroutine for a session taken out of the parked set.
+// resume starts a goroutine for a session taken out of the parked set (a
+// session the relay loop serves goes back to one: evict).
 func (p *parker) resume(ss *session) {
+	if ss.loop != 0 {
+		p.evict(ss, "woken")
+		return
+	}
 	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(ss.fd), nil)
 	ss.flags.And(^stParked)
 	if ss.rare != nil && ss.rare.idleTimer != nil {

@@ -21,6 +21,20 @@ func (p *parker) close()             {}
 func (p *parker) count() int         { return 0 }
 func (p *parker) admitted(*session)  {}
 
+// The relay loop needs the parker's epoll set: sessions keep their
+// goroutine here.
+func (p *parker) enter(ss *session) bool {
+	ss.loopCredit = loopNever
+	return false
+}
+func (p *parker) forgetServer(*session) {}
+
+const (
+	loopBuilt       = false
+	loopEntryCredit = 2
+	loopNever       = 255
+)
+
 func socketFD(net.Conn) int { return -1 }
 
 // closeSocket closes the client socket at the end of the session.

@@ -40,6 +40,8 @@ type poolStats struct {
 	clientLogins  atomic.Uint64 // successful client logins
 	pinnedClients atomic.Int64  // sessions currently pinned
 	pumpedLoans   atomic.Uint64 // loans relayed by a pump goroutine
+	loopEntries   atomic.Uint64 // sessions handed to the relay loop
+	loopHandbacks atomic.Uint64 // sessions the relay loop handed back to a goroutine
 	// abandonedCancels counts queries cancelled because their client
 	// disconnected while they ran.
 	abandonedCancels atomic.Uint64

@@ -74,7 +74,12 @@ var errServerGone = errors.New("server connection lost")
 var errClientGone = errors.New("client disconnected while waiting for a server connection")
 
 // handle processes one client frame.
-func (ss *session) handle(typ byte, size int) error {
+func (ss *session) handle(typ byte, size int) error { return ss.handleFrame(typ, size, false) }
+
+// handleFrame is handle; stateless says the caller found that the frame's
+// SQL, if any, changes no session state (classify.Needed is false: the
+// relay loop serves only such frames), so it is not looked at again.
+func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 	switch typ {
 	case protocol.MsgTerminate:
 		return errClientTerminated
@@ -116,10 +121,17 @@ func (ss *session) handle(typ byte, size int) error {
 	}
 	switch typ {
 	case protocol.MsgQuery:
+		if stateless {
+			break
+		}
 		if done, err := ss.interceptQuery(frame); done || err != nil {
 			return err
 		}
 	case protocol.MsgParse:
+		if stateless {
+			ss.noteStatelessParse(frame)
+			break
+		}
 		frame = ss.interceptParse(frame)
 	case protocol.MsgBind:
 		ss.noteBind(frame)
@@ -273,6 +285,18 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 			return nil, ss.acquireError(err)
 		}
 	}
+	ss.attach(sc, onReplica, readOnly)
+	return sc, nil
+}
+
+// attach links sc, just lent by the pool (a replica's when onReplica), for
+// a transaction routed as a read when readOnly: the server's parameters
+// are brought in line with the client's, and in transaction mode the
+// session relays the answers itself (relayInline), watched by the inline
+// budget unless the relay loop serves it (a loop never waits on a server);
+// a session tied to its server gets a pump that watches the server between
+// requests too.
+func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 	if sc.Wr == nil {
 		sc.Wr = protocol.NewWriter(sc.Conn)
 	}
@@ -287,14 +311,13 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	ss.q.clear()
 	ss.wmu.Lock()
 	ss.syncParams(sc)
-	// In transaction mode the session goroutine relays the responses itself
-	// (relayInline); a session tied to its server gets a pump that watches
-	// the server between requests too.
 	ss.inline = inlineRelay && ss.txnMode && !ss.pinned
 	ss.armTransactionTimeout()
 	if ss.inline {
 		ss.pumpDone = nil
-		ss.srv.budget.watch(sc)
+		if ss.loop == 0 {
+			ss.srv.budget.watch(sc)
+		}
 	} else {
 		done := make(chan struct{})
 		ss.pumpDone = done
@@ -303,7 +326,6 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	}
 	ss.wmu.Unlock()
 	ss.mu.Unlock()
-	return sc, nil
 }
 
 // stillLinked reports whether sc, which link returned, is still the linked
@@ -385,24 +407,41 @@ const (
 	// server stays linked, inside the client's transaction.
 	relayIdle
 	// relayHandoff (inline only): the rest of the loan needs a pump running
-	// beside the session goroutine (see handOff).
+	// beside the session goroutine (see handOff); in the relay loop, a
+	// goroutine of its own (see evict).
 	relayHandoff
+	// relayAwaitServer (relay loop only): the server has sent nothing more
+	// yet. The loop waits until its socket is readable and calls
+	// relayServer again; a frame begun stays in the server's Reader.
+	relayAwaitServer
+	// relayAwaitClient (relay loop only): the client takes no more bytes
+	// for now. What it did not take stays in its Writer; the loop waits
+	// until the socket is writable and calls relayServer again, which
+	// reads nothing more from the server meanwhile.
+	relayAwaitClient
 )
 
 // relayServer relays server frames to the client until the transaction
 // ends (then it returns the server to the pool) or something fails; inline,
-// it also stops as relayInline describes.
+// it also stops as relayInline describes, and in the relay loop, whose
+// sockets never block (protocol.ErrWouldBlock), where it would wait.
 func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 	rd, wr := sc.Rd, ss.wr
 	for {
 		if !rd.HasFrame() {
 			if err := wr.Flush(); err != nil {
+				if err == protocol.ErrWouldBlock {
+					return relayAwaitClient
+				}
 				ss.clientFailed(sc, err)
 				return relayUnlinked
 			}
 		}
 		typ, size, err := rd.Peek()
 		if err != nil {
+			if err == protocol.ErrWouldBlock {
+				return relayAwaitServer
+			}
 			if isTimeout(err) {
 				if ss.takeKick(sc) {
 					continue
@@ -417,6 +456,11 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			ss.serverFailed(sc, err)
 			return relayUnlinked
 		}
+		if size > protocol.BufferSize && inline && ss.loop != 0 {
+			// Streamed through writes that wait for the client: a
+			// goroutine relays it.
+			return relayHandoff
+		}
 		if size > protocol.BufferSize && inline {
 			// A frame larger than the buffer is read in pieces that cannot
 			// resume after a timeout: the server is busy sending, so the
@@ -426,6 +470,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		switch typ {
 		case protocol.MsgDataRow, protocol.MsgCopyData, protocol.MsgNoticeResponse, protocol.MsgNotification:
 			if err := rd.ForwardPeeked(wr, size); err != nil {
+				if err == protocol.ErrWouldBlock {
+					return relayAwaitServer // the part read stays buffered
+				}
 				if inline && size <= protocol.BufferSize && isTimeout(err) && ss.budgetSpent(sc) {
 					return relayHandoff // the part read stays buffered for the pump
 				}
@@ -436,6 +483,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		}
 		frame, err := rd.NextPeeked(size)
 		if err != nil {
+			if err == protocol.ErrWouldBlock {
+				return relayAwaitServer
+			}
 			if inline && size <= protocol.BufferSize && isTimeout(err) && ss.budgetSpent(sc) {
 				return relayHandoff
 			}
@@ -540,14 +590,17 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			continue
 		}
 		if typ == protocol.MsgCopyInResponse || typ == protocol.MsgCopyBothResponse || (owed == 0 && needPump) {
-			if err := wr.Flush(); err != nil {
+			// (A client that would block gets the rest from the pump.)
+			if err := wr.Flush(); err != nil && err != protocol.ErrWouldBlock {
 				ss.clientFailed(sc, err)
 				return relayUnlinked
 			}
 			return relayHandoff
 		}
 		if owed == 0 {
-			if err := wr.Flush(); err != nil {
+			// (In the relay loop, a client that would block gets the rest
+			// before the loop reads its next request.)
+			if err := wr.Flush(); err != nil && err != protocol.ErrWouldBlock {
 				ss.clientFailed(sc, err)
 				return relayUnlinked
 			}

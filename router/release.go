@@ -24,10 +24,14 @@ import (
 // takeLSN (a write transaction under read_your_writes_lsn) it first reads
 // the primary's WAL position, after the client has its answer.
 func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool, end mono) {
+	ss.srv.parker.forgetServer(ss)
 	ss.entry.stats.xacts.Add(1)
 	ss.entry.stats.xactTimeUS.Add(uint64(end.Sub(ss.linkedAt) / time.Microsecond))
 	ss.waitForWriter()
-	err := ss.wr.Flush()
+	err := ss.wr.Flush() // (the relay loop flushes what would block later)
+	if err == protocol.ErrWouldBlock {
+		err = nil
+	}
 	if ss.fd < 0 {
 		// Idle clients hold no write buffer. One that can park keeps it
 		// until it parks, rather than take and return it every
@@ -149,6 +153,7 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 	ss.status = protocol.TxIdle
 	ss.mu.Unlock()
 	ss.waitForWriter()
+	ss.srv.parker.forgetServer(ss)
 	sc.Pool().Destroy(sc)
 	ss.logger().Warn("server connection lost", zap.String("server", sc.Addr), zap.Error(err), zap.Bool("session_kept", survive))
 	msg := "server connection lost: the server closed the connection or the network failed"
@@ -164,7 +169,7 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 			b = protocol.AppendReadyForQuery(b, protocol.TxIdle)
 		}
 		ss.wr.SetBuffer(b)
-		if err := ss.wr.Flush(); err != nil {
+		if err := ss.wr.Flush(); err != nil && err != protocol.ErrWouldBlock {
 			ss.markDead(err)
 		}
 		return
@@ -193,6 +198,7 @@ func (ss *session) clientFailed(sc *pool.ServerConn, err error) {
 	ss.server = nil
 	ss.mu.Unlock()
 	ss.waitForWriter()
+	ss.srv.parker.forgetServer(ss)
 	sc.Pool().Destroy(sc)
 	ss.markDead(err)
 }

@@ -155,6 +155,14 @@ type session struct {
 	// resumed tells a run the parker started to keep the deadline the old
 	// one armed.
 	resumed bool
+	// The relay loop's (loop_linux.go), its owner's only: what the session
+	// waits for while the loop serves it (0: the loop does not), how many
+	// more requests it must read on a goroutine before it may enter the
+	// loop, and the server socket registered in the loop's epoll set (-1:
+	// none).
+	loop       uint8
+	loopCredit uint8
+	srvFD      int32
 }
 
 // loginState is what a session needs only while it logs in.
@@ -300,6 +308,8 @@ func (s *Server) newSession(raw net.Conn) *session {
 		connectedAt: monoNow(),
 		status:      protocol.TxIdle,
 		handshake:   handshakes.Get().(*loginState),
+		loopCredit:  loopEntryCredit,
+		srvFD:       -1,
 	}
 }
 
@@ -400,15 +410,20 @@ func (ss *session) serveLoggedIn() {
 	ss.run()
 }
 
-// run serves the client until it leaves, or until the session parks
-// (errParked): then this goroutine ends and the parker starts a new run
-// when the client sends something or the session is woken.
+// run serves the client until it leaves, or until the session parks or
+// enters the relay loop (errParked): then this goroutine ends, and the
+// parker starts a new run when the client sends something or the session
+// is woken, or the loop serves it.
 func (ss *session) run() {
-	parked := false
+	if err := ss.serveRecovering(); err != errParked {
+		ss.end(err)
+	}
+}
+
+// end ends the session with err (see finish) and lets go of what it holds:
+// the last act of its owner, a run or the relay loop's hand-off.
+func (ss *session) end(err error) {
 	defer func() {
-		if parked {
-			return
-		}
 		ss.srv.unregister(ss)
 		ss.flags.Or(stEnded)
 		if ss.rd != nil {
@@ -421,11 +436,6 @@ func (ss *session) run() {
 		ss.srv.wg.Done()
 	}()
 	defer ss.recoverPanic() // a panic in finish
-	err := ss.serveRecovering()
-	if err == errParked {
-		parked = true
-		return
-	}
 	ss.finish(err)
 }
 

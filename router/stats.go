@@ -94,6 +94,11 @@ type PoolCounters struct {
 	// STDIN, a response slower than 50 ms, a cancel in flight). The rest
 	// were relayed inline.
 	PumpedLoans uint64
+	// LoopEntries counts sessions that went over to the relay loop (served
+	// without a goroutine between requests), and LoopHandbacks those it
+	// handed back to a goroutine for what it does not serve (session
+	// state, COPY, no server free, a wake, ...).
+	LoopEntries, LoopHandbacks uint64
 	// AbandonedCancels counts queries cancelled because their client
 	// disconnected while they ran.
 	AbandonedCancels uint64
@@ -222,6 +227,8 @@ func (e *poolEntry) counters() PoolCounters {
 		ClientLogins:     e.stats.clientLogins.Load(),
 		PinnedClients:    e.stats.pinnedClients.Load(),
 		PumpedLoans:      e.stats.pumpedLoans.Load(),
+		LoopEntries:      e.stats.loopEntries.Load(),
+		LoopHandbacks:    e.stats.loopHandbacks.Load(),
 		AbandonedCancels: e.stats.abandonedCancels.Load(),
 		BytesReceived:    e.stats.recvBytes.Load(),
 		BytesSent:        e.stats.sentBytes.Load(),

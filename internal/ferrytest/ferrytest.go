@@ -64,6 +64,11 @@ password = %[1]q
 	if err != nil {
 		t.Fatalf("ferrytest config: %v", err)
 	}
+	// PGFERRY_TEST_RELAY_LOOP=1 runs a suite with the experimental relay
+	// loop on (relay_loop), to test it under every test's traffic.
+	if os.Getenv("PGFERRY_TEST_RELAY_LOOP") == "1" {
+		cfg.RelayLoop = true
+	}
 	return cfg
 }
 

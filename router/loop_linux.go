@@ -1,0 +1,508 @@
+//go:build linux && !pgferry_nopark
+
+// The relay loop: sessions in transaction mode served by the parker's
+// epoll loop, without a goroutine, from one request to the next.
+
+package router
+
+import (
+	"errors"
+	"runtime/debug"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/internal/sockio"
+	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/classify"
+)
+
+// A session the loop serves waits for one thing at a time (session.loop).
+// Its client socket, let go of by its net.Conn as a parked one is (detach),
+// is read and written with raw non-blocking calls (sockio.Raw); its linked
+// server's reads return instead of waiting (pool.ServerConn.NoWait), under
+// TLS too. Where the
+// relay would block, the loop registers the socket in its epoll set
+// (one-shot, as parking does) and serves other sessions; the event brings
+// it back to turn. Whatever the loop does not serve (a statement that
+// changes session state, a COPY, a frame larger than a read buffer, no
+// server free, a wake, a kill, shutdown) the session's goroutine does: the
+// loop hands the session back (evict) before it consumes the frame, and
+// the goroutine carries on from the same state, with a pump relaying the
+// answers still owed.
+const (
+	// loopClient: the client's next request.
+	loopClient uint8 = 1 + iota
+	// loopServer: the linked server's answers.
+	loopServer
+	// loopClientOut: room to write to the client, then its next request.
+	loopClientOut
+	// loopRelayOut: room to write to the client, then more answers.
+	loopRelayOut
+
+	// loopArmed, added to a state, records that the client socket is
+	// registered for input: it is while the session waits for its
+	// client, and while it waits for its server too, so that a client
+	// that leaves during a long query is noticed (its goroutine then ends
+	// the session and cancels the query, as inline relays' hand-offs do).
+	loopArmed uint8 = 0x10
+)
+
+// epollWait is syscall.EpollWait, or, when raw, the same wait as a raw
+// system call: the Go scheduler then does not hand the loop's processor
+// (P) to another thread while the loop waits, nor make the loop's thread
+// queue for one when it wakes: a busy loop waits and wakes about a
+// hundred times per thousand transactions, and that hand-over cost more
+// than the relaying (bench/cmd/relayshape). The loop keeps its P; the
+// others run the rest of pgferry, so the parker waits raw only with more
+// than one P, and only while busy (see loopBusyHold): sysmon interrupts a
+// goroutine that holds its P for long (a signal, EINTR) about every 10 ms,
+// which an idle pgferry must not pay.
+func epollWait(epfd int, events []syscall.EpollEvent, msec int, raw bool) (int, error) {
+	if !raw {
+		return syscall.EpollWait(epfd, events, msec)
+	}
+	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(msec), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// loopOn reports whether relay_loop is on.
+func (p *parker) loopOn() bool {
+	cfg := p.srv.cfg.Load()
+	return cfg != nil && cfg.RelayLoop
+}
+
+// loopBusyHold is how long after its last event the parker goes on
+// waiting raw (see epollWait), and the longest raw wait.
+const loopBusyHold = 100 * time.Millisecond
+
+// loopBuilt: this build has the relay loop (it needs the parker).
+const loopBuilt = true
+
+// serverKeyBit marks the epoll data of a session's server socket (the
+// rest is the session's id, as for its client socket).
+const serverKeyBit = 1 << 62
+
+// Entry credits (session.loopCredit): requests a session reads on its
+// goroutine before it enters the loop. A client that connects for one
+// transaction (pgbench -C, a serverless function) is not worth the
+// descriptor juggling; one that found no server free in the loop stays out
+// for a while, since the loop hands such sessions back to wait; loopNever
+// is for sessions the loop cannot serve at all.
+const (
+	loopEntryCredit      = 2
+	loopContentionCredit = 200
+	loopNever            = 255
+)
+
+// enter hands the session, idle between requests on its goroutine with
+// nothing buffered, to the loop, and reports whether it did: the goroutine
+// must then end at once (errParked).
+func (p *parker) enter(ss *session) bool {
+	if ok, never := ss.loopable(); !ok {
+		if never {
+			ss.loopCredit = loopNever
+		} else {
+			ss.loopCredit = loopEntryCredit // look again a little later
+		}
+		return false
+	}
+	if !p.start() {
+		ss.loopCredit = loopNever
+		return false
+	}
+	if !ss.detach() {
+		ss.loopCredit = loopEntryCredit
+		return false
+	}
+	raw := &sockio.Raw{FD: int(ss.fd)}
+	ss.rd.SetSource(raw)
+	ss.wr.SetDest(raw)
+	entries := &ss.entry.stats.loopEntries
+	entries.Add(1) // before await: from there on the session is the loop's
+	if p.await(ss, loopClient, syscall.EPOLL_CTL_ADD) {
+		return true
+	}
+	entries.Add(^uint64(0))
+	// The parker is closing: back to the goroutine.
+	ss.loop = 0
+	ss.loopCredit = loopNever
+	if err := ss.reattach(); err != nil {
+		ss.logger().Debug("taking the client socket back failed", zap.Error(err))
+	}
+	ss.rd.SetSource(ss.conn)
+	ss.wr.SetDest(ss.conn)
+	return false
+}
+
+// loopable reports whether the loop can serve the session now, and never
+// whether it cannot for as long as the session lasts.
+func (ss *session) loopable() (ok, never bool) {
+	if !inlineRelay || !sockio.Available || ss.tls || ss.admin || !ss.txnMode || ss.pinned || ss.fd < 0 ||
+		ss.handedOff || ss.entry.monitor != nil {
+		return false, true
+	}
+	cfg := ss.srv.cfg.Load()
+	if !cfg.RelayLoop {
+		return false, false // (a reload may turn it on)
+	}
+	if cfg.QueryTimeout > 0 || cfg.TransactionTimeout > 0 || cfg.ClientIdleTimeout > 0 || cfg.IdleTransactionTimeout > 0 {
+		return false, false // timers the loop does not arm
+	}
+	if r := ss.rare; r != nil && (len(r.stateStmts) > 0 || len(r.statePortals) > 0) {
+		return false, false
+	}
+	if ss.listening || ss.has(evWake|evKill|evPark|evDoomed) || ss.srv.isDraining() {
+		return false, false
+	}
+	ss.mu.Lock()
+	idle := ss.server == nil && ss.pumpDone == nil && ss.dead == nil && (ss.rare == nil || len(ss.rare.mailbox) == 0)
+	ss.mu.Unlock()
+	// (The Writer only once no pump writes to it.)
+	return idle && ss.wr.Len() == 0, false
+}
+
+// await registers the sockets the session now waits for (see the loop
+// states) and puts the session in the parked set, where their events find
+// it. op is EPOLL_CTL_ADD for a client socket entering the loop (0 or MOD
+// otherwise); a server socket is added on its loan's first wait. It
+// reports false if the parker is closing or epoll failed: the caller
+// keeps the session.
+func (p *parker) await(ss *session, state uint8, op int) bool {
+	armed := ss.loop&loopArmed != 0
+	ss.loop = state
+	client := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
+	setEventKey(&client, ss.id)
+	var server syscall.EpollEvent
+	srvFD, srvOp := -1, syscall.EPOLL_CTL_MOD
+	switch state {
+	case loopClientOut, loopRelayOut:
+		client.Events = syscall.EPOLLOUT | syscall.EPOLLONESHOT
+		armed = false
+	case loopServer:
+		ss.mu.Lock()
+		sc := ss.server
+		ss.mu.Unlock()
+		if srvFD = sc.FD(); srvFD < 0 {
+			return false
+		}
+		if ss.srvFD < 0 {
+			srvOp = syscall.EPOLL_CTL_ADD
+		}
+		server.Events = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+		setEventKey(&server, ss.id|serverKeyBit)
+	}
+	p.mu.Lock()
+	if p.closed || p.failed {
+		p.mu.Unlock()
+		return false
+	}
+	if srvFD >= 0 {
+		if err := syscall.EpollCtl(p.epfd, srvOp, srvFD, &server); err != nil {
+			p.mu.Unlock()
+			return false
+		}
+		ss.srvFD = int32(srvFD)
+	}
+	if !armed {
+		if op == 0 {
+			op = syscall.EPOLL_CTL_MOD
+		}
+		if err := syscall.EpollCtl(p.epfd, op, int(ss.fd), &client); err != nil {
+			p.mu.Unlock()
+			return false
+		}
+	}
+	if client.Events&syscall.EPOLLIN != 0 {
+		ss.loop |= loopArmed
+	}
+	p.parked[ss.id] = ss
+	ss.flags.Or(stParked)
+	p.mu.Unlock()
+	// A wake or kill that came before the session was in the set found
+	// nothing to take: look again now that it is.
+	if ss.has(evWake | evKill) {
+		p.unpark(ss)
+	}
+	return true
+}
+
+// setLoop moves the session to another loop state; the client socket's
+// registration stays as it was.
+func (ss *session) setLoop(state uint8) { ss.loop = state | ss.loop&loopArmed }
+
+// forgetServer takes the linked server's socket out of the loop's epoll
+// set before its loan ends: once back in the pool its descriptor may be
+// closed and its number reused.
+func (p *parker) forgetServer(ss *session) {
+	if ss.srvFD >= 0 {
+		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(ss.srvFD), nil)
+		ss.srvFD = -1
+	}
+}
+
+// turn serves a session of the loop one of whose sockets is ready (the
+// client's when client is true), until it waits again, goes back to a
+// goroutine or ends. A spurious event costs a read that would block. The
+// loop owns the session meanwhile.
+func (p *parker) turn(ss *session, client bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			ss.mu.Lock()
+			ss.status = protocol.TxFailed
+			ss.mu.Unlock()
+			p.leave(ss, errInternal)
+		}
+	}()
+	ss.flags.And(^stParked)
+	if client {
+		ss.loop &^= loopArmed // its one-shot registration fired
+		if ss.loop == loopServer {
+			// More requests (a pipeline) or a disconnect while the server
+			// works: the goroutine reads the client, a pump the server.
+			p.evict(ss, "the client spoke while its server worked")
+			return
+		}
+	}
+	for {
+		switch ss.loop &^ loopArmed {
+		case loopServer, loopRelayOut:
+			ss.mu.Lock()
+			sc := ss.server
+			ss.mu.Unlock()
+			if sc == nil { // lost meanwhile; the goroutine tells the client
+				p.evict(ss, "server lost")
+				return
+			}
+			switch ss.relayServer(sc, true) {
+			case relayAwaitServer:
+				if !p.await(ss, loopServer, 0) {
+					p.evict(ss, "cannot wait")
+				}
+				return
+			case relayAwaitClient:
+				if !p.await(ss, loopRelayOut, 0) {
+					p.evict(ss, "cannot wait")
+				}
+				return
+			case relayHandoff:
+				p.evict(ss, "the loan needs a pump")
+				return
+			}
+			// The answers are relayed: the server went back to the pool,
+			// or stays linked inside the client's transaction.
+			ss.mu.Lock()
+			linked := ss.server != nil
+			ss.mu.Unlock()
+			if !linked {
+				p.forgetServer(ss)
+			}
+			ss.setLoop(loopClient)
+		case loopClientOut:
+			if err := ss.wr.Flush(); err != nil {
+				if err != protocol.ErrWouldBlock {
+					p.leave(ss, err)
+				} else if !p.await(ss, loopClientOut, 0) {
+					p.evict(ss, "cannot wait")
+				}
+				return
+			}
+			ss.setLoop(loopClient)
+		default:
+			if !p.request(ss) {
+				return
+			}
+		}
+	}
+}
+
+// request reads and handles the client's next request, as serve and
+// handle do on a goroutine. It reports whether turn goes on (the loop
+// state says with what); false means the session waits, left the loop or
+// ended.
+func (p *parker) request(ss *session) bool {
+	if ss.wr.Len() > 0 {
+		ss.setLoop(loopClientOut)
+		return true
+	}
+	ss.mu.Lock()
+	dead := ss.dead != nil
+	ss.mu.Unlock()
+	if dead || ss.has(evWake|evKill|evPark|evDoomed) || ss.srv.isDraining() || !ss.srv.cfg.Load().RelayLoop {
+		p.evict(ss, "an event, or relay_loop turned off")
+		return false
+	}
+	typ, size, err := ss.rd.Peek()
+	var frame []byte
+	if err == nil && size <= protocol.BufferSize {
+		frame, err = ss.rd.FillFrame(size)
+	}
+	switch {
+	case err == protocol.ErrWouldBlock:
+		if !p.await(ss, loopClient, 0) {
+			p.evict(ss, "cannot wait")
+		}
+		return false
+	case err != nil || frame == nil || !ss.loopServes(typ, frame):
+		// The goroutine reads it again (a read error, a frame too large
+		// for the buffer) or handles it (session state, COPY, ...).
+		p.evict(ss, "a request the goroutine serves")
+		return false
+	}
+	ss.activeTick.Store(p.tick.Load())
+	if ss.has(stYoung) {
+		ss.flags.And(^stYoung)
+	}
+	ss.mu.Lock()
+	linked := ss.server != nil
+	ss.mu.Unlock()
+	if !linked && needsServer(typ) {
+		sc := ss.entry.pool.TryAcquire()
+		if sc == nil {
+			// Queued clients wait on goroutines (and the pool's order).
+			ss.loopCredit = loopContentionCredit
+			p.evict(ss, "no server free")
+			return false
+		}
+		if !sc.NoWait() {
+			sc.Pool().Release(sc)
+			ss.loopCredit = loopNever // (no raw socket calls)
+			p.evict(ss, "a server connection that cannot read without waiting")
+			return false
+		}
+		ss.attach(sc, false, false)
+	}
+	if err := ss.handleFrame(typ, size, true); err != nil {
+		if err == protocol.ErrWouldBlock {
+			ss.setLoop(loopClientOut) // handled; its answer waits for room
+			return true
+		}
+		p.leave(ss, err)
+		return false
+	}
+	ss.mu.Lock()
+	sc, owed := ss.server, ss.q.n > 0
+	ss.mu.Unlock()
+	if sc == nil {
+		p.forgetServer(ss)
+	}
+	if sc == nil || !owed || !ss.answersNow(typ) {
+		return true // next request
+	}
+	if sc.Rd.Buffered() > 0 || sc.TLS {
+		// Answers read already, or perhaps held by TLS, which the socket's
+		// readiness would not announce: relay what there is first.
+		ss.setLoop(loopServer)
+		return true
+	}
+	// Nothing can have come yet: wait without a read that would block.
+	if ss.wr.Len() > 0 {
+		ss.setLoop(loopRelayOut) // the client first (relayServer flushes)
+		return true
+	}
+	if !p.await(ss, loopServer, 0) {
+		p.evict(ss, "cannot wait")
+	}
+	return false
+}
+
+// needsServer reports whether a request of type typ is sent to a server
+// (Sync, Flush and Terminate with none linked are answered in place).
+func needsServer(typ byte) bool {
+	switch typ {
+	case protocol.MsgQuery, protocol.MsgParse, protocol.MsgBind, protocol.MsgDescribe,
+		protocol.MsgExecute, protocol.MsgClose:
+		return true
+	}
+	return false
+}
+
+// loopServes reports whether the loop handles the client frame: one of the
+// extended protocol's or a simple query, whose SQL (if any) changes no
+// session state pgferry tracks. handle does the same in both places; what
+// a statement that changes session state needs (pinning, LISTEN's wait for
+// its listener) is the goroutine's.
+func (ss *session) loopServes(typ byte, frame []byte) bool {
+	switch typ {
+	case protocol.MsgQuery:
+		body := protocol.Body(frame)
+		return len(body) == 0 || !classify.Needed(body[:len(body)-1])
+	case protocol.MsgParse:
+		_, rest, ok := protocol.CString(protocol.Body(frame))
+		if !ok {
+			return false
+		}
+		sql, _, ok := protocol.CString(rest)
+		return ok && !classify.Needed(sql)
+	case protocol.MsgBind, protocol.MsgDescribe, protocol.MsgExecute, protocol.MsgClose,
+		protocol.MsgSync, protocol.MsgFlush:
+		return true
+	}
+	return false
+}
+
+// evict hands a session the loop served back to a goroutine, which
+// carries on from where the loop stopped: its client socket becomes a
+// net.Conn again, a pump relays what the server still owes, and a new run
+// reads the client. Its caller owns the session (the loop, or whoever took
+// it out of the parked set).
+func (p *parker) evict(ss *session, why string) {
+	p.unloop(ss)
+	ss.entry.stats.loopHandbacks.Add(1)
+	if ss.loopCredit == 0 {
+		// Requests on the goroutine first: what brought the session back
+		// (an error, a statement that changes session state) is there.
+		ss.loopCredit = loopEntryCredit
+	}
+	if ss.debugEnabled() {
+		ss.logger().Debug("the relay loop handed the session back to a goroutine", zap.String("reason", why))
+	}
+	ss.mu.Lock()
+	sc, owed := ss.server, ss.q.n > 0
+	ss.mu.Unlock()
+	if sc != nil {
+		if owed {
+			ss.handOff(sc)
+		} else {
+			ss.srv.budget.watch(sc)
+		}
+	}
+	ss.resumed = true
+	go func() {
+		growStack()
+		ss.run()
+	}()
+}
+
+// leave ends a session the loop served with err (see session.end), on a
+// goroutine: finish may wait on its server.
+func (p *parker) leave(ss *session, err error) {
+	p.unloop(ss)
+	go ss.end(err)
+}
+
+// unloop takes the session's sockets out of the loop: out of the epoll
+// set, the client's a net.Conn again, the server's reads waiting again.
+func (p *parker) unloop(ss *session) {
+	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(ss.fd), nil)
+	p.forgetServer(ss)
+	ss.flags.And(^stParked)
+	ss.loop = 0
+	if err := ss.reattach(); err != nil && !errors.Is(err, syscall.EBADF) {
+		ss.logger().Debug("the relay loop could not hand back the client socket", zap.Error(err))
+	}
+	ss.rd.SetSource(ss.conn)
+	ss.wr.SetDest(ss.conn)
+	ss.mu.Lock()
+	sc := ss.server
+	ss.mu.Unlock()
+	if sc != nil {
+		sc.Wait()
+	}
+}

@@ -1,0 +1,297 @@
+package router_test
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router"
+)
+
+// loopCounters reads how many sessions of database "app" went over to the
+// relay loop and how many it handed back to a goroutine.
+func loopCounters(t *testing.T, f *ferrytest.Ferry) (entries, handbacks uint64) {
+	t.Helper()
+	c := f.Pool(t, "app").Counters
+	return c.LoopEntries, c.LoopHandbacks
+}
+
+// skipWithoutLoop skips where the relay loop is not built (it needs Linux's
+// epoll and raw socket calls).
+func skipWithoutLoop(t *testing.T) {
+	t.Helper()
+	if runtime.GOOS != "linux" || !router.RelayLoopBuilt {
+		t.Skip("the relay loop is not built here")
+	}
+}
+
+// serverSSLModes are the two ways the relay loop reads a server: a plain
+// socket with raw system calls, a TLS one through crypto/tls.
+var serverSSLModes = []string{"disable", "require"}
+
+// withServerSSLMode sets the sslmode pgferry uses to reach the "app"
+// database.
+func withServerSSLMode(cfg *configs.Config, mode string) {
+	db := cfg.Databases["app"]
+	db.SSLMode = mode
+	cfg.Databases["app"] = db
+}
+
+func TestABusyClientIsServedByTheRelayLoopInBothProtocols(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	for _, mode := range serverSSLModes {
+		t.Run("server sslmode "+mode, func(t *testing.T) {
+			t.Parallel()
+			aBusyClientIsServedByTheRelayLoop(t, mode)
+		})
+	}
+}
+
+func aBusyClientIsServedByTheRelayLoop(t *testing.T, sslMode string) {
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	setPoolSize(cfg, "app", 2)
+	withServerSSLMode(cfg, sslMode)
+	f := ferrytest.Start(t, cfg)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+
+	for i := 0; i < 100; i++ {
+		var n int
+		if err := conn.QueryRow(ctx, "select $1::int + 1", pgx.QueryExecModeSimpleProtocol, i).Scan(&n); err != nil || n != i+1 {
+			t.Fatalf("simple query %d: %d, %v", i, n, err)
+		}
+		if err := conn.QueryRow(ctx, "select $1::int * 2", i).Scan(&n); err != nil || n != 2*i {
+			t.Fatalf("extended query %d: %d, %v", i, n, err)
+		}
+	}
+	b := &pgx.Batch{}
+	for i := 0; i < 20; i++ {
+		b.Queue("select $1::int", i)
+	}
+	br := conn.SendBatch(ctx, b)
+	for i := 0; i < 20; i++ {
+		var n int
+		if err := br.QueryRow().Scan(&n); err != nil || n != i {
+			t.Fatalf("pipelined query %d: %d, %v", i, n, err)
+		}
+	}
+	if err := br.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "select 1")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	entries, handbacks := loopCounters(t, f)
+	if entries != 1 || handbacks != 0 {
+		t.Fatalf("the client entered the relay loop %d times and was handed back %d times; want once and never", entries, handbacks)
+	}
+	if p := f.Pool(t, "app"); p.Counters.PumpedLoans != 0 {
+		t.Fatalf("%d loans needed a pump", p.Counters.PumpedLoans)
+	}
+}
+
+func TestTheRelayLoopHandsSessionStateToTheGoroutineAndTakesTheClientBack(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	setPoolSize(cfg, "app", 2)
+	f := ferrytest.Start(t, cfg)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	for i := 0; i < 5; i++ {
+		if _, err := conn.Exec(ctx, "select 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if entries, _ := loopCounters(t, f); entries != 1 {
+		t.Fatalf("the client entered the relay loop %d times before the SET; want once", entries)
+	}
+
+	// A simple-protocol SET, then one prepared under a name (as
+	// postgres.js sends every statement): each is the goroutine's.
+	if _, err := conn.Exec(ctx, "set search_path = loop_a, public"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		var path string
+		if err := conn.QueryRow(ctx, "select current_setting('search_path')").Scan(&path); err != nil || path != "loop_a, public" {
+			t.Fatalf("search_path after the simple SET: %q, %v", path, err)
+		}
+	}
+	if _, err := conn.Prepare(ctx, "set_b", "set search_path = loop_b, public"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "set_b"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		var path string
+		if err := conn.QueryRow(ctx, "select current_setting('search_path')", pgx.QueryExecModeSimpleProtocol).Scan(&path); err != nil || path != "loop_b, public" {
+			t.Fatalf("search_path after the prepared SET: %q, %v", path, err)
+		}
+	}
+
+	// The client holds a statement that changes session state: it stays
+	// on its goroutine until it closes it.
+	entries, handbacks := loopCounters(t, f)
+	if entries != 2 || handbacks != 2 {
+		t.Fatalf("entries %d, handbacks %d: want the client back in the loop after the simple SET only", entries, handbacks)
+	}
+	if err := conn.Deallocate(ctx, "set_b"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		var path string
+		if err := conn.QueryRow(ctx, "select current_setting('search_path') || $1::text", "").Scan(&path); err != nil || path != "loop_b, public" {
+			t.Fatalf("search_path after the statement was closed: %q, %v", path, err)
+		}
+	}
+	if entries, _ := loopCounters(t, f); entries != 3 {
+		t.Fatalf("entries %d: want the client back in the loop once its SET statement is closed", entries)
+	}
+}
+
+func TestTheRelayLoopWaitsForASlowClientWithoutHoldingUpOthers(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	for _, mode := range serverSSLModes {
+		t.Run("server sslmode "+mode, func(t *testing.T) {
+			t.Parallel()
+			theRelayLoopWaitsForASlowClient(t, mode)
+		})
+	}
+}
+
+func theRelayLoopWaitsForASlowClient(t *testing.T, sslMode string) {
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	setPoolSize(cfg, "app", 3)
+	withServerSSLMode(cfg, sslMode)
+	f := ferrytest.Start(t, cfg)
+	slow := ferrytest.Connect(t, ctx, f.AppDSN())
+	other := ferrytest.Connect(t, ctx, f.AppDSN())
+	for _, c := range []*pgx.Conn{slow, other} {
+		for i := 0; i < 3; i++ {
+			if _, err := c.Exec(ctx, "select 1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if entries, _ := loopCounters(t, f); entries != 2 {
+		t.Fatalf("%d clients entered the relay loop; want both", entries)
+	}
+
+	// 40 MB of rows of 1 KB (each smaller than a read buffer, so the loop
+	// relays them): the slow client reads one row and stops until the
+	// other client is done, so the client's socket fills up.
+	rows, err := slow.Query(ctx, "select repeat('x', 1000) from generate_series(1, 40000)", pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rows.Next() {
+		t.Fatalf("no first row: %v", rows.Err())
+	}
+	for i := 0; i < 50; i++ {
+		var n int
+		if err := other.QueryRow(ctx, "select $1::int", i).Scan(&n); err != nil || n != i {
+			t.Fatalf("the other client's query %d while the slow one stalled: %d, %v", i, n, err)
+		}
+	}
+	n := 1
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil || len(s) != 1000 {
+			t.Fatalf("row %d: %d bytes, %v", n, len(s), err)
+		}
+		n++
+	}
+	if err := rows.Err(); err != nil || n != 40000 {
+		t.Fatalf("the slow client got %d rows, %v; want 40000", n, err)
+	}
+	var one int
+	if err := slow.QueryRow(ctx, "select 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("the slow client after its result: %d, %v", one, err)
+	}
+}
+
+func TestAFrameLargerThanTheReadBufferLeavesTheLoopAndArrivesWhole(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	f := ferrytest.Start(t, cfg)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	for i := 0; i < 3; i++ {
+		if _, err := conn.Exec(ctx, "select 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var s string
+	if err := conn.QueryRow(ctx, "select repeat('y', 100000)").Scan(&s); err != nil || s != strings.Repeat("y", 100000) {
+		t.Fatalf("the large row: %d bytes, %v", len(s), err)
+	}
+	// And a large request: a Parse bigger than the buffer.
+	big := "select '" + strings.Repeat("z", 20000) + "'::text"
+	if err := conn.QueryRow(ctx, big).Scan(&s); err != nil || len(s) != 20000 {
+		t.Fatalf("the large query: %d bytes, %v", len(s), err)
+	}
+	if _, handbacks := loopCounters(t, f); handbacks < 2 {
+		t.Fatalf("handbacks %d: want the large row and the large query each on a goroutine", handbacks)
+	}
+	for i := 0; i < 5; i++ {
+		var n int
+		if err := conn.QueryRow(ctx, "select $1::int", i).Scan(&n); err != nil || n != i {
+			t.Fatalf("query %d after: %d, %v", i, n, err)
+		}
+	}
+}
+
+func TestAClientThatLeavesWhileTheLoopWaitsForItsAnswerLeaksNoServer(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	setPoolSize(cfg, "app", 1)
+	withServerSSLMode(cfg, "disable")
+	f := ferrytest.Start(t, cfg)
+
+	pc := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
+	for i := 0; i < 3; i++ {
+		if _, err := pc.Exec(ctx, "select 1").ReadAll(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if entries, _ := loopCounters(t, f); entries != 1 {
+		t.Fatalf("the client entered the relay loop %d times; want once", entries)
+	}
+	c := hijack(t, pc)
+	sendRaw(t, c, protocol.AppendQuery(nil, "select pg_sleep(0.3)"))
+	waitForBackend(t, ctx, db, "query = 'select pg_sleep(0.3)'")
+	c.Close()
+
+	ferrytest.Eventually(t, 10*time.Second, "the session to end and its server to go back", func() (bool, error) {
+		p := f.Pool(t, "app")
+		return f.Server.Snapshot().Clients == 0 && p.Stat.Active == 0, nil
+	})
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	var n int
+	if err := conn.QueryRow(ctx, "select 7").Scan(&n); err != nil || n != 7 {
+		t.Fatalf("the pool's one server after: %d, %v", n, err)
+	}
+}
