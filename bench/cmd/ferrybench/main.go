@@ -52,6 +52,9 @@ type options struct {
 	rounds    int // throughput runs per scenario and target
 	// godebug is GODEBUG for pgferry (-godebug); empty: Go's defaults.
 	godebug string
+	// ferryEnv are extra PGFERRY_* settings for pgferry (-ferry-env), to
+	// measure a pgferry-only key (e.g. PGFERRY_RELAY_LOOP=true).
+	ferryEnv []string
 	// bouncerBins are the -pgbouncer paths; none means the default.
 	bouncerBins []string
 }
@@ -72,6 +75,7 @@ func run() int {
 		rev       = flag.String("rev", "", "build pgferry from this git revision (git archive) instead of the working tree")
 		rounds    = flag.Int("rounds", 1, "run each throughput scenario this many times, the targets taking turns; the tables show medians")
 		godebug   = flag.String("godebug", "", "GODEBUG for pgferry, to measure a runtime setting (e.g. adaptivestackstart=0); default: none, as shipped")
+		ferryEnv  = flag.String("ferry-env", "", "comma-separated PGFERRY_KEY=value settings for pgferry only, to measure a pgferry key (e.g. PGFERRY_RELAY_LOOP=true); default: none")
 		bouncers  = flag.String("pgbouncer", "", "comma-separated PgBouncer binaries to compare with, each a target named by its version (relative paths are taken from the module root; default "+pgbouncerPath+", plus "+anchorPgbouncer+" if it exists)")
 	)
 	flag.Parse()
@@ -82,6 +86,16 @@ func run() int {
 	}
 	o := options{quick: *quick, out: *out, duration: *duration, keepTemp: *keepTemp, rev: *rev, scale: 10,
 		idleSteps: []int{1000, 10000}, rounds: *rounds, godebug: *godebug}
+	for _, kv := range strings.Split(*ferryEnv, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		if !strings.HasPrefix(kv, "PGFERRY_") || !strings.Contains(kv, "=") {
+			fmt.Fprintf(os.Stderr, "ferrybench: -ferry-env takes PGFERRY_KEY=value settings, not %q\n", kv)
+			return 2
+		}
+		o.ferryEnv = append(o.ferryEnv, kv)
+	}
 	for _, b := range strings.Split(*bouncers, ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			o.bouncerBins = append(o.bouncerBins, b)
