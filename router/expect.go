@@ -1,0 +1,81 @@
+// What a linked server still owes the session: the expectation ring, in
+// the order the requests went out.
+
+package router
+
+import "github.com/pgferry/pgferry/protocol"
+
+// Kinds of requests whose responses the pump expects, in order.
+const (
+	kQuery        uint8 = iota // Query or FunctionCall: done at ReadyForQuery
+	kSync                      // done at ReadyForQuery
+	kParse                     // ParseComplete
+	kBind                      // BindComplete
+	kDescribe                  // RowDescription or NoData
+	kExecute                   // CommandComplete, EmptyQueryResponse or PortalSuspended
+	kClose                     // CloseComplete
+	kParseSwallow              // injected Parse: its ParseComplete is dropped
+	kCloseSwallow              // injected Close: its CloseComplete is dropped
+	kQuerySwallow              // injected Query (SET ...): everything dropped
+)
+
+type expect struct {
+	kind uint8
+	tag  uint8  // kExecute: an answer replacing EmptyQueryResponse (execTag)
+	key  uint64 // statement ID (prepared.Statement.ID) for kParse/kParseSwallow
+}
+
+// ring is a FIFO of expectations that grows as needed and then reuses its
+// storage, so steady-state relaying does not allocate.
+type ring struct {
+	buf  []expect
+	head int
+	n    int
+}
+
+func (r *ring) push(e expect) {
+	if r.n == len(r.buf) {
+		nb := make([]expect, max(16, 2*len(r.buf)))
+		for i := 0; i < r.n; i++ {
+			nb[i] = r.buf[(r.head+i)%len(r.buf)]
+		}
+		r.buf, r.head = nb, 0
+	}
+	r.buf[(r.head+r.n)%len(r.buf)] = e
+	r.n++
+}
+
+func (r *ring) peek() (expect, bool) {
+	if r.n == 0 {
+		return expect{}, false
+	}
+	return r.buf[r.head], true
+}
+
+func (r *ring) pop() {
+	if r.n == 0 {
+		return
+	}
+	r.head = (r.head + 1) % len(r.buf)
+	r.n--
+}
+
+func (r *ring) clear() { r.head, r.n = 0, 0 }
+
+// completes reports whether a server message of type typ is the last
+// response to a request of kind k.
+func completes(k uint8, typ byte) bool {
+	switch k {
+	case kParse, kParseSwallow:
+		return typ == protocol.MsgParseComplete
+	case kBind:
+		return typ == protocol.MsgBindComplete
+	case kDescribe:
+		return typ == protocol.MsgRowDescription || typ == protocol.MsgNoData
+	case kExecute:
+		return typ == protocol.MsgCommandComplete || typ == protocol.MsgEmptyQuery || typ == protocol.MsgPortalSuspended
+	case kClose, kCloseSwallow:
+		return typ == protocol.MsgCloseComplete
+	}
+	return typ == protocol.MsgReadyForQuery
+}
