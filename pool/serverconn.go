@@ -122,10 +122,12 @@ func (sc *ServerConn) endLoan() {
 
 // NoWait makes Rd's reads return protocol.ErrWouldBlock when the socket
 // has nothing to read, instead of waiting, for a borrower that waits for
-// readiness itself (an event loop, with FD). A plain connection's Rd then
-// reads the descriptor with raw system calls, past Go's descriptor lock
-// and deadlines (the borrower owns the loan: nothing else reads or closes
-// the socket meanwhile); under TLS the socket's reads stop waiting. It
+// readiness itself (an event loop, with FD). A plain connection's Rd and
+// Wr then read and write the descriptor with raw system calls, past Go's
+// descriptor lock and deadlines (the borrower owns the loan: nothing else
+// reads, writes or closes the socket meanwhile), and a Flush that would
+// block keeps the rest; under TLS only the socket's reads stop waiting
+// (crypto/tls fails a connection for good on a write error). It
 // reports false, changing nothing, for a connection that can do neither.
 // The loan's end, or Wait, makes reads wait again.
 func (sc *ServerConn) NoWait() bool {
@@ -137,7 +139,11 @@ func (sc *ServerConn) NoWait() bool {
 		if sc.rawRd == nil || sc.rawRd.FD != fd {
 			sc.rawRd = &sockio.Raw{FD: fd}
 		}
+		if sc.Wr == nil {
+			sc.Wr = protocol.NewWriter(sc.Conn)
+		}
 		sc.Rd.SetSource(sc.rawRd)
+		sc.Wr.SetDest(sc.rawRd) // a Flush that would block keeps the rest
 	} else if !sockio.SetNoWait(sc.raw, true) {
 		return false
 	}
@@ -154,6 +160,7 @@ func (sc *ServerConn) Wait() {
 		sockio.SetNoWait(sc.raw, false)
 	} else {
 		sc.Rd.SetSource(sc.Conn)
+		sc.Wr.SetDest(sc.Conn)
 	}
 	sc.noWait = false
 }
@@ -192,6 +199,7 @@ const closeWait = 500 * time.Millisecond
 
 // close says goodbye and closes the socket. The Terminate is best effort.
 func (sc *ServerConn) close() {
+	sc.Wait() // a destroyed loan skips endLoan: the close waits for the backend
 	sc.raw.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	if _, err := sc.Conn.Write(protocol.AppendTerminate(nil)); err == nil {
 		// Wait for the server to close its end: the backend has then

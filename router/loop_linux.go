@@ -6,7 +6,6 @@
 package router
 
 import (
-	"errors"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -14,7 +13,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/sockio"
+	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/classify"
 )
@@ -23,15 +24,16 @@ import (
 // Its client socket, let go of by its net.Conn as a parked one is (detach),
 // is read and written with raw non-blocking calls (sockio.Raw); its linked
 // server's reads return instead of waiting (pool.ServerConn.NoWait), under
-// TLS too. Where the
-// relay would block, the loop registers the socket in its epoll set
-// (one-shot, as parking does) and serves other sessions; the event brings
-// it back to turn. Whatever the loop does not serve (a statement that
-// changes session state, a COPY, a frame larger than a read buffer, no
-// server free, a wake, a kill, shutdown) the session's goroutine does: the
-// loop hands the session back (evict) before it consumes the frame, and
-// the goroutine carries on from the same state, with a pump relaying the
-// answers still owed.
+// TLS too, and so do a plain server's writes. Where the relay would block,
+// the loop registers the socket in its epoll set (one-shot, as parking
+// does) and serves other sessions; the event brings it back to turn.
+// Whatever the loop does not serve (a statement that changes session
+// state, a COPY, a frame larger than a read buffer, no server free, a long
+// pipeline, a wake, a kill, shutdown) the session's goroutine does: the
+// loop hands the session back (evict), before it consumes the client's
+// frame or where relayServer asks for a pump (COPY, a large answer, a
+// cancel in flight), and the goroutine carries on from the same state,
+// with a pump relaying the answers still owed.
 const (
 	// loopClient: the client's next request.
 	loopClient uint8 = 1 + iota
@@ -88,18 +90,6 @@ const loopBuilt = true
 // rest is the session's id, as for its client socket).
 const serverKeyBit = 1 << 62
 
-// Entry credits (session.loopCredit): requests a session reads on its
-// goroutine before it enters the loop. A client that connects for one
-// transaction (pgbench -C, a serverless function) is not worth the
-// descriptor juggling; one that found no server free in the loop stays out
-// for a while, since the loop hands such sessions back to wait; loopNever
-// is for sessions the loop cannot serve at all.
-const (
-	loopEntryCredit      = 2
-	loopContentionCredit = 200
-	loopNever            = 255
-)
-
 // enter hands the session, idle between requests on its goroutine with
 // nothing buffered, to the loop, and reports whether it did: the goroutine
 // must then end at once (errParked).
@@ -123,13 +113,12 @@ func (p *parker) enter(ss *session) bool {
 	raw := &sockio.Raw{FD: int(ss.fd)}
 	ss.rd.SetSource(raw)
 	ss.wr.SetDest(raw)
-	entries := &ss.entry.stats.loopEntries
-	entries.Add(1) // before await: from there on the session is the loop's
+	entries := &ss.entry.stats.loopEntries // (after await the session is the loop's)
 	if p.await(ss, loopClient, syscall.EPOLL_CTL_ADD) {
+		entries.Add(1)
 		return true
 	}
-	entries.Add(^uint64(0))
-	// The parker is closing: back to the goroutine.
+	// The parker is closing, or epoll failed: back to the goroutine.
 	ss.loop = 0
 	ss.loopCredit = loopNever
 	if err := ss.reattach(); err != nil {
@@ -149,10 +138,10 @@ func (ss *session) loopable() (ok, never bool) {
 	}
 	cfg := ss.srv.cfg.Load()
 	if !cfg.RelayLoop {
-		return false, false // (a reload may turn it on)
+		return false, true // (for clients that log in after a reload turns it on)
 	}
-	if cfg.QueryTimeout > 0 || cfg.TransactionTimeout > 0 || cfg.ClientIdleTimeout > 0 || cfg.IdleTransactionTimeout > 0 {
-		return false, false // timers the loop does not arm
+	if !loopConfig(cfg) {
+		return false, false
 	}
 	if r := ss.rare; r != nil && (len(r.stateStmts) > 0 || len(r.statePortals) > 0) {
 		return false, false
@@ -165,6 +154,14 @@ func (ss *session) loopable() (ok, never bool) {
 	ss.mu.Unlock()
 	// (The Writer only once no pump writes to it.)
 	return idle && ss.wr.Len() == 0, false
+}
+
+// loopConfig reports whether the configuration lets the loop serve
+// sessions: relay_loop is on, and none of the timeouts the loop does not
+// arm is set.
+func loopConfig(cfg *configs.Config) bool {
+	return cfg.RelayLoop && cfg.QueryTimeout == 0 && cfg.TransactionTimeout == 0 &&
+		cfg.ClientIdleTimeout == 0 && cfg.IdleTransactionTimeout == 0
 }
 
 // await registers the sockets the session now waits for (see the loop
@@ -222,6 +219,7 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 		ss.loop |= loopArmed
 	}
 	p.parked[ss.id] = ss
+	p.inLoop++
 	ss.flags.Or(stParked)
 	p.mu.Unlock()
 	// A wake or kill that came before the session was in the set found
@@ -235,6 +233,72 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 // setLoop moves the session to another loop state; the client socket's
 // registration stays as it was.
 func (ss *session) setLoop(state uint8) { ss.loop = state | ss.loop&loopArmed }
+
+// settleLooped parks the sessions the relay loop serves that have sent
+// nothing for a whole sweep interval, as the sweep parks goroutines' idle
+// sessions: they let go of their Reader, Writer and expectation ring, and
+// wait as parked sessions do (a goroutine serves their next request, and
+// they come back to the loop after a few). It runs on the loop, at a
+// sweep, and reports how many it parked. Each is taken out of the set
+// while it changes, and put back with its registration renewed, which
+// reports input that came meanwhile.
+func (p *parker) settleLooped(now uint32) int {
+	p.mu.Lock()
+	for id, ss := range p.parked {
+		if ss.loop == loopClient|loopArmed && now-ss.activeTick.Load() >= 2 {
+			delete(p.parked, id)
+			p.inLoop--
+			p.settling = append(p.settling, ss)
+		}
+	}
+	p.mu.Unlock()
+	parked := 0
+	for _, ss := range p.settling {
+		ss.flags.And(^stParked)
+		ss.loop &^= loopArmed // renew the registration either way
+		ss.mu.Lock()
+		idle := ss.server == nil && ss.dead == nil
+		ss.mu.Unlock()
+		if !idle || ss.rd.Buffered() != 0 || ss.wr.Len() != 0 {
+			if !p.await(ss, loopClient, 0) {
+				p.evict(ss, "cannot wait", false)
+			}
+			continue
+		}
+		ss.loop = 0
+		ss.q = ring{}
+		ss.wr.Release()
+		ss.rd.DetachSmall()
+		ss.rd, ss.wr = nil, nil
+		if p.rearmParked(ss) {
+			parked++
+		} else {
+			p.resume(ss) // a goroutine carries on (and may park itself)
+		}
+	}
+	clear(p.settling)
+	p.settling = p.settling[:0]
+	return parked
+}
+
+// rearmParked puts a session back in the set as a parked one, renewing its
+// client socket's one-shot registration, and reports whether it could.
+func (p *parker) rearmParked(ss *session) bool {
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
+	setEventKey(&ev, ss.id)
+	p.mu.Lock()
+	if p.closed || p.failed || syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(ss.fd), &ev) != nil {
+		p.mu.Unlock()
+		return false
+	}
+	p.parked[ss.id] = ss
+	ss.flags.Or(stParked)
+	p.mu.Unlock()
+	if ss.has(evWake | evKill) {
+		p.unpark(ss)
+	}
+	return true
+}
 
 // forgetServer takes the linked server's socket out of the loop's epoll
 // set before its loan ends: once back in the pool its descriptor may be
@@ -254,6 +318,9 @@ func (p *parker) turn(ss *session, client bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			if ss.loop == 0 {
+				return // handed on already: the new owner has it
+			}
 			ss.mu.Lock()
 			ss.status = protocol.TxFailed
 			ss.mu.Unlock()
@@ -266,7 +333,7 @@ func (p *parker) turn(ss *session, client bool) {
 		if ss.loop == loopServer {
 			// More requests (a pipeline) or a disconnect while the server
 			// works: the goroutine reads the client, a pump the server.
-			p.evict(ss, "the client spoke while its server worked")
+			p.evict(ss, "the client spoke while its server worked", false)
 			return
 		}
 	}
@@ -277,22 +344,22 @@ func (p *parker) turn(ss *session, client bool) {
 			sc := ss.server
 			ss.mu.Unlock()
 			if sc == nil { // lost meanwhile; the goroutine tells the client
-				p.evict(ss, "server lost")
+				p.evict(ss, "server lost", false)
 				return
 			}
 			switch ss.relayServer(sc, true) {
 			case relayAwaitServer:
 				if !p.await(ss, loopServer, 0) {
-					p.evict(ss, "cannot wait")
+					p.evict(ss, "cannot wait", false)
 				}
 				return
 			case relayAwaitClient:
 				if !p.await(ss, loopRelayOut, 0) {
-					p.evict(ss, "cannot wait")
+					p.evict(ss, "cannot wait", false)
 				}
 				return
 			case relayHandoff:
-				p.evict(ss, "the loan needs a pump")
+				p.evict(ss, "the loan needs a pump", true)
 				return
 			}
 			// The answers are relayed: the server went back to the pool,
@@ -309,7 +376,7 @@ func (p *parker) turn(ss *session, client bool) {
 				if err != protocol.ErrWouldBlock {
 					p.leave(ss, err)
 				} else if !p.await(ss, loopClientOut, 0) {
-					p.evict(ss, "cannot wait")
+					p.evict(ss, "cannot wait", false)
 				}
 				return
 			}
@@ -334,8 +401,8 @@ func (p *parker) request(ss *session) bool {
 	ss.mu.Lock()
 	dead := ss.dead != nil
 	ss.mu.Unlock()
-	if dead || ss.has(evWake|evKill|evPark|evDoomed) || ss.srv.isDraining() || !ss.srv.cfg.Load().RelayLoop {
-		p.evict(ss, "an event, or relay_loop turned off")
+	if dead || ss.has(evWake|evKill|evPark|evDoomed) || ss.srv.isDraining() || !loopConfig(ss.srv.cfg.Load()) {
+		p.evict(ss, "an event, or a reload the loop does not serve", false)
 		return false
 	}
 	typ, size, err := ss.rd.Peek()
@@ -346,13 +413,13 @@ func (p *parker) request(ss *session) bool {
 	switch {
 	case err == protocol.ErrWouldBlock:
 		if !p.await(ss, loopClient, 0) {
-			p.evict(ss, "cannot wait")
+			p.evict(ss, "cannot wait", false)
 		}
 		return false
 	case err != nil || frame == nil || !ss.loopServes(typ, frame):
 		// The goroutine reads it again (a read error, a frame too large
 		// for the buffer) or handles it (session state, COPY, ...).
-		p.evict(ss, "a request the goroutine serves")
+		p.evict(ss, "a request the goroutine serves", false)
 		return false
 	}
 	ss.activeTick.Store(p.tick.Load())
@@ -362,18 +429,18 @@ func (p *parker) request(ss *session) bool {
 	ss.mu.Lock()
 	linked := ss.server != nil
 	ss.mu.Unlock()
-	if !linked && needsServer(typ) {
+	if !linked && ss.needsServer(typ, frame) {
 		sc := ss.entry.pool.TryAcquire()
 		if sc == nil {
 			// Queued clients wait on goroutines (and the pool's order).
 			ss.loopCredit = loopContentionCredit
-			p.evict(ss, "no server free")
+			p.evict(ss, "no server free", false)
 			return false
 		}
 		if !sc.NoWait() {
 			sc.Pool().Release(sc)
 			ss.loopCredit = loopNever // (no raw socket calls)
-			p.evict(ss, "a server connection that cannot read without waiting")
+			p.evict(ss, "a server connection that cannot read without waiting", false)
 			return false
 		}
 		ss.attach(sc, false, false)
@@ -387,12 +454,26 @@ func (p *parker) request(ss *session) bool {
 		return false
 	}
 	ss.mu.Lock()
-	sc, owed := ss.server, ss.q.n > 0
+	sc, owed := ss.server, ss.q.n
 	ss.mu.Unlock()
 	if sc == nil {
 		p.forgetServer(ss)
+		return true // next request
 	}
-	if sc == nil || !owed || !ss.answersNow(typ) {
+	switch {
+	case sc.Wr.Len() > 0 && !ss.rd.HasFrame():
+		// The server took only part of what was written to it (it reads
+		// no more until the client reads its answers): a pump reads them
+		// while the goroutine writes, as on a goroutine.
+		p.evict(ss, "the server takes no more", true)
+		return false
+	case owed > loopMaxOwed && !ss.answersNow(typ):
+		// A long pipeline with no Sync yet: its answers pile up unread on
+		// the server, which then stops reading; a server socket under TLS
+		// would block the loop's writes. A pump reads them.
+		p.evict(ss, "a long pipeline", true)
+		return false
+	case owed == 0 || !ss.answersNow(typ):
 		return true // next request
 	}
 	if sc.Rd.Buffered() > 0 || sc.TLS {
@@ -407,18 +488,30 @@ func (p *parker) request(ss *session) bool {
 		return true
 	}
 	if !p.await(ss, loopServer, 0) {
-		p.evict(ss, "cannot wait")
+		p.evict(ss, "cannot wait", false)
 	}
 	return false
 }
 
-// needsServer reports whether a request of type typ is sent to a server
-// (Sync, Flush and Terminate with none linked are answered in place).
-func needsServer(typ byte) bool {
+// loopMaxOwed bounds the answers a session in the loop may owe before
+// its client's next Sync (see request).
+const loopMaxOwed = 64
+
+// needsServer reports whether handleFrame sends the client frame to a
+// server when none is linked: not a Sync or Flush (answered in place), nor
+// the Close of a named prepared statement (pgferry's own, answered in
+// place: closeLocally).
+func (ss *session) needsServer(typ byte, frame []byte) bool {
 	switch typ {
-	case protocol.MsgQuery, protocol.MsgParse, protocol.MsgBind, protocol.MsgDescribe,
-		protocol.MsgExecute, protocol.MsgClose:
+	case protocol.MsgQuery, protocol.MsgParse, protocol.MsgBind, protocol.MsgDescribe, protocol.MsgExecute:
 		return true
+	case protocol.MsgClose:
+		body := protocol.Body(frame)
+		if len(body) < 2 || body[0] != 'S' || ss.srv.cfg.Load().MaxPreparedStatements == 0 {
+			return true
+		}
+		name, _, ok := protocol.CString(body[1:])
+		return !ok || len(name) == 0
 	}
 	return false
 }
@@ -449,10 +542,12 @@ func (ss *session) loopServes(typ byte, frame []byte) bool {
 
 // evict hands a session the loop served back to a goroutine, which
 // carries on from where the loop stopped: its client socket becomes a
-// net.Conn again, a pump relays what the server still owes, and a new run
-// reads the client. Its caller owns the session (the loop, or whoever took
-// it out of the parked set).
-func (p *parker) evict(ss *session, why string) {
+// net.Conn again, a pump relays what the server still owes (or, with pump,
+// the rest of the loan: relayServer asked for one), and a new run reads
+// the client. Its caller owns the session (the loop, or whoever took it
+// out of the parked set); what may wait (making the net.Conn, retried for a
+// while when out of descriptors) happens on the new goroutine.
+func (p *parker) evict(ss *session, why string, pump bool) {
 	p.unloop(ss)
 	ss.entry.stats.loopHandbacks.Add(1)
 	if ss.loopCredit == 0 {
@@ -466,16 +561,29 @@ func (p *parker) evict(ss *session, why string) {
 	ss.mu.Lock()
 	sc, owed := ss.server, ss.q.n > 0
 	ss.mu.Unlock()
-	if sc != nil {
-		if owed {
-			ss.handOff(sc)
-		} else {
-			ss.srv.budget.watch(sc)
-		}
-	}
 	ss.resumed = true
 	go func() {
 		growStack()
+		ss.reclaim(sc)
+		if sc != nil {
+			if pump || owed {
+				ss.handOff(sc)
+			} else {
+				ss.srv.budget.watch(sc) // linked inside a transaction, as inline
+			}
+			// What the server did not take from the loop, now that a pump
+			// reads its answers, as handle writes: under wmu, while still
+			// linked. (A failure is the pump's to see.)
+			ss.mu.Lock()
+			if ss.server == sc {
+				ss.wmu.Lock()
+				ss.mu.Unlock()
+				sc.Wr.Flush()
+				ss.wmu.Unlock()
+			} else {
+				ss.mu.Unlock()
+			}
+		}
 		ss.run()
 	}()
 }
@@ -484,24 +592,32 @@ func (p *parker) evict(ss *session, why string) {
 // goroutine: finish may wait on its server.
 func (p *parker) leave(ss *session, err error) {
 	p.unloop(ss)
-	go ss.end(err)
+	ss.mu.Lock()
+	sc := ss.server
+	ss.mu.Unlock()
+	go func() {
+		ss.reclaim(sc)
+		ss.end(err)
+	}()
 }
 
-// unloop takes the session's sockets out of the loop: out of the epoll
-// set, the client's a net.Conn again, the server's reads waiting again.
+// unloop takes the session's sockets out of the loop's epoll set; the
+// caller hands the session on.
 func (p *parker) unloop(ss *session) {
 	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(ss.fd), nil)
 	p.forgetServer(ss)
 	ss.flags.And(^stParked)
 	ss.loop = 0
-	if err := ss.reattach(); err != nil && !errors.Is(err, syscall.EBADF) {
-		ss.logger().Debug("the relay loop could not hand back the client socket", zap.Error(err))
-	}
+}
+
+// reclaim makes a session the loop handed back a goroutine's again: its
+// client socket a net.Conn (reattach; on failure every call fails and the
+// session ends), the Reader and Writer on it, and its server's reads and
+// writes waiting again.
+func (ss *session) reclaim(sc *pool.ServerConn) {
+	ss.reattach() // (it logs a failure)
 	ss.rd.SetSource(ss.conn)
 	ss.wr.SetDest(ss.conn)
-	ss.mu.Lock()
-	sc := ss.server
-	ss.mu.Unlock()
 	if sc != nil {
 		sc.Wait()
 	}

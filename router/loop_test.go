@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"context"
 	"runtime"
 	"strings"
 	"testing"
@@ -184,16 +185,23 @@ func theRelayLoopWaitsForASlowClient(t *testing.T, sslMode string) {
 	f := ferrytest.Start(t, cfg)
 	slow := ferrytest.Connect(t, ctx, f.AppDSN())
 	other := ferrytest.Connect(t, ctx, f.AppDSN())
-	for _, c := range []*pgx.Conn{slow, other} {
-		for i := 0; i < 3; i++ {
+	// Until both are in the loop: one that found no server free while
+	// the pool grew reads a while on its goroutine first.
+	for i := 0; ; i++ {
+		entries, handbacks := loopCounters(t, f)
+		if entries-handbacks == 2 {
+			break
+		}
+		if i == 1000 {
+			t.Fatalf("after %d queries each, %d entries and %d handbacks: the clients are not both in the loop", i, entries, handbacks)
+		}
+		for _, c := range []*pgx.Conn{slow, other} {
 			if _, err := c.Exec(ctx, "select 1"); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	if entries, _ := loopCounters(t, f); entries != 2 {
-		t.Fatalf("%d clients entered the relay loop; want both", entries)
-	}
+	pumpedBefore := f.Pool(t, "app").Counters.PumpedLoans
 
 	// 40 MB of rows of 1 KB (each smaller than a read buffer, so the loop
 	// relays them): the slow client reads one row and stops until the
@@ -225,6 +233,12 @@ func theRelayLoopWaitsForASlowClient(t *testing.T, sslMode string) {
 	var one int
 	if err := slow.QueryRow(ctx, "select 1").Scan(&one); err != nil || one != 1 {
 		t.Fatalf("the slow client after its result: %d, %v", one, err)
+	}
+	// The loop waited for room itself: had it handed the slow client back
+	// mid-result, a pump would have relayed the rest. (The other client
+	// may have been handed back to queue while the pool grew.)
+	if p := f.Pool(t, "app"); p.Counters.PumpedLoans != pumpedBefore {
+		t.Fatalf("%d loans needed a pump", p.Counters.PumpedLoans-pumpedBefore)
 	}
 }
 
@@ -261,7 +275,7 @@ func TestAFrameLargerThanTheReadBufferLeavesTheLoopAndArrivesWhole(t *testing.T)
 	}
 }
 
-func TestAClientThatLeavesWhileTheLoopWaitsForItsAnswerLeaksNoServer(t *testing.T) {
+func TestAClientThatLeavesWhileTheLoopWaitsForItsAnswerHasItsQueryCancelled(t *testing.T) {
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
@@ -281,17 +295,272 @@ func TestAClientThatLeavesWhileTheLoopWaitsForItsAnswerLeaksNoServer(t *testing.
 		t.Fatalf("the client entered the relay loop %d times; want once", entries)
 	}
 	c := hijack(t, pc)
-	sendRaw(t, c, protocol.AppendQuery(nil, "select pg_sleep(0.3)"))
-	waitForBackend(t, ctx, db, "query = 'select pg_sleep(0.3)'")
+	sendRaw(t, c, protocol.AppendQuery(nil, "select pg_sleep(60)"))
+	waitForBackend(t, ctx, db, "query = 'select pg_sleep(60)'")
 	c.Close()
 
-	ferrytest.Eventually(t, 10*time.Second, "the session to end and its server to go back", func() (bool, error) {
+	// The loop watches the client while the server works: the query is
+	// cancelled long before it would end, and the server goes back.
+	ferrytest.Eventually(t, 20*time.Second, "the abandoned query to be cancelled and the server to go back", func() (bool, error) {
 		p := f.Pool(t, "app")
-		return f.Server.Snapshot().Clients == 0 && p.Stat.Active == 0, nil
+		return p.Counters.AbandonedCancels == 1 && f.Server.Snapshot().Clients == 0 && p.Stat.Active == 0, nil
 	})
 	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 	var n int
 	if err := conn.QueryRow(ctx, "select 7").Scan(&n); err != nil || n != 7 {
 		t.Fatalf("the pool's one server after: %d, %v", n, err)
 	}
+}
+
+func TestACancelRequestStopsAQueryTheLoopWaitsForAndTheSessionGoesOn(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	setPoolSize(cfg, "app", 1)
+	f := ferrytest.Start(t, cfg)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	for i := 0; i < 3; i++ {
+		if _, err := conn.Exec(ctx, "select 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if entries, _ := loopCounters(t, f); entries != 1 {
+		t.Fatalf("the client entered the relay loop %d times; want once", entries)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(context.Background(), "select pg_sleep(60)")
+		errc <- err
+	}()
+	waitForBackend(t, ctx, db, "query = 'select pg_sleep(60)'")
+	if err := conn.PgConn().CancelRequest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := pgCode(<-errc); code != "57014" {
+		t.Fatalf("the cancelled query's error has SQLSTATE %q, want 57014", code)
+	}
+	for i := 0; i < 5; i++ {
+		var n int
+		if err := conn.QueryRow(ctx, "select $1::int", i).Scan(&n); err != nil || n != i {
+			t.Fatalf("query %d after the cancel: %d, %v", i, n, err)
+		}
+	}
+	// The server is not held by the idle client once the cancel is done.
+	ferrytest.Eventually(t, 10*time.Second, "the server to go back to the pool", func() (bool, error) {
+		return f.Pool(t, "app").Stat.Active == 0, nil
+	})
+}
+
+func TestALongPipelineWithoutSyncIsHandedToAPumpAndAnsweredInOrder(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	withServerSSLMode(cfg, "disable")
+	f := ferrytest.Start(t, cfg)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	for i := 0; i < 3; i++ {
+		if _, err := conn.Exec(ctx, "select 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One Sync after 200 queries: far more answers owed than the loop
+	// lets pile up.
+	b := &pgx.Batch{}
+	for i := 0; i < 200; i++ {
+		b.Queue("select $1::int, repeat('p', 200)", i)
+	}
+	br := conn.SendBatch(ctx, b)
+	for i := 0; i < 200; i++ {
+		var n int
+		var s string
+		if err := br.QueryRow().Scan(&n, &s); err != nil || n != i || len(s) != 200 {
+			t.Fatalf("pipelined query %d: %d, %d bytes, %v", i, n, len(s), err)
+		}
+	}
+	if err := br.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, handbacks := loopCounters(t, f); handbacks < 1 {
+		t.Fatal("the long pipeline stayed in the loop")
+	}
+}
+
+func TestWithRelayLoopOffNoSessionEntersIt(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = false
+	f := ferrytest.Start(t, cfg)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	for i := 0; i < 20; i++ {
+		if _, err := conn.Exec(ctx, "select 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if entries, handbacks := loopCounters(t, f); entries != 0 || handbacks != 0 {
+		t.Fatalf("with relay_loop off: %d entries, %d handbacks; want none", entries, handbacks)
+	}
+}
+
+// inLoop runs queries on conn until the relay loop's entry count reaches
+// entries (conn's session entered it), failing the test if it never does.
+func inLoop(t *testing.T, ctx context.Context, f *ferrytest.Ferry, conn *pgx.Conn, entries uint64) {
+	t.Helper()
+	for i := 0; ; i++ {
+		if n, _ := loopCounters(t, f); n >= entries {
+			return
+		}
+		if i == 1000 {
+			t.Fatal("the client never entered the relay loop")
+		}
+		if _, err := conn.Exec(ctx, "select 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestShutdownEndsSessionsInTheLoopAndLetsATransactionFinish(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	f := ferrytest.Start(t, cfg)
+	idle := ferrytest.Connect(t, ctx, f.AppDSN())
+	inLoop(t, ctx, f, idle, 1)
+	busy := ferrytest.Connect(t, ctx, f.AppDSN())
+	inLoop(t, ctx, f, busy, 2)
+	tx, err := busy.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cut := make(chan int, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cut <- f.Server.Shutdown(sctx)
+	}()
+	// The open transaction still runs and commits; then both sessions end
+	// without being cut.
+	var n int
+	if err := tx.QueryRow(ctx, "select 5").Scan(&n); err != nil || n != 5 {
+		t.Fatalf("inside the open transaction during shutdown: %d, %v", n, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("commit during shutdown: %v", err)
+	}
+	if c := <-cut; c != 0 {
+		t.Fatalf("Shutdown cut %d sessions, want 0", c)
+	}
+	if _, err := idle.Exec(ctx, "select 1"); err == nil {
+		t.Fatal("the idle client's query after shutdown succeeded")
+	}
+}
+
+func TestAServerTerminatedWhileTheLoopWaitsForItGivesAnErrorAndTheSessionGoesOn(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	withServerSSLMode(cfg, "disable")
+	f := ferrytest.Start(t, cfg)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	inLoop(t, ctx, f, conn, 1)
+
+	errc := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(context.Background(), "select pg_sleep(60)")
+		errc <- err
+	}()
+	waitForBackend(t, ctx, db, "query = 'select pg_sleep(60)'")
+	if _, err := cluster.QueryInt(ctx, "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = $1 and query = 'select pg_sleep(60)'", db); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err == nil {
+		t.Fatal("the query whose server was terminated succeeded")
+	}
+	var n int
+	if err := conn.QueryRow(ctx, "select 9").Scan(&n); err != nil || n != 9 {
+		t.Fatalf("the next query: %d, %v", n, err)
+	}
+	ferrytest.Eventually(t, 10*time.Second, "the lost server to be counted and nothing lent", func() (bool, error) {
+		p := f.Pool(t, "app")
+		return p.Stat.Active == 0 && p.Stat.Destroyed >= 1, nil
+	})
+}
+
+func TestAReloadThatTurnsTheLoopOffSendsItsSessionsBackToGoroutines(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	f := ferrytest.Start(t, cfg)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	inLoop(t, ctx, f, conn, 1)
+	_, before := loopCounters(t, f)
+
+	next := *cfg
+	next.RelayLoop = false
+	if err := f.Server.Reload(&next); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		var n int
+		if err := conn.QueryRow(ctx, "select $1::int", i).Scan(&n); err != nil || n != i {
+			t.Fatalf("query %d after the reload: %d, %v", i, n, err)
+		}
+	}
+	entries, handbacks := loopCounters(t, f)
+	if handbacks != before+1 || entries != handbacks {
+		t.Fatalf("after the reload: %d entries, %d handbacks (%d before); want the session handed back once and kept out", entries, handbacks, before)
+	}
+}
+
+func TestTheAdminConsolesKillEndsASessionInTheLoop(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	f := ferrytest.Start(t, cfg)
+	app := ferrytest.Connect(t, ctx, f.AppDSN())
+	inLoop(t, ctx, f, app, 1)
+	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
+	mustAdmin(t, pc, "KILL app")
+	ferrytest.Eventually(t, 10*time.Second, "the killed client to go", func() (bool, error) {
+		return mustAdmin(t, pc, "SHOW CLIENTS").row("user", "app") == nil, nil
+	})
+	if _, err := app.Exec(ctx, "select 1"); err == nil {
+		t.Fatal("the killed client still runs queries")
+	}
+}
+
+func TestAnIdleClientOfTheLoopIsParkedAndComesBackWhenItTalks(t *testing.T) {
+	skipWithoutLoop(t)
+	skipWithoutParking(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	f := ferrytest.Start(t, cfg)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	inLoop(t, ctx, f, conn, 1)
+	// A sweep interval or two without a request: it lets go of its
+	// buffers and waits as any parked client does.
+	ferrytest.Eventually(t, parkWait, "the idle client of the loop to be parked", func() (bool, error) {
+		return f.Server.Snapshot().ParkedClients == 1, nil
+	})
+	var n int
+	if err := conn.QueryRow(ctx, "select $1::int", 3).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("the parked client's query: %d, %v", n, err)
+	}
+	// Back on a goroutine for its first requests, then in the loop again.
+	inLoop(t, ctx, f, conn, 2)
 }

@@ -58,9 +58,15 @@ type parker struct {
 	// sweep.
 	due        []youngSession
 	youngAsked int
+	// settling is the loop's slice of idle sessions of the relay loop
+	// being parked (see settleLooped).
+	settling []*session
 
 	mu     sync.Mutex
 	parked map[uint64]*session // keyed by session id, the epoll event's data
+	// inLoop counts the sessions in parked that the relay loop serves
+	// (waiting for a socket between its steps), which are not idle.
+	inLoop int
 	// young are the sessions admitted and not yet looked at by sweepYoung,
 	// with when, in admission order.
 	young   []youngSession
@@ -99,8 +105,8 @@ const (
 func (p *parker) start() bool {
 	p.once.Do(func() {
 		p.done = make(chan struct{})
-		p.parked = make(map[uint64]*session)
 		p.mu.Lock()
+		p.parked = make(map[uint64]*session) // under mu: count reads it
 		closed := p.closed
 		p.mu.Unlock()
 		if closed {
@@ -191,7 +197,7 @@ func (p *parker) loop() {
 			wait = min(wait, int(loopBusyHold/time.Millisecond))
 		}
 		n, err := epollWait(p.epfd, events, max(wait, 0), raw)
-		if n > 0 && rawOK {
+		if n > 0 && rawOK && p.loopOn() {
 			lastBusy = monoNow()
 		}
 		if err != nil && !errors.Is(err, syscall.EINTR) {
@@ -217,6 +223,9 @@ func (p *parker) loop() {
 			p.mu.Lock()
 			ss := p.parked[key]
 			delete(p.parked, key)
+			if ss != nil && ss.loop != 0 {
+				p.inLoop--
+			}
 			p.mu.Unlock()
 			switch {
 			case ss == nil:
@@ -244,6 +253,7 @@ func (p *parker) fail() {
 		rest = append(rest, ss)
 		delete(p.parked, id)
 	}
+	p.inLoop = 0
 	p.mu.Unlock()
 	for _, ss := range rest {
 		p.resume(ss)
@@ -254,7 +264,7 @@ func (p *parker) fail() {
 // session the relay loop serves goes back to one: evict).
 func (p *parker) resume(ss *session) {
 	if ss.loop != 0 {
-		p.evict(ss, "woken")
+		p.evict(ss, "woken", false)
 		return
 	}
 	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(ss.fd), nil)
@@ -276,7 +286,7 @@ func (p *parker) sweep() {
 	if p.srv.isDraining() {
 		return
 	}
-	asked := 0
+	asked := p.settleLooped(now)
 	p.srv.eachSession(func(ss *session) {
 		if ss.admin || ss.has(stParked|stWaiting) || now-ss.activeTick.Load() < 2 {
 			return
@@ -501,17 +511,21 @@ func (p *parker) take(ss *session) {
 	p.mu.Lock()
 	_, ok := p.parked[ss.id]
 	delete(p.parked, ss.id)
+	if ok && ss.loop != 0 {
+		p.inLoop--
+	}
 	p.mu.Unlock()
 	if ok {
 		p.resume(ss)
 	}
 }
 
-// count reports how many sessions are parked.
+// count reports how many sessions are parked (idle, without a
+// goroutine; not those the relay loop serves).
 func (p *parker) count() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.parked)
+	return len(p.parked) - p.inLoop
 }
 
 // close stops the loop; sessions still parked are resumed so that they can

@@ -29,11 +29,7 @@ func (p *parker) enter(ss *session) bool {
 }
 func (p *parker) forgetServer(*session) {}
 
-const (
-	loopBuilt       = false
-	loopEntryCredit = 2
-	loopNever       = 255
-)
+const loopBuilt = false
 
 func socketFD(net.Conn) int { return -1 }
 

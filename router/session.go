@@ -159,11 +159,25 @@ type session struct {
 	// waits for while the loop serves it (0: the loop does not), how many
 	// more requests it must read on a goroutine before it may enter the
 	// loop, and the server socket registered in the loop's epoll set (-1:
-	// none).
+	// none; always so outside the loop, where a pump's releaseServer reads
+	// it).
 	loop       uint8
 	loopCredit uint8
 	srvFD      int32
 }
+
+// Entry credits (session.loopCredit): requests a session reads on its
+// goroutine before it enters the relay loop (loop_linux.go). A client that
+// connects for one transaction (pgbench -C, a serverless function) is not
+// worth the descriptor juggling; one that found no server free in the loop
+// stays out for a while, since the loop hands such sessions back to queue;
+// loopNever is for sessions the loop cannot serve (TLS, session mode, ...,
+// or relay_loop off when they logged in).
+const (
+	loopEntryCredit      = 2
+	loopContentionCredit = 200
+	loopNever            = 255
+)
 
 // loginState is what a session needs only while it logs in.
 type loginState struct {

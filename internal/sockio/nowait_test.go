@@ -42,11 +42,16 @@ func TestANoWaitReadReturnsAtOnceAndTheNextOneGetsTheData(t *testing.T) {
 	}
 	// Waiting again: a read blocks until the peer writes.
 	sockio.SetNoWait(w, false)
-	done := make(chan string)
+	done := make(chan string, 1)
 	go func() {
 		n, _ := w.Read(buf)
 		done <- string(buf[:n])
 	}()
+	select {
+	case s := <-done:
+		t.Fatalf("a waiting read returned %q before the peer wrote", s)
+	case <-time.After(50 * time.Millisecond):
+	}
 	p.Write([]byte("again"))
 	if s := <-done; s != "again" {
 		t.Fatalf("the waiting read got %q", s)
