@@ -316,47 +316,52 @@ func instructionCount(ctx context.Context, e *env, t *target) instrResult {
 		}
 		return counts, nil
 	}
-	counts, err := pair(1, shortTx, longTx)
-	if err != nil {
-		r.skipped = err.Error()
-		return r
-	}
-	r.base, r.full = counts[0], counts[1]
-	r.tx = int64(clients * (longTx - shortTx))
-	r.perTx = float64(r.full-r.base) / float64(r.tx)
-	r.took = time.Since(start)
-	if r.parts, err = instrBreakdown(out+".1", out+".2", r.tx, t.name == "pgferry"); err != nil {
-		logf("  callgrind %s breakdown: %v", t.name, err)
-	}
-	logf("  callgrind %-16s %.0f instructions/tx (%s)", t.name, r.perTx, r.took.Round(time.Second))
-
-	// Logins are measured three times and the median pair kept: now and
+	// Both are measured three times and the median pair kept: now and
 	// then (two runs in about ten) a Go runtime thread spins for millions
 	// of instructions while valgrind, which runs one thread at a time,
-	// keeps the others waiting, and one pair came out 4.8 times the rest.
-	r.logins = int64(clients * (longLogin - shortLogin))
-	type loginPair struct {
+	// keeps the others waiting; one login pair came out 4.8 times the
+	// rest, and transaction pairs of one build spread by a fifth.
+	type medianPair struct {
 		first   int
 		counts  [2]int64
 		perUnit float64
 	}
-	var pairs []loginPair
-	for k := range 3 {
-		first := 3 + 2*k
-		counts, err := pair(first, shortLogin, longLogin, "-C")
-		if err != nil {
-			r.loginErr = err.Error()
-			return r
+	median := func(first, short, long int, units int64, extra ...string) (med medianPair, all [3]float64, err error) {
+		var pairs []medianPair
+		for k := range 3 {
+			counts, err := pair(first+2*k, short, long, extra...)
+			if err != nil {
+				return med, all, err
+			}
+			pairs = append(pairs, medianPair{first + 2*k, counts, float64(counts[1]-counts[0]) / float64(units)})
 		}
-		pairs = append(pairs, loginPair{first, counts, float64(counts[1]-counts[0]) / float64(r.logins)})
+		slices.SortFunc(pairs, func(x, y medianPair) int { return cmp.Compare(x.perUnit, y.perUnit) })
+		return pairs[1], [3]float64{pairs[0].perUnit, pairs[1].perUnit, pairs[2].perUnit}, nil
 	}
-	slices.SortFunc(pairs, func(x, y loginPair) int { return cmp.Compare(x.perUnit, y.perUnit) })
-	med := pairs[1]
+	r.tx = int64(clients * (longTx - shortTx))
+	med, all, err := median(1, shortTx, longTx, r.tx)
+	if err != nil {
+		r.skipped = err.Error()
+		return r
+	}
+	r.base, r.full, r.perTx = med.counts[0], med.counts[1], med.perUnit
+	r.took = time.Since(start)
+	if r.parts, err = instrBreakdown(fmt.Sprintf("%s.%d", out, med.first), fmt.Sprintf("%s.%d", out, med.first+1), r.tx, t.name == "pgferry"); err != nil {
+		logf("  callgrind %s breakdown: %v", t.name, err)
+	}
+	logf("  callgrind %-16s %.0f instructions/tx (median of %.0f, %.0f, %.0f; %s)", t.name, r.perTx, all[0], all[1], all[2], r.took.Round(time.Second))
+
+	r.logins = int64(clients * (longLogin - shortLogin))
+	med, all, err = median(7, shortLogin, longLogin, r.logins, "-C")
+	if err != nil {
+		r.loginErr = err.Error()
+		return r
+	}
 	r.loginBase, r.loginFull, r.perLogin = med.counts[0], med.counts[1], med.perUnit
 	if r.loginParts, err = instrBreakdown(fmt.Sprintf("%s.%d", out, med.first), fmt.Sprintf("%s.%d", out, med.first+1), r.logins, t.name == "pgferry"); err != nil {
 		logf("  callgrind %s login breakdown: %v", t.name, err)
 	}
-	logf("  callgrind %-16s %.0f instructions/login (median of %.0f, %.0f, %.0f)", t.name, r.perLogin, pairs[0].perUnit, pairs[1].perUnit, pairs[2].perUnit)
+	logf("  callgrind %-16s %.0f instructions/login (median of %.0f, %.0f, %.0f)", t.name, r.perLogin, all[0], all[1], all[2])
 	return r
 }
 
