@@ -299,6 +299,13 @@ func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerCo
 // CheckAlways as Config.CheckDelay checks a connection before every loan.
 const CheckAlways time.Duration = -1
 
+// checkDue reports whether server_check_query must run on an idle
+// connection before it is lent.
+func (p *Pool) checkDue(sc *ServerConn) bool {
+	d := p.cfg.CheckDelay
+	return d != 0 && (d < 0 || time.Duration(p.coarse.Load()-sc.lastUsed.UnixNano()) >= d)
+}
+
 // usable reports whether an idle connection about to be lent works: its
 // socket is open with nothing unread, and, when it has been idle for
 // CheckDelay, CheckQuery ran on it (server_check_query).
@@ -306,7 +313,7 @@ func (p *Pool) usable(sc *ServerConn) bool {
 	if !sc.alive() {
 		return false
 	}
-	if d := p.cfg.CheckDelay; d == 0 || (d > 0 && time.Duration(p.coarse.Load()-sc.lastUsed.UnixNano()) < d) {
+	if !p.checkDue(sc) {
 		return true
 	}
 	if sc.Wr == nil {
@@ -322,12 +329,24 @@ func (p *Pool) usable(sc *ServerConn) bool {
 }
 
 // TryAcquire lends an idle connection if one is free right now and nobody
-// is queued; it never waits or dials.
-func (p *Pool) TryAcquire() *ServerConn {
+// is queued; it never waits for a connection or dials (server_check_query
+// may run on the one it lends: see TryAcquireChecked).
+func (p *Pool) TryAcquire() *ServerConn { return p.tryAcquire(false) }
+
+// TryAcquireChecked is TryAcquire for a borrower that must not wait at
+// all (an event loop): it lends no connection that server_check_query
+// would have to check first, and returns nil then.
+func (p *Pool) TryAcquireChecked() *ServerConn { return p.tryAcquire(true) }
+
+func (p *Pool) tryAcquire(noCheck bool) *ServerConn {
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
 		if n == 0 || p.waiters.n > 0 || p.closed || p.paused {
+			p.mu.Unlock()
+			return nil
+		}
+		if noCheck && p.checkDue(p.idle[n-1]) {
 			p.mu.Unlock()
 			return nil
 		}

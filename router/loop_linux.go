@@ -28,12 +28,13 @@ import (
 // the loop registers the socket in its epoll set (one-shot, as parking
 // does) and serves other sessions; the event brings it back to turn.
 // Whatever the loop does not serve (a statement that changes session
-// state, a COPY, a frame larger than a read buffer, no server free, a long
-// pipeline, a wake, a kill, shutdown) the session's goroutine does: the
-// loop hands the session back (evict), before it consumes the client's
-// frame or where relayServer asks for a pump (COPY, a large answer, a
-// cancel in flight), and the goroutine carries on from the same state,
-// with a pump relaying the answers still owed.
+// state, a COPY, a frame larger than a read buffer, no server free, a
+// wake, a kill, shutdown) the session's goroutine does: the loop hands the
+// session back (evict) before it consumes the client's frame, where
+// relayServer asks for a pump (COPY, a large answer, a cancel in flight),
+// or after a frame the server did not take whole or that made too many
+// answers owed (a pump then reads them); the goroutine carries on from the
+// same state, with a pump relaying the answers still owed.
 const (
 	// loopClient: the client's next request.
 	loopClient uint8 = 1 + iota
@@ -237,8 +238,8 @@ func (ss *session) setLoop(state uint8) { ss.loop = state | ss.loop&loopArmed }
 // settleLooped parks the sessions the relay loop serves that have sent
 // nothing for a whole sweep interval, as the sweep parks goroutines' idle
 // sessions: they let go of their Reader, Writer and expectation ring, and
-// wait as parked sessions do (a goroutine serves their next request, and
-// they come back to the loop after a few). It runs on the loop, at a
+// wait as parked sessions do (a goroutine serves their next requests, and
+// they come back to the loop after loopEntryCredit of them). It runs on the loop, at a
 // sweep, and reports how many it parked. Each is taken out of the set
 // while it changes, and put back with its registration renewed, which
 // reports input that came meanwhile.
@@ -266,6 +267,7 @@ func (p *parker) settleLooped(now uint32) int {
 			continue
 		}
 		ss.loop = 0
+		ss.loopCredit = loopEntryCredit // requests on a goroutine first, as after a hand-back
 		ss.q = ring{}
 		ss.wr.Release()
 		ss.rd.DetachSmall()
@@ -429,8 +431,8 @@ func (p *parker) request(ss *session) bool {
 	ss.mu.Lock()
 	linked := ss.server != nil
 	ss.mu.Unlock()
-	if !linked && ss.needsServer(typ, frame) {
-		sc := ss.entry.pool.TryAcquire()
+	if !linked && needsServer(typ) {
+		sc := ss.entry.pool.TryAcquireChecked() // (a check query would wait)
 		if sc == nil {
 			// Queued clients wait on goroutines (and the pool's order).
 			ss.loopCredit = loopContentionCredit
@@ -493,25 +495,22 @@ func (p *parker) request(ss *session) bool {
 	return false
 }
 
-// loopMaxOwed bounds the answers a session in the loop may owe before
-// its client's next Sync (see request).
+// loopMaxOwed bounds the answers (ParseComplete, BindComplete, ...,
+// ReadyForQuery: one per message that asks for one) a session in the
+// loop may owe while its client's frames ask for none yet (see request).
 const loopMaxOwed = 64
 
-// needsServer reports whether handleFrame sends the client frame to a
-// server when none is linked: not a Sync or Flush (answered in place), nor
-// the Close of a named prepared statement (pgferry's own, answered in
-// place: closeLocally).
-func (ss *session) needsServer(typ byte, frame []byte) bool {
+// needsServer reports whether handleFrame may send the client frame to a
+// server when none is linked: not a Sync or Flush (answered in place). A
+// Close is given one even when it closes one of pgferry's named
+// statements, which handleFrame answers in place without it: that choice
+// reads max_prepared_statements, which a reload may change in between, and
+// handleFrame must never wait for a server on the loop.
+func needsServer(typ byte) bool {
 	switch typ {
-	case protocol.MsgQuery, protocol.MsgParse, protocol.MsgBind, protocol.MsgDescribe, protocol.MsgExecute:
+	case protocol.MsgQuery, protocol.MsgParse, protocol.MsgBind, protocol.MsgDescribe,
+		protocol.MsgExecute, protocol.MsgClose:
 		return true
-	case protocol.MsgClose:
-		body := protocol.Body(frame)
-		if len(body) < 2 || body[0] != 'S' || ss.srv.cfg.Load().MaxPreparedStatements == 0 {
-			return true
-		}
-		name, _, ok := protocol.CString(body[1:])
-		return !ok || len(name) == 0
 	}
 	return false
 }

@@ -557,10 +557,14 @@ func TestAnIdleClientOfTheLoopIsParkedAndComesBackWhenItTalks(t *testing.T) {
 	ferrytest.Eventually(t, parkWait, "the idle client of the loop to be parked", func() (bool, error) {
 		return f.Server.Snapshot().ParkedClients == 1, nil
 	})
+	// One simple query (one message): served on a goroutine, as the first
+	// requests after parking are; then the client is back in the loop.
 	var n int
-	if err := conn.QueryRow(ctx, "select $1::int", 3).Scan(&n); err != nil || n != 3 {
+	if err := conn.QueryRow(ctx, "select 3", pgx.QueryExecModeSimpleProtocol).Scan(&n); err != nil || n != 3 {
 		t.Fatalf("the parked client's query: %d, %v", n, err)
 	}
-	// Back on a goroutine for its first requests, then in the loop again.
+	if entries, _ := loopCounters(t, f); entries != 1 {
+		t.Fatalf("entries %d right after the parked client's first query: want it served on a goroutine", entries)
+	}
 	inLoop(t, ctx, f, conn, 2)
 }

@@ -218,9 +218,9 @@ type instrResult struct {
 // pgbench -S -c 4 runs with -t shortTx and with -t longTx, each followed by
 // callgrind_control --dump (which also zeroes). Both dumps hold the same
 // client logins, so their difference divided by the extra transactions is
-// the per-transaction cost. Two more runs with -C (a login per
-// transaction), -t shortLogin and -t longLogin, give the cost per login in
-// the same way.
+// the per-transaction cost; three such pairs are run and the median kept.
+// Three pairs of runs with -C (a login per transaction), -t shortLogin and
+// -t longLogin, give the cost per login in the same way.
 //
 // A Go program under callgrind must not receive signals (callgrind asserts
 // in vgCallgrind_post_signal), so pgferry runs with
