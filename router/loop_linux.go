@@ -219,15 +219,8 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 	if client.Events&syscall.EPOLLIN != 0 {
 		ss.loop |= loopArmed
 	}
-	p.parked[ss.id] = ss
 	p.inLoop++
-	ss.flags.Or(stParked)
-	p.mu.Unlock()
-	// A wake or kill that came before the session was in the set found
-	// nothing to take: look again now that it is.
-	if ss.has(evWake | evKill) {
-		p.unpark(ss)
-	}
+	p.holdLocked(ss)
 	return true
 }
 
@@ -293,12 +286,7 @@ func (p *parker) rearmParked(ss *session) bool {
 		p.mu.Unlock()
 		return false
 	}
-	p.parked[ss.id] = ss
-	ss.flags.Or(stParked)
-	p.mu.Unlock()
-	if ss.has(evWake | evKill) {
-		p.unpark(ss)
-	}
+	p.holdLocked(ss)
 	return true
 }
 

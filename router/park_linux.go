@@ -486,15 +486,21 @@ func (p *parker) park(ss *session) bool {
 		p.mu.Unlock()
 		return false
 	}
+	p.holdLocked(ss)
+	return true
+}
+
+// holdLocked puts ss in the parked set, where events, wakes and kills find
+// it, and unlocks mu (held by the caller, which registered the socket
+// under it). A wake or kill that came before the session was in the set
+// found nothing to take: it looks again now that it is.
+func (p *parker) holdLocked(ss *session) {
 	p.parked[ss.id] = ss
 	ss.flags.Or(stParked)
 	p.mu.Unlock()
-	// A wake or kill that came before the session was in the set found
-	// nothing to unpark: look again now that it is.
 	if ss.has(evWake | evKill) {
 		p.unpark(ss)
 	}
-	return true
 }
 
 // unpark resumes a parked session for a wake or a kill; it does nothing for
