@@ -106,6 +106,12 @@ type DialConfig struct {
 	// Resolver looks up host names afresh on every dial so DNS-based
 	// failover is followed; nil uses net.DefaultResolver.
 	Resolver *net.Resolver
+	// Detached keeps the socket out of Go's netpoller (sockio.Detach),
+	// for connections an event loop lends (router's relay_loop): one
+	// registered there wakes Go's idle thread on every answer, whoever
+	// reads it. A goroutine that waits on a detached connection holds an
+	// OS thread meanwhile. Where the platform has no Detach it is ignored.
+	Detached bool
 }
 
 // ServerError is an ErrorResponse the server sent; from a login, Frame
@@ -186,6 +192,14 @@ func dialHost(ctx context.Context, cfg *DialConfig, host string) (*ServerConn, e
 		return nil, fmt.Errorf("dial server %s: %w", addr, err)
 	}
 	raw = sockio.Wrap(raw)
+	if cfg.Detached && sockio.DetachAvailable {
+		d, err := sockio.Detach(raw)
+		if err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("dial server %s: %w", addr, err)
+		}
+		raw = d
+	}
 	sc, err := login(ctx, cfg, host, addr, raw)
 	if err != nil {
 		raw.Close()

@@ -118,6 +118,7 @@ func (l *listener) add(ss *session, channel string) (<-chan struct{}, error) {
 	}
 	if l.sc == nil {
 		cfg := l.entry.pool.Config().Dial
+		cfg.Detached = false // its reader waits on it for good
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		sc, err := pool.Dial(ctx, &cfg)
 		cancel()
@@ -302,6 +303,7 @@ func (l *listener) lost(sc *pool.ServerConn, err error) {
 		delay := 50 * time.Millisecond
 		for {
 			cfg := l.entry.pool.Config().Dial
+			cfg.Detached = false
 			ctx, cancel := context.WithTimeout(l.ctx, 15*time.Second)
 			nsc, err := pool.Dial(ctx, &cfg)
 			cancel()

@@ -190,6 +190,12 @@ func (s *Server) poolFor(dbName string, db configs.Database, user string, client
 		CheckDelay:     checkDelay(cfg),
 		CheckQuery:     cfg.ServerCheckQuery,
 	}
+	// Server sockets the relay loop may read stay out of Go's netpoller
+	// (see pool.DialConfig.Detached): the loop serves transaction-mode
+	// pools of databases without replicas. Pools made before a reload
+	// turned relay_loop on keep their kind of connection.
+	pc.Dial.Detached = loopBuilt && inlineRelay && cfg.RelayLoop && len(db.Replicas) == 0 &&
+		poolModeFor(cfg, db, user) == poolModeTransaction
 	pc.Hooks = outageLog{log: s.log, database: dbName}
 	if s.opts.Hooks != nil {
 		pc.Hooks = outageLog{Hooks: s.opts.Hooks.PoolHooks(dbName, user), log: s.log, database: dbName}

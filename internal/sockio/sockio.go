@@ -64,6 +64,18 @@ const Available = available
 // for a connection Wrap left as it was or where the platform has none.
 func SetNoWait(c net.Conn, on bool) bool { return setNoWait(c, on) }
 
+// Detach returns a connection on c's socket that stays out of Go's
+// netpoller (an FDConn, on Linux), for a socket an event loop waits on in
+// its own epoll set: a socket registered with Go's netpoller wakes Go's
+// idle thread on every packet, whoever reads it. c is closed (the socket
+// lives on in a duplicate of its descriptor). c must be a TCP connection,
+// as dialed or as Wrap returned it, not yet read from concurrently. On
+// error c is left as it was.
+func Detach(c net.Conn) (net.Conn, error) { return detach(c) }
+
+// DetachAvailable reports whether this build has Detach.
+const DetachAvailable = detachAvailable
+
 // Raw is a socket descriptor read and written with raw non-blocking
 // system calls, for a caller that waits for readiness itself (an epoll
 // loop) and owns the descriptor: nothing else may close it while Raw is in

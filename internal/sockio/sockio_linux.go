@@ -40,6 +40,10 @@ type Conn struct {
 const available = true
 
 func setNoWait(c net.Conn, on bool) bool {
+	if fc, ok := c.(*FDConn); ok {
+		fc.nowait.Store(on)
+		return true
+	}
 	sc, ok := c.(*Conn)
 	if !ok {
 		return false
@@ -197,6 +201,9 @@ func (c *Conn) opError(op string, err error) error {
 }
 
 func fd(c net.Conn) (int, bool) {
+	if fc, ok := c.(*FDConn); ok {
+		return fc.fd, !fc.closed.Load()
+	}
 	sc, ok := c.(*Conn)
 	if !ok {
 		return -1, false

@@ -19,3 +19,7 @@ func rawRead(int, []byte) (int, error)  { return 0, errNoRaw }
 func rawWrite(int, []byte) (int, error) { return 0, errNoRaw }
 
 const available = false
+
+const detachAvailable = false
+
+func detach(net.Conn) (net.Conn, error) { return nil, errNoRaw }
