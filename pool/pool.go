@@ -197,7 +197,10 @@ func (p *Pool) User() string { return p.cfg.User }
 func (p *Pool) Config() Config { return p.cfg }
 
 type waiter struct {
-	ch       chan acquireResult // buffered 1; receives exactly once
+	ch chan acquireResult // buffered 1; receives exactly once
+	// wake is told when ch has received, for a waiter that does not
+	// block on ch (Enqueue); nil for Acquire's.
+	wake     Waker
 	enqueued time.Time
 	next     *waiter
 	prev     *waiter
@@ -567,7 +570,7 @@ func (p *Pool) dialOne() {
 		p.cfg.DBLimit.give()
 		p.cfg.UserLimit.give()
 		for _, w := range failed {
-			w.ch <- acquireResult{err: err}
+			w.send(acquireResult{err: err})
 		}
 		return
 	}
@@ -655,7 +658,7 @@ func (p *Pool) putLocked(sc *ServerConn, now time.Time, ready bool) {
 		// once, not in the past.
 		d := max(now.Sub(w.enqueued), 0)
 		p.stat.WaitTime += d
-		w.ch <- acquireResult{sc: sc, waited: d, ready: ready}
+		w.send(acquireResult{sc: sc, waited: d, ready: ready})
 		return
 	}
 	if p.waiters.n == 0 {
@@ -1000,7 +1003,7 @@ func (p *Pool) Close() {
 	}
 	p.mu.Unlock()
 	for _, w := range failed {
-		w.ch <- acquireResult{err: ErrPoolClosed}
+		w.send(acquireResult{err: ErrPoolClosed})
 	}
 	p.cancel()
 	p.closeIdle(-1)

@@ -44,6 +44,9 @@ const (
 	loopClientOut
 	// loopRelayOut: room to write to the client, then more answers.
 	loopRelayOut
+	// loopQueued: a server connection from the pool's queue (a
+	// pool.Ticket, in rare.ticket), for the request read already.
+	loopQueued
 
 	// loopArmed, added to a state, records that the client socket is
 	// registered for input: it is while the session waits for its
@@ -237,8 +240,15 @@ func (ss *session) setLoop(state uint8) { ss.loop = state | ss.loop&loopArmed }
 // while it changes, and put back with its registration renewed, which
 // reports input that came meanwhile.
 func (p *parker) settleLooped(now uint32) int {
+	waitTimeout, clock := p.srv.cfg.Load().QueryWaitTimeout.Std(), monoNow()
 	p.mu.Lock()
 	for id, ss := range p.parked {
+		if ss.loop == 0 {
+			continue
+		}
+		if waitTimeout > 0 && p.expireQueuedLocked(ss, waitTimeout, clock) {
+			continue
+		}
 		if ss.loop == loopClient|loopArmed && now-ss.activeTick.Load() >= 2 {
 			delete(p.parked, id)
 			p.inLoop--
@@ -273,6 +283,7 @@ func (p *parker) settleLooped(now uint32) int {
 	}
 	clear(p.settling)
 	p.settling = p.settling[:0]
+	p.endExpired()
 	return parked
 }
 
@@ -320,10 +331,20 @@ func (p *parker) turn(ss *session, client bool) {
 	ss.flags.And(^stParked)
 	if client {
 		ss.loop &^= loopArmed // its one-shot registration fired
-		if ss.loop == loopServer {
+		switch ss.loop {
+		case loopServer:
 			// More requests (a pipeline) or a disconnect while the server
 			// works: the goroutine reads the client, a pump the server.
 			p.evict(ss, "the client spoke while its server worked", false)
+			return
+		case loopQueued:
+			// A client that left gives up its place at once (leave); one
+			// that sent more goes on on its goroutine, which queues again.
+			if (&sockio.Raw{FD: int(ss.fd)}).PeerClosed() {
+				p.leave(ss, errClientGone)
+			} else {
+				p.evict(ss, "the client spoke while queued", false)
+			}
 			return
 		}
 	}
@@ -422,9 +443,7 @@ func (p *parker) request(ss *session) bool {
 	if !linked && needsServer(typ) {
 		sc := ss.entry.pool.TryAcquireChecked() // (a check query would wait)
 		if sc == nil {
-			// Queued clients wait on goroutines (and the pool's order).
-			ss.loopCredit = loopContentionCredit
-			p.evict(ss, "no server free", false)
+			p.queue(ss)
 			return false
 		}
 		if !sc.NoWait() {
@@ -588,12 +607,16 @@ func (p *parker) leave(ss *session, err error) {
 	}()
 }
 
-// unloop takes the session's sockets out of the loop's epoll set; the
-// caller hands the session on.
+// unloop takes the session's sockets out of the loop's epoll set and
+// gives up its place in a pool's queue; the caller hands the session on.
 func (p *parker) unloop(ss *session) {
 	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(ss.fd), nil)
 	p.forgetServer(ss)
-	ss.flags.And(^stParked)
+	if r := ss.rare; r != nil && !r.ticket.IsZero() {
+		r.ticket.Cancel() // (a connection handed over meanwhile goes back)
+		r.ticket = pool.Ticket{}
+	}
+	ss.flags.And(^(stParked | stWaiting))
 	ss.loop = 0
 }
 

@@ -185,8 +185,8 @@ func theRelayLoopWaitsForASlowClient(t *testing.T, sslMode string) {
 	f := ferrytest.Start(t, cfg)
 	slow := ferrytest.Connect(t, ctx, f.AppDSN())
 	other := ferrytest.Connect(t, ctx, f.AppDSN())
-	// Until both are in the loop: one that found no server free while
-	// the pool grew reads a while on its goroutine first.
+	// Until both are in the loop (each reads its first requests on its
+	// goroutine).
 	for i := 0; ; i++ {
 		entries, handbacks := loopCounters(t, f)
 		if entries-handbacks == 2 {

@@ -143,7 +143,7 @@ func TestSessionsThatLoggedInAndWaitAreAskedToParkOnceWithoutWaitingForASweep(t 
 	now := monoNow()
 	old := now - mono(youngIdle)
 	p.young = []youngSession{{waiting, old}, {busy, old}, {talked, old}, {ended, old}, {fresh, now + mono(time.Hour)}}
-	p.sweepYoung()
+	p.sweepYoung(monoNow())
 	if !waiting.has(evPark) || !waiting.has(evWake) {
 		t.Fatalf("a session idle since it logged in %v ago was not asked to park (flags %b)", youngIdle, waiting.flags.Load())
 	}
@@ -157,7 +157,7 @@ func TestSessionsThatLoggedInAndWaitAreAskedToParkOnceWithoutWaitingForASweep(t 
 	}
 	waiting.flags.Store(0)
 	p.young[0].at = now - mono(youngIdle) // the young one comes of age
-	p.sweepYoung()
+	p.sweepYoung(monoNow())
 	if waiting.has(evPark) {
 		t.Fatal("a session was asked to park twice; the regular sweep takes over after the first time")
 	}

@@ -61,9 +61,19 @@ type parker struct {
 	// settling is the loop's slice of idle sessions of the relay loop
 	// being parked (see settleLooped).
 	settling []*session
+	// granting is the loop's slice of sessions posted to grants (see
+	// serveGrants), expired its slice of queued sessions past
+	// query_wait_timeout (see expireQueuedLocked).
+	granting, expired []*session
+	// loopWaiting is set while the loop waits in epoll: a grant posted
+	// then nudges it; one posted while it works is seen before it waits.
+	loopWaiting atomic.Bool
 
 	mu     sync.Mutex
 	parked map[uint64]*session // keyed by session id, the epoll event's data
+	// grants are the sessions of the relay loop whose pool tickets were
+	// granted, posted by Granted for serveGrants.
+	grants []*session
 	// inLoop counts the sessions in parked that the relay loop serves
 	// (waiting for a socket between its steps), which are not idle.
 	inLoop int
@@ -177,28 +187,38 @@ func (p *parker) loop() {
 	defer syscall.Close(p.pipe[0])
 	defer syscall.Close(p.nudge[0])
 	events := make([]syscall.EpollEvent, 128)
-	lastSweep := time.Now()
 	var drain [64]byte
 	rawOK := runtime.GOMAXPROCS(0) > 1 // and relay_loop is on: see epollWait
-	var lastBusy mono
+	// One clock read per turn of the loop, right after the wait: the
+	// waits computed from it are late by the turn's own work at most,
+	// which the sweeps' slack absorbs (a busy relay loop turns once per
+	// batch of events, and clock reads were a tenth of its cost).
+	now := monoNow()
+	lastSweep, lastBusy := now, mono(0)
 	for {
-		wait := sweepEveryMS - int(time.Since(lastSweep)/time.Millisecond)
+		wait := sweepEveryMS - int(now.Sub(lastSweep)/time.Millisecond)
+		p.loopWaiting.Store(true) // before looking at grants: see granted
 		p.mu.Lock()
+		if len(p.grants) > 0 {
+			wait = 0
+		}
 		if len(p.young) > 0 {
 			// Until the oldest young session is due (the list is in
 			// admission order), and youngSlack more, so that under a
 			// stream of logins one look takes many and the loop wakes a
 			// few times a second, not once per login.
-			wait = min(wait, int((youngIdle+youngSlack-monoNow().Sub(p.young[0].at))/time.Millisecond)+1)
+			wait = min(wait, int((youngIdle+youngSlack-now.Sub(p.young[0].at))/time.Millisecond)+1)
 		}
 		p.mu.Unlock()
-		raw := rawOK && p.loopOn() && monoNow().Sub(lastBusy) < loopBusyHold
+		raw := rawOK && p.loopOn() && now.Sub(lastBusy) < loopBusyHold
 		if raw {
 			wait = min(wait, int(loopBusyHold/time.Millisecond))
 		}
 		n, err := epollWait(p.epfd, events, max(wait, 0), raw)
+		p.loopWaiting.Store(false)
+		now = monoNow()
 		if n > 0 && rawOK && p.loopOn() {
-			lastBusy = monoNow()
+			lastBusy = now
 		}
 		if err != nil && !errors.Is(err, syscall.EINTR) {
 			p.srv.log.Error("idle-session poller failed; idle clients keep a goroutine from now on", zap.Error(err))
@@ -235,9 +255,10 @@ func (p *parker) loop() {
 				p.resume(ss)
 			}
 		}
-		p.sweepYoung()
-		if time.Since(lastSweep) >= sweepEveryMS*time.Millisecond {
-			lastSweep = time.Now()
+		p.serveGrants()
+		p.sweepYoung(now)
+		if now.Sub(lastSweep) >= sweepEveryMS*time.Millisecond {
+			lastSweep = now
 			p.sweep()
 		}
 	}
@@ -398,8 +419,7 @@ func (p *parker) admitted(ss *session) {
 // regular sweep, and one that ended (most, for clients that connect per
 // query) is not touched. The young list is in admission order: only its
 // due head is looked at.
-func (p *parker) sweepYoung() {
-	now := monoNow()
+func (p *parker) sweepYoung(now mono) {
 	p.mu.Lock()
 	n := 0
 	for n < len(p.young) && now.Sub(p.young[n].at) >= youngIdle {

@@ -169,14 +169,12 @@ type session struct {
 // Entry credits (session.loopCredit): requests a session reads on its
 // goroutine before it enters the relay loop (loop_linux.go). A client that
 // connects for one transaction (pgbench -C, a serverless function) is not
-// worth the descriptor juggling; one that found no server free in the loop
-// stays out for a while, since the loop hands such sessions back to queue;
-// loopNever is for sessions the loop cannot serve (TLS, session mode, ...,
-// or relay_loop off when they logged in).
+// worth the descriptor juggling; loopNever is for sessions the loop
+// cannot serve (TLS, session mode, ..., or relay_loop off when they
+// logged in).
 const (
-	loopEntryCredit      = 2
-	loopContentionCredit = 200
-	loopNever            = 255
+	loopEntryCredit = 2
+	loopNever       = 255
 )
 
 // loginState is what a session needs only while it logs in.
@@ -228,6 +226,10 @@ type rareState struct {
 	// password the client revealed (plain auth only), kept to find the new
 	// pools after a reload replaced them. Set at login.
 	poolName, clientPassword string
+	// ticket is the pool queue place of a session the relay loop queued
+	// (loopQueued) since queuedAt. Its owner's only.
+	ticket   pool.Ticket
+	queuedAt mono
 	// mailbox holds notifications (raw frames) waiting for the end of the
 	// client's transaction. Guarded by mu; a session makes its rareState
 	// before it subscribes (listener.subscribe), so notify finds it.

@@ -97,7 +97,7 @@ type PoolCounters struct {
 	// LoopEntries counts sessions that went over to the relay loop (served
 	// without a goroutine between requests), and LoopHandbacks those it
 	// handed back to a goroutine for what it does not serve (session
-	// state, COPY, no server free, a wake, ...).
+	// state, COPY, a paused pool, a wake, ...).
 	LoopEntries, LoopHandbacks uint64
 	// AbandonedCancels counts queries cancelled because their client
 	// disconnected while they ran.

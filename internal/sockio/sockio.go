@@ -90,4 +90,9 @@ func (r *Raw) Read(b []byte) (int, error) { return rawRead(r.FD, b) }
 // Write writes as much of b as the socket takes, without waiting.
 func (r *Raw) Write(b []byte) (int, error) { return rawWrite(r.FD, b) }
 
+// PeerClosed reports whether the peer has closed the connection and sent
+// nothing before (EOF or a reset next in the socket), with a peek that
+// neither waits nor consumes.
+func (r *Raw) PeerClosed() bool { return rawPeerClosed(r.FD) }
+
 var _ io.ReadWriter = (*Raw)(nil)

@@ -76,6 +76,13 @@ func rawRead(fd int, b []byte) (int, error) {
 	}
 }
 
+func rawPeerClosed(fd int) bool {
+	var b [1]byte
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return (e == 0 && n == 0) || e == syscall.ECONNRESET
+}
+
 func rawWrite(fd int, b []byte) (int, error) {
 	releaseIO()
 	done := 0

@@ -23,3 +23,5 @@ const available = false
 const detachAvailable = false
 
 func detach(net.Conn) (net.Conn, error) { return nil, errNoRaw }
+
+func rawPeerClosed(int) bool { return false }

@@ -1,0 +1,137 @@
+package pool
+
+import "errors"
+
+// A Waker learns that the wait of a Ticket is over: a connection, or an
+// error, is there for Take. Granted is called once per Ticket, from
+// whichever goroutine released the connection or failed the wait,
+// sometimes with the pool's lock held: it must be quick, must not block
+// and must not call into the pool.
+type Waker interface{ Granted() }
+
+// Ticket is a place in a pool's queue taken by Enqueue, for a borrower
+// that does not block while it waits (an event loop): its Waker says when
+// to Take, and Cancel gives the place up. Exactly one of Take (after
+// Granted) or Cancel ends it. The zero Ticket is none.
+type Ticket struct {
+	p *Pool
+	w *waiter
+}
+
+// IsZero reports whether t is no ticket.
+func (t Ticket) IsZero() bool { return t.w == nil }
+
+// ErrWouldWait says a borrower must get its connection with Acquire:
+// Enqueue's answer when the pool is paused (PAUSE; only the resume ends
+// that wait) or has idle connections that need server_check_query first,
+// and Take's when the connection handed over does.
+var ErrWouldWait = errors.New("pool: this wait needs Acquire")
+
+// Enqueue takes a place in the queue, in the same FIFO order as Acquire's
+// waiters, behind them, and returns at once. wk.Granted runs when the
+// wait is over. It fails as Acquire would, at once (ErrPoolClosed, a
+// cached login failure), or with ErrWouldWait. A borrower that found no
+// connection with TryAcquireChecked uses it.
+func (p *Pool) Enqueue(wk Waker) (Ticket, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return Ticket{}, ErrPoolClosed
+	}
+	if p.paused {
+		return Ticket{}, ErrWouldWait
+	}
+	if len(p.idle) > 0 && p.waiters.n == 0 {
+		// Idle connections TryAcquireChecked would not lend: they need
+		// server_check_query first, which only Acquire runs.
+		return Ticket{}, ErrWouldWait
+	}
+	if p.loginErr != nil && p.total == 0 && !p.holds(p.loginErr) && p.now().Sub(p.loginAt) < p.cfg.LoginRetry {
+		return Ticket{}, &LoginFailingError{Err: p.loginErr}
+	}
+	p.stat.AcquireCount++
+	w := waiters.Get().(*waiter)
+	w.wake = wk
+	w.enqueued = p.now()
+	p.waiters.push(w)
+	p.stat.WaitCount++
+	p.growLocked()
+	return Ticket{p, w}, nil
+}
+
+// Granted reports whether the wait is over (Take will not block). Only
+// the ticket's owner calls it.
+func (t Ticket) Granted() bool { return len(t.w.ch) > 0 }
+
+// Take ends a granted ticket and returns what its wait got: a connection
+// lent as Acquire lends one, or the error Acquire would have returned.
+// A connection that cannot be lent without waiting (server_check_query
+// is due on it: only with server_check_delay = 0) goes back to the pool,
+// and one found dead is closed; Take then returns (nil, ErrWouldWait) and
+// the borrower waits with Acquire.
+func (t Ticket) Take() (*ServerConn, error) {
+	p := t.p
+	res := <-t.w.ch
+	p.done(t.w, res)
+	if res.err != nil {
+		return nil, res.err
+	}
+	sc := res.sc
+	if res.ready && p.cfg.CheckDelay != CheckAlways && sc.Rd.Buffered() == 0 {
+		return sc, nil
+	}
+	if p.checkDue(sc) {
+		p.mu.Lock()
+		p.active--
+		p.putLocked(sc, sc.lastUsed, false) // its idle time still counts
+		p.mu.Unlock()
+		return nil, ErrWouldWait
+	}
+	if !sc.alive() {
+		p.Destroy(sc)
+		return nil, ErrWouldWait
+	}
+	return sc, nil
+}
+
+// Cancel ends a ticket whose owner no longer waits: it leaves the queue,
+// or, if a connection was handed to it meanwhile, the connection goes
+// back to the pool.
+func (t Ticket) Cancel() {
+	p, w := t.p, t.w
+	p.mu.Lock()
+	if w.queued {
+		p.waiters.remove(w)
+		p.mu.Unlock()
+		p.observeWait(w)
+		w.wake = nil
+		waiters.Put(w)
+		return
+	}
+	p.mu.Unlock()
+	res := <-w.ch // sent already, or being sent: it never blocks for long
+	p.done(w, res)
+	if res.sc != nil {
+		p.Release(res.sc)
+	}
+}
+
+// done counts a ticket's wait and recycles its waiter.
+func (p *Pool) done(w *waiter, res acquireResult) {
+	if res.sc != nil {
+		p.hookWait(res.waited)
+	} else {
+		p.observeWait(w)
+	}
+	w.wake = nil
+	waiters.Put(w)
+}
+
+// send hands the waiter its result, then tells its Waker, if any.
+func (w *waiter) send(res acquireResult) {
+	wk := w.wake // (w may be recycled once ch has received)
+	w.ch <- res
+	if wk != nil {
+		wk.Granted()
+	}
+}

@@ -1,0 +1,140 @@
+package pool_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/pgferry/pgferry/pool"
+)
+
+// grantSignal is a pool.Waker that says when it was told.
+type grantSignal chan struct{}
+
+func (g grantSignal) Granted() { g <- struct{}{} }
+
+func waitGranted(t *testing.T, g grantSignal) {
+	t.Helper()
+	select {
+	case <-g:
+	case <-time.After(20 * time.Second): // a hang guard
+		t.Fatal("the ticket was never granted")
+	}
+}
+
+func TestATicketIsGrantedInQueueOrderAndTakesTheConnection(t *testing.T) {
+	p := newPool(t, config(1))
+	held := acquire(t, p)
+	first := make(chan *pool.ServerConn, 1)
+	go func() { first <- acquire(t, p) }() // Acquire's waiter, ahead
+	for p.Stat().Waiting != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	g := make(grantSignal, 1)
+	tk, err := p.Enqueue(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stat(); st.Waiting != 2 {
+		t.Fatalf("waiting %d; want the ticket queued behind the waiter", st.Waiting)
+	}
+	if tk.Granted() {
+		t.Fatal("a ticket granted while the connection is lent")
+	}
+	p.ReleaseReady(held)
+	sc := <-first // the waiter ahead gets it first
+	select {
+	case <-g:
+		t.Fatal("the ticket was granted before the waiter ahead of it")
+	case <-time.After(20 * time.Millisecond):
+	}
+	p.ReleaseReady(sc)
+	waitGranted(t, g)
+	if !tk.Granted() {
+		t.Fatal("told, but Granted reports false")
+	}
+	got, err := tk.Take()
+	if err != nil || got != sc {
+		t.Fatalf("Take: %v, %v; want the released connection", got, err)
+	}
+	if st := p.Stat(); st.Active != 1 || st.Waiting != 0 {
+		t.Fatalf("stat after Take %+v", st)
+	}
+	p.Release(got)
+}
+
+func TestACancelledTicketLeavesTheQueueOrGivesTheConnectionBack(t *testing.T) {
+	p := newPool(t, config(1))
+	held := acquire(t, p)
+
+	// Cancelled while queued: it leaves the queue.
+	tk, err := p.Enqueue(make(grantSignal, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.Cancel()
+	if st := p.Stat(); st.Waiting != 0 {
+		t.Fatalf("waiting %d after Cancel", st.Waiting)
+	}
+
+	// Cancelled after its grant: the connection goes back to the pool.
+	g := make(grantSignal, 1)
+	if tk, err = p.Enqueue(g); err != nil {
+		t.Fatal(err)
+	}
+	p.ReleaseReady(held)
+	waitGranted(t, g)
+	tk.Cancel()
+	if st := p.Stat(); st.Active != 0 || st.Idle != 1 {
+		t.Fatalf("stat after cancelling a granted ticket %+v; want the connection idle", st)
+	}
+}
+
+func TestATicketLearnsThatItsPoolClosed(t *testing.T) {
+	p := pool.New(config(1))
+	held := acquire(t, p)
+	g := make(grantSignal, 1)
+	tk, err := p.Enqueue(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { p.Close(); close(done) }()
+	waitGranted(t, g)
+	if _, err := tk.Take(); !errors.Is(err, pool.ErrPoolClosed) {
+		t.Fatalf("Take after Close: %v", err)
+	}
+	p.Release(held)
+	<-done
+	if _, err := p.Enqueue(g); !errors.Is(err, pool.ErrPoolClosed) {
+		t.Fatalf("Enqueue on a closed pool: %v", err)
+	}
+}
+
+func TestEnqueueSendsToAcquireWhatOnlyAcquireCanWaitFor(t *testing.T) {
+	// A paused pool.
+	p := newPool(t, config(1))
+	if err := p.Pause(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Enqueue(make(grantSignal, 1)); !errors.Is(err, pool.ErrWouldWait) {
+		t.Fatalf("Enqueue on a paused pool: %v", err)
+	}
+	p.Resume()
+
+	// An idle connection that server_check_query must check first.
+	cfg := config(1)
+	cfg.CheckDelay, cfg.CheckQuery = pool.CheckAlways, "select 1"
+	c := newPool(t, cfg)
+	c.Release(acquire(t, c))
+	if sc := c.TryAcquireChecked(); sc != nil {
+		t.Fatal("TryAcquireChecked lent a connection due for its check")
+	}
+	if _, err := c.Enqueue(make(grantSignal, 1)); !errors.Is(err, pool.ErrWouldWait) {
+		t.Fatalf("Enqueue beside an idle connection due for its check: %v", err)
+	}
+	if st := c.Stat(); st.Waiting != 0 {
+		t.Fatalf("waiting %d; want nobody queued", st.Waiting)
+	}
+}

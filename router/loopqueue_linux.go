@@ -1,0 +1,124 @@
+//go:build linux && !pgferry_nopark
+
+// The relay loop's sessions queued for a server connection: the pool's
+// grant (pool.Ticket, pool.Waker) is an event the loop waits for, as it
+// waits for sockets.
+
+package router
+
+import (
+	"syscall"
+	"time"
+
+	"github.com/pgferry/pgferry/pool"
+)
+
+// queue puts a session the loop serves in its pool's queue, for the
+// request it has read, when no server connection is free, and waits for
+// the grant (Granted) in the parked set. Its client socket stays
+// registered meanwhile, so a client that leaves or sends more is noticed
+// (turn hands it back). What the loop cannot wait for (a paused pool, one
+// replaced by a reload, a cached login failure) the session's goroutine
+// does, with Acquire.
+func (p *parker) queue(ss *session) {
+	tk, err := ss.entry.pool.Enqueue(ss)
+	if err != nil {
+		p.evict(ss, "a wait for a server the loop does not serve", false)
+		return
+	}
+	r := ss.ensureRare()
+	r.ticket, r.queuedAt = tk, monoNow()
+	ss.flags.Or(stWaiting)
+	if !p.await(ss, loopQueued, 0) {
+		p.evict(ss, "cannot wait", false) // (it gives up the ticket)
+	}
+}
+
+// Granted implements pool.Waker for a session the loop queued: it posts
+// the session to the loop, which takes the connection (serveGrants). It
+// may run under the pool's lock, on any goroutine, and after the session
+// gave up its ticket; the loop checks.
+func (ss *session) Granted() { ss.srv.parker.granted(ss) }
+
+var nudgeByte = []byte{0}
+
+func (p *parker) granted(ss *session) {
+	p.mu.Lock()
+	p.grants = append(p.grants, ss)
+	if p.running && p.loopWaiting.Load() {
+		syscall.Write(p.nudge[1], nudgeByte) // (under mu: see close)
+	}
+	p.mu.Unlock()
+}
+
+// serveGrants serves the sessions whose tickets were granted since the
+// last look: each that is still queued in the parked set (not taken by a
+// wake, a kill or shutdown meanwhile, whose new owner gives the ticket
+// up) takes its connection and carries on with its request. Posts for
+// tickets given up already are skipped.
+func (p *parker) serveGrants() {
+	p.mu.Lock()
+	p.grants, p.granting = p.granting[:0], p.grants
+	p.mu.Unlock()
+	for i, ss := range p.granting {
+		p.granting[i] = nil
+		p.mu.Lock()
+		if p.parked[ss.id] != ss || ss.loop&^loopArmed != loopQueued || !ss.rare.ticket.Granted() {
+			p.mu.Unlock()
+			continue
+		}
+		delete(p.parked, ss.id)
+		p.inLoop--
+		p.mu.Unlock()
+		p.takeGrant(ss)
+	}
+}
+
+// takeGrant takes the connection a queued session's ticket got, and
+// serves the request it has read with it.
+func (p *parker) takeGrant(ss *session) {
+	ss.flags.And(^(stParked | stWaiting))
+	tk := ss.rare.ticket
+	ss.rare.ticket = pool.Ticket{}
+	ss.setLoop(loopClient)
+	sc, err := tk.Take()
+	if err != nil {
+		// The goroutine's Acquire gets the same error, or waits as only
+		// it can (server_check_query, a replaced pool).
+		p.evict(ss, "a wait for a server the loop does not serve", false)
+		return
+	}
+	if !sc.NoWait() {
+		sc.Pool().Release(sc)
+		ss.loopCredit = loopNever // (no raw socket calls)
+		p.evict(ss, "a server connection that cannot read without waiting", false)
+		return
+	}
+	ss.attach(sc, false, false)
+	p.turn(ss, false) // request finds the frame it read
+}
+
+// expireQueuedLocked takes a session queued longer than
+// query_wait_timeout (timeout, > 0) out of the set, for endExpired to end
+// as its goroutine's wait would have, and reports whether it did. The
+// sweep calls it (settleLooped, with mu held), so the timeout is kept to
+// within a sweep interval (a second).
+func (p *parker) expireQueuedLocked(ss *session, timeout time.Duration, now mono) bool {
+	if ss.loop&^loopArmed != loopQueued || now.Sub(ss.rare.queuedAt) < timeout {
+		return false
+	}
+	delete(p.parked, ss.id)
+	p.inLoop--
+	p.expired = append(p.expired, ss)
+	return true
+}
+
+// endExpired ends the sessions expireQueuedLocked took out of the set.
+func (p *parker) endExpired() {
+	for i, ss := range p.expired {
+		p.expired[i] = nil
+		ss.flags.And(^stParked)
+		p.leave(ss, ss.acquireError(pool.ErrWaitTimeout)) // (it gives up the ticket)
+	}
+	p.expired = p.expired[:0]
+}
