@@ -178,7 +178,6 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 	armed := ss.loop&loopArmed != 0
 	ss.loop = state
 	client := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
-	setEventKey(&client, ss.id)
 	var server syscall.EpollEvent
 	srvFD, srvOp := -1, syscall.EPOLL_CTL_MOD
 	switch state {
@@ -196,14 +195,15 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 			srvOp = syscall.EPOLL_CTL_ADD
 		}
 		server.Events = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
-		setEventKey(&server, ss.id|serverKeyBit)
 	}
 	p.mu.Lock()
 	if p.closed || p.failed {
 		p.mu.Unlock()
 		return false
 	}
+	key := p.keyLocked(ss)
 	if srvFD >= 0 {
+		setEventKey(&server, key|serverKeyBit)
 		if err := syscall.EpollCtl(p.epfd, srvOp, srvFD, &server); err != nil {
 			p.mu.Unlock()
 			return false
@@ -214,7 +214,11 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 		if op == 0 {
 			op = syscall.EPOLL_CTL_MOD
 		}
+		setEventKey(&client, key)
 		if err := syscall.EpollCtl(p.epfd, op, int(ss.fd), &client); err != nil {
+			if op == syscall.EPOLL_CTL_ADD {
+				p.releaseSlotLocked(ss) // (the socket is not in the set)
+			}
 			p.mu.Unlock()
 			return false
 		}
@@ -242,19 +246,15 @@ func (ss *session) setLoop(state uint8) { ss.loop = state | ss.loop&loopArmed }
 func (p *parker) settleLooped(now uint32) int {
 	waitTimeout, clock := p.srv.cfg.Load().QueryWaitTimeout.Std(), monoNow()
 	p.mu.Lock()
-	for id, ss := range p.parked {
-		if ss.loop == 0 {
-			continue
-		}
-		if waitTimeout > 0 && p.expireQueuedLocked(ss, waitTimeout, clock) {
-			continue
-		}
-		if ss.loop == loopClient|loopArmed && now-ss.activeTick.Load() >= 2 {
-			delete(p.parked, id)
-			p.inLoop--
+	p.eachHeldLocked(func(ss *session) {
+		switch {
+		case ss.loop == 0:
+		case waitTimeout > 0 && p.expireQueuedLocked(ss, waitTimeout, clock):
+		case ss.loop == loopClient|loopArmed && now-ss.activeTick.Load() >= 2:
+			p.unholdLocked(ss)
 			p.settling = append(p.settling, ss)
 		}
-	}
+	})
 	p.mu.Unlock()
 	parked := 0
 	for _, ss := range p.settling {
@@ -291,8 +291,10 @@ func (p *parker) settleLooped(now uint32) int {
 // client socket's one-shot registration, and reports whether it could.
 func (p *parker) rearmParked(ss *session) bool {
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
-	setEventKey(&ev, ss.id)
 	p.mu.Lock()
+	if !p.closed && !p.failed {
+		setEventKey(&ev, p.keyLocked(ss))
+	}
 	if p.closed || p.failed || syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(ss.fd), &ev) != nil {
 		p.mu.Unlock()
 		return false
@@ -612,6 +614,7 @@ func (p *parker) leave(ss *session, err error) {
 func (p *parker) unloop(ss *session) {
 	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(ss.fd), nil)
 	p.forgetServer(ss)
+	p.releaseSlot(ss)
 	if r := ss.rare; r != nil && !r.ticket.IsZero() {
 		r.ticket.Cancel() // (a connection handed over meanwhile goes back)
 		r.ticket = pool.Ticket{}

@@ -63,12 +63,11 @@ func (p *parker) serveGrants() {
 	for i, ss := range p.granting {
 		p.granting[i] = nil
 		p.mu.Lock()
-		if p.parked[ss.id] != ss || ss.loop&^loopArmed != loopQueued || !ss.rare.ticket.Granted() {
+		if !p.heldLocked(ss) || ss.loop&^loopArmed != loopQueued || !ss.rare.ticket.Granted() {
 			p.mu.Unlock()
 			continue
 		}
-		delete(p.parked, ss.id)
-		p.inLoop--
+		p.unholdLocked(ss)
 		p.mu.Unlock()
 		p.takeGrant(ss)
 	}
@@ -107,8 +106,7 @@ func (p *parker) expireQueuedLocked(ss *session, timeout time.Duration, now mono
 	if ss.loop&^loopArmed != loopQueued || now.Sub(ss.rare.queuedAt) < timeout {
 		return false
 	}
-	delete(p.parked, ss.id)
-	p.inLoop--
+	p.unholdLocked(ss)
 	p.expired = append(p.expired, ss)
 	return true
 }

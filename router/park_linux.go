@@ -70,7 +70,12 @@ type parker struct {
 	loopWaiting atomic.Bool
 
 	mu     sync.Mutex
-	parked map[uint64]*session // keyed by session id, the epoll event's data
+	// slots, freeSlots and held are the set of sessions the parker holds
+	// (parkset_linux.go): parked ones, and those the relay loop serves
+	// between their steps; held counts them.
+	slots     []parkSlot
+	freeSlots []int32
+	held      int
 	// grants are the sessions of the relay loop whose pool tickets were
 	// granted, posted by Granted for serveGrants.
 	grants []*session
@@ -104,7 +109,7 @@ type youngSession struct {
 }
 
 // stopKey and nudgeKey are the epoll data of the stop and nudge pipes;
-// session ids start at 1 and never reach nudgeKey.
+// a session's (keyLocked) is neither.
 const (
 	stopKey  = 0
 	nudgeKey = ^uint64(0)
@@ -116,7 +121,6 @@ func (p *parker) start() bool {
 	p.once.Do(func() {
 		p.done = make(chan struct{})
 		p.mu.Lock()
-		p.parked = make(map[uint64]*session) // under mu: count reads it
 		closed := p.closed
 		p.mu.Unlock()
 		if closed {
@@ -241,11 +245,7 @@ func (p *parker) loop() {
 			client := key&serverKeyBit == 0
 			key &^= serverKeyBit // the session's, for either of its sockets
 			p.mu.Lock()
-			ss := p.parked[key]
-			delete(p.parked, key)
-			if ss != nil && ss.loop != 0 {
-				p.inLoop--
-			}
+			ss := p.takeKeyLocked(key)
 			p.mu.Unlock()
 			switch {
 			case ss == nil:
@@ -269,12 +269,11 @@ func (p *parker) fail() {
 	p.mu.Lock()
 	p.failed = true
 	p.young = nil // nobody will look at them
-	rest := make([]*session, 0, len(p.parked))
-	for id, ss := range p.parked {
-		rest = append(rest, ss)
-		delete(p.parked, id)
+	rest := make([]*session, 0, p.held)
+	p.eachHeldLocked(func(ss *session) { rest = append(rest, ss) })
+	for _, ss := range rest {
+		p.unholdLocked(ss)
 	}
-	p.inLoop = 0
 	p.mu.Unlock()
 	for _, ss := range rest {
 		p.resume(ss)
@@ -289,6 +288,7 @@ func (p *parker) resume(ss *session) {
 		return
 	}
 	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(ss.fd), nil)
+	p.releaseSlot(ss)
 	ss.flags.And(^stParked)
 	if ss.rare != nil && ss.rare.idleTimer != nil {
 		ss.rare.idleTimer.Stop()
@@ -498,8 +498,9 @@ func (p *parker) park(ss *session) bool {
 		}
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
-	setEventKey(&ev, ss.id)
+	setEventKey(&ev, p.keyLocked(ss))
 	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(ss.fd), &ev); err != nil {
+		p.releaseSlotLocked(ss)
 		if ss.rare != nil && ss.rare.idleTimer != nil {
 			ss.rare.idleTimer.Stop()
 		}
@@ -515,7 +516,8 @@ func (p *parker) park(ss *session) bool {
 // under it). A wake or kill that came before the session was in the set
 // found nothing to take: it looks again now that it is.
 func (p *parker) holdLocked(ss *session) {
-	p.parked[ss.id] = ss
+	p.slots[ss.slot].held = true
+	p.held++
 	ss.flags.Or(stParked)
 	p.mu.Unlock()
 	if ss.has(evWake | evKill) {
@@ -535,10 +537,9 @@ func (p *parker) unpark(ss *session) {
 // looks, so a timer that fires while park still holds mu is not lost.
 func (p *parker) take(ss *session) {
 	p.mu.Lock()
-	_, ok := p.parked[ss.id]
-	delete(p.parked, ss.id)
-	if ok && ss.loop != 0 {
-		p.inLoop--
+	ok := p.heldLocked(ss)
+	if ok {
+		p.unholdLocked(ss)
 	}
 	p.mu.Unlock()
 	if ok {
@@ -551,7 +552,7 @@ func (p *parker) take(ss *session) {
 func (p *parker) count() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.parked) - p.inLoop
+	return p.held - p.inLoop
 }
 
 // close stops the loop; sessions still parked are resumed so that they can

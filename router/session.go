@@ -164,6 +164,9 @@ type session struct {
 	loop       uint8
 	loopCredit uint8
 	srvFD      int32
+	// slot is the session's place in the parker's set while its client
+	// socket is in the epoll set (-1: none). Guarded by the parker's mu.
+	slot int32
 }
 
 // Entry credits (session.loopCredit): requests a session reads on its
@@ -326,6 +329,7 @@ func (s *Server) newSession(raw net.Conn) *session {
 		handshake:   handshakes.Get().(*loginState),
 		loopCredit:  loopEntryCredit,
 		srvFD:       -1,
+		slot:        -1,
 	}
 }
 
