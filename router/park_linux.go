@@ -69,7 +69,7 @@ type parker struct {
 	// then nudges it; one posted while it works is seen before it waits.
 	loopWaiting atomic.Bool
 
-	mu     sync.Mutex
+	mu sync.Mutex
 	// slots, freeSlots and held are the set of sessions the parker holds
 	// (parkset_linux.go): parked ones, and those the relay loop serves
 	// between their steps; held counts them.
