@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"errors"
 	"net"
 	"syscall"
 )
@@ -59,7 +58,7 @@ func (pk *Peeker) Idle() bool {
 	if pk.rc == nil {
 		return true
 	}
-	return pk.do() && errors.Is(pk.err, syscall.EAGAIN)
+	return pk.do() && pk.err == syscall.EAGAIN // (an Errno: no unwrapping)
 }
 
 // PeerClosed reports whether the peer has closed the connection: EOF or a
@@ -69,7 +68,7 @@ func (pk *Peeker) PeerClosed() bool {
 	if !pk.do() {
 		return false
 	}
-	return (pk.err == nil && pk.n == 0) || errors.Is(pk.err, syscall.ECONNRESET)
+	return (pk.err == nil && pk.n == 0) || pk.err == syscall.ECONNRESET
 }
 
 // Alive reports whether an idle connection looks usable (see Peeker.Idle).

@@ -31,6 +31,9 @@ func (p *parker) forgetServer(*session) {}
 
 const loopBuilt = false
 
+// clock is monoNow: no loop serves sessions here.
+func (p *parker) clock(*session) mono { return monoNow() }
+
 func socketFD(net.Conn) int { return -1 }
 
 // closeSocket closes the client socket at the end of the session.

@@ -243,7 +243,7 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 	if sc.Wr == nil {
 		sc.Wr = protocol.NewWriter(sc.Conn)
 	}
-	now := monoNow()
+	now := ss.srv.parker.clock(ss)
 	ss.mu.Lock()
 	ss.server = sc
 	ss.onReplica, ss.txReadOnly = onReplica, readOnly
@@ -450,7 +450,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			ss.q.pop()
 			var now mono
 			if ss.q.n == 0 {
-				now = monoNow()
+				now = ss.srv.parker.clock(ss)
 				// Every path that sends a query starts its clock (process,
 				// refuse): a missing start would show here as pgferry's age.
 				ss.entry.stats.queryTimeUS.Add(uint64(now.Sub(ss.queryStart) / time.Microsecond))
