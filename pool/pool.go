@@ -651,7 +651,12 @@ func Transient(err error) bool {
 // ready says sc is known to be idle this instant (see ReleaseReady). sc
 // is not counted as active on entry.
 func (p *Pool) putLocked(sc *ServerConn, now time.Time, ready bool) {
-	sc.lastUsed = now
+	p.putAgedLocked(sc, now, now, ready)
+}
+
+// putAgedLocked is putLocked for a connection last used at lastUsed.
+func (p *Pool) putAgedLocked(sc *ServerConn, now, lastUsed time.Time, ready bool) {
+	sc.lastUsed = lastUsed
 	if w := p.waiters.pop(); w != nil {
 		p.active++
 		// now was read before the lock: a waiter queued since is served at
@@ -680,6 +685,12 @@ func (p *Pool) Release(sc *ServerConn) { p.release(sc, false) }
 func (p *Pool) ReleaseReady(sc *ServerConn) { p.release(sc, true) }
 
 func (p *Pool) release(sc *ServerConn, ready bool) {
+	p.releaseAged(sc, ready, false)
+}
+
+// releaseAged is release; with keepAge the connection keeps its last use
+// (a loan that never used it), so server_check_delay still counts.
+func (p *Pool) releaseAged(sc *ServerConn, ready, keepAge bool) {
 	sc.endLoan()
 	now := p.now() // one clock read per release, outside the lock
 	p.mu.Lock()
@@ -699,7 +710,11 @@ func (p *Pool) release(sc *ServerConn, ready bool) {
 		return
 	}
 	p.active--
-	p.putLocked(sc, now, ready) // keeps its buffers until maintain finds it idle a while
+	lastUsed := now
+	if keepAge {
+		lastUsed = sc.lastUsed
+	}
+	p.putAgedLocked(sc, now, lastUsed, ready) // keeps its buffers until maintain finds it idle a while
 	p.mu.Unlock()
 }
 

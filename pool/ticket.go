@@ -6,7 +6,8 @@ import "errors"
 // error, is there for Take. Granted is called once per Ticket, from
 // whichever goroutine released the connection or failed the wait,
 // sometimes with the pool's lock held: it must be quick, must not block
-// and must not call into the pool.
+// and must not call into the pool. It may run after the Ticket's owner
+// saw the grant (Ticket.Granted) and ended the Ticket.
 type Waker interface{ Granted() }
 
 // Ticket is a place in a pool's queue taken by Enqueue, for a borrower
@@ -23,13 +24,16 @@ func (t Ticket) IsZero() bool { return t.w == nil }
 
 // ErrWouldWait says a borrower must get its connection with Acquire:
 // Enqueue's answer when the pool is paused (PAUSE; only the resume ends
-// that wait) or has idle connections that need server_check_query first,
-// and Take's when the connection handed over does.
+// that wait), checks every connection before a loan (server_check_delay
+// = 0) or has an idle one due for its check, and Take's when the
+// connection handed over turned out to need one, or to be dead.
 var ErrWouldWait = errors.New("pool: this wait needs Acquire")
 
 // Enqueue takes a place in the queue, in the same FIFO order as Acquire's
-// waiters, behind them, and returns at once. wk.Granted runs when the
-// wait is over. It fails as Acquire would, at once (ErrPoolClosed, a
+// waiters, behind them, and returns at once; wk.Granted runs when the
+// wait is over (at once, before Enqueue returns, when a connection is
+// idle and nobody waits: one may have come back since TryAcquireChecked
+// found none). It fails as Acquire would, at once (ErrPoolClosed, a
 // cached login failure), or with ErrWouldWait. A borrower that found no
 // connection with TryAcquireChecked uses it.
 func (p *Pool) Enqueue(wk Waker) (Ticket, error) {
@@ -38,18 +42,27 @@ func (p *Pool) Enqueue(wk Waker) (Ticket, error) {
 	if p.closed {
 		return Ticket{}, ErrPoolClosed
 	}
-	if p.paused {
+	if p.paused || p.cfg.CheckDelay == CheckAlways {
 		return Ticket{}, ErrWouldWait
 	}
-	if len(p.idle) > 0 && p.waiters.n == 0 {
-		// Idle connections TryAcquireChecked would not lend: they need
-		// server_check_query first, which only Acquire runs.
+	if n := len(p.idle); n > 0 && p.waiters.n == 0 && p.checkDue(p.idle[n-1]) {
 		return Ticket{}, ErrWouldWait
+	}
+	p.stat.AcquireCount++
+	if n := len(p.idle); n > 0 && p.waiters.n == 0 {
+		sc := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.active++
+		w := waiters.Get().(*waiter)
+		w.wake = wk
+		t := Ticket{p, w}
+		w.send(acquireResult{sc: sc}) // Take peeks at it: it sat idle
+		return t, nil
 	}
 	if p.loginErr != nil && p.total == 0 && !p.holds(p.loginErr) && p.now().Sub(p.loginAt) < p.cfg.LoginRetry {
 		return Ticket{}, &LoginFailingError{Err: p.loginErr}
 	}
-	p.stat.AcquireCount++
 	w := waiters.Get().(*waiter)
 	w.wake = wk
 	w.enqueued = p.now()
@@ -61,7 +74,7 @@ func (p *Pool) Enqueue(wk Waker) (Ticket, error) {
 
 // Granted reports whether the wait is over (Take will not block). Only
 // the ticket's owner calls it.
-func (t Ticket) Granted() bool { return len(t.w.ch) > 0 }
+func (t Ticket) Granted() bool { return t.w != nil && len(t.w.ch) > 0 }
 
 // Take ends a granted ticket and returns what its wait got: a connection
 // lent as Acquire lends one, or the error Acquire would have returned.
@@ -81,10 +94,7 @@ func (t Ticket) Take() (*ServerConn, error) {
 		return sc, nil
 	}
 	if p.checkDue(sc) {
-		p.mu.Lock()
-		p.active--
-		p.putLocked(sc, sc.lastUsed, false) // its idle time still counts
-		p.mu.Unlock()
+		p.releaseAged(sc, false, true) // its idle time still counts
 		return nil, ErrWouldWait
 	}
 	if !sc.alive() {

@@ -138,3 +138,26 @@ func TestEnqueueSendsToAcquireWhatOnlyAcquireCanWaitFor(t *testing.T) {
 		t.Fatalf("waiting %d; want nobody queued", st.Waiting)
 	}
 }
+
+func TestATicketBesideAnIdleConnectionIsGrantedAtOnce(t *testing.T) {
+	p := newPool(t, config(1))
+	p.Release(acquire(t, p))
+	g := make(grantSignal, 1)
+	tk, err := p.Enqueue(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-g:
+	default:
+		t.Fatal("Enqueue beside an idle connection did not grant it at once")
+	}
+	sc, err := tk.Take()
+	if err != nil || sc == nil {
+		t.Fatalf("Take: %v, %v", sc, err)
+	}
+	if st := p.Stat(); st.Active != 1 || st.Idle != 0 || st.Waiting != 0 {
+		t.Fatalf("stat after Take %+v", st)
+	}
+	p.Release(sc)
+}

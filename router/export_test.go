@@ -17,3 +17,8 @@ func ParkedWithoutConn(s *Server) int {
 	})
 	return n
 }
+
+// LoopQueueings counts the waits for a server the relay loop made, and
+// LoopGrantNudges the grants that woke it from epoll.
+func LoopQueueings(s *Server) uint64   { return s.parker.queueings.Load() }
+func LoopGrantNudges(s *Server) uint64 { return s.parker.grantNudges.Load() }

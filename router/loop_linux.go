@@ -318,18 +318,7 @@ func (p *parker) forgetServer(ss *session) {
 // goroutine or ends. A spurious event costs a read that would block. The
 // loop owns the session meanwhile.
 func (p *parker) turn(ss *session, client bool) {
-	defer func() {
-		if r := recover(); r != nil {
-			ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-			if ss.loop == 0 {
-				return // handed on already: the new owner has it
-			}
-			ss.mu.Lock()
-			ss.status = protocol.TxFailed
-			ss.mu.Unlock()
-			p.leave(ss, errInternal)
-		}
-	}()
+	defer p.recoverTurn(ss)
 	ss.flags.And(^stParked)
 	if client {
 		ss.loop &^= loopArmed // its one-shot registration fired
@@ -399,6 +388,22 @@ func (p *parker) turn(ss *session, client bool) {
 				return
 			}
 		}
+	}
+}
+
+// recoverTurn, deferred by what the loop runs for a session, ends the
+// session on a panic instead of the process (its server's state is
+// unknown: finish destroys it).
+func (p *parker) recoverTurn(ss *session) {
+	if r := recover(); r != nil {
+		ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		if ss.loop == 0 {
+			return // handed on already: the new owner has it
+		}
+		ss.mu.Lock()
+		ss.status = protocol.TxFailed
+		ss.mu.Unlock()
+		p.leave(ss, errInternal)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgferry/pgferry/internal/sockio"
 	"github.com/pgferry/pgferry/pool"
 )
 
@@ -26,6 +27,7 @@ func (p *parker) queue(ss *session) {
 		p.evict(ss, "a wait for a server the loop does not serve", false)
 		return
 	}
+	p.queueings.Add(1)
 	r := ss.ensureRare()
 	r.ticket, r.queuedAt = tk, monoNow()
 	ss.flags.Or(stWaiting)
@@ -44,9 +46,12 @@ var nudgeByte = []byte{0}
 
 func (p *parker) granted(ss *session) {
 	p.mu.Lock()
-	p.grants = append(p.grants, ss)
-	if p.running && p.loopWaiting.Load() {
-		syscall.Write(p.nudge[1], nudgeByte) // (under mu: see close)
+	if p.running && !p.failed {
+		p.grants = append(p.grants, ss)
+		if p.loopWaiting.Load() {
+			p.grantNudges.Add(1)
+			syscall.Write(p.nudge[1], nudgeByte) // (under mu: see close)
+		}
 	}
 	p.mu.Unlock()
 }
@@ -76,6 +81,7 @@ func (p *parker) serveGrants() {
 // takeGrant takes the connection a queued session's ticket got, and
 // serves the request it has read with it.
 func (p *parker) takeGrant(ss *session) {
+	defer p.recoverTurn(ss)
 	ss.flags.And(^(stParked | stWaiting))
 	tk := ss.rare.ticket
 	ss.rare.ticket = pool.Ticket{}
@@ -85,6 +91,15 @@ func (p *parker) takeGrant(ss *session) {
 		// The goroutine's Acquire gets the same error, or waits as only
 		// it can (server_check_query, a replaced pool).
 		p.evict(ss, "a wait for a server the loop does not serve", false)
+		return
+	}
+	if (&sockio.Raw{FD: int(ss.fd)}).PeerClosed() {
+		// Gone since its socket's last event was read: the server goes
+		// back unused and the request is dropped, as when the client
+		// leaves while queued (PgBouncer drops a client that leaves
+		// while waiting, with what it sent).
+		sc.Pool().Release(sc)
+		p.leave(ss, errClientGone)
 		return
 	}
 	if !sc.NoWait() {

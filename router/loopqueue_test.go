@@ -3,6 +3,7 @@ package router_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,26 +14,38 @@ import (
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
 	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router"
 )
 
 // loopQueueSetup starts pgferry with the relay loop on and one server
 // connection, and returns a client holding it in an open transaction, and
 // a second client in the loop, both past their entry.
-func loopQueueSetup(t *testing.T, ctx context.Context, sslMode string, edit func(*configs.Config)) (f *ferrytest.Ferry, holder *pgx.Conn, queued *pgconn.PgConn) {
+// With tlsHolder the holder is a TLS client, which the loop does not
+// serve: its goroutine releases the server.
+func loopQueueSetup(t *testing.T, ctx context.Context, sslMode string, tlsHolder bool, edit func(*configs.Config)) (f *ferrytest.Ferry, holder *pgx.Conn, queued *pgconn.PgConn) {
 	t.Helper()
 	cfg, _ := configWithOwnDatabase(t)
 	cfg.RelayLoop = true
 	setPoolSize(cfg, "app", 1)
 	withServerSSLMode(cfg, sslMode)
+	if tlsHolder {
+		offerClientTLS(cfg, "prefer")
+	}
 	if edit != nil {
 		edit(cfg)
 	}
 	f = ferrytest.Start(t, cfg)
-	holder = ferrytest.Connect(t, ctx, f.AppDSN())
-	inLoop(t, ctx, f, holder, 1)
+	want := uint64(1)
+	if tlsHolder {
+		holder = ferrytest.Connect(t, ctx, strings.Replace(f.AppDSN(), "sslmode=disable", "sslmode=require", 1))
+		want = 0
+	} else {
+		holder = ferrytest.Connect(t, ctx, f.AppDSN())
+		inLoop(t, ctx, f, holder, 1)
+	}
 	queued = ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
 	for i := 0; ; i++ {
-		if n, _ := loopCounters(t, f); n >= 2 {
+		if n, _ := loopCounters(t, f); n >= want+1 {
 			break
 		}
 		if i == 1000 {
@@ -67,8 +80,9 @@ func TestClientsTheLoopQueuesForABusyServerAreServedInTurnWithoutAHandBack(t *te
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			ctx := testContext(t)
-			f, holder, queued := loopQueueSetup(t, ctx, mode, nil)
+			f, holder, queued := loopQueueSetup(t, ctx, mode, false, nil)
 			_, handbacks := loopCounters(t, f)
+			queueings := router.LoopQueueings(f.Server)
 
 			res := make(chan error, 1)
 			go func() {
@@ -113,8 +127,8 @@ func TestClientsTheLoopQueuesForABusyServerAreServedInTurnWithoutAHandBack(t *te
 			if _, after := loopCounters(t, f); after != handbacks {
 				t.Fatalf("%d hand-backs while the clients queued in the loop; want none", after-handbacks)
 			}
-			if p := f.Pool(t, "app"); p.Stat.WaitCount < 2 {
-				t.Fatalf("the pool queued %d waits; want the clients to have queued", p.Stat.WaitCount)
+			if n := router.LoopQueueings(f.Server) - queueings; n < 2 {
+				t.Fatalf("the loop queued %d times for the server; want the clients to have queued in it", n)
 			}
 			// (The answer reaches a client as its loan ends: a moment later.)
 			ferrytest.Eventually(t, 20*time.Second, "the one server to be idle and nobody queued", func() (bool, error) {
@@ -129,10 +143,14 @@ func TestAClientThatLeavesWhileTheLoopQueuesItGivesUpItsPlace(t *testing.T) {
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
-	f, holder, queued := loopQueueSetup(t, ctx, "disable", nil)
+	f, holder, queued := loopQueueSetup(t, ctx, "disable", false, nil)
+	queueings := router.LoopQueueings(f.Server)
 	c := hijack(t, queued)
 	sendRaw(t, c, protocol.AppendQuery(nil, "select 'never run'"))
 	waitQueued(t, f)
+	if router.LoopQueueings(f.Server) != queueings+1 {
+		t.Fatal("the client queued on its goroutine, not in the loop")
+	}
 	c.Close()
 
 	ferrytest.Eventually(t, 20*time.Second, "the leaving client to give up its place", func() (bool, error) {
@@ -158,17 +176,19 @@ func TestQueryWaitTimeoutEndsAClientTheLoopQueuedTooLong(t *testing.T) {
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
-	f, holder, queued := loopQueueSetup(t, ctx, "disable", func(cfg *configs.Config) {
+	f, holder, queued := loopQueueSetup(t, ctx, "disable", false, func(cfg *configs.Config) {
 		cfg.QueryWaitTimeout = configs.Duration(time.Second)
 	})
 	_, handbacks := loopCounters(t, f)
+	queueings := router.LoopQueueings(f.Server)
 	_, err := queued.Exec(ctx, "select 'too late'").ReadAll()
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || pe.Code != protocol.SQLStateProtocolViolation || pe.Message != "query_wait_timeout" {
 		t.Fatalf("the queued client got %v; want FATAL query_wait_timeout", err)
 	}
-	if _, after := loopCounters(t, f); after != handbacks {
-		t.Fatalf("the timeout came from a goroutine (%d hand-backs); want the loop's", after-handbacks)
+	if _, after := loopCounters(t, f); after != handbacks || router.LoopQueueings(f.Server) != queueings+1 {
+		t.Fatalf("the client did not wait in the loop (%d hand-backs, %d queueings); want the loop's timeout",
+			after-handbacks, router.LoopQueueings(f.Server)-queueings)
 	}
 	// The holder's transaction goes on, and its server comes back clean.
 	var n int
@@ -182,4 +202,38 @@ func TestQueryWaitTimeoutEndsAClientTheLoopQueuedTooLong(t *testing.T) {
 		p := f.Pool(t, "app")
 		return p.Stat.Waiting == 0 && p.Stat.Active == 0 && f.Server.Snapshot().Clients == 1, nil
 	})
+}
+
+func TestAServerReleasedByAGoroutineWakesTheLoopForItsQueuedClient(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	// The holder is a TLS client: its goroutine, not the loop, ends its
+	// transaction and gives the server to the client queued in the loop,
+	// which meanwhile waits in epoll with nothing else to do.
+	f, holder, queued := loopQueueSetup(t, ctx, "disable", true, nil)
+	queueings, nudges := router.LoopQueueings(f.Server), router.LoopGrantNudges(f.Server)
+	res := make(chan error, 1)
+	go func() {
+		_, err := queued.Exec(ctx, "select 'served'").ReadAll()
+		res <- err
+	}()
+	waitQueued(t, f)
+	if _, err := holder.Exec(ctx, "commit"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-res:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second): // a hang guard
+		t.Fatal("the queued client's query never ended")
+	}
+	if router.LoopQueueings(f.Server) != queueings+1 {
+		t.Fatal("the client did not queue in the loop")
+	}
+	if router.LoopGrantNudges(f.Server) == nudges {
+		t.Fatal("the grant did not wake the loop from its wait; it was served at a later sweep")
+	}
 }

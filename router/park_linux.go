@@ -70,6 +70,9 @@ type parker struct {
 	loopWaiting atomic.Bool
 	// turnNow is the clock the loop read as its turn began (see clock).
 	turnNow mono
+	// queueings counts the waits for a server the loop made (queue), and
+	// grantNudges the grants that woke it from epoll (for tests).
+	queueings, grantNudges atomic.Uint64
 
 	mu sync.Mutex
 	// slots, freeSlots and held are the set of sessions the parker holds

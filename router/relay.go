@@ -294,7 +294,7 @@ func (ss *session) joinPump() {
 // held.
 func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	if ss.q.n == 0 && ss.queryStart.IsZero() {
-		ss.queryStart = monoNow() // the server was idle: a query starts
+		ss.queryStart = ss.srv.parker.clock(ss) // the server was idle: a query starts
 	}
 	switch typ {
 	case protocol.MsgQuery, protocol.MsgFunctionCall:

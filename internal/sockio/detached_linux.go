@@ -15,7 +15,8 @@ import (
 )
 
 // FDConn is a TCP connection held as a bare descriptor, outside Go's
-// netpoller (see Detach). Reads and writes are raw non-blocking system
+// netpoller (see Detach). It holds three descriptors (the socket and two
+// eventfds) until Close, which its owner must call. Reads and writes are raw non-blocking system
 // calls; one that must wait blocks its thread in ppoll(2) on the socket
 // and on an eventfd that a deadline change or Close signals, so deadlines,
 // Close and SetNoWait behave as net.Conn's do. A goroutine waiting in it
@@ -24,7 +25,7 @@ import (
 type FDConn struct {
 	fd           int
 	rwake, wwake int          // eventfds: wake the read / write waiter
-	rdl, wdl     atomic.Int64 // deadlines, Unix nanoseconds; 0 none
+	rdl, wdl     atomic.Int64 // deadlines, as monoNanos; 0 none
 	nowait       atomic.Bool
 	closed       atomic.Bool
 	// life is read-held by every call that uses the descriptors and
@@ -37,6 +38,25 @@ type FDConn struct {
 }
 
 const detachAvailable = true
+
+// monoBase is the origin of the deadlines FDConn keeps: nanoseconds since
+// it on the monotonic clock, as net.Conn's deadlines are (a step of the
+// wall clock moves none). A deadline without a monotonic reading (the
+// past one Interrupt sets) compares by the wall clock, and is past.
+var monoBase = time.Now()
+
+func monoNanos() int64 { return int64(time.Since(monoBase)) }
+
+func deadlineNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	d := int64(t.Sub(monoBase))
+	if d == 0 {
+		d = 1 // (0 is none)
+	}
+	return d
+}
 
 // detach duplicates c's descriptor, closes c (which takes it out of Go's
 // netpoller, and does not touch the connection: the duplicate keeps it
@@ -160,7 +180,7 @@ func (c *FDConn) usable(dl *atomic.Int64) error {
 	if c.closed.Load() {
 		return net.ErrClosed
 	}
-	if d := dl.Load(); d != 0 && time.Now().UnixNano() >= d {
+	if d := dl.Load(); d != 0 && monoNanos() >= d {
 		return os.ErrDeadlineExceeded
 	}
 	return nil
@@ -188,7 +208,7 @@ func (c *FDConn) wait(events int16, dl *atomic.Int64, wake int) error {
 		}
 		var ts *syscall.Timespec
 		if d := dl.Load(); d != 0 {
-			t := syscall.NsecToTimespec(max(d-time.Now().UnixNano(), 0))
+			t := syscall.NsecToTimespec(max(d-monoNanos(), 0))
 			ts = &t
 		}
 		fds := [2]pollFD{{fd: int32(c.fd), events: events}, {fd: int32(wake), events: pollIn}}
@@ -250,18 +270,15 @@ func (c *FDConn) SetReadDeadline(t time.Time) error { return c.setDeadline(t, tr
 func (c *FDConn) SetWriteDeadline(t time.Time) error { return c.setDeadline(t, false, true) }
 
 func (c *FDConn) setDeadline(t time.Time, read, write bool) error {
-	var d int64
-	if !t.IsZero() {
-		d = max(t.UnixNano(), 1)
-	}
+	d := deadlineNanos(t)
 	c.life.RLock()
 	defer c.life.RUnlock()
 	if c.closed.Load() {
 		return c.opError("set deadline", net.ErrClosed)
 	}
-	// A waiter keeps waiting when a deadline goes away or moves later (it
-	// looks again when its old one passes), so only a new deadline needs
-	// a wake: a cleared one costs no system call.
+	// A waiter keeps waiting when a deadline goes away (it looks again
+	// when its old one passes): a cleared deadline costs no system call,
+	// any other wakes the waiter to look.
 	if read {
 		c.rdl.Store(d)
 		if d != 0 {

@@ -147,9 +147,25 @@ func TestADetachedWriteToAPeerThatDoesNotReadEndsAtItsDeadline(t *testing.T) {
 	if n == 0 {
 		t.Fatal("the write reports no bytes written before the deadline")
 	}
-	// What it wrote arrives whole.
-	d.SetWriteDeadline(time.Time{})
-	go io.Copy(io.Discard, io.LimitReader(p, int64(n)))
+	// What it reports written arrives whole.
+	got, err := io.Copy(io.Discard, io.LimitReader(p, int64(n)))
+	if err != nil || got != int64(n) {
+		t.Fatalf("the peer read %d of the %d bytes written: %v", got, n, err)
+	}
+}
+
+func TestClosingADetachedConnectionEndsAWaitingWrite(t *testing.T) {
+	_, d, _ := detachedPair(t)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := d.Write(make([]byte, 64<<20)) // nobody reads: it waits
+		errc <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	d.Close()
+	if err := hangGuard(t, errc, "a write waiting on a closed connection"); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("the write: %v, want net.ErrClosed", err)
+	}
 }
 
 func TestADetachedConnectionCanStopWaiting(t *testing.T) {

@@ -48,15 +48,16 @@ func Wrap(c net.Conn) net.Conn {
 }
 
 // FD returns the socket descriptor of a connection Wrap returned, as its
-// last read saw it, and whether it knows one (not before the first read,
-// nor for a connection Wrap left as it was).
+// last read saw it, or of one Detach returned, and whether it knows one
+// (not before a wrapped connection's first read, nor for a connection
+// Wrap left as it was, nor after Close).
 func FD(c net.Conn) (int, bool) { return fd(c) }
 
 // Available reports whether this build makes raw socket calls: without
 // them, Raw fails every call and NoWait has no reader to give.
 const Available = available
 
-// SetNoWait makes the reads of c, a connection Wrap returned, return
+// SetNoWait makes the reads of c, a connection Wrap or Detach returned, return
 // ErrWouldBlock when the socket has nothing to read, instead of waiting
 // (on), or wait again (off), for a reader that waits for readiness itself.
 // Deadlines and close still apply. Over a TLS connection on c, reads of
