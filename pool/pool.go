@@ -216,6 +216,8 @@ type acquireResult struct {
 	// ready marks a connection known to be idle this instant (see
 	// ReleaseReady): it is lent without a liveness peek.
 	ready bool
+	// unqueued marks a connection Enqueue lent at once: no wait to count.
+	unqueued bool
 }
 
 // waitQueue is an intrusive FIFO of waiters.

@@ -48,8 +48,8 @@ func (p *Pool) Enqueue(wk Waker) (Ticket, error) {
 	if n := len(p.idle); n > 0 && p.waiters.n == 0 && p.checkDue(p.idle[n-1]) {
 		return Ticket{}, ErrWouldWait
 	}
-	p.stat.AcquireCount++
 	if n := len(p.idle); n > 0 && p.waiters.n == 0 {
+		p.stat.AcquireCount++
 		sc := p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
@@ -57,12 +57,13 @@ func (p *Pool) Enqueue(wk Waker) (Ticket, error) {
 		w := waiters.Get().(*waiter)
 		w.wake = wk
 		t := Ticket{p, w}
-		w.send(acquireResult{sc: sc}) // Take peeks at it: it sat idle
+		w.send(acquireResult{sc: sc, unqueued: true}) // Take peeks at it: it sat idle
 		return t, nil
 	}
 	if p.loginErr != nil && p.total == 0 && !p.holds(p.loginErr) && p.now().Sub(p.loginAt) < p.cfg.LoginRetry {
-		return Ticket{}, &LoginFailingError{Err: p.loginErr}
+		return Ticket{}, &LoginFailingError{Err: p.loginErr} // (the Acquire to come counts it)
 	}
+	p.stat.AcquireCount++
 	w := waiters.Get().(*waiter)
 	w.wake = wk
 	w.enqueued = p.now()
@@ -79,9 +80,9 @@ func (t Ticket) Granted() bool { return t.w != nil && len(t.w.ch) > 0 }
 // Take ends a granted ticket and returns what its wait got: a connection
 // lent as Acquire lends one, or the error Acquire would have returned.
 // A connection that cannot be lent without waiting (server_check_query
-// is due on it: only with server_check_delay = 0) goes back to the pool,
-// and one found dead is closed; Take then returns (nil, ErrWouldWait) and
-// the borrower waits with Acquire.
+// is due on it) goes back to the pool, and one found dead is closed;
+// Take then returns (nil, ErrWouldWait) and the borrower waits with
+// Acquire.
 func (t Ticket) Take() (*ServerConn, error) {
 	p := t.p
 	res := <-t.w.ch
@@ -129,7 +130,9 @@ func (t Ticket) Cancel() {
 // done counts a ticket's wait and recycles its waiter.
 func (p *Pool) done(w *waiter, res acquireResult) {
 	if res.sc != nil {
-		p.hookWait(res.waited)
+		if !res.unqueued {
+			p.hookWait(res.waited)
+		}
 	} else {
 		p.observeWait(w)
 	}

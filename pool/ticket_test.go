@@ -134,6 +134,13 @@ func TestEnqueueSendsToAcquireWhatOnlyAcquireCanWaitFor(t *testing.T) {
 	if _, err := c.Enqueue(make(grantSignal, 1)); !errors.Is(err, pool.ErrWouldWait) {
 		t.Fatalf("Enqueue beside an idle connection due for its check: %v", err)
 	}
+	// With server_check_delay = 0 every loan needs the check: a ticket
+	// would only bounce, so Enqueue refuses even with nothing idle.
+	held := acquire(t, c)
+	if _, err := c.Enqueue(make(grantSignal, 1)); !errors.Is(err, pool.ErrWouldWait) {
+		t.Fatalf("Enqueue with server_check_delay = 0 and the connection lent: %v", err)
+	}
+	c.Release(held)
 	if st := c.Stat(); st.Waiting != 0 {
 		t.Fatalf("waiting %d; want nobody queued", st.Waiting)
 	}

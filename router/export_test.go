@@ -19,6 +19,7 @@ func ParkedWithoutConn(s *Server) int {
 }
 
 // LoopQueueings counts the waits for a server the relay loop made, and
-// LoopGrantNudges the grants that woke it from epoll.
-func LoopQueueings(s *Server) uint64   { return s.parker.queueings.Load() }
-func LoopGrantNudges(s *Server) uint64 { return s.parker.grantNudges.Load() }
+// LoopNudgeWakes the times its nudge pipe woke it (a grant, or a login
+// to an empty young list).
+func LoopQueueings(s *Server) uint64  { return s.parker.queueings.Load() }
+func LoopNudgeWakes(s *Server) uint64 { return s.parker.nudgeWakes.Load() }

@@ -49,7 +49,6 @@ func (p *parker) granted(ss *session) {
 	if p.running && !p.failed {
 		p.grants = append(p.grants, ss)
 		if p.loopWaiting.Load() {
-			p.grantNudges.Add(1)
 			syscall.Write(p.nudge[1], nudgeByte) // (under mu: see close)
 		}
 	}

@@ -210,9 +210,10 @@ func TestAServerReleasedByAGoroutineWakesTheLoopForItsQueuedClient(t *testing.T)
 	ctx := testContext(t)
 	// The holder is a TLS client: its goroutine, not the loop, ends its
 	// transaction and gives the server to the client queued in the loop,
-	// which meanwhile waits in epoll with nothing else to do.
+	// which meanwhile waits in epoll with nothing else to do (no login
+	// comes, so only the grant writes to its nudge pipe).
 	f, holder, queued := loopQueueSetup(t, ctx, "disable", true, nil)
-	queueings, nudges := router.LoopQueueings(f.Server), router.LoopGrantNudges(f.Server)
+	queueings, nudges := router.LoopQueueings(f.Server), router.LoopNudgeWakes(f.Server)
 	res := make(chan error, 1)
 	go func() {
 		_, err := queued.Exec(ctx, "select 'served'").ReadAll()
@@ -233,7 +234,7 @@ func TestAServerReleasedByAGoroutineWakesTheLoopForItsQueuedClient(t *testing.T)
 	if router.LoopQueueings(f.Server) != queueings+1 {
 		t.Fatal("the client did not queue in the loop")
 	}
-	if router.LoopGrantNudges(f.Server) == nudges {
+	if router.LoopNudgeWakes(f.Server) == nudges {
 		t.Fatal("the grant did not wake the loop from its wait; it was served at a later sweep")
 	}
 }

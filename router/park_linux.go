@@ -71,8 +71,8 @@ type parker struct {
 	// turnNow is the clock the loop read as its turn began (see clock).
 	turnNow mono
 	// queueings counts the waits for a server the loop made (queue), and
-	// grantNudges the grants that woke it from epoll (for tests).
-	queueings, grantNudges atomic.Uint64
+	// nudgeWakes the times the nudge pipe woke it (for tests).
+	queueings, nudgeWakes atomic.Uint64
 
 	mu sync.Mutex
 	// slots, freeSlots and held are the set of sessions the parker holds
@@ -241,6 +241,7 @@ func (p *parker) loop() {
 			case stopKey:
 				return
 			case nudgeKey:
+				p.nudgeWakes.Add(1)
 				for {
 					if n, _ := syscall.Read(p.nudge[0], drain[:]); n <= 0 {
 						break

@@ -13,7 +13,7 @@ type parker struct {
 	srv  *Server
 	tick atomic.Uint32
 	// (Counters of the relay loop's, which is not built here.)
-	queueings, grantNudges atomic.Uint64
+	queueings, nudgeWakes atomic.Uint64
 }
 
 func (p *parker) start() bool        { return false }

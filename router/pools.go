@@ -134,7 +134,8 @@ func (e *poolEntry) setWelcome(w map[string]string) (map[string]string, *greetin
 func poolSettings(c *configs.Config) string {
 	return fmt.Sprint(c.ServerLifetime, c.ServerIdleTimeout, c.ServerConnectTimeout, c.ServerLoginRetry, c.OutageHoldTimeout, c.ServerCheckDelay, c.ServerCheckQuery,
 		c.ReservePoolTimeout, c.MaxPreparedStatements, c.MaxUserConnections, c.ServerTLSCertFile,
-		c.ServerTLSKeyFile, c.ServerTLSCAFile, c.ServerTLSSSLMode, c.PoolMode, c.DefaultPoolSize)
+		c.ServerTLSKeyFile, c.ServerTLSCAFile, c.ServerTLSSSLMode, c.PoolMode, c.DefaultPoolSize,
+		c.RelayLoop) // (its pools dial their servers detached)
 }
 
 func sameDatabase(a, b configs.Database) bool {
@@ -192,8 +193,8 @@ func (s *Server) poolFor(dbName string, db configs.Database, user string, client
 	}
 	// Server sockets the relay loop may read stay out of Go's netpoller
 	// (see pool.DialConfig.Detached): the loop serves transaction-mode
-	// pools of databases without replicas. Pools made before a reload
-	// turned relay_loop on keep their kind of connection.
+	// pools of databases without replicas. A reload that turns
+	// relay_loop on or off rebuilds the pools (poolSettings).
 	pc.Dial.Detached = loopBuilt && inlineRelay && cfg.RelayLoop && len(db.Replicas) == 0 &&
 		poolModeFor(cfg, db, user) == poolModeTransaction
 	pc.Hooks = outageLog{log: s.log, database: dbName}

@@ -148,6 +148,7 @@ func TestADetachedWriteToAPeerThatDoesNotReadEndsAtItsDeadline(t *testing.T) {
 		t.Fatal("the write reports no bytes written before the deadline")
 	}
 	// What it reports written arrives whole.
+	p.SetReadDeadline(time.Now().Add(20 * time.Second)) // a hang guard
 	got, err := io.Copy(io.Discard, io.LimitReader(p, int64(n)))
 	if err != nil || got != int64(n) {
 		t.Fatalf("the peer read %d of the %d bytes written: %v", got, n, err)
