@@ -174,8 +174,8 @@ type Config struct {
 	PinOnSessionState bool `toml:"pin_on_session_state"`
 	// RelayLoop (experimental, off by default) serves clients in
 	// transaction mode between requests from an epoll loop, without a
-	// goroutine each, where it can (Linux; see docs/operations.md). The
-	// clients it does not serve (TLS) pay more meanwhile.
+	// goroutine each, where it can (Linux; see docs/operations.md): one
+	// thread, and the clients it does not serve pay more meanwhile.
 	RelayLoop bool `toml:"relay_loop"`
 	// MaxPacketSize is the largest protocol message accepted, in bytes.
 	MaxPacketSize int `toml:"max_packet_size"`
