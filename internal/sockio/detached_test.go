@@ -1,7 +1,6 @@
 package sockio_test
 
 import (
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -187,17 +186,7 @@ func TestADetachedConnectionCanStopWaiting(t *testing.T) {
 
 func TestTLSRunsOverADetachedConnectionAndItsPeekerSeesThePeerLeave(t *testing.T) {
 	_, d, p := detachedPair(t)
-	cert := selfSigned(t)
-	srv := tls.Server(p, &tls.Config{Certificates: []tls.Certificate{cert}})
-	cli := tls.Client(d, &tls.Config{InsecureSkipVerify: true})
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Handshake() }()
-	if err := cli.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	cli, srv := tlsOver(t, d, p)
 	go srv.Write([]byte("secret"))
 	buf := make([]byte, 6)
 	if _, err := io.ReadFull(cli, buf); err != nil || string(buf) != "secret" {

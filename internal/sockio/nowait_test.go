@@ -72,17 +72,7 @@ func TestUnderTLSANoWaitReadLeavesTheConnectionUsable(t *testing.T) {
 		t.Skip("raw socket calls are Linux-only")
 	}
 	w, p := pair(t)
-	cert := selfSigned(t)
-	srv := tls.Server(p, &tls.Config{Certificates: []tls.Certificate{cert}})
-	cli := tls.Client(w, &tls.Config{InsecureSkipVerify: true})
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Handshake() }()
-	if err := cli.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	cli, srv := tlsOver(t, w, p)
 	sockio.SetNoWait(w, true)
 	buf := make([]byte, 64)
 	if _, err := cli.Read(buf); err != sockio.ErrWouldBlock {
@@ -163,6 +153,23 @@ func TestARawDescriptorReadsAndWritesWithoutWaiting(t *testing.T) {
 			t.Fatalf("a raw read after the peer left: %v, want io.EOF", err)
 		}
 	}
+}
+
+// tlsOver runs a TLS handshake between a client on c and a server on p
+// (a self-signed certificate) and returns both ends.
+func tlsOver(t *testing.T, c, p net.Conn) (cli, srv *tls.Conn) {
+	t.Helper()
+	srv = tls.Server(p, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
+	cli = tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Handshake() }()
+	if err := cli.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return cli, srv
 }
 
 func selfSigned(t *testing.T) tls.Certificate {
