@@ -213,13 +213,14 @@ func TestAServerReleasedByAGoroutineWakesTheLoopForItsQueuedClient(t *testing.T)
 	// which meanwhile waits in epoll with nothing else to do (no login
 	// comes, so only the grant writes to its nudge pipe).
 	f, holder, queued := loopQueueSetup(t, ctx, "disable", true, nil)
-	queueings, nudges := router.LoopQueueings(f.Server), router.LoopNudgeWakes(f.Server)
+	queueings := router.LoopQueueings(f.Server)
 	res := make(chan error, 1)
 	go func() {
 		_, err := queued.Exec(ctx, "select 'served'").ReadAll()
 		res <- err
 	}()
 	waitQueued(t, f)
+	nudges := router.LoopNudgeWakes(f.Server) // (any login's nudge is read by now)
 	if _, err := holder.Exec(ctx, "commit"); err != nil {
 		t.Fatal(err)
 	}

@@ -129,13 +129,21 @@ func (e *poolEntry) setWelcome(w map[string]string) (map[string]string, *greetin
 	return e.welcome, e.greeting
 }
 
+// detachedServers reports whether a pool dials its servers out of Go's
+// netpoller (pool.DialConfig.Detached): those of the pools the relay loop
+// may serve (transaction mode, no replicas) while relay_loop is on. A
+// reload that changes it for a pool rebuilds that pool.
+func detachedServers(cfg *configs.Config, db configs.Database, user string) bool {
+	return loopBuilt && inlineRelay && cfg.RelayLoop && len(db.Replicas) == 0 &&
+		poolModeFor(cfg, db, user) == poolModeTransaction
+}
+
 // poolSettings fingerprints the global settings that existing pools were
 // built with; when they change on reload, pools are rebuilt.
 func poolSettings(c *configs.Config) string {
 	return fmt.Sprint(c.ServerLifetime, c.ServerIdleTimeout, c.ServerConnectTimeout, c.ServerLoginRetry, c.OutageHoldTimeout, c.ServerCheckDelay, c.ServerCheckQuery,
 		c.ReservePoolTimeout, c.MaxPreparedStatements, c.MaxUserConnections, c.ServerTLSCertFile,
-		c.ServerTLSKeyFile, c.ServerTLSCAFile, c.ServerTLSSSLMode, c.PoolMode, c.DefaultPoolSize,
-		c.RelayLoop) // (its pools dial their servers detached)
+		c.ServerTLSKeyFile, c.ServerTLSCAFile, c.ServerTLSSSLMode, c.PoolMode, c.DefaultPoolSize)
 }
 
 func sameDatabase(a, b configs.Database) bool {
@@ -191,12 +199,7 @@ func (s *Server) poolFor(dbName string, db configs.Database, user string, client
 		CheckDelay:     checkDelay(cfg),
 		CheckQuery:     cfg.ServerCheckQuery,
 	}
-	// Server sockets the relay loop may read stay out of Go's netpoller
-	// (see pool.DialConfig.Detached): the loop serves transaction-mode
-	// pools of databases without replicas. A reload that turns
-	// relay_loop on or off rebuilds the pools (poolSettings).
-	pc.Dial.Detached = loopBuilt && inlineRelay && cfg.RelayLoop && len(db.Replicas) == 0 &&
-		poolModeFor(cfg, db, user) == poolModeTransaction
+	pc.Dial.Detached = detachedServers(cfg, db, user)
 	pc.Hooks = outageLog{log: s.log, database: dbName}
 	if s.opts.Hooks != nil {
 		pc.Hooks = outageLog{Hooks: s.opts.Hooks.PoolHooks(dbName, user), log: s.log, database: dbName}

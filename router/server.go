@@ -262,7 +262,8 @@ func (s *Server) Reload(cfg *configs.Config) error {
 	var stale []*poolEntry
 	for k, e := range s.pools {
 		db, _, ok := cfg.LookupDatabase(k.db)
-		if globalsChanged || !ok || !sameDatabase(db, e.db) || e.mode != poolModeFor(cfg, db, k.user) {
+		if globalsChanged || !ok || !sameDatabase(db, e.db) || e.mode != poolModeFor(cfg, db, k.user) ||
+			e.pool.Config().Dial.Detached != detachedServers(cfg, db, k.user) {
 			stale = append(stale, e)
 			delete(s.pools, k)
 		}

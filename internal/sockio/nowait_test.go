@@ -161,6 +161,9 @@ func tlsOver(t *testing.T, c, p net.Conn) (cli, srv *tls.Conn) {
 	t.Helper()
 	srv = tls.Server(p, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
 	cli = tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+	hang := time.Now().Add(20 * time.Second) // a hang guard
+	c.SetDeadline(hang)
+	p.SetDeadline(hang)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Handshake() }()
 	if err := cli.Handshake(); err != nil {
@@ -169,6 +172,8 @@ func tlsOver(t *testing.T, c, p net.Conn) (cli, srv *tls.Conn) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
+	c.SetDeadline(time.Time{})
+	p.SetDeadline(time.Time{})
 	return cli, srv
 }
 
