@@ -197,10 +197,14 @@ func (p *Pool) User() string { return p.cfg.User }
 func (p *Pool) Config() Config { return p.cfg }
 
 type waiter struct {
-	ch chan acquireResult // buffered 1; receives exactly once
-	// wake is told when ch has received, for a waiter that does not
-	// block on ch (Enqueue); nil for Acquire's.
+	ch chan acquireResult // buffered 1; receives exactly once (Acquire's)
+	// wake is told when the result is there, for a waiter that does not
+	// block on ch (Enqueue's); nil for Acquire's. Its result is res, set
+	// once before sent: the owner of an event loop looks at many tickets
+	// per transaction, and a channel is a second object to touch.
 	wake     Waker
+	res      acquireResult
+	sent     atomic.Bool
 	enqueued time.Time
 	next     *waiter
 	prev     *waiter

@@ -1,6 +1,9 @@
 package pool
 
-import "errors"
+import (
+	"errors"
+	"runtime"
+)
 
 // A Waker learns that the wait of a Ticket is over: a connection, or an
 // error, is there for Take. Granted is called once per Ticket, from
@@ -75,7 +78,7 @@ func (p *Pool) Enqueue(wk Waker) (Ticket, error) {
 
 // Granted reports whether the wait is over (Take will not block). Only
 // the ticket's owner calls it.
-func (t Ticket) Granted() bool { return t.w != nil && len(t.w.ch) > 0 }
+func (t Ticket) Granted() bool { return t.w != nil && t.w.sent.Load() }
 
 // Take ends a granted ticket and returns what its wait got: a connection
 // lent as Acquire lends one, or the error Acquire would have returned.
@@ -85,7 +88,7 @@ func (t Ticket) Granted() bool { return t.w != nil && len(t.w.ch) > 0 }
 // Acquire.
 func (t Ticket) Take() (*ServerConn, error) {
 	p := t.p
-	res := <-t.w.ch
+	res := t.w.receive()
 	p.done(t.w, res)
 	if res.err != nil {
 		return nil, res.err
@@ -120,7 +123,7 @@ func (t Ticket) Cancel() {
 		return
 	}
 	p.mu.Unlock()
-	res := <-w.ch // sent already, or being sent: it never blocks for long
+	res := w.receive() // sent already, or being sent: it never waits for long
 	p.done(w, res)
 	if res.sc != nil {
 		p.Release(res.sc)
@@ -136,15 +139,29 @@ func (p *Pool) done(w *waiter, res acquireResult) {
 	} else {
 		p.observeWait(w)
 	}
-	w.wake = nil
+	w.wake, w.res = nil, acquireResult{}
+	w.sent.Store(false)
 	waiters.Put(w)
 }
 
-// send hands the waiter its result, then tells its Waker, if any.
+// send hands the waiter its result: on its channel, or, for a ticket's,
+// in res, then telling its Waker.
 func (w *waiter) send(res acquireResult) {
-	wk := w.wake // (w may be recycled once ch has received)
-	w.ch <- res
-	if wk != nil {
-		wk.Granted()
+	wk := w.wake
+	if wk == nil {
+		w.ch <- res
+		return
 	}
+	w.res = res
+	w.sent.Store(true) // (w may be recycled from here on)
+	wk.Granted()
+}
+
+// receive returns a ticket's result, waiting for a send that was under
+// way (one that took the waiter out of the queue sends right after).
+func (w *waiter) receive() acquireResult {
+	for !w.sent.Load() {
+		runtime.Gosched()
+	}
+	return w.res
 }
