@@ -39,6 +39,12 @@ type ServerConn struct {
 	// share it); the zero Handle means unknown. Whoever changes Params
 	// otherwise resets it.
 	ParamsKey unique.Handle[string]
+	// EventSet is the borrower's record of the epoll set the socket is
+	// registered in, as its descriptor + 1 (0: none): the router's relay
+	// loop keeps a server's registration from one loan to the next, and
+	// reads this to modify it rather than add it again. The pool only
+	// carries it; a registration ends by itself when the socket closes.
+	EventSet int32
 
 	peeker            *protocol.Peeker // liveness check of the raw socket
 	pool              *Pool

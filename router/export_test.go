@@ -18,8 +18,10 @@ func ParkedWithoutConn(s *Server) int {
 	return n
 }
 
-// LoopQueueings counts the waits for a server the relay loop made, and
+// LoopQueueings counts the waits for a server the relay loop made,
 // LoopNudgeWakes the times its nudge pipe woke it (a grant, or a login
-// to an empty young list).
+// to an empty young list), and LoopServerAdds the server sockets it added
+// to its epoll set.
 func LoopQueueings(s *Server) uint64  { return s.parker.queueings.Load() }
 func LoopNudgeWakes(s *Server) uint64 { return s.parker.nudgeWakes.Load() }
+func LoopServerAdds(s *Server) uint64 { return s.parker.serverAdds.Load() }

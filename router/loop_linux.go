@@ -6,7 +6,6 @@
 package router
 
 import (
-	"runtime/debug"
 	"syscall"
 	"time"
 	"unsafe"
@@ -179,6 +178,7 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 	ss.loop = state
 	client := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
 	var server syscall.EpollEvent
+	var sc *pool.ServerConn
 	srvFD, srvOp := -1, syscall.EPOLL_CTL_MOD
 	switch state {
 	case loopClientOut, loopRelayOut:
@@ -186,13 +186,13 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 		armed = false
 	case loopServer:
 		ss.mu.Lock()
-		sc := ss.server
+		sc = ss.server
 		ss.mu.Unlock()
 		if srvFD = sc.FD(); srvFD < 0 {
 			return false
 		}
-		if ss.srvFD < 0 {
-			srvOp = syscall.EPOLL_CTL_ADD
+		if sc.EventSet != int32(p.epfd)+1 {
+			srvOp = syscall.EPOLL_CTL_ADD // (then kept: see dropServer)
 		}
 		server.Events = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
 	}
@@ -208,7 +208,10 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 			p.mu.Unlock()
 			return false
 		}
-		ss.srvFD = int32(srvFD)
+		if srvOp == syscall.EPOLL_CTL_ADD {
+			p.serverAdds.Add(1)
+		}
+		sc.EventSet = int32(p.epfd) + 1
 	}
 	if !armed {
 		if op == 0 {
@@ -303,13 +306,19 @@ func (p *parker) rearmParked(ss *session) bool {
 	return true
 }
 
-// forgetServer takes the linked server's socket out of the loop's epoll
-// set before its loan ends: once back in the pool its descriptor may be
-// closed and its number reused.
-func (p *parker) forgetServer(ss *session) {
-	if ss.srvFD >= 0 {
-		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(ss.srvFD), nil)
-		ss.srvFD = -1
+// dropServer takes a server's socket out of the loop's epoll set, where
+// it stays registered from one loan to the next (see await): for a server
+// the loop hands on to a goroutine while its registration may be armed.
+// A loan that ends on the loop keeps it, fired (and so disarmed): the
+// socket's next borrower on the loop re-arms it with one
+// EPOLL_CTL_MOD, its events carrying that session's key, and closing the
+// socket ends the registration. A registration armed by mistake would
+// only cost a spurious event: the slot's generation sends it nowhere, or
+// the session's next read finds nothing.
+func (p *parker) dropServer(sc *pool.ServerConn) {
+	if sc != nil && sc.EventSet == int32(p.epfd)+1 {
+		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, sc.FD(), nil)
+		sc.EventSet = 0
 	}
 }
 
@@ -364,15 +373,29 @@ func (p *parker) turn(ss *session, client bool) {
 				p.evict(ss, "the loan needs a pump", true)
 				return
 			}
-			// The answers are relayed: the server went back to the pool,
-			// or stays linked inside the client's transaction.
-			ss.mu.Lock()
-			linked := ss.server != nil
-			ss.mu.Unlock()
-			if !linked {
-				p.forgetServer(ss)
-			}
+			// The answers are relayed: the server went back to the pool
+			// (its registration kept: see dropServer), or stays linked
+			// inside the client's transaction.
 			ss.setLoop(loopClient)
+			if ss.loop&loopArmed != 0 && ss.rd.Buffered() == 0 && ss.wr.Len() == 0 {
+				// The client's registration, armed with the request, still
+				// stands: its next request (or its leaving) comes as that
+				// event. A read now finds it only if it came during the
+				// transaction (a client that answers fast, or a loop that
+				// is slow); if it would have failed, the session waits
+				// without one for its next loopSkipReads transactions.
+				if ss.loopSkips > 0 {
+					ss.loopSkips--
+				} else if _, _, err := ss.rd.Peek(); err != protocol.ErrWouldBlock {
+					continue // request takes it (or the error) from here
+				} else {
+					ss.loopSkips = loopSkipReads
+				}
+				if !p.await(ss, loopClient, 0) {
+					p.evict(ss, "cannot wait", false)
+				}
+				return
+			}
 		case loopClientOut:
 			if err := ss.wr.Flush(); err != nil {
 				if err != protocol.ErrWouldBlock {
@@ -388,22 +411,6 @@ func (p *parker) turn(ss *session, client bool) {
 				return
 			}
 		}
-	}
-}
-
-// recoverTurn, deferred by what the loop runs for a session, ends the
-// session on a panic instead of the process (its server's state is
-// unknown: finish destroys it).
-func (p *parker) recoverTurn(ss *session) {
-	if r := recover(); r != nil {
-		ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-		if ss.loop == 0 {
-			return // handed on already: the new owner has it
-		}
-		ss.mu.Lock()
-		ss.status = protocol.TxFailed
-		ss.mu.Unlock()
-		p.leave(ss, errInternal)
 	}
 }
 
@@ -473,7 +480,6 @@ func (p *parker) request(ss *session) bool {
 	sc, owed := ss.server, ss.q.n
 	ss.mu.Unlock()
 	if sc == nil {
-		p.forgetServer(ss)
 		return true // next request
 	}
 	switch {
@@ -508,6 +514,12 @@ func (p *parker) request(ss *session) bool {
 	}
 	return false
 }
+
+// loopSkipReads is how many transactions a session of the loop waits for
+// its client's next request without first reading, after a read found
+// nothing (see turn): most clients take longer to send it than the loop
+// takes to relay an answer, and the failed read is a system call.
+const loopSkipReads = 8
 
 // loopMaxOwed bounds the answers (ParseComplete, BindComplete, ...,
 // ReadyForQuery: one per message that asks for one) a session in the
@@ -551,92 +563,4 @@ func (ss *session) loopServes(typ byte, frame []byte) bool {
 		return true
 	}
 	return false
-}
-
-// evict hands a session the loop served back to a goroutine, which
-// carries on from where the loop stopped: its client socket becomes a
-// net.Conn again, a pump relays what the server still owes (or, with pump,
-// the rest of the loan: relayServer asked for one), and a new run reads
-// the client. Its caller owns the session (the loop, or whoever took it
-// out of the parked set); what may wait (making the net.Conn, retried for a
-// while when out of descriptors) happens on the new goroutine.
-func (p *parker) evict(ss *session, why string, pump bool) {
-	p.unloop(ss)
-	ss.entry.stats.loopHandbacks.Add(1)
-	if ss.loopCredit == 0 {
-		// Requests on the goroutine first: what brought the session back
-		// (an error, a statement that changes session state) is there.
-		ss.loopCredit = loopEntryCredit
-	}
-	if ss.debugEnabled() {
-		ss.logger().Debug("the relay loop handed the session back to a goroutine", zap.String("reason", why))
-	}
-	ss.mu.Lock()
-	sc, owed := ss.server, ss.q.n > 0
-	ss.mu.Unlock()
-	ss.resumed = true
-	go func() {
-		growStack()
-		ss.reclaim(sc)
-		if sc != nil {
-			if pump || owed {
-				ss.handOff(sc)
-			} else {
-				ss.srv.budget.watch(sc) // linked inside a transaction, as inline
-			}
-			// What the server did not take from the loop, now that a pump
-			// reads its answers, as handle writes: under wmu, while still
-			// linked. (A failure is the pump's to see.)
-			ss.mu.Lock()
-			if ss.server == sc {
-				ss.wmu.Lock()
-				ss.mu.Unlock()
-				sc.Wr.Flush()
-				ss.wmu.Unlock()
-			} else {
-				ss.mu.Unlock()
-			}
-		}
-		ss.run()
-	}()
-}
-
-// leave ends a session the loop served with err (see session.end), on a
-// goroutine: finish may wait on its server.
-func (p *parker) leave(ss *session, err error) {
-	p.unloop(ss)
-	ss.mu.Lock()
-	sc := ss.server
-	ss.mu.Unlock()
-	go func() {
-		ss.reclaim(sc)
-		ss.end(err)
-	}()
-}
-
-// unloop takes the session's sockets out of the loop's epoll set and
-// gives up its place in a pool's queue; the caller hands the session on.
-func (p *parker) unloop(ss *session) {
-	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(ss.fd), nil)
-	p.forgetServer(ss)
-	p.releaseSlot(ss)
-	if r := ss.rare; r != nil && !r.ticket.IsZero() {
-		r.ticket.Cancel() // (a connection handed over meanwhile goes back)
-		r.ticket = pool.Ticket{}
-	}
-	ss.flags.And(^(stParked | stWaiting))
-	ss.loop = 0
-}
-
-// reclaim makes a session the loop handed back a goroutine's again: its
-// client socket a net.Conn (reattach; on failure every call fails and the
-// session ends), the Reader and Writer on it, and its server's reads and
-// writes waiting again.
-func (ss *session) reclaim(sc *pool.ServerConn) {
-	ss.reattach() // (it logs a failure)
-	ss.rd.SetSource(ss.conn)
-	ss.wr.SetDest(ss.conn)
-	if sc != nil {
-		sc.Wait()
-	}
 }

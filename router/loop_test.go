@@ -574,3 +574,58 @@ func TestAnIdleClientOfTheLoopIsParkedAndComesBackWhenItTalks(t *testing.T) {
 	}
 	inLoop(t, ctx, f, conn, 2)
 }
+
+func TestTheLoopKeepsAServersRegistrationFromOneLoanToTheNextAndMakesANewOneForANewServer(t *testing.T) {
+	skipWithoutLoop(t)
+	for _, mode := range serverSSLModes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			ctx := testContext(t)
+			cfg, db := configWithOwnDatabase(t)
+			cfg.RelayLoop = true
+			setPoolSize(cfg, "app", 1)
+			withServerSSLMode(cfg, mode)
+			f := ferrytest.Start(t, cfg)
+			conn := ferrytest.Connect(t, ctx, f.AppDSN())
+			inLoop(t, ctx, f, conn, 1)
+			selects := func(from int) {
+				t.Helper()
+				for i := from; i < from+20; i++ {
+					var n int
+					if err := conn.QueryRow(ctx, "select $1::int", i).Scan(&n); err != nil || n != i {
+						t.Fatalf("select %d: %d, %v", i, n, err)
+					}
+				}
+			}
+			selects(0) // the one server's socket is in the loop's set from here
+			adds := router.LoopServerAdds(f.Server)
+			_, handbacks := loopCounters(t, f)
+
+			selects(100)
+			if n := router.LoopServerAdds(f.Server) - adds; n != 0 {
+				t.Errorf("20 loans of the same server added its socket to the epoll set %d times; want 0 (the registration is kept)", n)
+			}
+
+			// The server ends while idle in the pool: its socket closes,
+			// which ends its registration, and the next loan dials a new
+			// one (whose descriptor likely reuses the old number).
+			if _, err := cluster.QueryInt(ctx, "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = $1 and usename = 'app'", db); err != nil {
+				t.Fatal(err)
+			}
+			ferrytest.Eventually(t, 10*time.Second, "the terminated server to be gone", func() (bool, error) {
+				n, err := queryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and usename = 'app'", db)
+				return n == 0, err
+			})
+			selects(200)
+			if n := router.LoopServerAdds(f.Server) - adds; n != 1 {
+				t.Errorf("the new server's socket was added %d times over 20 loans; want 1", n)
+			}
+			if _, h := loopCounters(t, f); h != handbacks {
+				t.Errorf("the loop handed the session back %d times; want none", h-handbacks)
+			}
+			if p := f.Pool(t, "app"); p.Stat.Destroyed < 1 {
+				t.Errorf("the terminated server was not destroyed: %+v", p.Stat)
+			}
+		})
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pgferry/pgferry/internal/sockio"
 	"github.com/pgferry/pgferry/pool"
 )
 
@@ -78,7 +77,12 @@ func (p *parker) serveGrants() {
 }
 
 // takeGrant takes the connection a queued session's ticket got, and
-// serves the request it has read with it.
+// serves the request it has read with it. It does not look for a client
+// that left since its socket's last event (a system call per queued
+// transaction): the registration armed while it queued stays armed, its
+// leaving comes as that event, and the loop hands it to its goroutine,
+// which ends it and cancels the query, as for a client that leaves during
+// one.
 func (p *parker) takeGrant(ss *session) {
 	defer p.recoverTurn(ss)
 	ss.flags.And(^(stParked | stWaiting))
@@ -90,15 +94,6 @@ func (p *parker) takeGrant(ss *session) {
 		// The goroutine's Acquire gets the same error, or waits as only
 		// it can (server_check_query, a replaced pool).
 		p.evict(ss, "a wait for a server the loop does not serve", false)
-		return
-	}
-	if (&sockio.Raw{FD: int(ss.fd)}).PeerClosed() {
-		// Gone since its socket's last event was read: the server goes
-		// back unused and the request is dropped, as when the client
-		// leaves while queued (PgBouncer drops a client that leaves
-		// while waiting, with what it sent).
-		sc.Pool().Release(sc)
-		p.leave(ss, errClientGone)
 		return
 	}
 	if !sc.NoWait() {

@@ -5,6 +5,8 @@ package router
 import (
 	"net"
 	"sync/atomic"
+
+	"github.com/pgferry/pgferry/pool"
 )
 
 // parker keeps idle sessions without a goroutine on Linux only (it needs
@@ -13,7 +15,7 @@ type parker struct {
 	srv  *Server
 	tick atomic.Uint32
 	// (Counters of the relay loop's, which is not built here.)
-	queueings, nudgeWakes atomic.Uint64
+	queueings, nudgeWakes, serverAdds atomic.Uint64
 }
 
 func (p *parker) start() bool        { return false }
@@ -29,7 +31,7 @@ func (p *parker) enter(ss *session) bool {
 	ss.loopCredit = loopNever
 	return false
 }
-func (p *parker) forgetServer(*session) {}
+func (p *parker) dropServer(*pool.ServerConn) {}
 
 const loopBuilt = false
 

@@ -24,7 +24,6 @@ import (
 // takeLSN (a write transaction under read_your_writes_lsn) it first reads
 // the primary's WAL position, after the client has its answer.
 func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool, end mono) {
-	ss.srv.parker.forgetServer(ss)
 	ss.entry.stats.xacts.Add(1)
 	ss.entry.stats.xactTimeUS.Add(uint64(end.Sub(ss.linkedAt) / time.Microsecond))
 	ss.waitForWriter()
@@ -153,7 +152,7 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 	ss.status = protocol.TxIdle
 	ss.mu.Unlock()
 	ss.waitForWriter()
-	ss.srv.parker.forgetServer(ss)
+	ss.srv.parker.dropServer(sc) // (before its close, which may wait)
 	sc.Pool().Destroy(sc)
 	ss.logger().Warn("server connection lost", zap.String("server", sc.Addr), zap.Error(err), zap.Bool("session_kept", survive))
 	msg := "server connection lost: the server closed the connection or the network failed"
@@ -198,7 +197,7 @@ func (ss *session) clientFailed(sc *pool.ServerConn, err error) {
 	ss.server = nil
 	ss.mu.Unlock()
 	ss.waitForWriter()
-	ss.srv.parker.forgetServer(ss)
+	ss.srv.parker.dropServer(sc) // (before its close, which may wait)
 	sc.Pool().Destroy(sc)
 	ss.markDead(err)
 }

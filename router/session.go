@@ -158,12 +158,11 @@ type session struct {
 	// The relay loop's (loop_linux.go), its owner's only: what the session
 	// waits for while the loop serves it (0: the loop does not), how many
 	// more requests it must read on a goroutine before it may enter the
-	// loop, and the server socket registered in the loop's epoll set (-1:
-	// none; always so outside the loop, where a pump's releaseServer reads
-	// it).
+	// loop, and for how many more transactions the loop waits for its
+	// next request without trying a read first (see turn).
 	loop       uint8
 	loopCredit uint8
-	srvFD      int32
+	loopSkips  uint8
 	// slot is the session's place in the parker's set while its client
 	// socket is in the epoll set (-1: none). Guarded by the parker's mu.
 	slot int32
@@ -328,7 +327,6 @@ func (s *Server) newSession(raw net.Conn) *session {
 		status:      protocol.TxIdle,
 		handshake:   handshakes.Get().(*loginState),
 		loopCredit:  loopEntryCredit,
-		srvFD:       -1,
 		slot:        -1,
 	}
 }

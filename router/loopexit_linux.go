@@ -1,0 +1,123 @@
+//go:build linux && !pgferry_nopark
+
+// How a session leaves the relay loop: back to a goroutine (evict), or
+// ended (leave).
+
+package router
+
+import (
+	"runtime/debug"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// recoverTurn, deferred by what the loop runs for a session, ends the
+// session on a panic instead of the process (its server's state is
+// unknown: finish destroys it).
+func (p *parker) recoverTurn(ss *session) {
+	if r := recover(); r != nil {
+		ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		if ss.loop == 0 {
+			return // handed on already: the new owner has it
+		}
+		ss.mu.Lock()
+		ss.status = protocol.TxFailed
+		ss.mu.Unlock()
+		p.leave(ss, errInternal)
+	}
+}
+
+// evict hands a session the loop served back to a goroutine, which
+// carries on from where the loop stopped: its client socket becomes a
+// net.Conn again, a pump relays what the server still owes (or, with pump,
+// the rest of the loan: relayServer asked for one), and a new run reads
+// the client. Its caller owns the session (the loop, or whoever took it
+// out of the parked set); what may wait (making the net.Conn, retried for a
+// while when out of descriptors) happens on the new goroutine.
+func (p *parker) evict(ss *session, why string, pump bool) {
+	p.unloop(ss)
+	ss.entry.stats.loopHandbacks.Add(1)
+	if ss.loopCredit == 0 {
+		// Requests on the goroutine first: what brought the session back
+		// (an error, a statement that changes session state) is there.
+		ss.loopCredit = loopEntryCredit
+	}
+	if ss.debugEnabled() {
+		ss.logger().Debug("the relay loop handed the session back to a goroutine", zap.String("reason", why))
+	}
+	ss.mu.Lock()
+	sc, owed := ss.server, ss.q.n > 0
+	ss.mu.Unlock()
+	ss.resumed = true
+	go func() {
+		growStack()
+		ss.reclaim(sc)
+		if sc != nil {
+			if pump || owed {
+				ss.handOff(sc)
+			} else {
+				ss.srv.budget.watch(sc) // linked inside a transaction, as inline
+			}
+			// What the server did not take from the loop, now that a pump
+			// reads its answers, as handle writes: under wmu, while still
+			// linked. (A failure is the pump's to see.)
+			ss.mu.Lock()
+			if ss.server == sc {
+				ss.wmu.Lock()
+				ss.mu.Unlock()
+				sc.Wr.Flush()
+				ss.wmu.Unlock()
+			} else {
+				ss.mu.Unlock()
+			}
+		}
+		ss.run()
+	}()
+}
+
+// leave ends a session the loop served with err (see session.end), on a
+// goroutine: finish may wait on its server.
+func (p *parker) leave(ss *session, err error) {
+	p.unloop(ss)
+	ss.mu.Lock()
+	sc := ss.server
+	ss.mu.Unlock()
+	go func() {
+		ss.reclaim(sc)
+		ss.end(err)
+	}()
+}
+
+// unloop takes the session's sockets out of the loop's epoll set and
+// gives up its place in a pool's queue; the caller hands the session on.
+func (p *parker) unloop(ss *session) {
+	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(ss.fd), nil)
+	ss.mu.Lock()
+	sc := ss.server
+	ss.mu.Unlock()
+	p.dropServer(sc)
+	p.releaseSlot(ss)
+	if r := ss.rare; r != nil && !r.ticket.IsZero() {
+		r.ticket.Cancel() // (a connection handed over meanwhile goes back)
+		r.ticket = pool.Ticket{}
+	}
+	ss.flags.And(^(stParked | stWaiting))
+	ss.loop = 0
+}
+
+// reclaim makes a session the loop handed back a goroutine's again: its
+// client socket a net.Conn (reattach; on failure every call fails and the
+// session ends), the Reader and Writer on it, and its server's reads and
+// writes waiting again.
+func (ss *session) reclaim(sc *pool.ServerConn) {
+	ss.reattach() // (it logs a failure)
+	ss.rd.SetSource(ss.conn)
+	ss.wr.SetDest(ss.conn)
+	if sc != nil {
+		sc.Wait()
+	}
+}
