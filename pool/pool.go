@@ -434,9 +434,10 @@ func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-
 	return res.sc, res.ready, res.err
 }
 
-// waiters recycles waiter records. A waiter goes back once its channel
-// has been drained or it left the queue unserved: whoever served it sent
-// exactly once and kept no use of it after the send.
+// waiters recycles waiter records. A waiter goes back once its result
+// was received (from its channel, or a ticket's res) or it left the queue
+// unserved: whoever served it sent exactly once and kept no use of it
+// after the send.
 var waiters = sync.Pool{New: func() any { return &waiter{ch: make(chan acquireResult, 1)} }}
 
 // abandon takes w out of the queue after its wait ended unserved, or gives

@@ -173,8 +173,9 @@ func (sc *ServerConn) Wait() {
 
 // FD returns the socket's descriptor, for a borrower's readiness waits
 // (see NoWait), or -1. The descriptor stays the connection's: the
-// borrower must not close it, and must stop waiting on it before the loan
-// ends.
+// borrower must not close it, and a registration it leaves in an event
+// set after the loan (see EventSet) must be one that reports nothing until
+// renewed (a one-shot that fired); the socket's close removes it.
 func (sc *ServerConn) FD() int {
 	if fd, ok := sockio.FD(sc.raw); ok {
 		return fd

@@ -170,8 +170,8 @@ func loopConfig(cfg *configs.Config) bool {
 // await registers the sockets the session now waits for (see the loop
 // states) and puts the session in the parked set, where their events find
 // it. op is EPOLL_CTL_ADD for a client socket entering the loop (0 or MOD
-// otherwise); a server socket is added on its loan's first wait. It
-// reports false if the parker is closing or epoll failed: the caller
+// otherwise); a server socket is added to the set once (see dropServer)
+// and re-armed at each wait after. It reports false if the parker is closing or epoll failed: the caller
 // keeps the session.
 func (p *parker) await(ss *session, state uint8, op int) bool {
 	armed := ss.loop&loopArmed != 0
@@ -204,7 +204,18 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 	key := p.keyLocked(ss)
 	if srvFD >= 0 {
 		setEventKey(&server, key|serverKeyBit)
-		if err := syscall.EpollCtl(p.epfd, srvOp, srvFD, &server); err != nil {
+		err := syscall.EpollCtl(p.epfd, srvOp, srvFD, &server)
+		switch {
+		case err == syscall.EEXIST && srvOp == syscall.EPOLL_CTL_ADD:
+			// Registered without EventSet saying so: take it over (an
+			// ADD would fail the same way at every loan after).
+			srvOp = syscall.EPOLL_CTL_MOD
+			err = syscall.EpollCtl(p.epfd, srvOp, srvFD, &server)
+		case err == syscall.ENOENT && srvOp == syscall.EPOLL_CTL_MOD:
+			srvOp = syscall.EPOLL_CTL_ADD
+			err = syscall.EpollCtl(p.epfd, srvOp, srvFD, &server)
+		}
+		if err != nil {
 			p.mu.Unlock()
 			return false
 		}
@@ -313,10 +324,14 @@ func (p *parker) rearmParked(ss *session) bool {
 // socket's next borrower on the loop re-arms it with one
 // EPOLL_CTL_MOD, its events carrying that session's key, and closing the
 // socket ends the registration. A registration armed by mistake would
-// only cost a spurious event: the slot's generation sends it nowhere, or
-// the session's next read finds nothing.
+// only cost a spurious event: the slot's generation sends it nowhere, turn
+// holds a queued session again, and any other session's next read finds
+// nothing.
 func (p *parker) dropServer(sc *pool.ServerConn) {
-	if sc != nil && sc.EventSet == int32(p.epfd)+1 {
+	if sc == nil || sc.EventSet == 0 {
+		return // (and p.epfd is not read before the parker has started)
+	}
+	if sc.EventSet == int32(p.epfd)+1 {
 		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, sc.FD(), nil)
 		sc.EventSet = 0
 	}
@@ -347,6 +362,14 @@ func (p *parker) turn(ss *session, client bool) {
 			}
 			return
 		}
+	} else if ss.loop&^loopArmed == loopQueued {
+		// A server's event for a session waiting for a grant can only be
+		// a stale one (a registration left armed by a loan before): the
+		// session waits on, or request would queue it twice.
+		if !p.await(ss, loopQueued, 0) {
+			p.evict(ss, "cannot wait", false)
+		}
+		return
 	}
 	for {
 		switch ss.loop &^ loopArmed {
