@@ -8,7 +8,6 @@ package router
 import (
 	"syscall"
 	"time"
-	"unsafe"
 
 	"go.uber.org/zap"
 
@@ -54,27 +53,6 @@ const (
 	// the session and cancels the query, as inline relays' hand-offs do).
 	loopArmed uint8 = 0x10
 )
-
-// epollWait is syscall.EpollWait, or, when raw, the same wait as a raw
-// system call: the Go scheduler then does not hand the loop's processor
-// (P) to another thread while the loop waits, nor make the loop's thread
-// queue for one when it wakes: a busy loop waits and wakes about a
-// hundred times per thousand transactions, and that hand-over cost more
-// than the relaying (bench/cmd/relayshape). The loop keeps its P; the
-// others run the rest of pgferry, so the parker waits raw only with more
-// than one P, and only while busy (see loopBusyHold): sysmon interrupts a
-// goroutine that holds its P for long (a signal, EINTR) about every 10 ms,
-// which an idle pgferry must not pay.
-func epollWait(epfd int, events []syscall.EpollEvent, msec int, raw bool) (int, error) {
-	if !raw {
-		return syscall.EpollWait(epfd, events, msec)
-	}
-	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(msec), 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
 
 // loopOn reports whether relay_loop is on.
 func (p *parker) loopOn() bool {

@@ -181,22 +181,15 @@ func (p *parker) start() bool {
 	return !p.failed
 }
 
-func setEventKey(ev *syscall.EpollEvent, key uint64) {
-	ev.Fd, ev.Pad = int32(uint32(key)), int32(uint32(key>>32))
-}
-
-func eventKey(ev *syscall.EpollEvent) uint64 {
-	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-}
-
 // loop resumes sessions whose client became readable and sweeps idle ones
 // until close.
 func (p *parker) loop() {
 	defer close(p.done)
-	defer syscall.Close(p.epfd)
+	events := make([]syscall.EpollEvent, 128)
+	pw, polled := newPollWait(p.epfd, events)
+	defer pw.close(p.epfd)
 	defer syscall.Close(p.pipe[0])
 	defer syscall.Close(p.nudge[0])
-	events := make([]syscall.EpollEvent, 128)
 	var drain [64]byte
 	rawOK := runtime.GOMAXPROCS(0) > 1 // and relay_loop is on: see epollWait
 	// One clock read per turn of the loop, right after the wait: the
@@ -224,7 +217,13 @@ func (p *parker) loop() {
 		if raw {
 			wait = min(wait, int(loopBusyHold/time.Millisecond))
 		}
-		n, err := epollWait(p.epfd, events, max(wait, 0), raw)
+		var n int
+		var err error
+		if polled && !raw {
+			n, err = pw.wait(p.epfd, max(wait, 0))
+		} else {
+			n, err = epollWait(p.epfd, events, max(wait, 0), raw)
+		}
 		p.loopWaiting.Store(false)
 		now = monoNow()
 		p.turnNow = now
