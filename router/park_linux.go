@@ -186,8 +186,9 @@ func (p *parker) start() bool {
 func (p *parker) loop() {
 	defer close(p.done)
 	events := make([]syscall.EpollEvent, 128)
-	pw, polled := newPollWait(p.epfd, events)
-	defer pw.close(p.epfd)
+	pw := newPollWait(events)
+	defer syscall.Close(p.epfd)
+	defer pw.release()
 	defer syscall.Close(p.pipe[0])
 	defer syscall.Close(p.nudge[0])
 	var drain [64]byte
@@ -219,10 +220,11 @@ func (p *parker) loop() {
 		}
 		var n int
 		var err error
-		if polled && !raw {
-			n, err = pw.wait(p.epfd, max(wait, 0))
+		if raw {
+			pw.release()
+			n, err = epollWait(p.epfd, events, max(wait, 0), true)
 		} else {
-			n, err = epollWait(p.epfd, events, max(wait, 0), raw)
+			n, err = pw.wait(p.epfd, max(wait, 0))
 		}
 		p.loopWaiting.Store(false)
 		now = monoNow()

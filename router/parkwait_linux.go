@@ -42,35 +42,40 @@ func epollWait(epfd int, events []syscall.EpollEvent, msec int, raw bool) (int, 
 // one back, polls every 20 µs for a while: in a connection storm, where
 // the parker waits between logins, that was about a tenth of pgferry's
 // samples (perf).
+//
+// The set is in Go's netpoller only while the loop waits through it: a
+// duplicate of its descriptor is registered there (open) and closed
+// again (release) when the relay loop gets busy and waits raw. Registered,
+// every event in the set would also wake a thread waiting in Go's
+// netpoller, and every EPOLL_CTL_ADD into a set that another set watches
+// takes a kernel-wide lock.
 type pollWait struct {
-	f      *os.File // owns the epoll descriptor from here on
+	f      *os.File // the duplicate, while registered; nil otherwise
 	rc     syscall.RawConn
+	failed bool // the netpoller could not take the set: wait in epoll_wait
 	events []syscall.EpollEvent
 	n      int
 	err    error
 	look   func(fd uintptr) bool // w.lookFD, made once
 }
 
-// newPollWait puts the epoll set epfd in Go's netpoller, for waits that
-// fill events, and reports whether it could; the returned pollWait owns
-// epfd either way (close).
-func newPollWait(epfd int, events []syscall.EpollEvent) (w *pollWait, ok bool) {
-	w = &pollWait{events: events}
-	if syscall.SetNonblock(epfd, true) != nil {
-		return w, false // (epfd stays blocking: not the file's)
-	}
-	w.f = os.NewFile(uintptr(epfd), "parker epoll set")
-	rc, err := w.f.SyscallConn()
-	if err != nil || w.f.SetReadDeadline(time.Time{}) != nil { // not in the netpoller
-		return w, false
-	}
-	w.rc = rc
+func newPollWait(events []syscall.EpollEvent) *pollWait {
+	w := &pollWait{events: events}
 	w.look = w.lookFD
-	return w, true
+	return w
 }
 
-// wait returns the events ready within msec milliseconds (0 with none).
+// wait returns the events of the set epfd ready within msec milliseconds
+// (0 with none).
 func (w *pollWait) wait(epfd, msec int) (int, error) {
+	if w.f == nil && !w.open(epfd) {
+		return epollWait(epfd, w.events, msec, false)
+	}
+	// A look first: events left over from a full batch, or ready since,
+	// which the netpoller's edge-triggered registration may not report
+	// again. Read looks once more after it clears the readiness it had
+	// recorded, before it parks: an event that comes between the two
+	// looks is not lost.
 	if w.look(uintptr(epfd)); w.n != 0 || w.err != nil || msec == 0 {
 		return w.n, w.err
 	}
@@ -84,6 +89,41 @@ func (w *pollWait) wait(epfd, msec int) (int, error) {
 	return w.n, w.err
 }
 
+// open registers a duplicate of epfd in Go's netpoller and reports
+// whether it could.
+func (w *pollWait) open(epfd int) bool {
+	if w.failed {
+		return false
+	}
+	dup, err := syscall.Dup(epfd)
+	if err != nil {
+		return false // (out of descriptors: try again next time)
+	}
+	syscall.CloseOnExec(dup)
+	if syscall.SetNonblock(dup, true) != nil { // (the set's, shared: epoll_wait ignores it)
+		syscall.Close(dup)
+		w.failed = true
+		return false
+	}
+	f := os.NewFile(uintptr(dup), "parker epoll set")
+	rc, err := f.SyscallConn()
+	if err != nil || f.SetReadDeadline(time.Time{}) != nil { // not in the netpoller
+		f.Close()
+		w.failed = true
+		return false
+	}
+	w.f, w.rc = f, rc
+	return true
+}
+
+// release takes the set out of Go's netpoller, if it is there.
+func (w *pollWait) release() {
+	if w.f != nil {
+		w.f.Close()
+		w.f, w.rc = nil, nil
+	}
+}
+
 // lookFD takes the events ready now, without waiting, and reports whether
 // the wait is over (events, or an error).
 func (w *pollWait) lookFD(fd uintptr) bool {
@@ -93,15 +133,6 @@ func (w *pollWait) lookFD(fd uintptr) bool {
 			return w.n != 0 || w.err != nil
 		}
 	}
-}
-
-// close closes the epoll set.
-func (w *pollWait) close(epfd int) {
-	if w.f != nil {
-		w.f.Close()
-		return
-	}
-	syscall.Close(epfd)
 }
 
 // setEventKey and eventKey write and read an epoll event's 64 bits of data.
