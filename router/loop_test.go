@@ -36,6 +36,18 @@ func skipWithoutLoop(t *testing.T) {
 // socket with raw system calls, a TLS one through crypto/tls.
 var serverSSLModes = []string{"disable", "require"}
 
+// loopTestConfig returns a configuration with its own database (named db)
+// and the relay loop on, poolSize server connections for "app" and the
+// given sslmode to reach it.
+func loopTestConfig(t *testing.T, sslMode string, poolSize int) (cfg *configs.Config, db string) {
+	t.Helper()
+	cfg, db = configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	setPoolSize(cfg, "app", poolSize)
+	withServerSSLMode(cfg, sslMode)
+	return cfg, db
+}
+
 // withServerSSLMode sets the sslmode pgferry uses to reach the "app"
 // database.
 func withServerSSLMode(cfg *configs.Config, mode string) {
@@ -57,10 +69,7 @@ func TestABusyClientIsServedByTheRelayLoopInBothProtocols(t *testing.T) {
 
 func aBusyClientIsServedByTheRelayLoop(t *testing.T, sslMode string) {
 	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
-	setPoolSize(cfg, "app", 2)
-	withServerSSLMode(cfg, sslMode)
+	cfg, _ := loopTestConfig(t, sslMode, 2)
 	f := ferrytest.Start(t, cfg)
 	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 
@@ -581,10 +590,7 @@ func TestTheLoopKeepsAServersRegistrationFromOneLoanToTheNextAndMakesANewOneForA
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			ctx := testContext(t)
-			cfg, db := configWithOwnDatabase(t)
-			cfg.RelayLoop = true
-			setPoolSize(cfg, "app", 1)
-			withServerSSLMode(cfg, mode)
+			cfg, db := loopTestConfig(t, mode, 1)
 			f := ferrytest.Start(t, cfg)
 			conn := ferrytest.Connect(t, ctx, f.AppDSN())
 			inLoop(t, ctx, f, conn, 1)

@@ -24,10 +24,7 @@ import (
 // serve: its goroutine releases the server.
 func loopQueueSetup(t *testing.T, ctx context.Context, sslMode string, tlsHolder bool, edit func(*configs.Config)) (f *ferrytest.Ferry, holder *pgx.Conn, queued *pgconn.PgConn) {
 	t.Helper()
-	cfg, _ := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
-	setPoolSize(cfg, "app", 1)
-	withServerSSLMode(cfg, sslMode)
+	cfg, _ := loopTestConfig(t, sslMode, 1)
 	if tlsHolder {
 		offerClientTLS(cfg, "prefer")
 	}
