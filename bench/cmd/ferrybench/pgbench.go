@@ -22,6 +22,7 @@ type scenario struct {
 	args        []string // pgbench arguments besides -c/-j/-T and logging
 	direct      bool     // also run against PostgreSQL directly
 	noDirectWhy string
+	tls         bool // clients connect with sslmode=require
 }
 
 func scenarioList(o options) []scenario {
@@ -30,6 +31,7 @@ func scenarioList(o options) []scenario {
 		{name: "simple", title: "select-only -M simple", clients: 100, args: []string{"-S", "-M", "simple"}, direct: true},
 		{name: "extended", title: "select-only -M extended", clients: 100, args: []string{"-S", "-M", "extended"}, direct: true},
 		{name: "prepared", title: "select-only -M prepared", clients: 100, args: []string{"-S", "-M", "prepared"}, direct: true},
+		{name: "tls", title: "select-only -M simple, TLS clients", clients: 100, args: []string{"-S", "-M", "simple"}, tls: true, noDirectWhy: "PostgreSQL runs without TLS here"},
 		{name: "tpcb", title: "tpcb-like", clients: 50, args: nil, direct: true},
 		{name: "connect", title: "connection storm -C select-only (SCRAM)", clients: 50, args: []string{"-S", "-C"}, direct: true},
 		{name: "c1000", title: "1,000 clients select-only", clients: 1000, args: []string{"-S"}, noDirectWhy: noDirect},
@@ -125,6 +127,9 @@ func runPgbench(ctx context.Context, e *env, sc scenario, t *target) runResult {
 		"-l", "--log-prefix", filepath.Join(dir, "tx")}
 	args = append(args, sc.args...)
 	cmd := pgbenchCmd(ctx, t.port, args...)
+	if sc.tls {
+		cmd.Env = append(cmd.Env, "PGSSLMODE=require") // the last setting wins
+	}
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 
