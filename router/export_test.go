@@ -25,3 +25,16 @@ func ParkedWithoutConn(s *Server) int {
 func LoopQueueings(s *Server) uint64  { return s.parker.queueings.Load() }
 func LoopNudgeWakes(s *Server) uint64 { return s.parker.nudgeWakes.Load() }
 func LoopServerAdds(s *Server) uint64 { return s.parker.serverAdds.Load() }
+
+// DialsDetached reports whether the pool of db and user dials its servers
+// out of Go's netpoller (see detachedServers); ok is false when there is
+// no such pool yet.
+func DialsDetached(s *Server, db, user string) (detached, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.pools[poolKey{db, user}]
+	if !ok {
+		return false, false
+	}
+	return e.pool.Config().Dial.Detached, true
+}

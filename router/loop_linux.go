@@ -11,7 +11,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/sockio"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
@@ -135,14 +134,6 @@ func (ss *session) loopable() (ok, never bool) {
 	ss.mu.Unlock()
 	// (The Writer only once no pump writes to it.)
 	return idle && ss.wr.Len() == 0, false
-}
-
-// loopConfig reports whether the configuration lets the loop serve
-// sessions: relay_loop is on, and none of the timeouts the loop does not
-// arm is set.
-func loopConfig(cfg *configs.Config) bool {
-	return cfg.RelayLoop && cfg.QueryTimeout == 0 && cfg.TransactionTimeout == 0 &&
-		cfg.ClientIdleTimeout == 0 && cfg.IdleTransactionTimeout == 0
 }
 
 // await registers the sockets the session now waits for (see the loop

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/internal/pgtest"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router"
 )
@@ -412,6 +413,52 @@ func TestWithRelayLoopOffNoSessionEntersIt(t *testing.T) {
 	}
 	if entries, handbacks := loopCounters(t, f); entries != 0 || handbacks != 0 {
 		t.Fatalf("with relay_loop off: %d entries, %d handbacks; want none", entries, handbacks)
+	}
+}
+
+func TestServersAreDialedOutOfGosNetpollerOnlyWhileTheLoopCanServeTheirPool(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := loopTestConfig(t, "disable", 2)
+	f := ferrytest.Start(t, cfg)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	detached := func(when string) bool {
+		t.Helper()
+		var n int
+		if err := conn.QueryRow(ctx, "select $1::int", 7).Scan(&n); err != nil || n != 7 {
+			t.Fatalf("%s: a query gave %d, %v", when, n, err)
+		}
+		d, ok := router.DialsDetached(f.Server, "app", pgtest.AppUser)
+		if !ok {
+			t.Fatalf("%s: no pool for app", when)
+		}
+		return d
+	}
+	if !detached("with the loop on") {
+		t.Fatal("with the loop on and no timeout set, the pool dials its servers into Go's netpoller; want them detached for the loop")
+	}
+
+	// query_timeout keeps every session on its goroutine, which would wait
+	// for a detached server in ppoll, holding a thread: the pool is rebuilt
+	// with servers in the netpoller.
+	next := *cfg
+	next.QueryTimeout = configs.Duration(time.Minute)
+	if err := f.Server.Reload(&next); err != nil {
+		t.Fatal(err)
+	}
+	if detached("with query_timeout set") {
+		t.Fatal("with query_timeout set the loop serves no session, yet the pool dials its servers detached")
+	}
+	if entries, _ := loopCounters(t, f); entries != 0 {
+		t.Fatalf("with query_timeout set, %d sessions entered the loop; want none", entries)
+	}
+
+	if err := f.Server.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !detached("with query_timeout unset again") {
+		t.Fatal("after a reload that unsets query_timeout, the pool still dials its servers into the netpoller")
 	}
 }
 
