@@ -1,6 +1,9 @@
 package configs
 
-import "time"
+import (
+	"runtime"
+	"time"
+)
 
 // Enumerated values accepted by the configuration.
 const (
@@ -172,10 +175,12 @@ type Config struct {
 	// transaction mode once it creates session state (SET, LISTEN,
 	// temporary tables, advisory locks) instead of leaking that state.
 	PinOnSessionState bool `toml:"pin_on_session_state"`
-	// RelayLoop (experimental, off by default) serves clients in
-	// transaction mode between requests from an epoll loop, without a
-	// goroutine each, where it can (Linux; see docs/operations.md): one
-	// thread, and the clients it does not serve pay more meanwhile.
+	// RelayLoop serves clients in transaction mode between requests from
+	// an epoll loop, without a goroutine each, where it can (Linux,
+	// plain-TCP clients, none of the timeouts it does not arm set; see
+	// docs/operations.md). Off, every session keeps a goroutine. It is on
+	// by default where the process has at most two CPUs
+	// (defaultRelayLoop).
 	RelayLoop bool `toml:"relay_loop"`
 	// MaxPacketSize is the largest protocol message accepted, in bytes.
 	MaxPacketSize int `toml:"max_packet_size"`
@@ -428,6 +433,14 @@ const (
 	minMaxPacketSize          = 1024
 )
 
+// defaultRelayLoop is relay_loop's default: on where Go runs on at most two
+// CPUs (GOMAXPROCS at start-up, which follows a container's CPU limit).
+// There the loop, one thread, costs less CPU per transaction than a
+// goroutine per session and serves more transactions (bench/README.md);
+// with more CPUs, goroutines spread over all of them can serve more than
+// one loop thread, until there is a loop per core.
+var defaultRelayLoop = runtime.GOMAXPROCS(0) <= 2
+
 // Default returns a Config holding every global default and no users or
 // databases. The caller owns the result.
 func Default() *Config {
@@ -461,6 +474,7 @@ func Default() *Config {
 		TrackExtraParameters:    []string{"IntervalStyle", "search_path"},
 		IgnoreStartupParameters: []string{},
 		PinOnSessionState:       true,
+		RelayLoop:               defaultRelayLoop,
 		MaxPacketSize:           2147483647,
 		ClientTLSSSLMode:        "disable",
 		ServerTLSSSLMode:        "prefer",

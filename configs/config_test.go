@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -59,7 +60,7 @@ func TestDefaultHoldsDocumentedValues(t *testing.T) {
 		{"max_prepared_statements", c.MaxPreparedStatements, 200},
 		{"track_extra_parameters", c.TrackExtraParameters, []string{"IntervalStyle", "search_path"}},
 		{"pin_on_session_state", c.PinOnSessionState, true},
-		{"relay_loop", c.RelayLoop, false},
+		{"relay_loop", c.RelayLoop, runtime.GOMAXPROCS(0) <= 2},
 		{"max_packet_size", c.MaxPacketSize, 2147483647},
 		{"client_tls_sslmode", c.ClientTLSSSLMode, "disable"},
 		{"server_tls_sslmode", c.ServerTLSSSLMode, "prefer"},

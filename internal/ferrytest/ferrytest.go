@@ -64,11 +64,10 @@ password = %[1]q
 	if err != nil {
 		t.Fatalf("ferrytest config: %v", err)
 	}
-	// PGFERRY_TEST_RELAY_LOOP=1 runs a suite with the experimental relay
-	// loop on (relay_loop), to test it under every test's traffic.
-	if os.Getenv("PGFERRY_TEST_RELAY_LOOP") == "1" {
-		cfg.RelayLoop = true
-	}
+	// Tests run with the relay loop on (relay_loop, whose default depends
+	// on the CPU count); PGFERRY_TEST_RELAY_LOOP=0 runs a suite with it
+	// off, to test the goroutines' relay under every test's traffic.
+	cfg.RelayLoop = os.Getenv("PGFERRY_TEST_RELAY_LOOP") != "0"
 	return cfg
 }
 
