@@ -157,14 +157,11 @@ func (ss *session) startup(cfg *configs.Config) error {
 			return err
 		}
 	}
-	if !ss.tls {
-		switch cfg.ClientTLSSSLMode {
-		case "require", "verify-ca", "verify-full":
-			ss.srv.reject("tls")
-			e := protocol.Fatal(protocol.SQLStateInvalidAuthorization, "SSL required")
-			e.Detail = "pgferry is configured with client_tls_sslmode = " + cfg.ClientTLSSSLMode + "; connect with sslmode=require or stronger"
-			return e
-		}
+	if !ss.tls && clientTLSRequired(cfg) {
+		ss.srv.reject("tls")
+		e := protocol.Fatal(protocol.SQLStateInvalidAuthorization, "SSL required")
+		e.Detail = "pgferry is configured with client_tls_sslmode = " + cfg.ClientTLSSSLMode + "; connect with sslmode=require or stronger"
+		return e
 	}
 	ss.user = st.Get("user")
 	ss.database = startupDatabase(st)

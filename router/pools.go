@@ -143,11 +143,23 @@ func detachedServers(cfg *configs.Config, db configs.Database, user string) bool
 }
 
 // loopConfig reports whether the configuration lets the relay loop serve
-// sessions: relay_loop is on, and none of the timeouts the loop does not
-// arm is set.
+// sessions: relay_loop is on, none of the timeouts the loop does not arm
+// is set, and clients may connect without TLS (the loop serves plain-TCP
+// clients only).
 func loopConfig(cfg *configs.Config) bool {
 	return cfg.RelayLoop && cfg.QueryTimeout == 0 && cfg.TransactionTimeout == 0 &&
-		cfg.ClientIdleTimeout == 0 && cfg.IdleTransactionTimeout == 0
+		cfg.ClientIdleTimeout == 0 && cfg.IdleTransactionTimeout == 0 &&
+		!clientTLSRequired(cfg)
+}
+
+// clientTLSRequired reports whether client_tls_sslmode refuses clients
+// that do not use TLS.
+func clientTLSRequired(cfg *configs.Config) bool {
+	switch cfg.ClientTLSSSLMode {
+	case "require", "verify-ca", "verify-full":
+		return true
+	}
+	return false
 }
 
 // poolSettings fingerprints the global settings that existing pools were
