@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -60,7 +59,7 @@ func TestDefaultHoldsDocumentedValues(t *testing.T) {
 		{"max_prepared_statements", c.MaxPreparedStatements, 200},
 		{"track_extra_parameters", c.TrackExtraParameters, []string{"IntervalStyle", "search_path"}},
 		{"pin_on_session_state", c.PinOnSessionState, true},
-		{"relay_loop", c.RelayLoop, runtime.GOMAXPROCS(0) <= 2},
+		{"relay_loop", c.RelayLoop, defaultRelayLoop},
 		{"max_packet_size", c.MaxPacketSize, 2147483647},
 		{"client_tls_sslmode", c.ClientTLSSSLMode, "disable"},
 		{"server_tls_sslmode", c.ServerTLSSSLMode, "prefer"},
@@ -731,5 +730,73 @@ client_auth = "entra"
 	c := mustParse(t, doc)
 	if !c.EntraClients() || c.ClientEntra.ClockSkew.Std() != 30*time.Second || len(c.ClientEntra.Roles["app_rw"]) != 2 {
 		t.Fatalf("client_entra not loaded: %+v", c.ClientEntra)
+	}
+}
+
+func TestToTOMLLeavesADefaultRelayLoopToTheMachineThatReadsTheFile(t *testing.T) {
+	for _, on := range []bool{defaultRelayLoop, !defaultRelayLoop} {
+		c := Default()
+		c.AuthType = "trust"
+		c.Databases["app"] = Database{Host: "127.0.0.1", Port: 5432}
+		c.RelayLoop = on
+		out, err := c.ToTOML()
+		if err != nil {
+			t.Fatal(err)
+		}
+		written := strings.Contains(string(out), "\nrelay_loop = ")
+		if want := on != relayLoopDefault(c); written != want {
+			t.Errorf("relay_loop = %v (default %v): key written = %v, want %v\n%s", on, defaultRelayLoop, written, want, out)
+		}
+		back, _, err := Parse(out, "toml", nil)
+		if err != nil {
+			t.Fatalf("Parse(ToTOML()): %v\n%s", err, out)
+		}
+		if back.RelayLoop != on {
+			t.Errorf("relay_loop = %v came back as %v", on, back.RelayLoop)
+		}
+	}
+}
+
+func TestRelayLoopIsOffByDefaultForClientsOverTLSAndAsWrittenOtherwise(t *testing.T) {
+	dir := t.TempDir()
+	certFile := filepath.Join(dir, "cert.pem")
+	if err := os.WriteFile(certFile, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := "auth_type = \"trust\"\n[databases.app]\nhost = \"127.0.0.1\"\n"
+	tls := "client_tls_sslmode = \"prefer\"\nclient_tls_cert_file = \"" + certFile + "\"\nclient_tls_key_file = \"" + certFile + "\"\n"
+	cases := []struct {
+		name, top string
+		env       map[string]string
+		want      bool
+	}{
+		{"no client TLS, relay_loop not set", "", nil, defaultRelayLoop},
+		{"client TLS, relay_loop not set", tls, nil, false},
+		{"client TLS, relay_loop = true", tls + "relay_loop = true\n", nil, true},
+		{"client TLS, PGFERRY_RELAY_LOOP=true", tls, map[string]string{"PGFERRY_RELAY_LOOP": "true"}, true},
+		{"no client TLS, relay_loop = false", "relay_loop = false\n", nil, false},
+	}
+	for _, tc := range cases {
+		c, _, err := Parse([]byte(tc.top+base), "toml", func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if c.RelayLoop != tc.want {
+			t.Errorf("%s: relay_loop = %v, want %v", tc.name, c.RelayLoop, tc.want)
+		}
+	}
+	// A pgbouncer.ini: the same rule, relay_loop being a key pgferry adds.
+	ini := "[databases]\napp = host=127.0.0.1\n[pgbouncer]\nauth_type = trust\n" + strings.ReplaceAll(tls, "\"", "")
+	for _, tc := range []struct {
+		extra string
+		want  bool
+	}{{"", false}, {"relay_loop = 1\n", true}} {
+		c, _, err := Parse([]byte(ini+tc.extra), "ini", nil)
+		if err != nil {
+			t.Fatalf("ini %q: %v", tc.extra, err)
+		}
+		if c.RelayLoop != tc.want {
+			t.Errorf("pgbouncer.ini with client TLS and %q: relay_loop = %v, want %v", tc.extra, c.RelayLoop, tc.want)
+		}
 	}
 }

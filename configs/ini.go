@@ -33,7 +33,7 @@ var iniUnsupportedAuthTypes = map[string]bool{
 // not set it, so existing md5 userlists keep working, and an empty listen_addr
 // (PgBouncer: unix socket only) keeps pgferry's 127.0.0.1 with a warning.
 // PgBouncer's unix_socket_dir default (/tmp) is not assumed.
-func decodeINI(data []byte, c *Config) ([]string, error) {
+func decodeINI(data []byte, c *Config, globalsSet map[string]bool) ([]string, error) {
 	var (
 		warnings    []string
 		errs        []error
@@ -95,6 +95,7 @@ func decodeINI(data []byte, c *Config) ([]string, error) {
 			if key == "auth_type" {
 				authTypeSet = true
 			}
+			globalsSet[key] = true
 			w, err := setINIGlobal(c, key, value)
 			if w != "" {
 				warnings = append(warnings, w)

@@ -83,10 +83,16 @@ func parse(data []byte, format, baseDir string, lookup func(string) (string, boo
 		// explicit reports whether a per-database key was written in the
 		// file, for defaults where an explicit zero means something.
 		explicit func(db, key string) bool
+		// relayLoopSet: relay_loop was written in the file or the
+		// environment (otherwise its default depends on the file's
+		// client_tls_sslmode: relayLoopDefault).
+		relayLoopSet bool
 	)
 	switch format {
 	case formatINI:
-		w, err := decodeINI(data, c)
+		globals := map[string]bool{}
+		w, err := decodeINI(data, c, globals)
+		relayLoopSet = globals["relay_loop"]
 		warnings = w
 		if err != nil {
 			return nil, warnings, err
@@ -104,11 +110,20 @@ func parse(data []byte, format, baseDir string, lookup func(string) (string, boo
 			return nil, nil, errors.Join(errs...)
 		}
 		explicit = func(db, key string) bool { return md.IsDefined("databases", db, key) }
+		relayLoopSet = md.IsDefined("relay_loop")
+	}
+	if lookup != nil {
+		if _, ok := lookup(envPrefix + "RELAY_LOOP"); ok {
+			relayLoopSet = true
+		}
 	}
 
 	c.resolvePaths(baseDir)
 	if err := applyEnv(c, lookup); err != nil {
 		return nil, warnings, err
+	}
+	if !relayLoopSet {
+		c.RelayLoop = relayLoopDefault(c)
 	}
 	errs = append(errs, c.fillDerived(explicit)...)
 	errs = append(errs, c.Validate())

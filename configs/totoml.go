@@ -42,8 +42,19 @@ func (c *Config) ToTOML() ([]byte, error) {
 	if err := enc.Encode(m.Interface()); err != nil {
 		return nil, fmt.Errorf("encode config as TOML: %w", err)
 	}
-	return buf.Bytes(), nil
+	out := buf.Bytes()
+	if c.RelayLoop == relayLoopDefault(c) {
+		// The default depends on the machine (defaultRelayLoop): a file
+		// converted on one must not pin its value on another.
+		line := fmt.Appendf(nil, "relay_loop = %t\n", c.RelayLoop)
+		out = bytes.Replace(out, line, []byte(relayLoopDefaultLine), 1)
+	}
+	return out, nil
 }
+
+// relayLoopDefaultLine stands for relay_loop in ToTOML's output when it
+// holds the default.
+const relayLoopDefaultLine = "# relay_loop: the default of the machine that runs pgferry (on with Linux, at most two CPUs and no client TLS)\n"
 
 var secretType = reflect.TypeFor[Secret]()
 

@@ -53,10 +53,12 @@ const (
 	loopArmed uint8 = 0x10
 )
 
-// loopOn reports whether relay_loop is on.
+// loopOn reports whether the configuration lets the relay loop serve
+// sessions (loopConfig): with relay_loop on but a timeout set, the parker
+// waits as it does with the key off.
 func (p *parker) loopOn() bool {
 	cfg := p.srv.cfg.Load()
-	return cfg != nil && cfg.RelayLoop
+	return cfg != nil && loopConfig(cfg)
 }
 
 // loopBusyHold is how long after its last event the parker goes on

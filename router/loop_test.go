@@ -422,9 +422,12 @@ func TestServersAreDialedOutOfGosNetpollerOnlyWhileTheLoopCanServeTheirPool(t *t
 	ctx := testContext(t)
 	cfg, _ := loopTestConfig(t, "disable", 2)
 	f := ferrytest.Start(t, cfg)
-	conn := ferrytest.Connect(t, ctx, f.AppDSN())
-	detached := func(when string) bool {
+	// Each phase has a client of its own: a client connected before a
+	// reload may go on with the pool it had, and the new pool is made for
+	// the first client that needs it.
+	client := func(when string) (conn *pgx.Conn, detached bool) {
 		t.Helper()
+		conn = ferrytest.Connect(t, ctx, f.AppDSN())
 		var n int
 		if err := conn.QueryRow(ctx, "select $1::int", 7).Scan(&n); err != nil || n != 7 {
 			t.Fatalf("%s: a query gave %d, %v", when, n, err)
@@ -433,11 +436,13 @@ func TestServersAreDialedOutOfGosNetpollerOnlyWhileTheLoopCanServeTheirPool(t *t
 		if !ok {
 			t.Fatalf("%s: no pool for app", when)
 		}
-		return d
+		return conn, d
 	}
-	if !detached("with the loop on") {
+	conn, detached := client("with the loop on")
+	if !detached {
 		t.Fatal("with the loop on and no timeout set, the pool dials its servers into Go's netpoller; want them detached for the loop")
 	}
+	inLoop(t, ctx, f, conn, 1)
 
 	// query_timeout keeps every session on its goroutine, which would wait
 	// for a detached server in ppoll, holding a thread: the pool is rebuilt
@@ -447,8 +452,14 @@ func TestServersAreDialedOutOfGosNetpollerOnlyWhileTheLoopCanServeTheirPool(t *t
 	if err := f.Server.Reload(&next); err != nil {
 		t.Fatal(err)
 	}
-	if detached("with query_timeout set") {
+	conn, detached = client("with query_timeout set")
+	if detached {
 		t.Fatal("with query_timeout set the loop serves no session, yet the pool dials its servers detached")
+	}
+	for i := range 10 { // more than a session needs to enter the loop
+		if _, err := conn.Exec(ctx, "select 1"); err != nil {
+			t.Fatalf("query %d with query_timeout set: %v", i, err)
+		}
 	}
 	if entries, _ := loopCounters(t, f); entries != 0 {
 		t.Fatalf("with query_timeout set, %d sessions entered the loop; want none", entries)
@@ -457,9 +468,11 @@ func TestServersAreDialedOutOfGosNetpollerOnlyWhileTheLoopCanServeTheirPool(t *t
 	if err := f.Server.Reload(cfg); err != nil {
 		t.Fatal(err)
 	}
-	if !detached("with query_timeout unset again") {
+	conn, detached = client("with query_timeout unset again")
+	if !detached {
 		t.Fatal("after a reload that unsets query_timeout, the pool still dials its servers into the netpoller")
 	}
+	inLoop(t, ctx, f, conn, 1)
 }
 
 // inLoop runs queries on conn until the relay loop's entry count reaches

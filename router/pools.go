@@ -21,6 +21,7 @@ import (
 
 	"github.com/pgferry/pgferry/auth"
 	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/sockio"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/lag"
@@ -134,11 +135,12 @@ func (e *poolEntry) setWelcome(w map[string]string) (map[string]string, *greetin
 // may serve (transaction mode, no replicas) while the configuration lets
 // it serve sessions (loopConfig). Only those: a goroutine that borrows a
 // detached server waits for it in ppoll, holding an OS thread (measured
-// with query_timeout set, which keeps every session off the loop: 35-40%
+// with query_timeout set, which keeps every session off the loop: about 30%
 // fewer transactions at 1,000 clients than with servers in the netpoller).
 // A reload that changes it for a pool rebuilds that pool.
 func detachedServers(cfg *configs.Config, db configs.Database, user string) bool {
-	return loopBuilt && inlineRelay && loopConfig(cfg) && len(db.Replicas) == 0 &&
+	return loopBuilt && inlineRelay && sockio.Available && sockio.DetachAvailable &&
+		loopConfig(cfg) && len(db.Replicas) == 0 &&
 		poolModeFor(cfg, db, user) == poolModeTransaction
 }
 
