@@ -257,7 +257,7 @@ func setup(ctx context.Context, o options, root string) (*env, error) {
 		return e, err
 	}
 
-	// Every pooler offers TLS, for idle-tls; PgBouncer runs as postgres
+	// Every pooler offers TLS, for idle-tls and tls; PgBouncer runs as postgres
 	// and must read the key, which is chowned below with the rest.
 	if e.serverTLS, err = writeServerCert(tmp); err != nil {
 		return e, err
@@ -304,7 +304,7 @@ func setup(ctx context.Context, o options, root string) (*env, error) {
 	e.notes = append(e.notes,
 		fmt.Sprintf("Every pooler reads the same ini but for `listen_port` and `max_prepared_statements`: each PgBouncer its own copy, pgferry the copy of %s with its listen port overridden (PGFERRY_LISTEN_PORT), plus PGFERRY_LOG_LEVEL=warn%s%s; pgferry's max_prepared_statements is %d either way (its default).", e.bouncers[0].name, godebugNote(e.opts.godebug), ferryEnvNote(e.opts.ferryEnv), preparedStatements),
 		"PgBouncer is single-threaded; pgferry uses both cores (GOMAXPROCS=2).",
-		"Every ini sets `client_tls_sslmode = allow` with `client_tls_cert_file` and `client_tls_key_file` naming a throwaway self-signed ECDSA P-256 certificate (CN 127.0.0.1, SANs 127.0.0.1 and localhost) generated at start-up, its key file mode 0600 and owned by the user PgBouncer runs as (postgres): a client that sends SSLRequest gets TLS, every other client stays plain, so only idle-tls uses TLS.",
+		"Every ini sets `client_tls_sslmode = allow` with `client_tls_cert_file` and `client_tls_key_file` naming a throwaway self-signed ECDSA P-256 certificate (CN 127.0.0.1, SANs 127.0.0.1 and localhost) generated at start-up, its key file mode 0600 and owned by the user PgBouncer runs as (postgres): a client that sends SSLRequest gets TLS, every other client stays plain, so only idle-tls and tls use TLS. Client TLS being offered, pgferry's relay_loop is off by default (docs/operations.md) unless -ferry-env sets PGFERRY_RELAY_LOOP.",
 	)
 
 	if err := e.startPoolers(ctx); err != nil {
@@ -353,7 +353,7 @@ func (e *env) buildFerry(ctx context.Context, root string) error {
 
 // sharedINI is the config file every pooler runs from; only the listen
 // port and, for PgBouncer 1.21 and later, max_prepared_statements differ.
-// Client TLS is "allow": clients that ask for TLS (idle-tls) get it with
+// Client TLS is "allow": clients that ask for TLS (idle-tls, tls) get it with
 // the certificate in st, all others stay plain, so the other scenarios
 // measure what they did before TLS was configured.
 func sharedINI(pgPort, listenPort int, userlist string, prepared bool, st serverTLS) string {
