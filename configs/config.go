@@ -180,8 +180,12 @@ type Config struct {
 	// clients without TLS, none of the timeouts it does not arm set; see
 	// docs/operations.md). Off, every session keeps a goroutine. Unless
 	// set, it is on for Linux with at most two CPUs and without client TLS
-	// (relayLoopDefault).
+	// (RelayLoopDefault).
 	RelayLoop bool `toml:"relay_loop"`
+	// RelayLoopSet records that the file or the environment set relay_loop
+	// (Parse fills it); otherwise RelayLoop holds RelayLoopDefault, and
+	// ToTOML leaves the key to the machine that reads the file.
+	RelayLoopSet bool `toml:"-"`
 	// MaxPacketSize is the largest protocol message accepted, in bytes.
 	MaxPacketSize int `toml:"max_packet_size"`
 
@@ -442,13 +446,13 @@ const (
 // serve more transactions than one loop thread.
 var defaultRelayLoop = runtime.GOOS == "linux" && runtime.GOMAXPROCS(0) <= 2
 
-// relayLoopDefault is relay_loop's default for a configuration: on where
+// RelayLoopDefault is relay_loop's default for a configuration: on where
 // defaultRelayLoop says so and clients do not use TLS
 // (client_tls_sslmode = disable, the default). The loop serves clients
 // without TLS only, and a TLS client's goroutine waits in ppoll for the
 // servers the loop makes it share: measured with 1,000 TLS clients, the
 // loop on cost a fifth of the throughput.
-func relayLoopDefault(c *Config) bool {
+func RelayLoopDefault(c *Config) bool {
 	return defaultRelayLoop && c.ClientTLSSSLMode == "disable"
 }
 

@@ -734,30 +734,54 @@ client_auth = "entra"
 }
 
 func TestToTOMLLeavesADefaultRelayLoopToTheMachineThatReadsTheFile(t *testing.T) {
-	for _, on := range []bool{defaultRelayLoop, !defaultRelayLoop} {
+	certFile := filepath.Join(t.TempDir(), "cert.pem")
+	if err := os.WriteFile(certFile, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name        string
+		tls         bool
+		on, set     bool
+		wantWritten bool
+	}{
+		{"the default, not set", false, defaultRelayLoop, false, false},
+		{"the default, set", false, defaultRelayLoop, true, true},
+		{"not the default", false, !defaultRelayLoop, false, true},
+		{"client TLS, the default, not set", true, false, false, false},
+		{"client TLS, set on", true, true, true, true},
+		{"client TLS, set off", true, false, true, true},
+	}
+	for _, tc := range cases {
 		c := Default()
 		c.AuthType = "trust"
 		c.Databases["app"] = Database{Host: "127.0.0.1", Port: 5432}
-		c.RelayLoop = on
+		if tc.tls {
+			c.ClientTLSSSLMode, c.ClientTLSCertFile, c.ClientTLSKeyFile = "prefer", certFile, certFile
+		}
+		c.RelayLoop, c.RelayLoopSet = tc.on, tc.set
 		out, err := c.ToTOML()
 		if err != nil {
 			t.Fatal(err)
 		}
-		written := strings.Contains(string(out), "\nrelay_loop = ")
-		if want := on != relayLoopDefault(c); written != want {
-			t.Errorf("relay_loop = %v (default %v): key written = %v, want %v\n%s", on, defaultRelayLoop, written, want, out)
+		if written := strings.Contains(string(out), "\nrelay_loop = "); written != tc.wantWritten {
+			t.Errorf("%s: relay_loop written = %v, want %v\n%s", tc.name, written, tc.wantWritten, out)
 		}
 		back, _, err := Parse(out, "toml", nil)
 		if err != nil {
-			t.Fatalf("Parse(ToTOML()): %v\n%s", err, out)
+			t.Fatalf("%s: Parse(ToTOML()): %v\n%s", tc.name, err, out)
 		}
-		if back.RelayLoop != on {
-			t.Errorf("relay_loop = %v came back as %v", on, back.RelayLoop)
+		if back.RelayLoop != tc.on || back.RelayLoopSet != tc.wantWritten {
+			t.Errorf("%s: relay_loop = %v (set %v) came back as %v (set %v)", tc.name, tc.on, tc.set, back.RelayLoop, back.RelayLoopSet)
 		}
 	}
 }
 
 func TestRelayLoopIsOffByDefaultForClientsOverTLSAndAsWrittenOtherwise(t *testing.T) {
+	// As on a machine where the loop is on by default (Linux, two CPUs),
+	// whatever this one is.
+	saved := defaultRelayLoop
+	defaultRelayLoop = true
+	t.Cleanup(func() { defaultRelayLoop = saved })
 	dir := t.TempDir()
 	certFile := filepath.Join(dir, "cert.pem")
 	if err := os.WriteFile(certFile, []byte("x"), 0o600); err != nil {
@@ -770,7 +794,7 @@ func TestRelayLoopIsOffByDefaultForClientsOverTLSAndAsWrittenOtherwise(t *testin
 		env       map[string]string
 		want      bool
 	}{
-		{"no client TLS, relay_loop not set", "", nil, defaultRelayLoop},
+		{"no client TLS, relay_loop not set", "", nil, true},
 		{"client TLS, relay_loop not set", tls, nil, false},
 		{"client TLS, relay_loop = true", tls + "relay_loop = true\n", nil, true},
 		{"client TLS, PGFERRY_RELAY_LOOP=true", tls, map[string]string{"PGFERRY_RELAY_LOOP": "true"}, true},

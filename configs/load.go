@@ -85,7 +85,7 @@ func parse(data []byte, format, baseDir string, lookup func(string) (string, boo
 		explicit func(db, key string) bool
 		// relayLoopSet: relay_loop was written in the file or the
 		// environment (otherwise its default depends on the file's
-		// client_tls_sslmode: relayLoopDefault).
+		// client_tls_sslmode: RelayLoopDefault).
 		relayLoopSet bool
 	)
 	switch format {
@@ -122,8 +122,8 @@ func parse(data []byte, format, baseDir string, lookup func(string) (string, boo
 	if err := applyEnv(c, lookup); err != nil {
 		return nil, warnings, err
 	}
-	if !relayLoopSet {
-		c.RelayLoop = relayLoopDefault(c)
+	if c.RelayLoopSet = relayLoopSet; !relayLoopSet {
+		c.RelayLoop = RelayLoopDefault(c)
 	}
 	errs = append(errs, c.fillDerived(explicit)...)
 	errs = append(errs, c.Validate())

@@ -70,7 +70,9 @@ func (c *Console) showDatabases(rs *resultSet) {
 func (c *Console) showConfig(rs *resultSet) {
 	rs.cols = configCols
 	cur := reflect.ValueOf(c.b.Config()).Elem()
-	def := reflect.ValueOf(configs.Default()).Elem()
+	d := configs.Default()
+	d.RelayLoop = configs.RelayLoopDefault(c.b.Config()) // (it depends on client TLS)
+	def := reflect.ValueOf(d).Elem()
 	fixed := restartOnlyKeys()
 	var keys []string
 	idx := map[string]int{}
