@@ -440,10 +440,11 @@ const (
 // defaultRelayLoop is relay_loop's default: on where Go runs on Linux (the
 // only place the loop is built) on at most two CPUs (GOMAXPROCS at
 // start-up, which follows a container's CPU limit, not its request).
-// Measured on two CPUs, the loop, one thread, cost less CPU per
-// transaction than a goroutine per session in every steady scenario
-// (bench/README.md); with more CPUs, goroutines spread over all of them can
-// serve more transactions than one loop thread.
+// Measured on two CPUs with clients without TLS, the loop, one thread, cost
+// less CPU per transaction than a goroutine per session in every steady
+// scenario measured since 21747ac (bench/README.md); with more CPUs,
+// goroutines spread over all of them can serve more transactions than one
+// loop thread (not measured beyond two CPUs).
 var defaultRelayLoop = runtime.GOOS == "linux" && runtime.GOMAXPROCS(0) <= 2
 
 // RelayLoopDefault is relay_loop's default for a configuration: on where
