@@ -303,3 +303,53 @@ func TestClientsWhoseStatementsHashAlikeEachRunTheirOwnSQL(t *testing.T) {
 		t.Fatalf("statements on the server connection: got %q, want two", got)
 	}
 }
+
+func TestAClientCannotBindTheUnnamedStatementAnotherClientLeftOnTheirSharedServer(t *testing.T) {
+	t.Parallel()
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 1) // one server connection: both clients get it
+	f := ferrytest.Start(t, cfg)
+	a := newRawClient(t, f.AppDSN())
+	b := newRawClient(t, f.AppDSN())
+	a.send(parse("", "select 'client a''s secret'"), &pgproto3.Describe{ObjectType: 'S'}, syncMsg())
+	if got := a.until(1); got != "1 t T Z" {
+		t.Fatalf("a's Parse and Describe: %s", got)
+	}
+	// b never parsed an unnamed statement: PostgreSQL would tell it so.
+	b.send(bind(""), execMsg(), syncMsg())
+	if got := b.until(1); got != "E:26000 Z" {
+		t.Fatalf("b's Bind of an unnamed statement it never made: %s, want E:26000 Z", got)
+	}
+}
+
+func TestTheUnnamedStatementOutlivesItsTransactionAsPostgresKeepsIt(t *testing.T) {
+	t.Parallel()
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 3)
+	f := ferrytest.Start(t, cfg)
+	stop := keepServersBusy(t, f.AppDSN())
+	defer stop()
+	c := newRawClient(t, f.AppDSN())
+	for i := range 30 {
+		// pgx's describe-exec mode, libpq's PQprepare with "": the Parse
+		// and the Bind in two transactions, most often on two servers.
+		sql := fmt.Sprintf("select %d + $1::int", i)
+		c.send(parse("", sql), &pgproto3.Describe{ObjectType: 'S'}, syncMsg())
+		if got := c.until(1); got != "1 t T Z" {
+			t.Fatalf("round %d, Parse and Describe: %s", i, got)
+		}
+		for j := range 2 { // bound twice: it stays until replaced
+			c.send(bind("", "1000"), execMsg(), syncMsg())
+			if got, want := c.until(1), fmt.Sprintf("2 D:%d C Z", 1000+i); got != want {
+				t.Fatalf("round %d, Bind %d: %s, want %s", i, j, got, want)
+			}
+		}
+	}
+	// A simple query ends the unnamed statement, in PostgreSQL's words.
+	c.send(&pgproto3.Query{String: "select 1"})
+	c.until(1)
+	c.send(bind("", "1"), execMsg(), syncMsg())
+	if got := c.until(1); got != "E:26000 Z" {
+		t.Fatalf("Bind after a simple query: %s, want E:26000 Z", got)
+	}
+}

@@ -252,6 +252,9 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 	ss.status = protocol.TxIdle
 	ss.serverStuck = false
 	ss.q.clear()
+	if ss.stmts != nil {
+		ss.stmts.unnamedHere = false // the server's is whoever parsed last
+	}
 	ss.wmu.Lock()
 	ss.syncParams(sc)
 	ss.inline = inlineRelay && ss.txnMode && !ss.pinned
@@ -298,6 +301,9 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	}
 	switch typ {
 	case protocol.MsgQuery, protocol.MsgFunctionCall:
+		if typ == protocol.MsgQuery {
+			ss.dropUnnamed() // PostgreSQL ends it at a simple query
+		}
 		ss.q.push(expect{kind: kQuery})
 		sc.Wr.Append(frame)
 		ss.armQueryTimeout()
@@ -316,6 +322,9 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		ss.execTag = tagNone
 		sc.Wr.Append(frame)
 	case protocol.MsgClose:
+		if body := protocol.Body(frame); len(body) == 2 && body[0] == 'S' && body[1] == 0 {
+			ss.dropUnnamed()
+		}
 		ss.q.push(expect{kind: kClose})
 		sc.Wr.Append(frame)
 	}

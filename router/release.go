@@ -249,7 +249,7 @@ func (ss *session) finish(err error) {
 	if ss.listening {
 		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, "")
 	}
-	ss.forgetStmts()
+	ss.releaseStmts()
 	ss.joinPump()
 	if sc != nil {
 		sc.ClearInterrupt()

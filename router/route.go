@@ -47,9 +47,11 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 		_, rest, ok := protocol.CString(protocol.Body(frame))
 		if ok {
 			if name, _, ok := protocol.CString(rest); ok && len(name) > 0 {
-				if st := ss.stmts[string(name)]; st != nil {
+				if st := ss.stmts.lookup(name); st != nil {
 					sql = st.Query()
 				}
+			} else if ok && ss.stmts != nil && ss.stmts.unnamed != nil {
+				sql = ss.stmts.unnamed.Query() // parsed in an earlier transaction
 			}
 		}
 	}

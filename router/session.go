@@ -59,9 +59,9 @@ type session struct {
 	rare  *rareState
 	entry *poolEntry
 
-	// stmts maps the client's statement names to statements. Only run
-	// touches it.
-	stmts map[string]*clientStmt
+	// stmts is what the client prepared (nil: nothing yet). Only its
+	// owner (run, or the relay loop) touches it.
+	stmts *clientStmts
 
 	// mu guards the link state. Held only for bookkeeping, never for I/O.
 	mu       sync.Mutex

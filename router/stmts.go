@@ -19,20 +19,58 @@ type clientStmt struct {
 	*prepared.Statement
 }
 
-// processParse handles Parse. Unnamed statements pass through. A named one
+// clientStmts is what one client prepared. named maps its statement names
+// to statements. unnamed is its unnamed statement (nil: none), which
+// PostgreSQL keeps across transactions until the next unnamed Parse or
+// simple Query replaces or ends it: a driver may Parse it in one
+// transaction and Bind it in the next (pgx's describe-exec mode, libpq's
+// PQprepare with an empty name), on another server connection by then.
+// unnamedHere says that the linked server's unnamed statement is the
+// client's, or that neither has one; each loan starts without (attach),
+// since the server's is whoever's Parse came last. A Bind or Describe of
+// the unnamed statement without it first parses the client's statement
+// on the server, or, for a client with none, closes the server's, so that
+// no client binds another's statement and PostgreSQL's own error answers.
+type clientStmts struct {
+	named       map[string]*clientStmt
+	unnamed     *prepared.Statement
+	unnamedHere bool
+}
+
+// lookup returns the client's named statement name (nil: none).
+func (t *clientStmts) lookup(name []byte) *clientStmt {
+	if t == nil {
+		return nil
+	}
+	return t.named[string(name)]
+}
+
+// stmtTable returns the client's clientStmts, making it if needed.
+func (ss *session) stmtTable() *clientStmts {
+	if ss.stmts == nil {
+		ss.stmts = &clientStmts{}
+	}
+	return ss.stmts
+}
+
+// processParse handles Parse. An unnamed statement is recorded for the
+// client (keepUnnamed) and passes through. A named one
 // is recorded for the client and prepared on the server under pgferry's
 // name; if the server already has it, a no-op Parse/Close pair stands in
 // so the client still gets its ParseComplete in order.
 func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 	body := protocol.Body(frame)
 	name, rest, ok := protocol.CString(body)
+	if ok && len(name) == 0 {
+		ss.keepUnnamed(rest)
+	}
 	if !ok || len(name) == 0 || ss.srv.cfg.Load().MaxPreparedStatements == 0 {
 		ss.q.push(expect{kind: kParse})
 		sc.Wr.Append(frame)
 		return
 	}
 	ss.entry.stats.clientParses.Add(1)
-	st := ss.stmts[string(name)]
+	st := ss.stmts.lookup(name)
 	if st == nil || string(st.Body) != string(rest) {
 		st = ss.holdStmt(string(name), rest)
 	}
@@ -49,35 +87,98 @@ func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 	sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), st.Name, st.Body))
 }
 
+// keepUnnamed records body (a Parse's after the empty name) as the
+// client's unnamed statement, about to be the server's too. A driver that
+// parses the same text again and again costs one comparison.
+func (ss *session) keepUnnamed(body []byte) {
+	t := ss.stmtTable()
+	if t.unnamed == nil || string(t.unnamed.Body) != string(body) {
+		if t.unnamed != nil {
+			ss.srv.stmts.Release(t.unnamed)
+		}
+		t.unnamed = ss.srv.stmts.Acquire(body)
+	}
+	t.unnamedHere = true
+}
+
+// dropUnnamed records that the client has no unnamed statement any more,
+// nor the linked server (a simple Query ends both; so does a Close of it).
+func (ss *session) dropUnnamed() {
+	t := ss.stmts
+	if t == nil {
+		return
+	}
+	if t.unnamed != nil {
+		ss.srv.stmts.Release(t.unnamed)
+		t.unnamed = nil
+	}
+	t.unnamedHere = true
+}
+
+// ensureUnnamed makes the linked server's unnamed statement the client's
+// before a Bind or Describe of it (see clientStmts): a Parse of the
+// client's, or, if it has none, a Close of the server's; either's answer
+// is swallowed.
+func (ss *session) ensureUnnamed(sc *pool.ServerConn) {
+	t := ss.stmts
+	if t != nil && t.unnamedHere {
+		return
+	}
+	t = ss.stmtTable()
+	t.unnamedHere = true
+	if t.unnamed == nil {
+		ss.q.push(expect{kind: kCloseSwallow})
+		sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', ""))
+		return
+	}
+	ss.entry.stats.serverParses.Add(1)
+	ss.q.push(expect{kind: kParseSwallow})
+	sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), "", t.unnamed.Body))
+}
+
 // holdStmt records the client's statement name for the statement with
 // content body, releasing what the name stood for before.
 func (ss *session) holdStmt(name string, body []byte) *clientStmt {
 	st := &clientStmt{ss.srv.stmts.Acquire(body)}
-	if ss.stmts == nil {
-		ss.stmts = make(map[string]*clientStmt)
+	t := ss.stmtTable()
+	if t.named == nil {
+		t.named = make(map[string]*clientStmt)
 	}
-	if old := ss.stmts[name]; old != nil {
+	if old := t.named[name]; old != nil {
 		ss.srv.stmts.Release(old.Statement)
 	}
-	ss.stmts[name] = st
+	t.named[name] = st
 	return st
 }
 
 // forgetStmt drops the client's statement name.
 func (ss *session) forgetStmt(name []byte) {
-	if st := ss.stmts[string(name)]; st != nil {
-		delete(ss.stmts, string(name))
+	if st := ss.stmts.lookup(name); st != nil {
+		delete(ss.stmts.named, string(name))
 		ss.srv.stmts.Release(st.Statement)
 	}
 }
 
 // forgetStmts drops every statement name of the client (DISCARD ALL,
-// DEALLOCATE ALL, the end of the session).
+// DEALLOCATE ALL, the end of the session). The unnamed statement stays, as
+// in PostgreSQL: releaseStmts lets go of it at the end.
 func (ss *session) forgetStmts() {
-	for _, st := range ss.stmts {
+	if ss.stmts == nil {
+		return
+	}
+	for _, st := range ss.stmts.named {
 		ss.srv.stmts.Release(st.Statement)
 	}
-	clear(ss.stmts)
+	clear(ss.stmts.named)
+}
+
+// releaseStmts lets go of everything the client prepared, as it leaves.
+func (ss *session) releaseStmts() {
+	ss.forgetStmts()
+	if t := ss.stmts; t != nil && t.unnamed != nil {
+		ss.srv.stmts.Release(t.unnamed)
+		t.unnamed = nil
+	}
 }
 
 // noopStmt names the throwaway statement behind a Parse the server does not
@@ -117,9 +218,12 @@ func (ss *session) processBind(sc *pool.ServerConn, frame []byte) {
 	if ok {
 		name, tail, ok = protocol.CString(rest)
 	}
+	if ok && len(name) == 0 {
+		ss.ensureUnnamed(sc)
+	}
 	var st *clientStmt
 	if ok && len(name) > 0 {
-		st = ss.stmts[string(name)]
+		st = ss.stmts.lookup(name)
 	}
 	if st == nil {
 		ss.q.push(expect{kind: kBind})
@@ -140,8 +244,16 @@ func (ss *session) processDescribe(sc *pool.ServerConn, frame []byte) {
 		return
 	}
 	name, _, ok := protocol.CString(body[1:])
-	st := ss.stmts[string(name)]
-	if !ok || len(name) == 0 || st == nil {
+	if ok && len(name) == 0 {
+		// The Describe expectation must follow the injected message.
+		ss.q.n--
+		ss.ensureUnnamed(sc)
+		ss.q.push(expect{kind: kDescribe})
+		sc.Wr.Append(frame)
+		return
+	}
+	st := ss.stmts.lookup(name)
+	if !ok || st == nil {
 		sc.Wr.Append(frame)
 		return
 	}
