@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 
@@ -23,7 +24,7 @@ func (ss *session) serve() error {
 		}
 	}
 	if ss.rd == nil {
-		ss.openClientIO()
+		ss.openClientIO(ss.conn)
 	}
 	if ss.rd.Small == nil {
 		ss.rd.Small = make([]byte, smallBufSize)
@@ -97,11 +98,12 @@ func (ss *session) flushLeftover() error {
 	return ss.wr.Flush()
 }
 
-// openClientIO makes the client's Reader and Writer.
-func (ss *session) openClientIO() {
-	ss.rd = protocol.NewReader(ss.conn)
+// openClientIO makes the client's Reader and Writer on conn (its net.Conn,
+// or for the relay loop the bare descriptor's raw calls).
+func (ss *session) openClientIO(conn io.ReadWriter) {
+	ss.rd = protocol.NewReader(conn)
 	ss.rd.MaxMessage = ss.srv.cfg.Load().MaxPacketSize
-	ss.wr = protocol.NewWriter(ss.conn)
+	ss.wr = protocol.NewWriter(conn)
 	ss.countTraffic()
 }
 

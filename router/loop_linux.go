@@ -111,6 +111,37 @@ func (p *parker) enter(ss *session) bool {
 	return false
 }
 
+// adopt serves a parked session whose client spoke on the loop, as if it
+// had entered it, and reports whether it did; if not, a goroutine resumes
+// it. The loop owns the session (its event took it out of the set). A
+// parked session's socket is a bare descriptor already, still in the epoll
+// set: the loop needs only a Reader and a Writer on it, where a goroutine
+// would make a net.Conn of it again and, after its entry credit, let go of
+// it once more. So entry credits, which spare a client that connects for
+// one transaction that juggling, do not apply here. A burst of requests
+// from parked clients (every client of a pool that waited while others
+// logged in) is then served by the loop at once, not by a goroutine each.
+func (p *parker) adopt(ss *session) bool {
+	if ss.loopCredit == loopNever || ss.raw != nil || ss.rd != nil || ss.handshake != nil ||
+		!ss.idleDeadline.IsZero() || !p.loopOn() {
+		return false // parked with its conn (out of descriptors), or timed
+	}
+	if ok, never := ss.loopable(); !ok {
+		if never {
+			ss.loopCredit = loopNever
+		}
+		return false
+	}
+	raw := &sockio.Raw{FD: int(ss.fd)}
+	ss.openClientIO(raw)
+	ss.rd.Small = make([]byte, smallBufSize)
+	ss.loopCredit = 0
+	ss.loop = loopClient // (its registration fired: request renews it)
+	ss.entry.stats.loopEntries.Add(1)
+	p.turn(ss, true)
+	return true
+}
+
 // loopable reports whether the loop can serve the session now, and never
 // whether it cannot for as long as the session lasts.
 func (ss *session) loopable() (ok, never bool) {
@@ -134,8 +165,8 @@ func (ss *session) loopable() (ok, never bool) {
 	ss.mu.Lock()
 	idle := ss.server == nil && ss.pumpDone == nil && ss.dead == nil && (ss.rare == nil || len(ss.rare.mailbox) == 0)
 	ss.mu.Unlock()
-	// (The Writer only once no pump writes to it.)
-	return idle && ss.wr.Len() == 0, false
+	// (The Writer only once no pump writes to it; a parked session has none.)
+	return idle && (ss.wr == nil || ss.wr.Len() == 0), false
 }
 
 // await registers the sockets the session now waits for (see the loop
@@ -223,8 +254,8 @@ func (ss *session) setLoop(state uint8) { ss.loop = state | ss.loop&loopArmed }
 // settleLooped parks the sessions the relay loop serves that have sent
 // nothing for a whole sweep interval, as the sweep parks goroutines' idle
 // sessions: they let go of their Reader, Writer and expectation ring, and
-// wait as parked sessions do (a goroutine serves their next requests, and
-// they come back to the loop after loopEntryCredit of them). It runs on the loop, at a
+// wait as parked sessions do (the loop adopts them again at their next
+// request, or a goroutine resumes them for a wake). It runs on the loop, at a
 // sweep, and reports how many it parked. Each is taken out of the set
 // while it changes, and put back with its registration renewed, which
 // reports input that came meanwhile.
@@ -255,7 +286,6 @@ func (p *parker) settleLooped(now uint32) int {
 			continue
 		}
 		ss.loop = 0
-		ss.loopCredit = loopEntryCredit // requests on a goroutine first, as after a hand-back
 		ss.q = ring{}
 		ss.wr.Release()
 		ss.rd.DetachSmall()

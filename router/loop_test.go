@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -632,16 +633,62 @@ func TestAnIdleClientOfTheLoopIsParkedAndComesBackWhenItTalks(t *testing.T) {
 	ferrytest.Eventually(t, parkWait, "the idle client of the loop to be parked", func() (bool, error) {
 		return f.Server.Snapshot().ParkedClients == 1, nil
 	})
-	// One simple query (one message): served on a goroutine, as the first
-	// requests after parking are; then the client is back in the loop.
+	// Its next query is served by the loop at once, on the descriptor it
+	// parked with: no goroutine, nothing handed back.
 	var n int
 	if err := conn.QueryRow(ctx, "select 3", pgx.QueryExecModeSimpleProtocol).Scan(&n); err != nil || n != 3 {
 		t.Fatalf("the parked client's query: %d, %v", n, err)
 	}
-	if entries, _ := loopCounters(t, f); entries != 1 {
-		t.Fatalf("entries %d right after the parked client's first query: want it served on a goroutine", entries)
+	if entries, handbacks := loopCounters(t, f); entries != 2 || handbacks != 0 {
+		t.Fatalf("entries %d, handbacks %d right after the parked client's first query: want 2 and 0 (the loop served it)", entries, handbacks)
 	}
-	inLoop(t, ctx, f, conn, 2)
+}
+
+func TestClientsThatParkedAfterLoginAreServedByTheLoopFromTheirFirstQueryEvenWhenTheyQueue(t *testing.T) {
+	skipWithoutLoop(t)
+	skipWithoutParking(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := loopTestConfig(t, "disable", 2)
+	f := ferrytest.Start(t, cfg)
+	const clients = 12
+	conns := make([]*pgx.Conn, clients)
+	for i := range conns {
+		conns[i] = ferrytest.Connect(t, ctx, f.AppDSN())
+	}
+	// Logged in, silent: parked within a fraction of a second.
+	ferrytest.Eventually(t, parkWait, "every silent client to be parked", func() (bool, error) {
+		return f.Server.Snapshot().ParkedClients == clients, nil
+	})
+	// All at once, through both protocols, onto two server connections:
+	// most wait in the pool's queue, on the loop.
+	errs := make(chan error, clients)
+	for i, c := range conns {
+		go func() {
+			mode := pgx.QueryExecModeSimpleProtocol
+			if i%2 == 1 {
+				mode = pgx.QueryExecModeExec // Parse, Bind, Describe, Execute, Sync
+			}
+			var got int
+			err := c.QueryRow(ctx, "select $1::int from pg_sleep(0.05)", mode, i).Scan(&got)
+			if err == nil && got != i {
+				err = fmt.Errorf("client %d read %d", i, got)
+			}
+			errs <- err
+		}()
+	}
+	var failed []error
+	for range conns {
+		if err := <-errs; err != nil {
+			failed = append(failed, err)
+		}
+	}
+	if len(failed) > 0 {
+		t.Fatalf("%d of %d parked clients' queries failed, the first: %v", len(failed), clients, failed[0])
+	}
+	if entries, handbacks := loopCounters(t, f); entries != clients || handbacks != 0 {
+		t.Fatalf("entries %d, handbacks %d after each parked client's first query: want %d and 0 (no goroutine served one)", entries, handbacks, clients)
+	}
 }
 
 func TestTheLoopKeepsAServersRegistrationFromOneLoanToTheNextAndMakesANewOneForANewServer(t *testing.T) {

@@ -260,7 +260,7 @@ func (p *parker) loop() {
 			case ss == nil:
 			case ss.loop != 0:
 				p.turn(ss, client)
-			default:
+			case !p.adopt(ss):
 				p.resume(ss)
 			}
 		}

@@ -171,7 +171,8 @@ type session struct {
 // Entry credits (session.loopCredit): requests a session reads on its
 // goroutine before it enters the relay loop (loop_linux.go). A client that
 // connects for one transaction (pgbench -C, a serverless function) is not
-// worth the descriptor juggling; loopNever is for sessions the loop
+// worth the descriptor juggling. A parked session skips them: the loop
+// adopts it at its next request (adopt). loopNever is for sessions the loop
 // cannot serve (TLS, session mode, ..., or relay_loop off when they
 // logged in).
 const (
