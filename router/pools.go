@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -186,9 +187,15 @@ func poolModeFor(cfg *configs.Config, db configs.Database, user string) string {
 	return cfg.PoolMode
 }
 
-// poolFor returns the pool for (database entry, server user), creating it.
+// poolFor returns the pool for (database entry, server user), creating it
+// from the current configuration, db its database entry.
 func (s *Server) poolFor(dbName string, db configs.Database, user string, clientPassword string) (*poolEntry, error) {
-	cfg := s.cfg.Load()
+	return s.poolFrom(s.cfg.Load(), dbName, db, user, clientPassword)
+}
+
+// poolFrom is poolFor with cfg the configuration db was read from, which a
+// reload may have replaced since.
+func (s *Server) poolFrom(cfg *configs.Config, dbName string, db configs.Database, user string, clientPassword string) (*poolEntry, error) {
 	key := poolKey{dbName, user}
 	s.mu.Lock()
 	if e, ok := s.pools[key]; ok {
@@ -199,8 +206,33 @@ func (s *Server) poolFor(dbName string, db configs.Database, user string, client
 	// The names may be substrings of a client's startup packet
 	// (protocol.ParseStartup): a pool lives on, the packet need not.
 	dbName, user = strings.Clone(dbName), strings.Clone(user)
-	key = poolKey{dbName, user}
+	for {
+		e, err := s.newPool(cfg, dbName, db, user, clientPassword)
+		if err != errReloaded {
+			return e, err
+		}
+		// A reload came between: its look at the pools may have missed
+		// this one, so it is built again from the new configuration, as
+		// the reload would have rebuilt it.
+		cfg = s.cfg.Load()
+		var ok bool
+		if db, _, ok = cfg.LookupDatabase(dbName); !ok {
+			return nil, fmt.Errorf("database %q was removed from the configuration by a reload", dbName)
+		}
+	}
+}
 
+// errReloaded says that newPool's configuration was replaced while it
+// built the pool: it did not keep it.
+var errReloaded = errors.New("the configuration was reloaded")
+
+// newPool builds and registers the pool for (dbName, user) from cfg, or
+// returns the one registered meanwhile. It returns errReloaded, keeping
+// nothing, if cfg is no longer the server's configuration when it would
+// register it: Reload swaps the configuration in before it looks at the
+// pools, under the same lock.
+func (s *Server) newPool(cfg *configs.Config, dbName string, db configs.Database, user string, clientPassword string) (*poolEntry, error) {
+	key := poolKey{dbName, user}
 	dial, err := s.dialConfig(cfg, dbName, db, user, clientPassword)
 	if err != nil {
 		return nil, err
@@ -237,6 +269,9 @@ func (s *Server) poolFor(dbName string, db configs.Database, user string, client
 	}
 	if s.draining.Load() {
 		return nil, errDraining
+	}
+	if s.cfg.Load() != cfg {
+		return nil, errReloaded
 	}
 	if db.MaxDBConnections > 0 || db.FleetMaxDBConnections > 0 {
 		if s.dbLimits[dbName] == nil {

@@ -1,0 +1,48 @@
+package router
+
+import (
+	"testing"
+
+	"github.com/pgferry/pgferry/configs"
+)
+
+func TestAPoolBuiltFromAConfigurationAReloadReplacedIsBuiltAgainFromTheNewOne(t *testing.T) {
+	parse := func(poolSize string) *configs.Config {
+		cfg, _, err := configs.Parse([]byte(`
+listen_addr = "127.0.0.1"
+auth_type = "plain"
+default_pool_size = `+poolSize+`
+[users.app]
+password = "app-secret"
+[databases.app]
+host = "127.0.0.1"
+port = 1
+`), "toml", func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	before, after := parse("3"), parse("7")
+	srv, err := New(before, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(t.Context())
+	// A login read the database entry, then a reload swapped the
+	// configuration and looked at the pools before this one existed.
+	if err := srv.Reload(after); err != nil {
+		t.Fatal(err)
+	}
+	e, err := srv.poolFrom(before, "app", before.Databases["app"], "app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size := e.pool.Config().Size; size != 7 {
+		t.Errorf("the pool has %d server connections, the replaced configuration's size; want 7, the reload's", size)
+	}
+	again, err := srv.poolFor("app", after.Databases["app"], "app", "")
+	if err != nil || again != e {
+		t.Errorf("the next login found another pool (%v): the first was not registered", err)
+	}
+}
