@@ -124,7 +124,7 @@ func (ss *session) tryPark() (bool, error) {
 		return false, nil
 	}
 	ss.mu.Lock()
-	idle := ss.server == nil && ss.pumpDone == nil && ss.mailLen() == 0 && ss.dead == nil
+	idle := ss.server == nil && ss.noPumpLocked() && ss.mailLen() == 0 && ss.dead == nil
 	ss.mu.Unlock()
 	if !idle || (!ss.noDeadline && ss.idleDeadline.IsZero()) {
 		return false, nil // a deadline other than client_idle_timeout is armed

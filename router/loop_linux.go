@@ -163,7 +163,7 @@ func (ss *session) loopable() (ok, never bool) {
 		return false, false
 	}
 	ss.mu.Lock()
-	idle := ss.server == nil && ss.pumpDone == nil && ss.dead == nil && (ss.rare == nil || len(ss.rare.mailbox) == 0)
+	idle := ss.server == nil && ss.noPumpLocked() && ss.dead == nil && (ss.rare == nil || len(ss.rare.mailbox) == 0)
 	ss.mu.Unlock()
 	// (The Writer only once no pump writes to it; a parked session has none.)
 	return idle && (ss.wr == nil || ss.wr.Len() == 0), false

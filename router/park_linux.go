@@ -333,7 +333,7 @@ func (p *parker) sweep() {
 			return
 		}
 		ss.mu.Lock()
-		idle := ss.server == nil && ss.pumpDone == nil
+		idle := ss.server == nil && !ss.pumpRunningLocked()
 		ss.mu.Unlock()
 		if idle {
 			ss.flags.Or(evPark)
@@ -467,7 +467,7 @@ func (p *parker) sweepYoung(now mono) {
 			continue
 		}
 		ss.mu.Lock()
-		idle := !ss.stopping && ss.server == nil && ss.pumpDone == nil
+		idle := !ss.stopping && ss.server == nil && !ss.pumpRunningLocked()
 		ss.mu.Unlock()
 		if idle {
 			ss.flags.Or(evPark)

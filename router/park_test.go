@@ -190,6 +190,29 @@ func TestAParkedClientWithoutItsConnIsListedKilledAndResumedLikeAnyOther(t *test
 	})
 }
 
+func TestAClientWhoseLastQueryOutlastedTheInlineBudgetIsParkedAllTheSame(t *testing.T) {
+	skipWithoutParking(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	f := ferrytest.Start(t, cfg)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	// 300 ms is six inline budgets: a pump relays the end of the answer.
+	if _, err := conn.Exec(ctx, "select pg_sleep(0.3)"); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.Pool(t, "app").Counters; c.PumpedLoans == 0 {
+		t.Fatal("the slow query's loan was not handed to a pump; the test proves nothing")
+	}
+	ferrytest.Eventually(t, parkWait, "the client to be parked after its pumped loan", func() (bool, error) {
+		return f.Server.Snapshot().ParkedClients == 1, nil
+	})
+	var n int
+	if err := conn.QueryRow(ctx, "select 5", pgx.QueryExecModeSimpleProtocol).Scan(&n); err != nil || n != 5 {
+		t.Fatalf("the parked client's next query: %d, %v", n, err)
+	}
+}
+
 func TestShutdownEndsParkedSessions(t *testing.T) {
 	skipWithoutParking(t)
 	t.Parallel()

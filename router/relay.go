@@ -280,6 +280,32 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 // ended) or lost it: the caller then links again.
 func (ss *session) stillLinked(sc *pool.ServerConn) bool { return ss.server == sc }
 
+// pumpRunningLocked reports whether a pump runs for the session: one was
+// started and has not exited. A pump that relayed the end of a loan leaves
+// pumpDone set, closed, until the session's next request joins it; an idle
+// session must not wait for that request to park. mu is held.
+func (ss *session) pumpRunningLocked() bool {
+	if ss.pumpDone == nil {
+		return false
+	}
+	select {
+	case <-ss.pumpDone:
+		return false
+	default:
+		return true
+	}
+}
+
+// noPumpLocked is !pumpRunningLocked for the session's owner, which also
+// forgets a pump that exited, as joinPump would. mu is held.
+func (ss *session) noPumpLocked() bool {
+	if ss.pumpRunningLocked() {
+		return false
+	}
+	ss.pumpDone = nil
+	return true
+}
+
 // joinPump waits for the previous pump to exit so that only one goroutine
 // writes to the client at a time.
 func (ss *session) joinPump() {
