@@ -353,3 +353,76 @@ func TestTheUnnamedStatementOutlivesItsTransactionAsPostgresKeepsIt(t *testing.T
 		t.Fatalf("Bind after a simple query: %s, want E:26000 Z", got)
 	}
 }
+
+func TestAnInjectedCloseSkippedAfterAnErrorLeavesNoClientAnothersUnnamedStatement(t *testing.T) {
+	t.Parallel()
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 1) // one server connection: both clients get it
+	f := ferrytest.Start(t, cfg)
+	other := newRawClient(t, f.AppDSN())
+	c := newRawClient(t, f.AppDSN())
+	other.send(parse("", "select 'the other client''s secret'"), &pgproto3.Describe{ObjectType: 'S'}, syncMsg())
+	other.until(1)
+	// Named statements only, so no simple query ends the server's unnamed
+	// statement: a transaction with a savepoint keeps the server linked.
+	run := func(name, sql string) string {
+		c.send(parse(name, sql), bind(name), execMsg(), syncMsg())
+		return c.until(1)
+	}
+	if got := run("b", "begin"); got != "1 2 C Z" {
+		t.Fatalf("begin: %s", got)
+	}
+	run("s", "savepoint s")
+	// The error makes the server skip the rest up to Sync: the Close
+	// pgferry puts before the unnamed Bind too.
+	c.send(parse("z", "select 1/0"), bind("z"), execMsg(), bind(""), execMsg(), syncMsg())
+	if got := c.until(1); got != "1 E:22012 Z" { // (1/0 fails as it is planned, at Bind)
+		t.Fatalf("the failing batch: %s", got)
+	}
+	run("r", "rollback to savepoint s")
+	c.send(bind(""), execMsg(), syncMsg())
+	if got := c.until(1); got != "E:26000 Z" {
+		t.Fatalf("a Bind of the unnamed statement the client never made, after the skipped batch: %s, want E:26000 Z", got)
+	}
+	run("e", "rollback")
+}
+
+func TestDescribingTheUnnamedStatementInALaterTransactionDescribesTheClients(t *testing.T) {
+	t.Parallel()
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 1)
+	f := ferrytest.Start(t, cfg)
+	other := newRawClient(t, f.AppDSN())
+	c := newRawClient(t, f.AppDSN())
+	c.send(parse("", "select 1::int as mine"), syncMsg())
+	if got := c.until(1); got != "1 Z" {
+		t.Fatalf("Parse: %s", got)
+	}
+	// Another client's unnamed statement on the one server in between.
+	other.send(parse("", "select 'x'::text as theirs, 2 as two"), syncMsg())
+	other.until(1)
+	c.send(&pgproto3.Describe{ObjectType: 'S'}, syncMsg())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var fields []string
+	for {
+		msg, err := c.pc.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rd, ok := msg.(*pgproto3.RowDescription); ok {
+			for _, fd := range rd.Fields {
+				fields = append(fields, string(fd.Name))
+			}
+		}
+		if e, ok := msg.(*pgproto3.ErrorResponse); ok {
+			t.Fatalf("Describe of the client's own unnamed statement: %s %s", e.Code, e.Message)
+		}
+		if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	if strings.Join(fields, ",") != "mine" {
+		t.Fatalf("the Describe described columns %v; want [mine], the client's own statement", fields)
+	}
+}

@@ -64,6 +64,7 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 	}
 	switch typ {
 	case protocol.MsgQuery:
+		ss.forgetUnnamed() // PostgreSQL ends it at a simple query
 		if stateless {
 			break
 		}
@@ -327,15 +328,13 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	}
 	switch typ {
 	case protocol.MsgQuery, protocol.MsgFunctionCall:
-		if typ == protocol.MsgQuery {
-			ss.dropUnnamed() // PostgreSQL ends it at a simple query
-		}
 		ss.q.push(expect{kind: kQuery})
 		sc.Wr.Append(frame)
 		ss.armQueryTimeout()
 	case protocol.MsgSync:
 		ss.q.push(expect{kind: kSync})
 		sc.Wr.Append(frame)
+		ss.unnamedUnknown()
 		ss.armQueryTimeout()
 	case protocol.MsgParse:
 		ss.processParse(sc, frame)
@@ -349,7 +348,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		sc.Wr.Append(frame)
 	case protocol.MsgClose:
 		if body := protocol.Body(frame); len(body) == 2 && body[0] == 'S' && body[1] == 0 {
-			ss.dropUnnamed()
+			ss.closedUnnamed()
 		}
 		ss.q.push(expect{kind: kClose})
 		sc.Wr.Append(frame)

@@ -249,7 +249,7 @@ func (ss *session) finish(err error) {
 	if ss.listening {
 		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, "")
 	}
-	ss.releaseStmts()
+	ss.forgetStmts()
 	ss.joinPump()
 	if sc != nil {
 		sc.ClearInterrupt()

@@ -50,8 +50,8 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 				if st := ss.stmts.lookup(name); st != nil {
 					sql = st.Query()
 				}
-			} else if ok && ss.stmts != nil && ss.stmts.unnamed != nil {
-				sql = ss.stmts.unnamed.Query() // parsed in an earlier transaction
+			} else if ok {
+				sql = ss.stmts.unnamedQuery() // parsed in an earlier transaction
 			}
 		}
 	}

@@ -5,6 +5,7 @@
 package router
 
 import (
+	"bytes"
 	"strconv"
 
 	"github.com/pgferry/pgferry/pool"
@@ -20,21 +21,45 @@ type clientStmt struct {
 }
 
 // clientStmts is what one client prepared. named maps its statement names
-// to statements. unnamed is its unnamed statement (nil: none), which
-// PostgreSQL keeps across transactions until the next unnamed Parse or
-// simple Query replaces or ends it: a driver may Parse it in one
-// transaction and Bind it in the next (pgx's describe-exec mode, libpq's
-// PQprepare with an empty name), on another server connection by then.
+// to statements. unnamed is its unnamed statement's Parse body (after the
+// empty name; hasUnnamed false: it has none), which PostgreSQL keeps
+// across transactions until the next unnamed Parse or simple Query: a
+// driver may Parse it in one transaction and Bind it in the next (pgx's
+// describe-exec mode, libpq's PQprepare with an empty name), on another
+// server connection by then. The buffer is reused from one Parse to the
+// next: no allocation, no lock, in steady state.
+//
 // unnamedHere says that the linked server's unnamed statement is the
-// client's, or that neither has one; each loan starts without (attach),
-// since the server's is whoever's Parse came last. A Bind or Describe of
-// the unnamed statement without it first parses the client's statement
-// on the server, or, for a client with none, closes the server's, so that
-// no client binds another's statement and PostgreSQL's own error answers.
+// client's, or that neither has one, as far as what was sent since the
+// last Sync tells: a Parse or Close of it sets it, a Sync, a simple Query
+// and each new loan (attach) clear it. Within one Sync's messages the
+// server runs a prefix and skips the rest after an error, so a Bind that
+// relies on an earlier message of the same run is skipped whenever that
+// message was; across Syncs nothing is assumed. A Bind or Describe of the
+// unnamed statement without it first parses the client's statement on the
+// server, or, for a client with none, closes the server's, so no client
+// binds another's statement and PostgreSQL's own 26000 answers.
 type clientStmts struct {
 	named       map[string]*clientStmt
-	unnamed     *prepared.Statement
+	unnamed     []byte
+	hasUnnamed  bool
 	unnamedHere bool
+}
+
+// maxKeptUnnamed bounds the buffer kept for unnamed statements once a
+// larger one was replaced by a smaller one.
+const maxKeptUnnamed = 4 << 10
+
+// unnamedQuery returns the query text of the client's unnamed statement
+// (nil: none).
+func (t *clientStmts) unnamedQuery() []byte {
+	if t == nil || !t.hasUnnamed {
+		return nil
+	}
+	if i := bytes.IndexByte(t.unnamed, 0); i >= 0 {
+		return t.unnamed[:i]
+	}
+	return t.unnamed
 }
 
 // lookup returns the client's named statement name (nil: none).
@@ -88,31 +113,38 @@ func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 }
 
 // keepUnnamed records body (a Parse's after the empty name) as the
-// client's unnamed statement, about to be the server's too. A driver that
-// parses the same text again and again costs one comparison.
+// client's unnamed statement, about to be the server's too.
 func (ss *session) keepUnnamed(body []byte) {
 	t := ss.stmtTable()
-	if t.unnamed == nil || string(t.unnamed.Body) != string(body) {
-		if t.unnamed != nil {
-			ss.srv.stmts.Release(t.unnamed)
-		}
-		t.unnamed = ss.srv.stmts.Acquire(body)
+	if cap(t.unnamed) > maxKeptUnnamed && len(body) <= maxKeptUnnamed {
+		t.unnamed = nil // a large one before: not kept for good
 	}
-	t.unnamedHere = true
+	t.unnamed = append(t.unnamed[:0], body...)
+	t.hasUnnamed, t.unnamedHere = true, true
 }
 
-// dropUnnamed records that the client has no unnamed statement any more,
-// nor the linked server (a simple Query ends both; so does a Close of it).
-func (ss *session) dropUnnamed() {
-	t := ss.stmts
-	if t == nil {
-		return
+// forgetUnnamed records a simple Query: PostgreSQL ends the client's
+// unnamed statement at one, whether pgferry answers it or a server does.
+func (ss *session) forgetUnnamed() {
+	if t := ss.stmts; t != nil {
+		t.hasUnnamed, t.unnamedHere = false, false
 	}
-	if t.unnamed != nil {
-		ss.srv.stmts.Release(t.unnamed)
-		t.unnamed = nil
+}
+
+// closedUnnamed records a Close of the unnamed statement, sent to the
+// server: neither has one.
+func (ss *session) closedUnnamed() {
+	if t := ss.stmts; t != nil {
+		t.hasUnnamed, t.unnamedHere = false, true
 	}
-	t.unnamedHere = true
+}
+
+// unnamedUnknown records a Sync, after which the server's unnamed
+// statement is not assumed (see clientStmts).
+func (ss *session) unnamedUnknown() {
+	if t := ss.stmts; t != nil {
+		t.unnamedHere = false
+	}
 }
 
 // ensureUnnamed makes the linked server's unnamed statement the client's
@@ -126,14 +158,14 @@ func (ss *session) ensureUnnamed(sc *pool.ServerConn) {
 	}
 	t = ss.stmtTable()
 	t.unnamedHere = true
-	if t.unnamed == nil {
+	if !t.hasUnnamed {
 		ss.q.push(expect{kind: kCloseSwallow})
 		sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', ""))
 		return
 	}
 	ss.entry.stats.serverParses.Add(1)
 	ss.q.push(expect{kind: kParseSwallow})
-	sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), "", t.unnamed.Body))
+	sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), "", t.unnamed))
 }
 
 // holdStmt records the client's statement name for the statement with
@@ -161,7 +193,7 @@ func (ss *session) forgetStmt(name []byte) {
 
 // forgetStmts drops every statement name of the client (DISCARD ALL,
 // DEALLOCATE ALL, the end of the session). The unnamed statement stays, as
-// in PostgreSQL: releaseStmts lets go of it at the end.
+// in PostgreSQL.
 func (ss *session) forgetStmts() {
 	if ss.stmts == nil {
 		return
@@ -170,15 +202,6 @@ func (ss *session) forgetStmts() {
 		ss.srv.stmts.Release(st.Statement)
 	}
 	clear(ss.stmts.named)
-}
-
-// releaseStmts lets go of everything the client prepared, as it leaves.
-func (ss *session) releaseStmts() {
-	ss.forgetStmts()
-	if t := ss.stmts; t != nil && t.unnamed != nil {
-		ss.srv.stmts.Release(t.unnamed)
-		t.unnamed = nil
-	}
 }
 
 // noopStmt names the throwaway statement behind a Parse the server does not
