@@ -112,7 +112,7 @@ func (s *Server) lookupUser(cfg *configs.Config, database, user string) (auth.Cr
 	if !ok {
 		return auth.Credential{}, false, fmt.Errorf("%w: auth_dbname %q is not a configured database", errAuthQuery, dbName)
 	}
-	entry, err := s.poolFor(dbName, adb, authUser, "")
+	entry, err := s.poolFor(cfg, dbName, adb, authUser, "")
 	if err != nil {
 		return auth.Credential{}, false, fmt.Errorf("%w: %w", errAuthQuery, err)
 	}

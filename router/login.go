@@ -194,7 +194,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 		}
 		r.clientPassword = password
 	}
-	entry, err := ss.srv.poolFor(poolName, db, serverUser, password)
+	entry, err := ss.srv.poolFor(cfg, poolName, db, serverUser, password)
 	if err != nil {
 		return err
 	}

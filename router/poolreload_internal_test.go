@@ -34,14 +34,14 @@ port = 1
 	if err := srv.Reload(after); err != nil {
 		t.Fatal(err)
 	}
-	e, err := srv.poolFrom(before, "app", before.Databases["app"], "app", "")
+	e, err := srv.poolFor(before, "app", before.Databases["app"], "app", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if size := e.pool.Config().Size; size != 7 {
 		t.Errorf("the pool has %d server connections, the replaced configuration's size; want 7, the reload's", size)
 	}
-	again, err := srv.poolFor("app", after.Databases["app"], "app", "")
+	again, err := srv.poolFor(after, "app", after.Databases["app"], "app", "")
 	if err != nil || again != e {
 		t.Errorf("the next login found another pool (%v): the first was not registered", err)
 	}

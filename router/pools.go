@@ -187,15 +187,10 @@ func poolModeFor(cfg *configs.Config, db configs.Database, user string) string {
 	return cfg.PoolMode
 }
 
-// poolFor returns the pool for (database entry, server user), creating it
-// from the current configuration, db its database entry.
-func (s *Server) poolFor(dbName string, db configs.Database, user string, clientPassword string) (*poolEntry, error) {
-	return s.poolFrom(s.cfg.Load(), dbName, db, user, clientPassword)
-}
-
-// poolFrom is poolFor with cfg the configuration db was read from, which a
-// reload may have replaced since.
-func (s *Server) poolFrom(cfg *configs.Config, dbName string, db configs.Database, user string, clientPassword string) (*poolEntry, error) {
+// poolFor returns the pool for (database entry, server user), creating it.
+// db is the database entry as cfg has it, the configuration the caller
+// read it from, which a reload may have replaced since.
+func (s *Server) poolFor(cfg *configs.Config, dbName string, db configs.Database, user string, clientPassword string) (*poolEntry, error) {
 	key := poolKey{dbName, user}
 	s.mu.Lock()
 	if e, ok := s.pools[key]; ok {
@@ -217,7 +212,7 @@ func (s *Server) poolFrom(cfg *configs.Config, dbName string, db configs.Databas
 		cfg = s.cfg.Load()
 		var ok bool
 		if db, _, ok = cfg.LookupDatabase(dbName); !ok {
-			return nil, fmt.Errorf("database %q was removed from the configuration by a reload", dbName)
+			return nil, protocol.Fatal(protocol.SQLStateInvalidCatalogName, "no such database: "+dbName+" (removed by a reload)")
 		}
 	}
 }

@@ -364,7 +364,7 @@ func (ss *session) refreshEntry() bool {
 	if user == "" {
 		user = ss.user
 	}
-	e, err := ss.srv.poolFor(ss.poolName(), db, user, ss.clientPassword())
+	e, err := ss.srv.poolFor(cfg, ss.poolName(), db, user, ss.clientPassword())
 	if err != nil || e == ss.entry {
 		return false
 	}
