@@ -465,6 +465,9 @@ func (p *parker) request(ss *session) bool {
 			p.evict(ss, "cannot wait", false)
 		}
 		return false
+	case err == nil && typ == protocol.MsgTerminate:
+		p.leave(ss, errClientTerminated) // as handleFrame's caller would end it
+		return false
 	case err != nil || frame == nil || !ss.loopServes(typ, frame):
 		// The goroutine reads it again (a read error, a frame too large
 		// for the buffer) or handles it (session state, COPY, ...).

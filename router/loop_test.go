@@ -642,6 +642,16 @@ func TestAnIdleClientOfTheLoopIsParkedAndComesBackWhenItTalks(t *testing.T) {
 	if entries, handbacks := loopCounters(t, f); entries != 2 || handbacks != 0 {
 		t.Fatalf("entries %d, handbacks %d right after the parked client's first query: want 2 and 0 (the loop served it)", entries, handbacks)
 	}
+	// Its Terminate ends it from the loop: nothing is handed back.
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ferrytest.Eventually(t, 10*time.Second, "the client's session to end", func() (bool, error) {
+		return f.Server.Snapshot().Clients == 0, nil
+	})
+	if _, handbacks := loopCounters(t, f); handbacks != 0 {
+		t.Fatalf("%d hand-backs for a client of the loop that sent Terminate; want 0", handbacks)
+	}
 }
 
 func TestClientsThatParkedAfterLoginAreServedByTheLoopFromTheirFirstQueryEvenWhenTheyQueue(t *testing.T) {

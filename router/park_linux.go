@@ -21,7 +21,9 @@ import (
 // for a full sweep interval instead registers its socket in a private
 // epoll set (one-shot) and its goroutine exits; the first byte (or EOF)
 // from the client, a wake (a notification, shutdown) or a kill starts a
-// fresh goroutine that carries on where the old one left off. Busy clients
+// fresh goroutine that carries on where the old one left off (with
+// relay_loop on, the loop serves the first byte of a session it can
+// serve itself: adopt). Busy clients
 // do not park: the sweep only picks sessions that sent nothing for a second
 // or more, and a session that has logged in and sent no request yet is
 // asked once, youngIdle after its login, if it is idle then (sweepYoung).
@@ -181,8 +183,8 @@ func (p *parker) start() bool {
 	return !p.failed
 }
 
-// loop resumes sessions whose client became readable and sweeps idle ones
-// until close.
+// loop resumes sessions whose client became readable (or serves them, with
+// relay_loop on: turn, adopt) and sweeps idle ones until close.
 func (p *parker) loop() {
 	defer close(p.done)
 	events := make([]syscall.EpollEvent, 128)
@@ -260,7 +262,9 @@ func (p *parker) loop() {
 			case ss == nil:
 			case ss.loop != 0:
 				p.turn(ss, client)
-			case !p.adopt(ss):
+			case !client || events[i].Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 || !p.adopt(ss):
+				// A goroutine resumes it: a wake, or a client that left
+				// (its goroutine reads what it sent last and ends).
 				p.resume(ss)
 			}
 		}

@@ -308,7 +308,8 @@ func (ss *session) noPumpLocked() bool {
 }
 
 // joinPump waits for the previous pump to exit so that only one goroutine
-// writes to the client at a time.
+// writes to the client at a time (noPumpLocked also forgets one that
+// exited, for an idle session).
 func (ss *session) joinPump() {
 	ss.mu.Lock()
 	done := ss.pumpDone
