@@ -465,10 +465,11 @@ func (p *parker) request(ss *session) bool {
 			p.evict(ss, "cannot wait", false)
 		}
 		return false
-	case err == nil && typ == protocol.MsgTerminate:
-		p.leave(ss, errClientTerminated) // as handleFrame's caller would end it
-		return false
 	case err != nil || frame == nil || !ss.loopServes(typ, frame):
+		if err == nil && typ == protocol.MsgTerminate {
+			p.leave(ss, errClientTerminated) // as handleFrame's caller would end it
+			return false
+		}
 		// The goroutine reads it again (a read error, a frame too large
 		// for the buffer) or handles it (session state, COPY, ...).
 		p.evict(ss, "a request the goroutine serves", false)
