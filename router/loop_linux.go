@@ -56,10 +56,7 @@ const (
 // loopOn reports whether the configuration lets the relay loop serve
 // sessions (loopConfig): with relay_loop on but a timeout set, the parker
 // waits as it does with the key off.
-func (p *parker) loopOn() bool {
-	cfg := p.srv.cfg.Load()
-	return cfg != nil && loopConfig(cfg)
-}
+func (p *parker) loopOn() bool { return p.srv.loopOK.Load() }
 
 // loopBusyHold is how long after its last event the parker goes on
 // waiting raw (see epollWait), and the longest raw wait.
@@ -450,7 +447,7 @@ func (p *parker) request(ss *session) bool {
 	ss.mu.Lock()
 	dead := ss.dead != nil
 	ss.mu.Unlock()
-	if dead || ss.has(evWake|evKill|evPark|evDoomed) || ss.srv.isDraining() || !loopConfig(ss.srv.cfg.Load()) {
+	if dead || ss.has(evWake|evKill|evPark|evDoomed) || ss.srv.isDraining() || !ss.srv.loopOK.Load() {
 		p.evict(ss, "an event, or a reload the loop does not serve", false)
 		return false
 	}

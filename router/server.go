@@ -66,9 +66,12 @@ type Hooks interface {
 // Server is pgferry's client-facing proxy. Create it with New, bind with
 // Listen, run Serve, and stop with Shutdown. Safe for concurrent use.
 type Server struct {
-	log      *zap.Logger
-	opts     Options
-	cfg      atomic.Pointer[configs.Config]
+	log  *zap.Logger
+	opts Options
+	cfg  atomic.Pointer[configs.Config]
+	// loopOK is loopConfig(cfg), stored with it: the relay loop asks at
+	// every request.
+	loopOK   atomic.Bool
 	store    atomic.Pointer[auth.Store]
 	hba      atomic.Pointer[hba.Rules]    // auth_hba_file's rules; nil unless auth_type is "hba"
 	entra    atomic.Pointer[entraClients] // client Entra token logins; nil unless client_auth = "entra" is used
@@ -235,6 +238,7 @@ func (s *Server) apply(cfg *configs.Config) error {
 	s.certHash.Store(&hash)
 	s.cidrs.Store(&cidrs)
 	s.cfg.Store(cfg)
+	s.loopOK.Store(loopConfig(cfg))
 	return nil
 }
 
