@@ -115,6 +115,17 @@ func keepServersBusy(t *testing.T, dsn string) func() {
 	return func() { cancel(); wg.Wait() }
 }
 
+// twoClientsOnOneServer starts pgferry with a database of its own whose
+// pool has one server connection, so the two raw clients it returns take
+// turns on the same one.
+func twoClientsOnOneServer(t *testing.T) (a, b *rawClient) {
+	t.Helper()
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 1)
+	f := ferrytest.Start(t, cfg)
+	return newRawClient(t, f.AppDSN()), newRawClient(t, f.AppDSN())
+}
+
 func TestNamedStatementsSurviveChangingServerConnections(t *testing.T) {
 	cfg := ferrytest.Config(t, cluster)
 	setPoolSize(cfg, "app", 3)
@@ -306,11 +317,7 @@ func TestClientsWhoseStatementsHashAlikeEachRunTheirOwnSQL(t *testing.T) {
 
 func TestAClientCannotBindTheUnnamedStatementAnotherClientLeftOnTheirSharedServer(t *testing.T) {
 	t.Parallel()
-	cfg, _ := configWithOwnDatabase(t)
-	setPoolSize(cfg, "app", 1) // one server connection: both clients get it
-	f := ferrytest.Start(t, cfg)
-	a := newRawClient(t, f.AppDSN())
-	b := newRawClient(t, f.AppDSN())
+	a, b := twoClientsOnOneServer(t)
 	a.send(parse("", "select 'client a''s secret'"), &pgproto3.Describe{ObjectType: 'S'}, syncMsg())
 	if got := a.until(1); got != "1 t T Z" {
 		t.Fatalf("a's Parse and Describe: %s", got)
@@ -356,11 +363,7 @@ func TestTheUnnamedStatementOutlivesItsTransactionAsPostgresKeepsIt(t *testing.T
 
 func TestAnInjectedCloseSkippedAfterAnErrorLeavesNoClientAnothersUnnamedStatement(t *testing.T) {
 	t.Parallel()
-	cfg, _ := configWithOwnDatabase(t)
-	setPoolSize(cfg, "app", 1) // one server connection: both clients get it
-	f := ferrytest.Start(t, cfg)
-	other := newRawClient(t, f.AppDSN())
-	c := newRawClient(t, f.AppDSN())
+	other, c := twoClientsOnOneServer(t)
 	other.send(parse("", "select 'the other client''s secret'"), &pgproto3.Describe{ObjectType: 'S'}, syncMsg())
 	other.until(1)
 	// Named statements only, so no simple query ends the server's unnamed
@@ -389,11 +392,7 @@ func TestAnInjectedCloseSkippedAfterAnErrorLeavesNoClientAnothersUnnamedStatemen
 
 func TestDescribingTheUnnamedStatementInALaterTransactionDescribesTheClients(t *testing.T) {
 	t.Parallel()
-	cfg, _ := configWithOwnDatabase(t)
-	setPoolSize(cfg, "app", 1)
-	f := ferrytest.Start(t, cfg)
-	other := newRawClient(t, f.AppDSN())
-	c := newRawClient(t, f.AppDSN())
+	other, c := twoClientsOnOneServer(t)
 	c.send(parse("", "select 1::int as mine"), syncMsg())
 	if got := c.until(1); got != "1 Z" {
 		t.Fatalf("Parse: %s", got)
