@@ -6,24 +6,30 @@ import (
 	"github.com/pgferry/pgferry/configs"
 )
 
-func TestAPoolBuiltFromAConfigurationAReloadReplacedIsBuiltAgainFromTheNewOne(t *testing.T) {
-	parse := func(poolSize string) *configs.Config {
-		cfg, _, err := configs.Parse([]byte(`
+// unreachableConfig parses a configuration of user app (password
+// app-secret, plain auth) and database app on 127.0.0.1 port 1, where no
+// server listens, with extra global settings: for tests of what happens
+// before a server is dialed.
+func unreachableConfig(t *testing.T, extra string) *configs.Config {
+	t.Helper()
+	cfg, _, err := configs.Parse([]byte(`
 listen_addr = "127.0.0.1"
 auth_type = "plain"
-default_pool_size = `+poolSize+`
+`+extra+`
 [users.app]
 password = "app-secret"
 [databases.app]
 host = "127.0.0.1"
 port = 1
 `), "toml", func(string) (string, bool) { return "", false })
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cfg
+	if err != nil {
+		t.Fatal(err)
 	}
-	before, after := parse("3"), parse("7")
+	return cfg
+}
+
+func TestAPoolBuiltFromAConfigurationAReloadReplacedIsBuiltAgainFromTheNewOne(t *testing.T) {
+	before, after := unreachableConfig(t, "default_pool_size = 3"), unreachableConfig(t, "default_pool_size = 7")
 	srv, err := New(before, Options{})
 	if err != nil {
 		t.Fatal(err)

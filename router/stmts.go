@@ -5,7 +5,6 @@
 package router
 
 import (
-	"bytes"
 	"strconv"
 
 	"github.com/pgferry/pgferry/pool"
@@ -56,10 +55,8 @@ func (t *clientStmts) unnamedQuery() []byte {
 	if t == nil || !t.hasUnnamed {
 		return nil
 	}
-	if i := bytes.IndexByte(t.unnamed, 0); i >= 0 {
-		return t.unnamed[:i]
-	}
-	return t.unnamed
+	sql, _, _ := protocol.CString(t.unnamed)
+	return sql
 }
 
 // lookup returns the client's named statement name (nil: none).

@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
-	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/tls13"
 )
 
@@ -58,19 +57,7 @@ func tlsKeysWiped(t *testing.T, c *tls13.Conn) bool {
 
 func TestAFailedTLS13LoginWipesTheSessionsKeys(t *testing.T) {
 	skipWithoutTakeover(t)
-	cfg, _, err := configs.Parse([]byte(`
-listen_addr = "127.0.0.1"
-auth_type = "plain"
-auth_failure_delay = "0s"
-[users.app]
-password = "app-secret"
-[databases.app]
-host = "127.0.0.1"
-port = 1
-`), "toml", func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := unreachableConfig(t, `auth_failure_delay = "0s"`)
 	srv, err := New(cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
