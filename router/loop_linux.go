@@ -113,9 +113,9 @@ func (p *parker) enter(ss *session) bool {
 // it. The loop owns the session (its event took it out of the set). A
 // parked session's socket is a bare descriptor already, still in the epoll
 // set: the loop needs only a Reader and a Writer on it, where a goroutine
-// would make a net.Conn of it again and, after its entry credit, let go of
-// it once more. So entry credits, which spare a client that connects for
-// one transaction that juggling, do not apply here. A burst of requests
+// would make a net.Conn of it again and let go of it once more. So entry
+// credits, which a session the loop handed back reads on its goroutine, do
+// not apply here. A burst of requests
 // from parked clients (every client of a pool that waited while others
 // logged in) is then served by the loop at once, not by a goroutine each.
 func (p *parker) adopt(ss *session) bool {

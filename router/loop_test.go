@@ -670,6 +670,7 @@ func TestClientsThatParkedAfterLoginAreServedByTheLoopFromTheirFirstQueryEvenWhe
 	ferrytest.Eventually(t, parkWait, "every silent client to be parked", func() (bool, error) {
 		return f.Server.Snapshot().ParkedClients == clients, nil
 	})
+	entered, _ := loopCounters(t, f) // (each waited for its first request in the loop)
 	// All at once, through both protocols, onto two server connections:
 	// most wait in the pool's queue, on the loop.
 	errs := make(chan error, clients)
@@ -696,8 +697,37 @@ func TestClientsThatParkedAfterLoginAreServedByTheLoopFromTheirFirstQueryEvenWhe
 	if len(failed) > 0 {
 		t.Fatalf("%d of %d parked clients' queries failed, the first: %v", len(failed), clients, failed[0])
 	}
-	if entries, handbacks := loopCounters(t, f); entries != clients || handbacks != 0 {
-		t.Fatalf("entries %d, handbacks %d after each parked client's first query: want %d and 0 (no goroutine served one)", entries, handbacks, clients)
+	if entries, handbacks := loopCounters(t, f); entries-entered != clients || handbacks != 0 {
+		t.Fatalf("%d entries, %d handbacks for the parked clients' first queries: want %d and 0 (no goroutine served one)", entries-entered, handbacks, clients)
+	}
+}
+
+func TestAClientThatConnectsForOneQueryIsServedByTheLoop(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	f := ferrytest.Start(t, cfg)
+	// A serverless function's connection: log in, one query, Terminate.
+	// Its server is one the loop lends, out of Go's netpoller: a goroutine
+	// would wait for it holding a thread.
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	var n int
+	if err := conn.QueryRow(ctx, "select 7", pgx.QueryExecModeSimpleProtocol).Scan(&n); err != nil || n != 7 {
+		t.Fatalf("the client's only query: %d, %v", n, err)
+	}
+	if entries, handbacks := loopCounters(t, f); entries != 1 || handbacks != 0 {
+		t.Fatalf("entries %d, handbacks %d after the client's only query: want 1 and 0 (the loop served it)", entries, handbacks)
+	}
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ferrytest.Eventually(t, 10*time.Second, "the client's session to end", func() (bool, error) {
+		return f.Server.Snapshot().Clients == 0, nil
+	})
+	if c := f.Pool(t, "app").Counters; c.LoopHandbacks != 0 || c.PumpedLoans != 0 {
+		t.Fatalf("%d hand-backs and %d pumped loans for a client of one query; want none", c.LoopHandbacks, c.PumpedLoans)
 	}
 }
 

@@ -195,6 +195,7 @@ func TestAClientWhoseLastQueryOutlastedTheInlineBudgetIsParkedAllTheSame(t *test
 	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = false // (the loop waits for a slow answer without a pump)
 	f := ferrytest.Start(t, cfg)
 	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 	// 300 ms is six inline budgets: a pump relays the end of the answer.

@@ -169,12 +169,18 @@ type session struct {
 }
 
 // Entry credits (session.loopCredit): requests a session reads on its
-// goroutine before it enters the relay loop (loop_linux.go). A client that
-// connects for one transaction (pgbench -C, a serverless function) is not
-// worth the descriptor juggling. A parked session skips them: the loop
-// adopts it at its next request (adopt). loopNever is for sessions the loop
-// cannot serve (TLS, session mode, ..., or relay_loop off when they
-// logged in).
+// goroutine before it enters the relay loop (loop_linux.go). A new client
+// has none: its first request is the loop's, even if it is its only one
+// (pgbench -C, a serverless function), because with the loop on its pool's
+// servers are out of Go's netpoller, and a goroutine that waits for one
+// waits in ppoll, holding a thread (the connection storm cost 20-30% more
+// CPU per transaction with two credits than with none; bench/README.md).
+// A session the loop handed back, or could not take yet, reads
+// loopEntryCredit requests on its goroutine first: what brought it back
+// (an error, a statement that changes session state) is there. A parked
+// session skips them: the loop adopts it at its next request (adopt).
+// loopNever is for sessions the loop cannot serve (TLS, session mode, ...,
+// or relay_loop off when they logged in).
 const (
 	loopEntryCredit = 2
 	loopNever       = 255
@@ -327,7 +333,6 @@ func (s *Server) newSession(raw net.Conn) *session {
 		connectedAt: monoNow(),
 		status:      protocol.TxIdle,
 		handshake:   handshakes.Get().(*loginState),
-		loopCredit:  loopEntryCredit,
 		slot:        -1,
 	}
 }
