@@ -1,10 +1,13 @@
 package sockio_test
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
 	"os"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -202,5 +205,93 @@ func TestTLSRunsOverADetachedConnectionAndItsPeekerSeesThePeerLeave(t *testing.T
 			t.Fatal("the peeker never saw the peer leave")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestAGoroutineWaitingOnADetachedConnectionWaitsInGosNetpollerNotInASystemCall(t *testing.T) {
+	_, d, p := detachedPair(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Read(make([]byte, 16))
+		done <- err
+	}()
+	// Parked in the netpoller, the goroutine shows as "IO wait"; blocked in
+	// a system call (ppoll), as "syscall", holding its thread.
+	for i := 0; ; i++ {
+		state := waitingReadState()
+		if state == "IO wait" {
+			break
+		}
+		if i == 2000 {
+			t.Fatalf("the goroutine waiting in FDConn.Read is in state %q; want IO wait", state)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.Write([]byte("x"))
+	if err := hangGuard(t, done, "the waiting read"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitingReadState is the scheduler state of the goroutine in FDConn.Read,
+// from a dump of all goroutines ("" when there is none).
+func waitingReadState() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if !strings.Contains(g, "sockio.(*FDConn).Read") {
+			continue
+		}
+		head, _, _ := strings.Cut(g, "\n") // goroutine 7 [IO wait]:
+		_, state, _ := strings.Cut(head, "[")
+		state, _, _ = strings.Cut(state, "]")
+		state, _, _ = strings.Cut(state, ",") // [IO wait, 2 minutes]
+		return state
+	}
+	return ""
+}
+
+func TestADetachedConnectionWaitsAgainAndAgainAndItsWritesWaitForRoom(t *testing.T) {
+	_, d, p := detachedPair(t)
+	// A thousand round trips: each read waits for the peer's answer, so
+	// each arms the wait anew.
+	go func() {
+		buf := make([]byte, 1)
+		for {
+			if _, err := io.ReadFull(p, buf); err != nil {
+				return
+			}
+			p.Write(buf)
+		}
+	}()
+	buf := make([]byte, 1)
+	for i := range 1000 {
+		if _, err := d.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(d, buf); err != nil || buf[0] != byte(i) {
+			t.Fatalf("round trip %d: %v, %v", i, buf, err)
+		}
+	}
+	p.Close()
+
+	// A write far larger than the socket buffers waits for room, more than
+	// once, and arrives whole.
+	_, d, p = detachedPair(t)
+	big := make([]byte, 8<<20)
+	for i := range big {
+		big[i] = byte(i % 251)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(p)
+		got <- b
+	}()
+	if n, err := d.Write(big); err != nil || n != len(big) {
+		t.Fatalf("the large write: %d, %v", n, err)
+	}
+	d.Close()
+	if b := hangGuard(t, got, "the peer's read"); !bytes.Equal(b, big) {
+		t.Fatalf("the peer read %d bytes, not the %d written", len(b), len(big))
 	}
 }
