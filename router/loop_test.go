@@ -445,9 +445,9 @@ func TestServersAreDialedOutOfGosNetpollerOnlyWhileTheLoopCanServeTheirPool(t *t
 	}
 	inLoop(t, ctx, f, conn, 1)
 
-	// query_timeout keeps every session on its goroutine, which would wait
-	// for a detached server in ppoll, holding a thread: the pool is rebuilt
-	// with servers in the netpoller.
+	// query_timeout keeps every session on its goroutine, for which a
+	// detached server costs system calls a socket in the netpoller does not:
+	// the pool is rebuilt with servers in the netpoller.
 	next := *cfg
 	next.QueryTimeout = configs.Duration(time.Minute)
 	if err := f.Server.Reload(&next); err != nil {
@@ -710,8 +710,8 @@ func TestAClientThatConnectsForOneQueryIsServedByTheLoop(t *testing.T) {
 	cfg.RelayLoop = true
 	f := ferrytest.Start(t, cfg)
 	// A serverless function's connection: log in, one query, Terminate.
-	// Its server is one the loop lends, out of Go's netpoller: a goroutine
-	// would wait for it holding a thread.
+	// The loop serves the query: a goroutine would wait for the answer,
+	// parking and being woken again.
 	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 	var n int
 	if err := conn.QueryRow(ctx, "select 7", pgx.QueryExecModeSimpleProtocol).Scan(&n); err != nil || n != 7 {

@@ -36,7 +36,7 @@ func TestTheLoopServesSessionsOnlyWhereTheConfigurationLetsIt(t *testing.T) {
 			t.Errorf("%s: the loop may serve sessions = %v, want %v", tc.name, got, tc.want)
 		}
 		// A pool dials its servers detached only where the loop can serve
-		// its sessions: a goroutine would wait for a detached one in ppoll.
+		// its sessions: a goroutine's waits for a detached one cost more.
 		if got, want := detachedServers(cfg, db, "app"), tc.want && loopBuilt && inlineRelay && sockio.Available && sockio.DetachAvailable; got != want {
 			t.Errorf("%s: the pool dials detached servers = %v, want %v", tc.name, got, want)
 		}

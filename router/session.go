@@ -171,10 +171,10 @@ type session struct {
 // Entry credits (session.loopCredit): requests a session reads on its
 // goroutine before it enters the relay loop (loop_linux.go). A new client
 // has none: its first request is the loop's, even if it is its only one
-// (pgbench -C, a serverless function), because with the loop on its pool's
-// servers are out of Go's netpoller, and a goroutine that waits for one
-// waits in ppoll, holding a thread (the connection storm cost 20-30% more
-// CPU per transaction with two credits than with none; bench/README.md).
+// (pgbench -C, a serverless function): a goroutine would park for the
+// server's answer and be woken again, where the loop only registers the
+// server's socket (the connection storm cost 20-30% more CPU per
+// transaction with two credits than with none; bench/README.md).
 // A session the loop handed back, or could not take yet, reads
 // loopEntryCredit requests on its goroutine first: what brought it back
 // (an error, a statement that changes session state) is there. A parked

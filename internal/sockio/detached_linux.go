@@ -26,11 +26,10 @@ import (
 // (an event loop) waits on it. It holds three descriptors (the socket and
 // the two sets) until Close, which its owner must call.
 type FDConn struct {
-	fd       int
-	rw, ww   waiter       // wait for input / for room to write
-	rdl, wdl atomic.Int64 // deadlines, as monoNanos; 0 none
-	nowait   atomic.Bool
-	closed   atomic.Bool
+	fd     int
+	rw, ww waiter // wait for input / for room to write, with their deadlines
+	nowait atomic.Bool
+	closed atomic.Bool
 	// life is read-held by every call that uses the descriptors and
 	// write-held by Close while it closes them, so a descriptor number is
 	// never used after its close (and maybe reuse).
@@ -52,6 +51,10 @@ type waiter struct {
 	// errno, arming's failure.
 	sock  int
 	errno syscall.Errno
+	// dl is the deadline, as monoNanos (0: none), which f's read deadline
+	// mirrors for the netpoller; dmu orders changes to the pair.
+	dl  atomic.Int64
+	dmu sync.Mutex
 }
 
 // Waited for before (measured, two CPUs): ppoll(2) on the socket and an
@@ -138,7 +141,7 @@ func (w *waiter) open(sock int, events uint32) error {
 		return os.NewSyscallError("epoll_create1", err)
 	}
 	// One-shot with no events: armed only by wait (a hang-up is reported
-	// anyway, at most once, and wakes nobody who is not waiting).
+	// anyway, once: it wakes the netpoller, and no goroutine).
 	ev := syscall.EpollEvent{Events: syscall.EPOLLONESHOT}
 	if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, sock, &ev); err != nil {
 		syscall.Close(ep)
@@ -196,7 +199,7 @@ func (c *FDConn) Read(b []byte) (int, error) {
 	c.life.RLock()
 	defer c.life.RUnlock()
 	for {
-		if err := c.usable(&c.rdl); err != nil {
+		if err := c.usable(&c.rw); err != nil {
 			return 0, c.opError("read", err)
 		}
 		n, err := rawRead(c.fd, b)
@@ -209,7 +212,7 @@ func (c *FDConn) Read(b []byte) (int, error) {
 		if c.nowait.Load() {
 			return 0, ErrWouldBlock
 		}
-		if err := c.wait(&c.rw, &c.rdl); err != nil {
+		if err := c.wait(&c.rw); err != nil {
 			return 0, c.opError("read", err)
 		}
 	}
@@ -227,7 +230,7 @@ func (c *FDConn) Write(b []byte) (int, error) {
 	defer c.life.RUnlock()
 	done := 0
 	for {
-		if err := c.usable(&c.wdl); err != nil {
+		if err := c.usable(&c.ww); err != nil {
 			return done, c.opError("write", err)
 		}
 		n, err := rawWrite(c.fd, b[done:])
@@ -238,45 +241,77 @@ func (c *FDConn) Write(b []byte) (int, error) {
 			}
 			return done, err
 		}
-		if err := c.wait(&c.ww, &c.wdl); err != nil {
+		if err := c.wait(&c.ww); err != nil {
 			return done, c.opError("write", err)
 		}
 	}
 }
 
 // usable reports why a call cannot go on: the connection is closed or the
-// deadline dl has passed.
-func (c *FDConn) usable(dl *atomic.Int64) error {
+// deadline of w has passed.
+func (c *FDConn) usable(w *waiter) error {
 	if c.closed.Load() {
 		return net.ErrClosed
 	}
-	if d := dl.Load(); d != 0 && monoNanos() >= d {
+	if d := w.dl.Load(); d != 0 && monoNanos() >= d {
 		return os.ErrDeadlineExceeded
 	}
 	return nil
 }
 
-// wait waits until the socket may be ready for w's events, the deadline
-// dl passes, or the connection is closed; the caller then tries again.
-// Only one goroutine waits on a given waiter (rmu, wmu).
-func (c *FDConn) wait(w *waiter, dl *atomic.Int64) error {
+// wait waits until the socket may be ready for w's events, w's deadline
+// passes, or the connection is closed; the caller then tries again. Only
+// one goroutine waits on a given waiter (rmu, wmu).
+func (c *FDConn) wait(w *waiter) error {
 	for {
-		if err := c.usable(dl); err != nil {
+		if err := c.usable(w); err != nil {
 			return err
 		}
 		w.sock, w.errno = c.fd, 0 // (look arms it, under the set's reference)
 		err := w.rc.Read(w.look)
+		if err == nil && w.errno == 0 {
+			return nil // ready, or an error the next call reports
+		}
+		w.disarm(c.fd)
 		switch {
 		case w.errno != 0:
 			return os.NewSyscallError("epoll_ctl", w.errno)
-		case err == nil:
-			return nil // ready, or an error the next call reports
-		case errors.Is(err, os.ErrDeadlineExceeded), c.closed.Load():
-			// usable says which
+		case c.closed.Load():
+			return net.ErrClosed
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if c.usable(w) == nil {
+				// The file's deadline passed but dl did not: a setter
+				// changed both meanwhile. Take dl's again.
+				w.setDeadline(w.dl.Load())
+			}
 		default:
 			return err
 		}
 	}
+}
+
+// disarm takes the socket out of w's set's events after a wait that ended
+// without one (a deadline, Close): armed, it would wake Go's netpoller at
+// every packet until the next wait.
+func (w *waiter) disarm(sock int) {
+	w.rc.Control(func(ep uintptr) {
+		ev := syscall.EpollEvent{Events: syscall.EPOLLONESHOT}
+		syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, ep, syscall.EPOLL_CTL_MOD, uintptr(sock), uintptr(unsafe.Pointer(&ev)), 0, 0)
+		syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, ep, uintptr(unsafe.Pointer(&w.ready[0])), 1, 0, 0, 0) // (one queued meanwhile)
+	})
+}
+
+// setDeadline sets w's deadline d (monoNanos, 0: none) and the netpoller's
+// copy of it, so that the two agree whoever else sets them meanwhile.
+func (w *waiter) setDeadline(d int64) {
+	t := time.Time{}
+	if d != 0 {
+		t = monoBase.Add(time.Duration(d)) // (the same reading: a step of the wall clock moves neither)
+	}
+	w.dmu.Lock()
+	w.dl.Store(d)
+	w.f.SetReadDeadline(t)
+	w.dmu.Unlock()
 }
 
 // Close closes the connection; a waiting Read or Write returns
@@ -321,12 +356,10 @@ func (c *FDConn) setDeadline(t time.Time, read, write bool) error {
 	// The netpoller keeps the waiters' deadlines: one set ends a wait at
 	// once if it is past, and at its time if not (no system call).
 	if read {
-		c.rdl.Store(d)
-		c.rw.f.SetReadDeadline(t)
+		c.rw.setDeadline(d)
 	}
 	if write {
-		c.wdl.Store(d)
-		c.ww.f.SetReadDeadline(t)
+		c.ww.setDeadline(d)
 	}
 	return nil
 }
