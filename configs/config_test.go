@@ -747,7 +747,7 @@ func TestToTOMLLeavesADefaultRelayLoopToTheMachineThatReadsTheFile(t *testing.T)
 		{"the default, not set", false, defaultRelayLoop, false, false},
 		{"the default, set", false, defaultRelayLoop, true, true},
 		{"not the default", false, !defaultRelayLoop, false, true},
-		{"client TLS, the default, not set", true, false, false, false},
+		{"client TLS, the default, not set", true, defaultRelayLoop, false, false},
 		{"client TLS, set on", true, true, true, true},
 		{"client TLS, set off", true, false, true, true},
 	}
@@ -776,7 +776,7 @@ func TestToTOMLLeavesADefaultRelayLoopToTheMachineThatReadsTheFile(t *testing.T)
 	}
 }
 
-func TestRelayLoopIsOffByDefaultForClientsOverTLSAndAsWrittenOtherwise(t *testing.T) {
+func TestRelayLoopIsOffByDefaultOnlyWhenEveryClientMustUseTLSAndAsWrittenOtherwise(t *testing.T) {
 	// As on a machine where the loop is on by default (Linux, two CPUs),
 	// whatever this one is.
 	saved := defaultRelayLoop
@@ -789,15 +789,18 @@ func TestRelayLoopIsOffByDefaultForClientsOverTLSAndAsWrittenOtherwise(t *testin
 	}
 	base := "auth_type = \"trust\"\n[databases.app]\nhost = \"127.0.0.1\"\n"
 	tls := "client_tls_sslmode = \"prefer\"\nclient_tls_cert_file = \"" + certFile + "\"\nclient_tls_key_file = \"" + certFile + "\"\n"
+	tlsOnly := strings.Replace(tls, "prefer", "require", 1)
 	cases := []struct {
 		name, top string
 		env       map[string]string
 		want      bool
 	}{
 		{"no client TLS, relay_loop not set", "", nil, true},
-		{"client TLS, relay_loop not set", tls, nil, false},
-		{"client TLS, relay_loop = true", tls + "relay_loop = true\n", nil, true},
-		{"client TLS, PGFERRY_RELAY_LOOP=true", tls, map[string]string{"PGFERRY_RELAY_LOOP": "true"}, true},
+		{"client TLS offered, relay_loop not set", tls, nil, true},
+		{"client TLS offered, relay_loop = false", tls + "relay_loop = false\n", nil, false},
+		{"client TLS required, relay_loop not set", tlsOnly, nil, false},
+		{"client TLS required, relay_loop = true", tlsOnly + "relay_loop = true\n", nil, true},
+		{"client TLS required, PGFERRY_RELAY_LOOP=true", tlsOnly, map[string]string{"PGFERRY_RELAY_LOOP": "true"}, true},
 		{"no client TLS, relay_loop = false", "relay_loop = false\n", nil, false},
 	}
 	for _, tc := range cases {
@@ -810,7 +813,7 @@ func TestRelayLoopIsOffByDefaultForClientsOverTLSAndAsWrittenOtherwise(t *testin
 		}
 	}
 	// A pgbouncer.ini: the same rule, relay_loop being a key pgferry adds.
-	ini := "[databases]\napp = host=127.0.0.1\n[pgbouncer]\nauth_type = trust\n" + strings.ReplaceAll(tls, "\"", "")
+	ini := "[databases]\napp = host=127.0.0.1\n[pgbouncer]\nauth_type = trust\n" + strings.ReplaceAll(tlsOnly, "\"", "")
 	for _, tc := range []struct {
 		extra string
 		want  bool
@@ -820,7 +823,7 @@ func TestRelayLoopIsOffByDefaultForClientsOverTLSAndAsWrittenOtherwise(t *testin
 			t.Fatalf("ini %q: %v", tc.extra, err)
 		}
 		if c.RelayLoop != tc.want {
-			t.Errorf("pgbouncer.ini with client TLS and %q: relay_loop = %v, want %v", tc.extra, c.RelayLoop, tc.want)
+			t.Errorf("pgbouncer.ini requiring client TLS, and %q: relay_loop = %v, want %v", tc.extra, c.RelayLoop, tc.want)
 		}
 	}
 }

@@ -157,7 +157,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 			return err
 		}
 	}
-	if !ss.tls && clientTLSRequired(cfg) {
+	if !ss.tls && cfg.ClientTLSRequired() {
 		ss.srv.reject("tls")
 		e := protocol.Fatal(protocol.SQLStateInvalidAuthorization, "SSL required")
 		e.Detail = "pgferry is configured with client_tls_sslmode = " + cfg.ClientTLSSSLMode + "; connect with sslmode=require or stronger"

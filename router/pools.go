@@ -152,17 +152,7 @@ func detachedServers(cfg *configs.Config, db configs.Database, user string) bool
 func loopConfig(cfg *configs.Config) bool {
 	return cfg.RelayLoop && cfg.QueryTimeout == 0 && cfg.TransactionTimeout == 0 &&
 		cfg.ClientIdleTimeout == 0 && cfg.IdleTransactionTimeout == 0 &&
-		!clientTLSRequired(cfg)
-}
-
-// clientTLSRequired reports whether client_tls_sslmode refuses clients
-// that do not use TLS.
-func clientTLSRequired(cfg *configs.Config) bool {
-	switch cfg.ClientTLSSSLMode {
-	case "require", "verify-ca", "verify-full":
-		return true
-	}
-	return false
+		!cfg.ClientTLSRequired()
 }
 
 // poolSettings fingerprints the global settings that existing pools were

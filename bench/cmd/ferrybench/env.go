@@ -304,7 +304,7 @@ func setup(ctx context.Context, o options, root string) (*env, error) {
 	e.notes = append(e.notes,
 		fmt.Sprintf("Every pooler reads the same ini but for `listen_port` and `max_prepared_statements`: each PgBouncer its own copy, pgferry the copy of %s with its listen port overridden (PGFERRY_LISTEN_PORT), plus PGFERRY_LOG_LEVEL=warn%s%s; pgferry's max_prepared_statements is %d either way (its default).", e.bouncers[0].name, godebugNote(e.opts.godebug), ferryEnvNote(e.opts.ferryEnv), preparedStatements),
 		"PgBouncer is single-threaded; pgferry uses both cores (GOMAXPROCS=2).",
-		"Every ini sets `client_tls_sslmode = allow` with `client_tls_cert_file` and `client_tls_key_file` naming a throwaway self-signed ECDSA P-256 certificate (CN 127.0.0.1, SANs 127.0.0.1 and localhost) generated at start-up, its key file mode 0600 and owned by the user PgBouncer runs as (postgres): a client that sends SSLRequest gets TLS, every other client stays plain, so only idle-tls and tls use TLS. Client TLS being offered, pgferry's relay_loop is off by default (docs/operations.md) unless -ferry-env sets PGFERRY_RELAY_LOOP.",
+		"Every ini sets `client_tls_sslmode = allow` with `client_tls_cert_file` and `client_tls_key_file` naming a throwaway self-signed ECDSA P-256 certificate (CN 127.0.0.1, SANs 127.0.0.1 and localhost) generated at start-up, its key file mode 0600 and owned by the user PgBouncer runs as (postgres): a client that sends SSLRequest gets TLS, every other client stays plain, so only idle-tls and tls use TLS. pgferry's relay_loop is on by default on at most two CPUs, client TLS being only offered (docs/operations.md), unless -ferry-env sets PGFERRY_RELAY_LOOP.",
 	)
 
 	if err := e.startPoolers(ctx); err != nil {
