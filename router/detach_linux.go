@@ -127,13 +127,19 @@ func (ss *session) reattach() error {
 }
 
 // closeSocket closes the client socket at the end of the session: its conn,
-// or the bare descriptor of one that ended (a panic) between detach and
-// reattach.
+// or the bare descriptor of one the relay loop ended, or that ended (a
+// panic) between detach and reattach.
 func (ss *session) closeSocket() {
 	if ss.raw != nil {
 		ss.raw.Close()
-	} else if ss.fd >= 0 {
-		syscall.Close(int(ss.fd))
+		return
+	}
+	ss.mu.Lock()
+	fd := ss.fd
+	ss.fd = -1 // (sockInfo never sees a closed number)
+	ss.mu.Unlock()
+	if fd >= 0 {
+		syscall.Close(int(fd))
 	}
 }
 

@@ -467,6 +467,10 @@ func (p *parker) request(ss *session) bool {
 			p.leave(ss, errClientTerminated) // as handleFrame's caller would end it
 			return false
 		}
+		if protocol.IsDisconnect(err) {
+			p.leave(ss, err) // as the goroutine would, reading it again
+			return false
+		}
 		// The goroutine reads it again (a read error, a frame too large
 		// for the buffer) or handles it (session state, COPY, ...).
 		p.evict(ss, "a request the goroutine serves", false)

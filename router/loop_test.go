@@ -654,6 +654,32 @@ func TestAnIdleClientOfTheLoopIsParkedAndComesBackWhenItTalks(t *testing.T) {
 	}
 }
 
+func TestAClientOfTheLoopThatDropsItsConnectionIsEndedByTheLoop(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	f := ferrytest.Start(t, cfg)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	inLoop(t, ctx, f, conn, 1)
+	// No Terminate: the socket just closes, as when a function's sandbox
+	// is torn down.
+	conn.PgConn().Conn().Close()
+	ferrytest.Eventually(t, 10*time.Second, "the client's session to end", func() (bool, error) {
+		return f.Server.Snapshot().Clients == 0, nil
+	})
+	if _, handbacks := loopCounters(t, f); handbacks != 0 {
+		t.Fatalf("%d hand-backs for a client of the loop that dropped its connection; want 0 (the loop ends it)", handbacks)
+	}
+	// Its server is back in the pool, clean: another client uses it.
+	other := ferrytest.Connect(t, ctx, f.AppDSN())
+	var n int
+	if err := other.QueryRow(ctx, "select 4").Scan(&n); err != nil || n != 4 {
+		t.Fatalf("the next client: %d, %v", n, err)
+	}
+}
+
 func TestClientsThatParkedAfterLoginAreServedByTheLoopFromTheirFirstQueryEvenWhenTheyQueue(t *testing.T) {
 	skipWithoutLoop(t)
 	skipWithoutParking(t)

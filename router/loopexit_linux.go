@@ -81,16 +81,18 @@ func (p *parker) evict(ss *session, why string, pump bool) {
 
 // leave ends a session the loop served with err (see session.end). One
 // with no server linked whose client said goodbye or left ends here:
-// finish has nothing to wait on and nothing to write, and a goroutine
-// would first make a net.Conn of the descriptor only to close it (a client
-// that connects for one transaction leaves this way, every time). Others
-// end on a goroutine: finish may wait on their server, or write to them.
+// finish has nothing to wait on, and nothing to write (those errors are
+// not a protocol.Error, which it would send), and a goroutine would first
+// make a net.Conn of the descriptor only to close it (a client that
+// connects for one transaction leaves this way, every time). Others end on
+// a goroutine: finish may wait on their server, or write to them. (A panic
+// in end here reaches recoverTurn, which logs it.)
 func (p *parker) leave(ss *session, err error) {
 	p.unloop(ss)
 	ss.mu.Lock()
 	sc := ss.server
 	ss.mu.Unlock()
-	if sc == nil && (err == errClientTerminated || err == errClientGone) {
+	if sc == nil && (err == errClientTerminated || err == errClientGone || protocol.IsDisconnect(err)) {
 		ss.end(err)
 		return
 	}
