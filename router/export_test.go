@@ -26,15 +26,22 @@ func LoopQueueings(s *Server) uint64  { return s.parker.queueings.Load() }
 func LoopNudgeWakes(s *Server) uint64 { return s.parker.nudgeWakes.Load() }
 func LoopServerAdds(s *Server) uint64 { return s.parker.serverAdds.Load() }
 
-// DialsDetached reports whether the pool of db and user dials its servers
-// out of Go's netpoller (see detachedServers); ok is false when there is
-// no such pool yet.
+// DialsDetached reports whether the pool of db and user holds its servers
+// out of Go's netpoller (see detachedServers), by the kind of one of its
+// idle plain server connections (sockio.FDConn), which it borrows for a
+// moment; ok is false when there is no such pool or no idle server in it.
 func DialsDetached(s *Server, db, user string) (detached, ok bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	e, ok := s.pools[poolKey{db, user}]
+	s.mu.Unlock()
 	if !ok {
 		return false, false
 	}
-	return e.pool.Config().Dial.Detached, true
+	sc := e.pool.TryAcquireChecked()
+	if sc == nil {
+		return false, false
+	}
+	defer e.pool.Release(sc)
+	_, detached = sc.Conn.(*sockio.FDConn)
+	return detached, true
 }
