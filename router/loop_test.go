@@ -645,14 +645,22 @@ func TestAnIdleClientOfTheLoopIsParkedAndComesBackWhenItTalks(t *testing.T) {
 		t.Fatalf("entries %d, handbacks %d right after the parked client's first query: want 2 and 0 (the loop served it)", entries, handbacks)
 	}
 	// Its Terminate ends it from the loop: nothing is handed back.
-	if err := conn.Close(ctx); err != nil {
+	theLoopEnds(t, f, "a client of the loop that sent Terminate", func() error { return conn.Close(ctx) })
+}
+
+// theLoopEnds runs leave, which makes the only client of f leave, waits for
+// its session to end, and fails the test if the loop handed it back to a
+// goroutine on the way.
+func theLoopEnds(t *testing.T, f *ferrytest.Ferry, what string, leave func() error) {
+	t.Helper()
+	if err := leave(); err != nil {
 		t.Fatal(err)
 	}
 	ferrytest.Eventually(t, 10*time.Second, "the client's session to end", func() (bool, error) {
 		return f.Server.Snapshot().Clients == 0, nil
 	})
 	if _, handbacks := loopCounters(t, f); handbacks != 0 {
-		t.Fatalf("%d hand-backs for a client of the loop that sent Terminate; want 0", handbacks)
+		t.Fatalf("%d hand-backs for %s; want 0 (the loop ends it)", handbacks, what)
 	}
 }
 
@@ -667,13 +675,7 @@ func TestAClientOfTheLoopThatDropsItsConnectionIsEndedByTheLoop(t *testing.T) {
 	inLoop(t, ctx, f, conn, 1)
 	// No Terminate: the socket just closes, as when a function's sandbox
 	// is torn down.
-	conn.PgConn().Conn().Close()
-	ferrytest.Eventually(t, 10*time.Second, "the client's session to end", func() (bool, error) {
-		return f.Server.Snapshot().Clients == 0, nil
-	})
-	if _, handbacks := loopCounters(t, f); handbacks != 0 {
-		t.Fatalf("%d hand-backs for a client of the loop that dropped its connection; want 0 (the loop ends it)", handbacks)
-	}
+	theLoopEnds(t, f, "a client of the loop that dropped its connection", conn.PgConn().Conn().Close)
 	// Its server is back in the pool, clean: another client uses it.
 	other := ferrytest.Connect(t, ctx, f.AppDSN())
 	var n int
@@ -748,14 +750,9 @@ func TestAClientThatConnectsForOneQueryIsServedByTheLoop(t *testing.T) {
 	if entries, handbacks := loopCounters(t, f); entries != 1 || handbacks != 0 {
 		t.Fatalf("entries %d, handbacks %d after the client's only query: want 1 and 0 (the loop served it)", entries, handbacks)
 	}
-	if err := conn.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	ferrytest.Eventually(t, 10*time.Second, "the client's session to end", func() (bool, error) {
-		return f.Server.Snapshot().Clients == 0, nil
-	})
-	if c := f.Pool(t, "app").Counters; c.LoopHandbacks != 0 || c.PumpedLoans != 0 {
-		t.Fatalf("%d hand-backs and %d pumped loans for a client of one query; want none", c.LoopHandbacks, c.PumpedLoans)
+	theLoopEnds(t, f, "a client of one query", func() error { return conn.Close(ctx) })
+	if c := f.Pool(t, "app").Counters; c.PumpedLoans != 0 {
+		t.Fatalf("%d pumped loans for a client of one query; want none", c.PumpedLoans)
 	}
 }
 
