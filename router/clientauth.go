@@ -31,12 +31,8 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	fail := func() error {
-		ss.srv.reject("auth")
-		ss.srv.throttle.failed(ss.raw.RemoteAddr())
-		return protocol.Fatal(protocol.SQLStateInvalidPassword, fmt.Sprintf("password authentication failed for user %q", ss.user))
-	}
-	if d := ss.srv.throttle.delay(ss.raw.RemoteAddr()); d > 0 {
+	fail := ss.authFailed
+	if d := ss.srv.throttle.delay(ss.peer); d > 0 {
 		time.Sleep(d)
 	}
 	switch method {
@@ -70,7 +66,7 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 			if !known || !auth.VerifyPlain(cred, pw) {
 				return "", fail()
 			}
-			ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
+			ss.srv.throttle.succeeded(ss.peer)
 			ss.queueAuthOK()
 			return pw, nil
 		}
@@ -83,12 +79,7 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if !known || !auth.VerifyMD5(ss.user, cred, salt, pw) {
-			return "", fail()
-		}
-		ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
-		ss.queueAuthOK()
-		return "", nil
+		return "", ss.checkMD5(known, cred, salt, pw)
 	}
 	// SCRAM-SHA-256 (also for md5 with a SCRAM or plain secret, as PgBouncer).
 	var binding []byte
@@ -112,22 +103,9 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// SASLInitialResponse: mechanism, then the length of the data (-1: none)
-	// and the data.
-	mech, rest, ok := protocol.CString(body)
-	if !ok || len(rest) < 4 {
-		return "", errBadAuthMessage()
-	}
-	n, data := int32(binary.BigEndian.Uint32(rest)), rest[4:]
-	switch {
-	case n == -1 && len(data) == 0:
-		data = nil
-	case n < 0 || int(n) != len(data):
-		return "", errBadAuthMessage()
-	}
-	first, err := sc.Start(string(mech), data)
+	first, err := ss.scramStart(sc, body)
 	if err != nil {
-		return "", scramErr(err, fail)
+		return "", err
 	}
 	if err := ss.sendAuth(authSASLContinue, first); err != nil {
 		return "", err
@@ -136,19 +114,66 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return "", ss.scramFinish(sc, known, cred, resp)
+}
+
+// authFailed counts and throttles a failed authentication and returns the
+// error the client gets.
+func (ss *session) authFailed() error {
+	ss.srv.reject("auth")
+	ss.srv.throttle.failed(ss.peer)
+	return protocol.Fatal(protocol.SQLStateInvalidPassword, fmt.Sprintf("password authentication failed for user %q", ss.user))
+}
+
+// checkMD5 checks the client's answer pw to the md5 challenge salt and, if
+// it is right, queues AuthenticationOk.
+func (ss *session) checkMD5(known bool, cred auth.Credential, salt [4]byte, pw string) error {
+	if !known || !auth.VerifyMD5(ss.user, cred, salt, pw) {
+		return ss.authFailed()
+	}
+	ss.srv.throttle.succeeded(ss.peer)
+	ss.queueAuthOK()
+	return nil
+}
+
+// scramStart takes the client's SASLInitialResponse body (the mechanism,
+// then the length of the data, -1 for none, and the data) and returns the
+// server-first message.
+func (ss *session) scramStart(sc *auth.SCRAMServer, body []byte) ([]byte, error) {
+	mech, rest, ok := protocol.CString(body)
+	if !ok || len(rest) < 4 {
+		return nil, errBadAuthMessage()
+	}
+	n, data := int32(binary.BigEndian.Uint32(rest)), rest[4:]
+	switch {
+	case n == -1 && len(data) == 0:
+		data = nil
+	case n < 0 || int(n) != len(data):
+		return nil, errBadAuthMessage()
+	}
+	first, err := sc.Start(string(mech), data)
+	if err != nil {
+		return nil, scramErr(err, ss.authFailed)
+	}
+	return first, nil
+}
+
+// scramFinish takes the client's final SASL message and, if its proof
+// holds, queues SASLFinal and AuthenticationOk.
+func (ss *session) scramFinish(sc *auth.SCRAMServer, known bool, cred auth.Credential, resp []byte) error {
 	final, err := sc.Finish(resp)
 	if err != nil {
-		return "", scramErr(err, fail)
+		return scramErr(err, ss.authFailed)
 	}
 	if keys, ok := sc.PassThroughKeys(); ok && known && cred.Kind() == auth.KindSCRAM {
 		// The client proved it holds the auth_file's SCRAM secret: its keys
 		// can log in to a server holding the same secret (pass-through).
 		ss.srv.passKeys.Store(ss.user, &passKeys{cred: cred, keys: keys})
 	}
-	ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
+	ss.srv.throttle.succeeded(ss.peer)
 	ss.handshake.authOK = protocol.AppendAuthentication(ss.handshake.authOK, authSASLFinal, final)
 	ss.queueAuthOK()
-	return "", nil
+	return nil
 }
 
 // authMethod returns the authentication method for the client: "entra"
@@ -163,26 +188,12 @@ func (ss *session) authMethod(cfg *configs.Config) (string, error) {
 	if cfg.AuthType != "hba" {
 		return cfg.AuthType, nil
 	}
-	rules := ss.srv.hba.Load()
-	c := hba.Conn{TLS: ss.tls, Database: ss.database, User: ss.user, Local: true}
-	host := "[local]"
-	if ta, ok := ss.raw.RemoteAddr().(*net.TCPAddr); ok {
-		c.Local, c.Addr = false, ta.AddrPort().Addr()
-		host = c.Addr.Unmap().String()
-	}
-	var rule hba.Rule
-	ok := false
-	if rules != nil {
-		rule, ok = rules.Match(c)
-	}
-	if ok && rule.Method != hba.MethodReject {
+	method, rule, ok, host := ss.hbaMethod()
+	if method != "" {
 		if ss.debugEnabled() {
 			ss.logger().Debug("auth_hba_file line matched", zap.String("hba_file", rule.File), zap.Int("hba_line", rule.Line), zap.String("method", string(rule.Method)))
 		}
-		if rule.Method == hba.MethodPassword {
-			return "plain", nil
-		}
-		return string(rule.Method), nil
+		return method, nil
 	}
 	ss.srv.reject("hba")
 	enc := "no encryption"
@@ -195,6 +206,29 @@ func (ss *session) authMethod(cfg *configs.Config) (string, error) {
 		ss.logger().Info("client refused by auth_hba_file", zap.String("hba_file", rule.File), zap.Int("hba_line", rule.Line))
 	}
 	return "", protocol.Fatal(protocol.SQLStateInvalidAuthorization, msg)
+}
+
+// hbaMethod returns the method of the first auth_hba_file line that applies
+// to the client ("" if none does, or it rejects), that line and whether one
+// applied, and the client's host as messages name it. It only looks.
+func (ss *session) hbaMethod() (method string, rule hba.Rule, ok bool, host string) {
+	rules := ss.srv.hba.Load()
+	c := hba.Conn{TLS: ss.tls, Database: ss.database, User: ss.user, Local: true}
+	host = "[local]"
+	if ta, isTCP := ss.peer.(*net.TCPAddr); isTCP {
+		c.Local, c.Addr = false, ta.AddrPort().Addr()
+		host = c.Addr.Unmap().String()
+	}
+	if rules != nil {
+		rule, ok = rules.Match(c)
+	}
+	switch {
+	case !ok || rule.Method == hba.MethodReject:
+		return "", rule, ok, host
+	case rule.Method == hba.MethodPassword:
+		return "plain", rule, ok, host
+	}
+	return string(rule.Method), rule, ok, host
 }
 
 // certLogin admits a client whose verified TLS client certificate names it:

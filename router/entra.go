@@ -80,7 +80,7 @@ func (ss *session) entraLogin(cfg *configs.Config) error {
 	ec := ss.srv.entra.Load()
 	fail := func(reason string, fields ...zap.Field) error {
 		ss.srv.reject("auth")
-		ss.srv.throttle.failed(ss.raw.RemoteAddr())
+		ss.srv.throttle.failed(ss.peer)
 		ss.logger().Info("entra token refused", append(fields, zap.String("reason", reason))...)
 		return protocol.Fatal(protocol.SQLStateInvalidAuthorization, fmt.Sprintf("Entra ID authentication failed for user %q", ss.user))
 	}
@@ -107,7 +107,7 @@ func (ss *session) entraLogin(cfg *configs.Config) error {
 	if !id.MatchesAny(ec.roles[ss.user]) {
 		return fail("identity not listed in client_entra.roles for this user", zap.Stringer("identity", id))
 	}
-	ss.srv.throttle.succeeded(ss.raw.RemoteAddr())
+	ss.srv.throttle.succeeded(ss.peer)
 	if ss.debugEnabled() {
 		ss.logger().Debug("entra token accepted", zap.Stringer("identity", id))
 	}

@@ -26,6 +26,14 @@ func LoopQueueings(s *Server) uint64  { return s.parker.queueings.Load() }
 func LoopNudgeWakes(s *Server) uint64 { return s.parker.nudgeWakes.Load() }
 func LoopServerAdds(s *Server) uint64 { return s.parker.serverAdds.Load() }
 
+// LoopLogins counts the logins the relay loop saw through, and
+// LoginHandoffs those it handed to a goroutine before answering them.
+func LoopLogins(s *Server) uint64    { return s.parker.loopLoginsDone.Load() }
+func LoginHandoffs(s *Server) uint64 { return s.parker.loginHandoffs.Load() }
+
+// Clients counts the clients connected, logged in or not.
+func Clients(s *Server) int64 { return s.clients.Load() }
+
 // DialsDetached reports whether the pool of db and user holds its servers
 // out of Go's netpoller (see detachedServers), by the kind of one of its
 // idle plain server connections (sockio.FDConn), which it borrows for a

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"go.uber.org/zap"
@@ -57,7 +58,7 @@ func (ss *session) login(cfg *configs.Config) bool {
 		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		ss.conn.Write(append(ss.takeAuthOK(), re.frame...))
 	} else if isTimeout(err) {
-		ss.sendFatal(protocol.Fatal(protocol.SQLStateProtocolViolation, "client_login_timeout"))
+		ss.sendFatal(errLoginTimeout)
 	}
 	if !errors.Is(err, errCancelDone) && !protocol.IsDisconnect(err) {
 		ss.logger().Info("client login failed", zap.Error(err))
@@ -65,7 +66,10 @@ func (ss *session) login(cfg *configs.Config) bool {
 	return false
 }
 
-var errCancelDone = errors.New("cancel request handled")
+var (
+	errCancelDone   = errors.New("cancel request handled")
+	errLoginTimeout = protocol.Fatal(protocol.SQLStateProtocolViolation, "client_login_timeout")
+)
 
 // startup runs SSL negotiation, the startup message and authentication,
 // then greets the client.
@@ -229,9 +233,15 @@ func randomKey() (uint32, uint32) {
 	return binary.BigEndian.Uint32(b[:4]) & 0x7fffffff, binary.BigEndian.Uint32(b[4:])
 }
 
-// beginLogin points the login reader at the client.
+// beginLogin points the login reader at the client, after what the relay
+// loop read before it handed the login over (loginHandoff).
 func (ss *session) beginLogin() {
-	ss.handshake.in.Reset(ss.conn)
+	h := ss.handshake
+	if len(h.early) == 0 {
+		h.in.Reset(ss.conn)
+		return
+	}
+	h.in.Reset(io.MultiReader(bytes.NewReader(h.early), ss.conn))
 }
 
 // endLogin keeps what the login reader read past the login (a client may

@@ -44,6 +44,10 @@ const (
 	// loopQueued: a server connection from the pool's queue (a
 	// pool.Ticket, in rare.ticket), for the request read already.
 	loopQueued
+	// loopLogin: the client's startup packet; loopLoginAuth: its answer
+	// to an authentication request (looplogin_linux.go).
+	loopLogin
+	loopLoginAuth
 
 	// loopArmed, added to a state, records that the client socket is
 	// registered for input: it is while the session waits for its
@@ -257,11 +261,13 @@ func (ss *session) setLoop(state uint8) { ss.loop = state | ss.loop&loopArmed }
 // while it changes, and put back with its registration renewed, which
 // reports input that came meanwhile.
 func (p *parker) settleLooped(now uint32) int {
-	waitTimeout, clock := p.srv.cfg.Load().QueryWaitTimeout.Std(), monoNow()
+	cfg := p.srv.cfg.Load()
+	waitTimeout, loginTimeout, clock := cfg.QueryWaitTimeout.Std(), cfg.ClientLoginTimeout.Std(), monoNow()
 	p.mu.Lock()
 	p.eachHeldLocked(func(ss *session) {
 		switch {
 		case ss.loop == 0:
+		case loginTimeout > 0 && p.expireLoginLocked(ss, loginTimeout, clock):
 		case waitTimeout > 0 && p.expireQueuedLocked(ss, waitTimeout, clock):
 		case ss.loop == loopClient|loopArmed && now-ss.activeTick.Load() >= 2:
 			p.unholdLocked(ss)
@@ -340,6 +346,10 @@ func (p *parker) dropServer(sc *pool.ServerConn) {
 // goroutine or ends. A spurious event costs a read that would block. The
 // loop owns the session meanwhile.
 func (p *parker) turn(ss *session, client bool) {
+	if st := ss.loop &^ loopArmed; st == loopLogin || st == loopLoginAuth {
+		p.loginTurn(ss)
+		return
+	}
 	defer p.recoverTurn(ss)
 	ss.flags.And(^stParked)
 	if client {

@@ -125,6 +125,10 @@ func (p *parker) endExpired() {
 	for i, ss := range p.expired {
 		p.expired[i] = nil
 		ss.flags.And(^stParked)
+		if st := ss.loop &^ loopArmed; st == loopLogin || st == loopLoginAuth {
+			p.endLogin(ss, errLoginTimeout) // (expireLoginLocked)
+			continue
+		}
 		p.leave(ss, ss.acquireError(pool.ErrWaitTimeout)) // (it gives up the ticket)
 	}
 	p.expired = p.expired[:0]

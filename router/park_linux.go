@@ -55,6 +55,9 @@ type parker struct {
 	releases     chan struct{}
 	releaserDone chan struct{}
 	logins       atomic.Uint64
+	// loopLoginsDone counts the logins the relay loop saw through, and
+	// loginHandoffs those it handed to a goroutine (looplogin_linux.go).
+	loopLoginsDone, loginHandoffs atomic.Uint64
 	// due is the loop's slice of young sessions being looked at (see
 	// sweepYoung), and youngAsked how many it asked to park since the last
 	// sweep.
@@ -307,6 +310,14 @@ func (p *parker) fail() {
 // resume starts a goroutine for a session taken out of the parked set (a
 // session the relay loop serves goes back to one: evict).
 func (p *parker) resume(ss *session) {
+	if st := ss.loop &^ loopArmed; st == loopLogin || st == loopLoginAuth {
+		if ss.handshake.step == 0 {
+			p.loginHandoff(ss) // not answered yet: a goroutine logs it in
+		} else {
+			p.endLogin(ss, errLoginInterrupted)
+		}
+		return
+	}
 	if ss.loop != 0 {
 		p.evict(ss, "woken", false)
 		return

@@ -16,6 +16,7 @@ type parker struct {
 	tick atomic.Uint32
 	// (Counters of the relay loop's, which is not built here.)
 	queueings, nudgeWakes, serverAdds atomic.Uint64
+	loopLoginsDone, loginHandoffs     atomic.Uint64
 }
 
 func (p *parker) start() bool        { return false }
@@ -46,3 +47,7 @@ func (ss *session) closeSocket() { ss.raw.Close() }
 // reattach and fdLocalAddr are never needed: sessions do not park here.
 func (ss *session) reattach() error { return nil }
 func fdLocalAddr(int) net.Addr      { return nil }
+
+// Logins run on goroutines: there is no relay loop.
+func (p *parker) loopLogins() bool           { return false }
+func (s *Server) takeAccepted(net.Conn) bool { return false }

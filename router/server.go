@@ -416,6 +416,9 @@ func (s *Server) acceptLoop(l net.Listener) {
 		}
 		delay = 0
 		s.wg.Add(1)
+		if s.parker.loopLogins() && s.takeAccepted(c) {
+			continue
+		}
 		go s.serveClient(sockio.Wrap(c))
 	}
 }

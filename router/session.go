@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgferry/pgferry/auth"
 	"github.com/pgferry/pgferry/internal/tls13"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
@@ -204,6 +205,19 @@ type loginState struct {
 	// sent or the one just read (see sendAuth, readAuthMessage); kept from
 	// one login to the next while small.
 	scratch []byte
+	// A login on the relay loop (looplogin_linux.go): buf holds what the
+	// loop read and has not taken yet, and early what it read before it
+	// handed the login to a goroutine (see beginLogin); st is the startup
+	// packet; method, cred, entry what loginPlan found; step what the loop
+	// waits for, with the md5 salt or the SCRAM exchange.
+	buf, early []byte
+	st         *protocol.Startup
+	method     string
+	cred       auth.Credential
+	entry      *poolEntry
+	scram      *auth.SCRAMServer
+	salt       [4]byte
+	step       uint8
 }
 
 // rareState is what few sessions use: timers of the timeouts that are
@@ -289,7 +303,11 @@ func (ss *session) poolName() string {
 // growth.) Whichever goroutine holds the connection last closes it and
 // releases its client count and WaitGroup slot.
 func (s *Server) serveClient(raw net.Conn) {
-	ss := s.admit(raw)
+	s.serveAdmitted(s.admit(raw))
+}
+
+// serveAdmitted serves a session whose login succeeded (nil: none).
+func (s *Server) serveAdmitted(ss *session) {
 	if ss == nil {
 		return
 	}
@@ -340,8 +358,14 @@ func (s *Server) newSession(raw net.Conn) *session {
 // admitSession is admit for a session newSession made; it returns ss when
 // the login succeeded, and nil otherwise. (Split from admit so that a test
 // can look at a session whose login failed: its TLS keys must be wiped.)
-func (s *Server) admitSession(ss *session) (logged *session) {
-	n := s.clients.Add(1)
+func (s *Server) admitSession(ss *session) *session {
+	return s.logIn(ss, s.clients.Add(1), true)
+}
+
+// logIn is admitSession for a client counted already, the nth; screen
+// says whether it is checked against allow_cidrs and max_client_conn
+// (a login the relay loop hands over was, at accept).
+func (s *Server) logIn(ss *session, n int64, screen bool) (logged *session) {
 	raw := ss.raw
 	defer func() {
 		if logged == nil {
@@ -357,7 +381,9 @@ func (s *Server) admitSession(ss *session) (logged *session) {
 	defer ss.recoverPanic() // logged stays nil: the connection is released
 	cfg := s.cfg.Load()
 	switch {
-	case !s.allowed(raw.RemoteAddr()):
+	case !screen:
+		growStack()
+	case !s.allowed(ss.peer):
 		s.reject("allow_cidrs")
 		ss.logger().Info("client refused by allow_cidrs")
 		ss.handshake.refusal = &refusal{err: errNotInAllowCIDRs, plainOnly: true}
@@ -545,7 +571,13 @@ func (ss *session) dropHandshake() {
 	if cap(scratch) > maxKeptScratch {
 		scratch = nil // an Entra token, say: not kept for every login
 	}
-	*h = loginState{in: h.in, scratch: scratch}
+	buf := h.buf[:0]
+	clear(buf[:cap(buf)])
+	if cap(buf) > loginBufSize {
+		buf = nil
+	}
+	clear(h.early)
+	*h = loginState{in: h.in, scratch: scratch, buf: buf}
 	handshakes.Put(h)
 }
 

@@ -1,0 +1,493 @@
+//go:build linux && !pgferry_nopark
+
+// Logins on the relay loop: a plain client that connects with a password
+// method the loop runs (trust, md5, SCRAM-SHA-256) to a pool the loop
+// serves logs in without a goroutine, as it is then served.
+
+package router
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"net"
+	"strconv"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/auth"
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/sockio"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// A client that connects per transaction (a serverless function, pgbench
+// -C) is mostly its login: on a goroutine, one spawn and a park and wake-up
+// for each message the client sends (the startup packet, and SCRAM's two
+// answers), which in a connection storm cost more than the relaying did
+// (bench/README.md). The loop instead waits for each of them as it waits
+// for a request (states loopLogin and loopLoginAuth), and the session goes
+// from its greeting straight to its first request.
+//
+// The loop takes only the common case; whatever else a login may need is
+// the goroutine's, as before: the loop looks at the startup packet first
+// and, before it answers it, hands the client to a goroutine
+// (loginHandoff) for TLS, a cancel request, a peer link, a protocol
+// option, the admin console, an authentication method other than those
+// three or one that may wait (auth_query, a throttled address, Entra ID),
+// a user not in auth_file, an alias, and a pool that is not there yet, is
+// not in transaction mode, routes to replicas, or has not greeted yet. The
+// goroutine reads the bytes the loop read first. Once the loop has
+// answered, it sees the login through: a failure ends it with the same
+// FATAL a goroutine sends.
+
+// Login steps (loginState.step) while the loop waits for an authentication
+// message (loopLoginAuth).
+const (
+	stepMD5        uint8 = 1 + iota // the answer to the md5 challenge
+	stepSCRAMFirst                  // SCRAM's SASLInitialResponse
+	stepSCRAMFinal                  // SCRAM's final message
+)
+
+// loopLogins reports whether a client just accepted logs in on the loop.
+func (p *parker) loopLogins() bool {
+	return loopLoginsOn && inlineRelay && sockio.Available && p.loopOn() && !p.srv.isDraining() && p.start()
+}
+
+// takeAccepted gives a client just accepted on c to the loop for its login
+// and reports whether it did; if not, the caller serves c as ever. A client
+// that is turned away (allow_cidrs, max_client_conn) is not taken: the
+// goroutine tells it why. The caller has taken the client's WaitGroup slot.
+func (s *Server) takeAccepted(c net.Conn) bool {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	cfg := s.cfg.Load()
+	peer := c.RemoteAddr()
+	if !s.allowed(peer) || (cfg.MaxClientConn > 0 && s.clients.Load() >= int64(cfg.MaxClientConn)) {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	fd := -1
+	rc.Control(func(f uintptr) {
+		// A duplicate outlives the net.Conn, which lets go of the socket
+		// (and of Go's netpoller) as a parked session's does (detach).
+		d, _, errno := syscall.Syscall(syscall.SYS_FCNTL, f, syscall.F_DUPFD_CLOEXEC, 0)
+		if errno == 0 {
+			fd = int(d)
+		}
+	})
+	if fd < 0 {
+		return false // out of descriptors: a goroutine, with the conn
+	}
+	c.Close()
+	s.clients.Add(1)
+	ss := &session{
+		srv:         s,
+		id:          s.ids.Add(1),
+		fd:          int32(fd),
+		peer:        peer,
+		connectedAt: monoNow(),
+		status:      protocol.TxIdle,
+		handshake:   handshakes.Get().(*loginState),
+		slot:        -1,
+	}
+	if !s.parker.await(ss, loopLogin, syscall.EPOLL_CTL_ADD) {
+		s.parker.loginHandoff(ss) // the parker is closing, or epoll failed
+	}
+	return true
+}
+
+// loginTurn goes on with the login of a session on the loop whose client
+// socket is ready, until it waits again, is handed to a goroutine, has
+// logged in (the loop then serves its first request) or ended.
+func (p *parker) loginTurn(ss *session) {
+	defer func() {
+		if r := recover(); r != nil {
+			ss.logger().Error("login panicked", zap.Any("panic", r))
+			p.endLogin(ss, errInternal)
+		}
+	}()
+	ss.loop &^= loopArmed // its one-shot registration fired
+	h := ss.handshake
+	for {
+		// need is the length of the message in front (0: not known yet).
+		need := 0
+		if ss.loop == loopLogin && len(h.buf) >= 4 {
+			need = int(int32(binary.BigEndian.Uint32(h.buf)))
+			if need < 8 || need > protocol.MaxStartupPacket {
+				p.loginHandoff(ss) // the goroutine refuses it
+				return
+			}
+		} else if ss.loop == loopLoginAuth && len(h.buf) >= 5 {
+			if h.buf[0] != protocol.MsgPassword {
+				p.endLogin(ss, protocol.Fatal(protocol.SQLStateProtocolViolation, "expected "+stepWants(h.step)+", got message type "+strconv.Quote(string(h.buf[0]))))
+				return
+			}
+			size := int(int32(binary.BigEndian.Uint32(h.buf[1:])))
+			if size < 4 || size > 4+maxAuthMessage {
+				p.endLogin(ss, errBadAuthMessage())
+				return
+			}
+			need = 1 + size
+		}
+		if need == 0 || len(h.buf) < need {
+			if !p.loginRead(ss, need) {
+				return
+			}
+			continue
+		}
+		var ok bool
+		if ss.loop == loopLogin {
+			ok = p.loginStartup(ss, need)
+		} else {
+			ok = p.loginAuth(ss, need)
+		}
+		if !ok {
+			return
+		}
+	}
+}
+
+// loginRead reads what the client sent into the login's buffer, making
+// room for a message of need bytes (0: not known yet). It reports whether
+// it read something; if not, the session waits for more, or has been
+// handed on or ended.
+func (p *parker) loginRead(ss *session, need int) bool {
+	h := ss.handshake
+	if h.buf == nil {
+		h.buf = make([]byte, 0, loginBufSize)
+	}
+	if need > cap(h.buf) {
+		b := make([]byte, len(h.buf), need)
+		copy(b, h.buf)
+		clear(h.buf)
+		h.buf = b
+	}
+	if len(h.buf) == cap(h.buf) {
+		// A full buffer without a whole message: a message's length
+		// needs no more than 5 bytes, so this is the message (grown
+		// above) plus what came after it, which the relay reads later.
+		b := make([]byte, len(h.buf), 2*cap(h.buf))
+		copy(b, h.buf)
+		clear(h.buf)
+		h.buf = b
+	}
+	n, err := (&sockio.Raw{FD: int(ss.fd)}).Read(h.buf[len(h.buf):cap(h.buf)])
+	switch {
+	case err == protocol.ErrWouldBlock:
+		if !p.await(ss, ss.loop, 0) {
+			p.loginHandoff(ss)
+		}
+		return false
+	case err != nil:
+		p.endLogin(ss, err) // the client left
+		return false
+	}
+	h.buf = h.buf[:len(h.buf)+n]
+	return true
+}
+
+// consume drops the first n bytes of the login's buffer, wiping them.
+func (h *loginState) consume(n int) {
+	rest := copy(h.buf, h.buf[n:])
+	clear(h.buf[rest:])
+	h.buf = h.buf[:rest]
+}
+
+// loginStartup takes the client's startup-phase packet, the first n bytes
+// of the login's buffer. It reports whether the login goes on on the loop.
+func (p *parker) loginStartup(ss *session, n int) bool {
+	h := ss.handshake
+	// A copy: the parameters are substrings of it, and the buffer goes on
+	// to hold the password.
+	st, err := protocol.ParseStartup(bytes.Clone(h.buf[4:n]))
+	if err != nil {
+		p.loginHandoff(ss)
+		return false
+	}
+	switch st.Code {
+	case protocol.SSLRequestCode, protocol.GSSENCRequestCode:
+		if st.Code == protocol.SSLRequestCode && ss.srv.ctls.Load() != nil {
+			p.loginHandoff(ss) // TLS: the goroutine's
+			return false
+		}
+		if !p.loginWrite(ss, []byte{'N'}) {
+			return false
+		}
+		h.consume(n)
+		return true
+	case protocol.CancelRequestCode, protocol.PeerLinkCode:
+		p.loginHandoff(ss)
+		return false
+	}
+	if st.Minor() > 0 || len(st.ProtocolOptions) > 0 {
+		p.loginHandoff(ss)
+		return false
+	}
+	cfg := ss.srv.cfg.Load()
+	ss.user, ss.database = st.Get("user"), startupDatabase(st)
+	if !p.loginPlan(ss, cfg) {
+		ss.user, ss.database = "", ""
+		p.loginHandoff(ss)
+		return false
+	}
+	h.consume(n)
+	h.st = st
+	switch {
+	case h.method == "trust":
+		ss.queueAuthOK()
+		return p.loggedIn(ss, cfg)
+	case h.method == "md5" && h.cred.Kind() == auth.KindMD5:
+		rand.Read(h.salt[:])
+		h.step = stepMD5
+		return p.loginAsk(ss, authMD5Password, h.salt[:])
+	}
+	// SCRAM-SHA-256 (also for md5 with a SCRAM or plain secret, as on a
+	// goroutine).
+	sc, err := auth.NewSCRAMServer(ss.user, h.cred, nil)
+	if err != nil {
+		p.endLogin(ss, ss.authFailed())
+		return false
+	}
+	h.scram = sc
+	h.step = stepSCRAMFirst
+	var mechs [64]byte
+	return p.loginAsk(ss, authSASL, sc.AppendMechanisms(mechs[:0]))
+}
+
+// loginPlan decides, from the startup packet alone and without waiting,
+// whether the loop can see the login through (see the comment at the top),
+// and keeps what it found in the login's state. It only looks: a client it
+// declines is counted, logged and told on its goroutine.
+func (p *parker) loginPlan(ss *session, cfg *configs.Config) bool {
+	h := ss.handshake
+	if adminDatabases[ss.database] || cfg.ClientTLSRequired() || ss.clientAuthEntra(cfg) {
+		return false
+	}
+	method := cfg.AuthType
+	if method == "hba" {
+		method, _, _, _ = ss.hbaMethod()
+	}
+	if method != "trust" && method != "md5" && method != "scram-sha-256" {
+		return false
+	}
+	if method != "trust" {
+		if ss.srv.throttle.delay(ss.peer) > 0 {
+			return false
+		}
+		cred, known := ss.srv.store.Load().Lookup(ss.user)
+		if !known || !cred.CanSCRAM() && !(method == "md5" && cred.Kind() == auth.KindMD5) {
+			return false // auth_query, or an unknown user's mock exchange
+		}
+		h.cred = cred
+	}
+	db, readOnly, ok := cfg.LookupDatabase(ss.database)
+	if !ok || readOnly {
+		return false
+	}
+	serverUser := db.User
+	if serverUser == "" {
+		serverUser = ss.user
+	}
+	ss.srv.mu.Lock()
+	e := ss.srv.pools[poolKey{ss.database, serverUser}]
+	ss.srv.mu.Unlock()
+	if e == nil || e.mode != poolModeTransaction || e.monitor != nil {
+		return false
+	}
+	if w, _ := e.setWelcome(nil); w == nil {
+		return false
+	}
+	h.method, h.entry = method, e
+	return true
+}
+
+// loginAuth takes the client's authentication message, the first n bytes
+// of the login's buffer (a password message, checked by loginTurn). It
+// reports whether the login goes on on the loop.
+func (p *parker) loginAuth(ss *session, n int) bool {
+	h := ss.handshake
+	body := h.buf[5:n]
+	var err error
+	switch h.step {
+	case stepMD5:
+		pw, _, ok := protocol.CString(body)
+		if !ok {
+			err = errBadAuthMessage()
+		} else {
+			err = ss.checkMD5(true, h.cred, h.salt, string(pw))
+		}
+	case stepSCRAMFirst:
+		var first []byte
+		if first, err = ss.scramStart(h.scram, body); err == nil {
+			h.consume(n)
+			h.step = stepSCRAMFinal
+			return p.loginAsk(ss, authSASLContinue, first)
+		}
+	case stepSCRAMFinal:
+		err = ss.scramFinish(h.scram, true, h.cred, body)
+	}
+	h.consume(n)
+	if err != nil {
+		p.endLogin(ss, err)
+		return false
+	}
+	return p.loggedIn(ss, ss.srv.cfg.Load())
+}
+
+// stepWants names the message a login step waits for, for errors.
+func stepWants(step uint8) string {
+	switch step {
+	case stepSCRAMFirst:
+		return "SASL initial response"
+	case stepSCRAMFinal:
+		return "SASL response"
+	}
+	return "password message"
+}
+
+// loginAsk sends an authentication request and waits for the answer. It
+// reports whether the login goes on on the loop now (the answer may be
+// there already).
+func (p *parker) loginAsk(ss *session, code uint32, payload []byte) bool {
+	h := ss.handshake
+	h.scratch = protocol.AppendAuthentication(h.scratch[:0], code, payload)
+	if !p.loginWrite(ss, h.scratch) {
+		return false
+	}
+	ss.loop = loopLoginAuth
+	return true
+}
+
+// loginWrite writes a small message of the login to the client. A fresh
+// socket has room for it: one that has none, or fails, ends the login.
+func (p *parker) loginWrite(ss *session, b []byte) bool {
+	if n, err := (&sockio.Raw{FD: int(ss.fd)}).Write(b); err != nil || n != len(b) {
+		if err == nil || err == protocol.ErrWouldBlock {
+			err = errors.New("no room to write to a client that is logging in")
+		}
+		p.endLogin(ss, err)
+		return false
+	}
+	return true
+}
+
+// loggedIn ends a successful login on the loop as startup does on a
+// goroutine (the session's pool, parameters and cancel key, and the
+// greeting), then serves the session's first request. It reports false:
+// the loop's turn of the session is over.
+func (p *parker) loggedIn(ss *session, cfg *configs.Config) bool {
+	h := ss.handshake
+	e := h.entry
+	ss.entry = e
+	ss.txnMode = true
+	ss.pinOnState = cfg.PinOnSessionState
+	if err := ss.initParams(cfg, h.st); err != nil {
+		p.endLogin(ss, err)
+		return false
+	}
+	ss.pid, ss.key = ss.srv.newCancelKey()
+	_, g := e.setWelcome(nil)
+	raw := &sockio.Raw{FD: int(ss.fd)}
+	ss.openClientIO(raw)
+	ss.rd.Small = make([]byte, smallBufSize)
+	if err := ss.rd.Prefill(h.buf); err != nil {
+		p.endLogin(ss, err)
+		return false
+	}
+	// The greeting goes out in one write, as on a goroutine (a fresh
+	// socket has room for it; what it does not take waits in the Writer).
+	out := append(h.scratch[:0], ss.takeAuthOK()...)
+	out = g.appendTo(out, ss.params.lookup)
+	out = protocol.AppendBackendKeyData(out, ss.pid, ss.key)
+	out = protocol.AppendReadyForQuery(out, protocol.TxIdle)
+	h.scratch = out
+	n, err := raw.Write(out)
+	switch {
+	case err == protocol.ErrWouldBlock:
+		ss.wr.Append(out[n:])
+	case err != nil:
+		p.endLogin(ss, err)
+		return false
+	}
+	ss.dropHandshake()
+	e.stats.clientLogins.Add(1)
+	e.stats.loopEntries.Add(1)
+	p.logins.Add(1)
+	p.loopLoginsDone.Add(1)
+	ss.activeTick.Store(p.tick.Load())
+	ss.loop = loopClient // its first request (the greeting's rest first, if any)
+	if ss.debugEnabled() {
+		ss.logger().Debug("client connected")
+	}
+	ss.srv.register(ss)
+	p.turn(ss, false)
+	return false
+}
+
+// endLogin ends a login on the loop with err: the client gets the FATAL
+// of a *protocol.Error (or nothing: it left), and is let go of as a
+// goroutine's failed login is.
+func (p *parker) endLogin(ss *session, err error) {
+	p.unloop(ss)
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		(&sockio.Raw{FD: int(ss.fd)}).Write(pe.AppendFrame(ss.takeAuthOK()))
+	}
+	if !protocol.IsDisconnect(err) {
+		ss.logger().Info("client login failed", zap.Error(err))
+	}
+	ss.dropHandshake()
+	if ss.rd != nil { // (loggedIn failed after making them)
+		ss.rd.Release()
+		ss.wr.Release()
+	}
+	ss.closeSocket()
+	ss.srv.clients.Add(-1)
+	ss.srv.wg.Done()
+}
+
+// loginHandoff hands a login the loop has not answered yet to a goroutine,
+// which reads what the loop read first (loginState.early) and logs the
+// client in as it logs in any other.
+func (p *parker) loginHandoff(ss *session) {
+	p.unloop(ss)
+	h := ss.handshake
+	h.early, h.buf = h.buf, nil
+	h.st, h.cred, h.entry, h.method = nil, auth.Credential{}, nil, ""
+	p.loginHandoffs.Add(1)
+	go func() {
+		if err := ss.reattach(); err != nil {
+			ss.dropHandshake()
+			ss.srv.clients.Add(-1)
+			ss.srv.wg.Done()
+			return
+		}
+		ss.srv.serveAdmitted(ss.srv.logIn(ss, 0, false))
+	}()
+}
+
+// expireLoginLocked takes a session out of the set, for endExpired, if it
+// is a login on the loop older than timeout (client_login_timeout), and
+// reports whether it did. mu is held.
+func (p *parker) expireLoginLocked(ss *session, timeout time.Duration, now mono) bool {
+	if st := ss.loop &^ loopArmed; (st != loopLogin && st != loopLoginAuth) || now.Sub(ss.connectedAt) < timeout {
+		return false
+	}
+	p.unholdLocked(ss)
+	p.expired = append(p.expired, ss)
+	return true
+}
+
+// errLoginInterrupted ends a login the loop had answered when the parker
+// stops (shutdown, or an epoll failure): a goroutine cannot take up an
+// exchange half done.
+var errLoginInterrupted = protocol.Fatal(protocol.SQLStateConnectionFailure, "pgferry stopped this login before it was done; connect again")

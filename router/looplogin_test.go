@@ -1,0 +1,275 @@
+package router_test
+
+import (
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/router"
+)
+
+// loginCounters returns the logins the relay loop saw through and those it
+// handed to a goroutine.
+func loginCounters(f *ferrytest.Ferry) (loop, handoffs uint64) {
+	return router.LoopLogins(f.Server), router.LoginHandoffs(f.Server)
+}
+
+// warmPool logs one client in and out: the pool and its greeting exist
+// from then on, which a login on the loop needs (the first login is a
+// goroutine's).
+func warmPool(t *testing.T, f *ferrytest.Ferry, dsn string) {
+	t.Helper()
+	ctx := testContext(t)
+	conn := ferrytest.Connect(t, ctx, dsn)
+	if err := conn.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	clientsDropTo(t, f, 0)
+}
+
+// clientsDropTo waits until pgferry counts n clients.
+func clientsDropTo(t *testing.T, f *ferrytest.Ferry, n int64) {
+	t.Helper()
+	ferrytest.Eventually(t, 10*time.Second, "the client count to drop back", func() (bool, error) {
+		return router.Clients(f.Server) == n, nil
+	})
+}
+
+func TestAClientLogsInOnTheRelayLoopWithEachPasswordMethodTheLoopRuns(t *testing.T) {
+	skipWithoutLoop(t)
+	sum := md5.Sum([]byte(ferrytest.Password + ferrytest.User))
+	for _, c := range []struct{ name, authType, secret string }{
+		{"scram-sha-256", "scram-sha-256", ferrytest.Password},
+		{"md5 against an md5 secret", "md5", "md5" + hex.EncodeToString(sum[:])},
+		{"md5 against a plain secret (SCRAM, as PgBouncer)", "md5", ferrytest.Password},
+		{"trust", "trust", ferrytest.Password},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := testContext(t)
+			cfg, _ := configWithOwnDatabase(t)
+			cfg.AuthType = c.authType
+			cfg.Users[ferrytest.User] = configs.User{Password: configs.Secret(c.secret)}
+			f := ferrytest.Start(t, cfg)
+			warmPool(t, f, f.AppDSN())
+			if loop, handoffs := loginCounters(f); loop != 0 || handoffs != 1 {
+				t.Fatalf("the pool's first login: %d on the loop, %d handed to a goroutine; want 0 and 1 (no greeting to send yet)", loop, handoffs)
+			}
+			for i := 1; i <= 3; i++ {
+				conn := ferrytest.Connect(t, ctx, f.AppDSN())
+				var n int
+				if err := conn.QueryRow(ctx, "select $1::int", i).Scan(&n); err != nil || n != i {
+					t.Fatalf("client %d's query: %d, %v", i, n, err)
+				}
+				if loop, handoffs := loginCounters(f); loop != uint64(i) || handoffs != 1 {
+					t.Fatalf("after %d more clients: %d logins on the loop, %d handed off; want %d and 1", i, loop, handoffs, i)
+				}
+				conn.Close(ctx)
+			}
+			if got := f.Pool(t, "app").Counters.ClientLogins; got != 4 {
+				t.Errorf("the pool counts %d client logins; want 4", got)
+			}
+		})
+	}
+}
+
+func TestAWrongPasswordOnTheRelayLoopIsRefusedAsOnAGoroutine(t *testing.T) {
+	skipWithoutLoop(t)
+	sum := md5.Sum([]byte(ferrytest.Password + ferrytest.User))
+	for _, c := range []struct{ name, authType, secret string }{
+		{"scram-sha-256", "scram-sha-256", ferrytest.Password},
+		{"md5", "md5", "md5" + hex.EncodeToString(sum[:])},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := testContext(t)
+			cfg, _ := configWithOwnDatabase(t)
+			cfg.AuthType = c.authType
+			cfg.Users[ferrytest.User] = configs.User{Password: configs.Secret(c.secret)}
+			f := ferrytest.Start(t, cfg)
+			warmPool(t, f, f.AppDSN())
+			_, err := pgx.Connect(ctx, f.DSN("app", ferrytest.User, "not-the-password"))
+			pe := expectPgError(t, err, "28P01")
+			if want := `password authentication failed for user "app"`; pe.Message != want {
+				t.Errorf("message %q; want %q", pe.Message, want)
+			}
+			if _, handoffs := loginCounters(f); handoffs != 1 {
+				t.Errorf("%d logins handed off; want only the first client's (the loop refused this one)", handoffs)
+			}
+			clientsDropTo(t, f, 0)
+			assertServes(t, ctx, f)
+		})
+	}
+}
+
+func TestLoginsTheLoopDoesNotRunAreHandedToAGoroutineAndSucceedOrFailThere(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	offerClientTLS(cfg, "allow")
+	f := ferrytest.Start(t, cfg)
+	warmPool(t, f, f.AppDSN())
+	handedOff := func(what string, connect func() error, wantErr string) {
+		t.Helper()
+		loop0, hand0 := loginCounters(f)
+		err := connect()
+		var pe *pgconn.PgError
+		switch {
+		case wantErr == "" && err != nil:
+			t.Fatalf("%s: %v", what, err)
+		case wantErr != "" && (!errors.As(err, &pe) || pe.Code != wantErr):
+			t.Fatalf("%s: got %v; want SQLSTATE %s", what, err, wantErr)
+		}
+		if loop, hand := loginCounters(f); loop != loop0 || hand != hand0+1 {
+			t.Fatalf("%s: %d logins on the loop, %d handed off; want none and one", what, loop-loop0, hand-hand0)
+		}
+	}
+	query := func(dsn string) func() error {
+		return func() error {
+			conn, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(ctx)
+			var on bool
+			return conn.QueryRow(ctx, "select true").Scan(&on)
+		}
+	}
+	tlsDSN := strings.Replace(f.AppDSN(), "sslmode=disable", "sslmode=require", 1)
+	handedOff("a client that asks for TLS", query(tlsDSN), "")
+	handedOff("a client of a database that is not configured", query(f.DSN("nosuchdb", ferrytest.User, ferrytest.Password)), "3D000")
+	handedOff("a user not in the auth file", query(f.DSN("app", "nobody", "x")), "28P01")
+	handedOff("the admin console", func() error {
+		conn, err := pgconn.Connect(ctx, f.DSN("pgbouncer", "admin", "admin-secret"))
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, "SHOW VERSION").ReadAll()
+		return err
+	}, "")
+	loop0, _ := loginCounters(f)
+	if err := query(f.AppDSN())(); err != nil {
+		t.Fatal(err)
+	}
+	if loop, _ := loginCounters(f); loop != loop0+1 {
+		t.Fatalf("a plain client after them did not log in on the loop")
+	}
+}
+
+func TestTheLoopTakesAStartupPacketInPiecesAndARequestSentWithIt(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.AuthType = "trust"
+	f := ferrytest.Start(t, cfg)
+	warmPool(t, f, f.AppDSN())
+	c := dialFerry(t, f)
+	// An SSLRequest (answered N: this pgferry offers no TLS), then the
+	// startup packet one byte at a time, then a query in the same write as
+	// the packet's last byte: trust answers at once, and the query is the
+	// session's first request.
+	sendRaw(t, c, startupPacket(sslRequestCode, nil))
+	var n [1]byte
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(n[:]); err != nil || n[0] != 'N' {
+		t.Fatalf("answer to SSLRequest: %q, %v; want N", n[0], err)
+	}
+	st := startupMessage(t, ferrytest.User, "app")
+	for _, b := range st[:len(st)-1] {
+		sendRaw(t, c, []byte{b})
+		time.Sleep(time.Millisecond)
+	}
+	sendRaw(t, c, append([]byte{st[len(st)-1]}, encode(t, &pgproto3.Query{String: "select 41 + 1"})...))
+	ready := 0
+	frames, _, err := readFrames(c, 10*time.Second, func(fr frame) bool {
+		if fr.typ == 'Z' {
+			ready++
+		}
+		return ready == 2 || fr.typ == 'E'
+	})
+	if err != nil {
+		t.Fatalf("frames %s: %v", describe(frames), err)
+	}
+	data := 0
+	ready = 0
+	for _, fr := range frames {
+		switch fr.typ {
+		case 'D':
+			data++
+			if !strings.Contains(string(fr.body), "42") {
+				t.Errorf("row %q; want 42", fr.body)
+			}
+		case 'Z':
+			ready++
+		case 'E':
+			t.Fatalf("error: %v", errorFields(fr.body))
+		}
+	}
+	if data != 1 || ready != 2 {
+		t.Fatalf("frames %s: want the greeting's ReadyForQuery, one row and a second ReadyForQuery", describe(frames))
+	}
+	if loop, handoffs := loginCounters(f); loop != 1 || handoffs != 1 {
+		t.Fatalf("%d logins on the loop, %d handed off; want 1 and the first client's", loop, handoffs)
+	}
+}
+
+func TestALoginOnTheLoopThatStallsIsEndedAtClientLoginTimeout(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.ClientLoginTimeout = configs.Duration(time.Second)
+	f := ferrytest.Start(t, cfg)
+	warmPool(t, f, f.AppDSN())
+	// The startup packet, and then no answer to SCRAM's request.
+	c := dialFerry(t, f)
+	sendRaw(t, c, startupMessage(t, ferrytest.User, "app"))
+	frames := readUntilClosed(t, c)
+	errs := errorsIn(frames)
+	if len(errs) != 1 || errs[0]['C'] != "08P01" || errs[0]['M'] != "client_login_timeout" {
+		t.Fatalf("frames %s: want the SASL request, then FATAL 08P01 client_login_timeout", describe(frames))
+	}
+	if frames[0].typ != 'R' {
+		t.Fatalf("frames %s: want the SASL request first", describe(frames))
+	}
+	if _, handoffs := loginCounters(f); handoffs != 1 {
+		t.Fatalf("%d logins handed off; want only the first client's (the loop timed this one out)", handoffs)
+	}
+	clientsDropTo(t, f, 0)
+}
+
+func TestAClientThatLeavesInTheMiddleOfItsLoginOnTheLoopIsLetGo(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	f := ferrytest.Start(t, cfg)
+	warmPool(t, f, f.AppDSN())
+	for i := 0; i < 20; i++ {
+		c := dialFerry(t, f)
+		sendRaw(t, c, startupMessage(t, ferrytest.User, "app"))
+		if i%2 == 0 {
+			// After the SASL request came.
+			if _, _, err := readFrames(c, 10*time.Second, func(fr frame) bool { return fr.typ == 'R' }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.Close()
+	}
+	clientsDropTo(t, f, 0)
+	if _, handoffs := loginCounters(f); handoffs != 1 {
+		t.Fatalf("%d logins handed off; want only the first client's", handoffs)
+	}
+	assertServes(t, ctx, f)
+}
