@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"os"
 	"strconv"
 	"syscall"
 	"time"
@@ -32,6 +33,7 @@ import (
 // for a request (states loopLogin and loopLoginAuth), and the session goes
 // from its greeting straight to its first request.
 //
+// The client comes as a bare descriptor (rawListener), never a net.Conn.
 // The loop takes only the common case; whatever else a login may need is
 // the goroutine's, as before: the loop looks at the startup packet first
 // and, before it answers it, hands the client to a goroutine
@@ -57,37 +59,24 @@ func (p *parker) loopLogins() bool {
 	return loopLoginsOn && inlineRelay && sockio.Available && p.loopOn() && !p.srv.isDraining() && p.start()
 }
 
-// takeAccepted gives a client just accepted on c to the loop for its login
-// and reports whether it did; if not, the caller serves c as ever. A client
-// that is turned away (allow_cidrs, max_client_conn) is not taken: the
-// goroutine tells it why. The caller has taken the client's WaitGroup slot.
-func (s *Server) takeAccepted(c net.Conn) bool {
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return false
-	}
+// takeFD gives a client just accepted on fd (a bare non-blocking socket,
+// see rawListener) to the loop for its login. A client that is turned away
+// (allow_cidrs, max_client_conn) goes to a goroutine as a net.Conn, which
+// tells it why. The caller has taken the client's WaitGroup slot.
+func (s *Server) takeFD(fd int, peer net.Addr) {
 	cfg := s.cfg.Load()
-	peer := c.RemoteAddr()
 	if !s.allowed(peer) || (cfg.MaxClientConn > 0 && s.clients.Load() >= int64(cfg.MaxClientConn)) {
-		return false
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	fd := -1
-	rc.Control(func(f uintptr) {
-		// A duplicate outlives the net.Conn, which lets go of the socket
-		// (and of Go's netpoller) as a parked session's does (detach).
-		d, _, errno := syscall.Syscall(syscall.SYS_FCNTL, f, syscall.F_DUPFD_CLOEXEC, 0)
-		if errno == 0 {
-			fd = int(d)
+		f := os.NewFile(uintptr(fd), "client")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			s.log.Warn("a client could not be served", zap.Error(err))
+			s.wg.Done()
+			return
 		}
-	})
-	if fd < 0 {
-		return false // out of descriptors: a goroutine, with the conn
+		go s.serveClient(sockio.Wrap(c))
+		return
 	}
-	c.Close()
 	s.clients.Add(1)
 	ss := &session{
 		srv:         s,
@@ -102,7 +91,6 @@ func (s *Server) takeAccepted(c net.Conn) bool {
 	if !s.parker.await(ss, loopLogin, syscall.EPOLL_CTL_ADD) {
 		s.parker.loginHandoff(ss) // the parker is closing, or epoll failed
 	}
-	return true
 }
 
 // loginTurn goes on with the login of a session on the loop whose client
@@ -183,9 +171,7 @@ func (p *parker) loginRead(ss *session, need int) bool {
 	n, err := (&sockio.Raw{FD: int(ss.fd)}).Read(h.buf[len(h.buf):cap(h.buf)])
 	switch {
 	case err == protocol.ErrWouldBlock:
-		if !p.await(ss, ss.loop, 0) {
-			p.loginHandoff(ss)
-		}
+		p.loginAwait(ss)
 		return false
 	case err != nil:
 		p.endLogin(ss, err) // the client left
@@ -223,6 +209,10 @@ func (p *parker) loginStartup(ss *session, n int) bool {
 			return false
 		}
 		h.consume(n)
+		if len(h.buf) == 0 {
+			p.loginAwait(ss) // (the client waits for the answer first)
+			return false
+		}
 		return true
 	case protocol.CancelRequestCode, protocol.PeerLinkCode:
 		p.loginHandoff(ss)
@@ -364,7 +354,32 @@ func (p *parker) loginAsk(ss *session, code uint32, payload []byte) bool {
 		return false
 	}
 	ss.loop = loopLoginAuth
+	if len(h.buf) == 0 {
+		// The answer needs the request (a salt, a nonce): no read
+		// could find it yet.
+		p.loginAwait(ss)
+		return false
+	}
 	return true
+}
+
+// loginAwait waits for more of a login on the loop. If the loop cannot
+// wait (the parker is closing, or epoll failed), a login not answered yet
+// goes to a goroutine, and one answered already ends.
+func (p *parker) loginAwait(ss *session) {
+	if !p.await(ss, ss.loop, 0) {
+		p.loginStop(ss)
+	}
+}
+
+// loginStop takes a login off the loop: to a goroutine if the loop has not
+// answered it yet, else ended (errLoginInterrupted).
+func (p *parker) loginStop(ss *session) {
+	if ss.handshake.step == 0 {
+		p.loginHandoff(ss)
+	} else {
+		p.endLogin(ss, errLoginInterrupted)
+	}
 }
 
 // loginWrite writes a small message of the login to the client. A fresh
@@ -429,7 +444,12 @@ func (p *parker) loggedIn(ss *session, cfg *configs.Config) bool {
 		ss.logger().Debug("client connected")
 	}
 	ss.srv.register(ss)
-	p.turn(ss, false)
+	if ss.rd.Buffered() > 0 || ss.wr.Len() > 0 {
+		p.turn(ss, false)
+	} else if !p.await(ss, loopClient, 0) {
+		// (No read first: the client sends its request once greeted.)
+		p.evict(ss, "cannot wait", false)
+	}
 	return false
 }
 

@@ -311,11 +311,7 @@ func (p *parker) fail() {
 // session the relay loop serves goes back to one: evict).
 func (p *parker) resume(ss *session) {
 	if st := ss.loop &^ loopArmed; st == loopLogin || st == loopLoginAuth {
-		if ss.handshake.step == 0 {
-			p.loginHandoff(ss) // not answered yet: a goroutine logs it in
-		} else {
-			p.endLogin(ss, errLoginInterrupted)
-		}
+		p.loginStop(ss)
 		return
 	}
 	if ss.loop != 0 {

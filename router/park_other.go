@@ -49,5 +49,10 @@ func (ss *session) reattach() error { return nil }
 func fdLocalAddr(int) net.Addr      { return nil }
 
 // Logins run on goroutines: there is no relay loop.
-func (p *parker) loopLogins() bool           { return false }
-func (s *Server) takeAccepted(net.Conn) bool { return false }
+func (p *parker) loopLogins() bool               { return false }
+func (s *Server) takeFD(int, net.Addr)           {}
+func newRawListener(l net.Listener) net.Listener { return l }
+
+type rawListener struct{ net.Listener }
+
+func (*rawListener) acceptFD() (int, net.Addr, error) { return -1, nil, net.ErrClosed }

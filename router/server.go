@@ -301,7 +301,7 @@ func (s *Server) Listen() error {
 			closeAll(ls)
 			return fmt.Errorf("listen on %s:%d: %w", h, cfg.ListenPort, err)
 		}
-		ls = append(ls, l)
+		ls = append(ls, newRawListener(l))
 	}
 	if cfg.UnixSocketDir != "" {
 		port := cfg.ListenPort
@@ -403,7 +403,20 @@ func (s *Server) acceptLoop(l net.Listener) {
 	defer s.wg.Done()
 	var delay time.Duration
 	for {
-		c, err := l.Accept()
+		var c net.Conn
+		var err error
+		if rl, ok := l.(*rawListener); ok && s.parker.loopLogins() {
+			var fd int
+			var peer net.Addr
+			if fd, peer, err = rl.acceptFD(); err == nil {
+				delay = 0
+				s.wg.Add(1)
+				s.takeFD(fd, peer) // a login on the relay loop
+				continue
+			}
+		} else {
+			c, err = l.Accept()
+		}
 		if err != nil {
 			if s.isDraining() || errors.Is(err, net.ErrClosed) {
 				return
@@ -416,9 +429,6 @@ func (s *Server) acceptLoop(l net.Listener) {
 		}
 		delay = 0
 		s.wg.Add(1)
-		if s.parker.loopLogins() && s.takeAccepted(c) {
-			continue
-		}
 		go s.serveClient(sockio.Wrap(c))
 	}
 }
