@@ -22,6 +22,9 @@ func TestASocketAcceptedBareHasTheOptionsOfOneAcceptedByGoAndCloseStopsTheWait(t
 		t.Fatal("a TCP listener was not wrapped")
 	}
 	defer rl.Close()
+	if !rl.usable() {
+		t.Fatal("the listener's duplicate could not be opened")
+	}
 	d, err := net.Dial("tcp", rl.Addr().String())
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,8 @@ import (
 	"errors"
 	"net"
 	"os"
-	"sync/atomic"
+	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -24,9 +25,17 @@ import (
 // Accept, for logins on goroutines, is the net.Listener's own.
 type rawListener struct {
 	net.Listener
+	tl *net.TCPListener
+	// f is the duplicate, opened on the first acceptFD (with the loop off
+	// it would only be a second registration of the socket in Go's
+	// netpoller) and closed with the listener; rc its RawConn. failed:
+	// it could not be opened, so acceptFD is never used. Guarded by mu,
+	// which Close takes too.
+	mu     sync.Mutex
 	f      *os.File
 	rc     syscall.RawConn
-	closed atomic.Bool
+	closed bool
+	failed bool
 	// The result of the accept in progress, for acceptFn (a method value
 	// made once: no allocation per client). The accepting goroutine's
 	// only.
@@ -36,16 +45,29 @@ type rawListener struct {
 	acceptFn func(uintptr) bool
 }
 
-// newRawListener wraps a TCP listener, or returns l as it is if it cannot
-// (not TCP, or its duplicate is not pollable).
+// newRawListener wraps a TCP listener, or returns l as it is.
 func newRawListener(l net.Listener) net.Listener {
 	tl, ok := l.(*net.TCPListener)
 	if !ok || !loopLoginsOn {
 		return l
 	}
-	rc, err := tl.SyscallConn()
+	rl := &rawListener{Listener: l, tl: tl}
+	rl.acceptFn = rl.accept1
+	return rl
+}
+
+// usable reports whether acceptFD can be used: the duplicate is open, or
+// could be opened now. Only the accepting goroutine calls it.
+func (l *rawListener) usable() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f != nil || l.failed || l.closed {
+		return l.f != nil
+	}
+	l.failed = true // unless it works
+	rc, err := l.tl.SyscallConn()
 	if err != nil {
-		return l
+		return false
 	}
 	dup := -1
 	rc.Control(func(fd uintptr) {
@@ -55,32 +77,47 @@ func newRawListener(l net.Listener) net.Listener {
 		}
 	})
 	if dup < 0 {
-		return l
+		return false
 	}
 	f := os.NewFile(uintptr(dup), "listener") // non-blocking: pollable
 	frc, err := f.SyscallConn()
 	if err != nil || f.SetReadDeadline(time.Time{}) != nil { // not in the netpoller
 		f.Close()
-		return l
+		return false
 	}
-	rl := &rawListener{Listener: l, f: f, rc: frc}
-	rl.acceptFn = rl.accept1
-	return rl
+	l.f, l.rc, l.failed = f, frc, false
+	return true
 }
 
 // accept1 is one non-blocking accept on the listening socket; it reports
 // whether it is done (anything but "no client waiting").
 func (l *rawListener) accept1(fd uintptr) bool {
-	l.fd, l.sa, l.err = syscall.Accept4(int(fd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
-	return l.err != syscall.EAGAIN
+	for {
+		l.fd, l.sa, l.err = syscall.Accept4(int(fd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		// A client gone before it was accepted, or a signal: the next
+		// one, as Go's own Accept does (more may be waiting, which the
+		// netpoller will not announce again).
+		if l.err != syscall.ECONNABORTED && l.err != syscall.EINTR {
+			return l.err != syscall.EAGAIN
+		}
+	}
 }
 
 // acceptFD waits for a client and returns its socket, non-blocking, and
-// address. After Close it returns net.ErrClosed.
+// address. After Close it returns net.ErrClosed. usable must have
+// reported true.
 func (l *rawListener) acceptFD() (int, net.Addr, error) {
-	err := l.rc.Read(l.acceptFn)
-	if err != nil {
-		if l.closed.Load() || errors.Is(err, os.ErrClosed) {
+	l.mu.Lock()
+	rc, closed := l.rc, l.closed
+	l.mu.Unlock()
+	if closed || rc == nil {
+		return -1, nil, net.ErrClosed
+	}
+	if err := rc.Read(l.acceptFn); err != nil {
+		l.mu.Lock()
+		closed = l.closed
+		l.mu.Unlock()
+		if closed || errors.Is(err, os.ErrClosed) {
 			err = net.ErrClosed // (the wait ends with poll's own error)
 		}
 		return -1, nil, err
@@ -94,8 +131,12 @@ func (l *rawListener) acceptFD() (int, net.Addr, error) {
 // Close closes both descriptors of the listening socket, which then stops
 // listening.
 func (l *rawListener) Close() error {
-	l.closed.Store(true)
-	l.f.Close()
+	l.mu.Lock()
+	l.closed = true
+	if l.f != nil {
+		l.f.Close()
+	}
+	l.mu.Unlock()
 	return l.Listener.Close()
 }
 
@@ -117,5 +158,5 @@ func zoneName(id uint32) string {
 	if ifi, err := net.InterfaceByIndex(int(id)); err == nil {
 		return ifi.Name
 	}
-	return ""
+	return strconv.Itoa(int(id)) // as Go names a zone it cannot look up
 }

@@ -84,6 +84,13 @@ const maxAuthQueryCache = 10_000
 // the query), as opposed to a user found missing.
 var errAuthQuery = errors.New("auth_query lookup failed")
 
+// authQueryConfigured reports whether lookupUser would run auth_query for
+// a client of database (auth_user set for it, or for all).
+func authQueryConfigured(cfg *configs.Config, database string) bool {
+	db, _, ok := cfg.LookupDatabase(database)
+	return ok && (db.AuthUser != "" || cfg.AuthUser != "")
+}
+
 // lookupUser finds user's secret with auth_query when database (the one
 // the client asked for) or the configuration sets auth_user. known is
 // false for a user the query does not return, or whose secret is NULL

@@ -29,7 +29,9 @@ func (ss *session) login(cfg *configs.Config) bool {
 		}
 		ss.raw.SetDeadline(time.Now().Add(d))
 	} else if d > 0 {
-		ss.raw.SetDeadline(time.Now().Add(d))
+		// From the accept: a login the relay loop handed over has had
+		// some of its time.
+		ss.raw.SetDeadline(ss.connectedAt.Time().Add(d))
 	}
 	ss.beginLogin()
 	err := ss.startup(cfg)

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -65,7 +66,9 @@ func (p *parker) loopLogins() bool {
 // tells it why. The caller has taken the client's WaitGroup slot.
 func (s *Server) takeFD(fd int, peer net.Addr) {
 	cfg := s.cfg.Load()
-	if !s.allowed(peer) || (cfg.MaxClientConn > 0 && s.clients.Load() >= int64(cfg.MaxClientConn)) {
+	n := s.clients.Add(1)
+	if !s.allowed(peer) || (cfg.MaxClientConn > 0 && n > int64(cfg.MaxClientConn)) {
+		s.clients.Add(-1) // (serveClient counts it again, and refuses it)
 		f := os.NewFile(uintptr(fd), "client")
 		c, err := net.FileConn(f)
 		f.Close()
@@ -77,7 +80,6 @@ func (s *Server) takeFD(fd int, peer net.Addr) {
 		go s.serveClient(sockio.Wrap(c))
 		return
 	}
-	s.clients.Add(1)
 	ss := &session{
 		srv:         s,
 		id:          s.ids.Add(1),
@@ -99,8 +101,16 @@ func (s *Server) takeFD(fd int, peer net.Addr) {
 func (p *parker) loginTurn(ss *session) {
 	defer func() {
 		if r := recover(); r != nil {
-			ss.logger().Error("login panicked", zap.Any("panic", r))
-			p.endLogin(ss, errInternal)
+			ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			switch {
+			case ss.loop == 0:
+				// Handed on or ended already (a panic in endLogin
+				// itself): the new owner has it, or nobody.
+			case ss.handshake == nil:
+				p.leave(ss, errInternal) // logged in: a session as any other
+			default:
+				p.endLogin(ss, errInternal)
+			}
 		}
 	}()
 	ss.loop &^= loopArmed // its one-shot registration fired
@@ -150,25 +160,18 @@ func (p *parker) loginTurn(ss *session) {
 // handed on or ended.
 func (p *parker) loginRead(ss *session, need int) bool {
 	h := ss.handshake
-	if h.buf == nil {
-		h.buf = make([]byte, 0, loginBufSize)
-	}
-	if need > cap(h.buf) {
-		b := make([]byte, len(h.buf), need)
+	// Up to the message in front, or loginBufSize when it is smaller (a
+	// length not read yet, too): what comes after the login's last
+	// message is a request, which the relay's Reader takes (Prefill),
+	// and never more than loginBufSize of it.
+	end := max(need, loginBufSize)
+	if cap(h.buf) < end {
+		b := make([]byte, len(h.buf), end)
 		copy(b, h.buf)
 		clear(h.buf)
 		h.buf = b
 	}
-	if len(h.buf) == cap(h.buf) {
-		// A full buffer without a whole message: a message's length
-		// needs no more than 5 bytes, so this is the message (grown
-		// above) plus what came after it, which the relay reads later.
-		b := make([]byte, len(h.buf), 2*cap(h.buf))
-		copy(b, h.buf)
-		clear(h.buf)
-		h.buf = b
-	}
-	n, err := (&sockio.Raw{FD: int(ss.fd)}).Read(h.buf[len(h.buf):cap(h.buf)])
+	n, err := (&sockio.Raw{FD: int(ss.fd)}).Read(h.buf[len(h.buf):end])
 	switch {
 	case err == protocol.ErrWouldBlock:
 		p.loginAwait(ss)
@@ -235,17 +238,22 @@ func (p *parker) loginStartup(ss *session, n int) bool {
 	case h.method == "trust":
 		ss.queueAuthOK()
 		return p.loggedIn(ss, cfg)
-	case h.method == "md5" && h.cred.Kind() == auth.KindMD5:
+	case h.method == "md5" && h.known && h.cred.Kind() == auth.KindMD5:
 		rand.Read(h.salt[:])
 		h.step = stepMD5
 		return p.loginAsk(ss, authMD5Password, h.salt[:])
 	}
 	// SCRAM-SHA-256 (also for md5 with a SCRAM or plain secret, as on a
 	// goroutine).
-	sc, err := auth.NewSCRAMServer(ss.user, h.cred, nil)
-	if err != nil {
-		p.endLogin(ss, ss.authFailed())
-		return false
+	var sc *auth.SCRAMServer
+	if h.known && h.cred.CanSCRAM() {
+		var err error
+		if sc, err = auth.NewSCRAMServer(ss.user, h.cred, nil); err != nil {
+			p.endLogin(ss, ss.authFailed())
+			return false
+		}
+	} else {
+		sc = auth.NewSCRAMServerForUnknownUser(ss.user, nil)
 	}
 	h.scram = sc
 	h.step = stepSCRAMFirst
@@ -259,25 +267,32 @@ func (p *parker) loginStartup(ss *session, n int) bool {
 // declines is counted, logged and told on its goroutine.
 func (p *parker) loginPlan(ss *session, cfg *configs.Config) bool {
 	h := ss.handshake
-	if adminDatabases[ss.database] || cfg.ClientTLSRequired() || ss.clientAuthEntra(cfg) {
+	if adminDatabases[ss.database] || cfg.ClientTLSRequired() || ss.clientAuthEntra(cfg) || ss.srv.isDraining() {
 		return false
 	}
 	method := cfg.AuthType
 	if method == "hba" {
 		method, _, _, _ = ss.hbaMethod()
 	}
-	if method != "trust" && method != "md5" && method != "scram-sha-256" {
+	if method != "trust" && method != "md5" && method != "scram-sha-256" || ss.srv.throttle.delay(ss.peer) > 0 {
 		return false
 	}
 	if method != "trust" {
-		if ss.srv.throttle.delay(ss.peer) > 0 {
-			return false
-		}
 		cred, known := ss.srv.store.Load().Lookup(ss.user)
-		if !known || !cred.CanSCRAM() && !(method == "md5" && cred.Kind() == auth.KindMD5) {
-			return false // auth_query, or an unknown user's mock exchange
+		if !known && authQueryConfigured(cfg, ss.database) {
+			return false // auth_query: a query that waits
 		}
-		h.cred = cred
+		// A user not known, or whose secret cannot do SCRAM, goes through
+		// SCRAM's mock exchange here too, as on a goroutine: answered on
+		// the loop like any other, so that its timing does not tell
+		// that the user does not exist.
+		h.cred, h.known = cred, known
+		if !known || !cred.CanSCRAM() && !(method == "md5" && cred.Kind() == auth.KindMD5) {
+			// The mock exchange fails whatever the client sends: no
+			// pool is needed (a goroutine would not look for one).
+			h.method = method
+			return true
+		}
 	}
 	db, readOnly, ok := cfg.LookupDatabase(ss.database)
 	if !ok || readOnly {
@@ -313,7 +328,7 @@ func (p *parker) loginAuth(ss *session, n int) bool {
 		if !ok {
 			err = errBadAuthMessage()
 		} else {
-			err = ss.checkMD5(true, h.cred, h.salt, string(pw))
+			err = ss.checkMD5(h.known, h.cred, h.salt, string(pw))
 		}
 	case stepSCRAMFirst:
 		var first []byte
@@ -323,7 +338,7 @@ func (p *parker) loginAuth(ss *session, n int) bool {
 			return p.loginAsk(ss, authSASLContinue, first)
 		}
 	case stepSCRAMFinal:
-		err = ss.scramFinish(h.scram, true, h.cred, body)
+		err = ss.scramFinish(h.scram, h.known, h.cred, body)
 	}
 	h.consume(n)
 	if err != nil {
@@ -444,7 +459,12 @@ func (p *parker) loggedIn(ss *session, cfg *configs.Config) bool {
 		ss.logger().Debug("client connected")
 	}
 	ss.srv.register(ss)
-	if ss.rd.Buffered() > 0 || ss.wr.Len() > 0 {
+	if ss.srv.isDraining() {
+		// Shutdown began during the login, after it looked at the
+		// sessions: the goroutine tells the client, as it tells one
+		// that logged in meanwhile on a goroutine.
+		p.evict(ss, "shutdown", false)
+	} else if ss.rd.Buffered() > 0 || ss.wr.Len() > 0 {
 		p.turn(ss, false)
 	} else if !p.await(ss, loopClient, 0) {
 		// (No read first: the client sends its request once greeted.)
@@ -457,6 +477,9 @@ func (p *parker) loggedIn(ss *session, cfg *configs.Config) bool {
 // of a *protocol.Error (or nothing: it left), and is let go of as a
 // goroutine's failed login is.
 func (p *parker) endLogin(ss *session, err error) {
+	if ss.loop&^loopArmed == loopLogin {
+		ss.srv.reject("protocol") // no startup packet, as a goroutine counts it
+	}
 	p.unloop(ss)
 	var pe *protocol.Error
 	if errors.As(err, &pe) {
@@ -482,7 +505,7 @@ func (p *parker) loginHandoff(ss *session) {
 	p.unloop(ss)
 	h := ss.handshake
 	h.early, h.buf = h.buf, nil
-	h.st, h.cred, h.entry, h.method = nil, auth.Credential{}, nil, ""
+	h.st, h.cred, h.known, h.entry, h.method = nil, auth.Credential{}, false, nil, ""
 	p.loginHandoffs.Add(1)
 	go func() {
 		if err := ss.reattach(); err != nil {
@@ -505,6 +528,21 @@ func (p *parker) expireLoginLocked(ss *session, timeout time.Duration, now mono)
 	p.unholdLocked(ss)
 	p.expired = append(p.expired, ss)
 	return true
+}
+
+// expireLogins ends the logins on the loop older than
+// client_login_timeout: settleLooped does it among its other work, this
+// alone while shutting down (Shutdown waits for every client).
+func (p *parker) expireLogins() {
+	timeout := p.srv.cfg.Load().ClientLoginTimeout.Std()
+	if timeout <= 0 {
+		return
+	}
+	now := monoNow()
+	p.mu.Lock()
+	p.eachHeldLocked(func(ss *session) { p.expireLoginLocked(ss, timeout, now) })
+	p.mu.Unlock()
+	p.endExpired()
 }
 
 // errLoginInterrupted ends a login the loop had answered when the parker

@@ -1,10 +1,12 @@
 package router_test
 
 import (
+	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/router"
 )
 
@@ -96,15 +99,28 @@ func TestAWrongPasswordOnTheRelayLoopIsRefusedAsOnAGoroutine(t *testing.T) {
 			cfg, _ := configWithOwnDatabase(t)
 			cfg.AuthType = c.authType
 			cfg.Users[ferrytest.User] = configs.User{Password: configs.Secret(c.secret)}
-			f := ferrytest.Start(t, cfg)
+			hooks := &countingHooks{}
+			f := ferrytest.Start(t, cfg, func(o *router.Options) { o.Hooks = hooks })
 			warmPool(t, f, f.AppDSN())
 			_, err := pgx.Connect(ctx, f.DSN("app", ferrytest.User, "not-the-password"))
 			pe := expectPgError(t, err, "28P01")
 			if want := `password authentication failed for user "app"`; pe.Message != want {
 				t.Errorf("message %q; want %q", pe.Message, want)
 			}
+			// A user the auth file does not list goes through SCRAM's mock
+			// exchange on the loop too: refused as a wrong password, and
+			// answered where a known user is, so that the time it takes
+			// does not tell that the user does not exist.
+			_, err = pgx.Connect(ctx, f.DSN("app", "nobody", "not-the-password"))
+			pe = expectPgError(t, err, "28P01")
+			if want := `password authentication failed for user "nobody"`; pe.Message != want {
+				t.Errorf("message %q; want %q", pe.Message, want)
+			}
 			if _, handoffs := loginCounters(f); handoffs != 1 {
-				t.Errorf("%d logins handed off; want only the first client's (the loop refused this one)", handoffs)
+				t.Errorf("%d logins handed off; want only the first client's (the loop refused the others)", handoffs)
+			}
+			if got := hooks.rejected("auth"); got != 2 {
+				t.Errorf("%d clients counted as rejected for auth; want 2", got)
 			}
 			clientsDropTo(t, f, 0)
 			assertServes(t, ctx, f)
@@ -149,7 +165,6 @@ func TestLoginsTheLoopDoesNotRunAreHandedToAGoroutineAndSucceedOrFailThere(t *te
 	tlsDSN := strings.Replace(f.AppDSN(), "sslmode=disable", "sslmode=require", 1)
 	handedOff("a client that asks for TLS", query(tlsDSN), "")
 	handedOff("a client of a database that is not configured", query(f.DSN("nosuchdb", ferrytest.User, ferrytest.Password)), "3D000")
-	handedOff("a user not in the auth file", query(f.DSN("app", "nobody", "x")), "28P01")
 	handedOff("the admin console", func() error {
 		conn, err := pgconn.Connect(ctx, f.DSN("pgbouncer", "admin", "admin-secret"))
 		if err != nil {
@@ -254,10 +269,17 @@ func TestAClientThatLeavesInTheMiddleOfItsLoginOnTheLoopIsLetGo(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)
-	f := ferrytest.Start(t, cfg)
+	hooks := &countingHooks{}
+	f := ferrytest.Start(t, cfg, func(o *router.Options) { o.Hooks = hooks })
 	warmPool(t, f, f.AppDSN())
 	for i := 0; i < 20; i++ {
 		c := dialFerry(t, f)
+		if i%4 == 3 {
+			// Before its startup packet: counted as a protocol
+			// rejection, as on a goroutine.
+			c.Close()
+			continue
+		}
 		sendRaw(t, c, startupMessage(t, ferrytest.User, "app"))
 		if i%2 == 0 {
 			// After the SASL request came.
@@ -271,5 +293,70 @@ func TestAClientThatLeavesInTheMiddleOfItsLoginOnTheLoopIsLetGo(t *testing.T) {
 	if _, handoffs := loginCounters(f); handoffs != 1 {
 		t.Fatalf("%d logins handed off; want only the first client's", handoffs)
 	}
+	ferrytest.Eventually(t, 10*time.Second, "the 5 clients that sent no startup packet to be counted as rejected for protocol", func() (bool, error) {
+		return hooks.rejected("protocol") == 5, nil
+	})
 	assertServes(t, ctx, f)
 }
+
+func TestShutdownEndsALoginOnTheLoopThatStallsAtClientLoginTimeout(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.ClientLoginTimeout = configs.Duration(time.Second)
+	f := ferrytest.Start(t, cfg)
+	warmPool(t, f, f.AppDSN())
+	c := dialFerry(t, f)
+	sendRaw(t, c, startupMessage(t, ferrytest.User, "app"))
+	if _, _, err := readFrames(c, 10*time.Second, func(fr frame) bool { return fr.typ == 'R' }); err != nil {
+		t.Fatal(err)
+	}
+	// Shutdown waits for every client; a login that stalls is not a
+	// session it can wake or kill, so the loop ends it at its timeout,
+	// as a goroutine would.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan int, 1)
+	go func() { done <- f.Server.Shutdown(ctx) }()
+	frames := readUntilClosed(t, c)
+	if errs := errorsIn(frames); len(errs) != 1 || errs[0]['M'] != "client_login_timeout" {
+		t.Fatalf("frames %s: want FATAL client_login_timeout", describe(frames))
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("Shutdown did not return")
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Shutdown returned only at its deadline")
+	}
+}
+
+// countingHooks counts the clients pgferry rejects, by reason.
+type countingHooks struct {
+	mu      sync.Mutex
+	reasons map[string]int
+}
+
+func (h *countingHooks) ClientRejected(reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.reasons == nil {
+		h.reasons = map[string]int{}
+	}
+	h.reasons[reason]++
+}
+
+func (h *countingHooks) rejected(reason string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.reasons[reason]
+}
+
+func (h *countingHooks) PoolHooks(string, string) pool.Hooks { return noPoolHooks{} }
+
+type noPoolHooks struct{}
+
+func (noPoolHooks) WaitObserved(time.Duration)         {}
+func (noPoolHooks) LoginObserved(time.Duration, error) {}
+func (noPoolHooks) OutageEnded(time.Duration)          {}

@@ -336,6 +336,7 @@ func (p *parker) resume(ss *session) {
 func (p *parker) sweep() {
 	now := p.tick.Add(1)
 	if p.srv.isDraining() {
+		p.expireLogins() // (Shutdown waits for them)
 		return
 	}
 	asked := p.settleLooped(now)

@@ -55,4 +55,5 @@ func newRawListener(l net.Listener) net.Listener { return l }
 
 type rawListener struct{ net.Listener }
 
+func (*rawListener) usable() bool                     { return false }
 func (*rawListener) acceptFD() (int, net.Addr, error) { return -1, nil, net.ErrClosed }

@@ -405,7 +405,7 @@ func (s *Server) acceptLoop(l net.Listener) {
 	for {
 		var c net.Conn
 		var err error
-		if rl, ok := l.(*rawListener); ok && s.parker.loopLogins() {
+		if rl, ok := l.(*rawListener); ok && s.parker.loopLogins() && rl.usable() {
 			var fd int
 			var peer net.Addr
 			if fd, peer, err = rl.acceptFD(); err == nil {

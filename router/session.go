@@ -208,12 +208,13 @@ type loginState struct {
 	// A login on the relay loop (looplogin_linux.go): buf holds what the
 	// loop read and has not taken yet, and early what it read before it
 	// handed the login to a goroutine (see beginLogin); st is the startup
-	// packet; method, cred, entry what loginPlan found; step what the loop
+	// packet; method, cred, known, entry what loginPlan found; step what the loop
 	// waits for, with the md5 salt or the SCRAM exchange.
 	buf, early []byte
 	st         *protocol.Startup
 	method     string
 	cred       auth.Credential
+	known      bool
 	entry      *poolEntry
 	scram      *auth.SCRAMServer
 	salt       [4]byte
