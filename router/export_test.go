@@ -34,22 +34,3 @@ func LoginHandoffs(s *Server) uint64 { return s.parker.loginHandoffs.Load() }
 // Clients counts the clients connected, logged in or not.
 func Clients(s *Server) int64 { return s.clients.Load() }
 
-// DialsDetached reports whether the pool of db and user holds its servers
-// out of Go's netpoller (see detachedServers), by the kind of one of its
-// idle plain server connections (sockio.FDConn), which it borrows for a
-// moment; ok is false when there is no such pool or no idle server in it.
-func DialsDetached(s *Server, db, user string) (detached, ok bool) {
-	s.mu.Lock()
-	e, ok := s.pools[poolKey{db, user}]
-	s.mu.Unlock()
-	if !ok {
-		return false, false
-	}
-	sc := e.pool.TryAcquireChecked()
-	if sc == nil {
-		return false, false
-	}
-	defer e.pool.Release(sc)
-	_, detached = sc.Conn.(*sockio.FDConn)
-	return detached, true
-}
