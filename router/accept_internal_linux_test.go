@@ -16,7 +16,7 @@ func TestASocketAcceptedBareHasTheOptionsOfOneAcceptedByGoAndCloseStopsTheWait(t
 	if err != nil {
 		t.Fatal(err)
 	}
-	rl, ok := newRawListener(l).(*rawListener)
+	rl, ok := newRawListener(l, false).(*rawListener)
 	if !ok {
 		l.Close()
 		t.Fatal("a TCP listener was not wrapped")

@@ -1,6 +1,7 @@
 //go:build linux && !pgferry_nopark
 
-// Accepting clients for logins on the relay loop without a net.Conn.
+// Accepting clients for logins on the relay loop without a net.Conn, and
+// on the loop itself.
 
 package router
 
@@ -14,28 +15,44 @@ import (
 	"time"
 )
 
-// rawListener is a TCP listener that can also accept a client as a bare
-// descriptor (acceptFD), for a login on the relay loop: a net.Conn would
-// register the socket in Go's netpoller, look up its local address and set
-// TCP_NODELAY, and the loop would then take it out of the netpoller again
-// (a duplicate, a deregistration, a close), six system calls per client
-// that a connection storm pays in full. The listening socket's duplicate
-// f waits in Go's netpoller for clients; accepted sockets inherit
-// keepalive and TCP_NODELAY from the listening socket (ListenConfig).
-// Accept, for logins on goroutines, is the net.Listener's own.
+// rawListener is a TCP listener that can accept a client as a bare
+// descriptor, for a login on the relay loop: a net.Conn would register the
+// socket in Go's netpoller, look up its local address and set TCP_NODELAY,
+// and the loop would then take it out of the netpoller again (a duplicate,
+// a deregistration, a close), six system calls per client that a
+// connection storm pays in full. Accepted sockets inherit keepalive and
+// TCP_NODELAY from the listening socket (ListenConfig).
+//
+// In loop mode (chosen at Listen, when the configuration lets the loop take
+// logins) Go's listener is closed at once and lfd, a duplicate, is the
+// listening socket's only descriptor, out of Go's netpoller: the relay
+// loop itself waits for clients on it (parker.takeListener, acceptOn), so
+// a client costs no wake-up of the accept goroutine, nor of a thread
+// waiting in Go's netpoller, which would be woken by the socket's
+// registration there even with nobody accepting. Otherwise, and in loop
+// mode while the loop does not take logins, the accept goroutine waits
+// for clients on f, a duplicate in Go's netpoller (acceptFD): in loop mode
+// it then serves each on a goroutine as a net.Conn (serveFD), and
+// otherwise, with the loop off, Go's own Accept serves.
 type rawListener struct {
 	net.Listener
-	tl *net.TCPListener
-	// f is the duplicate, opened on the first acceptFD (with the loop off
+	tl       *net.TCPListener
+	loopMode bool
+	lfd      int // loop mode only
+	// back tells the accept goroutine that the loop gave accepting back.
+	back chan struct{}
+	// Guarded by mu: f, opened on first use by usable (with the loop off
 	// it would only be a second registration of the socket in Go's
-	// netpoller) and closed with the listener; rc its RawConn. failed:
-	// it could not be opened, so acceptFD is never used. Guarded by mu,
-	// which Close takes too.
-	mu     sync.Mutex
-	f      *os.File
-	rc     syscall.RawConn
-	closed bool
-	failed bool
+	// netpoller), and rc its RawConn; failed: it could not be opened;
+	// inLoop: lfd is in the parker's epoll set, where the loop accepts;
+	// idx: the listener's place in the parker's list (-1: none yet);
+	// lfdClosed: closed by Close or, while the loop had it, by the loop.
+	mu                        sync.Mutex
+	f                         *os.File
+	rc                        syscall.RawConn
+	closed, failed, lfdClosed bool
+	inLoop                    bool
+	idx                       int
 	// The result of the accept in progress, for acceptFn (a method value
 	// made once: no allocation per client). The accepting goroutine's
 	// only.
@@ -45,15 +62,38 @@ type rawListener struct {
 	acceptFn func(uintptr) bool
 }
 
-// newRawListener wraps a TCP listener, or returns l as it is.
-func newRawListener(l net.Listener) net.Listener {
+// newRawListener wraps a TCP listener, in loop mode if loopMode, or
+// returns l as it is.
+func newRawListener(l net.Listener, loopMode bool) net.Listener {
 	tl, ok := l.(*net.TCPListener)
 	if !ok || !loopLoginsOn {
 		return l
 	}
-	rl := &rawListener{Listener: l, tl: tl}
+	rl := &rawListener{Listener: l, tl: tl, lfd: -1, idx: -1, back: make(chan struct{}, 1)}
 	rl.acceptFn = rl.accept1
+	if loopMode {
+		if rl.lfd = dupListener(tl); rl.lfd >= 0 {
+			rl.loopMode = true
+			tl.Close() // the socket lives on in lfd, out of Go's netpoller
+		}
+	}
 	return rl
+}
+
+// dupListener returns a duplicate of a listener's descriptor, or -1.
+func dupListener(tl *net.TCPListener) int {
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	dup := -1
+	rc.Control(func(fd uintptr) {
+		d, _, errno := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
+		if errno == 0 {
+			dup = int(d)
+		}
+	})
+	return dup
 }
 
 // usable reports whether acceptFD can be used: the duplicate is open, or
@@ -65,17 +105,14 @@ func (l *rawListener) usable() bool {
 		return l.f != nil
 	}
 	l.failed = true // unless it works
-	rc, err := l.tl.SyscallConn()
-	if err != nil {
-		return false
-	}
 	dup := -1
-	rc.Control(func(fd uintptr) {
-		d, _, errno := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
-		if errno == 0 {
+	if l.loopMode {
+		if d, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(l.lfd), syscall.F_DUPFD_CLOEXEC, 0); errno == 0 {
 			dup = int(d)
 		}
-	})
+	} else {
+		dup = dupListener(l.tl)
+	}
 	if dup < 0 {
 		return false
 	}
@@ -92,13 +129,19 @@ func (l *rawListener) usable() bool {
 // accept1 is one non-blocking accept on the listening socket; it reports
 // whether it is done (anything but "no client waiting").
 func (l *rawListener) accept1(fd uintptr) bool {
+	l.fd, l.sa, l.err = accept4(int(fd))
+	return l.err != syscall.EAGAIN
+}
+
+// accept4 accepts a client on the listening socket lfd as a non-blocking
+// descriptor. It goes on past a client gone before it was accepted, or a
+// signal, as Go's own Accept does (more may be waiting, which the
+// netpoller will not announce again).
+func accept4(lfd int) (int, syscall.Sockaddr, error) {
 	for {
-		l.fd, l.sa, l.err = syscall.Accept4(int(fd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
-		// A client gone before it was accepted, or a signal: the next
-		// one, as Go's own Accept does (more may be waiting, which the
-		// netpoller will not announce again).
-		if l.err != syscall.ECONNABORTED && l.err != syscall.EINTR {
-			return l.err != syscall.EAGAIN
+		fd, sa, err := syscall.Accept4(lfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		if err != syscall.ECONNABORTED && err != syscall.EINTR {
+			return fd, sa, err
 		}
 	}
 }
@@ -114,10 +157,7 @@ func (l *rawListener) acceptFD() (int, net.Addr, error) {
 		return -1, nil, net.ErrClosed
 	}
 	if err := rc.Read(l.acceptFn); err != nil {
-		l.mu.Lock()
-		closed = l.closed
-		l.mu.Unlock()
-		if closed || errors.Is(err, os.ErrClosed) {
+		if l.isClosed() || errors.Is(err, os.ErrClosed) {
 			err = net.ErrClosed // (the wait ends with poll's own error)
 		}
 		return -1, nil, err
@@ -128,16 +168,147 @@ func (l *rawListener) acceptFD() (int, net.Addr, error) {
 	return l.fd, sockaddrAddr(l.sa), nil
 }
 
-// Close closes both descriptors of the listening socket, which then stops
-// listening.
+func (l *rawListener) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+// Close stops listening. In loop mode while the loop accepts, the socket
+// is shut down (no more clients; Go's Accept behaves alike: the port
+// refuses at once) and the loop, woken by it, closes lfd and gives
+// accepting back (acceptOn): closing the descriptor here could pull it from
+// under an accept the loop is making, or a reuse of its number.
 func (l *rawListener) Close() error {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
 	l.closed = true
 	if l.f != nil {
 		l.f.Close()
 	}
-	l.mu.Unlock()
-	return l.Listener.Close()
+	if !l.loopMode {
+		return l.Listener.Close()
+	}
+	if l.inLoop {
+		return syscall.Shutdown(l.lfd, syscall.SHUT_RD)
+	}
+	l.lfdClosed = true
+	return syscall.Close(l.lfd)
+}
+
+// listenKeyBit marks the epoll data of a listening socket the loop accepts
+// on (the rest is its place in parker.listeners). Sessions' keys never
+// have it (see slotGenMask), and nudgeKey, which has every bit, is looked
+// at first.
+const listenKeyBit = 1 << 63
+
+// takeListener puts a loop-mode listener's socket in the loop's epoll set,
+// where the loop accepts its clients (acceptOn), and reports whether it
+// did; the accept goroutine then waits on rl.back.
+func (p *parker) takeListener(rl *rawListener) bool {
+	if !p.start() {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.failed {
+		return false
+	}
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if rl.closed {
+		return false
+	}
+	if rl.idx < 0 {
+		rl.idx = len(p.listeners)
+		p.listeners = append(p.listeners, rl)
+	}
+	// Level-triggered and kept: a client not accepted at one event is
+	// announced again at the next wait.
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN}
+	setEventKey(&ev, listenKeyBit|uint64(rl.idx))
+	if syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, rl.lfd, &ev) != nil {
+		return false
+	}
+	rl.inLoop = true
+	return true
+}
+
+// acceptOn accepts a client on the listener at index i of the loop's list
+// and logs it in on the loop (takeFD), one client per event: the socket's
+// registration is level-triggered, so the next wait announces the next
+// client, without a failed accept to learn that there is none. The loop
+// gives accepting back to the listener's goroutine when the listener was
+// closed, the loop takes no logins any more (a reload), or accepting
+// fails (out of descriptors: the goroutine backs off).
+func (p *parker) acceptOn(i int) {
+	p.mu.Lock()
+	var rl *rawListener
+	if i < len(p.listeners) {
+		rl = p.listeners[i]
+	}
+	p.mu.Unlock()
+	if rl == nil {
+		return
+	}
+	rl.mu.Lock()
+	inLoop, closed := rl.inLoop, rl.closed
+	rl.mu.Unlock()
+	switch {
+	case !inLoop:
+		return // given back already
+	case closed || !p.loopLogins():
+		p.giveBack(rl)
+		return
+	}
+	fd, sa, err := accept4(rl.lfd)
+	switch err {
+	case nil:
+		// (The accept goroutine, waiting on back, holds its WaitGroup
+		// slot: the count cannot be zero here.)
+		p.loopAccepts.Add(1)
+		p.srv.wg.Add(1)
+		p.srv.takeFD(fd, sockaddrAddr(sa))
+	case syscall.EAGAIN:
+	default:
+		p.giveBack(rl)
+	}
+}
+
+// giveBack takes a listener's socket out of the loop's epoll set, closes it
+// if Close came meanwhile, and wakes the listener's goroutine.
+func (p *parker) giveBack(rl *rawListener) {
+	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, rl.lfd, nil)
+	rl.mu.Lock()
+	rl.inLoop = false
+	if rl.closed && !rl.lfdClosed {
+		rl.lfdClosed = true
+		syscall.Close(rl.lfd)
+	}
+	rl.mu.Unlock()
+	select {
+	case rl.back <- struct{}{}:
+	default:
+	}
+}
+
+// giveBackListeners gives every listener the loop accepts on back (the
+// parker stops).
+func (p *parker) giveBackListeners() {
+	p.mu.Lock()
+	ls := append([]*rawListener(nil), p.listeners...)
+	p.mu.Unlock()
+	for _, rl := range ls {
+		rl.mu.Lock()
+		inLoop := rl.inLoop
+		rl.mu.Unlock()
+		if inLoop {
+			p.giveBack(rl)
+		}
+	}
 }
 
 // sockaddrAddr is a TCP socket address as a net.Addr.

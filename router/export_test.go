@@ -31,6 +31,8 @@ func LoopServerAdds(s *Server) uint64 { return s.parker.serverAdds.Load() }
 func LoopLogins(s *Server) uint64    { return s.parker.loopLoginsDone.Load() }
 func LoginHandoffs(s *Server) uint64 { return s.parker.loginHandoffs.Load() }
 
+// LoopAccepts counts the clients the relay loop accepted itself.
+func LoopAccepts(s *Server) uint64 { return s.parker.loopAccepts.Load() }
+
 // Clients counts the clients connected, logged in or not.
 func Clients(s *Server) int64 { return s.clients.Load() }
-

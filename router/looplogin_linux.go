@@ -69,15 +69,7 @@ func (s *Server) takeFD(fd int, peer net.Addr) {
 	n := s.clients.Add(1)
 	if !s.allowed(peer) || (cfg.MaxClientConn > 0 && n > int64(cfg.MaxClientConn)) {
 		s.clients.Add(-1) // (serveClient counts it again, and refuses it)
-		f := os.NewFile(uintptr(fd), "client")
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			s.log.Warn("a client could not be served", zap.Error(err))
-			s.wg.Done()
-			return
-		}
-		go s.serveClient(sockio.Wrap(c))
+		s.serveFD(fd)
 		return
 	}
 	ss := &session{
@@ -93,6 +85,21 @@ func (s *Server) takeFD(fd int, peer net.Addr) {
 	if !s.parker.await(ss, loopLogin, syscall.EPOLL_CTL_ADD) {
 		s.parker.loginHandoff(ss) // the parker is closing, or epoll failed
 	}
+}
+
+// serveFD serves a client accepted as a bare descriptor on a goroutine,
+// as a net.Conn, as if Go's Accept had returned it. The caller has taken
+// the client's WaitGroup slot.
+func (s *Server) serveFD(fd int) {
+	f := os.NewFile(uintptr(fd), "client")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		s.log.Warn("a client could not be served", zap.Error(err))
+		s.wg.Done()
+		return
+	}
+	go s.serveClient(sockio.Wrap(c))
 }
 
 // loginTurn goes on with the login of a session on the loop whose client

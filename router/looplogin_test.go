@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -360,3 +361,64 @@ type noPoolHooks struct{}
 func (noPoolHooks) WaitObserved(time.Duration)         {}
 func (noPoolHooks) LoginObserved(time.Duration, error) {}
 func (noPoolHooks) OutageEnded(time.Duration)          {}
+
+func TestTheLoopAcceptsClientsItselfUntilAReloadTurnsItOffAndShutdownClosesThePort(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	f := ferrytest.Start(t, cfg)
+	served := func(what string) {
+		t.Helper()
+		conn := ferrytest.Connect(t, ctx, f.AppDSN())
+		var n int
+		if err := conn.QueryRow(ctx, "select 5", pgx.QueryExecModeSimpleProtocol).Scan(&n); err != nil || n != 5 {
+			t.Fatalf("%s: %d, %v", what, n, err)
+		}
+		conn.Close(ctx)
+	}
+	served("a client of the loop")
+	served("another")
+	if n := router.LoopAccepts(f.Server); n != 2 {
+		t.Fatalf("the loop accepted %d clients; want both", n)
+	}
+
+	// Turned off by a reload, the loop gives accepting back at its next
+	// client, which it does not accept; the accept goroutine serves that
+	// one and the next, as net.Conns on goroutines.
+	off := *f.Server.Config()
+	off.RelayLoop = false
+	if err := f.Server.Reload(&off); err != nil {
+		t.Fatal(err)
+	}
+	served("the first client after the loop was turned off")
+	served("the second")
+	if n := router.LoopAccepts(f.Server); n != 2 {
+		t.Fatalf("the loop accepted %d clients; want still 2 after it was turned off", n)
+	}
+	on := off
+	on.RelayLoop = true
+	if err := f.Server.Reload(&on); err != nil {
+		t.Fatal(err)
+	}
+	served("the first client after the loop was turned on again")
+	served("the second")
+	ferrytest.Eventually(t, 10*time.Second, "the loop to accept again", func() (bool, error) {
+		served("one more")
+		return router.LoopAccepts(f.Server) > 2, nil
+	})
+
+	// Shutdown closes the port the loop accepts on, and returns.
+	addr := f.Addr.String()
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f.Server.Shutdown(sctx)
+	if sctx.Err() != nil {
+		t.Fatal("Shutdown returned only at its deadline")
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the port still accepts connections after Shutdown")
+	}
+}

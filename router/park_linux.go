@@ -58,6 +58,11 @@ type parker struct {
 	// loopLoginsDone counts the logins the relay loop saw through, and
 	// loginHandoffs those it handed to a goroutine (looplogin_linux.go).
 	loopLoginsDone, loginHandoffs atomic.Uint64
+	// loopAccepts counts the clients the loop accepted itself (acceptOn).
+	loopAccepts atomic.Uint64
+	// listeners are the loop-mode listeners the loop accepts on or did
+	// (see takeListener); guarded by mu.
+	listeners []*rawListener
 	// due is the loop's slice of young sessions being looked at (see
 	// sweepYoung), and youngAsked how many it asked to park since the last
 	// sweep.
@@ -256,6 +261,10 @@ func (p *parker) loop() {
 				}
 				continue
 			}
+			if key&listenKeyBit != 0 {
+				p.acceptOn(int(key &^ listenKeyBit))
+				continue
+			}
 			client := key&serverKeyBit == 0
 			key &^= serverKeyBit // the session's, for either of its sockets
 			p.mu.Lock()
@@ -305,6 +314,7 @@ func (p *parker) fail() {
 	for _, ss := range rest {
 		p.resume(ss)
 	}
+	p.giveBackListeners()
 }
 
 // resume starts a goroutine for a session taken out of the parked set (a

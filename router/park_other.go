@@ -17,6 +17,7 @@ type parker struct {
 	// (Counters of the relay loop's, which is not built here.)
 	queueings, nudgeWakes, serverAdds atomic.Uint64
 	loopLoginsDone, loginHandoffs     atomic.Uint64
+	loopAccepts                       atomic.Uint64
 }
 
 func (p *parker) start() bool        { return false }
@@ -49,11 +50,18 @@ func (ss *session) reattach() error { return nil }
 func fdLocalAddr(int) net.Addr      { return nil }
 
 // Logins run on goroutines: there is no relay loop.
-func (p *parker) loopLogins() bool               { return false }
-func (s *Server) takeFD(int, net.Addr)           {}
-func newRawListener(l net.Listener) net.Listener { return l }
+func (p *parker) loopLogins() bool                       { return false }
+func (p *parker) takeListener(*rawListener) bool         { return false }
+func (s *Server) takeFD(int, net.Addr)                   {}
+func (s *Server) serveFD(int)                            {}
+func newRawListener(l net.Listener, _ bool) net.Listener { return l }
 
-type rawListener struct{ net.Listener }
+type rawListener struct {
+	net.Listener
+	loopMode bool
+	back     chan struct{}
+}
 
+func (*rawListener) isClosed() bool                   { return true }
 func (*rawListener) usable() bool                     { return false }
 func (*rawListener) acceptFD() (int, net.Addr, error) { return -1, nil, net.ErrClosed }

@@ -301,7 +301,7 @@ func (s *Server) Listen() error {
 			closeAll(ls)
 			return fmt.Errorf("listen on %s:%d: %w", h, cfg.ListenPort, err)
 		}
-		ls = append(ls, newRawListener(l))
+		ls = append(ls, newRawListener(l, loopLoginsOn && loopBuilt && inlineRelay && sockio.Available && loopConfig(cfg)))
 	}
 	if cfg.UnixSocketDir != "" {
 		port := cfg.ListenPort
@@ -401,17 +401,31 @@ func (s *Server) Serve() error {
 
 func (s *Server) acceptLoop(l net.Listener) {
 	defer s.wg.Done()
+	rl, _ := l.(*rawListener)
 	var delay time.Duration
 	for {
+		if rl != nil && rl.loopMode && s.parker.loopLogins() && s.parker.takeListener(rl) {
+			// The relay loop accepts (acceptOn) until it gives accepting
+			// back: the listener closed, the loop no longer takes
+			// logins, or an error this goroutine backs off from.
+			<-rl.back
+			if rl.isClosed() {
+				return
+			}
+		}
 		var c net.Conn
 		var err error
-		if rl, ok := l.(*rawListener); ok && s.parker.loopLogins() && rl.usable() {
+		if rl != nil && (rl.loopMode || s.parker.loopLogins()) && rl.usable() {
 			var fd int
 			var peer net.Addr
 			if fd, peer, err = rl.acceptFD(); err == nil {
 				delay = 0
 				s.wg.Add(1)
-				s.takeFD(fd, peer) // a login on the relay loop
+				if s.parker.loopLogins() {
+					s.takeFD(fd, peer) // a login on the relay loop
+				} else {
+					s.serveFD(fd) // (the loop was turned off by a reload)
+				}
 				continue
 			}
 		} else {
