@@ -104,7 +104,9 @@ func (l *rawListener) usable() bool {
 	if l.f != nil || l.failed || l.closed {
 		return l.f != nil
 	}
-	l.failed = true // unless it works
+	// Go's listener serves instead, unless it was closed (loop mode):
+	// then the next call tries again (out of descriptors, say).
+	l.failed = !l.loopMode
 	dup := -1
 	if l.loopMode {
 		if d, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(l.lfd), syscall.F_DUPFD_CLOEXEC, 0); errno == 0 {
@@ -124,6 +126,16 @@ func (l *rawListener) usable() bool {
 	}
 	l.f, l.rc, l.failed = f, frc, false
 	return true
+}
+
+// closeWaiterLocked closes f, the duplicate the accept goroutine waits on, while
+// the loop accepts: left in Go's netpoller, it would wake a thread there
+// at every client. usable opens it again. rl.mu is held.
+func (l *rawListener) closeWaiterLocked() {
+	if l.f != nil {
+		l.f.Close()
+		l.f, l.rc = nil, nil
+	}
 }
 
 // accept1 is one non-blocking accept on the listening socket; it reports
@@ -234,6 +246,7 @@ func (p *parker) takeListener(rl *rawListener) bool {
 		return false
 	}
 	rl.inLoop = true
+	rl.closeWaiterLocked()
 	return true
 }
 
@@ -281,14 +294,24 @@ func (p *parker) acceptOn(i int) {
 // giveBack takes a listener's socket out of the loop's epoll set, closes it
 // if Close came meanwhile, and wakes the listener's goroutine.
 func (p *parker) giveBack(rl *rawListener) {
-	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, rl.lfd, nil)
 	rl.mu.Lock()
+	if !rl.inLoop {
+		rl.mu.Unlock()
+		return // given back already
+	}
 	rl.inLoop = false
-	if rl.closed && !rl.lfdClosed {
+	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, rl.lfd, nil)
+	closed := rl.closed
+	if closed && !rl.lfdClosed {
 		rl.lfdClosed = true
 		syscall.Close(rl.lfd)
 	}
 	rl.mu.Unlock()
+	if closed {
+		p.mu.Lock()
+		p.listeners[rl.idx] = nil // for good
+		p.mu.Unlock()
+	}
 	select {
 	case rl.back <- struct{}{}:
 	default:
@@ -302,10 +325,7 @@ func (p *parker) giveBackListeners() {
 	ls := append([]*rawListener(nil), p.listeners...)
 	p.mu.Unlock()
 	for _, rl := range ls {
-		rl.mu.Lock()
-		inLoop := rl.inLoop
-		rl.mu.Unlock()
-		if inLoop {
+		if rl != nil {
 			p.giveBack(rl)
 		}
 	}

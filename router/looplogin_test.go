@@ -408,6 +408,12 @@ func TestTheLoopAcceptsClientsItselfUntilAReloadTurnsItOffAndShutdownClosesThePo
 		served("one more")
 		return router.LoopAccepts(f.Server) > 2, nil
 	})
+	// The duplicate the accept goroutine waited on while the loop was off
+	// is closed again: in Go's netpoller, it would wake a thread there at
+	// every client the loop accepts.
+	if n := router.ListenerWaitersOpen(f.Server); n != 0 {
+		t.Errorf("%d listeners keep the accept goroutine's duplicate open while the loop accepts; want 0", n)
+	}
 
 	// Shutdown closes the port the loop accepts on, and returns.
 	addr := f.Addr.String()

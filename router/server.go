@@ -415,6 +415,16 @@ func (s *Server) acceptLoop(l net.Listener) {
 		}
 		var c net.Conn
 		var err error
+		if rl != nil && rl.loopMode && !rl.usable() {
+			// Go's listener is closed: nothing else can wait for clients.
+			if rl.isClosed() || s.isDraining() {
+				return
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("cannot wait for clients; retrying", zap.Duration("retry_in", delay))
+			time.Sleep(delay)
+			continue
+		}
 		if rl != nil && (rl.loopMode || s.parker.loopLogins()) && rl.usable() {
 			var fd int
 			var peer net.Addr
