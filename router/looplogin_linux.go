@@ -41,11 +41,12 @@ import (
 // (loginHandoff) for TLS, a cancel request, a peer link, a protocol
 // option, the admin console, an authentication method other than those
 // three or one that may wait (auth_query, a throttled address, Entra ID),
-// a user not in auth_file, an alias, and a pool that is not there yet, is
-// not in transaction mode, routes to replicas, or has not greeted yet. The
-// goroutine reads the bytes the loop read first. Once the loop has
-// answered, it sees the login through: a failure ends it with the same
-// FATAL a goroutine sends.
+// an alias, shutdown, and a pool that is not there yet, is not in
+// transaction mode, routes to replicas, or has not greeted yet. A user
+// not in auth_file (without auth_query) goes through SCRAM's mock
+// exchange on the loop, as a known one would. The goroutine reads the
+// bytes the loop read first. Once the loop has answered, it sees the
+// login through: a failure ends it with the same FATAL a goroutine sends.
 
 // Login steps (loginState.step) while the loop waits for an authentication
 // message (loopLoginAuth).

@@ -21,6 +21,16 @@ import (
 	"github.com/pgferry/pgferry/router"
 )
 
+// loopLoginConfig is a configuration with a database of the test's own
+// and the relay loop on (whatever PGFERRY_TEST_RELAY_LOOP says: the loop
+// is what these tests are about).
+func loopLoginConfig(t *testing.T) *configs.Config {
+	t.Helper()
+	cfg, _ := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	return cfg
+}
+
 // loginCounters returns the logins the relay loop saw through and those it
 // handed to a goroutine.
 func loginCounters(f *ferrytest.Ferry) (loop, handoffs uint64) {
@@ -61,7 +71,7 @@ func TestAClientLogsInOnTheRelayLoopWithEachPasswordMethodTheLoopRuns(t *testing
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := testContext(t)
-			cfg, _ := configWithOwnDatabase(t)
+			cfg := loopLoginConfig(t)
 			cfg.AuthType = c.authType
 			cfg.Users[ferrytest.User] = configs.User{Password: configs.Secret(c.secret)}
 			f := ferrytest.Start(t, cfg)
@@ -97,7 +107,7 @@ func TestAWrongPasswordOnTheRelayLoopIsRefusedAsOnAGoroutine(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := testContext(t)
-			cfg, _ := configWithOwnDatabase(t)
+			cfg := loopLoginConfig(t)
 			cfg.AuthType = c.authType
 			cfg.Users[ferrytest.User] = configs.User{Password: configs.Secret(c.secret)}
 			hooks := &countingHooks{}
@@ -133,7 +143,7 @@ func TestLoginsTheLoopDoesNotRunAreHandedToAGoroutineAndSucceedOrFailThere(t *te
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
+	cfg := loopLoginConfig(t)
 	offerClientTLS(cfg, "allow")
 	f := ferrytest.Start(t, cfg)
 	warmPool(t, f, f.AppDSN())
@@ -187,7 +197,7 @@ func TestLoginsTheLoopDoesNotRunAreHandedToAGoroutineAndSucceedOrFailThere(t *te
 func TestTheLoopTakesAStartupPacketInPiecesAndARequestSentWithIt(t *testing.T) {
 	skipWithoutLoop(t)
 	t.Parallel()
-	cfg, _ := configWithOwnDatabase(t)
+	cfg := loopLoginConfig(t)
 	cfg.AuthType = "trust"
 	f := ferrytest.Start(t, cfg)
 	warmPool(t, f, f.AppDSN())
@@ -244,7 +254,7 @@ func TestTheLoopTakesAStartupPacketInPiecesAndARequestSentWithIt(t *testing.T) {
 func TestALoginOnTheLoopThatStallsIsEndedAtClientLoginTimeout(t *testing.T) {
 	skipWithoutLoop(t)
 	t.Parallel()
-	cfg, _ := configWithOwnDatabase(t)
+	cfg := loopLoginConfig(t)
 	cfg.ClientLoginTimeout = configs.Duration(time.Second)
 	f := ferrytest.Start(t, cfg)
 	warmPool(t, f, f.AppDSN())
@@ -269,7 +279,7 @@ func TestAClientThatLeavesInTheMiddleOfItsLoginOnTheLoopIsLetGo(t *testing.T) {
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
+	cfg := loopLoginConfig(t)
 	hooks := &countingHooks{}
 	f := ferrytest.Start(t, cfg, func(o *router.Options) { o.Hooks = hooks })
 	warmPool(t, f, f.AppDSN())
@@ -303,7 +313,7 @@ func TestAClientThatLeavesInTheMiddleOfItsLoginOnTheLoopIsLetGo(t *testing.T) {
 func TestShutdownEndsALoginOnTheLoopThatStallsAtClientLoginTimeout(t *testing.T) {
 	skipWithoutLoop(t)
 	t.Parallel()
-	cfg, _ := configWithOwnDatabase(t)
+	cfg := loopLoginConfig(t)
 	cfg.ClientLoginTimeout = configs.Duration(time.Second)
 	f := ferrytest.Start(t, cfg)
 	warmPool(t, f, f.AppDSN())
@@ -366,8 +376,7 @@ func TestTheLoopAcceptsClientsItselfUntilAReloadTurnsItOffAndShutdownClosesThePo
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
+	cfg := loopLoginConfig(t)
 	f := ferrytest.Start(t, cfg)
 	served := func(what string) {
 		t.Helper()
