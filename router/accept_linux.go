@@ -43,7 +43,10 @@ type rawListener struct {
 	back chan struct{}
 	// Guarded by mu: f, opened on first use by usable (with the loop off
 	// it would only be a second registration of the socket in Go's
-	// netpoller), and rc its RawConn; failed: it could not be opened;
+	// netpoller) and closed again when the loop takes the listener
+	// (closeWaiterLocked), and rc its RawConn; failed: it could not be
+	// opened and Go's listener serves instead (not in loop mode, where
+	// usable tries again at each call); openErr: why it could not;
 	// inLoop: lfd is in the parker's epoll set, where the loop accepts;
 	// idx: the listener's place in the parker's list (-1: none yet);
 	// lfdClosed: closed by Close or, while the loop had it, by the loop.
@@ -51,6 +54,7 @@ type rawListener struct {
 	f                         *os.File
 	rc                        syscall.RawConn
 	closed, failed, lfdClosed bool
+	openErr                   error
 	inLoop                    bool
 	idx                       int
 	// The result of the accept in progress, for acceptFn (a method value
@@ -109,22 +113,27 @@ func (l *rawListener) usable() bool {
 	l.failed = !l.loopMode
 	dup := -1
 	if l.loopMode {
-		if d, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(l.lfd), syscall.F_DUPFD_CLOEXEC, 0); errno == 0 {
-			dup = int(d)
+		d, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(l.lfd), syscall.F_DUPFD_CLOEXEC, 0)
+		if errno != 0 {
+			l.openErr = os.NewSyscallError("fcntl", errno)
+			return false
 		}
-	} else {
-		dup = dupListener(l.tl)
-	}
-	if dup < 0 {
+		dup = int(d)
+	} else if dup = dupListener(l.tl); dup < 0 {
+		l.openErr = errors.New("cannot duplicate the listening socket")
 		return false
 	}
 	f := os.NewFile(uintptr(dup), "listener") // non-blocking: pollable
 	frc, err := f.SyscallConn()
-	if err != nil || f.SetReadDeadline(time.Time{}) != nil { // not in the netpoller
+	if err == nil {
+		err = f.SetReadDeadline(time.Time{}) // fails if not in the netpoller
+	}
+	if err != nil {
 		f.Close()
+		l.openErr = err
 		return false
 	}
-	l.f, l.rc, l.failed = f, frc, false
+	l.f, l.rc, l.failed, l.openErr = f, frc, false, nil
 	return true
 }
 
@@ -178,6 +187,13 @@ func (l *rawListener) acceptFD() (int, net.Addr, error) {
 		return -1, nil, os.NewSyscallError("accept4", l.err)
 	}
 	return l.fd, sockaddrAddr(l.sa), nil
+}
+
+// waitErr is why usable could not open the duplicate last time.
+func (l *rawListener) waitErr() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.openErr
 }
 
 func (l *rawListener) isClosed() bool {

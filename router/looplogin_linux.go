@@ -42,9 +42,9 @@ import (
 // option, the admin console, an authentication method other than those
 // three or one that may wait (auth_query, a throttled address, Entra ID),
 // an alias, shutdown, and a pool that is not there yet, is not in
-// transaction mode, routes to replicas, or has not greeted yet. A user
-// not in auth_file (without auth_query) goes through SCRAM's mock
-// exchange on the loop, as a known one would. The goroutine reads the
+// transaction mode, routes to replicas, or has not greeted yet. With md5
+// or SCRAM, a user not in auth_file (without auth_query) goes through
+// SCRAM's mock exchange on the loop, as on a goroutine. The goroutine reads the
 // bytes the loop read first. Once the loop has answered, it sees the
 // login through: a failure ends it with the same FATAL a goroutine sends.
 

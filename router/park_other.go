@@ -63,5 +63,6 @@ type rawListener struct {
 }
 
 func (*rawListener) isClosed() bool                   { return true }
+func (*rawListener) waitErr() error                   { return nil }
 func (*rawListener) usable() bool                     { return false }
 func (*rawListener) acceptFD() (int, net.Addr, error) { return -1, nil, net.ErrClosed }

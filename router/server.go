@@ -421,7 +421,7 @@ func (s *Server) acceptLoop(l net.Listener) {
 				return
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.log.Warn("cannot wait for clients; retrying", zap.Duration("retry_in", delay))
+			s.log.Warn("cannot wait for clients; retrying", zap.Error(rl.waitErr()), zap.Duration("retry_in", delay))
 			time.Sleep(delay)
 			continue
 		}
