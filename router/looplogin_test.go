@@ -254,13 +254,7 @@ func TestTheLoopTakesAStartupPacketInPiecesAndARequestSentWithIt(t *testing.T) {
 func TestALoginOnTheLoopThatStallsIsEndedAtClientLoginTimeout(t *testing.T) {
 	skipWithoutLoop(t)
 	t.Parallel()
-	cfg := loopLoginConfig(t)
-	cfg.ClientLoginTimeout = configs.Duration(time.Second)
-	f := ferrytest.Start(t, cfg)
-	warmPool(t, f, f.AppDSN())
-	// The startup packet, and then no answer to SCRAM's request.
-	c := dialFerry(t, f)
-	sendRaw(t, c, startupMessage(t, ferrytest.User, "app"))
+	f, c := aStalledLogin(t)
 	frames := readUntilClosed(t, c)
 	errs := errorsIn(frames)
 	if len(errs) != 1 || errs[0]['C'] != "08P01" || errs[0]['M'] != "client_login_timeout" {
@@ -313,12 +307,7 @@ func TestAClientThatLeavesInTheMiddleOfItsLoginOnTheLoopIsLetGo(t *testing.T) {
 func TestShutdownEndsALoginOnTheLoopThatStallsAtClientLoginTimeout(t *testing.T) {
 	skipWithoutLoop(t)
 	t.Parallel()
-	cfg := loopLoginConfig(t)
-	cfg.ClientLoginTimeout = configs.Duration(time.Second)
-	f := ferrytest.Start(t, cfg)
-	warmPool(t, f, f.AppDSN())
-	c := dialFerry(t, f)
-	sendRaw(t, c, startupMessage(t, ferrytest.User, "app"))
+	f, c := aStalledLogin(t)
 	if _, _, err := readFrames(c, 10*time.Second, func(fr frame) bool { return fr.typ == 'R' }); err != nil {
 		t.Fatal(err)
 	}
@@ -341,6 +330,20 @@ func TestShutdownEndsALoginOnTheLoopThatStallsAtClientLoginTimeout(t *testing.T)
 	if ctx.Err() != nil {
 		t.Fatal("Shutdown returned only at its deadline")
 	}
+}
+
+// aStalledLogin starts pgferry with a client_login_timeout of a second
+// and a pool that has greeted a client, and connects a client that sends
+// its startup packet and then never answers SCRAM's request.
+func aStalledLogin(t *testing.T) (*ferrytest.Ferry, net.Conn) {
+	t.Helper()
+	cfg := loopLoginConfig(t)
+	cfg.ClientLoginTimeout = configs.Duration(time.Second)
+	f := ferrytest.Start(t, cfg)
+	warmPool(t, f, f.AppDSN())
+	c := dialFerry(t, f)
+	sendRaw(t, c, startupMessage(t, ferrytest.User, "app"))
+	return f, c
 }
 
 // countingHooks counts the clients pgferry rejects, by reason.
