@@ -159,6 +159,36 @@ func (rd *Reader) FillFrame(size int) ([]byte, error) {
 	return rd.buf[rd.r : rd.r+size], nil
 }
 
+// ErrBufferFull is ReadMore's answer when BufferSize bytes are buffered
+// already (or a frame larger than the buffer is in progress).
+var ErrBufferFull = errors.New("protocol: read buffer full")
+
+// ReadMore reads once from the source into the room after what is
+// buffered, keeping it all (frames peeked or filled stay where they are
+// for the next call), and reports how many bytes it read: a caller that
+// waits for something else takes in what a client sends meanwhile. It
+// fails with ErrBufferFull when BufferSize bytes are buffered, and with
+// the source's error (ErrWouldBlock, io.EOF) otherwise.
+func (rd *Reader) ReadMore() (int, error) {
+	n := rd.w - rd.r
+	if rd.part != nil || rd.streamed > 0 || n >= BufferSize {
+		return 0, ErrBufferFull
+	}
+	rd.makeRoom(BufferSize)
+	m, err := rd.src.Read(rd.buf[rd.w:])
+	rd.w += m
+	if rd.Count != nil && m > 0 {
+		rd.Count.Add(uint64(m))
+	}
+	if m > 0 {
+		return m, nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return 0, err
+}
+
 // SetSource points the Reader at a new source of the same stream, keeping
 // what it has buffered (a socket moving between blocking and non-blocking
 // readers).

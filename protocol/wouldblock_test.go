@@ -85,6 +85,49 @@ func TestSetSourceKeepsWhatTheReaderHasBuffered(t *testing.T) {
 	}
 }
 
+func TestReadMoreKeepsAFilledFrameAndAddsWhatFollowsUntilTheBufferIsFull(t *testing.T) {
+	parse := frame('P', "\x00select 1\x00\x00\x00")
+	rest := append(frame('B', "\x00\x00\x00\x00\x00\x00\x00"), frame('S', "")...)
+	src := &tricklingReader{data: parse}
+	rd := NewReader(src)
+	rd.Small = make([]byte, 32) // (ReadMore grows it into a pooled buffer)
+	for {
+		if _, err := rd.FillFrame(len(parse)); err == nil {
+			break
+		} else if err != ErrWouldBlock {
+			t.Fatal(err)
+		}
+	}
+	if n, err := rd.ReadMore(); n != 0 || err != ErrWouldBlock {
+		t.Fatalf("ReadMore with nothing sent: %d, %v; want ErrWouldBlock", n, err)
+	}
+	src.data = append(src.data, rest...)
+	for rd.Buffered() < len(parse)+len(rest) {
+		if _, err := rd.ReadMore(); err != nil && err != ErrWouldBlock {
+			t.Fatal(err)
+		}
+	}
+	for i, want := range [][]byte{parse, rest[:len(rest)-5], rest[len(rest)-5:]} {
+		got, err := rd.Next()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("frame %d: %q, %v; want %q", i, got, err, want)
+		}
+	}
+
+	full := NewReader(bytes.NewReader(make([]byte, 2*BufferSize)))
+	for full.Buffered() < BufferSize {
+		if _, err := full.ReadMore(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := full.ReadMore(); err != ErrBufferFull {
+		t.Fatalf("ReadMore with %d bytes buffered: %v; want ErrBufferFull", full.Buffered(), err)
+	}
+	if full.Buffered() != BufferSize {
+		t.Fatalf("%d bytes buffered; want no more than the buffer holds (%d)", full.Buffered(), BufferSize)
+	}
+}
+
 // choosyWriter takes at most room bytes, then ErrWouldBlock until room is
 // raised.
 type choosyWriter struct {

@@ -19,12 +19,14 @@ func ParkedWithoutConn(s *Server) int {
 }
 
 // LoopQueueings counts the waits for a server the relay loop made,
+// LoopQueuedReads its reads of what queued clients sent meanwhile,
 // LoopNudgeWakes the times its nudge pipe woke it (a grant, or a login
 // to an empty young list), and LoopServerAdds the server sockets it added
 // to its epoll set.
-func LoopQueueings(s *Server) uint64  { return s.parker.queueings.Load() }
-func LoopNudgeWakes(s *Server) uint64 { return s.parker.nudgeWakes.Load() }
-func LoopServerAdds(s *Server) uint64 { return s.parker.serverAdds.Load() }
+func LoopQueueings(s *Server) uint64   { return s.parker.queueings.Load() }
+func LoopQueuedReads(s *Server) uint64 { return s.parker.queuedReads.Load() }
+func LoopNudgeWakes(s *Server) uint64  { return s.parker.nudgeWakes.Load() }
+func LoopServerAdds(s *Server) uint64  { return s.parker.serverAdds.Load() }
 
 // LoopLogins counts the logins the relay loop saw through, and
 // LoginHandoffs those it handed to a goroutine before answering them.

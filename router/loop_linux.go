@@ -361,13 +361,7 @@ func (p *parker) turn(ss *session, client bool) {
 			p.evict(ss, "the client spoke while its server worked", false)
 			return
 		case loopQueued:
-			// A client that left gives up its place at once (leave); one
-			// that sent more goes on on its goroutine, which queues again.
-			if (&sockio.Raw{FD: int(ss.fd)}).PeerClosed() {
-				p.leave(ss, errClientGone)
-			} else {
-				p.evict(ss, "the client spoke while queued", false)
-			}
+			p.queuedClientSpoke(ss)
 			return
 		}
 	} else if ss.loop&^loopArmed == loopQueued {

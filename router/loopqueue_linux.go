@@ -10,14 +10,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgferry/pgferry/internal/sockio"
 	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
 )
 
 // queue puts a session the loop serves in its pool's queue, for the
 // request it has read, when no server connection is free, and waits for
 // the grant (Granted) in the parked set. Its client socket stays
 // registered meanwhile, so a client that leaves or sends more is noticed
-// (turn hands it back). What the loop cannot wait for (a paused pool, one
+// (queuedClientSpoke). What the loop cannot wait for (a paused pool, one
 // replaced by a reload, a cached login failure) the session's goroutine
 // does, with Acquire.
 func (p *parker) queue(ss *session) {
@@ -32,6 +34,32 @@ func (p *parker) queue(ss *session) {
 	ss.flags.Or(stWaiting)
 	if !p.await(ss, loopQueued, 0) {
 		p.evict(ss, "cannot wait", false) // (it gives up the ticket)
+	}
+}
+
+// queuedClientSpoke handles an event on the client socket of a session
+// waiting in its pool's queue. A client that left gives up its place at
+// once (leave). What one that stays sends (the rest of a pipeline, or a
+// request a driver wrote in several packets) is read in behind the
+// request already read, and the session keeps its place: the grant serves
+// it all in order. Only a client that sends more than the read buffer
+// holds goes on on its goroutine, which queues again.
+func (p *parker) queuedClientSpoke(ss *session) {
+	if (&sockio.Raw{FD: int(ss.fd)}).PeerClosed() {
+		p.leave(ss, errClientGone)
+		return
+	}
+	_, err := ss.rd.ReadMore()
+	switch {
+	case err == nil || err == protocol.ErrWouldBlock:
+		p.queuedReads.Add(1)
+		if !p.await(ss, loopQueued, 0) {
+			p.evict(ss, "cannot wait", false) // (it gives up the ticket)
+		}
+	case protocol.IsDisconnect(err):
+		p.leave(ss, err)
+	default:
+		p.evict(ss, "the client sent more than the loop holds while queued", false)
 	}
 }
 

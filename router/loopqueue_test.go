@@ -2,7 +2,10 @@ package router_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
@@ -167,6 +171,85 @@ func TestAClientThatLeavesWhileTheLoopQueuesItGivesUpItsPlace(t *testing.T) {
 	if err := other.QueryRow(ctx, "select 7").Scan(&n); err != nil || n != 7 {
 		t.Fatalf("a new client after: %d, %v", n, err)
 	}
+}
+
+func TestAClientThatSendsTheRestOfItsRequestWhileQueuedKeepsItsPlace(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	ctx := testContext(t)
+	f, holder, queued := loopQueueSetup(t, ctx, "disable", false, nil)
+	_, handbacks := loopCounters(t, f)
+	reads := router.LoopQueuedReads(f.Server)
+
+	// The first client writes its request in two packets: a Parse, which
+	// queues it, and later the rest.
+	first := hijack(t, queued)
+	sendRaw(t, first, encode(t, &pgproto3.Parse{Query: "select txid_current()"}))
+	waitQueued(t, f)
+
+	// A second client queues behind it.
+	second := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
+	secondTxid := make(chan string, 1)
+	go func() {
+		res, err := second.Exec(ctx, "select txid_current()").ReadAll()
+		if err != nil || len(res) != 1 || len(res[0].Rows) != 1 {
+			secondTxid <- fmt.Sprintf("error: %v", err)
+			return
+		}
+		secondTxid <- string(res[0].Rows[0][0])
+	}()
+	ferrytest.Eventually(t, 20*time.Second, "the second client to queue", func() (bool, error) {
+		p := f.Pool(t, "app")
+		return p.ClientsWaiting == 2 && p.Stat.Waiting == 2, nil
+	})
+
+	rest := encode(t, &pgproto3.Bind{})
+	rest = append(rest, encode(t, &pgproto3.Execute{})...)
+	rest = append(rest, encode(t, &pgproto3.Sync{})...)
+	sendRaw(t, first, rest)
+	ferrytest.Eventually(t, 20*time.Second, "the loop to read the rest of the request", func() (bool, error) {
+		return router.LoopQueuedReads(f.Server) > reads, nil
+	})
+	if p := f.Pool(t, "app"); p.Stat.Waiting != 2 {
+		t.Fatalf("%d waiting for the server after the first client sent more; want both still queued", p.Stat.Waiting)
+	}
+
+	if _, err := holder.Exec(ctx, "commit"); err != nil {
+		t.Fatal(err)
+	}
+	frames, closed, err := readFrames(first, 20*time.Second, func(fr frame) bool { return fr.typ == 'Z' })
+	if closed || err != nil {
+		t.Fatalf("the first client's answers: %s (%v)", describe(frames), err)
+	}
+	if got := describe(frames); got != "1 2 D C Z" {
+		t.Fatalf("the first client got %s; want ParseComplete, BindComplete, a row, CommandComplete, ReadyForQuery", got)
+	}
+	firstTxid := dataRowValue(t, frames[2].body)
+	other := <-secondTxid
+	a, errA := strconv.ParseInt(firstTxid, 10, 64)
+	b, errB := strconv.ParseInt(other, 10, 64)
+	if errA != nil || errB != nil {
+		t.Fatalf("transaction ids %q and %q", firstTxid, other)
+	}
+	if a > b {
+		t.Fatalf("the second client's transaction (%d) ran before the first's (%d); want the first to keep its place", b, a)
+	}
+	if _, after := loopCounters(t, f); after != handbacks {
+		t.Fatalf("%d hand-backs; want the loop to keep the queued client", after-handbacks)
+	}
+}
+
+// dataRowValue is the first column of a DataRow body, as text.
+func dataRowValue(t *testing.T, body []byte) string {
+	t.Helper()
+	if len(body) < 6 || binary.BigEndian.Uint16(body) < 1 {
+		t.Fatalf("a DataRow without columns: %x", body)
+	}
+	n := int(int32(binary.BigEndian.Uint32(body[2:])))
+	if n < 0 || 6+n > len(body) {
+		t.Fatalf("a DataRow whose first column is NULL or cut: %x", body)
+	}
+	return string(body[6 : 6+n])
 }
 
 func TestQueryWaitTimeoutEndsAClientTheLoopQueuedTooLong(t *testing.T) {

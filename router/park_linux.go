@@ -81,9 +81,11 @@ type parker struct {
 	// turnNow is the clock the loop read as its turn began (see clock).
 	turnNow mono
 	// queueings counts the waits for a server the loop made (queue),
-	// nudgeWakes the times the nudge pipe woke it, and serverAdds the
-	// server sockets it added to its epoll set (for tests).
-	queueings, nudgeWakes, serverAdds atomic.Uint64
+	// queuedReads the reads of what queued clients sent meanwhile
+	// (queuedClientSpoke), nudgeWakes the times the nudge pipe woke it,
+	// and serverAdds the server sockets it added to its epoll set (for
+	// tests).
+	queueings, queuedReads, nudgeWakes, serverAdds atomic.Uint64
 
 	mu sync.Mutex
 	// slots, freeSlots and held are the set of sessions the parker holds
