@@ -297,6 +297,7 @@ func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerCo
 		// would learn nothing its last message did not say microseconds
 		// ago, and no check delay has passed.
 		if (ready && p.cfg.CheckDelay != CheckAlways && sc.Rd.Buffered() == 0) || p.usable(sc) {
+			sc.Wait() // (an event loop's loan may have left it not waiting)
 			return sc, nil
 		}
 		// Died while idle (server restart, idle-session timeout): discard it
@@ -328,6 +329,7 @@ func (p *Pool) usable(sc *ServerConn) bool {
 	if sc.Wr == nil {
 		sc.Wr = protocol.NewWriter(sc.Conn)
 	}
+	sc.Wait() // the check's reads wait, whatever the last loan left
 	sc.Conn.SetDeadline(p.now().Add(p.cfg.CheckTimeout))
 	status, err := protocol.Exec(sc.Rd, sc.Wr, p.cfg.CheckQuery, nil)
 	sc.Conn.SetDeadline(time.Time{})
@@ -344,7 +346,8 @@ func (p *Pool) TryAcquire() *ServerConn { return p.tryAcquire(false) }
 
 // TryAcquireChecked is TryAcquire for a borrower that must not wait at
 // all (an event loop): it lends no connection that server_check_query
-// would have to check first, and returns nil then.
+// would have to check first, and returns nil then. The connection's reads
+// may not wait (NoWait), as the last such borrower left them.
 func (p *Pool) TryAcquireChecked() *ServerConn { return p.tryAcquire(true) }
 
 func (p *Pool) tryAcquire(noCheck bool) *ServerConn {
@@ -366,6 +369,9 @@ func (p *Pool) tryAcquire(noCheck bool) *ServerConn {
 		p.stat.AcquireCount++
 		p.mu.Unlock()
 		if p.usable(sc) {
+			if !noCheck {
+				sc.Wait() // (an event loop's loan may have left it not waiting)
+			}
 			return sc
 		}
 		p.Destroy(sc)
@@ -691,15 +697,23 @@ func (p *Pool) Release(sc *ServerConn) { p.release(sc, false) }
 // that could learn nothing more.
 func (p *Pool) ReleaseReady(sc *ServerConn) { p.release(sc, true) }
 
-func (p *Pool) release(sc *ServerConn, ready bool) {
-	p.releaseAged(sc, ready, false)
+// ReleaseReadyAt is ReleaseReady for a caller that read the clock just
+// now (now, with its monotonic reading): an event loop reads it once per
+// turn, and the release then reads none.
+func (p *Pool) ReleaseReadyAt(sc *ServerConn, now time.Time) {
+	sc.endLoan()
+	p.releaseAged(sc, true, false, now)
 }
 
-// releaseAged is release; with keepAge the connection keeps its last use
-// (a loan that never used it), so server_check_delay still counts.
-func (p *Pool) releaseAged(sc *ServerConn, ready, keepAge bool) {
+func (p *Pool) release(sc *ServerConn, ready bool) {
 	sc.endLoan()
-	now := p.now() // one clock read per release, outside the lock
+	p.releaseAged(sc, ready, false, p.now()) // one clock read per release, outside the lock
+}
+
+// releaseAged is release as of now, for a connection whose loan has
+// ended; with keepAge the connection keeps its last use (a loan that never
+// used it), so server_check_delay still counts.
+func (p *Pool) releaseAged(sc *ServerConn, ready, keepAge bool, now time.Time) {
 	p.mu.Lock()
 	expired := p.closed || sc.gen != p.gen ||
 		(p.cfg.Lifetime > 0 && now.Sub(sc.created) >= p.cfg.Lifetime) ||

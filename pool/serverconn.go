@@ -123,7 +123,9 @@ func (sc *ServerConn) fireIfOverdue(before int64) bool {
 func (sc *ServerConn) endLoan() {
 	sc.watch.Store(0)
 	sc.ClearInterrupt()
-	sc.Wait()
+	// Reads and writes stay as the borrower left them: an event loop's
+	// next loan finds them not waiting (NoWait) already, and every lending
+	// path to a borrower that waits makes them wait again (Wait).
 }
 
 // NoWait makes Rd's reads return protocol.ErrWouldBlock when the socket
@@ -135,8 +137,12 @@ func (sc *ServerConn) endLoan() {
 // block keeps the rest; under TLS only the socket's reads stop waiting
 // (crypto/tls fails a connection for good on a write error). It
 // reports false, changing nothing, for a connection that can do neither.
-// The loan's end, or Wait, makes reads wait again.
+// Wait makes reads wait again; the pool calls it before it lends the
+// connection to a borrower other than an event loop (see endLoan).
 func (sc *ServerConn) NoWait() bool {
+	if sc.noWait {
+		return true // (left so by the last loan: see endLoan)
+	}
 	if !sc.TLS {
 		fd := sc.FD()
 		if fd < 0 || !sockio.Available {

@@ -85,7 +85,8 @@ func (t Ticket) Granted() bool { return t.w != nil && t.w.sent.Load() }
 // A connection that cannot be lent without waiting (server_check_query
 // is due on it) goes back to the pool, and one found dead is closed;
 // Take then returns (nil, ErrWouldWait) and the borrower waits with
-// Acquire.
+// Acquire. As with TryAcquireChecked, the connection's reads may not wait
+// (NoWait).
 func (t Ticket) Take() (*ServerConn, error) {
 	p := t.p
 	res := t.w.receive()
@@ -98,7 +99,8 @@ func (t Ticket) Take() (*ServerConn, error) {
 		return sc, nil
 	}
 	if p.checkDue(sc) {
-		p.releaseAged(sc, false, true) // its idle time still counts
+		sc.endLoan()
+		p.releaseAged(sc, false, true, p.now()) // its idle time still counts
 		return nil, ErrWouldWait
 	}
 	if !sc.alive() {

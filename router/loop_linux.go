@@ -449,7 +449,7 @@ func (p *parker) request(ss *session) bool {
 		return true
 	}
 	ss.mu.Lock()
-	dead := ss.dead != nil
+	dead, linked := ss.dead != nil, ss.server != nil // (only its owner links one)
 	ss.mu.Unlock()
 	if dead || ss.has(evWake|evKill|evPark|evDoomed) || ss.srv.isDraining() || !ss.srv.loopOK.Load() {
 		p.evict(ss, "an event, or a reload the loop does not serve", false)
@@ -484,9 +484,6 @@ func (p *parker) request(ss *session) bool {
 	if ss.has(stYoung) {
 		ss.flags.And(^stYoung)
 	}
-	ss.mu.Lock()
-	linked := ss.server != nil
-	ss.mu.Unlock()
 	if !linked && needsServer(typ) {
 		sc := ss.entry.pool.TryAcquireChecked() // (a check query would wait)
 		if sc == nil {

@@ -340,17 +340,21 @@ func skipSpace(b []byte) []byte {
 // only for an advisory lock. Anything else (several statements, a ';' in
 // a quote or comment, a first word longer than 8 bytes) is classified.
 func Needed(sql []byte) bool {
-	if len(skipSpace(sql)) == 0 {
+	body := skipSpace(sql) // (a ';' in a leading comment is skipped with it)
+	if len(body) == 0 {
 		return false
 	}
+	// stmt is the statement with its leading comments, which the advisory
+	// lock check scans too, as SQL does.
 	stmt := sql
-	if semi := bytes.IndexByte(sql, ';'); semi >= 0 {
-		if !onlyBlanks(sql[semi+1:]) {
+	if semi := bytes.IndexByte(body, ';'); semi >= 0 {
+		if !onlyBlanks(body[semi+1:]) {
 			return true
 		}
-		stmt = sql[:semi]
+		stmt = sql[:len(sql)-len(body)+semi]
+		body = body[:semi]
 	}
-	switch wordKey(skipSpace(stmt)) {
+	switch wordKey(body) {
 	case 0, keySet, keyReset, keyDiscard, keyCreate, keyDeclare, keyPrepare, keyListen, keyUnlisten, keyLoad:
 		return true
 	case keySelect, keyWith, keyValues, keyCall, keyDo:
