@@ -387,8 +387,12 @@ const (
 // sockets never block (protocol.ErrWouldBlock), where it would wait.
 func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 	rd, wr := sc.Rd, ss.wr
+	// In the relay loop no read waits: what the client is owed is flushed
+	// when a read would (awaitServer) or it reaches relayFlushAt, not
+	// before every read that might.
+	looped := inline && ss.loop != 0
 	for {
-		if !rd.HasFrame() {
+		if looped && wr.Len() >= relayFlushAt {
 			if err := wr.Flush(); err != nil {
 				if err == protocol.ErrWouldBlock {
 					return relayAwaitClient
@@ -396,11 +400,16 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				ss.clientFailed(sc, err)
 				return relayUnlinked
 			}
+		} else if !looped && !rd.HasFrame() {
+			if err := wr.Flush(); err != nil {
+				ss.clientFailed(sc, err)
+				return relayUnlinked
+			}
 		}
 		typ, size, err := rd.Peek()
 		if err != nil {
 			if err == protocol.ErrWouldBlock {
-				return relayAwaitServer
+				return ss.awaitServer(sc)
 			}
 			if isTimeout(err) {
 				if ss.takeKick(sc) {
@@ -431,7 +440,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		case protocol.MsgDataRow, protocol.MsgCopyData, protocol.MsgNoticeResponse, protocol.MsgNotification:
 			if err := rd.ForwardPeeked(wr, size); err != nil {
 				if err == protocol.ErrWouldBlock {
-					return relayAwaitServer // the part read stays buffered
+					return ss.awaitServer(sc) // the part read stays buffered
 				}
 				if inline && size <= protocol.BufferSize && isTimeout(err) && ss.budgetSpent(sc) {
 					return relayHandoff // the part read stays buffered for the pump
@@ -444,7 +453,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		frame, err := rd.NextPeeked(size)
 		if err != nil {
 			if err == protocol.ErrWouldBlock {
-				return relayAwaitServer
+				return ss.awaitServer(sc)
 			}
 			if inline && size <= protocol.BufferSize && isTimeout(err) && ss.budgetSpent(sc) {
 				return relayHandoff
@@ -567,6 +576,25 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			return relayIdle
 		}
 	}
+}
+
+// relayFlushAt is how many bytes relayServer lets the client be owed in
+// the relay loop while the server has more to read at once: what one read
+// of the server can bring, as when it flushed before every read.
+const relayFlushAt = protocol.BufferSize
+
+// awaitServer is where relayServer stops in the relay loop when the
+// server has sent nothing more yet: it first flushes what the client is
+// owed, and waits for the client instead if the client takes no more.
+func (ss *session) awaitServer(sc *pool.ServerConn) relayEnd {
+	if err := ss.wr.Flush(); err != nil {
+		if err == protocol.ErrWouldBlock {
+			return relayAwaitClient
+		}
+		ss.clientFailed(sc, err)
+		return relayUnlinked
+	}
+	return relayAwaitServer
 }
 
 // skipToSync drops expectations the server will not answer after an error
