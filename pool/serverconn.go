@@ -57,9 +57,11 @@ type ServerConn struct {
 	// watchFired once InterruptOverdue interrupted it, 0 when none runs.
 	watch atomic.Int64
 	// intMu orders Interrupt, ClearInterrupt and a watch firing, so that a
-	// past read deadline is never left behind unrecorded.
+	// past read deadline is never left behind unrecorded. interrupted (set
+	// under intMu, after the deadline) says a past read deadline is set on
+	// Conn; ClearInterrupt reads it first without the lock.
 	intMu       sync.Mutex
-	interrupted bool // a past read deadline is set on Conn
+	interrupted atomic.Bool
 	// noWait marks reads that do not wait (see NoWait); rawRd is the
 	// descriptor a plain connection's Rd then reads.
 	noWait bool
@@ -75,17 +77,20 @@ const watchFired = -1
 func (sc *ServerConn) Interrupt() {
 	sc.intMu.Lock()
 	sc.Conn.SetReadDeadline(time.Unix(1, 0))
-	sc.interrupted = true
+	sc.interrupted.Store(true)
 	sc.intMu.Unlock()
 }
 
 // ClearInterrupt removes the read deadline Interrupt or a fired watch set,
 // if any. Without one it makes no system call.
 func (sc *ServerConn) ClearInterrupt() {
+	if !sc.interrupted.Load() {
+		return // (an Interrupt racing this one lands after it)
+	}
 	sc.intMu.Lock()
-	if sc.interrupted {
+	if sc.interrupted.Load() {
 		sc.Conn.SetReadDeadline(time.Time{})
-		sc.interrupted = false
+		sc.interrupted.Store(false)
 	}
 	sc.intMu.Unlock()
 }
@@ -111,7 +116,7 @@ func (sc *ServerConn) fireIfOverdue(before int64) bool {
 		sc.intMu.Lock()
 		if sc.watch.CompareAndSwap(t, watchFired) {
 			sc.Conn.SetReadDeadline(time.Unix(1, 0))
-			sc.interrupted = true
+			sc.interrupted.Store(true)
 		}
 		sc.intMu.Unlock()
 	}

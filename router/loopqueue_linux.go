@@ -75,6 +75,7 @@ func (p *parker) granted(ss *session) {
 	p.mu.Lock()
 	if p.running && !p.failed {
 		p.grants = append(p.grants, ss)
+		p.grantsPosted.Store(true)
 		if p.loopWaiting.Load() {
 			syscall.Write(p.nudge[1], nudgeByte) // (under mu: see close)
 		}
@@ -90,6 +91,7 @@ func (p *parker) granted(ss *session) {
 func (p *parker) serveGrants() {
 	p.mu.Lock()
 	p.grants, p.granting = p.granting[:0], p.grants
+	p.grantsPosted.Store(false)
 	p.mu.Unlock()
 	for i, ss := range p.granting {
 		p.granting[i] = nil

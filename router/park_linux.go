@@ -78,6 +78,9 @@ type parker struct {
 	// loopWaiting is set while the loop waits in epoll: a grant posted
 	// then nudges it; one posted while it works is seen before it waits.
 	loopWaiting atomic.Bool
+	// grantsPosted is set with a post to grants (under mu) and cleared as
+	// serveGrants takes them: a turn with none takes no lock for them.
+	grantsPosted atomic.Bool
 	// turnNow is the clock the loop read as its turn began (see clock).
 	turnNow mono
 	// queueings counts the waits for a server the loop made (queue),
@@ -218,12 +221,16 @@ func (p *parker) loop() {
 		if len(p.grants) > 0 {
 			wait = 0
 		}
+		// oldestYoung is when the oldest young session was admitted (the
+		// list is in admission order), or 0: one admitted during the wait
+		// is not due before the next turn's look.
+		oldestYoung := mono(0)
 		if len(p.young) > 0 {
-			// Until the oldest young session is due (the list is in
-			// admission order), and youngSlack more, so that under a
+			// Until it is due, and youngSlack more, so that under a
 			// stream of logins one look takes many and the loop wakes a
 			// few times a second, not once per login.
-			wait = min(wait, int((youngIdle+youngSlack-now.Sub(p.young[0].at))/time.Millisecond)+1)
+			oldestYoung = p.young[0].at
+			wait = min(wait, int((youngIdle+youngSlack-now.Sub(oldestYoung))/time.Millisecond)+1)
 		}
 		p.mu.Unlock()
 		raw := rawOK && p.loopOn() && now.Sub(lastBusy) < loopBusyHold
@@ -282,8 +289,12 @@ func (p *parker) loop() {
 				p.resume(ss)
 			}
 		}
-		p.serveGrants()
-		p.sweepYoung(now)
+		if p.grantsPosted.Load() {
+			p.serveGrants()
+		}
+		if oldestYoung != 0 && now.Sub(oldestYoung) >= youngIdle {
+			p.sweepYoung(now)
+		}
 		if now.Sub(lastSweep) >= sweepEveryMS*time.Millisecond {
 			lastSweep = now
 			p.sweep()
