@@ -310,9 +310,18 @@ func (w *waiter) setDeadline(d int64) {
 	}
 	w.dmu.Lock()
 	w.dl.Store(d)
+	if betweenDeadlineStores != nil {
+		betweenDeadlineStores()
+	}
 	w.f.SetReadDeadline(t)
 	w.dmu.Unlock()
 }
+
+// betweenDeadlineStores, nil but in tests, is called between a setter's
+// two stores: a test starts another setter there, to race it against one
+// half done (detached_internal_test.go), which no scheduling does on
+// demand. It costs a nil check.
+var betweenDeadlineStores func()
 
 // Close closes the connection; a waiting Read or Write returns
 // net.ErrClosed.
