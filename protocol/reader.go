@@ -405,6 +405,33 @@ func (rd *Reader) ForwardPeeked(w *Writer, size int) error {
 	return err
 }
 
+// ForwardRun is ForwardPeeked for a frame of type typ that fits in the
+// buffer, which also takes the frames of the same type buffered whole
+// right after it (a result's DataRows, COPY's CopyData), in one copy.
+func (rd *Reader) ForwardRun(w *Writer, typ byte, size int) error {
+	if size > BufferSize {
+		return rd.ForwardPeeked(w, size)
+	}
+	rd.big = nil
+	if rd.w-rd.r < size {
+		if err := rd.fill(size); err != nil {
+			return err
+		}
+	}
+	end, limit := rd.r+size, rd.limit()
+	for rd.w-end >= headerSize && rd.buf[end] == typ {
+		l := int(int32(binary.BigEndian.Uint32(rd.buf[end+1:])))
+		if l < 4 || l+1 > BufferSize || l+1 > limit || rd.w-end < l+1 {
+			break // (Peek reports a bad one; a cut one is read on)
+		}
+		end += l + 1
+	}
+	w.take()
+	w.buf = append(w.buf, rd.buf[rd.r:end]...)
+	rd.r = end
+	return nil
+}
+
 // Discard skips the next frame. It streams even a small frame, so after
 // an error the Reader's resume state may describe a small frame: callers
 // end the connection on a Discard error rather than retry.

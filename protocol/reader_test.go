@@ -313,3 +313,42 @@ func TestPrefilledBytesAreReadBeforeTheSourceWhateverTheBuffer(t *testing.T) {
 		t.Fatal("prefilling more than BufferSize was accepted")
 	}
 }
+
+func TestForwardRunTakesTheWholeFramesOfItsTypeBufferedAfterTheFirst(t *testing.T) {
+	rows := append(append(frame('D', "row one"), frame('D', "row two")...), frame('D', "row three")...)
+	tail := append(frame('C', "SELECT 3\x00"), frame('Z', "I")...)
+	cut := frame('D', "a row not all here yet")
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want []byte // what the first ForwardRun forwards
+	}{
+		{"a run that another type ends", append(append([]byte(nil), rows...), tail...), rows},
+		{"a run that a cut frame ends", append(append([]byte(nil), rows...), cut[:9]...), rows},
+		{"a run that a bad length ends", append(append([]byte(nil), rows...), 'D', 0, 0, 0, 1), rows},
+		{"a frame alone", append(frame('D', "only"), tail...), frame('D', "only")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rd := NewReader(bytes.NewReader(tc.in))
+			rd.fill(len(tc.in)) // all of it buffered, as after a read
+			typ, size, err := rd.Peek()
+			if err != nil || typ != 'D' {
+				t.Fatalf("Peek: %q, %v", typ, err)
+			}
+			var out bytes.Buffer
+			w := NewWriter(&out)
+			if err := rd.ForwardRun(w, typ, size); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(out.Bytes(), tc.want) {
+				t.Fatalf("forwarded %q; want %q", out.Bytes(), tc.want)
+			}
+			if rd.Buffered() != len(tc.in)-len(tc.want) {
+				t.Fatalf("%d bytes left buffered; want the %d after the run", rd.Buffered(), len(tc.in)-len(tc.want))
+			}
+		})
+	}
+}

@@ -438,7 +438,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		}
 		switch typ {
 		case protocol.MsgDataRow, protocol.MsgCopyData, protocol.MsgNoticeResponse, protocol.MsgNotification:
-			if err := rd.ForwardPeeked(wr, size); err != nil {
+			if err := rd.ForwardRun(wr, typ, size); err != nil {
 				if err == protocol.ErrWouldBlock {
 					return ss.awaitServer(sc) // the part read stays buffered
 				}
