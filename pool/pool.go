@@ -697,14 +697,6 @@ func (p *Pool) Release(sc *ServerConn) { p.release(sc, false) }
 // that could learn nothing more.
 func (p *Pool) ReleaseReady(sc *ServerConn) { p.release(sc, true) }
 
-// ReleaseReadyAt is ReleaseReady for a caller that read the clock just
-// now (now, with its monotonic reading): an event loop reads it once per
-// turn, and the release then reads none.
-func (p *Pool) ReleaseReadyAt(sc *ServerConn, now time.Time) {
-	sc.endLoan()
-	p.releaseAged(sc, true, false, now)
-}
-
 func (p *Pool) release(sc *ServerConn, ready bool) {
 	sc.endLoan()
 	p.releaseAged(sc, ready, false, p.now()) // one clock read per release, outside the lock

@@ -587,3 +587,48 @@ func TestAnIdleConnectionWhoseServerStopsAnsweringIsCheckedAndReplaced(t *testin
 		t.Fatalf("checks %d, destroyed %d: the stopped connection was not checked and replaced", st.Checks, st.Destroyed)
 	}
 }
+
+func TestALoopLoansReadsStayNotWaitingForTheNextLoopLoanAndWaitAgainForABorrowerThatWaits(t *testing.T) {
+	p := newPool(t, config(1))
+	p.Release(acquire(t, p)) // one idle connection
+
+	loopLoan := func() *pool.ServerConn {
+		t.Helper()
+		sc := p.TryAcquireChecked()
+		if sc == nil {
+			t.Fatal("TryAcquireChecked lent nothing with a connection idle")
+		}
+		return sc
+	}
+	sc := loopLoan()
+	if !sc.NoWait() {
+		t.Fatal("NoWait failed on a plain connection")
+	}
+	p.Release(sc)
+
+	sc = loopLoan()
+	if _, _, err := sc.Rd.Peek(); err != protocol.ErrWouldBlock {
+		t.Fatalf("the loop's next loan read %v; want ErrWouldBlock (reads left not waiting)", err)
+	}
+	p.Release(sc)
+
+	for name, lend := range map[string]func() *pool.ServerConn{
+		"Acquire":    func() *pool.ServerConn { return acquire(t, p) },
+		"TryAcquire": func() *pool.ServerConn { return p.TryAcquire() },
+	} {
+		sc := lend()
+		if sc == nil {
+			t.Fatalf("%s lent nothing with a connection idle", name)
+		}
+		// Nothing comes: a read that waits ends at its deadline.
+		sc.Conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, _, err := sc.Rd.Peek(); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("a read after %s: %v; want it to wait until its deadline", name, err)
+		}
+		sc.Conn.SetReadDeadline(time.Time{})
+		if !sc.NoWait() { // as the loop would leave it again
+			t.Fatal("NoWait failed on a plain connection")
+		}
+		p.Release(sc)
+	}
+}

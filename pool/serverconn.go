@@ -59,7 +59,7 @@ type ServerConn struct {
 	// intMu orders Interrupt, ClearInterrupt and a watch firing, so that a
 	// past read deadline is never left behind unrecorded. interrupted (set
 	// under intMu, after the deadline) says a past read deadline is set on
-	// Conn; ClearInterrupt reads it first without the lock.
+	// Conn; endLoan reads it first without the lock.
 	intMu       sync.Mutex
 	interrupted atomic.Bool
 	// noWait marks reads that do not wait (see NoWait); rawRd is the
@@ -84,9 +84,6 @@ func (sc *ServerConn) Interrupt() {
 // ClearInterrupt removes the read deadline Interrupt or a fired watch set,
 // if any. Without one it makes no system call.
 func (sc *ServerConn) ClearInterrupt() {
-	if !sc.interrupted.Load() {
-		return // (an Interrupt racing this one lands after it)
-	}
 	sc.intMu.Lock()
 	if sc.interrupted.Load() {
 		sc.Conn.SetReadDeadline(time.Time{})
@@ -124,13 +121,18 @@ func (sc *ServerConn) fireIfOverdue(before int64) bool {
 }
 
 // endLoan leaves the connection as an idle one must be: no watch, no
-// deadline, reads that wait.
+// deadline. Its reads and writes stay as the borrower left them: an event
+// loop's next loan finds them not waiting (NoWait) already, and every
+// lending path to a borrower that waits makes them wait again (Wait).
 func (sc *ServerConn) endLoan() {
-	sc.watch.Store(0)
-	sc.ClearInterrupt()
-	// Reads and writes stay as the borrower left them: an event loop's
-	// next loan finds them not waiting (NoWait) already, and every lending
-	// path to a borrower that waits makes them wait again (Wait).
+	// A watch that fired, or is firing (its CAS is done, its deadline
+	// perhaps not yet: Swap sees watchFired), is waited for under intMu;
+	// one that has not fired cannot any more. Without either, and with no
+	// Interrupt set (the borrower's interrupters have stopped: the loan is
+	// over), there is nothing to clear and no lock to take.
+	if sc.watch.Swap(0) == watchFired || sc.interrupted.Load() {
+		sc.ClearInterrupt()
+	}
 }
 
 // NoWait makes Rd's reads return protocol.ErrWouldBlock when the socket

@@ -24,9 +24,6 @@ import (
 // takeLSN (a write transaction under read_your_writes_lsn) it first reads
 // the primary's WAL position, after the client has its answer.
 func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool, end mono) {
-	if end == 0 {
-		end = monoNow()
-	}
 	ss.entry.stats.xacts.Add(1)
 	ss.entry.stats.xactTimeUS.Add(uint64(end.Sub(ss.linkedAt) / time.Microsecond))
 	ss.waitForWriter()
@@ -48,7 +45,7 @@ func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool, end mono) {
 	if dirty {
 		sc.Pool().Destroy(sc)
 	} else {
-		sc.Pool().ReleaseReadyAt(sc, end.Time()) // its ReadyForQuery 'I' was the last byte read
+		sc.Pool().ReleaseReady(sc) // its ReadyForQuery 'I' was the last byte read
 	}
 	if err != nil {
 		ss.markDead(err)
