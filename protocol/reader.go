@@ -174,7 +174,7 @@ func (rd *Reader) ReadMore() (int, error) {
 	if rd.part != nil || rd.streamed > 0 || n >= BufferSize {
 		return 0, ErrBufferFull
 	}
-	rd.makeRoom(BufferSize)
+	rd.makeRoom(n + 1) // (Small's room first: a pooled buffer once it is full)
 	m, err := rd.src.Read(rd.buf[rd.w:])
 	rd.w += m
 	if rd.Count != nil && m > 0 {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"testing/iotest"
 )
@@ -318,18 +319,22 @@ func TestForwardRunTakesTheWholeFramesOfItsTypeBufferedAfterTheFirst(t *testing.
 	rows := append(append(frame('D', "row one"), frame('D', "row two")...), frame('D', "row three")...)
 	tail := append(frame('C', "SELECT 3\x00"), frame('Z', "I")...)
 	cut := frame('D', "a row not all here yet")
+	big := frame('D', strings.Repeat("x", 40))
 	for _, tc := range []struct {
 		name string
 		in   []byte
 		want []byte // what the first ForwardRun forwards
+		max  int    // MaxMessage
 	}{
-		{"a run that another type ends", append(append([]byte(nil), rows...), tail...), rows},
-		{"a run that a cut frame ends", append(append([]byte(nil), rows...), cut[:9]...), rows},
-		{"a run that a bad length ends", append(append([]byte(nil), rows...), 'D', 0, 0, 0, 1), rows},
-		{"a frame alone", append(frame('D', "only"), tail...), frame('D', "only")},
+		{"a run that a frame over MaxMessage ends", append(append([]byte(nil), rows...), big...), rows, 30},
+		{"a run that another type ends", append(append([]byte(nil), rows...), tail...), rows, 0},
+		{"a run that a cut frame ends", append(append([]byte(nil), rows...), cut[:9]...), rows, 0},
+		{"a run that a bad length ends", append(append([]byte(nil), rows...), 'D', 0, 0, 0, 1), rows, 0},
+		{"a frame alone", append(frame('D', "only"), tail...), frame('D', "only"), 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rd := NewReader(bytes.NewReader(tc.in))
+			rd.MaxMessage = tc.max
 			rd.fill(len(tc.in)) // all of it buffered, as after a read
 			typ, size, err := rd.Peek()
 			if err != nil || typ != 'D' {

@@ -102,7 +102,10 @@ func TestReadMoreKeepsAFilledFrameAndAddsWhatFollowsUntilTheBufferIsFull(t *test
 		t.Fatalf("ReadMore with nothing sent: %d, %v; want ErrWouldBlock", n, err)
 	}
 	src.data = append(src.data, rest...)
-	for rd.Buffered() < len(parse)+len(rest) {
+	for tries := 0; rd.Buffered() < len(parse)+len(rest); tries++ {
+		if tries > 100 {
+			t.Fatal("ReadMore never read the rest")
+		}
 		if _, err := rd.ReadMore(); err != nil && err != ErrWouldBlock {
 			t.Fatal(err)
 		}
@@ -115,7 +118,10 @@ func TestReadMoreKeepsAFilledFrameAndAddsWhatFollowsUntilTheBufferIsFull(t *test
 	}
 
 	full := NewReader(bytes.NewReader(make([]byte, 2*BufferSize)))
-	for full.Buffered() < BufferSize {
+	for tries := 0; full.Buffered() < BufferSize; tries++ {
+		if tries > 100 {
+			t.Fatal("ReadMore never filled the buffer")
+		}
 		if _, err := full.ReadMore(); err != nil {
 			t.Fatal(err)
 		}
@@ -125,6 +131,41 @@ func TestReadMoreKeepsAFilledFrameAndAddsWhatFollowsUntilTheBufferIsFull(t *test
 	}
 	if full.Buffered() != BufferSize {
 		t.Fatalf("%d bytes buffered; want no more than the buffer holds (%d)", full.Buffered(), BufferSize)
+	}
+}
+
+func TestReadMoreAfterAConsumedFrameKeepsTheRestInOrderWithinASmallBuffer(t *testing.T) {
+	a, b, c := frame('Q', "a\x00"), frame('Q', "bb\x00"), frame('Q', "ccc\x00")
+	src := &tricklingReader{data: append(append([]byte(nil), a...), b...)}
+	rd := NewReader(src)
+	rd.Small = make([]byte, 20) // room for a and b, then for b and c once a is gone
+	for tries := 0; rd.Buffered() < len(a)+len(b); tries++ {
+		if tries > 100 {
+			t.Fatal("the first frames never arrived")
+		}
+		if _, err := rd.ReadMore(); err != nil && err != ErrWouldBlock {
+			t.Fatal(err)
+		}
+	}
+	if got, err := rd.Next(); err != nil || !bytes.Equal(got, a) {
+		t.Fatalf("first frame %q, %v", got, err)
+	}
+	src.data = append(src.data, c...)
+	for tries := 0; rd.Buffered() < len(b)+len(c); tries++ {
+		if tries > 100 {
+			t.Fatal("the last frame never arrived")
+		}
+		if _, err := rd.ReadMore(); err != nil && err != ErrWouldBlock {
+			t.Fatal(err)
+		}
+	}
+	if rd.HoldsBuffer() {
+		t.Fatal("ReadMore took a pooled buffer for bytes that fit in Small")
+	}
+	for i, want := range [][]byte{b, c} {
+		if got, err := rd.Next(); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("frame %d: %q, %v; want %q", i, got, err, want)
+		}
 	}
 }
 

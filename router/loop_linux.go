@@ -536,7 +536,7 @@ func (p *parker) request(ss *session) bool {
 	}
 	// Nothing can have come yet: wait without a read that would block.
 	if ss.wr.Len() > 0 {
-		ss.setLoop(loopRelayOut) // the client first (relayServer flushes)
+		ss.setLoop(loopRelayOut) // (relayServer flushes it once a read of the server would block)
 		return true
 	}
 	if !p.await(ss, loopServer, 0) {

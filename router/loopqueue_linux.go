@@ -43,23 +43,26 @@ func (p *parker) queue(ss *session) {
 // request a driver wrote in several packets) is read in behind the
 // request already read, and the session keeps its place: the grant serves
 // it all in order. Only a client that sends more than the read buffer
-// holds goes on on its goroutine, which queues again.
+// holds (8 KiB) goes on on its goroutine, which queues again, at the back.
 func (p *parker) queuedClientSpoke(ss *session) {
 	if (&sockio.Raw{FD: int(ss.fd)}).PeerClosed() {
 		p.leave(ss, errClientGone)
 		return
 	}
-	_, err := ss.rd.ReadMore()
+	n, err := ss.rd.ReadMore()
 	switch {
 	case err == nil || err == protocol.ErrWouldBlock:
-		p.queuedReads.Add(1)
+		if n > 0 {
+			p.queuedReads.Add(1)
+		}
 		if !p.await(ss, loopQueued, 0) {
 			p.evict(ss, "cannot wait", false) // (it gives up the ticket)
 		}
-	case protocol.IsDisconnect(err):
-		p.leave(ss, err)
-	default:
+	case err == protocol.ErrBufferFull:
+		// (Its goroutine queues again, behind those queued meanwhile.)
 		p.evict(ss, "the client sent more than the loop holds while queued", false)
+	default:
+		p.leave(ss, err) // the socket failed: as the goroutine's read would
 	}
 }
 
