@@ -124,11 +124,11 @@ func splitStatement(sql []byte) (stmt, rest []byte) {
 			}
 		case '/':
 			if i+1 < len(sql) && sql[i+1] == '*' {
-				j := bytes.Index(sql[i+2:], []byte("*/"))
+				j := blockCommentEnd(sql[i+2:])
 				if j < 0 {
 					return sql, nil
 				}
-				i += j + 4
+				i += j + 2
 				continue
 			}
 		case '$':
@@ -320,16 +320,44 @@ func skipSpace(b []byte) []byte {
 			}
 			b = b[i+1:]
 		case len(b) > 1 && b[0] == '/' && b[1] == '*':
-			i := bytes.Index(b[2:], []byte("*/"))
+			i := blockCommentEnd(b[2:])
 			if i < 0 {
 				return nil
 			}
-			b = b[i+4:]
+			b = b[i+2:]
 		default:
 			return b
 		}
 	}
 	return b
+}
+
+// blockCommentEnd returns how far into b, which follows a "/*", the
+// comment ends (just past its "*/"), or -1 if it does not. Block comments
+// nest in PostgreSQL: "/* a /* b */ c */" is one comment, and a statement
+// after it must not be taken for part of it.
+func blockCommentEnd(b []byte) int {
+	end := bytes.Index(b, []byte("*/"))
+	if end < 0 {
+		return -1
+	}
+	if !bytes.Contains(b[:end+1], []byte("/*")) { // (a "/*" may end on its "*")
+		return end + 2 // the usual case: nothing nested
+	}
+	depth := 1
+	for i := 0; i+1 < len(b); i++ {
+		switch {
+		case b[i] == '/' && b[i+1] == '*':
+			depth++
+			i++
+		case b[i] == '*' && b[i+1] == '/':
+			if depth--; depth == 0 {
+				return i + 2
+			}
+			i++
+		}
+	}
+	return -1
 }
 
 // Needed reports cheaply whether SQL could find anything:

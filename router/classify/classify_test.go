@@ -168,11 +168,22 @@ func refSplitStatement(sql []byte) (stmt, rest []byte) {
 			}
 		case '/':
 			if i+1 < len(sql) && sql[i+1] == '*' {
-				j := bytes.Index(sql[i+2:], []byte("*/"))
-				if j < 0 {
+				// Block comments nest.
+				depth, j := 1, i+2
+				for depth > 0 && j+1 < len(sql) {
+					switch {
+					case sql[j] == '/' && sql[j+1] == '*':
+						depth, j = depth+1, j+2
+					case sql[j] == '*' && sql[j+1] == '/':
+						depth, j = depth-1, j+2
+					default:
+						j++
+					}
+				}
+				if depth > 0 {
 					return sql, nil
 				}
-				i += j + 4
+				i = j
 				continue
 			}
 		case '$':
@@ -291,6 +302,8 @@ var classifyEquivalenceSeeds = []string{
 	"with x as (select pg_advisory_lock(1)) select 1", "values (pg_advisory_lock(1));", "call p(pg_advisory_lock(1))",
 	"do $$begin perform pg_advisory_lock(1); end$$;", "selectxyz pg_advisory_lock(1)", "unlisten c;", "deallocate p",
 	"/* advisory_lock */ select 1;", "-- x;\n", "/* x;", "Select\tpg_advisory_lock(1) ;  ",
+	"/* /* */ select 1 */ set search_path = evil", "/* a /* b */ c */ select 1; listen x", "/* /* */ set x = 1",
+	"/*/ set x = 1 */ select 1", "/* /*/ */ set x = 1", "select 1 /* /* ; */ ; */ ; set x = 1", "/**/set x=1",
 	string(benchPgbenchSelect), string(benchLongSelect), string(benchMulti),
 }
 
@@ -309,7 +322,8 @@ func TestNeedsClassifySkipsOnlyWhatCannotMatter(t *testing.T) {
 		"listen c", "unlisten *", "load 'x'", "select pg_advisory_lock(1)", "select 1; set x = 1",
 		"update t set a = 1; listen c", "-- c;\nlisten c", "/* x */ set x = 1", "(select 1)",
 		"with x as (select pg_advisory_lock(1)) select 1", "values (pg_advisory_lock(1))",
-		"call p(pg_advisory_lock(1))", "do $$begin perform pg_advisory_lock(1); end$$;", "selectxyz 1"}
+		"call p(pg_advisory_lock(1))", "do $$begin perform pg_advisory_lock(1); end$$;", "selectxyz 1",
+		"/* /* */ select 1 */ SET search_path = evil", "/* a /* b */ c */ listen c"}
 	for _, sql := range classified {
 		if !Needed([]byte(sql)) {
 			t.Errorf("Needed(%q) = false; want it classified", sql)
@@ -376,4 +390,19 @@ func FuzzClassifySQL(f *testing.F) {
 		SQL([]byte(sql))
 		Needed([]byte(sql))
 	})
+}
+
+// PostgreSQL's block comments nest: what follows the outer "*/" is the
+// statement, which a comment that ended at the first "*/" would hide.
+func TestAStatementAfterNestedBlockCommentsIsClassified(t *testing.T) {
+	c := SQL([]byte("/* /* */ select 1 */ SET search_path = evil"))
+	if c.SetName != "search_path" || c.SetValue != "evil" {
+		t.Fatalf("SQL = %+v; want SET search_path = evil tracked", c)
+	}
+	if c := SQL([]byte("/* a /* b */ c */ LISTEN ch")); c.Listen != "ch" {
+		t.Fatalf("SQL = %+v; want LISTEN ch", c)
+	}
+	if c := SQL([]byte("/* a /* b */ SET x = 1")); c != (Class{}) {
+		t.Fatalf("SQL of an unterminated comment = %+v; want nothing (PostgreSQL rejects it)", c)
+	}
 }
