@@ -88,7 +88,9 @@ func TestABorrowersDeadlineSetAmidAKillsLeavesTheWaitWaitingNotSpinning(t *testi
 	// Stored apart (not under one lock), the borrower's deadline would be
 	// the stored one and the kill's the netpoller's: the netpoller would
 	// end each wait at once and the stored deadline send it back, until the
-	// borrower's deadline.
+	// borrower's deadline. The lock and wait's taking the stored deadline
+	// again each prevent that; this test needs neither one alone (the next
+	// one needs the lock).
 	read, peer := aRacedRead(t, time.Unix(1, 0), time.Now().Add(time.Hour))
 	peer.Write([]byte("x"))
 	if r := awaitRead(t, read); r.err != nil || r.data != "x" {
