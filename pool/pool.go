@@ -296,7 +296,7 @@ func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerCo
 		// (ReleaseReady). A peek at its socket (a system call per loan)
 		// would learn nothing its last message did not say microseconds
 		// ago, and no check delay has passed.
-		if (ready && p.cfg.CheckDelay != CheckAlways && sc.Rd.Buffered() == 0) || p.usable(sc) {
+		if (ready && p.cfg.CheckDelay != CheckAlways && sc.Rd.Buffered() == 0) || p.usable(sc, false) {
 			sc.Wait() // (an event loop's loan may have left it not waiting)
 			return sc, nil
 		}
@@ -318,12 +318,13 @@ func (p *Pool) checkDue(sc *ServerConn) bool {
 
 // usable reports whether an idle connection about to be lent works: its
 // socket is open with nothing unread, and, when it has been idle for
-// CheckDelay, CheckQuery ran on it (server_check_query).
-func (p *Pool) usable(sc *ServerConn) bool {
+// CheckDelay, CheckQuery ran on it (server_check_query), unless noCheck
+// (the caller decided under mu that no check was due).
+func (p *Pool) usable(sc *ServerConn, noCheck bool) bool {
 	if !sc.alive() {
 		return false
 	}
-	if !p.checkDue(sc) {
+	if noCheck || !p.checkDue(sc) {
 		return true
 	}
 	if sc.Wr == nil {
@@ -368,7 +369,9 @@ func (p *Pool) tryAcquire(noCheck bool) *ServerConn {
 		p.active++
 		p.stat.AcquireCount++
 		p.mu.Unlock()
-		if p.usable(sc) {
+		// With noCheck, checkDue said no under mu just now: a tick of the
+		// coarse clock since must not make the loop wait for a check.
+		if p.usable(sc, noCheck) {
 			if !noCheck {
 				sc.Wait() // (an event loop's loan may have left it not waiting)
 			}
