@@ -187,6 +187,12 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 	case loopClientOut, loopRelayOut:
 		client.Events = syscall.EPOLLOUT | syscall.EPOLLONESHOT
 		armed = false
+	case loopQueued:
+		if ss.rd.Buffered() >= protocol.BufferSize {
+			// Its read buffer is full: only its leaving can change
+			// anything before the grant (queuedClientSpoke).
+			client.Events = syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+		}
 	case loopServer:
 		ss.mu.Lock()
 		sc = ss.server

@@ -42,11 +42,13 @@ func (p *parker) queue(ss *session) {
 // once (leave). What one that stays sends (the rest of a pipeline, or a
 // request a driver wrote in several packets) is read in behind the
 // request already read, and the session keeps its place: the grant serves
-// it all in order. Only a client that sends more than the read buffer
-// holds (8 KiB) goes on on its goroutine, which queues again, at the back.
+// it all in order, up to the read buffer's 8 KiB; the rest waits in the
+// socket, where the grant's relay reads it (await then waits only for a
+// hang-up: a goroutine waiting in its pool's queue does not read its
+// client either).
 func (p *parker) queuedClientSpoke(ss *session) {
-	if (&sockio.Raw{FD: int(ss.fd)}).PeerClosed() {
-		p.leave(ss, errClientGone)
+	if ss.rd.Buffered() >= protocol.BufferSize || (&sockio.Raw{FD: int(ss.fd)}).PeerClosed() {
+		p.leave(ss, errClientGone) // (a full buffer's event is a hang-up)
 		return
 	}
 	n, err := ss.rd.ReadMore()
@@ -59,7 +61,7 @@ func (p *parker) queuedClientSpoke(ss *session) {
 			p.evict(ss, "cannot wait", false) // (it gives up the ticket)
 		}
 	case err == protocol.ErrBufferFull:
-		// (Its goroutine queues again, behind those queued meanwhile.)
+		// (Not with a frame read whole: its goroutine queues again.)
 		p.evict(ss, "the client sent more than the loop holds while queued", false)
 	default:
 		p.leave(ss, err) // the socket failed: as the goroutine's read would

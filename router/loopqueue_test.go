@@ -176,18 +176,49 @@ func TestAClientThatLeavesWhileTheLoopQueuesItGivesUpItsPlace(t *testing.T) {
 func TestAClientThatSendsTheRestOfItsRequestWhileQueuedKeepsItsPlace(t *testing.T) {
 	skipWithoutLoop(t)
 	t.Parallel()
+	rest := encode(t, &pgproto3.Bind{})
+	rest = append(rest, encode(t, &pgproto3.Execute{})...)
+	rest = append(rest, encode(t, &pgproto3.Sync{})...)
+	f, _, handbacks := aQueuedClientSendsMore(t, rest, "1 2 D C Z")
+	if _, after := loopCounters(t, f); after != handbacks {
+		t.Fatalf("%d hand-backs; want the loop to keep the queued client", after-handbacks)
+	}
+}
+
+func TestAClientThatSendsMoreThanItsReadBufferWhileQueuedKeepsItsPlace(t *testing.T) {
+	skipWithoutLoop(t)
+	t.Parallel()
+	rest := encode(t, &pgproto3.Bind{})
+	rest = append(rest, encode(t, &pgproto3.Execute{})...)
+	rest = append(rest, encode(t, &pgproto3.Sync{})...)
+	// Then a query larger than the loop's read buffer: the loop reads what
+	// fits and leaves the rest in the socket until the grant.
+	rest = protocol.AppendQuery(rest, "select length('"+strings.Repeat("x", 3*protocol.BufferSize)+"')")
+	_, frames, _ := aQueuedClientSendsMore(t, rest, "1 2 D C Z T D C Z")
+	if got := dataRowValue(t, frames[6].body); got != strconv.Itoa(3*protocol.BufferSize) {
+		t.Fatalf("the large query returned %s; want %d", got, 3*protocol.BufferSize)
+	}
+}
+
+// aQueuedClientSendsMore makes a client queue in the loop for the one
+// server with a Parse of "select txid_current()", a second client queue
+// behind it, and the first then send rest (which must finish that
+// statement's Bind, Execute and Sync first). Once the server is free, it
+// checks that the first client's answers, up to as many ReadyForQuery as
+// want has, read as want and that its transaction ran before the second
+// client's: the first kept its place. It returns them, and the hand-back
+// count from before rest was sent.
+func aQueuedClientSendsMore(t *testing.T, rest []byte, want string) (*ferrytest.Ferry, []frame, uint64) {
+	t.Helper()
 	ctx := testContext(t)
 	f, holder, queued := loopQueueSetup(t, ctx, "disable", false, nil)
 	_, handbacks := loopCounters(t, f)
 	reads := router.LoopQueuedReads(f.Server)
 
-	// The first client writes its request in two packets: a Parse, which
-	// queues it, and later the rest.
 	first := hijack(t, queued)
 	sendRaw(t, first, encode(t, &pgproto3.Parse{Query: "select txid_current()"}))
 	waitQueued(t, f)
 
-	// A second client queues behind it.
 	second := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
 	secondTxid := make(chan string, 1)
 	go func() {
@@ -203,11 +234,13 @@ func TestAClientThatSendsTheRestOfItsRequestWhileQueuedKeepsItsPlace(t *testing.
 		return p.ClientsWaiting == 2 && p.Stat.Waiting == 2, nil
 	})
 
-	rest := encode(t, &pgproto3.Bind{})
-	rest = append(rest, encode(t, &pgproto3.Execute{})...)
-	rest = append(rest, encode(t, &pgproto3.Sync{})...)
-	sendRaw(t, first, rest)
-	ferrytest.Eventually(t, 20*time.Second, "the loop to read the rest of the request", func() (bool, error) {
+	sent := make(chan error, 1)
+	go func() { // (a write larger than the socket's buffers waits for the grant)
+		first.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		_, err := first.Write(rest)
+		sent <- err
+	}()
+	ferrytest.Eventually(t, 20*time.Second, "the loop to read what the first client sent", func() (bool, error) {
 		return router.LoopQueuedReads(f.Server) > reads, nil
 	})
 	if p := f.Pool(t, "app"); p.Stat.Waiting != 2 {
@@ -217,12 +250,21 @@ func TestAClientThatSendsTheRestOfItsRequestWhileQueuedKeepsItsPlace(t *testing.
 	if _, err := holder.Exec(ctx, "commit"); err != nil {
 		t.Fatal(err)
 	}
-	frames, closed, err := readFrames(first, 20*time.Second, func(fr frame) bool { return fr.typ == 'Z' })
+	zs := strings.Count(want, "Z")
+	frames, closed, err := readFrames(first, 20*time.Second, func(fr frame) bool {
+		if fr.typ == 'Z' {
+			zs--
+		}
+		return zs == 0
+	})
 	if closed || err != nil {
 		t.Fatalf("the first client's answers: %s (%v)", describe(frames), err)
 	}
-	if got := describe(frames); got != "1 2 D C Z" {
-		t.Fatalf("the first client got %s; want ParseComplete, BindComplete, a row, CommandComplete, ReadyForQuery", got)
+	if got := describe(frames); got != want {
+		t.Fatalf("the first client got %s; want %s", got, want)
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("the first client's write: %v", err)
 	}
 	firstTxid := dataRowValue(t, frames[2].body)
 	other := <-secondTxid
@@ -234,9 +276,7 @@ func TestAClientThatSendsTheRestOfItsRequestWhileQueuedKeepsItsPlace(t *testing.
 	if a > b {
 		t.Fatalf("the second client's transaction (%d) ran before the first's (%d); want the first to keep its place", b, a)
 	}
-	if _, after := loopCounters(t, f); after != handbacks {
-		t.Fatalf("%d hand-backs; want the loop to keep the queued client", after-handbacks)
-	}
+	return f, frames, handbacks
 }
 
 // dataRowValue is the first column of a DataRow body, as text.
