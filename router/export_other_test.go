@@ -5,6 +5,3 @@ package router
 // DialsDetached reports false, false: servers are never detached here
 // (sockio.FDConn is Linux's).
 func DialsDetached(*Server, string, string) (detached, ok bool) { return false, false }
-
-// ListenerWaitersOpen reports 0: no listener keeps a duplicate here.
-func ListenerWaitersOpen(*Server) int { return 0 }

@@ -1,0 +1,22 @@
+//go:build linux && !pgferry_nopark
+
+package router
+
+// ListenerWaitersOpen counts the TCP listeners whose duplicate for the
+// accept goroutine's wait is open (rawListener.f).
+func ListenerWaitersOpen(s *Server) int {
+	s.mu.Lock()
+	ls := s.listeners
+	s.mu.Unlock()
+	n := 0
+	for _, l := range ls {
+		if rl, ok := l.(*rawListener); ok {
+			rl.mu.Lock()
+			if rl.f != nil {
+				n++
+			}
+			rl.mu.Unlock()
+		}
+	}
+	return n
+}
