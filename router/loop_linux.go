@@ -190,8 +190,11 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 	case loopQueued:
 		if ss.rd.Buffered() >= protocol.BufferSize {
 			// Its read buffer is full: only its leaving can change
-			// anything before the grant (queuedClientSpoke).
+			// anything before the grant (queuedClientSpoke). A
+			// registration for input still armed from its request is
+			// narrowed too (a pending input event is then not reported).
 			client.Events = syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+			armed = false
 		}
 	case loopServer:
 		ss.mu.Lock()

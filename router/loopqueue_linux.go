@@ -47,8 +47,16 @@ func (p *parker) queue(ss *session) {
 // hang-up: a goroutine waiting in its pool's queue does not read its
 // client either).
 func (p *parker) queuedClientSpoke(ss *session) {
-	if ss.rd.Buffered() >= protocol.BufferSize || (&sockio.Raw{FD: int(ss.fd)}).PeerClosed() {
-		p.leave(ss, errClientGone) // (a full buffer's event is a hang-up)
+	if ss.rd.Buffered() >= protocol.BufferSize {
+		if p.turnEvents&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+			p.leave(ss, errClientGone)
+		} else if !p.await(ss, loopQueued, 0) { // (for its hang-up only now)
+			p.evict(ss, "cannot wait", false)
+		}
+		return
+	}
+	if (&sockio.Raw{FD: int(ss.fd)}).PeerClosed() {
+		p.leave(ss, errClientGone)
 		return
 	}
 	n, err := ss.rd.ReadMore()

@@ -81,8 +81,11 @@ type parker struct {
 	// grantsPosted is set with a post to grants (under mu) and cleared as
 	// serveGrants takes them: a turn with none takes no lock for them.
 	grantsPosted atomic.Bool
-	// turnNow is the clock the loop read as its turn began (see clock).
-	turnNow mono
+	// turnNow is the clock the loop read as its turn began (see clock);
+	// turnEvents, the events of the socket event a session of the loop is
+	// turned for (queuedClientSpoke tells a hang-up by them).
+	turnNow    mono
+	turnEvents uint32
 	// queueings counts the waits for a server the loop made (queue),
 	// queuedReads the reads of what queued clients sent meanwhile
 	// (queuedClientSpoke), nudgeWakes the times the nudge pipe woke it,
@@ -282,6 +285,7 @@ func (p *parker) loop() {
 			switch {
 			case ss == nil:
 			case ss.loop != 0:
+				p.turnEvents = events[i].Events
 				p.turn(ss, client)
 			case !client || events[i].Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 || !p.adopt(ss):
 				// A goroutine resumes it: a wake, or a client that left
