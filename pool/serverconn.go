@@ -99,8 +99,16 @@ func (sc *ServerConn) ClearInterrupt() {
 // the loan.
 func (sc *ServerConn) Watch(tick int64) { sc.watch.Store(tick) }
 
-// StopWatch ends the watch. A fired watch's interrupt stays set.
-func (sc *ServerConn) StopWatch() { sc.watch.Store(0) }
+// StopWatch ends the watch. A fired watch's interrupt stays set: once
+// StopWatch returns it is all set (interrupted), so that the loan's end
+// clears it, even if it was still being set.
+func (sc *ServerConn) StopWatch() {
+	if sc.watch.Swap(0) == watchFired {
+		sc.intMu.Lock() // wait for a firing still under way
+		//lint:ignore SA2001 an empty critical section: the wait is the point
+		sc.intMu.Unlock()
+	}
+}
 
 // fireIfOverdue interrupts the borrower when its watch started at or
 // before tick before, and reports whether a watch is running.
