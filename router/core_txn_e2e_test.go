@@ -646,6 +646,7 @@ func TestSearchPathSetByOneClientNeverLeaksToAnother(t *testing.T) {
 		{"SET in a rolled back transaction, one query string", []string{"begin; set search_path to a_schema; rollback"}, def},
 		{"SET LOCAL", []string{"begin", "set local search_path to a_schema", "commit"}, def},
 		{"SET after nested block comments", []string{"/* a /* b */ c */ set search_path to a_schema"}, "a_schema"},
+		{"SET after an escape string", []string{`select e'\''; set search_path to a_schema; --'`}, "a_schema"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

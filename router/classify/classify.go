@@ -44,6 +44,30 @@ func (c *Class) ChangesState() bool {
 // in docs/transaction-mode.md; anything it does not recognise is relayed
 // unchanged. Multi-statement strings are split on semicolons outside quotes.
 func SQL(sql []byte) Class {
+	c := classifySQL(sql, false)
+	if bytes.Contains(sql, backslashQuote) {
+		// With standard_conforming_strings off (a tracked parameter a
+		// client may set), a backslash escapes a quote in every string,
+		// and the statements may split elsewhere. Read both ways, a text
+		// whose class differs pins its client: a statement hidden from
+		// one reading must not move to another server.
+		if b := classifySQL(sql, true); b != c {
+			return Class{Pin: pinStringEscapes}
+		}
+	}
+	return c
+}
+
+// backslashQuote is what a string reads differently with
+// standard_conforming_strings off.
+var backslashQuote = []byte(`\'`)
+
+// pinStringEscapes is the pin reason of a text SQL reads two ways.
+const pinStringEscapes = "a query that standard_conforming_strings would split differently"
+
+// classifySQL is SQL, reading every string as an escape string when
+// backslashes is set.
+func classifySQL(sql []byte, backslashes bool) Class {
 	// Drivers and pgbench send one statement ended by ';'. When nothing but
 	// blanks follows the first ';' and the class does not depend on where
 	// the statement ends, the split's scan for quotes can be skipped.
@@ -53,7 +77,7 @@ func SQL(sql []byte) Class {
 			return classifyWord(sql[:semi], w, rest)
 		}
 	}
-	one, sql := splitStatement(sql)
+	one, sql := splitStatementMode(sql, backslashes)
 	if len(skipSpace(sql)) == 0 {
 		// One statement, perhaps followed by ';' and blanks or comments:
 		// the usual case, whose class the merge below would leave as is.
@@ -61,7 +85,7 @@ func SQL(sql []byte) Class {
 	}
 	out := classifyOne(one) // the first statement's, LISTEN included
 	for len(sql) > 0 {
-		one, sql = splitStatement(sql)
+		one, sql = splitStatementMode(sql, backslashes)
 		c := classifyOne(one)
 		if c.Pin != "" && out.Pin == "" {
 			out.Pin = c.Pin
@@ -88,7 +112,11 @@ func SQL(sql []byte) Class {
 // finds the next ';' with bytes.IndexByte (vectorised) and the next byte
 // that may open a quote or comment with indexQuoteStart, and parses only
 // from there. Most queries have neither before their first ';'.
-func splitStatement(sql []byte) (stmt, rest []byte) {
+func splitStatement(sql []byte) (stmt, rest []byte) { return splitStatementMode(sql, false) }
+
+// splitStatementMode is splitStatement, reading every string as an
+// escape string when backslashes is set (standard_conforming_strings off).
+func splitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte) {
 	i := 0     // sql[:i] is parsed; i is outside quotes and comments
 	semi := -1 // the first ';' at or after i, once known
 	for {
@@ -107,6 +135,14 @@ func splitStatement(sql []byte) (stmt, rest []byte) {
 		i += j
 		switch c := sql[i]; c {
 		case '\'', '"':
+			if c == '\'' && (backslashes || escapeString(sql, i)) {
+				j := escapeStringEnd(sql[i+1:])
+				if j < 0 {
+					return sql, nil
+				}
+				i += j + 1
+				continue
+			}
 			j := bytes.IndexByte(sql[i+1:], c)
 			if j < 0 {
 				return sql, nil
@@ -330,6 +366,38 @@ func skipSpace(b []byte) []byte {
 		}
 	}
 	return b
+}
+
+// escapeString reports whether the quote at sql[i] opens an escape
+// string constant (E'...'): an E or e right before it that starts a
+// token. In one, a backslash escapes the next byte, a quote included.
+func escapeString(sql []byte, i int) bool {
+	return i > 0 && sql[i-1]|0x20 == 'e' && (i == 1 || !identCont(sql[i-2]))
+}
+
+// identCont reports whether c may continue an identifier (PostgreSQL's
+// ident_cont: letters, digits, '_', '$' and every byte from 0x80).
+func identCont(c byte) bool {
+	return c == '_' || c == '$' || c >= 0x80 || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// escapeStringEnd returns how far into b, which follows an escape
+// string's opening quote, the string ends (just past its closing quote),
+// or -1 if it does not.
+func escapeStringEnd(b []byte) int {
+	for k := 0; k < len(b); k++ {
+		switch b[k] {
+		case '\\':
+			k++ // the escaped byte
+		case '\'':
+			if k+1 < len(b) && b[k+1] == '\'' {
+				k++ // a doubled quote
+				continue
+			}
+			return k + 1
+		}
+	}
+	return -1
 }
 
 // blockCommentEnd returns how far into b, which follows a "/*", the

@@ -144,13 +144,44 @@ func TestKeywordsAreInterned(t *testing.T) {
 // versions the optimised code in classify.go replaced. The test and the
 // fuzz target check that both agree on every input.
 
-func refSplitStatement(sql []byte) (stmt, rest []byte) {
+func refSplitStatement(sql []byte) (stmt, rest []byte) { return refSplitStatementMode(sql, false) }
+
+// refSplitStatementMode reads every string as an escape string when
+// backslashes is set (standard_conforming_strings off).
+func refSplitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte) {
 	i := 0
 	for i < len(sql) {
 		switch c := sql[i]; c {
 		case ';':
 			return sql[:i], sql[i+1:]
-		case '\'', '"':
+		case '\'':
+			if backslashes || i > 0 && (sql[i-1] == 'e' || sql[i-1] == 'E') && (i == 1 || !refIdentCont(sql[i-2])) {
+				// E'...': a backslash escapes the next byte.
+				j := i + 1
+				for ; j < len(sql); j++ {
+					if sql[j] == '\\' {
+						j++
+					} else if sql[j] == '\'' {
+						if j+1 < len(sql) && sql[j+1] == '\'' {
+							j++
+							continue
+						}
+						break
+					}
+				}
+				if j >= len(sql) {
+					return sql, nil
+				}
+				i = j + 1
+				continue
+			}
+			j := bytes.IndexByte(sql[i+1:], '\'')
+			if j < 0 {
+				return sql, nil
+			}
+			i += j + 2
+			continue
+		case '"':
 			j := bytes.IndexByte(sql[i+1:], c)
 			if j < 0 {
 				return sql, nil
@@ -203,6 +234,10 @@ func refSplitStatement(sql []byte) (stmt, rest []byte) {
 	return sql, nil
 }
 
+func refIdentCont(c byte) bool {
+	return c == '_' || c == '$' || c >= 0x80 || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+}
+
 func refHasSessionAdvisoryLock(stmt []byte) bool {
 	lowerPat := []byte("advisory_lock")
 	n := len(lowerPat)
@@ -230,14 +265,24 @@ func refNextWord(b []byte) (word string, rest []byte) {
 	return strings.ToLower(string(b[:i])), b[i:]
 }
 
-// refClassifySQL is the original statement loop over refSplitStatement;
-// classifyOne's own building blocks are compared one by one.
+// refClassifySQL is the original statement loop over refSplitStatement,
+// run for both readings of backslashes in strings: a text the two read
+// differently pins. classifyOne's own building blocks are compared one by
+// one.
 func refClassifySQL(sql []byte) Class {
+	c := refClassifyMode(sql, false)
+	if b := refClassifyMode(sql, true); b != c {
+		return Class{Pin: pinStringEscapes}
+	}
+	return c
+}
+
+func refClassifyMode(sql []byte, backslashes bool) Class {
 	var out Class
 	n := 0
 	for len(sql) > 0 {
 		var one []byte
-		one, sql = refSplitStatement(sql)
+		one, sql = refSplitStatementMode(sql, backslashes)
 		c := classifyOne(one)
 		n++
 		if c.Pin != "" && out.Pin == "" {
@@ -304,6 +349,9 @@ var classifyEquivalenceSeeds = []string{
 	"/* advisory_lock */ select 1;", "-- x;\n", "/* x;", "Select\tpg_advisory_lock(1) ;  ",
 	"/* /* */ select 1 */ set search_path = evil", "/* a /* b */ c */ select 1; listen x", "/* /* */ set x = 1",
 	"/*/ set x = 1 */ select 1", "/* /*/ */ set x = 1", "select 1 /* /* ; */ ; */ ; set x = 1", "/**/set x=1",
+	"select e'\\''; set search_path=x; --'", "select E'\\\\'; set x = 1", "select e'a''b;'; set x = 1",
+	"select name'x'; set x = 1", "select 'e\\'; set x = 1", "e'\\", "select e'", "select xe'\\''; y",
+	"select $e$;$e$; e'\\';' ; set x=1",
 	string(benchPgbenchSelect), string(benchLongSelect), string(benchMulti),
 }
 
@@ -323,7 +371,8 @@ func TestNeedsClassifySkipsOnlyWhatCannotMatter(t *testing.T) {
 		"update t set a = 1; listen c", "-- c;\nlisten c", "/* x */ set x = 1", "(select 1)",
 		"with x as (select pg_advisory_lock(1)) select 1", "values (pg_advisory_lock(1))",
 		"call p(pg_advisory_lock(1))", "do $$begin perform pg_advisory_lock(1); end$$;", "selectxyz 1",
-		"/* /* */ select 1 */ SET search_path = evil", "/* a /* b */ c */ listen c"}
+		"/* /* */ select 1 */ SET search_path = evil", "/* a /* b */ c */ listen c",
+		"select e'\\''; set search_path = evil; --'"}
 	for _, sql := range classified {
 		if !Needed([]byte(sql)) {
 			t.Errorf("Needed(%q) = false; want it classified", sql)
@@ -404,5 +453,28 @@ func TestAStatementAfterNestedBlockCommentsIsClassified(t *testing.T) {
 	}
 	if c := SQL([]byte("/* a /* b */ SET x = 1")); c != (Class{}) {
 		t.Fatalf("SQL of an unterminated comment = %+v; want nothing (PostgreSQL rejects it)", c)
+	}
+}
+
+// An escape string (E'...') ends at a quote no backslash escapes: what
+// follows it is another statement, which a plain string's rules would
+// hide inside the string.
+func TestAStatementAfterAnEscapeStringIsClassified(t *testing.T) {
+	c := SQL([]byte(`select e'\''; set search_path = evil; --'`))
+	if c.SetName != "search_path" || c.SetValue != "evil" {
+		t.Fatalf("SQL = %+v; want SET search_path = evil tracked", c)
+	}
+	if c := SQL([]byte(`select name'x'; set x = 1`)); c.SetName != "x" {
+		t.Fatalf("SQL = %+v; want SET x (a plain string after an identifier)", c)
+	}
+	// Whether the quote after a backslash ends a plain string depends on
+	// standard_conforming_strings: read both ways, the text pins.
+	for _, sql := range []string{`select 'a\'; set search_path = evil; --'`, `select 'a\''; set x = 1; --'`} {
+		if c := SQL([]byte(sql)); c.Pin != pinStringEscapes {
+			t.Fatalf("SQL(%q) = %+v; want it pinned (%s)", sql, c, pinStringEscapes)
+		}
+	}
+	if c := SQL([]byte(`select 'a\b'; set x = 1`)); c.SetName != "x" || c.Pin != "" {
+		t.Fatalf("SQL = %+v; want SET x: a backslash before no quote reads one way", c)
 	}
 }
