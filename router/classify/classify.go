@@ -44,14 +44,16 @@ func (c *Class) ChangesState() bool {
 // in docs/transaction-mode.md; anything it does not recognise is relayed
 // unchanged. Multi-statement strings are split on semicolons outside quotes.
 func SQL(sql []byte) Class {
-	c := classifySQL(sql, false)
+	c, _ := classifySQL(sql, false)
 	if bytes.Contains(sql, backslashQuote) {
 		// With standard_conforming_strings off (a tracked parameter a
 		// client may set), a backslash escapes a quote in every string,
 		// and the statements may split elsewhere. Read both ways, a text
 		// whose class differs pins its client: a statement hidden from
-		// one reading must not move to another server.
-		if b := classifySQL(sql, true); b != c {
+		// one reading must not move to another server. (A reading that
+		// leaves a string open is not the server's: it would refuse the
+		// whole query.)
+		if b, open := classifySQL(sql, true); b != c && !open {
 			return Class{Pin: pinStringEscapes}
 		}
 	}
@@ -66,26 +68,29 @@ var backslashQuote = []byte(`\'`)
 const pinStringEscapes = "a query that standard_conforming_strings would split differently"
 
 // classifySQL is SQL, reading every string as an escape string when
-// backslashes is set.
-func classifySQL(sql []byte, backslashes bool) Class {
+// backslashes is set; open reports a text that ends inside a string (or
+// a comment) so read.
+func classifySQL(sql []byte, backslashes bool) (c Class, open bool) {
 	// Drivers and pgbench send one statement ended by ';'. When nothing but
 	// blanks follows the first ';' and the class does not depend on where
 	// the statement ends, the split's scan for quotes can be skipped.
 	if semi := bytes.IndexByte(sql, ';'); semi >= 0 && onlyBlanks(sql[semi+1:]) {
 		w, rest := nextWord(sql[:semi])
 		if endIrrelevant(w) {
-			return classifyWord(sql[:semi], w, rest)
+			return classifyWord(sql[:semi], w, rest), false
 		}
 	}
-	one, sql := splitStatementMode(sql, backslashes)
+	one, sql, open := splitStatementMode(sql, backslashes)
 	if len(skipSpace(sql)) == 0 {
 		// One statement, perhaps followed by ';' and blanks or comments:
 		// the usual case, whose class the merge below would leave as is.
-		return classifyOne(one)
+		return classifyOne(one), open
 	}
 	out := classifyOne(one) // the first statement's, LISTEN included
 	for len(sql) > 0 {
-		one, sql = splitStatementMode(sql, backslashes)
+		var o bool
+		one, sql, o = splitStatementMode(sql, backslashes)
+		open = open || o
 		c := classifyOne(one)
 		if c.Pin != "" && out.Pin == "" {
 			out.Pin = c.Pin
@@ -102,7 +107,7 @@ func classifySQL(sql []byte, backslashes bool) Class {
 			break // nothing but blanks and comments left
 		}
 	}
-	return out
+	return out, open
 }
 
 // splitStatement returns the first statement and the rest, splitting at a
@@ -112,25 +117,39 @@ func classifySQL(sql []byte, backslashes bool) Class {
 // finds the next ';' with bytes.IndexByte (vectorised) and the next byte
 // that may open a quote or comment with indexQuoteStart, and parses only
 // from there. Most queries have neither before their first ';'.
-func splitStatement(sql []byte) (stmt, rest []byte) { return splitStatementMode(sql, false) }
+func splitStatement(sql []byte) (stmt, rest []byte) {
+	stmt, rest, _ = splitStatementMode(sql, false)
+	return stmt, rest
+}
 
 // splitStatementMode is splitStatement, reading every string as an
-// escape string when backslashes is set (standard_conforming_strings off).
-func splitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte) {
+// escape string when backslashes is set (standard_conforming_strings off);
+// open reports that the text ends inside a quote, dollar quote or comment
+// it opened (PostgreSQL refuses the whole query then).
+func splitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte, open bool) {
 	i := 0     // sql[:i] is parsed; i is outside quotes and comments
 	semi := -1 // the first ';' at or after i, once known
 	for {
 		if semi < i {
 			j := bytes.IndexByte(sql[i:], ';')
-			if j < 0 {
+			switch {
+			case j >= 0:
+				semi = i + j
+			case !backslashes:
 				// Nothing left can end the statement, whatever the quoting.
-				return sql, nil
+				return sql, nil, false
+			default:
+				// Read on to the end: the reading of a text that ends
+				// inside a string is one the server refuses (see SQL).
+				semi = len(sql)
 			}
-			semi = i + j
 		}
 		j := indexQuoteStart(sql[i:semi])
 		if j < 0 {
-			return sql[:semi], sql[semi+1:]
+			if semi == len(sql) {
+				return sql, nil, false
+			}
+			return sql[:semi], sql[semi+1:], false
 		}
 		i += j
 		switch c := sql[i]; c {
@@ -138,14 +157,14 @@ func splitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte) {
 			if c == '\'' && (backslashes || escapeString(sql, i)) {
 				j := escapeStringEnd(sql[i+1:])
 				if j < 0 {
-					return sql, nil
+					return sql, nil, true
 				}
 				i += j + 1
 				continue
 			}
 			j := bytes.IndexByte(sql[i+1:], c)
 			if j < 0 {
-				return sql, nil
+				return sql, nil, true
 			}
 			i += j + 2
 			continue
@@ -153,7 +172,7 @@ func splitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte) {
 			if i+1 < len(sql) && sql[i+1] == '-' {
 				j := bytes.IndexByte(sql[i:], '\n')
 				if j < 0 {
-					return sql, nil
+					return sql, nil, false // (a comment may end the text)
 				}
 				i += j + 1
 				continue
@@ -162,7 +181,7 @@ func splitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte) {
 			if i+1 < len(sql) && sql[i+1] == '*' {
 				j := blockCommentEnd(sql[i+2:])
 				if j < 0 {
-					return sql, nil
+					return sql, nil, true
 				}
 				i += j + 2
 				continue
@@ -174,7 +193,7 @@ func splitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte) {
 				tag := sql[i : i+j+2]
 				k := bytes.Index(sql[i+len(tag):], tag)
 				if k < 0 {
-					return sql, nil
+					return sql, nil, true
 				}
 				i += len(tag) + k + len(tag)
 				continue
@@ -394,7 +413,43 @@ func escapeStringEnd(b []byte) int {
 				k++ // a doubled quote
 				continue
 			}
+			if n := quoteContinues(b[k+1:]); n >= 0 {
+				k += 1 + n // the next piece's quote: the string goes on
+				continue
+			}
 			return k + 1
+		}
+	}
+	return -1
+}
+
+// quoteContinues returns where in b, which follows a string's closing
+// quote, a piece that continues the string opens (PostgreSQL's
+// quotecontinue: the two quotes apart by white space with a newline in
+// it, and "--" comments), or -1. An escape string's next piece takes
+// backslash escapes too.
+func quoteContinues(b []byte) int {
+	i := 0
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\f') {
+		i++
+	}
+	if i == len(b) || (b[i] != '\n' && b[i] != '\r') {
+		return -1
+	}
+	for i < len(b) {
+		switch c := b[i]; {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f':
+			i++
+		case c == '-' && i+1 < len(b) && b[i+1] == '-':
+			j := bytes.IndexByte(b[i:], '\n')
+			if j < 0 {
+				return -1
+			}
+			i += j + 1
+		case c == '\'':
+			return i
+		default:
+			return -1
 		}
 	}
 	return -1

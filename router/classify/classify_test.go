@@ -144,16 +144,19 @@ func TestKeywordsAreInterned(t *testing.T) {
 // versions the optimised code in classify.go replaced. The test and the
 // fuzz target check that both agree on every input.
 
-func refSplitStatement(sql []byte) (stmt, rest []byte) { return refSplitStatementMode(sql, false) }
+func refSplitStatement(sql []byte) (stmt, rest []byte) {
+	stmt, rest, _ = refSplitStatementMode(sql, false)
+	return stmt, rest
+}
 
 // refSplitStatementMode reads every string as an escape string when
 // backslashes is set (standard_conforming_strings off).
-func refSplitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte) {
+func refSplitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte, open bool) {
 	i := 0
 	for i < len(sql) {
 		switch c := sql[i]; c {
 		case ';':
-			return sql[:i], sql[i+1:]
+			return sql[:i], sql[i+1:], false
 		case '\'':
 			if backslashes || i > 0 && (sql[i-1] == 'e' || sql[i-1] == 'E') && (i == 1 || !refIdentCont(sql[i-2])) {
 				// E'...': a backslash escapes the next byte.
@@ -166,25 +169,29 @@ func refSplitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte) {
 							j++
 							continue
 						}
+						if k := refContinuation(sql, j+1); k >= 0 {
+							j = k
+							continue
+						}
 						break
 					}
 				}
 				if j >= len(sql) {
-					return sql, nil
+					return sql, nil, true
 				}
 				i = j + 1
 				continue
 			}
 			j := bytes.IndexByte(sql[i+1:], '\'')
 			if j < 0 {
-				return sql, nil
+				return sql, nil, true
 			}
 			i += j + 2
 			continue
 		case '"':
 			j := bytes.IndexByte(sql[i+1:], c)
 			if j < 0 {
-				return sql, nil
+				return sql, nil, true
 			}
 			i += j + 2
 			continue
@@ -192,7 +199,7 @@ func refSplitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte) {
 			if i+1 < len(sql) && sql[i+1] == '-' {
 				j := bytes.IndexByte(sql[i:], '\n')
 				if j < 0 {
-					return sql, nil
+					return sql, nil, false
 				}
 				i += j + 1
 				continue
@@ -212,7 +219,7 @@ func refSplitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte) {
 					}
 				}
 				if depth > 0 {
-					return sql, nil
+					return sql, nil, true
 				}
 				i = j
 				continue
@@ -223,7 +230,7 @@ func refSplitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte) {
 				tag := sql[i : i+j+2]
 				k := bytes.Index(sql[i+len(tag):], tag)
 				if k < 0 {
-					return sql, nil
+					return sql, nil, true
 				}
 				i += len(tag) + k + len(tag)
 				continue
@@ -231,7 +238,36 @@ func refSplitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte) {
 		}
 		i++
 	}
-	return sql, nil
+	return sql, nil, false
+}
+
+// refContinuation returns the index of the quote that continues a string
+// whose closing quote ends at sql[i-1]: horizontal blanks, a newline, then
+// blanks, newlines and "--" comments up to a quote; -1 if none does.
+func refContinuation(sql []byte, i int) int {
+	for i < len(sql) && strings.IndexByte(" \t\f", sql[i]) >= 0 {
+		i++
+	}
+	if i >= len(sql) || (sql[i] != '\n' && sql[i] != '\r') {
+		return -1
+	}
+	for i < len(sql) {
+		switch {
+		case strings.IndexByte(" \t\n\r\f", sql[i]) >= 0:
+			i++
+		case strings.HasPrefix(string(sql[i:]), "--"):
+			nl := strings.IndexByte(string(sql[i:]), '\n')
+			if nl < 0 {
+				return -1
+			}
+			i += nl + 1
+		case sql[i] == '\'':
+			return i
+		default:
+			return -1
+		}
+	}
+	return -1
 }
 
 func refIdentCont(c byte) bool {
@@ -270,19 +306,20 @@ func refNextWord(b []byte) (word string, rest []byte) {
 // differently pins. classifyOne's own building blocks are compared one by
 // one.
 func refClassifySQL(sql []byte) Class {
-	c := refClassifyMode(sql, false)
-	if b := refClassifyMode(sql, true); b != c {
+	c, _ := refClassifyMode(sql, false)
+	if b, open := refClassifyMode(sql, true); b != c && !open {
 		return Class{Pin: pinStringEscapes}
 	}
 	return c
 }
 
-func refClassifyMode(sql []byte, backslashes bool) Class {
-	var out Class
+func refClassifyMode(sql []byte, backslashes bool) (out Class, open bool) {
 	n := 0
 	for len(sql) > 0 {
 		var one []byte
-		one, sql = refSplitStatementMode(sql, backslashes)
+		var o bool
+		one, sql, o = refSplitStatementMode(sql, backslashes)
+		open = open || o
 		c := classifyOne(one)
 		n++
 		if c.Pin != "" && out.Pin == "" {
@@ -299,7 +336,7 @@ func refClassifyMode(sql []byte, backslashes bool) Class {
 			out.SetName, out.SetValue, out.Reset, out.ResetAll = c.SetName, c.SetValue, c.Reset, c.ResetAll
 		}
 	}
-	return out
+	return out, open
 }
 
 func checkClassifyMatchesReference(t *testing.T, sql []byte) {
@@ -351,7 +388,9 @@ var classifyEquivalenceSeeds = []string{
 	"/*/ set x = 1 */ select 1", "/* /*/ */ set x = 1", "select 1 /* /* ; */ ; */ ; set x = 1", "/**/set x=1",
 	"select e'\\''; set search_path=x; --'", "select E'\\\\'; set x = 1", "select e'a''b;'; set x = 1",
 	"select name'x'; set x = 1", "select 'e\\'; set x = 1", "e'\\", "select e'", "select xe'\\''; y",
-	"select $e$;$e$; e'\\';' ; set x=1",
+	"select $e$;$e$; e'\\';' ; set x=1", "select E'a'\n'\\'' , '\\'; set enable_seqscan = off; select 'z'",
+	"select e'a' \n -- c\n '\\''; set x = 1", "select e'a'  'b'; set x = 1", "set application_name = 'C:\\';",
+	"select 'a\\' -- '; set search_path = evil; -- x;", "select e'a'\n\n'b\\';'; set x = 1",
 	string(benchPgbenchSelect), string(benchLongSelect), string(benchMulti),
 }
 
@@ -474,7 +513,37 @@ func TestAStatementAfterAnEscapeStringIsClassified(t *testing.T) {
 			t.Fatalf("SQL(%q) = %+v; want it pinned (%s)", sql, c, pinStringEscapes)
 		}
 	}
+	// A reading that leaves a string open is one the server refuses
+	// whole: a Windows path in a plain string does not pin.
+	if c := SQL([]byte(`set application_name = 'C:\';`)); c.Pin != "" || c.SetName != "application_name" {
+		t.Fatalf("SQL = %+v; want SET application_name tracked", c)
+	}
+	// A line comment may end the text: the reading that shows the SET
+	// is not refused, and the text pins.
+	if c := SQL([]byte(`select 'a\' -- '; set search_path = evil; -- x;`)); c.Pin != pinStringEscapes {
+		t.Fatalf("SQL = %+v; want it pinned", c)
+	}
+	// An escape string goes on after a newline and a quote, with its
+	// escapes: the SET is inside it.
+	if c := SQL([]byte("select E'a'\n'\\'' , '\\'; set enable_seqscan = off; select 'z'")); c.Pin != pinStringEscapes && c.SetName != "enable_seqscan" {
+		t.Fatalf("SQL = %+v; want the SET after the continued escape string seen", c)
+	}
 	if c := SQL([]byte(`select 'a\b'; set x = 1`)); c.SetName != "x" || c.Pin != "" {
 		t.Fatalf("SQL = %+v; want SET x: a backslash before no quote reads one way", c)
+	}
+}
+
+// Routing's keyword scan reads plain quotes only: a text with a backslash
+// before a quote, which an escape string or standard_conforming_strings
+// off reads otherwise, is not taken for a plain read.
+func TestATextWithABackslashBeforeAQuoteIsNotAPlainRead(t *testing.T) {
+	for _, sql := range []string{`SELECT E'\'' , 1 FROM t FOR UPDATE --'`,
+		`WITH q AS (SELECT E'\''), d AS (DELETE FROM t RETURNING 1) SELECT 1 FROM d -- '`} {
+		if IsPlainRead([]byte(sql)) {
+			t.Errorf("IsPlainRead(%q) = true; want it sent to the primary", sql)
+		}
+	}
+	if !IsPlainRead([]byte(`SELECT 'a\b' FROM t`)) {
+		t.Error("a backslash before no quote made a plain read a write")
 	}
 }

@@ -45,6 +45,9 @@ var writingKeywords = []string{"insert", "update", "delete", "merge", "into", "f
 // primary. Function calls not on the list are assumed to be reads: mark
 // writing transactions explicitly or keep route_read_statements off.
 func IsPlainRead(sql []byte) bool {
+	if bytes.Contains(sql, backslashQuote) {
+		return false // (its keyword scan reads plain quotes only)
+	}
 	stmt, rest := splitStatement(sql)
 	if len(skipSpace(rest)) > 0 {
 		return false
