@@ -16,26 +16,8 @@ import (
 )
 
 func TestAWaitThatEndsAtItsDeadlineLeavesTheSocketUnarmed(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	d, err := Detach(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	fc := d.(*FDConn)
+	fc, peer := aDetachedConnection(t)
+	d := net.Conn(fc)
 	d.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 	if _, err := d.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("a read nobody answers: %v", err)
