@@ -189,7 +189,7 @@ func splitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte, open b
 		case '$':
 			// $tag$ ... $tag$
 			j := bytes.IndexByte(sql[i+1:], '$')
-			if j >= 0 && isIdent(sql[i+1:i+1+j]) {
+			if j >= 0 && dollarTag(sql[i+1:i+1+j]) && !inIdentifier(sql, i) {
 				tag := sql[i : i+j+2]
 				k := bytes.Index(sql[i+len(tag):], tag)
 				if k < 0 {
@@ -262,15 +262,6 @@ func channelName(rest []byte) string {
 		return "" // something after the name: not a plain LISTEN
 	}
 	return w
-}
-
-func isIdent(b []byte) bool {
-	for _, c := range b {
-		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
 }
 
 // nextWord skips blanks and comments and returns the next word in lower
@@ -385,6 +376,34 @@ func skipSpace(b []byte) []byte {
 		}
 	}
 	return b
+}
+
+// dollarTag reports whether b can be a dollar quote's tag (PostgreSQL's
+// dolq_start and dolq_cont): empty, or a letter, '_' or a byte from 0x80
+// followed by those and digits.
+func dollarTag(b []byte) bool {
+	for k, c := range b {
+		if !identCont(c) || c == '$' || (k == 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// inIdentifier reports whether sql[i] continues an identifier: in
+// "a$b$" the '$'s are the identifier's, not a dollar quote's (a number
+// before a '$' ends there).
+func inIdentifier(sql []byte, i int) bool {
+	k := i
+	for k > 0 && identCont(sql[k-1]) {
+		k--
+	}
+	for ; k < i; k++ {
+		if sql[k] < '0' || sql[k] > '9' {
+			return true // a letter, '_', '$' or byte from 0x80 in the run
+		}
+	}
+	return false
 }
 
 // escapeString reports whether the quote at sql[i] opens an escape

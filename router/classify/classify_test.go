@@ -226,7 +226,7 @@ func refSplitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte, ope
 			}
 		case '$':
 			j := bytes.IndexByte(sql[i+1:], '$')
-			if j >= 0 && isIdent(sql[i+1:i+1+j]) {
+			if j >= 0 && refDollarTag(sql[i+1:i+1+j]) && !refInIdentifier(sql, i) {
 				tag := sql[i : i+j+2]
 				k := bytes.Index(sql[i+len(tag):], tag)
 				if k < 0 {
@@ -268,6 +268,26 @@ func refContinuation(sql []byte, i int) int {
 		}
 	}
 	return -1
+}
+
+func refDollarTag(tag []byte) bool {
+	for k, c := range tag {
+		letter := c == '_' || c >= 0x80 || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+		if !letter && (k == 0 || c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// refInIdentifier: the run of identifier bytes before sql[i] holds
+// something other than digits (a number's '$' starts a new token).
+func refInIdentifier(sql []byte, i int) bool {
+	start := i
+	for start > 0 && refIdentCont(sql[start-1]) {
+		start--
+	}
+	return strings.TrimLeft(string(sql[start:i]), "0123456789") != ""
 }
 
 func refIdentCont(c byte) bool {
@@ -390,6 +410,8 @@ var classifyEquivalenceSeeds = []string{
 	"select name'x'; set x = 1", "select 'e\\'; set x = 1", "e'\\", "select e'", "select xe'\\''; y",
 	"select $e$;$e$; e'\\';' ; set x=1", "select E'a'\n'\\'' , '\\'; set enable_seqscan = off; select 'z'",
 	"select e'a' \n -- c\n '\\''; set x = 1", "select e'a'  'b'; set x = 1", "set application_name = 'C:\\';",
+	"select 1 as a$b$; set search_path = x", "select $é$ ' $é$; set search_path = x; --'", "select 1$a$;$a$; set x=1",
+	"select $1$x$; set x = 1", "select a1$b$; set x = 1", "select _$$; set x = 1", "select $_a$;$_a$; y",
 	"select 'a\\' -- '; set search_path = evil; -- x;", "select e'a'\n\n'b\\';'; set x = 1",
 	string(benchPgbenchSelect), string(benchLongSelect), string(benchMulti),
 }
@@ -545,5 +567,19 @@ func TestATextWithABackslashBeforeAQuoteIsNotAPlainRead(t *testing.T) {
 	}
 	if !IsPlainRead([]byte(`SELECT 'a\b' FROM t`)) {
 		t.Error("a backslash before no quote made a plain read a write")
+	}
+}
+
+// A '$' inside an identifier opens no dollar quote, and a tag may hold
+// bytes from 0x80, as in PostgreSQL's lexer: either way a statement after
+// it is seen.
+func TestDollarQuotesAreRecognisedAsPostgreSQLDoes(t *testing.T) {
+	for _, sql := range []string{"select 1 as a$b$; set search_path = x", "select $é$ ' $é$; set search_path = x; --'"} {
+		if c := SQL([]byte(sql)); c.SetName != "search_path" {
+			t.Errorf("SQL(%q) = %+v; want SET search_path tracked", sql, c)
+		}
+	}
+	if c := SQL([]byte("select $a$; set x = 1 $a$")); c != (Class{}) {
+		t.Errorf("SQL = %+v; want the SET inside the dollar quote left alone", c)
 	}
 }
