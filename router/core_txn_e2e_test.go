@@ -647,6 +647,8 @@ func TestSearchPathSetByOneClientNeverLeaksToAnother(t *testing.T) {
 		{"SET LOCAL", []string{"begin", "set local search_path to a_schema", "commit"}, def},
 		{"SET after nested block comments", []string{"/* a /* b */ c */ set search_path to a_schema"}, "a_schema"},
 		{"SET after an escape string", []string{`select e'\''; set search_path to a_schema; --'`}, "a_schema"},
+		{"SET of a quoted name", []string{`set "search_path" to a_schema`}, "a_schema"},
+		{"SET after a comment a carriage return ends", []string{"select 1 -- x\r; set search_path to a_schema"}, "a_schema"},
 		{"SET after an identifier with dollar signs", []string{"select 1 as a$b$; set search_path to a_schema"}, "a_schema"},
 		{"SET after an escape string continued on the next line", []string{"select E'a'\n'\\'' , '\\'; set search_path to a_schema; select 'z'"}, "a_schema"},
 	}

@@ -170,7 +170,7 @@ func splitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte, open b
 			continue
 		case '-':
 			if i+1 < len(sql) && sql[i+1] == '-' {
-				j := bytes.IndexByte(sql[i:], '\n')
+				j := lineEnd(sql[i:])
 				if j < 0 {
 					return sql, nil, false // (a comment may end the text)
 				}
@@ -360,7 +360,7 @@ func skipSpace(b []byte) []byte {
 		case b[0] == ' ' || b[0] == '\t' || b[0] == '\n' || b[0] == '\r' || b[0] == '\f':
 			b = b[1:]
 		case len(b) > 1 && b[0] == '-' && b[1] == '-':
-			i := bytes.IndexByte(b, '\n')
+			i := lineEnd(b)
 			if i < 0 {
 				return nil
 			}
@@ -443,29 +443,27 @@ func escapeStringEnd(b []byte) int {
 }
 
 // quoteContinues returns where in b, which follows a string's closing
-// quote, a piece that continues the string opens (PostgreSQL's
-// quotecontinue: the two quotes apart by white space with a newline in
-// it, and "--" comments), or -1. An escape string's next piece takes
-// backslash escapes too.
+// quote, a piece that continues the string opens, or -1: PostgreSQL's
+// quotecontinue, blanks and "--" comments with a newline among them
+// before the quote (the first newline may follow only horizontal blanks
+// and comments). An escape string's next piece takes backslash escapes
+// too.
 func quoteContinues(b []byte) int {
-	i := 0
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\f') {
-		i++
-	}
-	if i == len(b) || (b[i] != '\n' && b[i] != '\r') {
-		return -1
-	}
+	i, newline := 0, false
 	for i < len(b) {
 		switch c := b[i]; {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f':
+		case c == '\n' || c == '\r':
+			newline = true
+			i++
+		case c == ' ' || c == '\t' || c == '\f':
 			i++
 		case c == '-' && i+1 < len(b) && b[i+1] == '-':
-			j := bytes.IndexByte(b[i:], '\n')
+			j := lineEnd(b[i:])
 			if j < 0 {
 				return -1
 			}
-			i += j + 1
-		case c == '\'':
+			i += j // (the newline itself next)
+		case c == '\'' && newline:
 			return i
 		default:
 			return -1
@@ -473,6 +471,10 @@ func quoteContinues(b []byte) int {
 	}
 	return -1
 }
+
+// lineEnd returns where the line b starts ends (its newline: PostgreSQL
+// takes a carriage return for one too), or -1.
+func lineEnd(b []byte) int { return bytes.IndexAny(b, "\n\r") }
 
 // blockCommentEnd returns how far into b, which follows a "/*", the
 // comment ends (just past its "*/"), or -1 if it does not. Block comments
@@ -610,11 +612,23 @@ func classifyWord(stmt []byte, w string, rest []byte) Class {
 	case "set":
 		c = classifySet(rest)
 	case "reset":
-		name, _ := nextWord(rest)
-		if name == "all" {
+		name, r := nextWord(rest)
+		switch {
+		case name == "all":
 			c.ResetAll = true
-		} else if name != "" {
+		case name != "":
+			for len(r) > 0 && r[0] == '.' { // (app.tenant, as in SET)
+				if quotedName(r[1:]) {
+					c.Pin = pinQuotedName
+					return c
+				}
+				var part string
+				part, r = nextWord(r[1:])
+				name += "." + part
+			}
 			c.Reset, c.SetName = true, name
+		case quotedName(rest):
+			c.Pin = pinQuotedName
 		}
 	case "discard":
 		what, _ := nextWord(rest)
@@ -633,8 +647,16 @@ func classifyWord(stmt []byte, w string, rest []byte) Class {
 		}
 	case "create":
 		w2, r := nextWord(rest)
+		if w2 == "or" { // CREATE OR REPLACE TEMP VIEW
+			if w3, r3 := nextWord(r); w3 == "replace" {
+				w2, r = nextWord(r3)
+			}
+		}
 		if w2 == "global" || w2 == "local" {
 			w2, r = nextWord(r)
+		}
+		if w2 != "temp" && w2 != "temporary" && bytes.Contains(bytes.ToLower(r), []byte("pg_temp")) {
+			c.Pin = "temporary table" // (an object made in the pg_temp schema)
 		}
 		if w2 == "temp" || w2 == "temporary" {
 			low := bytes.ToLower(r)
@@ -696,6 +718,18 @@ var (
 	lockWord     = binary.LittleEndian.Uint32([]byte("lock"))
 )
 
+// quotedName reports whether b (after blanks and comments) starts with a
+// quoted identifier: a parameter's name in SET or RESET, which pgferry
+// does not track (PostgreSQL takes "search_path" for search_path).
+func quotedName(b []byte) bool {
+	b = skipSpace(b)
+	return len(b) > 0 && b[0] == '"'
+}
+
+// pinQuotedName is the pin reason of a SET or RESET of a parameter named
+// in a way pgferry does not track.
+const pinQuotedName = "SET or RESET of a quoted parameter name"
+
 // classifySet handles SET [SESSION|LOCAL] name {TO|=} value.
 func classifySet(rest []byte) Class {
 	var c Class
@@ -735,10 +769,17 @@ func classifySet(rest []byte) Class {
 		}
 	}
 	if w == "" {
+		if quotedName(r) {
+			c.Pin = pinQuotedName
+		}
 		return c
 	}
 	// Dotted names (extension GUCs like app.tenant).
 	for len(r) > 0 && r[0] == '.' {
+		if quotedName(r[1:]) {
+			c.Pin = pinQuotedName
+			return c
+		}
 		var part string
 		part, r = nextWord(r[1:])
 		w += "." + part

@@ -197,7 +197,7 @@ func refSplitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte, ope
 			continue
 		case '-':
 			if i+1 < len(sql) && sql[i+1] == '-' {
-				j := bytes.IndexByte(sql[i:], '\n')
+				j := bytes.IndexAny(sql[i:], "\r\n") // (a CR ends a line too)
 				if j < 0 {
 					return sql, nil, false
 				}
@@ -242,26 +242,25 @@ func refSplitStatementMode(sql []byte, backslashes bool) (stmt, rest []byte, ope
 }
 
 // refContinuation returns the index of the quote that continues a string
-// whose closing quote ends at sql[i-1]: horizontal blanks, a newline, then
-// blanks, newlines and "--" comments up to a quote; -1 if none does.
+// whose closing quote ends at sql[i-1]: blanks, newlines and "--"
+// comments (each running to a CR or LF), at least one newline among them,
+// then a quote; -1 if none does.
 func refContinuation(sql []byte, i int) int {
-	for i < len(sql) && strings.IndexByte(" \t\f", sql[i]) >= 0 {
-		i++
-	}
-	if i >= len(sql) || (sql[i] != '\n' && sql[i] != '\r') {
-		return -1
-	}
+	sawNewline := false
 	for i < len(sql) {
 		switch {
-		case strings.IndexByte(" \t\n\r\f", sql[i]) >= 0:
+		case sql[i] == '\n' || sql[i] == '\r':
+			sawNewline = true
+			i++
+		case strings.IndexByte(" \t\f", sql[i]) >= 0:
 			i++
 		case strings.HasPrefix(string(sql[i:]), "--"):
-			nl := strings.IndexByte(string(sql[i:]), '\n')
+			nl := strings.IndexAny(string(sql[i:]), "\r\n")
 			if nl < 0 {
 				return -1
 			}
-			i += nl + 1
-		case sql[i] == '\'':
+			i += nl
+		case sql[i] == '\'' && sawNewline:
 			return i
 		default:
 			return -1
@@ -410,7 +409,10 @@ var classifyEquivalenceSeeds = []string{
 	"select name'x'; set x = 1", "select 'e\\'; set x = 1", "e'\\", "select e'", "select xe'\\''; y",
 	"select $e$;$e$; e'\\';' ; set x=1", "select E'a'\n'\\'' , '\\'; set enable_seqscan = off; select 'z'",
 	"select e'a' \n -- c\n '\\''; set x = 1", "select e'a'  'b'; set x = 1", "set application_name = 'C:\\';",
-	"select 1 as a$b$; set search_path = x", "select $é$ ' $é$; set search_path = x; --'", "select 1$a$;$a$; set x=1",
+	"SET \"search_path\" = evil", "SET SESSION \"search_path\" TO evil", "RESET \"search_path\"", "reset app.tenant",
+	"set app.\"x\" = 1", "-- x\rSET search_path = evil", "SELECT 1 -- x\r; SET search_path = evil",
+	"SELECT 1; -- x\rSET search_path = evil", "SELECT E'a' -- c\n'\\'' ; SET search_path = evil; SELECT '\\'",
+	"SELECT E'a'\n-- c\r'\\''; set x = 1; --'", "select e'a' -- c", "select 1 as a$b$; set search_path = x", "select $é$ ' $é$; set search_path = x; --'", "select 1$a$;$a$; set x=1",
 	"select $1$x$; set x = 1", "select a1$b$; set x = 1", "select _$$; set x = 1", "select $_a$;$_a$; y",
 	"select 'a\\' -- '; set search_path = evil; -- x;", "select e'a'\n\n'b\\';'; set x = 1",
 	string(benchPgbenchSelect), string(benchLongSelect), string(benchMulti),
@@ -581,5 +583,32 @@ func TestDollarQuotesAreRecognisedAsPostgreSQLDoes(t *testing.T) {
 	}
 	if c := SQL([]byte("select $a$; set x = 1 $a$")); c != (Class{}) {
 		t.Errorf("SQL = %+v; want the SET inside the dollar quote left alone", c)
+	}
+}
+
+// Parameter names in quotes, comments ended by a carriage return, and an
+// escape string continued past a comment: each hid a SET before.
+func TestStatementsHiddenByQuotedNamesCarriageReturnsAndContinuedStringsAreSeen(t *testing.T) {
+	for _, sql := range []string{`SET "search_path" = evil`, `SET SESSION "search_path" TO evil`, `RESET "search_path"`, `set app."x" = 1`} {
+		if c := SQL([]byte(sql)); c.Pin != pinQuotedName {
+			t.Errorf("SQL(%q) = %+v; want it pinned (%s)", sql, c, pinQuotedName)
+		}
+	}
+	for _, sql := range []string{"CREATE OR REPLACE TEMP VIEW v AS SELECT 1", "CREATE TABLE pg_temp.t(x int)", "create view PG_TEMP.v as select 1"} {
+		if c := SQL([]byte(sql)); c.Pin != "temporary table" {
+			t.Errorf("SQL(%q) = %+v; want it pinned (temporary table)", sql, c)
+		}
+	}
+	if c := SQL([]byte("reset app.tenant")); !c.Reset || c.SetName != "app.tenant" {
+		t.Errorf("SQL(reset app.tenant) = %+v; want the dotted name reset", c)
+	}
+	for _, sql := range []string{"-- x\rSET search_path = evil", "SELECT 1 -- x\r; SET search_path = evil",
+		"SELECT 1; -- x\rSET search_path = evil", "SELECT E'a' -- c\n'\\'' ; SET search_path = evil; SELECT '\\'"} {
+		if !Needed([]byte(sql)) {
+			t.Errorf("Needed(%q) = false", sql)
+		}
+		if c := SQL([]byte(sql)); c.SetName != "search_path" {
+			t.Errorf("SQL(%q) = %+v; want SET search_path tracked", sql, c)
+		}
 	}
 }
