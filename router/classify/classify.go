@@ -665,9 +665,25 @@ func classifyWord(stmt []byte, w string, rest []byte) Class {
 			}
 		}
 	case "declare":
-		low := bytes.ToLower(rest)
-		if bytes.Contains(low, []byte("with hold")) {
-			c.Pin = "WITH HOLD cursor"
+		// DECLARE name [options] CURSOR [WITH HOLD] FOR query: the words
+		// before FOR, whatever blanks or comments part them.
+		prev := ""
+		for b := rest; len(b) > 0; {
+			w, r := nextWord(b)
+			if w == "" {
+				if r = skipSpace(b); len(r) == 0 {
+					break
+				}
+				r = r[1:]
+			}
+			if w == "for" {
+				break
+			}
+			if prev == "with" && w == "hold" {
+				c.Pin = "WITH HOLD cursor"
+				break
+			}
+			prev, b = w, r
 		}
 	case "prepare":
 		c.Pin = "SQL PREPARE"

@@ -599,6 +599,14 @@ func TestStatementsHiddenByQuotedNamesCarriageReturnsAndContinuedStringsAreSeen(
 			t.Errorf("SQL(%q) = %+v; want it pinned (temporary table)", sql, c)
 		}
 	}
+	for _, sql := range []string{"DECLARE c CURSOR WITH\nHOLD FOR SELECT 1", "declare c no scroll cursor with /* x */ hold for select 1"} {
+		if c := SQL([]byte(sql)); c.Pin != "WITH HOLD cursor" {
+			t.Errorf("SQL(%q) = %+v; want it pinned (WITH HOLD cursor)", sql, c)
+		}
+	}
+	if c := SQL([]byte("declare c cursor for select 'with hold'")); c.Pin != "" {
+		t.Errorf("SQL = %+v; want a cursor without hold left alone", c)
+	}
 	if c := SQL([]byte("reset app.tenant")); !c.Reset || c.SetName != "app.tenant" {
 		t.Errorf("SQL(reset app.tenant) = %+v; want the dotted name reset", c)
 	}
