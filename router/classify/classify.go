@@ -617,16 +617,12 @@ func classifyWord(stmt []byte, w string, rest []byte) Class {
 		case name == "all":
 			c.ResetAll = true
 		case name != "":
-			for len(r) > 0 && r[0] == '.' { // (app.tenant, as in SET)
-				if quotedName(r[1:]) {
-					c.Pin = pinQuotedName
-					return c
-				}
-				var part string
-				part, r = nextWord(r[1:])
-				name += "." + part
+			var quoted bool
+			if name, _, quoted = dottedName(name, r); quoted {
+				c.Pin = pinQuotedName
+			} else {
+				c.Reset, c.SetName = true, name
 			}
-			c.Reset, c.SetName = true, name
 		case quotedName(rest):
 			c.Pin = pinQuotedName
 		}
@@ -742,6 +738,22 @@ func quotedName(b []byte) bool {
 	return len(b) > 0 && b[0] == '"'
 }
 
+// dottedName reads the rest of a parameter name that starts with word w,
+// before r: the parts of a dotted name (extension parameters such as
+// app.tenant). quoted reports a part in double quotes, which it does not
+// read.
+func dottedName(w string, r []byte) (name string, rest []byte, quoted bool) {
+	for len(r) > 0 && r[0] == '.' {
+		if quotedName(r[1:]) {
+			return w, r, true
+		}
+		var part string
+		part, r = nextWord(r[1:])
+		w += "." + part
+	}
+	return w, r, false
+}
+
 // pinQuotedName is the pin reason of a SET or RESET of a parameter named
 // in a way pgferry does not track.
 const pinQuotedName = "SET or RESET of a quoted parameter name"
@@ -790,15 +802,10 @@ func classifySet(rest []byte) Class {
 		}
 		return c
 	}
-	// Dotted names (extension GUCs like app.tenant).
-	for len(r) > 0 && r[0] == '.' {
-		if quotedName(r[1:]) {
-			c.Pin = pinQuotedName
-			return c
-		}
-		var part string
-		part, r = nextWord(r[1:])
-		w += "." + part
+	w, r, quoted := dottedName(w, r)
+	if quoted {
+		c.Pin = pinQuotedName
+		return c
 	}
 	r = skipSpace(r)
 	if len(r) > 0 && r[0] == '=' {
