@@ -507,6 +507,7 @@ func (e *WriteError) Unwrap() error { return e.Err }
 // Release, so idle connections hold none. It is not safe for concurrent use.
 type Writer struct {
 	dst  io.Writer
+	held Holder // dst, if it may hold bytes it took (see Holder)
 	buf  []byte
 	bufp *[]byte // pool handle of buf's backing array, nil when released
 	// Count, when set, adds up the bytes written to dst (SHOW STATS'
@@ -520,15 +521,31 @@ var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); retur
 // message grew beyond it is dropped.
 const maxPooledWrite = 64 << 10
 
+// Holder is a non-blocking destination that may take bytes it cannot send
+// yet: a TLS connection keeps the rest of a record its socket took in part
+// (tls13.Conn), and reports ErrWouldBlock. A Writer counts what it holds as
+// pending (Len), and Flush drains it.
+type Holder interface {
+	Unsent() int
+	Drain() error
+}
+
 // NewWriter returns a Writer to dst.
-func NewWriter(dst io.Writer) *Writer { return &Writer{dst: dst} }
+func NewWriter(dst io.Writer) *Writer {
+	w := &Writer{}
+	w.SetDest(dst)
+	return w
+}
 
 // SetDest points the Writer at a new destination of the same stream,
 // keeping pending bytes.
-func (w *Writer) SetDest(dst io.Writer) { w.dst = dst }
+func (w *Writer) SetDest(dst io.Writer) {
+	w.dst = dst
+	w.held, _ = dst.(Holder)
+}
 
 // Reset points the Writer at a new destination and drops pending bytes.
-func (w *Writer) Reset(dst io.Writer) { w.dst = dst; w.buf = w.buf[:0] }
+func (w *Writer) Reset(dst io.Writer) { w.SetDest(dst); w.buf = w.buf[:0] }
 
 func (w *Writer) take() {
 	if w.bufp == nil {
@@ -556,15 +573,28 @@ func (w *Writer) SetBuffer(b []byte) { w.buf = b }
 // HoldsBuffer reports whether the Writer holds a pooled buffer.
 func (w *Writer) HoldsBuffer() bool { return w.bufp != nil }
 
-// Len reports how many bytes are pending.
-func (w *Writer) Len() int { return len(w.buf) }
+// Len reports how many bytes are pending, counting those the destination
+// holds (see Holder).
+func (w *Writer) Len() int {
+	if w.held != nil {
+		return len(w.buf) + w.held.Unsent()
+	}
+	return len(w.buf)
+}
 
 // Flush writes pending bytes. When the destination returns ErrWouldBlock,
 // the bytes it did not take stay pending and Flush returns ErrWouldBlock
 // itself (not wrapped): the next Flush goes on from there.
 func (w *Writer) Flush() error {
 	if len(w.buf) == 0 {
-		return nil
+		if w.held == nil || w.held.Unsent() == 0 {
+			return nil
+		}
+		err := w.held.Drain()
+		if err != nil && err != ErrWouldBlock {
+			return &WriteError{Err: err}
+		}
+		return err
 	}
 	n, err := w.dst.Write(w.buf)
 	if w.Count != nil && n > 0 {

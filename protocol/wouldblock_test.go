@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 )
 
@@ -207,5 +208,69 @@ func TestAFlushThatWouldBlockKeepsTheRestForTheNextFlush(t *testing.T) {
 	}
 	if w.Len() != 0 {
 		t.Fatalf("%d bytes still pending", w.Len())
+	}
+}
+
+// holdingDest takes every byte written to it, as a TLS connection seals a
+// record whole, but sends them only while open; what it took and did not
+// send it holds (Holder).
+type holdingDest struct {
+	open   bool
+	held   []byte
+	sent   []byte
+	broken error
+}
+
+func (d *holdingDest) Write(p []byte) (int, error) {
+	if err := d.Drain(); err != nil {
+		return 0, err
+	}
+	d.held = append(d.held, p...)
+	return len(p), d.Drain()
+}
+
+func (d *holdingDest) Unsent() int { return len(d.held) }
+
+func (d *holdingDest) Drain() error {
+	switch {
+	case d.broken != nil:
+		return d.broken
+	case !d.open:
+		if len(d.held) == 0 {
+			return nil
+		}
+		return ErrWouldBlock
+	}
+	d.sent, d.held = append(d.sent, d.held...), nil
+	return nil
+}
+
+func TestBytesTheDestinationHoldsCountAsPendingAndGoOutOnTheNextFlush(t *testing.T) {
+	dst := &holdingDest{}
+	w := NewWriter(dst)
+	want := frame('Z', "I")
+	w.Append(want)
+	if err := w.Flush(); err != ErrWouldBlock {
+		t.Fatalf("Flush to a destination that holds what it took: %v; want ErrWouldBlock", err)
+	}
+	if w.Len() != len(want) {
+		t.Fatalf("Len %d with the destination holding the frame; want %d", w.Len(), len(want))
+	}
+	if err := w.Flush(); err != ErrWouldBlock || w.Len() != len(want) {
+		t.Fatalf("Flush while the destination still cannot send: %v, Len %d", err, w.Len())
+	}
+	dst.open = true
+	if err := w.Flush(); err != nil || w.Len() != 0 || !bytes.Equal(dst.sent, want) {
+		t.Fatalf("Flush once it can send: %v, Len %d, sent %q", err, w.Len(), dst.sent)
+	}
+
+	// A destination that fails while it holds bytes: a WriteError.
+	dst.open, dst.sent = false, nil
+	w.Append(want)
+	w.Flush()
+	dst.broken = errors.New("connection reset")
+	var we *WriteError
+	if err := w.Flush(); !errors.As(err, &we) {
+		t.Fatalf("Flush to a failed destination holding bytes: %v; want a WriteError", err)
 	}
 }

@@ -9,7 +9,10 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/pgferry/pgferry/internal/sockio"
 )
 
 // Limits of RFC 8446 5.1 and 5.2.
@@ -49,6 +52,11 @@ const handshakeKeyUpdate = 24
 // Conn is a TLS 1.3 connection after its handshake (see the package
 // comment). As with a net.Conn, one goroutine may read while another
 // writes; Park and Resume are for its owner, with neither in flight.
+//
+// Its socket may be non-blocking (the relay loop's sockio.Raw): a read
+// that would block returns sockio.ErrWouldBlock and loses nothing, and a
+// record the socket takes only in part is kept whole in tail (see Write
+// and Drain), so that no record is ever cut short.
 type Conn struct {
 	raw   net.Conn
 	suite *suite
@@ -65,6 +73,14 @@ type Conn struct {
 	rerr       error // sticky: the connection cannot be read on
 	werr       error // sticky: a record may have been cut short
 	empty      int   // records without data received in a row
+
+	// tail is what a non-blocking socket did not take of the records
+	// sealed already, sent before anything else; under wmu. Its array is
+	// tailp's, from largeBufs, while it holds anything. unsent is its
+	// length, for Unsent.
+	tail   []byte
+	tailp  *[]byte
+	unsent atomic.Int32
 }
 
 // Read returns application data from the client. A timeout leaves the
@@ -103,6 +119,18 @@ func (c *Conn) Read(p []byte) (int, error) {
 // returned, or part of a record. Socket readiness would not announce the
 // first, and Park would drop both.
 func (c *Conn) Pending() bool { return len(c.plain) > 0 || c.rend > c.rpos }
+
+// Readable reports whether Read has something to act on without reading
+// the socket: data not yet returned, or a whole record read along with an
+// earlier one. Socket readiness announces neither; a record in part needs
+// the rest from the socket, and its arrival is announced.
+func (c *Conn) Readable() bool {
+	if len(c.plain) > 0 {
+		return true
+	}
+	n := c.rend - c.rpos
+	return n >= recordHeader && n >= recordHeader+int(binary.BigEndian.Uint16((*c.rbuf)[c.rpos+3:]))
+}
 
 // Buffer sizes: most records a client sends are small; a larger record
 // moves to a buffer that holds the largest.
@@ -171,8 +199,8 @@ func (c *Conn) fill() error {
 		return nil
 	}
 	c.releaseRead()
-	if isTimeout(err) {
-		return err
+	if isTimeout(err) || err == sockio.ErrWouldBlock {
+		return err // a record half read stays buffered
 	}
 	if errors.Is(err, io.EOF) && c.rend > c.rpos {
 		err = io.ErrUnexpectedEOF
@@ -319,12 +347,21 @@ func (c *Conn) fail(e *alertError) error {
 }
 
 // Write sends p as application data, in records of at most 16 KiB. A
-// failure of any kind is final: a record may have gone out in part.
+// failure of any kind is final: a record may have gone out in part. On a
+// non-blocking socket, Write first sends what an earlier one left unsent;
+// when the socket takes a record only in part, Write keeps the rest (see
+// Drain) and returns sockio.ErrWouldBlock with n counting that record's
+// data as written: it is sealed, and goes out before anything else.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
 		return 0, c.werr
+	}
+	if len(c.tail) > 0 {
+		if err := c.drainLocked(); err != nil {
+			return 0, err
+		}
 	}
 	n := 0
 	for len(p) > 0 {
@@ -334,8 +371,63 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 		n += m
 		p = p[m:]
+		if len(c.tail) > 0 {
+			return n, sockio.ErrWouldBlock
+		}
 	}
 	return n, nil
+}
+
+// Unsent reports how many bytes of sealed records a non-blocking socket
+// has not taken yet (see Write). Any goroutine may ask.
+func (c *Conn) Unsent() int { return int(c.unsent.Load()) }
+
+// Drain sends what Write left unsent. It returns sockio.ErrWouldBlock if
+// the socket still does not take all of it; any other failure is final.
+func (c *Conn) Drain() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.drainLocked()
+}
+
+// drainLocked is Drain with wmu held.
+func (c *Conn) drainLocked() error {
+	for len(c.tail) > 0 {
+		if c.raw == nil {
+			return net.ErrClosed
+		}
+		n, err := c.raw.Write(c.tail)
+		c.tail = c.tail[n:]
+		c.unsent.Store(int32(len(c.tail)))
+		if err != nil {
+			if err != sockio.ErrWouldBlock {
+				c.werr = err
+			}
+			return err
+		}
+	}
+	c.dropTail()
+	return nil
+}
+
+// hold keeps b, the unsent end of a sealed record, behind whatever is
+// unsent already. wmu is held.
+func (c *Conn) hold(b []byte) {
+	if c.tailp == nil {
+		c.tailp = largeBufs.Get().(*[]byte)
+		c.tail = (*c.tailp)[:0]
+	}
+	c.tail = append(c.tail, b...) // (past one record, a new array: rare)
+	c.unsent.Store(int32(len(c.tail)))
+}
+
+// dropTail hands the tail's buffer back. wmu is held.
+func (c *Conn) dropTail() {
+	if c.tailp != nil {
+		largeBufs.Put(c.tailp)
+	}
+	c.tail, c.tailp = nil, nil
+	c.unsent.Store(0)
 }
 
 // writeRecord seals one record and writes it. wmu is held.
@@ -370,7 +462,16 @@ func (c *Conn) writeRecord(typ byte, data []byte) error {
 	// The sequence number moves on before the write: a record that failed
 	// to go out may have gone out in part, and its nonce is spent.
 	c.out.seq++
-	if _, err := c.raw.Write(b); err != nil {
+	if len(c.tail) > 0 {
+		c.hold(b) // (a KeyUpdate or an alert behind unsent data)
+		return nil
+	}
+	n, err := c.raw.Write(b)
+	if err == sockio.ErrWouldBlock {
+		c.hold(b[n:]) // the rest of the record, whole (see Write)
+		return nil
+	}
+	if err != nil {
 		c.werr = err
 		return err
 	}
@@ -398,7 +499,8 @@ func (c *Conn) Close() error {
 
 // Park lets go of the socket and of everything the connection can make
 // again: its AEADs (its buffers went back to their pools when emptied).
-// It keeps the secrets, keys and sequence numbers. Nothing may be Pending.
+// It keeps the secrets, keys and sequence numbers. Nothing may be Pending
+// or Unsent.
 func (c *Conn) Park() {
 	c.wmu.Lock()
 	c.raw = nil
@@ -420,6 +522,7 @@ func (c *Conn) Wipe() {
 	c.out.wipe()
 	c.raw = nil
 	c.werr = net.ErrClosed
+	c.dropTail()
 	c.wmu.Unlock()
 	c.rerr = net.ErrClosed
 	c.dropRead()
