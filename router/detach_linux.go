@@ -150,6 +150,18 @@ type fileConn struct{ *os.File }
 func (fileConn) LocalAddr() net.Addr  { return nil }
 func (fileConn) RemoteAddr() net.Addr { return nil }
 
+// rawConn is the relay loop's raw socket as a net.Conn, for the TLS 1.3
+// records of a session the loop serves (see loopConn). The session owns
+// the descriptor: Close leaves it open, and deadlines do not apply.
+type rawConn struct{ *sockio.Raw }
+
+func (rawConn) Close() error                     { return nil }
+func (rawConn) LocalAddr() net.Addr              { return nil }
+func (rawConn) RemoteAddr() net.Addr             { return nil }
+func (rawConn) SetDeadline(time.Time) error      { return nil }
+func (rawConn) SetReadDeadline(time.Time) error  { return nil }
+func (rawConn) SetWriteDeadline(time.Time) error { return nil }
+
 func outOfFDs(err error) bool {
 	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }

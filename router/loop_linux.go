@@ -6,12 +6,14 @@
 package router
 
 import (
+	"io"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/pgferry/pgferry/internal/sockio"
+	"github.com/pgferry/pgferry/internal/tls13"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/classify"
@@ -93,9 +95,9 @@ func (p *parker) enter(ss *session) bool {
 		ss.loopCredit = loopEntryCredit
 		return false
 	}
-	raw := &sockio.Raw{FD: int(ss.fd)}
-	ss.rd.SetSource(raw)
-	ss.wr.SetDest(raw)
+	conn := ss.loopConn()
+	ss.rd.SetSource(conn)
+	ss.wr.SetDest(conn)
 	entries := &ss.entry.stats.loopEntries // (after await the session is the loop's)
 	if p.await(ss, loopClient, syscall.EPOLL_CTL_ADD) {
 		entries.Add(1)
@@ -133,8 +135,7 @@ func (p *parker) adopt(ss *session) bool {
 		}
 		return false
 	}
-	raw := &sockio.Raw{FD: int(ss.fd)}
-	ss.openClientIO(raw)
+	ss.openClientIO(ss.loopConn())
 	ss.rd.Small = make([]byte, smallBufSize)
 	ss.loopCredit = 0
 	ss.loop = loopClient // (its registration fired: request renews it)
@@ -143,12 +144,38 @@ func (p *parker) adopt(ss *session) bool {
 	return true
 }
 
+// loopConn is the client socket as the loop reads and writes it: raw
+// non-blocking calls (sockio.Raw), under the session's TLS 1.3 records
+// if it has them (resumed on those calls: its socket's net.Conn was let
+// go, see detach).
+func (ss *session) loopConn() io.ReadWriter {
+	raw := &sockio.Raw{FD: int(ss.fd)}
+	if c, ok := ss.conn.(*tls13.Conn); ok {
+		c.Resume(rawConn{raw})
+		return c
+	}
+	return raw
+}
+
+// tlsPending reports whether the session's TLS layer holds client bytes
+// (see tls13.Conn.Pending); tlsReadable, whether it holds some that a read
+// can act on without the socket (tls13.Conn.Readable).
+func (ss *session) tlsPending() bool {
+	c, ok := ss.conn.(*tls13.Conn)
+	return ok && c.Pending()
+}
+
+func (ss *session) tlsReadable() bool {
+	c, ok := ss.conn.(*tls13.Conn)
+	return ok && c.Readable()
+}
+
 // loopable reports whether the loop can serve the session now, and never
 // whether it cannot for as long as the session lasts.
 func (ss *session) loopable() (ok, never bool) {
-	if !inlineRelay || !sockio.Available || ss.tls || ss.admin || !ss.txnMode || ss.pinned || ss.fd < 0 ||
-		ss.handedOff || ss.entry.monitor != nil {
-		return false, true
+	if !inlineRelay || !sockio.Available || ss.admin || !ss.txnMode || ss.pinned || ss.fd < 0 ||
+		ss.handedOff || ss.entry.monitor != nil || (ss.tls && !ss.detachable()) {
+		return false, true // (TLS: only records internal/tls13 carries)
 	}
 	cfg := ss.srv.cfg.Load()
 	if !cfg.RelayLoop {
@@ -160,7 +187,7 @@ func (ss *session) loopable() (ok, never bool) {
 	if r := ss.rare; r != nil && (len(r.stateStmts) > 0 || len(r.statePortals) > 0) {
 		return false, false
 	}
-	if ss.listening || ss.has(evWake|evKill|evPark|evDoomed) || ss.srv.isDraining() {
+	if ss.listening || ss.has(evWake|evKill|evPark|evDoomed) || ss.srv.isDraining() || ss.tlsPending() {
 		return false, false
 	}
 	ss.mu.Lock()
@@ -184,6 +211,14 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 	var sc *pool.ServerConn
 	srvFD, srvOp := -1, syscall.EPOLL_CTL_MOD
 	switch state {
+	case loopClient:
+		if ss.tlsReadable() {
+			// TLS holds a request already read from the socket, whose
+			// readiness would not announce it: room to write comes at
+			// once, and turn reads it (request).
+			client.Events |= syscall.EPOLLOUT
+			armed = false
+		}
 	case loopClientOut, loopRelayOut:
 		client.Events = syscall.EPOLLOUT | syscall.EPOLLONESHOT
 		armed = false
@@ -291,7 +326,7 @@ func (p *parker) settleLooped(now uint32) int {
 		ss.mu.Lock()
 		idle := ss.server == nil && ss.dead == nil
 		ss.mu.Unlock()
-		if !idle || ss.rd.Buffered() != 0 || ss.wr.Len() != 0 {
+		if !idle || ss.rd.Buffered() != 0 || ss.wr.Len() != 0 || ss.tlsPending() {
 			if !p.await(ss, loopClient, 0) {
 				p.evict(ss, "cannot wait", false)
 			}
@@ -302,6 +337,9 @@ func (p *parker) settleLooped(now uint32) int {
 		ss.wr.Release()
 		ss.rd.DetachSmall()
 		ss.rd, ss.wr = nil, nil
+		if c, ok := ss.conn.(*tls13.Conn); ok {
+			c.Park() // as detach parks it (adopt resumes it)
+		}
 		if p.rearmParked(ss) {
 			parked++
 		} else {

@@ -64,16 +64,22 @@ func TestABusyClientIsServedByTheRelayLoopInBothProtocols(t *testing.T) {
 	for _, mode := range serverSSLModes {
 		t.Run("server sslmode "+mode, func(t *testing.T) {
 			t.Parallel()
-			aBusyClientIsServedByTheRelayLoop(t, mode)
+			aBusyClientIsServedByTheRelayLoop(t, mode, false)
 		})
 	}
 }
 
-func aBusyClientIsServedByTheRelayLoop(t *testing.T, sslMode string) {
+// aBusyClientIsServedByTheRelayLoop runs a client's queries in both
+// protocols, a pipeline and a transaction, and checks that the loop served
+// them all; with clientTLS the client uses TLS (1.3).
+func aBusyClientIsServedByTheRelayLoop(t *testing.T, sslMode string, clientTLS bool) {
 	ctx := testContext(t)
 	cfg, _ := loopTestConfig(t, sslMode, 2)
+	if clientTLS {
+		offerClientTLS(cfg, "require")
+	}
 	f := ferrytest.Start(t, cfg)
-	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	conn := ferrytest.Connect(t, ctx, clientDSN(f, clientTLS))
 
 	for i := 0; i < 100; i++ {
 		var n int
@@ -182,20 +188,26 @@ func TestTheRelayLoopWaitsForASlowClientWithoutHoldingUpOthers(t *testing.T) {
 	for _, mode := range serverSSLModes {
 		t.Run("server sslmode "+mode, func(t *testing.T) {
 			t.Parallel()
-			theRelayLoopWaitsForASlowClient(t, mode)
+			theRelayLoopWaitsForASlowClient(t, mode, false)
 		})
 	}
 }
 
-func theRelayLoopWaitsForASlowClient(t *testing.T, sslMode string) {
+// theRelayLoopWaitsForASlowClient has a client stall in the middle of a
+// large result while another is served; with clientTLS both use TLS
+// (1.3), whose records the socket then takes in part.
+func theRelayLoopWaitsForASlowClient(t *testing.T, sslMode string, clientTLS bool) {
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)
 	cfg.RelayLoop = true
 	setPoolSize(cfg, "app", 3)
 	withServerSSLMode(cfg, sslMode)
+	if clientTLS {
+		offerClientTLS(cfg, "require")
+	}
 	f := ferrytest.Start(t, cfg)
-	slow := ferrytest.Connect(t, ctx, f.AppDSN())
-	other := ferrytest.Connect(t, ctx, f.AppDSN())
+	slow := ferrytest.Connect(t, ctx, clientDSN(f, clientTLS))
+	other := ferrytest.Connect(t, ctx, clientDSN(f, clientTLS))
 	// Until both are in the loop (each reads its first requests on its
 	// goroutine).
 	for i := 0; ; i++ {

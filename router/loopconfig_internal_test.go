@@ -23,9 +23,9 @@ func TestTheLoopServesSessionsOnlyWhereTheConfigurationLetsIt(t *testing.T) {
 		{"idle_transaction_timeout set", func(c *configs.Config) { c.IdleTransactionTimeout = minute }, false},
 		{"client_tls_sslmode = allow", func(c *configs.Config) { c.ClientTLSSSLMode = "allow" }, true},
 		{"client_tls_sslmode = prefer", func(c *configs.Config) { c.ClientTLSSSLMode = "prefer" }, true},
-		{"client_tls_sslmode = require", func(c *configs.Config) { c.ClientTLSSSLMode = "require" }, false},
-		{"client_tls_sslmode = verify-ca", func(c *configs.Config) { c.ClientTLSSSLMode = "verify-ca" }, false},
-		{"client_tls_sslmode = verify-full", func(c *configs.Config) { c.ClientTLSSSLMode = "verify-full" }, false},
+		{"client_tls_sslmode = require", func(c *configs.Config) { c.ClientTLSSSLMode = "require" }, true},
+		{"client_tls_sslmode = verify-ca", func(c *configs.Config) { c.ClientTLSSSLMode = "verify-ca" }, true},
+		{"client_tls_sslmode = verify-full", func(c *configs.Config) { c.ClientTLSSSLMode = "verify-full" }, true},
 	}
 	db := configs.Database{Host: "127.0.0.1", Port: 5432}
 	for _, tc := range cases {

@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,7 +25,7 @@ import (
 // loopQueueSetup starts pgferry with the relay loop on and one server
 // connection, and returns a client holding it in an open transaction, and
 // a second client in the loop, both past their entry.
-// With tlsHolder the holder is a TLS client, which the loop does not
+// With tlsHolder the holder is a TLS 1.2 client, which the loop does not
 // serve: its goroutine releases the server.
 func loopQueueSetup(t *testing.T, ctx context.Context, sslMode string, tlsHolder bool, edit func(*configs.Config)) (f *ferrytest.Ferry, holder *pgx.Conn, queued *pgconn.PgConn) {
 	t.Helper()
@@ -38,7 +39,14 @@ func loopQueueSetup(t *testing.T, ctx context.Context, sslMode string, tlsHolder
 	f = ferrytest.Start(t, cfg)
 	want := uint64(1)
 	if tlsHolder {
-		holder = ferrytest.Connect(t, ctx, strings.Replace(f.AppDSN(), "sslmode=disable", "sslmode=require", 1))
+		// TLS 1.2: crypto/tls carries its records, so a goroutine serves
+		// it, never the loop.
+		cc, err := pgx.ParseConfig(strings.Replace(f.AppDSN(), "sslmode=disable", "sslmode=require", 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc.TLSConfig.MaxVersion = tls.VersionTLS12
+		holder = ferrytest.ConnectConfig(t, ctx, cc)
 		want = 0
 	} else {
 		holder = ferrytest.Connect(t, ctx, f.AppDSN())
@@ -328,7 +336,7 @@ func TestAServerReleasedByAGoroutineWakesTheLoopForItsQueuedClient(t *testing.T)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
-	// The holder is a TLS client: its goroutine, not the loop, ends its
+	// The holder is a TLS 1.2 client: its goroutine, not the loop, ends its
 	// transaction and gives the server to the client queued in the loop,
 	// which meanwhile waits in epoll with nothing else to do (no login
 	// comes, so only the grant writes to its nudge pipe).

@@ -146,13 +146,12 @@ func detachedServers(cfg *configs.Config, db configs.Database, user string) bool
 }
 
 // loopConfig reports whether the configuration lets the relay loop serve
-// sessions: relay_loop is on, none of the timeouts the loop does not arm
-// is set, and clients may connect without TLS (the loop serves plain-TCP
-// clients only).
+// sessions: relay_loop is on, and none of the timeouts the loop does not
+// arm is set. (Clients with TLS 1.3 the loop serves too; those with TLS
+// 1.2 stay on goroutines: see loopable.)
 func loopConfig(cfg *configs.Config) bool {
 	return cfg.RelayLoop && cfg.QueryTimeout == 0 && cfg.TransactionTimeout == 0 &&
-		cfg.ClientIdleTimeout == 0 && cfg.IdleTransactionTimeout == 0 &&
-		!cfg.ClientTLSRequired()
+		cfg.ClientIdleTimeout == 0 && cfg.IdleTransactionTimeout == 0
 }
 
 // poolSettings fingerprints the global settings that existing pools were

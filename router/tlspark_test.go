@@ -25,17 +25,34 @@ import (
 // message would begin with Q, s_client's quit). s_client drops the rest of
 // a read that held a command, so each input waits until s_client has acted
 // on the one before; -msg makes it print the KeyUpdates pgferry sends.
+//
+// With the relay loop on, the session enters it after its login, and the
+// loop parks it; the KeyUpdate then arrives on the loop, which reads it
+// and writes pgferry's own on the socket it never blocks on.
 func TestAParkedTLS13ClientsKeyUpdateResumesItsSessionWhichAnswersUnderNewKeys(t *testing.T) {
 	skipWithoutParking(t)
+	t.Parallel()
+	for _, loop := range []bool{false, true} {
+		t.Run(map[bool]string{false: "on its goroutine", true: "in the relay loop"}[loop], func(t *testing.T) {
+			if loop {
+				skipWithoutLoop(t)
+			}
+			t.Parallel()
+			aParkedTLS13ClientUpdatesItsKeys(t, loop)
+		})
+	}
+}
+
+func aParkedTLS13ClientUpdatesItsKeys(t *testing.T, loop bool) {
 	bin, err := exec.LookPath("openssl")
 	if err != nil {
 		t.Fatal("openssl is not installed (.ci/install installs it)")
 	}
-	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)
 	offerClientTLS(cfg, "require")
 	cfg.AuthType = "trust"
+	cfg.RelayLoop = loop
 	f := ferrytest.Start(t, cfg)
 
 	cctx, cancel := context.WithCancel(ctx)
@@ -119,5 +136,12 @@ func TestAParkedTLS13ClientsKeyUpdateResumesItsSessionWhichAnswersUnderNewKeys(t
 		if n := strings.Count(out.String(), serverKeyUpdate); n != want {
 			t.Fatalf("pgferry sent %d KeyUpdates; want %d", n-before, want-before)
 		}
+	}
+	entries, handbacks := loopCounters(t, f)
+	if loop && tls13.Enabled && (entries == 0 || handbacks != 0) {
+		t.Fatalf("%d entries into the relay loop and %d hand-backs; want the loop to serve the session throughout", entries, handbacks)
+	}
+	if !loop && entries != 0 {
+		t.Fatalf("with the relay loop off, the session entered it %d times", entries)
 	}
 }
