@@ -177,10 +177,10 @@ type Config struct {
 	PinOnSessionState bool `toml:"pin_on_session_state"`
 	// RelayLoop serves clients in transaction mode between requests from
 	// an epoll loop, without a goroutine each, where it can (Linux,
-	// clients without TLS, none of the timeouts it does not arm set; see
-	// docs/operations.md). Off, every session keeps a goroutine. Unless
-	// set, it is on for Linux with at most two CPUs where clients may
-	// connect without TLS (RelayLoopDefault).
+	// clients without TLS or with TLS 1.3, none of the timeouts it does
+	// not arm set; see docs/operations.md). Off, every session keeps a
+	// goroutine. Unless set, it is on for Linux with at most two CPUs
+	// (RelayLoopDefault).
 	RelayLoop bool `toml:"relay_loop"`
 	// RelayLoopSet records that the file or the environment set relay_loop
 	// (Parse fills it); otherwise RelayLoop holds RelayLoopDefault, and
@@ -440,23 +440,18 @@ const (
 // defaultRelayLoop is relay_loop's default: on where Go runs on Linux (the
 // only place the loop is built) on at most two CPUs (GOMAXPROCS at
 // start-up, which follows a container's CPU limit, not its request).
-// Measured on two CPUs with clients without TLS, the loop, one thread, cost
+// Measured on two CPUs, the loop, one thread, cost
 // less CPU per transaction than a goroutine per session in every steady
 // scenario measured since 21747ac (bench/README.md); with more CPUs,
 // goroutines spread over all of them can serve more transactions than one
 // loop thread (not measured beyond two CPUs).
 var defaultRelayLoop = runtime.GOOS == "linux" && runtime.GOMAXPROCS(0) <= 2
 
-// RelayLoopDefault is relay_loop's default for a configuration: on where
-// defaultRelayLoop says so, unless every client must use TLS
-// (ClientTLSRequired): the loop serves clients without TLS only. Where
-// clients may choose, TLS clients stay on goroutines and cost the same
-// with the loop on as off (100 and 1,000 TLS clients, measured since
-// TLS clients' goroutines wait for the loop's servers in Go's netpoller;
-// bench/README.md).
-func RelayLoopDefault(c *Config) bool {
-	return defaultRelayLoop && !c.ClientTLSRequired()
-}
+// RelayLoopDefault is relay_loop's default: defaultRelayLoop. Clients with
+// TLS 1.3 are served by the loop as plain ones are (their records are
+// internal/tls13's), at less pooler CPU per transaction than on goroutines
+// (bench/README.md); those with TLS 1.2 stay on goroutines either way.
+func RelayLoopDefault() bool { return defaultRelayLoop }
 
 // ClientTLSRequired reports whether client_tls_sslmode refuses clients
 // that do not use TLS.

@@ -776,7 +776,7 @@ func TestToTOMLLeavesADefaultRelayLoopToTheMachineThatReadsTheFile(t *testing.T)
 	}
 }
 
-func TestRelayLoopIsOffByDefaultOnlyWhenEveryClientMustUseTLSAndAsWrittenOtherwise(t *testing.T) {
+func TestRelayLoopTakesItsDefaultWhateverTheClientsTLSAndIsAsWrittenOtherwise(t *testing.T) {
 	// As on a machine where the loop is on by default (Linux, two CPUs),
 	// whatever this one is.
 	saved := defaultRelayLoop
@@ -798,7 +798,8 @@ func TestRelayLoopIsOffByDefaultOnlyWhenEveryClientMustUseTLSAndAsWrittenOtherwi
 		{"no client TLS, relay_loop not set", "", nil, true},
 		{"client TLS offered, relay_loop not set", tls, nil, true},
 		{"client TLS offered, relay_loop = false", tls + "relay_loop = false\n", nil, false},
-		{"client TLS required, relay_loop not set", tlsOnly, nil, false},
+		{"client TLS required, relay_loop not set", tlsOnly, nil, true},
+		{"client TLS required, relay_loop = false", tlsOnly + "relay_loop = false\n", nil, false},
 		{"client TLS required, relay_loop = true", tlsOnly + "relay_loop = true\n", nil, true},
 		{"client TLS required, PGFERRY_RELAY_LOOP=true", tlsOnly, map[string]string{"PGFERRY_RELAY_LOOP": "true"}, true},
 		{"no client TLS, relay_loop = false", "relay_loop = false\n", nil, false},
@@ -812,12 +813,12 @@ func TestRelayLoopIsOffByDefaultOnlyWhenEveryClientMustUseTLSAndAsWrittenOtherwi
 			t.Errorf("%s: relay_loop = %v, want %v", tc.name, c.RelayLoop, tc.want)
 		}
 	}
-	// A pgbouncer.ini: the same rule, relay_loop being a key pgferry adds.
+	// A pgbouncer.ini: the same, relay_loop being a key pgferry adds.
 	ini := "[databases]\napp = host=127.0.0.1\n[pgbouncer]\nauth_type = trust\n" + strings.ReplaceAll(tlsOnly, "\"", "")
 	for _, tc := range []struct {
 		extra string
 		want  bool
-	}{{"", false}, {"relay_loop = 1\n", true}} {
+	}{{"", true}, {"relay_loop = 0\n", false}} {
 		c, _, err := Parse([]byte(ini+tc.extra), "ini", nil)
 		if err != nil {
 			t.Fatalf("ini %q: %v", tc.extra, err)

@@ -84,8 +84,7 @@ func parse(data []byte, format, baseDir string, lookup func(string) (string, boo
 		// file, for defaults where an explicit zero means something.
 		explicit func(db, key string) bool
 		// relayLoopSet: relay_loop was written in the file or the
-		// environment (otherwise its default depends on the file's
-		// client_tls_sslmode: RelayLoopDefault).
+		// environment (otherwise it takes RelayLoopDefault).
 		relayLoopSet bool
 	)
 	switch format {
@@ -123,7 +122,7 @@ func parse(data []byte, format, baseDir string, lookup func(string) (string, boo
 		return nil, warnings, err
 	}
 	if c.RelayLoopSet = relayLoopSet; !relayLoopSet {
-		c.RelayLoop = RelayLoopDefault(c)
+		c.RelayLoop = RelayLoopDefault()
 	}
 	errs = append(errs, c.fillDerived(explicit)...)
 	errs = append(errs, c.Validate())

@@ -45,7 +45,7 @@ func (c *Config) ToTOML() ([]byte, error) {
 		return nil, fmt.Errorf("encode config as TOML: %w", err)
 	}
 	out := buf.Bytes()
-	if !c.RelayLoopSet && c.RelayLoop == RelayLoopDefault(c) {
+	if !c.RelayLoopSet && c.RelayLoop == RelayLoopDefault() {
 		// The default depends on the machine (defaultRelayLoop): a file
 		// converted on one must not pin its value on another. A value
 		// the file or the environment set is written.

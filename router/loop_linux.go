@@ -212,10 +212,12 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 	srvFD, srvOp := -1, syscall.EPOLL_CTL_MOD
 	switch state {
 	case loopClient:
-		if ss.tlsReadable() {
+		if ss.tlsReadable() || ss.wr.Len() > 0 {
 			// TLS holds a request already read from the socket, whose
-			// readiness would not announce it: room to write comes at
-			// once, and turn reads it (request).
+			// readiness would not announce it, or a record of its own
+			// that a read made (a KeyUpdate's answer) waits for room:
+			// room to write comes at once, or when the client reads, and
+			// turn then reads the request or writes the record (request).
 			client.Events |= syscall.EPOLLOUT
 			armed = false
 		}

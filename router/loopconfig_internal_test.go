@@ -6,6 +6,7 @@ import (
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/sockio"
+	"github.com/pgferry/pgferry/internal/tls13"
 )
 
 func TestTheLoopServesSessionsOnlyWhereTheConfigurationLetsIt(t *testing.T) {
@@ -23,9 +24,9 @@ func TestTheLoopServesSessionsOnlyWhereTheConfigurationLetsIt(t *testing.T) {
 		{"idle_transaction_timeout set", func(c *configs.Config) { c.IdleTransactionTimeout = minute }, false},
 		{"client_tls_sslmode = allow", func(c *configs.Config) { c.ClientTLSSSLMode = "allow" }, true},
 		{"client_tls_sslmode = prefer", func(c *configs.Config) { c.ClientTLSSSLMode = "prefer" }, true},
-		{"client_tls_sslmode = require", func(c *configs.Config) { c.ClientTLSSSLMode = "require" }, true},
-		{"client_tls_sslmode = verify-ca", func(c *configs.Config) { c.ClientTLSSSLMode = "verify-ca" }, true},
-		{"client_tls_sslmode = verify-full", func(c *configs.Config) { c.ClientTLSSSLMode = "verify-full" }, true},
+		{"client_tls_sslmode = require", func(c *configs.Config) { c.ClientTLSSSLMode = "require" }, tls13.Usable()},
+		{"client_tls_sslmode = verify-ca", func(c *configs.Config) { c.ClientTLSSSLMode = "verify-ca" }, tls13.Usable()},
+		{"client_tls_sslmode = verify-full", func(c *configs.Config) { c.ClientTLSSSLMode = "verify-full" }, tls13.Usable()},
 	}
 	db := configs.Database{Host: "127.0.0.1", Port: 5432}
 	for _, tc := range cases {

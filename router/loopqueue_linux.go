@@ -43,7 +43,7 @@ func (p *parker) queue(ss *session) {
 // request a driver wrote in several packets) is read in behind the
 // request already read, and the session keeps its place: the grant serves
 // it all in order, up to the read buffer's 8 KiB; the rest waits in the
-// socket, where the grant's relay reads it (await then waits only for a
+// socket (or in the TLS layer), where the grant's relay reads it (await then waits only for a
 // hang-up: a goroutine waiting in its pool's queue does not read its
 // client either).
 func (p *parker) queuedClientSpoke(ss *session) {

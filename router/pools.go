@@ -23,6 +23,7 @@ import (
 	"github.com/pgferry/pgferry/auth"
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/sockio"
+	"github.com/pgferry/pgferry/internal/tls13"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/lag"
@@ -146,12 +147,14 @@ func detachedServers(cfg *configs.Config, db configs.Database, user string) bool
 }
 
 // loopConfig reports whether the configuration lets the relay loop serve
-// sessions: relay_loop is on, and none of the timeouts the loop does not
-// arm is set. (Clients with TLS 1.3 the loop serves too; those with TLS
-// 1.2 stay on goroutines: see loopable.)
+// sessions: relay_loop is on, none of the timeouts the loop does not arm
+// is set, and clients may connect without TLS or this process takes TLS
+// 1.3 connections over (internal/tls13: the loop serves the records it
+// carries; clients with TLS 1.2 stay on goroutines, see loopable).
 func loopConfig(cfg *configs.Config) bool {
 	return cfg.RelayLoop && cfg.QueryTimeout == 0 && cfg.TransactionTimeout == 0 &&
-		cfg.ClientIdleTimeout == 0 && cfg.IdleTransactionTimeout == 0
+		cfg.ClientIdleTimeout == 0 && cfg.IdleTransactionTimeout == 0 &&
+		(!cfg.ClientTLSRequired() || tls13.Usable())
 }
 
 // poolSettings fingerprints the global settings that existing pools were

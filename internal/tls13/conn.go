@@ -81,11 +81,16 @@ type Conn struct {
 	tail   []byte
 	tailp  *[]byte
 	unsent atomic.Int32
+	// replied: a KeyUpdate of this side's went out since its last
+	// application data; under wmu. Requests meanwhile get no other (RFC
+	// 8446 4.6.3), so a client that sends them without reading cannot pile
+	// up replies that a non-blocking socket would keep in tail.
+	replied bool
 }
 
-// Read returns application data from the client. A timeout leaves the
-// connection as it was (a record half read stays buffered); any other
-// failure is final.
+// Read returns application data from the client. A timeout, or
+// sockio.ErrWouldBlock from a non-blocking socket, leaves the connection as
+// it was (a record half read stays buffered); any other failure is final.
 func (c *Conn) Read(p []byte) (int, error) {
 	for {
 		if len(c.plain) > 0 {
@@ -129,7 +134,13 @@ func (c *Conn) Readable() bool {
 		return true
 	}
 	n := c.rend - c.rpos
-	return n >= recordHeader && n >= recordHeader+int(binary.BigEndian.Uint16((*c.rbuf)[c.rpos+3:]))
+	if n < recordHeader {
+		return false
+	}
+	h := (*c.rbuf)[c.rpos:]
+	size := int(binary.BigEndian.Uint16(h[3:]))
+	// (A header Read refuses it acts on at once, too.)
+	return n >= recordHeader+size || h[0] != typeAppData || size > maxCiphertext
 }
 
 // Buffer sizes: most records a client sends are small; a larger record
@@ -326,10 +337,14 @@ func (c *Conn) handshakeMessage(m []byte) error {
 		if c.werr != nil {
 			return c.werr
 		}
+		if c.replied {
+			return nil // (one reply answers every request before our next data)
+		}
 		if err := c.writeRecord(typeHandshake, []byte{handshakeKeyUpdate, 0, 0, 1, 0}); err != nil {
 			return err
 		}
 		c.out.update(c.suite)
+		c.replied = true
 	}
 	return nil
 }
@@ -369,6 +384,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		if err := c.writeRecord(typeAppData, p[:m]); err != nil {
 			return n, err
 		}
+		c.replied = false
 		n += m
 		p = p[m:]
 		if len(c.tail) > 0 {

@@ -54,8 +54,13 @@ func ServerConfig(base *tls.Config) *tls.Config {
 // checks, carries those connections. Not with session tickets: see the
 // package comment.
 func available(cfg *tls.Config) bool {
-	return Enabled && !fips140.Enabled() && cfg.SessionTicketsDisabled
+	return Usable() && cfg.SessionTicketsDisabled
 }
+
+// Usable reports whether this process takes TLS 1.3 connections over at
+// all: not built with pgferry_notls13, not in FIPS 140 mode (see
+// available).
+func Usable() bool { return Enabled && !fips140.Enabled() }
 
 // Wipe overwrites the secrets of a tap whose handshake failed.
 func (t *Tap) Wipe() { t.keys.wipe() }

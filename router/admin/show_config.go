@@ -71,7 +71,7 @@ func (c *Console) showConfig(rs *resultSet) {
 	rs.cols = configCols
 	cur := reflect.ValueOf(c.b.Config()).Elem()
 	d := configs.Default()
-	d.RelayLoop = configs.RelayLoopDefault(c.b.Config()) // (it depends on client_tls_sslmode)
+	d.RelayLoop = configs.RelayLoopDefault()
 	def := reflect.ValueOf(d).Elem()
 	fixed := restartOnlyKeys()
 	var keys []string
