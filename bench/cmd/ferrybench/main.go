@@ -36,7 +36,7 @@ import (
 // scenarios run against each target one after another.
 var allScenarios = []string{
 	"idle", "idle-tls", "latency",
-	"simple", "extended", "prepared", "tls", "tpcb", "connect", "c1000", "c10000",
+	"simple", "extended", "prepared", "tls", "tpcb", "connect", "connect-tls", "c1000", "c10000",
 	"kernel", "instructions",
 }
 

@@ -34,6 +34,7 @@ func scenarioList(o options) []scenario {
 		{name: "tls", title: "select-only -M simple, TLS clients", clients: 100, args: []string{"-S", "-M", "simple"}, tls: true, noDirectWhy: "PostgreSQL runs without TLS here"},
 		{name: "tpcb", title: "tpcb-like", clients: 50, args: nil, direct: true},
 		{name: "connect", title: "connection storm -C select-only (SCRAM)", clients: 50, args: []string{"-S", "-C"}, direct: true},
+		{name: "connect-tls", title: "connection storm -C select-only (SCRAM), TLS clients", clients: 50, args: []string{"-S", "-C"}, tls: true, noDirectWhy: "PostgreSQL runs without TLS here"},
 		{name: "c1000", title: "1,000 clients select-only", clients: 1000, args: []string{"-S"}, noDirectWhy: noDirect},
 		{name: "c10000", title: "10,000 clients select-only", clients: 10000, args: []string{"-S"}, noDirectWhy: noDirect},
 	}
