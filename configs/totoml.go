@@ -57,7 +57,7 @@ func (c *Config) ToTOML() ([]byte, error) {
 
 // relayLoopDefaultLine stands for relay_loop in ToTOML's output when it
 // holds the default.
-const relayLoopDefaultLine = "# relay_loop: the default of the machine that runs pgferry (on with Linux and at most two CPUs, unless every client must use TLS)\n"
+const relayLoopDefaultLine = "# relay_loop: the default of the machine that runs pgferry (on with Linux and at most two CPUs)\n"
 
 var secretType = reflect.TypeFor[Secret]()
 

@@ -189,3 +189,33 @@ func TestAParkedAndResumedConnectionTakesAKeyUpdateThatArrivedWhileParked(t *tes
 		t.Fatal("the two sides disagree on the client's keys")
 	}
 }
+
+func TestKeyUpdatesRequestedBeforeTheServersNextDataGetOneReply(t *testing.T) {
+	server, client := mirrored(t, tls.TLS_AES_128_GCM_SHA256)
+	exchange := func(what string) {
+		t.Helper()
+		go client.Write([]byte("up:" + what))
+		up := make([]byte, 3+len(what))
+		if _, err := io.ReadFull(server, up); err != nil || string(up) != "up:"+what {
+			t.Fatalf("%s, client to server: %q, %v", what, up, err)
+		}
+		go server.Write([]byte("dn:" + what))
+		dn := make([]byte, 3+len(what))
+		if _, err := io.ReadFull(client, dn); err != nil || string(dn) != "dn:"+what {
+			t.Fatalf("%s, server to client: %q, %v", what, dn, err)
+		}
+	}
+	for round := 0; round < 2; round++ {
+		once := server.out
+		once.update(server.suite)
+		for i := 0; i < 3; i++ {
+			if err := client.sendKeyUpdate(true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		exchange("three requests")
+		if server.out.key != once.key {
+			t.Fatalf("round %d: the server's sending key is not the one a single update gives", round)
+		}
+	}
+}
