@@ -296,7 +296,7 @@ func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerCo
 		// (ReleaseReady). A peek at its socket (a system call per loan)
 		// would learn nothing its last message did not say microseconds
 		// ago, and no check delay has passed.
-		if (ready && p.cfg.CheckDelay != CheckAlways && sc.Rd.Buffered() == 0) || p.usable(sc, false) {
+		if (ready && p.cfg.CheckDelay != CheckAlways && sc.Rd.Buffered() == 0) || p.usable(sc, false, false) {
 			sc.Wait() // (an event loop's loan may have left it not waiting)
 			return sc, nil
 		}
@@ -317,11 +317,16 @@ func (p *Pool) checkDue(sc *ServerConn) bool {
 }
 
 // usable reports whether an idle connection about to be lent works: its
-// socket is open with nothing unread, and, when it has been idle for
+// socket is open with nothing unread (unless fresh: nothing is buffered,
+// and the socket is not looked at), and, when it has been idle for
 // CheckDelay, CheckQuery ran on it (server_check_query), unless noCheck
 // (the caller decided under mu that no check was due).
-func (p *Pool) usable(sc *ServerConn, noCheck bool) bool {
-	if !sc.alive() {
+func (p *Pool) usable(sc *ServerConn, noCheck, fresh bool) bool {
+	if fresh {
+		if sc.Rd.Buffered() != 0 {
+			return false
+		}
+	} else if !sc.alive() {
 		return false
 	}
 	if noCheck || !p.checkDue(sc) {
@@ -343,15 +348,22 @@ func (p *Pool) usable(sc *ServerConn, noCheck bool) bool {
 // TryAcquire lends an idle connection if one is free right now and nobody
 // is queued; it never waits for a connection or dials (server_check_query
 // may run on the one it lends: see TryAcquireChecked).
-func (p *Pool) TryAcquire() *ServerConn { return p.tryAcquire(false) }
+func (p *Pool) TryAcquire() *ServerConn { return p.tryAcquire(false, 0) }
 
 // TryAcquireChecked is TryAcquire for a borrower that must not wait at
 // all (an event loop): it lends no connection that server_check_query
 // would have to check first, and returns nil then. The connection's reads
-// may not wait (NoWait), as the last such borrower left them.
-func (p *Pool) TryAcquireChecked() *ServerConn { return p.tryAcquire(true) }
+// may not wait (NoWait), as the last such borrower left them. A
+// connection Vouched for at vouchedSince or later (when it is above 0) is
+// lent without a look at its socket: it was in use so recently that the
+// look, a system call on every loan, would learn nothing its last answer
+// did not say (a server that exits in between fails the loan, as one that
+// exits during it does).
+func (p *Pool) TryAcquireChecked(vouchedSince int64) *ServerConn {
+	return p.tryAcquire(true, vouchedSince)
+}
 
-func (p *Pool) tryAcquire(noCheck bool) *ServerConn {
+func (p *Pool) tryAcquire(noCheck bool, vouchedSince int64) *ServerConn {
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
@@ -371,7 +383,7 @@ func (p *Pool) tryAcquire(noCheck bool) *ServerConn {
 		p.mu.Unlock()
 		// With noCheck, checkDue said no under mu just now: a tick of the
 		// coarse clock since must not make the loop wait for a check.
-		if p.usable(sc, noCheck) {
+		if p.usable(sc, noCheck, vouchedSince > 0 && sc.Vouched >= vouchedSince) {
 			if !noCheck {
 				sc.Wait() // (an event loop's loan may have left it not waiting)
 			}

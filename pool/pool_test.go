@@ -150,6 +150,36 @@ func TestAConnectionThatDiedWhileIdleIsNeverHandedOut(t *testing.T) {
 	}
 }
 
+func TestALoopLendsAConnectionVouchedForSinceItAsksWithoutLookingAtItsSocketAndLooksAtAnOlderOne(t *testing.T) {
+	p := newPool(t, config(1))
+	sc := acquire(t, p)
+	pid := sc.PID
+	sc.Vouched = 100 // its borrower's clock when the transaction ended
+	p.ReleaseReady(sc)
+	ctx := context.Background()
+	if err := cluster.Exec(ctx, fmt.Sprintf("select pg_terminate_backend(%d)", pid)); err != nil {
+		t.Fatal(err)
+	}
+	waitBackendGone(t, pid)
+
+	// Vouched for since 100: lent as it is, its socket not looked at (a
+	// look would have found the server gone).
+	sc = p.TryAcquireChecked(100)
+	if sc == nil || sc.PID != pid {
+		t.Fatalf("TryAcquireChecked(100) lent %v; want the connection vouched for at 100, unlooked at", sc)
+	}
+	p.Release(sc)
+
+	// Asked for since 101, the same connection is looked at: its server
+	// is gone, so it is destroyed and nothing is lent.
+	if sc := p.TryAcquireChecked(101); sc != nil {
+		t.Fatalf("TryAcquireChecked(101) lent backend %d, whose server had exited", sc.PID)
+	}
+	if st := p.Stat(); st.Destroyed != 1 {
+		t.Fatalf("%d connections destroyed; want the dead one", st.Destroyed)
+	}
+}
+
 func TestAConnectionThatDiedWhileLentIsNotHandedToAQueuedClient(t *testing.T) {
 	// Release, unlike ReleaseReady, does not vouch for the connection: a
 	// client queued for it is handed a live one even if it died while lent
@@ -594,7 +624,7 @@ func TestALoopLoansReadsStayNotWaitingForTheNextLoopLoanAndWaitAgainForABorrower
 
 	loopLoan := func() *pool.ServerConn {
 		t.Helper()
-		sc := p.TryAcquireChecked()
+		sc := p.TryAcquireChecked(0)
 		if sc == nil {
 			t.Fatal("TryAcquireChecked lent nothing with a connection idle")
 		}

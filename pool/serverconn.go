@@ -45,6 +45,12 @@ type ServerConn struct {
 	// reads this to modify it rather than add it again. The pool only
 	// carries it; a registration ends by itself when the socket closes.
 	EventSet int32
+	// Vouched is when a borrower last gave the connection back from a
+	// transaction that ended cleanly (its ReadyForQuery the last byte
+	// read), in the borrower's own monotonic clock (0: never). The pool
+	// only carries it; TryAcquireChecked reads it against the time its
+	// caller passes.
+	Vouched int64
 
 	peeker            *protocol.Peeker // liveness check of the raw socket
 	pool              *Pool

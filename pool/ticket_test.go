@@ -128,7 +128,7 @@ func TestEnqueueSendsToAcquireWhatOnlyAcquireCanWaitFor(t *testing.T) {
 	cfg.CheckDelay, cfg.CheckQuery = pool.CheckAlways, "select 1"
 	c := newPool(t, cfg)
 	c.Release(acquire(t, c))
-	if sc := c.TryAcquireChecked(); sc != nil {
+	if sc := c.TryAcquireChecked(0); sc != nil {
 		t.Fatal("TryAcquireChecked lent a connection due for its check")
 	}
 	if _, err := c.Enqueue(make(grantSignal, 1)); !errors.Is(err, pool.ErrWouldWait) {

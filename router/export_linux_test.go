@@ -15,7 +15,7 @@ func DialsDetached(s *Server, db, user string) (detached, ok bool) {
 	if !ok {
 		return false, false
 	}
-	sc := e.pool.TryAcquireChecked()
+	sc := e.pool.TryAcquireChecked(0)
 	if sc == nil {
 		return false, false
 	}

@@ -45,6 +45,7 @@ func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool, end mono) {
 	if dirty {
 		sc.Pool().Destroy(sc)
 	} else {
+		sc.Vouched = int64(end)    // (see vouchedFor)
 		sc.Pool().ReleaseReady(sc) // its ReadyForQuery 'I' was the last byte read
 	}
 	if err != nil {
