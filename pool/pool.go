@@ -714,6 +714,9 @@ func (p *Pool) ReleaseReady(sc *ServerConn) { p.release(sc, true) }
 
 func (p *Pool) release(sc *ServerConn, ready bool) {
 	sc.endLoan()
+	if !ready {
+		sc.Vouched = 0 // (a loan that did not end cleanly vouches for nothing)
+	}
 	p.releaseAged(sc, ready, false, p.now()) // one clock read per release, outside the lock
 }
 

@@ -150,33 +150,52 @@ func TestAConnectionThatDiedWhileIdleIsNeverHandedOut(t *testing.T) {
 	}
 }
 
-func TestALoopLendsAConnectionVouchedForSinceItAsksWithoutLookingAtItsSocketAndLooksAtAnOlderOne(t *testing.T) {
+func TestALoopLendsAConnectionVouchedForSinceItAsksWithoutLookingAtItsSocketAndLooksAtAnyOther(t *testing.T) {
 	p := newPool(t, config(1))
-	sc := acquire(t, p)
-	pid := sc.PID
-	sc.Vouched = 100 // its borrower's clock when the transaction ended
-	p.ReleaseReady(sc)
 	ctx := context.Background()
-	if err := cluster.Exec(ctx, fmt.Sprintf("select pg_terminate_backend(%d)", pid)); err != nil {
-		t.Fatal(err)
+	// deadWhileIdle lends a connection and gives it back vouched for at
+	// stamp (0: with Release, which vouches for nothing); its server then
+	// exits. It returns the server's pid.
+	deadWhileIdle := func(stamp int64) uint32 {
+		t.Helper()
+		sc := acquire(t, p)
+		if stamp == 0 {
+			p.Release(sc)
+		} else {
+			sc.Vouched = stamp // its borrower's clock when the transaction ended
+			p.ReleaseReady(sc)
+		}
+		if err := cluster.Exec(ctx, fmt.Sprintf("select pg_terminate_backend(%d)", sc.PID)); err != nil {
+			t.Fatal(err)
+		}
+		waitBackendGone(t, sc.PID)
+		return sc.PID
 	}
-	waitBackendGone(t, pid)
 
 	// Vouched for since 100: lent as it is, its socket not looked at (a
 	// look would have found the server gone).
-	sc = p.TryAcquireChecked(100)
+	pid := deadWhileIdle(100)
+	sc := p.TryAcquireChecked(100)
 	if sc == nil || sc.PID != pid {
 		t.Fatalf("TryAcquireChecked(100) lent %v; want the connection vouched for at 100, unlooked at", sc)
 	}
+	// Given back with Release, it is vouched for no more: looked at, found
+	// dead, destroyed, and nothing is lent.
 	p.Release(sc)
-
-	// Asked for since 101, the same connection is looked at: its server
-	// is gone, so it is destroyed and nothing is lent.
-	if sc := p.TryAcquireChecked(101); sc != nil {
-		t.Fatalf("TryAcquireChecked(101) lent backend %d, whose server had exited", sc.PID)
+	if sc := p.TryAcquireChecked(100); sc != nil {
+		t.Fatalf("TryAcquireChecked(100) lent backend %d after a Release, whose server had exited", sc.PID)
 	}
-	if st := p.Stat(); st.Destroyed != 1 {
-		t.Fatalf("%d connections destroyed; want the dead one", st.Destroyed)
+
+	// Vouched for before what the loop asks for, or not at all, or asked
+	// with no time: looked at, and the dead one destroyed.
+	for _, tc := range []struct{ stamp, since int64 }{{100, 101}, {0, 100}, {100, 0}} {
+		deadWhileIdle(tc.stamp)
+		if sc := p.TryAcquireChecked(tc.since); sc != nil {
+			t.Fatalf("vouched for at %d, TryAcquireChecked(%d) lent backend %d, whose server had exited", tc.stamp, tc.since, sc.PID)
+		}
+	}
+	if st := p.Stat(); st.Destroyed != 4 {
+		t.Fatalf("%d connections destroyed; want the four dead ones", st.Destroyed)
 	}
 }
 

@@ -594,14 +594,16 @@ func (p *parker) request(ss *session) bool {
 	return false
 }
 
-// vouchedFor is how long after a transaction ended cleanly on a server
-// connection the loop lends it without first looking at its socket (see
-// pool.TryAcquireChecked): under load, the connection the pool lends
-// (the one returned last) came back microseconds ago, and the look is a
-// system call per transaction that PgBouncer does not make. A server that
-// exits in that millisecond fails the next client's transaction instead of
-// being replaced unseen, as one that exits during a transaction does; one
-// idle longer is looked at, as before.
+// vouchedFor is how long before the loop's turn began a transaction may
+// have ended cleanly on a server connection for the loop to lend it
+// without first looking at its socket (see pool.TryAcquireChecked): at a
+// high rate, the connection the pool lends (the one returned last) came
+// back microseconds ago, and the look is a system call per transaction
+// that PgBouncer does not make. A server that exits in that moment fails
+// the next client's transaction instead of being replaced unseen, as one
+// that exits during a transaction does; one idle longer is looked at, as
+// before. (The turn's clock is read once per epoll wait: a connection
+// freed early in a long turn counts from the turn's start.)
 const vouchedFor = time.Millisecond
 
 // loopSkipReads is how many transactions a session of the loop waits for
