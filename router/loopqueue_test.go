@@ -258,19 +258,7 @@ func aQueuedClientSendsMore(t *testing.T, rest []byte, want string) (*ferrytest.
 	if _, err := holder.Exec(ctx, "commit"); err != nil {
 		t.Fatal(err)
 	}
-	zs := strings.Count(want, "Z")
-	frames, closed, err := readFrames(first, 20*time.Second, func(fr frame) bool {
-		if fr.typ == 'Z' {
-			zs--
-		}
-		return zs == 0
-	})
-	if closed || err != nil {
-		t.Fatalf("the first client's answers: %s (%v)", describe(frames), err)
-	}
-	if got := describe(frames); got != want {
-		t.Fatalf("the first client got %s; want %s", got, want)
-	}
+	frames := answersAre(t, first, want)
 	if err := <-sent; err != nil {
 		t.Fatalf("the first client's write: %v", err)
 	}
