@@ -190,13 +190,9 @@ func assertCancelsLandAnywhere(t *testing.T, rr *roundRobin) {
 }
 
 func TestACancelReachesTheInstanceHoldingTheSessionThroughStaticPeers(t *testing.T) {
-	ports := make([]int, 3)
-	for i := range ports {
-		p, err := pgtest.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = p
+	ports, err := pgtest.FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
 	}
 	addrs := startFleet(t, 3,
 		func(i int) (string, int) { return "127.0.0.1", ports[i-1] },

@@ -103,16 +103,12 @@ func TestAFleetStaysWithinItsServerConnectionBudgetAsInstancesComeAndGo(t *testi
 
 	const budget = 6
 	members := make([]*fleetMember, 4)
+	ports, err := pgtest.FreePorts(2 * len(members))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range members {
-		port, err := pgtest.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		mport, err := pgtest.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		members[i] = &fleetMember{id: i + 1, port: port, metricsPort: mport}
+		members[i] = &fleetMember{id: i + 1, port: ports[2*i], metricsPort: ports[2*i+1]}
 	}
 	configFor := func(m *fleetMember) string {
 		var peers strings.Builder

@@ -247,14 +247,11 @@ func TestSIGHUPReloadAppliesValidConfigsAndKeepsServing(t *testing.T) {
 
 	dir := t.TempDir()
 	bin := buildPgferry(t, dir)
-	port, err := pgtest.FreePort()
+	ports, err := pgtest.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherPort, err := pgtest.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port, otherPort := ports[0], ports[1]
 	dsn := func(p int, db, user, password string) string {
 		return fmt.Sprintf("host=127.0.0.1 port=%d dbname=%s user=%s password=%s sslmode=disable connect_timeout=2",
 			p, db, user, password)

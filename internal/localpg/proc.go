@@ -66,6 +66,22 @@ func FreePort() (int, error) {
 	return port, nil
 }
 
+// FreePorts returns n distinct free loopback ports: each listener stays
+// open until all are chosen, so the kernel cannot hand one port out twice
+// (FreePort called n times can).
+func FreePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find free ports: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
 // osUser is the account that server programs run as when the test runs as
 // root. A nil *osUser means "run as the current user".
 type osUser struct {

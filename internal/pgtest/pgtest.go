@@ -26,6 +26,9 @@ func Binary(name string) string { return localpg.Binary(name) }
 // FreePort returns a TCP port free on 127.0.0.1 at the time of the call.
 func FreePort() (int, error) { return localpg.FreePort() }
 
+// FreePorts returns n distinct free loopback ports; see localpg.FreePorts.
+func FreePorts(n int) ([]int, error) { return localpg.FreePorts(n) }
+
 // FuzzWorker reports whether this test binary runs as a fuzzing worker, so
 // a TestMain can skip starting a cluster. Call it after flag.Parse.
 func FuzzWorker() bool { return localpg.FuzzWorker() }
