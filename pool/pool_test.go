@@ -199,6 +199,27 @@ func TestALoopLendsAConnectionVouchedForSinceItAsksWithoutLookingAtItsSocketAndL
 	}
 }
 
+func TestAConnectionReleasedAsOfATimeTheCallerReadAgesFromThatTime(t *testing.T) {
+	cfg := config(1)
+	cfg.Lifetime = time.Hour
+	p := newPool(t, cfg)
+
+	// Released as of a minute ago: idle since then, not since the call.
+	sc := acquire(t, p)
+	at := time.Now().Add(-time.Minute)
+	p.ReleaseReadyAt(sc, at)
+	if idle := p.IdleConns(); len(idle) != 1 || !idle[0].LastUsed.Equal(at) {
+		t.Fatalf("idle connections %+v; want one last used at %v, the time passed", idle, at)
+	}
+
+	// Released as of two hours on: past server_lifetime then, so closed.
+	sc = acquire(t, p)
+	p.ReleaseReadyAt(sc, time.Now().Add(2*time.Hour))
+	if idle, st := p.IdleConns(), p.Stat(); len(idle) != 0 || st.Destroyed != 1 {
+		t.Fatalf("%d idle, %d destroyed; want the connection closed, its lifetime over as of the time passed", len(idle), st.Destroyed)
+	}
+}
+
 func TestAConnectionThatDiedWhileLentIsNotHandedToAQueuedClient(t *testing.T) {
 	// Release, unlike ReleaseReady, does not vouch for the connection: a
 	// client queued for it is handed a live one even if it died while lent
