@@ -1,0 +1,270 @@
+// The server's answers: relayServer relays them to the client until the
+// transaction ends or something fails, and says why it stopped (relayEnd).
+
+package router
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// relayEnd says why relayServer stopped.
+type relayEnd uint8
+
+const (
+	// relayUnlinked: the transaction ended and the server went back to the
+	// pool, or the server or the client failed; the server is unlinked.
+	relayUnlinked relayEnd = iota
+	// relayIdle (inline only): everything the server owed was relayed; the
+	// server stays linked, inside the client's transaction.
+	relayIdle
+	// relayHandoff (inline only): the rest of the loan needs a pump running
+	// beside the session goroutine (see handOff); in the relay loop, a
+	// goroutine of its own (see evict).
+	relayHandoff
+	// relayAwaitServer (relay loop only): the server has sent nothing more
+	// yet. The loop waits until its socket is readable and calls
+	// relayServer again; a frame begun stays in the server's Reader.
+	relayAwaitServer
+	// relayAwaitClient (relay loop only): the client takes no more bytes
+	// for now. What it did not take stays in its Writer; the loop waits
+	// until the socket is writable and calls relayServer again, which
+	// reads nothing more from the server meanwhile.
+	relayAwaitClient
+)
+
+// relayServer relays server frames to the client until the transaction
+// ends (then it returns the server to the pool) or something fails; inline,
+// it also stops as relayInline describes, and in the relay loop, whose
+// sockets never block (protocol.ErrWouldBlock), where it would wait.
+func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
+	rd, wr := sc.Rd, ss.wr
+	// In the relay loop no read waits: what the client is owed is flushed
+	// when a read would (awaitServer) or it reaches relayFlushAt, not
+	// before every read that might.
+	looped := inline && ss.loop != 0
+	for {
+		if looped && wr.Len() >= relayFlushAt {
+			if err := wr.Flush(); err != nil {
+				if err == protocol.ErrWouldBlock {
+					return relayAwaitClient
+				}
+				ss.clientFailed(sc, err)
+				return relayUnlinked
+			}
+		} else if !looped && !rd.HasFrame() {
+			if err := wr.Flush(); err != nil {
+				ss.clientFailed(sc, err)
+				return relayUnlinked
+			}
+		}
+		typ, size, err := rd.Peek()
+		if err != nil {
+			if err == protocol.ErrWouldBlock {
+				return ss.awaitServer(sc)
+			}
+			if isTimeout(err) {
+				if ss.takeKick(sc) {
+					continue
+				}
+				if inline && ss.budgetSpent(sc) {
+					return relayHandoff
+				}
+			}
+			if ss.kickRelease(sc) {
+				return relayUnlinked
+			}
+			ss.serverFailed(sc, err)
+			return relayUnlinked
+		}
+		if size > protocol.BufferSize && inline && ss.loop != 0 {
+			// Streamed through writes that wait for the client: a
+			// goroutine relays it.
+			return relayHandoff
+		}
+		if size > protocol.BufferSize && inline {
+			// A frame larger than the buffer is read in pieces that cannot
+			// resume after a timeout: the server is busy sending, so the
+			// budget stops here.
+			ss.endBudget(sc)
+		}
+		switch typ {
+		case protocol.MsgDataRow, protocol.MsgCopyData, protocol.MsgNoticeResponse, protocol.MsgNotification:
+			if err := rd.ForwardRun(wr, typ, size); err != nil {
+				if err == protocol.ErrWouldBlock {
+					return ss.awaitServer(sc) // the part read stays buffered
+				}
+				if inline && size <= protocol.BufferSize && isTimeout(err) && ss.budgetSpent(sc) {
+					return relayHandoff // the part read stays buffered for the pump
+				}
+				ss.relayFailed(sc, err, size)
+				return relayUnlinked
+			}
+			continue
+		}
+		frame, err := rd.NextPeeked(size)
+		if err != nil {
+			if err == protocol.ErrWouldBlock {
+				return ss.awaitServer(sc)
+			}
+			if inline && size <= protocol.BufferSize && isTimeout(err) && ss.budgetSpent(sc) {
+				return relayHandoff
+			}
+			ss.serverFailed(sc, err)
+			return relayUnlinked
+		}
+		ss.mu.Lock()
+		if typ == protocol.MsgParameterStatus {
+			ss.onParameterStatus(sc, frame)
+			ss.mu.Unlock()
+			continue
+		}
+		head, _ := ss.q.peek()
+		swallow := head.kind == kQuerySwallow
+		switch {
+		case typ == protocol.MsgErrorResponse:
+			if sev, _, msg := protocol.ParseErrorFields(frame); ss.txnMode && !ss.pinned && (string(sev) == "FATAL" || string(sev) == "PANIC") {
+				// The server is going away; serverFailed tells the client
+				// with an ERROR it can survive.
+				fatal := string(msg)
+				ss.serverFatal = &fatal
+				ss.mu.Unlock()
+				continue
+			}
+			if !swallow {
+				ss.tentativeAborted = true
+			}
+			if head.kind != kQuery && head.kind != kQuerySwallow {
+				ss.skipToSync(sc)
+			}
+			if swallow {
+				_, code, msg := protocol.ParseErrorFields(frame)
+				ss.logger().Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
+			}
+		case typ == protocol.MsgReadyForQuery:
+			ss.entry.stats.queries.Add(1)
+			ss.q.pop()
+			var now mono
+			if ss.q.n == 0 {
+				now = ss.srv.parker.clock(ss)
+				// Every path that sends a query starts its clock (process,
+				// refuse): a missing start would show here as pgferry's age.
+				ss.entry.stats.queryTimeUS.Add(uint64(now.Sub(ss.queryStart) / time.Microsecond))
+				ss.queryStart = 0
+			}
+			if len(ss.tentative) > 0 && protocol.RFQStatus(frame) == protocol.TxIdle {
+				ss.settleParams(sc)
+			}
+			if ss.q.n == 0 && ss.rare != nil && ss.rare.queryTimer != nil {
+				ss.rare.queryTimer.Stop()
+			}
+			ss.status = protocol.RFQStatus(frame)
+			if !inline && ss.q.n == 0 && ss.status != protocol.TxIdle {
+				// Idle inside a transaction: the client's read deadline now
+				// measures idle_transaction_timeout. (Inline, the session
+				// goroutine arms it before its next read.)
+				if d := ss.srv.cfg.Load().IdleTransactionTimeout.Std(); d > 0 {
+					ss.raw.SetReadDeadline(time.Now().Add(d))
+					if ss.has(evWake) {
+						ss.raw.SetReadDeadline(pastDeadline) // a wake it may have replaced
+					}
+				}
+			}
+			ss.releaseDeferred = false
+			if ss.releasable() && ss.cancels > 0 {
+				ss.releaseDeferred = true // after the cancel is delivered
+			} else if ss.releasable() {
+				ss.server = nil
+				ss.pumpKick = false
+				wrote := ss.entry.monitor != nil && !ss.onReplica && !ss.txReadOnly
+				if wrote {
+					ss.lastWrite = monoNow() // read_your_writes
+				}
+				ss.mu.Unlock()
+				if !swallow {
+					wr.Append(frame)
+				}
+				ss.releaseServer(sc, wrote && ss.entry.db.ReadYourWritesLSN, now)
+				return relayUnlinked
+			}
+		case typ == protocol.MsgCommandComplete:
+			ss.onCommandComplete(sc, frame)
+			if completes(head.kind, typ) {
+				ss.q.pop()
+			}
+		default:
+			if completes(head.kind, typ) {
+				ss.q.pop()
+				swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow
+				if head.tag != tagNone && typ == protocol.MsgEmptyQuery {
+					frame = execTagFrames[head.tag]
+				}
+			}
+		}
+		owed := ss.q.n
+		needPump := ss.releaseDeferred || ss.pinned || !ss.txnMode
+		ss.mu.Unlock()
+		if !swallow {
+			wr.Append(frame)
+		}
+		if !inline {
+			continue
+		}
+		if typ == protocol.MsgCopyInResponse || typ == protocol.MsgCopyBothResponse || (owed == 0 && needPump) {
+			// (A client that would block gets the rest from the pump.)
+			if err := wr.Flush(); err != nil && err != protocol.ErrWouldBlock {
+				ss.clientFailed(sc, err)
+				return relayUnlinked
+			}
+			return relayHandoff
+		}
+		if owed == 0 {
+			// (In the relay loop, a client that would block gets the rest
+			// before the loop reads its next request.)
+			if err := wr.Flush(); err != nil && err != protocol.ErrWouldBlock {
+				ss.clientFailed(sc, err)
+				return relayUnlinked
+			}
+			return relayIdle
+		}
+	}
+}
+
+// relayFlushAt is how many bytes relayServer lets the client be owed in
+// the relay loop while the server has more to read at once: what one read
+// of the server can bring, as when it flushed before every read.
+const relayFlushAt = protocol.BufferSize
+
+// awaitServer is where relayServer stops in the relay loop when the
+// server has sent nothing more yet: it first flushes what the client is
+// owed, and waits for the client instead if the client takes no more.
+func (ss *session) awaitServer(sc *pool.ServerConn) relayEnd {
+	if err := ss.wr.Flush(); err != nil {
+		if err == protocol.ErrWouldBlock {
+			return relayAwaitClient
+		}
+		ss.clientFailed(sc, err)
+		return relayUnlinked
+	}
+	return relayAwaitServer
+}
+
+// skipToSync drops expectations the server will not answer after an error
+// in the extended protocol: it discards messages up to the next Sync.
+// Statements whose Parse was skipped are forgotten. mu is held.
+func (ss *session) skipToSync(sc *pool.ServerConn) {
+	for {
+		e, ok := ss.q.peek()
+		if !ok || e.kind == kSync {
+			return
+		}
+		if (e.kind == kParse || e.kind == kParseSwallow) && e.key != 0 {
+			sc.Stmts.Remove(e.key)
+		}
+		ss.q.pop()
+	}
+}
