@@ -155,6 +155,9 @@ func TestSessionsThatLoggedInAndWaitAreAskedToParkOnceWithoutWaitingForASweep(t 
 	if len(p.young) != 1 || p.young[0].ss != fresh {
 		t.Fatalf("after a look, %d sessions wait to be looked at again; want only the one too young", len(p.young))
 	}
+	if got := mono(p.oldestYoung.Load()); got != p.young[0].at {
+		t.Fatalf("the loop would next look at young sessions from %d; want %d, when the one left was admitted", got, p.young[0].at)
+	}
 	waiting.flags.Store(0)
 	p.young[0].at = now - mono(youngIdle) // the young one comes of age
 	p.sweepYoung(monoNow())
@@ -163,6 +166,9 @@ func TestSessionsThatLoggedInAndWaitAreAskedToParkOnceWithoutWaitingForASweep(t 
 	}
 	if !fresh.has(evPark) || len(p.young) != 0 {
 		t.Fatalf("the session that came of age was not asked (flags %b), or %d sessions are still kept", fresh.flags.Load(), len(p.young))
+	}
+	if got := p.oldestYoung.Load(); got != 0 {
+		t.Fatalf("with no young session left, the loop would still look at them from %d", got)
 	}
 }
 

@@ -80,6 +80,9 @@ type parker struct {
 	// grantsPosted is set with a post to grants (under mu) and cleared as
 	// serveGrants takes them: a turn with none takes no lock for them.
 	grantsPosted atomic.Bool
+	// oldestYoung is young[0].at, or 0 while young is empty: set under mu
+	// with young, read by the loop's turn without it.
+	oldestYoung atomic.Int64
 	// turnNow is the clock the loop read as its turn began (see clock);
 	// turnEvents, the events of the socket event a session of the loop is
 	// turned for (queuedClientSpoke tells a hang-up by them).
@@ -200,23 +203,23 @@ func (p *parker) loop() {
 	lastSweep, lastBusy := now, mono(0)
 	for {
 		wait := sweepEveryMS - int(now.Sub(lastSweep)/time.Millisecond)
+		// No lock for either look: a grant posted after this one is
+		// seen, or nudges the wait (see granted); so does the first
+		// session admitted to an empty young list (admitted).
 		p.loopWaiting.Store(true) // before looking at grants: see granted
-		p.mu.Lock()
-		if len(p.grants) > 0 {
+		if p.grantsPosted.Load() {
 			wait = 0
 		}
 		// oldestYoung is when the oldest young session was admitted (the
 		// list is in admission order), or 0: one admitted during the wait
 		// is not due before the next turn's look.
-		oldestYoung := mono(0)
-		if len(p.young) > 0 {
+		oldestYoung := mono(p.oldestYoung.Load())
+		if oldestYoung != 0 {
 			// Until it is due, and youngSlack more, so that under a
 			// stream of logins one look takes many and the loop wakes a
 			// few times a second, not once per login.
-			oldestYoung = p.young[0].at
 			wait = min(wait, int((youngIdle+youngSlack-now.Sub(oldestYoung))/time.Millisecond)+1)
 		}
-		p.mu.Unlock()
 		raw := rawOK && p.loopOn() && now.Sub(lastBusy) < loopBusyHold
 		if raw {
 			wait = min(wait, int(loopBusyHold/time.Millisecond))
@@ -303,6 +306,7 @@ func (p *parker) fail() {
 	p.mu.Lock()
 	p.failed = true
 	p.young = nil // nobody will look at them
+	p.oldestYoung.Store(0)
 	rest := make([]*session, 0, p.held)
 	p.eachHeldLocked(func(ss *session) { rest = append(rest, ss) })
 	for _, ss := range rest {

@@ -133,6 +133,7 @@ func (p *parker) admitted(ss *session) {
 	if p.running && !p.failed {
 		p.young = append(p.young, youngSession{ss, monoNow()})
 		if len(p.young) == 1 {
+			p.oldestYoung.Store(int64(p.young[0].at))
 			// The loop may be waiting for its next sweep: it must look
 			// at this one sooner.
 			syscall.Write(p.nudge[1], []byte{0})
@@ -165,8 +166,13 @@ func (p *parker) sweepYoung(now mono) {
 	rest := copy(p.young, p.young[n:])
 	clear(p.young[rest:]) // no session kept alive past the list's end
 	p.young = p.young[:rest]
-	if rest == 0 && cap(p.young) > maxKeptYoung {
-		p.young = nil // a burst's worth, not kept for good
+	if rest > 0 {
+		p.oldestYoung.Store(int64(p.young[0].at))
+	} else {
+		p.oldestYoung.Store(0)
+		if cap(p.young) > maxKeptYoung {
+			p.young = nil // a burst's worth, not kept for good
+		}
 	}
 	p.mu.Unlock()
 	if p.srv.isDraining() {
