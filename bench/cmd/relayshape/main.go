@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command relayshape measures how much an event-loop relay (a few loops,
 // one per core, each owning many sessions' sockets through epoll) saves in
 // Go against a goroutine per session, before pgferry's relay is rewritten.
