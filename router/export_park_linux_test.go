@@ -20,3 +20,15 @@ func ListenerWaitersOpen(s *Server) int {
 	}
 	return n
 }
+
+// PanicInLoopTurns makes every turn of the relay loop for a session with
+// application_name app panic, until undo is called.
+func PanicInLoopTurns(app string) (undo func()) {
+	f := func(ss *session) {
+		if ss.params.get("application_name") == app {
+			panic("a fault injected into the turns of " + app)
+		}
+	}
+	turnFault.Store(&f)
+	return func() { turnFault.Store(nil) }
+}

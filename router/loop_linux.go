@@ -7,6 +7,7 @@ package router
 
 import (
 	"io"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -66,6 +67,10 @@ func (p *parker) loopOn() bool { return p.srv.loopOK.Load() }
 // loopBusyHold is how long after its last event the parker goes on
 // waiting raw (see epollWait), and the longest raw wait.
 const loopBusyHold = 100 * time.Millisecond
+
+// turnFault, set only by tests, runs at the start of every turn of a
+// logged-in session: a panic there shows what the loop does with one.
+var turnFault atomic.Pointer[func(*session)]
 
 // loopBuilt: this build has the relay loop (it needs the parker).
 const loopBuilt = true
@@ -139,8 +144,7 @@ func (p *parker) adopt(ss *session) bool {
 	ss.loopCredit = 0
 	ss.loop = loopClient // (its registration fired: request renews it)
 	ss.entry.stats.loopEntries.Add(1)
-	p.turn(ss, true)
-	return true
+	return true // (the caller turns it)
 }
 
 // loopConn is the client socket as the loop reads and writes it: raw
@@ -205,7 +209,10 @@ func (p *parker) turn(ss *session, client bool) {
 		p.loginTurn(ss)
 		return
 	}
-	defer p.recoverTurn(ss)
+	// (No deferred recover here: every caller has one; see serveEvents.)
+	if f := turnFault.Load(); f != nil {
+		(*f)(ss)
+	}
 	ss.flags.And(^stParked)
 	if client {
 		ss.loop &^= loopArmed // its one-shot registration fired

@@ -15,20 +15,27 @@ import (
 	"github.com/pgferry/pgferry/protocol"
 )
 
-// recoverTurn, deferred by what the loop runs for a session, ends the
-// session on a panic instead of the process (its server's state is
-// unknown: finish destroys it).
+// recoverTurn, deferred by what the loop runs for a session outside
+// serveEvents (takeGrant), ends the session on a panic instead of the
+// process (turnPanicked).
 func (p *parker) recoverTurn(ss *session) {
 	if r := recover(); r != nil {
-		ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-		if ss.loop == 0 {
-			return // handed on already: the new owner has it
-		}
-		ss.mu.Lock()
-		ss.status = protocol.TxFailed
-		ss.mu.Unlock()
-		p.leave(ss, errInternal)
+		p.turnPanicked(ss, r)
 	}
+}
+
+// turnPanicked ends a session of the loop whose turn panicked with r (its
+// server's state is unknown: finish destroys it), unless the loop had
+// handed it on already.
+func (p *parker) turnPanicked(ss *session, r any) {
+	ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+	if ss.loop == 0 {
+		return // handed on already: the new owner has it
+	}
+	ss.mu.Lock()
+	ss.status = protocol.TxFailed
+	ss.mu.Unlock()
+	p.leave(ss, errInternal)
 }
 
 // evict hands a session the loop served back to a goroutine, which

@@ -109,16 +109,16 @@ func (s *Server) serveFD(fd int) {
 func (p *parker) loginTurn(ss *session) {
 	defer func() {
 		if r := recover(); r != nil {
-			ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-			switch {
-			case ss.loop == 0:
-				// Handed on or ended already (a panic in endLogin
-				// itself): the new owner has it, or nobody.
-			case ss.handshake == nil:
-				p.leave(ss, errInternal) // logged in: a session as any other
-			default:
-				p.endLogin(ss, errInternal)
+			if ss.handshake == nil {
+				// Logged in: a session as any other (a panic in the
+				// turn that serves its first request, too).
+				p.turnPanicked(ss, r)
+				return
 			}
+			ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			if ss.loop != 0 {
+				p.endLogin(ss, errInternal)
+			} // (else handed on or ended already, by a panic in endLogin itself: the new owner has it, or nobody)
 		}
 	}()
 	ss.loop &^= loopArmed // its one-shot registration fired

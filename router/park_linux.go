@@ -83,10 +83,13 @@ type parker struct {
 	// oldestYoung is young[0].at, or 0 while young is empty: set under mu
 	// with young, read by the loop's turn without it.
 	oldestYoung atomic.Int64
-	// turnNow is the clock the loop read as its turn began (see clock);
-	// turnEvents, the events of the socket event a session of the loop is
-	// turned for (queuedClientSpoke tells a hang-up by them).
+	// turnNow is the clock the loop read as its turn began (see clock),
+	// and turnWall the same reading as a time.Time, for the pool
+	// (releaseServer); turnEvents, the events of the socket event a
+	// session of the loop is turned for (queuedClientSpoke tells a hang-up
+	// by them).
 	turnNow    mono
+	turnWall   time.Time
 	turnEvents uint32
 	// queueings counts the waits for a server the loop made (queue),
 	// queuedReads the reads of what queued clients sent meanwhile
@@ -233,7 +236,12 @@ func (p *parker) loop() {
 			n, err = pw.wait(p.epfd, max(wait, 0))
 		}
 		p.loopWaiting.Store(false)
-		now = monoNow()
+		// time.Now reads the wall clock as well as the monotonic one, so
+		// the pool's releases in this turn need no reading of their own;
+		// its wall part is a true one (server_check_delay compares it
+		// with the pool's clock).
+		p.turnWall = time.Now()
+		now = toMono(p.turnWall)
 		p.turnNow = now
 		if n > 0 && rawOK && p.loopOn() {
 			lastBusy = now
@@ -243,38 +251,10 @@ func (p *parker) loop() {
 			p.fail()
 			return
 		}
-		for i := 0; i < n; i++ {
-			key := eventKey(&events[i])
-			switch key {
-			case stopKey:
+		for evs := events[:n]; len(evs) > 0; {
+			var stop bool
+			if evs, stop = p.serveEvents(evs, drain[:]); stop {
 				return
-			case nudgeKey:
-				p.nudgeWakes.Add(1)
-				for {
-					if n, _ := syscall.Read(p.nudge[0], drain[:]); n <= 0 {
-						break
-					}
-				}
-				continue
-			}
-			if key&listenKeyBit != 0 {
-				p.acceptOn(int(key &^ listenKeyBit))
-				continue
-			}
-			client := key&serverKeyBit == 0
-			key &^= serverKeyBit // the session's, for either of its sockets
-			p.mu.Lock()
-			ss := p.takeKeyLocked(key)
-			p.mu.Unlock()
-			switch {
-			case ss == nil:
-			case ss.loop != 0:
-				p.turnEvents = events[i].Events
-				p.turn(ss, client)
-			case !client || events[i].Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 || !p.adopt(ss):
-				// A goroutine resumes it: a wake, or a client that left
-				// (its goroutine reads what it sent last and ends).
-				p.resume(ss)
 			}
 		}
 		if p.grantsPosted.Load() {
@@ -288,6 +268,68 @@ func (p *parker) loop() {
 			p.sweep()
 		}
 	}
+}
+
+// serveEvents handles the events of one wait, in order, until the stop
+// event (stop). A session whose turn panics is ended (turnPanicked), and
+// serveEvents returns the events after its one, for the loop to go on
+// with: one deferred recover per wait, not one per turn. drain is a buffer
+// for emptying the nudge pipe.
+func (p *parker) serveEvents(evs []syscall.EpollEvent, drain []byte) (rest []syscall.EpollEvent, stop bool) {
+	// turning is the session whose turn runs, nil between turns: a panic
+	// outside one (the loop's own code) is not a session's to end.
+	var turning *session
+	i := 0
+	defer func() {
+		if turning == nil {
+			return
+		}
+		if r := recover(); r != nil {
+			p.turnPanicked(turning, r)
+			rest, stop = evs[i+1:], false
+		}
+	}()
+	for ; i < len(evs); i++ {
+		key := eventKey(&evs[i])
+		switch key {
+		case stopKey:
+			return nil, true
+		case nudgeKey:
+			p.nudgeWakes.Add(1)
+			for {
+				if n, _ := syscall.Read(p.nudge[0], drain); n <= 0 {
+					break
+				}
+			}
+			continue
+		}
+		if key&listenKeyBit != 0 {
+			p.acceptOn(int(key &^ listenKeyBit))
+			continue
+		}
+		client := key&serverKeyBit == 0
+		key &^= serverKeyBit // the session's, for either of its sockets
+		p.mu.Lock()
+		ss := p.takeKeyLocked(key)
+		p.mu.Unlock()
+		switch {
+		case ss == nil:
+		case ss.loop != 0:
+			p.turnEvents = evs[i].Events
+			turning = ss
+			p.turn(ss, client)
+			turning = nil
+		case !client || evs[i].Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 || !p.adopt(ss):
+			// A goroutine resumes it: a wake, or a client that left
+			// (its goroutine reads what it sent last and ends).
+			p.resume(ss)
+		default:
+			turning = ss
+			p.turn(ss, true) // adopted: its registration fired
+			turning = nil
+		}
+	}
+	return nil, false
 }
 
 // clock is monoNow for the session's timestamps, or, while the relay loop
