@@ -343,6 +343,16 @@ func (p *parker) clock(ss *session) mono {
 	return monoNow()
 }
 
+// wall is the clock's reading as a time.Time, for the pool: the loop's
+// turnWall while the relay loop serves ss (see clock), the zero Time
+// otherwise (the pool reads its own).
+func (p *parker) wall(ss *session) time.Time {
+	if ss.loop != 0 {
+		return p.turnWall
+	}
+	return time.Time{}
+}
+
 // fail stops parking and resumes every parked session.
 func (p *parker) fail() {
 	p.mu.Lock()

@@ -5,6 +5,7 @@ package router
 import (
 	"net"
 	"sync/atomic"
+	"time"
 
 	"github.com/pgferry/pgferry/pool"
 )
@@ -39,6 +40,8 @@ const loopBuilt = false
 
 // clock is monoNow: no loop serves sessions here.
 func (p *parker) clock(*session) mono { return monoNow() }
+
+func (p *parker) wall(*session) time.Time { return time.Time{} }
 
 func socketFD(net.Conn) int { return -1 }
 

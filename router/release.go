@@ -45,8 +45,14 @@ func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool, end mono) {
 	if dirty {
 		sc.Pool().Destroy(sc)
 	} else {
-		sc.Vouched = int64(end)    // (see vouchedFor)
-		sc.Pool().ReleaseReady(sc) // its ReadyForQuery 'I' was the last byte read
+		// Its ReadyForQuery 'I' was the last byte read. The loop's
+		// release is as of the clock its turn read (end's reading).
+		sc.Vouched = int64(end) // (see vouchedFor)
+		if t := ss.srv.parker.wall(ss); !t.IsZero() {
+			sc.Pool().ReleaseReadyAt(sc, t)
+		} else {
+			sc.Pool().ReleaseReady(sc)
+		}
 	}
 	if err != nil {
 		ss.markDead(err)
