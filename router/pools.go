@@ -27,6 +27,7 @@ import (
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/lag"
+	"github.com/pgferry/pgferry/router/notify"
 )
 
 type poolKey struct{ db, user string }
@@ -73,7 +74,7 @@ type poolEntry struct {
 	// use. listenClosed: close ran, and a listener made after it starts
 	// closed (see listenerFor). Guarded by listenMu.
 	listenMu     sync.Mutex
-	listen       *listener
+	listen       *notify.Listener
 	listenClosed bool
 
 	// welcome holds the ParameterStatus set of the first server login,
@@ -456,7 +457,7 @@ func (e *poolEntry) close() {
 	e.listenClosed = true
 	e.listenMu.Unlock()
 	if l != nil {
-		l.close()
+		l.Close()
 	}
 	var wg sync.WaitGroup
 	for _, p := range append([]*pool.Pool{e.pool}, e.replicaPools()...) {

@@ -254,7 +254,7 @@ func (ss *session) finish(err error) {
 		ss.entry.stats.pinnedClients.Add(-1)
 	}
 	if ss.listening {
-		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, "")
+		ss.entry.listenerFor(ss.srv.log).Unsubscribe(ss, "")
 	}
 	ss.forgetStmts()
 	ss.joinPump()

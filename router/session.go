@@ -256,7 +256,7 @@ type rareState struct {
 	queuedAt mono
 	// mailbox holds notifications (raw frames) waiting for the end of the
 	// client's transaction. Guarded by mu; a session makes its rareState
-	// before it subscribes (listener.subscribe), so notify finds it.
+	// before it subscribes (session.subscribe), so Notify finds it.
 	mailbox []byte
 }
 

@@ -95,14 +95,14 @@ func (ss *session) interceptExecute(frame []byte) error {
 	}
 	switch {
 	case c.Listen != "":
-		if err := ss.listener().subscribe(ss, c.Listen); err != nil {
+		if err := ss.subscribe(c.Listen); err != nil {
 			return ss.acquireError(err)
 		}
 		ss.listening = true
 		ss.execTag = tagListen
 	case c.Unlisten != "" || c.UnlistenAll:
 		if ss.listening {
-			ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, c.Unlisten)
+			ss.entry.listenerFor(ss.srv.log).Unsubscribe(ss, c.Unlisten)
 		}
 		ss.execTag = tagUnlisten
 	}
@@ -126,7 +126,7 @@ func (ss *session) applyState(c *classify.Class) (pin string) {
 		}
 	}
 	if c.DiscardAll && ss.listening {
-		ss.entry.listenerFor(ss.srv.log).unsubscribe(ss, "")
+		ss.entry.listenerFor(ss.srv.log).Unsubscribe(ss, "")
 		ss.listening = false
 	}
 	if c.SetName == "" && !c.ResetAll {

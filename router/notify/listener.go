@@ -1,0 +1,389 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// A Subscriber is a client session listening through a Listener. The
+// Listener calls its methods from its own goroutines (the reader, Close),
+// never with its lock held; a Subscriber is a map key, so it must be
+// comparable (a pointer).
+type Subscriber interface {
+	// Notify queues a NotificationResponse frame for the client; frame is
+	// valid only until Notify returns. If the client must be disconnected
+	// for its backlog while its server runs a query, Notify returns that
+	// server, held, for the Listener to cancel the query with
+	// CancelRunning; otherwise nil.
+	Notify(frame []byte) (running *pool.ServerConn)
+	// CancelRunning cancels the query running on the server Notify
+	// returned and ends Notify's hold on it. It may block until ctx ends.
+	CancelRunning(ctx context.Context, running *pool.ServerConn)
+	// ListenEnded tells the subscriber that the Listener closed: its
+	// LISTENs ended with it. Close calls it once per subscriber, for all
+	// of them in parallel, and waits for every call to return.
+	ListenEnded()
+}
+
+// ErrClosed is what Subscribe returns once the Listener is closed.
+var ErrClosed = errors.New("listener closed")
+
+// Listener serves LISTEN/UNLISTEN for every client of one pool over a
+// single dedicated server connection, so notifications reach clients in
+// transaction pooling mode. Each NotificationResponse is fanned out to the
+// Subscribers of its channel and delivered between their transactions, as
+// PostgreSQL delivers notifications between a session's transactions.
+//
+// The listener connection is outside the pool's size limits: it is one
+// extra server connection per (database, user) that has listening clients.
+// The Listener owns it and the goroutines that read it and re-establish
+// it; Close ends them. A Listener is safe for concurrent use.
+type Listener struct {
+	pool *pool.Pool
+	log  *zap.Logger
+
+	// mu guards the fields below; no I/O runs under it except the small
+	// LISTEN/UNLISTEN writes, which go to a socket only this type writes.
+	mu     sync.Mutex
+	sc     *pool.ServerConn
+	subs   map[string]map[Subscriber]struct{}
+	closed bool
+	done   chan struct{} // closed when the reader goroutine exits
+	// live holds, per channel, a channel closed once the server has
+	// acknowledged the channel's LISTEN: from then on its notifications
+	// reach the listener. pending lists, in the order they were sent on
+	// sc, one entry per query awaiting its ReadyForQuery (nil for
+	// UNLISTEN).
+	live    map[string]chan struct{}
+	pending []chan struct{}
+
+	wg     sync.WaitGroup  // a reconnect in progress
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+}
+
+// New returns a Listener for the clients of p. It dials nothing until the
+// first Subscribe; every connection it opens is dialled with p's
+// DialConfig. log is used as it is given (the caller names the component
+// and the database).
+func New(p *pool.Pool, log *zap.Logger) *Listener {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Listener{pool: p, log: log, subs: make(map[string]map[Subscriber]struct{}), ctx: ctx, cancel: cancel}
+}
+
+// Subscribe adds s to channel, opening the listener connection and
+// issuing LISTEN on the server when s is the channel's first subscriber.
+// It returns once the server has acknowledged the channel's LISTEN, so that
+// every notification committed after the client's LISTEN completes reaches
+// it, as PostgreSQL promises. s must be ready for Notify before it is
+// called. Subscribe blocks up to 15 seconds for the acknowledgement; it
+// returns ErrClosed once the Listener is closed.
+func (l *Listener) Subscribe(s Subscriber, channel string) error {
+	live, err := l.add(s, channel)
+	if err != nil {
+		return err
+	}
+	t := time.NewTimer(listenAckTimeout)
+	defer t.Stop()
+	select {
+	case <-live:
+		return nil
+	case <-t.C:
+		l.Unsubscribe(s, channel)
+		return fmt.Errorf("LISTEN %s: no answer from the server within %v", channel, listenAckTimeout)
+	}
+}
+
+// listenAckTimeout bounds the wait for the server to acknowledge a LISTEN.
+const listenAckTimeout = 15 * time.Second
+
+// add registers s on channel and returns the channel that is closed once
+// its LISTEN is live on the server.
+func (l *Listener) add(s Subscriber, channel string) (<-chan struct{}, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	if l.sc == nil {
+		cfg := l.pool.Config().Dial
+		cfg.Detached = false // its reader waits on it for good
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		sc, err := pool.Dial(ctx, &cfg)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		l.attach(sc)
+		// Channels kept from a connection that broke and could not be
+		// re-established are listened to again.
+		for ch := range l.subs {
+			if err := l.listen(ch); err != nil {
+				return nil, err
+			}
+		}
+	}
+	set := l.subs[channel]
+	if set == nil {
+		if err := l.listen(channel); err != nil {
+			delete(l.live, channel)
+			return nil, err
+		}
+		set = make(map[Subscriber]struct{})
+		l.subs[channel] = set
+	}
+	set[s] = struct{}{}
+	return l.live[channel], nil
+}
+
+// attach makes sc the listener connection and starts its reader. mu is
+// held.
+func (l *Listener) attach(sc *pool.ServerConn) {
+	if sc.Wr == nil {
+		sc.Wr = protocol.NewWriter(sc.Conn)
+	}
+	l.sc = sc
+	l.done = make(chan struct{})
+	l.pending = l.pending[:0]
+	go l.read(sc, l.done)
+}
+
+// listen sends LISTEN for channel; l.live[channel] is closed when the
+// server acknowledges it. mu is held.
+func (l *Listener) listen(channel string) error {
+	if l.live == nil {
+		l.live = make(map[string]chan struct{})
+	}
+	ack := make(chan struct{})
+	l.live[channel] = ack
+	l.pending = append(l.pending, ack)
+	return l.send("LISTEN " + quoteIdent(channel))
+}
+
+// Unsubscribe removes s from channel ("" = every channel), issuing
+// UNLISTEN on the server for a channel left without subscribers.
+func (l *Listener) Unsubscribe(s Subscriber, channel string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for ch, set := range l.subs {
+		if channel != "" && ch != channel {
+			continue
+		}
+		if _, ok := set[s]; !ok {
+			continue
+		}
+		delete(set, s)
+		if len(set) == 0 {
+			delete(l.subs, ch)
+			delete(l.live, ch)
+			if l.sc != nil {
+				l.pending = append(l.pending, nil)
+				l.send("UNLISTEN " + quoteIdent(ch))
+			}
+		}
+	}
+}
+
+// send writes a simple query to the listener connection; its responses
+// are consumed by read. mu is held.
+func (l *Listener) send(sql string) error {
+	l.sc.Wr.SetBuffer(protocol.AppendQuery(l.sc.Wr.Buffer(), sql))
+	return l.sc.Wr.Flush()
+}
+
+// read consumes the listener connection: notifications are fanned out, a
+// ReadyForQuery acknowledges the oldest query sent, everything else
+// (CommandComplete, errors) is dropped.
+func (l *Listener) read(sc *pool.ServerConn, done chan struct{}) {
+	defer close(done)
+	for {
+		frame, err := sc.Rd.Next()
+		if err != nil {
+			l.lost(sc, err)
+			return
+		}
+		if frame[0] == protocol.MsgReadyForQuery {
+			l.acknowledge(sc)
+			continue
+		}
+		if frame[0] != protocol.MsgNotification {
+			continue
+		}
+		body := protocol.Body(frame)
+		if len(body) < 5 {
+			continue
+		}
+		ch, _, ok := protocol.CString(body[4:])
+		if !ok {
+			continue
+		}
+		l.mu.Lock()
+		set := l.subs[string(ch)]
+		targets := make([]Subscriber, 0, len(set))
+		for s := range set {
+			targets = append(targets, s)
+		}
+		l.mu.Unlock()
+		for _, s := range targets {
+			if running := s.Notify(frame); running != nil {
+				// The client was disconnected for its backlog while its
+				// server ran a query: cancel it without holding up the
+				// other subscribers. Close waits for it through wg
+				// (added here, before read returns and Close can wait).
+				l.wg.Add(1)
+				go func() {
+					defer l.wg.Done()
+					s.CancelRunning(l.ctx, running)
+				}()
+			}
+		}
+	}
+}
+
+// acknowledge marks the oldest query sent on sc as answered.
+func (l *Listener) acknowledge(sc *pool.ServerConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sc != sc || len(l.pending) == 0 {
+		return
+	}
+	if ack := l.pending[0]; ack != nil {
+		close(ack)
+	}
+	l.pending = append(l.pending[:0], l.pending[1:]...)
+}
+
+// lost handles a broken listener connection: subscriptions are kept and
+// re-issued on a new connection when the next client subscribes;
+// notifications sent meanwhile are lost, as they are for a PostgreSQL
+// session whose connection breaks.
+func (l *Listener) lost(sc *pool.ServerConn, err error) {
+	l.mu.Lock()
+	closed := l.closed
+	if !closed {
+		l.wg.Add(1) // under mu, so Close cannot be waiting yet
+	}
+	if l.sc == sc {
+		l.sc = nil
+		// Waiters are let go: the subscription stands and is re-issued
+		// on the next connection.
+		for _, ack := range l.pending {
+			if ack != nil {
+				close(ack)
+			}
+		}
+		l.pending = l.pending[:0]
+	}
+	channels := make([]string, 0, len(l.subs))
+	for ch := range l.subs {
+		channels = append(channels, ch)
+	}
+	l.mu.Unlock()
+	sc.Conn.Close()
+	if closed {
+		return
+	}
+	l.log.Warn("listener connection lost; resubscribing", zap.Error(err))
+	// Re-establish in the background with the same subscriptions, retrying
+	// with a capped backoff through a restart or failover (no writable
+	// host yet); Close cancels and waits for it. Dials run without the
+	// lock.
+	go func() {
+		defer l.wg.Done()
+		delay := 50 * time.Millisecond
+		for {
+			cfg := l.pool.Config().Dial
+			cfg.Detached = false
+			ctx, cancel := context.WithTimeout(l.ctx, 15*time.Second)
+			nsc, err := pool.Dial(ctx, &cfg)
+			cancel()
+			if err == nil {
+				l.resubscribe(nsc, channels)
+				return
+			}
+			l.mu.Lock()
+			idle := l.closed || l.sc != nil || len(l.subs) == 0
+			l.mu.Unlock()
+			if idle {
+				return
+			}
+			l.log.Warn("listener reconnect failed; retrying", zap.Duration("in", delay), zap.Error(err))
+			select {
+			case <-l.ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, 2*time.Second)
+		}
+	}()
+}
+
+// resubscribe makes nsc the listener connection and listens again on the
+// channels that still have subscribers, unless the listener closed or a
+// subscriber connected one meanwhile.
+func (l *Listener) resubscribe(nsc *pool.ServerConn, channels []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.sc != nil || len(l.subs) == 0 {
+		nsc.Conn.Close()
+		return
+	}
+	l.attach(nsc)
+	for _, ch := range channels {
+		if _, ok := l.subs[ch]; ok {
+			l.listen(ch)
+		}
+	}
+	l.log.Info("listener connection re-established", zap.Int("channels", len(l.subs)))
+}
+
+// Close stops the listener and waits for its reader. Its subscribers are
+// doomed (ListenEnded): their LISTENs end with it, and a client must not
+// wait in silence for notifications that can no longer come. Close blocks
+// until every ListenEnded has returned; a Listener closed before anyone
+// subscribed returns at once.
+func (l *Listener) Close() {
+	l.cancel()
+	l.mu.Lock()
+	l.closed = true
+	sc, done := l.sc, l.done
+	l.sc = nil
+	subscribers := make(map[Subscriber]struct{})
+	for _, subs := range l.subs {
+		for s := range subs {
+			subscribers[s] = struct{}{}
+		}
+	}
+	for _, ack := range l.pending {
+		if ack != nil {
+			close(ack)
+		}
+	}
+	l.pending = nil
+	l.mu.Unlock()
+	if sc != nil {
+		sc.Conn.Close()
+		<-done
+	}
+	l.wg.Wait()
+	// In parallel: a running query's cancel may wait cancel_wait_timeout.
+	var wg sync.WaitGroup
+	for s := range subscribers {
+		wg.Go(s.ListenEnded)
+	}
+	wg.Wait()
+}
+
+// quoteIdent quotes s as an SQL identifier, doubling its double quotes.
+func quoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
