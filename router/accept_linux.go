@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pgferry/pgferry/internal/epoll"
 )
 
 // rawListener is a TCP listener that can accept a client as a bare
@@ -257,7 +259,7 @@ func (p *parker) takeListener(rl *rawListener) bool {
 	// Level-triggered and kept: a client not accepted at one event is
 	// announced again at the next wait.
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN}
-	setEventKey(&ev, listenKeyBit|uint64(rl.idx))
+	epoll.SetKey(&ev, listenKeyBit|uint64(rl.idx))
 	if syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, rl.lfd, &ev) != nil {
 		return false
 	}

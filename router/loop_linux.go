@@ -65,7 +65,7 @@ const (
 func (p *parker) loopOn() bool { return p.srv.loopOK.Load() }
 
 // loopBusyHold is how long after its last event the parker goes on
-// waiting raw (see epollWait), and the longest raw wait.
+// waiting raw (see epoll.Wait), and the longest raw wait.
 const loopBusyHold = 100 * time.Millisecond
 
 // turnFault, set only by tests, runs at the start of every turn of a

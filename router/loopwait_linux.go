@@ -10,6 +10,7 @@ package router
 import (
 	"syscall"
 
+	"github.com/pgferry/pgferry/internal/epoll"
 	"github.com/pgferry/pgferry/internal/tls13"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
@@ -70,7 +71,7 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 	}
 	key := p.keyLocked(ss)
 	if srvFD >= 0 {
-		setEventKey(&server, key|serverKeyBit)
+		epoll.SetKey(&server, key|serverKeyBit)
 		err := syscall.EpollCtl(p.epfd, srvOp, srvFD, &server)
 		switch {
 		case err == syscall.EEXIST && srvOp == syscall.EPOLL_CTL_ADD:
@@ -95,7 +96,7 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 		if op == 0 {
 			op = syscall.EPOLL_CTL_MOD
 		}
-		setEventKey(&client, key)
+		epoll.SetKey(&client, key)
 		if err := syscall.EpollCtl(p.epfd, op, int(ss.fd), &client); err != nil {
 			if op == syscall.EPOLL_CTL_ADD {
 				p.releaseSlotLocked(ss) // (the socket is not in the set)
@@ -178,7 +179,7 @@ func (p *parker) rearmParked(ss *session) bool {
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
 	p.mu.Lock()
 	if !p.closed && !p.failed {
-		setEventKey(&ev, p.keyLocked(ss))
+		epoll.SetKey(&ev, p.keyLocked(ss))
 	}
 	if p.closed || p.failed || syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(ss.fd), &ev) != nil {
 		p.mu.Unlock()

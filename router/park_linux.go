@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgferry/pgferry/internal/epoll"
 	"go.uber.org/zap"
 )
 
@@ -160,9 +161,9 @@ func (p *parker) start() bool {
 			return
 		}
 		stop := syscall.EpollEvent{Events: syscall.EPOLLIN}
-		setEventKey(&stop, stopKey)
+		epoll.SetKey(&stop, stopKey)
 		nudge := syscall.EpollEvent{Events: syscall.EPOLLIN}
-		setEventKey(&nudge, nudgeKey)
+		epoll.SetKey(&nudge, nudgeKey)
 		if syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p.pipe[0], &stop) != nil ||
 			syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p.nudge[0], &nudge) != nil {
 			for _, fd := range []int{epfd, p.pipe[0], p.pipe[1], p.nudge[0], p.nudge[1]} {
@@ -191,13 +192,13 @@ func (p *parker) start() bool {
 func (p *parker) loop() {
 	defer close(p.done)
 	events := make([]syscall.EpollEvent, 128)
-	pw := newPollWait(events)
+	pw := epoll.NewWaiter(events)
 	defer syscall.Close(p.epfd)
-	defer pw.release()
+	defer pw.Release()
 	defer syscall.Close(p.pipe[0])
 	defer syscall.Close(p.nudge[0])
 	var drain [64]byte
-	rawOK := runtime.GOMAXPROCS(0) > 1 // and relay_loop is on: see epollWait
+	rawOK := runtime.GOMAXPROCS(0) > 1 // and relay_loop is on: see epoll.Wait
 	// One clock read per turn of the loop, right after the wait: the
 	// waits computed from it are late by the turn's own work at most,
 	// which the sweeps' slack absorbs (a busy relay loop turns once per
@@ -230,10 +231,10 @@ func (p *parker) loop() {
 		var n int
 		var err error
 		if raw {
-			pw.release()
-			n, err = epollWait(p.epfd, events, max(wait, 0), true)
+			pw.Release()
+			n, err = epoll.Wait(p.epfd, events, max(wait, 0), true)
 		} else {
-			n, err = pw.wait(p.epfd, max(wait, 0))
+			n, err = pw.Wait(p.epfd, max(wait, 0))
 		}
 		p.loopWaiting.Store(false)
 		// time.Now reads the wall clock as well as the monotonic one, so
@@ -290,7 +291,7 @@ func (p *parker) serveEvents(evs []syscall.EpollEvent, drain []byte) (rest []sys
 		}
 	}()
 	for ; i < len(evs); i++ {
-		key := eventKey(&evs[i])
+		key := epoll.Key(&evs[i])
 		switch key {
 		case stopKey:
 			return nil, true
@@ -429,7 +430,7 @@ func (p *parker) park(ss *session) bool {
 		}
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
-	setEventKey(&ev, p.keyLocked(ss))
+	epoll.SetKey(&ev, p.keyLocked(ss))
 	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(ss.fd), &ev); err != nil {
 		p.releaseSlotLocked(ss)
 		if ss.rare != nil && ss.rare.idleTimer != nil {

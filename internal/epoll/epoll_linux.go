@@ -1,9 +1,11 @@
-//go:build linux && !pgferry_nopark
+//go:build linux
 
-// How the parker's loop waits for its epoll set: in Go's netpoller while
-// it is idle, with a raw system call while the relay loop is busy.
-
-package router
+// Package epoll is how pgferry's event loop (the parker and relay loop in
+// router) waits for its epoll set: in Go's netpoller while it is idle,
+// with a raw system call while the relay loop is busy; and the 64 bits of
+// data an event carries. It is one of the low-level tricks: building with
+// pgferry_nopark leaves out the loop, its only user.
+package epoll
 
 import (
 	"errors"
@@ -13,17 +15,17 @@ import (
 	"unsafe"
 )
 
-// epollWait is syscall.EpollWait, or, when raw, the same wait as a raw
+// Wait is syscall.EpollWait, or, when raw, the same wait as a raw
 // system call: the Go scheduler then does not hand the loop's processor
 // (P) to another thread while the loop waits, nor make the loop's thread
 // queue for one when it wakes: a busy loop waits and wakes about a
 // hundred times per thousand transactions, and that hand-over cost more
 // than the relaying (bench/cmd/relayshape). The loop keeps its P; the
 // others run the rest of pgferry, so the parker waits raw only with more
-// than one P, and only while busy (see loopBusyHold): sysmon interrupts a
+// than one P, and only while busy (the relay loop's loopBusyHold): sysmon interrupts a
 // goroutine that holds its P for long (a signal, EINTR) about every 10 ms,
 // which an idle pgferry must not pay.
-func epollWait(epfd int, events []syscall.EpollEvent, msec int, raw bool) (int, error) {
+func Wait(epfd int, events []syscall.EpollEvent, msec int, raw bool) (int, error) {
 	if !raw {
 		return syscall.EpollWait(epfd, events, msec)
 	}
@@ -34,7 +36,7 @@ func epollWait(epfd int, events []syscall.EpollEvent, msec int, raw bool) (int, 
 	return int(n), nil
 }
 
-// pollWait waits for the parker's epoll set in Go's netpoller: an epoll
+// Waiter waits for the parker's epoll set in Go's netpoller: an epoll
 // descriptor is itself pollable (readable while events are ready), so the
 // loop's goroutine parks on it as on a socket, and its P runs other
 // goroutines meanwhile. Waiting in epoll_wait instead keeps the P in the
@@ -45,11 +47,11 @@ func epollWait(epfd int, events []syscall.EpollEvent, msec int, raw bool) (int, 
 //
 // The set is in Go's netpoller only while the loop waits through it: a
 // duplicate of its descriptor is registered there (open) and closed
-// again (release) when the relay loop gets busy and waits raw. Registered,
+// again (Release) when the relay loop gets busy and waits raw. Registered,
 // every event in the set would also wake a thread waiting in Go's
 // netpoller, and every EPOLL_CTL_ADD into a set that another set watches
 // takes a kernel-wide lock.
-type pollWait struct {
+type Waiter struct {
 	f      *os.File // the duplicate, while registered; nil otherwise
 	rc     syscall.RawConn
 	failed bool // the netpoller could not take the set: wait in epoll_wait
@@ -59,17 +61,18 @@ type pollWait struct {
 	look   func(fd uintptr) bool // w.lookFD, made once
 }
 
-func newPollWait(events []syscall.EpollEvent) *pollWait {
-	w := &pollWait{events: events}
+// NewWaiter returns a Waiter that reads events into events.
+func NewWaiter(events []syscall.EpollEvent) *Waiter {
+	w := &Waiter{events: events}
 	w.look = w.lookFD
 	return w
 }
 
-// wait returns the events of the set epfd ready within msec milliseconds
+// Wait returns the events of the set epfd ready within msec milliseconds
 // (0 with none).
-func (w *pollWait) wait(epfd, msec int) (int, error) {
+func (w *Waiter) Wait(epfd, msec int) (int, error) {
 	if w.f == nil && !w.open(epfd) {
-		return epollWait(epfd, w.events, msec, false)
+		return Wait(epfd, w.events, msec, false)
 	}
 	// A look first: events left over from a full batch, or ready since,
 	// which the netpoller's edge-triggered registration may not report
@@ -91,7 +94,7 @@ func (w *pollWait) wait(epfd, msec int) (int, error) {
 
 // open registers a duplicate of epfd in Go's netpoller and reports
 // whether it could.
-func (w *pollWait) open(epfd int) bool {
+func (w *Waiter) open(epfd int) bool {
 	if w.failed {
 		return false
 	}
@@ -116,8 +119,8 @@ func (w *pollWait) open(epfd int) bool {
 	return true
 }
 
-// release takes the set out of Go's netpoller, if it is there.
-func (w *pollWait) release() {
+// Release takes the set out of Go's netpoller, if it is there.
+func (w *Waiter) Release() {
 	if w.f != nil {
 		w.f.Close()
 		w.f, w.rc = nil, nil
@@ -126,20 +129,21 @@ func (w *pollWait) release() {
 
 // lookFD takes the events ready now, without waiting, and reports whether
 // the wait is over (events, or an error).
-func (w *pollWait) lookFD(fd uintptr) bool {
+func (w *Waiter) lookFD(fd uintptr) bool {
 	for {
-		w.n, w.err = epollWait(int(fd), w.events, 0, true)
+		w.n, w.err = Wait(int(fd), w.events, 0, true)
 		if w.err != syscall.EINTR {
 			return w.n != 0 || w.err != nil
 		}
 	}
 }
 
-// setEventKey and eventKey write and read an epoll event's 64 bits of data.
-func setEventKey(ev *syscall.EpollEvent, key uint64) {
+// SetKey and Key write and read an epoll event's 64 bits of data.
+func SetKey(ev *syscall.EpollEvent, key uint64) {
 	ev.Fd, ev.Pad = int32(uint32(key)), int32(uint32(key>>32))
 }
 
-func eventKey(ev *syscall.EpollEvent) uint64 {
+// Key reads what SetKey wrote.
+func Key(ev *syscall.EpollEvent) uint64 {
 	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 }
