@@ -2,7 +2,6 @@ package router
 
 import (
 	"bytes"
-	"encoding/binary"
 	"io"
 	"strconv"
 	"testing"
@@ -70,26 +69,6 @@ func TestParameterSetKeysDifferWheneverTheSetsDiffer(t *testing.T) {
 		// pointers.
 		if again := (&session{paramKeys: keys, params: append(paramList(nil), p...)}).paramSetKey(); again != k {
 			t.Fatalf("equal sets %v got different keys", p)
-		}
-	}
-}
-
-func TestCancelKeysCarryThePeerIDWherePgBouncerPutsIt(t *testing.T) {
-	for _, id := range []int{1, 2, 255, 256, 4097, 16383} {
-		pid, key := stampPeer(0x7fffffff, 0x12345670, id)
-		var b [8]byte
-		binary.BigEndian.PutUint32(b[:4], pid)
-		binary.BigEndian.PutUint32(b[4:], key)
-		// PgBouncer: cancel_key[1] + (cancel_key[2] << 8), TTL in the low
-		// two bits of cancel_key[7].
-		if got := int(b[1]) + int(b[2])<<8; got != id || peerIDOf(pid) != id {
-			t.Errorf("peer id %d stamped as %d (peerIDOf %d)", id, got, peerIDOf(pid))
-		}
-		if b[7]&cancelTTLMask != cancelTTLMask {
-			t.Errorf("peer id %d: TTL bits %02b, want 11", id, b[7]&cancelTTLMask)
-		}
-		if b[0] != 0x7f || b[3] != 0xff || b[4] != 0x12 {
-			t.Errorf("peer id %d: random bits outside the id and TTL changed: % x", id, b)
 		}
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/fleet"
+	"github.com/pgferry/pgferry/router/peers"
 	"github.com/pgferry/pgferry/router/prepared"
 )
 
@@ -106,7 +107,7 @@ type Server struct {
 	budget      budgetWatch    // interrupts inline relays past inlineBudget
 	tracked     atomic.Pointer[trackedKeys]
 	stmts       *prepared.Registry // clients' named statements by content
-	peers       peerSet            // peers_dns answers
+	peers       peers.Set          // peers_dns answers
 	fleet       *fleet.Fleet       // fleet-wide connection budgets; nil without one
 	passKeys    sync.Map           // user -> *passKeys: SCRAM pass-through
 	authQueries authQueryCache     // auth_query results
