@@ -103,8 +103,9 @@ type Stat struct {
 	DialCount, DialFailures               uint64
 	Destroyed                             uint64
 	// Retries counts dials retried after a transient failure; Checks the
-	// server_check_query runs.
-	Retries, Checks uint64
+	// server_check_query runs; Looks the looks at an idle connection's
+	// socket before a loan (a system call each: see TryAcquireChecked).
+	Retries, Checks, Looks uint64
 	Paused          bool
 }
 
@@ -147,6 +148,9 @@ type Pool struct {
 	outageSince time.Time
 	stat        Stat // cumulative counters
 
+	// looks counts the looks at idle connections' sockets (alive), taken
+	// outside mu.
+	looks atomic.Uint64
 	// coarse is the janitor's clock (Unix nanoseconds, updated every
 	// second), so lending a connection reads no clock to decide whether it
 	// needs a check.
@@ -1076,6 +1080,7 @@ func (p *Pool) Stat() Stat {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.stat
+	s.Looks = p.looks.Load()
 	s.Active, s.Idle, s.Dialing, s.Total, s.Waiting = p.active, len(p.idle), p.dialing, p.total, p.waiters.n
 	s.Paused = p.paused
 	if h := p.waiters.head; h != nil {

@@ -175,9 +175,13 @@ func TestALoopLendsAConnectionVouchedForSinceItAsksWithoutLookingAtItsSocketAndL
 	// Vouched for since 100: lent as it is, its socket not looked at (a
 	// look would have found the server gone).
 	pid := deadWhileIdle(100)
+	looks := p.Stat().Looks
 	sc := p.TryAcquireChecked(100)
 	if sc == nil || sc.PID != pid {
 		t.Fatalf("TryAcquireChecked(100) lent %v; want the connection vouched for at 100, unlooked at", sc)
+	}
+	if n := p.Stat().Looks - looks; n != 0 {
+		t.Fatalf("the pool counted %d looks at a connection it lent unlooked at", n)
 	}
 	// Given back with Release, it is vouched for no more: looked at, found
 	// dead, destroyed, and nothing is lent.
@@ -194,8 +198,8 @@ func TestALoopLendsAConnectionVouchedForSinceItAsksWithoutLookingAtItsSocketAndL
 			t.Fatalf("vouched for at %d, TryAcquireChecked(%d) lent backend %d, whose server had exited", tc.stamp, tc.since, sc.PID)
 		}
 	}
-	if st := p.Stat(); st.Destroyed != 4 {
-		t.Fatalf("%d connections destroyed; want the four dead ones", st.Destroyed)
+	if st := p.Stat(); st.Destroyed != 4 || st.Looks-looks != 4 {
+		t.Fatalf("%d connections destroyed after %d looks at their sockets; want the four dead ones, each looked at once", st.Destroyed, st.Looks-looks)
 	}
 }
 

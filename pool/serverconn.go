@@ -224,7 +224,11 @@ func (sc *ServerConn) LocalAddr() net.Addr { return sc.raw.LocalAddr() }
 
 // alive reports whether an idle connection can be handed out.
 func (sc *ServerConn) alive() bool {
-	return sc.Rd.Buffered() == 0 && sc.peeker.Idle()
+	if sc.Rd.Buffered() != 0 {
+		return false
+	}
+	sc.pool.looks.Add(1)
+	return sc.peeker.Idle()
 }
 
 // closeWait bounds the wait for a closed server connection's backend to
