@@ -106,7 +106,7 @@ type Stat struct {
 	// server_check_query runs; Looks the looks at an idle connection's
 	// socket before a loan (a system call each: see TryAcquireChecked).
 	Retries, Checks, Looks uint64
-	Paused          bool
+	Paused                 bool
 }
 
 var connIDs atomic.Uint64
