@@ -52,12 +52,16 @@ type Listener struct {
 	log  *zap.Logger
 
 	// mu guards the fields below; no I/O runs under it except the small
-	// LISTEN/UNLISTEN writes, which go to a socket only this type writes.
+	// LISTEN/UNLISTEN writes, which go to a socket only this type writes
+	// (the connection is dialled without it: see add).
 	mu     sync.Mutex
 	sc     *pool.ServerConn
 	subs   map[string]map[Subscriber]struct{}
 	closed bool
 	done   chan struct{} // closed when the reader goroutine exits
+	// dialing is closed when the dial add runs without mu ends; nil when
+	// none runs.
+	dialing chan struct{}
 	// live holds, per channel, a channel closed once the server has
 	// acknowledged the channel's LISTEN: from then on its notifications
 	// reach the listener. pending lists, in the order they were sent on
@@ -66,9 +70,10 @@ type Listener struct {
 	live    map[string]chan struct{}
 	pending []chan struct{}
 
-	wg     sync.WaitGroup  // a reconnect in progress
-	ctx    context.Context // canceled by Close
-	cancel context.CancelFunc
+	wg        sync.WaitGroup  // a reconnect in progress
+	ctx       context.Context // canceled by Close
+	cancel    context.CancelFunc
+	closeOnce sync.Once
 }
 
 // New returns a Listener for the clients of p. It dials nothing until the
@@ -111,17 +116,37 @@ const listenAckTimeout = 15 * time.Second
 func (l *Listener) add(s Subscriber, channel string) (<-chan struct{}, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed {
-		return nil, ErrClosed
-	}
-	if l.sc == nil {
+	for !l.closed && l.sc == nil {
+		// The first subscriber (or the first since the connection was
+		// lost for good) dials, without mu: the reader's acknowledgements
+		// and fan-out, and every other Subscribe and Unsubscribe, go on
+		// meanwhile. Subscribers that come during the dial wait for it.
+		if wait := l.dialing; wait != nil {
+			l.mu.Unlock()
+			<-wait
+			l.mu.Lock()
+			continue
+		}
+		dialing := make(chan struct{})
+		l.dialing = dialing
+		l.mu.Unlock()
 		cfg := l.pool.Config().Dial
 		cfg.Detached = false // its reader waits on it for good
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		ctx, cancel := context.WithTimeout(l.ctx, 15*time.Second)
 		sc, err := pool.Dial(ctx, &cfg)
 		cancel()
+		l.mu.Lock()
+		l.dialing = nil
+		close(dialing)
 		if err != nil {
+			if l.closed {
+				return nil, ErrClosed // (Close cancelled the dial)
+			}
 			return nil, err
+		}
+		if l.closed || l.sc != nil {
+			sc.Conn.Close() // closed meanwhile, or a reconnect attached one
+			continue
 		}
 		l.attach(sc)
 		// Channels kept from a connection that broke and could not be
@@ -131,6 +156,9 @@ func (l *Listener) add(s Subscriber, channel string) (<-chan struct{}, error) {
 				return nil, err
 			}
 		}
+	}
+	if l.closed {
+		return nil, ErrClosed
 	}
 	set := l.subs[channel]
 	if set == nil {
@@ -350,8 +378,11 @@ func (l *Listener) resubscribe(nsc *pool.ServerConn, channels []string) {
 // doomed (ListenEnded): their LISTENs end with it, and a client must not
 // wait in silence for notifications that can no longer come. Close blocks
 // until every ListenEnded has returned; a Listener closed before anyone
-// subscribed returns at once.
-func (l *Listener) Close() {
+// subscribed returns at once. It cancels a dial in progress (add). A
+// second call waits for the first and does nothing more.
+func (l *Listener) Close() { l.closeOnce.Do(l.close) }
+
+func (l *Listener) close() {
 	l.cancel()
 	l.mu.Lock()
 	l.closed = true

@@ -177,6 +177,7 @@ func TestClosingAListenerEndsEverySubscribersListenAndRefusesNewOnes(t *testing.
 		}
 	}
 	l.Close()
+	l.Close() // again: nothing more
 	for name, s := range map[string]*subscriber{"a": a, "b": b} {
 		if n := s.ended.Load(); n != 1 {
 			t.Errorf("%s was told %d times that its LISTEN ended, want once", name, n)
@@ -198,5 +199,66 @@ func TestAListenerClosedBeforeUseDialsNothing(t *testing.T) {
 	l.Close()
 	if err := l.Subscribe(newSubscriber(), "never"); !errors.Is(err, notify.ErrClosed) {
 		t.Fatalf("Subscribe after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestAListenerDialsWithoutHoldingUpItsOtherSubscribersAndCloseCancelsTheDial(t *testing.T) {
+	// A server that takes the connection and never answers: the first
+	// Subscribe's dial hangs until the Listener closes.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			accepted <- struct{}{}
+		}
+	}()
+	addr := ln.Addr().(*net.TCPAddr)
+	p := pool.New(pool.Config{Database: "app", User: pgtest.AppUser, Dial: pool.DialConfig{
+		Hosts: []string{addr.IP.String()}, Port: addr.Port, Database: "app", User: pgtest.AppUser,
+		Password: pool.StaticPassword(pgtest.AppPassword), SSLMode: pool.SSLDisable, ConnectTimeout: time.Minute,
+	}})
+	defer p.Close()
+	l := notify.New(p, zap.NewNop())
+
+	subscribed := make(chan error, 1)
+	go func() { subscribed <- l.Subscribe(newSubscriber(), "hangs") }()
+	select {
+	case <-accepted: // the dial waits for the server's answer
+	case err := <-subscribed:
+		t.Fatalf("Subscribe returned %v from a server that never answers", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first Subscribe did not dial")
+	}
+	// While it dials, the Listener's lock is free: an Unsubscribe returns.
+	unsubscribed := make(chan struct{})
+	go func() {
+		l.Unsubscribe(newSubscriber(), "other")
+		close(unsubscribed)
+	}()
+	select {
+	case <-unsubscribed:
+	case err := <-subscribed:
+		t.Fatalf("Subscribe returned %v before the Unsubscribe; the server never answers", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("an Unsubscribe waited for another subscriber's dial")
+	}
+	// Close cancels the dial: the Subscribe ends with ErrClosed.
+	l.Close()
+	select {
+	case err := <-subscribed:
+		if !errors.Is(err, notify.ErrClosed) {
+			t.Fatalf("a Subscribe whose dial Close cancelled returned %v; want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end a Subscribe dialling a server that never answers")
 	}
 }
