@@ -716,9 +716,10 @@ func (p *Pool) Release(sc *ServerConn) { p.release(sc, false) }
 // that could learn nothing more.
 func (p *Pool) ReleaseReady(sc *ServerConn) { p.release(sc, true) }
 
-// ReleaseReadyAt is ReleaseReady as of now, a reading of time.Now the
-// caller took a moment ago: an event loop reads the clock once per turn
-// and passes it to every release of that turn, instead of one read each.
+// ReleaseReadyAt is ReleaseReady as of now, a reading of the pool's clock
+// (Config.Now; time.Now by default) the caller took a moment ago: an
+// event loop reads the clock once per turn and passes it to every release
+// of that turn, instead of one read each.
 // The connection's last use is now, so server_check_delay, the idle
 // timeout and the wait a queued borrower is told it had count from it.
 func (p *Pool) ReleaseReadyAt(sc *ServerConn, now time.Time) {

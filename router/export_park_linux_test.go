@@ -21,14 +21,13 @@ func ListenerWaitersOpen(s *Server) int {
 	return n
 }
 
-// PanicInLoopTurns makes every turn of the relay loop for a session with
-// application_name app panic, until undo is called.
-func PanicInLoopTurns(app string) (undo func()) {
-	f := func(ss *session) {
-		if ss.params.get("application_name") == app {
-			panic("a fault injected into the turns of " + app)
-		}
-	}
-	turnFault.Store(&f)
+// SetLoopTurnFault makes the relay loop call f at the start of every turn
+// of a logged-in session, with the session's application_name and the
+// clock reading of the epoll wait whose event it serves (two turns of one
+// wait get the same), until undo is called. f may panic (the turn panics)
+// or block (the loop waits).
+func SetLoopTurnFault(f func(app string, wait int64)) (undo func()) {
+	g := func(ss *session) { f(ss.params.get("application_name"), int64(ss.srv.parker.turnNow)) }
+	turnFault.Store(&g)
 	return func() { turnFault.Store(nil) }
 }

@@ -93,7 +93,8 @@ func (p *parker) evict(ss *session, why string, pump bool) {
 // make a net.Conn of the descriptor only to close it (a client that
 // connects for one transaction leaves this way, every time). Others end on
 // a goroutine: finish may wait on their server, or write to them. (A panic
-// in end here reaches recoverTurn, which logs it.)
+// in end here reaches the recover of whatever turned the session:
+// serveEvents, loginTurn or takeGrant's recoverTurn.)
 func (p *parker) leave(ss *session, err error) {
 	p.unloop(ss)
 	ss.mu.Lock()

@@ -3,8 +3,11 @@
 package router_test
 
 import (
+	"context"
 	"errors"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,42 +18,53 @@ import (
 	"github.com/pgferry/pgferry/router"
 )
 
+// allIntoTheLoop runs queries on each client until all of them have entered
+// the relay loop.
+func allIntoTheLoop(t *testing.T, ctx context.Context, f *ferrytest.Ferry, clients ...*pgconn.PgConn) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		for _, c := range clients {
+			if _, err := c.Exec(ctx, "select 1").ReadAll(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if entries, _ := loopCounters(t, f); entries >= uint64(len(clients)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the %d clients did not all enter the relay loop", len(clients))
+		}
+	}
+}
+
+// withApp is f's DSN for database app with application_name app.
+func withApp(f *ferrytest.Ferry, app string) string { return f.AppDSN() + " application_name=" + app }
+
 func TestASessionWhoseLoopTurnPanicsEndsWithAnInternalErrorItsServerDestroyedAndTheLoopServesTheOthers(t *testing.T) {
 	skipWithoutLoop(t)
 	ctx := testContext(t)
 	cfg, _ := loopTestConfig(t, "disable", 2)
 	f := ferrytest.Start(t, cfg)
 	const app = "pgferry-turn-panic"
-	doomed := ferrytest.Connect(t, ctx, f.AppDSN()+" application_name="+app)
-	other := ferrytest.Connect(t, ctx, f.AppDSN())
+	doomed := ferrytest.ConnectPgConn(t, ctx, withApp(f, app))
+	other := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
+	allIntoTheLoop(t, ctx, f, doomed, other)
 
-	// Both clients go over to the loop; the doomed one then holds a server
-	// in an open transaction.
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if _, err := doomed.Exec(ctx, "select 1"); err != nil {
+	// The doomed client holds a server in an open transaction.
+	for _, sql := range []string{"begin", "select 1"} {
+		if _, err := doomed.Exec(ctx, sql).ReadAll(); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := other.Exec(ctx, "select 1"); err != nil {
-			t.Fatal(err)
-		}
-		if entries, _ := loopCounters(t, f); entries >= 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the two clients did not both enter the relay loop")
-		}
-	}
-	if _, err := doomed.Exec(ctx, "begin"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := doomed.Exec(ctx, "select 1"); err != nil {
-		t.Fatal(err)
 	}
 	destroyedBefore := f.Pool(t, "app").Stat.Destroyed
 
-	undo := router.PanicInLoopTurns(app)
+	undo := router.SetLoopTurnFault(func(a string, _ int64) {
+		if a == app {
+			panic("a fault injected into the turns of " + a)
+		}
+	})
 	defer undo()
-	_, err := doomed.Exec(ctx, "select 2")
+	_, err := doomed.Exec(ctx, "select 2").ReadAll()
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != protocol.SQLStateInternalError {
 		t.Fatalf("the client whose turn panicked got %v; want an ErrorResponse with SQLSTATE %s", err, protocol.SQLStateInternalError)
@@ -62,18 +76,90 @@ func TestASessionWhoseLoopTurnPanicsEndsWithAnInternalErrorItsServerDestroyedAnd
 	// The loop goes on serving the other client, and the doomed client's
 	// server, in an unknown state, was destroyed, not lent again.
 	for i := 0; i < 20; i++ {
-		var n int
-		if err := other.QueryRow(ctx, "select $1::int", i).Scan(&n); err != nil || n != i {
-			t.Fatalf("query %d of the other client after the panic: %d, %v", i, n, err)
+		if _, err := other.Exec(ctx, "select 1").ReadAll(); err != nil {
+			t.Fatalf("query %d of the other client after the panic: %v", i, err)
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	ferrytest.Eventually(t, 10*time.Second, "the doomed client's server destroyed and none lent", func() (bool, error) {
 		st := f.Pool(t, "app").Stat
-		if st.Destroyed == destroyedBefore+1 && st.Active == 0 {
-			break
+		return st.Destroyed == destroyedBefore+1 && st.Active == 0, nil
+	})
+}
+
+func TestAPanickingTurnLeavesTheRestOfItsEpollWaitServed(t *testing.T) {
+	skipWithoutLoop(t)
+	ctx := testContext(t)
+	cfg, _ := loopTestConfig(t, "disable", 3)
+	f := ferrytest.Start(t, cfg)
+	const gateApp, doomedApp, otherApp = "pgferry-gate", "pgferry-doomed", "pgferry-other"
+	gate := ferrytest.ConnectPgConn(t, ctx, withApp(f, gateApp))
+	doomedPC := ferrytest.ConnectPgConn(t, ctx, withApp(f, doomedApp))
+	otherPC := ferrytest.ConnectPgConn(t, ctx, withApp(f, otherApp))
+	allIntoTheLoop(t, ctx, f, gate, doomedPC, otherPC)
+	doomed, other := hijack(t, doomedPC), hijack(t, otherPC)
+
+	// The gate's first turn holds the loop while the other two clients
+	// send: their events then come in one wait, the doomed one's first
+	// (epoll reports them in the order they became ready).
+	held, hold := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	var turned []string
+	waits := map[string]int64{}
+	undo := router.SetLoopTurnFault(func(app string, wait int64) {
+		switch app {
+		case gateApp:
+			once.Do(func() {
+				close(held)
+				<-hold
+			})
+		case doomedApp, otherApp:
+			mu.Lock()
+			turned = append(turned, app)
+			if _, ok := waits[app]; !ok {
+				waits[app] = wait
+			}
+			mu.Unlock()
+			if app == doomedApp {
+				panic("a fault injected into the turns of " + app)
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pool after the panic: %+v; want the doomed client's server destroyed (%d destroyed before) and none lent", st, destroyedBefore)
-		}
+	})
+	defer undo()
+	gateDone := make(chan error, 1)
+	go func() {
+		_, err := gate.Exec(context.Background(), "select 1").ReadAll()
+		gateDone <- err
+	}()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the gate client's turn did not come")
+	}
+	sendRaw(t, doomed, protocol.AppendQuery(nil, "select 2"))
+	sendRaw(t, other, protocol.AppendQuery(nil, "select 3"))
+	close(hold)
+
+	// The doomed client is told, and the other one, whose event came in
+	// the same wait after it, is served.
+	if frames := readUntilClosed(t, doomed); !strings.Contains(describe(frames), "E") {
+		t.Fatalf("the client whose turn panicked got %s; want an ErrorResponse", describe(frames))
+	}
+	frames, closed, err := readFrames(other, 10*time.Second, func(fr frame) bool { return fr.typ == 'Z' })
+	if got := describe(frames); closed || err != nil || got != "T D C Z" {
+		t.Fatalf("the client whose event followed the panicking one in its wait got %s (%v); want its answer", got, err)
+	}
+	if err := <-gateDone; err != nil {
+		t.Fatalf("the gate client: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if i := slices.Index(turned, otherApp); i < 1 || turned[0] != doomedApp {
+		t.Fatalf("the loop turned %v; the test arranges the doomed client's turn first, the other's after it", turned)
+	}
+	// Served in the same wait: an event dropped after the panic would
+	// come back only with the next sweep's re-arm, a wait later.
+	if waits[doomedApp] != waits[otherApp] {
+		t.Fatal("the other client was served in a later epoll wait than the panicking one: the rest of that wait's events were dropped")
 	}
 }

@@ -277,8 +277,9 @@ func (p *parker) loop() {
 // with: one deferred recover per wait, not one per turn. drain is a buffer
 // for emptying the nudge pipe.
 func (p *parker) serveEvents(evs []syscall.EpollEvent, drain []byte) (rest []syscall.EpollEvent, stop bool) {
-	// turning is the session whose turn runs, nil between turns: a panic
-	// outside one (the loop's own code) is not a session's to end.
+	// turning is the logged-in session whose turn runs, nil between turns:
+	// a panic outside one (the loop's own code, or a login's recovery
+	// itself) is not a session's to end.
 	var turning *session
 	i := 0
 	defer func() {
@@ -317,7 +318,9 @@ func (p *parker) serveEvents(evs []syscall.EpollEvent, drain []byte) (rest []sys
 		case ss == nil:
 		case ss.loop != 0:
 			p.turnEvents = evs[i].Events
-			turning = ss
+			if ss.handshake == nil {
+				turning = ss // (a login's turn recovers its own: loginTurn)
+			}
 			p.turn(ss, client)
 			turning = nil
 		case !client || evs[i].Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 || !p.adopt(ss):

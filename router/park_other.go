@@ -41,6 +41,7 @@ const loopBuilt = false
 // clock is monoNow: no loop serves sessions here.
 func (p *parker) clock(*session) mono { return monoNow() }
 
+// wall is the zero Time without the relay loop: the pool reads its clock.
 func (p *parker) wall(*session) time.Time { return time.Time{} }
 
 func socketFD(net.Conn) int { return -1 }
