@@ -230,6 +230,8 @@ var (
 		"Server connections counted against a user's max_user_connections (open or being opened), a count.", labelUser)
 	descPins = desc("client", "pins_total",
 		"Client sessions that became pinned to a server connection by session state, a count.")
+	descPanics = desc("client", "panics_total",
+		"Panics recovered in client sessions, each logged with its stack (the session ended, the process went on): every one is a bug, a count.")
 
 	descLagBytes = desc("router", "replica_lag_bytes",
 		"WAL a replica has not replayed yet, in bytes (-1 when unknown).", labelDatabase, labelBackend)
@@ -275,7 +277,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descClientConns, descServerConns, descWaiting, descMaxWait, descPaused, descAcquires,
 		descXacts, descQueries, descXactTime, descQueryTime, descClientRecv, descClientSent, descParses, descBinds, descLogins, descPinned, descPumped, descLoopEntries, descLoopHandbacks,
-		descDialRetries, descAbandoned, descSockets, descParked, descPins,
+		descDialRetries, descAbandoned, descSockets, descParked, descPins, descPanics,
 		descMaxClients, descPoolSize, descPoolMinSize, descPoolReserve,
 		descMaxDBConns, descDBConns, descMaxUserConns, descUserConns, descFleetPeers, descFleetMembers, descFleetBudget, descFleetShare, descLagBytes, descLagSeconds, descInRotation, descBackendUp, descReplicaConns,
 		descTokenExpiry, descTokenRefreshes, descTokenFailures, descTokenRejections,
@@ -306,6 +308,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descParked, float64(snap.ParkedClients))
 	counter(descPins, float64(snap.PinnedTotal))
+	counter(descPanics, float64(snap.Panics))
 	gauge(descMaxClients, float64(snap.MaxClientConn))
 	for db, l := range snap.DBLimits {
 		gauge(descMaxDBConns, float64(l.Max), db)

@@ -6,10 +6,7 @@ package router
 
 import (
 	"errors"
-	"runtime/debug"
 	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
@@ -29,7 +26,7 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 	defer close(done)
 	defer func() {
 		if r := recover(); r != nil {
-			ss.logger().Error("relay panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			ss.panicked("relay panicked", r)
 			ss.serverFailed(sc, errors.New("internal error"))
 		}
 	}()

@@ -6,7 +6,6 @@
 package router
 
 import (
-	"runtime/debug"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -28,7 +27,7 @@ func (p *parker) recoverTurn(ss *session) {
 // server's state is unknown: finish destroys it), unless the loop had
 // handed it on already.
 func (p *parker) turnPanicked(ss *session, r any) {
-	ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+	ss.panicked("session panicked", r)
 	if ss.loop == 0 {
 		return // handed on already: the new owner has it
 	}

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -115,7 +114,7 @@ func (p *parker) loginTurn(ss *session) {
 				p.turnPanicked(ss, r)
 				return
 			}
-			ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			ss.panicked("session panicked", r)
 			if ss.loop != 0 {
 				p.endLogin(ss, errInternal)
 			} // (else handed on or ended already, by a panic in endLogin itself: the new owner has it, or nobody)

@@ -72,6 +72,9 @@ func TestASessionWhoseLoopTurnPanicsEndsWithAnInternalErrorItsServerDestroyedAnd
 	if !strings.Contains(f.Logs(), "session panicked") {
 		t.Fatal("the panic was not logged")
 	}
+	if n := f.Server.Snapshot().Panics; n != 1 {
+		t.Fatalf("%d panics counted; want the one", n)
+	}
 
 	// The loop goes on serving the other client, and the doomed client's
 	// server, in an unknown state, was destroyed, not lent again.

@@ -84,6 +84,7 @@ type Server struct {
 	ids     atomic.Uint64
 	clients atomic.Int64 // connected client sockets (admin included)
 	pinned  atomic.Int64 // sessions ever pinned to a server by session state (cumulative)
+	panics  atomic.Int64 // panics recovered in sessions (cumulative; see panicked)
 
 	// refusing counts clients being turned away that are still in their
 	// short negotiation (see refusal); above maxRefusing the rest are told

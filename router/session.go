@@ -361,7 +361,7 @@ var errParked = errors.New("session parked")
 func (ss *session) serveRecovering() (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			ss.panicked("session panicked", r)
 			ss.mu.Lock()
 			ss.status = protocol.TxFailed
 			ss.mu.Unlock()
@@ -379,8 +379,15 @@ var errInternal = protocol.Fatal(protocol.SQLStateInternalError, "internal error
 // recoverPanic keeps a panic in one session from killing the process.
 func (ss *session) recoverPanic() {
 	if r := recover(); r != nil {
-		ss.logger().Error("session panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		ss.panicked("session panicked", r)
 	}
+}
+
+// panicked logs a panic recovered in the session (msg, with the stack)
+// and counts it (Snapshot.Panics: every one is a bug).
+func (ss *session) panicked(msg string, r any) {
+	ss.srv.panics.Add(1)
+	ss.logger().Error(msg, zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 }
 
 // sendFatal writes a FATAL error straight to the client (no server linked).

@@ -23,6 +23,9 @@ type Snapshot struct {
 	// PinnedTotal counts sessions ever pinned to a server connection by
 	// session state (cumulative).
 	PinnedTotal int64
+	// Panics counts panics recovered in client sessions since start, each
+	// logged with its stack: the session ended, the process went on.
+	Panics int64
 	// AdminClients is the number of logged-in admin console clients.
 	AdminClients int
 	// Draining is true once Shutdown has begun.
@@ -117,6 +120,7 @@ func (s *Server) Snapshot() Snapshot {
 		Clients:       s.clients.Load(),
 		ParkedClients: s.parker.count(),
 		PinnedTotal:   s.pinned.Load(),
+		Panics:        s.panics.Load(),
 		Draining:      s.isDraining(),
 		MaxClientConn: s.Config().MaxClientConn,
 	}
