@@ -110,6 +110,8 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 	}
 	p.inLoop++
 	p.holdLocked(ss)
+	p.mu.Unlock()
+	p.lookAgain(ss)
 	return true
 }
 
@@ -186,6 +188,8 @@ func (p *parker) rearmParked(ss *session) bool {
 		return false
 	}
 	p.holdLocked(ss)
+	p.mu.Unlock()
+	p.lookAgain(ss)
 	return true
 }
 

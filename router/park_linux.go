@@ -443,18 +443,24 @@ func (p *parker) park(ss *session) bool {
 		return false
 	}
 	p.holdLocked(ss)
+	p.mu.Unlock()
+	p.lookAgain(ss)
 	return true
 }
 
 // holdLocked puts ss in the parked set, where events, wakes and kills find
-// it, and unlocks mu (held by the caller, which registered the socket
-// under it). A wake or kill that came before the session was in the set
-// found nothing to take: it looks again now that it is.
+// it (the caller registered its socket under mu). mu is held; once the
+// caller lets go of it, it calls lookAgain.
 func (p *parker) holdLocked(ss *session) {
 	p.slots[ss.slot].held = true
 	p.held++
 	ss.flags.Or(stParked)
-	p.mu.Unlock()
+}
+
+// lookAgain follows holdLocked, without mu: a wake or kill that came
+// before the session was in the set found nothing to take, and takes it
+// now.
+func (p *parker) lookAgain(ss *session) {
 	if ss.has(evWake | evKill) {
 		p.unpark(ss)
 	}
