@@ -127,19 +127,9 @@ func (l *Listener) add(s Subscriber, channel string) (<-chan struct{}, error) {
 			l.mu.Lock()
 			continue
 		}
-		dialing := make(chan struct{})
-		l.dialing = dialing
-		l.mu.Unlock()
-		cfg := l.pool.Config().Dial
-		cfg.Detached = false // its reader waits on it for good
-		ctx, cancel := context.WithTimeout(l.ctx, 15*time.Second)
-		sc, err := pool.Dial(ctx, &cfg)
-		cancel()
-		l.mu.Lock()
-		l.dialing = nil
-		close(dialing)
+		sc, err := l.dial()
 		if err != nil {
-			if l.closed {
+			if l.closed || l.ctx.Err() != nil {
 				return nil, ErrClosed // (Close cancelled the dial)
 			}
 			return nil, err
@@ -171,6 +161,26 @@ func (l *Listener) add(s Subscriber, channel string) (<-chan struct{}, error) {
 	}
 	set[s] = struct{}{}
 	return l.live[channel], nil
+}
+
+// dial opens a listener connection without mu, which it lets go of and
+// takes again (also if the dial panics, so that add's deferred unlock
+// stays right), with l.dialing set meanwhile for other subscribers to
+// wait on. mu is held.
+func (l *Listener) dial() (*pool.ServerConn, error) {
+	dialing := make(chan struct{})
+	l.dialing = dialing
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.dialing = nil
+		close(dialing)
+	}()
+	cfg := l.pool.Config().Dial
+	cfg.Detached = false // its reader waits on it for good
+	ctx, cancel := context.WithTimeout(l.ctx, 15*time.Second)
+	defer cancel()
+	return pool.Dial(ctx, &cfg)
 }
 
 // attach makes sc the listener connection and starts its reader. mu is

@@ -228,8 +228,9 @@ func TestAListenerDialsWithoutHoldingUpItsOtherSubscribersAndCloseCancelsTheDial
 	}})
 	defer p.Close()
 	l := notify.New(p, zap.NewNop())
+	defer l.Close() // (again, if the test fails before its own Close)
 
-	subscribed := make(chan error, 1)
+	subscribed := make(chan error, 2)
 	go func() { subscribed <- l.Subscribe(newSubscriber(), "hangs") }()
 	select {
 	case <-accepted: // the dial waits for the server's answer
@@ -251,14 +252,25 @@ func TestAListenerDialsWithoutHoldingUpItsOtherSubscribersAndCloseCancelsTheDial
 	case <-time.After(10 * time.Second):
 		t.Fatal("an Unsubscribe waited for another subscriber's dial")
 	}
-	// Close cancels the dial: the Subscribe ends with ErrClosed.
-	l.Close()
+	// A second subscriber waits for that dial rather than dial again.
+	go func() { subscribed <- l.Subscribe(newSubscriber(), "waits") }()
 	select {
+	case <-accepted:
+		t.Fatal("a second Subscribe dialled while the first one's dial was under way")
 	case err := <-subscribed:
-		if !errors.Is(err, notify.ErrClosed) {
-			t.Fatalf("a Subscribe whose dial Close cancelled returned %v; want ErrClosed", err)
+		t.Fatalf("a Subscribe returned %v while the dial was under way", err)
+	case <-time.After(200 * time.Millisecond): // (long enough to have dialled, if it would)
+	}
+	// Close cancels the dial: both Subscribes end with ErrClosed.
+	l.Close()
+	for i := 0; i < 2; i++ {
+		select {
+		case err := <-subscribed:
+			if !errors.Is(err, notify.ErrClosed) {
+				t.Fatalf("a Subscribe ended by Close returned %v; want ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Close did not end the Subscribes waiting on a server that never answers")
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close did not end a Subscribe dialling a server that never answers")
 	}
 }
