@@ -231,7 +231,7 @@ var (
 	descPins = desc("client", "pins_total",
 		"Client sessions that became pinned to a server connection by session state, a count.")
 	descPanics = desc("client", "panics_total",
-		"Panics recovered in client sessions, each logged with its stack (the session ended, the process went on): every one is a bug, a count.")
+		"Panics recovered in client sessions, each logged with its stack (the session ended or lost its server, the process went on): every one is a bug, a count.")
 
 	descLagBytes = desc("router", "replica_lag_bytes",
 		"WAL a replica has not replayed yet, in bytes (-1 when unknown).", labelDatabase, labelBackend)

@@ -146,6 +146,7 @@ func TestScrapeReflectsTrafficThroughPgferry(t *testing.T) {
 		{"pgferry_client_rejected_total", map[string]string{"reason": "auth"}, 1, 1},
 		{"pgferry_client_rejected_total", map[string]string{"reason": "max_client_conn"}, 0, 0},
 		{"pgferry_client_sockets", nil, 1, 0},
+		{"pgferry_client_panics_total", nil, 0, 0},
 		{"pgferry_client_max_connections", nil, 500, 500},
 		{"pgferry_pool_size", pool, 5, 5},
 		{"pgferry_pool_min_size", pool, 0, 0},

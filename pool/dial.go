@@ -482,6 +482,9 @@ func SendCancel(ctx context.Context, cfg *DialConfig, host, addr string, pid, ke
 	if dl, ok := ctx.Deadline(); ok {
 		raw.SetDeadline(dl)
 	}
+	// A ctx without a deadline still ends the exchange when it is done.
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	conn := raw
 	if cfg.SSLMode != SSLDisable && cfg.SSLMode != "" && cfg.SSLMode != SSLAllow {
 		if _, err := raw.Write(protocol.AppendSSLRequest(nil)); err != nil {

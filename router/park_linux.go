@@ -10,8 +10,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pgferry/pgferry/internal/epoll"
 	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/internal/epoll"
 )
 
 // parker holds idle client sessions without a goroutine. A goroutine

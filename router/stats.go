@@ -24,7 +24,8 @@ type Snapshot struct {
 	// session state (cumulative).
 	PinnedTotal int64
 	// Panics counts panics recovered in client sessions since start, each
-	// logged with its stack: the session ended, the process went on.
+	// logged with its stack: the session ended or lost its server, the
+	// process went on.
 	Panics int64
 	// AdminClients is the number of logged-in admin console clients.
 	AdminClients int

@@ -121,7 +121,7 @@ func run(args []string) int {
 // debug_listen is debugListen, the rate being rate now: the heap profile
 // is sampled only where debug_listen serves it (pprof). Elsewhere its
 // samples, and the call stacks they keep, are memory nobody reads: some
-// 400 B per client at 1,000 idle TLS clients, after the burst of
+// 500 B per client at 1,000 idle TLS clients, after the burst of
 // handshakes that logged them in. A memprofilerate in GODEBUG wins.
 func heapProfileRate(debugListen, godebug string, rate int) int {
 	if debugListen != "" || strings.Contains(godebug, "memprofilerate=") {

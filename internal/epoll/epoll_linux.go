@@ -1,10 +1,5 @@
 //go:build linux
 
-// Package epoll is how pgferry's event loop (the parker and relay loop in
-// router) waits for its epoll set: in Go's netpoller while it is idle,
-// with a raw system call while the relay loop is busy; and the 64 bits of
-// data an event carries. It is one of the low-level tricks: building with
-// pgferry_nopark leaves out the loop, its only user.
 package epoll
 
 import (
@@ -25,6 +20,8 @@ import (
 // than one P, and only while busy (the relay loop's loopBusyHold): sysmon interrupts a
 // goroutine that holds its P for long (a signal, EINTR) about every 10 ms,
 // which an idle pgferry must not pay.
+//
+// events must not be empty.
 func Wait(epfd int, events []syscall.EpollEvent, msec int, raw bool) (int, error) {
 	if !raw {
 		return syscall.EpollWait(epfd, events, msec)

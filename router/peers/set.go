@@ -49,7 +49,7 @@ func (ps *Set) Forward(ctx context.Context, cfg *configs.Config, r *net.Resolver
 		}
 		addrs = []string{net.JoinHostPort(p.Host, strconv.Itoa(port))}
 	} else if cfg.PeersDNS != "" && ttl == TTLMask {
-		addrs = ps.addrs(cfg, r, log)
+		addrs = ps.addrs(ctx, cfg, r, log)
 	}
 	if len(addrs) == 0 {
 		log.Info("cancel request for an unknown peer dropped", zap.Int("peer_id", id))
@@ -92,7 +92,7 @@ func (ps *Set) List(cfg *configs.Config, r *net.Resolver, log *zap.Logger, fresh
 		addrs = append(addrs, net.JoinHostPort(p.Host, strconv.Itoa(port)))
 	}
 	if cfg.PeersDNS != "" {
-		addrs = append(addrs, ps.lookup(cfg, r, log, fresh)...)
+		addrs = append(addrs, ps.lookup(context.Background(), cfg, r, log, fresh)...)
 	}
 	return addrs
 }
@@ -100,12 +100,13 @@ func (ps *Set) List(cfg *configs.Config, r *net.Resolver, log *zap.Logger, fresh
 // addrs returns the peers' addresses (host:port), resolving peers_dns again
 // once the last answer is older than peers_dns_interval. On a failed lookup
 // the last answer is kept.
-func (ps *Set) addrs(cfg *configs.Config, r *net.Resolver, log *zap.Logger) []string {
-	return ps.lookup(cfg, r, log, false)
+func (ps *Set) addrs(ctx context.Context, cfg *configs.Config, r *net.Resolver, log *zap.Logger) []string {
+	return ps.lookup(ctx, cfg, r, log, false)
 }
 
-// lookup is addrs; fresh resolves again whatever the cache's age.
-func (ps *Set) lookup(cfg *configs.Config, r *net.Resolver, log *zap.Logger, fresh bool) []string {
+// lookup is addrs; fresh resolves again whatever the cache's age. A
+// lookup waits 5 s at most, less if ctx ends sooner.
+func (ps *Set) lookup(ctx context.Context, cfg *configs.Config, r *net.Resolver, log *zap.Logger, fresh bool) []string {
 	now := time.Now()
 	ps.mu.Lock()
 	if ps.name == cfg.PeersDNS && now.Before(ps.until) && !fresh {
@@ -117,7 +118,7 @@ func (ps *Set) lookup(cfg *configs.Config, r *net.Resolver, log *zap.Logger, fre
 	if r == nil {
 		r = net.DefaultResolver
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	hosts, err := r.LookupHost(ctx, cfg.PeersDNS)
 	cancel()
 	port := cfg.PeersPort
