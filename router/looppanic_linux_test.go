@@ -143,6 +143,10 @@ func TestAPanickingTurnLeavesTheRestOfItsEpollWaitServed(t *testing.T) {
 	}
 	sendRaw(t, doomed, protocol.AppendQuery(nil, "select 2"))
 	sendRaw(t, other, protocol.AppendQuery(nil, "select 3"))
+	// Loopback delivers within the write, but under load the kernel may
+	// finish it a moment later: a pause, so that both are ready, in
+	// order, before the loop's next wait (not a timing assertion).
+	time.Sleep(100 * time.Millisecond)
 	letGo()
 
 	// The doomed client is told, and the other one, whose event came in
