@@ -59,9 +59,9 @@ type Listener struct {
 	subs   map[string]map[Subscriber]struct{}
 	closed bool
 	done   chan struct{} // closed when the reader goroutine exits
-	// dialing is closed when the dial add runs without mu ends; nil when
-	// none runs.
-	dialing chan struct{}
+	// dialing is the dial add runs without mu, for other subscribers to
+	// wait on; nil when none runs.
+	dialing *dialAttempt
 	// live holds, per channel, a channel closed once the server has
 	// acknowledged the channel's LISTEN: from then on its notifications
 	// reach the listener. pending lists, in the order they were sent on
@@ -92,6 +92,13 @@ func New(p *pool.Pool, log *zap.Logger) *Listener {
 // it, as PostgreSQL promises. s must be ready for Notify before it is
 // called. Subscribe blocks up to 15 seconds for the acknowledgement; it
 // returns ErrClosed once the Listener is closed.
+//
+// If the listener connection has to be opened and cannot be, Subscribe
+// returns the dial's error (which wraps pool.Dial's). Subscribers that
+// come while that dial is under way wait for it and, if it fails, return
+// its error too rather than dial again in turn: with the server
+// unreachable, a burst of LISTENs fails after one dial, not one after
+// another. A Subscribe that comes after a failed dial dials again.
 func (l *Listener) Subscribe(s Subscriber, channel string) error {
 	live, err := l.add(s, channel)
 	if err != nil {
@@ -120,19 +127,24 @@ func (l *Listener) add(s Subscriber, channel string) (<-chan struct{}, error) {
 		// The first subscriber (or the first since the connection was
 		// lost for good) dials, without mu: the reader's acknowledgements
 		// and fan-out, and every other Subscribe and Unsubscribe, go on
-		// meanwhile. Subscribers that come during the dial wait for it.
-		if wait := l.dialing; wait != nil {
+		// meanwhile. Subscribers that come during the dial wait for it,
+		// and share its failure: dialling again each in turn would make
+		// the last of N wait N dial timeouts for a server that is down.
+		if d := l.dialing; d != nil {
 			l.mu.Unlock()
-			<-wait
+			<-d.done
 			l.mu.Lock()
-			continue
+			if d.err != nil && !l.closed && l.sc == nil {
+				return nil, l.dialFailed(d.err)
+			}
+			continue // connected (or closed, or connected since)
 		}
 		sc, err := l.dial()
 		if err != nil {
-			if l.closed || l.ctx.Err() != nil {
-				return nil, ErrClosed // (Close cancelled the dial)
+			if !l.closed && l.sc != nil {
+				continue // a reconnect attached one meanwhile
 			}
-			return nil, err
+			return nil, l.dialFailed(err)
 		}
 		if l.closed || l.sc != nil {
 			sc.Conn.Close() // closed meanwhile, or a reconnect attached one
@@ -163,24 +175,47 @@ func (l *Listener) add(s Subscriber, channel string) (<-chan struct{}, error) {
 	return l.live[channel], nil
 }
 
+// A dialAttempt is a dial of the listener connection under way (add).
+type dialAttempt struct {
+	// err is the dial's error, nil if it connected; it is written before
+	// done is closed and read only after.
+	err  error
+	done chan struct{} // closed, with mu held, when the dial ends
+}
+
+// errDialPanicked is what waiters on a dial that panicked are told; the
+// panic itself goes up the dialling subscriber's stack.
+var errDialPanicked = errors.New("the dial panicked")
+
 // dial opens a listener connection without mu, which it lets go of and
 // takes again (also if the dial panics, so that add's deferred unlock
 // stays right), with l.dialing set meanwhile for other subscribers to
-// wait on. mu is held.
+// wait on and learn its outcome from. mu is held.
 func (l *Listener) dial() (*pool.ServerConn, error) {
-	dialing := make(chan struct{})
-	l.dialing = dialing
+	d := &dialAttempt{err: errDialPanicked, done: make(chan struct{})}
+	l.dialing = d
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
 		l.dialing = nil
-		close(dialing)
+		close(d.done)
 	}()
 	cfg := l.pool.Config().Dial
 	cfg.Detached = false // its reader waits on it for good
 	ctx, cancel := context.WithTimeout(l.ctx, 15*time.Second)
 	defer cancel()
-	return pool.Dial(ctx, &cfg)
+	sc, err := pool.Dial(ctx, &cfg)
+	d.err = err
+	return sc, err
+}
+
+// dialFailed is what add returns for a failed dial of the listener
+// connection, its own or one it waited on. mu is held.
+func (l *Listener) dialFailed(err error) error {
+	if l.closed || l.ctx.Err() != nil {
+		return ErrClosed // (Close cancelled the dial)
+	}
+	return fmt.Errorf("dial listener connection: %w", err)
 }
 
 // attach makes sc the listener connection and starts its reader. mu is

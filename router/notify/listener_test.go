@@ -3,8 +3,11 @@ package notify_test
 import (
 	"context"
 	"errors"
+	"io"
+	"math"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -272,5 +275,176 @@ func TestAListenerDialsWithoutHoldingUpItsOtherSubscribersAndCloseCancelsTheDial
 		case <-time.After(10 * time.Second):
 			t.Fatal("Close did not end the Subscribes waiting on a server that never answers")
 		}
+	}
+}
+
+// fakeServer is a server for a Listener to dial. It counts the connections
+// it accepts; the first silent of them it never answers (it reads what the
+// dial sends until the client hangs up), and it relays every later one to
+// the cluster, so that the server is, to the Listener, back.
+type fakeServer struct {
+	ln       net.Listener
+	silent   int32
+	accepted atomic.Int32
+
+	wg    sync.WaitGroup // the accept loop and every connection's goroutines
+	mu    sync.Mutex     // guards conns
+	conns []net.Conn     // every connection, closed when the test ends
+}
+
+// newFakeServer starts a fakeServer, stopped in t.Cleanup once every
+// cleanup registered after it (the pool's, the Listener's) has run.
+func newFakeServer(t *testing.T, silent int32) *fakeServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeServer{ln: ln, silent: silent}
+	f.wg.Go(f.accept)
+	t.Cleanup(func() {
+		ln.Close()
+		f.mu.Lock()
+		for _, c := range f.conns {
+			c.Close()
+		}
+		f.mu.Unlock()
+		f.wg.Wait()
+	})
+	return f
+}
+
+func (f *fakeServer) accept() {
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		f.track(c)
+		if f.accepted.Add(1) <= f.silent {
+			f.wg.Go(func() {
+				io.Copy(io.Discard, c) // until the dial gives up and hangs up
+				c.Close()
+			})
+			continue
+		}
+		server, err := net.Dial("tcp", net.JoinHostPort(cluster.Host, strconv.Itoa(cluster.Port)))
+		if err != nil {
+			c.Close()
+			continue
+		}
+		f.track(server)
+		f.wg.Go(func() {
+			io.Copy(server, c)
+			server.Close()
+		})
+		f.wg.Go(func() {
+			io.Copy(c, server)
+			c.Close()
+		})
+	}
+}
+
+func (f *fakeServer) track(c net.Conn) {
+	f.mu.Lock()
+	f.conns = append(f.conns, c)
+	f.mu.Unlock()
+}
+
+// listenerVia returns a Listener on database db whose pool dials f, giving
+// up on a login after connectTimeout; it is closed in t.Cleanup.
+func listenerVia(t *testing.T, f *fakeServer, db string, connectTimeout time.Duration) *notify.Listener {
+	t.Helper()
+	addr := f.ln.Addr().(*net.TCPAddr)
+	p := pool.New(pool.Config{Database: db, User: pgtest.AppUser, Dial: pool.DialConfig{
+		Hosts: []string{addr.IP.String()}, Port: addr.Port, Database: db, User: pgtest.AppUser,
+		Password: pool.StaticPassword(pgtest.AppPassword), SSLMode: pool.SSLDisable, ConnectTimeout: connectTimeout,
+	}})
+	t.Cleanup(p.Close)
+	l := notify.New(p, zap.NewNop())
+	t.Cleanup(l.Close) // before the pool closes: cleanups run last first
+	return l
+}
+
+// subscribeAtOnce has n subscribers call Subscribe on channel together and
+// returns what each got.
+func subscribeAtOnce(l *notify.Listener, n int, channel string) []error {
+	errs := make([]error, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() {
+			<-start
+			errs[i] = l.Subscribe(newSubscriber(), channel)
+		})
+	}
+	close(start)
+	wg.Wait()
+	return errs
+}
+
+// dialTimeout is how long the Listener's dial waits for a server that
+// never answers, in the tests below. The subscribers that call Subscribe
+// together must all be waiting on the first one's dial before it gives up:
+// this leaves them two seconds to get there.
+const dialTimeout = 2 * time.Second
+
+// timedOut reports whether err wraps a timeout: the error of a dial that
+// gave up on a server that never answers (context.DeadlineExceeded, or
+// the socket's deadline if it fired first).
+func timedOut(err error) bool {
+	var timeout interface{ Timeout() bool }
+	return errors.As(err, &timeout) && timeout.Timeout()
+}
+
+func TestSubscribersWaitingOnAFailedDialGetItsErrorWithoutDiallingAgain(t *testing.T) {
+	f := newFakeServer(t, math.MaxInt32) // never answers
+	l := listenerVia(t, f, "app", dialTimeout)
+	const n = 5
+	errs := subscribeAtOnce(l, n, "unreachable")
+	if got := f.accepted.Load(); got != 1 {
+		t.Errorf("%d subscribers arriving together on a server that never answers dialled it %d times; want once", n, got)
+	}
+	for i, err := range errs {
+		if !timedOut(err) {
+			t.Errorf("subscriber %d got %v; want the failed dial's error (a timeout)", i, err)
+		}
+	}
+}
+
+func TestASubscribeAfterAFailedDialDialsAgainWhileThoseThatWaitedOnItGetItsError(t *testing.T) {
+	db := cluster.CreateDatabase(t, pgtest.AppUser)
+	f := newFakeServer(t, 1) // the first dial gets no answer, the next ones do
+	l := listenerVia(t, f, db, dialTimeout)
+	const n = 5
+	errs := subscribeAtOnce(l, n, "back")
+	for i, err := range errs {
+		if !timedOut(err) {
+			t.Errorf("subscriber %d got %v; want the failed dial's error (a timeout), even with the server back by then", i, err)
+		}
+	}
+	if got := f.accepted.Load(); got != 1 {
+		t.Fatalf("%d subscribers arriving together dialled %d times; want once", n, got)
+	}
+
+	// The server answers now: the next Subscribe dials again, and its
+	// LISTEN is live.
+	s := newSubscriber()
+	if err := l.Subscribe(s, "back"); err != nil {
+		t.Fatalf("Subscribe after the failed dial, with the server answering: %v", err)
+	}
+	if got := f.accepted.Load(); got != 2 {
+		t.Errorf("the server was dialled %d times in all; want twice", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sender, err := pgx.Connect(ctx, cluster.DSN(db, pgtest.AppUser, pgtest.AppPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close(context.Background())
+	notifyOn(t, sender, "back", "hello")
+	if got := s.next(t, 10*time.Second); got != (note{"back", "hello"}) {
+		t.Errorf("got %+v", got)
 	}
 }
