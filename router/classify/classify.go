@@ -526,11 +526,11 @@ func Needed(sql []byte) bool {
 		stmt = sql[:len(sql)-len(body)+semi]
 		body = body[:semi]
 	}
-	switch wordKey(body) {
+	switch k := wordKey(body); k {
+	case keySelect, keyWith, keyValues, keyCall, keyDo:
+		return callsSessionAdvisoryLock(stmt)
 	case 0, keySet, keyReset, keyDiscard, keyCreate, keyDeclare, keyPrepare, keyListen, keyUnlisten, keyLoad:
 		return true
-	case keySelect, keyWith, keyValues, keyCall, keyDo:
-		return hasSessionAdvisoryLock(stmt)
 	}
 	return false
 }
@@ -553,22 +553,24 @@ func wordKey(b []byte) uint64 {
 	return k
 }
 
-// First words Needed tells apart.
-var (
-	keySet      = wordKey([]byte("set"))
-	keyReset    = wordKey([]byte("reset"))
-	keyDiscard  = wordKey([]byte("discard"))
-	keyCreate   = wordKey([]byte("create"))
-	keyDeclare  = wordKey([]byte("declare"))
-	keyPrepare  = wordKey([]byte("prepare"))
-	keyListen   = wordKey([]byte("listen"))
-	keyUnlisten = wordKey([]byte("unlisten"))
-	keyLoad     = wordKey([]byte("load"))
-	keySelect   = wordKey([]byte("select"))
-	keyWith     = wordKey([]byte("with"))
-	keyValues   = wordKey([]byte("values"))
-	keyCall     = wordKey([]byte("call"))
-	keyDo       = wordKey([]byte("do"))
+// First words Needed tells apart, as constants: a switch on constants is
+// a few comparisons (a binary search), one on variables a comparison per
+// case, in order.
+const (
+	keySet      = uint64('s')<<16 | uint64('e')<<8 | uint64('t')
+	keyReset    = uint64('r')<<32 | uint64('e')<<24 | uint64('s')<<16 | uint64('e')<<8 | uint64('t')
+	keyDiscard  = uint64('d')<<48 | uint64('i')<<40 | uint64('s')<<32 | uint64('c')<<24 | uint64('a')<<16 | uint64('r')<<8 | uint64('d')
+	keyCreate   = uint64('c')<<40 | uint64('r')<<32 | uint64('e')<<24 | uint64('a')<<16 | uint64('t')<<8 | uint64('e')
+	keyDeclare  = uint64('d')<<48 | uint64('e')<<40 | uint64('c')<<32 | uint64('l')<<24 | uint64('a')<<16 | uint64('r')<<8 | uint64('e')
+	keyPrepare  = uint64('p')<<48 | uint64('r')<<40 | uint64('e')<<32 | uint64('p')<<24 | uint64('a')<<16 | uint64('r')<<8 | uint64('e')
+	keyListen   = uint64('l')<<40 | uint64('i')<<32 | uint64('s')<<24 | uint64('t')<<16 | uint64('e')<<8 | uint64('n')
+	keyUnlisten = uint64('u')<<56 | uint64('n')<<48 | uint64('l')<<40 | uint64('i')<<32 | uint64('s')<<24 | uint64('t')<<16 | uint64('e')<<8 | uint64('n')
+	keyLoad     = uint64('l')<<24 | uint64('o')<<16 | uint64('a')<<8 | uint64('d')
+	keySelect   = uint64('s')<<40 | uint64('e')<<32 | uint64('l')<<24 | uint64('e')<<16 | uint64('c')<<8 | uint64('t')
+	keyWith     = uint64('w')<<24 | uint64('i')<<16 | uint64('t')<<8 | uint64('h')
+	keyValues   = uint64('v')<<40 | uint64('a')<<32 | uint64('l')<<24 | uint64('u')<<16 | uint64('e')<<8 | uint64('s')
+	keyCall     = uint64('c')<<24 | uint64('a')<<16 | uint64('l')<<8 | uint64('l')
+	keyDo       = uint64('d')<<8 | uint64('o')
 )
 
 // onlyBlanks reports whether b holds nothing but white space.
@@ -606,7 +608,7 @@ func classifyWord(stmt []byte, w string, rest []byte) Class {
 	var c Class
 	switch w {
 	case "select", "with", "values", "call", "do":
-		if hasSessionAdvisoryLock(stmt) {
+		if callsSessionAdvisoryLock(stmt) {
 			c.Pin = "session advisory lock"
 		}
 	case "set":
@@ -699,6 +701,14 @@ func classifyWord(stmt []byte, w string, rest []byte) Class {
 		c.Pin = "LOAD"
 	}
 	return c
+}
+
+// callsSessionAdvisoryLock reports whether stmt may call a session
+// advisory lock function: a call needs a '(' after the name, so a text
+// with no '(' at all, as most short queries are, needs no search for the
+// name (one vectorised bytes.IndexByte instead of one per '_').
+func callsSessionAdvisoryLock(stmt []byte) bool {
+	return bytes.IndexByte(stmt, '(') >= 0 && hasSessionAdvisoryLock(stmt)
 }
 
 // hasSessionAdvisoryLock spots pg_advisory_lock, pg_try_advisory_lock and

@@ -124,6 +124,33 @@ func TestBytes2x(t *testing.T) {
 	}
 }
 
+func TestTheFirstWordsNeededTellsApartAreTheirWordsKeys(t *testing.T) {
+	for w, k := range map[string]uint64{"set": keySet, "reset": keyReset, "discard": keyDiscard, "create": keyCreate,
+		"declare": keyDeclare, "prepare": keyPrepare, "listen": keyListen, "unlisten": keyUnlisten, "load": keyLoad,
+		"select": keySelect, "with": keyWith, "values": keyValues, "call": keyCall, "do": keyDo} {
+		if got := wordKey([]byte(strings.ToUpper(w) + " x")); got != k {
+			t.Errorf("the key of %q is %#x; the constant says %#x", w, got, k)
+		}
+	}
+}
+
+// A session advisory lock is taken by a function call: the name without
+// a '(' after it (a column, a comment, a string) pins nothing.
+func TestAnAdvisoryLockNameThatIsNotCalledPinsNothing(t *testing.T) {
+	for _, sql := range []string{"select advisory_lock from t", "/* pg_advisory_lock */ select 1;",
+		"select 'pg_advisory_lock'"} {
+		if c := SQL([]byte(sql)); c.Pin != "" {
+			t.Errorf("SQL(%q) pins (%s); no function is called", sql, c.Pin)
+		}
+	}
+	for _, sql := range []string{"select pg_advisory_lock(1)", "select pg_advisory_lock (1)",
+		"select x from pg_try_advisory_lock_shared(2) x", "SELECT PG_ADVISORY_LOCK/**/(1)"} {
+		if c := SQL([]byte(sql)); c.Pin == "" {
+			t.Errorf("SQL(%q) does not pin; it takes a session advisory lock", sql)
+		}
+	}
+}
+
 func TestKeywordsAreInterned(t *testing.T) {
 	for _, kw := range keywords {
 		if len(kw) > len(lowerBuf{}) {
