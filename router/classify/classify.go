@@ -526,7 +526,7 @@ func Needed(sql []byte) bool {
 		stmt = sql[:len(sql)-len(body)+semi]
 		body = body[:semi]
 	}
-	switch k := wordKey(body); k {
+	switch wordKey(body) {
 	case keySelect, keyWith, keyValues, keyCall, keyDo:
 		return callsSessionAdvisoryLock(stmt)
 	case 0, keySet, keyReset, keyDiscard, keyCreate, keyDeclare, keyPrepare, keyListen, keyUnlisten, keyLoad:
