@@ -31,3 +31,15 @@ func SetLoopTurnFault(f func(app string, wait int64)) (undo func()) {
 	turnFault.Store(&g)
 	return func() { turnFault.Store(nil) }
 }
+
+// SetLoopHandbackFault makes the goroutine the relay loop hands a session
+// or a login to call f, with the session's application_name ("" for a
+// login) and where it stands: "evict" once its client socket is a
+// net.Conn again, "evict flush" as it flushes what the loop wrote to the
+// linked server, "leave" before it ends the session, "login" before the
+// login goes on. f may panic. undo stops it.
+func SetLoopHandbackFault(f func(app, where string)) (undo func()) {
+	g := func(ss *session, where string) { f(ss.params.get("application_name"), where) }
+	handbackFault.Store(&g)
+	return func() { handbackFault.Store(nil) }
+}

@@ -6,6 +6,7 @@
 package router
 
 import (
+	"sync/atomic"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -43,7 +44,8 @@ func (p *parker) turnPanicked(ss *session, r any) {
 // the rest of the loan: relayServer asked for one), and a new run reads
 // the client. Its caller owns the session (the loop, or whoever took it
 // out of the parked set); what may wait (making the net.Conn, retried for a
-// while when out of descriptors) happens on the new goroutine.
+// while when out of descriptors) happens on the new goroutine. A panic
+// there before run ends the session (reclaimRecovering).
 func (p *parker) evict(ss *session, why string, pump bool) {
 	p.unloop(ss)
 	ss.entry.stats.loopHandbacks.Add(1)
@@ -61,28 +63,62 @@ func (p *parker) evict(ss *session, why string, pump bool) {
 	ss.resumed = true
 	go func() {
 		growStack()
-		ss.reclaim(sc)
-		if sc != nil {
+		err := ss.reclaimRecovering(func() {
+			ss.reclaim(sc)
+			ss.faultAt("evict")
+			if sc == nil {
+				return
+			}
 			if pump || owed {
 				ss.handOff(sc)
 			} else {
 				ss.srv.budget.watch(sc) // linked inside a transaction, as inline
 			}
-			// What the server did not take from the loop, now that a pump
-			// reads its answers, as handle writes: under wmu, while still
-			// linked. (A failure is the pump's to see.)
-			ss.mu.Lock()
-			if ss.server == sc {
-				ss.wmu.Lock()
-				ss.mu.Unlock()
-				sc.Wr.Flush()
-				ss.wmu.Unlock()
-			} else {
-				ss.mu.Unlock()
-			}
+			ss.flushLinked(sc)
+		})
+		if err != nil {
+			ss.end(err)
+			return
 		}
 		ss.run()
 	}()
+}
+
+// flushLinked writes what the server did not take from the loop, now that
+// a pump reads its answers, as handle writes: under wmu, while still
+// linked. (A failure is the pump's to see.) wmu is let go even if the
+// write panics: the pump, and finish, wait for it.
+func (ss *session) flushLinked(sc *pool.ServerConn) {
+	ss.mu.Lock()
+	if ss.server != sc {
+		ss.mu.Unlock()
+		return
+	}
+	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
+	ss.mu.Unlock()
+	ss.faultAt("evict flush")
+	sc.Wr.Flush()
+}
+
+// reclaimRecovering runs f, what a goroutine the loop handed a session or
+// a login to does before run, end or logIn (evict, leave, loginHandoff),
+// and turns a panic in it into errInternal as serveRecovering does: logged
+// and counted, and the linked server's state unknown (finish destroys it).
+// The caller then ends the session (end, which lets go of everything
+// once, however much of f ran) instead of the process ending.
+func (ss *session) reclaimRecovering(f func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ss.panicked("session panicked", r)
+			ss.mu.Lock()
+			ss.status = protocol.TxFailed
+			ss.mu.Unlock()
+			err = errInternal
+		}
+	}()
+	f()
+	return nil
 }
 
 // leave ends a session the loop served with err (see session.end). One
@@ -93,7 +129,9 @@ func (p *parker) evict(ss *session, why string, pump bool) {
 // connects for one transaction leaves this way, every time). Others end on
 // a goroutine: finish may wait on their server, or write to them. (A panic
 // in end here reaches the recover of whatever turned the session:
-// serveEvents, loginTurn or takeGrant's recoverTurn.)
+// serveEvents, loginTurn or takeGrant's recoverTurn. On the goroutine, one
+// in reclaim is reclaimRecovering's, and the session then ends with
+// errInternal; one in finish is end's own.)
 func (p *parker) leave(ss *session, err error) {
 	p.unloop(ss)
 	ss.mu.Lock()
@@ -104,7 +142,12 @@ func (p *parker) leave(ss *session, err error) {
 		return
 	}
 	go func() {
-		ss.reclaim(sc)
+		if perr := ss.reclaimRecovering(func() {
+			ss.reclaim(sc)
+			ss.faultAt("leave")
+		}); perr != nil {
+			err = perr
+		}
 		ss.end(err)
 	}()
 }
@@ -136,5 +179,18 @@ func (ss *session) reclaim(sc *pool.ServerConn) {
 	ss.wr.SetDest(ss.conn)
 	if sc != nil {
 		sc.Wait()
+	}
+}
+
+// handbackFault, set only by tests, runs at the points named where of
+// what a goroutine the loop hands a session (evict, leave) or a login
+// (loginHandoff) to does before run, end or logIn: a panic there shows
+// what that goroutine does with one, as turnFault does for a turn.
+var handbackFault atomic.Pointer[func(ss *session, where string)]
+
+// faultAt runs handbackFault, if set, at where.
+func (ss *session) faultAt(where string) {
+	if f := handbackFault.Load(); f != nil {
+		(*f)(ss, where)
 	}
 }

@@ -507,7 +507,9 @@ func (p *parker) endLogin(ss *session, err error) {
 
 // loginHandoff hands a login the loop has not answered yet to a goroutine,
 // which reads what the loop read first (loginState.early) and logs the
-// client in as it logs in any other.
+// client in as it logs in any other. A panic before logIn (whose own
+// recover covers the rest) is reclaimRecovering's: the client is let go
+// of as logIn lets go of one whose login panicked, without a word.
 func (p *parker) loginHandoff(ss *session) {
 	p.unloop(ss)
 	h := ss.handshake
@@ -515,8 +517,15 @@ func (p *parker) loginHandoff(ss *session) {
 	h.st, h.cred, h.known, h.entry, h.method = nil, auth.Credential{}, false, nil, ""
 	p.loginHandoffs.Add(1)
 	go func() {
-		if err := ss.reattach(); err != nil {
+		var err error
+		if perr := ss.reclaimRecovering(func() {
+			if err = ss.reattach(); err == nil {
+				ss.faultAt("login")
+			}
+		}); err != nil || perr != nil {
 			ss.dropHandshake()
+			ss.closeSocket() // (closed already if reattach failed)
+			ss.wipeTLS()
 			ss.srv.clients.Add(-1)
 			ss.srv.wg.Done()
 			return

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgferry/pgferry/internal/ferrytest"
@@ -171,4 +172,117 @@ func TestAPanickingTurnLeavesTheRestOfItsEpollWaitServed(t *testing.T) {
 	if waits[doomedApp] != waits[otherApp] {
 		t.Fatal("the other client was served in a later epoll wait than the panicking one: the rest of that wait's events were dropped")
 	}
+}
+
+func TestAPanicWhileTheLoopHandsASessionBackEndsOnlyThatSession(t *testing.T) {
+	skipWithoutLoop(t)
+	setSearchPath := protocol.AppendQuery(nil, "set search_path = public")
+	tests := []struct {
+		name string
+		// inTransaction: the doomed client holds a server in an open
+		// transaction when it sends send, which the loop hands to a
+		// goroutine; holdsServer: it holds one then (the panic destroys
+		// it); pumped: the goroutine starts a pump before the panic.
+		inTransaction, holdsServer, pumped bool
+		send                               []byte
+		where                              string // see router.SetLoopHandbackFault
+	}{
+		{"a statement the goroutine serves, between transactions, with the client's socket back",
+			false, false, false, setSearchPath, "evict"},
+		{"a statement the goroutine serves, inside a transaction, as the loop's writes go to its server",
+			true, true, false, setSearchPath, "evict flush"},
+		{"a COPY FROM STDIN, with its pump started, as the loop's writes go to its server",
+			false, true, true, protocol.AppendQuery(nil, "copy handback from stdin"), "evict flush"},
+		{"a Terminate inside a transaction, before the session ends",
+			true, true, false, protocol.AppendTerminate(nil), "leave"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
+			cfg, _ := loopTestConfig(t, "disable", 2)
+			f := ferrytest.Start(t, cfg)
+			const app = "pgferry-handback-panic"
+			doomedPC := ferrytest.ConnectPgConn(t, ctx, withApp(f, app))
+			other := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
+			if _, err := other.Exec(ctx, "create table handback (n int)").ReadAll(); err != nil {
+				t.Fatal(err)
+			}
+			allIntoTheLoop(t, ctx, f, doomedPC, other)
+			if tc.inTransaction {
+				for _, sql := range []string{"begin", "select 1"} {
+					if _, err := doomedPC.Exec(ctx, sql).ReadAll(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			doomed := hijack(t, doomedPC)
+			before := f.Pool(t, "app")
+
+			undo := router.SetLoopHandbackFault(func(a, where string) {
+				if a == app && where == tc.where {
+					panic("a fault injected at " + where + " for " + a)
+				}
+			})
+			defer undo()
+			sendRaw(t, doomed, tc.send)
+			frames := readUntilClosed(t, doomed)
+			if errs := errorsIn(frames); len(errs) != 1 || errs[0]['C'] != protocol.SQLStateInternalError {
+				t.Fatalf("the client whose session panicked got %s; want one ErrorResponse with SQLSTATE %s", describe(frames), protocol.SQLStateInternalError)
+			}
+			if !strings.Contains(f.Logs(), "session panicked") {
+				t.Fatal("the panic was not logged")
+			}
+			if n := f.Server.Snapshot().Panics; n != 1 {
+				t.Fatalf("%d panics counted; want the one", n)
+			}
+
+			// The other client is served; the doomed client's server, if
+			// it held one, was destroyed (its state is unknown), none is
+			// left lent, and the doomed client is counted out once.
+			for i := 0; i < 20; i++ {
+				if _, err := other.Exec(ctx, "select 1").ReadAll(); err != nil {
+					t.Fatalf("query %d of the other client after the panic: %v", i, err)
+				}
+			}
+			if pumped := f.Pool(t, "app").Counters.PumpedLoans - before.Counters.PumpedLoans; (pumped > 0) != tc.pumped {
+				t.Fatalf("%d loans pumped; want a pump: %v", pumped, tc.pumped)
+			}
+			destroyed := before.Stat.Destroyed
+			if tc.holdsServer {
+				destroyed++
+			}
+			ferrytest.Eventually(t, 10*time.Second, "the doomed client's server destroyed, none lent and one client left", func() (bool, error) {
+				st := f.Pool(t, "app").Stat
+				return st.Destroyed == destroyed && st.Active == 0 && router.Clients(f.Server) == 1, nil
+			})
+		})
+	}
+}
+
+func TestAPanicWhileTheLoopHandsALoginToAGoroutineEndsOnlyThatLogin(t *testing.T) {
+	skipWithoutLoop(t)
+	ctx := testContext(t)
+	f := ferrytest.Start(t, loopLoginConfig(t))
+	// A pool's first login goes to a goroutine (the loop has no greeting
+	// to send yet).
+	undo := router.SetLoopHandbackFault(func(_, where string) {
+		if where == "login" {
+			panic("a fault injected at " + where)
+		}
+	})
+	defer undo()
+	if conn, err := pgx.Connect(ctx, f.AppDSN()); err == nil {
+		conn.Close(ctx)
+		t.Fatal("the client whose login panicked logged in")
+	}
+	undo()
+	if _, handoffs := loginCounters(f); handoffs != 1 {
+		t.Fatalf("%d logins handed to a goroutine; want the panicking one", handoffs)
+	}
+	if n := f.Server.Snapshot().Panics; n != 1 {
+		t.Fatalf("%d panics counted; want the one", n)
+	}
+	clientsDropTo(t, f, 0)
+	assertServes(t, ctx, f)
+	clientsDropTo(t, f, 0)
 }
