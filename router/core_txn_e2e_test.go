@@ -342,6 +342,8 @@ func TestSessionStatePinsTheClientToItsServerInTransactionMode(t *testing.T) {
 	}{
 		{"session advisory lock, simple protocol", simple("select pg_advisory_lock(1)"), unlocks},
 		{"session advisory lock, extended protocol", extended("select pg_advisory_lock($1)", 1), unlocks},
+		{"session advisory lock taken by EXPLAIN ANALYZE", simple("explain analyze select pg_advisory_lock(1)"), unlocks},
+		{"session advisory lock in a parenthesised query, extended protocol", extended("(select pg_advisory_lock($1))", 1), unlocks},
 		{"temporary table, simple protocol", simple("create temp table pin_tmp (x int)"), usesTemp},
 		{"temporary table, extended protocol", extended("create temp table pin_tmp (x int)"), usesTemp},
 		{"SQL PREPARE", simple("prepare pin_stmt as select 1"), simple("execute pin_stmt")},

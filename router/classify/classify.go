@@ -508,9 +508,10 @@ func blockCommentEnd(b []byte) int {
 // when it returns false, SQL would return the zero class. It runs
 // for every Query and Parse, so it decides on the first word alone when
 // the text is one statement (no ';', or one that only blanks follow):
-// classifyWord acts on a few first words, and of those the SELECT family
-// only for an advisory lock. Anything else (several statements, a ';' in
-// a quote or comment, a first word longer than 8 bytes) is classified.
+// classifyWord acts on a few first words, and on the others only for an
+// advisory lock (which needs a '(' to be called: callsSessionAdvisoryLock).
+// Anything else (several statements, a ';' in a quote or comment, a first
+// word longer than 8 bytes) is classified.
 func Needed(sql []byte) bool {
 	body := skipSpace(sql) // (a ';' in a leading comment is skipped with it)
 	if len(body) == 0 {
@@ -527,12 +528,10 @@ func Needed(sql []byte) bool {
 		body = body[:semi]
 	}
 	switch wordKey(body) {
-	case keySelect, keyWith, keyValues, keyCall, keyDo:
-		return callsSessionAdvisoryLock(stmt)
 	case 0, keySet, keyReset, keyDiscard, keyCreate, keyDeclare, keyPrepare, keyListen, keyUnlisten, keyLoad:
 		return true
 	}
-	return false
+	return callsSessionAdvisoryLock(stmt)
 }
 
 // wordKey packs the word b starts with, in lower case, into a uint64 (its
@@ -587,8 +586,9 @@ func onlyBlanks(b []byte) bool {
 // statement starting with keyword w whether or not it is cut short at a
 // ';' that only blanks follow (a ';' that may be inside an unterminated
 // quote). That holds for every keyword whose class depends on the first
-// word alone, and for the SELECT family, whose advisory-lock search cannot
-// match across "; ". The others read the text after the keyword.
+// word alone, and for the advisory-lock search every other statement gets,
+// which cannot match across "; ". The others read the text after the
+// keyword.
 func endIrrelevant(w string) bool {
 	switch w {
 	case "set", "reset", "discard", "deallocate", "create", "declare", "listen", "unlisten":
@@ -607,10 +607,6 @@ func classifyOne(stmt []byte) Class {
 func classifyWord(stmt []byte, w string, rest []byte) Class {
 	var c Class
 	switch w {
-	case "select", "with", "values", "call", "do":
-		if callsSessionAdvisoryLock(stmt) {
-			c.Pin = "session advisory lock"
-		}
 	case "set":
 		c = classifySet(rest)
 	case "reset":
@@ -700,7 +696,23 @@ func classifyWord(stmt []byte, w string, rest []byte) Class {
 	case "load":
 		c.Pin = "LOAD"
 	}
+	if c.Pin == "" && mayCallFunctions(w) && (w != "" || len(skipSpace(stmt)) > 0) && callsSessionAdvisoryLock(stmt) {
+		// (w is "" for a statement that starts with '(', and for blanks
+		// and comments, which are no statement.)
+		c.Pin = "session advisory lock"
+	}
 	return c
+}
+
+// mayCallFunctions reports whether a statement that starts with word w
+// may call a function: not one whose arguments are names and constants
+// only (a SET's value may be a string that names one, and calls nothing).
+func mayCallFunctions(w string) bool {
+	switch w {
+	case "set", "reset", "discard", "deallocate", "listen", "unlisten", "load":
+		return false
+	}
+	return true
 }
 
 // callsSessionAdvisoryLock reports whether stmt may call a session

@@ -151,6 +151,29 @@ func TestAnAdvisoryLockNameThatIsNotCalledPinsNothing(t *testing.T) {
 	}
 }
 
+// A session advisory lock taken in any statement that may call a
+// function pins, whatever its first word: the function runs all the same.
+func TestASessionAdvisoryLockPinsWhicheverStatementCallsIt(t *testing.T) {
+	for _, sql := range []string{"explain analyze select pg_advisory_lock(1)", "insert into t select pg_advisory_lock(1)",
+		"(select pg_advisory_lock(1))", "update t set a = pg_try_advisory_lock(1) where b", "copy (select pg_advisory_lock(1)) to stdout",
+		"create table t as select pg_advisory_lock(1)", "delete from t where pg_advisory_lock_shared(id) is not null;",
+		"declare c cursor for select pg_advisory_lock(1)", "merge into t using (select pg_advisory_lock(1) x) s on true when matched then do nothing"} {
+		if !Needed([]byte(sql)) {
+			t.Errorf("Needed(%q) = false; it takes a session advisory lock", sql)
+		}
+		if c := SQL([]byte(sql)); c.Pin == "" {
+			t.Errorf("SQL(%q) does not pin; it takes a session advisory lock", sql)
+		}
+	}
+	// Statements whose arguments are names and constants call nothing.
+	for _, sql := range []string{"set application_name = 'pg_advisory_lock(1)'", "listen pg_advisory_lock",
+		"reset pg_advisory_lock"} {
+		if c := SQL([]byte(sql)); c.Pin != "" {
+			t.Errorf("SQL(%q) pins (%s); it calls no function", sql, c.Pin)
+		}
+	}
+}
+
 func TestKeywordsAreInterned(t *testing.T) {
 	for _, kw := range keywords {
 		if len(kw) > len(lowerBuf{}) {
