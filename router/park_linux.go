@@ -85,10 +85,13 @@ type parker struct {
 	// oldestYoung is young[0].at, or 0 while young is empty: set under mu
 	// with young, read by the loop's turn without it.
 	oldestYoung atomic.Int64
-	// turnNow is the clock the loop read as its turn began (see clock and
-	// wall); turnEvents, the events of the socket event a session of the
-	// loop is turned for (queuedClientSpoke tells a hang-up by them).
+	// turnNow is the clock the loop read as its turn began (see clock),
+	// and turnWall the same reading as a time.Time, for the pool
+	// (releaseServer); turnEvents, the events of the socket event a
+	// session of the loop is turned for (queuedClientSpoke tells a hang-up
+	// by them).
 	turnNow    mono
+	turnWall   time.Time
 	turnEvents uint32
 	// queueings counts the waits for a server the loop made (queue),
 	// queuedReads the reads of what queued clients sent meanwhile
@@ -235,9 +238,12 @@ func (p *parker) loop() {
 			n, err = pw.Wait(p.epfd, max(wait, 0))
 		}
 		p.loopWaiting.Store(false)
-		// One reading of the monotonic clock for the turn: the pool's
-		// releases in it need none of their own (see wall).
-		now = monoNow()
+		// time.Now reads the wall clock as well as the monotonic one, so
+		// the pool's releases in this turn need no reading of their own;
+		// its wall part is a true one (server_check_delay compares it
+		// with the pool's clock).
+		p.turnWall = time.Now()
+		now = toMono(p.turnWall)
 		p.turnNow = now
 		if n > 0 && rawOK && p.loopOn() {
 			lastBusy = now
@@ -343,14 +349,11 @@ func (p *parker) clock(ss *session) mono {
 }
 
 // wall is the clock's reading as a time.Time, for the pool: the loop's
-// turnNow while the relay loop serves ss (see clock), the zero Time
-// otherwise (the pool reads its own). A mono's Time carries a monotonic
-// reading, which the pool's comparisons with its own clock (time.Now's)
-// use; made here, at a release, it costs a fraction of the time.Now the
-// turn would otherwise read for it (which reads the wall clock too).
+// turnWall while the relay loop serves ss (see clock), the zero Time
+// otherwise (the pool reads its own).
 func (p *parker) wall(ss *session) time.Time {
 	if ss.loop != 0 {
-		return p.turnNow.Time()
+		return p.turnWall
 	}
 	return time.Time{}
 }
