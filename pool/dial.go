@@ -128,6 +128,25 @@ var ErrReadOnlyServer = errors.New("server is read-only (in recovery)")
 // refused with a password from a PasswordRejecter is retried once (see
 // PasswordRejecter).
 func Dial(ctx context.Context, cfg *DialConfig) (*ServerConn, error) {
+	sc, err := dial(ctx, cfg)
+	if err != nil {
+		return nil, &DialError{Err: err}
+	}
+	return sc, nil
+}
+
+// A DialError is why Dial could not open a logged-in server connection:
+// every error Dial returns is one, wrapping the cause (errors.As finds a
+// ServerError, errors.Is a timeout or a refused connection in it). A
+// client waiting for a connection is told a dial's failure as such, not
+// as its own wait running out, even when the dial timed out.
+type DialError struct{ Err error }
+
+func (e *DialError) Error() string { return e.Err.Error() }
+func (e *DialError) Unwrap() error { return e.Err }
+
+// dial is Dial, its errors unwrapped.
+func dial(ctx context.Context, cfg *DialConfig) (*ServerConn, error) {
 	if cfg.ConnectTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.ConnectTimeout)

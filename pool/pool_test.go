@@ -530,8 +530,13 @@ func TestAPoolWithoutAHoldFailsItsWaitersWhenTheServerRefuses(t *testing.T) {
 	p := newPool(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := p.Acquire(ctx); !errors.Is(err, syscall.ECONNREFUSED) {
+	_, err = p.Acquire(ctx)
+	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("got %v, want connection refused at once", err)
+	}
+	// The waiter can tell the dial's failure from its own wait's.
+	if !errors.As(err, new(*pool.DialError)) {
+		t.Fatalf("got %v (%T), want a pool.DialError", err, err)
 	}
 }
 

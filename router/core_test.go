@@ -23,7 +23,9 @@ import (
 	"io"
 	"math/big"
 	mrand "math/rand/v2"
+	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -628,6 +630,7 @@ func TestServerLoginFailuresReachTheClientWithoutSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	const secret = "wrong-server-secret-4711"
+	silentPort := silentServer(t)
 	tests := []struct {
 		name   string
 		change func(*configs.Database)
@@ -640,17 +643,25 @@ func TestServerLoginFailuresReachTheClientWithoutSecrets(t *testing.T) {
 			"3D000", `database "no_such_db_here" does not exist`},
 		{"server not listening", func(d *configs.Database) { d.Port = closedPort; d.Password = configs.Secret(secret) },
 			"08006", "could not connect"},
+		// The dial times out in the TLS handshake: a connection failure,
+		// not the client's own query_wait_timeout (08P01), although both
+		// are a deadline passing.
+		{"server that never answers SSLRequest", func(d *configs.Database) {
+			d.Port, d.SSLMode, d.Password = silentPort, "require", configs.Secret(secret)
+		}, "08006", "could not connect"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := ferrytest.Config(t, cluster)
 			cfg.OutageHoldTimeout = 0 // fail at once rather than wait for a server that never listens
+			cfg.ServerConnectTimeout = configs.Duration(time.Second)
 			db := cfg.Databases["app"]
 			tc.change(&db)
 			cfg.Databases["app"] = db
 			f := ferrytest.Start(t, cfg)
 			_, err := pgx.Connect(ctx, f.AppDSN())
 			pe := expectPgError(t, err, tc.code)
+			t.Logf("the client was told %s %s %q", pe.Severity, pe.Code, pe.Message)
 			if pe.Severity != "FATAL" || !strings.Contains(pe.Message, tc.text) {
 				t.Fatalf("got %s %q, want FATAL containing %q", pe.Severity, pe.Message, tc.text)
 			}
@@ -676,4 +687,42 @@ func TestServerLoginFailuresReachTheClientWithoutSecrets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// silentServer listens on a loopback port whose connections are accepted,
+// read and never answered, until the test ends; it returns the port.
+func silentServer(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	closed := false
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		closed = true
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if closed {
+				c.Close()
+			}
+			conns = append(conns, c)
+			mu.Unlock()
+			go io.Copy(io.Discard, c)
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -45,7 +45,8 @@ func (ss *session) acquireError(err error) error {
 	case errors.As(err, &se):
 		return &relayedError{frame: se.Frame, err: err}
 	case errors.Is(err, pool.ErrWaitTimeout),
-		errors.Is(err, context.DeadlineExceeded) && !strings.Contains(err.Error(), "dial") && !strings.Contains(err.Error(), "login"):
+		errors.Is(err, context.DeadlineExceeded) && !errors.As(err, new(*pool.DialError)):
+		// (A dial that timed out is a connection failure, told below.)
 		return protocol.Fatal(protocol.SQLStateProtocolViolation, "query_wait_timeout")
 	case errors.Is(err, pool.ErrPoolClosed):
 		return protocol.Fatal(protocol.SQLStateAdminShutdown, "database configuration changed or pgferry is shutting down; reconnect")
