@@ -23,12 +23,15 @@ import (
 
 // A client that shuts down its sending side (shutdown(SHUT_WR)) while it
 // waits for a server looks, to pgferry, like one that closed its socket:
-// both are an EOF after the bytes. A goroutine that queued it finds out at
-// the grant, and only if the client sent nothing after the request it
-// queued with (waitForServer); one that sent more is served, and ends at
-// the EOF. The relay loop sees the hang-up while the client waits, and
-// must come to the same end: let go at once of a client with nothing more
-// to serve, and keep the place of one with more.
+// both are an EOF after the bytes. No PostgreSQL driver half-closes; a
+// client that gave up waiting (its own timeout) and closed its socket is
+// common under overload. So the relay loop, which sees the hang-up while
+// the client waits (EPOLLRDHUP, even behind bytes it has not read), lets
+// it go at once and gives its place to the next, whatever it sent: its
+// request never takes a server. A goroutine that queued the client cannot
+// see an EOF behind unread bytes: it finds out at the grant, and only if
+// the client sent nothing after the request it queued with
+// (waitForServer); one that sent more is served, and ends at the EOF.
 
 // halfCloseCase is what a client sends, beginning with the request it
 // queues with, before it shuts down its sending side; want is what it must
@@ -103,7 +106,7 @@ var halfCloseCases = []halfCloseCase{
 	},
 }
 
-func TestAClientThatHalfClosesWhileTheLoopQueuesItIsServedIfItSentMoreThanItsRequestAndLetGoAtOnceIfNot(t *testing.T) {
+func TestAClientThatHangsUpWhileTheLoopQueuesItGivesUpItsPlaceAtOnceWhateverItSent(t *testing.T) {
 	skipWithoutLoop(t)
 	t.Parallel()
 	for _, tc := range halfCloseCases {
@@ -114,7 +117,7 @@ func TestAClientThatHalfClosesWhileTheLoopQueuesItIsServedIfItSentMoreThanItsReq
 	}
 }
 
-func TestAClientThatHalfClosesWhileAGoroutineQueuesItFaresAsInTheLoop(t *testing.T) {
+func TestAClientThatHalfClosesWhileAGoroutineQueuesItIsServedIfItSentMoreThanItsRequest(t *testing.T) {
 	t.Parallel()
 	for _, tc := range halfCloseCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,9 +131,13 @@ func TestAClientThatHalfClosesWhileAGoroutineQueuesItFaresAsInTheLoop(t *testing
 // one server connection, held by a client's open transaction, a client
 // sends tc's bytes, waits for the server and shuts down its sending side.
 // A third client then queues behind it, and the transaction ends. The
-// half-closed client must read tc.want and then EOF, ahead of the third
-// client if it was served; the server ends back in the pool, clean.
+// half-closed client must read tc.want (in the loop: nothing) and then
+// EOF, ahead of the third client if it was served; the server ends back
+// in the pool, clean.
 func halfClosesWhileQueued(t *testing.T, loop bool, tc halfCloseCase) {
+	if loop {
+		tc.want, tc.check = "none", nil
+	}
 	ctx := testContext(t)
 	f, holder, pc, behind := halfCloseSetup(t, ctx, loop)
 	_, handbacks := loopCounters(t, f)

@@ -7,7 +7,6 @@
 package router
 
 import (
-	"io"
 	"syscall"
 	"time"
 
@@ -39,28 +38,25 @@ func (p *parker) queue(ss *session) {
 }
 
 // queuedClientSpoke handles an event on the client socket of a session
-// waiting in its pool's queue. What a client sends while it waits (the
-// rest of a pipeline, or a request a driver wrote in several packets) is
-// read in behind the request already read, and the session keeps its
-// place: the grant serves it all in order, up to the read buffer's 8 KiB;
-// the rest waits in the socket (or in the TLS layer), where the grant's
-// relay reads it (await then waits only for a hang-up: a goroutine
-// waiting in its pool's queue does not read its client either). A hang-up
-// is queuedClientHungUp's.
+// waiting in its pool's queue. A client that left gives up its place at
+// once (leave). What one that stays sends (the rest of a pipeline, or a
+// request a driver wrote in several packets) is read in behind the
+// request already read, and the session keeps its place: the grant serves
+// it all in order, up to the read buffer's 8 KiB; the rest waits in the
+// socket (or in the TLS layer), where the grant's relay reads it (await then waits only for a
+// hang-up: a goroutine waiting in its pool's queue does not read its
+// client either).
 func (p *parker) queuedClientSpoke(ss *session) {
-	raw := sockio.Raw{FD: int(ss.fd)}
 	if ss.rd.Buffered() >= protocol.BufferSize {
-		if p.turnEvents&hangUpEvents == 0 {
-			if !p.await(ss, loopQueued, 0) { // (for its hang-up only now)
-				p.evict(ss, "cannot wait", false)
-			}
-		} else {
-			p.queuedClientHungUp(ss, !raw.PeerClosed())
+		if p.turnEvents&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+			p.leave(ss, errClientGone)
+		} else if !p.await(ss, loopQueued, 0) { // (for its hang-up only now)
+			p.evict(ss, "cannot wait", false)
 		}
 		return
 	}
-	if raw.PeerClosed() {
-		p.queuedClientHungUp(ss, ss.tlsPending()) // (all it sent before is read)
+	if (&sockio.Raw{FD: int(ss.fd)}).PeerClosed() {
+		p.leave(ss, errClientGone)
 		return
 	}
 	n, err := ss.rd.ReadMore()
@@ -75,42 +71,8 @@ func (p *parker) queuedClientSpoke(ss *session) {
 	case err == protocol.ErrBufferFull:
 		// (Not with a frame read whole: its goroutine queues again.)
 		p.evict(ss, "the client sent more than the loop holds while queued", false)
-	case err == io.EOF:
-		p.queuedClientHungUp(ss, ss.tlsPending()) // (TLS: its close_notify)
 	default:
 		p.leave(ss, err) // the socket failed: as the goroutine's read would
-	}
-}
-
-// hangUpEvents are the epoll events of a socket whose peer hung up.
-const hangUpEvents = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
-
-// queuedClientHungUp handles the hang-up of the client of a session
-// waiting in its pool's queue, everything it sent before read (up to the
-// read buffer's 8 KiB; more reports bytes beyond those, in the socket or
-// the TLS layer). The loop cannot tell a client that shut down only its
-// side (shutdown(SHUT_WR)) and waits for its answers from one that closed
-// its socket, so it does what a goroutine that queued the session finds
-// at the grant (waitForServer): a client that sent nothing after the
-// request it queued with is gone, and gives up its place now, its request
-// never run; one that sent more (a pipeline, the rest of an
-// extended-protocol request) keeps its place, and at the grant its
-// goroutine serves what it sent, with the server granted (takeGrant), as
-// if it had queued there, and ends at the EOF. A reset (EPOLLHUP,
-// EPOLLERR) is gone both ways: no answer could reach it. The socket is not
-// watched again meanwhile (parkSlot.shut, await): the hang-up stays
-// reported and would fire at every re-arm.
-func (p *parker) queuedClientHungUp(ss *session, more bool) {
-	_, size, _ := ss.rd.Peek() // the request it queued with, buffered whole
-	if p.turnEvents&(syscall.EPOLLHUP|syscall.EPOLLERR) != 0 || (!more && ss.rd.Buffered() <= size) {
-		p.leave(ss, errClientGone)
-		return
-	}
-	p.mu.Lock()
-	p.slots[ss.slot].shut = true
-	p.mu.Unlock()
-	if !p.await(ss, loopQueued, 0) {
-		p.evict(ss, "cannot wait", false) // (it gives up the ticket)
 	}
 }
 
@@ -152,9 +114,8 @@ func (p *parker) serveGrants() {
 			continue
 		}
 		p.unholdLocked(ss)
-		shut := p.slots[ss.slot].shut
 		p.mu.Unlock()
-		p.takeGrant(ss, shut)
+		p.takeGrant(ss)
 	}
 }
 
@@ -164,13 +125,8 @@ func (p *parker) serveGrants() {
 // transaction): the registration armed while it queued stays armed, its
 // leaving comes as that event, and the loop hands it to its goroutine,
 // which ends it and cancels the query, as for a client that leaves during
-// one. A session whose client hung up while queued with more to serve
-// (shut: queuedClientHungUp) goes to its goroutine with the connection
-// linked: it serves what the client sent as if it had queued there (the
-// inline relay not watching the client, a pump that takes over a slow
-// answer reading the EOF and cancelling it), where the loop would see the
-// hang-up at once and take the client for gone.
-func (p *parker) takeGrant(ss *session, shut bool) {
+// one.
+func (p *parker) takeGrant(ss *session) {
 	defer p.recoverTurn(ss)
 	ss.flags.And(^(stParked | stWaiting))
 	tk := ss.rare.ticket
@@ -190,10 +146,6 @@ func (p *parker) takeGrant(ss *session, shut bool) {
 		return
 	}
 	ss.attach(sc, false, false)
-	if shut {
-		p.evict(ss, "its client hung up while queued", false)
-		return
-	}
 	p.turn(ss, false) // request finds the frame it read
 }
 

@@ -70,12 +70,6 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 		return false
 	}
 	key := p.keyLocked(ss)
-	// A client that hung up while queued with more than its request
-	// (queuedClientHungUp) is not watched again while it waits for the
-	// grant: nothing more can come, and the hang-up, which stays
-	// reported, would fire at every re-arm. Its registration stays
-	// fired, so silent.
-	quiet := state == loopQueued && p.slots[ss.slot].shut
 	if srvFD >= 0 {
 		epoll.SetKey(&server, key|serverKeyBit)
 		err := syscall.EpollCtl(p.epfd, srvOp, srvFD, &server)
@@ -98,7 +92,7 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 		}
 		sc.EventSet = int32(p.epfd) + 1
 	}
-	if !armed && !quiet {
+	if !armed {
 		if op == 0 {
 			op = syscall.EPOLL_CTL_MOD
 		}
@@ -111,7 +105,7 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 			return false
 		}
 	}
-	if client.Events&syscall.EPOLLIN != 0 && !quiet {
+	if client.Events&syscall.EPOLLIN != 0 {
 		ss.loop |= loopArmed
 	}
 	p.inLoop++

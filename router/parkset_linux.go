@@ -11,15 +11,11 @@ package router
 // unloop); meanwhile its events' data name the slot and its generation.
 // held says the session is in the set: waiting, owned by the parker, and
 // whoever clears held under mu (an event, a wake, a kill, a grant, the
-// sweep) owns it from there. shut, set by the session's owner, says its
-// client hung up while the relay loop queued it (queuedClientHungUp): the
-// loop no longer watches its socket for input (await); it goes with the
-// slot.
+// sweep) owns it from there.
 type parkSlot struct {
 	ss   *session
 	gen  uint32 // bumped as the slot is given up: older events miss
 	held bool
-	shut bool
 }
 
 // slotGenMask keeps a slot's generation within the event data's bits 32
@@ -62,7 +58,7 @@ func (p *parker) releaseSlotLocked(ss *session) {
 		p.unholdLocked(ss)
 	}
 	s := &p.slots[ss.slot]
-	s.ss, s.shut = nil, false
+	s.ss = nil
 	s.gen++
 	p.freeSlots = append(p.freeSlots, ss.slot)
 	ss.slot = -1
