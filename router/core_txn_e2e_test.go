@@ -7,6 +7,7 @@ package router_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -328,6 +329,16 @@ func TestSessionStatePinsTheClientToItsServerInTransactionMode(t *testing.T) {
 		}
 		return nil
 	}
+	tenant42 := func(ctx context.Context, c *pgx.Conn) error {
+		var v string
+		if err := c.QueryRow(ctx, "select current_setting('app.tenant', true)").Scan(&v); err != nil {
+			return err
+		}
+		if v != "42" {
+			return fmt.Errorf("app.tenant is %q on this server connection; want 42", v)
+		}
+		return nil
+	}
 	usesTemp := func(ctx context.Context, c *pgx.Conn) error {
 		if _, err := c.Exec(ctx, "insert into pin_tmp values ($1)", 1); err != nil {
 			return err
@@ -344,6 +355,8 @@ func TestSessionStatePinsTheClientToItsServerInTransactionMode(t *testing.T) {
 		{"session advisory lock, extended protocol", extended("select pg_advisory_lock($1)", 1), unlocks},
 		{"session advisory lock taken by EXPLAIN ANALYZE", simple("explain analyze select pg_advisory_lock(1)"), unlocks},
 		{"session advisory lock in a parenthesised query, extended protocol", extended("(select pg_advisory_lock($1))", 1), unlocks},
+		{"set_config for the session, simple protocol", simple("select set_config('app.tenant', '42', false)"), tenant42},
+		{"set_config for the session, extended protocol", extended("select set_config($1, $2, false)", "app.tenant", "42"), tenant42},
 		{"temporary table, simple protocol", simple("create temp table pin_tmp (x int)"), usesTemp},
 		{"temporary table, extended protocol", extended("create temp table pin_tmp (x int)"), usesTemp},
 		{"SQL PREPARE", simple("prepare pin_stmt as select 1"), simple("execute pin_stmt")},
@@ -398,6 +411,7 @@ func TestSessionStateIsRefusedWhenPinningIsOff(t *testing.T) {
 	}{
 		{"temporary table", "create temp table refused_tmp (x int)", false, false},
 		{"session advisory lock", "select pg_advisory_lock(1)", false, false},
+		{"set_config for the session", "select set_config('app.tenant', '42', false)", false, true},
 		{"temporary table inside a transaction", "create temp table refused_tmp (x int)", true, false},
 		{"temporary table, extended protocol", "create temp table refused_tmp (x int)", false, true},
 	}

@@ -509,7 +509,8 @@ func blockCommentEnd(b []byte) int {
 // for every Query and Parse, so it decides on the first word alone when
 // the text is one statement (no ';', or one that only blanks follow):
 // classifyWord acts on a few first words, and on the others only for an
-// advisory lock (which needs a '(' to be called: callsSessionAdvisoryLock).
+// advisory lock or a session-level set_config (which need a '(' to be
+// called: sessionFunctionPin).
 // Anything else (several statements, a ';' in a quote or comment, a first
 // word longer than 8 bytes) is classified.
 func Needed(sql []byte) bool {
@@ -531,7 +532,7 @@ func Needed(sql []byte) bool {
 	case 0, keySet, keyReset, keyDiscard, keyCreate, keyDeclare, keyPrepare, keyListen, keyUnlisten, keyLoad:
 		return true
 	}
-	return callsSessionAdvisoryLock(stmt)
+	return sessionFunctionPin(stmt) != ""
 }
 
 // wordKey packs the word b starts with, in lower case, into a uint64 (its
@@ -696,10 +697,10 @@ func classifyWord(stmt []byte, w string, rest []byte) Class {
 	case "load":
 		c.Pin = "LOAD"
 	}
-	if c.Pin == "" && mayCallFunctions(w) && (w != "" || len(skipSpace(stmt)) > 0) && callsSessionAdvisoryLock(stmt) {
+	if c.Pin == "" && mayCallFunctions(w) && (w != "" || len(skipSpace(stmt)) > 0) {
 		// (w is "" for a statement that starts with '(', and for blanks
 		// and comments, which are no statement.)
-		c.Pin = "session advisory lock"
+		c.Pin = sessionFunctionPin(stmt)
 	}
 	return c
 }
@@ -715,23 +716,121 @@ func mayCallFunctions(w string) bool {
 	return true
 }
 
-// callsSessionAdvisoryLock reports whether stmt may call a session
-// advisory lock function: a call needs a '(' after the name, so a text
-// with no '(' at all, as most short queries are, needs no search for the
-// name (one vectorised bytes.IndexByte instead of one per '_').
-func callsSessionAdvisoryLock(stmt []byte) bool {
-	return bytes.IndexByte(stmt, '(') >= 0 && hasSessionAdvisoryLock(stmt)
+// Pin reasons of function calls whose effect outlives the transaction.
+const (
+	pinAdvisoryLock = "session advisory lock"
+	pinSetConfig    = "set_config not local to the transaction"
+)
+
+// sessionFunctionPin returns the pin reason of a statement that may call a
+// function whose effect outlives its transaction, or "": a session
+// advisory lock (advisoryLockAt), or set_config whose third
+// argument, is_local, is not a literal true (set_config('app.tenant',
+// '42', false) is a session's SET, which pgferry does not track).
+//
+// A call needs a '(' after the name, so a text with no '(' at all, as most
+// short queries are, needs no search for the names: one vectorised
+// bytes.IndexByte. Both names have a '_', and the search jumps from one
+// '_' to the next.
+func sessionFunctionPin(stmt []byte) string {
+	if bytes.IndexByte(stmt, '(') < 0 {
+		return ""
+	}
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(stmt[i:], '_')
+		if j < 0 {
+			return ""
+		}
+		i += j
+		if advisoryLockAt(stmt, i) {
+			return pinAdvisoryLock
+		}
+		if i >= 3 && i+7 <= len(stmt) && (i == 3 || !identCont(stmt[i-4])) &&
+			lowerIs(stmt[i-3:i], "set") && lowerIs(stmt[i+1:i+7], "config") {
+			if local, call := setConfigIsLocal(stmt[i+7:]); call && !local {
+				return pinSetConfig
+			}
+		}
+	}
 }
 
-// hasSessionAdvisoryLock spots pg_advisory_lock, pg_try_advisory_lock and
-// their _shared forms; pg_advisory_xact_lock ("advisory_xact") and
-// pg_advisory_unlock do not match. The search for "advisory_lock" ignores
-// ASCII case and does not allocate.
-//
-// It runs on every SELECT, so it jumps from one '_' to the next with
-// bytes.IndexByte (vectorised) and compares the 8 bytes before and the 4
-// after each one whole, folded to lower case by setting bit 0x20 of every
-// byte: all of them must be letters, for which that is exact.
+// lowerIs reports whether b, folded to lower case (ASCII letters only),
+// is word (lower case letters).
+func lowerIs(b []byte, word string) bool {
+	if len(b) != len(word) {
+		return false
+	}
+	for k := range len(b) {
+		if b[k]|0x20 != word[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// setConfigIsLocal reads the arguments of a set_config call from b, which
+// follows the name: call reports that a '(' follows (after blanks and
+// comments), local that the third argument is a literal true (true, or a
+// quoted 't', 'true', 'on', 'yes', 'y', '1', as PostgreSQL reads a
+// boolean). Arguments are split at commas outside parentheses, quotes and
+// comments; an expression, a parameter ($3) or an argument list it cannot
+// read is not local (the client is pinned: the safe side).
+func setConfigIsLocal(b []byte) (local, call bool) {
+	b = skipSpace(b)
+	if len(b) == 0 || b[0] != '(' {
+		return false, false
+	}
+	b = b[1:]
+	arg, depth, start := 0, 0, 0
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; c {
+		case '(':
+			depth++
+		case ')', ',':
+			if c == ')' && depth > 0 {
+				depth--
+				continue
+			}
+			if c == ',' && depth > 0 {
+				continue
+			}
+			if arg == 2 {
+				return literalTrue(b[start:i]), true
+			}
+			if c == ')' {
+				return false, true // fewer than three arguments
+			}
+			arg, start = arg+1, i+1
+		case '\'', '"':
+			k := bytes.IndexByte(b[i+1:], c)
+			if k < 0 {
+				return false, true
+			}
+			i += k + 1 // (a doubled quote reads as two strings: same split)
+		case '-', '/':
+			if r := skipSpace(b[i:]); len(r) != len(b)-i {
+				i = len(b) - len(r) - 1
+			}
+		}
+	}
+	return false, true
+}
+
+// literalTrue reports whether arg (blanks and comments around it allowed)
+// is a literal PostgreSQL reads as boolean true.
+func literalTrue(arg []byte) bool {
+	arg = skipSpace(arg)
+	arg = bytes.TrimRight(arg, " \t\n\r\f")
+	for _, t := range [...]string{"true", "'t'", "'true'", "'on'", "'yes'", "'y'", "'1'"} {
+		if lowerIs(arg, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasSessionAdvisoryLock reports whether stmt names pg_advisory_lock,
+// pg_try_advisory_lock or their _shared forms anywhere (advisoryLockAt).
 func hasSessionAdvisoryLock(stmt []byte) bool {
 	for i := 0; ; i++ {
 		j := bytes.IndexByte(stmt[i:], '_')
@@ -739,12 +838,25 @@ func hasSessionAdvisoryLock(stmt []byte) bool {
 			return false
 		}
 		i += j
-		if i >= 8 && i+5 <= len(stmt) &&
-			binary.LittleEndian.Uint64(stmt[i-8:])|0x2020202020202020 == advisoryWord &&
-			binary.LittleEndian.Uint32(stmt[i+1:])|0x20202020 == lockWord {
+		if advisoryLockAt(stmt, i) {
 			return true
 		}
 	}
+}
+
+// advisoryLockAt reports whether the '_' at stmt[i] is the one of
+// "advisory_lock", which pg_advisory_lock, pg_try_advisory_lock and their
+// _shared forms have and pg_advisory_xact_lock ("advisory_xact") and
+// pg_advisory_unlock do not. The match ignores ASCII case.
+//
+// It runs at every '_' of every statement with a '(', so it compares the
+// 8 bytes before and the 4 after whole, folded to lower case by setting
+// bit 0x20 of every byte: all of them must be letters, for which that is
+// exact.
+func advisoryLockAt(stmt []byte, i int) bool {
+	return i >= 8 && i+5 <= len(stmt) &&
+		binary.LittleEndian.Uint64(stmt[i-8:])|0x2020202020202020 == advisoryWord &&
+		binary.LittleEndian.Uint32(stmt[i+1:])|0x20202020 == lockWord
 }
 
 var (

@@ -174,6 +174,36 @@ func TestASessionAdvisoryLockPinsWhicheverStatementCallsIt(t *testing.T) {
 	}
 }
 
+// set_config with is_local not a literal true is a session's SET that
+// pgferry cannot track: it pins, in any statement that may call it.
+func TestASetConfigThatOutlivesItsTransactionPins(t *testing.T) {
+	pins := []string{"select set_config('search_path', 'x', false)", "SELECT SET_CONFIG('app.tenant', '42', FALSE)",
+		"select set_config('a', 'b', $3)", "select pg_catalog.set_config('a','b',false)",
+		"select set_config ( 'a' , 'b' , false )", "select set_config('a', 'b', 'f')",
+		"select set_config('a', concat('x', ','), false)", "select set_config('a', 'b,c', false)",
+		"select set_config('a', 'b'", "select set_config('a', 'b', /* true */ false)",
+		"with x as (select 1) select set_config('a', 'b', false) from x", "update t set v = set_config('a', 'b', false)",
+		"select set_config('a', 'b', tru)", "select set_config('a', 'b', true and false)"}
+	for _, sql := range pins {
+		if !Needed([]byte(sql)) {
+			t.Errorf("Needed(%q) = false; it sets a parameter for the session", sql)
+		}
+		if c := SQL([]byte(sql)); c.Pin != pinSetConfig {
+			t.Errorf("SQL(%q) pins %q; want %q", sql, c.Pin, pinSetConfig)
+		}
+	}
+	local := []string{"select set_config('search_path', 'x', true)", "select set_config('a', 'b', 'on')",
+		"select set_config('a', 'b,c', TRUE)", "select set_config('a', f(1, 2), true)",
+		"select set_config('a', 'b', -- local\n true)", "select current_setting('x')",
+		"select offset_config(1, 2, false)", "select my_set_config('a', 'b', false)",
+		"select set_config, f(1) from t"}
+	for _, sql := range local {
+		if c := SQL([]byte(sql)); c.Pin != "" {
+			t.Errorf("SQL(%q) pins (%s); nothing outlives the transaction", sql, c.Pin)
+		}
+	}
+}
+
 func TestKeywordsAreInterned(t *testing.T) {
 	for _, kw := range keywords {
 		if len(kw) > len(lowerBuf{}) {
@@ -445,6 +475,7 @@ var classifyEquivalenceSeeds = []string{
 	"select $1; x", "select $; x", "select $ab; x", "select $a b$; x", "$", "$$", "$a$", "$a$$a$;", "select $a$",
 	"select pg_advisory_lock(1)", "SELECT PG_ADVISORY_LOCK(1)", "select pg_try_advisory_lock(1)",
 	"select pg_advisory_lock_shared(1)", "select pg_advisory_xact_lock(1)", "select pg_advisory_unlock(1)",
+	"select set_config('a', 'b', false)", "select set_config('a', 'b', true)", "select set_config('a', (1,",
 	"select advisory_lock", "advisory_lock", "_lock", "advisory_", "xadvisory_lockx", "ADVISORY_LOCK", "AdViSoRy_LoCk",
 	"advisory\x7flock", "advisory_loc", "dvisory_lock", "advisory__lock", "advisory_advisory_lock", "a_dvisory_lock",
 	"ádvisory_lock", "advisorY_lOck", "advisory_lock\x00", "\x41DVISORY\x5fLOCK", "advisory\xdflock",
