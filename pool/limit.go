@@ -69,8 +69,13 @@ func (l *Limit) SetMax(max int) {
 // closing: the caller closes it. Without excess it costs one atomic load.
 func (l *Limit) claimExcess() bool {
 	if l == nil || !l.over.Load() {
-		return false
+		return false // (inlined at every release: no limit, or not over it)
 	}
+	return l.claimExcessLocked()
+}
+
+// claimExcessLocked is claimExcess past its check without the lock.
+func (l *Limit) claimExcessLocked() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.cur-l.closing <= l.max {

@@ -162,8 +162,13 @@ func (sc *ServerConn) endLoan() {
 // connection to a borrower other than an event loop (see endLoan).
 func (sc *ServerConn) NoWait() bool {
 	if sc.noWait {
-		return true // (left so by the last loan: see endLoan)
+		return true // (left so by the last loan: see endLoan; inlined)
 	}
+	return sc.setNoWait()
+}
+
+// setNoWait is NoWait for a connection not yet made so.
+func (sc *ServerConn) setNoWait() bool {
 	if !sc.TLS {
 		fd := sc.FD()
 		if fd < 0 || !sockio.Available {
