@@ -26,7 +26,11 @@ import (
 func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool, end mono) {
 	ss.entry.stats.xacts.Add(1)
 	ss.entry.stats.xactTimeUS.Add(uint64(end.Sub(ss.linkedAt) / time.Microsecond))
-	ss.waitForWriter()
+	if ss.loop == 0 {
+		// (In the relay loop nothing else writes to the server: no run
+		// goroutine, no pump.)
+		ss.waitForWriter()
+	}
 	err := ss.wr.Flush() // (the relay loop flushes what would block later)
 	if err == protocol.ErrWouldBlock {
 		err = nil

@@ -18,9 +18,16 @@ import (
 // none is running. The timer is made once per session and reused. mu is
 // held.
 func (ss *session) armQueryTimeout() {
+	if ss.srv.cfg.Load().QueryTimeout > 0 && ss.q.n <= 1 {
+		ss.startQueryTimer() // (the check above is inlined)
+	}
+}
+
+// startQueryTimer is armQueryTimeout's timer. mu is held.
+func (ss *session) startQueryTimer() {
 	d := ss.srv.cfg.Load().QueryTimeout.Std()
-	if d <= 0 || ss.q.n > 1 {
-		return
+	if d <= 0 {
+		return // (a reload turned it off since the check)
 	}
 	r := ss.ensureRareLocked()
 	r.querySeq++
@@ -36,9 +43,20 @@ func (ss *session) armQueryTimeout() {
 // is timed: a session-mode or pinned client holds its server for the whole
 // session. The timer is made once per session and reused. mu is held.
 func (ss *session) armTransactionTimeout() {
-	d := ss.srv.cfg.Load().TransactionTimeout.Std()
-	if d <= 0 || !ss.txnMode || ss.pinned {
+	if ss.srv.cfg.Load().TransactionTimeout > 0 {
+		ss.startTransactionTimer() // (the check above is inlined)
+	}
+}
+
+// startTransactionTimer is armTransactionTimeout's timer, for a loan that
+// is one transaction. mu is held.
+func (ss *session) startTransactionTimer() {
+	if !ss.txnMode || ss.pinned {
 		return
+	}
+	d := ss.srv.cfg.Load().TransactionTimeout.Std()
+	if d <= 0 {
+		return // (a reload turned it off since the check)
 	}
 	r := ss.ensureRareLocked()
 	if r.txnTimer == nil {
