@@ -321,7 +321,12 @@ func (ss *session) frameDone() {
 // onMidFrameWake the read is retried and the Reader resumes it. A kill is
 // not retried.
 func (ss *session) wokenMidFrame(err error) bool {
-	return err != nil && isTimeout(err) && !isWriteError(err) && !ss.has(evKill)
+	return err != nil && ss.wokenBy(err) // (inlined: err is nil per frame read)
+}
+
+// wokenBy is wokenMidFrame for a read that failed with err.
+func (ss *session) wokenBy(err error) bool {
+	return isTimeout(err) && !isWriteError(err) && !ss.has(evKill)
 }
 
 // isWriteError reports whether err is a protocol.WriteError (errors.AsType:

@@ -100,6 +100,11 @@ func (ss *session) takeWriteLSN(sc *pool.ServerConn) bool {
 // wakeIfPending wakes the session goroutine when it has work waiting for the
 // end of the transaction (shutdown).
 func (ss *session) wakeIfPending() {
+	if ss.loop != 0 && ss.rare == nil && !ss.srv.isDraining() {
+		// The relay loop, the owner, reads rare without mu: a session
+		// without it has no mailbox (subscribe makes it first).
+		return
+	}
 	ss.mu.Lock()
 	mail := ss.mailLen() > 0
 	ss.mu.Unlock()
