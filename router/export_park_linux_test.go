@@ -25,11 +25,13 @@ func ListenerWaitersOpen(s *Server) int {
 // of a logged-in session, with the session's application_name and the
 // clock reading of the epoll wait whose event it serves (two turns of one
 // wait get the same), until undo is called. f may panic (the turn panics)
-// or block (the loop waits).
+// or block (the loop waits). It replaces any fault set before (SetFault).
 func SetLoopTurnFault(f func(app string, wait int64)) (undo func()) {
-	g := func(ss *session) { f(ss.params.get("application_name"), int64(ss.srv.parker.turnNow)) }
-	turnFault.Store(&g)
-	return func() { turnFault.Store(nil) }
+	return setFault(func(ss *session, where string) {
+		if where == "turn" {
+			f(ss.params.get("application_name"), int64(ss.srv.parker.turnNow))
+		}
+	})
 }
 
 // SetLoopHandbackFault makes the goroutine the relay loop hands a session
@@ -37,9 +39,13 @@ func SetLoopTurnFault(f func(app string, wait int64)) (undo func()) {
 // login) and where it stands: "evict" once its client socket is a
 // net.Conn again, "evict flush" as it flushes what the loop wrote to the
 // linked server, "leave" before it ends the session, "login" before the
-// login goes on. f may panic. undo stops it.
+// login goes on. f may panic. undo stops it. It replaces any fault set
+// before (SetFault).
 func SetLoopHandbackFault(f func(app, where string)) (undo func()) {
-	g := func(ss *session, where string) { f(ss.params.get("application_name"), where) }
-	handbackFault.Store(&g)
-	return func() { handbackFault.Store(nil) }
+	return setFault(func(ss *session, where string) {
+		switch where {
+		case "evict", "evict flush", "leave", "login":
+			f(ss.params.get("application_name"), where)
+		}
+	})
 }

@@ -38,3 +38,18 @@ func LoopAccepts(s *Server) uint64 { return s.parker.loopAccepts.Load() }
 
 // Clients counts the clients connected, logged in or not.
 func Clients(s *Server) int64 { return s.clients.Load() }
+
+// SetFault makes every session call f at each point it passes faultAt
+// (see there for the names of where), with its application_name ("" for
+// a login), until undo is called. f may panic, as a bug there would, or
+// block. It replaces any fault set before (SetLoopTurnFault,
+// SetLoopHandbackFault): one is set at a time.
+func SetFault(f func(app, where string)) (undo func()) {
+	return setFault(func(ss *session, where string) { f(ss.params.get("application_name"), where) })
+}
+
+// setFault makes g the fault faultAt runs, until undo is called.
+func setFault(g func(ss *session, where string)) (undo func()) {
+	fault.Store(&g)
+	return func() { fault.Store(nil) }
+}

@@ -7,7 +7,6 @@ package router
 
 import (
 	"io"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -67,10 +66,6 @@ func (p *parker) loopOn() bool { return p.srv.loopOK.Load() }
 // loopBusyHold is how long after its last event the parker goes on
 // waiting raw (see epoll.Wait), and the longest raw wait.
 const loopBusyHold = 100 * time.Millisecond
-
-// turnFault, set only by tests, runs at the start of every turn of a
-// logged-in session: a panic there shows what the loop does with one.
-var turnFault atomic.Pointer[func(*session)]
 
 // loopBuilt: this build has the relay loop (it needs the parker).
 const loopBuilt = true
@@ -210,9 +205,7 @@ func (p *parker) turn(ss *session, client bool) {
 		return
 	}
 	// (No deferred recover here: every caller has one; see serveEvents.)
-	if f := turnFault.Load(); f != nil {
-		(*f)(ss)
-	}
+	ss.faultAt("turn")
 	ss.flags.And(^stParked)
 	if client {
 		ss.loop &^= loopArmed // its one-shot registration fired

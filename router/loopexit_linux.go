@@ -6,7 +6,6 @@
 package router
 
 import (
-	"sync/atomic"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -179,18 +178,5 @@ func (ss *session) reclaim(sc *pool.ServerConn) {
 	ss.wr.SetDest(ss.conn)
 	if sc != nil {
 		sc.Wait()
-	}
-}
-
-// handbackFault, set only by tests, runs at the points named where of
-// what a goroutine the loop hands a session (evict, leave) or a login
-// (loginHandoff) to does before run, end or logIn: a panic there shows
-// what that goroutine does with one, as turnFault does for a turn.
-var handbackFault atomic.Pointer[func(ss *session, where string)]
-
-// faultAt runs handbackFault, if set, at where.
-func (ss *session) faultAt(where string) {
-	if f := handbackFault.Load(); f != nil {
-		(*f)(ss, where)
 	}
 }

@@ -1,0 +1,22 @@
+// Fault injection for tests: named points where a test can make a session
+// panic (or wait), to show what pgferry does with a bug there.
+
+package router
+
+import "sync/atomic"
+
+// fault, set only by tests (SetFault and its kin in export_test.go), runs
+// at every point a session passes faultAt; nil otherwise.
+var fault atomic.Pointer[func(ss *session, where string)]
+
+// faultAt runs fault, if a test set one, at the point named where:
+//   - "turn": the start of a relay loop turn of a logged-in session;
+//   - "evict", "evict flush", "leave", "login": on the goroutine the relay
+//     loop hands a session or a login to (see SetLoopHandbackFault).
+//
+// It costs one atomic load when no test set one.
+func (ss *session) faultAt(where string) {
+	if f := fault.Load(); f != nil {
+		(*f)(ss, where)
+	}
+}
