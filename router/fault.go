@@ -12,7 +12,11 @@ var fault atomic.Pointer[func(ss *session, where string)]
 // faultAt runs fault, if a test set one, at the point named where:
 //   - "turn": the start of a relay loop turn of a logged-in session;
 //   - "evict", "evict flush", "leave", "login": on the goroutine the relay
-//     loop hands a session or a login to (see SetLoopHandbackFault).
+//     loop hands a session or a login to (see SetLoopHandbackFault);
+//   - "process": a client request about to go to the server, mu and wmu
+//     held (send);
+//   - "server frame": a server frame other than a data row, a notice or
+//     copy data, about to be noted, mu held (noteServerFrame).
 //
 // It costs one atomic load when no test set one.
 func (ss *session) faultAt(where string) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
@@ -24,6 +25,28 @@ func loopCounters(t *testing.T, f *ferrytest.Ferry) (entries, handbacks uint64) 
 	c := f.Pool(t, "app").Counters
 	return c.LoopEntries, c.LoopHandbacks
 }
+
+// allIntoTheLoop runs queries on each client until all of them are in the
+// relay loop (entries less handbacks).
+func allIntoTheLoop(t *testing.T, ctx context.Context, f *ferrytest.Ferry, clients ...*pgconn.PgConn) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		for _, c := range clients {
+			if _, err := c.Exec(ctx, "select 1").ReadAll(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if entries, handbacks := loopCounters(t, f); entries-handbacks >= uint64(len(clients)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the %d clients did not all enter the relay loop", len(clients))
+		}
+	}
+}
+
+// withApp is f's DSN for database app with application_name app.
+func withApp(f *ferrytest.Ferry, app string) string { return f.AppDSN() + " application_name=" + app }
 
 // skipWithoutLoop skips where the relay loop is not built (it needs Linux's
 // epoll and raw socket calls).

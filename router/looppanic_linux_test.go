@@ -19,28 +19,6 @@ import (
 	"github.com/pgferry/pgferry/router"
 )
 
-// allIntoTheLoop runs queries on each client until all of them are in the
-// relay loop (entries less handbacks).
-func allIntoTheLoop(t *testing.T, ctx context.Context, f *ferrytest.Ferry, clients ...*pgconn.PgConn) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		for _, c := range clients {
-			if _, err := c.Exec(ctx, "select 1").ReadAll(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if entries, handbacks := loopCounters(t, f); entries-handbacks >= uint64(len(clients)) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the %d clients did not all enter the relay loop", len(clients))
-		}
-	}
-}
-
-// withApp is f's DSN for database app with application_name app.
-func withApp(f *ferrytest.Ferry, app string) string { return f.AppDSN() + " application_name=" + app }
-
 func TestASessionWhoseLoopTurnPanicsEndsWithAnInternalErrorItsServerDestroyedAndTheLoopServesTheOthers(t *testing.T) {
 	skipWithoutLoop(t)
 	ctx := testContext(t)

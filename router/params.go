@@ -432,6 +432,7 @@ func (ss *session) refuse(e *protocol.Error) (bool, error) {
 		ss.wr.SetBuffer(protocol.AppendReadyForQuery(b, protocol.TxIdle))
 		return true, ss.flushClientIfIdle()
 	}
+	sql := raiseSQL(e) // (before the locks: nothing but appends under them)
 	var sc *pool.ServerConn
 	for {
 		var err error
@@ -445,7 +446,6 @@ func (ss *session) refuse(e *protocol.Error) (bool, error) {
 		ss.mu.Unlock()
 	}
 	ss.wmu.Lock()
-	sql := raiseSQL(e)
 	if ss.q.n == 0 && ss.queryStart.IsZero() {
 		ss.queryStart = monoNow() // as process does: a query starts
 	}

@@ -92,11 +92,15 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 	if ss.entry.monitor != nil && !ss.isLinked() {
 		readOnly = ss.wantsReplica(typ, frame)
 	}
-	ss.mu.Lock()
-	sc := ss.server // inside a transaction: linked already, one lock
-	for sc == nil {
-		ss.mu.Unlock()
-		var err error
+	var sc *pool.ServerConn // nil: whichever is linked (inside a transaction: one send, one lock)
+	for {
+		sent, err := ss.send(sc, typ, frame)
+		if sent != nil {
+			if err == nil {
+				ss.relayInline(sent, typ)
+			}
+			return err
+		}
 		if sc, err = ss.link(readOnly); err != nil {
 			var pe *protocol.Error
 			if typ == protocol.MsgQuery && errors.As(err, &pe) && !pe.IsFatal() {
@@ -104,20 +108,36 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 			}
 			return err
 		}
-		ss.mu.Lock()
-		if !ss.stillLinked(sc) {
-			sc = nil
+	}
+}
+
+// send appends frame, a client request of type typ, to the buffer of the
+// server linked for it (process) and flushes it unless more requests
+// follow at once (flushServerIfIdle): to want, or to whichever server is
+// linked when want is nil. It returns the server it went to; nil when none
+// is linked, or want no longer is (a pump gave it back meanwhile): the
+// caller links one (link) and sends again. process runs under mu and wmu,
+// the flush under wmu alone; both are let go even if process panics, so
+// that the recover (serveRecovering, or the loop's turnPanicked) can take
+// mu and the session's end can take wmu (waitForWriter).
+func (ss *session) send(want *pool.ServerConn, typ byte, frame []byte) (sc *pool.ServerConn, err error) {
+	ss.mu.Lock()
+	muHeld := true
+	defer func() {
+		if muHeld {
+			ss.mu.Unlock() // process panicked
 		}
+	}()
+	if sc = ss.server; sc == nil || (want != nil && !ss.stillLinked(want)) {
+		return nil, nil
 	}
 	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
+	ss.faultAt("process")
 	ss.process(sc, typ, frame)
+	muHeld = false
 	ss.mu.Unlock()
-	err = ss.flushServerIfIdle(sc)
-	ss.wmu.Unlock()
-	if err == nil {
-		ss.relayInline(sc, typ)
-	}
-	return err
+	return sc, ss.flushServerIfIdle(sc)
 }
 
 var errClientTerminated = errors.New("client terminated")
@@ -135,13 +155,26 @@ func replicaUnreachable(err error) bool {
 // is: PostgreSQL ignores copy messages outside COPY, and a Flush with
 // nothing outstanding has nothing to flush.
 func (ss *session) forwardPlain(typ byte) error {
+	sc, err := ss.forwardLinked(typ)
+	if sc != nil && err == nil {
+		ss.relayInline(sc, typ)
+	}
+	return err
+}
+
+// forwardLinked is forwardPlain's write: it returns the server it
+// forwarded the frame to, nil if it dropped it. The write runs under wmu,
+// let go even if it panics: a pump (releaseServer) and the session's end
+// wait for it (waitForWriter).
+func (ss *session) forwardLinked(typ byte) (*pool.ServerConn, error) {
 	ss.mu.Lock()
 	sc := ss.server
 	if sc == nil || (ss.q.n == 0 && typ != protocol.MsgFlush && ss.status == protocol.TxIdle) {
 		ss.mu.Unlock()
-		return ss.rd.Discard()
+		return nil, ss.rd.Discard()
 	}
 	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
 	ss.mu.Unlock()
 	err := ss.rd.Forward(sc.Wr)
 	if ss.wokenMidFrame(err) {
@@ -155,11 +188,7 @@ func (ss *session) forwardPlain(typ byte) error {
 	if err == nil {
 		err = ss.flushServerIfIdle(sc)
 	}
-	ss.wmu.Unlock()
-	if err == nil {
-		ss.relayInline(sc, typ)
-	}
-	return err
+	return sc, err
 }
 
 func (ss *session) flushServerIfIdle(sc *pool.ServerConn) error {
@@ -190,7 +219,7 @@ func (ss *session) isLinked() bool {
 // link returns the linked server, borrowing one if needed (from a replica
 // when readOnly and one is in rotation). It returns with no lock held: the
 // caller takes mu, then wmu, to write, and checks the server is still
-// linked (writeLocked).
+// linked (send).
 func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	ss.mu.Lock()
 	if sc := ss.server; sc != nil {
@@ -245,6 +274,7 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 	}
 	now := ss.srv.parker.clock(ss)
 	ss.mu.Lock()
+	defer ss.mu.Unlock() // (both locks are let go even if syncParams panics)
 	ss.server = sc
 	ss.onReplica, ss.txReadOnly = onReplica, readOnly
 	ss.linkedAt = now
@@ -256,6 +286,7 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 		ss.stmts.unnamedHere = false // the server's is whoever parsed last
 	}
 	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
 	ss.syncParams(sc)
 	ss.inline = inlineRelay && ss.txnMode && !ss.pinned
 	ss.armTransactionTimeout()
@@ -270,8 +301,6 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 		ss.entry.stats.pumpedLoans.Add(1)
 		ss.srv.pumps.run(pumpJob{ss: ss, sc: sc, done: done})
 	}
-	ss.wmu.Unlock()
-	ss.mu.Unlock()
 }
 
 // stillLinked reports whether sc, which link returned, is still the linked
