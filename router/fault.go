@@ -16,7 +16,7 @@ var fault atomic.Pointer[func(ss *session, where string)]
 //   - "process": a client request about to go to the server, mu and wmu
 //     held (send);
 //   - "server frame": a server frame other than a data row, a notice or
-//     copy data, about to be noted, mu held (noteServerFrame).
+//     copy data, about to be noted, mu held (relayServer).
 //
 // It costs one atomic load when no test set one.
 func (ss *session) faultAt(where string) {

@@ -117,27 +117,53 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 // linked when want is nil. It returns the server it went to; nil when none
 // is linked, or want no longer is (a pump gave it back meanwhile): the
 // caller links one (link) and sends again. process runs under mu and wmu,
-// the flush under wmu alone; both are let go even if process panics, so
-// that the recover (serveRecovering, or the loop's turnPanicked) can take
-// mu and the session's end can take wmu (waitForWriter).
+// the flush under wmu alone; both are let go even if process panics
+// (unlockHeld), so that the recover (serveRecovering, or the loop's
+// turnPanicked) can take mu and the session's end can take wmu
+// (waitForWriter).
 func (ss *session) send(want *pool.ServerConn, typ byte, frame []byte) (sc *pool.ServerConn, err error) {
+	var held heldLocks
+	defer ss.unlockHeld(&held)
 	ss.mu.Lock()
-	muHeld := true
-	defer func() {
-		if muHeld {
-			ss.mu.Unlock() // process panicked
-		}
-	}()
+	held = heldMu
 	if sc = ss.server; sc == nil || (want != nil && !ss.stillLinked(want)) {
+		held = 0
+		ss.mu.Unlock()
 		return nil, nil
 	}
 	ss.wmu.Lock()
-	defer ss.wmu.Unlock()
+	held = heldMu | heldWmu
 	ss.faultAt("process")
 	ss.process(sc, typ, frame)
-	muHeld = false
+	held = heldWmu
 	ss.mu.Unlock()
-	return sc, ss.flushServerIfIdle(sc)
+	err = ss.flushServerIfIdle(sc)
+	held = 0
+	ss.wmu.Unlock()
+	return sc, err
+}
+
+// heldLocks says which of the session's locks a function holds, for
+// unlockHeld to let go of if a panic passes through: its deferred call
+// costs one call per function, where a defer per lock or per frame would
+// cost more on the relay's path. It is set after each Lock and cleared
+// before each Unlock.
+type heldLocks uint8
+
+const (
+	heldMu heldLocks = 1 << iota
+	heldWmu
+)
+
+// unlockHeld, deferred, lets go of the locks *held says the caller still
+// holds: only when a panic passes through (on a return it holds none).
+func (ss *session) unlockHeld(held *heldLocks) {
+	if *held&heldWmu != 0 {
+		ss.wmu.Unlock()
+	}
+	if *held&heldMu != 0 {
+		ss.mu.Unlock()
+	}
 }
 
 var errClientTerminated = errors.New("client terminated")
@@ -273,8 +299,10 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 		sc.Wr = protocol.NewWriter(sc.Conn)
 	}
 	now := ss.srv.parker.clock(ss)
+	var held heldLocks // (both locks are let go even if syncParams panics)
+	defer ss.unlockHeld(&held)
 	ss.mu.Lock()
-	defer ss.mu.Unlock() // (both locks are let go even if syncParams panics)
+	held = heldMu
 	ss.server = sc
 	ss.onReplica, ss.txReadOnly = onReplica, readOnly
 	ss.linkedAt = now
@@ -286,7 +314,7 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 		ss.stmts.unnamedHere = false // the server's is whoever parsed last
 	}
 	ss.wmu.Lock()
-	defer ss.wmu.Unlock()
+	held = heldMu | heldWmu
 	ss.syncParams(sc)
 	ss.inline = inlineRelay && ss.txnMode && !ss.pinned
 	ss.armTransactionTimeout()
@@ -301,6 +329,9 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 		ss.entry.stats.pumpedLoans.Add(1)
 		ss.srv.pumps.run(pumpJob{ss: ss, sc: sc, done: done})
 	}
+	held = 0
+	ss.wmu.Unlock()
+	ss.mu.Unlock()
 }
 
 // stillLinked reports whether sc, which link returned, is still the linked

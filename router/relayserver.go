@@ -41,7 +41,20 @@ const (
 // ends (then it returns the server to the pool) or something fails; inline,
 // it also stops as relayInline describes, and in the relay loop, whose
 // sockets never block (protocol.ErrWouldBlock), where it would wait.
+//
+// It notes every frame that is not data under mu. If what runs under it
+// panics, mu is let go on the way out (held says whether the frame loop
+// holds it), so that the recover (serveRecovering, the loop's
+// turnPanicked, the pump's) can take it: one deferred call per
+// relayServer, open-coded, rather than one per frame.
 func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
+	var held heldLocks
+	defer ss.unlockHeld(&held)
+	return ss.relayFrames(sc, inline, &held)
+}
+
+// relayFrames is relayServer's frame loop; *held says whether it holds mu.
+func (ss *session) relayFrames(sc *pool.ServerConn, inline bool, held *heldLocks) relayEnd {
 	rd, wr := sc.Rd, ss.wr
 	// In the relay loop no read waits: what the client is owed is flushed
 	// when a read would (awaitServer) or it reaches relayFlushAt, not
@@ -117,22 +130,118 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			ss.serverFailed(sc, err)
 			return relayUnlinked
 		}
-		next, out, wrote, end := ss.noteServerFrame(sc, typ, frame, inline)
-		if out != nil {
-			wr.Append(out)
+		ss.mu.Lock()
+		*held = heldMu
+		ss.faultAt("server frame")
+		if typ == protocol.MsgParameterStatus {
+			ss.onParameterStatus(sc, frame)
+			*held = 0
+			ss.mu.Unlock()
+			continue
 		}
-		switch next {
-		case nextRelease:
-			ss.releaseServer(sc, wrote && ss.entry.db.ReadYourWritesLSN, end)
-			return relayUnlinked
-		case nextHandoff:
+		head, _ := ss.q.peek()
+		swallow := head.kind == kQuerySwallow
+		switch {
+		case typ == protocol.MsgErrorResponse:
+			if sev, _, msg := protocol.ParseErrorFields(frame); ss.txnMode && !ss.pinned && (string(sev) == "FATAL" || string(sev) == "PANIC") {
+				// The server is going away; serverFailed tells the client
+				// with an ERROR it can survive.
+				fatal := string(msg)
+				ss.serverFatal = &fatal
+				*held = 0
+				ss.mu.Unlock()
+				continue
+			}
+			if !swallow {
+				ss.tentativeAborted = true
+			}
+			if head.kind != kQuery && head.kind != kQuerySwallow {
+				ss.skipToSync(sc)
+			}
+			if swallow {
+				_, code, msg := protocol.ParseErrorFields(frame)
+				ss.logger().Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
+			}
+		case typ == protocol.MsgReadyForQuery:
+			ss.entry.stats.queries.Add(1)
+			ss.q.pop()
+			var now mono
+			if ss.q.n == 0 {
+				now = ss.srv.parker.clock(ss)
+				// Every path that sends a query starts its clock (process,
+				// refuse): a missing start would show here as pgferry's age.
+				ss.entry.stats.queryTimeUS.Add(uint64(now.Sub(ss.queryStart) / time.Microsecond))
+				ss.queryStart = 0
+			}
+			if len(ss.tentative) > 0 && protocol.RFQStatus(frame) == protocol.TxIdle {
+				ss.settleParams(sc)
+			}
+			if ss.q.n == 0 && ss.rare != nil && ss.rare.queryTimer != nil {
+				ss.rare.queryTimer.Stop()
+			}
+			ss.status = protocol.RFQStatus(frame)
+			if !inline && ss.q.n == 0 && ss.status != protocol.TxIdle {
+				// Idle inside a transaction: the client's read deadline now
+				// measures idle_transaction_timeout. (Inline, the session
+				// goroutine arms it before its next read.)
+				if d := ss.srv.cfg.Load().IdleTransactionTimeout.Std(); d > 0 {
+					ss.raw.SetReadDeadline(time.Now().Add(d))
+					if ss.has(evWake) {
+						ss.raw.SetReadDeadline(pastDeadline) // a wake it may have replaced
+					}
+				}
+			}
+			ss.releaseDeferred = false
+			if ss.releasable() && ss.cancels > 0 {
+				ss.releaseDeferred = true // after the cancel is delivered
+			} else if ss.releasable() {
+				ss.server = nil
+				ss.pumpKick = false
+				wrote := ss.entry.monitor != nil && !ss.onReplica && !ss.txReadOnly
+				if wrote {
+					ss.lastWrite = monoNow() // read_your_writes
+				}
+				*held = 0
+				ss.mu.Unlock()
+				if !swallow {
+					wr.Append(frame)
+				}
+				ss.releaseServer(sc, wrote && ss.entry.db.ReadYourWritesLSN, now)
+				return relayUnlinked
+			}
+		case typ == protocol.MsgCommandComplete:
+			ss.onCommandComplete(sc, frame)
+			if completes(head.kind, typ) {
+				ss.q.pop()
+			}
+		default:
+			if completes(head.kind, typ) {
+				ss.q.pop()
+				swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow
+				if head.tag != tagNone && typ == protocol.MsgEmptyQuery {
+					frame = execTagFrames[head.tag]
+				}
+			}
+		}
+		owed := ss.q.n
+		needPump := ss.releaseDeferred || ss.pinned || !ss.txnMode
+		*held = 0
+		ss.mu.Unlock()
+		if !swallow {
+			wr.Append(frame)
+		}
+		if !inline {
+			continue
+		}
+		if typ == protocol.MsgCopyInResponse || typ == protocol.MsgCopyBothResponse || (owed == 0 && needPump) {
 			// (A client that would block gets the rest from the pump.)
 			if err := wr.Flush(); err != nil && err != protocol.ErrWouldBlock {
 				ss.clientFailed(sc, err)
 				return relayUnlinked
 			}
 			return relayHandoff
-		case nextIdle:
+		}
+		if owed == 0 {
 			// (In the relay loop, a client that would block gets the rest
 			// before the loop reads its next request.)
 			if err := wr.Flush(); err != nil && err != protocol.ErrWouldBlock {
@@ -142,138 +251,6 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			return relayIdle
 		}
 	}
-}
-
-// frameNext says what relayServer does once noteServerFrame has taken
-// note of a server frame (and it appended what the client gets).
-type frameNext uint8
-
-const (
-	// nextRead: read the next server frame.
-	nextRead frameNext = iota
-	// nextIdle (inline only): flush; the server owes nothing more and
-	// stays linked (relayIdle).
-	nextIdle
-	// nextHandoff (inline only): flush, and hand the rest of the loan on
-	// (relayHandoff): the server waits for the client (COPY FROM STDIN),
-	// or the session needs its server watched between requests.
-	nextHandoff
-	// nextRelease: the transaction ended and the server is unlinked; it
-	// goes back to the pool (releaseServer).
-	nextRelease
-)
-
-// noteServerFrame takes note of a server frame of type typ other than
-// those relayServer relays in runs (DataRow, CopyData, NoticeResponse,
-// Notification): what it answers in the expectation ring, the transaction
-// status, reported parameters, errors, the end of the transaction. out is
-// the frame the client gets, nil for none (swallowed, or relayed already:
-// ParameterStatus); next says what relayServer does then. With nextRelease
-// the server was unlinked: wrote says the transaction may have written on
-// the primary (read_your_writes), end is when it ended. It runs under mu,
-// let go even if it panics, so that the recover (serveRecovering, the
-// loop's turnPanicked, the pump's) can take mu.
-func (ss *session) noteServerFrame(sc *pool.ServerConn, typ byte, frame []byte, inline bool) (next frameNext, out []byte, wrote bool, end mono) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.faultAt("server frame")
-	if typ == protocol.MsgParameterStatus {
-		ss.onParameterStatus(sc, frame)
-		return nextRead, nil, false, 0
-	}
-	head, _ := ss.q.peek()
-	swallow := head.kind == kQuerySwallow
-	switch {
-	case typ == protocol.MsgErrorResponse:
-		if sev, _, msg := protocol.ParseErrorFields(frame); ss.txnMode && !ss.pinned && (string(sev) == "FATAL" || string(sev) == "PANIC") {
-			// The server is going away; serverFailed tells the client
-			// with an ERROR it can survive.
-			fatal := string(msg)
-			ss.serverFatal = &fatal
-			return nextRead, nil, false, 0
-		}
-		if !swallow {
-			ss.tentativeAborted = true
-		}
-		if head.kind != kQuery && head.kind != kQuerySwallow {
-			ss.skipToSync(sc)
-		}
-		if swallow {
-			_, code, msg := protocol.ParseErrorFields(frame)
-			ss.logger().Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
-		}
-	case typ == protocol.MsgReadyForQuery:
-		ss.entry.stats.queries.Add(1)
-		ss.q.pop()
-		if ss.q.n == 0 {
-			end = ss.srv.parker.clock(ss)
-			// Every path that sends a query starts its clock (process,
-			// refuse): a missing start would show here as pgferry's age.
-			ss.entry.stats.queryTimeUS.Add(uint64(end.Sub(ss.queryStart) / time.Microsecond))
-			ss.queryStart = 0
-		}
-		if len(ss.tentative) > 0 && protocol.RFQStatus(frame) == protocol.TxIdle {
-			ss.settleParams(sc)
-		}
-		if ss.q.n == 0 && ss.rare != nil && ss.rare.queryTimer != nil {
-			ss.rare.queryTimer.Stop()
-		}
-		ss.status = protocol.RFQStatus(frame)
-		if !inline && ss.q.n == 0 && ss.status != protocol.TxIdle {
-			// Idle inside a transaction: the client's read deadline now
-			// measures idle_transaction_timeout. (Inline, the session
-			// goroutine arms it before its next read.)
-			if d := ss.srv.cfg.Load().IdleTransactionTimeout.Std(); d > 0 {
-				ss.raw.SetReadDeadline(time.Now().Add(d))
-				if ss.has(evWake) {
-					ss.raw.SetReadDeadline(pastDeadline) // a wake it may have replaced
-				}
-			}
-		}
-		ss.releaseDeferred = false
-		if ss.releasable() && ss.cancels > 0 {
-			ss.releaseDeferred = true // after the cancel is delivered
-		} else if ss.releasable() {
-			ss.server = nil
-			ss.pumpKick = false
-			wrote = ss.entry.monitor != nil && !ss.onReplica && !ss.txReadOnly
-			if wrote {
-				ss.lastWrite = monoNow() // read_your_writes
-			}
-			if !swallow {
-				out = frame
-			}
-			return nextRelease, out, wrote, end
-		}
-	case typ == protocol.MsgCommandComplete:
-		ss.onCommandComplete(sc, frame)
-		if completes(head.kind, typ) {
-			ss.q.pop()
-		}
-	default:
-		if completes(head.kind, typ) {
-			ss.q.pop()
-			swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow
-			if head.tag != tagNone && typ == protocol.MsgEmptyQuery {
-				frame = execTagFrames[head.tag]
-			}
-		}
-	}
-	if !swallow {
-		out = frame
-	}
-	if !inline {
-		return nextRead, out, false, 0
-	}
-	owed := ss.q.n
-	needPump := ss.releaseDeferred || ss.pinned || !ss.txnMode
-	if typ == protocol.MsgCopyInResponse || typ == protocol.MsgCopyBothResponse || (owed == 0 && needPump) {
-		return nextHandoff, out, false, 0
-	}
-	if owed == 0 {
-		return nextIdle, out, false, 0
-	}
-	return nextRead, out, false, 0
 }
 
 // relayFlushAt is how many bytes relayServer lets the client be owed in
