@@ -274,6 +274,14 @@ func (ss *session) finish(err error) {
 		if running && err != nil && !errors.Is(err, errServerGone) && !errors.Is(err, errClientTerminated) {
 			ss.cancelAbandoned(sc)
 		}
+		if errors.Is(err, errClientTerminated) && sc.Wr.Len() > 0 {
+			// Its last requests came in one write with the Terminate, so
+			// the relay held them back to send them with what followed
+			// (flushServerIfIdle): they go now. The server runs them and
+			// then reads the end of the connection (returnServer closes
+			// it: its answers are owed to nobody).
+			sc.Wr.Flush()
+		}
 		ss.returnServer(sc, clean, pinned)
 	}
 	if pe != nil && !errors.Is(err, errServerGone) {
