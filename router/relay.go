@@ -1,6 +1,7 @@
 package router
 
 import (
+	"encoding/binary"
 	"errors"
 	"strconv"
 
@@ -8,6 +9,7 @@ import (
 
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/classify"
 )
 
 var errServerGone = errors.New("server connection lost")
@@ -86,6 +88,16 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 		ss.noteClose(frame)
 		if ss.closeLocally(frame) {
 			return nil
+		}
+	case protocol.MsgFunctionCall:
+		// A function called by its OID: an advisory lock or set_config
+		// this way outlives the transaction as in SQL.
+		if body := protocol.Body(frame); ss.txnMode && len(body) >= 4 {
+			if pin := classify.FunctionCallPin(binary.BigEndian.Uint32(body)); pin != "" {
+				if done, err := ss.pinFor(pin); done || err != nil {
+					return err
+				}
+			}
 		}
 	}
 	readOnly := false

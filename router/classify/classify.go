@@ -566,11 +566,6 @@ const (
 	keyListen   = uint64('l')<<40 | uint64('i')<<32 | uint64('s')<<24 | uint64('t')<<16 | uint64('e')<<8 | uint64('n')
 	keyUnlisten = uint64('u')<<56 | uint64('n')<<48 | uint64('l')<<40 | uint64('i')<<32 | uint64('s')<<24 | uint64('t')<<16 | uint64('e')<<8 | uint64('n')
 	keyLoad     = uint64('l')<<24 | uint64('o')<<16 | uint64('a')<<8 | uint64('d')
-	keySelect   = uint64('s')<<40 | uint64('e')<<32 | uint64('l')<<24 | uint64('e')<<16 | uint64('c')<<8 | uint64('t')
-	keyWith     = uint64('w')<<24 | uint64('i')<<16 | uint64('t')<<8 | uint64('h')
-	keyValues   = uint64('v')<<40 | uint64('a')<<32 | uint64('l')<<24 | uint64('u')<<16 | uint64('e')<<8 | uint64('s')
-	keyCall     = uint64('c')<<24 | uint64('a')<<16 | uint64('l')<<8 | uint64('l')
-	keyDo       = uint64('d')<<8 | uint64('o')
 )
 
 // onlyBlanks reports whether b holds nothing but white space.
@@ -747,11 +742,31 @@ func sessionFunctionPin(stmt []byte) string {
 		}
 		if i >= 3 && i+7 <= len(stmt) && (i == 3 || !identCont(stmt[i-4])) &&
 			lowerIs(stmt[i-3:i], "set") && lowerIs(stmt[i+1:i+7], "config") {
-			if local, call := setConfigIsLocal(stmt[i+7:]); call && !local {
+			args := stmt[i+7:]
+			if i > 3 && stmt[i-4] == '"' && len(args) > 0 && args[0] == '"' {
+				args = args[1:] // "set_config"(...), a quoted name
+			}
+			if local, call := setConfigIsLocal(args); call && !local {
 				return pinSetConfig
 			}
 		}
 	}
+}
+
+// FunctionCallPin returns the pin reason of a FunctionCall message (the
+// protocol's own way to call a function, by its OID) that calls one whose
+// effect outlives the transaction, or "": the session advisory lock
+// functions, and set_config, whose is_local it does not read (pinned
+// whatever it is: the safe side). The OIDs are PostgreSQL's built-in ones,
+// fixed in pg_proc.dat.
+func FunctionCallPin(oid uint32) string {
+	switch oid {
+	case 2880, 2881, 2882, 2883, 2886, 2887, 2888, 2889: // pg_[try_]advisory_lock[_shared], bigint and (int, int)
+		return pinAdvisoryLock
+	case 2078: // set_config(text, text, boolean)
+		return pinSetConfig
+	}
+	return ""
 }
 
 // lowerIs reports whether b, folded to lower case (ASCII letters only),
@@ -774,7 +789,10 @@ func lowerIs(b []byte, word string) bool {
 // quoted 't', 'true', 'on', 'yes', 'y', '1', as PostgreSQL reads a
 // boolean). Arguments are split at commas outside parentheses, quotes and
 // comments; an expression, a parameter ($3) or an argument list it cannot
-// read is not local (the client is pinned: the safe side).
+// read is not local (the client is pinned: the safe side). So are
+// arguments with a dollar quote, an escape string (E'...') or a backslash
+// before the third: the split does not read those, and a ", true)" inside
+// one must not pass for the third argument.
 func setConfigIsLocal(b []byte) (local, call bool) {
 	b = skipSpace(b)
 	if len(b) == 0 || b[0] != '(' {
@@ -801,7 +819,15 @@ func setConfigIsLocal(b []byte) (local, call bool) {
 				return false, true // fewer than three arguments
 			}
 			arg, start = arg+1, i+1
+		case '$', '\\':
+			if c == '$' && i+1 < len(b) && b[i+1] >= '0' && b[i+1] <= '9' {
+				continue // a parameter, $n
+			}
+			return false, true // a dollar quote, or an escape
 		case '\'', '"':
+			if c == '\'' && escapeString(b, i) {
+				return false, true // E'...': backslashes escape quotes
+			}
 			k := bytes.IndexByte(b[i+1:], c)
 			if k < 0 {
 				return false, true
@@ -829,20 +855,6 @@ func literalTrue(arg []byte) bool {
 	return false
 }
 
-// hasSessionAdvisoryLock reports whether stmt names pg_advisory_lock,
-// pg_try_advisory_lock or their _shared forms anywhere (advisoryLockAt).
-func hasSessionAdvisoryLock(stmt []byte) bool {
-	for i := 0; ; i++ {
-		j := bytes.IndexByte(stmt[i:], '_')
-		if j < 0 {
-			return false
-		}
-		i += j
-		if advisoryLockAt(stmt, i) {
-			return true
-		}
-	}
-}
 
 // advisoryLockAt reports whether the '_' at stmt[i] is the one of
 // "advisory_lock", which pg_advisory_lock, pg_try_advisory_lock and their

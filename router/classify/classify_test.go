@@ -126,8 +126,7 @@ func TestBytes2x(t *testing.T) {
 
 func TestTheFirstWordsNeededTellsApartAreTheirWordsKeys(t *testing.T) {
 	for w, k := range map[string]uint64{"set": keySet, "reset": keyReset, "discard": keyDiscard, "create": keyCreate,
-		"declare": keyDeclare, "prepare": keyPrepare, "listen": keyListen, "unlisten": keyUnlisten, "load": keyLoad,
-		"select": keySelect, "with": keyWith, "values": keyValues, "call": keyCall, "do": keyDo} {
+		"declare": keyDeclare, "prepare": keyPrepare, "listen": keyListen, "unlisten": keyUnlisten, "load": keyLoad} {
 		if got := wordKey([]byte(strings.ToUpper(w) + " x")); got != k {
 			t.Errorf("the key of %q is %#x; the constant says %#x", w, got, k)
 		}
@@ -183,7 +182,14 @@ func TestASetConfigThatOutlivesItsTransactionPins(t *testing.T) {
 		"select set_config('a', concat('x', ','), false)", "select set_config('a', 'b,c', false)",
 		"select set_config('a', 'b'", "select set_config('a', 'b', /* true */ false)",
 		"with x as (select 1) select set_config('a', 'b', false) from x", "update t set v = set_config('a', 'b', false)",
-		"select set_config('a', 'b', tru)", "select set_config('a', 'b', true and false)"}
+		"select set_config('a', 'b', tru)", "select set_config('a', 'b', true and false)",
+		// A ", true)" hidden in a dollar quote or an escape string is not
+		// the third argument (review: each sets app.tenant for the session).
+		"select set_config('app.tenant', case when $$, true)$$ = '' then '' else '42' end, false)",
+		"select set_config('app.tenant', case when $q$, true)$q$ = '' then '' else '42' end, false)",
+		"select set_config('app.tenant', case when E'\\', true) --' = '' then '' else '42' end, false)",
+		// A quoted name.
+		`select "set_config"('app.x', '7', false)`, `select pg_catalog."set_config"('app.x', '7', false)`}
 	for _, sql := range pins {
 		if !Needed([]byte(sql)) {
 			t.Errorf("Needed(%q) = false; it sets a parameter for the session", sql)
@@ -200,6 +206,15 @@ func TestASetConfigThatOutlivesItsTransactionPins(t *testing.T) {
 	for _, sql := range local {
 		if c := SQL([]byte(sql)); c.Pin != "" {
 			t.Errorf("SQL(%q) pins (%s); nothing outlives the transaction", sql, c.Pin)
+		}
+	}
+}
+
+func TestAFunctionCallOfASessionFunctionPins(t *testing.T) {
+	for oid, want := range map[uint32]string{2880: pinAdvisoryLock, 2889: pinAdvisoryLock, 2078: pinSetConfig,
+		2885: "" /* pg_advisory_unlock_shared */, 3089: "" /* pg_advisory_xact_lock */, 1: ""} {
+		if got := FunctionCallPin(oid); got != want {
+			t.Errorf("FunctionCallPin(%d) = %q; want %q", oid, got, want)
 		}
 	}
 }
@@ -371,6 +386,22 @@ func refInIdentifier(sql []byte, i int) bool {
 
 func refIdentCont(c byte) bool {
 	return c == '_' || c == '$' || c >= 0x80 || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+}
+
+// hasSessionAdvisoryLock (the search sessionFunctionPin makes, alone)
+// reports whether stmt names pg_advisory_lock,
+// pg_try_advisory_lock or their _shared forms anywhere (advisoryLockAt).
+func hasSessionAdvisoryLock(stmt []byte) bool {
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(stmt[i:], '_')
+		if j < 0 {
+			return false
+		}
+		i += j
+		if advisoryLockAt(stmt, i) {
+			return true
+		}
+	}
 }
 
 func refHasSessionAdvisoryLock(stmt []byte) bool {
