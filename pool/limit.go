@@ -71,11 +71,12 @@ func (l *Limit) claimExcess() bool {
 	if l == nil || !l.over.Load() {
 		return false // (inlined at every release: no limit, or not over it)
 	}
-	return l.claimExcessLocked()
+	return l.claimExcessSlow()
 }
 
-// claimExcessLocked is claimExcess past its check without the lock.
-func (l *Limit) claimExcessLocked() bool {
+// claimExcessSlow is claimExcess for a limit that may be over: it takes
+// the limit's lock.
+func (l *Limit) claimExcessSlow() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.cur-l.closing <= l.max {

@@ -279,7 +279,10 @@ func (ss *session) finish(err error) {
 			// the relay held them back to send them with what followed
 			// (flushServerIfIdle): they go now. The server runs them and
 			// then reads the end of the connection (returnServer closes
-			// it: its answers are owed to nobody).
+			// it: its answers are owed to nobody). A server that takes
+			// nothing (it waits to send answers nobody reads) is not
+			// waited for.
+			sc.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 			sc.Wr.Flush()
 		}
 		ss.returnServer(sc, clean, pinned)
