@@ -855,7 +855,6 @@ func literalTrue(arg []byte) bool {
 	return false
 }
 
-
 // advisoryLockAt reports whether the '_' at stmt[i] is the one of
 // "advisory_lock", which pg_advisory_lock, pg_try_advisory_lock and their
 // _shared forms have and pg_advisory_xact_lock ("advisory_xact") and
