@@ -109,11 +109,7 @@ func (ss *session) flushLinked(sc *pool.ServerConn) {
 func (ss *session) reclaimRecovering(f func()) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			ss.panicked("session panicked", r)
-			ss.mu.Lock()
-			ss.status = protocol.TxFailed
-			ss.mu.Unlock()
-			err = errInternal
+			err = ss.failedByPanic(r)
 		}
 	}()
 	f()

@@ -361,11 +361,7 @@ var errParked = errors.New("session parked")
 func (ss *session) serveRecovering() (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			ss.panicked("session panicked", r)
-			ss.mu.Lock()
-			ss.status = protocol.TxFailed
-			ss.mu.Unlock()
-			err = errInternal
+			err = ss.failedByPanic(r)
 		}
 	}()
 	if ss.admin {
@@ -375,6 +371,17 @@ func (ss *session) serveRecovering() (err error) {
 }
 
 var errInternal = protocol.Fatal(protocol.SQLStateInternalError, "internal error in pgferry")
+
+// failedByPanic logs and counts the panic r its owner recovered, marks the
+// linked server's state unknown (finish destroys it) and returns the error
+// the session ends with.
+func (ss *session) failedByPanic(r any) error {
+	ss.panicked("session panicked", r)
+	ss.mu.Lock()
+	ss.status = protocol.TxFailed
+	ss.mu.Unlock()
+	return errInternal
+}
 
 // recoverPanic keeps a panic in one session from killing the process.
 func (ss *session) recoverPanic() {
