@@ -143,15 +143,19 @@ func (ss *session) send(want *pool.ServerConn, typ byte, frame []byte) (sc *pool
 		ss.mu.Unlock()
 		return nil, nil
 	}
-	ss.wmu.Lock()
-	held = heldMu | heldWmu
+	if ss.loop == 0 {
+		ss.wmu.Lock() // (in the relay loop nothing else writes: no pump)
+		held = heldMu | heldWmu
+	}
 	ss.faultAt("process")
 	ss.process(sc, typ, frame)
-	held = heldWmu
+	held &^= heldMu
 	ss.mu.Unlock()
 	err = ss.flushServerIfIdle(sc)
-	held = 0
-	ss.wmu.Unlock()
+	if held != 0 {
+		held = 0
+		ss.wmu.Unlock()
+	}
 	return sc, err
 }
 
@@ -325,8 +329,10 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 	if ss.stmts != nil {
 		ss.stmts.unnamedHere = false // the server's is whoever parsed last
 	}
-	ss.wmu.Lock()
-	held = heldMu | heldWmu
+	if ss.loop == 0 {
+		ss.wmu.Lock() // (in the relay loop nothing else writes: no pump)
+		held = heldMu | heldWmu
+	}
 	ss.syncParams(sc)
 	ss.inline = inlineRelay && ss.txnMode && !ss.pinned
 	ss.armTransactionTimeout()
@@ -341,8 +347,10 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 		ss.entry.stats.pumpedLoans.Add(1)
 		ss.srv.pumps.run(pumpJob{ss: ss, sc: sc, done: done})
 	}
+	if held&heldWmu != 0 {
+		ss.wmu.Unlock()
+	}
 	held = 0
-	ss.wmu.Unlock()
 	ss.mu.Unlock()
 }
 
