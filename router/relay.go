@@ -129,7 +129,8 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 // linked when want is nil. It returns the server it went to; nil when none
 // is linked, or want no longer is (a pump gave it back meanwhile): the
 // caller links one (link) and sends again. process runs under mu and wmu,
-// the flush under wmu alone; both are let go even if process panics
+// the flush under wmu alone (off the relay loop: in the loop nothing else
+// writes, and wmu is not taken); both are let go even if process panics
 // (unlockHeld), so that the recover (serveRecovering, or the loop's
 // turnPanicked) can take mu and the session's end can take wmu
 // (waitForWriter).

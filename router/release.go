@@ -284,6 +284,9 @@ func (ss *session) finish(err error) {
 			// waited for.
 			sc.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 			sc.Wr.Flush()
+			// A lone Flush leaves a clean server, which goes back to the
+			// pool: without the deadline.
+			sc.Conn.SetWriteDeadline(time.Time{})
 		}
 		ss.returnServer(sc, clean, pinned)
 	}

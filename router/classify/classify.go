@@ -832,6 +832,11 @@ func setConfigIsLocal(b []byte) (local, call bool) {
 			if k < 0 {
 				return false, true
 			}
+			if c == '\'' && bytes.IndexByte(b[i+1:i+1+k], '\\') >= 0 {
+				// With standard_conforming_strings off (a client may set
+				// it) the backslash escapes: the string may end elsewhere.
+				return false, true
+			}
 			i += k + 1 // (a doubled quote reads as two strings: same split)
 		case '-', '/':
 			if r := skipSpace(b[i:]); len(r) != len(b)-i {

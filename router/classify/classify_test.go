@@ -188,6 +188,9 @@ func TestASetConfigThatOutlivesItsTransactionPins(t *testing.T) {
 		"select set_config('app.tenant', case when $$, true)$$ = '' then '' else '42' end, false)",
 		"select set_config('app.tenant', case when $q$, true)$q$ = '' then '' else '42' end, false)",
 		"select set_config('app.tenant', case when E'\\', true) --' = '' then '' else '42' end, false)",
+		// A backslash in a plain string: with standard_conforming_strings
+		// off it escapes the quote, and "\', true) --" is all one string.
+		"select set_config('app.tenant', '\\', true) --', false)",
 		// A quoted name.
 		`select "set_config"('app.x', '7', false)`, `select pg_catalog."set_config"('app.x', '7', false)`}
 	for _, sql := range pins {
