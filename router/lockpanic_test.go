@@ -2,7 +2,6 @@ package router_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -71,12 +70,7 @@ func TestAPanicUnderTheSessionsLockEndsOnlyThatSessionAndDestroysItsServer(t *te
 			if errs := errorsIn(frames); len(errs) != 1 || errs[0]['C'] != tc.code {
 				t.Fatalf("the client whose session panicked got %s; want one ErrorResponse with SQLSTATE %s", describe(frames), tc.code)
 			}
-			if !strings.Contains(f.Logs(), "panicked") {
-				t.Fatal("the panic was not logged")
-			}
-			if n := f.Server.Snapshot().Panics; n != 1 {
-				t.Fatalf("%d panics counted; want the one", n)
-			}
+			panicLoggedAndCounted(t, f)
 			if _, after := loopCounters(t, f); tc.loop && after != handbacks {
 				t.Fatal("the loop handed the session to a goroutine before the panic: the test means the loop's own turn to panic")
 			}
@@ -88,11 +82,7 @@ func TestAPanicUnderTheSessionsLockEndsOnlyThatSessionAndDestroysItsServer(t *te
 			// and so is a new one; bounded, so that a hang fails the test.
 			onCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			defer cancel()
-			for i := 0; i < 20; i++ {
-				if _, err := other.Exec(onCtx, "select 1").ReadAll(); err != nil {
-					t.Fatalf("query %d of the other client after the panic: %v", i, err)
-				}
-			}
+			otherClientServed(t, onCtx, other)
 			assertServes(t, onCtx, f)
 
 			// The doomed client's server, in an unknown state, was

@@ -844,3 +844,26 @@ func TestTheLoopKeepsAServersRegistrationFromOneLoanToTheNextAndMakesANewOneForA
 		})
 	}
 }
+
+// panicLoggedAndCounted checks that pgferry logged one recovered panic and
+// counted it (Snapshot.Panics).
+func panicLoggedAndCounted(t *testing.T, f *ferrytest.Ferry) {
+	t.Helper()
+	if !strings.Contains(f.Logs(), "panicked") {
+		t.Fatal("the panic was not logged")
+	}
+	if n := f.Server.Snapshot().Panics; n != 1 {
+		t.Fatalf("%d panics counted; want the one", n)
+	}
+}
+
+// otherClientServed runs 20 queries on c, a client other than the one
+// whose session panicked.
+func otherClientServed(t *testing.T, ctx context.Context, c *pgconn.PgConn) {
+	t.Helper()
+	for i := 0; i < 20; i++ {
+		if _, err := c.Exec(ctx, "select 1").ReadAll(); err != nil {
+			t.Fatalf("query %d of the other client after the panic: %v", i, err)
+		}
+	}
+}
