@@ -26,6 +26,7 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 	defer close(done)
 	defer func() {
 		if r := recover(); r != nil {
+			ss.releaseHeld(&ss.pumpHeld)
 			ss.panicked("relay panicked", r)
 			ss.serverFailed(sc, errors.New("internal error"))
 		}

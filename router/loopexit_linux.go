@@ -23,14 +23,16 @@ func (p *parker) recoverTurn(ss *session) {
 	}
 }
 
-// turnPanicked ends a session of the loop whose turn panicked with r (its
-// server's state is unknown: finish destroys it), unless the loop had
-// handed it on already.
+// turnPanicked ends a session of the loop whose turn panicked with r,
+// letting go of the locks the turn held (releaseHeld; its server's state
+// is unknown: finish destroys it), unless the loop had handed it on
+// already.
 func (p *parker) turnPanicked(ss *session, r any) {
 	ss.panicked("session panicked", r)
 	if ss.loop == 0 {
 		return // handed on already: the new owner has it
 	}
+	ss.releaseHeld(&ss.ownerHeld)
 	ss.mu.Lock()
 	ss.status = protocol.TxFailed
 	ss.mu.Unlock()

@@ -130,41 +130,39 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 // is linked, or want no longer is (a pump gave it back meanwhile): the
 // caller links one (link) and sends again. process runs under mu and wmu,
 // the flush under wmu alone (off the relay loop: in the loop nothing else
-// writes, and wmu is not taken); both are let go even if process panics
-// (unlockHeld), so that the recover (serveRecovering, or the loop's
-// turnPanicked) can take mu and the session's end can take wmu
-// (waitForWriter).
+// writes, and wmu is not taken). ownerHeld says which it holds, for the
+// owner's recover to let go of if process panics (releaseHeld).
 func (ss *session) send(want *pool.ServerConn, typ byte, frame []byte) (sc *pool.ServerConn, err error) {
-	var held heldLocks
-	defer ss.unlockHeld(&held)
 	ss.mu.Lock()
-	held = heldMu
+	ss.ownerHeld = heldMu
 	if sc = ss.server; sc == nil || (want != nil && !ss.stillLinked(want)) {
-		held = 0
+		ss.ownerHeld = 0
 		ss.mu.Unlock()
 		return nil, nil
 	}
 	if ss.loop == 0 {
 		ss.wmu.Lock() // (in the relay loop nothing else writes: no pump)
-		held = heldMu | heldWmu
+		ss.ownerHeld = heldMu | heldWmu
 	}
 	ss.faultAt("process")
 	ss.process(sc, typ, frame)
-	held &^= heldMu
+	ss.ownerHeld &^= heldMu
 	ss.mu.Unlock()
 	err = ss.flushServerIfIdle(sc)
-	if held != 0 {
-		held = 0
+	if ss.ownerHeld != 0 {
+		ss.ownerHeld = 0
 		ss.wmu.Unlock()
 	}
 	return sc, err
 }
 
-// heldLocks says which of the session's locks a function holds, for
-// unlockHeld to let go of if a panic passes through: its deferred call
-// costs one call per function, where a defer per lock or per frame would
-// cost more on the relay's path. It is set after each Lock and cleared
-// before each Unlock.
+// heldLocks says which of the session's locks its owner (ownerHeld) or
+// its pump (pumpHeld) holds in send, attach or relayServer: set after each
+// Lock, cleared before each Unlock. A panic there leaves them locked, and
+// the recover of whoever panicked lets go of them (releaseHeld) before it
+// takes mu to end the session: otherwise it would wait for itself, and the
+// relay loop with it. The flags cost a store per lock, where a deferred
+// unlock costs a call per function on the relay's path.
 type heldLocks uint8
 
 const (
@@ -172,13 +170,18 @@ const (
 	heldWmu
 )
 
-// unlockHeld, deferred, lets go of the locks *held says the caller still
-// holds: only when a panic passes through (on a return it holds none).
-func (ss *session) unlockHeld(held *heldLocks) {
-	if *held&heldWmu != 0 {
+// releaseHeld lets go of the locks *held says are still held, from the
+// recover of the goroutine *held belongs to (a panic unwound past its
+// Unlock): ownerHeld from the session's goroutine or the relay loop while
+// it owns the session, pumpHeld from the pump. No one else writes *held,
+// so the read needs no lock.
+func (ss *session) releaseHeld(held *heldLocks) {
+	h := *held
+	*held = 0
+	if h&heldWmu != 0 {
 		ss.wmu.Unlock()
 	}
-	if *held&heldMu != 0 {
+	if h&heldMu != 0 {
 		ss.mu.Unlock()
 	}
 }
@@ -316,10 +319,8 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 		sc.Wr = protocol.NewWriter(sc.Conn)
 	}
 	now := ss.srv.parker.clock(ss)
-	var held heldLocks // (both locks are let go even if syncParams panics)
-	defer ss.unlockHeld(&held)
 	ss.mu.Lock()
-	held = heldMu
+	ss.ownerHeld = heldMu // (both are let go even if syncParams panics)
 	ss.server = sc
 	ss.onReplica, ss.txReadOnly = onReplica, readOnly
 	ss.linkedAt = now
@@ -332,7 +333,7 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 	}
 	if ss.loop == 0 {
 		ss.wmu.Lock() // (in the relay loop nothing else writes: no pump)
-		held = heldMu | heldWmu
+		ss.ownerHeld = heldMu | heldWmu
 	}
 	ss.syncParams(sc)
 	ss.inline = inlineRelay && ss.txnMode && !ss.pinned
@@ -348,10 +349,10 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 		ss.entry.stats.pumpedLoans.Add(1)
 		ss.srv.pumps.run(pumpJob{ss: ss, sc: sc, done: done})
 	}
-	if held&heldWmu != 0 {
+	if ss.ownerHeld&heldWmu != 0 {
 		ss.wmu.Unlock()
 	}
-	held = 0
+	ss.ownerHeld = 0
 	ss.mu.Unlock()
 }
 

@@ -47,8 +47,6 @@ func TestBindOfAKnownStatementDoesNotAllocate(t *testing.T) {
 }
 
 func TestARequestSentAndItsAnswersRelayedDoNotAllocate(t *testing.T) {
-	// send and relayServer let go of their locks on a panic through one
-	// deferred call each (unlockHeld): it must cost no allocation.
 	srv := &Server{stmts: prepared.NewRegistry(nil)}
 	srv.cfg.Store(configs.Default())
 	ss := &session{srv: srv, entry: &poolEntry{}, txnMode: true, inline: true}

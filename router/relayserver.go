@@ -42,20 +42,16 @@ const (
 // it also stops as relayInline describes, and in the relay loop, whose
 // sockets never block (protocol.ErrWouldBlock), where it would wait.
 //
-// It notes every frame that is not data under mu. If what runs under it
-// panics, mu is let go on the way out (held says whether the frame loop
-// holds it), so that the recover (serveRecovering, the loop's
-// turnPanicked, the pump's) can take it: one deferred call per
-// relayServer, open-coded, rather than one per frame.
+// It notes every frame that is not data under mu; *held says whether it
+// holds it, for the recover of whoever runs it to let go of if what runs
+// under it panics (releaseHeld): inline, the session's owner (ownerHeld),
+// else the pump (pumpHeld).
 func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
-	var held heldLocks
-	defer ss.unlockHeld(&held)
-	return ss.relayFrames(sc, inline, &held)
-}
-
-// relayFrames is relayServer's frame loop; *held says whether it holds mu.
-func (ss *session) relayFrames(sc *pool.ServerConn, inline bool, held *heldLocks) relayEnd {
 	rd, wr := sc.Rd, ss.wr
+	held := &ss.pumpHeld
+	if inline {
+		held = &ss.ownerHeld
+	}
 	// In the relay loop no read waits: what the client is owed is flushed
 	// when a read would (awaitServer) or it reaches relayFlushAt, not
 	// before every read that might.

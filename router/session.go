@@ -163,7 +163,11 @@ type session struct {
 	// next request without trying a read first (see turn).
 	loop       uint8
 	loopCredit uint8
-	loopSkips  uint8
+	// Which of mu and wmu the session's owner (its goroutine, or the relay
+	// loop) and its pump hold in send, attach and relayServer, for their
+	// recovers (releaseHeld); each written only by whoever it names.
+	ownerHeld, pumpHeld heldLocks
+	loopSkips           uint8
 	// slot is the session's place in the parker's set while its client
 	// socket is in the epoll set (-1: none). Guarded by the parker's mu.
 	slot int32
@@ -372,10 +376,12 @@ func (ss *session) serveRecovering() (err error) {
 
 var errInternal = protocol.Fatal(protocol.SQLStateInternalError, "internal error in pgferry")
 
-// failedByPanic logs and counts the panic r its owner recovered, marks the
-// linked server's state unknown (finish destroys it) and returns the error
-// the session ends with.
+// failedByPanic lets go of the locks the owner held when it panicked with
+// r (releaseHeld), logs and counts the panic, marks the linked server's
+// state unknown (finish destroys it) and returns the error the session
+// ends with.
 func (ss *session) failedByPanic(r any) error {
+	ss.releaseHeld(&ss.ownerHeld)
 	ss.panicked("session panicked", r)
 	ss.mu.Lock()
 	ss.status = protocol.TxFailed
