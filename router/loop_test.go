@@ -1,5 +1,12 @@
 package router_test
 
+// Tests of the relay loop (relay_loop = true): a busy client served in
+// both protocols, session state handed to a goroutine and back, the loop
+// off, parked clients served from their first query, a client of one
+// query. This file also holds the helpers the loop*_test.go files share.
+// How the loop reads and writes its sockets is in loopsockets_test.go, how
+// its sessions are interrupted or ended in loopend_test.go.
+
 import (
 	"context"
 	"fmt"
@@ -13,8 +20,6 @@ import (
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
-	"github.com/pgferry/pgferry/internal/pgtest"
-	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router"
 )
 
@@ -205,236 +210,6 @@ func TestTheRelayLoopHandsSessionStateToTheGoroutineAndTakesTheClientBack(t *tes
 	}
 }
 
-func TestTheRelayLoopWaitsForASlowClientWithoutHoldingUpOthers(t *testing.T) {
-	skipWithoutLoop(t)
-	t.Parallel()
-	for _, mode := range serverSSLModes {
-		t.Run("server sslmode "+mode, func(t *testing.T) {
-			t.Parallel()
-			theRelayLoopWaitsForASlowClient(t, mode, false)
-		})
-	}
-}
-
-// theRelayLoopWaitsForASlowClient has a client stall in the middle of a
-// large result while another is served; with clientTLS both use TLS
-// (1.3), whose records the socket then takes in part.
-func theRelayLoopWaitsForASlowClient(t *testing.T, sslMode string, clientTLS bool) {
-	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
-	setPoolSize(cfg, "app", 3)
-	withServerSSLMode(cfg, sslMode)
-	if clientTLS {
-		offerClientTLS(cfg, "require")
-	}
-	f := ferrytest.Start(t, cfg)
-	slow := ferrytest.Connect(t, ctx, clientDSN(f, clientTLS))
-	other := ferrytest.Connect(t, ctx, clientDSN(f, clientTLS))
-	// Until both are in the loop (each reads its first requests on its
-	// goroutine).
-	for i := 0; ; i++ {
-		entries, handbacks := loopCounters(t, f)
-		if entries-handbacks == 2 {
-			break
-		}
-		if i == 1000 {
-			t.Fatalf("after %d queries each, %d entries and %d handbacks: the clients are not both in the loop", i, entries, handbacks)
-		}
-		for _, c := range []*pgx.Conn{slow, other} {
-			if _, err := c.Exec(ctx, "select 1"); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	pumpedBefore := f.Pool(t, "app").Counters.PumpedLoans
-
-	// 40 MB of rows of 1 KB (each smaller than a read buffer, so the loop
-	// relays them): the slow client reads one row and stops until the
-	// other client is done, so the client's socket fills up.
-	rows, err := slow.Query(ctx, "select repeat('x', 1000) from generate_series(1, 40000)", pgx.QueryExecModeSimpleProtocol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rows.Next() {
-		t.Fatalf("no first row: %v", rows.Err())
-	}
-	for i := 0; i < 50; i++ {
-		var n int
-		if err := other.QueryRow(ctx, "select $1::int", i).Scan(&n); err != nil || n != i {
-			t.Fatalf("the other client's query %d while the slow one stalled: %d, %v", i, n, err)
-		}
-	}
-	n := 1
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil || len(s) != 1000 {
-			t.Fatalf("row %d: %d bytes, %v", n, len(s), err)
-		}
-		n++
-	}
-	if err := rows.Err(); err != nil || n != 40000 {
-		t.Fatalf("the slow client got %d rows, %v; want 40000", n, err)
-	}
-	var one int
-	if err := slow.QueryRow(ctx, "select 1").Scan(&one); err != nil || one != 1 {
-		t.Fatalf("the slow client after its result: %d, %v", one, err)
-	}
-	// The loop waited for room itself: had it handed the slow client back
-	// mid-result, a pump would have relayed the rest. (The other client
-	// may have been handed back to queue while the pool grew.)
-	if p := f.Pool(t, "app"); p.Counters.PumpedLoans != pumpedBefore {
-		t.Fatalf("%d loans needed a pump", p.Counters.PumpedLoans-pumpedBefore)
-	}
-}
-
-func TestAFrameLargerThanTheReadBufferLeavesTheLoopAndArrivesWhole(t *testing.T) {
-	skipWithoutLoop(t)
-	t.Parallel()
-	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
-	f := ferrytest.Start(t, cfg)
-	conn := ferrytest.Connect(t, ctx, f.AppDSN())
-	for i := 0; i < 3; i++ {
-		if _, err := conn.Exec(ctx, "select 1"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var s string
-	if err := conn.QueryRow(ctx, "select repeat('y', 100000)").Scan(&s); err != nil || s != strings.Repeat("y", 100000) {
-		t.Fatalf("the large row: %d bytes, %v", len(s), err)
-	}
-	// And a large request: a Parse bigger than the buffer.
-	big := "select '" + strings.Repeat("z", 20000) + "'::text"
-	if err := conn.QueryRow(ctx, big).Scan(&s); err != nil || len(s) != 20000 {
-		t.Fatalf("the large query: %d bytes, %v", len(s), err)
-	}
-	if _, handbacks := loopCounters(t, f); handbacks < 2 {
-		t.Fatalf("handbacks %d: want the large row and the large query each on a goroutine", handbacks)
-	}
-	for i := 0; i < 5; i++ {
-		var n int
-		if err := conn.QueryRow(ctx, "select $1::int", i).Scan(&n); err != nil || n != i {
-			t.Fatalf("query %d after: %d, %v", i, n, err)
-		}
-	}
-}
-
-func TestAClientThatLeavesWhileTheLoopWaitsForItsAnswerHasItsQueryCancelled(t *testing.T) {
-	skipWithoutLoop(t)
-	t.Parallel()
-	ctx := testContext(t)
-	cfg, db := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
-	setPoolSize(cfg, "app", 1)
-	withServerSSLMode(cfg, "disable")
-	f := ferrytest.Start(t, cfg)
-
-	pc := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
-	for i := 0; i < 3; i++ {
-		if _, err := pc.Exec(ctx, "select 1").ReadAll(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if entries, _ := loopCounters(t, f); entries != 1 {
-		t.Fatalf("the client entered the relay loop %d times; want once", entries)
-	}
-	c := hijack(t, pc)
-	sendRaw(t, c, protocol.AppendQuery(nil, "select pg_sleep(60)"))
-	waitForBackend(t, ctx, db, "query = 'select pg_sleep(60)'")
-	c.Close()
-
-	// The loop watches the client while the server works: the query is
-	// cancelled long before it would end, and the server goes back.
-	ferrytest.Eventually(t, 20*time.Second, "the abandoned query to be cancelled and the server to go back", func() (bool, error) {
-		p := f.Pool(t, "app")
-		return p.Counters.AbandonedCancels == 1 && f.Server.Snapshot().Clients == 0 && p.Stat.Active == 0, nil
-	})
-	conn := ferrytest.Connect(t, ctx, f.AppDSN())
-	var n int
-	if err := conn.QueryRow(ctx, "select 7").Scan(&n); err != nil || n != 7 {
-		t.Fatalf("the pool's one server after: %d, %v", n, err)
-	}
-}
-
-func TestACancelRequestStopsAQueryTheLoopWaitsForAndTheSessionGoesOn(t *testing.T) {
-	skipWithoutLoop(t)
-	t.Parallel()
-	ctx := testContext(t)
-	cfg, db := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
-	setPoolSize(cfg, "app", 1)
-	f := ferrytest.Start(t, cfg)
-	conn := ferrytest.Connect(t, ctx, f.AppDSN())
-	for i := 0; i < 3; i++ {
-		if _, err := conn.Exec(ctx, "select 1"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if entries, _ := loopCounters(t, f); entries != 1 {
-		t.Fatalf("the client entered the relay loop %d times; want once", entries)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		_, err := conn.Exec(context.Background(), "select pg_sleep(60)")
-		errc <- err
-	}()
-	waitForBackend(t, ctx, db, "query = 'select pg_sleep(60)'")
-	if err := conn.PgConn().CancelRequest(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if code, _, _ := pgCode(<-errc); code != "57014" {
-		t.Fatalf("the cancelled query's error has SQLSTATE %q, want 57014", code)
-	}
-	for i := 0; i < 5; i++ {
-		var n int
-		if err := conn.QueryRow(ctx, "select $1::int", i).Scan(&n); err != nil || n != i {
-			t.Fatalf("query %d after the cancel: %d, %v", i, n, err)
-		}
-	}
-	// The server is not held by the idle client once the cancel is done.
-	ferrytest.Eventually(t, 10*time.Second, "the server to go back to the pool", func() (bool, error) {
-		return f.Pool(t, "app").Stat.Active == 0, nil
-	})
-}
-
-func TestALongPipelineWithoutSyncIsHandedToAPumpAndAnsweredInOrder(t *testing.T) {
-	skipWithoutLoop(t)
-	t.Parallel()
-	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
-	withServerSSLMode(cfg, "disable")
-	f := ferrytest.Start(t, cfg)
-	conn := ferrytest.Connect(t, ctx, f.AppDSN())
-	for i := 0; i < 3; i++ {
-		if _, err := conn.Exec(ctx, "select 1"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// One Sync after 200 queries: far more answers owed than the loop
-	// lets pile up.
-	b := &pgx.Batch{}
-	for i := 0; i < 200; i++ {
-		b.Queue("select $1::int, repeat('p', 200)", i)
-	}
-	br := conn.SendBatch(ctx, b)
-	for i := 0; i < 200; i++ {
-		var n int
-		var s string
-		if err := br.QueryRow().Scan(&n, &s); err != nil || n != i || len(s) != 200 {
-			t.Fatalf("pipelined query %d: %d, %d bytes, %v", i, n, len(s), err)
-		}
-	}
-	if err := br.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, handbacks := loopCounters(t, f); handbacks < 1 {
-		t.Fatal("the long pipeline stayed in the loop")
-	}
-}
-
 func TestWithRelayLoopOffNoSessionEntersIt(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
@@ -452,67 +227,6 @@ func TestWithRelayLoopOffNoSessionEntersIt(t *testing.T) {
 	}
 }
 
-func TestServersAreDialedOutOfGosNetpollerOnlyWhileTheLoopCanServeTheirPool(t *testing.T) {
-	skipWithoutLoop(t)
-	t.Parallel()
-	ctx := testContext(t)
-	cfg, _ := loopTestConfig(t, "disable", 2)
-	f := ferrytest.Start(t, cfg)
-	// Each phase has a client of its own: a client connected before a
-	// reload may go on with the pool it had, and the new pool is made for
-	// the first client that needs it.
-	client := func(when string) (conn *pgx.Conn, detached bool) {
-		t.Helper()
-		conn = ferrytest.Connect(t, ctx, f.AppDSN())
-		var n int
-		if err := conn.QueryRow(ctx, "select $1::int", 7).Scan(&n); err != nil || n != 7 {
-			t.Fatalf("%s: a query gave %d, %v", when, n, err)
-		}
-		// (The loop may give the query's server back just after the answer.)
-		ferrytest.Eventually(t, 10*time.Second, when+": an idle server in app's pool", func() (bool, error) {
-			d, ok := router.DialsDetached(f.Server, "app", pgtest.AppUser)
-			detached = d
-			return ok, nil
-		})
-		return conn, detached
-	}
-	conn, detached := client("with the loop on")
-	if !detached {
-		t.Fatal("with the loop on and no timeout set, the pool dials its servers into Go's netpoller; want them detached for the loop")
-	}
-	inLoop(t, ctx, f, conn, 1)
-
-	// query_timeout keeps every session on its goroutine, for which a
-	// detached server costs system calls a socket in the netpoller does not:
-	// the pool is rebuilt with servers in the netpoller.
-	next := *cfg
-	next.QueryTimeout = configs.Duration(time.Minute)
-	if err := f.Server.Reload(&next); err != nil {
-		t.Fatal(err)
-	}
-	conn, detached = client("with query_timeout set")
-	if detached {
-		t.Fatal("with query_timeout set the loop serves no session, yet the pool dials its servers detached")
-	}
-	for i := range 10 { // more than a session needs to enter the loop
-		if _, err := conn.Exec(ctx, "select 1"); err != nil {
-			t.Fatalf("query %d with query_timeout set: %v", i, err)
-		}
-	}
-	if entries, _ := loopCounters(t, f); entries != 0 {
-		t.Fatalf("with query_timeout set, %d sessions entered the loop; want none", entries)
-	}
-
-	if err := f.Server.Reload(cfg); err != nil {
-		t.Fatal(err)
-	}
-	conn, detached = client("with query_timeout unset again")
-	if !detached {
-		t.Fatal("after a reload that unsets query_timeout, the pool still dials its servers into the netpoller")
-	}
-	inLoop(t, ctx, f, conn, 1)
-}
-
 // inLoop runs queries on conn until the relay loop's entry count reaches
 // entries (conn's session entered it), failing the test if it never does.
 func inLoop(t *testing.T, ctx context.Context, f *ferrytest.Ferry, conn *pgx.Conn, entries uint64) {
@@ -527,131 +241,6 @@ func inLoop(t *testing.T, ctx context.Context, f *ferrytest.Ferry, conn *pgx.Con
 		if _, err := conn.Exec(ctx, "select 1"); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-func TestShutdownEndsSessionsInTheLoopAndLetsATransactionFinish(t *testing.T) {
-	skipWithoutLoop(t)
-	t.Parallel()
-	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
-	f := ferrytest.Start(t, cfg)
-	idle := ferrytest.Connect(t, ctx, f.AppDSN())
-	inLoop(t, ctx, f, idle, 1)
-	busy := ferrytest.Connect(t, ctx, f.AppDSN())
-	inLoop(t, ctx, f, busy, 2)
-	tx, err := busy.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	cut := make(chan int, 1)
-	go func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		cut <- f.Server.Shutdown(sctx)
-	}()
-	// The open transaction still runs and commits; then both sessions end
-	// without being cut.
-	var n int
-	if err := tx.QueryRow(ctx, "select 5").Scan(&n); err != nil || n != 5 {
-		t.Fatalf("inside the open transaction during shutdown: %d, %v", n, err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatalf("commit during shutdown: %v", err)
-	}
-	if c := <-cut; c != 0 {
-		t.Fatalf("Shutdown cut %d sessions, want 0", c)
-	}
-	if _, err := idle.Exec(ctx, "select 1"); err == nil {
-		t.Fatal("the idle client's query after shutdown succeeded")
-	}
-}
-
-func TestAServerTerminatedWhileTheLoopWaitsForItGivesAnErrorAndTheSessionGoesOn(t *testing.T) {
-	skipWithoutLoop(t)
-	t.Parallel()
-	ctx := testContext(t)
-	cfg, db := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
-	withServerSSLMode(cfg, "disable")
-	f := ferrytest.Start(t, cfg)
-	conn := ferrytest.Connect(t, ctx, f.AppDSN())
-	inLoop(t, ctx, f, conn, 1)
-
-	errc := make(chan error, 1)
-	go func() {
-		_, err := conn.Exec(context.Background(), "select pg_sleep(60)")
-		errc <- err
-	}()
-	waitForBackend(t, ctx, db, "query = 'select pg_sleep(60)'")
-	if _, err := cluster.QueryInt(ctx, "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = $1 and query = 'select pg_sleep(60)'", db); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; err == nil {
-		t.Fatal("the query whose server was terminated succeeded")
-	}
-	var n int
-	if err := conn.QueryRow(ctx, "select 9").Scan(&n); err != nil || n != 9 {
-		t.Fatalf("the next query: %d, %v", n, err)
-	}
-	ferrytest.Eventually(t, 10*time.Second, "the lost server to be counted and nothing lent", func() (bool, error) {
-		p := f.Pool(t, "app")
-		return p.Stat.Active == 0 && p.Stat.Destroyed >= 1, nil
-	})
-}
-
-func TestAReloadThatTurnsTheLoopOffSendsItsSessionsBackToGoroutines(t *testing.T) {
-	skipWithoutLoop(t)
-	t.Parallel()
-	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
-	f := ferrytest.Start(t, cfg)
-	conn := ferrytest.Connect(t, ctx, f.AppDSN())
-	inLoop(t, ctx, f, conn, 1)
-	_, before := loopCounters(t, f)
-
-	next := *cfg
-	next.RelayLoop = false
-	if err := f.Server.Reload(&next); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 20; i++ {
-		var n int
-		if err := conn.QueryRow(ctx, "select $1::int", i).Scan(&n); err != nil || n != i {
-			t.Fatalf("query %d after the reload: %d, %v", i, n, err)
-		}
-	}
-	// The reload rebuilt the pools (their servers change kind), so the
-	// counters are the new pool's: the session, served by it now, never
-	// entered the loop again.
-	entries, handbacks := loopCounters(t, f)
-	if entries != 0 || handbacks != 0 || before != 0 {
-		t.Fatalf("after the reload: %d entries, %d handbacks (%d handbacks before); want the session kept out of the loop", entries, handbacks, before)
-	}
-	if p := f.Pool(t, "app"); p.Counters.Queries < 20 {
-		t.Fatalf("the new pool served %d queries; want the session's 20 moved to it", p.Counters.Queries)
-	}
-}
-
-func TestTheAdminConsolesKillEndsASessionInTheLoop(t *testing.T) {
-	skipWithoutLoop(t)
-	t.Parallel()
-	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
-	f := ferrytest.Start(t, cfg)
-	app := ferrytest.Connect(t, ctx, f.AppDSN())
-	inLoop(t, ctx, f, app, 1)
-	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
-	mustAdmin(t, pc, "KILL app")
-	ferrytest.Eventually(t, 10*time.Second, "the killed client to go", func() (bool, error) {
-		return mustAdmin(t, pc, "SHOW CLIENTS").row("user", "app") == nil, nil
-	})
-	if _, err := app.Exec(ctx, "select 1"); err == nil {
-		t.Fatal("the killed client still runs queries")
 	}
 }
 
@@ -696,26 +285,6 @@ func theLoopEnds(t *testing.T, f *ferrytest.Ferry, what string, leave func() err
 	})
 	if _, handbacks := loopCounters(t, f); handbacks != 0 {
 		t.Fatalf("%d hand-backs for %s; want 0 (the loop ends it)", handbacks, what)
-	}
-}
-
-func TestAClientOfTheLoopThatDropsItsConnectionIsEndedByTheLoop(t *testing.T) {
-	skipWithoutLoop(t)
-	t.Parallel()
-	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
-	f := ferrytest.Start(t, cfg)
-	conn := ferrytest.Connect(t, ctx, f.AppDSN())
-	inLoop(t, ctx, f, conn, 1)
-	// No Terminate: the socket just closes, as when a function's sandbox
-	// is torn down.
-	theLoopEnds(t, f, "a client of the loop that dropped its connection", conn.PgConn().Conn().Close)
-	// Its server is back in the pool, clean: another client uses it.
-	other := ferrytest.Connect(t, ctx, f.AppDSN())
-	var n int
-	if err := other.QueryRow(ctx, "select 4").Scan(&n); err != nil || n != 4 {
-		t.Fatalf("the next client: %d, %v", n, err)
 	}
 }
 
@@ -788,60 +357,6 @@ func TestAClientThatConnectsForOneQueryIsServedByTheLoop(t *testing.T) {
 	theLoopEnds(t, f, "a client of one query", func() error { return conn.Close(ctx) })
 	if c := f.Pool(t, "app").Counters; c.PumpedLoans != 0 {
 		t.Fatalf("%d pumped loans for a client of one query; want none", c.PumpedLoans)
-	}
-}
-
-func TestTheLoopKeepsAServersRegistrationFromOneLoanToTheNextAndMakesANewOneForANewServer(t *testing.T) {
-	skipWithoutLoop(t)
-	for _, mode := range serverSSLModes {
-		t.Run(mode, func(t *testing.T) {
-			t.Parallel()
-			ctx := testContext(t)
-			cfg, db := loopTestConfig(t, mode, 1)
-			f := ferrytest.Start(t, cfg)
-			conn := ferrytest.Connect(t, ctx, f.AppDSN())
-			inLoop(t, ctx, f, conn, 1)
-			selects := func(from int) {
-				t.Helper()
-				for i := from; i < from+20; i++ {
-					var n int
-					// (pg_sleep: the answer comes after the loop's first
-					// read of the server, which then waits for its socket.)
-					if err := conn.QueryRow(ctx, "select $1::int from pg_sleep(0.002)", i).Scan(&n); err != nil || n != i {
-						t.Fatalf("select %d: %d, %v", i, n, err)
-					}
-				}
-			}
-			selects(0) // the one server's socket is in the loop's set from here
-			adds := router.LoopServerAdds(f.Server)
-			_, handbacks := loopCounters(t, f)
-
-			selects(100)
-			if n := router.LoopServerAdds(f.Server) - adds; n != 0 {
-				t.Errorf("20 loans of the same server added its socket to the epoll set %d times; want 0 (the registration is kept)", n)
-			}
-
-			// The server ends while idle in the pool: its socket closes,
-			// which ends its registration, and the next loan dials a new
-			// one (whose descriptor likely reuses the old number).
-			if _, err := cluster.QueryInt(ctx, "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = $1 and usename = 'app'", db); err != nil {
-				t.Fatal(err)
-			}
-			ferrytest.Eventually(t, 10*time.Second, "the terminated server to be gone", func() (bool, error) {
-				n, err := queryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and usename = 'app'", db)
-				return n == 0, err
-			})
-			selects(200)
-			if n := router.LoopServerAdds(f.Server) - adds; n != 1 {
-				t.Errorf("the new server's socket was added %d times over 20 loans; want 1", n)
-			}
-			if _, h := loopCounters(t, f); h != handbacks {
-				t.Errorf("the loop handed the session back %d times; want none", h-handbacks)
-			}
-			if p := f.Pool(t, "app"); p.Stat.Destroyed < 1 {
-				t.Errorf("the terminated server was not destroyed: %+v", p.Stat)
-			}
-		})
 	}
 }
 
