@@ -1,0 +1,129 @@
+package router_test
+
+// End-to-end tests of TLS through pgferry: clients that must use it, and
+// each sslmode pgferry may use to reach PostgreSQL.
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgferry/pgferry/internal/ferrytest"
+)
+
+func TestClientTLSRequiredRefusesPlainClientsAndServesVerifiedOnes(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	offerClientTLS(cfg, "require")
+	f := ferrytest.Start(t, cfg)
+	base := f.AppDSN() + " host=localhost sslrootcert=" + cluster.CAFile
+
+	t.Run("sslmode=disable is refused", func(t *testing.T) {
+		conn, err := pgx.Connect(ctx, f.AppDSN())
+		if err == nil {
+			conn.Close(ctx)
+			t.Fatal("a client without TLS connected")
+		}
+		pe := expectPgError(t, err, "28000")
+		if pe.Severity != "FATAL" || pe.Message != "SSL required" {
+			t.Fatalf("got %s %q, want FATAL %q", pe.Severity, pe.Message, "SSL required")
+		}
+	})
+	tests := []struct {
+		name string
+		dsn  string
+	}{
+		{"sslmode=require", base + " sslmode=require"},
+		{"sslmode=verify-full", base + " sslmode=verify-full"},
+		{"sslmode=verify-full with SCRAM channel binding", base + " sslmode=verify-full channel_binding=require"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := ferrytest.Connect(t, ctx, tc.dsn)
+			if _, ok := conn.PgConn().Conn().(*tls.Conn); !ok {
+				t.Fatalf("connection is %T, want *tls.Conn", conn.PgConn().Conn())
+			}
+			var n int
+			if err := conn.QueryRow(ctx, "select $1::int", 7).Scan(&n); err != nil || n != 7 {
+				t.Fatalf("query over TLS: %d %v", n, err)
+			}
+		})
+	}
+}
+
+// writeOtherCA writes a self-signed CA certificate unrelated to the
+// cluster's and returns its path.
+func writeOtherCA(t *testing.T) string {
+	t.Helper()
+	certFile, _ := writeSelfSigned(t, &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "pgferry test other CA"},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	})
+	return certFile
+}
+
+func TestServerTLSModesReachPostgreSQLAsConfigured(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	otherCA := writeOtherCA(t)
+	tests := []struct {
+		name     string
+		host     string
+		sslMode  string
+		rootCert string
+		wantSSL  bool
+		wantFail bool
+	}{
+		{"disable", cluster.Host, "disable", "", false, false},
+		{"require", cluster.Host, "require", "", true, false},
+		{"verify-ca", cluster.Host, "verify-ca", cluster.CAFile, true, false},
+		{"verify-full by host name", "localhost", "verify-full", cluster.CAFile, true, false},
+		{"verify-full against another CA fails", "localhost", "verify-full", otherCA, false, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := ferrytest.Config(t, cluster)
+			db := cfg.Databases["app"]
+			db.Host, db.SSLMode, db.SSLRootCert = tc.host, tc.sslMode, tc.rootCert
+			cfg.Databases["app"] = db
+			f := ferrytest.Start(t, cfg)
+			conn, err := pgx.Connect(ctx, f.AppDSN())
+			if tc.wantFail {
+				if err == nil {
+					defer conn.Close(ctx)
+					_, err = conn.Exec(ctx, "select 1")
+				}
+				if err == nil {
+					t.Fatal("pgferry logged in to a server whose certificate its CA did not sign")
+				}
+				var pe *pgconn.PgError
+				if !errors.As(err, &pe) || !strings.HasPrefix(pe.Code, "08") {
+					t.Fatalf("got %v, want a connection error (SQLSTATE class 08)", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			var ssl bool
+			if err := conn.QueryRow(ctx, "select ssl from pg_stat_ssl where pid = pg_backend_pid()").Scan(&ssl); err != nil {
+				t.Fatal(err)
+			}
+			if ssl != tc.wantSSL {
+				t.Fatalf("server connection ssl = %v, want %v", ssl, tc.wantSSL)
+			}
+		})
+	}
+}
