@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math"
 	"net"
 	"strconv"
 	"sync"
@@ -279,12 +278,13 @@ func TestAListenerDialsWithoutHoldingUpItsOtherSubscribersAndCloseCancelsTheDial
 }
 
 // fakeServer is a server for a Listener to dial. It counts the connections
-// it accepts; the first silent of them it never answers (it reads what the
-// dial sends until the client hangs up), and it relays every later one to
-// the cluster, so that the server is, to the Listener, back.
+// it accepts; those silent picks by number (the first is 1) it never
+// answers (it reads what the dial sends until the client hangs up), and it
+// relays every other one to the cluster, so that the server is, to the
+// Listener, up.
 type fakeServer struct {
 	ln       net.Listener
-	silent   int32
+	silent   func(n int32) bool
 	accepted atomic.Int32
 
 	wg    sync.WaitGroup // the accept loop and every connection's goroutines
@@ -294,7 +294,7 @@ type fakeServer struct {
 
 // newFakeServer starts a fakeServer, stopped in t.Cleanup once every
 // cleanup registered after it (the pool's, the Listener's) has run.
-func newFakeServer(t *testing.T, silent int32) *fakeServer {
+func newFakeServer(t *testing.T, silent func(n int32) bool) *fakeServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -321,7 +321,7 @@ func (f *fakeServer) accept() {
 			return
 		}
 		f.track(c)
-		if f.accepted.Add(1) <= f.silent {
+		if f.silent(f.accepted.Add(1)) {
 			f.wg.Go(func() {
 				io.Copy(io.Discard, c) // until the dial gives up and hangs up
 				c.Close()
@@ -398,7 +398,7 @@ func timedOut(err error) bool {
 }
 
 func TestSubscribersWaitingOnAFailedDialGetItsErrorWithoutDiallingAgain(t *testing.T) {
-	f := newFakeServer(t, math.MaxInt32) // never answers
+	f := newFakeServer(t, func(int32) bool { return true }) // never answers
 	l := listenerVia(t, f, "app", dialTimeout)
 	const n = 5
 	errs := subscribeAtOnce(l, n, "unreachable")
@@ -414,7 +414,7 @@ func TestSubscribersWaitingOnAFailedDialGetItsErrorWithoutDiallingAgain(t *testi
 
 func TestASubscribeAfterAFailedDialDialsAgainWhileThoseThatWaitedOnItGetItsError(t *testing.T) {
 	db := cluster.CreateDatabase(t, pgtest.AppUser)
-	f := newFakeServer(t, 1) // the first dial gets no answer, the next ones do
+	f := newFakeServer(t, func(n int32) bool { return n == 1 }) // the first dial gets no answer, the next ones do
 	l := listenerVia(t, f, db, dialTimeout)
 	const n = 5
 	errs := subscribeAtOnce(l, n, "back")
