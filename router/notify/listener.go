@@ -53,14 +53,16 @@ type Listener struct {
 
 	// mu guards the fields below; no I/O runs under it except the small
 	// LISTEN/UNLISTEN writes, which go to a socket only this type writes
-	// (the connection is dialled without it: see add).
+	// (the connection is dialled without it: see dial).
 	mu     sync.Mutex
 	sc     *pool.ServerConn
 	subs   map[string]map[Subscriber]struct{}
 	closed bool
 	done   chan struct{} // closed when the reader goroutine exits
-	// dialing is the dial add runs without mu, for other subscribers to
-	// wait on; nil when none runs.
+	// dialing is the dial of the listener connection under way, without
+	// mu, for the others who would dial to wait on: a Subscribe's (add) or
+	// the background reconnect's, one at a time whoever starts it. nil
+	// when none runs.
 	dialing *dialAttempt
 	// live holds, per channel, a channel closed once the server has
 	// acknowledged the channel's LISTEN: from then on its notifications
@@ -125,11 +127,13 @@ func (l *Listener) add(s Subscriber, channel string) (<-chan struct{}, error) {
 	defer l.mu.Unlock()
 	for !l.closed && l.sc == nil {
 		// The first subscriber (or the first since the connection was
-		// lost for good) dials, without mu: the reader's acknowledgements
-		// and fan-out, and every other Subscribe and Unsubscribe, go on
-		// meanwhile. Subscribers that come during the dial wait for it,
-		// and share its failure: dialling again each in turn would make
-		// the last of N wait N dial timeouts for a server that is down.
+		// lost, unless the background reconnect is dialling) dials,
+		// without mu: the reader's acknowledgements and fan-out, and
+		// every other Subscribe and Unsubscribe, go on meanwhile.
+		// Subscribers that come during a dial, this one's or the
+		// reconnect's, wait for it and share its failure: dialling again
+		// each in turn would make the last of N wait N dial timeouts for
+		// a server that is down.
 		if d := l.dialing; d != nil {
 			l.mu.Unlock()
 			<-d.done
@@ -137,26 +141,20 @@ func (l *Listener) add(s Subscriber, channel string) (<-chan struct{}, error) {
 			if d.err != nil && !l.closed && l.sc == nil {
 				return nil, l.dialFailed(d.err)
 			}
-			continue // connected (or closed, or connected since)
+			continue // connected (or closed)
 		}
+		// Only a dialler attaches a connection, and dials are one at a
+		// time: l.sc is still nil when this one ends.
 		sc, err := l.dial()
 		if err != nil {
-			if !l.closed && l.sc != nil {
-				continue // a reconnect attached one meanwhile
-			}
 			return nil, l.dialFailed(err)
 		}
-		if l.closed || l.sc != nil {
-			sc.Conn.Close() // closed meanwhile, or a reconnect attached one
+		if l.closed {
+			sc.Conn.Close() // Close came during the dial
 			continue
 		}
-		l.attach(sc)
-		// Channels kept from a connection that broke and could not be
-		// re-established are listened to again.
-		for ch := range l.subs {
-			if err := l.listen(ch); err != nil {
-				return nil, err
-			}
+		if err := l.attach(sc); err != nil {
+			return nil, err
 		}
 	}
 	if l.closed {
@@ -175,7 +173,8 @@ func (l *Listener) add(s Subscriber, channel string) (<-chan struct{}, error) {
 	return l.live[channel], nil
 }
 
-// A dialAttempt is a dial of the listener connection under way (add).
+// A dialAttempt is a dial of the listener connection under way (add,
+// reconnectOnce).
 type dialAttempt struct {
 	// err is the dial's error, nil if it connected; it is written before
 	// done is closed and read only after.
@@ -188,9 +187,10 @@ type dialAttempt struct {
 var errDialPanicked = errors.New("the dial panicked")
 
 // dial opens a listener connection without mu, which it lets go of and
-// takes again (also if the dial panics, so that add's deferred unlock
-// stays right), with l.dialing set meanwhile for other subscribers to
-// wait on and learn its outcome from. mu is held.
+// takes again (also if the dial panics, so that the caller's deferred
+// unlock stays right), with l.dialing set meanwhile for other subscribers
+// and the background reconnect to wait on and learn its outcome from. mu
+// is held and l.dialing is nil.
 func (l *Listener) dial() (*pool.ServerConn, error) {
 	d := &dialAttempt{err: errDialPanicked, done: make(chan struct{})}
 	l.dialing = d
@@ -218,9 +218,11 @@ func (l *Listener) dialFailed(err error) error {
 	return fmt.Errorf("dial listener connection: %w", err)
 }
 
-// attach makes sc the listener connection and starts its reader. mu is
-// held.
-func (l *Listener) attach(sc *pool.ServerConn) {
+// attach makes sc the listener connection, starts its reader and
+// listens again on every channel that has subscribers: those kept from a
+// connection that broke. It returns the first LISTEN's write error; the
+// reader then finds the connection broken too. mu is held.
+func (l *Listener) attach(sc *pool.ServerConn) error {
 	if sc.Wr == nil {
 		sc.Wr = protocol.NewWriter(sc.Conn)
 	}
@@ -228,6 +230,12 @@ func (l *Listener) attach(sc *pool.ServerConn) {
 	l.done = make(chan struct{})
 	l.pending = l.pending[:0]
 	go l.read(sc, l.done)
+	for ch := range l.subs {
+		if err := l.listen(ch); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // listen sends LISTEN for channel; l.live[channel] is closed when the
@@ -336,9 +344,10 @@ func (l *Listener) acknowledge(sc *pool.ServerConn) {
 }
 
 // lost handles a broken listener connection: subscriptions are kept and
-// re-issued on a new connection when the next client subscribes;
-// notifications sent meanwhile are lost, as they are for a PostgreSQL
-// session whose connection breaks.
+// re-issued on a new connection, which reconnect opens in the background
+// (or the next Subscribe, if reconnect has given up for want of
+// subscribers); notifications sent meanwhile are lost, as they are for a
+// PostgreSQL session whose connection breaks.
 func (l *Listener) lost(sc *pool.ServerConn, err error) {
 	l.mu.Lock()
 	closed := l.closed
@@ -356,75 +365,89 @@ func (l *Listener) lost(sc *pool.ServerConn, err error) {
 		}
 		l.pending = l.pending[:0]
 	}
-	channels := make([]string, 0, len(l.subs))
-	for ch := range l.subs {
-		channels = append(channels, ch)
-	}
 	l.mu.Unlock()
 	sc.Conn.Close()
 	if closed {
 		return
 	}
 	l.log.Warn("listener connection lost; resubscribing", zap.Error(err))
-	// Re-establish in the background with the same subscriptions, retrying
-	// with a capped backoff through a restart or failover (no writable
-	// host yet); Close cancels and waits for it. Dials run without the
-	// lock.
 	go func() {
 		defer l.wg.Done()
-		delay := 50 * time.Millisecond
-		for {
-			cfg := l.pool.Config().Dial
-			cfg.Detached = false
-			ctx, cancel := context.WithTimeout(l.ctx, 15*time.Second)
-			nsc, err := pool.Dial(ctx, &cfg)
-			cancel()
-			if err == nil {
-				l.resubscribe(nsc, channels)
-				return
-			}
-			l.mu.Lock()
-			idle := l.closed || l.sc != nil || len(l.subs) == 0
-			l.mu.Unlock()
-			if idle {
-				return
-			}
-			l.log.Warn("listener reconnect failed; retrying", zap.Duration("in", delay), zap.Error(err))
-			select {
-			case <-l.ctx.Done():
-				return
-			case <-time.After(delay):
-			}
-			delay = min(2*delay, 2*time.Second)
-		}
+		l.reconnect()
 	}()
 }
 
-// resubscribe makes nsc the listener connection and listens again on the
-// channels that still have subscribers, unless the listener closed or a
-// subscriber connected one meanwhile.
-func (l *Listener) resubscribe(nsc *pool.ServerConn, channels []string) {
+// reconnect re-establishes the listener connection in the background,
+// retrying with a capped backoff through a restart or failover (no
+// writable host yet), until it is connected, the Listener closes, or no
+// subscriber is left. Close cancels it and waits for it.
+func (l *Listener) reconnect() {
+	delay := 50 * time.Millisecond
+	for {
+		over, err := l.reconnectOnce()
+		if over {
+			return
+		}
+		l.log.Warn("listener reconnect failed; retrying", zap.Duration("in", delay), zap.Error(err))
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+// reconnectOnce makes one attempt of reconnect's and reports whether the
+// reconnect is over (connected, closed, or no subscriber left) and, if
+// not, why. Its dial is the Listener's one dial at a time (l.dialing), like
+// a Subscribe's: a Subscribe that comes meanwhile waits for it and shares
+// its outcome rather than open a second connection, one of the two to be
+// closed; and if a Subscribe is dialling, the attempt is to wait for that
+// dial.
+func (l *Listener) reconnectOnce() (over bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed || l.sc != nil || len(l.subs) == 0 {
-		nsc.Conn.Close()
-		return
+	idle := func() bool { return l.closed || l.sc != nil || len(l.subs) == 0 }
+	if idle() {
+		return true, nil
 	}
-	l.attach(nsc)
-	for _, ch := range channels {
-		if _, ok := l.subs[ch]; ok {
-			l.listen(ch)
+	if d := l.dialing; d != nil {
+		l.mu.Unlock()
+		<-d.done
+		l.mu.Lock()
+		if d.err == nil {
+			// Connected. If that connection is lost already, its loss
+			// started a reconnect of its own.
+			return true, nil
 		}
+		return idle(), d.err
+	}
+	sc, err := l.dial()
+	if err != nil {
+		return idle(), err
+	}
+	if l.closed || l.sc != nil {
+		sc.Conn.Close()
+		return true, nil
+	}
+	// Attached even if every subscriber left during the dial, as a
+	// connection stays when its last subscriber leaves: a Subscribe that
+	// waited on the dial is about to use it.
+	if err := l.attach(sc); err != nil {
+		return true, nil // the reader finds it broken and reconnects again
 	}
 	l.log.Info("listener connection re-established", zap.Int("channels", len(l.subs)))
+	return true, nil
 }
 
 // Close stops the listener and waits for its reader. Its subscribers are
 // doomed (ListenEnded): their LISTENs end with it, and a client must not
 // wait in silence for notifications that can no longer come. Close blocks
 // until every ListenEnded has returned; a Listener closed before anyone
-// subscribed returns at once. It cancels a dial in progress (add). A
-// second call waits for the first and does nothing more.
+// subscribed returns at once. It cancels the dial in progress, a
+// Subscribe's or the background reconnect's. A second call waits for the
+// first and does nothing more.
 func (l *Listener) Close() { l.closeOnce.Do(l.close) }
 
 func (l *Listener) close() {

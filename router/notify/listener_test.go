@@ -448,3 +448,131 @@ func TestASubscribeAfterAFailedDialDialsAgainWhileThoseThatWaitedOnItGetItsError
 		t.Errorf("got %+v", got)
 	}
 }
+
+// loseListenerConnection terminates the backend of db's listener
+// connection, the one that last listened on channel, as a restart or an
+// administrator would: the Listener reconnects in the background.
+func loseListenerConnection(t *testing.T, db, channel string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, err := cluster.QueryInt(ctx, `select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = $1 and query like $2`, db, `LISTEN "`+channel+`"%`)
+	if err != nil || n != 1 {
+		t.Fatalf("terminated %d listener backends (%v), want 1", n, err)
+	}
+}
+
+// reconnectDialling waits until f has accepted want connections: the
+// background reconnect's dial has reached it.
+func reconnectDialling(t *testing.T, f *fakeServer, want int32) {
+	t.Helper()
+	eventually(t, 10*time.Second, "the background reconnect to dial", func() (bool, error) {
+		return f.accepted.Load() == want, nil
+	})
+}
+
+func TestASubscribeDuringTheBackgroundReconnectWaitsForItsDialAndCloseCancelsIt(t *testing.T) {
+	db := cluster.CreateDatabase(t, pgtest.AppUser)
+	// The first connection is answered; no reconnect ever is.
+	f := newFakeServer(t, func(n int32) bool { return n > 1 })
+	l := listenerVia(t, f, db, time.Minute)
+	s := newSubscriber()
+	if err := l.Subscribe(s, "first"); err != nil {
+		t.Fatal(err)
+	}
+	loseListenerConnection(t, db, "first")
+	reconnectDialling(t, f, 2)
+
+	// A Subscribe now waits for the reconnect's dial rather than dial a
+	// second connection alongside it.
+	subscribed := make(chan error, 1)
+	go func() { subscribed <- l.Subscribe(newSubscriber(), "second") }()
+	select {
+	case err := <-subscribed:
+		t.Fatalf("a Subscribe returned %v while the reconnect's dial was under way", err)
+	case <-time.After(200 * time.Millisecond): // (long enough to have dialled, if it would)
+	}
+	if got := f.accepted.Load(); got != 2 {
+		t.Fatalf("the server was dialled %d times; want twice (a Subscribe dialled while the background reconnect's dial was under way)", got)
+	}
+
+	// Close cancels that dial: the Subscribe waiting on it ends with
+	// ErrClosed, and Close returns, the reconnect over.
+	closed := make(chan struct{})
+	go func() {
+		l.Close()
+		close(closed)
+	}()
+	select {
+	case err := <-subscribed:
+		if !errors.Is(err, notify.ErrClosed) {
+			t.Fatalf("a Subscribe ended by Close returned %v; want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end a Subscribe waiting on the background reconnect")
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not cancel the background reconnect's dial")
+	}
+	if n := s.ended.Load(); n != 1 {
+		t.Errorf("the subscriber was told %d times that its LISTEN ended, want once", n)
+	}
+}
+
+func TestASubscribeDuringABackgroundReconnectThatFailsGetsItsErrorAndTheListenerRetriesOnItsOwn(t *testing.T) {
+	db := cluster.CreateDatabase(t, pgtest.AppUser)
+	// The first reconnect gets no answer; the connections before and after
+	// it are answered.
+	f := newFakeServer(t, func(n int32) bool { return n == 2 })
+	l := listenerVia(t, f, db, dialTimeout)
+	s := newSubscriber()
+	if err := l.Subscribe(s, "kept"); err != nil {
+		t.Fatal(err)
+	}
+	loseListenerConnection(t, db, "kept")
+	reconnectDialling(t, f, 2)
+
+	// A Subscribe now shares the outcome of the reconnect's dial, even
+	// though a dial of its own would be answered.
+	if err := l.Subscribe(newSubscriber(), "later"); !timedOut(err) {
+		t.Fatalf("a Subscribe during the background reconnect got %v; want the reconnect's failed dial's error (a timeout)", err)
+	}
+
+	// The reconnect retries on its own: "kept" is listened to again, on
+	// one connection.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sender, err := pgx.Connect(ctx, cluster.DSN(db, pgtest.AppUser, pgtest.AppPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close(context.Background())
+	eventually(t, 30*time.Second, "a notification after the reconnect", func() (bool, error) {
+		notifyOn(t, sender, "kept", "again")
+		select {
+		case got := <-s.notes:
+			return got == note{"kept", "again"}, nil
+		case <-time.After(200 * time.Millisecond):
+			return false, nil
+		}
+	})
+	if got := f.accepted.Load(); got != 3 {
+		t.Errorf("the server was dialled %d times; want 3 (the first connection, the failed reconnect, its retry)", got)
+	}
+	eventually(t, 10*time.Second, "one listener connection", func() (bool, error) {
+		n, err := cluster.QueryInt(ctx, `select count(*) from pg_stat_activity where datname = $1 and query like 'LISTEN %'`, db)
+		return n == 1, err
+	})
+
+	// The channel the failed Subscribe asked for can be subscribed now.
+	later := newSubscriber()
+	if err := l.Subscribe(later, "later"); err != nil {
+		t.Fatal(err)
+	}
+	notifyOn(t, sender, "later", "now")
+	if got := later.next(t, 10*time.Second); got != (note{"later", "now"}) {
+		t.Errorf("got %+v", got)
+	}
+}
