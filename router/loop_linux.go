@@ -298,14 +298,18 @@ func (p *parker) turn(ss *session, client bool) {
 // handle do on a goroutine. It reports whether turn goes on (the loop
 // state says with what); false means the session waits, left the loop or
 // ended.
+//
+// It reads the link state (server, dead, the expectation ring) without mu:
+// while the loop serves a session it is the only writer of it (no pump
+// runs; only the relay links, releases, or marks the session dead, and the
+// loop relays), so its own reads need no lock. Its writes take mu, for the
+// readers on other goroutines (cancel, the admin console).
 func (p *parker) request(ss *session) bool {
 	if ss.wr.Len() > 0 {
 		ss.setLoop(loopClientOut)
 		return true
 	}
-	ss.mu.Lock()
-	dead, linked := ss.dead != nil, ss.server != nil // (only its owner links one)
-	ss.mu.Unlock()
+	dead, linked := ss.dead != nil, ss.server != nil
 	if dead || ss.has(evWake|evKill|evPark|evDoomed) || ss.srv.isDraining() || !ss.srv.loopOK.Load() {
 		p.evict(ss, "an event, or a reload the loop does not serve", false)
 		return false
@@ -361,9 +365,7 @@ func (p *parker) request(ss *session) bool {
 		p.leave(ss, err)
 		return false
 	}
-	ss.mu.Lock()
-	sc, owed := ss.server, ss.q.n
-	ss.mu.Unlock()
+	sc, owed := ss.server, ss.q.n // (the loop's own: see above)
 	if sc == nil {
 		return true // next request
 	}

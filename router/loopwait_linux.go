@@ -53,9 +53,7 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 			armed = false
 		}
 	case loopServer:
-		ss.mu.Lock()
-		sc = ss.server
-		ss.mu.Unlock()
+		sc = ss.server // (the loop's own, read without mu: see request)
 		if srvFD = sc.FD(); srvFD < 0 {
 			return false
 		}

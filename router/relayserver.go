@@ -126,103 +126,113 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			ss.serverFailed(sc, err)
 			return relayUnlinked
 		}
-		ss.mu.Lock()
-		*held = heldMu
-		ss.faultAt("server frame")
-		if typ == protocol.MsgParameterStatus {
-			ss.onParameterStatus(sc, frame)
-			*held = 0
-			ss.mu.Unlock()
-			continue
-		}
-		head, _ := ss.q.peek()
-		swallow := head.kind == kQuerySwallow
-		switch {
-		case typ == protocol.MsgErrorResponse:
-			if sev, _, msg := protocol.ParseErrorFields(frame); ss.txnMode && !ss.pinned && (string(sev) == "FATAL" || string(sev) == "PANIC") {
-				// The server is going away; serverFailed tells the client
-				// with an ERROR it can survive.
-				fatal := string(msg)
-				ss.serverFatal = &fatal
+		var swallow, needPump bool
+		var owed int
+		if looped && quietInQuery(&ss.q, typ) {
+			// A frame inside a simple query's answer that changes no
+			// state (a RowDescription, ...): the loop, the only writer of
+			// the link state while it serves the session (see request),
+			// reads it without mu.
+			owed, needPump = ss.q.n, ss.releaseDeferred || ss.pinned || !ss.txnMode
+		} else {
+			ss.mu.Lock()
+			*held = heldMu
+			ss.faultAt("server frame")
+			if typ == protocol.MsgParameterStatus {
+				ss.onParameterStatus(sc, frame)
 				*held = 0
 				ss.mu.Unlock()
 				continue
 			}
-			if !swallow {
-				ss.tentativeAborted = true
-			}
-			if head.kind != kQuery && head.kind != kQuerySwallow {
-				ss.skipToSync(sc)
-			}
-			if swallow {
-				_, code, msg := protocol.ParseErrorFields(frame)
-				ss.logger().Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
-			}
-		case typ == protocol.MsgReadyForQuery:
-			ss.entry.stats.queries.Add(1)
-			ss.q.pop()
-			var now mono
-			if ss.q.n == 0 {
-				now = ss.srv.parker.clock(ss)
-				// Every path that sends a query starts its clock (process,
-				// refuse): a missing start would show here as pgferry's age.
-				ss.entry.stats.queryTimeUS.Add(uint64(now.Sub(ss.queryStart) / time.Microsecond))
-				ss.queryStart = 0
-			}
-			if len(ss.tentative) > 0 && protocol.RFQStatus(frame) == protocol.TxIdle {
-				ss.settleParams(sc)
-			}
-			if ss.q.n == 0 && ss.rare != nil && ss.rare.queryTimer != nil {
-				ss.rare.queryTimer.Stop()
-			}
-			ss.status = protocol.RFQStatus(frame)
-			if !inline && ss.q.n == 0 && ss.status != protocol.TxIdle {
-				// Idle inside a transaction: the client's read deadline now
-				// measures idle_transaction_timeout. (Inline, the session
-				// goroutine arms it before its next read.)
-				if d := ss.srv.cfg.Load().IdleTransactionTimeout.Std(); d > 0 {
-					ss.raw.SetReadDeadline(time.Now().Add(d))
-					if ss.has(evWake) {
-						ss.raw.SetReadDeadline(pastDeadline) // a wake it may have replaced
+			head, _ := ss.q.peek()
+			swallow = head.kind == kQuerySwallow
+			switch {
+			case typ == protocol.MsgErrorResponse:
+				if sev, _, msg := protocol.ParseErrorFields(frame); ss.txnMode && !ss.pinned && (string(sev) == "FATAL" || string(sev) == "PANIC") {
+					// The server is going away; serverFailed tells the client
+					// with an ERROR it can survive.
+					fatal := string(msg)
+					ss.serverFatal = &fatal
+					*held = 0
+					ss.mu.Unlock()
+					continue
+				}
+				if !swallow {
+					ss.tentativeAborted = true
+				}
+				if head.kind != kQuery && head.kind != kQuerySwallow {
+					ss.skipToSync(sc)
+				}
+				if swallow {
+					_, code, msg := protocol.ParseErrorFields(frame)
+					ss.logger().Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
+				}
+			case typ == protocol.MsgReadyForQuery:
+				ss.entry.stats.queries.Add(1)
+				ss.q.pop()
+				var now mono
+				if ss.q.n == 0 {
+					now = ss.srv.parker.clock(ss)
+					// Every path that sends a query starts its clock (process,
+					// refuse): a missing start would show here as pgferry's age.
+					ss.entry.stats.queryTimeUS.Add(uint64(now.Sub(ss.queryStart) / time.Microsecond))
+					ss.queryStart = 0
+				}
+				if len(ss.tentative) > 0 && protocol.RFQStatus(frame) == protocol.TxIdle {
+					ss.settleParams(sc)
+				}
+				if ss.q.n == 0 && ss.rare != nil && ss.rare.queryTimer != nil {
+					ss.rare.queryTimer.Stop()
+				}
+				ss.status = protocol.RFQStatus(frame)
+				if !inline && ss.q.n == 0 && ss.status != protocol.TxIdle {
+					// Idle inside a transaction: the client's read deadline now
+					// measures idle_transaction_timeout. (Inline, the session
+					// goroutine arms it before its next read.)
+					if d := ss.srv.cfg.Load().IdleTransactionTimeout.Std(); d > 0 {
+						ss.raw.SetReadDeadline(time.Now().Add(d))
+						if ss.has(evWake) {
+							ss.raw.SetReadDeadline(pastDeadline) // a wake it may have replaced
+						}
+					}
+				}
+				ss.releaseDeferred = false
+				if ss.releasable() && ss.cancels > 0 {
+					ss.releaseDeferred = true // after the cancel is delivered
+				} else if ss.releasable() {
+					ss.server = nil
+					ss.pumpKick = false
+					wrote := ss.entry.monitor != nil && !ss.onReplica && !ss.txReadOnly
+					if wrote {
+						ss.lastWrite = monoNow() // read_your_writes
+					}
+					*held = 0
+					ss.mu.Unlock()
+					if !swallow {
+						wr.Append(frame)
+					}
+					ss.releaseServer(sc, wrote && ss.entry.db.ReadYourWritesLSN, now)
+					return relayUnlinked
+				}
+			case typ == protocol.MsgCommandComplete:
+				ss.onCommandComplete(sc, frame)
+				if completes(head.kind, typ) {
+					ss.q.pop()
+				}
+			default:
+				if completes(head.kind, typ) {
+					ss.q.pop()
+					swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow
+					if head.tag != tagNone && typ == protocol.MsgEmptyQuery {
+						frame = execTagFrames[head.tag]
 					}
 				}
 			}
-			ss.releaseDeferred = false
-			if ss.releasable() && ss.cancels > 0 {
-				ss.releaseDeferred = true // after the cancel is delivered
-			} else if ss.releasable() {
-				ss.server = nil
-				ss.pumpKick = false
-				wrote := ss.entry.monitor != nil && !ss.onReplica && !ss.txReadOnly
-				if wrote {
-					ss.lastWrite = monoNow() // read_your_writes
-				}
-				*held = 0
-				ss.mu.Unlock()
-				if !swallow {
-					wr.Append(frame)
-				}
-				ss.releaseServer(sc, wrote && ss.entry.db.ReadYourWritesLSN, now)
-				return relayUnlinked
-			}
-		case typ == protocol.MsgCommandComplete:
-			ss.onCommandComplete(sc, frame)
-			if completes(head.kind, typ) {
-				ss.q.pop()
-			}
-		default:
-			if completes(head.kind, typ) {
-				ss.q.pop()
-				swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow
-				if head.tag != tagNone && typ == protocol.MsgEmptyQuery {
-					frame = execTagFrames[head.tag]
-				}
-			}
+			owed = ss.q.n
+			needPump = ss.releaseDeferred || ss.pinned || !ss.txnMode
+			*held = 0
+			ss.mu.Unlock()
 		}
-		owed := ss.q.n
-		needPump := ss.releaseDeferred || ss.pinned || !ss.txnMode
-		*held = 0
-		ss.mu.Unlock()
 		if !swallow {
 			wr.Append(frame)
 		}
@@ -247,6 +257,19 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			return relayIdle
 		}
 	}
+}
+
+// quietInQuery reports whether typ, a frame of the server's answer to the
+// request at the head of q, changes nothing pgferry tracks: a frame of a
+// simple query's answer (completed by ReadyForQuery alone) that is not
+// one relayServer acts on (a RowDescription, an EmptyQueryResponse, ...).
+func quietInQuery(q *ring, typ byte) bool {
+	switch typ {
+	case protocol.MsgParameterStatus, protocol.MsgErrorResponse, protocol.MsgReadyForQuery, protocol.MsgCommandComplete:
+		return false
+	}
+	head, ok := q.peek()
+	return ok && head.kind == kQuery
 }
 
 // relayFlushAt is how many bytes relayServer lets the client be owed in
