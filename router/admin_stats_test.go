@@ -105,7 +105,7 @@ func TestAdminConsoleRefusesPgBouncerCommandsItLacksWithAReason(t *testing.T) {
 		_, err := adminExec(pc, tc.sql)
 		wantPgError(t, err, "0A000", tc.msg)
 	}
-	// (WAIT_CLOSE, KILL_CLIENT and SHOW PEERS work: admin_test.go.)
+	// (WAIT_CLOSE, KILL_CLIENT and SHOW PEERS work: admin_control_test.go.)
 	for _, cmd := range []string{"STATS_TOTALS", "STATS_AVERAGES", "TOTALS", "STATE", "USERS", "PEERS"} {
 		mustAdmin(t, pc, "SHOW "+cmd)
 	}

@@ -1,14 +1,14 @@
 package router_test
 
 // TLS 1.3 clients served by the relay loop, as plain clients are in
-// loop_test.go and loopqueue_test.go. This file holds the fixture the
-// looptls tests share (newTLSLoop and the helpers around it) and the
-// basics: which clients the loop serves, a slow reader, a request TLS
-// holds past the read buffer, parking. What the loop hands back or waits
-// for (session state, COPY, cancel, a busy server) is in
-// looptls_session_test.go; how a TLS client of the loop ends (drops, KILL,
-// reload, shutdown) in looptls_end_test.go. Each test checks that its
-// client spoke TLS 1.3 and was in the loop when it mattered.
+// loop_test.go, loopsockets_test.go, loopend_test.go and loopqueue_test.go.
+// This file holds the fixture the looptls tests share (newTLSLoop and the
+// helpers around it) and the basics: which clients the loop serves, a slow
+// reader, a request TLS holds past the read buffer, parking. What the loop
+// hands back or waits for (session state, COPY, cancel, a busy server) is
+// in looptls_session_test.go; how a TLS client of the loop ends (drops,
+// KILL, reload, shutdown) in looptls_end_test.go. Each test checks that
+// its client spoke TLS 1.3 and was in the loop when it mattered.
 
 import (
 	"context"
