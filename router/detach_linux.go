@@ -69,6 +69,31 @@ func (ss *session) detach() bool {
 // closed, and raw and conn fail every call: the session ends.
 func (ss *session) reattach() error {
 	f := os.NewFile(uintptr(ss.fd), "client") // owns the duplicate from here
+	var c net.Conn
+	settled := false // the number moved on: into raw, or to -1
+	defer func() {
+		if settled {
+			return
+		}
+		// A panic (a bug here or in what is called) ends the session, and
+		// closeSocket would then close ss.fd, and f's finalizer the same
+		// number again later, when it may be another connection's (Linux
+		// hands out the lowest free number). The number is closed here,
+		// once, and so is c's own duplicate of it, which would keep the
+		// client connected until the collector found it. raw and conn
+		// fail every call, as after a failure (a parked TLS conn does
+		// without its socket; end wipes its keys).
+		if c != nil {
+			c.Close()
+		}
+		ss.mu.Lock()
+		ss.raw, ss.fd = closedConn{}, -1
+		if ss.conn == nil {
+			ss.conn = closedConn{}
+		}
+		ss.mu.Unlock()
+		f.Close()
+	}()
 	c, err := net.FileConn(f)
 	for wait := 10 * time.Millisecond; err != nil && wait <= time.Second && outOfFDs(err); wait *= 2 {
 		time.Sleep(wait)
@@ -91,9 +116,11 @@ func (ss *session) reattach() error {
 		ss.mu.Lock()
 		ss.raw, ss.conn, ss.fd = closedConn{}, closedConn{}, -1
 		ss.mu.Unlock()
+		settled = true
 		f.Close()
 		return err
 	}
+	ss.faultAt("reattach")
 	raw := sockio.Wrap(c)
 	fd := socketFD(raw)
 	// Deadlines before the conn is shared: a wake that comes later finds it
@@ -111,6 +138,7 @@ func (ss *session) reattach() error {
 	ss.raw, ss.conn, ss.fd = raw, conn, int32(fd)
 	flags := ss.flags.Load()
 	ss.mu.Unlock()
+	settled = true
 	f.Close() // after fd moved on: sockInfo never sees a closed number
 	switch {
 	case flags&evKill != 0:
