@@ -283,7 +283,11 @@ func (ss *session) finish(err error) {
 			// nothing (it waits to send answers nobody reads) is not
 			// waited for.
 			sc.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-			sc.Wr.Flush()
+			if sc.Wr.Flush() != nil {
+				// Perhaps part of a frame went: the server's state is
+				// unknown (and the Writer, emptied, no longer says so).
+				clean = false
+			}
 			// A lone Flush leaves a clean server, which goes back to the
 			// pool: without the deadline.
 			sc.Conn.SetWriteDeadline(time.Time{})

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -125,12 +126,81 @@ func TestAServerConnectionFlushedAtTheClientsTerminateGoesBackToThePoolWithoutAW
 	}
 }
 
+// A held Flush whose write fails (the deadline passed, the connection
+// broke) may have left part of a frame on the server, and the Writer,
+// emptied by the failure, no longer says anything is pending: the server
+// is destroyed, not pooled.
+func TestAServerConnectionWhoseFlushAtTheClientsTerminateFailsIsDestroyed(t *testing.T) {
+	_, addr := idleServer(t)
+	p := pool.New(pool.Config{
+		Database: "app", User: "app", Size: 1,
+		Dial: pool.DialConfig{Hosts: []string{addr}, Database: "app", User: "app", SSLMode: pool.SSLDisable, ConnectTimeout: 10 * time.Second},
+		DialFunc: func(ctx context.Context, cfg *pool.DialConfig) (*pool.ServerConn, error) {
+			sc, err := pool.Dial(ctx, cfg)
+			if err == nil {
+				sc.Conn = &deadlineConn{Conn: sc.Conn}
+				if sc.Wr != nil {
+					sc.Wr.SetDest(sc.Conn) // (writes go through it too)
+				}
+			}
+			return sc, err
+		},
+	})
+	t.Cleanup(p.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sc, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{log: zap.NewNop()}
+	cfg := configs.Default()
+	cfg.ServerResetQuery = ""
+	srv.cfg.Store(cfg)
+	ss := &session{srv: srv, entry: &poolEntry{pool: p}, server: sc, status: protocol.TxIdle, fd: -1}
+	ss.rd = protocol.NewReader(bytes.NewReader(protocol.AppendTerminate(protocol.AppendEmpty(nil, protocol.MsgFlush))))
+	ss.wr = protocol.NewWriter(io.Discard)
+	for _, want := range []byte{protocol.MsgFlush, protocol.MsgTerminate} {
+		typ, size, err := ss.rd.Peek()
+		if err != nil || typ != want {
+			t.Fatalf("the client's frame: %q, %v; want %q", typ, err, want)
+		}
+		err = ss.handle(typ, size)
+		if want == protocol.MsgTerminate {
+			sc.Conn.(*deadlineConn).failWrites(os.ErrDeadlineExceeded)
+			ss.finish(err)
+		} else if err != nil {
+			t.Fatalf("handling the Flush: %v", err)
+		}
+	}
+	if s := p.Stat(); s.Idle != 0 || s.Destroyed != 1 {
+		t.Fatalf("after a failed flush the pool has %d idle connections and destroyed %d; want the server destroyed", s.Idle, s.Destroyed)
+	}
+}
+
 // deadlineConn records the write deadlines set on a server connection,
-// by SetWriteDeadline or SetDeadline.
+// by SetWriteDeadline or SetDeadline, and fails its writes once told to.
 type deadlineConn struct {
 	net.Conn
-	mu    sync.Mutex
-	write []time.Time // guarded by mu, in the order set
+	mu      sync.Mutex
+	write   []time.Time // guarded by mu, in the order set
+	failing error       // guarded by mu: what every Write returns, if set
+}
+
+func (c *deadlineConn) failWrites(err error) {
+	c.mu.Lock()
+	c.failing = err
+	c.mu.Unlock()
+}
+
+func (c *deadlineConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	err := c.failing
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
 }
 
 func (c *deadlineConn) SetDeadline(t time.Time) error {
