@@ -34,17 +34,26 @@ func sessionFunctionPin(stmt []byte) string {
 			return ""
 		}
 		i += j
-		if advisoryLockAt(stmt, i) {
-			return pinAdvisoryLock
+		if i+1 == len(stmt) {
+			return ""
 		}
-		if i >= 3 && i+7 <= len(stmt) && (i == 3 || !identCont(stmt[i-4])) &&
-			lowerIs(stmt[i-3:i], "set") && lowerIs(stmt[i+1:i+7], "config") {
-			args := stmt[i+7:]
-			if i > 3 && stmt[i-4] == '"' && len(args) > 0 && args[0] == '"' {
-				args = args[1:] // "set_config"(...), a quoted name
+		// The letter after the '_' tells the names apart, and rules out
+		// most other '_'s (snake_case names) with one comparison.
+		switch stmt[i+1] | 0x20 {
+		case 'l':
+			if advisoryLockAt(stmt, i) {
+				return pinAdvisoryLock
 			}
-			if local, call := setConfigIsLocal(args); call && !local {
-				return pinSetConfig
+		case 'c':
+			if i >= 3 && i+7 <= len(stmt) && (i == 3 || !identCont(stmt[i-4])) &&
+				lowerIs(stmt[i-3:i], "set") && lowerIs(stmt[i+1:i+7], "config") {
+				args := stmt[i+7:]
+				if i > 3 && stmt[i-4] == '"' && len(args) > 0 && args[0] == '"' {
+					args = args[1:] // "set_config"(...), a quoted name
+				}
+				if local, call := setConfigIsLocal(args); call && !local {
+					return pinSetConfig
+				}
 			}
 		}
 	}
