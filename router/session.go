@@ -404,7 +404,12 @@ func (ss *session) panicked(msg string, r any) {
 }
 
 // sendFatal writes a FATAL error straight to the client (no server linked).
+// A plain session that ends detached (a panic between detach and reattach)
+// has no conn to write it to.
 func (ss *session) sendFatal(e *protocol.Error) {
+	if ss.conn == nil {
+		return
+	}
 	ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	ss.conn.Write(e.AppendFrame(ss.takeAuthOK()))
 }
