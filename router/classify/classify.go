@@ -325,18 +325,22 @@ func quotedName(b []byte) bool {
 
 // dottedName reads the rest of a parameter name that starts with word w,
 // before r: the parts of a dotted name (extension parameters such as
-// app.tenant). quoted reports a part in double quotes, which it does not
-// read.
+// app.tenant). quoted reports a part in double quotes or in Unicode
+// escapes (U&"search\005fpath" is search_path), which it does not read.
 func dottedName(w string, r []byte) (name string, rest []byte, quoted bool) {
-	for len(r) > 0 && r[0] == '.' {
+	for part := w; ; {
+		if unicodeName(part, r) {
+			return w, r, true
+		}
+		if len(r) == 0 || r[0] != '.' {
+			return w, r, false
+		}
 		if quotedName(r[1:]) {
 			return w, r, true
 		}
-		var part string
 		part, r = nextWord(r[1:])
 		w += "." + part
 	}
-	return w, r, false
 }
 
 // pinQuotedName is the pin reason of a SET or RESET of a parameter named

@@ -227,3 +227,29 @@ func TestStatementsHiddenByQuotedNamesCarriageReturnsAndContinuedStringsAreSeen(
 		}
 	}
 }
+
+// PostgreSQL reads U&"..." as the identifier its escapes spell (and
+// U&"..." UESCAPE '!' with '!' for the backslash): SET U&"search\005fpath"
+// sets search_path, which pgferry cannot track under that spelling. Each
+// was tracked as a SET or RESET of a parameter named "u" before. (Checked
+// against PostgreSQL 15.)
+func TestASetOrResetOfAParameterNamedWithUnicodeEscapesPins(t *testing.T) {
+	for _, sql := range []string{`SET U&"search\005fpath" TO x`, `RESET U&"search\005fpath"`,
+		`SET SESSION u&"work_mem" = '64MB'`, `set app.U&"x\0041" = 1`, `set U&"app".x = 1`,
+		`RESET U&"search!005fpath" UESCAPE '!'`, `SET /* c */ U&"search_path" TO x`,
+		`SET U&"search!005fpath" /* c */ UESCAPE /* d */ '!' TO x;`} {
+		if !Needed([]byte(sql)) {
+			t.Errorf("Needed(%q) = false; want it classified", sql)
+		}
+		if c := SQL([]byte(sql)); c.Pin != pinQuotedName {
+			t.Errorf("SQL(%q) = %+v; want it pinned (%s)", sql, c, pinQuotedName)
+		}
+	}
+	// A value so spelled is replayed as written: it is tracked.
+	if c := SQL([]byte(`set search_path to U&"sch\0065ma"`)); c.Pin != "" || c.SetName != "search_path" || c.SetValue != `U&"sch\0065ma"` {
+		t.Errorf("SQL = %+v; want SET search_path tracked with its value as written", c)
+	}
+	if c := SQL([]byte(`SET LOCAL U&"work\005fmem" = '1MB'`)); c != (Class{}) {
+		t.Errorf("SQL = %+v; want SET LOCAL left alone", c)
+	}
+}

@@ -164,6 +164,13 @@ func channelName(rest []byte) string {
 	return w
 }
 
+// unicodeName reports whether word w, which nextWord returned with r,
+// opens a Unicode escape identifier, U&"...": PostgreSQL's xuistart, the
+// U, the '&' and the quote with nothing between them.
+func unicodeName(w string, r []byte) bool {
+	return w == "u" && len(r) > 1 && r[0] == '&' && r[1] == '"'
+}
+
 // nextWord skips blanks and comments and returns the next word in lower
 // case (ASCII only; SQL keywords are ASCII) and the rest.
 func nextWord(b []byte) (word string, rest []byte) {
