@@ -249,8 +249,10 @@ func classifyWord(stmt []byte, w string, rest []byte) Class {
 		if w2 == "global" || w2 == "local" {
 			w2, r = nextWord(r)
 		}
-		if w2 != "temp" && w2 != "temporary" && bytes.Contains(bytes.ToLower(r), []byte("pg_temp")) {
-			c.Pin = "temporary table" // (an object made in the pg_temp schema)
+		if w2 != "temp" && w2 != "temporary" && (bytes.Contains(bytes.ToLower(r), []byte("pg_temp")) || escapedNameBefore(r, '.')) {
+			// An object made in the pg_temp schema, or in one named with
+			// Unicode escapes, which may spell pg_temp.
+			c.Pin = "temporary table"
 		}
 		if w2 == "temp" || w2 == "temporary" {
 			low := bytes.ToLower(r)

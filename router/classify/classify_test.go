@@ -253,3 +253,35 @@ func TestASetOrResetOfAParameterNamedWithUnicodeEscapesPins(t *testing.T) {
 		t.Errorf("SQL = %+v; want SET LOCAL left alone", c)
 	}
 }
+
+// A schema named with Unicode escapes may be pg_temp: an object made in it
+// lives for the session (CREATE TABLE U&"pg\005ftemp".t makes a temporary
+// table).
+func TestACreateInASchemaNamedWithUnicodeEscapesPins(t *testing.T) {
+	for _, sql := range []string{`create table U&"pg\005ftemp".t(x int)`, `CREATE TABLE U&"pg\005ftemp" . t AS SELECT 1`,
+		`create function U&"pg!005ftemp" UESCAPE '!'.f() returns int language sql as 'select 1'`} {
+		if c := SQL([]byte(sql)); c.Pin != "temporary table" {
+			t.Errorf("SQL(%q) = %+v; want it pinned (temporary table)", sql, c)
+		}
+	}
+	for _, sql := range []string{`create table U&"t\0041" as select 1`, `create table U&"app".t as select 1`} {
+		if c := SQL([]byte(sql)); c.Pin != "" {
+			t.Errorf("SQL(%q) pins (%s); want it left alone", sql, c.Pin)
+		}
+	}
+}
+
+// Routing does not decode Unicode escapes either: a function so named
+// may be one that writes (nextval) or sets session state, and the
+// statement goes to the primary.
+func TestAFunctionNamedWithUnicodeEscapesIsNotAPlainRead(t *testing.T) {
+	for _, sql := range []string{`select U&"nextv\0061l"('s')`, `SELECT U&"set\005fconfig"('a', 'b', false)`,
+		`select U&"pg_try_advisory!005flock" UESCAPE '!' (1)`} {
+		if IsPlainRead([]byte(sql)) {
+			t.Errorf("IsPlainRead(%q) = true; want it sent to the primary", sql)
+		}
+	}
+	if !IsPlainRead([]byte(`select U&"col\0041" from t where f(1)`)) {
+		t.Error("a column named with Unicode escapes made a plain read a write")
+	}
+}

@@ -12,18 +12,22 @@ import (
 const (
 	pinAdvisoryLock = "session advisory lock"
 	pinSetConfig    = "set_config not local to the transaction"
+	pinEscapedCall  = "call of a function named with Unicode escapes"
 )
 
 // sessionFunctionPin returns the pin reason of a statement that may call a
 // function whose effect outlives its transaction, or "": a session
-// advisory lock (advisoryLockAt), or set_config whose third
+// advisory lock (advisoryLockAt), set_config whose third
 // argument, is_local, is not a literal true (set_config('app.tenant',
-// '42', false) is a session's SET, which pgferry does not track).
+// '42', false) is a session's SET, which pgferry does not track), or any
+// function named with Unicode escapes pgferry does not decode
+// (U&"set\005fconfig"(...): escapedNameBefore), whichever it is.
 //
 // A call needs a '(' after the name, so a text with no '(' at all, as most
 // short queries are, needs no search for the names: one vectorised
 // bytes.IndexByte. Both names have a '_', and the search jumps from one
-// '_' to the next.
+// '_' to the next; an escaped name needs a '&', and its search from one
+// '&' to the next.
 func sessionFunctionPin(stmt []byte) string {
 	if bytes.IndexByte(stmt, '(') < 0 {
 		return ""
@@ -31,11 +35,11 @@ func sessionFunctionPin(stmt []byte) string {
 	for i := 0; ; i++ {
 		j := bytes.IndexByte(stmt[i:], '_')
 		if j < 0 {
-			return ""
+			break
 		}
 		i += j
 		if i+1 == len(stmt) {
-			return ""
+			break
 		}
 		// The letter after the '_' tells the names apart, and rules out
 		// most other '_'s (snake_case names) with one comparison.
@@ -57,6 +61,10 @@ func sessionFunctionPin(stmt []byte) string {
 			}
 		}
 	}
+	if bytes.IndexByte(stmt, '&') >= 0 && escapedNameBefore(stmt, '(') {
+		return pinEscapedCall
+	}
+	return ""
 }
 
 // FunctionCallPin returns the pin reason of a FunctionCall message (the

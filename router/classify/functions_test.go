@@ -124,3 +124,31 @@ func refHasSessionAdvisoryLock(stmt []byte) bool {
 	}
 	return false
 }
+
+// A function named with Unicode escapes (U&"set\005fconfig") is whatever
+// its escapes spell, which pgferry does not decode: one called with an
+// escape in its name, or with a UESCAPE clause, pins. (Checked against
+// PostgreSQL 15: each of these sets a parameter or takes a lock for the
+// session.)
+func TestAFunctionNamedWithUnicodeEscapesPinsWhenCalled(t *testing.T) {
+	for _, sql := range []string{`select U&"set\005fconfig"('app.a', 'b', false)`, `SELECT u&"pg_advisory\005flock"(1)`,
+		`select pg_catalog.U&"set\005fconfig" ('a', 'b', false)`, `select U&"pg_catalog".U&"pg\005fadvisory\005flock"(1)`,
+		`select U&"pg_advisory_\006cock" /* c */ (1)`, `insert into t select U&"set\005fconfig"('a', 'b', false)`,
+		`select U&"set_config" UESCAPE '!' ('a', 'b', false)`, `select U&"set_config"/**/UESCAPE/**/'!'/**/('a', 'b', false)`,
+		"select U&\"set!005fconfig\" UESCAPE '!'\n'' ('a', 'b', false)", `select U&"set!005fconfig" UESCAPE E'!'('a', 'b', false);`} {
+		if !Needed([]byte(sql)) {
+			t.Errorf("Needed(%q) = false; it may call a session function", sql)
+		}
+		if c := SQL([]byte(sql)); c.Pin == "" {
+			t.Errorf("SQL(%q) does not pin; it may call a session function", sql)
+		}
+	}
+	// Not called, or with no escape (the name is as written, read as
+	// "set_config" is).
+	for _, sql := range []string{`select U&"col\0041" from t where f(1)`, `select U&"my_func"(1)`,
+		`select U&"set_config"('a', 'b', true)`, `select U&'set\005fconfig'`, `select U&"set\005fconfig" from t`} {
+		if c := SQL([]byte(sql)); c.Pin != "" {
+			t.Errorf("SQL(%q) pins (%s); no session function is called", sql, c.Pin)
+		}
+	}
+}

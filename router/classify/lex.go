@@ -171,6 +171,52 @@ func unicodeName(w string, r []byte) bool {
 	return w == "u" && len(r) > 1 && r[0] == '&' && r[1] == '"'
 }
 
+// escapedNameBefore reports whether stmt holds a Unicode escape identifier
+// whose name pgferry cannot read and that byte c follows (after blanks and
+// comments): U&"..." with a backslash in it (an escape by default), or
+// one with a UESCAPE clause, whatever follows it. PostgreSQL reads such an
+// identifier as the name its escapes spell (U&"set\005fconfig" is
+// set_config); pgferry does not decode them. Without either it reads as
+// written, as a plain quoted name does, and the callers' searches for
+// names see it.
+//
+// Like those searches it reads the text, not its tokens: such a name
+// inside a string or a comment counts too (the safe side). Statements
+// rarely hold a '&', and the search jumps from one to the next.
+func escapedNameBefore(stmt []byte, c byte) bool {
+	for i := 0; ; {
+		j := bytes.IndexByte(stmt[i:], '&')
+		if j < 0 {
+			return false
+		}
+		i += j + 1 // just past the '&'
+		if i < 2 || stmt[i-2]|0x20 != 'u' || i == len(stmt) || stmt[i] != '"' {
+			continue
+		}
+		// The name runs to the quote that ends it ("" is a quote in it).
+		escaped := false
+		for i++; ; {
+			q := bytes.IndexByte(stmt[i:], '"')
+			if q < 0 {
+				return false // an identifier left open: PostgreSQL refuses it
+			}
+			escaped = escaped || bytes.IndexByte(stmt[i:i+q], '\\') >= 0
+			i += q + 1
+			if i == len(stmt) || stmt[i] != '"' {
+				break
+			}
+			i++
+		}
+		r := skipSpace(stmt[i:])
+		if len(r) >= 7 && lowerIs(r[:7], "uescape") && (len(r) == 7 || !identCont(r[7])) {
+			return true // its escape character: which, pgferry does not read
+		}
+		if escaped && len(r) > 0 && r[0] == c {
+			return true
+		}
+	}
+}
+
 // nextWord skips blanks and comments and returns the next word in lower
 // case (ASCII only; SQL keywords are ASCII) and the rest.
 func nextWord(b []byte) (word string, rest []byte) {

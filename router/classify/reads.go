@@ -41,7 +41,8 @@ var writingKeywords = []string{"insert", "update", "delete", "merge", "into", "f
 // starting with SELECT, or WITH ... SELECT; no INSERT/UPDATE/DELETE/MERGE,
 // SELECT INTO, FOR UPDATE/SHARE (any locking clause), LOCK, CALL, DO or
 // COPY keyword anywhere; and no call of a function known to write or to
-// read session state (writingFunctions). Anything else goes to the
+// read session state (writingFunctions), nor of one named with Unicode
+// escapes pgferry does not decode. Anything else goes to the
 // primary. Function calls not on the list are assumed to be reads: mark
 // writing transactions explicitly or keep route_read_statements off.
 func IsPlainRead(sql []byte) bool {
@@ -61,6 +62,9 @@ func IsPlainRead(sql []byte) bool {
 		if bytes.Contains(low, f) {
 			return false
 		}
+	}
+	if escapedNameBefore(stmt, '(') {
+		return false // a function whose name the list cannot match
 	}
 	// Scan the words outside quotes for writing keywords.
 	b := low
