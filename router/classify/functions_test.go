@@ -64,7 +64,12 @@ func TestASetConfigThatOutlivesItsTransactionPins(t *testing.T) {
 		// off it escapes the quote, and "\', true) --" is all one string.
 		"select set_config('app.tenant', '\\', true) --', false)",
 		// A quoted name.
-		`select "set_config"('app.x', '7', false)`, `select pg_catalog."set_config"('app.x', '7', false)`}
+		`select "set_config"('app.x', '7', false)`, `select pg_catalog."set_config"('app.x', '7', false)`,
+		// is_local in a Unicode escape string: true to PostgreSQL, not a
+		// literal true to pgferry (the safe side; so it was before these
+		// were tested).
+		`select set_config('a', 'b', U&'t')`, `select set_config('a', 'b', u&'\0074')`,
+		`select set_config('a', 'b', U&'t' UESCAPE '!')`}
 	for _, sql := range pins {
 		if !Needed([]byte(sql)) {
 			t.Errorf("Needed(%q) = false; it sets a parameter for the session", sql)

@@ -306,6 +306,10 @@ var classifyEquivalenceSeeds = []string{
 	"SELECT E'a'\n-- c\r'\\''; set x = 1; --'", "select e'a' -- c", "select 1 as a$b$; set search_path = x", "select $é$ ' $é$; set search_path = x; --'", "select 1$a$;$a$; set x=1",
 	"select $1$x$; set x = 1", "select a1$b$; set x = 1", "select _$$; set x = 1", "select $_a$;$_a$; y",
 	"select 'a\\' -- '; set search_path = evil; -- x;", "select e'a'\n\n'b\\';'; set x = 1",
+	"select U&'a;b', U&'it''s'; set x = 1", "select 1 as U&\"a;b\"; set x = 1", "select U&'\\\\'; set x = 1",
+	"SET U&\"search\\005fpath\" TO x", "RESET U&\"search!005fpath\" UESCAPE '!'", "set app.U&\"x\\0041\" = 1",
+	"select U&\"set\\005fconfig\"('a', 'b', false)", "select U&\"set_config\" UESCAPE '!' ('a', 'b', false)",
+	"select U&\"a\"\"\\\" (1)", "select u&\"x\\", "select u&", "create table U&\"pg\\005ftemp\".t(x int)",
 	string(benchPgbenchSelect), string(benchLongSelect), string(benchMulti),
 }
 
@@ -391,5 +395,26 @@ func TestDollarQuotesAreRecognisedAsPostgreSQLDoes(t *testing.T) {
 	}
 	if c := SQL([]byte("select $a$; set x = 1 $a$")); c != (Class{}) {
 		t.Errorf("SQL = %+v; want the SET inside the dollar quote left alone", c)
+	}
+}
+
+// A Unicode escape string (U&'...') splits as a plain string, its
+// backslashes included (PostgreSQL refuses the whole query when
+// standard_conforming_strings is off), and a U&"..." identifier as a
+// quoted one: a ';' in either ends no statement, and a statement after
+// them is seen. (Checked against PostgreSQL 15.) The split was right
+// before they were tested.
+func TestUnicodeEscapeStringsAndIdentifiersSplitAsPostgreSQLDoes(t *testing.T) {
+	for _, sql := range []string{`select U&'a;b', U&'it''s'; set x = 1`, `select 1 as U&"a;b"; set x = 1`,
+		"select U&'a'\n'b;c'; set x = 1", `select U&'\\'; set x = 1`, `select 1 as U&"a"";b"; set x = 1`,
+		`select U&'d!0061t' UESCAPE '!'; set x = 1`} {
+		if c := SQL([]byte(sql)); c.SetName != "x" || c.Pin != "" {
+			t.Errorf("SQL(%q) = %+v; want SET x tracked", sql, c)
+		}
+	}
+	for _, sql := range []string{`select U&'a;b''; set x = 1'`, `select 1 as U&"a;""; set x = 1"`} {
+		if c := SQL([]byte(sql)); c != (Class{}) {
+			t.Errorf("SQL(%q) = %+v; want the SET inside the quote left alone", sql, c)
+		}
 	}
 }
