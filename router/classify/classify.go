@@ -327,20 +327,23 @@ func quotedName(b []byte) bool {
 
 // dottedName reads the rest of a parameter name that starts with word w,
 // before r: the parts of a dotted name (extension parameters such as
-// app.tenant). quoted reports a part in double quotes or in Unicode
-// escapes (U&"search\005fpath" is search_path), which it does not read.
+// app.tenant), with any blanks and comments around their dots (PostgreSQL
+// reads them as tokens). quoted reports a part in double quotes or in
+// Unicode escapes (U&"search\005fpath" is search_path), which it does not
+// read.
 func dottedName(w string, r []byte) (name string, rest []byte, quoted bool) {
 	for part := w; ; {
 		if unicodeName(part, r) {
 			return w, r, true
 		}
-		if len(r) == 0 || r[0] != '.' {
+		dot := skipSpace(r)
+		if len(dot) == 0 || dot[0] != '.' {
 			return w, r, false
 		}
-		if quotedName(r[1:]) {
+		if quotedName(dot[1:]) {
 			return w, r, true
 		}
-		part, r = nextWord(r[1:])
+		part, r = nextWord(dot[1:])
 		w += "." + part
 	}
 }

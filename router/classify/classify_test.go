@@ -285,3 +285,24 @@ func TestAFunctionNamedWithUnicodeEscapesIsNotAPlainRead(t *testing.T) {
 		t.Error("a column named with Unicode escapes made a plain read a write")
 	}
 }
+
+// PostgreSQL reads a dotted parameter name token by token: blanks and
+// comments may stand around its dots (SET app . tenant = 1 sets
+// app.tenant; checked against PostgreSQL 15). They hid the rest of the
+// name, and a quoted part, before.
+func TestADottedParameterNameWithBlanksAroundItsDotsIsReadWhole(t *testing.T) {
+	if c := SQL([]byte("SET app . tenant = 1")); c.SetName != "app.tenant" || c.SetValue != "1" || c.Pin != "" {
+		t.Errorf("SQL = %+v; want SET app.tenant = 1", c)
+	}
+	if c := SQL([]byte("reset app\n.tenant")); !c.Reset || c.SetName != "app.tenant" {
+		t.Errorf("SQL = %+v; want RESET app.tenant", c)
+	}
+	for _, sql := range []string{`RESET app /* c */ . "tenant"`, `set app . U&"x\0041" = 1`} {
+		if c := SQL([]byte(sql)); c.Pin != pinQuotedName {
+			t.Errorf("SQL(%q) = %+v; want it pinned (%s)", sql, c, pinQuotedName)
+		}
+	}
+	if c := SQL([]byte("set x = .5")); c.SetName != "x" || c.SetValue != ".5" {
+		t.Errorf("SQL = %+v; want SET x = .5", c)
+	}
+}
