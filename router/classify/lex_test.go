@@ -46,8 +46,8 @@ func TestKeywordsAreInterned(t *testing.T) {
 }
 
 // The reference implementations below are the straightforward byte-by-byte
-// versions the optimised code in classify.go replaced. The test and the
-// fuzz target check that both agree on every input.
+// versions the optimised code in lex.go and functions.go replaced. The
+// test and the fuzz target check that both agree on every input.
 
 func refSplitStatement(sql []byte) (stmt, rest []byte) {
 	stmt, rest, _ = refSplitStatementMode(sql, false)
