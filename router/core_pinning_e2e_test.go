@@ -126,6 +126,8 @@ func TestSessionStatePinsTheClientToItsServerInTransactionMode(t *testing.T) {
 		{"session advisory lock in a parenthesised query, extended protocol", extended("(select pg_advisory_lock($1))", 1), unlocks},
 		{"set_config for the session, simple protocol", simple("select set_config('app.tenant', '42', false)"), tenant42},
 		{"set_config for the session, extended protocol", extended("select set_config($1, $2, false)", "app.tenant", "42"), tenant42},
+		{"set_config named with Unicode escapes", simple(`select U&"set\005fconfig"('app.tenant', '42', false)`), tenant42},
+		{"session advisory lock named with Unicode escapes, extended protocol", extended(`select U&"pg\005fadvisory\005flock"($1)`, 1), unlocks},
 		{"temporary table, simple protocol", simple("create temp table pin_tmp (x int)"), usesTemp},
 		{"temporary table, extended protocol", extended("create temp table pin_tmp (x int)"), usesTemp},
 		{"SQL PREPARE", simple("prepare pin_stmt as select 1"), simple("execute pin_stmt")},
