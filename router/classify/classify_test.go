@@ -259,7 +259,8 @@ func TestASetOrResetOfAParameterNamedWithUnicodeEscapesPins(t *testing.T) {
 // table).
 func TestACreateInASchemaNamedWithUnicodeEscapesPins(t *testing.T) {
 	for _, sql := range []string{`create table U&"pg\005ftemp".t(x int)`, `CREATE TABLE U&"pg\005ftemp" . t AS SELECT 1`,
-		`create function U&"pg!005ftemp" UESCAPE '!'.f() returns int language sql as 'select 1'`} {
+		`create function U&"pg!005ftemp" UESCAPE '!'.f() returns int language sql as 'select 1'`,
+		`CREATE TABLE /* U&" */ U&"pg\005ftemp".t(x int)`} {
 		if c := SQL([]byte(sql)); c.Pin != "temporary table" {
 			t.Errorf("SQL(%q) = %+v; want it pinned (temporary table)", sql, c)
 		}
@@ -276,7 +277,7 @@ func TestACreateInASchemaNamedWithUnicodeEscapesPins(t *testing.T) {
 // statement goes to the primary.
 func TestAFunctionNamedWithUnicodeEscapesIsNotAPlainRead(t *testing.T) {
 	for _, sql := range []string{`select U&"nextv\0061l"('s')`, `SELECT U&"set\005fconfig"('a', 'b', false)`,
-		`select U&"pg_try_advisory!005flock" UESCAPE '!' (1)`} {
+		`select U&"pg_try_advisory!005flock" UESCAPE '!' (1)`, `select 'U&"', U&"nextv\0061l"('s')`} {
 		if IsPlainRead([]byte(sql)) {
 			t.Errorf("IsPlainRead(%q) = true; want it sent to the primary", sql)
 		}

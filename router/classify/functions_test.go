@@ -140,7 +140,10 @@ func TestAFunctionNamedWithUnicodeEscapesPinsWhenCalled(t *testing.T) {
 		`select pg_catalog.U&"set\005fconfig" ('a', 'b', false)`, `select U&"pg_catalog".U&"pg\005fadvisory\005flock"(1)`,
 		`select U&"pg_advisory_\006cock" /* c */ (1)`, `insert into t select U&"set\005fconfig"('a', 'b', false)`,
 		`select U&"set_config" UESCAPE '!' ('a', 'b', false)`, `select U&"set_config"/**/UESCAPE/**/'!'/**/('a', 'b', false)`,
-		"select U&\"set!005fconfig\" UESCAPE '!'\n'' ('a', 'b', false)", `select U&"set!005fconfig" UESCAPE E'!'('a', 'b', false);`} {
+		"select U&\"set!005fconfig\" UESCAPE '!'\n'' ('a', 'b', false)", `select U&"set!005fconfig" UESCAPE E'!'('a', 'b', false);`,
+		// A U&" in a string, a comment or a name before it must not hide it.
+		`select 'U&"' as x, U&"set\005fconfig"('app.tenant', '42', false)`, `select /* U&" */ U&"set\005fconfig"('a', 'b', false)`,
+		`select "aU&" as y, U&"pg\005fadvisory\005flock"(1)`, "select 1 -- U&\"\n, U&\"set\\005fconfig\"('a', 'b', false)"} {
 		if !Needed([]byte(sql)) {
 			t.Errorf("Needed(%q) = false; it may call a session function", sql)
 		}

@@ -181,8 +181,11 @@ func unicodeName(w string, r []byte) bool {
 // names see it.
 //
 // Like those searches it reads the text, not its tokens: such a name
-// inside a string or a comment counts too (the safe side). Statements
-// rarely hold a '&', and the search jumps from one to the next.
+// inside a string or a comment counts too (the safe side). So may a U&"
+// there open a name that runs to the opening quote of a real one: when a
+// candidate is not such a name, the search goes on just past its U&", not
+// past its end, so that a real name after it is still looked at.
+// Statements rarely hold a '&', and the search jumps from one to the next.
 func escapedNameBefore(stmt []byte, c byte) bool {
 	for i := 0; ; {
 		j := bytes.IndexByte(stmt[i:], '&')
@@ -194,6 +197,7 @@ func escapedNameBefore(stmt []byte, c byte) bool {
 			continue
 		}
 		// The name runs to the quote that ends it ("" is a quote in it).
+		open := i
 		escaped := false
 		for i++; ; {
 			q := bytes.IndexByte(stmt[i:], '"')
@@ -214,6 +218,7 @@ func escapedNameBefore(stmt []byte, c byte) bool {
 		if escaped && len(r) > 0 && r[0] == c {
 			return true
 		}
+		i = open + 1
 	}
 }
 
