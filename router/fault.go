@@ -16,7 +16,9 @@ var fault atomic.Pointer[func(ss *session, where string)]
 //   - "process": a client request about to go to the server, mu and wmu
 //     held (send);
 //   - "server frame": a server frame other than a data row, a notice or
-//     copy data, about to be noted, mu held (relayServer);
+//     copy data, about to be noted, mu held (relayServer; in the relay
+//     loop, not a frame of a simple query's answer that changes nothing,
+//     which is relayed without mu);
 //   - "reattach": a parked session's descriptor made a net.Conn again,
 //     which the session does not hold yet (reattach).
 //

@@ -300,10 +300,11 @@ func (p *parker) turn(ss *session, client bool) {
 // ended.
 //
 // It reads the link state (server, dead, the expectation ring) without mu:
-// while the loop serves a session it is the only writer of it (no pump
+// while the loop serves a session it is the only writer of these (no pump
 // runs; only the relay links, releases, or marks the session dead, and the
 // loop relays), so its own reads need no lock. Its writes take mu, for the
-// readers on other goroutines (cancel, the admin console).
+// readers on other goroutines (cancel, the admin console). (A cancel's end
+// writes releaseDeferred and pumpKick: the loop reads those under mu.)
 func (p *parker) request(ss *session) bool {
 	if ss.wr.Len() > 0 {
 		ss.setLoop(loopClientOut)

@@ -327,6 +327,10 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 	ss.queryStart = now
 	ss.status = protocol.TxIdle
 	ss.serverStuck = false
+	// A release the previous loan deferred for a cancel, or the kick that
+	// ends that wait, if the loan ended otherwise (its server lost): they
+	// are not this server's.
+	ss.releaseDeferred, ss.pumpKick = false, false
 	ss.q.clear()
 	if ss.stmts != nil {
 		ss.stmts.unnamedHere = false // the server's is whoever parsed last
@@ -350,6 +354,7 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 		ss.srv.pumps.run(pumpJob{ss: ss, sc: sc, done: done})
 	}
 	if ss.ownerHeld&heldWmu != 0 {
+		ss.ownerHeld = heldMu
 		ss.wmu.Unlock()
 	}
 	ss.ownerHeld = 0

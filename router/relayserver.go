@@ -131,9 +131,11 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		if looped && quietInQuery(&ss.q, typ) {
 			// A frame inside a simple query's answer that changes no
 			// state (a RowDescription, ...): the loop, the only writer of
-			// the link state while it serves the session (see request),
-			// reads it without mu.
-			owed, needPump = ss.q.n, ss.releaseDeferred || ss.pinned || !ss.txnMode
+			// the expectation ring while it serves the session (see
+			// request), reads it without mu. (Its query still owes the
+			// ReadyForQuery, so owed > 0 and needPump does not matter:
+			// releaseDeferred, which a cancel's end writes, is not read.)
+			owed = ss.q.n
 		} else {
 			ss.mu.Lock()
 			*held = heldMu
