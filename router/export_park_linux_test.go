@@ -44,7 +44,7 @@ func SetLoopTurnFault(f func(app string, wait int64)) (undo func()) {
 func SetLoopHandbackFault(f func(app, where string)) (undo func()) {
 	return setFault(func(ss *session, where string) {
 		switch where {
-		case "evict", "evict flush", "leave", "login":
+		case "evicting", "evict", "evict flush", "leave", "login":
 			f(ss.params.get("application_name"), where)
 		}
 	})

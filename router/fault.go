@@ -11,6 +11,8 @@ var fault atomic.Pointer[func(ss *session, where string)]
 
 // faultAt runs fault, if a test set one, at the point named where:
 //   - "turn": the start of a relay loop turn of a logged-in session;
+//   - "evicting": the relay loop about to hand a session back to a
+//     goroutine (evict);
 //   - "evict", "evict flush", "leave", "login": on the goroutine the relay
 //     loop hands a session or a login to (see SetLoopHandbackFault);
 //   - "process": a client request about to go to the server, mu and wmu

@@ -46,9 +46,11 @@ func (p *parker) turnPanicked(ss *session, r any) {
 // the client. Its caller owns the session (the loop, or whoever took it
 // out of the parked set); what may wait (making the net.Conn, retried for a
 // while when out of descriptors) happens on the new goroutine. A panic
-// there before run ends the session (reclaimRecovering).
+// there before run ends the session (reclaimRecovering). Nothing that may
+// panic runs between unloop and the go statement: a panic there would
+// find the session out of the loop (ss.loop == 0), which turnPanicked
+// takes for handed on, and nobody would end it.
 func (p *parker) evict(ss *session, why string, pump bool) {
-	p.unloop(ss)
 	ss.entry.stats.loopHandbacks.Add(1)
 	if ss.loopCredit == 0 {
 		// Requests on the goroutine first: what brought the session back
@@ -58,9 +60,11 @@ func (p *parker) evict(ss *session, why string, pump bool) {
 	if ss.debugEnabled() {
 		ss.logger().Debug("the relay loop handed the session back to a goroutine", zap.String("reason", why))
 	}
+	ss.faultAt("evicting")
 	ss.mu.Lock()
 	sc, owed := ss.server, ss.q.n > 0
 	ss.mu.Unlock()
+	p.unloop(ss)
 	ss.resumed = true
 	go func() {
 		growStack()
@@ -130,10 +134,10 @@ func (ss *session) reclaimRecovering(f func()) (err error) {
 // in reclaim is reclaimRecovering's, and the session then ends with
 // errInternal; one in finish is end's own.)
 func (p *parker) leave(ss *session, err error) {
-	p.unloop(ss)
 	ss.mu.Lock()
 	sc := ss.server
 	ss.mu.Unlock()
+	p.unloop(ss) // (then nothing that may panic but end, which recovers: see evict)
 	if sc == nil && (err == errClientTerminated || err == errClientGone || protocol.IsDisconnect(err)) {
 		ss.end(err)
 		return

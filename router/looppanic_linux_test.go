@@ -158,6 +158,8 @@ func TestAPanicWhileTheLoopHandsASessionBackEndsOnlyThatSession(t *testing.T) {
 	}{
 		{"a statement the goroutine serves, between transactions, with the client's socket back",
 			false, false, false, setSearchPath, "evict"},
+		{"a statement the goroutine serves, inside a transaction, as the loop lets go of the session",
+			true, true, false, setSearchPath, "evicting"},
 		{"a statement the goroutine serves, inside a transaction, as the loop's writes go to its server",
 			true, true, false, setSearchPath, "evict flush"},
 		{"a COPY FROM STDIN, with its pump started, as the loop's writes go to its server",
