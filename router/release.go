@@ -296,7 +296,7 @@ func (ss *session) finish(err error) {
 	}
 	if pe != nil && !errors.Is(err, errServerGone) {
 		ss.sendFatal(pe)
-	} else if re != nil {
+	} else if re != nil && ss.conn != nil { // (nil: see sendFatal)
 		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		ss.conn.Write(re.frame)
 	}
