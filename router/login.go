@@ -169,14 +169,13 @@ func (ss *session) startup(cfg *configs.Config) error {
 		e.Detail = "pgferry is configured with client_tls_sslmode = " + cfg.ClientTLSSSLMode + "; connect with sslmode=require or stronger"
 		return e
 	}
-	ss.user = st.Get("user")
-	ss.database = startupDatabase(st)
+	ss.user, ss.database = startupNames(st)
 	password, err := ss.authenticate(cfg)
 	if err != nil {
 		return err
 	}
 	if adminDatabases[ss.database] {
-		ss.appName = st.Get("application_name") // SHOW CLIENTS of the console reads it
+		ss.appName = intern(st.Get("application_name")) // SHOW CLIENTS of the console reads it
 		return ss.admitAdmin(cfg)
 	}
 	db, readOnly, ok := cfg.LookupDatabase(ss.database)
@@ -217,6 +216,13 @@ func (ss *session) startup(cfg *configs.Config) error {
 	}
 	entry.stats.clientLogins.Add(1)
 	return nil
+}
+
+// startupNames returns the user and the database a startup packet names,
+// as the session keeps them: shared copies, not pieces of the packet (see
+// intern).
+func startupNames(st *protocol.Startup) (user, database string) {
+	return intern(st.Get("user")), intern(startupDatabase(st))
 }
 
 // startupDatabase returns the database a startup packet asks for, which

@@ -233,7 +233,7 @@ func (p *parker) loginStartup(ss *session, n int) bool {
 		return false
 	}
 	cfg := ss.srv.cfg.Load()
-	ss.user, ss.database = st.Get("user"), startupDatabase(st)
+	ss.user, ss.database = startupNames(st)
 	if !p.loginPlan(ss, cfg) {
 		ss.user, ss.database = "", ""
 		p.loginHandoff(ss)
