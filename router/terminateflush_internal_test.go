@@ -43,24 +43,7 @@ func TestAServerConnectionFlushedAtTheClientsTerminateGoesBackToThePoolWithoutAW
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			got, addr := idleServer(t)
-			p := pool.New(pool.Config{
-				Database: "app", User: "app", Size: 1,
-				Dial: pool.DialConfig{Hosts: []string{addr}, Database: "app", User: "app", SSLMode: pool.SSLDisable, ConnectTimeout: 10 * time.Second},
-				DialFunc: func(ctx context.Context, cfg *pool.DialConfig) (*pool.ServerConn, error) {
-					sc, err := pool.Dial(ctx, cfg)
-					if err == nil {
-						sc.Conn = &deadlineConn{Conn: sc.Conn}
-					}
-					return sc, err
-				},
-			})
-			t.Cleanup(p.Close)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			sc, err := p.Acquire(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p, sc := lentRecordingDeadlines(t, addr)
 			rec := sc.Conn.(*deadlineConn)
 
 			cfg := configs.Default()
@@ -132,27 +115,7 @@ func TestAServerConnectionFlushedAtTheClientsTerminateGoesBackToThePoolWithoutAW
 // is destroyed, not pooled.
 func TestAServerConnectionWhoseFlushAtTheClientsTerminateFailsIsDestroyed(t *testing.T) {
 	_, addr := idleServer(t)
-	p := pool.New(pool.Config{
-		Database: "app", User: "app", Size: 1,
-		Dial: pool.DialConfig{Hosts: []string{addr}, Database: "app", User: "app", SSLMode: pool.SSLDisable, ConnectTimeout: 10 * time.Second},
-		DialFunc: func(ctx context.Context, cfg *pool.DialConfig) (*pool.ServerConn, error) {
-			sc, err := pool.Dial(ctx, cfg)
-			if err == nil {
-				sc.Conn = &deadlineConn{Conn: sc.Conn}
-				if sc.Wr != nil {
-					sc.Wr.SetDest(sc.Conn) // (writes go through it too)
-				}
-			}
-			return sc, err
-		},
-	})
-	t.Cleanup(p.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	sc, err := p.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, sc := lentRecordingDeadlines(t, addr)
 	srv := &Server{log: zap.NewNop()}
 	cfg := configs.Default()
 	cfg.ServerResetQuery = ""
@@ -176,6 +139,34 @@ func TestAServerConnectionWhoseFlushAtTheClientsTerminateFailsIsDestroyed(t *tes
 	if s := p.Stat(); s.Idle != 0 || s.Destroyed != 1 {
 		t.Fatalf("after a failed flush the pool has %d idle connections and destroyed %d; want the server destroyed", s.Idle, s.Destroyed)
 	}
+}
+
+// lentRecordingDeadlines makes a pool of one connection to addr, whose
+// net.Conn is a deadlineConn (its writes too), and lends it.
+func lentRecordingDeadlines(t *testing.T, addr string) (*pool.Pool, *pool.ServerConn) {
+	t.Helper()
+	p := pool.New(pool.Config{
+		Database: "app", User: "app", Size: 1,
+		Dial: pool.DialConfig{Hosts: []string{addr}, Database: "app", User: "app", SSLMode: pool.SSLDisable, ConnectTimeout: 10 * time.Second},
+		DialFunc: func(ctx context.Context, cfg *pool.DialConfig) (*pool.ServerConn, error) {
+			sc, err := pool.Dial(ctx, cfg)
+			if err == nil {
+				sc.Conn = &deadlineConn{Conn: sc.Conn}
+				if sc.Wr != nil {
+					sc.Wr.SetDest(sc.Conn)
+				}
+			}
+			return sc, err
+		},
+	})
+	t.Cleanup(p.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sc, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, sc
 }
 
 // deadlineConn records the write deadlines set on a server connection,
