@@ -1,3 +1,5 @@
+//go:build linux && !pgferry_nopark
+
 package router
 
 import (
