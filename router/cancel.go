@@ -51,12 +51,18 @@ func (s *Server) sendServerCancel(ctx context.Context, sc *pool.ServerConn) erro
 }
 
 // cancelDone ends a cancel's hold on sc and, if the transaction finished
-// meanwhile, lets the pump release the server now.
+// meanwhile, lets the pump release the server now. A cancel for a server
+// the session no longer has holds nothing: the count is the linked
+// server's (attach starts it at 0), and a server lost meanwhile, or taken
+// back by finish, is destroyed.
 func (ss *session) cancelDone(sc *pool.ServerConn) {
 	ss.mu.Lock()
+	if ss.server != sc {
+		ss.mu.Unlock()
+		return
+	}
 	ss.cancels--
-	kick := ss.cancels == 0 && ss.releaseDeferred && ss.server == sc
-	if kick {
+	if ss.cancels == 0 && ss.releaseDeferred {
 		ss.releaseDeferred = false
 		ss.pumpKick = true
 		sc.Interrupt() // under mu: the server is still this session's

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"strconv"
 	"testing"
 	"time"
 
@@ -316,93 +315,5 @@ func TestGracefulShutdownLetsTheOpenTransactionCommitThenClosesTheClient(t *test
 	var committed int
 	if err := rows.QueryRow(ctx, "select count(*) from drained").Scan(&committed); err != nil || committed != 2 {
 		t.Fatalf("committed rows: %d %v, want 2", committed, err)
-	}
-}
-
-func TestLateCancelRequestNeverCancelsAnotherClientsQuery(t *testing.T) {
-	t.Parallel()
-	ctx := testContext(t)
-	proxy := startProxy(t, net.JoinHostPort(cluster.Host, strconv.Itoa(cluster.Port)))
-	cfg, db := configWithOwnDatabase(t)
-	e := cfg.Databases["app"]
-	e.Port = proxy.port()
-	e.PoolSize = 1
-	cfg.Databases["app"] = e
-	f := ferrytest.Start(t, cfg)
-	a := ferrytest.Connect(t, ctx, f.AppDSN())
-	b := ferrytest.Connect(t, ctx, f.AppDSN())
-	ctrl := ferrytest.Connect(t, ctx, cluster.SuperDSN(db)) // directly, to hold locks
-
-	// The pool's only server connection goes through the proxy now; later
-	// connections (the cancel's) wait at the gate.
-	if _, err := a.Exec(ctx, "select 1"); err != nil {
-		t.Fatal(err)
-	}
-	proxy.hold()
-	if _, err := ctrl.Exec(ctx, "select pg_advisory_lock(5), pg_advisory_lock(6)"); err != nil {
-		t.Fatal(err)
-	}
-	waitingOnLock := func(query string) func() (bool, error) {
-		return func() (bool, error) {
-			n, err := queryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and wait_event_type = 'Lock' and query = $2", db, query)
-			return n == 1, err
-		}
-	}
-
-	// a's query waits on lock 5; a asks pgferry to cancel it.
-	aErr := make(chan error, 1)
-	go func() { _, err := a.Exec(ctx, "select pg_advisory_xact_lock(5)"); aErr <- err }()
-	ferrytest.Eventually(t, 10*time.Second, "a's query to wait on its lock", waitingOnLock("select pg_advisory_xact_lock(5)"))
-	cancelDone := make(chan error, 1)
-	go func() { cancelDone <- a.PgConn().CancelRequest(ctx) }()
-	select {
-	case <-proxy.pending:
-	case <-ctx.Done():
-		t.Fatal("pgferry did not connect to the server to deliver the cancel")
-	}
-	// Before the cancel gets through, a's query finishes by itself.
-	if _, err := ctrl.Exec(ctx, "select pg_advisory_unlock(5)"); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-aErr; err != nil {
-		t.Fatalf("a's query: %v", err)
-	}
-
-	// b, which never asked for a cancel, queries next. pgferry must not
-	// give it the server a cancel is still on its way to (PgBouncer holds
-	// such a server back until the cancel is done).
-	bErr := make(chan error, 1)
-	go func() { _, err := b.Exec(ctx, "select pg_advisory_xact_lock(6)"); bErr <- err }()
-	// With the bug, b's query reaches the server at once; without it, b
-	// waits for the server and this poll gives up quietly.
-	giveUp := time.After(2 * time.Second)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-poll:
-	for {
-		if ok, err := waitingOnLock("select pg_advisory_xact_lock(6)")(); err != nil {
-			t.Fatal(err)
-		} else if ok {
-			break
-		}
-		select {
-		case <-giveUp:
-			break poll
-		case <-tick.C:
-		}
-	}
-	proxy.open()
-	if err := <-cancelDone; err != nil {
-		t.Fatalf("cancel request: %v", err)
-	}
-	if _, err := ctrl.Exec(ctx, "select pg_advisory_unlock(6)"); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-bErr; err != nil {
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "57014" {
-			t.Fatalf("a's cancel request canceled b's query: %v", err)
-		}
-		t.Fatalf("b's query: %v", err)
 	}
 }

@@ -250,7 +250,11 @@ func (ss *session) finish(err error) {
 		r.txnTimer.Stop()
 	}
 	ss.server = nil
-	clean := ss.q.n == 0 && ss.status == protocol.TxIdle
+	// A server a cancel is still on its way to is not clean: back in the
+	// pool, it could be running another client's query when the cancel
+	// lands (PgBouncer keeps such a server until the cancel is done; a
+	// client that leaves in that moment is rare enough to close it).
+	clean := ss.q.n == 0 && ss.status == protocol.TxIdle && ss.cancels == 0
 	running := ss.q.n > 0
 	pinned := ss.pinned
 	if sc != nil {

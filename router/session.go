@@ -114,9 +114,11 @@ type session struct {
 	// flags holds the events other goroutines post to the session and the
 	// state its owner publishes (see events.go).
 	flags atomic.Uint32
-	// cancels counts cancel requests being delivered to the linked server;
-	// releaseDeferred marks a finished transaction whose server waits for
-	// them; pumpKick tells the pump that the wait is over. Guarded by mu.
+	// cancels counts cancel requests being delivered to the linked server
+	// (only it: attach starts it at 0, cancelDone counts down only the
+	// linked server's); releaseDeferred marks a finished transaction whose
+	// server waits for them; pumpKick tells the pump that the wait is
+	// over. Guarded by mu.
 	cancels int32
 
 	// Small fields, packed.
