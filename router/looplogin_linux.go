@@ -480,60 +480,6 @@ func (p *parker) loggedIn(ss *session, cfg *configs.Config) bool {
 	return false
 }
 
-// endLogin ends a login on the loop with err: the client gets the FATAL
-// of a *protocol.Error (or nothing: it left), and is let go of as a
-// goroutine's failed login is.
-func (p *parker) endLogin(ss *session, err error) {
-	if ss.loop&^loopArmed == loopLogin {
-		ss.srv.reject("protocol") // no startup packet, as a goroutine counts it
-	}
-	p.unloop(ss)
-	var pe *protocol.Error
-	if errors.As(err, &pe) {
-		(&sockio.Raw{FD: int(ss.fd)}).Write(pe.AppendFrame(ss.takeAuthOK()))
-	}
-	if !protocol.IsDisconnect(err) {
-		ss.logger().Info("client login failed", zap.Error(err))
-	}
-	ss.dropHandshake()
-	if ss.rd != nil { // (loggedIn failed after making them)
-		ss.rd.Release()
-		ss.wr.Release()
-	}
-	ss.closeSocket()
-	ss.srv.clients.Add(-1)
-	ss.srv.wg.Done()
-}
-
-// loginHandoff hands a login the loop has not answered yet to a goroutine,
-// which reads what the loop read first (loginState.early) and logs the
-// client in as it logs in any other. A panic before logIn (whose own
-// recover covers the rest) is reclaimRecovering's: the client is let go
-// of as logIn lets go of one whose login panicked, without a word.
-func (p *parker) loginHandoff(ss *session) {
-	p.unloop(ss)
-	h := ss.handshake
-	h.early, h.buf = h.buf, nil
-	h.st, h.cred, h.known, h.entry, h.method = nil, auth.Credential{}, false, nil, ""
-	p.loginHandoffs.Add(1)
-	go func() {
-		var err error
-		if perr := ss.reclaimRecovering(func() {
-			if err = ss.reattach(); err == nil {
-				ss.faultAt("login")
-			}
-		}); err != nil || perr != nil {
-			ss.dropHandshake()
-			ss.closeSocket() // (closed already if reattach failed)
-			ss.wipeTLS()
-			ss.srv.clients.Add(-1)
-			ss.srv.wg.Done()
-			return
-		}
-		ss.srv.serveAdmitted(ss.srv.logIn(ss, 0, false))
-	}()
-}
-
 // expireLoginLocked takes a session out of the set, for endExpired, if it
 // is a login on the loop older than timeout (client_login_timeout), and
 // reports whether it did. mu is held.
