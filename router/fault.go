@@ -22,7 +22,9 @@ var fault atomic.Pointer[func(ss *session, where string)]
 //     loop, not a frame of a simple query's answer that changes nothing,
 //     which is relayed without mu);
 //   - "reattach": a parked session's descriptor made a net.Conn again,
-//     which the session does not hold yet (reattach).
+//     which the session does not hold yet (reattach);
+//   - "ending login": a login on the relay loop the loop let go of
+//     (unloop), before its client is told and let go of (endLogin).
 //
 // It costs one atomic load when no test set one.
 func (ss *session) faultAt(where string) {

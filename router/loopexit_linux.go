@@ -19,8 +19,8 @@ import (
 )
 
 // recoverTurn, deferred by what the loop runs for a session outside
-// serveEvents (takeGrant), ends the session on a panic instead of the
-// process (turnPanicked).
+// serveEvents' recover (a login's turn, takeGrant), ends the session on a
+// panic instead of the process (turnPanicked).
 func (p *parker) recoverTurn(ss *session) {
 	if r := recover(); r != nil {
 		p.turnPanicked(ss, r)
@@ -29,12 +29,16 @@ func (p *parker) recoverTurn(ss *session) {
 
 // turnPanicked ends a session of the loop whose turn panicked with r,
 // letting go of the locks the turn held (releaseHeld; its server's state
-// is unknown: finish destroys it), unless the loop had handed it on
-// already.
+// is unknown: finish destroys it), or a login (endLogin), unless the loop
+// had handed it on already.
 func (p *parker) turnPanicked(ss *session, r any) {
 	ss.panicked("session panicked", r)
 	if ss.loop == 0 {
 		return // handed on already: the new owner has it
+	}
+	if ss.handshake != nil {
+		p.endLogin(ss, errInternal) // a login (loggedIn drops it before a session's first turn)
+		return
 	}
 	ss.releaseHeld(&ss.ownerHeld)
 	ss.mu.Lock()
@@ -159,14 +163,24 @@ func (p *parker) leave(ss *session, err error) {
 
 // endLogin ends a login on the loop with err: the client gets the FATAL
 // of a *protocol.Error (or nothing: it left), and is let go of as a
-// goroutine's failed login is.
+// goroutine's failed login is. It is the login's last act, as end is a
+// session's: once unloop has let go of it, a panic could not reach a
+// caller's recover (which takes a session out of the loop for handed on:
+// turnPanicked), so endLogin recovers its own and lets go of the client
+// all the same, once (endedLogin).
 func (p *parker) endLogin(ss *session, err error) {
-	if ss.loop&^loopArmed == loopLogin {
+	noStartup := ss.loop&^loopArmed == loopLogin
+	p.unloop(ss)
+	told := false // a FATAL went to the client (or was on its way)
+	defer ss.endedLogin()
+	defer ss.loginEndPanicked(&told)
+	ss.faultAt("ending login")
+	if noStartup {
 		ss.srv.reject("protocol") // no startup packet, as a goroutine counts it
 	}
-	p.unloop(ss)
 	var pe *protocol.Error
 	if errors.As(err, &pe) {
+		told = true
 		(&sockio.Raw{FD: int(ss.fd)}).Write(pe.AppendFrame(ss.takeAuthOK()))
 	}
 	if !protocol.IsDisconnect(err) {
@@ -177,6 +191,24 @@ func (p *parker) endLogin(ss *session, err error) {
 		ss.rd.Release()
 		ss.wr.Release()
 	}
+}
+
+// loginEndPanicked, deferred by endLogin, logs and counts a panic there,
+// tells the client of an internal error if nothing was written to it yet,
+// and wipes the login's secrets (dropHandshake does nothing if it ran).
+func (ss *session) loginEndPanicked(told *bool) {
+	if r := recover(); r != nil {
+		ss.panicked("session panicked", r)
+		if !*told {
+			(&sockio.Raw{FD: int(ss.fd)}).Write(errInternal.AppendFrame(nil))
+		}
+		ss.dropHandshake()
+	}
+}
+
+// endedLogin lets go of a login's client at the end of endLogin, whatever
+// panicked there: its socket, its count and its WaitGroup slot.
+func (ss *session) endedLogin() {
 	ss.closeSocket()
 	ss.srv.clients.Add(-1)
 	ss.srv.wg.Done()

@@ -106,20 +106,11 @@ func (s *Server) serveFD(fd int) {
 // socket is ready, until it waits again, is handed to a goroutine, has
 // logged in (the loop then serves its first request) or ended.
 func (p *parker) loginTurn(ss *session) {
-	defer func() {
-		if r := recover(); r != nil {
-			if ss.handshake == nil {
-				// Logged in: a session as any other (a panic in the
-				// turn that serves its first request, too).
-				p.turnPanicked(ss, r)
-				return
-			}
-			ss.panicked("session panicked", r)
-			if ss.loop != 0 {
-				p.endLogin(ss, errInternal)
-			} // (else handed on or ended already, by a panic in endLogin itself: the new owner has it, or nobody)
-		}
-	}()
+	// A panic ends the login (or, once logged in, the session: the turn
+	// that serves its first request runs here too), unless the loop let
+	// go of it: loginHandoff's goroutine has it then, and endLogin, which
+	// recovers its own, ended it.
+	defer p.recoverTurn(ss)
 	ss.loop &^= loopArmed // its one-shot registration fired
 	h := ss.handshake
 	for {

@@ -1,0 +1,111 @@
+//go:build linux && !pgferry_nopark
+
+package router_test
+
+// Panics where the relay loop lets go of a login or a session outside a
+// turn's recover, or after unloop, where a recover would take the session
+// for handed on: each ends only that client, once, and Shutdown finishes.
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router"
+)
+
+func TestAPanicAsTheLoopLetsGoOfALoginEndsItOnceAndShutdownFinishes(t *testing.T) {
+	skipWithoutLoop(t)
+	untilSASLRequest := func(t *testing.T, c net.Conn) {
+		t.Helper()
+		sendRaw(t, c, startupMessage(t, ferrytest.User, "app"))
+		if _, _, err := readFrames(c, 10*time.Second, func(fr frame) bool { return fr.typ == 'R' }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name  string
+		where string // see router.SetFault
+		// warm: the pool has greeted a client, so the loop sees a login
+		// through; loginTimeout: client_login_timeout is a second.
+		warm, loginTimeout bool
+		// client does the client's part, up to where pgferry ends the
+		// login.
+		client func(t *testing.T, c net.Conn)
+	}{
+		{"a message out of place after SCRAM's request, as the loop ends the login",
+			"ending login", true, false, func(t *testing.T, c net.Conn) {
+				untilSASLRequest(t, c)
+				sendRaw(t, c, encode(t, &pgproto3.Query{String: "select 1"}))
+			}},
+		{"a login stalled past client_login_timeout, as the sweep ends it",
+			"ending login", true, true, untilSASLRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
+			cfg := loopLoginConfig(t)
+			if tc.loginTimeout {
+				cfg.ClientLoginTimeout = configs.Duration(time.Second)
+			}
+			f := ferrytest.Start(t, cfg)
+			if tc.warm {
+				warmPool(t, f, f.AppDSN())
+			}
+			loops, handoffs := loginCounters(f)
+
+			undo := router.SetFault(func(_, where string) {
+				if where == tc.where {
+					panic("a fault injected at " + where)
+				}
+			})
+			defer undo()
+			c := dialFerry(t, f)
+			tc.client(t, c)
+			frames := readUntilClosed(t, c)
+			if errs := errorsIn(frames); len(errs) != 1 || errs[0]['C'] != protocol.SQLStateInternalError {
+				t.Fatalf("the client whose login panicked got %s; want one ErrorResponse with SQLSTATE %s", describe(frames), protocol.SQLStateInternalError)
+			}
+			undo()
+			panicLoggedAndCounted(t, f)
+			if l, h := loginCounters(f); l != loops || h != handoffs {
+				t.Fatalf("%d logins seen through and %d handed off by the loop since; want none", l-loops, h-handoffs)
+			}
+
+			// Counted out once (a second count would go below zero),
+			// and pgferry serves and shuts down.
+			clientsDropTo(t, f, 0)
+			assertServes(t, ctx, f)
+			clientsDropTo(t, f, 0)
+			shutdownFinishes(t, f)
+		})
+	}
+}
+
+// shutdownFinishes shuts f down and fails the test if Shutdown does not
+// return well before its deadline: a client nobody ends keeps it waiting
+// for good (it waits for every client, and kills only registered sessions).
+func shutdownFinishes(t *testing.T, f *ferrytest.Ferry) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan int, 1)
+	go func() { done <- f.Server.Shutdown(ctx) }()
+	select {
+	case cut := <-done:
+		if ctx.Err() != nil || cut != 0 {
+			t.Fatalf("Shutdown returned only at its deadline, cutting %d sessions", cut)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Shutdown did not return: a client was never let go of")
+	}
+	if n := router.Clients(f.Server); n != 0 {
+		t.Fatalf("%d clients counted after Shutdown; want 0", n)
+	}
+}
