@@ -138,30 +138,35 @@ func bytes2x(x uint64) uint64 {
 // quoteStart marks the bytes that may open a quote, comment or dollar quote.
 var quoteStart = [256]bool{'\'': true, '"': true, '-': true, '/': true, '$': true}
 
-// channelName reads a LISTEN/UNLISTEN channel: an identifier, folded to
-// lower case unless double-quoted, as PostgreSQL does.
+// channelName reads a LISTEN/UNLISTEN channel as PostgreSQL does: an
+// identifier, folded to lower case unless quoted, its Unicode escapes
+// decoded (U&"..."), cut to NAMEDATALEN-1 bytes. It returns "" for a name
+// it cannot read so (an invalid escape, something after the name): the
+// callers leave such a statement to the server, which refuses what is
+// invalid.
 func channelName(rest []byte) string {
 	r := skipSpace(rest)
-	if len(r) > 0 && r[0] == '"' {
-		var b []byte
-		for i := 1; i < len(r); i++ {
-			if r[i] == '"' {
-				if i+1 < len(r) && r[i+1] == '"' {
-					b = append(b, '"')
-					i++
-					continue
-				}
-				return string(b)
-			}
-			b = append(b, r[i])
+	var name string
+	switch {
+	case len(r) > 0 && r[0] == '"':
+		b, tail, ok := quotedIdent(r)
+		if !ok {
+			return ""
 		}
-		return ""
+		name, r = string(b), tail
+	case unicodeStart(r, '"'):
+		n, tail, ok := unicodeIdent(r)
+		if !ok {
+			return ""
+		}
+		name, r = n, tail
+	default:
+		name, r = nextWord(r)
 	}
-	w, tail := nextWord(r)
-	if len(skipSpace(tail)) > 0 {
+	if len(skipSpace(r)) > 0 {
 		return "" // something after the name: not a plain LISTEN
 	}
-	return w
+	return truncateName(name)
 }
 
 // unicodeName reports whether word w, which nextWord returned with r,
