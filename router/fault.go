@@ -24,7 +24,9 @@ var fault atomic.Pointer[func(ss *session, where string)]
 //   - "reattach": a parked session's descriptor made a net.Conn again,
 //     which the session does not hold yet (reattach);
 //   - "ending login": a login on the relay loop the loop let go of
-//     (unloop), before its client is told and let go of (endLogin).
+//     (unloop), before its client is told and let go of (endLogin);
+//   - "handing off login": the relay loop about to hand a login to a
+//     goroutine (loginHandoff).
 //
 // It costs one atomic load when no test set one.
 func (ss *session) faultAt(where string) {

@@ -218,13 +218,16 @@ func (ss *session) endedLogin() {
 // which reads what the loop read first (loginState.early) and logs the
 // client in as it logs in any other. A panic before logIn (whose own
 // recover covers the rest) is reclaimRecovering's: the client is let go
-// of as logIn lets go of one whose login panicked, without a word.
+// of as logIn lets go of one whose login panicked, without a word. As in
+// evict, nothing that may panic runs between unloop and the go statement:
+// a panic before unloop ends the login (loginTurn's recover, endLogin).
 func (p *parker) loginHandoff(ss *session) {
-	p.unloop(ss)
+	ss.faultAt("handing off login")
 	h := ss.handshake
 	h.early, h.buf = h.buf, nil
 	h.st, h.cred, h.known, h.entry, h.method = nil, auth.Credential{}, false, nil, ""
 	p.loginHandoffs.Add(1)
+	p.unloop(ss)
 	go func() {
 		var err error
 		if perr := ss.reclaimRecovering(func() {

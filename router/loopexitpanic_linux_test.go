@@ -46,6 +46,10 @@ func TestAPanicAsTheLoopLetsGoOfALoginEndsItOnceAndShutdownFinishes(t *testing.T
 			}},
 		{"a login stalled past client_login_timeout, as the sweep ends it",
 			"ending login", true, true, untilSASLRequest},
+		{"a pool's first login, as the loop hands it to a goroutine",
+			"handing off login", false, false, func(t *testing.T, c net.Conn) {
+				sendRaw(t, c, startupMessage(t, ferrytest.User, "app"))
+			}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
