@@ -334,14 +334,19 @@ func (c *Conn) handshakeMessage(m []byte) error {
 	if requested == 1 {
 		c.wmu.Lock()
 		defer c.wmu.Unlock()
-		if c.werr != nil {
-			return c.werr
-		}
-		if c.replied {
-			return nil // (one reply answers every request before our next data)
+		if c.werr != nil || c.replied {
+			return nil // (writes fail anyway; or one reply answers every request before our next data)
 		}
 		if err := c.writeRecord(typeHandshake, []byte{handshakeKeyUpdate, 0, 0, 1, 0}); err != nil {
-			return err
+			// The failure is the writing side's, as in crypto/tls
+			// (handleKeyUpdate): the next Write reports it, and Read goes
+			// on. Returned here, a write timeout would be a read timeout
+			// that Read then returned forever, though a timeout promises
+			// to leave the connection as it was.
+			if c.werr == nil {
+				c.werr = err // (a parked Conn: nothing was sealed)
+			}
+			return nil
 		}
 		c.out.update(c.suite)
 		c.replied = true
