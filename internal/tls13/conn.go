@@ -503,9 +503,17 @@ func (c *Conn) writeRecord(typ byte, data []byte) error {
 // spent.
 const spentSeq = math.MaxUint64
 
-// Close sends close_notify, if nothing failed, and closes the socket.
+// Close sends close_notify, if nothing failed, and closes the socket. With
+// a write in flight, perhaps stuck on a client that does not read, it
+// closes the socket at once, which ends the write, and sends nothing (as
+// crypto/tls does).
 func (c *Conn) Close() error {
-	c.wmu.Lock()
+	if !c.wmu.TryLock() {
+		if c.raw == nil {
+			return net.ErrClosed
+		}
+		return c.raw.Close()
+	}
 	if c.werr == nil && c.raw != nil {
 		c.raw.SetWriteDeadline(time.Now().Add(time.Second))
 		c.writeRecord(typeAlert, []byte{1, alertCloseNotify})
