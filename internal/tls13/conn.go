@@ -317,14 +317,20 @@ func (c *Conn) openRecord() (bool, error) {
 }
 
 // handshakeMessage handles a post-handshake message: only KeyUpdate is
-// one a client may send to this server. It must be the whole record (RFC
-// 8446 5.1: a KeyUpdate ends its record, as the next one uses new keys).
+// one a client may send to this server. It must be the whole record: RFC
+// 8446 5.1 has a KeyUpdate end its record, as the next one uses new keys,
+// on pain of unexpected_message; and no TLS stack splits its five bytes
+// across records, which 5.1 allows, so this package does not put them
+// together again.
 func (c *Conn) handshakeMessage(m []byte) error {
-	if len(m) < 4 || m[0] != handshakeKeyUpdate {
+	if len(m) == 0 || m[0] != handshakeKeyUpdate {
 		return c.fail(&alertError{alertUnexpectedMessage, "client sent an unexpected handshake message after the handshake"})
 	}
-	if len(m) != 5 || m[1] != 0 || m[2] != 0 || m[3] != 1 {
+	if len(m) >= 4 && (m[1] != 0 || m[2] != 0 || m[3] != 1) {
 		return c.fail(&alertError{alertDecodeError, "client sent a malformed KeyUpdate"})
+	}
+	if len(m) != 5 {
+		return c.fail(&alertError{alertUnexpectedMessage, "client sent a KeyUpdate that is not its record's whole content"})
 	}
 	requested := m[4]
 	if requested > 1 {

@@ -23,11 +23,12 @@
 // package's; crypto/tls sees none of them.
 //
 // What a Conn handles after the handshake: application data both ways,
-// KeyUpdate from the client (answered with one of its own when the client
-// asks; requests made before pgferry's next data share one answer, as RFC
-// 8446 4.6.3 allows), close_notify and the other alerts. A client's NewSessionTicket or
-// post-handshake authentication message is a protocol error here, as it is
-// for crypto/tls's server, which offers neither. Cipher suites: the three
+// KeyUpdate from the client, in a record of its own as every TLS stack
+// sends it (answered with one of its own when the client asks; requests
+// made before pgferry's next data share one answer, as RFC 8446 4.6.3
+// allows), close_notify and the other alerts. A client's NewSessionTicket
+// or post-handshake authentication message is a protocol error here, as it
+// is for crypto/tls's server, which offers neither. Cipher suites: the three
 // of TLS 1.3 (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305). TLS 1.2
 // connections stay with crypto/tls.
 //
