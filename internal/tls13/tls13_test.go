@@ -19,6 +19,7 @@ import (
 	"net"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -395,6 +396,25 @@ func TestAParkedConnectionDropsItsCiphersAndCarriesOnWhenResumed(t *testing.T) {
 	}
 }
 
+// lockedBuffer is a bytes.Buffer that one goroutine may write while
+// another reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // TestOpenSSLTalksToATakenOverConnectionAndUpdatesItsKeys runs OpenSSL's
 // s_client, another TLS implementation, against a taken-over connection in
 // each suite, and has it ask for a key update halfway (its K command),
@@ -462,19 +482,24 @@ func TestOpenSSLTalksToATakenOverConnectionAndUpdatesItsKeys(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
+			out := &lockedBuffer{}
+			cmd.Stdout, cmd.Stderr = out, out
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			say := func(s string) {
-				stdin.Write([]byte(s))
-				time.Sleep(200 * time.Millisecond) // one line per read on the other side
+			// s_client takes a line as a command only if it starts what one
+			// read of its stdin returns: each line goes once the last one's
+			// effect shows (after the handshake, the first).
+			for _, step := range []struct{ say, then string }{
+				{"", "Verify return code"},
+				{"before\n", "BEFORE"},
+				{"K\n", "KEYUPDATE"}, // KeyUpdate, update_requested
+				{"after\n", "AFTER"},
+			} {
+				stdin.Write([]byte(step.say))
+				waitFor(t, func() bool { return strings.Contains(out.String(), step.then) })
 			}
-			say("before\n")
-			say("K\n") // KeyUpdate, update_requested
-			say("after\n")
-			say("bye\n")
+			stdin.Write([]byte("bye\n"))
 			if err := <-served; err != nil {
 				t.Fatalf("server: %v\nopenssl said:\n%s", err, out.String())
 			}
