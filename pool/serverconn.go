@@ -314,6 +314,27 @@ func (c *StmtCache) Add(key uint64) (evicted uint64, didEvict bool) {
 	return evicted, didEvict
 }
 
+// Restore records key as prepared again, as the least recently used,
+// without evicting anything: for undoing an eviction whose Close the server
+// never ran, after the Add it made room for was undone (Remove). A key
+// already cached stays where it is.
+func (c *StmtCache) Restore(key uint64) {
+	if c.m == nil {
+		c.m = make(map[uint64]*stmtEntry)
+	}
+	if _, ok := c.m[key]; ok {
+		return
+	}
+	e := &stmtEntry{key: key, prev: c.tail}
+	c.m[key] = e
+	if c.tail != nil {
+		c.tail.next = e
+	} else {
+		c.head = e
+	}
+	c.tail = e
+}
+
 // Remove forgets key.
 func (c *StmtCache) Remove(key uint64) {
 	if e, ok := c.m[key]; ok {

@@ -294,17 +294,29 @@ func (ss *session) awaitServer(sc *pool.ServerConn) relayEnd {
 }
 
 // skipToSync drops expectations the server will not answer after an error
-// in the extended protocol: it discards messages up to the next Sync.
-// Statements whose Parse was skipped are forgotten. mu is held.
+// in the extended protocol: it discards messages up to the next Sync. What
+// sc's statement cache recorded for the skipped messages as they were sent
+// is undone, last first, so that it tells what the server holds: a
+// statement whose Parse was skipped is forgotten, one whose eviction Close
+// was skipped is cached again (a Close and a Parse of one statement in the
+// same run undo to where it stood before both). mu is held.
 func (ss *session) skipToSync(sc *pool.ServerConn) {
-	for {
-		e, ok := ss.q.peek()
-		if !ok || e.kind == kSync {
-			return
-		}
-		if (e.kind == kParse || e.kind == kParseSwallow) && e.key != 0 {
+	q := &ss.q
+	n := 0
+	for n < q.n && q.buf[(q.head+n)%len(q.buf)].kind != kSync {
+		n++
+	}
+	for i := n - 1; i >= 0; i-- {
+		e := q.buf[(q.head+i)%len(q.buf)]
+		switch {
+		case e.key == 0:
+		case e.kind == kParse || e.kind == kParseSwallow:
 			sc.Stmts.Remove(e.key)
+		case e.kind == kCloseSwallow:
+			sc.Stmts.Restore(e.key)
 		}
-		ss.q.pop()
+	}
+	for range n {
+		q.pop()
 	}
 }

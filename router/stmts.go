@@ -206,10 +206,12 @@ func (ss *session) forgetStmts() {
 const noopStmt = "pgferry_noop"
 
 // addServerStmt records the statement with ID id on sc, closing the least
-// recently used statement on the server when the cache is full.
+// recently used statement on the server when the cache is full. The Close's
+// expectation carries the evicted ID: should the server skip the Close
+// (after an error before it), skipToSync puts the statement back.
 func (ss *session) addServerStmt(sc *pool.ServerConn, id uint64) {
 	if old, evicted := sc.Stmts.Add(id); evicted {
-		ss.q.push(expect{kind: kCloseSwallow})
+		ss.q.push(expect{kind: kCloseSwallow, key: old})
 		var name [32]byte
 		n := append(name[:0], "pgferry_"...)
 		n = strconv.AppendUint(n, old, 36)

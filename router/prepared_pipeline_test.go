@@ -1,0 +1,251 @@
+package router_test
+
+// End-to-end tests of clients' prepared statements on shared server
+// connections in pipelines: several statements before one Sync, errors in
+// the middle of one, Flush without Sync, statements dropped by SQL and a
+// server lost on the way. Each runs two or more raw clients through a pool
+// of one server connection, so that they share it.
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgferry/pgferry/internal/ferrytest"
+)
+
+// clientsOnOneServer starts pgferry with a database of its own whose pool
+// has one server connection and caches maxPrepared statements on it, and
+// returns n raw clients, which take turns on that connection, and the
+// server database's name.
+func clientsOnOneServer(t *testing.T, maxPrepared, n int) ([]*rawClient, string) {
+	t.Helper()
+	cfg, db := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 1)
+	cfg.MaxPreparedStatements = maxPrepared
+	f := ferrytest.Start(t, cfg)
+	cs := make([]*rawClient, n)
+	for i := range cs {
+		cs[i] = newRawClient(t, f.AppDSN())
+	}
+	return cs, db
+}
+
+// want sends msgs and checks the transcript up to the syncs-th
+// ReadyForQuery (see rawClient.until).
+func (c *rawClient) want(what string, syncs int, want string, msgs ...pgproto3.FrontendMessage) {
+	c.t.Helper()
+	c.send(msgs...)
+	if got := c.until(syncs); got != want {
+		c.t.Fatalf("%s: got %q, want %q", what, got, want)
+	}
+}
+
+// next reads n responses, not counting ParameterStatus and notices, for
+// requests that end in a Flush rather than a Sync; the transcript is
+// until's, with PortalSuspended as "s".
+func (c *rawClient) next(n int) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out []string
+	for len(out) < n {
+		msg, err := c.pc.ReceiveMessage(ctx)
+		if err != nil {
+			c.t.Fatalf("receive after %v: %v", out, err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.ParseComplete:
+			out = append(out, "1")
+		case *pgproto3.BindComplete:
+			out = append(out, "2")
+		case *pgproto3.ParameterDescription:
+			out = append(out, "t")
+		case *pgproto3.RowDescription:
+			out = append(out, "T")
+		case *pgproto3.NoData:
+			out = append(out, "n")
+		case *pgproto3.DataRow:
+			out = append(out, "D:"+string(m.Values[0]))
+		case *pgproto3.CommandComplete:
+			out = append(out, "C")
+		case *pgproto3.PortalSuspended:
+			out = append(out, "s")
+		case *pgproto3.ErrorResponse:
+			out = append(out, "E:"+m.Code)
+		case *pgproto3.ReadyForQuery:
+			out = append(out, "Z")
+		case *pgproto3.ParameterStatus, *pgproto3.NoticeResponse:
+		default:
+			out = append(out, "?")
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// serverStatements returns the names of pgferry's statements on the
+// server connection c is linked to for a simple query, in order.
+func (c *rawClient) serverStatements() string {
+	c.t.Helper()
+	c.send(&pgproto3.Query{String: "select coalesce(string_agg(name, ',' order by name), '') from pg_prepared_statements where name like 'pgferry%'"})
+	got := c.until(1)
+	names, ok := strings.CutPrefix(got, "T D:")
+	if !ok {
+		c.t.Fatalf("statements on the server: %q", got)
+	}
+	return strings.TrimSuffix(names, " C Z")
+}
+
+func closeStmt(name string) *pgproto3.Close { return &pgproto3.Close{ObjectType: 'S', Name: name} }
+func describeStmt(name string) *pgproto3.Describe {
+	return &pgproto3.Describe{ObjectType: 'S', Name: name}
+}
+func flushMsg() *pgproto3.Flush { return &pgproto3.Flush{} }
+
+func TestAStatementEvictedInAPipelineThatFailedStaysUsable(t *testing.T) {
+	t.Parallel()
+	cs, _ := clientsOnOneServer(t, 2, 2)
+	c, other := cs[0], cs[1]
+	c.want("prepare a and b", 1, "1 1 Z", parse("a", "select 'a'"), parse("b", "select 'b'"), syncMsg())
+	// The cache is full: preparing c closes a first. An error earlier in
+	// the pipeline makes the server skip that Close, and c's Parse.
+	c.want("the failing pipeline", 1, "E:26000 Z", bind("nope"), execMsg(), parse("c", "select 'c'"), syncMsg())
+	for round := range 3 {
+		c.want("bind a", 1, "2 D:a C Z", bind("a"), execMsg(), syncMsg())
+		c.want("bind b", 1, "2 D:b C Z", bind("b"), execMsg(), syncMsg())
+		// Another client with the same text: the same server statement.
+		other.want("other prepares a's text", 1, "1 2 D:a C Z", parse("x", "select 'a'"), bind("x"), execMsg(), syncMsg())
+		_ = round
+	}
+	// (c's Parse never happened, and PostgreSQL would answer a Bind of c
+	// with 26000; pgferry still has c's text and prepares it.)
+	c.want("bind c", 1, "2 D:c C Z", bind("c"), execMsg(), syncMsg())
+	c.want("bind a again", 1, "2 D:a C Z", bind("a"), execMsg(), syncMsg())
+	if n := strings.Count(c.serverStatements(), ",") + 1; n > 2 {
+		t.Fatalf("%d statements on the server, over max_prepared_statements = 2", n)
+	}
+}
+
+func TestEveryStatementOfAPipelineLongerThanTheCacheRuns(t *testing.T) {
+	t.Parallel()
+	cs, _ := clientsOnOneServer(t, 2, 2)
+	c, other := cs[0], cs[1]
+	var msgs []pgproto3.FrontendMessage
+	var want []string
+	for _, s := range []string{"a", "b", "c", "d", "e"} {
+		msgs = append(msgs, parse(s, "select '"+s+"'"))
+		want = append(want, "1")
+	}
+	for _, s := range []string{"a", "e", "b", "d", "c", "a", "a", "e"} {
+		msgs = append(msgs, describeStmt(s), bind(s), execMsg())
+		want = append(want, "t T 2 D:"+s+" C")
+	}
+	msgs = append(msgs, syncMsg())
+	for round := range 3 {
+		c.want("the pipeline", 1, strings.Join(want, " ")+" Z", msgs...)
+		other.want("another client's statement in between", 1, "1 2 D:o C Z", parse("o", "select 'o'"), bind("o"), execMsg(), syncMsg())
+		_ = round
+	}
+	if n := strings.Count(c.serverStatements(), ",") + 1; n > 2 {
+		t.Fatalf("%d statements on the server, over max_prepared_statements = 2", n)
+	}
+}
+
+func TestDeallocateAllAndDiscardAllForgetTheClientsStatementsOnly(t *testing.T) {
+	t.Parallel()
+	for _, drop := range []string{"deallocate all", "discard all"} {
+		t.Run(drop, func(t *testing.T) {
+			t.Parallel()
+			cs, _ := clientsOnOneServer(t, 10, 2)
+			c, other := cs[0], cs[1]
+			other.want("other prepares", 1, "1 2 D:s C Z", parse("s", "select 's'"), bind("s"), execMsg(), syncMsg())
+			c.want("c prepares", 1, "1 2 D:s C Z", parse("s", "select 's'"), bind("s"), execMsg(), syncMsg())
+			c.want("simple-query "+drop, 1, "C Z", &pgproto3.Query{String: drop})
+			c.want("c's statement is gone", 1, "E:26000 Z", bind("s"), execMsg(), syncMsg())
+			other.want("other's is not", 1, "2 D:s C Z", bind("s"), execMsg(), syncMsg())
+			// (DISCARD ALL runs only as the first statement of its
+			// transaction: a Sync of its own.)
+			c.want("by Execute", 2, "1 2 D:s C Z 1 2 C Z", parse("s", "select 's'"), bind("s"), execMsg(), syncMsg(), parse("d", drop), bind("d"), execMsg(), syncMsg())
+			c.want("c's statements are gone", 1, "E:26000 Z", bind("s"), execMsg(), syncMsg())
+			c.want("d too", 1, "E:26000 Z", bind("d"), execMsg(), syncMsg())
+			other.want("other's is not", 1, "2 D:s C Z", bind("s"), execMsg(), syncMsg())
+		})
+	}
+}
+
+func TestAStatementClosedAndPreparedAgainInOnePipelineRunsTheNewText(t *testing.T) {
+	t.Parallel()
+	cs, _ := clientsOnOneServer(t, 10, 2)
+	c, other := cs[0], cs[1]
+	c.want("prepare", 1, "1 2 D:1 C Z", parse("s", "select 1"), bind("s"), execMsg(), syncMsg())
+	other.want("other prepares the old text", 1, "1 Z", parse("s", "select 1"), syncMsg())
+	c.want("close, prepare again, run", 1, "2 D:1 C 3 1 2 D:2 C Z",
+		bind("s"), execMsg(), closeStmt("s"), parse("s", "select 2"), bind("s"), execMsg(), syncMsg())
+	c.want("close alone, prepare again", 2, "3 Z 1 2 D:3 C Z",
+		closeStmt("s"), syncMsg(), parse("s", "select 3"), bind("s"), execMsg(), syncMsg())
+	other.want("other's statement", 1, "2 D:1 C Z", bind("s"), execMsg(), syncMsg())
+	c.want("closed", 1, "3 E:26000 Z", closeStmt("s"), bind("s"), execMsg(), syncMsg())
+}
+
+func TestRequestsEndingInFlushKeepTheirServerUntilSync(t *testing.T) {
+	t.Parallel()
+	cs, _ := clientsOnOneServer(t, 10, 2)
+	c, other := cs[0], cs[1]
+	for round := range 3 {
+		// pgx's and JDBC's describe first, then bind.
+		c.send(parse("f", "select 'f'"), describeStmt("f"), flushMsg())
+		if got := c.next(3); got != "1 t T" {
+			t.Fatalf("round %d, named Parse and Describe: %q", round, got)
+		}
+		c.want("named Bind after Flush", 1, "2 D:f C Z", bind("f"), execMsg(), syncMsg())
+		c.send(parse("", "select 'u'"), describeStmt(""), flushMsg())
+		if got := c.next(3); got != "1 t T" {
+			t.Fatalf("round %d, unnamed Parse and Describe: %q", round, got)
+		}
+		// Meanwhile another client's unnamed statement waits for the server.
+		done := make(chan string, 1)
+		go func() {
+			other.send(parse("", "select 'other'"), bind(""), execMsg(), syncMsg())
+			done <- other.until(1)
+		}()
+		c.want("unnamed Bind after Flush", 1, "2 D:u C Z", bind(""), execMsg(), syncMsg())
+		if got := <-done; got != "1 2 D:other C Z" {
+			t.Fatalf("round %d, the other client: %q", round, got)
+		}
+		// A row limit: the portal is suspended, and resumed after a Flush.
+		c.send(parse("", "select generate_series(1, 3)::text"), bind(""), &pgproto3.Execute{MaxRows: 2}, flushMsg())
+		if got := c.next(5); got != "1 2 D:1 D:2 s" {
+			t.Fatalf("round %d, the first two rows: %q", round, got)
+		}
+		c.want("the rest", 1, "D:3 C Z", &pgproto3.Execute{MaxRows: 2}, syncMsg())
+		c.want("describe the portal", 1, "1 2 T D:x C Z", parse("p", "select 'x'"), bind("p"), &pgproto3.Describe{ObjectType: 'P'}, execMsg(), syncMsg())
+	}
+}
+
+func TestStatementsRunOnTheNextServerAfterTheirServerIsLostMidPipeline(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cs, db := clientsOnOneServer(t, 10, 2)
+	c, other := cs[0], cs[1]
+	c.want("prepare", 1, "1 2 D:k C Z", parse("k", "select 'k'"), bind("k"), execMsg(), syncMsg())
+	c.send(parse("", "select 'unnamed'"), syncMsg(), parse("z", "select pg_sleep(60)::text"), bind("z"), execMsg(),
+		parse("y", "select 'y'"), bind("y"), execMsg(), syncMsg())
+	waitForBackend(t, ctx, db, "query = 'select pg_sleep(60)::text'")
+	if _, err := cluster.QueryInt(ctx, "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = $1 and query = 'select pg_sleep(60)::text'", db); err != nil {
+		t.Fatal(err)
+	}
+	got := c.until(2)
+	if !strings.HasPrefix(got, "1 Z 1 2 E:") || !strings.HasSuffix(got, " Z") {
+		t.Fatalf("the pipeline whose server was lost: %q", got)
+	}
+	for round := range 2 {
+		c.want("k on the next server", 1, "2 D:k C Z", bind("k"), execMsg(), syncMsg())
+		c.want("y on the next server", 1, "2 D:y C Z", bind("y"), execMsg(), syncMsg())
+		c.want("the unnamed statement on the next server", 1, "2 D:unnamed C Z", bind(""), execMsg(), syncMsg())
+		other.want("another client", 1, "1 2 D:k C Z", parse("k", "select 'k'"), bind("k"), execMsg(), syncMsg())
+		_ = round
+	}
+}
