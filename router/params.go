@@ -314,16 +314,33 @@ func appendSet(sql []byte, k, v string) []byte {
 	sql = append(sql, "SET "...)
 	sql = appendIdent(sql, k)
 	sql = append(sql, " TO "...)
-	// Values recorded from a SET statement are raw SQL (e.g. "public, x");
-	// values from ParameterStatus or startup are literals.
+	// Values recorded from a SET statement are SQL text (e.g. "public, x"),
+	// written to read the same whatever standard_conforming_strings is
+	// (classify.PortableValue); values from ParameterStatus or startup are
+	// literals.
 	if strings.HasPrefix(v, rawValuePrefix) {
 		sql = append(sql, v[len(rawValuePrefix):]...)
 	} else {
-		sql = append(sql, '\'')
-		sql = append(sql, strings.ReplaceAll(v, "'", "''")...)
-		sql = append(sql, '\'')
+		sql = appendLiteral(sql, v)
 	}
 	return append(sql, ';')
+}
+
+// appendLiteral appends v as a string constant that PostgreSQL reads as v
+// whatever standard_conforming_strings is: PostgreSQL reads the whole of a
+// query before it runs any of it, so syncParams's SETs are read with the
+// setting the server had before them, perhaps another client's. Without
+// a backslash, a plain '...' reads the same either way; with one, an
+// escape string E'...' with the backslashes doubled does (quotes are
+// doubled, never \', which backslash_quote may refuse).
+func appendLiteral(sql []byte, v string) []byte {
+	if strings.IndexByte(v, '\\') >= 0 {
+		sql = append(sql, 'E')
+		v = strings.ReplaceAll(v, `\`, `\\`)
+	}
+	sql = append(sql, '\'')
+	sql = append(sql, strings.ReplaceAll(v, "'", "''")...)
+	return append(sql, '\'')
 }
 
 // rawValuePrefix marks a value recorded as SQL text from a client's SET
@@ -530,8 +547,8 @@ func (ss *session) interceptParse(frame []byte) []byte {
 		return frame
 	}
 	c := classify.SQL(sql)
-	if c.Pin == "" && c.SetName != "" && !ss.tracks(canonicalParam(ss, c.SetName)) && !c.Reset {
-		c.Pin = "SET " + c.SetName
+	if c.Pin == "" && c.SetName != "" && !c.Reset {
+		c.Pin = ss.parsedSetPin(c.SetName, c.SetValue)
 	}
 	if c.Pin != "" {
 		ss.noteStatement(name, nil)

@@ -1,6 +1,8 @@
 package router
 
 import (
+	"strings"
+
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/classify"
 )
@@ -107,7 +109,11 @@ func (ss *session) interceptExecute(frame []byte) error {
 		ss.execTag = tagUnlisten
 	}
 	cc := *c
-	ss.applyState(&cc)
+	if pin := ss.applyState(&cc); pin != "" && ss.pinOnState {
+		// A tracked SET pgferry cannot carry (interceptParse pins for it
+		// already, unless the value reads otherwise now).
+		ss.pinFor(pin)
+	}
 	return nil
 }
 
@@ -115,8 +121,9 @@ func (ss *session) interceptExecute(frame []byte) error {
 // the session's state: DISCARD ALL and DEALLOCATE ALL drop the client's
 // statements (DISCARD ALL also its subscriptions), and SET/RESET of a
 // tracked parameter is recorded to take effect when the transaction ends
-// well. It returns the reason to pin for a SET of an untracked parameter
-// ("" if none). Both protocols use it.
+// well. It returns the reason to pin for a SET of an untracked parameter,
+// or of a tracked one whose value cannot be replayed (see setValue), ""
+// if none. Both protocols use it.
 func (ss *session) applyState(c *classify.Class) (pin string) {
 	if c.Discard {
 		ss.forgetStmts()
@@ -150,17 +157,72 @@ func (ss *session) applyState(c *classify.Class) (pin string) {
 		// The server reports the new value (and the old one again on
 		// rollback) in ParameterStatus: nothing to record here.
 	case tracked:
-		// Recorded as written and applied when the transaction ends
+		// Recorded as SQL text and applied when the transaction ends
 		// without error or rollback (see settleParams).
 		v := ""
 		if !c.Reset {
-			v = rawValuePrefix + c.SetValue
+			sv, ok := ss.setValue(c.SetValue)
+			if !ok {
+				return pinSetValue(c.SetName)
+			}
+			v = rawValuePrefix + sv
 		}
 		ss.tentative = append(ss.tentative, paramChange{key: k, value: v})
 	case !c.Reset:
 		return "SET " + c.SetName
 	}
 	return ""
+}
+
+// parsedSetPin is the reason to pin, at its Parse, for a statement that
+// SETs name to value ("" if none): the parameter is not tracked, or it is
+// recorded at the statement's Execute (applyState) and its value cannot
+// be, which the simple protocol pins for too.
+func (ss *session) parsedSetPin(name, value string) string {
+	k := canonicalParam(ss, name)
+	if !ss.tracks(k) {
+		return "SET " + name
+	}
+	if _, reported := ss.entry.welcome[k]; reported {
+		return ""
+	}
+	ss.mu.Lock()
+	_, ok := ss.setValue(value)
+	ss.mu.Unlock()
+	if !ok {
+		return pinSetValue(name)
+	}
+	return ""
+}
+
+// setValue is the value of a client's SET as pgferry records it for
+// replay (classify.PortableValue): SQL text that reads the same whatever
+// standard_conforming_strings is on the server it is replayed on, read as
+// the client's setting reads it now. ok is false for one it cannot record
+// so. mu is held.
+func (ss *session) setValue(v string) (string, bool) {
+	scs, ok := ss.params.lookup("standard_conforming_strings")
+	if !ok {
+		scs, ok = ss.entry.welcome["standard_conforming_strings"]
+	}
+	return classify.PortableValue(v, !ok || !offValue(scs))
+}
+
+// offValue reports whether v spells false as a PostgreSQL boolean setting
+// does (parse_bool in src/backend/utils/adt/bool.c): off, or a prefix of
+// false or no, or 0.
+func offValue(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "off", "of", "f", "fa", "fal", "fals", "false", "n", "no", "0":
+		return true
+	}
+	return false
+}
+
+// pinSetValue is the pin reason of a SET of a tracked parameter whose
+// value pgferry cannot replay.
+func pinSetValue(name string) string {
+	return "SET " + name + " to a value pgferry cannot replay"
 }
 
 // Answers that replace an Execute's EmptyQueryResponse (execTag).
