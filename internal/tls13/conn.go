@@ -548,9 +548,10 @@ func (c *Conn) Park() {
 func (c *Conn) Resume(raw net.Conn) { c.raw = raw }
 
 // Wipe overwrites the keys of a connection that is done, and closes it for
-// reading and writing (not its socket). Best effort: copies crypto/tls
-// made on the way (its key log lines, the expanded AES keys inside the
-// AEADs) are garbage the runtime does not clear.
+// reading and writing (not its socket). Best effort: copies made on the
+// way (crypto/tls's key log lines, the HMAC states and outputs of every
+// key derivation, crypto/tls's and this package's alike, the expanded AES
+// keys inside the AEADs) are garbage the runtime does not clear.
 func (c *Conn) Wipe() {
 	c.wmu.Lock()
 	c.in.wipe()

@@ -86,6 +86,8 @@ func (h *half) set(s *suite, secret []byte) {
 }
 
 // update moves to the next traffic secret, after a KeyUpdate (RFC 8446 7.2).
+// The old secret and keys are overwritten in the half; the derivation's
+// own copies are left to the garbage collector (see Conn.Wipe).
 func (h *half) update(s *suite) {
 	n := s.hash().Size()
 	h.set(s, expandLabel(s.hash, h.secret[:n], "traffic upd", n))
