@@ -249,3 +249,20 @@ func TestStatementsRunOnTheNextServerAfterTheirServerIsLostMidPipeline(t *testin
 		_ = round
 	}
 }
+func TestAClientCannotRunAnotherClientsStatementByPgferrysNameForIt(t *testing.T) {
+	t.Parallel()
+	cs, _ := clientsOnOneServer(t, 10, 2)
+	a, b := cs[0], cs[1]
+	a.want("a prepares", 1, "1 2 D:a's secret C Z", parse("s", "select 'a''s secret'"), bind("s"), execMsg(), syncMsg())
+	name := a.serverStatements()
+	if !strings.HasPrefix(name, "pgferry_") || strings.Contains(name, ",") {
+		t.Fatalf("server statements: %q", name)
+	}
+	// b never prepared a statement of that name: PostgreSQL would say so.
+	b.want("b binds pgferry's name", 1, "E:26000 Z", bind(name), execMsg(), syncMsg())
+	b.want("b describes pgferry's name", 1, "E:26000 Z", describeStmt(name), syncMsg())
+	b.want("b binds the throwaway name", 1, "E:26000 Z", bind("pgferry_noop"), execMsg(), syncMsg())
+	// a's own statement is untouched, and b may name its own so.
+	a.want("a binds its own", 1, "2 D:a's secret C Z", bind("s"), execMsg(), syncMsg())
+	b.want("b's own pgferry_ name", 1, "1 2 D:b C Z", parse(name, "select 'b'"), bind(name), execMsg(), syncMsg())
+}

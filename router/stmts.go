@@ -203,7 +203,7 @@ func (ss *session) forgetStmts() {
 
 // noopStmt names the throwaway statement behind a Parse the server does not
 // need; it is closed right away.
-const noopStmt = "pgferry_noop"
+const noopStmt = prepared.NamePrefix + "noop"
 
 // addServerStmt records the statement with ID id on sc, closing the least
 // recently used statement on the server when the cache is full. The Close's
@@ -213,7 +213,7 @@ func (ss *session) addServerStmt(sc *pool.ServerConn, id uint64) {
 	if old, evicted := sc.Stmts.Add(id); evicted {
 		ss.q.push(expect{kind: kCloseSwallow, key: old})
 		var name [32]byte
-		n := append(name[:0], "pgferry_"...)
+		n := append(name[:0], prepared.NamePrefix...)
 		n = strconv.AppendUint(n, old, 36)
 		sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', string(n)))
 	}
@@ -229,6 +229,19 @@ func (ss *session) ensureStmt(sc *pool.ServerConn, st *clientStmt) {
 	ss.entry.stats.serverParses.Add(1)
 	ss.q.push(expect{kind: kParseSwallow, key: st.ID})
 	sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), st.Name, st.Body))
+}
+
+// mightNameAnothers reports whether name, of a statement the client does not
+// have, must not reach the server as it is: with statements tracked, no
+// server statement has a client's name, and PostgreSQL answers a Bind or
+// Describe of one with its own 26000 (invalid_sql_statement_name), except
+// a name of pgferry's own form, which may be a statement pgferry prepared
+// there for another client (pg_prepared_statements shows their names).
+// Such a name is sent with a space after it, which none of pgferry's
+// names has: the same error, the message naming it with the space.
+func (ss *session) mightNameAnothers(name []byte) bool {
+	return len(name) >= len(prepared.NamePrefix) && string(name[:len(prepared.NamePrefix)]) == prepared.NamePrefix &&
+		ss.srv.cfg.Load().MaxPreparedStatements != 0
 }
 
 // processBind renames the statement a Bind refers to.
@@ -249,6 +262,10 @@ func (ss *session) processBind(sc *pool.ServerConn, frame []byte) {
 	}
 	if st == nil {
 		ss.q.push(expect{kind: kBind})
+		if ok && ss.mightNameAnothers(name) {
+			sc.Wr.SetBuffer(protocol.AppendBindRenamed(sc.Wr.Buffer(), portal, string(name)+" ", tail))
+			return
+		}
 		sc.Wr.Append(frame)
 		return
 	}
@@ -275,6 +292,10 @@ func (ss *session) processDescribe(sc *pool.ServerConn, frame []byte) {
 		return
 	}
 	st := ss.stmts.lookup(name)
+	if ok && st == nil && ss.mightNameAnothers(name) {
+		sc.Wr.SetBuffer(protocol.AppendDescribe(sc.Wr.Buffer(), 'S', string(name)+" "))
+		return
+	}
 	if !ok || st == nil {
 		sc.Wr.Append(frame)
 		return

@@ -21,6 +21,11 @@ import (
 	"sync"
 )
 
+// NamePrefix begins the name of every statement on server connections
+// (Statement.Name), where the router sends no client's name while it
+// tracks statements.
+const NamePrefix = "pgferry_"
+
 // Statement is one distinct statement: a Parse message's body after the
 // statement name. It is immutable once returned by Acquire; its holders
 // share it.
@@ -28,7 +33,7 @@ type Statement struct {
 	// ID is unique in the process and never reused, so a server connection
 	// can cache statements by ID.
 	ID uint64
-	// Name is the statement's name on server connections ("pgferry_" and
+	// Name is the statement's name on server connections (NamePrefix and
 	// the ID in base 36).
 	Name string
 	// Body is the Parse body after the name: query text, NUL, parameter
@@ -93,7 +98,7 @@ func (r *Registry) Acquire(body []byte) *Statement {
 	r.lastID++
 	s := &Statement{
 		ID:   r.lastID,
-		Name: "pgferry_" + strconv.FormatUint(r.lastID, 36),
+		Name: NamePrefix + strconv.FormatUint(r.lastID, 36),
 		Body: bytes.Clone(body),
 		hash: h,
 		next: head,
