@@ -26,7 +26,11 @@ var fault atomic.Pointer[func(ss *session, where string)]
 //   - "ending login": a login on the relay loop the loop let go of
 //     (unloop), before its client is told and let go of (endLogin);
 //   - "handing off login": the relay loop about to hand a login to a
-//     goroutine (loginHandoff).
+//     goroutine (loginHandoff);
+//   - "settling": the sweep about to park an idle session of the relay
+//     loop (settle);
+//   - "expiring": the sweep about to end a login or a queued session of
+//     the relay loop past its timeout (expire).
 //
 // It costs one atomic load when no test set one.
 func (ss *session) faultAt(where string) {

@@ -46,6 +46,8 @@ func TestAPanicAsTheLoopLetsGoOfALoginEndsItOnceAndShutdownFinishes(t *testing.T
 			}},
 		{"a login stalled past client_login_timeout, as the sweep ends it",
 			"ending login", true, true, untilSASLRequest},
+		{"a login stalled past client_login_timeout, as the sweep takes it to end it",
+			"expiring", true, true, untilSASLRequest},
 		{"a pool's first login, as the loop hands it to a goroutine",
 			"handing off login", false, false, func(t *testing.T, c net.Conn) {
 				sendRaw(t, c, startupMessage(t, ferrytest.User, "app"))
@@ -90,6 +92,89 @@ func TestAPanicAsTheLoopLetsGoOfALoginEndsItOnceAndShutdownFinishes(t *testing.T
 			shutdownFinishes(t, f)
 		})
 	}
+}
+
+func TestAPanicWhileTheSweepParksAnIdleClientOfTheLoopEndsOnlyThatClient(t *testing.T) {
+	skipWithoutLoop(t)
+	skipWithoutParking(t)
+	ctx := testContext(t)
+	cfg, _ := loopTestConfig(t, "disable", 2)
+	f := ferrytest.Start(t, cfg)
+	const app = "pgferry-settle-panic"
+	doomedPC := ferrytest.ConnectPgConn(t, ctx, withApp(f, app))
+	other := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
+	allIntoTheLoop(t, ctx, f, doomedPC, other)
+	doomed := hijack(t, doomedPC)
+
+	// Both clients go idle; the sweep parks them a sweep interval or two
+	// later, and the doomed one's panics.
+	undo := router.SetFault(func(a, where string) {
+		if a == app && where == "settling" {
+			panic("a fault injected at " + where + " for " + a)
+		}
+	})
+	defer undo()
+	frames, closed, err := readFrames(doomed, parkWait, nil)
+	if !closed {
+		t.Fatalf("pgferry did not close the connection of the client whose parking panicked (read: %v; frames so far: %s)", err, describe(frames))
+	}
+	if errs := errorsIn(frames); len(errs) != 1 || errs[0]['C'] != protocol.SQLStateInternalError {
+		t.Fatalf("the client whose parking panicked got %s; want one ErrorResponse with SQLSTATE %s", describe(frames), protocol.SQLStateInternalError)
+	}
+	panicLoggedAndCounted(t, f)
+
+	// The other client is parked by that sweep or the next, and served
+	// when it talks; the doomed one is counted out once.
+	ferrytest.Eventually(t, parkWait, "the other client to be parked", func() (bool, error) {
+		return f.Server.Snapshot().ParkedClients == 1, nil
+	})
+	otherClientServed(t, ctx, other)
+	clientsDropTo(t, f, 1)
+	shutdownFinishes(t, f)
+}
+
+func TestAPanicAsTheSweepEndsAClientQueuedPastQueryWaitTimeoutEndsOnlyThatClient(t *testing.T) {
+	skipWithoutLoop(t)
+	ctx := testContext(t)
+	f, holder, queuedPC := loopQueueSetup(t, ctx, "disable", false, func(cfg *configs.Config) {
+		cfg.QueryWaitTimeout = configs.Duration(time.Second)
+	})
+	queued := hijack(t, queuedPC)
+	before := f.Pool(t, "app")
+	queueings := router.LoopQueueings(f.Server)
+
+	undo := router.SetFault(func(_, where string) {
+		if where == "expiring" {
+			panic("a fault injected at " + where)
+		}
+	})
+	defer undo()
+	sendRaw(t, queued, protocol.AppendQuery(nil, "select 'too late'"))
+	frames := readUntilClosed(t, queued)
+	if errs := errorsIn(frames); len(errs) != 1 || errs[0]['C'] != protocol.SQLStateInternalError {
+		t.Fatalf("the queued client whose timeout panicked got %s; want one ErrorResponse with SQLSTATE %s", describe(frames), protocol.SQLStateInternalError)
+	}
+	undo()
+	panicLoggedAndCounted(t, f)
+	if router.LoopQueueings(f.Server) != queueings+1 {
+		t.Fatal("the client did not queue in the loop")
+	}
+
+	// The holder's transaction goes on; its server comes back clean, the
+	// doomed client's place in the queue was given up, and it is counted
+	// out once.
+	var n int
+	if err := holder.QueryRow(ctx, "select 3").Scan(&n); err != nil || n != 3 {
+		t.Fatalf("the holder after: %d, %v", n, err)
+	}
+	if _, err := holder.Exec(ctx, "commit"); err != nil {
+		t.Fatal(err)
+	}
+	ferrytest.Eventually(t, 20*time.Second, "the pool to settle", func() (bool, error) {
+		p := f.Pool(t, "app")
+		return p.Stat.Waiting == 0 && p.Stat.Active == 0 && p.Stat.Destroyed == before.Stat.Destroyed && router.Clients(f.Server) == 1, nil
+	})
+	shutdownFinishes(t, f)
 }
 
 // shutdownFinishes shuts f down and fails the test if Shutdown does not

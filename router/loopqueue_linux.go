@@ -163,16 +163,27 @@ func (p *parker) expireQueuedLocked(ss *session, timeout time.Duration, now mono
 	return true
 }
 
-// endExpired ends the sessions expireQueuedLocked took out of the set.
+// endExpired ends the sessions expireQueuedLocked took out of the set,
+// and the logins expireLoginLocked did.
 func (p *parker) endExpired() {
 	for i, ss := range p.expired {
 		p.expired[i] = nil
-		ss.flags.And(^stParked)
-		if st := ss.loop &^ loopArmed; st == loopLogin || st == loopLoginAuth {
-			p.endLogin(ss, errLoginTimeout) // (expireLoginLocked)
-			continue
-		}
-		p.leave(ss, ss.acquireError(pool.ErrWaitTimeout)) // (it gives up the ticket)
+		p.expire(ss)
 	}
 	p.expired = p.expired[:0]
+}
+
+// expire ends a session or a login of the loop past its timeout, for
+// endExpired (the sweep, outside any turn). A panic ends it with
+// errInternal instead (recoverTurn), and the sweep goes on with the
+// others.
+func (p *parker) expire(ss *session) {
+	defer p.recoverTurn(ss)
+	ss.faultAt("expiring")
+	ss.flags.And(^stParked)
+	if st := ss.loop &^ loopArmed; st == loopLogin || st == loopLoginAuth {
+		p.endLogin(ss, errLoginTimeout) // (expireLoginLocked)
+		return
+	}
+	p.leave(ss, ss.acquireError(pool.ErrWaitTimeout)) // (it gives up the ticket)
 }

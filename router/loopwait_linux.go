@@ -142,35 +142,49 @@ func (p *parker) settleLooped(now uint32) int {
 	p.mu.Unlock()
 	parked := 0
 	for _, ss := range p.settling {
-		ss.flags.And(^stParked)
-		ss.loop &^= loopArmed // renew the registration either way
-		ss.mu.Lock()
-		idle := ss.server == nil && ss.dead == nil
-		ss.mu.Unlock()
-		if !idle || ss.rd.Buffered() != 0 || ss.wr.Len() != 0 || ss.tlsPending() {
-			if !p.await(ss, loopClient, 0) {
-				p.evict(ss, "cannot wait", false)
-			}
-			continue
-		}
-		ss.loop = 0
-		ss.q = ring{}
-		ss.wr.Release()
-		ss.rd.DetachSmall()
-		ss.rd, ss.wr = nil, nil
-		if c, ok := ss.conn.(*tls13.Conn); ok {
-			c.Park() // as detach parks it (adopt resumes it)
-		}
-		if p.rearmParked(ss) {
+		if p.settle(ss) {
 			parked++
-		} else {
-			p.resume(ss) // a goroutine carries on (and may park itself)
 		}
 	}
 	clear(p.settling)
 	p.settling = p.settling[:0]
 	p.endExpired()
 	return parked
+}
+
+// settle parks a session of the loop that settleLooped took out of the set,
+// or has it wait as before if it is not idle after all, and reports
+// whether it parked it. A panic ends the session (recoverTurn), not the
+// process, and the sweep goes on with the others; so the session stays
+// the loop's (ss.loop) until nothing that may panic is left, then is a
+// parked session as any other (rearmParked).
+func (p *parker) settle(ss *session) (parked bool) {
+	defer p.recoverTurn(ss)
+	ss.flags.And(^stParked)
+	ss.loop &^= loopArmed // renew the registration either way
+	ss.mu.Lock()
+	idle := ss.server == nil && ss.dead == nil
+	ss.mu.Unlock()
+	if !idle || ss.rd.Buffered() != 0 || ss.wr.Len() != 0 || ss.tlsPending() {
+		if !p.await(ss, loopClient, 0) {
+			p.evict(ss, "cannot wait", false)
+		}
+		return false
+	}
+	ss.faultAt("settling")
+	ss.q = ring{}
+	ss.wr.Release()
+	ss.rd.DetachSmall()
+	if c, ok := ss.conn.(*tls13.Conn); ok {
+		c.Park() // as detach parks it (adopt resumes it)
+	}
+	ss.rd, ss.wr = nil, nil
+	ss.loop = 0
+	if p.rearmParked(ss) {
+		return true
+	}
+	p.resume(ss) // a goroutine carries on (and may park itself)
+	return false
 }
 
 // rearmParked puts a session back in the set as a parked one, renewing its
