@@ -154,6 +154,67 @@ func TestEveryStatementOfAPipelineLongerThanTheCacheRuns(t *testing.T) {
 	}
 }
 
+// pipelinedDrops are the ways a client drops every prepared statement of
+// its server in a pipeline, each with its answer.
+var pipelinedDrops = []struct {
+	name string
+	msgs []pgproto3.FrontendMessage
+	want string
+}{
+	{"deallocate all by Execute", []pgproto3.FrontendMessage{parse("d", "deallocate all"), bind("d"), execMsg()}, "1 2 C"},
+	{"discard all by Execute", []pgproto3.FrontendMessage{parse("d", "discard all"), bind("d"), execMsg()}, "1 2 C"},
+	{"deallocate all by simple query", []pgproto3.FrontendMessage{&pgproto3.Query{String: "deallocate all"}}, "C Z"},
+}
+
+// dropThen sends a pipeline of drop and then msgs up to a Sync and checks
+// the answers to msgs.
+func (c *rawClient) dropThen(drop int, want string, msgs ...pgproto3.FrontendMessage) {
+	c.t.Helper()
+	d := pipelinedDrops[drop]
+	syncs := 1
+	if strings.HasSuffix(d.want, "Z") {
+		syncs = 2
+	}
+	c.want("drop, then prepare", syncs, d.want+" "+want, append(append([]pgproto3.FrontendMessage{}, d.msgs...), msgs...)...)
+}
+
+func TestAStatementPreparedRightAfterAPipelinedDeallocateAllStaysUsable(t *testing.T) {
+	t.Parallel()
+	for i, d := range pipelinedDrops {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			cs, _ := clientsOnOneServer(t, 10, 2)
+			c, other := cs[0], cs[1]
+			c.dropThen(i, "1 2 D:t C Z", parse("t", "select 't'"), bind("t"), execMsg(), syncMsg())
+			for round := range 2 {
+				c.want("bind t later", 1, "2 D:t C Z", bind("t"), execMsg(), syncMsg())
+				other.want("other prepares t's text", 1, "1 2 D:t C Z", parse("x", "select 't'"), bind("x"), execMsg(), syncMsg())
+				_ = round
+			}
+		})
+	}
+}
+
+func TestAStatementTheServerHadPreparedAgainInAPipelineAfterDeallocateAllRuns(t *testing.T) {
+	t.Parallel()
+	for i, d := range pipelinedDrops {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			cs, _ := clientsOnOneServer(t, 10, 2)
+			c, other := cs[0], cs[1]
+			// other keeps "select 's'" registered, so c's Parse of the same
+			// text after the drop is the statement the server had.
+			other.want("other prepares", 1, "1 Z", parse("s", "select 's'"), syncMsg())
+			c.dropThen(i, "1 2 D:s C Z", parse("s", "select 's'"), bind("s"), execMsg(), syncMsg())
+			for round := range 2 {
+				c.want("bind s later", 1, "2 D:s C Z", bind("s"), execMsg(), syncMsg())
+				other.want("other binds s", 1, "2 D:s C Z", bind("s"), execMsg(), syncMsg())
+				_ = round
+			}
+		})
+	}
+}
+
 func TestDeallocateAllAndDiscardAllForgetTheClientsStatementsOnly(t *testing.T) {
 	t.Parallel()
 	for _, drop := range []string{"deallocate all", "discard all"} {

@@ -418,6 +418,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	case protocol.MsgQuery, protocol.MsgFunctionCall:
 		ss.q.push(expect{kind: kQuery})
 		sc.Wr.Append(frame)
+		ss.dropSent(sc)
 		ss.armQueryTimeout()
 	case protocol.MsgSync:
 		ss.q.push(expect{kind: kSync})
@@ -434,6 +435,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		ss.q.push(expect{kind: kExecute, tag: ss.execTag})
 		ss.execTag = tagNone
 		sc.Wr.Append(frame)
+		ss.dropSent(sc)
 	case protocol.MsgClose:
 		if body := protocol.Body(frame); len(body) == 2 && body[0] == 'S' && body[1] == 0 {
 			ss.closedUnnamed()

@@ -38,11 +38,17 @@ type clientStmt struct {
 // unnamed statement without it first parses the client's statement on the
 // server, or, for a client with none, closes the server's, so no client
 // binds another's statement and PostgreSQL's own 26000 answers.
+//
+// dropping says that a statement about to be sent drops every prepared
+// statement of the server (DEALLOCATE ALL, DISCARD ALL): forgetStmts sets
+// it before the statement goes, dropSent clears the server's cache as it
+// goes.
 type clientStmts struct {
 	named       map[string]*clientStmt
 	unnamed     []byte
 	hasUnnamed  bool
 	unnamedHere bool
+	dropping    bool
 }
 
 // maxKeptUnnamed bounds the buffer kept for unnamed statements once a
@@ -103,10 +109,7 @@ func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 		sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', noopStmt))
 		return
 	}
-	ss.addServerStmt(sc, st.ID)
-	ss.entry.stats.serverParses.Add(1)
-	ss.q.push(expect{kind: kParse, key: st.ID})
-	sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), st.Name, st.Body))
+	ss.prepareOnServer(sc, st, kParse)
 }
 
 // keepUnnamed records body (a Parse's after the empty name) as the
@@ -190,15 +193,29 @@ func (ss *session) forgetStmt(name []byte) {
 
 // forgetStmts drops every statement name of the client (DISCARD ALL,
 // DEALLOCATE ALL, the end of the session). The unnamed statement stays, as
-// in PostgreSQL.
+// in PostgreSQL. The statement about to be sent drops the server's too
+// (see dropSent).
 func (ss *session) forgetStmts() {
-	if ss.stmts == nil {
-		return
-	}
-	for _, st := range ss.stmts.named {
+	t := ss.stmtTable()
+	t.dropping = true
+	for _, st := range t.named {
 		ss.srv.stmts.Release(st.Statement)
 	}
-	clear(ss.stmts.named)
+	clear(t.named)
+}
+
+// dropSent clears sc's statement cache when the Query or Execute just
+// appended for it drops every prepared statement of the server
+// (clientStmts.dropping), so that the messages a pipeline sends behind it
+// prepare their statements again rather than bind ones the server will no
+// longer have by then. (A drop that forgetStmts marked and that did not go,
+// refused, clears the cache of the next server one goes to: the statements
+// it forgets are prepared again, see prepareOnServer.)
+func (ss *session) dropSent(sc *pool.ServerConn) {
+	if t := ss.stmts; t != nil && t.dropping {
+		t.dropping = false
+		sc.Stmts.Clear()
+	}
 }
 
 // noopStmt names the throwaway statement behind a Parse the server does not
@@ -225,10 +242,26 @@ func (ss *session) ensureStmt(sc *pool.ServerConn, st *clientStmt) {
 	if sc.Stmts.Has(st.ID) {
 		return
 	}
+	ss.prepareOnServer(sc, st, kParseSwallow)
+}
+
+// prepareOnServer prepares st on sc, which lacks it as far as its cache
+// tells, under st's server name, and caches it; kind is the Parse's
+// expectation (kParse for the client's own, kParseSwallow for one pgferry
+// adds). A Close of the name goes first, its answer swallowed: the server
+// may have the statement all the same (a DISCARD ALL or DEALLOCATE ALL
+// clears the cache when its answer comes, after Parses a pipeline sent
+// behind it; one that fails or is skipped after the cache was cleared as
+// it went, see dropSent), and PostgreSQL refuses a Parse of a name it has
+// (42P05) on every later try. A name stands for one content for good
+// (router/prepared): closing and preparing it again changes nothing else.
+func (ss *session) prepareOnServer(sc *pool.ServerConn, st *clientStmt, kind uint8) {
 	ss.addServerStmt(sc, st.ID)
 	ss.entry.stats.serverParses.Add(1)
-	ss.q.push(expect{kind: kParseSwallow, key: st.ID})
-	sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), st.Name, st.Body))
+	ss.q.push(expect{kind: kCloseSwallow})
+	b := protocol.AppendClose(sc.Wr.Buffer(), 'S', st.Name)
+	ss.q.push(expect{kind: kind, key: st.ID})
+	sc.Wr.SetBuffer(protocol.AppendParseRaw(b, st.Name, st.Body))
 }
 
 // mightNameAnothers reports whether name, of a statement the client does not
