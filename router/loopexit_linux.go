@@ -18,9 +18,10 @@ import (
 	"github.com/pgferry/pgferry/protocol"
 )
 
-// recoverTurn, deferred by what the loop runs for a session outside
-// serveEvents' recover (a login's turn, takeGrant), ends the session on a
-// panic instead of the process (turnPanicked).
+// recoverTurn, deferred by what runs for a session of the loop outside
+// serveEvents' recover (a login's turn, takeGrant, the sweep's settle and
+// expire, a wake's handOn), ends the session on a panic instead of the
+// process (turnPanicked).
 func (p *parker) recoverTurn(ss *session) {
 	if r := recover(); r != nil {
 		p.turnPanicked(ss, r)
@@ -45,6 +46,23 @@ func (p *parker) turnPanicked(ss *session, r any) {
 	ss.status = protocol.TxFailed
 	ss.mu.Unlock()
 	p.leave(ss, errInternal)
+}
+
+// handOn hands a session of the loop that a wake, a kill or the parker's
+// stop took out of the set (resume) to a goroutine (evict), or takes a
+// login off the loop (loginStop). It runs outside any turn, on the
+// waker's goroutine (Shutdown's, the admin console's, a notification's or
+// a timer's) or the loop's (fail): a panic before the loop let go of the
+// session ends it (recoverTurn), not the process, nor the admin session
+// that killed it while the session itself is left nobody's, and fail goes
+// on with the others.
+func (p *parker) handOn(ss *session) {
+	defer p.recoverTurn(ss)
+	if st := ss.loop &^ loopArmed; st == loopLogin || st == loopLoginAuth {
+		p.loginStop(ss)
+		return
+	}
+	p.evict(ss, "woken", false)
 }
 
 // evict hands a session the loop served back to a goroutine, which

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgferry/pgferry/configs"
@@ -175,6 +176,82 @@ func TestAPanicAsTheSweepEndsAClientQueuedPastQueryWaitTimeoutEndsOnlyThatClient
 		return p.Stat.Waiting == 0 && p.Stat.Active == 0 && p.Stat.Destroyed == before.Stat.Destroyed && router.Clients(f.Server) == 1, nil
 	})
 	shutdownFinishes(t, f)
+}
+
+func TestAPanicAsAWakeOrAKillTakesAClientFromTheLoopEndsOnlyThatClient(t *testing.T) {
+	skipWithoutLoop(t)
+	tests := []struct {
+		name string
+		// shutdown: Shutdown wakes the client (on its own goroutine);
+		// otherwise the admin console's KILL_CLIENT kills it (on the
+		// console session's goroutine).
+		shutdown bool
+	}{
+		{"Shutdown wakes it", true},
+		{"the admin console kills it", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
+			cfg, _ := loopTestConfig(t, "disable", 2)
+			f := ferrytest.Start(t, cfg)
+			const app = "pgferry-wake-panic"
+			doomedPC := ferrytest.ConnectPgConn(t, ctx, withApp(f, app))
+			other := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
+			allIntoTheLoop(t, ctx, f, doomedPC, other)
+			// The doomed client holds a server in an open transaction,
+			// waiting in the loop for its next request.
+			for _, sql := range []string{"begin", "select 1"} {
+				if _, err := doomedPC.Exec(ctx, sql).ReadAll(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			doomed := hijack(t, doomedPC)
+			var admin *pgconn.PgConn
+			var ptr string
+			if !tc.shutdown {
+				admin = ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
+				row := mustAdmin(t, admin, "SHOW CLIENTS").row("application_name", app)
+				if row == nil {
+					t.Fatal("the doomed client is not in SHOW CLIENTS")
+				}
+				ptr = row["ptr"]
+			}
+			before := f.Pool(t, "app")
+			clients := router.Clients(f.Server)
+
+			undo := router.SetFault(func(a, where string) {
+				if a == app && where == "evicting" {
+					panic("a fault injected at " + where + " for " + a)
+				}
+			})
+			defer undo()
+			if tc.shutdown {
+				shutdownFinishes(t, f)
+			} else {
+				mustAdmin(t, admin, "KILL_CLIENT "+ptr)
+			}
+			frames := readUntilClosed(t, doomed)
+			if errs := errorsIn(frames); len(errs) != 1 || errs[0]['C'] != protocol.SQLStateInternalError {
+				t.Fatalf("the client whose hand-off panicked got %s; want one ErrorResponse with SQLSTATE %s", describe(frames), protocol.SQLStateInternalError)
+			}
+			panicLoggedAndCounted(t, f)
+			if tc.shutdown {
+				return // (and every client was let go of: shutdownFinishes)
+			}
+
+			// The doomed client's server, in an unknown state, was
+			// destroyed; the other client is served, and the console
+			// too; the doomed client is counted out once.
+			ferrytest.Eventually(t, 10*time.Second, "the doomed client's server destroyed, none lent and one client less", func() (bool, error) {
+				st := f.Pool(t, "app").Stat
+				return st.Destroyed == before.Stat.Destroyed+1 && st.Active == 0 && router.Clients(f.Server) == clients-1, nil
+			})
+			otherClientServed(t, ctx, other)
+			mustAdmin(t, admin, "SHOW CLIENTS")
+			shutdownFinishes(t, f)
+		})
+	}
 }
 
 // shutdownFinishes shuts f down and fails the test if Shutdown does not

@@ -379,12 +379,8 @@ func (p *parker) fail() {
 // resume starts a goroutine for a session taken out of the parked set (a
 // session the relay loop serves goes back to one: evict).
 func (p *parker) resume(ss *session) {
-	if st := ss.loop &^ loopArmed; st == loopLogin || st == loopLoginAuth {
-		p.loginStop(ss)
-		return
-	}
 	if ss.loop != 0 {
-		p.evict(ss, "woken", false)
+		p.handOn(ss) // a session or a login the relay loop serves
 		return
 	}
 	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(ss.fd), nil)
