@@ -22,7 +22,7 @@ const (
 type expect struct {
 	kind uint8
 	tag  uint8  // kExecute: an answer replacing EmptyQueryResponse (execTag)
-	key  uint64 // statement ID (prepared.Statement.ID) for kParse/kParseSwallow
+	key  uint64 // statement ID (prepared.Statement.ID): what kParse/kParseSwallow prepare, kCloseSwallow evicts, kBind/kDescribe use (0: none)
 }
 
 // ring is a FIFO of expectations that grows as needed and then reuses its

@@ -327,3 +327,33 @@ func TestAClientCannotRunAnotherClientsStatementByPgferrysNameForIt(t *testing.T
 	a.want("a binds its own", 1, "2 D:a's secret C Z", bind("s"), execMsg(), syncMsg())
 	b.want("b's own pgferry_ name", 1, "1 2 D:b C Z", parse(name, "select 'b'"), bind(name), execMsg(), syncMsg())
 }
+
+func TestAStatementDeallocatedBehindPgferrysBackIsPreparedAgainAfterOneError(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"Bind", "Describe"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			cs, _ := clientsOnOneServer(t, 10, 2)
+			a, b := cs[0], cs[1]
+			a.want("a prepares", 1, "1 2 D:a C Z", parse("s", "select 'a'"), bind("s"), execMsg(), syncMsg())
+			name := a.serverStatements()
+			// b drops it by pgferry's name (PostgreSQL would have told b
+			// it has no such statement): the one error that a then gets is
+			// the server's, and the statement is prepared again after it.
+			b.want("b deallocates "+name, 1, "C Z", &pgproto3.Query{String: "deallocate " + name})
+			first := []pgproto3.FrontendMessage{bind("s"), execMsg(), syncMsg()}
+			if how == "Describe" {
+				first = []pgproto3.FrontendMessage{describeStmt("s"), syncMsg()}
+			}
+			a.send(first...)
+			if got := a.until(1); !strings.HasPrefix(got, "E:26000") {
+				t.Logf("the first %s after the drop: %q", how, got)
+			}
+			for round := range 3 {
+				a.want("a binds again", 1, "2 D:a C Z", bind("s"), execMsg(), syncMsg())
+				a.want("a describes", 1, "t T Z", describeStmt("s"), syncMsg())
+				_ = round
+			}
+		})
+	}
+}

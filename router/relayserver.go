@@ -150,7 +150,8 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			swallow = head.kind == kQuerySwallow
 			switch {
 			case typ == protocol.MsgErrorResponse:
-				if sev, _, msg := protocol.ParseErrorFields(frame); ss.txnMode && !ss.pinned && (string(sev) == "FATAL" || string(sev) == "PANIC") {
+				sev, code, msg := protocol.ParseErrorFields(frame)
+				if ss.txnMode && !ss.pinned && (string(sev) == "FATAL" || string(sev) == "PANIC") {
 					// The server is going away; serverFailed tells the client
 					// with an ERROR it can survive.
 					fatal := string(msg)
@@ -163,10 +164,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.tentativeAborted = true
 				}
 				if head.kind != kQuery && head.kind != kQuerySwallow {
-					ss.skipToSync(sc)
+					ss.skipToSync(sc, code)
 				}
 				if swallow {
-					_, code, msg := protocol.ParseErrorFields(frame)
 					ss.logger().Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
 				}
 			case typ == protocol.MsgReadyForQuery:
@@ -299,9 +299,17 @@ func (ss *session) awaitServer(sc *pool.ServerConn) relayEnd {
 // is undone, last first, so that it tells what the server holds: a
 // statement whose Parse was skipped is forgotten, one whose eviction Close
 // was skipped is cached again (a Close and a Parse of one statement in the
-// same run undo to where it stood before both). mu is held.
-func (ss *session) skipToSync(sc *pool.ServerConn) {
+// same run undo to where it stood before both). And a statement the
+// server says it does not have (code, the error's SQLSTATE, 26000 for a
+// Bind or Describe of it: something dropped it behind pgferry's back, a
+// DEALLOCATE by its name) is forgotten, so that its next use prepares it
+// again. mu is held.
+func (ss *session) skipToSync(sc *pool.ServerConn, code []byte) {
 	q := &ss.q
+	if e, ok := q.peek(); ok && e.key != 0 && (e.kind == kBind || e.kind == kDescribe) &&
+		string(code) == protocol.SQLStateInvalidSQLStatementName {
+		sc.Stmts.Remove(e.key)
+	}
 	n := 0
 	for n < q.n && q.buf[(q.head+n)%len(q.buf)].kind != kSync {
 		n++

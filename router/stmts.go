@@ -303,7 +303,7 @@ func (ss *session) processBind(sc *pool.ServerConn, frame []byte) {
 		return
 	}
 	ss.ensureStmt(sc, st)
-	ss.q.push(expect{kind: kBind})
+	ss.q.push(expect{kind: kBind, key: st.ID})
 	sc.Wr.SetBuffer(protocol.AppendBindRenamed(sc.Wr.Buffer(), portal, st.Name, tail))
 }
 
@@ -336,7 +336,7 @@ func (ss *session) processDescribe(sc *pool.ServerConn, frame []byte) {
 	// The Describe expectation must follow the injected Parse.
 	ss.q.n--
 	ss.ensureStmt(sc, st)
-	ss.q.push(expect{kind: kDescribe})
+	ss.q.push(expect{kind: kDescribe, key: st.ID})
 	sc.Wr.SetBuffer(protocol.AppendDescribe(sc.Wr.Buffer(), 'S', st.Name))
 }
 
