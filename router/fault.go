@@ -30,7 +30,9 @@ var fault atomic.Pointer[func(ss *session, where string)]
 //   - "settling": the sweep about to park an idle session of the relay
 //     loop (settle);
 //   - "expiring": the sweep about to end a login or a queued session of
-//     the relay loop past its timeout (expire).
+//     the relay loop past its timeout (expire);
+//   - "adopting": the relay loop about to serve a parked session whose
+//     client spoke (adopt).
 //
 // It costs one atomic load when no test set one.
 func (ss *session) faultAt(where string) {

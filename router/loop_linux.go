@@ -123,21 +123,26 @@ func (p *parker) enter(ss *session) bool {
 // not apply here. A burst of requests
 // from parked clients (every client of a pool that waited while others
 // logged in) is then served by the loop at once, not by a goroutine each.
+// The session is the loop's (ss.loop) before anything here may panic, so
+// that the panic ends it (serveEvents' recover), and again a parked one
+// if adopt reports false.
 func (p *parker) adopt(ss *session) bool {
 	if ss.loopCredit == loopNever || ss.raw != nil || ss.rd != nil || ss.handshake != nil ||
 		!ss.idleDeadline.IsZero() || !p.loopOn() {
 		return false // parked with its conn (out of descriptors), or timed
 	}
+	ss.loop = loopClient // (its registration fired: request renews it)
 	if ok, never := ss.loopable(); !ok {
+		ss.loop = 0
 		if never {
 			ss.loopCredit = loopNever
 		}
 		return false
 	}
+	ss.faultAt("adopting")
 	ss.openClientIO(ss.loopConn())
 	ss.rd.Small = make([]byte, smallBufSize)
 	ss.loopCredit = 0
-	ss.loop = loopClient // (its registration fired: request renews it)
 	ss.entry.stats.loopEntries.Add(1)
 	return true // (the caller turns it)
 }

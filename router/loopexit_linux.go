@@ -283,12 +283,15 @@ func (p *parker) unloop(ss *session) {
 
 // reclaim makes a session the loop handed back a goroutine's again: its
 // client socket a net.Conn (reattach; on failure every call fails and the
-// session ends), the Reader and Writer on it, and its server's reads and
+// session ends), the Reader and Writer on it (if it has them yet: a
+// panic in adopt ends a session without them), and its server's reads and
 // writes waiting again.
 func (ss *session) reclaim(sc *pool.ServerConn) {
 	ss.reattach() // (it logs a failure)
-	ss.rd.SetSource(ss.conn)
-	ss.wr.SetDest(ss.conn)
+	if ss.rd != nil {
+		ss.rd.SetSource(ss.conn)
+		ss.wr.SetDest(ss.conn)
+	}
 	if sc != nil {
 		sc.Wait()
 	}

@@ -134,6 +134,47 @@ func TestAPanicWhileTheSweepParksAnIdleClientOfTheLoopEndsOnlyThatClient(t *test
 	shutdownFinishes(t, f)
 }
 
+func TestAPanicAsTheLoopAdoptsAParkedClientEndsOnlyThatClient(t *testing.T) {
+	skipWithoutLoop(t)
+	skipWithoutParking(t)
+	ctx := testContext(t)
+	cfg, _ := loopTestConfig(t, "disable", 2)
+	f := ferrytest.Start(t, cfg)
+	const app = "pgferry-adopt-panic"
+	doomedPC := ferrytest.ConnectPgConn(t, ctx, withApp(f, app))
+	other := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
+	allIntoTheLoop(t, ctx, f, doomedPC, other)
+	doomed := hijack(t, doomedPC)
+	ferrytest.Eventually(t, parkWait, "both idle clients of the loop to be parked", func() (bool, error) {
+		return f.Server.Snapshot().ParkedClients == 2, nil
+	})
+
+	// The doomed client speaks: the loop, which would serve its request
+	// itself (adopt), panics.
+	undo := router.SetFault(func(a, where string) {
+		if a == app && where == "adopting" {
+			panic("a fault injected at " + where + " for " + a)
+		}
+	})
+	defer undo()
+	sendRaw(t, doomed, protocol.AppendQuery(nil, "select 2"))
+	frames := readUntilClosed(t, doomed)
+	if errs := errorsIn(frames); len(errs) != 1 || errs[0]['C'] != protocol.SQLStateInternalError {
+		t.Fatalf("the client whose adoption panicked got %s; want one ErrorResponse with SQLSTATE %s", describe(frames), protocol.SQLStateInternalError)
+	}
+	panicLoggedAndCounted(t, f)
+
+	// The loop goes on: the other parked client is adopted and served,
+	// and the doomed one is counted out once.
+	entries, _ := loopCounters(t, f)
+	otherClientServed(t, ctx, other)
+	if after, _ := loopCounters(t, f); after == entries {
+		t.Fatal("the other parked client was not served by the loop")
+	}
+	clientsDropTo(t, f, 1)
+	shutdownFinishes(t, f)
+}
+
 func TestAPanicAsTheSweepEndsAClientQueuedPastQueryWaitTimeoutEndsOnlyThatClient(t *testing.T) {
 	skipWithoutLoop(t)
 	ctx := testContext(t)

@@ -324,14 +324,22 @@ func (p *parker) serveEvents(evs []syscall.EpollEvent, drain []byte) (rest []sys
 			}
 			p.turn(ss, client)
 			turning = nil
-		case !client || evs[i].Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 || !p.adopt(ss):
+		case !client || evs[i].Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0:
 			// A goroutine resumes it: a wake, or a client that left
 			// (its goroutine reads what it sent last and ends).
 			p.resume(ss)
 		default:
+			// A parked client spoke. adopt makes the session the loop's
+			// before anything in it may panic: a panic ends it then.
 			turning = ss
-			p.turn(ss, true) // adopted: its registration fired
+			adopted := p.adopt(ss)
+			if adopted {
+				p.turn(ss, true) // its registration fired
+			}
 			turning = nil
+			if !adopted {
+				p.resume(ss)
+			}
 		}
 	}
 	return nil, false
