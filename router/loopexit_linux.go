@@ -50,12 +50,13 @@ func (p *parker) turnPanicked(ss *session, r any) {
 
 // handOn hands a session of the loop that a wake, a kill or the parker's
 // stop took out of the set (resume) to a goroutine (evict), or takes a
-// login off the loop (loginStop). It runs outside any turn, on the
-// waker's goroutine (Shutdown's, the admin console's, a notification's or
-// a timer's) or the loop's (fail): a panic before the loop let go of the
-// session ends it (recoverTurn), not the process, nor the admin session
-// that killed it while the session itself is left nobody's, and fail goes
-// on with the others.
+// login off the loop (loginStop; also one the loop could not wait for as
+// it took it: takeFD). It runs outside any turn, on the waker's goroutine
+// (Shutdown's, the admin console's, a notification's or a timer's), the
+// accept goroutine or the loop's (fail, acceptOn): a panic before the loop
+// let go of the session ends it (recoverTurn), not the process, nor the
+// admin session that killed it while the session itself is left
+// nobody's, and fail goes on with the others.
 func (p *parker) handOn(ss *session) {
 	defer p.recoverTurn(ss)
 	if st := ss.loop &^ loopArmed; st == loopLogin || st == loopLoginAuth {

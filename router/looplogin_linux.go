@@ -83,7 +83,10 @@ func (s *Server) takeFD(fd int, peer net.Addr) {
 		slot:        -1,
 	}
 	if !s.parker.await(ss, loopLogin, syscall.EPOLL_CTL_ADD) {
-		s.parker.loginHandoff(ss) // the parker is closing, or epoll failed
+		// The parker is closing, or epoll failed: a goroutine logs the
+		// client in (handOn recovers a panic before that, as no turn's
+		// recover covers this goroutine).
+		s.parker.handOn(ss)
 	}
 }
 
