@@ -357,3 +357,56 @@ func TestAStatementDeallocatedBehindPgferrysBackIsPreparedAgainAfterOneError(t *
 		})
 	}
 }
+
+func TestTheUnnamedStatementBoundAloneOnAnotherServerIsTheClientsOwn(t *testing.T) {
+	t.Parallel()
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 2)
+	f := ferrytest.Start(t, cfg)
+	c, o1, o2 := newRawClient(t, f.AppDSN()), newRawClient(t, f.AppDSN()), newRawClient(t, f.AppDSN())
+	pidOf := func(transcript string) string {
+		t.Helper()
+		for _, f := range strings.Fields(transcript) {
+			if pid, ok := strings.CutPrefix(f, "D:"); ok {
+				return pid
+			}
+		}
+		t.Fatalf("no pid in %q", transcript)
+		return ""
+	}
+	for round, describeFirst := range []bool{false, true, false, true} {
+		// The statement answers with its server's pid, and what it was
+		// given: whichever server runs it says so.
+		sql := "select pg_backend_pid()::text || ':' || $1::text"
+		c.send(parse("", sql), bind("", "mine"), execMsg(), syncMsg())
+		got := c.until(1)
+		a, _, _ := strings.Cut(pidOf(got), ":")
+		// Both servers busy, in transactions; the one that is not a
+		// ends its transaction and is the one free for c.
+		o1.send(&pgproto3.Query{String: "begin; select pg_backend_pid()::text"})
+		p1 := pidOf(o1.until(1))
+		o2.send(&pgproto3.Query{String: "begin; select pg_backend_pid()::text"})
+		p2 := pidOf(o2.until(1))
+		// Another client's unnamed statement on the server c gets.
+		other, keep := o1, o2
+		if p1 == a {
+			other, keep = o2, o1
+		}
+		other.want("another client's unnamed statement", 1, "1 2 D:theirs C Z", parse("", "select 'theirs'"), bind(""), execMsg(), syncMsg())
+		// (A COMMIT by simple query would end that statement.)
+		other.want("commit", 1, "1 2 C Z", parse("cm", "commit"), bind("cm"), execMsg(), syncMsg())
+		var msgs []pgproto3.FrontendMessage
+		want := "2 D:"
+		if describeFirst {
+			msgs = append(msgs, describeStmt(""))
+			want = "t T 2 D:"
+		}
+		c.send(append(msgs, bind("", "again"), execMsg(), syncMsg())...)
+		got = c.until(1)
+		b, arg, _ := strings.Cut(pidOf(got), ":")
+		if !strings.HasPrefix(got, want) || arg != "again" || b == a || (b != p1 && b != p2) {
+			t.Fatalf("round %d: c's Bind of its unnamed statement alone, on the other server: %q (first server %s, others %s %s)", round, got, a, p1, p2)
+		}
+		keep.want("commit", 1, "C Z", &pgproto3.Query{String: "commit"})
+	}
+}
