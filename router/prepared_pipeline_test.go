@@ -164,6 +164,7 @@ var pipelinedDrops = []struct {
 	{"deallocate all by Execute", []pgproto3.FrontendMessage{parse("d", "deallocate all"), bind("d"), execMsg()}, "1 2 C"},
 	{"discard all by Execute", []pgproto3.FrontendMessage{parse("d", "discard all"), bind("d"), execMsg()}, "1 2 C"},
 	{"deallocate all by simple query", []pgproto3.FrontendMessage{&pgproto3.Query{String: "deallocate all"}}, "C Z"},
+	{"discard all by simple query", []pgproto3.FrontendMessage{&pgproto3.Query{String: "discard all"}}, "C Z"},
 }
 
 // dropThen sends a pipeline of drop and then msgs up to a Sync and checks

@@ -215,6 +215,9 @@ func (ss *session) dropSent(sc *pool.ServerConn) {
 	if t := ss.stmts; t != nil && t.dropping {
 		t.dropping = false
 		sc.Stmts.Clear()
+		if t.named == nil && !t.hasUnnamed && cap(t.unnamed) == 0 {
+			ss.stmts = nil // made for the mark alone: an idle client keeps none
+		}
 	}
 }
 
