@@ -953,7 +953,8 @@ func (p *Pool) maintain() {
 			sc.Rd.Release()
 			sc.Wr.Release()
 		}
-		if (p.cfg.IdleTimeout > 0 && now.Sub(sc.lastUsed) >= p.cfg.IdleTimeout && p.total-len(victims) > p.cfg.MinSize) ||
+		// (p.total no longer counts the victims taken so far.)
+		if (p.cfg.IdleTimeout > 0 && now.Sub(sc.lastUsed) >= p.cfg.IdleTimeout && p.total > p.cfg.MinSize) ||
 			(p.cfg.Lifetime > 0 && now.Sub(sc.created) >= p.cfg.Lifetime) || sc.gen != p.gen {
 			victims = append(victims, sc)
 			p.total--
