@@ -172,28 +172,52 @@ func (l *Limit) release(closing int) {
 	}
 }
 
-// evictIdleElsewhere closes one idle connection of another pool under the
-// same cap, so a pool with waiters can grow. It runs in its own goroutine
-// because the caller holds its pool's lock.
-func (l *Limit) evictIdleElsewhere(self *Pool) {
-	if l == nil {
+// others returns the pools under l other than self.
+func (l *Limit) others(self *Pool) []*Pool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.poolsLocked(self)
+}
+
+// askRoomLocked asks the other pools under l, a cap that is full, to close
+// idle connections so that this pool can dial for its waiters: one for
+// each waiter it could dial for (within limit, its size now) that no
+// eviction under way already covers. A close takes a while (it waits for
+// the backend to exit) and every waiter that queues meanwhile asks again,
+// so without the count one pool's burst of waiters would close every idle
+// connection under the cap. mu is held.
+func (p *Pool) askRoomLocked(l *Limit, limit int) {
+	need := min(p.waiters.n-p.dialing, limit-p.total) - p.evicting
+	if need <= 0 {
 		return
 	}
-	l.mu.Lock()
-	pools := l.poolsLocked(self)
-	l.mu.Unlock()
+	pools := l.others(p)
 	if len(pools) == 0 {
 		return
 	}
-	self.wg.Add(1)
-	go func() {
-		defer self.wg.Done()
-		for _, p := range pools {
-			if p.closeIdle(1) > 0 {
-				return
-			}
+	p.evicting += need
+	p.wg.Add(1) // under mu with the pool open (growLocked): before Close's Wait
+	go p.evict(pools, need)
+}
+
+// evict closes up to n idle connections of pools, for askRoomLocked. Each
+// close lets the pools under the cap grow as it ends (Limit.closed); once
+// all are done, the pool looks again at what its waiters need.
+func (p *Pool) evict(pools []*Pool, n int) {
+	defer p.wg.Done()
+	closed := 0
+	for _, o := range pools {
+		if closed >= n {
+			break
 		}
-	}()
+		closed += o.closeIdle(n - closed)
+	}
+	p.mu.Lock()
+	p.evicting -= n
+	if closed > 0 { // (none to close: the janitor's tick asks again)
+		p.growLocked()
+	}
+	p.mu.Unlock()
 }
 
 // LimitStat is a snapshot of a Limit: its cap and the connections counted

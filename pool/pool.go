@@ -129,6 +129,7 @@ type Pool struct {
 	active       int
 	dialing      int
 	total        int // active + idle + dialing
+	evicting     int // idle connections of other pools being closed for this one's waiters (askRoomLocked)
 	gen          uint64
 	closed       bool
 	paused       bool
@@ -514,12 +515,12 @@ func (p *Pool) growLocked() {
 			return
 		}
 		if !p.cfg.DBLimit.tryTake() {
-			p.cfg.DBLimit.evictIdleElsewhere(p)
+			p.askRoomLocked(p.cfg.DBLimit, limit)
 			return
 		}
 		if !p.cfg.UserLimit.tryTake() {
 			p.cfg.DBLimit.untake()
-			p.cfg.UserLimit.evictIdleElsewhere(p)
+			p.askRoomLocked(p.cfg.UserLimit, limit)
 			return
 		}
 		p.total++
