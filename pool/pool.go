@@ -47,7 +47,8 @@ type Config struct {
 	Lifetime, IdleTimeout time.Duration
 	// LoginRetry is how long after a failed login new clients fail fast,
 	// when the failure is one that waiting would not cure (authentication,
-	// configuration). Transient failures (see Transient) are retried with a
+	// configuration), and no new login is tried while connections that
+	// work are open (server_login_retry). Transient failures (see Transient) are retried with a
 	// backoff from RetryMin, doubling up to RetryMax (defaults 50 ms and
 	// 500 ms), while clients wait in the queue. A *PasswordError (no
 	// password could be had) is not cached: the PasswordSource fails fast
@@ -503,7 +504,7 @@ func (p *Pool) hookWait(d time.Duration) {
 // growLocked starts dials while waiters outnumber connections being dialed
 // and the limits allow.
 func (p *Pool) growLocked() {
-	for p.waiters.n > p.dialing && !p.closed && !p.paused && !p.retryArmed {
+	for p.waiters.n > p.dialing && !p.closed && !p.paused && !p.retryArmed && !p.loginRetryLocked() {
 		limit := p.cfg.Size
 		if p.reserve {
 			limit += p.cfg.ReserveSize
@@ -644,6 +645,15 @@ func (p *Pool) armRetryLocked() {
 		p.retryArmed = false
 		p.growLocked()
 	})
+}
+
+// loginRetryLocked reports whether no login may start yet: one failed
+// within LoginRetry (server_login_retry) in a way waiting would not cure,
+// and connections that work are open, so waiters wait for them. With none
+// open a dial goes ahead and tells queued clients the error (new ones fail
+// fast in the meantime: acquireOnce). mu is held.
+func (p *Pool) loginRetryLocked() bool {
+	return p.loginErr != nil && p.total > 0 && !p.holds(p.loginErr) && p.now().Sub(p.loginAt) < p.cfg.LoginRetry
 }
 
 // holds reports whether clients keep waiting after a dial failed with err:
