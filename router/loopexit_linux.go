@@ -53,10 +53,11 @@ func (p *parker) turnPanicked(ss *session, r any) {
 // login off the loop (loginStop; also one the loop could not wait for as
 // it took it: takeFD). It runs outside any turn, on the waker's goroutine
 // (Shutdown's, the admin console's, a notification's or a timer's), the
-// accept goroutine or the loop's (fail, acceptOn): a panic before the loop
-// let go of the session ends it (recoverTurn), not the process, nor the
-// admin session that killed it while the session itself is left
-// nobody's, and fail goes on with the others.
+// accept goroutine or the loop's (fail, acceptOn), so its own recover ends
+// the session on a panic before the loop let go of it (recoverTurn).
+// (Without it, the panic ended the process, or the admin console's
+// session that killed it, leaving the killed one nobody's; and it stopped
+// fail before the sessions after it.)
 func (p *parker) handOn(ss *session) {
 	defer p.recoverTurn(ss)
 	if st := ss.loop &^ loopArmed; st == loopLogin || st == loopLoginAuth {
