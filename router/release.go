@@ -269,7 +269,7 @@ func (ss *session) finish(err error) {
 	if ss.listening {
 		ss.entry.listenerFor(ss.srv.log).Unsubscribe(ss, "")
 	}
-	ss.forgetStmts()
+	ss.releaseStmts()
 	ss.joinPump()
 	if sc != nil {
 		sc.ClearInterrupt()

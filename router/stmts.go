@@ -192,12 +192,21 @@ func (ss *session) forgetStmt(name []byte) {
 }
 
 // forgetStmts drops every statement name of the client (DISCARD ALL,
-// DEALLOCATE ALL, the end of the session). The unnamed statement stays, as
-// in PostgreSQL. The statement about to be sent drops the server's too
-// (see dropSent).
+// DEALLOCATE ALL). The unnamed statement stays, as in PostgreSQL. The
+// statement about to be sent drops the server's too (see dropSent).
 func (ss *session) forgetStmts() {
-	t := ss.stmtTable()
-	t.dropping = true
+	ss.stmtTable().dropping = true
+	ss.releaseStmts()
+}
+
+// releaseStmts drops every statement name of the client and gives their
+// identities back (forgetStmts; the end of the session, which marks no
+// drop, so a client that prepared nothing ends without making a table).
+func (ss *session) releaseStmts() {
+	t := ss.stmts
+	if t == nil {
+		return
+	}
 	for _, st := range t.named {
 		ss.srv.stmts.Release(st.Statement)
 	}
