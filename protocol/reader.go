@@ -221,6 +221,17 @@ func (rd *Reader) HoldsBuffer() bool { return rd.bufp != nil }
 // an interrupted large frame.
 func (rd *Reader) Buffered() int { return rd.w - rd.r + len(rd.part) + rd.streamed }
 
+// Lookahead returns the bytes buffered past what was read, without reading
+// them (nil while a frame larger than the buffer is part read): the frames
+// a peer sent behind the last one, as far as they have come. The slice is
+// valid until the next call on the Reader.
+func (rd *Reader) Lookahead() []byte {
+	if rd.part != nil || rd.streamed > 0 {
+		return nil
+	}
+	return rd.buf[rd.r:rd.w]
+}
+
 func (rd *Reader) limit() int {
 	if rd.MaxMessage > 0 {
 		return rd.MaxMessage

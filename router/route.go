@@ -1,6 +1,9 @@
 package router
 
 import (
+	"bytes"
+	"encoding/binary"
+
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/classify"
@@ -11,7 +14,9 @@ import (
 // = on from the startup packet, options or SET SESSION CHARACTERISTICS),
 // when it opens with BEGIN/START TRANSACTION ... READ ONLY, or, with
 // route_read_statements, when it is a single autocommit statement that is
-// plainly a read (see classify.IsPlainRead). Everything else, and every read within
+// plainly a read (see classify.IsPlainRead), and, in the extended protocol,
+// nothing but reads and their Sync are pipelined behind it
+// (onlyReadsFollow). Everything else, and every read within
 // read_your_writes of the client's last write, goes to the primary.
 
 // wantsReplica decides where the transaction that frame starts should run.
@@ -61,7 +66,72 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 	if classify.BeginsReadOnly(sql) {
 		return true
 	}
-	return e.db.RouteReadStatements && classify.IsPlainRead(sql)
+	if !e.db.RouteReadStatements || !classify.IsPlainRead(sql) {
+		return false
+	}
+	return typ == protocol.MsgQuery || ss.onlyReadsFollow(typ, frame)
+}
+
+// onlyReadsFollow reports whether what the client sent behind frame, a
+// Parse or Bind of a plain read, is reads up to a Sync that ends what it
+// sent: the frames behind it run on the server it starts (a server stays
+// linked while answers are owed), so a write pipelined behind a read (a
+// pgx batch, a postgres.js pipeline) would otherwise run on the replica,
+// and fail there. Behind it may come Parses of plain reads, Binds of
+// plain reads (the client's prepared statements, or the one just parsed),
+// Describe, Execute, Close and Flush. A Sync not here yet, anything after
+// it, or anything else sends the transaction to the primary.
+func (ss *session) onlyReadsFollow(typ byte, frame []byte) bool {
+	var parsed []byte // the name of the last statement parsed here
+	if typ == protocol.MsgParse {
+		parsed, _, _ = protocol.CString(protocol.Body(frame))
+	}
+	b := ss.rd.Lookahead()
+	for {
+		if len(b) < 5 {
+			return false
+		}
+		n := 1 + int(binary.BigEndian.Uint32(b[1:5]))
+		if n < 5 || n > len(b) {
+			return false
+		}
+		f := b[:n]
+		b = b[n:]
+		switch f[0] {
+		case protocol.MsgSync:
+			return len(b) == 0
+		case protocol.MsgDescribe, protocol.MsgExecute, protocol.MsgClose, protocol.MsgFlush:
+		case protocol.MsgParse:
+			name, rest, ok := protocol.CString(protocol.Body(f))
+			if !ok {
+				return false
+			}
+			if sql, _, ok := protocol.CString(rest); !ok || !classify.IsPlainRead(sql) {
+				return false
+			}
+			parsed = name
+		case protocol.MsgBind:
+			_, rest, ok := protocol.CString(protocol.Body(f))
+			name, _, ok2 := protocol.CString(rest)
+			if !ok || !ok2 {
+				return false
+			}
+			if parsed != nil && bytes.Equal(name, parsed) {
+				break // checked at its Parse
+			}
+			var sql []byte
+			if len(name) == 0 {
+				sql = ss.stmts.unnamedQuery()
+			} else if st := ss.stmts.lookup(name); st != nil {
+				sql = st.Query()
+			}
+			if sql == nil || !classify.IsPlainRead(sql) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
 }
 
 // pickPool returns the pool for the next transaction: a replica in rotation
