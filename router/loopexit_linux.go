@@ -276,8 +276,11 @@ func (p *parker) unloop(ss *session) {
 	p.dropServer(sc)
 	p.releaseSlot(ss)
 	if r := ss.rare; r != nil && !r.ticket.IsZero() {
-		r.ticket.Cancel() // (a connection handed over meanwhile goes back)
+		// Forgotten before it is cancelled: a panic in Cancel must not
+		// have the recover's unloop cancel it again.
+		tk := r.ticket
 		r.ticket = pool.Ticket{}
+		tk.Cancel() // (a connection handed over meanwhile goes back)
 	}
 	ss.flags.And(^(stParked | stWaiting))
 	ss.loop = 0
