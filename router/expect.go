@@ -31,6 +31,9 @@ type ring struct {
 	buf  []expect
 	head int
 	n    int
+	// seq numbers the requests pushed: the last one pushed is number seq.
+	// clear keeps it, so that numbers never repeat within a ring's life.
+	seq uint64
 }
 
 func (r *ring) push(e expect) {
@@ -43,7 +46,12 @@ func (r *ring) push(e expect) {
 	}
 	r.buf[(r.head+r.n)%len(r.buf)] = e
 	r.n++
+	r.seq++
 }
+
+// answered is the number of the last request answered (popped): every
+// request up to it is.
+func (r *ring) answered() uint64 { return r.seq - uint64(r.n) }
 
 func (r *ring) peek() (expect, bool) {
 	if r.n == 0 {

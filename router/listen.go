@@ -153,7 +153,7 @@ func (ss *session) deliverNotifications() error {
 
 // handleListen serves LISTEN and UNLISTEN outside a transaction through the
 // pool's listener. It reports whether it answered the query.
-func (ss *session) handleListen(c classify.Class) (bool, error) {
+func (ss *session) handleListen(c *classify.Class) (bool, error) {
 	ss.mu.Lock()
 	linked := ss.server != nil
 	ss.mu.Unlock()
@@ -167,8 +167,8 @@ func (ss *session) handleListen(c classify.Class) (bool, error) {
 			return false, ss.acquireError(err)
 		}
 		ss.listening = true
-	} else if ss.listening {
-		ss.entry.listenerFor(ss.srv.log).Unsubscribe(ss, c.Unlisten)
+	} else {
+		ss.applyState(c)
 	}
 	ss.joinPump()
 	b := protocol.AppendCommandComplete(ss.wr.Buffer(), tag)

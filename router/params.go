@@ -216,6 +216,7 @@ func safeOption(s string) string {
 // with one injected Query whose responses are swallowed. mu and wmu are
 // held. It allocates only when something differs.
 func (ss *session) syncParams(sc *pool.ServerConn) {
+	ss.dropUnanswered()
 	if ss.paramsDirty {
 		ss.paramsKey = ss.paramSetKey()
 		ss.paramsDirty = false
@@ -375,11 +376,23 @@ func (ss *session) onParameterStatus(sc *pool.ServerConn, frame []byte) {
 }
 
 // onCommandComplete notices statements that drop every prepared statement
-// on the server. mu is held.
+// on the server, and those that end a transaction: a COMMIT keeps the
+// client's parameter changes that ran before it, a ROLLBACK (or ROLLBACK
+// TO SAVEPOINT, which has the same tag) undoes them. Changes of the
+// request that ends this way ran before it: a simple query in which
+// another statement follows a COMMIT or ROLLBACK pins its client
+// (classify's pinTransactionEnd). mu is held.
 func (ss *session) onCommandComplete(sc *pool.ServerConn, frame []byte) {
 	b := protocol.Body(frame)
-	if len(ss.tentative) > 0 && string(b) == "ROLLBACK\x00" {
-		ss.tentativeAborted = true
+	if ss.pendingParams() {
+		switch string(b) {
+		case "COMMIT\x00":
+			ss.settle(sc, ss.q.answered()+1, true)
+			ss.tentativeAborted = false
+		case "ROLLBACK\x00":
+			ss.settle(sc, ss.q.answered()+1, false)
+			ss.tentativeAborted = false
+		}
 	}
 	if len(b) > 0 && b[0] == 'D' {
 		if tag := string(b); tag == "DISCARD ALL\x00" || tag == "DEALLOCATE ALL\x00" {
@@ -403,19 +416,21 @@ func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
 		return false, nil
 	}
 	c := classify.SQL(sql)
-	if ss.txnMode && (c.Listen != "" || c.Unlisten != "" || c.UnlistenAll) {
-		if done, err := ss.handleListen(c); done || err != nil {
+	if ss.txnMode && !c.Several && (c.Listen != "" || c.Unlisten != "" || c.UnlistenAll) {
+		if done, err := ss.handleListen(&c); done || err != nil {
 			return done, err
 		}
 		if c.Listen != "" {
 			c.Pin = "LISTEN inside a transaction"
 		}
 	}
-	if pin := ss.applyState(&c); pin != "" && c.Pin == "" {
-		c.Pin = pin
+	pin := ss.statePin(&c)
+	if pin != "" && ss.txnMode && !ss.pinOnState {
+		return ss.pinFor(pin) // refused whole: none of it runs
 	}
-	if c.Pin != "" && ss.txnMode {
-		return ss.pinFor(c.Pin)
+	ss.applyState(&c)
+	if pin != "" && ss.txnMode {
+		return ss.pinFor(pin)
 	}
 	return false, nil
 }
@@ -456,6 +471,7 @@ func (ss *session) pinFor(reason string) (bool, error) {
 func (ss *session) refuse(e *protocol.Error) (bool, error) {
 	ss.mu.Lock()
 	linked := ss.server != nil
+	ss.dropUnsent() // (a query refused after applyState: no server for it)
 	ss.mu.Unlock()
 	if !linked {
 		ss.joinPump()
@@ -490,29 +506,98 @@ func (ss *session) refuse(e *protocol.Error) (bool, error) {
 }
 
 // paramChange is a client's SET (value) or RESET (empty value) of a
-// parameter the server does not report, waiting for its transaction's
-// outcome.
-type paramChange struct{ key, value string }
+// parameter the server does not report, waiting for the outcome of the
+// request that makes it: seq is the request's number in the expectation
+// ring (ring.seq), 0 until the request is sent (stampTentative).
+type paramChange struct {
+	key, value string
+	seq        uint64
+}
 
-// settleParams applies or drops the client's pending parameter changes when
-// a transaction ends: applied unless the transaction rolled back or hit an
-// error, as PostgreSQL itself keeps or undoes a SET. mu is held.
+// paramUnknown stands in sc.Params for a parameter whose value on the
+// server pgferry does not know: whoever gets the server next sets (or
+// resets) it. It cannot occur in a GUC value.
+const paramUnknown = "\x00unknown"
+
+// pendingParams reports whether parameter changes of the client wait for
+// their requests' outcome. mu is held.
+func (ss *session) pendingParams() bool { return ss.rare != nil && len(ss.rare.tentative) > 0 }
+
+// stampTentative gives the changes applyState just recorded the number of
+// the request that carries them, which process has just put in the ring.
+// mu is held.
+func (ss *session) stampTentative() {
+	if ss.rare == nil {
+		return
+	}
+	t := ss.rare.tentative
+	for i := len(t) - 1; i >= 0 && t[i].seq == 0; i-- {
+		t[i].seq = ss.q.seq
+	}
+}
+
+// dropUnsent forgets changes applyState recorded for a request that was
+// never sent (refused, or no server could be had for it). mu is held.
+func (ss *session) dropUnsent() {
+	ss.keepTentative(func(ch *paramChange) bool { return ch.seq != 0 })
+}
+
+// dropUnanswered forgets the changes of requests sent on a loan that ended
+// before they were answered (the server or the client failed): a new loan
+// begins. Their server connection was destroyed. mu is held.
+func (ss *session) dropUnanswered() {
+	ss.keepTentative(func(ch *paramChange) bool { return ch.seq == 0 })
+}
+
+// keepTentative keeps the pending changes keep returns true for, in
+// order, and lets go of the others. mu is held.
+func (ss *session) keepTentative(keep func(*paramChange) bool) {
+	if ss.rare == nil {
+		return
+	}
+	t := ss.rare.tentative
+	kept := t[:0]
+	for i := range t {
+		if keep(&t[i]) {
+			kept = append(kept, t[i])
+		}
+	}
+	clear(t[len(kept):])
+	ss.rare.tentative = kept
+}
+
+// settleParams settles the client's pending parameter changes when a
+// transaction ends (ReadyForQuery 'I'): those of the requests answered so
+// far are applied unless the transaction hit an error, as PostgreSQL itself
+// keeps or undoes a SET; those of requests still running wait. mu is held.
 func (ss *session) settleParams(sc *pool.ServerConn) {
-	if !ss.tentativeAborted {
-		ss.paramsDirty = true
-		sc.ParamsKey = unique.Handle[string]{}
-		for _, ch := range ss.tentative {
-			if ch.value == "" {
-				ss.params.del(ch.key)
-				delete(sc.Params, ch.key)
-				continue
-			}
+	ss.settle(sc, ss.q.answered(), !ss.tentativeAborted)
+	ss.tentativeAborted = false
+}
+
+// settle applies (keep) or drops the pending changes of the requests up to
+// number upTo. A dropped change leaves the parameter unknown on sc: the
+// server may have kept it after all (a ROLLBACK TO SAVEPOINT undoes only
+// what followed the savepoint, which pgferry does not see), and it must
+// not reach whoever gets sc next. mu is held.
+func (ss *session) settle(sc *pool.ServerConn, upTo uint64, keep bool) {
+	ss.keepTentative(func(ch *paramChange) bool {
+		switch {
+		case ch.seq == 0 || ch.seq > upTo:
+			return true
+		case !keep:
+			sc.Params[ch.key] = paramUnknown
+		case ch.value == "":
+			ss.params.del(ch.key)
+			delete(sc.Params, ch.key)
+		default:
 			ss.setParam(ch.key, ch.value)
 			sc.Params[ch.key] = ch.value
 		}
-	}
-	ss.tentative = ss.tentative[:0]
-	ss.tentativeAborted = false
+		ss.paramsDirty = true
+		sc.ParamsKey = unique.Handle[string]{}
+		return false
+	})
 }
 
 // noteStatelessParse is interceptParse for a Parse whose SQL changes no
@@ -547,9 +632,10 @@ func (ss *session) interceptParse(frame []byte) []byte {
 		return frame
 	}
 	c := classify.SQL(sql)
-	if c.Pin == "" && c.SetName != "" && !c.Reset {
-		c.Pin = ss.parsedSetPin(c.SetName, c.SetValue)
-	}
+	// (A SET of a tracked parameter is recorded at the statement's
+	// Execute, applyState, and pins there if its value cannot be: the
+	// simple protocol pins for it too.)
+	c.Pin = ss.statePin(&c)
 	if c.Pin != "" {
 		ss.noteStatement(name, nil)
 		if ss.pinOnState {

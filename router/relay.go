@@ -417,6 +417,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	switch typ {
 	case protocol.MsgQuery, protocol.MsgFunctionCall:
 		ss.q.push(expect{kind: kQuery})
+		ss.stampTentative() // (params.go: the query's SETs are this request's)
 		sc.Wr.Append(frame)
 		ss.dropSent(sc)
 		ss.armQueryTimeout()
@@ -434,6 +435,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	case protocol.MsgExecute:
 		ss.q.push(expect{kind: kExecute, tag: ss.execTag})
 		ss.execTag = tagNone
+		ss.stampTentative()
 		sc.Wr.Append(frame)
 		ss.dropSent(sc)
 	case protocol.MsgClose:

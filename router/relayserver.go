@@ -180,7 +180,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.entry.stats.queryTimeUS.Add(uint64(now.Sub(ss.queryStart) / time.Microsecond))
 					ss.queryStart = 0
 				}
-				if len(ss.tentative) > 0 && protocol.RFQStatus(frame) == protocol.TxIdle {
+				if ss.pendingParams() && protocol.RFQStatus(frame) == protocol.TxIdle {
 					ss.settleParams(sc)
 				}
 				if ss.q.n == 0 && ss.rare != nil && ss.rare.queryTimer != nil {

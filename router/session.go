@@ -78,10 +78,6 @@ type session struct {
 	// paramsKey encodes params (recomputed when paramsDirty) so a server
 	// already synced to the same set needs no work. Guarded by mu.
 	paramsKey unique.Handle[string]
-	// tentative holds the client's SET/RESET of unreported parameters until
-	// their transaction ends; tentativeAborted marks a rollback or error
-	// since. Guarded by mu.
-	tentative []paramChange
 
 	// wmu is held by run while it writes to the linked server, so the pump
 	// never releases a server in the middle of a write.
@@ -134,7 +130,9 @@ type session struct {
 	// Guarded by mu: the last ReadyForQuery status from the server; session
 	// state tying the client to its server; run taking the server back from
 	// the pump; a server query_timeout gave up on (its read deadline is set
-	// to stop the relay); see cancels; see paramsKey; see tentative.
+	// to stop the relay); see cancels; see paramsKey; tentativeAborted
+	// marks an error since the client's pending parameter changes
+	// (rareState.tentative) were made.
 	status           byte
 	pinned           bool
 	stopping         bool
@@ -260,6 +258,10 @@ type rareState struct {
 	// (loopQueued) since queuedAt. Its owner's only.
 	ticket   pool.Ticket
 	queuedAt mono
+	// tentative holds the client's SET/RESET of unreported parameters
+	// until the requests that make them are answered (see settle).
+	// Guarded by mu.
+	tentative []paramChange
 	// mailbox holds notifications (raw frames) waiting for the end of the
 	// client's transaction. Guarded by mu; a session makes its rareState
 	// before it subscribes (session.subscribe), so Notify finds it.

@@ -103,28 +103,67 @@ func (ss *session) interceptExecute(frame []byte) error {
 		ss.listening = true
 		ss.execTag = tagListen
 	case c.Unlisten != "" || c.UnlistenAll:
-		if ss.listening {
-			ss.entry.listenerFor(ss.srv.log).Unsubscribe(ss, c.Unlisten)
-		}
 		ss.execTag = tagUnlisten
 	}
-	cc := *c
-	if pin := ss.applyState(&cc); pin != "" && ss.pinOnState {
-		// A tracked SET pgferry cannot carry (interceptParse pins for it
-		// already, unless the value reads otherwise now).
+	// A tracked SET pgferry cannot carry (interceptParse pins for it
+	// already, unless the value reads otherwise now).
+	pin := ss.statePin(c)
+	ss.applyState(c)
+	if pin != "" && ss.pinOnState {
 		ss.pinFor(pin)
 	}
 	return nil
 }
 
+// statePin is the reason to pin the client for a statement of class c,
+// about to run ("" if none): c's own Pin, or a SET pgferry cannot carry
+// (see changePin).
+func (ss *session) statePin(c *classify.Class) string {
+	if c.Pin != "" {
+		return c.Pin
+	}
+	n := c.Changes()
+	if n == 0 {
+		return ""
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for i := range n {
+		if pin := ss.changePin(c.ChangeAt(i)); pin != "" {
+			return pin
+		}
+	}
+	return ""
+}
+
+// changePin is the reason to pin for one change ("" if none): a SET of a
+// parameter pgferry does not track, or of a tracked one it records
+// (applyChange) whose value it cannot (see setValue). mu is held.
+func (ss *session) changePin(ch *classify.Change) string {
+	if ch.SetName == "" || ch.Reset {
+		return ""
+	}
+	k := canonicalParam(ss, ch.SetName)
+	if !ss.tracks(k) {
+		return "SET " + ch.SetName
+	}
+	if _, reported := ss.entry.welcome[k]; reported {
+		return "" // the server reports it (ParameterStatus)
+	}
+	if _, ok := ss.setValue(ch.SetValue); !ok {
+		return pinSetValue(ch.SetName)
+	}
+	return ""
+}
+
 // applyState records what a statement of class c, about to run, does to
 // the session's state: DISCARD ALL and DEALLOCATE ALL drop the client's
-// statements (DISCARD ALL also its subscriptions), and SET/RESET of a
-// tracked parameter is recorded to take effect when the transaction ends
-// well. It returns the reason to pin for a SET of an untracked parameter,
-// or of a tracked one whose value cannot be replayed (see setValue), ""
-// if none. Both protocols use it.
-func (ss *session) applyState(c *classify.Class) (pin string) {
+// statements (DISCARD ALL also its subscriptions), UNLISTEN ends a
+// subscription, and each SET or RESET of a tracked parameter is recorded,
+// in order, to take effect when its request has run well (settle). What
+// it cannot carry it leaves alone: statePin says why, and the caller pins
+// the client or refuses the statement. Both protocols use it.
+func (ss *session) applyState(c *classify.Class) {
 	if c.Discard {
 		ss.forgetStmts()
 		if ss.rare != nil {
@@ -136,63 +175,63 @@ func (ss *session) applyState(c *classify.Class) (pin string) {
 		ss.entry.listenerFor(ss.srv.log).Unsubscribe(ss, "")
 		ss.listening = false
 	}
-	if c.SetName == "" && !c.ResetAll {
-		return ""
+	n := c.Changes()
+	sets := false
+	for i := range n {
+		ch := c.ChangeAt(i)
+		if (ch.Unlisten != "" || ch.UnlistenAll) && ss.listening {
+			ss.entry.listenerFor(ss.srv.log).Unsubscribe(ss, ch.Unlisten)
+		}
+		sets = sets || ch.Sets()
+	}
+	if !sets {
+		return
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	k := canonicalParam(ss, c.SetName)
-	_, reported := ss.entry.welcome[k]
-	tracked := c.SetName != "" && ss.tracks(k)
-	switch {
-	case c.ResetAll:
-		// Reported parameters come back in ParameterStatus; forget the
-		// rest once the transaction is over.
-		for _, pk := range ss.paramKeys {
-			if _, rep := ss.entry.welcome[pk]; !rep {
-				ss.tentative = append(ss.tentative, paramChange{key: pk})
-			}
-		}
-	case tracked && reported:
-		// The server reports the new value (and the old one again on
-		// rollback) in ParameterStatus: nothing to record here.
-	case tracked:
-		// Recorded as SQL text and applied when the transaction ends
-		// without error or rollback (see settleParams).
-		v := ""
-		if !c.Reset {
-			sv, ok := ss.setValue(c.SetValue)
-			if !ok {
-				return pinSetValue(c.SetName)
-			}
-			v = rawValuePrefix + sv
-		}
-		ss.tentative = append(ss.tentative, paramChange{key: k, value: v})
-	case !c.Reset:
-		return "SET " + c.SetName
+	ss.dropUnsent()
+	for i := range n {
+		ss.applyChange(c.ChangeAt(i))
 	}
-	return ""
 }
 
-// parsedSetPin is the reason to pin, at its Parse, for a statement that
-// SETs name to value ("" if none): the parameter is not tracked, or it is
-// recorded at the statement's Execute (applyState) and its value cannot
-// be, which the simple protocol pins for too.
-func (ss *session) parsedSetPin(name, value string) string {
-	k := canonicalParam(ss, name)
+// applyChange records one SET or RESET of a request about to be sent: its
+// entry in tentative waits for the request's number (stampTentative) and
+// outcome (settle). mu is held.
+func (ss *session) applyChange(ch *classify.Change) {
+	r := ss.ensureRareLocked()
+	if ch.ResetAll {
+		// Reported parameters come back in ParameterStatus; forget the
+		// rest once the request has run well.
+		for _, pk := range ss.paramKeys {
+			if _, rep := ss.entry.welcome[pk]; !rep {
+				r.tentative = append(r.tentative, paramChange{key: pk})
+			}
+		}
+		return
+	}
+	if ch.SetName == "" {
+		return
+	}
+	k := canonicalParam(ss, ch.SetName)
 	if !ss.tracks(k) {
-		return "SET " + name
+		return // a SET pins (changePin); a RESET leaves nothing pgferry carries
 	}
 	if _, reported := ss.entry.welcome[k]; reported {
-		return ""
+		// The server reports the new value (and the old one again on
+		// rollback) in ParameterStatus: nothing to record here.
+		return
 	}
-	ss.mu.Lock()
-	_, ok := ss.setValue(value)
-	ss.mu.Unlock()
-	if !ok {
-		return pinSetValue(name)
+	// Recorded as SQL text, applied if the request runs well.
+	v := ""
+	if !ch.Reset {
+		sv, ok := ss.setValue(ch.SetValue)
+		if !ok {
+			return // pinned for (changePin)
+		}
+		v = rawValuePrefix + sv
 	}
-	return ""
+	r.tentative = append(r.tentative, paramChange{key: k, value: v})
 }
 
 // setValue is the value of a client's SET as pgferry records it for

@@ -12,30 +12,85 @@ import (
 	"strings"
 )
 
-// Class is what pgferry must do about one SQL statement before relaying
-// it in transaction pooling mode.
+// Class is what pgferry must do about one SQL statement, or a query of
+// several, before relaying it in transaction pooling mode.
 type Class struct {
-	// pin names session state the statement creates that cannot follow the
+	// Pin names session state the statement creates that cannot follow the
 	// client to another server connection ("" if none).
 	Pin string
-	// setName/setValue record `SET name TO value` (session level); reset
-	// marks `RESET name`, resetAll `RESET ALL`.
-	SetName, SetValue string
-	Reset, ResetAll   bool
-	// discard marks DISCARD ALL or DEALLOCATE ALL; discardAll DISCARD ALL,
+	// Change is the statement's change of session state that pgferry
+	// carries or applies, if any; for a query of several statements, the
+	// first of them, the others following in More.
+	Change
+	// Discard marks DISCARD ALL or DEALLOCATE ALL; DiscardAll DISCARD ALL,
 	// which also resets every parameter and ends every LISTEN.
 	Discard, DiscardAll bool
-	// listen/unlisten name the channel of a LISTEN or UNLISTEN ("*" for
-	// UNLISTEN *); unlistenAll marks UNLISTEN *.
-	Listen, Unlisten string
-	UnlistenAll      bool
+	// Listen names the channel of a LISTEN that pgferry serves: never in a
+	// query of several statements (which pins instead).
+	Listen string
+	// Several marks a query of more than one statement: what it does is
+	// the server's to run, whatever pgferry applies of it.
+	Several bool
+	// More holds the changes of a query of several statements after the
+	// first (Change), in the order they run; nil otherwise, so that a
+	// single statement costs no allocation.
+	More []Change
+}
+
+// Change is one statement's change of session state that pgferry
+// carries (SET and RESET) or applies itself (UNLISTEN).
+type Change struct {
+	// SetName and SetValue record `SET name TO value` (session level, as
+	// written); Reset marks `RESET name` (SetName), ResetAll `RESET ALL`
+	// (or DISCARD ALL).
+	SetName, SetValue string
+	Reset, ResetAll   bool
+	// Unlisten names the channel of an UNLISTEN; UnlistenAll marks
+	// UNLISTEN *.
+	Unlisten    string
+	UnlistenAll bool
+}
+
+// Sets reports whether ch SETs or RESETs a parameter (tracked or not,
+// the caller decides).
+func (ch *Change) Sets() bool { return ch.SetName != "" || ch.Reset || ch.ResetAll }
+
+// Changes reports how many changes c holds: Change and then More. (Its
+// Change is the zero Change exactly when it holds none.)
+func (c *Class) Changes() int {
+	if c.Change == (Change{}) {
+		return 0
+	}
+	return 1 + len(c.More)
+}
+
+// ChangeAt returns change i of c's Changes.
+func (c *Class) ChangeAt(i int) *Change {
+	if i == 0 {
+		return &c.Change
+	}
+	return &c.More[i-1]
 }
 
 // ChangesState reports whether pgferry must act when a statement of class c
 // runs: a SET or RESET (tracked or not, the caller decides), a discard,
 // LISTEN or UNLISTEN.
 func (c *Class) ChangesState() bool {
-	return c.SetName != "" || c.Reset || c.ResetAll || c.Discard || c.Listen != "" || c.Unlisten != "" || c.UnlistenAll
+	return c.Change != (Change{}) || c.Discard || c.Listen != ""
+}
+
+// equal reports whether c and o are the same class.
+func (c *Class) equal(o *Class) bool {
+	if c.Pin != o.Pin || c.Change != o.Change || c.Discard != o.Discard || c.DiscardAll != o.DiscardAll ||
+		c.Listen != o.Listen || c.Several != o.Several || len(c.More) != len(o.More) {
+		return false
+	}
+	for i := range c.More {
+		if c.More[i] != o.More[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // SQL inspects the statements of a query. The rules are documented
@@ -51,7 +106,7 @@ func SQL(sql []byte) Class {
 		// one reading must not move to another server. (A reading that
 		// leaves a string open is not the server's: it would refuse the
 		// whole query.)
-		if b, open := classifySQL(sql, true); b != c && !open {
+		if b, open := classifySQL(sql, true); !b.equal(&c) && !open {
 			return Class{Pin: pinStringEscapes}
 		}
 	}
@@ -84,29 +139,85 @@ func classifySQL(sql []byte, backslashes bool) (c Class, open bool) {
 		// the usual case, whose class the merge below would leave as is.
 		return classifyOne(one), open
 	}
-	out := classifyOne(one) // the first statement's, LISTEN included
-	for len(sql) > 0 {
-		var o bool
-		one, sql, o = splitStatementMode(sql, backslashes)
-		open = open || o
-		c := classifyOne(one)
+	// Several statements: each one's class merges into out, its change of
+	// state, if any, in order.
+	out := Class{Several: true}
+	// A COMMIT or ROLLBACK that another statement follows, or a ROLLBACK
+	// TO SAVEPOINT anywhere, gives the query's SETs different outcomes,
+	// which pgferry does not follow (see pinTransactionEnd).
+	var ended, mixed bool
+	for {
+		if ended && len(skipSpace(one)) > 0 {
+			mixed = true
+		}
+		w, rest := nextWord(one)
+		c := classifyWord(one, w, rest)
+		switch w {
+		case "commit", "end", "abort":
+			ended = true
+		case "rollback":
+			ended = true
+			if rollbackTo(rest) {
+				mixed = true
+			}
+		}
 		if c.Pin != "" && out.Pin == "" {
 			out.Pin = c.Pin
 		}
 		out.Discard = out.Discard || c.Discard
 		out.DiscardAll = out.DiscardAll || c.DiscardAll
 		if c.Listen != "" && out.Pin == "" {
-			out.Pin = "LISTEN" // only the first statement may LISTEN unpinned
+			// pgferry answers a LISTEN itself only when it is the whole
+			// query: the server runs this one, with the rest.
+			out.Pin = pinListenInSeveral
 		}
-		if c.SetName != "" || c.Reset || c.ResetAll {
-			out.SetName, out.SetValue, out.Reset, out.ResetAll = c.SetName, c.SetValue, c.Reset, c.ResetAll
+		switch {
+		case c.Change == (Change{}):
+		case out.Change == (Change{}):
+			out.Change = c.Change
+		default:
+			out.More = append(out.More, c.Change)
 		}
 		if len(skipSpace(sql)) == 0 {
 			break // nothing but blanks and comments left
 		}
+		var o bool
+		one, sql, o = splitStatementMode(sql, backslashes)
+		open = open || o
+	}
+	if mixed && out.Pin == "" {
+		for i := range out.Changes() {
+			if out.ChangeAt(i).Sets() {
+				out.Pin = pinTransactionEnd
+				break
+			}
+		}
 	}
 	return out, open
 }
+
+// rollbackTo reports whether rest, what follows ROLLBACK, makes it a
+// ROLLBACK TO SAVEPOINT: ROLLBACK [WORK | TRANSACTION] TO.
+func rollbackTo(rest []byte) bool {
+	w, r := nextWord(rest)
+	if w == "work" || w == "transaction" {
+		w, _ = nextWord(r)
+	}
+	return w == "to"
+}
+
+// Pin reasons of a query of several statements.
+const (
+	// pinListenInSeveral: pgferry's listener serves a LISTEN that is a
+	// query of its own; in a query of several, the server runs it.
+	pinListenInSeveral = "LISTEN in a query of several statements"
+	// pinTransactionEnd: a query that SETs or RESETs and also ends a
+	// transaction before its last statement, or rolls back to a
+	// savepoint, keeps some of its changes and undoes others; pgferry,
+	// which applies a request's changes as one, would keep or undo them
+	// all.
+	pinTransactionEnd = "SET or RESET in a query of several statements that also ends a transaction"
+)
 
 // Needed reports cheaply whether SQL could find anything:
 // when it returns false, SQL would return the zero class. It runs

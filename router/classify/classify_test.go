@@ -249,7 +249,7 @@ func TestASetOrResetOfAParameterNamedWithUnicodeEscapesPins(t *testing.T) {
 	if c := SQL([]byte(`set search_path to U&"sch\0065ma"`)); c.Pin != "" || c.SetName != "search_path" || c.SetValue != `U&"sch\0065ma"` {
 		t.Errorf("SQL = %+v; want SET search_path tracked with its value as written", c)
 	}
-	if c := SQL([]byte(`SET LOCAL U&"work\005fmem" = '1MB'`)); c != (Class{}) {
+	if c := SQL([]byte(`SET LOCAL U&"work\005fmem" = '1MB'`)); !c.equal(&Class{}) {
 		t.Errorf("SQL = %+v; want SET LOCAL left alone", c)
 	}
 }

@@ -216,33 +216,66 @@ func refNextWord(b []byte) (word string, rest []byte) {
 // one.
 func refClassifySQL(sql []byte) Class {
 	c, _ := refClassifyMode(sql, false)
-	if b, open := refClassifyMode(sql, true); b != c && !open {
+	if b, open := refClassifyMode(sql, true); !b.equal(&c) && !open {
 		return Class{Pin: pinStringEscapes}
 	}
 	return c
 }
 
 func refClassifyMode(sql []byte, backslashes bool) (out Class, open bool) {
-	n := 0
-	for len(sql) > 0 {
+	var stmts [][]byte
+	for rest := sql; len(rest) > 0; {
 		var one []byte
 		var o bool
-		one, sql, o = refSplitStatementMode(sql, backslashes)
+		one, rest, o = refSplitStatementMode(rest, backslashes)
 		open = open || o
+		stmts = append(stmts, one)
+		if len(stmts) == 1 && len(skipSpace(rest)) == 0 {
+			return classifyOne(one), open // one statement
+		}
+	}
+	if len(stmts) == 0 {
+		return Class{}, open
+	}
+	out.Several = true
+	var changes []Change
+	ended, mixed := false, false
+	for _, one := range stmts {
+		if len(skipSpace(one)) > 0 && ended {
+			mixed = true // a statement after COMMIT or ROLLBACK
+		}
+		w, rest := nextWord(one)
+		if w == "commit" || w == "end" || w == "abort" || w == "rollback" {
+			ended = true
+		}
+		if w == "rollback" {
+			w2, r2 := nextWord(rest)
+			if w2 == "work" || w2 == "transaction" {
+				w2, _ = nextWord(r2)
+			}
+			mixed = mixed || w2 == "to"
+		}
 		c := classifyOne(one)
-		n++
+		if c.Listen != "" {
+			c.Pin = pinListenInSeveral
+		}
 		if c.Pin != "" && out.Pin == "" {
 			out.Pin = c.Pin
 		}
 		out.Discard = out.Discard || c.Discard
 		out.DiscardAll = out.DiscardAll || c.DiscardAll
-		if n == 1 {
-			out.Listen, out.Unlisten, out.UnlistenAll = c.Listen, c.Unlisten, c.UnlistenAll
-		} else if c.Listen != "" && out.Pin == "" {
-			out.Pin = "LISTEN"
+		if c.Change != (Change{}) {
+			changes = append(changes, c.Change)
 		}
-		if c.SetName != "" || c.Reset || c.ResetAll {
-			out.SetName, out.SetValue, out.Reset, out.ResetAll = c.SetName, c.SetValue, c.Reset, c.ResetAll
+	}
+	for i, ch := range changes {
+		if i == 0 {
+			out.Change = ch
+		} else {
+			out.More = append(out.More, ch)
+		}
+		if mixed && out.Pin == "" && (ch.SetName != "" || ch.Reset || ch.ResetAll) {
+			out.Pin = pinTransactionEnd
 		}
 	}
 	return out, open
@@ -264,10 +297,10 @@ func checkClassifyMatchesReference(t *testing.T, sql []byte) {
 		t.Fatalf("nextWord(%q) = %q, %q; reference %q, %q", sql, w1, rest1, w2, rest2)
 	}
 	want := refClassifySQL(sql)
-	if a := SQL(sql); a != want {
+	if a := SQL(sql); !a.equal(&want) {
 		t.Fatalf("SQL(%q) = %+v; reference %+v", sql, a, want)
 	}
-	if !Needed(sql) && want != (Class{}) {
+	if !Needed(sql) && !want.equal(&Class{}) {
 		t.Fatalf("Needed(%q) = false, but the statement classifies as %+v", sql, want)
 	}
 }
@@ -290,7 +323,8 @@ var classifyEquivalenceSeeds = []string{
 	"advisory\x7flock", "advisory_loc", "dvisory_lock", "advisory__lock", "advisory_advisory_lock", "a_dvisory_lock",
 	"ádvisory_lock", "advisorY_lOck", "advisory_lock\x00", "\x41DVISORY\x5fLOCK", "advisory\xdflock",
 	"set search_path to a, b; select 1;  ", "reset all;", "discard all; select 1", "listen a; listen b", "unlisten *;",
-	"BEGIN", "BEGIN;", "begin; select 1; commit;", "/* hi */ set statement_timeout = 5",
+	"BEGIN", "BEGIN;", "begin; select 1; commit;", "set a.b = 1; commit; select 1", "rollback to s; set x = 1",
+	"select 1; unlisten *; unlisten a", "begin; set local x = 1; set y = 2; end", "abort; -- x\n; reset all", "/* hi */ set statement_timeout = 5",
 	"with x as (select pg_advisory_lock(1)) select 1", "values (pg_advisory_lock(1));", "call p(pg_advisory_lock(1))",
 	"do $$begin perform pg_advisory_lock(1); end$$;", "selectxyz pg_advisory_lock(1)", "unlisten c;", "deallocate p",
 	"/* advisory_lock */ select 1;", "-- x;\n", "/* x;", "Select\tpg_advisory_lock(1) ;  ",
@@ -341,7 +375,7 @@ func TestAStatementAfterNestedBlockCommentsIsClassified(t *testing.T) {
 	if c := SQL([]byte("/* a /* b */ c */ LISTEN ch")); c.Listen != "ch" {
 		t.Fatalf("SQL = %+v; want LISTEN ch", c)
 	}
-	if c := SQL([]byte("/* a /* b */ SET x = 1")); c != (Class{}) {
+	if c := SQL([]byte("/* a /* b */ SET x = 1")); !c.equal(&Class{}) {
 		t.Fatalf("SQL of an unterminated comment = %+v; want nothing (PostgreSQL rejects it)", c)
 	}
 }
@@ -393,7 +427,7 @@ func TestDollarQuotesAreRecognisedAsPostgreSQLDoes(t *testing.T) {
 			t.Errorf("SQL(%q) = %+v; want SET search_path tracked", sql, c)
 		}
 	}
-	if c := SQL([]byte("select $a$; set x = 1 $a$")); c != (Class{}) {
+	if c := SQL([]byte("select $a$; set x = 1 $a$")); !c.equal(&Class{}) {
 		t.Errorf("SQL = %+v; want the SET inside the dollar quote left alone", c)
 	}
 }
@@ -413,7 +447,7 @@ func TestUnicodeEscapeStringsAndIdentifiersSplitAsPostgreSQLDoes(t *testing.T) {
 		}
 	}
 	for _, sql := range []string{`select U&'a;b''; set x = 1'`, `select 1 as U&"a;""; set x = 1"`} {
-		if c := SQL([]byte(sql)); c != (Class{}) {
+		if c := SQL([]byte(sql)); !c.equal(&Class{}) {
 			t.Errorf("SQL(%q) = %+v; want the SET inside the quote left alone", sql, c)
 		}
 	}

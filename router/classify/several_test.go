@@ -1,0 +1,64 @@
+package classify
+
+import (
+	"testing"
+)
+
+// A query of several statements runs them all: every SET, RESET and
+// UNLISTEN in it counts, in order, as if each had come alone.
+func TestAQueryOfSeveralStatementsReportsEveryChangeInOrder(t *testing.T) {
+	tests := []struct {
+		sql  string
+		want []Change
+		pin  string
+	}{
+		{"SET work_mem = '1MB'; SET search_path TO a", []Change{{SetName: "work_mem", SetValue: "'1MB'"}, {SetName: "search_path", SetValue: "a"}}, ""},
+		{"SET search_path TO a; RESET statement_timeout; select 1", []Change{{SetName: "search_path", SetValue: "a"}, {SetName: "statement_timeout", Reset: true}}, ""},
+		{"RESET ALL; SET search_path TO a", []Change{{ResetAll: true}, {SetName: "search_path", SetValue: "a"}}, ""},
+		{"BEGIN; SET LOCAL work_mem = '1MB'; SET search_path TO a; COMMIT", []Change{{SetName: "search_path", SetValue: "a"}}, ""},
+		{"SET search_path TO a; COMMIT;  -- done", []Change{{SetName: "search_path", SetValue: "a"}}, ""},
+		{"select 1; UNLISTEN a; UNLISTEN *", []Change{{Unlisten: "a"}, {UnlistenAll: true}}, ""},
+		{"SET a.b = 1; select 1; SET c.d = 2; SET e.f = 3", []Change{{SetName: "a.b", SetValue: "1"}, {SetName: "c.d", SetValue: "2"}, {SetName: "e.f", SetValue: "3"}}, ""},
+		// What pgferry would keep or undo as one, PostgreSQL keeps in part.
+		{"SET search_path TO a; COMMIT; select 1/0", []Change{{SetName: "search_path", SetValue: "a"}}, pinTransactionEnd},
+		{"ROLLBACK; SET search_path TO a", []Change{{SetName: "search_path", SetValue: "a"}}, pinTransactionEnd},
+		{"end; /* x */ SET search_path TO a", []Change{{SetName: "search_path", SetValue: "a"}}, pinTransactionEnd},
+		{"SET search_path TO a; rollback work to savepoint s", []Change{{SetName: "search_path", SetValue: "a"}}, pinTransactionEnd},
+		{"select 1; LISTEN a", nil, pinListenInSeveral},
+		{"LISTEN a; select 1", nil, pinListenInSeveral},
+	}
+	for _, tc := range tests {
+		c := SQL([]byte(tc.sql))
+		var got []Change
+		for i := range c.Changes() {
+			got = append(got, *c.ChangeAt(i))
+		}
+		if len(got) != len(tc.want) {
+			t.Errorf("SQL(%q) reports changes %+v; want %+v", tc.sql, got, tc.want)
+			continue
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Errorf("SQL(%q) change %d is %+v; want %+v", tc.sql, i, got[i], tc.want[i])
+			}
+		}
+		if c.Pin != tc.pin || !c.Several || c.Listen != "" {
+			t.Errorf("SQL(%q) = %+v; want pin %q, several statements, no LISTEN served", tc.sql, c, tc.pin)
+		}
+	}
+}
+
+// One statement is classified without allocating, however it ends.
+func TestAStatementAloneIsNotSeveral(t *testing.T) {
+	for _, sql := range []string{"SET search_path TO a", "SET search_path TO a;", "SET search_path TO a ; -- x", "UNLISTEN a; /* */"} {
+		if c := SQL([]byte(sql)); c.Several || c.More != nil || c.Changes() != 1 {
+			t.Errorf("SQL(%q) = %+v; want one statement, one change", sql, c)
+		}
+	}
+	if c := SQL([]byte("LISTEN a ;")); c.Several || c.Listen != "a" {
+		t.Errorf("SQL(LISTEN a) = %+v; want one statement, LISTEN a", c)
+	}
+	if n := testing.AllocsPerRun(100, func() { benchSink = SQL([]byte("COMMIT; ")) }); n != 0 {
+		t.Errorf("COMMIT: %.1f allocs, want 0", n)
+	}
+}
