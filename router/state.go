@@ -2,7 +2,9 @@ package router
 
 import (
 	"strings"
+	"unique"
 
+	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/classify"
 )
@@ -17,6 +19,15 @@ import (
 // (noteBind), and Execute applies it (interceptExecute) with the same code
 // the simple protocol uses (applyState). Drivers that name every statement
 // (postgres.js) and those that use the unnamed one are served alike.
+//
+// A SET or RESET of a tracked parameter the server does not report is
+// recorded when its request (Query, Execute) is sent, with the request's
+// number in the expectation ring, and counts only by that request's
+// outcome (settle): a COMMIT keeps the changes of the requests before it,
+// a ROLLBACK or an error undoes them, and ReadyForQuery 'I' settles every
+// request answered so far. A query of several statements is one request:
+// classify pins a client whose query would keep some of its changes and
+// undo others.
 
 // noteStatement records what executing the client's statement name does to
 // session state (nil or a class that changes nothing: nothing).
@@ -232,6 +243,101 @@ func (ss *session) applyChange(ch *classify.Change) {
 		v = rawValuePrefix + sv
 	}
 	r.tentative = append(r.tentative, paramChange{key: k, value: v})
+}
+
+// paramChange is a client's SET (value) or RESET (empty value) of a
+// parameter the server does not report, waiting for the outcome of the
+// request that makes it: seq is the request's number in the expectation
+// ring (ring.seq), 0 until the request is sent (stampTentative).
+type paramChange struct {
+	key, value string
+	seq        uint64
+}
+
+// paramUnknown stands in sc.Params for a parameter whose value on the
+// server pgferry does not know: whoever gets the server next sets (or
+// resets) it. It cannot occur in a GUC value.
+const paramUnknown = "\x00unknown"
+
+// pendingParams reports whether parameter changes of the client wait for
+// their requests' outcome. mu is held.
+func (ss *session) pendingParams() bool { return ss.rare != nil && len(ss.rare.tentative) > 0 }
+
+// stampTentative gives the changes applyState just recorded the number of
+// the request that carries them, which process has just put in the ring.
+// mu is held.
+func (ss *session) stampTentative() {
+	if ss.rare == nil {
+		return
+	}
+	t := ss.rare.tentative
+	for i := len(t) - 1; i >= 0 && t[i].seq == 0; i-- {
+		t[i].seq = ss.q.seq
+	}
+}
+
+// dropUnsent forgets changes applyState recorded for a request that was
+// never sent (refused, or no server could be had for it). mu is held.
+func (ss *session) dropUnsent() {
+	ss.keepTentative(func(ch *paramChange) bool { return ch.seq != 0 })
+}
+
+// dropUnanswered forgets the changes of requests sent on a loan that ended
+// before they were answered (the server or the client failed): a new loan
+// begins. Their server connection was destroyed. mu is held.
+func (ss *session) dropUnanswered() {
+	ss.keepTentative(func(ch *paramChange) bool { return ch.seq == 0 })
+}
+
+// keepTentative keeps the pending changes keep returns true for, in
+// order, and lets go of the others. mu is held.
+func (ss *session) keepTentative(keep func(*paramChange) bool) {
+	if ss.rare == nil {
+		return
+	}
+	t := ss.rare.tentative
+	kept := t[:0]
+	for i := range t {
+		if keep(&t[i]) {
+			kept = append(kept, t[i])
+		}
+	}
+	clear(t[len(kept):])
+	ss.rare.tentative = kept
+}
+
+// settleParams settles the client's pending parameter changes when a
+// transaction ends (ReadyForQuery 'I'): those of the requests answered so
+// far are applied unless the transaction hit an error, as PostgreSQL itself
+// keeps or undoes a SET; those of requests still running wait. mu is held.
+func (ss *session) settleParams(sc *pool.ServerConn) {
+	ss.settle(sc, ss.q.answered(), !ss.tentativeAborted)
+	ss.tentativeAborted = false
+}
+
+// settle applies (keep) or drops the pending changes of the requests up to
+// number upTo. A dropped change leaves the parameter unknown on sc: the
+// server may have kept it after all (a ROLLBACK TO SAVEPOINT undoes only
+// what followed the savepoint, which pgferry does not see), and it must
+// not reach whoever gets sc next. mu is held.
+func (ss *session) settle(sc *pool.ServerConn, upTo uint64, keep bool) {
+	ss.keepTentative(func(ch *paramChange) bool {
+		switch {
+		case ch.seq == 0 || ch.seq > upTo:
+			return true
+		case !keep:
+			sc.Params[ch.key] = paramUnknown
+		case ch.value == "":
+			ss.params.del(ch.key)
+			delete(sc.Params, ch.key)
+		default:
+			ss.setParam(ch.key, ch.value)
+			sc.Params[ch.key] = ch.value
+		}
+		ss.paramsDirty = true
+		sc.ParamsKey = unique.Handle[string]{}
+		return false
+	})
 }
 
 // setValue is the value of a client's SET as pgferry records it for
