@@ -527,7 +527,7 @@ func (p *Pool) growLocked() {
 		p.total++
 		p.dialing++
 		p.wg.Add(1)
-		go p.dialOne()
+		go p.dialOne(p.gen)
 	}
 }
 
@@ -559,7 +559,9 @@ func (p *Pool) scheduleReserveLocked() {
 	})
 }
 
-func (p *Pool) dialOne() {
+// dialOne opens a connection for the pool as of generation gen (see
+// Reconnect) and hands it to a waiter or parks it idle.
+func (p *Pool) dialOne(gen uint64) {
 	defer p.wg.Done()
 	start := p.now()
 	sc, err := p.dial(p.ctx, &p.cfg.Dial)
@@ -614,13 +616,38 @@ func (p *Pool) dialOne() {
 		p.cfg.Hooks.OutageEnded(p.now().Sub(p.outageSince))
 	}
 	p.outageSince = time.Time{}
-	sc.gen = p.gen
+	sc.gen = gen
 	sc.slot = len(p.conns)
 	p.conns = append(p.conns, sc)
 	if p.closed {
 		p.total--
 		p.mu.Unlock()
 		p.retire(sc)
+		return
+	}
+	// A login that began before a Reconnect (to a host a failover has
+	// since moved, with old credentials) closes, as the connections open
+	// then do when released; so does one that ended over a cap lowered
+	// meanwhile (SetMax counted it and leaves it to its release). Waiters
+	// get a new login, as after a Destroy.
+	if sc.gen != p.gen {
+		p.total--
+		p.growLocked()
+		p.mu.Unlock()
+		p.retire(sc)
+		return
+	}
+	if db, user := p.cfg.DBLimit.claimExcess(), p.cfg.UserLimit.claimExcess(); db || user {
+		p.total--
+		p.growLocked()
+		p.mu.Unlock()
+		if !db {
+			p.cfg.DBLimit.startClose()
+		}
+		if !user {
+			p.cfg.UserLimit.startClose()
+		}
+		p.retireMarked(sc)
 		return
 	}
 	p.putLocked(sc, p.now(), true) // logged in just now
@@ -988,7 +1015,7 @@ func (p *Pool) maintain() {
 		p.total++
 		p.dialing++
 		p.wg.Add(1)
-		go p.dialOne()
+		go p.dialOne(p.gen)
 	}
 	if h := p.waiters.head; h != nil && p.cfg.ReserveSize > 0 && !p.reserve && now.Sub(h.enqueued) >= p.cfg.ReserveTimeout {
 		p.reserve = true
