@@ -274,6 +274,14 @@ func login(ctx context.Context, cfg *DialConfig, host, addr string, raw net.Conn
 		sc.Rd.Release()
 		return nil, ctxErr(ctx, err)
 	}
+	// The watch of ctx stops before the deadline is cleared: once ctx has
+	// ended (the time ran out, the pool closed) as the login did, its past
+	// deadline may land after the clear, and the connection's first
+	// borrower would read nothing.
+	if !stop() {
+		sc.Rd.Release()
+		return nil, ctxErr(ctx, fmt.Errorf("log in to %s: %w", addr, ctx.Err()))
+	}
 	raw.SetDeadline(time.Time{})
 	if cfg.RequireWritable && sc.Params["in_hot_standby"] == "on" {
 		sc.Rd.Release()
