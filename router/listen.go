@@ -128,10 +128,64 @@ func (ss *session) Notify(frame []byte) (running *pool.ServerConn) {
 	}
 	r.mailbox = append(r.mailbox, frame...)
 	linked := ss.server != nil
+	if linked && !ss.pumpKick && ss.q.n == 0 && ss.status == protocol.TxIdle && (ss.pinned || !ss.txnMode) {
+		// Tied to its server, which is idle between transactions: its
+		// relay, waiting for the server, delivers them (takeKick).
+		ss.pumpKick = true
+		ss.server.Interrupt() // under mu: the server is still this session's
+	}
 	ss.mu.Unlock()
 	if !linked {
 		ss.wake()
 	}
+	return nil
+}
+
+// mailToLinked appends the notifications waiting for a client whose server
+// is linked to the client's Writer, if that server is idle between
+// transactions (ReadyForQuery 'I', nothing more owed), as PostgreSQL
+// delivers them, before that ReadyForQuery: a client pinned to its server
+// (or in session mode) is never without one, so deliverNotifications
+// would never run for it. Whoever relays the server's answers calls it,
+// the pump or the session goroutine inline, the client's only writer
+// meanwhile: when a ReadyForQuery ends a transaction (before appending it;
+// a transaction that releases its server so delivers without a wake), and
+// when Notify interrupted its wait for an idle server (takeKick). mu is
+// held.
+func (ss *session) mailToLinked() {
+	if ss.rare == nil || len(ss.rare.mailbox) == 0 || ss.q.n != 0 || ss.status != protocol.TxIdle {
+		return
+	}
+	ss.wr.Append(ss.rare.mailbox)
+	ss.rare.mailbox = nil
+}
+
+// listenLinked serves a LISTEN on channel sent while the client has a
+// server linked (inside a transaction, or pinned to it) through the pool's
+// listener, as handleListen does between transactions: so each
+// subscription has one home, whichever way the client is tied to its
+// server, and its UNLISTEN and its notifications work the same. The
+// statement itself, sql, is blanked in place: the server runs an empty
+// query, whose EmptyQueryResponse the client gets as CommandComplete
+// LISTEN (execTag), in order with the server's other answers. The LISTEN
+// takes effect at once, not at commit (nor is it undone by a rollback), as
+// through the extended protocol. In a failed transaction it goes to the
+// server as it is, which refuses it as PostgreSQL does.
+func (ss *session) listenLinked(channel string, sql []byte) error {
+	ss.mu.Lock()
+	failed := ss.q.n == 0 && ss.status == protocol.TxFailed
+	ss.mu.Unlock()
+	if failed {
+		return nil
+	}
+	if err := ss.subscribe(channel); err != nil {
+		return ss.acquireError(err)
+	}
+	ss.listening = true
+	for i := range sql {
+		sql[i] = ' ' // (PostgreSQL reads blanks alone as an empty query)
+	}
+	ss.execTag = tagListen
 	return nil
 }
 
@@ -158,7 +212,7 @@ func (ss *session) handleListen(c *classify.Class) (bool, error) {
 	linked := ss.server != nil
 	ss.mu.Unlock()
 	if linked {
-		return false, nil // inside a transaction: pin instead (see interceptQuery)
+		return false, nil // inside a transaction, or pinned: see listenLinked
 	}
 	tag := "UNLISTEN"
 	if c.Listen != "" {

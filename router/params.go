@@ -421,8 +421,13 @@ func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
 			return done, err
 		}
 		if c.Listen != "" {
-			c.Pin = "LISTEN inside a transaction"
+			// A server is linked: inside a transaction, or pinned.
+			if err := ss.listenLinked(c.Listen, sql); err != nil {
+				return false, err
+			}
 		}
+		// (An UNLISTEN goes to the server too, which may listen itself:
+		// applyState ends the subscription in pgferry's listener.)
 	}
 	pin := ss.statePin(&c)
 	if pin != "" && ss.txnMode && !ss.pinOnState {
@@ -473,6 +478,7 @@ func (ss *session) refuse(e *protocol.Error) (bool, error) {
 	linked := ss.server != nil
 	ss.dropUnsent() // (a query refused after applyState: no server for it)
 	ss.mu.Unlock()
+	ss.execTag = tagNone // (nor for a LISTEN's answer: listenLinked)
 	if !linked {
 		ss.joinPump()
 		b := e.AppendFrame(ss.wr.Buffer())
@@ -522,7 +528,9 @@ func (ss *session) noteStatelessParse(frame []byte) {
 // (the error then arrives in order, from the server). Statements whose
 // state pgferry carries (see noteStatement) are recorded for their
 // execution; LISTEN and UNLISTEN become an empty query, since pgferry
-// serves them through the pool's listener. It returns the frame to relay.
+// serves them through the pool's listener, pinned client or not (whose
+// UNLISTEN still goes to its server as well). It returns the frame to
+// relay.
 func (ss *session) interceptParse(frame []byte) []byte {
 	if !ss.txnMode {
 		return frame
@@ -551,17 +559,12 @@ func (ss *session) interceptParse(frame []byte) []byte {
 			c.Pin+" is not supported in transaction pooling mode: it would outlive the transaction on a shared server connection")
 		return protocol.AppendParseRaw(nil, string(name), []byte(raiseSQL(e)+"\x00\x00\x00"))
 	}
-	listens := c.Listen != "" || c.Unlisten != "" || c.UnlistenAll
-	if listens && ss.pinned {
-		// The pinned server runs LISTEN itself; its relay delivers
-		// the notifications.
-		ss.noteStatement(name, nil)
-		return frame
-	}
 	ss.noteStatement(name, &c)
-	if listens {
+	if c.Listen != "" || (!ss.pinned && (c.Unlisten != "" || c.UnlistenAll)) {
 		return protocol.AppendParseRaw(nil, string(name), append([]byte{0}, types...))
 	}
+	// (A pinned client's UNLISTEN runs on its server too, which may listen
+	// itself after a LISTEN pgferry could not serve.)
 	return frame
 }
 

@@ -416,7 +416,8 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	}
 	switch typ {
 	case protocol.MsgQuery, protocol.MsgFunctionCall:
-		ss.q.push(expect{kind: kQuery})
+		ss.q.push(expect{kind: kQuery, tag: ss.execTag}) // (tag: a LISTEN, listenLinked)
+		ss.execTag = tagNone
 		ss.stampTentative() // (params.go: the query's SETs are this request's)
 		sc.Wr.Append(frame)
 		ss.dropSent(sc)

@@ -198,6 +198,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 						}
 					}
 				}
+				if !swallow {
+					ss.mailToLinked() // (a client tied to its server: listen.go)
+				}
 				ss.releaseDeferred = false
 				if ss.releasable() && ss.cancels > 0 {
 					ss.releaseDeferred = true // after the cancel is delivered
@@ -225,9 +228,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				if completes(head.kind, typ) {
 					ss.q.pop()
 					swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow
-					if head.tag != tagNone && typ == protocol.MsgEmptyQuery {
-						frame = execTagFrames[head.tag]
-					}
+				}
+				if head.tag != tagNone && typ == protocol.MsgEmptyQuery {
+					frame = execTagFrames[head.tag] // (an Execute's, or a Query's)
 				}
 			}
 			owed = ss.q.n
@@ -271,7 +274,7 @@ func quietInQuery(q *ring, typ byte) bool {
 		return false
 	}
 	head, ok := q.peek()
-	return ok && head.kind == kQuery
+	return ok && head.kind == kQuery && head.tag == tagNone
 }
 
 // relayFlushAt is how many bytes relayServer lets the client be owed in

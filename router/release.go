@@ -461,8 +461,12 @@ func (ss *session) takeKick(sc *pool.ServerConn) bool {
 	if kicked && !release {
 		ss.pumpKick = false
 		// Under mu, so it cannot clear an Interrupt that finish makes
-		// after this (finish interrupts under mu too).
-		sc.ClearInterrupt()
+		// after this (finish interrupts under mu too), nor one a kill or
+		// query_timeout made (interrupted).
+		if !ss.interrupted() {
+			sc.ClearInterrupt()
+		}
+		ss.mailToLinked() // a kick of Notify's (listen.go)
 	}
 	return kicked && !release
 }

@@ -114,7 +114,8 @@ type session struct {
 	// (only it: attach starts it at 0, cancelDone counts down only the
 	// linked server's); releaseDeferred marks a finished transaction whose
 	// server waits for them; pumpKick tells the pump that the wait is
-	// over. Guarded by mu.
+	// over, or that notifications wait for a client tied to its idle
+	// server (Notify). Guarded by mu.
 	cancels int32
 
 	// Small fields, packed.
