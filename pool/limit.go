@@ -21,6 +21,12 @@ type Limit struct {
 	// over is cur - closing > max, kept under mu and read without it on every
 	// Release: a connection returned while the cap is exceeded is closed.
 	over atomic.Bool
+	// hungry holds the pools that wait for room under the cap and found no
+	// idle connection of another pool to close for it (Pool.evict), until
+	// one is parked idle (feed). anyHungry is len(hungry) > 0, kept under
+	// mu and read without it by every release that parks a connection.
+	hungry    map[*Pool]struct{}
+	anyHungry atomic.Bool
 }
 
 // NewLimit returns a cap of max connections; max <= 0 returns nil (no cap).
@@ -34,7 +40,7 @@ func NewLimit(max int) *Limit {
 // NewSettableLimit returns a cap of max connections that SetMax may change
 // later; unlike NewLimit, a max of 0 means no connection at all.
 func NewSettableLimit(max int) *Limit {
-	return &Limit{max: max, pools: make(map[*Pool]struct{})}
+	return &Limit{max: max, pools: make(map[*Pool]struct{}), hungry: make(map[*Pool]struct{})}
 }
 
 // SetMax changes the cap. Raising it lets waiting pools grow. Lowering it
@@ -106,7 +112,44 @@ func (l *Limit) register(p *Pool) {
 func (l *Limit) unregister(p *Pool) {
 	l.mu.Lock()
 	delete(l.pools, p)
+	delete(l.hungry, p)
+	l.anyHungry.Store(len(l.hungry) > 0)
 	l.mu.Unlock()
+}
+
+// starve records that p waits for room under the cap that no idle
+// connection could make; the next one parked idle will (feed).
+func (l *Limit) starve(p *Pool) {
+	l.mu.Lock()
+	l.hungry[p] = struct{}{}
+	l.anyHungry.Store(true)
+	l.mu.Unlock()
+}
+
+// feed lets the pools waiting for room under the cap ask for it again,
+// now that a connection under it was parked idle: they close it to grow
+// (askRoomLocked), at once rather than at their janitor's next pass.
+// Without such pools it costs one atomic load. It must not be called with
+// any pool's lock held.
+func (l *Limit) feed() {
+	if l == nil || !l.anyHungry.Load() {
+		return // (inlined at every release that parks a connection)
+	}
+	l.feedSlow()
+}
+
+func (l *Limit) feedSlow() {
+	l.mu.Lock()
+	pools := make([]*Pool, 0, len(l.hungry))
+	for p := range l.hungry {
+		pools = append(pools, p)
+	}
+	clear(l.hungry)
+	l.anyHungry.Store(false)
+	l.mu.Unlock()
+	for _, p := range pools {
+		p.kick()
+	}
 }
 
 func (l *Limit) tryTake() bool {
@@ -197,13 +240,15 @@ func (p *Pool) askRoomLocked(l *Limit, limit int) {
 	}
 	p.evicting += need
 	p.wg.Add(1) // under mu with the pool open (growLocked): before Close's Wait
-	go p.evict(pools, need)
+	go p.evict(l, pools, need)
 }
 
-// evict closes up to n idle connections of pools, for askRoomLocked. Each
-// close lets the pools under the cap grow as it ends (Limit.closed); once
-// all are done, the pool looks again at what its waiters need.
-func (p *Pool) evict(pools []*Pool, n int) {
+// evict closes up to n idle connections of pools under l, for
+// askRoomLocked. Each close lets the pools under the cap grow as it ends
+// (Limit.closed); once all are done, the pool looks again at what its
+// waiters need, or, with nothing closed, waits for a connection under l
+// to be parked idle (Limit.feed).
+func (p *Pool) evict(l *Limit, pools []*Pool, n int) {
 	defer p.wg.Done()
 	closed := 0
 	for _, o := range pools {
@@ -214,8 +259,10 @@ func (p *Pool) evict(pools []*Pool, n int) {
 	}
 	p.mu.Lock()
 	p.evicting -= n
-	if closed > 0 { // (none to close: the janitor's tick asks again)
+	if closed > 0 {
 		p.growLocked()
+	} else if !p.closed {
+		l.starve(p) // (one parked before this and after the look: the janitor's pass asks again)
 	}
 	p.mu.Unlock()
 }

@@ -55,3 +55,30 @@ func TestABurstOfWaitersUnderAFullSharedCapClosesOnlyTheIdleConnectionsElsewhere
 		t.Fatalf("b keeps %d of its 4 idle connections; want 3 (a, of size 1, needed one)", st.Total)
 	}
 }
+
+func TestAConnectionReleasedIdleInOnePoolMakesRoomForAPoolWaitingUnderTheSameFullCap(t *testing.T) {
+	pool.SetJanitorInterval(t, time.Hour) // no janitor pass to fall back on
+	limit := pool.NewLimit(1)
+	ca, cb := config(1), config(1)
+	ca.DBLimit, cb.DBLimit = limit, limit
+	a, b := newPool(t, ca), newPool(t, cb)
+	held := acquire(t, a) // a holds the cap, lent: nothing idle to close
+
+	got := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		sc, err := b.Acquire(ctx)
+		if err == nil {
+			b.Release(sc)
+		}
+		got <- err
+	}()
+	waitFor(t, "b's borrower to ask for room under the cap", func() bool { return b.Stat().Waiting == 1 && b.Hungry() })
+	// a's transaction ends: its connection goes idle, and b's borrower,
+	// waiting for the cap, gets a connection in its stead.
+	a.Release(held)
+	if err := <-got; err != nil {
+		t.Fatalf("b's borrower: %v; want a connection once a's went idle", err)
+	}
+}

@@ -189,9 +189,13 @@ func New(cfg Config) *Pool {
 		}
 	}
 	p.wg.Add(1)
-	go p.janitor()
+	go p.janitor(janitorInterval)
 	return p
 }
+
+// janitorInterval is how often the janitor runs (tests lengthen it to see
+// what happens without it).
+var janitorInterval = time.Second
 
 // Database returns the pool's database name.
 func (p *Pool) Database() string { return p.cfg.Database }
@@ -650,8 +654,11 @@ func (p *Pool) dialOne(gen uint64) {
 		p.retireMarked(sc)
 		return
 	}
-	p.putLocked(sc, p.now(), true) // logged in just now
+	parked := p.putLocked(sc, p.now(), true) // logged in just now
 	p.mu.Unlock()
+	if parked {
+		p.parked()
+	}
 }
 
 // armRetryLocked schedules the next dial after a transient failure, with a
@@ -719,13 +726,14 @@ func Transient(err error) bool {
 
 // putLocked hands sc to the oldest waiter or parks it idle, as of now;
 // ready says sc is known to be idle this instant (see ReleaseReady). sc
-// is not counted as active on entry.
-func (p *Pool) putLocked(sc *ServerConn, now time.Time, ready bool) {
-	p.putAgedLocked(sc, now, now, ready)
+// is not counted as active on entry. It reports whether sc was parked:
+// the caller then calls parked once it has let go of mu.
+func (p *Pool) putLocked(sc *ServerConn, now time.Time, ready bool) (parked bool) {
+	return p.putAgedLocked(sc, now, now, ready)
 }
 
 // putAgedLocked is putLocked for a connection last used at lastUsed.
-func (p *Pool) putAgedLocked(sc *ServerConn, now, lastUsed time.Time, ready bool) {
+func (p *Pool) putAgedLocked(sc *ServerConn, now, lastUsed time.Time, ready bool) (parked bool) {
 	sc.lastUsed = lastUsed
 	if w := p.waiters.pop(); w != nil {
 		p.active++
@@ -734,12 +742,20 @@ func (p *Pool) putAgedLocked(sc *ServerConn, now, lastUsed time.Time, ready bool
 		d := max(now.Sub(w.enqueued), 0)
 		p.stat.WaitTime += d
 		w.send(acquireResult{sc: sc, waited: d, ready: ready})
-		return
+		return false
 	}
 	if p.waiters.n == 0 {
 		p.reserve = false
 	}
 	p.idle = append(p.idle, sc)
+	return true
+}
+
+// parked tells the caps over the pool that one of its connections was
+// parked idle (see Limit.feed). It must not be called with mu held.
+func (p *Pool) parked() {
+	p.cfg.DBLimit.feed()
+	p.cfg.UserLimit.feed()
 }
 
 // Release returns a clean, idle connection. Connections that are too old,
@@ -798,8 +814,11 @@ func (p *Pool) releaseAged(sc *ServerConn, ready, keepAge bool, now time.Time) {
 	if keepAge {
 		lastUsed = sc.lastUsed
 	}
-	p.putAgedLocked(sc, now, lastUsed, ready) // keeps its buffers until maintain finds it idle a while
+	parked := p.putAgedLocked(sc, now, lastUsed, ready) // keeps its buffers until maintain finds it idle a while
 	p.mu.Unlock()
+	if parked {
+		p.parked()
+	}
 }
 
 // Destroy closes a lent connection whose state is unknown and lets the pool
@@ -963,9 +982,9 @@ func (p *Pool) kick() {
 
 // janitor retires idle connections past IdleTimeout or Lifetime and keeps
 // MinSize connections open.
-func (p *Pool) janitor() {
+func (p *Pool) janitor(every time.Duration) {
 	defer p.wg.Done()
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
