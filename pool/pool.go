@@ -558,8 +558,10 @@ func (p *Pool) scheduleReserveLocked() {
 		p.reserveArmed = false
 		if h := p.waiters.head; h != nil && p.now().Sub(h.enqueued) >= p.cfg.ReserveTimeout && !p.reserve {
 			p.reserve = true
-			p.growLocked()
 		}
+		// Dial with the reserve, or, if the waiter the check was armed for
+		// has left, arm it again for the one oldest now.
+		p.growLocked()
 	})
 }
 
