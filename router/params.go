@@ -216,7 +216,9 @@ func safeOption(s string) string {
 // with one injected Query whose responses are swallowed. mu and wmu are
 // held. It allocates only when something differs.
 func (ss *session) syncParams(sc *pool.ServerConn) {
-	ss.dropUnanswered()
+	if ss.pendingParams() {
+		ss.dropUnanswered()
+	}
 	if ss.paramsDirty {
 		ss.paramsKey = ss.paramSetKey()
 		ss.paramsDirty = false

@@ -418,7 +418,9 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	case protocol.MsgQuery, protocol.MsgFunctionCall:
 		ss.q.push(expect{kind: kQuery, tag: ss.execTag}) // (tag: a LISTEN, listenLinked)
 		ss.execTag = tagNone
-		ss.stampTentative() // (params.go: the query's SETs are this request's)
+		if ss.rare != nil {
+			ss.stampTentative() // (state.go: the query's SETs are this request's)
+		}
 		sc.Wr.Append(frame)
 		ss.dropSent(sc)
 		ss.armQueryTimeout()
@@ -436,7 +438,9 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	case protocol.MsgExecute:
 		ss.q.push(expect{kind: kExecute, tag: ss.execTag})
 		ss.execTag = tagNone
-		ss.stampTentative()
+		if ss.rare != nil {
+			ss.stampTentative()
+		}
 		sc.Wr.Append(frame)
 		ss.dropSent(sc)
 	case protocol.MsgClose:

@@ -198,7 +198,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 						}
 					}
 				}
-				if !swallow {
+				if !swallow && ss.rare != nil && len(ss.rare.mailbox) > 0 {
 					ss.mailToLinked() // (a client tied to its server: listen.go)
 				}
 				ss.releaseDeferred = false
@@ -220,7 +220,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					return relayUnlinked
 				}
 			case typ == protocol.MsgCommandComplete:
-				ss.onCommandComplete(sc, frame)
+				if ss.rare != nil || (len(frame) > 5 && frame[5] == 'D') {
+					ss.onCommandComplete(sc, frame) // (pending SETs, or a DISCARD/DEALLOCATE)
+				}
 				if completes(head.kind, typ) {
 					ss.q.pop()
 				}
