@@ -72,3 +72,21 @@ func TestOneJanitorPassClosesEveryConnectionIdlePastServerIdleTimeoutDownToMinPo
 		})
 	}
 }
+
+func TestAPoolWithUseOnceClosesEachConnectionWhenItsLoanEnds(t *testing.T) {
+	cfg := config(1)
+	cfg.Lifetime = pool.UseOnce
+	p := newPool(t, cfg)
+	seen := make(map[uint32]bool)
+	for _, end := range []func(*pool.ServerConn){p.Release, p.ReleaseReady} {
+		sc := acquire(t, p)
+		if seen[sc.PID] {
+			t.Fatalf("backend %d lent a second time", sc.PID)
+		}
+		seen[sc.PID] = true
+		end(sc)
+		if st := p.Stat(); st.Idle != 0 || st.Destroyed != uint64(len(seen)) {
+			t.Fatalf("after a loan ended: %+v; want the connection closed", st)
+		}
+	}
+}

@@ -39,8 +39,9 @@ type Config struct {
 	// ReserveSize more are allowed once a waiter has waited ReserveTimeout.
 	Size, MinSize, ReserveSize int
 	ReserveTimeout             time.Duration
-	// Lifetime closes released connections older than this (0: never);
-	// IdleTimeout closes connections idle longer than this (0: never).
+	// Lifetime closes released connections older than this (0: never;
+	// UseOnce: each as its first loan ends); IdleTimeout closes
+	// connections idle longer than this (0: never).
 	Lifetime, IdleTimeout time.Duration
 	// LoginRetry is how long after a failed login new clients fail fast,
 	// when the failure is one that waiting would not cure (authentication,
@@ -240,6 +241,10 @@ func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerCo
 
 // CheckAlways as Config.CheckDelay checks a connection before every loan.
 const CheckAlways time.Duration = -1
+
+// UseOnce as Config.Lifetime closes each connection when its first loan
+// ends (PgBouncer's server_lifetime = 0); one never lent stays open.
+const UseOnce time.Duration = -1
 
 // checkDue reports whether server_check_query must run on an idle
 // connection before it is lent.
@@ -458,7 +463,7 @@ func (p *Pool) release(sc *ServerConn, ready bool) {
 func (p *Pool) releaseAged(sc *ServerConn, ready, keepAge bool, now time.Time) {
 	p.mu.Lock()
 	expired := p.closed || sc.gen != p.gen ||
-		(p.cfg.Lifetime > 0 && now.Sub(sc.created) >= p.cfg.Lifetime) ||
+		(p.cfg.Lifetime != 0 && (p.cfg.Lifetime < 0 || now.Sub(sc.created) >= p.cfg.Lifetime)) ||
 		(p.paused && p.waiters.n == 0)
 	if expired {
 		p.mu.Unlock()

@@ -237,7 +237,7 @@ func (s *Server) newPool(cfg *configs.Config, dbName string, db configs.Database
 		MinSize:        db.MinPoolSize,
 		ReserveSize:    db.ReservePool,
 		ReserveTimeout: cfg.ReservePoolTimeout.Std(),
-		Lifetime:       cfg.ServerLifetime.Std(),
+		Lifetime:       serverLifetime(cfg),
 		IdleTimeout:    cfg.ServerIdleTimeout.Std(),
 		LoginRetry:     cfg.ServerLoginRetry.Std(),
 		HoldTimeout:    holdTimeout(cfg),
@@ -407,6 +407,15 @@ func checkDelay(cfg *configs.Config) time.Duration {
 		return d
 	}
 	return pool.CheckAlways
+}
+
+// serverLifetime maps server_lifetime to the pool's: PgBouncer's 0 uses
+// each connection for one loan.
+func serverLifetime(cfg *configs.Config) time.Duration {
+	if d := cfg.ServerLifetime.Std(); d > 0 {
+		return d
+	}
+	return pool.UseOnce
 }
 
 // holdTimeout is outage_hold_timeout, bounded by query_wait_timeout.
