@@ -118,7 +118,7 @@ func (l *Limit) unregister(p *Pool) {
 }
 
 // starve records that p waits for room under the cap that no idle
-// connection could make; the next one parked idle will (feed).
+// connection made; the next one parked idle may (feed).
 func (l *Limit) starve(p *Pool) {
 	l.mu.Lock()
 	l.hungry[p] = struct{}{}
@@ -148,8 +148,17 @@ func (l *Limit) feedSlow() {
 	l.anyHungry.Store(false)
 	l.mu.Unlock()
 	for _, p := range pools {
-		p.kick()
+		p.feedKick()
 	}
+}
+
+// feedKick is kick for a pool starved under a cap, now fed: an eviction
+// of its under way that finds nothing looks again (evict).
+func (p *Pool) feedKick() {
+	p.mu.Lock()
+	p.fed = true
+	p.growLocked()
+	p.mu.Unlock()
 }
 
 func (l *Limit) tryTake() bool {
@@ -215,11 +224,15 @@ func (l *Limit) release(closing int) {
 	}
 }
 
-// others returns the pools under l other than self.
-func (l *Limit) others(self *Pool) []*Pool {
+// starveAmong records that p waits for room under the cap (see starve)
+// and returns the other pools under it, where an idle connection may make
+// it.
+func (l *Limit) starveAmong(p *Pool) []*Pool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.poolsLocked(self)
+	l.hungry[p] = struct{}{}
+	l.anyHungry.Store(true)
+	return l.poolsLocked(p)
 }
 
 // askRoomLocked asks the other pools under l, a cap that is full, to close
@@ -234,10 +247,11 @@ func (p *Pool) askRoomLocked(l *Limit, limit int) {
 	if need <= 0 {
 		return
 	}
-	pools := l.others(p)
+	pools := l.starveAmong(p) // before the look: a connection parked during it feeds p
 	if len(pools) == 0 {
 		return
 	}
+	p.fed = false
 	p.evicting += need
 	p.wg.Add(1) // under mu with the pool open (growLocked): before Close's Wait
 	go p.evict(l, pools, need)
@@ -246,25 +260,34 @@ func (p *Pool) askRoomLocked(l *Limit, limit int) {
 // evict closes up to n idle connections of pools under l, for
 // askRoomLocked. Each close lets the pools under the cap grow as it ends
 // (Limit.closed); once all are done, the pool looks again at what its
-// waiters need, or, with nothing closed, waits for a connection under l
-// to be parked idle (Limit.feed).
+// waiters need. With nothing closed, p stays starved under l (marked
+// before each look), so the next connection parked idle under it feeds p
+// (Limit.feed); one parked during the look, perhaps behind it, fed p
+// already, and the look is made again.
 func (p *Pool) evict(l *Limit, pools []*Pool, n int) {
 	defer p.wg.Done()
-	closed := 0
-	for _, o := range pools {
-		if closed >= n {
-			break
+	for {
+		closed := 0
+		for _, o := range pools {
+			if closed >= n {
+				break
+			}
+			closed += o.closeIdle(n - closed)
 		}
-		closed += o.closeIdle(n - closed)
+		p.mu.Lock()
+		if closed == 0 && p.fed && !p.closed {
+			p.fed = false
+			l.starve(p)
+			p.mu.Unlock()
+			continue
+		}
+		p.evicting -= n
+		if closed > 0 {
+			p.growLocked()
+		}
+		p.mu.Unlock()
+		return
 	}
-	p.mu.Lock()
-	p.evicting -= n
-	if closed > 0 {
-		p.growLocked()
-	} else if !p.closed {
-		l.starve(p) // (one parked before this and after the look: the janitor's pass asks again)
-	}
-	p.mu.Unlock()
 }
 
 // LimitStat is a snapshot of a Limit: its cap and the connections counted

@@ -1,7 +1,9 @@
 package pool_test
 
 import (
+	"bytes"
 	"context"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -81,4 +83,56 @@ func TestAConnectionReleasedIdleInOnePoolMakesRoomForAPoolWaitingUnderTheSameFul
 	if err := <-got; err != nil {
 		t.Fatalf("b's borrower: %v; want a connection once a's went idle", err)
 	}
+}
+
+func TestAConnectionParkedWhileAWaitingPoolLooksForOneToCloseIsNotMissed(t *testing.T) {
+	pool.SetJanitorInterval(t, time.Hour) // no janitor pass to fall back on
+	// b looks at a and c for an idle connection to close; a's is parked
+	// while the look waits for c, after the look may have passed a. Which
+	// of a and c the look visits first is chance: the rounds make it
+	// likely that it visits a first at least once.
+	for round := range 8 {
+		limit := pool.NewLimit(2)
+		ca, cb, cc := config(1), config(1), config(1)
+		ca.DBLimit, cb.DBLimit, cc.DBLimit = limit, limit, limit
+		a, b, c := newPool(t, ca), newPool(t, cb), newPool(t, cc)
+		heldA, heldC := acquire(t, a), acquire(t, c) // the cap is full, nothing idle
+
+		got := make(chan error, 1)
+		c.WhileLocked(func() {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				sc, err := b.Acquire(ctx)
+				if err == nil {
+					b.Release(sc)
+				}
+				got <- err
+			}()
+			waitBlockedIn(t, "(*Pool).closeIdle") // b's look waits for c
+			a.Release(heldA)                      // parked idle
+		})
+		if err := <-got; err != nil {
+			t.Fatalf("round %d: b's borrower: %v; want the connection a parked meanwhile closed for it", round, err)
+		}
+		c.Release(heldC)
+		for _, p := range []*pool.Pool{a, b, c} {
+			p.Close()
+		}
+	}
+}
+
+// waitBlockedIn waits until a goroutine running fn waits for a sync.Mutex
+// (a 20 s hang guard).
+func waitBlockedIn(t *testing.T, fn string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		for _, g := range bytes.Split(buf[:runtime.Stack(buf, true)], []byte("\n\n")) {
+			if bytes.Contains(g, []byte(fn)) && bytes.Contains(g, []byte("sync.(*Mutex).Lock")) {
+				return
+			}
+		}
+	}
+	t.Fatalf("no goroutine in %s waited for a lock", fn)
 }

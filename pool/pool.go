@@ -127,8 +127,9 @@ type Pool struct {
 	waiters      waitQueue
 	active       int
 	dialing      int
-	total        int // active + idle + dialing
-	evicting     int // idle connections of other pools being closed for this one's waiters (askRoomLocked)
+	total        int  // active + idle + dialing
+	evicting     int  // idle connections of other pools being closed for this one's waiters (askRoomLocked)
+	fed          bool // a connection was parked under a cap this pool starves under since its last look (evict)
 	gen          uint64
 	closed       bool
 	paused       bool
