@@ -31,6 +31,13 @@ type Class struct {
 	// Several marks a query of more than one statement: what it does is
 	// the server's to run, whatever pgferry applies of it.
 	Several bool
+	// ReservedName marks a statement that names a server-side prepared
+	// statement by a name beginning with ReservedPrefix, as PostgreSQL
+	// reads the name: EXECUTE, EXPLAIN ... EXECUTE, CREATE TABLE ... AS
+	// EXECUTE, DEALLOCATE [PREPARE], PREPARE. It would run or drop a
+	// statement pgferry prepared on the server for whichever client, or
+	// take a name pgferry may want there; the router refuses it.
+	ReservedName bool
 	// More holds the changes of a query of several statements after the
 	// first (Change), in the order they run; nil otherwise, so that a
 	// single statement costs no allocation.
@@ -82,7 +89,7 @@ func (c *Class) ChangesState() bool {
 // equal reports whether c and o are the same class.
 func (c *Class) equal(o *Class) bool {
 	if c.Pin != o.Pin || c.Change != o.Change || c.Discard != o.Discard || c.DiscardAll != o.DiscardAll ||
-		c.Listen != o.Listen || c.Several != o.Several || len(c.More) != len(o.More) {
+		c.Listen != o.Listen || c.Several != o.Several || c.ReservedName != o.ReservedName || len(c.More) != len(o.More) {
 		return false
 	}
 	for i := range c.More {
@@ -105,9 +112,10 @@ func SQL(sql []byte) Class {
 		// whose class differs pins its client: a statement hidden from
 		// one reading must not move to another server. (A reading that
 		// leaves a string open is not the server's: it would refuse the
-		// whole query.)
+		// whole query.) A reserved name either reading sees is reported:
+		// the server's reading may be that one.
 		if b, open := classifySQL(sql, true); !b.equal(&c) && !open {
-			return Class{Pin: pinStringEscapes}
+			return Class{Pin: pinStringEscapes, ReservedName: c.ReservedName || b.ReservedName}
 		}
 	}
 	return c
@@ -166,6 +174,7 @@ func classifySQL(sql []byte, backslashes bool) (c Class, open bool) {
 		}
 		out.Discard = out.Discard || c.Discard
 		out.DiscardAll = out.DiscardAll || c.DiscardAll
+		out.ReservedName = out.ReservedName || c.ReservedName
 		if c.Listen != "" && out.Pin == "" {
 			// pgferry answers a LISTEN itself only when it is the whole
 			// query: the server runs this one, with the rest.
@@ -225,7 +234,8 @@ const (
 // the text is one statement (no ';', or one that only blanks follow):
 // classifyWord acts on a few first words, and on the others only for an
 // advisory lock or a session-level set_config (which need a '(' to be
-// called: sessionFunctionPin).
+// called: sessionFunctionPin), or, after EXECUTE and EXPLAIN, for a name
+// pgferry reserves (which needs the prefix, or a '&': mayNameReserved).
 // Anything else (several statements, a ';' in a quote or comment, a first
 // word longer than 8 bytes) is classified.
 func Needed(sql []byte) bool {
@@ -245,7 +255,11 @@ func Needed(sql []byte) bool {
 	}
 	switch wordKey(body) {
 	case 0, keySet, keyReset, keyDiscard, keyCreate, keyDeclare, keyPrepare, keyListen, keyUnlisten, keyLoad:
-		return true
+		return true // (DEALLOCATE, longer than 8 bytes, is key 0)
+	case keyExecute, keyExplain:
+		if mayNameReserved(body) {
+			return true
+		}
 	}
 	return sessionFunctionPin(stmt) != ""
 }
@@ -281,6 +295,8 @@ const (
 	keyListen   = uint64('l')<<40 | uint64('i')<<32 | uint64('s')<<24 | uint64('t')<<16 | uint64('e')<<8 | uint64('n')
 	keyUnlisten = uint64('u')<<56 | uint64('n')<<48 | uint64('l')<<40 | uint64('i')<<32 | uint64('s')<<24 | uint64('t')<<16 | uint64('e')<<8 | uint64('n')
 	keyLoad     = uint64('l')<<24 | uint64('o')<<16 | uint64('a')<<8 | uint64('d')
+	keyExecute  = uint64('e')<<48 | uint64('x')<<40 | uint64('e')<<32 | uint64('c')<<24 | uint64('u')<<16 | uint64('t')<<8 | uint64('e')
+	keyExplain  = uint64('e')<<48 | uint64('x')<<40 | uint64('p')<<32 | uint64('l')<<24 | uint64('a')<<16 | uint64('i')<<8 | uint64('n')
 )
 
 // onlyBlanks reports whether b holds nothing but white space.
@@ -298,8 +314,10 @@ func onlyBlanks(b []byte) bool {
 // ';' that only blanks follow (a ';' that may be inside an unterminated
 // quote). That holds for every keyword whose class depends on the first
 // word alone, and for the advisory-lock search every other statement gets,
-// which cannot match across "; ". The others read the text after the
-// keyword.
+// which cannot match across "; "; and for the reserved names after
+// EXECUTE, EXPLAIN and PREPARE, which such a ';' can only be inside of if
+// the name is left open, and which then read the same (unreadable) both
+// ways. The others read the text after the keyword.
 func endIrrelevant(w string) bool {
 	switch w {
 	case "set", "reset", "discard", "deallocate", "create", "declare", "listen", "unlisten":
@@ -343,14 +361,23 @@ func classifyWord(stmt []byte, w string, rest []byte) Class {
 		case "temp", "temporary":
 		}
 	case "deallocate":
+		// DEALLOCATE [PREPARE] name | ALL ("prepare" may be the name).
 		what, r := nextWord(rest)
+		c.ReservedName = reservedName(rest)
 		if what == "prepare" {
+			c.ReservedName = c.ReservedName || reservedName(r)
 			what, _ = nextWord(r)
 		}
 		if what == "all" {
 			c.Discard = true
 		}
+	case "execute":
+		c.ReservedName = reservedName(rest)
+	case "explain":
+		// EXPLAIN [options] EXECUTE name, or CREATE TABLE ... AS EXECUTE.
+		c.ReservedName = executesReserved(rest)
 	case "create":
+		c.ReservedName = executesReserved(rest) // CREATE TABLE ... AS EXECUTE name
 		w2, r := nextWord(rest)
 		if w2 == "or" { // CREATE OR REPLACE TEMP VIEW
 			if w3, r3 := nextWord(r); w3 == "replace" {
@@ -394,6 +421,7 @@ func classifyWord(stmt []byte, w string, rest []byte) Class {
 		}
 	case "prepare":
 		c.Pin = "SQL PREPARE"
+		c.ReservedName = reservedName(rest)
 	case "listen":
 		c.Listen = channelName(rest)
 		if c.Listen == "" {

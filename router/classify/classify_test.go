@@ -103,7 +103,8 @@ func TestClassifyBenchInputsDoNotAllocate(t *testing.T) {
 
 func TestTheFirstWordsNeededTellsApartAreTheirWordsKeys(t *testing.T) {
 	for w, k := range map[string]uint64{"set": keySet, "reset": keyReset, "discard": keyDiscard, "create": keyCreate,
-		"declare": keyDeclare, "prepare": keyPrepare, "listen": keyListen, "unlisten": keyUnlisten, "load": keyLoad} {
+		"declare": keyDeclare, "prepare": keyPrepare, "listen": keyListen, "unlisten": keyUnlisten, "load": keyLoad,
+		"execute": keyExecute, "explain": keyExplain} {
 		if got := wordKey([]byte(strings.ToUpper(w) + " x")); got != k {
 			t.Errorf("the key of %q is %#x; the constant says %#x", w, got, k)
 		}

@@ -217,7 +217,7 @@ func refNextWord(b []byte) (word string, rest []byte) {
 func refClassifySQL(sql []byte) Class {
 	c, _ := refClassifyMode(sql, false)
 	if b, open := refClassifyMode(sql, true); !b.equal(&c) && !open {
-		return Class{Pin: pinStringEscapes}
+		return Class{Pin: pinStringEscapes, ReservedName: c.ReservedName || b.ReservedName}
 	}
 	return c
 }
@@ -264,6 +264,7 @@ func refClassifyMode(sql []byte, backslashes bool) (out Class, open bool) {
 		}
 		out.Discard = out.Discard || c.Discard
 		out.DiscardAll = out.DiscardAll || c.DiscardAll
+		out.ReservedName = out.ReservedName || c.ReservedName
 		if c.Change != (Change{}) {
 			changes = append(changes, c.Change)
 		}
@@ -344,6 +345,9 @@ var classifyEquivalenceSeeds = []string{
 	"SET U&\"search\\005fpath\" TO x", "RESET U&\"search!005fpath\" UESCAPE '!'", "set app.U&\"x\\0041\" = 1",
 	"select U&\"set\\005fconfig\"('a', 'b', false)", "select U&\"set_config\" UESCAPE '!' ('a', 'b', false)",
 	"select U&\"a\"\"\\\" (1)", "select u&\"x\\", "select u&", "create table U&\"pg\\005ftemp\".t(x int)",
+	"execute pgferry_1", "EXECUTE \"pgferry_1\";  ", "select 1; execute U&\"pgferry\\005f1\"", "deallocate prepare pgferry_1;",
+	"/* execute pgferry_1 */ explain select 1", "explain select 'execute pgferry_1'", "prepare pgferry_7 as select 1 ; ",
+	"execute u&\"x;  ", "select '\\'; execute pgferry_1; --'",
 	string(benchPgbenchSelect), string(benchLongSelect), string(benchMulti),
 }
 
