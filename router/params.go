@@ -11,6 +11,7 @@ import (
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/classify"
+	"github.com/pgferry/pgferry/router/prepared"
 )
 
 // trackedBase are the parameters PgBouncer always carries from client to
@@ -418,6 +419,9 @@ func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
 		return false, nil
 	}
 	c := classify.SQL(sql)
+	if c.ReservedName {
+		return ss.refuse(errReservedName) // before it is recorded, or pins
+	}
 	if ss.txnMode && !c.Several && (c.Listen != "" || c.Unlisten != "" || c.UnlistenAll) {
 		if done, err := ss.handleListen(&c); done || err != nil {
 			return done, err
@@ -531,22 +535,33 @@ func (ss *session) noteStatelessParse(frame []byte) {
 // state pgferry carries (see noteStatement) are recorded for their
 // execution; LISTEN and UNLISTEN become an empty query, since pgferry
 // serves them through the pool's listener, pinned client or not (whose
-// UNLISTEN still goes to its server as well). It returns the frame to
-// relay.
+// UNLISTEN still goes to its server as well). A statement that names a
+// prepared statement by pgferry's prefix becomes one that raises
+// errReservedName, in session mode too. It returns the frame to relay.
 func (ss *session) interceptParse(frame []byte) []byte {
-	if !ss.txnMode {
-		return frame
-	}
 	name, rest, ok := protocol.CString(protocol.Body(frame))
 	if !ok {
 		return frame
 	}
 	sql, types, ok := protocol.CString(rest)
 	if !ok || !classify.Needed(sql) {
-		ss.noteStatement(name, nil)
+		if ss.txnMode {
+			ss.noteStatement(name, nil)
+		}
 		return frame
 	}
 	c := classify.SQL(sql)
+	if c.ReservedName {
+		if ss.txnMode {
+			ss.noteStatement(name, nil)
+		}
+		// (The client's parameter types stay: a Bind with its arguments
+		// reaches the error.)
+		return protocol.AppendParseRaw(nil, string(name), append([]byte(raiseSQL(errReservedName)+"\x00"), types...))
+	}
+	if !ss.txnMode {
+		return frame
+	}
 	// (A SET of a tracked parameter is recorded at the statement's
 	// Execute, applyState, and pins there if its value cannot be: the
 	// simple protocol pins for it too.)
@@ -569,6 +584,17 @@ func (ss *session) interceptParse(frame []byte) []byte {
 	// itself after a LISTEN pgferry could not serve.)
 	return frame
 }
+
+// errReservedName refuses a statement that names a prepared statement in
+// SQL by a name beginning with prepared.NamePrefix (classify's
+// ReservedName): on a shared server connection it would run or drop a
+// statement pgferry prepared there for another client, or take a name
+// pgferry may give one. pg_prepared_statements shows their names. The
+// SQLSTATE is insufficient_privilege rather than PostgreSQL's
+// invalid_sql_statement_name (26000): the statement may exist, and a
+// PREPARE of such a name is refused as well.
+var errReservedName = protocol.NewError(protocol.SQLStateInsufficientPrivilege,
+	`prepared statement names beginning with "`+prepared.NamePrefix+`" are reserved by pgferry`)
 
 // raiseSQL is a statement that fails with e's SQLSTATE and message.
 func raiseSQL(e *protocol.Error) string {
