@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
@@ -200,5 +201,50 @@ func TestASessionModeClientCannotDeallocateItsStatementByPgferrysName(t *testing
 	var s string
 	if err := a.QueryRow(ctx, "mine").Scan(&s); err != nil || s != "mine" {
 		t.Fatalf("a's statement gives %q, %v", s, err)
+	}
+}
+
+// statementTimes returns pgferry's statements on the server connection c's
+// next simple query runs on, each as name@prepare_time, in order.
+func (c *rawClient) statementTimes() string {
+	c.t.Helper()
+	c.send(&pgproto3.Query{String: "select coalesce(string_agg(name || '@' || prepare_time::text, ',' order by name), '') from pg_prepared_statements where name like 'pgferry%'"})
+	got := c.until(1)
+	names, ok := strings.CutPrefix(got, "T D:")
+	if !ok {
+		c.t.Fatalf("statements on the server: %q", got)
+	}
+	return strings.TrimSuffix(names, " C Z")
+}
+
+// A client's DEALLOCATE ALL or DISCARD ALL clears pgferry's record of its
+// server's statements as it is sent (a pipeline behind it prepares its
+// statements again); its answer, which comes after what the pipeline
+// prepared behind it, clears nothing more: those statements are not
+// prepared a second time.
+func TestStatementsPreparedBehindAPipelinedDropAreNotPreparedAgain(t *testing.T) {
+	t.Parallel()
+	for i, d := range pipelinedDrops {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			cs, _ := clientsOnOneServer(t, 10, 2)
+			c, other := cs[0], cs[1]
+			other.want("other prepares", 1, "1 2 D:o C Z", parse("o", "select 'o'"), bind("o"), execMsg(), syncMsg())
+			c.dropThen(i, "1 2 D:t C Z", parse("t", "select 't'"), bind("t"), execMsg(), syncMsg())
+			// (The drop dropped other's statement too, as it drops every
+			// statement of the server.)
+			before := c.statementTimes()
+			if before == "" || strings.Contains(before, ",") {
+				t.Fatalf("statements on the server after the pipeline: %q", before)
+			}
+			for round := range 2 {
+				c.want("bind t later", 1, "2 D:t C Z", bind("t"), execMsg(), syncMsg())
+				other.want("other prepares t's text", 1, "1 2 D:t C Z", parse("x", "select 't'"), bind("x"), execMsg(), syncMsg())
+				_ = round
+			}
+			if now := c.statementTimes(); now != before {
+				t.Fatalf("statements on the server went from %q to %q: prepared again", before, now)
+			}
+		})
 	}
 }

@@ -370,14 +370,22 @@ func pinSetValue(name string) string {
 	return "SET " + name + " to a value pgferry cannot replay"
 }
 
-// Answers that replace an Execute's EmptyQueryResponse (execTag).
+// Answers that replace an Execute's EmptyQueryResponse (execTag), and
+// tagDrop, which marks a request that drops every prepared statement of
+// the server (DEALLOCATE ALL, DISCARD ALL) and that pgferry saw go: the
+// server's statement cache was cleared as it went (dropSent), and its
+// CommandComplete clears nothing more (onCommandComplete). Such a request
+// is never answered with an EmptyQueryResponse (it has a statement); its
+// frame would stand for itself.
 const (
 	tagNone uint8 = iota
 	tagListen
 	tagUnlisten
+	tagDrop
 )
 
 var execTagFrames = [...][]byte{
 	tagListen:   protocol.AppendCommandComplete(nil, "LISTEN"),
 	tagUnlisten: protocol.AppendCommandComplete(nil, "UNLISTEN"),
+	tagDrop:     protocol.AppendEmpty(nil, protocol.MsgEmptyQuery),
 }

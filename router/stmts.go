@@ -193,9 +193,15 @@ func (ss *session) forgetStmt(name []byte) {
 
 // forgetStmts drops every statement name of the client (DISCARD ALL,
 // DEALLOCATE ALL). The unnamed statement stays, as in PostgreSQL. The
-// statement about to be sent drops the server's too (see dropSent).
+// statement about to be sent drops the server's too (see dropSent), and
+// its expectation says so (tagDrop), unless it carries a LISTEN's answer
+// (a Parse of several statements, which the server refuses anyway: its
+// drop is then cleared for again when answered).
 func (ss *session) forgetStmts() {
 	ss.stmtTable().dropping = true
+	if ss.execTag == tagNone {
+		ss.execTag = tagDrop
+	}
 	ss.releaseStmts()
 }
 
@@ -217,9 +223,8 @@ func (ss *session) releaseStmts() {
 // appended for it drops every prepared statement of the server
 // (clientStmts.dropping), so that the messages a pipeline sends behind it
 // prepare their statements again rather than bind ones the server will no
-// longer have by then. (A drop that forgetStmts marked and that did not go,
-// refused, clears the cache of the next server one goes to: the statements
-// it forgets are prepared again, see prepareOnServer.)
+// longer have by then. The drop's CommandComplete, which comes after the
+// server prepared those, leaves the cache alone (tagDrop).
 func (ss *session) dropSent(sc *pool.ServerConn) {
 	if t := ss.stmts; t != nil && t.dropping {
 		t.dropping = false
@@ -262,11 +267,12 @@ func (ss *session) ensureStmt(sc *pool.ServerConn, st *clientStmt) {
 // expectation (kParse for the client's own, kParseSwallow for one pgferry
 // adds). A Close of the name goes first, its answer swallowed: the server
 // may have the statement all the same (a DISCARD ALL or DEALLOCATE ALL
-// clears the cache when its answer comes, after Parses a pipeline sent
-// behind it; one that fails or is skipped after the cache was cleared as
-// it went, see dropSent), and PostgreSQL refuses a Parse of a name it has
-// (42P05) on every later try. A name stands for one content for good
-// (router/prepared): closing and preparing it again changes nothing else.
+// pgferry did not see go clears the cache when its answer comes, after
+// Parses a pipeline sent behind it, see onCommandComplete; one that fails
+// or is skipped after the cache was cleared as it went, see dropSent), and
+// PostgreSQL refuses a Parse of a name it has (42P05) on every later try.
+// A name stands for one content for good (router/prepared): closing and
+// preparing it again changes nothing else.
 func (ss *session) prepareOnServer(sc *pool.ServerConn, st *clientStmt, kind uint8) {
 	ss.addServerStmt(sc, st.ID)
 	ss.entry.stats.serverParses.Add(1)
