@@ -448,9 +448,16 @@ func needsServer(typ byte) bool {
 
 // loopServes reports whether the loop handles the client frame: one of the
 // extended protocol's or a simple query, whose SQL (if any) changes no
-// session state pgferry tracks. handle does the same in both places; what
-// a statement that changes session state needs (pinning, LISTEN's wait for
-// its listener) is the goroutine's.
+// session state pgferry tracks, and an Execute of a portal bound to no
+// statement that does. handle does the same in both places; what a
+// statement that changes session state needs (pinning, LISTEN's wait for
+// its listener connection: an acknowledgement, or a whole dial) is the
+// goroutine's. The loop's sessions hold no such statement or portal
+// (loopable), and the loop prepares none (it hands such a Parse back), so
+// the Execute's look finds none; it is here so that an Execute the loop
+// serves cannot wait whatever the session holds. (A Bind, Describe, Close
+// or Sync that concerns one waits for nothing: a Bind or Close of one only
+// updates pgferry's maps, noteBind and noteClose.)
 func (ss *session) loopServes(typ byte, frame []byte) bool {
 	switch typ {
 	case protocol.MsgQuery:
@@ -463,7 +470,14 @@ func (ss *session) loopServes(typ byte, frame []byte) bool {
 		}
 		sql, _, ok := protocol.CString(rest)
 		return ok && !classify.Needed(sql)
-	case protocol.MsgBind, protocol.MsgDescribe, protocol.MsgExecute, protocol.MsgClose,
+	case protocol.MsgExecute:
+		if r := ss.rare; r != nil && r.statePortals != nil {
+			// interceptExecute would apply the portal's statement.
+			portal, _, ok := protocol.CString(protocol.Body(frame))
+			return ok && r.statePortals[string(portal)] == nil
+		}
+		return true
+	case protocol.MsgBind, protocol.MsgDescribe, protocol.MsgClose,
 		protocol.MsgSync, protocol.MsgFlush:
 		return true
 	}
