@@ -14,9 +14,9 @@ import (
 // = on from the startup packet, options or SET SESSION CHARACTERISTICS),
 // when it opens with BEGIN/START TRANSACTION ... READ ONLY, or, with
 // route_read_statements, when it is a single autocommit statement that is
-// plainly a read (see classify.IsPlainRead), and, in the extended protocol,
-// nothing but reads and their Sync are pipelined behind it
-// (onlyReadsFollow). Everything else, and every read within
+// plainly a read (see classify.IsPlainRead), and nothing but reads (and
+// their Sync, in the extended protocol) is pipelined behind it
+// (onlyReadQueriesFollow, onlyReadsFollow). Everything else, and every read within
 // read_your_writes of the client's last write, goes to the primary.
 
 // wantsReplica decides where the transaction that frame starts should run.
@@ -69,7 +69,38 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 	if !e.db.RouteReadStatements || !classify.IsPlainRead(sql) {
 		return false
 	}
-	return typ == protocol.MsgQuery || ss.onlyReadsFollow(typ, frame)
+	if typ == protocol.MsgQuery {
+		return ss.onlyReadQueriesFollow()
+	}
+	return ss.onlyReadsFollow(typ, frame)
+}
+
+// onlyReadQueriesFollow is onlyReadsFollow for a simple Query: what the
+// client sent behind it runs on the same server, so it may be simple
+// Queries of plain reads and a Terminate, or nothing.
+func (ss *session) onlyReadQueriesFollow() bool {
+	b := ss.rd.Lookahead()
+	for len(b) > 0 {
+		if len(b) < 5 {
+			return false
+		}
+		n := 1 + int(binary.BigEndian.Uint32(b[1:5]))
+		if n < 5 || n > len(b) {
+			return false
+		}
+		f := b[:n]
+		b = b[n:]
+		switch f[0] {
+		case protocol.MsgTerminate:
+		case protocol.MsgQuery:
+			if body := protocol.Body(f); len(body) == 0 || !classify.IsPlainRead(body[:len(body)-1]) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // onlyReadsFollow reports whether what the client sent behind frame, a

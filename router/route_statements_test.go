@@ -7,11 +7,13 @@ package router_test
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
@@ -108,4 +110,30 @@ func TestRouteReadStatementsSendsAReadToAReplicaAndKeepsAPipelineWithAWriteOnThe
 			t.Errorf("a named write ran on port %d, want the primary's %d", p, primary.Port)
 		}
 	})
+}
+
+// A write sent by simple query in the same write as a read behind it would
+// run on the read's replica, linked while the read's answer is owed, and
+// fail there (25006): the two run on the primary (onlyReadQueriesFollow).
+func TestRouteReadStatementsKeepsAWritePipelinedBehindASimpleQueryReadOnThePrimary(t *testing.T) {
+	primary, replica := startReplicated(t)
+	f := ferrytest.Start(t, replicaConfig(t, primary, replica, func(db *configs.Database) { db.RouteReadStatements = true }))
+	ctx := testContext(t)
+	conn := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := conn.Exec(ctx, "create table review_routed (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	c := newRawClient(t, f.AppDSN())
+	ferrytest.Eventually(t, 20*time.Second, "a read to run on the replica, which has the table", func() (bool, error) {
+		c.send(&pgproto3.Query{String: "select inet_server_port() from (select count(*) from review_routed) t"})
+		return c.until(1) == "T D:"+strconv.Itoa(replica.Port)+" C Z", nil
+	})
+	c.send(
+		&pgproto3.Query{String: "select inet_server_port()"},
+		&pgproto3.Query{String: "insert into review_routed values (1) returning inet_server_port()"},
+	)
+	got := c.until(2)
+	if !strings.HasSuffix(got, " T D:"+strconv.Itoa(primary.Port)+" C Z") {
+		t.Fatalf("a read and a write pipelined by simple query: %s; want the write run on the primary (port %d; the replica's is %d)", got, primary.Port, replica.Port)
+	}
 }
