@@ -491,7 +491,8 @@ func (ss *session) refuse(e *protocol.Error) (bool, error) {
 	linked := ss.server != nil
 	ss.dropUnsent() // (a query refused after applyState: no server for it)
 	ss.mu.Unlock()
-	ss.execTag = tagNone // (nor for a LISTEN's answer: listenLinked)
+	ss.dropNotSent()
+	ss.execTag = tagNone // (nor for a LISTEN's answer: listenLinked; nor a drop)
 	if !linked {
 		ss.joinPump()
 		b := e.AppendFrame(ss.wr.Buffer())
@@ -522,74 +523,6 @@ func (ss *session) refuse(e *protocol.Error) (bool, error) {
 	ss.wmu.Unlock()
 	ss.relayInline(sc, protocol.MsgQuery)
 	return true, nil
-}
-
-// noteStatelessParse is interceptParse for a Parse whose SQL changes no
-// session state (see handleFrame).
-func (ss *session) noteStatelessParse(frame []byte) {
-	if !ss.txnMode {
-		return
-	}
-	if name, _, ok := protocol.CString(protocol.Body(frame)); ok {
-		ss.noteStatement(name, nil)
-	}
-}
-
-// interceptParse pins the session when a statement prepared through the
-// extended protocol creates session state, or, with pin_on_session_state
-// = false, swaps its text for one that raises ERROR 0A000 when executed
-// (the error then arrives in order, from the server). Statements whose
-// state pgferry carries (see noteStatement) are recorded for their
-// execution; LISTEN and UNLISTEN become an empty query, since pgferry
-// serves them through the pool's listener, pinned client or not (whose
-// UNLISTEN still goes to its server as well). A statement that names a
-// prepared statement by pgferry's prefix becomes one that raises
-// errReservedName, in session mode too. It returns the frame to relay.
-func (ss *session) interceptParse(frame []byte) []byte {
-	name, rest, ok := protocol.CString(protocol.Body(frame))
-	if !ok {
-		return frame
-	}
-	sql, types, ok := protocol.CString(rest)
-	if !ok || !classify.Needed(sql) {
-		if ss.txnMode {
-			ss.noteStatement(name, nil)
-		}
-		return frame
-	}
-	c := classify.SQL(sql)
-	if c.ReservedName {
-		if ss.txnMode {
-			ss.noteStatement(name, nil)
-		}
-		// (The client's parameter types stay: a Bind with its arguments
-		// reaches the error.)
-		return protocol.AppendParseRaw(nil, string(name), append([]byte(raiseSQL(errReservedName)+"\x00"), types...))
-	}
-	if !ss.txnMode {
-		return frame
-	}
-	// (A SET of a tracked parameter is recorded at the statement's
-	// Execute, applyState, and pins there if its value cannot be: the
-	// simple protocol pins for it too.)
-	c.Pin = ss.statePin(&c)
-	if c.Pin != "" {
-		ss.noteStatement(name, nil)
-		if ss.pinOnState {
-			ss.pinFor(c.Pin)
-			return frame
-		}
-		e := protocol.NewError(protocol.SQLStateFeatureNotSupported,
-			c.Pin+" is not supported in transaction pooling mode: it would outlive the transaction on a shared server connection")
-		return protocol.AppendParseRaw(nil, string(name), []byte(raiseSQL(e)+"\x00\x00\x00"))
-	}
-	ss.noteStatement(name, &c)
-	if c.Listen != "" || (!ss.pinned && (c.Unlisten != "" || c.UnlistenAll)) {
-		return protocol.AppendParseRaw(nil, string(name), append([]byte{0}, types...))
-	}
-	// (A pinned client's UNLISTEN runs on its server too, which may listen
-	// itself after a LISTEN pgferry could not serve.)
-	return frame
 }
 
 // errReservedName refuses a statement that names a prepared statement in
