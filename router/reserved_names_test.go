@@ -8,6 +8,7 @@ package router_test
 
 import (
 	"context"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -247,4 +248,52 @@ func TestStatementsPreparedBehindAPipelinedDropAreNotPreparedAgain(t *testing.T)
 			}
 		})
 	}
+}
+
+// A drop refused with the rest of its query leaves the statements of the
+// server the client goes to next alone: with pin_on_session_state = false
+// a query of a drop and a SET pgferry cannot carry is refused before
+// anything is recorded; a read-only transaction that no replica can take
+// (replica_fallback = error) is refused after, when no server comes.
+func TestARefusedDropClearsNoServersStatements(t *testing.T) {
+	t.Parallel()
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 1)
+	cfg.PinOnSessionState = false
+	db := cfg.Databases["app"]
+	// A replica nobody listens for: never in rotation.
+	db.Replicas = []configs.Replica{{Host: "127.0.0.1", Port: closedPort(t), Weight: 1}}
+	db.LagCheckInterval = configs.Duration(100 * time.Millisecond)
+	db.ReplicaFallback = "error"
+	db.ReadYourWrites = 0 // (c's reads after its statements go to replicas too)
+	cfg.Databases["app"] = db
+	f := ferrytest.Start(t, cfg)
+	a, c := newRawClient(t, f.AppDSN()), newRawClient(t, f.AppDSN())
+	a.want("a prepares", 1, "1 2 D:a C Z", parse("s", "select 'a'"), bind("s"), execMsg(), syncMsg())
+	before := a.statementTimes()
+	for _, tc := range []struct{ sql, want string }{
+		{"deallocate all; set app.x = 1", "E:0A000 Z"},
+		{"discard all; select pg_advisory_lock(1)", "E:0A000 Z"},
+		{"begin read only; deallocate all", "E:08006 Z"},
+	} {
+		c.want("the refused drop "+tc.sql, 1, tc.want, &pgproto3.Query{String: tc.sql})
+		c.want("c's next query", 1, "T D:1 C Z", &pgproto3.Query{String: "select 1"})
+		a.want("a binds", 1, "2 D:a C Z", bind("s"), execMsg(), syncMsg())
+		if now := a.statementTimes(); now != before {
+			t.Fatalf("after %q statements on the server went from %q to %q: prepared again", tc.sql, before, now)
+		}
+	}
+}
+
+// closedPort returns a local TCP port nothing listens on (it listened for
+// a moment).
+func closedPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return port
 }

@@ -42,7 +42,7 @@ type clientStmt struct {
 // dropping says that a statement about to be sent drops every prepared
 // statement of the server (DEALLOCATE ALL, DISCARD ALL): forgetStmts sets
 // it before the statement goes, dropSent clears the server's cache as it
-// goes.
+// goes, and dropNotSent forgets it when the request is refused instead.
 type clientStmts struct {
 	named       map[string]*clientStmt
 	unnamed     []byte
@@ -227,11 +227,26 @@ func (ss *session) releaseStmts() {
 // server prepared those, leaves the cache alone (tagDrop).
 func (ss *session) dropSent(sc *pool.ServerConn) {
 	if t := ss.stmts; t != nil && t.dropping {
-		t.dropping = false
 		sc.Stmts.Clear()
-		if t.named == nil && !t.hasUnnamed && cap(t.unnamed) == 0 {
-			ss.stmts = nil // made for the mark alone: an idle client keeps none
-		}
+		ss.unmarkDrop(t)
+	}
+}
+
+// dropNotSent forgets the mark of a drop whose request is refused (refuse):
+// none of it runs, and the next server the client's requests go to keeps
+// its statements.
+func (ss *session) dropNotSent() {
+	if t := ss.stmts; t != nil && t.dropping {
+		ss.unmarkDrop(t)
+	}
+}
+
+// unmarkDrop clears t's drop mark, and lets go of t if it was made for the
+// mark alone: an idle client keeps none.
+func (ss *session) unmarkDrop(t *clientStmts) {
+	t.dropping = false
+	if t.named == nil && !t.hasUnnamed && cap(t.unnamed) == 0 {
+		ss.stmts = nil
 	}
 }
 
