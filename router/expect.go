@@ -49,6 +49,15 @@ func (r *ring) push(e expect) {
 	r.seq++
 }
 
+// unpush takes back the last request pushed, with its number: a caller
+// that must record another request before it pushes it again (a Describe
+// behind the Parse it injects, processDescribe). seq must not keep the
+// number, or answered would count the request as answered.
+func (r *ring) unpush() {
+	r.n--
+	r.seq--
+}
+
 // answered is the number of the last request answered (popped): every
 // request up to it is.
 func (r *ring) answered() uint64 { return r.seq - uint64(r.n) }

@@ -351,7 +351,7 @@ func (ss *session) processDescribe(sc *pool.ServerConn, frame []byte) {
 	name, _, ok := protocol.CString(body[1:])
 	if ok && len(name) == 0 {
 		// The Describe expectation must follow the injected message.
-		ss.q.n--
+		ss.q.unpush()
 		ss.ensureUnnamed(sc)
 		ss.q.push(expect{kind: kDescribe})
 		sc.Wr.Append(frame)
@@ -367,7 +367,7 @@ func (ss *session) processDescribe(sc *pool.ServerConn, frame []byte) {
 		return
 	}
 	// The Describe expectation must follow the injected Parse.
-	ss.q.n--
+	ss.q.unpush()
 	ss.ensureStmt(sc, st)
 	ss.q.push(expect{kind: kDescribe, key: st.ID})
 	sc.Wr.SetBuffer(protocol.AppendDescribe(sc.Wr.Buffer(), 'S', st.Name))
