@@ -7,10 +7,8 @@ package router_test
 // of one server connection, so that they share it.
 
 import (
-	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -46,44 +44,9 @@ func (c *rawClient) want(what string, syncs int, want string, msgs ...pgproto3.F
 
 // next reads n responses, not counting ParameterStatus and notices, for
 // requests that end in a Flush rather than a Sync; the transcript is
-// until's, with PortalSuspended as "s".
+// until's.
 func (c *rawClient) next(n int) string {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var out []string
-	for len(out) < n {
-		msg, err := c.pc.ReceiveMessage(ctx)
-		if err != nil {
-			c.t.Fatalf("receive after %v: %v", out, err)
-		}
-		switch m := msg.(type) {
-		case *pgproto3.ParseComplete:
-			out = append(out, "1")
-		case *pgproto3.BindComplete:
-			out = append(out, "2")
-		case *pgproto3.ParameterDescription:
-			out = append(out, "t")
-		case *pgproto3.RowDescription:
-			out = append(out, "T")
-		case *pgproto3.NoData:
-			out = append(out, "n")
-		case *pgproto3.DataRow:
-			out = append(out, "D:"+string(m.Values[0]))
-		case *pgproto3.CommandComplete:
-			out = append(out, "C")
-		case *pgproto3.PortalSuspended:
-			out = append(out, "s")
-		case *pgproto3.ErrorResponse:
-			out = append(out, "E:"+m.Code)
-		case *pgproto3.ReadyForQuery:
-			out = append(out, "Z")
-		case *pgproto3.ParameterStatus, *pgproto3.NoticeResponse:
-		default:
-			out = append(out, "?")
-		}
-	}
-	return strings.Join(out, " ")
+	return c.transcript(func(string) bool { n--; return n > 0 })
 }
 
 // serverStatements returns the names of pgferry's statements on the

@@ -41,45 +41,73 @@ func (c *rawClient) send(msgs ...pgproto3.FrontendMessage) {
 
 // until reads responses up to and including the n-th ReadyForQuery and
 // returns a compact transcript: message names, errors as "E:<code>", data
-// rows as "D:<first column>".
+// rows as "D:<first column>" (see word).
 func (c *rawClient) until(n int) string {
+	return c.transcript(func(word string) bool {
+		if word == "Z" {
+			n--
+		}
+		return n > 0
+	})
+}
+
+// transcript reads responses, not counting ParameterStatus and notices,
+// while more says to go on after each, and returns their words.
+func (c *rawClient) transcript(more func(word string) bool) string {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var out []string
-	for n > 0 {
+	for {
 		msg, err := c.pc.ReceiveMessage(ctx)
 		if err != nil {
 			c.t.Fatalf("receive after %v: %v", out, err)
 		}
-		switch m := msg.(type) {
-		case *pgproto3.ParseComplete:
-			out = append(out, "1")
-		case *pgproto3.BindComplete:
-			out = append(out, "2")
-		case *pgproto3.CloseComplete:
-			out = append(out, "3")
-		case *pgproto3.ParameterDescription:
-			out = append(out, "t")
-		case *pgproto3.RowDescription:
-			out = append(out, "T")
-		case *pgproto3.NoData:
-			out = append(out, "n")
-		case *pgproto3.DataRow:
-			out = append(out, "D:"+string(m.Values[0]))
-		case *pgproto3.CommandComplete:
-			out = append(out, "C")
-		case *pgproto3.ErrorResponse:
-			out = append(out, "E:"+m.Code)
-		case *pgproto3.ReadyForQuery:
-			out = append(out, "Z")
-			n--
-		case *pgproto3.ParameterStatus, *pgproto3.NoticeResponse:
-		default:
-			out = append(out, fmt.Sprintf("%T", m))
+		w := word(msg)
+		if w == "" {
+			continue
+		}
+		out = append(out, w)
+		if !more(w) {
+			return strings.Join(out, " ")
 		}
 	}
-	return strings.Join(out, " ")
+}
+
+// word names a response in a transcript: "1" ParseComplete, "2"
+// BindComplete, "3" CloseComplete, "t" ParameterDescription, "T"
+// RowDescription, "n" NoData, "D:<first column>" a DataRow, "C"
+// CommandComplete, "s" PortalSuspended, "E:<code>" an error, "Z"
+// ReadyForQuery; "" for ParameterStatus and notices, which it skips.
+func word(msg pgproto3.BackendMessage) string {
+	switch m := msg.(type) {
+	case *pgproto3.ParseComplete:
+		return "1"
+	case *pgproto3.BindComplete:
+		return "2"
+	case *pgproto3.CloseComplete:
+		return "3"
+	case *pgproto3.ParameterDescription:
+		return "t"
+	case *pgproto3.RowDescription:
+		return "T"
+	case *pgproto3.NoData:
+		return "n"
+	case *pgproto3.DataRow:
+		return "D:" + string(m.Values[0])
+	case *pgproto3.CommandComplete:
+		return "C"
+	case *pgproto3.PortalSuspended:
+		return "s"
+	case *pgproto3.ErrorResponse:
+		return "E:" + m.Code
+	case *pgproto3.ReadyForQuery:
+		return "Z"
+	case *pgproto3.ParameterStatus, *pgproto3.NoticeResponse:
+		return ""
+	default:
+		return fmt.Sprintf("%T", m)
+	}
 }
 
 func parse(name, sql string) *pgproto3.Parse { return &pgproto3.Parse{Name: name, Query: sql} }
