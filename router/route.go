@@ -79,17 +79,12 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 // client sent behind it runs on the same server, so it may be simple
 // Queries of plain reads and a Terminate, or nothing.
 func (ss *session) onlyReadQueriesFollow() bool {
-	b := ss.rd.Lookahead()
-	for len(b) > 0 {
-		if len(b) < 5 {
+	for b := ss.rd.Lookahead(); len(b) > 0; {
+		f, rest, ok := nextFrame(b)
+		if !ok {
 			return false
 		}
-		n := 1 + int(binary.BigEndian.Uint32(b[1:5]))
-		if n < 5 || n > len(b) {
-			return false
-		}
-		f := b[:n]
-		b = b[n:]
+		b = rest
 		switch f[0] {
 		case protocol.MsgTerminate:
 		case protocol.MsgQuery:
@@ -119,15 +114,11 @@ func (ss *session) onlyReadsFollow(typ byte, frame []byte) bool {
 	}
 	b := ss.rd.Lookahead()
 	for {
-		if len(b) < 5 {
+		f, rest, ok := nextFrame(b)
+		if !ok {
 			return false
 		}
-		n := 1 + int(binary.BigEndian.Uint32(b[1:5]))
-		if n < 5 || n > len(b) {
-			return false
-		}
-		f := b[:n]
-		b = b[n:]
+		b = rest
 		switch f[0] {
 		case protocol.MsgSync:
 			return len(b) == 0
@@ -205,4 +196,17 @@ func (ss *session) pickPool(readOnly bool) (*pool.Pool, bool, error) {
 			"no replica of database "+ss.database+" is within max_replica_lag; replica_fallback = error")
 	}
 	return e.pool, false, nil
+}
+
+// nextFrame splits the first frame off b, the bytes a client sent; ok is
+// false when b does not start with a whole frame (not all of it came yet).
+func nextFrame(b []byte) (f, rest []byte, ok bool) {
+	if len(b) < 5 {
+		return nil, b, false
+	}
+	n := 1 + int(binary.BigEndian.Uint32(b[1:5]))
+	if n < 5 || n > len(b) {
+		return nil, b, false
+	}
+	return b[:n], b[n:], true
 }
