@@ -391,10 +391,8 @@ func (ss *session) onCommandComplete(sc *pool.ServerConn, frame []byte) {
 		switch string(b) {
 		case "COMMIT\x00":
 			ss.settle(sc, ss.q.answered()+1, true)
-			ss.tentativeAborted = false
 		case "ROLLBACK\x00":
 			ss.settle(sc, ss.q.answered()+1, false)
-			ss.tentativeAborted = false
 		}
 	}
 	if len(b) > 0 && b[0] == 'D' {

@@ -161,7 +161,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					continue
 				}
 				if !swallow {
-					ss.tentativeAborted = true
+					ss.q.fail(1) // (its transaction's pending SETs are undone: settle)
 				}
 				if head.kind != kQuery && head.kind != kQuerySwallow {
 					ss.skipToSync(sc, code)
@@ -308,7 +308,8 @@ func (ss *session) awaitServer(sc *pool.ServerConn) relayEnd {
 // server says it does not have (code, the error's SQLSTATE, 26000 for a
 // Bind or Describe of it: something dropped it behind pgferry's back, a
 // DEALLOCATE by its name) is forgotten, so that its next use prepares it
-// again. mu is held.
+// again. The requests skipped count as failed (ring.fail): their pending
+// SETs are undone with the error's. mu is held.
 func (ss *session) skipToSync(sc *pool.ServerConn, code []byte) {
 	q := &ss.q
 	if e, ok := q.peek(); ok && e.key != 0 && (e.kind == kBind || e.kind == kDescribe) &&
@@ -319,6 +320,7 @@ func (ss *session) skipToSync(sc *pool.ServerConn, code []byte) {
 	for n < q.n && q.buf[(q.head+n)%len(q.buf)].kind != kSync {
 		n++
 	}
+	q.fail(n) // (their SETs never run)
 	for i := n - 1; i >= 0; i-- {
 		e := q.buf[(q.head+i)%len(q.buf)]
 		switch {

@@ -131,17 +131,14 @@ type session struct {
 	// Guarded by mu: the last ReadyForQuery status from the server; session
 	// state tying the client to its server; run taking the server back from
 	// the pump; a server query_timeout gave up on (its read deadline is set
-	// to stop the relay); see cancels; see paramsKey; tentativeAborted
-	// marks an error since the client's pending parameter changes
-	// (rareState.tentative) were made.
-	status           byte
-	pinned           bool
-	stopping         bool
-	serverStuck      bool
-	releaseDeferred  bool
-	pumpKick         bool
-	paramsDirty      bool
-	tentativeAborted bool
+	// to stop the relay); see cancels; see paramsKey.
+	status          byte
+	pinned          bool
+	stopping        bool
+	serverStuck     bool
+	releaseDeferred bool
+	pumpKick        bool
+	paramsDirty     bool
 	// Where the linked server is and whether the transaction was routed as
 	// a read; guarded by mu. readOnlyAlias: connected through
 	// readonly_alias, set at startup.

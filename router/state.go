@@ -379,12 +379,16 @@ func (ss *session) keepTentative(keep func(*paramChange) bool) {
 // far are applied unless the transaction hit an error, as PostgreSQL itself
 // keeps or undoes a SET; those of requests still running wait. mu is held.
 func (ss *session) settleParams(sc *pool.ServerConn) {
-	ss.settle(sc, ss.q.answered(), !ss.tentativeAborted)
-	ss.tentativeAborted = false
+	ss.settle(sc, ss.q.answered(), true)
 }
 
 // settle applies (keep) or drops the pending changes of the requests up to
-// number upTo. A dropped change leaves the parameter unknown on sc: the
+// number upTo; a change of a request up to the last one that failed
+// (ring.failed) is dropped whatever keep says: its transaction hit the
+// error. (An error is the request's own: one in an earlier transaction
+// undoes nothing of this one, whose requests all come after it, however
+// many statements, Syncs or transaction ends pgferry saw in between.)
+// A dropped change leaves the parameter unknown on sc: the
 // server may have kept it after all (a ROLLBACK TO SAVEPOINT undoes only
 // what followed the savepoint, which pgferry does not see), and it must
 // not reach whoever gets sc next. mu is held.
@@ -393,7 +397,7 @@ func (ss *session) settle(sc *pool.ServerConn, upTo uint64, keep bool) {
 		switch {
 		case ch.seq == 0 || ch.seq > upTo:
 			return true
-		case !keep:
+		case !keep || ch.seq <= ss.q.failed:
 			sc.Params[ch.key] = paramUnknown
 		case ch.value == "":
 			ss.params.del(ch.key)
