@@ -85,6 +85,16 @@ func (r *ring) peek() (expect, bool) {
 	return r.buf[r.head], true
 }
 
+// toSync is how many requests at the head of the ring come before the
+// first Sync (all of them if none does).
+func (r *ring) toSync() int {
+	n := 0
+	for n < r.n && r.buf[(r.head+n)%len(r.buf)].kind != kSync {
+		n++
+	}
+	return n
+}
+
 func (r *ring) pop() {
 	if r.n == 0 {
 		return

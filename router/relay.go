@@ -328,10 +328,10 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 	ss.status = protocol.TxIdle
 	ss.serverStuck = false
 	// A release the previous loan deferred for a cancel, the kick that
-	// ends that wait, or cancels still on their way to the previous
-	// server, if the loan ended otherwise (its server lost): they are not
-	// this server's.
-	ss.releaseDeferred, ss.pumpKick, ss.cancels = false, false, 0
+	// ends that wait, cancels still on their way to the previous server,
+	// or its skipping to a Sync, if the loan ended otherwise (its server
+	// lost): they are not this server's.
+	ss.releaseDeferred, ss.pumpKick, ss.cancels, ss.serverSkips = false, false, 0, false
 	ss.q.clear()
 	if ss.stmts != nil {
 		ss.stmts.unnamedHere = false // the server's is whoever parsed last

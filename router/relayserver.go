@@ -170,6 +170,12 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.logger().Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
 				}
 			case typ == protocol.MsgReadyForQuery:
+				if ss.serverSkips {
+					// The Sync the server skipped to after an error: what
+					// was sent before it since then never ran.
+					ss.serverSkips = false
+					ss.dropSkipped(sc, ss.q.toSync())
+				}
 				ss.entry.stats.queries.Add(1)
 				ss.q.pop()
 				var now mono
@@ -298,28 +304,37 @@ func (ss *session) awaitServer(sc *pool.ServerConn) relayEnd {
 	return relayAwaitServer
 }
 
-// skipToSync drops expectations the server will not answer after an error
-// in the extended protocol: it discards messages up to the next Sync. What
-// sc's statement cache recorded for the skipped messages as they were sent
-// is undone, last first, so that it tells what the server holds: a
-// statement whose Parse was skipped is forgotten, one whose eviction Close
-// was skipped is cached again (a Close and a Parse of one statement in the
-// same run undo to where it stood before both). And a statement the
-// server says it does not have (code, the error's SQLSTATE, 26000 for a
-// Bind or Describe of it: something dropped it behind pgferry's back, a
+// skipToSync drops the expectations of the requests the server skips
+// after an error in the extended protocol: it discards messages up to the
+// next Sync (postgres.c, ignore_till_sync: a Query too). And a statement
+// the server says it does not have (code, the error's SQLSTATE, 26000 for
+// a Bind or Describe of it: something dropped it behind pgferry's back, a
 // DEALLOCATE by its name) is forgotten, so that its next use prepares it
-// again. The requests skipped count as failed (ring.fail): their pending
-// SETs are undone with the error's. mu is held.
+// again. With no Sync owed yet, the server also skips what the client
+// sends from now on up to its Sync: serverSkips says so until that Sync's
+// ReadyForQuery, which drops them in turn, and a server that skips is
+// not given back to the pool meanwhile (releasable, finish). mu is held.
 func (ss *session) skipToSync(sc *pool.ServerConn, code []byte) {
 	q := &ss.q
 	if e, ok := q.peek(); ok && e.key != 0 && (e.kind == kBind || e.kind == kDescribe) &&
 		string(code) == protocol.SQLStateInvalidSQLStatementName {
 		sc.Stmts.Remove(e.key)
 	}
-	n := 0
-	for n < q.n && q.buf[(q.head+n)%len(q.buf)].kind != kSync {
-		n++
-	}
+	n := q.toSync()
+	ss.serverSkips = n == q.n
+	ss.dropSkipped(sc, n)
+}
+
+// dropSkipped drops the n expectations at the head of the ring, of
+// requests the server skips after an error (or failed with it). What sc's
+// statement cache recorded for them as they were sent is undone, last
+// first, so that it tells what the server holds: a statement whose Parse
+// was skipped is forgotten, one whose eviction Close was skipped is cached
+// again (a Close and a Parse of one statement in the same run undo to
+// where it stood before both). The requests count as failed (ring.fail):
+// their pending SETs are undone with the error's. mu is held.
+func (ss *session) dropSkipped(sc *pool.ServerConn, n int) {
+	q := &ss.q
 	q.fail(n) // (their SETs never run)
 	for i := n - 1; i >= 0; i-- {
 		e := q.buf[(q.head+i)%len(q.buf)]

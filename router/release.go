@@ -254,7 +254,7 @@ func (ss *session) finish(err error) {
 	// pool, it could be running another client's query when the cancel
 	// lands (PgBouncer keeps such a server until the cancel is done; a
 	// client that leaves in that moment is rare enough to close it).
-	clean := ss.q.n == 0 && ss.status == protocol.TxIdle && ss.cancels == 0
+	clean := ss.q.n == 0 && ss.status == protocol.TxIdle && ss.cancels == 0 && !ss.serverSkips
 	running := ss.q.n > 0
 	pinned := ss.pinned
 	if sc != nil {
@@ -439,9 +439,10 @@ func (ss *session) poolEntry() *poolEntry {
 }
 
 // releasable reports whether the transaction is over and the server can go
-// back to the pool. mu is held.
+// back to the pool: it owes nothing, and does not skip what comes next
+// after an error (serverSkips). mu is held.
 func (ss *session) releasable() bool {
-	return ss.q.n == 0 && ss.status == protocol.TxIdle && ss.txnMode && !ss.pinned && !ss.stopping
+	return ss.q.n == 0 && ss.status == protocol.TxIdle && ss.txnMode && !ss.pinned && !ss.stopping && !ss.serverSkips
 }
 
 // takeKick consumes a wake-up of the pump sent by cancelDone when the

@@ -131,7 +131,9 @@ type session struct {
 	// Guarded by mu: the last ReadyForQuery status from the server; session
 	// state tying the client to its server; run taking the server back from
 	// the pump; a server query_timeout gave up on (its read deadline is set
-	// to stop the relay); see cancels; see paramsKey.
+	// to stop the relay); see cancels; see paramsKey; the server skips
+	// every request up to the first Sync in the ring, or the next one sent
+	// (skipToSync).
 	status          byte
 	pinned          bool
 	stopping        bool
@@ -139,6 +141,7 @@ type session struct {
 	releaseDeferred bool
 	pumpKick        bool
 	paramsDirty     bool
+	serverSkips     bool
 	// Where the linked server is and whether the transaction was routed as
 	// a read; guarded by mu. readOnlyAlias: connected through
 	// readonly_alias, set at startup.
