@@ -41,6 +41,11 @@ type ring struct {
 	// that ended before are settled by then, and the requests after it in
 	// its transaction fail or are skipped too.
 	failed uint64
+	// open says a request of the extended protocol went out since the
+	// last Sync or simple Query: the server is inside the implicit
+	// transaction PostgreSQL commits only at a Sync, even with nothing
+	// owed (a client that sent Execute and Flush). clear resets it.
+	open bool
 }
 
 func (r *ring) push(e expect) {
@@ -54,6 +59,7 @@ func (r *ring) push(e expect) {
 	r.buf[(r.head+r.n)%len(r.buf)] = e
 	r.n++
 	r.seq++
+	r.open = e.kind > kSync && e.kind != kQuerySwallow
 }
 
 // unpush takes back the last request pushed, with its number: a caller
@@ -103,7 +109,7 @@ func (r *ring) pop() {
 	r.n--
 }
 
-func (r *ring) clear() { r.head, r.n = 0, 0 }
+func (r *ring) clear() { r.head, r.n, r.open = 0, 0, false }
 
 // completes reports whether a server message of type typ is the last
 // response to a request of kind k.

@@ -253,8 +253,11 @@ func (ss *session) finish(err error) {
 	// A server a cancel is still on its way to is not clean: back in the
 	// pool, it could be running another client's query when the cancel
 	// lands (PgBouncer keeps such a server until the cancel is done; a
-	// client that leaves in that moment is rare enough to close it).
-	clean := ss.q.n == 0 && ss.status == protocol.TxIdle && ss.cancels == 0 && !ss.serverSkips
+	// client that leaves in that moment is rare enough to close it). Nor
+	// is one inside the extended protocol's implicit transaction (an
+	// Execute and no Sync): the next client's first query would commit
+	// what PostgreSQL rolls back when its client leaves.
+	clean := ss.q.n == 0 && ss.status == protocol.TxIdle && ss.cancels == 0 && !ss.serverSkips && !ss.q.open
 	running := ss.q.n > 0
 	pinned := ss.pinned
 	if sc != nil {

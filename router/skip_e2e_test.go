@@ -83,3 +83,37 @@ func TestWhatTheServerSkipsAfterAnErrorCountsForNothing(t *testing.T) {
 		t.Fatalf("another client: %v (the first client's server connection was never given back)", err)
 	}
 }
+
+// A client that leaves after an Execute it never followed with a Sync
+// leaves its server inside the extended protocol's implicit transaction,
+// which PostgreSQL rolls back when the client goes: the server is not
+// given back, or the next client's first query would commit the work of
+// the one that left.
+func TestAServerLeftInsideAnImplicitTransactionIsNotGivenBackWhenItsClientLeaves(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 1)
+	f := ferrytest.Start(t, cfg)
+	setup := ferrytest.ConnectPgConn(t, ctx, cluster.SuperDSN(db))
+	if err := setup.Exec(ctx, "create table unsynced (x int); grant all on unsynced to app").Close(); err != nil {
+		t.Fatal(err)
+	}
+	c := newRawClient(t, f.AppDSN())
+	c.send(parse("", "insert into unsynced values (1)"), bind(""), execMsg(), &pgproto3.Flush{})
+	if got := c.next(3); got != "1 2 C" {
+		t.Fatalf("the insert without a Sync: %s", got)
+	}
+	c.send(&pgproto3.Terminate{})
+	other := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
+	if err := other.Exec(ctx, "select 1").Close(); err != nil {
+		t.Fatalf("the next client's query: %v", err)
+	}
+	res, err := setup.Exec(ctx, "select count(*) from unsynced").ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := string(res[0].Rows[0][0]); n != "0" {
+		t.Fatalf("unsynced holds %s rows; want none: the client that inserted left before its Sync", n)
+	}
+}
