@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgferry/pgferry/internal/ferrytest"
 )
 
@@ -79,6 +80,73 @@ func TestASetTheServerSkipsAfterAnErrorIsNotKept(t *testing.T) {
 		}
 		if got := rawView(c); got != defaults {
 			t.Fatalf("round %d, another client in a transaction: the client sees %+v; want the defaults %+v", round, got, defaults)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// An error in an earlier transaction that had no pending SET left
+// tentativeAborted set (relayserver.go set it on every ErrorResponse; only
+// settle's callers cleared it, and only when changes were pending), so the
+// next tracked SET outside a transaction was settled as if it had failed.
+// Now an error is its request's own (ring.failed): it undoes the pending
+// changes of requests up to it, none of a later transaction.
+func TestATrackedSetAfterAnEarlierErrorIsKept(t *testing.T) {
+	t.Parallel()
+	cfg, _, defaults := multiConfig(t, true)
+	ctx := testContext(t)
+	f := ferrytest.Start(t, cfg)
+	c := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := c.Exec(ctx, "SELECT 1/0", pgx.QueryExecModeSimpleProtocol); err == nil {
+		t.Fatal("SELECT 1/0 succeeded")
+	}
+	if _, err := c.Exec(ctx, "SET search_path TO multi_a", pgx.QueryExecModeSimpleProtocol); err != nil {
+		t.Fatal(err)
+	}
+	want := defaults
+	want.searchPath = "multi_a"
+	for round := range 3 {
+		if got, _ := look(t, c); got != want {
+			t.Fatalf("round %d: the client sees %+v after its SET; want %+v", round, got, want)
+		}
+	}
+}
+
+// processDescribe takes back the push of a Describe of the unnamed
+// statement (or of a tracked named one) and pushes it again after the
+// Parse it injects. It did so with ss.q.n--, which left ring.seq counting
+// both pushes, so ring.answered(), which is seq - n, ran one ahead of what
+// was really answered for every such Describe still in the ring; now
+// ring.unpush takes the number back too. settle took a later request's
+// SETs for answered: here the COMMIT's CommandComplete (answered()+1) kept
+// the SET of the query behind it, which then fails and which PostgreSQL
+// undoes.
+func TestASetPipelinedBehindACommitIsNotKeptBeforeItRuns(t *testing.T) {
+	t.Parallel()
+	cfg, _, defaults := multiConfig(t, true)
+	cfg.RelayLoop, cfg.RelayLoopSet = false, true // every frame on the goroutine: no race with the loop's flush
+	ctx := testContext(t)
+	f := ferrytest.Start(t, cfg)
+	c := newRawClient(t, f.AppDSN())
+	c.send(
+		&pgproto3.Query{String: "COMMIT"},
+		&pgproto3.Query{String: "SET search_path TO multi_a; SELECT 1/0"},
+		parse("", "SELECT 1"), &pgproto3.Describe{ObjectType: 'S', Name: ""}, syncMsg(),
+	)
+	if got := c.until(3); !strings.Contains(got, "E:22012") {
+		t.Fatalf("got %q, want the second query to fail with 22012", got)
+	}
+	other := ferrytest.Connect(t, ctx, f.AppDSN())
+	for round := range 3 {
+		tx, err := other.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		look(t, tx)
+		if got := rawView(c); got != defaults {
+			t.Errorf("round %d: the client sees %+v; want the defaults %+v: its SET failed and PostgreSQL undid it", round, got, defaults)
 		}
 		if err := tx.Commit(ctx); err != nil {
 			t.Fatal(err)
