@@ -32,6 +32,13 @@ func (e *poolEntry) listenerFor(log *zap.Logger) *notify.Listener {
 	return e.listen
 }
 
+// listenerMade returns the pool's listener if one was made, else nil.
+func (e *poolEntry) listenerMade() *notify.Listener {
+	e.listenMu.Lock()
+	defer e.listenMu.Unlock()
+	return e.listen
+}
+
 // listenerClosed reports whether the entry's listener is closed or will be
 // made closed: a reload replaced its pools.
 func (e *poolEntry) listenerClosed() bool {
@@ -237,4 +244,65 @@ func (ss *session) mailLen() int {
 		return 0
 	}
 	return len(ss.rare.mailbox)
+}
+
+// A client pinned to its server may also listen on it directly: a LISTEN
+// among other statements of one Query, or of a channel pgferry cannot
+// read, runs on the server (and pins). A channel it listens on both ways
+// (in either order, whatever its spelling) would reach it twice, once from
+// its server and once from pgferry's listener, where PostgreSQL delivers
+// each notification once. pgferry's listener is the channel's home then:
+// the notifications the server sends on a channel pgferry's listener
+// serves the client are dropped (heardAside). That set is known exactly
+// and changes as the client's requests go (Subscribe is live before its
+// LISTEN is answered, an UNLISTEN ends it as it goes, and goes to the
+// server too), where what the server listens on is not (a LISTEN among
+// other statements is not named by classify, and takes effect only when
+// its transaction commits).
+
+// forwardNotification relays a NotificationResponse of size bytes, the
+// server's next frame, for relayServer in transaction mode, with
+// protocol.Reader.ForwardRun's errors; it drops it if pgferry's listener
+// delivers its channel to the client (heardAside). mu is not held.
+func (ss *session) forwardNotification(rd *protocol.Reader, wr *protocol.Writer, size int) error {
+	if size > protocol.BufferSize {
+		// Not a notification PostgreSQL sends (its payload is shorter
+		// than 8000 bytes, its channel a name): streamed as it is.
+		return rd.ForwardRun(wr, protocol.MsgNotification, size)
+	}
+	frame, err := rd.NextPeeked(size)
+	if err != nil {
+		return err
+	}
+	if !ss.heardAside(frame) {
+		wr.Append(frame)
+	}
+	return nil
+}
+
+// heardAside reports whether frame, a NotificationResponse the client's
+// own server sent, is on a channel pgferry's listener delivers to the
+// client: one it is subscribed to there. mu is not held.
+func (ss *session) heardAside(frame []byte) bool {
+	l := ss.entry.listenerMade()
+	if l == nil {
+		return false
+	}
+	ch, ok := notificationChannel(frame)
+	if !ok {
+		return false
+	}
+	return l.Subscribed(ss, string(ch))
+}
+
+// notificationChannel returns the channel a NotificationResponse frame
+// names (message type 'A': process ID, channel, payload). It is valid as
+// long as frame.
+func notificationChannel(frame []byte) ([]byte, bool) {
+	body := protocol.Body(frame)
+	if len(body) < 5 {
+		return nil, false
+	}
+	ch, _, ok := protocol.CString(body[4:])
+	return ch, ok
 }

@@ -103,7 +103,13 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		}
 		switch typ {
 		case protocol.MsgDataRow, protocol.MsgCopyData, protocol.MsgNoticeResponse, protocol.MsgNotification:
-			if err := rd.ForwardRun(wr, typ, size); err != nil {
+			var err error
+			if typ == protocol.MsgNotification && ss.txnMode {
+				err = ss.forwardNotification(rd, wr, size) // (listen.go: dropped if pgferry's listener delivers it too)
+			} else {
+				err = rd.ForwardRun(wr, typ, size)
+			}
+			if err != nil {
 				if err == protocol.ErrWouldBlock {
 					return ss.awaitServer(sc) // the part read stays buffered
 				}

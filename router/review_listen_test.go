@@ -19,7 +19,6 @@ import (
 // homes, and each notification reaches the client twice, where PostgreSQL
 // delivers it once.
 func TestReviewAPinnedClientListeningTwiceOnAChannelGetsEachNotificationOnce(t *testing.T) {
-	t.Skip("defect: a channel LISTENed both on the pinned server (LISTEN in a query of several) and through pgferry's listener (listenLinked) delivers each notification twice")
 	sender := newNotifier(t)
 	for i, via := range stateVia {
 		t.Run(via.name, func(t *testing.T) {

@@ -274,6 +274,18 @@ func (l *Listener) Unsubscribe(s Subscriber, channel string) {
 	}
 }
 
+// Subscribed reports whether s is subscribed to channel: from the
+// Subscribe that added it (as soon as it is called, before the server's
+// acknowledgement) to the Unsubscribe that removes it, or Close. It does
+// no I/O, but waits for mu, which a LISTEN or UNLISTEN holds while it
+// writes to the listener connection.
+func (l *Listener) Subscribed(s Subscriber, channel string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.subs[channel][s]
+	return ok && !l.closed
+}
+
 // send writes a simple query to the listener connection; its responses
 // are consumed by read. mu is held.
 func (l *Listener) send(sql string) error {
