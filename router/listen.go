@@ -2,8 +2,10 @@ package router
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"go.uber.org/zap"
 
@@ -62,15 +64,18 @@ func (ss *session) listener() *notify.Listener {
 
 // subscribe adds ss to channel through its listener (notify.Listener.
 // Subscribe): it returns once the server has acknowledged the channel's
-// LISTEN. A listener that closed meanwhile reads as errDraining.
-func (ss *session) subscribe(channel string) error {
+// LISTEN. A listener that closed meanwhile reads as errDraining. fresh
+// reports that ss was not subscribed to channel before.
+func (ss *session) subscribe(channel string) (fresh bool, err error) {
 	l := ss.listener()
 	ss.ensureRare() // for the mailbox, before Notify can reach ss
-	err := l.Subscribe(ss, channel)
+	ss.reapUnheard(l)
+	fresh = !l.Subscribed(ss, channel)
+	err = l.Subscribe(ss, channel)
 	if errors.Is(err, notify.ErrClosed) {
-		return errDraining
+		return false, errDraining
 	}
-	return err
+	return fresh, err
 }
 
 // CancelRunning cancels the query Notify returned the server of
@@ -124,6 +129,10 @@ func (ss *session) Notify(frame []byte) (running *pool.ServerConn) {
 	// subscribe made rare before ss could be reached here; it must not be
 	// made here, by another goroutine: the owner reads rare without mu.
 	r := ss.rare
+	if len(r.listen.unheard) > 0 && r.listen.isUnheard(frame) {
+		ss.mu.Unlock() // (a LISTEN the server skipped: listensSkipped)
+		return nil
+	}
 	if len(r.mailbox)+len(frame) > maxMailbox {
 		r.mailbox = nil
 		running, first := ss.markDoomed(evDoomBacklog)
@@ -185,10 +194,12 @@ func (ss *session) listenLinked(channel string, sql []byte) error {
 	if failed {
 		return nil
 	}
-	if err := ss.subscribe(channel); err != nil {
+	fresh, err := ss.subscribe(channel)
+	if err != nil {
 		return ss.acquireError(err)
 	}
 	ss.listening = true
+	ss.listenSent(channel, fresh)
 	for i := range sql {
 		sql[i] = ' ' // (PostgreSQL reads blanks alone as an empty query)
 	}
@@ -224,7 +235,7 @@ func (ss *session) handleListen(c *classify.Class) (bool, error) {
 	tag := "UNLISTEN"
 	if c.Listen != "" {
 		tag = "LISTEN"
-		if err := ss.subscribe(c.Listen); err != nil {
+		if _, err := ss.subscribe(c.Listen); err != nil {
 			return false, ss.acquireError(err)
 		}
 		ss.listening = true
@@ -282,14 +293,15 @@ func (ss *session) forwardNotification(rd *protocol.Reader, wr *protocol.Writer,
 
 // heardAside reports whether frame, a NotificationResponse the client's
 // own server sent, is on a channel pgferry's listener delivers to the
-// client: one it is subscribed to there. mu is not held.
+// client: one it is subscribed to there, unless only skipped LISTENs
+// subscribed it (unheard). mu is not held.
 func (ss *session) heardAside(frame []byte) bool {
 	l := ss.entry.listenerMade()
 	if l == nil {
 		return false
 	}
 	ch, ok := notificationChannel(frame)
-	if !ok {
+	if !ok || ss.unheard(frame) {
 		return false
 	}
 	return l.Subscribed(ss, string(ch))
@@ -305,4 +317,186 @@ func notificationChannel(frame []byte) ([]byte, bool) {
 	}
 	ch, _, ok := protocol.CString(body[4:])
 	return ch, ok
+}
+
+// A LISTEN that pgferry's listener serves for a client with a server
+// linked (the Execute of a LISTEN portal, interceptExecute; a LISTEN in a
+// simple Query, listenLinked) subscribes the client as its request goes to
+// the server, so that the subscription is live before the client's
+// CommandComplete LISTEN. But after an error in the extended protocol the
+// server skips every message up to the next Sync, a Query too (postgres.c:
+// ignore_till_sync): such a LISTEN never runs, its client gets only the
+// error, and it must subscribe the client to nothing. So each one is noted
+// (listenSent) until its request is answered or skipped, and dropSkipped,
+// which drops the expectations of the requests the server skips (those
+// owed when the error comes, and those sent after it when their Sync's
+// ReadyForQuery comes), says which were (listensSkipped): a subscription
+// that only skipped LISTENs made ends. (In a failed transaction the
+// server refuses the Bind of a LISTEN's portal, and skips its Execute so.)
+
+// listenBook is what a session notes of the LISTENs it sent to its server
+// (rareState.listen). Guarded by mu.
+type listenBook struct {
+	// sent lists LISTENs whose requests may still be owed, in the order
+	// they were sent; it is emptied when nothing is owed (listenSent).
+	sent []sentListen
+	// unheard lists channels whose subscription only skipped LISTENs made.
+	// Notify drops their notifications, and the relay relays the
+	// server's own (heardAside), until the session's goroutine
+	// unsubscribes them (reapUnheard): where the skip is seen mu is held,
+	// and the listener's lock must not be waited for under mu (the
+	// listener writes to its connection under it, and that connection's
+	// reader may be waiting for mu in Notify).
+	unheard []string
+}
+
+// sentListen is a LISTEN of channel sent to the server.
+type sentListen struct {
+	channel string
+	// after is ring.seq when the LISTEN was sent: its request is the
+	// first one tagged tagListen that the ring numbers after that (link
+	// may push requests of pgferry's own before it), and the next LISTEN
+	// noted has an after at least that number (listenSkipped).
+	after uint64
+	// fresh: the subscription to channel is this LISTEN's to make good
+	// (the client was not subscribed before it, or the LISTEN that
+	// subscribed it was skipped).
+	fresh bool
+}
+
+// listenSent notes a LISTEN of channel about to go to the server, which
+// has subscribed the client (fresh: to a channel it was not subscribed to
+// before). mu is not held.
+func (ss *session) listenSent(channel string, fresh bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	b := &ss.rare.listen
+	if ss.q.n == 0 {
+		// Every LISTEN sent before was answered or skipped.
+		clear(b.sent)
+		b.sent = b.sent[:0]
+	}
+	if i := slices.Index(b.unheard, channel); i >= 0 {
+		// Skipped since subscribe looked: the subscription stands, and
+		// is this LISTEN's now.
+		b.unheard = slices.Delete(b.unheard, i, i+1)
+		fresh = true
+	}
+	b.sent = append(b.sent, sentListen{channel: channel, after: ss.q.seq, fresh: fresh})
+}
+
+// listensSkipped undoes the LISTENs among the n requests at the head of
+// the ring, which the server skips after an error (or failed with it):
+// dropSkipped calls it before it drops them. A subscription that only a
+// skipped LISTEN made ends, and the notifications it brought are dropped:
+// the client, which gets the error alone, hears nothing of a LISTEN that
+// never ran, as from PostgreSQL. mu is held.
+func (ss *session) listensSkipped(n int) {
+	if ss.rare == nil || len(ss.rare.listen.sent) == 0 {
+		return
+	}
+	q := &ss.q
+	first := q.answered() + 1 // the head's number
+	for i := range n {
+		if q.buf[(q.head+i)%len(q.buf)].tag == tagListen {
+			ss.listenSkipped(first + uint64(i))
+		}
+	}
+}
+
+// listenSkipped undoes the LISTEN whose request, number seq, the server
+// skipped. mu is held.
+func (ss *session) listenSkipped(seq uint64) {
+	b := &ss.rare.listen
+	i := len(b.sent) - 1
+	for i >= 0 && b.sent[i].after >= seq {
+		i--
+	}
+	if i < 0 {
+		return
+	}
+	sl := b.sent[i]
+	b.sent = slices.Delete(b.sent, i, i+1)
+	if !sl.fresh {
+		return // subscribed before it: that stands
+	}
+	// What its subscription brought came before the next LISTEN of the
+	// channel can run (after the Sync the server skips to).
+	ss.dropMail(sl.channel)
+	for j := i; j < len(b.sent); j++ {
+		if b.sent[j].channel == sl.channel {
+			// A LISTEN of the channel sent after it found the
+			// subscription made: it is that one's to make good now.
+			b.sent[j].fresh = true
+			return
+		}
+	}
+	if !slices.Contains(b.unheard, sl.channel) {
+		b.unheard = append(b.unheard, sl.channel)
+	}
+}
+
+// reapUnheard unsubscribes ss from l's channels that only skipped LISTENs
+// subscribed it to (listenBook.unheard). It runs on the session's
+// goroutine, before it subscribes; until then those channels' notifications
+// are dropped (Notify). mu is not held.
+func (ss *session) reapUnheard(l *notify.Listener) {
+	ss.mu.Lock()
+	reap := slices.Clone(ss.rare.listen.unheard)
+	ss.mu.Unlock()
+	if len(reap) == 0 {
+		return
+	}
+	for _, ch := range reap {
+		l.Unsubscribe(ss, ch)
+	}
+	// Dropped only now, so that Notify keeps dropping until the
+	// subscription is gone. (Only this goroutine adds a LISTEN that could
+	// make one of them fresh again, and listensSkipped adds to the list
+	// only: what it added meanwhile stays.)
+	ss.mu.Lock()
+	b := &ss.rare.listen
+	b.unheard = slices.DeleteFunc(b.unheard, func(ch string) bool { return slices.Contains(reap, ch) })
+	ss.mu.Unlock()
+}
+
+// isUnheard reports whether frame, a NotificationResponse, is on one of
+// the channels in unheard.
+func (b *listenBook) isUnheard(frame []byte) bool {
+	ch, ok := notificationChannel(frame)
+	if !ok {
+		return false
+	}
+	for _, u := range b.unheard {
+		if string(ch) == u {
+			return true
+		}
+	}
+	return false
+}
+
+// dropMail drops the notifications on channel waiting in the mailbox. mu
+// is held.
+func (ss *session) dropMail(channel string) {
+	box := ss.rare.mailbox
+	kept := box[:0]
+	for len(box) >= 5 {
+		n := 1 + int(binary.BigEndian.Uint32(box[1:5]))
+		if n < 5 || n > len(box) {
+			break // (Notify queues whole frames only)
+		}
+		if ch, ok := notificationChannel(box[:n]); !ok || string(ch) != channel {
+			kept = append(kept, box[:n]...) // (copies forward within box)
+		}
+		box = box[n:]
+	}
+	ss.rare.mailbox = kept
+}
+
+// unheard reports whether frame, a NotificationResponse, is on a channel
+// that only skipped LISTENs subscribed the client to. mu is not held.
+func (ss *session) unheard(frame []byte) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.rare != nil && len(ss.rare.listen.unheard) > 0 && ss.rare.listen.isUnheard(frame)
 }

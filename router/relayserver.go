@@ -341,7 +341,8 @@ func (ss *session) skipToSync(sc *pool.ServerConn, code []byte) {
 // their pending SETs are undone with the error's. mu is held.
 func (ss *session) dropSkipped(sc *pool.ServerConn, n int) {
 	q := &ss.q
-	q.fail(n) // (their SETs never run)
+	q.fail(n)            // (their SETs never run)
+	ss.listensSkipped(n) // (listen.go: nor do their LISTENs)
 	for i := n - 1; i >= 0; i-- {
 		e := q.buf[(q.head+i)%len(q.buf)]
 		switch {

@@ -267,6 +267,9 @@ type rareState struct {
 	// client's transaction. Guarded by mu; a session makes its rareState
 	// before it subscribes (session.subscribe), so Notify finds it.
 	mailbox []byte
+	// listen notes the LISTENs sent to the server until they run or are
+	// skipped (listen.go). Guarded by mu.
+	listen listenBook
 }
 
 // ensureRare returns the session's rareState, making it if needed. Only

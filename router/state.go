@@ -160,8 +160,9 @@ func (ss *session) noteClose(frame []byte) {
 // interceptExecute applies the session state an Execute's portal changes.
 // LISTEN and UNLISTEN are served by the pool's listener (their statement
 // became an empty query at Parse): the subscription is live before the
-// Execute goes on, and the server's EmptyQueryResponse is answered to the
-// client as the command's CommandComplete (execTag).
+// Execute goes on (and undone if the server skips it: listensSkipped),
+// and the server's EmptyQueryResponse is answered to the client as the
+// command's CommandComplete (execTag).
 func (ss *session) interceptExecute(frame []byte) error {
 	if ss.rare == nil || ss.rare.statePortals == nil {
 		return nil
@@ -176,10 +177,12 @@ func (ss *session) interceptExecute(frame []byte) error {
 	}
 	switch {
 	case c.Listen != "":
-		if err := ss.subscribe(c.Listen); err != nil {
+		fresh, err := ss.subscribe(c.Listen)
+		if err != nil {
 			return ss.acquireError(err)
 		}
 		ss.listening = true
+		ss.listenSent(c.Listen, fresh) // (undone if the server skips it: listensSkipped)
 		ss.execTag = tagListen
 	case c.Unlisten != "" || c.UnlistenAll:
 		ss.execTag = tagUnlisten

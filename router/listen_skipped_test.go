@@ -1,0 +1,196 @@
+package router_test
+
+// End-to-end tests of a LISTEN the server never runs (skipped after an
+// error earlier in its pipeline, or refused in a failed transaction): it
+// subscribes nothing, and leaves alone a subscription that was there.
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/internal/ferrytest"
+)
+
+// A LISTEN the server skips after an error earlier in its pipeline leaves
+// a subscription the client had before it as it was.
+func TestAListenTheServerSkipsLeavesTheClientsEarlierListenOfItsChannel(t *testing.T) {
+	sender := newNotifier(t)
+	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
+		sender.t = t
+		f := ferrytest.Start(t, cfg)
+		ch := "home_kept"
+		c := newRawClient(t, f.AppDSN())
+		c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch}})
+		c.send(failingStatement()...)
+		c.send(parse("", "LISTEN "+ch), bind(""), execMsg(), syncMsg())
+		if got := c.until(1); !strings.HasSuffix(got, "E:22012 Z") {
+			t.Fatalf("got %q, want the error and nothing of the LISTEN", got)
+		}
+		sender.notify(ch, 2)
+		if got := c.notifications(ch, 2, 10*time.Second); got != 2 {
+			t.Fatalf("2 notifications sent, %d received", got)
+		}
+	})
+}
+
+// A LISTEN skipped after an error, then a LISTEN of the same channel that
+// runs, in the same pipeline behind the Sync: the second makes the
+// subscription good, once.
+func TestAListenOfAChannelWhoseEarlierListenWasSkippedInThePipelineIsLive(t *testing.T) {
+	sender := newNotifier(t)
+	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
+		sender.t = t
+		f := ferrytest.Start(t, cfg)
+		warmListener(t, f)
+		ch := "home_second"
+		c := newRawClient(t, f.AppDSN())
+		c.send(failingStatement()...)
+		c.send(parse("", "LISTEN "+ch), bind(""), execMsg(), syncMsg(),
+			parse("", "LISTEN "+ch), bind(""), execMsg(), syncMsg())
+		if got := c.until(2); !strings.HasSuffix(got, "E:22012 Z 1 2 C Z") {
+			t.Fatalf("got %q, want the error, then the second LISTEN's answer", got)
+		}
+		sender.notify(ch, 1)
+		if got := c.notifications(ch, 2, 2*time.Second); got != 1 {
+			t.Fatalf("1 notification sent, %d received", got)
+		}
+	})
+}
+
+// A LISTEN in a simple Query behind an error in an extended-protocol
+// pipeline, before its Sync, is skipped by the server too.
+func TestAListenQueryTheServerSkipsAfterAnErrorSubscribesNothing(t *testing.T) {
+	sender := newNotifier(t)
+	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
+		sender.t = t
+		f := ferrytest.Start(t, cfg)
+		warmListener(t, f)
+		ch := "home_query"
+		c := newRawClient(t, f.AppDSN())
+		c.send(append(failingStatement(), &pgproto3.Query{String: "LISTEN " + ch}, syncMsg())...)
+		if got := c.until(1); !strings.HasSuffix(got, "E:22012 Z") || strings.Contains(got, "C") {
+			t.Fatalf("got %q, want the error and nothing of the LISTEN", got)
+		}
+		sender.notify(ch, 1)
+		if got := c.notifications(ch, 1, time.Second); got != 0 {
+			t.Fatalf("%d notifications on a channel whose LISTEN the server skipped", got)
+		}
+	})
+}
+
+// In a failed transaction the server refuses the Bind of a LISTEN's
+// portal (the statement pgferry made an empty query of), and skips its
+// Execute: the client is not subscribed, as the simple protocol's LISTEN,
+// which the server refuses, does not subscribe it either.
+func TestAListenPortalInAFailedTransactionSubscribesNothing(t *testing.T) {
+	sender := newNotifier(t)
+	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
+		sender.t = t
+		f := ferrytest.Start(t, cfg)
+		warmListener(t, f)
+		ch := "home_failed"
+		c := newRawClient(t, f.AppDSN())
+		c.send(&pgproto3.Query{String: "BEGIN"})
+		c.until(1)
+		c.send(&pgproto3.Query{String: "SELECT 1/(0*random())::int"})
+		c.until(1)
+		c.send(parse("", "LISTEN "+ch), bind(""), execMsg(), syncMsg())
+		if got := c.until(1); got != "1 E:25P02 Z" {
+			t.Fatalf("got %q, want the Bind refused in the failed transaction", got)
+		}
+		c.send(&pgproto3.Query{String: "ROLLBACK"})
+		c.until(1)
+		sender.notify(ch, 1)
+		if got := c.notifications(ch, 1, time.Second); got != 0 {
+			t.Fatalf("%d notifications on a channel whose LISTEN the server refused", got)
+		}
+	})
+}
+
+// A pinned client whose server listens on a channel itself, and whose
+// LISTEN of it through pgferry's listener the server then skips, still
+// gets the channel's notifications once: from its server.
+func TestAPinnedClientsSkippedListenOfAChannelItsServerHearsKeepsItOnce(t *testing.T) {
+	sender := newNotifier(t)
+	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
+		sender.t = t
+		f := ferrytest.Start(t, cfg)
+		warmListener(t, f)
+		ch := "home_pinned_skip"
+		c := newRawClient(t, f.AppDSN())
+		c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch + "; SELECT 1"}})
+		c.send(failingStatement()...)
+		c.send(parse("", "LISTEN "+ch), bind(""), execMsg(), syncMsg())
+		if got := c.until(1); !strings.HasSuffix(got, "E:22012 Z") {
+			t.Fatalf("got %q, want the error and nothing of the LISTEN", got)
+		}
+		sender.notify(ch, 2)
+		if got := c.notifications(ch, 4, 2*time.Second); got != 2 {
+			t.Fatalf("2 notifications sent, %d received", got)
+		}
+		// Its next LISTEN lets go of the skipped one's subscription first.
+		c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch}})
+		sender.notify(ch, 1)
+		if got := c.notifications(ch, 2, 2*time.Second); got != 1 {
+			t.Fatalf("1 notification sent after a LISTEN that ran, %d received", got)
+		}
+	})
+}
+
+// A LISTEN the client sends once the error has come back, before its
+// Sync, is skipped too (dropped at the Sync's ReadyForQuery).
+func TestAListenSentAfterTheErrorCameBackSubscribesNothing(t *testing.T) {
+	sender := newNotifier(t)
+	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
+		sender.t = t
+		f := ferrytest.Start(t, cfg)
+		warmListener(t, f)
+		ch := "home_after"
+		c := newRawClient(t, f.AppDSN())
+		c.send(append(failingStatement(), &pgproto3.Flush{})...)
+		if got := c.transcript(func(w string) bool { return !strings.HasPrefix(w, "E:") }); got != "1 2 E:22012" {
+			t.Fatalf("got %q, want the error", got)
+		}
+		c.send(parse("", "LISTEN "+ch), bind(""), execMsg(), syncMsg())
+		if got := c.until(1); got != "Z" {
+			t.Fatalf("got %q, want the Sync's ReadyForQuery alone", got)
+		}
+		sender.notify(ch, 1)
+		if got := c.notifications(ch, 1, time.Second); got != 0 {
+			t.Fatalf("%d notifications on a channel whose LISTEN the server skipped", got)
+		}
+	})
+}
+
+// forEachRelayLoop runs test with the relay loop off (the session's
+// goroutine reads a pipeline whole, so the server's error comes after all
+// of it was sent) and on (the loop may hand the rest of the pipeline over
+// after the error came).
+func forEachRelayLoop(t *testing.T, test func(t *testing.T, cfg *configs.Config)) {
+	for _, loop := range []bool{false, true} {
+		t.Run(fmt.Sprintf("relay loop %v", loop), func(t *testing.T) {
+			cfg := ferrytest.Config(t, cluster)
+			cfg.RelayLoop, cfg.RelayLoopSet = loop, true
+			test(t, cfg)
+		})
+	}
+}
+
+// failingStatement is an unnamed statement whose Execute fails with
+// 22012 (division by zero), not at its Parse.
+func failingStatement() []pgproto3.FrontendMessage {
+	return []pgproto3.FrontendMessage{parse("", "SELECT 1/(0*random())::int"), bind(""), execMsg()}
+}
+
+// warmListener makes the pool's listener connection with another client's
+// LISTEN, so that the client under test does not wait for its dial.
+func warmListener(t *testing.T, f *ferrytest.Ferry) {
+	t.Helper()
+	warm := newRawClient(t, f.AppDSN())
+	warm.request("home_warm", []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN home_warm"}})
+}
