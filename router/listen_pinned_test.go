@@ -277,3 +277,29 @@ func TestListenAndUnlistenWorkInSessionMode(t *testing.T) {
 		})
 	}
 }
+
+// A LISTEN in a query of several statements pins the client and runs on
+// its server (pinListenInSeveral); a later LISTEN of the same channel alone
+// goes to pgferry's listener (listenLinked). The channel then has two
+// homes, and each notification still reaches the client once, as
+// PostgreSQL delivers it (heardAside drops the server's copy).
+func TestAPinnedClientListeningTwiceOnAChannelGetsEachNotificationOnce(t *testing.T) {
+	sender := newNotifier(t)
+	for i, via := range stateVia {
+		t.Run(via.name, func(t *testing.T) {
+			sender.t = t
+			f := ferrytest.Start(t, ferrytest.Config(t, cluster))
+			ch := fmt.Sprintf("review_dup%d", i)
+			c := newRawClient(t, f.AppDSN())
+			c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch + "; SELECT 1"}})
+			if n := f.Pool(t, "app").Counters.PinnedClients; n != 1 {
+				t.Fatalf("%d clients pinned; want the client pinned by its LISTEN in a query of several", n)
+			}
+			c.request(ch, via.send("LISTEN "+ch))
+			sender.notify(ch, 1)
+			if got := c.notifications(ch, 2, 2*time.Second); got != 1 {
+				t.Fatalf("one notification sent, %d received", got)
+			}
+		})
+	}
+}

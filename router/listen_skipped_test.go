@@ -194,3 +194,32 @@ func warmListener(t *testing.T, f *ferrytest.Ferry) {
 	warm := newRawClient(t, f.AppDSN())
 	warm.request("home_warm", []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN home_warm"}})
 }
+
+// interceptExecute subscribes the client as the Execute of a LISTEN goes
+// to the server, before it is known whether the server runs it: after an
+// error earlier in the pipeline the server skips to the Sync, and the
+// client, told only of that error (its LISTEN never ran), gets none of
+// the channel's notifications (listensSkipped undoes the subscription).
+func TestAListenSkippedAfterAnErrorInItsPipelineSubscribesNothing(t *testing.T) {
+	sender := newNotifier(t)
+	cfg := ferrytest.Config(t, cluster)
+	cfg.RelayLoop, cfg.RelayLoopSet = false, true // the whole pipeline read by the session goroutine
+	f := ferrytest.Start(t, cfg)
+	ch := "review_skipped"
+	// Another client's LISTEN makes the pool's listener connection first.
+	warm := newRawClient(t, f.AppDSN())
+	warm.request("review_warm", []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN review_warm"}})
+	c := newRawClient(t, f.AppDSN())
+	c.send(
+		parse("", "SELECT 1/(0*random())::int"), bind(""), execMsg(), // (fails at its Execute)
+		parse("", "LISTEN "+ch), bind(""), execMsg(),
+		syncMsg(),
+	)
+	if got := c.until(1); !strings.HasSuffix(got, "E:22012 Z") || strings.Contains(got, "C") {
+		t.Fatalf("got %q, want the first statement's error and nothing of the LISTEN", got)
+	}
+	sender.notify(ch, 1)
+	if got := c.notifications(ch, 1, time.Second); got != 0 {
+		t.Fatalf("%d notifications on a channel whose LISTEN the server skipped", got)
+	}
+}
