@@ -485,8 +485,8 @@ func (p *Pool) releaseAged(sc *ServerConn, ready, keepAge bool, now time.Time) {
 	}
 	parked := p.putAgedLocked(sc, now, lastUsed, ready) // keeps its buffers until maintain finds it idle a while
 	p.mu.Unlock()
-	if parked {
-		p.parked()
+	if parked && (p.cfg.DBLimit != nil || p.cfg.UserLimit != nil) {
+		p.parked() // (no call on a release under no cap)
 	}
 }
 

@@ -42,24 +42,32 @@ type ring struct {
 	// its transaction fail or are skipped too.
 	failed uint64
 	// open says a request of the extended protocol went out since the
-	// last Sync or simple Query: the server is inside the implicit
-	// transaction PostgreSQL commits only at a Sync, even with nothing
-	// owed (a client that sent Execute and Flush). clear resets it.
+	// last Sync or simple Query (process sets it): the server is inside
+	// the implicit transaction PostgreSQL commits only at a Sync, even
+	// with nothing owed (a client that sent Execute and Flush). clear
+	// resets it.
 	open bool
 }
 
+// push records a request. It is inlined on the relay's path: the rare
+// growth of the buffer is grow's.
 func (r *ring) push(e expect) {
 	if r.n == len(r.buf) {
-		nb := make([]expect, max(16, 2*len(r.buf)))
-		for i := 0; i < r.n; i++ {
-			nb[i] = r.buf[(r.head+i)%len(r.buf)]
-		}
-		r.buf, r.head = nb, 0
+		r.grow()
 	}
 	r.buf[(r.head+r.n)%len(r.buf)] = e
 	r.n++
 	r.seq++
-	r.open = e.kind > kSync && e.kind != kQuerySwallow
+}
+
+// grow doubles the ring's buffer (16 at first), keeping its requests in
+// order.
+func (r *ring) grow() {
+	nb := make([]expect, max(16, 2*len(r.buf)))
+	for i := 0; i < r.n; i++ {
+		nb[i] = r.buf[(r.head+i)%len(r.buf)]
+	}
+	r.buf, r.head = nb, 0
 }
 
 // unpush takes back the last request pushed, with its number: a caller

@@ -416,6 +416,8 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	}
 	switch typ {
 	case protocol.MsgQuery, protocol.MsgFunctionCall:
+		ss.q.open = false // (ring.open)
+
 		ss.q.push(expect{kind: kQuery, tag: ss.execTag}) // (tag: a LISTEN, listenLinked)
 		ss.execTag = tagNone
 		if ss.rare != nil {
@@ -425,17 +427,22 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		ss.dropSent(sc)
 		ss.armQueryTimeout()
 	case protocol.MsgSync:
+		ss.q.open = false
 		ss.q.push(expect{kind: kSync})
 		sc.Wr.Append(frame)
 		ss.unnamedUnknown()
 		ss.armQueryTimeout()
 	case protocol.MsgParse:
+		ss.q.open = true
 		ss.processParse(sc, frame)
 	case protocol.MsgBind:
+		ss.q.open = true
 		ss.processBind(sc, frame)
 	case protocol.MsgDescribe:
+		ss.q.open = true
 		ss.processDescribe(sc, frame)
 	case protocol.MsgExecute:
+		ss.q.open = true
 		ss.q.push(expect{kind: kExecute, tag: ss.execTag})
 		ss.execTag = tagNone
 		if ss.rare != nil {
@@ -447,6 +454,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		if body := protocol.Body(frame); len(body) == 2 && body[0] == 'S' && body[1] == 0 {
 			ss.closedUnnamed()
 		}
+		ss.q.open = true
 		ss.q.push(expect{kind: kClose})
 		sc.Wr.Append(frame)
 	}
