@@ -416,7 +416,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	}
 	switch typ {
 	case protocol.MsgQuery, protocol.MsgFunctionCall:
-		ss.q.open = false // (ring.open)
+		ss.q.open = false
 		ss.q.push(expect{kind: kQuery, tag: ss.execTag}) // (tag: a LISTEN, listenLinked)
 		ss.execTag = tagNone
 		if ss.rare != nil {
