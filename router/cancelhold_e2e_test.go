@@ -201,3 +201,71 @@ func TestACancelStillOnItsWayToALostServerDoesNotHoldTheClientsNextServer(t *tes
 		t.Fatalf("cancel request: %v", err)
 	}
 }
+
+// A client whose transaction ended while its cancel was on its way, and
+// that then sends an Execute and a Flush without a Sync, keeps its server
+// when the cancel's end lets the deferred release go: the server is inside
+// the extended protocol's implicit transaction until that Sync, and given
+// to b it would run b's query inside a's uncommitted insert.
+func TestACancelsEndDoesNotReleaseAServerInsideAnImplicitTransaction(t *testing.T) {
+	h := startHeldCancel(t, 1)
+	h.exec(h.ctrl, "create table held_insert (x int); grant all on held_insert to app")
+	h.exec(h.a, "select 1")
+	aQuery, cancelled := h.cancelHeldAtTheGate()
+	h.exec(h.ctrl, "select pg_advisory_unlock(5)")
+	if err := <-aQuery; err != nil {
+		t.Fatalf("a's query: %v", err)
+	}
+	p := h.a.PgConn().StartPipeline(h.ctx)
+	p.SendQueryParams("insert into held_insert values (1)", nil, nil, nil, nil)
+	p.SendFlushRequest()
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.GetResults()
+	rr, ok := res.(*pgconn.ResultReader)
+	if err != nil || !ok {
+		t.Fatalf("a's insert: %v (%T)", err, res)
+	}
+	if _, err := rr.Close(); err != nil {
+		t.Fatalf("a's insert: %v", err)
+	}
+	h.proxy.open()
+	if err := <-cancelled; err != nil {
+		t.Fatalf("cancel request: %v", err)
+	}
+	// b must wait for a's Sync: given a's server now, it would see a's
+	// insert before a committed it.
+	bSaw := make(chan string, 1)
+	go func() {
+		var n string
+		err := h.b.QueryRow(h.ctx, "select count(*)::text from held_insert").Scan(&n)
+		if err != nil {
+			n = err.Error()
+		}
+		bSaw <- n
+	}()
+	select {
+	case n := <-bSaw:
+		t.Fatalf("b ran before a's Sync and saw %s rows of held_insert: a's server went back to the pool inside a's implicit transaction", n)
+	case <-time.After(2 * time.Second):
+	}
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		res, err := p.GetResults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := res.(*pgconn.PipelineSync); ok {
+			break
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-bSaw; n != "1" {
+		t.Fatalf("b saw %s rows of held_insert after a's Sync; want a's committed one", n)
+	}
+}

@@ -514,6 +514,7 @@ func (ss *session) refuse(e *protocol.Error) (bool, error) {
 	if ss.q.n == 0 && ss.queryStart.IsZero() {
 		ss.queryStart = monoNow() // as process does: a query starts
 	}
+	ss.q.open = false // (a Query ends the implicit transaction, as in process)
 	ss.q.push(expect{kind: kQuery})
 	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), sql))
 	ss.mu.Unlock()

@@ -442,10 +442,13 @@ func (ss *session) poolEntry() *poolEntry {
 }
 
 // releasable reports whether the transaction is over and the server can go
-// back to the pool: it owes nothing, and does not skip what comes next
-// after an error (serverSkips). mu is held.
+// back to the pool: it owes nothing, does not skip what comes next after an
+// error (serverSkips), and is not inside the extended protocol's implicit
+// transaction (ring.open: the last ReadyForQuery's status is stale once an
+// Execute without a Sync went, as after a release a cancel deferred). mu
+// is held.
 func (ss *session) releasable() bool {
-	return ss.q.n == 0 && ss.status == protocol.TxIdle && ss.txnMode && !ss.pinned && !ss.stopping && !ss.serverSkips
+	return ss.q.n == 0 && ss.status == protocol.TxIdle && ss.txnMode && !ss.pinned && !ss.stopping && !ss.serverSkips && !ss.q.open
 }
 
 // takeKick consumes a wake-up of the pump sent by cancelDone when the
