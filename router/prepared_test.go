@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
 	"github.com/pgferry/pgferry/router"
 )
@@ -451,5 +452,29 @@ func TestDescribingTheUnnamedStatementInALaterTransactionDescribesTheClients(t *
 	}
 	if strings.Join(fields, ",") != "mine" {
 		t.Fatalf("the Describe described columns %v; want [mine], the client's own statement", fields)
+	}
+}
+
+// A drop of every statement that pgferry refuses (a read-only transaction
+// no replica can take, with replica_fallback = error) leaves the client's
+// statements as the client sees them: still there. The client binds its
+// statement after the refusal and runs it.
+func TestAClientsStatementsOutliveItsRefusedDrop(t *testing.T) {
+	t.Parallel()
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 1)
+	db := cfg.Databases["app"]
+	// A replica nobody listens for: never in rotation.
+	db.Replicas = []configs.Replica{{Host: "127.0.0.1", Port: closedPort(t), Weight: 1}}
+	db.LagCheckInterval = configs.Duration(100 * time.Millisecond)
+	db.ReplicaFallback = "error"
+	db.ReadYourWrites = 0 // (the read-only transaction after its statement goes to a replica too)
+	cfg.Databases["app"] = db
+	f := ferrytest.Start(t, cfg)
+	c := newRawClient(t, f.AppDSN())
+	c.want("c prepares", 1, "1 2 D:mine C Z", parse("s", "select 'mine'"), bind("s"), execMsg(), syncMsg())
+	for _, sql := range []string{"begin read only; deallocate all", "begin read only; discard all"} {
+		c.want("the refused drop "+sql, 1, "E:08006 Z", &pgproto3.Query{String: sql})
+		c.want("c binds its statement after "+sql, 1, "2 D:mine C Z", bind("s"), execMsg(), syncMsg())
 	}
 }

@@ -40,9 +40,11 @@ type clientStmt struct {
 // binds another's statement and PostgreSQL's own 26000 answers.
 //
 // dropping says that a statement about to be sent drops every prepared
-// statement of the server (DEALLOCATE ALL, DISCARD ALL): forgetStmts sets
-// it before the statement goes, dropSent clears the server's cache as it
-// goes, and dropNotSent forgets it when the request is refused instead.
+// statement of the server and the client's names (DEALLOCATE ALL, DISCARD
+// ALL): forgetStmts sets it before the statement goes, dropSent clears the
+// server's cache and forgets the client's names as it goes, and
+// dropNotSent forgets the mark alone when the request is refused instead:
+// the client, told its drop failed, still has its statements.
 type clientStmts struct {
 	named       map[string]*clientStmt
 	unnamed     []byte
@@ -191,9 +193,11 @@ func (ss *session) forgetStmt(name []byte) {
 	}
 }
 
-// forgetStmts drops every statement name of the client (DISCARD ALL,
-// DEALLOCATE ALL). The unnamed statement stays, as in PostgreSQL. The
-// statement about to be sent drops the server's too (see dropSent), and
+// forgetStmts marks the statement about to be sent as one that drops
+// every statement name of the client (DISCARD ALL, DEALLOCATE ALL): the
+// names go as it goes (dropSent), not before, so that a refusal (refuse,
+// dropNotSent) leaves them. The unnamed statement stays, as in
+// PostgreSQL. It drops the server's statements too (see dropSent), and
 // its expectation says so (tagDrop), unless it carries a LISTEN's answer
 // (a Parse of several statements, which the server refuses anyway: its
 // drop is then cleared for again when answered).
@@ -202,12 +206,11 @@ func (ss *session) forgetStmts() {
 	if ss.execTag == tagNone {
 		ss.execTag = tagDrop
 	}
-	ss.releaseStmts()
 }
 
 // releaseStmts drops every statement name of the client and gives their
-// identities back (forgetStmts; the end of the session, which marks no
-// drop, so a client that prepared nothing ends without making a table).
+// identities back (dropSent; the end of the session, which marks no drop,
+// so a client that prepared nothing ends without making a table).
 func (ss *session) releaseStmts() {
 	t := ss.stmts
 	if t == nil {
@@ -223,18 +226,20 @@ func (ss *session) releaseStmts() {
 // appended for it drops every prepared statement of the server
 // (clientStmts.dropping), so that the messages a pipeline sends behind it
 // prepare their statements again rather than bind ones the server will no
-// longer have by then. The drop's CommandComplete, which comes after the
-// server prepared those, leaves the cache alone (tagDrop).
+// longer have by then, and forgets the client's statement names. The
+// drop's CommandComplete, which comes after the server prepared those,
+// leaves the cache alone (tagDrop).
 func (ss *session) dropSent(sc *pool.ServerConn) {
 	if t := ss.stmts; t != nil && t.dropping {
 		sc.Stmts.Clear()
+		ss.releaseStmts()
 		ss.unmarkDrop(t)
 	}
 }
 
 // dropNotSent forgets the mark of a drop whose request is refused (refuse):
-// none of it runs, and the next server the client's requests go to keeps
-// its statements.
+// none of it runs, so the client keeps its statement names, and the next
+// server the client's requests go to keeps its statements.
 func (ss *session) dropNotSent() {
 	if t := ss.stmts; t != nil && t.dropping {
 		ss.unmarkDrop(t)
