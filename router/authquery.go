@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,42 +26,57 @@ const authQueryTTL = 10 * time.Second
 // and the query.
 const authQueryTimeout = 10 * time.Second
 
-// authQueryCache holds auth_query results by user. It is safe for
-// concurrent use.
+// authQueryCache holds auth_query results by lookup (authQueryKey). It is
+// safe for concurrent use.
 type authQueryCache struct {
 	// mu guards m; no I/O runs under it.
 	mu sync.Mutex
 	m  map[string]authQueryResult
 }
 
+// authQueryKey names one lookup: the database auth_query runs in
+// (auth_dbname, else the client's), auth_user, and the user looked up.
+// The user alone is not enough: databases may sit on different servers, or
+// read the secrets through a function of their own (PgBouncer's documented
+// setup), and auth_user may differ per database, so one name may have
+// another secret, or none, in each. The lengths keep the parts apart.
+func authQueryKey(database, authUser, user string) string {
+	return strconv.Itoa(len(database)) + ":" + database + strconv.Itoa(len(authUser)) + ":" + authUser + user
+}
+
 type authQueryResult struct {
 	cred  auth.Credential
 	known bool
 	until time.Time
+	// cfg is the configuration the lookup ran with: a reload may change
+	// the servers, auth_user or auth_query, so a result is used only with
+	// the configuration that found it.
+	cfg *configs.Config
 }
 
-func (c *authQueryCache) get(user string, now time.Time) (authQueryResult, bool) {
+func (c *authQueryCache) get(key string, now time.Time) (authQueryResult, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	r, ok := c.m[user]
+	r, ok := c.m[key]
 	if !ok || now.After(r.until) {
 		return authQueryResult{}, false
 	}
 	return r, true
 }
 
-// put records r for user. The cache holds at most maxAuthQueryCache users:
-// clients choose the names they look up, unknown ones included, so a
-// client trying made-up names must not grow it without bound. When full,
-// expired results go first, then any, down to nine tenths of the bound so
-// the next puts need no clean-up (a dropped result costs one more query).
-func (c *authQueryCache) put(user string, r authQueryResult) {
+// put records r for key. The cache holds at most maxAuthQueryCache
+// lookups: clients choose the names they look up, unknown ones included,
+// so a client trying made-up names must not grow it without bound. When
+// full, expired results go first, then any, down to nine tenths of the
+// bound so the next puts need no clean-up (a dropped result costs one more
+// query).
+func (c *authQueryCache) put(key string, r authQueryResult) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
 		c.m = make(map[string]authQueryResult)
 	}
-	if _, ok := c.m[user]; !ok && len(c.m) >= maxAuthQueryCache {
+	if _, ok := c.m[key]; !ok && len(c.m) >= maxAuthQueryCache {
 		now := time.Now()
 		for u, old := range c.m {
 			if now.After(old.until) {
@@ -74,7 +90,7 @@ func (c *authQueryCache) put(user string, r authQueryResult) {
 			delete(c.m, u)
 		}
 	}
-	c.m[user] = r
+	c.m[key] = r
 }
 
 // maxAuthQueryCache bounds the users whose auth_query results are kept.
@@ -91,29 +107,54 @@ func authQueryConfigured(cfg *configs.Config, database string) bool {
 	return ok && (db.AuthUser != "" || cfg.AuthUser != "")
 }
 
+// authQuerySource returns where auth_query looks up the users of a
+// client's database: the database it runs in (auth_dbname, else the
+// client's, or for a read-only alias the database it reads, whose pools it
+// shares) and auth_user (the database entry's, else the global one; ""
+// when neither is set).
+func authQuerySource(cfg *configs.Config, database string) (dbName, authUser string) {
+	db, readOnly, ok := cfg.LookupDatabase(database)
+	if !ok {
+		return "", ""
+	}
+	authUser = db.AuthUser
+	if authUser == "" {
+		authUser = cfg.AuthUser
+	}
+	switch dbName = cfg.AuthDBName; {
+	case dbName != "":
+	case readOnly:
+		dbName = aliasTarget(cfg, database)
+	default:
+		dbName = database
+	}
+	return dbName, authUser
+}
+
+// cachedAuthQuery returns what auth_query found for user, a client of
+// database, if it was looked up with cfg and is still fresh.
+func (s *Server) cachedAuthQuery(cfg *configs.Config, database, user string) (authQueryResult, bool) {
+	dbName, authUser := authQuerySource(cfg, database)
+	if authUser == "" {
+		return authQueryResult{}, false
+	}
+	r, ok := s.authQueries.get(authQueryKey(dbName, authUser, user), time.Now())
+	return r, ok && r.cfg == cfg
+}
+
 // lookupUser finds user's secret with auth_query when database (the one
 // the client asked for) or the configuration sets auth_user. known is
 // false for a user the query does not return, or whose secret is NULL
 // (expired, no password): to the client that is a wrong password.
 func (s *Server) lookupUser(cfg *configs.Config, database, user string) (auth.Credential, bool, error) {
-	db, _, ok := cfg.LookupDatabase(database)
-	if !ok {
-		return auth.Credential{}, false, nil // "no such database" comes later
-	}
-	authUser := db.AuthUser
+	dbName, authUser := authQuerySource(cfg, database)
 	if authUser == "" {
-		authUser = cfg.AuthUser
-	}
-	if authUser == "" {
-		return auth.Credential{}, false, nil
+		return auth.Credential{}, false, nil // or "no such database", which comes later
 	}
 	now := time.Now()
-	if r, ok := s.authQueries.get(user, now); ok {
+	key := authQueryKey(dbName, authUser, user)
+	if r, ok := s.authQueries.get(key, now); ok && r.cfg == cfg {
 		return r.cred, r.known, nil
-	}
-	dbName := cfg.AuthDBName
-	if dbName == "" {
-		dbName = database
 	}
 	adb, _, ok := cfg.LookupDatabase(dbName)
 	if !ok {
@@ -160,14 +201,13 @@ func (s *Server) lookupUser(cfg *configs.Config, database, user string) (auth.Cr
 	if err != nil {
 		return auth.Credential{}, false, fmt.Errorf("%w: %w", errAuthQuery, err)
 	}
-	user = strings.Clone(user) // it may be a substring of a startup packet: the cache keeps it
-	r := authQueryResult{until: now.Add(authQueryTTL)}
+	r := authQueryResult{until: now.Add(authQueryTTL), cfg: cfg}
 	if found && stored != "" {
 		if cred, err := auth.ParseCredential(user, stored); err == nil {
 			r.cred, r.known = cred, true
 		}
 	}
-	s.authQueries.put(user, r)
+	s.authQueries.put(key, r) // (a new string: no startup packet is kept alive)
 	return r.cred, r.known, nil
 }
 

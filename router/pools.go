@@ -341,8 +341,9 @@ func (o outageLog) OutageEnded(d time.Duration) {
 // authFilePassword logs in to the server with the server user's auth_file
 // (or [users]) password, when the database entry has none.
 type authFilePassword struct {
-	srv  *Server
-	user string
+	srv      *Server
+	user     string
+	database string // the pool's database: auth_query's lookups for its clients answer md5
 }
 
 func (a authFilePassword) Password(context.Context) (string, error) {
@@ -389,7 +390,7 @@ type passKeys struct {
 func (a authFilePassword) MD5Hash() (string, bool) {
 	cred, ok := a.srv.store.Load().Lookup(a.user)
 	if !ok {
-		r, found := a.srv.authQueries.get(a.user, time.Now())
+		r, found := a.srv.cachedAuthQuery(a.srv.cfg.Load(), a.database, a.user)
 		if !found || !r.known {
 			return "", false
 		}
@@ -519,7 +520,7 @@ func (s *Server) dialConfig(cfg *configs.Config, dbName string, db configs.Datab
 	default:
 		// As PgBouncer does: the server login uses the user's own entry in
 		// auth_file (or [users]), read at each login so a reload applies.
-		pw = authFilePassword{srv: s, user: user}
+		pw = authFilePassword{srv: s, user: user, database: dbName}
 	}
 	dc := &pool.DialConfig{
 		Port:           db.Port,
