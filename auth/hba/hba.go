@@ -108,9 +108,12 @@ type Conn struct {
 }
 
 // Match returns the first rule that applies to c, as PgBouncer's hba_eval
-// does. ok is false when no rule applies: the client must be rejected.
+// does. ok is false when no rule applies: the client must be rejected. An
+// IPv6 address is matched without its zone, as PostgreSQL's check_ip
+// compares the address alone: netip.Prefix.Contains never matches a zoned
+// address, which would let a link-local client pass its reject lines.
 func (r *Rules) Match(c Conn) (rule Rule, ok bool) {
-	addr := c.Addr.Unmap()
+	addr := c.Addr.Unmap().WithZone("")
 	for _, ru := range r.rules {
 		switch {
 		case c.Local:
