@@ -176,22 +176,28 @@ func (ss *session) scramFinish(sc *auth.SCRAMServer, known bool, cred auth.Crede
 	return nil
 }
 
-// authMethod returns the authentication method for the client: "entra"
-// when its database or user says client_auth = "entra", else auth_type,
+// authMethod returns the authentication method for the client: auth_type,
 // or with auth_type "hba" the method of the first auth_hba_file line that
-// applies. A client no line admits, or a reject line, is refused here with
-// PostgreSQL's SQLSTATE (28000) and a message shaped like its own.
+// applies; "entra" instead when its database or user says client_auth =
+// "entra". A client no line admits, or a reject line, is refused here with
+// PostgreSQL's SQLSTATE (28000) and a message shaped like its own, Entra
+// or not: the file says who may connect from where, and client_auth only
+// replaces how an admitted client proves who it is.
 func (ss *session) authMethod(cfg *configs.Config) (string, error) {
-	if ss.clientAuthEntra(cfg) {
-		return "entra", nil
-	}
+	entra := ss.clientAuthEntra(cfg)
 	if cfg.AuthType != "hba" {
+		if entra {
+			return "entra", nil
+		}
 		return cfg.AuthType, nil
 	}
 	method, rule, ok, host := ss.hbaMethod()
 	if method != "" {
 		if ss.debugEnabled() {
-			ss.logger().Debug("auth_hba_file line matched", zap.String("hba_file", rule.File), zap.Int("hba_line", rule.Line), zap.String("method", string(rule.Method)))
+			ss.logger().Debug("auth_hba_file line matched", zap.String("hba_file", rule.File), zap.Int("hba_line", rule.Line), zap.String("method", string(rule.Method)), zap.Bool("entra", entra))
+		}
+		if entra {
+			return "entra", nil
 		}
 		return method, nil
 	}
