@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"go.uber.org/zap"
@@ -163,7 +164,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 			return err
 		}
 	}
-	if !ss.tls && cfg.ClientTLSRequired() {
+	if !ss.tls && cfg.ClientTLSRequired() && !isUnixSocket(ss.peer) {
 		ss.srv.reject("tls")
 		e := protocol.Fatal(protocol.SQLStateInvalidAuthorization, "SSL required")
 		e.Detail = "pgferry is configured with client_tls_sslmode = " + cfg.ClientTLSSSLMode + "; connect with sslmode=require or stronger"
@@ -216,6 +217,15 @@ func (ss *session) startup(cfg *configs.Config) error {
 	}
 	entry.stats.clientLogins.Add(1)
 	return nil
+}
+
+// isUnixSocket reports whether a client came on the unix socket. TLS is
+// required of network clients only: libpq never encrypts a unix socket
+// connection, and neither PostgreSQL nor PgBouncer ("require SSL except on
+// unix socket", client.c) asks it to.
+func isUnixSocket(peer net.Addr) bool {
+	_, ok := peer.(*net.UnixAddr)
+	return ok
 }
 
 // startupNames returns the user and the database a startup packet names,
