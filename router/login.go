@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -170,6 +172,12 @@ func (ss *session) startup(cfg *configs.Config) error {
 		e.Detail = "pgferry is configured with client_tls_sslmode = " + cfg.ClientTLSSSLMode + "; connect with sslmode=require or stronger"
 		return e
 	}
+	if replicationRequested(cfg, st) {
+		ss.srv.reject("protocol")
+		e := protocol.Fatal(protocol.SQLStateProtocolViolation, "unsupported startup parameter: replication")
+		e.Detail = "pgferry does not serve replication connections; connect to the server directly"
+		return e
+	}
 	ss.user, ss.database = startupNames(st)
 	password, err := ss.authenticate(cfg)
 	if err != nil {
@@ -226,6 +234,24 @@ func (ss *session) startup(cfg *configs.Config) error {
 func isUnixSocket(peer net.Addr) bool {
 	_, ok := peer.(*net.UnixAddr)
 	return ok
+}
+
+// replicationRequested reports whether a startup packet asks for a
+// walsender (replication = true or database), which pgferry does not
+// serve: given a pool's ordinary connection instead, a replication client
+// would fail later on a syntax error, or not at all where a command means
+// something else outside replication. As PgBouncer before 1.23 did, the
+// login is refused, unless ignore_startup_parameters lists the key.
+func replicationRequested(cfg *configs.Config, st *protocol.Startup) bool {
+	v := st.Get("replication")
+	if v == "" || slices.ContainsFunc(cfg.IgnoreStartupParameters, func(k string) bool { return strings.EqualFold(k, "replication") }) {
+		return false
+	}
+	switch strings.ToLower(v) {
+	case "false", "off", "no", "0", "f", "n":
+		return false
+	}
+	return true
 }
 
 // startupNames returns the user and the database a startup packet names,

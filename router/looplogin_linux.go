@@ -38,10 +38,11 @@ import (
 // the goroutine's, as before: the loop looks at the startup packet first
 // and, before it answers it, hands the client to a goroutine
 // (loginHandoff) for TLS, a cancel request, a peer link, a protocol
-// option, the admin console, an authentication method other than those
-// three or one that may wait (auth_query, a throttled address, Entra ID),
-// an alias, shutdown, and a pool that is not there yet, is not in
-// transaction mode, routes to replicas, or has not greeted yet. With md5
+// option, a replication connection, the admin console, an authentication
+// method other than those three or one that may wait (auth_query, a
+// throttled address, Entra ID), an alias, shutdown, and a pool that is
+// not there yet, is not in transaction mode, routes to replicas, or has
+// not greeted yet. With md5
 // or SCRAM, a user not in auth_file (without auth_query) goes through
 // SCRAM's mock exchange on the loop, as on a goroutine. The goroutine reads the
 // bytes the loop read first. Once the loop has answered, it sees the
@@ -222,11 +223,11 @@ func (p *parker) loginStartup(ss *session, n int) bool {
 		p.loginHandoff(ss)
 		return false
 	}
-	if st.Minor() > 0 || len(st.ProtocolOptions) > 0 {
-		p.loginHandoff(ss)
+	cfg := ss.srv.cfg.Load()
+	if st.Minor() > 0 || len(st.ProtocolOptions) > 0 || replicationRequested(cfg, st) {
+		p.loginHandoff(ss) // (the goroutine refuses a replication connection)
 		return false
 	}
-	cfg := ss.srv.cfg.Load()
 	ss.user, ss.database = startupNames(st)
 	if !p.loginPlan(ss, cfg) {
 		ss.user, ss.database = "", ""
