@@ -22,12 +22,13 @@ func ListenerWaitersOpen(s *Server) int {
 }
 
 // SetLoopTurnFault makes the relay loop call f at the start of every turn
-// of a logged-in session, with the session's application_name and the
+// of a logged-in session of s, with the session's application_name and the
 // clock reading of the epoll wait whose event it serves (two turns of one
 // wait get the same), until undo is called. f may panic (the turn panics)
-// or block (the loop waits). It replaces any fault set before (SetFault).
-func SetLoopTurnFault(f func(app string, wait int64)) (undo func()) {
-	return setFault(func(ss *session, where string) {
+// or block (the loop waits). It replaces any fault set before for s
+// (SetFaultFor).
+func SetLoopTurnFault(s *Server, f func(app string, wait int64)) (undo func()) {
+	return setFaultFor(s, func(ss *session, where string) {
 		if where == "turn" {
 			f(ss.params.get("application_name"), int64(ss.srv.parker.turnNow))
 		}
@@ -35,14 +36,14 @@ func SetLoopTurnFault(f func(app string, wait int64)) (undo func()) {
 }
 
 // SetLoopHandbackFault makes the goroutine the relay loop hands a session
-// or a login to call f, with the session's application_name ("" for a
+// or a login of s to call f, with the session's application_name ("" for a
 // login) and where it stands: "evict" once its client socket is a
 // net.Conn again, "evict flush" as it flushes what the loop wrote to the
 // linked server, "leave" before it ends the session, "login" before the
 // login goes on. f may panic. undo stops it. It replaces any fault set
-// before (SetFault).
-func SetLoopHandbackFault(f func(app, where string)) (undo func()) {
-	return setFault(func(ss *session, where string) {
+// before for s (SetFaultFor).
+func SetLoopHandbackFault(s *Server, f func(app, where string)) (undo func()) {
+	return setFaultFor(s, func(ss *session, where string) {
 		switch where {
 		case "evicting", "evict", "evict flush", "leave", "login":
 			f(ss.params.get("application_name"), where)

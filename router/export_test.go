@@ -1,6 +1,12 @@
 package router
 
-import "github.com/pgferry/pgferry/internal/sockio"
+import (
+	"maps"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pgferry/pgferry/internal/sockio"
+)
 
 // RelayLoopBuilt reports whether this build can serve sessions in the
 // relay loop (relay_loop turns it on).
@@ -42,14 +48,80 @@ func Clients(s *Server) int64 { return s.clients.Load() }
 // SetFault makes every session call f at each point it passes faultAt
 // (see there for the names of where), with its application_name ("" for
 // a login), until undo is called. f may panic, as a bug there would, or
-// block. It replaces any fault set before (SetLoopTurnFault,
-// SetLoopHandbackFault): one is set at a time.
+// block. It replaces any fault set before for every server: one is set at
+// a time. Only a test that runs alone (no t.Parallel) may set it; a
+// parallel test sets one for its own server (SetFaultFor).
 func SetFault(f func(app, where string)) (undo func()) {
 	return setFault(func(ss *session, where string) { f(ss.params.get("application_name"), where) })
 }
 
-// setFault makes g the fault faultAt runs, until undo is called.
+// SetFaultFor is SetFault for the sessions of s only. It replaces any
+// fault set before for s (SetLoopTurnFault, SetLoopHandbackFault): one is
+// set at a time for a server. Faults set for other servers run alongside,
+// each for its own server's sessions, so tests that set one on a server of
+// their own may run in parallel.
+func SetFaultFor(s *Server, f func(app, where string)) (undo func()) {
+	return setFaultFor(s, func(ss *session, where string) { f(ss.params.get("application_name"), where) })
+}
+
+// setFault makes g the fault every server's sessions run, besides the one
+// set for their server if any, until undo is called.
 func setFault(g func(ss *session, where string)) (undo func()) {
-	fault.Store(&g)
-	return func() { fault.Store(nil) }
+	return setFaultFor(nil, g)
+}
+
+// faultsBy holds the faults set, by the server whose sessions run them
+// (nil: every server's), in a map replaced whole on each change, so that
+// runFaults reads it without a lock; fault holds runFaults while the map
+// is not empty. faultsMu serializes the changes.
+var (
+	faultsMu sync.Mutex
+	faultsBy atomic.Pointer[map[*Server]*faultFunc]
+)
+
+// faultFunc is a fault as faultAt runs it.
+type faultFunc = func(ss *session, where string)
+
+// setFaultFor makes g the fault the sessions of s run (of every server for
+// a nil s), until undo is called; undo may be called more than once.
+func setFaultFor(s *Server, g faultFunc) (undo func()) {
+	change := func(edit func(m map[*Server]*faultFunc)) {
+		faultsMu.Lock()
+		defer faultsMu.Unlock()
+		m := make(map[*Server]*faultFunc)
+		if old := faultsBy.Load(); old != nil {
+			maps.Copy(m, *old)
+		}
+		edit(m)
+		faultsBy.Store(&m)
+		if len(m) == 0 {
+			fault.Store(nil)
+		} else if fault.Load() == nil {
+			run := runFaults
+			fault.Store(&run)
+		}
+	}
+	change(func(m map[*Server]*faultFunc) { m[s] = &g })
+	return func() {
+		change(func(m map[*Server]*faultFunc) {
+			if m[s] == &g {
+				delete(m, s)
+			}
+		})
+	}
+}
+
+// runFaults runs the fault set for every server and the one set for the
+// session's server, if any.
+func runFaults(ss *session, where string) {
+	m := faultsBy.Load()
+	if m == nil {
+		return
+	}
+	if g := (*m)[nil]; g != nil {
+		(*g)(ss, where)
+	}
+	if g := (*m)[ss.srv]; g != nil {
+		(*g)(ss, where)
+	}
 }

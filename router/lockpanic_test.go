@@ -15,6 +15,7 @@ import (
 // and on the relay loop, a lock left taken would hang the loop and every
 // session it serves.
 func TestAPanicUnderTheSessionsLockEndsOnlyThatSessionAndDestroysItsServer(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		// loop: the relay loop serves the session; otherwise its
@@ -22,7 +23,7 @@ func TestAPanicUnderTheSessionsLockEndsOnlyThatSessionAndDestroysItsServer(t *te
 		// answers (session mode), whose panic the client hears of as a
 		// lost server.
 		loop, session bool
-		where         string // see router.SetFault
+		where         string // see router.SetFaultFor
 		code          string // the SQLSTATE the client gets
 	}{
 		{"on the relay loop, as a request goes to the server", true, false, "process", protocol.SQLStateInternalError},
@@ -33,6 +34,7 @@ func TestAPanicUnderTheSessionsLockEndsOnlyThatSessionAndDestroysItsServer(t *te
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			if tc.loop {
 				skipWithoutLoop(t)
 			}
@@ -58,7 +60,7 @@ func TestAPanicUnderTheSessionsLockEndsOnlyThatSessionAndDestroysItsServer(t *te
 			before := f.Pool(t, "app")
 			_, handbacks := loopCounters(t, f)
 
-			undo := router.SetFault(func(a, where string) {
+			undo := router.SetFaultFor(f.Server, func(a, where string) {
 				if a == app && where == tc.where {
 					panic("a fault injected at " + where + " for " + a)
 				}

@@ -23,6 +23,7 @@ import (
 
 func TestAPanicAsTheLoopLetsGoOfALoginEndsItOnceAndShutdownFinishes(t *testing.T) {
 	skipWithoutLoop(t)
+	t.Parallel()
 	untilSASLRequest := func(t *testing.T, c net.Conn) {
 		t.Helper()
 		sendRaw(t, c, startupMessage(t, ferrytest.User, "app"))
@@ -32,7 +33,7 @@ func TestAPanicAsTheLoopLetsGoOfALoginEndsItOnceAndShutdownFinishes(t *testing.T
 	}
 	tests := []struct {
 		name  string
-		where string // see router.SetFault
+		where string // see router.SetFaultFor
 		// warm: the pool has greeted a client, so the loop sees a login
 		// through; loginTimeout: client_login_timeout is a second.
 		warm, loginTimeout bool
@@ -56,6 +57,7 @@ func TestAPanicAsTheLoopLetsGoOfALoginEndsItOnceAndShutdownFinishes(t *testing.T
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			ctx := testContext(t)
 			cfg := loopLoginConfig(t)
 			if tc.loginTimeout {
@@ -67,7 +69,7 @@ func TestAPanicAsTheLoopLetsGoOfALoginEndsItOnceAndShutdownFinishes(t *testing.T
 			}
 			loops, handoffs := loginCounters(f)
 
-			undo := router.SetFault(func(_, where string) {
+			undo := router.SetFaultFor(f.Server, func(_, where string) {
 				if where == tc.where {
 					panic("a fault injected at " + where)
 				}
@@ -98,6 +100,7 @@ func TestAPanicAsTheLoopLetsGoOfALoginEndsItOnceAndShutdownFinishes(t *testing.T
 func TestAPanicWhileTheSweepParksAnIdleClientOfTheLoopEndsOnlyThatClient(t *testing.T) {
 	skipWithoutLoop(t)
 	skipWithoutParking(t)
+	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := loopTestConfig(t, "disable", 2)
 	f := ferrytest.Start(t, cfg)
@@ -109,7 +112,7 @@ func TestAPanicWhileTheSweepParksAnIdleClientOfTheLoopEndsOnlyThatClient(t *test
 
 	// Both clients go idle; the sweep parks them a sweep interval or two
 	// later, and the doomed one's panics.
-	undo := router.SetFault(func(a, where string) {
+	undo := router.SetFaultFor(f.Server, func(a, where string) {
 		if a == app && where == "settling" {
 			panic("a fault injected at " + where + " for " + a)
 		}
@@ -137,6 +140,7 @@ func TestAPanicWhileTheSweepParksAnIdleClientOfTheLoopEndsOnlyThatClient(t *test
 func TestAPanicAsTheLoopAdoptsAParkedClientEndsOnlyThatClient(t *testing.T) {
 	skipWithoutLoop(t)
 	skipWithoutParking(t)
+	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := loopTestConfig(t, "disable", 2)
 	f := ferrytest.Start(t, cfg)
@@ -151,7 +155,7 @@ func TestAPanicAsTheLoopAdoptsAParkedClientEndsOnlyThatClient(t *testing.T) {
 
 	// The doomed client speaks: the loop, which would serve its request
 	// itself (adopt), panics.
-	undo := router.SetFault(func(a, where string) {
+	undo := router.SetFaultFor(f.Server, func(a, where string) {
 		if a == app && where == "adopting" {
 			panic("a fault injected at " + where + " for " + a)
 		}
@@ -177,6 +181,7 @@ func TestAPanicAsTheLoopAdoptsAParkedClientEndsOnlyThatClient(t *testing.T) {
 
 func TestAPanicAsTheSweepEndsAClientQueuedPastQueryWaitTimeoutEndsOnlyThatClient(t *testing.T) {
 	skipWithoutLoop(t)
+	t.Parallel()
 	ctx := testContext(t)
 	f, holder, queuedPC := loopQueueSetup(t, ctx, "disable", false, func(cfg *configs.Config) {
 		cfg.QueryWaitTimeout = configs.Duration(time.Second)
@@ -185,7 +190,7 @@ func TestAPanicAsTheSweepEndsAClientQueuedPastQueryWaitTimeoutEndsOnlyThatClient
 	before := f.Pool(t, "app")
 	queueings := router.LoopQueueings(f.Server)
 
-	undo := router.SetFault(func(_, where string) {
+	undo := router.SetFaultFor(f.Server, func(_, where string) {
 		if where == "expiring" {
 			panic("a fault injected at " + where)
 		}
@@ -221,6 +226,7 @@ func TestAPanicAsTheSweepEndsAClientQueuedPastQueryWaitTimeoutEndsOnlyThatClient
 
 func TestAPanicAsAWakeOrAKillTakesAClientFromTheLoopEndsOnlyThatClient(t *testing.T) {
 	skipWithoutLoop(t)
+	t.Parallel()
 	tests := []struct {
 		name string
 		// shutdown: Shutdown wakes the client (on its own goroutine);
@@ -233,6 +239,7 @@ func TestAPanicAsAWakeOrAKillTakesAClientFromTheLoopEndsOnlyThatClient(t *testin
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			ctx := testContext(t)
 			cfg, _ := loopTestConfig(t, "disable", 2)
 			f := ferrytest.Start(t, cfg)
@@ -261,7 +268,7 @@ func TestAPanicAsAWakeOrAKillTakesAClientFromTheLoopEndsOnlyThatClient(t *testin
 			before := f.Pool(t, "app")
 			clients := router.Clients(f.Server)
 
-			undo := router.SetFault(func(a, where string) {
+			undo := router.SetFaultFor(f.Server, func(a, where string) {
 				if a == app && where == "evicting" {
 					panic("a fault injected at " + where + " for " + a)
 				}

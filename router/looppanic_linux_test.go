@@ -21,6 +21,7 @@ import (
 
 func TestASessionWhoseLoopTurnPanicsEndsWithAnInternalErrorItsServerDestroyedAndTheLoopServesTheOthers(t *testing.T) {
 	skipWithoutLoop(t)
+	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := loopTestConfig(t, "disable", 2)
 	f := ferrytest.Start(t, cfg)
@@ -37,7 +38,7 @@ func TestASessionWhoseLoopTurnPanicsEndsWithAnInternalErrorItsServerDestroyedAnd
 	}
 	destroyedBefore := f.Pool(t, "app").Stat.Destroyed
 
-	undo := router.SetLoopTurnFault(func(a string, _ int64) {
+	undo := router.SetLoopTurnFault(f.Server, func(a string, _ int64) {
 		if a == app {
 			panic("a fault injected into the turns of " + a)
 		}
@@ -81,7 +82,7 @@ func TestAPanickingTurnLeavesTheRestOfItsEpollWaitServed(t *testing.T) {
 	var mu sync.Mutex
 	var turned []string
 	waits := map[string]int64{}
-	undo := router.SetLoopTurnFault(func(app string, wait int64) {
+	undo := router.SetLoopTurnFault(f.Server, func(app string, wait int64) {
 		switch app {
 		case gateApp:
 			once.Do(func() {
@@ -145,6 +146,7 @@ func TestAPanickingTurnLeavesTheRestOfItsEpollWaitServed(t *testing.T) {
 
 func TestAPanicWhileTheLoopHandsASessionBackEndsOnlyThatSession(t *testing.T) {
 	skipWithoutLoop(t)
+	t.Parallel()
 	setSearchPath := protocol.AppendQuery(nil, "set search_path = public")
 	tests := []struct {
 		name string
@@ -169,6 +171,7 @@ func TestAPanicWhileTheLoopHandsASessionBackEndsOnlyThatSession(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			ctx := testContext(t)
 			cfg, _ := loopTestConfig(t, "disable", 2)
 			f := ferrytest.Start(t, cfg)
@@ -189,7 +192,7 @@ func TestAPanicWhileTheLoopHandsASessionBackEndsOnlyThatSession(t *testing.T) {
 			doomed := hijack(t, doomedPC)
 			before := f.Pool(t, "app")
 
-			undo := router.SetLoopHandbackFault(func(a, where string) {
+			undo := router.SetLoopHandbackFault(f.Server, func(a, where string) {
 				if a == app && where == tc.where {
 					panic("a fault injected at " + where + " for " + a)
 				}
@@ -223,11 +226,12 @@ func TestAPanicWhileTheLoopHandsASessionBackEndsOnlyThatSession(t *testing.T) {
 
 func TestAPanicWhileTheLoopHandsALoginToAGoroutineEndsOnlyThatLogin(t *testing.T) {
 	skipWithoutLoop(t)
+	t.Parallel()
 	ctx := testContext(t)
 	f := ferrytest.Start(t, loopLoginConfig(t))
 	// A pool's first login goes to a goroutine (the loop has no greeting
 	// to send yet).
-	undo := router.SetLoopHandbackFault(func(_, where string) {
+	undo := router.SetLoopHandbackFault(f.Server, func(_, where string) {
 		if where == "login" {
 			panic("a fault injected at " + where)
 		}
