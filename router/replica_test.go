@@ -105,6 +105,7 @@ func whereReadOnlyRuns(ctx context.Context, t *testing.T, conn *pgx.Conn) int {
 }
 
 func TestReadOnlyTransactionsGoToAFreshReplicaAndWritesToThePrimary(t *testing.T) {
+	t.Parallel()
 	primary, replica := startReplicated(t)
 	f := ferrytest.Start(t, replicaConfig(t, primary, replica, nil))
 	ctx := testContext(t)
@@ -184,6 +185,7 @@ func TestReadOnlyTransactionsGoToAFreshReplicaAndWritesToThePrimary(t *testing.T
 }
 
 func TestReadYourWritesSendsReadsAfterACommitToThePrimary(t *testing.T) {
+	t.Parallel()
 	primary, replica := startReplicated(t)
 	f := ferrytest.Start(t, replicaConfig(t, primary, replica, func(db *configs.Database) {
 		db.ReadYourWrites = configs.Duration(30 * time.Second)
@@ -220,6 +222,7 @@ func TestReadYourWritesSendsReadsAfterACommitToThePrimary(t *testing.T) {
 }
 
 func TestWritesFollowThePrimaryAfterAPromotion(t *testing.T) {
+	t.Parallel()
 	primary, replica := startReplicated(t)
 	f := ferrytest.Start(t, hostListConfig(t, primary, replica))
 	ctx := testContext(t)
@@ -270,6 +273,7 @@ func TestAReadRoutedToAReplicaThatJustWentDownRunsOnThePrimary(t *testing.T) {
 // transactions, started while no host is writable, wait and then run on the
 // new primary with their session state, with no error.
 func TestClientsBetweenTransactionsSeeNoErrorAcrossAFailover(t *testing.T) {
+	t.Parallel()
 	primary, replica := startReplicated(t)
 	f := ferrytest.Start(t, hostListConfig(t, primary, replica))
 	ctx := testContext(t)
@@ -357,6 +361,7 @@ func TestClientsBetweenTransactionsSeeNoErrorAcrossAFailover(t *testing.T) {
 }
 
 func TestReadYourWritesByLSNWaitsForAReplicaThatReplayedTheCommit(t *testing.T) {
+	t.Parallel()
 	primary, replica := startReplicated(t)
 	f := ferrytest.Start(t, replicaConfig(t, primary, replica, func(db *configs.Database) {
 		db.ReadYourWritesLSN = true
@@ -410,6 +415,7 @@ func TestReadYourWritesByLSNWaitsForAReplicaThatReplayedTheCommit(t *testing.T) 
 // throughout see no error, and every acknowledged insert is on the new
 // primary.
 func TestAPlannedSwitchoverWithPauseAndResumeCostsClientsNoError(t *testing.T) {
+	t.Parallel()
 	primary, replica := startReplicated(t)
 	f := ferrytest.Start(t, hostListConfig(t, primary, replica))
 	ctx := testContext(t)

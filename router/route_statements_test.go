@@ -20,6 +20,7 @@ import (
 )
 
 func TestRouteReadStatementsSendsAReadToAReplicaAndKeepsAPipelineWithAWriteOnThePrimary(t *testing.T) {
+	t.Parallel()
 	primary, replica := startReplicated(t)
 	f := ferrytest.Start(t, replicaConfig(t, primary, replica, func(db *configs.Database) { db.RouteReadStatements = true }))
 	ctx := testContext(t)
@@ -116,6 +117,7 @@ func TestRouteReadStatementsSendsAReadToAReplicaAndKeepsAPipelineWithAWriteOnThe
 // run on the read's replica, linked while the read's answer is owed, and
 // fail there (25006): the two run on the primary (onlyReadQueriesFollow).
 func TestRouteReadStatementsKeepsAWritePipelinedBehindASimpleQueryReadOnThePrimary(t *testing.T) {
+	t.Parallel()
 	primary, replica := startReplicated(t)
 	f := ferrytest.Start(t, replicaConfig(t, primary, replica, func(db *configs.Database) { db.RouteReadStatements = true }))
 	ctx := testContext(t)
