@@ -30,6 +30,7 @@ import (
 // the same cluster and checks that every SHOW command of pgferry starts
 // with PgBouncer's columns, with the same names, order and types.
 func TestAdminColumnsMatchPgBouncer(t *testing.T) {
+	t.Parallel()
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
 	ctx := testContext(t)
 	bouncer := startPgBouncer(t)
@@ -155,13 +156,14 @@ logfile = %s
 			}
 		}
 	}
-	args := []string{bin, filepath.Join(dir, "pgbouncer.ini")}
-	if uid >= 0 {
-		args = append([]string{"runuser", "-u", "postgres", "--"}, args...)
-	}
-	cmd := osexec.Command(args[0], args[1:]...)
+	cmd := osexec.Command(bin, filepath.Join(dir, "pgbouncer.ini"))
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if uid >= 0 {
+		// As the postgres user, without runuser: on SIGTERM runuser
+		// waits two seconds before it exits, whenever its child ends.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+	}
 	out := &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -170,8 +172,8 @@ logfile = %s
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
-		// The process group holds runuser and pgbouncer; SIGTERM is
-		// PgBouncer's immediate shutdown.
+		// SIGTERM is PgBouncer's immediate shutdown (the process
+		// group, in case it forked).
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		select {
 		case <-exited:
