@@ -291,6 +291,7 @@ func TestShowStatsCountsClientBytesAndQueryTime(t *testing.T) {
 // and the time of that round trip, not the time since pgferry started, is
 // what total_query_time gains.
 func TestAStatementRefusedInsideATransactionCountsNoQueryTimeItDidNotTake(t *testing.T) {
+	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)
 	cfg.PinOnSessionState = false

@@ -81,17 +81,19 @@ func TestTransactionTimeoutDisconnectsAClientWhoseTransactionStaysOpenTooLong(t 
 
 	cases := []struct {
 		name string
-		run  func(conn *pgx.Conn) error
+		run  func(t *testing.T, conn *pgx.Conn) error
 	}{
-		{"while its query runs", func(conn *pgx.Conn) error {
+		{"while its query runs", func(_ *testing.T, conn *pgx.Conn) error {
 			_, err := conn.Exec(ctx, "begin; insert into tt values (2); select pg_sleep(30)")
 			return err
 		}},
-		{"while it sits idle inside the transaction", func(conn *pgx.Conn) error {
+		{"while it sits idle inside the transaction", func(t *testing.T, conn *pgx.Conn) error {
 			if _, err := conn.Exec(ctx, "begin; insert into tt values (3)"); err != nil {
 				return err
 			}
-			time.Sleep(2 * time.Second)
+			// Until pgferry ends the transaction by dropping its server
+			// (a transaction left open makes this wait fail).
+			waitNoBusyBackends(t, ctx, db)
 			_, err := conn.Exec(ctx, "commit")
 			return err
 		}},
@@ -99,7 +101,7 @@ func TestTransactionTimeoutDisconnectsAClientWhoseTransactionStaysOpenTooLong(t 
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			conn := ferrytest.Connect(t, ctx, f.AppDSN())
-			err := tc.run(conn)
+			err := tc.run(t, conn)
 			if code, severity, _ := pgCode(err); code != "25P04" || severity != "FATAL" {
 				t.Fatalf("got %v, want FATAL 25P04 transaction_timeout", err)
 			}
