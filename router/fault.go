@@ -32,7 +32,10 @@ var fault atomic.Pointer[func(ss *session, where string)]
 //   - "expiring": the sweep about to end a login or a queued session of
 //     the relay loop past its timeout (expire);
 //   - "adopting": the relay loop about to serve a parked session whose
-//     client spoke (adopt).
+//     client spoke (adopt);
+//   - "lent": a server the pool lent after a wait (waitForServer) or to
+//     a session the relay loop queued (takeGrant), not linked yet
+//     (attach).
 //
 // It costs one atomic load when no test set one.
 func (ss *session) faultAt(where string) {

@@ -42,6 +42,7 @@ func (p *parker) turnPanicked(ss *session, r any) {
 		return
 	}
 	ss.releaseHeld(&ss.ownerHeld)
+	ss.dropLent() // (a grant's server not linked yet)
 	ss.mu.Lock()
 	ss.status = protocol.TxFailed
 	ss.mu.Unlock()

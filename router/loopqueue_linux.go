@@ -139,13 +139,17 @@ func (p *parker) takeGrant(ss *session) {
 		p.evict(ss, "a wait for a server the loop does not serve", false)
 		return
 	}
+	ss.rare.lent = sc // (until attach: a panic destroys it, see lent)
+	ss.faultAt("lent")
 	if !sc.NoWait() {
+		ss.rare.lent = nil
 		sc.Pool().Release(sc)
 		ss.loopCredit = loopNever // (no raw socket calls)
 		p.evict(ss, "a server connection that cannot read without waiting", false)
 		return
 	}
 	ss.attach(sc, false, false)
+	ss.linkedLent()
 	p.turn(ss, false) // request finds the frame it read
 }
 

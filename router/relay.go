@@ -282,6 +282,9 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Between the lend and attach nothing runs that may panic: a server
+	// lent and not linked would be nobody's (attach links it first). A
+	// wait, which does run code there, notes the server it got (lent).
 	sc := p.TryAcquire()
 	if sc == nil {
 		sc, err = ss.waitForServer(p, readOnly)
@@ -302,6 +305,9 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 			}
 			return nil, ss.acquireError(err)
 		}
+		ss.attach(sc, onReplica, readOnly)
+		ss.linkedLent()
+		return sc, nil
 	}
 	ss.attach(sc, onReplica, readOnly)
 	return sc, nil
@@ -313,15 +319,16 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 // session relays the answers itself (relayInline), watched by the inline
 // budget unless the relay loop serves it (a loop never waits on a server);
 // a session tied to its server gets a pump that watches the server between
-// requests too.
+// requests too. Linking sc is its first act: from there a panic leaves sc
+// to finish, which destroys it (its state is unknown).
 func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
+	ss.mu.Lock()
+	ss.ownerHeld = heldMu // (both are let go even if syncParams panics)
+	ss.server = sc
 	if sc.Wr == nil {
 		sc.Wr = protocol.NewWriter(sc.Conn)
 	}
 	now := ss.srv.parker.clock(ss)
-	ss.mu.Lock()
-	ss.ownerHeld = heldMu // (both are let go even if syncParams panics)
-	ss.server = sc
 	ss.onReplica, ss.txReadOnly = onReplica, readOnly
 	ss.linkedAt = now
 	ss.queryStart = now

@@ -527,15 +527,47 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 	if err != nil {
 		return nil, err // link turns it into what the client is told
 	}
+	r := ss.ensureRare()
+	r.lent = sc // (until link's attach: see lent)
+	ss.faultAt("lent")
 	if ss.rd.Buffered() == 0 {
-		r := ss.ensureRare()
 		if r.peeker == nil {
 			r.peeker = protocol.NewPeeker(ss.raw)
 		}
 		if r.peeker.PeerClosed() {
+			r.lent = nil
 			p.Release(sc)
 			return nil, errClientGone
 		}
 	}
 	return sc, nil
+}
+
+// linkedLent forgets the server a wait or a grant got (rareState.lent)
+// once attach has linked it: finish takes it back from here.
+func (ss *session) linkedLent() {
+	if r := ss.rare; r != nil {
+		r.lent = nil
+	}
+}
+
+// dropLent destroys the server a wait or a grant got that attach never
+// linked (rareState.lent), for the recover of a panic in between
+// (failedByPanic, turnPanicked): it is nobody's, and its state unknown.
+// One attach linked is finish's to destroy.
+func (ss *session) dropLent() {
+	r := ss.rare
+	if r == nil || r.lent == nil {
+		return
+	}
+	sc := r.lent
+	r.lent = nil
+	ss.mu.Lock()
+	linked := ss.server == sc
+	ss.mu.Unlock()
+	if linked {
+		return
+	}
+	ss.srv.parker.dropServer(sc) // (before its close: a loan on the loop may have left it in the set)
+	sc.Pool().Destroy(sc)
 }

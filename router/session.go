@@ -259,6 +259,12 @@ type rareState struct {
 	// (loopQueued) since queuedAt. Its owner's only.
 	ticket   pool.Ticket
 	queuedAt mono
+	// lent is a server a wait (waitForServer) or a grant (takeGrant) got
+	// from the pool and attach has not linked yet: a panic in between
+	// destroys it (dropLent), where it would have been nobody's. A loan
+	// taken without a wait is linked before anything else runs, and is
+	// not noted. Its owner's only.
+	lent *pool.ServerConn
 	// tentative holds the client's SET/RESET of unreported parameters
 	// until the requests that make them are answered (see settle).
 	// Guarded by mu.
@@ -385,12 +391,13 @@ func (ss *session) serveRecovering() (err error) {
 var errInternal = protocol.Fatal(protocol.SQLStateInternalError, "internal error in pgferry")
 
 // failedByPanic lets go of the locks the owner held when it panicked with
-// r (releaseHeld), logs and counts the panic, marks the linked server's
-// state unknown (finish destroys it) and returns the error the session
-// ends with.
+// r (releaseHeld), logs and counts the panic, destroys a server lent and
+// not linked yet (dropLent), marks the linked server's state unknown
+// (finish destroys it) and returns the error the session ends with.
 func (ss *session) failedByPanic(r any) error {
 	ss.releaseHeld(&ss.ownerHeld)
 	ss.panicked("session panicked", r)
+	ss.dropLent()
 	ss.mu.Lock()
 	ss.status = protocol.TxFailed
 	ss.mu.Unlock()
