@@ -49,11 +49,20 @@ func (c *rawClient) next(n int) string {
 	return c.transcript(func(string) bool { n--; return n > 0 })
 }
 
-// serverStatements returns the names of pgferry's statements on the
-// server connection c is linked to for a simple query, in order.
-func (c *rawClient) serverStatements() string {
+// Ways pgferryStatements renders a statement: by its name, or as
+// name@prepare_time (a statement prepared again shows a new time).
+const (
+	byName         = "name"
+	byNameWithTime = "name || '@' || prepare_time::text"
+)
+
+// pgferryStatements returns pgferry's statements on the server connection
+// c is linked to for a simple query, in name order, comma-separated, each
+// rendered by the SQL expression each over pg_prepared_statements (byName,
+// byNameWithTime).
+func (c *rawClient) pgferryStatements(each string) string {
 	c.t.Helper()
-	c.send(&pgproto3.Query{String: "select coalesce(string_agg(name, ',' order by name), '') from pg_prepared_statements where name like 'pgferry%'"})
+	c.send(&pgproto3.Query{String: "select coalesce(string_agg(" + each + ", ',' order by name), '') from pg_prepared_statements where name like 'pgferry%'"})
 	got := c.until(1)
 	names, ok := strings.CutPrefix(got, "T D:")
 	if !ok {
@@ -87,7 +96,7 @@ func TestAStatementEvictedInAPipelineThatFailedStaysUsable(t *testing.T) {
 	// with 26000; pgferry still has c's text and prepares it.)
 	c.want("bind c", 1, "2 D:c C Z", bind("c"), execMsg(), syncMsg())
 	c.want("bind a again", 1, "2 D:a C Z", bind("a"), execMsg(), syncMsg())
-	if n := strings.Count(c.serverStatements(), ",") + 1; n > 2 {
+	if n := strings.Count(c.pgferryStatements(byName), ",") + 1; n > 2 {
 		t.Fatalf("%d statements on the server, over max_prepared_statements = 2", n)
 	}
 }
@@ -112,7 +121,7 @@ func TestEveryStatementOfAPipelineLongerThanTheCacheRuns(t *testing.T) {
 		other.want("another client's statement in between", 1, "1 2 D:o C Z", parse("o", "select 'o'"), bind("o"), execMsg(), syncMsg())
 		_ = round
 	}
-	if n := strings.Count(c.serverStatements(), ",") + 1; n > 2 {
+	if n := strings.Count(c.pgferryStatements(byName), ",") + 1; n > 2 {
 		t.Fatalf("%d statements on the server, over max_prepared_statements = 2", n)
 	}
 }
@@ -279,7 +288,7 @@ func TestAClientCannotRunAnotherClientsStatementByPgferrysNameForIt(t *testing.T
 	cs, _ := clientsOnOneServer(t, 10, 2)
 	a, b := cs[0], cs[1]
 	a.want("a prepares", 1, "1 2 D:a's secret C Z", parse("s", "select 'a''s secret'"), bind("s"), execMsg(), syncMsg())
-	name := a.serverStatements()
+	name := a.pgferryStatements(byName)
 	if !strings.HasPrefix(name, "pgferry_") || strings.Contains(name, ",") {
 		t.Fatalf("server statements: %q", name)
 	}
@@ -300,7 +309,7 @@ func TestAStatementDeallocatedBehindPgferrysBackIsPreparedAgainAfterOneError(t *
 			cs, _ := clientsOnOneServer(t, 10, 2)
 			a, b := cs[0], cs[1]
 			a.want("a prepares", 1, "1 2 D:a C Z", parse("s", "select 'a'"), bind("s"), execMsg(), syncMsg())
-			name := a.serverStatements()
+			name := a.pgferryStatements(byName)
 			// b drops it by pgferry's name (PostgreSQL would have told b
 			// it has no such statement): the one error that a then gets is
 			// the server's, and the statement is prepared again after it.

@@ -205,19 +205,6 @@ func TestASessionModeClientCannotDeallocateItsStatementByPgferrysName(t *testing
 	}
 }
 
-// statementTimes returns pgferry's statements on the server connection c's
-// next simple query runs on, each as name@prepare_time, in order.
-func (c *rawClient) statementTimes() string {
-	c.t.Helper()
-	c.send(&pgproto3.Query{String: "select coalesce(string_agg(name || '@' || prepare_time::text, ',' order by name), '') from pg_prepared_statements where name like 'pgferry%'"})
-	got := c.until(1)
-	names, ok := strings.CutPrefix(got, "T D:")
-	if !ok {
-		c.t.Fatalf("statements on the server: %q", got)
-	}
-	return strings.TrimSuffix(names, " C Z")
-}
-
 // A client's DEALLOCATE ALL or DISCARD ALL clears pgferry's record of its
 // server's statements as it is sent (a pipeline behind it prepares its
 // statements again); its answer, which comes after what the pipeline
@@ -234,7 +221,7 @@ func TestStatementsPreparedBehindAPipelinedDropAreNotPreparedAgain(t *testing.T)
 			c.dropThen(i, "1 2 D:t C Z", parse("t", "select 't'"), bind("t"), execMsg(), syncMsg())
 			// (The drop dropped other's statement too, as it drops every
 			// statement of the server.)
-			before := c.statementTimes()
+			before := c.pgferryStatements(byNameWithTime)
 			if before == "" || strings.Contains(before, ",") {
 				t.Fatalf("statements on the server after the pipeline: %q", before)
 			}
@@ -243,7 +230,7 @@ func TestStatementsPreparedBehindAPipelinedDropAreNotPreparedAgain(t *testing.T)
 				other.want("other prepares t's text", 1, "1 2 D:t C Z", parse("x", "select 't'"), bind("x"), execMsg(), syncMsg())
 				_ = round
 			}
-			if now := c.statementTimes(); now != before {
+			if now := c.pgferryStatements(byNameWithTime); now != before {
 				t.Fatalf("statements on the server went from %q to %q: prepared again", before, now)
 			}
 		})
@@ -270,7 +257,7 @@ func TestARefusedDropClearsNoServersStatements(t *testing.T) {
 	f := ferrytest.Start(t, cfg)
 	a, c := newRawClient(t, f.AppDSN()), newRawClient(t, f.AppDSN())
 	a.want("a prepares", 1, "1 2 D:a C Z", parse("s", "select 'a'"), bind("s"), execMsg(), syncMsg())
-	before := a.statementTimes()
+	before := a.pgferryStatements(byNameWithTime)
 	for _, tc := range []struct{ sql, want string }{
 		{"deallocate all; set app.x = 1", "E:0A000 Z"},
 		{"discard all; select pg_advisory_lock(1)", "E:0A000 Z"},
@@ -279,7 +266,7 @@ func TestARefusedDropClearsNoServersStatements(t *testing.T) {
 		c.want("the refused drop "+tc.sql, 1, tc.want, &pgproto3.Query{String: tc.sql})
 		c.want("c's next query", 1, "T D:1 C Z", &pgproto3.Query{String: "select 1"})
 		a.want("a binds", 1, "2 D:a C Z", bind("s"), execMsg(), syncMsg())
-		if now := a.statementTimes(); now != before {
+		if now := a.pgferryStatements(byNameWithTime); now != before {
 			t.Fatalf("after %q statements on the server went from %q to %q: prepared again", tc.sql, before, now)
 		}
 	}
