@@ -78,9 +78,7 @@ func TestAPanicAsTheLoopLetsGoOfALoginEndsItOnceAndShutdownFinishes(t *testing.T
 			c := dialFerry(t, f)
 			tc.client(t, c)
 			frames := readUntilClosed(t, c)
-			if errs := errorsIn(frames); len(errs) != 1 || errs[0]['C'] != protocol.SQLStateInternalError {
-				t.Fatalf("the client whose login panicked got %s; want one ErrorResponse with SQLSTATE %s", describe(frames), protocol.SQLStateInternalError)
-			}
+			wantOneInternalError(t, frames, "the client whose login panicked")
 			undo()
 			panicLoggedAndCounted(t, f)
 			if l, h := loginCounters(f); l != loops || h != handoffs {
@@ -97,86 +95,75 @@ func TestAPanicAsTheLoopLetsGoOfALoginEndsItOnceAndShutdownFinishes(t *testing.T
 	}
 }
 
-func TestAPanicWhileTheSweepParksAnIdleClientOfTheLoopEndsOnlyThatClient(t *testing.T) {
+// A panic as the relay loop takes a parked client's session at either end
+// of its parking: as the sweep parks it, idle, or as the loop serves it
+// when it speaks (adopt). The other client is parked and served all the
+// same.
+func TestAPanicAsTheLoopParksOrAdoptsAClientEndsOnlyThatClient(t *testing.T) {
 	skipWithoutLoop(t)
 	skipWithoutParking(t)
 	t.Parallel()
-	ctx := testContext(t)
-	cfg, _ := loopTestConfig(t, "disable", 2)
-	f := ferrytest.Start(t, cfg)
-	const app = "pgferry-settle-panic"
-	doomedPC := ferrytest.ConnectPgConn(t, ctx, withApp(f, app))
-	other := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
-	allIntoTheLoop(t, ctx, f, doomedPC, other)
-	doomed := hijack(t, doomedPC)
-
-	// Both clients go idle; the sweep parks them a sweep interval or two
-	// later, and the doomed one's panics.
-	undo := router.SetFaultFor(f.Server, func(a, where string) {
-		if a == app && where == "settling" {
-			panic("a fault injected at " + where + " for " + a)
-		}
-	})
-	defer undo()
-	frames, closed, err := readFrames(doomed, parkWait, nil)
-	if !closed {
-		t.Fatalf("pgferry did not close the connection of the client whose parking panicked (read: %v; frames so far: %s)", err, describe(frames))
+	tests := []struct {
+		name, where string // where: see router.SetFaultFor
+		// adopt: both clients are parked before the fault is set, and
+		// the doomed one speaks; otherwise both go idle with the fault
+		// set, and the sweep parks them.
+		adopt bool
+	}{
+		{"while the sweep parks an idle client", "settling", false},
+		{"as the loop adopts a parked client that speaks", "adopting", true},
 	}
-	if errs := errorsIn(frames); len(errs) != 1 || errs[0]['C'] != protocol.SQLStateInternalError {
-		t.Fatalf("the client whose parking panicked got %s; want one ErrorResponse with SQLSTATE %s", describe(frames), protocol.SQLStateInternalError)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := testContext(t)
+			cfg, _ := loopTestConfig(t, "disable", 2)
+			f := ferrytest.Start(t, cfg)
+			const app = "pgferry-park-panic"
+			doomedPC := ferrytest.ConnectPgConn(t, ctx, withApp(f, app))
+			other := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
+			allIntoTheLoop(t, ctx, f, doomedPC, other)
+			doomed := hijack(t, doomedPC)
+			parked := func(n int) func() (bool, error) {
+				return func() (bool, error) { return f.Server.Snapshot().ParkedClients == n, nil }
+			}
+			if tc.adopt {
+				ferrytest.Eventually(t, parkWait, "both idle clients of the loop to be parked", parked(2))
+			}
+
+			undo := router.SetFaultFor(f.Server, func(a, where string) {
+				if a == app && where == tc.where {
+					panic("a fault injected at " + where + " for " + a)
+				}
+			})
+			defer undo()
+			if tc.adopt {
+				sendRaw(t, doomed, protocol.AppendQuery(nil, "select 2"))
+			}
+			// (Idle, the clients are parked a sweep interval or two
+			// later, and the doomed one's parking panics.)
+			frames, closed, err := readFrames(doomed, parkWait, nil)
+			if !closed {
+				t.Fatalf("pgferry did not close the connection of the client whose session panicked (read: %v; frames so far: %s)", err, describe(frames))
+			}
+			wantOneInternalError(t, frames, "the client whose session panicked at "+tc.where)
+			panicLoggedAndCounted(t, f)
+
+			// The loop goes on: the other client is parked (by that
+			// sweep or the next) and served, by the loop once parked
+			// before; the doomed one is counted out once.
+			if !tc.adopt {
+				ferrytest.Eventually(t, parkWait, "the other client to be parked", parked(1))
+			}
+			entries, _ := loopCounters(t, f)
+			otherClientServed(t, ctx, other)
+			if after, _ := loopCounters(t, f); tc.adopt && after == entries {
+				t.Fatal("the other parked client was not served by the loop")
+			}
+			clientsDropTo(t, f, 1)
+			shutdownFinishes(t, f)
+		})
 	}
-	panicLoggedAndCounted(t, f)
-
-	// The other client is parked by that sweep or the next, and served
-	// when it talks; the doomed one is counted out once.
-	ferrytest.Eventually(t, parkWait, "the other client to be parked", func() (bool, error) {
-		return f.Server.Snapshot().ParkedClients == 1, nil
-	})
-	otherClientServed(t, ctx, other)
-	clientsDropTo(t, f, 1)
-	shutdownFinishes(t, f)
-}
-
-func TestAPanicAsTheLoopAdoptsAParkedClientEndsOnlyThatClient(t *testing.T) {
-	skipWithoutLoop(t)
-	skipWithoutParking(t)
-	t.Parallel()
-	ctx := testContext(t)
-	cfg, _ := loopTestConfig(t, "disable", 2)
-	f := ferrytest.Start(t, cfg)
-	const app = "pgferry-adopt-panic"
-	doomedPC := ferrytest.ConnectPgConn(t, ctx, withApp(f, app))
-	other := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
-	allIntoTheLoop(t, ctx, f, doomedPC, other)
-	doomed := hijack(t, doomedPC)
-	ferrytest.Eventually(t, parkWait, "both idle clients of the loop to be parked", func() (bool, error) {
-		return f.Server.Snapshot().ParkedClients == 2, nil
-	})
-
-	// The doomed client speaks: the loop, which would serve its request
-	// itself (adopt), panics.
-	undo := router.SetFaultFor(f.Server, func(a, where string) {
-		if a == app && where == "adopting" {
-			panic("a fault injected at " + where + " for " + a)
-		}
-	})
-	defer undo()
-	sendRaw(t, doomed, protocol.AppendQuery(nil, "select 2"))
-	frames := readUntilClosed(t, doomed)
-	if errs := errorsIn(frames); len(errs) != 1 || errs[0]['C'] != protocol.SQLStateInternalError {
-		t.Fatalf("the client whose adoption panicked got %s; want one ErrorResponse with SQLSTATE %s", describe(frames), protocol.SQLStateInternalError)
-	}
-	panicLoggedAndCounted(t, f)
-
-	// The loop goes on: the other parked client is adopted and served,
-	// and the doomed one is counted out once.
-	entries, _ := loopCounters(t, f)
-	otherClientServed(t, ctx, other)
-	if after, _ := loopCounters(t, f); after == entries {
-		t.Fatal("the other parked client was not served by the loop")
-	}
-	clientsDropTo(t, f, 1)
-	shutdownFinishes(t, f)
 }
 
 func TestAPanicAsTheSweepEndsAClientQueuedPastQueryWaitTimeoutEndsOnlyThatClient(t *testing.T) {
@@ -198,9 +185,7 @@ func TestAPanicAsTheSweepEndsAClientQueuedPastQueryWaitTimeoutEndsOnlyThatClient
 	defer undo()
 	sendRaw(t, queued, protocol.AppendQuery(nil, "select 'too late'"))
 	frames := readUntilClosed(t, queued)
-	if errs := errorsIn(frames); len(errs) != 1 || errs[0]['C'] != protocol.SQLStateInternalError {
-		t.Fatalf("the queued client whose timeout panicked got %s; want one ErrorResponse with SQLSTATE %s", describe(frames), protocol.SQLStateInternalError)
-	}
+	wantOneInternalError(t, frames, "the queued client whose timeout panicked")
 	undo()
 	panicLoggedAndCounted(t, f)
 	if router.LoopQueueings(f.Server) != queueings+1 {
@@ -280,9 +265,7 @@ func TestAPanicAsAWakeOrAKillTakesAClientFromTheLoopEndsOnlyThatClient(t *testin
 				mustAdmin(t, admin, "KILL_CLIENT "+ptr)
 			}
 			frames := readUntilClosed(t, doomed)
-			if errs := errorsIn(frames); len(errs) != 1 || errs[0]['C'] != protocol.SQLStateInternalError {
-				t.Fatalf("the client whose hand-off panicked got %s; want one ErrorResponse with SQLSTATE %s", describe(frames), protocol.SQLStateInternalError)
-			}
+			wantOneInternalError(t, frames, "the client whose hand-off panicked")
 			panicLoggedAndCounted(t, f)
 			if tc.shutdown {
 				return // (and every client was let go of: shutdownFinishes)
@@ -299,6 +282,16 @@ func TestAPanicAsAWakeOrAKillTakesAClientFromTheLoopEndsOnlyThatClient(t *testin
 			mustAdmin(t, admin, "SHOW CLIENTS")
 			shutdownFinishes(t, f)
 		})
+	}
+}
+
+// wantOneInternalError fails the test unless frames, what who read before
+// pgferry closed its connection, hold exactly one ErrorResponse, with
+// SQLSTATE XX000.
+func wantOneInternalError(t *testing.T, frames []frame, who string) {
+	t.Helper()
+	if errs := errorsIn(frames); len(errs) != 1 || errs[0]['C'] != protocol.SQLStateInternalError {
+		t.Fatalf("%s got %s; want one ErrorResponse with SQLSTATE %s", who, describe(frames), protocol.SQLStateInternalError)
 	}
 }
 
