@@ -34,13 +34,6 @@ type ring struct {
 	// seq numbers the requests pushed: the last one pushed is number seq.
 	// clear keeps it, so that numbers never repeat within a ring's life.
 	seq uint64
-	// failed is the number of the last request the server answered with
-	// an error or skipped after one (0: none in the ring's life; clear
-	// keeps it, as seq). A pending change of a request up to it ran in a
-	// transaction the error aborted (settle): changes of a transaction
-	// that ended before are settled by then, and the requests after it in
-	// its transaction fail or are skipped too.
-	failed uint64
 	// open says a request of the extended protocol went out since the
 	// last Sync or simple Query (process sets it): the server is inside
 	// the implicit transaction PostgreSQL commits only at a Sync, even
@@ -77,15 +70,6 @@ func (r *ring) grow() {
 func (r *ring) unpush() {
 	r.n--
 	r.seq--
-}
-
-// fail records that the server answered the request at the head of the
-// ring with an error, or skipped it and the k-1 behind it after one (k is
-// at least 1, at most n).
-func (r *ring) fail(k int) {
-	if r.n > 0 {
-		r.failed = max(r.failed, r.answered()+uint64(min(max(k, 1), r.n)))
-	}
 }
 
 // answered is the number of the last request answered (popped): every

@@ -379,20 +379,25 @@ func (ss *session) onParameterStatus(sc *pool.ServerConn, frame []byte) {
 }
 
 // onCommandComplete notices statements that drop every prepared statement
-// on the server, and those that end a transaction: a COMMIT keeps the
-// client's parameter changes that ran before it, a ROLLBACK (or ROLLBACK
-// TO SAVEPOINT, which has the same tag) undoes them. Changes of the
-// request that ends this way ran before it: a simple query in which
-// another statement follows a COMMIT or ROLLBACK pins its client
-// (classify's pinTransactionEnd). mu is held.
+// on the server, and, while changes of the client are pending, those that
+// end a transaction or act on a savepoint: a COMMIT keeps the changes
+// before it, a ROLLBACK undoes them, a RELEASE or ROLLBACK TO SAVEPOINT
+// (the same tag as ROLLBACK) does what savepointStatement says. Each is
+// placed among the statements of its request (stmtAnswered): in a query
+// of several, those after it are not its. mu is held.
 func (ss *session) onCommandComplete(sc *pool.ServerConn, frame []byte) {
 	b := protocol.Body(frame)
 	if ss.pendingParams() {
+		seq, stmt := ss.stmtAnswered()
 		switch string(b) {
 		case "COMMIT\x00":
-			ss.settle(sc, ss.q.answered()+1, true)
+			ss.settle(sc, seq, stmt, true)
 		case "ROLLBACK\x00":
-			ss.settle(sc, ss.q.answered()+1, false)
+			if !ss.savepointStatement(seq, stmt) {
+				ss.settle(sc, seq, stmt, false)
+			}
+		case "SAVEPOINT\x00", "RELEASE\x00":
+			ss.savepointStatement(seq, stmt)
 		}
 	}
 	if len(b) > 0 && b[0] == 'D' {
@@ -420,7 +425,9 @@ func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
 		return false, nil
 	}
 	sql := body[:len(body)-1]
-	if !classify.Needed(sql) {
+	if !classify.Needed(sql) && !(classify.Savepoint(sql) && ss.setsPending()) {
+		// (Needed passes over RELEASE and ROLLBACK TO SAVEPOINT, which
+		// matter only while changes of the client wait: applyChange.)
 		return false, nil
 	}
 	c := classify.SQL(sql)

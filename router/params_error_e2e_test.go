@@ -91,8 +91,8 @@ func TestASetTheServerSkipsAfterAnErrorIsNotKept(t *testing.T) {
 // tentativeAborted set (relayserver.go set it on every ErrorResponse; only
 // settle's callers cleared it, and only when changes were pending), so the
 // next tracked SET outside a transaction was settled as if it had failed.
-// Now an error is its request's own (ring.failed): it undoes the pending
-// changes of requests up to it, none of a later transaction.
+// Now an error aborts the pending changes of its own transaction only
+// (failParams): those that ran before it, none of a later transaction.
 func TestATrackedSetAfterAnEarlierErrorIsKept(t *testing.T) {
 	t.Parallel()
 	cfg, _, defaults := multiConfig(t, true)

@@ -315,36 +315,3 @@ func TestASetThatFailsAfterPgferryRestoredTheClientsParametersIsNotKept(t *testi
 		}
 	}
 }
-
-// pgferry does not see savepoints (they would cost every transaction that
-// uses them a look at its SQL): a ROLLBACK TO SAVEPOINT may undo a SET or
-// not, and whatever pgferry then believes, the parameter must not stay on
-// the server connection for the next client.
-func TestASetBeforeARollbackToSavepointNeverReachesAnotherClient(t *testing.T) {
-	t.Parallel()
-	cfg, _, defaults := multiConfig(t, true)
-	ctx := testContext(t)
-	f := ferrytest.Start(t, cfg)
-	c := ferrytest.Connect(t, ctx, f.AppDSN())
-	other := ferrytest.Connect(t, ctx, f.AppDSN())
-	for _, sql := range []string{"BEGIN", "SET search_path TO multi_a", "SAVEPOINT s", "SET statement_timeout = '1234ms'", "ROLLBACK TO SAVEPOINT s", "COMMIT"} {
-		if _, err := c.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
-	for round := range 3 {
-		tx, err := other.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if seen, _ := look(t, tx); seen != defaults {
-			t.Errorf("round %d: another client sees %+v; want the defaults %+v", round, seen, defaults)
-		}
-		if seen, _ := look(t, c); seen.statementTimeout != defaults.statementTimeout {
-			t.Errorf("round %d: the client sees statement_timeout %s, which ROLLBACK TO SAVEPOINT undid", round, seen.statementTimeout)
-		}
-		if err := tx.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-}

@@ -166,8 +166,8 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.mu.Unlock()
 					continue
 				}
-				if !swallow {
-					ss.q.fail(1) // (its transaction's pending SETs are undone: settle)
+				if !swallow && ss.pendingParams() {
+					ss.failParams() // (its transaction's pending SETs are undone: settle)
 				}
 				if head.kind != kQuery && head.kind != kQuerySwallow {
 					ss.skipToSync(sc, code)
@@ -337,11 +337,13 @@ func (ss *session) skipToSync(sc *pool.ServerConn, code []byte) {
 // first, so that it tells what the server holds: a statement whose Parse
 // was skipped is forgotten, one whose eviction Close was skipped is cached
 // again (a Close and a Parse of one statement in the same run undo to
-// where it stood before both). The requests count as failed (ring.fail):
-// their pending SETs are undone with the error's. mu is held.
+// where it stood before both). Their pending SETs never run
+// (skippedParams). mu is held.
 func (ss *session) dropSkipped(sc *pool.ServerConn, n int) {
 	q := &ss.q
-	q.fail(n)            // (their SETs never run)
+	if ss.pendingParams() {
+		ss.skippedParams(n)
+	}
 	ss.listensSkipped(n) // (listen.go: nor do their LISTENs)
 	for i := n - 1; i >= 0; i-- {
 		e := q.buf[(q.head+i)%len(q.buf)]

@@ -266,9 +266,17 @@ type rareState struct {
 	// not noted. Its owner's only.
 	lent *pool.ServerConn
 	// tentative holds the client's SET/RESET of unreported parameters
-	// until the requests that make them are answered (see settle).
-	// Guarded by mu.
+	// until the requests that make them are answered (see settle), and
+	// the savepoint statements sent while any waits (see applyChange).
+	// stmtSeq and stmtN count the statements answered of request number
+	// stmtSeq (see stmtAnswered). Guarded by mu.
 	tentative []paramChange
+	stmtSeq   uint64
+	stmtN     int
+	// setsSent says that the client recorded a change in tentative and
+	// has not yet seen it empty since (setsPending): its savepoint
+	// statements are looked at. Its owner's only.
+	setsSent bool
 	// mailbox holds notifications (raw frames) waiting for the end of the
 	// client's transaction. Guarded by mu; a session makes its rareState
 	// before it subscribes (session.subscribe), so Notify finds it.

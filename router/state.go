@@ -22,12 +22,14 @@ import (
 //
 // A SET or RESET of a tracked parameter the server does not report is
 // recorded when its request (Query, Execute) is sent, with the request's
-// number in the expectation ring, and counts only by that request's
-// outcome (settle): a COMMIT keeps the changes of the requests before it,
-// a ROLLBACK or an error undoes them, and ReadyForQuery 'I' settles every
-// request answered so far. A query of several statements is one request:
-// classify pins a client whose query would keep some of its changes and
-// undo others.
+// number in the expectation ring and its place among the statements of
+// a query of several, and counts only by its transaction's outcome
+// (settle): a COMMIT keeps the changes before it, a ROLLBACK undoes them,
+// and ReadyForQuery 'I' settles every request answered so far. Savepoint
+// statements sent while such a change waits are recorded among them, in
+// order, and act when the server runs them: ROLLBACK TO SAVEPOINT undoes
+// the changes after its savepoint, and rescues those before it from an
+// error that came after it (failParams).
 
 // noteStatelessParse is interceptParse for a Parse whose SQL changes no
 // session state (see handleFrame).
@@ -114,10 +116,12 @@ func (ss *session) noteStatement(name []byte, c *classify.Class) {
 	r.stateStmts[string(name)] = &cc
 }
 
-// noteBind carries the class of a Bind's statement to its portal.
+// noteBind carries the class of a Bind's statement to its portal. For a
+// client with SETs pending it also classifies a savepoint statement
+// (bindSavepoint), which noteStatement leaves out.
 func (ss *session) noteBind(frame []byte) {
 	r := ss.rare
-	if r == nil || (r.stateStmts == nil && r.statePortals == nil) {
+	if r == nil || (r.stateStmts == nil && r.statePortals == nil && !r.setsSent) {
 		return
 	}
 	portal, rest, ok := protocol.CString(protocol.Body(frame))
@@ -129,6 +133,9 @@ func (ss *session) noteBind(frame []byte) {
 		return
 	}
 	c := r.stateStmts[string(name)]
+	if c == nil && r.setsSent {
+		c = ss.bindSavepoint(name)
+	}
 	if c == nil {
 		delete(r.statePortals, string(portal))
 		return
@@ -137,6 +144,42 @@ func (ss *session) noteBind(frame []byte) {
 		r.statePortals = make(map[string]*classify.Class)
 	}
 	r.statePortals[string(portal)] = c
+}
+
+// bindSavepoint classifies the client's statement name, bound while the
+// client has SETs pending, if it is a savepoint statement (nil if not):
+// its text is the one pgferry keeps for preparing it on other server
+// connections (stmts.go), however long ago the client prepared it.
+func (ss *session) bindSavepoint(name []byte) *classify.Class {
+	var sql []byte
+	if len(name) == 0 {
+		sql = ss.stmts.unnamedQuery()
+	} else if st := ss.stmts.lookup(name); st != nil {
+		sql = st.Query()
+	}
+	if sql == nil || !classify.Savepoint(sql) || !ss.setsPending() {
+		return nil
+	}
+	c := classify.SQL(sql)
+	if c.Savepoint == 0 {
+		return nil
+	}
+	return &c
+}
+
+// setsPending reports whether changes of the client wait for their
+// transaction's end (pendingParams), for the session's owner, which takes
+// mu for it only while setsSent says some may.
+func (ss *session) setsPending() bool {
+	r := ss.rare
+	if r == nil || !r.setsSent {
+		return false
+	}
+	ss.mu.Lock()
+	n := len(r.tentative)
+	ss.mu.Unlock()
+	r.setsSent = n > 0
+	return r.setsSent
 }
 
 // noteClose forgets a closed statement's or portal's class.
@@ -205,7 +248,17 @@ func (ss *session) statePin(c *classify.Class) string {
 		return c.Pin
 	}
 	n := c.Changes()
-	if n == 0 {
+	sets := false
+	for i := range n {
+		ch := c.ChangeAt(i)
+		if ch.Savepoint != 0 && ch.SavepointName == "" && (sets || (ss.rare != nil && ss.rare.setsSent)) {
+			// A savepoint whose name pgferry cannot read, while SETs may
+			// wait: which of them it keeps is the server's to know.
+			return pinSavepointName
+		}
+		sets = sets || ch.Sets()
+	}
+	if !sets {
 		return ""
 	}
 	ss.mu.Lock()
@@ -217,6 +270,10 @@ func (ss *session) statePin(c *classify.Class) string {
 	}
 	return ""
 }
+
+// pinSavepointName is the pin reason of a savepoint statement whose name
+// pgferry cannot read, sent while changes of the client may wait.
+const pinSavepointName = "a savepoint name pgferry cannot read"
 
 // changePin is the reason to pin for one change ("" if none): a SET of a
 // parameter pgferry does not track, or of a tracked one it records
@@ -258,16 +315,17 @@ func (ss *session) applyState(c *classify.Class) {
 		ss.listening = false
 	}
 	n := c.Changes()
-	sets := false
+	sets, points := false, false
 	for i := range n {
 		ch := c.ChangeAt(i)
 		if (ch.Unlisten != "" || ch.UnlistenAll) && ss.listening {
 			ss.entry.listenerFor(ss.srv.log).Unsubscribe(ss, ch.Unlisten)
 		}
 		sets = sets || ch.Sets()
+		points = points || ch.Savepoint != 0
 	}
-	if !sets {
-		return
+	if !sets && !(points && ss.rare != nil && ss.rare.setsSent) {
+		return // (a savepoint statement matters only while changes wait)
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -275,19 +333,29 @@ func (ss *session) applyState(c *classify.Class) {
 	for i := range n {
 		ss.applyChange(c.ChangeAt(i))
 	}
+	ss.rare.setsSent = len(ss.rare.tentative) > 0
 }
 
 // applyChange records one SET or RESET of a request about to be sent: its
 // entry in tentative waits for the request's number (stampTentative) and
-// outcome (settle). mu is held.
+// its transaction's outcome (settle). A savepoint statement is recorded
+// among them only when one waits before it: with none, it decides nothing
+// (a ROLLBACK TO a savepoint pgferry did not record undoes every change
+// before it, all made after the savepoint: savepointRollback). mu is held.
 func (ss *session) applyChange(ch *classify.Change) {
 	r := ss.ensureRareLocked()
+	if ch.Savepoint != 0 {
+		if len(r.tentative) > 0 {
+			r.tentative = append(r.tentative, paramChange{key: ch.SavepointName, op: ch.Savepoint, stmt: ch.Stmt})
+		}
+		return
+	}
 	if ch.ResetAll {
 		// Reported parameters come back in ParameterStatus; forget the
 		// rest once the request has run well.
 		for _, pk := range ss.paramKeys {
 			if _, rep := ss.entry.welcome[pk]; !rep {
-				r.tentative = append(r.tentative, paramChange{key: pk})
+				r.tentative = append(r.tentative, paramChange{key: pk, stmt: ch.Stmt})
 			}
 		}
 		return
@@ -313,16 +381,31 @@ func (ss *session) applyChange(ch *classify.Change) {
 		}
 		v = rawValuePrefix + sv
 	}
-	r.tentative = append(r.tentative, paramChange{key: k, value: v})
+	r.tentative = append(r.tentative, paramChange{key: k, value: v, stmt: ch.Stmt})
 }
 
 // paramChange is a client's SET (value) or RESET (empty value) of a
-// parameter the server does not report, waiting for the outcome of the
-// request that makes it: seq is the request's number in the expectation
-// ring (ring.seq), 0 until the request is sent (stampTentative).
+// parameter the server does not report, waiting for the outcome of its
+// transaction; or, op set, a savepoint statement (classify.Savepoint*)
+// of the savepoint named key. seq is the number of the request that
+// carries it in the expectation ring (ring.seq), 0 until the request is
+// sent (stampTentative), and stmt its place among the request's
+// statements (classify.Change.Stmt): together its position, in the order
+// the server runs them. aborted marks a change that ran in a transaction
+// an error then aborted (failParams): it is undone unless a ROLLBACK TO a
+// savepoint before it rescues it.
 type paramChange struct {
 	key, value string
 	seq        uint64
+	stmt       int
+	op         uint8
+	aborted    bool
+}
+
+// before reports whether ch runs before the statement at position (seq,
+// stmt).
+func (ch *paramChange) before(seq uint64, stmt int) bool {
+	return ch.seq < seq || (ch.seq == seq && ch.stmt < stmt)
 }
 
 // paramUnknown stands in sc.Params for a parameter whose value on the
@@ -379,28 +462,28 @@ func (ss *session) keepTentative(keep func(*paramChange) bool) {
 
 // settleParams settles the client's pending parameter changes when a
 // transaction ends (ReadyForQuery 'I'): those of the requests answered so
-// far are applied unless the transaction hit an error, as PostgreSQL itself
-// keeps or undoes a SET; those of requests still running wait. mu is held.
+// far are applied unless an error aborted them, as PostgreSQL itself
+// keeps or undoes a SET; those of requests still running wait. mu is
+// held.
 func (ss *session) settleParams(sc *pool.ServerConn) {
-	ss.settle(sc, ss.q.answered(), true)
+	ss.settle(sc, ss.q.answered()+1, 0, true)
 }
 
-// settle applies (keep) or drops the pending changes of the requests up to
-// number upTo; a change of a request up to the last one that failed
-// (ring.failed) is dropped whatever keep says: its transaction hit the
-// error. (An error is the request's own: one in an earlier transaction
-// undoes nothing of this one, whose requests all come after it, however
-// many statements, Syncs or transaction ends pgferry saw in between.)
-// A dropped change leaves the parameter unknown on sc: the
-// server may have kept it after all (a ROLLBACK TO SAVEPOINT undoes only
-// what followed the savepoint, which pgferry does not see), and it must
-// not reach whoever gets sc next. mu is held.
-func (ss *session) settle(sc *pool.ServerConn, upTo uint64, keep bool) {
+// settle applies (keep) or drops the pending changes that run before the
+// statement at position (seq, stmt) (see paramChange), and forgets the
+// savepoint statements among them: their transaction ended there. A
+// change an error aborted is dropped whatever keep says. A dropped change
+// leaves the parameter unknown on sc: the server is back at the value it
+// had before, which sc.Params holds, but marking it costs the next client
+// only a SET, and nothing pgferry misread can then reach it. mu is held.
+func (ss *session) settle(sc *pool.ServerConn, seq uint64, stmt int, keep bool) {
 	ss.keepTentative(func(ch *paramChange) bool {
 		switch {
-		case ch.seq == 0 || ch.seq > upTo:
+		case ch.seq == 0 || !ch.before(seq, stmt):
 			return true
-		case !keep || ch.seq <= ss.q.failed:
+		case ch.op != 0:
+			return false
+		case !keep || ch.aborted:
 			sc.Params[ch.key] = paramUnknown
 		case ch.value == "":
 			ss.params.del(ch.key)
@@ -413,6 +496,108 @@ func (ss *session) settle(sc *pool.ServerConn, upTo uint64, keep bool) {
 		sc.ParamsKey = unique.Handle[string]{}
 		return false
 	})
+}
+
+// stmtAnswered returns the position (see paramChange) of the statement
+// the server's CommandComplete or ErrorResponse at hand answers, and
+// counts it: the request at the head of the ring, and how many of its
+// statements were answered before. It is called for every such message
+// while changes are pending (pendingParams): they were recorded before
+// their request went out, so the count of a request that has any starts
+// with its first answer. mu is held.
+func (ss *session) stmtAnswered() (seq uint64, stmt int) {
+	r := ss.rare
+	seq = ss.q.answered() + 1
+	if r.stmtSeq != seq {
+		r.stmtSeq, r.stmtN = seq, 0
+	}
+	stmt = r.stmtN
+	r.stmtN++
+	return seq, stmt
+}
+
+// failParams follows an error of the server while changes are pending:
+// what the failing statement and the rest of its request were to change
+// never runs, and the changes before it ran in the transaction the error
+// aborts (changes of a transaction that ended before it are settled by
+// then): they are undone when it ends, unless a ROLLBACK TO SAVEPOINT
+// rescues them (savepointRollback). Changes of requests sent after the
+// failing one are left to their own answers (dropSkipped drops those the
+// server skips). mu is held.
+func (ss *session) failParams() {
+	seq, stmt := ss.stmtAnswered()
+	ss.keepTentative(func(ch *paramChange) bool {
+		switch {
+		case ch.seq == 0 || ch.seq > seq:
+		case ch.before(seq, stmt):
+			ch.aborted = true
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+// skippedParams drops the pending changes of the n requests at the head
+// of the ring, which the server skips after an error: they never run.
+// mu is held.
+func (ss *session) skippedParams(n int) {
+	first, last := ss.q.answered()+1, ss.q.answered()+uint64(n)
+	ss.keepTentative(func(ch *paramChange) bool { return ch.seq < first || ch.seq > last })
+}
+
+// savepointStatement follows a savepoint statement the server ran while
+// changes are pending, at position (seq, stmt): it reports false if
+// pgferry recorded none there (a ROLLBACK it did not record, whose tag a
+// ROLLBACK TO shares, is a whole transaction's). mu is held.
+func (ss *session) savepointStatement(seq uint64, stmt int) bool {
+	t := ss.rare.tentative
+	at := -1
+	for i := range t {
+		if t[i].op != 0 && t[i].seq == seq && t[i].stmt == stmt {
+			at = i
+			break
+		}
+	}
+	if at < 0 {
+		return false
+	}
+	switch op := t[at].op; op {
+	case classify.SavepointDefine:
+		return true // its entry marks the savepoint
+	case classify.SavepointRelease, classify.SavepointRollback:
+		// The savepoint is the last one so named before: it and those
+		// after it end (ROLLBACK TO keeps the savepoint itself). None
+		// recorded: it came before every change pending, all of its
+		// transaction.
+		from := 0
+		for i := at - 1; i >= 0; i-- {
+			if t[i].op == classify.SavepointDefine && t[i].key == t[at].key {
+				from = i
+				if op == classify.SavepointRollback {
+					from++
+				}
+				break
+			}
+		}
+		i := -1
+		ss.keepTentative(func(ch *paramChange) bool {
+			i++
+			switch {
+			case i == at:
+				return false
+			case i >= at || i < from:
+				if op == classify.SavepointRollback && i < from {
+					ch.aborted = false // rescued from an error after the savepoint
+				}
+				return true
+			case op == classify.SavepointRelease:
+				return ch.op == 0 // its changes stay, its savepoints go
+			}
+			return false // rolled back
+		})
+	}
+	return true
 }
 
 // setValue is the value of a client's SET as pgferry records it for

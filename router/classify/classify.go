@@ -56,11 +56,36 @@ type Change struct {
 	// UNLISTEN *.
 	Unlisten    string
 	UnlistenAll bool
+	// Savepoint marks SAVEPOINT (SavepointDefine), RELEASE [SAVEPOINT]
+	// (SavepointRelease) or ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT]
+	// (SavepointRollback) of the savepoint SavepointName, read as
+	// PostgreSQL reads a name: folded to lower case unless quoted, its
+	// Unicode escapes decoded ("" for one pgferry cannot read). pgferry
+	// follows them only for a client whose SETs wait for their
+	// transaction's end: they decide which of those SETs last.
+	Savepoint     uint8
+	SavepointName string
+	// Stmt is the statement's place in its query: 0 for the first of the
+	// statements PostgreSQL runs (blanks and comments between two ';' are
+	// none), each of which it answers with one CommandComplete or an
+	// error.
+	Stmt int
 }
+
+// Savepoint statements (Change.Savepoint).
+const (
+	SavepointDefine uint8 = 1 + iota
+	SavepointRelease
+	SavepointRollback
+)
 
 // Sets reports whether ch SETs or RESETs a parameter (tracked or not,
 // the caller decides).
 func (ch *Change) Sets() bool { return ch.SetName != "" || ch.Reset || ch.ResetAll }
+
+// acts reports whether ch changes session state whatever the client did
+// before: a SET, RESET or UNLISTEN (not a savepoint statement).
+func (ch *Change) acts() bool { return ch.Sets() || ch.Unlisten != "" || ch.UnlistenAll }
 
 // Changes reports how many changes c holds: Change and then More. (Its
 // Change is the zero Change exactly when it holds none.)
@@ -80,10 +105,12 @@ func (c *Class) ChangeAt(i int) *Change {
 }
 
 // ChangesState reports whether pgferry must act when a statement of class c
-// runs: a SET or RESET (tracked or not, the caller decides), a discard,
-// LISTEN or UNLISTEN.
+// runs, whatever the client did before: a SET or RESET (tracked or not,
+// the caller decides), a discard, LISTEN or UNLISTEN. A savepoint
+// statement alone matters only to a client with SETs pending, which looks
+// at it when it is bound (see Savepoint).
 func (c *Class) ChangesState() bool {
-	return c.Change != (Change{}) || c.Discard || c.Listen != ""
+	return c.Change.acts() || len(c.More) > 0 || c.Discard || c.Listen != ""
 }
 
 // equal reports whether c and o are the same class.
@@ -148,26 +175,20 @@ func classifySQL(sql []byte, backslashes bool) (c Class, open bool) {
 		return classifyOne(one), open
 	}
 	// Several statements: each one's class merges into out, its change of
-	// state, if any, in order.
+	// state, if any, in order, with its place in the query (Change.Stmt):
+	// a COMMIT, ROLLBACK or savepoint statement among them keeps or undoes
+	// the SETs before it and not those after, and pgferry follows which
+	// by the statements' CommandCompletes.
 	out := Class{Several: true}
-	// A COMMIT or ROLLBACK that another statement follows, or a ROLLBACK
-	// TO SAVEPOINT anywhere, gives the query's SETs different outcomes,
-	// which pgferry does not follow (see pinTransactionEnd).
-	var ended, mixed bool
+	stmt := 0
 	for {
-		if ended && len(skipSpace(one)) > 0 {
-			mixed = true
-		}
 		w, rest := nextWord(one)
 		c := classifyWord(one, w, rest)
-		switch w {
-		case "commit", "end", "abort":
-			ended = true
-		case "rollback":
-			ended = true
-			if rollbackTo(rest) {
-				mixed = true
-			}
+		if c.Change != (Change{}) {
+			c.Stmt = stmt
+		}
+		if w != "" || len(skipSpace(one)) > 0 {
+			stmt++ // (blanks and comments are no statement)
 		}
 		if c.Pin != "" && out.Pin == "" {
 			out.Pin = c.Pin
@@ -194,39 +215,49 @@ func classifySQL(sql []byte, backslashes bool) (c Class, open bool) {
 		one, sql, o = splitStatementMode(sql, backslashes)
 		open = open || o
 	}
-	if mixed && out.Pin == "" {
-		for i := range out.Changes() {
-			if out.ChangeAt(i).Sets() {
-				out.Pin = pinTransactionEnd
-				break
-			}
-		}
-	}
 	return out, open
 }
 
 // rollbackTo reports whether rest, what follows ROLLBACK, makes it a
-// ROLLBACK TO SAVEPOINT: ROLLBACK [WORK | TRANSACTION] TO.
-func rollbackTo(rest []byte) bool {
+// ROLLBACK TO SAVEPOINT: ROLLBACK [WORK | TRANSACTION] TO; after is what
+// follows the TO.
+func rollbackTo(rest []byte) (after []byte, ok bool) {
 	w, r := nextWord(rest)
 	if w == "work" || w == "transaction" {
-		w, _ = nextWord(r)
+		w, r = nextWord(r)
 	}
-	return w == "to"
+	return r, w == "to"
 }
 
-// Pin reasons of a query of several statements.
-const (
-	// pinListenInSeveral: pgferry's listener serves a LISTEN that is a
-	// query of its own; in a query of several, the server runs it.
-	pinListenInSeveral = "LISTEN in a query of several statements"
-	// pinTransactionEnd: a query that SETs or RESETs and also ends a
-	// transaction before its last statement, or rolls back to a
-	// savepoint, keeps some of its changes and undoes others; pgferry,
-	// which applies a request's changes as one, would keep or undo them
-	// all.
-	pinTransactionEnd = "SET or RESET in a query of several statements that also ends a transaction"
-)
+// savepointName reads the name of a RELEASE or ROLLBACK TO, whose rest
+// may begin with the noise word SAVEPOINT (itself a name when nothing
+// follows it), as channelName reads one ("" if it cannot).
+func savepointName(rest []byte) string {
+	if w, r := nextWord(rest); w == "savepoint" && len(skipSpace(r)) > 0 {
+		rest = r
+	}
+	return channelName(rest)
+}
+
+// Savepoint reports cheaply whether sql may be a savepoint statement
+// (SAVEPOINT, RELEASE, ROLLBACK TO), by its first word: Needed passes
+// over RELEASE and ROLLBACK, which matter only to a client with SETs
+// pending (see Change.Savepoint), and that client asks this. It does not
+// allocate.
+func Savepoint(sql []byte) bool {
+	b := skipSpace(sql)
+	for _, w := range [...]string{"savepoint", "release", "rollback"} {
+		if len(b) >= len(w) && lowerIs(b[:len(w)], w) && (len(b) == len(w) || identLower[b[len(w)]] == 0) {
+			return true
+		}
+	}
+	return false
+}
+
+// pinListenInSeveral is the pin reason of a LISTEN in a query of several
+// statements: pgferry's listener serves a LISTEN that is a query of its
+// own; in a query of several, the server runs it.
+const pinListenInSeveral = "LISTEN in a query of several statements"
 
 // Needed reports cheaply whether SQL could find anything:
 // when it returns false, SQL would return the zero class. It runs
@@ -320,7 +351,8 @@ func onlyBlanks(b []byte) bool {
 // ways. The others read the text after the keyword.
 func endIrrelevant(w string) bool {
 	switch w {
-	case "set", "reset", "discard", "deallocate", "create", "declare", "listen", "unlisten":
+	case "set", "reset", "discard", "deallocate", "create", "declare", "listen", "unlisten",
+		"savepoint", "release", "rollback":
 		return false
 	}
 	return true
@@ -436,6 +468,14 @@ func classifyWord(stmt []byte, w string, rest []byte) Class {
 		}
 	case "load":
 		c.Pin = "LOAD"
+	case "savepoint":
+		c.Savepoint, c.SavepointName = SavepointDefine, channelName(rest)
+	case "release":
+		c.Savepoint, c.SavepointName = SavepointRelease, savepointName(rest)
+	case "rollback":
+		if r, ok := rollbackTo(rest); ok {
+			c.Savepoint, c.SavepointName = SavepointRollback, savepointName(r)
+		}
 	}
 	if c.Pin == "" && mayCallFunctions(w) && (w != "" || len(skipSpace(stmt)) > 0) {
 		// (w is "" for a statement that starts with '(', and for blanks

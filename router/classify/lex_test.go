@@ -239,22 +239,8 @@ func refClassifyMode(sql []byte, backslashes bool) (out Class, open bool) {
 	}
 	out.Several = true
 	var changes []Change
-	ended, mixed := false, false
+	stmt := 0 // the statements PostgreSQL runs: not blanks and comments
 	for _, one := range stmts {
-		if len(skipSpace(one)) > 0 && ended {
-			mixed = true // a statement after COMMIT or ROLLBACK
-		}
-		w, rest := nextWord(one)
-		if w == "commit" || w == "end" || w == "abort" || w == "rollback" {
-			ended = true
-		}
-		if w == "rollback" {
-			w2, r2 := nextWord(rest)
-			if w2 == "work" || w2 == "transaction" {
-				w2, _ = nextWord(r2)
-			}
-			mixed = mixed || w2 == "to"
-		}
 		c := classifyOne(one)
 		if c.Listen != "" {
 			c.Pin = pinListenInSeveral
@@ -266,7 +252,11 @@ func refClassifyMode(sql []byte, backslashes bool) (out Class, open bool) {
 		out.DiscardAll = out.DiscardAll || c.DiscardAll
 		out.ReservedName = out.ReservedName || c.ReservedName
 		if c.Change != (Change{}) {
+			c.Stmt = stmt
 			changes = append(changes, c.Change)
+		}
+		if len(skipSpace(one)) > 0 {
+			stmt++
 		}
 	}
 	for i, ch := range changes {
@@ -274,9 +264,6 @@ func refClassifyMode(sql []byte, backslashes bool) (out Class, open bool) {
 			out.Change = ch
 		} else {
 			out.More = append(out.More, ch)
-		}
-		if mixed && out.Pin == "" && (ch.SetName != "" || ch.Reset || ch.ResetAll) {
-			out.Pin = pinTransactionEnd
 		}
 	}
 	return out, open

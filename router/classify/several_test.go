@@ -12,18 +12,25 @@ func TestAQueryOfSeveralStatementsReportsEveryChangeInOrder(t *testing.T) {
 		want []Change
 		pin  string
 	}{
-		{"SET work_mem = '1MB'; SET search_path TO a", []Change{{SetName: "work_mem", SetValue: "'1MB'"}, {SetName: "search_path", SetValue: "a"}}, ""},
-		{"SET search_path TO a; RESET statement_timeout; select 1", []Change{{SetName: "search_path", SetValue: "a"}, {SetName: "statement_timeout", Reset: true}}, ""},
-		{"RESET ALL; SET search_path TO a", []Change{{ResetAll: true}, {SetName: "search_path", SetValue: "a"}}, ""},
-		{"BEGIN; SET LOCAL work_mem = '1MB'; SET search_path TO a; COMMIT", []Change{{SetName: "search_path", SetValue: "a"}}, ""},
+		{"SET work_mem = '1MB'; SET search_path TO a", []Change{{SetName: "work_mem", SetValue: "'1MB'"}, {SetName: "search_path", SetValue: "a", Stmt: 1}}, ""},
+		{"SET search_path TO a; RESET statement_timeout; select 1", []Change{{SetName: "search_path", SetValue: "a"}, {SetName: "statement_timeout", Reset: true, Stmt: 1}}, ""},
+		{"RESET ALL; SET search_path TO a", []Change{{ResetAll: true}, {SetName: "search_path", SetValue: "a", Stmt: 1}}, ""},
+		{"BEGIN; SET LOCAL work_mem = '1MB'; SET search_path TO a; COMMIT", []Change{{SetName: "search_path", SetValue: "a", Stmt: 2}}, ""},
 		{"SET search_path TO a; COMMIT;  -- done", []Change{{SetName: "search_path", SetValue: "a"}}, ""},
-		{"select 1; UNLISTEN a; UNLISTEN *", []Change{{Unlisten: "a"}, {UnlistenAll: true}}, ""},
-		{"SET a.b = 1; select 1; SET c.d = 2; SET e.f = 3", []Change{{SetName: "a.b", SetValue: "1"}, {SetName: "c.d", SetValue: "2"}, {SetName: "e.f", SetValue: "3"}}, ""},
-		// What pgferry would keep or undo as one, PostgreSQL keeps in part.
-		{"SET search_path TO a; COMMIT; select 1/0", []Change{{SetName: "search_path", SetValue: "a"}}, pinTransactionEnd},
-		{"ROLLBACK; SET search_path TO a", []Change{{SetName: "search_path", SetValue: "a"}}, pinTransactionEnd},
-		{"end; /* x */ SET search_path TO a", []Change{{SetName: "search_path", SetValue: "a"}}, pinTransactionEnd},
-		{"SET search_path TO a; rollback work to savepoint s", []Change{{SetName: "search_path", SetValue: "a"}}, pinTransactionEnd},
+		{"select 1; UNLISTEN a; UNLISTEN *", []Change{{Unlisten: "a", Stmt: 1}, {UnlistenAll: true, Stmt: 2}}, ""},
+		{"SET a.b = 1; select 1; SET c.d = 2; SET e.f = 3", []Change{{SetName: "a.b", SetValue: "1"}, {SetName: "c.d", SetValue: "2", Stmt: 2}, {SetName: "e.f", SetValue: "3", Stmt: 3}}, ""},
+		// What PostgreSQL keeps of them in part, each change's place in
+		// the query tells (the server's CommandCompletes count them).
+		{"SET search_path TO a; COMMIT; select 1/0", []Change{{SetName: "search_path", SetValue: "a"}}, ""},
+		{"ROLLBACK; ; /* none */ ; SET search_path TO a", []Change{{SetName: "search_path", SetValue: "a", Stmt: 1}}, ""},
+		{"end; /* x */ SET search_path TO a", []Change{{SetName: "search_path", SetValue: "a", Stmt: 1}}, ""},
+		{"SET search_path TO a; rollback work to savepoint s", []Change{{SetName: "search_path", SetValue: "a"}, {Savepoint: SavepointRollback, SavepointName: "s", Stmt: 1}}, ""},
+		{`BEGIN; SAVEPOINT "S"; SET search_path TO a; RELEASE SAVEPOINT "S"; ROLLBACK TO S; release savepoint; rollback to savepoint`,
+			[]Change{{Savepoint: SavepointDefine, SavepointName: "S", Stmt: 1}, {SetName: "search_path", SetValue: "a", Stmt: 2},
+				{Savepoint: SavepointRelease, SavepointName: "S", Stmt: 3}, {Savepoint: SavepointRollback, SavepointName: "s", Stmt: 4},
+				{Savepoint: SavepointRelease, SavepointName: "savepoint", Stmt: 5}, {Savepoint: SavepointRollback, SavepointName: "savepoint", Stmt: 6}}, ""},
+		{`SAVEPOINT U&"s\0041"; SAVEPOINT s x; ROLLBACK TRANSACTION TO SAVEPOINT s`,
+			[]Change{{Savepoint: SavepointDefine, SavepointName: "sA"}, {Savepoint: SavepointDefine, Stmt: 1}, {Savepoint: SavepointRollback, SavepointName: "s", Stmt: 2}}, ""},
 		{"select 1; LISTEN a", nil, pinListenInSeveral},
 		{"LISTEN a; select 1", nil, pinListenInSeveral},
 	}
@@ -60,5 +67,31 @@ func TestAStatementAloneIsNotSeveral(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { benchSink = SQL([]byte("COMMIT; ")) }); n != 0 {
 		t.Errorf("COMMIT: %.1f allocs, want 0", n)
+	}
+}
+
+// A savepoint statement is one change, which changes nothing by itself
+// (ChangesState is false: a client with no SET pending records nothing
+// of it), and Savepoint tells one by its first word.
+func TestASavepointStatementAloneChangesNoStateByItself(t *testing.T) {
+	for _, tc := range []struct {
+		sql  string
+		want Change
+	}{
+		{"SAVEPOINT a", Change{Savepoint: SavepointDefine, SavepointName: "a"}},
+		{"release a;", Change{Savepoint: SavepointRelease, SavepointName: "a"}},
+		{"Rollback To Savepoint A ", Change{Savepoint: SavepointRollback, SavepointName: "a"}},
+		{"ROLLBACK", Change{}},
+	} {
+		c := SQL([]byte(tc.sql))
+		if c.Change != tc.want || c.ChangesState() || c.Pin != "" || !Savepoint([]byte(tc.sql)) {
+			t.Errorf("SQL(%q) = %+v, ChangesState %v, Savepoint %v; want change %+v, no state by itself, a savepoint statement",
+				tc.sql, c, c.ChangesState(), Savepoint([]byte(tc.sql)), tc.want)
+		}
+	}
+	for _, sql := range []string{"releases", "select 1", "rollbacks", ""} {
+		if Savepoint([]byte(sql)) {
+			t.Errorf("Savepoint(%q) = true; want false", sql)
+		}
 	}
 }
