@@ -220,9 +220,11 @@ func (p *Pool) AcquireUntil(expired <-chan time.Time) (*ServerConn, error) {
 // acquire waits until ctx ends or expired delivers.
 func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerConn, error) {
 	done := ctx.Done() // nil for Background: no select case
+	var t try
 	for {
-		sc, ready, err := p.acquireOnce(ctx, done, expired)
+		sc, ready, err := p.acquireOnce(ctx, done, expired, &t)
 		if err != nil {
+			t.end()
 			return nil, err
 		}
 		// A connection handed over as ready was never idle: it has just
@@ -231,12 +233,39 @@ func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerCo
 		// would learn nothing its last message did not say microseconds
 		// ago, and no check delay has passed.
 		if (ready && p.cfg.CheckDelay != CheckAlways && sc.Rd.Buffered() == 0) || p.usable(sc, false, false) {
+			if t.w != nil {
+				p.hookWait(t.waited)
+			}
+			t.end()
 			sc.Wait() // (an event loop's loan may have left it not waiting)
 			return sc, nil
 		}
 		// Died while idle (server restart, idle-session timeout): discard it
-		// and try again; it never reaches a client.
+		// and try again, in the same place; it never reaches a client.
 		p.Destroy(sc)
+		t.again = true
+	}
+}
+
+// try is what one Acquire carries from a try that was handed a dead
+// connection to the next: the borrower is counted once (AcquireCount,
+// WaitCount, and its wait in WaitTime and the hook from when it first
+// queued), and it queues again at the head, the place it was served from
+// (PgBouncer serves waiters in order), not behind those who came after it.
+type try struct {
+	again bool // a try before was handed a dead connection
+	// w is the waiter it queued with (nil: it never queued), kept from
+	// one try to the next; waited is its wait up to its last grant, which
+	// putLocked counted in WaitTime.
+	w      *waiter
+	waited time.Duration
+}
+
+// end recycles the try's waiter once the Acquire is over.
+func (t *try) end() {
+	if t.w != nil {
+		waiters.Put(t.w)
+		t.w = nil
 	}
 }
 
@@ -333,7 +362,8 @@ func (p *Pool) tryAcquire(noCheck bool, vouchedSince int64) *ServerConn {
 
 // acquireOnce lends an idle connection or queues for one; ready reports a
 // connection handed over to the queued caller as ready (see ReleaseReady).
-func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-chan time.Time) (sc *ServerConn, ready bool, err error) {
+// t carries what the Acquire's earlier tries did (see try).
+func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-chan time.Time, t *try) (sc *ServerConn, ready bool, err error) {
 	p.mu.Lock()
 	for p.paused && !p.closed {
 		ch := p.resumed
@@ -351,12 +381,20 @@ func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-
 		p.mu.Unlock()
 		return nil, false, ErrPoolClosed
 	}
-	p.stat.AcquireCount++
+	if !t.again {
+		p.stat.AcquireCount++
+	}
 	if n := len(p.idle); n > 0 && p.waiters.n == 0 {
 		sc := p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.active++
+		if w := t.w; w != nil {
+			// Its wait, which a dead connection interrupted, ends now.
+			d := max(p.now().Sub(w.enqueued), 0)
+			p.stat.WaitTime += d - t.waited
+			t.waited = d
+		}
 		p.mu.Unlock()
 		return sc, false, nil
 	}
@@ -365,10 +403,28 @@ func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-
 		p.mu.Unlock()
 		return nil, false, &LoginFailingError{Err: err}
 	}
-	w := waiters.Get().(*waiter)
-	w.enqueued = p.now()
-	p.waiters.push(w)
-	p.stat.WaitCount++
+	w := t.w
+	switch {
+	case w != nil:
+		// Served from the head with a dead connection: back to the head,
+		// its wait going on from when it first queued (putLocked counts
+		// all of it again when it serves it).
+		p.stat.WaitTime -= t.waited
+		p.waiters.pushFront(w)
+	case t.again:
+		// Lent a dead idle connection at once, ahead of whoever queued
+		// since: first in the queue.
+		w = waiters.Get().(*waiter)
+		w.enqueued = p.now()
+		p.waiters.pushFront(w)
+		p.stat.WaitCount++
+	default:
+		w = waiters.Get().(*waiter)
+		w.enqueued = p.now()
+		p.waiters.push(w)
+		p.stat.WaitCount++
+	}
+	t.w = w
 	p.growLocked()
 	p.mu.Unlock()
 
@@ -377,19 +433,15 @@ func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-
 	case res = <-w.ch:
 	case <-done:
 		p.abandon(w)
-		waiters.Put(w)
 		return nil, false, ctx.Err()
 	case <-expired:
 		p.abandon(w)
-		waiters.Put(w)
 		return nil, false, ErrWaitTimeout
 	}
-	if res.sc != nil {
-		p.hookWait(res.waited)
-	} else {
+	if res.sc == nil {
 		p.observeWait(w)
 	}
-	waiters.Put(w)
+	t.waited = res.waited
 	return res.sc, res.ready, res.err
 }
 

@@ -711,3 +711,45 @@ func TestALoopLoansReadsStayNotWaitingForTheNextLoopLoanAndWaitAgainForABorrower
 		p.Release(sc)
 	}
 }
+
+// killBackend ends the server backend of sc, a connection the test holds,
+// and waits until it has exited.
+func killBackend(t *testing.T, sc *pool.ServerConn) {
+	t.Helper()
+	if err := cluster.Exec(context.Background(), fmt.Sprintf("select pg_terminate_backend(%d)", sc.PID)); err != nil {
+		t.Fatal(err)
+	}
+	waitBackendGone(t, sc.PID)
+}
+
+// A waiter handed a connection whose server has exited keeps its place
+// at the head of the queue: the next connection is its, not that of the
+// waiter who queued after it. Its request is counted once.
+func TestAWaiterHandedADeadConnectionKeepsItsPlaceAndIsCountedOnce(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, config(1))
+	held := acquire(t, p)
+	before := p.Stat()
+	served := make(chan string, 2)
+	wait := func(name string) {
+		sc := acquire(t, p)
+		served <- name
+		p.Release(sc)
+	}
+	go wait("first")
+	waitFor(t, "the first waiter to queue", func() bool { return p.Stat().Waiting == 1 })
+	go wait("second")
+	waitFor(t, "the second waiter to queue", func() bool { return p.Stat().Waiting == 2 })
+	killBackend(t, held)
+	p.Release(held) // to the first waiter, dead
+	if a, b := <-served, <-served; a != "first" || b != "second" {
+		t.Fatalf("served %s, then %s; want the first waiter first", a, b)
+	}
+	st := p.Stat()
+	if n := st.AcquireCount - before.AcquireCount; n != 2 {
+		t.Fatalf("%d acquires counted for two waiters", n)
+	}
+	if n := st.WaitCount - before.WaitCount; n != 2 {
+		t.Fatalf("%d waits counted for two waiters", n)
+	}
+}

@@ -54,6 +54,19 @@ func (q *waitQueue) push(w *waiter) {
 	q.n++
 }
 
+// pushFront queues w at the head: a waiter served with a connection that
+// turned out dead keeps its place.
+func (q *waitQueue) pushFront(w *waiter) {
+	w.prev, w.next, w.queued = nil, q.head, true
+	if q.head != nil {
+		q.head.prev = w
+	} else {
+		q.tail = w
+	}
+	q.head = w
+	q.n++
+}
+
 func (q *waitQueue) remove(w *waiter) {
 	if !w.queued {
 		return
