@@ -85,7 +85,8 @@ func (t Ticket) Granted() bool { return t.w != nil && t.w.sent.Load() }
 // A connection that cannot be lent without waiting (server_check_query
 // is due on it) goes back to the pool, and one found dead is closed;
 // Take then returns (nil, ErrWouldWait) and the borrower waits with
-// Acquire. As with TryAcquireChecked, the connection's reads may not wait
+// Acquire, which counts the request (Stat.AcquireCount) the ticket had
+// counted. As with TryAcquireChecked, the connection's reads may not wait
 // (NoWait).
 func (t Ticket) Take() (*ServerConn, error) {
 	p := t.p
@@ -101,13 +102,24 @@ func (t Ticket) Take() (*ServerConn, error) {
 	if p.checkDue(sc) {
 		sc.endLoan()
 		p.releaseAged(sc, false, true, p.now()) // its idle time still counts
+		p.bounced()
 		return nil, ErrWouldWait
 	}
 	if !sc.alive() {
 		p.Destroy(sc)
+		p.bounced()
 		return nil, ErrWouldWait
 	}
 	return sc, nil
+}
+
+// bounced takes back the count of a ticket's request whose borrower
+// carries it on to Acquire (Take's ErrWouldWait): the Acquire counts it
+// (Stat.AcquireCount), once.
+func (p *Pool) bounced() {
+	p.mu.Lock()
+	p.stat.AcquireCount--
+	p.mu.Unlock()
 }
 
 // Cancel ends a ticket whose owner no longer waits: it leaves the queue,
@@ -130,6 +142,16 @@ func (t Ticket) Cancel() {
 	if res.sc != nil {
 		p.Release(res.sc)
 	}
+}
+
+// Pass is Cancel for an owner that carries its request on to Acquire
+// (the relay loop handing a queued session to its goroutine): a
+// connection handed to the ticket meanwhile goes to whoever is next, and
+// the request, which the Acquire counts, is not counted twice
+// (Stat.AcquireCount).
+func (t Ticket) Pass() {
+	t.Cancel()
+	t.p.bounced()
 }
 
 // done counts a ticket's wait and recycles its waiter.

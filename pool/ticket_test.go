@@ -168,3 +168,43 @@ func TestATicketBesideAnIdleConnectionIsGrantedAtOnce(t *testing.T) {
 	}
 	p.Release(sc)
 }
+
+// A ticket whose request its borrower carries on to Acquire counts one
+// request, not two (Stat.AcquireCount): one that bounced off a dead
+// connection (Take's ErrWouldWait), and one passed on after it was granted
+// (Pass: the connection goes to whoever is next).
+func TestATicketCarriedOnToAcquireIsCountedOnce(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		end  func(t *testing.T, tk pool.Ticket)
+	}{
+		{"bounced off a dead connection", func(t *testing.T, tk pool.Ticket) {
+			if sc, err := tk.Take(); !errors.Is(err, pool.ErrWouldWait) {
+				t.Fatalf("Take of a dead connection: %v, %v; want ErrWouldWait", sc, err)
+			}
+		}},
+		{"passed on after its grant", func(t *testing.T, tk pool.Ticket) { tk.Pass() }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := newPool(t, config(1))
+			held := acquire(t, p)
+			before := p.Stat().AcquireCount
+			g := make(grantSignal, 1)
+			tk, err := p.Enqueue(g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			killBackend(t, held)
+			p.Release(held)
+			waitGranted(t, g)
+			tc.end(t, tk)
+			p.Release(acquire(t, p)) // the Acquire the request is carried on to
+			if n := p.Stat().AcquireCount - before; n != 1 {
+				t.Fatalf("%d acquires counted for one request", n)
+			}
+		})
+	}
+}

@@ -90,6 +90,13 @@ func (p *parker) evict(ss *session, why string, pump bool) {
 		ss.logger().Debug("the relay loop handed the session back to a goroutine", zap.String("reason", why))
 	}
 	ss.faultAt("evicting")
+	if r := ss.rare; r != nil && !r.ticket.IsZero() {
+		// Its goroutine asks for a server again (Acquire), for the same
+		// request: counted once. (Forgotten first, as in unloop.)
+		tk := r.ticket
+		r.ticket = pool.Ticket{}
+		tk.Pass()
+	}
 	ss.mu.Lock()
 	sc, owed := ss.server, ss.q.n > 0
 	ss.mu.Unlock()
