@@ -144,3 +144,28 @@ func TestAConnectionWhoseDialEndsOverALoweredCapIsClosedNotKeptIdle(t *testing.T
 	}
 	waitFor(t, "the cap's count to come back under it", func() bool { return limit.Stat() == pool.LimitStat{Max: 1, InUse: 1} })
 }
+
+// A login begun before Reconnect counts among the connections to close
+// (CloseNeeded, which WAIT_CLOSE waits on) until the connection it opens
+// is closed; one begun after it does not.
+func TestALoginBegunBeforeReconnectCountsAsAConnectionToCloseUntilItIsClosed(t *testing.T) {
+	t.Parallel()
+	g := newGatedDials()
+	cfg := config(1)
+	cfg.DialFunc = g.dial
+	p := newPool(t, cfg)
+	got := make(chan *pool.ServerConn, 1)
+	go func() { got <- acquire(t, p) }()
+	waitBegun(t, g) // the login is under way
+	p.Reconnect()
+	if n := p.CloseNeeded(); n != 1 {
+		t.Fatalf("CloseNeeded %d with a login begun before Reconnect under way; want 1", n)
+	}
+	g.open() // it logs in, is closed, and the waiter gets a login begun after
+	sc := <-got
+	waitFor(t, "the connection of the login begun before Reconnect to close", func() bool { return p.CloseNeeded() == 0 })
+	p.Release(sc)
+	if n := p.CloseNeeded(); n != 0 {
+		t.Fatalf("CloseNeeded %d with only a connection logged in after Reconnect; want 0", n)
+	}
+}

@@ -87,6 +87,11 @@ func (p *Pool) dialOne(gen uint64) {
 	}
 	p.mu.Lock()
 	p.dialing--
+	if gen != p.gen {
+		// Begun before a Reconnect: a connection it opened is in conns
+		// (CloseNeeded counts it there) from here until it is closed.
+		p.staleDials--
+	}
 	p.stat.DialCount++
 	if err != nil {
 		p.total--

@@ -131,6 +131,7 @@ type Pool struct {
 	evicting     int  // idle connections of other pools being closed for this one's waiters (askRoomLocked)
 	fed          bool // a connection was parked under a cap this pool starves under since its last look (evict)
 	gen          uint64
+	staleDials   int // dials in flight begun before the last Reconnect (their gen is old)
 	closed       bool
 	paused       bool
 	resumed      chan struct{} // closed on Resume
@@ -706,6 +707,7 @@ func (p *Pool) kick() {
 func (p *Pool) Reconnect() {
 	p.mu.Lock()
 	p.gen++
+	p.staleDials = p.dialing // every dial in flight began before it
 	p.mu.Unlock()
 	p.closeIdle(-1)
 }

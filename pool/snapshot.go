@@ -68,11 +68,12 @@ func connInfo(sc *ServerConn) ConnInfo {
 
 // CloseNeeded counts the open connections, lent or idle, that predate the
 // last Reconnect: they are closed when they come back (PgBouncer's
-// close_needed). Safe for concurrent use.
+// close_needed); and the logins begun before it and still under way,
+// whose connections are closed when they end. Safe for concurrent use.
 func (p *Pool) CloseNeeded() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := 0
+	n := p.staleDials
 	for _, sc := range p.conns {
 		if sc.gen != p.gen {
 			n++

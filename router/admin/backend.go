@@ -72,7 +72,8 @@ type PoolSet interface {
 	// Reconnect closes every pool's idle connections and marks the rest to
 	// be closed when they come back.
 	Reconnect()
-	// CloseNeeded counts the open connections that predate a Reconnect.
+	// CloseNeeded counts the open connections that predate a Reconnect,
+	// and the logins begun before it that are still under way.
 	CloseNeeded() int
 }
 

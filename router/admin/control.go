@@ -82,7 +82,8 @@ func (c *Console) reconnect(db string) error {
 }
 
 // waitClose blocks until no server connection of db (or of any database)
-// predates a RECONNECT, so an operator can switch the server over and know
+// predates a RECONNECT, nor any login begun before it (its connection is
+// closed when it ends), so an operator can switch the server over and know
 // when every connection to the old one is gone. It gives up if pgferry
 // shuts down.
 func (c *Console) waitClose(db string) error {
