@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -71,6 +72,10 @@ type Listener struct {
 	// UNLISTEN).
 	live    map[string]chan struct{}
 	pending []chan struct{}
+	// up is true while the listener connection is attached and every
+	// query sent on it since attach is acknowledged (so the LISTENs attach
+	// re-issued are live): read without mu (Live), written under it.
+	up atomic.Bool
 
 	wg        sync.WaitGroup  // a reconnect in progress
 	ctx       context.Context // canceled by Close
@@ -235,6 +240,9 @@ func (l *Listener) attach(sc *pool.ServerConn) error {
 			return err
 		}
 	}
+	if len(l.pending) == 0 {
+		l.up.Store(true) // nothing to re-issue
+	}
 	return nil
 }
 
@@ -285,6 +293,14 @@ func (l *Listener) Subscribed(s Subscriber, channel string) bool {
 	_, ok := l.subs[channel][s]
 	return ok && !l.closed
 }
+
+// Live reports whether the listener connection is up and has re-issued
+// every LISTEN it holds since it was last lost: while it is not (it
+// reconnects, or the Listener closed), notifications committed meanwhile
+// reach no subscriber through it. A channel's own LISTEN is live once its
+// Subscribe returned, if Live held then and still does. Live takes no
+// lock and does not block, allocate or do I/O.
+func (l *Listener) Live() bool { return l.up.Load() }
 
 // send writes a simple query to the listener connection; its responses
 // are consumed by read. mu is held.
@@ -349,10 +365,16 @@ func (l *Listener) acknowledge(sc *pool.ServerConn) {
 	if l.sc != sc || len(l.pending) == 0 {
 		return
 	}
-	if ack := l.pending[0]; ack != nil {
+	head := l.pending[0]
+	l.pending = append(l.pending[:0], l.pending[1:]...)
+	if len(l.pending) == 0 {
+		// Before the ack below: a LISTEN that returns finds the
+		// connection's re-issued LISTENs live too.
+		l.up.Store(true)
+	}
+	if ack := head; ack != nil {
 		close(ack)
 	}
-	l.pending = append(l.pending[:0], l.pending[1:]...)
 }
 
 // lost handles a broken listener connection: subscriptions are kept and
@@ -368,6 +390,7 @@ func (l *Listener) lost(sc *pool.ServerConn, err error) {
 	}
 	if l.sc == sc {
 		l.sc = nil
+		l.up.Store(false)
 		// Waiters are let go: the subscription stands and is re-issued
 		// on the next connection.
 		for _, ack := range l.pending {
@@ -466,6 +489,7 @@ func (l *Listener) close() {
 	l.cancel()
 	l.mu.Lock()
 	l.closed = true
+	l.up.Store(false)
 	sc, done := l.sc, l.done
 	l.sc = nil
 	subscribers := make(map[Subscriber]struct{})
