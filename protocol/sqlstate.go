@@ -28,4 +28,5 @@ const (
 	SQLStateIdleSessionTimeout       = "57P05"
 	SQLStateObjectNotInPrerequisite  = "55000"
 	SQLStateProgramLimitExceeded     = "54000"
+	SQLStateInFailedSQLTransaction   = "25P02"
 )

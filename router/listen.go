@@ -186,7 +186,9 @@ func (ss *session) mailToLinked() {
 // LISTEN (execTag), in order with the server's other answers. The LISTEN
 // takes effect at once, not at commit (nor is it undone by a rollback), as
 // through the extended protocol. In a failed transaction it goes to the
-// server as it is, which refuses it as PostgreSQL does.
+// server as it is, which refuses it as PostgreSQL does; sent behind
+// requests still owed, it may find the transaction failed by one of them,
+// and is refused then at its answer (listenQueryAnswered).
 func (ss *session) listenLinked(channel string, sql []byte) error {
 	ss.mu.Lock()
 	failed := ss.q.n == 0 && ss.status == protocol.TxFailed
@@ -210,6 +212,13 @@ func (ss *session) listenLinked(channel string, sql []byte) error {
 // deliverNotifications writes queued notifications to the client. It runs
 // on the session goroutine with no server linked.
 func (ss *session) deliverNotifications() error {
+	if ss.listening {
+		// Subscriptions a skipped LISTEN or an answered UNLISTEN ended
+		// (unhear woke the session for them).
+		if l := ss.entry.listenerMade(); l != nil {
+			ss.reapUnheard(l)
+		}
+	}
 	ss.mu.Lock()
 	if ss.server != nil || ss.mailLen() == 0 {
 		ss.mu.Unlock()
@@ -239,10 +248,15 @@ func (ss *session) handleListen(c *classify.Class) (bool, error) {
 			return false, ss.acquireError(err)
 		}
 		ss.listening = true
-	} else {
-		ss.applyState(c)
 	}
-	ss.joinPump()
+	ss.joinPump() // (the client's writer from here: its served set too)
+	if c.Listen != "" {
+		ss.serveChannel(c.Listen, ss.entry.listenerMade())
+	} else if ss.listening {
+		// No server runs it: it takes effect as it is answered.
+		ss.entry.listenerFor(ss.srv.log).Unsubscribe(ss, c.Unlisten)
+		ss.unserveChannel(c.Unlisten, c.UnlistenAll)
+	}
 	b := protocol.AppendCommandComplete(ss.wr.Buffer(), tag)
 	ss.wr.SetBuffer(protocol.AppendReadyForQuery(b, protocol.TxIdle))
 	return true, ss.flushClientIfIdle()
@@ -264,12 +278,26 @@ func (ss *session) mailLen() int {
 // its server and once from pgferry's listener, where PostgreSQL delivers
 // each notification once. pgferry's listener is the channel's home then:
 // the notifications the server sends on a channel pgferry's listener
-// serves the client are dropped (heardAside). That set is known exactly
-// and changes as the client's requests go (Subscribe is live before its
-// LISTEN is answered, an UNLISTEN ends it as it goes, and goes to the
-// server too), where what the server listens on is not (a LISTEN among
-// other statements is not named by classify, and takes effect only when
-// its transaction commits).
+// serves the client are dropped (heardAside), but only while the
+// listener's copy is sure to come. So the session keeps its own set of
+// the channels the listener serves it (listenBook.served), switched on as
+// a LISTEN's answer is handed to the client (the listener acknowledged its
+// LISTEN before that: subscribe) and off as an UNLISTEN's is, and asks the
+// listener only whether it is up (notify.Listener.Live: not while it
+// reconnects), without its lock. Until the switch a notification comes
+// from the server alone; the listener's copy of one committed after its
+// acknowledgement and sent by the server before it ran the LISTEN's empty
+// query would come too (a window of one round trip to the server). What
+// the server listens on is not known (a LISTEN among other statements is
+// not named by classify, and takes effect only when its transaction
+// commits); the server's copies on other channels are relayed.
+
+// servedChannel is a channel pgferry's listener serves the client, and
+// that listener.
+type servedChannel struct {
+	channel string
+	l       *notify.Listener
+}
 
 // forwardNotification relays a NotificationResponse of size bytes, the
 // server's next frame, for relayServer in transaction mode, with
@@ -292,19 +320,67 @@ func (ss *session) forwardNotification(rd *protocol.Reader, wr *protocol.Writer,
 }
 
 // heardAside reports whether frame, a NotificationResponse the client's
-// own server sent, is on a channel pgferry's listener delivers to the
-// client: one it is subscribed to there, unless only skipped LISTENs
-// subscribed it (unheard). mu is not held.
+// own server sent, is on a channel pgferry's listener serves the client
+// (listenBook.served) while that listener is up. Its caller relays the
+// server's answers, so it is the client's writer, which owns the set. mu
+// is not held; no listener lock is taken.
 func (ss *session) heardAside(frame []byte) bool {
-	l := ss.entry.listenerMade()
-	if l == nil {
+	ss.mu.Lock()
+	r := ss.rare // (made by the session's goroutine, maybe as this relays)
+	ss.mu.Unlock()
+	if r == nil || len(r.listen.served) == 0 {
 		return false
 	}
 	ch, ok := notificationChannel(frame)
-	if !ok || ss.unheard(frame) {
+	if !ok {
 		return false
 	}
-	return l.Subscribed(ss, string(ch))
+	for _, sc := range r.listen.served {
+		if sc.channel == string(ch) {
+			return sc.l.Live()
+		}
+	}
+	return false
+}
+
+// serveChannel switches channel on in the set of channels l serves the
+// client (listenBook.served), as the answer to its LISTEN is handed to
+// the client. The client's writer calls it: the relay (mu held), or the
+// session's goroutine with no server linked (mu not held).
+func (ss *session) serveChannel(channel string, l *notify.Listener) {
+	if l == nil {
+		return
+	}
+	b := &ss.rare.listen
+	for i := range b.served {
+		if b.served[i].channel == channel {
+			b.served[i].l = l
+			return
+		}
+	}
+	b.served = append(b.served, servedChannel{channel: channel, l: l})
+}
+
+// unserveChannel switches channel (every channel with all) off in the
+// client's served set, as the answer to its UNLISTEN is handed to the client; it
+// reports whether channel was on. The client's writer calls it.
+func (ss *session) unserveChannel(channel string, all bool) bool {
+	if ss.rare == nil {
+		return false
+	}
+	b := &ss.rare.listen
+	if all {
+		clear(b.served)
+		b.served = b.served[:0]
+		return true
+	}
+	for i := range b.served {
+		if b.served[i].channel == channel {
+			b.served = slices.Delete(b.served, i, i+1)
+			return true
+		}
+	}
+	return false
 }
 
 // notificationChannel returns the channel a NotificationResponse frame
@@ -348,6 +424,19 @@ type listenBook struct {
 	// listener writes to its connection under it, and that connection's
 	// reader may be waiting for mu in Notify).
 	unheard []string
+	// unlistens lists UNLISTENs (and DISCARD ALLs) sent to the server
+	// whose requests are not yet answered or skipped (unlistenSent): each
+	// ends its subscriptions only once its request is answered without
+	// an error (unlistensSettled), as one the server skips changes
+	// nothing.
+	unlistens []sentUnlisten
+	// served is the set of channels pgferry's listener serves the
+	// client: each one's LISTEN was answered, and no UNLISTEN of it since
+	// (serveChannel, unserveChannel). Not guarded by mu: the client's
+	// writer owns it (the relay of a linked server, pump or session
+	// goroutine, or the session's goroutine with none linked), and reads
+	// it without mu (heardAside).
+	served []servedChannel
 }
 
 // sentListen is a LISTEN of channel sent to the server.
@@ -360,14 +449,28 @@ type sentListen struct {
 	after uint64
 	// fresh: the subscription to channel is this LISTEN's to make good
 	// (the client was not subscribed before it, or the LISTEN that
-	// subscribed it was skipped).
+	// subscribed it was skipped, or an UNLISTEN answered since ended it).
 	fresh bool
+	// l is the listener it subscribed through, which serves the channel
+	// once it is answered (listenAnswered).
+	l *notify.Listener
+}
+
+// sentUnlisten is an UNLISTEN of channel (of every channel with all: an
+// UNLISTEN * or a DISCARD ALL) sent to the server.
+type sentUnlisten struct {
+	channel string
+	all     bool
+	// req is the number of its request in the ring, 0 until process
+	// pushes it (stampUnlistens).
+	req uint64
 }
 
 // listenSent notes a LISTEN of channel about to go to the server, which
 // has subscribed the client (fresh: to a channel it was not subscribed to
 // before). mu is not held.
 func (ss *session) listenSent(channel string, fresh bool) {
+	l := ss.entry.listenerMade() // (subscribe made it)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	b := &ss.rare.listen
@@ -382,7 +485,7 @@ func (ss *session) listenSent(channel string, fresh bool) {
 		b.unheard = slices.Delete(b.unheard, i, i+1)
 		fresh = true
 	}
-	b.sent = append(b.sent, sentListen{channel: channel, after: ss.q.seq, fresh: fresh})
+	b.sent = append(b.sent, sentListen{channel: channel, after: ss.q.seq, fresh: fresh, l: l})
 }
 
 // listensSkipped undoes the LISTENs among the n requests at the head of
@@ -392,6 +495,7 @@ func (ss *session) listenSent(channel string, fresh bool) {
 // the client, which gets the error alone, hears nothing of a LISTEN that
 // never ran, as from PostgreSQL. mu is held.
 func (ss *session) listensSkipped(n int) {
+	ss.unlistensFailed(n) // (nor do their UNLISTENs end anything)
 	if ss.rare == nil || len(ss.rare.listen.sent) == 0 {
 		return
 	}
@@ -431,9 +535,159 @@ func (ss *session) listenSkipped(seq uint64) {
 			return
 		}
 	}
-	if !slices.Contains(b.unheard, sl.channel) {
-		b.unheard = append(b.unheard, sl.channel)
+	ss.unhear(sl.channel)
+}
+
+// unhear adds channel to the subscriptions to end (listenBook.unheard) and
+// has the session's goroutine end them soon (reapUnheard): a client
+// subscribed to nothing more must not wait until its next LISTEN or its
+// end, nor be disconnected as a listener by a reload meanwhile. mu is
+// held.
+func (ss *session) unhear(channel string) {
+	b := &ss.rare.listen
+	if !slices.Contains(b.unheard, channel) {
+		b.unheard = append(b.unheard, channel)
 	}
+	// A wake (events.go, without mu here): the session's goroutine,
+	// reading the client, comes to onWake, which reaps
+	// (deliverNotifications); reading it after the relay ends, at once.
+	ss.flags.Or(evWake)
+	if ss.loop == 0 && ss.raw != nil {
+		ss.raw.SetReadDeadline(pastDeadline)
+	}
+}
+
+// listenAnswered switches on the channel of the LISTEN whose request,
+// number seq, the server has just answered, for the relay handing its
+// answer to the client (the client's writer). mu is held.
+func (ss *session) listenAnswered(seq uint64) {
+	if ss.rare == nil {
+		return
+	}
+	b := &ss.rare.listen
+	i := len(b.sent) - 1
+	for i >= 0 && b.sent[i].after >= seq {
+		i--
+	}
+	if i < 0 {
+		return
+	}
+	sl := b.sent[i]
+	b.sent = slices.Delete(b.sent, i, i+1)
+	ss.serveChannel(sl.channel, sl.l)
+}
+
+// tagAbortedListen is what a LISTEN sent in a simple Query gets in place
+// of CommandComplete LISTEN when its query ran in a failed transaction:
+// the error PostgreSQL gives every statement there but COMMIT and
+// ROLLBACK (postgres.c, exec_simple_query; SQLSTATE 25P02
+// in_failed_sql_transaction).
+var tagAbortedListen = protocol.NewError(protocol.SQLStateInFailedSQLTransaction,
+	"current transaction is aborted, commands ignored until end of transaction block").AppendFrame(nil)
+
+// listenQueryAnswered answers a LISTEN sent in a simple Query with a
+// server linked (listenLinked), the request at the head of the ring, at
+// its ReadyForQuery of transaction status status: the server ran its
+// empty query, whose EmptyQueryResponse relayServer held back. Sent
+// behind other requests, it may have found the transaction failed by
+// one of them; the server runs an empty query there as anywhere, but
+// PostgreSQL refuses a LISTEN, and so does pgferry then: the client gets
+// the error, and the LISTEN subscribes nothing (listenSkipped). Otherwise
+// the client gets CommandComplete LISTEN, and the channel is served.
+// The caller appends the ReadyForQuery. mu is held.
+func (ss *session) listenQueryAnswered(status byte) {
+	seq := ss.q.answered() + 1
+	if status == protocol.TxFailed {
+		ss.wr.Append(tagAbortedListen)
+		if ss.rare != nil && len(ss.rare.listen.sent) > 0 {
+			ss.listenSkipped(seq)
+		}
+		return
+	}
+	ss.wr.Append(execTagFrames[tagListen])
+	ss.listenAnswered(seq)
+}
+
+// unlistenSent notes an UNLISTEN of channel (all: of every channel, or a
+// DISCARD ALL) about to go to the server: its subscriptions end when its
+// request is answered, not skipped (unlistensSettled). The session's
+// goroutine calls it as it records the statement (applyState); mu is not
+// held.
+func (ss *session) unlistenSent(channel string, all bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	r := ss.ensureRareLocked()
+	r.listen.unlistens = append(r.listen.unlistens, sentUnlisten{channel: channel, all: all})
+}
+
+// stampUnlistens gives the UNLISTENs just noted the number of the request
+// that carries them, which process has just put in the ring. mu is held.
+func (ss *session) stampUnlistens() {
+	u := ss.rare.listen.unlistens
+	for i := len(u) - 1; i >= 0 && u[i].req == 0; i-- {
+		u[i].req = ss.q.seq
+	}
+}
+
+// unlistensSettled ends the subscriptions of the UNLISTENs whose requests
+// were answered (popped): those the server skipped or failed were
+// forgotten by then (unlistensFailed). relayServer calls it as it pops a
+// request, so that an UNLISTEN takes effect as its answer goes to the
+// client, in order with the LISTENs around it. mu is held.
+func (ss *session) unlistensSettled() {
+	b := &ss.rare.listen
+	done := ss.q.answered()
+	for len(b.unlistens) > 0 {
+		u := b.unlistens[0]
+		if u.req == 0 || u.req > done {
+			return
+		}
+		b.unlistens = slices.Delete(b.unlistens, 0, 1)
+		if u.all {
+			for len(b.served) > 0 {
+				ss.unlistenRan(b.served[len(b.served)-1].channel, u.req)
+			}
+		} else {
+			ss.unlistenRan(u.channel, u.req)
+		}
+	}
+}
+
+// unlistensFailed forgets the UNLISTENs of the n requests at the head of
+// the ring, which the server skips after an error or failed with one (a
+// simple Query's UNLISTEN that an error in its query undid with the rest
+// of its implicit transaction): PostgreSQL keeps the client listening, and
+// so does pgferry. mu is held.
+func (ss *session) unlistensFailed(n int) {
+	if ss.rare == nil || len(ss.rare.listen.unlistens) == 0 {
+		return
+	}
+	first := ss.q.answered() + 1
+	last := first + uint64(n) - 1
+	ss.rare.listen.unlistens = slices.DeleteFunc(ss.rare.listen.unlistens, func(u sentUnlisten) bool {
+		return u.req >= first && u.req <= last
+	})
+}
+
+// unlistenRan ends the client's subscription to channel, which an
+// UNLISTEN, request number req, ended: the channel is no longer served,
+// the notifications waiting on it are dropped (PostgreSQL delivers none
+// after its UNLISTEN) and the subscription ends (unhear), unless a LISTEN
+// of the channel sent after the UNLISTEN is on its way: that one keeps it.
+// mu is held.
+func (ss *session) unlistenRan(channel string, req uint64) {
+	if !ss.unserveChannel(channel, false) {
+		return // not subscribed, or only by a LISTEN sent since
+	}
+	b := &ss.rare.listen
+	for j := range b.sent {
+		if b.sent[j].channel == channel && b.sent[j].after >= req {
+			b.sent[j].fresh = true // its to make good now
+			return
+		}
+	}
+	ss.dropMail(channel)
+	ss.unhear(channel)
 }
 
 // reapUnheard unsubscribes ss from l's channels that only skipped LISTENs
@@ -491,12 +745,4 @@ func (ss *session) dropMail(channel string) {
 		box = box[n:]
 	}
 	ss.rare.mailbox = kept
-}
-
-// unheard reports whether frame, a NotificationResponse, is on a channel
-// that only skipped LISTENs subscribed the client to. mu is not held.
-func (ss *session) unheard(frame []byte) bool {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.rare != nil && len(ss.rare.listen.unheard) > 0 && ss.rare.listen.isUnheard(frame)
 }

@@ -56,3 +56,57 @@ func TestAPinnedClientHearingAChannelBothWaysGetsEachNotificationOnceInEitherOrd
 		}
 	}
 }
+
+// While pgferry's listener is down (its connection lost, and no new one
+// can be had), a channel a pinned client hears both ways still reaches it
+// from its own server; once the listener is back, each notification
+// comes once again.
+func TestAPinnedClientHearingAChannelBothWaysGetsItFromItsServerWhileTheListenerReconnects(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	f := ferrytest.Start(t, cfg)
+	sender := &notifier{t, ferrytest.Connect(t, ctx, cluster.DSN(db, ferrytest.User, ferrytest.Password))}
+	ch := "home_reconnect"
+	c := newRawClient(t, f.AppDSN())
+	c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch + "; SELECT 1"}})
+	c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch}})
+
+	// No new connection to the database: the listener cannot reconnect.
+	if err := cluster.Exec(ctx, "ALTER DATABASE "+db+" ALLOW_CONNECTIONS false"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cluster.Exec(ctx, "ALTER DATABASE "+db+" ALLOW_CONNECTIONS true") })
+	listenerGone := "select count(*) from pg_stat_activity where datname = '" + db + "' and query ilike 'listen \"%'"
+	if _, err := cluster.QueryInt(ctx, "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = '"+db+"' and query ilike 'listen \"%'"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		n, err := cluster.QueryInt(ctx, listenerGone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the listener's server connection did not end")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the server's view, no state of pgferry's
+	}
+	sender.notify(ch, 2)
+	if got := c.notifications(ch, 2, 10*time.Second); got != 2 {
+		t.Fatalf("2 notifications sent while the listener was down, %d received", got)
+	}
+
+	// Back: another client's LISTEN returns once the listener is up again.
+	if err := cluster.Exec(ctx, "ALTER DATABASE "+db+" ALLOW_CONNECTIONS true"); err != nil {
+		t.Fatal(err)
+	}
+	warm := newRawClient(t, f.AppDSN())
+	warm.request("home_reconnect_warm", []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN home_reconnect_warm"}})
+	sender.notify(ch, 3)
+	if got := c.notifications(ch, 6, 2*time.Second); got != 3 {
+		t.Fatalf("3 notifications sent once the listener was back, %d received", got)
+	}
+}

@@ -428,6 +428,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		ss.execTag = tagNone
 		if ss.rare != nil {
 			ss.stampTentative() // (state.go: the query's SETs are this request's)
+			ss.stampUnlistens() // (listen.go: and its UNLISTENs)
 		}
 		sc.Wr.Append(frame)
 		ss.dropSent(sc)
@@ -453,6 +454,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		ss.execTag = tagNone
 		if ss.rare != nil {
 			ss.stampTentative()
+			ss.stampUnlistens()
 		}
 		sc.Wr.Append(frame)
 		ss.dropSent(sc)

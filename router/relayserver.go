@@ -171,6 +171,8 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				}
 				if head.kind != kQuery && head.kind != kQuerySwallow {
 					ss.skipToSync(sc, code)
+				} else if head.kind == kQuery && ss.rare != nil {
+					ss.unlistensFailed(1) // (listen.go: the error undoes its UNLISTENs)
 				}
 				if swallow {
 					ss.logger().Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
@@ -183,7 +185,13 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.dropSkipped(sc, ss.q.toSync())
 				}
 				ss.entry.stats.queries.Add(1)
+				if h, _ := ss.q.peek(); h.tag == tagListen && h.kind == kQuery {
+					ss.listenQueryAnswered(protocol.RFQStatus(frame)) // (listen.go: its answer, held back)
+				}
 				ss.q.pop()
+				if ss.rare != nil && len(ss.rare.listen.unlistens) > 0 {
+					ss.unlistensSettled() // (listen.go: an UNLISTEN takes effect)
+				}
 				var now mono
 				if ss.q.n == 0 {
 					now = ss.srv.parker.clock(ss)
@@ -237,14 +245,28 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				}
 				if completes(head.kind, typ) {
 					ss.q.pop()
+					if ss.rare != nil && len(ss.rare.listen.unlistens) > 0 {
+						ss.unlistensSettled() // (listen.go: an UNLISTEN takes effect)
+					}
 				}
 			default:
 				if completes(head.kind, typ) {
 					ss.q.pop()
 					swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow
+					if ss.rare != nil && len(ss.rare.listen.unlistens) > 0 {
+						ss.unlistensSettled()
+					}
 				}
 				if head.tag != tagNone && typ == protocol.MsgEmptyQuery {
-					frame = execTagFrames[head.tag] // (an Execute's, or a Query's)
+					switch {
+					case head.tag == tagListen && head.kind == kQuery:
+						swallow = true // (answered at its ReadyForQuery: listenQueryAnswered)
+					case head.tag == tagListen:
+						frame = execTagFrames[tagListen]
+						ss.listenAnswered(ss.q.answered()) // (listen.go: the channel is served)
+					default:
+						frame = execTagFrames[head.tag] // (an Execute's, or a Query's)
+					}
 				}
 			}
 			owed = ss.q.n

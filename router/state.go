@@ -298,8 +298,9 @@ func (ss *session) changePin(ch *classify.Change) string {
 // applyState records what a statement of class c, about to run, does to
 // the session's state: DISCARD ALL and DEALLOCATE ALL drop the client's
 // statements (DISCARD ALL also its subscriptions), UNLISTEN ends a
-// subscription, and each SET or RESET of a tracked parameter is recorded,
-// in order, to take effect when its request has run well (settle). What
+// subscription once its request is answered (unlistenSent), and each SET
+// or RESET of a tracked parameter is recorded, in order, to take effect
+// when its request has run well (settle). What
 // it cannot carry it leaves alone: statePin says why, and the caller pins
 // the client or refuses the statement. Both protocols use it.
 func (ss *session) applyState(c *classify.Class) {
@@ -311,15 +312,14 @@ func (ss *session) applyState(c *classify.Class) {
 		}
 	}
 	if c.DiscardAll && ss.listening {
-		ss.entry.listenerFor(ss.srv.log).Unsubscribe(ss, "")
-		ss.listening = false
+		ss.unlistenSent("", true) // (listen.go: ends them once it ran)
 	}
 	n := c.Changes()
 	sets, points := false, false
 	for i := range n {
 		ch := c.ChangeAt(i)
 		if (ch.Unlisten != "" || ch.UnlistenAll) && ss.listening {
-			ss.entry.listenerFor(ss.srv.log).Unsubscribe(ss, ch.Unlisten)
+			ss.unlistenSent(ch.Unlisten, ch.UnlistenAll)
 		}
 		sets = sets || ch.Sets()
 		points = points || ch.Savepoint != 0
