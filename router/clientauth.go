@@ -12,7 +12,6 @@ import (
 	"net"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -48,9 +47,11 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	if !known && !adminDatabases[ss.database] {
 		var err error
 		if cred, known, err = ss.srv.lookupUser(cfg, ss.database, ss.user); err != nil {
+			// The server's error goes to the log only: it can name tables,
+			// roles and addresses, and the client is not logged in.
 			ss.logger().Warn("auth_query lookup failed", zap.Error(err))
 			return "", protocol.Fatal(protocol.SQLStateConnectionFailure,
-				"pgferry could not look up user "+strconv.Quote(ss.user)+" with auth_query: "+strings.TrimPrefix(sanitize(err), errAuthQuery.Error()+": "))
+				"pgferry could not look up user "+strconv.Quote(ss.user)+" with auth_query (the reason is in pgferry's log)")
 		}
 	}
 	switch {
