@@ -389,11 +389,13 @@ func (ss *session) onCommandComplete(sc *pool.ServerConn, frame []byte) {
 	b := protocol.Body(frame)
 	if ss.pendingParams() {
 		seq, stmt := ss.stmtAnswered()
+		ss.scsAt(sc, seq, stmt)
 		switch string(b) {
 		case "COMMIT\x00":
 			ss.settle(sc, seq, stmt, true)
 		case "ROLLBACK\x00":
 			if !ss.savepointStatement(seq, stmt) {
+				ss.scsUndone()
 				ss.settle(sc, seq, stmt, false)
 			}
 		case "SAVEPOINT\x00", "RELEASE\x00":

@@ -203,6 +203,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				if ss.pendingParams() && protocol.RFQStatus(frame) == protocol.TxIdle {
 					ss.settleParams(sc)
 				}
+				if ss.rare != nil && ss.rare.scsLive != "" {
+					ss.scsReported() // (state.go: its ParameterStatus came)
+				}
 				if ss.q.n == 0 && ss.rare != nil && ss.rare.queryTimer != nil {
 					ss.rare.queryTimer.Stop()
 				}

@@ -273,6 +273,12 @@ type rareState struct {
 	tentative []paramChange
 	stmtSeq   uint64
 	stmtN     int
+	// scsLive is standard_conforming_strings as a change of it that the
+	// server ran and has not reported yet left it ("": none; see scsAt),
+	// scsBefore as it was before request number scsSeq changed it.
+	// Guarded by mu.
+	scsLive, scsBefore string
+	scsSeq             uint64
 	// setsSent says that the client recorded a change in tentative and
 	// has not yet seen it empty since (setsPending): its savepoint
 	// statements are looked at. Its owner's only.

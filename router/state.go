@@ -263,10 +263,13 @@ func (ss *session) statePin(c *classify.Class) string {
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	scs := ss.scsPending()
 	for i := range n {
-		if pin := ss.changePin(c.ChangeAt(i)); pin != "" {
+		ch := c.ChangeAt(i)
+		if pin := ss.changePin(ch, scs); pin != "" {
 			return pin
 		}
+		scs = scs || (ch.Sets() && (ch.ResetAll || strings.EqualFold(ch.SetName, scsName)))
 	}
 	return ""
 }
@@ -277,8 +280,10 @@ const pinSavepointName = "a savepoint name pgferry cannot read"
 
 // changePin is the reason to pin for one change ("" if none): a SET of a
 // parameter pgferry does not track, or of a tracked one it records
-// (applyChange) whose value it cannot (see setValue). mu is held.
-func (ss *session) changePin(ch *classify.Change) string {
+// (applyChange) whose value it cannot (see setValue), under either
+// reading of its strings if scs says standard_conforming_strings may
+// change before it runs. mu is held.
+func (ss *session) changePin(ch *classify.Change, scs bool) string {
 	if ch.SetName == "" || ch.Reset {
 		return ""
 	}
@@ -290,6 +295,9 @@ func (ss *session) changePin(ch *classify.Change) string {
 		return "" // the server reports it (ParameterStatus)
 	}
 	if _, ok := ss.setValue(ch.SetValue); !ok {
+		return pinSetValue(ch.SetName)
+	}
+	if _, ok := classify.PortableValue(ch.SetValue, !ss.standardStrings()); scs && !ok {
 		return pinSetValue(ch.SetName)
 	}
 	return ""
@@ -358,6 +366,9 @@ func (ss *session) applyChange(ch *classify.Change) {
 				r.tentative = append(r.tentative, paramChange{key: pk, stmt: ch.Stmt})
 			}
 		}
+		if def, ok := ss.entry.welcome[scsName]; ok {
+			r.tentative = append(r.tentative, paramChange{key: scsName, value: def, op: opSCS, stmt: ch.Stmt})
+		}
 		return
 	}
 	if ch.SetName == "" {
@@ -369,20 +380,134 @@ func (ss *session) applyChange(ch *classify.Change) {
 	}
 	if _, reported := ss.entry.welcome[k]; reported {
 		// The server reports the new value (and the old one again on
-		// rollback) in ParameterStatus: nothing to record here.
+		// rollback) in ParameterStatus: nothing to record here, but for
+		// standard_conforming_strings, which the values of the SETs
+		// after it read by before it is reported (see scsAt).
+		if k == scsName {
+			v := ss.entry.welcome[k]
+			if !ch.Reset && !strings.EqualFold(ch.SetValue, "default") {
+				v = ch.SetValue
+			}
+			r.tentative = append(r.tentative, paramChange{key: k, value: v, op: opSCS, stmt: ch.Stmt})
+		}
 		return
 	}
 	// Recorded as SQL text, applied if the request runs well.
-	v := ""
+	pc := paramChange{key: k, stmt: ch.Stmt}
 	if !ch.Reset {
 		sv, ok := ss.setValue(ch.SetValue)
 		if !ok {
 			return // pinned for (changePin)
 		}
-		v = rawValuePrefix + sv
+		pc.value = rawValuePrefix + sv
+		if ss.scsPending() {
+			// standard_conforming_strings may read otherwise when it
+			// runs: the other reading waits for its CommandComplete
+			// (scsAt).
+			on := !ss.standardStrings()
+			if ov, ok := classify.PortableValue(ch.SetValue, on); ok && ov != sv {
+				pc.alt, pc.altOn = rawValuePrefix+ov, on
+			}
+		}
 	}
-	r.tentative = append(r.tentative, paramChange{key: k, value: v, stmt: ch.Stmt})
+	r.tentative = append(r.tentative, pc)
 }
+
+// scsName is the parameter whose setting decides how the values of SETs
+// read (see setValue).
+const scsName = "standard_conforming_strings"
+
+// opSCS marks a pending change of standard_conforming_strings, a
+// reported parameter, in tentative: the SETs after it read their values
+// by it before the server reports it (scsAt). Its value is the setting.
+const opSCS uint8 = 0x80
+
+// scsPending reports whether a change of standard_conforming_strings
+// the server has not reported yet may stand before a change recorded now:
+// one pending (opSCS), or one that ran in the answers relayed so far,
+// still unreported (scsLive). mu is held.
+func (ss *session) scsPending() bool {
+	r := ss.rare
+	if r == nil {
+		return false
+	}
+	if r.scsLive != "" {
+		return true
+	}
+	for i := range r.tentative {
+		if r.tentative[i].op == opSCS {
+			return true
+		}
+	}
+	return false
+}
+
+// scsAt follows, as the server answers the statement at position (seq,
+// stmt), the setting of standard_conforming_strings the statements after
+// it read by: that of a change of it that ran there (scsLive, which the
+// ParameterStatus before the next ReadyForQuery reports: scsReported),
+// and for a SET that ran there whose value reads otherwise under the
+// other setting (alt), the reading of the setting in effect. mu is held.
+func (ss *session) scsAt(sc *pool.ServerConn, seq uint64, stmt int) {
+	r := ss.rare
+	for i := range r.tentative {
+		ch := &r.tentative[i]
+		if ch.seq != seq || ch.stmt != stmt {
+			continue
+		}
+		switch {
+		case ch.op == opSCS:
+			if r.scsSeq != seq {
+				r.scsSeq, r.scsBefore = seq, r.scsLive
+			}
+			r.scsLive = "on"
+			if offValue(ch.value) {
+				r.scsLive = "off"
+			}
+		case ch.alt != "":
+			live := r.scsLive
+			if ch.query && r.scsSeq == seq {
+				live = r.scsBefore // (read before its own changes ran)
+			}
+			if live == "" {
+				live = "on"
+				if v, ok := sc.Params[scsName]; ok && offValue(v) {
+					live = "off"
+				}
+			}
+			switch {
+			case live == scsUnknown:
+				ch.aborted = true // (which reading ran, pgferry cannot tell)
+			case (live == "on") == ch.altOn:
+				ch.value = ch.alt
+			}
+			ch.alt = ""
+		}
+	}
+}
+
+// scsUndone follows a ROLLBACK or ROLLBACK TO SAVEPOINT the server ran
+// while changes of standard_conforming_strings are pending or unreported:
+// it may have undone them, to a setting pgferry does not follow until the
+// server reports it; a SET whose value reads otherwise under it is
+// dropped meanwhile (scsAt). mu is held.
+func (ss *session) scsUndone() {
+	if ss.scsPending() {
+		ss.rare.scsLive = scsUnknown
+	}
+}
+
+// scsReported forgets scsLive once the server reported the setting
+// (its ParameterStatus comes before ReadyForQuery). mu is held.
+func (ss *session) scsReported() {
+	if ss.rare != nil {
+		ss.rare.scsLive, ss.rare.scsBefore, ss.rare.scsSeq = "", "", 0
+	}
+}
+
+// scsUnknown is scsLive after a rollback of a change of
+// standard_conforming_strings (scsUndone).
+const scsUnknown = "?"
 
 // paramChange is a client's SET (value) or RESET (empty value) of a
 // parameter the server does not report, waiting for the outcome of its
@@ -400,6 +525,16 @@ type paramChange struct {
 	stmt       int
 	op         uint8
 	aborted    bool
+	// alt is the value of a SET read under the other setting of
+	// standard_conforming_strings than the one value was read under,
+	// on if altOn, where a change of that setting may run before it:
+	// scsAt picks one when the SET runs.
+	alt   string
+	altOn bool
+	// query marks a change a simple Query carries: PostgreSQL reads the
+	// whole of it before it runs any of it, under the setting in effect
+	// when it began.
+	query bool
 }
 
 // before reports whether ch runs before the statement at position (seq,
@@ -425,8 +560,9 @@ func (ss *session) stampTentative() {
 		return
 	}
 	t := ss.rare.tentative
+	query := ss.q.n > 0 && ss.q.buf[(ss.q.head+ss.q.n-1)%len(ss.q.buf)].kind == kQuery
 	for i := len(t) - 1; i >= 0 && t[i].seq == 0; i-- {
-		t[i].seq = ss.q.seq
+		t[i].seq, t[i].query = ss.q.seq, query
 	}
 }
 
@@ -554,7 +690,7 @@ func (ss *session) savepointStatement(seq uint64, stmt int) bool {
 	t := ss.rare.tentative
 	at := -1
 	for i := range t {
-		if t[i].op != 0 && t[i].seq == seq && t[i].stmt == stmt {
+		if t[i].op != 0 && t[i].op != opSCS && t[i].seq == seq && t[i].stmt == stmt {
 			at = i
 			break
 		}
@@ -566,6 +702,9 @@ func (ss *session) savepointStatement(seq uint64, stmt int) bool {
 	case classify.SavepointDefine:
 		return true // its entry marks the savepoint
 	case classify.SavepointRelease, classify.SavepointRollback:
+		if op == classify.SavepointRollback {
+			ss.scsUndone()
+		}
 		// The savepoint is the last one so named before: it and those
 		// after it end (ROLLBACK TO keeps the savepoint itself). None
 		// recorded: it came before every change pending, all of its
@@ -606,11 +745,17 @@ func (ss *session) savepointStatement(seq uint64, stmt int) bool {
 // the client's setting reads it now. ok is false for one it cannot record
 // so. mu is held.
 func (ss *session) setValue(v string) (string, bool) {
-	scs, ok := ss.params.lookup("standard_conforming_strings")
+	return classify.PortableValue(v, ss.standardStrings())
+}
+
+// standardStrings reports whether standard_conforming_strings is on for
+// the client, as the server last reported it. mu is held.
+func (ss *session) standardStrings() bool {
+	scs, ok := ss.params.lookup(scsName)
 	if !ok {
-		scs, ok = ss.entry.welcome["standard_conforming_strings"]
+		scs, ok = ss.entry.welcome[scsName]
 	}
-	return classify.PortableValue(v, !ok || !offValue(scs))
+	return !ok || !offValue(scs)
 }
 
 // offValue reports whether v spells false as a PostgreSQL boolean setting
