@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"os"
+	"runtime"
+	"strconv"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -15,8 +17,19 @@ import (
 
 var cluster *pgtest.Cluster
 
+// parallelAtLeast is how many tests at a time run by default: the
+// end-to-end tests mostly wait (on PostgreSQL, on pgferry's timers and
+// sweeps) rather than compute, so more of them than the CPU count (go
+// test's default -parallel) keep the run short. An explicit -parallel wins.
+const parallelAtLeast = 4
+
 func TestMain(m *testing.M) {
 	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit && runtime.GOMAXPROCS(0) < parallelAtLeast {
+		flag.Set("test.parallel", strconv.Itoa(parallelAtLeast))
+	}
 	if pgtest.FuzzWorker() {
 		// Fuzz workers run only the fuzz function: no cluster needed.
 		os.Exit(m.Run())
