@@ -155,6 +155,9 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 	// another server (after a failover, on the new primary). A client idle
 	// inside a transaction, or pinned to this server, loses its session.
 	answers := 0
+	// Every request owed gets an error: its LISTENs subscribe nothing and
+	// its UNLISTENs end nothing, as for the server's skipped ones.
+	ss.listensSkipped(ss.q.n) // (listen.go)
 	for e, ok := ss.q.peek(); ok; e, ok = ss.q.peek() {
 		if e.kind == kSync || e.kind == kQuery {
 			answers++

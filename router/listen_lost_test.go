@@ -1,0 +1,54 @@
+package router_test
+
+// End-to-end tests of a LISTEN whose server connection is lost before it
+// answers: the client is told the connection was lost and its transaction
+// rolled back, and is not listening.
+
+import (
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgferry/pgferry/internal/ferrytest"
+)
+
+// A LISTEN pipelined behind a query that ends its own server gets the
+// error every request owed then gets (08006), and subscribes nothing: the
+// client heard only that its LISTEN failed, as a LISTEN that got an error
+// from PostgreSQL leaves the session not listening.
+func TestAListenWhoseServerIsLostBeforeItAnswersSubscribesNothing(t *testing.T) {
+	tests := []struct {
+		name   string
+		listen func(ch string) []pgproto3.FrontendMessage
+	}{
+		{"simple query", func(ch string) []pgproto3.FrontendMessage {
+			return []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch}}
+		}},
+		{"portal", func(ch string) []pgproto3.FrontendMessage {
+			return []pgproto3.FrontendMessage{parse("", "LISTEN "+ch), bind(""), execMsg(), syncMsg()}
+		}},
+	}
+	sender := newNotifier(t)
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sender.t = t
+			cfg := ferrytest.Config(t, cluster)
+			cfg.RelayLoop, cfg.RelayLoopSet = false, true // the whole pipeline sent before the server goes
+			f := ferrytest.Start(t, cfg)
+			warmListener(t, f)
+			ch := "lost_listen" + string(rune('a'+i))
+			c := newRawClient(t, f.AppDSN())
+			c.send(append([]pgproto3.FrontendMessage{
+				&pgproto3.Query{String: "SELECT pg_terminate_backend(pg_backend_pid())"},
+			}, tc.listen(ch)...)...)
+			if got := c.until(2); got != "T D:t E:08006 Z E:08006 Z" {
+				t.Fatalf("got %q, want the lost connection's error for both requests", got)
+			}
+			sender.notify(ch, 1)
+			if got := c.notifications(ch, 1, time.Second); got != 0 {
+				t.Fatalf("%d notifications on a channel whose LISTEN got an error", got)
+			}
+		})
+	}
+}
