@@ -52,3 +52,30 @@ func TestAListenWhoseServerIsLostBeforeItAnswersSubscribesNothing(t *testing.T) 
 		})
 	}
 }
+
+// An UNLISTEN pipelined behind a query that ends its own server gets the
+// lost connection's error and ends nothing, then or at a later answer: the
+// client was told its transaction was rolled back.
+func TestAnUnlistenWhoseServerIsLostBeforeItAnswersKeepsTheSubscription(t *testing.T) {
+	t.Parallel()
+	sender := newNotifier(t)
+	cfg := ferrytest.Config(t, cluster)
+	cfg.RelayLoop, cfg.RelayLoopSet = false, true // the whole pipeline sent before the server goes
+	f := ferrytest.Start(t, cfg)
+	ch := "lost_unlisten"
+	c := newRawClient(t, f.AppDSN())
+	c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch}})
+	c.send(
+		&pgproto3.Query{String: "SELECT pg_terminate_backend(pg_backend_pid())"},
+		&pgproto3.Query{String: "UNLISTEN " + ch},
+	)
+	if got := c.until(2); got != "T D:t E:08006 Z E:08006 Z" {
+		t.Fatalf("got %q, want the lost connection's error for both requests", got)
+	}
+	c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}})
+	c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "COMMIT"}})
+	sender.notify(ch, 1)
+	if got := c.notifications(ch, 1, 10*time.Second); got != 1 {
+		t.Fatalf("1 notification sent to a client whose UNLISTEN got an error, %d received", got)
+	}
+}
