@@ -185,8 +185,12 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.dropSkipped(sc, ss.q.toSync())
 				}
 				ss.entry.stats.queries.Add(1)
-				if h, _ := ss.q.peek(); h.tag == tagListen && h.kind == kQuery {
-					ss.listenQueryAnswered(protocol.RFQStatus(frame)) // (listen.go: its answer, held back)
+				if ss.rare != nil {
+					// (A LISTEN's subscribe made rare: a client that never
+					// listened is spared the look at the ring.)
+					if h, _ := ss.q.peek(); h.tag == tagListen && h.kind == kQuery {
+						ss.listenQueryAnswered(protocol.RFQStatus(frame)) // (listen.go: its answer, held back)
+					}
 				}
 				ss.q.pop()
 				if ss.rare != nil && len(ss.rare.listen.unlistens) > 0 {
