@@ -85,7 +85,7 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	// SCRAM-SHA-256 (also for md5 with a SCRAM or plain secret, as PgBouncer).
 	var binding []byte
 	if ss.tls {
-		binding = *ss.srv.certHash.Load()
+		binding = ss.handshake.binding
 	}
 	var sc *auth.SCRAMServer
 	if known && cred.CanSCRAM() {

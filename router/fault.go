@@ -33,6 +33,8 @@ var fault atomic.Pointer[func(ss *session, where string)]
 //     the relay loop past its timeout (expire);
 //   - "adopting": the relay loop about to serve a parked session whose
 //     client spoke (adopt);
+//   - "tls": a client's TLS handshake done, before its startup packet
+//     (on the session's goroutine);
 //   - "lent": a server the pool lent after a wait (waitForServer) or to
 //     a session the relay loop queued (takeGrant), not linked yet
 //     (attach).

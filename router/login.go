@@ -92,8 +92,8 @@ func (ss *session) startup(cfg *configs.Config) error {
 			if ss.tls {
 				return protocol.Fatal(protocol.SQLStateProtocolViolation, "SSLRequest received on an encrypted connection")
 			}
-			tc := ss.srv.ctls.Load()
-			if tc == nil || (ss.handshake.refusal != nil && ss.handshake.refusal.plainOnly) {
+			ct := ss.srv.ctls.Load()
+			if ct == nil || (ss.handshake.refusal != nil && ss.handshake.refusal.plainOnly) {
 				if _, err := ss.conn.Write([]byte{'N'}); err != nil {
 					return err
 				}
@@ -108,6 +108,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 				return err
 			}
 			tap := tls13.NewTap(ss.raw)
+			tc := ct.cfg
 			t := tls.Server(tap, tc)
 			if err := t.Handshake(); err != nil {
 				tap.Wipe()
@@ -115,6 +116,8 @@ func (ss *session) startup(cfg *configs.Config) error {
 				return fmt.Errorf("client TLS handshake: %w", err)
 			}
 			ss.handshake.peerCerts = t.ConnectionState().PeerCertificates
+			ss.handshake.binding = ct.binding
+			ss.faultAt("tls")
 			// A TLS 1.3 session carries on without crypto/tls's connection
 			// and its buffers (internal/tls13); TLS 1.2 keeps it.
 			if c := tap.Takeover(t, tc); c != nil {

@@ -72,14 +72,13 @@ type Server struct {
 	cfg  atomic.Pointer[configs.Config]
 	// loopOK is loopConfig(cfg), stored with it: the relay loop asks at
 	// every request.
-	loopOK   atomic.Bool
-	store    atomic.Pointer[auth.Store]
-	hba      atomic.Pointer[hba.Rules]    // auth_hba_file's rules; nil unless auth_type is "hba"
-	entra    atomic.Pointer[entraClients] // client Entra token logins; nil unless client_auth = "entra" is used
-	ctls     atomic.Pointer[tls.Config]   // client-facing TLS; nil: refuse SSL
-	certHash atomic.Pointer[[]byte]       // tls-server-end-point for SCRAM-PLUS
-	cidrs    atomic.Pointer[[]*net.IPNet]
-	hooks    atomic.Pointer[AdminHooks] // RELOAD and SHUTDOWN of the admin console
+	loopOK atomic.Bool
+	store  atomic.Pointer[auth.Store]
+	hba    atomic.Pointer[hba.Rules]    // auth_hba_file's rules; nil unless auth_type is "hba"
+	entra  atomic.Pointer[entraClients] // client Entra token logins; nil unless client_auth = "entra" is used
+	ctls   atomic.Pointer[clientTLS]    // client-facing TLS; nil: refuse SSL
+	cidrs  atomic.Pointer[[]*net.IPNet]
+	hooks  atomic.Pointer[AdminHooks] // RELOAD and SHUTDOWN of the admin console
 
 	ids     atomic.Uint64
 	clients atomic.Int64 // connected client sockets (admin included)
@@ -236,8 +235,11 @@ func (s *Server) apply(cfg *configs.Config) error {
 	s.store.Store(auth.NewStore(creds))
 	s.hba.Store(rules)
 	s.entra.Store(ec)
-	s.ctls.Store(ctls)
-	s.certHash.Store(&hash)
+	if ctls != nil {
+		s.ctls.Store(&clientTLS{ctls, hash})
+	} else {
+		s.ctls.Store(nil)
+	}
 	s.cidrs.Store(&cidrs)
 	s.cfg.Store(cfg)
 	s.loopOK.Store(loopConfig(cfg))
@@ -551,4 +553,13 @@ func (s *Server) sessionByKey(pid, key uint32) *session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cancelKeys[uint64(pid)<<32|uint64(key)]
+}
+
+// clientTLS is the client-facing TLS configuration and the
+// tls-server-end-point channel binding of its certificate, replaced
+// together by a reload: a login binds SCRAM-SHA-256-PLUS to the
+// certificate its handshake presented, not to one loaded since.
+type clientTLS struct {
+	cfg     *tls.Config
+	binding []byte
 }

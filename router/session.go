@@ -204,8 +204,11 @@ type loginState struct {
 	// refusal, when set at accept, turns the client away once its startup
 	// packet is read (see refusal).
 	refusal *refusal
-	// peerCerts are the client's TLS certificates, for the cert method.
+	// peerCerts are the client's TLS certificates, for the cert method;
+	// binding the tls-server-end-point of the certificate pgferry
+	// presented, for SCRAM-SHA-256-PLUS.
 	peerCerts []*x509.Certificate
+	binding   []byte
 	// scratch holds one authentication message at a time, the one being
 	// sent or the one just read (see sendAuth, readAuthMessage); kept from
 	// one login to the next while small.

@@ -8,10 +8,12 @@ import (
 	"math/big"
 	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/router"
 )
 
 // serverCert does an SSLRequest and a TLS handshake with pgferry and
@@ -71,5 +73,42 @@ func TestReloadSwapsTheClientTLSCertificateForNewConnections(t *testing.T) {
 	}
 	if got := serverCert(t, f); !bytes.Equal(got, after) {
 		t.Fatal("a rejected reload changed the certificate")
+	}
+}
+
+// A login binds SCRAM-SHA-256-PLUS to the certificate its own handshake
+// presented: a reload that replaces the certificate between the
+// handshake and the SCRAM exchange does not fail the login.
+func TestALoginDuringACertificateReloadBindsSCRAMToTheCertificateItsHandshakeSaw(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	offerClientTLS(cfg, "prefer")
+	f := ferrytest.Start(t, cfg)
+	next := *cfg
+	next.ClientTLSCertFile, next.ClientTLSKeyFile = writeLocalhostCert(t)
+	// The first handshake done (the only one until the login ends)
+	// reloads the configuration with the new certificate.
+	var reloads atomic.Int32
+	reloaded := make(chan error, 1)
+	defer router.SetFaultFor(f.Server, func(_, where string) {
+		if where == "tls" && reloads.Add(1) == 1 {
+			reloaded <- f.Server.Reload(&next)
+		}
+	})()
+	conn := ferrytest.Connect(t, ctx, f.AppDSN()+" sslmode=require channel_binding=require")
+	if err := <-reloaded; err != nil {
+		t.Fatal(err)
+	}
+	var one int
+	if err := conn.QueryRow(ctx, "select 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("select 1 = %d, %v", one, err)
+	}
+	tc, ok := conn.PgConn().Conn().(*tls.Conn)
+	if !ok {
+		t.Fatalf("pgx's connection is a %T, not TLS", conn.PgConn().Conn())
+	}
+	if bytes.Equal(tc.ConnectionState().PeerCertificates[0].Raw, serverCert(t, f)) {
+		t.Fatal("the reload during the login did not replace the certificate")
 	}
 }

@@ -62,7 +62,7 @@ func TestAFailedTLS13LoginWipesTheSessionsKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.ctls.Store(tls13ServerConfig(t))
+	srv.ctls.Store(&clientTLS{cfg: tls13ServerConfig(t)})
 
 	tests := []struct {
 		name, password, database, code string
