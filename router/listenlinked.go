@@ -1,0 +1,339 @@
+// LISTEN and UNLISTEN with a server linked: what the session notes of those
+// it sends, and how each settles as the server answers, skips or fails it.
+
+package router
+
+import (
+	"slices"
+
+	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/notify"
+)
+
+// listenLinked serves a LISTEN on channel sent while the client has a
+// server linked (inside a transaction, or pinned to it) through the pool's
+// listener, as handleListen does between transactions: so each
+// subscription has one home, whichever way the client is tied to its
+// server, and its UNLISTEN and its notifications work the same. The
+// statement itself, sql, is blanked in place: the server runs an empty
+// query, whose EmptyQueryResponse the client gets as CommandComplete
+// LISTEN (execTag), in order with the server's other answers. The LISTEN
+// takes effect at once, not at commit (nor is it undone by a rollback), as
+// through the extended protocol. In a failed transaction it goes to the
+// server as it is, which refuses it as PostgreSQL does; sent behind
+// requests still owed, it may find the transaction failed by one of them,
+// and is refused then at its answer (listenQueryAnswered).
+func (ss *session) listenLinked(channel string, sql []byte) error {
+	ss.mu.Lock()
+	failed := ss.q.n == 0 && ss.status == protocol.TxFailed
+	ss.mu.Unlock()
+	if failed {
+		return nil
+	}
+	fresh, err := ss.subscribe(channel)
+	if err != nil {
+		return ss.acquireError(err)
+	}
+	ss.listening = true
+	ss.listenSent(channel, fresh)
+	for i := range sql {
+		sql[i] = ' ' // (PostgreSQL reads blanks alone as an empty query)
+	}
+	ss.execTag = tagListen
+	return nil
+}
+
+// A LISTEN that pgferry's listener serves for a client with a server
+// linked (the Execute of a LISTEN portal, interceptExecute; a LISTEN in a
+// simple Query, listenLinked) subscribes the client as its request goes to
+// the server, so that the subscription is live before the client's
+// CommandComplete LISTEN. But after an error in the extended protocol the
+// server skips every message up to the next Sync, a Query too (postgres.c:
+// ignore_till_sync): such a LISTEN never runs, its client gets only the
+// error, and it must subscribe the client to nothing. So each one is noted
+// (listenSent) until its request is answered or skipped, and dropSkipped,
+// which drops the expectations of the requests the server skips (those
+// owed when the error comes, and those sent after it when their Sync's
+// ReadyForQuery comes), says which were (listensSkipped): a subscription
+// that only skipped LISTENs made ends. (In a failed transaction the
+// server refuses the Bind of a LISTEN's portal, and skips its Execute so.)
+
+// listenBook is what a session notes of the LISTENs it sent to its server
+// (rareState.listen). Guarded by mu.
+type listenBook struct {
+	// sent lists LISTENs whose requests may still be owed, in the order
+	// they were sent; it is emptied when nothing is owed (listenSent).
+	sent []sentListen
+	// unheard lists channels whose subscription only skipped LISTENs made.
+	// Notify drops their notifications, and the relay relays the
+	// server's own (heardAside), until the session's goroutine
+	// unsubscribes them (reapUnheard): where the skip is seen mu is held,
+	// and the listener's lock must not be waited for under mu (the
+	// listener writes to its connection under it, and that connection's
+	// reader may be waiting for mu in Notify).
+	unheard []string
+	// unlistens lists UNLISTENs (and DISCARD ALLs) sent to the server
+	// whose requests are not yet answered or skipped (unlistenSent): each
+	// ends its subscriptions only once its request is answered without
+	// an error (unlistensSettled), as one the server skips changes
+	// nothing.
+	unlistens []sentUnlisten
+	// served is the set of channels pgferry's listener serves the
+	// client: each one's LISTEN was answered, and no UNLISTEN of it since
+	// (serveChannel, unserveChannel). Not guarded by mu: the client's
+	// writer owns it (the relay of a linked server, pump or session
+	// goroutine, or the session's goroutine with none linked), and reads
+	// it without mu (heardAside).
+	served []servedChannel
+}
+
+// sentListen is a LISTEN of channel sent to the server.
+type sentListen struct {
+	channel string
+	// after is ring.seq when the LISTEN was sent: its request is the
+	// first one tagged tagListen that the ring numbers after that (link
+	// may push requests of pgferry's own before it), and the next LISTEN
+	// noted has an after at least that number (listenSkipped).
+	after uint64
+	// fresh: the subscription to channel is this LISTEN's to make good
+	// (the client was not subscribed before it, or the LISTEN that
+	// subscribed it was skipped, or an UNLISTEN answered since ended it).
+	fresh bool
+	// l is the listener it subscribed through, which serves the channel
+	// once it is answered (listenAnswered).
+	l *notify.Listener
+}
+
+// sentUnlisten is an UNLISTEN of channel (of every channel with all: an
+// UNLISTEN * or a DISCARD ALL) sent to the server.
+type sentUnlisten struct {
+	channel string
+	all     bool
+	// req is the number of its request in the ring, 0 until process
+	// pushes it (stampUnlistens).
+	req uint64
+}
+
+// listenSent notes a LISTEN of channel about to go to the server, which
+// has subscribed the client (fresh: to a channel it was not subscribed to
+// before). mu is not held.
+func (ss *session) listenSent(channel string, fresh bool) {
+	l := ss.entry.listenerMade() // (subscribe made it)
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	b := &ss.rare.listen
+	if ss.q.n == 0 {
+		// Every LISTEN sent before was answered or skipped.
+		clear(b.sent)
+		b.sent = b.sent[:0]
+	}
+	if i := slices.Index(b.unheard, channel); i >= 0 {
+		// Skipped since subscribe looked: the subscription stands, and
+		// is this LISTEN's now.
+		b.unheard = slices.Delete(b.unheard, i, i+1)
+		fresh = true
+	}
+	b.sent = append(b.sent, sentListen{channel: channel, after: ss.q.seq, fresh: fresh, l: l})
+}
+
+// listensSkipped undoes the LISTENs among the n requests at the head of
+// the ring, which the server skips after an error (or failed with it):
+// dropSkipped calls it before it drops them. A subscription that only a
+// skipped LISTEN made ends, and the notifications it brought are dropped:
+// the client, which gets the error alone, hears nothing of a LISTEN that
+// never ran, as from PostgreSQL. mu is held.
+func (ss *session) listensSkipped(n int) {
+	ss.unlistensFailed(n) // (nor do their UNLISTENs end anything)
+	if ss.rare == nil || len(ss.rare.listen.sent) == 0 {
+		return
+	}
+	q := &ss.q
+	first := q.answered() + 1 // the head's number
+	for i := range n {
+		if q.buf[(q.head+i)%len(q.buf)].tag == tagListen {
+			ss.listenSkipped(first + uint64(i))
+		}
+	}
+}
+
+// listenSkipped undoes the LISTEN whose request, number seq, the server
+// skipped. mu is held.
+func (ss *session) listenSkipped(seq uint64) {
+	b := &ss.rare.listen
+	i := len(b.sent) - 1
+	for i >= 0 && b.sent[i].after >= seq {
+		i--
+	}
+	if i < 0 {
+		return
+	}
+	sl := b.sent[i]
+	b.sent = slices.Delete(b.sent, i, i+1)
+	if !sl.fresh {
+		return // subscribed before it: that stands
+	}
+	// What its subscription brought came before the next LISTEN of the
+	// channel can run (after the Sync the server skips to).
+	ss.dropMail(sl.channel)
+	for j := i; j < len(b.sent); j++ {
+		if b.sent[j].channel == sl.channel {
+			// A LISTEN of the channel sent after it found the
+			// subscription made: it is that one's to make good now.
+			b.sent[j].fresh = true
+			return
+		}
+	}
+	ss.unhear(sl.channel)
+}
+
+// unhear adds channel to the subscriptions to end (listenBook.unheard) and
+// has the session's goroutine end them soon (reapUnheard): a client
+// subscribed to nothing more must not wait until its next LISTEN or its
+// end, nor be disconnected as a listener by a reload meanwhile. mu is
+// held.
+func (ss *session) unhear(channel string) {
+	b := &ss.rare.listen
+	if !slices.Contains(b.unheard, channel) {
+		b.unheard = append(b.unheard, channel)
+	}
+	// A wake (events.go, without mu here): the session's goroutine,
+	// reading the client, comes to onWake, which reaps
+	// (deliverNotifications); reading it after the relay ends, at once.
+	ss.flags.Or(evWake)
+	if ss.loop == 0 && ss.raw != nil {
+		ss.raw.SetReadDeadline(pastDeadline)
+	}
+}
+
+// listenAnswered switches on the channel of the LISTEN whose request,
+// number seq, the server has just answered, for the relay handing its
+// answer to the client (the client's writer). mu is held.
+func (ss *session) listenAnswered(seq uint64) {
+	if ss.rare == nil {
+		return
+	}
+	b := &ss.rare.listen
+	i := len(b.sent) - 1
+	for i >= 0 && b.sent[i].after >= seq {
+		i--
+	}
+	if i < 0 {
+		return
+	}
+	sl := b.sent[i]
+	b.sent = slices.Delete(b.sent, i, i+1)
+	ss.serveChannel(sl.channel, sl.l)
+}
+
+// tagAbortedListen is what a LISTEN sent in a simple Query gets in place
+// of CommandComplete LISTEN when its query ran in a failed transaction:
+// the error PostgreSQL gives every statement there but COMMIT and
+// ROLLBACK (postgres.c, exec_simple_query; SQLSTATE 25P02
+// in_failed_sql_transaction).
+var tagAbortedListen = protocol.NewError(protocol.SQLStateInFailedSQLTransaction,
+	"current transaction is aborted, commands ignored until end of transaction block").AppendFrame(nil)
+
+// listenQueryAnswered answers a LISTEN sent in a simple Query with a
+// server linked (listenLinked), the request at the head of the ring, at
+// its ReadyForQuery of transaction status status: the server ran its
+// empty query, whose EmptyQueryResponse relayServer held back. Sent
+// behind other requests, it may have found the transaction failed by
+// one of them; the server runs an empty query there as anywhere, but
+// PostgreSQL refuses a LISTEN, and so does pgferry then: the client gets
+// the error, and the LISTEN subscribes nothing (listenSkipped). Otherwise
+// the client gets CommandComplete LISTEN, and the channel is served.
+// The caller appends the ReadyForQuery. mu is held.
+func (ss *session) listenQueryAnswered(status byte) {
+	seq := ss.q.answered() + 1
+	if status == protocol.TxFailed {
+		ss.wr.Append(tagAbortedListen)
+		if ss.rare != nil && len(ss.rare.listen.sent) > 0 {
+			ss.listenSkipped(seq)
+		}
+		return
+	}
+	ss.wr.Append(execTagFrames[tagListen])
+	ss.listenAnswered(seq)
+}
+
+// unlistenSent notes an UNLISTEN of channel (all: of every channel, or a
+// DISCARD ALL) about to go to the server: its subscriptions end when its
+// request is answered, not skipped (unlistensSettled). The session's
+// goroutine calls it as it records the statement (applyState); mu is not
+// held.
+func (ss *session) unlistenSent(channel string, all bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	r := ss.ensureRareLocked()
+	r.listen.unlistens = append(r.listen.unlistens, sentUnlisten{channel: channel, all: all})
+}
+
+// stampUnlistens gives the UNLISTENs just noted the number of the request
+// that carries them, which process has just put in the ring. mu is held.
+func (ss *session) stampUnlistens() {
+	u := ss.rare.listen.unlistens
+	for i := len(u) - 1; i >= 0 && u[i].req == 0; i-- {
+		u[i].req = ss.q.seq
+	}
+}
+
+// unlistensSettled ends the subscriptions of the UNLISTENs whose requests
+// were answered (popped): those the server skipped or failed were
+// forgotten by then (unlistensFailed). relayServer calls it as it pops a
+// request, so that an UNLISTEN takes effect as its answer goes to the
+// client, in order with the LISTENs around it. mu is held.
+func (ss *session) unlistensSettled() {
+	b := &ss.rare.listen
+	done := ss.q.answered()
+	for len(b.unlistens) > 0 {
+		u := b.unlistens[0]
+		if u.req == 0 || u.req > done {
+			return
+		}
+		b.unlistens = slices.Delete(b.unlistens, 0, 1)
+		if u.all {
+			for len(b.served) > 0 {
+				ss.unlistenRan(b.served[len(b.served)-1].channel, u.req)
+			}
+		} else {
+			ss.unlistenRan(u.channel, u.req)
+		}
+	}
+}
+
+// unlistensFailed forgets the UNLISTENs of the n requests at the head of
+// the ring, which the server skips after an error or failed with one (a
+// simple Query's UNLISTEN that an error in its query undid with the rest
+// of its implicit transaction): PostgreSQL keeps the client listening, and
+// so does pgferry. mu is held.
+func (ss *session) unlistensFailed(n int) {
+	if ss.rare == nil || len(ss.rare.listen.unlistens) == 0 {
+		return
+	}
+	first := ss.q.answered() + 1
+	last := first + uint64(n) - 1
+	ss.rare.listen.unlistens = slices.DeleteFunc(ss.rare.listen.unlistens, func(u sentUnlisten) bool {
+		return u.req >= first && u.req <= last
+	})
+}
+
+// unlistenRan ends the client's subscription to channel, which an
+// UNLISTEN, request number req, ended: the channel is no longer served,
+// the notifications waiting on it are dropped (PostgreSQL delivers none
+// after its UNLISTEN) and the subscription ends (unhear), unless a LISTEN
+// of the channel sent after the UNLISTEN is on its way: that one keeps it.
+// mu is held.
+func (ss *session) unlistenRan(channel string, req uint64) {
+	if !ss.unserveChannel(channel, false) {
+		return // not subscribed, or only by a LISTEN sent since
+	}
+	b := &ss.rare.listen
+	for j := range b.sent {
+		if b.sent[j].channel == channel && b.sent[j].after >= req {
+			b.sent[j].fresh = true // its to make good now
+			return
+		}
+	}
+	ss.dropMail(channel)
+	ss.unhear(channel)
+}
