@@ -428,7 +428,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		ss.execTag = tagNone
 		if ss.rare != nil {
 			ss.stampTentative() // (state.go: the query's SETs are this request's)
-			ss.stampUnlistens() // (listen.go: and its UNLISTENs)
+			ss.stampUnlistens() // (listenlinked.go: and its UNLISTENs)
 		}
 		sc.Wr.Append(frame)
 		ss.dropSent(sc)

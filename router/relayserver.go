@@ -105,7 +105,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		case protocol.MsgDataRow, protocol.MsgCopyData, protocol.MsgNoticeResponse, protocol.MsgNotification:
 			var err error
 			if typ == protocol.MsgNotification && ss.txnMode {
-				err = ss.forwardNotification(rd, wr, size) // (listen.go: dropped if pgferry's listener delivers it too)
+				err = ss.forwardNotification(rd, wr, size) // (listenserved.go: dropped if pgferry's listener delivers it too)
 			} else {
 				err = rd.ForwardRun(wr, typ, size)
 			}
@@ -172,7 +172,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				if head.kind != kQuery && head.kind != kQuerySwallow {
 					ss.skipToSync(sc, code)
 				} else if head.kind == kQuery && ss.rare != nil {
-					ss.unlistensFailed(1) // (listen.go: the error undoes its UNLISTENs)
+					ss.unlistensFailed(1) // (listenlinked.go: the error undoes its UNLISTENs)
 				}
 				if swallow {
 					ss.logger().Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
@@ -189,12 +189,12 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					// (A LISTEN's subscribe made rare: a client that never
 					// listened is spared the look at the ring.)
 					if h, _ := ss.q.peek(); h.tag == tagListen && h.kind == kQuery {
-						ss.listenQueryAnswered(protocol.RFQStatus(frame)) // (listen.go: its answer, held back)
+						ss.listenQueryAnswered(protocol.RFQStatus(frame)) // (listenlinked.go: its answer, held back)
 					}
 				}
 				ss.q.pop()
 				if ss.rare != nil && len(ss.rare.listen.unlistens) > 0 {
-					ss.unlistensSettled() // (listen.go: an UNLISTEN takes effect)
+					ss.unlistensSettled() // (listenlinked.go: an UNLISTEN takes effect)
 				}
 				var now mono
 				if ss.q.n == 0 {
@@ -253,7 +253,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				if completes(head.kind, typ) {
 					ss.q.pop()
 					if ss.rare != nil && len(ss.rare.listen.unlistens) > 0 {
-						ss.unlistensSettled() // (listen.go: an UNLISTEN takes effect)
+						ss.unlistensSettled() // (listenlinked.go: an UNLISTEN takes effect)
 					}
 				}
 			default:
@@ -270,7 +270,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 						swallow = true // (answered at its ReadyForQuery: listenQueryAnswered)
 					case head.tag == tagListen:
 						frame = execTagFrames[tagListen]
-						ss.listenAnswered(ss.q.answered()) // (listen.go: the channel is served)
+						ss.listenAnswered(ss.q.answered()) // (listenlinked.go: the channel is served)
 					default:
 						frame = execTagFrames[head.tag] // (an Execute's, or a Query's)
 					}
@@ -373,7 +373,7 @@ func (ss *session) dropSkipped(sc *pool.ServerConn, n int) {
 	if ss.pendingParams() {
 		ss.skippedParams(n)
 	}
-	ss.listensSkipped(n) // (listen.go: nor do their LISTENs)
+	ss.listensSkipped(n) // (listenlinked.go: nor do their LISTENs)
 	for i := n - 1; i >= 0; i-- {
 		e := q.buf[(q.head+i)%len(q.buf)]
 		switch {

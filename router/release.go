@@ -157,7 +157,7 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 	answers := 0
 	// Every request owed gets an error: its LISTENs subscribe nothing and
 	// its UNLISTENs end nothing, as for the server's skipped ones.
-	ss.listensSkipped(ss.q.n) // (listen.go)
+	ss.listensSkipped(ss.q.n) // (listenlinked.go)
 	for e, ok := ss.q.peek(); ok; e, ok = ss.q.peek() {
 		if e.kind == kSync || e.kind == kQuery {
 			answers++
