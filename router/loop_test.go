@@ -50,6 +50,20 @@ func allIntoTheLoop(t *testing.T, ctx context.Context, f *ferrytest.Ferry, clien
 	}
 }
 
+// doomedAndOtherInTheLoop starts pgferry with the relay loop (pool size
+// 2) and two clients it serves: doomed, whose application_name app is
+// what a fault test aims at, and another, which must be served
+// throughout.
+func doomedAndOtherInTheLoop(t *testing.T, ctx context.Context, app string) (f *ferrytest.Ferry, doomed, other *pgconn.PgConn) {
+	t.Helper()
+	cfg, _ := loopTestConfig(t, "disable", 2)
+	f = ferrytest.Start(t, cfg)
+	doomed = ferrytest.ConnectPgConn(t, ctx, withApp(f, app))
+	other = ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
+	allIntoTheLoop(t, ctx, f, doomed, other)
+	return f, doomed, other
+}
+
 // withApp is f's DSN for database app with application_name app.
 func withApp(f *ferrytest.Ferry, app string) string { return f.AppDSN() + " application_name=" + app }
 

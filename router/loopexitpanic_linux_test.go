@@ -117,12 +117,8 @@ func TestAPanicAsTheLoopParksOrAdoptsAClientEndsOnlyThatClient(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := testContext(t)
-			cfg, _ := loopTestConfig(t, "disable", 2)
-			f := ferrytest.Start(t, cfg)
 			const app = "pgferry-park-panic"
-			doomedPC := ferrytest.ConnectPgConn(t, ctx, withApp(f, app))
-			other := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
-			allIntoTheLoop(t, ctx, f, doomedPC, other)
+			f, doomedPC, other := doomedAndOtherInTheLoop(t, ctx, app)
 			doomed := hijack(t, doomedPC)
 			parked := func(n int) func() (bool, error) {
 				return func() (bool, error) { return f.Server.Snapshot().ParkedClients == n, nil }
@@ -226,12 +222,8 @@ func TestAPanicAsAWakeOrAKillTakesAClientFromTheLoopEndsOnlyThatClient(t *testin
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := testContext(t)
-			cfg, _ := loopTestConfig(t, "disable", 2)
-			f := ferrytest.Start(t, cfg)
 			const app = "pgferry-wake-panic"
-			doomedPC := ferrytest.ConnectPgConn(t, ctx, withApp(f, app))
-			other := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
-			allIntoTheLoop(t, ctx, f, doomedPC, other)
+			f, doomedPC, other := doomedAndOtherInTheLoop(t, ctx, app)
 			// The doomed client holds a server in an open transaction,
 			// waiting in the loop for its next request.
 			for _, sql := range []string{"begin", "select 1"} {

@@ -173,15 +173,11 @@ func TestAPanicWhileTheLoopHandsASessionBackEndsOnlyThatSession(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := testContext(t)
-			cfg, _ := loopTestConfig(t, "disable", 2)
-			f := ferrytest.Start(t, cfg)
 			const app = "pgferry-handback-panic"
-			doomedPC := ferrytest.ConnectPgConn(t, ctx, withApp(f, app))
-			other := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
+			f, doomedPC, other := doomedAndOtherInTheLoop(t, ctx, app)
 			if _, err := other.Exec(ctx, "create table handback (n int)").ReadAll(); err != nil {
 				t.Fatal(err)
 			}
-			allIntoTheLoop(t, ctx, f, doomedPC, other)
 			if tc.inTransaction {
 				for _, sql := range []string{"begin", "select 1"} {
 					if _, err := doomedPC.Exec(ctx, sql).ReadAll(); err != nil {
