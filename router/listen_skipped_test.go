@@ -16,71 +16,71 @@ import (
 	"github.com/pgferry/pgferry/internal/ferrytest"
 )
 
-// A LISTEN the server skips after an error earlier in its pipeline leaves
-// a subscription the client had before it as it was.
-func TestAListenTheServerSkipsLeavesTheClientsEarlierListenOfItsChannel(t *testing.T) {
-	sender := newNotifier(t)
-	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
-		sender.t = t
-		f := ferrytest.Start(t, cfg)
-		ch := "home_kept"
-		c := newRawClient(t, f.AppDSN())
-		c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch}})
-		c.send(failingStatement()...)
-		c.send(parse("", "LISTEN "+ch), bind(""), execMsg(), syncMsg())
-		if got := c.until(1); !strings.HasSuffix(got, "E:22012 Z") {
-			t.Fatalf("got %q, want the error and nothing of the LISTEN", got)
-		}
-		sender.notify(ch, 2)
-		if got := c.notifications(ch, 2, 10*time.Second); got != 2 {
-			t.Fatalf("2 notifications sent, %d received", got)
-		}
-	})
+// A LISTEN the server skips after an error earlier in its pipeline (a
+// portal's, or a simple Query's before the Sync) subscribes nothing: the
+// client, told only of the error, hears nothing of a LISTEN that never ran.
+// It leaves as it was a subscription the client had before it, and a
+// LISTEN of the channel that runs behind the Sync makes the subscription
+// good, once. (interceptExecute subscribes the client as the Execute of a
+// LISTEN goes to the server, before it is known whether the server runs
+// it; listensSkipped undoes that.)
+func TestAListenTheServerSkipsAfterAnErrorInItsPipelineSubscribesNothing(t *testing.T) {
+	tests := []struct {
+		name   string
+		before bool                                       // the client LISTENs on the channel first
+		send   func(ch string) []pgproto3.FrontendMessage // behind the failing statement
+		syncs  int                                        // the ReadyForQuerys the client reads
+		ends   string                                     // its transcript's end; no CommandComplete before it
+		sent   int                                        // notifications sent on the channel
+		want   int                                        // and received
+	}{
+		{
+			name: "a portal", send: listenPortal, syncs: 1, ends: "E:22012 Z", sent: 1, want: 0,
+		},
+		{
+			name: "a simple query before the sync", syncs: 1, ends: "E:22012 Z", sent: 1, want: 0,
+			send: func(ch string) []pgproto3.FrontendMessage {
+				return []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch}, syncMsg()}
+			},
+		},
+		{
+			name: "a portal, the client subscribed before", before: true, send: listenPortal,
+			syncs: 1, ends: "E:22012 Z", sent: 2, want: 2,
+		},
+		{
+			name: "a portal, then one behind the sync", syncs: 2, ends: "E:22012 Z 1 2 C Z", sent: 1, want: 1,
+			send: func(ch string) []pgproto3.FrontendMessage { return append(listenPortal(ch), listenPortal(ch)...) },
+		},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
+				t.Parallel()
+				sender := newNotifier(t)
+				f := ferrytest.Start(t, cfg)
+				warmListener(t, f)
+				ch := fmt.Sprintf("home_skipped%d_%v", i, cfg.RelayLoop)
+				c := newRawClient(t, f.AppDSN())
+				if tc.before {
+					c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch}})
+				}
+				c.send(append(failingStatement(), tc.send(ch)...)...)
+				got := c.until(tc.syncs)
+				if !strings.HasSuffix(got, tc.ends) || strings.Contains(strings.TrimSuffix(got, tc.ends), "C") {
+					t.Fatalf("got %q, want the error, nothing of the skipped LISTEN, and it to end %q", got, tc.ends)
+				}
+				sender.notify(ch, tc.sent)
+				if got := c.notifications(ch, 2*tc.sent, time.Second); got != tc.want {
+					t.Fatalf("%d notifications sent, %d received; want %d", tc.sent, got, tc.want)
+				}
+			})
+		})
+	}
 }
 
-// A LISTEN skipped after an error, then a LISTEN of the same channel that
-// runs, in the same pipeline behind the Sync: the second makes the
-// subscription good, once.
-func TestAListenOfAChannelWhoseEarlierListenWasSkippedInThePipelineIsLive(t *testing.T) {
-	sender := newNotifier(t)
-	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
-		sender.t = t
-		f := ferrytest.Start(t, cfg)
-		warmListener(t, f)
-		ch := "home_second"
-		c := newRawClient(t, f.AppDSN())
-		c.send(failingStatement()...)
-		c.send(parse("", "LISTEN "+ch), bind(""), execMsg(), syncMsg(),
-			parse("", "LISTEN "+ch), bind(""), execMsg(), syncMsg())
-		if got := c.until(2); !strings.HasSuffix(got, "E:22012 Z 1 2 C Z") {
-			t.Fatalf("got %q, want the error, then the second LISTEN's answer", got)
-		}
-		sender.notify(ch, 1)
-		if got := c.notifications(ch, 2, 2*time.Second); got != 1 {
-			t.Fatalf("1 notification sent, %d received", got)
-		}
-	})
-}
-
-// A LISTEN in a simple Query behind an error in an extended-protocol
-// pipeline, before its Sync, is skipped by the server too.
-func TestAListenQueryTheServerSkipsAfterAnErrorSubscribesNothing(t *testing.T) {
-	sender := newNotifier(t)
-	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
-		sender.t = t
-		f := ferrytest.Start(t, cfg)
-		warmListener(t, f)
-		ch := "home_query"
-		c := newRawClient(t, f.AppDSN())
-		c.send(append(failingStatement(), &pgproto3.Query{String: "LISTEN " + ch}, syncMsg())...)
-		if got := c.until(1); !strings.HasSuffix(got, "E:22012 Z") || strings.Contains(got, "C") {
-			t.Fatalf("got %q, want the error and nothing of the LISTEN", got)
-		}
-		sender.notify(ch, 1)
-		if got := c.notifications(ch, 1, time.Second); got != 0 {
-			t.Fatalf("%d notifications on a channel whose LISTEN the server skipped", got)
-		}
-	})
+// listenPortal is a LISTEN of ch by an unnamed portal, and its Sync.
+func listenPortal(ch string) []pgproto3.FrontendMessage {
+	return []pgproto3.FrontendMessage{parse("", "LISTEN "+ch), bind(""), execMsg(), syncMsg()}
 }
 
 // In a failed transaction the server refuses the Bind of a LISTEN's
@@ -193,33 +193,4 @@ func warmListener(t *testing.T, f *ferrytest.Ferry) {
 	t.Helper()
 	warm := newRawClient(t, f.AppDSN())
 	warm.request("home_warm", []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN home_warm"}})
-}
-
-// interceptExecute subscribes the client as the Execute of a LISTEN goes
-// to the server, before it is known whether the server runs it: after an
-// error earlier in the pipeline the server skips to the Sync, and the
-// client, told only of that error (its LISTEN never ran), gets none of
-// the channel's notifications (listensSkipped undoes the subscription).
-func TestAListenSkippedAfterAnErrorInItsPipelineSubscribesNothing(t *testing.T) {
-	sender := newNotifier(t)
-	cfg := ferrytest.Config(t, cluster)
-	cfg.RelayLoop, cfg.RelayLoopSet = false, true // the whole pipeline read by the session goroutine
-	f := ferrytest.Start(t, cfg)
-	ch := "review_skipped"
-	// Another client's LISTEN makes the pool's listener connection first.
-	warm := newRawClient(t, f.AppDSN())
-	warm.request("review_warm", []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN review_warm"}})
-	c := newRawClient(t, f.AppDSN())
-	c.send(
-		parse("", "SELECT 1/(0*random())::int"), bind(""), execMsg(), // (fails at its Execute)
-		parse("", "LISTEN "+ch), bind(""), execMsg(),
-		syncMsg(),
-	)
-	if got := c.until(1); !strings.HasSuffix(got, "E:22012 Z") || strings.Contains(got, "C") {
-		t.Fatalf("got %q, want the first statement's error and nothing of the LISTEN", got)
-	}
-	sender.notify(ch, 1)
-	if got := c.notifications(ch, 1, time.Second); got != 0 {
-		t.Fatalf("%d notifications on a channel whose LISTEN the server skipped", got)
-	}
 }
