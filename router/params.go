@@ -214,8 +214,23 @@ func safeOption(s string) string {
 }
 
 // syncParams makes sc's session parameters match what this client wants,
-// with one injected Query whose responses are swallowed. mu and wmu are
-// held. It allocates only when something differs.
+// with one injected Query whose responses are swallowed (two when the
+// client's client_encoding must come first, below). mu and wmu are held.
+// It allocates only when something differs.
+//
+// PostgreSQL converts a query's bytes from client_encoding to its own
+// encoding as it receives the query, before it runs any of it
+// (exec_simple_query reads the string through pq_getmsgstring, which
+// calls pg_client_to_server), so a replay's SET of client_encoding does
+// not apply to the values in its own query: under the encoding of the
+// server connection's previous client, a byte that is not ASCII reads as
+// another character, or the query fails whole (22021) and none of the
+// client's parameters is set. So when values that are not ASCII follow a
+// change of client_encoding, the change goes as a query of its own first,
+// and the values in a second one, which the server reads once the first
+// has run: no round trip more (both go out together), one ReadyForQuery
+// more to swallow. The values are SQL text the client wrote, or values
+// the server reported to it, in the client's encoding.
 func (ss *session) syncParams(sc *pool.ServerConn) {
 	if ss.pendingParams() {
 		ss.dropUnanswered()
@@ -231,27 +246,32 @@ func (ss *session) syncParams(sc *pool.ServerConn) {
 		return
 	}
 	defer func() { sc.ParamsKey = ss.paramsKey }()
-	var sql []byte
+	// enc holds the change of client_encoding, sql the others.
+	var sql, enc []byte
 	defaults := ss.entry.welcome
 	for _, k := range ss.paramKeys {
+		out := &sql
+		if k == encodingName {
+			out = &enc
+		}
 		want, ok := ss.params.lookup(k)
 		have, has := sc.Params[k]
 		if !ok {
 			def, known := defaults[k]
 			switch {
 			case known && has && have != def:
-				sql = appendSet(sql, k, def)
+				*out = appendSet(*out, k, def)
 				sc.Params[k] = def
 			case !known && has:
-				sql = append(sql, "RESET "...)
-				sql = appendIdent(sql, k)
-				sql = append(sql, ';')
+				*out = append(*out, "RESET "...)
+				*out = appendIdent(*out, k)
+				*out = append(*out, ';')
 				delete(sc.Params, k)
 			}
 			continue
 		}
 		if !has || have != want {
-			sql = appendSet(sql, k, want)
+			*out = appendSet(*out, k, want)
 			sc.Params[k] = want
 		}
 	}
@@ -269,11 +289,44 @@ func (ss *session) syncParams(sc *pool.ServerConn) {
 		sql = append(sql, ';')
 		delete(sc.Params, k)
 	}
-	if sql == nil {
+	if enc != nil && !isASCII(sql) {
+		ss.q.push(expect{kind: kQuerySwallow})
+		sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), string(enc)))
+	} else if enc != nil {
+		sql = append(enc, sql...)
+	}
+	if len(sql) == 0 {
 		return
 	}
 	ss.q.push(expect{kind: kQuerySwallow})
 	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), string(sql)))
+}
+
+// replayFailed follows an error of syncParams's query on sc: PostgreSQL
+// undid every SET of it, so the server holds what it held before, perhaps
+// another client's values, and not what sc.Params says. Each tracked
+// parameter is marked unknown there, so that whoever gets sc next sets
+// them all again. (The request sent behind the query runs with what the
+// server holds.) mu is held.
+func (ss *session) replayFailed(sc *pool.ServerConn) {
+	for _, k := range ss.paramKeys {
+		sc.Params[k] = paramUnknown
+	}
+	sc.ParamsKey = unique.Handle[string]{}
+}
+
+// encodingName is the parameter in whose encoding the server reads a
+// query's bytes.
+const encodingName = "client_encoding"
+
+// isASCII reports whether b has no byte above 0x7F.
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // paramSetKey encodes what the client wants for every tracked parameter,

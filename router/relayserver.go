@@ -175,6 +175,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.unlistensFailed(1) // (listenlinked.go: the error undoes its UNLISTENs)
 				}
 				if swallow {
+					ss.replayFailed(sc) // (params.go: the server holds what it held before)
 					ss.logger().Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
 				}
 			case typ == protocol.MsgReadyForQuery:
