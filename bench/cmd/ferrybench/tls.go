@@ -119,13 +119,15 @@ func startTLS(ctx context.Context, conn net.Conn, cfg *tls.Config) (*tls.Conn, e
 	return tc, nil
 }
 
-// tlsSummary names the version and cipher suite a TLS connection
-// negotiated, for the report; empty for a plain connection.
+// tlsSummary names the version, cipher suite and key exchange group a TLS
+// connection negotiated, for the report (Go's client offers
+// X25519MLKEM768 first, which PgBouncer's OpenSSL 3.0 does not have);
+// empty for a plain connection.
 func tlsSummary(c net.Conn) string {
 	tc, ok := c.(*tls.Conn)
 	if !ok {
 		return ""
 	}
 	st := tc.ConnectionState()
-	return tls.VersionName(st.Version) + ", " + tls.CipherSuiteName(st.CipherSuite)
+	return tls.VersionName(st.Version) + ", " + tls.CipherSuiteName(st.CipherSuite) + ", " + st.CurveID.String()
 }
