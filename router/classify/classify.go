@@ -181,12 +181,17 @@ func classifySQL(sql []byte, backslashes bool) (c Class, open bool) {
 	// by the statements' CommandCompletes.
 	out := Class{Several: true}
 	stmt := 0
+	uncounted := false // a statement before may count as more than one
 	for {
 		w, rest := nextWord(one)
 		c := classifyWord(one, w, rest)
 		if c.Change != (Change{}) {
 			c.Stmt = stmt
+			if uncounted && (c.Change.Sets() || c.Change.Savepoint != 0) && c.Pin == "" {
+				c.Pin = pinUncounted
+			}
 		}
+		uncounted = uncounted || splitInside(w, one)
 		if w != "" || len(skipSpace(one)) > 0 {
 			stmt++ // (blanks and comments are no statement)
 		}
@@ -217,6 +222,27 @@ func classifySQL(sql []byte, backslashes bool) (c Class, open bool) {
 	}
 	return out, open
 }
+
+// splitInside reports whether stmt, a piece of a query of several split
+// at a ';', whose first word is w, may end inside a statement PostgreSQL
+// reads as one: it opens more parentheses than it closes (a CREATE RULE
+// of several actions, "DO ALSO (...; ...)"), or it begins a function body
+// of several statements (CREATE FUNCTION or PROCEDURE ... BEGIN ATOMIC
+// ...; ...; END). The pieces after it then count more statements than the
+// server answers. It errs on the side of yes: parentheses and ATOMIC in
+// strings and comments count.
+func splitInside(w string, stmt []byte) bool {
+	if bytes.Count(stmt, []byte("(")) > bytes.Count(stmt, []byte(")")) {
+		return true
+	}
+	return w == "create" && bytes.Contains(bytes.ToLower(stmt), []byte("atomic"))
+}
+
+// pinUncounted is the pin reason of a SET, RESET or savepoint statement
+// in a query of several after a statement that splitInside says may count
+// as more than one: pgferry would settle it by the wrong statement's
+// answer (a ROLLBACK's, taking it for one that ran before).
+const pinUncounted = "SET or RESET in a query of several statements after one pgferry cannot count (a rule of several actions, a BEGIN ATOMIC body)"
 
 // rollbackTo reports whether rest, what follows ROLLBACK, makes it a
 // ROLLBACK TO SAVEPOINT: ROLLBACK [WORK | TRANSACTION] TO; after is what

@@ -31,6 +31,15 @@ func TestAQueryOfSeveralStatementsReportsEveryChangeInOrder(t *testing.T) {
 				{Savepoint: SavepointRelease, SavepointName: "savepoint", Stmt: 5}, {Savepoint: SavepointRollback, SavepointName: "savepoint", Stmt: 6}}, ""},
 		{`SAVEPOINT U&"s\0041"; SAVEPOINT s x; ROLLBACK TRANSACTION TO SAVEPOINT s`,
 			[]Change{{Savepoint: SavepointDefine, SavepointName: "sA"}, {Savepoint: SavepointDefine, Stmt: 1}, {Savepoint: SavepointRollback, SavepointName: "s", Stmt: 2}}, ""},
+		// A statement the split cuts in pieces makes the places of those
+		// after it uncertain: a SET or savepoint there pins.
+		{"CREATE RULE r AS ON INSERT TO t DO ALSO (SELECT 1; SELECT 2); SET search_path TO a; ROLLBACK",
+			[]Change{{SetName: "search_path", SetValue: "a", Stmt: 2}}, pinUncounted},
+		{"CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END; SAVEPOINT s",
+			[]Change{{Savepoint: SavepointDefine, SavepointName: "s", Stmt: 3}}, pinUncounted},
+		{"SET search_path TO a; CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END; ROLLBACK",
+			[]Change{{SetName: "search_path", SetValue: "a"}}, ""},
+		{"select (1); SET search_path TO a", []Change{{SetName: "search_path", SetValue: "a", Stmt: 1}}, ""},
 		{"select 1; LISTEN a", nil, pinListenInSeveral},
 		{"LISTEN a; select 1", nil, pinListenInSeveral},
 	}
