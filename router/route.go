@@ -17,13 +17,22 @@ import (
 // plainly a read (see classify.IsPlainRead), and nothing but reads (and
 // their Sync, in the extended protocol) is pipelined behind it
 // (onlyReadQueriesFollow, onlyReadsFollow). Everything else, and every read within
-// read_your_writes of the client's last write, goes to the primary.
+// read_your_writes of the client's last write, goes to the primary. In
+// session mode, where a client keeps its first transaction's server, only
+// alias sessions go to replicas.
 
 // wantsReplica decides where the transaction that frame starts should run.
 // It is called only when no server is linked.
 func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 	e := ss.entry
 	if e.monitor == nil {
+		return false
+	}
+	if !ss.txnMode && !ss.readOnlyAlias {
+		// Session mode: the server of the client's first transaction is
+		// its server for life, so a read there would tie its later writes
+		// to a replica (25006). Only an alias session, all of whose
+		// transactions are reads, may have one.
 		return false
 	}
 	ss.mu.Lock()
