@@ -235,6 +235,11 @@ func (ss *session) syncParams(sc *pool.ServerConn) {
 	if ss.pendingParams() {
 		ss.dropUnanswered()
 	}
+	if ss.rare != nil && ss.rare.scsLive != "" {
+		// A change of standard_conforming_strings that ran on a server
+		// lost before it reported it: sc never saw it (state.go, scsAt).
+		ss.scsReported()
+	}
 	if ss.paramsDirty {
 		ss.paramsKey = ss.paramSetKey()
 		ss.paramsDirty = false

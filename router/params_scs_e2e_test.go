@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -109,6 +110,49 @@ func TestASetBehindAChangeOfStandardConformingStringsIsRecordedAsTheServerReadIt
 					t.Errorf("the client is pinned; want its state carried")
 				}
 			})
+		}
+	}
+}
+
+// A change of standard_conforming_strings that ran on a server connection
+// lost before it reported the change says nothing of the next one: the
+// client's next SET is read there under that server's setting, the one
+// the client still has.
+func TestASetAfterTheServerLostAChangeOfStandardConformingStringsIsRecordedAsTheNextServerReadIt(t *testing.T) {
+	t.Parallel()
+	cfg, db, defaults := multiConfig(t, true)
+	ctx := testContext(t)
+	const set = `SET search_path TO 'multi\\a', public`
+	direct := newRawClient(t, cluster.DSN(db, ferrytest.User, ferrytest.Password))
+	direct.run([]pgproto3.FrontendMessage{&pgproto3.Query{String: set}})
+	want := rawView(direct)
+
+	f := ferrytest.Start(t, cfg)
+	c := newRawClient(t, f.AppDSN())
+	const sleep = "select pg_sleep(20) as scs_lost"
+	c.send(&pgproto3.Query{String: "SET standard_conforming_strings = off; COMMIT; " + sleep})
+	ferrytest.Eventually(t, 20*time.Second, "the client's query to sleep on the server, to kill it", func() (bool, error) {
+		n, err := cluster.QueryInt(ctx, "select count(pg_terminate_backend(pid)) from pg_stat_activity where query like '%"+sleep+"' and state = 'active' and pid <> pg_backend_pid()")
+		return n > 0, err
+	})
+	if got := c.until(1); !strings.Contains(got, "E:08006") {
+		t.Fatalf("got %q, want the server's loss (08006)", got)
+	}
+	c.run([]pgproto3.FrontendMessage{&pgproto3.Query{String: set}})
+	other := ferrytest.Connect(t, ctx, f.AppDSN())
+	for round := range 3 {
+		tx, err := other.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen, _ := look(t, tx); seen != defaults {
+			t.Errorf("round %d: another client sees %+v; want the defaults %+v", round, seen, defaults)
+		}
+		if got := rawView(c); got != want {
+			t.Errorf("round %d: the client sees %+v; want %+v, as PostgreSQL read its SET", round, got, want)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
