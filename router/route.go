@@ -17,9 +17,11 @@ import (
 // plainly a read (see classify.IsPlainRead), and nothing but reads (and
 // their Sync, in the extended protocol) is pipelined behind it
 // (onlyReadQueriesFollow, onlyReadsFollow). Everything else, and every read within
-// read_your_writes of the client's last write, goes to the primary. In
-// session mode, where a client keeps its first transaction's server, only
-// alias sessions go to replicas.
+// read_your_writes of the client's last write, goes to the primary, and so
+// does a transaction a read-only session opens with BEGIN ... READ WRITE
+// (beginsReadWrite), except on the alias. In session mode, where a client
+// keeps its first transaction's server, only alias sessions go to
+// replicas.
 
 // wantsReplica decides where the transaction that frame starts should run.
 // It is called only when no server is linked.
@@ -41,9 +43,6 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 	ss.mu.Unlock()
 	if ryw := e.db.ReadYourWrites.Std(); !e.db.ReadYourWritesLSN && ryw > 0 && !lastWrite.IsZero() && since(lastWrite) < ryw {
 		return false
-	}
-	if roSession {
-		return true
 	}
 	var sql []byte
 	switch typ {
@@ -69,6 +68,12 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 			}
 		}
 	}
+	if roSession {
+		// A session that reads by default may still ask for a transaction
+		// that writes (BEGIN READ WRITE), which a replica refuses; an
+		// alias session may not, and is refused it by the replica.
+		return ss.readOnlyAlias || !beginsReadWrite(sql)
+	}
 	if sql == nil {
 		return false
 	}
@@ -82,6 +87,76 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 		return ss.onlyReadQueriesFollow()
 	}
 	return ss.onlyReadsFollow(typ, frame)
+}
+
+// beginsReadWrite reports whether sql starts with BEGIN or START
+// TRANSACTION whose modes include READ WRITE (the words may be separated
+// by any space or comments, and written in any case). It is asked only for
+// sessions that read by default: a yes sends the transaction to the
+// primary, where the session's default still applies to its reads.
+func beginsReadWrite(sql []byte) bool {
+	var prev []byte
+	w, rest := sqlWord(sql)
+	for n := 0; len(w) > 0; n++ {
+		switch {
+		case n == 0 && !isWord(w, "begin") && !isWord(w, "start"):
+			return false
+		case n == 1 && isWord(prev, "start") && !isWord(w, "transaction"):
+			return false
+		case w[0] == ';':
+			return false // the BEGIN ends here
+		case isWord(prev, "read") && isWord(w, "write"):
+			return true
+		}
+		prev = w
+		w, rest = sqlWord(rest)
+	}
+	return false
+}
+
+func isWord(w []byte, s string) bool { return bytes.EqualFold(w, []byte(s)) }
+
+// sqlWord returns the first word of b (letters, digits and underscores)
+// or a ";", skipping space, other punctuation and comments, and what
+// follows it. The word is empty at the end of b, and at a quote or dollar
+// sign, which no BEGIN holds.
+func sqlWord(b []byte) (word, rest []byte) {
+	for len(b) > 0 {
+		c := b[0]
+		switch {
+		case c == '-' && len(b) > 1 && b[1] == '-':
+			i := bytes.IndexByte(b, '\n')
+			if i < 0 {
+				return nil, nil
+			}
+			b = b[i+1:]
+		case c == '/' && len(b) > 1 && b[1] == '*':
+			// PostgreSQL's block comments nest.
+			depth, i := 1, 2
+			for ; i < len(b) && depth > 0; i++ {
+				switch {
+				case b[i] == '/' && i+1 < len(b) && b[i+1] == '*':
+					depth, i = depth+1, i+1
+				case b[i] == '*' && i+1 < len(b) && b[i+1] == '/':
+					depth, i = depth-1, i+1
+				}
+			}
+			b = b[i:]
+		case c == ';':
+			return b[:1], b[1:]
+		case c == '\'' || c == '"' || c == '$':
+			return nil, nil
+		case c == '_' || '0' <= c && c <= '9' || 'a' <= c|0x20 && c|0x20 <= 'z':
+			i := 1
+			for i < len(b) && (b[i] == '_' || '0' <= b[i] && b[i] <= '9' || 'a' <= b[i]|0x20 && b[i]|0x20 <= 'z') {
+				i++
+			}
+			return b[:i], b[i:]
+		default:
+			b = b[1:]
+		}
+	}
+	return nil, nil
 }
 
 // onlyReadQueriesFollow is onlyReadsFollow for a simple Query: what the
