@@ -237,7 +237,7 @@ func (ss *session) syncParams(sc *pool.ServerConn) {
 	}
 	if ss.rare != nil && ss.rare.scsLive != "" {
 		// A change of standard_conforming_strings that ran on a server
-		// lost before it reported it: sc never saw it (state.go, scsAt).
+		// lost before it reported it: sc never saw it (statescs.go, scsAt).
 		ss.scsReported()
 	}
 	if ss.paramsDirty {

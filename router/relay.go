@@ -427,7 +427,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		ss.q.push(expect{kind: kQuery, tag: ss.execTag}) // (tag: a LISTEN, listenLinked)
 		ss.execTag = tagNone
 		if ss.rare != nil {
-			ss.stampTentative() // (state.go: the query's SETs are this request's)
+			ss.stampTentative() // (statesettle.go: the query's SETs are this request's)
 			ss.stampUnlistens() // (listenlinked.go: and its UNLISTENs)
 		}
 		sc.Wr.Append(frame)

@@ -209,7 +209,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.settleParams(sc)
 				}
 				if ss.rare != nil && ss.rare.scsLive != "" {
-					ss.scsReported() // (state.go: its ParameterStatus came)
+					ss.scsReported() // (statescs.go: its ParameterStatus came)
 				}
 				if ss.q.n == 0 && ss.rare != nil && ss.rare.queryTimer != nil {
 					ss.rare.queryTimer.Stop()
