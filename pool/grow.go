@@ -25,13 +25,8 @@ func (p *Pool) growLocked() {
 			}
 			return
 		}
-		if !p.cfg.DBLimit.tryTake() {
-			p.askRoomLocked(p.cfg.DBLimit, limit)
-			return
-		}
-		if !p.cfg.UserLimit.tryTake() {
-			p.cfg.DBLimit.untake()
-			p.askRoomLocked(p.cfg.UserLimit, limit)
+		if l := takeCaps(p.cfg.DBLimit, p.cfg.UserLimit); l != nil {
+			p.askRoomLocked(l, limit)
 			return
 		}
 		p.total++

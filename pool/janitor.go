@@ -53,11 +53,7 @@ func (p *Pool) maintain() {
 	// Keep MinSize open, unless logins are failing right now.
 	for p.total < p.cfg.MinSize && !p.closed && !p.paused && !p.retryArmed &&
 		(p.loginErr == nil || now.Sub(p.loginAt) >= p.cfg.LoginRetry) {
-		if !p.cfg.DBLimit.tryTake() {
-			break
-		}
-		if !p.cfg.UserLimit.tryTake() {
-			p.cfg.DBLimit.untake()
+		if takeCaps(p.cfg.DBLimit, p.cfg.UserLimit) != nil {
 			break
 		}
 		p.total++

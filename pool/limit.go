@@ -161,29 +161,48 @@ func (p *Pool) feedKick() {
 	p.mu.Unlock()
 }
 
-func (l *Limit) tryTake() bool {
-	if l == nil {
-		return true
+// takeCaps takes a share of a pool's database cap and of its user cap
+// (either may be nil: no cap) for one dial, both or neither, and returns
+// the cap that refused (nil: both taken). Both are looked at under both
+// locks: taken one after the other, a share of the first held while the
+// second refused would refuse another pool's dial for nothing, and
+// giving it back wakes nobody (only the janitor's next pass would see the
+// room). The locks are taken in one order, the database cap's first;
+// nothing else holds two caps' locks at once, and a Limit is only ever a
+// database cap or only a user cap (the router makes them apart), so two
+// dials cannot wait for each other. A pool's lock may be held.
+func takeCaps(db, user *Limit) (refused *Limit) {
+	if db == user && db != nil {
+		// One cap as both: two shares, as the two releases give back.
+		db.mu.Lock()
+		defer db.mu.Unlock()
+		if db.cur+2 > db.max {
+			return db
+		}
+		db.cur += 2
+		return nil
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.cur >= l.max {
-		return false
+	if db != nil {
+		db.mu.Lock()
+		defer db.mu.Unlock()
 	}
-	l.cur++
-	return true
-}
-
-// untake returns a share taken by tryTake without waking pools; for use
-// under a pool's lock.
-func (l *Limit) untake() {
-	if l == nil {
-		return
+	if user != nil {
+		user.mu.Lock()
+		defer user.mu.Unlock()
 	}
-	l.mu.Lock()
-	l.cur--
-	l.over.Store(l.cur-l.closing > l.max)
-	l.mu.Unlock()
+	switch {
+	case db != nil && db.cur >= db.max:
+		return db
+	case user != nil && user.cur >= user.max:
+		return user
+	}
+	if db != nil {
+		db.cur++
+	}
+	if user != nil {
+		user.cur++
+	}
+	return nil
 }
 
 // startClose marks one connection as being closed; give ends it.
