@@ -41,11 +41,21 @@
 //     <= replay LSN, or no receive LSN) and the byte lag is 0: on an idle
 //     primary nothing new is replayed and now() - pg_last_xact_replay_timestamp()
 //     grows forever although the replica is current. Otherwise it is that age,
-//     measured on the replica's own clock. With no writable primary known, a
-//     replica whose WAL receiver reports that everything received is replayed
-//     also counts as 0: nothing newer is known. Unknown (-1) when the replica
-//     has replayed no transaction since it started.
-//
+//     brought within what the Monitor itself saw: it keeps the primary's
+//     position from the last rounds (enough to span twice MaxLag, 16 to 1024
+//     of them) with the time it read each (Config.Now), and a replica that
+//     has replayed the position read at t1 but not the one read at t2 is
+//     between now - t2 and now - t1 behind. That age subtracts a commit time
+//     stamped by the primary's clock from the replica's clock, so a skewed
+//     clock moves it; and after an idle spell it counts the whole idle time
+//     while the replica has not yet replayed the commit that ended it, which
+//     would take a replica a moment behind out of rotation. Without the age
+//     (no transaction replayed since the replica started) the upper bound is
+//     the lag. With no writable primary known, a replica whose WAL receiver
+//     reports that everything received is replayed also counts as 0: nothing
+//     newer is known; otherwise the age is taken as it is. Unknown (-1) when
+//     neither gives a value.
+
 // # Rotation
 //
 // A replica is out of rotation when its probe fails (Up = false), when it is
@@ -73,8 +83,9 @@
 //
 // # Clock
 //
-// Config.Now stamps LastProbe. Socket deadlines use the real clock, since the
-// kernel does; time lag is computed by the replica from its own clock.
+// Config.Now stamps LastProbe and the primary positions the time lag is
+// bounded by, so the bounds need no server's clock. Socket deadlines use the
+// real clock, since the kernel does.
 //
 // Package lag uses pool and protocol; it must not import router, configs,
 // metrics or prometheus.

@@ -16,6 +16,30 @@ type sample struct {
 	receiveKnown bool    // pg_last_wal_receive_lsn() was not NULL
 	replayAge    float64 // seconds since the last replayed commit, replica clock
 	ageKnown     bool    // pg_last_xact_replay_timestamp() was not NULL
+	// win bounds the time lag by the Monitor's own clock (Monitor.window);
+	// zero (no bound) when no writable primary was found in the round.
+	win window
+}
+
+// window is what the Monitor's own observations say of a replica's time
+// lag: the primary's positions it read, and when (Monitor.hist), against
+// the replica's replay position. They need no server's clock, unlike
+// now() - pg_last_xact_replay_timestamp(), which subtracts a commit time
+// stamped by the primary's clock from the replica's, and which counts the
+// whole idle time before a commit a replica has not replayed yet.
+type window struct {
+	lo      float64 // the lag is at least this many seconds (0: no bound)
+	hi      float64 // the lag is at most this many seconds, when hiKnown
+	hiKnown bool
+}
+
+// clamp brings v, a time lag measured otherwise, within w.
+func (w window) clamp(v float64) float64 {
+	v = max(v, w.lo)
+	if w.hiKnown {
+		v = min(v, w.hi)
+	}
+	return v
 }
 
 // bounds are the rotation limits; 0 means no limit.
@@ -86,7 +110,9 @@ func (st *replicaState) apply(s sample, primaryLSN uint64, primaryKnown bool, b 
 		drained && rs.LagBytes < 0 && s.receiveKnown:
 		rs.LagSeconds = 0
 	case s.ageKnown:
-		rs.LagSeconds = max(s.replayAge, 0)
+		rs.LagSeconds = s.win.clamp(max(s.replayAge, 0))
+	case s.win.hiKnown:
+		rs.LagSeconds = s.win.hi
 	default:
 		rs.LagSeconds = -1
 	}

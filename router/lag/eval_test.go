@@ -163,3 +163,83 @@ func TestReplicaStatusKeepsReplayLSNWhileDown(t *testing.T) {
 		t.Fatalf("status = %+v", st.status)
 	}
 }
+
+// TestReplicaTimeLagStaysWithinWhatTheMonitorSaw: the replica's own measure
+// of its lag (now() - pg_last_xact_replay_timestamp(), a replica clock
+// minus a primary clock) is brought within the bounds the Monitor's
+// observations set: a skewed clock or a long idle time before the commit
+// not yet replayed does not make a replica a moment behind look late, and
+// a clock running behind does not make a late one look current.
+func TestReplicaTimeLagStaysWithinWhatTheMonitorSaw(t *testing.T) {
+	b := bounds{maxBytes: 1 << 20, maxLag: 10 * time.Second}
+	tests := []struct {
+		name     string
+		s        sample
+		wantSecs float64
+		wantIn   bool
+	}{
+		{name: "idle for an hour, then one commit not replayed yet", s: withWin(behind(500, 600, 3600), window{lo: 0, hi: 0.3, hiKnown: true}), wantSecs: 0.3, wantIn: true},
+		{name: "replica clock 30 s ahead", s: withWin(behind(500, 600, 30.2), window{lo: 0.1, hi: 1.1, hiKnown: true}), wantSecs: 1.1, wantIn: true},
+		{name: "replica clock 60 s behind", s: withWin(behind(500, 600, -40), window{lo: 19, hi: 20, hiKnown: true}), wantSecs: 19},
+		{name: "behind every position kept", s: withWin(behind(500, 600, 2), window{lo: 25}), wantSecs: 25},
+		{name: "no commit replayed yet", s: withWin(sample{inRecovery: true, replayLSN: 500, replayKnown: true, receiveLSN: 600, receiveKnown: true}, window{lo: 0.1, hi: 0.5, hiKnown: true}), wantSecs: 0.5, wantIn: true},
+		{name: "age within the window is kept", s: withWin(behind(500, 600, 0.4), window{lo: 0.1, hi: 1.1, hiKnown: true}), wantSecs: 0.4, wantIn: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var st replicaState
+			st.apply(tc.s, 600, true, b, time.Time{})
+			if st.status.LagSeconds != tc.wantSecs || st.status.InRotation != tc.wantIn {
+				t.Fatalf("lag %v s, in rotation %v; want %v s, %v", st.status.LagSeconds, st.status.InRotation, tc.wantSecs, tc.wantIn)
+			}
+		})
+	}
+}
+
+func withWin(s sample, w window) sample {
+	s.win = w
+	return s
+}
+
+func TestMonitorWindowBoundsTheLagByThePrimaryPositionsItRead(t *testing.T) {
+	base := time.Unix(1700000000, 0)
+	at := func(sec float64) time.Time { return base.Add(time.Duration(sec * float64(time.Second))) }
+	m := New(Config{MaxLag: 10 * time.Second, Interval: time.Second})
+	defer m.Close()
+	for i, lsn := range []uint64{100, 200, 300} {
+		m.record(point{before: at(float64(i)), after: at(float64(i) + 0.1), lsn: lsn})
+	}
+	read := point{before: at(2.2), after: at(2.3)}
+	tests := []struct {
+		name   string
+		replay uint64
+		want   window
+	}{
+		{name: "has the newest position", replay: 300, want: window{hi: 0.3, hiKnown: true}},
+		{name: "between the last two", replay: 250, want: window{lo: 0.1, hi: 1.3, hiKnown: true}},
+		{name: "at the oldest", replay: 100, want: window{lo: 1.1, hi: 2.3, hiKnown: true}},
+		{name: "behind all", replay: 50, want: window{lo: 2.1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := m.window(tc.replay, read)
+			if !near(got.lo, tc.want.lo) || !near(got.hi, tc.want.hi) || got.hiKnown != tc.want.hiKnown {
+				t.Fatalf("window = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	// A position behind the last: another server; the old ones are dropped.
+	m.record(point{before: at(3), after: at(3.1), lsn: 10})
+	if got := m.window(50, point{before: at(3.2), after: at(3.3)}); !got.hiKnown || !near(got.hi, 0.3) || got.lo != 0 {
+		t.Fatalf("after the primary's position went back: window = %+v", got)
+	}
+	// The kept positions are bounded.
+	for i := range 2 * maxHist {
+		m.record(point{lsn: uint64(1000 + i)})
+	}
+	if len(m.hist) != m.histCap || m.histCap != 24 {
+		t.Fatalf("%d positions kept, cap %d; want 24 (2 x max_replica_lag / interval + 4)", len(m.hist), m.histCap)
+	}
+}
+
+func near(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }

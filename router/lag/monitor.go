@@ -16,7 +16,17 @@ import (
 const (
 	defaultInterval     = time.Second
 	maxDefaultProbeTime = 2 * time.Second
+	// minHist and maxHist bound how many of the primary's positions a
+	// Monitor keeps (Monitor.hist).
+	minHist, maxHist = 16, 1024
 )
+
+// point is the writable primary's pg_current_wal_lsn() and the Monitor's
+// clock (Config.Now) just before and after the query that read it.
+type point struct {
+	before, after time.Time
+	lsn           uint64
+}
 
 // Config configures a Monitor. The Monitor keeps its own copy.
 type Config struct {
@@ -39,7 +49,9 @@ type Config struct {
 	// ProbeTimeout bounds dial, login and query of one server in one round;
 	// default min(Interval, 2s).
 	ProbeTimeout time.Duration
-	// Now is the clock that stamps LastProbe; default time.Now.
+	// Now is the clock that stamps LastProbe and the probes the time lag
+	// is bounded by (see the package doc); default time.Now. The replicas'
+	// probes call it concurrently.
 	Now func() time.Time
 	// Logger receives rotation changes and primary changes; nil logs nothing.
 	Logger *zap.Logger
@@ -119,6 +131,11 @@ type Monitor struct {
 	round    chan struct{}
 	primary  []*prober // one per Config.Primary.Hosts entry
 	replicas []*prober // one per Config.Replicas entry
+	// hist is the writable primary's position at each of the last rounds
+	// that found one, oldest first, at most histCap of them; the round
+	// token's holder owns it.
+	hist    []point
+	histCap int
 
 	// ctx lives as long as the Monitor; Close cancels it, which stops the
 	// loop and cuts short a running round.
@@ -165,6 +182,9 @@ func New(cfg Config) *Monitor {
 	if m.probeTimeout <= 0 {
 		m.probeTimeout = min(cfg.Interval, maxDefaultProbeTime)
 	}
+	// Enough rounds to span twice MaxLag at the probe period, so that a
+	// replica behind all of them is known to be over the bound.
+	m.histCap = min(max(int(2*m.bounds.maxLag/cfg.Interval)+4, minHist), maxHist)
 	if cfg.Logger != nil {
 		m.log = cfg.Logger.With(zap.String("component", "lag"))
 	}
@@ -260,15 +280,18 @@ func (m *Monitor) ProbeNow(ctx context.Context) {
 // runRound probes the primary hosts, then all replicas concurrently, and
 // applies the results. The caller holds the round token.
 func (m *Monitor) runRound(ctx context.Context) {
-	prim := m.probePrimary(ctx)
+	prim, primAt := m.probePrimary(ctx)
 
 	samples := make([]sample, len(m.replicas))
+	sampled := make([]point, len(m.replicas)) // when each replica was read
 	var wg sync.WaitGroup
 	for i, p := range m.replicas {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			before := m.cfg.Now()
 			row, err := p.query(ctx, m.probeTimeout, replicaQuery, 4)
+			sampled[i] = point{before: before, after: m.cfg.Now()}
 			if err == nil {
 				samples[i], err = parseReplica(row)
 			}
@@ -285,6 +308,14 @@ func (m *Monitor) runRound(ctx context.Context) {
 	now := m.cfg.Now()
 	prim.LastProbe = now
 	writable := prim.Up && !prim.InRecovery
+	if writable {
+		m.record(point{before: primAt.before, after: primAt.after, lsn: prim.CurrentLSN})
+		for i := range samples {
+			if s := &samples[i]; s.err == nil && s.replayKnown {
+				s.win = m.window(s.replayLSN, sampled[i])
+			}
+		}
+	}
 
 	type change struct {
 		st     ReplicaStatus
@@ -346,16 +377,56 @@ func outReason(s ReplicaStatus, b bounds) string {
 	}
 }
 
+// record adds the writable primary's position of this round to hist. A
+// position behind the last one (another server, restored from a backup)
+// makes the earlier ones meaningless.
+func (m *Monitor) record(p point) {
+	if n := len(m.hist); n > 0 && p.lsn < m.hist[n-1].lsn {
+		m.hist = m.hist[:0]
+	}
+	if len(m.hist) == m.histCap {
+		m.hist = append(m.hist[:0], m.hist[1:]...)
+	}
+	m.hist = append(m.hist, p)
+}
+
+// window bounds the time lag of a replica whose replay position, read
+// between at.before and at.after, was replay: it had everything the
+// primary had written when the newest position in hist at or below replay
+// was read, and lacked something the primary had written when the next
+// one was read (seconds, by the Monitor's clock, to within the queries'
+// round trips, and never below 0). With every position in hist above
+// replay the lag is known only to be at least as old as the oldest.
+func (m *Monitor) window(replay uint64, at point) window {
+	h := m.hist
+	if len(h) == 0 {
+		return window{}
+	}
+	secs := func(d time.Duration) float64 { return max(d.Seconds(), 0) }
+	for k := len(h) - 1; k >= 0; k-- {
+		if h[k].lsn <= replay {
+			w := window{hi: secs(at.after.Sub(h[k].before)), hiKnown: true}
+			if k+1 < len(h) {
+				w.lo = min(secs(at.before.Sub(h[k+1].after)), w.hi)
+			}
+			return w
+		}
+	}
+	return window{lo: secs(at.before.Sub(h[0].after))}
+}
+
 // probePrimary tries the primary hosts in order and returns at the first
-// writable one.
-func (m *Monitor) probePrimary(ctx context.Context) PrimaryStatus {
+// writable one, with when its query ran (Config.Now).
+func (m *Monitor) probePrimary(ctx context.Context) (PrimaryStatus, point) {
 	var ps PrimaryStatus
 	var errs []string
 	if len(m.primary) == 0 {
 		errs = append(errs, "no primary host configured")
 	}
 	for _, p := range m.primary {
+		before := m.cfg.Now()
 		row, err := p.query(ctx, m.probeTimeout, primaryQuery, 2)
+		at := point{before: before, after: m.cfg.Now()}
 		var r primaryRow
 		if err == nil {
 			r, err = parsePrimary(row)
@@ -375,11 +446,11 @@ func (m *Monitor) probePrimary(ctx context.Context) PrimaryStatus {
 			errs = append(errs, fmt.Sprintf("%s: in recovery", p.name))
 			continue
 		}
-		return PrimaryStatus{Up: true, Host: p.name, CurrentLSN: r.lsn}
+		return PrimaryStatus{Up: true, Host: p.name, CurrentLSN: r.lsn}, at
 	}
 	ps.InRecovery = ps.Up
 	ps.Err = "no writable primary: " + strings.Join(errs, "; ")
-	return ps
+	return ps, point{}
 }
 
 // InRotation returns the indexes (into Config.Replicas) of the replicas
