@@ -218,7 +218,8 @@ func (ss *session) handleListen(c *classify.Class) (bool, error) {
 	}
 	ss.joinPump() // (the client's writer from here: its served set too)
 	if c.Listen != "" {
-		ss.serveChannel(c.Listen, ss.entry.listenerMade())
+		// (No UNLISTEN waits to settle: none is linked.)
+		ss.serveChannel(c.Listen, ss.entry.listenerMade(), 0)
 	} else if ss.listening {
 		// No server runs it: it takes effect as it is answered.
 		ss.entry.listenerFor(ss.srv.log).Unsubscribe(ss, c.Unlisten)

@@ -5,6 +5,7 @@ package router_test
 // transaction): the client keeps listening, as PostgreSQL keeps it.
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -69,4 +70,68 @@ func TestAnUnlistenUndoneByAnErrorInItsQueryKeepsTheSubscription(t *testing.T) {
 	if got := c.notifications(ch, 1, 10*time.Second); got != 1 {
 		t.Fatalf("1 notification sent to a client whose UNLISTEN was undone, %d received", got)
 	}
+}
+
+// In the extended protocol an implicit transaction runs up to the Sync:
+// an error after an UNLISTEN's portal, before the Sync, rolls the
+// UNLISTEN back with the rest, and a LISTEN and an UNLISTEN of a channel
+// in one such transaction leave the client as the later of them says.
+// PostgreSQL, asked the same first, says what the client must hear.
+func TestAnUnlistenPortalTakesEffectAsItsImplicitTransactionEnds(t *testing.T) {
+	tests := []struct {
+		name string
+		send func(ch string) []pgproto3.FrontendMessage // once the client listens on ch
+		want string                                     // the transcript
+		got  int                                        // notifications received of one sent
+	}{
+		{
+			name: "undone by an error before its sync", want: "1 2 C 1 2 E:22012 Z", got: 1,
+			send: func(ch string) []pgproto3.FrontendMessage {
+				return append(append(portal("UNLISTEN "+ch), failingStatement()...), syncMsg())
+			},
+		},
+		{
+			name: "then a LISTEN of the channel", want: "1 2 C 1 2 C Z", got: 1,
+			send: func(ch string) []pgproto3.FrontendMessage {
+				return append(append(portal("UNLISTEN "+ch), portal("LISTEN "+ch)...), syncMsg())
+			},
+		},
+		{
+			name: "after a LISTEN of the channel", want: "1 2 C 1 2 C Z", got: 0,
+			send: func(ch string) []pgproto3.FrontendMessage {
+				return append(append(portal("LISTEN "+ch), portal("UNLISTEN "+ch)...), syncMsg())
+			},
+		},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
+				t.Parallel()
+				sender := newNotifier(t)
+				f := ferrytest.Start(t, cfg)
+				direct := newRawClient(t, cluster.DSN("app", ferrytest.User, ferrytest.Password))
+				for _, who := range []string{"PostgreSQL", "pgferry"} {
+					c := direct
+					if who == "pgferry" {
+						c = newRawClient(t, f.AppDSN())
+					}
+					ch := fmt.Sprintf("unlisten_implicit%d_%v_%s", i, cfg.RelayLoop, strings.ToLower(who))
+					c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch}})
+					c.send(tc.send(ch)...)
+					if got := c.until(1); got != tc.want {
+						t.Fatalf("%s: got %q, want %q", who, got, tc.want)
+					}
+					sender.notify(ch, 1)
+					if got := c.notifications(ch, 1, 2*time.Second); got != tc.got {
+						t.Fatalf("%s: 1 notification sent, %d received; want %d", who, got, tc.got)
+					}
+				}
+			})
+		})
+	}
+}
+
+// portal is sql's unnamed statement, bound and executed, without a Sync.
+func portal(sql string) []pgproto3.FrontendMessage {
+	return []pgproto3.FrontendMessage{parse("", sql), bind(""), execMsg()}
 }

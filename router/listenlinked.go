@@ -73,10 +73,10 @@ type listenBook struct {
 	// reader may be waiting for mu in Notify).
 	unheard []string
 	// unlistens lists UNLISTENs (and DISCARD ALLs) sent to the server
-	// whose requests are not yet answered or skipped (unlistenSent): each
-	// ends its subscriptions only once its request is answered without
-	// an error (unlistensSettled), as one the server skips changes
-	// nothing.
+	// whose queries have not yet ended (unlistenSent): each ends its
+	// subscriptions only once its query ends without an error
+	// (unlistensSettled), as one the server skips, or whose implicit
+	// transaction an error rolls back, changes nothing.
 	unlistens []sentUnlisten
 	// served is the set of channels pgferry's listener serves the
 	// client: each one's LISTEN was answered, and no UNLISTEN of it since
@@ -222,7 +222,7 @@ func (ss *session) listenAnswered(seq uint64) {
 	}
 	sl := b.sent[i]
 	b.sent = slices.Delete(b.sent, i, i+1)
-	ss.serveChannel(sl.channel, sl.l)
+	ss.serveChannel(sl.channel, sl.l, seq)
 }
 
 // tagAbortedListen is what a LISTEN sent in a simple Query gets in place
@@ -258,7 +258,7 @@ func (ss *session) listenQueryAnswered(status byte) {
 
 // unlistenSent notes an UNLISTEN of channel (all: of every channel, or a
 // DISCARD ALL) about to go to the server: its subscriptions end when its
-// request is answered, not skipped (unlistensSettled). The session's
+// query ends without an error (unlistensSettled). The session's
 // goroutine calls it as it records the statement (applyState); mu is not
 // held.
 func (ss *session) unlistenSent(channel string, all bool) {
@@ -280,8 +280,11 @@ func (ss *session) stampUnlistens() {
 // unlistensSettled ends the subscriptions of the UNLISTENs whose requests
 // were answered (popped): those the server skipped or failed were
 // forgotten by then (unlistensFailed). relayServer calls it as it pops a
-// request, so that an UNLISTEN takes effect as its answer goes to the
-// client, in order with the LISTENs around it. mu is held.
+// ReadyForQuery's request, so that an UNLISTEN takes effect as its query
+// ends: a simple Query's, or in the extended protocol its Sync's, as an
+// error before the Sync rolls it back with the rest of the implicit
+// transaction (postgres.c: the Sync ends it, finish_xact_command), in
+// order with the LISTENs around it (unlistenRan). mu is held.
 func (ss *session) unlistensSettled() {
 	b := &ss.rare.listen
 	done := ss.q.answered()
@@ -292,8 +295,8 @@ func (ss *session) unlistensSettled() {
 		}
 		b.unlistens = slices.Delete(b.unlistens, 0, 1)
 		if u.all {
-			for len(b.served) > 0 {
-				ss.unlistenRan(b.served[len(b.served)-1].channel, u.req)
+			for i := len(b.served) - 1; i >= 0; i-- {
+				ss.unlistenRan(b.served[i].channel, u.req) // (removes the one at i, or none)
 			}
 		} else {
 			ss.unlistenRan(u.channel, u.req)
@@ -304,16 +307,16 @@ func (ss *session) unlistensSettled() {
 // unlistensFailed forgets the UNLISTENs of the n requests at the head of
 // the ring, which the server skips after an error or failed with one (a
 // simple Query's UNLISTEN that an error in its query undid with the rest
-// of its implicit transaction): PostgreSQL keeps the client listening, and
-// so does pgferry. mu is held.
+// of its implicit transaction), and those answered before them that wait
+// for their Sync, in the implicit transaction the error rolls back:
+// PostgreSQL keeps the client listening, and so does pgferry. mu is held.
 func (ss *session) unlistensFailed(n int) {
 	if ss.rare == nil || len(ss.rare.listen.unlistens) == 0 {
 		return
 	}
-	first := ss.q.answered() + 1
-	last := first + uint64(n) - 1
+	last := ss.q.answered() + uint64(n)
 	ss.rare.listen.unlistens = slices.DeleteFunc(ss.rare.listen.unlistens, func(u sentUnlisten) bool {
-		return u.req >= first && u.req <= last
+		return u.req != 0 && u.req <= last // (0: not sent yet, stampUnlistens)
 	})
 }
 
@@ -321,13 +324,15 @@ func (ss *session) unlistensFailed(n int) {
 // UNLISTEN, request number req, ended: the channel is no longer served,
 // the notifications waiting on it are dropped (PostgreSQL delivers none
 // after its UNLISTEN) and the subscription ends (unhear), unless a LISTEN
-// of the channel sent after the UNLISTEN is on its way: that one keeps it.
-// mu is held.
+// of the channel sent after the UNLISTEN was answered (servedChannel.since)
+// or is on its way: that one keeps it. mu is held.
 func (ss *session) unlistenRan(channel string, req uint64) {
-	if !ss.unserveChannel(channel, false) {
-		return // not subscribed, or only by a LISTEN sent since
-	}
 	b := &ss.rare.listen
+	i := slices.IndexFunc(b.served, func(s servedChannel) bool { return s.channel == channel })
+	if i < 0 || b.served[i].since > req {
+		return // not subscribed, or again by a LISTEN sent since
+	}
+	ss.unserveChannel(channel, false)
 	for j := range b.sent {
 		if b.sent[j].channel == channel && b.sent[j].after >= req {
 			b.sent[j].fresh = true // its to make good now

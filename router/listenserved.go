@@ -22,8 +22,8 @@ import (
 // listener's copy is sure to come. So the session keeps its own set of
 // the channels the listener serves it (listenBook.served), switched on as
 // a LISTEN's answer is handed to the client (the listener acknowledged its
-// LISTEN before that: subscribe) and off as an UNLISTEN's is, and asks the
-// listener only whether it is up (notify.Listener.Live: not while it
+// LISTEN before that: subscribe) and off as an UNLISTEN's query ends, and
+// asks the listener only whether it is up (notify.Listener.Live: not while it
 // reconnects), without its lock. Until the switch a notification comes
 // from the server alone; the listener's copy of one committed after its
 // acknowledgement and sent by the server before it ran the LISTEN's empty
@@ -37,6 +37,10 @@ import (
 type servedChannel struct {
 	channel string
 	l       *notify.Listener
+	// since is the number of the request whose LISTEN's answer switched
+	// it on (0 with none linked): an UNLISTEN sent before that LISTEN and
+	// settled after its answer leaves it on (unlistenRan).
+	since uint64
 }
 
 // forwardNotification relays a NotificationResponse of size bytes, the
@@ -84,26 +88,28 @@ func (ss *session) heardAside(frame []byte) bool {
 }
 
 // serveChannel switches channel on in the set of channels l serves the
-// client (listenBook.served), as the answer to its LISTEN is handed to
-// the client. The client's writer calls it: the relay (mu held), or the
-// session's goroutine with no server linked (mu not held).
-func (ss *session) serveChannel(channel string, l *notify.Listener) {
+// client (listenBook.served), as the answer to its LISTEN, request number
+// since, is handed to the client. The client's writer calls it: the relay
+// (mu held), or the session's goroutine with no server linked (mu not
+// held).
+func (ss *session) serveChannel(channel string, l *notify.Listener, since uint64) {
 	if l == nil {
 		return
 	}
 	b := &ss.rare.listen
 	for i := range b.served {
 		if b.served[i].channel == channel {
-			b.served[i].l = l
+			b.served[i].l, b.served[i].since = l, since
 			return
 		}
 	}
-	b.served = append(b.served, servedChannel{channel: channel, l: l})
+	b.served = append(b.served, servedChannel{channel: channel, l: l, since: since})
 }
 
 // unserveChannel switches channel (every channel with all) off in the
-// client's served set, as the answer to its UNLISTEN is handed to the client; it
-// reports whether channel was on. The client's writer calls it.
+// client's served set, as its UNLISTEN's query ends (unlistensSettled) or,
+// with no server linked, as its answer is handed to the client; it reports
+// whether channel was on. The client's writer calls it.
 func (ss *session) unserveChannel(channel string, all bool) bool {
 	if ss.rare == nil {
 		return false

@@ -195,7 +195,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				}
 				ss.q.pop()
 				if ss.rare != nil && len(ss.rare.listen.unlistens) > 0 {
-					ss.unlistensSettled() // (listenlinked.go: an UNLISTEN takes effect)
+					ss.unlistensSettled() // (listenlinked.go: an UNLISTEN takes effect as its query ends)
 				}
 				var now mono
 				if ss.q.n == 0 {
@@ -253,17 +253,11 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				}
 				if completes(head.kind, typ) {
 					ss.q.pop()
-					if ss.rare != nil && len(ss.rare.listen.unlistens) > 0 {
-						ss.unlistensSettled() // (listenlinked.go: an UNLISTEN takes effect)
-					}
 				}
 			default:
 				if completes(head.kind, typ) {
 					ss.q.pop()
 					swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow
-					if ss.rare != nil && len(ss.rare.listen.unlistens) > 0 {
-						ss.unlistensSettled()
-					}
 				}
 				if head.tag != tagNone && typ == protocol.MsgEmptyQuery {
 					switch {
