@@ -222,6 +222,9 @@ func (ss *session) startup(cfg *configs.Config) error {
 	if err := ss.initParams(cfg, st); err != nil {
 		return err
 	}
+	if err := ss.confirmStartup(cfg, st); err != nil {
+		return err // (paramsconfirm.go: a value no server takes)
+	}
 	ss.pid, ss.key = ss.srv.newCancelKey()
 	if err := ss.greet(); err != nil {
 		return err

@@ -229,7 +229,7 @@ func (p *parker) loginStartup(ss *session, n int) bool {
 		return false
 	}
 	ss.user, ss.database = startupNames(st)
-	if !p.loginPlan(ss, cfg) {
+	if !p.loginPlan(ss, cfg, st) {
 		ss.user, ss.database = "", ""
 		p.loginHandoff(ss)
 		return false
@@ -267,7 +267,7 @@ func (p *parker) loginStartup(ss *session, n int) bool {
 // whether the loop can see the login through (see the comment at the top),
 // and keeps what it found in the login's state. It only looks: a client it
 // declines is counted, logged and told on its goroutine.
-func (p *parker) loginPlan(ss *session, cfg *configs.Config) bool {
+func (p *parker) loginPlan(ss *session, cfg *configs.Config, st *protocol.Startup) bool {
 	h := ss.handshake
 	if adminDatabases[ss.database] || cfg.ClientTLSRequired() || ss.clientAuthEntra(cfg) || ss.srv.isDraining() {
 		return false
@@ -310,8 +310,8 @@ func (p *parker) loginPlan(ss *session, cfg *configs.Config) bool {
 	if e == nil || e.mode != poolModeTransaction || e.monitor != nil {
 		return false
 	}
-	if w, _ := e.setWelcome(nil); w == nil {
-		return false
+	if w, _ := e.setWelcome(nil); w == nil || !e.startupKnown(cfg, st, w) {
+		return false // (a server to ask: login.go, paramsconfirm.go)
 	}
 	h.method, h.entry = method, e
 	return true

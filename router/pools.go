@@ -84,6 +84,10 @@ type poolEntry struct {
 	welcomeMu sync.Mutex
 	welcome   map[string]string
 	greeting  *greeting
+
+	// confirmed are the startup values the pool's servers accepted
+	// (paramsconfirm.go).
+	confirmed confirmedParams
 }
 
 // greeting is a welcome set in name order and its ParameterStatus frames,

@@ -1,0 +1,187 @@
+package router
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/protocol"
+)
+
+// A client's startup parameters are values no server has accepted yet:
+// PostgreSQL refuses a login whose DateStyle, TimeZone, search_path... it
+// cannot take (FATAL 22023), but pgferry logs clients in without a
+// server and replays their values with each loan (syncParams). A value
+// the server refused there would fail the whole replay, which PostgreSQL
+// undoes, and the request sent behind it would run with what the server
+// held: the previous client's settings. So a login whose startup packet
+// sets a value no server of its pool has accepted yet tries it first, on
+// a server of the pool, in a transaction rolled back (the server is left
+// as it was), and a value refused ends the login with the server's error,
+// as PostgreSQL would. A pool remembers the values its servers accepted
+// (confirmedParams), so only the first login with a value pays the round
+// trip; the relay loop sees only logins whose values are all known
+// (loginPlan).
+
+// startupTryTimeout bounds the round trip that tries a login's values.
+const startupTryTimeout = 10 * time.Second
+
+// maxConfirmed bounds the values a pool remembers: beyond it, a login
+// whose values are not remembered tries them on a server each time.
+const maxConfirmed = 1024
+
+// confirmedParams are the startup values a pool's servers accepted, by
+// name as the client wrote it and value.
+type confirmedParams struct {
+	mu sync.Mutex
+	m  map[[2]string]struct{}
+}
+
+// known reports whether the pool's servers accepted k = v.
+func (c *confirmedParams) known(k, v string) bool {
+	c.mu.Lock()
+	_, ok := c.m[[2]string{k, v}]
+	c.mu.Unlock()
+	return ok
+}
+
+// add records values the pool's servers accepted.
+func (c *confirmedParams) add(kvs [][2]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[[2]string]struct{})
+	}
+	for _, kv := range kvs {
+		if len(c.m) >= maxConfirmed {
+			return
+		}
+		c.m[kv] = struct{}{}
+	}
+}
+
+// eachStartupValue calls f for every run-time parameter of st that
+// initParams records (the startup keys that are not parameters, those
+// ignore_startup_parameters lists, aside) and that a server could refuse
+// (application_name it never refuses), until f returns false. The
+// options key counts as one value, whole. It allocates nothing.
+func eachStartupValue(cfg *configs.Config, st *protocol.Startup, f func(k, v string) bool) {
+	for _, p := range st.Params {
+		if startupNotParams[p.Key] && p.Key != "options" || strings.EqualFold(p.Key, "application_name") || ignoredStartup(cfg, p.Key) {
+			continue
+		}
+		if !f(p.Key, p.Value) {
+			return
+		}
+	}
+}
+
+// ignoredStartup reports whether ignore_startup_parameters lists k.
+func ignoredStartup(cfg *configs.Config, k string) bool {
+	for _, i := range cfg.IgnoreStartupParameters {
+		if strings.EqualFold(i, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// startupKnown reports whether e's servers accepted every value of st
+// that differs from what they greet with, welcome: such a login needs no
+// server.
+func (e *poolEntry) startupKnown(cfg *configs.Config, st *protocol.Startup, welcome map[string]string) bool {
+	all := true
+	eachStartupValue(cfg, st, func(k, v string) bool {
+		if k != "options" && welcome[k] == v {
+			return true
+		}
+		all = e.confirmed.known(k, v)
+		return all
+	})
+	return all
+}
+
+// confirmStartup tries the client's startup values no server of its pool
+// accepted yet on one of them (see above), and returns the server's
+// error, as a FATAL, if it refused one. initParams has run.
+func (ss *session) confirmStartup(cfg *configs.Config, st *protocol.Startup) error {
+	e := ss.entry
+	g, err := ss.welcome()
+	if err != nil || g == nil {
+		return err
+	}
+	welcome, _ := e.setWelcome(nil)
+	if e.startupKnown(cfg, st, welcome) {
+		return nil
+	}
+	var kvs [][2]string
+	eachStartupValue(cfg, st, func(k, v string) bool {
+		if k == "options" || welcome[k] != v {
+			kvs = append(kvs, [2]string{k, v})
+		}
+		return true
+	})
+	// What the session recorded (initParams), under its own names: the
+	// options key stands for its -c values.
+	var sql, enc []byte
+	ascii := true
+	for _, k := range ss.paramKeys {
+		v, ok := ss.params.lookup(k)
+		if !ok || strings.EqualFold(k, "application_name") {
+			continue
+		}
+		if k == encodingName {
+			enc = appendSet(enc, k, v)
+			continue
+		}
+		sql = appendSet(sql, k, v)
+		ascii = ascii && isASCII([]byte(v))
+	}
+	if enc == nil && !ascii {
+		// The values are in the client's encoding, the pool's default.
+		enc = appendSet(enc, encodingName, welcome[encodingName])
+	}
+	ctx, cancel := ss.waitContext(cfg)
+	defer cancel()
+	sc, err := e.pool.Acquire(ctx)
+	if err != nil {
+		return ss.acquireError(err)
+	}
+	if sc.Wr == nil {
+		sc.Wr = protocol.NewWriter(sc.Conn)
+	}
+	// In a transaction rolled back, the server left as it was. A query is
+	// read whole in the connection's encoding before any of it runs: the
+	// client's encoding goes first, in a query of its own.
+	queries := []string{"BEGIN;" + string(enc) + string(sql) + "ROLLBACK"}
+	if !ascii {
+		queries = []string{"BEGIN;" + string(enc), string(sql) + "ROLLBACK"}
+	}
+	var refused *protocol.ServerError
+	status := protocol.TxIdle
+	sc.Conn.SetDeadline(time.Now().Add(startupTryTimeout))
+	for _, q := range queries {
+		if status, err = protocol.Exec(sc.Rd, sc.Wr, q, nil); err != nil {
+			break
+		}
+	}
+	if errors.As(err, &refused) && status != protocol.TxIdle {
+		status, err = protocol.Exec(sc.Rd, sc.Wr, "ROLLBACK", nil)
+	}
+	sc.Conn.SetDeadline(time.Time{})
+	if (err == nil || errors.As(err, &refused)) && status == protocol.TxIdle {
+		e.pool.Release(sc)
+	} else {
+		e.pool.Destroy(sc)
+	}
+	switch {
+	case refused != nil:
+		return protocol.Fatal(refused.Code, refused.Message)
+	case err != nil:
+		return protocol.Fatal(protocol.SQLStateConnectionFailure, "pgferry could not try the client's startup parameters on a server: "+sanitize(err))
+	}
+	e.confirmed.add(kvs)
+	return nil
+}
