@@ -5,23 +5,59 @@ package classify
 import "bytes"
 
 // BeginsReadOnly reports BEGIN or START TRANSACTION with READ ONLY among
-// its modes (any isolation level).
+// its modes (any isolation level), and not READ WRITE. It reads the words
+// of the statement as PostgreSQL's lexer does, up to its end: comments are
+// blanks, and a statement with a quote, a quoted identifier or anything
+// else a transaction mode does not hold is not one (the server refuses
+// it), so READ ONLY in a comment or a name does not count. It does not
+// allocate.
 func BeginsReadOnly(sql []byte) bool {
-	w, rest := nextWord(sql)
-	switch w {
-	case "begin":
-	case "start":
-		w2, r2 := nextWord(rest)
-		if w2 != "transaction" {
+	w, rest := token(sql)
+	switch {
+	case bytes.EqualFold(w, []byte("begin")):
+		if w, r := token(rest); bytes.EqualFold(w, []byte("work")) || bytes.EqualFold(w, []byte("transaction")) {
+			rest = r
+		}
+	case bytes.EqualFold(w, []byte("start")):
+		if w, rest = token(rest); !bytes.EqualFold(w, []byte("transaction")) {
 			return false
 		}
-		rest = r2
 	default:
 		return false
 	}
-	stmt, _ := splitStatement(rest)
-	low := bytes.ToLower(stmt)
-	return bytes.Contains(low, []byte("read only")) && !bytes.Contains(low, []byte("read write"))
+	readOnly, readWrite := false, false
+	var prev []byte
+	for {
+		w, rest = token(rest)
+		switch {
+		case len(w) == 0 || w[0] == ';':
+			return readOnly && !readWrite
+		case w[0] == ',':
+		case identLower[w[0]] == 0:
+			return false // a quote, a quoted identifier, ...: no mode
+		case bytes.EqualFold(prev, []byte("read")) && bytes.EqualFold(w, []byte("only")):
+			readOnly = true
+		case bytes.EqualFold(prev, []byte("read")) && bytes.EqualFold(w, []byte("write")):
+			readWrite = true
+		}
+		prev = w
+	}
+}
+
+// token skips blanks and comments and returns the next word (letters,
+// digits and underscores, as written) or the one byte of anything else,
+// and what follows; the token is empty at the end of b, or in a comment
+// that does not end.
+func token(b []byte) (tok, rest []byte) {
+	b = skipSpace(b)
+	i := 0
+	for i < len(b) && identLower[b[i]] != 0 {
+		i++
+	}
+	if i == 0 && len(b) > 0 {
+		i = 1
+	}
+	return b[:i], b[i:]
 }
 
 // writingFunctions may write or depend on session state; a statement
