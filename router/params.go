@@ -530,11 +530,11 @@ func canonicalParam(ss *session, name string) string {
 }
 
 // pinFor ties the client to its server connection for the rest of the
-// session, or, with pin_on_session_state = false, refuses the statement.
+// session, or refuses the statement where it may not be pinned: with
+// pin_on_session_state = false, or on a read replica (pinRefusal).
 func (ss *session) pinFor(reason string) (bool, error) {
-	if !ss.pinOnState {
-		return ss.refuse(protocol.NewError(protocol.SQLStateFeatureNotSupported,
-			reason+" is not supported in transaction pooling mode: it would outlive the transaction on a shared server connection"))
+	if e := ss.pinRefusal(reason); e != nil {
+		return ss.refuse(e)
 	}
 	ss.mu.Lock()
 	already := ss.pinned

@@ -19,7 +19,8 @@ import (
 // (onlyReadQueriesFollow, onlyReadsFollow). Everything else, and every read within
 // read_your_writes of the client's last write, goes to the primary, and so
 // does a transaction a read-only session opens with BEGIN ... READ WRITE
-// (beginsReadWrite), except on the alias. In session mode, where a client
+// (beginsReadWrite), except on the alias, and the transaction of a request
+// that pins the client (pinRefusal). In session mode, where a client
 // keeps its first transaction's server, only alias sessions go to
 // replicas.
 
@@ -40,7 +41,14 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 	ss.mu.Lock()
 	lastWrite := ss.lastWrite
 	roSession := ss.readOnlyAlias || ss.params.get("default_transaction_read_only") == "on"
+	pinned := ss.pinned
 	ss.mu.Unlock()
+	if pinned && !ss.readOnlyAlias {
+		// Pinned by this request (a client pinned earlier is linked):
+		// the server it gets is its server for life, which must take
+		// its writes too (pinRefusal).
+		return false
+	}
 	if ryw := e.db.ReadYourWrites.Std(); !e.db.ReadYourWritesLSN && ryw > 0 && !lastWrite.IsZero() && since(lastWrite) < ryw {
 		return false
 	}

@@ -67,12 +67,11 @@ func (ss *session) interceptParse(frame []byte) []byte {
 	c.Pin = ss.statePin(&c)
 	if c.Pin != "" {
 		ss.noteStatement(name, nil)
-		if ss.pinOnState {
+		e := ss.pinRefusal(c.Pin)
+		if e == nil {
 			ss.pinFor(c.Pin)
 			return frame
 		}
-		e := protocol.NewError(protocol.SQLStateFeatureNotSupported,
-			c.Pin+" is not supported in transaction pooling mode: it would outlive the transaction on a shared server connection")
 		return protocol.AppendParseRaw(nil, string(name), []byte(raiseSQL(e)+"\x00\x00\x00"))
 	}
 	ss.noteStatement(name, &c)

@@ -6,6 +6,7 @@ package router
 import (
 	"strings"
 
+	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/classify"
 )
 
@@ -76,4 +77,31 @@ func (ss *session) changePin(ch *classify.Change, scs bool) string {
 // value pgferry cannot replay.
 func pinSetValue(name string) string {
 	return "SET " + name + " to a value pgferry cannot replay"
+}
+
+// pinRefusal is the error that refuses a statement that would pin the
+// client for reason, or nil when the client may be pinned. With
+// pin_on_session_state = false every pin is refused. A client whose
+// transaction runs on a read replica (one routed there as a read: BEGIN
+// READ ONLY, default_transaction_read_only, route_read_statements) is
+// refused one there: pinned, every later transaction of the client would
+// run on the replica and its writes fail (25006), and ending the loan
+// instead would silently lose what the statement keeps on the replica (a
+// lock, a temporary table). A readonly_alias session, all of whose
+// transactions are reads, may be pinned on a replica. A client with no
+// server linked yet is pinned before one is chosen, and wantsReplica
+// gives it the primary. mu is not held.
+func (ss *session) pinRefusal(reason string) *protocol.Error {
+	if !ss.pinOnState {
+		return protocol.NewError(protocol.SQLStateFeatureNotSupported,
+			reason+" is not supported in transaction pooling mode: it would outlive the transaction on a shared server connection")
+	}
+	ss.mu.Lock()
+	onReplica := ss.server != nil && ss.onReplica && !ss.readOnlyAlias
+	ss.mu.Unlock()
+	if onReplica {
+		return protocol.NewError(protocol.SQLStateFeatureNotSupported,
+			reason+" would tie this client to a read replica for the rest of its session; run it outside a read-only transaction")
+	}
+	return nil
 }
