@@ -115,10 +115,78 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 		}
 		if sc, err = ss.link(readOnly); err != nil {
 			var pe *protocol.Error
-			if typ == protocol.MsgQuery && errors.As(err, &pe) && !pe.IsFatal() {
-				_, err = ss.refuse(pe)
+			if errors.As(err, &pe) && !pe.IsFatal() {
+				// A refusal (replica_fallback = "error"): an ERROR, and
+				// the session goes on.
+				if typ == protocol.MsgQuery || typ == protocol.MsgFunctionCall {
+					_, err = ss.refuse(pe)
+				} else {
+					err = ss.refuseToSync(pe)
+				}
 			}
 			return err
+		}
+	}
+}
+
+// refuseToSync answers an extended-protocol request refused with e (an
+// ERROR) before any server was linked for it, as PostgreSQL answers an
+// error there (postgres.c, ignore_till_sync): the ErrorResponse at once,
+// the client's messages after it skipped up to its Sync, which gets
+// ReadyForQuery, and the session goes on; a Terminate among them ends it.
+// It reads the client as serve does, until that Sync. Only a session on
+// its goroutine gets here: the relay loop serves no pool that routes to
+// replicas, whose refusals these are.
+func (ss *session) refuseToSync(e *protocol.Error) error {
+	ss.mu.Lock()
+	ss.dropUnsent() // (as refuse: nothing of the request ran)
+	ss.mu.Unlock()
+	ss.dropNotSent()
+	ss.execTag = tagNone
+	ss.joinPump()
+	ss.wr.SetBuffer(e.AppendFrame(ss.wr.Buffer()))
+	if err := ss.wr.Flush(); err != nil { // (a client may wait for it before its Sync)
+		return err
+	}
+	for {
+		if err := ss.setReadDeadline(); err != nil {
+			return err
+		}
+		typ, size, err := ss.rd.Peek()
+		if err != nil {
+			if isTimeout(err) && !ss.has(evKill) {
+				if err := ss.onWake(); err != nil {
+					return err
+				}
+				continue
+			}
+			return err
+		}
+		switch typ {
+		case protocol.MsgTerminate:
+			return errClientTerminated
+		case protocol.MsgParse, protocol.MsgBind, protocol.MsgDescribe, protocol.MsgExecute, protocol.MsgClose,
+			protocol.MsgFlush, protocol.MsgSync, protocol.MsgQuery, protocol.MsgFunctionCall,
+			protocol.MsgCopyData, protocol.MsgCopyDone, protocol.MsgCopyFail:
+		default:
+			return protocol.Fatal(protocol.SQLStateProtocolViolation, "invalid frontend message type "+strconv.Quote(string(typ)))
+		}
+		_, err = ss.rd.NextPeeked(size)
+		if ss.wokenMidFrame(err) {
+			for ss.wokenMidFrame(err) {
+				if err := ss.onMidFrameWake(); err != nil {
+					return err
+				}
+				_, err = ss.rd.NextPeeked(size) // the Reader resumes the frame
+			}
+			ss.frameDone()
+		}
+		if err != nil {
+			return err
+		}
+		if typ == protocol.MsgSync {
+			ss.wr.SetBuffer(protocol.AppendReadyForQuery(ss.wr.Buffer(), protocol.TxIdle))
+			return ss.flushClientIfIdle()
 		}
 	}
 }
