@@ -225,6 +225,10 @@ func (ss *session) startup(cfg *configs.Config) error {
 	if err := ss.confirmStartup(cfg, st); err != nil {
 		return err // (paramsconfirm.go: a value no server takes)
 	}
+	if ss.readOnlyAlias {
+		ss.setParam(readOnlyParam, "on") // (over the client's own: keepAliasReadOnly)
+		ss.paramsDirty = true
+	}
 	ss.pid, ss.key = ss.srv.newCancelKey()
 	if err := ss.greet(); err != nil {
 		return err

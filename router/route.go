@@ -40,7 +40,7 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 	}
 	ss.mu.Lock()
 	lastWrite := ss.lastWrite
-	roSession := ss.readOnlyAlias || ss.params.get("default_transaction_read_only") == "on"
+	roSession := ss.readOnlyAlias || ss.params.get(readOnlyParam) == "on"
 	pinned := ss.pinned
 	ss.mu.Unlock()
 	if pinned && !ss.readOnlyAlias {
@@ -254,6 +254,9 @@ func (ss *session) onlyReadsFollow(typ byte, frame []byte) bool {
 // in rotation fails instead of using the primary.
 func (ss *session) pickPool(readOnly bool) (*pool.Pool, bool, error) {
 	e := ss.entry
+	if ss.readOnlyAlias {
+		ss.keepAliasReadOnly()
+	}
 	if !readOnly || e.monitor == nil {
 		return e.pool, false, nil
 	}
@@ -288,6 +291,28 @@ func (ss *session) pickPool(readOnly bool) (*pool.Pool, bool, error) {
 			"no replica of database "+ss.database+" is within max_replica_lag; replica_fallback = error")
 	}
 	return e.pool, false, nil
+}
+
+// readOnlyParam is the parameter that makes a server refuse a session's
+// writes itself (25006).
+const readOnlyParam = "default_transaction_read_only"
+
+// keepAliasReadOnly holds a readonly_alias session's own
+// default_transaction_read_only at on, as login recorded it, for the
+// loan about to begin: syncParams sets it on whichever server runs the
+// transaction, and the server refuses its writes itself, on the primary
+// too (replica_fallback = "primary", a replica promoted before the lag
+// monitor's next probe). A RESET, RESET ALL, DISCARD ALL or SET of it by
+// the client, which the server reports (ParameterStatus), lasts to the
+// end of its loan. The next client of the server gets its own value back
+// (syncParams: the server's default unless it set one).
+func (ss *session) keepAliasReadOnly() {
+	ss.mu.Lock()
+	if ss.params.get(readOnlyParam) != "on" {
+		ss.setParam(readOnlyParam, "on")
+		ss.paramsDirty = true
+	}
+	ss.mu.Unlock()
 }
 
 // nextFrame splits the first frame off b, the bytes a client sent; ok is
