@@ -220,25 +220,21 @@ func (p *Pool) AcquireUntil(expired <-chan time.Time) (*ServerConn, error) {
 
 // acquire waits until ctx ends or expired delivers.
 func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerConn, error) {
-	done := ctx.Done() // nil for Background: no select case
 	var t try
+	return p.acquireTry(ctx, expired, &t)
+}
+
+// acquireTry is acquire for a borrower whose earlier tries t carries (see
+// try; a ticket's request carried on to a wait: Ticket.AcquireUntil).
+func (p *Pool) acquireTry(ctx context.Context, expired <-chan time.Time, t *try) (*ServerConn, error) {
+	done := ctx.Done() // nil for Background: no select case
 	for {
-		sc, ready, err := p.acquireOnce(ctx, done, expired, &t)
+		sc, ready, err := p.acquireOnce(ctx, done, expired, t)
 		if err != nil {
 			t.end()
 			return nil, err
 		}
-		// A connection handed over as ready was never idle: it has just
-		// logged in, or its last loan has just ended on ReadyForQuery
-		// (ReleaseReady). A peek at its socket (a system call per loan)
-		// would learn nothing its last message did not say microseconds
-		// ago, and no check delay has passed.
-		if (ready && p.cfg.CheckDelay != CheckAlways && sc.Rd.Buffered() == 0) || p.usable(sc, false, false) {
-			if t.w != nil {
-				p.hookWait(t.waited)
-			}
-			t.end()
-			sc.Wait() // (an event loop's loan may have left it not waiting)
+		if p.lends(sc, ready, t) {
 			return sc, nil
 		}
 		// Died while idle (server restart, idle-session timeout): discard it
@@ -246,6 +242,25 @@ func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerCo
 		p.Destroy(sc)
 		t.again = true
 	}
+}
+
+// lends reports whether sc, handed to the borrower t stands for, can be
+// lent to it (it works: see usable) and, if so, ends t's wait.
+func (p *Pool) lends(sc *ServerConn, ready bool, t *try) bool {
+	// A connection handed over as ready was never idle: it has just
+	// logged in, or its last loan has just ended on ReadyForQuery
+	// (ReleaseReady). A peek at its socket (a system call per loan)
+	// would learn nothing its last message did not say microseconds
+	// ago, and no check delay has passed.
+	if (ready && p.cfg.CheckDelay != CheckAlways && sc.Rd.Buffered() == 0) || p.usable(sc, false, false) {
+		if t.w != nil {
+			p.hookWait(t.waited)
+		}
+		t.end()
+		sc.Wait() // (an event loop's loan may have left it not waiting)
+		return true
+	}
+	return false
 }
 
 // try is what one Acquire carries from a try that was handed a dead

@@ -1,8 +1,10 @@
 package pool
 
 import (
+	"context"
 	"errors"
 	"runtime"
+	"time"
 )
 
 // A Waker learns that the wait of a Ticket is over: a connection, or an
@@ -16,7 +18,9 @@ type Waker interface{ Granted() }
 // Ticket is a place in a pool's queue taken by Enqueue, for a borrower
 // that does not block while it waits (an event loop): its Waker says when
 // to Take, and Cancel gives the place up. Exactly one of Take (after
-// Granted) or Cancel ends it. The zero Ticket is none.
+// Granted; unless it returns ErrWouldWait), AcquireUntil (the borrower
+// carries its request on to a wait that may block) or Cancel ends it.
+// The zero Ticket is none.
 type Ticket struct {
 	p *Pool
 	w *waiter
@@ -29,7 +33,8 @@ func (t Ticket) IsZero() bool { return t.w == nil }
 // Enqueue's answer when the pool is paused (PAUSE; only the resume ends
 // that wait), checks every connection before a loan (server_check_delay
 // = 0) or has an idle one due for its check, and Take's when the
-// connection handed over turned out to need one, or to be dead.
+// connection handed over turned out to need one, or to be dead (the
+// ticket then carries on with Ticket.AcquireUntil).
 var ErrWouldWait = errors.New("pool: this wait needs Acquire")
 
 // Enqueue takes a place in the queue, in the same FIFO order as Acquire's
@@ -83,48 +88,83 @@ func (t Ticket) Granted() bool { return t.w != nil && t.w.sent.Load() }
 // Take ends a granted ticket and returns what its wait got: a connection
 // lent as Acquire lends one, or the error Acquire would have returned.
 // A connection that cannot be lent without waiting (server_check_query
-// is due on it) goes back to the pool, and one found dead is closed;
-// Take then returns (nil, ErrWouldWait) and the borrower waits with
-// Acquire, which counts the request (Stat.AcquireCount) the ticket had
-// counted. As with TryAcquireChecked, the connection's reads may not wait
-// (NoWait).
+// is due on it, or its socket must be looked at and shows it dead) stays
+// the ticket's: Take then returns (nil, ErrWouldWait), and the ticket
+// goes on until its owner carries the request on to a wait that may
+// block (AcquireUntil) or gives it up (Cancel). As with
+// TryAcquireChecked, the connection's reads may not wait (NoWait).
 func (t Ticket) Take() (*ServerConn, error) {
 	p := t.p
 	res := t.w.receive()
+	if res.sc != nil && !(res.ready && p.cfg.CheckDelay != CheckAlways && res.sc.Rd.Buffered() == 0) {
+		if p.checkDue(res.sc) || !res.sc.alive() {
+			return nil, ErrWouldWait // (its result stays in w: AcquireUntil, Cancel)
+		}
+	}
 	p.done(t.w, res)
 	if res.err != nil {
 		return nil, res.err
 	}
-	sc := res.sc
-	if res.ready && p.cfg.CheckDelay != CheckAlways && sc.Rd.Buffered() == 0 {
-		return sc, nil
-	}
-	if p.checkDue(sc) {
-		sc.endLoan()
-		p.releaseAged(sc, false, true, p.now()) // its idle time still counts
-		p.bounced()
-		return nil, ErrWouldWait
-	}
-	if !sc.alive() {
-		p.Destroy(sc)
-		p.bounced()
-		return nil, ErrWouldWait
-	}
-	return sc, nil
+	return res.sc, nil
 }
 
-// bounced takes back the count of a ticket's request whose borrower
-// carries it on to Acquire (Take's ErrWouldWait): the Acquire counts it
-// (Stat.AcquireCount), once.
-func (p *Pool) bounced() {
+// AcquireUntil ends a ticket whose owner carries its request on to a wait
+// that may block (an event loop handing a queued borrower to a goroutine,
+// or Take's ErrWouldWait): it is AcquireUntil for the same request, which
+// keeps what the ticket had. A connection handed to the ticket is lent
+// after the looks Take could not make (server_check_query); one still to
+// come is waited for in the ticket's place in the queue, and one that
+// turns out dead sends the request back to the head of the queue, as
+// Acquire's waiters go back. The request and its wait are counted once
+// (Stat.AcquireCount, WaitCount, WaitTime, the wait hook), as the
+// ticket's: a borrower that gives up instead (Cancel) counts as one that
+// waited and gave up. The Waker is not told any more.
+func (t Ticket) AcquireUntil(expired <-chan time.Time) (*ServerConn, error) {
+	p, w := t.p, t.w
 	p.mu.Lock()
-	p.stat.AcquireCount--
+	queued := w.queued
+	if queued {
+		w.wake = nil // (the grant comes on w.ch from here: send)
+	}
 	p.mu.Unlock()
+	var res acquireResult
+	if queued {
+		select {
+		case res = <-w.ch:
+		case <-expired:
+			p.abandon(w)
+			waiters.Put(w)
+			return nil, ErrWaitTimeout
+		}
+	} else {
+		res = w.receive()
+		w.wake, w.res = nil, acquireResult{}
+		w.sent.Store(false)
+	}
+	if res.err != nil {
+		p.observeWait(w)
+		waiters.Put(w)
+		return nil, res.err
+	}
+	tr := try{w: w, waited: res.waited}
+	if res.unqueued {
+		tr.w = nil // lent at once by Enqueue: it never waited
+		waiters.Put(w)
+	}
+	if p.lends(res.sc, res.ready, &tr) {
+		return res.sc, nil
+	}
+	p.Destroy(res.sc)
+	tr.again = true
+	return p.acquireTry(context.Background(), expired, &tr)
 }
 
 // Cancel ends a ticket whose owner no longer waits: it leaves the queue,
 // or, if a connection was handed to it meanwhile, the connection goes
-// back to the pool.
+// back to the pool, as old as it was (the ticket never used it:
+// server_check_delay and the idle timeout still count). The request
+// counts as one that waited and gave up, as an Acquire's that ends
+// unserved.
 func (t Ticket) Cancel() {
 	p, w := t.p, t.w
 	p.mu.Lock()
@@ -139,19 +179,10 @@ func (t Ticket) Cancel() {
 	p.mu.Unlock()
 	res := w.receive() // sent already, or being sent: it never waits for long
 	p.done(w, res)
-	if res.sc != nil {
-		p.Release(res.sc)
+	if sc := res.sc; sc != nil {
+		sc.endLoan()
+		p.releaseAged(sc, false, true, p.now())
 	}
-}
-
-// Pass is Cancel for an owner that carries its request on to Acquire
-// (the relay loop handing a queued session to its goroutine): a
-// connection handed to the ticket meanwhile goes to whoever is next, and
-// the request, which the Acquire counts, is not counted twice
-// (Stat.AcquireCount).
-func (t Ticket) Pass() {
-	t.Cancel()
-	t.p.bounced()
 }
 
 // done counts a ticket's wait and recycles its waiter.

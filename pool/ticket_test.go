@@ -3,6 +3,7 @@ package pool_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,42 +170,125 @@ func TestATicketBesideAnIdleConnectionIsGrantedAtOnce(t *testing.T) {
 	p.Release(sc)
 }
 
-// A ticket whose request its borrower carries on to Acquire counts one
-// request, not two (Stat.AcquireCount): one that bounced off a dead
-// connection (Take's ErrWouldWait), and one passed on after it was granted
-// (Pass: the connection goes to whoever is next).
-func TestATicketCarriedOnToAcquireIsCountedOnce(t *testing.T) {
+// A ticket whose request its borrower carries on to a wait that may block
+// (AcquireUntil) counts one request and one wait (Stat.AcquireCount,
+// WaitCount), whether it bounced off a dead connection (Take's
+// ErrWouldWait), was handed on granted and not taken, or while still
+// queued; so does one whose borrower gives it up (Cancel), as a waiter
+// that gives up does.
+func TestATicketCarriedOnToAWaitIsCountedOnce(t *testing.T) {
 	t.Parallel()
+	carry := func(t *testing.T, tk pool.Ticket) *pool.ServerConn {
+		sc, err := tk.AcquireUntil(nil)
+		if err != nil {
+			t.Error(err) // (not Fatal: it may run on a goroutine of the test's)
+		}
+		return sc
+	}
 	tests := []struct {
-		name string
-		end  func(t *testing.T, tk pool.Ticket)
+		name    string
+		granted bool // the held connection, dead, went to the ticket
+		end     func(t *testing.T, tk pool.Ticket) *pool.ServerConn
 	}{
-		{"bounced off a dead connection", func(t *testing.T, tk pool.Ticket) {
+		{"bounced off a dead connection", true, func(t *testing.T, tk pool.Ticket) *pool.ServerConn {
 			if sc, err := tk.Take(); !errors.Is(err, pool.ErrWouldWait) {
 				t.Fatalf("Take of a dead connection: %v, %v; want ErrWouldWait", sc, err)
 			}
+			return carry(t, tk)
 		}},
-		{"passed on after its grant", func(t *testing.T, tk pool.Ticket) { tk.Pass() }},
+		{"handed on after its grant", true, carry},
+		{"handed on while queued", false, carry},
+		{"given up", false, func(t *testing.T, tk pool.Ticket) *pool.ServerConn { tk.Cancel(); return nil }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			p := newPool(t, config(1))
 			held := acquire(t, p)
-			before := p.Stat().AcquireCount
+			before := p.Stat()
 			g := make(grantSignal, 1)
 			tk, err := p.Enqueue(g)
 			if err != nil {
 				t.Fatal(err)
 			}
-			killBackend(t, held)
-			p.Release(held)
-			waitGranted(t, g)
-			tc.end(t, tk)
-			p.Release(acquire(t, p)) // the Acquire the request is carried on to
-			if n := p.Stat().AcquireCount - before; n != 1 {
+			var sc *pool.ServerConn
+			if tc.granted {
+				killBackend(t, held)
+				p.Release(held)
+				waitGranted(t, g)
+				sc = tc.end(t, tk)
+			} else {
+				got := make(chan *pool.ServerConn, 1)
+				go func() { got <- tc.end(t, tk) }()
+				p.Release(held) // (to the ticket, or idle if it gave up)
+				sc = <-got
+			}
+			if sc != nil {
+				if tc.granted && sc == held {
+					t.Fatal("the dead connection was lent")
+				}
+				p.Release(sc)
+			}
+			st := p.Stat()
+			if n := st.AcquireCount - before.AcquireCount; n != 1 {
 				t.Fatalf("%d acquires counted for one request", n)
 			}
+			if n := st.WaitCount - before.WaitCount; n != 1 {
+				t.Fatalf("%d waits counted for one request", n)
+			}
 		})
+	}
+}
+
+// A ticket handed a connection that server_check_query must check first
+// keeps the connection: its borrower, which carries the request on to a
+// wait that may block (Ticket.AcquireUntil), checks it and gets it, and
+// the waiter queued behind the ticket waits for the next one.
+func TestATicketHandedAConnectionDueForItsCheckKeepsIt(t *testing.T) {
+	t.Parallel()
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	cfg := config(1)
+	cfg.CheckDelay, cfg.CheckQuery = time.Minute, "select 1"
+	cfg.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	p := newPool(t, cfg)
+	held := acquire(t, p)
+	g := make(grantSignal, 1)
+	tk, err := p.Enqueue(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	behind := make(chan *pool.ServerConn, 1)
+	go func() {
+		sc, _ := p.Acquire(context.Background()) // (nil once the pool closes)
+		behind <- sc
+	}()
+	waitFor(t, "the waiter to queue behind the ticket", func() bool { return p.Stat().Waiting == 2 })
+	p.Release(held) // to the ticket (not as ready: it is looked at before its loan)
+	waitGranted(t, g)
+	clock.Add(int64(2 * time.Minute))
+	p.Maintain() // (the clock a loan's check is decided by)
+	if sc, err := tk.Take(); !errors.Is(err, pool.ErrWouldWait) {
+		t.Fatalf("Take of a connection due for its check: %v, %v; want ErrWouldWait", sc, err)
+	}
+	if st := p.Stat(); st.Waiting != 1 || st.Active != 1 {
+		t.Fatalf("after the ticket's Take: %d waiting, %d active; want the connection still the ticket's, the waiter behind waiting", st.Waiting, st.Active)
+	}
+	checks := p.Stat().Checks
+	sc, err := tk.AcquireUntil(nil)
+	if err != nil || sc != held {
+		t.Fatalf("AcquireUntil: %v, %v; want the connection handed to the ticket", sc, err)
+	}
+	if n := p.Stat().Checks - checks; n != 1 {
+		t.Fatalf("%d checks ran before the loan; want one", n)
+	}
+	select {
+	case <-behind:
+		t.Fatal("the waiter behind the ticket was served while the ticket's borrower holds the one connection")
+	default:
+	}
+	p.Release(sc)
+	if sc := <-behind; sc != nil {
+		p.Release(sc)
 	}
 }

@@ -9,6 +9,7 @@ package router
 import (
 	"errors"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -91,11 +92,9 @@ func (p *parker) evict(ss *session, why string, pump bool) {
 	}
 	ss.faultAt("evicting")
 	if r := ss.rare; r != nil && !r.ticket.IsZero() {
-		// Its goroutine asks for a server again (Acquire), for the same
-		// request: counted once. (Forgotten first, as in unloop.)
-		tk := r.ticket
-		r.ticket = pool.Ticket{}
-		tk.Pass()
+		// Its goroutine waits on in its place, for the same request
+		// (takeCarried): counted once, and first in line still.
+		r.carried, r.ticket = r.ticket, pool.Ticket{}
 	}
 	ss.mu.Lock()
 	sc, owed := ss.server, ss.q.n > 0
@@ -104,10 +103,12 @@ func (p *parker) evict(ss *session, why string, pump bool) {
 	ss.resumed = true
 	go func() {
 		growStack()
+		var carryErr error
 		err := ss.reclaimRecovering(func() {
 			ss.reclaim(sc)
 			ss.faultAt("evict")
 			if sc == nil {
+				carryErr = ss.takeCarried()
 				return
 			}
 			if pump || owed {
@@ -117,12 +118,71 @@ func (p *parker) evict(ss *session, why string, pump bool) {
 			}
 			ss.flushLinked(sc)
 		})
+		if err == nil {
+			err = carryErr
+		}
 		if err != nil {
 			ss.end(err)
 			return
 		}
 		ss.run()
 	}()
+}
+
+// errKilledQueued ends a session killed while queued for a server.
+var errKilledQueued = errors.New("killed while queued for a server")
+
+// takeCarried, on the goroutine the loop handed a queued session to
+// (evict), waits on for the server its request queued for (the ticket
+// carried on: rareState.carried), in its place, up to what is left of
+// query_wait_timeout, and links it as takeGrant would have, so that run
+// serves the request with it: the request is counted once, waits once,
+// and does not go behind those who queued after it. A session killed or
+// doomed meanwhile gives its place up instead and ends, its request not
+// served: the request counts as one that waited and gave up, as an
+// abandoned Acquire's does. Errors end the session as link's do, except
+// a pool a reload closed, whose successor run's link asks
+// (waitForServer).
+func (ss *session) takeCarried() error {
+	r := ss.rare
+	if r == nil || r.carried.IsZero() {
+		return nil
+	}
+	tk := r.carried
+	if ss.has(evKill | evDoomed) {
+		r.carried = pool.Ticket{}
+		tk.Cancel()
+		if doomed := ss.doomed(); doomed != nil {
+			return doomed
+		}
+		return errKilledQueued // (not served first: run would)
+	}
+	var expired <-chan time.Time
+	if d := ss.srv.cfg.Load().QueryWaitTimeout.Std(); d > 0 {
+		d = max(d-monoNow().Sub(r.queuedAt), 0)
+		if r.waitTimer == nil {
+			r.waitTimer = time.NewTimer(d)
+		} else {
+			r.waitTimer.Reset(d)
+		}
+		defer r.waitTimer.Stop()
+		expired = r.waitTimer.C
+	}
+	ss.flags.Or(stWaiting)
+	defer ss.flags.And(^stWaiting)
+	r.carried = pool.Ticket{} // (AcquireUntil ends it, whatever it returns)
+	sc, err := tk.AcquireUntil(expired)
+	if err != nil {
+		if errors.Is(err, pool.ErrPoolClosed) {
+			return nil
+		}
+		return ss.acquireError(err)
+	}
+	r.lent = sc // (until attach: a panic destroys it, see lent)
+	ss.faultAt("lent")
+	ss.attach(sc, false, false)
+	ss.linkedLent()
+	return nil
 }
 
 // flushLinked writes what the server did not take from the loop, now that

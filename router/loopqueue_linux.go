@@ -7,6 +7,7 @@
 package router
 
 import (
+	"errors"
 	"syscall"
 	"time"
 
@@ -133,10 +134,23 @@ func (p *parker) takeGrant(ss *session) {
 	ss.rare.ticket = pool.Ticket{}
 	ss.setLoop(loopClient)
 	sc, err := tk.Take()
-	if err != nil {
-		// The goroutine's Acquire gets the same error, or waits as only
-		// it can (server_check_query, a replaced pool).
+	switch {
+	case err == pool.ErrWouldWait:
+		// A server that server_check_query must check first, or that
+		// looks dead: the goroutine waits on with the ticket, which
+		// keeps it, or its place (takeCarried).
+		ss.rare.carried = tk
 		p.evict(ss, "a wait for a server the loop does not serve", false)
+		return
+	case errors.Is(err, pool.ErrPoolClosed):
+		// A reload replaced the pool: the goroutine's link asks the new
+		// one (waitForServer).
+		p.evict(ss, "a wait for a server the loop does not serve", false)
+		return
+	case err != nil:
+		// What ends a goroutine's wait ends the session (link), not a
+		// second request for the same query.
+		p.leave(ss, ss.acquireError(err))
 		return
 	}
 	ss.rare.lent = sc // (until attach: a panic destroys it, see lent)

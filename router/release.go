@@ -276,6 +276,13 @@ func (ss *session) finish(err error) {
 		ss.entry.listenerFor(ss.srv.log).Unsubscribe(ss, "")
 	}
 	ss.releaseStmts()
+	if r := ss.rare; r != nil && !r.carried.IsZero() {
+		// A queued request the loop handed on that nobody waited on
+		// since (takeCarried): it gave up.
+		tk := r.carried
+		r.carried = pool.Ticket{}
+		tk.Cancel()
+	}
 	ss.joinPump()
 	if sc != nil {
 		sc.ClearInterrupt()

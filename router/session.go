@@ -262,6 +262,12 @@ type rareState struct {
 	// (loopQueued) since queuedAt. Its owner's only.
 	ticket   pool.Ticket
 	queuedAt mono
+	// carried is the ticket of a queued session the relay loop handed to
+	// a goroutine (evict), or whose grant it could not lend without a
+	// wait (takeGrant): the goroutine waits on with it, in its place
+	// (takeCarried), or gives it up if the session ends first (finish).
+	// Its owner's only.
+	carried pool.Ticket
 	// lent is a server a wait (waitForServer) or a grant (takeGrant) got
 	// from the pool and attach has not linked yet: a panic in between
 	// destroys it (dropLent), where it would have been nobody's. A loan
