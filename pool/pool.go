@@ -347,14 +347,14 @@ func (p *Pool) TryAcquireChecked(vouchedSince int64) *ServerConn {
 }
 
 func (p *Pool) tryAcquire(noCheck bool, vouchedSince int64) *ServerConn {
+	counted := false // (a request counts once, however many dead ones it finds)
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
-		if n == 0 || p.waiters.n > 0 || p.closed || p.paused {
-			p.mu.Unlock()
-			return nil
-		}
-		if noCheck && p.checkDue(p.idle[n-1]) {
+		if n == 0 || p.waiters.n > 0 || p.closed || p.paused || (noCheck && p.checkDue(p.idle[n-1])) {
+			if counted {
+				p.stat.AcquireCount-- // lent nothing: the wait it goes on to counts it
+			}
 			p.mu.Unlock()
 			return nil
 		}
@@ -362,7 +362,10 @@ func (p *Pool) tryAcquire(noCheck bool, vouchedSince int64) *ServerConn {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.active++
-		p.stat.AcquireCount++
+		if !counted {
+			p.stat.AcquireCount++
+			counted = true
+		}
 		p.mu.Unlock()
 		// With noCheck, checkDue said no under mu just now: a tick of the
 		// coarse clock since must not make the loop wait for a check.

@@ -753,3 +753,21 @@ func TestAWaiterHandedADeadConnectionKeepsItsPlaceAndIsCountedOnce(t *testing.T)
 		t.Fatalf("%d waits counted for two waiters", n)
 	}
 }
+
+// A borrower that TryAcquire finds only a dead idle connection for, and
+// that waits with Acquire then, counts one request (Stat.AcquireCount).
+func TestATryAcquireThatFindsOnlyADeadConnectionCountsNoRequestOfItsOwn(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, config(1))
+	sc := acquire(t, p)
+	p.Release(sc)
+	killBackend(t, sc) // (idle: the test only reads its PID)
+	before := p.Stat().AcquireCount
+	if got := p.TryAcquire(); got != nil {
+		t.Fatal("TryAcquire lent a dead connection")
+	}
+	p.Release(acquire(t, p))
+	if n := p.Stat().AcquireCount - before; n != 1 {
+		t.Fatalf("%d acquires counted for one request", n)
+	}
+}
