@@ -156,19 +156,29 @@ func (ss *session) listensSkipped(n int) {
 	}
 }
 
-// listenSkipped undoes the LISTEN whose request, number seq, the server
-// skipped. mu is held.
-func (ss *session) listenSkipped(seq uint64) {
-	b := &ss.rare.listen
+// takeSent takes from sent the LISTEN of request number seq (the last sent
+// at or before it), and says where it was.
+func (b *listenBook) takeSent(seq uint64) (at int, sl sentListen, ok bool) {
 	i := len(b.sent) - 1
 	for i >= 0 && b.sent[i].after >= seq {
 		i--
 	}
 	if i < 0 {
+		return 0, sentListen{}, false
+	}
+	sl = b.sent[i]
+	b.sent = slices.Delete(b.sent, i, i+1)
+	return i, sl, true
+}
+
+// listenSkipped undoes the LISTEN whose request, number seq, the server
+// skipped. mu is held.
+func (ss *session) listenSkipped(seq uint64) {
+	b := &ss.rare.listen
+	i, sl, ok := b.takeSent(seq)
+	if !ok {
 		return
 	}
-	sl := b.sent[i]
-	b.sent = slices.Delete(b.sent, i, i+1)
 	if !sl.fresh {
 		return // subscribed before it: that stands
 	}
@@ -212,17 +222,9 @@ func (ss *session) listenAnswered(seq uint64) {
 	if ss.rare == nil {
 		return
 	}
-	b := &ss.rare.listen
-	i := len(b.sent) - 1
-	for i >= 0 && b.sent[i].after >= seq {
-		i--
+	if _, sl, ok := ss.rare.listen.takeSent(seq); ok {
+		ss.serveChannel(sl.channel, sl.l, seq)
 	}
-	if i < 0 {
-		return
-	}
-	sl := b.sent[i]
-	b.sent = slices.Delete(b.sent, i, i+1)
-	ss.serveChannel(sl.channel, sl.l, seq)
 }
 
 // tagAbortedListen is what a LISTEN sent in a simple Query gets in place
