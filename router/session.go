@@ -297,7 +297,7 @@ type rareState struct {
 	// before it subscribes (session.subscribe), so Notify finds it.
 	mailbox []byte
 	// listen notes the LISTENs sent to the server until they run or are
-	// skipped (listen.go). Guarded by mu.
+	// skipped (listenlinked.go). Guarded by mu.
 	listen listenBook
 }
 

@@ -205,7 +205,7 @@ func (ss *session) applyState(c *classify.Class) {
 		}
 	}
 	if c.DiscardAll && ss.listening {
-		ss.unlistenSent("", true) // (listen.go: ends them once it ran)
+		ss.unlistenSent("", true) // (listenlinked.go: ends them once it ran)
 	}
 	n := c.Changes()
 	sets, points := false, false
