@@ -29,4 +29,5 @@ const (
 	SQLStateObjectNotInPrerequisite  = "55000"
 	SQLStateProgramLimitExceeded     = "54000"
 	SQLStateInFailedSQLTransaction   = "25P02"
+	SQLStateReadOnlySQLTransaction   = "25006"
 )

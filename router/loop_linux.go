@@ -174,9 +174,12 @@ func (ss *session) tlsReadable() bool {
 }
 
 // loopable reports whether the loop can serve the session now, and never
-// whether it cannot for as long as the session lasts.
+// whether it cannot for as long as the session lasts. A readonly_alias
+// session (with no replica: one with a lag monitor is never loopable
+// anyway) stays on its goroutine, which reads its statements for what
+// would let it write (aliasWriteRefusal) and may refuse them.
 func (ss *session) loopable() (ok, never bool) {
-	if !inlineRelay || !sockio.Available || ss.admin || !ss.txnMode || ss.pinned || ss.fd < 0 ||
+	if !inlineRelay || !sockio.Available || ss.admin || !ss.txnMode || ss.pinned || ss.fd < 0 || ss.readOnlyAlias ||
 		ss.handedOff || ss.entry.monitor != nil || (ss.tls && !ss.detachable()) {
 		return false, true // (TLS: only records internal/tls13 carries)
 	}

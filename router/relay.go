@@ -66,6 +66,12 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 	switch typ {
 	case protocol.MsgQuery:
 		ss.forgetUnnamed() // PostgreSQL ends it at a simple query
+		if ss.readOnlyAlias {
+			if e := ss.aliasWriteRefusal(frame); e != nil {
+				_, err := ss.refuse(e) // none of it runs
+				return err
+			}
+		}
 		if stateless {
 			break
 		}
@@ -73,6 +79,9 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 			return err
 		}
 	case protocol.MsgParse:
+		if ss.readOnlyAlias {
+			frame = ss.refuseAliasParse(frame)
+		}
 		if stateless {
 			ss.noteStatelessParse(frame)
 			break
@@ -92,6 +101,12 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 	case protocol.MsgFunctionCall:
 		// A function called by its OID: an advisory lock or set_config
 		// this way outlives the transaction as in SQL.
+		if body := protocol.Body(frame); ss.readOnlyAlias && len(body) >= 4 {
+			if what := classify.FunctionCallLiftsReadOnly(binary.BigEndian.Uint32(body)); what != "" {
+				_, err := ss.refuse(aliasWriteError(ss.database, what))
+				return err
+			}
+		}
 		if body := protocol.Body(frame); ss.txnMode && len(body) >= 4 {
 			if pin := classify.FunctionCallPin(binary.BigEndian.Uint32(body)); pin != "" {
 				if done, err := ss.pinFor(pin); done || err != nil {

@@ -67,8 +67,9 @@ func TestAReadOnlyAliasSessionCannotWriteOnThePrimaryAndLeavesNoOtherClientReadO
 	}
 	aliasWriteRefused(t, "at first")
 	for _, reset := range []string{"reset default_transaction_read_only", "set default_transaction_read_only = off", "reset all"} {
-		if _, err := alias.Exec(ctx, reset, pgx.QueryExecModeSimpleProtocol); err != nil {
-			t.Fatal(err)
+		_, err := alias.Exec(ctx, reset, pgx.QueryExecModeSimpleProtocol)
+		if code, _, _ := pgCode(err); code != "25006" {
+			t.Fatalf("%s in the alias session: %v; want SQLSTATE 25006", reset, err) // (alias_write_refusal_test.go)
 		}
 		aliasWriteRefused(t, "after "+reset)
 	}

@@ -79,7 +79,7 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 	if roSession {
 		// A session that reads by default may still ask for a transaction
 		// that writes (BEGIN READ WRITE), which a replica refuses; an
-		// alias session may not, and is refused it by the replica.
+		// alias session may not (pgferry refuses it: aliasWriteRefusal).
 		return ss.readOnlyAlias || !beginsReadWrite(sql)
 	}
 	if sql == nil {
@@ -302,9 +302,8 @@ const readOnlyParam = "default_transaction_read_only"
 // loan about to begin: syncParams sets it on whichever server runs the
 // transaction, and the server refuses its writes itself, on the primary
 // too (replica_fallback = "primary", a replica promoted before the lag
-// monitor's next probe). A RESET, RESET ALL, DISCARD ALL or SET of it by
-// the client, which the server reports (ParameterStatus), lasts to the
-// end of its loan. The next client of the server gets its own value back
+// monitor's next probe). pgferry refuses the client's own RESET, RESET
+// ALL, DISCARD ALL or SET of it (aliasWriteRefusal). The next client of the server gets its own value back
 // (syncParams: the server's default unless it set one).
 func (ss *session) keepAliasReadOnly() {
 	ss.mu.Lock()
@@ -313,6 +312,55 @@ func (ss *session) keepAliasReadOnly() {
 		ss.paramsDirty = true
 	}
 	ss.mu.Unlock()
+}
+
+// aliasWriteRefusal is the error that refuses a simple Query of a
+// readonly_alias session that would let it write (classify.LiftsReadOnly:
+// BEGIN READ WRITE, a SET or RESET of default_transaction_read_only, RESET
+// ALL, ...), or nil. keepAliasReadOnly sets the parameter at each loan,
+// but the primary (replica_fallback = "primary", a promoted replica) runs
+// what follows such a statement in the same loan, or the same query
+// ("SET default_transaction_read_only = off; COMMIT; INSERT ..."), as
+// the client asks: so none of it runs, anywhere.
+func (ss *session) aliasWriteRefusal(frame []byte) *protocol.Error {
+	body := protocol.Body(frame)
+	if len(body) == 0 {
+		return nil
+	}
+	if what := classify.LiftsReadOnly(body[:len(body)-1]); what != "" {
+		return aliasWriteError(ss.database, what)
+	}
+	return nil
+}
+
+// refuseAliasParse is aliasWriteRefusal for a Parse: the statement
+// becomes one that raises the error when it is executed, so that it
+// comes in order, from the server (as pinRefusal's do). The client's
+// parameter types stay, so that a Bind with its arguments reaches the
+// error. It returns the frame to relay.
+func (ss *session) refuseAliasParse(frame []byte) []byte {
+	name, rest, ok := protocol.CString(protocol.Body(frame))
+	if !ok {
+		return frame
+	}
+	sql, types, ok := protocol.CString(rest)
+	if !ok {
+		return frame
+	}
+	what := classify.LiftsReadOnly(sql)
+	if what == "" {
+		return frame
+	}
+	e := aliasWriteError(ss.database, what)
+	return protocol.AppendParseRaw(nil, string(name), append([]byte(raiseSQL(e)+"\x00"), types...))
+}
+
+// aliasWriteError is the ERROR that refuses what (a statement, as
+// classify.LiftsReadOnly names it) to a session on the readonly_alias
+// database: read_only_sql_transaction, as a replica refuses a write.
+func aliasWriteError(database, what string) *protocol.Error {
+	return protocol.NewError(protocol.SQLStateReadOnlySQLTransaction,
+		"cannot run "+what+" in a session of "+database+", a read-only database (readonly_alias): it would let the session write")
 }
 
 // nextFrame splits the first frame off b, the bytes a client sent; ok is
