@@ -17,9 +17,10 @@ import (
 // server, and its UNLISTEN and its notifications work the same. The
 // statement itself, sql, is blanked in place: the server runs an empty
 // query, whose EmptyQueryResponse the client gets as CommandComplete
-// LISTEN (execTag), in order with the server's other answers. The LISTEN
-// takes effect at once, not at commit (nor is it undone by a rollback), as
-// through the extended protocol. In a failed transaction it goes to the
+// LISTEN (execTag), in order with the server's other answers. The
+// listener serves the channel from here, but the subscription counts only
+// once its transaction commits, as through the extended protocol (see
+// opListen). In a failed transaction it goes to the
 // server as it is, which refuses it as PostgreSQL does; sent behind
 // requests still owed, it may find the transaction failed by one of them,
 // and is refused then at its answer (listenQueryAnswered).
@@ -72,12 +73,6 @@ type listenBook struct {
 	// listener writes to its connection under it, and that connection's
 	// reader may be waiting for mu in Notify).
 	unheard []string
-	// unlistens lists UNLISTENs (and DISCARD ALLs) sent to the server
-	// whose queries have not yet ended (unlistenSent): each ends its
-	// subscriptions only once its query ends without an error
-	// (unlistensSettled), as one the server skips, or whose implicit
-	// transaction an error rolls back, changes nothing.
-	unlistens []sentUnlisten
 	// served is the set of channels pgferry's listener serves the
 	// client: each one's LISTEN was answered, and no UNLISTEN of it since
 	// (serveChannel, unserveChannel). Not guarded by mu: the client's
@@ -104,16 +99,6 @@ type sentListen struct {
 	l *notify.Listener
 }
 
-// sentUnlisten is an UNLISTEN of channel (of every channel with all: an
-// UNLISTEN * or a DISCARD ALL) sent to the server.
-type sentUnlisten struct {
-	channel string
-	all     bool
-	// req is the number of its request in the ring, 0 until process
-	// pushes it (stampUnlistens).
-	req uint64
-}
-
 // listenSent notes a LISTEN of channel about to go to the server, which
 // has subscribed the client (fresh: to a channel it was not subscribed to
 // before). mu is not held.
@@ -134,6 +119,9 @@ func (ss *session) listenSent(channel string, fresh bool) {
 		fresh = true
 	}
 	b.sent = append(b.sent, sentListen{channel: channel, after: ss.q.seq, fresh: fresh, l: l})
+	// Undone if its transaction does not commit (opListen).
+	ss.rare.tentative = append(ss.rare.tentative, paramChange{key: channel, op: opListen})
+	ss.rare.setsSent = true // (the session's goroutine: its savepoints count now)
 }
 
 // listensSkipped undoes the LISTENs among the n requests at the head of
@@ -141,9 +129,9 @@ func (ss *session) listenSent(channel string, fresh bool) {
 // dropSkipped calls it before it drops them. A subscription that only a
 // skipped LISTEN made ends, and the notifications it brought are dropped:
 // the client, which gets the error alone, hears nothing of a LISTEN that
-// never ran, as from PostgreSQL. mu is held.
+// never ran, as from PostgreSQL. (Their UNLISTENs, pending in tentative,
+// are dropped with their SETs: skippedParams.) mu is held.
 func (ss *session) listensSkipped(n int) {
-	ss.unlistensFailed(n) // (nor do their UNLISTENs end anything)
 	if ss.rare == nil || len(ss.rare.listen.sent) == 0 {
 		return
 	}
@@ -217,13 +205,19 @@ func (ss *session) unhear(channel string) {
 
 // listenAnswered switches on the channel of the LISTEN whose request,
 // number seq, the server has just answered, for the relay handing its
-// answer to the client (the client's writer). mu is held.
+// answer to the client (the client's writer); the subscription still
+// waits for its transaction to commit (opListen). mu is held.
 func (ss *session) listenAnswered(seq uint64) {
 	if ss.rare == nil {
 		return
 	}
 	if _, sl, ok := ss.rare.listen.takeSent(seq); ok {
 		ss.serveChannel(sl.channel, sl.l, seq)
+		if !sl.fresh {
+			// Subscribed before it: its transaction's outcome changes
+			// nothing.
+			ss.forgetListen(seq)
+		}
 	}
 }
 
@@ -251,6 +245,7 @@ func (ss *session) listenQueryAnswered(status byte) {
 		ss.wr.Append(tagAbortedListen)
 		if ss.rare != nil && len(ss.rare.listen.sent) > 0 {
 			ss.listenSkipped(seq)
+			ss.forgetListen(seq)
 		}
 		return
 	}
@@ -258,67 +253,111 @@ func (ss *session) listenQueryAnswered(status byte) {
 	ss.listenAnswered(seq)
 }
 
+// A LISTEN or UNLISTEN takes effect when its transaction commits
+// (PostgreSQL's LISTEN reference page; async.c, PreCommit_Notify,
+// AtCommit_Notify): inside BEGIN ... COMMIT at the COMMIT, otherwise as
+// its implicit transaction ends, at the ReadyForQuery of its simple Query
+// or of the Sync after its portal; a ROLLBACK, a ROLLBACK TO a savepoint
+// before it, or an error that aborts its transaction undoes it. So each
+// one sent with a server linked waits in the client's pending changes
+// (rareState.tentative) with the SETs, whose settling follows exactly
+// those outcomes (statesettle.go, statesavepoint.go), marked by its op:
+// a LISTEN (listenSent), whose subscription the listener serves from its
+// answer on (the listener's LISTEN was acknowledged before the statement
+// went, so none committed after the COMMIT is lost), and which is undone
+// if its transaction does not commit (listenUndone); and an UNLISTEN, of
+// key or of every channel (unlistenSent), which ends its subscriptions
+// only once its transaction commits (unlistenRan). A LISTEN that did not
+// subscribe the client (it was subscribed before) leaves its entry at its
+// answer: its outcome changes nothing (forgetListen).
+const (
+	opListen uint8 = 0x40 + iota
+	opUnlisten
+	opUnlistenAll
+)
+
+// listenOp reports whether op marks a LISTEN or an UNLISTEN in tentative.
+func listenOp(op uint8) bool { return op >= opListen && op <= opUnlistenAll }
+
 // unlistenSent notes an UNLISTEN of channel (all: of every channel, or a
-// DISCARD ALL) about to go to the server: its subscriptions end when its
-// query ends without an error (unlistensSettled). The session's
-// goroutine calls it as it records the statement (applyState); mu is not
-// held.
-func (ss *session) unlistenSent(channel string, all bool) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
+// DISCARD ALL), statement stmt of a request about to go to the server:
+// its subscriptions end when its transaction commits (listenSettled).
+// applyState calls it as it records the statement; mu is held.
+func (ss *session) unlistenSent(channel string, all bool, stmt int) {
 	r := ss.ensureRareLocked()
-	r.listen.unlistens = append(r.listen.unlistens, sentUnlisten{channel: channel, all: all})
+	op := opUnlisten
+	if all {
+		op = opUnlistenAll
+	}
+	r.tentative = append(r.tentative, paramChange{key: channel, op: op, stmt: stmt})
 }
 
-// stampUnlistens gives the UNLISTENs just noted the number of the request
-// that carries them, which process has just put in the ring. mu is held.
-func (ss *session) stampUnlistens() {
-	u := ss.rare.listen.unlistens
-	for i := len(u) - 1; i >= 0 && u[i].req == 0; i-- {
-		u[i].req = ss.q.seq
+// stampUnlistens is a no-op kept for process (relay.go), which calls it
+// after stampTentative: an UNLISTEN waits among the pending changes now,
+// which stampTentative numbers.
+func (ss *session) stampUnlistens() {}
+
+// forgetListen drops the pending entry of the LISTEN of request number
+// seq: its outcome changes nothing (it did not subscribe the client, or
+// it was undone as the server skipped or refused it). mu is held.
+func (ss *session) forgetListen(seq uint64) {
+	ss.keepTentative(func(ch *paramChange) bool { return ch.op != opListen || ch.seq != seq })
+}
+
+// listenSettled settles a pending LISTEN or UNLISTEN whose transaction
+// ended: committed, it takes effect (an UNLISTEN ends its subscriptions),
+// otherwise it is undone (a LISTEN's subscription ends). settle and
+// savepointStatement call it, relaying the server's answers. mu is held.
+func (ss *session) listenSettled(ch *paramChange, committed bool) {
+	switch {
+	case ch.op == opListen && !committed:
+		ss.listenUndone(ch.key)
+	case ch.op == opUnlisten && committed:
+		ss.unlistenRan(ch.key, ch.seq)
+	case ch.op == opUnlistenAll && committed:
+		b := &ss.rare.listen
+		for i := len(b.served) - 1; i >= 0; i-- {
+			ss.unlistenRan(b.served[i].channel, ch.seq) // (removes the one at i, or none)
+		}
 	}
 }
 
-// unlistensSettled ends the subscriptions of the UNLISTENs whose requests
-// were answered (popped): those the server skipped or failed were
-// forgotten by then (unlistensFailed). relayServer calls it as it pops a
-// ReadyForQuery's request, so that an UNLISTEN takes effect as its query
-// ends: a simple Query's, or in the extended protocol its Sync's, as an
-// error before the Sync rolls it back with the rest of the implicit
-// transaction (postgres.c: the Sync ends it, finish_xact_command), in
-// order with the LISTENs around it (unlistenRan). mu is held.
-func (ss *session) unlistensSettled() {
+// listenUndone undoes the LISTEN of channel, answered, that subscribed
+// the client (it was not before): its transaction rolled back. The
+// channel is no longer served, the notifications it brought are dropped,
+// and the subscription ends (unhear), unless a LISTEN of the channel sent
+// since is on its way: that one found the subscription made, and it is
+// its to make good now. mu is held.
+func (ss *session) listenUndone(channel string) {
 	b := &ss.rare.listen
-	done := ss.q.answered()
-	for len(b.unlistens) > 0 {
-		u := b.unlistens[0]
-		if u.req == 0 || u.req > done {
+	ss.unserveChannel(channel, false)
+	ss.dropMail(channel)
+	for j := range b.sent {
+		if b.sent[j].channel == channel {
+			b.sent[j].fresh = true
 			return
 		}
-		b.unlistens = slices.Delete(b.unlistens, 0, 1)
-		if u.all {
-			for i := len(b.served) - 1; i >= 0; i-- {
-				ss.unlistenRan(b.served[i].channel, u.req) // (removes the one at i, or none)
-			}
-		} else {
-			ss.unlistenRan(u.channel, u.req)
-		}
 	}
+	ss.unhear(channel)
 }
 
-// unlistensFailed forgets the UNLISTENs of the n requests at the head of
-// the ring, which the server skips after an error or failed with one (a
-// simple Query's UNLISTEN that an error in its query undid with the rest
-// of its implicit transaction), and those answered before them that wait
-// for their Sync, in the implicit transaction the error rolls back:
-// PostgreSQL keeps the client listening, and so does pgferry. mu is held.
-func (ss *session) unlistensFailed(n int) {
-	if ss.rare == nil || len(ss.rare.listen.unlistens) == 0 {
+// listensLost undoes the pending LISTENs and forgets the pending UNLISTENs
+// of a transaction whose server was lost: it rolled back. The caller,
+// which pops the requests owed, undid their LISTENs first (listensSkipped).
+// mu is held.
+func (ss *session) listensLost() {
+	if !ss.pendingParams() {
 		return
 	}
-	last := ss.q.answered() + uint64(n)
-	ss.rare.listen.unlistens = slices.DeleteFunc(ss.rare.listen.unlistens, func(u sentUnlisten) bool {
-		return u.req != 0 && u.req <= last // (0: not sent yet, stampUnlistens)
+	answered := ss.q.answered()
+	ss.keepTentative(func(ch *paramChange) bool {
+		if !listenOp(ch.op) || ch.seq == 0 {
+			return true
+		}
+		if ch.seq <= answered {
+			ss.listenSettled(ch, false) // (those owed: listensSkipped)
+		}
+		return false
 	})
 }
 

@@ -107,7 +107,7 @@ func (ss *session) serveChannel(channel string, l *notify.Listener, since uint64
 }
 
 // unserveChannel switches channel (every channel with all) off in the
-// client's served set, as its UNLISTEN's query ends (unlistensSettled) or,
+// client's served set, as its UNLISTEN's transaction commits (unlistenRan) or,
 // with no server linked, as its answer is handed to the client; it reports
 // whether channel was on. The client's writer calls it.
 func (ss *session) unserveChannel(channel string, all bool) bool {

@@ -171,8 +171,6 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				}
 				if head.kind != kQuery && head.kind != kQuerySwallow {
 					ss.skipToSync(sc, code)
-				} else if head.kind == kQuery && ss.rare != nil {
-					ss.unlistensFailed(1) // (listenlinked.go: the error undoes its UNLISTENs)
 				}
 				if swallow {
 					ss.replayFailed(sc) // (params.go: the server holds what it held before)
@@ -194,9 +192,6 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					}
 				}
 				ss.q.pop()
-				if ss.rare != nil && len(ss.rare.listen.unlistens) > 0 {
-					ss.unlistensSettled() // (listenlinked.go: an UNLISTEN takes effect as its query ends)
-				}
 				var now mono
 				if ss.q.n == 0 {
 					now = ss.srv.parker.clock(ss)

@@ -158,6 +158,7 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 	// Every request owed gets an error: its LISTENs subscribe nothing and
 	// its UNLISTENs end nothing, as for the server's skipped ones.
 	ss.listensSkipped(ss.q.n) // (listenlinked.go)
+	ss.listensLost()          // (and its transaction's rolled back)
 	for e, ok := ss.q.peek(); ok; e, ok = ss.q.peek() {
 		if e.kind == kSync || e.kind == kQuery {
 			answers++

@@ -191,7 +191,7 @@ func (ss *session) interceptExecute(frame []byte) error {
 // applyState records what a statement of class c, about to run, does to
 // the session's state: DISCARD ALL and DEALLOCATE ALL drop the client's
 // statements (DISCARD ALL also its subscriptions), UNLISTEN ends a
-// subscription once its request is answered (unlistenSent), and each SET
+// subscription once its transaction commits (unlistenSent), and each SET
 // or RESET of a tracked parameter is recorded, in order, to take effect
 // when its request has run well (settle). What
 // it cannot carry it leaves alone: statePin says why, and the caller pins
@@ -204,27 +204,30 @@ func (ss *session) applyState(c *classify.Class) {
 			clear(ss.rare.statePortals)
 		}
 	}
-	if c.DiscardAll && ss.listening {
-		ss.unlistenSent("", true) // (listenlinked.go: ends them once it ran)
-	}
 	n := c.Changes()
 	sets, points := false, false
+	unlisten := c.DiscardAll && ss.listening
 	for i := range n {
 		ch := c.ChangeAt(i)
-		if (ch.Unlisten != "" || ch.UnlistenAll) && ss.listening {
-			ss.unlistenSent(ch.Unlisten, ch.UnlistenAll)
-		}
+		unlisten = unlisten || ((ch.Unlisten != "" || ch.UnlistenAll) && ss.listening)
 		sets = sets || ch.Sets()
 		points = points || ch.Savepoint != 0
 	}
-	if !sets && !(points && ss.rare != nil && ss.rare.setsSent) {
+	if !sets && !unlisten && !(points && ss.rare != nil && ss.rare.setsSent) {
 		return // (a savepoint statement matters only while changes wait)
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.dropUnsent()
+	if c.DiscardAll && ss.listening {
+		ss.unlistenSent("", true, 0) // (listenlinked.go: ends them once it commits)
+	}
 	for i := range n {
-		ss.applyChange(c.ChangeAt(i))
+		ch := c.ChangeAt(i)
+		if (ch.Unlisten != "" || ch.UnlistenAll) && ss.listening {
+			ss.unlistenSent(ch.Unlisten, ch.UnlistenAll, ch.Stmt)
+		}
+		ss.applyChange(ch)
 	}
 	ss.rare.setsSent = len(ss.rare.tentative) > 0
 }

@@ -52,7 +52,7 @@ func (ss *session) savepointStatement(seq uint64, stmt int) bool {
 	t := ss.rare.tentative
 	at := -1
 	for i := range t {
-		if t[i].op != 0 && t[i].op != opSCS && t[i].seq == seq && t[i].stmt == stmt {
+		if t[i].op != 0 && t[i].op != opSCS && !listenOp(t[i].op) && t[i].seq == seq && t[i].stmt == stmt {
 			at = i
 			break
 		}
@@ -93,7 +93,9 @@ func (ss *session) savepointStatement(seq uint64, stmt int) bool {
 				}
 				return true
 			case op == classify.SavepointRelease:
-				return ch.op == 0 // its changes stay, its savepoints go
+				return ch.op == 0 || listenOp(ch.op) // its changes stay, its savepoints go
+			case listenOp(ch.op):
+				ss.listenSettled(ch, false) // rolled back (listenlinked.go)
 			}
 			return false // rolled back
 		})

@@ -196,6 +196,9 @@ func (ss *session) settle(sc *pool.ServerConn, seq uint64, stmt int, keep bool) 
 		switch {
 		case ch.seq == 0 || !ch.before(seq, stmt):
 			return true
+		case listenOp(ch.op):
+			ss.listenSettled(ch, keep && !ch.aborted) // (listenlinked.go)
+			return false
 		case ch.op != 0:
 			return false
 		case !keep || ch.aborted:
