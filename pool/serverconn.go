@@ -343,6 +343,17 @@ func (c *StmtCache) Remove(key uint64) {
 	}
 }
 
+// Drain appends the cached statements to dst, most recently used first,
+// and forgets them: for a DISCARD ALL or DEALLOCATE ALL that may yet fail,
+// after which Restore, in the order Drain gave, puts them back.
+func (c *StmtCache) Drain(dst []uint64) []uint64 {
+	for e := c.head; e != nil; e = e.next {
+		dst = append(dst, e.key)
+	}
+	c.Clear()
+	return dst
+}
+
 // Clear forgets everything (after DISCARD ALL or DEALLOCATE ALL).
 func (c *StmtCache) Clear() {
 	clear(c.m)

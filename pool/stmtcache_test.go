@@ -36,3 +36,27 @@ func TestStmtCacheRestoreUndoesAnEvictionAsTheLeastRecentlyUsed(t *testing.T) {
 		t.Fatalf("an unbounded cache evicted %d", old)
 	}
 }
+
+func TestStmtCacheDrainGivesTheStatementsMostRecentFirstAndRestorePutsThemBackInThatOrder(t *testing.T) {
+	var c pool.StmtCache
+	c.SetMax(3)
+	c.Add(1)
+	c.Add(2)
+	c.Add(3)
+	c.Has(1) // 1 2 3 used in the order 2, 3, 1
+	keys := c.Drain(nil)
+	if len(keys) != 3 || keys[0] != 1 || keys[1] != 3 || keys[2] != 2 || c.Len() != 0 || c.Has(1) {
+		t.Fatalf("drained %v, leaving %d cached", keys, c.Len())
+	}
+	// A drop that failed: a statement prepared behind it stays the most
+	// recently used, and the drained ones follow in their order.
+	c.Add(4)
+	for _, k := range keys {
+		c.Restore(k)
+	}
+	for _, want := range []uint64{2, 3, 1} {
+		if old, evicted := c.Add(uint64(10 + want)); !evicted || old != want {
+			t.Fatalf("evicted %d (%v), want %d", old, evicted, want)
+		}
+	}
+}

@@ -463,13 +463,16 @@ func (ss *session) onCommandComplete(sc *pool.ServerConn, frame []byte) {
 	if len(b) > 0 && b[0] == 'D' {
 		if tag := string(b); tag == "DISCARD ALL\x00" || tag == "DEALLOCATE ALL\x00" {
 			// One pgferry saw go (tagDrop) cleared the cache then, and
-			// what it holds now was sent behind it: the server has it. One
-			// it did not see, in a query read two ways (classify's
+			// what it holds now was sent behind it: the server has it; it
+			// ran, so what it set aside goes for good (dropRan). One it
+			// did not see, in a query read two ways (classify's
 			// pinStringEscapes) or executed in session mode, whose
 			// Parses are not classified, clears it now.
 			if head, _ := ss.q.peek(); head.tag != tagDrop {
 				sc.Stmts.Clear()
+				ss.dropsUnseen()
 			}
+			ss.dropRan(ss.q.answered() + 1)
 		}
 	}
 }

@@ -425,6 +425,7 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 	ss.q.clear()
 	if ss.stmts != nil {
 		ss.stmts.unnamedHere = false // the server's is whoever parsed last
+		ss.tidyStmts()               // (a table kept for a drop since answered)
 	}
 	if ss.loop == 0 {
 		ss.wmu.Lock() // (in the relay loop nothing else writes: no pump)

@@ -171,6 +171,8 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				}
 				if head.kind != kQuery && head.kind != kQuerySwallow {
 					ss.skipToSync(sc, code)
+				} else if head.kind == kQuery && ss.stmts != nil {
+					ss.dropUndone(sc, ss.q.answered()+1) // (stmts.go: a drop of its own that did not run)
 				}
 				if swallow {
 					ss.replayFailed(sc) // (params.go: the server holds what it held before)
@@ -357,15 +359,20 @@ func (ss *session) skipToSync(sc *pool.ServerConn, code []byte) {
 // was skipped is forgotten, one whose eviction Close was skipped is cached
 // again (a Close and a Parse of one statement in the same run undo to
 // where it stood before both). Their pending SETs never run
-// (skippedParams). mu is held.
+// (skippedParams), nor their drops of every statement, which give back
+// what they set aside (dropUndone). mu is held.
 func (ss *session) dropSkipped(sc *pool.ServerConn, n int) {
 	q := &ss.q
 	if ss.pendingParams() {
 		ss.skippedParams(n)
 	}
 	ss.listensSkipped(n) // (listenlinked.go: nor do their LISTENs)
+	drops := ss.stmts != nil && len(ss.stmts.drops) > 0
 	for i := n - 1; i >= 0; i-- {
 		e := q.buf[(q.head+i)%len(q.buf)]
+		if drops && (e.kind == kQuery || e.kind == kExecute) {
+			ss.dropUndone(sc, q.answered()+1+uint64(i))
+		}
 		switch {
 		case e.key == 0:
 		case e.kind == kParse || e.kind == kParseSwallow:

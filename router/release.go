@@ -159,6 +159,7 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 	// its UNLISTENs end nothing, as for the server's skipped ones.
 	ss.listensSkipped(ss.q.n) // (listenlinked.go)
 	ss.listensLost()          // (and its transaction's rolled back)
+	ss.dropsLost()            // (stmts.go: nor do its drops of every statement)
 	for e, ok := ss.q.peek(); ok; e, ok = ss.q.peek() {
 		if e.kind == kSync || e.kind == kQuery {
 			answers++

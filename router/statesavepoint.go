@@ -29,11 +29,13 @@ func (ss *session) setsPending() bool {
 // connections (stmts.go), however long ago the client prepared it.
 func (ss *session) bindSavepoint(name []byte) *classify.Class {
 	var sql []byte
+	ss.mu.Lock() // (a failed drop's answer puts names back: dropUndone)
 	if len(name) == 0 {
 		sql = ss.stmts.unnamedQuery()
 	} else if st := ss.stmts.lookup(name); st != nil {
 		sql = st.Query()
 	}
+	ss.mu.Unlock()
 	if sql == nil || !classify.Savepoint(sql) || !ss.setsPending() {
 		return nil
 	}

@@ -41,16 +41,35 @@ type clientStmt struct {
 //
 // dropping says that a statement about to be sent drops every prepared
 // statement of the server and the client's names (DEALLOCATE ALL, DISCARD
-// ALL): forgetStmts sets it before the statement goes, dropSent clears the
-// server's cache and forgets the client's names as it goes, and
+// ALL): forgetStmts sets it before the statement goes, dropSent sets the
+// client's names and the server's cache aside as it goes (drops), and
 // dropNotSent forgets the mark alone when the request is refused instead:
 // the client, told its drop failed, still has its statements.
+//
+// drops are the drops sent and not yet answered, in order (pendingDrop).
+// relayServer settles them under mu as their answers come (dropRan,
+// dropUndone), so named is written under mu whenever a server is linked.
 type clientStmts struct {
 	named       map[string]*clientStmt
 	unnamed     []byte
 	hasUnnamed  bool
 	unnamedHere bool
 	dropping    bool
+	drops       []pendingDrop
+}
+
+// pendingDrop is a drop of every statement (DEALLOCATE ALL, DISCARD ALL)
+// sent to the linked server and not yet answered: what it takes, set
+// aside as it went (dropSent), so that the messages behind it see the
+// statements gone, and given back if the server does not run it. seq is
+// the number of its request (ring.seq). named holds the client's names it
+// drops; keys the server's statements it drops, as sc's cache had them,
+// most recently used first (0: one prepared again since, addServerStmt:
+// its Close and Parse behind the drop say what the server has of it).
+type pendingDrop struct {
+	seq   uint64
+	named map[string]*clientStmt
+	keys  []uint64
 }
 
 // maxKeptUnnamed bounds the buffer kept for unnamed statements once a
@@ -185,56 +204,188 @@ func (ss *session) holdStmt(name string, body []byte) *clientStmt {
 	return st
 }
 
-// forgetStmt drops the client's statement name.
+// forgetStmt drops the client's statement name, and the name as a drop
+// still unanswered set it aside: put back should the drop fail, it would
+// stand for a statement the client closed since. mu is held.
 func (ss *session) forgetStmt(name []byte) {
 	if st := ss.stmts.lookup(name); st != nil {
 		delete(ss.stmts.named, string(name))
 		ss.srv.stmts.Release(st.Statement)
+	}
+	if t := ss.stmts; t != nil {
+		for i := range t.drops {
+			if st := t.drops[i].named[string(name)]; st != nil {
+				delete(t.drops[i].named, string(name))
+				ss.srv.stmts.Release(st.Statement)
+			}
+		}
 	}
 }
 
 // forgetStmts marks the statement about to be sent as one that drops
 // every statement name of the client (DISCARD ALL, DEALLOCATE ALL): the
 // names go as it goes (dropSent), not before, so that a refusal (refuse,
-// dropNotSent) leaves them. The unnamed statement stays, as in
-// PostgreSQL. It drops the server's statements too (see dropSent), and
-// its expectation says so (tagDrop), unless it carries a LISTEN's answer
-// (a Parse of several statements, which the server refuses anyway: its
-// drop is then cleared for again when answered).
+// dropNotSent) leaves them, and they come back if the server does not run
+// it (dropUndone). The unnamed statement stays, as in PostgreSQL. It
+// drops the server's statements too (see dropSent), and its expectation
+// says so (tagDrop), unless it carries a LISTEN's answer (a Parse of
+// several statements, which the server refuses anyway: its drop is then
+// cleared for again when answered).
 func (ss *session) forgetStmts() {
+	ss.mu.Lock() // (a linked server's answers read ss.stmts: dropUndone)
 	ss.stmtTable().dropping = true
+	ss.mu.Unlock()
 	if ss.execTag == tagNone {
 		ss.execTag = tagDrop
 	}
 }
 
-// releaseStmts drops every statement name of the client and gives their
-// identities back (dropSent; the end of the session, which marks no drop,
-// so a client that prepared nothing ends without making a table).
+// releaseStmts drops every statement name of the client, those its drops
+// still unanswered set aside too, and gives their identities back: the
+// end of the session, which marks no drop, so a client that prepared
+// nothing ends without making a table. It takes mu: a pump still running
+// may be settling a drop (after stopping, it gives back rather than puts
+// back: dropUndone).
 func (ss *session) releaseStmts() {
 	t := ss.stmts
 	if t == nil {
 		return
 	}
-	for _, st := range t.named {
-		ss.srv.stmts.Release(st.Statement)
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.releaseNamed(t.named)
+	for i := range t.drops {
+		ss.releaseNamed(t.drops[i].named)
 	}
-	clear(t.named)
+	clear(t.drops)
+	t.drops = t.drops[:0]
 }
 
-// dropSent clears sc's statement cache when the Query or Execute just
-// appended for it drops every prepared statement of the server
-// (clientStmts.dropping), so that the messages a pipeline sends behind it
-// prepare their statements again rather than bind ones the server will no
-// longer have by then, and forgets the client's statement names. The
-// drop's CommandComplete, which comes after the server prepared those,
-// leaves the cache alone (tagDrop).
-func (ss *session) dropSent(sc *pool.ServerConn) {
-	if t := ss.stmts; t != nil && t.dropping {
-		sc.Stmts.Clear()
-		ss.releaseStmts()
-		ss.unmarkDrop(t)
+// releaseNamed gives back the identities of the statements of named and
+// empties it.
+func (ss *session) releaseNamed(named map[string]*clientStmt) {
+	for _, st := range named {
+		ss.srv.stmts.Release(st.Statement)
 	}
+	clear(named)
+}
+
+// dropSent sets aside the client's statement names and sc's statement
+// cache when the Query or Execute just appended for it drops every
+// prepared statement of the server (clientStmts.dropping), so that the
+// messages a pipeline sends behind it prepare their statements again
+// rather than bind ones the server will no longer have by then: a
+// pendingDrop, until its answer says whether the server ran it (dropRan)
+// or not (dropUndone). The drop's CommandComplete, which comes after the
+// server prepared those, leaves the cache alone (tagDrop). mu is held.
+func (ss *session) dropSent(sc *pool.ServerConn) {
+	t := ss.stmts
+	if t == nil || !t.dropping {
+		return
+	}
+	if len(t.named) > 0 || sc.Stmts.Len() > 0 {
+		t.drops = append(t.drops, pendingDrop{seq: ss.q.seq, named: t.named, keys: sc.Stmts.Drain(nil)})
+		t.named = nil
+	}
+	ss.unmarkDrop(t)
+}
+
+// dropRan settles the drop whose request is at the head of the ring (seq,
+// the next one answered), if it is one dropSent set aside: its
+// CommandComplete came, the server ran it, and the names it dropped are
+// gone for good. mu is held.
+func (ss *session) dropRan(seq uint64) {
+	t := ss.stmts
+	if t == nil || len(t.drops) == 0 || t.drops[0].seq != seq {
+		return
+	}
+	ss.releaseNamed(t.drops[0].named)
+	t.popDrop(0)
+}
+
+// dropUndone settles the drop of request seq, if dropSent set one aside,
+// as one the server did not run: it answered an error before the drop ran
+// (in an aborted transaction, an earlier statement of its query), skipped
+// it after an error of its pipeline (dropSkipped), or was lost first
+// (lostServer; sc nil). What it set aside comes back: the client's names,
+// but for those it has prepared again since, and sc's cached statements,
+// but for those prepared or closed again since (pendingDrop.keys). While a
+// later drop is still unanswered, they join what that one set aside
+// instead: they were the client's and the server's when it went. mu is
+// held.
+func (ss *session) dropUndone(sc *pool.ServerConn, seq uint64) {
+	t := ss.stmts
+	if t == nil {
+		return
+	}
+	i := 0
+	for i < len(t.drops) && t.drops[i].seq != seq {
+		i++
+	}
+	if i == len(t.drops) {
+		return
+	}
+	d := t.drops[i]
+	t.popDrop(i)
+	if ss.stopping {
+		ss.releaseNamed(d.named) // (the session ended: releaseStmts)
+		return
+	}
+	named := &t.named
+	if i < len(t.drops) {
+		later := &t.drops[i]
+		named = &later.named
+		for _, k := range d.keys {
+			if k != 0 {
+				later.keys = append(later.keys, k) // (used less recently than its own)
+			}
+		}
+	} else if sc != nil {
+		for _, k := range d.keys {
+			if k != 0 {
+				sc.Stmts.Restore(k)
+			}
+		}
+	}
+	for name, st := range d.named {
+		if t.named[name] != nil || (named != &t.named && (*named)[name] != nil) {
+			ss.srv.stmts.Release(st.Statement) // (prepared again since)
+			continue
+		}
+		if *named == nil {
+			*named = make(map[string]*clientStmt, len(d.named))
+		}
+		(*named)[name] = st
+	}
+}
+
+// dropsLost settles every drop still unanswered as one the server did not
+// run (dropUndone), the latest first: its server is lost, and the client
+// told so. mu is held.
+func (ss *session) dropsLost() {
+	if t := ss.stmts; t != nil {
+		for n := len(t.drops); n > 0; n = len(t.drops) {
+			ss.dropUndone(nil, t.drops[n-1].seq)
+		}
+	}
+}
+
+// dropsUnseen forgets the server's statements the drops still unanswered
+// set aside, when a drop pgferry did not see go answers first: the server
+// may no longer have them. mu is held.
+func (ss *session) dropsUnseen() {
+	if t := ss.stmts; t != nil {
+		for i := range t.drops {
+			t.drops[i].keys = t.drops[i].keys[:0]
+		}
+	}
+}
+
+// popDrop removes t's i-th unanswered drop.
+func (t *clientStmts) popDrop(i int) {
+	copy(t.drops[i:], t.drops[i+1:])
+	t.drops[len(t.drops)-1] = pendingDrop{}
+	t.drops = t.drops[:len(t.drops)-1]
 }
 
 // dropNotSent forgets the mark of a drop whose request is refused (refuse):
@@ -242,16 +393,39 @@ func (ss *session) dropSent(sc *pool.ServerConn) {
 // server the client's requests go to keeps its statements.
 func (ss *session) dropNotSent() {
 	if t := ss.stmts; t != nil && t.dropping {
+		ss.mu.Lock() // (unmarkDrop may let go of ss.stmts: dropUndone reads it)
 		ss.unmarkDrop(t)
+		ss.mu.Unlock()
 	}
 }
 
 // unmarkDrop clears t's drop mark, and lets go of t if it was made for the
-// mark alone: an idle client keeps none.
+// mark alone: an idle client keeps none. (One that holds a drop unanswered
+// is let go at the next loan: attach, tidyStmts.) mu is held.
 func (ss *session) unmarkDrop(t *clientStmts) {
 	t.dropping = false
-	if t.named == nil && !t.hasUnnamed && cap(t.unnamed) == 0 {
+	ss.tidyStmts()
+}
+
+// tidyStmts lets go of the client's table if it holds nothing: no names,
+// no unnamed statement, no drop marked or unanswered. mu is held, or no
+// server is linked.
+func (ss *session) tidyStmts() {
+	if t := ss.stmts; t != nil && len(t.named) == 0 && !t.hasUnnamed && cap(t.unnamed) == 0 && !t.dropping && len(t.drops) == 0 {
 		ss.stmts = nil
+	}
+}
+
+// preparedAgain forgets id among the server's statements that t's
+// unanswered drops set aside: a Close and a Parse of it go now, and say
+// what the server has of it, whether the drops run or not.
+func (t *clientStmts) preparedAgain(id uint64) {
+	for i := range t.drops {
+		for j, k := range t.drops[i].keys {
+			if k == id {
+				t.drops[i].keys[j] = 0
+			}
+		}
 	}
 }
 
@@ -264,6 +438,9 @@ const noopStmt = prepared.NamePrefix + "noop"
 // expectation carries the evicted ID: should the server skip the Close
 // (after an error before it), skipToSync puts the statement back.
 func (ss *session) addServerStmt(sc *pool.ServerConn, id uint64) {
+	if t := ss.stmts; t != nil && len(t.drops) > 0 {
+		t.preparedAgain(id)
+	}
 	if old, evicted := sc.Stmts.Add(id); evicted {
 		ss.q.push(expect{kind: kCloseSwallow, key: old})
 		var name [32]byte
@@ -289,7 +466,8 @@ func (ss *session) ensureStmt(sc *pool.ServerConn, st *clientStmt) {
 // may have the statement all the same (a DISCARD ALL or DEALLOCATE ALL
 // pgferry did not see go clears the cache when its answer comes, after
 // Parses a pipeline sent behind it, see onCommandComplete; one that fails
-// or is skipped after the cache was cleared as it went, see dropSent), and
+// or is skipped gives back the cache it set aside as it went, but for the
+// statements prepared again behind it, see dropUndone), and
 // PostgreSQL refuses a Parse of a name it has (42P05) on every later try.
 // A name stands for one content for good (router/prepared): closing and
 // preparing it again changes nothing else.
@@ -391,8 +569,8 @@ func (ss *session) closeLocally(frame []byte) bool {
 	if !ok || len(name) == 0 {
 		return false
 	}
-	ss.forgetStmt(name)
 	ss.mu.Lock()
+	ss.forgetStmt(name) // (under mu: a failed drop's answer puts names back, dropUndone)
 	sc := ss.server
 	if sc == nil {
 		ss.mu.Unlock()
