@@ -218,6 +218,13 @@ func (p *Pool) AcquireUntil(expired <-chan time.Time) (*ServerConn, error) {
 	return p.acquire(context.Background(), expired)
 }
 
+// AcquireWhile is AcquireUntil that also gives up, with ctx's error, when
+// ctx is done (a borrower another goroutine may stop: a client killed
+// while it waits).
+func (p *Pool) AcquireWhile(ctx context.Context, expired <-chan time.Time) (*ServerConn, error) {
+	return p.acquire(ctx, expired)
+}
+
 // acquire waits until ctx ends or expired delivers.
 func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerConn, error) {
 	var t try

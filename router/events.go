@@ -88,6 +88,9 @@ func (ss *session) kill() {
 	if ss.server != nil {
 		ss.server.Interrupt()
 	}
+	if ss.rare != nil && ss.rare.waitStop != nil {
+		ss.rare.waitStop() // a goroutine's wait for a server (waitForServer)
+	}
 	ss.mu.Unlock()
 }
 

@@ -129,9 +129,6 @@ func (p *parker) evict(ss *session, why string, pump bool) {
 	}()
 }
 
-// errKilledQueued ends a session killed while queued for a server.
-var errKilledQueued = errors.New("killed while queued for a server")
-
 // takeCarried, on the goroutine the loop handed a queued session to
 // (evict), waits on for the server its request queued for (the ticket
 // carried on: rareState.carried), in its place, up to what is left of

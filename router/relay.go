@@ -17,6 +17,9 @@ var errServerGone = errors.New("server connection lost")
 // errClientGone ends a session whose client disconnected while queued.
 var errClientGone = errors.New("client disconnected while waiting for a server connection")
 
+// errKilledQueued ends a session killed while queued for a server.
+var errKilledQueued = errors.New("killed while queued for a server")
+
 // handle processes one client frame.
 func (ss *session) handle(typ byte, size int) error { return ss.handleFrame(typ, size, false) }
 
@@ -383,7 +386,7 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 			}
 		}
 		if err != nil {
-			if err == errClientGone {
+			if err == errClientGone || err == errKilledQueued {
 				return nil, err
 			}
 			return nil, ss.acquireError(err)

@@ -527,19 +527,37 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 	}
 	ss.flags.Or(stWaiting)
 	defer ss.flags.And(^stWaiting)
-	sc, err := p.AcquireUntil(expired)
+	// A kill (the admin console's KILL, KILL_CLIENT) stops the wait
+	// (kill calls waitStop, under mu).
+	ctx, stop := context.WithCancel(context.Background())
+	r := ss.ensureRare()
+	ss.mu.Lock()
+	r.waitStop = stop
+	ss.mu.Unlock()
+	defer func() {
+		ss.mu.Lock()
+		r.waitStop = nil
+		ss.mu.Unlock()
+		stop()
+	}()
+	if ss.has(evKill) {
+		return nil, errKilledQueued // (killed before waitStop was there)
+	}
+	sc, err := p.AcquireWhile(ctx, expired)
 	if errors.Is(err, pool.ErrPoolClosed) && ss.refreshEntry() {
 		// A reload replaced the database's pools: carry on with the new
 		// ones, the client keeps its session.
 		var perr error
 		if p, _, perr = ss.pickPool(readOnly); perr == nil {
-			sc, err = p.AcquireUntil(expired)
+			sc, err = p.AcquireWhile(ctx, expired)
 		}
+	}
+	if ctx.Err() != nil && sc == nil {
+		return nil, errKilledQueued
 	}
 	if err != nil {
 		return nil, err // link turns it into what the client is told
 	}
-	r := ss.ensureRare()
 	r.lent = sc // (until link's attach: see lent)
 	ss.faultAt("lent")
 	if ss.rd.Buffered() == 0 {

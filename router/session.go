@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"context"
 	"crypto/x509"
 	"errors"
 	"net"
@@ -274,6 +275,9 @@ type rareState struct {
 	// taken without a wait is linked before anything else runs, and is
 	// not noted. Its owner's only.
 	lent *pool.ServerConn
+	// waitStop stops the session goroutine's wait for a server
+	// (waitForServer), for a kill; nil unless it waits. Guarded by mu.
+	waitStop context.CancelFunc
 	// tentative holds the client's SET/RESET of unreported parameters
 	// until the requests that make them are answered (see settle), and
 	// the savepoint statements sent while any waits (see applyChange).
