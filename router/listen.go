@@ -174,6 +174,8 @@ func (ss *session) mailToLinked() {
 	}
 	ss.wr.Append(ss.rare.mailbox)
 	ss.rare.mailbox = nil
+	clear(ss.rare.listen.marks) // (of requests answered: nothing is owed)
+	ss.rare.listen.marks = ss.rare.listen.marks[:0]
 }
 
 // deliverNotifications writes queued notifications to the client. It runs
@@ -281,16 +283,32 @@ func (b *listenBook) isUnheard(frame []byte) bool {
 // dropMail drops the notifications on channel waiting in the mailbox. mu
 // is held.
 func (ss *session) dropMail(channel string) {
+	ss.dropMailBefore(channel, len(ss.rare.mailbox))
+}
+
+// dropMailBefore drops the notifications on channel among the first limit
+// bytes of the mailbox, and moves the marks after those it drops
+// (listenBook.marks) back by their length. mu is held.
+func (ss *session) dropMailBefore(channel string, limit int) {
 	box := ss.rare.mailbox
+	marks := ss.rare.listen.marks
 	kept := box[:0]
+	off := 0
 	for len(box) >= 5 {
 		n := 1 + int(binary.BigEndian.Uint32(box[1:5]))
 		if n < 5 || n > len(box) {
 			break // (Notify queues whole frames only)
 		}
-		if ch, ok := notificationChannel(box[:n]); !ok || string(ch) != channel {
+		if ch, ok := notificationChannel(box[:n]); off >= limit || !ok || string(ch) != channel {
 			kept = append(kept, box[:n]...) // (copies forward within box)
+		} else {
+			for i := range marks {
+				if marks[i].at > len(kept) {
+					marks[i].at -= n
+				}
+			}
 		}
+		off += n
 		box = box[n:]
 	}
 	ss.rare.mailbox = kept

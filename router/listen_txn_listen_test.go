@@ -128,12 +128,19 @@ func runTxnCases(t *testing.T, prefix string, how txnClient, tests []txnCase) {
 	})
 }
 
-// hears reports whether the client hears a notification on channel: the
-// sender notifies channel, then in the same transaction a channel of the
-// client's own it listens on first, whose notification comes after the
-// other's if that one comes at all (PostgreSQL delivers a transaction's
-// notifications in order).
+// hears reports whether the client hears a notification on channel (see
+// heard).
 func (c *rawClient) hears(sender *notifier, channel string) bool {
+	c.t.Helper()
+	return c.heard(sender, channel) > 0
+}
+
+// heard returns how many notifications on channel the client hears, of
+// those waiting and one more: the sender notifies channel, then in the
+// same transaction a channel of the client's own it listens on first,
+// whose notification comes after the other's if that one comes at all
+// (PostgreSQL delivers a transaction's notifications in order).
+func (c *rawClient) heard(sender *notifier, channel string) int {
 	c.t.Helper()
 	mark := channel + "_mark"
 	c.request(mark, query("LISTEN "+mark))
@@ -142,7 +149,7 @@ func (c *rawClient) hears(sender *notifier, channel string) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	heard := false
+	heard := 0
 	for {
 		msg, err := c.pc.ReceiveMessage(ctx)
 		if err != nil {
@@ -151,7 +158,7 @@ func (c *rawClient) hears(sender *notifier, channel string) bool {
 		if m, ok := msg.(*pgproto3.NotificationResponse); ok {
 			switch m.Channel {
 			case channel:
-				heard = true
+				heard++
 			case mark:
 				return heard
 			}

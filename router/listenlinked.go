@@ -73,6 +73,12 @@ type listenBook struct {
 	// listener writes to its connection under it, and that connection's
 	// reader may be waiting for mu in Notify).
 	unheard []string
+	// marks notes, for each request sent while a LISTEN waits for its
+	// transaction's outcome (opListen), how many bytes of notifications
+	// waited as it went (markMail): those were committed before it
+	// reached the server, so before a COMMIT it carries (commitMail).
+	// Those of requests answered are let go of as the next is noted.
+	marks []mailMark
 	// served is the set of channels pgferry's listener serves the
 	// client: each one's LISTEN was answered, and no UNLISTEN of it since
 	// (serveChannel, unserveChannel). Not guarded by mu: the client's
@@ -305,12 +311,16 @@ func (ss *session) forgetListen(seq uint64) {
 }
 
 // listenSettled settles a pending LISTEN or UNLISTEN whose transaction
-// ended: committed, it takes effect (an UNLISTEN ends its subscriptions),
-// otherwise it is undone (a LISTEN's subscription ends). settle and
-// savepointStatement call it, relaying the server's answers. mu is held.
-func (ss *session) listenSettled(ch *paramChange, committed bool) {
+// ended: committed (by request number end), it takes effect (an UNLISTEN
+// ends its subscriptions; a LISTEN drops the notifications committed
+// before its COMMIT, commitMail), otherwise it is undone (a LISTEN's
+// subscription ends). settle and savepointStatement call it, relaying the
+// server's answers. mu is held.
+func (ss *session) listenSettled(ch *paramChange, committed bool, end uint64) {
 	switch {
-	case ch.op == opListen && !committed:
+	case ch.op == opListen && committed:
+		ss.commitMail(ch.key, end)
+	case ch.op == opListen:
 		ss.listenUndone(ch.key)
 	case ch.op == opUnlisten && committed:
 		ss.unlistenRan(ch.key, ch.seq)
@@ -355,7 +365,7 @@ func (ss *session) listensLost() {
 			return true
 		}
 		if ch.seq <= answered {
-			ss.listenSettled(ch, false) // (those owed: listensSkipped)
+			ss.listenSettled(ch, false, 0) // (those owed: listensSkipped)
 		}
 		return false
 	})
@@ -382,4 +392,46 @@ func (ss *session) unlistenRan(channel string, req uint64) {
 	}
 	ss.dropMail(channel)
 	ss.unhear(channel)
+}
+
+// mailMark is the length of the mailbox (rareState.mailbox) as request
+// number seq went to the server.
+type mailMark struct {
+	seq uint64
+	at  int
+}
+
+// markMail notes how many bytes of notifications wait as the request just
+// put in the ring goes to the server, if a LISTEN waits for its
+// transaction's outcome: should that request commit it, the notifications
+// on its channel among them were committed before, and PostgreSQL would
+// not deliver them (commitMail). stampTentative calls it. mu is held.
+func (ss *session) markMail() {
+	r := ss.rare
+	if !slices.ContainsFunc(r.tentative, func(ch paramChange) bool { return ch.op == opListen }) {
+		clear(r.listen.marks)
+		r.listen.marks = r.listen.marks[:0]
+		return
+	}
+	done := ss.q.answered()
+	r.listen.marks = slices.DeleteFunc(r.listen.marks, func(m mailMark) bool { return m.seq <= done })
+	r.listen.marks = append(r.listen.marks, mailMark{seq: ss.q.seq, at: len(r.mailbox)})
+}
+
+// commitMail follows the commit, by request number end, of a LISTEN of
+// channel that subscribed the client: the notifications on channel that
+// waited as end went to the server were committed before the LISTEN's
+// transaction, and are dropped, as PostgreSQL delivers to a session only
+// those committed after its LISTEN's transaction (async.c,
+// Exec_ListenPreCommit). Those that came after it went may have been
+// committed after it, and are kept: none so committed is lost. mu is held.
+func (ss *session) commitMail(channel string, end uint64) {
+	marks := ss.rare.listen.marks
+	i := len(marks) - 1
+	for i >= 0 && marks[i].seq > end {
+		i--
+	}
+	if i >= 0 {
+		ss.dropMailBefore(channel, marks[i].at)
+	}
 }

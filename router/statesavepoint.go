@@ -97,7 +97,7 @@ func (ss *session) savepointStatement(seq uint64, stmt int) bool {
 			case op == classify.SavepointRelease:
 				return ch.op == 0 || listenOp(ch.op) // its changes stay, its savepoints go
 			case listenOp(ch.op):
-				ss.listenSettled(ch, false) // rolled back (listenlinked.go)
+				ss.listenSettled(ch, false, 0) // rolled back (listenlinked.go)
 			}
 			return false // rolled back
 		})

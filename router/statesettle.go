@@ -143,6 +143,9 @@ func (ss *session) stampTentative() {
 	for i := len(t) - 1; i >= 0 && t[i].seq == 0; i-- {
 		t[i].seq, t[i].query = ss.q.seq, query
 	}
+	if ss.listening && len(t) > 0 {
+		ss.markMail() // (listenlinked.go: a LISTEN may wait for this request's COMMIT)
+	}
 }
 
 // dropUnsent forgets changes applyState recorded for a request that was
@@ -181,7 +184,7 @@ func (ss *session) keepTentative(keep func(*paramChange) bool) {
 // keeps or undoes a SET; those of requests still running wait. mu is
 // held.
 func (ss *session) settleParams(sc *pool.ServerConn) {
-	ss.settle(sc, ss.q.answered()+1, 0, true)
+	ss.settleAt(sc, ss.q.answered()+1, 0, true, ss.q.answered())
 }
 
 // settle applies (keep) or drops the pending changes that run before the
@@ -192,12 +195,20 @@ func (ss *session) settleParams(sc *pool.ServerConn) {
 // had before, which sc.Params holds, but marking it costs the next client
 // only a SET, and nothing pgferry misread can then reach it. mu is held.
 func (ss *session) settle(sc *pool.ServerConn, seq uint64, stmt int, keep bool) {
+	ss.settleAt(sc, seq, stmt, keep, seq)
+}
+
+// settleAt is settle, where the transaction ended (committed, if keep) by
+// request number end: the statement's own, or the last one answered when
+// a ReadyForQuery 'I' ends an implicit transaction (settleParams). mu is
+// held.
+func (ss *session) settleAt(sc *pool.ServerConn, seq uint64, stmt int, keep bool, end uint64) {
 	ss.keepTentative(func(ch *paramChange) bool {
 		switch {
 		case ch.seq == 0 || !ch.before(seq, stmt):
 			return true
 		case listenOp(ch.op):
-			ss.listenSettled(ch, keep && !ch.aborted) // (listenlinked.go)
+			ss.listenSettled(ch, keep && !ch.aborted, end) // (listenlinked.go)
 			return false
 		case ch.op != 0:
 			return false
