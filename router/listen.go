@@ -182,7 +182,7 @@ func (ss *session) mailToLinked() {
 // on the session goroutine with no server linked.
 func (ss *session) deliverNotifications() error {
 	if ss.listening {
-		// Subscriptions a skipped LISTEN or an answered UNLISTEN ended
+		// Subscriptions a skipped or undone LISTEN or a committed UNLISTEN ended
 		// (unhear woke the session for them).
 		if l := ss.entry.listenerMade(); l != nil {
 			ss.reapUnheard(l)

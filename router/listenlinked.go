@@ -47,8 +47,9 @@ func (ss *session) listenLinked(channel string, sql []byte) error {
 // A LISTEN that pgferry's listener serves for a client with a server
 // linked (the Execute of a LISTEN portal, interceptExecute; a LISTEN in a
 // simple Query, listenLinked) subscribes the client as its request goes to
-// the server, so that the subscription is live before the client's
-// CommandComplete LISTEN. But after an error in the extended protocol the
+// the server, so that the listener's LISTEN is acknowledged before the
+// client's CommandComplete LISTEN, and before the COMMIT that makes it
+// count (opListen). But after an error in the extended protocol the
 // server skips every message up to the next Sync, a Query too (postgres.c:
 // ignore_till_sync): such a LISTEN never runs, its client gets only the
 // error, and it must subscribe the client to nothing. So each one is noted
@@ -297,11 +298,6 @@ func (ss *session) unlistenSent(channel string, all bool, stmt int) {
 	}
 	r.tentative = append(r.tentative, paramChange{key: channel, op: op, stmt: stmt})
 }
-
-// stampUnlistens is a no-op kept for process (relay.go), which calls it
-// after stampTentative: an UNLISTEN waits among the pending changes now,
-// which stampTentative numbers.
-func (ss *session) stampUnlistens() {}
 
 // forgetListen drops the pending entry of the LISTEN of request number
 // seq: its outcome changes nothing (it did not subscribe the client, or

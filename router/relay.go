@@ -514,8 +514,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		ss.q.push(expect{kind: kQuery, tag: ss.execTag}) // (tag: a LISTEN, listenLinked)
 		ss.execTag = tagNone
 		if ss.rare != nil {
-			ss.stampTentative() // (statesettle.go: the query's SETs are this request's)
-			ss.stampUnlistens() // (listenlinked.go: and its UNLISTENs)
+			ss.stampTentative() // (statesettle.go: the query's SETs, LISTENs and UNLISTENs are this request's)
 		}
 		sc.Wr.Append(frame)
 		ss.dropSent(sc)
@@ -541,7 +540,6 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		ss.execTag = tagNone
 		if ss.rare != nil {
 			ss.stampTentative()
-			ss.stampUnlistens()
 		}
 		sc.Wr.Append(frame)
 		ss.dropSent(sc)
