@@ -19,6 +19,10 @@ var ErrPoolClosed = errors.New("pool is closed")
 // before a connection was free.
 var ErrWaitTimeout = errors.New("query_wait_timeout")
 
+// ErrWaitStopped is returned by AcquireWhile when its stop channel
+// delivered before a connection was free.
+var ErrWaitStopped = errors.New("wait for a server connection stopped")
+
 // LoginFailingError is returned while server logins are failing, within
 // server_login_retry of the last failure, so clients fail fast instead of
 // queueing behind a broken server.
@@ -218,25 +222,29 @@ func (p *Pool) AcquireUntil(expired <-chan time.Time) (*ServerConn, error) {
 	return p.acquire(context.Background(), expired)
 }
 
-// AcquireWhile is AcquireUntil that also gives up, with ctx's error, when
-// ctx is done (a borrower another goroutine may stop: a client killed
-// while it waits).
-func (p *Pool) AcquireWhile(ctx context.Context, expired <-chan time.Time) (*ServerConn, error) {
-	return p.acquire(ctx, expired)
+// AcquireWhile is AcquireUntil that also gives up, with ErrWaitStopped,
+// when a value arrives on stop, which it takes (a borrower another
+// goroutine may stop: a client killed while it waits). A channel, not a
+// context: the borrower keeps one for all its waits, and a wait
+// allocates nothing (a context per wait cost three allocations).
+func (p *Pool) AcquireWhile(stop <-chan struct{}, expired <-chan time.Time) (*ServerConn, error) {
+	var t try
+	return p.acquireTry(context.Background(), stop, expired, &t)
 }
 
 // acquire waits until ctx ends or expired delivers.
 func (p *Pool) acquire(ctx context.Context, expired <-chan time.Time) (*ServerConn, error) {
 	var t try
-	return p.acquireTry(ctx, expired, &t)
+	return p.acquireTry(ctx, nil, expired, &t)
 }
 
 // acquireTry is acquire for a borrower whose earlier tries t carries (see
-// try; a ticket's request carried on to a wait: Ticket.AcquireUntil).
-func (p *Pool) acquireTry(ctx context.Context, expired <-chan time.Time, t *try) (*ServerConn, error) {
+// try; a ticket's request carried on to a wait: Ticket.AcquireUntil),
+// which also gives up when stop delivers (nil: never).
+func (p *Pool) acquireTry(ctx context.Context, stop <-chan struct{}, expired <-chan time.Time, t *try) (*ServerConn, error) {
 	done := ctx.Done() // nil for Background: no select case
 	for {
-		sc, ready, err := p.acquireOnce(ctx, done, expired, t)
+		sc, ready, err := p.acquireOnce(ctx, done, stop, expired, t)
 		if err != nil {
 			t.end()
 			return nil, err
@@ -389,7 +397,7 @@ func (p *Pool) tryAcquire(noCheck bool, vouchedSince int64) *ServerConn {
 // acquireOnce lends an idle connection or queues for one; ready reports a
 // connection handed over to the queued caller as ready (see ReleaseReady).
 // t carries what the Acquire's earlier tries did (see try).
-func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-chan time.Time, t *try) (sc *ServerConn, ready bool, err error) {
+func (p *Pool) acquireOnce(ctx context.Context, done, stop <-chan struct{}, expired <-chan time.Time, t *try) (sc *ServerConn, ready bool, err error) {
 	p.mu.Lock()
 	for p.paused && !p.closed {
 		ch := p.resumed
@@ -398,6 +406,8 @@ func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-
 		case <-ch:
 		case <-done:
 			return nil, false, ctx.Err()
+		case <-stop:
+			return nil, false, ErrWaitStopped
 		case <-expired:
 			return nil, false, ErrWaitTimeout
 		}
@@ -460,6 +470,9 @@ func (p *Pool) acquireOnce(ctx context.Context, done <-chan struct{}, expired <-
 	case <-done:
 		p.abandon(w)
 		return nil, false, ctx.Err()
+	case <-stop:
+		p.abandon(w)
+		return nil, false, ErrWaitStopped
 	case <-expired:
 		p.abandon(w)
 		return nil, false, ErrWaitTimeout

@@ -156,7 +156,7 @@ func (t Ticket) AcquireUntil(expired <-chan time.Time) (*ServerConn, error) {
 	}
 	p.Destroy(res.sc)
 	tr.again = true
-	return p.acquireTry(context.Background(), expired, &tr)
+	return p.acquireTry(context.Background(), nil, expired, &tr)
 }
 
 // Cancel ends a ticket whose owner no longer waits: it leaves the queue,

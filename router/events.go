@@ -88,8 +88,11 @@ func (ss *session) kill() {
 	if ss.server != nil {
 		ss.server.Interrupt()
 	}
-	if ss.rare != nil && ss.rare.waitStop != nil {
-		ss.rare.waitStop() // a goroutine's wait for a server (waitForServer)
+	if r := ss.rare; r != nil && r.waiting {
+		select { // a goroutine's wait for a server (waitForServer)
+		case r.waitStop <- struct{}{}: // (one slot: never blocks under mu)
+		default: // (stopped already)
+		}
 	}
 	ss.mu.Unlock()
 }

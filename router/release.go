@@ -528,31 +528,28 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 	ss.flags.Or(stWaiting)
 	defer ss.flags.And(^stWaiting)
 	// A kill (the admin console's KILL, KILL_CLIENT) stops the wait
-	// (kill calls waitStop, under mu).
-	ctx, stop := context.WithCancel(context.Background())
+	// (kill sends on waitStop, under mu, while waiting is set).
 	r := ss.ensureRare()
 	ss.mu.Lock()
-	r.waitStop = stop
-	ss.mu.Unlock()
-	defer func() {
-		ss.mu.Lock()
-		r.waitStop = nil
-		ss.mu.Unlock()
-		stop()
-	}()
-	if ss.has(evKill) {
-		return nil, errKilledQueued // (killed before waitStop was there)
+	if r.waitStop == nil {
+		r.waitStop = make(chan struct{}, 1)
 	}
-	sc, err := p.AcquireWhile(ctx, expired)
+	r.waiting = true
+	ss.mu.Unlock()
+	defer ss.endWait(r)
+	if ss.has(evKill) {
+		return nil, errKilledQueued // (killed before waiting was set)
+	}
+	sc, err := p.AcquireWhile(r.waitStop, expired)
 	if errors.Is(err, pool.ErrPoolClosed) && ss.refreshEntry() {
 		// A reload replaced the database's pools: carry on with the new
 		// ones, the client keeps its session.
 		var perr error
 		if p, _, perr = ss.pickPool(readOnly); perr == nil {
-			sc, err = p.AcquireWhile(ctx, expired)
+			sc, err = p.AcquireWhile(r.waitStop, expired)
 		}
 	}
-	if ctx.Err() != nil && sc == nil {
+	if errors.Is(err, pool.ErrWaitStopped) {
 		return nil, errKilledQueued
 	}
 	if err != nil {
@@ -571,6 +568,19 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 		}
 	}
 	return sc, nil
+}
+
+// endWait ends waitForServer's wait: a kill no longer stops it, and a
+// stop the wait did not take (a kill as the server came) is drained, so
+// it stops no later wait.
+func (ss *session) endWait(r *rareState) {
+	ss.mu.Lock()
+	r.waiting = false
+	select {
+	case <-r.waitStop:
+	default:
+	}
+	ss.mu.Unlock()
 }
 
 // linkedLent forgets the server a wait or a grant got (rareState.lent)

@@ -2,7 +2,6 @@ package router
 
 import (
 	"bufio"
-	"context"
 	"crypto/x509"
 	"errors"
 	"net"
@@ -276,8 +275,13 @@ type rareState struct {
 	// not noted. Its owner's only.
 	lent *pool.ServerConn
 	// waitStop stops the session goroutine's wait for a server
-	// (waitForServer), for a kill; nil unless it waits. Guarded by mu.
-	waitStop context.CancelFunc
+	// (waitForServer) for a kill, which sends on it (without blocking:
+	// one slot) while waiting says the goroutine waits; the wait drains
+	// it as it ends, so a stop it did not take reaches no later wait.
+	// Made at the session's first wait and kept for the next ones (a wait
+	// allocates nothing). Both guarded by mu.
+	waitStop chan struct{}
+	waiting  bool
 	// tentative holds the client's SET/RESET of unreported parameters
 	// until the requests that make them are answered (see settle), and
 	// the savepoint statements sent while any waits (see applyChange).
