@@ -352,7 +352,38 @@ func (ss *session) refuseAliasParse(frame []byte) []byte {
 		return frame
 	}
 	e := aliasWriteError(ss.database, what)
-	return protocol.AppendParseRaw(nil, string(name), append([]byte(raiseSQL(e)+"\x00"), types...))
+	return protocol.AppendParseRaw(nil, string(name), append([]byte(raiseSQL(e)+"\x00"), typedParams(types)...))
+}
+
+// typedParams is a Parse's parameter types for the DO statement that
+// takes its place: those the client left to the server (OID 0) become
+// text, which the DO, which uses none of them, can be parsed with
+// (PostgreSQL refuses a Parse whose parameter's type it could not
+// determine: 42P18, postgres.c exec_parse_message), so the client's Bind
+// with its arguments reaches the DO's error. types is not changed.
+func typedParams(types []byte) []byte {
+	const textOID = 25
+	if len(types) < 2 {
+		return types
+	}
+	n := int(binary.BigEndian.Uint16(types))
+	if len(types) < 2+4*n {
+		return types
+	}
+	var out []byte // (a copy, made at the first OID 0)
+	for i := range n {
+		at := 2 + 4*i
+		if binary.BigEndian.Uint32(types[at:]) == 0 {
+			if out == nil {
+				out = append([]byte(nil), types...)
+			}
+			binary.BigEndian.PutUint32(out[at:], textOID)
+		}
+	}
+	if out == nil {
+		return types
+	}
+	return out
 }
 
 // aliasWriteError is the ERROR that refuses what (a statement, as
