@@ -19,14 +19,17 @@ import (
 // way round, a channel heard both ways reaches the client once; a channel
 // its server alone listens on still reaches it; and UNLISTEN ends both.
 func TestAPinnedClientHearingAChannelBothWaysGetsEachNotificationOnceInEitherOrder(t *testing.T) {
-	sender := newNotifier(t)
+	t.Parallel()
 	for i, via := range stateVia {
-		for _, order := range []string{"listener first", "server first"} {
+		for j, order := range []string{"listener first", "server first"} {
 			t.Run(via.name+", "+order, func(t *testing.T) {
-				sender.t = t
+				t.Parallel()
+				sender := newNotifier(t)
 				f := ferrytest.Start(t, ferrytest.Config(t, cluster))
-				ch := fmt.Sprintf("home_both%d", i)
-				own := fmt.Sprintf("home_own%d", i) // only ever on the server
+				// Channels of this subtest's own: the others run alongside
+				// in the same database.
+				ch := fmt.Sprintf("home_both%d_%d", i, j)
+				own := fmt.Sprintf("home_own%d_%d", i, j) // only ever on the server
 				c := newRawClient(t, f.AppDSN())
 				onServer := []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch + "; LISTEN " + own + "; SELECT 1"}}
 				if order == "listener first" {

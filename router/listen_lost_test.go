@@ -29,10 +29,11 @@ func TestAListenWhoseServerIsLostBeforeItAnswersSubscribesNothing(t *testing.T) 
 			return []pgproto3.FrontendMessage{parse("", "LISTEN "+ch), bind(""), execMsg(), syncMsg()}
 		}},
 	}
-	sender := newNotifier(t)
+	t.Parallel()
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			sender.t = t
+			t.Parallel()
+			sender := newNotifier(t)
 			cfg := ferrytest.Config(t, cluster)
 			cfg.RelayLoop, cfg.RelayLoopSet = false, true // the whole pipeline sent before the server goes
 			f := ferrytest.Start(t, cfg)

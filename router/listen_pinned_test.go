@@ -69,13 +69,14 @@ func (n *notifier) notify(channel string, count int) {
 }
 
 func TestAPinnedClientGetsItsNotificationsBetweenItsTransactionsAndItsListenAndUnlistenWork(t *testing.T) {
-	sender := newNotifier(t)
+	t.Parallel()
 	for i, via := range stateVia {
 		t.Run(via.name, func(t *testing.T) {
+			t.Parallel()
+			sender := newNotifier(t)
 			f := ferrytest.Start(t, ferrytest.Config(t, cluster))
 			ch := fmt.Sprintf("pinned_ch%d", i)
 			c := newRawClient(t, f.AppDSN())
-			sender.t = t
 			if got, _ := c.request(ch, via.send("LISTEN "+ch)); got != "C:LISTEN Z:I" {
 				t.Fatalf("LISTEN: %s", got)
 			}
@@ -175,15 +176,16 @@ func TestAPinnedListeningClientThatReadsItsNotificationsStaysConnected(t *testin
 // listener: the client is not pinned for it, and UNLISTEN inside one ends
 // it.
 func TestListenAndUnlistenInsideATransactionAreServedByPgferrysListener(t *testing.T) {
-	sender := newNotifier(t)
+	t.Parallel()
 	for i, via := range stateVia {
 		t.Run(via.name, func(t *testing.T) {
+			t.Parallel()
+			sender := newNotifier(t)
 			cfg := ferrytest.Config(t, cluster)
 			setPoolSize(cfg, "app", 2)
 			f := ferrytest.Start(t, cfg)
 			ch := fmt.Sprintf("txn_ch%d", i)
 			c := newRawClient(t, f.AppDSN())
-			sender.t = t
 			c.request(ch, via.send("BEGIN"))
 			if got, _ := c.request(ch, via.send("LISTEN "+ch)); got != "C:LISTEN Z:T" {
 				t.Fatalf("LISTEN: %s", got)
@@ -241,9 +243,11 @@ func TestListenAndUnlistenAmongOtherStatementsRunTheWholeQuery(t *testing.T) {
 // and UNLISTEN run there, in either protocol, and notifications come
 // straight from it.
 func TestListenAndUnlistenWorkInSessionMode(t *testing.T) {
-	sender := newNotifier(t)
+	t.Parallel()
 	for i, via := range stateVia {
 		t.Run(via.name, func(t *testing.T) {
+			t.Parallel()
+			sender := newNotifier(t)
 			cfg := ferrytest.Config(t, cluster)
 			cfg.PoolMode = "session"
 			e := cfg.Databases["app"]
@@ -252,7 +256,6 @@ func TestListenAndUnlistenWorkInSessionMode(t *testing.T) {
 			f := ferrytest.Start(t, cfg)
 			ch := fmt.Sprintf("session_ch%d", i)
 			c := newRawClient(t, f.AppDSN())
-			sender.t = t
 			if got, _ := c.request(ch, via.send("LISTEN "+ch)); got != "C:LISTEN Z:I" {
 				t.Fatalf("LISTEN: %s", got)
 			}
@@ -284,10 +287,11 @@ func TestListenAndUnlistenWorkInSessionMode(t *testing.T) {
 // homes, and each notification still reaches the client once, as
 // PostgreSQL delivers it (heardAside drops the server's copy).
 func TestAPinnedClientListeningTwiceOnAChannelGetsEachNotificationOnce(t *testing.T) {
-	sender := newNotifier(t)
+	t.Parallel()
 	for i, via := range stateVia {
 		t.Run(via.name, func(t *testing.T) {
-			sender.t = t
+			t.Parallel()
+			sender := newNotifier(t)
 			f := ferrytest.Start(t, ferrytest.Config(t, cluster))
 			ch := fmt.Sprintf("review_dup%d", i)
 			c := newRawClient(t, f.AppDSN())

@@ -52,8 +52,10 @@ func TestAListenTheServerSkipsAfterAnErrorInItsPipelineSubscribesNothing(t *test
 			send: func(ch string) []pgproto3.FrontendMessage { return append(listenPortal(ch), listenPortal(ch)...) },
 		},
 	}
+	t.Parallel()
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
 				t.Parallel()
 				sender := newNotifier(t)
@@ -88,12 +90,13 @@ func listenPortal(ch string) []pgproto3.FrontendMessage {
 // Execute: the client is not subscribed, as the simple protocol's LISTEN,
 // which the server refuses, does not subscribe it either.
 func TestAListenPortalInAFailedTransactionSubscribesNothing(t *testing.T) {
-	sender := newNotifier(t)
+	t.Parallel()
 	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
-		sender.t = t
+		t.Parallel()
+		sender := newNotifier(t)
 		f := ferrytest.Start(t, cfg)
 		warmListener(t, f)
-		ch := "home_failed"
+		ch := fmt.Sprintf("home_failed_%v", cfg.RelayLoop) // the other relay loop setting runs alongside
 		c := newRawClient(t, f.AppDSN())
 		c.send(&pgproto3.Query{String: "BEGIN"})
 		c.until(1)
@@ -116,12 +119,13 @@ func TestAListenPortalInAFailedTransactionSubscribesNothing(t *testing.T) {
 // LISTEN of it through pgferry's listener the server then skips, still
 // gets the channel's notifications once: from its server.
 func TestAPinnedClientsSkippedListenOfAChannelItsServerHearsKeepsItOnce(t *testing.T) {
-	sender := newNotifier(t)
+	t.Parallel()
 	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
-		sender.t = t
+		t.Parallel()
+		sender := newNotifier(t)
 		f := ferrytest.Start(t, cfg)
 		warmListener(t, f)
-		ch := "home_pinned_skip"
+		ch := fmt.Sprintf("home_pinned_skip_%v", cfg.RelayLoop) // the other relay loop setting runs alongside
 		c := newRawClient(t, f.AppDSN())
 		c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch + "; SELECT 1"}})
 		c.send(failingStatement()...)
@@ -145,12 +149,13 @@ func TestAPinnedClientsSkippedListenOfAChannelItsServerHearsKeepsItOnce(t *testi
 // A LISTEN the client sends once the error has come back, before its
 // Sync, is skipped too (dropped at the Sync's ReadyForQuery).
 func TestAListenSentAfterTheErrorCameBackSubscribesNothing(t *testing.T) {
-	sender := newNotifier(t)
+	t.Parallel()
 	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
-		sender.t = t
+		t.Parallel()
+		sender := newNotifier(t)
 		f := ferrytest.Start(t, cfg)
 		warmListener(t, f)
-		ch := "home_after"
+		ch := fmt.Sprintf("home_after_%v", cfg.RelayLoop) // the other relay loop setting runs alongside
 		c := newRawClient(t, f.AppDSN())
 		c.send(append(failingStatement(), &pgproto3.Flush{})...)
 		if got := c.transcript(func(w string) bool { return !strings.HasPrefix(w, "E:") }); got != "1 2 E:22012" {

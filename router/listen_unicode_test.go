@@ -113,11 +113,12 @@ func listenCase(t *testing.T, ctx context.Context, f *ferrytest.Ferry, run func(
 
 func TestUnlistenOfAUnicodeEscapedChannelStopsItsNotifications(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
 	for _, r := range statementRunners {
 		for _, sp := range channelSpellings {
 			t.Run(r.name+", "+sp.name, func(t *testing.T) {
+				t.Parallel()
+				ctx := testContext(t)
+				cfg, _ := configWithOwnDatabase(t) // the channels of the other subtests are the same
 				f := ferrytest.Start(t, cfg)
 				listenCase(t, ctx, f, r.run, quoteName(sp.channel), sp.sql, sp.channel)
 			})
@@ -127,11 +128,12 @@ func TestUnlistenOfAUnicodeEscapedChannelStopsItsNotifications(t *testing.T) {
 
 func TestListenOfAUnicodeEscapedChannelIsServedLikeAnyListen(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
 	for _, r := range statementRunners {
 		for _, sp := range channelSpellings {
 			t.Run(r.name+", "+sp.name, func(t *testing.T) {
+				t.Parallel()
+				ctx := testContext(t)
+				cfg, _ := configWithOwnDatabase(t) // the channels of the other subtests are the same
 				f := ferrytest.Start(t, cfg)
 				listenCase(t, ctx, f, r.run, sp.sql, quoteName(sp.channel), sp.channel)
 			})
@@ -143,10 +145,11 @@ func TestListenOfAUnicodeEscapedChannelIsServedLikeAnyListen(t *testing.T) {
 // UNLISTEN of it get its error, and the client's other LISTENs stay.
 func TestAChannelNameWithAnInvalidUnicodeEscapeGetsTheServersErrorAndDropsNoListen(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
 	for _, r := range statementRunners {
 		t.Run(r.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := testContext(t)
+			cfg, _ := configWithOwnDatabase(t) // the channels of the other subtests are the same
 			f := ferrytest.Start(t, cfg)
 			c := ferrytest.Connect(t, ctx, f.AppDSN())
 			sender := ferrytest.Connect(t, ctx, f.AppDSN())
@@ -175,12 +178,13 @@ func TestAChannelNameWithAnInvalidUnicodeEscapeGetsTheServersErrorAndDropsNoList
 // notifications under that name.
 func TestAListenOfALongChannelNameGetsItsNotifications(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
 	long := strings.Repeat("a", 60) + "bcdefgh"
 	for _, r := range statementRunners {
 		for _, sql := range []string{long, quoteName(long), `U&"` + strings.Repeat(`\0061`, 60) + `bcdefgh"`} {
 			t.Run(r.name+", "+sql[:3], func(t *testing.T) {
+				t.Parallel()
+				ctx := testContext(t)
+				cfg, _ := configWithOwnDatabase(t) // the channels of the other subtests are the same
 				f := ferrytest.Start(t, cfg)
 				listenCase(t, ctx, f, r.run, sql, sql, long[:63])
 			})

@@ -31,13 +31,15 @@ func TestAnUnlistenTheServerSkipsAfterAnErrorKeepsTheSubscription(t *testing.T) 
 			return []pgproto3.FrontendMessage{parse("", "UNLISTEN *"), bind(""), execMsg(), syncMsg()}
 		}},
 	}
-	sender := newNotifier(t)
+	t.Parallel()
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
-				sender.t = t
+				t.Parallel()
+				sender := newNotifier(t)
 				f := ferrytest.Start(t, cfg)
-				ch := "unlisten_skipped" + string(rune('a'+i))
+				ch := fmt.Sprintf("unlisten_skipped%c_%v", 'a'+i, cfg.RelayLoop)
 				c := newRawClient(t, f.AppDSN())
 				c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch}})
 				c.send(append(failingStatement(), tc.unlisten(ch)...)...)
@@ -103,8 +105,10 @@ func TestAnUnlistenPortalTakesEffectAsItsImplicitTransactionEnds(t *testing.T) {
 			},
 		},
 	}
+	t.Parallel()
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
 				t.Parallel()
 				sender := newNotifier(t)
