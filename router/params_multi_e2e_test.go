@@ -179,10 +179,12 @@ func rawView(c *rawClient) multiView {
 func TestEverySetOfARequestOfSeveralStatementsCountsAsIfSentAlone(t *testing.T) {
 	t.Parallel()
 	cfg, db, defaults := multiConfig(t, true)
-	ctx := testContext(t)
 	for _, via := range multiVia {
 		for _, tc := range multiStateCases {
+			// Each subtest has a pgferry and connections of its own; they
+			// share the database, in which none keeps a change.
 			t.Run(via.name+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
 				want := defaults
 				for _, p := range []struct {
 					dst *string
@@ -204,27 +206,7 @@ func TestEverySetOfARequestOfSeveralStatementsCountsAsIfSentAlone(t *testing.T) 
 				f := ferrytest.Start(t, cfg) // server connections of its own
 				c := newRawClient(t, f.AppDSN())
 				sendMulti(t, c, tc.setup, tc.stmts, tc.fails, via.send)
-				other := ferrytest.Connect(t, ctx, f.AppDSN())
-				for round := range 3 {
-					// The other client takes the server connection the
-					// first one used last, unless the first is pinned to
-					// it, and must see nothing of the first one's state.
-					tx, err := other.Begin(ctx)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if seen, _ := look(t, tx); seen != defaults {
-						t.Errorf("round %d: another client sees %+v; want the defaults %+v", round, seen, defaults)
-					}
-					// The first client, meanwhile on the other server
-					// connection unless pinned, sees all its state.
-					if got := rawView(c); got != want {
-						t.Errorf("round %d: the client sees %+v; want %+v", round, got, want)
-					}
-					if err := tx.Commit(ctx); err != nil {
-						t.Fatal(err)
-					}
-				}
+				assertOnlyTheClientSees(t, f, c, want, defaults, "")
 				pinned := f.Pool(t, "app").Counters.PinnedClients
 				if tc.pin == pinAlways && pinned != 1 {
 					t.Errorf("the client is not pinned; want it pinned to its server connection")
@@ -233,6 +215,32 @@ func TestEverySetOfARequestOfSeveralStatementsCountsAsIfSentAlone(t *testing.T) 
 					t.Errorf("the client is pinned; want its state carried")
 				}
 			})
+		}
+	}
+}
+
+// assertOnlyTheClientSees checks, three rounds over, that another client of
+// f, in a transaction on the server connection c used last (unless c is
+// pinned to it), sees the defaults and nothing of c's state, while c,
+// meanwhile on the other server connection unless pinned, sees want; why
+// ends the message of a c that does not.
+func assertOnlyTheClientSees(t *testing.T, f *ferrytest.Ferry, c *rawClient, want, defaults multiView, why string) {
+	t.Helper()
+	ctx := testContext(t)
+	other := ferrytest.Connect(t, ctx, f.AppDSN())
+	for round := range 3 {
+		tx, err := other.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen, _ := look(t, tx); seen != defaults {
+			t.Errorf("round %d: another client sees %+v; want the defaults %+v", round, seen, defaults)
+		}
+		if got := rawView(c); got != want {
+			t.Errorf("round %d: the client sees %+v; want %+v%s", round, got, want, why)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -140,10 +140,12 @@ var savepointVia = []struct {
 func TestSetsAroundSavepointsFollowTheClientAsPostgreSQLKeepsThem(t *testing.T) {
 	t.Parallel()
 	cfg, db, defaults := multiConfig(t, true)
-	ctx := testContext(t)
 	for _, via := range savepointVia {
 		for _, tc := range savepointCases {
+			// Each subtest has a pgferry and connections of its own; they
+			// share the database, in which none keeps a change.
 			t.Run(via.name+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
 				want := defaults
 				if tc.want.searchPath != "" {
 					want.searchPath = tc.want.searchPath
@@ -163,26 +165,7 @@ func TestSetsAroundSavepointsFollowTheClientAsPostgreSQLKeepsThem(t *testing.T) 
 				if got := via.run(c, tc.requests); got != wantTranscript {
 					t.Fatalf("the client is answered %q; PostgreSQL answers %q", got, wantTranscript)
 				}
-				other := ferrytest.Connect(t, ctx, f.AppDSN())
-				for round := range 3 {
-					// The other client takes the server connection the
-					// first one used last, and must see nothing of its
-					// state; the first one, on the other server connection
-					// meanwhile, sees all of it.
-					tx, err := other.Begin(ctx)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if seen, _ := look(t, tx); seen != defaults {
-						t.Errorf("round %d: another client sees %+v; want the defaults %+v", round, seen, defaults)
-					}
-					if got := rawView(c); got != want {
-						t.Errorf("round %d: the client sees %+v; want %+v, as PostgreSQL keeps it", round, got, want)
-					}
-					if err := tx.Commit(ctx); err != nil {
-						t.Fatal(err)
-					}
-				}
+				assertOnlyTheClientSees(t, f, c, want, defaults, ", as PostgreSQL keeps it")
 				if pinned := f.Pool(t, "app").Counters.PinnedClients; pinned != 0 {
 					t.Errorf("the client is pinned; want its state carried")
 				}

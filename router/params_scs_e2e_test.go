@@ -20,7 +20,6 @@ import (
 func TestASetBehindAChangeOfStandardConformingStringsIsRecordedAsTheServerReadIt(t *testing.T) {
 	t.Parallel()
 	cfg, db, defaults := multiConfig(t, true)
-	ctx := testContext(t)
 	// 'multi\\a' is multi\a with standard_conforming_strings off and
 	// multi\\a with it on.
 	const set = `SET search_path TO 'multi\\a', public`
@@ -71,7 +70,10 @@ func TestASetBehindAChangeOfStandardConformingStringsIsRecordedAsTheServerReadIt
 	}
 	for _, via := range vias {
 		for _, tc := range cases {
+			// Each subtest has a pgferry and connections of its own; they
+			// share the database, in which none keeps a change.
 			t.Run(via.name+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
 				run := func(c *rawClient) string {
 					if tc.setup != "" {
 						c.run([]pgproto3.FrontendMessage{&pgproto3.Query{String: tc.setup}})
@@ -90,22 +92,7 @@ func TestASetBehindAChangeOfStandardConformingStringsIsRecordedAsTheServerReadIt
 				if got := run(c); got != wantTranscript {
 					t.Fatalf("the client is answered %q; PostgreSQL answers %q", got, wantTranscript)
 				}
-				other := ferrytest.Connect(t, ctx, f.AppDSN())
-				for round := range 3 {
-					tx, err := other.Begin(ctx)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if seen, _ := look(t, tx); seen != defaults {
-						t.Errorf("round %d: another client sees %+v; want the defaults %+v", round, seen, defaults)
-					}
-					if got := rawView(c); got != want {
-						t.Errorf("round %d: the client sees %+v; want %+v, as PostgreSQL read its SET", round, got, want)
-					}
-					if err := tx.Commit(ctx); err != nil {
-						t.Fatal(err)
-					}
-				}
+				assertOnlyTheClientSees(t, f, c, want, defaults, ", as PostgreSQL read its SET")
 				if pinned := f.Pool(t, "app").Counters.PinnedClients; pinned != 0 {
 					t.Errorf("the client is pinned; want its state carried")
 				}
@@ -139,20 +126,5 @@ func TestASetAfterTheServerLostAChangeOfStandardConformingStringsIsRecordedAsThe
 		t.Fatalf("got %q, want the server's loss (08006)", got)
 	}
 	c.run([]pgproto3.FrontendMessage{&pgproto3.Query{String: set}})
-	other := ferrytest.Connect(t, ctx, f.AppDSN())
-	for round := range 3 {
-		tx, err := other.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if seen, _ := look(t, tx); seen != defaults {
-			t.Errorf("round %d: another client sees %+v; want the defaults %+v", round, seen, defaults)
-		}
-		if got := rawView(c); got != want {
-			t.Errorf("round %d: the client sees %+v; want %+v, as PostgreSQL read its SET", round, got, want)
-		}
-		if err := tx.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	assertOnlyTheClientSees(t, f, c, want, defaults, ", as PostgreSQL read its SET")
 }
