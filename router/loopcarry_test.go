@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -18,20 +19,9 @@ import (
 func TestAQueuedClientOfTheLoopKilledThereCountsAsOneRequestThatWaited(t *testing.T) {
 	skipWithoutLoop(t)
 	t.Parallel()
-	ctx := testContext(t)
-	cfg, _ := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
-	setPoolSize(cfg, "app", 1)
-	f := ferrytest.Start(t, cfg)
 	const app = "pgferry-killed-queued"
-	holder := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
-	victim := ferrytest.ConnectPgConn(t, ctx, withApp(f, app))
-	allIntoTheLoop(t, ctx, f, holder, victim)
-	for _, sql := range []string{"begin", "select 1"} {
-		if _, err := holder.Exec(ctx, sql).ReadAll(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	q := startLoopQueue(t, app)
+	ctx, f, holder := q.ctx, q.f, q.holder
 	before := f.Pool(t, "app").Stat
 	admin := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
 	row := mustAdmin(t, admin, "SHOW CLIENTS").row("application_name", app)
@@ -39,14 +29,7 @@ func TestAQueuedClientOfTheLoopKilledThereCountsAsOneRequestThatWaited(t *testin
 		t.Fatal("the victim is not in SHOW CLIENTS")
 	}
 
-	got := make(chan error, 1)
-	go func() {
-		_, err := victim.Exec(ctx, "select 2").ReadAll()
-		got <- err
-	}()
-	ferrytest.Eventually(t, 10*time.Second, "the victim queued for the server", func() (bool, error) {
-		return f.Pool(t, "app").Stat.Waiting == 1, nil
-	})
+	got := q.queueVictim(t)
 	mustAdmin(t, admin, "KILL_CLIENT "+row["ptr"])
 	if err := <-got; err == nil {
 		t.Fatal("the killed client's query ran")
@@ -74,29 +57,10 @@ func TestAQueuedClientOfTheLoopKilledThereCountsAsOneRequestThatWaited(t *testin
 func TestAQueuedClientOfTheLoopWhoseServerLoginFailsGetsTheServersError(t *testing.T) {
 	skipWithoutLoop(t)
 	t.Parallel()
-	ctx := testContext(t)
-	cfg, name := configWithOwnDatabase(t)
-	cfg.RelayLoop = true
-	setPoolSize(cfg, "app", 1)
-	f := ferrytest.Start(t, cfg)
-	const app = "pgferry-queued-login-fails"
-	holder := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
-	victim := ferrytest.ConnectPgConn(t, ctx, withApp(f, app))
-	allIntoTheLoop(t, ctx, f, holder, victim)
-	for _, sql := range []string{"begin", "select 1"} {
-		if _, err := holder.Exec(ctx, sql).ReadAll(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	q := startLoopQueue(t, "pgferry-queued-login-fails")
+	ctx, f, holder, name := q.ctx, q.f, q.holder, q.db
 	before := f.Pool(t, "app").Stat
-	got := make(chan error, 1)
-	go func() {
-		_, err := victim.Exec(ctx, "select 2").ReadAll()
-		got <- err
-	}()
-	ferrytest.Eventually(t, 10*time.Second, "the victim queued for the server", func() (bool, error) {
-		return f.Pool(t, "app").Stat.Waiting == 1, nil
-	})
+	got := q.queueVictim(t)
 	// The next login to the database fails (55000), and the holder's
 	// server goes: the pool dials for the victim.
 	if err := cluster.Exec(ctx, "alter database "+name+" allow_connections false; select pg_terminate_backend(pid) from pg_stat_activity where datname = '"+name+"'"); err != nil {
@@ -113,4 +77,52 @@ func TestAQueuedClientOfTheLoopWhoseServerLoginFailsGetsTheServersError(t *testi
 	if n := f.Pool(t, "app").Stat.AcquireCount - before.AcquireCount; n != 1 {
 		t.Fatalf("%d requests counted for the queued client's one", n)
 	}
+}
+
+// loopQueue is a pgferry with the relay loop on and one server connection
+// for "app" in a database of the test's own (db), which holder, a client
+// of the loop, keeps in a transaction; victim, another client of the loop
+// (application_name app), has yet to ask for it.
+type loopQueue struct {
+	ctx            context.Context
+	f              *ferrytest.Ferry
+	db             string
+	holder, victim *pgconn.PgConn
+}
+
+// startLoopQueue starts a loopQueue whose victim has application_name app.
+func startLoopQueue(t *testing.T, app string) *loopQueue {
+	t.Helper()
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	cfg.RelayLoop = true
+	setPoolSize(cfg, "app", 1)
+	f := ferrytest.Start(t, cfg)
+	q := &loopQueue{ctx: ctx, f: f, db: db,
+		holder: ferrytest.ConnectPgConn(t, ctx, f.AppDSN()),
+		victim: ferrytest.ConnectPgConn(t, ctx, withApp(f, app)),
+	}
+	allIntoTheLoop(t, ctx, f, q.holder, q.victim)
+	for _, sql := range []string{"begin", "select 1"} {
+		if _, err := q.holder.Exec(ctx, sql).ReadAll(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return q
+}
+
+// queueVictim has the victim send a query, which queues for the server the
+// holder keeps, and returns once it waits there; the query's error comes
+// on the channel returned when it ends.
+func (q *loopQueue) queueVictim(t *testing.T) <-chan error {
+	t.Helper()
+	got := make(chan error, 1)
+	go func() {
+		_, err := q.victim.Exec(q.ctx, "select 2").ReadAll()
+		got <- err
+	}()
+	ferrytest.Eventually(t, 10*time.Second, "the victim queued for the server", func() (bool, error) {
+		return q.f.Pool(t, "app").Stat.Waiting == 1, nil
+	})
+	return got
 }
