@@ -56,12 +56,8 @@ func TestAListenTheServerSkipsAfterAnErrorInItsPipelineSubscribesNothing(t *test
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
-				t.Parallel()
-				sender := newNotifier(t)
-				f := ferrytest.Start(t, cfg)
-				warmListener(t, f)
-				ch := fmt.Sprintf("home_skipped%d_%v", i, cfg.RelayLoop)
+			eachRelayLoopListening(t, func(t *testing.T, f *ferrytest.Ferry, sender *notifier, loop bool) {
+				ch := fmt.Sprintf("home_skipped%d_%v", i, loop)
 				c := newRawClient(t, f.AppDSN())
 				if tc.before {
 					c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch}})
@@ -91,12 +87,8 @@ func listenPortal(ch string) []pgproto3.FrontendMessage {
 // which the server refuses, does not subscribe it either.
 func TestAListenPortalInAFailedTransactionSubscribesNothing(t *testing.T) {
 	t.Parallel()
-	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
-		t.Parallel()
-		sender := newNotifier(t)
-		f := ferrytest.Start(t, cfg)
-		warmListener(t, f)
-		ch := fmt.Sprintf("home_failed_%v", cfg.RelayLoop) // the other relay loop setting runs alongside
+	eachRelayLoopListening(t, func(t *testing.T, f *ferrytest.Ferry, sender *notifier, loop bool) {
+		ch := fmt.Sprintf("home_failed_%v", loop) // the other relay loop setting runs alongside
 		c := newRawClient(t, f.AppDSN())
 		c.send(&pgproto3.Query{String: "BEGIN"})
 		c.until(1)
@@ -120,12 +112,8 @@ func TestAListenPortalInAFailedTransactionSubscribesNothing(t *testing.T) {
 // gets the channel's notifications once: from its server.
 func TestAPinnedClientsSkippedListenOfAChannelItsServerHearsKeepsItOnce(t *testing.T) {
 	t.Parallel()
-	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
-		t.Parallel()
-		sender := newNotifier(t)
-		f := ferrytest.Start(t, cfg)
-		warmListener(t, f)
-		ch := fmt.Sprintf("home_pinned_skip_%v", cfg.RelayLoop) // the other relay loop setting runs alongside
+	eachRelayLoopListening(t, func(t *testing.T, f *ferrytest.Ferry, sender *notifier, loop bool) {
+		ch := fmt.Sprintf("home_pinned_skip_%v", loop) // the other relay loop setting runs alongside
 		c := newRawClient(t, f.AppDSN())
 		c.request(ch, []pgproto3.FrontendMessage{&pgproto3.Query{String: "LISTEN " + ch + "; SELECT 1"}})
 		c.send(failingStatement()...)
@@ -150,12 +138,8 @@ func TestAPinnedClientsSkippedListenOfAChannelItsServerHearsKeepsItOnce(t *testi
 // Sync, is skipped too (dropped at the Sync's ReadyForQuery).
 func TestAListenSentAfterTheErrorCameBackSubscribesNothing(t *testing.T) {
 	t.Parallel()
-	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
-		t.Parallel()
-		sender := newNotifier(t)
-		f := ferrytest.Start(t, cfg)
-		warmListener(t, f)
-		ch := fmt.Sprintf("home_after_%v", cfg.RelayLoop) // the other relay loop setting runs alongside
+	eachRelayLoopListening(t, func(t *testing.T, f *ferrytest.Ferry, sender *notifier, loop bool) {
+		ch := fmt.Sprintf("home_after_%v", loop) // the other relay loop setting runs alongside
 		c := newRawClient(t, f.AppDSN())
 		c.send(append(failingStatement(), &pgproto3.Flush{})...)
 		if got := c.transcript(func(w string) bool { return !strings.HasPrefix(w, "E:") }); got != "1 2 E:22012" {
@@ -184,6 +168,20 @@ func forEachRelayLoop(t *testing.T, test func(t *testing.T, cfg *configs.Config)
 			test(t, cfg)
 		})
 	}
+}
+
+// eachRelayLoopListening runs test in parallel with the relay loop off and
+// on (forEachRelayLoop), each time with a notifier and a pgferry of its
+// own whose listener connection is up (warmListener). The two runs share
+// the database: test names its channels after loop.
+func eachRelayLoopListening(t *testing.T, test func(t *testing.T, f *ferrytest.Ferry, sender *notifier, loop bool)) {
+	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
+		t.Parallel()
+		sender := newNotifier(t)
+		f := ferrytest.Start(t, cfg)
+		warmListener(t, f)
+		test(t, f, sender, cfg.RelayLoop)
+	})
 }
 
 // failingStatement is an unnamed statement whose Execute fails with
