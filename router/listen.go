@@ -182,8 +182,8 @@ func (ss *session) mailToLinked() {
 // on the session goroutine with no server linked.
 func (ss *session) deliverNotifications() error {
 	if ss.listening {
-		// Subscriptions a skipped or undone LISTEN or a committed UNLISTEN ended
-		// (unhear woke the session for them).
+		// Subscriptions a skipped or undone LISTEN or a committed
+		// UNLISTEN ended (unhear woke the session for them).
 		if l := ss.entry.listenerMade(); l != nil {
 			ss.reapUnheard(l)
 		}
