@@ -352,36 +352,39 @@ func (ss *session) refuseAliasParse(frame []byte) []byte {
 		return frame
 	}
 	e := aliasWriteError(ss.database, what)
-	return protocol.AppendParseRaw(nil, string(name), append([]byte(raiseSQL(e)+"\x00"), typedParams(types)...))
+	return protocol.AppendParseRaw(nil, string(name), append([]byte(raiseSQL(e)+"\x00"), typedParams(sql, types)...))
 }
 
 // typedParams is a Parse's parameter types for the DO statement that
-// takes its place: those the client left to the server (OID 0) become
-// text, which the DO, which uses none of them, can be parsed with
-// (PostgreSQL refuses a Parse whose parameter's type it could not
-// determine: 42P18, postgres.c exec_parse_message), so the client's Bind
-// with its arguments reaches the DO's error. types is not changed.
-func typedParams(types []byte) []byte {
+// takes its place, which uses none of them: as many as sql, the client's
+// statement, has (those it refers to beyond the types declared, whose
+// types PostgreSQL was to infer: classify.ParamCount), each one the client
+// left to the server (OID 0, or not declared) text. So the DO parses
+// (PostgreSQL refuses a Parse with a parameter whose type it could not
+// determine: 42P18, postgres.c exec_parse_message), and the client's Bind
+// with its arguments reaches the DO's error, not one about their number
+// (08P01). types is not changed.
+func typedParams(sql, types []byte) []byte {
 	const textOID = 25
-	if len(types) < 2 {
-		return types
+	declared := 0
+	if len(types) >= 2 {
+		declared = int(binary.BigEndian.Uint16(types))
 	}
-	n := int(binary.BigEndian.Uint16(types))
-	if len(types) < 2+4*n {
-		return types
+	if len(types) < 2+4*declared {
+		return types // (malformed: the server says so)
 	}
-	var out []byte // (a copy, made at the first OID 0)
+	n := max(declared, min(classify.ParamCount(sql), 65535))
+	out := make([]byte, 2+4*n)
+	binary.BigEndian.PutUint16(out, uint16(n))
 	for i := range n {
-		at := 2 + 4*i
-		if binary.BigEndian.Uint32(types[at:]) == 0 {
-			if out == nil {
-				out = append([]byte(nil), types...)
-			}
-			binary.BigEndian.PutUint32(out[at:], textOID)
+		oid := uint32(0)
+		if i < declared {
+			oid = binary.BigEndian.Uint32(types[2+4*i:])
 		}
-	}
-	if out == nil {
-		return types
+		if oid == 0 {
+			oid = textOID
+		}
+		binary.BigEndian.PutUint32(out[2+4*i:], oid)
 	}
 	return out
 }

@@ -466,3 +466,79 @@ func blockCommentEnd(b []byte) int {
 	}
 	return -1
 }
+
+// ParamCount returns the highest parameter number ($n) that sql, one
+// statement's text, refers to outside quotes, quoted identifiers, dollar
+// quotes and comments: how many parameters PostgreSQL counts for a Parse
+// that declares fewer types (parse_param.c, variable_paramref_hook). Its
+// strings are read as standard_conforming_strings = on reads them (an E'...'
+// string escapes with backslashes).
+func ParamCount(sql []byte) int {
+	n := 0
+	for i := 0; i < len(sql); {
+		j := indexQuoteStart(sql[i:])
+		if j < 0 {
+			return n
+		}
+		i += j
+		switch c := sql[i]; c {
+		case '\'', '"':
+			var k int
+			if c == '\'' && escapeString(sql, i) {
+				k = escapeStringEnd(sql[i+1:])
+			} else if k = bytes.IndexByte(sql[i+1:], c); k >= 0 {
+				k++
+			}
+			if k < 0 {
+				return n
+			}
+			i += k + 1
+			continue
+		case '-':
+			if i+1 < len(sql) && sql[i+1] == '-' {
+				k := lineEnd(sql[i:])
+				if k < 0 {
+					return n
+				}
+				i += k + 1
+				continue
+			}
+		case '/':
+			if i+1 < len(sql) && sql[i+1] == '*' {
+				k := blockCommentEnd(sql[i+2:])
+				if k < 0 {
+					return n
+				}
+				i += k + 2
+				continue
+			}
+		case '$':
+			if inIdentifier(sql, i) {
+				break
+			}
+			if k := i + 1; k < len(sql) && sql[k] >= '0' && sql[k] <= '9' {
+				v := 0
+				for ; k < len(sql) && sql[k] >= '0' && sql[k] <= '9'; k++ {
+					if v < 1<<16 {
+						v = v*10 + int(sql[k]-'0')
+					}
+				}
+				n = max(n, v)
+				i = k
+				continue
+			}
+			k := bytes.IndexByte(sql[i+1:], '$')
+			if k >= 0 && dollarTag(sql[i+1:i+1+k]) {
+				tag := sql[i : i+k+2]
+				e := bytes.Index(sql[i+len(tag):], tag)
+				if e < 0 {
+					return n
+				}
+				i += len(tag) + e + len(tag)
+				continue
+			}
+		}
+		i++
+	}
+	return n
+}
