@@ -54,9 +54,9 @@ func (ss *session) interceptParse(frame []byte) []byte {
 		if ss.txnMode {
 			ss.noteStatement(name, nil)
 		}
-		// (The client's parameter types stay: a Bind with its arguments
-		// reaches the error.)
-		return protocol.AppendParseRaw(nil, string(name), append([]byte(raiseSQL(errReservedName)+"\x00"), types...))
+		// (typedParams: a Bind with the client's arguments reaches the
+		// error.)
+		return protocol.AppendParseRaw(nil, string(name), append([]byte(raiseSQL(errReservedName)+"\x00"), typedParams(sql, types)...))
 	}
 	if !ss.txnMode {
 		return frame
@@ -72,7 +72,7 @@ func (ss *session) interceptParse(frame []byte) []byte {
 			ss.pinFor(c.Pin)
 			return frame
 		}
-		return protocol.AppendParseRaw(nil, string(name), []byte(raiseSQL(e)+"\x00\x00\x00"))
+		return protocol.AppendParseRaw(nil, string(name), append([]byte(raiseSQL(e)+"\x00"), typedParams(sql, types)...))
 	}
 	ss.noteStatement(name, &c)
 	if c.Listen != "" || (!ss.pinned && (c.Unlisten != "" || c.UnlistenAll)) {
