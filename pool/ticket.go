@@ -120,6 +120,13 @@ func (t Ticket) Take() (*ServerConn, error) {
 // ticket's: a borrower that gives up instead (Cancel) counts as one that
 // waited and gave up. The Waker is not told any more.
 func (t Ticket) AcquireUntil(expired <-chan time.Time) (*ServerConn, error) {
+	return t.AcquireWhile(nil, expired)
+}
+
+// AcquireWhile is AcquireUntil that also gives up, with ErrWaitStopped,
+// when a value arrives on stop (as Pool.AcquireWhile): the request then
+// counts as one that waited and gave up.
+func (t Ticket) AcquireWhile(stop <-chan struct{}, expired <-chan time.Time) (*ServerConn, error) {
 	p, w := t.p, t.w
 	p.mu.Lock()
 	queued := w.queued
@@ -135,6 +142,10 @@ func (t Ticket) AcquireUntil(expired <-chan time.Time) (*ServerConn, error) {
 			p.abandon(w)
 			waiters.Put(w)
 			return nil, ErrWaitTimeout
+		case <-stop:
+			p.abandon(w)
+			waiters.Put(w)
+			return nil, ErrWaitStopped
 		}
 	} else {
 		res = w.receive()
@@ -156,7 +167,7 @@ func (t Ticket) AcquireUntil(expired <-chan time.Time) (*ServerConn, error) {
 	}
 	p.Destroy(res.sc)
 	tr.again = true
-	return p.acquireTry(context.Background(), nil, expired, &tr)
+	return p.acquireTry(context.Background(), stop, expired, &tr)
 }
 
 // Cancel ends a ticket whose owner no longer waits: it leaves the queue,

@@ -292,3 +292,34 @@ func TestATicketHandedAConnectionDueForItsCheckKeepsIt(t *testing.T) {
 		p.Release(sc)
 	}
 }
+
+// A ticket's borrower that waits on in its place (Ticket.AcquireWhile) and
+// is stopped (a kill of its client) leaves the queue: the request counts
+// as one that waited and gave up, and the next connection released goes
+// idle, to nobody.
+func TestATicketsWaitStoppedLeavesTheQueue(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, config(1))
+	held := acquire(t, p)
+	before := p.Stat()
+	tk, err := p.Enqueue(make(grantSignal, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{}, 1)
+	stop <- struct{}{}
+	if sc, err := tk.AcquireWhile(stop, nil); !errors.Is(err, pool.ErrWaitStopped) {
+		t.Fatalf("a stopped wait: %v, %v; want ErrWaitStopped", sc, err)
+	}
+	p.Release(held)
+	st := p.Stat()
+	if st.Waiting != 0 || st.Idle != 1 {
+		t.Fatalf("after the stop: %d waiting, %d idle; want 0 and 1", st.Waiting, st.Idle)
+	}
+	if n := st.AcquireCount - before.AcquireCount; n != 1 {
+		t.Fatalf("%d acquires counted for one request", n)
+	}
+	if n := st.WaitCount - before.WaitCount; n != 1 {
+		t.Fatalf("%d waits counted for one request", n)
+	}
+}

@@ -167,11 +167,20 @@ func (ss *session) takeCarried() error {
 	}
 	ss.flags.Or(stWaiting)
 	defer ss.flags.And(^stWaiting)
-	r.carried = pool.Ticket{} // (AcquireUntil ends it, whatever it returns)
-	sc, err := tk.AcquireUntil(expired)
+	r.carried = pool.Ticket{} // (AcquireWhile ends it, whatever it returns)
+	ss.beginWait()
+	defer ss.endWait(r)
+	if ss.has(evKill) {
+		tk.Cancel()
+		return errKilledQueued // (killed since the look above)
+	}
+	sc, err := tk.AcquireWhile(r.waitStop, expired)
 	if err != nil {
-		if errors.Is(err, pool.ErrPoolClosed) {
+		switch {
+		case errors.Is(err, pool.ErrPoolClosed):
 			return nil
+		case errors.Is(err, pool.ErrWaitStopped):
+			return errKilledQueued
 		}
 		return ss.acquireError(err)
 	}

@@ -527,15 +527,7 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 	}
 	ss.flags.Or(stWaiting)
 	defer ss.flags.And(^stWaiting)
-	// A kill (the admin console's KILL, KILL_CLIENT) stops the wait
-	// (kill sends on waitStop, under mu, while waiting is set).
-	r := ss.ensureRare()
-	ss.mu.Lock()
-	if r.waitStop == nil {
-		r.waitStop = make(chan struct{}, 1)
-	}
-	r.waiting = true
-	ss.mu.Unlock()
+	r := ss.beginWait()
 	defer ss.endWait(r)
 	if ss.has(evKill) {
 		return nil, errKilledQueued // (killed before waiting was set)
@@ -570,7 +562,22 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 	return sc, nil
 }
 
-// endWait ends waitForServer's wait: a kill no longer stops it, and a
+// beginWait lets a kill (the admin console's KILL, KILL_CLIENT) stop the
+// wait for a server the session's goroutine is about to begin
+// (waitForServer, takeCarried): kill sends on waitStop, under mu, while
+// waiting is set. The caller checks evKill after it, for a kill before.
+func (ss *session) beginWait() *rareState {
+	r := ss.ensureRare()
+	ss.mu.Lock()
+	if r.waitStop == nil {
+		r.waitStop = make(chan struct{}, 1)
+	}
+	r.waiting = true
+	ss.mu.Unlock()
+	return r
+}
+
+// endWait ends a wait beginWait began: a kill no longer stops it, and a
 // stop the wait did not take (a kill as the server came) is drained, so
 // it stops no later wait.
 func (ss *session) endWait(r *rareState) {
