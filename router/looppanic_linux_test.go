@@ -205,8 +205,11 @@ func TestAPanicWhileTheLoopHandsASessionBackEndsOnlyThatSession(t *testing.T) {
 			// it held one, was destroyed (its state is unknown), none is
 			// left lent, and the doomed client is counted out once.
 			otherClientServed(t, ctx, other)
-			if pumped := f.Pool(t, "app").Counters.PumpedLoans - before.Counters.PumpedLoans; (pumped > 0) != tc.pumped {
-				t.Fatalf("%d loans pumped; want a pump: %v", pumped, tc.pumped)
+			// (Only that a pump ran where one must: any loan slower than
+			// the inline budget, 50 ms, gets one too, which a loaded
+			// machine gives the others now and then.)
+			if pumped := f.Pool(t, "app").Counters.PumpedLoans - before.Counters.PumpedLoans; tc.pumped && pumped == 0 {
+				t.Fatalf("no loan pumped; want the COPY's pump")
 			}
 			destroyed := before.Stat.Destroyed
 			if tc.holdsServer {
