@@ -36,6 +36,38 @@ var ErrUnexpectedMessage = errors.New("unexpected message in a simple query's re
 // probe and the server reset share.
 func Exec(rd *Reader, w *Writer, sql string, each func(typ byte, frame []byte) error) (status byte, err error) {
 	w.SetBuffer(AppendQuery(w.Buffer(), sql))
+	return reply(rd, w, each)
+}
+
+// ExecParams is Exec for a query with parameters: sql, whose $1, $2, ...
+// are params (text, none NULL), goes as the unnamed statement of the
+// extended protocol (Parse, Bind, Execute, Sync), so that no value is
+// ever read as SQL, whatever the connection's client_encoding or
+// standard_conforming_strings. ParseComplete and BindComplete are
+// consumed; the rest is as Exec.
+func ExecParams(rd *Reader, w *Writer, sql string, params []string, each func(typ byte, frame []byte) error) (status byte, err error) {
+	b := AppendParse(w.Buffer(), "", sql, []byte{0, 0})
+	size := 1 + 1 + 2 + 2 + 2 // portal, statement, no format codes, the count, no result formats
+	for _, p := range params {
+		size += 4 + len(p)
+	}
+	b = appendHeader(b, MsgBind, size)
+	b = append(b, 0, 0, 0, 0) // portal "", statement "", zero format codes: text
+	b = binary.BigEndian.AppendUint16(b, uint16(len(params)))
+	for _, p := range params {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(p)))
+		b = append(b, p...)
+	}
+	b = append(b, 0, 0) // zero result format codes: text
+	b = appendHeader(b, MsgExecute, 1+4)
+	b = append(b, 0, 0, 0, 0, 0) // portal "", no row limit
+	w.SetBuffer(AppendEmpty(b, MsgSync))
+	return reply(rd, w, each)
+}
+
+// reply sends what w holds and reads the reply through its ReadyForQuery
+// (see Exec).
+func reply(rd *Reader, w *Writer, each func(typ byte, frame []byte) error) (status byte, err error) {
 	if err := w.Flush(); err != nil {
 		return 0, err
 	}
@@ -56,6 +88,7 @@ func Exec(rd *Reader, w *Writer, sql string, each func(typ byte, frame []byte) e
 				_, code, msg := ParseErrorFields(frame)
 				srvErr = &ServerError{Code: string(code), Message: string(msg)}
 			}
+		case MsgParseComplete, MsgBindComplete:
 		case MsgDataRow, MsgCommandComplete, MsgParameterStatus, MsgRowDescription, MsgEmptyQuery,
 			MsgNoticeResponse, MsgNotification:
 			if each != nil {

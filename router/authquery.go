@@ -8,9 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	"github.com/pgferry/pgferry/auth"
 	"github.com/pgferry/pgferry/configs"
@@ -173,23 +173,36 @@ func (s *Server) lookupUser(cfg *configs.Config, database, user string) (auth.Cr
 	if sc.Wr == nil {
 		sc.Wr = protocol.NewWriter(sc.Conn)
 	}
-	sql := strings.ReplaceAll(cfg.AuthQuery, "$1", quoteLiteral(user))
 	var stored string
 	found := false
 	sc.Conn.SetDeadline(time.Now().Add(authQueryTimeout))
-	_, err = protocol.Exec(sc.Rd, sc.Wr, sql, func(typ byte, frame []byte) error {
-		if typ != protocol.MsgDataRow || found {
+	// The server may hold the client_encoding the pool's last client left
+	// there (a loan replays its client's parameters, this lookup takes a
+	// server as it is): the user name, UTF-8 as every startup packet pgferry
+	// takes, is read in UTF8. The change is recorded for the next loan.
+	if enc := sc.Params[encodingName]; enc != "UTF8" {
+		if _, err = protocol.Exec(sc.Rd, sc.Wr, "SET client_encoding TO 'UTF8'", nil); err == nil {
+			sc.Params[encodingName] = "UTF8"
+			sc.ParamsKey = unique.Handle[string]{}
+		}
+	}
+	// The user name goes as the statement's parameter, as PgBouncer sends
+	// it, never as SQL text.
+	if err == nil {
+		_, err = protocol.ExecParams(sc.Rd, sc.Wr, cfg.AuthQuery, []string{user}, func(typ byte, frame []byte) error {
+			if typ != protocol.MsgDataRow || found {
+				return nil
+			}
+			var buf [2]protocol.Column
+			cols, err := protocol.ParseDataRow(protocol.Body(frame), buf[:0])
+			if err != nil || len(cols) != 2 {
+				return fmt.Errorf("auth_query must return two columns (name, secret): %w", err)
+			}
+			found = !cols[1].Null
+			stored = string(cols[1].Value)
 			return nil
-		}
-		var buf [2]protocol.Column
-		cols, err := protocol.ParseDataRow(protocol.Body(frame), buf[:0])
-		if err != nil || len(cols) != 2 {
-			return fmt.Errorf("auth_query must return two columns (name, secret): %w", err)
-		}
-		found = !cols[1].Null
-		stored = string(cols[1].Value)
-		return nil
-	})
+		})
+	}
 	sc.Conn.SetDeadline(time.Time{})
 	var se *protocol.ServerError
 	switch {
@@ -209,11 +222,4 @@ func (s *Server) lookupUser(cfg *configs.Config, database, user string) (auth.Cr
 	}
 	s.authQueries.put(key, r) // (a new string: no startup packet is kept alive)
 	return r.cred, r.known, nil
-}
-
-// quoteLiteral quotes s as an escape string literal (E'...'), which means
-// the same whatever standard_conforming_strings says.
-func quoteLiteral(s string) string {
-	s = strings.ReplaceAll(s, `\`, `\\`)
-	return "E'" + strings.ReplaceAll(s, "'", `\'`) + "'"
 }

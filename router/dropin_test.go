@@ -267,3 +267,39 @@ func TestAuthQueryServesARoleStoredAsMd5ByAnsweringTheServerFromTheHash(t *testi
 		t.Fatal("a wrong password logged in")
 	}
 }
+
+// auth_query's lookup reads the user name in UTF8 whatever client_encoding
+// the pool's last client left on the server it runs on: a role whose name
+// is not ASCII was not found (28P01) after a LATIN1 client, the name's
+// UTF-8 bytes read as Latin-1.
+func TestAuthQueryFindsARoleWithANonASCIINameWhateverEncodingTheServerWasLeftIn(t *testing.T) {
+	ctx := testContext(t)
+	super := ferrytest.Connect(t, ctx, cluster.SuperDSN("postgres"))
+	if _, err := super.Exec(ctx, "grant select on pg_authid to app"); err != nil {
+		t.Fatal(err)
+	}
+	const user, password = "aq_rôle", "aq-role-secret"
+	if err := cluster.Exec(ctx, `set password_encryption = 'scram-sha-256'; drop role if exists "`+user+`"; create role "`+user+`" login password '`+password+`'`); err != nil {
+		t.Fatal(err)
+	}
+	cfg := authQueryINI(t)
+	setPoolSize(cfg, "app", 1) // the lookup gets the server the client leaves
+	f := ferrytest.Start(t, cfg)
+
+	left := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
+	if _, err := left.Exec(ctx, "set client_encoding to 'LATIN1'").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := left.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, f.DSN("app", user, password))
+	if err != nil {
+		t.Fatalf("a role named %q found with auth_query: %v", user, err)
+	}
+	defer conn.Close(ctx)
+	var who string
+	if err := conn.QueryRow(ctx, "select current_user").Scan(&who); err != nil || who != user {
+		t.Fatalf("current_user = %q, %v", who, err)
+	}
+}
