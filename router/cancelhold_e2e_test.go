@@ -183,7 +183,9 @@ func TestACancelStillOnItsWayToALostServerDoesNotHoldTheClientsNextServer(t *tes
 	aQuery, cancelled := h.cancelHeldAtTheGate()
 	// a's server goes away while the cancel is on its way to it: a is told
 	// (08006) and keeps its session.
-	h.exec(h.ctrl, "select pg_terminate_backend(pid) from pg_stat_activity where query = 'select pg_advisory_xact_lock(5)'")
+	// (Its own database's only: the other tests of this file run the same
+	// query at the same time.)
+	h.exec(h.ctrl, "select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and query = 'select pg_advisory_xact_lock(5)'")
 	var pe *pgconn.PgError
 	if err := <-aQuery; !errors.As(err, &pe) || pe.Code != "08006" {
 		t.Fatalf("a's query on the lost server: %v; want an 08006 ERROR", err)
