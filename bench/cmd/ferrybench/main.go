@@ -57,6 +57,22 @@ type options struct {
 	ferryEnv []string
 	// bouncerBins are the -pgbouncer paths; none means the default.
 	bouncerBins []string
+	// instrWorkload is the pgbench workload whose transactions callgrind
+	// counts (-instr-workload; a key of instrWorkloads).
+	instrWorkload string
+}
+
+// instrWorkloads are the pgbench arguments of each workload the
+// instruction count can measure: select-only by the simple protocol (the
+// default, the figure the targets name), by the extended protocol with the
+// unnamed statement, with named prepared statements, and the TPC-B-like
+// transaction of seven statements (BEGIN, three UPDATEs, a SELECT, an
+// INSERT, END), each a round trip.
+var instrWorkloads = map[string][]string{
+	"select":   {"-S"},
+	"extended": {"-S", "-M", "extended"},
+	"prepared": {"-S", "-M", "prepared"},
+	"tpcb":     {"-b", "tpcb-like"},
 }
 
 func (o options) want(name string) bool { return o.scenarios[name] }
@@ -76,6 +92,7 @@ func run() int {
 		rounds    = flag.Int("rounds", 1, "run each throughput scenario this many times, the targets taking turns; the tables show medians")
 		godebug   = flag.String("godebug", "", "GODEBUG for pgferry, to measure a runtime setting (e.g. adaptivestackstart=0); default: none, as shipped")
 		ferryEnv  = flag.String("ferry-env", "", "comma-separated PGFERRY_KEY=value settings for pgferry only, to measure a pgferry key (e.g. PGFERRY_RELAY_LOOP=true); default: none")
+		instrLoad = flag.String("instr-workload", "select", "pgbench workload whose transactions the instruction count measures: select (-S), extended (-S -M extended), prepared (-S -M prepared) or tpcb (tpcb-like); logins are always measured with select")
 		bouncers  = flag.String("pgbouncer", "", "comma-separated PgBouncer binaries to compare with, each a target named by its version (relative paths are taken from the module root; default "+pgbouncerPath+", plus "+anchorPgbouncer+" if it exists)")
 	)
 	flag.Parse()
@@ -84,8 +101,12 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "ferrybench: -rounds must be at least 1")
 		return 2
 	}
+	if _, ok := instrWorkloads[*instrLoad]; !ok {
+		fmt.Fprintf(os.Stderr, "ferrybench: -instr-workload takes select, extended, prepared or tpcb, not %q\n", *instrLoad)
+		return 2
+	}
 	o := options{quick: *quick, out: *out, duration: *duration, keepTemp: *keepTemp, rev: *rev, scale: 10,
-		idleSteps: []int{1000, 10000}, rounds: *rounds, godebug: *godebug}
+		idleSteps: []int{1000, 10000}, rounds: *rounds, godebug: *godebug, instrWorkload: *instrLoad}
 	for _, kv := range strings.Split(*ferryEnv, ",") {
 		if kv = strings.TrimSpace(kv); kv == "" {
 			continue

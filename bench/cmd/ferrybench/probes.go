@@ -266,10 +266,16 @@ func instructionCount(ctx context.Context, e *env, t *target) instrResult {
 	}
 	defer p.kill()
 
+	// pgbench runs the measured workload; logins (-C) are always counted
+	// with select-only transactions.
 	pgbench := func(txs int, extra ...string) error {
 		cctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 		defer cancel()
-		args := append([]string{"-n", "-S", "-c", strconv.Itoa(clients), "-j", "1", "-t", strconv.Itoa(txs)}, extra...)
+		workload := instrWorkloads[e.opts.instrWorkload]
+		if slices.Contains(extra, "-C") {
+			workload = instrWorkloads["select"]
+		}
+		args := append(append([]string{"-n", "-c", strconv.Itoa(clients), "-j", "1", "-t", strconv.Itoa(txs)}, workload...), extra...)
 		b, err := pgbenchCmd(cctx, t.port, args...).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("pgbench -t %d %s under callgrind: %v: %s", txs, strings.Join(extra, " "), err, firstError(string(b)))

@@ -270,7 +270,7 @@ func (r *report) markdown() string {
 
 	if len(r.instr) > 0 {
 		p("## Instructions per transaction (valgrind --tool=callgrind)\n\n")
-		p("One pooler process under callgrind: a warm-up run, counters zeroed, then `pgbench -n -S -c 4 -j 1 -t 200` and `-t 2000`, ")
+		p("One pooler process under callgrind: a warm-up run, counters zeroed, then `pgbench -n -c 4 -j 1 %s -t 200` and `-t 2000`, ", strings.Join(instrWorkloads[o.instrWorkload], " "))
 		p("each followed by `callgrind_control --dump`; instructions/tx = (Ir(2000) - Ir(200)) / (4 × 1800), so logins cancel out; the median of three such pairs. ")
 		p("pgferry runs with GODEBUG=%s (callgrind cannot take Go's preemption signals, nor decode RDTSCP).\n\n", ferryGODEBUG(o.godebug, "asyncpreemptoff=1,cpu.rdtscp=off"))
 		var tx, login []instrRow
