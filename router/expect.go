@@ -17,6 +17,7 @@ const (
 	kParseSwallow              // injected Parse: its ParseComplete is dropped
 	kCloseSwallow              // injected Close: its CloseComplete is dropped
 	kQuerySwallow              // injected Query (SET ...): everything dropped
+	kSyncIgnored               // a Sync the server read in copy-in mode, which it ignores: no answer (copyInBegan)
 )
 
 type expect struct {
@@ -40,6 +41,19 @@ type ring struct {
 	// with nothing owed (a client that sent Execute and Flush). clear
 	// resets it.
 	open bool
+	// copyIn says the server is in copy-in mode (it sent CopyInResponse)
+	// and the client has not yet ended the COPY (CopyDone, CopyFail) nor
+	// the server failed it: a Sync the client sends meanwhile is read by
+	// the COPY, which ignores it (protocol.sgml, "COPY Operations": "the
+	// backend will ignore Flush and Sync messages received during copy-in
+	// mode"), so nothing answers it. libpq sends one after the Execute of
+	// every COPY by the extended protocol (PQexecParams), then another
+	// after the CopyDone (PQputCopyEnd), which ReadyForQuery answers.
+	// copyEnd is seq as the client last ended a COPY outside copyIn: a
+	// client that sent its CopyDone before the CopyInResponse reached
+	// pgferry ended the COPY there. clear resets both.
+	copyIn  bool
+	copyEnd uint64
 }
 
 // push records a request. It is inlined on the relay's path: the rare
@@ -101,7 +115,47 @@ func (r *ring) pop() {
 	r.n--
 }
 
-func (r *ring) clear() { r.head, r.n, r.open = 0, 0, false }
+func (r *ring) clear() { r.head, r.n, r.open, r.copyIn, r.copyEnd = 0, 0, false, false, 0 }
+
+// popAnswered pops the request at the head, which the server has
+// answered, and the Syncs after it that its COPY read and ignored
+// (copyInBegan): nothing answers those.
+func (r *ring) popAnswered() {
+	r.pop()
+	for r.n > 0 && r.buf[r.head].kind == kSyncIgnored {
+		r.pop()
+	}
+}
+
+// copyInBegan notes the server's CopyInResponse (or CopyBothResponse) to
+// the request at the head: the Syncs the client sent after that request
+// and before it ended the COPY reach the server in copy-in mode, which
+// ignores them (see copyIn). Those already pushed are marked so that
+// popAnswered drops them with the COPY's request; while the client has not
+// ended the COPY, the next ones are not pushed (process).
+func (r *ring) copyInBegan() {
+	head := r.answered() + 1
+	last := r.seq
+	if r.copyEnd >= head {
+		last = r.copyEnd // (the client ended the COPY already)
+	} else {
+		r.copyIn = true
+	}
+	for i := 1; i < r.n && head+uint64(i) <= last; i++ {
+		if e := &r.buf[(r.head+i)%len(r.buf)]; e.kind == kSync {
+			e.kind = kSyncIgnored
+		}
+	}
+}
+
+// copyEnded notes a CopyDone or CopyFail from the client (see copyIn).
+func (r *ring) copyEnded() {
+	if r.copyIn {
+		r.copyIn = false
+		return
+	}
+	r.copyEnd = r.seq
+}
 
 // completes reports whether a server message of type typ is the last
 // response to a request of kind k.

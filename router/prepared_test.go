@@ -79,7 +79,8 @@ func (c *rawClient) transcript(more func(word string) bool) string {
 // BindComplete, "3" CloseComplete, "t" ParameterDescription, "T"
 // RowDescription, "n" NoData, "D:<first column>" a DataRow, "C"
 // CommandComplete, "s" PortalSuspended, "E:<code>" an error, "Z"
-// ReadyForQuery; "" for ParameterStatus and notices, which it skips.
+// ReadyForQuery, "G" CopyInResponse; "" for ParameterStatus and notices,
+// which it skips.
 func word(msg pgproto3.BackendMessage) string {
 	switch m := msg.(type) {
 	case *pgproto3.ParseComplete:
@@ -104,6 +105,8 @@ func word(msg pgproto3.BackendMessage) string {
 		return "E:" + m.Code
 	case *pgproto3.ReadyForQuery:
 		return "Z"
+	case *pgproto3.CopyInResponse:
+		return "G"
 	case *pgproto3.ParameterStatus, *pgproto3.NoticeResponse:
 		return ""
 	default:

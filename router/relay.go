@@ -305,6 +305,9 @@ func (ss *session) forwardLinked(typ byte) (*pool.ServerConn, error) {
 		ss.mu.Unlock()
 		return nil, ss.rd.Discard()
 	}
+	if typ == protocol.MsgCopyDone || typ == protocol.MsgCopyFail {
+		ss.q.copyEnded() // (a Sync after it is the server's to answer)
+	}
 	ss.wmu.Lock()
 	defer ss.wmu.Unlock()
 	ss.mu.Unlock()
@@ -520,9 +523,12 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		ss.dropSent(sc)
 		ss.armQueryTimeout()
 	case protocol.MsgSync:
+		sc.Wr.Append(frame)
+		if ss.q.copyIn {
+			break // (the server's COPY ignores it: ring.copyIn)
+		}
 		ss.q.open = false
 		ss.q.push(expect{kind: kSync})
-		sc.Wr.Append(frame)
 		ss.unnamedUnknown()
 		ss.armQueryTimeout()
 	case protocol.MsgParse:

@@ -166,6 +166,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.mu.Unlock()
 					continue
 				}
+				ss.q.copyIn = false // (a COPY it fails reads no more)
 				if !swallow && ss.pendingParams() {
 					ss.failParams() // (its transaction's pending SETs are undone: settle)
 				}
@@ -193,7 +194,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 						ss.listenQueryAnswered(protocol.RFQStatus(frame)) // (listenlinked.go: its answer, held back)
 					}
 				}
-				ss.q.pop()
+				ss.q.popAnswered()
 				var now mono
 				if ss.q.n == 0 {
 					now = ss.srv.parker.clock(ss)
@@ -249,9 +250,12 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.onCommandComplete(sc, frame) // (pending SETs, or a DISCARD/DEALLOCATE)
 				}
 				if completes(head.kind, typ) {
-					ss.q.pop()
+					ss.q.popAnswered() // (and the Syncs its COPY ignored)
 				}
 			default:
+				if typ == protocol.MsgCopyInResponse || typ == protocol.MsgCopyBothResponse {
+					ss.q.copyInBegan()
+				}
 				if completes(head.kind, typ) {
 					ss.q.pop()
 					swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow
@@ -305,7 +309,8 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 // one relayServer acts on (a RowDescription, an EmptyQueryResponse, ...).
 func quietInQuery(q *ring, typ byte) bool {
 	switch typ {
-	case protocol.MsgParameterStatus, protocol.MsgErrorResponse, protocol.MsgReadyForQuery, protocol.MsgCommandComplete:
+	case protocol.MsgParameterStatus, protocol.MsgErrorResponse, protocol.MsgReadyForQuery, protocol.MsgCommandComplete,
+		protocol.MsgCopyInResponse, protocol.MsgCopyBothResponse:
 		return false
 	}
 	head, ok := q.peek()

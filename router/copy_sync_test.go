@@ -1,0 +1,104 @@
+package router_test
+
+// COPY FROM STDIN through the extended protocol, as libpq runs it for
+// PQexecParams: the Sync it sends after the Execute reaches the server in
+// copy-in mode, which ignores it (protocol.sgml, "COPY Operations": "the
+// backend will ignore Flush and Sync messages received during copy-in
+// mode"), and PQputCopyEnd sends a second Sync after the CopyDone or
+// CopyFail, the one ReadyForQuery answers.
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgferry/pgferry/internal/ferrytest"
+)
+
+// copyInExtended runs sql, a COPY ... FROM STDIN, on c as libpq's
+// PQexecParams and PQputCopyEnd do: Parse, Bind, Describe, Execute, Sync;
+// then, once the CopyInResponse came (at once when pipelined), end (the
+// rows, the CopyDone or CopyFail) and a Sync. It returns the transcript of
+// the server's answers up to the ReadyForQuery that ends it all.
+func (c *rawClient) copyInExtended(sql string, pipelined bool, end ...pgproto3.FrontendMessage) string {
+	c.t.Helper()
+	start := []pgproto3.FrontendMessage{parse("", sql), bind(""), &pgproto3.Describe{ObjectType: 'P'}, execMsg(), syncMsg()}
+	end = append(end, syncMsg())
+	if pipelined {
+		c.send(append(start, end...)...)
+		return c.until(1)
+	}
+	c.send(start...)
+	got := c.transcript(func(w string) bool { return w != "G" && w != "Z" })
+	if !strings.HasSuffix(got, "G") {
+		return got
+	}
+	c.send(end...)
+	return got + " " + c.until(1)
+}
+
+func copyRows(rows ...string) []pgproto3.FrontendMessage {
+	var msgs []pgproto3.FrontendMessage
+	for _, r := range rows {
+		msgs = append(msgs, &pgproto3.CopyData{Data: []byte(r + "\n")})
+	}
+	return msgs
+}
+
+func TestCopyFromStdinByTheExtendedProtocolGivesItsServerBackAsPostgreSQLAnswersIt(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 1)
+	f := ferrytest.Start(t, cfg)
+	setup := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := setup.Exec(ctx, "create table copy_sink (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	setup.Close(ctx)
+	direct := newRawClient(t, cluster.DSN(db, ferrytest.User, ferrytest.Password))
+
+	tests := []struct {
+		name      string
+		pipelined bool
+		end       []pgproto3.FrontendMessage
+		want      string
+	}{
+		{"rows and CopyDone", false, append(copyRows("1", "2"), &pgproto3.CopyDone{}), "1 2 n G C Z"},
+		{"rows and CopyDone sent before the CopyInResponse", true, append(copyRows("1", "2"), &pgproto3.CopyDone{}), "1 2 n G C Z"},
+		{"a row the COPY refuses", false, append(copyRows("1", "x"), &pgproto3.CopyDone{}), "1 2 n G E:22P02 Z"},
+		{"CopyFail", false, append(copyRows("1"), &pgproto3.CopyFail{Message: "the client gave up"}), "1 2 n G E:57014 Z"},
+		{"CopyFail sent before the CopyInResponse", true, []pgproto3.FrontendMessage{&pgproto3.CopyFail{Message: "no"}}, "1 2 n G E:57014 Z"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			direct.t = t
+			if got := direct.copyInExtended("copy copy_sink from stdin", tc.pipelined, tc.end...); got != tc.want {
+				t.Fatalf("PostgreSQL itself answered %q, want %q", got, tc.want)
+			}
+			c := newRawClient(t, f.AppDSN())
+			if got := c.copyInExtended("copy copy_sink from stdin", tc.pipelined, tc.end...); got != tc.want {
+				t.Fatalf("through pgferry: got %q, PostgreSQL answers %q", got, tc.want)
+			}
+			// The COPY's transaction is over: its server goes back to the
+			// pool, whose only connection another client now gets.
+			ferrytest.Eventually(t, 10*time.Second, "the COPY's server back in the pool", func() (bool, error) {
+				return f.Pool(t, "app").ClientsActive == 0, nil
+			})
+			other := ferrytest.Connect(t, ctx, f.AppDSN())
+			octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			var n int
+			if err := other.QueryRow(octx, "select 1").Scan(&n); err != nil {
+				t.Fatalf("another client behind the COPY's client: %v", err)
+			}
+			c.send(&pgproto3.Query{String: "select 1"})
+			if got := c.until(1); got != "T D:1 C Z" {
+				t.Fatalf("the COPY's client goes on: %q", got)
+			}
+		})
+	}
+}
