@@ -132,7 +132,7 @@ func (b adminBackend) KillClients(db string) int {
 	n := 0
 	for _, ss := range sessions {
 		if !ss.admin && ss.database == db {
-			ss.kill()
+			ss.kill(evKillDatabase)
 			n++
 		}
 	}
@@ -143,7 +143,7 @@ func (b adminBackend) KillClient(id uint64) bool {
 	_, sessions := b.srv.lists()
 	for _, ss := range sessions {
 		if ss.id == id && !ss.admin {
-			ss.kill()
+			ss.kill(evKillClient)
 			return true
 		}
 	}

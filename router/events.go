@@ -4,6 +4,7 @@
 package router
 
 import (
+	"errors"
 	"net"
 	"time"
 
@@ -22,9 +23,13 @@ const (
 	// evWake asks the owner to look around: notifications to deliver,
 	// shutdown, a lost server, a doom.
 	evWake uint32 = 1 << iota
-	// evKill ends the session as soon as possible (KILL, KILL_CLIENT,
-	// shutdown's deadline).
-	evKill
+	// evKillClient, evKillDatabase and evKillShutdown end the session as
+	// soon as possible: the admin console's KILL_CLIENT, its KILL of the
+	// session's database, shutdown's deadline (evKill is any of them; see
+	// killed for what the client is told).
+	evKillClient
+	evKillDatabase
+	evKillShutdown
 	// evPark is a sweep's request that an idle session park (see tryPark).
 	evPark
 	// evDoomTxn, evDoomBacklog and evDoomListen doom the session (see
@@ -45,7 +50,10 @@ const (
 	stYoung
 )
 
-const evDoomed = evDoomTxn | evDoomBacklog | evDoomListen
+const (
+	evDoomed = evDoomTxn | evDoomBacklog | evDoomListen
+	evKill   = evKillClient | evKillDatabase | evKillShutdown
+)
 
 // has reports whether any of the bits is set.
 func (ss *session) has(bits uint32) bool { return ss.flags.Load()&bits != 0 }
@@ -76,9 +84,55 @@ func (ss *session) wake() {
 	ss.srv.parker.unpark(ss)
 }
 
-// kill makes the session end as soon as possible.
-func (ss *session) kill() {
-	ss.flags.Or(evKill)
+// The FATALs of a kill, as PgBouncer words them (admin.c's KILL_CLIENT,
+// kill_pool's KILL; its pooler errors' SQLSTATE is 08P01).
+var (
+	errKilledClient   = protocol.Fatal(protocol.SQLStateProtocolViolation, "admin forced disconnect")
+	errKilledDatabase = protocol.Fatal(protocol.SQLStateProtocolViolation, "database removed")
+)
+
+// killed returns the FATAL a killed session ends with, or nil: shutdown's
+// is the one its drain tells idle clients.
+func (ss *session) killed() *protocol.Error {
+	switch f := ss.flags.Load(); {
+	case f&evKillShutdown != 0:
+		return errDraining
+	case f&evKillDatabase != 0:
+		return errKilledDatabase
+	case f&evKillClient != 0:
+		return errKilledClient
+	}
+	return nil
+}
+
+// toldKilled returns the error a session ending with err ends with: the
+// kill's FATAL (killed) when it was killed and err would tell the client
+// nothing (the kill's past deadline on its socket, a wait the kill
+// stopped), err otherwise. A client gone, or told something already (an
+// ERROR, a lost server's FATAL), or whose stream a failed write may have
+// cut mid-message, gets nothing more.
+func (ss *session) toldKilled(err error) error {
+	k := ss.killed()
+	if k == nil {
+		return err
+	}
+	if _, ok := errors.AsType[*protocol.Error](err); ok {
+		return err
+	}
+	if _, ok := errors.AsType[*relayedError](err); ok {
+		return err
+	}
+	if errors.Is(err, errClientTerminated) || errors.Is(err, errClientGone) || errors.Is(err, errServerGone) ||
+		protocol.IsDisconnect(err) || isWriteError(err) {
+		return err
+	}
+	return k
+}
+
+// kill makes the session end as soon as possible; why is the evKill bit
+// that says who killed it.
+func (ss *session) kill(why uint32) {
+	ss.flags.Or(why)
 	if c := ss.rawConn(); c != nil {
 		c.SetDeadline(pastDeadline)
 	}

@@ -224,8 +224,10 @@ func (ss *session) clientFailed(sc *pool.ServerConn, err error) {
 }
 
 // finish ends the session: it takes back a linked server, cleans it or
-// destroys it, and says goodbye to the client.
+// destroys it, and says goodbye to the client (a killed one is told why:
+// toldKilled).
 func (ss *session) finish(err error) {
+	err = ss.toldKilled(err)
 	// errors.AsType, not errors.As: its targets would escape, two
 	// allocations per session.
 	pe, _ := errors.AsType[*protocol.Error](err)

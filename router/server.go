@@ -493,7 +493,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for _, ss := range s.sessions {
-			ss.kill()
+			ss.kill(evKillShutdown)
 			cut++
 		}
 		s.mu.Unlock()
