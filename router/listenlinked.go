@@ -228,12 +228,13 @@ func (ss *session) listenAnswered(seq uint64) {
 	}
 }
 
-// tagAbortedListen is what a LISTEN sent in a simple Query gets in place
-// of CommandComplete LISTEN when its query ran in a failed transaction:
+// inFailedTransaction is what a LISTEN or a DEALLOCATE sent in a simple
+// Query as an empty one (listenLinked, deallocQuery) gets in place of its
+// CommandComplete when its query ran in a failed transaction:
 // the error PostgreSQL gives every statement there but COMMIT and
 // ROLLBACK (postgres.c, exec_simple_query; SQLSTATE 25P02
 // in_failed_sql_transaction).
-var tagAbortedListen = protocol.NewError(protocol.SQLStateInFailedSQLTransaction,
+var inFailedTransaction = protocol.NewError(protocol.SQLStateInFailedSQLTransaction,
 	"current transaction is aborted, commands ignored until end of transaction block").AppendFrame(nil)
 
 // listenQueryAnswered answers a LISTEN sent in a simple Query with a
@@ -249,7 +250,7 @@ var tagAbortedListen = protocol.NewError(protocol.SQLStateInFailedSQLTransaction
 func (ss *session) listenQueryAnswered(status byte) {
 	seq := ss.q.answered() + 1
 	if status == protocol.TxFailed {
-		ss.wr.Append(tagAbortedListen)
+		ss.wr.Append(inFailedTransaction)
 		if ss.rare != nil && len(ss.rare.listen.sent) > 0 {
 			ss.listenSkipped(seq)
 			ss.forgetListen(seq)

@@ -473,6 +473,8 @@ func (ss *session) onCommandComplete(sc *pool.ServerConn, frame []byte) {
 				ss.dropsUnseen()
 			}
 			ss.dropRan(ss.q.answered() + 1)
+		} else if tag == "DEALLOCATE\x00" {
+			ss.dropRan(ss.q.answered() + 1) // (a DEALLOCATE of one of the client's names: deallocSent)
 		}
 	}
 }
@@ -496,6 +498,11 @@ func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
 	c := classify.SQL(sql)
 	if c.ReservedName {
 		return ss.refuse(errReservedName) // before it is recorded, or pins
+	}
+	if c.Deallocate != "" {
+		if done, err := ss.deallocQuery(c.Deallocate, sql); done || err != nil {
+			return done, err // (stmtsdealloc.go: one of the client's protocol-level statements)
+		}
 	}
 	if ss.txnMode && !c.Several && (c.Listen != "" || c.Unlisten != "" || c.UnlistenAll) {
 		if done, err := ss.handleListen(&c); done || err != nil {

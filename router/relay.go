@@ -542,8 +542,13 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		ss.processDescribe(sc, frame)
 	case protocol.MsgExecute:
 		ss.q.open = true
-		ss.q.push(expect{kind: kExecute, tag: ss.execTag})
+		tag := ss.execTag
 		ss.execTag = tagNone
+		if tag == tagDealloc {
+			tag = tagNone // (the server answers it: stmtsdealloc.go)
+			ss.deallocPrepare(sc)
+		}
+		ss.q.push(expect{kind: kExecute, tag: tag})
 		if ss.rare != nil {
 			ss.stampTentative()
 		}

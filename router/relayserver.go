@@ -188,10 +188,14 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				}
 				ss.entry.stats.queries.Add(1)
 				if ss.rare != nil {
-					// (A LISTEN's subscribe made rare: a client that never
-					// listened is spared the look at the ring.)
-					if h, _ := ss.q.peek(); h.tag == tagListen && h.kind == kQuery {
+					// (A LISTEN's subscribe made rare, as deallocQuery
+					// does: a client that did neither is spared the look
+					// at the ring.)
+					switch h, _ := ss.q.peek(); {
+					case h.tag == tagListen && h.kind == kQuery:
 						ss.listenQueryAnswered(protocol.RFQStatus(frame)) // (listenlinked.go: its answer, held back)
+					case h.tag == tagDealloc && h.kind == kQuery:
+						ss.deallocAnswered(sc, protocol.RFQStatus(frame)) // (stmtsdealloc.go: likewise)
 					}
 				}
 				ss.q.popAnswered()
@@ -262,8 +266,8 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				}
 				if head.tag != tagNone && typ == protocol.MsgEmptyQuery {
 					switch {
-					case head.tag == tagListen && head.kind == kQuery:
-						swallow = true // (answered at its ReadyForQuery: listenQueryAnswered)
+					case (head.tag == tagListen || head.tag == tagDealloc) && head.kind == kQuery:
+						swallow = true // (answered at its ReadyForQuery: listenQueryAnswered, deallocAnswered)
 					case head.tag == tagListen:
 						frame = execTagFrames[tagListen]
 						ss.listenAnswered(ss.q.answered()) // (listenlinked.go: the channel is served)

@@ -36,7 +36,9 @@ func (ss *session) noteStatelessParse(frame []byte) {
 // serves them through the pool's listener, pinned client or not (whose
 // UNLISTEN still goes to its server as well). A statement that names a
 // prepared statement by pgferry's prefix becomes one that raises
-// errReservedName, in session mode too. It returns the frame to relay.
+// errReservedName, in session mode too, where it records a DEALLOCATE of
+// one name as well (the rest of a class is transaction mode's). It
+// returns the frame to relay.
 func (ss *session) interceptParse(frame []byte) []byte {
 	name, rest, ok := protocol.CString(protocol.Body(frame))
 	if !ok {
@@ -44,21 +46,21 @@ func (ss *session) interceptParse(frame []byte) []byte {
 	}
 	sql, types, ok := protocol.CString(rest)
 	if !ok || !classify.Needed(sql) {
-		if ss.txnMode {
-			ss.noteStatement(name, nil)
-		}
+		ss.noteStatement(name, nil)
 		return frame
 	}
 	c := classify.SQL(sql)
 	if c.ReservedName {
-		if ss.txnMode {
-			ss.noteStatement(name, nil)
-		}
+		ss.noteStatement(name, nil)
 		// (typedParams: a Bind with the client's arguments reaches the
 		// error.)
 		return protocol.AppendParseRaw(nil, string(name), append([]byte(raiseSQL(errReservedName)+"\x00"), typedParams(sql, types)...))
 	}
 	if !ss.txnMode {
+		// Session mode carries no state, but renames protocol-level
+		// statements too: a DEALLOCATE of one is served
+		// (stmtsdealloc.go).
+		ss.noteStatement(name, &classify.Class{Deallocate: c.Deallocate})
 		return frame
 	}
 	// (A SET of a tracked parameter is recorded at the statement's
@@ -177,6 +179,8 @@ func (ss *session) interceptExecute(frame []byte) error {
 		ss.execTag = tagListen
 	case c.Unlisten != "" || c.UnlistenAll:
 		ss.execTag = tagUnlisten
+	case c.Deallocate != "":
+		ss.deallocExecute(c.Deallocate) // (stmtsdealloc.go)
 	}
 	// A tracked SET pgferry cannot carry (interceptParse pins for it
 	// already, unless the value reads otherwise now).
@@ -238,16 +242,22 @@ func (ss *session) applyState(c *classify.Class) {
 // server's statement cache was cleared as it went (dropSent), and its
 // CommandComplete clears nothing more (onCommandComplete). Such a request
 // is never answered with an EmptyQueryResponse (it has a statement); its
-// frame would stand for itself.
+// frame would stand for itself. tagDealloc marks a simple Query of a
+// DEALLOCATE of one of the client's statements, sent as an empty query
+// and answered at its ReadyForQuery (deallocAnswered); process takes it
+// off an Execute's, whose DEALLOCATE the server answers itself
+// (stmtsdealloc.go).
 const (
 	tagNone uint8 = iota
 	tagListen
 	tagUnlisten
 	tagDrop
+	tagDealloc
 )
 
 var execTagFrames = [...][]byte{
 	tagListen:   protocol.AppendCommandComplete(nil, "LISTEN"),
 	tagUnlisten: protocol.AppendCommandComplete(nil, "UNLISTEN"),
 	tagDrop:     protocol.AppendEmpty(nil, protocol.MsgEmptyQuery),
+	tagDealloc:  protocol.AppendCommandComplete(nil, "DEALLOCATE"),
 }

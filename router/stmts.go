@@ -46,6 +46,11 @@ type clientStmt struct {
 // dropNotSent forgets the mark alone when the request is refused instead:
 // the client, told its drop failed, still has its statements.
 //
+// dealloc names the client's statement that a DEALLOCATE about to be sent
+// drops (stmtsdealloc.go): deallocQuery or deallocExecute sets it, the
+// request's process takes it (deallocPrepare, deallocSent), and
+// dropNotSent forgets it when the request is refused instead.
+//
 // drops are the drops sent and not yet answered, in order (pendingDrop).
 // relayServer settles them under mu as their answers come (dropRan,
 // dropUndone), so named is written under mu whenever a server is linked.
@@ -55,11 +60,14 @@ type clientStmts struct {
 	hasUnnamed  bool
 	unnamedHere bool
 	dropping    bool
+	dealloc     string
 	drops       []pendingDrop
 }
 
-// pendingDrop is a drop of every statement (DEALLOCATE ALL, DISCARD ALL)
-// sent to the linked server and not yet answered: what it takes, set
+// pendingDrop is a drop of every statement (DEALLOCATE ALL, DISCARD ALL),
+// or a DEALLOCATE of one of the client's names (deallocSent, which drops
+// none of the server's statements), sent to the linked server and not yet
+// answered: what it takes, set
 // aside as it went (dropSent), so that the messages behind it see the
 // statements gone, and given back if the server does not run it. seq is
 // the number of its request (ring.seq). named holds the client's names it
@@ -280,8 +288,14 @@ func (ss *session) releaseNamed(named map[string]*clientStmt) {
 // server prepared those, leaves the cache alone (tagDrop). mu is held.
 func (ss *session) dropSent(sc *pool.ServerConn) {
 	t := ss.stmts
-	if t == nil || !t.dropping {
+	if t == nil || (!t.dropping && t.dealloc == "") {
 		return
+	}
+	if t.dealloc != "" {
+		ss.deallocSent(t) // (stmtsdealloc.go: a DEALLOCATE of one name)
+		if !t.dropping {
+			return
+		}
 	}
 	if len(t.named) > 0 || sc.Stmts.Len() > 0 {
 		t.drops = append(t.drops, pendingDrop{seq: ss.q.seq, named: t.named, keys: sc.Stmts.Drain(nil)})
@@ -392,8 +406,9 @@ func (t *clientStmts) popDrop(i int) {
 // none of it runs, so the client keeps its statement names, and the next
 // server the client's requests go to keeps its statements.
 func (ss *session) dropNotSent() {
-	if t := ss.stmts; t != nil && t.dropping {
+	if t := ss.stmts; t != nil && (t.dropping || t.dealloc != "") {
 		ss.mu.Lock() // (unmarkDrop may let go of ss.stmts: dropUndone reads it)
+		t.dealloc = ""
 		ss.unmarkDrop(t)
 		ss.mu.Unlock()
 	}
@@ -411,7 +426,7 @@ func (ss *session) unmarkDrop(t *clientStmts) {
 // no unnamed statement, no drop marked or unanswered. mu is held, or no
 // server is linked.
 func (ss *session) tidyStmts() {
-	if t := ss.stmts; t != nil && len(t.named) == 0 && !t.hasUnnamed && cap(t.unnamed) == 0 && !t.dropping && len(t.drops) == 0 {
+	if t := ss.stmts; t != nil && len(t.named) == 0 && !t.hasUnnamed && cap(t.unnamed) == 0 && !t.dropping && t.dealloc == "" && len(t.drops) == 0 {
 		ss.stmts = nil
 	}
 }

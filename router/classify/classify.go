@@ -38,6 +38,13 @@ type Class struct {
 	// statement pgferry prepared on the server for whichever client, or
 	// take a name pgferry may want there; the router refuses it.
 	ReservedName bool
+	// Deallocate names the prepared statement a DEALLOCATE [PREPARE] of
+	// one name drops (not ALL, not a reserved name), as PostgreSQL reads
+	// the name (channelName; "" for one pgferry cannot read): the router
+	// drops the client's protocol-level statement of that name, if it has
+	// one, rather than let the server look for it under the name the
+	// client gave it. Never in a query of several statements.
+	Deallocate string
 	// More holds the changes of a query of several statements after the
 	// first (Change), in the order they run; nil otherwise, so that a
 	// single statement costs no allocation.
@@ -110,13 +117,13 @@ func (c *Class) ChangeAt(i int) *Change {
 // statement alone matters only to a client with SETs pending, which looks
 // at it when it is bound (see Savepoint).
 func (c *Class) ChangesState() bool {
-	return c.Change.acts() || len(c.More) > 0 || c.Discard || c.Listen != ""
+	return c.Change.acts() || len(c.More) > 0 || c.Discard || c.Listen != "" || c.Deallocate != ""
 }
 
 // equal reports whether c and o are the same class.
 func (c *Class) equal(o *Class) bool {
 	if c.Pin != o.Pin || c.Change != o.Change || c.Discard != o.Discard || c.DiscardAll != o.DiscardAll ||
-		c.Listen != o.Listen || c.Several != o.Several || c.ReservedName != o.ReservedName || len(c.More) != len(o.More) {
+		c.Listen != o.Listen || c.Several != o.Several || c.ReservedName != o.ReservedName || c.Deallocate != o.Deallocate || len(c.More) != len(o.More) {
 		return false
 	}
 	for i := range c.More {
@@ -422,12 +429,19 @@ func classifyWord(stmt []byte, w string, rest []byte) Class {
 		// DEALLOCATE [PREPARE] name | ALL ("prepare" may be the name).
 		what, r := nextWord(rest)
 		c.ReservedName = reservedName(rest)
+		name := rest
 		if what == "prepare" {
 			c.ReservedName = c.ReservedName || reservedName(r)
+			if len(skipSpace(r)) > 0 {
+				name = r
+			}
 			what, _ = nextWord(r)
 		}
-		if what == "all" {
+		switch {
+		case what == "all":
 			c.Discard = true
+		case !c.ReservedName:
+			c.Deallocate = channelName(name)
 		}
 	case "execute":
 		c.ReservedName = reservedName(rest)
