@@ -12,7 +12,8 @@ import (
 // forwardCancel relays a client's CancelRequest to the server connection
 // serving that client right now, with the server's own key. A key that
 // matches no session, or a session without a server, is dropped, as
-// PostgreSQL drops unknown keys.
+// PostgreSQL drops unknown keys; but a session queued for a server has
+// its queued request cancelled there (cancelQueuedLocked).
 func (s *Server) forwardCancel(pid, key uint32) {
 	ss := s.sessionByKey(pid, key)
 	if ss == nil {
@@ -20,6 +21,14 @@ func (s *Server) forwardCancel(pid, key uint32) {
 	}
 	ss.mu.Lock()
 	sc := ss.server
+	if sc == nil && ss.has(stWaiting) {
+		ss.cancelQueuedLocked()
+		ss.mu.Unlock()
+		// One the relay loop queued: its goroutine takes the wait over,
+		// and gives it up (takeCarried).
+		s.parker.unpark(ss)
+		return
+	}
 	if sc == nil || ss.q.n == 0 {
 		// Nothing is running for this client: nothing to cancel.
 		ss.mu.Unlock()
@@ -34,6 +43,30 @@ func (s *Server) forwardCancel(pid, key uint32) {
 	if err := s.sendServerCancel(context.Background(), sc); err != nil {
 		s.log.Warn("cancel request failed", zap.Uint64("conn_id", ss.id), zap.Error(err))
 	}
+}
+
+// cancelQueuedLocked cancels the request ss is queued for a server with:
+// it posts evCancelQueued and stops a goroutine's wait (waitStop, as kill
+// does). mu is held.
+func (ss *session) cancelQueuedLocked() {
+	ss.flags.Or(evCancelQueued)
+	if r := ss.rare; r != nil && r.waiting {
+		select {
+		case r.waitStop <- struct{}{}: // (one slot: never blocks under mu)
+		default: // (stopped already)
+		}
+	}
+}
+
+// takeQueuedCancel reports whether a CancelRequest cancelled the request
+// the session is queued with, and forgets it. Only the session's owner
+// calls it.
+func (ss *session) takeQueuedCancel() bool {
+	if !ss.has(evCancelQueued) {
+		return false
+	}
+	ss.flags.And(^evCancelQueued)
+	return true
 }
 
 // sendServerCancel delivers a CancelRequest for the query sc is running,

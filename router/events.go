@@ -40,6 +40,13 @@ const (
 	evDoomTxn
 	evDoomBacklog
 	evDoomListen
+	// evCancelQueued: a CancelRequest came for the request the session
+	// is queued for a server with (forwardCancel). Its wait gives up and
+	// the request fails with 57014, as a statement PostgreSQL cancels
+	// while it waits for a lock does (waitForServer, takeCarried); a
+	// server granted first serves it (attach forgets the cancel), as
+	// PostgreSQL ignores a cancel that comes before the statement.
+	evCancelQueued
 	// stWaiting: queued for a server connection (the sweep leaves it be).
 	stWaiting
 	// stParked: in the parker's set, without a goroutine.

@@ -154,6 +154,13 @@ func (ss *session) takeCarried() error {
 		}
 		return errKilledQueued // (not served first: run would)
 	}
+	if ss.has(evCancelQueued) {
+		// A CancelRequest for the request: run's link answers it
+		// (waitForServer), and the session goes on.
+		r.carried = pool.Ticket{}
+		tk.Cancel()
+		return nil
+	}
 	var expired <-chan time.Time
 	if d := ss.srv.cfg.Load().QueryWaitTimeout.Std(); d > 0 {
 		d = max(d-monoNow().Sub(r.queuedAt), 0)
@@ -179,6 +186,8 @@ func (ss *session) takeCarried() error {
 		switch {
 		case errors.Is(err, pool.ErrPoolClosed):
 			return nil
+		case errors.Is(err, pool.ErrWaitStopped) && !ss.has(evKill) && ss.has(evCancelQueued):
+			return nil // (cancelled: as above)
 		case errors.Is(err, pool.ErrWaitStopped):
 			return errKilledQueued
 		}

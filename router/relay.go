@@ -20,6 +20,15 @@ var errClientGone = errors.New("client disconnected while waiting for a server c
 // errKilledQueued ends a session killed while queued for a server.
 var errKilledQueued = errors.New("killed while queued for a server")
 
+// errCancelledQueued ends the wait for a server of a request a
+// CancelRequest cancelled (evCancelQueued); link tells the client
+// errQueuedCancelled, and the session goes on.
+var errCancelledQueued = errors.New("cancelled while queued for a server")
+
+// errQueuedCancelled is PostgreSQL's own error for a statement cancelled
+// at its client's request (ProcessInterrupts, postgres.c): an ERROR.
+var errQueuedCancelled = protocol.NewError(protocol.SQLStateQueryCanceled, "canceling statement due to user request")
+
 // handle processes one client frame.
 func (ss *session) handle(typ byte, size int) error { return ss.handleFrame(typ, size, false) }
 
@@ -276,10 +285,11 @@ var errClientTerminated = errors.New("client terminated")
 
 // replicaUnreachable reports whether a replica pool failed to lend a
 // connection because the replica could not be reached or logged in to,
-// rather than because the client waited too long, left or pgferry is
-// closing the pool.
+// rather than because the client waited too long, left, cancelled its
+// request or pgferry is closing the pool.
 func replicaUnreachable(err error) bool {
-	return !errors.Is(err, pool.ErrWaitTimeout) && !errors.Is(err, errClientGone) && !errors.Is(err, pool.ErrPoolClosed)
+	return !errors.Is(err, pool.ErrWaitTimeout) && !errors.Is(err, errClientGone) && !errors.Is(err, pool.ErrPoolClosed) &&
+		!errors.Is(err, errCancelledQueued)
 }
 
 // forwardPlain relays a frame that expects no response of its own (CopyData,
@@ -392,6 +402,9 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 			if err == errClientGone || err == errKilledQueued {
 				return nil, err
 			}
+			if err == errCancelledQueued {
+				return nil, errQueuedCancelled // (refused: handleFrame)
+			}
 			return nil, ss.acquireError(err)
 		}
 		ss.attach(sc, onReplica, readOnly)
@@ -428,6 +441,9 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 	// or its skipping to a Sync, if the loan ended otherwise (its server
 	// lost): they are not this server's.
 	ss.releaseDeferred, ss.pumpKick, ss.cancels, ss.serverSkips = false, false, 0, false
+	if ss.has(evCancelQueued) {
+		ss.flags.And(^evCancelQueued) // (came as the server was granted: see evCancelQueued)
+	}
 	ss.q.clear()
 	if ss.stmts != nil {
 		ss.stmts.unnamedHere = false // the server's is whoever parsed last

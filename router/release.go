@@ -534,6 +534,9 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 	if ss.has(evKill) {
 		return nil, errKilledQueued // (killed before waiting was set)
 	}
+	if ss.takeQueuedCancel() {
+		return nil, errCancelledQueued // (cancelled before waiting was set)
+	}
 	sc, err := p.AcquireWhile(r.waitStop, expired)
 	if errors.Is(err, pool.ErrPoolClosed) && ss.refreshEntry() {
 		// A reload replaced the database's pools: carry on with the new
@@ -544,6 +547,9 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 		}
 	}
 	if errors.Is(err, pool.ErrWaitStopped) {
+		if !ss.has(evKill) && ss.takeQueuedCancel() {
+			return nil, errCancelledQueued
+		}
 		return nil, errKilledQueued
 	}
 	if err != nil {
