@@ -650,7 +650,15 @@ func (p *Pool) retireAllMarked(victims []*ServerConn) {
 }
 
 // retireMarked is retire for a connection already marked with startClose.
+// The connection stays among the open ones (conns) until its close, which
+// may wait for the backend to exit, is over: CloseNeeded, which WAIT_CLOSE
+// waits on, counts one from before a Reconnect until then, as PgBouncer's
+// WAIT_CLOSE waits until the connections are cleared.
 func (p *Pool) retireMarked(sc *ServerConn) {
+	p.mu.Lock()
+	sc.closing = true
+	p.mu.Unlock()
+	sc.close()
 	p.mu.Lock()
 	if i := sc.slot; i < len(p.conns) && p.conns[i] == sc {
 		last := p.conns[len(p.conns)-1]
@@ -659,7 +667,6 @@ func (p *Pool) retireMarked(sc *ServerConn) {
 		p.conns = p.conns[:len(p.conns)-1]
 	}
 	p.mu.Unlock()
-	sc.close()
 	p.cfg.DBLimit.closed()
 	p.cfg.UserLimit.closed()
 }
@@ -671,6 +678,9 @@ func (p *Pool) InterruptOverdue(before int64) (watched int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, sc := range p.conns {
+		if sc.closing {
+			continue // its loan is over: a watch left set is not fired into its close's wait
+		}
 		if sc.fireIfOverdue(before) {
 			watched++
 		}
@@ -679,7 +689,7 @@ func (p *Pool) InterruptOverdue(before int64) (watched int) {
 }
 
 // Drained reports whether the pool is closed and every connection it
-// opened, lent ones included, is closed too.
+// opened, lent ones included, is closed too (their closes over).
 func (p *Pool) Drained() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -57,7 +57,8 @@ type ServerConn struct {
 	created, lastUsed time.Time
 	gen               uint64
 	id                uint64
-	slot              int // index in pool.conns
+	slot              int  // index in pool.conns
+	closing           bool // its close is under way (see retireMarked); guarded by pool.mu
 
 	// watch is the tick at which the borrower started a watch (see Watch),
 	// watchFired once InterruptOverdue interrupted it, 0 when none runs.

@@ -66,10 +66,12 @@ func connInfo(sc *ServerConn) ConnInfo {
 	}
 }
 
-// CloseNeeded counts the open connections, lent or idle, that predate the
-// last Reconnect: they are closed when they come back (PgBouncer's
-// close_needed); and the logins begun before it and still under way,
-// whose connections are closed when they end. Safe for concurrent use.
+// CloseNeeded counts the open connections, lent, idle or being closed,
+// that predate the last Reconnect: they are closed when they come back
+// (PgBouncer's close_needed), and one being closed counts until its close
+// is over (its backend exited, or closeWait passed); and the logins begun
+// before it and still under way, whose connections are closed when they
+// end. Safe for concurrent use.
 func (p *Pool) CloseNeeded() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()

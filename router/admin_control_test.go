@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/pgferry/pgferry/internal/ferrytest"
 	"github.com/pgferry/pgferry/router"
 )
@@ -214,5 +216,36 @@ func TestKillClientEndsOneClientAndUnsupportedShowCommandsSaySo(t *testing.T) {
 	}
 	if _, err := adminExec(pc, "SHOW PEERS"); err != nil {
 		t.Fatalf("SHOW PEERS: %v", err)
+	}
+}
+
+// WAIT_CLOSE returns only once the connections from before RECONNECT are
+// closed, their backends gone: here one whose client left in the middle
+// of a query, its Terminate sent after it (so the query runs to its end),
+// is closed once the backend has run it (0.2 s: well within the 500 ms a
+// close waits for its backend). WAIT_CLOSE returned as the close began,
+// the old backend still running the query.
+func TestWaitCloseReturnsOnlyOnceTheOldBackendsHaveExited(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	f := ferrytest.Start(t, cfg)
+	app := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
+	results, err := app.Exec(ctx, "begin; select pg_backend_pid()").ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := string(results[1].Rows[0][0])
+	admin := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
+	mustAdmin(t, admin, "RECONNECT app")
+	c := hijack(t, app)
+	sendRaw(t, c, append(encode(t, &pgproto3.Query{String: "select pg_sleep(0.2)"}), encode(t, &pgproto3.Terminate{})...))
+	mustAdmin(t, admin, "WAIT_CLOSE app")
+	n, err := queryInt(ctx, "select count(*) from pg_stat_activity where pid = "+pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("right after WAIT_CLOSE the backend %s of a connection from before RECONNECT is still there", pid)
 	}
 }
