@@ -130,12 +130,16 @@ func (b adminBackend) Pools(db string) admin.PoolSet {
 func (b adminBackend) KillClients(db string) int {
 	_, sessions := b.srv.lists()
 	n := 0
+	var running []killedQuery
 	for _, ss := range sessions {
 		if !ss.admin && ss.database == db {
-			ss.kill(evKillDatabase)
+			if sc := ss.kill(evKillDatabase); sc != nil {
+				running = append(running, killedQuery{ss, sc})
+			}
 			n++
 		}
 	}
+	cancelKilled(running)
 	return n
 }
 
@@ -143,7 +147,9 @@ func (b adminBackend) KillClient(id uint64) bool {
 	_, sessions := b.srv.lists()
 	for _, ss := range sessions {
 		if ss.id == id && !ss.admin {
-			ss.kill(evKillClient)
+			if sc := ss.kill(evKillClient); sc != nil {
+				ss.cancelRunning(context.Background(), sc)
+			}
 			return true
 		}
 	}

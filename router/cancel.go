@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -67,6 +68,28 @@ func (ss *session) takeQueuedCancel() bool {
 	}
 	ss.flags.And(^evCancelQueued)
 	return true
+}
+
+// killedQuery is a query a kill left running on sc, held for its cancel
+// (kill).
+type killedQuery struct {
+	ss *session
+	sc *pool.ServerConn
+}
+
+// cancelKilled cancels the queries kills left running, all at once, and
+// returns once every cancel is delivered or has failed (each within
+// cancel_wait_timeout). No lock is held.
+func cancelKilled(running []killedQuery) {
+	var wg sync.WaitGroup
+	for _, k := range running {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k.ss.cancelRunning(context.Background(), k.sc)
+		}()
+	}
+	wg.Wait()
 }
 
 // sendServerCancel delivers a CancelRequest for the query sc is running,

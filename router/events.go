@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 )
 
@@ -137,8 +138,13 @@ func (ss *session) toldKilled(err error) error {
 }
 
 // kill makes the session end as soon as possible; why is the evKill bit
-// that says who killed it.
-func (ss *session) kill(why uint32) {
+// that says who killed it. A server running a query is held for a cancel,
+// as markDoomed holds it, and returned: the caller delivers the cancel
+// with cancelRunning once it holds no lock. The interrupt makes the relay
+// drop the server, and PostgreSQL would otherwise run the query on to its
+// end (it notices a closed socket only when it next writes), as it would
+// if the session's end (finish, cancelAbandoned) did not get there first.
+func (ss *session) kill(why uint32) (running *pool.ServerConn) {
 	ss.flags.Or(why)
 	if c := ss.rawConn(); c != nil {
 		c.SetDeadline(pastDeadline)
@@ -146,8 +152,12 @@ func (ss *session) kill(why uint32) {
 	ss.srv.parker.unpark(ss)
 	// Under mu: a server released meanwhile may be another client's now.
 	ss.mu.Lock()
-	if ss.server != nil {
-		ss.server.Interrupt()
+	if sc := ss.server; sc != nil {
+		sc.Interrupt()
+		if ss.q.n > 0 {
+			ss.cancels++
+			running = sc
+		}
 	}
 	if r := ss.rare; r != nil && r.waiting {
 		select { // a goroutine's wait for a server (waitForServer)
@@ -156,6 +166,7 @@ func (ss *session) kill(why uint32) {
 		}
 	}
 	ss.mu.Unlock()
+	return running
 }
 
 // rawConn returns the client socket for another goroutine's interrupt, or

@@ -491,12 +491,16 @@ func (s *Server) Shutdown(ctx context.Context) int {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		var running []killedQuery
 		s.mu.Lock()
 		for _, ss := range s.sessions {
-			ss.kill(evKillShutdown)
+			if sc := ss.kill(evKillShutdown); sc != nil {
+				running = append(running, killedQuery{ss, sc})
+			}
 			cut++
 		}
 		s.mu.Unlock()
+		cancelKilled(running)
 		<-done
 	}
 	s.mu.Lock()
