@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
 )
 
@@ -140,4 +142,69 @@ func wantTold(t *testing.T, ctx context.Context, who string, c *pgconn.PgConn, c
 	if !errors.As(err, &pe) || pe.Severity != "FATAL" || pe.Code != code || pe.Message != msg {
 		t.Fatalf("%s received %#v, %v; want FATAL %s %q", who, m, err, code, msg)
 	}
+}
+
+// A client logging in while its pool has no server yet (the server
+// refuses connections, and the pool holds its queue while it retries)
+// waits for one before it is a session a kill reaches: shutdown's
+// deadline ends that wait too, and the client is told why, as a queued
+// client is. Shutdown waited for it, and it was told query_wait_timeout
+// when that passed.
+func TestAClientLoggingInWhenShutdownsDeadlinePassesIsToldWhy(t *testing.T) {
+	for _, loop := range []bool{false, true} {
+		t.Run(fmt.Sprintf("relay loop %v", loop), func(t *testing.T) {
+			if loop {
+				skipWithoutLoop(t)
+			}
+			t.Parallel()
+			ctx := testContext(t)
+			cfg, _ := configWithOwnDatabase(t)
+			cfg.RelayLoop = loop
+			db := cfg.Databases["app"]
+			db.Port = refusingPort(t)
+			cfg.Databases["app"] = db
+			cfg.OutageHoldTimeout = configs.Duration(10 * time.Minute)
+			cfg.QueryWaitTimeout = configs.Duration(45 * time.Second) // (a bound on the old code's wait)
+			f := ferrytest.Start(t, cfg)
+			got := make(chan error, 1)
+			go func() {
+				c, err := pgconn.Connect(ctx, f.AppDSN())
+				if err == nil {
+					c.Close(ctx)
+				}
+				got <- err
+			}()
+			ferrytest.Eventually(t, 10*time.Second, "the login queued for the pool's first server", func() (bool, error) {
+				for _, p := range f.Server.Snapshot().Pools { // (none until the login asks)
+					if p.Database == "app" && p.Stat.Waiting == 1 {
+						return true, nil
+					}
+				}
+				return false, nil
+			})
+			past, cancel := context.WithCancel(context.Background())
+			cancel()
+			shut := make(chan struct{})
+			go func() { f.Server.Shutdown(past); close(shut) }()
+			select {
+			case err := <-got:
+				wantPgError(t, err, "57P01", "pgferry is shutting down")
+			case <-time.After(30 * time.Second): // a hang guard
+				t.Fatal("the login still waits for a server 30 s after shutdown's deadline (query_wait_timeout is 45 s)")
+			}
+			<-shut
+		})
+	}
+}
+
+// refusingPort returns a local TCP port nothing listens on.
+func refusingPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return port
 }

@@ -113,6 +113,12 @@ type Server struct {
 	authQueries authQueryCache     // auth_query results
 	throttle    *authThrottle
 	started     time.Time
+
+	// cut ends at shutdown's deadline (cutLogins), and with it the waits
+	// for a server of clients still logging in (waitContext), which are
+	// not sessions a kill reaches yet.
+	cut       context.Context
+	cutLogins context.CancelFunc
 }
 
 // New validates what the configuration references (auth file, TLS files)
@@ -135,6 +141,7 @@ func New(cfg *configs.Config, opts Options) (*Server, error) {
 		started:    time.Now(),
 	}
 	s.parker.srv = s
+	s.cut, s.cutLogins = context.WithCancel(context.Background())
 	if cfg.FleetBudgets() {
 		s.fleet = s.newFleet(cfg)
 	}
@@ -491,6 +498,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		s.cutLogins()
 		var running []killedQuery
 		s.mu.Lock()
 		for _, ss := range s.sessions {
@@ -520,6 +528,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 	if s.fleet != nil {
 		s.fleet.Stop() // after the pools: its last report says nothing is open
 	}
+	s.cutLogins()
 	s.parker.close()
 	s.budget.close()
 	s.pumps.close()

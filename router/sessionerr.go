@@ -16,13 +16,15 @@ import (
 	"github.com/pgferry/pgferry/protocol"
 )
 
-// waitContext bounds a wait for a server (the first login's) by
-// query_wait_timeout.
+// waitContext bounds a wait for a server of a client logging in (the
+// pool's first login, a check of its startup parameters) by
+// query_wait_timeout and shutdown's deadline (Server.cut): a session a
+// kill reaches does not exist yet.
 func (ss *session) waitContext(cfg *configs.Config) (context.Context, context.CancelFunc) {
 	if d := cfg.QueryWaitTimeout.Std(); d > 0 {
-		return context.WithTimeout(context.Background(), d)
+		return context.WithTimeout(ss.srv.cut, d)
 	}
-	return context.WithCancel(context.Background())
+	return context.WithCancel(ss.srv.cut)
 }
 
 // acquireError turns a pool error into what the client is told.
@@ -31,6 +33,8 @@ func (ss *session) acquireError(err error) error {
 	var lf *pool.LoginFailingError
 	var te *entra.TokenError
 	switch {
+	case errors.Is(err, context.Canceled) && ss.srv.cut.Err() != nil:
+		return errDraining // a login's wait cut at shutdown's deadline (waitContext)
 	case errors.As(err, &te):
 		// The message names the database and the reason, never a secret;
 		// checked first, as a token request cut short by the wait timeout
