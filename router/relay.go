@@ -134,6 +134,11 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 	var sc *pool.ServerConn // nil: whichever is linked (inside a transaction: one send, one lock)
 	for {
 		sent, err := ss.send(sc, typ, frame)
+		if err == errAwaitDrop {
+			ss.awaitDrop(sent) // (stmtswait.go: then it looks again)
+			sc = nil
+			continue
+		}
 		if sent != nil {
 			if err == nil {
 				ss.relayInline(sent, typ)
@@ -221,7 +226,9 @@ func (ss *session) refuseToSync(e *protocol.Error) error {
 // send appends frame, a client request of type typ, to the buffer of the
 // server linked for it (process) and flushes it unless more requests
 // follow at once (flushServerIfIdle): to want, or to whichever server is
-// linked when want is nil. It returns the server it went to; nil when none
+// linked when want is nil; a Bind or Describe that must wait for a drop's
+// answer first is not sent, and it reports errAwaitDrop with the linked
+// server (stmtswait.go). It returns the server it went to; nil when none
 // is linked, or want no longer is (a pump gave it back meanwhile): the
 // caller links one (link) and sends again. process runs under mu and wmu,
 // the flush under wmu alone (off the relay loop: in the loop nothing else
@@ -234,6 +241,12 @@ func (ss *session) send(want *pool.ServerConn, typ byte, frame []byte) (sc *pool
 		ss.ownerHeld = 0
 		ss.mu.Unlock()
 		return nil, nil
+	}
+	if (typ == protocol.MsgBind || typ == protocol.MsgDescribe) && ss.stmts != nil && len(ss.stmts.drops) > 0 &&
+		ss.loop == 0 && ss.bindsBehindDrop(typ, frame) {
+		ss.ownerHeld = 0
+		ss.mu.Unlock()
+		return sc, errAwaitDrop // (stmtswait.go)
 	}
 	if ss.loop == 0 {
 		ss.wmu.Lock() // (in the relay loop nothing else writes: no pump)

@@ -51,6 +51,10 @@ type clientStmt struct {
 // request's process takes it (deallocPrepare, deallocSent), and
 // dropNotSent forgets it when the request is refused instead.
 //
+// dropWait, if not nil, is closed when a drop is settled: a Bind waits
+// for it (stmtswait.go); noWait lets the next one go without waiting,
+// where no one would relay the answer.
+//
 // drops are the drops sent and not yet answered, in order (pendingDrop).
 // relayServer settles them under mu as their answers come (dropRan,
 // dropUndone), so named is written under mu whenever a server is linked.
@@ -62,6 +66,8 @@ type clientStmts struct {
 	dropping    bool
 	dealloc     string
 	drops       []pendingDrop
+	dropWait    chan struct{}
+	noWait      bool
 }
 
 // pendingDrop is a drop of every statement (DEALLOCATE ALL, DISCARD ALL),
@@ -400,6 +406,7 @@ func (t *clientStmts) popDrop(i int) {
 	copy(t.drops[i:], t.drops[i+1:])
 	t.drops[len(t.drops)-1] = pendingDrop{}
 	t.drops = t.drops[:len(t.drops)-1]
+	t.dropSettled() // (stmtswait.go)
 }
 
 // dropNotSent forgets the mark of a drop whose request is refused (refuse):
