@@ -56,6 +56,16 @@ const (
 	stEnded
 	// stYoung: logged in and not a request read since (see sweepYoung).
 	stYoung
+	// stSkipToSync: the session's server was lost in the middle of a
+	// group of the client's extended-protocol messages (some went out
+	// since its last Sync): the client was told with an ERROR, and its
+	// messages up to its next Sync are skipped, as PostgreSQL skips them
+	// after an error (postgres.c, ignore_till_sync); that Sync gets
+	// ReadyForQuery (handleFrame, skipped). Set by whoever saw the loss
+	// (lostServer, under mu, as it unlinks the server: the owner, or the
+	// pump), cleared by the owner at the Sync. While it is set, no server
+	// is linked for the client (link, request).
+	stSkipToSync
 )
 
 const (

@@ -16,7 +16,7 @@ var fault atomic.Pointer[func(ss *session, where string)]
 //   - "evict", "evict flush", "leave", "login": on the goroutine the relay
 //     loop hands a session or a login to (see SetLoopHandbackFault);
 //   - "process": a client request about to go to the server, mu and wmu
-//     held (send);
+//     held (send; closeLocally's Close in its place);
 //   - "server frame": a server frame other than a data row, a notice or
 //     copy data, about to be noted, mu held (relayServer; in the relay
 //     loop, not a frame of a simple query's answer that changes nothing,

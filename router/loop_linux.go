@@ -352,7 +352,7 @@ func (p *parker) request(ss *session) bool {
 	if ss.has(stYoung) {
 		ss.flags.And(^stYoung)
 	}
-	if !linked && needsServer(typ) {
+	if !linked && needsServer(typ) && !ss.has(stSkipToSync) { // (skipped: handleFrame)
 		sc := ss.entry.pool.TryAcquireChecked(int64(p.turnNow) - int64(vouchedFor)) // (a check query would wait)
 		if sc == nil {
 			p.queue(ss)

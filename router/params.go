@@ -579,6 +579,9 @@ func (ss *session) refuse(e *protocol.Error) (bool, error) {
 	for {
 		var err error
 		if sc, err = ss.link(false); err != nil {
+			if err == errSkipToSync {
+				return true, nil // (its server lost since the look above: skipped)
+			}
 			return true, err
 		}
 		ss.mu.Lock()

@@ -29,6 +29,11 @@ var errCancelledQueued = errors.New("cancelled while queued for a server")
 // at its client's request (ProcessInterrupts, postgres.c): an ERROR.
 var errQueuedCancelled = protocol.NewError(protocol.SQLStateQueryCanceled, "canceling statement due to user request")
 
+// errSkipToSync tells handleFrame that link found the session skipping
+// its client's messages up to a Sync (stSkipToSync): no server is linked
+// for them.
+var errSkipToSync = errors.New("skipping to the client's Sync")
+
 // handle processes one client frame.
 func (ss *session) handle(typ byte, size int) error { return ss.handleFrame(typ, size, false) }
 
@@ -51,9 +56,7 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 			if err := ss.rd.Discard(); err != nil {
 				return err
 			}
-			ss.joinPump()
-			ss.wr.SetBuffer(protocol.AppendReadyForQuery(ss.wr.Buffer(), protocol.TxIdle))
-			return ss.flushClientIfIdle()
+			return ss.answerSync()
 		}
 	case protocol.MsgQuery, protocol.MsgParse, protocol.MsgBind, protocol.MsgDescribe,
 		protocol.MsgExecute, protocol.MsgClose, protocol.MsgFunctionCall:
@@ -74,6 +77,14 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 	}
 	if err != nil {
 		return err
+	}
+	if ss.has(stSkipToSync) {
+		// Skipped: the group's error went out with the loss (lostServer).
+		// A Sync ends it (its server lost since the look above).
+		if typ == protocol.MsgSync {
+			return ss.answerSync()
+		}
+		return nil
 	}
 	switch typ {
 	case protocol.MsgQuery:
@@ -146,6 +157,21 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 			return err
 		}
 		if sc, err = ss.link(readOnly); err != nil {
+			if err == errSkipToSync {
+				// The server was lost since the look above (a pump saw
+				// it): the frame is skipped as those after it will be,
+				// and what it noted undone, as for a refused one; a Sync
+				// ends the skipping.
+				if typ == protocol.MsgSync {
+					return ss.answerSync()
+				}
+				ss.mu.Lock()
+				ss.dropUnsent()
+				ss.mu.Unlock()
+				ss.dropNotSent()
+				ss.execTag = tagNone
+				return nil
+			}
 			var pe *protocol.Error
 			if errors.As(err, &pe) && !pe.IsFatal() {
 				// A refusal (replica_fallback = "error"): an ERROR, and
@@ -159,6 +185,19 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 			return err
 		}
 	}
+}
+
+// answerSync answers a client's Sync, read already, with no server linked:
+// nothing is outstanding, or the Sync ends a group cut by the loss of its
+// server, whose skipping it ends (stSkipToSync). The answer goes after
+// whatever a pump still writes (the loss's errors).
+func (ss *session) answerSync() error {
+	if ss.has(stSkipToSync) {
+		ss.flags.And(^stSkipToSync)
+	}
+	ss.joinPump()
+	ss.wr.SetBuffer(protocol.AppendReadyForQuery(ss.wr.Buffer(), protocol.TxIdle))
+	return ss.flushClientIfIdle()
 }
 
 // refuseToSync answers an extended-protocol request refused with e (an
@@ -387,6 +426,10 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	if ss.dead != nil {
 		ss.mu.Unlock()
 		return nil, errServerGone
+	}
+	if ss.has(stSkipToSync) {
+		ss.mu.Unlock()
+		return nil, errSkipToSync
 	}
 	ss.mu.Unlock()
 	ss.joinPump()

@@ -155,6 +155,16 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 	// another server (after a failover, on the new primary). A client idle
 	// inside a transaction, or pinned to this server, loses its session.
 	answers := 0
+	// A group of extended-protocol messages the client has not ended with
+	// a Sync yet (some went out since the last Sync or Query, and are
+	// owed: the last request sent is) is cut: the rest of it must not run
+	// on the next server, where a Bind or Execute would find nothing of
+	// what went before it (26000, 34000). It gets one error, unless the
+	// server failed it already (serverSkips with no Sync owed: the server
+	// skips to the group's own, and the client has that error), and the
+	// client's messages up to its Sync are skipped (stSkipToSync).
+	cut := ss.q.open && ss.q.n > 0
+	told := ss.serverSkips && ss.q.toSync() == ss.q.n
 	// Every request owed gets an error: its LISTENs subscribe nothing and
 	// its UNLISTENs end nothing, as for the server's skipped ones.
 	ss.listensSkipped(ss.q.n) // (listenlinked.go)
@@ -167,7 +177,10 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 		ss.q.pop()
 	}
 	doomed := ss.doomed()
-	survive := survivable && doomed == nil && ss.txnMode && !ss.pinned && answers > 0
+	survive := survivable && doomed == nil && ss.txnMode && !ss.pinned && (answers > 0 || cut)
+	if survive && cut {
+		ss.flags.Or(stSkipToSync) // (before the server is let go of: see link)
+	}
 	fatalMsg := ss.serverFatal
 	ss.serverFatal = nil
 	ss.status = protocol.TxIdle
@@ -187,6 +200,9 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 		for i := 0; i < answers; i++ {
 			b = e.AppendFrame(b)
 			b = protocol.AppendReadyForQuery(b, protocol.TxIdle)
+		}
+		if cut && !told {
+			b = e.AppendFrame(b) // (its ReadyForQuery answers its Sync)
 		}
 		ss.wr.SetBuffer(b)
 		if err := ss.wr.Flush(); err != nil && err != protocol.ErrWouldBlock {

@@ -594,6 +594,10 @@ func (ss *session) closeLocally(frame []byte) bool {
 	ss.mu.Lock()
 	ss.forgetStmt(name) // (under mu: a failed drop's answer puts names back, dropUndone)
 	sc := ss.server
+	if sc == nil && ss.has(stSkipToSync) {
+		ss.mu.Unlock()
+		return true // (its server lost since handleFrame looked: skipped)
+	}
 	if sc == nil {
 		ss.mu.Unlock()
 		ss.joinPump()
@@ -602,10 +606,15 @@ func (ss *session) closeLocally(frame []byte) bool {
 		return true
 	}
 	ss.wmu.Lock()
+	ss.ownerHeld = heldMu | heldWmu // (as in send: for a panic's recover)
+	ss.faultAt("process")
+	ss.q.open = true // (as process: an extended-protocol request went out)
 	ss.q.push(expect{kind: kClose})
 	sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', noopStmt))
+	ss.ownerHeld = heldWmu
 	ss.mu.Unlock()
 	ss.flushServerIfIdle(sc)
+	ss.ownerHeld = 0
 	ss.wmu.Unlock()
 	return true
 }
