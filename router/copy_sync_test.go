@@ -102,3 +102,48 @@ func TestCopyFromStdinByTheExtendedProtocolGivesItsServerBackAsPostgreSQLAnswers
 		})
 	}
 }
+
+// A Sync a client sends among the rows of an extended-protocol COPY is
+// read by the COPY, which ignores it, unless the COPY failed before it
+// got there: then the server answers it, after the error, and the Sync
+// after the CopyDone too. pgferry cannot see which, so the server of such
+// a COPY that failed is not given to another client: its second
+// ReadyForQuery, if it comes, would reach that client instead.
+func TestAFailedExtendedCopyWithASyncAmongItsRowsLeavesNoReadyForQueryToTheNextClient(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 1)
+	f := ferrytest.Start(t, cfg)
+	setup := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := setup.Exec(ctx, "create table copy_sink (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	setup.Close(ctx)
+	run := func(c *rawClient) string {
+		c.send(parse("", "copy copy_sink from stdin"), bind(""), execMsg(), &pgproto3.Flush{})
+		got := c.next(3)
+		c.send(&pgproto3.CopyData{Data: []byte("not a number\n")}, syncMsg(),
+			&pgproto3.CopyData{Data: []byte("1\n")}, &pgproto3.CopyDone{}, syncMsg())
+		return got + " " + c.until(1)
+	}
+	direct := newRawClient(t, cluster.DSN(db, ferrytest.User, ferrytest.Password))
+	want := run(direct)
+	if want != "1 2 G E:22P02 Z" || direct.until(1) != "Z" {
+		t.Fatalf("PostgreSQL itself answered %q and not a second ReadyForQuery", want)
+	}
+	c := newRawClient(t, f.AppDSN())
+	if got := run(c); got != want {
+		t.Fatalf("through pgferry: got %q, PostgreSQL answers %q", got, want)
+	}
+	ferrytest.Eventually(t, 10*time.Second, "the COPY's client unlinked", func() (bool, error) {
+		return f.Pool(t, "app").ClientsActive == 0, nil
+	})
+	other := newRawClient(t, f.AppDSN())
+	for i := range 3 {
+		other.send(&pgproto3.Query{String: "select 42"})
+		if got := other.until(1); got != "T D:42 C Z" {
+			t.Fatalf("the next client's query %d got %q", i, got)
+		}
+	}
+}

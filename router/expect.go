@@ -54,6 +54,15 @@ type ring struct {
 	// pgferry ended the COPY there. clear resets both.
 	copyIn  bool
 	copyEnd uint64
+	// ignored counts the Syncs of this loan taken for read by a COPY
+	// (copyIn, copyInBegan). A COPY that fails may not have read them
+	// all: the server then answers those it had not, after the error,
+	// and pgferry cannot tell how many. doubt says a COPY failed with
+	// such Syncs about: its answers may not be all in, so the server goes
+	// back to no other client (releaseServer, finish destroy it). clear
+	// resets both.
+	ignored int
+	doubt   bool
 }
 
 // push records a request. It is inlined on the relay's path: the rare
@@ -115,7 +124,9 @@ func (r *ring) pop() {
 	r.n--
 }
 
-func (r *ring) clear() { r.head, r.n, r.open, r.copyIn, r.copyEnd = 0, 0, false, false, 0 }
+func (r *ring) clear() {
+	r.head, r.n, r.open, r.copyIn, r.copyEnd, r.ignored, r.doubt = 0, 0, false, false, 0, 0, false
+}
 
 // popAnswered pops the request at the head, which the server has
 // answered, and the Syncs after it that its COPY read and ignored
@@ -144,7 +155,18 @@ func (r *ring) copyInBegan() {
 	for i := 1; i < r.n && head+uint64(i) <= last; i++ {
 		if e := &r.buf[(r.head+i)%len(r.buf)]; e.kind == kSync {
 			e.kind = kSyncIgnored
+			r.ignored++
 		}
+	}
+}
+
+// copyFailed notes an ErrorResponse: a COPY in copy-in mode stops reading,
+// and if Syncs were taken for read by a COPY in this loan, some may not
+// have been (see doubt).
+func (r *ring) copyFailed() {
+	r.copyIn = false
+	if r.ignored > 0 {
+		r.doubt = true
 	}
 }
 

@@ -41,7 +41,9 @@ func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool, end mono) {
 		// transaction.
 		ss.wr.Release()
 	}
-	dirty := sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0
+	// (A failed COPY that may have left Syncs unread: ring.doubt. The ring
+	// is the loan's until the next attach.)
+	dirty := sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 || ss.q.doubt
 	if takeLSN && !dirty {
 		dirty = !ss.takeWriteLSN(sc)
 	}
@@ -280,7 +282,7 @@ func (ss *session) finish(err error) {
 	// is one inside the extended protocol's implicit transaction (an
 	// Execute and no Sync): the next client's first query would commit
 	// what PostgreSQL rolls back when its client leaves.
-	clean := ss.q.n == 0 && ss.status == protocol.TxIdle && ss.cancels == 0 && !ss.serverSkips && !ss.q.open
+	clean := ss.q.n == 0 && ss.status == protocol.TxIdle && ss.cancels == 0 && !ss.serverSkips && !ss.q.open && !ss.q.doubt
 	running := ss.q.n > 0
 	pinned := ss.pinned
 	if sc != nil {
