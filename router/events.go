@@ -44,7 +44,9 @@ const (
 	// evCancelQueued: a CancelRequest came for the request the session
 	// is queued for a server with (forwardCancel). Its wait gives up and
 	// the request fails with 57014, as a statement PostgreSQL cancels
-	// while it waits for a lock does (waitForServer, takeCarried); a
+	// while it waits for a lock does (waitForServer, takeCarried; one the
+	// relay loop queued goes to its goroutine, lookAgain, whose link
+	// refuses it before it looks for a server); a
 	// server granted first serves it (attach forgets the cancel), as
 	// PostgreSQL ignores a cancel that comes before the statement.
 	evCancelQueued

@@ -42,6 +42,12 @@ func LoginHandoffs(s *Server) uint64 { return s.parker.loginHandoffs.Load() }
 // LoopAccepts counts the clients the relay loop accepted itself.
 func LoopAccepts(s *Server) uint64 { return s.parker.loopAccepts.Load() }
 
+// ForwardCancel delivers to s a CancelRequest with key pid, key, as the
+// goroutine of a client's cancel connection does, on the calling
+// goroutine (a fault may send one where a client's would have to wait for
+// the relay loop the fault holds).
+func ForwardCancel(s *Server, pid, key uint32) { s.forwardCancel(pid, key) }
+
 // Clients counts the clients connected, logged in or not.
 func Clients(s *Server) int64 { return s.clients.Load() }
 

@@ -155,8 +155,8 @@ func (ss *session) takeCarried() error {
 		return errKilledQueued // (not served first: run would)
 	}
 	if ss.has(evCancelQueued) {
-		// A CancelRequest for the request: run's link answers it
-		// (waitForServer), and the session goes on.
+		// A CancelRequest for the request: run's link answers it before
+		// it looks for a server, and the session goes on.
 		r.carried = pool.Ticket{}
 		tk.Cancel()
 		return nil

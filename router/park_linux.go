@@ -462,17 +462,18 @@ func (p *parker) holdLocked(ss *session) {
 	ss.flags.Or(stParked)
 }
 
-// lookAgain follows holdLocked, without mu: a wake or kill that came
-// before the session was in the set found nothing to take, and takes it
-// now.
+// lookAgain follows holdLocked, without mu: a wake, a kill or a cancel of
+// the request the loop queued (evCancelQueued) that came before the
+// session was in the set found nothing to take, and takes it now.
 func (p *parker) lookAgain(ss *session) {
-	if ss.has(evWake | evKill) {
+	if ss.has(evWake | evKill | evCancelQueued) {
 		p.unpark(ss)
 	}
 }
 
-// unpark resumes a parked session for a wake or a kill; it does nothing for
-// a session that is not parked.
+// unpark resumes a parked session for a wake, a kill or a cancel of the
+// request the loop queued; it does nothing for a session that is not
+// parked.
 func (p *parker) unpark(ss *session) {
 	if ss.has(stParked) {
 		p.take(ss)

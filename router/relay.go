@@ -207,7 +207,8 @@ func (ss *session) answerSync() error {
 // ReadyForQuery, and the session goes on; a Terminate among them ends it.
 // It reads the client as serve does, until that Sync. Only a session on
 // its goroutine gets here: the relay loop serves no pool that routes to
-// replicas, whose refusals these are.
+// replicas, whose refusals these are, and hands a session whose queued
+// request a CancelRequest cancelled to its goroutine.
 func (ss *session) refuseToSync(e *protocol.Error) error {
 	ss.mu.Lock()
 	ss.dropUnsent() // (as refuse: nothing of the request ran)
@@ -433,6 +434,12 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 	}
 	ss.mu.Unlock()
 	ss.joinPump()
+	if ss.takeQueuedCancel() {
+		// A cancel the relay loop took while it queued the request,
+		// whose goroutine gave its place up (takeCarried): refused, not
+		// served by a server free by now.
+		return nil, errQueuedCancelled
+	}
 	p, onReplica, err := ss.pickPool(readOnly)
 	if err != nil {
 		return nil, err
