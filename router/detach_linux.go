@@ -148,7 +148,7 @@ func (ss *session) reattach() error {
 		raw.SetReadDeadline(pastDeadline)
 		ss.noDeadline = false
 	}
-	if flags&(evDoomed|evKill) == evDoomed {
+	if flags&evKill == 0 && flags&evDoomed != 0 { // (any one doom: markDoomed sets one)
 		raw.SetWriteDeadline(time.Now().Add(doomGrace))
 	}
 	return nil

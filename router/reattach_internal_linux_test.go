@@ -191,3 +191,43 @@ func runFinalizers(t *testing.T) {
 		t.Fatal("no finalizer ran within 10s of a collection")
 	}
 }
+
+// A session doomed while parked (its transaction idle too long, its
+// notification backlog too large, its listener gone) resumes to write its
+// client a last message: a client that reads nothing must not hold that
+// write, and the session's goroutine with it, for ever. Its writes give
+// up after doomGrace, as they do when the doom finds the session attached
+// (markDoomed), whichever doom it is.
+func TestADoomedParkedSessionResumesWithItsWritesBounded(t *testing.T) {
+	for _, doom := range []struct {
+		name string
+		bit  uint32
+	}{{"idle transaction", evDoomTxn}, {"notification backlog", evDoomBacklog}, {"listener lost", evDoomListen}} {
+		t.Run(doom.name, func(t *testing.T) {
+			accepted, client := tcpPair(t)
+			defer client.Close() // (it never reads)
+			ss := &session{srv: &Server{log: zap.NewNop()}, fd: int32(detachedFD(t, accepted))}
+			ss.flags.Or(doom.bit)
+			if r := reattachRecovering(ss); r != nil {
+				t.Fatalf("reattach panicked: %v", r)
+			}
+			defer ss.closeSocket()
+			done := make(chan error, 1)
+			go func() {
+				// More than both sockets' buffers can hold.
+				_, err := ss.raw.Write(make([]byte, 64<<20))
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Errorf("the write to a client that reads nothing ended with %v; want its deadline passed", err)
+				}
+			case <-time.After(30 * time.Second):
+				ss.closeSocket() // (ends the write)
+				<-done
+				t.Error("the write to a client that reads nothing was still waiting 30 s later: the doomed session resumed without a write deadline")
+			}
+		})
+	}
+}
