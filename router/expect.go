@@ -59,7 +59,8 @@ type ring struct {
 	// all: the server then answers those it had not, after the error,
 	// and pgferry cannot tell how many. doubt says a COPY failed with
 	// such Syncs about: its answers may not be all in, so the server goes
-	// back to no other client (releaseServer, finish destroy it). clear
+	// back to no other client (releaseServer, finish destroy it); or that
+	// a DEALLOCATE's stand-in may be left on it (deallocFailed). clear
 	// resets both.
 	ignored int
 	doubt   bool

@@ -624,9 +624,8 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		ss.q.open = true
 		tag := ss.execTag
 		ss.execTag = tagNone
-		if tag == tagDealloc {
+		if tag == tagDealloc && !ss.deallocPrepare(sc) {
 			tag = tagNone // (the server answers it: stmtsdealloc.go)
-			ss.deallocPrepare(sc)
 		}
 		ss.q.push(expect{kind: kExecute, tag: tag})
 		if ss.rare != nil {

@@ -166,7 +166,8 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.mu.Unlock()
 					continue
 				}
-				ss.q.copyFailed() // (a COPY it fails reads no more)
+				ss.q.copyFailed()      // (a COPY it fails reads no more)
+				ss.deallocFailed(head) // (stmtsdealloc.go: a stand-in left)
 				if !swallow && ss.pendingParams() {
 					ss.failParams() // (its transaction's pending SETs are undone: settle)
 				}

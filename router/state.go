@@ -244,9 +244,10 @@ func (ss *session) applyState(c *classify.Class) {
 // is never answered with an EmptyQueryResponse (it has a statement); its
 // frame would stand for itself. tagDealloc marks a simple Query of a
 // DEALLOCATE of one of the client's statements, sent as an empty query
-// and answered at its ReadyForQuery (deallocAnswered); process takes it
-// off an Execute's, whose DEALLOCATE the server answers itself
-// (stmtsdealloc.go).
+// and answered at its ReadyForQuery (deallocAnswered); on an Execute's,
+// whose DEALLOCATE the server answers itself, it stays only when a
+// stand-in went before it (deallocPrepare): an error in answer to that
+// Execute leaves the stand-in on the server (deallocFailed).
 const (
 	tagNone uint8 = iota
 	tagListen

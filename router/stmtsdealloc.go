@@ -41,10 +41,15 @@ import (
 //     so the server's own DEALLOCATE runs and drops that stand-in, and
 //     answers as PostgreSQL answers, CommandComplete DEALLOCATE or an
 //     error, 25P02 too (the Parse of "SELECT" is refused in a failed
-//     transaction, the error reaching the client as its Execute's). The
-//     stand-in never outlives the Execute unless the Execute itself fails
-//     after its Parse ran (a cancel in between): the next stand-in's Close
-//     clears it.
+//     transaction, the error reaching the client as its Execute's). An
+//     Execute that fails after its stand-in's Parse ran (its portal gone
+//     with the transaction that bound it, or run already; a cancel) leaves
+//     the stand-in on the server, where a client's Bind or DEALLOCATE of
+//     a name it does not hold would find it: the server then goes back to
+//     no other client (ring.doubt: releaseServer, finish destroy it). A
+//     client tied to its server (pinned, session mode) keeps it
+//     meanwhile, until its next DEALLOCATE of that name closes it first,
+//     or its session ends, which closes the server too.
 //
 // A DEALLOCATE in a query of several statements is not served: it reaches
 // the server as written (docs/transaction-mode.md).
@@ -103,20 +108,35 @@ func (ss *session) deallocExecute(name string) {
 // deallocExecute noted, the stand-in statement it drops on the server:
 // a Close of the name and a Parse of it, their answers swallowed; if the
 // client no longer holds the name, nothing, and the server answers the
-// DEALLOCATE as PostgreSQL would. mu and wmu are held.
-func (ss *session) deallocPrepare(sc *pool.ServerConn) {
+// DEALLOCATE as PostgreSQL would. It reports whether it sent a stand-in:
+// the Execute's expectation then keeps tagDealloc, so that an error in
+// answer to the Execute, which comes after the stand-in's Parse ran,
+// says the stand-in is left (deallocFailed). mu and wmu are held.
+func (ss *session) deallocPrepare(sc *pool.ServerConn) bool {
 	t := ss.stmts
 	if t == nil || t.dealloc == "" {
-		return
+		return false
 	}
 	if t.named[t.dealloc] == nil {
 		t.dealloc = ""
-		return
+		return false
 	}
 	ss.q.push(expect{kind: kCloseSwallow})
 	b := protocol.AppendClose(sc.Wr.Buffer(), 'S', t.dealloc)
 	ss.q.push(expect{kind: kParseSwallow})
 	sc.Wr.SetBuffer(protocol.AppendParseRaw(b, t.dealloc, standInBody))
+	return true
+}
+
+// deallocFailed notes an error in answer to the request at the head of
+// the ring, head: if it is the Execute of a DEALLOCATE that deallocPrepare
+// sent a stand-in before, the stand-in's Parse ran and the DEALLOCATE did
+// not, so the server still has a statement of the client's name, and goes
+// back to no other client (ring.doubt). mu is held.
+func (ss *session) deallocFailed(head expect) {
+	if head.kind == kExecute && head.tag == tagDealloc {
+		ss.q.doubt = true
+	}
 }
 
 // deallocSent sets aside the client's statement of the name a DEALLOCATE
