@@ -130,7 +130,8 @@ func (ss *session) killed() *protocol.Error {
 // nothing (the kill's past deadline on its socket, a wait the kill
 // stopped), err otherwise. A client gone, or told something already (an
 // ERROR, a lost server's FATAL), or whose stream a failed write may have
-// cut mid-message, gets nothing more.
+// cut mid-message, gets nothing more: the owner's write here, a pump's or
+// the relay loop's in finish, once the pump is over (clientCut).
 func (ss *session) toldKilled(err error) error {
 	k := ss.killed()
 	if k == nil {
@@ -147,6 +148,18 @@ func (ss *session) toldKilled(err error) error {
 		return err
 	}
 	return k
+}
+
+// clientCut reports whether the client's stream may end in the middle of
+// a message: a write to it failed (a pump's: the kill's deadline cut the
+// row it was writing, markDead), or the relay loop's writer holds what it
+// could not write. A FATAL written after it would be read as the rest of
+// that message. Only the session's owner calls it, once no pump runs.
+func (ss *session) clientCut() bool {
+	ss.mu.Lock()
+	dead := ss.dead
+	ss.mu.Unlock()
+	return isWriteError(dead) || (ss.wr != nil && ss.wr.Len() > 0)
 }
 
 // kill makes the session end as soon as possible; why is the evKill bit

@@ -230,6 +230,9 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 func (ss *session) clientFailed(sc *pool.ServerConn, err error) {
 	ss.mu.Lock()
 	if ss.stopping {
+		if ss.dead == nil {
+			ss.dead = err // (finish, ending the session, asks: clientCut)
+		}
 		ss.mu.Unlock()
 		return
 	}
@@ -334,7 +337,9 @@ func (ss *session) finish(err error) {
 		ss.returnServer(sc, clean, pinned)
 	}
 	if pe != nil && !errors.Is(err, errServerGone) {
-		ss.sendFatal(pe)
+		if pe != ss.killed() || !ss.clientCut() {
+			ss.sendFatal(pe)
+		}
 	} else if re != nil && ss.conn != nil { // (nil: see sendFatal)
 		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		ss.conn.Write(re.frame)
