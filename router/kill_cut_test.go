@@ -52,24 +52,31 @@ func TestAKilledClientWhoseRowWasCutMidWayGetsNothingAfterTheCut(t *testing.T) {
 				if _, err := conn.Write(append(append(q, sql...), 0)); err != nil {
 					t.Fatal(err)
 				}
-				// The backend waits to write: pgferry's write to the client,
-				// who reads nothing, is stuck in the row.
+				// The client reads the RowDescription and the start of the
+				// row, then nothing: pgferry's write of the row to it is
+				// stuck (the backend waits to write too).
+				conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a hang guard
+				got := make([]byte, 5)
+				if _, err := io.ReadFull(conn, got); err != nil || got[0] != 'T' {
+					t.Fatalf("the client read %q, %v; want a RowDescription first", got, err)
+				}
+				const header = 1 + 4 + 2 + 4 // the DataRow's type, length, column count, column length
+				got = append(got, make([]byte, int(binary.BigEndian.Uint32(got[1:5]))-4+header+1)...)
+				if _, err := io.ReadFull(conn, got[5:]); err != nil {
+					t.Fatalf("the client read %q, %v; want the start of the row", got, err)
+				}
 				waitForBackend(t, ctx, db, "wait_event = 'ClientWrite'")
 				mustAdmin(t, admin, "KILL_CLIENT "+ptr)
 
-				conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a hang guard
-				got, err := io.ReadAll(conn)
+				rest, err := io.ReadAll(conn)
 				if err != nil {
-					t.Fatalf("the killed client's connection did not end: %v (%d bytes read)", err, len(got))
+					t.Fatalf("the killed client's connection did not end: %v (%d bytes read)", err, len(rest))
 				}
-				// RowDescription, then the DataRow, cut: after its header
-				// (type, length, column count, column length) only x.
-				if len(got) < 5 || got[0] != 'T' {
-					t.Fatalf("the client read %q...; want a RowDescription first", got[:min(len(got), 16)])
-				}
+				got = append(got, rest...)
+				// The RowDescription, then the DataRow, cut: after its
+				// header only x.
 				row := got[1+binary.BigEndian.Uint32(got[1:5]):]
-				const header = 1 + 4 + 2 + 4
-				if len(row) < header || row[0] != 'D' {
+				if row[0] != 'D' {
 					t.Fatalf("after the RowDescription the client read %q...; want a DataRow", row[:min(len(row), 16)])
 				}
 				data := row[header:]
