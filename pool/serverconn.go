@@ -39,6 +39,14 @@ type ServerConn struct {
 	// share it); the zero Handle means unknown. Whoever changes Params
 	// otherwise resets it.
 	ParamsKey unique.Handle[string]
+	// Replay names what each statement of the query the borrower last
+	// sent to restore its client's parameters sets ("" for one that sets
+	// none), and ReplayRan counts those the server completed (negative:
+	// the server refused the query, which left it inside an aborted
+	// transaction): the router's, so that a refusal names the parameter.
+	// The pool only carries them.
+	Replay    []string
+	ReplayRan int
 	// EventSet is the borrower's record of the epoll set the socket is
 	// registered in, as its descriptor + 1 (0: none): the router's relay
 	// loop keeps a server's registration from one loan to the next, and

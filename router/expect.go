@@ -18,6 +18,8 @@ const (
 	kCloseSwallow              // injected Close: its CloseComplete is dropped
 	kQuerySwallow              // injected Query (SET ...): everything dropped
 	kSyncIgnored               // a Sync the server read in copy-in mode, which it ignores: no answer (copyInBegan)
+	kGuard                     // injected Parse that fails after a refused replay (guardReplay): ParseComplete dropped
+	kSyncSwallow               // injected Sync behind a guarded Query: its ReadyForQuery dropped, unless the Query was refused
 )
 
 type expect struct {
@@ -111,7 +113,10 @@ func (r *ring) peek() (expect, bool) {
 // first Sync (all of them if none does).
 func (r *ring) toSync() int {
 	n := 0
-	for n < r.n && r.buf[(r.head+n)%len(r.buf)].kind != kSync {
+	for n < r.n {
+		if k := r.buf[(r.head+n)%len(r.buf)].kind; k == kSync || k == kSyncSwallow {
+			break
+		}
 		n++
 	}
 	return n
@@ -154,7 +159,9 @@ func (r *ring) copyInBegan() {
 		r.copyIn = true
 	}
 	for i := 1; i < r.n && head+uint64(i) <= last; i++ {
-		if e := &r.buf[(r.head+i)%len(r.buf)]; e.kind == kSync {
+		if e := &r.buf[(r.head+i)%len(r.buf)]; e.kind == kSync || e.kind == kSyncSwallow {
+			// (A Sync of pgferry's right behind a Query that began a COPY
+			// FROM STDIN: syncBehind.)
 			e.kind = kSyncIgnored
 			r.ignored++
 		}
@@ -184,7 +191,7 @@ func (r *ring) copyEnded() {
 // response to a request of kind k.
 func completes(k uint8, typ byte) bool {
 	switch k {
-	case kParse, kParseSwallow:
+	case kParse, kParseSwallow, kGuard:
 		return typ == protocol.MsgParseComplete
 	case kBind:
 		return typ == protocol.MsgBindComplete

@@ -232,6 +232,7 @@ func safeOption(s string) string {
 // more to swallow. The values are SQL text the client wrote, or values
 // the server reported to it, in the client's encoding.
 func (ss *session) syncParams(sc *pool.ServerConn) {
+	ss.replays = 0
 	if ss.pendingParams() {
 		ss.dropUnanswered()
 	}
@@ -251,14 +252,18 @@ func (ss *session) syncParams(sc *pool.ServerConn) {
 		return
 	}
 	defer func() { sc.ParamsKey = ss.paramsKey }()
-	// enc holds the change of client_encoding, sql the others.
+	// enc holds the change of client_encoding, sql the others; keys
+	// names what each statement of sql sets (sc.Replay, behind the
+	// entries of the BEGIN and of enc's statement).
 	var sql, enc []byte
+	keys := append(sc.Replay[:0], "", encodingName)
 	defaults := ss.entry.welcome
 	for _, k := range ss.paramKeys {
 		out := &sql
 		if k == encodingName {
 			out = &enc
 		}
+		n := len(*out)
 		want, ok := ss.params.lookup(k)
 		have, has := sc.Params[k]
 		if !ok {
@@ -273,11 +278,12 @@ func (ss *session) syncParams(sc *pool.ServerConn) {
 				*out = append(*out, ';')
 				delete(sc.Params, k)
 			}
-			continue
-		}
-		if !has || have != want {
+		} else if !has || have != want {
 			*out = appendSet(*out, k, want)
 			sc.Params[k] = want
+		}
+		if out == &sql && len(sql) > n {
+			keys = append(keys, k)
 		}
 	}
 	// Parameters another client set that this one never mentions. Without
@@ -292,32 +298,31 @@ func (ss *session) syncParams(sc *pool.ServerConn) {
 		sql = append(sql, "RESET "...)
 		sql = appendIdent(sql, k)
 		sql = append(sql, ';')
+		keys = append(keys, k)
 		delete(sc.Params, k)
 	}
-	if enc != nil && !isASCII(sql) {
-		ss.q.push(expect{kind: kQuerySwallow})
-		sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), string(enc)))
-	} else if enc != nil {
-		sql = append(enc, sql...)
-	}
-	if len(sql) == 0 {
+	if len(sql) == 0 && enc == nil {
+		sc.Replay = keys[:0] // (its storage kept for the next replay)
 		return
 	}
-	ss.q.push(expect{kind: kQuerySwallow})
-	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), string(sql)))
-}
-
-// replayFailed follows an error of syncParams's query on sc: PostgreSQL
-// undid every SET of it, so the server holds what it held before, perhaps
-// another client's values, and not what sc.Params says. Each tracked
-// parameter is marked unknown there, so that whoever gets sc next sets
-// them all again. (The request sent behind the query runs with what the
-// server holds.) mu is held.
-func (ss *session) replayFailed(sc *pool.ServerConn) {
-	for _, k := range ss.paramKeys {
-		sc.Params[k] = paramUnknown
+	if enc == nil {
+		keys = append(keys[:1], keys[2:]...)
 	}
-	sc.ParamsKey = unique.Handle[string]{}
+	sc.Replay, sc.ReplayRan = append(keys, ""), 0
+	// The SETs go in a transaction of their own, BEGIN to COMMIT: one the
+	// server refuses leaves it inside that transaction, aborted, where it
+	// runs nothing of what the client sent behind them (guardReplay).
+	b := sc.Wr.Buffer()
+	begin := "BEGIN;"
+	if enc != nil && !isASCII(sql) {
+		ss.q.push(expect{kind: kQuerySwallow})
+		ss.replays++
+		b = protocol.AppendQuery(b, begin+string(enc))
+		enc, begin = nil, ""
+	}
+	ss.q.push(expect{kind: kQuerySwallow})
+	ss.replays++
+	sc.Wr.SetBuffer(protocol.AppendQuery(b, begin+string(enc)+string(sql)+"COMMIT"))
 }
 
 // encodingName is the parameter in whose encoding the server reads a

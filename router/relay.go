@@ -590,6 +590,9 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	if ss.q.n == 0 && ss.queryStart.IsZero() {
 		ss.queryStart = ss.srv.parker.clock(ss) // the server was idle: a query starts
 	}
+	if ss.replays != 0 && !ss.q.open && typ != protocol.MsgSync {
+		ss.guardReplay(sc) // (paramsrefused.go: the server has not answered the replay yet)
+	}
 	switch typ {
 	case protocol.MsgQuery, protocol.MsgFunctionCall:
 		ss.q.open = false
@@ -600,6 +603,9 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		}
 		sc.Wr.Append(frame)
 		ss.dropSent(sc)
+		if ss.replays != 0 {
+			ss.syncBehind(sc) // (paramsrefused.go)
+		}
 		ss.armQueryTimeout()
 	case protocol.MsgSync:
 		sc.Wr.Append(frame)

@@ -6,8 +6,6 @@ package router
 import (
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 )
@@ -177,10 +175,19 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.dropUndone(sc, ss.q.answered()+1) // (stmts.go: a drop of its own that did not run)
 				}
 				if swallow {
-					ss.replayFailed(sc) // (params.go: the server holds what it held before)
-					ss.logger().Warn("restoring session parameters failed", zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
+					ss.replayRefusedBy(sc, code, msg) // (paramsrefused.go: the server holds what it held before)
+				} else if ss.replays == replayRefused {
+					frame = ss.rare.refusal // (paramsrefused.go: the request did not run)
 				}
 			case typ == protocol.MsgReadyForQuery:
+				switch head.kind {
+				case kQuerySwallow:
+					if ss.replays != replayRefused {
+						ss.replays-- // (the replay ran: what is sent from now on needs no guard)
+					}
+				case kSyncSwallow:
+					swallow = ss.replays != replayRefused // (the Query it follows ran and was answered)
+				}
 				if ss.serverSkips {
 					// The Sync the server skipped to after an error: what
 					// was sent before it since then never ran.
@@ -218,6 +225,16 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.rare.queryTimer.Stop()
 				}
 				ss.status = protocol.RFQStatus(frame)
+				if ss.replays == replayRefused {
+					frame = readyIdle // (paramsrefused.go: the client's requests did not run)
+					if ss.q.n == 0 {
+						*held = 0
+						if swallow {
+							frame = nil
+						}
+						return ss.endRefused(sc, frame, now)
+					}
+				}
 				if !inline && ss.q.n == 0 && ss.status != protocol.TxIdle {
 					// Idle inside a transaction: the client's read deadline now
 					// measures idle_transaction_timeout. (Inline, the session
@@ -251,7 +268,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					return relayUnlinked
 				}
 			case typ == protocol.MsgCommandComplete:
-				if ss.rare != nil || (len(frame) > 5 && frame[5] == 'D') {
+				if head.kind == kQuerySwallow {
+					sc.ReplayRan++ // (a statement of the replay: paramsrefused.go)
+				} else if ss.rare != nil || (len(frame) > 5 && frame[5] == 'D') {
 					ss.onCommandComplete(sc, frame) // (pending SETs, or a DISCARD/DEALLOCATE)
 				}
 				if completes(head.kind, typ) {
@@ -263,7 +282,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				}
 				if completes(head.kind, typ) {
 					ss.q.pop()
-					swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow
+					swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow || head.kind == kGuard
 				}
 				if head.tag != tagNone && typ == protocol.MsgEmptyQuery {
 					switch {

@@ -42,8 +42,9 @@ func (ss *session) releaseServer(sc *pool.ServerConn, takeLSN bool, end mono) {
 		ss.wr.Release()
 	}
 	// (A failed COPY that may have left Syncs unread: ring.doubt. The ring
-	// is the loan's until the next attach.)
-	dirty := sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 || ss.q.doubt
+	// is the loan's until the next attach. A server whose replay was
+	// refused is inside an aborted transaction: paramsrefused.go.)
+	dirty := sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 || ss.q.doubt || sc.ReplayRan < 0
 	if takeLSN && !dirty {
 		dirty = !ss.takeWriteLSN(sc)
 	}
@@ -365,7 +366,7 @@ func (ss *session) cancelAbandoned(sc *pool.ServerConn) {
 // (PgBouncer closes a server whose client left mid-transaction too).
 func (ss *session) returnServer(sc *pool.ServerConn, clean, pinned bool) {
 	cfg := ss.srv.cfg.Load()
-	if !clean || sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 {
+	if !clean || sc.Rd.Buffered() != 0 || sc.Wr.Len() != 0 || sc.ReplayRan < 0 {
 		sc.Pool().Destroy(sc)
 		return
 	}

@@ -169,6 +169,12 @@ type session struct {
 	// recovers (releaseHeld); each written only by whoever it names.
 	ownerHeld, pumpHeld heldLocks
 	loopSkips           uint8
+	// replays counts the queries restoring the client's parameters on the
+	// linked server (syncParams) that it has not answered yet, or is
+	// replayRefused from the server's refusal of one to the end of the
+	// loan: meanwhile every request goes behind a guard (guardReplay).
+	// Guarded by mu.
+	replays uint8
 	// slot is the session's place in the parker's set while its client
 	// socket is in the epoll set (-1: none). Guarded by the parker's mu.
 	slot int32
@@ -307,6 +313,9 @@ type rareState struct {
 	// listen notes the LISTENs sent to the server until they run or are
 	// skipped (listenlinked.go). Guarded by mu.
 	listen listenBook
+	// refusal answers each request sent behind a replay the server
+	// refused, until the loan ends (replayRefusedBy). Guarded by mu.
+	refusal []byte
 }
 
 // ensureRare returns the session's rareState, making it if needed. Only

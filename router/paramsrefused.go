@@ -1,0 +1,151 @@
+// A replay the server refuses: the client's requests sent behind it fail
+// rather than run with what the server held.
+
+package router
+
+import (
+	"unique"
+
+	"go.uber.org/zap"
+
+	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/prepared"
+)
+
+// A value the client set, which PostgreSQL accepted then, may be refused
+// when pgferry restores it on another server connection (syncParams): a
+// text search configuration or tablespace it names was dropped since, a
+// permission revoked. PostgreSQL undoes the whole query then, and the
+// server keeps what it held, perhaps another client's search_path. The
+// client's request goes right behind the replay, without waiting for its
+// answer, so the replay is written to stop it there:
+//
+//   - its SETs run BEGIN to COMMIT, so that a refusal leaves the server
+//     inside an aborted transaction, where PostgreSQL runs no statement
+//     but one that ends it (25P02);
+//   - each request sent before the replay's answer comes goes behind a
+//     guard, a Parse (and a Close) of a statement of pgferry's, which the
+//     aborted transaction refuses too (25P02; postgres.c,
+//     exec_parse_message, takes an empty statement there). PostgreSQL
+//     then skips every message up to the next Sync (ignore_till_sync), a
+//     COMMIT or ROLLBACK of the client's included, which would otherwise
+//     end the aborted transaction and run what follows it. A Query or
+//     FunctionCall gets a Sync of pgferry's behind it, whose
+//     ReadyForQuery is dropped unless the guard failed. The Parse begins
+//     the transaction the client's request runs in: its statement, a
+//     SHOW, unlike a SELECT, takes no snapshot, so that a BEGIN
+//     ISOLATION LEVEL behind it still sets the transaction's, and VACUUM
+//     still runs.
+//
+// The client gets, for each such request, in its place, an ERROR with the
+// server's SQLSTATE that names the parameter, then ReadyForQuery 'I';
+// pgferry forgets the client's value of that parameter (the server's
+// default from then on: the client is told so; keeping it would fail
+// every request, the client's own SET of it included, which runs behind
+// the replay), and once every request is answered it closes the server
+// connection, inside its aborted transaction, and the client's next
+// request goes to another one with the rest of its values (endRefused).
+// PgBouncer waits for its SET's answer before it sends the client's
+// query, a round trip per replay, and closes the client if it fails.
+
+// replayRefused is session.replays once the server refused a replay.
+const replayRefused = ^uint8(0)
+
+// guardName names the statement of guardReplay's Parse: pgferry gives no
+// statement that name (prepared.NamePrefix and base-36 digits), and no
+// client may use it (errReservedName).
+const guardName = prepared.NamePrefix + "replay_guard"
+
+// readyIdle answers a request that did not run after a refused replay:
+// the client is idle, as before it.
+var readyIdle = protocol.AppendReadyForQuery(nil, protocol.TxIdle)
+
+// guardSQL is the guard's statement, never executed.
+const guardSQL = "SHOW server_version"
+
+// noParamTypes is a Parse's count of parameter types: none.
+var noParamTypes = []byte{0, 0}
+
+// guardReplay puts a guard in front of a request sent before the server
+// answered the replay (see above). mu and wmu are held.
+func (ss *session) guardReplay(sc *pool.ServerConn) {
+	ss.q.push(expect{kind: kGuard})
+	ss.q.push(expect{kind: kCloseSwallow})
+	b := protocol.AppendParse(sc.Wr.Buffer(), guardName, guardSQL, noParamTypes)
+	sc.Wr.SetBuffer(protocol.AppendClose(b, 'S', guardName))
+}
+
+// syncBehind sends a Sync of pgferry's behind a Query or FunctionCall
+// sent behind a guard: if the guard fails, the server skips to it. mu and
+// wmu are held.
+func (ss *session) syncBehind(sc *pool.ServerConn) {
+	ss.q.push(expect{kind: kSyncSwallow})
+	sc.Wr.SetBuffer(protocol.AppendEmpty(sc.Wr.Buffer(), protocol.MsgSync))
+}
+
+// replayRefusedBy follows the server's refusal (code, msg) of a replay
+// query on sc: the parameter its failing statement set is named (the
+// statements before it completed: sc.ReplayRan), the client's value of
+// it forgotten, and the answer to the client's requests made. The server
+// holds what it held before, not what sc.Params says: every tracked
+// parameter is marked unknown there. mu is held.
+func (ss *session) replayRefusedBy(sc *pool.ServerConn, code, msg []byte) {
+	if ss.replays == replayRefused {
+		return // (its second query, refused by the aborted transaction)
+	}
+	ss.replays = replayRefused
+	var k string
+	if sc.ReplayRan >= 0 && sc.ReplayRan < len(sc.Replay) {
+		k = sc.Replay[sc.ReplayRan]
+	}
+	sc.ReplayRan = -1 // (inside the aborted transaction: releaseServer closes it)
+	for _, pk := range ss.paramKeys {
+		sc.Params[pk] = paramUnknown
+	}
+	sc.ParamsKey = unique.Handle[string]{}
+	e := protocol.NewError(string(code), "pgferry could not restore the session's parameters on a server connection: "+string(msg))
+	e.Detail = "The request did not run."
+	var b []byte
+	if k != "" && ss.tracks(k) {
+		if _, ok := ss.params.lookup(k); ok {
+			ss.params.del(k)
+			ss.paramsDirty = true
+			if def, reported := ss.entry.welcome[k]; reported {
+				b = protocol.AppendParameterStatus(b, k, def)
+			}
+		}
+		e.Message = `pgferry could not restore parameter "` + k + `" on a server connection: ` + string(msg)
+		e.Detail = "The request did not run. The parameter has its default value in this session from now on."
+	}
+	ss.ensureRareLocked().refusal = e.AppendFrame(b)
+	ss.logger().Warn("the server refused the client's session parameters; its requests on that server connection fail",
+		zap.String("parameter", k), zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
+}
+
+// endRefused ends a loan whose replay the server refused, once the server
+// answered every request sent on it, with frame (nil: none) the last
+// answer to the client: the server, inside the transaction the refusal
+// aborted, is closed (releaseServer), and the client, idle, goes on; its
+// next request links another. A client pinned in this loan is no longer:
+// nothing it sent ran, the statement that pinned it included (a pinned
+// client links a server only once, as it pins). mu is held; endRefused
+// lets go of it.
+func (ss *session) endRefused(sc *pool.ServerConn, frame []byte, end mono) relayEnd {
+	ss.replays = 0
+	ss.rare.refusal = nil
+	ss.server = nil
+	ss.status = protocol.TxIdle
+	ss.pumpKick, ss.releaseDeferred = false, false
+	unpinned := ss.pinned
+	ss.pinned = false
+	ss.mu.Unlock()
+	if unpinned {
+		ss.entry.stats.pinnedClients.Add(-1)
+	}
+	if frame != nil {
+		ss.wr.Append(frame)
+	}
+	ss.releaseServer(sc, false, end)
+	return relayUnlinked
+}
