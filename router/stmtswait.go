@@ -6,6 +6,7 @@ package router
 
 import (
 	"errors"
+	"time"
 
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
@@ -83,7 +84,8 @@ func (ss *session) runEndedSince(seq uint64) bool {
 // flushed first, and the answers are relayed by the session goroutine
 // itself while the loan is inline (it hands them to a pump if the server
 // is slow, as relayInline does), else by the pump, whose answers wake it
-// (dropSettled) or whose exit does.
+// (dropSettled) or whose exit does, or the client's leaving (then the
+// frame goes without waiting: noWait).
 func (ss *session) awaitDrop(sc *pool.ServerConn) {
 	ss.wmu.Lock()
 	sc.Wr.Flush() // (a failure is the relay's to see)
@@ -109,15 +111,42 @@ func (ss *session) awaitDrop(sc *pool.ServerConn) {
 	}
 	wake := make(chan struct{})
 	t.dropWait = wake
+	raw := ss.raw
 	ss.mu.Unlock()
-	select {
-	case <-wake:
-	case <-pump:
+	// The session goroutine does not read its client while it waits: a
+	// look at the client's socket now and then tells that it left, and
+	// the Bind then goes as it would without the wait (nobody reads its
+	// answer), so that the goroutine reads the end of the client and
+	// cancels the query still running, as for any client that leaves
+	// mid-query (finish, cancelAbandoned). (A TLS client's close_notify
+	// is data: not seen here, it waits for the drop's answer.)
+	peek := protocol.NewPeeker(raw)
+	look := time.NewTicker(dropWaitLook)
+	defer look.Stop()
+	gone := false
+wait:
+	for {
+		select {
+		case <-wake:
+			break wait
+		case <-pump:
+			break wait
+		case <-look.C:
+			if gone = peek.PeerClosed(); gone {
+				break wait
+			}
+		}
 	}
 	ss.mu.Lock()
 	t.dropWait = nil
+	if gone {
+		t.noWait = true // (its answer is nobody's: it goes as before)
+	}
 	ss.mu.Unlock()
 }
+
+// dropWaitLook is how often awaitDrop looks whether the client left.
+const dropWaitLook = 200 * time.Millisecond
 
 // dropSettled wakes a Bind waiting for a drop's answer (awaitDrop): one
 // was just settled. mu is held.
