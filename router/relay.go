@@ -348,11 +348,19 @@ func replicaUnreachable(err error) bool {
 // forwardPlain relays a frame that expects no response of its own (CopyData,
 // CopyDone, CopyFail, Flush) when a server is linked, and drops it when none
 // is: PostgreSQL ignores copy messages outside COPY, and a Flush with
-// nothing outstanding has nothing to flush.
+// nothing outstanding on a server has nothing of the server's to flush,
+// only what pgferry answered itself.
 func (ss *session) forwardPlain(typ byte) error {
 	sc, err := ss.forwardLinked(typ)
 	if sc != nil && err == nil {
 		ss.relayInline(sc, typ)
+	}
+	if sc == nil && err == nil && typ == protocol.MsgFlush {
+		// What pgferry answered itself before it (a Sync with nothing
+		// outstanding, a refusal) waits in the client's buffer while more
+		// frames were buffered behind it: the Flush asks for it now.
+		ss.joinPump()
+		return ss.flushClientIfIdle()
 	}
 	return err
 }
