@@ -147,3 +147,51 @@ func TestAFailedExtendedCopyWithASyncAmongItsRowsLeavesNoReadyForQueryToTheNextC
 		}
 	}
 }
+
+// A COPY by the extended protocol that completed read every Sync the
+// client sent during it: an error later in the same loan (here its
+// transaction) leaves nothing unanswered, and the server goes back to the
+// pool as after any failed transaction. Before, any error in a loan that
+// had such a COPY was taken for the COPY's own failure (ring.doubt), and
+// the server was closed: the next transaction logged in anew.
+func TestAnErrorAfterACompletedExtendedCopyKeepsItsServer(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, _ := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 1)
+	f := ferrytest.Start(t, cfg)
+	setup := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := setup.Exec(ctx, "create table copy_then_error (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	setup.Close(ctx)
+
+	c := newRawClient(t, f.AppDSN())
+	pid := func(transcript string) string {
+		t.Helper()
+		for _, w := range strings.Fields(transcript) {
+			if strings.HasPrefix(w, "D:") {
+				return w
+			}
+		}
+		t.Fatalf("no backend pid in %q", transcript)
+		return ""
+	}
+	c.send(&pgproto3.Query{String: "begin; select pg_backend_pid()"})
+	before := pid(c.until(1))
+	if got := c.copyInExtended("copy copy_then_error from stdin", false, append(copyRows("1", "2"), &pgproto3.CopyDone{})...); got != "1 2 n G C Z" {
+		t.Fatalf("the COPY: %q", got)
+	}
+	c.send(&pgproto3.Query{String: "select 1/0"})
+	if got := c.until(1); got != "E:22012 Z" {
+		t.Fatalf("the failing statement: %q", got)
+	}
+	c.send(&pgproto3.Query{String: "rollback"})
+	if got := c.until(1); got != "C Z" {
+		t.Fatalf("the rollback: %q", got)
+	}
+	c.send(&pgproto3.Query{String: "select pg_backend_pid()"})
+	if after := pid(c.until(1)); after != before {
+		t.Fatalf("the next transaction ran on backend %s, the COPY's was %s: the server was closed", after, before)
+	}
+}

@@ -62,8 +62,9 @@ type ring struct {
 	// and pgferry cannot tell how many. doubt says a COPY failed with
 	// such Syncs about: its answers may not be all in, so the server goes
 	// back to no other client (releaseServer, finish destroy it); or that
-	// a DEALLOCATE's stand-in may be left on it (deallocFailed). clear
-	// resets both.
+	// a DEALLOCATE's stand-in may be left on it (deallocFailed). A
+	// CommandComplete (the COPY's own: nothing else is answered during
+	// one) resets ignored; clear resets both.
 	ignored int
 	doubt   bool
 }

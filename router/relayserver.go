@@ -273,6 +273,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				} else if ss.rare != nil || (len(frame) > 5 && frame[5] == 'D') {
 					ss.onCommandComplete(sc, frame) // (pending SETs, or a DISCARD/DEALLOCATE)
 				}
+				// A COPY that completes read every Sync sent during it: an
+				// error later in the loan leaves none unanswered (ring.ignored).
+				ss.q.ignored = 0
 				if completes(head.kind, typ) {
 					ss.q.popAnswered() // (and the Syncs its COPY ignored)
 				}
