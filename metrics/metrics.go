@@ -326,6 +326,8 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descMaxUserConns, float64(l.Max), user)
 		gauge(descUserConns, float64(l.InUse), user)
 	}
+	replicaConns := make(map[replicaKey][3]int)
+	var replicaOrder []replicaKey
 	for _, p := range snap.Pools {
 		db, user := p.Database, p.User
 		gauge(descClientConns, float64(p.ClientsActive), db, user, "active")
@@ -373,11 +375,26 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 				gauge(descBackendUp, b2f(r.Status.Up), db, r.Name, "replica")
 			}
 		}
+		// Each user's pool of the database has its own pool per replica;
+		// the series (database, backend, state) has no user, so it is
+		// their sum: the same series sent twice fails the whole scrape.
 		for _, r := range p.Replicas {
-			gauge(descReplicaConns, float64(r.Stat.Active), db, r.Name, "active")
-			gauge(descReplicaConns, float64(r.Stat.Idle), db, r.Name, "idle")
-			gauge(descReplicaConns, float64(r.Stat.Dialing), db, r.Name, "login")
+			k := replicaKey{db, r.Name}
+			c, ok := replicaConns[k]
+			if !ok {
+				replicaOrder = append(replicaOrder, k)
+			}
+			c[0] += r.Stat.Active
+			c[1] += r.Stat.Idle
+			c[2] += r.Stat.Dialing
+			replicaConns[k] = c
 		}
+	}
+	for _, k := range replicaOrder {
+		c := replicaConns[k]
+		gauge(descReplicaConns, float64(c[0]), k.db, k.backend, "active")
+		gauge(descReplicaConns, float64(c[1]), k.db, k.backend, "idle")
+		gauge(descReplicaConns, float64(c[2]), k.db, k.backend, "login")
 	}
 	c.m.tokenMu.Lock()
 	sources := append([]tokenSource(nil), c.m.tokens...)
@@ -396,6 +413,8 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+type replicaKey struct{ db, backend string }
 
 func b2f(b bool) float64 {
 	if b {
