@@ -57,7 +57,7 @@ func FuzzParseTOML(f *testing.F) {
 func FuzzParseINI(f *testing.F) {
 	addSeedFiles(f, filepath.Join("testdata", "pgbouncer.ini"))
 	f.Add([]byte("[pgbouncer]\nauth_type = trust\n" + iniDB))
-	f.Add([]byte("[databases]\n\"q\"\"d\" = host='a b' password='x''y\\'z'\n[users]\nu = pool_mode=session\n"))
+	f.Add([]byte("[databases]\n\"q\"\"d\" = host='a b' password='x''y\\z'\n[users]\nu = pool_mode=session\n"))
 	f.Add([]byte("[pgbouncer]\nlisten_addr = ,*,\nserver_lifetime = -0.5\n%include x\n[databases]\n* = host=h\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, _, err := Parse(data, "ini", nil)

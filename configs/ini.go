@@ -248,11 +248,13 @@ func fieldByKey(v reflect.Value, key string) (reflect.Value, bool) {
 	return reflect.Value{}, false
 }
 
-// parseConnString splits a libpq keyword/value connection string
-// (PostgreSQL docs, libpq "Connection Strings"): pairs separated by
-// whitespace, optional whitespace around "=", values optionally in single
-// quotes where \' and \\ escape (libpq) and ” stands for a quote
-// (PgBouncer's loader.c). Errors never quote values, which may be passwords.
+// parseConnString splits the value of a [databases] or [users] line as
+// PgBouncer's loader.c does (cstr_get_pair): pairs separated by whitespace,
+// optional whitespace around "=", values optionally in single quotes where
+// a doubled quote stands for one. Unlike libpq's connection strings, a backslash is
+// an ordinary character, quoted or not (password=a\b is a\b), so a
+// pgbouncer.ini reads here as PgBouncer reads it. Errors never quote
+// values, which may be passwords.
 func parseConnString(s string) ([][2]string, error) {
 	var pairs [][2]string
 	i := 0
@@ -283,11 +285,6 @@ func parseConnString(s string) ([][2]string, error) {
 			closed := false
 			for i < len(s) {
 				ch := s[i]
-				if ch == '\\' && i+1 < len(s) {
-					val.WriteByte(s[i+1])
-					i += 2
-					continue
-				}
 				if ch == '\'' {
 					if i+1 < len(s) && s[i+1] == '\'' {
 						val.WriteByte('\'')
@@ -306,9 +303,6 @@ func parseConnString(s string) ([][2]string, error) {
 			}
 		} else {
 			for i < len(s) && !isSpace(s[i]) {
-				if s[i] == '\\' && i+1 < len(s) {
-					i++
-				}
 				val.WriteByte(s[i])
 				i++
 			}

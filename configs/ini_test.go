@@ -88,10 +88,18 @@ func TestINIReadsSettings(t *testing.T) {
 		},
 		{
 			name: "quoted names and connection string escapes",
-			doc:  "[pgbouncer]\nauth_type = trust\n[databases]\n\"my db\" = host = h dbname='my '' db' password='a\\'b c'\n",
+			doc:  "[pgbouncer]\nauth_type = trust\n[databases]\n\"my db\" = host = h dbname='my '' db' password='a''b c'\n",
 			check: func(c *Config) bool {
 				db := c.Databases["my db"]
 				return db.Host == "h" && db.DBName == "my ' db" && db.Password.Reveal() == "a'b c"
+			},
+		},
+		{
+			name: "a password with backslashes reads as PgBouncer reads it",
+			doc:  "[pgbouncer]\nauth_type = trust\n[databases]\napp = host=h password=p\\w\\ dbname='d\\'\n",
+			check: func(c *Config) bool {
+				db := c.Databases["app"]
+				return db.Password.Reveal() == `p\w\` && db.DBName == `d\`
 			},
 		},
 		{
@@ -195,7 +203,11 @@ func TestParseConnString(t *testing.T) {
 		{name: "spaces around equals", in: "host = h  port= 1", want: [][2]string{{"host", "h"}, {"port", "1"}}},
 		{name: "quoted value with blanks", in: "password='a b'", want: [][2]string{{"password", "a b"}}},
 		{name: "doubled quote", in: "password='it''s'", want: [][2]string{{"password", "it's"}}},
-		{name: "backslash escapes", in: `password='a\'b\\c' user=x\ y`, want: [][2]string{{"password", `a'b\c`}, {"user", "x y"}}},
+		// PgBouncer's loader.c knows no backslash escapes: a backslash is an
+		// ordinary character, quoted or not (PgBouncer 1.25.2 shows
+		// dbname=a\b and dbname='it''s\x' as a\b and it's\x in SHOW DATABASES).
+		{name: "a backslash is kept, unquoted", in: `password=a\b user=x\`, want: [][2]string{{"password", `a\b`}, {"user", `x\`}}},
+		{name: "a backslash is kept, quoted", in: `password='it''s\x' dbname='c:\\d\'`, want: [][2]string{{"password", `it's\x`}, {"dbname", `c:\\d\`}}},
 		{name: "empty quoted value", in: "password=''", want: [][2]string{{"password", ""}}},
 		{name: "missing equals", in: "host", wantErr: true},
 		{name: "missing key", in: "=h", wantErr: true},
