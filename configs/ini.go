@@ -76,14 +76,12 @@ func decodeINI(data []byte, c *Config, globalsSet map[string]bool) ([]string, er
 			}
 			continue
 		}
-		rawKey, value, ok := strings.Cut(line, "=")
+		key, value, ok := splitINILine(line)
 		if !ok {
 			// The line is not echoed: it may hold a password.
 			errf("line %d: expected \"key = value\"", lineNo)
 			continue
 		}
-		key := unquoteININame(strings.TrimSpace(rawKey))
-		value = strings.TrimSpace(value)
 		if skipSection {
 			continue
 		}
@@ -144,7 +142,32 @@ func decodeINI(data []byte, c *Config, globalsSet map[string]bool) ([]string, er
 	return warnings, errors.Join(errs...)
 }
 
-// unquoteININame strips the double quotes PgBouncer allows around database
+// splitINILine splits a trimmed "key = value" line. A key in single quotes
+// is taken as it stands up to the next quote, '=' and ';' included, as
+// PgBouncer's cfparser.c reads it (a name with blanks: 'my db' = ...); an
+// empty or unterminated one is malformed there too. A key in double quotes
+// (pgferry's own, which PgBouncer refuses) has "" for a quote.
+func splitINILine(line string) (key, value string, ok bool) {
+	if line[0] == '\'' {
+		end := strings.IndexByte(line[1:], '\'')
+		if end <= 0 {
+			return "", "", false
+		}
+		key = line[1 : 1+end]
+		rest := strings.TrimLeft(line[2+end:], " \t")
+		if rest == "" || rest[0] != '=' {
+			return "", "", false
+		}
+		return key, strings.TrimSpace(rest[1:]), true
+	}
+	rawKey, value, ok := strings.Cut(line, "=")
+	if !ok {
+		return "", "", false
+	}
+	return unquoteININame(strings.TrimSpace(rawKey)), strings.TrimSpace(value), true
+}
+
+// unquoteININame strips the double quotes pgferry allows around database
 // and user names.
 func unquoteININame(s string) string {
 	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {

@@ -103,6 +103,17 @@ func TestINIReadsSettings(t *testing.T) {
 			},
 		},
 		{
+			// PgBouncer's cfparser.c takes a name in single quotes as it
+			// stands, up to the next quote (1.25.2 lists 'my db' = ... as
+			// "my db" in SHOW DATABASES, checked by hand).
+			name: "a database or user name in single quotes",
+			doc:  "[pgbouncer]\nauth_type = trust\n[databases]\n'my db' = host=h\n'a=b;c'=host=h2\n[users]\n'bob smith' = pool_mode=session\n",
+			check: func(c *Config) bool {
+				return c.Databases["my db"].Host == "h" && c.Databases["a=b;c"].Host == "h2" &&
+					c.Users["bob smith"].PoolMode == "session" && len(c.Databases) == 2
+			},
+		},
+		{
 			name:  "PgBouncer's reserve_pool_size alias in a database line",
 			doc:   "[pgbouncer]\nauth_type = trust\n[databases]\napp = host=h reserve_pool_size=4\n",
 			check: func(c *Config) bool { return c.Databases["app"].ReservePool == 4 },
@@ -159,6 +170,8 @@ func TestINIErrorsNameTheKey(t *testing.T) {
 		{name: "bad user limit", doc: "[pgbouncer]\nauth_type = trust\n[users]\nbob = max_user_connections=many\n" + iniDB, want: "users.bob.max_user_connections: invalid integer"},
 		{name: "key outside a section", doc: "auth_type = trust\n" + iniDB, want: `line 1: key "auth_type" outside of a section`},
 		{name: "line without equals", doc: "[pgbouncer]\nauth_type\n" + iniDB, want: `line 2: expected "key = value"`},
+		{name: "unterminated quoted name", doc: "[databases]\n'app = host=h\n", want: `line 2: expected "key = value"`},
+		{name: "empty quoted name", doc: "[databases]\n'' = host=h\n", want: `line 2: expected "key = value"`},
 		{name: "include", doc: "%include /etc/pgbouncer/extra.ini\n" + iniDB, want: "line 1: %include is not supported"},
 		{name: "statement pooling", doc: "[pgbouncer]\nauth_type = trust\npool_mode = statement\n" + iniDB, want: "pool_mode: must be one of"},
 		{name: "database without host", doc: "[pgbouncer]\nauth_type = trust\n[databases]\napp = dbname=x\n", want: "databases.app.host: required"},
