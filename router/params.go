@@ -116,7 +116,7 @@ func (ss *session) initParams(cfg *configs.Config, st *protocol.Startup) error {
 		if extra == nil {
 			extra = make(map[string]string)
 		}
-		k = intern(k)
+		k = intern(gucName(k)) // (one spelling for every client: sc.Params is shared)
 		extra[lk] = k
 		ss.paramKeys = append(ss.paramKeys, k)
 		return k
@@ -157,61 +157,6 @@ func (ss *session) initParams(cfg *configs.Config, st *protocol.Startup) error {
 // alike share one copy, at least among those logging in between two
 // garbage collections (the copy itself outlives unique's entry for it).
 func intern(s string) string { return unique.Make(s).Value() }
-
-// parseOptions reads the `options` startup parameter: -c name=value and
-// --name=value, separated by spaces (backslash escapes a space).
-func parseOptions(s string) ([]protocol.Param, error) {
-	var args []string
-	var cur strings.Builder
-	esc := false
-	for _, r := range s {
-		switch {
-		case esc:
-			cur.WriteRune(r)
-			esc = false
-		case r == '\\':
-			esc = true
-		case r == ' ' || r == '\t':
-			if cur.Len() > 0 {
-				args = append(args, cur.String())
-				cur.Reset()
-			}
-		default:
-			cur.WriteRune(r)
-		}
-	}
-	if cur.Len() > 0 {
-		args = append(args, cur.String())
-	}
-	var out []protocol.Param
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "-c" && i+1 < len(args):
-			i++
-			a = args[i]
-		case strings.HasPrefix(a, "-c"):
-			a = a[2:]
-		case strings.HasPrefix(a, "--"):
-			a = a[2:]
-		default:
-			return nil, protocol.Fatal(protocol.SQLStateProtocolViolation, "unsupported startup parameter in options: "+safeOption(a))
-		}
-		k, v, ok := strings.Cut(a, "=")
-		if !ok || k == "" {
-			return nil, protocol.Fatal(protocol.SQLStateProtocolViolation, "unsupported startup parameter in options: "+safeOption(a))
-		}
-		out = append(out, protocol.Param{Key: strings.ReplaceAll(k, "-", "_"), Value: v})
-	}
-	return out, nil
-}
-
-func safeOption(s string) string {
-	if len(s) > 64 {
-		s = s[:64]
-	}
-	return s
-}
 
 // syncParams makes sc's session parameters match what this client wants,
 // with one injected Query whose responses are swallowed (two when the

@@ -33,7 +33,7 @@ const startupTryTimeout = 10 * time.Second
 const maxConfirmed = 1024
 
 // confirmedParams are the startup values a pool's servers accepted, by
-// name as the client wrote it and value.
+// name (gucName: the client's spelling aside) and value.
 type confirmedParams struct {
 	mu sync.Mutex
 	m  map[[2]string]struct{}
@@ -78,6 +78,29 @@ func eachStartupValue(cfg *configs.Config, st *protocol.Startup, f func(k, v str
 	}
 }
 
+// gucName is the spelling pgferry keeps a startup parameter under,
+// whatever case the client wrote it in (PostgreSQL's GUC names are
+// case-insensitive, guc.c guc_name_compare): the server's own for those
+// it reports in mixed case, lower case for the others, as the server
+// reports them. k itself when it is spelled so: no allocation.
+func gucName(k string) string {
+	for _, m := range mixedCaseGUCs {
+		if strings.EqualFold(k, m) {
+			return m
+		}
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(k)
+		}
+	}
+	return k
+}
+
+// mixedCaseGUCs are the parameters PostgreSQL reports (ParameterStatus)
+// under a name with capitals (guc_tables.c, GUC_REPORT).
+var mixedCaseGUCs = [...]string{"DateStyle", "IntervalStyle", "TimeZone"}
+
 // ignoredStartup reports whether ignore_startup_parameters lists k.
 func ignoredStartup(cfg *configs.Config, k string) bool {
 	for _, i := range cfg.IgnoreStartupParameters {
@@ -94,8 +117,11 @@ func ignoredStartup(cfg *configs.Config, k string) bool {
 func (e *poolEntry) startupKnown(cfg *configs.Config, st *protocol.Startup, welcome map[string]string) bool {
 	all := true
 	eachStartupValue(cfg, st, func(k, v string) bool {
-		if k != "options" && welcome[k] == v {
-			return true
+		if k != "options" {
+			k = gucName(k)
+			if welcome[k] == v {
+				return true
+			}
 		}
 		all = e.confirmed.known(k, v)
 		return all
@@ -118,6 +144,9 @@ func (ss *session) confirmStartup(cfg *configs.Config, st *protocol.Startup) err
 	}
 	var kvs [][2]string
 	eachStartupValue(cfg, st, func(k, v string) bool {
+		if k != "options" {
+			k = gucName(k)
+		}
 		if k == "options" || welcome[k] != v {
 			kvs = append(kvs, [2]string{k, v})
 		}
@@ -184,4 +213,59 @@ func (ss *session) confirmStartup(cfg *configs.Config, st *protocol.Startup) err
 	}
 	e.confirmed.add(kvs)
 	return nil
+}
+
+// parseOptions reads the `options` startup parameter: -c name=value and
+// --name=value, separated by spaces (backslash escapes a space).
+func parseOptions(s string) ([]protocol.Param, error) {
+	var args []string
+	var cur strings.Builder
+	esc := false
+	for _, r := range s {
+		switch {
+		case esc:
+			cur.WriteRune(r)
+			esc = false
+		case r == '\\':
+			esc = true
+		case r == ' ' || r == '\t':
+			if cur.Len() > 0 {
+				args = append(args, cur.String())
+				cur.Reset()
+			}
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	if cur.Len() > 0 {
+		args = append(args, cur.String())
+	}
+	var out []protocol.Param
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "-c" && i+1 < len(args):
+			i++
+			a = args[i]
+		case strings.HasPrefix(a, "-c"):
+			a = a[2:]
+		case strings.HasPrefix(a, "--"):
+			a = a[2:]
+		default:
+			return nil, protocol.Fatal(protocol.SQLStateProtocolViolation, "unsupported startup parameter in options: "+safeOption(a))
+		}
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return nil, protocol.Fatal(protocol.SQLStateProtocolViolation, "unsupported startup parameter in options: "+safeOption(a))
+		}
+		out = append(out, protocol.Param{Key: strings.ReplaceAll(k, "-", "_"), Value: v})
+	}
+	return out, nil
+}
+
+func safeOption(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return s
 }
