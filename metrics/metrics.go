@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -288,6 +289,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
+	c.collectTokens(ch)
 	srv := c.m.srv.Load()
 	if srv == nil {
 		return
@@ -396,10 +398,29 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descReplicaConns, float64(c[1]), k.db, k.backend, "idle")
 		gauge(descReplicaConns, float64(c[2]), k.db, k.backend, "login")
 	}
+}
+
+// collectTokens sends the Entra ID token sources' series. They do not
+// need the Server: a source outlives the pools that made it.
+func (c *snapshotCollector) collectTokens(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
 	c.m.tokenMu.Lock()
 	sources := append([]tokenSource(nil), c.m.tokens...)
 	c.m.tokenMu.Unlock()
-	for _, ts := range sources {
+	seen := make(map[string]bool, len(sources))
+	for i := len(sources) - 1; i >= 0; i-- {
+		// The latest source of a database only: the same series twice
+		// would fail the whole scrape.
+		ts := sources[i]
+		if seen[ts.database] {
+			continue
+		}
+		seen[ts.database] = true
 		st := ts.src.Stats()
 		exp := 0.0
 		if !st.ExpiresOn.IsZero() {
@@ -429,9 +450,18 @@ type tokenSource struct {
 }
 
 // AddTokenSource exports an Entra ID token source's expiry, refreshes and
-// failures for database. Safe for concurrent use.
+// failures for database. A source added later for the same database
+// replaces the earlier one in the scrape. Safe for concurrent use.
 func (m *Metrics) AddTokenSource(database string, src interface{ Stats() entra.Stats }) {
 	m.tokenMu.Lock()
 	m.tokens = append(m.tokens, tokenSource{database: database, src: src})
+	m.tokenMu.Unlock()
+}
+
+// RemoveTokenSource stops exporting src (a source that was closed). Safe
+// for concurrent use.
+func (m *Metrics) RemoveTokenSource(src interface{ Stats() entra.Stats }) {
+	m.tokenMu.Lock()
+	m.tokens = slices.DeleteFunc(m.tokens, func(ts tokenSource) bool { return ts.src == src })
 	m.tokenMu.Unlock()
 }

@@ -206,7 +206,7 @@ func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLe
 	}
 	sigs := make(chan os.Signal, 2)
 	srv.SetAdminHooks(router.AdminHooks{
-		Reload: func() error { return reload(srv, path, log, level) },
+		Reload: func() error { return reload(srv, sources, path, log, level) },
 		Shutdown: func() {
 			select {
 			case sigs <- syscall.SIGTERM:
@@ -246,13 +246,13 @@ func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLe
 				continue
 			}
 			log.Info("config files changed; reloading", zap.Strings("files", changed))
-			if reload(srv, path, log, level) == nil && watcher != nil {
+			if reload(srv, sources, path, log, level) == nil && watcher != nil {
 				watcher.SetPaths(watchedFiles(path, srv.Config()))
 			}
 			continue
 		}
 		if sig == syscall.SIGHUP {
-			reload(srv, path, log, level)
+			reload(srv, sources, path, log, level)
 			continue
 		}
 		ready.Store(false)
@@ -290,7 +290,7 @@ func watchedFiles(path string, cfg *configs.Config) []string {
 
 // reload re-reads the config file (SIGHUP, admin RELOAD). An invalid file
 // is rejected with the reason and the old config stays in force.
-func reload(srv *router.Server, path string, log *zap.Logger, level zap.AtomicLevel) error {
+func reload(srv *router.Server, sources *tokenSources, path string, log *zap.Logger, level zap.AtomicLevel) error {
 	cfg, warnings, err := configs.Load(path)
 	if err != nil {
 		log.Error("reload rejected: invalid config; the old one stays in force", zap.Error(err))
@@ -303,6 +303,7 @@ func reload(srv *router.Server, path string, log *zap.Logger, level zap.AtomicLe
 		log.Error("reload rejected; the old config stays in force", zap.Error(err))
 		return err
 	}
+	sources.retain(cfg)
 	if l, err := zap.ParseAtomicLevel(cfg.LogLevel); err == nil {
 		level.SetLevel(l.Level())
 	}
@@ -310,7 +311,8 @@ func reload(srv *router.Server, path string, log *zap.Logger, level zap.AtomicLe
 }
 
 // tokenSources builds one Entra ID token source per identity and keeps
-// them refreshing in the background until close.
+// them refreshing in the background until close, or until a reload leaves
+// no database using their identity (retain).
 type tokenSources struct {
 	ctx     context.Context
 	log     *zap.Logger
@@ -324,11 +326,11 @@ func newTokenSources(ctx context.Context, log *zap.Logger) *tokenSources {
 	return &tokenSources{ctx: ctx, log: log, byID: make(map[string]*entra.TokenSource)}
 }
 
-// get is router.Options.PasswordSource, called once per new pool,
-// concurrently; pools share a source per identity.
-func (t *tokenSources) get(dbName string, db configs.Database) (pool.PasswordSource, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+// entraIdentity returns the token source settings of database dbName and
+// the key of its identity: pools whose databases have the same key share
+// a source. Everything the credential is built from is in the key, so a
+// database that names another secret file or token file gets its own.
+func entraIdentity(dbName string, db configs.Database) (entra.Config, string) {
 	ec := entra.Config{
 		Credential:       db.EntraCredential,
 		ClientID:         db.EntraClientID,
@@ -340,7 +342,17 @@ func (t *tokenSources) get(dbName string, db configs.Database) (pool.PasswordSou
 		Scope:            db.EntraScope,
 		Database:         dbName,
 	}
-	id := fmt.Sprintf("%s|%s|%s|%s|%s", ec.Credential, ec.ClientID, ec.TenantID, ec.AuthorityHost, ec.Scope)
+	id := fmt.Sprintf("%q|%q|%q|%q|%q|%q|%q|%q", ec.Credential, ec.ClientID, ec.TenantID, ec.AuthorityHost, ec.Scope,
+		ec.ClientSecretFile, ec.ClientSecretEnv, ec.TokenFile)
+	return ec, id
+}
+
+// get is router.Options.PasswordSource, called once per new pool,
+// concurrently; pools share a source per identity.
+func (t *tokenSources) get(dbName string, db configs.Database) (pool.PasswordSource, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ec, id := entraIdentity(dbName, db)
 	if s, ok := t.byID[id]; ok {
 		return s, nil
 	}
@@ -355,6 +367,37 @@ func (t *tokenSources) get(dbName string, db configs.Database) (pool.PasswordSou
 		t.metrics.AddTokenSource(dbName, s)
 	}
 	return s, nil
+}
+
+// retain closes the sources of identities no database of cfg (the config
+// a reload put in force) logs in with, and takes them out of the metrics:
+// their pools were rebuilt by the reload, and closed pools make no login.
+// Without it, a source whose database changed identity went on refreshing
+// its token for good, and its series and the new source's had the same
+// database label, which fails every scrape.
+func (t *tokenSources) retain(cfg *configs.Config) {
+	keep := make(map[string]bool)
+	for name, db := range cfg.Databases {
+		if db.Auth == "entra" {
+			_, id := entraIdentity(name, db)
+			keep[id] = true
+		}
+	}
+	var gone []*entra.TokenSource
+	t.mu.Lock()
+	for id, s := range t.byID {
+		if !keep[id] {
+			delete(t.byID, id)
+			gone = append(gone, s)
+		}
+	}
+	t.mu.Unlock()
+	for _, s := range gone {
+		if t.metrics != nil {
+			t.metrics.RemoveTokenSource(s)
+		}
+		s.Close()
+	}
 }
 
 func (t *tokenSources) close() {
