@@ -186,6 +186,9 @@ type Config struct {
 	// (Parse fills it); otherwise RelayLoop holds RelayLoopDefault, and
 	// ToTOML leaves the key to the machine that reads the file.
 	RelayLoopSet bool `toml:"-"`
+	// Included lists the files a pgbouncer.ini read through %include, as
+	// absolute paths (Parse fills it), so that they are watched too.
+	Included []string `toml:"-"`
 	// MaxPacketSize is the largest protocol message accepted, in bytes.
 	MaxPacketSize int `toml:"max_packet_size"`
 

@@ -31,8 +31,10 @@ func checkRoundTrip(t *testing.T, c *Config) {
 	if err != nil {
 		t.Fatalf("Parse(ToTOML()): %v\n%s", err, out)
 	}
-	if !reflect.DeepEqual(back, c) {
-		t.Fatalf("round trip differs\n got %+v\nwant %+v\n%s", back, c, out)
+	want := *c
+	want.Included = nil // what %include read is in the TOML itself
+	if !reflect.DeepEqual(back, &want) {
+		t.Fatalf("round trip differs\n got %+v\nwant %+v\n%s", back, &want, out)
 	}
 }
 

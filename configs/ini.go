@@ -3,7 +3,10 @@ package configs
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -22,84 +25,121 @@ var iniUnsupportedAuthTypes = map[string]bool{
 	"any": true, "pam": true, "ldap": true, "peer": true,
 }
 
+// maxINIInclude bounds %include nesting, as PgBouncer's cfparser.c does
+// (MAX_INCLUDE), which also ends a file that includes itself.
+const maxINIInclude = 10
+
+// maxINIFile bounds a file read through %include.
+const maxINIFile = 16 << 20
+
 // decodeINI reads a PgBouncer config file into c, which holds the defaults.
 //
 // Keys of [pgbouncer] map onto the top-level settings of the same name;
-// [databases] lines ("name = host=... port=...", libpq-style with single
-// quotes) onto Databases and [users] lines onto Users. Keys pgferry does not
-// know are reported as warnings, not errors, so an existing pgbouncer.ini
-// loads as is. Two PgBouncer defaults are kept where pgferry's differ in a way
-// that would change behaviour: auth_type defaults to "md5" when the file does
-// not set it, so existing md5 userlists keep working, and an empty listen_addr
-// (PgBouncer: unix socket only) keeps pgferry's 127.0.0.1 with a warning.
-// PgBouncer's unix_socket_dir default (/tmp) is not assumed.
-func decodeINI(data []byte, c *Config, globalsSet map[string]bool) ([]string, error) {
-	var (
-		warnings    []string
-		errs        []error
-		section     string
-		authTypeSet bool
-		skipSection bool
-	)
-	warnf := func(format string, args ...any) { warnings = append(warnings, fmt.Sprintf(format, args...)) }
-	errf := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+// [databases] lines ("name = host=... port=...", values in single quotes as
+// PgBouncer's loader.c reads them) onto Databases and [users] lines onto
+// Users. Keys pgferry does not know are reported as warnings, not errors, so
+// an existing pgbouncer.ini loads as is. Two PgBouncer defaults are kept
+// where pgferry's differ in a way that would change behaviour: auth_type
+// defaults to "md5" when the file does not set it, so existing md5 userlists
+// keep working, and an empty listen_addr (PgBouncer: unix socket only) keeps
+// pgferry's 127.0.0.1 with a warning. PgBouncer's unix_socket_dir default
+// (/tmp) is not assumed.
+//
+// "%include file" lines read file in place, as PgBouncer does: its lines
+// go on in the section in force, and the section it ends in stays in force
+// after it. A relative path is taken from baseDir (the directory of the
+// main file; the working directory when baseDir is ""), for every file
+// however deep, as PgBouncer takes every one from its working directory.
+// The files read are recorded in c.Included, so that they are watched.
+func decodeINI(data []byte, c *Config, globalsSet map[string]bool, baseDir string) ([]string, error) {
+	r := &iniReader{c: c, globalsSet: globalsSet, baseDir: baseDir}
+	r.read("", data, 0)
+	if !r.authTypeSet {
+		c.AuthType = "md5"
+	}
+	return r.warnings, errors.Join(r.errs...)
+}
+
+// iniReader is the state of one decodeINI, carried across %include.
+type iniReader struct {
+	c           *Config
+	globalsSet  map[string]bool
+	baseDir     string
+	warnings    []string
+	errs        []error
+	section     string
+	authTypeSet bool
+	skipSection bool
+}
+
+// read reads the lines of one file: name is "" for the main file, else the
+// included file's path as written, which prefixes its errors.
+func (r *iniReader) read(name string, data []byte, depth int) {
+	c := r.c
+	warnf := func(format string, args ...any) { r.warnings = append(r.warnings, fmt.Sprintf(format, args...)) }
+	errf := func(lineNo int, format string, args ...any) {
+		where := fmt.Sprintf("line %d", lineNo)
+		if name != "" {
+			where = name + " " + where
+		}
+		r.errs = append(r.errs, fmt.Errorf("%s: %s", where, fmt.Sprintf(format, args...)))
+	}
 
 	for i, line := range strings.Split(string(data), "\n") {
+		lineNo := i + 1
 		if !utf8.ValidString(line) {
 			// TOML, and PostgreSQL's own settings, are UTF-8: refuse
 			// rather than carry bytes that cannot be written back.
-			errf("line %d: not valid UTF-8", i+1)
+			errf(lineNo, "not valid UTF-8")
 			continue
 		}
-		lineNo := i + 1
 		line = strings.TrimSpace(line)
 		if line == "" || line[0] == ';' || line[0] == '#' {
 			continue
 		}
-		if strings.HasPrefix(line, "%include") {
-			// Ignoring an include could silently drop databases.
-			errf("line %d: %%include is not supported by pgferry; inline the included file", lineNo)
+		if rest, ok := strings.CutPrefix(line, "%include"); ok && rest != "" && (rest[0] == ' ' || rest[0] == '\t') {
+			r.include(strings.TrimSpace(rest), depth, func(format string, args ...any) { errf(lineNo, format, args...) })
 			continue
 		}
 		if line[0] == '[' {
 			if !strings.HasSuffix(line, "]") {
-				errf("line %d: malformed section header", lineNo)
+				errf(lineNo, "malformed section header")
 				continue
 			}
-			section = strings.ToLower(strings.TrimSpace(line[1 : len(line)-1]))
-			skipSection = false
-			switch section {
+			r.section = strings.ToLower(strings.TrimSpace(line[1 : len(line)-1]))
+			r.skipSection = false
+			switch r.section {
 			case iniSectionPgBouncer, iniSectionDatabases, iniSectionUsers, iniSectionPeers:
 			default:
-				warnf("section [%s] is not supported by pgferry and is ignored", section)
-				skipSection = true
+				warnf("section [%s] is not supported by pgferry and is ignored", r.section)
+				r.skipSection = true
 			}
 			continue
 		}
 		key, value, ok := splitINILine(line)
 		if !ok {
 			// The line is not echoed: it may hold a password.
-			errf("line %d: expected \"key = value\"", lineNo)
+			errf(lineNo, "expected \"key = value\"")
 			continue
 		}
-		if skipSection {
+		if r.skipSection {
 			continue
 		}
-		switch section {
+		switch r.section {
 		case "":
-			errf("line %d: key %q outside of a section", lineNo, key)
+			errf(lineNo, "key %q outside of a section", key)
 		case iniSectionPgBouncer:
 			key = strings.ToLower(key)
 			if key == "auth_type" {
-				authTypeSet = true
+				r.authTypeSet = true
 			}
-			globalsSet[key] = true
+			r.globalsSet[key] = true
 			w, err := setINIGlobal(c, key, value)
 			if w != "" {
-				warnings = append(warnings, w)
+				r.warnings = append(r.warnings, w)
 			}
 			if err != nil {
-				errs = append(errs, err)
+				r.errs = append(r.errs, err)
 			}
 		case iniSectionDatabases:
 			db := Database{}
@@ -107,27 +147,27 @@ func decodeINI(data []byte, c *Config, globalsSet map[string]bool) ([]string, er
 				// PgBouncer 1.24 renamed the per-database reserve_pool.
 				"reserve_pool_size": "reserve_pool",
 			})
-			warnings = append(warnings, w...)
+			r.warnings = append(r.warnings, w...)
 			if err != nil {
-				errs = append(errs, err)
+				r.errs = append(r.errs, err)
 				continue
 			}
 			c.Databases[key] = db
 		case iniSectionUsers:
 			u := User{}
 			w, err := setINIPairs(reflect.ValueOf(&u).Elem(), "users."+quoteKey(key), value, nil)
-			warnings = append(warnings, w...)
+			r.warnings = append(r.warnings, w...)
 			if err != nil {
-				errs = append(errs, err)
+				r.errs = append(r.errs, err)
 				continue
 			}
 			c.Users[key] = u
 		case iniSectionPeers:
 			peer := Peer{}
 			w, err := setINIPairs(reflect.ValueOf(&peer).Elem(), "peers."+quoteKey(key), value, nil)
-			warnings = append(warnings, w...)
+			r.warnings = append(r.warnings, w...)
 			if err != nil {
-				errs = append(errs, err)
+				r.errs = append(r.errs, err)
 				continue
 			}
 			if c.Peers == nil {
@@ -136,10 +176,42 @@ func decodeINI(data []byte, c *Config, globalsSet map[string]bool) ([]string, er
 			c.Peers[key] = peer
 		}
 	}
-	if !authTypeSet {
-		c.AuthType = "md5"
+}
+
+// include reads the file an "%include path" line names, in place. errf
+// reports a problem at the %include line.
+func (r *iniReader) include(path string, depth int, errf func(format string, args ...any)) {
+	if path == "" {
+		errf("%%include without a file")
+		return
 	}
-	return warnings, errors.Join(errs...)
+	if depth+1 > maxINIInclude {
+		errf("%%include %s: nested more than %d deep", path, maxINIInclude)
+		return
+	}
+	full := resolvePath(r.baseDir, path)
+	// Only a regular file, read whole: not a device or a pipe.
+	fi, err := os.Stat(full)
+	if err == nil && !fi.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	} else if err == nil && fi.Size() > maxINIFile {
+		err = fmt.Errorf("larger than %d bytes", maxINIFile)
+	}
+	var data []byte
+	if err == nil {
+		data, err = os.ReadFile(full)
+	}
+	if err != nil {
+		errf("%%include %s: %v", path, err)
+		return
+	}
+	if abs, err := filepath.Abs(full); err == nil {
+		full = abs
+	}
+	if !slices.Contains(r.c.Included, full) {
+		r.c.Included = append(r.c.Included, full)
+	}
+	r.read(path, data, depth+1)
 }
 
 // splitINILine splits a trimmed "key = value" line. A key in single quotes

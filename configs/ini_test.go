@@ -3,6 +3,7 @@ package configs
 import (
 	"errors"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -172,7 +173,9 @@ func TestINIErrorsNameTheKey(t *testing.T) {
 		{name: "line without equals", doc: "[pgbouncer]\nauth_type\n" + iniDB, want: `line 2: expected "key = value"`},
 		{name: "unterminated quoted name", doc: "[databases]\n'app = host=h\n", want: `line 2: expected "key = value"`},
 		{name: "empty quoted name", doc: "[databases]\n'' = host=h\n", want: `line 2: expected "key = value"`},
-		{name: "include", doc: "%include /etc/pgbouncer/extra.ini\n" + iniDB, want: "line 1: %include is not supported"},
+		{name: "include of a missing file", doc: "%include /nonexistent/pgferry-extra.ini\n" + iniDB, want: "line 1: %include /nonexistent/pgferry-extra.ini: stat /nonexistent/pgferry-extra.ini: no such file"},
+		{name: "include of a device", doc: "[pgbouncer]\n%include /dev/zero\n" + iniDB, want: "line 2: %include /dev/zero: not a regular file"},
+		{name: "include without a file", doc: "%include \n" + iniDB, want: `line 1: expected "key = value"`},
 		{name: "statement pooling", doc: "[pgbouncer]\nauth_type = trust\npool_mode = statement\n" + iniDB, want: "pool_mode: must be one of"},
 		{name: "database without host", doc: "[pgbouncer]\nauth_type = trust\n[databases]\napp = dbname=x\n", want: "databases.app.host: required"},
 	}
@@ -374,5 +377,77 @@ func TestPeeringConfigIsValidatedAtLoad(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want an error naming %q", tc.doc, err, tc.want)
 		}
+	}
+}
+
+// writeFiles writes name -> content under dir, making directories.
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestINIIncludeReadsTheFileInPlace: PgBouncer's %include (cfparser.c)
+// reads the file where the line stands; its lines go on in the section in
+// force, and the section it ends in stays in force after it (PgBouncer
+// 1.25.2, checked by hand: a line after an %include whose file ends in
+// [users] is a user). Relative paths, nested ones included, are taken from
+// the main file's directory, as PgBouncer takes them all from one place.
+func TestINIIncludeReadsTheFileInPlace(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"pgbouncer.ini": "[pgbouncer]\nauth_type = trust\n%include conf.d/limits.ini\nlisten_port = 7001\n" +
+			"[databases]\n%include conf.d/dbs.ini\ncarol = pool_mode=transaction\n",
+		"conf.d/limits.ini":   "max_client_conn = 77\n",
+		"conf.d/dbs.ini":      "app = host=h1\n\t%include conf.d/more-dbs.ini\n[users]\nbob = pool_mode=session\n",
+		"conf.d/more-dbs.ini": "; nested\nreports = host=h2 dbname=r\n",
+	})
+	c, _, err := Load(filepath.Join(dir, "pgbouncer.ini"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxClientConn != 77 || c.ListenPort != 7001 {
+		t.Errorf("max_client_conn = %d, listen_port = %d; want 77 from the included file and 7001 after it", c.MaxClientConn, c.ListenPort)
+	}
+	if c.Databases["app"].Host != "h1" || c.Databases["reports"].DBName != "r" {
+		t.Errorf("databases %v lack app and reports from the included files", slices.Sorted(maps.Keys(c.Databases)))
+	}
+	if c.Users["bob"].PoolMode != "session" || c.Users["carol"].PoolMode != "transaction" {
+		t.Errorf("users %+v: want bob from the included file and carol, after it, in its [users]", c.Users)
+	}
+	if _, ok := c.Databases["carol"]; ok {
+		t.Error("carol, after an included file that ends in [users], was read as a database")
+	}
+	want := []string{filepath.Join(dir, "conf.d/limits.ini"), filepath.Join(dir, "conf.d/dbs.ini"), filepath.Join(dir, "conf.d/more-dbs.ini")}
+	if !slices.Equal(c.Included, want) {
+		t.Errorf("Included = %q, want %q", c.Included, want)
+	}
+}
+
+func TestINIIncludeErrorsNameTheFileAndLine(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"bad.ini":     "[pgbouncer]\nauth_type = trust\n%include sub/bad.ini\n" + iniDB,
+		"sub/bad.ini": "; ok\nlisten_port\n",
+		"loop.ini":    "[pgbouncer]\nauth_type = trust\n%include loop.ini\n" + iniDB,
+	})
+	tests := []struct{ file, want string }{
+		{"bad.ini", `sub/bad.ini line 2: expected "key = value"`},
+		{"loop.ini", "loop.ini line 3: %include loop.ini: nested more than 10 deep"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.file, func(t *testing.T) {
+			_, _, err := Load(filepath.Join(dir, tc.file))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
+			}
+		})
 	}
 }

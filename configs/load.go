@@ -90,7 +90,7 @@ func parse(data []byte, format, baseDir string, lookup func(string) (string, boo
 	switch format {
 	case formatINI:
 		globals := map[string]bool{}
-		w, err := decodeINI(data, c, globals)
+		w, err := decodeINI(data, c, globals, baseDir)
 		relayLoopSet = globals["relay_loop"]
 		warnings = w
 		if err != nil {

@@ -5,8 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pgferry/pgferry/configs"
 )
 
 // buildPgferry builds the pgferry binary into dir (with extra go build
@@ -55,5 +58,23 @@ func TestCheckConfigStrictFailsOnKeysPgferryWouldIgnore(t *testing.T) {
 	out, code = run("-check-config", "-strict", "-config", ini)
 	if code == 0 || !strings.Contains(out, "log_pooler_errors is not supported") || !strings.Contains(out, "would be ignored") {
 		t.Fatalf("-check-config -strict: exit %d, want non-zero naming the ignored key:\n%s", code, out)
+	}
+}
+
+func TestAFileAPgBouncerIniIncludesIsWatched(t *testing.T) {
+	dir := t.TempDir()
+	ini := filepath.Join(dir, "pgbouncer.ini")
+	if err := os.WriteFile(ini, []byte("[pgbouncer]\nauth_type = trust\n[databases]\n%include dbs.ini\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "dbs.ini"), []byte("app = host=127.0.0.1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := configs.Load(ini)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := watchedFiles(ini, cfg); !slices.Contains(got, filepath.Join(dir, "dbs.ini")) {
+		t.Errorf("watched files %q lack the included dbs.ini", got)
 	}
 }

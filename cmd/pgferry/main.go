@@ -283,9 +283,10 @@ func serve(cfg *configs.Config, path string, log *zap.Logger, level zap.AtomicLe
 	}
 }
 
-// watchedFiles lists the files whose change reloads the config.
+// watchedFiles lists the files whose change reloads the config: the files
+// a pgbouncer.ini read through %include too.
 func watchedFiles(path string, cfg *configs.Config) []string {
-	return []string{path, cfg.AuthFile, cfg.AuthHBAFile}
+	return append([]string{path, cfg.AuthFile, cfg.AuthHBAFile}, cfg.Included...)
 }
 
 // reload re-reads the config file (SIGHUP, admin RELOAD). An invalid file
