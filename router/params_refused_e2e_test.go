@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -309,4 +310,40 @@ func TestAClientTiedToItsServerByTheRefusedRequestGoesOn(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A startup value the server refuses on replay is no longer one the pool
+// remembers as accepted: the next login with it tries it at login, and
+// fails there as PostgreSQL fails it, rather than log in and fail its
+// first request.
+func TestAStartupValueRefusedOnReplayIsTriedAgainAtTheNextLogin(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, db := configWithOwnDatabase(t)
+	setPoolSize(cfg, "app", 1)
+	owner := ferrytest.ConnectPgConn(t, ctx, cluster.DSN(db, ferrytest.User, ferrytest.Password))
+	if err := owner.Exec(ctx, "CREATE TEXT SEARCH CONFIGURATION refused_ts (COPY = english)").Close(); err != nil {
+		t.Fatal(err)
+	}
+	f := ferrytest.Start(t, cfg)
+	startup := withRuntimeParams(t, f.AppDSN(), "default_text_search_config", "public.refused_ts")
+	c := ferrytest.ConnectConfig(t, ctx, startup)
+	if err := owner.Exec(ctx, "DROP TEXT SEARCH CONFIGURATION refused_ts").Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Exec(ctx, "select 1")
+	refused := expectPgError(t, err, "22023")
+	if !strings.Contains(refused.Message, "pgferry") {
+		t.Fatalf("the first request: %s, want pgferry's refusal", refused.Message)
+	}
+	_, direct := pgx.ConnectConfig(ctx, withRuntimeParams(t, cluster.DSN(db, ferrytest.User, ferrytest.Password), "default_text_search_config", "public.refused_ts"))
+	want := expectPgError(t, direct, "22023")
+	conn, err := pgx.ConnectConfig(ctx, startup)
+	if err == nil {
+		conn.Close(ctx)
+		t.Fatal("a login with the startup value the server refused since logged in")
+	}
+	if got := expectPgError(t, err, "22023"); got.Severity != "FATAL" || got.Message != want.Message {
+		t.Errorf("through pgferry: %s %s; directly: %s %s", got.Severity, got.Message, want.Severity, want.Message)
+	}
 }

@@ -47,6 +47,15 @@ func (c *confirmedParams) known(k, v string) bool {
 	return ok
 }
 
+// forget drops k = v from the values the pool's servers accepted: a
+// server refused it since (replayRefusedBy), so the next login with it
+// tries it again, and fails as PostgreSQL would fail it.
+func (c *confirmedParams) forget(k, v string) {
+	c.mu.Lock()
+	delete(c.m, [2]string{k, v})
+	c.mu.Unlock()
+}
+
 // add records values the pool's servers accepted.
 func (c *confirmedParams) add(kvs [][2]string) {
 	c.mu.Lock()

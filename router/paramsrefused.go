@@ -4,6 +4,7 @@
 package router
 
 import (
+	"strings"
 	"unique"
 
 	"go.uber.org/zap"
@@ -108,7 +109,12 @@ func (ss *session) replayRefusedBy(sc *pool.ServerConn, code, msg []byte) {
 	e.Detail = "The request did not run."
 	var b []byte
 	if k != "" && ss.tracks(k) {
-		if _, ok := ss.params.lookup(k); ok {
+		if v, ok := ss.params.lookup(k); ok {
+			if !strings.HasPrefix(v, rawValuePrefix) {
+				// (A startup value, perhaps: the next login with it
+				// tries it at login again.)
+				ss.entry.confirmed.forget(gucName(k), v)
+			}
 			ss.params.del(k)
 			ss.paramsDirty = true
 			if def, reported := ss.entry.welcome[k]; reported {
