@@ -107,6 +107,55 @@ func wantPgError(t *testing.T, err error, code, msg string) {
 	}
 }
 
+// TestShowClientsStatesAreThoseOfPgBouncer125 checks SHOW CLIENTS' state
+// against PgBouncer 1.21+'s (admin.c socket_row: a logged-in client with no
+// server is "idle", one holding a server "active", one queued "waiting"),
+// which pgbouncer_exporter's pgbouncer_client_connections{state} counts.
+func TestShowClientsStatesAreThoseOfPgBouncer125(t *testing.T) {
+	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
+	ctx := testContext(t)
+	connect := func(name string) *pgx.Conn {
+		c := ferrytest.Connect(t, ctx, f.AppDSN()+" application_name="+name)
+		if _, err := c.Exec(context.Background(), "select 1"); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	connect("idler")
+	inTx := connect("in_tx")
+	if _, err := inTx.Exec(context.Background(), "begin; select 1"); err != nil {
+		t.Fatal(err)
+	}
+	queued := connect("queued")
+	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
+	state := func(app string) string { return mustAdmin(t, pc, "SHOW CLIENTS").row("application_name", app)["state"] }
+	if got := state("idler"); got != "idle" {
+		t.Errorf("a client idle between transactions: state %q, want idle", got)
+	}
+	if c := mustAdmin(t, pc, "SHOW CLIENTS").row("application_name", "in_tx"); c["state"] != "active" || c["link"] == "" {
+		t.Errorf("a client in a transaction: %v, want state active with a link", c)
+	}
+	if c := mustAdmin(t, pc, "SHOW CLIENTS").row("database", "pgbouncer"); c["state"] != "idle" {
+		t.Errorf("the console's own client: state %q, want idle", c["state"])
+	}
+	if _, err := inTx.Exec(context.Background(), "commit"); err != nil {
+		t.Fatal(err)
+	}
+	mustAdmin(t, pc, "PAUSE app")
+	done := make(chan error, 1)
+	go func() {
+		_, err := queued.Exec(context.Background(), "select 2")
+		done <- err
+	}()
+	ferrytest.Eventually(t, 10*time.Second, "the queued client waiting", func() (bool, error) {
+		return state("queued") == "waiting", nil
+	})
+	mustAdmin(t, pc, "RESUME app")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestAdminConsoleAnswersEveryShowCommandThroughPsql(t *testing.T) {
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
 	ctx := testContext(t)
@@ -151,7 +200,7 @@ func TestAdminConsoleAnswersEveryShowCommandThroughPsql(t *testing.T) {
 		t.Errorf("SHOW STATS app row = %v", s)
 	}
 	clients := mustAdmin(t, pc, "SHOW CLIENTS")
-	if c := clients.row("user", "app"); c == nil || c["database"] != "app" || c["state"] != "active" || c["addr"] != "127.0.0.1" {
+	if c := clients.row("user", "app"); c == nil || c["database"] != "app" || c["state"] != "idle" || c["addr"] != "127.0.0.1" {
 		t.Errorf("SHOW CLIENTS app row = %v", c)
 	}
 	if c := clients.row("user", "admin"); c == nil || c["database"] != "pgbouncer" {

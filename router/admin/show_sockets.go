@@ -41,12 +41,15 @@ func serverPtr(id uint64) string { return fmt.Sprintf("0x%x", 1<<40|id) }
 func (c *Console) showClients(rs *resultSet) {
 	rs.cols = socketCols
 	for _, cl := range c.b.Clients() {
-		state, link := "active", ""
-		if cl.Waiting {
+		// PgBouncer 1.21+'s states (admin.c socket_row): a logged-in
+		// client holding no server is "idle", one holding one "active"
+		// (1.18 said "active" for both).
+		state, link := "idle", ""
+		switch {
+		case cl.Waiting:
 			state = "waiting"
-		}
-		if cl.Linked {
-			link = serverPtr(cl.Server)
+		case cl.Linked:
+			state, link = "active", serverPtr(cl.Server)
 		}
 		addr, port := splitAddr(cl.Addr)
 		laddr, lport := addrOf(cl.LocalAddr)
