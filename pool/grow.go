@@ -210,8 +210,17 @@ func (p *Pool) holds(err error) bool {
 // failing over), PostgreSQL starting up or shutting down (57P03, 57P01),
 // or no writable host yet (a standby not yet promoted). Authentication and
 // configuration errors are not: clients fail fast on them for
-// server_login_retry, as with PgBouncer.
+// server_login_retry, as with PgBouncer. Nor is a *PasswordError, even
+// one that timed out: the server answered, and the password source (an
+// Entra ID token endpoint) keeps its own backoff.
 func Transient(err error) bool {
+	if _, ok := errors.AsType[*PasswordError](err); ok {
+		// No password could be had (an Entra ID token endpoint failing or
+		// not answering within the dial's deadline): the server was never
+		// asked, and the source keeps its own backoff. Holding clients
+		// for it would keep them past server_connect_timeout, told nothing.
+		return false
+	}
 	var se *ServerError
 	if errors.As(err, &se) {
 		switch se.Code {

@@ -319,3 +319,40 @@ func waitNoBusyBackendsOf(t *testing.T, ctx context.Context, role string) {
 		return n == 0, err
 	})
 }
+
+// An identity endpoint that accepts requests and never answers: a client
+// whose login needs a token is told, once server_connect_timeout ends the
+// dial's wait, that no token could be had (08001 naming Entra). The
+// server was reachable, so this is no outage to hold clients through
+// (outage_hold_timeout): on the old code the pool held the client and
+// retried the dial until the token request itself timed out (20 s here,
+// entra's RefreshTimeout; 30 s by default).
+func TestAHangingIdentityEndpointFailsLoginsWithTheEntraErrorAtTheConnectTimeout(t *testing.T) {
+	fake := newFakeIdentity(t, "token-h")
+	hang := make(chan struct{})
+	defer close(hang) // before the fake's Close, which waits for its handlers
+	fake.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fake.requests.Add(1)
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	})
+	f, _ := entraFerry(t, fake, 2, nil, func(c *configs.Config) {
+		c.ServerConnectTimeout = configs.Duration(time.Second)
+		c.OutageHoldTimeout = configs.Duration(time.Minute)
+		c.QueryWaitTimeout = configs.Duration(time.Minute)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := pgx.Connect(ctx, f.AppDSN())
+	pe := expectPgError(t, err, "08001")
+	if !strings.Contains(pe.Message, `could not obtain an Entra ID token for database "app"`) {
+		t.Fatalf("got %q, want the Entra token error", pe.Message)
+	}
+	for _, p := range f.Server.Snapshot().Pools {
+		if p.Stat.Retries != 0 {
+			t.Fatalf("the pool retried its dial %d times, as for a server outage", p.Stat.Retries)
+		}
+	}
+}
