@@ -329,8 +329,8 @@ func TestShowStatsCountsClientBytesAndQueryTime(t *testing.T) {
 		t.Errorf("avg_query_time = %s us, want at least 20000", s["avg_query_time"])
 	}
 	totals := mustAdmin(t, pc, "SHOW TOTALS")
-	if r := totals.row("name", "total_sent"); r == nil || r["value"] == "0" {
-		t.Errorf("SHOW TOTALS total_sent = %v", r)
+	if r := totals.row("name", "total_server_bytes"); r == nil || r["value"] == "0" {
+		t.Errorf("SHOW TOTALS total_server_bytes = %v", r)
 	}
 }
 

@@ -414,3 +414,39 @@ func TestShowClientsAndServersJoinClientsToTheirServers(t *testing.T) {
 		t.Errorf("answer\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestStatsNamesAreThoseOfPgBouncer125 pins the names PgBouncer 1.25.2
+// gives what pgferry counts (read from it by hand; router's
+// TestAdminColumnsMatchPgBouncer compares with Debian's 1.18, which lacks
+// the prepared-statement ones): SHOW TOTALS' rows, in its order, and SHOW
+// STATS_AVERAGES' avg_* columns for prepared statements.
+func TestStatsNamesAreThoseOfPgBouncer125(t *testing.T) {
+	b := newFakeBackend()
+	b.snap.Pools = []PoolInfo{{Database: "app", User: "app", Counters: Counters{Binds: 7}}}
+	got, err := run(t, b, &fakeSession{}, false, frames(t, &pgproto3.Query{String: "SHOW TOTALS"}, &pgproto3.Query{String: "SHOW STATS_AVERAGES"}))
+	if !errors.Is(err, ErrDone) {
+		t.Fatalf("Serve = %v", err)
+	}
+	var rows []string
+	for _, line := range got {
+		if name, ok := strings.CutPrefix(line, "D "); ok {
+			rows = append(rows, strings.Split(name, "|")[0])
+		}
+	}
+	pgbouncer := []string{
+		"total_server_assignment_count", "total_xact_count", "total_query_count", "total_client_bytes",
+		"total_server_bytes", "total_xact_time", "total_query_time", "total_wait_time",
+		"total_ps_client_parse_count", "total_ps_server_parse_count", "total_ps_bind_count",
+		"avg_server_assignment_count", "avg_xact_count", "avg_query_count", "avg_client_bytes",
+		"avg_server_bytes", "avg_xact_time", "avg_query_time", "avg_wait_time",
+		"avg_ps_client_parse_count", "avg_ps_server_parse_count", "avg_ps_bind_count",
+	}
+	if len(rows) < len(pgbouncer) || !slices.Equal(rows[:len(pgbouncer)], pgbouncer) {
+		t.Errorf("SHOW TOTALS rows\n got %q\nwant %q first", rows, pgbouncer)
+	}
+	wantAvg := "T database,xact_count,query_count,bytes_received,bytes_sent,xact_time,query_time,wait_time," +
+		"server_assignment_count,avg_client_parse_count,avg_server_parse_count,avg_bind_count"
+	if !slices.ContainsFunc(got, func(l string) bool { return strings.HasPrefix(l, wantAvg) }) {
+		t.Errorf("SHOW STATS_AVERAGES: %q, want columns starting %q", got, wantAvg)
+	}
+}

@@ -42,10 +42,17 @@ var (
 			"avg_server_assignment_count", "avg_client_parse_count", "avg_server_parse_count",
 			"avg_bind_count", "avg_client_login_count")
 
-	// statsSetCols are SHOW STATS_TOTALS and SHOW STATS_AVERAGES.
+	// statsSetCols are SHOW STATS_TOTALS.
 	statsSetCols = cols(oidText, "database").
 			add(oidNumeric, "xact_count", "query_count", "bytes_received", "bytes_sent", "xact_time", "query_time", "wait_time",
 			"server_assignment_count", "client_parse_count", "server_parse_count", "bind_count", "client_login_count")
+
+	// statsAvgCols are SHOW STATS_AVERAGES: PgBouncer 1.21+ names its
+	// prepared-statement averages avg_* there, unlike the other columns
+	// (stats.c, admin_show_stats_averages).
+	statsAvgCols = cols(oidText, "database").
+			add(oidNumeric, "xact_count", "query_count", "bytes_received", "bytes_sent", "xact_time", "query_time", "wait_time",
+			"server_assignment_count", "avg_client_parse_count", "avg_server_parse_count", "avg_bind_count", "avg_client_login_count")
 
 	// socketCols are SHOW CLIENTS and SHOW SERVERS.
 	socketCols = cols(oidText, "type", "user", "database", "state", "addr").

@@ -85,6 +85,9 @@ func (c *Console) showStats(rs *resultSet) {
 
 func (c *Console) showStatsSet(rs *resultSet, avg bool) {
 	rs.cols = statsSetCols
+	if avg {
+		rs.cols = statsAvgCols
+	}
 	for _, d := range c.dbStats() {
 		if avg {
 			a := c.averages(d)
@@ -116,19 +119,26 @@ func (c *Console) showTotals(rs *resultSet) {
 		t.queryUS += d.queryUS
 	}
 	a := c.averages(t)
+	// PgBouncer's row names and order (stats.c, admin_show_totals:
+	// client_bytes is what total_received counts, server_bytes
+	// total_sent), then pgferry's client logins.
 	for _, kv := range []struct {
 		k string
 		v uint64
 	}{
-		{"total_xact_count", t.xacts}, {"total_query_count", t.queries},
-		{"total_received", t.recv}, {"total_sent", t.sent},
-		{"total_xact_time", t.xactUS}, {"total_query_time", t.queryUS}, {"total_wait_time", t.waitUS},
 		{"total_server_assignment_count", t.assignments},
-		{"total_client_parse_count", t.cParses}, {"total_server_parse_count", t.sParses},
-		{"total_bind_count", t.binds}, {"total_client_login_count", t.logins},
+		{"total_xact_count", t.xacts}, {"total_query_count", t.queries},
+		{"total_client_bytes", t.recv}, {"total_server_bytes", t.sent},
+		{"total_xact_time", t.xactUS}, {"total_query_time", t.queryUS}, {"total_wait_time", t.waitUS},
+		{"total_ps_client_parse_count", t.cParses}, {"total_ps_server_parse_count", t.sParses},
+		{"total_ps_bind_count", t.binds},
+		{"avg_server_assignment_count", a.assignments},
 		{"avg_xact_count", a.xacts}, {"avg_query_count", a.queries},
-		{"avg_recv", a.recv}, {"avg_sent", a.sent},
+		{"avg_client_bytes", a.recv}, {"avg_server_bytes", a.sent},
 		{"avg_xact_time", a.xactUS}, {"avg_query_time", a.queryUS}, {"avg_wait_time", a.waitUS},
+		{"avg_ps_client_parse_count", a.cParses}, {"avg_ps_server_parse_count", a.sParses},
+		{"avg_ps_bind_count", a.binds},
+		{"total_client_login_count", t.logins}, {"avg_client_login_count", a.log},
 	} {
 		rs.add(kv.k, kv.v)
 	}
