@@ -450,3 +450,43 @@ func TestStatsNamesAreThoseOfPgBouncer125(t *testing.T) {
 		t.Errorf("SHOW STATS_AVERAGES: %q, want columns starting %q", got, wantAvg)
 	}
 }
+
+// TestShowConfigPrintsValuesAsPgBouncerDoes: PgBouncer 1.25.2 prints a
+// duration as its seconds ("%g" of them: 600, 0.5) and a boolean as 0 or 1
+// (libusual cfparser.c cf_get_time_usec, cf_get_int; read from it by hand),
+// so a script reading SHOW CONFIG's value, or its default, as a number
+// reads pgferry's too. Tables (client_entra) are not settings a line can
+// show, as [databases] is not.
+func TestShowConfigPrintsValuesAsPgBouncerDoes(t *testing.T) {
+	b := newFakeBackend()
+	b.cfg.AuthFailureDelay = configs.Duration(500 * time.Millisecond)
+	b.cfg.SoReuseport = true
+	got, err := run(t, b, &fakeSession{}, false, frames(t, &pgproto3.Query{String: "SHOW CONFIG"}))
+	if !errors.Is(err, ErrDone) {
+		t.Fatalf("Serve = %v", err)
+	}
+	rows := map[string]string{}
+	for _, line := range got {
+		if row, ok := strings.CutPrefix(line, "D "); ok {
+			f := strings.Split(row, "|")
+			rows[f[0]] = f[1] + "|" + f[2]
+		}
+	}
+	for key, want := range map[string]string{
+		"server_idle_timeout":       "600|600",
+		"query_wait_timeout":        "120|120",
+		"server_lifetime":           "3600|3600",
+		"auth_failure_delay":        "0.5|0",
+		"so_reuseport":              "1|0",
+		"server_reset_query_always": "0|0",
+		"max_client_conn":           "10000|10000",
+		"pool_mode":                 "transaction|transaction",
+	} {
+		if rows[key] != want {
+			t.Errorf("SHOW CONFIG %s: value|default %q, want %q", key, rows[key], want)
+		}
+	}
+	if v, ok := rows["client_entra"]; ok {
+		t.Errorf("SHOW CONFIG lists the client_entra table as %q", v)
+	}
+}

@@ -80,8 +80,8 @@ func (c *Console) showConfig(rs *resultSet) {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		key := strings.Split(f.Tag.Get("toml"), ",")[0]
-		if key == "" || key == "-" || f.Type.Kind() == reflect.Map {
-			continue
+		if key == "" || key == "-" || f.Type.Kind() == reflect.Map || f.Type.Kind() == reflect.Struct {
+			continue // tables ([databases], client_entra), not settings
 		}
 		keys = append(keys, key)
 		idx[key] = i
@@ -97,10 +97,21 @@ func (c *Console) showConfig(rs *resultSet) {
 	}
 }
 
-// configValue formats a setting as in pgferry's TOML (durations as "30s",
-// lists comma-separated). Stringers (Duration, Secret) print themselves,
-// so secrets print redacted.
+// configValue formats a setting as PgBouncer's SHOW CONFIG does (libusual
+// cfparser.c): a duration as its seconds ("%g": 600, 0.5), a boolean as 0
+// or 1, a list comma-separated, so that scripts reading PgBouncer's values
+// read pgferry's. Other Stringers (Secret) print themselves, so secrets
+// print redacted.
 func configValue(v reflect.Value) string {
+	switch x := v.Interface().(type) {
+	case configs.Duration:
+		return strconv.FormatFloat(x.Std().Seconds(), 'g', -1, 64)
+	case bool:
+		if x {
+			return "1"
+		}
+		return "0"
+	}
 	if s, ok := v.Interface().(fmt.Stringer); ok {
 		return s.String()
 	}
