@@ -37,6 +37,10 @@ type ring struct {
 	// seq numbers the requests pushed: the last one pushed is number seq.
 	// clear keeps it, so that numbers never repeat within a ring's life.
 	seq uint64
+	// copyEnd is seq as the client last ended a COPY outside copyIn: a
+	// client that sent its CopyDone before the CopyInResponse reached
+	// pgferry ended the COPY there. clear resets it.
+	copyEnd uint64
 	// open says a request of the extended protocol went out since the
 	// last Sync or simple Query (process sets it): the server is inside
 	// the implicit transaction PostgreSQL commits only at a Sync, even
@@ -51,12 +55,9 @@ type ring struct {
 	// mode"), so nothing answers it. libpq sends one after the Execute of
 	// every COPY by the extended protocol (PQexecParams), then another
 	// after the CopyDone (PQputCopyEnd), which ReadyForQuery answers.
-	// copyEnd is seq as the client last ended a COPY outside copyIn: a
-	// client that sent its CopyDone before the CopyInResponse reached
-	// pgferry ended the COPY there. clear resets both.
-	copyIn  bool
-	copyEnd uint64
-	// ignored counts the Syncs of this loan taken for read by a COPY
+	// clear resets it.
+	copyIn bool
+	// ignored says a Sync of this loan was taken for read by a COPY
 	// (copyIn, copyInBegan). A COPY that fails may not have read them
 	// all: the server then answers those it had not, after the error,
 	// and pgferry cannot tell how many. doubt says a COPY failed with
@@ -64,8 +65,9 @@ type ring struct {
 	// back to no other client (releaseServer, finish destroy it); or that
 	// a DEALLOCATE's stand-in may be left on it (deallocFailed). A
 	// CommandComplete (the COPY's own: nothing else is answered during
-	// one) resets ignored; clear resets both.
-	ignored int
+	// one) resets ignored; clear resets both. (The four flags share a
+	// word: the session, one per client, stays in its size class.)
+	ignored bool
 	doubt   bool
 }
 
@@ -132,7 +134,7 @@ func (r *ring) pop() {
 }
 
 func (r *ring) clear() {
-	r.head, r.n, r.open, r.copyIn, r.copyEnd, r.ignored, r.doubt = 0, 0, false, false, 0, 0, false
+	r.head, r.n, r.open, r.copyIn, r.copyEnd, r.ignored, r.doubt = 0, 0, false, false, 0, false, false
 }
 
 // popAnswered pops the request at the head, which the server has
@@ -164,7 +166,7 @@ func (r *ring) copyInBegan() {
 			// (A Sync of pgferry's right behind a Query that began a COPY
 			// FROM STDIN: syncBehind.)
 			e.kind = kSyncIgnored
-			r.ignored++
+			r.ignored = true
 		}
 	}
 }
@@ -174,7 +176,7 @@ func (r *ring) copyInBegan() {
 // have been (see doubt).
 func (r *ring) copyFailed() {
 	r.copyIn = false
-	if r.ignored > 0 {
+	if r.ignored {
 		r.doubt = true
 	}
 }

@@ -618,7 +618,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	case protocol.MsgSync:
 		sc.Wr.Append(frame)
 		if ss.q.copyIn {
-			ss.q.ignored++
+			ss.q.ignored = true
 			break // (the server's COPY ignores it: ring.copyIn)
 		}
 		ss.q.open = false

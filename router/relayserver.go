@@ -275,7 +275,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				}
 				// A COPY that completes read every Sync sent during it: an
 				// error later in the loan leaves none unanswered (ring.ignored).
-				ss.q.ignored = 0
+				ss.q.ignored = false
 				if completes(head.kind, typ) {
 					ss.q.popAnswered() // (and the Syncs its COPY ignored)
 				}
