@@ -19,6 +19,14 @@ const (
 	iniSectionPeers     = "peers"
 )
 
+// iniLookupKeys are the settings PgBouncer reads as one of a set of names,
+// case-insensitively (libusual cfparser.c cf_set_lookup: pool_mode = Session
+// is session), in [pgbouncer], [databases] and [users] lines alike. The
+// ini reader lowercases their values; pgferry's TOML keeps them exact.
+var iniLookupKeys = map[string]bool{
+	"auth_type": true, "pool_mode": true, "client_tls_sslmode": true, "server_tls_sslmode": true,
+}
+
 // iniUnsupportedAuthTypes are PgBouncer auth_type values pgferry does not
 // implement.
 var iniUnsupportedAuthTypes = map[string]bool{
@@ -251,12 +259,14 @@ func unquoteININame(s string) string {
 // setINIGlobal applies one [pgbouncer] key to c. It returns a warning for
 // keys pgferry ignores and an error naming the key for bad values.
 func setINIGlobal(c *Config, key, value string) (string, error) {
+	if iniLookupKeys[key] {
+		value = strings.ToLower(value)
+	}
 	switch key {
 	case "auth_type":
-		if iniUnsupportedAuthTypes[strings.ToLower(value)] {
+		if iniUnsupportedAuthTypes[value] {
 			return "", fmt.Errorf("pgbouncer.auth_type: %q is not supported by pgferry; use md5, scram-sha-256, plain, trust, cert or hba", value)
 		}
-		value = strings.ToLower(value)
 	case "auth_ident_file":
 		// It decides who may log in (hba map= options), so it cannot be
 		// ignored with a warning like other unknown keys.
@@ -325,7 +335,11 @@ func setINIPairs(v reflect.Value, prefix, s string, aliases map[string]string) (
 			warnings = append(warnings, fmt.Sprintf("%s.%s is not supported by pgferry and is ignored", prefix, key))
 			continue
 		}
-		if err := setFromString(f, kv[1]); err != nil {
+		val := kv[1]
+		if iniLookupKeys[key] {
+			val = strings.ToLower(val)
+		}
+		if err := setFromString(f, val); err != nil {
 			errs = append(errs, fmt.Errorf("%s.%s: %w", prefix, key, err))
 		}
 	}

@@ -115,6 +115,19 @@ func TestINIReadsSettings(t *testing.T) {
 			},
 		},
 		{
+			// PgBouncer reads a setting with named values (cf_set_lookup)
+			// case-insensitively: 1.25.2 runs with pool_mode = Session,
+			// server_tls_sslmode = Disable, pool_mode=Transaction in a
+			// database line (checked by hand).
+			name: "named values in any case",
+			doc: "[pgbouncer]\nauth_type = Trust\npool_mode = Session\nserver_tls_sslmode = Disable\nclient_tls_sslmode = DISABLE\n" +
+				"[databases]\napp = host=h pool_mode=Transaction\n[users]\nbob = pool_mode=SESSION\n",
+			check: func(c *Config) bool {
+				return c.PoolMode == "session" && c.ServerTLSSSLMode == "disable" && c.ClientTLSSSLMode == "disable" &&
+					c.Databases["app"].PoolMode == "transaction" && c.Users["bob"].PoolMode == "session"
+			},
+		},
+		{
 			name:  "PgBouncer's reserve_pool_size alias in a database line",
 			doc:   "[pgbouncer]\nauth_type = trust\n[databases]\napp = host=h reserve_pool_size=4\n",
 			check: func(c *Config) bool { return c.Databases["app"].ReservePool == 4 },
