@@ -241,7 +241,9 @@ func TestAFailingAuthQueryGetsAClearErrorWithoutAHang(t *testing.T) {
 func TestAuthQueryServesARoleStoredAsMd5ByAnsweringTheServerFromTheHash(t *testing.T) {
 	ctx := testContext(t)
 	const user, password = "aq_md5", "aq-md5-secret"
-	super := ferrytest.Connect(t, ctx, cluster.SuperDSN("postgres"))
+	// (pg_authid's privileges are kept per database: granted where the
+	// lookup runs.)
+	super := ferrytest.Connect(t, ctx, cluster.SuperDSN("app"))
 	if _, err := super.Exec(ctx, "grant select on pg_authid to app"); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +276,9 @@ func TestAuthQueryServesARoleStoredAsMd5ByAnsweringTheServerFromTheHash(t *testi
 // UTF-8 bytes read as Latin-1.
 func TestAuthQueryFindsARoleWithANonASCIINameWhateverEncodingTheServerWasLeftIn(t *testing.T) {
 	ctx := testContext(t)
-	super := ferrytest.Connect(t, ctx, cluster.SuperDSN("postgres"))
+	// (pg_authid's privileges are kept per database: granted where the
+	// lookup runs.)
+	super := ferrytest.Connect(t, ctx, cluster.SuperDSN("app"))
 	if _, err := super.Exec(ctx, "grant select on pg_authid to app"); err != nil {
 		t.Fatal(err)
 	}
