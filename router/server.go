@@ -96,6 +96,11 @@ type Server struct {
 	dbLimits   map[string]*pool.Limit
 	userLimits map[string]*pool.Limit
 	retired    []*poolEntry // entries a reload replaced, until their loans end (budgetWatch.scan)
+	// carried holds, per (database, user), the cumulative counters of the
+	// pools a reload replaced, which Snapshot adds to the live pool's, so
+	// that SHOW STATS and the metrics' counters do not go back to 0
+	// when a pool is rebuilt.
+	carried    map[poolKey]*carriedCounters
 	sessions   map[uint64]*session
 	cancelKeys map[uint64]*session
 	listeners  []net.Listener
@@ -281,6 +286,11 @@ func (s *Server) Reload(cfg *configs.Config) error {
 			e.pool.Config().Dial.Detached != detachedServers(cfg, db, k.user) {
 			stale = append(stale, e)
 			delete(s.pools, k)
+			if ok {
+				s.carry(k, e)
+			} else {
+				delete(s.carried, k) // a database that comes back starts afresh
+			}
 		}
 	}
 	// Loans of stale entries run on: the inline budget keeps watching them

@@ -112,11 +112,73 @@ type PoolCounters struct {
 	QueryTime                time.Duration
 }
 
+// carriedCounters are the cumulative counters of the pools a reload
+// replaced for one (database, user). Counts a replaced pool's remaining
+// loans add after the reload are not in them.
+type carriedCounters struct {
+	counters PoolCounters
+	stat     pool.Stat
+}
+
+// carry adds the counters of e, which a reload takes out of the pools, to
+// those kept for k. s.mu is held.
+func (s *Server) carry(k poolKey, e *poolEntry) {
+	if s.carried == nil {
+		s.carried = make(map[poolKey]*carriedCounters)
+	}
+	c := s.carried[k]
+	if c == nil {
+		c = new(carriedCounters)
+		s.carried[k] = c
+	}
+	c.counters.add(e.counters())
+	c.stat = addCumulative(c.stat, e.pool.Stat())
+}
+
+// add adds o's cumulative counters to c (PinnedClients, a current count,
+// is left alone).
+func (c *PoolCounters) add(o PoolCounters) {
+	c.Transactions += o.Transactions
+	c.Queries += o.Queries
+	c.TransactionTime += o.TransactionTime
+	c.ClientParses += o.ClientParses
+	c.ServerParses += o.ServerParses
+	c.Binds += o.Binds
+	c.ClientLogins += o.ClientLogins
+	c.PumpedLoans += o.PumpedLoans
+	c.LoopEntries += o.LoopEntries
+	c.LoopHandbacks += o.LoopHandbacks
+	c.AbandonedCancels += o.AbandonedCancels
+	c.BytesReceived += o.BytesReceived
+	c.BytesSent += o.BytesSent
+	c.QueryTime += o.QueryTime
+}
+
+// addCumulative returns st with o's cumulative counters added.
+func addCumulative(st, o pool.Stat) pool.Stat {
+	st.AcquireCount += o.AcquireCount
+	st.WaitCount += o.WaitCount
+	st.WaitTime += o.WaitTime
+	st.DialCount += o.DialCount
+	st.DialFailures += o.DialFailures
+	st.Destroyed += o.Destroyed
+	st.Retries += o.Retries
+	st.Checks += o.Checks
+	st.Looks += o.Looks
+	return st
+}
+
 // Snapshot returns the current state of every pool and of the client
 // sessions. It is safe for concurrent use, does no I/O and holds the
 // server's lock only to copy the pool and session lists.
 func (s *Server) Snapshot() Snapshot {
 	entries, sessions := s.lists()
+	s.mu.Lock()
+	carried := make(map[poolKey]carriedCounters, len(s.carried))
+	for k, c := range s.carried {
+		carried[k] = *c
+	}
+	s.mu.Unlock()
 	snap := Snapshot{
 		Clients:       s.clients.Load(),
 		ParkedClients: s.parker.count(),
@@ -142,6 +204,10 @@ func (s *Server) Snapshot() Snapshot {
 			MinSize:     pc.MinSize,
 			ReserveSize: pc.ReserveSize,
 			Counters:    e.counters(),
+		}
+		if c, ok := carried[e.key()]; ok {
+			ps.Counters.add(c.counters)
+			ps.Stat = addCumulative(ps.Stat, c.stat)
 		}
 		if pc.DBLimit != nil {
 			snap.DBLimits = addLimit(snap.DBLimits, e.dbName, pc.DBLimit)
