@@ -93,8 +93,6 @@ func TestAdminConsoleKillDropsClientsAndPausesUntilResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
-	_, err := adminExec(pc, "KILL")
-	wantPgError(t, err, "08P01", "a database is required")
 	mustAdmin(t, pc, "KILL app")
 	ferrytest.Eventually(t, 10*time.Second, "the killed client to go", func() (bool, error) {
 		return mustAdmin(t, pc, "SHOW CLIENTS").row("user", "app") == nil, nil
@@ -106,6 +104,32 @@ func TestAdminConsoleKillDropsClientsAndPausesUntilResume(t *testing.T) {
 		t.Fatalf("pool after KILL = %v", p)
 	}
 	mustAdmin(t, pc, "RESUME app")
+	app2 := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := app2.Exec(context.Background(), "select 1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAdminConsoleKillWithoutADatabaseKillsEveryDatabase: PgBouncer 1.23+
+// takes KILL with no database for every database but the console's
+// (admin.c admin_cmd_kill; 1.18 answered "a database is required").
+func TestAdminConsoleKillWithoutADatabaseKillsEveryDatabase(t *testing.T) {
+	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
+	ctx := testContext(t)
+	app := ferrytest.Connect(t, ctx, f.AppDSN())
+	if _, err := app.Exec(context.Background(), "select 1"); err != nil {
+		t.Fatal(err)
+	}
+	pc := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
+	if r := mustAdmin(t, pc, "KILL"); r.tag != "KILL" {
+		t.Fatalf("KILL tag %q", r.tag)
+	}
+	_, err := app.Exec(context.Background(), "select 1")
+	wantPgError(t, err, "08P01", "database removed")
+	if p := mustAdmin(t, pc, "SHOW POOLS").row("database", "app"); p["paused"] != "1" {
+		t.Fatalf("pool after KILL = %v", p)
+	}
+	mustAdmin(t, pc, "RESUME") // the console was spared
 	app2 := ferrytest.Connect(t, ctx, f.AppDSN())
 	if _, err := app2.Exec(context.Background(), "select 1"); err != nil {
 		t.Fatal(err)

@@ -132,7 +132,7 @@ func (b adminBackend) KillClients(db string) int {
 	n := 0
 	var running []killedQuery
 	for _, ss := range sessions {
-		if !ss.admin && ss.database == db {
+		if !ss.admin && (db == "" || ss.database == db) {
 			if sc := ss.kill(evKillDatabase); sc != nil {
 				running = append(running, killedQuery{ss, sc})
 			}

@@ -35,8 +35,9 @@ type Backend interface {
 	// Pools returns the pools of database db, or every pool when db is "".
 	// The set is fixed when Pools returns.
 	Pools(db string) PoolSet
-	// KillClients ends every client of database db, admin console clients
-	// excepted, and returns how many it ended. It does not wait for them.
+	// KillClients ends every client of database db (of every database
+	// when db is ""), admin console clients excepted, and returns how many
+	// it ended. It does not wait for them.
 	KillClients(db string) int
 	// KillClient ends the client with id id (ClientInfo.ID) and reports
 	// whether there was one; admin console clients are not ended.

@@ -120,12 +120,10 @@ func (c *Console) killClient(arg string) error {
 	return nil
 }
 
-// kill drops every client of db and its server connections now. As in
-// PgBouncer, db's pools stay paused until RESUME.
+// kill drops every client of db and its server connections now; no db is
+// every database but the console's, as in PgBouncer 1.23+ (1.18 refused
+// it). As in PgBouncer, the pools stay paused until RESUME.
 func (c *Console) kill(db string) error {
-	if db == "" {
-		return adminError("a database is required")
-	}
 	ps, err := c.targets(db)
 	if err != nil {
 		return err

@@ -218,7 +218,7 @@ const help = `
 	RESUME [<db>]
 	RECONNECT [<db>]
 	WAIT_CLOSE [<db>]
-	KILL <db>
+	KILL [<db>]
 	KILL_CLIENT <ptr>
 	SHUTDOWN`
 
