@@ -239,6 +239,8 @@ func TestValidateNamesTheKeyOfEachProblem(t *testing.T) {
 		want string
 	}{
 		{name: "port out of range", db: "port = 70000", want: "databases.app.port: must be between 1 and 65535, got 70000"},
+		{name: "unix socket host", db: `host = "/var/run/postgresql"`, want: `databases.app.host: "/var/run/postgresql" is a unix socket directory; pgferry reaches servers over TCP only`},
+		{name: "abstract unix socket in a host list", db: `host = "db1,@pg"`, want: `databases.app.host: "@pg" is a unix socket`},
 		{name: "listen port out of range", top: "listen_port = -1", want: "listen_port: must be between 0 and 65535"},
 		{name: "unknown pool mode", top: `pool_mode = "statement"`, want: `pool_mode: must be one of "transaction", "session", got "statement"`},
 		{name: "unknown database pool mode", db: `pool_mode = "stmt"`, want: "databases.app.pool_mode"},

@@ -190,6 +190,7 @@ func TestINIErrorsNameTheKey(t *testing.T) {
 		{name: "include of a device", doc: "[pgbouncer]\n%include /dev/zero\n" + iniDB, want: "line 2: %include /dev/zero: not a regular file"},
 		{name: "include without a file", doc: "%include \n" + iniDB, want: `line 1: expected "key = value"`},
 		{name: "statement pooling", doc: "[pgbouncer]\nauth_type = trust\npool_mode = statement\n" + iniDB, want: "pool_mode: must be one of"},
+		{name: "unix socket host", doc: "[pgbouncer]\nauth_type = trust\n[databases]\napp = host=/var/run/postgresql port=5433\n", want: `databases.app.host: "/var/run/postgresql" is a unix socket directory`},
 		{name: "database without host", doc: "[pgbouncer]\nauth_type = trust\n[databases]\napp = dbname=x\n", want: "databases.app.host: required"},
 	}
 	for _, tc := range tests {

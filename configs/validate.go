@@ -455,6 +455,20 @@ func (c *Config) validateTLS(p *problems) {
 	}
 }
 
+// tcpHost refuses a server host pgferry cannot dial: PgBouncer (and libpq)
+// take a host beginning with "/" for a unix socket directory and one
+// beginning with "@" for a socket in the abstract namespace, which a
+// pgbouncer.ini may hold; pgferry dials TCP only, and would otherwise fail
+// every login at run time.
+func (p *problems) tcpHost(key, h string) {
+	switch {
+	case strings.HasPrefix(h, "/"):
+		p.add(key, "%q is a unix socket directory; pgferry reaches servers over TCP only (give the server's TCP address, e.g. 127.0.0.1)", h)
+	case strings.HasPrefix(h, "@"):
+		p.add(key, "%q is a unix socket in the abstract namespace; pgferry reaches servers over TCP only", h)
+	}
+}
+
 // validateDatabase checks one [databases] entry. aliases maps each
 // readonly_alias seen so far to the database declaring it.
 func (c *Config) validateDatabase(p *problems, name string, db Database, aliases map[string]string) {
@@ -469,6 +483,7 @@ func (c *Config) validateDatabase(p *problems, name string, db Database, aliases
 			if strings.TrimSpace(h) == "" {
 				p.add(key("host"), "host %d of the list %q is empty", i+1, db.Host)
 			}
+			p.tcpHost(key("host"), strings.TrimSpace(h))
 		}
 	}
 	p.between(key("port"), int64(db.Port), 1, 65535)
@@ -510,6 +525,7 @@ func (c *Config) validateDatabase(p *problems, name string, db Database, aliases
 		if strings.TrimSpace(r.Host) == "" {
 			p.add(rkey("host"), "required")
 		}
+		p.tcpHost(rkey("host"), strings.TrimSpace(r.Host))
 		p.between(rkey("port"), int64(r.Port), 1, 65535)
 		p.atLeast(rkey("weight"), int64(r.Weight), 1)
 	}
