@@ -425,6 +425,9 @@ func TestPgBouncerINIConvertsAndRoundTripsThroughTOML(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantWarnings := []string{
+		"databases.reports.host: pgferry takes a host list for failover: each new server connection goes to the first host " +
+			"that accepts writes; PgBouncer spreads new connections over all the hosts in turn (load_balance_hosts, " +
+			"round-robin by default) whether they accept writes or not. List read replicas under replicas (TOML) instead",
 		"pgbouncer.logfile is not supported by pgferry and is ignored",
 		"pgbouncer.pidfile is not supported by pgferry and is ignored",
 		"pgbouncer.unix_socket_mode is not supported by pgferry and is ignored",

@@ -160,6 +160,12 @@ func (r *iniReader) read(name string, data []byte, depth int) {
 				r.errs = append(r.errs, err)
 				continue
 			}
+			if strings.Contains(db.Host, ",") {
+				// PgBouncer config.md, host and load_balance_hosts.
+				warnf("databases.%s.host: pgferry takes a host list for failover: each new server connection goes to the first host "+
+					"that accepts writes; PgBouncer spreads new connections over all the hosts in turn (load_balance_hosts, "+
+					"round-robin by default) whether they accept writes or not. List read replicas under replicas (TOML) instead", quoteKey(key))
+			}
 			c.Databases[key] = db
 		case iniSectionUsers:
 			u := User{}

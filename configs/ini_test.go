@@ -128,6 +128,12 @@ func TestINIReadsSettings(t *testing.T) {
 			},
 		},
 		{
+			name:    "a host list warns that pgferry fails over where PgBouncer balances",
+			doc:     "[pgbouncer]\nauth_type = trust\n[databases]\napp = host=db1,db2 port=5432\n",
+			check:   func(c *Config) bool { return c.Databases["app"].Host == "db1,db2" },
+			warning: "databases.app.host: pgferry takes a host list for failover",
+		},
+		{
 			name:  "PgBouncer's reserve_pool_size alias in a database line",
 			doc:   "[pgbouncer]\nauth_type = trust\n[databases]\napp = host=h reserve_pool_size=4\n",
 			check: func(c *Config) bool { return c.Databases["app"].ReservePool == 4 },
