@@ -132,6 +132,16 @@ func (h routerHooks) PoolHooks(database, user string) pool.Hooks {
 	}
 }
 
+// PoolForgotten drops the hook-fed series of a pool pgferry dropped for
+// good (router.PoolForgetter): a pool of a database the wildcard entry
+// resolved that does not exist.
+func (h routerHooks) PoolForgotten(database, user string) {
+	h.m.poolWait.DeleteLabelValues(database, user)
+	h.m.outages.DeleteLabelValues(database, user)
+	h.m.serverLogins.DeleteLabelValues(database, user, "success")
+	h.m.serverLogins.DeleteLabelValues(database, user, "failure")
+}
+
 type poolHooks struct {
 	wait, outage       prometheus.Observer
 	loginOK, loginFail prometheus.Counter

@@ -47,6 +47,9 @@ func (ss *session) acquireError(err error) error {
 		}
 		return protocol.Fatal(protocol.SQLStateConnectionFailure, "server login has been failing, cached error: "+msg+" (server_login_retry)")
 	case errors.As(err, &se):
+		if se.Code == protocol.SQLStateInvalidCatalogName {
+			ss.srv.forgetMissingDatabase(ss.entry)
+		}
 		return &relayedError{frame: se.Frame, err: err}
 	case errors.Is(err, pool.ErrWaitTimeout),
 		errors.Is(err, context.DeadlineExceeded) && !errors.As(err, new(*pool.DialError)):
