@@ -490,3 +490,28 @@ func TestShowConfigPrintsValuesAsPgBouncerDoes(t *testing.T) {
 		t.Errorf("SHOW CONFIG lists the client_entra table as %q", v)
 	}
 }
+
+// TestShowListsHasPgBouncer125sRows: the rows of SHOW LISTS, in PgBouncer
+// 1.25.2's order (admin.c admin_show_lists; read from it by hand).
+func TestShowListsHasPgBouncer125sRows(t *testing.T) {
+	b := newFakeBackend()
+	b.cfg.Peers = map[string]configs.Peer{"1": {Host: "10.0.0.1"}, "2": {Host: "10.0.0.2"}}
+	got, err := run(t, b, &fakeSession{}, false, frames(t, &pgproto3.Query{String: "SHOW LISTS"}))
+	if !errors.Is(err, ErrDone) {
+		t.Fatalf("Serve = %v", err)
+	}
+	var names []string
+	for _, line := range got {
+		if row, ok := strings.CutPrefix(line, "D "); ok {
+			names = append(names, strings.Split(row, "|")[0])
+			if strings.HasPrefix(row, "peers|") && row != "peers|2" {
+				t.Errorf("SHOW LISTS row %q, want peers|2", row)
+			}
+		}
+	}
+	want := []string{"databases", "users", "peers", "pools", "peer_pools", "free_clients", "used_clients", "login_clients",
+		"free_servers", "used_servers", "dns_names", "dns_zones", "dns_queries", "dns_pending"}
+	if !slices.Equal(names, want) {
+		t.Errorf("SHOW LISTS rows\n got %q\nwant %q", names, want)
+	}
+}

@@ -29,7 +29,10 @@ func (c *Console) showLists(rs *resultSet) {
 		k string
 		v int
 	}{
-		{"databases", len(cfg.Databases)}, {"users", len(cfg.Users)}, {"pools", len(snap.Pools)},
+		// PgBouncer 1.25's rows and order (admin.c admin_show_lists);
+		// pgferry keeps no pools for peers, which only take cancels.
+		{"databases", len(cfg.Databases)}, {"users", len(cfg.Users)}, {"peers", len(cfg.Peers)},
+		{"pools", len(snap.Pools)}, {"peer_pools", 0},
 		{"free_clients", 0}, {"used_clients", int(snap.Clients)}, {"login_clients", max(0, int(snap.Clients)-logged)},
 		{"free_servers", 0}, {"used_servers", servers},
 		{"dns_names", 0}, {"dns_zones", 0}, {"dns_queries", 0}, {"dns_pending", 0},
