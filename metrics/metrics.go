@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"maps"
 	"runtime"
 	"slices"
 	"sync"
@@ -47,9 +48,13 @@ type Metrics struct {
 	rejected     *prometheus.CounterVec
 	rejectedBy   map[string]prometheus.Counter // pre-bound children of rejected
 
-	// tokenMu guards tokens, the Entra ID token sources to export.
-	tokenMu sync.Mutex
-	tokens  []tokenSource
+	// tokenMu guards tokens, the Entra ID token sources to export, and
+	// tokenBase, per database the counters of the sources removed, which
+	// the latest source's are added to so that they do not go backwards
+	// when a reload replaces a database's source.
+	tokenMu   sync.Mutex
+	tokens    []tokenSource
+	tokenBase map[string]entra.Stats
 }
 
 // New creates pgferry's metrics and registers them on reg, which should be
@@ -421,6 +426,7 @@ func (c *snapshotCollector) collectTokens(ch chan<- prometheus.Metric) {
 	}
 	c.m.tokenMu.Lock()
 	sources := append([]tokenSource(nil), c.m.tokens...)
+	base := maps.Clone(c.m.tokenBase)
 	c.m.tokenMu.Unlock()
 	seen := make(map[string]bool, len(sources))
 	for i := len(sources) - 1; i >= 0; i-- {
@@ -432,15 +438,16 @@ func (c *snapshotCollector) collectTokens(ch chan<- prometheus.Metric) {
 		}
 		seen[ts.database] = true
 		st := ts.src.Stats()
+		counts := addTokenCounters(st, base[ts.database])
 		exp := 0.0
 		if !st.ExpiresOn.IsZero() {
 			exp = float64(st.ExpiresOn.Unix())
 		}
 		gauge(descTokenExpiry, exp, ts.database)
-		counter(descTokenRefreshes, float64(st.Refreshes), ts.database)
-		counter(descTokenRejections, float64(st.Rejections), ts.database)
+		counter(descTokenRefreshes, float64(counts.Refreshes), ts.database)
+		counter(descTokenRejections, float64(counts.Rejections), ts.database)
 		for i := entra.Reason(0); i < entra.NumReasons; i++ {
-			counter(descTokenFailures, float64(st.FailuresByReason[i]), ts.database, entra.ReasonName(i))
+			counter(descTokenFailures, float64(counts.FailuresByReason[i]), ts.database, entra.ReasonName(i))
 		}
 	}
 }
@@ -470,8 +477,29 @@ func (m *Metrics) AddTokenSource(database string, src interface{ Stats() entra.S
 
 // RemoveTokenSource stops exporting src (a source that was closed). Safe
 // for concurrent use.
+// Its counters stay in those of the database's next source.
 func (m *Metrics) RemoveTokenSource(src interface{ Stats() entra.Stats }) {
 	m.tokenMu.Lock()
-	m.tokens = slices.DeleteFunc(m.tokens, func(ts tokenSource) bool { return ts.src == src })
-	m.tokenMu.Unlock()
+	defer m.tokenMu.Unlock()
+	m.tokens = slices.DeleteFunc(m.tokens, func(ts tokenSource) bool {
+		if ts.src != src {
+			return false
+		}
+		if m.tokenBase == nil {
+			m.tokenBase = make(map[string]entra.Stats)
+		}
+		m.tokenBase[ts.database] = addTokenCounters(m.tokenBase[ts.database], src.Stats())
+		return true
+	})
+}
+
+// addTokenCounters returns st with o's counters added.
+func addTokenCounters(st, o entra.Stats) entra.Stats {
+	st.Refreshes += o.Refreshes
+	st.Requests += o.Requests
+	st.Rejections += o.Rejections
+	for i := range st.FailuresByReason {
+		st.FailuresByReason[i] += o.FailuresByReason[i]
+	}
+	return st
 }

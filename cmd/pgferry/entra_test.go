@@ -29,9 +29,10 @@ func TestAReloadThatChangesADatabasesEntraIdentityRetiresItsOldTokenSource(t *te
 		id := r.URL.Query().Get("client_id")
 		mu.Lock()
 		asked[id]++
+		n := asked[id]
 		mu.Unlock()
 		fmt.Fprintf(w, `{"access_token":%q,"expires_on":"%d","resource":%q,"token_type":"Bearer"}`,
-			"token-of-"+id, time.Now().Add(time.Hour).Unix(), r.URL.Query().Get("resource"))
+			fmt.Sprintf("token-of-%s-%d", id, n), time.Now().Add(time.Hour).Unix(), r.URL.Query().Get("resource"))
 	}))
 	defer fake.Close()
 	t.Setenv("IDENTITY_ENDPOINT", fake.URL+"/msi/token")
@@ -59,7 +60,13 @@ func TestAReloadThatChangesADatabasesEntraIdentityRetiresItsOldTokenSource(t *te
 		t.Fatal(err)
 	}
 	old := src.(*entra.TokenSource)
-	if _, err := old.Password(ctx); err != nil {
+	// Two tokens: the server refused the first.
+	tok, err := old.Password(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Rejected(tok)
+	if tok, err = old.Password(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -76,19 +83,27 @@ func TestAReloadThatChangesADatabasesEntraIdentityRetiresItsOldTokenSource(t *te
 		t.Fatalf("the scrape fails after the reload: %v", err)
 	}
 	for _, f := range fams {
-		if f.GetName() == "pgferry_auth_entra_token_refreshes_total" && len(f.GetMetric()) != 1 {
+		if f.GetName() != "pgferry_auth_entra_token_refreshes_total" {
+			continue
+		}
+		if len(f.GetMetric()) != 1 {
 			t.Fatalf("%d series of %s, want the database's one", len(f.GetMetric()), f.GetName())
+		}
+		// The old source's tokens count on: the counter does not go back
+		// to the new source's count (0, or 1 once its refresher has a token).
+		if v := f.GetMetric()[0].GetCounter().GetValue(); v < 2 {
+			t.Fatalf("%s = %v after the reload, want at least 2 (the old identity's tokens)", f.GetName(), v)
 		}
 	}
 	// The old source is closed: with its token dropped it would ask
 	// nobody; a source still running would ask the endpoint again.
-	old.Rejected("token-of-" + oldID)
+	old.Rejected(tok)
 	if _, err := old.Password(ctx); !errors.Is(err, entra.ErrClosed) {
 		t.Fatalf("the old identity's source still serves after the reload: %v", err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if asked[oldID] != 1 {
-		t.Fatalf("the old identity was asked for %d tokens, want 1 (before the reload)", asked[oldID])
+	if asked[oldID] != 2 {
+		t.Fatalf("the old identity was asked for %d tokens, want 2 (before the reload)", asked[oldID])
 	}
 }
