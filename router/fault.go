@@ -17,6 +17,10 @@ var fault atomic.Pointer[func(ss *session, where string)]
 //     loop hands a session or a login to (see SetLoopHandbackFault);
 //   - "process": a client request about to go to the server, mu and wmu
 //     held (send; closeLocally's Close in its place);
+//   - "local": a Close of one of the client's named statements, or a
+//     simple Query that is a DEALLOCATE of one, about to be looked at with
+//     no lock held, before pgferry answers it itself if no server is
+//     linked (closeLocally, deallocQuery);
 //   - "server frame": a server frame other than a data row, a notice or
 //     copy data, about to be noted, mu held (relayServer; in the relay
 //     loop, not a frame of a simple query's answer that changes nothing,

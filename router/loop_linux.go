@@ -460,7 +460,9 @@ func needsServer(typ byte) bool {
 // the Execute's look finds none; it is here so that an Execute the loop
 // serves cannot wait whatever the session holds. (A Bind, Describe, Close
 // or Sync that concerns one waits for nothing: a Bind or Close of one only
-// updates pgferry's maps, noteBind and noteClose.)
+// updates pgferry's maps, noteBind and noteClose.) Nor does a Bind or
+// Describe the loop serves wait for a drop's answer (stmtswait.go): one
+// that would is the goroutine's.
 func (ss *session) loopServes(typ byte, frame []byte) bool {
 	switch typ {
 	case protocol.MsgQuery:
@@ -480,8 +482,13 @@ func (ss *session) loopServes(typ byte, frame []byte) bool {
 			return ok && r.statePortals[string(portal)] == nil
 		}
 		return true
-	case protocol.MsgBind, protocol.MsgDescribe, protocol.MsgClose,
-		protocol.MsgSync, protocol.MsgFlush:
+	case protocol.MsgBind, protocol.MsgDescribe:
+		// (One that waits for a drop's answer waits on a goroutine:
+		// stmtswait.go. Only a client that closed a statement has a drop
+		// in the loop: closeSent.)
+		t := ss.stmts
+		return t == nil || len(t.drops) == 0 || !ss.behindDrop(typ, frame)
+	case protocol.MsgClose, protocol.MsgSync, protocol.MsgFlush:
 		return true
 	}
 	return false

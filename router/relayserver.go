@@ -286,6 +286,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				if completes(head.kind, typ) {
 					ss.q.pop()
 					swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow || head.kind == kGuard
+					if head.kind == kClose {
+						ss.closeAnswered(ss.q.answered()) // (stmtsclose.go: the client's name goes for good)
+					}
 				}
 				if head.tag != tagNone && typ == protocol.MsgEmptyQuery {
 					switch {
@@ -391,8 +394,9 @@ func (ss *session) skipToSync(sc *pool.ServerConn, code []byte) {
 // was skipped is forgotten, one whose eviction Close was skipped is cached
 // again (a Close and a Parse of one statement in the same run undo to
 // where it stood before both). Their pending SETs never run
-// (skippedParams), nor their drops of every statement, which give back
-// what they set aside (dropUndone). mu is held.
+// (skippedParams), nor their drops, of every statement or of one name
+// (a DEALLOCATE, a Close: closeSent), which give back what they set aside
+// (dropUndone). mu is held.
 func (ss *session) dropSkipped(sc *pool.ServerConn, n int) {
 	q := &ss.q
 	if ss.pendingParams() {
@@ -402,7 +406,7 @@ func (ss *session) dropSkipped(sc *pool.ServerConn, n int) {
 	drops := ss.stmts != nil && len(ss.stmts.drops) > 0
 	for i := n - 1; i >= 0; i-- {
 		e := q.buf[(q.head+i)%len(q.buf)]
-		if drops && (e.kind == kQuery || e.kind == kExecute) {
+		if drops && (e.kind == kQuery || e.kind == kExecute || e.kind == kClose) {
 			ss.dropUndone(sc, q.answered()+1+uint64(i))
 		}
 		switch {

@@ -71,17 +71,19 @@ type clientStmts struct {
 }
 
 // pendingDrop is a drop of every statement (DEALLOCATE ALL, DISCARD ALL),
-// or a DEALLOCATE of one of the client's names (deallocSent, which drops
-// none of the server's statements), sent to the linked server and not yet
-// answered: what it takes, set
+// or of one of the client's names, which drops none of the server's
+// statements: a DEALLOCATE of it (deallocSent) or a Close (closeSent),
+// sent to the linked server and not yet answered: what it takes, set
 // aside as it went (dropSent), so that the messages behind it see the
 // statements gone, and given back if the server does not run it. seq is
-// the number of its request (ring.seq). named holds the client's names it
+// the number of its request (ring.seq). one is the name a drop of one
+// name drops ("": every statement). named holds the client's names it
 // drops; keys the server's statements it drops, as sc's cache had them,
 // most recently used first (0: one prepared again since, addServerStmt:
 // its Close and Parse behind the drop say what the server has of it).
 type pendingDrop struct {
 	seq   uint64
+	one   string
 	named map[string]*clientStmt
 	keys  []uint64
 }
@@ -329,10 +331,10 @@ func (ss *session) dropRan(seq uint64) {
 // it after an error of its pipeline (dropSkipped), or was lost first
 // (lostServer; sc nil). What it set aside comes back: the client's names,
 // but for those it has prepared again since, and sc's cached statements,
-// but for those prepared or closed again since (pendingDrop.keys). While a
-// later drop is still unanswered, they join what that one set aside
-// instead: they were the client's and the server's when it went. mu is
-// held.
+// but for those prepared or closed again since (pendingDrop.keys). A
+// later drop still unanswered that drops them takes them instead (one of
+// every statement takes all, one of a name that name: laterDrop): they
+// were the client's and the server's when it went. mu is held.
 func (ss *session) dropUndone(sc *pool.ServerConn, seq uint64) {
 	t := ss.stmts
 	if t == nil {
@@ -346,15 +348,13 @@ func (ss *session) dropUndone(sc *pool.ServerConn, seq uint64) {
 		return
 	}
 	d := t.drops[i]
-	t.popDrop(i)
+	t.popDrop(i) // (t.drops[i:] went after it)
 	if ss.stopping {
 		ss.releaseNamed(d.named) // (the session ended: releaseStmts)
 		return
 	}
-	named := &t.named
-	if i < len(t.drops) {
-		later := &t.drops[i]
-		named = &later.named
+	if j := t.laterDrop(i, ""); j >= 0 {
+		later := &t.drops[j]
 		for _, k := range d.keys {
 			if k != 0 {
 				later.keys = append(later.keys, k) // (used less recently than its own)
@@ -368,7 +368,11 @@ func (ss *session) dropUndone(sc *pool.ServerConn, seq uint64) {
 		}
 	}
 	for name, st := range d.named {
-		if t.named[name] != nil || (named != &t.named && (*named)[name] != nil) {
+		named := &t.named
+		if j := t.laterDrop(i, name); j >= 0 {
+			named = &t.drops[j].named
+		}
+		if t.named[name] != nil || (*named)[name] != nil {
 			ss.srv.stmts.Release(st.Statement) // (prepared again since)
 			continue
 		}
@@ -377,6 +381,19 @@ func (ss *session) dropUndone(sc *pool.ServerConn, seq uint64) {
 		}
 		(*named)[name] = st
 	}
+}
+
+// laterDrop returns the index of the first of t's unanswered drops from
+// the i-th on that drops the client's statement name: one of every
+// statement, or of that name alone; for name "", the first of every
+// statement. -1: none does.
+func (t *clientStmts) laterDrop(i int, name string) int {
+	for j := i; j < len(t.drops); j++ {
+		if one := t.drops[j].one; one == "" || one == name {
+			return j
+		}
+	}
+	return -1
 }
 
 // dropsLost settles every drop still unanswered as one the server did not
@@ -576,45 +593,4 @@ func (ss *session) processDescribe(sc *pool.ServerConn, frame []byte) {
 	ss.ensureStmt(sc, st)
 	ss.q.push(expect{kind: kDescribe, key: st.ID})
 	sc.Wr.SetBuffer(protocol.AppendDescribe(sc.Wr.Buffer(), 'S', st.Name))
-}
-
-// closeLocally handles Close of a named statement: the client forgets it,
-// the server keeps its copy in its LRU. The CloseComplete must arrive in
-// order, so with a server linked a Close of a name that never exists goes
-// to the server instead. It reports whether the frame was fully handled.
-func (ss *session) closeLocally(frame []byte) bool {
-	body := protocol.Body(frame)
-	if len(body) < 2 || body[0] != 'S' || ss.srv.cfg.Load().MaxPreparedStatements == 0 {
-		return false
-	}
-	name, _, ok := protocol.CString(body[1:])
-	if !ok || len(name) == 0 {
-		return false
-	}
-	ss.mu.Lock()
-	ss.forgetStmt(name) // (under mu: a failed drop's answer puts names back, dropUndone)
-	sc := ss.server
-	if sc == nil && ss.has(stSkipToSync) {
-		ss.mu.Unlock()
-		return true // (its server lost since handleFrame looked: skipped)
-	}
-	if sc == nil {
-		ss.mu.Unlock()
-		ss.joinPump()
-		ss.wr.SetBuffer(protocol.AppendEmpty(ss.wr.Buffer(), protocol.MsgCloseComplete))
-		ss.flushClientIfIdle()
-		return true
-	}
-	ss.wmu.Lock()
-	ss.ownerHeld = heldMu | heldWmu // (as in send: for a panic's recover)
-	ss.faultAt("process")
-	ss.q.open = true // (as process: an extended-protocol request went out)
-	ss.q.push(expect{kind: kClose})
-	sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', noopStmt))
-	ss.ownerHeld = heldWmu
-	ss.mu.Unlock()
-	ss.flushServerIfIdle(sc)
-	ss.ownerHeld = 0
-	ss.wmu.Unlock()
-	return true
 }

@@ -62,13 +62,17 @@ var standInBody = []byte("SELECT\x00\x00\x00")
 
 // deallocQuery serves a simple Query that is one DEALLOCATE of name (see
 // above), sql its text, if the client holds a statement of that name.
-// done reports that it answered the query itself.
+// done reports that it answered the query itself. A session that skips to
+// its client's Sync (stSkipToSync: its server was lost since handleFrame
+// looked) skips the query, as PostgreSQL would, and the client keeps its
+// statement: the query is left to handleFrame, which skips it (link).
 func (ss *session) deallocQuery(name string, sql []byte) (done bool, err error) {
 	if ss.srv.cfg.Load().MaxPreparedStatements == 0 {
 		return false, nil
 	}
+	ss.faultAt("local")
 	ss.mu.Lock()
-	if t := ss.stmts; t == nil || t.named[name] == nil {
+	if t := ss.stmts; t == nil || t.named[name] == nil || (ss.server == nil && ss.has(stSkipToSync)) {
 		ss.mu.Unlock()
 		return false, nil
 	}
@@ -151,7 +155,7 @@ func (ss *session) deallocSent(t *clientStmts) {
 		return
 	}
 	delete(t.named, name)
-	t.drops = append(t.drops, pendingDrop{seq: ss.q.seq, named: map[string]*clientStmt{name: st}})
+	t.drops = append(t.drops, pendingDrop{seq: ss.q.seq, one: name, named: map[string]*clientStmt{name: st}})
 	ss.forgetStmtClass(name)
 }
 

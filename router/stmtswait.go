@@ -12,8 +12,9 @@ import (
 	"github.com/pgferry/pgferry/protocol"
 )
 
-// A drop (DEALLOCATE ALL, DISCARD ALL, a DEALLOCATE of one name) sets the
-// client's names aside as it goes (dropSent, deallocSent), and the
+// A drop (DEALLOCATE ALL, DISCARD ALL, a DEALLOCATE or a Close of one
+// name) sets the client's names aside as it goes (dropSent, deallocSent,
+// closeSent), and the
 // messages behind it see them gone until its answer puts them back or lets
 // them go. Up to the end of the drop's run, that is PostgreSQL's answer
 // either way: a Bind of one gets 26000 after a drop that ran, and is
@@ -26,9 +27,8 @@ import (
 // errAwaitDrop, awaitDrop), and then goes as the statement stands. The
 // server answers that drop without more from the client: it is flushed at
 // the ReadyForQuery that ends its run, already sent. Only the session's
-// goroutine waits; the relay loop serves no session with a drop
-// unanswered (loopable: such a session has a server linked), and goes on
-// as before if it ever did.
+// goroutine waits: the relay loop hands such a Bind or Describe to it
+// (loopServes; a Close is the only drop the loop sends).
 
 // errAwaitDrop is send's report that the frame must wait for a drop's
 // answer (awaitDrop) before it goes.
@@ -36,8 +36,20 @@ var errAwaitDrop = errors.New("a drop's answer first")
 
 // bindsBehindDrop reports whether frame, a Bind or Describe (typ), names a
 // statement of the client that a drop still unanswered set aside, and the
-// end of the drop's run was sent since (see above). mu is held.
+// end of the drop's run was sent since (see above), unless the frame is
+// to go without waiting (noWait). mu is held.
 func (ss *session) bindsBehindDrop(typ byte, frame []byte) bool {
+	if t := ss.stmts; t.noWait {
+		t.noWait = false
+		return false
+	}
+	return ss.behindDrop(typ, frame)
+}
+
+// behindDrop is bindsBehindDrop but for noWait, which it leaves alone: the
+// relay loop asks it without mu (loopServes), as the only writer of the
+// session's state while it serves it.
+func (ss *session) behindDrop(typ byte, frame []byte) bool {
 	body := protocol.Body(frame)
 	var name []byte
 	var ok bool
@@ -49,10 +61,6 @@ func (ss *session) bindsBehindDrop(typ byte, frame []byte) bool {
 		name, _, ok = protocol.CString(body[1:])
 	}
 	t := ss.stmts
-	if t.noWait {
-		t.noWait = false
-		return false
-	}
 	if !ok || len(name) == 0 || t.named[string(name)] != nil {
 		return false
 	}
