@@ -69,7 +69,32 @@ type ring struct {
 	// word: the session, one per client, stays in its size class.)
 	ignored bool
 	doubt   bool
+	// asked is the number (its low 32 bits) of the last request the
+	// server answers without waiting for more from the client: a Sync, a
+	// simple Query or a FunctionCall, or the last request sent before a
+	// Flush, CopyDone or CopyFail. PostgreSQL holds the answers of an
+	// extended-protocol group in its output buffer until it sends a
+	// ReadyForQuery or reads a Flush (postgres.c; an error goes out at
+	// once), so up to asked the server's answers are owed now (owesNow),
+	// and those of the requests after it (a group its client has not
+	// ended yet) once such a message follows them. (An extended-protocol
+	// COPY's CommandComplete may wait for the Sync after its CopyDone:
+	// counting CopyDone here at worst has a relay wait, and hand the loan
+	// to a pump, as before.) clear sets it to seq: nothing is owed. 32
+	// bits are enough, compared with answered as a difference: within a
+	// loan, asked and answered never lie 2^31 requests apart; and they
+	// share the flags' word, so the session, one per client, stays in
+	// its size class.
+	asked uint32
 }
+
+// ask notes that everything sent so far is answered now (see asked).
+func (r *ring) ask() { r.asked = uint32(r.seq) }
+
+// owesNow reports whether the server owes answers it sends without
+// waiting for the client (see asked): a relay reads them now, and not
+// those that come after them.
+func (r *ring) owesNow() bool { return int32(r.asked-uint32(r.answered())) > 0 }
 
 // push records a request. It is inlined on the relay's path: the rare
 // growth of the buffer is grow's.
@@ -135,6 +160,7 @@ func (r *ring) pop() {
 
 func (r *ring) clear() {
 	r.head, r.n, r.open, r.copyIn, r.copyEnd, r.ignored, r.doubt = 0, 0, false, false, 0, false, false
+	r.asked = uint32(r.seq)
 }
 
 // popAnswered pops the request at the head, which the server has

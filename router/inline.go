@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pgferry/pgferry/pool"
-	"github.com/pgferry/pgferry/protocol"
 )
 
 // inlineBudget bounds how long the session goroutine waits for the server
@@ -35,20 +34,21 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 }
 
 // relayInline relays the server's responses on the session goroutine
-// itself when a request that asks for them has just been sent: no second
-// goroutine, no handoff between the two, and so none of the wake-ups that
-// cost more CPU than the relaying itself. It stops when the server owes
-// nothing more (the server released, or linked and idle inside the
-// transaction), and hands the loan to a pump when the server waits for the
-// client (COPY FROM STDIN), answers slower than inlineBudget, or the session
-// now needs its server watched between requests (pinned, session mode, a
-// cancel in flight).
-func (ss *session) relayInline(sc *pool.ServerConn, typ byte) {
-	if !ss.inline || ss.loop != 0 || !ss.answersNow(typ) {
+// itself once a request that has the server answer has gone to it: no
+// second goroutine, no handoff between the two, and so none of the
+// wake-ups that cost more CPU than the relaying itself. It stops when the
+// server owes nothing more now (the server released, or linked and idle
+// inside the transaction, or holding the answers of a group its client
+// has not ended yet: see ring.asked), and hands the loan to a pump when
+// the server waits for the client (COPY FROM STDIN), answers slower than
+// inlineBudget, or the session now needs its server watched between
+// requests (pinned, session mode, a cancel in flight).
+func (ss *session) relayInline(sc *pool.ServerConn) {
+	if !ss.inline || ss.loop != 0 || ss.rd.HasFrame() {
 		return // (the relay loop relays answers itself: turn)
 	}
 	ss.mu.Lock()
-	owed := ss.q.n > 0 && ss.server == sc
+	owed := ss.q.owesNow() && ss.server == sc
 	ss.mu.Unlock()
 	if owed && ss.relayServer(sc, true) == relayHandoff {
 		ss.handOff(sc)
@@ -56,19 +56,13 @@ func (ss *session) relayInline(sc *pool.ServerConn, typ byte) {
 }
 
 // answersNow reports whether the server owes answers to relay now, after
-// the client frame of type typ went to it: the frame asks for them, and no
-// more client frames are buffered (the server gets those first, in one
-// write).
-func (ss *session) answersNow(typ byte) bool {
-	if ss.rd.HasFrame() {
-		return false
-	}
-	switch typ {
-	case protocol.MsgQuery, protocol.MsgSync, protocol.MsgFlush, protocol.MsgFunctionCall,
-		protocol.MsgCopyDone, protocol.MsgCopyFail:
-		return true
-	}
-	return false // the server answers nothing before a Sync or Flush
+// a client frame went to it: a request that has the server answer went to
+// it since the answers were last relayed (ring.asked: a Sync, a Query, a
+// Flush, ..., also one followed by more of the next group, a Parse or an
+// Execute), and no more client frames are buffered (the server gets those
+// first, in one write). The relay loop's own: the caller owns the ring.
+func (ss *session) answersNow() bool {
+	return !ss.rd.HasFrame() && ss.q.owesNow()
 }
 
 // handOff starts a pump for the rest of the loan. The inline budget's read

@@ -385,14 +385,14 @@ func (p *parker) request(ss *session) bool {
 		// while the goroutine writes, as on a goroutine.
 		p.evict(ss, "the server takes no more", true)
 		return false
-	case owed > loopMaxOwed && !ss.answersNow(typ):
+	case owed > loopMaxOwed && !ss.answersNow():
 		// A long pipeline with no Sync yet: its answers pile up unread on
 		// the server, which then stops reading; a server socket under TLS
 		// would block the loop's writes. A pump reads them.
 		p.evict(ss, "a long pipeline", true)
 		return false
-	case owed == 0 || !ss.answersNow(typ):
-		return true // next request
+	case !ss.answersNow():
+		return true // next request (or a group whose Sync is to come)
 	}
 	if sc.Rd.Buffered() > 0 || sc.TLS {
 		// Answers read already, or perhaps held by TLS, which the socket's

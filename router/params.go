@@ -546,11 +546,12 @@ func (ss *session) refuse(e *protocol.Error) (bool, error) {
 	}
 	ss.q.open = false // (a Query ends the implicit transaction, as in process)
 	ss.q.push(expect{kind: kQuery})
+	ss.q.ask()
 	sc.Wr.SetBuffer(protocol.AppendQuery(sc.Wr.Buffer(), sql))
 	ss.mu.Unlock()
 	ss.flushServerIfIdle(sc)
 	ss.wmu.Unlock()
-	ss.relayInline(sc, protocol.MsgQuery)
+	ss.relayInline(sc)
 	return true, nil
 }
 

@@ -152,7 +152,7 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 		}
 		if sent != nil {
 			if err == nil {
-				ss.relayInline(sent, typ)
+				ss.relayInline(sent)
 			}
 			return err
 		}
@@ -353,7 +353,7 @@ func replicaUnreachable(err error) bool {
 func (ss *session) forwardPlain(typ byte) error {
 	sc, err := ss.forwardLinked(typ)
 	if sc != nil && err == nil {
-		ss.relayInline(sc, typ)
+		ss.relayInline(sc)
 	}
 	if sc == nil && err == nil && typ == protocol.MsgFlush {
 		// What pgferry answered itself before it (a Sync with nothing
@@ -378,6 +378,9 @@ func (ss *session) forwardLinked(typ byte) (*pool.ServerConn, error) {
 	}
 	if typ == protocol.MsgCopyDone || typ == protocol.MsgCopyFail {
 		ss.q.copyEnded() // (a Sync after it is the server's to answer)
+	}
+	if typ != protocol.MsgCopyData {
+		ss.q.ask() // (a Flush, or the end of a COPY: see ring.asked)
 	}
 	ss.wmu.Lock()
 	defer ss.wmu.Unlock()
@@ -614,6 +617,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		if ss.replays != 0 {
 			ss.syncBehind(sc) // (paramsrefused.go)
 		}
+		ss.q.ask() // (the Query's answer, and that of the Sync behind it)
 		ss.armQueryTimeout()
 	case protocol.MsgSync:
 		sc.Wr.Append(frame)
@@ -623,6 +627,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		}
 		ss.q.open = false
 		ss.q.push(expect{kind: kSync})
+		ss.q.ask()
 		ss.unnamedUnknown()
 		ss.armQueryTimeout()
 	case protocol.MsgParse:

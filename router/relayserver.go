@@ -17,8 +17,10 @@ const (
 	// relayUnlinked: the transaction ended and the server went back to the
 	// pool, or the server or the client failed; the server is unlinked.
 	relayUnlinked relayEnd = iota
-	// relayIdle (inline only): everything the server owed was relayed; the
-	// server stays linked, inside the client's transaction.
+	// relayIdle (inline only): everything the server owed now was
+	// relayed; the server stays linked, inside the client's transaction,
+	// or owing the answers of a group the client has not ended yet (see
+	// ring.asked), which the client's next Sync or Flush has it send.
 	relayIdle
 	// relayHandoff (inline only): the rest of the loan needs a pump running
 	// beside the session goroutine (see handOff); in the relay loop, a
@@ -132,12 +134,14 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		}
 		var swallow, needPump bool
 		var owed int
+		owesNow := true
 		if looped && quietInQuery(&ss.q, typ) {
 			// A frame inside a simple query's answer that changes no
 			// state (a RowDescription, ...): the loop, the only writer of
 			// the expectation ring while it serves the session (see
 			// request), reads it without mu. (Its query still owes the
-			// ReadyForQuery, so owed > 0 and needPump does not matter:
+			// ReadyForQuery, which it asked for, so owed > 0, owesNow
+			// holds, and needPump does not matter:
 			// releaseDeferred, which a cancel's end writes, is not read.)
 			owed = ss.q.n
 		} else {
@@ -302,7 +306,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					}
 				}
 			}
-			owed = ss.q.n
+			owed, owesNow = ss.q.n, ss.q.owesNow()
 			needPump = ss.releaseDeferred || ss.pinned || !ss.txnMode
 			*held = 0
 			ss.mu.Unlock()
@@ -313,7 +317,12 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		if !inline {
 			continue
 		}
-		if typ == protocol.MsgCopyInResponse || typ == protocol.MsgCopyBothResponse || (owed == 0 && needPump) {
+		// Nothing more is owed now: the server owes nothing, or only the
+		// answers of a group its client has not ended yet (no Sync or
+		// Flush went behind it: ring.asked), which come after the client
+		// sends more.
+		idle := owed == 0 || !owesNow
+		if typ == protocol.MsgCopyInResponse || typ == protocol.MsgCopyBothResponse || (idle && needPump) {
 			// (A client that would block gets the rest from the pump.)
 			if err := wr.Flush(); err != nil && err != protocol.ErrWouldBlock {
 				ss.clientFailed(sc, err)
@@ -321,7 +330,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			}
 			return relayHandoff
 		}
-		if owed == 0 {
+		if idle {
 			// (In the relay loop, a client that would block gets the rest
 			// before the loop reads its next request.)
 			if err := wr.Flush(); err != nil && err != protocol.ErrWouldBlock {

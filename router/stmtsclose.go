@@ -54,6 +54,7 @@ func (ss *session) closeLocally(frame []byte) bool {
 	ss.flushServerIfIdle(sc)
 	ss.ownerHeld = 0
 	ss.wmu.Unlock()
+	ss.relayInline(sc) // (as handleFrame's send: answers owed by what went before it)
 	return true
 }
 
