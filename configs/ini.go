@@ -50,8 +50,9 @@ const maxINIFile = 16 << 20
 // where pgferry's differ in a way that would change behaviour: auth_type
 // defaults to "md5" when the file does not set it, so existing md5 userlists
 // keep working, and an empty listen_addr (PgBouncer: unix socket only) keeps
-// pgferry's 127.0.0.1 with a warning. PgBouncer's unix_socket_dir default
-// (/tmp) is not assumed.
+// pgferry's 127.0.0.1 with a warning. pool_mode keeps pgferry's transaction,
+// with a warning when a database takes it from the unset global (PgBouncer:
+// session). PgBouncer's unix_socket_dir default (/tmp) is not assumed.
 //
 // "%include file" lines read file in place, as PgBouncer does: its lines
 // go on in the section in force, and the section it ends in stays in force
@@ -64,6 +65,16 @@ func decodeINI(data []byte, c *Config, globalsSet map[string]bool, baseDir strin
 	r.read("", data, 0)
 	if !r.authTypeSet {
 		c.AuthType = "md5"
+	}
+	if !globalsSet["pool_mode"] {
+		for _, db := range c.Databases {
+			if db.PoolMode == "" {
+				r.warnings = append(r.warnings, "pgbouncer.pool_mode is not set: pgferry pools by transaction, where PgBouncer's default is session; "+
+					"set pool_mode = session to keep PgBouncer's behaviour, or pool_mode = transaction to silence this "+
+					"(a client using session state is pinned to its server: docs/transaction-mode.md)")
+				break
+			}
+		}
 	}
 	return r.warnings, errors.Join(r.errs...)
 }

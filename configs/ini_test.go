@@ -134,6 +134,12 @@ func TestINIReadsSettings(t *testing.T) {
 			warning: "databases.app.host: pgferry takes a host list for failover",
 		},
 		{
+			name:    "an unset pool_mode warns that PgBouncer's default is session",
+			doc:     "[pgbouncer]\nauth_type = trust\n" + iniDB,
+			check:   func(c *Config) bool { return c.PoolMode == "transaction" },
+			warning: "pgbouncer.pool_mode is not set: pgferry pools by transaction, where PgBouncer's default is session",
+		},
+		{
 			name:  "PgBouncer's reserve_pool_size alias in a database line",
 			doc:   "[pgbouncer]\nauth_type = trust\n[databases]\napp = host=h reserve_pool_size=4\n",
 			check: func(c *Config) bool { return c.Databases["app"].ReservePool == 4 },
