@@ -366,6 +366,12 @@ func (p *parker) request(ss *session) bool {
 		}
 		ss.attach(sc, false, false)
 	}
+	if linked && ss.replays != 0 && ss.awaitsReplay(typ) {
+		// (paramsrefused.go: it waits for the replay's answer; the loop
+		// waits for nothing, its goroutine does.)
+		p.evict(ss, "a request behind a replay not answered yet", false)
+		return false
+	}
 	if err := ss.handleFrame(typ, size, true); err != nil {
 		if err == protocol.ErrWouldBlock {
 			ss.setLoop(loopClientOut) // handled; its answer waits for room

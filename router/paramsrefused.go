@@ -4,6 +4,7 @@
 package router
 
 import (
+	"errors"
 	"strings"
 	"unique"
 
@@ -154,4 +155,84 @@ func (ss *session) endRefused(sc *pool.ServerConn, frame []byte, end mono) relay
 	}
 	ss.releaseServer(sc, false, end)
 	return relayUnlinked
+}
+
+// A guard fails in any aborted transaction, the client's own too: a
+// request sent behind one that failed inside the client's transaction
+// (BEGIN; SELECT 1/0; then ROLLBACK, each to its Sync, sent at once)
+// would be skipped with it, its ROLLBACK or COMMIT not run, where
+// PostgreSQL runs it. So only the first request of the loan goes before
+// the server answered the replay, behind its guard (the client is idle
+// there: no transaction of its own to fail); the next one waits for that
+// answer (awaitReplay), and then goes with no guard if the replay ran, or
+// behind one that fails for the refusal if it did not. It costs a round
+// trip only to a pipeline sent at the start of a loan that replays.
+
+// errAwaitReplay is send's report that the frame begins a request that
+// must wait for the server's answer to the replay (awaitReplay).
+var errAwaitReplay = errors.New("the replay's answer first")
+
+// awaitsReplay reports whether a frame of type typ begins a request that
+// must wait for the replay's answer: the server has not answered it yet,
+// and a request went behind a guard already (its guard is still owed).
+// mu is held, or the relay loop owns the session.
+func (ss *session) awaitsReplay(typ byte) bool {
+	q := &ss.q
+	if ss.replays == 0 || ss.replays == replayRefused || q.open || typ == protocol.MsgSync {
+		return false
+	}
+	for i := range q.n {
+		if q.buf[(q.head+i)%len(q.buf)].kind == kGuard {
+			return true
+		}
+	}
+	return false
+}
+
+// awaitReplay waits until the server linked as sc answered the replay, or
+// sc is no longer linked (send then looks again): what went to sc is
+// flushed first, and the answers are relayed by the session goroutine
+// itself while the loan is inline, up to the replay's (relayServer stops
+// there: replayAnswered), else by the pump, which wakes it there or by
+// its exit. The replay is the loan's first query: its answer comes after
+// one round trip.
+func (ss *session) awaitReplay(sc *pool.ServerConn) {
+	ss.wmu.Lock()
+	sc.Wr.Flush() // (a failure is the relay's to see)
+	ss.wmu.Unlock()
+	ss.mu.Lock()
+	if ss.server != sc || ss.replays == 0 || ss.replays == replayRefused {
+		ss.mu.Unlock()
+		return
+	}
+	wake := make(chan struct{})
+	ss.ensureRareLocked().replayWait = wake
+	pump := ss.pumpDone
+	if ss.inline || pump == nil {
+		ss.mu.Unlock()
+		if ss.relayServer(sc, true) == relayHandoff {
+			ss.handOff(sc)
+		}
+	} else {
+		ss.mu.Unlock()
+		select {
+		case <-wake:
+		case <-pump:
+		}
+	}
+	ss.mu.Lock()
+	ss.rare.replayWait = nil
+	ss.mu.Unlock()
+}
+
+// replayAnswered wakes a request waiting for the replay's answer
+// (awaitReplay), which just came, and reports whether one waited. mu is
+// held.
+func (ss *session) replayAnswered() bool {
+	if ss.rare == nil || ss.rare.replayWait == nil {
+		return false
+	}
+	close(ss.rare.replayWait)
+	ss.rare.replayWait = nil
+	return true
 }

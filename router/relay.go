@@ -150,6 +150,11 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 			sc = nil
 			continue
 		}
+		if err == errAwaitReplay {
+			ss.awaitReplay(sent) // (paramsrefused.go: then it looks again)
+			sc = nil
+			continue
+		}
 		if sent != nil {
 			if err == nil {
 				ss.relayInline(sent)
@@ -287,6 +292,11 @@ func (ss *session) send(want *pool.ServerConn, typ byte, frame []byte) (sc *pool
 		ss.ownerHeld = 0
 		ss.mu.Unlock()
 		return sc, errAwaitDrop // (stmtswait.go)
+	}
+	if ss.replays != 0 && ss.awaitsReplay(typ) {
+		ss.ownerHeld = 0
+		ss.mu.Unlock()
+		return sc, errAwaitReplay // (paramsrefused.go)
 	}
 	if ss.loop == 0 {
 		ss.wmu.Lock() // (in the relay loop nothing else writes: no pump)

@@ -132,7 +132,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			ss.serverFailed(sc, err)
 			return relayUnlinked
 		}
-		var swallow, needPump bool
+		var swallow, needPump, replayed bool
 		var owed int
 		owesNow := true
 		if looped && quietInQuery(&ss.q, typ) {
@@ -188,6 +188,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				case kQuerySwallow:
 					if ss.replays != replayRefused {
 						ss.replays-- // (the replay ran: what is sent from now on needs no guard)
+					}
+					if ss.replays == 0 || ss.replays == replayRefused {
+						replayed = ss.replayAnswered() // (paramsrefused.go: a request waits for it)
 					}
 				case kSyncSwallow:
 					swallow = ss.replays != replayRefused // (the Query it follows ran and was answered)
@@ -316,6 +319,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		}
 		if !inline {
 			continue
+		}
+		if replayed {
+			return relayIdle // (awaitReplay: its request goes now; the rest is relayed behind it)
 		}
 		// Nothing more is owed now: the server owes nothing, or only the
 		// answers of a group its client has not ended yet (no Sync or

@@ -316,6 +316,9 @@ type rareState struct {
 	// refusal answers each request sent behind a replay the server
 	// refused, until the loan ends (replayRefusedBy). Guarded by mu.
 	refusal []byte
+	// replayWait, if not nil, is closed when the server answers the
+	// replay: a request waits for it (awaitReplay). Guarded by mu.
+	replayWait chan struct{}
 }
 
 // ensureRare returns the session's rareState, making it if needed. Only
