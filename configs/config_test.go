@@ -284,6 +284,8 @@ func TestValidateNamesTheKeyOfEachProblem(t *testing.T) {
 		{name: "entra client secret file missing", db: "auth = \"entra\"\nsslmode = \"require\"\nentra_credential = \"client_secret\"\nentra_tenant_id = \"t\"\nentra_client_id = \"c\"\nentra_client_secret_file = \"" + missing + "\"", want: "databases.app.entra_client_secret_file: stat"},
 		{name: "entra authority over http", db: "auth = \"entra\"\nsslmode = \"require\"\nentra_authority_host = \"http://login.example\"", want: "databases.app.entra_authority_host: must be an https:// URL"},
 		{name: "entra key without entra auth", db: `entra_client_id = "x"`, want: `databases.app.entra_client_id: only used with auth = "entra"`},
+		{name: "database named like the admin console", more: "[databases.pgbouncer]\nhost = \"h\"", want: `databases.pgbouncer: the name is the admin console's; clients asking for it reach the console, never this database`},
+		{name: "database named like pgferry's admin console", more: "[databases.pgferry]\nhost = \"h\"", want: `databases.pgferry: the name is the admin console's`},
 		{name: "replica without host", more: "[[databases.app.replicas]]\nport = 1", want: "databases.app.replicas[0].host: required"},
 		{name: "replica port out of range", more: "[[databases.app.replicas]]\nhost = \"r\"\nport = 99999", want: "databases.app.replicas[0].port: must be between 1 and 65535"},
 		{name: "negative replica weight", more: "[[databases.app.replicas]]\nhost = \"r\"\nweight = -1", want: "databases.app.replicas[0].weight: must be at least 1"},

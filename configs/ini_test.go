@@ -203,6 +203,7 @@ func TestINIErrorsNameTheKey(t *testing.T) {
 		{name: "include without a file", doc: "%include \n" + iniDB, want: `line 1: expected "key = value"`},
 		{name: "statement pooling", doc: "[pgbouncer]\nauth_type = trust\npool_mode = statement\n" + iniDB, want: "pool_mode: must be one of"},
 		{name: "unix socket host", doc: "[pgbouncer]\nauth_type = trust\n[databases]\napp = host=/var/run/postgresql port=5433\n", want: `databases.app.host: "/var/run/postgresql" is a unix socket directory`},
+		{name: "database named pgbouncer", doc: "[pgbouncer]\nauth_type = trust\n[databases]\npgbouncer = host=h\n" + "app = host=h\n", want: `databases.pgbouncer: the name is the admin console's`},
 		{name: "database without host", doc: "[pgbouncer]\nauth_type = trust\n[databases]\napp = dbname=x\n", want: "databases.app.host: required"},
 	}
 	for _, tc := range tests {

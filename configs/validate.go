@@ -455,6 +455,10 @@ func (c *Config) validateTLS(p *problems) {
 	}
 }
 
+// AdminDatabases are the names of the admin console's virtual database:
+// PgBouncer's "pgbouncer", and "pgferry". No [databases] entry may take them.
+var AdminDatabases = map[string]bool{"pgbouncer": true, "pgferry": true}
+
 // tcpHost refuses a server host pgferry cannot dial: PgBouncer (and libpq)
 // take a host beginning with "/" for a unix socket directory and one
 // beginning with "@" for a socket in the abstract namespace, which a
@@ -475,6 +479,10 @@ func (c *Config) validateDatabase(p *problems, name string, db Database, aliases
 	key := func(k string) string { return dbKey(name, k) }
 	if name == "" {
 		p.add(dbKey(name), "database name must not be empty")
+	}
+	if AdminDatabases[name] {
+		// PgBouncer refuses it too (loader.c: "database name is reserved").
+		p.add(dbKey(name), "the name is the admin console's; clients asking for it reach the console, never this database")
 	}
 	if strings.TrimSpace(db.Host) == "" {
 		p.add(key("host"), "required")

@@ -17,6 +17,10 @@ import (
 // into it, and the view of the Server it shows and controls
 // (admin_view.go).
 
+// adminDatabases are the virtual databases of the admin console; configs
+// refuses a [databases] entry of those names.
+var adminDatabases = configs.AdminDatabases
+
 // AdminHooks are the admin console actions that belong to the program
 // owning the Server rather than to the router: re-reading the config file
 // and stopping the process.

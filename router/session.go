@@ -25,9 +25,6 @@ const (
 	poolModeSession     = "session"
 )
 
-// adminDatabases are the virtual databases of the admin console.
-var adminDatabases = map[string]bool{"pgbouncer": true, "pgferry": true}
-
 // session is one client connection. Its goroutine (run) owns the client
 // conn and is the only writer to the linked server. In transaction mode it
 // also reads the server's responses itself (relayInline); a session in
