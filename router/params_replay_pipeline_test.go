@@ -73,3 +73,35 @@ func TestAPipelineThatRollsBackAFailedTransactionBehindAReplayRunsAsOnPostgreSQL
 		}
 	}
 }
+
+// The same in session mode, where a pump relays the answers: a client
+// whose startup search_path is replayed on the server connection another
+// client left gets PostgreSQL's answers to the same pipeline.
+func TestAPipelineThatRollsBackAFailedTransactionBehindASessionModeReplayRunsAsOnPostgreSQL(t *testing.T) {
+	t.Parallel()
+	cfg, db := configWithOwnDatabase(t)
+	e := cfg.Databases["app"]
+	e.PoolMode = "session"
+	e.PoolSize = 1
+	cfg.Databases["app"] = e
+	f := ferrytest.Start(t, cfg)
+	var pipeline []pgproto3.FrontendMessage
+	for _, sql := range []string{"BEGIN", "select (1/0)::text", "ROLLBACK", "select current_setting('search_path')"} {
+		pipeline = append(pipeline, parse("", sql), bind(""), execMsg(), syncMsg())
+	}
+	direct := newRawClient(t, cluster.DSN(db, ferrytest.User, ferrytest.Password)+" options='-c search_path=replay_a'")
+	direct.send(pipeline...)
+	want := direct.until(4)
+	for round := range 3 {
+		b := newRawClient(t, f.AppDSN()+" options='-c search_path=replay_b'")
+		b.run([]pgproto3.FrontendMessage{&pgproto3.Query{String: "select 1"}})
+		b.pc.Close(testContext(t))
+		a := newRawClient(t, f.AppDSN()+" options='-c search_path=replay_a'")
+		a.send(pipeline...)
+		if got := a.until(4); got != want {
+			t.Fatalf("round %d: through pgferry %q, on PostgreSQL %q", round, got, want)
+		}
+		a.pc.Close(testContext(t))
+	}
+	assertNoPanic(t, f)
+}
