@@ -241,7 +241,7 @@ func (c *Console) query(sql string) error {
 		return nil
 	}
 	maxArgs := 1
-	if verb == "RELOAD" || verb == "SHUTDOWN" {
+	if verb == "RELOAD" {
 		maxArgs = 0
 	}
 	if len(args) > maxArgs {
@@ -266,7 +266,15 @@ func (c *Console) query(sql string) error {
 	case "RELOAD":
 		err = c.reload()
 	case "SHUTDOWN":
-		err = c.shutdown()
+		switch strings.ToUpper(db) {
+		case "", "WAIT_FOR_SERVERS":
+			err = c.shutdown()
+		case "WAIT_FOR_CLIENTS":
+			err = protocol.NewError(protocol.SQLStateFeatureNotSupported, "SHUTDOWN WAIT_FOR_CLIENTS is not supported by pgferry: "+
+				"its SHUTDOWN lets the transactions in flight finish (up to shutdown_timeout), not the clients")
+		default:
+			err = invalid
+		}
 	case "WAIT_CLOSE":
 		err = c.waitClose(db)
 	case "KILL_CLIENT":

@@ -515,3 +515,30 @@ func TestShowListsHasPgBouncer125sRows(t *testing.T) {
 		t.Errorf("SHOW LISTS rows\n got %q\nwant %q", names, want)
 	}
 }
+
+// TestShutdownTakesPgBouncersWaitForServers: PgBouncer 1.23+'s SHUTDOWN
+// WAIT_FOR_SERVERS (admin.c admin_cmd_shutdown) stops taking clients and
+// exits once no server is in use, which is what pgferry's SHUTDOWN does;
+// WAIT_FOR_CLIENTS, which waits for every client to leave, pgferry refuses
+// with a reason; any other word is a syntax error, as in PgBouncer.
+func TestShutdownTakesPgBouncersWaitForServers(t *testing.T) {
+	b := newFakeBackend()
+	got, err := run(t, b, &fakeSession{}, true, frames(t,
+		&pgproto3.Query{String: "SHUTDOWN WAIT_FOR_SERVERS"},
+		&pgproto3.Query{String: "shutdown wait_for_clients;"},
+		&pgproto3.Query{String: "SHUTDOWN NOW"}))
+	if !errors.Is(err, ErrDone) {
+		t.Fatalf("Serve = %v", err)
+	}
+	if !slices.Equal(b.calls, []string{"Shutdown"}) {
+		t.Errorf("backend calls %q, want one Shutdown", b.calls)
+	}
+	want := []string{
+		"E ERROR 0A000 SHUTDOWN is not available: no shutdown action is configured", "Z I",
+		"E ERROR 0A000 SHUTDOWN WAIT_FOR_CLIENTS is not supported by pgferry: its SHUTDOWN lets the transactions in flight finish (up to shutdown_timeout), not the clients", "Z I",
+		"E ERROR 08P01 invalid command 'SHUTDOWN NOW', use SHOW HELP;", "Z I",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("answer\n got %q\nwant %q", got, want)
+	}
+}

@@ -220,7 +220,7 @@ const help = `
 	WAIT_CLOSE [<db>]
 	KILL [<db>]
 	KILL_CLIENT <ptr>
-	SHUTDOWN`
+	SHUTDOWN [WAIT_FOR_SERVERS]`
 
 func (c *Console) showHelp() {
 	n := pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "00000", Message: "Console usage", Detail: help}
