@@ -465,8 +465,8 @@ func needsServer(typ byte) bool {
 // (loopable), and the loop prepares none (it hands such a Parse back), so
 // the Execute's look finds none; it is here so that an Execute the loop
 // serves cannot wait whatever the session holds. (A Bind, Describe, Close
-// or Sync that concerns one waits for nothing: a Bind or Close of one only
-// updates pgferry's maps, noteBind and noteClose.) Nor does a Bind or
+// or Sync that concerns one waits for nothing: a Bind of one only updates
+// pgferry's maps, noteBind.) Nor does a Bind or
 // Describe the loop serves wait for a drop's answer (stmtswait.go): one
 // that would is the goroutine's.
 func (ss *session) loopServes(typ byte, frame []byte) bool {

@@ -117,7 +117,10 @@ func (ss *session) handleFrame(typ byte, size int, stateless bool) error {
 			return err
 		}
 	case protocol.MsgClose:
-		ss.noteClose(frame)
+		// (What a statement or portal does to session state is kept
+		// past its Close: the server may skip the Close, and then it
+		// still exists. An Execute of one gone fails on the server,
+		// undoing what its class recorded.)
 		if ss.closeLocally(frame) {
 			return nil
 		}

@@ -132,24 +132,6 @@ func (ss *session) noteBind(frame []byte) {
 	r.statePortals[string(portal)] = c
 }
 
-// noteClose forgets a closed statement's or portal's class.
-func (ss *session) noteClose(frame []byte) {
-	body := protocol.Body(frame)
-	if len(body) < 2 {
-		return
-	}
-	name, _, ok := protocol.CString(body[1:])
-	if !ok || ss.rare == nil {
-		return
-	}
-	switch body[0] {
-	case 'S':
-		delete(ss.rare.stateStmts, string(name))
-	case 'P':
-		delete(ss.rare.statePortals, string(name))
-	}
-}
-
 // interceptExecute applies the session state an Execute's portal changes.
 // LISTEN and UNLISTEN are served by the pool's listener (their statement
 // became an empty query at Parse): the subscription is live before the
@@ -202,11 +184,10 @@ func (ss *session) interceptExecute(frame []byte) error {
 // the client or refuses the statement. Both protocols use it.
 func (ss *session) applyState(c *classify.Class) {
 	if c.Discard {
+		// (What the client's statements and portals do to session state
+		// is kept: the server may refuse the drop, in a transaction block
+		// or an aborted one, and then they still exist.)
 		ss.forgetStmts()
-		if ss.rare != nil {
-			clear(ss.rare.stateStmts)
-			clear(ss.rare.statePortals)
-		}
 	}
 	n := c.Changes()
 	sets, points := false, false

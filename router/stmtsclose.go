@@ -37,6 +37,7 @@ func (ss *session) closeLocally(frame []byte) bool {
 	if sc == nil {
 		ss.forgetStmt(name) // (under mu: a failed drop's answer puts names back, dropUndone)
 		ss.mu.Unlock()
+		ss.forgetStmtClass(string(name)) // (gone for sure: nothing to skip it)
 		ss.joinPump()
 		ss.wr.SetBuffer(protocol.AppendEmpty(ss.wr.Buffer(), protocol.MsgCloseComplete))
 		ss.flushClientIfIdle()

@@ -156,11 +156,17 @@ func (ss *session) deallocSent(t *clientStmts) {
 	}
 	delete(t.named, name)
 	t.drops = append(t.drops, pendingDrop{seq: ss.q.seq, one: name, named: map[string]*clientStmt{name: st}})
-	ss.forgetStmtClass(name)
+	// (What it does to session state is kept: the server may refuse or
+	// skip the DEALLOCATE, and then the statement still exists.)
 }
 
 // forgetStmtClass forgets what executing the client's statement name did
-// to session state (noteStatement), as a Close of it does (noteClose).
+// to session state (noteStatement), once the statement is gone for sure: a
+// Close or DEALLOCATE of it pgferry answers with no server linked. Where a
+// server runs the drop, the class is kept: an Execute of a statement gone
+// fails on the server, which undoes what the class recorded, while one
+// whose drop the server skipped or refused runs as it always did. Only the
+// session's owner calls it.
 func (ss *session) forgetStmtClass(name string) {
 	if ss.rare != nil {
 		delete(ss.rare.stateStmts, name)
