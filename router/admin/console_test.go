@@ -542,3 +542,28 @@ func TestShutdownTakesPgBouncersWaitForServers(t *testing.T) {
 		t.Errorf("answer\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestShowDatabasesHasPgBouncer125sColumnsAfterItsOwn: the columns PgBouncer
+// 1.24+ added to SHOW DATABASES that pgferry can fill (admin.c
+// admin_show_databases) follow pgferry's, with PgBouncer's types:
+// server_lifetime in seconds, load_balance_hosts NULL (pgferry does not
+// balance over a host list), max_client_connections 0 (no limit), and
+// current_client_connections, the database's clients.
+func TestShowDatabasesHasPgBouncer125sColumnsAfterItsOwn(t *testing.T) {
+	b := newFakeBackend()
+	b.cfg.Databases = map[string]configs.Database{"app": {Host: "db", Port: 5432, PoolSize: 5}}
+	b.snap.Pools = []PoolInfo{
+		{Database: "app", User: "a", ClientsActive: 1, ClientsWaiting: 2, ClientsIdle: 3},
+		{Database: "app", User: "b", ClientsIdle: 1},
+	}
+	got, err := run(t, b, &fakeSession{}, false, frames(t, &pgproto3.Query{String: "SHOW DATABASES"}))
+	if !errors.Is(err, ErrDone) {
+		t.Fatalf("Serve = %v", err)
+	}
+	if len(got) < 2 || !strings.HasSuffix(got[0], ",auth,server_lifetime,load_balance_hosts,max_client_connections,current_client_connections") {
+		t.Fatalf("SHOW DATABASES columns %q", got)
+	}
+	if !strings.HasSuffix(got[1], "|password|3600||0|7") {
+		t.Errorf("SHOW DATABASES row %q, want server_lifetime 3600, load_balance_hosts NULL, max_client_connections 0, 7 clients", got[1])
+	}
+}

@@ -64,7 +64,10 @@ var (
 	databasesCols = cols(oidText, "name", "host").add(oidInt4, "port").add(oidText, "database", "force_user").
 			add(oidInt4, "pool_size", "min_pool_size", "reserve_pool").add(oidText, "pool_mode").
 			add(oidInt4, "max_connections", "current_connections", "paused", "disabled").
-			add(oidText, "auth")
+			add(oidText, "auth").
+		// PgBouncer 1.24+'s, after pgferry's own (1.18's order first).
+		add(oidInt4, "server_lifetime").add(oidText, "load_balance_hosts").
+		add(oidInt4, "max_client_connections", "current_client_connections")
 
 	configCols   = cols(oidText, "key", "value", "default", "changeable")
 	versionCols  = cols(oidText, "version")

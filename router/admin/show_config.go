@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/pgferry/pgferry/configs"
 )
@@ -18,8 +19,8 @@ func (c *Console) showDatabases(rs *resultSet) {
 	rs.cols = databasesCols
 	cfg := c.b.Config()
 	type agg struct {
-		conns  int
-		paused bool
+		conns, clients int
+		paused         bool
 	}
 	byDB := make(map[string]*agg)
 	for _, p := range c.b.Snapshot().Pools {
@@ -29,6 +30,7 @@ func (c *Console) showDatabases(rs *resultSet) {
 			byDB[p.Database] = a
 		}
 		a.conns += p.Stat.Total
+		a.clients += p.ClientsActive + p.ClientsWaiting + p.ClientsIdle
 		a.paused = a.paused || p.Stat.Paused
 	}
 	names := make([]string, 0, len(cfg.Databases)+len(byDB))
@@ -62,8 +64,12 @@ func (c *Console) showDatabases(rs *resultSet) {
 		if auth == "" {
 			auth = "password"
 		}
+		// load_balance_hosts is NULL: pgferry fails over along a host list
+		// rather than balancing over it; max_client_connections 0: no
+		// per-database client limit.
 		rs.add(n, db.Host, db.Port, dbname, db.User, size, db.MinPoolSize, db.ReservePool, db.PoolMode,
-			db.MaxDBConnections, a.conns, a.paused, false, auth)
+			db.MaxDBConnections, a.conns, a.paused, false, auth,
+			int64(cfg.ServerLifetime.Std()/time.Second), nil, 0, a.clients)
 	}
 }
 
