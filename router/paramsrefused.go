@@ -109,7 +109,7 @@ func (ss *session) replayRefusedBy(sc *pool.ServerConn, code, msg []byte) {
 	e := protocol.NewError(string(code), "pgferry could not restore the session's parameters on a server connection: "+string(msg))
 	e.Detail = "The request did not run."
 	var b []byte
-	if k != "" && ss.tracks(k) {
+	if k != "" && ss.tracks(k) && !replayInterrupted(code) {
 		if v, ok := ss.params.lookup(k); ok {
 			if !strings.HasPrefix(v, rawValuePrefix) {
 				// (A startup value, perhaps: the next login with it
@@ -128,6 +128,24 @@ func (ss *session) replayRefusedBy(sc *pool.ServerConn, code, msg []byte) {
 	ss.ensureRareLocked().refusal = e.AppendFrame(b)
 	ss.logger().Warn("the server refused the client's session parameters; its requests on that server connection fail",
 		zap.String("parameter", k), zap.ByteString("sqlstate", code), zap.ByteString("message", msg))
+}
+
+// replayInterrupted reports whether code, the SQLSTATE of the replay's
+// failure, says the replay was stopped rather than its value refused: a
+// cancel (the client's, statement_timeout left by another client), a
+// deadlock or serialization failure, a lock_timeout, a lack of resources,
+// the server going away (classes 57, 40, 53, 58 and 55P03). The value
+// the server did not look at is kept, as PostgreSQL keeps a session's
+// values when a statement is cancelled.
+func replayInterrupted(code []byte) bool {
+	if len(code) != 5 {
+		return false
+	}
+	switch string(code[:2]) {
+	case "57", "40", "53", "58":
+		return true
+	}
+	return string(code) == "55P03" // lock_not_available
 }
 
 // endRefused ends a loan whose replay the server refused, once the server
