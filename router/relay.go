@@ -5,8 +5,6 @@ import (
 	"errors"
 	"strconv"
 
-	"go.uber.org/zap"
-
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
 	"github.com/pgferry/pgferry/router/classify"
@@ -349,15 +347,6 @@ func (ss *session) releaseHeld(held *heldLocks) {
 
 var errClientTerminated = errors.New("client terminated")
 
-// replicaUnreachable reports whether a replica pool failed to lend a
-// connection because the replica could not be reached or logged in to,
-// rather than because the client waited too long, left, cancelled its
-// request or pgferry is closing the pool.
-func replicaUnreachable(err error) bool {
-	return !errors.Is(err, pool.ErrWaitTimeout) && !errors.Is(err, errClientGone) && !errors.Is(err, pool.ErrPoolClosed) &&
-		!errors.Is(err, errCancelledQueued)
-}
-
 // forwardPlain relays a frame that expects no response of its own (CopyData,
 // CopyDone, CopyFail, Flush) when a server is linked, and drops it when none
 // is: PostgreSQL ignores copy messages outside COPY, and a Flush with
@@ -430,143 +419,6 @@ func (ss *session) flushClientIfIdle() error {
 	}
 	return ss.wr.Flush()
 }
-
-// isLinked reports whether a server is linked.
-func (ss *session) isLinked() bool {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.server != nil
-}
-
-// link returns the linked server, borrowing one if needed (from a replica
-// when readOnly and one is in rotation). It returns with no lock held: the
-// caller takes mu, then wmu, to write, and checks the server is still
-// linked (send).
-func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
-	ss.mu.Lock()
-	if sc := ss.server; sc != nil {
-		ss.mu.Unlock()
-		return sc, nil
-	}
-	if ss.dead != nil {
-		ss.mu.Unlock()
-		return nil, errServerGone
-	}
-	if ss.has(stSkipToSync) {
-		ss.mu.Unlock()
-		return nil, errSkipToSync
-	}
-	ss.mu.Unlock()
-	ss.joinPump()
-	if ss.takeQueuedCancel() {
-		// A cancel the relay loop took while it queued the request,
-		// whose goroutine gave its place up (takeCarried): refused, not
-		// served by a server free by now.
-		return nil, errQueuedCancelled
-	}
-	p, onReplica, err := ss.pickPool(readOnly)
-	if err != nil {
-		return nil, err
-	}
-	// Between the lend and attach nothing runs that may panic: a server
-	// lent and not linked would be nobody's (attach links it first). A
-	// wait, which does run code there, notes the server it got (lent).
-	sc := p.TryAcquire()
-	if sc == nil {
-		sc, err = ss.waitForServer(p, readOnly)
-		if err != nil && onReplica && ss.entry.db.ReplicaFallback != "error" && replicaUnreachable(err) {
-			// The lag monitor has not noticed yet that the replica is down:
-			// the read runs on the primary rather than fail.
-			ss.logger().Warn("replica unreachable; running the read-only transaction on the primary", zap.Error(err))
-			p, onReplica = ss.entry.pool, false
-			if sc = p.TryAcquire(); sc != nil {
-				err = nil
-			} else {
-				sc, err = ss.waitForServer(p, false)
-			}
-		}
-		if err != nil {
-			if err == errClientGone || err == errKilledQueued {
-				return nil, err
-			}
-			if err == errCancelledQueued {
-				return nil, errQueuedCancelled // (refused: handleFrame)
-			}
-			return nil, ss.acquireError(err)
-		}
-		ss.attach(sc, onReplica, readOnly)
-		ss.linkedLent()
-		return sc, nil
-	}
-	ss.attach(sc, onReplica, readOnly)
-	return sc, nil
-}
-
-// attach links sc, just lent by the pool (a replica's when onReplica), for
-// a transaction routed as a read when readOnly: the server's parameters
-// are brought in line with the client's, and in transaction mode the
-// session relays the answers itself (relayInline), watched by the inline
-// budget unless the relay loop serves it (a loop never waits on a server);
-// a session tied to its server gets a pump that watches the server between
-// requests too. Linking sc is its first act: from there a panic leaves sc
-// to finish, which destroys it (its state is unknown).
-func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
-	ss.mu.Lock()
-	ss.ownerHeld = heldMu // (both are let go even if syncParams panics)
-	ss.server = sc
-	if sc.Wr == nil {
-		sc.Wr = protocol.NewWriter(sc.Conn)
-	}
-	now := ss.srv.parker.clock(ss)
-	ss.onReplica, ss.txReadOnly = onReplica, readOnly
-	ss.linkedAt = now
-	ss.queryStart = now
-	ss.status = protocol.TxIdle
-	ss.serverStuck = false
-	// A release the previous loan deferred for a cancel, the kick that
-	// ends that wait, cancels still on their way to the previous server,
-	// or its skipping to a Sync, if the loan ended otherwise (its server
-	// lost): they are not this server's.
-	ss.releaseDeferred, ss.pumpKick, ss.cancels, ss.serverSkips = false, false, 0, false
-	if ss.has(evCancelQueued) {
-		ss.flags.And(^evCancelQueued) // (came as the server was granted: see evCancelQueued)
-	}
-	ss.q.clear()
-	if ss.stmts != nil {
-		ss.stmts.unnamedHere = false // the server's is whoever parsed last
-		ss.tidyStmts()               // (a table kept for a drop since answered)
-	}
-	if ss.loop == 0 {
-		ss.wmu.Lock() // (in the relay loop nothing else writes: no pump)
-		ss.ownerHeld = heldMu | heldWmu
-	}
-	ss.syncParams(sc)
-	ss.inline = inlineRelay && ss.txnMode && !ss.pinned
-	ss.armTransactionTimeout()
-	if ss.inline {
-		ss.pumpDone = nil
-		if ss.loop == 0 {
-			ss.srv.budget.watch(sc)
-		}
-	} else {
-		done := make(chan struct{})
-		ss.pumpDone = done
-		ss.entry.stats.pumpedLoans.Add(1)
-		ss.srv.pumps.run(pumpJob{ss: ss, sc: sc, done: done})
-	}
-	if ss.ownerHeld&heldWmu != 0 {
-		ss.ownerHeld = heldMu
-		ss.wmu.Unlock()
-	}
-	ss.ownerHeld = 0
-	ss.mu.Unlock()
-}
-
-// stillLinked reports whether sc, which link returned, is still the linked
-// server; the caller holds mu and is about to take wmu and write to it. In
-// between, a pump may have returned it to the pool (the transaction before
-// ended) or lost it: the caller then links again.
-func (ss *session) stillLinked(sc *pool.ServerConn) bool { return ss.server == sc }
 
 // pumpRunningLocked reports whether a pump runs for the session: one was
 // started and has not exited. A pump that relayed the end of a loan leaves
