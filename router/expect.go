@@ -19,7 +19,7 @@ const (
 	kQuerySwallow              // injected Query (SET ...): everything dropped
 	kSyncIgnored               // a Sync the server read in copy-in mode, which it ignores: no answer (copyInBegan)
 	kGuard                     // injected Parse that fails after a refused replay (guardReplay): ParseComplete dropped
-	kSyncSwallow               // injected Sync behind a guarded Query: its ReadyForQuery dropped, unless the Query was refused
+	kSyncSwallow               // injected Sync behind a guarded Query: its ReadyForQuery is the client's, the Query's own dropped (relayServer)
 )
 
 type expect struct {
@@ -135,6 +135,14 @@ func (r *ring) peek() (expect, bool) {
 		return expect{}, false
 	}
 	return r.buf[r.head], true
+}
+
+// second returns the request behind the head, if any.
+func (r *ring) second() (expect, bool) {
+	if r.n < 2 {
+		return expect{}, false
+	}
+	return r.buf[(r.head+1)%len(r.buf)], true
 }
 
 // toSync is how many requests at the head of the ring come before the

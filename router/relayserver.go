@@ -193,7 +193,20 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 						replayed = ss.replayAnswered() // (paramsrefused.go: a request waits for it)
 					}
 				case kSyncSwallow:
-					swallow = ss.replays != replayRefused // (the Query it follows ran and was answered)
+					// The client's answer: the Query's own was held back
+					// (below) or, refused, never came.
+					swallow = false
+				default:
+					if next, ok := ss.q.second(); ok && next.kind == kSyncSwallow {
+						// A Query (or FunctionCall) with pgferry's Sync behind
+						// it (syncBehind) that ran: the client gets its
+						// ReadyForQuery as that Sync's comes (the same
+						// status), once the server owes nothing more, so
+						// that its next request finds the loan at rest (the
+						// relay loop serves it, where a request that comes
+						// while the server works goes to a goroutine).
+						swallow = true
+					}
 				}
 				if ss.serverSkips {
 					// The Sync the server skipped to after an error: what
