@@ -214,7 +214,12 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.serverSkips = false
 					ss.dropSkipped(sc, ss.q.toSync())
 				}
-				ss.entry.stats.queries.Add(1)
+				if !swallow {
+					// (A client's query: not pgferry's replay of its
+					// parameters, nor the ReadyForQuery held back for the
+					// Sync of pgferry's behind a guarded Query.)
+					ss.entry.stats.queries.Add(1)
+				}
 				if ss.rare != nil {
 					// (A LISTEN's subscribe made rare, as deallocQuery
 					// does: a client that did neither is spared the look
