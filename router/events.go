@@ -152,14 +152,16 @@ func (ss *session) toldKilled(err error) error {
 
 // clientCut reports whether the client's stream may end in the middle of
 // a message: a write to it failed (a pump's: the kill's deadline cut the
-// row it was writing, markDead), or the relay loop's writer holds what it
-// could not write. A FATAL written after it would be read as the rest of
+// row it was writing, markDead), the server was lost in the middle of a
+// message streamed to it (the kill's interrupt cut the read of a row
+// larger than the buffer: errStreamCut), or the relay loop's writer holds
+// what it could not write. A FATAL written after it would be read as the rest of
 // that message. Only the session's owner calls it, once no pump runs.
 func (ss *session) clientCut() bool {
 	ss.mu.Lock()
 	dead := ss.dead
 	ss.mu.Unlock()
-	return isWriteError(dead) || (ss.wr != nil && ss.wr.Len() > 0)
+	return isWriteError(dead) || dead == errStreamCut || (ss.wr != nil && ss.wr.Len() > 0)
 }
 
 // kill makes the session end as soon as possible; why is the evKill bit

@@ -40,7 +40,14 @@ func TestAKilledClientWhoseRowWasCutMidWayGetsNothingAfterTheCut(t *testing.T) {
 				if loop && mode == "transaction" {
 					allIntoTheLoop(t, ctx, f, pc)
 				}
-				ptr := mustAdmin(t, admin, "SHOW CLIENTS").row("application_name", app)["ptr"]
+				// (A login the relay loop serves is listed once its
+				// session is, which may be just after the client's
+				// ReadyForQuery.)
+				var ptr string
+				ferrytest.Eventually(t, 10*time.Second, "the client listed by SHOW CLIENTS", func() (bool, error) {
+					ptr = mustAdmin(t, admin, "SHOW CLIENTS").row("application_name", app)["ptr"]
+					return ptr != "", nil
+				})
 				hc, err := pc.Hijack()
 				if err != nil {
 					t.Fatal(err)

@@ -3,6 +3,7 @@ package router
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/pgferry/pgferry/pool"
@@ -11,6 +12,11 @@ import (
 )
 
 var errServerGone = errors.New("server connection lost")
+
+// errStreamCut is errServerGone when the server was lost in the middle of
+// a message streamed to the client (a frame larger than the buffer): the
+// client has part of it, and nothing more can be written to it (clientCut).
+var errStreamCut = fmt.Errorf("%w in the middle of a message to the client", errServerGone)
 
 // errClientGone ends a session whose client disconnected while queued.
 var errClientGone = errors.New("client disconnected while waiting for a server connection")

@@ -148,6 +148,9 @@ func (ss *session) serverFailed(sc *pool.ServerConn, err error) {
 func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 	ss.mu.Lock()
 	if ss.stopping {
+		if !survivable && ss.dead == nil {
+			ss.dead = errStreamCut // (finish, ending the session, asks: clientCut)
+		}
 		ss.mu.Unlock()
 		return
 	}
@@ -222,6 +225,10 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 		e := protocol.Fatal(protocol.SQLStateConnectionFailure, msg)
 		ss.wr.SetBuffer(e.AppendFrame(ss.wr.Buffer()))
 		ss.wr.Flush()
+	}
+	if !survivable {
+		ss.markDead(errStreamCut) // (a kill's FATAL must not follow: clientCut)
+		return
 	}
 	ss.markDead(errServerGone)
 }
