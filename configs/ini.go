@@ -305,7 +305,7 @@ func setINIGlobal(c *Config, key, value string) (string, error) {
 	if !ok {
 		return fmt.Sprintf("pgbouncer.%s is not supported by pgferry and is ignored", key), nil
 	}
-	if err := setFromString(f, value); err != nil {
+	if err := setINIValue(f, value); err != nil {
 		return "", fmt.Errorf("pgbouncer.%s: %w", key, err)
 	}
 	return "", nil
@@ -333,6 +333,9 @@ func iniListenAddr(v string) (addr, warning string, err error) {
 // setINIPairs parses a libpq-style "k=v k='v w'" string into the struct v
 // (a Database or User). prefix names the entry in messages; aliases maps
 // alternative key names onto field keys. Unknown keys become warnings.
+// Numbers are decimal here, unlike in [pgbouncer]: PgBouncer's loader.c
+// reads a database or user line's numbers with atoi (pool_size=010 is 10);
+// what atoi would read as 0 or cut short (0x10, 12abc) is refused.
 func setINIPairs(v reflect.Value, prefix, s string, aliases map[string]string) ([]string, error) {
 	pairs, err := parseConnString(s)
 	if err != nil {

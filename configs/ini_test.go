@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // iniDB is a minimal valid [databases] section.
@@ -472,6 +473,76 @@ func TestINIIncludeErrorsNameTheFileAndLine(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
 			_, _, err := Load(filepath.Join(dir, tc.file))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// PgBouncer reads a [pgbouncer] integer with strtol base 0 and a time with
+// strtod (libusual cfparser.c cf_set_int, cf_set_time_usec at the 1.25.2
+// tag); a database line's numbers with atoi (loader.c).
+func TestINIReadsNumbersAsPgBouncerDoes(t *testing.T) {
+	tests := []struct {
+		name  string
+		line  string
+		check func(*Config) bool
+	}{
+		{"hexadecimal integer", "default_pool_size = 0x10", func(c *Config) bool { return c.DefaultPoolSize == 16 }},
+		{"upper-case hexadecimal", "max_db_connections = 0X1f", func(c *Config) bool { return c.MaxDBConnections == 31 }},
+		{"octal integer", "max_client_conn = 010", func(c *Config) bool { return c.MaxClientConn == 8 }},
+		{"signed integer", "listen_port = +6433", func(c *Config) bool { return c.ListenPort == 6433 }},
+		{"integer boolean above 1 is true", "so_reuseport = 2", func(c *Config) bool { return c.SoReuseport }},
+		{"hexadecimal boolean", "server_reset_query_always = 0x1", func(c *Config) bool { return c.ServerResetQueryAlways }},
+		{"fractional seconds", "query_timeout = 1.5", func(c *Config) bool { return c.QueryTimeout.Std() == 1500*time.Millisecond }},
+		{"seconds without a leading digit", "query_timeout = .5", func(c *Config) bool { return c.QueryTimeout.Std() == 500*time.Millisecond }},
+		{"seconds with an exponent", "server_lifetime = 1e2", func(c *Config) bool { return c.ServerLifetime.Std() == 100*time.Second }},
+		{"hexadecimal seconds", "server_idle_timeout = 0x10", func(c *Config) bool { return c.ServerIdleTimeout.Std() == 16*time.Second }},
+		{"hexadecimal fractional seconds", "client_idle_timeout = 0x1.8", func(c *Config) bool { return c.ClientIdleTimeout.Std() == 1500*time.Millisecond }},
+		{"seconds truncated to microseconds", "query_wait_timeout = 0.0000019", func(c *Config) bool { return c.QueryWaitTimeout.Std() == time.Microsecond }},
+		{"octal-looking seconds are decimal", "server_connect_timeout = 010", func(c *Config) bool { return c.ServerConnectTimeout.Std() == 10*time.Second }},
+		{"a Go duration still reads", "server_login_retry = 2m", func(c *Config) bool { return c.ServerLoginRetry.Std() == 2*time.Minute }},
+		{"a database line's numbers are decimal", "auth_type = trust\n[databases]\nother = host=h pool_size=010 port=05432", func(c *Config) bool {
+			return c.Databases["other"].PoolSize == 10 && c.Databases["other"].Port == 5432
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := "[pgbouncer]\nauth_type = trust\n" + tc.line + "\n" + iniDB
+			c, _, err := Parse([]byte(doc), "ini", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(c) {
+				t.Errorf("%q read as %+v", tc.line, c)
+			}
+		})
+	}
+}
+
+// Values PgBouncer refuses (a partial strtol or strtod parse, Go's own
+// number syntax) are refused, naming the key.
+func TestINIRefusesNumbersPgBouncerRefuses(t *testing.T) {
+	tests := []struct{ line, want string }{
+		{"default_pool_size = 08", `pgbouncer.default_pool_size: invalid integer "08"`},
+		{"default_pool_size = 0x", `pgbouncer.default_pool_size: invalid integer "0x"`},
+		{"default_pool_size = 1_000", `pgbouncer.default_pool_size: invalid integer "1_000"`},
+		{"default_pool_size = 0b11", `pgbouncer.default_pool_size: invalid integer "0b11"`},
+		{"default_pool_size = 0o17", `pgbouncer.default_pool_size: invalid integer "0o17"`},
+		{"default_pool_size = 1.5", `pgbouncer.default_pool_size: invalid integer "1.5"`},
+		{"default_pool_size = --1", `pgbouncer.default_pool_size: invalid integer "--1"`},
+		{"default_pool_size = 0x-1", `pgbouncer.default_pool_size: invalid integer "0x-1"`},
+		{"max_client_conn = 99999999999999999999", `pgbouncer.max_client_conn: integer "99999999999999999999" out of range`},
+		{"query_timeout = 1_0", `pgbouncer.query_timeout: invalid duration "1_0"`},
+		{"query_timeout = inf", `pgbouncer.query_timeout: invalid duration "inf": not a finite number`},
+		{"query_timeout = 1e400", `pgbouncer.query_timeout: invalid duration "1e400": out of range`},
+		{"so_reuseport = 08", `pgbouncer.so_reuseport: invalid boolean "08"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.line, func(t *testing.T) {
+			doc := "[pgbouncer]\nauth_type = trust\n" + tc.line + "\n" + iniDB
+			_, _, err := Parse([]byte(doc), "ini", nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
 			}
