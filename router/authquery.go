@@ -145,8 +145,11 @@ func (s *Server) cachedAuthQuery(cfg *configs.Config, database, user string) (au
 // lookupUser finds user's secret with auth_query when database (the one
 // the client asked for) or the configuration sets auth_user. known is
 // false for a user the query does not return, or whose secret is NULL
-// (expired, no password): to the client that is a wrong password.
-func (s *Server) lookupUser(cfg *configs.Config, database, user string) (auth.Credential, bool, error) {
+// (expired, no password): to the client that is a wrong password. The
+// lookup (the wait for an auth_user connection and the query) ends when
+// ctx does, or after authQueryTimeout: the login's, which shutdown's
+// deadline ends (Server.cut).
+func (s *Server) lookupUser(ctx context.Context, cfg *configs.Config, database, user string) (auth.Credential, bool, error) {
 	dbName, authUser := authQuerySource(cfg, database)
 	if authUser == "" {
 		return auth.Credential{}, false, nil // or "no such database", which comes later
@@ -164,7 +167,7 @@ func (s *Server) lookupUser(cfg *configs.Config, database, user string) (auth.Cr
 	if err != nil {
 		return auth.Credential{}, false, fmt.Errorf("%w: %w", errAuthQuery, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), authQueryTimeout)
+	ctx, cancel := context.WithTimeout(ctx, authQueryTimeout)
 	defer cancel()
 	sc, err := entry.pool.Acquire(ctx)
 	if err != nil {
@@ -175,7 +178,14 @@ func (s *Server) lookupUser(cfg *configs.Config, database, user string) (auth.Cr
 	}
 	var stored string
 	found := false
-	sc.Conn.SetDeadline(time.Now().Add(authQueryTimeout))
+	// The query's reads and writes end with ctx too (a past deadline, as
+	// pgx's ctxwatch does): a query that runs on is not waited for past
+	// shutdown's deadline. The server goes then, its state unknown.
+	cut := make(chan struct{})
+	stopWatch := context.AfterFunc(ctx, func() {
+		sc.Conn.SetDeadline(pastDeadline)
+		close(cut)
+	})
 	// The server may hold the client_encoding the pool's last client left
 	// there (a loan replays its client's parameters, this lookup takes a
 	// server as it is): the user name, UTF-8 as every startup packet pgferry
@@ -203,10 +213,14 @@ func (s *Server) lookupUser(cfg *configs.Config, database, user string) (auth.Cr
 			return nil
 		})
 	}
+	interrupted := !stopWatch()
+	if interrupted {
+		<-cut // (its deadline set: none is left for the server's next borrower)
+	}
 	sc.Conn.SetDeadline(time.Time{})
 	var se *protocol.ServerError
 	switch {
-	case err == nil || errors.As(err, &se):
+	case !interrupted && (err == nil || errors.As(err, &se)):
 		entry.pool.Release(sc) // idle after its ReadyForQuery
 	default:
 		entry.pool.Destroy(sc)

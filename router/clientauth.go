@@ -46,7 +46,10 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	cred, known := ss.srv.store.Load().Lookup(ss.user)
 	if !known && !adminDatabases[ss.database] {
 		var err error
-		if cred, known, err = ss.srv.lookupUser(cfg, ss.database, ss.user); err != nil {
+		if cred, known, err = ss.srv.lookupUser(ss.srv.cut, cfg, ss.database, ss.user); err != nil {
+			if ss.srv.cut.Err() != nil {
+				return "", errDraining // cut at shutdown's deadline, as a login's wait for a server is
+			}
 			// The server's error goes to the log only: it can name tables,
 			// roles and addresses, and the client is not logged in.
 			ss.logger().Warn("auth_query lookup failed", zap.Error(err))

@@ -120,8 +120,9 @@ type Server struct {
 	started     time.Time
 
 	// cut ends at shutdown's deadline (cutLogins), and with it the waits
-	// for a server of clients still logging in (waitContext), which are
-	// not sessions a kill reaches yet.
+	// for a server of clients still logging in (waitContext) and their
+	// auth_query lookups (lookupUser), which are not sessions a kill
+	// reaches yet.
 	cut       context.Context
 	cutLogins context.CancelFunc
 }
