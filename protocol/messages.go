@@ -60,6 +60,11 @@ func Body(frame []byte) []byte { return frame[headerSize:] }
 // CString splits a NUL-terminated string off the front of b. ok is false
 // when there is no terminator.
 func CString(b []byte) (s, rest []byte, ok bool) {
+	if len(b) > 0 && b[0] == 0 {
+		// The empty name of the unnamed statement or portal, most of the
+		// names the relay splits off: no scan.
+		return b[:0], b[1:], true
+	}
 	i := bytes.IndexByte(b, 0)
 	if i < 0 {
 		return nil, nil, false
