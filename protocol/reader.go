@@ -443,6 +443,40 @@ func (rd *Reader) ForwardRun(w *Writer, typ byte, size int) error {
 	return nil
 }
 
+// PeekBuffered is Peek without reading: the type and total size of the
+// next frame when it is buffered whole and fits in the buffer; ok is false
+// otherwise (not all of it read yet, or a frame Peek would report as bad
+// or too large).
+func (rd *Reader) PeekBuffered() (typ byte, size int, ok bool) {
+	if rd.part != nil || rd.streamed > 0 {
+		return 0, 0, false
+	}
+	n := rd.w - rd.r
+	if n < headerSize {
+		return 0, 0, false
+	}
+	l := int(int32(binary.BigEndian.Uint32(rd.buf[rd.r+1:])))
+	if l < 4 || l+1 > BufferSize || l+1 > rd.limit() || n < l+1 {
+		return 0, 0, false
+	}
+	return rd.buf[rd.r], l + 1, true
+}
+
+// Join consumes the next frame, of size bytes, which PeekBuffered found
+// buffered whole, and returns prev with it appended in place: prev is the
+// frame (or frames) NextPeeked or Join returned last, which it follows in
+// the buffer, so a run of frames is relayed as one slice. ok is false,
+// and nothing consumed, when prev does not end where the frame begins
+// (it was not read from this buffer just before).
+func (rd *Reader) Join(prev []byte, size int) (joined []byte, ok bool) {
+	if rd.part != nil || rd.streamed > 0 || rd.w-rd.r < size || len(prev) == 0 || cap(prev)-len(prev) < size ||
+		&prev[:len(prev)+1][len(prev)] != &rd.buf[rd.r] {
+		return prev, false
+	}
+	rd.r += size
+	return prev[:len(prev)+size], true
+}
+
 // Discard skips the next frame. It streams even a small frame, so after
 // an error the Reader's resume state may describe a small frame: callers
 // end the connection on a Discard error rather than retry.

@@ -326,6 +326,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 						frame = execTagFrames[head.tag] // (an Execute's, or a Query's)
 					}
 				}
+				if !swallow && quietAnswer(typ) {
+					frame = ss.joinQuietAnswers(rd, frame)
+				}
 			}
 			owed, owesNow = ss.q.n, ss.q.owesNow()
 			needPump = ss.releaseDeferred || ss.pinned || !ss.txnMode
@@ -378,6 +381,56 @@ func quietInQuery(q *ring, typ byte) bool {
 	}
 	head, ok := q.peek()
 	return ok && head.kind == kQuery && head.tag == tagNone
+}
+
+// quietAnswer reports whether typ is an answer that changes nothing but
+// the expectation ring: ParseComplete, BindComplete, the answers to a
+// Describe.
+func quietAnswer(typ byte) bool {
+	switch typ {
+	case protocol.MsgParseComplete, protocol.MsgBindComplete, protocol.MsgParameterDescription,
+		protocol.MsgRowDescription, protocol.MsgNoData:
+		return true
+	}
+	return false
+}
+
+// joinQuietAnswers joins to frame, a quiet answer relayServer has just
+// noted, the quiet answers buffered whole behind it that answer the
+// client's own Parse, Bind or Describe at the head of the ring (not one
+// of pgferry's, whose answer is dropped, nor one with a tag), and notes
+// them: an extended-protocol group's ParseComplete, BindComplete and
+// RowDescription cost one turn of relayServer's loop, one hold of mu and
+// one copy to the client. It stops at anything else (a DataRow, an
+// error, ...), which the loop reads as before. mu is held.
+func (ss *session) joinQuietAnswers(rd *protocol.Reader, frame []byte) []byte {
+	for {
+		typ, size, ok := rd.PeekBuffered()
+		if !ok {
+			return frame
+		}
+		head, ok := ss.q.peek()
+		if !ok || head.tag != tagNone {
+			return frame
+		}
+		pop := false
+		switch {
+		case head.kind == kParse && typ == protocol.MsgParseComplete,
+			head.kind == kBind && typ == protocol.MsgBindComplete,
+			head.kind == kDescribe && (typ == protocol.MsgRowDescription || typ == protocol.MsgNoData):
+			pop = true
+		case head.kind == kDescribe && typ == protocol.MsgParameterDescription:
+			// (a statement's: its RowDescription or NoData follows)
+		default:
+			return frame
+		}
+		if frame, ok = rd.Join(frame, size); !ok {
+			return frame
+		}
+		if pop {
+			ss.q.pop()
+		}
+	}
 }
 
 // relayFlushAt is how many bytes relayServer lets the client be owed in
