@@ -5,12 +5,9 @@ package router
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,6 +59,9 @@ type poolEntry struct {
 	dbName string
 	db     configs.Database
 	mode   string
+	// tlsDigest is the digest of the server TLS files the pool's dial
+	// configuration was made from (serverTLS).
+	tlsDigest tlsDigest
 
 	// replicas and monitor exist when the database lists read replicas.
 	replicas []replicaPool
@@ -225,7 +225,7 @@ var errReloaded = errors.New("the configuration was reloaded")
 // pools, under the same lock.
 func (s *Server) newPool(cfg *configs.Config, dbName string, db configs.Database, user string, clientPassword string) (*poolEntry, error) {
 	key := poolKey{dbName, user}
-	dial, err := s.dialConfig(cfg, dbName, db, user, clientPassword)
+	dial, digest, err := s.dialConfig(cfg, dbName, db, user, clientPassword)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +286,7 @@ func (s *Server) newPool(cfg *configs.Config, dbName string, db configs.Database
 		}
 		pc.UserLimit = s.userLimits[user]
 	}
-	e := &poolEntry{pool: pool.New(pc), dbName: dbName, db: db, mode: poolModeFor(cfg, db, user)}
+	e := &poolEntry{pool: pool.New(pc), dbName: dbName, db: db, mode: poolModeFor(cfg, db, user), tlsDigest: digest}
 	if len(db.Replicas) > 0 {
 		s.addReplicas(e, pc)
 	}
@@ -508,13 +508,13 @@ func (e *poolEntry) replicaPools() []*pool.Pool {
 	return out
 }
 
-func (s *Server) dialConfig(cfg *configs.Config, dbName string, db configs.Database, user, clientPassword string) (*pool.DialConfig, error) {
+func (s *Server) dialConfig(cfg *configs.Config, dbName string, db configs.Database, user, clientPassword string) (*pool.DialConfig, tlsDigest, error) {
 	var pw pool.PasswordSource
 	switch {
 	case s.opts.PasswordSource != nil && db.Auth == "entra":
 		src, err := s.opts.PasswordSource(dbName, db)
 		if err != nil {
-			return nil, err
+			return nil, tlsDigest{}, err
 		}
 		pw = src
 	case db.Password.Reveal() != "":
@@ -547,29 +547,12 @@ func (s *Server) dialConfig(cfg *configs.Config, dbName string, db configs.Datab
 	// A primary that reports in_hot_standby=on receives no writes; with
 	// several hosts this finds the writable one (target_session_attrs).
 	dc.RequireWritable = true
-	if db.SSLMode != "disable" {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if db.SSLRootCert != "" {
-			pem, err := os.ReadFile(db.SSLRootCert)
-			if err != nil {
-				return nil, fmt.Errorf("databases.%s.sslrootcert: %w", dbName, err)
-			}
-			roots := x509.NewCertPool()
-			if !roots.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("databases.%s.sslrootcert: no certificates in %s", dbName, db.SSLRootCert)
-			}
-			tc.RootCAs = roots
-		}
-		if cfg.ServerTLSCertFile != "" {
-			cert, err := tls.LoadX509KeyPair(cfg.ServerTLSCertFile, cfg.ServerTLSKeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("server_tls_cert_file: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
-		}
-		dc.TLS = tc
+	tc, digest, err := serverTLS(cfg, dbName, db)
+	if err != nil {
+		return nil, tlsDigest{}, err
 	}
-	return dc, nil
+	dc.TLS = tc
+	return dc, digest, nil
 }
 
 // Reconnect makes every server connection of database db ("" = all) close

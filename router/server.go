@@ -273,6 +273,7 @@ func (s *Server) Reload(cfg *configs.Config) error {
 		return err
 	}
 	globalsChanged := poolSettings(old) != poolSettings(cfg)
+	digests := serverTLSDigests(cfg) // (files read before the lock)
 	s.throttle.setBase(cfg.AuthFailureDelay.Std())
 	s.mu.Lock()
 	if globalsChanged {
@@ -284,7 +285,7 @@ func (s *Server) Reload(cfg *configs.Config) error {
 	for k, e := range s.pools {
 		db, _, ok := cfg.LookupDatabase(k.db)
 		if globalsChanged || !ok || !sameDatabase(db, e.db) || e.mode != poolModeFor(cfg, db, k.user) ||
-			e.pool.Config().Dial.Detached != detachedServers(cfg, db, k.user) {
+			e.pool.Config().Dial.Detached != detachedServers(cfg, db, k.user) || serverTLSChanged(db, e.tlsDigest, digests) {
 			stale = append(stale, e)
 			delete(s.pools, k)
 			if ok {

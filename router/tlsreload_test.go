@@ -2,16 +2,21 @@ package router_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
 	"github.com/pgferry/pgferry/router"
 )
@@ -111,4 +116,140 @@ func TestALoginDuringACertificateReloadBindsSCRAMToTheCertificateItsHandshakeSaw
 	if bytes.Equal(tc.ConnectionState().PeerCertificates[0].Raw, serverCert(t, f)) {
 		t.Fatal("the reload during the login did not replace the certificate")
 	}
+}
+
+// replaceFile gives path the contents of from, as a certificate manager
+// does: a new file renamed over the old one, under the same name.
+func replaceFile(t *testing.T, path, from string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// copyToTemp copies from into a file of a test's own and returns its path.
+func copyToTemp(t *testing.T, from string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), filepath.Base(from))
+	replaceFile(t, path, from)
+	return path
+}
+
+// A reload re-reads the files of pgferry's TLS towards servers, as
+// PgBouncer's does (sbuf_tls_setup, which recycles every server connection):
+// a certificate manager that rotates the CA or pgferry's client
+// certificate in place, under the same names, has new server logins use
+// the new files once pgferry reloads.
+func TestAReloadRereadsTheServerTLSFilesReplacedUnderTheSameNames(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	tests := []struct {
+		name string
+		// setup points cfg at files of the test's own holding what the
+		// server refuses, and returns a func that replaces them with
+		// what it accepts.
+		setup func(t *testing.T, cfg *configs.Config) (replace func())
+		// query, run through pgferry after the reload, shows the new
+		// files in use; want is its result.
+		query, want string
+	}{
+		{
+			name: "server_tls_ca_file",
+			setup: func(t *testing.T, cfg *configs.Config) func() {
+				ca := copyToTemp(t, writeOtherCA(t))
+				cfg.ServerTLSCAFile = ca
+				db := cfg.Databases["app"]
+				db.Host, db.SSLMode, db.SSLRootCert = "localhost", "verify-full", ca
+				cfg.Databases["app"] = db
+				return func() { replaceFile(t, ca, cluster.CAFile) }
+			},
+			query: "select ssl::text from pg_stat_ssl where pid = pg_backend_pid()",
+			want:  "true",
+		},
+		{
+			// A certificate its ssl_ca_file did not sign is not even
+			// sent: PostgreSQL names the CAs it accepts.
+			name: "server_tls_cert_file and server_tls_key_file",
+			setup: func(t *testing.T, cfg *configs.Config) func() {
+				selfCert, selfKey := writeLocalhostCert(t)
+				cert, key := copyToTemp(t, selfCert), copyToTemp(t, selfKey)
+				cfg.ServerTLSCertFile, cfg.ServerTLSKeyFile = cert, key
+				db := cfg.Databases["app"]
+				db.SSLMode = "require"
+				cfg.Databases["app"] = db
+				return func() {
+					replaceFile(t, cert, cluster.CertFile)
+					replaceFile(t, key, cluster.KeyFile)
+				}
+			},
+			query: "select coalesce(client_dn, '') from pg_stat_ssl where pid = pg_backend_pid()",
+			want:  "/O=pgferry tests/CN=localhost",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := ferrytest.Config(t, cluster)
+			setPoolSize(cfg, "app", 1)
+			replace := tc.setup(t, cfg)
+			f := ferrytest.Start(t, cfg)
+			if got, err := queryThrough(ctx, f, tc.query); err == nil && got == tc.want {
+				t.Fatalf("before the files were replaced, %s = %q already", tc.query, got)
+			}
+			replace()
+			next := *cfg
+			if err := f.Server.Reload(&next); err != nil {
+				t.Fatal(err)
+			}
+			got, err := queryThrough(ctx, f, tc.query)
+			if err != nil {
+				t.Fatalf("after the files were replaced and pgferry reloaded: %v", err)
+			}
+			if got != tc.want {
+				t.Fatalf("after the files were replaced and pgferry reloaded, %s = %q, want %q", tc.query, got, tc.want)
+			}
+			// Files as they were rebuild nothing: the one server
+			// connection of the pool serves on.
+			conn := ferrytest.Connect(t, ctx, f.AppDSN())
+			before := backendPID(t, ctx, conn)
+			again := *cfg
+			if err := f.Server.Reload(&again); err != nil {
+				t.Fatal(err)
+			}
+			if after := backendPID(t, ctx, conn); after != before {
+				t.Fatalf("a reload with the same TLS files moved the client from server %d to %d: the pool was rebuilt", before, after)
+			}
+		})
+	}
+}
+
+// queryThrough runs sql on a new connection through f and returns its one
+// text value.
+func queryThrough(ctx context.Context, f *ferrytest.Ferry, sql string) (string, error) {
+	conn, err := pgx.Connect(ctx, f.AppDSN())
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	var got string
+	err = conn.QueryRow(ctx, sql).Scan(&got)
+	return got, err
+}
+
+// backendPID returns the pid of the server backend that runs conn's query.
+func backendPID(t *testing.T, ctx context.Context, conn *pgx.Conn) int32 {
+	t.Helper()
+	var pid int32
+	if err := conn.QueryRow(ctx, "select pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	return pid
 }
