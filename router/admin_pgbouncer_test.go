@@ -1,8 +1,8 @@
 package router_test
 
-// The admin console next to a real PgBouncer: the same columns for every
-// SHOW command and the same refusals. startPgBouncer runs Debian's
-// PgBouncer in front of the package's cluster.
+// The admin console next to a real PgBouncer: 1.25.2's columns for every
+// SHOW command (where that binary is installed) and Debian's refusals.
+// startPgBouncer runs a PgBouncer in front of the package's cluster.
 
 import (
 	"context"
@@ -26,14 +26,41 @@ import (
 	"github.com/pgferry/pgferry/internal/pgtest"
 )
 
-// TestAdminColumnsMatchPgBouncer runs Debian's PgBouncer 1.18 in front of
-// the same cluster and checks that every SHOW command of pgferry starts
-// with PgBouncer's columns, with the same names, order and types.
-func TestAdminColumnsMatchPgBouncer(t *testing.T) {
+// pgBouncer125 is where the PgBouncer 1.25.2 binary the project compares
+// with lives next to the repository (shared/anchors/pgbouncer, see its
+// README), or PGFERRY_PGBOUNCER_125; "" when it is not there.
+func pgBouncer125(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("PGFERRY_PGBOUNCER_125")
+	if bin == "" {
+		bin = filepath.Join("..", "..", "shared", "anchors", "pgbouncer", "pgbouncer")
+	}
+	out, err := osexec.Command(bin, "--version").Output()
+	if err != nil || !strings.Contains(string(out), "PgBouncer 1.25.2") {
+		return ""
+	}
+	abs, err := filepath.Abs(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
+// TestAdminColumnsMatchPgBouncer125 runs PgBouncer 1.25.2 in front of the
+// same cluster, where that binary is installed (it skips otherwise:
+// router/admin's TestColumnsArePgBouncer125s holds the same lists, read
+// from it by hand), and checks that every SHOW command of pgferry starts
+// with PgBouncer's columns, with the same names, order and types (but SHOW
+// CLIENTS' and SERVERS' id: numeric in pgferry, int4 there).
+func TestAdminColumnsMatchPgBouncer125(t *testing.T) {
 	t.Parallel()
+	bin := pgBouncer125(t)
+	if bin == "" {
+		t.Skip("PgBouncer 1.25.2 is not installed (shared/anchors/pgbouncer or PGFERRY_PGBOUNCER_125)")
+	}
 	f := ferrytest.Start(t, ferrytest.Config(t, cluster))
 	ctx := testContext(t)
-	bouncer := startPgBouncer(t)
+	bouncer := startPgBouncer(t, bin)
 
 	// Traffic through both, so the app pools exist.
 	for _, dsn := range []string{f.AppDSN(), bouncer.dsn("app", ferrytest.User, ferrytest.Password)} {
@@ -44,7 +71,7 @@ func TestAdminColumnsMatchPgBouncer(t *testing.T) {
 	}
 	ours := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
 	theirs := ferrytest.ConnectPgConn(t, ctx, bouncer.dsn("pgbouncer", "admin", "admin-secret"))
-	for _, cmd := range adminShowCommands {
+	for _, cmd := range append(slices.Clone(adminShowCommands), "STATE", "PEERS") {
 		t.Run(cmd, func(t *testing.T) {
 			want, err := adminExec(theirs, "SHOW "+cmd)
 			if err != nil {
@@ -54,8 +81,12 @@ func TestAdminColumnsMatchPgBouncer(t *testing.T) {
 			if len(got.cols) < len(want.cols) || !slices.Equal(got.cols[:len(want.cols)], want.cols) {
 				t.Fatalf("columns\n got  %v\n want %v first", got.cols, want.cols)
 			}
-			if !slices.Equal(got.oids[:len(want.oids)], want.oids) {
-				t.Errorf("column types\n got  %v\n want %v first", got.oids[:len(want.oids)], want.oids)
+			wantOIDs := slices.Clone(want.oids)
+			if i := slices.Index(want.cols, "id"); i >= 0 && (cmd == "CLIENTS" || cmd == "SERVERS") {
+				wantOIDs[i] = 1700 // numeric: pgferry's ids are 64-bit
+			}
+			if !slices.Equal(got.oids[:len(want.oids)], wantOIDs) {
+				t.Errorf("column types\n got  %v\n want %v first", got.oids[:len(want.oids)], wantOIDs)
 			}
 			// SHOW LISTS and TOTALS answer a row per name: the names
 			// are PgBouncer's too.
@@ -71,7 +102,14 @@ func TestAdminColumnsMatchPgBouncer(t *testing.T) {
 			}
 		})
 	}
-	// The same refusals, word for word.
+}
+
+// TestAdminRefusalsMatchPgBouncer runs Debian's PgBouncer in front of the
+// same cluster and checks its refusals are pgferry's, word for word.
+func TestAdminRefusalsMatchPgBouncer(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	bouncer := startPgBouncer(t, "")
 	stats := ferrytest.ConnectPgConn(t, ctx, bouncer.dsn("pgbouncer", "stats", "stats-secret"))
 	_, err := adminExec(stats, "PAUSE")
 	wantPgError(t, err, "08P01", "admin access needed")
@@ -96,13 +134,15 @@ func (b *pgBouncer) log() string {
 	return string(data)
 }
 
-// startPgBouncer runs /usr/sbin/pgbouncer (as the postgres user when the
-// test runs as root, since PgBouncer refuses root) in front of cluster's
-// app database, with the users of ferrytest.Config. A missing binary
-// fails the test (.ci/run installs it).
-func startPgBouncer(t *testing.T) *pgBouncer {
+// startPgBouncer runs bin, or /usr/sbin/pgbouncer when bin is "" (as the
+// postgres user when the test runs as root, since PgBouncer refuses root)
+// in front of cluster's app database, with the users of ferrytest.Config.
+// A missing /usr/sbin/pgbouncer fails the test (.ci/run installs it).
+func startPgBouncer(t *testing.T, bin string) *pgBouncer {
 	t.Helper()
-	bin := "/usr/sbin/pgbouncer"
+	if bin == "" {
+		bin = "/usr/sbin/pgbouncer"
+	}
 	if _, err := os.Stat(bin); err != nil {
 		p, lerr := osexec.LookPath("pgbouncer")
 		if lerr != nil {

@@ -22,7 +22,7 @@ var exporterColumns = map[string][]string{
 		"sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login",
 		"maxwait", "maxwait_us"},
 	"DATABASES": {"name", "host", "port", "database", "force_user", "pool_size", "min_pool_size",
-		"reserve_pool", "pool_mode", "max_connections", "current_connections", "paused", "disabled"},
+		"reserve_pool_size", "pool_mode", "max_connections", "current_connections", "paused", "disabled"},
 	"STATS_TOTALS": {"database", "query_count", "query_time", "bytes_received", "bytes_sent", "wait_time",
 		"xact_count", "xact_time", "client_parse_count", "server_parse_count", "bind_count", "server_assignment_count"},
 	"LISTS":   {"list", "items"},

@@ -24,8 +24,8 @@ import (
 	"github.com/pgferry/pgferry/internal/ferrytest"
 )
 
-// adminShowCommands are the SHOW commands both pgferry and PgBouncer 1.18
-// answer.
+// adminShowCommands are the SHOW commands both pgferry and PgBouncer (1.18
+// and 1.25.2) answer.
 var adminShowCommands = []string{
 	"POOLS", "STATS", "STATS_TOTALS", "STATS_AVERAGES", "TOTALS", "CLIENTS", "SERVERS",
 	"DATABASES", "CONFIG", "VERSION", "LISTS", "USERS",

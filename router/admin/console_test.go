@@ -242,7 +242,7 @@ func TestConsoleAnswersCommandsAsPgBouncerDoes(t *testing.T) {
 			name: "stats user may SHOW",
 			full: false,
 			sql:  "SHOW USERS",
-			want: []string{"T name,pool_mode", "C SHOW", "Z I"},
+			want: []string{"T name,pool_size,reserve_pool_size,pool_mode,max_user_connections,current_connections,max_user_client_connections,current_client_connections", "C SHOW", "Z I"},
 		},
 		{
 			name: "RELOAD takes no database",
@@ -312,7 +312,7 @@ func TestConsoleRefusesAnExtendedProtocolBatchOnceAndSkipsItToSync(t *testing.T)
 		t.Fatalf("Serve = %v, want ErrDone at EOF", err)
 	}
 	refused := "E ERROR 08P01 the admin console supports only simple queries"
-	want := []string{refused, "Z I", "T name,pool_mode", "C SHOW", "Z I", refused, "Z I"}
+	want := []string{refused, "Z I", "T name,pool_size,reserve_pool_size,pool_mode,max_user_connections,current_connections,max_user_client_connections,current_client_connections", "C SHOW", "Z I", refused, "Z I"}
 	if !slices.Equal(got, want) {
 		t.Errorf("answer\n got %q\nwant %q", got, want)
 	}
@@ -399,15 +399,17 @@ func TestShowClientsAndServersJoinClientsToTheirServers(t *testing.T) {
 	if !errors.Is(err, ErrDone) {
 		t.Fatalf("Serve = %v", err)
 	}
-	head := "T type,user,database,state,addr,port,local_addr,local_port,connect_time,request_time,wait,wait_us,close_needed,ptr,link,remote_pid,tls,application_name,id"
+	// replication is "none" (pgferry has no replication connections);
+	// prepared_statements NULL, shown here as "".
+	head := "T type,user,database,replication,state,addr,port,local_addr,local_port,connect_time,request_time,wait,wait_us,close_needed,ptr,link,remote_pid,tls,application_name,prepared_statements,id"
 	want := []string{
 		head,
-		"D C|app|app|active|10.0.0.2|5500|10.0.0.1|6432|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x3|0x10000000005|0|TLSv1.3/TLS_AES_128_GCM_SHA256|psql|3",
-		"D C|app|app|waiting|unix|0||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x4||0|||4",
+		"D C|app|app|none|active|10.0.0.2|5500|10.0.0.1|6432|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x3|0x10000000005|0|TLSv1.3/TLS_AES_128_GCM_SHA256|psql||3",
+		"D C|app|app|none|waiting|unix|0||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x4||0||||4",
 		"C SHOW", "Z I",
 		head,
-		"D S|app|app|active|db|5432||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x10000000005|0x3|100|TLS||5",
-		"D S|app|app|idle|db|5432||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:10 UTC|0|0|1|0x10000000006||101|||6",
+		"D S|app|app|none|active|db|5432||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x10000000005|0x3|100|TLS|||5",
+		"D S|app|app|none|idle|db|5432||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:10 UTC|0|0|1|0x10000000006||101||||6",
 		"C SHOW", "Z I",
 	}
 	if !slices.Equal(got, want) {
@@ -444,8 +446,8 @@ func TestStatsNamesAreThoseOfPgBouncer125(t *testing.T) {
 	if len(rows) < len(pgbouncer) || !slices.Equal(rows[:len(pgbouncer)], pgbouncer) {
 		t.Errorf("SHOW TOTALS rows\n got %q\nwant %q first", rows, pgbouncer)
 	}
-	wantAvg := "T database,xact_count,query_count,bytes_received,bytes_sent,xact_time,query_time,wait_time," +
-		"server_assignment_count,avg_client_parse_count,avg_server_parse_count,avg_bind_count"
+	wantAvg := "T database,server_assignment_count,xact_count,query_count,bytes_received,bytes_sent,xact_time,query_time,wait_time," +
+		"avg_client_parse_count,avg_server_parse_count,avg_bind_count"
 	if !slices.ContainsFunc(got, func(l string) bool { return strings.HasPrefix(l, wantAvg) }) {
 		t.Errorf("SHOW STATS_AVERAGES: %q, want columns starting %q", got, wantAvg)
 	}
@@ -543,27 +545,55 @@ func TestShutdownTakesPgBouncersWaitForServers(t *testing.T) {
 	}
 }
 
-// TestShowDatabasesHasPgBouncer125sColumnsAfterItsOwn: the columns PgBouncer
-// 1.24+ added to SHOW DATABASES that pgferry can fill (admin.c
-// admin_show_databases) follow pgferry's, with PgBouncer's types:
-// server_lifetime in seconds, load_balance_hosts NULL (pgferry does not
-// balance over a host list), max_client_connections 0 (no limit), and
-// current_client_connections, the database's clients.
-func TestShowDatabasesHasPgBouncer125sColumnsAfterItsOwn(t *testing.T) {
+// TestShowDatabasesHasPgBouncer125sColumns: SHOW DATABASES has PgBouncer
+// 1.25.2's columns in its order (admin.c admin_show_databases), then
+// pgferry's auth: force_user NULL without one, server_lifetime in seconds,
+// load_balance_hosts NULL (pgferry does not balance over a host list),
+// max_client_connections 0 (no limit), and current_client_connections, the
+// database's clients.
+func TestShowDatabasesHasPgBouncer125sColumns(t *testing.T) {
 	b := newFakeBackend()
-	b.cfg.Databases = map[string]configs.Database{"app": {Host: "db", Port: 5432, PoolSize: 5}}
+	b.cfg.Databases = map[string]configs.Database{"app": {Host: "db", Port: 5432, PoolSize: 5, ReservePool: 2, MaxDBConnections: 8}}
 	b.snap.Pools = []PoolInfo{
-		{Database: "app", User: "a", ClientsActive: 1, ClientsWaiting: 2, ClientsIdle: 3},
+		{Database: "app", User: "a", ClientsActive: 1, ClientsWaiting: 2, ClientsIdle: 3, Stat: pool.Stat{Total: 4}},
 		{Database: "app", User: "b", ClientsIdle: 1},
 	}
-	got, err := run(t, b, &fakeSession{}, false, frames(t, &pgproto3.Query{String: "SHOW DATABASES"}))
-	if !errors.Is(err, ErrDone) {
-		t.Fatalf("Serve = %v", err)
+	_, rows := showTyped(t, b, "SHOW DATABASES")
+	want := []string{"app|db|5432|app|NULL|5|0|2|3600||NULL|8|4|0|7|0|0|password"}
+	if !slices.Equal(rows, want) {
+		t.Errorf("SHOW DATABASES rows\n got %q\nwant %q", rows, want)
 	}
-	if len(got) < 2 || !strings.HasSuffix(got[0], ",auth,server_lifetime,load_balance_hosts,max_client_connections,current_client_connections") {
-		t.Fatalf("SHOW DATABASES columns %q", got)
+}
+
+// TestShowUsersHasPgBouncer125sLimitsAndCounts: SHOW USERS answers PgBouncer
+// 1.25.2's columns (admin.c admin_show_users; read from it by hand): a user
+// of [users], of a pool or of a client now, its pool_mode (NULL when it
+// inherits), the max_user_connections in force, its server connections,
+// no client limit (0) and its clients. pool_size and reserve_pool_size are
+// text in PgBouncer, "" for a user that sets none, as pgferry's never do.
+func TestShowUsersHasPgBouncer125sLimitsAndCounts(t *testing.T) {
+	b := newFakeBackend()
+	b.cfg.MaxUserConnections = 9
+	b.cfg.Users = map[string]configs.User{"bob": {PoolMode: "session", MaxUserConnections: 3}, "carol": {}}
+	b.snap.Pools = []PoolInfo{
+		{Database: "app", User: "app", Stat: pool.Stat{Total: 4}},
+		{Database: "other", User: "app", Stat: pool.Stat{Total: 2}},
+		{Database: "app", User: "bob", Stat: pool.Stat{Total: 1}},
 	}
-	if !strings.HasSuffix(got[1], "|password|3600||0|7") {
-		t.Errorf("SHOW DATABASES row %q, want server_lifetime 3600, load_balance_hosts NULL, max_client_connections 0, 7 clients", got[1])
+	b.clients = []ClientInfo{{ID: 1, User: "app"}, {ID: 2, User: "app"}, {ID: 3, User: "admin"}}
+	cols, rows := showTyped(t, b, "SHOW USERS")
+	wantCols := []string{"name:25", "pool_size:25", "reserve_pool_size:25", "pool_mode:25",
+		"max_user_connections:23", "current_connections:23", "max_user_client_connections:23", "current_client_connections:23"}
+	if !slices.Equal(cols, wantCols) {
+		t.Errorf("columns\n got %q\nwant %q", cols, wantCols)
+	}
+	want := []string{
+		"admin|||NULL|9|0|0|1",
+		"app|||NULL|9|6|0|2",
+		"bob|||session|3|1|0|0",
+		"carol|||NULL|9|0|0|0",
+	}
+	if !slices.Equal(rows, want) {
+		t.Errorf("rows\n got %q\nwant %q", rows, want)
 	}
 }

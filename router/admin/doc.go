@@ -6,9 +6,10 @@
 // A client reaches the console after login like any database; package
 // router admits it and hands its connection's Reader and Writer to a
 // Console, which greets the client, reads its commands, answers the SHOW
-// lists (RowDescription and DataRows, with PgBouncer 1.18's column names,
-// order and types) and runs the control commands. Texts and SQLSTATEs of
-// its errors are PgBouncer 1.18's, so scripts and exporters written
+// lists (RowDescription and DataRows, with PgBouncer 1.25.2's column
+// names, order and types, then pgferry's own) and runs the control
+// commands. Texts and SQLSTATEs of its errors are PgBouncer's (1.18 and
+// 1.25.2 alike), so scripts and exporters written
 // against PgBouncer keep working; in particular "admin access needed" is
 // 08P01 (protocol_violation), which is what PgBouncer really sends, not
 // 42501.

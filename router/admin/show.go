@@ -20,11 +20,12 @@ const (
 )
 
 // Column lists of the SHOW commands. The leading columns are PgBouncer
-// 1.18's, with its names, order and types (checked against the real
-// pgbouncer by router's TestAdminColumnsMatchPgBouncer); pgferry's extra
-// columns follow them. Where PgBouncer 1.21+ inserted columns in the
-// middle (total_server_assignment_count in SHOW STATS), pgferry keeps the
-// 1.18 order and appends them instead.
+// 1.25.2's, with its names, order and types (TestColumnsArePgBouncer125s
+// holds its lists, read from it by hand; router's
+// TestAdminColumnsMatchPgBouncer125 compares with the binary where it is
+// installed); pgferry's extra columns follow them. SHOW CLIENTS' and
+// SERVERS' id is numeric where PgBouncer's is int4: pgferry's ids count
+// every connection of the process and may pass 2^31.
 var (
 	poolsCols = cols(oidText, "database", "user").
 			add(oidInt4, "cl_active", "cl_waiting", "cl_active_cancel_req", "cl_waiting_cancel_req",
@@ -34,45 +35,47 @@ var (
 		add(oidInt4, "cl_pinned", "paused")
 
 	statsCols = cols(oidText, "database").
-			add(oidNumeric, "total_xact_count", "total_query_count", "total_received", "total_sent",
-			"total_xact_time", "total_query_time", "total_wait_time",
-			"avg_xact_count", "avg_query_count", "avg_recv", "avg_sent", "avg_xact_time", "avg_query_time", "avg_wait_time",
-			"total_server_assignment_count", "total_client_parse_count", "total_server_parse_count",
-			"total_bind_count", "total_client_login_count",
-			"avg_server_assignment_count", "avg_client_parse_count", "avg_server_parse_count",
-			"avg_bind_count", "avg_client_login_count")
+			add(oidNumeric, "total_server_assignment_count", "total_xact_count", "total_query_count",
+			"total_received", "total_sent", "total_xact_time", "total_query_time", "total_wait_time",
+			"total_client_parse_count", "total_server_parse_count", "total_bind_count",
+			"avg_server_assignment_count", "avg_xact_count", "avg_query_count", "avg_recv", "avg_sent",
+			"avg_xact_time", "avg_query_time", "avg_wait_time",
+			"avg_client_parse_count", "avg_server_parse_count", "avg_bind_count",
+			"total_client_login_count", "avg_client_login_count")
 
 	// statsSetCols are SHOW STATS_TOTALS.
 	statsSetCols = cols(oidText, "database").
-			add(oidNumeric, "xact_count", "query_count", "bytes_received", "bytes_sent", "xact_time", "query_time", "wait_time",
-			"server_assignment_count", "client_parse_count", "server_parse_count", "bind_count", "client_login_count")
+			add(oidNumeric, "server_assignment_count", "xact_count", "query_count", "bytes_received", "bytes_sent",
+			"xact_time", "query_time", "wait_time", "client_parse_count", "server_parse_count", "bind_count",
+			"client_login_count")
 
 	// statsAvgCols are SHOW STATS_AVERAGES: PgBouncer 1.21+ names its
 	// prepared-statement averages avg_* there, unlike the other columns
 	// (stats.c, admin_show_stats_averages).
 	statsAvgCols = cols(oidText, "database").
-			add(oidNumeric, "xact_count", "query_count", "bytes_received", "bytes_sent", "xact_time", "query_time", "wait_time",
-			"server_assignment_count", "avg_client_parse_count", "avg_server_parse_count", "avg_bind_count", "avg_client_login_count")
+			add(oidNumeric, "server_assignment_count", "xact_count", "query_count", "bytes_received", "bytes_sent",
+			"xact_time", "query_time", "wait_time", "avg_client_parse_count", "avg_server_parse_count", "avg_bind_count",
+			"avg_client_login_count")
 
 	// socketCols are SHOW CLIENTS and SHOW SERVERS.
-	socketCols = cols(oidText, "type", "user", "database", "state", "addr").
+	socketCols = cols(oidText, "type", "user", "database", "replication", "state", "addr").
 			add(oidInt4, "port").add(oidText, "local_addr").add(oidInt4, "local_port").
 			add(oidText, "connect_time", "request_time").add(oidInt4, "wait", "wait_us", "close_needed").
 			add(oidText, "ptr", "link").add(oidInt4, "remote_pid").add(oidText, "tls", "application_name").
-			add(oidNumeric, "id")
+			add(oidInt4, "prepared_statements").add(oidNumeric, "id")
 
 	databasesCols = cols(oidText, "name", "host").add(oidInt4, "port").add(oidText, "database", "force_user").
-			add(oidInt4, "pool_size", "min_pool_size", "reserve_pool").add(oidText, "pool_mode").
-			add(oidInt4, "max_connections", "current_connections", "paused", "disabled").
-			add(oidText, "auth").
-		// PgBouncer 1.24+'s, after pgferry's own (1.18's order first).
-		add(oidInt4, "server_lifetime").add(oidText, "load_balance_hosts").
-		add(oidInt4, "max_client_connections", "current_client_connections")
+			add(oidInt4, "pool_size", "min_pool_size", "reserve_pool_size", "server_lifetime").
+			add(oidText, "pool_mode", "load_balance_hosts").
+			add(oidInt4, "max_connections", "current_connections", "max_client_connections", "current_client_connections",
+			"paused", "disabled").
+		add(oidText, "auth")
 
-	configCols   = cols(oidText, "key", "value", "default", "changeable")
-	versionCols  = cols(oidText, "version")
-	listsCols    = cols(oidText, "list").add(oidInt4, "items")
-	usersCols    = cols(oidText, "name", "pool_mode")
+	configCols  = cols(oidText, "key", "value", "default", "changeable")
+	versionCols = cols(oidText, "version")
+	listsCols   = cols(oidText, "list").add(oidInt4, "items")
+	usersCols   = cols(oidText, "name", "pool_size", "reserve_pool_size", "pool_mode").
+			add(oidInt4, "max_user_connections", "current_connections", "max_user_client_connections", "current_client_connections")
 	keyValueCols = cols(oidText, "key", "value")
 	totalsCols   = cols(oidText, "name").add(oidNumeric, "value")
 	peersCols    = cols(oidInt4, "peer_id").add(oidText, "host").add(oidInt4, "port", "pool_size")

@@ -67,9 +67,13 @@ func (c *Console) showDatabases(rs *resultSet) {
 		// load_balance_hosts is NULL: pgferry fails over along a host list
 		// rather than balancing over it; max_client_connections 0: no
 		// per-database client limit.
-		rs.add(n, db.Host, db.Port, dbname, db.User, size, db.MinPoolSize, db.ReservePool, db.PoolMode,
-			db.MaxDBConnections, a.conns, a.paused, false, auth,
-			int64(cfg.ServerLifetime.Std()/time.Second), nil, 0, a.clients)
+		var forceUser any // NULL without one, as in PgBouncer
+		if db.User != "" {
+			forceUser = db.User
+		}
+		rs.add(n, db.Host, db.Port, dbname, forceUser, size, db.MinPoolSize, db.ReservePool,
+			int64(cfg.ServerLifetime.Std()/time.Second), db.PoolMode, nil,
+			db.MaxDBConnections, a.conns, 0, a.clients, a.paused, false, auth)
 	}
 }
 
@@ -164,16 +168,52 @@ var restartOnlyKeys = sync.OnceValue(func() map[string]bool {
 	return out
 })
 
+// showUsers answers SHOW USERS with PgBouncer 1.25.2's columns (admin.c
+// admin_show_users): for each user in [users], or with a pool or a client
+// now, its pool_size and reserve_pool_size as text ("%9d", "" when the user
+// sets none: pgferry reads neither from [users], so always ""), its
+// pool_mode (NULL when it inherits), max_user_connections in force and its
+// server connections, max_user_client_connections (0: pgferry has no such
+// limit) and its clients, admin console clients included. PgBouncer also
+// lists every auth_file user, and carries one user's pool_size over to the
+// users after it that set none (its buffer is not cleared between rows);
+// pgferry does neither.
 func (c *Console) showUsers(rs *resultSet) {
 	rs.cols = usersCols
 	cfg := c.b.Config()
-	names := make([]string, 0, len(cfg.Users))
-	for n := range cfg.Users {
-		names = append(names, n)
+	type counts struct{ servers, clients int }
+	users := make(map[string]*counts, len(cfg.Users))
+	get := func(name string) *counts {
+		u := users[name]
+		if u == nil {
+			u = &counts{}
+			users[name] = u
+		}
+		return u
 	}
-	slices.Sort(names)
-	for _, n := range names {
-		rs.add(n, cfg.Users[n].PoolMode)
+	for n := range cfg.Users {
+		get(n)
+	}
+	for _, p := range c.b.Snapshot().Pools {
+		// PoolInfo.User is the server login user, whose connections
+		// PgBouncer counts (user->connection_count), as SHOW DATABASES
+		// counts a database's: the primary's.
+		get(p.User).servers += p.Stat.Total
+	}
+	for _, cl := range c.b.Clients() {
+		get(cl.User).clients++
+	}
+	for _, n := range slices.Sorted(maps.Keys(users)) {
+		u := cfg.Users[n]
+		var mode any
+		if u.PoolMode != "" {
+			mode = u.PoolMode
+		}
+		limit := u.MaxUserConnections
+		if limit == 0 {
+			limit = cfg.MaxUserConnections
+		}
+		rs.add(n, "", "", mode, limit, users[n].servers, 0, users[n].clients)
 	}
 }
 

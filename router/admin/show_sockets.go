@@ -38,6 +38,15 @@ func addrOf(a net.Addr) (string, int) {
 func clientPtr(id uint64) string { return fmt.Sprintf("0x%x", id) }
 func serverPtr(id uint64) string { return fmt.Sprintf("0x%x", 1<<40|id) }
 
+// replicationNone is every row's replication (PgBouncer 1.23+): pgferry
+// refuses replication connections, so it has none, of clients or servers.
+const replicationNone = "none"
+
+// SHOW CLIENTS' and SERVERS' prepared_statements (PgBouncer 1.21+: the
+// statements the client, or the server connection, has prepared) is NULL:
+// a session's statements are its own goroutine's, which the console does
+// not read, and no count of them is kept where it could.
+
 func (c *Console) showClients(rs *resultSet) {
 	rs.cols = socketCols
 	for _, cl := range c.b.Clients() {
@@ -53,9 +62,9 @@ func (c *Console) showClients(rs *resultSet) {
 		}
 		addr, port := splitAddr(cl.Addr)
 		laddr, lport := addrOf(cl.LocalAddr)
-		rs.add("C", cl.User, cl.Database, state, addr, port, laddr, lport,
+		rs.add("C", cl.User, cl.Database, replicationNone, state, addr, port, laddr, lport,
 			pgTime(cl.ConnectedAt), pgTime(cl.ConnectedAt), 0, 0, 0,
-			clientPtr(cl.ID), link, 0, cl.TLS, cl.AppName, cl.ID)
+			clientPtr(cl.ID), link, 0, cl.TLS, cl.AppName, nil, cl.ID)
 	}
 }
 
@@ -76,9 +85,9 @@ func (c *Console) showServers(rs *resultSet) {
 		if ci.TLS {
 			tlsName = "TLS"
 		}
-		rs.add("S", sv.User, sv.Database, state, addr, port, laddr, lport,
+		rs.add("S", sv.User, sv.Database, replicationNone, state, addr, port, laddr, lport,
 			pgTime(ci.Created), pgTime(requested), 0, 0, ci.CloseNeeded,
-			serverPtr(ci.ID), link, ci.PID, tlsName, "", ci.ID)
+			serverPtr(ci.ID), link, ci.PID, tlsName, "", nil, ci.ID)
 	}
 	for _, sv := range servers {
 		if sv.Lent {

@@ -76,10 +76,11 @@ func (c *Console) showStats(rs *resultSet) {
 	rs.cols = statsCols
 	for _, d := range c.dbStats() {
 		a := c.averages(d)
-		rs.add(d.name, d.xacts, d.queries, d.recv, d.sent, d.xactUS, d.queryUS, d.waitUS,
-			a.xacts, a.queries, a.recv, a.sent, a.xactUS, a.queryUS, a.waitUS,
-			d.assignments, d.cParses, d.sParses, d.binds, d.logins,
-			a.assignments, a.cParses, a.sParses, a.binds, a.log)
+		rs.add(d.name, d.assignments, d.xacts, d.queries, d.recv, d.sent, d.xactUS, d.queryUS, d.waitUS,
+			d.cParses, d.sParses, d.binds,
+			a.assignments, a.xacts, a.queries, a.recv, a.sent, a.xactUS, a.queryUS, a.waitUS,
+			a.cParses, a.sParses, a.binds,
+			d.logins, a.log)
 	}
 }
 
@@ -91,12 +92,12 @@ func (c *Console) showStatsSet(rs *resultSet, avg bool) {
 	for _, d := range c.dbStats() {
 		if avg {
 			a := c.averages(d)
-			rs.add(d.name, a.xacts, a.queries, a.recv, a.sent, a.xactUS, a.queryUS, a.waitUS,
-				a.assignments, a.cParses, a.sParses, a.binds, a.log)
+			rs.add(d.name, a.assignments, a.xacts, a.queries, a.recv, a.sent, a.xactUS, a.queryUS, a.waitUS,
+				a.cParses, a.sParses, a.binds, a.log)
 			continue
 		}
-		rs.add(d.name, d.xacts, d.queries, d.recv, d.sent, d.xactUS, d.queryUS, d.waitUS,
-			d.assignments, d.cParses, d.sParses, d.binds, d.logins)
+		rs.add(d.name, d.assignments, d.xacts, d.queries, d.recv, d.sent, d.xactUS, d.queryUS, d.waitUS,
+			d.cParses, d.sParses, d.binds, d.logins)
 	}
 }
 
