@@ -222,6 +222,16 @@ func dialHost(ctx context.Context, cfg *DialConfig, host string) (*ServerConn, e
 	sc, err := login(ctx, cfg, host, addr, raw)
 	if err != nil {
 		raw.Close()
+		var se *ServerError
+		if cfg.SSLMode == SSLAllow && errors.As(err, &se) && ctx.Err() == nil {
+			// libpq's allow: a server that refused the connection without
+			// TLS (a pg_hba.conf with hostssl lines only) is asked again
+			// with TLS (fe-connect.c, the retry of "allow" after an error
+			// during authentication); the error is then the second try's.
+			retry := *cfg
+			retry.SSLMode = SSLPrefer
+			return dialHost(ctx, &retry, host)
+		}
 		return nil, err
 	}
 	return sc, nil

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"maps"
 	"math/big"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgferry/pgferry/internal/ferrytest"
+	"github.com/pgferry/pgferry/internal/pgtest"
 )
 
 func TestClientTLSRequiredRefusesPlainClientsAndServesVerifiedOnes(t *testing.T) {
@@ -123,6 +125,56 @@ func TestServerTLSModesReachPostgreSQLAsConfigured(t *testing.T) {
 			}
 			if ssl != tc.wantSSL {
 				t.Fatalf("server connection ssl = %v, want %v", ssl, tc.wantSSL)
+			}
+		})
+	}
+}
+
+// sslmode allow towards a server is libpq's: a connection without TLS
+// first, and one with TLS if the server refuses that one (PgBouncer's
+// documentation gives server_tls_sslmode allow the same intent: "if server
+// rejects plain, try TLS"). pgx's allow does the same straight to
+// PostgreSQL, which the test compares: a database whose pg_hba.conf
+// rejects connections without TLS is reached over TLS, any other without.
+func TestServerSSLModeAllowTriesTLSWhenTheServerRefusesAPlainConnection(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, tlsOnly := configWithOwnDatabase(t)
+	if err := cluster.AddHBA("hostnossl " + tlsOnly + " all 127.0.0.1/32 reject"); err != nil {
+		t.Fatal(err)
+	}
+	plainToo := cluster.CreateDatabase(t, pgtest.AppUser)
+	const sslQuery = "select ssl from pg_stat_ssl where pid = pg_backend_pid()"
+	tests := []struct{ name, dbname string }{
+		{"a database that refuses connections without TLS", tlsOnly},
+		{"a database that takes them", plainToo},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dbname := tc.dbname
+			direct := ferrytest.Connect(t, ctx, cluster.DSN(dbname, pgtest.AppUser, ferrytest.Password)+" sslmode=allow")
+			var want bool
+			if err := direct.QueryRow(ctx, sslQuery).Scan(&want); err != nil {
+				t.Fatal(err)
+			}
+
+			cfg := *cfg
+			cfg.Databases = maps.Clone(cfg.Databases)
+			db := cfg.Databases["app"]
+			db.DBName, db.SSLMode = dbname, "allow"
+			cfg.Databases["app"] = db
+			f := ferrytest.Start(t, &cfg)
+			conn, err := pgx.Connect(ctx, f.AppDSN())
+			if err != nil {
+				t.Fatalf("through pgferry with sslmode allow (straight to PostgreSQL pgx's allow connects, ssl %v): %v", want, err)
+			}
+			defer conn.Close(ctx)
+			var got bool
+			if err := conn.QueryRow(ctx, sslQuery).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Fatalf("through pgferry the server connection has ssl %v; straight to PostgreSQL pgx's allow gets %v", got, want)
 			}
 		})
 	}
