@@ -328,6 +328,11 @@ func (p *parker) request(ss *session) bool {
 	if err == nil && size <= protocol.BufferSize {
 		frame, err = ss.rd.FillFrame(size)
 	}
+	ss.activeTick.Store(p.tick.Load())
+	if ss.has(stYoung) {
+		ss.flags.And(^stYoung)
+	}
+next:
 	switch {
 	case err == protocol.ErrWouldBlock:
 		if !p.await(ss, loopClient, 0) {
@@ -347,10 +352,6 @@ func (p *parker) request(ss *session) bool {
 		// for the buffer) or handles it (session state, COPY, ...).
 		p.evict(ss, "a request the goroutine serves", false)
 		return false
-	}
-	ss.activeTick.Store(p.tick.Load())
-	if ss.has(stYoung) {
-		ss.flags.And(^stYoung)
 	}
 	if !linked && needsServer(typ) && !ss.has(stSkipToSync) { // (skipped: handleFrame)
 		sc := ss.entry.pool.TryAcquireChecked(int64(p.turnNow) - int64(vouchedFor)) // (a check query would wait)
@@ -398,7 +399,20 @@ func (p *parker) request(ss *session) bool {
 		p.evict(ss, "a long pipeline", true)
 		return false
 	case !ss.answersNow():
-		return true // next request (or a group whose Sync is to come)
+		// The next request (or a group whose Sync is to come). One
+		// buffered whole behind this one (a pipeline: Parse, Bind,
+		// Describe, Execute, Sync in one write) is taken at once: what
+		// was looked at above for this one holds for it (the session's
+		// events are looked at again), and a client owed answers of
+		// pgferry's own first gets them as turn has it.
+		if ss.wr.Len() == 0 && ss.dead == nil && !ss.has(evWake|evKill|evPark|evDoomed) {
+			var ok bool
+			if typ, size, ok = ss.rd.PeekBuffered(); ok {
+				frame, err, linked = ss.rd.Lookahead()[:size], nil, true
+				goto next
+			}
+		}
+		return true
 	}
 	if sc.Rd.Buffered() > 0 || sc.TLS {
 		// Answers read already, or perhaps held by TLS, which the socket's
