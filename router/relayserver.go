@@ -396,13 +396,18 @@ func quietAnswer(typ byte) bool {
 }
 
 // joinQuietAnswers joins to frame, a quiet answer relayServer has just
-// noted, the quiet answers buffered whole behind it that answer the
-// client's own Parse, Bind or Describe at the head of the ring (not one
-// of pgferry's, whose answer is dropped, nor one with a tag), and notes
-// them: an extended-protocol group's ParseComplete, BindComplete and
-// RowDescription cost one turn of relayServer's loop, one hold of mu and
-// one copy to the client. It stops at anything else (a DataRow, an
-// error, ...), which the loop reads as before. mu is held.
+// noted, the answers buffered whole behind it that change nothing pgferry
+// tracks but the ring, and notes them: the quiet answers to the client's
+// own Parse, Bind or Describe at the head of the ring (not one of
+// pgferry's, whose answer is dropped, nor one with a tag), and the
+// DataRows and CommandComplete of its Execute or simple Query (for a
+// session that tracks no pending changes, rare, and a command whose tag
+// does not start with a D: DISCARD and DEALLOCATE are acted on,
+// onCommandComplete). An extended-protocol group's answers up to its
+// ReadyForQuery then cost one turn of relayServer's loop, one hold of mu
+// and one copy to the client. It stops at anything else (a notice, an
+// error, a ReadyForQuery, ...), which the loop reads as before. mu is
+// held.
 func (ss *session) joinQuietAnswers(rd *protocol.Reader, frame []byte) []byte {
 	for {
 		typ, size, ok := rd.PeekBuffered()
@@ -419,8 +424,13 @@ func (ss *session) joinQuietAnswers(rd *protocol.Reader, frame []byte) []byte {
 			head.kind == kBind && typ == protocol.MsgBindComplete,
 			head.kind == kDescribe && (typ == protocol.MsgRowDescription || typ == protocol.MsgNoData):
 			pop = true
-		case head.kind == kDescribe && typ == protocol.MsgParameterDescription:
-			// (a statement's: its RowDescription or NoData follows)
+		case head.kind == kDescribe && typ == protocol.MsgParameterDescription,
+			(head.kind == kExecute || head.kind == kQuery) && typ == protocol.MsgDataRow:
+			// (a statement's: its RowDescription or NoData follows; rows)
+		case (head.kind == kExecute || head.kind == kQuery) && typ == protocol.MsgCommandComplete &&
+			ss.rare == nil && size > 5 && rd.Lookahead()[5] != 'D':
+			ss.q.ignored = false // (as relayServer notes a CommandComplete)
+			pop = head.kind == kExecute
 		default:
 			return frame
 		}
@@ -428,7 +438,7 @@ func (ss *session) joinQuietAnswers(rd *protocol.Reader, frame []byte) []byte {
 			return frame
 		}
 		if pop {
-			ss.q.pop()
+			ss.q.popAnswered()
 		}
 	}
 }
