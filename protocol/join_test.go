@@ -70,3 +70,22 @@ func TestJoinRefusesAFrameThatDoesNotFollowTheRun(t *testing.T) {
 		t.Fatalf("the refused Join consumed the frame: Next = %q, %v", got, err)
 	}
 }
+
+func TestJoinRunTakesTheRowsBufferedBehindTheRowDescription(t *testing.T) {
+	described, row := frame('T', "\x00\x00"), frame('D', "\x00\x01\x00\x00\x00\x011")
+	done := frame('C', "SELECT 2\x00")
+	in := bytes.Join([][]byte{described, row, row, done}, nil)
+	rd := NewReader(bytes.NewReader(in))
+	defer rd.Release()
+	first, err := rd.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := rd.JoinRun(first, 'D')
+	if want := in[:len(in)-len(done)]; !bytes.Equal(run, want) {
+		t.Fatalf("the run is %q, want the RowDescription and both rows %q", run, want)
+	}
+	if got, err := rd.Next(); err != nil || !bytes.Equal(got, done) {
+		t.Fatalf("after the run, Next = %q, %v; want the CommandComplete", got, err)
+	}
+}

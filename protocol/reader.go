@@ -477,6 +477,21 @@ func (rd *Reader) Join(prev []byte, size int) (joined []byte, ok bool) {
 	return prev[:len(prev)+size], true
 }
 
+// JoinRun is Join for every frame of type typ buffered whole behind prev
+// (a result's DataRows behind its RowDescription): it returns prev with
+// them appended in place.
+func (rd *Reader) JoinRun(prev []byte, typ byte) []byte {
+	for {
+		t, size, ok := rd.PeekBuffered()
+		if !ok || t != typ {
+			return prev
+		}
+		if prev, ok = rd.Join(prev, size); !ok {
+			return prev
+		}
+	}
+}
+
 // Discard skips the next frame. It streams even a small frame, so after
 // an error the Reader's resume state may describe a small frame: callers
 // end the connection on a Discard error rather than retry.

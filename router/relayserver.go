@@ -143,7 +143,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			// ReadyForQuery, which it asked for, so owed > 0, owesNow
 			// holds, and needPump does not matter:
 			// releaseDeferred, which a cancel's end writes, is not read.)
+			// The rows buffered whole behind it go with it, in one copy.
 			owed = ss.q.n
+			frame = rd.JoinRun(frame, protocol.MsgDataRow)
 		} else {
 			ss.mu.Lock()
 			*held = heldMu
