@@ -36,9 +36,6 @@ func TestAdminConsolePauseHoldsClientsUntilResume(t *testing.T) {
 	if p := mustAdmin(t, pc, "SHOW POOLS").row("database", "app"); p["paused"] != "1" || p["sv_idle"] != "0" {
 		t.Fatalf("paused pool = %v", p)
 	}
-	_, err := adminExec(pc, "PAUSE")
-	wantPgError(t, err, "08P01", "already suspended/paused")
-
 	done := make(chan error, 1)
 	go func() {
 		_, err := app.Exec(context.Background(), "select 2")
@@ -61,7 +58,7 @@ func TestAdminConsolePauseHoldsClientsUntilResume(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("query still blocked after RESUME")
 	}
-	_, err = adminExec(pc, "PAUSE nosuch")
+	_, err := adminExec(pc, "PAUSE nosuch")
 	wantPgError(t, err, "08P01", "no such database: nosuch")
 }
 

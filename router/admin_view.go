@@ -18,9 +18,10 @@ import (
 // adminBackend implements admin.Backend over a Server.
 type adminBackend struct{ srv *Server }
 
-func (b adminBackend) Config() *configs.Config { return b.srv.cfg.Load() }
-func (b adminBackend) Started() time.Time      { return b.srv.started }
-func (b adminBackend) Draining() bool          { return b.srv.isDraining() }
+func (b adminBackend) Config() *configs.Config       { return b.srv.cfg.Load() }
+func (b adminBackend) Started() time.Time            { return b.srv.started }
+func (b adminBackend) Draining() bool                { return b.srv.isDraining() }
+func (b adminBackend) PauseState() *admin.PauseState { return &b.srv.adminPause }
 
 func (b adminBackend) Snapshot() admin.Snapshot {
 	snap := b.srv.Snapshot()

@@ -27,6 +27,7 @@ import (
 	"github.com/pgferry/pgferry/internal/tls13"
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/admin"
 	"github.com/pgferry/pgferry/router/fleet"
 	"github.com/pgferry/pgferry/router/peers"
 	"github.com/pgferry/pgferry/router/prepared"
@@ -118,6 +119,7 @@ type Server struct {
 	authQueries authQueryCache     // auth_query results
 	throttle    *authThrottle
 	started     time.Time
+	adminPause  admin.PauseState // what the admin console's PAUSE and KILL paused
 
 	// cut ends at shutdown's deadline (cutLogins), and with it the waits
 	// for a server of clients still logging in (waitContext) and their

@@ -49,6 +49,9 @@ type Backend interface {
 	// Shutdown starts a graceful shutdown and returns at once, or returns
 	// ErrNoAction when pgferry has no shutdown action.
 	Shutdown() error
+	// PauseState returns the pooler's one PauseState, which every console
+	// session shares.
+	PauseState() *PauseState
 }
 
 // ErrNoAction is what Backend.Reload and Backend.Shutdown return when the

@@ -29,6 +29,7 @@ type fakeBackend struct {
 	servers  []ServerInfo
 	pools    *fakePools
 	calls    []string
+	pause    PauseState
 }
 
 func newFakeBackend() *fakeBackend {
@@ -38,6 +39,7 @@ func newFakeBackend() *fakeBackend {
 func (b *fakeBackend) Config() *configs.Config { return b.cfg }
 func (b *fakeBackend) Started() time.Time      { return time.Now().Add(-time.Hour) }
 func (b *fakeBackend) Draining() bool          { return b.draining }
+func (b *fakeBackend) PauseState() *PauseState { return &b.pause }
 func (b *fakeBackend) Snapshot() Snapshot      { return b.snap }
 func (b *fakeBackend) Clients() []ClientInfo   { return b.clients }
 func (b *fakeBackend) Servers() []ServerInfo   { return b.servers }

@@ -29,17 +29,22 @@ func (c *Console) targets(db string) (PoolSet, error) {
 	return ps, nil
 }
 
+// errAlreadyPaused is PgBouncer's answer to PAUSE, PAUSE db, KILL and
+// KILL db while the whole pooler is paused (admin.c: cf_pause_mode).
+func errAlreadyPaused() error { return adminError("already suspended/paused") }
+
 // pause stops lending server connections for db (or all) and waits until
 // every lent connection came back and was closed, as PgBouncer's PAUSE
 // does. The wait ends early if the admin client is killed or pgferry
-// shuts down.
+// shuts down; what it paused stays paused, as in PgBouncer.
 func (c *Console) pause(db string) error {
 	ps, err := c.targets(db)
 	if err != nil {
 		return err
 	}
-	if db == "" && ps.Len() > 0 && ps.Paused() == ps.Len() {
-		return adminError("already suspended/paused")
+	st := c.b.PauseState()
+	if db == "" && !st.pauseAll() || db != "" && !st.pauseDBs(db) {
+		return errAlreadyPaused()
 	}
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -57,18 +62,45 @@ func (c *Console) pause(db string) error {
 	}
 }
 
+// resume ends a pause as PgBouncer's RESUME does: RESUME ends PAUSE and
+// leaves the databases paused on their own (PAUSE db, KILL) paused;
+// RESUME db ends those. One difference, deliberate: RESUME with the
+// pooler not paused but databases paused on their own (after a KILL
+// without a database, say) resumes them, where PgBouncer answers "pooler
+// is not paused/suspended" and wants RESUME db for each.
 func (c *Console) resume(db string) error {
 	ps, err := c.targets(db)
 	if err != nil {
 		return err
 	}
-	if ps.Paused() == 0 {
-		if db == "" {
+	st := c.b.PauseState()
+	if db != "" {
+		was, global := st.resumeDB(db)
+		if !was {
+			return adminError("database %s is not paused", db)
+		}
+		if !global {
+			ps.Resume()
+		}
+		return nil
+	}
+	global, kept := st.resumeAll()
+	if !global {
+		if len(kept) == 0 && ps.Paused() == 0 {
 			return adminError("pooler is not paused/suspended")
 		}
-		return adminError("database %s is not paused", db)
+		ps.Resume()
+		return nil
 	}
-	ps.Resume()
+	names := map[string]bool{}
+	for _, p := range c.b.Snapshot().Pools {
+		names[p.Database] = true
+	}
+	for name := range names {
+		if !kept[name] {
+			c.b.Pools(name).Resume()
+		}
+	}
 	return nil
 }
 
@@ -122,11 +154,23 @@ func (c *Console) killClient(arg string) error {
 
 // kill drops every client of db and its server connections now; no db is
 // every database but the console's, as in PgBouncer 1.23+ (1.18 refused
-// it). As in PgBouncer, the pools stay paused until RESUME.
+// it). As in PgBouncer (admin.c admin_cmd_kill), the databases killed
+// stay paused until RESUME, and a KILL while the whole pooler is paused
+// (PAUSE, done or still waiting for servers) is refused and kills nobody.
 func (c *Console) kill(db string) error {
 	ps, err := c.targets(db)
 	if err != nil {
 		return err
+	}
+	dbs := []string{db}
+	if db == "" {
+		dbs = dbs[:0]
+		for _, p := range c.b.Snapshot().Pools {
+			dbs = append(dbs, p.Database)
+		}
+	}
+	if !c.b.PauseState().pauseDBs(dbs...) {
+		return errAlreadyPaused()
 	}
 	// Mark the pools paused without waiting for them to drain: the
 	// clients holding their connections are about to go.

@@ -16,8 +16,9 @@
 //
 // One file per command family: console.go (the frame loop, parsing,
 // dispatch, errors), control.go (PAUSE, RESUME, RECONNECT, KILL,
-// KILL_CLIENT, WAIT_CLOSE, RELOAD, SHUTDOWN), show.go (the SHOW dispatch,
-// column lists and encoding), show_config.go (CONFIG, DATABASES, USERS,
+// KILL_CLIENT, WAIT_CLOSE, RELOAD, SHUTDOWN), pausestate.go (what PAUSE
+// and KILL paused, shared by the console's sessions), show.go (the SHOW
+// dispatch, column lists and encoding), show_config.go (CONFIG, DATABASES, USERS,
 // PEERS), show_pools.go (POOLS, LISTS, STATE, REPLICAS), show_stats.go
 // (STATS, STATS_TOTALS, STATS_AVERAGES, TOTALS) and show_sockets.go
 // (CLIENTS, SERVERS).

@@ -41,15 +41,13 @@ func (c *Console) showLists(rs *resultSet) {
 	}
 }
 
-// showState answers SHOW STATE as PgBouncer 1.19+ does: whether the
-// pooler is active, paused (every pool) or suspended (never, in pgferry).
+// showState answers SHOW STATE as PgBouncer 1.19+ does (admin.c
+// admin_show_state): whether the pooler is active, paused (PAUSE without a
+// database; a database paused on its own does not count) or suspended
+// (never, in pgferry). A draining pgferry is not active.
 func (c *Console) showState(rs *resultSet) {
 	rs.cols = keyValueCols
-	pools := c.b.Snapshot().Pools
-	paused := len(pools) > 0
-	for _, p := range pools {
-		paused = paused && p.Stat.Paused
-	}
+	paused := c.b.PauseState().paused()
 	yes := func(b bool) string {
 		if b {
 			return "yes"
