@@ -62,8 +62,21 @@ func (b adminBackend) Snapshot() admin.Snapshot {
 }
 
 func (b adminBackend) Clients() []admin.ClientInfo {
-	_, sessions := b.srv.lists()
-	out := make([]admin.ClientInfo, 0, len(sessions))
+	sessions, logins := b.srv.clientLists()
+	out := make([]admin.ClientInfo, 0, len(sessions)+len(logins))
+	for _, ss := range logins {
+		// Only what the login wrote before it was listed (registerLogin).
+		ci := admin.ClientInfo{
+			ID:          ss.id,
+			User:        ss.user,
+			Database:    ss.database,
+			Login:       true,
+			Addr:        ss.clientAddr(),
+			ConnectedAt: ss.connectedAt.Time(),
+		}
+		ci.LocalAddr, ci.TLS = ss.sockInfo()
+		out = append(out, ci)
+	}
 	for _, ss := range sessions {
 		ci := admin.ClientInfo{
 			ID:          ss.id,
@@ -129,10 +142,10 @@ func (b adminBackend) Pools(db string) admin.PoolSet {
 }
 
 func (b adminBackend) KillClients(db string) int {
-	_, sessions := b.srv.lists()
+	sessions, logins := b.srv.clientLists()
 	n := 0
 	var running []killedQuery
-	for _, ss := range sessions {
+	for _, ss := range append(logins, sessions...) {
 		if !ss.admin && (db == "" || ss.database == db) {
 			if sc := ss.kill(evKillDatabase); sc != nil {
 				running = append(running, killedQuery{ss, sc})
@@ -145,16 +158,14 @@ func (b adminBackend) KillClients(db string) int {
 }
 
 func (b adminBackend) KillClient(id uint64) bool {
-	_, sessions := b.srv.lists()
-	for _, ss := range sessions {
-		if ss.id == id && !ss.admin {
-			if sc := ss.kill(evKillClient); sc != nil {
-				ss.cancelRunning(context.Background(), sc)
-			}
-			return true
-		}
+	ss := b.srv.clientByID(id) // a session, or a client still logging in
+	if ss == nil || ss.admin {
+		return false
 	}
-	return false
+	if sc := ss.kill(evKillClient); sc != nil {
+		ss.cancelRunning(context.Background(), sc)
+	}
+	return true
 }
 
 func (b adminBackend) Reload() error {

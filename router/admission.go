@@ -79,6 +79,7 @@ func (s *Server) logIn(ss *session, n int64, screen bool) (logged *session) {
 	raw := ss.raw
 	defer func() {
 		if logged == nil {
+			s.unregisterLogin(ss)
 			ss.dropHandshake()
 			if !ss.handedOff {
 				raw.Close()

@@ -46,7 +46,13 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 	cred, known := ss.srv.store.Load().Lookup(ss.user)
 	if !known && !adminDatabases[ss.database] {
 		var err error
-		if cred, known, err = ss.srv.lookupUser(ss.srv.cut, cfg, ss.database, ss.user); err != nil {
+		ctx, cancel := ss.loginContext(0) // (lookupUser bounds it)
+		cred, known, err = ss.srv.lookupUser(ctx, cfg, ss.database, ss.user)
+		cancel()
+		if err != nil {
+			if k := ss.killed(); k != nil {
+				return "", k
+			}
 			if ss.srv.cut.Err() != nil {
 				return "", errDraining // cut at shutdown's deadline, as a login's wait for a server is
 			}

@@ -191,8 +191,8 @@ func (ss *session) tlsHoldsInput() bool {
 
 // setReadDeadline arms the idle timeouts for the next client read.
 func (ss *session) setReadDeadline() error {
-	if ss.has(evWake) {
-		return nil // a wake is pending; let the read fail at once
+	if ss.has(evWake | evKill) {
+		return nil // a wake or a kill is pending; let the read fail at once
 	}
 	cfg := ss.srv.cfg.Load()
 	ss.mu.Lock()
@@ -215,9 +215,9 @@ func (ss *session) setReadDeadline() error {
 		ss.idleDeadline = toMono(deadline)
 		ss.noDeadline = false
 		err := ss.raw.SetReadDeadline(deadline)
-		if ss.has(evWake) {
-			// A wake posted since the check above may have set its past
-			// deadline before this one replaced it.
+		if ss.has(evWake | evKill) {
+			// A wake or a kill posted since the check above may have set
+			// its past deadline before this one replaced it.
 			ss.raw.SetReadDeadline(pastDeadline)
 		}
 		return err
@@ -231,7 +231,7 @@ func (ss *session) setReadDeadline() error {
 	}
 	ss.noDeadline = true
 	err := ss.raw.SetReadDeadline(time.Time{})
-	if ss.has(evWake) {
+	if ss.has(evWake | evKill) {
 		ss.raw.SetReadDeadline(pastDeadline) // as above
 	}
 	return err

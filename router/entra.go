@@ -1,7 +1,6 @@
 package router
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"time"
@@ -98,10 +97,13 @@ func (ss *session) entraLogin(cfg *configs.Config) error {
 	}
 	// The socket deadline (client_login_timeout) bounds the exchange; this
 	// bounds waiting on a check another login is making.
-	ctx, cancel := context.WithTimeout(context.Background(), entraCheckTimeout(cfg))
+	ctx, cancel := ss.loginContext(entraCheckTimeout(cfg)) // (and a kill, shutdown's deadline)
 	defer cancel()
 	id, err := ec.validator.Validate(ctx, token)
 	if err != nil {
+		if k := ss.killed(); k != nil {
+			return k
+		}
 		return fail(err.Error())
 	}
 	if !id.MatchesAny(ec.roles[ss.user]) {

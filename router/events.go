@@ -165,7 +165,8 @@ func (ss *session) clientCut() bool {
 }
 
 // kill makes the session end as soon as possible; why is the evKill bit
-// that says who killed it. A server running a query is held for a cancel,
+// that says who killed it. It reaches a client still logging in too
+// (loginkill.go). A server running a query is held for a cancel,
 // as markDoomed holds it, and returned: the caller delivers the cancel
 // with cancelRunning once it holds no lock. The interrupt makes the relay
 // drop the server, and PostgreSQL would otherwise run the query on to its
@@ -186,13 +187,20 @@ func (ss *session) kill(why uint32) (running *pool.ServerConn) {
 			running = sc
 		}
 	}
-	if r := ss.rare; r != nil && r.waiting {
-		select { // a goroutine's wait for a server (waitForServer)
-		case r.waitStop <- struct{}{}: // (one slot: never blocks under mu)
-		default: // (stopped already)
+	var loginStop func()
+	if r := ss.rare; r != nil {
+		if r.waiting {
+			select { // a goroutine's wait for a server (waitForServer)
+			case r.waitStop <- struct{}{}: // (one slot: never blocks under mu)
+			default: // (stopped already)
+			}
 		}
+		loginStop = r.loginStop
 	}
 	ss.mu.Unlock()
+	if loginStop != nil {
+		loginStop() // a login's wait (loginContext)
+	}
 	return running
 }
 

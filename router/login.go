@@ -41,8 +41,12 @@ func (ss *session) login(cfg *configs.Config) bool {
 	ss.endLogin()
 	if err == nil {
 		ss.raw.SetDeadline(time.Time{})
+		if ss.has(evKill) {
+			ss.raw.SetDeadline(pastDeadline) // (a kill's, just cleared: the session ends at once)
+		}
 		return true
 	}
+	err = ss.loginKilled(err)
 	var pe *protocol.Error
 	var re *relayedError
 	if ss.handshake.refusal != nil {
@@ -182,6 +186,9 @@ func (ss *session) startup(cfg *configs.Config) error {
 		return e
 	}
 	ss.user, ss.database = startupNames(st)
+	if !adminDatabases[ss.database] {
+		ss.srv.registerLogin(ss) // kills reach it from here (loginkill.go)
+	}
 	password, err := ss.authenticate(cfg)
 	if err != nil {
 		return err

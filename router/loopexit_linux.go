@@ -312,6 +312,7 @@ func (ss *session) loginEndPanicked(told *bool) {
 // endedLogin lets go of a login's client at the end of endLogin, whatever
 // panicked there: its socket, its count and its WaitGroup slot.
 func (ss *session) endedLogin() {
+	ss.srv.unregisterLogin(ss)
 	ss.closeSocket()
 	ss.srv.clients.Add(-1)
 	ss.srv.wg.Done()

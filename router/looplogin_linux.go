@@ -236,6 +236,7 @@ func (p *parker) loginStartup(ss *session, n int) bool {
 	}
 	h.consume(n)
 	h.st = st
+	ss.srv.registerLogin(ss) // kills reach it from here (loginkill.go)
 	switch {
 	case h.method == "trust":
 		ss.queueAuthOK()
@@ -389,10 +390,13 @@ func (p *parker) loginAwait(ss *session) {
 	}
 }
 
-// loginStop takes a login off the loop: to a goroutine if the loop has not
-// answered it yet, else ended (errLoginInterrupted).
+// loginStop takes a login off the loop: ended with the kill's FATAL if it
+// was killed, to a goroutine if the loop has not answered it yet, else
+// ended (errLoginInterrupted).
 func (p *parker) loginStop(ss *session) {
-	if ss.handshake.step == 0 {
+	if k := ss.killed(); k != nil {
+		p.endLogin(ss, k)
+	} else if ss.handshake.step == 0 {
 		p.loginHandoff(ss)
 	} else {
 		p.endLogin(ss, errLoginInterrupted)

@@ -103,6 +103,7 @@ type Server struct {
 	// when a pool is rebuilt.
 	carried    map[poolKey]*carriedCounters
 	sessions   map[uint64]*session
+	logins     map[uint64]*session // clients logging in, which kills reach (loginkill.go)
 	cancelKeys map[uint64]*session
 	listeners  []net.Listener
 	draining   atomic.Bool // set under mu; read without it on every client read
@@ -142,6 +143,7 @@ func New(cfg *configs.Config, opts Options) (*Server, error) {
 		dbLimits:   make(map[string]*pool.Limit),
 		userLimits: make(map[string]*pool.Limit),
 		sessions:   make(map[uint64]*session),
+		logins:     make(map[uint64]*session),
 		cancelKeys: make(map[uint64]*session),
 		throttle:   newAuthThrottle(cfg.AuthFailureDelay.Std()),
 		pumps:      pumpWorkers{maxIdle: pumpIdleWorkers},
@@ -521,7 +523,14 @@ func (s *Server) Shutdown(ctx context.Context) int {
 			}
 			cut++
 		}
+		logins := s.loginsLocked()
 		s.mu.Unlock()
+		// Outside mu: a login on the relay loop ends in its kill, which
+		// takes mu (unregisterLogin).
+		for _, ss := range logins {
+			ss.kill(evKillShutdown) // (no server: nothing runs)
+			cut++
+		}
 		cancelKilled(running)
 		<-done
 	}
@@ -554,6 +563,7 @@ var errDraining = protocol.Fatal(protocol.SQLStateAdminShutdown, "pgferry is shu
 
 func (s *Server) register(ss *session) {
 	s.mu.Lock()
+	delete(s.logins, ss.id) // (in one step: a kill finds it in one or the other)
 	s.sessions[ss.id] = ss
 	s.cancelKeys[uint64(ss.pid)<<32|uint64(ss.key)] = ss
 	s.mu.Unlock()

@@ -285,6 +285,9 @@ type rareState struct {
 	// allocates nothing). Both guarded by mu.
 	waitStop chan struct{}
 	waiting  bool
+	// loginStop cancels the wait of a client logging in (loginContext)
+	// for a kill, which calls it; nil while none runs. Guarded by mu.
+	loginStop func()
 	// tentative holds the client's SET/RESET of unreported parameters
 	// until the requests that make them are answered (see settle), and
 	// the savepoint statements sent while any waits (see applyChange).

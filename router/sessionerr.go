@@ -18,13 +18,9 @@ import (
 
 // waitContext bounds a wait for a server of a client logging in (the
 // pool's first login, a check of its startup parameters) by
-// query_wait_timeout and shutdown's deadline (Server.cut): a session a
-// kill reaches does not exist yet.
+// query_wait_timeout, shutdown's deadline and a kill (loginContext).
 func (ss *session) waitContext(cfg *configs.Config) (context.Context, context.CancelFunc) {
-	if d := cfg.QueryWaitTimeout.Std(); d > 0 {
-		return context.WithTimeout(ss.srv.cut, d)
-	}
-	return context.WithCancel(ss.srv.cut)
+	return ss.loginContext(cfg.QueryWaitTimeout.Std())
 }
 
 // acquireError turns a pool error into what the client is told.
@@ -33,6 +29,8 @@ func (ss *session) acquireError(err error) error {
 	var lf *pool.LoginFailingError
 	var te *entra.TokenError
 	switch {
+	case errors.Is(err, context.Canceled) && ss.killed() != nil:
+		return ss.killed() // a login's wait a kill stopped (waitContext)
 	case errors.Is(err, context.Canceled) && ss.srv.cut.Err() != nil:
 		return errDraining // a login's wait cut at shutdown's deadline (waitContext)
 	case errors.As(err, &te):

@@ -159,6 +159,10 @@ type ClientInfo struct {
 	User, Database string
 	// Waiting is set while the client is queued for a server connection.
 	Waiting bool
+	// Login is set while the client is still logging in (its startup
+	// packet read, its greeting not yet sent); only ID, User, Database,
+	// Addr, LocalAddr, TLS and ConnectedAt are known then.
+	Login bool
 	// Linked is set while server connection Server is lent to the client.
 	Linked bool
 	Server uint64

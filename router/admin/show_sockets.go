@@ -55,6 +55,11 @@ func (c *Console) showClients(rs *resultSet) {
 		// (1.18 said "active" for both).
 		state, link := "idle", ""
 		switch {
+		case cl.Login:
+			// Still logging in: PgBouncer lists such a client only in
+			// SHOW SOCKETS (cl_login), which pgferry does not answer;
+			// here its ptr is one KILL_CLIENT takes.
+			state = "login"
 		case cl.Waiting:
 			state = "waiting"
 		case cl.Linked:
