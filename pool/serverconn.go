@@ -281,6 +281,9 @@ type StmtCache struct {
 	max        int
 	m          map[uint64]*stmtEntry
 	head, tail *stmtEntry // head is most recently used
+	// n is len(m), kept for Count: written by the borrower as m changes,
+	// read by anyone (the admin console's SHOW SERVERS).
+	n atomic.Int32
 }
 
 type stmtEntry struct {
@@ -290,6 +293,10 @@ type stmtEntry struct {
 
 // Len reports the number of cached statements.
 func (c *StmtCache) Len() int { return len(c.m) }
+
+// Count reports the number of cached statements, as the borrower last
+// changed it. Unlike the other methods it is safe for concurrent use.
+func (c *StmtCache) Count() int { return int(c.n.Load()) }
 
 // Has reports whether key is prepared and marks it most recently used.
 func (c *StmtCache) Has(key uint64) bool {
@@ -320,6 +327,7 @@ func (c *StmtCache) Add(key uint64) (evicted uint64, didEvict bool) {
 	e := &stmtEntry{key: key}
 	c.m[key] = e
 	c.pushFront(e)
+	c.n.Store(int32(len(c.m)))
 	return evicted, didEvict
 }
 
@@ -342,6 +350,7 @@ func (c *StmtCache) Restore(key uint64) {
 		c.head = e
 	}
 	c.tail = e
+	c.n.Store(int32(len(c.m)))
 }
 
 // Remove forgets key.
@@ -349,6 +358,7 @@ func (c *StmtCache) Remove(key uint64) {
 	if e, ok := c.m[key]; ok {
 		c.unlink(e)
 		delete(c.m, key)
+		c.n.Store(int32(len(c.m)))
 	}
 }
 
@@ -367,6 +377,7 @@ func (c *StmtCache) Drain(dst []uint64) []uint64 {
 func (c *StmtCache) Clear() {
 	clear(c.m)
 	c.head, c.tail = nil, nil
+	c.n.Store(0)
 }
 
 // SetMax sets the LRU capacity; 0 means unbounded.

@@ -25,6 +25,9 @@ type ConnInfo struct {
 	// CloseNeeded is set when the connection predates a Reconnect and will
 	// be closed instead of reused (PgBouncer's close_needed).
 	CloseNeeded bool
+	// PreparedStatements counts the statements pgferry prepared on the
+	// connection and keeps (StmtCache.Count).
+	PreparedStatements int
 }
 
 // IdleConns describes the connections idle in the pool, most recently
@@ -43,7 +46,8 @@ func (p *Pool) IdleConns() []ConnInfo {
 }
 
 // LentConnInfo describes sc, a connection the pool has lent out. It reads
-// only what is fixed when the connection is opened, so a caller other than
+// only what is fixed when the connection is opened, and the atomic count
+// of its prepared statements, so a caller other than
 // the borrower may use it while it holds a reference to sc it obtained
 // under the borrower's own synchronisation.
 func (p *Pool) LentConnInfo(sc *ServerConn) ConnInfo {
@@ -63,6 +67,8 @@ func connInfo(sc *ServerConn) ConnInfo {
 		PID:       sc.PID,
 		TLS:       sc.TLS,
 		Created:   sc.created,
+
+		PreparedStatements: sc.Stmts.Count(),
 	}
 }
 

@@ -85,6 +85,8 @@ func (b adminBackend) Clients() []admin.ClientInfo {
 			Addr:        ss.clientAddr(),
 			ConnectedAt: ss.connectedAt.Time(),
 			AppName:     ss.appName,
+
+			PreparedStatements: int(ss.nStmts.Load()),
 		}
 		if !ss.admin {
 			ci.Waiting = ss.clientState() == clientWaiting

@@ -60,6 +60,9 @@ type session struct {
 	// stmts is what the client prepared (nil: nothing yet). Only its
 	// owner (run, or the relay loop) touches it.
 	stmts *clientStmts
+	// nStmts is how many statement names stmts holds, as the last change
+	// left it (countStmts), for SHOW CLIENTS' prepared_statements.
+	nStmts atomic.Int32
 
 	// mu guards the link state. Held only for bookkeeping, never for I/O.
 	mu       sync.Mutex

@@ -217,7 +217,20 @@ func (ss *session) holdStmt(name string, body []byte) *clientStmt {
 		ss.srv.stmts.Release(old.Statement)
 	}
 	t.named[name] = st
+	ss.countStmts()
 	return st
+}
+
+// countStmts records how many statement names the client holds (nStmts),
+// after each change to them: set aside by a drop not yet answered, a name
+// no longer counts, as PgBouncer's client_prepared_statements no longer
+// holds a closed one.
+func (ss *session) countStmts() {
+	n := 0
+	if ss.stmts != nil {
+		n = len(ss.stmts.named)
+	}
+	ss.nStmts.Store(int32(n))
 }
 
 // forgetStmt drops the client's statement name, and the name as a drop
@@ -227,6 +240,7 @@ func (ss *session) forgetStmt(name []byte) {
 	if st := ss.stmts.lookup(name); st != nil {
 		delete(ss.stmts.named, string(name))
 		ss.srv.stmts.Release(st.Statement)
+		ss.countStmts()
 	}
 	if t := ss.stmts; t != nil {
 		for i := range t.drops {
@@ -270,6 +284,7 @@ func (ss *session) releaseStmts() {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.releaseNamed(t.named)
+	ss.countStmts()
 	for i := range t.drops {
 		ss.releaseNamed(t.drops[i].named)
 	}
@@ -308,6 +323,7 @@ func (ss *session) dropSent(sc *pool.ServerConn) {
 	if len(t.named) > 0 || sc.Stmts.Len() > 0 {
 		t.drops = append(t.drops, pendingDrop{seq: ss.q.seq, named: t.named, keys: sc.Stmts.Drain(nil)})
 		t.named = nil
+		ss.countStmts()
 	}
 	ss.unmarkDrop(t)
 }
@@ -381,6 +397,7 @@ func (ss *session) dropUndone(sc *pool.ServerConn, seq uint64) {
 		}
 		(*named)[name] = st
 	}
+	ss.countStmts()
 }
 
 // laterDrop returns the index of the first of t's unanswered drops from

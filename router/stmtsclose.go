@@ -80,6 +80,7 @@ func (ss *session) closeSent(name []byte) {
 	d := pendingDrop{seq: ss.q.seq, one: string(name)}
 	if st != nil {
 		delete(t.named, d.one)
+		ss.countStmts()
 		d.named = map[string]*clientStmt{d.one: st}
 	}
 	t.drops = append(t.drops, d)

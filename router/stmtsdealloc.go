@@ -155,6 +155,7 @@ func (ss *session) deallocSent(t *clientStmts) {
 		return
 	}
 	delete(t.named, name)
+	ss.countStmts()
 	t.drops = append(t.drops, pendingDrop{seq: ss.q.seq, one: name, named: map[string]*clientStmt{name: st}})
 	// (What it does to session state is kept: the server may refuse or
 	// skip the DEALLOCATE, and then the statement still exists.)

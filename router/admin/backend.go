@@ -175,6 +175,9 @@ type ClientInfo struct {
 	ConnectedAt time.Time
 	// AppName is the application_name of the startup packet.
 	AppName string
+	// PreparedStatements counts the client's named prepared statements
+	// (0 with max_prepared_statements = 0, which tracks none).
+	PreparedStatements int
 }
 
 // ServerInfo is one server connection, a row of SHOW SERVERS.

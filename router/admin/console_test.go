@@ -390,28 +390,27 @@ func TestShowClientsAndServersJoinClientsToTheirServers(t *testing.T) {
 	b := newFakeBackend()
 	b.clients = []ClientInfo{
 		{ID: 3, User: "app", Database: "app", Linked: true, Server: 5, Addr: "10.0.0.2:5500",
-			LocalAddr: addr("10.0.0.1:6432"), TLS: "TLSv1.3/TLS_AES_128_GCM_SHA256", ConnectedAt: at, AppName: "psql"},
+			LocalAddr: addr("10.0.0.1:6432"), TLS: "TLSv1.3/TLS_AES_128_GCM_SHA256", ConnectedAt: at, AppName: "psql", PreparedStatements: 2},
 		{ID: 4, User: "app", Database: "app", Waiting: true, ConnectedAt: at},
 	}
 	b.servers = []ServerInfo{
-		{Database: "app", User: "app", Conn: pool.ConnInfo{ID: 6, Addr: "db:5432", PID: 101, Created: at, LastUsed: at.Add(time.Second), CloseNeeded: true}},
+		{Database: "app", User: "app", Conn: pool.ConnInfo{ID: 6, Addr: "db:5432", PID: 101, Created: at, LastUsed: at.Add(time.Second), CloseNeeded: true, PreparedStatements: 4}},
 		{Database: "app", User: "app", Lent: true, Client: 3, Conn: pool.ConnInfo{ID: 5, Addr: "db:5432", PID: 100, TLS: true, Created: at}},
 	}
 	got, err := run(t, b, &fakeSession{}, false, frames(t, &pgproto3.Query{String: "SHOW CLIENTS"}, &pgproto3.Query{String: "SHOW SERVERS"}))
 	if !errors.Is(err, ErrDone) {
 		t.Fatalf("Serve = %v", err)
 	}
-	// replication is "none" (pgferry has no replication connections);
-	// prepared_statements NULL, shown here as "".
+	// replication is "none" (pgferry has no replication connections).
 	head := "T type,user,database,replication,state,addr,port,local_addr,local_port,connect_time,request_time,wait,wait_us,close_needed,ptr,link,remote_pid,tls,application_name,prepared_statements,id"
 	want := []string{
 		head,
-		"D C|app|app|none|active|10.0.0.2|5500|10.0.0.1|6432|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x3|0x10000000005|0|TLSv1.3/TLS_AES_128_GCM_SHA256|psql||3",
-		"D C|app|app|none|waiting|unix|0||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x4||0||||4",
+		"D C|app|app|none|active|10.0.0.2|5500|10.0.0.1|6432|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x3|0x10000000005|0|TLSv1.3/TLS_AES_128_GCM_SHA256|psql|2|3",
+		"D C|app|app|none|waiting|unix|0||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x4||0|||0|4",
 		"C SHOW", "Z I",
 		head,
-		"D S|app|app|none|active|db|5432||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x10000000005|0x3|100|TLS|||5",
-		"D S|app|app|none|idle|db|5432||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:10 UTC|0|0|1|0x10000000006||101||||6",
+		"D S|app|app|none|active|db|5432||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:09 UTC|0|0|0|0x10000000005|0x3|100|TLS||0|5",
+		"D S|app|app|none|idle|db|5432||0|2024-05-06 07:08:09 UTC|2024-05-06 07:08:10 UTC|0|0|1|0x10000000006||101|||4|6",
 		"C SHOW", "Z I",
 	}
 	if !slices.Equal(got, want) {

@@ -42,11 +42,6 @@ func serverPtr(id uint64) string { return fmt.Sprintf("0x%x", 1<<40|id) }
 // refuses replication connections, so it has none, of clients or servers.
 const replicationNone = "none"
 
-// SHOW CLIENTS' and SERVERS' prepared_statements (PgBouncer 1.21+: the
-// statements the client, or the server connection, has prepared) is NULL:
-// a session's statements are its own goroutine's, which the console does
-// not read, and no count of them is kept where it could.
-
 func (c *Console) showClients(rs *resultSet) {
 	rs.cols = socketCols
 	for _, cl := range c.b.Clients() {
@@ -69,7 +64,7 @@ func (c *Console) showClients(rs *resultSet) {
 		laddr, lport := addrOf(cl.LocalAddr)
 		rs.add("C", cl.User, cl.Database, replicationNone, state, addr, port, laddr, lport,
 			pgTime(cl.ConnectedAt), pgTime(cl.ConnectedAt), 0, 0, 0,
-			clientPtr(cl.ID), link, 0, cl.TLS, cl.AppName, nil, cl.ID)
+			clientPtr(cl.ID), link, 0, cl.TLS, cl.AppName, cl.PreparedStatements, cl.ID)
 	}
 }
 
@@ -92,7 +87,7 @@ func (c *Console) showServers(rs *resultSet) {
 		}
 		rs.add("S", sv.User, sv.Database, replicationNone, state, addr, port, laddr, lport,
 			pgTime(ci.Created), pgTime(requested), 0, 0, ci.CloseNeeded,
-			serverPtr(ci.ID), link, ci.PID, tlsName, "", nil, ci.ID)
+			serverPtr(ci.ID), link, ci.PID, tlsName, "", ci.PreparedStatements, ci.ID)
 	}
 	for _, sv := range servers {
 		if sv.Lent {
