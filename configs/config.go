@@ -201,6 +201,10 @@ type Config struct {
 	ClientTLSCertFile string `toml:"client_tls_cert_file"`
 	// ClientTLSCAFile verifies client certificates (verify-ca, verify-full).
 	ClientTLSCAFile string `toml:"client_tls_ca_file"`
+	// ClientTLSProtocols are the TLS versions clients may use, as
+	// PgBouncer's client_tls_protocols ("secure": TLS 1.2 and 1.3; see
+	// TLSVersions).
+	ClientTLSProtocols string `toml:"client_tls_protocols"`
 	// ServerTLSSSLMode is the default TLS mode towards servers: "disable",
 	// "allow", "prefer", "require", "verify-ca" or "verify-full".
 	ServerTLSSSLMode string `toml:"server_tls_sslmode"`
@@ -210,6 +214,9 @@ type Config struct {
 	ServerTLSKeyFile string `toml:"server_tls_key_file"`
 	// ServerTLSCertFile is the client certificate presented to servers.
 	ServerTLSCertFile string `toml:"server_tls_cert_file"`
+	// ServerTLSProtocols are the TLS versions pgferry may use with
+	// servers, as PgBouncer's server_tls_protocols (see TLSVersions).
+	ServerTLSProtocols string `toml:"server_tls_protocols"`
 
 	// LogLevel is "debug", "info", "warn" or "error".
 	LogLevel string `toml:"log_level"`
@@ -502,7 +509,9 @@ func Default() *Config {
 		RelayLoop:               defaultRelayLoop,
 		MaxPacketSize:           2147483647,
 		ClientTLSSSLMode:        "disable",
+		ClientTLSProtocols:      "secure",
 		ServerTLSSSLMode:        "prefer",
+		ServerTLSProtocols:      "secure",
 		LogLevel:                "info",
 		LogFormat:               "json",
 		Users:                   map[string]User{},

@@ -438,6 +438,14 @@ func (c *Config) validateTLS(p *problems) {
 		p.add("client_tls_ca_file", "required when client_tls_sslmode is %q", c.ClientTLSSSLMode)
 	}
 	p.oneOf("server_tls_sslmode", c.ServerTLSSSLMode, sslModes)
+	for _, f := range []struct{ key, value string }{
+		{"client_tls_protocols", c.ClientTLSProtocols},
+		{"server_tls_protocols", c.ServerTLSProtocols},
+	} {
+		if _, _, err := TLSVersions(f.value); err != nil {
+			p.add(f.key, "%v", err)
+		}
+	}
 	if (c.ServerTLSCertFile == "") != (c.ServerTLSKeyFile == "") {
 		p.add("server_tls_cert_file", "server_tls_cert_file and server_tls_key_file must be set together")
 	}

@@ -318,7 +318,9 @@ func tlsConfigFor(cfg *DialConfig, host string) *tls.Config {
 	} else {
 		c = &tls.Config{}
 	}
-	c.MinVersion = tls.VersionTLS12
+	if c.MinVersion == 0 {
+		c.MinVersion = tls.VersionTLS12 // (unless cfg.TLS sets its own)
+	}
 	c.ServerName = host
 	switch cfg.SSLMode {
 	case SSLVerifyFull:

@@ -179,3 +179,75 @@ func TestServerSSLModeAllowTriesTLSWhenTheServerRefusesAPlainConnection(t *testi
 		})
 	}
 }
+
+// client_tls_protocols and server_tls_protocols bound the TLS versions, as
+// PgBouncer's do: TLS 1.3 only keeps a TLS 1.2 client out, TLS 1.2 only
+// gives a client that offers 1.3 too TLS 1.2, and server_tls_protocols
+// tlsv1.2 makes pgferry's server connection TLS 1.2, which PostgreSQL
+// reports in pg_stat_ssl.
+func TestTheTLSProtocolsSettingsBoundTheVersionsTowardsClientsAndServers(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	connect := func(f *ferrytest.Ferry, maxVersion uint16) (*pgx.Conn, error) {
+		cc, err := pgx.ParseConfig(f.AppDSN() + " sslmode=require")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc.TLSConfig.MaxVersion = maxVersion
+		cc.Fallbacks = nil // (no retry without TLS)
+		return pgx.ConnectConfig(ctx, cc)
+	}
+	versionOf := func(conn *pgx.Conn) string {
+		return tls.VersionName(conn.PgConn().Conn().(*tls.Conn).ConnectionState().Version)
+	}
+	tests := []struct {
+		name             string
+		client, server   string
+		clientMaxVersion uint16
+		// wantClient is the version the client gets, "" for a refusal;
+		// wantServer pg_stat_ssl's version of pgferry's server connection.
+		wantClient, wantServer string
+	}{
+		{"the defaults give a client and the server TLS 1.3", "secure", "secure", tls.VersionTLS13, "TLS 1.3", "TLSv1.3"},
+		{"client_tls_protocols tlsv1.3 refuses a TLS 1.2 client", "tlsv1.3", "secure", tls.VersionTLS12, "", ""},
+		{"client_tls_protocols tlsv1.3 serves a TLS 1.3 client", "tlsv1.3", "secure", tls.VersionTLS13, "TLS 1.3", "TLSv1.3"},
+		{"client_tls_protocols tlsv1.2 gives a client TLS 1.2", "tlsv1.2", "secure", tls.VersionTLS13, "TLS 1.2", "TLSv1.3"},
+		{"server_tls_protocols tlsv1.2 gives the server connection TLS 1.2", "secure", "tlsv1.2", tls.VersionTLS13, "TLS 1.3", "TLSv1.2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := ferrytest.Config(t, cluster)
+			offerClientTLS(cfg, "require")
+			cfg.ClientTLSProtocols, cfg.ServerTLSProtocols = tc.client, tc.server
+			db := cfg.Databases["app"]
+			db.SSLMode = "require"
+			cfg.Databases["app"] = db
+			f := ferrytest.Start(t, cfg)
+			conn, err := connect(f, tc.clientMaxVersion)
+			if tc.wantClient == "" {
+				if err == nil {
+					conn.Close(ctx)
+					t.Fatal("the client connected")
+				}
+				if !strings.Contains(err.Error(), "protocol version") {
+					t.Fatalf("got %v, want the TLS handshake refused for its protocol version", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			if got := versionOf(conn); got != tc.wantClient {
+				t.Errorf("the client got %s, want %s", got, tc.wantClient)
+			}
+			var got string
+			if err := conn.QueryRow(ctx, "select version from pg_stat_ssl where pid = pg_backend_pid()").Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.wantServer {
+				t.Errorf("pgferry's server connection has %s, want %s", got, tc.wantServer)
+			}
+		})
+	}
+}

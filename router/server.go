@@ -197,7 +197,11 @@ func (s *Server) apply(cfg *configs.Config) error {
 		// sessions, and crypto/tls would send them under the application
 		// keys inside the handshake, which internal/tls13 takes over
 		// from sequence number 0.
-		ctls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, SessionTicketsDisabled: true}
+		minV, maxV, err := configs.TLSVersions(cfg.ClientTLSProtocols)
+		if err != nil {
+			return fmt.Errorf("client_tls_protocols: %w", err)
+		}
+		ctls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: minV, MaxVersion: maxV, SessionTicketsDisabled: true}
 		if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil {
 			hash = auth.ChannelBindingHash(leaf)
 		}

@@ -19,9 +19,9 @@ import (
 type tlsDigest [sha256.Size]byte
 
 // serverTLS returns the TLS configuration of database db's server
-// connections (nil for sslmode disable): db's sslrootcert (server_tls_ca_file
-// by default) and the global server_tls_cert_file and server_tls_key_file,
-// read now. With it comes the digest of what was read, which the pool keeps:
+// connections (nil for sslmode disable): the versions server_tls_protocols
+// allows, db's sslrootcert (server_tls_ca_file by default) and the global
+// server_tls_cert_file and server_tls_key_file, read now. With it comes the digest of what was read, which the pool keeps:
 // a reload that finds other contents under the same names rebuilds the pool
 // (see serverTLSDigests), as PgBouncer's reload re-reads its TLS files and
 // recycles the server connections (sbuf.c, sbuf_tls_setup); a certificate
@@ -34,7 +34,11 @@ func serverTLS(cfg *configs.Config, dbName string, db configs.Database) (*tls.Co
 	if err != nil {
 		return nil, tlsDigest{}, err
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	minV, maxV, err := configs.TLSVersions(cfg.ServerTLSProtocols)
+	if err != nil {
+		return nil, tlsDigest{}, fmt.Errorf("server_tls_protocols: %w", err)
+	}
+	tc := &tls.Config{MinVersion: minV, MaxVersion: maxV}
 	if db.SSLRootCert != "" {
 		roots := x509.NewCertPool()
 		if !roots.AppendCertsFromPEM(files.root) {
