@@ -20,30 +20,7 @@ import (
 func TestACancelRequestForAQueuedStatementCancelsItAsPostgreSQLCancelsOneWaitingForALock(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	// The reference: PostgreSQL cancels an INSERT waiting for a lock.
-	_, db := configWithOwnDatabase(t)
-	direct := func() *pgconn.PgConn {
-		return ferrytest.ConnectPgConn(t, ctx, cluster.DSN(db, ferrytest.User, ferrytest.Password))
-	}
-	holder, victim := direct(), direct()
-	for _, sql := range []string{"create table queued_cancel (x int)", "begin; lock table queued_cancel"} {
-		if _, err := holder.Exec(ctx, sql).ReadAll(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want := map[bool]string{}
-	for _, extended := range []bool{false, true} {
-		want[extended] = cancelQueued(t, ctx, victim, extended, func() (bool, error) {
-			n, err := queryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and wait_event_type = 'Lock'", db)
-			return n == 1, err
-		})
-		if want[extended] != "57014" {
-			t.Fatalf("PostgreSQL answered a cancelled INSERT waiting for a lock with %q", want[extended])
-		}
-	}
-	if _, err := holder.Exec(ctx, "commit").ReadAll(); err != nil {
-		t.Fatal(err)
-	}
+	want := postgresCancelsAnInsertWaitingForALock(t, ctx)
 
 	tests := []struct {
 		name           string
@@ -96,6 +73,38 @@ func TestACancelRequestForAQueuedStatementCancelsItAsPostgreSQLCancelsOneWaiting
 			}
 		})
 	}
+}
+
+// postgresCancelsAnInsertWaitingForALock is the reference for a cancelled
+// queued statement: what PostgreSQL answers a CancelRequest for an INSERT
+// waiting for a lock, by simple query (false) and by the extended
+// protocol (true).
+func postgresCancelsAnInsertWaitingForALock(t *testing.T, ctx context.Context) map[bool]string {
+	t.Helper()
+	_, db := configWithOwnDatabase(t)
+	direct := func() *pgconn.PgConn {
+		return ferrytest.ConnectPgConn(t, ctx, cluster.DSN(db, ferrytest.User, ferrytest.Password))
+	}
+	holder, victim := direct(), direct()
+	for _, sql := range []string{"create table queued_cancel (x int)", "begin; lock table queued_cancel"} {
+		if _, err := holder.Exec(ctx, sql).ReadAll(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[bool]string{}
+	for _, extended := range []bool{false, true} {
+		want[extended] = cancelQueued(t, ctx, victim, extended, func() (bool, error) {
+			n, err := queryInt(ctx, "select count(*) from pg_stat_activity where datname = $1 and wait_event_type = 'Lock'", db)
+			return n == 1, err
+		})
+		if want[extended] != "57014" {
+			t.Fatalf("PostgreSQL answered a cancelled INSERT waiting for a lock with %q", want[extended])
+		}
+	}
+	if _, err := holder.Exec(ctx, "commit").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	return want
 }
 
 // cancelQueued has victim run an INSERT that waits (queued reports it

@@ -46,9 +46,9 @@ const (
 	// the request fails with 57014, as a statement PostgreSQL cancels
 	// while it waits for a lock does (waitForServer, takeCarried; one the
 	// relay loop queued goes to its goroutine, lookAgain, whose link
-	// refuses it before it looks for a server); a
-	// server granted first serves it (attach forgets the cancel), as
-	// PostgreSQL ignores a cancel that comes before the statement.
+	// refuses it before it looks for a server). One that comes as a
+	// server is granted, before the session takes it, refuses the
+	// request all the same (endQueued), and the server goes back unused.
 	evCancelQueued
 	// stWaiting: queued for a server connection (the sweep leaves it be).
 	stWaiting

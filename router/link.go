@@ -87,6 +87,11 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 			}
 			return nil, ss.acquireError(err)
 		}
+		if ss.endQueued() {
+			ss.takeQueuedCancel()
+			ss.returnLent(sc)
+			return nil, errQueuedCancelled // (refused: handleFrame)
+		}
 		ss.attach(sc, onReplica, readOnly)
 		ss.linkedLent()
 		return sc, nil
@@ -121,9 +126,6 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 	// or its skipping to a Sync, if the loan ended otherwise (its server
 	// lost): they are not this server's.
 	ss.releaseDeferred, ss.pumpKick, ss.cancels, ss.serverSkips = false, false, 0, false
-	if ss.has(evCancelQueued) {
-		ss.flags.And(^evCancelQueued) // (came as the server was granted: see evCancelQueued)
-	}
 	ss.q.clear()
 	if ss.stmts != nil {
 		ss.stmts.unnamedHere = false // the server's is whoever parsed last
@@ -162,13 +164,15 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 func (ss *session) stillLinked(sc *pool.ServerConn) bool { return ss.server == sc }
 
 // waitForServer queues for a server connection of p, up to
-// query_wait_timeout. A client that disconnected while queued is noticed
+// query_wait_timeout. The session stays queued (stWaiting) past a grant,
+// for a CancelRequest that comes meanwhile: the caller ends the wait
+// (endQueued) before it links the server. A client that disconnected while queued is noticed
 // when its turn comes: one non-blocking peek at its socket, and the server
 // goes straight back to the pool, its query never sent. (Watching every
 // queued client while it waits cost a goroutine, two deadline changes and
 // a wake-up per queued transaction.) Errors are the pool's own (or
 // errClientGone); link decides what the client is told.
-func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn, error) {
+func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (sc *pool.ServerConn, err error) {
 	var expired <-chan time.Time
 	if d := ss.srv.cfg.Load().QueryWaitTimeout.Std(); d > 0 {
 		// query_wait_timeout, on a timer the session keeps for its waits.
@@ -181,7 +185,11 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 		expired = ss.rare.waitTimer.C
 	}
 	ss.flags.Or(stWaiting)
-	defer ss.flags.And(^stWaiting)
+	defer func() {
+		if err != nil {
+			ss.flags.And(^stWaiting) // (after a grant, endQueued)
+		}
+	}()
 	r := ss.beginWait()
 	defer ss.endWait(r)
 	if ss.has(evKill) {
@@ -190,7 +198,7 @@ func (ss *session) waitForServer(p *pool.Pool, readOnly bool) (*pool.ServerConn,
 	if ss.takeQueuedCancel() {
 		return nil, errCancelledQueued // (cancelled before waiting was set)
 	}
-	sc, err := p.AcquireWhile(r.waitStop, expired)
+	sc, err = p.AcquireWhile(r.waitStop, expired)
 	if errors.Is(err, pool.ErrPoolClosed) && ss.refreshEntry() {
 		// A reload replaced the database's pools: carry on with the new
 		// ones, the client keeps its session.
@@ -249,6 +257,31 @@ func (ss *session) endWait(r *rareState) {
 	default:
 	}
 	ss.mu.Unlock()
+}
+
+// endQueued ends the wait for a server of a session that got one (a
+// goroutine's wait, or a grant the relay loop took): the session is no
+// longer queued (stWaiting) from here, under mu, where forwardCancel looks
+// at it, and it reports whether a CancelRequest came for the request
+// before (evCancelQueued, which it leaves for the caller). The request is
+// then refused with 57014 before it runs, as while it waited: pgferry
+// holds it, where PostgreSQL would have it and cancel it (a statement
+// waiting for a lock). From here to the request's send, a cancel finds a
+// session with nothing running, as for any request between its read and
+// its send, and PostgreSQL ignores one while it reads a statement.
+func (ss *session) endQueued() (cancelled bool) {
+	ss.mu.Lock()
+	ss.flags.And(^stWaiting)
+	cancelled = ss.has(evCancelQueued)
+	ss.mu.Unlock()
+	return cancelled
+}
+
+// returnLent gives back to its pool, unused, the server a wait or a grant
+// got (rareState.lent) for a request refused before it was linked.
+func (ss *session) returnLent(sc *pool.ServerConn) {
+	ss.rare.lent = nil
+	sc.Pool().Release(sc)
 }
 
 // linkedLent forgets the server a wait or a grant got (rareState.lent)

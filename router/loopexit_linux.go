@@ -173,16 +173,17 @@ func (ss *session) takeCarried() error {
 		expired = r.waitTimer.C
 	}
 	ss.flags.Or(stWaiting)
-	defer ss.flags.And(^stWaiting)
 	r.carried = pool.Ticket{} // (AcquireWhile ends it, whatever it returns)
 	ss.beginWait()
 	defer ss.endWait(r)
 	if ss.has(evKill) {
+		ss.flags.And(^stWaiting)
 		tk.Cancel()
 		return errKilledQueued // (killed since the look above)
 	}
 	sc, err := tk.AcquireWhile(r.waitStop, expired)
 	if err != nil {
+		ss.flags.And(^stWaiting)
 		switch {
 		case errors.Is(err, pool.ErrPoolClosed):
 			return nil
@@ -195,6 +196,12 @@ func (ss *session) takeCarried() error {
 	}
 	r.lent = sc // (until attach: a panic destroys it, see lent)
 	ss.faultAt("lent")
+	if ss.endQueued() {
+		// A CancelRequest came as the server was granted: run's link
+		// refuses the request, as above.
+		ss.returnLent(sc)
+		return nil
+	}
 	ss.attach(sc, false, false)
 	ss.linkedLent()
 	return nil

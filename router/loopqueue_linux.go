@@ -129,7 +129,7 @@ func (p *parker) serveGrants() {
 // one.
 func (p *parker) takeGrant(ss *session) {
 	defer p.recoverTurn(ss)
-	ss.flags.And(^(stParked | stWaiting))
+	ss.flags.And(^stParked) // (stWaiting: endQueued, or unloop as it leaves)
 	tk := ss.rare.ticket
 	ss.rare.ticket = pool.Ticket{}
 	ss.setLoop(loopClient)
@@ -160,6 +160,13 @@ func (p *parker) takeGrant(ss *session) {
 		sc.Pool().Release(sc)
 		ss.loopCredit = loopNever // (no raw socket calls)
 		p.evict(ss, "a server connection that cannot read without waiting", false)
+		return
+	}
+	if ss.endQueued() {
+		// A CancelRequest came as the server was granted: the goroutine's
+		// link refuses the request (lookAgain's hand-over, too late).
+		ss.returnLent(sc)
+		p.evict(ss, "a cancel of the queued request", false)
 		return
 	}
 	ss.attach(sc, false, false)
