@@ -228,6 +228,12 @@ func (s *Server) apply(cfg *configs.Config) error {
 	if ctls != nil {
 		ctls = tls13.ServerConfig(ctls) // TLS 1.3 handshakes run over a tls13.Tap
 	}
+	// The files of the TLS towards servers are read when a pool is made;
+	// they must load now, as the client's do: a start or reload with one
+	// that does not is refused, as PgBouncer refuses it (sbuf_tls_setup).
+	if _, err := serverTLSDigests(cfg); err != nil {
+		return err
+	}
 	var rules *hba.Rules
 	if cfg.AuthType == "hba" {
 		// Read on every apply, so a reload re-reads the file like auth_file.
@@ -281,7 +287,9 @@ func (s *Server) Reload(cfg *configs.Config) error {
 		return err
 	}
 	globalsChanged := poolSettings(old) != poolSettings(cfg)
-	digests := serverTLSDigests(cfg) // (files read before the lock)
+	// (Read before the lock. Files that stopped loading since apply read
+	// them are left out: their pools keep the files they read.)
+	digests, _ := serverTLSDigests(cfg)
 	s.throttle.setBase(cfg.AuthFailureDelay.Std())
 	s.mu.Lock()
 	if globalsChanged {

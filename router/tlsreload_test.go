@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -155,30 +156,33 @@ func TestAReloadRereadsTheServerTLSFilesReplacedUnderTheSameNames(t *testing.T) 
 		name string
 		// setup points cfg at files of the test's own holding what the
 		// server refuses, and returns a func that replaces them with
-		// what it accepts.
-		setup func(t *testing.T, cfg *configs.Config) (replace func())
+		// what it accepts, and the file a half-done write would break.
+		setup func(t *testing.T, cfg *configs.Config) (replace func(), file string)
 		// query, run through pgferry after the reload, shows the new
 		// files in use; want is its result.
 		query, want string
+		// brokenKey is the key a reload names when file is broken.
+		brokenKey string
 	}{
 		{
 			name: "server_tls_ca_file",
-			setup: func(t *testing.T, cfg *configs.Config) func() {
+			setup: func(t *testing.T, cfg *configs.Config) (func(), string) {
 				ca := copyToTemp(t, writeOtherCA(t))
 				cfg.ServerTLSCAFile = ca
 				db := cfg.Databases["app"]
 				db.Host, db.SSLMode, db.SSLRootCert = "localhost", "verify-full", ca
 				cfg.Databases["app"] = db
-				return func() { replaceFile(t, ca, cluster.CAFile) }
+				return func() { replaceFile(t, ca, cluster.CAFile) }, ca
 			},
-			query: "select ssl::text from pg_stat_ssl where pid = pg_backend_pid()",
-			want:  "true",
+			query:     "select ssl::text from pg_stat_ssl where pid = pg_backend_pid()",
+			want:      "true",
+			brokenKey: "databases.app.sslrootcert",
 		},
 		{
 			// A certificate its ssl_ca_file did not sign is not even
 			// sent: PostgreSQL names the CAs it accepts.
 			name: "server_tls_cert_file and server_tls_key_file",
-			setup: func(t *testing.T, cfg *configs.Config) func() {
+			setup: func(t *testing.T, cfg *configs.Config) (func(), string) {
 				selfCert, selfKey := writeLocalhostCert(t)
 				cert, key := copyToTemp(t, selfCert), copyToTemp(t, selfKey)
 				cfg.ServerTLSCertFile, cfg.ServerTLSKeyFile = cert, key
@@ -188,10 +192,11 @@ func TestAReloadRereadsTheServerTLSFilesReplacedUnderTheSameNames(t *testing.T) 
 				return func() {
 					replaceFile(t, cert, cluster.CertFile)
 					replaceFile(t, key, cluster.KeyFile)
-				}
+				}, key
 			},
-			query: "select coalesce(client_dn, '') from pg_stat_ssl where pid = pg_backend_pid()",
-			want:  "/O=pgferry tests/CN=localhost",
+			query:     "select coalesce(client_dn, '') from pg_stat_ssl where pid = pg_backend_pid()",
+			want:      "/O=pgferry tests/CN=localhost",
+			brokenKey: "server_tls_key_file",
 		},
 	}
 	for _, tc := range tests {
@@ -199,7 +204,7 @@ func TestAReloadRereadsTheServerTLSFilesReplacedUnderTheSameNames(t *testing.T) 
 			t.Parallel()
 			cfg := ferrytest.Config(t, cluster)
 			setPoolSize(cfg, "app", 1)
-			replace := tc.setup(t, cfg)
+			replace, file := tc.setup(t, cfg)
 			f := ferrytest.Start(t, cfg)
 			if got, err := queryThrough(ctx, f, tc.query); err == nil && got == tc.want {
 				t.Fatalf("before the files were replaced, %s = %q already", tc.query, got)
@@ -227,6 +232,22 @@ func TestAReloadRereadsTheServerTLSFilesReplacedUnderTheSameNames(t *testing.T) 
 			if after := backendPID(t, ctx, conn); after != before {
 				t.Fatalf("a reload with the same TLS files moved the client from server %d to %d: the pool was rebuilt", before, after)
 			}
+			// A reload that finds a file half written is refused, as
+			// one with a bad client TLS file is, and PgBouncer's: the
+			// pool keeps the files it read.
+			if err := os.WriteFile(file, []byte("-----BEGIN"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			broken := *cfg
+			if err := f.Server.Reload(&broken); err == nil || !strings.Contains(err.Error(), tc.brokenKey) {
+				t.Fatalf("a reload that found a TLS file half written: %v; want an error naming %s", err, tc.brokenKey)
+			}
+			if after := backendPID(t, ctx, conn); after != before {
+				t.Fatalf("a reload that found a TLS file half written moved the client from server %d to %d: the pool was rebuilt", before, after)
+			}
+			if got, err := queryThrough(ctx, f, tc.query); err != nil || got != tc.want {
+				t.Fatalf("a new client after a reload that found a TLS file half written: %q, %v; want %q", got, err, tc.want)
+			}
 		})
 	}
 }
@@ -252,4 +273,23 @@ func backendPID(t *testing.T, ctx context.Context, conn *pgx.Conn) int32 {
 		t.Fatal(err)
 	}
 	return pid
+}
+
+// A server TLS file that does not load stops pgferry's start, naming its
+// key, as a client TLS file does and as PgBouncer stops: found only when
+// the pool is made, it would fail every login of the database.
+func TestAServerTLSFileThatDoesNotLoadStopsTheStart(t *testing.T) {
+	t.Parallel()
+	cfg := ferrytest.Config(t, cluster)
+	broken := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(broken, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db := cfg.Databases["app"]
+	db.SSLMode, db.SSLRootCert = "verify-full", broken
+	cfg.Databases["app"] = db
+	_, err := router.New(cfg, router.Options{})
+	if err == nil || !strings.Contains(err.Error(), "databases.app.sslrootcert") {
+		t.Fatalf("got %v, want an error naming databases.app.sslrootcert", err)
+	}
 }
