@@ -220,7 +220,7 @@ func (ss *session) startup(cfg *configs.Config) error {
 	}
 	entry, err := ss.srv.poolFor(cfg, poolName, db, serverUser, password)
 	if err != nil {
-		return err
+		return poolError(poolName, err)
 	}
 	ss.entry = entry
 	ss.txnMode = entry.mode == poolModeTransaction
@@ -242,6 +242,16 @@ func (ss *session) startup(cfg *configs.Config) error {
 	}
 	entry.stats.clientLogins.Add(1)
 	return nil
+}
+
+// poolError is what a client whose pool could not be made is told: err if
+// it is meant for the client, or else a FATAL naming the database, without
+// err's text (file paths of pgferry's host), which the log keeps.
+func poolError(database string, err error) error {
+	if _, ok := errors.AsType[*protocol.Error](err); ok {
+		return err
+	}
+	return fmt.Errorf("%w: %w", protocol.Fatal(protocol.SQLStateConnectionFailure, "pgferry could not set up its connections to the server for database "+database), err)
 }
 
 // isUnixSocket reports whether a client came on the unix socket. TLS is

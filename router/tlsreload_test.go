@@ -293,3 +293,32 @@ func TestAServerTLSFileThatDoesNotLoadStopsTheStart(t *testing.T) {
 		t.Fatalf("got %v, want an error naming databases.app.sslrootcert", err)
 	}
 }
+
+// A pool that cannot be made when a client first needs it (its server TLS
+// file gone since the start, no reload to notice) refuses the login with
+// a FATAL that says so, not with the connection closed and no word.
+func TestAClientWhosePoolCannotBeMadeIsToldWhy(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	ca := copyToTemp(t, cluster.CAFile)
+	db := cfg.Databases["app"]
+	db.Host, db.SSLMode, db.SSLRootCert = "localhost", "verify-full", ca
+	cfg.Databases["app"] = db
+	f := ferrytest.Start(t, cfg)
+	if err := os.Remove(ca); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, f.AppDSN())
+	if err == nil {
+		conn.Close(ctx)
+		t.Fatal("the client logged in without a pool")
+	}
+	pe := expectPgError(t, err, "08006")
+	if pe.Severity != "FATAL" || !strings.Contains(pe.Message, "database app") {
+		t.Fatalf("got %s %q, want a FATAL naming database app", pe.Severity, pe.Message)
+	}
+	if strings.Contains(pe.Message, ca) {
+		t.Fatalf("the client was told pgferry's file path: %q", pe.Message)
+	}
+}
