@@ -203,14 +203,9 @@ func (ps poolSet) Paused() int {
 }
 
 func (ps poolSet) Pause(ctx context.Context) error {
-	// Mark every pool paused first (a canceled context makes Pause return
-	// at once), then wait for each to drain.
-	done, cancel := context.WithCancel(context.Background())
-	cancel()
+	// Mark every pool paused first, then wait for each to drain.
 	for _, e := range ps {
-		for _, p := range e.allPools() {
-			p.Pause(done)
-		}
+		pauseMarked(e)
 	}
 	for _, e := range ps {
 		for _, p := range e.allPools() {
@@ -220,6 +215,16 @@ func (ps poolSet) Pause(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// pauseMarked marks e's pools paused without waiting for them to drain
+// (a canceled context makes Pool.Pause return at once).
+func pauseMarked(e *poolEntry) {
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, p := range e.allPools() {
+		p.Pause(done)
+	}
 }
 
 func (ps poolSet) Resume() {

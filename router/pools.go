@@ -290,6 +290,13 @@ func (s *Server) newPool(cfg *configs.Config, dbName string, db configs.Database
 	if len(db.Replicas) > 0 {
 		s.addReplicas(e, pc)
 	}
+	if s.adminPause.Holds(dbName) {
+		// Made during a PAUSE (of the whole pooler, or of dbName on its
+		// own, or KILL's): it holds its clients as the pools paused then
+		// do, until RESUME. Marked before it is listed, so nobody borrows
+		// before; a new pool has nothing to drain.
+		pauseMarked(e)
+	}
 	s.pools[key] = e
 	return e, nil
 }

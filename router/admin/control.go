@@ -38,14 +38,16 @@ func errAlreadyPaused() error { return adminError("already suspended/paused") }
 // does. The wait ends early if the admin client is killed or pgferry
 // shuts down; what it paused stays paused, as in PgBouncer.
 func (c *Console) pause(db string) error {
-	ps, err := c.targets(db)
-	if err != nil {
+	if _, err := c.targets(db); err != nil { // (db exists)
 		return err
 	}
 	st := c.b.PauseState()
 	if db == "" && !st.pauseAll() || db != "" && !st.pauseDBs(db) {
 		return errAlreadyPaused()
 	}
+	// The pools again, now that the pause is marked: one made since the
+	// first look started paused (PauseState.Holds), or is in this one.
+	ps := c.b.Pools(db)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		err := ps.Pause(ctx)
@@ -80,7 +82,7 @@ func (c *Console) resume(db string) error {
 			return adminError("database %s is not paused", db)
 		}
 		if !global {
-			ps.Resume()
+			c.b.Pools(db).Resume() // (with one made since targets)
 		}
 		return nil
 	}
@@ -158,8 +160,7 @@ func (c *Console) killClient(arg string) error {
 // stay paused until RESUME, and a KILL while the whole pooler is paused
 // (PAUSE, done or still waiting for servers) is refused and kills nobody.
 func (c *Console) kill(db string) error {
-	ps, err := c.targets(db)
-	if err != nil {
+	if _, err := c.targets(db); err != nil { // (db exists)
 		return err
 	}
 	dbs := []string{db}
@@ -173,9 +174,11 @@ func (c *Console) kill(db string) error {
 		return errAlreadyPaused()
 	}
 	// Mark the pools paused without waiting for them to drain: the
-	// clients holding their connections are about to go.
+	// clients holding their connections are about to go. The pools again,
+	// now that the pause is marked (see pause).
 	done, cancel := context.WithCancel(context.Background())
 	cancel()
+	ps := c.b.Pools(db)
 	ps.Pause(done)
 	ps.Reconnect()
 	n := c.b.KillClients(db)

@@ -78,6 +78,19 @@ func (p *PauseState) resumeDB(db string) (was, global bool) {
 	return was, p.global
 }
 
+// Holds reports whether a pool of database db made now must start paused:
+// the whole pooler is paused, or db is on its own. PgBouncer holds a new
+// client of a paused pooler or database whether or not its pool existed
+// before (its pause is the pooler's and the database's, not the pools').
+// A caller that registers the pool under a lock that PAUSE's look at the
+// pools also takes (Backend.Pools, after PAUSE marked this state) cannot
+// miss a pause: either the pool is in that look, or it sees the mark.
+func (p *PauseState) Holds(db string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.global || p.dbs[db]
+}
+
 // paused reports whether the whole pooler is paused.
 func (p *PauseState) paused() bool {
 	p.mu.Lock()
