@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgferry/pgferry/pool"
+	"github.com/pgferry/pgferry/protocol"
 )
 
 // inlineBudget bounds how long the session goroutine waits for the server
@@ -38,21 +39,42 @@ func (ss *session) pump(sc *pool.ServerConn, done chan struct{}) {
 // second goroutine, no handoff between the two, and so none of the
 // wake-ups that cost more CPU than the relaying itself. It stops when the
 // server owes nothing more now (the server released, or linked and idle
-// inside the transaction, or holding the answers of a group its client
-// has not ended yet: see ring.asked), and hands the loan to a pump when
-// the server waits for the client (COPY FROM STDIN), answers slower than
+// inside the transaction), and hands the loan to a pump when the server
+// waits for the client (COPY FROM STDIN), answers slower than
 // inlineBudget, or the session now needs its server watched between
-// requests (pinned, session mode, a cancel in flight).
+// requests (pinned, session mode, a cancel in flight, or the answers of a
+// group its client has not ended yet owed, with nothing more of the
+// client's in hand: an error in that group comes at once, unendedGroup).
 func (ss *session) relayInline(sc *pool.ServerConn) {
 	if !ss.inline || ss.loop != 0 || ss.rd.HasFrame() {
 		return // (the relay loop relays answers itself: turn)
 	}
 	ss.mu.Lock()
 	owed := ss.q.owesNow() && ss.server == sc
+	watch := !owed && ss.server == sc && ss.unendedGroup() && ss.rd.Buffered() == 0
 	ss.mu.Unlock()
+	if watch && ss.clientQuiet() {
+		ss.handOff(sc) // (an error in the group comes at once: unendedGroup)
+		return
+	}
 	if owed && ss.relayServer(sc, true) == relayHandoff {
 		ss.handOff(sc)
 	}
+}
+
+// clientQuiet reports whether the client has sent nothing the session
+// has not read yet, nor closed its connection: it may be waiting for the
+// answers owed. A look at its socket (a non-blocking recv(MSG_PEEK)),
+// made only where a group its client has not ended is owed with nothing
+// of the client's in hand (unendedGroup): a client whose group came in
+// more than one read is sending the rest, which the session reads, where
+// a pump would cost a hand-off. Its goroutine only.
+func (ss *session) clientQuiet() bool {
+	r := ss.ensureRare()
+	if r.peeker == nil {
+		r.peeker = protocol.NewPeeker(ss.raw)
+	}
+	return r.peeker.Idle()
 }
 
 // answersNow reports whether the server owes answers to relay now, after

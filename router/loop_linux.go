@@ -49,6 +49,10 @@ const (
 	// to an authentication request (looplogin_linux.go).
 	loopLogin
 	loopLoginAuth
+	// loopGroup: the client's next request, or the linked server's
+	// error in a group the client has not ended yet, which comes at
+	// once (unendedGroup); either socket's event turns the session.
+	loopGroup
 
 	// loopArmed, added to a state, records that the client socket is
 	// registered for input: it is while the session waits for its
@@ -226,7 +230,15 @@ func (p *parker) turn(ss *session, client bool) {
 		case loopQueued:
 			p.queuedClientSpoke(ss)
 			return
+		case loopGroup:
+			// Its next request (the server's registration may fire
+			// later: a spurious event, whose read finds nothing).
+			ss.loop = loopClient
 		}
+	} else if ss.loop&^loopArmed == loopGroup {
+		// An error in the group the client has not ended: relayed as
+		// answers are (relayServer).
+		ss.setLoop(loopServer)
 	} else if ss.loop&^loopArmed == loopQueued {
 		// A server's event for a session waiting for a grant can only be
 		// a stale one (a registration left armed by a loan before): the
@@ -248,7 +260,11 @@ func (p *parker) turn(ss *session, client bool) {
 			}
 			switch ss.relayServer(sc, true) {
 			case relayAwaitServer:
-				if !p.await(ss, loopServer, 0) {
+				st := loopServer
+				if ss.unendedGroup() {
+					st = loopGroup // (the server owes nothing now: see awaitClient)
+				}
+				if !p.await(ss, st, 0) {
 					p.evict(ss, "cannot wait", false)
 				}
 				return
@@ -279,7 +295,7 @@ func (p *parker) turn(ss *session, client bool) {
 				} else {
 					ss.loopSkips = loopSkipReads
 				}
-				if !p.await(ss, loopClient, 0) {
+				if !p.awaitClient(ss) {
 					p.evict(ss, "cannot wait", false)
 				}
 				return
@@ -335,7 +351,7 @@ func (p *parker) request(ss *session) bool {
 next:
 	switch {
 	case err == protocol.ErrWouldBlock:
-		if !p.await(ss, loopClient, 0) {
+		if !p.awaitClient(ss) {
 			p.evict(ss, "cannot wait", false)
 		}
 		return false
@@ -429,6 +445,19 @@ next:
 		p.evict(ss, "cannot wait", false)
 	}
 	return false
+}
+
+// awaitClient waits for the client's next request (loopClient), and for
+// its linked server as well while that owes the answers of a group the
+// client has not ended yet (loopGroup): PostgreSQL sends an error in
+// such a group at once, which the client may be waiting for
+// (unendedGroup). The loop owns the link state (see request).
+func (p *parker) awaitClient(ss *session) bool {
+	st := loopClient
+	if ss.server != nil && ss.unendedGroup() {
+		st = loopGroup
+	}
+	return p.await(ss, st, 0)
 }
 
 // vouchedFor is how long before the loop's turn began a transaction may

@@ -30,7 +30,7 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 	var sc *pool.ServerConn
 	srvFD, srvOp := -1, syscall.EPOLL_CTL_MOD
 	switch state {
-	case loopClient:
+	case loopClient, loopGroup:
 		if ss.tlsReadable() || ss.wr.Len() > 0 {
 			// TLS holds a request already read from the socket, whose
 			// readiness would not announce it, or a record of its own
@@ -52,7 +52,8 @@ func (p *parker) await(ss *session, state uint8, op int) bool {
 			client.Events = syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
 			armed = false
 		}
-	case loopServer:
+	}
+	if state == loopServer || state == loopGroup {
 		sc = ss.server // (the loop's own, read without mu: see request)
 		if srvFD = sc.FD(); srvFD < 0 {
 			return false

@@ -132,7 +132,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			ss.serverFailed(sc, err)
 			return relayUnlinked
 		}
-		var swallow, needPump, replayed bool
+		var swallow, needPump, watch, replayed bool
 		var owed int
 		owesNow := true
 		if looped && quietInQuery(&ss.q, typ) {
@@ -334,6 +334,9 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			}
 			owed, owesNow = ss.q.n, ss.q.owesNow()
 			needPump = ss.releaseDeferred || ss.pinned || !ss.txnMode
+			if owed > 0 && !owesNow {
+				watch = !ss.serverSkips // (unendedGroup)
+			}
 			*held = 0
 			ss.mu.Unlock()
 		}
@@ -350,9 +353,15 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		// answers of a group its client has not ended yet (no Sync or
 		// Flush went behind it: ring.asked), which come after the client
 		// sends more.
-		idle := owed == 0 || !owesNow
-		if typ == protocol.MsgCopyInResponse || typ == protocol.MsgCopyBothResponse || (idle && needPump) {
-			// (A client that would block gets the rest from the pump.)
+		// (Frames read already are relayed first: an error in such a
+		// group comes with the answers the server held before it.)
+		idle := owed == 0 || !owesNow && !rd.HasFrame()
+		if typ == protocol.MsgCopyInResponse || typ == protocol.MsgCopyBothResponse ||
+			(idle && (needPump || watch && ss.loop == 0 && ss.rd.Buffered() == 0 && ss.clientQuiet())) {
+			// (A client that would block gets the rest from the pump. On
+			// a goroutine, a group left unended with nothing more of the
+			// client's in hand has the pump watch for an error in it:
+			// unendedGroup.)
 			if err := wr.Flush(); err != nil && err != protocol.ErrWouldBlock {
 				ss.clientFailed(sc, err)
 				return relayUnlinked
@@ -369,6 +378,22 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			return relayIdle
 		}
 	}
+}
+
+// unendedGroup reports whether the server owes answers only later, to a
+// group of extended-protocol requests its client has not ended with a
+// Sync or Flush yet (see ring.asked), while an error in it would come at
+// once: PostgreSQL holds the group's answers, but flushes an
+// ErrorResponse (and a notice) as it sends it, with what it held before
+// (elog.c, send_message_to_frontend), and a client waits for that error
+// as it may for nothing else (libpq's pipeline mode, pgx's Pipeline). So
+// where no more of the client's frames are in hand, a pump watches such
+// a server (relayInline, relayServer), and the relay loop waits for the
+// server as well as the client (loopGroup). A server that skips to the
+// next Sync after an error (serverSkips) sends nothing before it. mu is
+// held, or the relay loop owns the ring.
+func (ss *session) unendedGroup() bool {
+	return ss.q.n > 0 && !ss.q.owesNow() && !ss.serverSkips
 }
 
 // quietInQuery reports whether typ, a frame of the server's answer to the
