@@ -30,7 +30,7 @@ var startupNotParams = map[string]bool{"user": true, "database": true, "options"
 type trackedKeys struct {
 	cfg   *configs.Config
 	keys  []string
-	lower map[string]string // lower-case -> canonical
+	lower map[string]string // A-Z lowered (gucLower) -> canonical
 }
 
 // trackedFor returns the tracked parameter set of cfg, built once per
@@ -41,7 +41,7 @@ func (s *Server) trackedFor(cfg *configs.Config) *trackedKeys {
 	}
 	tk := &trackedKeys{cfg: cfg, lower: make(map[string]string)}
 	for _, k := range append(append([]string(nil), trackedBase...), cfg.TrackExtraParameters...) {
-		lk := strings.ToLower(k)
+		lk := gucLower(k)
 		if _, ok := tk.lower[lk]; !ok {
 			tk.lower[lk] = k
 			tk.keys = append(tk.keys, k)
@@ -104,9 +104,9 @@ func (l *paramList) del(k string) {
 func (ss *session) initParams(cfg *configs.Config, st *protocol.Startup) error {
 	tk := ss.srv.trackedFor(cfg)
 	ss.paramKeys = tk.keys
-	var extra map[string]string // lower-case -> canonical, beyond tk
+	var extra map[string]string // gucLower -> canonical, beyond tk
 	add := func(k string) string {
-		lk := strings.ToLower(k)
+		lk := gucLower(k)
 		if c, ok := tk.lower[lk]; ok {
 			return c
 		}
@@ -482,7 +482,7 @@ func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
 // it under (GUC names are case-insensitive).
 func canonicalParam(ss *session, name string) string {
 	for _, k := range ss.paramKeys {
-		if strings.EqualFold(k, name) {
+		if gucEqual(k, name) {
 			return k
 		}
 	}

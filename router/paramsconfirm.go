@@ -78,7 +78,7 @@ func (c *confirmedParams) add(kvs [][2]string) {
 // options key counts as one value, whole. It allocates nothing.
 func eachStartupValue(cfg *configs.Config, st *protocol.Startup, f func(k, v string) bool) {
 	for _, p := range st.Params {
-		if startupNotParams[p.Key] && p.Key != "options" || strings.EqualFold(p.Key, "application_name") || ignoredStartup(cfg, p.Key) {
+		if startupNotParams[p.Key] && p.Key != "options" || gucEqual(p.Key, "application_name") || ignoredStartup(cfg, p.Key) {
 			continue
 		}
 		if !f(p.Key, p.Value) {
@@ -89,21 +89,60 @@ func eachStartupValue(cfg *configs.Config, st *protocol.Startup, f func(k, v str
 
 // gucName is the spelling pgferry keeps a startup parameter under,
 // whatever case the client wrote it in (PostgreSQL's GUC names are
-// case-insensitive, guc.c guc_name_compare): the server's own for those
-// it reports in mixed case, lower case for the others, as the server
-// reports them. k itself when it is spelled so: no allocation.
+// case-insensitive for A-Z only, guc.c guc_name_compare): the server's
+// own for those it reports in mixed case, the name with A-Z lowered for
+// the others, as the server reports them. k itself when it is spelled
+// so: no allocation.
 func gucName(k string) string {
 	for _, m := range mixedCaseGUCs {
-		if strings.EqualFold(k, m) {
+		if gucEqual(k, m) {
 			return m
 		}
 	}
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; 'A' <= c && c <= 'Z' {
-			return strings.ToLower(k)
+	return gucLower(k)
+}
+
+// gucLower is k with its letters A-Z lowered and nothing else, as
+// guc_name_compare folds a parameter name: Ä and ä, or ſ and s, stay two
+// letters, as they are two parameters to PostgreSQL. k itself when it has
+// no A-Z: no allocation.
+func gucLower(k string) string {
+	i := 0
+	for i < len(k) && !('A' <= k[i] && k[i] <= 'Z') {
+		i++
+	}
+	if i == len(k) {
+		return k
+	}
+	b := []byte(k)
+	for ; i < len(b); i++ {
+		if c := b[i]; 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
 		}
 	}
-	return k
+	return string(b)
+}
+
+// gucEqual reports whether a and b name one parameter to PostgreSQL:
+// equal but for the case of A-Z (guc_name_compare; strings.EqualFold
+// would also match ſ to s, and K, the Kelvin sign, to k).
+func gucEqual(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		ca, cb := a[i], b[i]
+		if 'A' <= ca && ca <= 'Z' {
+			ca += 'a' - 'A'
+		}
+		if 'A' <= cb && cb <= 'Z' {
+			cb += 'a' - 'A'
+		}
+		if ca != cb {
+			return false
+		}
+	}
+	return true
 }
 
 // mixedCaseGUCs are the parameters PostgreSQL reports (ParameterStatus)
@@ -167,7 +206,7 @@ func (ss *session) confirmStartup(cfg *configs.Config, st *protocol.Startup) err
 	ascii := true
 	for _, k := range ss.paramKeys {
 		v, ok := ss.params.lookup(k)
-		if !ok || strings.EqualFold(k, "application_name") {
+		if !ok || gucEqual(k, "application_name") {
 			continue
 		}
 		if k == encodingName {
