@@ -324,13 +324,24 @@ func tlsConfigFor(cfg *DialConfig, host string) *tls.Config {
 	c.ServerName = host
 	switch cfg.SSLMode {
 	case SSLVerifyFull:
-		// Standard verification: chain and host name.
+		// The chain, and the host name as libpq matches it (peername.go),
+		// which Go's own check does not: it ignores the common name.
+		roots := c.RootCAs
+		c.InsecureSkipVerify = true
+		c.VerifyPeerCertificate = func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+			leaf, err := verifyChain(rawCerts, roots)
+			if err != nil {
+				return err
+			}
+			return verifyPeerName(leaf, host)
+		}
 	case SSLVerifyCA:
 		// Chain only, as libpq: verify against the roots without the name.
 		roots := c.RootCAs
 		c.InsecureSkipVerify = true
 		c.VerifyPeerCertificate = func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
-			return verifyChain(rawCerts, roots)
+			_, err := verifyChain(rawCerts, roots)
+			return err
 		}
 	default:
 		c.InsecureSkipVerify = true
@@ -488,16 +499,17 @@ func hasMechanism(list []byte, name string) bool {
 }
 
 // verifyChain checks the server's chain against roots without checking the
-// host name (sslmode=verify-ca).
-func verifyChain(rawCerts [][]byte, roots *x509.CertPool) error {
+// host name (sslmode=verify-ca; verify-full then checks it) and returns the
+// server's certificate.
+func verifyChain(rawCerts [][]byte, roots *x509.CertPool) (*x509.Certificate, error) {
 	if len(rawCerts) == 0 {
-		return errors.New("server sent no certificate")
+		return nil, errors.New("server sent no certificate")
 	}
 	certs := make([]*x509.Certificate, len(rawCerts))
 	for i, der := range rawCerts {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return fmt.Errorf("parse server certificate: %w", err)
+			return nil, fmt.Errorf("parse server certificate: %w", err)
 		}
 		certs[i] = c
 	}
@@ -505,8 +517,10 @@ func verifyChain(rawCerts [][]byte, roots *x509.CertPool) error {
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
 	}
-	_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
-	return err
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter}); err != nil {
+		return nil, err
+	}
+	return certs[0], nil
 }
 
 // SendCancel opens a new connection to the server at addr and sends a

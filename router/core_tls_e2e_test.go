@@ -4,18 +4,30 @@ package router_test
 // each sslmode pgferry may use to reach PostgreSQL.
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"maps"
 	"math/big"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/internal/ferrytest"
 	"github.com/pgferry/pgferry/internal/pgtest"
 )
@@ -250,4 +262,143 @@ func TestTheTLSProtocolsSettingsBoundTheVersionsTowardsClientsAndServers(t *test
 			}
 		})
 	}
+}
+
+// sslmode verify-full towards a server checks its certificate's name as
+// libpq does (fe-secure-openssl.c, verify_peer_name_matches_certificate):
+// the subjectAltNames of the host's kind, and the common name when the
+// certificate has none, which is what the certificate recipe of
+// PostgreSQL's documentation makes (openssl req -subj "/CN=dbhost"); Go's
+// own check ignores the common name. Each case runs psql straight to a
+// PostgreSQL presenting the certificate, and pgferry.
+func TestServerVerifyFullMatchesTheHostNameAsLibpqDoes(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "verify-full test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	// (t.TempDir's parent is root's, mode 0700: the server could not
+	// reach its files there.)
+	dir, err := os.MkdirTemp("", "pgferry-verify-full-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The server runs as the owner of the test cluster's data directory,
+	// and PostgreSQL reads only a key file of its own, mode 0600.
+	fi, err := os.Stat(cluster.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := fi.Sys().(*syscall.Stat_t)
+	issue := func(name string, tmpl *x509.Certificate) (certFile, keyFile string) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+		tmpl.KeyUsage, tmpl.ExtKeyUsage = x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+		for path, block := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "PRIVATE KEY", Bytes: kder}} {
+			if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(path, int(owner.Uid), int(owner.Gid)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return certFile, keyFile
+	}
+	tests := []struct {
+		name string
+		tmpl *x509.Certificate
+		host string
+		want bool // psql's verdict, which pgferry must share
+	}{
+		{"common name only, the host's", &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"}}, "localhost", true},
+		{"common name only, another host's", &x509.Certificate{SerialNumber: big.NewInt(4), Subject: pkix.Name{CommonName: "db.example.com"}}, "localhost", false},
+		{"a DNS name of another host hides the common name", &x509.Certificate{SerialNumber: big.NewInt(5), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"db.example.com"}}, "localhost", false},
+		{"common name only, the IP address", &x509.Certificate{SerialNumber: big.NewInt(6), Subject: pkix.Name{CommonName: "127.0.0.1"}}, "127.0.0.1", true},
+	}
+	certFile, keyFile := issue("server", tests[0].tmpl)
+	server, err := pgtest.Start(pgtest.Options{TLS: true, Conf: map[string]string{"ssl_cert_file": certFile, "ssl_key_file": keyFile}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(server.Stop)
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if i > 0 {
+				cert, key := issue(fmt.Sprint("server", i), tc.tmpl)
+				presents(t, ctx, server, cert, key, tc.tmpl.SerialNumber)
+			}
+			dsn := fmt.Sprintf("host=%s port=%d dbname=%s user=%s password=%s sslmode=verify-full sslrootcert=%s",
+				tc.host, server.Port, pgtest.AppDatabase, pgtest.AppUser, pgtest.AppPassword, caFile)
+			out, err := osexec.CommandContext(ctx, pgtest.Binary("psql"), "-X", "-At", "-c", "select 1", dsn).CombinedOutput()
+			if psqlOK := err == nil; psqlOK != tc.want {
+				t.Fatalf("psql straight to PostgreSQL: %v %s; the case expects it to connect: %v", err, out, tc.want)
+			}
+
+			cfg := ferrytest.Config(t, cluster)
+			db := cfg.Databases["app"]
+			db.Host, db.Port, db.DBName, db.SSLMode, db.SSLRootCert = tc.host, server.Port, pgtest.AppDatabase, "verify-full", caFile
+			db.Password = configs.Secret(pgtest.AppPassword)
+			cfg.Databases["app"] = db
+			f := ferrytest.Start(t, cfg)
+			_, err = queryThrough(ctx, f, "select 'through pgferry'")
+			if gotOK := err == nil; gotOK != tc.want {
+				t.Fatalf("through pgferry: %v; psql straight to PostgreSQL connects: %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// presents points server at another certificate and key and waits until
+// new connections get the certificate with the given serial number.
+func presents(t *testing.T, ctx context.Context, server *pgtest.Cluster, cert, key string, serial *big.Int) {
+	t.Helper()
+	for _, q := range []string{
+		fmt.Sprintf("alter system set ssl_cert_file = '%s'", cert),
+		fmt.Sprintf("alter system set ssl_key_file = '%s'", key),
+		"select pg_reload_conf()",
+	} {
+		if err := server.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ferrytest.Eventually(t, 20*time.Second, "the server presents its new certificate", func() (bool, error) {
+		conn, err := pgx.Connect(ctx, server.DSN(pgtest.AppDatabase, pgtest.AppUser, pgtest.AppPassword)+" sslmode=require")
+		if err != nil {
+			return false, err
+		}
+		defer conn.Close(ctx)
+		got := conn.PgConn().Conn().(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber
+		return got.Cmp(serial) == 0, nil
+	})
 }
