@@ -125,7 +125,7 @@ func (ss *session) attach(sc *pool.ServerConn, onReplica, readOnly bool) {
 	// ends that wait, cancels still on their way to the previous server,
 	// or its skipping to a Sync, if the loan ended otherwise (its server
 	// lost): they are not this server's.
-	ss.releaseDeferred, ss.pumpKick, ss.cancels, ss.serverSkips = false, false, 0, false
+	ss.releaseDeferred, ss.pumpKick, ss.cancels, ss.serverSkips, ss.failedOwed = false, false, 0, false, false
 	ss.q.clear()
 	if ss.stmts != nil {
 		ss.stmts.unnamedHere = false // the server's is whoever parsed last

@@ -180,6 +180,10 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				} else if head.kind == kQuery && ss.stmts != nil {
 					ss.dropUndone(sc, ss.q.answered()+1) // (stmts.go: a drop of its own that did not run)
 				}
+				// (The client has the error of the request the next
+				// ReadyForQuery ends: a server lost before it sends that
+				// one adds no other, lostServer.)
+				ss.failedOwed = !swallow
 				if swallow {
 					ss.replayRefusedBy(sc, code, msg) // (paramsrefused.go: the server holds what it held before)
 				} else if ss.replays == replayRefused {
@@ -210,6 +214,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 						swallow = true
 					}
 				}
+				ss.failedOwed = false
 				if ss.serverSkips {
 					// The Sync the server skipped to after an error: what
 					// was sent before it since then never ran.

@@ -171,6 +171,13 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 	// client's messages up to its Sync are skipped (stSkipToSync).
 	cut := ss.q.open && ss.q.n > 0
 	told := ss.serverSkips && ss.q.toSync() == ss.q.n
+	// The first Sync or simple Query owed may end a request the server
+	// failed already, whose error the client has (failedOwed: its Sync
+	// sent after the error, or the error relayed before the
+	// ReadyForQuery): it gets its ReadyForQuery alone, as the client
+	// would read it after that error, and no second error.
+	failed := ss.failedOwed && !told
+	ss.failedOwed = false
 	// Every request owed gets an error: its LISTENs subscribe nothing and
 	// its UNLISTENs end nothing, as for the server's skipped ones.
 	ss.listensSkipped(ss.q.n) // (listenlinked.go)
@@ -204,7 +211,9 @@ func (ss *session) lostServer(sc *pool.ServerConn, err error, survivable bool) {
 		e.Hint = "The transaction was rolled back unless the connection was lost during COMMIT. The next transaction runs on another server connection."
 		b := ss.wr.Buffer()
 		for i := 0; i < answers; i++ {
-			b = e.AppendFrame(b)
+			if i > 0 || !failed {
+				b = e.AppendFrame(b)
+			}
 			b = protocol.AppendReadyForQuery(b, protocol.TxIdle)
 		}
 		if cut && !told {

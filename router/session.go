@@ -65,11 +65,14 @@ type session struct {
 	nStmts atomic.Int32
 
 	// mu guards the link state. Held only for bookkeeping, never for I/O.
-	mu       sync.Mutex
-	server   *pool.ServerConn // linked server, nil between transactions
-	q        ring             // what the server still owes, in order
-	dead     error            // the pump lost the server or the client
-	pumpDone chan struct{}    // closed when the current pump exits
+	mu sync.Mutex
+	// failedOwed: see status (guarded by mu; here, in the padding after
+	// mu, to keep the session in its size class).
+	failedOwed bool
+	server     *pool.ServerConn // linked server, nil between transactions
+	q          ring             // what the server still owes, in order
+	dead       error            // the pump lost the server or the client
+	pumpDone   chan struct{}    // closed when the current pump exits
 	// serverFatal keeps the message of a FATAL error the server sent before
 	// closing, for the error the client gets instead. Guarded by mu.
 	serverFatal *string
@@ -133,7 +136,8 @@ type session struct {
 	// the pump; a server query_timeout gave up on (its read deadline is set
 	// to stop the relay); see cancels; see paramsKey; the server skips
 	// every request up to the first Sync in the ring, or the next one sent
-	// (skipToSync).
+	// (skipToSync); the first Sync or simple Query owed, or the next Sync
+	// sent, ends a request whose error the client has (failedOwed).
 	status          byte
 	pinned          bool
 	stopping        bool
