@@ -151,7 +151,6 @@ func copyToTemp(t *testing.T, from string) string {
 // the new files once pgferry reloads.
 func TestAReloadRereadsTheServerTLSFilesReplacedUnderTheSameNames(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t)
 	tests := []struct {
 		name string
 		// setup points cfg at files of the test's own holding what the
@@ -202,6 +201,7 @@ func TestAReloadRereadsTheServerTLSFilesReplacedUnderTheSameNames(t *testing.T) 
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			ctx := testContext(t) // (the subtest's own: it may wait long for its turn)
 			cfg := ferrytest.Config(t, cluster)
 			setPoolSize(cfg, "app", 1)
 			replace, file := tc.setup(t, cfg)
