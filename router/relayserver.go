@@ -359,8 +359,12 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		// Flush went behind it: ring.asked), which come after the client
 		// sends more.
 		// (Frames read already are relayed first: an error in such a
-		// group comes with the answers the server held before it.)
-		idle := owed == 0 || !owesNow && !rd.HasFrame()
+		// group comes with the answers the server held before it. In the
+		// relay loop, a server under TLS is read again, which does not
+		// wait: its TLS layer may hold such an error, read from the
+		// socket with the answers before it, which the socket's
+		// readiness would not announce to the loop's wait, loopGroup.)
+		idle := owed == 0 || !owesNow && !rd.HasFrame() && !(looped && watch && sc.TLS)
 		if typ == protocol.MsgCopyInResponse || typ == protocol.MsgCopyBothResponse ||
 			(idle && (needPump || watch && ss.loop == 0 && ss.rd.Buffered() == 0 && ss.clientQuiet())) {
 			// (A client that would block gets the rest from the pump. On
