@@ -478,11 +478,6 @@ const vouchedFor = time.Millisecond
 // takes to relay an answer, and the failed read is a system call.
 const loopSkipReads = 8
 
-// loopMaxOwed bounds the answers (ParseComplete, BindComplete, ...,
-// ReadyForQuery: one per message that asks for one) a session in the
-// loop may owe while its client's frames ask for none yet (see request).
-const loopMaxOwed = 64
-
 // needsServer reports whether handleFrame may send the client frame to a
 // server when none is linked: not a Sync or Flush (answered in place). A
 // Close is given one even when it closes one of pgferry's named

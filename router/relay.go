@@ -311,6 +311,9 @@ func (ss *session) send(want *pool.ServerConn, typ byte, frame []byte) (sc *pool
 	}
 	ss.faultAt("process")
 	ss.process(sc, typ, frame)
+	if typ != protocol.MsgSync && typ != protocol.MsgQuery && typ != protocol.MsgFunctionCall {
+		ss.processRun(sc)
+	}
 	ss.ownerHeld &^= heldMu
 	ss.mu.Unlock()
 	err = ss.flushServerIfIdle(sc)
@@ -319,6 +322,44 @@ func (ss *session) send(want *pool.ServerConn, typ byte, frame []byte) (sc *pool
 		ss.wmu.Unlock()
 	}
 	return sc, err
+}
+
+// loopMaxOwed bounds the answers (ParseComplete, BindComplete, ...,
+// ReadyForQuery: one per message that asks for one) a session in the
+// loop may owe while its client's frames ask for none yet (see request).
+const loopMaxOwed = 64
+
+// processRun processes, behind the frame send has just processed, the
+// rest of its extended-protocol group buffered whole behind it: the
+// client's Binds, Describes and Executes, up to and with a Sync, as long as
+// handleFrame would do nothing for them but send them (a session with no
+// tracked state, rare, no replay answer awaited, no drop pending, nothing
+// skipped). A pipeline's group then costs one send, one hold of mu and one
+// flush; handleFrame takes the next frame of another kind. It stops at
+// loopMaxOwed answers owed, as the relay loop hands a longer pipeline to
+// a pump. mu (and, off the relay loop, wmu) is held.
+func (ss *session) processRun(sc *pool.ServerConn) {
+	for ss.q.n < loopMaxOwed && ss.rare == nil && ss.replays == 0 && !ss.has(stSkipToSync) &&
+		(ss.stmts == nil || len(ss.stmts.drops) == 0) {
+		typ, size, ok := ss.rd.PeekBuffered()
+		if !ok {
+			return
+		}
+		switch typ {
+		case protocol.MsgBind, protocol.MsgDescribe, protocol.MsgExecute, protocol.MsgSync:
+		default:
+			return
+		}
+		frame, err := ss.rd.NextPeeked(size) // (buffered whole: no read)
+		if err != nil {
+			return
+		}
+		ss.faultAt("process") // (as send has it before each frame)
+		ss.process(sc, typ, frame)
+		if typ == protocol.MsgSync {
+			return
+		}
+	}
 }
 
 // heldLocks says which of the session's locks its owner (ownerHeld) or
