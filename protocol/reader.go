@@ -448,18 +448,15 @@ func (rd *Reader) ForwardRun(w *Writer, typ byte, size int) error {
 // otherwise (not all of it read yet, or a frame Peek would report as bad
 // or too large).
 func (rd *Reader) PeekBuffered() (typ byte, size int, ok bool) {
-	if rd.part != nil || rd.streamed > 0 {
+	b := rd.buf[rd.r:rd.w]
+	if len(b) < headerSize || rd.part != nil || rd.streamed > 0 {
 		return 0, 0, false
 	}
-	n := rd.w - rd.r
-	if n < headerSize {
+	size = int(binary.BigEndian.Uint32(b[1:headerSize])) + 1 // (a negative int32 is a huge size here)
+	if size < headerSize || size > len(b) || size > BufferSize || (rd.MaxMessage > 0 && size > rd.MaxMessage) {
 		return 0, 0, false
 	}
-	l := int(int32(binary.BigEndian.Uint32(rd.buf[rd.r+1:])))
-	if l < 4 || l+1 > BufferSize || l+1 > rd.limit() || n < l+1 {
-		return 0, 0, false
-	}
-	return rd.buf[rd.r], l + 1, true
+	return b[0], size, true
 }
 
 // Join consumes the next frame, of size bytes, which PeekBuffered found
