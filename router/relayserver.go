@@ -288,8 +288,8 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.server = nil
 					ss.pumpKick = false
 					wrote := ss.entry.monitor != nil && !ss.onReplica && !ss.txReadOnly
-					if wrote {
-						ss.lastWrite = monoNow() // read_your_writes
+					if wrote && !ss.entry.db.ReadYourWritesLSN {
+						ss.lastWrite = uint64(monoNow()) // read_your_writes (the LSN: releaseServer)
 					}
 					*held = 0
 					ss.mu.Unlock()

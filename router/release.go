@@ -95,7 +95,7 @@ func (ss *session) takeWriteLSN(sc *pool.ServerConn) bool {
 		ss.logger().Warn("reading the commit position for read_your_writes_lsn failed; reads stay on the primary", zap.Error(err))
 	}
 	ss.mu.Lock()
-	ss.lastWriteLSN = lsn
+	ss.lastWrite = lsn
 	ss.mu.Unlock()
 	return err == nil
 }

@@ -39,7 +39,7 @@ func (ss *session) wantsReplica(typ byte, frame []byte) bool {
 		return false
 	}
 	ss.mu.Lock()
-	lastWrite := ss.lastWrite
+	lastWrite := mono(ss.lastWrite)
 	roSession := ss.readOnlyAlias || ss.params.get(readOnlyParam) == "on"
 	pinned := ss.pinned
 	ss.mu.Unlock()
@@ -263,7 +263,7 @@ func (ss *session) pickPool(readOnly bool) (*pool.Pool, bool, error) {
 	var mustReplay uint64 // read_your_writes_lsn: the client's last commit
 	if e.db.ReadYourWritesLSN {
 		ss.mu.Lock()
-		mustReplay = ss.lastWriteLSN
+		mustReplay = ss.lastWrite
 		ss.mu.Unlock()
 	}
 	best, bestLoad := -1, 0.0

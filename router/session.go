@@ -60,19 +60,20 @@ type session struct {
 	// stmts is what the client prepared (nil: nothing yet). Only its
 	// owner (run, or the relay loop) touches it.
 	stmts *clientStmts
-	// nStmts is how many statement names stmts holds, as the last change
-	// left it (countStmts), for SHOW CLIENTS' prepared_statements.
-	nStmts atomic.Int32
 
 	// mu guards the link state. Held only for bookkeeping, never for I/O.
 	mu sync.Mutex
 	// failedOwed: see status (guarded by mu; here, in the padding after
 	// mu, to keep the session in its size class).
 	failedOwed bool
-	server     *pool.ServerConn // linked server, nil between transactions
-	q          ring             // what the server still owes, in order
-	dead       error            // the pump lost the server or the client
-	pumpDone   chan struct{}    // closed when the current pump exits
+	// nStmts is how many statement names stmts holds, as the last change
+	// left it (countStmts), for SHOW CLIENTS' prepared_statements (also
+	// in the padding after mu).
+	nStmts   atomic.Int32
+	server   *pool.ServerConn // linked server, nil between transactions
+	q        ring             // what the server still owes, in order
+	dead     error            // the pump lost the server or the client
+	pumpDone chan struct{}    // closed when the current pump exits
 	// serverFatal keeps the message of a FATAL error the server sent before
 	// closing, for the error the client gets instead. Guarded by mu.
 	serverFatal *string
@@ -99,10 +100,13 @@ type session struct {
 	// none). run only.
 	idleDeadline mono
 	// Read routing, guarded by mu: when the client last finished a
-	// transaction on the primary (read_your_writes), and the primary's WAL
-	// insert position right after it (read_your_writes_lsn; 0 if none).
-	lastWrite    mono
-	lastWriteLSN uint64
+	// transaction on the primary (read_your_writes: a mono), or, with
+	// read_your_writes_lsn, the primary's WAL insert position right after
+	// it (0 if none). A database routes by one or the other, so they share
+	// the field (the session, one per client, stays in its size class); a
+	// reload that switches between them reads the other's value as one
+	// that keeps reads on the primary until the next write, or none.
+	lastWrite uint64
 
 	pid, key uint32
 	// Parking (park_linux.go): fd is the TCP socket's descriptor (-1: never
