@@ -135,7 +135,7 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 		var swallow, needPump, watch, replayed bool
 		var owed int
 		owesNow := true
-		if looped && quietInQuery(&ss.q, typ) {
+		if looped && ss.quietInQuery(frame) {
 			// A frame inside a simple query's answer that changes no
 			// state (a RowDescription, ...): the loop, the only writer of
 			// the expectation ring while it serves the session (see
@@ -143,9 +143,13 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 			// ReadyForQuery, which it asked for, so owed > 0, owesNow
 			// holds, and needPump does not matter:
 			// releaseDeferred, which a cancel's end writes, is not read.)
-			// The rows buffered whole behind it go with it, in one copy.
+			// The rows buffered whole behind it, and a quiet
+			// CommandComplete behind them, go with it, in one copy.
 			owed = ss.q.n
 			frame = rd.JoinRun(frame, protocol.MsgDataRow)
+			if t, size, ok := rd.PeekBuffered(); ok && t == protocol.MsgCommandComplete && ss.quietInQuery(rd.Lookahead()[:size]) {
+				frame, _ = rd.Join(frame, size)
+			}
 		} else {
 			ss.mu.Lock()
 			*held = heldMu
@@ -405,17 +409,25 @@ func (ss *session) unendedGroup() bool {
 	return ss.q.n > 0 && !ss.q.owesNow() && !ss.serverSkips
 }
 
-// quietInQuery reports whether typ, a frame of the server's answer to the
-// request at the head of q, changes nothing pgferry tracks: a frame of a
-// simple query's answer (completed by ReadyForQuery alone) that is not
-// one relayServer acts on (a RowDescription, an EmptyQueryResponse, ...).
-func quietInQuery(q *ring, typ byte) bool {
-	switch typ {
-	case protocol.MsgParameterStatus, protocol.MsgErrorResponse, protocol.MsgReadyForQuery, protocol.MsgCommandComplete,
+// quietInQuery reports whether frame, of the server's answer to the
+// request at the head of the ring, changes nothing pgferry tracks: a
+// frame of a simple query's answer (completed by ReadyForQuery alone)
+// that is not one relayServer acts on (a RowDescription, an
+// EmptyQueryResponse, ...), or its CommandComplete when nothing waits for
+// one (no pending changes, rare; no Sync a COPY read, ignored) and it is
+// not a DISCARD's or DEALLOCATE's (onCommandComplete). The relay loop's
+// own: it reads rare and the ring without mu.
+func (ss *session) quietInQuery(frame []byte) bool {
+	switch frame[0] {
+	case protocol.MsgParameterStatus, protocol.MsgErrorResponse, protocol.MsgReadyForQuery,
 		protocol.MsgCopyInResponse, protocol.MsgCopyBothResponse:
 		return false
+	case protocol.MsgCommandComplete:
+		if ss.rare != nil || ss.q.ignored || len(frame) < 6 || frame[5] == 'D' {
+			return false
+		}
 	}
-	head, ok := q.peek()
+	head, ok := ss.q.peek()
 	return ok && head.kind == kQuery && head.tag == tagNone
 }
 
