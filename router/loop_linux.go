@@ -344,10 +344,6 @@ func (p *parker) request(ss *session) bool {
 	if err == nil && size <= protocol.BufferSize {
 		frame, err = ss.rd.FillFrame(size)
 	}
-	ss.activeTick.Store(p.tick.Load())
-	if ss.has(stYoung) {
-		ss.flags.And(^stYoung)
-	}
 next:
 	switch {
 	case err == protocol.ErrWouldBlock:
@@ -368,6 +364,10 @@ next:
 		// for the buffer) or handles it (session state, COPY, ...).
 		p.evict(ss, "a request the goroutine serves", false)
 		return false
+	}
+	ss.activeTick.Store(p.tick.Load()) // (a request: not before, see settleLooped and the sweeps)
+	if ss.has(stYoung) {
+		ss.flags.And(^stYoung)
 	}
 	if !linked && needsServer(typ) && !ss.has(stSkipToSync) { // (skipped: handleFrame)
 		sc := ss.entry.pool.TryAcquireChecked(int64(p.turnNow) - int64(vouchedFor)) // (a check query would wait)
