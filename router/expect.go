@@ -145,6 +145,18 @@ func (r *ring) second() (expect, bool) {
 	return r.buf[(r.head+1)%len(r.buf)], true
 }
 
+// firstQuery reports whether the request pushed last is the only one in
+// the ring that a client's ReadyForQuery ends (a Query or FunctionCall, a
+// Sync): those ahead of it are its own group's, or pgferry's.
+func (r *ring) firstQuery() bool {
+	for i := 0; i < r.n-1; i++ {
+		if k := r.buf[(r.head+i)%len(r.buf)].kind; k == kQuery || k == kSync {
+			return false
+		}
+	}
+	return true
+}
+
 // toSync is how many requests at the head of the ring come before the
 // first Sync (all of them if none does).
 func (r *ring) toSync() int {

@@ -18,7 +18,12 @@ func TestQueryTimeoutCancelsTheQueryOnTheServer(t *testing.T) {
 	conn := ferrytest.Connect(t, ctx, f.AppDSN())
 	_, err := conn.Exec(ctx, "select pg_sleep(20)")
 	if code, _, _ := pgCode(err); code != "57014" {
-		t.Fatalf("got %v, want SQLSTATE 57014 query_canceled", err)
+		t.Fatalf("by the simple protocol: got %v, want SQLSTATE 57014 query_canceled", err)
+	}
+	// With an argument, pgx sends Parse, Bind, Describe, Execute, Sync.
+	_, err = conn.Exec(ctx, "select pg_sleep($1)", 20)
+	if code, _, _ := pgCode(err); code != "57014" {
+		t.Fatalf("by the extended protocol: got %v, want SQLSTATE 57014 query_canceled", err)
 	}
 	// The session and its pool keep working.
 	var n int

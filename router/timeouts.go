@@ -15,10 +15,13 @@ import (
 )
 
 // armQueryTimeout starts the query_timeout clock when a query is sent and
-// none is running. The timer is made once per session and reused. mu is
-// held.
+// none of the client's is running: the request just pushed (a Query, or
+// the Sync that ends an extended-protocol group, whose Parse, Bind and
+// Execute ahead of it are its own) is the only one in the ring that the
+// client's ReadyForQuery ends (firstQuery). The timer is made once per
+// session and reused. mu is held.
 func (ss *session) armQueryTimeout() {
-	if ss.srv.cfg.Load().QueryTimeout > 0 && ss.q.n <= 1 {
+	if ss.srv.cfg.Load().QueryTimeout > 0 && ss.q.firstQuery() {
 		ss.startQueryTimer() // (the check above is inlined)
 	}
 }
