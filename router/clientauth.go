@@ -12,7 +12,6 @@ import (
 	"net"
 	"slices"
 	"strconv"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -31,8 +30,8 @@ func (ss *session) authenticate(cfg *configs.Config) (string, error) {
 		return "", err
 	}
 	fail := ss.authFailed
-	if d := ss.srv.throttle.delay(ss.peer); d > 0 {
-		time.Sleep(d)
+	if err := ss.srv.throttle.wait(ss); err != nil {
+		return "", err
 	}
 	switch method {
 	case "trust":

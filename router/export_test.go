@@ -4,6 +4,7 @@ import (
 	"maps"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pgferry/pgferry/internal/sockio"
 )
@@ -130,4 +131,20 @@ func runFaults(ss *session, where string) {
 	if g := (*m)[ss.srv]; g != nil {
 		(*g)(ss, where)
 	}
+}
+
+// SetAuthDelayCap raises (or lowers) the longest delay s's auth failure
+// throttle makes a client wait, 5 s otherwise, so that a test can tell a
+// wait cut short from one that ran out.
+func SetAuthDelayCap(s *Server, d time.Duration) {
+	s.throttle.mu.Lock()
+	s.throttle.most = d
+	s.throttle.mu.Unlock()
+}
+
+// Logins counts the clients logging in that a kill reaches (loginkill.go).
+func Logins(s *Server) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.logins)
 }

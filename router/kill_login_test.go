@@ -93,9 +93,14 @@ func TestAKillEndsALoginWaitingInSCRAMsExchange(t *testing.T) {
 // A client logging in that waits (for its pool's first server, the server
 // refusing connections while the pool holds its queue; in auth_query's
 // lookup, whose query runs long; for a server to try its startup values
-// on, the pool's one server busy) is ended by KILL_CLIENT and KILL of its
-// database at once, with the kill's FATAL: it was in no list a kill
-// reads, and waited on (query_wait_timeout, auth_query's 10 s).
+// on, the pool's one server busy; while a server tries them, its check of
+// default_text_search_config waiting for a lock on the catalog it reads;
+// in the auth failure throttle's delay after a failed login from its
+// address) is ended by KILL_CLIENT and KILL of its database at once, with
+// the kill's FATAL: it was in no list a kill reads, and waited on
+// (query_wait_timeout, auth_query's 10 s). The try's round trip and the
+// throttle's sleep were not cut: the first ran to its 10 s and told the
+// client 08006, the second slept its delay out.
 func TestAKillEndsALoginThatWaits(t *testing.T) {
 	waits := []struct {
 		name string
@@ -105,7 +110,7 @@ func TestAKillEndsALoginThatWaits(t *testing.T) {
 		user  string
 		// hold, if set, runs once pgferry is up, before the login;
 		// params are the login's startup values.
-		hold   func(t *testing.T, ctx context.Context, f *ferrytest.Ferry)
+		hold   func(t *testing.T, ctx context.Context, f *ferrytest.Ferry, dbname string)
 		params string
 	}{
 		{"for its pool's first server", func(t *testing.T, cfg *configs.Config, _ string) func(*ferrytest.Ferry) (bool, error) {
@@ -134,13 +139,40 @@ func TestAKillEndsALoginThatWaits(t *testing.T) {
 		{"for a server to check its startup values", func(t *testing.T, cfg *configs.Config, _ string) func(*ferrytest.Ferry) (bool, error) {
 			setPoolSize(cfg, "app", 1)
 			return func(f *ferrytest.Ferry) (bool, error) { return f.Pool(t, "app").Stat.Waiting == 1, nil }
-		}, ferrytest.User, func(t *testing.T, ctx context.Context, f *ferrytest.Ferry) {
+		}, ferrytest.User, func(t *testing.T, ctx context.Context, f *ferrytest.Ferry, _ string) {
 			// The pool's one server, held in a transaction.
 			holder := ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
 			if _, err := holder.Exec(ctx, "begin; select 1").ReadAll(); err != nil {
 				t.Fatal(err)
 			}
 		}, " work_mem=1234kB"}, // (a value no server took yet: confirmStartup)
+		{"while a server tries its startup values", func(t *testing.T, cfg *configs.Config, dbname string) func(*ferrytest.Ferry) (bool, error) {
+			return func(*ferrytest.Ferry) (bool, error) {
+				n, err := cluster.QueryInt(context.Background(),
+					"SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE '%default_text_search_config%'", dbname)
+				return n == 1, err
+			}
+		}, ferrytest.User, func(t *testing.T, ctx context.Context, f *ferrytest.Ferry, dbname string) {
+			// The pool greets first (welcome), then a transaction holds
+			// the catalog the server's check of the value reads.
+			ferrytest.ConnectPgConn(t, ctx, f.AppDSN())
+			locker := ferrytest.ConnectPgConn(t, ctx, cluster.SuperDSN(dbname))
+			if _, err := locker.Exec(ctx, "begin; lock table pg_catalog.pg_ts_config in access exclusive mode").ReadAll(); err != nil {
+				t.Fatal(err)
+			}
+		}, " default_text_search_config=pg_catalog.simple"}, // (confirmStartup's round trip waits for the lock)
+		{"in the auth failure throttle's delay", func(t *testing.T, cfg *configs.Config, _ string) func(*ferrytest.Ferry) (bool, error) {
+			cfg.AuthFailureDelay = configs.Duration(10 * time.Minute)
+			return func(f *ferrytest.Ferry) (bool, error) { return router.Logins(f.Server) == 1, nil }
+		}, ferrytest.User, func(t *testing.T, ctx context.Context, f *ferrytest.Ferry, _ string) {
+			router.SetAuthDelayCap(f.Server, 10*time.Minute)
+			// A failed login from the same address: the next waits.
+			if c, err := pgconn.Connect(ctx, f.DSN("app", ferrytest.User, "wrong")); err == nil {
+				c.Close(ctx)
+				t.Fatal("a login with a wrong password succeeded")
+			}
+			ferrytest.Eventually(t, 10*time.Second, "the failed login to end", func() (bool, error) { return router.Logins(f.Server) == 0, nil })
+		}, ""},
 	}
 	kills := []struct {
 		name      string
@@ -170,7 +202,7 @@ func TestAKillEndsALoginThatWaits(t *testing.T) {
 					f := ferrytest.Start(t, cfg)
 					admin := ferrytest.ConnectPgConn(t, ctx, adminDSN(f))
 					if w.hold != nil {
-						w.hold(t, ctx, f)
+						w.hold(t, ctx, f, dbname)
 					}
 					got := make(chan error, 1)
 					go func() {

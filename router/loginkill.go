@@ -4,8 +4,9 @@
 // becomes a session (register) or ends; a kill then ends it at once
 // wherever it is: reading the client (the kill's past deadline on its
 // socket, or on the relay loop the kill's resume: loginStop), or waiting
-// (loginContext: a pool's first server, a check of its startup values,
-// auth_query's lookup, an Entra token's validation).
+// (loginContext: a pool's first server, a check of its startup values and
+// its round trip, auth_query's lookup, an Entra token's validation, the
+// auth failure throttle's delay).
 
 package router
 

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -221,8 +222,8 @@ func (ss *session) confirmStartup(cfg *configs.Config, st *protocol.Startup) err
 		enc = appendSet(enc, encodingName, welcome[encodingName])
 	}
 	ctx, cancel := ss.waitContext(cfg)
-	defer cancel()
 	sc, err := e.pool.Acquire(ctx)
+	cancel()
 	if err != nil {
 		return ss.acquireError(err)
 	}
@@ -238,7 +239,12 @@ func (ss *session) confirmStartup(cfg *configs.Config, st *protocol.Startup) err
 	}
 	var refused *protocol.ServerError
 	status := protocol.TxIdle
+	// The round trip is bounded by startupTryTimeout, and cut by a kill
+	// or shutdown's deadline (loginContext), which leave the server in
+	// the middle of it: destroyed below.
+	try, stopTry := ss.loginContext(0)
 	sc.Conn.SetDeadline(time.Now().Add(startupTryTimeout))
+	cut := context.AfterFunc(try, func() { sc.Conn.SetDeadline(time.Unix(1, 0)) })
 	for _, q := range queries {
 		if status, err = protocol.Exec(sc.Rd, sc.Wr, q, nil); err != nil {
 			break
@@ -247,8 +253,13 @@ func (ss *session) confirmStartup(cfg *configs.Config, st *protocol.Startup) err
 	if errors.As(err, &refused) && status != protocol.TxIdle {
 		status, err = protocol.Exec(sc.Rd, sc.Wr, "ROLLBACK", nil)
 	}
+	wasCut := !cut() // (its deadline past, or about to be)
+	stopTry()
 	sc.Conn.SetDeadline(time.Time{})
-	if (err == nil || errors.As(err, &refused)) && status == protocol.TxIdle {
+	if wasCut {
+		refused, err = nil, try.Err()
+	}
+	if !wasCut && (err == nil || errors.As(err, &refused)) && status == protocol.TxIdle {
 		e.pool.Release(sc)
 	} else {
 		e.pool.Destroy(sc)
@@ -256,6 +267,10 @@ func (ss *session) confirmStartup(cfg *configs.Config, st *protocol.Startup) err
 	switch {
 	case refused != nil:
 		return protocol.Fatal(refused.Code, refused.Message)
+	case err != nil && ss.killed() != nil:
+		return ss.killed()
+	case err != nil && ss.srv.cut.Err() != nil:
+		return errDraining
 	case err != nil:
 		return protocol.Fatal(protocol.SQLStateConnectionFailure, "pgferry could not try the client's startup parameters on a server: "+sanitize(err))
 	}

@@ -12,9 +12,10 @@ import (
 // attempt, from base up to 5 s; a success or a quiet minute resets it.
 // Other addresses are not affected. Safe for concurrent use.
 type authThrottle struct {
-	// mu guards base and fails.
+	// mu guards base, most and fails.
 	mu    sync.Mutex
 	base  time.Duration
+	most  time.Duration // the longest delay, maxAuthDelay (a test may raise it)
 	fails map[netip.Addr]failRecord
 }
 
@@ -33,7 +34,7 @@ type failRecord struct {
 const maxAuthDelay = 5 * time.Second
 
 func newAuthThrottle(base time.Duration) *authThrottle {
-	return &authThrottle{base: base, fails: make(map[netip.Addr]failRecord)}
+	return &authThrottle{base: base, most: maxAuthDelay, fails: make(map[netip.Addr]failRecord)}
 }
 
 // hostOf is the client's IP address (the zero Addr for other networks),
@@ -64,7 +65,29 @@ func (t *authThrottle) delay(a net.Addr) time.Duration {
 		return 0
 	}
 	d := t.base << min(r.n-1, 16)
-	return min(d, maxAuthDelay)
+	return min(d, t.most)
+}
+
+// wait sleeps the delay before authenticating ss (delay), cut short by a
+// kill or shutdown's deadline (loginContext), whose error it returns.
+func (t *authThrottle) wait(ss *session) error {
+	d := t.delay(ss.peer)
+	if d <= 0 {
+		return nil
+	}
+	ctx, cancel := ss.loginContext(0)
+	defer cancel()
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-ctx.Done():
+	}
+	if k := ss.killed(); k != nil {
+		return k
+	}
+	return errDraining // (ctx has no deadline of its own: shutdown's cut it)
 }
 
 func (t *authThrottle) failed(a net.Addr) {
