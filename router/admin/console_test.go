@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -596,5 +597,42 @@ func TestShowUsersHasPgBouncer125sLimitsAndCounts(t *testing.T) {
 	}
 	if !slices.Equal(rows, want) {
 		t.Errorf("rows\n got %q\nwant %q", rows, want)
+	}
+}
+
+// TestShowDatabasesPausedIsTheDatabasesOwnPause: SHOW DATABASES' paused is
+// PgBouncer 1.25.2's db_paused (admin.c admin_show_databases), set by
+// PAUSE db and KILL db, whether or not the database has a pool: under
+// PAUSE of the whole pooler PgBouncer answers 0 for every database (seen
+// by hand, the same ini file for both), and 1 for a database paused on
+// its own before any client used it. pgferry answered its pools' flags: 1
+// for each database with a pool under PAUSE, 0 for one without a pool.
+func TestShowDatabasesPausedIsTheDatabasesOwnPause(t *testing.T) {
+	b := newFakeBackend()
+	b.cfg.Databases = map[string]configs.Database{"app": {Host: "db", Port: 5432}, "quiet": {Host: "db", Port: 5432}}
+	b.snap.Pools = []PoolInfo{{Database: "app", User: "a", Stat: pool.Stat{Paused: true}}}
+	paused := func() map[string]string {
+		t.Helper()
+		cols, rows := showTyped(t, b, "SHOW DATABASES")
+		col := slices.Index(cols, "paused:23")
+		if col < 0 {
+			t.Fatalf("no paused column (int4) in %q", cols)
+		}
+		out := map[string]string{}
+		for _, r := range rows {
+			f := strings.Split(r, "|")
+			out[f[0]] = f[col]
+		}
+		return out
+	}
+	b.pause.pauseAll()
+	if got, want := paused(), map[string]string{"app": "0", "quiet": "0"}; !maps.Equal(got, want) {
+		t.Errorf("under PAUSE: paused %v, PgBouncer answers %v", got, want)
+	}
+	b.pause.resumeAll()
+	b.snap.Pools[0].Stat.Paused = false
+	b.pause.pauseDBs("quiet")
+	if got, want := paused(), map[string]string{"app": "0", "quiet": "1"}; !maps.Equal(got, want) {
+		t.Errorf("under PAUSE quiet, its pool not made yet: paused %v, PgBouncer answers %v", got, want)
 	}
 }

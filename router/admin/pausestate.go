@@ -97,3 +97,11 @@ func (p *PauseState) paused() bool {
 	defer p.mu.Unlock()
 	return p.global
 }
+
+// dbPaused reports whether database db is paused on its own (PAUSE db,
+// KILL db), PgBouncer's db_paused: SHOW DATABASES' paused.
+func (p *PauseState) dbPaused(db string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dbs[db]
+}

@@ -18,10 +18,7 @@ import (
 func (c *Console) showDatabases(rs *resultSet) {
 	rs.cols = databasesCols
 	cfg := c.b.Config()
-	type agg struct {
-		conns, clients int
-		paused         bool
-	}
+	type agg struct{ conns, clients int }
 	byDB := make(map[string]*agg)
 	for _, p := range c.b.Snapshot().Pools {
 		a := byDB[p.Database]
@@ -31,7 +28,6 @@ func (c *Console) showDatabases(rs *resultSet) {
 		}
 		a.conns += p.Stat.Total
 		a.clients += p.ClientsActive + p.ClientsWaiting + p.ClientsIdle
-		a.paused = a.paused || p.Stat.Paused
 	}
 	names := make([]string, 0, len(cfg.Databases)+len(byDB))
 	for n := range cfg.Databases {
@@ -43,6 +39,7 @@ func (c *Console) showDatabases(rs *resultSet) {
 		}
 	}
 	slices.Sort(names)
+	st := c.b.PauseState()
 	for _, n := range names {
 		db, _, ok := cfg.LookupDatabase(n)
 		if !ok {
@@ -66,14 +63,16 @@ func (c *Console) showDatabases(rs *resultSet) {
 		}
 		// load_balance_hosts is NULL: pgferry fails over along a host list
 		// rather than balancing over it; max_client_connections 0: no
-		// per-database client limit.
+		// per-database client limit. paused is the database's own pause
+		// (PAUSE db, KILL db: PgBouncer's db_paused), not PAUSE's of the
+		// whole pooler, and whether or not it has a pool.
 		var forceUser any // NULL without one, as in PgBouncer
 		if db.User != "" {
 			forceUser = db.User
 		}
 		rs.add(n, db.Host, db.Port, dbname, forceUser, size, db.MinPoolSize, db.ReservePool,
 			int64(cfg.ServerLifetime.Std()/time.Second), db.PoolMode, nil,
-			db.MaxDBConnections, a.conns, 0, a.clients, a.paused, false, auth)
+			db.MaxDBConnections, a.conns, 0, a.clients, st.dbPaused(n), false, auth)
 	}
 }
 
