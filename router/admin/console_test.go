@@ -636,3 +636,23 @@ func TestShowDatabasesPausedIsTheDatabasesOwnPause(t *testing.T) {
 		t.Errorf("under PAUSE quiet, its pool not made yet: paused %v, PgBouncer answers %v", got, want)
 	}
 }
+
+// TestShowDatabasesListsWhatTheWildcardMadeNotTheWildcard: with a "*"
+// entry, SHOW DATABASES lists the databases clients reached through it
+// (here postgres, which has a pool), as PgBouncer 1.25.2 lists those it
+// registered, and not a row named "*" with an empty database, which
+// PgBouncer never shows (seen by hand, the same ini file for both) and
+// pgferry did.
+func TestShowDatabasesListsWhatTheWildcardMadeNotTheWildcard(t *testing.T) {
+	b := newFakeBackend()
+	b.cfg.Databases = map[string]configs.Database{"*": {Host: "db", Port: 5432, PoolSize: 7}, "app": {Host: "db", Port: 5432, PoolSize: 3}}
+	b.snap.Pools = []PoolInfo{{Database: "postgres", User: "a", ClientsIdle: 1, Stat: pool.Stat{Total: 1}}}
+	_, rows := showTyped(t, b, "SHOW DATABASES")
+	want := []string{
+		"app|db|5432|app|NULL|3|0|0|3600||NULL|0|0|0|0|0|0|password",
+		"postgres|db|5432|postgres|NULL|7|0|0|3600||NULL|0|1|0|1|0|0|password",
+	}
+	if !slices.Equal(rows, want) {
+		t.Errorf("SHOW DATABASES rows\n got %q\nwant %q", rows, want)
+	}
+}

@@ -31,6 +31,9 @@ func (c *Console) showDatabases(rs *resultSet) {
 	}
 	names := make([]string, 0, len(cfg.Databases)+len(byDB))
 	for n := range cfg.Databases {
+		if n == "*" {
+			continue // the wildcard is no database: those it made are listed, with a pool
+		}
 		names = append(names, n)
 	}
 	for n := range byDB {
@@ -46,7 +49,7 @@ func (c *Console) showDatabases(rs *resultSet) {
 			continue // pool of a database removed by a reload
 		}
 		dbname := db.DBName
-		if dbname == "" && n != "*" {
+		if dbname == "" {
 			dbname = n
 		}
 		size := db.PoolSize
