@@ -84,7 +84,16 @@ var (
 // then greets the client.
 func (ss *session) startup(cfg *configs.Config) error {
 	var st *protocol.Startup
-	for {
+	for first := true; ; first = false {
+		if first && !ss.tls {
+			done, err := ss.directTLS()
+			if err != nil {
+				return err
+			}
+			if done {
+				continue
+			}
+		}
 		var err error
 		st, err = protocol.ReadStartup(ss.handshake.in)
 		if err != nil {
@@ -111,26 +120,9 @@ func (ss *session) startup(cfg *configs.Config) error {
 			if _, err := ss.conn.Write([]byte{'S'}); err != nil {
 				return err
 			}
-			tap := tls13.NewTap(ss.raw)
-			tc := ct.cfg
-			t := tls.Server(tap, tc)
-			if err := t.Handshake(); err != nil {
-				tap.Wipe()
-				ss.srv.reject("tls")
-				return fmt.Errorf("client TLS handshake: %w", err)
+			if err := ss.serveTLS(ct, ss.raw, false); err != nil {
+				return err
 			}
-			ss.handshake.peerCerts = t.ConnectionState().PeerCertificates
-			ss.handshake.binding = ct.binding
-			ss.faultAt("tls")
-			// A TLS 1.3 session carries on without crypto/tls's connection
-			// and its buffers (internal/tls13); TLS 1.2 keeps it.
-			if c := tap.Takeover(t, tc); c != nil {
-				ss.conn = c
-			} else {
-				ss.conn = t
-			}
-			ss.tls = true
-			ss.handshake.in.Reset(ss.conn)
 			continue
 		case protocol.GSSENCRequestCode:
 			if _, err := ss.conn.Write([]byte{'N'}); err != nil {
@@ -242,6 +234,105 @@ func (ss *session) startup(cfg *configs.Config) error {
 	}
 	entry.stats.clientLogins.Add(1)
 	return nil
+}
+
+// tlsHandshakeRecord is the first byte of a TLS handshake record (RFC 8446,
+// 5.1: ContentType handshake), which no startup packet starts with: its
+// length would be over 369 MB.
+const tlsHandshakeRecord = 0x16
+
+// alpnPostgreSQL is the ALPN protocol name of PostgreSQL's protocol
+// (PostgreSQL 17, libpq's PG_ALPN_PROTOCOL), which a client starting TLS
+// directly must offer.
+const alpnPostgreSQL = "postgresql"
+
+// errDirectTLSWithoutALPN ends a direct TLS connection whose client did not
+// negotiate ALPN "postgresql".
+var errDirectTLSWithoutALPN = errors.New("direct TLS connection without ALPN protocol postgresql")
+
+// directTLS serves a client that starts TLS at once, without an SSLRequest
+// (PostgreSQL 17's sslnegotiation=direct; PgBouncer 1.25 takes it too): if
+// the first byte the client sent opens a TLS handshake record and client
+// TLS is on, it runs the handshake and reports true. As PostgreSQL does
+// (backend_startup.c, ProcessSSLStartup), the client must have negotiated
+// ALPN "postgresql": one that did not is told nothing, its connection just
+// closes (a client speaking another protocol over TLS, which a
+// cross-protocol attack would relay here, cannot read PostgreSQL's
+// errors); PgBouncer 1.25.2 lets it in. Without client TLS (or for a
+// client refused for its address) it reports false, and the bytes are
+// read as a startup packet whose length is refused.
+func (ss *session) directTLS() (bool, error) {
+	in := ss.handshake.in
+	b, err := in.Peek(1)
+	if err != nil || b[0] != tlsHandshakeRecord {
+		return false, nil // (ReadStartup meets the error again)
+	}
+	ct := ss.srv.ctls.Load()
+	if ct == nil || (ss.handshake.refusal != nil && ss.handshake.refusal.plainOnly) {
+		return false, nil
+	}
+	// The reader holds the start of the handshake: what the relay loop
+	// read before it handed the login over (beginLogin; at most
+	// loginBufSize, which the reader's first fill takes whole) or its own
+	// first read. The handshake reads it first, then the socket.
+	b, _ = in.Peek(in.Buffered())
+	pre := &prefixedConn{Conn: ss.raw, pre: bytes.Clone(b)}
+	in.Discard(len(b))
+	if err := ss.serveTLS(ct, pre, true); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// serveTLS runs the TLS handshake with the client over raw, the client's
+// socket (or, for direct TLS, a prefixedConn over it), and makes the
+// session's conn the TLS connection. direct requires ALPN "postgresql".
+func (ss *session) serveTLS(ct *clientTLS, raw net.Conn, direct bool) error {
+	tap := tls13.NewTap(raw)
+	tc := ct.cfg
+	t := tls.Server(tap, tc)
+	if err := t.Handshake(); err != nil {
+		tap.Wipe()
+		ss.srv.reject("tls")
+		return fmt.Errorf("client TLS handshake: %w", err)
+	}
+	st := t.ConnectionState()
+	if direct && st.NegotiatedProtocol != alpnPostgreSQL {
+		tap.Wipe()
+		ss.srv.reject("tls")
+		return errDirectTLSWithoutALPN
+	}
+	ss.handshake.peerCerts = st.PeerCertificates
+	ss.handshake.binding = ct.binding
+	ss.faultAt("tls")
+	// A TLS 1.3 session carries on without crypto/tls's connection
+	// and its buffers (internal/tls13); TLS 1.2 keeps it.
+	if c := tap.Takeover(t, tc); c != nil {
+		if p, ok := raw.(*prefixedConn); ok && len(p.pre) == 0 {
+			c.Resume(ss.raw) // (the handshake read all of the prefix)
+		}
+		ss.conn = c
+	} else {
+		ss.conn = t
+	}
+	ss.tls = true
+	ss.handshake.in.Reset(ss.conn)
+	return nil
+}
+
+// prefixedConn reads pre, then the connection.
+type prefixedConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixedConn) Read(b []byte) (int, error) {
+	if len(c.pre) == 0 {
+		return c.Conn.Read(b)
+	}
+	n := copy(b, c.pre)
+	c.pre = c.pre[n:]
+	return n, nil
 }
 
 // poolError is what a client whose pool could not be made is told: err if

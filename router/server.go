@@ -201,7 +201,12 @@ func (s *Server) apply(cfg *configs.Config) error {
 		if err != nil {
 			return fmt.Errorf("client_tls_protocols: %w", err)
 		}
-		ctls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: minV, MaxVersion: maxV, SessionTicketsDisabled: true}
+		// ALPN "postgresql", as PostgreSQL 17 offers it: required of a
+		// client that starts TLS directly (directTLS); one that asks for
+		// another protocol is refused by crypto/tls (RFC 7301's
+		// no_application_protocol alert), as by PostgreSQL and PgBouncer.
+		ctls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: minV, MaxVersion: maxV, SessionTicketsDisabled: true,
+			NextProtos: []string{alpnPostgreSQL}}
 		if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil {
 			hash = auth.ChannelBindingHash(leaf)
 		}
