@@ -205,6 +205,11 @@ type Config struct {
 	// PgBouncer's client_tls_protocols ("secure": TLS 1.2 and 1.3; see
 	// TLSVersions).
 	ClientTLSProtocols string `toml:"client_tls_protocols"`
+	// ClientTLSCiphers are the TLS 1.2 (and older) cipher suites clients
+	// may use, an OpenSSL cipher list as PgBouncer's client_tls_ciphers
+	// ("default": Go's; see TLSCipherSuites). TLS 1.3's suites are Go's
+	// choice.
+	ClientTLSCiphers string `toml:"client_tls_ciphers"`
 	// ServerTLSSSLMode is the default TLS mode towards servers: "disable",
 	// "allow", "prefer", "require", "verify-ca" or "verify-full".
 	ServerTLSSSLMode string `toml:"server_tls_sslmode"`
@@ -217,6 +222,10 @@ type Config struct {
 	// ServerTLSProtocols are the TLS versions pgferry may use with
 	// servers, as PgBouncer's server_tls_protocols (see TLSVersions).
 	ServerTLSProtocols string `toml:"server_tls_protocols"`
+	// ServerTLSCiphers are the TLS 1.2 (and older) cipher suites pgferry
+	// may use with servers, as PgBouncer's server_tls_ciphers (see
+	// TLSCipherSuites).
+	ServerTLSCiphers string `toml:"server_tls_ciphers"`
 
 	// LogLevel is "debug", "info", "warn" or "error".
 	LogLevel string `toml:"log_level"`
@@ -510,8 +519,10 @@ func Default() *Config {
 		MaxPacketSize:           2147483647,
 		ClientTLSSSLMode:        "disable",
 		ClientTLSProtocols:      "secure",
+		ClientTLSCiphers:        "default",
 		ServerTLSSSLMode:        "prefer",
 		ServerTLSProtocols:      "secure",
+		ServerTLSCiphers:        "default",
 		LogLevel:                "info",
 		LogFormat:               "json",
 		Users:                   map[string]User{},

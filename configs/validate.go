@@ -446,6 +446,14 @@ func (c *Config) validateTLS(p *problems) {
 			p.add(f.key, "%v", err)
 		}
 	}
+	for _, f := range []struct{ key, value string }{
+		{"client_tls_ciphers", c.ClientTLSCiphers},
+		{"server_tls_ciphers", c.ServerTLSCiphers},
+	} {
+		if _, err := TLSCipherSuites(f.value); err != nil {
+			p.add(f.key, "%v", err)
+		}
+	}
 	if (c.ServerTLSCertFile == "") != (c.ServerTLSKeyFile == "") {
 		p.add("server_tls_cert_file", "server_tls_cert_file and server_tls_key_file must be set together")
 	}

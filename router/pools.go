@@ -167,7 +167,7 @@ func loopConfig(cfg *configs.Config) bool {
 func poolSettings(c *configs.Config) string {
 	return fmt.Sprint(c.ServerLifetime, c.ServerIdleTimeout, c.ServerConnectTimeout, c.ServerLoginRetry, c.OutageHoldTimeout, c.ServerCheckDelay, c.ServerCheckQuery,
 		c.ReservePoolTimeout, c.MaxPreparedStatements, c.MaxUserConnections, c.ServerTLSCertFile,
-		c.ServerTLSKeyFile, c.ServerTLSCAFile, c.ServerTLSSSLMode, c.ServerTLSProtocols, c.PoolMode, c.DefaultPoolSize)
+		c.ServerTLSKeyFile, c.ServerTLSCAFile, c.ServerTLSSSLMode, c.ServerTLSProtocols, c.ServerTLSCiphers, c.PoolMode, c.DefaultPoolSize)
 }
 
 func sameDatabase(a, b configs.Database) bool {

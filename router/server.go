@@ -205,8 +205,12 @@ func (s *Server) apply(cfg *configs.Config) error {
 		// client that starts TLS directly (directTLS); one that asks for
 		// another protocol is refused by crypto/tls (RFC 7301's
 		// no_application_protocol alert), as by PostgreSQL and PgBouncer.
-		ctls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: minV, MaxVersion: maxV, SessionTicketsDisabled: true,
-			NextProtos: []string{alpnPostgreSQL}}
+		suites, err := configs.TLSCipherSuites(cfg.ClientTLSCiphers)
+		if err != nil {
+			return fmt.Errorf("client_tls_ciphers: %w", err)
+		}
+		ctls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: minV, MaxVersion: maxV, CipherSuites: suites,
+			SessionTicketsDisabled: true, NextProtos: []string{alpnPostgreSQL}}
 		if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil {
 			hash = auth.ChannelBindingHash(leaf)
 		}

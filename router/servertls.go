@@ -21,8 +21,9 @@ type tlsDigest [sha256.Size]byte
 
 // serverTLS returns the TLS configuration of database db's server
 // connections (nil for sslmode disable): the versions server_tls_protocols
-// allows, db's sslrootcert (server_tls_ca_file by default) and the global
-// server_tls_cert_file and server_tls_key_file, read now. With it comes the
+// allows, the TLS 1.2 suites server_tls_ciphers allows, db's sslrootcert
+// (server_tls_ca_file by default) and the global server_tls_cert_file and
+// server_tls_key_file, read now. With it comes the
 // digest of what was read, which the pool keeps: a reload that finds other
 // contents under the same names rebuilds the pool (see serverTLSDigests),
 // as PgBouncer's reload re-reads its TLS files and recycles the server
@@ -36,11 +37,15 @@ func serverTLS(cfg *configs.Config, dbName string, db configs.Database) (*tls.Co
 	if err != nil {
 		return nil, tlsDigest{}, fmt.Errorf("server_tls_protocols: %w", err)
 	}
+	suites, err := configs.TLSCipherSuites(cfg.ServerTLSCiphers)
+	if err != nil {
+		return nil, tlsDigest{}, fmt.Errorf("server_tls_ciphers: %w", err)
+	}
 	tc, digest, err := serverTLSFiles(cfg, dbName, db.SSLRootCert)
 	if err != nil {
 		return nil, tlsDigest{}, err
 	}
-	tc.MinVersion, tc.MaxVersion = minV, maxV
+	tc.MinVersion, tc.MaxVersion, tc.CipherSuites = minV, maxV, suites
 	return tc, digest, nil
 }
 
