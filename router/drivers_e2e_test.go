@@ -2,12 +2,14 @@ package router_test
 
 // Real drivers through pgferry, each run as its own program: postgres.js
 // (every statement a named prepared statement, SET and LISTEN included),
-// node-postgres (simple queries without parameters, LISTEN among them) and
+// node-postgres (simple queries without parameters, LISTEN among them),
 // psycopg 3 on libpq 15 (prepared statements it evicts with SQL
-// DEALLOCATE). These are the drivers whose reports opened issue 18: a
+// DEALLOCATE) and pgJDBC (named server-side statements from their first
+// run, SET SESSION CHARACTERISTICS for read-only connections). These are the drivers whose reports opened issue 18: a
 // search_path lost or another client's, a SET leaked, notifications lost.
 // The programs live in testdata/drivers; .ci/install installs Node.js's
-// packages there (npm ci) and Debian's python3-psycopg.
+// packages there (npm ci), Debian's python3-psycopg and
+// libpostgresql-jdbc-java (run with a JDK's java, which runs a source file).
 
 import (
 	"bufio"
@@ -27,6 +29,7 @@ type driverProgram struct {
 	name  string
 	cmd   []string // the interpreter and the program; the address goes last
 	url   bool     // a postgres:// URL, not a key=value DSN
+	jdbc  bool     // a jdbc:postgresql:// URL
 	needs string   // what must exist for it to run (a file), for the message
 	cases []string
 }
@@ -41,6 +44,9 @@ var driverPrograms = []driverProgram{
 	{name: "psycopg 3", cmd: []string{"/usr/bin/python3", "testdata/drivers/psycopg3.py"},
 		needs: "/usr/lib/python3/dist-packages/psycopg/__init__.py",
 		cases: []string{"evictions", "concurrent", "transactions"}},
+	{name: "pgJDBC", cmd: []string{"java", "-cp", "/usr/share/java/postgresql.jar", "testdata/drivers/Jdbc.java"}, jdbc: true,
+		needs: "/usr/share/java/postgresql.jar",
+		cases: []string{"search_path", "read only", "listen", "transactions", "prepared statements"}},
 }
 
 func TestRealDriversRunTheirSessionsThroughATransactionPoolAsOnPostgreSQL(t *testing.T) {
@@ -60,8 +66,11 @@ func TestRealDriversRunTheirSessionsThroughATransactionPoolAsOnPostgreSQL(t *tes
 			setPoolSize(cfg, "app", 2)
 			f := ferrytest.Start(t, cfg)
 			addr := f.AppDSN()
-			if d.url {
+			switch {
+			case d.url:
 				addr = fmt.Sprintf("postgres://%s:%s@%s:%d/app?sslmode=disable", ferrytest.User, ferrytest.Password, f.Addr.IP, f.Addr.Port)
+			case d.jdbc:
+				addr = fmt.Sprintf("jdbc:postgresql://%s:%d/app?user=%s&password=%s&sslmode=disable", f.Addr.IP, f.Addr.Port, ferrytest.User, ferrytest.Password)
 			}
 			cmd := exec.CommandContext(ctx, d.cmd[0], append(d.cmd[1:], addr)...)
 			cmd.Dir, _ = filepath.Abs(".")
