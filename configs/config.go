@@ -210,6 +210,10 @@ type Config struct {
 	// ("default": Go's; see TLSCipherSuites). TLS 1.3's suites are Go's
 	// choice.
 	ClientTLSCiphers string `toml:"client_tls_ciphers"`
+	// ClientTLSECDHCurve are the key exchange groups clients may use, as
+	// PgBouncer's client_tls_ecdhcurve: "auto" (Go's), or curve names
+	// separated by colons (see TLSCurves).
+	ClientTLSECDHCurve string `toml:"client_tls_ecdhcurve"`
 	// ServerTLSSSLMode is the default TLS mode towards servers: "disable",
 	// "allow", "prefer", "require", "verify-ca" or "verify-full".
 	ServerTLSSSLMode string `toml:"server_tls_sslmode"`
@@ -520,6 +524,7 @@ func Default() *Config {
 		ClientTLSSSLMode:        "disable",
 		ClientTLSProtocols:      "secure",
 		ClientTLSCiphers:        "default",
+		ClientTLSECDHCurve:      "auto",
 		ServerTLSSSLMode:        "prefer",
 		ServerTLSProtocols:      "secure",
 		ServerTLSCiphers:        "default",

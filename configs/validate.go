@@ -454,6 +454,9 @@ func (c *Config) validateTLS(p *problems) {
 			p.add(f.key, "%v", err)
 		}
 	}
+	if _, err := TLSCurves(c.ClientTLSECDHCurve); err != nil {
+		p.add("client_tls_ecdhcurve", "%v", err)
+	}
 	if (c.ServerTLSCertFile == "") != (c.ServerTLSKeyFile == "") {
 		p.add("server_tls_cert_file", "server_tls_cert_file and server_tls_key_file must be set together")
 	}

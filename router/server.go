@@ -204,8 +204,12 @@ func (s *Server) apply(cfg *configs.Config) error {
 		if err != nil {
 			return fmt.Errorf("client_tls_ciphers: %w", err)
 		}
+		curves, err := configs.TLSCurves(cfg.ClientTLSECDHCurve)
+		if err != nil {
+			return fmt.Errorf("client_tls_ecdhcurve: %w", err)
+		}
 		ctls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: minV, MaxVersion: maxV, CipherSuites: suites,
-			SessionTicketsDisabled: true, NextProtos: []string{alpnPostgreSQL}}
+			CurvePreferences: curves, SessionTicketsDisabled: true, NextProtos: []string{alpnPostgreSQL}}
 		if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil {
 			hash = auth.ChannelBindingHash(leaf)
 		}

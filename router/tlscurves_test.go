@@ -1,0 +1,67 @@
+package router_test
+
+import (
+	"crypto/tls"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgferry/pgferry/internal/ferrytest"
+)
+
+// client_tls_ecdhcurve bounds the key exchange groups a client may use,
+// in TLS 1.3 and TLS 1.2 alike: a client that offers none of them fails
+// the handshake, one that offers one of them gets it.
+func TestClientTLSECDHCurveBoundsTheGroupsAClientMayUse(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg := ferrytest.Config(t, cluster)
+	offerClientTLS(cfg, "require")
+	cfg.ClientTLSECDHCurve = "prime256v1:secp384r1"
+	f := ferrytest.Start(t, cfg)
+	tests := []struct {
+		name    string
+		version uint16
+		offers  []tls.CurveID
+		want    tls.CurveID // 0: the handshake fails
+	}{
+		{"TLS 1.3, a group outside the list", tls.VersionTLS13, []tls.CurveID{tls.X25519}, 0},
+		{"TLS 1.2, a group outside the list", tls.VersionTLS12, []tls.CurveID{tls.X25519}, 0},
+		{"TLS 1.3, one outside and one inside", tls.VersionTLS13, []tls.CurveID{tls.X25519, tls.CurveP384}, tls.CurveP384},
+		{"TLS 1.2, one outside and one inside", tls.VersionTLS12, []tls.CurveID{tls.X25519, tls.CurveP256}, tls.CurveP256},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cc, err := pgx.ParseConfig(f.AppDSN() + " sslmode=require")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cc.TLSConfig.MinVersion, cc.TLSConfig.MaxVersion = tc.version, tc.version
+			cc.TLSConfig.CurvePreferences = tc.offers
+			cc.Fallbacks = nil
+			conn, err := pgx.ConnectConfig(ctx, cc)
+			if tc.want == 0 {
+				if err == nil {
+					conn.Close(ctx)
+					t.Fatal("the client connected")
+				}
+				if !strings.Contains(err.Error(), "handshake failure") {
+					t.Fatalf("got %v, want the TLS handshake refused", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			if got := conn.PgConn().Conn().(*tls.Conn).ConnectionState().CurveID; got != tc.want {
+				t.Fatalf("the client got %s, want %s", got, tc.want)
+			}
+			var n int
+			if err := conn.QueryRow(ctx, "select 1").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
