@@ -30,6 +30,14 @@ func (s *Server) forwardCancel(pid, key uint32) {
 		s.parker.unpark(ss)
 		return
 	}
+	if sc != nil && ss.has(stGranted) {
+		// The session took the server its wait got, and its request has
+		// not gone to it yet (or only the SETs attach sent before it):
+		// the cancel goes once the request has (send).
+		ss.flags.Or(evCancelOwed)
+		ss.mu.Unlock()
+		return
+	}
 	if sc == nil || ss.q.n == 0 {
 		// Nothing is running for this client: nothing to cancel.
 		ss.mu.Unlock()
@@ -44,6 +52,31 @@ func (s *Server) forwardCancel(pid, key uint32) {
 	if err := s.sendServerCancel(context.Background(), sc); err != nil {
 		s.log.Warn("cancel request failed", zap.Uint64("conn_id", ss.id), zap.Error(err))
 	}
+}
+
+// grantedSent notes that the request a session took a server with after
+// a wait (stGranted) has gone to it, up to where the server answers it,
+// and reports whether a cancel came for it meanwhile (evCancelOwed): then
+// the server is held for it (cancels), and the caller, once it has
+// flushed the request, sends it (sendOwedCancel). mu is held.
+func (ss *session) grantedSent() bool {
+	owed := ss.has(evCancelOwed)
+	ss.flags.And(^(stGranted | evCancelOwed))
+	if owed {
+		ss.cancels++
+	}
+	return owed
+}
+
+// sendOwedCancel delivers, on a goroutine of its own, the cancel
+// grantedSent found owed for the request just flushed to sc.
+func (ss *session) sendOwedCancel(sc *pool.ServerConn) {
+	go func() {
+		defer ss.cancelDone(sc)
+		if err := ss.srv.sendServerCancel(context.Background(), sc); err != nil {
+			ss.srv.log.Warn("cancel request failed", zap.Uint64("conn_id", ss.id), zap.Error(err))
+		}
+	}()
 }
 
 // cancelQueuedLocked cancels the request ss is queued for a server with:

@@ -50,6 +50,16 @@ const (
 	// server is granted, before the session takes it, refuses the
 	// request all the same (endQueued), and the server goes back unused.
 	evCancelQueued
+	// evCancelOwed: a CancelRequest came while the session had taken the
+	// server a wait or a grant got it (stGranted) and its request had not
+	// gone to it yet: the cancel goes to the server once the request has
+	// (send, sendOwedCancel), as the client's would reach PostgreSQL
+	// after the statement it sent before it.
+	evCancelOwed
+	// stGranted: the session took a server after a wait (endQueued) and
+	// the request it waited with has not gone to it whole yet (send,
+	// at the first frame after which the server owes answers).
+	stGranted
 	// stWaiting: queued for a server connection (the sweep leaves it be).
 	stWaiting
 	// stParked: in the parker's set, without a goroutine.

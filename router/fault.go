@@ -41,7 +41,9 @@ var fault atomic.Pointer[func(ss *session, where string)]
 //     (on the session's goroutine);
 //   - "lent": a server the pool lent after a wait (waitForServer) or to
 //     a session the relay loop queued (takeGrant), not linked yet
-//     (attach).
+//     (attach);
+//   - "granted": that server linked (attach), the request the session
+//     waited with not sent to it yet.
 //
 // It costs one atomic load when no test set one.
 func (ss *session) faultAt(where string) {

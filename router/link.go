@@ -94,6 +94,7 @@ func (ss *session) link(readOnly bool) (*pool.ServerConn, error) {
 		}
 		ss.attach(sc, onReplica, readOnly)
 		ss.linkedLent()
+		ss.faultAt("granted")
 		return sc, nil
 	}
 	ss.attach(sc, onReplica, readOnly)
@@ -271,8 +272,11 @@ func (ss *session) endWait(r *rareState) {
 // its send, and PostgreSQL ignores one while it reads a statement.
 func (ss *session) endQueued() (cancelled bool) {
 	ss.mu.Lock()
-	ss.flags.And(^stWaiting)
+	ss.flags.And(^(stWaiting | evCancelOwed))
 	cancelled = ss.has(evCancelQueued)
+	if !cancelled {
+		ss.flags.Or(stGranted) // (until its request is sent: forwardCancel)
+	}
 	ss.mu.Unlock()
 	return cancelled
 }

@@ -204,6 +204,7 @@ func (ss *session) takeCarried() error {
 	}
 	ss.attach(sc, false, false)
 	ss.linkedLent()
+	ss.faultAt("granted")
 	return nil
 }
 

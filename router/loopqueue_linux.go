@@ -171,6 +171,7 @@ func (p *parker) takeGrant(ss *session) {
 	}
 	ss.attach(sc, false, false)
 	ss.linkedLent()
+	ss.faultAt("granted")
 	p.turn(ss, false) // request finds the frame it read
 }
 

@@ -314,9 +314,14 @@ func (ss *session) send(want *pool.ServerConn, typ byte, frame []byte) (sc *pool
 	if typ != protocol.MsgSync && typ != protocol.MsgQuery && typ != protocol.MsgFunctionCall {
 		ss.processRun(sc)
 	}
+	owed := ss.flags.Load()&stGranted != 0 && ss.q.owesNow() && ss.grantedSent()
 	ss.ownerHeld &^= heldMu
 	ss.mu.Unlock()
 	err = ss.flushServerIfIdle(sc)
+	if owed {
+		sc.Wr.Flush() // (the request first: a failure is the pump's to see)
+		ss.sendOwedCancel(sc)
+	}
 	if ss.ownerHeld != 0 {
 		ss.ownerHeld = 0
 		ss.wmu.Unlock()
