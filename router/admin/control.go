@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgferry/pgferry/configs"
 	"github.com/pgferry/pgferry/protocol"
 )
 
@@ -29,6 +30,21 @@ func (c *Console) targets(db string) (PoolSet, error) {
 	return ps, nil
 }
 
+// adminDB refuses a control command naming the console's own database
+// ("pgbouncer", "pgferry"), with PgBouncer 1.25.2's words for it (admin.c:
+// "cannot pause admin db: pgbouncer", ...), where it answered no such
+// database; verb is the command's ("pause", "kill", "reconnect", "wait
+// in"). PAUSE and KILL look at the pooler's pause first, as PgBouncer.
+func (c *Console) adminDB(verb, db string) error {
+	if !configs.AdminDatabases[db] {
+		return nil
+	}
+	if (verb == "pause" || verb == "kill") && c.b.PauseState().paused() {
+		return errAlreadyPaused()
+	}
+	return adminError("cannot %s admin db: %s", verb, db)
+}
+
 // errAlreadyPaused is PgBouncer's answer to PAUSE, PAUSE db, KILL and
 // KILL db while the whole pooler is paused (admin.c: cf_pause_mode).
 func errAlreadyPaused() error { return adminError("already suspended/paused") }
@@ -38,6 +54,9 @@ func errAlreadyPaused() error { return adminError("already suspended/paused") }
 // does. The wait ends early if the admin client is killed or pgferry
 // shuts down; what it paused stays paused, as in PgBouncer.
 func (c *Console) pause(db string) error {
+	if err := c.adminDB("pause", db); err != nil {
+		return err
+	}
 	if _, err := c.targets(db); err != nil { // (db exists)
 		return err
 	}
@@ -71,6 +90,9 @@ func (c *Console) pause(db string) error {
 // without a database, say) resumes them, where PgBouncer answers "pooler
 // is not paused/suspended" and wants RESUME db for each.
 func (c *Console) resume(db string) error {
+	if configs.AdminDatabases[db] {
+		return adminError("database %s is not paused", db) // (PgBouncer's: it never is)
+	}
 	ps, err := c.targets(db)
 	if err != nil {
 		return err
@@ -107,6 +129,9 @@ func (c *Console) resume(db string) error {
 }
 
 func (c *Console) reconnect(db string) error {
+	if err := c.adminDB("reconnect", db); err != nil {
+		return err
+	}
 	ps, err := c.targets(db)
 	if err != nil {
 		return err
@@ -121,6 +146,9 @@ func (c *Console) reconnect(db string) error {
 // when every connection to the old one is gone. It gives up if pgferry
 // shuts down.
 func (c *Console) waitClose(db string) error {
+	if err := c.adminDB("wait in", db); err != nil {
+		return err
+	}
 	ps, err := c.targets(db)
 	if err != nil {
 		return err
@@ -160,6 +188,9 @@ func (c *Console) killClient(arg string) error {
 // stay paused until RESUME, and a KILL while the whole pooler is paused
 // (PAUSE, done or still waiting for servers) is refused and kills nobody.
 func (c *Console) kill(db string) error {
+	if err := c.adminDB("kill", db); err != nil {
+		return err
+	}
 	if _, err := c.targets(db); err != nil { // (db exists)
 		return err
 	}
