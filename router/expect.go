@@ -137,6 +137,9 @@ func (r *ring) peek() (expect, bool) {
 	return r.buf[r.head], true
 }
 
+// tagLast sets the tag of the request pushed last.
+func (r *ring) tagLast(tag uint8) { r.buf[(r.head+r.n-1)%len(r.buf)].tag = tag }
+
 // second returns the request behind the head, if any.
 func (r *ring) second() (expect, bool) {
 	if r.n < 2 {

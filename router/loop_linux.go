@@ -528,8 +528,8 @@ func (ss *session) loopServes(typ byte, frame []byte) bool {
 		return true
 	case protocol.MsgBind, protocol.MsgDescribe:
 		// (One that waits for a drop's answer waits on a goroutine:
-		// stmtswait.go. Only a client that closed a statement has a drop
-		// in the loop: closeSent.)
+		// stmtswait.go. Only a client that closed or parsed a named
+		// statement has a drop in the loop: closeSent, parseSent.)
 		t := ss.stmts
 		return t == nil || len(t.drops) == 0 || !ss.behindDrop(typ, frame)
 	case protocol.MsgClose, protocol.MsgSync, protocol.MsgFlush:

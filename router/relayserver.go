@@ -322,8 +322,8 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				if completes(head.kind, typ) {
 					ss.q.pop()
 					swallow = head.kind == kParseSwallow || head.kind == kCloseSwallow || head.kind == kGuard
-					if head.kind == kClose {
-						ss.closeAnswered(ss.q.answered()) // (stmtsclose.go: the client's name goes for good)
+					if head.kind == kClose || head.tag == tagParse {
+						ss.closeAnswered(ss.q.answered()) // (stmtsclose.go: the client's name goes for good; a Parse's, what it stood for before: parseSent)
 					}
 				}
 				if head.tag != tagNone && typ == protocol.MsgEmptyQuery {
@@ -540,7 +540,8 @@ func (ss *session) skipToSync(sc *pool.ServerConn, code []byte) {
 // where it stood before both). Their pending SETs never run
 // (skippedParams), nor their drops, of every statement or of one name
 // (a DEALLOCATE, a Close: closeSent), which give back what they set aside
-// (dropUndone). mu is held.
+// (dropUndone), nor the client's Parses of named statements, whose names
+// stand for what they stood for before (parseSent). mu is held.
 func (ss *session) dropSkipped(sc *pool.ServerConn, n int) {
 	q := &ss.q
 	if ss.pendingParams() {
@@ -550,7 +551,7 @@ func (ss *session) dropSkipped(sc *pool.ServerConn, n int) {
 	drops := ss.stmts != nil && len(ss.stmts.drops) > 0
 	for i := n - 1; i >= 0; i-- {
 		e := q.buf[(q.head+i)%len(q.buf)]
-		if drops && (e.kind == kQuery || e.kind == kExecute || e.kind == kClose) {
+		if drops && (e.kind == kQuery || e.kind == kExecute || e.kind == kClose || e.tag == tagParse) {
 			ss.dropUndone(sc, q.answered()+1+uint64(i))
 		}
 		switch {

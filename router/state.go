@@ -235,6 +235,10 @@ const (
 	tagUnlisten
 	tagDrop
 	tagDealloc
+	// tagParse marks the client's Parse of a named statement that made
+	// the name stand for another statement (parseSent): its answer
+	// settles that (relayServer, dropSkipped).
+	tagParse
 )
 
 var execTagFrames = [...][]byte{

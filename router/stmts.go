@@ -81,11 +81,14 @@ type clientStmts struct {
 // drops; keys the server's statements it drops, as sc's cache had them,
 // most recently used first (0: one prepared again since, addServerStmt:
 // its Close and Parse behind the drop say what the server has of it).
+// parsed is the statement a Parse of the name one made it stand for
+// (parseSent), which goes if the Parse does not run; nil for other drops.
 type pendingDrop struct {
-	seq   uint64
-	one   string
-	named map[string]*clientStmt
-	keys  []uint64
+	seq    uint64
+	one    string
+	named  map[string]*clientStmt
+	keys   []uint64
+	parsed *clientStmt
 }
 
 // maxKeptUnnamed bounds the buffer kept for unnamed statements once a
@@ -136,17 +139,46 @@ func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 	}
 	ss.entry.stats.clientParses.Add(1)
 	st := ss.stmts.lookup(name)
-	if st == nil || string(st.Body) != string(rest) {
-		st = ss.holdStmt(string(name), rest)
+	var old *clientStmt
+	held := st != nil && string(st.Body) == string(rest)
+	if !held {
+		st, old = ss.holdStmt(string(name), rest)
 	}
 	if sc.Stmts.Has(st.ID) {
 		ss.q.push(expect{kind: kParse})
+		if !held {
+			ss.parseSent(string(name), old, st)
+		}
 		sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), noopStmt, []byte("\x00\x00\x00")))
 		ss.q.push(expect{kind: kCloseSwallow})
 		sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', noopStmt))
 		return
 	}
 	ss.prepareOnServer(sc, st, kParse)
+	if !held {
+		ss.parseSent(string(name), old, st)
+	}
+}
+
+// parseSent notes the client's Parse of name, just sent (request number
+// ss.q.seq), which made the name stand for st: what it stood for before
+// (old; nil: nothing, or a statement an earlier drop still unanswered set
+// aside) is set aside as for a Close of the name (closeSent), in a
+// pendingDrop of that name that knows st (parsed), settled by the Parse's
+// answer (tagParse): its ParseComplete, and old goes for good (dropRan);
+// an error, or the server skipped it after an error before it up to the
+// Sync, or was lost first, and the name stands for old again, as in
+// PostgreSQL, which keeps what a name stood for when its Parse fails
+// (dropUndone). A Bind or Describe of the name sent past the Parse's Sync
+// waits for that answer (behindDrop). mu is held.
+func (ss *session) parseSent(name string, old, st *clientStmt) {
+	t := ss.stmts
+	d := pendingDrop{seq: ss.q.seq, one: name, parsed: st}
+	if old != nil {
+		d.named = map[string]*clientStmt{name: old}
+	}
+	t.drops = append(t.drops, d)
+	ss.q.tagLast(tagParse)
 }
 
 // keepUnnamed records body (a Parse's after the empty name) as the
@@ -206,19 +238,18 @@ func (ss *session) ensureUnnamed(sc *pool.ServerConn) {
 }
 
 // holdStmt records the client's statement name for the statement with
-// content body, releasing what the name stood for before.
-func (ss *session) holdStmt(name string, body []byte) *clientStmt {
-	st := &clientStmt{ss.srv.stmts.Acquire(body)}
+// content body, and returns it with what the name stood for before (old,
+// nil for nothing), which the caller keeps (parseSent).
+func (ss *session) holdStmt(name string, body []byte) (st, old *clientStmt) {
+	st = &clientStmt{ss.srv.stmts.Acquire(body)}
 	t := ss.stmtTable()
 	if t.named == nil {
 		t.named = make(map[string]*clientStmt)
 	}
-	if old := t.named[name]; old != nil {
-		ss.srv.stmts.Release(old.Statement)
-	}
+	old = t.named[name]
 	t.named[name] = st
 	ss.countStmts()
-	return st
+	return st, old
 }
 
 // countStmts records how many statement names the client holds (nStmts),
@@ -369,6 +400,9 @@ func (ss *session) dropUndone(sc *pool.ServerConn, seq uint64) {
 		ss.releaseNamed(d.named) // (the session ended: releaseStmts)
 		return
 	}
+	if d.parsed != nil {
+		t.unparse(i, d.one, d.parsed, ss.srv.stmts.Release)
+	}
 	if j := t.laterDrop(i, ""); j >= 0 {
 		later := &t.drops[j]
 		for _, k := range d.keys {
@@ -388,7 +422,7 @@ func (ss *session) dropUndone(sc *pool.ServerConn, seq uint64) {
 		if j := t.laterDrop(i, name); j >= 0 {
 			named = &t.drops[j].named
 		}
-		if t.named[name] != nil || (*named)[name] != nil {
+		if (*named)[name] != nil {
 			ss.srv.stmts.Release(st.Statement) // (prepared again since)
 			continue
 		}
@@ -398,6 +432,26 @@ func (ss *session) dropUndone(sc *pool.ServerConn, seq uint64) {
 		(*named)[name] = st
 	}
 	ss.countStmts()
+}
+
+// unparse takes back what a Parse of name that did not run made the name
+// stand for (parsed: parseSent), from the client's names or from those
+// that t's unanswered drops from the i-th on set aside since (a Close, a
+// drop of every statement), and gives its identity back (release), so
+// that the name is free for what it stood for before (dropUndone).
+func (t *clientStmts) unparse(i int, name string, parsed *clientStmt, release func(*prepared.Statement)) {
+	if t.named[name] == parsed {
+		delete(t.named, name)
+		release(parsed.Statement)
+		return
+	}
+	for j := i; j < len(t.drops); j++ {
+		if t.drops[j].named[name] == parsed {
+			delete(t.drops[j].named, name)
+			release(parsed.Statement)
+			return
+		}
+	}
 }
 
 // laterDrop returns the index of the first of t's unanswered drops from

@@ -98,7 +98,8 @@ func (t *clientStmts) setAside(name []byte) bool {
 }
 
 // closeAnswered settles the Close of request seq, just answered with
-// CloseComplete, if closeSent set a name aside for it: the server ran it
+// CloseComplete, if closeSent set a name aside for it, or the Parse of
+// request seq, answered with ParseComplete (parseSent): the server ran it
 // (dropRan). mu is held.
 func (ss *session) closeAnswered(seq uint64) {
 	if t := ss.stmts; t != nil && len(t.drops) > 0 {

@@ -24,7 +24,10 @@ import (
 // (SELECT 1/0; DEALLOCATE ALL; refused in a failed transaction and a
 // ROLLBACK; skipped after an error, and the Sync): so such a Bind or
 // Describe waits until the drop is answered (send reports
-// errAwaitDrop, awaitDrop), and then goes as the statement stands. The
+// errAwaitDrop, awaitDrop), and then goes as the statement stands. So
+// does one of a name whose Parse is unanswered, past that Parse's Sync
+// (parseSent): the name stands for what it stood for before if the Parse
+// fails or is skipped. The
 // server answers that drop without more from the client: it is flushed at
 // the ReadyForQuery that ends its run, already sent. Only the session's
 // goroutine waits: the relay loop hands such a Bind or Describe to it
@@ -61,11 +64,12 @@ func (ss *session) behindDrop(typ byte, frame []byte) bool {
 		name, _, ok = protocol.CString(body[1:])
 	}
 	t := ss.stmts
-	if !ok || len(name) == 0 || t.named[string(name)] != nil {
+	if !ok || len(name) == 0 {
 		return false
 	}
+	st := t.named[string(name)]
 	for _, d := range t.drops {
-		if d.named[string(name)] != nil {
+		if st == nil && d.named[string(name)] != nil || st != nil && d.parsed == st {
 			return ss.runEndedSince(d.seq)
 		}
 	}
