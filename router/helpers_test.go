@@ -371,3 +371,75 @@ func writeSelfSigned(t *testing.T, tmpl *x509.Certificate) (certFile, keyFile st
 	}
 	return certFile, keyFile
 }
+
+// pipelineEnd follows every pipeline: an empty simple Query, whose
+// EmptyQueryResponse and ReadyForQuery mark the end of the answers.
+// (After the pipeline's last Sync, it is never skipped, and it runs in a
+// failed transaction too.)
+var pipelineEnd = &pgproto3.Query{String: ""}
+
+// pipelineAnswers sends msgs and then pipelineEnd on a fresh connection to
+// dsn and returns the answers' words (see word; "I" an
+// EmptyQueryResponse), up to the end's ReadyForQuery, or up to a timeout
+// or a lost connection, named last.
+func pipelineAnswers(t *testing.T, dsn string, msgs []pgproto3.FrontendMessage) string {
+	return pipelineRounds(t, dsn, [][]pgproto3.FrontendMessage{msgs})
+}
+
+// pipelineRounds is pipelineAnswers for messages sent in rounds, each
+// followed by pipelineEnd, whose answers are read before the next round.
+func pipelineRounds(t *testing.T, dsn string, rounds [][]pgproto3.FrontendMessage) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pc, err := pgconn.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer pc.Close(context.Background())
+	fe := pc.Frontend()
+	var out []string
+	for _, msgs := range rounds {
+		for _, m := range msgs {
+			fe.Send(m)
+		}
+		fe.Send(pipelineEnd)
+		if err := fe.Flush(); err != nil {
+			return strings.Join(append(out, "(send: "+err.Error()+")"), " ")
+		}
+		if !readToEnd(ctx, pc, &out) {
+			break
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// readToEnd reads answers into out up to pipelineEnd's ReadyForQuery; at
+// a timeout or a lost connection it notes which and returns false.
+func readToEnd(ctx context.Context, pc *pgconn.PgConn, out *[]string) bool {
+	ended := false
+	for {
+		msg, err := pc.ReceiveMessage(ctx)
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+				*out = append(*out, "(no more answers in 10 s)")
+			} else {
+				*out = append(*out, "(lost: "+err.Error()+")")
+			}
+			return false
+		}
+		if _, ok := msg.(*pgproto3.EmptyQueryResponse); ok {
+			*out = append(*out, "I")
+			ended = true
+			continue
+		}
+		w := word(msg)
+		if w == "" {
+			continue
+		}
+		*out = append(*out, w)
+		if ended && w == "Z" {
+			return true
+		}
+	}
+}

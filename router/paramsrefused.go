@@ -79,8 +79,15 @@ func (ss *session) guardReplay(sc *pool.ServerConn) {
 }
 
 // syncBehind sends a Sync of pgferry's behind a Query or FunctionCall
-// sent behind a guard: if the guard fails, the server skips to it. mu and
-// wmu are held.
+// sent behind a guard: if the guard fails, the server skips to it. Not
+// behind one sent inside a group of extended-protocol messages (ring.open:
+// one went since the last Sync or simple Query): an error in the group
+// before it has the server skip the Query, and what follows it, up to the
+// client's Sync (postgres.c, ignore_till_sync), and pgferry's Sync would
+// end the skip there, its ReadyForQuery the client's for the Query,
+// and the rest of the group run. There a failed guard has the server skip
+// up to the client's Sync too, as after any error in the group, and the
+// client gets the refusal for the group. mu and wmu are held.
 func (ss *session) syncBehind(sc *pool.ServerConn) {
 	ss.q.push(expect{kind: kSyncSwallow})
 	sc.Wr.SetBuffer(protocol.AppendEmpty(sc.Wr.Buffer(), protocol.MsgSync))

@@ -523,6 +523,7 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 	}
 	switch typ {
 	case protocol.MsgQuery, protocol.MsgFunctionCall:
+		open := ss.q.open
 		ss.q.open = false
 		ss.q.push(expect{kind: kQuery, tag: ss.execTag}) // (tag: a LISTEN, listenLinked)
 		ss.execTag = tagNone
@@ -531,8 +532,8 @@ func (ss *session) process(sc *pool.ServerConn, typ byte, frame []byte) {
 		}
 		sc.Wr.Append(frame)
 		ss.dropSent(sc)
-		if ss.replays != 0 {
-			ss.syncBehind(sc) // (paramsrefused.go)
+		if ss.replays != 0 && !open {
+			ss.syncBehind(sc) // (paramsrefused.go; not inside a group: see there)
 		}
 		ss.q.ask() // (the Query's answer, and that of the Sync behind it)
 		ss.armQueryTimeout()
