@@ -10,8 +10,9 @@ import (
 // database answer as PgBouncer 1.25.2 does (admin.c, seen by hand on the
 // same ini file): "cannot pause admin db: pgbouncer" and the like, RESUME
 // "database pgbouncer is not paused", and PAUSE and KILL of it while the
-// pooler is paused "already suspended/paused". pgferry answered "no such
-// database: pgbouncer" to all of them.
+// pooler is paused "already suspended/paused", as to PAUSE and KILL of a
+// database that does not exist then. pgferry answered "no such database"
+// to all of them.
 func TestControlCommandsNamingTheConsolesDatabaseAnswerAsPgBouncer(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
@@ -26,6 +27,8 @@ func TestControlCommandsNamingTheConsolesDatabaseAnswerAsPgBouncer(t *testing.T)
 		{"PAUSE", ""},
 		{"PAUSE pgbouncer", "already suspended/paused"},
 		{"KILL pgbouncer", "already suspended/paused"},
+		{"PAUSE nosuch", "already suspended/paused"},
+		{"KILL nosuch", "already suspended/paused"},
 		{"RESUME pgbouncer", "database pgbouncer is not paused"},
 		{"RESUME", ""},
 	} {

@@ -34,13 +34,15 @@ func (c *Console) targets(db string) (PoolSet, error) {
 // ("pgbouncer", "pgferry"), with PgBouncer 1.25.2's words for it (admin.c:
 // "cannot pause admin db: pgbouncer", ...), where it answered no such
 // database; verb is the command's ("pause", "kill", "reconnect", "wait
-// in"). PAUSE and KILL look at the pooler's pause first, as PgBouncer.
+// in"). PAUSE db and KILL db look at the pooler's pause first, as
+// PgBouncer (admin.c: cf_pause_mode): while it is paused they answer
+// "already suspended/paused" whatever the name, one of no database too.
 func (c *Console) adminDB(verb, db string) error {
+	if (verb == "pause" || verb == "kill") && db != "" && c.b.PauseState().paused() {
+		return errAlreadyPaused() // (before the name's look, as PgBouncer)
+	}
 	if !configs.AdminDatabases[db] {
 		return nil
-	}
-	if (verb == "pause" || verb == "kill") && c.b.PauseState().paused() {
-		return errAlreadyPaused()
 	}
 	return adminError("cannot %s admin db: %s", verb, db)
 }
