@@ -35,6 +35,11 @@ func LoopQueuedReads(s *Server) uint64 { return s.parker.queuedReads.Load() }
 func LoopNudgeWakes(s *Server) uint64  { return s.parker.nudgeWakes.Load() }
 func LoopServerAdds(s *Server) uint64  { return s.parker.serverAdds.Load() }
 
+// LoopSettles counts the idle sessions of the relay loop its sweep parked:
+// the loop adopts each at its next request and counts an entry again
+// (LoopEntries), with no hand-back in between.
+func LoopSettles(s *Server) uint64 { return s.parker.settles.Load() }
+
 // LoopLogins counts the logins the relay loop saw through, and
 // LoginHandoffs those it handed to a goroutine before answering them.
 func LoopLogins(s *Server) uint64    { return s.parker.loopLoginsDone.Load() }

@@ -153,9 +153,10 @@ func aBusyClientIsServedByTheRelayLoop(t *testing.T, sslMode string, clientTLS b
 		t.Fatal(err)
 	}
 
-	entries, handbacks := loopCounters(t, f)
-	if entries != 1 || handbacks != 0 {
-		t.Fatalf("the client entered the relay loop %d times and was handed back %d times; want once and never", entries, handbacks)
+	// (Entered once: an entry again after the sweep parked it, idle on a
+	// slow machine, is its stay in the loop going on, see theLoops.)
+	if st := loopStateOf(t, f); st.handbacks != 0 || !st.theLoops() {
+		t.Fatalf("%s; want the client to have entered the relay loop once and never been handed back", st)
 	}
 	if p := f.Pool(t, "app"); p.Counters.PumpedLoans != 0 {
 		t.Fatalf("%d loans needed a pump", p.Counters.PumpedLoans)

@@ -182,6 +182,7 @@ func (p *parker) settle(ss *session) (parked bool) {
 	ss.rd, ss.wr = nil, nil
 	ss.loop = 0
 	if p.rearmParked(ss) {
+		p.settles.Add(1)
 		return true
 	}
 	p.resume(ss) // a goroutine carries on (and may park itself)

@@ -96,9 +96,11 @@ type parker struct {
 	// queueings counts the waits for a server the loop made (queue),
 	// queuedReads the reads of what queued clients sent meanwhile
 	// (queuedClientSpoke), nudgeWakes the times the nudge pipe woke it,
-	// and serverAdds the server sockets it added to its epoll set (for
-	// tests).
-	queueings, queuedReads, nudgeWakes, serverAdds atomic.Uint64
+	// serverAdds the server sockets it added to its epoll set, and
+	// settles the idle sessions of the loop the sweep parked (settle),
+	// whose next request the loop adopts and counts as an entry again,
+	// with no hand-back in between (for tests).
+	queueings, queuedReads, nudgeWakes, serverAdds, settles atomic.Uint64
 
 	mu sync.Mutex
 	// slots, freeSlots and held are the set of sessions the parker holds

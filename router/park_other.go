@@ -16,9 +16,9 @@ type parker struct {
 	srv  *Server
 	tick atomic.Uint32
 	// (Counters of the relay loop's, which is not built here.)
-	queueings, queuedReads, nudgeWakes, serverAdds atomic.Uint64
-	loopLoginsDone, loginHandoffs                  atomic.Uint64
-	loopAccepts                                    atomic.Uint64
+	queueings, queuedReads, nudgeWakes, serverAdds, settles atomic.Uint64
+	loopLoginsDone, loginHandoffs                           atomic.Uint64
+	loopAccepts                                             atomic.Uint64
 }
 
 func (p *parker) start() bool        { return false }
