@@ -59,8 +59,9 @@ func (ss *session) interceptParse(frame []byte) []byte {
 	if !ss.txnMode {
 		// Session mode carries no state, but renames protocol-level
 		// statements too: a DEALLOCATE of one is served
-		// (stmtsdealloc.go).
-		ss.noteStatement(name, &classify.Class{Deallocate: c.Deallocate})
+		// (stmtsdealloc.go), and a DEALLOCATE ALL or DISCARD ALL drops
+		// the client's names (applyState), as a simple Query's does.
+		ss.noteStatement(name, &classify.Class{Deallocate: c.Deallocate, Discard: c.Discard})
 		return frame
 	}
 	// (A SET of a tracked parameter is recorded at the statement's
