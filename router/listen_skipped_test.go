@@ -81,10 +81,11 @@ func listenPortal(ch string) []pgproto3.FrontendMessage {
 	return []pgproto3.FrontendMessage{parse("", "LISTEN "+ch), bind(""), execMsg(), syncMsg()}
 }
 
-// In a failed transaction the server refuses the Bind of a LISTEN's
-// portal (the statement pgferry made an empty query of), and skips its
-// Execute: the client is not subscribed, as the simple protocol's LISTEN,
-// which the server refuses, does not subscribe it either.
+// In a failed transaction the server refuses the Parse of a LISTEN (the
+// statement pgferry made an UNLISTEN of a channel no one listens on), as
+// PostgreSQL refuses the LISTEN's, and skips its Bind and Execute: the
+// client is not subscribed, as the simple protocol's LISTEN, which the
+// server refuses, does not subscribe it either.
 func TestAListenPortalInAFailedTransactionSubscribesNothing(t *testing.T) {
 	t.Parallel()
 	eachRelayLoopListening(t, func(t *testing.T, f *ferrytest.Ferry, sender *notifier, loop bool) {
@@ -95,8 +96,8 @@ func TestAListenPortalInAFailedTransactionSubscribesNothing(t *testing.T) {
 		c.send(&pgproto3.Query{String: "SELECT 1/(0*random())::int"})
 		c.until(1)
 		c.send(parse("", "LISTEN "+ch), bind(""), execMsg(), syncMsg())
-		if got := c.until(1); got != "1 E:25P02 Z" {
-			t.Fatalf("got %q, want the Bind refused in the failed transaction", got)
+		if got := c.until(1); got != "E:25P02 Z" {
+			t.Fatalf("got %q, want the Parse refused in the failed transaction", got)
 		}
 		c.send(&pgproto3.Query{String: "ROLLBACK"})
 		c.until(1)

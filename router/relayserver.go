@@ -312,8 +312,15 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				// A COPY that completes read every Sync sent during it: an
 				// error later in the loan leaves none unanswered (ring.ignored).
 				ss.q.ignored = false
+				listen := head.kind == kExecute && head.tag == tagListen
+				if listen {
+					frame = execTagFrames[tagListen] // (its listenStandIn's UNLISTEN: state.go)
+				}
 				if completes(head.kind, typ) {
 					ss.q.popAnswered() // (and the Syncs its COPY ignored)
+				}
+				if listen {
+					ss.listenAnswered(ss.q.answered()) // (listenlinked.go: the channel is served; no COPY ran)
 				}
 			default:
 				if typ == protocol.MsgCopyInResponse || typ == protocol.MsgCopyBothResponse {

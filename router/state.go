@@ -32,7 +32,7 @@ func (ss *session) noteStatelessParse(frame []byte) {
 // = false, swaps its text for one that raises ERROR 0A000 when executed
 // (the error then arrives in order, from the server). Statements whose
 // state pgferry carries (see noteStatement) are recorded for their
-// execution; LISTEN and UNLISTEN become an empty query, since pgferry
+// execution; LISTEN and UNLISTEN become listenStandIn, since pgferry
 // serves them through the pool's listener, pinned client or not (whose
 // UNLISTEN still goes to its server as well). A statement that names a
 // prepared statement by pgferry's prefix becomes one that raises
@@ -79,12 +79,23 @@ func (ss *session) interceptParse(frame []byte) []byte {
 	}
 	ss.noteStatement(name, &c)
 	if c.Listen != "" || (!ss.pinned && (c.Unlisten != "" || c.UnlistenAll)) {
-		return protocol.AppendParseRaw(nil, string(name), append([]byte{0}, types...))
+		return protocol.AppendParseRaw(nil, string(name), append([]byte(listenStandIn+"\x00"), types...))
 	}
 	// (A pinned client's UNLISTEN runs on its server too, which may listen
 	// itself after a LISTEN pgferry could not serve.)
 	return frame
 }
+
+// listenStandIn is the statement a LISTEN or UNLISTEN prepared through
+// the extended protocol becomes on the server (interceptParse), which
+// pgferry's listener serves: an UNLISTEN of a channel no one listens on,
+// which changes nothing, but which the server treats as PostgreSQL
+// treats the client's statement, where an empty query would not: it
+// refuses its Parse in a failed transaction (25P02), answers a Describe
+// of it with NoData, and refuses a second Execute of its portal (55000,
+// portal cannot be run). Its CommandComplete UNLISTEN is the client's
+// (a LISTEN's becomes CommandComplete LISTEN: execTag).
+const listenStandIn = `UNLISTEN "pgferry stand-in"`
 
 // noteStatement records what executing the client's statement name does to
 // session state (nil or a class that changes nothing: nothing).
@@ -135,10 +146,10 @@ func (ss *session) noteBind(frame []byte) {
 
 // interceptExecute applies the session state an Execute's portal changes.
 // LISTEN and UNLISTEN are served by the pool's listener (their statement
-// became an empty query at Parse): the subscription is live before the
+// became listenStandIn at Parse): the subscription is live before the
 // Execute goes on (and undone if the server skips it: listensSkipped),
-// and the server's EmptyQueryResponse is answered to the client as the
-// command's CommandComplete (execTag).
+// and the server's CommandComplete UNLISTEN is answered to the client as
+// the command's (execTag).
 func (ss *session) interceptExecute(frame []byte) error {
 	if ss.rare == nil || ss.rare.statePortals == nil {
 		return nil

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgferry/pgferry/pool"
 	"github.com/pgferry/pgferry/protocol"
+	"github.com/pgferry/pgferry/router/classify"
 	"github.com/pgferry/pgferry/router/prepared"
 )
 
@@ -124,8 +125,9 @@ func (ss *session) stmtTable() *clientStmts {
 // processParse handles Parse. An unnamed statement is recorded for the
 // client (keepUnnamed) and passes through. A named one
 // is recorded for the client and prepared on the server under pgferry's
-// name; if the server already has it, a no-op Parse/Close pair stands in
-// so the client still gets its ParseComplete in order.
+// name; if the server already has it, a Parse/Close pair of a throwaway
+// statement (noopBody) stands in so the client still gets its
+// ParseComplete, or its error, in order.
 func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 	body := protocol.Body(frame)
 	name, rest, ok := protocol.CString(body)
@@ -149,7 +151,7 @@ func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 		if !held {
 			ss.parseSent(string(name), old, st)
 		}
-		sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), noopStmt, []byte("\x00\x00\x00")))
+		sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), noopStmt, noopBody(st.Query())))
 		ss.q.push(expect{kind: kCloseSwallow})
 		sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', noopStmt))
 		return
@@ -542,6 +544,26 @@ func (t *clientStmts) preparedAgain(id uint64) {
 // noopStmt names the throwaway statement behind a Parse the server does not
 // need; it is closed right away.
 const noopStmt = prepared.NamePrefix + "noop"
+
+// noopBody returns the Parse body (after the name) of the throwaway
+// statement that stands in for the client's Parse of a statement whose
+// query is sql: one that the server refuses where PostgreSQL would
+// refuse the client's, in a failed transaction (25P02: postgres.c,
+// exec_parse_message, runs only a statement that ends the transaction
+// there, and parses an empty one anywhere), so that the client's Parse
+// gets that error and the rest of its group is skipped as in
+// PostgreSQL: "SELECT" (standInBody), or an empty query for a statement
+// that ends a transaction.
+func noopBody(sql []byte) []byte {
+	if classify.EndsFailedTransaction(sql) {
+		return emptyStmtBody
+	}
+	return standInBody
+}
+
+// emptyStmtBody is the Parse body after the name of an empty query with
+// no parameter types.
+var emptyStmtBody = []byte("\x00\x00\x00")
 
 // addServerStmt records the statement with ID id on sc, closing the least
 // recently used statement on the server when the cache is full. The Close's

@@ -595,3 +595,51 @@ func classifySet(rest []byte) Class {
 	c.SetValue = strings.TrimSpace(string(skipSpace(r)))
 	return c
 }
+
+// EndsFailedTransaction reports whether sql begins with a statement that
+// PostgreSQL runs in a failed transaction, where it refuses every other
+// one with 25P02 (postgres.c, IsTransactionExitStmt): COMMIT, END,
+// ROLLBACK, ABORT (ROLLBACK TO a savepoint too), PREPARE TRANSACTION;
+// not COMMIT PREPARED nor ROLLBACK PREPARED. It does not allocate.
+func EndsFailedTransaction(sql []byte) bool {
+	w, rest := firstWord(sql)
+	switch w {
+	case "commit", "rollback":
+		next, _ := firstWord(rest)
+		return next != "prepared"
+	case "end", "abort":
+		return true
+	case "prepare":
+		next, _ := firstWord(rest)
+		return next == "transaction"
+	}
+	return false
+}
+
+// firstWord returns b's first word (after blanks and comments), lower
+// case, if it is one of endWords, and the bytes after it; "" and b
+// otherwise.
+func firstWord(b []byte) (string, []byte) {
+	b = skipSpace(b)
+	var lb [11]byte
+	i := 0
+	for ; i < len(b); i++ {
+		l := identLower[b[i]]
+		if l == 0 {
+			break
+		}
+		if i == len(lb) {
+			return "", b
+		}
+		lb[i] = l
+	}
+	for _, w := range endWords {
+		if string(lb[:i]) == w {
+			return w, b[i:]
+		}
+	}
+	return "", b
+}
+
+// endWords are the words EndsFailedTransaction looks for.
+var endWords = [...]string{"commit", "rollback", "end", "abort", "prepare", "prepared", "transaction"}

@@ -308,3 +308,23 @@ func TestADottedParameterNameWithBlanksAroundItsDotsIsReadWhole(t *testing.T) {
 		t.Errorf("SQL = %+v; want SET x = .5", c)
 	}
 }
+
+func TestEndsFailedTransactionFindsTheStatementsPostgreSQLRunsInOne(t *testing.T) {
+	tests := []struct {
+		sql  string
+		want bool
+	}{
+		{"commit", true}, {"COMMIT AND CHAIN", true}, {" /* c */ end", true}, {"rollback", true},
+		{"Rollback to savepoint a", true}, {"abort", true}, {"prepare transaction 'x'", true},
+		{"commit prepared 'x'", false}, {"ROLLBACK PREPARED 'x'", false}, {"prepare s as select 1", false},
+		{"select 1", false}, {"", false}, {"committed", false}, {"begin", false},
+	}
+	for _, tc := range tests {
+		if got := EndsFailedTransaction([]byte(tc.sql)); got != tc.want {
+			t.Errorf("EndsFailedTransaction(%q) = %v, want %v", tc.sql, got, tc.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { EndsFailedTransaction([]byte("rollback to savepoint a")) }); n != 0 {
+		t.Errorf("%v allocations", n)
+	}
+}
