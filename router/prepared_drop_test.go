@@ -107,6 +107,7 @@ func TestADropRefusedBehindAnotherUnansweredDropGoesWithIt(t *testing.T) {
 		c.want("a refused drop, then one that runs", 3, "E:25P02 Z C Z C Z", simpleQuery("deallocate all"), simpleQuery("rollback"), simpleQuery("deallocate all"))
 		between()
 		c.want("s is gone", 1, "E:26000 Z", bind("s"), execMsg(), syncMsg())
+		c.want("s is still gone", 1, "E:26000 Z", bind("s"), execMsg(), syncMsg())
 		c.want("c prepares again", 1, "1 Z", parse("s", "select 's'"), syncMsg())
 		c.want("begin and an error", 2, "C Z E:22012 Z", simpleQuery("begin"), simpleQuery("select 1/0"))
 		c.want("two refused drops", 3, "E:25P02 Z E:25P02 Z C Z", simpleQuery("deallocate all"), simpleQuery("discard all"), simpleQuery("rollback"))

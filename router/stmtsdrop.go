@@ -30,7 +30,9 @@ func (ss *session) dropSent(sc *pool.ServerConn) {
 			return
 		}
 	}
-	if len(t.named) > 0 || sc.Stmts.Len() > 0 {
+	if len(t.named) > 0 || sc.Stmts.Len() > 0 || len(t.drops) > 0 {
+		// (One with nothing to set aside still takes what a drop before
+		// it gives back should that one not run: laterDrop.)
 		t.drops = append(t.drops, pendingDrop{seq: ss.q.seq, named: t.named, keys: sc.Stmts.Drain(nil)})
 		t.named = nil
 		ss.countStmts()
