@@ -371,11 +371,16 @@ type Database struct {
 	// PasswordFile is read at load time (trailing newline trimmed) into
 	// Password; it and Password are mutually exclusive.
 	PasswordFile string `toml:"password_file"`
-	// PoolSize defaults to Config.DefaultPoolSize.
+	// PoolSize defaults to Config.DefaultPoolSize, also when 0 in TOML;
+	// pool_size=0 on a pgbouncer.ini line (PgBouncer: no limit per pool)
+	// is refused.
 	PoolSize int `toml:"pool_size"`
-	// MinPoolSize defaults to Config.MinPoolSize.
+	// MinPoolSize defaults to Config.MinPoolSize when the key is left out
+	// (or negative on a pgbouncer.ini line); an explicit 0 is kept, as
+	// PgBouncer keeps it.
 	MinPoolSize int `toml:"min_pool_size"`
-	// ReservePool defaults to Config.ReservePoolSize.
+	// ReservePool defaults to Config.ReservePoolSize as MinPoolSize does:
+	// an explicit 0 is kept.
 	ReservePool int `toml:"reserve_pool"`
 	// MaxDBConnections defaults to Config.MaxDBConnections (0: unlimited).
 	MaxDBConnections int `toml:"max_db_connections"`

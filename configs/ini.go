@@ -27,6 +27,20 @@ var iniLookupKeys = map[string]bool{
 	"auth_type": true, "pool_mode": true, "client_tls_sslmode": true, "server_tls_sslmode": true,
 }
 
+// iniInheritBelowZero are the numeric keys of [databases] and [users]
+// lines that PgBouncer 1.25 reads as not set when negative (loader.c starts
+// each at -1; server.c's pool_pool_size, database_min_pool_size,
+// pool_res_pool_size, database_max_connections, user_max_connections take
+// the global value below 0), so "pool_size=-1" is the same as leaving the
+// key out. Zero is a value for the first three (min_pool_size=0 keeps no
+// server open whatever the global says) and means "not set" for the
+// connection caps (PgBouncer takes the global one at 0 too; so does
+// pgferry's fillDerived).
+var iniInheritBelowZero = map[string]bool{
+	"pool_size": true, "min_pool_size": true, "reserve_pool": true,
+	"max_db_connections": true, "max_user_connections": true,
+}
+
 // iniUnsupportedAuthTypes are PgBouncer auth_type values pgferry does not
 // implement.
 var iniUnsupportedAuthTypes = map[string]bool{
@@ -60,8 +74,12 @@ const maxINIFile = 16 << 20
 // main file; the working directory when baseDir is ""), for every file
 // however deep, as PgBouncer takes every one from its working directory.
 // The files read are recorded in c.Included, so that they are watched.
-func decodeINI(data []byte, c *Config, globalsSet map[string]bool, baseDir string) ([]string, error) {
-	r := &iniReader{c: c, globalsSet: globalsSet, baseDir: baseDir}
+//
+// dbSet receives, per database entry, the keys its line sets (under their
+// TOML names: reserve_pool_size is reserve_pool), so that an explicit value
+// is kept where the global one would fill in a missing key (fillDerived).
+func decodeINI(data []byte, c *Config, globalsSet map[string]bool, dbSet map[string]map[string]bool, baseDir string) ([]string, error) {
+	r := &iniReader{c: c, globalsSet: globalsSet, dbSet: dbSet, baseDir: baseDir}
 	r.read("", data, 0)
 	if !r.authTypeSet {
 		c.AuthType = "md5"
@@ -83,6 +101,7 @@ func decodeINI(data []byte, c *Config, globalsSet map[string]bool, baseDir strin
 type iniReader struct {
 	c           *Config
 	globalsSet  map[string]bool
+	dbSet       map[string]map[string]bool
 	baseDir     string
 	warnings    []string
 	errs        []error
@@ -162,10 +181,11 @@ func (r *iniReader) read(name string, data []byte, depth int) {
 			}
 		case iniSectionDatabases:
 			db := Database{}
+			set := map[string]bool{}
 			w, err := setINIPairs(reflect.ValueOf(&db).Elem(), "databases."+quoteKey(key), value, map[string]string{
 				// PgBouncer 1.24 renamed the per-database reserve_pool.
 				"reserve_pool_size": "reserve_pool",
-			})
+			}, set)
 			r.warnings = append(r.warnings, w...)
 			if err != nil {
 				r.errs = append(r.errs, err)
@@ -178,9 +198,12 @@ func (r *iniReader) read(name string, data []byte, depth int) {
 					"round-robin by default) whether they accept writes or not. List read replicas under replicas (TOML) instead", quoteKey(key))
 			}
 			c.Databases[key] = db
+			// A later line for the same name replaces the entry whole,
+			// as PgBouncer's parse_database does.
+			r.dbSet[key] = set
 		case iniSectionUsers:
 			u := User{}
-			w, err := setINIPairs(reflect.ValueOf(&u).Elem(), "users."+quoteKey(key), value, nil)
+			w, err := setINIPairs(reflect.ValueOf(&u).Elem(), "users."+quoteKey(key), value, nil, map[string]bool{})
 			r.warnings = append(r.warnings, w...)
 			if err != nil {
 				r.errs = append(r.errs, err)
@@ -189,7 +212,7 @@ func (r *iniReader) read(name string, data []byte, depth int) {
 			c.Users[key] = u
 		case iniSectionPeers:
 			peer := Peer{}
-			w, err := setINIPairs(reflect.ValueOf(&peer).Elem(), "peers."+quoteKey(key), value, nil)
+			w, err := setINIPairs(reflect.ValueOf(&peer).Elem(), "peers."+quoteKey(key), value, nil, map[string]bool{})
 			r.warnings = append(r.warnings, w...)
 			if err != nil {
 				r.errs = append(r.errs, err)
@@ -335,8 +358,10 @@ func iniListenAddr(v string) (addr, warning string, err error) {
 // alternative key names onto field keys. Unknown keys become warnings.
 // Numbers are decimal here, unlike in [pgbouncer]: PgBouncer's loader.c
 // reads a database or user line's numbers with atoi (pool_size=010 is 10);
-// what atoi would read as 0 or cut short (0x10, 12abc) is refused.
-func setINIPairs(v reflect.Value, prefix, s string, aliases map[string]string) ([]string, error) {
+// what atoi would read as 0 or cut short (0x10, 12abc) is refused. set
+// receives the keys written (their TOML names), except a negative number
+// for a key in iniInheritBelowZero, which PgBouncer reads as not set.
+func setINIPairs(v reflect.Value, prefix, s string, aliases map[string]string, set map[string]bool) ([]string, error) {
 	pairs, err := parseConnString(s)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", prefix, err)
@@ -361,7 +386,14 @@ func setINIPairs(v reflect.Value, prefix, s string, aliases map[string]string) (
 		}
 		if err := setFromString(f, val); err != nil {
 			errs = append(errs, fmt.Errorf("%s.%s: %w", prefix, key, err))
+			continue
 		}
+		if iniInheritBelowZero[key] && f.CanInt() && f.Int() < 0 {
+			f.SetInt(0)
+			delete(set, key)
+			continue
+		}
+		set[key] = true
 	}
 	return warnings, errors.Join(errs...)
 }

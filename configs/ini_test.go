@@ -549,3 +549,80 @@ func TestINIRefusesNumbersPgBouncerRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestADatabaseLinesExplicitPoolNumbersAreKeptAsPgBouncerKeepsThem: PgBouncer
+// 1.25.2 starts a database line's pool_size, min_pool_size and
+// reserve_pool_size at -1 and takes the global value only while they are
+// negative (loader.c parse_database, server.c pool_pool_size ..), so an
+// explicit 0 is kept: SHOW DATABASES of PgBouncer 1.25.2, run on
+//
+//	a = host=127.0.0.1 min_pool_size=0 reserve_pool_size=0 pool_size=0 max_db_connections=0
+//	b = host=127.0.0.1 min_pool_size=-1 reserve_pool_size=-1 pool_size=-1 max_db_connections=-1
+//
+// with default_pool_size 9, min_pool_size 2, reserve_pool_size 3 and
+// max_db_connections 50, answers 0|0|0|50 for a and 9|2|3|50 for b. pgferry
+// read every 0 as "not set" and took the global value (setDefault), so a
+// database with min_pool_size=0 kept two servers open and one with
+// reserve_pool_size=0 used three reserve connections. pgferry's TOML keeps
+// an explicit min_pool_size and reserve_pool too; pool_size = 0 takes the
+// global there, as its example file has long said.
+func TestADatabaseLinesExplicitPoolNumbersAreKeptAsPgBouncerKeepsThem(t *testing.T) {
+	const globalsINI = "[pgbouncer]\nauth_type = trust\ndefault_pool_size = 9\nmin_pool_size = 2\nreserve_pool_size = 3\nmax_db_connections = 50\n[databases]\n"
+	const globalsTOML = "auth_type = \"trust\"\ndefault_pool_size = 9\nmin_pool_size = 2\nreserve_pool_size = 3\nmax_db_connections = 50\n"
+	type nums struct{ pool, min, reserve, maxDB int }
+	tests := []struct {
+		name, format, doc string
+		want              nums
+	}{
+		{"ini: explicit zeros", "ini", globalsINI + "app = host=h min_pool_size=0 reserve_pool_size=0 max_db_connections=0\n", nums{9, 0, 0, 50}},
+		{"ini: the old name reserve_pool", "ini", globalsINI + "app = host=h reserve_pool=0\n", nums{9, 2, 0, 50}},
+		{"ini: minus one is not set", "ini", globalsINI + "app = host=h pool_size=-1 min_pool_size=-1 reserve_pool_size=-1 max_db_connections=-1\n", nums{9, 2, 3, 50}},
+		{"ini: left out", "ini", globalsINI + "app = host=h\n", nums{9, 2, 3, 50}},
+		{"ini: explicit values", "ini", globalsINI + "app = host=h pool_size=4 min_pool_size=1 reserve_pool_size=1 max_db_connections=7\n", nums{4, 1, 1, 7}},
+		{"ini: a later line replaces the entry whole", "ini", globalsINI + "app = host=h min_pool_size=0\napp = host=h\n", nums{9, 2, 3, 50}},
+		{"ini: the wildcard entry", "ini", globalsINI + "* = host=h min_pool_size=0 reserve_pool_size=0\n", nums{9, 0, 0, 50}},
+		{"toml: explicit zeros", "toml", globalsTOML + "[databases.app]\nhost = \"h\"\npool_size = 0\nmin_pool_size = 0\nreserve_pool = 0\nmax_db_connections = 0\n", nums{9, 0, 0, 50}},
+		{"toml: left out", "toml", globalsTOML + "[databases.app]\nhost = \"h\"\n", nums{9, 2, 3, 50}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, err := Parse([]byte(tc.doc), tc.format, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := "app"
+			if strings.Contains(tc.name, "wildcard") {
+				name = "*"
+			}
+			db := c.Databases[name]
+			if got := (nums{db.PoolSize, db.MinPoolSize, db.ReservePool, db.MaxDBConnections}); got != tc.want {
+				t.Errorf("pool_size, min_pool_size, reserve_pool, max_db_connections = %v, PgBouncer 1.25.2 runs with %v", got, tc.want)
+			}
+			// pgferry -convert keeps what the file said.
+			out, err := c.ToTOML()
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, _, err := Parse(out, "toml", nil)
+			if err != nil {
+				t.Fatalf("Parse(ToTOML()): %v", err)
+			}
+			if bdb := back.Databases[name]; !reflect.DeepEqual(bdb, db) {
+				t.Errorf("converted to TOML and read back: %+v, want %+v", bdb, db)
+			}
+		})
+	}
+}
+
+// TestADatabaseLinesPoolSizeZeroIsRefusedNotReadAsTheDefault: pool_size=0
+// on a PgBouncer database line lifts the limit per pool (objects.c
+// launch_new_connection checks the pool only when pool_pool_size > 0),
+// which pgferry does not offer; it took default_pool_size instead, without
+// a word.
+func TestADatabaseLinesPoolSizeZeroIsRefusedNotReadAsTheDefault(t *testing.T) {
+	doc := "[pgbouncer]\nauth_type = trust\n[databases]\napp = host=h pool_size=0\n"
+	_, _, err := Parse([]byte(doc), "ini", nil)
+	if err == nil || !strings.Contains(err.Error(), "databases.app.pool_size: 0 (PgBouncer: no limit per pool") {
+		t.Fatalf("error = %v, want databases.app.pool_size refused", err)
+	}
+}

@@ -90,13 +90,14 @@ func parse(data []byte, format, baseDir string, lookup func(string) (string, boo
 	switch format {
 	case formatINI:
 		globals := map[string]bool{}
-		w, err := decodeINI(data, c, globals, baseDir)
+		dbSet := map[string]map[string]bool{}
+		w, err := decodeINI(data, c, globals, dbSet, baseDir)
 		relayLoopSet = globals["relay_loop"]
 		warnings = w
 		if err != nil {
 			return nil, warnings, err
 		}
-		explicit = func(string, string) bool { return false }
+		explicit = func(db, key string) bool { return dbSet[db][key] }
 	default:
 		md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(c)
 		if err != nil {
@@ -108,7 +109,12 @@ func parse(data []byte, format, baseDir string, lookup func(string) (string, boo
 		if len(errs) > 0 {
 			return nil, nil, errors.Join(errs...)
 		}
-		explicit = func(db, key string) bool { return md.IsDefined("databases", db, key) }
+		explicit = func(db, key string) bool {
+			// pool_size = 0 in pgferry's TOML takes default_pool_size, as
+			// this file's example has long said; PgBouncer's 0 (no limit
+			// per pool) has no pgferry counterpart, so nothing is lost.
+			return key != "pool_size" && md.IsDefined("databases", db, key)
+		}
 		relayLoopSet = md.IsDefined("relay_loop")
 	}
 	if lookup != nil {
@@ -208,7 +214,7 @@ func resolvePath(dir, p string) string {
 
 // fillDerived fills per-database defaults from the globals and reads password
 // files. explicit reports whether a key was written for a database, so that
-// an explicit zero (read_your_writes = 0) is kept.
+// an explicit zero (read_your_writes = 0, min_pool_size = 0) is kept.
 func (c *Config) fillDerived(explicit func(db, key string) bool) []error {
 	var errs []error
 	for _, name := range sortedKeys(c.Databases) {
@@ -219,9 +225,21 @@ func (c *Config) fillDerived(explicit func(db, key string) bool) []error {
 		if db.DBName == "" && name != wildcardDatabase {
 			db.DBName = name
 		}
-		setDefault(&db.PoolSize, c.DefaultPoolSize)
-		setDefault(&db.MinPoolSize, c.MinPoolSize)
-		setDefault(&db.ReservePool, c.ReservePoolSize)
+		// An explicit 0 is a value for these three, as in PgBouncer
+		// (min_pool_size=0 on a database line keeps no server open
+		// whatever the global min_pool_size); only a missing key takes
+		// the global one.
+		if !explicit(name, "pool_size") {
+			setDefault(&db.PoolSize, c.DefaultPoolSize)
+		}
+		if !explicit(name, "min_pool_size") {
+			setDefault(&db.MinPoolSize, c.MinPoolSize)
+		}
+		if !explicit(name, "reserve_pool") {
+			setDefault(&db.ReservePool, c.ReservePoolSize)
+		}
+		// 0 is "not set" for the connection caps, in PgBouncer too
+		// (database_max_connections takes the global one at 0).
 		setDefault(&db.MaxDBConnections, c.MaxDBConnections)
 		setDefault(&db.FleetMaxDBConnections, c.FleetMaxDBConnections)
 		setDefault(&db.PoolMode, c.PoolMode)

@@ -514,7 +514,13 @@ func (c *Config) validateDatabase(p *problems, name string, db Database, aliases
 		}
 	}
 	p.between(key("port"), int64(db.Port), 1, 65535)
-	p.atLeast(key("pool_size"), int64(db.PoolSize), 1)
+	if db.PoolSize == 0 {
+		// Only an explicit 0 gets here (fillDerived fills a missing one).
+		p.add(key("pool_size"), "0 (PgBouncer: no limit per pool, only max_db_connections and max_user_connections) is not supported by pgferry; "+
+			"set the number of server connections the pool may open, or leave the key out for default_pool_size")
+	} else {
+		p.atLeast(key("pool_size"), int64(db.PoolSize), 1)
+	}
 	p.between(key("min_pool_size"), int64(db.MinPoolSize), 0, int64(max(db.PoolSize, 0)))
 	p.atLeast(key("reserve_pool"), int64(db.ReservePool), 0)
 	p.atLeast(key("max_db_connections"), int64(db.MaxDBConnections), 0)
