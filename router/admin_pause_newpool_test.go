@@ -22,6 +22,7 @@ import (
 // hand). pgferry paused the pools there were and made new ones running,
 // also the pools a RELOAD rebuilt.
 func TestAPoolMadeDuringAPauseHoldsItsClientsUntilResume(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	ctx := testContext(t)
 	const second = "pause_second"
 	scramRole(t, ctx, second, ferrytest.Password)

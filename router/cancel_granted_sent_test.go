@@ -2,6 +2,8 @@ package router_test
 
 import (
 	"testing"
+
+	"github.com/pgferry/pgferry/internal/ferrytest"
 )
 
 // A CancelRequest for a statement that waited for a server connection,
@@ -12,5 +14,6 @@ import (
 // goes on. It was dropped, the session having a server and nothing sent
 // to it yet (forwardCancel: nothing running), and the INSERT ran.
 func TestACancelThatComesAsAGrantedStatementIsAboutToBeSentCancelsIt(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	cancelAtFault(t, "granted", true)
 }

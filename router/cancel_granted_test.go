@@ -22,6 +22,7 @@ import (
 // no longer queued (the relay loop's grant) or forgot the cancel as it
 // linked the server (a goroutine's wait), and the INSERT ran.
 func TestACancelThatComesAsAQueuedStatementIsGrantedItsServerStillCancelsIt(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	cancelAtFault(t, "lent", false)
 }
 

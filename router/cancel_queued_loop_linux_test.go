@@ -23,6 +23,7 @@ import (
 // that was busy comes back while the session is handed over. It ran on
 // that server: the cancelled INSERT was committed.
 func TestACancelledStatementTheLoopQueuedDoesNotRunOnAServerFreedAsItIsHandedOver(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t) // (the hand-over is the loop's)
 	t.Parallel()
 	ctx := testContext(t)
@@ -63,6 +64,7 @@ func TestACancelledStatementTheLoopQueuedDoesNotRunOnAServerFreedAsItIsHandedOve
 // the statement answered 57014. It waited on, and ran once the server was
 // free.
 func TestACancelForAStatementTheLoopQueuedThatComesAsTheLoopServesItIsNotLost(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t) // (the loop's turn)
 	t.Parallel()
 	ctx := testContext(t)

@@ -18,6 +18,7 @@ import (
 // server to send it to), and the statement ran once a server was free:
 // an INSERT the user gave up on was committed after all.
 func TestACancelRequestForAQueuedStatementCancelsItAsPostgreSQLCancelsOneWaitingForALock(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	ctx := testContext(t)
 	want := postgresCancelsAnInsertWaitingForALock(t, ctx)

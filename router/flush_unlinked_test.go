@@ -18,6 +18,7 @@ import (
 // the client's next message (with the relay loop off): a client that waits
 // for it hung.
 func TestAFlushBehindAMessagePgferryAnswersItselfDeliversTheAnswer(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
 		t.Parallel()
 		ctx := testContext(t)

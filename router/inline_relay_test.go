@@ -20,6 +20,7 @@ func pumpedLoans(t *testing.T, f *ferrytest.Ferry) uint64 {
 }
 
 func TestTransactionModeRelaysResponsesOnTheClientsOwnGoroutine(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)
@@ -120,6 +121,7 @@ func TestSessionModeRelaysEveryLoanWithAPump(t *testing.T) {
 }
 
 func TestASlowQueryAfterAQuietSpellIsStillHandedOff(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)

@@ -18,6 +18,7 @@ import (
 // bytes and the FATAL's mixed into data; pgferry's own lost-server
 // message is withheld in that state for that reason (survivable).
 func TestAKilledClientWhoseRowWasCutMidWayGetsNothingAfterTheCut(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	const rowSize = 20_000_000
 	for _, mode := range []string{"session", "transaction"} {
 		for _, loop := range []bool{false, true} {

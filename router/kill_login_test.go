@@ -21,6 +21,7 @@ import (
 // the relay loop runs when it is on. No kill reached a login: it was in
 // no list, and it went on until client_login_timeout.
 func TestAKillEndsALoginWaitingInSCRAMsExchange(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	kills := []struct {
 		name      string
 		kill      func(t *testing.T, f *ferrytest.Ferry, admin *pgconn.PgConn)
@@ -102,6 +103,7 @@ func TestAKillEndsALoginWaitingInSCRAMsExchange(t *testing.T) {
 // throttle's sleep were not cut: the first ran to its 10 s and told the
 // client 08006, the second slept its delay out.
 func TestAKillEndsALoginThatWaits(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	waits := []struct {
 		name string
 		// stall makes the login wait, and returns a condition true once

@@ -23,6 +23,7 @@ import (
 // in a transaction), idle in that transaction, or idle between
 // transactions; with the relay loop off and on.
 func TestAClientPgferryEndsIsToldWhyWhereverItWaits(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	tests := []struct {
 		name string
 		end  func(t *testing.T, s *killScene)
@@ -151,6 +152,7 @@ func wantTold(t *testing.T, ctx context.Context, who string, c *pgconn.PgConn, c
 // client is. Shutdown waited for it, and it was told query_wait_timeout
 // when that passed.
 func TestAClientLoggingInWhenShutdownsDeadlinePassesIsToldWhy(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	for _, loop := range []bool{false, true} {
 		t.Run(fmt.Sprintf("relay loop %v", loop), func(t *testing.T) {
 			if loop {

@@ -13,6 +13,7 @@ import (
 // would have ended its wait: its query never runs, and it leaves the
 // queue.
 func TestAClientKilledWhileItsGoroutineWaitsForAServerEndsAtOnce(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)

@@ -16,6 +16,7 @@ import (
 // on to its end (it notices a closed socket only when it next writes),
 // holding its backend and its locks after pgferry had let it go.
 func TestAClientPgferryEndsMidQueryHasTheQueryCancelledOnTheServer(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	tests := []struct {
 		name string
 		end  func(t *testing.T, f *ferrytest.Ferry, ptr string)

@@ -18,6 +18,7 @@ import (
 // comes down and the next client gets a server. The wait is a goroutine's
 // (waitForServer) or the relay loop's (takeGrant).
 func TestAServerLentToASessionThatPanicsBeforeLinkingItIsDestroyed(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	for _, tc := range []struct {
 		name string

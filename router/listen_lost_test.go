@@ -18,6 +18,7 @@ import (
 // client heard only that its LISTEN failed, as a LISTEN that got an error
 // from PostgreSQL leaves the session not listening.
 func TestAListenWhoseServerIsLostBeforeItAnswersSubscribesNothing(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	tests := []struct {
 		name   string
 		listen func(ch string) []pgproto3.FrontendMessage
@@ -58,6 +59,7 @@ func TestAListenWhoseServerIsLostBeforeItAnswersSubscribesNothing(t *testing.T) 
 // lost connection's error and ends nothing, then or at a later answer: the
 // client was told its transaction was rolled back.
 func TestAnUnlistenWhoseServerIsLostBeforeItAnswersKeepsTheSubscription(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	sender := newNotifier(t)
 	cfg := ferrytest.Config(t, cluster)

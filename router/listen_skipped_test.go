@@ -25,6 +25,7 @@ import (
 // LISTEN goes to the server, before it is known whether the server runs
 // it; listensSkipped undoes that.)
 func TestAListenTheServerSkipsAfterAnErrorInItsPipelineSubscribesNothing(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	tests := []struct {
 		name   string
 		before bool                                       // the client LISTENs on the channel first
@@ -87,6 +88,7 @@ func listenPortal(ch string) []pgproto3.FrontendMessage {
 // client is not subscribed, as the simple protocol's LISTEN, which the
 // server refuses, does not subscribe it either.
 func TestAListenPortalInAFailedTransactionSubscribesNothing(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	eachRelayLoopListening(t, func(t *testing.T, f *ferrytest.Ferry, sender *notifier, loop bool) {
 		ch := fmt.Sprintf("home_failed_%v", loop) // the other relay loop setting runs alongside
@@ -112,6 +114,7 @@ func TestAListenPortalInAFailedTransactionSubscribesNothing(t *testing.T) {
 // LISTEN of it through pgferry's listener the server then skips, still
 // gets the channel's notifications once: from its server.
 func TestAPinnedClientsSkippedListenOfAChannelItsServerHearsKeepsItOnce(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	eachRelayLoopListening(t, func(t *testing.T, f *ferrytest.Ferry, sender *notifier, loop bool) {
 		ch := fmt.Sprintf("home_pinned_skip_%v", loop) // the other relay loop setting runs alongside
@@ -138,6 +141,7 @@ func TestAPinnedClientsSkippedListenOfAChannelItsServerHearsKeepsItOnce(t *testi
 // A LISTEN the client sends once the error has come back, before its
 // Sync, is skipped too (dropped at the Sync's ReadyForQuery).
 func TestAListenSentAfterTheErrorCameBackSubscribesNothing(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	eachRelayLoopListening(t, func(t *testing.T, f *ferrytest.Ferry, sender *notifier, loop bool) {
 		ch := fmt.Sprintf("home_after_%v", loop) // the other relay loop setting runs alongside

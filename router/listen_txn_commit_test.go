@@ -15,6 +15,7 @@ import (
 // committed while the transaction that LISTENs is still open never comes,
 // and one committed after its COMMIT does, pinned or not.
 func TestAListenInATransactionHearsOnlyWhatIsCommittedAfterItsCommit(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
 		t.Parallel()

@@ -30,6 +30,7 @@ type txnCase struct {
 }
 
 func TestAListenInATransactionTakesEffectOnlyWhenItsTransactionCommits(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	runTxnCases(t, "txn_listen", txnClient{}, listenTxnCases)
 }

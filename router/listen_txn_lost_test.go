@@ -12,6 +12,7 @@ import (
 // lost is undone with the transaction: the client is told it rolled back
 // (08006, ReadyForQuery 'I'), and listens on nothing it did not before.
 func TestAListenInATransactionWhoseServerIsLostIsUndone(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	forEachRelayLoop(t, func(t *testing.T, cfg *configs.Config) {
 		t.Parallel()
 		sender := newNotifier(t)

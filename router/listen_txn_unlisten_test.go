@@ -4,12 +4,14 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgferry/pgferry/internal/ferrytest"
 )
 
 // An UNLISTEN inside a transaction ends the subscription only when its
 // transaction commits; a ROLLBACK, a ROLLBACK TO a savepoint before it or
 // an error that aborts its transaction keeps the client listening.
 func TestAnUnlistenInATransactionTakesEffectOnlyWhenItsTransactionCommits(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	runTxnCases(t, "txn_unlisten", txnClient{listening: true}, unlistenTxnCases)
 }
 

@@ -17,6 +17,7 @@ import (
 )
 
 func TestAnUnlistenTheServerSkipsAfterAnErrorKeepsTheSubscription(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	tests := []struct {
 		name     string
 		unlisten func(ch string) []pgproto3.FrontendMessage
@@ -80,6 +81,7 @@ func TestAnUnlistenUndoneByAnErrorInItsQueryKeepsTheSubscription(t *testing.T) {
 // in one such transaction leave the client as the later of them says.
 // PostgreSQL, asked the same first, says what the client must hear.
 func TestAnUnlistenPortalTakesEffectAsItsImplicitTransactionEnds(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	tests := []struct {
 		name string
 		send func(ch string) []pgproto3.FrontendMessage // once the client listens on ch

@@ -15,6 +15,7 @@ import (
 // and on the relay loop, a lock left taken would hang the loop and every
 // session it serves.
 func TestAPanicUnderTheSessionsLockEndsOnlyThatSessionAndDestroysItsServer(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	tests := []struct {
 		name string

@@ -21,6 +21,7 @@ import (
 // server, and the client is told why: the lookup was bounded by its own
 // 10 s only, and the client was then told the lookup failed (08006).
 func TestALoginInAuthQuerysLookupEndsAtShutdownsDeadline(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	cases := []struct {
 		name string
 		// stall makes the lookup wait, and returns a condition true once

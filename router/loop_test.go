@@ -164,6 +164,7 @@ func aBusyClientIsServedByTheRelayLoop(t *testing.T, sslMode string, clientTLS b
 }
 
 func TestTheRelayLoopHandsSessionStateToTheGoroutineAndTakesTheClientBack(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
@@ -226,6 +227,7 @@ func TestTheRelayLoopHandsSessionStateToTheGoroutineAndTakesTheClientBack(t *tes
 }
 
 func TestWithRelayLoopOffNoSessionEntersIt(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	ctx := testContext(t)
 	cfg, _ := configWithOwnDatabase(t)
@@ -260,6 +262,7 @@ func inLoop(t *testing.T, ctx context.Context, f *ferrytest.Ferry, conn *pgx.Con
 }
 
 func TestAnIdleClientOfTheLoopIsParkedAndComesBackWhenItTalks(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	skipWithoutParking(t)
 	t.Parallel()
@@ -304,6 +307,7 @@ func theLoopEnds(t *testing.T, f *ferrytest.Ferry, what string, leave func() err
 }
 
 func TestClientsThatParkedAfterLoginAreServedByTheLoopFromTheirFirstQueryEvenWhenTheyQueue(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	skipWithoutParking(t)
 	t.Parallel()
@@ -352,6 +356,7 @@ func TestClientsThatParkedAfterLoginAreServedByTheLoopFromTheirFirstQueryEvenWhe
 }
 
 func TestAClientThatConnectsForOneQueryIsServedByTheLoop(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)

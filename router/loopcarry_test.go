@@ -17,6 +17,7 @@ import (
 // client killed in its wait does: the loop hands it to its goroutine,
 // which ends it without asking the pool again.
 func TestAQueuedClientOfTheLoopKilledThereCountsAsOneRequestThatWaited(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	const app = "pgferry-killed-queued"
@@ -55,6 +56,7 @@ func TestAQueuedClientOfTheLoopKilledThereCountsAsOneRequestThatWaited(t *testin
 // request (which found the failure cached, and told the client that
 // instead).
 func TestAQueuedClientOfTheLoopWhoseServerLoginFailsGetsTheServersError(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	q := startLoopQueue(t, "pgferry-queued-login-fails")

@@ -16,6 +16,7 @@ import (
 )
 
 func TestAClientThatLeavesWhileTheLoopWaitsForItsAnswerHasItsQueryCancelled(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
@@ -53,6 +54,7 @@ func TestAClientThatLeavesWhileTheLoopWaitsForItsAnswerHasItsQueryCancelled(t *t
 }
 
 func TestACancelRequestStopsAQueryTheLoopWaitsForAndTheSessionGoesOn(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
@@ -94,6 +96,7 @@ func TestACancelRequestStopsAQueryTheLoopWaitsForAndTheSessionGoesOn(t *testing.
 }
 
 func TestShutdownEndsSessionsInTheLoopAndLetsATransactionFinish(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
@@ -133,6 +136,7 @@ func TestShutdownEndsSessionsInTheLoopAndLetsATransactionFinish(t *testing.T) {
 }
 
 func TestAServerTerminatedWhileTheLoopWaitsForItGivesAnErrorAndTheSessionGoesOn(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
@@ -166,6 +170,7 @@ func TestAServerTerminatedWhileTheLoopWaitsForItGivesAnErrorAndTheSessionGoesOn(
 }
 
 func TestAReloadThatTurnsTheLoopOffSendsItsSessionsBackToGoroutines(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
@@ -208,6 +213,7 @@ func TestAReloadThatTurnsTheLoopOffSendsItsSessionsBackToGoroutines(t *testing.T
 }
 
 func TestTheAdminConsolesKillEndsASessionInTheLoop(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
@@ -227,6 +233,7 @@ func TestTheAdminConsolesKillEndsASessionInTheLoop(t *testing.T) {
 }
 
 func TestAClientOfTheLoopThatDropsItsConnectionIsEndedByTheLoop(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)

@@ -22,6 +22,7 @@ import (
 )
 
 func TestAPanicAsTheLoopLetsGoOfALoginEndsItOnceAndShutdownFinishes(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	untilSASLRequest := func(t *testing.T, c net.Conn) {

@@ -60,6 +60,7 @@ func clientsDropTo(t *testing.T, f *ferrytest.Ferry, n int64) {
 }
 
 func TestAClientLogsInOnTheRelayLoopWithEachPasswordMethodTheLoopRuns(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	sum := md5.Sum([]byte(ferrytest.Password + ferrytest.User))
 	for _, c := range []struct{ name, authType, secret string }{
@@ -98,6 +99,7 @@ func TestAClientLogsInOnTheRelayLoopWithEachPasswordMethodTheLoopRuns(t *testing
 }
 
 func TestAWrongPasswordOnTheRelayLoopIsRefusedAsOnAGoroutine(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	sum := md5.Sum([]byte(ferrytest.Password + ferrytest.User))
 	for _, c := range []struct{ name, authType, secret string }{
@@ -140,6 +142,7 @@ func TestAWrongPasswordOnTheRelayLoopIsRefusedAsOnAGoroutine(t *testing.T) {
 }
 
 func TestLoginsTheLoopDoesNotRunAreHandedToAGoroutineAndSucceedOrFailThere(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
@@ -195,6 +198,7 @@ func TestLoginsTheLoopDoesNotRunAreHandedToAGoroutineAndSucceedOrFailThere(t *te
 }
 
 func TestTheLoopTakesAStartupPacketInPiecesAndARequestSentWithIt(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	cfg := loopLoginConfig(t)
@@ -270,6 +274,7 @@ func TestALoginOnTheLoopThatStallsIsEndedAtClientLoginTimeout(t *testing.T) {
 }
 
 func TestAClientThatLeavesInTheMiddleOfItsLoginOnTheLoopIsLetGo(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
@@ -376,6 +381,7 @@ func (noPoolHooks) LoginObserved(time.Duration, error) {}
 func (noPoolHooks) OutageEnded(time.Duration)          {}
 
 func TestTheLoopAcceptsClientsItselfUntilAReloadTurnsItOffAndShutdownClosesThePort(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)

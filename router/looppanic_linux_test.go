@@ -20,6 +20,7 @@ import (
 )
 
 func TestASessionWhoseLoopTurnPanicsEndsWithAnInternalErrorItsServerDestroyedAndTheLoopServesTheOthers(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
@@ -61,6 +62,7 @@ func TestASessionWhoseLoopTurnPanicsEndsWithAnInternalErrorItsServerDestroyedAnd
 }
 
 func TestAPanickingTurnLeavesTheRestOfItsEpollWaitServed(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	ctx := testContext(t)
 	cfg, _ := loopTestConfig(t, "disable", 3)
@@ -224,6 +226,7 @@ func TestAPanicWhileTheLoopHandsASessionBackEndsOnlyThatSession(t *testing.T) {
 }
 
 func TestAPanicWhileTheLoopHandsALoginToAGoroutineEndsOnlyThatLogin(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)

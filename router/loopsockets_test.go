@@ -20,6 +20,7 @@ import (
 )
 
 func TestTheRelayLoopWaitsForASlowClientWithoutHoldingUpOthers(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	for _, mode := range serverSSLModes {
@@ -103,6 +104,7 @@ func theRelayLoopWaitsForASlowClient(t *testing.T, sslMode string, clientTLS boo
 }
 
 func TestAFrameLargerThanTheReadBufferLeavesTheLoopAndArrivesWhole(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
@@ -136,6 +138,7 @@ func TestAFrameLargerThanTheReadBufferLeavesTheLoopAndArrivesWhole(t *testing.T)
 }
 
 func TestALongPipelineWithoutSyncIsHandedToAPumpAndAnsweredInOrder(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
@@ -172,6 +175,7 @@ func TestALongPipelineWithoutSyncIsHandedToAPumpAndAnsweredInOrder(t *testing.T)
 }
 
 func TestServersAreDialedOutOfGosNetpollerOnlyWhileTheLoopCanServeTheirPool(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)
@@ -235,6 +239,7 @@ func TestServersAreDialedOutOfGosNetpollerOnlyWhileTheLoopCanServeTheirPool(t *t
 }
 
 func TestTheLoopKeepsAServersRegistrationFromOneLoanToTheNextAndMakesANewOneForANewServer(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	for _, mode := range serverSSLModes {
 		t.Run(mode, func(t *testing.T) {

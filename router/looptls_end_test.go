@@ -212,6 +212,7 @@ func TestTheAdminConsolesKillEndsATLSClientInTheLoop(t *testing.T) {
 }
 
 func TestAReloadThatTurnsTheLoopOffSendsATLSClientOfTheLoopBackToAGoroutine(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutTLS13Loop(t)
 	t.Parallel()
 	l := newTLSLoop(t, 2)
@@ -266,6 +267,7 @@ func TestShutdownLetsATLSClientTheLoopWaitsForReadTheRestOfItsResult(t *testing.
 }
 
 func TestATLSClientTheLoopWaitsForMidResultIsEndedOrServedWhole(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutTLS13Loop(t)
 	tests := []struct {
 		name string

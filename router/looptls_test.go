@@ -312,6 +312,7 @@ func TestATLS12ClientIsServedByItsGoroutine(t *testing.T) {
 }
 
 func TestTheRelayLoopWaitsForASlowTLSClientWhoseRecordsArriveWhole(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutTLS13Loop(t)
 	t.Parallel()
 	// 40 MB to a client that stops reading: its socket takes records in

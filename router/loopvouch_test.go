@@ -13,6 +13,7 @@ import (
 // of TryAcquireChecked shows that side). Which loans that covers depends
 // on timing, except this: a connection idle longer is always looked at.
 func TestTheLoopLooksAtTheSocketOfAConnectionIdleLongerThanItVouchesFor(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	ctx := testContext(t)

@@ -124,6 +124,7 @@ func TestATrackedSetAfterAnEarlierErrorIsKept(t *testing.T) {
 // the SET of the query behind it, which then fails and which PostgreSQL
 // undoes.
 func TestASetPipelinedBehindACommitIsNotKeptBeforeItRuns(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	cfg, _, defaults := multiConfig(t, true)
 	cfg.RelayLoop, cfg.RelayLoopSet = false, true // every frame on the goroutine: no race with the loop's flush

@@ -151,6 +151,7 @@ func assertRefused(t *testing.T, got answer, pg *pgconn.PgError) {
 }
 
 func TestARequestBehindAReplayTheServerRefusesFailsRatherThanRunWithAnotherClientsParameters(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	for _, loop := range []bool{false, true} {
 		for _, via := range refusedVia {
@@ -185,6 +186,7 @@ func TestARequestBehindAReplayTheServerRefusesFailsRatherThanRunWithAnotherClien
 // run: PostgreSQL would run a ROLLBACK in the transaction the refusal
 // aborted, and the statement after it with what the server held.
 func TestEveryRequestSentBehindARefusedReplayFailsInItsPlace(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	for _, loop := range []bool{false, true} {
 		t.Run(map[bool]string{false: "relay loop off", true: "relay loop on"}[loop], func(t *testing.T) {
@@ -216,6 +218,7 @@ func TestEveryRequestSentBehindARefusedReplayFailsInItsPlace(t *testing.T) {
 // Query (PostgreSQL ignores a Sync during COPY IN): its answer is not
 // waited for.
 func TestACopyFromStdinRightBehindAReplayCompletes(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	for _, loop := range []bool{false, true} {
 		t.Run(map[bool]string{false: "relay loop off", true: "relay loop on"}[loop], func(t *testing.T) {
@@ -257,6 +260,7 @@ func TestACopyFromStdinRightBehindAReplayCompletes(t *testing.T) {
 // the server refuses by its first request, goes on too, on another server
 // connection.
 func TestAClientTiedToItsServerByTheRefusedRequestGoesOn(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	t.Run("pinned by the refused request", func(t *testing.T) {
 		t.Parallel()

@@ -16,6 +16,7 @@ import (
 // refusal of the value the replay was setting, which pgferry forgot (the
 // server's default from then on) as if the server had refused it.
 func TestACancelThatLandsOnTheReplayKeepsTheClientsParameters(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	const view = "select current_setting('default_tablespace')"
 	for _, loop := range []bool{false, true} {

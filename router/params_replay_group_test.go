@@ -18,6 +18,7 @@ import (
 // the client got a ReadyForQuery for the skipped Query, and the rest of
 // the group (a Close: CloseComplete) ran.
 func TestAQueryInAGroupThatFailedBehindAReplayIsSkippedAsOnPostgreSQL(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	queries := []string{"select 1", "set search_path = public", "listen pipe_ch"}
 	t.Parallel()
 	for _, q := range queries {

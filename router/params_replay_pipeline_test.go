@@ -19,6 +19,7 @@ import (
 // it, failed with 25P02, and everything behind it, the transaction left
 // open.
 func TestAPipelineThatRollsBackAFailedTransactionBehindAReplayRunsAsOnPostgreSQL(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	const view = "select current_setting('search_path')"
 	via := []struct {

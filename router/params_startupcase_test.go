@@ -31,6 +31,7 @@ func withRuntimeParams(t *testing.T, dsn string, kv ...string) *pgx.ConnConfig {
 // per login with a new value: here, the only server is busy, and the
 // login waited for it until query_wait_timeout.
 func TestAStartupKeyInAnotherCaseWithTheGreetingsValueNeedsNoServerAtLogin(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	for _, loop := range []bool{false, true} {
 		t.Run(map[bool]string{false: "relay loop off", true: "relay loop on"}[loop], func(t *testing.T) {

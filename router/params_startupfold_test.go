@@ -21,6 +21,7 @@ import (
 // PostgreSQL refuses, 42704). Each login is made straight to PostgreSQL
 // and through pgferry, and must answer alike.
 func TestAStartupKeyFoldsOnlyASCIILettersAsPostgreSQLDoes(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	const query = "select coalesce(current_setting('myapp.Äx', true), '-'), coalesce(current_setting('myapp.äx', true), '-'), current_setting('IntervalStyle')"
 	cases := []struct {

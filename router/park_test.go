@@ -191,6 +191,7 @@ func TestAParkedClientWithoutItsConnIsListedKilledAndResumedLikeAnyOther(t *test
 }
 
 func TestAClientWhoseLastQueryOutlastedTheInlineBudgetIsParkedAllTheSame(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutParking(t)
 	t.Parallel()
 	ctx := testContext(t)

@@ -47,6 +47,7 @@ func (s partialStep) read(c *rawClient) string {
 // read the answers only after a message that asks for them came last, so
 // the client waited for ever (20 s here).
 func TestAClientWaitingForAnswersWithItsNextGroupStartedGetsThem(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	sel := func(v string) []pgproto3.FrontendMessage { return msgs(parse("", "select "+v), bind(""), execMsg()) }
 	cat := func(parts ...[]pgproto3.FrontendMessage) []pgproto3.FrontendMessage {
 		var all []pgproto3.FrontendMessage
@@ -154,6 +155,7 @@ func TestAClientWaitingForAnswersWithItsNextGroupStartedGetsThem(t *testing.T) {
 // Sync (or a Flush request) while the next group waits for its own, as
 // from PostgreSQL. Before, its GetResults waited for ever.
 func TestPgxPipelineResultsComeWhileItsNextGroupWaitsForItsSync(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	tests := []struct {
 		name string
 		// between ends the first group: a Sync or a Flush request.

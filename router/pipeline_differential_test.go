@@ -342,6 +342,7 @@ var cleanSlate = msgs(closeStmt("s1"), closeStmt("s2"), syncMsg())
 // pipeline to PostgreSQL directly and through pgferry and compares the
 // answers.
 func TestRandomPipelinesGetTheAnswersPostgreSQLGives(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	seeds := pipelineSeeds
 	if v := os.Getenv("PGFERRY_TEST_PIPELINE_SEEDS"); v != "" {
 		// N: seeds 1 to N; A-B: seeds A to B.

@@ -21,6 +21,7 @@ import (
 )
 
 func TestACloseThatPostgreSQLSkipsLeavesTheStatement(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	onBothEachLoop(t, func(c *rawClient, between func()) {
 		c.want("c prepares k", 1, "1 Z", parse("k", "select 'k'"), syncMsg())
@@ -38,6 +39,7 @@ func TestACloseThatPostgreSQLSkipsLeavesTheStatement(t *testing.T) {
 }
 
 func TestACloseThatPostgreSQLRunsDropsTheStatement(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	onBothEachLoop(t, func(c *rawClient, between func()) {
 		c.want("c prepares k", 1, "1 Z", parse("k", "select 'k'"), syncMsg())
@@ -59,6 +61,7 @@ func TestACloseThatPostgreSQLRunsDropsTheStatement(t *testing.T) {
 // alone if the drop fails, and so does a DEALLOCATE of one name behind
 // it: the drop's other names come back to the client.
 func TestAFailedDropGivesBackWhatTheClosesAndDeallocatesBehindItDoNotTake(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	onBothEachLoop(t, func(c *rawClient, between func()) {
 		c.want("c prepares k and m", 1, "1 1 Z", parse("k", "select 'k'"), parse("m", "select 'm'"), syncMsg())
@@ -80,6 +83,7 @@ func TestAFailedDropGivesBackWhatTheClosesAndDeallocatesBehindItDoNotTake(t *tes
 // connection's error with the rest of its group, and the client keeps its
 // statement, as behind an error on PostgreSQL, where the Close is skipped.
 func TestACloseWhoseServerIsLostLeavesTheStatement(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	eachRelayLoopSetting(t, func(t *testing.T, loop bool) {
 		p := startCutPipeline(t, loop)
 		p.want("prepare k", 1, "1 Z", parse("k", "select 'k'"), syncMsg())
@@ -110,6 +114,7 @@ func TestACloseWhoseServerIsLostLeavesTheStatement(t *testing.T) {
 // reads the server while the session's goroutine reads the client, and
 // sees the loss in between; the relay loop does both itself.
 func TestAStatementDropReadAsItsServerIsLostIsSkipped(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	tests := []struct {
 		name string

@@ -20,6 +20,7 @@ import (
 // the stand-in. Each script runs on PostgreSQL directly, then through
 // pgferry with a pool of one server connection, relay loop off and on.
 func TestADeallocateWhoseExecuteFailsLeavesNoStatementOfItsNameOnTheServer(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	scripts := []struct {
 		name   string

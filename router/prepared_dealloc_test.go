@@ -122,6 +122,7 @@ func withSync(msgs []pgproto3.FrontendMessage, want string, status string) ([]pg
 }
 
 func TestADeallocateOfAClientsProtocolStatementDropsIt(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	onBothEachLoop(t, func(c *rawClient, between func()) {
 		for _, d := range deallocs {
@@ -136,6 +137,7 @@ func TestADeallocateOfAClientsProtocolStatementDropsIt(t *testing.T) {
 }
 
 func TestADeallocateInATransactionIsNotUndoneByItsRollback(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	onBothEachLoop(t, func(c *rawClient, between func()) {
 		for _, d := range deallocs {
@@ -153,6 +155,7 @@ func TestADeallocateInATransactionIsNotUndoneByItsRollback(t *testing.T) {
 }
 
 func TestADeallocateRefusedInAnAbortedTransactionLeavesTheStatement(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	onBothEachLoop(t, func(c *rawClient, between func()) {
 		deallocPrepares(c)
@@ -175,6 +178,7 @@ func TestADeallocateRefusedInAnAbortedTransactionLeavesTheStatement(t *testing.T
 }
 
 func TestADeallocateOfAPortalBoundBeforeTheTransactionFailedIsRefused(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	onBothEachLoop(t, func(c *rawClient, between func()) {
 		deallocPrepares(c)
@@ -196,6 +200,7 @@ func TestADeallocateOfAPortalBoundBeforeTheTransactionFailedIsRefused(t *testing
 }
 
 func TestADeallocateSkippedAfterAnErrorInItsPipelineLeavesTheStatement(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	onBothEachLoop(t, func(c *rawClient, between func()) {
 		deallocPrepares(c)
@@ -209,6 +214,7 @@ func TestADeallocateSkippedAfterAnErrorInItsPipelineLeavesTheStatement(t *testin
 }
 
 func TestADeallocateInAPipelineDropsTheStatementForWhatFollows(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	onBothEachLoop(t, func(c *rawClient, between func()) {
 		deallocPrepares(c)
@@ -233,6 +239,7 @@ func TestADeallocateInAPipelineDropsTheStatementForWhatFollows(t *testing.T) {
 }
 
 func TestADeallocateOfANameTheClientDoesNotHoldGetsPostgreSQLsAnswer(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	onBothEachLoop(t, func(c *rawClient, between func()) {
 		c.want("c prepares S, quoted", 1, "1 Z", parse("S", "select 'upper'"), syncMsg())

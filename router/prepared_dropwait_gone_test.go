@@ -15,6 +15,7 @@ import (
 // on to its end (it notices a closed socket only when it next writes),
 // holding its backend and locks after the client has gone.
 func TestAClientThatLeavesWhileItsBindWaitsForADropHasItsQueryCancelled(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	for _, loop := range []bool{false, true} {
 		t.Run(fmt.Sprintf("relay loop %v", loop), func(t *testing.T) {

@@ -63,6 +63,7 @@ func behindFailedDrop(c *rawClient, between func()) {
 }
 
 func TestABindPipelinedPastAFailedDropsRunFindsTheStatement(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	onBothEachLoop(t, behindFailedDrop)
 }

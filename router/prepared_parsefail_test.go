@@ -24,6 +24,7 @@ import (
 // prepared (26000) where PostgreSQL binds the statement before (its
 // 08P01 for the parameters' count here).
 func TestANamedParseTheServerRefusesOrSkipsLeavesTheNameAsItWas(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	tests := []struct {
 		name   string
 		rounds [][]pgproto3.FrontendMessage // each sent whole, then its answers read

@@ -22,6 +22,7 @@ import (
 // Before, the Sync got the lost connection's error too (08006), a second
 // error for one group.
 func TestAGroupTheServerFailedWhoseSyncFindsTheServerLostGetsOneError(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	eachRelayLoopSetting(t, func(t *testing.T, loop bool) {
 		ctx := testContext(t)
 		cfg, db := configWithOwnDatabase(t)

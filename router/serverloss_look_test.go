@@ -25,6 +25,7 @@ import (
 // answered, and the next group runs whole on another server, the kept
 // statement prepared again there.
 func TestAFrameWhoseServerThePumpLosesAfterTheLookIsSkippedToTheSync(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	eachRelayLoopSetting(t, func(t *testing.T, loop bool) {
 		ctx := testContext(t)
 		cfg, db := configWithOwnDatabase(t)

@@ -93,6 +93,7 @@ func eachRelayLoopSetting(t *testing.T, test func(t *testing.T, loop bool)) {
 // the rest of the group ran on the next server, where its Execute found no
 // portal (34000), or the Close of a named statement was answered nothing.
 func TestTheRestOfAGroupWhoseServerIsLostIsSkippedToItsSync(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	tests := []struct {
 		name    string
 		prepare []pgproto3.FrontendMessage // run first, whole
@@ -174,6 +175,7 @@ func withoutCodes(transcript string) string {
 // serves all of it. Before, the session ended (FATAL 08006), as it does
 // for a client idle inside a transaction.
 func TestAnExecuteFlushedWithoutASyncWhoseServerIsLostGetsAnErrorAndTheSessionGoesOn(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	eachRelayLoopSetting(t, func(t *testing.T, loop bool) {
 		ctx := testContext(t)
 		p := startCutPipeline(t, loop)
@@ -207,6 +209,7 @@ func TestAnExecuteFlushedWithoutASyncWhoseServerIsLostGetsAnErrorAndTheSessionGo
 // client has), lost while the server skips the rest of it, gets no second
 // error: its Sync is answered, as PostgreSQL answers it after the error.
 func TestAGroupTheServerFailedBeforeItsServerIsLostGetsOneError(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	eachRelayLoopSetting(t, func(t *testing.T, loop bool) {
 		ctx := testContext(t)
 		p := startCutPipeline(t, loop)

@@ -15,6 +15,7 @@ import (
 // statement it executed next went untracked, and stayed on the server for
 // the next client of the pool.
 func TestAStatementWhoseDropDidNotRunKeepsItsSetTracked(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	scripts := []struct {
 		name string

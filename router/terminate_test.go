@@ -17,6 +17,7 @@ import (
 // it reads the Terminate; pgferry must send it to the server too, not drop
 // it with the session, in either protocol, whoever serves the session.
 func TestAStatementFollowedAtOnceByTerminateRunsAsItWouldOnPostgreSQL(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	ctx := testContext(t)
 	for _, loop := range []bool{true, false} {

@@ -30,6 +30,7 @@ import (
 // loop parks it; the KeyUpdate then arrives on the loop, which reads it
 // and writes pgferry's own on the socket it never blocks on.
 func TestAParkedTLS13ClientsKeyUpdateResumesItsSessionWhichAnswersUnderNewKeys(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutParking(t)
 	t.Parallel()
 	for _, loop := range []bool{false, true} {

@@ -24,6 +24,7 @@ import (
 // and its next group runs. Before, pgferry read the server's answers only once the client
 // sent a Sync or Flush: the client waited for ever (20 s here).
 func TestAnErrorInAGroupWithoutItsSyncComesAtOnceAsFromPostgreSQL(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	tests := []struct {
 		name string
 		send []pgproto3.FrontendMessage

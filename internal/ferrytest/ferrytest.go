@@ -71,6 +71,17 @@ password = %[1]q
 	return cfg
 }
 
+// ChoosesItsRelayMode marks a test that sets the relay mode itself (one
+// mode, or each in turn) instead of taking PGFERRY_TEST_RELAY_LOOP's: it
+// runs alike in both of CI's passes over the router's tests, so the pass
+// with the loop off (PGFERRY_TEST_RELAY_LOOP=0) skips it.
+func ChoosesItsRelayMode(t testing.TB) {
+	t.Helper()
+	if os.Getenv("PGFERRY_TEST_RELAY_LOOP") == "0" {
+		t.Skip("sets its relay mode itself: it runs in the pass with the relay loop on")
+	}
+}
+
 // Ferry is a running in-process pgferry.
 type Ferry struct {
 	Server *router.Server
