@@ -41,6 +41,16 @@ func (s *Store) Replace(creds map[string]Credential) {
 	s.users.Store(&m)
 }
 
+// Names returns the names of the users in the store, in no order.
+func (s *Store) Names() []string {
+	m := *s.users.Load()
+	out := make([]string, 0, len(m))
+	for name := range m {
+		out = append(out, name)
+	}
+	return out
+}
+
 // Len returns the number of users in the store.
 func (s *Store) Len() int { return len(*s.users.Load()) }
 

@@ -61,6 +61,8 @@ func (b adminBackend) Snapshot() admin.Snapshot {
 	return out
 }
 
+func (b adminBackend) AuthUsers() []string { return b.srv.store.Load().Names() }
+
 func (b adminBackend) Clients() []admin.ClientInfo {
 	sessions, logins := b.srv.clientLists()
 	out := make([]admin.ClientInfo, 0, len(sessions)+len(logins))

@@ -24,6 +24,9 @@ type Backend interface {
 	Draining() bool
 	// Snapshot returns the pools and the client counts.
 	Snapshot() Snapshot
+	// AuthUsers lists the users with a password of their own, from
+	// auth_file or [users], in no order.
+	AuthUsers() []string
 	// Clients lists the logged-in clients, admin console clients
 	// included, sorted by id.
 	Clients() []ClientInfo

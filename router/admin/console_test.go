@@ -23,14 +23,15 @@ import (
 // fakeBackend is a Backend of canned data that records the control
 // actions asked of it.
 type fakeBackend struct {
-	cfg      *configs.Config
-	draining bool
-	snap     Snapshot
-	clients  []ClientInfo
-	servers  []ServerInfo
-	pools    *fakePools
-	calls    []string
-	pause    PauseState
+	cfg       *configs.Config
+	draining  bool
+	snap      Snapshot
+	clients   []ClientInfo
+	servers   []ServerInfo
+	pools     *fakePools
+	calls     []string
+	pause     PauseState
+	authUsers []string
 }
 
 func newFakeBackend() *fakeBackend {
@@ -43,6 +44,7 @@ func (b *fakeBackend) Draining() bool          { return b.draining }
 func (b *fakeBackend) PauseState() *PauseState { return &b.pause }
 func (b *fakeBackend) Snapshot() Snapshot      { return b.snap }
 func (b *fakeBackend) Clients() []ClientInfo   { return b.clients }
+func (b *fakeBackend) AuthUsers() []string     { return b.authUsers }
 func (b *fakeBackend) Servers() []ServerInfo   { return b.servers }
 
 func (b *fakeBackend) Pools(db string) PoolSet {
@@ -569,7 +571,7 @@ func TestShowDatabasesHasPgBouncer125sColumns(t *testing.T) {
 
 // TestShowUsersHasPgBouncer125sLimitsAndCounts: SHOW USERS answers PgBouncer
 // 1.25.2's columns (admin.c admin_show_users; read from it by hand): a user
-// of [users], of a pool or of a client now, its pool_mode (NULL when it
+// of [users] or auth_file, of a pool or of a client now, its pool_mode (NULL when it
 // inherits), the max_user_connections in force, its server connections,
 // no client limit (0) and its clients. pool_size and reserve_pool_size are
 // text in PgBouncer, "" for a user that sets none, as pgferry's never do.
@@ -583,6 +585,7 @@ func TestShowUsersHasPgBouncer125sLimitsAndCounts(t *testing.T) {
 		{Database: "app", User: "bob", Stat: pool.Stat{Total: 1}},
 	}
 	b.clients = []ClientInfo{{ID: 1, User: "app"}, {ID: 2, User: "app"}, {ID: 3, User: "admin"}}
+	b.authUsers = []string{"dave", "app"} // auth_file's, logged in or not
 	cols, rows := showTyped(t, b, "SHOW USERS")
 	wantCols := []string{"name:25", "pool_size:25", "reserve_pool_size:25", "pool_mode:25",
 		"max_user_connections:23", "current_connections:23", "max_user_client_connections:23", "current_client_connections:23"}
@@ -594,6 +597,7 @@ func TestShowUsersHasPgBouncer125sLimitsAndCounts(t *testing.T) {
 		"app|||NULL|9|6|0|2",
 		"bob|||session|3|1|0|0",
 		"carol|||NULL|9|0|0|0",
+		"dave|||NULL|9|0|0|0",
 	}
 	if !slices.Equal(rows, want) {
 		t.Errorf("rows\n got %q\nwant %q", rows, want)

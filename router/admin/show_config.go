@@ -171,13 +171,15 @@ var restartOnlyKeys = sync.OnceValue(func() map[string]bool {
 })
 
 // showUsers answers SHOW USERS with PgBouncer 1.25.2's columns (admin.c
-// admin_show_users): for each user in [users], or with a pool or a client
-// now, its pool_size and reserve_pool_size as text ("%9d", "" when the user
+// admin_show_users): for each user in [users] or auth_file (PgBouncer lists
+// every user it loaded from auth_file, logged in or not: seen by running
+// it), or with a pool or a client now, its pool_size and reserve_pool_size as text ("%9d", "" when the user
 // sets none: pgferry reads neither from [users], so always ""), its
 // pool_mode (NULL when it inherits), max_user_connections in force and its
 // server connections, max_user_client_connections (0: pgferry has no such
 // limit) and its clients, admin console clients included. PgBouncer also
-// lists every auth_file user, and carries one user's pool_size over to the
+// lists its admin database's user "pgbouncer" (pgferry lists no such
+// database either), and carries one user's pool_size and reserve_pool_size over to the
 // users after it that set none (its buffer is not cleared between rows);
 // pgferry does neither.
 func (c *Console) showUsers(rs *resultSet) {
@@ -194,6 +196,9 @@ func (c *Console) showUsers(rs *resultSet) {
 		return u
 	}
 	for n := range cfg.Users {
+		get(n)
+	}
+	for _, n := range c.b.AuthUsers() {
 		get(n)
 	}
 	for _, p := range c.b.Snapshot().Pools {
