@@ -55,8 +55,8 @@ func (s *Server) forwardCancel(pid, key uint32) {
 }
 
 // grantedSent notes that the request a session took a server with after
-// a wait (stGranted) has gone to it, up to where the server answers it,
-// and reports whether a cancel came for it meanwhile (evCancelOwed): then
+// a wait (stGranted) has gone to it, up to where the server answers it or
+// runs it (an Execute: executes), and reports whether a cancel came for it meanwhile (evCancelOwed): then
 // the server is held for it (cancels), and the caller, once it has
 // flushed the request, sends it (sendOwedCancel). mu is held.
 func (ss *session) grantedSent() bool {
@@ -66,6 +66,21 @@ func (ss *session) grantedSent() bool {
 		ss.cancels++
 	}
 	return owed
+}
+
+// executes reports whether an Execute the server has not answered yet
+// went to it: PostgreSQL runs an Execute as soon as it reads it, before
+// the Sync or Flush that asks for the group's answers, so a cancel owed
+// for a granted request (grantedSent) goes once its Execute has, as the
+// client's would reach the statement running there. It walks the ring
+// only for such a request (stGranted), never on the relay's path.
+func (r *ring) executes() bool {
+	for i := 0; i < r.n; i++ {
+		if r.buf[(r.head+i)%len(r.buf)].kind == kExecute {
+			return true
+		}
+	}
+	return false
 }
 
 // sendOwedCancel delivers, on a goroutine of its own, the cancel

@@ -314,7 +314,7 @@ func (ss *session) send(want *pool.ServerConn, typ byte, frame []byte) (sc *pool
 	if typ != protocol.MsgSync && typ != protocol.MsgQuery && typ != protocol.MsgFunctionCall {
 		ss.processRun(sc)
 	}
-	owed := ss.flags.Load()&stGranted != 0 && ss.q.owesNow() && ss.grantedSent()
+	owed := ss.flags.Load()&stGranted != 0 && (ss.q.owesNow() || ss.q.executes()) && ss.grantedSent()
 	ss.ownerHeld &^= heldMu
 	ss.mu.Unlock()
 	err = ss.flushServerIfIdle(sc)
