@@ -50,6 +50,12 @@ var savepointCases = []struct {
 	{name: "a quoted name is not its lower-case spelling",
 		requests: [][]string{{"BEGIN", "SET search_path TO multi_a", `SAVEPOINT "S"`, "SET statement_timeout = '1234ms'", "SAVEPOINT s", "SET search_path TO multi_b", `ROLLBACK TO "S"`, "COMMIT"}},
 		want:     multiView{searchPath: "multi_a"}},
+	{name: "a name over 63 bytes is its first 63, as PostgreSQL truncates it",
+		requests: [][]string{{"BEGIN", "SET search_path TO multi_a", "SAVEPOINT " + longName + "1", "SET statement_timeout = '1234ms'", "SAVEPOINT s", "SET search_path TO multi_b", "ROLLBACK TO " + longName + "2", "COMMIT"}},
+		want:     multiView{searchPath: "multi_a"}},
+	{name: "a quoted name over 63 bytes is cut before the character that crosses them",
+		requests: [][]string{{"BEGIN", "SET search_path TO multi_a", `SAVEPOINT "` + longName[:62] + `é"`, "SET statement_timeout = '1234ms'", `ROLLBACK TO "` + longName[:62] + `"`, "COMMIT"}},
+		want:     multiView{searchPath: "multi_a"}},
 	{name: "a RESET before the savepoint outlives ROLLBACK TO it",
 		requests: [][]string{{"SET statement_timeout = '1234ms'"}, {"BEGIN", "RESET statement_timeout", "SAVEPOINT s", "SET search_path TO multi_a", "ROLLBACK TO s", "COMMIT"}}},
 	{name: "SET LOCAL beside savepoints lasts its transaction",
@@ -64,6 +70,11 @@ var savepointCases = []struct {
 	{name: "the COMMIT of a failed transaction undoes the SETs before its savepoint",
 		requests: [][]string{{"BEGIN", "SET search_path TO multi_a", "SAVEPOINT s"}, {"SELECT 1/0"}, {"COMMIT"}}},
 }
+
+// longName is a savepoint name of 63 bytes, PostgreSQL's longest
+// (NAMEDATALEN - 1): it truncates a longer one to its first 63 bytes, or
+// fewer where a character of several bytes crosses the 63rd.
+var longName = "sp_" + strings.Repeat("long", 15)
 
 // savepointVia lists the ways a client sends a case's requests: each
 // request as one simple query, or a pipeline of unnamed or named
