@@ -18,5 +18,6 @@
 // Clusters are tuned for speed, not durability (fsync=off, small
 // shared_buffers) and listen only on 127.0.0.1 and a private unix socket
 // directory. Host connections use SCRAM-SHA-256; local (unix socket)
-// connections are trusted.
+// connections are trusted. Tests start theirs from a data directory initdb
+// made once (Options.FromTemplate, template.go).
 package localpg

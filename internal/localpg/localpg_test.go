@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 		goleak.VerifyTestMain(m)
 		return
 	}
-	c, err := Start(Options{TLS: true, Replication: true})
+	c, err := Start(Options{TLS: true, Replication: true, FromTemplate: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -100,23 +100,27 @@ func (c *Cluster) QueryInt(ctx context.Context, sql string, args ...any) (int64,
 // quoted, so any name PostgreSQL allows works (e.g. an Entra user principal
 // name like "app@contoso.onmicrosoft.com"). Safe for concurrent use.
 func (c *Cluster) CreateRole(ctx context.Context, name, password string) error {
-	// Utility statements take no parameters, so the password is a literal.
-	// SET LOCAL makes the hashing independent of any Conf override.
+	return c.runWithPassword(ctx, "create role "+name, "CREATE ROLE "+quoteIdent(name)+" LOGIN PASSWORD "+quoteLiteral(password))
+}
+
+// runWithPassword runs stmt, a utility statement holding a password as a
+// literal (they take no parameters), as the superuser, the password hashed
+// by SCRAM-SHA-256 whatever Conf says. Errors name what, never stmt.
+func (c *Cluster) runWithPassword(ctx context.Context, what, stmt string) error {
 	return c.withAdmin(ctx, "postgres", func(conn *pgx.Conn) error {
 		tx, err := conn.Begin(ctx)
 		if err != nil {
-			return fmt.Errorf("create role %s: %w", name, err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 		if _, err := tx.Exec(ctx, "SET LOCAL password_encryption = 'scram-sha-256'"); err != nil {
-			return fmt.Errorf("create role %s: %w", name, err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		if _, err := tx.Exec(ctx, "CREATE ROLE "+quoteIdent(name)+" LOGIN PASSWORD "+quoteLiteral(password)); err != nil {
-			// The statement holds the password: report only the role.
-			return fmt.Errorf("create role %s: %w", name, err)
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		if err := tx.Commit(ctx); err != nil {
-			return fmt.Errorf("create role %s: %w", name, err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		return nil
 	})

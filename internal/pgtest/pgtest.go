@@ -16,9 +16,13 @@ const (
 	AppDatabase = localpg.AppDatabase
 )
 
-// Start initialises and starts a new cluster; the caller (TestMain) owns it
-// and must call Stop. See localpg.Start.
-func Start(opts Options) (*Cluster, error) { return localpg.Start(opts) }
+// Start initialises and starts a new cluster, copying a template initdb
+// made once (Options.FromTemplate); the caller (TestMain) owns it and must
+// call Stop. See localpg.Start.
+func Start(opts Options) (*Cluster, error) {
+	opts.FromTemplate = true
+	return localpg.Start(opts)
+}
 
 // Binary returns the full path of the PostgreSQL 15 program name.
 func Binary(name string) string { return localpg.Binary(name) }
