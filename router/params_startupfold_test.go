@@ -40,9 +40,7 @@ func TestAStartupKeyFoldsOnlyASCIILettersAsPostgreSQLDoes(t *testing.T) {
 		if err != nil {
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) {
-				// (The code only: pgferry's refusal names the parameter
-				// as it keeps it, A-Z lowered.)
-				return "login: " + pe.Code
+				return "login: " + pe.Code + " " + pe.Message
 			}
 			t.Fatalf("login: %v", err)
 		}

@@ -202,7 +202,11 @@ func (ss *session) confirmStartup(cfg *configs.Config, st *protocol.Startup) err
 		return true
 	})
 	// What the session recorded (initParams), under its own names: the
-	// options key stands for its -c values.
+	// options key stands for its -c values. Each is set under the name
+	// the client wrote, so that a refusal names it as PostgreSQL's own
+	// refusal of the startup packet does (unrecognized configuration
+	// parameter "FooBar", not "foobar").
+	spelled := clientSpellings(cfg, st)
 	var sql, enc []byte
 	ascii := true
 	for _, k := range ss.paramKeys {
@@ -210,11 +214,15 @@ func (ss *session) confirmStartup(cfg *configs.Config, st *protocol.Startup) err
 		if !ok || gucEqual(k, "application_name") {
 			continue
 		}
+		name := k
+		if s, ok := spelled[k]; ok {
+			name = s
+		}
 		if k == encodingName {
-			enc = appendSet(enc, k, v)
+			enc = appendSet(enc, name, v)
 			continue
 		}
-		sql = appendSet(sql, k, v)
+		sql = appendSet(sql, name, v)
 		ascii = ascii && isASCII([]byte(v))
 	}
 	if enc == nil && !ascii {
@@ -276,6 +284,38 @@ func (ss *session) confirmStartup(cfg *configs.Config, st *protocol.Startup) err
 	}
 	e.confirmed.add(kvs)
 	return nil
+}
+
+// clientSpellings maps the name pgferry keeps a startup parameter under
+// (gucName, or the tracked parameter's) to the name the client wrote it
+// under, for the parameters of st, options' -c values included, that the
+// client spelled otherwise; the last spelling wins, as the last value does
+// (initParams). nil when there are none.
+func clientSpellings(cfg *configs.Config, st *protocol.Startup) map[string]string {
+	var m map[string]string
+	note := func(k string) {
+		if g := gucName(k); g != k {
+			if m == nil {
+				m = make(map[string]string)
+			}
+			m[g] = k
+		}
+	}
+	eachStartupValue(cfg, st, func(k, _ string) bool {
+		if k != "options" {
+			note(k)
+		}
+		return true
+	})
+	if opts := st.Get("options"); opts != "" && !ignoredStartup(cfg, "options") {
+		kv, _ := parseOptions(opts) // (initParams refused it when it does not parse)
+		for _, p := range kv {
+			if !ignoredStartup(cfg, p.Key) {
+				note(p.Key)
+			}
+		}
+	}
+	return m
 }
 
 // parseOptions reads the `options` startup parameter: -c name=value and
