@@ -91,7 +91,8 @@ type Config struct {
 	// ReservePoolSize is how many extra connections a pool may open once a
 	// client has waited ReservePoolTimeout.
 	ReservePoolSize int `toml:"reserve_pool_size"`
-	// ReservePoolTimeout is the wait after which the reserve pool is used.
+	// ReservePoolTimeout is the wait after which the reserve pool is used;
+	// 0 disables the reserve pool, as in PgBouncer.
 	ReservePoolTimeout Duration `toml:"reserve_pool_timeout"`
 	// MaxClientConn caps accepted client connections. The default, 10000, is
 	// deliberately far above PgBouncer's 100: serverless and autoscaled

@@ -41,6 +41,8 @@ type Config struct {
 	Dial           DialConfig
 	// Size is the number of server connections the pool may hold;
 	// ReserveSize more are allowed once a waiter has waited ReserveTimeout.
+	// A ReserveTimeout of 0 allows none, as reserve_pool_timeout = 0
+	// disables PgBouncer's reserve pool.
 	Size, MinSize, ReserveSize int
 	ReserveTimeout             time.Duration
 	// Lifetime closes released connections older than this (0: never;
@@ -168,6 +170,9 @@ type Pool struct {
 func New(cfg Config) *Pool {
 	if cfg.Size <= 0 {
 		cfg.Size = 1
+	}
+	if cfg.ReserveTimeout <= 0 {
+		cfg.ReserveSize = 0
 	}
 	p := &Pool{cfg: cfg, now: cfg.Now, dial: cfg.DialFunc}
 	if p.now == nil {

@@ -51,3 +51,38 @@ func TestTheReservePoolOpensForAWaiterThatBecameOldestAfterTheOneItsCheckWasArme
 		t.Fatalf("%d open; want 2 with the reserve", st.Total)
 	}
 }
+
+// TestAReserveTimeoutOfZeroOpensNoReserve: reserve_pool_timeout = 0
+// disables the reserve pool in PgBouncer 1.25.2 (objects.c
+// launch_new_connection tries the reserve only when cf_res_pool_timeout
+// is not 0; its doc/config.md: "0 disables"). pgferry opened the reserve
+// for a waiter at once, as if it had waited long enough: with a pool of 1
+// and a reserve of 1, a second client got a second connection instead of
+// waiting for the first to come back.
+func TestAReserveTimeoutOfZeroOpensNoReserve(t *testing.T) {
+	pool.SetJanitorInterval(t, 10*time.Millisecond) // janitor passes that would open it
+	cfg := config(1)
+	cfg.ReserveSize, cfg.ReserveTimeout = 1, 0
+	p := newPool(t, cfg)
+	held := acquire(t, p)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	waiter := make(chan error, 1)
+	go func() {
+		sc, err := p.Acquire(ctx)
+		if err == nil {
+			p.Release(sc)
+		}
+		waiter <- err
+	}()
+	waitFor(t, "the waiter to wait through janitor passes (it got a reserve connection instead?)", func() bool {
+		return p.Stat().MaxWait >= 200*time.Millisecond
+	})
+	if st := p.Stat(); st.Total != 1 {
+		t.Fatalf("%d open; want 1: reserve_pool_timeout = 0 opens no reserve", st.Total)
+	}
+	p.Release(held)
+	if err := <-waiter; err != nil {
+		t.Fatalf("the waiter, once the connection came back: %v", err)
+	}
+}
