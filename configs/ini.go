@@ -314,6 +314,20 @@ func setINIGlobal(c *Config, key, value string) (string, error) {
 			return "", fmt.Errorf("pgbouncer.auth_ident_file: user name maps are not supported by pgferry; remove map= options from auth_hba_file and this key")
 		}
 		return "", nil
+	case "server_check_query":
+		switch value {
+		case "<empty>":
+			// PgBouncer's default, as SHOW CONFIG shows it (main.c
+			// empty_server_check_query): an empty Query message, which
+			// is pgferry's "".
+			value = ""
+		case "":
+			// PgBouncer checks no server then (janitor.c
+			// launch_recheck); pgferry has no such setting.
+			c.ServerCheckQuery = ""
+			return "pgbouncer.server_check_query is empty: PgBouncer then checks no server before reuse; pgferry checks with an empty query " +
+				"after server_check_delay (the default, also written <empty>)", nil
+		}
 	case "listen_addr":
 		addr, warn, err := iniListenAddr(value)
 		if err != nil {

@@ -152,6 +152,21 @@ func TestINIReadsSettings(t *testing.T) {
 			warning: "databases.app.connect_query is not supported by pgferry and is ignored",
 		},
 		{
+			// PgBouncer 1.25.2's default, spelled as SHOW CONFIG shows it
+			// (main.c: "<empty>" sends an empty query): pgferry sent it
+			// to the server as SQL, a syntax error that failed every check.
+			name:  "server_check_query <empty> is the empty query",
+			doc:   "[pgbouncer]\nauth_type = trust\nserver_check_query = <empty>\n" + iniDB,
+			check: func(c *Config) bool { return c.ServerCheckQuery == "" },
+		},
+		{
+			// PgBouncer checks no server then (janitor.c launch_recheck).
+			name:    "an empty server_check_query warns that pgferry still checks",
+			doc:     "[pgbouncer]\nauth_type = trust\nserver_check_query =\n" + iniDB,
+			check:   func(c *Config) bool { return c.ServerCheckQuery == "" },
+			warning: "pgbouncer.server_check_query is empty: PgBouncer then checks no server before reuse",
+		},
+		{
 			name:  "comments with ; and #",
 			doc:   "; c1\n# c2\n[pgbouncer]\n  ; indented\nauth_type = trust\n" + iniDB,
 			check: func(c *Config) bool { return c.AuthType == "trust" },
