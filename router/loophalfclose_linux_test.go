@@ -173,8 +173,16 @@ func halfClosesWhileQueued(t *testing.T, loop bool, tc halfCloseCase) {
 	// hang-up, and the half-closed client waits too if it kept its place.
 	// The grant that commit brings comes later still.
 	behindTxid := make(chan string, 1)
+	// A test that fails before it reads behindTxid must not leave the
+	// query running on behind as its connection closes (a data race in
+	// pgconn, which fails every test running at the time): the cleanup,
+	// run before behind's own, stops it and waits for it.
+	bctx, stop := context.WithCancel(ctx)
+	behindDone := make(chan struct{})
+	t.Cleanup(func() { stop(); <-behindDone })
 	go func() {
-		res, err := behind.Exec(ctx, "select txid_current()").ReadAll()
+		defer close(behindDone)
+		res, err := behind.Exec(bctx, "select txid_current()").ReadAll()
 		if err != nil || len(res) != 1 || len(res[0].Rows) != 1 {
 			behindTxid <- "error: " + errString(err)
 			return
