@@ -285,6 +285,15 @@ type User struct {
 	Password Secret `toml:"password"`
 	// PoolMode overrides Config.PoolMode for this user.
 	PoolMode string `toml:"pool_mode"`
+	// PoolSize, when set, is the size of every pool of this user (the
+	// server login user), whatever the database's pool_size, as
+	// PgBouncer's [users] pool_size; nil takes the database's. 0 (PgBouncer:
+	// no limit per pool) is refused.
+	PoolSize *int `toml:"pool_size"`
+	// ReservePoolSize, when set, is the reserve of every pool of this
+	// user, whatever the database's reserve_pool, 0 included; nil takes
+	// the database's.
+	ReservePoolSize *int `toml:"reserve_pool_size"`
 	// MaxUserConnections overrides Config.MaxUserConnections; 0 inherits.
 	MaxUserConnections int `toml:"max_user_connections"`
 	// FleetMaxUserConnections overrides Config.FleetMaxUserConnections;

@@ -31,14 +31,28 @@ var iniLookupKeys = map[string]bool{
 // lines that PgBouncer 1.25 reads as not set when negative (loader.c starts
 // each at -1; server.c's pool_pool_size, database_min_pool_size,
 // pool_res_pool_size, database_max_connections, user_max_connections take
-// the global value below 0), so "pool_size=-1" is the same as leaving the
-// key out. Zero is a value for the first three (min_pool_size=0 keeps no
+// the global value below 0; a [users] line's pool_size and
+// reserve_pool_size likewise give way to the database's below 0), so
+// "pool_size=-1" is the same as leaving the key out. Zero is a value for
+// the pool sizes (min_pool_size=0 keeps no
 // server open whatever the global says) and means "not set" for the
 // connection caps (PgBouncer takes the global one at 0 too; so does
 // pgferry's fillDerived).
 var iniInheritBelowZero = map[string]bool{
-	"pool_size": true, "min_pool_size": true, "reserve_pool": true,
+	"pool_size": true, "min_pool_size": true, "reserve_pool": true, "reserve_pool_size": true,
 	"max_db_connections": true, "max_user_connections": true,
+}
+
+// belowZero reports whether f, an integer or an optional one, holds a
+// negative number.
+func belowZero(f reflect.Value) bool {
+	if f.Kind() == reflect.Pointer {
+		if f.IsNil() {
+			return false
+		}
+		f = f.Elem()
+	}
+	return f.CanInt() && f.Int() < 0
 }
 
 // iniUnsupportedAuthTypes are PgBouncer auth_type values pgferry does not
@@ -402,8 +416,8 @@ func setINIPairs(v reflect.Value, prefix, s string, aliases map[string]string, s
 			errs = append(errs, fmt.Errorf("%s.%s: %w", prefix, key, err))
 			continue
 		}
-		if iniInheritBelowZero[key] && f.CanInt() && f.Int() < 0 {
-			f.SetInt(0)
+		if iniInheritBelowZero[key] && belowZero(f) {
+			f.SetZero()
 			delete(set, key)
 			continue
 		}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -640,4 +641,69 @@ func TestADatabaseLinesPoolSizeZeroIsRefusedNotReadAsTheDefault(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "databases.app.pool_size: 0 (PgBouncer: no limit per pool") {
 		t.Fatalf("error = %v, want databases.app.pool_size refused", err)
 	}
+}
+
+// TestAUsersPoolSizesAreReadAsPgBouncerReadsThem: a [users] line's
+// pool_size and reserve_pool_size size every pool of that user, before the
+// database's (PgBouncer 1.25.2 server.c pool_pool_size and
+// pool_res_pool_size; SHOW USERS of PgBouncer 1.25.2 shows "0" for an
+// explicit reserve_pool_size=0). pgferry ignored both keys with a warning.
+// A negative value is not set, as there; pool_size 0 (no limit per pool
+// there) is refused.
+func TestAUsersPoolSizesAreReadAsPgBouncerReadsThem(t *testing.T) {
+	ptr := func(n int) *int { return &n }
+	tests := []struct {
+		name, format, doc string
+		size, reserve     *int
+		err               string
+	}{
+		{name: "ini: both set", format: "ini", doc: "[users]\nbob = pool_size=3 reserve_pool_size=0\n", size: ptr(3), reserve: ptr(0)},
+		{name: "ini: left out", format: "ini", doc: "[users]\nbob = pool_mode=session\n"},
+		{name: "ini: minus one is not set", format: "ini", doc: "[users]\nbob = pool_size=-1 reserve_pool_size=-1\n"},
+		{name: "ini: pool_size 0 is refused", format: "ini", doc: "[users]\nbob = pool_size=0\n", err: "users.bob.pool_size: 0 (PgBouncer: no limit per pool"},
+		{name: "toml: both set", format: "toml", doc: "[users.bob]\npool_size = 3\nreserve_pool_size = 0\n", size: ptr(3), reserve: ptr(0)},
+		{name: "toml: left out", format: "toml", doc: "[users.bob]\npool_mode = \"session\"\n"},
+		{name: "toml: a negative reserve is refused", format: "toml", doc: "[users.bob]\nreserve_pool_size = -1\n", err: "users.bob.reserve_pool_size: must be at least 0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := "[pgbouncer]\nauth_type = trust\n" + iniDB + tc.doc
+			if tc.format == "toml" {
+				doc = "auth_type = \"trust\"\n[databases.app]\nhost = \"h\"\n" + tc.doc
+			}
+			c, _, err := Parse([]byte(doc), tc.format, nil)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := c.Users["bob"]
+			if !reflect.DeepEqual(u.PoolSize, tc.size) || !reflect.DeepEqual(u.ReservePoolSize, tc.reserve) {
+				t.Errorf("pool_size %v, reserve_pool_size %v; want %v, %v", show(u.PoolSize), show(u.ReservePoolSize), show(tc.size), show(tc.reserve))
+			}
+			out, err := c.ToTOML()
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, _, err := Parse(out, "toml", nil)
+			if err != nil {
+				t.Fatalf("Parse(ToTOML()): %v", err)
+			}
+			if !reflect.DeepEqual(back.Users["bob"], u) {
+				t.Errorf("converted to TOML and read back: %+v, want %+v", back.Users["bob"], u)
+			}
+		})
+	}
+}
+
+// show prints an optional number.
+func show(n *int) string {
+	if n == nil {
+		return "not set"
+	}
+	return strconv.Itoa(*n)
 }

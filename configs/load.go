@@ -334,6 +334,13 @@ func settableFromString(t reflect.Type) bool {
 		return true
 	}
 	switch t.Kind() {
+	case reflect.Pointer:
+		// An optional integer: nil is "not set".
+		switch t.Elem().Kind() {
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			return true
+		}
+		return false
 	case reflect.String, reflect.Bool,
 		reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		return true
@@ -353,6 +360,12 @@ func setFromString(v reflect.Value, s string) error {
 		return u.UnmarshalText([]byte(s))
 	}
 	switch v.Kind() {
+	case reflect.Pointer:
+		e := reflect.New(v.Type().Elem())
+		if err := setFromString(e.Elem(), s); err != nil {
+			return err
+		}
+		v.Set(e)
 	case reflect.String:
 		v.SetString(s)
 	case reflect.Bool:

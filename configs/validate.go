@@ -135,6 +135,15 @@ func (c *Config) Validate() error {
 		if u.PoolMode != "" {
 			p.oneOf(key("pool_mode"), u.PoolMode, poolModes)
 		}
+		if u.PoolSize != nil && *u.PoolSize == 0 {
+			p.add(key("pool_size"), "0 (PgBouncer: no limit per pool, only max_db_connections and max_user_connections) is not supported by pgferry; "+
+				"set the number of server connections the user's pools may open, or leave the key out for the database's pool_size")
+		} else if u.PoolSize != nil {
+			p.atLeast(key("pool_size"), int64(*u.PoolSize), 1)
+		}
+		if u.ReservePoolSize != nil {
+			p.atLeast(key("reserve_pool_size"), int64(*u.ReservePoolSize), 0)
+		}
 		p.atLeast(key("max_user_connections"), int64(u.MaxUserConnections), 0)
 		p.atLeast(key("fleet_max_user_connections"), int64(u.FleetMaxUserConnections), 0)
 		if u.ClientAuth != "" {

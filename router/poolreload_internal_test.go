@@ -52,3 +52,38 @@ func TestAPoolBuiltFromAConfigurationAReloadReplacedIsBuiltAgainFromTheNewOne(t 
 		t.Errorf("the next login found another pool (%v): the first was not registered", err)
 	}
 }
+
+// TestAReloadThatChangesOnlyAUsersPoolSizesRebuildsItsPools: [users]'
+// pool_size and reserve_pool_size size the user's pools (poolSizes), so a
+// reload that changes them alone must rebuild those pools, as one that
+// changes a database's pool_size does.
+func TestAReloadThatChangesOnlyAUsersPoolSizesRebuildsItsPools(t *testing.T) {
+	before := unreachableConfig(t, "")
+	after := unreachableConfig(t, "")
+	size, reserve := 4, 0
+	u := after.Users["app"]
+	u.PoolSize, u.ReservePoolSize = &size, &reserve
+	after.Users["app"] = u
+	srv, err := New(before, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(t.Context())
+	e, err := srv.poolFor(before, "app", before.Databases["app"], "app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Reload(after); err != nil {
+		t.Fatal(err)
+	}
+	again, err := srv.poolFor(after, "app", after.Databases["app"], "app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again == e {
+		t.Fatal("the reload kept the pool built without the user's pool_size")
+	}
+	if pc := again.pool.Config(); pc.Size != 4 {
+		t.Errorf("the rebuilt pool has size %d; want the user's 4", pc.Size)
+	}
+}

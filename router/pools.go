@@ -59,6 +59,9 @@ type poolEntry struct {
 	dbName string
 	db     configs.Database
 	mode   string
+	// sizes are the size and the reserve the pool was built with
+	// (poolSizes), which [users] may set apart from db.
+	sizes [2]int
 	// tlsDigest is the digest of the server TLS files the pool's dial
 	// configuration was made from (serverTLS).
 	tlsDigest tlsDigest
@@ -174,6 +177,33 @@ func sameDatabase(a, b configs.Database) bool {
 	return fmt.Sprintf("%#v", a) == fmt.Sprintf("%#v", b) && a.Password.Reveal() == b.Password.Reveal()
 }
 
+// poolSizes returns the size and the reserve of the pool of db for the
+// server login user user: the user's pool_size and reserve_pool_size where
+// [users] sets them, as PgBouncer's pool_pool_size and pool_res_pool_size
+// take them before the database's, else the database's.
+func poolSizes(cfg *configs.Config, db configs.Database, user string) (size, reserve int) {
+	size, reserve = db.PoolSize, db.ReservePool
+	if size == 0 {
+		size = cfg.DefaultPoolSize
+	}
+	if u, ok := cfg.Users[user]; ok {
+		if u.PoolSize != nil {
+			size = *u.PoolSize
+		}
+		if u.ReservePoolSize != nil {
+			reserve = *u.ReservePoolSize
+		}
+	}
+	return size, reserve
+}
+
+// userSizesChanged reports whether e's pool was built with another size or
+// reserve than cfg gives it now, which a change of [users] alone makes.
+func userSizesChanged(e *poolEntry, cfg *configs.Config, db configs.Database, user string) bool {
+	size, reserve := poolSizes(cfg, db, user)
+	return e.sizes != [2]int{size, reserve}
+}
+
 func poolModeFor(cfg *configs.Config, db configs.Database, user string) string {
 	if u, ok := cfg.Users[user]; ok && u.PoolMode != "" {
 		return u.PoolMode
@@ -229,17 +259,14 @@ func (s *Server) newPool(cfg *configs.Config, dbName string, db configs.Database
 	if err != nil {
 		return nil, err
 	}
-	size := db.PoolSize
-	if size == 0 {
-		size = cfg.DefaultPoolSize
-	}
+	size, reserve := poolSizes(cfg, db, user)
 	pc := pool.Config{
 		Database:       dbName,
 		User:           user,
 		Dial:           *dial,
 		Size:           size,
-		MinSize:        db.MinPoolSize,
-		ReserveSize:    db.ReservePool,
+		MinSize:        min(db.MinPoolSize, size),
+		ReserveSize:    reserve,
 		ReserveTimeout: cfg.ReservePoolTimeout.Std(),
 		Lifetime:       serverLifetime(cfg),
 		IdleTimeout:    cfg.ServerIdleTimeout.Std(),
@@ -286,7 +313,7 @@ func (s *Server) newPool(cfg *configs.Config, dbName string, db configs.Database
 		}
 		pc.UserLimit = s.userLimits[user]
 	}
-	e := &poolEntry{pool: pool.New(pc), dbName: dbName, db: db, mode: poolModeFor(cfg, db, user), tlsDigest: digest}
+	e := &poolEntry{pool: pool.New(pc), dbName: dbName, db: db, mode: poolModeFor(cfg, db, user), sizes: [2]int{size, reserve}, tlsDigest: digest}
 	if len(db.Replicas) > 0 {
 		s.addReplicas(e, pc)
 	}

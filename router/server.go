@@ -309,7 +309,8 @@ func (s *Server) Reload(cfg *configs.Config) error {
 	for k, e := range s.pools {
 		db, _, ok := cfg.LookupDatabase(k.db)
 		if globalsChanged || !ok || !sameDatabase(db, e.db) || e.mode != poolModeFor(cfg, db, k.user) ||
-			e.pool.Config().Dial.Detached != detachedServers(cfg, db, k.user) || serverTLSChanged(db, e.tlsDigest, digests) {
+			e.pool.Config().Dial.Detached != detachedServers(cfg, db, k.user) || serverTLSChanged(db, e.tlsDigest, digests) ||
+			userSizesChanged(e, cfg, db, k.user) {
 			stale = append(stale, e)
 			delete(s.pools, k)
 			if ok {

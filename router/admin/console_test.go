@@ -574,11 +574,12 @@ func TestShowDatabasesHasPgBouncer125sColumns(t *testing.T) {
 // of [users] or auth_file, of a pool or of a client now, its pool_mode (NULL when it
 // inherits), the max_user_connections in force, its server connections,
 // no client limit (0) and its clients. pool_size and reserve_pool_size are
-// text in PgBouncer, "" for a user that sets none, as pgferry's never do.
+// text in PgBouncer ("%9d"), "" for a user that sets none.
 func TestShowUsersHasPgBouncer125sLimitsAndCounts(t *testing.T) {
 	b := newFakeBackend()
 	b.cfg.MaxUserConnections = 9
-	b.cfg.Users = map[string]configs.User{"bob": {PoolMode: "session", MaxUserConnections: 3}, "carol": {}}
+	three, zero := 3, 0
+	b.cfg.Users = map[string]configs.User{"bob": {PoolMode: "session", PoolSize: &three, ReservePoolSize: &zero, MaxUserConnections: 3}, "carol": {}}
 	b.snap.Pools = []PoolInfo{
 		{Database: "app", User: "app", Stat: pool.Stat{Total: 4}},
 		{Database: "other", User: "app", Stat: pool.Stat{Total: 2}},
@@ -595,7 +596,7 @@ func TestShowUsersHasPgBouncer125sLimitsAndCounts(t *testing.T) {
 	want := []string{
 		"admin|||NULL|9|0|0|1",
 		"app|||NULL|9|6|0|2",
-		"bob|||session|3|1|0|0",
+		"bob|        3|        0|session|3|1|0|0",
 		"carol|||NULL|9|0|0|0",
 		"dave|||NULL|9|0|0|0",
 	}

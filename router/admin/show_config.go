@@ -173,15 +173,14 @@ var restartOnlyKeys = sync.OnceValue(func() map[string]bool {
 // showUsers answers SHOW USERS with PgBouncer 1.25.2's columns (admin.c
 // admin_show_users): for each user in [users] or auth_file (PgBouncer lists
 // every user it loaded from auth_file, logged in or not: seen by running
-// it), or with a pool or a client now, its pool_size and reserve_pool_size as text ("%9d", "" when the user
-// sets none: pgferry reads neither from [users], so always ""), its
-// pool_mode (NULL when it inherits), max_user_connections in force and its
+// it), or with a pool or a client now, its pool_size and reserve_pool_size
+// as text ("%9d", "" when [users] sets none), its pool_mode (NULL when it inherits), max_user_connections in force and its
 // server connections, max_user_client_connections (0: pgferry has no such
 // limit) and its clients, admin console clients included. PgBouncer also
 // lists its admin database's user "pgbouncer" (pgferry lists no such
-// database either), and carries one user's pool_size and reserve_pool_size over to the
-// users after it that set none (its buffer is not cleared between rows);
-// pgferry does neither.
+// database either), and carries one user's pool_size and
+// reserve_pool_size over to the users after it that set none (its buffers
+// are not cleared between rows); pgferry does neither.
 func (c *Console) showUsers(rs *resultSet) {
 	rs.cols = usersCols
 	cfg := c.b.Config()
@@ -220,8 +219,17 @@ func (c *Console) showUsers(rs *resultSet) {
 		if limit == 0 {
 			limit = cfg.MaxUserConnections
 		}
-		rs.add(n, "", "", mode, limit, users[n].servers, 0, users[n].clients)
+		rs.add(n, userSize(u.PoolSize), userSize(u.ReservePoolSize), mode, limit, users[n].servers, 0, users[n].clients)
 	}
+}
+
+// userSize prints a [users] pool size as PgBouncer does ("%9d"), "" when
+// not set.
+func userSize(n *int) string {
+	if n == nil {
+		return ""
+	}
+	return fmt.Sprintf("%9d", *n)
 }
 
 // showPeers lists the [peers] entries (PgBouncer's SHOW PEERS); peers found
