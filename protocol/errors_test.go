@@ -59,3 +59,14 @@ func TestAPeerThatResetsOrClosesIsADisconnectButATimeoutIsNot(t *testing.T) {
 		t.Error("an error is a disconnect because of its text")
 	}
 }
+
+func TestRenameInErrorNamesAnotherStatementInTheMessageAlone(t *testing.T) {
+	e := protocol.NewError("42P05", `prepared statement "pgferry_duplicate" already exists`)
+	e.Detail = `pgferry_duplicate`
+	got := protocol.RenameInError([]byte("x"), e.AppendFrame(nil), "pgferry_duplicate", "s1")
+	want := protocol.NewError("42P05", `prepared statement "s1" already exists`)
+	want.Detail = `pgferry_duplicate`
+	if string(got) != "x"+string(want.AppendFrame(nil)) {
+		t.Fatalf("got %q, want %q", got, want.AppendFrame(nil))
+	}
+}

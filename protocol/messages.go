@@ -181,3 +181,36 @@ func RFQStatus(frame []byte) byte {
 	}
 	return frame[headerSize]
 }
+
+// RenameInError returns a copy of frame, an ErrorResponse or
+// NoticeResponse, appended to dst, whose message field ('M') says name
+// where it said old, at its first mention: an error PostgreSQL raised
+// about a statement of one name, told as about another. The rest of the
+// frame is kept as the server sent it. A frame whose message does not
+// mention old is copied as it is.
+func RenameInError(dst, frame []byte, old, name string) []byte {
+	start := len(dst)
+	dst = append(dst, frame[0], 0, 0, 0, 0)
+	b := Body(frame)
+	for len(b) > 0 && b[0] != 0 {
+		f := b[0]
+		v, rest, ok := CString(b[1:])
+		if !ok {
+			return append(dst[:start], frame...)
+		}
+		dst = append(dst, f)
+		if i := bytes.Index(v, []byte(old)); f == 'M' && i >= 0 {
+			dst = append(dst, v[:i]...)
+			dst = append(dst, name...)
+			dst = append(dst, v[i+len(old):]...)
+			old = "\x00" // (the first mention only)
+		} else {
+			dst = append(dst, v...)
+		}
+		dst = append(dst, 0)
+		b = rest
+	}
+	dst = append(dst, 0)
+	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
+	return dst
+}

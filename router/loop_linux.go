@@ -518,7 +518,8 @@ func (ss *session) loopServes(typ byte, frame []byte) bool {
 			return false
 		}
 		sql, _, ok := protocol.CString(rest)
-		return ok && !classify.Needed(sql)
+		t := ss.stmts
+		return ok && !classify.Needed(sql) && (t == nil || len(t.drops) == 0 || !ss.behindDrop(typ, frame))
 	case protocol.MsgExecute:
 		if r := ss.rare; r != nil && r.statePortals != nil {
 			// interceptExecute would apply the portal's statement.
@@ -528,7 +529,7 @@ func (ss *session) loopServes(typ byte, frame []byte) bool {
 		return true
 	case protocol.MsgBind, protocol.MsgDescribe:
 		// (One that waits for a drop's answer waits on a goroutine:
-		// stmtswait.go. Only a client that closed or parsed a named
+		// stmtswait.go, as does such a Parse. Only a client that closed or parsed a named
 		// statement has a drop in the loop: closeSent, parseSent.)
 		t := ss.stmts
 		return t == nil || len(t.drops) == 0 || !ss.behindDrop(typ, frame)

@@ -38,7 +38,7 @@ func onBothEachLoop(t *testing.T, script func(c *rawClient, between func())) {
 			t.Run("pgferry", func(t *testing.T) {
 				other := newRawClient(t, f.AppDSN())
 				script(newRawClient(t, f.AppDSN()), func() {
-					other.want("another client on the server", 1, "1 2 D:o C Z", parse("o", "select 'o'"), bind("o"), execMsg(), syncMsg())
+					other.want("another client on the server", 1, "1 2 D:o C 3 Z", parse("o", "select 'o'"), bind("o"), execMsg(), closeStmt("o"), syncMsg())
 				})
 			})
 		})

@@ -32,7 +32,7 @@ func onBoth(t *testing.T, maxPrepared int, script func(c *rawClient, between fun
 	t.Run("pgferry", func(t *testing.T) {
 		other := newRawClient(t, f.AppDSN())
 		script(newRawClient(t, f.AppDSN()), func() {
-			other.want("another client on the server", 1, "1 2 D:o C Z", parse("o", "select 'o'"), bind("o"), execMsg(), syncMsg())
+			other.want("another client on the server", 1, "1 2 D:o C 3 Z", parse("o", "select 'o'"), bind("o"), execMsg(), closeStmt("o"), syncMsg())
 		})
 	})
 }

@@ -89,7 +89,7 @@ func TestAStatementEvictedInAPipelineThatFailedStaysUsable(t *testing.T) {
 		c.want("bind a", 1, "2 D:a C Z", bind("a"), execMsg(), syncMsg())
 		c.want("bind b", 1, "2 D:b C Z", bind("b"), execMsg(), syncMsg())
 		// Another client with the same text: the same server statement.
-		other.want("other prepares a's text", 1, "1 2 D:a C Z", parse("x", "select 'a'"), bind("x"), execMsg(), syncMsg())
+		other.want("other prepares a's text", 1, "1 2 D:a C 3 Z", parse("x", "select 'a'"), bind("x"), execMsg(), closeStmt("x"), syncMsg())
 		_ = round
 	}
 	// (c's Parse never happened: as PostgreSQL, pgferry answers a Bind of
@@ -115,10 +115,14 @@ func TestEveryStatementOfAPipelineLongerThanTheCacheRuns(t *testing.T) {
 		msgs = append(msgs, describeStmt(s), bind(s), execMsg())
 		want = append(want, "t T 2 D:"+s+" C")
 	}
+	for _, s := range []string{"a", "b", "c", "d", "e"} {
+		msgs = append(msgs, closeStmt(s)) // (the next round prepares them again)
+		want = append(want, "3")
+	}
 	msgs = append(msgs, syncMsg())
 	for round := range 3 {
 		c.want("the pipeline", 1, strings.Join(want, " ")+" Z", msgs...)
-		other.want("another client's statement in between", 1, "1 2 D:o C Z", parse("o", "select 'o'"), bind("o"), execMsg(), syncMsg())
+		other.want("another client's statement in between", 1, "1 2 D:o C 3 Z", parse("o", "select 'o'"), bind("o"), execMsg(), closeStmt("o"), syncMsg())
 		_ = round
 	}
 	if n := strings.Count(c.pgferryStatements(byName), ",") + 1; n > 2 {
@@ -161,7 +165,7 @@ func TestAStatementPreparedRightAfterAPipelinedDeallocateAllStaysUsable(t *testi
 			c.dropThen(i, "1 2 D:t C Z", parse("t", "select 't'"), bind("t"), execMsg(), syncMsg())
 			for round := range 2 {
 				c.want("bind t later", 1, "2 D:t C Z", bind("t"), execMsg(), syncMsg())
-				other.want("other prepares t's text", 1, "1 2 D:t C Z", parse("x", "select 't'"), bind("x"), execMsg(), syncMsg())
+				other.want("other prepares t's text", 1, "1 2 D:t C 3 Z", parse("x", "select 't'"), bind("x"), execMsg(), closeStmt("x"), syncMsg())
 				_ = round
 			}
 		})
@@ -234,7 +238,7 @@ func TestRequestsEndingInFlushKeepTheirServerUntilSync(t *testing.T) {
 		if got := c.next(3); got != "1 t T" {
 			t.Fatalf("round %d, named Parse and Describe: %q", round, got)
 		}
-		c.want("named Bind after Flush", 1, "2 D:f C Z", bind("f"), execMsg(), syncMsg())
+		c.want("named Bind after Flush", 1, "2 D:f C 3 Z", bind("f"), execMsg(), closeStmt("f"), syncMsg()) // (closed: the next round prepares it again)
 		c.send(parse("", "select 'u'"), describeStmt(""), flushMsg())
 		if got := c.next(3); got != "1 t T" {
 			t.Fatalf("round %d, unnamed Parse and Describe: %q", round, got)
@@ -255,7 +259,7 @@ func TestRequestsEndingInFlushKeepTheirServerUntilSync(t *testing.T) {
 			t.Fatalf("round %d, the first two rows: %q", round, got)
 		}
 		c.want("the rest", 1, "D:3 C Z", &pgproto3.Execute{MaxRows: 2}, syncMsg())
-		c.want("describe the portal", 1, "1 2 T D:x C Z", parse("p", "select 'x'"), bind("p"), &pgproto3.Describe{ObjectType: 'P'}, execMsg(), syncMsg())
+		c.want("describe the portal", 1, "1 2 T D:x C 3 Z", parse("p", "select 'x'"), bind("p"), &pgproto3.Describe{ObjectType: 'P'}, execMsg(), closeStmt("p"), syncMsg())
 	}
 }
 
@@ -282,7 +286,7 @@ func TestStatementsRunOnTheNextServerAfterTheirServerIsLostMidPipeline(t *testin
 		// client's.)
 		c.want("y on the next server", 1, "E:26000 Z", bind("y"), execMsg(), syncMsg())
 		c.want("the unnamed statement on the next server", 1, "2 D:unnamed C Z", bind(""), execMsg(), syncMsg())
-		other.want("another client", 1, "1 2 D:k C Z", parse("k", "select 'k'"), bind("k"), execMsg(), syncMsg())
+		other.want("another client", 1, "1 2 D:k C 3 Z", parse("k", "select 'k'"), bind("k"), execMsg(), closeStmt("k"), syncMsg())
 		_ = round
 	}
 }
@@ -372,7 +376,7 @@ func TestTheUnnamedStatementBoundAloneOnAnotherServerIsTheClientsOwn(t *testing.
 		}
 		other.want("another client's unnamed statement", 1, "1 2 D:theirs C Z", parse("", "select 'theirs'"), bind(""), execMsg(), syncMsg())
 		// (A COMMIT by simple query would end that statement.)
-		other.want("commit", 1, "1 2 C Z", parse("cm", "commit"), bind("cm"), execMsg(), syncMsg())
+		other.want("commit", 1, "1 2 C 3 Z", parse("cm", "commit"), bind("cm"), execMsg(), closeStmt("cm"), syncMsg())
 		var msgs []pgproto3.FrontendMessage
 		want := "2 D:"
 		if describeFirst {

@@ -175,7 +175,7 @@ func TestNamedStatementsSurviveChangingServerConnections(t *testing.T) {
 	}{
 		{"prepare and run", []pgproto3.FrontendMessage{parse("s1", "select 1"), syncMsg(), bind("s1"), execMsg(), syncMsg()}, 2,
 			"1 Z 2 D:1 C Z"},
-		{"reusing a name for another query replaces it", []pgproto3.FrontendMessage{parse("s1", "select 2"), bind("s1"), execMsg(), syncMsg()}, 1,
+		{"a name closed is free for another query", []pgproto3.FrontendMessage{parse("s1", "select 2"), bind("s1"), execMsg(), syncMsg()}, 1,
 			"1 2 D:2 C Z"},
 		{"close then parse again", []pgproto3.FrontendMessage{&pgproto3.Close{ObjectType: 'S', Name: "s1"}, syncMsg(), parse("s1", "select 3"), bind("s1"), execMsg(), syncMsg()}, 2,
 			"3 Z 1 2 D:3 C Z"},
@@ -200,6 +200,17 @@ func TestNamedStatementsSurviveChangingServerConnections(t *testing.T) {
 				c.send(tc.msgs...)
 				if got := c.until(tc.syncs); got != tc.want {
 					t.Fatalf("round %d: got %q, want %q", round, got, tc.want)
+				}
+				// Closed, as PostgreSQL refuses a Parse of a name it has
+				// (42P05).
+				closes, want := []pgproto3.FrontendMessage{}, ""
+				for _, m := range tc.msgs {
+					if p, ok := m.(*pgproto3.Parse); ok && p.Name != "" {
+						closes, want = append(closes, closeStmt(p.Name)), want+"3 "
+					}
+				}
+				if len(closes) > 0 {
+					c.want("close", 1, want+"Z", append(closes, syncMsg())...)
 				}
 			}
 		})
@@ -246,8 +257,9 @@ func TestErrorInAnInjectedParseReachesTheClientAsItsOwnMessagesError(t *testing.
 		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {
-		c.send(parse("q", "select x from inj"), bind("q"), execMsg(), syncMsg())
-		if got := c.until(1); got != "1 2 D:8 C Z" && got != "E:0A000 Z" {
+		// (Closed first: PostgreSQL refuses a Parse of a name it has.)
+		c.send(closeStmt("q"), parse("q", "select x from inj"), bind("q"), execMsg(), syncMsg())
+		if got := c.until(1); got != "3 1 2 D:8 C Z" && !strings.HasPrefix(got, "3 1 E:0A000") {
 			t.Fatalf("after recreate: %q", got)
 		}
 	}
@@ -330,12 +342,12 @@ func TestClientsWhoseStatementsHashAlikeEachRunTheirOwnSQL(t *testing.T) {
 			t.Fatalf("round %d: client b got %q", round, got)
 		}
 		// Bind alone: the server connection already has both statements.
-		a.send(bind("s"), execMsg(), syncMsg())
-		if got := a.until(1); got != "2 D:a C Z" {
+		a.send(bind("s"), execMsg(), closeStmt("s"), syncMsg()) // (closed: the next round prepares it again)
+		if got := a.until(1); got != "2 D:a C 3 Z" {
 			t.Fatalf("round %d: client a's Bind got %q", round, got)
 		}
-		b.send(bind("s"), execMsg(), syncMsg())
-		if got := b.until(1); got != "2 D:b C Z" {
+		b.send(bind("s"), execMsg(), closeStmt("s"), syncMsg()) // (closed: the next round prepares it again)
+		if got := b.until(1); got != "2 D:b C 3 Z" {
 			t.Fatalf("round %d: client b's Bind got %q", round, got)
 		}
 	}

@@ -278,10 +278,10 @@ func (ss *session) refuseToSync(e *protocol.Error) error {
 // send appends frame, a client request of type typ, to the buffer of the
 // server linked for it (process) and flushes it unless more requests
 // follow at once (flushServerIfIdle): to want, or to whichever server is
-// linked when want is nil; a Bind or Describe that must wait for a drop's
-// answer first is not sent, and it reports errAwaitDrop with the linked
-// server (stmtswait.go). It returns the server it went to; nil when none
-// is linked, or want no longer is (a pump gave it back meanwhile): the
+// linked when want is nil; a Bind, Describe or Parse that must wait for a
+// drop's answer first is not sent, and it reports errAwaitDrop with the
+// linked server (stmtswait.go). It returns the server it went to; nil
+// when none is linked, or want no longer is (a pump gave it back meanwhile): the
 // caller links one (link) and sends again. process runs under mu and wmu,
 // the flush under wmu alone (off the relay loop: in the loop nothing else
 // writes, and wmu is not taken). ownerHeld says which it holds, for the
@@ -294,7 +294,7 @@ func (ss *session) send(want *pool.ServerConn, typ byte, frame []byte) (sc *pool
 		ss.mu.Unlock()
 		return nil, nil
 	}
-	if (typ == protocol.MsgBind || typ == protocol.MsgDescribe) && ss.stmts != nil && len(ss.stmts.drops) > 0 &&
+	if (typ == protocol.MsgBind || typ == protocol.MsgDescribe || typ == protocol.MsgParse) && ss.stmts != nil && len(ss.stmts.drops) > 0 &&
 		ss.loop == 0 && ss.bindsBehindDrop(typ, frame) {
 		ss.ownerHeld = 0
 		ss.mu.Unlock()

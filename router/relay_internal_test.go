@@ -18,7 +18,7 @@ func TestBindOfAKnownStatementDoesNotAllocate(t *testing.T) {
 	srv := &Server{stmts: prepared.NewRegistry(nil)}
 	srv.cfg.Store(configs.Default())
 	ss := &session{srv: srv, entry: &poolEntry{}}
-	st, _ := ss.holdStmt("s1", []byte("select $1::int\x00\x00\x00"))
+	st := ss.holdStmt("s1", []byte("select $1::int\x00\x00\x00"))
 	sc := &pool.ServerConn{Wr: protocol.NewWriter(io.Discard)}
 	sc.Stmts.Add(st.ID)
 	frame := []byte{'B', 0, 0, 0, 0}
@@ -52,7 +52,7 @@ func TestARequestSentAndItsAnswersRelayedDoNotAllocate(t *testing.T) {
 	ss := &session{srv: srv, entry: &poolEntry{}, txnMode: true, inline: true}
 	ss.rd = protocol.NewReader(bytes.NewReader(nil))
 	ss.wr = protocol.NewWriter(io.Discard)
-	st, _ := ss.holdStmt("s1", []byte("select $1::int\x00\x00\x00"))
+	st := ss.holdStmt("s1", []byte("select $1::int\x00\x00\x00"))
 	answers := bytes.NewReader(nil)
 	sc := &pool.ServerConn{Wr: protocol.NewWriter(io.Discard), Rd: protocol.NewReader(answers)}
 	sc.Stmts.Add(st.ID)

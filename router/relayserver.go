@@ -174,7 +174,10 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 					ss.mu.Unlock()
 					continue
 				}
-				ss.q.copyFailed()      // (a COPY it fails reads no more)
+				ss.q.copyFailed() // (a COPY it fails reads no more)
+				if head.tag == tagDup && head.kind == kParse {
+					frame = ss.duplicateError(frame) // (stmtsdup.go: naming the client's statement)
+				}
 				ss.deallocFailed(head) // (stmtsdealloc.go: a stand-in left)
 				if !swallow && ss.pendingParams() {
 					ss.failParams() // (its transaction's pending SETs are undone: settle)

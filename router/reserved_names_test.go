@@ -227,7 +227,7 @@ func TestStatementsPreparedBehindAPipelinedDropAreNotPreparedAgain(t *testing.T)
 			}
 			for round := range 2 {
 				c.want("bind t later", 1, "2 D:t C Z", bind("t"), execMsg(), syncMsg())
-				other.want("other prepares t's text", 1, "1 2 D:t C Z", parse("x", "select 't'"), bind("x"), execMsg(), syncMsg())
+				other.want("other prepares t's text", 1, "1 2 D:t C 3 Z", parse("x", "select 't'"), bind("x"), execMsg(), closeStmt("x"), syncMsg())
 				_ = round
 			}
 			if now := c.pgferryStatements(byNameWithTime); now != before {

@@ -251,6 +251,10 @@ const (
 	// the name stand for another statement (parseSent): its answer
 	// settles that (relayServer, dropSkipped).
 	tagParse
+	// tagDup marks the Parse of dupStmt that the server refuses in place
+	// of the client's Parse of a name it holds (stmtsdup.go): its error
+	// is told naming the client's statement (duplicateError).
+	tagDup
 )
 
 var execTagFrames = [...][]byte{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,10 +32,16 @@ var stateVia = []struct {
 		return []pgproto3.FrontendMessage{parse("", sql), bind(""), execMsg(), syncMsg()}
 	}},
 	{"named statement with describe", func(sql string) []pgproto3.FrontendMessage {
-		name := fmt.Sprintf("pjs%x", len(sql)) // postgres.js style: every statement named
+		// postgres.js style: every statement named. A name of its own each
+		// time: PostgreSQL refuses a Parse of a name the client holds
+		// (42P05), and postgres.js parses a name once.
+		name := fmt.Sprintf("pjs%x_%d", len(sql), stateViaNames.Add(1))
 		return []pgproto3.FrontendMessage{parse(name, sql), &pgproto3.Describe{ObjectType: 'S', Name: name}, bind(name), execMsg(), syncMsg()}
 	}},
 }
+
+// stateViaNames numbers the statements of stateVia's named way.
+var stateViaNames atomic.Int64
 
 // run sends msgs and returns the transcript up to the next ReadyForQuery,
 // failing on any error response.

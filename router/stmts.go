@@ -52,6 +52,9 @@ type clientStmt struct {
 // request's process takes it (deallocPrepare, deallocSent), and
 // dropNotSent forgets it when the request is refused instead.
 //
+// dups are the duplicate Parses sent, some perhaps answered already
+// (stmtsdup.go).
+//
 // dropWait, if not nil, is closed when a drop is settled: a Bind waits
 // for it (stmtswait.go); noWait lets the next one go without waiting,
 // where no one would relay the answer.
@@ -67,6 +70,7 @@ type clientStmts struct {
 	dropping    bool
 	dealloc     string
 	drops       []pendingDrop
+	dups        []pendingDup
 	dropWait    chan struct{}
 	noWait      bool
 }
@@ -127,7 +131,8 @@ func (ss *session) stmtTable() *clientStmts {
 // is recorded for the client and prepared on the server under pgferry's
 // name; if the server already has it, a Parse/Close pair of a throwaway
 // statement (noopBody) stands in so the client still gets its
-// ParseComplete, or its error, in order.
+// ParseComplete, or its error, in order. One of a name the client holds
+// is refused as PostgreSQL refuses it (stmtsdup.go).
 func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 	body := protocol.Body(frame)
 	name, rest, ok := protocol.CString(body)
@@ -140,46 +145,35 @@ func (ss *session) processParse(sc *pool.ServerConn, frame []byte) {
 		return
 	}
 	ss.entry.stats.clientParses.Add(1)
-	st := ss.stmts.lookup(name)
-	var old *clientStmt
-	held := st != nil && string(st.Body) == string(rest)
-	if !held {
-		st, old = ss.holdStmt(string(name), rest)
+	if ss.stmts.lookup(name) != nil {
+		ss.sendDuplicate(sc, name, rest) // (stmtsdup.go: PostgreSQL's 42P05)
+		return
 	}
+	st := ss.holdStmt(string(name), rest)
 	if sc.Stmts.Has(st.ID) {
 		ss.q.push(expect{kind: kParse})
-		if !held {
-			ss.parseSent(string(name), old, st)
-		}
+		ss.parseSent(string(name), st)
 		sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), noopStmt, noopBody(st.Query())))
 		ss.q.push(expect{kind: kCloseSwallow})
 		sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', noopStmt))
 		return
 	}
 	ss.prepareOnServer(sc, st, kParse)
-	if !held {
-		ss.parseSent(string(name), old, st)
-	}
+	ss.parseSent(string(name), st)
 }
 
 // parseSent notes the client's Parse of name, just sent (request number
-// ss.q.seq), which made the name stand for st: what it stood for before
-// (old; nil: nothing, or a statement an earlier drop still unanswered set
-// aside) is set aside as for a Close of the name (closeSent), in a
-// pendingDrop of that name that knows st (parsed), settled by the Parse's
-// answer (tagParse): its ParseComplete, and old goes for good (dropRan);
-// an error, or the server skipped it after an error before it up to the
-// Sync, or was lost first, and the name stands for old again, as in
-// PostgreSQL, which keeps what a name stood for when its Parse fails
-// (dropUndone). A Bind or Describe of the name sent past the Parse's Sync
-// waits for that answer (behindDrop). mu is held.
-func (ss *session) parseSent(name string, old, st *clientStmt) {
-	t := ss.stmts
-	d := pendingDrop{seq: ss.q.seq, one: name, parsed: st}
-	if old != nil {
-		d.named = map[string]*clientStmt{name: old}
-	}
-	t.drops = append(t.drops, d)
+// ss.q.seq), which made the name, free before (a Parse of a name the
+// client holds is refused: sendDuplicate), stand for st: a pendingDrop of
+// that name that knows st (parsed), settled by the Parse's answer
+// (tagParse): its ParseComplete, and the name is st's (dropRan); an
+// error, or the server skipped it after an error before it up to the
+// Sync, or was lost first, and the name is free again, as in PostgreSQL,
+// where a Bind of it then gets 26000 (dropUndone, unparse). A Bind,
+// Describe or Parse of the name sent past the Parse's Sync waits for
+// that answer (behindDrop). mu is held.
+func (ss *session) parseSent(name string, st *clientStmt) {
+	ss.stmts.drops = append(ss.stmts.drops, pendingDrop{seq: ss.q.seq, one: name, parsed: st})
 	ss.q.tagLast(tagParse)
 }
 
@@ -239,19 +233,17 @@ func (ss *session) ensureUnnamed(sc *pool.ServerConn) {
 	sc.Wr.SetBuffer(protocol.AppendParseRaw(sc.Wr.Buffer(), "", t.unnamed))
 }
 
-// holdStmt records the client's statement name for the statement with
-// content body, and returns it with what the name stood for before (old,
-// nil for nothing), which the caller keeps (parseSent).
-func (ss *session) holdStmt(name string, body []byte) (st, old *clientStmt) {
-	st = &clientStmt{ss.srv.stmts.Acquire(body)}
+// holdStmt records the client's statement name, which it does not hold,
+// for the statement with content body, and returns it.
+func (ss *session) holdStmt(name string, body []byte) *clientStmt {
+	st := &clientStmt{ss.srv.stmts.Acquire(body)}
 	t := ss.stmtTable()
 	if t.named == nil {
 		t.named = make(map[string]*clientStmt)
 	}
-	old = t.named[name]
 	t.named[name] = st
 	ss.countStmts()
-	return st, old
+	return st
 }
 
 // countStmts records how many statement names the client holds (nStmts),
@@ -323,6 +315,8 @@ func (ss *session) releaseStmts() {
 	}
 	clear(t.drops)
 	t.drops = t.drops[:0]
+	clear(t.dups)
+	t.dups = t.dups[:0]
 }
 
 // releaseNamed gives back the identities of the statements of named and

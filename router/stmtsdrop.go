@@ -202,7 +202,10 @@ func (ss *session) unmarkDrop(t *clientStmts) {
 // no unnamed statement, no drop marked or unanswered. mu is held, or no
 // server is linked.
 func (ss *session) tidyStmts() {
-	if t := ss.stmts; t != nil && len(t.named) == 0 && !t.hasUnnamed && cap(t.unnamed) == 0 && !t.dropping && t.dealloc == "" && len(t.drops) == 0 {
+	if t := ss.stmts; t != nil && len(t.dups) > 0 {
+		t.dups = answeredDups(t.dups, ss.q.answered())
+	}
+	if t := ss.stmts; t != nil && len(t.dups) == 0 && len(t.named) == 0 && !t.hasUnnamed && cap(t.unnamed) == 0 && !t.dropping && t.dealloc == "" && len(t.drops) == 0 {
 		ss.stmts = nil
 	}
 }

@@ -26,8 +26,9 @@ import (
 // Describe waits until the drop is answered (send reports
 // errAwaitDrop, awaitDrop), and then goes as the statement stands. So
 // does one of a name whose Parse is unanswered, past that Parse's Sync
-// (parseSent): the name stands for what it stood for before if the Parse
-// fails or is skipped. The
+// (parseSent): the name is free again if the Parse fails or is skipped.
+// A Parse of such a name waits likewise: PostgreSQL refuses it (42P05)
+// if the name is the client's when it comes (stmtsdup.go). The
 // server answers that drop without more from the client: it is flushed at
 // the ReadyForQuery that ends its run, already sent. Only the session's
 // goroutine waits: the relay loop hands such a Bind or Describe to it
@@ -37,10 +38,11 @@ import (
 // answer (awaitDrop) before it goes.
 var errAwaitDrop = errors.New("a drop's answer first")
 
-// bindsBehindDrop reports whether frame, a Bind or Describe (typ), names a
-// statement of the client that a drop still unanswered set aside, and the
-// end of the drop's run was sent since (see above), unless the frame is
-// to go without waiting (noWait). mu is held.
+// bindsBehindDrop reports whether frame, a Bind, Describe or Parse (typ),
+// names a statement of the client that a drop still unanswered set aside
+// (or that its Parse still unanswered made), and the end of the drop's run
+// was sent since (see above), unless the frame is to go without waiting
+// (noWait). mu is held.
 func (ss *session) bindsBehindDrop(typ byte, frame []byte) bool {
 	if t := ss.stmts; t.noWait {
 		t.noWait = false
@@ -56,7 +58,9 @@ func (ss *session) behindDrop(typ byte, frame []byte) bool {
 	body := protocol.Body(frame)
 	var name []byte
 	var ok bool
-	if typ == protocol.MsgBind {
+	if typ == protocol.MsgParse {
+		name, _, ok = protocol.CString(body)
+	} else if typ == protocol.MsgBind {
 		if _, rest, found := protocol.CString(body); found {
 			name, _, ok = protocol.CString(rest)
 		}
