@@ -172,3 +172,43 @@ func TestAStatementDropReadAsItsServerIsLostIsSkipped(t *testing.T) {
 		})
 	}
 }
+
+// A Close of a named statement that begins a loan whose server replays
+// another client's parameters goes behind the replay's guard as any
+// request does, so the requests behind it wait for the replay's answer:
+// a second simple Query in a group that failed before it is skipped with
+// the rest of the group up to the client's Sync, as PostgreSQL skips it.
+// Before, with the relay loop, the Close went unguarded (closeLocally's
+// Close of its throwaway name, sent in place of the client's, bypassed
+// process), so nothing waited for the replay's answer, and the second
+// Query, which the first had left outside a group (ring.open), went
+// behind a guard and a Sync of pgferry's (syncBehind): that Sync ended
+// the server's skip, and the client got a ReadyForQuery too many and the
+// Describe's error behind it (the pipeline differential test's seed 318
+// in a deep run: "3 1 E:34000 Z E:26000 Z E:26000 Z" for "3 1 E:34000 Z
+// E:26000 Z").
+func TestAQueryInAFailedGroupBehindACloseThatBeganAReplayingLoanIsSkipped(t *testing.T) {
+	eachRelayLoopSetting(t, func(t *testing.T, loop bool) {
+		cfg, db := configWithOwnDatabase(t)
+		cfg.RelayLoop, cfg.RelayLoopSet = loop, true
+		setPoolSize(cfg, "app", 1)
+		f := ferrytest.Start(t, cfg)
+		leave := msgs(simpleQuery("set search_path = public"))
+		pipeline := msgs(closeStmt("s2"), parse("", "select 1"), &pgproto3.Execute{Portal: "p1"}, simpleQuery("select 1"),
+			simpleQuery("select 2"), describeStmt("nope"), syncMsg(), bind("nope"), syncMsg())
+		direct := cluster.DSN(db, ferrytest.User, ferrytest.Password)
+		pipelineAnswers(t, direct, leave)
+		pg := pipelineAnswers(t, direct, pipeline)
+		if want := "3 1 E:34000 Z E:26000 Z I Z"; pg != want {
+			t.Fatalf("PostgreSQL answered %q, the test expects %q", pg, want)
+		}
+		for round := range 5 {
+			// A client before leaves its search_path on the server: the
+			// next client's loan begins with a replay.
+			pipelineAnswers(t, f.AppDSN(), leave)
+			if got := pipelineAnswers(t, f.AppDSN(), pipeline); got != pg {
+				t.Fatalf("round %d: pgferry answered %q, PostgreSQL %q", round, got, pg)
+			}
+		}
+	})
+}

@@ -30,6 +30,15 @@ func (ss *session) closeLocally(frame []byte) bool {
 	ss.faultAt("local")
 	ss.mu.Lock()
 	sc := ss.server
+	for sc != nil && ss.replays != 0 && ss.loop == 0 && ss.awaitsReplay(protocol.MsgClose) {
+		// (paramsrefused.go: a request after the loan's first waits for
+		// the replay's answer, as send has it wait; the relay loop hands
+		// such a request to the goroutine before it comes here.)
+		ss.mu.Unlock()
+		ss.awaitReplay(sc)
+		ss.mu.Lock()
+		sc = ss.server
+	}
 	if sc == nil && ss.has(stSkipToSync) {
 		ss.mu.Unlock()
 		return true // (its server lost since handleFrame looked: skipped)
@@ -46,6 +55,9 @@ func (ss *session) closeLocally(frame []byte) bool {
 	ss.wmu.Lock()
 	ss.ownerHeld = heldMu | heldWmu // (as in send: for a panic's recover)
 	ss.faultAt("process")
+	if ss.replays != 0 && !ss.q.open {
+		ss.guardReplay(sc) // (as process: the server has not answered the replay yet, paramsrefused.go)
+	}
 	ss.q.open = true // (as process: an extended-protocol request went out)
 	ss.q.push(expect{kind: kClose})
 	sc.Wr.SetBuffer(protocol.AppendClose(sc.Wr.Buffer(), 'S', noopStmt))
