@@ -432,3 +432,42 @@ func (ss *session) commitMail(channel string, end uint64) {
 		ss.dropMailBefore(channel, marks[i].at)
 	}
 }
+
+// pinSQLPrepare is classify's pin reason of a PREPARE, which it gives
+// PREPARE TRANSACTION too.
+const pinSQLPrepare = "SQL PREPARE"
+
+// listenInTransaction reports whether the client's open transaction ran a
+// LISTEN that pgferry's listener serves (the server ran an empty query or
+// listenStandIn in its place), or an UNLISTEN once the client has
+// listened (PostgreSQL queues an UNLISTEN only in a session that has):
+// PostgreSQL refuses to PREPARE TRANSACTION such a transaction (async.c,
+// AtPrepare_Notify), and the server, which never ran them, would not. It
+// looks only where nothing is owed and the transaction has not failed (a
+// PREPARE TRANSACTION there is a ROLLBACK). mu is not held.
+func (ss *session) listenInTransaction() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.rare == nil || ss.server == nil || ss.q.n != 0 || ss.status != protocol.TxInTx {
+		return false
+	}
+	for _, ch := range ss.rare.tentative {
+		if ch.op == opListen || (listenOp(ch.op) && ss.listening) {
+			return true
+		}
+	}
+	return false
+}
+
+// prepareRefused sends the client's PREPARE TRANSACTION, sql, as ROLLBACK
+// (blanked in place, as listenLinked blanks a LISTEN): the transaction
+// ends as PostgreSQL ends one it refuses to prepare, its LISTENs undone
+// (onCommandComplete), and the client gets PostgreSQL's error in place of
+// the CommandComplete (tagPrepareRefused), then ReadyForQuery 'I'.
+func (ss *session) prepareRefused(sql []byte) {
+	n := copy(sql, "ROLLBACK")
+	for i := n; i < len(sql); i++ {
+		sql[i] = ' '
+	}
+	ss.execTag = tagPrepareRefused
+}

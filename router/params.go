@@ -449,6 +449,10 @@ func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
 	if c.ReservedName {
 		return ss.refuse(errReservedName) // before it is recorded, or pins
 	}
+	if c.Pin == pinSQLPrepare && ss.txnMode && !c.Several && classify.PrepareTransaction(sql) && ss.listenInTransaction() {
+		ss.prepareRefused(sql) // (listenlinked.go)
+		return false, nil
+	}
 	if c.Deallocate != "" {
 		if done, err := ss.deallocQuery(c.Deallocate, sql); done || err != nil {
 			return done, err // (stmtsdealloc.go: one of the client's protocol-level statements)

@@ -318,6 +318,8 @@ func (ss *session) relayServer(sc *pool.ServerConn, inline bool) relayEnd {
 				listen := head.kind == kExecute && head.tag == tagListen
 				if listen {
 					frame = execTagFrames[tagListen] // (its listenStandIn's UNLISTEN: state.go)
+				} else if head.tag == tagPrepareRefused && head.kind == kQuery {
+					frame = execTagFrames[tagPrepareRefused] // (its ROLLBACK's: prepareRefused)
 				}
 				if completes(head.kind, typ) {
 					ss.q.popAnswered() // (and the Syncs its COPY ignored)

@@ -255,6 +255,11 @@ const (
 	// of the client's Parse of a name it holds (stmtsdup.go): its error
 	// is told naming the client's statement (duplicateError).
 	tagDup
+	// tagPrepareRefused marks a simple Query of PREPARE TRANSACTION that
+	// PostgreSQL refuses after a LISTEN pgferry's listener served, sent as
+	// ROLLBACK: its CommandComplete becomes PostgreSQL's error
+	// (prepareRefused).
+	tagPrepareRefused
 )
 
 var execTagFrames = [...][]byte{
@@ -262,4 +267,6 @@ var execTagFrames = [...][]byte{
 	tagUnlisten: protocol.AppendCommandComplete(nil, "UNLISTEN"),
 	tagDrop:     protocol.AppendEmpty(nil, protocol.MsgEmptyQuery),
 	tagDealloc:  protocol.AppendCommandComplete(nil, "DEALLOCATE"),
+	tagPrepareRefused: protocol.NewError(protocol.SQLStateFeatureNotSupported,
+		"cannot PREPARE a transaction that has executed LISTEN, UNLISTEN, or NOTIFY").AppendFrame(nil),
 }

@@ -65,6 +65,17 @@ func EndsFailedTransaction(sql []byte) bool {
 	return false
 }
 
+// PrepareTransaction reports whether sql begins with PREPARE TRANSACTION.
+// It does not allocate.
+func PrepareTransaction(sql []byte) bool {
+	w, rest := firstWord(sql)
+	if w != "prepare" {
+		return false
+	}
+	next, _ := firstWord(rest)
+	return next == "transaction"
+}
+
 // firstWord returns b's first word (after blanks and comments), lower
 // case, if it is one of endWords, and the bytes after it; "" and b
 // otherwise.
