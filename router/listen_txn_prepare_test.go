@@ -24,6 +24,7 @@ import (
 // prepared transactions, which the shared one does not: there PREPARE
 // TRANSACTION fails first, 55000.)
 func TestAPrepareTransactionAfterAListenIsRefusedAsPostgreSQLRefusesIt(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	ctx := testContext(t)
 	pg, err := pgtest.Start(pgtest.Options{TLS: true, Conf: map[string]string{"max_prepared_transactions": "10"}})

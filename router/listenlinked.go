@@ -433,10 +433,6 @@ func (ss *session) commitMail(channel string, end uint64) {
 	}
 }
 
-// pinSQLPrepare is classify's pin reason of a PREPARE, which it gives
-// PREPARE TRANSACTION too.
-const pinSQLPrepare = "SQL PREPARE"
-
 // listenInTransaction reports whether the client's open transaction ran a
 // LISTEN that pgferry's listener serves (the server ran an empty query or
 // listenStandIn in its place), or an UNLISTEN once the client has

@@ -449,7 +449,7 @@ func (ss *session) interceptQuery(frame []byte) (done bool, err error) {
 	if c.ReservedName {
 		return ss.refuse(errReservedName) // before it is recorded, or pins
 	}
-	if c.Pin == pinSQLPrepare && ss.txnMode && !c.Several && classify.PrepareTransaction(sql) && ss.listenInTransaction() {
+	if c.PrepareTransaction && ss.txnMode && !c.Several && ss.listenInTransaction() {
 		ss.prepareRefused(sql) // (listenlinked.go)
 		return false, nil
 	}

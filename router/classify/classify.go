@@ -45,6 +45,10 @@ type Class struct {
 	// one, rather than let the server look for it under the name the
 	// client gave it. Never in a query of several statements.
 	Deallocate string
+	// PrepareTransaction marks PREPARE TRANSACTION 'gid', which ends the
+	// transaction and leaves the session nothing to pin it (not a PREPARE
+	// of a statement named transaction: prepareTransaction).
+	PrepareTransaction bool
 	// More holds the changes of a query of several statements after the
 	// first (Change), in the order they run; nil otherwise, so that a
 	// single statement costs no allocation.
@@ -416,6 +420,10 @@ func classifyWord(stmt []byte, w string, rest []byte) Class {
 			prev, b = w, r
 		}
 	case "prepare":
+		if prepareTransaction(rest) {
+			c.PrepareTransaction = true
+			break
+		}
 		c.Pin = "SQL PREPARE"
 		c.ReservedName = reservedName(rest)
 	case "listen":

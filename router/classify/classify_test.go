@@ -317,6 +317,8 @@ func TestEndsFailedTransactionFindsTheStatementsPostgreSQLRunsInOne(t *testing.T
 		{"commit", true}, {"COMMIT AND CHAIN", true}, {" /* c */ end", true}, {"rollback", true},
 		{"Rollback to savepoint a", true}, {"abort", true}, {"prepare transaction 'x'", true},
 		{"commit prepared 'x'", false}, {"ROLLBACK PREPARED 'x'", false}, {"prepare s as select 1", false},
+		{"PREPARE TRANSACTION $$x$$", true}, {"prepare transaction as select 1", false},
+		{"prepare Transaction(int) as select $1", false}, {"prepare transaction asx", true},
 		{"select 1", false}, {"", false}, {"committed", false}, {"begin", false},
 	}
 	for _, tc := range tests {
@@ -326,5 +328,27 @@ func TestEndsFailedTransactionFindsTheStatementsPostgreSQLRunsInOne(t *testing.T
 	}
 	if n := testing.AllocsPerRun(100, func() { EndsFailedTransaction([]byte("rollback to savepoint a")) }); n != 0 {
 		t.Errorf("%v allocations", n)
+	}
+}
+
+// PREPARE TRANSACTION ends its transaction and leaves the session nothing
+// to keep: it pins nobody. A PREPARE of a statement named transaction (as
+// PostgreSQL reads PREPARE transaction AS ...) is a SQL PREPARE as any.
+func TestPrepareTransactionPinsNobodyAndAStatementNamedTransactionPins(t *testing.T) {
+	tests := []struct {
+		sql      string
+		prepared bool   // PrepareTransaction
+		pin      string // Pin
+	}{
+		{"PREPARE TRANSACTION 'g1'", true, ""},
+		{"prepare /* c */ transaction E'g\\1'", true, ""},
+		{"prepare transaction AS select 1", false, "SQL PREPARE"},
+		{"PREPARE transaction (int) AS select $1", false, "SQL PREPARE"},
+		{"prepare p as select 1", false, "SQL PREPARE"},
+	}
+	for _, tc := range tests {
+		if c := SQL([]byte(tc.sql)); c.PrepareTransaction != tc.prepared || c.Pin != tc.pin {
+			t.Errorf("SQL(%q): PrepareTransaction %v, Pin %q; want %v, %q", tc.sql, c.PrepareTransaction, c.Pin, tc.prepared, tc.pin)
+		}
 	}
 }

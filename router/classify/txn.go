@@ -59,21 +59,25 @@ func EndsFailedTransaction(sql []byte) bool {
 	case "end", "abort":
 		return true
 	case "prepare":
-		next, _ := firstWord(rest)
-		return next == "transaction"
+		return prepareTransaction(rest)
 	}
 	return false
 }
 
-// PrepareTransaction reports whether sql begins with PREPARE TRANSACTION.
-// It does not allocate.
-func PrepareTransaction(sql []byte) bool {
-	w, rest := firstWord(sql)
-	if w != "prepare" {
+// prepareTransaction reports whether rest, what follows PREPARE, is
+// TRANSACTION and its transaction's name, not the name of a statement
+// (PREPARE transaction AS ..., PREPARE transaction (int) AS ...: PostgreSQL
+// prepares a statement named transaction).
+func prepareTransaction(rest []byte) bool {
+	next, r := firstWord(rest)
+	if next != "transaction" {
 		return false
 	}
-	next, _ := firstWord(rest)
-	return next == "transaction"
+	r = skipSpace(r)
+	if len(r) > 0 && r[0] == '(' {
+		return false
+	}
+	return !(len(r) >= 2 && identLower[r[0]] == 'a' && identLower[r[1]] == 's' && (len(r) == 2 || identLower[r[2]] == 0))
 }
 
 // firstWord returns b's first word (after blanks and comments), lower
