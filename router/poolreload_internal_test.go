@@ -1,9 +1,11 @@
 package router
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/pgferry/pgferry/configs"
+	"github.com/pgferry/pgferry/pool"
 )
 
 // unreachableConfig parses a configuration of user app (password
@@ -85,5 +87,74 @@ func TestAReloadThatChangesOnlyAUsersPoolSizesRebuildsItsPools(t *testing.T) {
 	}
 	if pc := again.pool.Config(); pc.Size != 4 {
 		t.Errorf("the rebuilt pool has size %d; want the user's 4", pc.Size)
+	}
+}
+
+// limitMax reads the cap of l (pool.Limit keeps it unexported); 0 for no
+// limit.
+func limitMax(l *pool.Limit) int64 {
+	if l == nil {
+		return 0
+	}
+	return reflect.ValueOf(l).Elem().FieldByName("max").Int()
+}
+
+// TestAReloadThatChangesADatabasesOrAUsersCapGivesTheNewPoolsTheNewCap:
+// PgBouncer 1.25.2 reads max_db_connections and max_user_connections
+// afresh at each new server connection (objects.c launch_new_connection),
+// so a reload that changes them applies at once. pgferry rebuilt the
+// database's pools but kept the database's shared cap, made for the old
+// value, until a global setting changed too (max_db_connections 2 then 5:
+// the new pools still stopped at 2); a user's cap changed alone rebuilt
+// nothing, and its pools kept the old one.
+func TestAReloadThatChangesADatabasesOrAUsersCapGivesTheNewPoolsTheNewCap(t *testing.T) {
+	before, after := unreachableConfig(t, ""), unreachableConfig(t, "")
+	db := before.Databases["app"]
+	db.MaxDBConnections = 2
+	before.Databases["app"] = db
+	db.MaxDBConnections = 5
+	after.Databases["app"] = db
+	u := before.Users["app"]
+	u.MaxUserConnections = 3
+	before.Users["app"] = u
+	u.MaxUserConnections = 7
+	after.Users["app"] = u
+	srv, err := New(before, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(t.Context())
+	e, err := srv.poolFor(before, "app", before.Databases["app"], "app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, u := limitMax(e.pool.Config().DBLimit), limitMax(e.pool.Config().UserLimit); d != 2 || u != 3 {
+		t.Fatalf("before the reload: caps %d and %d, want 2 and 3", d, u)
+	}
+	if err := srv.Reload(after); err != nil {
+		t.Fatal(err)
+	}
+	e, err = srv.poolFor(after, "app", after.Databases["app"], "app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, u := limitMax(e.pool.Config().DBLimit), limitMax(e.pool.Config().UserLimit); d != 5 || u != 7 {
+		t.Errorf("after the reload: max_db_connections %d and max_user_connections %d in force, want 5 and 7", d, u)
+	}
+
+	// A user's cap changed alone.
+	again := unreachableConfig(t, "")
+	again.Databases["app"] = db
+	u.MaxUserConnections = 9
+	again.Users["app"] = u
+	if err := srv.Reload(again); err != nil {
+		t.Fatal(err)
+	}
+	e, err = srv.poolFor(again, "app", again.Databases["app"], "app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := limitMax(e.pool.Config().UserLimit); u != 9 {
+		t.Errorf("after a reload of the user's cap alone: max_user_connections %d in force, want 9", u)
 	}
 }

@@ -197,6 +197,36 @@ func poolSizes(cfg *configs.Config, db configs.Database, user string) (size, res
 	return size, reserve
 }
 
+// userCaps returns the max_user_connections and fleet_max_user_connections
+// in force for user: its own where [users] sets them, else the globals.
+func userCaps(cfg *configs.Config, user string) (maxUser, fleetUser int) {
+	maxUser, fleetUser = cfg.MaxUserConnections, cfg.FleetMaxUserConnections
+	if u, ok := cfg.Users[user]; ok {
+		if u.MaxUserConnections > 0 {
+			maxUser = u.MaxUserConnections
+		}
+		if u.FleetMaxUserConnections > 0 {
+			fleetUser = u.FleetMaxUserConnections
+		}
+	}
+	return maxUser, fleetUser
+}
+
+// userCapsChanged reports whether user's caps differ between the
+// configurations a and b.
+func userCapsChanged(a, b *configs.Config, user string) bool {
+	am, af := userCaps(a, user)
+	bm, bf := userCaps(b, user)
+	return am != bm || af != bf
+}
+
+// dbCaps returns the max_db_connections and fleet_max_db_connections of
+// database entry name in cfg, and whether cfg has it.
+func dbCaps(cfg *configs.Config, name string) (maxDB, fleetDB int, ok bool) {
+	db, _, ok := cfg.LookupDatabase(name)
+	return db.MaxDBConnections, db.FleetMaxDBConnections, ok
+}
+
 // userSizesChanged reports whether e's pool was built with another size or
 // reserve than cfg gives it now, which a change of [users] alone makes.
 func userSizesChanged(e *poolEntry, cfg *configs.Config, db configs.Database, user string) bool {
@@ -298,16 +328,7 @@ func (s *Server) newPool(cfg *configs.Config, dbName string, db configs.Database
 		}
 		pc.DBLimit = s.dbLimits[dbName]
 	}
-	maxUser, fleetUser := cfg.MaxUserConnections, cfg.FleetMaxUserConnections
-	if u, ok := cfg.Users[user]; ok {
-		if u.MaxUserConnections > 0 {
-			maxUser = u.MaxUserConnections
-		}
-		if u.FleetMaxUserConnections > 0 {
-			fleetUser = u.FleetMaxUserConnections
-		}
-	}
-	if maxUser > 0 || fleetUser > 0 {
+	if maxUser, fleetUser := userCaps(cfg, user); maxUser > 0 || fleetUser > 0 {
 		if s.userLimits[user] == nil {
 			s.userLimits[user] = s.fleetLimit("user/"+user, maxUser, fleetUser)
 		}

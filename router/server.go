@@ -304,13 +304,29 @@ func (s *Server) Reload(cfg *configs.Config) error {
 		// Shared caps are rebuilt with the pools that use them.
 		s.dbLimits = make(map[string]*pool.Limit)
 		s.userLimits = make(map[string]*pool.Limit)
+	} else {
+		// So is a database's or a user's cap the reload changed: the
+		// pools under it are rebuilt below (a changed database entry,
+		// userCapsChanged), and the new ones must not take the old cap.
+		for name := range s.dbLimits {
+			oldMax, oldFleet, _ := dbCaps(old, name)
+			newMax, newFleet, ok := dbCaps(cfg, name)
+			if !ok || oldMax != newMax || oldFleet != newFleet {
+				delete(s.dbLimits, name)
+			}
+		}
+		for user := range s.userLimits {
+			if userCapsChanged(old, cfg, user) {
+				delete(s.userLimits, user)
+			}
+		}
 	}
 	var stale []*poolEntry
 	for k, e := range s.pools {
 		db, _, ok := cfg.LookupDatabase(k.db)
 		if globalsChanged || !ok || !sameDatabase(db, e.db) || e.mode != poolModeFor(cfg, db, k.user) ||
 			e.pool.Config().Dial.Detached != detachedServers(cfg, db, k.user) || serverTLSChanged(db, e.tlsDigest, digests) ||
-			userSizesChanged(e, cfg, db, k.user) {
+			userSizesChanged(e, cfg, db, k.user) || userCapsChanged(old, cfg, k.user) {
 			stale = append(stale, e)
 			delete(s.pools, k)
 			if ok {
