@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"reflect"
 	"testing"
 
@@ -66,15 +67,7 @@ func TestAReloadThatChangesOnlyAUsersPoolSizesRebuildsItsPools(t *testing.T) {
 	u := after.Users["app"]
 	u.PoolSize, u.ReservePoolSize = &size, &reserve
 	after.Users["app"] = u
-	srv, err := New(before, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown(t.Context())
-	e, err := srv.poolFor(before, "app", before.Databases["app"], "app", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, e := serverWithAppPool(t, before)
 	if err := srv.Reload(after); err != nil {
 		t.Fatal(err)
 	}
@@ -119,22 +112,14 @@ func TestAReloadThatChangesADatabasesOrAUsersCapGivesTheNewPoolsTheNewCap(t *tes
 	before.Users["app"] = u
 	u.MaxUserConnections = 7
 	after.Users["app"] = u
-	srv, err := New(before, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown(t.Context())
-	e, err := srv.poolFor(before, "app", before.Databases["app"], "app", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, e := serverWithAppPool(t, before)
 	if d, u := limitMax(e.pool.Config().DBLimit), limitMax(e.pool.Config().UserLimit); d != 2 || u != 3 {
 		t.Fatalf("before the reload: caps %d and %d, want 2 and 3", d, u)
 	}
 	if err := srv.Reload(after); err != nil {
 		t.Fatal(err)
 	}
-	e, err = srv.poolFor(after, "app", after.Databases["app"], "app", "")
+	e, err := srv.poolFor(after, "app", after.Databases["app"], "app", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,4 +142,20 @@ func TestAReloadThatChangesADatabasesOrAUsersCapGivesTheNewPoolsTheNewCap(t *tes
 	if u := limitMax(e.pool.Config().UserLimit); u != 9 {
 		t.Errorf("after a reload of the user's cap alone: max_user_connections %d in force, want 9", u)
 	}
+}
+
+// serverWithAppPool is a Server of cfg, shut down at the test's end, and
+// the pool of user app on database app, made as a login makes it.
+func serverWithAppPool(t *testing.T, cfg *configs.Config) (*Server, *poolEntry) {
+	t.Helper()
+	srv, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	e, err := srv.poolFor(cfg, "app", cfg.Databases["app"], "app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, e
 }
