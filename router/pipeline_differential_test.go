@@ -138,13 +138,17 @@ type pipelineGen struct {
 	txn     *rand.Rand
 	named   map[string][]string
 	listens map[string]bool
+	// dup leaves out the Close before a named Parse now and then: a
+	// source of its own, so that the pipelines are otherwise those the
+	// seeds made before it came.
+	dup *rand.Rand
 }
 
 // newPipeline returns the pipeline of seed; txnMode adds the statements
 // of pipelineTxnTexts.
 func newPipeline(seed int64, txnMode bool) []pgproto3.FrontendMessage {
 	g := &pipelineGen{r: rand.New(rand.NewSource(seed)), parsed: map[string]bool{}, groupStart: true,
-		named: map[string][]string{}, listens: map[string]bool{}}
+		named: map[string][]string{}, listens: map[string]bool{}, dup: rand.New(rand.NewSource(seed + 1<<32))}
 	if txnMode {
 		// (A source of its own: the pipelines are otherwise those of
 		// session mode.)
@@ -209,11 +213,12 @@ func (g *pipelineGen) message() {
 			g.unnamed = true
 			return
 		}
-		// A named Parse goes behind a Close of the name: a Parse of a
-		// name that exists (PostgreSQL's 42P05) is a defect helper-126
-		// fixes.
+		// A named Parse goes behind a Close of the name, but for one in
+		// 4 (dup), which may find the name taken (PostgreSQL's 42P05).
 		name := g.pick([]string{"s1", "s2"})
-		g.add(closeStmt(name))
+		if g.dup.Intn(4) != 0 {
+			g.add(closeStmt(name))
+		}
 		g.add(parse(name, sql))
 		g.named[name] = append(g.named[name], sql)
 		g.parsed[name] = true
