@@ -20,6 +20,7 @@ import (
 // answers yet: owesNow), and the client, waiting for the statement's end,
 // got nothing (20 s here).
 func TestACancelOfAGrantedGroupWithoutItsSyncCancelsItWhileItRunsAsInPostgreSQL(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	const sleep = "select pg_sleep(300) -- a granted group without its Sync"
 	group := msgs(parse("", sleep), bind(""), execMsg())
 	next := msgs(syncMsg(), parse("", "select 3"), bind(""), execMsg(), syncMsg())

@@ -188,6 +188,7 @@ func TestAStatementDropReadAsItsServerIsLostIsSkipped(t *testing.T) {
 // in a deep run: "3 1 E:34000 Z E:26000 Z E:26000 Z" for "3 1 E:34000 Z
 // E:26000 Z").
 func TestAQueryInAFailedGroupBehindACloseThatBeganAReplayingLoanIsSkipped(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	eachRelayLoopSetting(t, func(t *testing.T, loop bool) {
 		cfg, db := configWithOwnDatabase(t)
 		cfg.RelayLoop, cfg.RelayLoopSet = loop, true

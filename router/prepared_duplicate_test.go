@@ -20,6 +20,7 @@ import (
 // client's statements on the server in between) and session mode, relay
 // loop on and off.
 func TestAParseOfANameTheClientHoldsIsRefusedAsByPostgreSQL(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	steps := []exchangeStep{
 		{"prepare s1", 1, "1 Z", msgs(parse("s1", "select 1"), syncMsg())},
 		{"prepare s1 again", 1, `E:42P05:prepared statement "s1" already exists Z`,
