@@ -107,6 +107,7 @@ var halfCloseCases = []halfCloseCase{
 }
 
 func TestAClientThatHangsUpWhileTheLoopQueuesItGivesUpItsPlaceAtOnceWhateverItSent(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	skipWithoutLoop(t)
 	t.Parallel()
 	for _, tc := range halfCloseCases {
@@ -118,6 +119,7 @@ func TestAClientThatHangsUpWhileTheLoopQueuesItGivesUpItsPlaceAtOnceWhateverItSe
 }
 
 func TestAClientThatHalfClosesWhileAGoroutineQueuesItIsServedIfItSentMoreThanItsRequest(t *testing.T) {
+	ferrytest.ChoosesItsRelayMode(t)
 	t.Parallel()
 	for _, tc := range halfCloseCases {
 		t.Run(tc.name, func(t *testing.T) {
