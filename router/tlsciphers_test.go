@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"context"
 	"crypto/tls"
 	"strings"
 	"testing"
@@ -33,34 +34,15 @@ func TestClientTLSCiphersBoundTheSuitesATLS12ClientMayUse(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cc, err := pgx.ParseConfig(f.AppDSN() + " sslmode=require")
-			if err != nil {
-				t.Fatal(err)
+			st, refused := tlsLogin(t, ctx, f.AppDSN(), func(c *tls.Config) {
+				c.MaxVersion = tls.VersionTLS12
+				c.CipherSuites = tc.offers
+			})
+			if refused != (tc.want == 0) {
+				t.Fatalf("refused: %v, want %v", refused, tc.want == 0)
 			}
-			cc.TLSConfig.MaxVersion = tls.VersionTLS12
-			cc.TLSConfig.CipherSuites = tc.offers
-			cc.Fallbacks = nil
-			conn, err := pgx.ConnectConfig(ctx, cc)
-			if tc.want == 0 {
-				if err == nil {
-					conn.Close(ctx)
-					t.Fatal("the client connected")
-				}
-				if !strings.Contains(err.Error(), "handshake failure") {
-					t.Fatalf("got %v, want the TLS handshake refused", err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close(ctx)
-			if got := conn.PgConn().Conn().(*tls.Conn).ConnectionState().CipherSuite; got != tc.want {
-				t.Fatalf("the client got %s, want %s", tls.CipherSuiteName(got), tls.CipherSuiteName(tc.want))
-			}
-			var n int
-			if err := conn.QueryRow(ctx, "select 1").Scan(&n); err != nil {
-				t.Fatal(err)
+			if !refused && st.CipherSuite != tc.want {
+				t.Fatalf("the client got %s, want %s", tls.CipherSuiteName(st.CipherSuite), tls.CipherSuiteName(tc.want))
 			}
 		})
 	}
@@ -109,4 +91,30 @@ func TestServerTLSCiphersBoundTheSuitesOfServerConnections(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tlsLogin logs in to dsn over TLS, the client's TLS settings adjusted,
+// runs a query and returns the connection's TLS state; refused reports
+// that pgferry refused the handshake (any other failure fails the test).
+func tlsLogin(t *testing.T, ctx context.Context, dsn string, adjust func(*tls.Config)) (st tls.ConnectionState, refused bool) {
+	t.Helper()
+	cc, err := pgx.ParseConfig(dsn + " sslmode=require")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adjust(cc.TLSConfig)
+	cc.Fallbacks = nil
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		if !strings.Contains(err.Error(), "handshake failure") {
+			t.Fatalf("got %v, want a login or the TLS handshake refused", err)
+		}
+		return st, true
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "select 1").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return conn.PgConn().Conn().(*tls.Conn).ConnectionState(), false
 }

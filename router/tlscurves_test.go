@@ -2,10 +2,7 @@ package router_test
 
 import (
 	"crypto/tls"
-	"strings"
 	"testing"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pgferry/pgferry/internal/ferrytest"
 )
@@ -33,34 +30,15 @@ func TestClientTLSECDHCurveBoundsTheGroupsAClientMayUse(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cc, err := pgx.ParseConfig(f.AppDSN() + " sslmode=require")
-			if err != nil {
-				t.Fatal(err)
+			st, refused := tlsLogin(t, ctx, f.AppDSN(), func(c *tls.Config) {
+				c.MinVersion, c.MaxVersion = tc.version, tc.version
+				c.CurvePreferences = tc.offers
+			})
+			if refused != (tc.want == 0) {
+				t.Fatalf("refused: %v, want %v", refused, tc.want == 0)
 			}
-			cc.TLSConfig.MinVersion, cc.TLSConfig.MaxVersion = tc.version, tc.version
-			cc.TLSConfig.CurvePreferences = tc.offers
-			cc.Fallbacks = nil
-			conn, err := pgx.ConnectConfig(ctx, cc)
-			if tc.want == 0 {
-				if err == nil {
-					conn.Close(ctx)
-					t.Fatal("the client connected")
-				}
-				if !strings.Contains(err.Error(), "handshake failure") {
-					t.Fatalf("got %v, want the TLS handshake refused", err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close(ctx)
-			if got := conn.PgConn().Conn().(*tls.Conn).ConnectionState().CurveID; got != tc.want {
-				t.Fatalf("the client got %s, want %s", got, tc.want)
-			}
-			var n int
-			if err := conn.QueryRow(ctx, "select 1").Scan(&n); err != nil {
-				t.Fatal(err)
+			if !refused && st.CurveID != tc.want {
+				t.Fatalf("the client got %s, want %s", st.CurveID, tc.want)
 			}
 		})
 	}
